@@ -1,0 +1,45 @@
+# Pilotfish: `make demo` brings the mesh up with the sample config; `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_WORKERS ?= 2
+
+.PHONY: install test unit integration e2e demo lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install-system-deps.sh
+	PYTHON=$(PYTHON) ./scripts/install-system-deps.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+# Unit and integration tests run in parallel; e2e tests (pods, iptables) run one at a time.
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) tests/unit tests/integration
+	@if ls tests/e2e/test_*.py >/dev/null 2>&1; then \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/e2e; \
+	fi
+
+unit: install
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests/unit
+
+integration: install
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests/integration
+
+e2e: install
+	$(PY) -m pytest -q tests/e2e
+
+demo: install
+	./scripts/demo.sh
+
+lint: install
+	$(VENV)/bin/ruff check pilotfish tests bench samples
+	$(VENV)/bin/ruff format --check pilotfish tests bench samples
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,145 @@
+"""The config store contract: what every backend (memory, SQLite, PostgreSQL) promises.
+
+Objects are kept as plain JSON-able dicts (the full Kubernetes-shaped body: ``apiVersion``,
+``kind``, ``metadata``, ``spec``/``data``...), keyed by ``(kind, namespace, name)``;
+cluster-scoped kinds use namespace ``""``. Validation happens before the store; the store
+only keeps, orders and reports.
+
+Revisions: the store keeps one global counter. Every write operation (one put or one
+delete) gets the next revision, so the operations of one transaction get consecutive
+revisions. ``metadata.resourceVersion`` of a stored object is ``str(revision)`` of its last
+write. ``events_since(r)`` returns every event with revision > r, ordered, with no gaps, so
+a reader that remembers the last revision it saw catches up exactly.
+
+A transaction (``commit``) is all or nothing: if any operation fails its precondition, no
+operation of it is applied, and the error names the failing resource.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+EventType = Literal["ADDED", "MODIFIED", "DELETED"]
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """A stored object: its key, its full body and the revision of its last write."""
+
+    key: Key
+    body: dict[str, Any]
+    revision: int
+
+    @property
+    def kind(self) -> str:
+        return self.key.kind
+
+    @property
+    def namespace(self) -> str:
+        return self.key.namespace
+
+    @property
+    def name(self) -> str:
+        return self.key.name
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change. For DELETED, ``object.body`` is the last body before deletion and
+    ``object.revision`` is the revision of the delete."""
+
+    type: EventType
+    revision: int
+    object: StoredObject
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Create or replace ``body``.
+
+    ``expected_revision``: when set, the object must currently exist at exactly that
+    revision (optimistic concurrency; ConflictError otherwise). ``create_only``: the object
+    must not exist (AlreadyExistsError otherwise). The store fills ``metadata.resourceVersion``,
+    ``metadata.uid`` (kept across updates), ``metadata.creationTimestamp`` (kept) and
+    ``metadata.generation`` (1, then +1 when ``spec`` or ``data`` changes).
+    A put whose body equals the stored one (ignoring those fields) is a no-op: no revision, no event.
+    """
+
+    body: dict[str, Any]
+    expected_revision: int | None = None
+    create_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete the object at ``key`` (NotFoundError if absent, ConflictError if
+    ``expected_revision`` is set and differs)."""
+
+    key: Key
+    expected_revision: int | None = None
+
+
+Operation = Put | Delete
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    revision: int  # store revision after the commit
+    events: list[Event] = field(default_factory=list)
+
+
+class Store(Protocol):
+    """A config store. Implementations are thread-safe; calls are synchronous and quick."""
+
+    def get(self, key: Key) -> StoredObject | None: ...
+
+    def list(self, kind: str | None = None, namespace: str | None = None) -> list[StoredObject]:
+        """Objects ordered by (kind, namespace, name); ``None`` means all."""
+        ...
+
+    def commit(self, ops: Sequence[Operation]) -> CommitResult:
+        """Apply all operations in one transaction, or none (raises a StoreError)."""
+        ...
+
+    def revision(self) -> int:
+        """The revision of the last committed write (0 for an empty store)."""
+        ...
+
+    def events_since(self, revision: int, limit: int | None = None) -> list[Event]:
+        """Events with revision > ``revision`` in order. CompactedError if some were dropped."""
+        ...
+
+    def subscribe(self, callback: Callable[[int], None]) -> Callable[[], None]:
+        """Call ``callback(revision)`` after each commit (from the committing thread, or from
+        the backend's listener for shared stores). Returns an unsubscribe function."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def key_of(body: dict[str, Any]) -> Key:
+    meta = body.get("metadata") or {}
+    return Key(str(body["kind"]), str(meta.get("namespace") or ""), str(meta["name"]))
+
+
+def strip_server_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``body`` without the fields the store fills, for no-op comparison."""
+    out = copy.deepcopy(body)
+    meta = out.get("metadata") or {}
+    for f in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+        meta.pop(f, None)
+    out.pop("status", None)
+    return out

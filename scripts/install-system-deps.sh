@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Pilotfish needs, only when something is missing.
+# Pods are network namespaces with iptables capture (iproute2, iptables); the demo and tests
+# use curl; the virtualenv needs python3-venv on a stock Debian.
+set -euo pipefail
+need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v pkill >/dev/null 2>&1 || need+=(procps)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+"${PYTHON:-python3}" -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "pilotfish: missing system packages: ${need[*]} (install them as root with apt-get)" >&2
+  exit 1
+fi
+echo "pilotfish: installing system packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${need[@]}" >/dev/null
