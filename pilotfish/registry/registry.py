@@ -1,0 +1,234 @@
+"""The registry: every source of services and workloads combined into one snapshot.
+
+Sources: Kubernetes-shaped ``Service`` objects, ``ServiceEntry`` (hosts, inline endpoints,
+workloadSelector), runtime-reported ``Pod`` objects, ``WorkloadEntry`` objects and sidecars
+connected over xDS (``ConnectedSidecars``). ``Registry.snapshot(objects)`` turns the stored
+objects of one revision (plus the connected sidecars of the moment) into an immutable
+``RegistrySnapshot``; conversions of unchanged objects (same key and revision) are reused.
+``changed_services(old, new)`` tells which hostnames differ (service or endpoints), for
+incremental pushes.
+
+Conflicts: a hostname defined by both a Service and a ServiceEntry is the Service's; among
+ServiceEntries the oldest object (lowest revision, then namespace/name) wins, as in Istio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+from pilotfish.config.store.base import StoredObject
+from pilotfish.registry.kube import (
+    service_from_k8s,
+    workload_from_pod,
+    workload_from_workload_entry,
+)
+from pilotfish.registry.serviceentry import (
+    services_from_service_entry,
+    workloads_from_service_entry,
+)
+from pilotfish.registry.sidecars import ConnectedSidecars
+from pilotfish.registry.types import Endpoint, Service, ServicePort, Workload
+from pilotfish.registry.vip import VipAllocator
+
+REGISTRY_KINDS = frozenset({"Service", "ServiceEntry", "Pod", "WorkloadEntry"})
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySettings:
+    domain_suffix: str = "cluster.local"
+
+
+@dataclass(frozen=True)
+class RegistrySnapshot:
+    """Services by hostname and their endpoints by ``(hostname, service port)``."""
+
+    services: Mapping[str, Service] = field(default_factory=dict)
+    endpoints: Mapping[tuple[str, int], tuple[Endpoint, ...]] = field(default_factory=dict)
+    workloads: Mapping[str, Workload] = field(default_factory=dict)
+
+    def endpoints_of(self, hostname: str, port: int) -> tuple[Endpoint, ...]:
+        return self.endpoints.get((hostname, port), ())
+
+    def services_of_workload(self, workload: Workload) -> list[Service]:
+        """Services whose selector picks ``workload`` (same namespace)."""
+        out = []
+        for svc in self.services.values():
+            if (
+                svc.selector
+                and svc.namespace == workload.namespace
+                and workload.matches(svc.selector)
+            ):
+                out.append(svc)
+        return out
+
+
+def _endpoint(svc: Service, sp: ServicePort, w: Workload) -> Endpoint:
+    if sp.name and sp.name in w.endpoint_ports:
+        target = w.endpoint_ports[sp.name]
+    else:
+        target = sp.target_number(w.named_ports)
+    return Endpoint(
+        address=w.address,
+        port=w.dial_port(target),
+        target_port=target,
+        service_port=sp.port,
+        labels=w.labels,
+        namespace=w.namespace,
+        service_account=w.service_account,
+        healthy=w.healthy,
+        locality=w.locality,
+        weight=w.weight,
+        workload_uid=w.uid,
+        has_sidecar=w.has_sidecar,
+    )
+
+
+def build_endpoints(
+    services: Mapping[str, Service],
+    workloads: Iterable[Workload],
+    entry_workloads: Mapping[str, list[Workload]],
+) -> dict[tuple[str, int], tuple[Endpoint, ...]]:
+    """Endpoints of every service: selected workloads, entry endpoints, DNS hosts."""
+    by_ns: dict[str, list[Workload]] = {}
+    for w in workloads:
+        by_ns.setdefault(w.namespace, []).append(w)
+    out: dict[tuple[str, int], tuple[Endpoint, ...]] = {}
+    for svc in services.values():
+        members: list[Workload] = []
+        if svc.source_kind == "ServiceEntry":
+            members.extend(entry_workloads.get(f"{svc.namespace}/{svc.source_name}", []))
+        if svc.selector:
+            members.extend(w for w in by_ns.get(svc.namespace, []) if w.matches(svc.selector))
+        members.sort(key=lambda w: (w.address, w.uid))
+        for sp in svc.ports:
+            eps = [_endpoint(svc, sp, w) for w in members]
+            if (
+                not eps
+                and svc.source_kind == "ServiceEntry"
+                and svc.resolution in ("DNS", "DNS_ROUND_ROBIN")
+                and not svc.is_wildcard
+            ):
+                port = sp.target_port if isinstance(sp.target_port, int) else sp.port
+                eps = [
+                    Endpoint(
+                        address=svc.hostname,
+                        port=port,
+                        target_port=port,
+                        service_port=sp.port,
+                        labels={},
+                        namespace=svc.namespace,
+                        service_account="default",
+                    )
+                ]
+            out[(svc.hostname, sp.port)] = tuple(eps)
+    return out
+
+
+class Registry:
+    """Combines the sources into snapshots. Keep one per control plane (it holds the VIPs)."""
+
+    def __init__(
+        self,
+        vips: VipAllocator | None = None,
+        sidecars: ConnectedSidecars | None = None,
+        settings: RegistrySettings | None = None,
+    ) -> None:
+        self.vips = vips or VipAllocator()
+        self.sidecars = sidecars or ConnectedSidecars()
+        self.settings = settings or RegistrySettings()
+        self._cache: dict[tuple[Any, int], Any] = {}
+        self._hostnames: set[str] = set()
+
+    def _convert(self, obj: StoredObject) -> Any:
+        key = (obj.key, obj.revision)
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        if obj.kind == "Service":
+            spec = obj.body.get("spec") or {}
+            ip = spec.get("clusterIP")
+            hostname = f"{obj.name}.{obj.namespace}.svc.{self.settings.domain_suffix}"
+            if ip and ip != "None":
+                self.vips.reserve(hostname, str(ip))
+            value: Any = service_from_k8s(obj.body, self.vips.allocate, self.settings.domain_suffix)
+        elif obj.kind == "ServiceEntry":
+            value = (
+                services_from_service_entry(obj.body, self.vips.allocate),
+                workloads_from_service_entry(obj.body),
+            )
+        elif obj.kind == "Pod":
+            value = (workload_from_pod(obj.body),)
+        else:
+            value = (workload_from_workload_entry(obj.body),)
+        self._cache[key] = value
+        return value
+
+    def snapshot(self, objects: Iterable[StoredObject]) -> RegistrySnapshot:
+        """A snapshot from the stored objects of one revision (other kinds are ignored)."""
+        services: dict[str, Service] = {}
+        entries: list[tuple[int, str, str, list[Service]]] = []
+        entry_workloads: dict[str, list[Workload]] = {}
+        workloads: dict[str, Workload] = {}
+        seen: set[tuple[Any, int]] = set()
+        for obj in objects:
+            if obj.kind not in REGISTRY_KINDS:
+                continue
+            seen.add((obj.key, obj.revision))
+            value = self._convert(obj)
+            if obj.kind == "Service":
+                services[value.hostname] = value
+            elif obj.kind == "ServiceEntry":
+                entries.append((obj.revision, obj.namespace, obj.name, value[0]))
+                entry_workloads[f"{obj.namespace}/{obj.name}"] = value[1]
+            elif value[0] is not None:
+                workloads[value[0].uid] = value[0]
+        for _, _, _, svcs in sorted(entries, key=lambda e: e[:3]):
+            for svc in svcs:
+                services.setdefault(svc.hostname, svc)
+        for w in self.sidecars.workloads():
+            pod_uid = f"Pod/{w.namespace}/{w.name}"
+            pod = workloads.pop(pod_uid, None)
+            if pod is not None:
+                w = _merge_pod(w, pod)
+            workloads[w.uid] = w
+        # Forget conversions of objects that are gone; release VIPs of vanished hostnames.
+        self._cache = {k: v for k, v in self._cache.items() if k in seen}
+        gone = self._hostnames - set(services)
+        for host in gone:
+            self.vips.release(host)
+        self._hostnames = set(services)
+        endpoints = build_endpoints(services, workloads.values(), entry_workloads)
+        return RegistrySnapshot(
+            services=MappingProxyType(services),
+            endpoints=MappingProxyType(endpoints),
+            workloads=MappingProxyType(workloads),
+        )
+
+
+def _merge_pod(sidecar: Workload, pod: Workload) -> Workload:
+    """A connected sidecar of a known pod: the sidecar's ports, the pod's names and health."""
+    return replace(
+        sidecar,
+        labels={**pod.labels, **sidecar.labels},
+        named_ports=pod.named_ports,
+        healthy=pod.healthy,
+        locality=pod.locality,
+    )
+
+
+def changed_services(old: RegistrySnapshot | None, new: RegistrySnapshot) -> set[str]:
+    """Hostnames whose service definition or endpoints differ between two snapshots."""
+    if old is None:
+        return set(new.services)
+    changed = {
+        h
+        for h in set(old.services) | set(new.services)
+        if old.services.get(h) != new.services.get(h)
+    }
+    for key in set(old.endpoints) | set(new.endpoints):
+        if old.endpoints.get(key) != new.endpoints.get(key):
+            changed.add(key[0])
+    return changed

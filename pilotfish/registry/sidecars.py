@@ -1,0 +1,90 @@
+"""Sidecars that registered themselves by connecting over xDS: an in-memory workload source.
+
+The xDS server calls ``connected(node)`` when a sidecar's stream opens and
+``disconnected(node)`` when it closes. Each connected sidecar is a workload (uid
+``Sidecar/NAMESPACE/POD``) with the labels, service account and IP its node carries; in NONE
+(explicit) mode its endpoint port for a service target port ``T`` is ``inbound_ports[T]``.
+Routers are not workloads. A sidecar with the same namespace/name as a runtime-reported Pod
+replaces that pod in the registry (it knows the port mapping).
+
+Several streams may come from the same proxy (reconnects overlap): the source counts them
+and forgets the workload only when the last one closes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from pilotfish.api.node import NodeInfo
+from pilotfish.registry.types import Workload
+
+
+def workload_from_node(node: NodeInfo) -> Workload:
+    return Workload(
+        uid=f"Sidecar/{node.namespace}/{node.pod_name}",
+        name=node.pod_name,
+        namespace=node.namespace,
+        address=node.ip,
+        labels=dict(node.labels),
+        service_account=node.service_account,
+        healthy=True,
+        port_map=dict(node.inbound_ports) if node.interception_mode == "NONE" else {},
+        has_sidecar=True,
+    )
+
+
+class ConnectedSidecars:
+    """Thread-safe set of connected sidecars. ``version`` grows on every change."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._nodes: dict[str, tuple[NodeInfo, int]] = {}
+        self._listeners: list[Callable[[], None]] = []
+        self.version = 0
+
+    def connected(self, node: NodeInfo) -> None:
+        if node.proxy_type != "sidecar":
+            return
+        key = f"{node.namespace}/{node.pod_name}"
+        with self._lock:
+            prev = self._nodes.get(key)
+            count = prev[1] + 1 if prev else 1
+            self._nodes[key] = (node, count)
+            changed = prev is None or prev[0] != node
+            if changed:
+                self.version += 1
+        if changed:
+            self._notify()
+
+    def disconnected(self, node: NodeInfo) -> None:
+        key = f"{node.namespace}/{node.pod_name}"
+        with self._lock:
+            prev = self._nodes.get(key)
+            if prev is None:
+                return
+            if prev[1] > 1:
+                self._nodes[key] = (prev[0], prev[1] - 1)
+                return
+            del self._nodes[key]
+            self.version += 1
+        self._notify()
+
+    def workloads(self) -> list[Workload]:
+        with self._lock:
+            nodes = [n for n, _ in self._nodes.values()]
+        return [workload_from_node(n) for n in nodes]
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` after every change; returns an unsubscribe function."""
+        self._listeners.append(callback)
+
+        def cancel() -> None:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
+        return cancel
+
+    def _notify(self) -> None:
+        for cb in list(self._listeners):
+            cb()

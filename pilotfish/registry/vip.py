@@ -1,0 +1,82 @@
+"""Service VIPs the control plane allocates (Kubernetes' clusterIP, for a mesh without one).
+
+A VIP is allocated the first time a service hostname is seen and kept for the life of the
+service (until ``release``). The first choice is a hash of the hostname inside the range, so
+the same hostname gets the same VIP on any control plane; on collision the next free address
+is taken. Assignments live in a plain mapping passed in: the server persists it (``assigned``
+plus ``dirty``) so that collisions resolved once stay resolved across restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_VIP_RANGE = "10.96.0.0/16"
+
+
+@dataclass(frozen=True, slots=True)
+class VipSettings:
+    cidr: str = DEFAULT_VIP_RANGE
+
+
+class VipExhaustedError(RuntimeError):
+    """Every address of the range is taken."""
+
+
+class VipAllocator:
+    """Allocates stable VIPs per hostname from a range. Thread-safe."""
+
+    def __init__(
+        self, settings: VipSettings | None = None, assigned: Mapping[str, str] | None = None
+    ) -> None:
+        self._net = ipaddress.ip_network((settings or VipSettings()).cidr)
+        # Skip the network address and the first host (Kubernetes keeps .1 for the API server)
+        # and the broadcast address.
+        self._first = int(self._net.network_address) + 2
+        self._size = max(1, self._net.num_addresses - 3)
+        self._by_host: dict[str, str] = dict(assigned or {})
+        self._taken: set[str] = set(self._by_host.values())
+        self._lock = threading.Lock()
+        self.dirty = False
+
+    def allocate(self, hostname: str) -> str:
+        """The VIP of ``hostname``, allocating one the first time it is asked for."""
+        with self._lock:
+            found = self._by_host.get(hostname)
+            if found is not None:
+                return found
+            digest = hashlib.sha256(hostname.encode()).digest()
+            start = int.from_bytes(digest[:8], "big") % self._size
+            for i in range(self._size):
+                addr = str(ipaddress.ip_address(self._first + (start + i) % self._size))
+                if addr not in self._taken:
+                    self._by_host[hostname] = addr
+                    self._taken.add(addr)
+                    self.dirty = True
+                    return addr
+            raise VipExhaustedError(f"no free VIP left in {self._net} for {hostname}")
+
+    def reserve(self, hostname: str, address: str) -> None:
+        """Record an address the user chose (``clusterIP``) so it is never handed out again."""
+        with self._lock:
+            if self._by_host.get(hostname) != address:
+                self._by_host[hostname] = address
+                self._taken.add(address)
+                self.dirty = True
+
+    def release(self, hostname: str) -> None:
+        with self._lock:
+            addr = self._by_host.pop(hostname, None)
+            if addr is not None:
+                self._taken.discard(addr)
+                self.dirty = True
+
+    def assigned(self) -> dict[str, str]:
+        """A copy of every assignment (hostname -> VIP), to persist."""
+        with self._lock:
+            self.dirty = False
+            return dict(self._by_host)
