@@ -1,0 +1,495 @@
+"""The control-plane HTTP API: Kubernetes-style paths over the config store.
+
+Paths (``{plural}`` from the kind table, e.g. ``virtualservices``)::
+
+    /api/v1/{plural}[/{name}]                               core kinds, cluster-wide / cluster-scoped
+    /api/v1/namespaces/{ns}/{plural}[/{name}]               core namespaced kinds
+    /apis/{group}/{version}/{plural}                         all namespaces
+    /apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}]
+    POST /apis/pilotfish.io/v1/apply                         a batch (one file) in one transaction
+    POST /apis/pilotfish.io/v1/delete                        a batch of deletions in one transaction
+    GET  /apis/pilotfish.io/v1/proxystatus                   connected proxies and their xDS state
+    GET  /healthz, /version                                  no token needed
+
+Lists and gets answer JSON, or YAML when the request asks for ``application/yaml``. Bodies may
+be JSON or YAML. ``?dryRun=All`` validates and reports without storing. ``?watch=true`` on a
+list streams one JSON event per line (``{"type": "ADDED", "object": {...}}``) from
+``resourceVersion`` (or from now, after the current objects as ADDED events).
+Validation is the same code as offline ``pilotfish validate``, so messages are identical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from pilotfish import __version__
+from pilotfish.api import kinds
+from pilotfish.api.kinds import KindInfo
+from pilotfish.apiserver.auth import token_matches
+from pilotfish.apiserver.status import error_status, status_body
+from pilotfish.config.store.base import (
+    CommitResult,
+    Delete,
+    Key,
+    Operation,
+    Put,
+    Store,
+    StoredObject,
+    key_of,
+    strip_server_fields,
+)
+from pilotfish.config.store.watch import watch
+from pilotfish.config.validation import validate
+from pilotfish.errors import (
+    FieldError,
+    NotFoundError,
+    PilotfishError,
+    ResourceRef,
+    Source,
+    ValidationError,
+)
+
+log = logging.getLogger(__name__)
+
+PILOTFISH_GROUP = "pilotfish.io"
+#: Namespaces that always exist, as Kubernetes' default and Istio's root namespace.
+BUILTIN_NAMESPACES = ("default", "istio-system")
+
+StatusProvider = Callable[[], list[dict[str, Any]]]
+
+
+@dataclass
+class ApiSettings:
+    tokens: frozenset[str]
+    #: Returns the xDS status of connected proxies (empty when no xDS server runs).
+    proxy_status: StatusProvider = field(default=lambda: [])
+    #: Extra read-only views the runtime adds later (e.g. pods): kind -> lister.
+    extra_handlers: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = field(
+        default_factory=dict
+    )
+
+
+def ensure_builtin_namespaces(store: Store) -> None:
+    """Create ``default`` and ``istio-system`` when the store lacks them."""
+    ops: list[Operation] = []
+    for ns in BUILTIN_NAMESPACES:
+        if store.get(Key("Namespace", "", ns)) is None:
+            ops.append(
+                Put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}, "spec": {}})
+            )
+    if ops:
+        store.commit(ops)
+
+
+# ---------------------------------------------------------------------------- rendering
+
+
+def _wants_yaml(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    return "yaml" in accept or request.query.get("output") == "yaml"
+
+
+def respond(request: web.Request, body: Any, status: int = 200) -> web.Response:
+    if _wants_yaml(request):
+        text = yaml.safe_dump(body, sort_keys=False, default_flow_style=False)
+        return web.Response(text=text, status=status, content_type="application/yaml")
+    return web.json_response(body, status=status)
+
+
+def error_response(request: web.Request, err: PilotfishError) -> web.Response:
+    body = error_status(err)
+    return respond(request, body, int(body["code"]))
+
+
+async def read_body(request: web.Request) -> Any:
+    raw = await request.text()
+    if not raw.strip():
+        raise ValidationError(ResourceRef("request"), [FieldError("", "empty request body")])
+    try:
+        if "json" in request.content_type:
+            return json.loads(raw)
+        return yaml.safe_load(raw)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ValidationError(ResourceRef("request"), [FieldError("", f"invalid body: {e}")]) from None
+
+
+def object_body(obj: StoredObject) -> dict[str, Any]:
+    return obj.body
+
+
+def list_body(info: KindInfo | None, objs: list[StoredObject], revision: int) -> dict[str, Any]:
+    return {
+        "apiVersion": info.api_version if info else "v1",
+        "kind": f"{info.kind}List" if info else "List",
+        "metadata": {"resourceVersion": str(revision)},
+        "items": [object_body(o) for o in objs],
+    }
+
+
+def _match_labels(body: dict[str, Any], selector: str | None) -> bool:
+    """Equality-based label selectors: ``app=reviews,version!=v1,tier`` (kubectl's ``-l``)."""
+    if not selector:
+        return True
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    for term in selector.split(","):
+        term = term.strip()
+        if not term:
+            continue
+        if "!=" in term:
+            k, v = term.split("!=", 1)
+            if labels.get(k.strip()) == v.strip():
+                return False
+        elif "=" in term:
+            k, v = term.split("=", 1)
+            if labels.get(k.strip().rstrip("=")) != v.strip():
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------- the server
+
+
+class ApiServer:
+    """Builds the aiohttp application over a store."""
+
+    def __init__(self, store: Store, settings: ApiSettings) -> None:
+        self.store = store
+        self.settings = settings
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._auth_middleware], client_max_size=32 * 1024**2)
+        r = app.router
+        r.add_get("/healthz", self.healthz)
+        r.add_get("/version", self.version)
+        r.add_post(f"/apis/{PILOTFISH_GROUP}/v1/apply", self.apply_batch)
+        r.add_post(f"/apis/{PILOTFISH_GROUP}/v1/delete", self.delete_batch)
+        r.add_get(f"/apis/{PILOTFISH_GROUP}/v1/proxystatus", self.proxy_status)
+        for prefix in ("/api/{version}", "/apis/{group}/{version}"):
+            r.add_route("*", prefix + "/namespaces/{namespace}/{plural}", self.collection)
+            r.add_route("*", prefix + "/namespaces/{namespace}/{plural}/{name}", self.item)
+            r.add_route("*", prefix + "/{plural}", self.collection)
+            r.add_route("*", prefix + "/{plural}/{name}", self.item)
+        return app
+
+    # -- middleware
+
+    @web.middleware
+    async def _auth_middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path not in ("/healthz", "/version") and not token_matches(
+            request.headers.get("Authorization"), self.settings.tokens
+        ):
+            return web.json_response(
+                status_body(401, "Unauthorized", "Unauthorized: a valid bearer token is required"),
+                status=401,
+            )
+        try:
+            return await handler(request)
+        except PilotfishError as e:
+            return error_response(request, e)
+
+    # -- plain endpoints
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": __version__, "revision": self.store.revision()})
+
+    async def proxy_status(self, request: web.Request) -> web.Response:
+        return respond(request, {"kind": "ProxyStatusList", "items": self.settings.proxy_status()})
+
+    # -- kind resolution
+
+    def _kind(self, request: web.Request) -> KindInfo:
+        group = request.match_info.get("group", "")
+        version = request.match_info["version"]
+        plural = request.match_info["plural"]
+        return kinds.by_path(group, version, plural)
+
+    # -- collections
+
+    async def collection(self, request: web.Request) -> web.StreamResponse:
+        info = self._kind(request)
+        ns = request.match_info.get("namespace")
+        if info.kind in self.settings.extra_handlers:
+            return await self.settings.extra_handlers[info.kind](request)
+        if request.method == "GET":
+            if request.query.get("watch") in ("true", "1"):
+                return await self._watch(request, info, ns)
+            objs = [
+                o
+                for o in self.store.list(info.kind, ns if info.namespaced else None)
+                if _match_labels(o.body, request.query.get("labelSelector"))
+            ]
+            return respond(request, list_body(info, objs, self.store.revision()))
+        if request.method == "POST":
+            body = await read_body(request)
+            return self._write(request, info, ns, None, body, create=True)
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+
+    async def item(self, request: web.Request) -> web.StreamResponse:
+        info = self._kind(request)
+        ns = request.match_info.get("namespace") if info.namespaced else ""
+        name = request.match_info["name"]
+        if info.kind in self.settings.extra_handlers:
+            return await self.settings.extra_handlers[info.kind](request)
+        key = Key(info.kind, ns or "", name)
+        if request.method == "GET":
+            obj = self.store.get(key)
+            if obj is None:
+                raise NotFoundError(f'{info.plural} "{name}" not found')
+            return respond(request, object_body(obj))
+        if request.method == "PUT":
+            body = await read_body(request)
+            return self._write(request, info, ns, name, body, create=False)
+        if request.method == "DELETE":
+            dry = request.query.get("dryRun") == "All"
+            deleted = self._delete([key], dry_run=dry)
+            return respond(request, deleted[0])
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "PUT", "DELETE"])
+
+    def _write(
+        self,
+        request: web.Request,
+        info: KindInfo,
+        ns: str | None,
+        name: str | None,
+        body: Any,
+        *,
+        create: bool,
+    ) -> web.Response:
+        if not isinstance(body, dict):
+            raise ValidationError(ResourceRef(info.kind), [FieldError("", "body must be an object")])
+        body.setdefault("kind", info.kind)
+        body.setdefault("apiVersion", info.api_version)
+        meta = body.setdefault("metadata", {})
+        if ns and info.namespaced:
+            if meta.get("namespace") not in (None, ns):
+                raise ValidationError(
+                    ResourceRef(info.kind, meta.get("namespace"), meta.get("name")),
+                    [FieldError("metadata.namespace", f"does not match the namespace in the path ({ns})")],
+                )
+            meta["namespace"] = ns
+        if name is not None and meta.get("name") not in (None, name):
+            raise ValidationError(
+                ResourceRef(info.kind, ns, meta.get("name")),
+                [FieldError("metadata.name", f"does not match the name in the path ({name})")],
+            )
+        if name is not None:
+            meta["name"] = name
+        validated = validate(body, default_namespace=ns or "default")
+        if validated.info.kind != info.kind:
+            raise ValidationError(
+                ResourceRef(validated.info.kind, ns, meta.get("name")),
+                [FieldError("kind", f"must be {info.kind} for this path")],
+            )
+        rv = meta.get("resourceVersion")
+        expected = int(rv) if (rv and not create) else None
+        self._check_namespaces([validated.body], set())
+        put = Put(validated.body, expected_revision=expected, create_only=create)
+        key = key_of(validated.body)
+        if request.query.get("dryRun") == "All":
+            return respond(request, validated.body, 201 if create else 200)
+        if not create and self.store.get(key) is None:
+            raise NotFoundError(f'{info.plural} "{key.name}" not found')
+        self.store.commit([put])
+        stored = self.store.get(key)
+        assert stored is not None
+        return respond(request, stored.body, 201 if create else 200)
+
+    # -- batches
+
+    def _check_namespaces(self, bodies: list[dict[str, Any]], creating: set[str]) -> None:
+        errors: list[ValidationError] = []
+        for b in bodies:
+            info = kinds.by_kind(b["kind"])
+            ns = (b.get("metadata") or {}).get("namespace") or ""
+            if info.namespaced and ns not in creating and self.store.get(Key("Namespace", "", ns)) is None:
+                errors.append(
+                    ValidationError(
+                        ResourceRef(info.kind, ns, b["metadata"].get("name")),
+                        [
+                            FieldError(
+                                "metadata.namespace",
+                                f'namespaces "{ns}" not found (create it first: '
+                                f"pilotfish create namespace {ns})",
+                            )
+                        ],
+                    )
+                )
+        if errors:
+            raise BatchError(errors)
+
+    async def apply_batch(self, request: web.Request) -> web.Response:
+        """Validate every item, then store all of them in one transaction (or nothing)."""
+        req = await read_body(request)
+        items: list[Any] = list(req.get("items") or [])
+        sources = [Source(**s) if s else None for s in (req.get("sources") or [None] * len(items))]
+        default_ns = req.get("namespace") or "default"
+        dry_run = bool(req.get("dryRun")) or request.query.get("dryRun") == "All"
+        validated: list[dict[str, Any]] = []
+        errors: list[PilotfishError] = []
+        for i, item in enumerate(items):
+            src = sources[i] if i < len(sources) else None
+            try:
+                if not isinstance(item, dict):
+                    raise ValidationError(ResourceRef("document"), [FieldError("", "not a mapping")], src)
+                v = validate(item, source=src, default_namespace=default_ns)
+                if not v.info.appliable:
+                    raise ValidationError(
+                        ResourceRef(v.info.kind, v.body["metadata"].get("namespace"), v.body["metadata"]["name"]),
+                        [FieldError("kind", f"{v.info.plural} are created by the runtime; apply a Deployment instead")],
+                        src,
+                    )
+                validated.append(v.body)
+            except PilotfishError as e:
+                errors.append(e)
+        if errors:
+            return _batch_error_response(request, errors)
+        creating = {b["metadata"]["name"] for b in validated if b["kind"] == "Namespace"}
+        try:
+            self._check_namespaces(validated, creating)
+        except BatchError as e:
+            return _batch_error_response(request, list(e.errors))
+        # One object given twice in one batch: the last one wins, as sequential applies would.
+        last: dict[Key, int] = {key_of(b): i for i, b in enumerate(validated)}
+        results: list[dict[str, Any]] = []
+        ops: list[Operation] = []
+        for i, b in enumerate(validated):
+            k = key_of(b)
+            if last[k] == i:
+                ops.append(Put(b))
+        if dry_run:
+            commit = CommitResult(self.store.revision(), [])
+            changed = {key_of(op.body) for op in ops if isinstance(op, Put) and self._differs(op.body)}
+        else:
+            commit = self.store.commit(ops)
+            changed = {e.object.key for e in commit.events}
+        for b in validated:
+            k = key_of(b)
+            existed = self._existed(k, commit) if not dry_run else self.store.get(k) is not None
+            result = "unchanged"
+            if k in changed:
+                result = "configured" if existed else "created"
+            results.append(
+                {"kind": k.kind, "namespace": k.namespace, "name": k.name, "result": result}
+            )
+        return respond(
+            request,
+            {"kind": "ApplyResult", "revision": commit.revision, "dryRun": dry_run, "items": results},
+        )
+
+    def _differs(self, body: dict[str, Any]) -> bool:
+        cur = self.store.get(key_of(body))
+        return cur is None or strip_server_fields(cur.body) != strip_server_fields(body)
+
+    @staticmethod
+    def _existed(k: Key, commit: CommitResult) -> bool:
+        for e in commit.events:
+            if e.object.key == k:
+                return e.type != "ADDED"
+        return True
+
+    async def delete_batch(self, request: web.Request) -> web.Response:
+        req = await read_body(request)
+        keys: list[Key] = []
+        for it in req.get("items") or []:
+            info = kinds.lookup(str(it["kind"]))
+            ns = (it.get("namespace") or req.get("namespace") or "default") if info.namespaced else ""
+            keys.append(Key(info.kind, ns, str(it["name"])))
+        ignore_missing = bool(req.get("ignoreNotFound"))
+        dry_run = bool(req.get("dryRun"))
+        if ignore_missing:
+            keys = [k for k in keys if self.store.get(k) is not None]
+        deleted = self._delete(keys, dry_run=dry_run)
+        return respond(request, {"kind": "DeleteResult", "dryRun": dry_run, "items": deleted})
+
+    def _delete(self, keys: list[Key], *, dry_run: bool) -> list[dict[str, Any]]:
+        ops: list[Operation] = []
+        out: list[dict[str, Any]] = []
+        seen: set[Key] = set()
+        for k in keys:
+            if k in seen:
+                continue
+            seen.add(k)
+            info = kinds.by_kind(k.kind)
+            if self.store.get(k) is None:
+                raise NotFoundError(f'{info.plural} "{k.name}" not found')
+            if k.kind == "Namespace":
+                if k.name == "default":
+                    raise ValidationError(
+                        ResourceRef("Namespace", None, k.name),
+                        [FieldError("metadata.name", "the default namespace cannot be deleted")],
+                    )
+                for obj in self.store.list(None, k.name):
+                    if obj.key not in seen and kinds.by_kind(obj.kind).namespaced:
+                        seen.add(obj.key)
+                        ops.append(Delete(obj.key))
+            ops.append(Delete(k))
+            out.append({"kind": k.kind, "namespace": k.namespace, "name": k.name, "result": "deleted"})
+        if ops and not dry_run:
+            self.store.commit(ops)
+        return out
+
+    # -- watch
+
+    async def _watch(self, request: web.Request, info: KindInfo, ns: str | None) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        rv = request.query.get("resourceVersion")
+        selector = request.query.get("labelSelector")
+        if rv:
+            start = int(rv)
+        else:
+            start = self.store.revision()
+            for o in self.store.list(info.kind, ns if info.namespaced else None):
+                if _match_labels(o.body, selector):
+                    await resp.write(_event_line("ADDED", o.body))
+        try:
+            async for ev in watch(self.store, start):
+                o = ev.object
+                if o.kind != info.kind or (ns and info.namespaced and o.namespace != ns):
+                    continue
+                if not _match_labels(o.body, selector):
+                    continue
+                await resp.write(_event_line(ev.type, o.body))
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return resp
+
+
+class BatchError(PilotfishError):
+    def __init__(self, errors: list[ValidationError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+def _batch_error_response(request: web.Request, errors: list[PilotfishError]) -> web.Response:
+    bodies = [error_status(e) for e in errors]
+    code = max(int(b["code"]) for b in bodies)
+    causes: list[dict[str, str]] = []
+    for b in bodies:
+        causes.extend((b.get("details") or {}).get("causes") or [])
+    message = "\n".join(str(e) for e in errors)
+    body = status_body(code, "Invalid" if code == 422 else str(bodies[0]["reason"]), message, causes)
+    body["details"] = {**body.get("details", {}), "errors": [str(e) for e in errors]}
+    return respond(request, body, code)
+
+
+def _event_line(kind: str, body: dict[str, Any]) -> bytes:
+    return (json.dumps({"type": kind, "object": body}) + "\n").encode()

@@ -1,0 +1,443 @@
+"""The ``pilotfish`` command: kubectl/istioctl-style verbs over the control-plane API.
+
+Every verb that talks to a control plane finds it through the context file (see
+``pilotfish.cli.config``); ``--server``/``--token``/``--context`` override it. Errors are one
+clear line each on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from pilotfish import __version__
+from pilotfish.api import kinds
+from pilotfish.api.kinds import KindInfo
+from pilotfish.cli import output
+from pilotfish.cli.client import ApiClient
+from pilotfish.cli.config import config_path, load_context
+from pilotfish.errors import PilotfishError, ValidationError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    for line in str(message).splitlines() or [""]:
+        click.echo(f"error: {line}", err=True)
+    sys.exit(code)
+
+
+class Globals:
+    def __init__(self, server: str | None, token: str | None, context: str | None) -> None:
+        self.server = server
+        self.token = token
+        self.context = context
+
+    def client(self) -> ApiClient:
+        ctx = load_context(self.context)
+        server = self.server or (ctx.server if ctx else None)
+        token = self.token or (ctx.token if ctx else None)
+        if not server:
+            fail(
+                f"no control plane configured: {config_path()} has no current context. "
+                "Start one with `pilotfish server` (or `pilotfish up`), or pass --server and --token."
+            )
+        return ApiClient(server, token or "")
+
+
+pass_globals = click.make_pass_decorator(Globals)
+
+
+class PilotfishGroup(click.Group):
+    """Turns Pilotfish errors into one-line messages instead of tracebacks."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PilotfishError as e:
+            fail(str(e))
+
+
+@click.group(cls=PilotfishGroup, context_settings=CONTEXT_SETTINGS)
+@click.option("--server", envvar="PILOTFISH_SERVER", help="Control-plane API URL (overrides the context).")
+@click.option("--token", envvar="PILOTFISH_TOKEN", help="Bearer token (overrides the context).")
+@click.option("--context", "context_name", help="Context of the config file to use.")
+@click.pass_context
+def cli(ctx: click.Context, server: str | None, token: str | None, context_name: str | None) -> None:
+    """Pilotfish: Istio's configuration, a real Envoy data plane, no Kubernetes needed.
+
+    \b
+    Start a control plane, then use it like kubectl/istioctl:
+      pilotfish server &                     # or: pilotfish up (control plane + pods + gateway)
+      pilotfish apply -f samples/bookinfo/networking/virtual-service-all-v1.yaml
+      pilotfish get virtualservices          # short names work: vs, dr, gw, se, pa, ap, ra
+      pilotfish get vs reviews -o yaml
+      pilotfish delete -f samples/bookinfo/networking/virtual-service-all-v1.yaml
+      pilotfish validate -f my-config.yaml   # offline, no server needed
+      pilotfish proxy-status                 # every connected Envoy and its xDS state
+
+    The CLI finds the control plane through ~/.pilotfish/config (or $PILOTFISH_CONFIG),
+    which `pilotfish server` writes on start.
+    """
+    ctx.obj = Globals(server, token, context_name)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _kind_label(info: KindInfo, name: str) -> str:
+    return f"{info.singular}.{info.group}/{name}" if info.group else f"{info.singular}/{name}"
+
+
+def _load(files: tuple[str, ...]) -> list[Any]:
+    from pilotfish.config.loader import load_documents
+
+    if not files:
+        fail("must specify one of -f and -k: pilotfish apply -f FILE|DIR|-")
+    return list(load_documents(list(files), stdin=sys.stdin))
+
+
+def _namespace_opt(f: F) -> F:
+    return click.option(
+        "-n", "--namespace", default=None, help="Namespace (default: the object's, else `default`)."
+    )(f)
+
+
+# ---------------------------------------------------------------------------- verbs
+
+
+@cli.command()
+@click.option("-f", "--filename", "files", multiple=True, required=True,
+              help="File, directory (*.yaml, *.yml, *.json) or - for stdin. Repeatable.")
+@_namespace_opt
+@click.option("--dry-run", is_flag=True, help="Validate on the server and report; store nothing.")
+@pass_globals
+def apply(g: Globals, files: tuple[str, ...], namespace: str | None, dry_run: bool) -> None:
+    """Create or update resources from files, as `kubectl apply -f`.
+
+    Each file is one transaction: if any resource in it is invalid, nothing from that file is
+    stored, and every problem is reported with its file, document, field path and reason.
+
+    \b
+    Examples:
+      pilotfish apply -f samples/bookinfo/networking/destination-rule-all.yaml
+      pilotfish apply -f ./istio-config/ -n staging
+      cat vs.yaml | pilotfish apply -f -
+    """
+    docs_by_file: dict[str, list[Any]] = {}
+    for d in _load(files):
+        docs_by_file.setdefault(d.source.file, []).append(d)
+    failed = False
+    with g.client() as client:
+        for file, docs in docs_by_file.items():
+            items = [d.body for d in docs]
+            sources = [
+                {"file": d.source.file, "document": d.source.document, "line": d.source.line}
+                for d in docs
+            ]
+            try:
+                result = client.apply(items, sources, namespace, dry_run)
+            except PilotfishError as e:
+                for line in str(e).splitlines():
+                    click.echo(f"error: {line}", err=True)
+                failed = True
+                continue
+            suffix = " (dry run)" if dry_run else ""
+            for it in result["items"]:
+                info = kinds.by_kind(it["kind"])
+                click.echo(f"{_kind_label(info, it['name'])} {it['result']}{suffix}")
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("kind")
+@click.argument("names", nargs=-1)
+@_namespace_opt
+@click.option("-A", "--all-namespaces", is_flag=True, help="List across all namespaces.")
+@click.option("-o", "--output", "fmt", type=click.Choice(["wide", "yaml", "json", "name"]),
+              help="Output format.")
+@click.option("-l", "--selector", help="Label selector, e.g. app=reviews,version!=v1.")
+@click.option("-w", "--watch", is_flag=True, help="After listing, watch for changes.")
+@pass_globals
+def get(g: Globals, kind: str, names: tuple[str, ...], namespace: str | None,
+        all_namespaces: bool, fmt: str | None, selector: str | None, watch: bool) -> None:
+    """List resources or show some, as `kubectl get`.
+
+    KIND is a kind, plural or short name: vs, dr, gw, se, we, pa, ap, ra, svc, deploy, pods,
+    ns, sa, secrets, telemetry, sidecars, envoyfilters.
+
+    \b
+    Examples:
+      pilotfish get vs
+      pilotfish get dr reviews -o yaml
+      pilotfish get pods -A -o wide
+    """
+    info = kinds.lookup(kind)
+    ns = None if all_namespaces else (namespace or "default")
+    with g.client() as client:
+        if names:
+            items = [client.get(info, ns or "default", n) for n in names]
+        else:
+            items = list(client.list(info, ns, selector).get("items") or [])
+        if fmt in ("yaml", "json"):
+            doc: Any = items[0] if len(names) == 1 else output.as_list(items)
+            click.echo(output.dump(doc, fmt))
+        elif fmt == "name":
+            for o in items:
+                click.echo(_kind_label(info, o["metadata"]["name"]))
+        elif not items:
+            where = "" if not info.namespaced or all_namespaces else f" in {ns} namespace"
+            click.echo(f"No resources found{where}.", err=True)
+        else:
+            click.echo(output.resource_table(info.kind, items, all_namespaces and info.namespaced,
+                                             fmt == "wide"))
+        if watch:
+            for ev in client.watch(info, ns):
+                o = ev["object"]
+                click.echo(f"{ev['type']:<9} {o['metadata'].get('namespace', '')}/{o['metadata']['name']}")
+
+
+@cli.command()
+@click.argument("args", nargs=-1)
+@click.option("-f", "--filename", "files", multiple=True, help="Delete the resources in these files.")
+@_namespace_opt
+@click.option("--ignore-not-found", is_flag=True, help="Treat absent resources as deleted.")
+@click.option("--dry-run", is_flag=True, help="Report what would be deleted; delete nothing.")
+@pass_globals
+def delete(g: Globals, args: tuple[str, ...], files: tuple[str, ...], namespace: str | None,
+           ignore_not_found: bool, dry_run: bool) -> None:
+    """Delete resources by file or by kind and name, as `kubectl delete`.
+
+    \b
+    Examples:
+      pilotfish delete -f samples/bookinfo/networking/virtual-service-all-v1.yaml
+      pilotfish delete vs reviews
+      pilotfish delete dr reviews ratings -n default
+    """
+    items: list[dict[str, str]] = []
+    if files:
+        for d in _load(files):
+            meta = d.body.get("metadata") or {}
+            items.append({"kind": str(d.body.get("kind")),
+                          "namespace": meta.get("namespace") or namespace or "default",
+                          "name": str(meta.get("name"))})
+    elif len(args) >= 2:
+        info = kinds.lookup(args[0])
+        items = [{"kind": info.kind, "namespace": namespace or "default", "name": n} for n in args[1:]]
+    else:
+        fail("specify -f FILE or KIND NAME..., e.g. pilotfish delete vs reviews")
+    with g.client() as client:
+        result = client.delete(items, namespace, ignore_not_found, dry_run)
+    suffix = " (dry run)" if dry_run else ""
+    for it in result["items"]:
+        click.echo(f"{_kind_label(kinds.by_kind(it['kind']), it['name'])} deleted{suffix}")
+
+
+@cli.command()
+@click.argument("kind")
+@click.argument("name")
+@_namespace_opt
+@pass_globals
+def describe(g: Globals, kind: str, name: str, namespace: str | None) -> None:
+    """Show one resource in detail, as `kubectl describe`."""
+    info = kinds.lookup(kind)
+    with g.client() as client:
+        o = client.get(info, namespace or "default", name)
+    meta = o.get("metadata") or {}
+    lines = [
+        f"Name:         {meta.get('name')}",
+        *([f"Namespace:    {meta.get('namespace')}"] if info.namespaced else []),
+        "Labels:       " + ("\n              ".join(f"{k}={v}" for k, v in (meta.get("labels") or {}).items()) or "<none>"),
+        "Annotations:  " + ("\n              ".join(f"{k}: {v}" for k, v in (meta.get("annotations") or {}).items()) or "<none>"),
+        f"API Version:  {o.get('apiVersion')}",
+        f"Kind:         {o.get('kind')}",
+        f"Created:      {meta.get('creationTimestamp')}",
+        f"Revision:     {meta.get('resourceVersion')}",
+    ]
+    click.echo("\n".join(lines))
+    for section in ("spec", "data", "status"):
+        if o.get(section):
+            click.echo(f"{section.capitalize()}:")
+            click.echo("  " + output.dump(o[section], "yaml").replace("\n", "\n  "))
+
+
+@cli.command()
+@click.argument("kind")
+@click.argument("name")
+@click.argument("labels", nargs=-1, required=True)
+@_namespace_opt
+@click.option("--overwrite", is_flag=True, help="Allow changing a label that already has a value.")
+@pass_globals
+def label(g: Globals, kind: str, name: str, labels: tuple[str, ...], namespace: str | None,
+          overwrite: bool) -> None:
+    """Set or remove labels, as `kubectl label`.
+
+    \b
+    Examples:
+      pilotfish label namespace default istio-injection=enabled
+      pilotfish label namespace default istio-injection-      # remove it
+    """
+    info = kinds.lookup(kind)
+    with g.client() as client:
+        o = client.get(info, namespace or "default", name)
+        current = dict((o["metadata"].get("labels") or {}))
+        for item in labels:
+            if item.endswith("-") and "=" not in item:
+                current.pop(item[:-1], None)
+                continue
+            if "=" not in item:
+                fail(f"invalid label {item!r}: use key=value, or key- to remove")
+            k, v = item.split("=", 1)
+            if k in current and current[k] != v and not overwrite:
+                fail(f"'{k}' already has a value ({current[k]}), and --overwrite is false")
+            current[k] = v
+        o["metadata"]["labels"] = current
+        client.put(info, o)
+    click.echo(f"{_kind_label(info, name)} labeled")
+
+
+@cli.group()
+def create() -> None:
+    """Create a resource from the command line (namespace)."""
+
+
+@create.command("namespace")
+@click.argument("name")
+@pass_globals
+def create_namespace(g: Globals, name: str) -> None:
+    """Create a namespace, as `kubectl create namespace`."""
+    info = kinds.by_kind("Namespace")
+    with g.client() as client:
+        client.create(info, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    click.echo(f"namespace/{name} created")
+
+
+@cli.command()
+@click.option("-f", "--filename", "files", multiple=True, required=True,
+              help="File, directory or - for stdin. Repeatable.")
+@_namespace_opt
+def validate(files: tuple[str, ...], namespace: str | None) -> None:
+    """Check files offline (no server): schema and Istio's semantic rules.
+
+    Prints each problem with its file, document, resource, field path and reason;
+    exits non-zero when any is found.
+    """
+    from pilotfish.config.validation import validate as validate_one
+
+    problems = 0
+    count = 0
+    for d in _load(files):
+        count += 1
+        try:
+            validate_one(d.body, source=d.source, default_namespace=namespace or "default")
+        except ValidationError as e:
+            problems += 1
+            click.echo(str(e.with_source(d.source) if e.source is None else e), err=True)
+        except PilotfishError as e:
+            problems += 1
+            click.echo(f"{d.source}: {e}", err=True)
+    if problems:
+        fail(f"{problems} of {count} resources are invalid")
+    click.echo(f"{count} resources valid")
+
+
+@cli.command()
+@click.option("--client", "client_only", is_flag=True, help="Only the CLI's version.")
+@pass_globals
+def version(g: Globals, client_only: bool) -> None:
+    """Print the client and control-plane versions."""
+    click.echo(f"client version: {__version__}")
+    if client_only:
+        return
+    try:
+        with g.client() as client:
+            v = client.request("GET", "/version")
+        click.echo(f"control plane version: {v.get('version')} (config revision {v.get('revision')})")
+    except (PilotfishError, SystemExit):
+        click.echo("control plane version: unavailable (no control plane reachable)")
+
+
+@cli.command("proxy-status")
+@click.option("-o", "--output", "fmt", type=click.Choice(["json", "yaml"]), help="Output format.")
+@pass_globals
+def proxy_status(g: Globals, fmt: str | None) -> None:
+    """Every connected Envoy and its xDS state, as `istioctl proxy-status`.
+
+    SYNCED: the proxy acked what was last sent; STALE: sent, not acked yet (or NACKed: the
+    error is shown); NOT SENT: nothing of that type sent.
+    """
+    with g.client() as client:
+        items = client.proxy_status()
+    if fmt:
+        click.echo(output.dump(output.as_list(items) if fmt else items, fmt))
+        return
+    rows = [["NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS", "VERSION"]]
+    errors: list[str] = []
+    for p in items:
+        types = p.get("types") or {}
+        row = [str(p.get("name")), str(p.get("cluster", ""))]
+        for t in ("CDS", "LDS", "EDS", "RDS"):
+            st = types.get(t) or {}
+            row.append(str(st.get("state") or "NOT SENT"))
+            if st.get("nack"):
+                errors.append(f"{p.get('name')} {t} NACK: {st['nack']}")
+        row.append(str(p.get("version") or ""))
+        rows.append(row)
+    click.echo(output.table(rows))
+    for e in errors:
+        click.echo(e)
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Where config and keys live (default ~/.pilotfish/data).")
+@click.option("--listen", default="127.0.0.1:15014", show_default=True,
+              help="Address of the HTTP API.")
+@click.option("--xds-listen", default="127.0.0.1:15012", show_default=True,
+              help="Address of the xDS (ADS) gRPC server.")
+@click.option("--store", "store_url", default=None,
+              help="Config store: a SQLite path (default <data-dir>/config.db) or memory://.")
+@click.option("--context-name", default="local", show_default=True,
+              help="Context written to the CLI config file for this server.")
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+def server(data_dir: Path | None, listen: str, xds_listen: str, store_url: str | None,
+           context_name: str, log_level: str) -> None:
+    """Run the control plane in the foreground (HTTP API, config store, xDS).
+
+    On first start it creates an admin token in the data directory and writes a context for
+    itself to the CLI config file, so other `pilotfish` commands find it.
+    """
+    from pilotfish.server import ServerSettings, run_server
+
+    settings = ServerSettings.build(
+        data_dir=data_dir, listen=listen, xds_listen=xds_listen, store_url=store_url,
+        context_name=context_name, log_level=log_level,
+    )
+    run_server(settings)
+
+
+def _register_optional_commands() -> None:
+    """Commands that live in their own modules."""
+    try:
+        from pilotfish.cli.proxy_cmd import proxy
+    except ImportError:  # pragma: no cover - the agent module is optional in minimal installs
+        return
+    cli.add_command(proxy)
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    cli(prog_name="pilotfish")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The composition root of the control plane: the only place that wires parts together.
+
+``run_server`` opens the config store, makes sure the built-in namespaces exist, creates the
+admin token, serves the HTTP API and the xDS server, and feeds store changes through the
+push pipeline (store events -> PushContext -> xDS push). It stops cleanly on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from pilotfish.apiserver.app import ApiServer, ApiSettings, ensure_builtin_namespaces
+from pilotfish.apiserver.auth import load_or_create_admin_token
+from pilotfish.cli.config import Context, DEFAULT_HOME, save_context
+from pilotfish.config.store import open_store
+
+log = logging.getLogger("pilotfish.server")
+
+
+def split_address(addr: str, default_port: int) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    if not host:
+        return addr or "127.0.0.1", default_port
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    data_dir: Path
+    api_host: str
+    api_port: int
+    xds_host: str
+    xds_port: int
+    store_url: str
+    context_name: str = "local"
+    log_level: str = "info"
+    #: Write a context for this server into the CLI config file.
+    write_context: bool = True
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        data_dir: Path | None,
+        listen: str,
+        xds_listen: str,
+        store_url: str | None,
+        context_name: str = "local",
+        log_level: str = "info",
+        write_context: bool = True,
+    ) -> ServerSettings:
+        data_dir = (data_dir or DEFAULT_HOME / "data").expanduser().resolve()
+        api_host, api_port = split_address(listen, 15014)
+        xds_host, xds_port = split_address(xds_listen, 15012)
+        return cls(
+            data_dir=data_dir,
+            api_host=api_host,
+            api_port=api_port,
+            xds_host=xds_host,
+            xds_port=xds_port,
+            store_url=store_url or str(data_dir / "config.db"),
+            context_name=context_name,
+            log_level=log_level,
+            write_context=write_context,
+        )
+
+    @property
+    def api_url(self) -> str:
+        host = "127.0.0.1" if self.api_host in ("0.0.0.0", "") else self.api_host
+        return f"http://{host}:{self.api_port}"
+
+
+async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = open_store(settings.store_url)
+    try:
+        ensure_builtin_namespaces(store)
+        token = load_or_create_admin_token(settings.data_dir)
+        api = ApiServer(store, ApiSettings(tokens=frozenset({token})))
+        runner = web.AppRunner(api.app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.api_host, settings.api_port)
+        await site.start()
+        if settings.write_context:
+            path = save_context(Context(settings.context_name, settings.api_url, token))
+            log.info("wrote context %r to %s", settings.context_name, path)
+        log.info(
+            "control plane ready: API %s, store %s, revision %d",
+            settings.api_url,
+            settings.store_url,
+            store.revision(),
+        )
+        print(f"pilotfish control plane listening on {settings.api_url}", flush=True)
+        await stop.wait()
+        await runner.cleanup()
+    finally:
+        store.close()
+
+
+def run_server(settings: ServerSettings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(main())
