@@ -17,6 +17,7 @@ operation of it is applied, and the error names the failing resource.
 
 from __future__ import annotations
 
+import builtins
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,9 @@ class Key:
     name: str
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
+        if self.namespace:
+            return f"{self.kind} {self.namespace}/{self.name}"
+        return f"{self.kind} {self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +61,9 @@ class StoredObject:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One change. For DELETED, ``object.body`` is the last body before deletion and
-    ``object.revision`` is the revision of the delete."""
+    """One change. For DELETED, ``object.body`` is the last body before deletion (with
+    ``metadata.resourceVersion`` set to the delete's revision, as Kubernetes watches report
+    it) and ``object.revision`` is the revision of the delete."""
 
     type: EventType
     revision: int
@@ -70,12 +74,15 @@ class Event:
 class Put:
     """Create or replace ``body``.
 
-    ``expected_revision``: when set, the object must currently exist at exactly that
-    revision (optimistic concurrency; ConflictError otherwise). ``create_only``: the object
-    must not exist (AlreadyExistsError otherwise). The store fills ``metadata.resourceVersion``,
-    ``metadata.uid`` (kept across updates), ``metadata.creationTimestamp`` (kept) and
-    ``metadata.generation`` (1, then +1 when ``spec`` or ``data`` changes).
-    A put whose body equals the stored one (ignoring those fields) is a no-op: no revision, no event.
+    ``expected_revision``: when set, the object must currently exist (NotFoundError
+    otherwise) at exactly that revision (optimistic concurrency; ConflictError otherwise).
+    ``create_only``: the object must not exist (AlreadyExistsError otherwise). The store
+    fills ``metadata.resourceVersion``, ``metadata.uid`` (kept across updates),
+    ``metadata.creationTimestamp`` (kept) and ``metadata.generation`` (1, then +1 when
+    ``spec`` or ``data`` changes); values the caller puts there are ignored.
+    A put whose body equals the stored one (ignoring those fields) is a no-op: no revision,
+    no event. Preconditions are checked first, so a stale ``expected_revision`` conflicts
+    even when the body is unchanged.
     """
 
     body: dict[str, Any]
@@ -118,13 +125,19 @@ class Store(Protocol):
         """The revision of the last committed write (0 for an empty store)."""
         ...
 
-    def events_since(self, revision: int, limit: int | None = None) -> list[Event]:
-        """Events with revision > ``revision`` in order. CompactedError if some were dropped."""
+    def events_since(self, revision: int, limit: int | None = None) -> builtins.list[Event]:
+        """Events with revision > ``revision`` in order, at most ``limit`` of them.
+
+        CompactedError if some were dropped (or if ``revision`` is ahead of the store, which
+        means the reader saw another store: it must list again either way)."""
         ...
 
     def subscribe(self, callback: Callable[[int], None]) -> Callable[[], None]:
-        """Call ``callback(revision)`` after each commit (from the committing thread, or from
-        the backend's listener for shared stores). Returns an unsubscribe function."""
+        """Call ``callback(revision)`` after each commit that wrote something (from the
+        committing thread, or from the backend's listener for shared stores), never while
+        holding the store's lock, so the callback may read the store. Callbacks of concurrent
+        commits may run concurrently and out of order: treat ``revision`` as a hint and read
+        ``events_since``. Returns an unsubscribe function."""
         ...
 
     def close(self) -> None: ...
