@@ -1,0 +1,33 @@
+"""The model: one immutable, indexed view of config and registry (``PushContext``) and the
+proxies it is computed for (``Proxy``). Host rules as Istio reads them live in ``hosts``.
+"""
+
+from pilotfish.model.config import (
+    DestinationRuleConfig,
+    GatewayConfig,
+    VirtualServiceConfig,
+)
+from pilotfish.model.hosts import (
+    MESH_GATEWAY,
+    host_matches,
+    hosts_intersect,
+    normalize_gateway,
+    resolve_host,
+)
+from pilotfish.model.proxy import Proxy, ServiceInstance
+from pilotfish.model.push_context import MeshSettings, PushContext
+
+__all__ = [
+    "MESH_GATEWAY",
+    "DestinationRuleConfig",
+    "GatewayConfig",
+    "MeshSettings",
+    "Proxy",
+    "PushContext",
+    "ServiceInstance",
+    "VirtualServiceConfig",
+    "host_matches",
+    "hosts_intersect",
+    "normalize_gateway",
+    "resolve_host",
+]

@@ -1,0 +1,256 @@
+"""PushContext: one immutable, indexed view of config + registry at one store revision.
+
+Built by ``PushContext.build(objects, registry_snapshot, revision, previous=...)`` from the
+stored objects of one revision and a registry snapshot. Parsed networking entries of objects
+whose ``(key, revision)`` did not change are taken from ``previous`` instead of being parsed
+again. Indexes:
+
+- services by hostname and by namespace (with exportTo visibility per client namespace);
+- VirtualServices in Istio's order (creation time, then namespace/name), by gateway
+  (``mesh`` or ``ns/name``, including gateways named only in ``http[].match[].gateways``);
+- DestinationRules by namespace, resolved as Istio does: the client's namespace first, then
+  the service's namespace, then the root namespace (``istio-system``), most specific host first;
+- Gateways; Sidecars and the security policies (PeerAuthentication, AuthorizationPolicy,
+  RequestAuthentication) are kept as stored objects for their own translators.
+
+``memo(key, factory)`` caches work that does not depend on the proxy (clusters per namespace,
+route configs per namespace and port...) for the life of this context: translators share it
+across every proxy pushed at this revision.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from pilotfish.config.store.base import Key, StoredObject
+from pilotfish.model.config import (
+    PARSED_KINDS,
+    DestinationRuleConfig,
+    GatewayConfig,
+    ParsedConfig,
+    VirtualServiceConfig,
+    parse,
+    visible,
+)
+from pilotfish.model.hosts import MESH_GATEWAY, host_matches, specificity
+from pilotfish.registry.registry import RegistrySnapshot
+from pilotfish.registry.types import Endpoint, Service
+
+T = TypeVar("T")
+
+POLICY_KINDS = ("PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication")
+
+
+@dataclass(frozen=True, slots=True)
+class MeshSettings:
+    """Mesh-wide settings (Istio's MeshConfig subset that translation needs)."""
+
+    root_namespace: str = "istio-system"
+    domain_suffix: str = "cluster.local"
+    #: ``ALLOW_ANY`` (Istio's default) or ``REGISTRY_ONLY``.
+    outbound_traffic_policy: str = "ALLOW_ANY"
+    #: Istio's default connectTimeout.
+    connect_timeout_seconds: float = 10.0
+
+
+class PushContext:
+    """Read-only after ``build``; safe to share across threads."""
+
+    def __init__(
+        self,
+        revision: int,
+        registry: RegistrySnapshot,
+        parsed: Mapping[tuple[Key, int], ParsedConfig],
+        others: Mapping[str, tuple[StoredObject, ...]],
+        settings: MeshSettings,
+    ) -> None:
+        self.revision = revision
+        self.registry = registry
+        self.settings = settings
+        self._parsed = parsed
+        self._others = others
+        self._memo: dict[Hashable, Any] = {}
+        self._lock = threading.Lock()
+
+        def order(c: VirtualServiceConfig | DestinationRuleConfig) -> tuple[str, str, str]:
+            return (c.creation, c.key.namespace, c.key.name)
+
+        vss = sorted((p for p in parsed.values() if isinstance(p, VirtualServiceConfig)), key=order)
+        drs = sorted(
+            (p for p in parsed.values() if isinstance(p, DestinationRuleConfig)), key=order
+        )
+        self.virtual_services: tuple[VirtualServiceConfig, ...] = tuple(vss)
+        self.gateways: tuple[GatewayConfig, ...] = tuple(
+            sorted(
+                (p for p in parsed.values() if isinstance(p, GatewayConfig)),
+                key=lambda g: (g.key.namespace, g.key.name),
+            )
+        )
+        by_gw: dict[str, list[VirtualServiceConfig]] = {}
+        for vs in vss:
+            refs = set(vs.gateways)
+            for rule in vs.http:
+                for m in rule.get("match") or ():
+                    refs.update(vs.match_gateways(m))
+            for ref in refs:
+                by_gw.setdefault(ref, []).append(vs)
+        self._vs_by_gateway = {k: tuple(v) for k, v in by_gw.items()}
+        dr_by_ns: dict[str, list[DestinationRuleConfig]] = {}
+        for dr in drs:
+            dr_by_ns.setdefault(dr.namespace, []).append(dr)
+        self._dr_by_ns = {k: tuple(v) for k, v in dr_by_ns.items()}
+        svc_by_ns: dict[str, list[Service]] = {}
+        for svc in sorted(registry.services.values(), key=lambda s: s.hostname):
+            svc_by_ns.setdefault(svc.namespace, []).append(svc)
+        self._svc_by_ns = {k: tuple(v) for k, v in svc_by_ns.items()}
+
+    # ---- construction -------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        objects: Iterable[StoredObject],
+        registry: RegistrySnapshot,
+        revision: int | None = None,
+        previous: PushContext | None = None,
+        settings: MeshSettings | None = None,
+    ) -> PushContext:
+        """A context from the objects of one revision; reuses ``previous``'s parsed entries."""
+        settings = settings or (previous.settings if previous else MeshSettings())
+        old = previous._parsed if previous else {}
+        parsed: dict[tuple[Key, int], ParsedConfig] = {}
+        others: dict[str, list[StoredObject]] = {}
+        top = 0
+        for obj in objects:
+            top = max(top, obj.revision)
+            if obj.kind in PARSED_KINDS:
+                k = (obj.key, obj.revision)
+                entry = old.get(k)
+                parsed[k] = entry if entry is not None else parse(obj, settings.domain_suffix)
+            else:
+                others.setdefault(obj.kind, []).append(obj)
+        return cls(
+            revision if revision is not None else top,
+            registry,
+            MappingProxyType(parsed),
+            MappingProxyType({k: tuple(v) for k, v in others.items()}),
+            settings,
+        )
+
+    # ---- shared work ----------------------------------------------------------------------
+
+    def memo(self, key: Hashable, factory: Callable[[], T]) -> T:
+        """``factory()`` once per key for the life of this context (thread-safe)."""
+        with self._lock:
+            if key in self._memo:
+                return self._memo[key]
+        value = factory()
+        with self._lock:
+            return self._memo.setdefault(key, value)
+
+    # ---- services -------------------------------------------------------------------------
+
+    def service(self, hostname: str) -> Service | None:
+        return self.registry.services.get(hostname)
+
+    def services_in(self, namespace: str) -> tuple[Service, ...]:
+        return self._svc_by_ns.get(namespace, ())
+
+    def visible_services(self, namespace: str) -> tuple[Service, ...]:
+        """Services a proxy of ``namespace`` can reach (exportTo), ordered by hostname."""
+
+        def compute() -> tuple[Service, ...]:
+            return tuple(
+                s
+                for s in sorted(self.registry.services.values(), key=lambda s: s.hostname)
+                if s.visible_from(namespace)
+            )
+
+        return self.memo(("visible_services", namespace), compute)
+
+    def endpoints(self, hostname: str, port: int) -> tuple[Endpoint, ...]:
+        return self.registry.endpoints_of(hostname, port)
+
+    # ---- virtual services -----------------------------------------------------------------
+
+    def virtual_services_for_gateway(
+        self, gateway: str, namespace: str | None = None
+    ) -> tuple[VirtualServiceConfig, ...]:
+        """VirtualServices bound to ``gateway`` (``mesh`` or ``ns/name``), visible from
+        ``namespace`` when given."""
+        found = self._vs_by_gateway.get(gateway, ())
+        if namespace is None:
+            return found
+        return tuple(v for v in found if visible(v.export_to, v.namespace, namespace))
+
+    def mesh_virtual_service(self, hostname: str, namespace: str) -> VirtualServiceConfig | None:
+        """The VirtualService a sidecar of ``namespace`` applies to ``hostname``: the first one
+        naming the host exactly, else the one with the most specific matching wildcard."""
+
+        def compute() -> dict[str, VirtualServiceConfig | None]:
+            return {}
+
+        cache = self.memo(("mesh_vs", namespace), compute)
+        if hostname in cache:
+            return cache[hostname]
+        best: tuple[tuple[int, int], VirtualServiceConfig] | None = None
+        for vs in self.virtual_services_for_gateway(MESH_GATEWAY, namespace):
+            for h in vs.hosts:
+                if host_matches(h, hostname):
+                    rank = specificity(h)
+                    if best is None or rank < best[0]:
+                        best = (rank, vs)
+        cache[hostname] = best[1] if best else None
+        return cache[hostname]
+
+    # ---- destination rules ----------------------------------------------------------------
+
+    def destination_rule(self, namespace: str, hostname: str) -> DestinationRuleConfig | None:
+        """Istio's lookup: the client's namespace, the service's namespace, the root namespace."""
+        svc = self.service(hostname)
+        order = [namespace]
+        if svc is not None and svc.namespace not in order:
+            order.append(svc.namespace)
+        if self.settings.root_namespace not in order:
+            order.append(self.settings.root_namespace)
+        for ns in order:
+            best: DestinationRuleConfig | None = None
+            for dr in self._dr_by_ns.get(ns, ()):
+                if ns != namespace and not visible(dr.export_to, dr.namespace, namespace):
+                    continue
+                if dr.workload_selector is not None:
+                    continue  # workload-scoped rules apply to the selected workloads only
+                if host_matches(dr.host, hostname) and (
+                    best is None or specificity(dr.host) < specificity(best.host)
+                ):
+                    best = dr
+            if best is not None:
+                return best
+        return None
+
+    # ---- gateways and the rest ------------------------------------------------------------
+
+    def gateways_for(self, labels: Mapping[str, str]) -> tuple[GatewayConfig, ...]:
+        """Gateways whose selector matches ``labels`` (any namespace)."""
+        return tuple(
+            g
+            for g in self.gateways
+            if g.selector and all(labels.get(k) == v for k, v in g.selector.items())
+        )
+
+    def objects(self, kind: str) -> tuple[StoredObject, ...]:
+        """Stored objects of a kind the model does not index (Sidecar, policies...)."""
+        return self._others.get(kind, ())
+
+    @property
+    def sidecars(self) -> tuple[StoredObject, ...]:
+        return self.objects("Sidecar")
+
+    def policies(self, kind: str) -> tuple[StoredObject, ...]:
+        if kind not in POLICY_KINDS:
+            raise ValueError(f"{kind} is not one of {', '.join(POLICY_KINDS)}")
+        return self.objects(kind)
