@@ -1,0 +1,54 @@
+"""Resource kinds and their typed models.
+
+``MODELS`` maps each served kind to its pydantic model (attribute names are Istio's and
+Kubernetes' JSON names: ``vs.spec.http[0].route[0].destination.host``); ``parse`` checks a body
+against its kind's schema. Semantic validation lives in :mod:`pilotfish.config.validation`.
+"""
+
+from pilotfish.api.core import Namespace, Secret, Service, ServiceAccount
+from pilotfish.api.destinationrule import DestinationRule
+from pilotfish.api.duration import is_duration, parse_duration
+from pilotfish.api.kinds import KINDS, KindInfo, by_kind, for_api_version, lookup
+from pilotfish.api.meta import Model, ObjectMeta, Resource
+from pilotfish.api.models import MODELS, field_errors, model_for, parse, parse_as, resource_ref
+from pilotfish.api.networking import EnvoyFilter, Gateway, ServiceEntry, Sidecar, WorkloadEntry
+from pilotfish.api.security import AuthorizationPolicy, PeerAuthentication, RequestAuthentication
+from pilotfish.api.telemetry import Telemetry
+from pilotfish.api.virtualservice import VirtualService
+from pilotfish.api.workloads import Deployment, Pod
+
+__all__ = [
+    "KINDS",
+    "MODELS",
+    "AuthorizationPolicy",
+    "Deployment",
+    "DestinationRule",
+    "EnvoyFilter",
+    "Gateway",
+    "KindInfo",
+    "Model",
+    "Namespace",
+    "ObjectMeta",
+    "PeerAuthentication",
+    "Pod",
+    "RequestAuthentication",
+    "Resource",
+    "Secret",
+    "Service",
+    "ServiceAccount",
+    "ServiceEntry",
+    "Sidecar",
+    "Telemetry",
+    "VirtualService",
+    "WorkloadEntry",
+    "by_kind",
+    "field_errors",
+    "for_api_version",
+    "is_duration",
+    "lookup",
+    "model_for",
+    "parse",
+    "parse_as",
+    "parse_duration",
+    "resource_ref",
+]

@@ -75,9 +75,7 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("Sidecar", NETWORKING, NETWORKING_VERSIONS, "sidecars"),
     KindInfo("EnvoyFilter", NETWORKING, ("v1alpha3",), "envoyfilters"),
     KindInfo("PeerAuthentication", SECURITY, SECURITY_VERSIONS, "peerauthentications", ("pa",)),
-    KindInfo(
-        "AuthorizationPolicy", SECURITY, SECURITY_VERSIONS, "authorizationpolicies", ("ap",)
-    ),
+    KindInfo("AuthorizationPolicy", SECURITY, SECURITY_VERSIONS, "authorizationpolicies", ("ap",)),
     KindInfo(
         "RequestAuthentication", SECURITY, SECURITY_VERSIONS, "requestauthentications", ("ra",)
     ),
@@ -150,4 +148,6 @@ def by_path(group: str, version: str, plural: str) -> KindInfo:
     for info in KINDS:
         if info.group == group and info.plural == plural and version in info.versions:
             return info
-    raise UnknownKindError(f"the server could not find the requested resource ({group}/{version}/{plural})")
+    raise UnknownKindError(
+        f"the server could not find the requested resource ({group}/{version}/{plural})"
+    )
