@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 from pilotfish.config.store.base import Event, Store
 
@@ -97,7 +97,7 @@ class Watcher:
             unsubscribe()
 
 
-async def watch(store: Store, from_revision: int) -> AsyncIterator[Event]:
+async def watch(store: Store, from_revision: int) -> AsyncGenerator[Event, None]:
     """Yield every event of ``store`` after ``from_revision`` in order, forever.
 
     Raises CompactedError if ``from_revision`` is older than the kept events.
