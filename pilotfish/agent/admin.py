@@ -1,0 +1,153 @@
+"""Talking to Envoy's admin API, and what the agent concludes from it.
+
+The pure half (parsing ``/stats`` text, deciding readiness, counting the connections a drain
+waits for) is separate from :class:`AdminClient`, the small HTTP client on the admin port.
+
+Readiness, as measured with Envoy 1.40: admin ``/ready`` answers ``PRE_INITIALIZING`` then
+``INITIALIZING`` (503) while the first CDS and LDS answers are awaited; when each
+``initial_fetch_timeout`` expires unanswered (CDS first, then LDS: about twice the timeout in
+all), Envoy goes ``LIVE`` (200) and starts its listeners with no config from the control plane.
+``/ready`` also stays ``LIVE`` during ``/drain_listeners``. So a proxy is ready only when
+``/ready`` is ``LIVE`` *and* CDS and LDS were each received once (accepted or rejected, as
+Istio counts them), and the agent is not draining.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httpx
+
+#: Stats that show the first xDS answers arrived.
+XDS_RECEIVED_STATS = {
+    "cds": ("cluster_manager.cds.update_success", "cluster_manager.cds.update_rejected"),
+    "lds": ("listener_manager.lds.update_success", "listener_manager.lds.update_rejected"),
+}
+#: Listener stat prefixes whose connections do not hold a drain back (admin, health probes).
+IGNORED_LISTENERS = ("admin", "readiness")
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    reason: str
+
+
+def parse_stats(text: str) -> dict[str, int]:
+    """``name: value`` lines of admin ``/stats`` (counters and gauges; histograms skipped)."""
+    stats: dict[str, int] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(": ")
+        value = value.strip()
+        if sep and value.lstrip("-").isdigit():
+            stats[name.strip()] = int(value)
+    return stats
+
+
+def evaluate_readiness(
+    server_state: str | None,
+    stats: Mapping[str, int],
+    *,
+    require_xds: bool = True,
+    draining: bool = False,
+) -> Readiness:
+    """Decide readiness from admin ``/ready``'s body and the xDS update stats."""
+    if draining:
+        return Readiness(False, "draining")
+    if server_state is None:
+        return Readiness(False, "Envoy admin is not reachable")
+    if server_state != "LIVE":
+        return Readiness(False, f"Envoy is {server_state}")
+    if require_xds:
+        for kind, names in XDS_RECEIVED_STATS.items():
+            if sum(stats.get(n, 0) for n in names) == 0:
+                return Readiness(False, f"config not received from the control plane ({kind})")
+    return Readiness(True, "ready")
+
+
+def active_downstream_connections(stats: Mapping[str, int]) -> int:
+    """Open downstream connections on the proxy's own listeners (admin and readiness excluded).
+
+    Uses ``listener.<prefix>.downstream_cx_active`` and skips the per-worker copies
+    (``listener.<prefix>.worker_N.downstream_cx_active``).
+    """
+    total = 0
+    for name, value in stats.items():
+        if not (name.startswith("listener.") and name.endswith(".downstream_cx_active")):
+            continue
+        middle = name[len("listener.") : -len(".downstream_cx_active")]
+        last = middle.rsplit(".", 1)[-1]
+        if last.startswith("worker_") or last == "main_thread":
+            continue
+        if middle in IGNORED_LISTENERS:
+            continue
+        total += value
+    return total
+
+
+class AdminClient:
+    """Async client for one Envoy's admin API on ``127.0.0.1:<port>``."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout_s: float = 2.0) -> None:
+        self.base_url = f"http://{host}:{port}"
+        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s, trust_env=False)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def server_state(self) -> str | None:
+        """Body of ``/ready`` (``LIVE``, ``INITIALIZING``, ...), or None if admin is down."""
+        try:
+            response = await self._client.get("/ready")
+        except httpx.HTTPError:
+            return None
+        return response.text.strip() or None
+
+    async def stats(self, regex: str | None = None) -> dict[str, int]:
+        """Counters and gauges, optionally filtered by a regular expression. Empty if down."""
+        params = {"filter": regex} if regex else None
+        try:
+            response = await self._client.get("/stats", params=params)
+        except httpx.HTTPError:
+            return {}
+        if response.status_code != 200:
+            return {}
+        return parse_stats(response.text)
+
+    async def readiness(self, *, require_xds: bool = True, draining: bool = False) -> Readiness:
+        if draining:
+            return evaluate_readiness(None, {}, draining=True)
+        state = await self.server_state()
+        stats = await self.stats(r"^(cluster_manager\.cds|listener_manager\.lds)\.update_")
+        return evaluate_readiness(state, stats, require_xds=require_xds)
+
+    async def active_connections(self) -> int | None:
+        """Open downstream connections (see :func:`active_downstream_connections`)."""
+        try:
+            response = await self._client.get(
+                "/stats", params={"filter": r"^listener\..*downstream_cx_active$"}
+            )
+        except httpx.HTTPError:
+            return None
+        return active_downstream_connections(parse_stats(response.text))
+
+    async def drain_listeners(self, *, graceful: bool = True, inbound_only: bool = False) -> bool:
+        """POST ``/drain_listeners``. True if Envoy accepted it."""
+        query = "&".join(
+            flag for flag, on in (("inboundonly", inbound_only), ("graceful", graceful)) if on
+        )
+        try:
+            response = await self._client.post("/drain_listeners" + (f"?{query}" if query else ""))
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def prometheus(self) -> tuple[int, bytes, str]:
+        """``/stats/prometheus``: status, body and content type (503 if admin is down)."""
+        try:
+            response = await self._client.get("/stats/prometheus")
+        except httpx.HTTPError as exc:
+            return 503, f"Envoy admin is not reachable: {exc}\n".encode(), "text/plain"
+        content_type = response.headers.get("content-type", "text/plain; version=0.0.4")
+        return response.status_code, response.content, content_type

@@ -1,0 +1,171 @@
+"""``run_agent``: the sidecar agent's lifetime, from bootstrap to a drained exit.
+
+Order of events:
+
+1. render the bootstrap into ``work_dir`` (``envoy-bootstrap.json``);
+2. serve the agent's HTTP endpoints (``agent_port``) - Envoy's readiness listener forwards to
+   them, so they come up first;
+3. start Envoy under :class:`~pilotfish.agent.supervisor.EnvoySupervisor`;
+4. explicit mode: once Envoy is ready (LIVE with its first CDS and LDS), start the app with the
+   sidecar's addresses in its environment (see ``app.py``);
+5. run until SIGTERM/SIGINT, a ``stop`` event, the app exiting, or the supervisor giving up;
+6. stop: readiness turns 503, the app is stopped first (SIGTERM, then SIGKILL after
+   ``app_stop_timeout_s``), then Envoy is drained for up to ``drain_seconds`` and stopped.
+
+The exit code is 0 after a stop request, the app's exit code when the app ended on its own,
+and 1 when Envoy could not be kept running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Mapping
+
+from pilotfish.agent.admin import Readiness
+from pilotfish.agent.app import AppProcess, app_environment
+from pilotfish.agent.bootstrap import render_bootstrap, write_bootstrap
+from pilotfish.agent.health import AgentServer
+from pilotfish.agent.settings import AgentSettings
+from pilotfish.agent.supervisor import EnvoySupervisor, SupervisorSettings
+
+log = logging.getLogger("pilotfish.agent")
+
+
+def supervisor_settings(settings: AgentSettings) -> SupervisorSettings:
+    """How the agent runs Envoy for ``settings``."""
+    return SupervisorSettings(
+        bootstrap_path=settings.bootstrap_path,
+        admin_port=settings.admin_port,
+        concurrency=settings.concurrency,
+        log_level=settings.log_level,
+        log_path=settings.log_path,
+        # Listeners refuse new connections after 1 s of drain (0 s for a zero drain period);
+        # the rest of drain_seconds lets in-flight requests finish.
+        listener_drain_s=1 if settings.drain_seconds >= 1 else 0,
+        require_xds=True,
+    )
+
+
+class Agent:
+    """One agent run. ``run_agent`` is the usual entry point; tests may drive this directly."""
+
+    def __init__(self, settings: AgentSettings, environ: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        self.environ = dict(os.environ if environ is None else environ)
+        self.supervisor = EnvoySupervisor(supervisor_settings(settings))
+        self.app: AppProcess | None = None
+        self.stopping = False
+        self._server: AgentServer | None = None
+
+    async def readiness(self) -> Readiness:
+        if self.stopping:
+            return Readiness(False, "stopping")
+        return await self.supervisor.readiness()
+
+    async def run(self, stop: asyncio.Event) -> int:
+        settings = self.settings
+        settings.work_dir.mkdir(parents=True, exist_ok=True)
+        write_bootstrap(render_bootstrap(settings), settings.bootstrap_path)
+        try:
+            if settings.agent_port is not None:
+                self._server = AgentServer(
+                    settings.agent_bind, settings.agent_port, self.readiness, self.supervisor.admin
+                )
+                await self._server.start()
+            await self.supervisor.start()
+            log.info(
+                "proxy %s started (admin 127.0.0.1:%d, readiness :%d)",
+                settings.node.node_id,
+                settings.admin_port,
+                settings.readiness_port,
+            )
+            if settings.app_command:
+                which, ready = await _first(self._wait_ready_logged(), stop.wait())
+                if which != 0 or not ready:
+                    return self._exit_code(app_code=None)
+                self.app = AppProcess(settings.app_command, app_environment(settings, self.environ))
+                await self.app.start()
+            waits: list[Awaitable[object]] = [stop.wait(), self.supervisor.wait()]
+            if self.app is not None:
+                waits.append(self.app.wait())
+            await _first(*waits)
+            app_code = None if stop.is_set() or self.app is None else self.app.returncode
+            return self._exit_code(app_code)
+        finally:
+            await self._shutdown()
+
+    def _exit_code(self, app_code: int | None) -> int:
+        if self.supervisor.failed:
+            return 1
+        if app_code is not None:
+            log.info("app exited with code %d; stopping the proxy", app_code)
+            return app_code
+        return 0
+
+    async def _wait_ready_logged(self) -> bool:
+        """Wait (forever) for readiness, logging why not every 10 s."""
+        loop = asyncio.get_running_loop()
+        next_log = loop.time() + 10
+        while not await self.supervisor.wait_ready(timeout_s=1):
+            if self.supervisor.failed:
+                return False
+            if loop.time() >= next_log:
+                reason = (await self.supervisor.readiness()).reason
+                log.warning("app not started yet: proxy not ready (%s)", reason)
+                next_log = loop.time() + 10
+        return True
+
+    async def _shutdown(self) -> None:
+        self.stopping = True
+        try:
+            if self.app is not None:
+                await self.app.stop(self.settings.app_stop_timeout_s)
+        finally:
+            try:
+                await self.supervisor.drain_and_stop(self.settings.drain_seconds)
+            finally:
+                if self._server is not None:
+                    await self._server.stop()
+
+
+async def run_agent(
+    settings: AgentSettings,
+    stop: asyncio.Event | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """Run the sidecar agent until SIGTERM/SIGINT (or ``stop``); returns the exit code.
+
+    ``environ`` is the base environment of the explicit-mode app (default: the agent's own).
+    Signal handlers are installed only when running in the main thread.
+    """
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (RuntimeError, ValueError, NotImplementedError):
+            continue
+        installed.append(sig)
+    try:
+        return await Agent(settings, environ).run(stop)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def _first(*waits: Awaitable[object]) -> tuple[int, object]:
+    """Await the first of ``waits`` to finish, cancel the others; its index and result."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        index = next(i for i, task in enumerate(tasks) if task.done())
+        return index, tasks[index].result()
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,260 @@
+"""Envoy's bootstrap for a Pilotfish proxy: a pure function of :class:`AgentSettings`.
+
+What the bootstrap holds (everything else arrives over ADS):
+
+- ``node``: id, cluster and metadata rendered from :class:`~pilotfish.api.node.NodeInfo`
+  (the control plane parses them back with ``NodeInfo.from_node``).
+- ``admin`` on ``127.0.0.1:<admin_port>`` only.
+- ``dynamic_resources``: ADS (Delta by default, SotW selectable) over the static ``xds-grpc``
+  cluster; CDS and LDS come through ADS with an ``initial_fetch_timeout``.
+- ``static_resources``: the ``xds-grpc`` cluster (HTTP/2, keepalive, optional TLS) and the
+  readiness listener on ``<readiness_bind>:<readiness_port>`` answering ``GET /healthz/ready``.
+
+Readiness, and why it goes through the agent. Envoy starts no listener (the readiness one
+included) until its initial config is in, so before that the readiness port refuses
+connections. But when ``initial_fetch_timeout`` expires without an answer from the control
+plane, Envoy finishes initializing anyway: its admin ``/ready`` turns ``LIVE`` and listeners
+start, with no cluster or listener from the control plane. Admin ``/ready`` alone would then
+claim a proxy without any config is ready. So, as in Istio, the readiness listener routes
+``/healthz/ready`` to the agent (``agent_port``), which answers 200 only when admin ``/ready``
+is ``LIVE`` and CDS and LDS have each been received at least once (see ``admin.py``). Without
+an agent (``agent_port=None``) the route goes to admin ``/ready`` through a static cluster with
+a prefix rewrite; that is honest only with ``initial_fetch_timeout_s=0`` (wait forever).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pilotfish.agent.settings import XDS_CLUSTER, AgentSettings, HostPort, XdsTls
+
+#: Static clusters the readiness listener routes to.
+ADMIN_CLUSTER = "pilotfish-admin"
+AGENT_CLUSTER = "pilotfish-agent"
+#: ``stat_prefix`` of the readiness listener; the drain logic ignores its connections.
+READINESS_STAT_PREFIX = "readiness"
+READINESS_PATH = "/healthz/ready"
+
+_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"  # noqa: E501
+_ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+_HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+_DOWNSTREAM_CONNECTIONS = (
+    "type.googleapis.com/"
+    "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
+)
+
+
+def render_bootstrap(settings: AgentSettings) -> dict[str, Any]:
+    """The bootstrap as a JSON-able dict (Envoy's proto3 JSON field names)."""
+    node = settings.node
+    api_type = "DELTA_GRPC" if settings.xds_api == "delta" else "GRPC"
+    ads_source = {
+        "ads": {},
+        "resource_api_version": "V3",
+        "initial_fetch_timeout": duration(settings.initial_fetch_timeout_s),
+    }
+    return {
+        "node": {
+            "id": node.node_id,
+            "cluster": node.cluster,
+            "metadata": node.metadata(),
+        },
+        "admin": {"address": socket_address("127.0.0.1", settings.admin_port)},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": api_type,
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": True,
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+            },
+            "cds_config": dict(ads_source),
+            "lds_config": dict(ads_source),
+        },
+        "static_resources": {
+            "clusters": [xds_cluster(settings), readiness_cluster(settings)],
+            "listeners": [readiness_listener(settings)],
+        },
+        "layered_runtime": {
+            "layers": [
+                {
+                    "name": "defaults",
+                    "static_layer": {"re2.max_program_size.error_level": 32768},
+                },
+                {"name": "admin", "admin_layer": {}},
+            ]
+        },
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": _DOWNSTREAM_CONNECTIONS,
+                        "max_active_downstream_connections": settings.max_downstream_connections,
+                    },
+                }
+            ]
+        },
+        "stats_config": {"use_all_default_tags": True},
+        "stats_flush_interval": "5s",
+    }
+
+
+def write_bootstrap(bootstrap: dict[str, Any], path: Path) -> Path:
+    """Write ``bootstrap`` as JSON (Envoy picks the format from the ``.json`` suffix)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(bootstrap, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def xds_cluster(settings: AgentSettings) -> dict[str, Any]:
+    """The static cluster that carries ADS: HTTP/2 with keepalive, optional TLS."""
+    address = settings.discovery_address
+    cluster: dict[str, Any] = {
+        "name": XDS_CLUSTER,
+        "type": "STATIC" if address.is_ip else "STRICT_DNS",
+        "connect_timeout": duration(settings.xds_connect_timeout_s),
+        "load_assignment": load_assignment(XDS_CLUSTER, address),
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": _HTTP_OPTIONS,
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        "connection_keepalive": {"interval": "30s", "timeout": "10s"}
+                    }
+                },
+            }
+        },
+        "upstream_connection_options": {
+            "tcp_keepalive": {"keepalive_time": 300, "keepalive_interval": 30}
+        },
+        # The ADS stream is long-lived and must never be refused by default circuit breakers.
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "priority": priority,
+                    "max_connections": 100000,
+                    "max_pending_requests": 100000,
+                    "max_requests": 100000,
+                }
+                for priority in ("DEFAULT", "HIGH")
+            ]
+        },
+    }
+    if not address.is_ip:
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    if settings.xds_tls is not None:
+        cluster["transport_socket"] = upstream_tls(settings.xds_tls)
+    return cluster
+
+
+def upstream_tls(tls: XdsTls) -> dict[str, Any]:
+    """``envoy.transport_sockets.tls`` towards the control plane."""
+    validation: dict[str, Any] = {"trusted_ca": {"filename": str(tls.ca_file)}}
+    if tls.server_name:
+        validation["match_typed_subject_alt_names"] = [
+            {"san_type": "DNS", "matcher": {"exact": tls.server_name}}
+        ]
+    common: dict[str, Any] = {
+        "alpn_protocols": ["h2"],
+        "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+        "validation_context": validation,
+    }
+    if tls.cert_file is not None and tls.key_file is not None:
+        common["tls_certificates"] = [
+            {
+                "certificate_chain": {"filename": str(tls.cert_file)},
+                "private_key": {"filename": str(tls.key_file)},
+            }
+        ]
+    context: dict[str, Any] = {"@type": _UPSTREAM_TLS, "common_tls_context": common}
+    if tls.server_name:
+        context["sni"] = tls.server_name
+    return {"name": "envoy.transport_sockets.tls", "typed_config": context}
+
+
+def readiness_cluster(settings: AgentSettings) -> dict[str, Any]:
+    """Where ``/healthz/ready`` is answered: the agent, or admin ``/ready`` without one."""
+    if settings.agent_port is not None:
+        name, port = AGENT_CLUSTER, settings.agent_port
+    else:
+        name, port = ADMIN_CLUSTER, settings.admin_port
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": load_assignment(name, HostPort("127.0.0.1", port)),
+    }
+
+
+def readiness_listener(settings: AgentSettings) -> dict[str, Any]:
+    """``GET /healthz/ready`` on the readiness port; every other path is a 404."""
+    if settings.agent_port is not None:
+        ready_route: dict[str, Any] = {"cluster": AGENT_CLUSTER, "timeout": "2s"}
+    else:
+        ready_route = {"cluster": ADMIN_CLUSTER, "timeout": "2s", "prefix_rewrite": "/ready"}
+    route_config = {
+        "name": "readiness",
+        "virtual_hosts": [
+            {
+                "name": "readiness",
+                "domains": ["*"],
+                "routes": [
+                    {
+                        "match": {"path": READINESS_PATH, "headers": [_method_is("GET")]},
+                        "route": ready_route,
+                    },
+                    {
+                        "match": {"prefix": "/"},
+                        "direct_response": {
+                            "status": 404,
+                            "body": {"inline_string": f"only GET {READINESS_PATH} here\n"},
+                        },
+                    },
+                ],
+            }
+        ],
+    }
+    hcm = {
+        "@type": _HCM,
+        "stat_prefix": READINESS_STAT_PREFIX,
+        "codec_type": "AUTO",
+        "route_config": route_config,
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}}],
+    }
+    return {
+        "name": "readiness",
+        "stat_prefix": READINESS_STAT_PREFIX,
+        "address": socket_address(settings.readiness_bind, settings.readiness_port),
+        "filter_chains": [
+            {
+                "filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                ]
+            }
+        ],
+    }
+
+
+def socket_address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def load_assignment(cluster_name: str, address: HostPort) -> dict[str, Any]:
+    endpoint = {"endpoint": {"address": socket_address(address.host, address.port)}}
+    return {"cluster_name": cluster_name, "endpoints": [{"lb_endpoints": [endpoint]}]}
+
+
+def duration(seconds: float) -> str:
+    """A protobuf JSON Duration (``"10s"``, ``"0.250s"``)."""
+    if seconds == int(seconds):
+        return f"{int(seconds)}s"
+    return f"{seconds:.3f}s"
+
+
+def _method_is(method: str) -> dict[str, Any]:
+    return {"name": ":method", "string_match": {"exact": method}}

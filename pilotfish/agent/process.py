@@ -1,0 +1,68 @@
+"""Child processes of the agent: they die with it and are stopped as a group.
+
+Every process the agent starts (Envoy, the explicit-mode app) runs in its own session and
+process group, and gets ``PR_SET_PDEATHSIG`` = SIGKILL through ``prctl`` before exec, so a
+crashed or SIGKILLed agent leaves nothing behind. Stopping sends SIGTERM to the group, then
+SIGKILL after a grace period, and reaps the child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+from collections.abc import Callable, Sequence
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """``preexec_fn``: SIGKILL this child when the forking thread dies."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    prctl = libc.prctl
+
+    def setup() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return setup
+
+
+async def terminate(proc: asyncio.subprocess.Process, timeout_s: float) -> int:
+    """SIGTERM the process group of ``proc``, then SIGKILL after ``timeout_s``; reap it."""
+    if proc.returncode is not None:
+        return proc.returncode
+    _signal_group(proc.pid, signal.SIGTERM)
+    try:
+        return await asyncio.wait_for(proc.wait(), timeout=timeout_s)
+    except TimeoutError:
+        _signal_group(proc.pid, signal.SIGKILL)
+        return await proc.wait()
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def pids_alive(pids: Sequence[int]) -> list[int]:
+    """The pids of ``pids`` that still exist (zombies count as gone)."""
+    alive = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if state not in ("Z", "X"):
+            alive.append(pid)
+    return alive

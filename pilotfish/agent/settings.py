@@ -1,0 +1,142 @@
+"""Settings of the sidecar agent: one frozen object the CLI fills and every agent part reads.
+
+Nothing in :mod:`pilotfish.agent` reads the environment or global state; ``pilotfish proxy``
+(or a test, or the local pod runtime) builds an :class:`AgentSettings` and passes it down.
+The bootstrap renderer, the Envoy supervisor and the agent's HTTP server each take what they
+need from it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pilotfish.api.node import ADMIN_PORT, AGENT_PORT, READINESS_PORT, NodeInfo
+
+XdsApi = Literal["delta", "sotw"]
+LogLevel = Literal["trace", "debug", "info", "warning", "error", "critical", "off"]
+
+#: Name of the static cluster that carries ADS to the control plane (Istio's name).
+XDS_CLUSTER = "xds-grpc"
+
+
+@dataclass(frozen=True)
+class XdsTls:
+    """TLS towards the control plane. Files are read by Envoy itself, so they must exist.
+
+    ``ca_file`` verifies the control plane; ``cert_file``/``key_file`` (both or neither) are the
+    proxy's client certificate; ``server_name`` is sent as SNI and, when set, required as a
+    DNS SAN of the control plane's certificate.
+    """
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("xds tls: cert_file and key_file go together (both or neither)")
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """``host:port`` as typed by a user (``[::1]:15012`` for IPv6)."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> HostPort:
+        host, sep, port_text = text.strip().rpartition(":")
+        if not sep or not host or not port_text.isdigit():
+            raise ValueError(f"address {text!r} is not host:port")
+        port = int(port_text)
+        if not 0 < port < 65536:
+            raise ValueError(f"address {text!r}: port {port} is out of range 1-65535")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        return cls(host, port)
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        return self.is_ip and ipaddress.ip_address(self.host).is_loopback
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """Everything ``pilotfish proxy`` needs to run one Envoy for one workload."""
+
+    node: NodeInfo
+    #: Where the agent writes the bootstrap and other runtime files.
+    work_dir: Path
+    discovery_address: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", 15012))
+    #: ``None`` means plaintext gRPC to the control plane.
+    xds_tls: XdsTls | None = None
+    xds_api: XdsApi = "delta"
+    #: Envoy waits this long for the first CDS/LDS answer before starting anyway; 0 = forever.
+    initial_fetch_timeout_s: float = 10.0
+    xds_connect_timeout_s: float = 1.0
+
+    admin_port: int = ADMIN_PORT
+    #: Envoy's readiness listener (``GET /healthz/ready``).
+    readiness_port: int = READINESS_PORT
+    readiness_bind: str = "0.0.0.0"
+    #: The agent's own HTTP server (health, merged metrics). ``None``: no agent server, and the
+    #: readiness listener asks Envoy's admin ``/ready`` directly (see bootstrap.py).
+    agent_port: int | None = AGENT_PORT
+    agent_bind: str = "0.0.0.0"
+
+    concurrency: int = 2
+    #: Overload manager limit on downstream connections across all listeners.
+    max_downstream_connections: int = 50_000
+    #: SIGTERM: how long in-flight connections may take to finish before Envoy is stopped.
+    drain_seconds: float = 5.0
+    log_level: LogLevel = "warning"
+    #: ``None``: Envoy logs to the agent's stderr.
+    log_path: Path | None = None
+
+    #: Explicit mode: the workload's command, started once Envoy is ready.
+    app_command: tuple[str, ...] = ()
+    #: Explicit mode: also set ``HTTP_PROXY``/``http_proxy`` for the app (off by default).
+    app_http_proxy_env: bool = False
+    #: How long the app gets between SIGTERM and SIGKILL.
+    app_stop_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("admin_port", "readiness_port"):
+            _check_port(name, getattr(self, name))
+        if self.agent_port is not None:
+            _check_port("agent_port", self.agent_port)
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency {self.concurrency} must be at least 1")
+        if self.drain_seconds < 0:
+            raise ValueError(f"drain_seconds {self.drain_seconds} must not be negative")
+        if self.initial_fetch_timeout_s < 0:
+            raise ValueError("initial_fetch_timeout_s must not be negative")
+        if self.max_downstream_connections < 1:
+            raise ValueError("max_downstream_connections must be at least 1")
+
+    @property
+    def bootstrap_path(self) -> Path:
+        return self.work_dir / "envoy-bootstrap.json"
+
+
+def _check_port(name: str, port: int) -> None:
+    if not 0 < port < 65536:
+        raise ValueError(f"{name} {port} is out of range 1-65535")
