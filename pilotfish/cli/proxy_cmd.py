@@ -1,0 +1,358 @@
+"""``pilotfish proxy``: run the sidecar (or gateway) agent in the foreground.
+
+Self-contained click command; the CLI's main group registers it with
+``cli.add_command(proxy)``. Option parsing and checks live in :func:`build_settings` (pure);
+the command itself only sets up logging and runs :func:`pilotfish.agent.agent.run_agent`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import click
+
+from pilotfish.agent.agent import run_agent
+from pilotfish.agent.settings import AgentSettings, HostPort, LogLevel, XdsTls
+from pilotfish.api.node import (
+    ADMIN_PORT,
+    AGENT_PORT,
+    OUTBOUND_CAPTURE_PORT,
+    READINESS_PORT,
+    NodeInfo,
+)
+
+#: Istio's ingress gateway Service: port 80 -> 8080 and 443 -> 8443.
+DEFAULT_GATEWAY_PORTS = {80: 8080, 443: 8443}
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"{text!r} is not KEY=VALUE (e.g. --label app=reviews)")
+    return key, value
+
+
+def parse_port_pair(text: str, option: str, example: str) -> tuple[int, int]:
+    left, sep, right = text.partition(":")
+    if not sep or not left.isdigit() or not right.isdigit():
+        raise click.BadParameter(f"{text!r} is not PORT:PORT (e.g. {option} {example})")
+    a, b = int(left), int(right)
+    for port in (a, b):
+        if not 0 < port < 65536:
+            raise click.BadParameter(f"{text!r}: port {port} is out of range 1-65535")
+    return a, b
+
+
+def build_settings(
+    *,
+    proxy_type: str = "sidecar",
+    discovery_address: str = "127.0.0.1:15012",
+    plaintext: bool = False,
+    ca_file: Path | None = None,
+    cert_file: Path | None = None,
+    key_file: Path | None = None,
+    xds_server_name: str = "",
+    namespace: str = "default",
+    pod_name: str | None = None,
+    ip: str = "127.0.0.1",
+    labels: Sequence[str] = (),
+    service_account: str = "default",
+    workload_name: str = "",
+    interception_mode: str | None = None,
+    outbound_port: int | None = None,
+    inbound_ports: Sequence[str] = (),
+    gateway_ports: Sequence[str] = (),
+    bind_address: str = "0.0.0.0",
+    admin_port: int = ADMIN_PORT,
+    readiness_port: int = READINESS_PORT,
+    agent_port: int = AGENT_PORT,
+    concurrency: int = 2,
+    drain_seconds: float = 5.0,
+    xds_api: str = "delta",
+    initial_fetch_timeout: float = 10.0,
+    work_dir: Path | None = None,
+    log_level: str = "warning",
+    envoy_log_path: Path | None = None,
+    http_proxy_env: bool = False,
+    app_command: Sequence[str] = (),
+) -> AgentSettings:
+    """Turn the command's options into :class:`AgentSettings`; usage errors name the option."""
+    try:
+        address = HostPort.parse(discovery_address)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--discovery-address") from exc
+    tls = _xds_tls(address, plaintext, ca_file, cert_file, key_file, xds_server_name)
+
+    mode = interception_mode or ("REDIRECT" if proxy_type == "sidecar" else "NONE")
+    if mode == "REDIRECT" and (outbound_port is not None or inbound_ports):
+        raise click.UsageError(
+            "--outbound-port and --inbound-port are for --interception-mode NONE "
+            "(with REDIRECT, iptables sends traffic to 15001/15006)"
+        )
+    if proxy_type == "sidecar" and gateway_ports:
+        raise click.UsageError("--gateway-port is for --type router")
+    if app_command and mode != "NONE":
+        raise click.UsageError(
+            "an app command (-- CMD...) is run only in explicit mode: add --interception-mode NONE"
+        )
+    inbound = dict(parse_port_pair(p, "--inbound-port", "9080:19080") for p in inbound_ports)
+    gateways = dict(parse_port_pair(p, "--gateway-port", "80:8080") for p in gateway_ports)
+    if proxy_type == "router" and not gateways:
+        gateways = dict(DEFAULT_GATEWAY_PORTS)
+    if mode == "NONE" and proxy_type == "sidecar" and outbound_port is None:
+        outbound_port = OUTBOUND_CAPTURE_PORT
+
+    pod = pod_name or socket.gethostname()
+    node = NodeInfo(
+        proxy_type="router" if proxy_type == "router" else "sidecar",
+        ip=ip,
+        pod_name=pod,
+        namespace=namespace,
+        labels=dict(parse_label(label) for label in labels),
+        service_account=service_account,
+        workload_name=workload_name,
+        interception_mode="NONE" if mode == "NONE" else "REDIRECT",
+        outbound_port=outbound_port,
+        inbound_ports=inbound,
+        gateway_ports=gateways,
+        bind_address=bind_address,
+    )
+    if work_dir is None:
+        work_dir = Path(tempfile.gettempdir()) / "pilotfish" / "proxy" / f"{pod}.{namespace}"
+    try:
+        return AgentSettings(
+            node=node,
+            work_dir=work_dir,
+            discovery_address=address,
+            xds_tls=tls,
+            xds_api="sotw" if xds_api == "sotw" else "delta",
+            initial_fetch_timeout_s=initial_fetch_timeout,
+            admin_port=admin_port,
+            readiness_port=readiness_port,
+            agent_port=agent_port,
+            concurrency=concurrency,
+            drain_seconds=drain_seconds,
+            log_level=_log_level(log_level),
+            log_path=envoy_log_path,
+            app_command=tuple(app_command),
+            app_http_proxy_env=http_proxy_env,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _xds_tls(
+    address: HostPort,
+    plaintext: bool,
+    ca_file: Path | None,
+    cert_file: Path | None,
+    key_file: Path | None,
+    server_name: str,
+) -> XdsTls | None:
+    if plaintext and ca_file is not None:
+        raise click.UsageError("--plaintext and --ca-file exclude each other")
+    if ca_file is None:
+        if cert_file is not None or key_file is not None:
+            raise click.UsageError("--cert-file/--key-file need --ca-file")
+        if not plaintext and not address.is_loopback:
+            raise click.UsageError(
+                f"the control plane at {address} is not on this host: pass --ca-file PATH to "
+                "verify it over TLS, or --plaintext to connect without TLS"
+            )
+        return None
+    try:
+        return XdsTls(ca_file, cert_file, key_file, server_name)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _log_level(text: str) -> LogLevel:
+    level = text.lower()
+    if level not in _LOG_LEVELS:
+        raise click.BadParameter(f"{text!r} is not one of {', '.join(_LOG_LEVELS)}")
+    return cast(LogLevel, level)
+
+
+_LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "critical", "off"]
+
+
+@click.command("proxy", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--type",
+    "proxy_type",
+    type=click.Choice(["sidecar", "router"]),
+    default="sidecar",
+    show_default=True,
+    help="sidecar: next to one workload. router: an ingress/egress gateway.",
+)
+@click.option(
+    "--discovery-address",
+    default="127.0.0.1:15012",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="The control plane's xDS address.",
+)
+@click.option(
+    "--plaintext",
+    is_flag=True,
+    help="Connect to the control plane without TLS (the default for a loopback address).",
+)
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CA bundle that verifies the control plane (enables TLS).",
+)
+@click.option(
+    "--cert-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Client certificate for the control plane (with --key-file).",
+)
+@click.option(
+    "--key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Private key of --cert-file.",
+)
+@click.option(
+    "--xds-server-name", default="", help="SNI and required DNS SAN of the control plane."
+)
+@click.option("--namespace", default="default", show_default=True, help="The workload's namespace.")
+@click.option("--pod-name", help="The workload's name in node ids  [default: this host's name]")
+@click.option(
+    "--ip", default="127.0.0.1", show_default=True, help="The workload's IP (its endpoint address)."
+)
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A workload label, e.g. app=reviews, version=v1 (repeatable).",
+)
+@click.option("--service-account", default="default", show_default=True)
+@click.option("--workload-name", default="", help="Deployment-style workload name.")
+@click.option(
+    "--interception-mode",
+    type=click.Choice(["REDIRECT", "NONE"]),
+    help="REDIRECT: iptables capture (15001 outbound, 15006 inbound). NONE: explicit mode, "
+    "the app calls 127.0.0.1:--outbound-port and callers reach --inbound-port.  "
+    "[default: REDIRECT for sidecars, NONE for routers]",
+)
+@click.option(
+    "--outbound-port",
+    type=click.IntRange(1, 65535),
+    help="NONE mode: loopback port of the outbound listener the app sends to  [default: 15001]",
+)
+@click.option(
+    "--inbound-port",
+    "inbound_ports",
+    multiple=True,
+    metavar="APP:LISTEN",
+    help="NONE mode: the sidecar listens on LISTEN (on --ip) for the app's port APP "
+    "(repeatable), e.g. 9080:19080.",
+)
+@click.option(
+    "--gateway-port",
+    "gateway_ports",
+    multiple=True,
+    metavar="PORT:LISTEN",
+    help="Routers: a Gateway server PORT is bound on LISTEN (repeatable)  "
+    "[default: 80:8080 443:8443]",
+)
+@click.option(
+    "--bind-address",
+    default="0.0.0.0",
+    show_default=True,
+    help="Routers: the address gateway listeners bind.",
+)
+@click.option("--admin-port", type=click.IntRange(1, 65535), default=ADMIN_PORT, show_default=True)
+@click.option(
+    "--readiness-port",
+    type=click.IntRange(1, 65535),
+    default=READINESS_PORT,
+    show_default=True,
+    help="Envoy's GET /healthz/ready listener.",
+)
+@click.option(
+    "--agent-port",
+    type=click.IntRange(1, 65535),
+    default=AGENT_PORT,
+    show_default=True,
+    help="The agent's /healthz/ready and /stats/prometheus.",
+)
+@click.option(
+    "--concurrency", type=click.IntRange(1), default=2, show_default=True, help="Envoy workers."
+)
+@click.option(
+    "--drain-seconds",
+    type=click.FloatRange(0),
+    default=5.0,
+    show_default=True,
+    help="On SIGTERM, how long in-flight requests may take before Envoy stops.",
+)
+@click.option(
+    "--xds-api",
+    type=click.Choice(["delta", "sotw"]),
+    default="delta",
+    show_default=True,
+    help="Delta xDS or State-of-the-World.",
+)
+@click.option(
+    "--initial-fetch-timeout",
+    type=click.FloatRange(0),
+    default=10.0,
+    show_default=True,
+    help="Seconds Envoy waits for its first config before starting without it (0: forever). "
+    "The proxy stays not-ready until config arrives either way.",
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the bootstrap is written  [default: $TMPDIR/pilotfish/proxy/POD.NAMESPACE]",
+)
+@click.option(
+    "--log-level", type=click.Choice(_LOG_LEVELS), default="warning", show_default=True,
+    help="Envoy's log level.",
+)  # fmt: skip
+@click.option(
+    "--envoy-log-path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Envoy's log file  [default: stderr]",
+)
+@click.option(
+    "--http-proxy-env",
+    is_flag=True,
+    help="Explicit mode: also set HTTP_PROXY for the app (the outbound listener as a proxy).",
+)
+@click.argument("app_command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD...]")
+@click.pass_context
+def proxy(ctx: click.Context, **options: Any) -> None:
+    """Run an Envoy sidecar (or gateway) for one workload until SIGTERM.
+
+    The agent writes Envoy's bootstrap, starts Envoy, serves readiness on
+    --readiness-port and --agent-port, restarts Envoy if it dies, and on SIGTERM/SIGINT drains
+    it for up to --drain-seconds and exits 0.
+
+    Explicit mode (--interception-mode NONE): a command after `--` is the app. It starts once
+    the proxy is ready, with PILOTFISH_OUTBOUND=127.0.0.1:PORT in its environment (send mesh
+    requests there, service in the Host header), and is stopped before the proxy drains.
+
+    \b
+    Examples:
+      pilotfish proxy --namespace default --pod-name reviews-v1 --ip 10.44.0.7 \\
+          --label app=reviews --label version=v1
+      pilotfish proxy --interception-mode NONE --outbound-port 15001 \\
+          --inbound-port 9080:19080 --label app=ratings -- python ratings.py
+      pilotfish proxy --type router --namespace istio-system --pod-name ingressgateway \\
+          --label istio=ingressgateway --gateway-port 80:8080
+    """
+    settings = build_settings(**options)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    ctx.exit(asyncio.run(run_agent(settings)))
