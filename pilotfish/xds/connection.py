@@ -1,0 +1,296 @@
+"""One proxy's ADS stream as a state machine without I/O (SotW and Delta).
+
+:class:`ProxyConnection` takes requests (:meth:`~ProxyConnection.handle_request`), new
+snapshots (:meth:`~ProxyConnection.begin_push`) and the passing of time
+(:meth:`~ProxyConnection.check_timeout`) and returns the responses to write, in order. The
+gRPC layer (``server.py``) only reads, generates and writes; tests drive this class directly.
+
+A push runs the steps of :func:`~pilotfish.xds.ordering.plan_push` one after the other: the next
+step is sent once every type of the previous one is answered (ACK or NACK) or ``ack_timeout``
+has passed. Requests keep being served meanwhile (first requests, subscription changes), which
+Envoy needs to warm the clusters and listeners it was just sent. While a push is delivered,
+newly subscribed names get the newest content, names the proxy already has keep theirs until
+their step comes.
+
+Versions are content hashes per type (SotW: of the set sent; Delta: per resource, and of the
+whole set for ``system_version_info``); nonces are unique per stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TypeAlias
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+
+from pilotfish.api.node import NodeInfo
+from pilotfish.xds.ordering import Send, Step, plan_push
+from pilotfish.xds.protocol import Kind, TypeState, Verdict, classify_delta, classify_sotw
+from pilotfish.xds.push import PushRequest
+from pilotfish.xds.resources import EMPTY_SNAPSHOT, Snapshot, short_name
+from pilotfish.xds.status import ProxyStatus
+
+log = logging.getLogger("pilotfish.xds")
+
+Request: TypeAlias = discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest
+Response: TypeAlias = discovery_pb2.DiscoveryResponse | discovery_pb2.DeltaDiscoveryResponse
+
+
+def content_version(hashes: Iterable[tuple[str, str]]) -> str:
+    """A short version string for a set of (name, content hash) pairs."""
+    digest = hashlib.sha256()
+    for name, h in sorted(hashes):
+        digest.update(f"{name}={h}\n".encode())
+    return digest.hexdigest()[:12]
+
+
+class ProxyConnection:
+    """The xDS state of one stream: subscriptions, what was sent, ACKs, the push in progress."""
+
+    def __init__(
+        self,
+        connection_id: str,
+        node: NodeInfo,
+        *,
+        delta: bool,
+        peer: str = "",
+        ack_timeout: float = 30.0,
+        control_plane_id: str = "pilotfish",
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.connection_id = connection_id
+        self.node = node
+        self.delta = delta
+        self.peer = peer
+        self.ack_timeout = ack_timeout
+        self.connected_since = clock()
+        self.types: dict[str, TypeState] = {}
+        self.target: Snapshot = EMPTY_SNAPSHOT
+        #: The merged push waiting for the current one to finish (owned by the server).
+        self.pending_push: PushRequest | None = None
+        self.pushes = 0
+        #: The server is generating a snapshot for this proxy (owned by the server).
+        self.generating = False
+        self._control_plane = base_pb2.ControlPlane(identifier=control_plane_id)
+        self._clock = clock
+        self._monotonic = monotonic
+        self._seq = 0
+        self._plan: list[Step] = []
+        self._waiting: dict[str, int] = {}
+        self._deadline: float | None = None
+        self._unclean = False
+        self._push: PushRequest | None = None
+
+    # -- queries -------------------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> str:
+        return self.node.node_id
+
+    @property
+    def busy(self) -> bool:
+        """A push is being delivered (steps left or answers awaited)."""
+        return bool(self._plan or self._waiting)
+
+    @property
+    def deadline(self) -> float | None:
+        """Monotonic time at which the awaited answers time out, if any are awaited."""
+        return self._deadline if self._waiting else None
+
+    @property
+    def waiting_for(self) -> tuple[str, ...]:
+        return tuple(self._waiting)
+
+    def status(self) -> ProxyStatus:
+        return ProxyStatus(
+            connection_id=self.connection_id,
+            node_id=self.node_id,
+            cluster=self.node.cluster,
+            namespace=self.node.namespace,
+            pod_name=self.node.pod_name,
+            proxy_type=self.node.proxy_type,
+            protocol="Delta" if self.delta else "SotW",
+            peer=self.peer,
+            connected_since=self.connected_since,
+            pushing=self.busy or self.generating or self.pending_push is not None,
+            types={t: s.status() for t, s in self.types.items() if s.requested},
+        )
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def set_target(self, snapshot: Snapshot) -> None:
+        """The snapshot first requests are answered from (at connect, before any push)."""
+        self.target = snapshot
+
+    def handle_request(self, request: Request) -> list[Response]:
+        """Process one request from the proxy; returns the responses to send, in order."""
+        type_url = request.type_url
+        if not type_url:
+            log.warning("%s: request without type_url ignored", self.node_id)
+            return []
+        state = self.types.get(type_url)
+        if state is None:
+            state = self.types[type_url] = TypeState(type_url)
+        now = self._clock()
+        if isinstance(request, discovery_pb2.DeltaDiscoveryRequest):
+            verdict = classify_delta(state, request, now)
+        else:
+            verdict = classify_sotw(state, request, now)
+        self._log_verdict(state, verdict)
+        if verdict.kind is Kind.NACK and self._push is not None:
+            self._unclean = True
+        out: list[Response] = []
+        if verdict.respond:
+            response = self._answer_subscription(state, verdict)
+            if response is not None:
+                out.append(response)
+        out += self._advance()
+        return out
+
+    def begin_push(self, snapshot: Snapshot, request: PushRequest) -> list[Response]:
+        """Start delivering ``snapshot``. Call only when not :attr:`busy`."""
+        if self.busy:
+            raise RuntimeError("a push is already being delivered on this connection")
+        self.target = snapshot
+        requested = {t: s for t, s in self.types.items() if s.requested}
+        self._plan = plan_push(
+            have={t: s.have for t, s in requested.items()},
+            want={t: snapshot.hashes(t) for t in requested},
+            subscriptions={t: s.subscription for t, s in requested.items()},
+            eds_of_cluster=snapshot.eds_of_cluster,
+        )
+        self.pushes += 1
+        self._push = request
+        self._unclean = False
+        if self._plan:
+            log.debug(
+                "%s: %s in %d steps: %s",
+                self.node_id,
+                request.describe(),
+                len(self._plan),
+                " → ".join("+".join(short_name(t) for t in s.type_urls) for s in self._plan),
+            )
+        return self._advance()
+
+    def check_timeout(self, now: float | None = None) -> list[Response]:
+        """Give up waiting for answers whose deadline passed; continue the push."""
+        now = self._monotonic() if now is None else now
+        if not self._waiting or self._deadline is None or now < self._deadline:
+            return []
+        log.warning(
+            "%s: no ACK for %s within %.0fs; continuing the push",
+            self.node_id,
+            ", ".join(short_name(t) for t in self._waiting),
+            self.ack_timeout,
+        )
+        self._waiting.clear()
+        self._unclean = True
+        return self._advance()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _log_verdict(self, state: TypeState, verdict: Verdict) -> None:
+        kind = short_name(state.type_url)
+        if verdict.kind is Kind.NACK and state.last_nack is not None:
+            log.warning(
+                "%s: %s NACK (still running version %r): %s",
+                self.node_id,
+                kind,
+                state.last_nack.version,
+                state.last_nack.error,
+            )
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: %s %s %s", self.node_id, kind, verdict.kind.value, sorted(verdict.added))
+
+    def _advance(self) -> list[Response]:
+        for type_url, seq in list(self._waiting.items()):
+            if self.types[type_url].answered_seq >= seq:
+                del self._waiting[type_url]
+        out: list[Response] = []
+        while not self._waiting and self._plan:
+            step = self._plan.pop(0)
+            if step.after_clean and self._unclean:
+                log.info(
+                    "%s: keeping %s resources to remove until listeners and routes are accepted",
+                    self.node_id,
+                    "+".join(short_name(t) for t in step.type_urls),
+                )
+                continue
+            for send in step.sends:
+                response = self._send(send)
+                if response is not None:
+                    out.append(response)
+                    self._waiting[send.type_url] = self.types[send.type_url].sent_seq
+            if self._waiting:
+                self._deadline = self._monotonic() + self.ack_timeout
+        if not self.busy and self._push is not None:
+            self._push = None
+        return out
+
+    def _send(self, send: Send) -> Response | None:
+        state = self.types.get(send.type_url)
+        if state is None or not state.requested:
+            return None
+        available = self.target.get(send.type_url)
+        names = sorted(n for n in send.names if state.covers(n) and n in available)
+        removed = sorted(n for n in send.removed if n in state.have)
+        if not names and not removed:
+            return None
+        return self._respond(state, names, removed)
+
+    def _answer_subscription(self, state: TypeState, verdict: Verdict) -> Response | None:
+        available = self.target.get(state.type_url)
+        if verdict.kind is Kind.INITIAL:
+            candidates: Iterable[str] = [n for n in available if state.covers(n)]
+        else:
+            candidates = [n for n in verdict.added if n in available]
+        if self.delta:
+            names = sorted(n for n in candidates if state.have.get(n) != available[n].hash)
+            removed: list[str] = []
+            if verdict.kind is Kind.INITIAL and state.wildcard:
+                # On reconnect the proxy declares what it has; drop what no longer exists.
+                removed = sorted(n for n in state.have if n not in available)
+            if not names and not removed and verdict.kind is not Kind.INITIAL:
+                return None
+            return self._respond(state, names, removed)
+        names = sorted(n for n in candidates if n not in state.have_entries)
+        return self._respond(state, names, [])
+
+    def _respond(self, state: TypeState, names: list[str], removed: list[str]) -> Response:
+        available = self.target.get(state.type_url)
+        sent = [available[n] for n in names]
+        for entry in sent:
+            state.have[entry.name] = entry.hash
+            state.have_entries[entry.name] = entry
+        for name in removed:
+            state.have.pop(name, None)
+            state.have_entries.pop(name, None)
+        version = content_version(state.have.items())
+        self._seq += 1
+        nonce = f"{self.connection_id}-{self._seq}"
+        state.record_sent(nonce, self._seq, version, self._clock())
+        if self.delta:
+            return discovery_pb2.DeltaDiscoveryResponse(
+                system_version_info=version,
+                type_url=state.type_url,
+                nonce=nonce,
+                resources=[
+                    discovery_pb2.Resource(name=e.name, version=e.hash, resource=e.any)
+                    for e in sent
+                ],
+                removed_resources=removed,
+                control_plane=self._control_plane,
+            )
+        view = [state.have_entries[n] for n in sorted(state.have_entries)]
+        return discovery_pb2.DiscoveryResponse(
+            version_info=version,
+            type_url=state.type_url,
+            nonce=nonce,
+            resources=[e.any for e in view],
+            control_plane=self._control_plane,
+        )

@@ -1,0 +1,132 @@
+"""Make-before-break: the one place that decides in which order a push reaches a proxy.
+
+:func:`plan_push` compares what a proxy has (name -> content hash, per type) with what it
+should have and returns a list of :class:`Step`. The connection sends a step, waits until every
+type in it is ACKed (or NACKed, or a timeout passes), then sends the next one:
+
+1. SDS: changed secrets, so clusters and listeners that name them warm at once.
+2. CDS: added and changed clusters (never removals), followed in the same step by EDS for every
+   pushed EDS cluster the proxy subscribes to, changed or not (Envoy re-warms a modified
+   cluster without asking for its endpoints again), plus any endpoint changes. In ADS mode Envoy
+   ACKs CDS only once the clusters are warm, so the ACK means "safe to route".
+3. LDS: added, changed and removed listeners.
+4. RDS: changed route configurations (then any other type the proxy subscribes to).
+5. CDS removals, only once listeners and routes that no longer use those clusters are ACKed;
+   the step is flagged ``after_clean`` and is skipped if anything in this push was NACKed (the
+   clusters then stay until a later push finds nothing refers to them any more).
+
+Only wildcard types (CDS, LDS) are removed by the server; names of EDS, RDS and SDS resources
+disappear when Envoy unsubscribes from them. Types the proxy has not asked for yet are skipped:
+their first request is answered with the newest snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pilotfish.xds.resources import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    SECRET_TYPE,
+    WILDCARD_TYPES,
+)
+
+#: name -> content hash
+Hashes = Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """What a proxy asked for on one type: everything (wildcard) or these names."""
+
+    wildcard: bool
+    names: frozenset[str] = frozenset()
+
+    def covers(self, name: str) -> bool:
+        return self.wildcard or name in self.names
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send these names of one type (their newest content) and remove ``removed``."""
+
+    type_url: str
+    names: frozenset[str]
+    removed: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Step:
+    sends: tuple[Send, ...]
+    #: Only run when nothing earlier in the push was NACKed (cluster removal).
+    after_clean: bool = False
+
+    @property
+    def type_urls(self) -> tuple[str, ...]:
+        return tuple(s.type_url for s in self.sends)
+
+
+def changed_names(have: Hashes, want: Hashes, sub: Subscription) -> frozenset[str]:
+    """Names the proxy subscribes to whose wanted content differs from what it has."""
+    return frozenset(n for n, h in want.items() if sub.covers(n) and have.get(n) != h)
+
+
+def plan_push(
+    have: Mapping[str, Hashes],
+    want: Mapping[str, Hashes],
+    subscriptions: Mapping[str, Subscription],
+    eds_of_cluster: Mapping[str, str],
+) -> list[Step]:
+    """Order the changes from ``have`` to ``want`` for one proxy (see the module docstring)."""
+
+    def diff(type_url: str) -> tuple[frozenset[str], frozenset[str]]:
+        sub = subscriptions.get(type_url)
+        if sub is None:
+            return frozenset(), frozenset()
+        old, new = have.get(type_url, {}), want.get(type_url, {})
+        removed = frozenset(old.keys() - new.keys()) if type_url in WILDCARD_TYPES else frozenset()
+        return changed_names(old, new, sub), removed
+
+    steps: list[Step] = []
+    secrets, _ = diff(SECRET_TYPE)
+    if secrets:
+        steps.append(Step((Send(SECRET_TYPE, secrets),)))
+
+    clusters, clusters_removed = diff(CLUSTER_TYPE)
+    endpoints, _ = diff(ENDPOINT_TYPE)
+    eds_sub = subscriptions.get(ENDPOINT_TYPE)
+    if eds_sub is not None and clusters:
+        wanted_eds = want.get(ENDPOINT_TYPE, {})
+        rewarm = {eds_of_cluster[c] for c in clusters if c in eds_of_cluster}
+        endpoints |= {n for n in rewarm if eds_sub.covers(n) and n in wanted_eds}
+    sends: list[Send] = []
+    if clusters:
+        sends.append(Send(CLUSTER_TYPE, clusters))
+    if endpoints:
+        sends.append(Send(ENDPOINT_TYPE, endpoints))
+    if sends:
+        steps.append(Step(tuple(sends)))
+
+    listeners, listeners_removed = diff(LISTENER_TYPE)
+    if listeners or listeners_removed:
+        steps.append(Step((Send(LISTENER_TYPE, listeners, listeners_removed),)))
+
+    routes, _ = diff(ROUTE_TYPE)
+    if routes:
+        steps.append(Step((Send(ROUTE_TYPE, routes),)))
+
+    others = [t for t in subscriptions if t not in _ORDERED]
+    for type_url in sorted(others):
+        names, removed = diff(type_url)
+        if names or removed:
+            steps.append(Step((Send(type_url, names, removed),)))
+
+    if clusters_removed:
+        steps.append(Step((Send(CLUSTER_TYPE, frozenset(), clusters_removed),), after_clean=True))
+    return steps
+
+
+_ORDERED = frozenset({SECRET_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE})

@@ -1,0 +1,201 @@
+"""Per-stream, per-type xDS bookkeeping and the "should we respond?" decision (pure).
+
+Each ADS stream keeps one :class:`TypeState` per resource type: what the proxy subscribes to,
+what it has (name -> content hash, as far as the server knows), the nonces sent and the last
+ACK/NACK. :func:`classify_sotw` and :func:`classify_delta` read one request against that state
+and return a :class:`Verdict`, updating the subscription and ACK/NACK records:
+
+- first request of a type (or an empty nonce): ``INITIAL``, respond;
+- the latest nonce, no ``error_detail``: ``ACK`` (the acked version is recorded once);
+- the latest nonce with ``error_detail``: ``NACK`` (recorded; no response, the rejected content
+  stays recorded as "sent" so it is not sent again until the generated content changes);
+- an older nonce: ``STALE``, ignored (SotW); Delta still applies its subscription changes and
+  records a NACK of any nonce it sent, since every Delta response is answered on its own;
+- the latest nonce with changed ``resource_names``: a subscription change (e.g. new EDS names
+  after a CDS push), respond with the new names; it is not a second ACK.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from pilotfish.xds.ordering import Subscription
+from pilotfish.xds.resources import WILDCARD_TYPES, Entry, short_name
+from pilotfish.xds.status import NackInfo, TypeStatus
+
+_KEEP_NONCES = 32
+
+
+class Kind(enum.Enum):
+    INITIAL = "initial"
+    ACK = "ack"
+    NACK = "nack"
+    STALE = "stale"
+    SUBSCRIBE = "subscription change"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: Kind
+    #: Send a response for these names (INITIAL: every covered name; SUBSCRIBE: the new ones).
+    respond: bool
+    #: Names newly subscribed by this request.
+    added: frozenset[str] = frozenset()
+    #: Sequence number of the response this request answers (ACK/NACK), else 0.
+    answered_seq: int = 0
+
+
+@dataclass
+class TypeState:
+    """What one stream knows about one type."""
+
+    type_url: str
+    requested: bool = False
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)
+    #: name -> content hash the proxy has (as far as we know: sent, or declared on reconnect).
+    have: dict[str, str] = field(default_factory=dict)
+    #: name -> entry sent (SotW needs the content to resend the whole set).
+    have_entries: dict[str, Entry] = field(default_factory=dict)
+    sent_version: str = ""
+    sent_nonce: str = ""
+    sent_seq: int = 0
+    sent_at: float | None = None
+    acked_version: str = ""
+    acked_nonce: str = ""
+    acked_at: float | None = None
+    #: Highest sequence number ACKed or NACKed.
+    answered_seq: int = 0
+    last_nack: NackInfo | None = None
+    #: Recent nonces sent -> (sequence number, version).
+    nonces: OrderedDict[str, tuple[int, str]] = field(default_factory=OrderedDict)
+
+    @property
+    def subscription(self) -> Subscription:
+        return Subscription(self.wildcard, frozenset(self.names))
+
+    def covers(self, name: str) -> bool:
+        return self.wildcard or name in self.names
+
+    def record_sent(self, nonce: str, seq: int, version: str, now: float) -> None:
+        self.sent_nonce, self.sent_seq, self.sent_version, self.sent_at = nonce, seq, version, now
+        self.nonces[nonce] = (seq, version)
+        while len(self.nonces) > _KEEP_NONCES:
+            self.nonces.popitem(last=False)
+
+    def forget_uncovered(self) -> None:
+        """Drop what the proxy had under names it no longer subscribes to."""
+        for name in [n for n in self.have if not self.covers(n)]:
+            self.have.pop(name, None)
+            self.have_entries.pop(name, None)
+
+    def status(self) -> TypeStatus:
+        return TypeStatus(
+            type_url=self.type_url,
+            short_name=short_name(self.type_url),
+            sent_version=self.sent_version,
+            sent_nonce=self.sent_nonce,
+            sent_at=self.sent_at,
+            acked_version=self.acked_version,
+            acked_nonce=self.acked_nonce,
+            acked_at=self.acked_at,
+            last_nack=self.last_nack,
+            subscribed=tuple(sorted(self.names)),
+            wildcard=self.wildcard,
+            resource_count=len(self.have),
+        )
+
+
+def _record_answer(
+    state: TypeState, nonce: str, version: str, error: str, code: int, now: float
+) -> Kind:
+    seq = state.nonces.get(nonce, (0, ""))[0]
+    state.answered_seq = max(state.answered_seq, seq)
+    if error:
+        state.last_nack = NackInfo(nonce=nonce, version=version, error=error, code=code, at=now)
+        return Kind.NACK
+    if state.acked_nonce != nonce:
+        state.acked_nonce, state.acked_version, state.acked_at = nonce, version, now
+    return Kind.ACK
+
+
+def classify_sotw(state: TypeState, request: discovery_pb2.DiscoveryRequest, now: float) -> Verdict:
+    """Decide what a State-of-the-World request means; updates ``state``."""
+    names = set(request.resource_names)
+    wildcard = "*" in names or (not names and state.type_url in WILDCARD_TYPES)
+    names.discard("*")
+    old_names, old_wildcard = set(state.names), state.wildcard
+    first = not state.requested or not request.response_nonce or not state.sent_nonce
+
+    def subscribe() -> frozenset[str]:
+        state.requested, state.wildcard, state.names = True, wildcard, names
+        state.forget_uncovered()
+        return frozenset(names - old_names)
+
+    if first:
+        added = subscribe()
+        return Verdict(Kind.INITIAL, respond=True, added=added)
+    if request.response_nonce != state.sent_nonce:
+        return Verdict(Kind.STALE, respond=False)
+    seq = state.sent_seq
+    already = state.answered_seq >= seq
+    error = request.error_detail.message if request.HasField("error_detail") else ""
+    code = request.error_detail.code if request.HasField("error_detail") else 0
+    kind = _record_answer(state, request.response_nonce, request.version_info, error, code, now)
+    changed = names != old_names or wildcard != old_wildcard
+    added = subscribe()
+    if kind is Kind.NACK:
+        return Verdict(Kind.NACK, respond=False, answered_seq=0 if already else seq)
+    if changed:
+        respond = bool(added) or (wildcard and not old_wildcard)
+        return Verdict(Kind.SUBSCRIBE, respond=respond, added=added, answered_seq=seq)
+    return Verdict(Kind.ACK, respond=False, answered_seq=0 if already else seq)
+
+
+def classify_delta(
+    state: TypeState, request: discovery_pb2.DeltaDiscoveryRequest, now: float
+) -> Verdict:
+    """Decide what a Delta request means; updates ``state`` (subscriptions, ACK/NACK)."""
+    subscribe = set(request.resource_names_subscribe)
+    unsubscribe = set(request.resource_names_unsubscribe)
+    first = not state.requested
+    before = set(state.names)
+    if first:
+        state.requested = True
+        state.wildcard = state.type_url in WILDCARD_TYPES and not subscribe
+        for name, version in request.initial_resource_versions.items():
+            state.have[name] = version
+    if "*" in subscribe:
+        state.wildcard = True
+    if "*" in unsubscribe:
+        state.wildcard = False
+    subscribe.discard("*")
+    unsubscribe.discard("*")
+    state.names = (state.names | subscribe) - unsubscribe
+    state.forget_uncovered()
+    added = frozenset(state.names - before)
+
+    answered = 0
+    kind = Kind.INITIAL if first else Kind.SUBSCRIBE
+    nonce = request.response_nonce
+    if nonce:
+        known = state.nonces.get(nonce)
+        error = request.error_detail.message if request.HasField("error_detail") else ""
+        if known is None or (known[0] < state.sent_seq and not error):
+            kind = Kind.STALE
+        else:
+            seq, version = known
+            code = request.error_detail.code if request.HasField("error_detail") else 0
+            already = state.answered_seq >= seq
+            # A Delta NACK carries no version: the proxy still runs the last ACKed one.
+            reported = state.acked_version if error else version
+            kind = _record_answer(state, nonce, reported, error, code, now)
+            answered = 0 if already else seq
+    respond = first or bool(added)
+    if respond and kind in (Kind.ACK, Kind.STALE):
+        kind = Kind.SUBSCRIBE
+    return Verdict(kind, respond=respond, added=added, answered_seq=answered)

@@ -1,0 +1,160 @@
+"""Resources as the xDS server holds them: type URLs, the generator contract, the shared cache.
+
+The rest of the control plane hands the xDS server a :data:`Generator`: a pure function from a
+proxy's :class:`~pilotfish.api.node.NodeInfo` to :data:`Resources`, a mapping
+``type URL -> {resource name -> protobuf message}`` for CDS, EDS, LDS, RDS and SDS.
+
+The server turns each generated mapping into a :class:`Snapshot` of :class:`Entry` objects. An
+entry carries the resource serialized once (``google.protobuf.Any``) and a content hash, which
+is the resource's version: two proxies that get byte-identical resources share one entry
+through the :class:`ResourceCache`, and a proxy is sent a resource only when its hash differs
+from the one it already has.
+
+Contract for generators: return fresh messages or messages that are never mutated afterwards
+(the cache may reuse the serialization of a message object it has seen recently).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from envoy.config.cluster.v3 import cluster_pb2
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from pilotfish.api.node import NodeInfo
+
+_PREFIX = "type.googleapis.com/"
+CLUSTER_TYPE = _PREFIX + "envoy.config.cluster.v3.Cluster"
+ENDPOINT_TYPE = _PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
+LISTENER_TYPE = _PREFIX + "envoy.config.listener.v3.Listener"
+ROUTE_TYPE = _PREFIX + "envoy.config.route.v3.RouteConfiguration"
+SECRET_TYPE = _PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
+
+#: Every type the server serves, in the order a push sends them.
+PUSH_ORDER: tuple[str, ...] = (SECRET_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)
+#: Types Envoy subscribes to as a whole (no resource names): the server sends the full set.
+WILDCARD_TYPES = frozenset({CLUSTER_TYPE, LISTENER_TYPE})
+
+SHORT_NAMES: Mapping[str, str] = {
+    CLUSTER_TYPE: "CDS",
+    ENDPOINT_TYPE: "EDS",
+    LISTENER_TYPE: "LDS",
+    ROUTE_TYPE: "RDS",
+    SECRET_TYPE: "SDS",
+}
+
+#: type URL -> {resource name -> message}
+Resources = Mapping[str, Mapping[str, Message]]
+#: Pure function from a proxy to its resources. May be slow-ish; it runs off the event loop.
+Generator = Callable[[NodeInfo], Resources]
+
+
+def short_name(type_url: str) -> str:
+    """``CDS`` for the Cluster type URL, the last dotted component for unknown types."""
+    return SHORT_NAMES.get(type_url, type_url.rsplit(".", 1)[-1])
+
+
+class Entry:
+    """One resource serialized once: name, content hash (its version) and the packed Any."""
+
+    __slots__ = ("__weakref__", "any", "hash", "name", "type_url")
+
+    def __init__(self, type_url: str, name: str, payload: bytes) -> None:
+        self.type_url = type_url
+        self.name = name
+        self.hash = hashlib.sha256(payload).hexdigest()[:16]
+        self.any = any_pb2.Any(type_url=type_url, value=payload)
+
+    def __repr__(self) -> str:
+        return f"Entry({short_name(self.type_url)} {self.name} {self.hash})"
+
+
+class ResourceCache:
+    """Interns entries by ``(type, name, content hash)`` so proxies share serialized bytes.
+
+    Entries live as long as some proxy's snapshot refers to them (weak values). A bounded memo
+    keyed by message identity skips re-serializing a message object the generator returns to
+    many proxies.
+    """
+
+    def __init__(self, memo_size: int = 4096) -> None:
+        self._entries: weakref.WeakValueDictionary[tuple[str, str, str], Entry] = (
+            weakref.WeakValueDictionary()
+        )
+        self._memo: OrderedDict[int, tuple[Message, Entry]] = OrderedDict()
+        self._memo_size = memo_size
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def intern(self, type_url: str, name: str, message: Message) -> Entry:
+        """The shared entry for this resource (thread-safe: generators run in threads)."""
+        with self._lock:
+            return self._intern(type_url, name, message)
+
+    def _intern(self, type_url: str, name: str, message: Message) -> Entry:
+        memo = self._memo.get(id(message))
+        if memo is not None and memo[0] is message and memo[1].name == name:
+            self._memo.move_to_end(id(message))
+            return memo[1]
+        fresh = Entry(type_url, name, message.SerializeToString(deterministic=True))
+        key = (type_url, name, fresh.hash)
+        entry = self._entries.get(key)
+        if entry is None:
+            self._entries[key] = entry = fresh
+        self._memo[id(message)] = (message, entry)
+        if len(self._memo) > self._memo_size:
+            self._memo.popitem(last=False)
+        return entry
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one proxy should have: entries per type, plus EDS service names of EDS clusters."""
+
+    entries: Mapping[str, Mapping[str, Entry]]
+    #: cluster name -> the ClusterLoadAssignment name it needs (EDS clusters only).
+    eds_of_cluster: Mapping[str, str] = field(default_factory=dict)
+
+    def get(self, type_url: str) -> Mapping[str, Entry]:
+        return self.entries.get(type_url, {})
+
+    def hashes(self, type_url: str) -> dict[str, str]:
+        return {name: e.hash for name, e in self.get(type_url).items()}
+
+
+EMPTY_SNAPSHOT = Snapshot(entries={})
+
+
+def build_snapshot(resources: Resources, cache: ResourceCache) -> Snapshot:
+    """Serialize (or reuse) every generated resource. Raises ValueError on a wrong message type."""
+    entries: dict[str, dict[str, Entry]] = {}
+    eds_of: dict[str, str] = {}
+    for type_url, by_name in resources.items():
+        expected = type_url.removeprefix(_PREFIX)
+        out: dict[str, Entry] = {}
+        for name, message in by_name.items():
+            actual = message.DESCRIPTOR.full_name
+            if actual != expected:
+                raise ValueError(f"resource {name!r} under {type_url} is a {actual}")
+            out[name] = cache.intern(type_url, name, message)
+            if type_url == CLUSTER_TYPE:
+                assert isinstance(message, cluster_pb2.Cluster)
+                service = _eds_service_name(message)
+                if service is not None:
+                    eds_of[name] = service
+        entries[type_url] = out
+    return Snapshot(entries=entries, eds_of_cluster=eds_of)
+
+
+def _eds_service_name(cluster: cluster_pb2.Cluster) -> str | None:
+    if not cluster.HasField("type") or cluster.type != cluster_pb2.Cluster.EDS:
+        return None
+    return cluster.eds_cluster_config.service_name or cluster.name

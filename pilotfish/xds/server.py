@@ -1,0 +1,353 @@
+"""The ADS gRPC server: streams from Envoys in, generated snapshots out (SotW and Delta).
+
+Contract with the rest of the control plane::
+
+    server = DiscoveryServer(settings, generator, on_connect=..., on_disconnect=...)
+    await server.start()             # binds settings.address (TLS if settings.tls)
+    server.push(PushRequest.of("config"))   # after any change; debounced and merged
+    server.status()                  # list[ProxyStatus] for the API and proxy-status
+    await server.stop()
+
+``generator(node) -> Resources`` is called for a proxy when it connects and on every push that
+concerns it (in a worker thread unless ``settings.generate_in_thread`` is off). What it returns
+is diffed against what that proxy has, and only the difference is sent, in make-before-break
+order (see ``ordering.py``). ``on_connect(node)`` runs when the first stream of a node id
+opens, ``on_disconnect(node)`` when its last one closes (plain or async callables).
+
+A stream whose node cannot be parsed is closed with INVALID_ARGUMENT. Errors inside the server
+are logged and never reach Envoy as gRPC status text: a failed generation keeps the stream and
+the config the proxy has; a failure at connect closes the stream with a generic UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import json_format
+
+from pilotfish.api.node import NodeInfo
+from pilotfish.xds.connection import ProxyConnection, Request, Response
+from pilotfish.xds.push import Debouncer, PushRequest, merge
+from pilotfish.xds.resources import Generator, ResourceCache, Snapshot, build_snapshot
+from pilotfish.xds.settings import XdsSettings
+from pilotfish.xds.status import ProxyStatus
+
+log = logging.getLogger("pilotfish.xds")
+
+NodeHook = Callable[[NodeInfo], Awaitable[None] | None]
+
+
+class _Wake:
+    """Inbox marker: a push is pending for this connection."""
+
+
+_WAKE = _Wake()
+
+
+def parse_node(node: Any) -> NodeInfo:
+    """NodeInfo from an Envoy ``config.core.v3.Node``. Raises ValueError if it is unusable."""
+    if not node.id:
+        raise ValueError("the first request carries no node id")
+    metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
+    try:
+        return NodeInfo.from_node(node.id, metadata)
+    except (TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"node {node.id!r}: {e}") from e
+
+
+class _Stream:
+    def __init__(self, conn: ProxyConnection, inbox: asyncio.Queue[Request | _Wake | None]) -> None:
+        self.conn = conn
+        self.inbox = inbox
+
+
+class DiscoveryServer:
+    """Aggregated Discovery Service over gRPC for every connected proxy."""
+
+    def __init__(
+        self,
+        settings: XdsSettings,
+        generator: Generator,
+        *,
+        on_connect: NodeHook | None = None,
+        on_disconnect: NodeHook | None = None,
+    ) -> None:
+        self.settings = settings
+        self.generator = generator
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self.cache = ResourceCache()
+        self._streams: dict[str, _Stream] = {}
+        self._per_node: dict[str, int] = {}
+        self._ids = itertools.count(1)
+        self._server: grpc.aio.Server | None = None
+        self._port = 0
+        self._debouncer: Debouncer | None = None
+        self._firing = 0
+        self._generations: asyncio.Semaphore | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The port bound by :meth:`start`."""
+        return self._port
+
+    async def start(self) -> None:
+        self._generations = asyncio.Semaphore(self.settings.max_concurrent_generations)
+        self._debouncer = Debouncer(self.settings.debounce, self._fire)
+        self._debouncer.start()
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", self.settings.max_receive_message_bytes),
+                ("grpc.max_send_message_length", -1),
+            ]
+        )
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), server)
+        tls = self.settings.tls
+        if tls is None:
+            port = server.add_insecure_port(self.settings.address)
+        else:
+            credentials = grpc.ssl_server_credentials(
+                [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
+                root_certificates=tls.ca_file.read_bytes() if tls.ca_file else None,
+                require_client_auth=tls.require_client_cert,
+            )
+            port = server.add_secure_port(self.settings.address, credentials)
+        if port == 0:
+            raise OSError(f"xDS server could not bind {self.settings.address}")
+        self._port = port
+        await server.start()
+        self._server = server
+        log.info("xDS server listening on %s (port %d)", self.settings.address, port)
+
+    async def stop(self, grace: float = 1.0) -> None:
+        if self._debouncer is not None:
+            await self._debouncer.stop()
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+
+    # -- API for the control plane -------------------------------------------------------------
+
+    def push(self, request: PushRequest) -> None:
+        """Ask for a push; debounced and merged. Call from the server's event loop."""
+        if self._debouncer is None:
+            raise RuntimeError("DiscoveryServer.push() before start()")
+        self._debouncer.add(request)
+
+    def push_now(self, request: PushRequest) -> None:
+        """Queue a push to the concerned connections at once, without debounce."""
+        for stream in self._streams.values():
+            if request.concerns(stream.conn.node_id):
+                stream.conn.pending_push = merge(stream.conn.pending_push, request)
+                stream.inbox.put_nowait(_WAKE)
+
+    def status(self) -> list[ProxyStatus]:
+        return [s.conn.status() for s in self._streams.values()]
+
+    def connected_nodes(self) -> list[NodeInfo]:
+        return [s.conn.node for s in self._streams.values()]
+
+    def synced(self) -> bool:
+        """No push waits or is being delivered, and every response sent was answered."""
+        if self._firing or (self._debouncer is not None and self._debouncer.pending):
+            return False
+        return all(s.synced for s in self.status())
+
+    async def wait_synced(self, timeout: float = 30.0, poll: float = 0.01) -> bool:
+        """Wait until :meth:`synced`; False if ``timeout`` passes first."""
+        end = time.monotonic() + timeout
+        while not self.synced():
+            if time.monotonic() > end:
+                return False
+            await asyncio.sleep(poll)
+        return True
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _fire(self, request: PushRequest) -> None:
+        log.debug("%s to %d connections", request.describe(), len(self._streams))
+        self.push_now(request)
+
+    async def _generate(self, node: NodeInfo) -> Snapshot:
+        assert self._generations is not None
+        async with self._generations:
+            if self.settings.generate_in_thread:
+                return await asyncio.to_thread(self._build, node)
+            return self._build(node)
+
+    def _build(self, node: NodeInfo) -> Snapshot:
+        return build_snapshot(self.generator(node), self.cache)
+
+    async def _hook(self, hook: NodeHook | None, node: NodeInfo, what: str) -> None:
+        if hook is None:
+            return
+        try:
+            result = hook(node)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("%s hook failed for %s", what, node.node_id)
+
+    async def serve_stream(
+        self,
+        requests: AsyncIterator[Request],
+        context: grpc.aio.ServicerContext[Any, Any],
+        *,
+        delta: bool,
+    ) -> None:
+        """Serve one ADS stream until the proxy goes away."""
+        inbox: asyncio.Queue[Request | _Wake | None] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                async for request in requests:
+                    inbox.put_nowait(request)
+            except Exception as e:  # stream reset by the peer, cancelled, ...
+                log.debug("xDS stream read ended: %r", e)
+            finally:
+                inbox.put_nowait(None)
+
+        reader = asyncio.get_running_loop().create_task(read())
+        try:
+            await self._serve(inbox, context, delta)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            # Logged here, never sent to the proxy as status text (it would resend everything).
+            log.exception("xDS stream from %s failed", context.peer())
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _serve(
+        self,
+        inbox: asyncio.Queue[Request | _Wake | None],
+        context: grpc.aio.ServicerContext[Any, Any],
+        delta: bool,
+    ) -> None:
+        first = await inbox.get()
+        if first is None or isinstance(first, _Wake):
+            return
+        try:
+            node = parse_node(first.node)
+        except ValueError as e:
+            log.warning("xDS stream from %s refused: %s", context.peer(), e)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid node: {e}")
+            return
+        conn = ProxyConnection(
+            f"{next(self._ids)}",
+            node,
+            delta=delta,
+            peer=context.peer(),
+            ack_timeout=self.settings.ack_timeout,
+            control_plane_id=self.settings.control_plane_id,
+        )
+        try:
+            conn.set_target(await self._generate(node))
+        except Exception:
+            log.exception("generating configuration for %s failed", node.node_id)
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "the control plane could not generate configuration"
+            )
+            return
+        stream = _Stream(conn, inbox)
+        self._streams[conn.connection_id] = stream
+        self._per_node[conn.node_id] = self._per_node.get(conn.node_id, 0) + 1
+        log.info("%s connected (%s, %s)", conn.node_id, "Delta" if delta else "SotW", conn.peer)
+        try:
+            if self._per_node[conn.node_id] == 1:
+                await self._hook(self.on_connect, node, "on_connect")
+            await self._loop(stream, context, first)
+        finally:
+            del self._streams[conn.connection_id]
+            self._per_node[conn.node_id] -= 1
+            log.info("%s disconnected", conn.node_id)
+            if self._per_node[conn.node_id] == 0:
+                del self._per_node[conn.node_id]
+                await self._hook(self.on_disconnect, node, "on_disconnect")
+
+    async def _loop(
+        self,
+        stream: _Stream,
+        context: grpc.aio.ServicerContext[Any, Any],
+        first: Request,
+    ) -> None:
+        conn = stream.conn
+        item: Request | _Wake | None = first
+        while True:
+            if item is None:
+                return
+            responses: list[Response] = []
+            try:
+                if isinstance(item, _Wake):
+                    responses = conn.check_timeout()
+                else:
+                    responses = conn.handle_request(item)
+            except Exception:
+                log.exception("%s: handling an xDS request failed", conn.node_id)
+            for response in responses:
+                await context.write(response)
+            if not conn.busy and conn.pending_push is not None:
+                await self._start_push(conn, context)
+            deadline = conn.deadline
+            if deadline is None:
+                item = await stream.inbox.get()
+                continue
+            try:
+                item = await asyncio.wait_for(
+                    stream.inbox.get(), max(0.0, deadline - time.monotonic())
+                )
+            except TimeoutError:
+                item = _WAKE
+
+    async def _start_push(
+        self, conn: ProxyConnection, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        request, conn.pending_push = conn.pending_push, None
+        assert request is not None
+        conn.generating = True
+        try:
+            snapshot = await self._generate(conn.node)
+        except Exception:
+            log.exception("%s: generating configuration failed; keeping what it has", conn.node_id)
+            return
+        finally:
+            conn.generating = False
+        try:
+            responses = conn.begin_push(snapshot, request)
+        except Exception:
+            log.exception("%s: planning the push failed", conn.node_id)
+            return
+        for response in responses:
+            await context.write(response)
+
+
+class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    def __init__(self, server: DiscoveryServer) -> None:
+        self._server = server
+
+    async def StreamAggregatedResources(
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> None:
+        await self._server.serve_stream(request_iterator, context, delta=False)
+
+    async def DeltaAggregatedResources(
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> None:
+        await self._server.serve_stream(request_iterator, context, delta=True)

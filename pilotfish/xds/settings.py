@@ -1,0 +1,38 @@
+"""Settings of the xDS server, passed in explicitly by the composition root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pilotfish.xds.push import DebounceSettings
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """Serve xDS over TLS with this certificate; with ``ca_file``, verify client certificates."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path | None = None
+    #: Refuse clients without a certificate signed by ``ca_file``.
+    require_client_cert: bool = False
+
+
+@dataclass(frozen=True)
+class XdsSettings:
+    #: ``host:port`` to listen on; port 0 picks a free one (see ``DiscoveryServer.port``).
+    address: str = "127.0.0.1:15012"
+    tls: TlsSettings | None = None
+    debounce: DebounceSettings = field(default_factory=DebounceSettings)
+    #: How long a push step waits for Envoy's ACK before it goes on (seconds). Envoy holds a CDS
+    #: ACK until clusters are warm, at most its ``initial_fetch_timeout`` (15 s by default).
+    ack_timeout: float = 20.0
+    #: Run the generator in a worker thread, keeping the event loop responsive.
+    generate_in_thread: bool = True
+    #: Snapshots generated at the same time (bounds memory during a push to many proxies).
+    max_concurrent_generations: int = 4
+    #: ``control_plane.identifier`` in responses (shows in Envoy's config dump).
+    control_plane_id: str = "pilotfish"
+    #: gRPC message size limit for requests from proxies (bytes).
+    max_receive_message_bytes: int = 16 * 1024 * 1024
