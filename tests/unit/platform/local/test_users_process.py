@@ -1,0 +1,51 @@
+"""Command lines for users and pod processes (no root needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pilotfish.platform.local.process import pod_command, pod_env
+from pilotfish.platform.local.users import lookup_user, useradd_command
+
+
+def test_useradd_command() -> None:
+    argv = useradd_command("pilotfish-proxy", 1337)
+    assert argv[0] == "useradd"
+    assert "--system" in argv and "--user-group" in argv
+    assert argv[argv.index("--uid") + 1] == "1337"
+    assert argv[-1] == "pilotfish-proxy"
+    assert "--uid" not in useradd_command("pilotfish-app")
+
+
+def test_lookup_user() -> None:
+    me = lookup_user("root")
+    assert me is not None and me.uid == 0
+    assert lookup_user("pilotfish-no-such-user") is None
+
+
+def test_pod_command_wraps_netns_and_identity() -> None:
+    assert pod_command("pf-a", ["envoy", "-c", "x"], 1337, 1338) == [
+        "ip", "netns", "exec", "pf-a",
+        "setpriv", "--reuid=1337", "--regid=1338", "--clear-groups", "--no-new-privs", "--",
+        "envoy", "-c", "x",
+    ]  # fmt: skip
+    assert pod_command(None, ["true"]) == ["true"]
+    assert pod_command("pf-a", ["true"]) == ["ip", "netns", "exec", "pf-a", "true"]
+
+
+@pytest.mark.parametrize(("uid", "gid"), [(1, None), (None, 1)])
+def test_pod_command_needs_uid_and_gid(uid: int | None, gid: int | None) -> None:
+    with pytest.raises(ValueError, match="both uid and gid"):
+        pod_command(None, ["true"], uid, gid)
+
+
+def test_pod_command_rejects_empty() -> None:
+    with pytest.raises(ValueError):
+        pod_command(None, [])
+
+
+def test_pod_env_is_explicit() -> None:
+    env = pod_env({"FOO": "1", "HOME": "/app"})
+    assert env["FOO"] == "1" and env["HOME"] == "/app"
+    assert "PATH" in env
+    assert not set(env) - {"FOO", "HOME", "PATH", "LANG"}
