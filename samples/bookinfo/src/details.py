@@ -135,14 +135,8 @@ class _Handler(BaseHTTPRequestHandler):
             response = server.app(request)
         except Exception as exc:  # a bug must not kill the connection silently
             response = json_response(500, {"error": f"internal error: {exc}"})
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        for name, value in response.headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(response.body)
         elapsed_ms = (time.monotonic() - start) * 1000
+        # Logged before answering, so the line is there once the caller has the answer.
         print(
             f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {server.label}"
             f' "{self.command} {self.path}" {response.status} {elapsed_ms:.1f}ms'
@@ -150,6 +144,13 @@ class _Handler(BaseHTTPRequestHandler):
             f" x-request-id={headers.get('x-request-id', '-')}",
             flush=True,
         )
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        for name, value in response.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(response.body)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass  # _serve logs one line per request itself
