@@ -1,0 +1,258 @@
+"""Clusters (CDS) and their endpoints (EDS): outbound per service port and subset, inbound per
+served port, and the fixed passthrough/blackhole clusters.
+
+Outbound: ``outbound|PORT||HOST`` for every visible service port plus
+``outbound|PORT|SUBSET|HOST`` for every subset of the DestinationRule that applies. Services
+with endpoints use EDS over ADS (``ClusterLoadAssignment`` named like the cluster, endpoints
+filtered by the subset labels); ServiceEntries with ``resolution: DNS`` use STRICT_DNS
+(``DNS_ROUND_ROBIN``: LOGICAL_DNS) with inline endpoints; ``resolution: NONE`` and wildcard
+hosts are ORIGINAL_DST. Traffic policies come from ``trafficpolicy``.
+
+The outbound set depends only on the client namespace (DestinationRule lookup and exportTo),
+so ``outbound_clusters`` is memoized per namespace in the PushContext and shared by proxies.
+
+TLS seam: ``upstream_transport_socket`` decides a cluster's transport socket; it returns None
+(plaintext) until the security issue brings auto mTLS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import (
+    address_pb2,
+    base_pb2,
+    config_source_pb2,
+    health_check_pb2,
+    protocol_pb2,
+)
+from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
+
+from pilotfish.model.config import DestinationRuleConfig
+from pilotfish.model.push_context import PushContext
+from pilotfish.registry.types import Endpoint, Protocol, Service, ServicePort
+from pilotfish.translate.common import (
+    BLACKHOLE_CLUSTER,
+    INBOUND_PASSTHROUGH_BIND_IP,
+    INBOUND_PASSTHROUGH_CLUSTER,
+    PASSTHROUGH_CLUSTER,
+    duration,
+    inbound_cluster_name,
+    outbound_cluster_name,
+    pack,
+    socket_address,
+)
+from pilotfish.translate.trafficpolicy import (
+    Policy,
+    apply_connection_pool,
+    apply_load_balancer,
+    apply_outlier_detection,
+    default_circuit_breakers,
+    effective_policy,
+    wants_h2_upgrade,
+)
+
+HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+C = cluster_pb2.Cluster
+
+
+@dataclass
+class ClusterSet:
+    """Clusters and the load assignments their EDS names refer to."""
+
+    clusters: dict[str, cluster_pb2.Cluster] = field(default_factory=dict)
+    endpoints: dict[str, endpoint_pb2.ClusterLoadAssignment] = field(default_factory=dict)
+
+
+def upstream_transport_socket(
+    push: PushContext, namespace: str, service: Service, port: ServicePort, policy: Policy
+) -> base_pb2.TransportSocket | None:
+    """The transport socket of an outbound cluster (plaintext for now: None)."""
+    return None
+
+
+def _ads() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(),
+        resource_api_version=config_source_pb2.V3,
+    )
+
+
+def _locality(text: str) -> base_pb2.Locality:
+    parts = ([*text.split("/"), "", "", ""])[:3]
+    return base_pb2.Locality(region=parts[0], zone=parts[1], sub_zone=parts[2])
+
+
+def load_assignment(
+    name: str, endpoints: list[Endpoint] | tuple[Endpoint, ...]
+) -> endpoint_pb2.ClusterLoadAssignment:
+    """Endpoints grouped by locality; unhealthy ones are sent as UNHEALTHY."""
+    groups: dict[str, list[ec.LbEndpoint]] = {}
+    for ep in endpoints:
+        lb = ec.LbEndpoint(
+            endpoint=ec.Endpoint(address=socket_address(ep.address, ep.port)),
+            health_status=health_check_pb2.HEALTHY if ep.healthy else health_check_pb2.UNHEALTHY,
+        )
+        if ep.weight:
+            lb.load_balancing_weight.value = ep.weight
+        groups.setdefault(ep.locality, []).append(lb)
+    cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+    for loc in sorted(groups):
+        lle = cla.endpoints.add(lb_endpoints=groups[loc])
+        if loc:
+            lle.locality.CopyFrom(_locality(loc))
+    return cla
+
+
+def _http_options(
+    protocol: Protocol, policy: Policy, common: protocol_pb2.HttpProtocolOptions
+) -> hpo.HttpProtocolOptions | None:
+    if not protocol.is_http:
+        return None
+    opts = hpo.HttpProtocolOptions()
+    if protocol.is_http2 or wants_h2_upgrade(policy):
+        opts.explicit_http_config.http2_protocol_options.SetInParent()
+    else:
+        opts.explicit_http_config.http_protocol_options.SetInParent()
+    if common.ByteSize():
+        opts.common_http_protocol_options.CopyFrom(common)
+    return opts
+
+
+def outbound_cluster(
+    push: PushContext,
+    namespace: str,
+    svc: Service,
+    sp: ServicePort,
+    subset: str,
+    dr: DestinationRuleConfig | None,
+) -> tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment | None]:
+    """One outbound cluster and, for EDS clusters, its load assignment."""
+    name = outbound_cluster_name(sp.port, subset, svc.hostname)
+    policy = effective_policy(dr, subset, sp.port)
+    cluster = C(name=name, connect_timeout=duration(push.settings.connect_timeout_seconds))
+    eps = push.endpoints(svc.hostname, sp.port)
+    if subset and dr is not None:
+        labels = {
+            str(k): str(v) for k, v in ((dr.subset(subset) or {}).get("labels") or {}).items()
+        }
+        eps = tuple(e for e in eps if e.matches(labels))
+    cla: endpoint_pb2.ClusterLoadAssignment | None = None
+    if svc.source_kind == "ServiceEntry" and (svc.resolution == "NONE" or svc.is_wildcard):
+        cluster.type = C.ORIGINAL_DST
+    elif svc.source_kind == "ServiceEntry" and svc.resolution in ("DNS", "DNS_ROUND_ROBIN"):
+        cluster.type = C.STRICT_DNS if svc.resolution == "DNS" else C.LOGICAL_DNS
+        cluster.dns_lookup_family = C.V4_ONLY
+        cluster.load_assignment.CopyFrom(load_assignment(name, eps))
+    else:
+        cluster.type = C.EDS
+        cluster.eds_cluster_config.CopyFrom(
+            C.EdsClusterConfig(eds_config=_ads(), service_name=name)
+        )
+        cla = load_assignment(name, eps)
+    if cluster.type == C.ORIGINAL_DST:
+        cluster.lb_policy = C.CLUSTER_PROVIDED
+    else:
+        apply_load_balancer(cluster, policy)
+        if cluster.type == C.ORIGINAL_DST:  # PASSTHROUGH load balancer
+            cla = None
+    common = protocol_pb2.HttpProtocolOptions()
+    apply_connection_pool(cluster, policy, common)
+    apply_outlier_detection(cluster, policy)
+    opts = _http_options(sp.protocol, policy, common)
+    if opts is not None:
+        cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))
+    ts = upstream_transport_socket(push, namespace, svc, sp, policy)
+    if ts is not None:
+        cluster.transport_socket.CopyFrom(ts)
+    return cluster, cla
+
+
+def outbound_clusters(push: PushContext, namespace: str) -> ClusterSet:
+    """Every outbound cluster a proxy of ``namespace`` may use (memoized per namespace)."""
+
+    def compute() -> ClusterSet:
+        out = ClusterSet()
+        for svc in push.visible_services(namespace):
+            dr = push.destination_rule(namespace, svc.hostname)
+            subsets = [""] + [
+                str(s.get("name")) for s in (dr.subsets if dr else ()) if s.get("name")
+            ]
+            for sp in svc.ports:
+                for subset in subsets:
+                    cluster, cla = outbound_cluster(push, namespace, svc, sp, subset, dr)
+                    out.clusters[cluster.name] = cluster
+                    if cla is not None:
+                        out.endpoints[cluster.name] = cla
+        for fixed in (passthrough_cluster(push), blackhole_cluster(push)):
+            out.clusters[fixed.name] = fixed
+        return out
+
+    return push.memo(("outbound_clusters", namespace), compute)
+
+
+def passthrough_cluster(push: PushContext) -> cluster_pb2.Cluster:
+    """ORIGINAL_DST to wherever the app was connecting (ALLOW_ANY)."""
+    return C(
+        name=PASSTHROUGH_CLUSTER,
+        type=C.ORIGINAL_DST,
+        lb_policy=C.CLUSTER_PROVIDED,
+        connect_timeout=duration(push.settings.connect_timeout_seconds),
+        circuit_breakers=default_circuit_breakers(),
+    )
+
+
+def blackhole_cluster(push: PushContext) -> cluster_pb2.Cluster:
+    return C(
+        name=BLACKHOLE_CLUSTER,
+        type=C.STATIC,
+        connect_timeout=duration(push.settings.connect_timeout_seconds),
+    )
+
+
+def inbound_passthrough_cluster(push: PushContext) -> cluster_pb2.Cluster:
+    """ORIGINAL_DST for inbound traffic to ports no service declares, sourced from
+    127.0.0.6 so that the capture rules let it reach the app."""
+    c = passthrough_cluster(push)
+    c.name = INBOUND_PASSTHROUGH_CLUSTER
+    c.upstream_bind_config.CopyFrom(
+        address_pb2.BindConfig(
+            source_address=address_pb2.SocketAddress(
+                address=INBOUND_PASSTHROUGH_BIND_IP, port_value=0
+            )
+        )
+    )
+    return c
+
+
+def inbound_cluster(push: PushContext, target_port: int, protocol: Protocol) -> cluster_pb2.Cluster:
+    """``inbound|PORT||``: the app on localhost."""
+    name = inbound_cluster_name(target_port)
+    cluster = C(
+        name=name,
+        type=C.STATIC,
+        lb_policy=C.ROUND_ROBIN,
+        connect_timeout=duration(push.settings.connect_timeout_seconds),
+        circuit_breakers=default_circuit_breakers(),
+    )
+    cluster.load_assignment.CopyFrom(
+        endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[
+                ec.LocalityLbEndpoints(
+                    lb_endpoints=[
+                        ec.LbEndpoint(
+                            endpoint=ec.Endpoint(address=socket_address("127.0.0.1", target_port))
+                        )
+                    ]
+                )
+            ],
+        )
+    )
+    opts = _http_options(protocol, {}, protocol_pb2.HttpProtocolOptions())
+    if opts is not None:
+        cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))
+    return cluster

@@ -1,0 +1,143 @@
+"""HTTP filters and the HTTP connection manager, and per-route filter configs.
+
+Every HCM Pilotfish builds carries, in Istio's order: ``envoy.filters.http.fault``,
+``envoy.filters.http.cors`` and ``envoy.filters.http.router``. Fault and CORS do nothing
+unless a route carries its own config in ``typed_per_filter_config`` (built here from a
+VirtualService ``fault`` / ``corsPolicy``). Later issues insert their filters (RBAC, JWT,
+stats...) through ``http_filters``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.core.v3 import base_pb2, config_source_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.v3 import percent_pb2
+from google.protobuf import any_pb2
+
+from pilotfish.translate.common import istio_duration, pack
+
+FAULT_FILTER = "envoy.filters.http.fault"
+CORS_FILTER = "envoy.filters.http.cors"
+ROUTER_FILTER = "envoy.filters.http.router"
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+
+Spec = dict[str, Any]
+HCM = hcm_pb2.HttpConnectionManager
+HttpFilter = hcm_pb2.HttpFilter
+
+
+def string_match(m: Spec, ignore_case: bool = False) -> string_pb2.StringMatcher | None:
+    """Istio StringMatch -> Envoy StringMatcher (None for an empty match: presence)."""
+    if "exact" in m:
+        return string_pb2.StringMatcher(exact=str(m["exact"]), ignore_case=ignore_case)
+    if "prefix" in m:
+        return string_pb2.StringMatcher(prefix=str(m["prefix"]), ignore_case=ignore_case)
+    if "regex" in m:
+        return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=str(m["regex"])))
+    return None
+
+
+def _percent(spec: Spec) -> percent_pb2.FractionalPercent:
+    """Istio ``percentage.value`` (or the old integer ``percent``), 100% when unset."""
+    if (spec.get("percentage") or {}).get("value") is not None:
+        value = float(spec["percentage"]["value"])
+    elif spec.get("percent") is not None:
+        value = float(spec["percent"])
+    else:
+        value = 100.0
+    return percent_pb2.FractionalPercent(
+        numerator=round(value * 10000), denominator=percent_pb2.FractionalPercent.MILLION
+    )
+
+
+def fault_per_route(fault: Spec) -> any_pb2.Any | None:
+    out = fault_pb2.HTTPFault()
+    delay: Spec | None = fault.get("delay")
+    if delay and (delay.get("fixedDelay") or delay.get("exponentialDelay")):
+        d = common_fault.FaultDelay(percentage=_percent(delay))
+        d.fixed_delay.CopyFrom(istio_duration(str(delay.get("fixedDelay") or "0s")))
+        out.delay.CopyFrom(d)
+    abort: Spec | None = fault.get("abort")
+    if abort:
+        a = fault_pb2.FaultAbort(percentage=_percent(abort))
+        if abort.get("grpcStatus"):
+            a.grpc_status = _grpc_code(str(abort["grpcStatus"]))
+        else:
+            a.http_status = int(abort.get("httpStatus") or 500)
+        out.abort.CopyFrom(a)
+    if not out.HasField("delay") and not out.HasField("abort"):
+        return None
+    return pack(out)
+
+
+_GRPC_CODES = [
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+    "UNAUTHENTICATED",
+]  # fmt: skip
+
+
+def _grpc_code(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    return _GRPC_CODES.index(text.upper()) if text.upper() in _GRPC_CODES else 2
+
+
+def cors_per_route(cors: Spec) -> any_pb2.Any | None:
+    origins = [string_match(o) for o in cors.get("allowOrigins") or ()]
+    origins += [string_match({"exact": o}) for o in cors.get("allowOrigin") or ()]
+    policy = cors_pb2.CorsPolicy(
+        allow_origin_string_match=[o for o in origins if o is not None],
+        allow_methods=",".join(str(m) for m in cors.get("allowMethods") or ()),
+        allow_headers=",".join(str(h) for h in cors.get("allowHeaders") or ()),
+        expose_headers=",".join(str(h) for h in cors.get("exposeHeaders") or ()),
+    )
+    if cors.get("maxAge"):
+        policy.max_age = str(istio_duration(str(cors["maxAge"])).seconds)
+    if cors.get("allowCredentials") is not None:
+        policy.allow_credentials.value = bool(cors["allowCredentials"])
+    policy.filter_enabled.CopyFrom(
+        base_pb2.RuntimeFractionalPercent(
+            default_value=percent_pb2.FractionalPercent(numerator=100)
+        )
+    )
+    return pack(policy)
+
+
+def http_filters() -> list[hcm_pb2.HttpFilter]:
+    return [
+        hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=pack(fault_pb2.HTTPFault())),
+        hcm_pb2.HttpFilter(name=CORS_FILTER, typed_config=pack(cors_pb2.Cors())),
+        hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router())),
+    ]
+
+
+def http_connection_manager(
+    stat_prefix: str,
+    route_config_name: str | None = None,
+    route_config: route_pb2.RouteConfiguration | None = None,
+    *,
+    use_remote_address: bool = False,
+) -> hcm_pb2.HttpConnectionManager:
+    """An HCM that takes its routes from RDS over ADS (``route_config_name``) or inline."""
+    hcm = HCM(stat_prefix=stat_prefix, codec_type=HCM.CodecType.AUTO, http_filters=http_filters())
+    hcm.use_remote_address.value = use_remote_address
+    hcm.normalize_path.value = True
+    if route_config is not None:
+        hcm.route_config.CopyFrom(route_config)
+    else:
+        hcm.rds.route_config_name = route_config_name or ""
+        hcm.rds.config_source.ads.SetInParent()
+        hcm.rds.config_source.resource_api_version = config_source_pb2.V3
+    return hcm

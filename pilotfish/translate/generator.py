@@ -1,0 +1,107 @@
+"""The generator: everything one proxy gets (CDS, EDS, LDS, RDS) from one PushContext.
+
+``generate(node, push)`` is pure: the same node and context give the same resources. It is the
+``Generator`` the xDS server calls; the result maps a type URL to ``{name: message}``. Messages
+may be shared with other proxies through the context's memo (clusters and endpoints per
+namespace, route configs per namespace and port): callers must not modify them.
+
+Every route config an HCM names through RDS is in the RDS map; every EDS cluster's
+``service_name`` has a load assignment in the EDS map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from google.protobuf.message import Message
+
+from pilotfish.api.node import NodeInfo
+from pilotfish.model.proxy import Proxy
+from pilotfish.model.push_context import PushContext
+from pilotfish.translate.clusters import (
+    inbound_cluster,
+    inbound_passthrough_cluster,
+    outbound_clusters,
+)
+from pilotfish.translate.common import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
+from pilotfish.translate.listeners import (
+    explicit_inbound,
+    explicit_outbound,
+    gateway_listeners,
+    gateway_servers,
+    served_ports,
+    virtual_inbound,
+    virtual_outbound,
+)
+from pilotfish.translate.route_configs import (
+    explicit_route_config,
+    gateway_route_config,
+    sidecar_http_ports,
+    sidecar_route_config,
+)
+
+Resources = dict[str, dict[str, Message]]
+Generator = Callable[[NodeInfo], Resources]
+
+TYPE_URLS = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)
+
+
+def _clusters_and_endpoints(push: PushContext, proxy: Proxy, out: Resources) -> None:
+    shared = outbound_clusters(push, proxy.namespace)
+    out[CLUSTER_TYPE].update(shared.clusters)
+    out[ENDPOINT_TYPE].update(shared.endpoints)
+
+
+def generate_sidecar(proxy: Proxy, push: PushContext) -> Resources:
+    out: Resources = {t: {} for t in TYPE_URLS}
+    _clusters_and_endpoints(push, proxy, out)
+    clusters = out[CLUSTER_TYPE]
+    for target, protocol in served_ports(proxy):
+        c = inbound_cluster(push, target, protocol)
+        clusters[c.name] = c
+    listeners = out[LISTENER_TYPE]
+    routes = out[ROUTE_TYPE]
+    if proxy.interception_mode == "NONE":
+        if proxy.node.outbound_port:
+            name = str(proxy.node.outbound_port)
+            routes[name] = explicit_route_config(push, proxy, name)
+            lst = explicit_outbound(push, proxy)
+            listeners[lst.name] = lst
+        for lst in explicit_inbound(push, proxy):
+            listeners[lst.name] = lst
+    else:
+        passthrough = inbound_passthrough_cluster(push)
+        clusters[passthrough.name] = passthrough
+        for port in sidecar_http_ports(push, proxy.namespace):
+            routes[str(port)] = sidecar_route_config(push, proxy, port)
+        for lst in (virtual_outbound(push, proxy), virtual_inbound(push, proxy)):
+            listeners[lst.name] = lst
+    return out
+
+
+def generate_router(proxy: Proxy, push: PushContext) -> Resources:
+    out: Resources = {t: {} for t in TYPE_URLS}
+    _clusters_and_endpoints(push, proxy, out)
+    for bind, servers in gateway_servers(push, proxy).items():
+        rc = gateway_route_config(push, proxy, bind, servers)
+        out[ROUTE_TYPE][rc.name] = rc
+    for lst in gateway_listeners(push, proxy):
+        out[LISTENER_TYPE][lst.name] = lst
+    return out
+
+
+def generate(node: NodeInfo, push: PushContext) -> Resources:
+    """CDS, EDS, LDS and RDS resources for ``node`` at ``push``'s revision."""
+    proxy = Proxy.from_node(node, push)
+    if proxy.is_router:
+        return generate_router(proxy, push)
+    return generate_sidecar(proxy, push)
+
+
+def generator_for(push: PushContext) -> Generator:
+    """A ``Generator`` bound to one context (what the xDS server calls per proxy)."""
+
+    def gen(node: NodeInfo) -> Resources:
+        return generate(node, push)
+
+    return gen

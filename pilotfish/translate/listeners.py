@@ -1,0 +1,336 @@
+"""Listeners (LDS) for sidecars in both interception modes and for gateways.
+
+REDIRECT sidecar:
+
+- ``virtualOutbound`` on 0.0.0.0:15001 with ``original_dst``: one filter chain per HTTP port
+  (``destination_port``) to the HCM of route config ``"PORT"``; one per TCP service port
+  matched by VIP/32 and port to ``tcp_proxy``; the default chain goes to PassthroughCluster
+  (ALLOW_ANY) or BlackHoleCluster (REGISTRY_ONLY). Envoy compares the destination port before
+  the destination IP, so a TCP service's VIP chain wins over the HTTP chain of the same port.
+- ``virtualInbound`` on 0.0.0.0:15006 with ``original_dst``: one chain per served app port to
+  ``inbound|PORT||`` (HTTP through an HCM with an inline route config, TCP through
+  ``tcp_proxy``); the default chain goes to InboundPassthroughCluster.
+
+NONE (explicit) sidecar: an HTTP listener on ``127.0.0.1:outbound_port`` whose route config
+holds every service; per served app port ``T`` a listener on ``IP:inbound_ports[T]`` to
+``inbound|T||``. TCP services are not reachable through the explicit outbound listener.
+
+Router: one listener per bound port, ``0.0.0.0_8080`` style names, HCM with RDS
+``http.<port>``. TLS servers wait for the security issue: ``gateway_tls_filter_chains`` is
+the seam and yields nothing yet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc
+from envoy.config.listener.v3.listener_pb2 import Listener
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+from pilotfish.model.config import GatewayConfig, VirtualServiceConfig
+from pilotfish.model.hosts import MESH_GATEWAY
+from pilotfish.model.proxy import Proxy
+from pilotfish.model.push_context import PushContext
+from pilotfish.registry.types import Protocol, Service
+from pilotfish.translate.common import (
+    BLACKHOLE_CLUSTER,
+    INBOUND_CAPTURE,
+    INBOUND_PASSTHROUGH_CLUSTER,
+    OUTBOUND_CAPTURE,
+    PASSTHROUGH_CLUSTER,
+    VIRTUAL_INBOUND,
+    VIRTUAL_OUTBOUND,
+    duration,
+    inbound_cluster_name,
+    outbound_cluster_name,
+    pack,
+    socket_address,
+    u32,
+)
+from pilotfish.translate.filters import HCM_FILTER, http_connection_manager
+from pilotfish.translate.route_configs import labels_key, sidecar_http_ports
+
+TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
+ORIGINAL_DST_FILTER = "envoy.filters.listener.original_dst"
+
+
+def _original_dst() -> lc.ListenerFilter:
+    return lc.ListenerFilter(
+        name=ORIGINAL_DST_FILTER, typed_config=pack(original_dst_pb2.OriginalDst())
+    )
+
+
+def tcp_proxy_filter(stat_prefix: str, clusters: list[tuple[str, int]]) -> lc.Filter:
+    """``tcp_proxy`` to one cluster, or weighted clusters when several are given."""
+    tp = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix)
+    if len(clusters) == 1:
+        tp.cluster = clusters[0][0]
+    else:
+        for name, weight in clusters:
+            tp.weighted_clusters.clusters.add(name=name, weight=weight)
+    return lc.Filter(name=TCP_PROXY_FILTER, typed_config=pack(tp))
+
+
+def hcm_filter(**kwargs: Any) -> lc.Filter:
+    return lc.Filter(name=HCM_FILTER, typed_config=pack(http_connection_manager(**kwargs)))
+
+
+# ---- outbound ---------------------------------------------------------------------------------
+
+
+def _tcp_applies(vs: VirtualServiceConfig, match: dict[str, Any], port: int, proxy: Proxy) -> bool:
+    if MESH_GATEWAY not in vs.match_gateways(match):
+        return False
+    if match.get("port") and int(match["port"]) != port:
+        return False
+    src = match.get("sourceLabels") or {}
+    return all(proxy.labels.get(str(k)) == str(v) for k, v in src.items())
+
+
+def tcp_route(push: PushContext, proxy: Proxy, svc: Service, port: int) -> list[tuple[str, int]]:
+    """Weighted clusters for TCP traffic to ``svc:port`` (VirtualService ``tcp`` rules first)."""
+    vs = push.mesh_virtual_service(svc.hostname, proxy.namespace)
+    if vs is None:
+        return [(outbound_cluster_name(port, "", svc.hostname), 100)]
+    for rule in vs.tcp:
+        matches = rule.get("match") or [{}]
+        if not any(_tcp_applies(vs, m, port, proxy) for m in matches):
+            continue
+        out = []
+        dests = list(rule.get("route") or ())
+        for d in dests:
+            dest = d.get("destination") or {}
+            host = vs.resolve(str(dest.get("host") or ""), push.settings.domain_suffix)
+            dport = int((dest.get("port") or {}).get("number") or port)
+            weight = int(d.get("weight") or (100 if len(dests) == 1 else 0))
+            if weight > 0:
+                out.append(
+                    (outbound_cluster_name(dport, str(dest.get("subset") or ""), host), weight)
+                )
+        if out:
+            return out
+    return [(outbound_cluster_name(port, "", svc.hostname), 100)]
+
+
+def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
+    """``virtualOutbound`` (shared by the proxies of a namespace unless TCP rules use labels)."""
+    ns = proxy.namespace
+
+    def compute() -> Listener:
+        chains: list[lc.FilterChain] = []
+        for port in sidecar_http_ports(push, ns):
+            chains.append(
+                lc.FilterChain(
+                    name=f"0.0.0.0_{port}",
+                    filter_chain_match=lc.FilterChainMatch(destination_port=u32(port)),
+                    filters=[
+                        hcm_filter(
+                            stat_prefix=f"outbound_0.0.0.0_{port}", route_config_name=str(port)
+                        )
+                    ],
+                )
+            )
+        seen: set[tuple[str, int]] = set()
+        for svc in push.visible_services(ns):
+            if not svc.vip:
+                continue
+            for sp in svc.ports:
+                if sp.protocol.is_http or (svc.vip, sp.port) in seen:
+                    continue
+                seen.add((svc.vip, sp.port))
+                clusters = tcp_route(push, proxy, svc, sp.port)
+                chains.append(
+                    lc.FilterChain(
+                        name=f"{svc.vip}_{sp.port}",
+                        filter_chain_match=lc.FilterChainMatch(
+                            destination_port=u32(sp.port),
+                            prefix_ranges=[
+                                base_pb2.CidrRange(address_prefix=svc.vip, prefix_len=u32(32))
+                            ],
+                        ),
+                        filters=[tcp_proxy_filter(clusters[0][0], clusters)],
+                    )
+                )
+        fallback = (
+            BLACKHOLE_CLUSTER
+            if push.settings.outbound_traffic_policy == "REGISTRY_ONLY"
+            else PASSTHROUGH_CLUSTER
+        )
+        return Listener(
+            name=VIRTUAL_OUTBOUND,
+            address=socket_address("0.0.0.0", OUTBOUND_CAPTURE),
+            listener_filters=[_original_dst()],
+            filter_chains=chains,
+            default_filter_chain=lc.FilterChain(
+                name=fallback, filters=[tcp_proxy_filter(fallback, [(fallback, 100)])]
+            ),
+            traffic_direction=base_pb2.OUTBOUND,
+        )
+
+    return push.memo(("virtual_outbound", ns, labels_key(push, proxy.labels)), compute)
+
+
+def explicit_outbound(push: PushContext, proxy: Proxy) -> Listener:
+    """NONE mode: the HTTP listener the app sends its requests to."""
+    port = int(proxy.node.outbound_port or 0)
+    return Listener(
+        name=f"127.0.0.1_{port}",
+        address=socket_address("127.0.0.1", port),
+        filter_chains=[
+            lc.FilterChain(
+                filters=[
+                    hcm_filter(
+                        stat_prefix=f"outbound_127.0.0.1_{port}", route_config_name=str(port)
+                    )
+                ]
+            )
+        ],
+        traffic_direction=base_pb2.OUTBOUND,
+    )
+
+
+# ---- inbound ----------------------------------------------------------------------------------
+
+
+def inbound_route_config(target: int) -> route_pb2.RouteConfiguration:
+    name = inbound_cluster_name(target)
+    return route_pb2.RouteConfiguration(
+        name=name,
+        virtual_hosts=[
+            rc.VirtualHost(
+                name=f"inbound|http|{target}",
+                domains=["*"],
+                routes=[
+                    rc.Route(
+                        name="default",
+                        match=rc.RouteMatch(prefix="/"),
+                        route=rc.RouteAction(cluster=name, timeout=duration(0)),
+                    )
+                ],
+            )
+        ],
+    )
+
+
+def _inbound_filters(target: int, protocol: Protocol, stat: str) -> list[lc.Filter]:
+    if protocol.is_http:
+        return [hcm_filter(stat_prefix=stat, route_config=inbound_route_config(target))]
+    name = inbound_cluster_name(target)
+    return [tcp_proxy_filter(name, [(name, 100)])]
+
+
+def served_ports(proxy: Proxy) -> list[tuple[int, Protocol]]:
+    out: dict[int, Protocol] = {}
+    for inst in proxy.instances:
+        prev = out.get(inst.target_port)
+        # HTTP wins when two services name the same app port differently.
+        if prev is None or (inst.port.protocol.is_http and not prev.is_http):
+            out[inst.target_port] = inst.port.protocol
+    return sorted(out.items())
+
+
+def virtual_inbound(push: PushContext, proxy: Proxy) -> Listener:
+    chains = [
+        lc.FilterChain(
+            name=inbound_cluster_name(target),
+            filter_chain_match=lc.FilterChainMatch(destination_port=u32(target)),
+            filters=_inbound_filters(target, protocol, f"inbound_0.0.0.0_{target}"),
+        )
+        for target, protocol in served_ports(proxy)
+    ]
+    return Listener(
+        name=VIRTUAL_INBOUND,
+        address=socket_address("0.0.0.0", INBOUND_CAPTURE),
+        listener_filters=[_original_dst()],
+        filter_chains=chains,
+        default_filter_chain=lc.FilterChain(
+            name=INBOUND_PASSTHROUGH_CLUSTER,
+            filters=[
+                tcp_proxy_filter(INBOUND_PASSTHROUGH_CLUSTER, [(INBOUND_PASSTHROUGH_CLUSTER, 100)])
+            ],
+        ),
+        traffic_direction=base_pb2.INBOUND,
+    )
+
+
+def explicit_inbound(push: PushContext, proxy: Proxy) -> list[Listener]:
+    """NONE mode: one listener per served app port that has an ``inbound_ports`` entry."""
+    out = []
+    for target, protocol in served_ports(proxy):
+        bind = proxy.node.inbound_ports.get(target)
+        if bind is None:
+            continue
+        name = f"{proxy.ip}_{bind}"
+        out.append(
+            Listener(
+                name=name,
+                address=socket_address(proxy.ip, bind),
+                filter_chains=[
+                    lc.FilterChain(filters=_inbound_filters(target, protocol, f"inbound_{name}"))
+                ],
+                traffic_direction=base_pb2.INBOUND,
+            )
+        )
+    return out
+
+
+# ---- gateways ---------------------------------------------------------------------------------
+
+GATEWAY_HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC")
+
+
+def gateway_servers(
+    push: PushContext, proxy: Proxy
+) -> dict[int, list[tuple[GatewayConfig, dict[str, Any]]]]:
+    """HTTP servers of the gateways selecting this router, by bound port
+    (``gateway_ports[server port]``, else the server port)."""
+    out: dict[int, list[tuple[GatewayConfig, dict[str, Any]]]] = {}
+    for gw in push.gateways_for(proxy.labels):
+        for server in gw.servers:
+            port: dict[str, Any] = server.get("port") or {}
+            protocol = str(port.get("protocol") or "HTTP").upper()
+            if protocol not in GATEWAY_HTTP_PROTOCOLS:
+                continue
+            number = int(port.get("number") or 0)
+            bind = proxy.node.gateway_ports.get(number, number)
+            out.setdefault(bind, []).append((gw, server))
+    return out
+
+
+def gateway_tls_filter_chains(
+    push: PushContext, proxy: Proxy, bind_port: int
+) -> list[lc.FilterChain]:
+    """Filter chains for HTTPS/TLS servers on ``bind_port`` (none until TLS support lands)."""
+    return []
+
+
+def gateway_listeners(push: PushContext, proxy: Proxy) -> list[Listener]:
+    out = []
+    for bind in sorted(gateway_servers(push, proxy)):
+        name = f"0.0.0.0_{bind}"
+        chains = [
+            lc.FilterChain(
+                filters=[
+                    hcm_filter(
+                        stat_prefix=f"outbound_{name}",
+                        route_config_name=f"http.{bind}",
+                        use_remote_address=True,
+                    )
+                ]
+            ),
+            *gateway_tls_filter_chains(push, proxy, bind),
+        ]
+        out.append(
+            Listener(
+                name=name,
+                address=socket_address(proxy.node.bind_address, bind),
+                filter_chains=chains,
+                traffic_direction=base_pb2.OUTBOUND,
+            )
+        )
+    return out

@@ -1,0 +1,279 @@
+"""Route configurations (RDS): virtual hosts per service for sidecars, per host for gateways.
+
+Sidecar (REDIRECT): one route config per HTTP port, named by the port (``"9080"``), with one
+virtual host per visible service that has that port (``reviews.default.svc.cluster.local:9080``)
+and the domains Istio gives it: the short name (same namespace only), ``name.ns``,
+``name.ns.svc``, the FQDN and the VIP, each with and without ``:port``; then ``allow_any``
+(``*`` -> PassthroughCluster) under ALLOW_ANY, or ``block_all`` (502) under REGISTRY_ONLY.
+
+Sidecar (NONE, explicit): one route config with every service's virtual hosts for all its
+HTTP ports; ``:port`` domains tell ports apart and the bare names go to the service's first
+HTTP port.
+
+Router: ``http.<bind port>`` with one virtual host per host served on that port
+(``bookinfo.com:80``, domains ``bookinfo.com`` and ``bookinfo.com:*``), holding the routes of
+every VirtualService bound to the gateway for that host.
+
+Domains must be unique inside a route config (Envoy rejects duplicates): later duplicates
+are dropped, so the first service (by hostname) keeps a contested name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from google.protobuf.wrappers_pb2 import BoolValue
+
+from pilotfish.model.config import GatewayConfig, visible
+from pilotfish.model.hosts import MESH_GATEWAY, host_matches, specificity, split_server_host
+from pilotfish.model.proxy import Proxy
+from pilotfish.model.push_context import PushContext
+from pilotfish.registry.types import Service, ServicePort
+from pilotfish.translate.common import PASSTHROUGH_CLUSTER, duration
+from pilotfish.translate.routes import RouteContext, default_route, http_routes
+
+
+def service_domains(svc: Service, port: int, namespace: str, *, bare: bool = True) -> list[str]:
+    """Istio's domains of a service's virtual host as seen from ``namespace``."""
+    names = [svc.hostname]
+    if svc.source_kind == "Service":
+        short, ns = svc.name, svc.namespace
+        if ns == namespace:
+            names.append(short)
+        names += [f"{short}.{ns}", f"{short}.{ns}.svc"]
+    if svc.vip:
+        names.append(svc.vip)
+    out: list[str] = []
+    for n in names:
+        if bare:
+            out.append(n)
+        out.append(f"{n}:{port}")
+    return out
+
+
+def _uses_source_labels(push: PushContext) -> bool:
+    def compute() -> bool:
+        return any(
+            m.get("sourceLabels")
+            for vs in push.virtual_services
+            for rule in vs.http
+            for m in rule.get("match") or ()
+        )
+
+    return push.memo(("uses_source_labels",), compute)
+
+
+def labels_key(push: PushContext, labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """The part of a proxy's labels that can change its routes (none unless a VirtualService
+    matches on ``sourceLabels``): lets proxies share route configs."""
+    return tuple(sorted(labels.items())) if _uses_source_labels(push) else ()
+
+
+def _service_routes(ctx: RouteContext, svc: Service) -> list[rc.Route]:
+    vs = ctx.push.mesh_virtual_service(svc.hostname, ctx.namespace)
+    if vs is not None:
+        return http_routes(ctx, vs)
+    return [default_route(ctx, svc, ctx.port)]
+
+
+def _add_vhost(
+    out: list[rc.VirtualHost], seen: set[str], name: str, domains: list[str], routes: list[rc.Route]
+) -> None:
+    fresh = [d for d in domains if d not in seen]
+    if not fresh:
+        return
+    seen.update(fresh)
+    out.append(rc.VirtualHost(name=name, domains=fresh, routes=routes))
+
+
+def _fallback_vhost(push: PushContext) -> rc.VirtualHost:
+    if push.settings.outbound_traffic_policy == "REGISTRY_ONLY":
+        return rc.VirtualHost(
+            name="block_all",
+            domains=["*"],
+            routes=[
+                rc.Route(
+                    name="block_all",
+                    match=rc.RouteMatch(prefix="/"),
+                    direct_response=rc.DirectResponseAction(status=502),
+                )
+            ],
+        )
+    return rc.VirtualHost(
+        name="allow_any",
+        domains=["*"],
+        routes=[
+            rc.Route(
+                name="allow_any",
+                match=rc.RouteMatch(prefix="/"),
+                route=rc.RouteAction(cluster=PASSTHROUGH_CLUSTER, timeout=duration(0)),
+            )
+        ],
+    )
+
+
+def _http_port(svc: Service, port: int) -> ServicePort | None:
+    sp = svc.port(port)
+    return sp if sp is not None and sp.protocol.is_http else None
+
+
+def sidecar_route_config(
+    push: PushContext, proxy: Proxy, port: int
+) -> route_pb2.RouteConfiguration:
+    """The route config ``"PORT"`` of a REDIRECT-mode sidecar."""
+    ns = proxy.namespace
+
+    def compute() -> route_pb2.RouteConfiguration:
+        ctx = RouteContext(push, ns, MESH_GATEWAY, port, dict(proxy.labels))
+        vhosts: list[rc.VirtualHost] = []
+        seen: set[str] = set()
+        for svc in push.visible_services(ns):
+            if _http_port(svc, port) is None:
+                continue
+            _add_vhost(
+                vhosts,
+                seen,
+                f"{svc.hostname}:{port}",
+                service_domains(svc, port, ns),
+                _service_routes(ctx, svc),
+            )
+        vhosts.append(_fallback_vhost(push))
+        return route_pb2.RouteConfiguration(
+            name=str(port), virtual_hosts=vhosts, validate_clusters=BoolValue(value=False)
+        )
+
+    key = ("sidecar_rds", ns, port, labels_key(push, proxy.labels))
+    return push.memo(key, compute)
+
+
+def sidecar_http_ports(push: PushContext, namespace: str) -> list[int]:
+    """Every HTTP service port visible from ``namespace`` (one route config each)."""
+
+    def compute() -> list[int]:
+        ports = {
+            sp.port
+            for svc in push.visible_services(namespace)
+            for sp in svc.ports
+            if sp.protocol.is_http
+        }
+        return sorted(ports)
+
+    return push.memo(("sidecar_http_ports", namespace), compute)
+
+
+def explicit_route_config(
+    push: PushContext, proxy: Proxy, name: str
+) -> route_pb2.RouteConfiguration:
+    """The single route config of a NONE-mode sidecar's outbound listener."""
+    ns = proxy.namespace
+
+    def compute() -> list[rc.VirtualHost]:
+        vhosts: list[rc.VirtualHost] = []
+        seen: set[str] = set()
+        for svc in push.visible_services(ns):
+            http_ports = [sp for sp in svc.ports if sp.protocol.is_http]
+            for i, sp in enumerate(http_ports):
+                ctx = RouteContext(push, ns, MESH_GATEWAY, sp.port, dict(proxy.labels))
+                _add_vhost(
+                    vhosts,
+                    seen,
+                    f"{svc.hostname}:{sp.port}",
+                    service_domains(svc, sp.port, ns, bare=(i == 0)),
+                    _service_routes(ctx, svc),
+                )
+        return vhosts
+
+    vhosts = push.memo(("explicit_rds", ns, labels_key(push, proxy.labels)), compute)
+    return route_pb2.RouteConfiguration(
+        name=name, virtual_hosts=vhosts, validate_clusters=BoolValue(value=False)
+    )
+
+
+# ---- gateways ---------------------------------------------------------------------------------
+
+
+def gateway_domains(host: str, port: int) -> list[str]:
+    """Istio's buildGatewayVirtualHostDomains."""
+    if host == "*":
+        return ["*"]
+    if host.startswith("*"):
+        return [host, f"{host}:{port}"]
+    return [host, f"{host}:*"]
+
+
+def _gateway_default_port(svc: Service | None) -> int:
+    return svc.ports[0].port if svc is not None and svc.ports else 0
+
+
+def gateway_virtual_hosts(
+    push: PushContext, proxy: Proxy, gateway: GatewayConfig, server_port: int, hosts: list[str]
+) -> list[tuple[str, list[rc.Route]]]:
+    """``(host, routes)`` for each host a gateway server serves, from the VirtualServices
+    bound to the gateway whose hosts intersect the server's hosts."""
+    ctx = RouteContext(
+        push,
+        proxy.namespace,
+        gateway.ref,
+        server_port,
+        dict(proxy.labels),
+        default_port=_gateway_default_port,
+    )
+    by_host: dict[str, list[rc.Route]] = {}
+    order: list[str] = []
+    for vs in push.virtual_services_for_gateway(gateway.ref):
+        for server_host in hosts:
+            ns, pattern = split_server_host(server_host, gateway.namespace)
+            if ns not in ("*", vs.namespace):
+                continue
+            if not visible(vs.export_to, vs.namespace, gateway.namespace) and ns == "*":
+                continue
+            for vh in vs.hosts:
+                if host_matches(pattern, vh):
+                    host = vh
+                elif host_matches(vh, pattern):
+                    host = pattern
+                else:
+                    continue
+                if host not in by_host:
+                    by_host[host] = []
+                    order.append(host)
+                by_host[host].extend(http_routes(ctx, vs))
+    order.sort(key=specificity)
+    return [(h, by_host[h]) for h in order if by_host[h]]
+
+
+def gateway_route_config(
+    push: PushContext,
+    proxy: Proxy,
+    bind_port: int,
+    servers: list[tuple[GatewayConfig, dict[str, Any]]],
+) -> route_pb2.RouteConfiguration:
+    """``http.<bind_port>``: every host of the HTTP servers bound to that port."""
+    vhosts: list[rc.VirtualHost] = []
+    seen: set[str] = set()
+    for gw, server in servers:
+        port = int((server.get("port") or {}).get("number") or 0)
+        hosts = [str(h) for h in server.get("hosts") or ()]
+        redirect = bool((server.get("tls") or {}).get("httpsRedirect"))
+        for host, routes in gateway_virtual_hosts(push, proxy, gw, port, hosts):
+            before = len(vhosts)
+            _add_vhost(vhosts, seen, f"{host}:{port}", gateway_domains(host, port), routes)
+            if redirect and len(vhosts) > before:
+                vhosts[-1].require_tls = rc.VirtualHost.ALL
+    if not vhosts:
+        vhosts.append(rc.VirtualHost(name=f"blackhole:{bind_port}", domains=["*"]))
+    return route_pb2.RouteConfiguration(
+        name=f"http.{bind_port}", virtual_hosts=vhosts, validate_clusters=BoolValue(value=False)
+    )
+
+
+__all__ = [
+    "explicit_route_config",
+    "gateway_domains",
+    "gateway_route_config",
+    "service_domains",
+    "sidecar_http_ports",
+    "sidecar_route_config",
+]
