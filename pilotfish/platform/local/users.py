@@ -4,9 +4,10 @@
   rules exempt its UID/GID, so Envoy's own upstream connections are not captured again.
 - ``pilotfish-app`` runs the apps of the pods: unprivileged, and captured.
 
-Users are created idempotently with ``useradd --system`` when missing (uid 1337 is asked for the
-proxy when it is free, like Istio) and looked up with :mod:`pwd`. Several runtimes or test workers
-may race to create the same user; a lost race is not an error.
+Users (each with its own group) are created idempotently with ``groupadd``/``useradd --system``
+when missing, with uid and gid 1337 for the proxy when free (like Istio), and looked up with
+:mod:`pwd`. Several runtimes or test workers may race to create the same user; a lost race is
+not an error.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "UserIds",
     "ensure_mesh_users",
     "ensure_user",
+    "groupadd_command",
     "lookup_user",
     "useradd_command",
 ]
@@ -49,12 +51,18 @@ class MeshUsers:
     app: UserIds
 
 
-def useradd_command(name: str, uid: int | None = None) -> list[str]:
-    """``useradd`` arguments for a system user with its own group and no login. Pure."""
+def groupadd_command(name: str, gid: int | None = None) -> list[str]:
+    """``groupadd`` arguments for the user's own system group. Pure."""
+    return ["groupadd", "--system", *(["--gid", str(gid)] if gid is not None else []), name]
+
+
+def useradd_command(name: str, uid: int | None = None, group: str | None = None) -> list[str]:
+    """``useradd`` arguments: a system user in ``group`` (default: its own), no login. Pure."""
     argv = [
         "useradd",
         "--system",
-        "--user-group",
+        "--gid",
+        group or name,
         "--no-create-home",
         "--home-dir",
         "/nonexistent",
@@ -77,40 +85,61 @@ def lookup_user(name: str) -> UserIds | None:
     return UserIds(name=name, uid=entry.pw_uid, gid=entry.pw_gid)
 
 
-def _id_free(uid: int) -> bool:
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def _uid_free(uid: int) -> bool:
     try:
         pwd.getpwuid(uid)
-        return False
-    except KeyError:
-        pass
-    try:
-        grp.getgrgid(uid)
         return False
     except KeyError:
         return True
 
 
-def ensure_user(name: str, preferred_uid: int | None = None, attempts: int = 5) -> UserIds:
-    """Create ``name`` as a system user if missing; return its ids.
+def _gid_free(gid: int) -> bool:
+    try:
+        grp.getgrgid(gid)
+        return False
+    except KeyError:
+        return True
 
-    ``preferred_uid`` is used only when neither a user nor a group has it yet.
+
+# useradd/groupadd exit statuses that a concurrent creator can cause: 4 id taken meanwhile,
+# 9 name taken meanwhile, 10 the files are locked by another writer.
+_RACE = (4, 9, 10)
+
+
+def ensure_user(name: str, preferred_id: int | None = None, attempts: int = 5) -> UserIds:
+    """Create ``name`` (and its own group) as a system user if missing; return its ids.
+
+    ``preferred_id`` becomes the uid and the gid when nothing has it yet (Istio's 1337 for the
+    proxy); otherwise the system picks.
     """
     last: PlatformError | None = None
     for attempt in range(attempts):
         found = lookup_user(name)
         if found is not None:
             return found
-        uid = preferred_uid if preferred_uid is not None and _id_free(preferred_uid) else None
-        result = run(useradd_command(name, uid), check=False)
+        if not _group_exists(name):
+            gid = preferred_id if preferred_id is not None and _gid_free(preferred_id) else None
+            argv = groupadd_command(name, gid)
+        else:
+            uid = preferred_id if preferred_id is not None and _uid_free(preferred_id) else None
+            argv = useradd_command(name, uid)
+        result = run(argv, check=False)
         if result.returncode == 0:
             continue
-        # 9: name in use (someone else won the race); 4: uid taken meanwhile; 10: passwd locked.
         last = PlatformError(
-            f"user {name}: useradd exit status {result.returncode}: {result.stderr.strip()}",
-            useradd_command(name, uid),
+            f"user {name}: {argv[0]} exit status {result.returncode}: {result.stderr.strip()}",
+            argv,
             result.stderr,
         )
-        if result.returncode not in (4, 9, 10):
+        if result.returncode not in _RACE:
             raise last
         time.sleep(0.05 * (attempt + 1))
     found = lookup_user(name)

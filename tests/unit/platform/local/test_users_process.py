@@ -5,16 +5,21 @@ from __future__ import annotations
 import pytest
 
 from pilotfish.platform.local.process import pod_command, pod_env
-from pilotfish.platform.local.users import lookup_user, useradd_command
+from pilotfish.platform.local.users import groupadd_command, lookup_user, useradd_command
 
 
 def test_useradd_command() -> None:
     argv = useradd_command("pilotfish-proxy", 1337)
     assert argv[0] == "useradd"
-    assert "--system" in argv and "--user-group" in argv
+    assert "--system" in argv
+    assert argv[argv.index("--gid") + 1] == "pilotfish-proxy"
     assert argv[argv.index("--uid") + 1] == "1337"
     assert argv[-1] == "pilotfish-proxy"
     assert "--uid" not in useradd_command("pilotfish-app")
+    assert groupadd_command("pilotfish-proxy", 1337) == [
+        "groupadd", "--system", "--gid", "1337", "pilotfish-proxy",
+    ]  # fmt: skip
+    assert groupadd_command("pilotfish-app") == ["groupadd", "--system", "pilotfish-app"]
 
 
 def test_lookup_user() -> None:
