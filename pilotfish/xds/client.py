@@ -1,0 +1,346 @@
+"""A small ADS client that subscribes the way Envoy does, for benchmarks and tests.
+
+It asks for clusters, then the endpoints the EDS clusters name, then listeners, then the route
+configurations their HTTP connection managers name, and ACKs every response (optionally holding
+the CDS ACK until the endpoints of new clusters arrived, as Envoy does). It records when each
+version arrived, so a benchmark can run hundreds of simulated proxies against one server.
+``reject`` turns it into a proxy that NACKs what a test wants rejected. SotW or Delta.
+
+    client = AdsClient("127.0.0.1:15012", node, delta=True)
+    await client.start()
+    await client.wait_for(lambda c: "outbound|80||a" in c.clusters)
+    await client.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import any_pb2, json_format, struct_pb2
+from google.protobuf.message import Message
+from google.rpc import status_pb2
+
+from pilotfish.api.node import NodeInfo
+from pilotfish.xds.resources import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    SECRET_TYPE,
+)
+
+log = logging.getLogger("pilotfish.xds.client")
+
+MESSAGE_TYPES: Mapping[str, type[Message]] = {
+    CLUSTER_TYPE: cluster_pb2.Cluster,
+    ENDPOINT_TYPE: endpoint_pb2.ClusterLoadAssignment,
+    LISTENER_TYPE: listener_pb2.Listener,
+    ROUTE_TYPE: route_pb2.RouteConfiguration,
+    SECRET_TYPE: secret_pb2.Secret,
+}
+_HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
+
+#: (type URL, {name: message}) -> error message to NACK with, or None to accept.
+RejectFn = Callable[[str, Mapping[str, Message]], str | None]
+
+
+@dataclass(frozen=True)
+class Received:
+    """One response as the client saw it."""
+
+    type_url: str
+    version: str
+    nonce: str
+    at: float  # time.monotonic()
+    names: tuple[str, ...]
+    removed: tuple[str, ...] = ()
+    nacked: bool = False
+
+
+@dataclass
+class _TypeState:
+    names: set[str] = field(default_factory=set)
+    requested: bool = False
+    nonce: str = ""
+    version: str = ""
+
+
+def unpack(type_url: str, packed: any_pb2.Any) -> Message:
+    cls = MESSAGE_TYPES.get(type_url)
+    if cls is None:
+        return packed
+    message = cls()
+    packed.Unpack(message)
+    return message
+
+
+def resource_name(message: Message) -> str:
+    """The xDS name of a resource (``cluster_name`` for a ClusterLoadAssignment)."""
+    if isinstance(message, endpoint_pb2.ClusterLoadAssignment):
+        return str(message.cluster_name)
+    return str(getattr(message, "name", ""))
+
+
+def eds_names(clusters: Mapping[str, Message]) -> set[str]:
+    """ClusterLoadAssignment names the EDS clusters ask for."""
+    out = set()
+    for name, c in clusters.items():
+        assert isinstance(c, cluster_pb2.Cluster)
+        if c.HasField("type") and c.type == cluster_pb2.Cluster.EDS:
+            out.add(c.eds_cluster_config.service_name or name)
+    return out
+
+
+def route_names(listeners: Mapping[str, Message]) -> set[str]:
+    """Route configuration names the listeners' HTTP connection managers ask for over RDS."""
+    out = set()
+    for listener in listeners.values():
+        assert isinstance(listener, listener_pb2.Listener)
+        chains = list(listener.filter_chains)
+        if listener.HasField("default_filter_chain"):
+            chains.append(listener.default_filter_chain)
+        for chain in chains:
+            for f in chain.filters:
+                if f.typed_config.type_url != _HCM_TYPE:
+                    continue
+                hcm = hcm_pb2.HttpConnectionManager()
+                f.typed_config.Unpack(hcm)
+                if hcm.HasField("rds"):
+                    out.add(hcm.rds.route_config_name)
+    return out
+
+
+def node_proto(node: NodeInfo) -> base_pb2.Node:
+    metadata = struct_pb2.Struct()
+    json_format.ParseDict(node.metadata(), metadata)
+    return base_pb2.Node(id=node.node_id, cluster=node.cluster, metadata=metadata)
+
+
+class AdsClient:
+    """One simulated proxy on one ADS stream."""
+
+    def __init__(
+        self,
+        target: str,
+        node: NodeInfo | base_pb2.Node,
+        *,
+        delta: bool = False,
+        credentials: grpc.ChannelCredentials | None = None,
+        reject: RejectFn | None = None,
+        hold_cds_ack: bool = True,
+    ) -> None:
+        self.target = target
+        self.node = node if isinstance(node, base_pb2.Node) else node_proto(node)
+        self.delta = delta
+        self.reject = reject
+        self.hold_cds_ack = hold_cds_ack
+        self.resources: dict[str, dict[str, Message]] = {t: {} for t in MESSAGE_TYPES}
+        self.received: list[Received] = []
+        self.error: BaseException | None = None
+        self._credentials = credentials
+        self._types: dict[str, _TypeState] = {t: _TypeState() for t in MESSAGE_TYPES}
+        self._held_cds: tuple[str, str] | None = None
+        self._channel: grpc.aio.Channel | None = None
+        self._call: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Condition()
+        self._node_sent = False
+
+    # -- views ---------------------------------------------------------------------------------
+
+    @property
+    def clusters(self) -> dict[str, Message]:
+        return self.resources[CLUSTER_TYPE]
+
+    @property
+    def endpoints(self) -> dict[str, Message]:
+        return self.resources[ENDPOINT_TYPE]
+
+    @property
+    def listeners(self) -> dict[str, Message]:
+        return self.resources[LISTENER_TYPE]
+
+    @property
+    def routes(self) -> dict[str, Message]:
+        return self.resources[ROUTE_TYPE]
+
+    def acked_version(self, type_url: str) -> str:
+        return self._types[type_url].version
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._credentials is None:
+            self._channel = grpc.aio.insecure_channel(self.target)
+        else:
+            self._channel = grpc.aio.secure_channel(self.target, self._credentials)
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self._channel)
+        if self.delta:
+            self._call = stub.DeltaAggregatedResources()
+        else:
+            self._call = stub.StreamAggregatedResources()
+        await self._subscribe(CLUSTER_TYPE, set())
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def wait_for(self, predicate: Callable[[AdsClient], bool], timeout: float = 10.0) -> None:
+        """Wait until ``predicate(self)`` holds after some response; TimeoutError otherwise."""
+        async with self._changed:
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: predicate(self) or self.error is not None), timeout
+            )
+        if self.error is not None and not predicate(self):
+            raise RuntimeError(f"ADS stream failed: {self.error!r}")
+
+    # -- protocol ------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            async for response in self._call:
+                await self._on_response(response)
+                async with self._changed:
+                    self._changed.notify_all()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.error = e
+            log.debug("ADS client stream ended: %r", e)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _write(self, request: Message) -> None:
+        if not self._node_sent:
+            request.node.CopyFrom(self.node)  # type: ignore[attr-defined]
+            self._node_sent = True
+        await self._call.write(request)
+
+    async def _subscribe(self, type_url: str, names: set[str]) -> None:
+        """Ask for ``names`` (empty: wildcard) of a type, as a first request or a change."""
+        state = self._types[type_url]
+        if state.requested and names == state.names:
+            return
+        if self.delta:
+            request = discovery_pb2.DeltaDiscoveryRequest(
+                type_url=type_url,
+                resource_names_subscribe=sorted(names - state.names),
+                resource_names_unsubscribe=sorted(state.names - names),
+            )
+            for gone in state.names - names:
+                self.resources[type_url].pop(gone, None)
+        else:
+            request = discovery_pb2.DiscoveryRequest(
+                type_url=type_url,
+                resource_names=sorted(names),
+                version_info=state.version,
+                response_nonce=state.nonce,
+            )
+        state.names, state.requested = set(names), True
+        await self._write(request)
+
+    async def _answer(self, type_url: str, version: str, nonce: str, error: str | None) -> None:
+        state = self._types[type_url]
+        if error is None:
+            state.version = version
+        state.nonce = nonce
+        detail = status_pb2.Status(code=3, message=error) if error is not None else None
+        if self.delta:
+            request: Message = discovery_pb2.DeltaDiscoveryRequest(
+                type_url=type_url, response_nonce=nonce, error_detail=detail
+            )
+        else:
+            request = discovery_pb2.DiscoveryRequest(
+                type_url=type_url,
+                resource_names=sorted(state.names),
+                version_info=state.version,
+                response_nonce=nonce,
+                error_detail=detail,
+            )
+        await self._write(request)
+
+    async def _on_response(self, response: Any) -> None:
+        type_url = response.type_url
+        if type_url not in self._types:
+            log.debug("ignoring response of unknown type %s", type_url)
+            return
+        if self.delta:
+            version = response.system_version_info
+            incoming = {r.name: unpack(type_url, r.resource) for r in response.resources}
+            removed = tuple(response.removed_resources)
+        else:
+            version = response.version_info
+            incoming = {}
+            for packed in response.resources:
+                message = unpack(type_url, packed)
+                incoming[resource_name(message) or str(len(incoming))] = message
+            removed = ()
+        error = self.reject(type_url, incoming) if self.reject else None
+        self.received.append(
+            Received(
+                type_url,
+                version,
+                response.nonce,
+                time.monotonic(),
+                tuple(sorted(incoming)),
+                removed,
+                nacked=error is not None,
+            )
+        )
+        if error is not None:
+            await self._answer(type_url, version, response.nonce, error)
+            return
+        store = self.resources[type_url]
+        if self.delta:
+            store.update(incoming)
+            for name in removed:
+                store.pop(name, None)
+        else:
+            store.clear()
+            store.update(incoming)
+        await self._after_update(type_url, version, response.nonce)
+
+    async def _after_update(self, type_url: str, version: str, nonce: str) -> None:
+        if type_url == CLUSTER_TYPE:
+            wanted = eds_names(self.clusters)
+            await self._subscribe(ENDPOINT_TYPE, wanted)
+            if self.hold_cds_ack and not wanted <= self.endpoints.keys():
+                self._held_cds = (version, nonce)
+            else:
+                await self._answer(type_url, version, nonce, None)
+            if not self._types[LISTENER_TYPE].requested and self._held_cds is None:
+                await self._subscribe(LISTENER_TYPE, set())
+            return
+        await self._answer(type_url, version, nonce, None)
+        if type_url == ENDPOINT_TYPE and self._held_cds is not None:
+            if eds_names(self.clusters) <= self.endpoints.keys():
+                held, self._held_cds = self._held_cds, None
+                await self._answer(CLUSTER_TYPE, held[0], held[1], None)
+                if not self._types[LISTENER_TYPE].requested:
+                    await self._subscribe(LISTENER_TYPE, set())
+        elif type_url == LISTENER_TYPE:
+            await self._subscribe(ROUTE_TYPE, route_names(self.listeners))
