@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -150,7 +150,7 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
                         filter_chain_match=lc.FilterChainMatch(
                             destination_port=u32(sp.port),
                             prefix_ranges=[
-                                base_pb2.CidrRange(address_prefix=svc.vip, prefix_len=u32(32))
+                                address_pb2.CidrRange(address_prefix=svc.vip, prefix_len=u32(32))
                             ],
                         ),
                         filters=[tcp_proxy_filter(clusters[0][0], clusters)],

@@ -24,13 +24,14 @@ from typing import Any
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2
 from envoy.type.v3 import percent_pb2
 
 from pilotfish.model.config import VirtualServiceConfig
 from pilotfish.model.push_context import PushContext
 from pilotfish.registry.types import Service
-from pilotfish.translate.common import duration, istio_duration, outbound_cluster_name, u32
+from pilotfish.translate.common import duration, istio_duration, outbound_cluster_name, pack, u32
 from pilotfish.translate.filters import (
     CORS_FILTER,
     FAULT_FILTER,
@@ -209,7 +210,10 @@ def retry_policy(retries: Spec | None, consistent_hash: bool = False) -> rc.Retr
     )
     if not consistent_hash:
         policy.retry_host_predicate.append(
-            rc.RetryPolicy.RetryHostPredicate(name="envoy.retry_host_predicates.previous_hosts")
+            rc.RetryPolicy.RetryHostPredicate(
+                name="envoy.retry_host_predicates.previous_hosts",
+                typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()),
+            )
         )
     if retries is None:
         return policy
