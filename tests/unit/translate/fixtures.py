@@ -262,9 +262,22 @@ spec:
   trafficPolicy:
     loadBalancer: {simple: ROUND_ROBIN}
     connectionPool:
-      tcp: {maxConnections: 100, connectTimeout: 3s, tcpKeepalive: {time: 7200s, interval: 75s, probes: 9}}
-      http: {http1MaxPendingRequests: 10, http2MaxRequests: 1000, maxRequestsPerConnection: 5, maxRetries: 4, idleTimeout: 30s}
-    outlierDetection: {consecutive5xxErrors: 7, interval: 5m, baseEjectionTime: 15m, maxEjectionPercent: 50, minHealthPercent: 30}
+      tcp:
+        maxConnections: 100
+        connectTimeout: 3s
+        tcpKeepalive: {time: 7200s, interval: 75s, probes: 9}
+      http:
+        http1MaxPendingRequests: 10
+        http2MaxRequests: 1000
+        maxRequestsPerConnection: 5
+        maxRetries: 4
+        idleTimeout: 30s
+    outlierDetection:
+      consecutive5xxErrors: 7
+      interval: 5m
+      baseEjectionTime: 15m
+      maxEjectionPercent: 50
+      minHealthPercent: 30
   subsets:
   - name: v1
     labels: {version: v1}
@@ -288,7 +301,11 @@ spec:
   subsets:
   - {name: v1, labels: {version: v1}, trafficPolicy: {loadBalancer: {simple: RANDOM}}}
   - {name: v2, labels: {version: v2}, trafficPolicy: {loadBalancer: {simple: LEAST_CONN}}}
-  - {name: qp, labels: {version: v1}, trafficPolicy: {loadBalancer: {consistentHash: {httpQueryParameterName: user, ringHash: {minimumRingSize: 2048}}}}}
+  - name: qp
+    labels: {version: v1}
+    trafficPolicy:
+      loadBalancer:
+        consistentHash: {httpQueryParameterName: user, ringHash: {minimumRingSize: 2048}}
   - {name: pt, labels: {version: v1}, trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}}
 ---
 apiVersion: v1
