@@ -190,27 +190,40 @@ class PushContext:
     def mesh_virtual_service(self, hostname: str, namespace: str) -> VirtualServiceConfig | None:
         """The VirtualService a sidecar of ``namespace`` applies to ``hostname``: the first one
         naming the host exactly, else the one with the most specific matching wildcard."""
+        exact, wild = self.memo(("mesh_vs_index", namespace), lambda: self._mesh_index(namespace))
+        found = exact.get(hostname)
+        if found is not None:
+            return found
+        for pattern, vs in wild:
+            if host_matches(pattern, hostname):
+                return vs
+        return None
 
-        def compute() -> dict[str, VirtualServiceConfig | None]:
-            return {}
-
-        cache = self.memo(("mesh_vs", namespace), compute)
-        if hostname in cache:
-            return cache[hostname]
-        best: tuple[tuple[int, int], VirtualServiceConfig] | None = None
+    def _mesh_index(
+        self, namespace: str
+    ) -> tuple[dict[str, VirtualServiceConfig], list[tuple[str, VirtualServiceConfig]]]:
+        exact: dict[str, VirtualServiceConfig] = {}
+        wild: list[tuple[str, VirtualServiceConfig]] = []
         for vs in self.virtual_services_for_gateway(MESH_GATEWAY, namespace):
             for h in vs.hosts:
-                if host_matches(h, hostname):
-                    rank = specificity(h)
-                    if best is None or rank < best[0]:
-                        best = (rank, vs)
-        cache[hostname] = best[1] if best else None
-        return cache[hostname]
+                if h.startswith("*"):
+                    wild.append((h, vs))
+                else:
+                    exact.setdefault(h, vs)
+        # Most specific wildcard first; stable, so the oldest VirtualService wins a tie.
+        wild.sort(key=lambda e: specificity(e[0]))
+        return exact, wild
 
     # ---- destination rules ----------------------------------------------------------------
 
     def destination_rule(self, namespace: str, hostname: str) -> DestinationRuleConfig | None:
         """Istio's lookup: the client's namespace, the service's namespace, the root namespace."""
+        cache: dict[str, DestinationRuleConfig | None] = self.memo(("dr", namespace), dict)
+        if hostname not in cache:
+            cache[hostname] = self._find_destination_rule(namespace, hostname)
+        return cache[hostname]
+
+    def _find_destination_rule(self, namespace: str, hostname: str) -> DestinationRuleConfig | None:
         svc = self.service(hostname)
         order = [namespace]
         if svc is not None and svc.namespace not in order:

@@ -9,7 +9,9 @@ filtered by the subset labels); ServiceEntries with ``resolution: DNS`` use STRI
 hosts are ORIGINAL_DST. Traffic policies come from ``trafficpolicy``.
 
 The outbound set depends only on the client namespace (DestinationRule lookup and exportTo),
-so ``outbound_clusters`` is memoized per namespace in the PushContext and shared by proxies.
+so ``outbound_clusters`` is memoized per namespace in the PushContext and shared by proxies;
+each cluster is memoized by (host, port, subset, DestinationRule revision) and shared across
+namespaces that resolve the same rule.
 
 TLS seam: ``upstream_transport_socket`` decides a cluster's transport socket; it returns None
 (plaintext) until the security issue brings auto mTLS.
@@ -18,6 +20,7 @@ TLS seam: ``upstream_transport_socket`` decides a cluster's transport socket; it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import (
@@ -68,9 +71,12 @@ class ClusterSet:
 
 
 def upstream_transport_socket(
-    push: PushContext, namespace: str, service: Service, port: ServicePort, policy: Policy
+    push: PushContext, service: Service, port: ServicePort, subset: str, policy: Policy
 ) -> base_pb2.TransportSocket | None:
-    """The transport socket of an outbound cluster (plaintext for now: None)."""
+    """The transport socket of an outbound cluster (plaintext for now: None).
+
+    Clusters are shared by every client namespace that resolves the same DestinationRule, so
+    the answer may depend on the destination, the policy and the context, not on the client."""
     return None
 
 
@@ -124,7 +130,6 @@ def _http_options(
 
 def outbound_cluster(
     push: PushContext,
-    namespace: str,
     svc: Service,
     sp: ServicePort,
     subset: str,
@@ -165,7 +170,7 @@ def outbound_cluster(
     opts = _http_options(sp.protocol, policy, common)
     if opts is not None:
         cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))
-    ts = upstream_transport_socket(push, namespace, svc, sp, policy)
+    ts = upstream_transport_socket(push, svc, sp, subset, policy)
     if ts is not None:
         cluster.transport_socket.CopyFrom(ts)
     return cluster, cla
@@ -183,7 +188,16 @@ def outbound_clusters(push: PushContext, namespace: str) -> ClusterSet:
             ]
             for sp in svc.ports:
                 for subset in subsets:
-                    cluster, cla = outbound_cluster(push, namespace, svc, sp, subset, dr)
+                    key = (
+                        "outbound_cluster",
+                        svc.hostname,
+                        sp.port,
+                        subset,
+                        (dr.key, dr.revision) if dr else None,
+                    )
+                    cluster, cla = push.memo(
+                        key, partial(outbound_cluster, push, svc, sp, subset, dr)
+                    )
                     out.clusters[cluster.name] = cluster
                     if cla is not None:
                         out.endpoints[cluster.name] = cla
