@@ -1,0 +1,249 @@
+"""Sidecar and EnvoyFilter semantics, after Istio's ``ValidateSidecar`` and EnvoyFilter checks."""
+
+from __future__ import annotations
+
+from pilotfish.api.networking import EnvoyFilter, Sidecar, SidecarPort
+from pilotfish.config.validation.common import (
+    Errors,
+    check_selector,
+    fqdn_error,
+    ip_error,
+    namespace_slash_host_error,
+    port_error,
+    port_name_error,
+    protocol_error,
+)
+from pilotfish.config.validation.destinationrule import connection_pool
+from pilotfish.config.validation.gateway import server_tls
+
+UNIX_PREFIX = "unix://"
+_LISTENER_CLASS = ("LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "HTTP_FILTER", "LISTENER_FILTER")
+_ROUTE_CLASS = ("ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE")
+
+
+def _unix_path_error(bind: str) -> str | None:
+    sock = bind[len(UNIX_PREFIX) :]
+    if sock.startswith("@"):
+        return None
+    if not sock.startswith("/") or sock.endswith("/"):
+        return f"{sock} is not an absolute path to a file"
+    return None
+
+
+def validate_sidecar(sc: Sidecar, errs: Errors, namespace: str) -> None:
+    spec = sc.spec
+    if spec.workloadSelector is not None:
+        check_selector(errs, "spec.workloadSelector.labels", spec.workloadSelector.labels)
+        if not spec.workloadSelector.labels:
+            errs.warn(
+                "spec.workloadSelector",
+                "sidecar: workload selector specified without labels, will be applied to all "
+                "services in namespace",
+            )
+    if (
+        not spec.egress
+        and not spec.ingress
+        and spec.outboundTrafficPolicy is None
+        and spec.inboundConnectionPool is None
+    ):
+        errs.add("spec", "sidecar: empty configuration provided")
+        return
+    ports: set[int] = set()
+    for i, ing in enumerate(spec.ingress):
+        path = f"spec.ingress[{i}]"
+        if ing.port.targetPort:
+            errs.add(f"{path}.port.targetPort", "targetPort has no impact on Sidecars")
+        _port(errs, f"{path}.port", ing.port)
+        if ing.bind:
+            errs.add(f"{path}.bind", ip_error(ing.bind))
+        if ing.port.number in ports:
+            errs.add(f"{path}.port.number", "sidecar: ports on IP bound listeners must be unique")
+        ports.add(ing.port.number)
+        if ing.defaultEndpoint:
+            errs.add(f"{path}.defaultEndpoint", _default_endpoint_error(ing.defaultEndpoint))
+        if (tls := ing.tls) is not None:
+            if tls.subjectAltNames:
+                errs.add(
+                    f"{path}.tls.subjectAltNames",
+                    "sidecar: subjectAltNames is not supported in ingress tls",
+                )
+            if tls.httpsRedirect:
+                errs.add(f"{path}.tls.httpsRedirect", "sidecar: httpsRedirect is not supported")
+            if tls.credentialName:
+                errs.add(
+                    f"{path}.tls.credentialName",
+                    "sidecar: credentialName is not currently supported",
+                )
+            if tls.mode in ("ISTIO_MUTUAL", "AUTO_PASSTHROUGH"):
+                errs.add(
+                    f"{path}.tls.mode",
+                    f"configuration is invalid: cannot set mode to {tls.mode} in sidecar "
+                    "ingress tls",
+                )
+            server_tls(errs, f"{path}.tls", tls)
+        connection_pool(errs, f"{path}.connectionPool", ing.connectionPool)
+    connection_pool(errs, "spec.inboundConnectionPool", spec.inboundConnectionPool)
+
+    ports = set()
+    sockets: set[str] = set()
+    catch_all = False
+    for i, eg in enumerate(spec.egress):
+        path = f"spec.egress[{i}]"
+        if eg.port is None:
+            if catch_all:
+                errs.add(path, "sidecar: egress can have only one listener with empty port")
+                continue
+            if i == len(spec.egress) - 1:
+                catch_all = True
+            else:
+                errs.add(
+                    path,
+                    "sidecar: the egress listener with empty port should be the last listener "
+                    "in the list",
+                )
+        else:
+            if eg.port.targetPort:
+                errs.add(f"{path}.port.targetPort", "targetPort has no impact on Sidecars")
+            bind = eg.bind or ""
+            if eg.port.number == 0:
+                if eg.port.name:
+                    errs.add(f"{path}.port.name", port_name_error(eg.port.name))
+                errs.add(f"{path}.port.protocol", protocol_error(eg.port.protocol))
+                if not bind.startswith(UNIX_PREFIX):
+                    errs.add(
+                        f"{path}.bind",
+                        "sidecar: ports with 0 value must have a unix domain socket bind address",
+                    )
+                else:
+                    errs.add(f"{path}.bind", _unix_path_error(bind))
+                if eg.captureMode not in (None, "DEFAULT", "NONE"):
+                    errs.add(
+                        f"{path}.captureMode",
+                        "sidecar: captureMode must be DEFAULT/NONE for unix domain socket "
+                        "listeners",
+                    )
+                if bind in sockets:
+                    errs.add(
+                        f"{path}.bind",
+                        "sidecar: unix domain socket values for listeners must be unique",
+                    )
+                sockets.add(bind)
+            else:
+                _port(errs, f"{path}.port", eg.port)
+                if bind:
+                    errs.add(f"{path}.bind", ip_error(bind))
+                if eg.port.number in ports:
+                    errs.add(
+                        f"{path}.port.number",
+                        "sidecar: ports on IP bound listeners must be unique",
+                    )
+                ports.add(eg.port.number)
+        if not eg.hosts:
+            errs.add(f"{path}.hosts", "sidecar: egress listener must contain at least one host")
+        for j, host in enumerate(eg.hosts):
+            for reason in namespace_slash_host_error(host, is_gateway=False):
+                errs.add(f"{path}.hosts[{j}]", reason)
+
+    otp = spec.outboundTrafficPolicy
+    if otp is not None and otp.egressProxy is not None:
+        path = "spec.outboundTrafficPolicy"
+        if otp.mode != "ALLOW_ANY":
+            errs.add(
+                f"{path}.egressProxy",
+                "sidecar: egress_proxy must be set only with ALLOW_ANY outbound_traffic_policy "
+                "mode",
+            )
+            return
+        errs.add(f"{path}.egressProxy.host", fqdn_error(otp.egressProxy.host))
+        if otp.egressProxy.port is None:
+            errs.add(f"{path}.egressProxy.port", "sidecar: egress_proxy port must be non-nil")
+        else:
+            errs.add(f"{path}.egressProxy.port.number", port_error(otp.egressProxy.port.number))
+
+
+def _port(errs: Errors, path: str, port: SidecarPort) -> None:
+    if port.name:
+        errs.add(f"{path}.name", port_name_error(port.name))
+    errs.add(f"{path}.protocol", protocol_error(port.protocol))
+    errs.add(f"{path}.number", port_error(port.number))
+
+
+def _default_endpoint_error(endpoint: str) -> str | None:
+    if endpoint.startswith(UNIX_PREFIX):
+        return _unix_path_error(endpoint)
+    host, sep, port = endpoint.rpartition(":")
+    if not sep:
+        return f"address {endpoint}: missing port in address"
+    host = host.strip("[]")
+    if host not in ("", "127.0.0.1", "0.0.0.0", "::1", "::"):
+        return (
+            "sidecar: defaultEndpoint must be of form 127.0.0.1:<port>,0.0.0.0:<port>,"
+            "[::1]:port,[::]:port,unix://filepath or unset"
+        )
+    if not port.isdigit():
+        return f"sidecar: defaultEndpoint port ({port}) is not a number"
+    return port_error(int(port))
+
+
+def validate_envoy_filter(ef: EnvoyFilter, errs: Errors, namespace: str) -> None:
+    spec = ef.spec
+    if spec.workloadSelector is not None:
+        check_selector(errs, "spec.workloadSelector.labels", spec.workloadSelector.labels)
+        if spec.targetRefs:
+            errs.add("spec", "only one of targetRefs or workloadSelector can be set")
+    for i, cp in enumerate(spec.configPatches):
+        path = f"spec.configPatches[{i}]"
+        if cp.applyTo is None or cp.applyTo == "INVALID":
+            errs.add(f"{path}.applyTo", "Envoy filter: missing applyTo")
+            continue
+        if cp.patch is None:
+            errs.add(f"{path}.patch", "Envoy filter: missing patch")
+            continue
+        op = cp.patch.operation
+        if op is None or op == "INVALID":
+            errs.add(f"{path}.patch.operation", "Envoy filter: missing patch operation")
+            continue
+        if op != "REMOVE" and cp.patch.value is None:
+            errs.add(
+                f"{path}.patch.value",
+                "Envoy filter: missing patch value for non-remove operation",
+            )
+            continue
+        if cp.patch.value is not None and not isinstance(cp.patch.value, dict):
+            errs.add(f"{path}.patch.value", "Envoy filter: patch value must be an object")
+        if cp.patch.filterClass not in (None, "UNSPECIFIED"):
+            if cp.applyTo != "HTTP_FILTER":
+                errs.add(
+                    f"{path}.patch.filterClass",
+                    "Envoy filter: filterClass is only supported for HTTP_FILTER",
+                )
+            if op not in ("INSERT_BEFORE", "INSERT_AFTER", "ADD"):
+                errs.add(
+                    f"{path}.patch.filterClass",
+                    "Envoy filter: filterClass requires operation ADD, INSERT_BEFORE or "
+                    "INSERT_AFTER",
+                )
+        m = cp.match
+        if m is None:
+            continue
+        if cp.applyTo in _LISTENER_CLASS and (m.routeConfiguration or m.cluster):
+            errs.add(
+                f"{path}.match",
+                "Envoy filter: applyTo for listener class objects cannot have non listener match",
+            )
+        if cp.applyTo in _ROUTE_CLASS and (m.listener or m.cluster):
+            errs.add(
+                f"{path}.match",
+                "Envoy filter: applyTo for http route class objects cannot have non route "
+                "configuration match",
+            )
+        if cp.applyTo == "CLUSTER" and (m.listener or m.routeConfiguration):
+            errs.add(
+                f"{path}.match",
+                "Envoy filter: applyTo for cluster class objects cannot have non cluster match",
+            )
+        if m.listener is not None and m.listener.portNumber:
+            errs.add(f"{path}.match.listener.portNumber", port_error(m.listener.portNumber))
+        fc = m.listener.filterChain if m.listener is not None else None
+        if fc is not None and fc.filter is not None and fc.filter.name is None:
+            errs.add(f"{path}.match.listener.filterChain.filter.name", "filter name is required")
