@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from pilotfish.platform.local.commands import IptablesTools, in_netns, run
+from pilotfish.platform.local.commands import IptablesTools, PlatformError, in_netns, run
 
 __all__ = [
     "NAT_CHAIN",
@@ -41,6 +41,7 @@ __all__ = [
     "Endpoint",
     "ServicePort",
     "apply_service_lb",
+    "has_capture",
     "installed_jumps",
     "remove_service_lb",
     "service_lb_rules",
@@ -155,6 +156,17 @@ def installed_jumps(iptables_save: str) -> tuple[bool, bool]:
     return nat, flt
 
 
+def has_capture(iptables_save: str) -> bool:
+    """Whether the namespace has sidecar capture (istio-init's ``ISTIO_OUTPUT`` nat chain). Pure."""
+    table = ""
+    for line in iptables_save.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+        elif table == "nat" and line.startswith(":ISTIO_OUTPUT "):
+            return True
+    return False
+
+
 def removal_rules(iptables_save: str) -> str:
     """An ``iptables-restore --noflush`` script deleting every jump and both chains. Pure."""
     nat: list[str] = []
@@ -195,9 +207,18 @@ def _save(netns: str, tools: IptablesTools) -> str:
 def apply_service_lb(
     netns: str, services: Sequence[ServicePort], tools: IptablesTools | None = None
 ) -> str:
-    """Make ``netns``'s service rules exactly ``services``, atomically; returns the script."""
+    """Make ``netns``'s service rules exactly ``services``, atomically; returns the script.
+
+    Refuses a pod with sidecar capture: there Envoy balances, and DNAT would bypass it.
+    """
     tools = tools or IptablesTools.default()
-    has_nat, has_filter = installed_jumps(_save(netns, tools))
+    saved = _save(netns, tools)
+    if has_capture(saved):
+        raise PlatformError(
+            f"network namespace {netns}: has sidecar capture (ISTIO_OUTPUT); service VIPs there "
+            "are balanced by its Envoy, not by kube-proxy style rules"
+        )
+    has_nat, has_filter = installed_jumps(saved)
     script = service_lb_rules(services, add_nat_jump=not has_nat, add_filter_jump=not has_filter)
     run(in_netns(netns, [tools.restore, "--noflush"]), stdin=script)
     return script

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from pilotfish.platform.local.commands import IptablesTools, run
+import pytest
+
+from pilotfish.platform.local.capture import CaptureSettings, apply_capture
+from pilotfish.platform.local.commands import IptablesTools, PlatformError, run
 from pilotfish.platform.local.network import PodNetwork
 from pilotfish.platform.local.process import PodProcess
 from pilotfish.platform.local.service_lb import (
@@ -62,3 +65,13 @@ def test_vip_balances_over_ready_endpoints_and_follows_changes(
     assert "PF_SERVICES" not in _save(client.name)
     # Pod IPs still work directly.
     assert connect_from(client.name, app.uid, app.gid, f"{a.ip}:8080")[0].startswith("a ")
+
+
+def test_pods_with_capture_are_refused(pod_network: PodNetwork, mesh_users: MeshUsers) -> None:
+    pod = pod_network.create_pod_netns("sidecar")
+    proxy = mesh_users.proxy
+    apply_capture(pod.name, CaptureSettings(proxy_uid=proxy.uid, proxy_gid=proxy.gid))
+    svc = ServicePort("default/echo", VIP, 80, (Endpoint("10.96.200.1", 80),))
+    with pytest.raises(PlatformError, match=f"{pod.name}: has sidecar capture"):
+        apply_service_lb(pod.name, [svc])
+    assert "PF_SERVICES" not in _save(pod.name)

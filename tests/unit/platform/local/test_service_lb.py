@@ -7,6 +7,7 @@ import pytest
 from pilotfish.platform.local.service_lb import (
     Endpoint,
     ServicePort,
+    has_capture,
     installed_jumps,
     removal_rules,
     service_lb_rules,
@@ -134,3 +135,10 @@ def test_invalid_service_port(
 ) -> None:
     with pytest.raises(ValueError, match=f"service ns/svc: .*{message}"):
         ServicePort("ns/svc", vip, port, endpoints)
+
+
+def test_has_capture() -> None:
+    assert not has_capture(SAVE)
+    captured = SAVE.replace(":PF_SERVICES - [0:0]", ":ISTIO_OUTPUT - [0:0]")
+    assert has_capture(captured)
+    assert not has_capture(captured.replace("*nat", "*mangle"))
