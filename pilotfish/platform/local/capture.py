@@ -46,6 +46,7 @@ __all__ = [
     "CaptureSettings",
     "apply_capture",
     "capture_rules",
+    "empty_nat_rules",
     "remove_capture",
 ]
 

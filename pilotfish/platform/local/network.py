@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from pilotfish.platform.local.commands import IptablesTools, PlatformError, run
-from pilotfish.platform.local.hosts import ETC_NETNS, pod_etc_dir, remove_pod_dns
+from pilotfish.platform.local.hosts import ETC_NETNS, remove_pod_dns
 from pilotfish.platform.local.process import kill_netns_processes
 
 __all__ = [
@@ -507,8 +507,3 @@ def cleanup_all(
             if entry.name.startswith(f"{s.prefix}-"):
                 remove_pod_dns(entry.name, s.etc_netns)
     return report
-
-
-def pod_dir(settings: PodNetworkSettings, pod: PodNet) -> Path:
-    """``/etc/netns/<netns>`` of a pod (where its hosts file goes)."""
-    return pod_etc_dir(pod.name, settings.etc_netns)
