@@ -46,6 +46,7 @@ def supervisor_settings(settings: AgentSettings) -> SupervisorSettings:
         # the rest of drain_seconds lets in-flight requests finish.
         listener_drain_s=1 if settings.drain_seconds >= 1 else 0,
         require_xds=True,
+        user=settings.envoy_user,
     )
 
 

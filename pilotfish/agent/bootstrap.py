@@ -28,6 +28,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from pilotfish.agent.settings import XDS_CLUSTER, AgentSettings, HostPort, XdsTls
 
 #: Static clusters the readiness listener routes to.
@@ -103,10 +105,17 @@ def render_bootstrap(settings: AgentSettings) -> dict[str, Any]:
 
 
 def write_bootstrap(bootstrap: dict[str, Any], path: Path) -> Path:
-    """Write ``bootstrap`` as JSON (Envoy picks the format from the ``.json`` suffix)."""
+    """Write ``bootstrap`` atomically: YAML for ``.yaml``/``.yml``, else JSON.
+
+    Envoy picks the format from the suffix (``.json``, ``.yaml``).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(bootstrap, indent=2, sort_keys=True) + "\n")
+    if path.suffix in (".yaml", ".yml"):
+        text = yaml.safe_dump(bootstrap, sort_keys=True)
+    else:
+        text = json.dumps(bootstrap, indent=2, sort_keys=True) + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
     tmp.replace(path)
     return path
 

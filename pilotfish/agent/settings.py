@@ -110,6 +110,8 @@ class AgentSettings:
     log_level: LogLevel = "warning"
     #: ``None``: Envoy logs to the agent's stderr.
     log_path: Path | None = None
+    #: Run Envoy as this user (a dedicated proxy user for capture rules); needs root.
+    envoy_user: str | None = None
 
     #: Explicit mode: the workload's command, started once Envoy is ready.
     app_command: tuple[str, ...] = ()

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import pwd
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,9 @@ class SupervisorSettings:
     #: SIGTERM -> SIGKILL grace when stopping Envoy.
     stop_timeout_s: float = 5.0
     extra_args: tuple[str, ...] = ()
+    #: Run Envoy as this user (name or uid; its primary group too), e.g. a dedicated proxy user
+    #: that capture rules exclude by ``--uid-owner``. Needs root. ``None``: the agent's user.
+    user: str | int | None = None
 
 
 def envoy_command(settings: SupervisorSettings, binary: Path) -> list[str]:
@@ -211,11 +215,17 @@ class EnvoySupervisor:
     async def _spawn(self) -> asyncio.subprocess.Process:
         cmd = envoy_command(self.settings, self._binary)
         log.info("starting Envoy: %s", " ".join(cmd))
+        user = self.settings.user
+        if user is not None and self.settings.log_path is not None:
+            _prepare_log_for(self.settings.log_path, user)
+        # preexec_fn runs after the uid/gid switch, so the death signal survives it.
         return await asyncio.create_subprocess_exec(
             *cmd,
             stdin=asyncio.subprocess.DEVNULL,
             start_new_session=True,
             preexec_fn=die_with_parent(os.getpid()),
+            user=user,
+            group=_primary_group(user) if user is not None else None,
         )
 
     async def _run(self) -> None:
@@ -275,3 +285,16 @@ class EnvoySupervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
         await self.admin.aclose()
+
+
+def _primary_group(user: str | int) -> int:
+    entry = pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(user)
+    return entry.pw_gid
+
+
+def _prepare_log_for(path: Path, user: str | int) -> None:
+    """Create Envoy's log file owned by ``user`` so Envoy can write it after the switch."""
+    entry = pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(user)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(exist_ok=True)
+    os.chown(path, entry.pw_uid, entry.pw_gid)

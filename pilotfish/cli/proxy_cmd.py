@@ -80,6 +80,7 @@ def build_settings(
     log_level: str = "warning",
     envoy_log_path: Path | None = None,
     http_proxy_env: bool = False,
+    envoy_user: str | None = None,
     app_command: Sequence[str] = (),
 ) -> AgentSettings:
     """Turn the command's options into :class:`AgentSettings`; usage errors name the option."""
@@ -142,6 +143,7 @@ def build_settings(
             log_path=envoy_log_path,
             app_command=tuple(app_command),
             app_http_proxy_env=http_proxy_env,
+            envoy_user=envoy_user,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -327,6 +329,11 @@ _LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "critical", "off"]
     "--http-proxy-env",
     is_flag=True,
     help="Explicit mode: also set HTTP_PROXY for the app (the outbound listener as a proxy).",
+)
+@click.option(
+    "--envoy-user",
+    metavar="USER",
+    help="Run Envoy as USER (a dedicated proxy user that capture rules exclude; needs root).",
 )
 @click.argument("app_command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD...]")
 @click.pass_context

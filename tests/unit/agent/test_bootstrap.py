@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from pilotfish.agent.bootstrap import (
     ADMIN_CLUSTER,
@@ -203,6 +204,12 @@ def test_output_is_json_and_written_atomically(tmp_path: Path) -> None:
     path = write_bootstrap(boot, tmp_path / "sub" / "envoy.json")
     assert json.loads(path.read_text()) == boot
     assert list(path.parent.iterdir()) == [path]
+
+
+def test_yaml_output(tmp_path: Path) -> None:
+    boot = render_bootstrap(_settings())
+    path = write_bootstrap(boot, tmp_path / "envoy.yaml")
+    assert yaml.safe_load(path.read_text()) == boot
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(10, "10s"), (0, "0s"), (0.25, "0.250s")])

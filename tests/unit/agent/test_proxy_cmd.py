@@ -8,6 +8,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from pilotfish.agent.agent import supervisor_settings
 from pilotfish.cli.proxy_cmd import build_settings, proxy
 
 
@@ -38,6 +39,12 @@ def test_explicit_mode_ports_and_app(tmp_path: Path) -> None:
     assert s.node.inbound_ports == {9080: 29080}
     assert s.app_command == ("python", "app.py")
     assert s.xds_api == "sotw"
+
+
+def test_envoy_user_reaches_the_supervisor(tmp_path: Path) -> None:
+    s = build_settings(envoy_user="istio-proxy", work_dir=tmp_path)
+    assert s.envoy_user == "istio-proxy"
+    assert supervisor_settings(s).user == "istio-proxy"
 
 
 def test_router_defaults_to_istio_gateway_ports(tmp_path: Path) -> None:

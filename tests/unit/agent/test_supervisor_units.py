@@ -24,7 +24,6 @@ def test_envoy_command_flags() -> None:
     )
     cmd = envoy_command(settings, Path("/bin/envoy"))
     assert cmd[0] == "/bin/envoy"
-    pairs = dict(zip(cmd[1::2], cmd[2::2], strict=False))
     assert cmd[1:3] == ["-c", "/w/envoy-bootstrap.json"]
     assert "--disable-hot-restart" in cmd
     after_flag = cmd[cmd.index("--disable-hot-restart") + 1 :]
