@@ -236,7 +236,7 @@ class AdsClient:
 
     async def _write(self, request: Message) -> None:
         if not self._node_sent:
-            request.node.CopyFrom(self.node)  # type: ignore[attr-defined]
+            request.node.CopyFrom(self.node)
             self._node_sent = True
         await self._call.write(request)
 

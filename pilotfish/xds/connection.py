@@ -31,7 +31,13 @@ from pilotfish.api.node import NodeInfo
 from pilotfish.xds.ordering import Send, Step, plan_push
 from pilotfish.xds.protocol import Kind, TypeState, Verdict, classify_delta, classify_sotw
 from pilotfish.xds.push import PushRequest
-from pilotfish.xds.resources import EMPTY_SNAPSHOT, Snapshot, short_name
+from pilotfish.xds.resources import (
+    EMPTY_SNAPSHOT,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    Snapshot,
+    short_name,
+)
 from pilotfish.xds.status import ProxyStatus
 
 log = logging.getLogger("pilotfish.xds")
@@ -214,7 +220,7 @@ class ProxyConnection:
         out: list[Response] = []
         while not self._waiting and self._plan:
             step = self._plan.pop(0)
-            if step.after_clean and self._unclean:
+            if step.after_clean and (self._unclean or self._routes_rejected()):
                 log.info(
                     "%s: keeping %s resources to remove until listeners and routes are accepted",
                     self.node_id,
@@ -231,6 +237,10 @@ class ProxyConnection:
         if not self.busy and self._push is not None:
             self._push = None
         return out
+
+    def _routes_rejected(self) -> bool:
+        """Some listener or route was NACKed and not accepted since."""
+        return any(self.types[t].rejected for t in (LISTENER_TYPE, ROUTE_TYPE) if t in self.types)
 
     def _send(self, send: Send) -> Response | None:
         state = self.types.get(send.type_url)
@@ -270,11 +280,12 @@ class ProxyConnection:
         for name in removed:
             state.have.pop(name, None)
             state.have_entries.pop(name, None)
+            state.rejected.discard(name)
         version = content_version(state.have.items())
         self._seq += 1
         nonce = f"{self.connection_id}-{self._seq}"
-        state.record_sent(nonce, self._seq, version, self._clock())
         if self.delta:
+            state.record_sent(nonce, self._seq, version, self._clock(), tuple(names))
             return discovery_pb2.DeltaDiscoveryResponse(
                 system_version_info=version,
                 type_url=state.type_url,
@@ -287,6 +298,7 @@ class ProxyConnection:
                 control_plane=self._control_plane,
             )
         view = [state.have_entries[n] for n in sorted(state.have_entries)]
+        state.record_sent(nonce, self._seq, version, self._clock(), tuple(e.name for e in view))
         return discovery_pb2.DiscoveryResponse(
             version_info=version,
             type_url=state.type_url,

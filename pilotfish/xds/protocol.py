@@ -71,8 +71,11 @@ class TypeState:
     #: Highest sequence number ACKed or NACKed.
     answered_seq: int = 0
     last_nack: NackInfo | None = None
-    #: Recent nonces sent -> (sequence number, version).
-    nonces: OrderedDict[str, tuple[int, str]] = field(default_factory=OrderedDict)
+    #: Recent nonces sent -> (sequence number, version, names in that response).
+    nonces: OrderedDict[str, tuple[int, str, tuple[str, ...]]] = field(default_factory=OrderedDict)
+    #: Names sent in a NACKed response and not accepted since: the proxy may still run an
+    #: older version of them (or none), so what they referred to must stay.
+    rejected: set[str] = field(default_factory=set)
 
     @property
     def subscription(self) -> Subscription:
@@ -81,9 +84,11 @@ class TypeState:
     def covers(self, name: str) -> bool:
         return self.wildcard or name in self.names
 
-    def record_sent(self, nonce: str, seq: int, version: str, now: float) -> None:
+    def record_sent(
+        self, nonce: str, seq: int, version: str, now: float, names: tuple[str, ...] = ()
+    ) -> None:
         self.sent_nonce, self.sent_seq, self.sent_version, self.sent_at = nonce, seq, version, now
-        self.nonces[nonce] = (seq, version)
+        self.nonces[nonce] = (seq, version, names)
         while len(self.nonces) > _KEEP_NONCES:
             self.nonces.popitem(last=False)
 
@@ -92,6 +97,7 @@ class TypeState:
         for name in [n for n in self.have if not self.covers(n)]:
             self.have.pop(name, None)
             self.have_entries.pop(name, None)
+            self.rejected.discard(name)
 
     def status(self) -> TypeStatus:
         return TypeStatus(
@@ -113,11 +119,13 @@ class TypeState:
 def _record_answer(
     state: TypeState, nonce: str, version: str, error: str, code: int, now: float
 ) -> Kind:
-    seq = state.nonces.get(nonce, (0, ""))[0]
+    seq, _, names = state.nonces.get(nonce, (0, "", ()))
     state.answered_seq = max(state.answered_seq, seq)
     if error:
         state.last_nack = NackInfo(nonce=nonce, version=version, error=error, code=code, at=now)
+        state.rejected.update(names)
         return Kind.NACK
+    state.rejected.difference_update(names)
     if state.acked_nonce != nonce:
         state.acked_nonce, state.acked_version, state.acked_at = nonce, version, now
     return Kind.ACK
@@ -152,7 +160,8 @@ def classify_sotw(state: TypeState, request: discovery_pb2.DiscoveryRequest, now
         return Verdict(Kind.NACK, respond=False, answered_seq=0 if already else seq)
     if changed:
         respond = bool(added) or (wildcard and not old_wildcard)
-        return Verdict(Kind.SUBSCRIBE, respond=respond, added=added, answered_seq=seq)
+        answered = 0 if already else seq
+        return Verdict(Kind.SUBSCRIBE, respond=respond, added=added, answered_seq=answered)
     return Verdict(Kind.ACK, respond=False, answered_seq=0 if already else seq)
 
 
@@ -188,7 +197,7 @@ def classify_delta(
         if known is None or (known[0] < state.sent_seq and not error):
             kind = Kind.STALE
         else:
-            seq, version = known
+            seq, version, _ = known
             code = request.error_detail.code if request.HasField("error_detail") else 0
             already = state.answered_seq >= seq
             # A Delta NACK carries no version: the proxy still runs the last ACKed one.

@@ -91,7 +91,9 @@ class ResourceCache:
         self._memo_size = memo_size
         self._lock = threading.Lock()
 
-    def __len__(self) -> int:
+    @property
+    def size(self) -> int:
+        """Entries alive (referenced by some proxy's snapshot)."""
         return len(self._entries)
 
     def intern(self, type_url: str, name: str, message: Message) -> Entry:

@@ -37,7 +37,9 @@ def bootstrap(node: NodeInfo, ads_port: int, admin_port: int, *, delta: bool) ->
     ads = {"ads": {}, "resource_api_version": "V3"}
     return {
         "node": {"id": node.node_id, "cluster": node.cluster, "metadata": node.metadata()},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "admin": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}
+        },
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "DELTA_GRPC" if delta else "GRPC",
@@ -89,9 +91,7 @@ StartEnvoy = Callable[..., Awaitable[EnvoyProc]]
 
 
 @pytest.fixture
-async def start_envoy(
-    tmp_path: Path, free_port: Callable[[], int]
-) -> AsyncIterator[StartEnvoy]:
+async def start_envoy(tmp_path: Path, free_port: Callable[[], int]) -> AsyncIterator[StartEnvoy]:
     """``await start_envoy(node, ads_port, delta=...)`` runs an Envoy until the test ends."""
     procs: list[EnvoyProc] = []
 
@@ -206,4 +206,6 @@ async def wait_for_body(
             if last == (200, expected):
                 return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"listener never answered {expected!r} (last {last!r}):\n{envoy.log()[-3000:]}")
+    raise AssertionError(
+        f"listener never answered {expected!r} (last {last!r}):\n{envoy.log()[-3000:]}"
+    )

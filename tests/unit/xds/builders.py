@@ -161,6 +161,7 @@ def node(name: str = "client-1", ns: str = "default", ip: str = "127.0.0.1") -> 
         interception_mode="NONE",
     )
 
+
 __all__ = [
     "CLUSTER_TYPE",
     "ENDPOINT_TYPE",

@@ -1,0 +1,164 @@
+"""ProxyConnection driven by fake Envoy requests: ordering, NACKs, SotW vs Delta."""
+
+from __future__ import annotations
+
+import pytest
+from envoy.service.discovery.v3 import discovery_pb2
+
+from pilotfish.xds.connection import ProxyConnection
+from pilotfish.xds.push import PushRequest
+from pilotfish.xds.resources import ResourceCache, build_snapshot
+from tests.unit.xds import builders as b
+from tests.unit.xds.fake import FakeEnvoy, contents, kinds, names, snapshot, sotw
+from tests.unit.xds.fake import delta as delta_req
+
+MODES = [pytest.param(False, id="sotw"), pytest.param(True, id="delta")]
+PUSH = PushRequest.of("test")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def connected(delta: bool, clock: Clock | None = None) -> tuple[ProxyConnection, FakeEnvoy]:
+    conn = ProxyConnection("1", b.node(), delta=delta, ack_timeout=5.0, monotonic=clock or Clock())
+    conn.set_target(snapshot({"a": 1, "b": 2}, "a"))
+    envoy = FakeEnvoy(conn)
+    envoy.connect()
+    assert not conn.busy
+    return conn, envoy
+
+
+@pytest.mark.parametrize("delta", MODES)
+def test_initial_sync_answers_every_type_and_is_synced(delta: bool) -> None:
+    conn, _ = connected(delta)
+    status = conn.status()
+    assert status.protocol == ("Delta" if delta else "SotW")
+    assert [status.state(k) for k in ("CDS", "EDS", "LDS", "RDS")] == ["SYNCED"] * 4
+    assert status.synced
+    assert set(conn.types[b.CLUSTER_TYPE].have) == {"a", "b"}
+
+
+@pytest.mark.parametrize("delta", MODES)
+def test_route_waits_for_cluster_ack_and_removal_waits_for_route_ack(delta: bool) -> None:
+    conn, envoy = connected(delta)
+    # Route moves from a to the new cluster c; a goes away.
+    out = conn.begin_push(snapshot({"b": 2, "c": 3}, "c"), PUSH)
+    assert kinds(out) == ["CDS"]
+    [cds] = out
+    if delta:
+        assert names(cds) == ["c"]
+        assert not cds.removed_resources
+    else:
+        assert sorted(names(cds)) == ["a", "b", "c"]  # a stays until no route uses it
+    assert conn.busy and conn.waiting_for == (b.CLUSTER_TYPE,)
+
+    # Envoy asks for the new cluster's endpoints (with the latest nonce): answered at once.
+    eds = envoy.resubscribe(b.ENDPOINT_TYPE, ["a", "b", "c"])
+    assert kinds(eds) == ["EDS"] and "c" in names(eds[0])
+    assert envoy.ack(eds[0]) == []
+    # The CDS ACK (held by Envoy until c is warm) releases the route.
+    [rds] = envoy.ack(cds)
+    assert kinds([rds]) == ["RDS"]
+    route = contents(rds)["r"]
+    assert route.virtual_hosts[0].routes[0].route.cluster == "c"
+    # The route ACK releases the removal of a.
+    [removal] = envoy.ack(rds)
+    assert kinds([removal]) == ["CDS"]
+    if delta:
+        assert isinstance(removal, discovery_pb2.DeltaDiscoveryResponse)
+        assert list(removal.removed_resources) == ["a"] and names(removal) == []
+    else:
+        assert sorted(names(removal)) == ["b", "c"]
+    assert envoy.ack(removal) == []
+    assert not conn.busy and conn.status().synced
+
+
+@pytest.mark.parametrize("delta", MODES)
+def test_modified_cluster_is_followed_by_its_endpoints(delta: bool) -> None:
+    conn, _ = connected(delta)
+    resources = b.resources(
+        clusters={"a": [("127.0.0.1", 1)], "b": [("127.0.0.1", 2)]},
+        listeners={"http": (8000, "r")},
+        routes={"r": b.route_config("r", "a")},
+    )
+    resources[b.CLUSTER_TYPE]["a"] = b.eds_cluster("a", timeout_ms=2500)
+    out = conn.begin_push(build_snapshot(resources, ResourceCache()), PUSH)
+    # Endpoints did not change, but Envoy re-warms cluster a and will not ask for them again.
+    assert kinds(out) == ["CDS", "EDS"]
+    if delta:
+        assert names(out[0]) == ["a"] and names(out[1]) == ["a"]
+    else:
+        assert sorted(names(out[1])) == ["a", "b"]
+
+
+@pytest.mark.parametrize("delta", MODES)
+def test_nack_is_recorded_not_resent_and_blocks_cluster_removal(delta: bool) -> None:
+    conn, envoy = connected(delta)
+    bad = snapshot({"b": 2}, {})  # empty weighted_clusters; a is no longer wanted
+    [rds] = conn.begin_push(bad, PUSH)
+    assert kinds([rds]) == ["RDS"]
+    assert envoy.ack(rds, error="weighted_clusters: value must contain at least 1 item") == []
+    assert not conn.busy  # the push ended without removing cluster a
+    assert "a" in conn.types[b.CLUSTER_TYPE].have
+    rds_status = conn.status().types[b.ROUTE_TYPE]
+    assert rds_status.state == "NACKED"
+    assert rds_status.last_nack is not None and "weighted" in rds_status.last_nack.error
+
+    # Same generated content again: nothing is sent, the removal stays blocked.
+    assert conn.begin_push(snapshot({"b": 2}, {}), PUSH) == []
+    assert "a" in conn.types[b.CLUSTER_TYPE].have
+
+    # Fixed content is sent; once accepted, the removal follows.
+    [fixed] = conn.begin_push(snapshot({"b": 2}, "b"), PUSH)
+    assert kinds([fixed]) == ["RDS"]
+    [removal] = envoy.ack(fixed)
+    assert kinds([removal]) == ["CDS"]
+    envoy.ack(removal)
+    assert set(conn.types[b.CLUSTER_TYPE].have) == {"b"}
+    assert conn.status().state("RDS") == "SYNCED"
+
+
+@pytest.mark.parametrize("delta", MODES)
+def test_missing_ack_times_out_and_the_push_continues(delta: bool) -> None:
+    clock = Clock()
+    conn, envoy = connected(delta, clock)
+    out = conn.begin_push(snapshot({"a": 1, "b": 2, "c": 3}, "c"), PUSH)
+    assert kinds(out) == ["CDS"]
+    assert conn.check_timeout() == []  # not yet
+    clock.now += 5.0
+    assert conn.deadline is not None and conn.deadline <= clock.now
+    later = conn.check_timeout()
+    assert kinds(later) == ["RDS"]
+    envoy.ack(later[0])
+    assert not conn.busy
+
+
+@pytest.mark.parametrize("delta", MODES)
+def test_stale_ack_does_not_release_the_next_step(delta: bool) -> None:
+    conn, envoy = connected(delta)
+    first_cds = conn.types[b.CLUSTER_TYPE].sent_nonce
+    [cds] = conn.begin_push(snapshot({"a": 1, "b": 2, "c": 3}, "c"), PUSH)
+    stale = (
+        delta_req(b.CLUSTER_TYPE, nonce=first_cds)
+        if delta
+        else sotw(b.CLUSTER_TYPE, nonce=first_cds, version="old")
+    )
+    assert conn.handle_request(stale) == []
+    assert conn.busy and conn.waiting_for == (b.CLUSTER_TYPE,)
+    assert kinds(envoy.ack(cds)) == ["RDS"]
+
+
+def test_shared_cache_gives_proxies_the_same_entries() -> None:
+    cache = ResourceCache()
+    one = snapshot({"a": 1}, "a", cache)
+    two = snapshot({"a": 1}, "a", cache)
+    other = snapshot({"a": 9}, "a", cache)
+    assert one.get(b.CLUSTER_TYPE)["a"] is two.get(b.CLUSTER_TYPE)["a"]
+    assert one.get(b.ENDPOINT_TYPE)["a"] is two.get(b.ENDPOINT_TYPE)["a"]
+    assert one.get(b.ENDPOINT_TYPE)["a"].hash != other.get(b.ENDPOINT_TYPE)["a"].hash
+    assert one.eds_of_cluster == {"a": "a"}

@@ -1,0 +1,118 @@
+"""ShouldRespond decisions: initial, ACK, NACK, stale nonce, subscription change (SotW, Delta)."""
+
+from __future__ import annotations
+
+from pilotfish.xds.protocol import Kind, TypeState, classify_delta, classify_sotw
+from tests.unit.xds import builders as b
+from tests.unit.xds.fake import delta, sotw
+
+
+def sent(state: TypeState, seq: int, version: str = "", names: tuple[str, ...] = ()) -> str:
+    nonce = f"n{seq}"
+    state.record_sent(nonce, seq, version or f"v{seq}", 0.0, names)
+    return nonce
+
+
+def test_sotw_first_request_is_answered() -> None:
+    state = TypeState(b.CLUSTER_TYPE)
+    verdict = classify_sotw(state, sotw(b.CLUSTER_TYPE), 1.0)
+    assert verdict.kind is Kind.INITIAL and verdict.respond
+    assert state.wildcard and state.requested
+
+
+def test_sotw_ack_records_version_once() -> None:
+    state = TypeState(b.ENDPOINT_TYPE)
+    classify_sotw(state, sotw(b.ENDPOINT_TYPE, ["a"]), 1.0)
+    nonce = sent(state, 1)
+    first = classify_sotw(state, sotw(b.ENDPOINT_TYPE, ["a"], nonce=nonce, version="v1"), 2.0)
+    assert first.kind is Kind.ACK and not first.respond and first.answered_seq == 1
+    assert (state.acked_version, state.acked_nonce, state.acked_at) == ("v1", nonce, 2.0)
+    again = classify_sotw(state, sotw(b.ENDPOINT_TYPE, ["a"], nonce=nonce, version="v1"), 3.0)
+    assert again.kind is Kind.ACK and not again.respond and again.answered_seq == 0
+    assert state.acked_at == 2.0
+
+
+def test_sotw_nack_is_recorded_and_not_answered() -> None:
+    state = TypeState(b.ROUTE_TYPE)
+    classify_sotw(state, sotw(b.ROUTE_TYPE, ["r"]), 1.0)
+    good = sent(state, 1, names=("r",))
+    classify_sotw(state, sotw(b.ROUTE_TYPE, ["r"], nonce=good, version="v1"), 1.0)
+    bad = sent(state, 2, names=("r",))
+    verdict = classify_sotw(
+        state, sotw(b.ROUTE_TYPE, ["r"], nonce=bad, version="v1", error="no clusters"), 5.0
+    )
+    assert verdict.kind is Kind.NACK and not verdict.respond
+    assert state.last_nack is not None
+    assert (state.last_nack.version, state.last_nack.error) == ("v1", "no clusters")
+    assert state.acked_version == "v1"
+    assert state.rejected == {"r"}
+    assert state.status().state == "NACKED"
+
+
+def test_sotw_stale_nonce_is_ignored() -> None:
+    state = TypeState(b.ENDPOINT_TYPE)
+    classify_sotw(state, sotw(b.ENDPOINT_TYPE, ["a"]), 1.0)
+    old = sent(state, 1)
+    sent(state, 2)
+    verdict = classify_sotw(state, sotw(b.ENDPOINT_TYPE, ["a", "b"], nonce=old), 1.0)
+    assert verdict.kind is Kind.STALE and not verdict.respond
+    assert state.names == {"a"}
+    assert state.acked_nonce == ""
+
+
+def test_sotw_latest_nonce_with_new_names_is_a_subscription_change() -> None:
+    state = TypeState(b.ENDPOINT_TYPE)
+    classify_sotw(state, sotw(b.ENDPOINT_TYPE, ["a"]), 1.0)
+    nonce = sent(state, 1)
+    classify_sotw(state, sotw(b.ENDPOINT_TYPE, ["a"], nonce=nonce, version="v1"), 1.0)
+    verdict = classify_sotw(state, sotw(b.ENDPOINT_TYPE, ["a", "b"], nonce=nonce), 1.0)
+    assert verdict.kind is Kind.SUBSCRIBE and verdict.respond
+    assert verdict.added == {"b"}
+    assert verdict.answered_seq == 0  # not a second ACK
+    assert state.names == {"a", "b"}
+
+
+def test_sotw_dropping_names_needs_no_response_and_forgets_them() -> None:
+    state = TypeState(b.ENDPOINT_TYPE)
+    classify_sotw(state, sotw(b.ENDPOINT_TYPE, ["a", "b"]), 1.0)
+    state.have = {"a": "h1", "b": "h2"}
+    nonce = sent(state, 1)
+    verdict = classify_sotw(state, sotw(b.ENDPOINT_TYPE, ["a"], nonce=nonce), 1.0)
+    assert verdict.kind is Kind.SUBSCRIBE and not verdict.respond
+    assert state.have == {"a": "h1"}
+
+
+def test_delta_initial_wildcard_and_reconnect_versions() -> None:
+    state = TypeState(b.CLUSTER_TYPE)
+    verdict = classify_delta(state, delta(b.CLUSTER_TYPE, initial={"a": "h1"}), 1.0)
+    assert verdict.kind is Kind.INITIAL and verdict.respond
+    assert state.wildcard and state.have == {"a": "h1"}
+
+
+def test_delta_ack_nack_and_stale() -> None:
+    state = TypeState(b.ROUTE_TYPE)
+    classify_delta(state, delta(b.ROUTE_TYPE, ["r"]), 1.0)
+    n1 = sent(state, 1, names=("r",))
+    ack = classify_delta(state, delta(b.ROUTE_TYPE, nonce=n1), 2.0)
+    assert ack.kind is Kind.ACK and ack.answered_seq == 1 and state.acked_version == "v1"
+    n2 = sent(state, 2, names=("r",))
+    n3 = sent(state, 3, names=("s",))
+    # An ACK of an older response is stale, but a NACK of it counts: each response stands alone.
+    assert classify_delta(state, delta(b.ROUTE_TYPE, nonce=n2), 3.0).kind is Kind.STALE
+    nack = classify_delta(state, delta(b.ROUTE_TYPE, nonce=n2, error="bad"), 3.0)
+    assert nack.kind is Kind.NACK and state.last_nack is not None
+    assert state.last_nack.version == "v1" and state.rejected == {"r"}
+    classify_delta(state, delta(b.ROUTE_TYPE, nonce=n3), 4.0)
+    assert state.acked_nonce == n3 and state.rejected == {"r"}
+    assert classify_delta(state, delta(b.ROUTE_TYPE, nonce="unknown"), 5.0).kind is Kind.STALE
+
+
+def test_delta_subscribe_and_unsubscribe() -> None:
+    state = TypeState(b.ENDPOINT_TYPE)
+    classify_delta(state, delta(b.ENDPOINT_TYPE, ["a"]), 1.0)
+    state.have = {"a": "h"}
+    verdict = classify_delta(state, delta(b.ENDPOINT_TYPE, ["b"], ["a"]), 1.0)
+    assert verdict.kind is Kind.SUBSCRIBE and verdict.respond and verdict.added == {"b"}
+    assert state.names == {"b"} and state.have == {}
+    nothing_new = classify_delta(state, delta(b.ENDPOINT_TYPE, [], ["b"]), 1.0)
+    assert not nothing_new.respond

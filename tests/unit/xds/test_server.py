@@ -1,0 +1,186 @@
+"""DiscoveryServer over loopback gRPC with the Python ADS client (no Envoy)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import struct_pb2
+from google.protobuf.message import Message
+
+from pilotfish.api.node import NodeInfo
+from pilotfish.xds import DebounceSettings, DiscoveryServer, PushRequest, Resources, XdsSettings
+from pilotfish.xds.client import AdsClient
+from tests.unit.xds import builders as b
+
+MODES = [pytest.param(False, id="sotw"), pytest.param(True, id="delta")]
+
+
+class Gen:
+    def __init__(self) -> None:
+        self.route_to = "a"
+        self.clusters = {"a": 1, "b": 2}
+        self.fail = False
+        self.nodes: list[NodeInfo] = []
+
+    def __call__(self, node: NodeInfo) -> Resources:
+        self.nodes.append(node)
+        if self.fail:
+            raise RuntimeError("generator exploded")
+        return b.resources(
+            clusters={n: [("127.0.0.1", p)] for n, p in self.clusters.items()},
+            listeners={"http": (8000, "r")},
+            routes={"r": b.route_config("r", self.route_to)},
+        )
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[DiscoveryServer, Gen]]:
+    gen = Gen()
+    server = DiscoveryServer(
+        XdsSettings(address="127.0.0.1:0", debounce=DebounceSettings(quiet=0.01, max_delay=0.1)),
+        gen,
+    )
+    await server.start()
+    try:
+        yield server, gen
+    finally:
+        await server.stop(grace=0.1)
+
+
+def route_cluster(client: AdsClient) -> str:
+    route = client.routes["r"]
+    return str(route.virtual_hosts[0].routes[0].route.cluster)
+
+
+@pytest.mark.parametrize("delta", MODES)
+async def test_client_syncs_and_gets_pushes_and_hooks_run(
+    served: tuple[DiscoveryServer, Gen], delta: bool
+) -> None:
+    server, gen = served
+    events: list[str] = []
+    server.on_connect = lambda n: events.append(f"+{n.pod_name}")
+
+    async def gone(n: NodeInfo) -> None:
+        events.append(f"-{n.pod_name}")
+
+    server.on_disconnect = gone
+    node = b.node("reviews-v1")
+    client = AdsClient(f"127.0.0.1:{server.port}", node, delta=delta)
+    await client.start()
+    try:
+        await client.wait_for(lambda c: "r" in c.routes)
+        assert set(client.clusters) == {"a", "b"} and set(client.endpoints) == {"a", "b"}
+        assert gen.nodes[0] == node  # NodeInfo survives the Struct round trip
+        assert await server.wait_synced(10)
+
+        gen.route_to, gen.clusters = "c", {"c": 3}
+        server.push(PushRequest.of("test"))
+        await client.wait_for(lambda c: set(c.clusters) == {"c"} and route_cluster(c) == "c")
+        assert await server.wait_synced(10)
+        # The route arrived after the cluster it uses and before the old ones were removed.
+        order = [(r.type_url, r.names, r.removed) for r in client.received]
+        got_c = next(i for i, o in enumerate(order) if o[0] == b.CLUSTER_TYPE and "c" in o[1])
+        new_route = next(i for i, o in enumerate(order) if o[0] == b.ROUTE_TYPE and i > got_c)
+        removal = max(i for i, o in enumerate(order) if o[0] == b.CLUSTER_TYPE)
+        assert got_c < new_route < removal
+        [status] = server.status()
+        assert status.synced and status.to_dict()["types"]["RDS"]["state"] == "SYNCED"
+    finally:
+        await client.stop()
+    for _ in range(200):
+        if server.status() == [] and len(events) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert events == ["+reviews-v1", "-reviews-v1"]
+
+
+@pytest.mark.parametrize("delta", MODES)
+async def test_nacked_route_is_recorded_and_not_resent(
+    served: tuple[DiscoveryServer, Gen], delta: bool
+) -> None:
+    server, gen = served
+
+    def reject(type_url: str, resources: dict[str, Message] | object) -> str | None:
+        if type_url == b.ROUTE_TYPE and gen.route_to == "nowhere":
+            return "route r: unknown cluster 'nowhere'"
+        return None
+
+    client = AdsClient(f"127.0.0.1:{server.port}", b.node(), delta=delta, reject=reject)
+    await client.start()
+    try:
+        await client.wait_for(lambda c: "r" in c.routes)
+        assert await server.wait_synced(10)
+        gen.route_to = "nowhere"
+        server.push(PushRequest.of("bad"))
+        await client.wait_for(lambda c: any(r.nacked for r in c.received))
+        assert await server.wait_synced(10)
+        rds = server.status()[0].types[b.ROUTE_TYPE]
+        assert rds.state == "NACKED" and rds.last_nack is not None
+        assert "unknown cluster" in rds.last_nack.error
+        count = len(client.received)
+        server.push(PushRequest.of("again"))
+        assert await server.wait_synced(10)
+        assert len(client.received) == count
+        assert route_cluster(client) == "a"
+    finally:
+        await client.stop()
+
+
+async def test_unparsable_node_is_refused_with_invalid_argument(
+    served: tuple[DiscoveryServer, Gen],
+) -> None:
+    server, _ = served
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+        bad = base_pb2.Node(id="not-a-mesh-node", metadata=struct_pb2.Struct())
+        await call.write(discovery_pb2.DiscoveryRequest(node=bad, type_url=b.CLUSTER_TYPE))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call.read()
+        assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "not-a-mesh-node" in (info.value.details() or "")
+    assert server.status() == []
+
+
+async def test_failing_generator_keeps_the_stream_and_the_config(
+    served: tuple[DiscoveryServer, Gen],
+) -> None:
+    server, gen = served
+    client = AdsClient(f"127.0.0.1:{server.port}", b.node())
+    await client.start()
+    try:
+        await client.wait_for(lambda c: "r" in c.routes)
+        gen.fail = True
+        server.push(PushRequest.of("broken"))
+        assert await server.wait_synced(10)
+        assert client.error is None and route_cluster(client) == "a"
+        gen.fail, gen.route_to = False, "b"
+        server.push(PushRequest.of("fixed"))
+        await client.wait_for(lambda c: route_cluster(c) == "b")
+    finally:
+        await client.stop()
+
+
+async def test_many_clients_share_serialized_resources(
+    served: tuple[DiscoveryServer, Gen], free_port: Callable[[], int]
+) -> None:
+    server, _ = served
+    clients = [
+        AdsClient(f"127.0.0.1:{server.port}", b.node(f"app-{i}"), delta=bool(i % 2))
+        for i in range(10)
+    ]
+    for client in clients:
+        await client.start()
+    try:
+        for client in clients:
+            await client.wait_for(lambda c: "r" in c.routes)
+        # 2 clusters + 2 assignments + 1 listener + 1 route, whatever the number of proxies.
+        assert server.cache.size == 6
+        assert len(server.status()) == 10
+    finally:
+        for client in clients:
+            await client.stop()
