@@ -21,13 +21,17 @@ API = {
 
 
 def stored(docs: list[dict[str, Any]]) -> list[StoredObject]:
-    out = []
+    """Stored objects, one revision each; a later document replaces an earlier one with the
+    same kind/namespace/name, as an apply would."""
+    out: dict[Any, StoredObject] = {}
     for i, body in enumerate(docs, start=1):
         body = dict(body)
         body.setdefault("apiVersion", API.get(body["kind"], "v1"))
-        body.setdefault("metadata", {}).setdefault("namespace", "default")
-        out.append(StoredObject(key_of(body), body, i))
-    return out
+        body["metadata"] = {"namespace": "default", **(body.get("metadata") or {})}
+        key = key_of(body)
+        out.pop(key, None)
+        out[key] = StoredObject(key, body, i)
+    return list(out.values())
 
 
 def from_yaml(text: str) -> list[dict[str, Any]]:
@@ -413,3 +417,49 @@ spec:
   - route: [{destination: {host: productpage}}]
 """
 )
+
+
+# ---- lookups into generated resources ---------------------------------------------------------
+
+
+def clusters_of(res: Any) -> Any:
+    from pilotfish.translate import CLUSTER_TYPE
+
+    return res[CLUSTER_TYPE]
+
+
+def route_config(res: Any, name: str) -> Any:
+    from pilotfish.translate import ROUTE_TYPE
+
+    return res[ROUTE_TYPE][name]
+
+
+def vhost(rc: Any, name: str) -> Any:
+    for v in rc.virtual_hosts:
+        if v.name == name:
+            return v
+    raise AssertionError(f"no virtual host {name!r} in {[v.name for v in rc.virtual_hosts]}")
+
+
+def listener(res: Any, name: str) -> Any:
+    from pilotfish.translate import LISTENER_TYPE
+
+    return res[LISTENER_TYPE][name]
+
+
+def unpack_hcm(chain: Any) -> Any:
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (
+        http_connection_manager_pb2 as hcm_pb2,
+    )
+
+    hcm = hcm_pb2.HttpConnectionManager()
+    assert chain.filters[0].typed_config.Unpack(hcm)
+    return hcm
+
+
+def unpack_tcp(chain: Any) -> Any:
+    from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+    tp = tcp_proxy_pb2.TcpProxy()
+    assert chain.filters[0].typed_config.Unpack(tp)
+    return tp
