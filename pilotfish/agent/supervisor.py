@@ -109,6 +109,29 @@ class Backoff:
         self._next = self.initial
 
 
+class RestartPolicy:
+    """When to restart a process that exited: backoff, reset after a stable run, give up.
+
+    :meth:`after_exit` takes how long the process ran and returns the delay before the next
+    start, or None to give up (``max_restarts`` restarts in a row without a stable run).
+    """
+
+    def __init__(self, backoff: Backoff, stable_after_s: float, max_restarts: int = 0) -> None:
+        self.backoff = backoff
+        self.stable_after_s = stable_after_s
+        self.max_restarts = max_restarts
+        self.unstable_restarts = 0
+
+    def after_exit(self, ran_for_s: float) -> float | None:
+        if ran_for_s >= self.stable_after_s:
+            self.backoff.reset()
+            self.unstable_restarts = 0
+        if self.max_restarts and self.unstable_restarts >= self.max_restarts:
+            return None
+        self.unstable_restarts += 1
+        return self.backoff.next_delay()
+
+
 class EnvoySupervisor:
     """Keeps one Envoy running until :meth:`drain_and_stop` or :meth:`stop`.
 
@@ -230,8 +253,11 @@ class EnvoySupervisor:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s)
-        unstable_restarts = 0
+        policy = RestartPolicy(
+            Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s),
+            self.settings.stable_after_s,
+            self.settings.max_restarts,
+        )
         while True:
             async with self._spawn_lock:
                 if self._stopping:
@@ -242,19 +268,18 @@ class EnvoySupervisor:
             code = await proc.wait()
             if self._stopping:
                 return
-            if loop.time() - began >= self.settings.stable_after_s:
-                backoff.reset()
-                unstable_restarts = 0
-            limit = self.settings.max_restarts
-            if limit and unstable_restarts >= limit:
-                log.error("Envoy exited with code %s; giving up after %d restarts", code, limit)
+            delay = policy.after_exit(loop.time() - began)
+            if delay is None:
+                log.error(
+                    "Envoy exited with code %s; giving up after %d restarts",
+                    code,
+                    policy.max_restarts,
+                )
                 self.failed = True
                 return
-            delay = backoff.next_delay()
             log.warning("Envoy exited unexpectedly with code %s; restarting in %.1fs", code, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
-            unstable_restarts += 1
             self.restarts += 1
 
     async def _begin_stop(self) -> asyncio.subprocess.Process | None:

@@ -8,7 +8,7 @@ import pytest
 
 from pilotfish.agent.agent import supervisor_settings
 from pilotfish.agent.settings import AgentSettings
-from pilotfish.agent.supervisor import Backoff, SupervisorSettings, envoy_command
+from pilotfish.agent.supervisor import Backoff, RestartPolicy, SupervisorSettings, envoy_command
 from pilotfish.api.node import NodeInfo
 
 
@@ -51,6 +51,22 @@ def test_backoff_doubles_caps_and_resets() -> None:
 def test_backoff_rejects_nonsense() -> None:
     with pytest.raises(ValueError):
         Backoff(2.0, 1.0)
+
+
+def test_restart_policy_resets_after_a_stable_run() -> None:
+    policy = RestartPolicy(Backoff(1.0, 8.0), stable_after_s=60)
+    assert [policy.after_exit(0.1) for _ in range(5)] == [1.0, 2.0, 4.0, 8.0, 8.0]
+    assert policy.after_exit(61) == 1.0  # ran long enough: start over
+    assert policy.after_exit(0.1) == 2.0
+
+
+def test_restart_policy_gives_up_only_on_crash_loops() -> None:
+    policy = RestartPolicy(Backoff(0.0, 0.0), stable_after_s=10, max_restarts=2)
+    assert policy.after_exit(1) == 0.0
+    assert policy.after_exit(1) == 0.0
+    assert policy.after_exit(1) is None
+    policy = RestartPolicy(Backoff(0.0, 0.0), stable_after_s=10, max_restarts=2)
+    assert [policy.after_exit(11) for _ in range(10)] == [0.0] * 10
 
 
 def test_agent_derives_supervisor_settings(tmp_path: Path) -> None:
