@@ -254,24 +254,40 @@ class DiscoveryServer:
             ack_timeout=self.settings.ack_timeout,
             control_plane_id=self.settings.control_plane_id,
         )
-        try:
-            conn.set_target(await self._generate(node))
-        except Exception:
-            log.exception("generating configuration for %s failed", node.node_id)
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, "the control plane could not generate configuration"
-            )
-            return
+        # Registered before the first generation, so a push fired meanwhile is not missed.
         stream = _Stream(conn, inbox)
         self._streams[conn.connection_id] = stream
+        try:
+            conn.generating = True
+            try:
+                conn.set_target(await self._generate(node))
+            except Exception:
+                log.exception("generating configuration for %s failed", node.node_id)
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "the control plane could not generate configuration",
+                )
+                return
+            finally:
+                conn.generating = False
+            await self._run_connected(stream, context, first)
+        finally:
+            del self._streams[conn.connection_id]
+
+    async def _run_connected(
+        self,
+        stream: _Stream,
+        context: grpc.aio.ServicerContext[Any, Any],
+        first: Request,
+    ) -> None:
+        conn, node = stream.conn, stream.conn.node
         self._per_node[conn.node_id] = self._per_node.get(conn.node_id, 0) + 1
-        log.info("%s connected (%s, %s)", conn.node_id, "Delta" if delta else "SotW", conn.peer)
+        log.info("%s connected (%s, %s)", conn.node_id, conn.status().protocol, conn.peer)
         try:
             if self._per_node[conn.node_id] == 1:
                 await self._hook(self.on_connect, node, "on_connect")
             await self._loop(stream, context, first)
         finally:
-            del self._streams[conn.connection_id]
             self._per_node[conn.node_id] -= 1
             log.info("%s disconnected", conn.node_id)
             if self._per_node[conn.node_id] == 0:

@@ -170,3 +170,39 @@ async def test_no_failed_request_while_routes_flip_and_clusters_come_and_go(
     status = server.status()[0]
     assert status.types[b.CLUSTER_TYPE].resource_count == 1
     assert status.state("CDS") == "SYNCED"
+
+
+@pytest.mark.parametrize("delta", MODES)
+async def test_modified_cluster_in_use_is_rewarmed_without_waiting_for_envoy_timeout(
+    delta: bool,
+    start_envoy: StartEnvoy,
+    xds_server: StartServer,
+    backends: Callable[[str], Awaitable[int]],
+    free_port: Callable[[], int],
+) -> None:
+    a = await backends("A")
+    port = free_port()
+
+    class Rewarm(Config):
+        timeout_ms = 1000
+
+        def __call__(self, node: NodeInfo) -> Resources:
+            out = dict(super().__call__(node))
+            out[b.CLUSTER_TYPE] = {"a": b.eds_cluster("a", timeout_ms=self.timeout_ms)}
+            return out
+
+    config = Rewarm(port, {"a": a}, b.route_config("http-routes", "a"))
+    server = await xds_server(config)
+    envoy = await start_envoy(b.node(), server.port, delta=delta)
+    async with aiohttp.ClientSession() as session:
+        await wait_for_body(session, port, "A", envoy)
+        assert await server.wait_synced(20)
+        before = server.status()[0].types[b.CLUSTER_TYPE].acked_version
+        # Only the cluster changes; its endpoints do not. Without the server re-sending them,
+        # Envoy would hold the CDS ACK until its initial_fetch_timeout (15 s) passed.
+        config.timeout_ms = 2000
+        server.push(PushRequest.of("cluster change"))
+        assert await server.wait_synced(10), server.status()[0].to_dict()
+        cds = server.status()[0].types[b.CLUSTER_TYPE]
+        assert cds.state == "SYNCED" and cds.acked_version != before
+        assert await get(session, port) == (200, "A")

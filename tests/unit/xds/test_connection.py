@@ -162,3 +162,27 @@ def test_shared_cache_gives_proxies_the_same_entries() -> None:
     assert one.get(b.ENDPOINT_TYPE)["a"] is two.get(b.ENDPOINT_TYPE)["a"]
     assert one.get(b.ENDPOINT_TYPE)["a"].hash != other.get(b.ENDPOINT_TYPE)["a"].hash
     assert one.eds_of_cluster == {"a": "a"}
+
+
+def test_delta_reconnect_sends_only_what_changed_and_removes_what_is_gone() -> None:
+    conn = ProxyConnection("2", b.node(), delta=True)
+    old = snapshot({"a": 1, "b": 2}, "a")
+    conn.set_target(snapshot({"a": 1, "c": 3}, "a"))
+    declared = {name: e.hash for name, e in old.get(b.CLUSTER_TYPE).items()}
+    [cds] = conn.handle_request(delta_req(b.CLUSTER_TYPE, initial=declared))
+    assert isinstance(cds, discovery_pb2.DeltaDiscoveryResponse)
+    assert names(cds) == ["c"]  # a is unchanged, the proxy keeps it
+    assert list(cds.removed_resources) == ["b"]
+
+
+def test_sotw_endpoints_response_holds_exactly_the_subscribed_names() -> None:
+    conn = ProxyConnection("3", b.node(), delta=False)
+    conn.set_target(snapshot({"a": 1, "b": 2, "c": 3}, "a"))
+    envoy = FakeEnvoy(conn)
+    envoy.sync(envoy.request(b.CLUSTER_TYPE))
+    [eds] = envoy.request(b.ENDPOINT_TYPE, ["a", "c"])
+    assert sorted(names(eds)) == ["a", "c"]
+    envoy.ack(eds)
+    [more] = envoy.resubscribe(b.ENDPOINT_TYPE, ["a", "b", "c"])
+    assert sorted(names(more)) == ["a", "b", "c"]
+    assert conn.status().types[b.ENDPOINT_TYPE].subscribed == ("a", "b", "c")
