@@ -58,7 +58,7 @@ def _uses_source_labels(push: PushContext) -> bool:
         return any(
             m.get("sourceLabels")
             for vs in push.virtual_services
-            for rule in vs.http
+            for rule in (*vs.http, *vs.tcp)
             for m in rule.get("match") or ()
         )
 
@@ -66,8 +66,8 @@ def _uses_source_labels(push: PushContext) -> bool:
 
 
 def labels_key(push: PushContext, labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    """The part of a proxy's labels that can change its routes (none unless a VirtualService
-    matches on ``sourceLabels``): lets proxies share route configs."""
+    """The part of a proxy's labels that can change its routes and listeners (none unless a
+    VirtualService matches on ``sourceLabels``): lets proxies share route configs."""
     return tuple(sorted(labels.items())) if _uses_source_labels(push) else ()
 
 

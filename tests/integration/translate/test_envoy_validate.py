@@ -7,12 +7,16 @@ from pathlib import Path
 import pytest
 
 from pilotfish.api.node import NodeInfo
+from pilotfish.model import MeshSettings
 from pilotfish.translate import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE, generate
 from tests.integration.translate.static_envoy import validate
 from tests.unit.translate.fixtures import (
+    BOOKINFO_CORE,
+    BOOKINFO_NETWORKING,
     FEATURES,
     GATEWAYS,
     bookinfo_push,
+    push_for,
     router_node,
     sidecar_node,
 )
@@ -37,6 +41,17 @@ CASES: dict[str, tuple[list[dict], NodeInfo]] = {
     ),
     "gateways": (FEATURES + GATEWAYS, router_node(gateway_ports={80: 8080, 8081: 8081})),
 }
+
+
+def test_registry_only_and_explicit_bookinfo_load_in_envoy(tmp_path: Path) -> None:
+    push = push_for(
+        BOOKINFO_CORE + BOOKINFO_NETWORKING, MeshSettings(outbound_traffic_policy="REGISTRY_ONLY")
+    )
+    validate(generate(sidecar_node(), push), tmp_path, "registry-only")
+    explicit = sidecar_node(
+        ip="127.0.0.1", interception_mode="NONE", outbound_port=15201, inbound_ports={9080: 15202}
+    )
+    validate(generate(explicit, push), tmp_path, "explicit")
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

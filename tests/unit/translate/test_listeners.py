@@ -141,3 +141,33 @@ def test_explicit_mode_listeners_and_single_route_config() -> None:
     assert route.route.cluster == "inbound|9080||"
     domains = [d for v in rc.virtual_hosts for d in v.domains]
     assert len(domains) == len(set(domains))  # Envoy rejects duplicate domains
+
+
+def test_tcp_source_labels_give_each_workload_its_own_listener() -> None:
+    from tests.unit.translate.fixtures import from_yaml
+
+    docs = from_yaml(
+        """
+kind: VirtualService
+metadata: {name: mongo, namespace: default}
+spec:
+  hosts: [mongo]
+  tcp:
+  - match: [{sourceLabels: {app: reviews}}]
+    route: [{destination: {host: mongo-canary, port: {number: 27017}}}]
+  - route: [{destination: {host: mongo, port: {number: 27017}}}]
+"""
+    )
+    push = bookinfo_push(FEATURES + docs)
+    vip = push.service("mongo.default.svc.cluster.local").vip  # type: ignore[union-attr]
+
+    def target(node) -> str:  # type: ignore[no-untyped-def]
+        lst = listener(generate(node, push), "virtualOutbound")
+        chain = next(c for c in lst.filter_chains if c.name == f"{vip}_27017")
+        return str(unpack_tcp(chain).cluster)
+
+    reviews = sidecar_node(
+        app="reviews", ip="10.1.0.13", labels={"app": "reviews", "version": "v2"}
+    )
+    assert target(reviews) == "outbound|27017||mongo-canary.default.svc.cluster.local"
+    assert target(sidecar_node()) == "outbound|27017||mongo.default.svc.cluster.local"
