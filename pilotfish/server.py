@@ -17,7 +17,7 @@ from aiohttp import web
 
 from pilotfish.apiserver.app import ApiServer, ApiSettings, ensure_builtin_namespaces
 from pilotfish.apiserver.auth import load_or_create_admin_token
-from pilotfish.cli.config import Context, DEFAULT_HOME, save_context
+from pilotfish.cli.config import DEFAULT_HOME, Context, save_context
 from pilotfish.config.store import open_store
 
 log = logging.getLogger("pilotfish.server")

@@ -2,7 +2,7 @@
 
 Paths (``{plural}`` from the kind table, e.g. ``virtualservices``)::
 
-    /api/v1/{plural}[/{name}]                               core kinds, cluster-wide / cluster-scoped
+    /api/v1/{plural}[/{name}]                          core kinds: all namespaces / cluster-scoped
     /api/v1/namespaces/{ns}/{plural}[/{name}]               core namespaced kinds
     /apis/{group}/{version}/{plural}                         all namespaces
     /apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}]
@@ -56,6 +56,7 @@ from pilotfish.errors import (
     Source,
     ValidationError,
 )
+from pilotfish.registry.vip import VipAllocator
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,9 @@ async def read_body(request: web.Request) -> Any:
             return json.loads(raw)
         return yaml.safe_load(raw)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ValidationError(ResourceRef("request"), [FieldError("", f"invalid body: {e}")]) from None
+        raise ValidationError(
+            ResourceRef("request"), [FieldError("", f"invalid body: {e}")]
+        ) from None
 
 
 def object_body(obj: StoredObject) -> dict[str, Any]:
@@ -274,7 +277,9 @@ class ApiServer:
         create: bool,
     ) -> web.Response:
         if not isinstance(body, dict):
-            raise ValidationError(ResourceRef(info.kind), [FieldError("", "body must be an object")])
+            raise ValidationError(
+                ResourceRef(info.kind), [FieldError("", "body must be an object")]
+            )
         body.setdefault("kind", info.kind)
         body.setdefault("apiVersion", info.api_version)
         meta = body.setdefault("metadata", {})
@@ -282,7 +287,11 @@ class ApiServer:
             if meta.get("namespace") not in (None, ns):
                 raise ValidationError(
                     ResourceRef(info.kind, meta.get("namespace"), meta.get("name")),
-                    [FieldError("metadata.namespace", f"does not match the namespace in the path ({ns})")],
+                    [
+                        FieldError(
+                            "metadata.namespace", f"does not match the namespace in the path ({ns})"
+                        )
+                    ],
                 )
             meta["namespace"] = ns
         if name is not None and meta.get("name") not in (None, name):
@@ -301,6 +310,7 @@ class ApiServer:
         rv = meta.get("resourceVersion")
         expected = int(rv) if (rv and not create) else None
         self._check_namespaces([validated.body], set())
+        self._assign_cluster_ips([validated.body])
         put = Put(validated.body, expected_revision=expected, create_only=create)
         key = key_of(validated.body)
         if request.query.get("dryRun") == "All":
@@ -319,7 +329,11 @@ class ApiServer:
         for b in bodies:
             info = kinds.by_kind(b["kind"])
             ns = (b.get("metadata") or {}).get("namespace") or ""
-            if info.namespaced and ns not in creating and self.store.get(Key("Namespace", "", ns)) is None:
+            if (
+                info.namespaced
+                and ns not in creating
+                and self.store.get(Key("Namespace", "", ns)) is None
+            ):
                 errors.append(
                     ValidationError(
                         ResourceRef(info.kind, ns, b["metadata"].get("name")),
@@ -348,12 +362,24 @@ class ApiServer:
             src = sources[i] if i < len(sources) else None
             try:
                 if not isinstance(item, dict):
-                    raise ValidationError(ResourceRef("document"), [FieldError("", "not a mapping")], src)
+                    raise ValidationError(
+                        ResourceRef("document"), [FieldError("", "not a mapping")], src
+                    )
                 v = validate(item, source=src, default_namespace=default_ns)
                 if not v.info.appliable:
                     raise ValidationError(
-                        ResourceRef(v.info.kind, v.body["metadata"].get("namespace"), v.body["metadata"]["name"]),
-                        [FieldError("kind", f"{v.info.plural} are created by the runtime; apply a Deployment instead")],
+                        ResourceRef(
+                            v.info.kind,
+                            v.body["metadata"].get("namespace"),
+                            v.body["metadata"]["name"],
+                        ),
+                        [
+                            FieldError(
+                                "kind",
+                                f"{v.info.plural} are created by the runtime; "
+                                "apply a Deployment instead",
+                            )
+                        ],
                         src,
                     )
                 validated.append(v.body)
@@ -366,6 +392,7 @@ class ApiServer:
             self._check_namespaces(validated, creating)
         except BatchError as e:
             return _batch_error_response(request, list(e.errors))
+        self._assign_cluster_ips(validated)
         # One object given twice in one batch: the last one wins, as sequential applies would.
         last: dict[Key, int] = {key_of(b): i for i, b in enumerate(validated)}
         results: list[dict[str, Any]] = []
@@ -376,7 +403,9 @@ class ApiServer:
                 ops.append(Put(b))
         if dry_run:
             commit = CommitResult(self.store.revision(), [])
-            changed = {key_of(op.body) for op in ops if isinstance(op, Put) and self._differs(op.body)}
+            changed = {
+                key_of(op.body) for op in ops if isinstance(op, Put) and self._differs(op.body)
+            }
         else:
             commit = self.store.commit(ops)
             changed = {e.object.key for e in commit.events}
@@ -391,8 +420,34 @@ class ApiServer:
             )
         return respond(
             request,
-            {"kind": "ApplyResult", "revision": commit.revision, "dryRun": dry_run, "items": results},
+            {
+                "kind": "ApplyResult",
+                "revision": commit.revision,
+                "dryRun": dry_run,
+                "items": results,
+            },
         )
+
+    def _assign_cluster_ips(self, bodies: list[dict[str, Any]]) -> None:
+        """Give each Service without ``spec.clusterIP`` a stable VIP, as Kubernetes does.
+
+        An update keeps the address the Service already has.
+        """
+        services = [b for b in bodies if b["kind"] == "Service"]
+        if not services:
+            return
+        assigned: dict[str, str] = {}
+        for o in self.store.list("Service"):
+            ip = (o.body.get("spec") or {}).get("clusterIP")
+            if ip and ip != "None":
+                assigned[f"{o.name}.{o.namespace}"] = str(ip)
+        vips = VipAllocator(assigned=assigned)
+        for b in services:
+            spec = b.setdefault("spec", {})
+            if not spec.get("clusterIP"):
+                spec["clusterIP"] = vips.allocate(
+                    f"{b['metadata']['name']}.{b['metadata']['namespace']}"
+                )
 
     def _differs(self, body: dict[str, Any]) -> bool:
         cur = self.store.get(key_of(body))
@@ -410,7 +465,11 @@ class ApiServer:
         keys: list[Key] = []
         for it in req.get("items") or []:
             info = kinds.lookup(str(it["kind"]))
-            ns = (it.get("namespace") or req.get("namespace") or "default") if info.namespaced else ""
+            ns = (
+                (it.get("namespace") or req.get("namespace") or "default")
+                if info.namespaced
+                else ""
+            )
             keys.append(Key(info.kind, ns, str(it["name"])))
         ignore_missing = bool(req.get("ignoreNotFound"))
         dry_run = bool(req.get("dryRun"))
@@ -441,14 +500,18 @@ class ApiServer:
                         seen.add(obj.key)
                         ops.append(Delete(obj.key))
             ops.append(Delete(k))
-            out.append({"kind": k.kind, "namespace": k.namespace, "name": k.name, "result": "deleted"})
+            out.append(
+                {"kind": k.kind, "namespace": k.namespace, "name": k.name, "result": "deleted"}
+            )
         if ops and not dry_run:
             self.store.commit(ops)
         return out
 
     # -- watch
 
-    async def _watch(self, request: web.Request, info: KindInfo, ns: str | None) -> web.StreamResponse:
+    async def _watch(
+        self, request: web.Request, info: KindInfo, ns: str | None
+    ) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
         rv = request.query.get("resourceVersion")
@@ -486,7 +549,9 @@ def _batch_error_response(request: web.Request, errors: list[PilotfishError]) ->
     for b in bodies:
         causes.extend((b.get("details") or {}).get("causes") or [])
     message = "\n".join(str(e) for e in errors)
-    body = status_body(code, "Invalid" if code == 422 else str(bodies[0]["reason"]), message, causes)
+    body = status_body(
+        code, "Invalid" if code == 422 else str(bodies[0]["reason"]), message, causes
+    )
     body["details"] = {**body.get("details", {}), "errors": [str(e) for e in errors]}
     return respond(request, body, code)
 

@@ -16,7 +16,9 @@ from pilotfish.errors import (
 )
 
 
-def status_body(code: int, reason: str, message: str, causes: list[dict[str, str]] | None = None) -> dict[str, Any]:
+def status_body(
+    code: int, reason: str, message: str, causes: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "kind": "Status",
         "apiVersion": "v1",

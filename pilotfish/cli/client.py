@@ -45,7 +45,7 @@ class ApiClient:
 
     # -- resources
 
-    def list(
+    def list_objects(
         self, info: KindInfo, namespace: str | None, label_selector: str | None = None
     ) -> dict[str, Any]:
         params = {"labelSelector": label_selector} if label_selector else None
@@ -62,9 +62,7 @@ class ApiClient:
     def put(self, info: KindInfo, body: dict[str, Any]) -> dict[str, Any]:
         meta = body["metadata"]
         ns = meta.get("namespace") if info.namespaced else None
-        result: dict[str, Any] = self.request(
-            "PUT", info.api_path(ns, meta["name"]), json=body
-        )
+        result: dict[str, Any] = self.request("PUT", info.api_path(ns, meta["name"]), json=body)
         return result
 
     def create(self, info: KindInfo, body: dict[str, Any]) -> dict[str, Any]:

@@ -46,7 +46,8 @@ class Globals:
         if not server:
             fail(
                 f"no control plane configured: {config_path()} has no current context. "
-                "Start one with `pilotfish server` (or `pilotfish up`), or pass --server and --token."
+                "Start one with `pilotfish server` (or `pilotfish up`), "
+                "or pass --server and --token."
             )
         return ApiClient(server, token or "")
 
@@ -65,11 +66,15 @@ class PilotfishGroup(click.Group):
 
 
 @click.group(cls=PilotfishGroup, context_settings=CONTEXT_SETTINGS)
-@click.option("--server", envvar="PILOTFISH_SERVER", help="Control-plane API URL (overrides the context).")
+@click.option(
+    "--server", envvar="PILOTFISH_SERVER", help="Control-plane API URL (overrides the context)."
+)
 @click.option("--token", envvar="PILOTFISH_TOKEN", help="Bearer token (overrides the context).")
 @click.option("--context", "context_name", help="Context of the config file to use.")
 @click.pass_context
-def cli(ctx: click.Context, server: str | None, token: str | None, context_name: str | None) -> None:
+def cli(
+    ctx: click.Context, server: str | None, token: str | None, context_name: str | None
+) -> None:
     """Pilotfish: Istio's configuration, a real Envoy data plane, no Kubernetes needed.
 
     \b
@@ -113,8 +118,14 @@ def _namespace_opt(f: F) -> F:
 
 
 @cli.command()
-@click.option("-f", "--filename", "files", multiple=True, required=True,
-              help="File, directory (*.yaml, *.yml, *.json) or - for stdin. Repeatable.")
+@click.option(
+    "-f",
+    "--filename",
+    "files",
+    multiple=True,
+    required=True,
+    help="File, directory (*.yaml, *.yml, *.json) or - for stdin. Repeatable.",
+)
 @_namespace_opt
 @click.option("--dry-run", is_flag=True, help="Validate on the server and report; store nothing.")
 @pass_globals
@@ -135,7 +146,7 @@ def apply(g: Globals, files: tuple[str, ...], namespace: str | None, dry_run: bo
         docs_by_file.setdefault(d.source.file, []).append(d)
     failed = False
     with g.client() as client:
-        for file, docs in docs_by_file.items():
+        for docs in docs_by_file.values():
             items = [d.body for d in docs]
             sources = [
                 {"file": d.source.file, "document": d.source.document, "line": d.source.line}
@@ -161,13 +172,26 @@ def apply(g: Globals, files: tuple[str, ...], namespace: str | None, dry_run: bo
 @click.argument("names", nargs=-1)
 @_namespace_opt
 @click.option("-A", "--all-namespaces", is_flag=True, help="List across all namespaces.")
-@click.option("-o", "--output", "fmt", type=click.Choice(["wide", "yaml", "json", "name"]),
-              help="Output format.")
+@click.option(
+    "-o",
+    "--output",
+    "fmt",
+    type=click.Choice(["wide", "yaml", "json", "name"]),
+    help="Output format.",
+)
 @click.option("-l", "--selector", help="Label selector, e.g. app=reviews,version!=v1.")
 @click.option("-w", "--watch", is_flag=True, help="After listing, watch for changes.")
 @pass_globals
-def get(g: Globals, kind: str, names: tuple[str, ...], namespace: str | None,
-        all_namespaces: bool, fmt: str | None, selector: str | None, watch: bool) -> None:
+def get(
+    g: Globals,
+    kind: str,
+    names: tuple[str, ...],
+    namespace: str | None,
+    all_namespaces: bool,
+    fmt: str | None,
+    selector: str | None,
+    watch: bool,
+) -> None:
     """List resources or show some, as `kubectl get`.
 
     KIND is a kind, plural or short name: vs, dr, gw, se, we, pa, ap, ra, svc, deploy, pods,
@@ -185,7 +209,7 @@ def get(g: Globals, kind: str, names: tuple[str, ...], namespace: str | None,
         if names:
             items = [client.get(info, ns or "default", n) for n in names]
         else:
-            items = list(client.list(info, ns, selector).get("items") or [])
+            items = list(client.list_objects(info, ns, selector).get("items") or [])
         if fmt in ("yaml", "json"):
             doc: Any = items[0] if len(names) == 1 else output.as_list(items)
             click.echo(output.dump(doc, fmt))
@@ -196,23 +220,36 @@ def get(g: Globals, kind: str, names: tuple[str, ...], namespace: str | None,
             where = "" if not info.namespaced or all_namespaces else f" in {ns} namespace"
             click.echo(f"No resources found{where}.", err=True)
         else:
-            click.echo(output.resource_table(info.kind, items, all_namespaces and info.namespaced,
-                                             fmt == "wide"))
+            click.echo(
+                output.resource_table(
+                    info.kind, items, all_namespaces and info.namespaced, fmt == "wide"
+                )
+            )
         if watch:
             for ev in client.watch(info, ns):
                 o = ev["object"]
-                click.echo(f"{ev['type']:<9} {o['metadata'].get('namespace', '')}/{o['metadata']['name']}")
+                click.echo(
+                    f"{ev['type']:<9} {o['metadata'].get('namespace', '')}/{o['metadata']['name']}"
+                )
 
 
 @cli.command()
 @click.argument("args", nargs=-1)
-@click.option("-f", "--filename", "files", multiple=True, help="Delete the resources in these files.")
+@click.option(
+    "-f", "--filename", "files", multiple=True, help="Delete the resources in these files."
+)
 @_namespace_opt
 @click.option("--ignore-not-found", is_flag=True, help="Treat absent resources as deleted.")
 @click.option("--dry-run", is_flag=True, help="Report what would be deleted; delete nothing.")
 @pass_globals
-def delete(g: Globals, args: tuple[str, ...], files: tuple[str, ...], namespace: str | None,
-           ignore_not_found: bool, dry_run: bool) -> None:
+def delete(
+    g: Globals,
+    args: tuple[str, ...],
+    files: tuple[str, ...],
+    namespace: str | None,
+    ignore_not_found: bool,
+    dry_run: bool,
+) -> None:
     """Delete resources by file or by kind and name, as `kubectl delete`.
 
     \b
@@ -225,12 +262,18 @@ def delete(g: Globals, args: tuple[str, ...], files: tuple[str, ...], namespace:
     if files:
         for d in _load(files):
             meta = d.body.get("metadata") or {}
-            items.append({"kind": str(d.body.get("kind")),
-                          "namespace": meta.get("namespace") or namespace or "default",
-                          "name": str(meta.get("name"))})
+            items.append(
+                {
+                    "kind": str(d.body.get("kind")),
+                    "namespace": meta.get("namespace") or namespace or "default",
+                    "name": str(meta.get("name")),
+                }
+            )
     elif len(args) >= 2:
         info = kinds.lookup(args[0])
-        items = [{"kind": info.kind, "namespace": namespace or "default", "name": n} for n in args[1:]]
+        items = [
+            {"kind": info.kind, "namespace": namespace or "default", "name": n} for n in args[1:]
+        ]
     else:
         fail("specify -f FILE or KIND NAME..., e.g. pilotfish delete vs reviews")
     with g.client() as client:
@@ -254,8 +297,16 @@ def describe(g: Globals, kind: str, name: str, namespace: str | None) -> None:
     lines = [
         f"Name:         {meta.get('name')}",
         *([f"Namespace:    {meta.get('namespace')}"] if info.namespaced else []),
-        "Labels:       " + ("\n              ".join(f"{k}={v}" for k, v in (meta.get("labels") or {}).items()) or "<none>"),
-        "Annotations:  " + ("\n              ".join(f"{k}: {v}" for k, v in (meta.get("annotations") or {}).items()) or "<none>"),
+        "Labels:       "
+        + (
+            "\n              ".join(f"{k}={v}" for k, v in (meta.get("labels") or {}).items())
+            or "<none>"
+        ),
+        "Annotations:  "
+        + (
+            "\n              ".join(f"{k}: {v}" for k, v in (meta.get("annotations") or {}).items())
+            or "<none>"
+        ),
         f"API Version:  {o.get('apiVersion')}",
         f"Kind:         {o.get('kind')}",
         f"Created:      {meta.get('creationTimestamp')}",
@@ -275,8 +326,14 @@ def describe(g: Globals, kind: str, name: str, namespace: str | None) -> None:
 @_namespace_opt
 @click.option("--overwrite", is_flag=True, help="Allow changing a label that already has a value.")
 @pass_globals
-def label(g: Globals, kind: str, name: str, labels: tuple[str, ...], namespace: str | None,
-          overwrite: bool) -> None:
+def label(
+    g: Globals,
+    kind: str,
+    name: str,
+    labels: tuple[str, ...],
+    namespace: str | None,
+    overwrite: bool,
+) -> None:
     """Set or remove labels, as `kubectl label`.
 
     \b
@@ -287,7 +344,7 @@ def label(g: Globals, kind: str, name: str, labels: tuple[str, ...], namespace: 
     info = kinds.lookup(kind)
     with g.client() as client:
         o = client.get(info, namespace or "default", name)
-        current = dict((o["metadata"].get("labels") or {}))
+        current = dict(o["metadata"].get("labels") or {})
         for item in labels:
             if item.endswith("-") and "=" not in item:
                 current.pop(item[:-1], None)
@@ -320,8 +377,14 @@ def create_namespace(g: Globals, name: str) -> None:
 
 
 @cli.command()
-@click.option("-f", "--filename", "files", multiple=True, required=True,
-              help="File, directory or - for stdin. Repeatable.")
+@click.option(
+    "-f",
+    "--filename",
+    "files",
+    multiple=True,
+    required=True,
+    help="File, directory or - for stdin. Repeatable.",
+)
 @_namespace_opt
 def validate(files: tuple[str, ...], namespace: str | None) -> None:
     """Check files offline (no server): schema and Istio's semantic rules.
@@ -359,7 +422,9 @@ def version(g: Globals, client_only: bool) -> None:
     try:
         with g.client() as client:
             v = client.request("GET", "/version")
-        click.echo(f"control plane version: {v.get('version')} (config revision {v.get('revision')})")
+        click.echo(
+            f"control plane version: {v.get('version')} (config revision {v.get('revision')})"
+        )
     except (PilotfishError, SystemExit):
         click.echo("control plane version: unavailable (no control plane reachable)")
 
@@ -396,19 +461,44 @@ def proxy_status(g: Globals, fmt: str | None) -> None:
 
 
 @cli.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="Where config and keys live (default ~/.pilotfish/data).")
-@click.option("--listen", default="127.0.0.1:15014", show_default=True,
-              help="Address of the HTTP API.")
-@click.option("--xds-listen", default="127.0.0.1:15012", show_default=True,
-              help="Address of the xDS (ADS) gRPC server.")
-@click.option("--store", "store_url", default=None,
-              help="Config store: a SQLite path (default <data-dir>/config.db) or memory://.")
-@click.option("--context-name", default="local", show_default=True,
-              help="Context written to the CLI config file for this server.")
-@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
-def server(data_dir: Path | None, listen: str, xds_listen: str, store_url: str | None,
-           context_name: str, log_level: str) -> None:
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where config and keys live (default ~/.pilotfish/data).",
+)
+@click.option(
+    "--listen", default="127.0.0.1:15014", show_default=True, help="Address of the HTTP API."
+)
+@click.option(
+    "--xds-listen",
+    default="127.0.0.1:15012",
+    show_default=True,
+    help="Address of the xDS (ADS) gRPC server.",
+)
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    help="Config store: a SQLite path (default <data-dir>/config.db) or memory://.",
+)
+@click.option(
+    "--context-name",
+    default="local",
+    show_default=True,
+    help="Context written to the CLI config file for this server.",
+)
+@click.option(
+    "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
+)
+def server(
+    data_dir: Path | None,
+    listen: str,
+    xds_listen: str,
+    store_url: str | None,
+    context_name: str,
+    log_level: str,
+) -> None:
     """Run the control plane in the foreground (HTTP API, config store, xDS).
 
     On first start it creates an admin token in the data directory and writes a context for
@@ -417,8 +507,12 @@ def server(data_dir: Path | None, listen: str, xds_listen: str, store_url: str |
     from pilotfish.server import ServerSettings, run_server
 
     settings = ServerSettings.build(
-        data_dir=data_dir, listen=listen, xds_listen=xds_listen, store_url=store_url,
-        context_name=context_name, log_level=log_level,
+        data_dir=data_dir,
+        listen=listen,
+        xds_listen=xds_listen,
+        store_url=store_url,
+        context_name=context_name,
+        log_level=log_level,
     )
     run_server(settings)
 

@@ -29,7 +29,9 @@ def _meta(o: dict[str, Any]) -> dict[str, Any]:
 def _join(values: Any) -> str:
     if not values:
         return ""
-    return json.dumps(list(values), separators=(",", ":")) if len(values) > 1 else f'["{values[0]}"]'
+    return (
+        json.dumps(list(values), separators=(",", ":")) if len(values) > 1 else f'["{values[0]}"]'
+    )
 
 
 def age(o: dict[str, Any], now: datetime | None = None) -> str:
@@ -65,7 +67,7 @@ def _ports(o: dict[str, Any]) -> str:
 def _pod_ready(o: dict[str, Any]) -> str:
     st = o.get("status") or {}
     cs = st.get("containerStatuses") or []
-    total = len(cs) or len((_spec(o).get("containers") or []))
+    total = len(cs) or len(_spec(o).get("containers") or [])
     ready = sum(1 for c in cs if c.get("ready"))
     return f"{ready}/{total}"
 
@@ -112,7 +114,15 @@ COLUMNS: dict[str, list[Column]] = {
     "Pod": [
         ("READY", _pod_ready),
         ("STATUS", lambda o: str((o.get("status") or {}).get("phase") or "Pending")),
-        ("RESTARTS", lambda o: str(sum(int(c.get("restartCount") or 0) for c in (o.get("status") or {}).get("containerStatuses") or []))),
+        (
+            "RESTARTS",
+            lambda o: str(
+                sum(
+                    int(c.get("restartCount") or 0)
+                    for c in (o.get("status") or {}).get("containerStatuses") or []
+                )
+            ),
+        ),
     ],
 }
 
@@ -123,10 +133,31 @@ WIDE_COLUMNS: dict[str, list[Column]] = {
         ("LABELS", _labels),
     ],
     "Deployment": [
-        ("CONTAINERS", lambda o: ",".join(c.get("name", "") for c in ((_spec(o).get("template") or {}).get("spec") or {}).get("containers") or [])),
-        ("SELECTOR", lambda o: ",".join(f"{k}={v}" for k, v in ((_spec(o).get("selector") or {}).get("matchLabels") or {}).items())),
+        (
+            "CONTAINERS",
+            lambda o: ",".join(
+                c.get("name", "")
+                for c in ((_spec(o).get("template") or {}).get("spec") or {}).get("containers")
+                or []
+            ),
+        ),
+        (
+            "SELECTOR",
+            lambda o: ",".join(
+                f"{k}={v}"
+                for k, v in ((_spec(o).get("selector") or {}).get("matchLabels") or {}).items()
+            ),
+        ),
     ],
-    "Service": [("SELECTOR", lambda o: ",".join(f"{k}={v}" for k, v in (_spec(o).get("selector") or {}).items()) or "<none>")],
+    "Service": [
+        (
+            "SELECTOR",
+            lambda o: (
+                ",".join(f"{k}={v}" for k, v in (_spec(o).get("selector") or {}).items())
+                or "<none>"
+            ),
+        )
+    ],
 }
 
 
