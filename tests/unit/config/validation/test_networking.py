@@ -1,0 +1,251 @@
+"""ServiceEntry, WorkloadEntry, Sidecar, EnvoyFilter and Telemetry rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._util import body, has, ok
+
+
+def se(**spec: Any) -> dict[str, Any]:
+    s: dict[str, Any] = {
+        "hosts": ["api.example.com"],
+        "ports": [{"number": 443, "name": "https", "protocol": "TLS"}],
+    }
+    s.update(spec)
+    return body("ServiceEntry", s)
+
+
+def test_service_entry_wildcard_host() -> None:
+    has(se(hosts=["*"]), "spec.hosts[0]", "invalid host *")
+    ok(se(hosts=["*.example.com"], resolution="NONE"))
+
+
+def test_service_entry_hosts_required() -> None:
+    has(se(hosts=[]), "spec.hosts", "service entry must have at least one host")
+
+
+def test_service_entry_cidr_with_dns() -> None:
+    has(
+        se(addresses=["10.0.0.0/24"], resolution="DNS"),
+        "spec.addresses",
+        "CIDR addresses are allowed only for NONE/STATIC resolution types",
+    )
+    ok(se(addresses=["10.0.0.0/24"], resolution="STATIC", endpoints=[{"address": "10.0.0.1"}]))
+
+
+def test_service_entry_ports_unique() -> None:
+    ports = [
+        {"number": 80, "name": "http", "protocol": "HTTP"},
+        {"number": 80, "name": "http", "protocol": "HTTP"},
+    ]
+    has(se(ports=ports), "spec.ports[1].number", "service entry port 80 already defined")
+    has(se(ports=ports), "spec.ports[1].name", 'service entry port name "http" already defined')
+    ok(
+        se(
+            ports=[ports[0], {"number": 443, "name": "https", "protocol": "HTTPS"}],
+            resolution="DNS",
+        )
+    )
+
+
+def test_service_entry_endpoints_by_resolution() -> None:
+    has(
+        se(resolution="NONE", endpoints=[{"address": "1.2.3.4"}]),
+        "spec.endpoints",
+        "no endpoints should be provided for resolution type none",
+    )
+    has(
+        se(resolution="STATIC", endpoints=[{"address": "db.example.com"}]),
+        "spec.endpoints[0].address",
+        "is not a valid IP address",
+    )
+    has(
+        se(resolution="DNS", endpoints=[{"address": "bad_host"}]),
+        "spec.endpoints[0].address",
+        "is not a valid FQDN or an IP address",
+    )
+    has(
+        se(resolution="DNS", endpoints=[{"address": "a.example.com", "ports": {"http": 8080}}]),
+        "spec.endpoints[0].ports[http]",
+        "endpoint port 8080 is not defined by the service entry",
+    )
+    ok(se(resolution="DNS", endpoints=[{"address": "a.example.com", "ports": {"https": 8443}}]))
+    has(
+        se(
+            resolution="DNS",
+            hosts=["a.example.com", "b.example.com"],
+            ports=[{"number": 3306, "name": "mysql", "protocol": "TCP"}],
+        ),
+        "spec.hosts",
+        "multiple hosts provided with non-HTTP, non-TLS ports",
+    )
+
+
+def test_workload_entry() -> None:
+    has(body("WorkloadEntry", {"labels": {"app": "a"}}), "spec.address", "address is required")
+    has(
+        body("WorkloadEntry", {"address": "10.0.0.1", "ports": {"http": 70000}}),
+        "spec.ports[http]",
+        "must be in the range 1..65535",
+    )
+    ok(
+        body(
+            "WorkloadEntry",
+            {
+                "address": "10.0.0.1",
+                "ports": {"http": 8080},
+                "labels": {"app": "a"},
+                "serviceAccount": "sa",
+            },
+        )
+    )
+    ok(body("WorkloadEntry", {"address": "vm1.example.com"}))
+
+
+def test_sidecar() -> None:
+    has(body("Sidecar", {}), "spec", "sidecar: empty configuration provided")
+    has(
+        body("Sidecar", {"egress": [{"hosts": ["foo.com"]}]}),
+        "spec.egress[0].hosts[0]",
+        "host must be of form namespace/dnsName",
+    )
+    ok(body("Sidecar", {"egress": [{"hosts": ["./*", "istio-system/*"]}]}))
+    ok(body("Sidecar", {"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}))
+    ok(
+        body(
+            "Sidecar",
+            {
+                "workloadSelector": {"labels": {"app": "r"}},
+                "ingress": [
+                    {
+                        "port": {"number": 9080, "protocol": "HTTP", "name": "http"},
+                        "defaultEndpoint": "127.0.0.1:8080",
+                    }
+                ],
+            },
+        )
+    )
+    has(
+        body(
+            "Sidecar",
+            {
+                "ingress": [
+                    {
+                        "port": {"number": 9080, "protocol": "HTTP", "name": "http"},
+                        "defaultEndpoint": "10.0.0.1:80",
+                    }
+                ]
+            },
+        ),
+        "spec.ingress[0].defaultEndpoint",
+        "sidecar: defaultEndpoint must be of form",
+    )
+
+
+def ef(
+    patch: dict[str, Any], apply_to: str = "HTTP_FILTER", match: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    cp: dict[str, Any] = {"applyTo": apply_to, "patch": patch}
+    if match is not None:
+        cp["match"] = match
+    return body("EnvoyFilter", {"configPatches": [cp]})
+
+
+def test_envoy_filter() -> None:
+    has(
+        ef({"operation": "INSERT_BEFORE"}),
+        "spec.configPatches[0].patch.value",
+        "missing patch value for non-remove operation",
+    )
+    has(
+        ef({"value": {"name": "x"}}),
+        "spec.configPatches[0].patch.operation",
+        "missing patch operation",
+    )
+    has(
+        ef({"operation": "MERGE", "value": {}}, "CLUSTER", {"listener": {"portNumber": 80}}),
+        "spec.configPatches[0].match",
+        "applyTo for cluster class objects cannot have non cluster match",
+    )
+    ok(
+        ef(
+            {"operation": "REMOVE"},
+            "HTTP_FILTER",
+            {
+                "context": "SIDECAR_OUTBOUND",
+                "listener": {
+                    "filterChain": {
+                        "filter": {
+                            "name": "envoy.filters.network.http_connection_manager",
+                            "subFilter": {"name": "envoy.filters.http.cors"},
+                        }
+                    }
+                },
+            },
+        )
+    )
+    ok(
+        ef(
+            {"operation": "MERGE", "value": {"connect_timeout": "1s"}},
+            "CLUSTER",
+            {"cluster": {"service": "reviews.default.svc.cluster.local"}},
+        )
+    )
+
+
+def test_telemetry() -> None:
+    has(
+        body("Telemetry", {"tracing": [{"randomSamplingPercentage": 120}]}),
+        "spec.tracing[0].randomSamplingPercentage",
+        "must be in range [0.0, 100.0]",
+    )
+    has(
+        body("Telemetry", {"accessLogging": [{"providers": [{"name": ""}]}]}),
+        "spec.accessLogging[0].providers[0].name",
+        "providers.name may not be empty",
+    )
+    has(
+        body(
+            "Telemetry",
+            {
+                "metrics": [
+                    {"overrides": [{"tagOverrides": {"x": {"operation": "REMOVE", "value": "v"}}}]}
+                ]
+            },
+        ),
+        "spec.metrics[0].overrides[0].tagOverrides[x].value",
+        "tagOverrides.value may only be set when operation is UPSERT",
+    )
+    ok(
+        body(
+            "Telemetry",
+            {
+                "selector": {"matchLabels": {"app": "r"}},
+                "tracing": [
+                    {
+                        "providers": [{"name": "zipkin"}],
+                        "randomSamplingPercentage": 10.5,
+                        "customTags": {"env": {"literal": {"value": "prod"}}},
+                    }
+                ],
+                "metrics": [
+                    {
+                        "providers": [{"name": "prometheus"}],
+                        "overrides": [
+                            {
+                                "match": {"metric": "ALL_METRICS", "mode": "CLIENT_AND_SERVER"},
+                                "disabled": True,
+                            }
+                        ],
+                    }
+                ],
+                "accessLogging": [
+                    {
+                        "providers": [{"name": "envoy"}],
+                        "filter": {"expression": "response.code >= 400"},
+                    }
+                ],
+            },
+        )
+    )
