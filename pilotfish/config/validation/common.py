@@ -305,14 +305,20 @@ def port_name_error(name: str) -> str | None:
     return None if is_dns1123_label(name) else f"invalid port name: {name}"
 
 
-def duration_error(value: str | None) -> str | None:
-    """Istio ValidateDuration: a duration of at least 1ms, at millisecond precision."""
+def duration_error(value: str | None, *, allow_zero: bool = False) -> str | None:
+    """Istio ValidateDuration: a duration of at least 1ms, at millisecond precision.
+
+    ``allow_zero``: fields where Istio documents ``0s`` as "disabled" (route timeout, idle
+    timeouts) accept exactly zero.
+    """
     if value is None:
         return None
     try:
         seconds = parse_duration(value)
     except ValueError:
         return f'invalid duration "{value}": use a number with a unit such as "10s" or "100ms"'
+    if allow_zero and seconds == 0:
+        return None
     if seconds < 0.001 - 1e-12:
         return "duration must be greater than 1ms"
     ms = seconds * 1000

@@ -192,7 +192,7 @@ def connection_pool(errs: Errors, path: str, cp: ConnectionPoolSettings | None) 
         _non_negative(
             errs, f"{hp}.maxConcurrentStreams", h.maxConcurrentStreams, "max concurrent streams"
         )
-        errs.add(f"{hp}.idleTimeout", duration_error(h.idleTimeout))
+        errs.add(f"{hp}.idleTimeout", duration_error(h.idleTimeout, allow_zero=True))
         if h.h2UpgradePolicy == "UPGRADE" and h.useClientProtocol:
             errs.add(
                 f"{hp}.useClientProtocol",
@@ -203,7 +203,7 @@ def connection_pool(errs: Errors, path: str, cp: ConnectionPoolSettings | None) 
         _non_negative(errs, f"{tp}.maxConnections", t.maxConnections, "max connections")
         errs.add(f"{tp}.connectTimeout", duration_error(t.connectTimeout))
         errs.add(f"{tp}.maxConnectionDuration", duration_error(t.maxConnectionDuration))
-        errs.add(f"{tp}.idleTimeout", duration_error(t.idleTimeout))
+        errs.add(f"{tp}.idleTimeout", duration_error(t.idleTimeout, allow_zero=True))
         if (ka := t.tcpKeepalive) is not None:
             errs.add(f"{tp}.tcpKeepalive.time", duration_error(ka.time))
             errs.add(f"{tp}.tcpKeepalive.interval", duration_error(ka.interval))

@@ -246,7 +246,7 @@ def _http_route(errs: Errors, path: str, r: HTTPRoute, delegate: bool) -> None:
     _retries(errs, f"{path}.retries", r.retries)
     _rewrite(errs, f"{path}.rewrite", r.rewrite, r.headers)
     _http_destinations(errs, f"{path}.route", r.route)
-    errs.add(f"{path}.timeout", duration_error(r.timeout))
+    errs.add(f"{path}.timeout", duration_error(r.timeout, allow_zero=True))
 
 
 def _conflicts(errs: Errors, path: str, r: HTTPRoute, delegate: bool) -> None:

@@ -69,7 +69,16 @@ def test_subset_name_and_labels_checked() -> None:
         ),
         ({"http": {"maxRetries": -1}}, "http.maxRetries", "max retries must be non-negative"),
         ({"tcp": {"connectTimeout": "10"}}, "tcp.connectTimeout", "invalid duration"),
-        ({"http": {"idleTimeout": "0s"}}, "http.idleTimeout", "duration must be greater than 1ms"),
+        (
+            {"http": {"idleTimeout": "0.1ms"}},
+            "http.idleTimeout",
+            "duration must be greater than 1ms",
+        ),
+        (
+            {"tcp": {"connectTimeout": "0s"}},
+            "tcp.connectTimeout",
+            "duration must be greater than 1ms",
+        ),
         (
             {"http": {"h2UpgradePolicy": "UPGRADE", "useClientProtocol": True}},
             "http.useClientProtocol",

@@ -260,6 +260,7 @@ def test_invalid_durations(field: str, value: str) -> None:
 
 def test_valid_durations() -> None:
     ok(vs([route(timeout="0.5s", retries={"attempts": 1, "perTryTimeout": "100ms"})]))
+    ok(vs([route(timeout="0s")]))  # Istio documents 0s as "no timeout"
     ok(vs([route(timeout="1m")]))
 
 
