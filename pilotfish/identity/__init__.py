@@ -1,0 +1,81 @@
+"""Workload identity: the mesh CA, workload tokens, CSR signing, and the agent's secrets.
+
+Control-plane side::
+
+    ca = MeshCA.open(CASettings(data_dir / "ca"))              # self-signed or plug-in (cacerts)
+    tokens = TokenAuthority.load_or_create(data_dir / "ca")    # HMAC key next to the CA key
+    service = CertificateAuthorityService(ca, tokens)
+    add_to_server(grpc_aio_server, service)                     # CreateCertificate on 15012
+    token = tokens.issue("default", "bookinfo-reviews", timedelta(days=1))   # for a sidecar
+
+Agent side::
+
+    channel = grpc.aio.secure_channel("cp:15012", credentials)
+    manager = SecretManager(SecretManagerSettings(identity), grpc_fetcher(channel, token))
+    sds = SdsServer(SdsSettings(socket_path, owner_uid=1337), manager)
+    await manager.start(); await sds.start()
+
+Modules: ``spiffe`` (IDs), ``pki`` (X.509 helpers), ``ca``, ``tokens``, ``csr_service``
+(the signing decision), ``ca_grpc`` (transport), ``secret_manager``, ``sds_protocol`` and
+``sds_server`` (Envoy SDS), ``errors``.
+"""
+
+from pilotfish.identity.ca import CASettings, MeshCA, WorkloadCertificate
+from pilotfish.identity.ca_grpc import add_to_server, grpc_fetcher, request_certificate
+from pilotfish.identity.csr_service import (
+    CertificateAuthorityService,
+    SignedCertificate,
+    SigningPolicy,
+)
+from pilotfish.identity.errors import (
+    CALoadError,
+    CertificateRequestError,
+    CsrError,
+    IdentityError,
+    IdentityMismatchError,
+    InvalidSpiffeIdError,
+    TokenError,
+)
+from pilotfish.identity.sds_protocol import DEFAULT_SECRET, ROOT_SECRET, SECRET_TYPE_URL
+from pilotfish.identity.sds_server import SdsServer, SdsSettings
+from pilotfish.identity.secret_manager import (
+    CertificateFetcher,
+    SecretManager,
+    SecretManagerSettings,
+    WorkloadSecret,
+    token_from_file,
+)
+from pilotfish.identity.spiffe import SpiffeId
+from pilotfish.identity.tokens import TokenAuthority, TokenClaims
+
+__all__ = [
+    "DEFAULT_SECRET",
+    "ROOT_SECRET",
+    "SECRET_TYPE_URL",
+    "CALoadError",
+    "CASettings",
+    "CertificateAuthorityService",
+    "CertificateFetcher",
+    "CertificateRequestError",
+    "CsrError",
+    "IdentityError",
+    "IdentityMismatchError",
+    "InvalidSpiffeIdError",
+    "MeshCA",
+    "SdsServer",
+    "SdsSettings",
+    "SecretManager",
+    "SecretManagerSettings",
+    "SignedCertificate",
+    "SigningPolicy",
+    "SpiffeId",
+    "TokenAuthority",
+    "TokenClaims",
+    "TokenError",
+    "WorkloadCertificate",
+    "WorkloadSecret",
+    "add_to_server",
+    "grpc_fetcher",
+    "request_certificate",
+    "token_from_file",
+]
