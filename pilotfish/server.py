@@ -10,15 +10,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
+from pilotfish.api.node import NodeInfo
 from pilotfish.apiserver.app import ApiServer, ApiSettings, ensure_builtin_namespaces
 from pilotfish.apiserver.auth import load_or_create_admin_token
 from pilotfish.cli.config import DEFAULT_HOME, Context, save_context
-from pilotfish.config.store import open_store
+from pilotfish.config.store import Store, open_store
+from pilotfish.model.push_context import MeshSettings
+from pilotfish.model.source import PushContextSource
+from pilotfish.registry import Registry
+from pilotfish.translate import Resources, generate
+from pilotfish.xds import DiscoveryServer, PushRequest, XdsSettings
 
 log = logging.getLogger("pilotfish.server")
 
@@ -76,6 +84,50 @@ class ServerSettings:
         return f"http://{host}:{self.api_port}"
 
 
+class Mesh:
+    """The running control plane's parts, wired: store -> registry/model -> translate -> xDS."""
+
+    def __init__(self, store: Store, settings: ServerSettings) -> None:
+        self.store = store
+        self.registry = Registry()
+        self.source = PushContextSource(store, self.registry, MeshSettings())
+        self.xds = DiscoveryServer(
+            XdsSettings(address=f"{settings.xds_host}:{settings.xds_port}"),
+            self.generate,
+            on_connect=self.registry.sidecars.connected,
+            on_disconnect=self.registry.sidecars.disconnected,
+        )
+        self._unsubscribe: list[Callable[[], None]] = []
+
+    def generate(self, node: NodeInfo) -> Resources:
+        return generate(node, self.source.current())
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def changed(reason: str) -> None:
+            self.source.invalidate()
+            self.xds.push(PushRequest.of(reason))
+
+        def on_commit(_revision: int) -> None:
+            loop.call_soon_threadsafe(changed, "config")
+
+        def on_endpoints() -> None:
+            loop.call_soon_threadsafe(changed, "endpoint")
+
+        self._unsubscribe.append(self.store.subscribe(on_commit))
+        self._unsubscribe.append(self.registry.sidecars.subscribe(on_endpoints))
+        await self.xds.start()
+
+    async def stop(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        await self.xds.stop()
+
+    def proxy_status(self) -> list[dict[str, Any]]:
+        return [s.to_dict() for s in self.xds.status()]
+
+
 async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -83,7 +135,11 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
     try:
         ensure_builtin_namespaces(store)
         token = load_or_create_admin_token(settings.data_dir)
-        api = ApiServer(store, ApiSettings(tokens=frozenset({token})))
+        mesh = Mesh(store, settings)
+        await mesh.start()
+        api = ApiServer(
+            store, ApiSettings(tokens=frozenset({token}), proxy_status=mesh.proxy_status)
+        )
         runner = web.AppRunner(api.app(), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.api_host, settings.api_port)
@@ -92,14 +148,21 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
             path = save_context(Context(settings.context_name, settings.api_url, token))
             log.info("wrote context %r to %s", settings.context_name, path)
         log.info(
-            "control plane ready: API %s, store %s, revision %d",
+            "control plane ready: API %s, xDS %s:%d, store %s, revision %d",
             settings.api_url,
+            settings.xds_host,
+            mesh.xds.port,
             settings.store_url,
             store.revision(),
         )
-        print(f"pilotfish control plane listening on {settings.api_url}", flush=True)
+        print(
+            f"pilotfish control plane: API {settings.api_url}, "
+            f"xDS {settings.xds_host}:{mesh.xds.port}",
+            flush=True,
+        )
         await stop.wait()
         await runner.cleanup()
+        await mesh.stop()
     finally:
         store.close()
 

@@ -242,8 +242,10 @@ def inbound_passthrough_cluster(push: PushContext) -> cluster_pb2.Cluster:
     return c
 
 
-def inbound_cluster(push: PushContext, target_port: int, protocol: Protocol) -> cluster_pb2.Cluster:
-    """``inbound|PORT||``: the app on localhost."""
+def inbound_cluster(
+    push: PushContext, target_port: int, protocol: Protocol, app_address: str = "127.0.0.1"
+) -> cluster_pb2.Cluster:
+    """``inbound|PORT||``: the app at ``app_address`` (localhost in a pod)."""
     name = inbound_cluster_name(target_port)
     cluster = C(
         name=name,
@@ -259,7 +261,7 @@ def inbound_cluster(push: PushContext, target_port: int, protocol: Protocol) -> 
                 ec.LocalityLbEndpoints(
                     lb_endpoints=[
                         ec.LbEndpoint(
-                            endpoint=ec.Endpoint(address=socket_address("127.0.0.1", target_port))
+                            endpoint=ec.Endpoint(address=socket_address(app_address, target_port))
                         )
                     ]
                 )

@@ -56,8 +56,14 @@ def generate_sidecar(proxy: Proxy, push: PushContext) -> Resources:
     out: Resources = {t: {} for t in TYPE_URLS}
     _clusters_and_endpoints(push, proxy, out)
     clusters = out[CLUSTER_TYPE]
+    # REDIRECT: the app listens in its own network namespace, reached on localhost. NONE
+    # (explicit mode, a VM or a loopback test host): the app is reached on the workload's
+    # own address, so several workloads can share one host.
+    app_address = "127.0.0.1"
+    if proxy.interception_mode == "NONE" and proxy.ip not in ("", "0.0.0.0"):
+        app_address = proxy.ip
     for target, protocol in served_ports(proxy):
-        c = inbound_cluster(push, target, protocol)
+        c = inbound_cluster(push, target, protocol, app_address)
         clusters[c.name] = c
     listeners = out[LISTENER_TYPE]
     routes = out[ROUTE_TYPE]
