@@ -430,31 +430,53 @@ def version(g: Globals, client_only: bool) -> None:
 
 
 @cli.command("proxy-status")
-@click.option("-o", "--output", "fmt", type=click.Choice(["json", "yaml"]), help="Output format.")
+@click.option(
+    "-o", "--output", "fmt", type=click.Choice(["wide", "json", "yaml"]), help="Output format."
+)
 @pass_globals
 def proxy_status(g: Globals, fmt: str | None) -> None:
     """Every connected Envoy and its xDS state, as `istioctl proxy-status`.
 
-    SYNCED: the proxy acked what was last sent; STALE: sent, not acked yet (or NACKed: the
-    error is shown); NOT SENT: nothing of that type sent.
+    \b
+    SYNCED    the proxy acknowledged the last config sent
+    STALE     sent, not acknowledged yet
+    NACKED    the proxy rejected the last config (the error is printed below the table;
+              it keeps running the previous version, and the rejected config is not resent
+              until something changes)
+    NOT SENT  nothing of that type was sent
+
+    `-o wide` adds the acknowledged version of each type.
     """
     with g.client() as client:
         items = client.proxy_status()
-    if fmt:
-        click.echo(output.dump(output.as_list(items) if fmt else items, fmt))
+    if fmt in ("json", "yaml"):
+        click.echo(output.dump(output.as_list(items), fmt))
         return
-    rows = [["NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS", "VERSION"]]
+    types = ("CDS", "LDS", "EDS", "RDS")
+    header = ["NAME", "CLUSTER", *types, "PROTOCOL"]
+    if fmt == "wide":
+        header += [f"{t}-VERSION" for t in types]
+    rows = [header]
     errors: list[str] = []
-    for p in items:
-        types = p.get("types") or {}
-        row = [str(p.get("name")), str(p.get("cluster", ""))]
-        for t in ("CDS", "LDS", "EDS", "RDS"):
-            st = types.get(t) or {}
+    for p in sorted(items, key=lambda p: (p.get("namespace", ""), p.get("pod_name", ""))):
+        name = f"{p.get('pod_name')}.{p.get('namespace')}"
+        per_type = p.get("types") or {}
+        row = [name, str(p.get("cluster", ""))]
+        versions = []
+        for t in types:
+            st = per_type.get(t) or {}
             row.append(str(st.get("state") or "NOT SENT"))
-            if st.get("nack"):
-                errors.append(f"{p.get('name')} {t} NACK: {st['nack']}")
-        row.append(str(p.get("version") or ""))
+            versions.append(str(st.get("acked_version") or "-"))
+            nack = st.get("last_nack")
+            if nack:
+                errors.append(f"{name} {t} rejected (NACK): {nack.get('error')}")
+        row.append(str(p.get("protocol", "")))
+        if fmt == "wide":
+            row += versions
         rows.append(row)
+    if len(rows) == 1:
+        click.echo("No proxies connected.", err=True)
+        return
     click.echo(output.table(rows))
     for e in errors:
         click.echo(e)

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from tests.integration.cli.conftest import ControlPlane
+from tests.integration.harness import ControlPlane
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 SEEDS = FIXTURES / "seeds"

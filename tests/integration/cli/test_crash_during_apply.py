@@ -9,7 +9,7 @@ import threading
 
 import httpx
 
-from tests.integration.cli.conftest import ControlPlane
+from tests.integration.harness import ControlPlane
 
 BATCH = 300
 

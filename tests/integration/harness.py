@@ -1,0 +1,304 @@
+"""Real processes for integration tests: a control plane (``pilotfish server`` with a SQLite
+store), sidecar agents (``pilotfish proxy`` with real Envoy, explicit mode on loopback) and
+small HTTP backends. Everything started here is stopped by the fixtures that started it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+@dataclass
+class ControlPlane:
+    data_dir: Path
+    config: Path
+    url: str
+    api_port: int
+    xds_port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PILOTFISH_CONFIG": str(self.config)}
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "admin-token").read_text().strip()
+
+    def cli(
+        self, *args: str, input: str | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real `pilotfish` CLI against this control plane."""
+        res = subprocess.run(
+            [sys.executable, "-m", "pilotfish.cli.main", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=60,
+        )
+        if check and res.returncode != 0:
+            raise AssertionError(f"pilotfish {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")
+        return res
+
+    def revision(self) -> int:
+        return int(httpx.get(f"{self.url}/version", timeout=5).json()["revision"])
+
+    def kill(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def start_control_plane(data_dir: Path, config: Path, api_port: int, xds_port: int) -> ControlPlane:
+    log = data_dir.parent / f"server-{api_port}.log"
+    env = {**os.environ, "PILOTFISH_CONFIG": str(config)}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pilotfish.cli.main",
+                "server",
+                "--data-dir",
+                str(data_dir),
+                "--listen",
+                f"127.0.0.1:{api_port}",
+                "--xds-listen",
+                f"127.0.0.1:{xds_port}",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{api_port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"control plane exited:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200 and config.exists():
+                return ControlPlane(data_dir, config, url, api_port, xds_port, proc, log)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"control plane did not become ready:\n{log.read_text()}")
+
+
+@pytest.fixture
+def control_plane_factory(
+    tmp_path: Path, free_port: Callable[[], int]
+) -> Iterator[Callable[[], ControlPlane]]:
+    started: list[ControlPlane] = []
+    data_dir = tmp_path / "data"
+    config = tmp_path / "config"
+
+    def factory() -> ControlPlane:
+        cp = start_control_plane(data_dir, config, free_port(), free_port())
+        started.append(cp)
+        return cp
+
+    try:
+        yield factory
+    finally:
+        for cp in started:
+            cp.kill(signal.SIGKILL)
+
+
+@pytest.fixture
+def control_plane(control_plane_factory: Callable[[], ControlPlane]) -> ControlPlane:
+    return control_plane_factory()
+
+
+# ---------------------------------------------------------------------------- sidecars
+
+BACKEND = Path(__file__).with_name("backend.py")
+
+
+def free_loopback_ip(port: int = 9080) -> str:
+    """A random 127.x.y.z on which ``port`` is free (tests run in parallel)."""
+    import random
+    import socket
+
+    rng = random.SystemRandom()
+    for _ in range(100):
+        ip = f"127.{rng.randint(1, 254)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+        with socket.socket() as s:
+            try:
+                s.bind((ip, port))
+            except OSError:
+                continue
+        return ip
+    raise RuntimeError("no free loopback address")
+
+
+def eventually(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@dataclass
+class Sidecar:
+    name: str
+    ip: str
+    outbound_port: int
+    readiness_port: int
+    admin_port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def request(
+        self, host: str, path: str = "/", headers: dict[str, str] | None = None, method: str = "GET"
+    ) -> httpx.Response:
+        """A request from this app through its sidecar to ``host`` (e.g. ``reviews:9080``)."""
+        return httpx.request(
+            method,
+            f"http://127.0.0.1:{self.outbound_port}{path}",
+            headers={"Host": host, **(headers or {})},
+            timeout=10,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+class Mesh:
+    """A control plane plus sidecars with backends, all on loopback."""
+
+    def __init__(self, cp: ControlPlane, tmp: Path, free_port: Callable[[], int]) -> None:
+        self.cp = cp
+        self.tmp = tmp
+        self.free_port = free_port
+        self.sidecars: list[Sidecar] = []
+
+    def apply(self, yaml_text: str) -> None:
+        res = self.cp.cli("apply", "-f", "-", input=yaml_text)
+        if res.returncode != 0:
+            raise AssertionError(f"apply failed: {res.stderr}")
+
+    def add(
+        self,
+        name: str,
+        labels: dict[str, str],
+        *,
+        app_port: int | None = 9080,
+        namespace: str = "default",
+        service_account: str = "default",
+        xds_api: str = "delta",
+    ) -> Sidecar:
+        ip = free_loopback_ip(app_port or 9080)
+        outbound, readiness, admin, agent = (self.free_port() for _ in range(4))
+        cmd = [
+            sys.executable,
+            "-m",
+            "pilotfish.cli.main",
+            "proxy",
+            "--namespace",
+            namespace,
+            "--pod-name",
+            name,
+            "--ip",
+            ip,
+            "--service-account",
+            service_account,
+            "--discovery-address",
+            f"127.0.0.1:{self.cp.xds_port}",
+            "--interception-mode",
+            "NONE",
+            "--outbound-port",
+            str(outbound),
+            "--admin-port",
+            str(admin),
+            "--readiness-port",
+            str(readiness),
+            "--agent-port",
+            str(agent),
+            "--concurrency",
+            "1",
+            "--drain-seconds",
+            "1",
+            "--xds-api",
+            xds_api,
+            "--work-dir",
+            str(self.tmp / f"proxy-{name}"),
+        ]
+        for k, v in labels.items():
+            cmd += ["--label", f"{k}={v}"]
+        if app_port is not None:
+            cmd += [
+                "--inbound-port",
+                f"{app_port}:{self.free_port()}",
+                "--",
+                sys.executable,
+                str(BACKEND),
+                "--host",
+                ip,
+                "--port",
+                str(app_port),
+                "--name",
+                name,
+                "--version",
+                labels.get("version", ""),
+            ]
+        log = self.tmp / f"proxy-{name}.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=self.cp.env
+            )
+        sc = Sidecar(name, ip, outbound, readiness, admin, proc, log)
+        self.sidecars.append(sc)
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"proxy {name} exited:\n{log.read_text()}")
+            return (
+                httpx.get(f"http://127.0.0.1:{readiness}/healthz/ready", timeout=1).status_code
+                == 200
+            )
+
+        eventually(ready, 30, f"sidecar {name} ready")
+        return sc
+
+    def stop(self) -> None:
+        for sc in self.sidecars:
+            sc.stop()
+
+
+@pytest.fixture
+def mesh(
+    control_plane: ControlPlane, tmp_path: Path, free_port: Callable[[], int]
+) -> Iterator[Mesh]:
+    m = Mesh(control_plane, tmp_path, free_port)
+    try:
+        yield m
+    finally:
+        m.stop()
