@@ -50,6 +50,18 @@ class _Wake:
     """Inbox marker: a push is pending for this connection."""
 
 
+class _StreamClosed(Exception):
+    """Writing to the proxy failed: it went away."""
+
+
+async def _write(context: grpc.aio.ServicerContext[Any, Any], responses: list[Response]) -> None:
+    for response in responses:
+        try:
+            await context.write(response)
+        except Exception as e:
+            raise _StreamClosed(repr(e)) from e
+
+
 _WAKE = _Wake()
 
 
@@ -94,6 +106,7 @@ class DiscoveryServer:
         self._debouncer: Debouncer | None = None
         self._firing = 0
         self._generations: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -103,6 +116,7 @@ class DiscoveryServer:
         return self._port
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._generations = asyncio.Semaphore(self.settings.max_concurrent_generations)
         self._debouncer = Debouncer(self.settings.debounce, self._fire)
         self._debouncer.start()
@@ -144,6 +158,12 @@ class DiscoveryServer:
         if self._debouncer is None:
             raise RuntimeError("DiscoveryServer.push() before start()")
         self._debouncer.add(request)
+
+    def push_threadsafe(self, request: PushRequest) -> None:
+        """:meth:`push` from another thread (e.g. a store watcher running in a thread)."""
+        if self._loop is None:
+            raise RuntimeError("DiscoveryServer.push_threadsafe() before start()")
+        self._loop.call_soon_threadsafe(self.push, request)
 
     def push_now(self, request: PushRequest) -> None:
         """Queue a push to the concerned connections at once, without debounce."""
@@ -223,6 +243,8 @@ class DiscoveryServer:
             await self._serve(inbox, context, delta)
         except grpc.aio.AbortError:
             raise
+        except _StreamClosed as e:
+            log.debug("xDS stream from %s closed while writing: %s", context.peer(), e)
         except Exception:
             # Logged here, never sent to the proxy as status text (it would resend everything).
             log.exception("xDS stream from %s failed", context.peer())
@@ -313,8 +335,7 @@ class DiscoveryServer:
                     responses = conn.handle_request(item)
             except Exception:
                 log.exception("%s: handling an xDS request failed", conn.node_id)
-            for response in responses:
-                await context.write(response)
+            await _write(context, responses)
             if not conn.busy and conn.pending_push is not None:
                 await self._start_push(conn, context)
             deadline = conn.deadline
@@ -346,8 +367,7 @@ class DiscoveryServer:
         except Exception:
             log.exception("%s: planning the push failed", conn.node_id)
             return
-        for response in responses:
-            await context.write(response)
+        await _write(context, responses)
 
 
 class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):

@@ -28,7 +28,10 @@ class XdsSettings:
     #: How long a push step waits for Envoy's ACK before it goes on (seconds). Envoy holds a CDS
     #: ACK until clusters are warm, at most its ``initial_fetch_timeout`` (15 s by default).
     ack_timeout: float = 20.0
-    #: Run the generator in a worker thread, keeping the event loop responsive.
+    #: Run the generator in a worker thread, keeping the event loop (ACKs, other streams)
+    #: responsive while a slow generator runs. Measured with 100 Delta clients and a ~1 ms
+    #: generator: initial sync 0.64 s vs 0.58 s on the loop, pushes ~1.35x slower; worth it
+    #: once generation takes longer than a few milliseconds per proxy.
     generate_in_thread: bool = True
     #: Snapshots generated at the same time (bounds memory during a push to many proxies).
     max_concurrent_generations: int = 4

@@ -159,7 +159,7 @@ async def test_failing_generator_keeps_the_stream_and_the_config(
         assert await server.wait_synced(10)
         assert client.error is None and route_cluster(client) == "a"
         gen.fail, gen.route_to = False, "b"
-        server.push(PushRequest.of("fixed"))
+        await asyncio.to_thread(server.push_threadsafe, PushRequest.of("fixed"))
         await client.wait_for(lambda c: route_cluster(c) == "b")
     finally:
         await client.stop()
