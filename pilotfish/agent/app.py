@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Mapping
 
-from pilotfish.agent.process import die_with_parent, terminate
+from pilotfish.agent.process import spawn_child, terminate
 from pilotfish.agent.settings import AgentSettings
 from pilotfish.api.node import OUTBOUND_CAPTURE_PORT
 
@@ -71,13 +70,7 @@ class AppProcess:
 
     async def start(self) -> None:
         log.info("starting app: %s", " ".join(self.command))
-        self._proc = await asyncio.create_subprocess_exec(
-            *self.command,
-            env=self.env,
-            stdin=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=die_with_parent(os.getpid()),
-        )
+        self._proc = await spawn_child(self.command, env=self.env)
 
     @property
     def pid(self) -> int | None:

@@ -5,11 +5,10 @@ Decisions:
 - Envoy always runs with ``--disable-hot-restart``: no shared memory and no hot-restart domain
   socket, so any number of Envoys can share a host (loopback tests, several pods) without
   ``--base-id`` bookkeeping. A restart is a full process restart done by the supervisor.
-- Envoy runs in its own session (``start_new_session``) so a terminal's Ctrl-C reaches only the
-  agent, which then drains; and with ``PR_SET_PDEATHSIG`` = SIGKILL (set through ``prctl`` in
-  the child before exec) so it dies with the agent even if the agent is killed with SIGKILL.
-  The death signal follows the *thread* that forked: run the supervisor in the thread that
-  stays alive for the agent's lifetime (the asyncio loop's thread does).
+- Envoy runs in its own session so a terminal's Ctrl-C reaches only the agent, which then
+  drains; and with ``PR_SET_PDEATHSIG`` = SIGKILL so it dies with the agent even if the agent
+  is killed with SIGKILL (see ``process.py``). The death signal follows the *thread* that
+  forked: run the supervisor in a thread that lives as long as the agent (the loop's does).
 - An unexpected exit (any exit the supervisor did not ask for, code 0 included) is followed by
   a restart after an exponential backoff (``backoff_initial_s`` doubling up to
   ``backoff_max_s``); a process that ran for ``stable_after_s`` resets the backoff.
@@ -34,7 +33,7 @@ from pathlib import Path
 
 from pilotfish.agent.admin import AdminClient, Readiness
 from pilotfish.agent.envoy_binary import envoy_binary
-from pilotfish.agent.process import die_with_parent, terminate
+from pilotfish.agent.process import spawn_child, terminate
 
 log = logging.getLogger("pilotfish.agent.supervisor")
 
@@ -241,14 +240,8 @@ class EnvoySupervisor:
         user = self.settings.user
         if user is not None and self.settings.log_path is not None:
             _prepare_log_for(self.settings.log_path, user)
-        # preexec_fn runs after the uid/gid switch, so the death signal survives it.
-        return await asyncio.create_subprocess_exec(
-            *cmd,
-            stdin=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=die_with_parent(os.getpid()),
-            user=user,
-            group=_primary_group(user) if user is not None else None,
+        return await spawn_child(
+            cmd, user=user, group=_primary_group(user) if user is not None else None
         )
 
     async def _run(self) -> None:

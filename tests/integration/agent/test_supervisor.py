@@ -122,6 +122,8 @@ from pilotfish.agent.supervisor import EnvoySupervisor, SupervisorSettings
 async def main():
     sup = EnvoySupervisor(SupervisorSettings(Path(sys.argv[1]), int(sys.argv[2]), concurrency=1))
     await sup.start()
+    while await sup.admin.server_state() is None:  # Envoy itself runs (setpriv has exec'd it)
+        await asyncio.sleep(0.05)
     print(sup.pid, flush=True)
     await asyncio.sleep(3600)
 
