@@ -106,7 +106,7 @@ class DiscoveryServer:
         self._debouncer: Debouncer | None = None
         self._firing = 0
         self._generations: asyncio.Semaphore | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -116,7 +116,7 @@ class DiscoveryServer:
         return self._port
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._event_loop = asyncio.get_running_loop()
         self._generations = asyncio.Semaphore(self.settings.max_concurrent_generations)
         self._debouncer = Debouncer(self.settings.debounce, self._fire)
         self._debouncer.start()
@@ -161,9 +161,9 @@ class DiscoveryServer:
 
     def push_threadsafe(self, request: PushRequest) -> None:
         """:meth:`push` from another thread (e.g. a store watcher running in a thread)."""
-        if self._loop is None:
+        if self._event_loop is None:
             raise RuntimeError("DiscoveryServer.push_threadsafe() before start()")
-        self._loop.call_soon_threadsafe(self.push, request)
+        self._event_loop.call_soon_threadsafe(self.push, request)
 
     def push_now(self, request: PushRequest) -> None:
         """Queue a push to the concerned connections at once, without debounce."""
