@@ -75,7 +75,17 @@ class Agent:
                 self._server = AgentServer(
                     settings.agent_bind, settings.agent_port, self.readiness, self.supervisor.admin
                 )
-                await self._server.start()
+                try:
+                    await self._server.start()
+                except OSError as exc:
+                    log.error(
+                        "agent port %s:%d: %s (choose another with --agent-port)",
+                        settings.agent_bind,
+                        settings.agent_port,
+                        exc.strerror or exc,
+                    )
+                    self._server = None
+                    return 1
             await self.supervisor.start()
             log.info(
                 "proxy %s started (admin 127.0.0.1:%d, readiness :%d)",
@@ -103,7 +113,8 @@ class Agent:
             return 1
         if app_code is not None:
             log.info("app exited with code %d; stopping the proxy", app_code)
-            return app_code
+            # Killed by a signal: report it as a shell would (128 + signal number).
+            return app_code if app_code >= 0 else 128 - app_code
         return 0
 
     async def _wait_ready_logged(self) -> bool:

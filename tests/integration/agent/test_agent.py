@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -193,3 +194,16 @@ async def test_cli_runs_app_after_ready_and_stops_it_before_envoy(
     stop_record = json.loads(out.with_suffix(".stop").read_text())
     assert stop_record == {"envoy_alive": True}, "the app must stop before Envoy"
     assert envoy_pids(str(work_dir)) == []
+
+
+async def test_agent_port_in_use_is_reported(
+    tmp_path: Path, free_port: Callable[[], int], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = loopback_settings(tmp_path, free_port)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", settings.agent_port or 0))
+        taken.listen()
+        code = await asyncio.wait_for(run_agent(settings, asyncio.Event()), timeout=60)
+    assert code == 1
+    assert f"agent port 127.0.0.1:{settings.agent_port}" in caplog.text
+    assert envoy_pids(str(settings.work_dir)) == []
