@@ -1,0 +1,370 @@
+"""CLI commands of the local mesh: ``up``, ``down``, ``status``, ``logs``, ``exec``, ``runtime``.
+
+Self-contained click commands; the main group registers them with ``cli.add_command``. They
+also run without it: ``python -m pilotfish.cli.runtime_cmds up`` (which is also how ``up``
+starts the runtime process, so it never depends on the console script).
+
+- ``pilotfish up``      control plane + pod runtime + ingress gateway in the background
+- ``pilotfish down``    stop all of it and remove every pod namespace, veth, bridge and rule
+- ``pilotfish status``  health of each part
+- ``pilotfish logs POD [-c CONTAINER] [-f]``   a pod's container log (``-c istio-proxy``)
+- ``pilotfish exec POD -- CMD...``             run CMD inside the pod's network namespace
+- ``pilotfish runtime`` the runtime process itself (started by ``up``)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pilotfish.platform.local.process import pod_command, pod_env
+from pilotfish.platform.local.runtime_mesh import (
+    DEFAULT_GATEWAY_PORTS,
+    MeshError,
+    MeshSettings,
+    Progress,
+    mesh_down,
+    mesh_status,
+    mesh_up,
+)
+from pilotfish.platform.local.runtime_pod import read_pod_info, running_pods
+
+__all__ = ["RUNTIME_COMMANDS", "down", "exec_cmd", "logs", "runtime", "runtime_cli", "status", "up"]
+
+DEFAULT_DATA_DIR = Path.home() / ".pilotfish" / "data"
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _dirs(data_dir: Path | None, state_dir: Path | None) -> tuple[Path, Path]:
+    data = (data_dir or DEFAULT_DATA_DIR).expanduser().resolve()
+    state = (state_dir or data.parent / "state").expanduser().resolve()
+    return data, state
+
+
+def _fail(message: str) -> None:
+    for line in message.splitlines() or [""]:
+        click.echo(f"error: {line}", err=True)
+    sys.exit(1)
+
+
+def _data_dir_options(f: Any) -> Any:
+    f = click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Logs, pids and pod state  [default: beside the data directory, .../state]",
+    )(f)
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Config store, token, CA  [default: ~/.pilotfish/data]",
+    )(f)
+
+
+def _parse_gateway_port(text: str) -> tuple[int, int]:
+    left, sep, right = text.partition(":")
+    if not sep or not left.isdigit() or not right.isdigit():
+        raise click.BadParameter(f"{text!r} is not PORT:LISTEN (e.g. --gateway-port 80:8080)")
+    return int(left), int(right)
+
+
+class _RichProgress(Progress):
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+
+    @contextmanager
+    def step(self, text: str) -> Iterator[None]:
+        start = time.monotonic()
+        with self.console.status(f"starting {text} ..."):
+            try:
+                yield
+            except BaseException:
+                self.console.print(f"[red]x[/red] {text}")
+                raise
+        self.console.print(f"[green]✓[/green] {text} [dim]({time.monotonic() - start:.1f}s)[/dim]")
+
+    def note(self, text: str) -> None:
+        self.console.print(text)
+
+
+def _settings(data_dir: Path | None, state_dir: Path | None, **kw: Any) -> MeshSettings:
+    from pilotfish.platform.local.network import PodNetworkSettings
+
+    data, state = _dirs(data_dir, state_dir)
+    net_kw = {
+        k: v
+        for k, v in {
+            "prefix": kw.pop("prefix", None),
+            "pod_cidr": kw.pop("pod_cidr", None),
+        }.items()
+        if v
+    }
+    try:
+        network = PodNetworkSettings(**net_kw)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    return MeshSettings(data_dir=data, state_dir=state, network=network, **kw)
+
+
+@click.command("up", context_settings=CONTEXT_SETTINGS)
+@_data_dir_options
+@click.option("--listen", default="127.0.0.1:15014", show_default=True, help="The API's address.")
+@click.option("--xds-port", type=click.IntRange(1, 65535), default=15012, show_default=True,
+              help="The control plane's xDS port (on the pod bridge's address).")  # fmt: skip
+@click.option("--gateway-bind", default="127.0.0.1", show_default=True,
+              help="Address the ingress gateway's ports bind.")  # fmt: skip
+@click.option("--gateway-port", "gateway_ports", multiple=True, metavar="PORT:LISTEN",
+              help="A Gateway server port and the host port it binds (repeatable)  "
+              "[default: 80:8080 443:8443 8080:8080]")  # fmt: skip
+@click.option("--gateway-admin-port", type=int, default=15000, show_default=True)
+@click.option("--gateway-agent-port", type=int, default=15020, show_default=True)
+@click.option("--gateway-readiness-port", type=int, default=15021, show_default=True)
+@click.option("--prefix", default=None, help="Name prefix of the mesh's host objects  [pf]")
+@click.option("--pod-cidr", default=None, help="Pod address range  [10.244.0.0/16]")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Working directory of pod commands  [default: the current one]")  # fmt: skip
+@click.option("--timeout", type=float, default=60.0, show_default=True,
+              help="Seconds each part may take to become ready.")  # fmt: skip
+def up(
+    data_dir: Path | None,
+    state_dir: Path | None,
+    listen: str,
+    xds_port: int,
+    gateway_bind: str,
+    gateway_ports: tuple[str, ...],
+    gateway_admin_port: int,
+    gateway_agent_port: int,
+    gateway_readiness_port: int,
+    prefix: str | None,
+    pod_cidr: str | None,
+    workdir: Path | None,
+    timeout: float,
+) -> None:
+    """Start the local mesh in the background: control plane, pod runtime, ingress gateway.
+
+    Needs root (pods are network namespaces with iptables rules). Config and keys stay in the
+    data directory across `pilotfish down` / `pilotfish up`.
+    """
+    ports = tuple(_parse_gateway_port(p) for p in gateway_ports) or DEFAULT_GATEWAY_PORTS
+    settings = _settings(
+        data_dir,
+        state_dir,
+        prefix=prefix,
+        pod_cidr=pod_cidr,
+        api_listen=listen,
+        xds_port=xds_port,
+        gateway_bind=gateway_bind,
+        gateway_ports=ports,
+        gateway_admin_port=gateway_admin_port,
+        gateway_agent_port=gateway_agent_port,
+        gateway_readiness_port=gateway_readiness_port,
+        workdir=(workdir or Path.cwd()).resolve(),
+        ready_timeout=timeout,
+    )
+    try:
+        mesh = mesh_up(settings, _RichProgress())
+    except MeshError as exc:
+        _fail(str(exc))
+        return
+    click.echo(
+        "\nPilotfish is up.\n"
+        f"  API:             {mesh['api']}   (pilotfish get pods, pilotfish apply -f ...)\n"
+        f"  ingress gateway: {mesh['gateway']}\n"
+        f"  logs:            {settings.logs_dir}\n"
+        "Stop it with `pilotfish down`."
+    )
+
+
+@click.command("down", context_settings=CONTEXT_SETTINGS)
+@_data_dir_options
+def down(data_dir: Path | None, state_dir: Path | None) -> None:
+    """Stop the local mesh and remove every pod, namespace, veth, bridge and iptables rule."""
+    if os.geteuid() != 0:
+        _fail("`pilotfish down` removes network namespaces and iptables rules: run it as root")
+    for line in mesh_down(_settings(data_dir, state_dir)):
+        click.echo(line)
+    click.echo("Pilotfish is down.")
+
+
+@click.command("status", context_settings=CONTEXT_SETTINGS)
+@_data_dir_options
+def status(data_dir: Path | None, state_dir: Path | None) -> None:
+    """Health of the control plane, the pod runtime and the ingress gateway."""
+    parts = mesh_status(_settings(data_dir, state_dir))
+    if not parts:
+        click.echo("Pilotfish is not running here (start it with `pilotfish up`).")
+        sys.exit(1)
+    width = max(len(p.name) for p in parts)
+    for p in parts:
+        state = "healthy" if p.healthy else ("running, not ready" if p.running else "stopped")
+        click.echo(f"{p.name:<{width}}  {state:<18}  {p.detail}")
+    if not all(p.healthy for p in parts):
+        sys.exit(1)
+
+
+def _pod(state: Path, pod: str, namespace: str) -> dict[str, Any]:
+    info = read_pod_info(state / "pods", namespace, pod)
+    if info is None:
+        names = [f"{p['namespace']}/{p['name']}" for p in running_pods(state / "pods")]
+        hint = f" (running: {', '.join(names)})" if names else ""
+        _fail(f'pod "{pod}" not found in namespace {namespace}{hint}')
+        raise AssertionError  # unreachable
+    return info
+
+
+@click.command("logs", context_settings=CONTEXT_SETTINGS)
+@click.argument("pod")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-c", "--container", help="Container (istio-proxy: the sidecar)  [default: first]")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing as the log grows.")
+@_data_dir_options
+def logs(
+    pod: str,
+    namespace: str,
+    container: str | None,
+    follow: bool,
+    data_dir: Path | None,
+    state_dir: Path | None,
+) -> None:
+    """Print a pod container's log, as `kubectl logs`."""
+    _, state = _dirs(data_dir, state_dir)
+    info = _pod(state, pod, namespace)
+    containers = list(info.get("containers") or [])
+    name = container or (containers[0] if containers else "")
+    if name not in containers:
+        _fail(f'container "{name}" is not in pod {pod} (containers: {", ".join(containers)})')
+    path = state / "pods" / namespace / pod / f"{name}.log"
+    with open(path, "rb") if path.exists() else open(os.devnull, "rb") as f:
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+                continue
+            if not follow or not path.parent.exists():
+                return
+            time.sleep(0.2)
+
+
+@click.command("exec", context_settings={**CONTEXT_SETTINGS, "ignore_unknown_options": True})
+@click.argument("pod")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-c", "--container", help="Run as this container's user (istio-proxy: the proxy).")
+@click.option("--root", is_flag=True, help="Run as root instead of the container's user.")
+@_data_dir_options
+def exec_cmd(
+    pod: str,
+    command: tuple[str, ...],
+    namespace: str,
+    container: str | None,
+    root: bool,
+    data_dir: Path | None,
+    state_dir: Path | None,
+) -> None:
+    """Run a command inside a pod's network namespace, as `kubectl exec POD -- CMD`.
+
+    The command sees the pod's hosts file (service names) and its traffic is captured like
+    the app's. Example: pilotfish exec productpage-v1-... -- curl -s http://reviews:9080/
+    """
+    if os.geteuid() != 0:
+        _fail("`pilotfish exec` enters a network namespace: run it as root")
+    _, state = _dirs(data_dir, state_dir)
+    info = _pod(state, pod, namespace)
+    uid: int | None = int(info["uid"])
+    gid: int | None = int(info["gid"])
+    if root:
+        uid = gid = None
+    elif container == "istio-proxy":
+        from pilotfish.platform.local.users import PROXY_USER, lookup_user
+
+        proxy = lookup_user(PROXY_USER)
+        if proxy is not None:
+            uid, gid = proxy.uid, proxy.gid
+    argv = pod_command(str(info["netns"]), list(command), uid, gid)
+    result = subprocess.run(argv, env=pod_env({"HOSTNAME": pod}), check=False)
+    sys.exit(result.returncode)
+
+
+@click.command("runtime", context_settings=CONTEXT_SETTINGS)
+@click.option("--server", required=True, help="The control plane's API URL.")
+@click.option("--token-file", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--state-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--prefix", default="pf", show_default=True)
+@click.option("--pod-cidr", default="10.244.0.0/16", show_default=True)
+@click.option("--service-cidr", default="10.96.0.0/16", show_default=True)
+@click.option("--xds-address", required=True, help="HOST:PORT of xDS as pods reach it.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=".")
+@click.option("--pod-python", default="/usr/bin/python3", show_default=True,
+              help="What `python3` in a container command runs.")  # fmt: skip
+@click.option("--drain-seconds", type=float, default=2.0, show_default=True)
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
+def runtime(
+    server: str,
+    token_file: Path,
+    state_dir: Path,
+    prefix: str,
+    pod_cidr: str,
+    service_cidr: str,
+    xds_address: str,
+    workdir: Path,
+    pod_python: str,
+    drain_seconds: float,
+    log_level: str,
+) -> None:
+    """Run the local pod runtime in the foreground (`pilotfish up` starts it for you)."""
+    from pilotfish.platform.local.network import PodNetworkSettings
+    from pilotfish.platform.local.runtime_main import (
+        RuntimeProcessSettings,
+        default_proxy_argv,
+        run_dir_for,
+        run_runtime,
+    )
+    from pilotfish.platform.local.runtime_pod import PodRunnerSettings
+
+    token = token_file.read_text().strip()
+    network = PodNetworkSettings(prefix=prefix, pod_cidr=pod_cidr, service_cidr=service_cidr)
+    pods = PodRunnerSettings(
+        log_dir=state_dir.resolve() / "pods",
+        run_dir=run_dir_for(prefix),
+        workdir=workdir.resolve(),
+        discovery_address=xds_address,
+        proxy_argv=default_proxy_argv(),
+        pod_python=pod_python,
+        drain_seconds=drain_seconds,
+    )
+    settings = RuntimeProcessSettings(
+        api_url=server,
+        token=token,
+        state_dir=state_dir.resolve(),
+        network=network,
+        pods=pods,
+        log_level=log_level,
+    )
+    sys.exit(run_runtime(settings))
+
+
+RUNTIME_COMMANDS = (up, down, status, logs, exec_cmd, runtime)
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+def runtime_cli() -> None:
+    """The local mesh's commands (also registered in `pilotfish`)."""
+
+
+for _command in RUNTIME_COMMANDS:
+    runtime_cli.add_command(_command)
+
+
+if __name__ == "__main__":
+    runtime_cli(prog_name="pilotfish")

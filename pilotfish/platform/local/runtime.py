@@ -1,0 +1,386 @@
+"""The local runtime process (``pilotfish runtime``): a deployment controller and a kubelet.
+
+It talks to the control plane only through its HTTP API, with the admin token:
+
+- it watches Namespaces, Deployments, Services and Pods; any event (or every
+  ``resync_seconds``) runs :meth:`Runtime.reconcile_once`;
+- the controller half creates and deletes Pod objects so that each Deployment has its replicas
+  (:func:`~.runtime_model.plan_deployments`) and writes each Deployment's ``status``;
+- the kubelet half runs every Pod object as a :class:`~.runtime_pod.LocalPod` (network
+  namespace, sidecar when the pod was injected, apps), stops pods whose object is gone, writes
+  each pod's ``status`` (``podIP``, phase, readiness) as soon as it changes, and keeps every
+  pod's hosts file and VIP rules in step with Services and ready endpoints.
+
+Pod objects do not outlive a runtime: on start it deletes those a previous run left (their
+processes died with it) and the controller creates fresh ones. On SIGTERM it stops every pod
+(apps first, then the sidecar drains) and deletes their objects.
+
+The API (:class:`RuntimeApi`) and the pods (:data:`PodFactory`) are seams: unit tests drive
+:meth:`Runtime.reconcile_once` with fakes of both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from pilotfish.platform.local.runtime_model import (
+    SIDECAR_STATUS_ANNOTATION,
+    deployment_status,
+    plan_deployments,
+    pod_status,
+    service_endpoints,
+    service_names,
+)
+from pilotfish.platform.local.runtime_pod import NetworkView, PodReport
+
+__all__ = [
+    "HttpRuntimeApi",
+    "PodHandle",
+    "Runtime",
+    "RuntimeApi",
+    "RuntimeSettings",
+    "Snapshot",
+    "now_rfc3339",
+]
+
+log = logging.getLogger("pilotfish.runtime")
+
+PATHS = {
+    "Namespace": "/api/v1/namespaces",
+    "Deployment": "/apis/apps/v1/deployments",
+    "Service": "/api/v1/services",
+    "Pod": "/api/v1/pods",
+}
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The objects one reconcile works from."""
+
+    namespaces: list[dict[str, Any]] = field(default_factory=list)
+    deployments: list[dict[str, Any]] = field(default_factory=list)
+    services: list[dict[str, Any]] = field(default_factory=list)
+    pods: list[dict[str, Any]] = field(default_factory=list)
+
+
+class RuntimeApi(Protocol):
+    """What the runtime needs from the control plane."""
+
+    def snapshot(self) -> Snapshot: ...
+    def create_pod(self, body: dict[str, Any]) -> None: ...
+    def update_pod(self, body: dict[str, Any]) -> None: ...
+    def delete_pod(self, namespace: str, name: str) -> None: ...
+    def update_deployment(self, body: dict[str, Any]) -> None: ...
+
+
+class PodHandle(Protocol):
+    """A pod the runtime runs (a :class:`~.runtime_pod.LocalPod` outside tests)."""
+
+    def start(self) -> None: ...
+    def stop(self, wait: bool = True) -> None: ...
+    def join(self, timeout: float | None = None) -> None: ...
+    def set_view(self, view: NetworkView) -> None: ...
+    def report(self) -> PodReport: ...
+
+
+#: ``(pod_body, injected, view, on_change) -> PodHandle`` (not started yet).
+PodFactory = Callable[[dict[str, Any], bool, NetworkView, Callable[[Any], None]], PodHandle]
+
+
+class ApiGone(Exception):
+    """The object is not there (any more): 404 or 409 on a write."""
+
+
+class HttpRuntimeApi:
+    """:class:`RuntimeApi` over the control plane's HTTP API."""
+
+    def __init__(self, server: str, token: str, timeout: float = 10.0) -> None:
+        self.server = server.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self._http = httpx.Client(base_url=self.server, headers=self.headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        resp = self._http.request(method, path, json=body)
+        if resp.status_code in (404, 409):
+            raise ApiGone(f"{method} {path}: {resp.status_code} {resp.text[:200]}")
+        if resp.status_code >= 400:
+            raise RuntimeError(f"{method} {path}: HTTP {resp.status_code}: {resp.text[:500]}")
+        return resp.json() if resp.content else None
+
+    def snapshot(self) -> Snapshot:
+        lists = {k: list(self._call("GET", p).get("items") or []) for k, p in PATHS.items()}
+        return Snapshot(lists["Namespace"], lists["Deployment"], lists["Service"], lists["Pod"])
+
+    def create_pod(self, body: dict[str, Any]) -> None:
+        ns = body["metadata"]["namespace"]
+        self._call("POST", f"/api/v1/namespaces/{ns}/pods", body)
+
+    def update_pod(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        self._call("PUT", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}", body)
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        self._call("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}")
+
+    def update_deployment(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        path = f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{meta['name']}"
+        self._call("PUT", path, body)
+
+    def watch_forever(self, path: str, on_event: Callable[[], None], stop: threading.Event) -> None:
+        """Call ``on_event`` for every event of the watch on ``path``; reconnect on errors."""
+        while not stop.is_set():
+            try:
+                with (
+                    httpx.Client(base_url=self.server, headers=self.headers, timeout=None) as c,
+                    c.stream("GET", path, params={"watch": "true"}) as resp,
+                ):
+                    if resp.status_code >= 400:
+                        raise RuntimeError(f"watch {path}: HTTP {resp.status_code}")
+                    for line in resp.iter_lines():
+                        if stop.is_set():
+                            return
+                        if line.strip():
+                            on_event()
+            except Exception as exc:
+                log.debug("watch %s: %s; reconnecting", path, exc)
+            on_event()
+            stop.wait(0.5)
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """Where the runtime keeps its status file, and its loop timings."""
+
+    state_dir: Path
+    resync_seconds: float = 5.0
+    #: Seed for pod name suffixes (tests); ``None``: random.
+    seed: int | None = None
+
+
+@dataclass
+class _Running:
+    handle: PodHandle
+    uid: str
+    written: PodReport | None = None
+
+
+def _key(body: Mapping[str, Any]) -> tuple[str, str]:
+    meta = body.get("metadata") or {}
+    return str(meta.get("namespace") or "default"), str(meta.get("name"))
+
+
+def _uid(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("uid") or "")
+
+
+def _status_of(report: PodReport, host_ip: str, start_time: str) -> dict[str, Any]:
+    return pod_status(
+        phase=report.phase,
+        pod_ip=report.ip,
+        host_ip=host_ip,
+        start_time=start_time,
+        containers=[(c.name, c.ready, c.restarts, c.state) for c in report.containers],
+        transition_time=now_rfc3339(),
+        message=report.message,
+    )
+
+
+class Runtime:
+    """The reconcile loop. :meth:`run` until ``stop`` is set; tests call :meth:`reconcile_once`."""
+
+    def __init__(
+        self,
+        api: RuntimeApi,
+        pods: PodFactory,
+        settings: RuntimeSettings,
+        host_ip: str = "10.244.0.1",
+    ) -> None:
+        self.api = api
+        self.pod_factory = pods
+        self.settings = settings
+        self.host_ip = host_ip
+        self.pods: dict[tuple[str, str], _Running] = {}
+        self.dirty = threading.Event()
+        self._rng = random.Random(settings.seed)
+        self._stopping: list[PodHandle] = []
+        self._start_times: dict[tuple[str, str], str] = {}
+        self._last_status_file: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ one pass
+
+    def reconcile_once(self) -> None:
+        snap = self.api.snapshot()
+        namespaces = {str(n["metadata"]["name"]): n for n in snap.namespaces}
+        plan = plan_deployments(snap.deployments, snap.pods, namespaces, self._rng)
+        deleted = set()
+        for ns, name in plan.delete:
+            with contextlib.suppress(ApiGone):
+                self.api.delete_pod(ns, name)
+            deleted.add((ns, name))
+        for body in plan.create:
+            with contextlib.suppress(ApiGone):
+                self.api.create_pod(body)
+        if plan.create or plan.delete:
+            self.dirty.set()  # the created pods come back in the next snapshot
+        pods = [p for p in snap.pods if _key(p) not in deleted]
+        view = NetworkView(
+            names=tuple(sorted(service_names(snap.services), key=lambda s: (s.namespace, s.name))),
+            endpoints=tuple(
+                sorted(service_endpoints(snap.services, pods), key=lambda s: (s.vip, s.port))
+            ),
+        )
+        self._sync_pods(pods, view)
+        self._write_statuses(pods)
+        self._write_deployment_statuses(snap.deployments, pods)
+        self._write_status_file(pods)
+
+    def _sync_pods(self, pods: list[dict[str, Any]], view: NetworkView) -> None:
+        wanted = {
+            _key(p): p
+            for p in pods
+            if str((p.get("status") or {}).get("phase") or "Pending") not in ("Succeeded", "Failed")
+            or _key(p) in self.pods
+        }
+        for key, running in list(self.pods.items()):
+            body = wanted.get(key)
+            if body is None or (_uid(body) and running.uid and _uid(body) != running.uid):
+                log.info("stopping pod %s/%s", *key)
+                running.handle.stop(wait=False)
+                self._stopping.append(running.handle)
+                del self.pods[key]
+                self._start_times.pop(key, None)
+        for key, body in wanted.items():
+            if key in self.pods:
+                self.pods[key].handle.set_view(view)
+                continue
+            if str((body.get("status") or {}).get("phase")) in ("Succeeded", "Failed"):
+                continue
+            annotations = (body.get("metadata") or {}).get("annotations") or {}
+            injected = SIDECAR_STATUS_ANNOTATION in annotations
+            log.info("starting pod %s/%s%s", *key, " with a sidecar" if injected else "")
+            handle = self.pod_factory(body, injected, view, lambda _pod: self.dirty.set())
+            self.pods[key] = _Running(handle, _uid(body))
+            self._start_times[key] = now_rfc3339()
+            handle.start()
+        self._stopping = [h for h in self._stopping if not _joined(h)]
+
+    def _write_statuses(self, pods: list[dict[str, Any]]) -> None:
+        bodies = {_key(p): p for p in pods}
+        for key, running in self.pods.items():
+            report = running.handle.report()
+            if report == running.written or key not in bodies:
+                continue
+            body = dict(bodies[key])
+            body["status"] = _status_of(report, self.host_ip, self._start_times.get(key, ""))
+            meta = dict(body.get("metadata") or {})
+            meta.pop("resourceVersion", None)
+            body["metadata"] = meta
+            try:
+                self.api.update_pod(body)
+            except ApiGone:
+                continue
+            running.written = report
+
+    def _write_deployment_statuses(
+        self, deployments: list[dict[str, Any]], pods: list[dict[str, Any]]
+    ) -> None:
+        for dep in deployments:
+            status = deployment_status(dep, pods)
+            if dep.get("status") == status:
+                continue
+            body = {**dep, "status": status}
+            with contextlib.suppress(ApiGone):  # changed meanwhile: the next pass retries
+                self.api.update_deployment(body)
+
+    def _write_status_file(self, pods: list[dict[str, Any]]) -> None:
+        reports = [r.handle.report() for r in self.pods.values()]
+        info = {
+            "pid": os.getpid(),
+            "ready": True,
+            "pods": len(reports),
+            "ready_pods": sum(1 for r in reports if r.ready),
+        }
+        if info != self._last_status_file:
+            write_status_file(self.settings.state_dir, info)
+            self._last_status_file = info
+
+    # ------------------------------------------------------------------ lifetime
+
+    def clear_stale_pods(self) -> int:
+        """Delete every Pod object (left by an earlier runtime: its pods are gone)."""
+        count = 0
+        for pod in self.api.snapshot().pods:
+            with contextlib.suppress(ApiGone):
+                self.api.delete_pod(*_key(pod))
+                count += 1
+        return count
+
+    def run(self, stop: threading.Event) -> None:
+        """Reconcile on every event until ``stop``; then stop every pod and delete its object."""
+        while not stop.is_set():
+            try:
+                self.reconcile_once()
+            except Exception as exc:
+                log.warning("reconcile failed: %s", exc)
+                stop.wait(0.5)
+                self.dirty.set()
+            self.dirty.wait(self.settings.resync_seconds)
+            self.dirty.clear()
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        handles = [r.handle for r in self.pods.values()]
+        keys = list(self.pods)
+        for h in handles:
+            h.stop(wait=False)
+        for h in [*handles, *self._stopping]:
+            h.join()
+        for key in keys:
+            with contextlib.suppress(Exception):
+                self.api.delete_pod(*key)
+        self.pods.clear()
+        self._stopping.clear()
+
+
+def _joined(handle: PodHandle) -> bool:
+    handle.join(0)
+    thread = getattr(handle, "_thread", None)
+    return thread is None or not thread.is_alive()
+
+
+STATUS_FILE = "runtime.json"
+
+
+def write_status_file(state_dir: Path, info: Mapping[str, Any]) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = state_dir / (STATUS_FILE + ".tmp")
+    tmp.write_text(json.dumps({**info, "time": time.time()}) + "\n")
+    tmp.replace(state_dir / STATUS_FILE)
+
+
+def read_status_file(state_dir: Path) -> dict[str, Any] | None:
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads((state_dir / STATUS_FILE).read_text())
+        return data if isinstance(data, dict) else None
+    return None

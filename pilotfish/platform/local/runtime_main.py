@@ -1,0 +1,137 @@
+"""Composition of the runtime process: settings in, pods running until SIGTERM.
+
+:func:`run_runtime` is what ``pilotfish runtime`` (started in the background by
+``pilotfish up``) runs: it removes what a crashed earlier run left (namespaces, veths, rules of
+its prefix), sets up the bridge, makes sure the proxy and app users exist, deletes stale Pod
+objects, watches the API and reconciles until SIGTERM/SIGINT, then stops every pod and removes
+the whole pod network again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pilotfish.platform.local.commands import IptablesTools
+from pilotfish.platform.local.network import PodNetwork, PodNetworkSettings, cleanup_all
+from pilotfish.platform.local.runtime import (
+    PATHS,
+    HttpRuntimeApi,
+    Runtime,
+    RuntimeSettings,
+    write_status_file,
+)
+from pilotfish.platform.local.runtime_pod import LocalPod, NetworkView, PodRunnerSettings
+from pilotfish.platform.local.users import MeshUsers, ensure_mesh_users
+
+__all__ = ["RuntimeProcessSettings", "default_proxy_argv", "run_dir_for", "run_runtime"]
+
+log = logging.getLogger("pilotfish.runtime")
+
+
+def default_proxy_argv() -> tuple[str, ...]:
+    """``pilotfish proxy`` through this interpreter (independent of the console script)."""
+    return (sys.executable, "-m", "pilotfish.cli.main", "proxy")
+
+
+def run_dir_for(prefix: str) -> Path:
+    """Agent work directories of a runtime: under ``/run``, readable by the proxy user."""
+    return Path("/run/pilotfish") / prefix
+
+
+@dataclass(frozen=True)
+class RuntimeProcessSettings:
+    api_url: str
+    token: str
+    state_dir: Path
+    network: PodNetworkSettings
+    pods: PodRunnerSettings
+    resync_seconds: float = 5.0
+    log_level: str = "info"
+
+
+def _factory(
+    network: PodNetwork, users: MeshUsers, settings: PodRunnerSettings, tools: IptablesTools
+) -> Any:
+    def make(body: dict[str, Any], injected: bool, view: NetworkView, on_change: Any) -> LocalPod:
+        return LocalPod(
+            body,
+            injected=injected,
+            network=network,
+            users=users,
+            settings=settings,
+            tools=tools,
+            view=view,
+            on_change=on_change,
+        )
+
+    return make
+
+
+def run_runtime(settings: RuntimeProcessSettings, stop: threading.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or ``stop``); returns the exit code."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    tools = IptablesTools.default()
+    report = cleanup_all(settings.network, tools)
+    if report.namespaces or report.links:
+        log.info("removed leftovers of an earlier run: %s", report)
+    network = PodNetwork(settings.network, tools)
+    network.setup()
+    users = ensure_mesh_users(settings.pods.proxy_user)
+    shutil.rmtree(settings.pods.log_dir, ignore_errors=True)
+    settings.pods.run_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+    api = HttpRuntimeApi(settings.api_url, settings.token)
+    runtime = Runtime(
+        api,
+        _factory(network, users, settings.pods, tools),
+        RuntimeSettings(settings.state_dir, settings.resync_seconds),
+        host_ip=str(settings.network.gateway_ip),
+    )
+    watchers = [
+        threading.Thread(
+            target=api.watch_forever,
+            args=(path, runtime.dirty.set, stop),
+            name=f"watch-{kind}",
+            daemon=True,
+        )
+        for kind, path in PATHS.items()
+    ]
+    try:
+        removed = runtime.clear_stale_pods()
+        if removed:
+            log.info("deleted %d pod objects of an earlier run", removed)
+        for w in watchers:
+            w.start()
+
+        def wake_on_stop() -> None:
+            stop.wait()
+            runtime.dirty.set()
+
+        stopper = threading.Thread(target=wake_on_stop, daemon=True)
+        stopper.start()
+        log.info("runtime ready: pods on %s (bridge %s)", settings.network.pod_cidr,
+                 settings.network.bridge_name)  # fmt: skip
+        runtime.run(stop)
+    finally:
+        runtime.shutdown()
+        api.close()
+        cleanup_all(settings.network, tools)
+        shutil.rmtree(settings.pods.run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            write_status_file(settings.state_dir, {"ready": False, "pods": 0, "ready_pods": 0})
+    return 0

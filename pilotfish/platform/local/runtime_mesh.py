@@ -1,0 +1,424 @@
+"""``pilotfish up`` / ``down`` / ``status``: the whole local mesh as background processes.
+
+``up`` starts three processes, each in its own session with its log in ``<state>/logs/``:
+
+1. the control plane (``pilotfish server``): API on ``api_listen``, xDS on the pod bridge's
+   address so pods reach it (the bridge is created first);
+2. the runtime (``pilotfish runtime``, see :mod:`.runtime_main`);
+3. the ingress gateway (``pilotfish proxy --type router``) in the host network namespace with
+   ``istio: ingressgateway`` labels in ``istio-system``, Gateway ports 80 -> 8080,
+   443 -> 8443, 8080 -> 8080 bound on ``gateway_bind`` (127.0.0.1 by default);
+
+waiting for each to be ready, and records them in ``<state>/mesh.json``. ``down`` stops them
+(the runtime first, so apps stop and sidecars drain) and then removes every namespace, veth,
+bridge and rule of the mesh's prefix with :func:`~.network.cleanup_all` - also when the mesh
+crashed and ``mesh.json`` names processes that are gone. The data directory (config store,
+token, CA) is never touched, so state survives ``down``/``up``.
+
+Pure parts (:func:`server_argv`, :func:`runtime_argv`, :func:`gateway_argv`,
+:func:`preflight_problem`) are unit-tested; the rest starts and stops processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pilotfish.errors import PilotfishError
+from pilotfish.platform.local.commands import IptablesTools
+from pilotfish.platform.local.network import PodNetwork, PodNetworkSettings, cleanup_all
+from pilotfish.platform.local.runtime import read_status_file
+from pilotfish.platform.local.runtime_main import run_dir_for
+
+__all__ = [
+    "ComponentStatus",
+    "MeshError",
+    "MeshSettings",
+    "Progress",
+    "gateway_argv",
+    "load_mesh",
+    "mesh_down",
+    "mesh_status",
+    "mesh_up",
+    "preflight_problem",
+    "runtime_argv",
+    "server_argv",
+]
+
+MESH_FILE = "mesh.json"
+COMPONENTS = ("server", "runtime", "gateway")
+DEFAULT_GATEWAY_PORTS: tuple[tuple[int, int], ...] = ((80, 8080), (443, 8443), (8080, 8080))
+
+
+class MeshError(PilotfishError):
+    """``up``/``down`` could not do what was asked; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    data_dir: Path
+    state_dir: Path
+    api_listen: str = "127.0.0.1:15014"
+    xds_port: int = 15012
+    gateway_bind: str = "127.0.0.1"
+    gateway_ports: tuple[tuple[int, int], ...] = DEFAULT_GATEWAY_PORTS
+    gateway_admin_port: int = 15000
+    gateway_agent_port: int = 15020
+    gateway_readiness_port: int = 15021
+    network: PodNetworkSettings = field(default_factory=PodNetworkSettings)
+    #: Working directory of the pods' apps (commands like ``samples/bookinfo/src/x.py``).
+    workdir: Path = field(default_factory=Path.cwd)
+    python: str = sys.executable
+    ready_timeout: float = 60.0
+    #: Extra environment of the background processes (e.g. ``PILOTFISH_CONFIG``).
+    env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def xds_address(self) -> str:
+        return f"{self.network.gateway_ip}:{self.xds_port}"
+
+    @property
+    def api_url(self) -> str:
+        host, _, port = self.api_listen.rpartition(":")
+        host = "127.0.0.1" if host in ("", "0.0.0.0") else host
+        return f"http://{host}:{port}"
+
+    @property
+    def gateway_url(self) -> str:
+        port = dict(self.gateway_ports).get(80, self.gateway_ports[0][1])
+        host = "127.0.0.1" if self.gateway_bind == "0.0.0.0" else self.gateway_bind
+        return f"http://{host}:{port}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def server_argv(s: MeshSettings) -> list[str]:
+    return [
+        s.python, "-m", "pilotfish.cli.main", "server",
+        "--data-dir", str(s.data_dir),
+        "--listen", s.api_listen,
+        "--xds-listen", s.xds_address,
+    ]  # fmt: skip
+
+
+def runtime_argv(s: MeshSettings) -> list[str]:
+    n = s.network
+    return [
+        s.python, "-m", "pilotfish.cli.runtime_cmds", "runtime",
+        "--server", s.api_url,
+        "--token-file", str(s.data_dir / "admin-token"),
+        "--state-dir", str(s.state_dir),
+        "--prefix", n.prefix,
+        "--pod-cidr", n.pod_cidr,
+        "--service-cidr", n.service_cidr,
+        "--xds-address", s.xds_address,
+        "--workdir", str(s.workdir),
+    ]  # fmt: skip
+
+
+def gateway_argv(s: MeshSettings) -> list[str]:
+    argv = [
+        s.python, "-m", "pilotfish.cli.main", "proxy",
+        "--type", "router",
+        "--namespace", "istio-system",
+        "--pod-name", "istio-ingressgateway",
+        "--label", "istio=ingressgateway",
+        "--label", "app=istio-ingressgateway",
+        "--service-account", "istio-ingressgateway-service-account",
+        "--discovery-address", s.xds_address,
+        "--plaintext",
+        "--ip", "127.0.0.1",
+        "--bind-address", s.gateway_bind,
+        "--admin-port", str(s.gateway_admin_port),
+        "--agent-port", str(s.gateway_agent_port),
+        "--readiness-port", str(s.gateway_readiness_port),
+        "--work-dir", str(run_dir_for(s.network.prefix) / "ingressgateway"),
+        "--drain-seconds", "1",
+    ]  # fmt: skip
+    for port, listen in s.gateway_ports:
+        argv += ["--gateway-port", f"{port}:{listen}"]
+    return argv
+
+
+def preflight_problem(
+    euid: int, platform: str, which: Callable[[str], str | None] = shutil.which
+) -> str | None:
+    """One line saying what is missing for pods, or ``None``. Pure (given ``which``)."""
+    if not platform.startswith("linux"):
+        return "pods need Linux (network namespaces and iptables); this is " + platform
+    if euid != 0:
+        return (
+            "pods need root (network namespaces, veths and iptables): run `sudo pilotfish up`; "
+            "`pilotfish server` alone runs without root"
+        )
+    missing = [t for t in ("ip", "iptables-restore", "setpriv", "useradd") if not which(t)]
+    if missing:
+        return (
+            f"pods need {', '.join(missing)}: install iproute2, iptables and util-linux "
+            "(scripts/install-system-deps.sh)"
+        )
+    return None
+
+
+# ---------------------------------------------------------------- state file
+
+
+def load_mesh(state_dir: Path) -> dict[str, Any] | None:
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads((state_dir / MESH_FILE).read_text())
+        return data if isinstance(data, dict) else None
+    return None
+
+
+def _save_mesh(state_dir: Path, data: dict[str, Any]) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = state_dir / (MESH_FILE + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(state_dir / MESH_FILE)
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [p.decode(errors="replace") for p in raw.split(b"\0") if p]
+
+
+def process_alive(entry: dict[str, Any] | None) -> bool:
+    """Whether a recorded process still runs (same pid AND same command line)."""
+    if not entry:
+        return False
+    return _cmdline(int(entry.get("pid", 0))) == list(entry.get("argv") or [])
+
+
+def _stop_process(entry: dict[str, Any] | None, grace: float) -> None:
+    if not process_alive(entry):
+        return
+    assert entry is not None
+    pid = int(entry["pid"])
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and process_alive(entry):
+        time.sleep(0.05)
+    if process_alive(entry):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------- up
+
+
+class Progress:
+    """How ``up`` shows its steps; the CLI passes a rich one, tests the silent default."""
+
+    @contextlib.contextmanager
+    def step(self, text: str) -> Iterator[None]:
+        yield
+
+    def note(self, text: str) -> None:
+        return None
+
+
+def _spawn(s: MeshSettings, name: str, argv: Sequence[str]) -> dict[str, Any]:
+    s.logs_dir.mkdir(parents=True, exist_ok=True)
+    log_path = s.logs_dir / f"{name}.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=str(s.workdir),
+            env={**os.environ, **dict(s.env)},
+            start_new_session=True,
+        )
+    return {"pid": proc.pid, "argv": list(argv), "log": str(log_path)}
+
+
+def _tail(path: str | Path, lines: int = 15) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def _wait(s: MeshSettings, name: str, entry: dict[str, Any], check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + s.ready_timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if not process_alive(entry):
+            raise MeshError(f"the {name} exited during start; its log ends with:\n"
+                            + _tail(entry["log"]))  # fmt: skip
+        time.sleep(0.05)
+    raise MeshError(
+        f"the {name} was not ready after {s.ready_timeout:g}s (log: {entry['log']}):\n"
+        + _tail(entry["log"])
+    )
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]:
+    """Start the mesh (see the module docstring); returns what ``mesh.json`` records.
+
+    Raises :class:`MeshError` when one runs already, pods cannot run here, or a part fails
+    to start (everything started so far is stopped again).
+    """
+    progress = progress or Progress()
+    current = load_mesh(s.state_dir)
+    if current and any(process_alive(current.get(c)) for c in COMPONENTS):
+        raise MeshError(
+            f"Pilotfish is already running (API {current.get('api')}, gateway "
+            f"{current.get('gateway')}); `pilotfish down` stops it"
+        )
+    problem = preflight_problem(os.geteuid(), sys.platform)
+    if problem:
+        raise MeshError(problem)
+    if current:  # a crashed run: whatever is left goes first
+        mesh_down(s)
+    mesh: dict[str, Any] = {
+        "api": s.api_url,
+        "gateway": s.gateway_url,
+        "prefix": s.network.prefix,
+        "pod_cidr": s.network.pod_cidr,
+        "service_cidr": s.network.service_cidr,
+        "data_dir": str(s.data_dir),
+        "state_dir": str(s.state_dir),
+        "gateway_readiness": f"http://127.0.0.1:{s.gateway_readiness_port}/healthz/ready",
+    }
+    try:
+        with progress.step("pod network"):
+            cleanup_all(s.network)
+            PodNetwork(s.network).setup()
+        with progress.step(f"control plane (API {s.api_url}, xDS {s.xds_address})"):
+            mesh["server"] = _spawn(s, "server", server_argv(s))
+            _save_mesh(s.state_dir, mesh)
+            _wait(s, "control plane", mesh["server"], lambda: _http_ok(f"{s.api_url}/healthz"))
+        with progress.step("pod runtime"):
+            mesh["runtime"] = _spawn(s, "runtime", runtime_argv(s))
+            _save_mesh(s.state_dir, mesh)
+            pid = mesh["runtime"]["pid"]
+
+            def runtime_ready() -> bool:
+                info = read_status_file(s.state_dir) or {}
+                return bool(info.get("ready")) and info.get("pid") == pid
+
+            _wait(s, "pod runtime", mesh["runtime"], runtime_ready)
+        with progress.step(f"ingress gateway ({s.gateway_url})"):
+            mesh["gateway"] = s.gateway_url
+            mesh["gateway_process"] = _spawn(s, "gateway", gateway_argv(s))
+            _save_mesh(s.state_dir, mesh)
+            _wait(
+                s,
+                "ingress gateway",
+                mesh["gateway_process"],
+                lambda: _http_ok(mesh["gateway_readiness"]),
+            )
+    except BaseException:
+        mesh_down(s)
+        raise
+    return mesh
+
+
+# ---------------------------------------------------------------- down and status
+
+
+def _entries(mesh: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
+    return {
+        "server": mesh.get("server"),
+        "runtime": mesh.get("runtime"),
+        "gateway": mesh.get("gateway_process"),
+    }
+
+
+def mesh_down(s: MeshSettings) -> list[str]:
+    """Stop everything and remove the pod network; returns one line per thing done."""
+    done: list[str] = []
+    mesh = load_mesh(s.state_dir) or {}
+    entries = _entries(mesh)
+    # Runtime first: apps stop, sidecars drain, pods go. Then the gateway, then the server.
+    for name, grace in (("runtime", 30.0), ("gateway", 10.0), ("server", 10.0)):
+        entry = entries.get(name)
+        if process_alive(entry):
+            _stop_process(entry, grace)
+            done.append(f"stopped the {name} (pid {entry['pid'] if entry else '?'})")
+    prefix = str(mesh.get("prefix") or s.network.prefix)
+    network = s.network
+    if prefix != network.prefix:
+        network = PodNetworkSettings(
+            prefix=prefix,
+            pod_cidr=str(mesh.get("pod_cidr") or network.pod_cidr),
+            service_cidr=str(mesh.get("service_cidr") or network.service_cidr),
+        )
+    report = cleanup_all(network, IptablesTools.default())
+    if report.namespaces:
+        done.append(f"removed {len(report.namespaces)} pod network namespaces")
+    if report.links:
+        done.append(f"removed {len(report.links)} links ({', '.join(report.links[-3:])})")
+    if report.rules_removed:
+        done.append("removed the mesh's iptables rules")
+    shutil.rmtree(run_dir_for(network.prefix), ignore_errors=True)
+    shutil.rmtree(s.state_dir / "pods", ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        (s.state_dir / MESH_FILE).unlink()
+    return done
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    running: bool
+    healthy: bool
+    detail: str
+
+
+def mesh_status(s: MeshSettings) -> list[ComponentStatus]:
+    """Health of each part of a running mesh (empty when none was started here)."""
+    mesh = load_mesh(s.state_dir)
+    if not mesh:
+        return []
+    entries = _entries(mesh)
+    out = []
+    alive = process_alive(entries["server"])
+    api = str(mesh.get("api"))
+    out.append(
+        ComponentStatus("control plane", alive, alive and _http_ok(f"{api}/healthz"), f"API {api}")
+    )
+    alive = process_alive(entries["runtime"])
+    info = read_status_file(s.state_dir) or {}
+    pods = f"{info.get('ready_pods', 0)}/{info.get('pods', 0)} pods ready"
+    out.append(ComponentStatus("pod runtime", alive, alive and bool(info.get("ready")), pods))
+    alive = process_alive(entries["gateway"])
+    ready_url = str(mesh.get("gateway_readiness"))
+    out.append(
+        ComponentStatus(
+            "ingress gateway", alive, alive and _http_ok(ready_url), str(mesh.get("gateway"))
+        )
+    )
+    return out

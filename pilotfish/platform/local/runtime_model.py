@@ -1,0 +1,519 @@
+"""Pure logic of the local pod runtime: Deployments to Pod objects, statuses, service tables.
+
+Nothing here does I/O. The runtime process (:mod:`.runtime`) lists Namespaces, Deployments,
+Services and Pods through the control plane's HTTP API, and asks this module:
+
+- :func:`plan_deployments` - which Pod objects to create and which to delete so that every
+  Deployment has ``spec.replicas`` pods of its current template (names like Kubernetes':
+  ``reviews-v1-<template hash>-<5 characters>``). A template change rolls: new pods are created
+  at once, old ones are deleted as new ones become ready. Surplus pods go not-ready first, then
+  newest first. Failed pods and pods whose Deployment is gone are deleted.
+- :func:`pod_status` / :func:`deployment_status` - the ``status`` the runtime writes back.
+- :func:`service_names` / :func:`service_endpoints` - the hosts-file entries and the
+  kube-proxy style VIP table (ready pods selected by each Service) of pods without a sidecar.
+- :func:`container_process` - the command line, environment and user of one container.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pilotfish.platform.local.hosts import ServiceName
+from pilotfish.platform.local.service_lb import Endpoint, ServicePort
+
+__all__ = [
+    "INJECTION_LABEL",
+    "INJECT_ANNOTATION",
+    "POD_TEMPLATE_HASH",
+    "PROXY_CONTAINER",
+    "SIDECAR_STATUS_ANNOTATION",
+    "ContainerProcess",
+    "DeploymentPlan",
+    "container_process",
+    "deployment_status",
+    "is_injected",
+    "namespace_injected",
+    "new_pod",
+    "owner_deployment",
+    "plan_deployments",
+    "pod_is_ready",
+    "pod_name",
+    "pod_status",
+    "random_suffix",
+    "selector_matches",
+    "service_endpoints",
+    "service_names",
+    "template_hash",
+]
+
+INJECTION_LABEL = "istio-injection"
+#: Pod label or annotation that overrides the namespace (Istio's ``sidecar.istio.io/inject``).
+INJECT_ANNOTATION = "sidecar.istio.io/inject"
+#: Set on injected pods, as Istio's injector does; the registry reads it as "has a sidecar".
+SIDECAR_STATUS_ANNOTATION = "sidecar.istio.io/status"
+POD_TEMPLATE_HASH = "pod-template-hash"
+PROXY_CONTAINER = "istio-proxy"
+
+#: Kubernetes' alphabet for generated names (no vowels, no confusable characters).
+_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+# ---------------------------------------------------------------- small readers
+
+
+def _meta(body: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(body.get("metadata") or {})
+
+
+def _labels(body: Mapping[str, Any]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (_meta(body).get("labels") or {}).items()}
+
+
+def _ns(body: Mapping[str, Any]) -> str:
+    return str(_meta(body).get("namespace") or "default")
+
+
+def _name(body: Mapping[str, Any]) -> str:
+    return str(_meta(body).get("name") or "")
+
+
+def namespace_injected(namespace: Mapping[str, Any] | None) -> bool:
+    """Whether a Namespace object has ``istio-injection=enabled``."""
+    return namespace is not None and _labels(namespace).get(INJECTION_LABEL) == "enabled"
+
+
+def is_injected(namespace: Mapping[str, Any] | None, template: Mapping[str, Any]) -> bool:
+    """Istio's rule: the pod's ``sidecar.istio.io/inject`` label or annotation wins (``true`` /
+    ``false``); otherwise the namespace's ``istio-injection`` label decides."""
+    meta = template.get("metadata") or {}
+    for source in (meta.get("labels") or {}, meta.get("annotations") or {}):
+        value = str(source.get(INJECT_ANNOTATION, "")).lower()
+        if value in ("true", "false"):
+            return value == "true"
+    return namespace_injected(namespace)
+
+
+def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """A Kubernetes ``LabelSelector`` (``matchLabels`` + ``matchExpressions``) against labels."""
+    if not selector:
+        return False
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(str(k)) != str(v):
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op = str(expr.get("key")), str(expr.get("operator"))
+        values = [str(v) for v in expr.get("values") or []]
+        present = key in labels
+        if op == "In" and not (present and labels[key] in values):
+            return False
+        if op == "NotIn" and present and labels[key] in values:
+            return False
+        if op == "Exists" and not present:
+            return False
+        if op == "DoesNotExist" and present:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------- names
+
+
+def template_hash(template: Mapping[str, Any]) -> str:
+    """A stable 10-character hash of a pod template (Kubernetes' ``pod-template-hash``)."""
+    digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).digest()
+    value = int.from_bytes(digest[:16], "big")
+    out = []
+    for _ in range(10):
+        value, rem = divmod(value, len(_ALPHABET))
+        out.append(_ALPHABET[rem])
+    return "".join(out)
+
+
+def random_suffix(rng: random.Random) -> str:
+    return "".join(rng.choice(_ALPHABET) for _ in range(5))
+
+
+def pod_name(deployment: str, hash_: str, suffix: str) -> str:
+    """``<deployment>-<hash>-<suffix>``, the deployment part shortened to fit 63 characters."""
+    return f"{deployment[: 63 - len(hash_) - len(suffix) - 2]}-{hash_}-{suffix}"
+
+
+def owner_deployment(pod: Mapping[str, Any]) -> str | None:
+    """Name of the Deployment that owns ``pod`` (its controller owner reference), if any."""
+    for ref in _meta(pod).get("ownerReferences") or []:
+        if ref.get("kind") == "Deployment" and ref.get("controller", True):
+            return str(ref.get("name"))
+    return None
+
+
+# ---------------------------------------------------------------- pods from deployments
+
+
+def new_pod(deployment: Mapping[str, Any], name: str, hash_: str, injected: bool) -> dict[str, Any]:
+    """The Pod object for one replica of ``deployment`` (status ``Pending``, no IP yet)."""
+    template = copy.deepcopy((deployment.get("spec") or {}).get("template") or {})
+    tmeta = template.get("metadata") or {}
+    labels = {**(tmeta.get("labels") or {}), POD_TEMPLATE_HASH: hash_}
+    annotations = dict(tmeta.get("annotations") or {})
+    spec: dict[str, Any] = template.get("spec") or {}
+    spec["nodeName"] = "local"
+    if injected:
+        annotations[SIDECAR_STATUS_ANNOTATION] = json.dumps(
+            {"containers": [PROXY_CONTAINER], "initContainers": ["istio-init"]},
+            separators=(",", ":"),
+        )
+        containers = [c for c in spec.get("containers") or [] if c.get("name") != PROXY_CONTAINER]
+        containers.append(
+            {
+                "name": PROXY_CONTAINER,
+                "image": "pilotfish/proxy",
+                "args": ["proxy", "sidecar"],
+                "ports": [{"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"}],
+            }
+        )
+        spec["containers"] = containers
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": _ns(deployment),
+        "labels": labels,
+        "ownerReferences": [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": _name(deployment),
+                "controller": True,
+            }
+        ],
+    }
+    if annotations:
+        meta["annotations"] = annotations
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": spec,
+        "status": {"phase": "Pending"},
+    }
+
+
+def pod_is_ready(pod: Mapping[str, Any]) -> bool:
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return str(c.get("status")) == "True"
+    return False
+
+
+def _phase(pod: Mapping[str, Any]) -> str:
+    return str((pod.get("status") or {}).get("phase") or "Pending")
+
+
+@dataclass
+class DeploymentPlan:
+    """What the deployment controller wants done: Pod objects to create, pod keys to delete."""
+
+    create: list[dict[str, Any]] = field(default_factory=list)
+    delete: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _replicas(spec: Mapping[str, Any]) -> int:
+    value = spec.get("replicas")
+    return 1 if value is None else int(value)
+
+
+def _age_key(pod: Mapping[str, Any]) -> tuple[str, int]:
+    meta = _meta(pod)
+    return str(meta.get("creationTimestamp") or ""), int(meta.get("resourceVersion") or 0)
+
+
+def plan_deployments(
+    deployments: Iterable[Mapping[str, Any]],
+    pods: Iterable[Mapping[str, Any]],
+    namespaces: Mapping[str, Mapping[str, Any]],
+    rng: random.Random,
+) -> DeploymentPlan:
+    """Pods to create and delete so that each Deployment runs its replicas. Pure but for ``rng``.
+
+    ``namespaces`` maps a namespace name to its Namespace object (for the injection label).
+    """
+    plan = DeploymentPlan()
+    by_owner: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    taken: set[tuple[str, str]] = set()
+    for pod in pods:
+        taken.add((_ns(pod), _name(pod)))
+        owner = owner_deployment(pod)
+        if owner is None:
+            continue
+        by_owner.setdefault((_ns(pod), owner), []).append(pod)
+    known: set[tuple[str, str]] = set()
+    for dep in deployments:
+        ns, name = _ns(dep), _name(dep)
+        known.add((ns, name))
+        owned = by_owner.get((ns, name), [])
+        spec = dep.get("spec") or {}
+        replicas = _replicas(spec)
+        hash_ = template_hash(spec.get("template") or {})
+        failed = [p for p in owned if _phase(p) == "Failed"]
+        live = [p for p in owned if _phase(p) != "Failed"]
+        plan.delete += [(ns, _name(p)) for p in failed]
+        current = [p for p in live if _labels(p).get(POD_TEMPLATE_HASH) == hash_]
+        old = [p for p in live if _labels(p).get(POD_TEMPLATE_HASH) != hash_]
+        if len(current) > replicas:
+            # Scale down: not-ready pods first, then the newest.
+            ordered = sorted(current, key=_age_key, reverse=True)
+            ordered.sort(key=pod_is_ready)
+            plan.delete += [(ns, _name(p)) for p in ordered[: len(current) - replicas]]
+        for _ in range(replicas - len(current)):
+            for _attempt in range(100):
+                candidate = pod_name(name, hash_, random_suffix(rng))
+                if (ns, candidate) not in taken:
+                    break
+            taken.add((ns, candidate))
+            injected = is_injected(namespaces.get(ns), spec.get("template") or {})
+            plan.create.append(new_pod(dep, candidate, hash_, injected))
+        # Rolling update: an old pod goes once a new one is ready to take its place
+        # (all of them once the new template has no replicas to wait for).
+        ready_new = sum(1 for p in current if pod_is_ready(p))
+        removable = len(old) if replicas == 0 else min(len(old), ready_new)
+        old_sorted = sorted(old, key=pod_is_ready)
+        plan.delete += [(ns, _name(p)) for p in old_sorted[:removable]]
+    for (ns, owner), owned in by_owner.items():
+        if (ns, owner) not in known:
+            plan.delete += [(ns, _name(p)) for p in owned]
+    return plan
+
+
+# ---------------------------------------------------------------- statuses
+
+
+def pod_status(
+    *,
+    phase: str,
+    pod_ip: str | None,
+    host_ip: str,
+    start_time: str | None,
+    containers: Sequence[tuple[str, bool, int, str]],
+    transition_time: str,
+    message: str = "",
+) -> dict[str, Any]:
+    """A Kubernetes-shaped pod ``status``.
+
+    ``containers``: ``(name, ready, restart_count, state)`` with state ``running``,
+    ``waiting`` or ``terminated``. The pod is Ready when it is Running and every container is.
+    """
+    ready = phase == "Running" and bool(containers) and all(c[1] for c in containers)
+    started = all(c[3] == "running" for c in containers) and bool(containers)
+    conds = [
+        ("PodScheduled", True),
+        ("Initialized", phase != "Pending" or pod_ip is not None),
+        ("ContainersReady", ready),
+        ("Ready", ready),
+    ]
+    status: dict[str, Any] = {
+        "phase": phase,
+        "hostIP": host_ip,
+        "conditions": [
+            {"type": t, "status": "True" if ok else "False", "lastTransitionTime": transition_time}
+            for t, ok in conds
+        ],
+        "containerStatuses": [
+            {
+                "name": name,
+                "ready": c_ready,
+                "started": state == "running",
+                "restartCount": restarts,
+                "state": {state: {}},
+            }
+            for name, c_ready, restarts, state in containers
+        ],
+    }
+    if pod_ip:
+        status["podIP"] = pod_ip
+        status["podIPs"] = [{"ip": pod_ip}]
+    if start_time:
+        status["startTime"] = start_time
+    if message:
+        status["message"] = message
+    if not started and phase == "Running":
+        status["reason"] = "ContainersNotReady"
+    return status
+
+
+def deployment_status(
+    deployment: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """``status`` of a Deployment from the pods it owns (as ``kubectl get deploy`` reads it)."""
+    spec = deployment.get("spec") or {}
+    replicas_wanted = _replicas(spec)
+    hash_ = template_hash(spec.get("template") or {})
+    owned = [
+        p
+        for p in pods
+        if owner_deployment(p) == _name(deployment)
+        and _ns(p) == _ns(deployment)
+        and _phase(p) != "Failed"
+    ]
+    ready = sum(1 for p in owned if pod_is_ready(p))
+    updated = sum(1 for p in owned if _labels(p).get(POD_TEMPLATE_HASH) == hash_)
+    available = ready >= replicas_wanted
+    return {
+        "observedGeneration": int(_meta(deployment).get("generation") or 1),
+        "replicas": len(owned),
+        "updatedReplicas": updated,
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+        "unavailableReplicas": max(0, replicas_wanted - ready),
+        "conditions": [
+            {
+                "type": "Available",
+                "status": "True" if available else "False",
+                "reason": "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+            }
+        ],
+    }
+
+
+# ---------------------------------------------------------------- services
+
+
+def _cluster_ip(svc: Mapping[str, Any]) -> str | None:
+    ip = (svc.get("spec") or {}).get("clusterIP")
+    return str(ip) if ip and ip != "None" else None
+
+
+def service_names(services: Iterable[Mapping[str, Any]]) -> list[ServiceName]:
+    """Hosts-file entries: every Service that has a VIP."""
+    out = []
+    for svc in services:
+        vip = _cluster_ip(svc)
+        if vip:
+            out.append(ServiceName(_name(svc), _ns(svc), vip))
+    return out
+
+
+def _target_port(port: Mapping[str, Any], pod: Mapping[str, Any]) -> int | None:
+    target = port.get("targetPort")
+    if target in (None, ""):
+        return int(port["port"])
+    if isinstance(target, int) or str(target).isdigit():
+        return int(target)
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        for p in c.get("ports") or []:
+            if p.get("name") == target and p.get("containerPort"):
+                return int(p["containerPort"])
+    return None
+
+
+def service_endpoints(
+    services: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]
+) -> list[ServicePort]:
+    """The VIP table of pods without a sidecar: each TCP port of each Service with a VIP and a
+    selector, with the ready pods it selects as endpoints (named target ports resolved)."""
+    ready_pods = [p for p in pods if pod_is_ready(p) and (p.get("status") or {}).get("podIP")]
+    out = []
+    for svc in services:
+        vip = _cluster_ip(svc)
+        spec = svc.get("spec") or {}
+        selector = spec.get("selector")
+        if not vip or not selector:
+            continue
+        chosen = [
+            p
+            for p in ready_pods
+            if _ns(p) == _ns(svc)
+            and all(_labels(p).get(str(k)) == str(v) for k, v in selector.items())
+        ]
+        for port in spec.get("ports") or []:
+            if str(port.get("protocol") or "TCP").upper() != "TCP":
+                continue
+            eps = []
+            for p in chosen:
+                target = _target_port(port, p)
+                if target is not None:
+                    eps.append(Endpoint(str(p["status"]["podIP"]), target))
+            out.append(
+                ServicePort(f"{_ns(svc)}/{_name(svc)}", vip, int(port["port"]), tuple(sorted(eps)))
+            )
+    return out
+
+
+# ---------------------------------------------------------------- containers
+
+
+@dataclass(frozen=True)
+class ContainerProcess:
+    """How to run one container of a pod: argv, environment, user, ports."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    uid: int
+    gid: int
+    ports: tuple[int, ...]
+
+
+def _python(argv0: str, pod_python: str) -> str:
+    return pod_python if argv0 in ("python", "python3") else argv0
+
+
+def _env_value(env: Mapping[str, Any], pod: Mapping[str, Any], pod_ip: str) -> str | None:
+    if env.get("value") is not None:
+        return str(env["value"])
+    ref = ((env.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+    fields = {
+        "metadata.name": _name(pod),
+        "metadata.namespace": _ns(pod),
+        "status.podIP": pod_ip,
+        "spec.serviceAccountName": str((pod.get("spec") or {}).get("serviceAccountName") or ""),
+        "spec.nodeName": "local",
+    }
+    if ref in fields:
+        return fields[ref]
+    if ref and str(ref).startswith("metadata.labels['"):
+        return _labels(pod).get(str(ref)[len("metadata.labels['") : -2], "")
+    return "" if env.get("valueFrom") is not None else None
+
+
+def container_process(
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    *,
+    pod_ip: str,
+    default_uid: int,
+    default_gid: int,
+    pod_python: str,
+) -> ContainerProcess:
+    """What to run for ``container`` of ``pod``: ``command`` + ``args`` (``python3`` is the
+    system interpreter every user can run), its ``env`` plus ``HOSTNAME``, as the pod's or
+    container's ``securityContext.runAsUser``/``runAsGroup`` or else the app user.
+
+    Raises ``ValueError`` naming the field when there is nothing to run.
+    """
+    name = str(container.get("name") or "")
+    command = [str(c) for c in container.get("command") or []]
+    args = [str(a) for a in container.get("args") or []]
+    argv = command + args
+    if not argv:
+        raise ValueError(
+            f"Pod {_ns(pod)}/{_name(pod)}: spec.containers[{name}].command: Required value "
+            "(the local runtime runs the container's command; images are not pulled)"
+        )
+    argv[0] = _python(argv[0], pod_python)
+    env = {"HOSTNAME": _name(pod)}
+    for item in container.get("env") or []:
+        value = _env_value(item, pod, pod_ip)
+        if value is not None and item.get("name"):
+            env[str(item["name"])] = value
+    pod_sc = (pod.get("spec") or {}).get("securityContext") or {}
+    sc = container.get("securityContext") or {}
+    uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
+    gid = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
+    uid = default_uid if uid is None else int(str(uid))
+    gid = (default_gid if uid == default_uid else uid) if gid is None else int(str(gid))
+    ports = tuple(int(p["containerPort"]) for p in container.get("ports") or [])
+    return ContainerProcess(name, tuple(argv), env, uid, gid, ports)

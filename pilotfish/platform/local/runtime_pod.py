@@ -1,0 +1,508 @@
+"""One running pod of the local runtime: its network, sidecar, app processes and readiness.
+
+A :class:`LocalPod` lives in its own thread from :meth:`LocalPod.start` to :meth:`LocalPod.stop`:
+
+1. network namespace, veth and address (:class:`~.network.PodNetwork`), the pod's hosts file
+   and resolv.conf;
+2. injected pods: istio-init style capture (:mod:`.capture`), then the agent
+   (``pilotfish proxy --type sidecar --interception-mode REDIRECT``, run as root inside the
+   namespace, Envoy as the proxy user); the apps start only once ``:15021/healthz/ready``
+   answers 200. Pods without a sidecar get kube-proxy style VIP rules (:mod:`.service_lb`)
+   and their apps start at once;
+3. then it watches: a container that exits is restarted with a doubling back-off, readiness is
+   re-checked (app ports accept connections inside the pod, or its ``readinessProbe``), and
+   service changes rewrite the hosts file and VIP rules (:meth:`LocalPod.set_view`);
+4. on stop the apps get SIGTERM first (then SIGKILL after the grace period), then the agent,
+   which drains Envoy; then the namespace is deleted with whatever is left in it.
+
+Every change of what :meth:`LocalPod.report` returns calls the ``on_change`` callback, so the
+runtime can write the pod's status back to the control plane at once. Logs go to
+``<log_dir>/<namespace>/<pod>/<container>.log`` (the sidecar's to ``istio-proxy.log``) and a
+``pod.json`` there tells ``pilotfish exec``/``logs`` where the pod is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pilotfish.api.node import READINESS_PORT
+from pilotfish.platform.local.capture import CaptureSettings, apply_capture
+from pilotfish.platform.local.commands import IptablesTools, PlatformError
+from pilotfish.platform.local.hosts import (
+    ServiceName,
+    render_hosts,
+    render_resolv_conf,
+    write_pod_dns,
+)
+from pilotfish.platform.local.network import PodNet, PodNetwork
+from pilotfish.platform.local.nsprobe import http_status, tcp_open
+from pilotfish.platform.local.process import PodProcess, start_in_pod
+from pilotfish.platform.local.runtime_model import (
+    PROXY_CONTAINER,
+    ContainerProcess,
+    container_process,
+    owner_deployment,
+)
+from pilotfish.platform.local.service_lb import ServicePort, apply_service_lb
+from pilotfish.platform.local.users import MeshUsers
+
+__all__ = ["ContainerReport", "LocalPod", "NetworkView", "PodReport", "PodRunnerSettings"]
+
+log = logging.getLogger("pilotfish.runtime.pod")
+
+
+@dataclass(frozen=True)
+class PodRunnerSettings:
+    """How the runtime runs pods (shared by every pod)."""
+
+    #: ``<log_dir>/<namespace>/<pod>/``: container logs and ``pod.json``.
+    log_dir: Path
+    #: Per-pod agent work directories (bootstraps); must be readable by the proxy user.
+    run_dir: Path
+    #: Working directory of app processes (the repository root for the Bookinfo sample).
+    workdir: Path
+    #: ``host:port`` of the control plane's xDS server as pods reach it.
+    discovery_address: str
+    #: How to start ``pilotfish proxy`` (e.g. ``[python, -m, pilotfish.cli.main, proxy]``).
+    proxy_argv: tuple[str, ...]
+    #: The interpreter ``python3`` in a container command stands for (readable by every user).
+    pod_python: str = "/usr/bin/python3"
+    proxy_user: str = "pilotfish-proxy"
+    drain_seconds: float = 2.0
+    #: Longest SIGTERM -> SIGKILL grace of an app (``terminationGracePeriodSeconds`` if lower).
+    app_stop_grace: float = 5.0
+    proxy_log_level: str = "warning"
+    restart_backoff_initial: float = 1.0
+    restart_backoff_max: float = 30.0
+    #: Poll period while the pod is not ready yet, and once it is.
+    fast_poll: float = 0.01
+    slow_poll: float = 0.5
+
+
+@dataclass(frozen=True)
+class NetworkView:
+    """What every pod's network reflects: names in the hosts file, VIPs and their endpoints."""
+
+    names: tuple[ServiceName, ...] = ()
+    endpoints: tuple[ServicePort, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContainerReport:
+    name: str
+    ready: bool
+    restarts: int
+    state: str  # running | waiting | terminated
+
+
+@dataclass(frozen=True)
+class PodReport:
+    """The pod as the runtime reports it; compared to decide whether to write a new status."""
+
+    phase: str
+    ip: str | None
+    containers: tuple[ContainerReport, ...]
+    message: str = ""
+
+    @property
+    def ready(self) -> bool:
+        return self.phase == "Running" and all(c.ready for c in self.containers)
+
+
+@dataclass
+class _Container:
+    spec: ContainerProcess
+    probe: Mapping[str, Any] | None
+    proc: PodProcess | None = None
+    restarts: int = 0
+    ready: bool = False
+    exited_at: float | None = None
+    backoff: float = 0.0
+
+
+@dataclass
+class _Sidecar:
+    proc: PodProcess | None = None
+    restarts: int = 0
+    ready: bool = False
+    exited_at: float | None = None
+    backoff: float = 0.0
+    argv: list[str] = field(default_factory=list)
+
+
+class LocalPod:
+    """A pod run from its Pod object. Create, :meth:`start`, later :meth:`stop`."""
+
+    def __init__(
+        self,
+        body: Mapping[str, Any],
+        *,
+        injected: bool,
+        network: PodNetwork,
+        users: MeshUsers,
+        settings: PodRunnerSettings,
+        tools: IptablesTools,
+        view: NetworkView,
+        on_change: Callable[[LocalPod], None] = lambda pod: None,
+    ) -> None:
+        meta = body.get("metadata") or {}
+        self.name = str(meta["name"])
+        self.namespace = str(meta.get("namespace") or "default")
+        self.body = body
+        self.injected = injected
+        self.network = network
+        self.users = users
+        self.settings = settings
+        self.tools = tools
+        self.on_change = on_change
+        self.pod_id = f"{self.name}.{self.namespace}"
+        self.netns = network.settings.netns_name(self.pod_id)
+        self.log_dir = settings.log_dir / self.namespace / self.name
+        self.net: PodNet | None = None
+        self.containers: list[_Container] = []
+        self.sidecar: _Sidecar | None = _Sidecar() if injected else None
+        self.started_at: float | None = None
+        self.ready_at: float | None = None
+        self.created_at = time.monotonic()
+        self._view = view
+        self._applied_names: tuple[ServiceName, ...] | None = None
+        self._applied_endpoints: tuple[ServicePort, ...] | None = None
+        self._apps_started = False
+        self._error = ""
+        self._failed = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._report: PodReport = PodReport("Pending", None, ())
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.namespace, self.name
+
+    # ------------------------------------------------------------------ control
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"pod-{self.pod_id}", daemon=True)
+        self._thread.start()
+
+    def stop(self, wait: bool = True) -> None:
+        """Stop the apps, then drain the sidecar, then remove the namespace."""
+        self._stop.set()
+        self._wake.set()
+        if wait:
+            self.join()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def set_view(self, view: NetworkView) -> None:
+        with self._lock:
+            self._view = view
+        self._wake.set()
+
+    def report(self) -> PodReport:
+        with self._lock:
+            return self._report
+
+    # ------------------------------------------------------------------ the pod's thread
+
+    def _run(self) -> None:
+        try:
+            try:
+                self._setup()
+            except Exception as exc:
+                log.warning("pod %s/%s failed to start: %s", self.namespace, self.name, exc)
+                self._failed = True
+                self._error = str(exc)
+                self._publish()
+                return
+            while not self._stop.is_set():
+                try:
+                    self._tick()
+                except Exception as exc:  # keep the pod supervised whatever one tick hit
+                    log.warning("pod %s/%s: %s", self.namespace, self.name, exc)
+                self._publish()
+                ready = self._report.ready
+                self._wake.wait(self.settings.slow_poll if ready else self.settings.fast_poll)
+                self._wake.clear()
+        finally:
+            self._teardown()
+
+    def _setup(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.net = self.network.create_pod_netns(self.pod_id)
+        self.started_at = time.monotonic()
+        self._apply_view(force=True)
+        app = self.users.app
+        spec = self.body.get("spec") or {}
+        for c in spec.get("containers") or []:
+            if c.get("name") == PROXY_CONTAINER and self.injected:
+                continue
+            process = container_process(
+                self.body,
+                c,
+                pod_ip=self.net.ip,
+                default_uid=app.uid,
+                default_gid=app.gid,
+                pod_python=self.settings.pod_python,
+            )
+            self.containers.append(_Container(process, c.get("readinessProbe")))
+        self._write_pod_json()
+        if self.sidecar is not None:
+            proxy = self.users.proxy
+            apply_capture(self.netns, CaptureSettings(proxy.uid, proxy.gid), self.tools)
+            self.sidecar.argv = self._agent_argv()
+            self._start_sidecar()
+        else:
+            self._start_apps()
+
+    def _tick(self) -> None:
+        self._apply_view()
+        now = time.monotonic()
+        sidecar = self.sidecar
+        if sidecar is not None:
+            proc = sidecar.proc
+            if proc is not None and proc.poll() is not None:
+                log.warning("pod %s: sidecar exited with %s", self.pod_id, proc.poll())
+                sidecar.proc, sidecar.ready, sidecar.exited_at = None, False, now
+                sidecar.backoff = _next_backoff(sidecar.backoff, self.settings)
+            if sidecar.proc is None and _due(sidecar.exited_at, sidecar.backoff, now):
+                sidecar.restarts += 1
+                self._start_sidecar()
+            sidecar.ready = (
+                sidecar.proc is not None
+                and http_status(self.netns, READINESS_PORT, "/healthz/ready") == 200
+            )
+            if sidecar.ready and not self._apps_started:
+                self._start_apps()
+        for c in self.containers:
+            if c.proc is not None and c.proc.poll() is not None:
+                log.info("pod %s: container %s exited with %s", self.pod_id, c.spec.name,
+                         c.proc.poll())  # fmt: skip
+                c.proc, c.ready, c.exited_at = None, False, now
+                c.backoff = _next_backoff(c.backoff, self.settings)
+            if c.proc is None and self._apps_started and _due(c.exited_at, c.backoff, now):
+                c.restarts += 1
+                self._start_container(c)
+            c.ready = c.proc is not None and self._container_ready(c)
+
+    def _teardown(self) -> None:
+        grace = self._stop_grace()
+        procs = [c.proc for c in self.containers if c.proc is not None]
+        threads = [threading.Thread(target=p.stop, args=(grace,)) for p in procs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if self.sidecar is not None and self.sidecar.proc is not None:
+            self.sidecar.proc.stop(self.settings.drain_seconds + 5.0)
+        try:
+            self.network.delete_pod_netns(self.pod_id)
+        except PlatformError as exc:
+            log.warning("pod %s: removing its network failed: %s", self.pod_id, exc)
+        shutil.rmtree(self.settings.run_dir / self.pod_id, ignore_errors=True)
+        shutil.rmtree(self.log_dir, ignore_errors=True)
+        with self._lock:
+            self._report = PodReport("Succeeded", None, self._report.containers, "stopped")
+
+    # ------------------------------------------------------------------ pieces
+
+    def _apply_view(self, force: bool = False) -> None:
+        if self.net is None:
+            return
+        with self._lock:
+            view = self._view
+        if force or view.names != self._applied_names:
+            hosts = render_hosts(self.name, self.net.ip, self.namespace, view.names)
+            write_pod_dns(
+                self.netns,
+                hosts,
+                render_resolv_conf(self.namespace),
+                self.network.settings.etc_netns,
+            )
+            self._applied_names = view.names
+        if self.sidecar is None and (force or view.endpoints != self._applied_endpoints):
+            apply_service_lb(self.netns, list(view.endpoints), self.tools)
+            self._applied_endpoints = view.endpoints
+
+    def _agent_argv(self) -> list[str]:
+        assert self.net is not None
+        meta = self.body.get("metadata") or {}
+        spec = self.body.get("spec") or {}
+        argv = [
+            *self.settings.proxy_argv,
+            "--type",
+            "sidecar",
+            "--interception-mode",
+            "REDIRECT",
+            "--discovery-address",
+            self.settings.discovery_address,
+            "--plaintext",
+            "--namespace",
+            self.namespace,
+            "--pod-name",
+            self.name,
+            "--ip",
+            self.net.ip,
+            "--service-account",
+            str(spec.get("serviceAccountName") or "default"),
+            "--workload-name",
+            owner_deployment(self.body) or self.name,
+            "--envoy-user",
+            self.settings.proxy_user,
+            "--work-dir",
+            str(self.settings.run_dir / self.pod_id),
+            "--drain-seconds",
+            f"{self.settings.drain_seconds:g}",
+            "--log-level",
+            self.settings.proxy_log_level,
+        ]
+        for k, v in sorted((meta.get("labels") or {}).items()):
+            argv += ["--label", f"{k}={v}"]
+        return argv
+
+    def _start_sidecar(self) -> None:
+        assert self.sidecar is not None
+        (self.settings.run_dir / self.pod_id).mkdir(parents=True, exist_ok=True, mode=0o755)
+        self.sidecar.proc = start_in_pod(
+            self.netns,
+            self.sidecar.argv,
+            cwd=self.settings.workdir,
+            log_path=self.log_dir / f"{PROXY_CONTAINER}.log",
+        )
+        self.sidecar.exited_at = None
+
+    def _start_apps(self) -> None:
+        self._apps_started = True
+        for c in self.containers:
+            self._start_container(c)
+
+    def _start_container(self, c: _Container) -> None:
+        spec = c.spec
+        c.proc = start_in_pod(
+            self.netns,
+            spec.argv,
+            uid=spec.uid,
+            gid=spec.gid,
+            env=spec.env,
+            cwd=self.settings.workdir,
+            log_path=self.log_dir / f"{spec.name}.log",
+        )
+        c.exited_at = None
+
+    def _container_ready(self, c: _Container) -> bool:
+        probe = c.probe or {}
+        http = probe.get("httpGet")
+        tcp = probe.get("tcpSocket")
+        if http:
+            port = _resolve_port(http.get("port"), c)
+            code = http_status(self.netns, port, str(http.get("path") or "/")) if port else None
+            return code is not None and 200 <= code < 400
+        if tcp:
+            port = _resolve_port(tcp.get("port"), c)
+            return port is not None and tcp_open(self.netns, port)
+        return all(tcp_open(self.netns, port) for port in c.spec.ports)
+
+    def _stop_grace(self) -> float:
+        spec_grace = (self.body.get("spec") or {}).get("terminationGracePeriodSeconds")
+        grace = self.settings.app_stop_grace
+        return min(grace, float(spec_grace)) if spec_grace is not None else grace
+
+    def _publish(self) -> None:
+        report = self._compute_report()
+        with self._lock:
+            changed = report != self._report
+            self._report = report
+        if report.ready and self.ready_at is None:
+            self.ready_at = time.monotonic()
+        if changed:
+            self.on_change(self)
+
+    def _compute_report(self) -> PodReport:
+        ip = self.net.ip if self.net is not None else None
+        if self._failed:
+            return PodReport("Failed", ip, (), self._error)
+        containers = [
+            ContainerReport(
+                c.spec.name,
+                c.ready,
+                c.restarts,
+                "running" if c.proc is not None else "waiting",
+            )
+            for c in self.containers
+        ]
+        message = ""
+        if self.sidecar is not None:
+            s = self.sidecar
+            containers.append(
+                ContainerReport(
+                    PROXY_CONTAINER, s.ready, s.restarts, "running" if s.proc else "waiting"
+                )
+            )
+            if not self._apps_started:
+                message = "waiting for the sidecar to be ready before starting the app"
+        phase = "Running" if self._apps_started else "Pending"
+        return PodReport(phase, ip, tuple(containers), message)
+
+    def _write_pod_json(self) -> None:
+        assert self.net is not None
+        first = self.containers[0].spec if self.containers else None
+        info = {
+            "name": self.name,
+            "namespace": self.namespace,
+            "netns": self.netns,
+            "ip": self.net.ip,
+            "uid": first.uid if first else self.users.app.uid,
+            "gid": first.gid if first else self.users.app.gid,
+            "injected": self.injected,
+            "containers": [c.spec.name for c in self.containers]
+            + ([PROXY_CONTAINER] if self.injected else []),
+        }
+        path = self.log_dir / "pod.json"
+        path.write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _resolve_port(port: Any, c: _Container) -> int | None:
+    if isinstance(port, int) or (isinstance(port, str) and port.isdigit()):
+        return int(port)
+    return None if not c.spec.ports else c.spec.ports[0]
+
+
+def _next_backoff(current: float, settings: PodRunnerSettings) -> float:
+    if current <= 0:
+        return settings.restart_backoff_initial
+    return min(current * 2, settings.restart_backoff_max)
+
+
+def _due(exited_at: float | None, backoff: float, now: float) -> bool:
+    return exited_at is not None and now - exited_at >= backoff
+
+
+def read_pod_info(log_dir: Path, namespace: str, name: str) -> dict[str, Any] | None:
+    """The ``pod.json`` a running pod wrote (``None`` if there is no such pod here)."""
+    path = log_dir / namespace / name / "pod.json"
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else None
+    return None
+
+
+def running_pods(log_dir: Path) -> Sequence[dict[str, Any]]:
+    """Every ``pod.json`` under ``log_dir``."""
+    out = []
+    if log_dir.is_dir():
+        for path in sorted(log_dir.glob("*/*/pod.json")):
+            with contextlib.suppress(OSError, ValueError):
+                out.append(json.loads(path.read_text()))
+    return out
