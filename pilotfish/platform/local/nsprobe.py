@@ -84,7 +84,7 @@ def http_status(
     try:
         sock.settimeout(timeout)
         sock.connect((host, port))
-        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while b"\r\n" not in data and len(data) < 4096:
             chunk = sock.recv(1024)

@@ -244,16 +244,22 @@ class Runtime:
         if plan.create or plan.delete:
             self.dirty.set()  # the created pods come back in the next snapshot
         pods = [p for p in snap.pods if _key(p) not in deleted]
-        view = NetworkView(
-            names=tuple(sorted(service_names(snap.services), key=lambda s: (s.namespace, s.name))),
+        self._sync_pods(pods, self._view(snap.services, pods))
+        pods = self._write_statuses(pods)
+        view = self._view(snap.services, pods)
+        for running in self.pods.values():
+            running.handle.set_view(view)
+        self._write_deployment_statuses(snap.deployments, pods)
+        self._write_status_file()
+
+    @staticmethod
+    def _view(services: list[dict[str, Any]], pods: list[dict[str, Any]]) -> NetworkView:
+        return NetworkView(
+            names=tuple(sorted(service_names(services), key=lambda s: (s.namespace, s.name))),
             endpoints=tuple(
-                sorted(service_endpoints(snap.services, pods), key=lambda s: (s.vip, s.port))
+                sorted(service_endpoints(services, pods), key=lambda s: (s.vip, s.port))
             ),
         )
-        self._sync_pods(pods, view)
-        self._write_statuses(pods)
-        self._write_deployment_statuses(snap.deployments, pods)
-        self._write_status_file(pods)
 
     def _sync_pods(self, pods: list[dict[str, Any]], view: NetworkView) -> None:
         wanted = {
@@ -272,7 +278,6 @@ class Runtime:
                 self._start_times.pop(key, None)
         for key, body in wanted.items():
             if key in self.pods:
-                self.pods[key].handle.set_view(view)
                 continue
             if str((body.get("status") or {}).get("phase")) in ("Succeeded", "Failed"):
                 continue
@@ -285,7 +290,8 @@ class Runtime:
             handle.start()
         self._stopping = [h for h in self._stopping if not _joined(h)]
 
-    def _write_statuses(self, pods: list[dict[str, Any]]) -> None:
+    def _write_statuses(self, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Write changed pod statuses; returns ``pods`` with the statuses now stored."""
         bodies = {_key(p): p for p in pods}
         for key, running in self.pods.items():
             report = running.handle.report()
@@ -301,6 +307,8 @@ class Runtime:
             except ApiGone:
                 continue
             running.written = report
+            bodies[key] = body
+        return list(bodies.values())
 
     def _write_deployment_statuses(
         self, deployments: list[dict[str, Any]], pods: list[dict[str, Any]]
@@ -313,7 +321,7 @@ class Runtime:
             with contextlib.suppress(ApiGone):  # changed meanwhile: the next pass retries
                 self.api.update_deployment(body)
 
-    def _write_status_file(self, pods: list[dict[str, Any]]) -> None:
+    def _write_status_file(self) -> None:
         reports = [r.handle.report() for r in self.pods.values()]
         info = {
             "pid": os.getpid(),

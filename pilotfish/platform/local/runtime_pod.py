@@ -223,7 +223,9 @@ class LocalPod:
                 self._setup()
             except Exception as exc:
                 log.warning("pod %s/%s failed to start: %s", self.namespace, self.name, exc)
-                self._failed = True
+                # A pod that cannot be run as written stays Pending with the reason (as an
+                # unpullable image would); a failure of the host is Failed, and is replaced.
+                self._failed = not isinstance(exc, ValueError)
                 self._error = str(exc)
                 self._publish()
                 return
@@ -313,8 +315,9 @@ class LocalPod:
             log.warning("pod %s: removing its network failed: %s", self.pod_id, exc)
         shutil.rmtree(self.settings.run_dir / self.pod_id, ignore_errors=True)
         shutil.rmtree(self.log_dir, ignore_errors=True)
-        with self._lock:
-            self._report = PodReport("Succeeded", None, self._report.containers, "stopped")
+        if not self._error:
+            with self._lock:
+                self._report = PodReport("Succeeded", None, self._report.containers, "stopped")
 
     # ------------------------------------------------------------------ pieces
 
@@ -431,8 +434,8 @@ class LocalPod:
 
     def _compute_report(self) -> PodReport:
         ip = self.net.ip if self.net is not None else None
-        if self._failed:
-            return PodReport("Failed", ip, (), self._error)
+        if self._error:
+            return PodReport("Failed" if self._failed else "Pending", None, (), self._error)
         containers = [
             ContainerReport(
                 c.spec.name,

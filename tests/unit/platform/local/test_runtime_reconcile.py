@@ -1,0 +1,215 @@
+"""The runtime's reconcile loop against a fake API and fake pods (no processes, no root)."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pilotfish.platform.local.runtime import ApiGone, Runtime, RuntimeSettings, Snapshot
+from pilotfish.platform.local.runtime_model import SIDECAR_STATUS_ANNOTATION, pod_is_ready
+from pilotfish.platform.local.runtime_pod import ContainerReport, NetworkView, PodReport
+
+
+class FakeApi:
+    """An in-memory store with the API's behaviour that matters: uids, 404s."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._uids = itertools.count(1)
+        self.writes: list[str] = []
+
+    def add(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        meta.setdefault("uid", f"u{next(self._uids)}")
+        self.objects[(body["kind"], meta.get("namespace", ""), meta["name"])] = body
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(o) for (k, _, _), o in sorted(self.objects.items()) if k == kind]
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.of("Namespace"), self.of("Deployment"), self.of("Service"),
+                        self.of("Pod"))  # fmt: skip
+
+    def create_pod(self, body: dict[str, Any]) -> None:
+        self.writes.append(f"create {body['metadata']['name']}")
+        self.add(copy.deepcopy(body))
+
+    def update_pod(self, body: dict[str, Any]) -> None:
+        key = ("Pod", body["metadata"]["namespace"], body["metadata"]["name"])
+        if key not in self.objects:
+            raise ApiGone("gone")
+        self.writes.append(f"status {key[2]} {body['status']['phase']}")
+        self.objects[key] = copy.deepcopy(body)
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        if self.objects.pop(("Pod", namespace, name), None) is None:
+            raise ApiGone("gone")
+        self.writes.append(f"delete {name}")
+
+    def update_deployment(self, body: dict[str, Any]) -> None:
+        self.writes.append(f"deployment {body['metadata']['name']}")
+        self.objects[("Deployment", body["metadata"]["namespace"], body["metadata"]["name"])] = (
+            copy.deepcopy(body)
+        )
+
+
+class FakePod:
+    def __init__(self, body: dict[str, Any], injected: bool, view: NetworkView,
+                 on_change: Callable[[Any], None]) -> None:  # fmt: skip
+        self.body = body
+        self.injected = injected
+        self.view = view
+        self.on_change = on_change
+        self.started = False
+        self.stopped = False
+        self._report = PodReport("Pending", None, ())
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self, wait: bool = True) -> None:
+        self.stopped = True
+
+    def join(self, timeout: float | None = None) -> None:
+        return None
+
+    def set_view(self, view: NetworkView) -> None:
+        self.view = view
+
+    def report(self) -> PodReport:
+        return self._report
+
+    def become_ready(self, ip: str) -> None:
+        names = [c["name"] for c in self.body["spec"]["containers"]]
+        self._report = PodReport(
+            "Running", ip, tuple(ContainerReport(n, True, 0, "running") for n in names)
+        )
+        self.on_change(self)
+
+
+def setup(tmp_path: Path) -> tuple[FakeApi, Runtime, list[FakePod]]:
+    api = FakeApi()
+    made: list[FakePod] = []
+
+    def factory(body: dict[str, Any], injected: bool, view: NetworkView,
+                on_change: Callable[[Any], None]) -> FakePod:  # fmt: skip
+        pod = FakePod(body, injected, view, on_change)
+        made.append(pod)
+        return pod
+
+    runtime = Runtime(api, factory, RuntimeSettings(tmp_path, seed=7))
+    api.add({"kind": "Namespace", "metadata": {"name": "default",
+             "labels": {"istio-injection": "enabled"}}})  # fmt: skip
+    api.add({"kind": "Namespace", "metadata": {"name": "legacy"}})
+    return api, runtime, made
+
+
+def dep(name: str, app: str, replicas: int, ns: str = "default") -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": app}},
+            "template": {
+                "metadata": {"labels": {"app": app}},
+                "spec": {"containers": [{"name": app, "command": ["python3", "x.py"],
+                                         "ports": [{"containerPort": 9080}]}]},
+            },
+        },
+    }  # fmt: skip
+
+
+def test_deployments_become_pod_objects_then_local_pods(tmp_path: Path) -> None:
+    api, runtime, made = setup(tmp_path)
+    api.add(dep("reviews-v1", "reviews", 2))
+    api.add(dep("sleep", "sleep", 1, ns="legacy"))
+    runtime.reconcile_once()
+    assert len(api.of("Pod")) == 3
+    assert runtime.dirty.is_set()  # created pods come back in the next pass
+    runtime.reconcile_once()
+    assert len(made) == 3 and all(p.started for p in made)
+    injected = {p.body["metadata"]["namespace"]: p.injected for p in made}
+    assert injected == {"default": True, "legacy": False}
+    for p in made:
+        assert (SIDECAR_STATUS_ANNOTATION in p.body["metadata"].get("annotations", {})) == (
+            p.injected
+        )
+    assert (tmp_path / "runtime.json").exists()
+
+
+def test_statuses_are_written_when_pods_change_and_endpoints_follow(tmp_path: Path) -> None:
+    api, runtime, made = setup(tmp_path)
+    api.add(dep("reviews-v1", "reviews", 1))
+    api.add({"kind": "Service", "metadata": {"name": "reviews", "namespace": "default"},
+             "spec": {"clusterIP": "10.96.0.10", "selector": {"app": "reviews"},
+                      "ports": [{"port": 9080}]}})  # fmt: skip
+    runtime.reconcile_once()
+    runtime.reconcile_once()
+    (pod,) = made
+    assert pod.view.endpoints[0].endpoints == ()
+    assert [n.name for n in pod.view.names] == ["reviews"]
+    api.writes.clear()
+    runtime.dirty.clear()
+    pod.become_ready("10.244.0.2")
+    assert runtime.dirty.is_set()  # a pod's change wakes the loop
+    runtime.reconcile_once()
+    assert any(w.endswith("Running") for w in api.writes)
+    stored = api.of("Pod")[0]
+    assert pod_is_ready(stored) and stored["status"]["podIP"] == "10.244.0.2"
+    assert api.of("Deployment")[0]["status"]["readyReplicas"] == 1
+    runtime.reconcile_once()  # the endpoint appears once the ready status is stored
+    assert [(e.ip, e.port) for e in pod.view.endpoints[0].endpoints] == [("10.244.0.2", 9080)]
+    api.writes.clear()
+    runtime.reconcile_once()
+    assert api.writes == []  # nothing changed: nothing written
+
+
+def test_deleted_pod_is_stopped_and_replaced(tmp_path: Path) -> None:
+    api, runtime, made = setup(tmp_path)
+    api.add(dep("reviews-v1", "reviews", 1))
+    runtime.reconcile_once()
+    runtime.reconcile_once()
+    (first,) = made
+    api.delete_pod("default", first.body["metadata"]["name"])
+    runtime.reconcile_once()  # the controller creates a replacement, the kubelet stops the old
+    assert first.stopped
+    runtime.reconcile_once()
+    assert len(made) == 2 and made[1].started and not made[1].stopped
+    assert made[1].body["metadata"]["name"] != first.body["metadata"]["name"]
+
+
+def test_scaling_down_stops_pods_and_deleting_the_deployment_removes_all(tmp_path: Path) -> None:
+    api, runtime, made = setup(tmp_path)
+    d = dep("reviews-v1", "reviews", 3)
+    api.add(d)
+    runtime.reconcile_once()
+    runtime.reconcile_once()
+    assert len(made) == 3
+    d["spec"]["replicas"] = 1
+    api.add(d)
+    runtime.reconcile_once()
+    assert sum(p.stopped for p in made) == 2 and len(api.of("Pod")) == 1
+    del api.objects[("Deployment", "default", "reviews-v1")]
+    runtime.reconcile_once()
+    assert all(p.stopped for p in made) and api.of("Pod") == []
+
+
+def test_shutdown_stops_every_pod_and_deletes_their_objects(tmp_path: Path) -> None:
+    api, runtime, made = setup(tmp_path)
+    api.add(dep("reviews-v1", "reviews", 2))
+    runtime.reconcile_once()
+    runtime.reconcile_once()
+    runtime.shutdown()
+    assert all(p.stopped for p in made) and api.of("Pod") == []
+
+
+def test_stale_pod_objects_of_an_earlier_run_are_cleared(tmp_path: Path) -> None:
+    api, runtime, _ = setup(tmp_path)
+    api.add(dep("reviews-v1", "reviews", 2))
+    runtime.reconcile_once()
+    assert runtime.clear_stale_pods() == 2 and api.of("Pod") == []
