@@ -1,0 +1,257 @@
+"""A whole local mesh per test module: ``pilotfish up`` with a private prefix, range and ports.
+
+:func:`bring_up` runs the real ``pilotfish up`` (as a process), yields a :class:`Mesh` to drive
+it with the real CLI, and always ends with ``pilotfish down`` followed by a check that nothing
+of the mesh is left on the host: network namespaces, links, iptables rules with its marker,
+``/etc/netns`` entries and processes. These tests need root; they run one at a time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import random
+import shutil
+import socket
+import string
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+_rng = random.SystemRandom()
+
+
+def _skip_reason() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return "pods need Linux network namespaces"
+    if os.geteuid() != 0:
+        return "pods need root (network namespaces, veths, iptables)"
+    for tool in ("ip", "iptables-restore", "setpriv", "useradd", "curl"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (see scripts/install-system-deps.sh)"
+    return None
+
+
+SKIP_REASON = _skip_reason()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _free_cidr() -> str:
+    out = subprocess.run(
+        ["ip", "-j", "-4", "route", "show", "table", "all"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    used = [
+        ipaddress.IPv4Network(str(r["dst"]), strict=False)
+        for r in json.loads(out or "[]")
+        if r.get("dst") and r.get("dst") != "default"
+    ]
+    for _ in range(200):
+        net = ipaddress.IPv4Network(f"10.{_rng.randint(200, 249)}.{_rng.randint(0, 255)}.0/24")
+        if not any(net.overlaps(u) for u in used):
+            return str(net)
+    raise RuntimeError("no free /24 for the e2e pod network")
+
+
+@dataclass
+class Mesh:
+    root: Path
+    prefix: str
+    pod_cidr: str
+    api_port: int
+    gateway_port: int
+    env: dict[str, str]
+    #: Every pod name seen, to find app processes a pod left behind (by their HOSTNAME).
+    seen_pods: set[str] = field(default_factory=set)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def gateway(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    def run(
+        self,
+        module: str,
+        *args: str,
+        check: bool = True,
+        timeout: float = 120,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(
+            [sys.executable, "-m", module, *args],
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+        )
+        if check and res.returncode != 0:
+            raise AssertionError(
+                f"{module} {' '.join(args)}: {res.returncode}\n{res.stdout}\n{res.stderr}"
+            )
+        return res
+
+    def cli(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """The main ``pilotfish`` CLI (apply, get, label, delete, ...)."""
+        return self.run("pilotfish.cli.main", *args, check=check, input=input)
+
+    def local(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """The local-mesh commands (up, down, status, logs, exec), with this mesh's dirs."""
+        dirs = ("--data-dir", str(self.data_dir))
+        return self.run("pilotfish.cli.runtime_cmds", args[0], *dirs, *args[1:], check=check)
+
+    def pods(self, namespace: str = "default") -> list[dict[str, Any]]:
+        out = self.cli("get", "pods", "-n", namespace, "-o", "json").stdout
+        items = list(json.loads(out).get("items") or [])
+        self.seen_pods.update(p["metadata"]["name"] for p in items)
+        return items
+
+    def wait_pods_ready(
+        self, namespace: str, count: int, timeout: float = 90
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        pods: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            pods = self.pods(namespace)
+            ready = [p for p in pods if _ready(p)]
+            if len(pods) == count and len(ready) == count:
+                return pods
+            time.sleep(0.3)
+        raise AssertionError(
+            f"{namespace}: not {count} ready pods after {timeout}s: "
+            + json.dumps([(p["metadata"]["name"], p.get("status")) for p in pods], indent=1)[:4000]
+        )
+
+    def pod_named(self, prefix: str, namespace: str = "default") -> str:
+        names = [p["metadata"]["name"] for p in self.pods(namespace)]
+        match = [n for n in names if n.startswith(prefix)]
+        assert match, f"no pod {prefix}* in {names}"
+        return match[0]
+
+    def leftovers(self) -> list[str]:
+        """Everything of this mesh still on the host (empty when it is clean)."""
+        found: list[str] = []
+        netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        found += [
+            f"netns {line.split()[0]}"
+            for line in netns.splitlines()
+            if line.startswith(f"{self.prefix}-")
+        ]
+        links = json.loads(
+            subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True).stdout
+            or "[]"
+        )
+        found += [
+            f"link {link['ifname']}"
+            for link in links
+            if str(link.get("ifname", "")).startswith(self.prefix)
+        ]
+        for save in ("iptables-nft-save", "iptables-legacy-save"):
+            if shutil.which(save):
+                rules = subprocess.run([save], capture_output=True, text=True).stdout
+                found += [
+                    f"{save}: {r}"
+                    for r in rules.splitlines()
+                    if f"pilotfish:{self.prefix}" in r or self.prefix.upper() + "-" in r
+                ]
+        if Path("/etc/netns").is_dir():
+            found += [
+                f"/etc/netns/{p.name}"
+                for p in Path("/etc/netns").iterdir()
+                if p.name.startswith(f"{self.prefix}-")
+            ]
+        markers = (str(self.root), f"/run/pilotfish/{self.prefix}/")
+        hostnames = {f"HOSTNAME={name}".encode() for name in self.seen_pods}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                env = set((proc / "environ").read_bytes().split(b"\0"))
+            except OSError:
+                continue
+            if any(m in cmd for m in markers) or env & hostnames:
+                found.append(f"process {proc.name}: {cmd[:200]}")
+        return found
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return c.get("status") == "True"
+    return False
+
+
+@contextmanager
+def bring_up(root: Path) -> Iterator[Mesh]:
+    """``pilotfish up`` with private names and ports; ``down`` and a leftovers check after."""
+    if SKIP_REASON is not None:
+        pytest.skip(SKIP_REASON)
+    prefix = "e" + "".join(_rng.choice(string.ascii_lowercase) for _ in range(4))
+    mesh = Mesh(
+        root=root,
+        prefix=prefix,
+        pod_cidr=_free_cidr(),
+        api_port=free_port(),
+        gateway_port=free_port(),
+        env={**os.environ, "PILOTFISH_CONFIG": str(root / "config")},
+    )
+    args = [
+        "up",
+        "--listen",
+        f"127.0.0.1:{mesh.api_port}",
+        "--xds-port",
+        str(free_port()),
+        "--gateway-port",
+        f"80:{mesh.gateway_port}",
+        "--gateway-port",
+        f"443:{free_port()}",
+        "--gateway-port",
+        f"8080:{mesh.gateway_port}",
+        "--gateway-admin-port",
+        str(free_port()),
+        "--gateway-agent-port",
+        str(free_port()),
+        "--gateway-readiness-port",
+        str(free_port()),
+        "--prefix",
+        prefix,
+        "--pod-cidr",
+        mesh.pod_cidr,
+        "--workdir",
+        str(REPO),
+    ]
+    try:
+        mesh.local(*args)
+        yield mesh
+    finally:
+        mesh.local("down", check=False)
+        left = mesh.leftovers()
+        assert left == [], "left behind after `pilotfish down`:\n" + "\n".join(left)
+
+
+def get(url: str, cookies: dict[str, str] | None = None, timeout: float = 10) -> httpx.Response:
+    return httpx.get(url, cookies=cookies, timeout=timeout)

@@ -1,0 +1,265 @@
+"""Bookinfo on the local mesh, as the Istio tutorials run it: real pods, Envoy, iptables.
+
+One mesh for the whole module: ``pilotfish up``, ``default`` labelled for injection,
+``bookinfo.yaml`` + the gateway + the destination rules applied, then the tutorials' steps in
+order (request routing, traffic shifting), the non-injected namespace, scaling, and finally
+``pilotfish down`` with a check that nothing is left.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import REPO, Mesh, bring_up
+
+pytestmark = pytest.mark.e2e
+
+STAR = "glyphicon glyphicon-star"
+NETWORKING = REPO / "samples" / "bookinfo" / "networking"
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    with bring_up(tmp_path_factory.mktemp("bookinfo")) as m:
+        m.cli("label", "namespace", "default", "istio-injection=enabled", "--overwrite")
+        m.cli("apply", "-f", str(REPO / "samples/bookinfo/platform/bookinfo.yaml"))
+        m.cli("apply", "-f", str(NETWORKING / "bookinfo-gateway.yaml"))
+        m.cli("apply", "-f", str(NETWORKING / "destination-rule-all.yaml"))
+        m.wait_pods_ready("default", 6)
+        yield m
+
+
+def page(mesh: Mesh, cookies: httpx.Cookies | None = None) -> str:
+    resp = httpx.get(f"{mesh.gateway}/productpage", cookies=cookies, timeout=15)
+    assert resp.status_code == 200, resp.text[:500]
+    return resp.text
+
+
+def eventually(check: Callable[[], bool], what: str, timeout: float = 30, times: int = 10) -> None:
+    """Wait until ``check`` holds ``times`` times in a row (config reaches every Envoy)."""
+    deadline = time.monotonic() + timeout
+    streak = 0
+    while time.monotonic() < deadline:
+        streak = streak + 1 if check() else 0
+        if streak >= times:
+            return
+        time.sleep(0.05 if streak else 0.2)
+    raise AssertionError(f"not {times} times in a row within {timeout}s: {what}")
+
+
+def login(mesh: Mesh, user: str) -> httpx.Cookies:
+    resp = httpx.post(f"{mesh.gateway}/login", data={"username": user}, timeout=10)
+    assert resp.status_code in (200, 302), resp.text[:300]
+    return resp.cookies
+
+
+def test_every_bookinfo_pod_runs_with_its_sidecar(mesh: Mesh) -> None:
+    pods = mesh.pods()
+    assert {p["metadata"]["labels"]["app"] for p in pods} == {
+        "productpage",
+        "details",
+        "reviews",
+        "ratings",
+    }
+    for p in pods:
+        names = [c["name"] for c in p["spec"]["containers"]]
+        assert names[-1] == "istio-proxy", names
+        statuses = p["status"]["containerStatuses"]
+        assert [c["ready"] for c in statuses] == [True, True]
+        assert p["status"]["phase"] == "Running"
+        assert re.match(r"^[a-z0-9-]+-[a-z0-9]{10}-[a-z0-9]{5}$", p["metadata"]["name"])
+        assert p["status"]["podIP"].startswith(mesh.pod_cidr.rsplit(".", 1)[0] + ".")
+    deploys = json.loads(mesh.cli("get", "deploy", "-o", "json").stdout)["items"]
+    assert {d["metadata"]["name"]: d["status"]["readyReplicas"] for d in deploys} == {
+        "details-v1": 1,
+        "ratings-v1": 1,
+        "reviews-v1": 1,
+        "reviews-v2": 1,
+        "reviews-v3": 1,
+        "productpage-v1": 1,
+    }
+
+
+def test_a_second_up_says_the_mesh_runs(mesh: Mesh) -> None:
+    res = mesh.local("up", "--prefix", mesh.prefix, check=False)
+    assert res.returncode == 1 and "already running" in res.stderr
+    status = mesh.local("status")
+    assert status.stdout.count("healthy") == 3, status.stdout
+
+
+def test_productpage_is_served_through_the_ingress_gateway(mesh: Mesh) -> None:
+    text = page(mesh)
+    assert "<title>Simple Bookstore App</title>" in text
+    assert "Error fetching product details" not in text
+    assert "Error fetching product reviews" not in text
+
+
+def test_all_v1_shows_no_stars(mesh: Mesh) -> None:
+    mesh.cli("apply", "-f", str(NETWORKING / "virtual-service-all-v1.yaml"))
+    eventually(lambda: STAR not in page(mesh), "every page without stars (reviews v1)")
+
+
+def test_reviews_test_v2_gives_jason_black_stars_and_others_none(mesh: Mesh) -> None:
+    mesh.cli("apply", "-f", str(NETWORKING / "virtual-service-reviews-test-v2.yaml"))
+    jason = login(mesh, "jason")
+
+    def jason_black() -> bool:
+        text = page(mesh, jason)
+        return STAR in text and 'color="black"' in text and 'color="red"' not in text
+
+    eventually(jason_black, "jason sees black stars (reviews v2)")
+    anonymous = [page(mesh) for _ in range(10)]
+    assert all(STAR not in t for t in anonymous)
+    someone = login(mesh, "alice")
+    assert all(STAR not in page(mesh, someone) for _ in range(10))
+
+
+def test_50_v3_stars_about_half_of_the_pages(mesh: Mesh) -> None:
+    mesh.cli("apply", "-f", str(NETWORKING / "virtual-service-reviews-50-v3.yaml"))
+    eventually(lambda: 'color="red"' in page(mesh), "red stars appear (reviews v3)", times=1)
+    # Each request picks v1 or v3 at random: 40-60 of 100 holds with ~94% probability, so a
+    # sample outside is drawn again (three independent samples outside: ~0.02%).
+    counts = []
+    for _ in range(3):
+        pages = [page(mesh) for _ in range(100)]
+        starred = [t for t in pages if STAR in t]
+        assert all('color="red"' in t and 'color="black"' not in t for t in starred)
+        counts.append(len(starred))
+        if 40 <= counts[-1] <= 60:
+            break
+    assert 40 <= counts[-1] <= 60, counts
+
+
+def test_app_code_is_unchanged_and_its_calls_are_captured(mesh: Mesh) -> None:
+    source = (REPO / "samples/bookinfo/src/productpage.py").read_text()
+    assert "http://" in source and '"reviews"' in source.replace("'", '"')
+    pod = mesh.pod_named("productpage-v1")
+    body = next(p for p in mesh.pods() if p["metadata"]["name"] == pod)
+    spec_env = [e["name"] for e in body["spec"]["containers"][0].get("env") or []]
+    assert not any(n.startswith(("REVIEWS", "DETAILS")) for n in spec_env)
+    # The app resolves `reviews` to the VIP in its own hosts file ...
+    hosts = mesh.local("exec", pod, "--", "cat", "/etc/hosts").stdout
+    vip = json.loads(mesh.cli("get", "svc", "reviews", "-o", "json").stdout)["spec"]["clusterIP"]
+    assert re.search(rf"^{re.escape(vip)}\s+reviews reviews.default ", hosts, re.M), hosts
+    # ... and its connections to it went through its sidecar (outbound, per subset).
+    stats = mesh.local(
+        "exec", pod, "-c", "istio-proxy", "--", "curl", "-s", "http://127.0.0.1:15000/stats"
+    ).stdout
+    sent = re.findall(
+        r"cluster\.outbound\|9080\|v[13]\|reviews\.default\.svc\.cluster\.local"
+        r"\.upstream_rq_total: (\d+)",
+        stats,
+    )
+    assert sent and sum(int(n) for n in sent) > 0, stats[:2000]
+    logs = mesh.local("logs", pod).stdout
+    assert '"GET /productpage" 200' in logs
+    assert mesh.local("logs", pod, "-c", "istio-proxy").stdout != ""
+
+
+def test_a_pod_in_a_namespace_without_injection_has_no_sidecar(mesh: Mesh, tmp_path: Path) -> None:
+    mesh.cli("create", "namespace", "legacy")
+    manifest = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "sleep", "namespace": "legacy"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "sleep"}},
+            "template": {
+                "metadata": {"labels": {"app": "sleep"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "sleep",
+                            "command": ["python3", "-c", "import time; time.sleep(1e9)"],
+                        }
+                    ]
+                },
+            },
+        },
+    }
+    path = tmp_path / "sleep.json"
+    path.write_text(json.dumps(manifest))
+    mesh.cli("apply", "-f", str(path))
+    (pod,) = mesh.wait_pods_ready("legacy", 1, timeout=30)
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["sleep"]
+    assert "sidecar.istio.io/status" not in (pod["metadata"].get("annotations") or {})
+    name = pod["metadata"]["name"]
+    rules = mesh.local("exec", name, "-n", "legacy", "--root", "--", "iptables-save").stdout
+    assert "ISTIO_OUTPUT" not in rules and "PF_SERVICES" in rules
+    # No Envoy in the pod, yet service names work: the runtime balances VIPs like kube-proxy.
+    refused = mesh.local(
+        "exec",
+        name,
+        "-n",
+        "legacy",
+        "--",
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "http://127.0.0.1:15001/",
+        check=False,
+    )
+    assert refused.stdout.strip() in ("000", "")
+    code = mesh.local(
+        "exec",
+        name,
+        "-n",
+        "legacy",
+        "--",
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "http://productpage.default:9080/productpage",
+    )
+    assert code.stdout.strip() == "200"
+
+
+def test_scaling_up_and_down_and_a_deleted_pod_is_replaced(mesh: Mesh) -> None:
+    deploy = json.loads(mesh.cli("get", "deploy", "details-v1", "-o", "json").stdout)
+    for key in ("resourceVersion", "uid", "creationTimestamp", "generation"):
+        deploy["metadata"].pop(key, None)
+    deploy.pop("status", None)
+    deploy["spec"]["replicas"] = 2
+    mesh.cli("apply", "-f", "-", input=json.dumps(deploy))
+    pods = [
+        p
+        for p in mesh.wait_pods_ready("default", 7)
+        if p["metadata"]["name"].startswith("details-v1-")
+    ]
+    assert len(pods) == 2
+    victim = pods[0]["metadata"]["name"]
+    mesh.cli("delete", "pod", victim)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        names = [p["metadata"]["name"] for p in mesh.wait_pods_ready("default", 7)]
+        if victim not in names:
+            break
+        time.sleep(0.3)
+    assert victim not in names
+    assert sum(n.startswith("details-v1-") for n in names) == 2
+    deploy["spec"]["replicas"] = 1
+    mesh.cli("apply", "-f", "-", input=json.dumps(deploy))
+    mesh.wait_pods_ready("default", 6)
+    assert "Error fetching product details" not in page(mesh)
+
+
+def test_down_leaves_nothing_behind(mesh: Mesh) -> None:
+    assert mesh.leftovers() != []  # the check sees a running mesh
+    out = mesh.local("down").stdout
+    assert "Pilotfish is down." in out
+    assert mesh.leftovers() == []
+    assert mesh.local("status", check=False).returncode == 1
