@@ -38,7 +38,7 @@ log = logging.getLogger("pilotfish.runtime")
 
 def default_proxy_argv() -> tuple[str, ...]:
     """``pilotfish proxy`` through this interpreter (independent of the console script)."""
-    return (sys.executable, "-m", "pilotfish.cli.main", "proxy")
+    return (sys.executable, "-P", "-m", "pilotfish.cli.main", "proxy")
 
 
 def run_dir_for(prefix: str) -> Path:

@@ -111,7 +111,7 @@ class MeshSettings:
 
 def server_argv(s: MeshSettings) -> list[str]:
     return [
-        s.python, "-m", "pilotfish.cli.main", "server",
+        s.python, "-P", "-m", "pilotfish.cli.main", "server",
         "--data-dir", str(s.data_dir),
         "--listen", s.api_listen,
         "--xds-listen", s.xds_address,
@@ -121,7 +121,7 @@ def server_argv(s: MeshSettings) -> list[str]:
 def runtime_argv(s: MeshSettings) -> list[str]:
     n = s.network
     return [
-        s.python, "-m", "pilotfish.cli.runtime_cmds", "runtime",
+        s.python, "-P", "-m", "pilotfish.cli.runtime_cmds", "runtime",
         "--server", s.api_url,
         "--token-file", str(s.data_dir / "admin-token"),
         "--state-dir", str(s.state_dir),
@@ -135,7 +135,7 @@ def runtime_argv(s: MeshSettings) -> list[str]:
 
 def gateway_argv(s: MeshSettings) -> list[str]:
     argv = [
-        s.python, "-m", "pilotfish.cli.main", "proxy",
+        s.python, "-P", "-m", "pilotfish.cli.main", "proxy",
         "--type", "router",
         "--namespace", "istio-system",
         "--pod-name", "istio-ingressgateway",
@@ -363,7 +363,7 @@ def mesh_down(s: MeshSettings) -> list[str]:
     mesh = load_mesh(s.state_dir) or {}
     entries = _entries(mesh)
     # Runtime first: apps stop, sidecars drain, pods go. Then the gateway, then the server.
-    for name, grace in (("runtime", 30.0), ("gateway", 10.0), ("server", 10.0)):
+    for name, grace in (("runtime", 30.0), ("gateway", 10.0), ("server", 5.0)):
         entry = entries.get(name)
         if process_alive(entry):
             _stop_process(entry, grace)

@@ -37,7 +37,7 @@ def _opt(argv: list[str], name: str) -> list[str]:
 def test_server_listens_for_xds_on_the_bridge_address(tmp_path: Path) -> None:
     s = settings(tmp_path, api_listen="127.0.0.1:25014", xds_port=25012)
     argv = server_argv(s)
-    assert argv[:4] == ["/py", "-m", "pilotfish.cli.main", "server"]
+    assert argv[:5] == ["/py", "-P", "-m", "pilotfish.cli.main", "server"]
     assert _opt(argv, "--xds-listen") == ["10.230.1.1:25012"]
     assert _opt(argv, "--listen") == ["127.0.0.1:25014"]
     assert _opt(argv, "--data-dir") == [str(tmp_path / "data")]
@@ -46,7 +46,7 @@ def test_server_listens_for_xds_on_the_bridge_address(tmp_path: Path) -> None:
 
 def test_runtime_gets_the_token_file_network_and_xds_address(tmp_path: Path) -> None:
     argv = runtime_argv(settings(tmp_path))
-    assert argv[:4] == ["/py", "-m", "pilotfish.cli.runtime_cmds", "runtime"]
+    assert argv[:5] == ["/py", "-P", "-m", "pilotfish.cli.runtime_cmds", "runtime"]
     assert _opt(argv, "--token-file") == [str(tmp_path / "data" / "admin-token")]
     assert _opt(argv, "--prefix") == ["pft"]
     assert _opt(argv, "--pod-cidr") == ["10.230.1.0/24"]
