@@ -1,0 +1,232 @@
+"""Local runtime startup times: a pod from created to ready, and `make demo`'s bring-up.
+
+Run as root from the repository root::
+
+    .venv/bin/python bench/pod_startup.py [--rounds 5]
+
+It brings up a private mesh (own prefix, /24 and ports, in a temporary directory), then:
+
+- creates Deployments of one replica, one at a time, in a namespace without injection and in
+  one with injection, and measures through the API (polling every 5 ms) the time from the Pod
+  object's appearance to its ``Ready`` condition, and from the Deployment's apply to ``Ready``;
+- times ``pilotfish up`` and then Bookinfo: apply + all six pods ready (what `make demo` waits
+  for after `up`);
+
+prints the figures and always brings the mesh down again. The pod app is a one-line stdlib
+HTTP server; readiness means its port accepts connections (and, injected, Envoy is ready).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import random
+import socket
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pilotfish.platform.local.network import PodNetworkSettings
+from pilotfish.platform.local.runtime_mesh import MeshSettings, mesh_down, mesh_up
+
+REPO = Path(__file__).resolve().parents[1]
+APP = (
+    "import http.server as h; h.HTTPServer(('', 8080), h.SimpleHTTPRequestHandler).serve_forever()"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_cidr() -> str:
+    out = subprocess.run(["ip", "-j", "-4", "route"], capture_output=True, text=True).stdout
+    used = [
+        ipaddress.ip_network(r["dst"], strict=False)
+        for r in json.loads(out or "[]")
+        if r.get("dst") not in (None, "default")
+    ]
+    while True:
+        net = ipaddress.ip_network(f"10.{random.randint(200, 249)}.{random.randint(0, 255)}.0/24")
+        if not any(net.overlaps(u) for u in used):
+            return str(net)
+
+
+class Api:
+    def __init__(self, url: str, token: str) -> None:
+        self.http = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
+
+    def apply(self, items: list[dict[str, Any]]) -> None:
+        resp = self.http.post(
+            "/apis/pilotfish.io/v1/apply",
+            json={"items": items, "sources": [], "namespace": None, "dryRun": False},
+        )
+        resp.raise_for_status()
+
+    def pods(self, namespace: str) -> list[dict[str, Any]]:
+        resp = self.http.get(f"/api/v1/namespaces/{namespace}/pods")
+        resp.raise_for_status()
+        return list(resp.json().get("items") or [])
+
+
+def ready(pod: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
+
+
+def deployment(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "app",
+                            "command": ["python3", "-c", APP],
+                            "ports": [{"containerPort": 8080}],
+                        }
+                    ]
+                },
+            },
+        },
+    }
+
+
+def time_pod(api: Api, namespace: str, name: str, timeout: float = 60) -> tuple[float, float]:
+    """(created -> ready, apply -> ready) in seconds for one new one-replica Deployment."""
+    t_apply = time.monotonic()
+    api.apply([deployment(name, namespace)])
+    t_created: float | None = None
+    deadline = t_apply + timeout
+    while time.monotonic() < deadline:
+        pods = [p for p in api.pods(namespace) if p["metadata"]["name"].startswith(name + "-")]
+        now = time.monotonic()
+        if pods and t_created is None:
+            t_created = now
+        if pods and ready(pods[0]):
+            assert t_created is not None
+            return now - t_created, now - t_apply
+        time.sleep(0.005)
+    raise SystemExit(f"pod {namespace}/{name} not ready after {timeout}s")
+
+
+def summary(label: str, values: list[float]) -> str:
+    ms = sorted(v * 1000 for v in values)
+    return (
+        f"{label:<44} median {statistics.median(ms):7.0f} ms   min {ms[0]:6.0f}   "
+        f"max {ms[-1]:6.0f}   (n={len(ms)})"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("this benchmark starts pods: run it as root", file=sys.stderr)
+        return 1
+    root = Path(tempfile.mkdtemp(prefix="pilotfish-bench-"))
+    prefix = "b" + "".join(random.choice(string.ascii_lowercase) for _ in range(4))
+    gw = free_port()
+    settings = MeshSettings(
+        data_dir=root / "data",
+        state_dir=root / "state",
+        api_listen=f"127.0.0.1:{free_port()}",
+        xds_port=free_port(),
+        gateway_ports=((80, gw), (8080, gw)),
+        gateway_admin_port=free_port(),
+        gateway_agent_port=free_port(),
+        gateway_readiness_port=free_port(),
+        network=PodNetworkSettings(prefix=prefix, pod_cidr=free_cidr()),
+        workdir=REPO,
+        env=(("PILOTFISH_CONFIG", str(root / "config")),),
+    )
+    try:
+        t0 = time.monotonic()
+        mesh_up(settings)
+        t_up = time.monotonic() - t0
+        api = Api(settings.api_url, (settings.data_dir / "admin-token").read_text().strip())
+        api.apply(
+            [
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "plain"}},
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": "meshed", "labels": {"istio-injection": "enabled"}},
+                },
+            ]
+        )
+        results: dict[str, list[tuple[float, float]]] = {"plain": [], "meshed": []}
+        for i in range(args.rounds):
+            for ns in results:
+                results[ns].append(time_pod(api, ns, f"{ns[0]}{i}"))
+        # Bookinfo, as `make demo` runs it after `up`.
+        env = {**os.environ, "PILOTFISH_CONFIG": str(root / "config")}
+        pf = [sys.executable, "-P", "-m", "pilotfish.cli.main"]
+        t0 = time.monotonic()
+        subprocess.run(
+            [*pf, "label", "namespace", "default", "istio-injection=enabled"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        for f in (
+            "platform/bookinfo.yaml",
+            "networking/bookinfo-gateway.yaml",
+            "networking/destination-rule-all.yaml",
+        ):
+            subprocess.run(
+                [*pf, "apply", "-f", str(REPO / "samples/bookinfo" / f)],
+                env=env,
+                check=True,
+                capture_output=True,
+                cwd=REPO,
+            )
+        while True:
+            pods = api.pods("default")
+            if len(pods) == 6 and all(ready(p) for p in pods):
+                break
+            if time.monotonic() - t0 > 120:
+                raise SystemExit("Bookinfo not ready after 120 s")
+            time.sleep(0.02)
+        t_bookinfo = time.monotonic() - t0
+        page = httpx.get(f"http://127.0.0.1:{gw}/productpage", timeout=10)
+        assert page.status_code == 200 and "Simple Bookstore App" in page.text
+    finally:
+        mesh_down(settings)
+    print("Local runtime startup (2-core shared machine; absolute times are indicative)")
+    print(summary("pod created -> ready, no sidecar", [r[0] for r in results["plain"]]))
+    print(summary("pod created -> ready, with sidecar", [r[0] for r in results["meshed"]]))
+    print(summary("deployment applied -> pod ready, no sidecar", [r[1] for r in results["plain"]]))
+    print(
+        summary("deployment applied -> pod ready, with sidecar", [r[1] for r in results["meshed"]])
+    )
+    print(f"{'pilotfish up (control plane, runtime, gateway)':<44} {t_up * 1000:7.0f} ms")
+    print(f"{'Bookinfo applied -> 6 pods ready':<44} {t_bookinfo * 1000:7.0f} ms")
+    print(f"{'make demo bring-up (up + Bookinfo ready)':<44} {(t_up + t_bookinfo) * 1000:7.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
