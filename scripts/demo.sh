@@ -1,47 +1,93 @@
 #!/usr/bin/env bash
-# `make demo`: bring a Pilotfish control plane up and load the sample configuration.
-# Safe to re-run: an already running control plane is reused.
+# `make demo`: the whole local mesh with Bookinfo behind the ingress gateway.
+#
+#   pilotfish up  ->  label default for injection  ->  apply Bookinfo, its gateway and
+#   destination rules  ->  wait until every pod is ready  ->  print the product page URL.
+#
+# Safe to re-run: a running mesh is reused and applying the same files changes nothing.
+# Needs root (pods are network namespaces with iptables capture). Environment:
+#   PILOTFISH_DATA_DIR   data directory (default ~/.pilotfish/data; state beside it)
+#   PILOTFISH_GATEWAY    address the ingress gateway binds (default 127.0.0.1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PF=".venv/bin/pilotfish"
-HOME_DIR="${PILOTFISH_HOME:-$HOME/.pilotfish}"
-DATA_DIR="$HOME_DIR/data"
-LOG="$HOME_DIR/server.log"
-PIDFILE="$HOME_DIR/server.pid"
-mkdir -p "$HOME_DIR"
+PY=".venv/bin/python"
+DATA_DIR="${PILOTFISH_DATA_DIR:-$HOME/.pilotfish/data}"
+GATEWAY_BIND="${PILOTFISH_GATEWAY:-127.0.0.1}"
 
-running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+pf() { "$PY" -P -m pilotfish.cli.main "$@"; }
+# The local-mesh commands; `pilotfish up` is the same command once registered in the CLI.
+mesh() { "$PY" -P -m pilotfish.cli.runtime_cmds "$@"; }
 
-if running; then
-  echo "==> control plane already running (pid $(cat "$PIDFILE"))"
-else
-  echo "==> starting the control plane (logs: $LOG)"
-  nohup "$PF" server --data-dir "$DATA_DIR" >>"$LOG" 2>&1 &
-  echo $! >"$PIDFILE"
-  for _ in $(seq 1 100); do
-    curl -fsS http://127.0.0.1:15014/healthz >/dev/null 2>&1 && break
-    running || { echo "control plane failed to start:"; tail -20 "$LOG"; exit 1; }
-    sleep 0.1
-  done
+if [ "$(id -u)" -ne 0 ]; then
+  echo "make demo: pods need root (network namespaces, iptables): run \`sudo make demo\`" >&2
+  exit 1
 fi
 
-echo "==> applying the Bookinfo networking samples"
-"$PF" apply -f samples/bookinfo/networking/bookinfo-gateway.yaml
-"$PF" apply -f samples/bookinfo/networking/destination-rule-all.yaml
-"$PF" apply -f samples/bookinfo/networking/virtual-service-all-v1.yaml
-echo
-"$PF" get gateways
-echo
-"$PF" get virtualservices
-echo
-"$PF" get destinationrules
+start=$(date +%s.%N)
+if mesh status --data-dir "$DATA_DIR" >/dev/null 2>&1; then
+  echo "==> Pilotfish is already running; reusing it"
+else
+  # A mesh that is half up (or crashed) is cleaned up by `up` itself.
+  mesh up --data-dir "$DATA_DIR" --gateway-bind "$GATEWAY_BIND"
+fi
+
+echo "==> labelling namespace default for sidecar injection"
+pf label namespace default istio-injection=enabled --overwrite
+echo "==> applying Bookinfo"
+pf apply -f samples/bookinfo/platform/bookinfo.yaml
+pf apply -f samples/bookinfo/networking/bookinfo-gateway.yaml
+pf apply -f samples/bookinfo/networking/destination-rule-all.yaml
+
+echo "==> waiting for the Bookinfo pods"
+ready=""
+for _ in $(seq 1 600); do
+  if ready=$(pf get pods -n default -o json 2>/dev/null | "$PY" -c '
+import json, sys
+pods = json.load(sys.stdin).get("items", [])
+ok = [p for p in pods if any(c.get("type") == "Ready" and c.get("status") == "True"
+                             for c in (p.get("status") or {}).get("conditions") or [])]
+print(f"{len(ok)}/{len(pods)}")
+sys.exit(0 if pods and len(ok) == len(pods) and len(pods) >= 6 else 1)'); then
+    break
+  fi
+  ready=""
+  sleep 0.2
+done
+if [ -z "$ready" ]; then
+  echo "Bookinfo pods are not ready after 2 minutes:" >&2
+  pf get pods -n default >&2 || true
+  echo "Logs: pilotfish logs POD [-c istio-proxy]; state in $(dirname "$DATA_DIR")/state" >&2
+  exit 1
+fi
+pf get pods -n default -o wide
+
+HOST="$GATEWAY_BIND"; [ "$HOST" = "0.0.0.0" ] && HOST=127.0.0.1
+URL="http://$HOST:8080/productpage"
+for _ in $(seq 1 100); do
+  curl -fsS -o /dev/null "$URL" 2>/dev/null && break
+  sleep 0.1
+done
+# How to call the CLI in the hints: the console script if it is on PATH, with the local-mesh
+# commands through it once registered.
+PF_HINT="pilotfish"; command -v pilotfish >/dev/null 2>&1 || PF_HINT=".venv/bin/pilotfish"
+MESH_HINT="$PF_HINT"
+"$PY" -P -m pilotfish.cli.main down --help >/dev/null 2>&1 || MESH_HINT="$PY -m pilotfish.cli.runtime_cmds"
+elapsed=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $start }")
+title=$(curl -fsS "$URL" 2>/dev/null | grep -o '<title>[^<]*' | sed 's/<title>//' || true)
+
 cat <<MSG
 
-Pilotfish control plane is up: API http://127.0.0.1:15014 (token and context in $HOME_DIR).
-Try next:
-  $PF apply -f samples/bookinfo/networking/virtual-service-reviews-test-v2.yaml
-  $PF get vs reviews -o yaml
-  $PF validate -f samples/bookinfo/networking/
-  $PF delete -f samples/bookinfo/networking/virtual-service-reviews-test-v2.yaml
-Stop it with: kill \$(cat $PIDFILE)
+Bookinfo is up in ${elapsed}s (${title:-product page not answering yet}).
+
+  Product page:  $URL      (reload it: the reviews alternate between no, black and red stars)
+
+Try next (the request-routing and traffic-shifting steps of Istio's tutorials):
+  $PF_HINT apply -f samples/bookinfo/networking/virtual-service-all-v1.yaml          # no stars
+  $PF_HINT apply -f samples/bookinfo/networking/virtual-service-reviews-test-v2.yaml # sign in as jason: black stars
+  $PF_HINT apply -f samples/bookinfo/networking/virtual-service-reviews-50-v3.yaml   # half red stars
+  $PF_HINT apply -f samples/bookinfo/networking/virtual-service-reviews-v3.yaml      # all red stars
+  $PF_HINT get pods -o wide ; $PF_HINT proxy-status
+  $MESH_HINT logs <productpage pod> -c istio-proxy
+  $MESH_HINT exec <productpage pod> -- curl -s http://reviews:9080/reviews/0
+  $MESH_HINT down                                                                      # stop and clean up
 MSG
