@@ -58,7 +58,6 @@ __all__ = [
 ]
 
 MESH_FILE = "mesh.json"
-COMPONENTS = ("server", "runtime", "gateway")
 DEFAULT_GATEWAY_PORTS: tuple[tuple[int, int], ...] = ((80, 8080), (443, 8443), (8080, 8080))
 
 
@@ -292,7 +291,7 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
     """
     progress = progress or Progress()
     current = load_mesh(s.state_dir)
-    if current and any(process_alive(current.get(c)) for c in COMPONENTS):
+    if current and any(process_alive(e) for e in _entries(current).values()):
         raise MeshError(
             f"Pilotfish is already running (API {current.get('api')}, gateway "
             f"{current.get('gateway')}); `pilotfish down` stops it"
