@@ -195,38 +195,51 @@ def get(
     """List resources or show some, as `kubectl get`.
 
     KIND is a kind, plural or short name: vs, dr, gw, se, we, pa, ap, ra, svc, deploy, pods,
-    ns, sa, secrets, telemetry, sidecars, envoyfilters.
+    ns, sa, secrets, telemetry, sidecars, envoyfilters; several separated by commas.
 
     \b
     Examples:
       pilotfish get vs
       pilotfish get dr reviews -o yaml
       pilotfish get pods -A -o wide
+      pilotfish get vs,dr,gw -A
     """
-    info = kinds.lookup(kind)
+    infos = [kinds.lookup(k) for k in kind.split(",") if k]
+    if len(infos) > 1 and (names or watch):
+        fail("a list of kinds (vs,dr) takes no names and no --watch")
     ns = None if all_namespaces else (namespace or "default")
     with g.client() as client:
-        if names:
-            items = [client.get(info, ns or "default", n) for n in names]
-        else:
-            items = list(client.list_objects(info, ns, selector).get("items") or [])
+        collected: list[tuple[KindInfo, list[dict[str, Any]]]] = []
+        for info in infos:
+            if names:
+                items = [client.get(info, ns or "default", n) for n in names]
+            else:
+                items = list(client.list_objects(info, ns, selector).get("items") or [])
+            collected.append((info, items))
         if fmt in ("yaml", "json"):
-            doc: Any = items[0] if len(names) == 1 else output.as_list(items)
+            everything = [o for _, items in collected for o in items]
+            doc: Any = everything[0] if len(names) == 1 else output.as_list(everything)
             click.echo(output.dump(doc, fmt))
         elif fmt == "name":
-            for o in items:
-                click.echo(_kind_label(info, o["metadata"]["name"]))
-        elif not items:
-            where = "" if not info.namespaced or all_namespaces else f" in {ns} namespace"
-            click.echo(f"No resources found{where}.", err=True)
+            for info, items in collected:
+                for o in items:
+                    click.echo(_kind_label(info, o["metadata"]["name"]))
         else:
-            click.echo(
+            tables = [
                 output.resource_table(
                     info.kind, items, all_namespaces and info.namespaced, fmt == "wide"
                 )
-            )
+                for info, items in collected
+                if items
+            ]
+            if tables:
+                click.echo("\n\n".join(tables))
+            else:
+                namespaced = any(i.namespaced for i in infos)
+                where = "" if not namespaced or all_namespaces else f" in {ns} namespace"
+                click.echo(f"No resources found{where}.", err=True)
         if watch:
-            for ev in client.watch(info, ns):
+            for ev in client.watch(infos[0], ns):
                 o = ev["object"]
                 click.echo(
                     f"{ev['type']:<9} {o['metadata'].get('namespace', '')}/{o['metadata']['name']}"

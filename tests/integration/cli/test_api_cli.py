@@ -11,8 +11,7 @@ import yaml
 
 from tests.integration.harness import ControlPlane
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
-SEEDS = FIXTURES / "seeds"
+TUTORIALS = Path(__file__).resolve().parents[3] / "samples" / "tutorials"
 
 VS_V1 = textwrap.dedent(
     """\
@@ -56,14 +55,16 @@ INVALID = textwrap.dedent(
 )
 
 
-def test_every_seed_example_applies_and_lists(control_plane: ControlPlane) -> None:
+def test_every_tutorial_example_applies_and_lists(control_plane: ControlPlane) -> None:
     control_plane.cli("create", "namespace", "legacy", check=True)
-    res = control_plane.cli("apply", "-f", str(SEEDS), check=True)
+    res = control_plane.cli("apply", "-f", str(TUTORIALS), check=True)
     lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
     assert lines and all(ln.endswith(" created") or ln.endswith(" configured") for ln in lines), (
         res.stdout
     )
-    docs = [d for f in sorted(SEEDS.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    docs = [
+        d for f in sorted(TUTORIALS.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d
+    ]
     assert len(docs) >= 15
     # Two tutorials name an AuthorizationPolicy the same: the file applied last wins.
     latest = {
@@ -79,6 +80,9 @@ def test_every_seed_example_applies_and_lists(control_plane: ControlPlane) -> No
         assert obj["metadata"]["resourceVersion"]
     table = control_plane.cli("get", "vs", "-A", check=True).stdout
     assert table.splitlines()[0].split()[:4] == ["NAMESPACE", "NAME", "GATEWAYS", "HOSTS"]
+    several = control_plane.cli("get", "vs,pa", "-A", check=True).stdout
+    headers = [ln.split()[:3] for ln in several.splitlines() if ln.startswith("NAMESPACE")]
+    assert headers == [["NAMESPACE", "NAME", "GATEWAYS"], ["NAMESPACE", "NAME", "MODE"]]
 
 
 def test_apply_get_describe_delete_roundtrip(control_plane: ControlPlane, tmp_path: Path) -> None:

@@ -10,8 +10,10 @@ from pilotfish.config.loader import load_documents
 from pilotfish.config.validation import validate
 from pilotfish.errors import UnknownKindError, ValidationError
 
-FIXTURES = Path(__file__).resolve().parents[3] / "fixtures"
-VALID = sorted(p for d in ("seeds", "bookinfo") for p in (FIXTURES / d).glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[4]
+FIXTURES = ROOT / "tests" / "fixtures"
+TUTORIALS = ROOT / "samples" / "tutorials"
+VALID = sorted([*TUTORIALS.glob("*.yaml"), *(FIXTURES / "bookinfo").glob("*.yaml")])
 
 
 def test_fixtures_are_there() -> None:
@@ -46,7 +48,7 @@ def test_bookinfo_all_v1_has_four_services() -> None:
 
 def test_seed_telemetry_without_value_is_rejected_like_istio() -> None:
     (doc,) = load_documents(
-        [str(FIXTURES / "seeds/invalid/telemetry-custom-metrics-upsert-without-value.yaml")]
+        [str(FIXTURES / "invalid/telemetry-custom-metrics-upsert-without-value.yaml")]
     )
     with pytest.raises(ValidationError) as e:
         validate(doc.body, source=doc.source)
@@ -60,7 +62,7 @@ def test_seed_telemetry_without_value_is_rejected_like_istio() -> None:
 
 def test_seed_envoy_filter_v1beta1_is_not_served() -> None:
     (doc,) = load_documents(
-        [str(FIXTURES / "seeds/invalid/envoy-filter-local-ratelimit-v1beta1.yaml")]
+        [str(FIXTURES / "invalid/envoy-filter-local-ratelimit-v1beta1.yaml")]
     )
     with pytest.raises(UnknownKindError, match="v1alpha3"):
         validate(doc.body)
