@@ -3,7 +3,7 @@
 ::
 
     PilotfishError                    anything Pilotfish reports to a user
-    ├── LoadError                     a file or document could not be read (YAML syntax, not a mapping)
+    ├── LoadError                     a file or document could not be read (YAML syntax, ...)
     ├── ValidationError               a resource breaks the schema or Istio's semantics
     │                                 (carries one FieldError per problem)
     ├── UnknownKindError              apiVersion/kind not served
@@ -30,7 +30,7 @@ class PilotfishError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where a document came from: file (or ``-`` for stdin), 0-based document index, 1-based line."""
+    """Where a document came from: file (``-`` for stdin), 0-based document, 1-based line."""
 
     file: str
     document: int = 0

@@ -61,8 +61,6 @@ def test_seed_telemetry_without_value_is_rejected_like_istio() -> None:
 
 
 def test_seed_envoy_filter_v1beta1_is_not_served() -> None:
-    (doc,) = load_documents(
-        [str(FIXTURES / "invalid/envoy-filter-local-ratelimit-v1beta1.yaml")]
-    )
+    (doc,) = load_documents([str(FIXTURES / "invalid/envoy-filter-local-ratelimit-v1beta1.yaml")])
     with pytest.raises(UnknownKindError, match="v1alpha3"):
         validate(doc.body)
