@@ -144,6 +144,10 @@ class SdsServer:
     def stream_count(self) -> int:
         return len(self._streams)
 
+    def streams(self) -> list[SotwStream | DeltaStream]:
+        """The open streams' bookkeeping (names, acked version/nonce, last NACK)."""
+        return list(self._streams)
+
     def secrets(self) -> dict[str, VersionedSecret]:
         """The resources for the current secret (built once per version)."""
         secret = self._source.current()
