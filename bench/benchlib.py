@@ -1,0 +1,445 @@
+"""Shared parts of the xDS and data-plane benchmarks: processes, the control plane, sidecars,
+config generators, /proc readings and table printing.
+
+Every process a benchmark starts goes through :class:`Processes`, which kills each one's
+process group when the benchmark ends (normally, on an exception, on Ctrl-C or SIGTERM).
+Everything listens on loopback: ports come from the kernel, workload addresses are random
+127.x.y.z addresses. The control plane and agents are the real ``pilotfish server`` and
+``pilotfish proxy`` commands, run with this interpreter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+CLI = [sys.executable, "-m", "pilotfish.cli.main"]
+APPLY_PATH = "/apis/pilotfish.io/v1/apply"
+PROXY_STATUS_PATH = "/apis/pilotfish.io/v1/proxystatus"
+
+
+# ------------------------------------------------------------------------------- addresses
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_loopback_ip(port: int) -> str:
+    """A random 127.x.y.z on which ``port`` is free (other runs may share the host)."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        ip = f"127.{rng.randint(1, 254)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+        with socket.socket() as s:
+            try:
+                s.bind((ip, port))
+            except OSError:
+                continue
+        return ip
+    raise RuntimeError("no free loopback address")
+
+
+# ------------------------------------------------------------------------------- processes
+
+
+class Processes:
+    """Starts processes in their own sessions and stops all of them on exit.
+
+    Use as a context manager; SIGTERM and SIGINT inside it raise SystemExit so that the exit
+    path (and the cleanup) runs.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.started: list[subprocess.Popen[bytes]] = []
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> Processes:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    @staticmethod
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    def start(
+        self,
+        cmd: Sequence[str],
+        log_name: str,
+        env: dict[str, str] | None = None,
+        cpus: set[int] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start ``cmd`` (output to ``log_name`` in the work directory), on ``cpus`` if given.
+
+        Pinning uses ``taskset``, which execs the command: every thread and child the process
+        starts later runs on the same CPUs, and the pid is the command's own."""
+        log = self.workdir / log_name
+        if cpus and shutil.which("taskset"):
+            cmd = ["taskset", "-c", ",".join(str(c) for c in sorted(cpus)), *cmd]
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                list(cmd),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+            )
+        self.started.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        # The group may hold children (Envoy under an agent) even after the leader exited.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+
+    def stop_all(self) -> None:
+        live = [p for p in self.started if p.poll() is None]
+        for proc in live:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in live:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.1, deadline - time.monotonic()))
+        for proc in self.started:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+        self.started.clear()
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def pin(pid: int, cpus: set[int] | None) -> None:
+    """Restrict a process (and threads it starts later) to ``cpus``; None leaves it alone."""
+    if cpus:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(pid, cpus)
+
+
+def cpu_split(enabled: bool) -> tuple[set[int] | None, set[int] | None]:
+    """(CPUs for the system under test, CPUs for the load/clients), or (None, None)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not enabled or len(cpus) < 2:
+        return None, None
+    return {cpus[0]}, set(cpus[1:])
+
+
+# ------------------------------------------------------------------------------- /proc
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of one process (VmRSS) in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (all its threads) in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # After the command: state is field 3; utime and stime are fields 14 and 15.
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+# ------------------------------------------------------------------------------- control plane
+
+
+@dataclass
+class ControlPlane:
+    url: str
+    xds_port: int
+    data_dir: Path
+    config: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PILOTFISH_CONFIG": str(self.config)}
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "admin-token").read_text().strip()
+
+    def api(self) -> Api:
+        return Api(self.url, self.token)
+
+
+def start_control_plane(
+    procs: Processes, name: str = "server", cpus: set[int] | None = None
+) -> ControlPlane:
+    """``pilotfish server`` with a SQLite store in the work directory, on free ports."""
+    data_dir = procs.workdir / f"{name}-data"
+    config = procs.workdir / f"{name}-cli-config"
+    api_port, xds_port = free_port(), free_port()
+    env = {**os.environ, "PILOTFISH_CONFIG": str(config)}
+    cmd = [
+        *CLI,
+        "server",
+        "--data-dir",
+        str(data_dir),
+        "--listen",
+        f"127.0.0.1:{api_port}",
+        "--xds-listen",
+        f"127.0.0.1:{xds_port}",
+        "--log-level",
+        "warning",
+    ]
+    proc = procs.start(cmd, f"{name}.log", env, cpus)
+    url = f"http://127.0.0.1:{api_port}"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise SystemExit(f"control plane exited; see {procs.workdir / (name + '.log')}")
+        healthy = httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        return healthy and (data_dir / "admin-token").exists()
+
+    wait_until(ready, 60, "the control plane")
+    return ControlPlane(url, xds_port, data_dir, config, proc)
+
+
+class Api:
+    """The few control-plane HTTP API calls the benchmarks make."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.http = httpx.Client(base_url=url, headers=self.headers, timeout=60)
+
+    def apply(self, items: list[dict[str, Any]]) -> None:
+        resp = self.http.post(
+            APPLY_PATH, json={"items": items, "namespace": "default", "dryRun": False}
+        )
+        if resp.status_code >= 300:
+            raise SystemExit(f"apply failed ({resp.status_code}): {resp.text[:2000]}")
+
+    def proxy_status(self) -> list[dict[str, Any]]:
+        resp = self.http.get(PROXY_STATUS_PATH)
+        resp.raise_for_status()
+        return list(resp.json()["items"])
+
+
+def iso_to_epoch(text: str | None) -> float | None:
+    return None if not text else datetime.fromisoformat(text).timestamp()
+
+
+def all_synced(statuses: list[dict[str, Any]], count: int) -> bool:
+    """``count`` proxies connected and none has anything in flight."""
+    return len(statuses) >= count and all(s["synced"] for s in statuses)
+
+
+# ------------------------------------------------------------------------------- sidecars
+
+
+@dataclass
+class Sidecar:
+    name: str
+    ip: str
+    outbound_port: int
+    readiness_port: int
+    admin_port: int
+    proc: subprocess.Popen[bytes]
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise SystemExit(f"sidecar {self.name} exited (see its log in the work directory)")
+        url = f"http://127.0.0.1:{self.readiness_port}/healthz/ready"
+        return httpx.get(url, timeout=2).status_code == 200
+
+
+def start_sidecar(
+    procs: Processes,
+    cp: ControlPlane,
+    name: str,
+    labels: dict[str, str],
+    *,
+    ip: str | None = None,
+    inbound: tuple[int, int] | None = None,
+    concurrency: int = 1,
+    cpus: set[int] | None = None,
+) -> Sidecar:
+    """``pilotfish proxy`` in explicit mode (``--interception-mode NONE``), not waited for.
+
+    ``inbound`` is (app port, sidecar port): the sidecar then receives the app's traffic on
+    ``ip:sidecar port`` and forwards it to ``ip:app port``, where something else listens.
+    """
+    ip = ip or free_loopback_ip(inbound[0] if inbound else 9080)
+    outbound, readiness, admin, agent = (free_port() for _ in range(4))
+    cmd = [
+        *CLI,
+        "proxy",
+        "--namespace",
+        "default",
+        "--pod-name",
+        name,
+        "--ip",
+        ip,
+        "--discovery-address",
+        f"127.0.0.1:{cp.xds_port}",
+        "--interception-mode",
+        "NONE",
+        "--outbound-port",
+        str(outbound),
+        "--admin-port",
+        str(admin),
+        "--readiness-port",
+        str(readiness),
+        "--agent-port",
+        str(agent),
+        "--concurrency",
+        str(concurrency),
+        "--drain-seconds",
+        "0",
+        "--work-dir",
+        str(procs.workdir / f"proxy-{name}"),
+    ]
+    for k, v in labels.items():
+        cmd += ["--label", f"{k}={v}"]
+    if inbound is not None:
+        cmd += ["--inbound-port", f"{inbound[0]}:{inbound[1]}"]
+    proc = procs.start(cmd, f"proxy-{name}.log", cp.env, cpus)
+    return Sidecar(name, ip, outbound, readiness, admin, proc)
+
+
+# ------------------------------------------------------------------------------- config
+
+
+def service_items(count: int, *, port: int = 9080, subsets: Sequence[str] = ("v1", "v2")) -> list[
+    dict[str, Any]
+]:
+    """``count`` Services ``svc-0``... selecting ``app: svc-N``, each with a DestinationRule."""
+    items: list[dict[str, Any]] = []
+    for i in range(count):
+        name = f"svc-{i}"
+        items.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {
+                    "selector": {"app": name},
+                    "ports": [{"name": "http", "port": port}],
+                },
+            }
+        )
+        items.append(
+            {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "DestinationRule",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {
+                    "host": name,
+                    "subsets": [{"name": s, "labels": {"version": s}} for s in subsets],
+                },
+            }
+        )
+    return items
+
+
+def weighted_route(host: str, v1_weight: int) -> dict[str, Any]:
+    """A VirtualService splitting ``host`` between subsets v1 and v2."""
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": host, "namespace": "default"},
+        "spec": {
+            "hosts": [host],
+            "http": [
+                {
+                    "route": [
+                        {"destination": {"host": host, "subset": "v1"}, "weight": v1_weight},
+                        {"destination": {"host": host, "subset": "v2"}, "weight": 100 - v1_weight},
+                    ]
+                }
+            ],
+        },
+    }
+
+
+# ------------------------------------------------------------------------------- output
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain-text table (also valid Markdown)."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def ratio(value: float, reference: float) -> str:
+    return "n/a" if reference <= 0 else f"{value / reference:.2f}x"
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def machine() -> str:
+    cpus = os.cpu_count() or 1
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{cpus} CPUs{' (' + model + ')' if model else ''}, Python {sys.version.split()[0]}"
+
+
+@contextlib.contextmanager
+def stopwatch() -> Iterator[Callable[[], float]]:
+    start = time.monotonic()
+    yield lambda: time.monotonic() - start
