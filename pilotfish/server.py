@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from google.protobuf import json_format
 
 from pilotfish.api.node import NodeInfo
 from pilotfish.apiserver.app import ApiServer, ApiSettings, ensure_builtin_namespaces
@@ -27,6 +28,7 @@ from pilotfish.model.source import PushContextSource
 from pilotfish.registry import Registry
 from pilotfish.translate import Resources, generate
 from pilotfish.xds import DiscoveryServer, PushRequest, XdsSettings
+from pilotfish.xds.resources import short_name
 
 log = logging.getLogger("pilotfish.server")
 
@@ -84,6 +86,22 @@ class ServerSettings:
         return f"http://{host}:{self.api_port}"
 
 
+def config_as_json(resources: Resources) -> dict[str, list[dict[str, Any]]]:
+    """Generated resources as JSON lists keyed ``clusters``, ``endpoints``, ``listeners``,
+    ``routes``, ``secrets`` (private keys never included)."""
+    keys = {"CDS": "clusters", "EDS": "endpoints", "LDS": "listeners", "RDS": "routes"}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for type_url, by_name in resources.items():
+        key = keys.get(short_name(type_url))
+        if key is None:
+            continue
+        out[key] = [
+            json_format.MessageToDict(by_name[name], preserving_proto_field_name=True)
+            for name in sorted(by_name)
+        ]
+    return out
+
+
 class Mesh:
     """The running control plane's parts, wired: store -> registry/model -> translate -> xDS."""
 
@@ -127,6 +145,13 @@ class Mesh:
     def proxy_status(self) -> list[dict[str, Any]]:
         return [s.to_dict() for s in self.xds.status()]
 
+    def proxy_config(self, namespace: str, name: str) -> dict[str, list[dict[str, Any]]] | None:
+        """What the control plane generates for a connected proxy, as JSON, by type."""
+        for node in self.xds.connected_nodes():
+            if node.namespace == namespace and node.pod_name == name:
+                return config_as_json(self.generate(node))
+        return None
+
 
 async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set."""
@@ -138,7 +163,12 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
         mesh = Mesh(store, settings)
         await mesh.start()
         api = ApiServer(
-            store, ApiSettings(tokens=frozenset({token}), proxy_status=mesh.proxy_status)
+            store,
+            ApiSettings(
+                tokens=frozenset({token}),
+                proxy_status=mesh.proxy_status,
+                proxy_config=mesh.proxy_config,
+            ),
         )
         runner = web.AppRunner(api.app(), access_log=None)
         await runner.setup()

@@ -65,6 +65,8 @@ PILOTFISH_GROUP = "pilotfish.io"
 BUILTIN_NAMESPACES = ("default", "istio-system")
 
 StatusProvider = Callable[[], list[dict[str, Any]]]
+#: (namespace, proxy name) -> the proxy's generated config by type (``clusters``, ...), or None.
+ConfigProvider = Callable[[str, str], dict[str, list[dict[str, Any]]] | None]
 
 
 @dataclass
@@ -72,6 +74,8 @@ class ApiSettings:
     tokens: frozenset[str]
     #: Returns the xDS status of connected proxies (empty when no xDS server runs).
     proxy_status: StatusProvider = field(default=lambda: [])
+    #: The config the control plane generates for one connected proxy.
+    proxy_config: ConfigProvider = field(default=lambda ns, name: None)
     #: Extra read-only views the runtime adds later (e.g. pods): kind -> lister.
     extra_handlers: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = field(
         default_factory=dict
@@ -180,6 +184,10 @@ class ApiServer:
         r.add_post(f"/apis/{PILOTFISH_GROUP}/v1/apply", self.apply_batch)
         r.add_post(f"/apis/{PILOTFISH_GROUP}/v1/delete", self.delete_batch)
         r.add_get(f"/apis/{PILOTFISH_GROUP}/v1/proxystatus", self.proxy_status)
+        r.add_get(
+            f"/apis/{PILOTFISH_GROUP}/v1/namespaces/{{namespace}}/proxies/{{name}}/config",
+            self.proxy_config,
+        )
         for prefix in ("/api/{version}", "/apis/{group}/{version}"):
             r.add_route("*", prefix + "/namespaces/{namespace}/{plural}", self.collection)
             r.add_route("*", prefix + "/namespaces/{namespace}/{plural}/{name}", self.item)
@@ -215,6 +223,15 @@ class ApiServer:
 
     async def proxy_status(self, request: web.Request) -> web.Response:
         return respond(request, {"kind": "ProxyStatusList", "items": self.settings.proxy_status()})
+
+    async def proxy_config(self, request: web.Request) -> web.Response:
+        ns, name = request.match_info["namespace"], request.match_info["name"]
+        config = self.settings.proxy_config(ns, name)
+        if config is None:
+            raise NotFoundError(
+                f'proxy "{name}.{ns}" is not connected (see `pilotfish proxy-status`)'
+            )
+        return respond(request, {"kind": "ProxyConfig", "name": name, "namespace": ns, **config})
 
     # -- kind resolution
 

@@ -554,6 +554,9 @@ def server(
 
 def _register_optional_commands() -> None:
     """Commands that live in their own modules."""
+    from pilotfish.cli.proxy_config import proxy_config
+
+    cli.add_command(proxy_config)
     try:
         from pilotfish.cli.proxy_cmd import proxy
     except ImportError:  # pragma: no cover - the agent module is optional in minimal installs

@@ -6,6 +6,7 @@ Each test applies Istio YAML with the CLI and asserts what the client's requests
 from __future__ import annotations
 
 import collections
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -164,3 +165,28 @@ def test_proxy_status_shows_every_proxy_synced(bookinfo_reviews: tuple[Mesh, Sid
     out = mesh.cp.cli("proxy-status").stdout
     assert out.splitlines()[0].split()[:6] == ["NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS"]
     assert "reviews-v1.default" in out and "productpage.default" in out
+
+
+def test_proxy_config_shows_what_the_proxy_gets(bookinfo_reviews: tuple[Mesh, Sidecar]) -> None:
+    mesh, _ = bookinfo_reviews
+    mesh.apply(JASON_V2)
+    clusters = mesh.cp.cli("proxy-config", "cluster", "productpage.default", check=True).stdout
+    rows = [ln.split() for ln in clusters.splitlines()]
+    assert rows[0] == ["SERVICE", "FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE"]
+    subsets = {r[2] for r in rows[1:] if r[0] == "reviews.default.svc.cluster.local"}
+    assert subsets == {"-", "v1", "v2", "v3"}
+
+    def jason_route_present() -> bool:
+        res = mesh.cp.cli("proxy-config", "route", "productpage", "-n", "default", "-o", "json")
+        routes = json.loads(res.stdout)
+        return any(
+            h.get("name") == "end-user"
+            for rc in routes
+            for vh in rc.get("virtual_hosts") or []
+            for r in vh.get("routes") or []
+            for h in (r.get("match") or {}).get("headers") or []
+        )
+
+    eventually(jason_route_present, what="the end-user header match in the routes")
+    missing = mesh.cp.cli("proxy-config", "cluster", "nobody.default")
+    assert missing.returncode != 0 and "not connected" in missing.stderr
