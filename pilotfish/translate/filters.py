@@ -9,9 +9,11 @@ stats...) through ``http_filters``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2, config_source_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
@@ -24,6 +26,8 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2
 
+from pilotfish.model.proxy import Proxy
+from pilotfish.model.push_context import PushContext
 from pilotfish.translate.common import istio_duration, pack
 
 FAULT_FILTER = "envoy.filters.http.fault"
@@ -115,8 +119,10 @@ def cors_per_route(cors: Spec) -> any_pb2.Any | None:
     return pack(policy)
 
 
-def http_filters() -> list[hcm_pb2.HttpFilter]:
+def http_filters(security: Sequence[HttpFilter] = ()) -> list[hcm_pb2.HttpFilter]:
+    """The HCM's filters: ``security`` (jwt_authn, RBAC) first, then fault, CORS, router."""
     return [
+        *security,
         hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=pack(fault_pb2.HTTPFault())),
         hcm_pb2.HttpFilter(name=CORS_FILTER, typed_config=pack(cors_pb2.Cors())),
         hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router())),
@@ -129,9 +135,15 @@ def http_connection_manager(
     route_config: route_pb2.RouteConfiguration | None = None,
     *,
     use_remote_address: bool = False,
+    security_filters: Sequence[HttpFilter] = (),
 ) -> hcm_pb2.HttpConnectionManager:
-    """An HCM that takes its routes from RDS over ADS (``route_config_name``) or inline."""
-    hcm = HCM(stat_prefix=stat_prefix, codec_type=HCM.CodecType.AUTO, http_filters=http_filters())
+    """An HCM that takes its routes from RDS over ADS (``route_config_name``) or inline;
+    ``security_filters`` (from ``inbound_http_filters``) run before the others."""
+    hcm = HCM(
+        stat_prefix=stat_prefix,
+        codec_type=HCM.CodecType.AUTO,
+        http_filters=http_filters(security_filters),
+    )
     hcm.use_remote_address.value = use_remote_address
     hcm.normalize_path.value = True
     if route_config is not None:
@@ -141,3 +153,18 @@ def http_connection_manager(
         hcm.rds.config_source.ads.SetInParent()
         hcm.rds.config_source.resource_api_version = config_source_pb2.V3
     return hcm
+
+
+# ---- security filters on the inbound side ------------------------------------------------------
+
+
+def inbound_http_filters(push: PushContext, proxy: Proxy, port: int | None) -> list[HttpFilter]:
+    """The security HTTP filters of an inbound (or gateway) HCM serving ``port``, in Istio's
+    order: ``jwt_authn`` (RequestAuthentication), then RBAC for AUDIT, DENY and ALLOW
+    policies (AuthorizationPolicy). Empty when no policy applies to ``proxy``."""
+    return []
+
+
+def inbound_network_filters(push: PushContext, proxy: Proxy, port: int | None) -> list[lc.Filter]:
+    """Network RBAC filters to put before ``tcp_proxy`` on an inbound TCP chain for ``port``."""
+    return []

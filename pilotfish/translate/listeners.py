@@ -52,7 +52,12 @@ from pilotfish.translate.common import (
     socket_address,
     u32,
 )
-from pilotfish.translate.filters import HCM_FILTER, http_connection_manager
+from pilotfish.translate.filters import (
+    HCM_FILTER,
+    http_connection_manager,
+    inbound_http_filters,
+    inbound_network_filters,
+)
 from pilotfish.translate.route_configs import labels_key, sidecar_http_ports
 
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
@@ -217,11 +222,15 @@ def inbound_route_config(target: int) -> route_pb2.RouteConfiguration:
     )
 
 
-def _inbound_filters(target: int, protocol: Protocol, stat: str) -> list[lc.Filter]:
+def _inbound_filters(
+    push: PushContext, proxy: Proxy, target: int, protocol: Protocol, stat: str
+) -> list[lc.Filter]:
     if protocol.is_http:
-        return [hcm_filter(stat_prefix=stat, route_config=inbound_route_config(target))]
+        security = inbound_http_filters(push, proxy, target)
+        route_config = inbound_route_config(target)
+        return [hcm_filter(stat_prefix=stat, route_config=route_config, security_filters=security)]
     name = inbound_cluster_name(target)
-    return [tcp_proxy_filter(name, [(name, 100)])]
+    return [*inbound_network_filters(push, proxy, target), tcp_proxy_filter(name, [(name, 100)])]
 
 
 def served_ports(proxy: Proxy) -> list[tuple[int, Protocol]]:
@@ -239,7 +248,7 @@ def virtual_inbound(push: PushContext, proxy: Proxy) -> Listener:
         lc.FilterChain(
             name=inbound_cluster_name(target),
             filter_chain_match=lc.FilterChainMatch(destination_port=u32(target)),
-            filters=_inbound_filters(target, protocol, f"inbound_0.0.0.0_{target}"),
+            filters=_inbound_filters(push, proxy, target, protocol, f"inbound_0.0.0.0_{target}"),
         )
         for target, protocol in served_ports(proxy)
     ]
@@ -271,7 +280,9 @@ def explicit_inbound(push: PushContext, proxy: Proxy) -> list[Listener]:
                 name=name,
                 address=socket_address(proxy.ip, bind),
                 filter_chains=[
-                    lc.FilterChain(filters=_inbound_filters(target, protocol, f"inbound_{name}"))
+                    lc.FilterChain(
+                        filters=_inbound_filters(push, proxy, target, protocol, f"inbound_{name}")
+                    )
                 ],
                 traffic_direction=base_pb2.INBOUND,
             )
@@ -320,6 +331,7 @@ def gateway_listeners(push: PushContext, proxy: Proxy) -> list[Listener]:
                         stat_prefix=f"outbound_{name}",
                         route_config_name=f"http.{bind}",
                         use_remote_address=True,
+                        security_filters=inbound_http_filters(push, proxy, bind),
                     )
                 ]
             ),
