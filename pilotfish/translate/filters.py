@@ -119,7 +119,7 @@ def cors_per_route(cors: Spec) -> any_pb2.Any | None:
     return pack(policy)
 
 
-def http_filters(security: Sequence[HttpFilter] = ()) -> list[hcm_pb2.HttpFilter]:
+def http_filters(security: Sequence[hcm_pb2.HttpFilter] = ()) -> list[hcm_pb2.HttpFilter]:
     """The HCM's filters: ``security`` (jwt_authn, RBAC) first, then fault, CORS, router."""
     return [
         *security,
@@ -135,7 +135,7 @@ def http_connection_manager(
     route_config: route_pb2.RouteConfiguration | None = None,
     *,
     use_remote_address: bool = False,
-    security_filters: Sequence[HttpFilter] = (),
+    security_filters: Sequence[hcm_pb2.HttpFilter] = (),
 ) -> hcm_pb2.HttpConnectionManager:
     """An HCM that takes its routes from RDS over ADS (``route_config_name``) or inline;
     ``security_filters`` (from ``inbound_http_filters``) run before the others."""
@@ -158,7 +158,9 @@ def http_connection_manager(
 # ---- security filters on the inbound side ------------------------------------------------------
 
 
-def inbound_http_filters(push: PushContext, proxy: Proxy, port: int | None) -> list[HttpFilter]:
+def inbound_http_filters(
+    push: PushContext, proxy: Proxy, port: int | None
+) -> list[hcm_pb2.HttpFilter]:
     """The security HTTP filters of an inbound (or gateway) HCM serving ``port``, in Istio's
     order: ``jwt_authn`` (RequestAuthentication), then RBAC for AUDIT, DENY and ALLOW
     policies (AuthorizationPolicy). Empty when no policy applies to ``proxy``."""
