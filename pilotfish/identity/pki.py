@@ -41,6 +41,15 @@ def private_key_pem(key: SigningKey) -> str:
     ).decode()
 
 
+def load_private_key(pem: str | bytes) -> SigningKey:
+    """An unencrypted PEM private key (ECDSA or RSA); ValueError otherwise."""
+    data = pem.encode() if isinstance(pem, str) else pem
+    key = serialization.load_pem_private_key(data, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ValueError(f"{type(key).__name__} keys are not supported (ECDSA, RSA)")
+    return key
+
+
 def certificate_pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 

@@ -17,7 +17,7 @@ from google.rpc import status_pb2
 
 from pilotfish.identity import pki
 from pilotfish.identity.ca import CASettings, MeshCA
-from pilotfish.identity.sds_protocol import SECRET_TYPE_URL
+from pilotfish.identity.sds_protocol import SECRET_TYPE_URL, SotwStream
 from pilotfish.identity.sds_server import SdsServer, SdsSettings
 from pilotfish.identity.secret_manager import SecretCallback, WorkloadSecret
 from pilotfish.identity.spiffe import SpiffeId
@@ -146,6 +146,7 @@ async def test_sotw_push_nack_and_stale_nonce(served: tuple[StaticSource, SdsSer
 
         request(r1.nonce, r1.version_info)  # stale ACK of the old response: ignored
         (stream,) = server.streams()
+        assert isinstance(stream, SotwStream)
         request(r2.nonce, r2.version_info)  # ACK
         await until(lambda: stream.acked_version == r2.version_info)
         third = source.issue()
