@@ -6,6 +6,7 @@ Control-plane side::
     tokens = TokenAuthority.load_or_create(data_dir / "ca")    # HMAC key next to the CA key
     service = CertificateAuthorityService(ca, tokens)
     add_to_server(grpc_aio_server, service)                     # CreateCertificate on 15012
+    serving = ca.issue_serving_certificate(["pilotfish.local", "127.0.0.1"])   # 15012's TLS
     token = tokens.issue("default", "bookinfo-reviews", timedelta(days=1))   # for a sidecar
 
 Agent side::
@@ -20,7 +21,7 @@ Modules: ``spiffe`` (IDs), ``pki`` (X.509 helpers), ``ca``, ``tokens``, ``csr_se
 ``sds_server`` (Envoy SDS), ``errors``.
 """
 
-from pilotfish.identity.ca import CASettings, MeshCA, WorkloadCertificate
+from pilotfish.identity.ca import CASettings, MeshCA, ServingCertificate, WorkloadCertificate
 from pilotfish.identity.ca_grpc import add_to_server, grpc_fetcher, request_certificate
 from pilotfish.identity.csr_service import (
     CertificateAuthorityService,
@@ -66,6 +67,7 @@ __all__ = [
     "SdsSettings",
     "SecretManager",
     "SecretManagerSettings",
+    "ServingCertificate",
     "SignedCertificate",
     "SigningPolicy",
     "SpiffeId",

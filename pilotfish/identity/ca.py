@@ -21,10 +21,11 @@ during the overlap.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -74,6 +75,14 @@ class WorkloadCertificate(NamedTuple):
     """What :meth:`MeshCA.sign_workload` returns: the leaf + intermediates, and the trust bundle."""
 
     cert_chain_pem: str
+    root_bundle_pem: str
+
+
+class ServingCertificate(NamedTuple):
+    """A server's certificate chain, its private key and the trust bundle (PEM)."""
+
+    cert_chain_pem: str
+    private_key_pem: str
     root_bundle_pem: str
 
 
@@ -176,15 +185,26 @@ def build_root(
     return builder.sign(key, _hash_for(key))
 
 
+def host_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
+    """subjectAltNames for host names and IP literals."""
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return names
+
+
 def build_leaf(
     public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
-    identity: SpiffeId,
+    names: Sequence[x509.GeneralName],
     issuer: x509.Certificate,
     issuer_key: pki.SigningKey,
     not_before: datetime,
     not_after: datetime,
 ) -> x509.Certificate:
-    """A workload leaf: empty subject, the SPIFFE URI as its only (critical) SAN, not a CA."""
+    """A leaf: empty subject, ``names`` as its only (critical) SANs, not a CA."""
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([]))
@@ -194,7 +214,7 @@ def build_leaf(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity.uri)]),
+            x509.SubjectAlternativeName(list(names)),
             critical=True,
         )
         .add_extension(
@@ -396,10 +416,40 @@ class MeshCA:
             chain, bundle = list(self._intermediates), pki.certificates_pem(self._roots)
         ceiling = min(c.not_valid_after_utc for c in [issuer, *chain])
         not_after = min(now + ttl, ceiling)
+        san = [x509.UniformResourceIdentifier(identity.uri)]
         leaf = build_leaf(
-            public_key, identity, issuer, issuer_key, now - self.settings.backdate, not_after
+            public_key, san, issuer, issuer_key, now - self.settings.backdate, not_after
         )
         return WorkloadCertificate(pki.certificates_pem([leaf, *chain]), bundle)
+
+    def issue_serving_certificate(
+        self, hosts: Sequence[str], ttl: timedelta | None = None
+    ) -> ServingCertificate:
+        """A key and certificate for the control plane's own TLS endpoints (15012).
+
+        ``hosts`` are DNS names and IP literals the agents dial; the key is made here, for a
+        server in the same process as the CA. Agents verify it with :meth:`trust_bundle`.
+        """
+        if not hosts:
+            raise ValueError("a serving certificate needs at least one host name or IP")
+        ttl = self.settings.workload_ttl if ttl is None else ttl
+        key = pki.generate_private_key()
+        now = self._now()
+        with self._lock:
+            issuer, issuer_key = self._signing_cert, self._signing_key
+            chain, bundle = list(self._intermediates), pki.certificates_pem(self._roots)
+        not_after = min(now + ttl, *(c.not_valid_after_utc for c in [issuer, *chain]))
+        leaf = build_leaf(
+            key.public_key(),
+            host_names(hosts),
+            issuer,
+            issuer_key,
+            now - self.settings.backdate,
+            not_after,
+        )
+        return ServingCertificate(
+            pki.certificates_pem([leaf, *chain]), pki.private_key_pem(key), bundle
+        )
 
     # -- rotation ----------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -10,7 +11,8 @@ import pytest
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from pilotfish.identity import pki
-from pilotfish.identity.ca_grpc import METHOD_PATH, request_certificate
+from pilotfish.identity.ca import CASettings, MeshCA
+from pilotfish.identity.ca_grpc import METHOD_PATH, add_to_server, request_certificate
 from pilotfish.identity.errors import CertificateRequestError
 from pilotfish.identity.spiffe import SpiffeId
 from pilotfish.identity.tokens import TokenAuthority
@@ -79,3 +81,40 @@ async def test_malformed_requests_are_invalid_argument(ca_endpoint: CAEndpoint) 
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await call(body, metadata=metadata, timeout=10)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, body
+
+
+async def test_over_tls_with_the_mesh_serving_certificate(
+    ca_endpoint: CAEndpoint, free_port: Callable[[], int]
+) -> None:
+    """The deployment shape: the CA endpoint behind TLS, agents trusting the mesh roots."""
+    serving = ca_endpoint.ca.issue_serving_certificate(["127.0.0.1"])
+    credentials = grpc.ssl_server_credentials(
+        [(serving.private_key_pem.encode(), serving.cert_chain_pem.encode())]
+    )
+    server = grpc.aio.server()
+    add_to_server(server, ca_endpoint.service)
+    port = free_port()
+    server.add_secure_port(f"127.0.0.1:{port}", credentials)
+    await server.start()
+    try:
+        trust = grpc.ssl_channel_credentials(
+            root_certificates=ca_endpoint.ca.trust_bundle().encode()
+        )
+        token = ca_endpoint.tokens.issue(A.namespace, A.service_account, timedelta(minutes=5))
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", trust) as channel:
+            signed = await request_certificate(
+                channel, token, pki.build_csr(pki.generate_private_key(), A)
+            )
+        assert signed.identity == A
+        other_roots = MeshCA.open(CASettings(ca_endpoint.ca.settings.directory.parent / "x"))
+        distrust = grpc.ssl_channel_credentials(
+            root_certificates=other_roots.trust_bundle().encode()
+        )
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", distrust) as channel:
+            with pytest.raises(CertificateRequestError) as err:
+                await request_certificate(
+                    channel, token, pki.build_csr(pki.generate_private_key(), A), timeout=10
+                )
+            assert err.value.code == "UNAVAILABLE"
+    finally:
+        await server.stop(grace=None)

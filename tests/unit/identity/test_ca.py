@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -10,7 +11,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from cryptography.x509.verification import VerificationError
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from pilotfish.identity import pki
 from pilotfish.identity.ca import (
@@ -300,3 +301,28 @@ def test_signing_helpers_reject_unrelated_chains(make_ca: MakeCA) -> None:
         pki.verify_chain(chain, b.roots, T0)
     with pytest.raises(ValueError, match="not valid"):
         pki.verify_chain(chain, a.roots, T0 + timedelta(days=2))
+
+
+def test_serving_certificate_for_the_control_plane(make_ca: MakeCA) -> None:
+    ca = make_ca()
+    serving = ca.issue_serving_certificate(["pilotfish.local", "127.0.0.1"])
+    chain = pki.load_certificates(serving.cert_chain_pem)
+    key = pki.load_private_key(serving.private_key_pem)
+    assert pki.same_public_key(chain[0], key)
+    roots = pki.load_certificates(serving.root_bundle_pem)
+    for name in (
+        x509.DNSName("pilotfish.local"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ):
+        verifier = PolicyBuilder().store(Store(roots)).time(T0).build_server_verifier(name)
+        verifier.verify(chain[0], chain[1:])
+    wrong = (
+        PolicyBuilder()
+        .store(Store(roots))
+        .time(T0)
+        .build_server_verifier(x509.DNSName("other.local"))
+    )
+    with pytest.raises(VerificationError):
+        wrong.verify(chain[0], chain[1:])
+    with pytest.raises(ValueError, match="at least one"):
+        ca.issue_serving_certificate([])
