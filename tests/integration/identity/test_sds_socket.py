@@ -184,3 +184,30 @@ async def test_delta_initial_versions_and_push(served: tuple[StaticSource, SdsSe
         assert [r.name for r in r2.resources] == ["default"]
         requests.put_nowait(None)
         call.cancel()
+
+
+async def test_fetch_secrets_and_socket_owner(tmp_path: Path, socket_dir: Path) -> None:
+    source = StaticSource(MeshCA.open(CASettings(tmp_path / "ca")))
+    settings = SdsSettings(
+        socket_dir / "owned.sock", owner_uid=os.getuid(), owner_gid=os.getgid(), mode=0o660
+    )
+    async with SdsServer(settings, source) as server:
+        assert os.stat(settings.socket_path).st_mode & 0o777 == 0o660
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = sds_pb2_grpc.SecretDiscoveryServiceStub(channel)
+            request = discovery_pb2.DiscoveryRequest(
+                type_url=SECRET_TYPE_URL, resource_names=["ROOTCA"]
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.FetchSecrets(request, timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            issued = source.issue()
+            response = await stub.FetchSecrets(request, timeout=10)
+            roots = _unpack(response)["ROOTCA"].validation_context.trusted_ca.inline_bytes
+            assert roots.decode() == issued.root_bundle_pem
+    assert not settings.socket_path.exists()
+
+
+def test_socket_path_length_is_checked() -> None:
+    with pytest.raises(ValueError, match="longer than"):
+        SdsSettings(Path("/tmp/" + "x" * 120))
