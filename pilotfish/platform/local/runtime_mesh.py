@@ -239,6 +239,10 @@ class Progress:
         return None
 
 
+#: Processes this process started (pid -> Popen), to read their exit status.
+_STARTED: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _spawn(s: MeshSettings, name: str, argv: Sequence[str]) -> dict[str, Any]:
     s.logs_dir.mkdir(parents=True, exist_ok=True)
     log_path = s.logs_dir / f"{name}.log"
@@ -252,6 +256,7 @@ def _spawn(s: MeshSettings, name: str, argv: Sequence[str]) -> dict[str, Any]:
             env={**os.environ, **dict(s.env)},
             start_new_session=True,
         )
+    _STARTED[proc.pid] = proc
     return {"pid": proc.pid, "argv": list(argv), "log": str(log_path)}
 
 
@@ -266,9 +271,13 @@ def _wait(s: MeshSettings, name: str, entry: dict[str, Any], check: Callable[[],
     while time.monotonic() < deadline:
         if check():
             return
-        if not process_alive(entry):
-            raise MeshError(f"the {name} exited during start; its log ends with:\n"
-                            + _tail(entry["log"]))  # fmt: skip
+        popen = _STARTED.get(int(entry["pid"]))
+        code = popen.poll() if popen is not None else None
+        if code is not None or (popen is None and not process_alive(entry)):
+            raise MeshError(
+                f"the {name} exited during start (exit status {code}, command line now "
+                f"{_cmdline(int(entry['pid']))}); its log ends with:\n" + _tail(entry["log"])
+            )
         time.sleep(0.05)
     raise MeshError(
         f"the {name} was not ready after {s.ready_timeout:g}s (log: {entry['log']}):\n"
