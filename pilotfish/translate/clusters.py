@@ -13,8 +13,12 @@ so ``outbound_clusters`` is memoized per namespace in the PushContext and shared
 each cluster is memoized by (host, port, subset, DestinationRule revision) and shared across
 namespaces that resolve the same rule.
 
-TLS seam: ``upstream_transport_socket`` decides a cluster's transport socket; it returns None
-(plaintext) until the security issue brings auto mTLS.
+TLS: ``upstream_transport_socket`` decides a cluster's transport socket (see ``tls``). With a
+DestinationRule ``tls`` setting that wins; without one, a client that has a workload identity
+uses auto mTLS: ``transport_socket_matches`` pick ISTIO_MUTUAL for endpoints labelled
+``security.istio.io/tlsMode: istio`` (their load assignment carries the match metadata) and
+plaintext for the others. The outbound set is memoized per (namespace, client identity, trust
+domain); clients without a workload certificate never refer to the ``sds-grpc`` cluster.
 """
 
 from __future__ import annotations
@@ -48,6 +52,17 @@ from pilotfish.translate.common import (
     pack,
     socket_address,
 )
+from pilotfish.translate.tls import (
+    UpstreamTls,
+    client_tls,
+    endpoint_socket_metadata,
+    has_workload_identity,
+    istio_mutual_context,
+    istio_sni,
+    socket_matches_auto,
+    spiffe_uri,
+    tls_socket,
+)
 from pilotfish.translate.trafficpolicy import (
     Policy,
     apply_connection_pool,
@@ -68,16 +83,58 @@ class ClusterSet:
 
     clusters: dict[str, cluster_pb2.Cluster] = field(default_factory=dict)
     endpoints: dict[str, endpoint_pb2.ClusterLoadAssignment] = field(default_factory=dict)
+    #: ``kubernetes://...`` secrets the clusters' TLS settings name (served over ADS).
+    credentials: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """What the client side brings to TLS: a workload certificate or not, its trust domain."""
+
+    identity: bool = False
+    trust_domain: str = "cluster.local"
+
+
+NO_CLIENT_TLS = ClientTls()
+
+
+def mesh_sans(push: PushContext, service: Service, port: int, trust_domain: str) -> list[str]:
+    """SPIFFE IDs of the meshed endpoints of ``service:port`` (the SANs a client accepts)."""
+    return sorted(
+        {
+            spiffe_uri(trust_domain, ep.namespace, ep.service_account)
+            for ep in push.endpoints(service.hostname, port)
+            if has_workload_identity(ep.labels)
+        }
+    )
 
 
 def upstream_transport_socket(
-    push: PushContext, service: Service, port: ServicePort, subset: str, policy: Policy
-) -> base_pb2.TransportSocket | None:
-    """The transport socket of an outbound cluster (plaintext for now: None).
+    push: PushContext,
+    service: Service,
+    port: ServicePort,
+    subset: str,
+    policy: Policy,
+    client: ClientTls = NO_CLIENT_TLS,
+) -> UpstreamTls:
+    """The TLS of an outbound cluster: the DestinationRule's ``tls``, else auto mTLS.
 
     Clusters are shared by every client namespace that resolves the same DestinationRule, so
-    the answer may depend on the destination, the policy and the context, not on the client."""
-    return None
+    the answer depends on the destination, the policy and the client's TLS capability only."""
+    sni = istio_sni(port.port, subset, service.hostname)
+    sans = mesh_sans(push, service, port.port, client.trust_domain)
+    tls = client_tls(
+        policy.get("tls") or {},
+        sni=service.hostname,
+        mesh_sni=sni,
+        mesh_sans=sans,
+        client_identity=client.identity,
+    )
+    if not tls.auto:
+        return tls
+    if not client.identity or not sans or service.mesh_external:
+        return UpstreamTls()
+    return UpstreamTls(socket=tls_socket(istio_mutual_context(sni, sans)), auto=True)
 
 
 def _ads() -> config_source_pb2.ConfigSource:
@@ -102,6 +159,9 @@ def load_assignment(
             endpoint=ec.Endpoint(address=socket_address(ep.address, ep.port)),
             health_status=health_check_pb2.HEALTHY if ep.healthy else health_check_pb2.UNHEALTHY,
         )
+        meta = endpoint_socket_metadata(ep.labels)
+        if meta is not None:
+            lb.metadata.CopyFrom(meta)
         if ep.weight:
             lb.load_balancing_weight.value = ep.weight
         groups.setdefault(ep.locality, []).append(lb)
@@ -134,8 +194,10 @@ def outbound_cluster(
     sp: ServicePort,
     subset: str,
     dr: DestinationRuleConfig | None,
-) -> tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment | None]:
-    """One outbound cluster and, for EDS clusters, its load assignment."""
+    client: ClientTls = NO_CLIENT_TLS,
+) -> tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment | None, tuple[str, ...]]:
+    """One outbound cluster, its load assignment (EDS clusters) and the credentials its TLS
+    names."""
     name = outbound_cluster_name(sp.port, subset, svc.hostname)
     policy = effective_policy(dr, subset, sp.port)
     cluster = C(name=name, connect_timeout=duration(push.settings.connect_timeout_seconds))
@@ -170,14 +232,19 @@ def outbound_cluster(
     opts = _http_options(sp.protocol, policy, common)
     if opts is not None:
         cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))
-    ts = upstream_transport_socket(push, svc, sp, subset, policy)
-    if ts is not None:
-        cluster.transport_socket.CopyFrom(ts)
-    return cluster, cla
+    tls = upstream_transport_socket(push, svc, sp, subset, policy, client)
+    if tls.socket is not None and tls.auto:
+        cluster.transport_socket_matches.extend(socket_matches_auto(tls.socket))
+    elif tls.socket is not None:
+        cluster.transport_socket.CopyFrom(tls.socket)
+    return cluster, cla, tls.credentials
 
 
-def outbound_clusters(push: PushContext, namespace: str) -> ClusterSet:
-    """Every outbound cluster a proxy of ``namespace`` may use (memoized per namespace)."""
+def outbound_clusters(
+    push: PushContext, namespace: str, client: ClientTls = NO_CLIENT_TLS
+) -> ClusterSet:
+    """Every outbound cluster a proxy of ``namespace`` may use (memoized per namespace and
+    client TLS capability)."""
 
     def compute() -> ClusterSet:
         out = ClusterSet()
@@ -194,18 +261,20 @@ def outbound_clusters(push: PushContext, namespace: str) -> ClusterSet:
                         sp.port,
                         subset,
                         (dr.key, dr.revision) if dr else None,
+                        client,
                     )
-                    cluster, cla = push.memo(
-                        key, partial(outbound_cluster, push, svc, sp, subset, dr)
+                    cluster, cla, credentials = push.memo(
+                        key, partial(outbound_cluster, push, svc, sp, subset, dr, client)
                     )
                     out.clusters[cluster.name] = cluster
+                    out.credentials.update(credentials)
                     if cla is not None:
                         out.endpoints[cluster.name] = cla
         for fixed in (passthrough_cluster(push), blackhole_cluster(push)):
             out.clusters[fixed.name] = fixed
         return out
 
-    return push.memo(("outbound_clusters", namespace), compute)
+    return push.memo(("outbound_clusters", namespace, client), compute)
 
 
 def passthrough_cluster(push: PushContext) -> cluster_pb2.Cluster:

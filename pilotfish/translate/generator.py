@@ -1,4 +1,4 @@
-"""The generator: everything one proxy gets (CDS, EDS, LDS, RDS) from one PushContext.
+"""The generator: everything one proxy gets (CDS, EDS, LDS, RDS, SDS) from one PushContext.
 
 ``generate(node, push)`` is pure: the same node and context give the same resources. It is the
 ``Generator`` the xDS server calls; the result maps a type URL to ``{name: message}``. Messages
@@ -6,7 +6,9 @@ may be shared with other proxies through the context's memo (clusters and endpoi
 namespace, route configs per namespace and port): callers must not modify them.
 
 Every route config an HCM names through RDS is in the RDS map; every EDS cluster's
-``service_name`` has a load assignment in the EDS map.
+``service_name`` has a load assignment in the EDS map; every ``kubernetes://`` secret a
+cluster or gateway chain names over ADS is in the SDS map (built from stored Secrets). The
+proxy's own certificate (``default``, ``ROOTCA``) comes from its agent, never from here.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from pilotfish.api.node import NodeInfo
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.translate.clusters import (
+    ClientTls,
     inbound_cluster,
     inbound_passthrough_cluster,
     outbound_clusters,
 )
 from pilotfish.translate.common import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
+from pilotfish.translate.gateway_tls import gateway_tls_servers, secret_namespaces
 from pilotfish.translate.listeners import (
     explicit_inbound,
     explicit_outbound,
@@ -39,22 +43,34 @@ from pilotfish.translate.route_configs import (
     sidecar_http_ports,
     sidecar_route_config,
 )
+from pilotfish.translate.tls import credential_secrets, has_workload_identity
 
 Resources = dict[str, dict[str, Message]]
 Generator = Callable[[NodeInfo], Resources]
 
-TYPE_URLS = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)
+SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+TYPE_URLS = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE)
 
 
-def _clusters_and_endpoints(push: PushContext, proxy: Proxy, out: Resources) -> None:
-    shared = outbound_clusters(push, proxy.namespace)
+def client_tls(proxy: Proxy) -> ClientTls:
+    return ClientTls(has_workload_identity(proxy.labels), proxy.node.trust_domain)
+
+
+def _clusters_and_endpoints(push: PushContext, proxy: Proxy, out: Resources) -> set[str]:
+    """Add the outbound clusters; returns the ADS credentials they name."""
+    shared = outbound_clusters(push, proxy.namespace, client_tls(proxy))
     out[CLUSTER_TYPE].update(shared.clusters)
     out[ENDPOINT_TYPE].update(shared.endpoints)
+    return set(shared.credentials)
 
 
 def generate_sidecar(proxy: Proxy, push: PushContext) -> Resources:
     out: Resources = {t: {} for t in TYPE_URLS}
-    _clusters_and_endpoints(push, proxy, out)
+    credentials = _clusters_and_endpoints(push, proxy, out)
+    if credentials:
+        out[SECRET_TYPE].update(
+            credential_secrets(push.objects("Secret"), [proxy.namespace], sorted(credentials))
+        )
     clusters = out[CLUSTER_TYPE]
     # REDIRECT: the app listens in its own network namespace, reached on localhost. NONE
     # (explicit mode, a VM or a loopback test host): the app is reached on the workload's
@@ -87,12 +103,25 @@ def generate_sidecar(proxy: Proxy, push: PushContext) -> Resources:
 
 def generate_router(proxy: Proxy, push: PushContext) -> Resources:
     out: Resources = {t: {} for t in TYPE_URLS}
-    _clusters_and_endpoints(push, proxy, out)
+    credentials = _clusters_and_endpoints(push, proxy, out)
     for bind, servers in gateway_servers(push, proxy).items():
         rc = gateway_route_config(push, proxy, bind, servers)
         out[ROUTE_TYPE][rc.name] = rc
+    for bind, tls_servers in gateway_tls_servers(push, proxy).items():
+        for ts in tls_servers:
+            credentials.update(ts.credentials)
+            if ts.route_name:
+                rc = gateway_route_config(
+                    push, proxy, bind, [(ts.gateway, ts.server)], name=ts.route_name
+                )
+                out[ROUTE_TYPE][rc.name] = rc
     for lst in gateway_listeners(push, proxy):
         out[LISTENER_TYPE][lst.name] = lst
+    if credentials:
+        namespaces = secret_namespaces(proxy, list(push.gateways_for(proxy.labels)))
+        out[SECRET_TYPE].update(
+            credential_secrets(push.objects("Secret"), namespaces, sorted(credentials))
+        )
     return out
 
 

@@ -15,9 +15,19 @@ NONE (explicit) sidecar: an HTTP listener on ``127.0.0.1:outbound_port`` whose r
 holds every service; per served app port ``T`` a listener on ``IP:inbound_ports[T]`` to
 ``inbound|T||``. TCP services are not reachable through the explicit outbound listener.
 
+Inbound mTLS (``peer_authn``): for a proxy with a workload identity each served port gets
+the chains of its PeerAuthentication mode, behind a TLS inspector: STRICT one chain matching
+``transport_protocol: tls`` that terminates mesh mTLS (client certificate required);
+PERMISSIVE that chain (also matching the mesh ALPN) plus a ``raw_buffer`` plaintext chain;
+DISABLE the plaintext chain only. ``virtualInbound`` then has passthrough chains of the
+workload's mode instead of a default chain, so a connection no chain accepts is closed.
+Inbound HCMs on mTLS chains set ``x-forwarded-client-cert`` as Istio (APPEND_FORWARD with
+``By``, ``Hash``, ``Subject``, ``URI``, ``DNS``); plaintext chains sanitize it. A proxy
+without a workload identity keeps plaintext chains, and a STRICT port goes to the blackhole.
+
 Router: one listener per bound port, ``0.0.0.0_8080`` style names, HCM with RDS
-``http.<port>``. TLS servers wait for the security issue: ``gateway_tls_filter_chains`` is
-the seam and yields nothing yet.
+``http.<port>`` for HTTP servers; TLS servers come from ``gateway_tls`` (SNI-selected chains
+that terminate HTTPS or pass TLS through).
 """
 
 from __future__ import annotations
@@ -30,6 +40,10 @@ from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from pilotfish.model.config import GatewayConfig, VirtualServiceConfig
@@ -58,15 +72,40 @@ from pilotfish.translate.filters import (
     inbound_http_filters,
     inbound_network_filters,
 )
+from pilotfish.translate.gateway_tls import gateway_tls_servers, tls_filter_chains
+from pilotfish.translate.peer_authn import DISABLE, PERMISSIVE, STRICT, MtlsPolicy, workload_policy
 from pilotfish.translate.route_configs import labels_key, sidecar_http_ports
+from pilotfish.translate.tls import (
+    MESH_SERVER_ALPN,
+    has_workload_identity,
+    mesh_server_context,
+    tls_socket,
+)
 
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 ORIGINAL_DST_FILTER = "envoy.filters.listener.original_dst"
+TLS_INSPECTOR_FILTER = "envoy.filters.listener.tls_inspector"
 
 
 def _original_dst() -> lc.ListenerFilter:
     return lc.ListenerFilter(
         name=ORIGINAL_DST_FILTER, typed_config=pack(original_dst_pb2.OriginalDst())
+    )
+
+
+def tls_inspector() -> lc.ListenerFilter:
+    return lc.ListenerFilter(
+        name=TLS_INSPECTOR_FILTER, typed_config=pack(tls_inspector_pb2.TlsInspector())
+    )
+
+
+def inspects_tls(chains: list[lc.FilterChain]) -> bool:
+    """True when some chain matches on what the TLS inspector finds (protocol, SNI, ALPN)."""
+    return any(
+        c.filter_chain_match.transport_protocol
+        or c.filter_chain_match.server_names
+        or c.filter_chain_match.application_protocols
+        for c in chains
     )
 
 
@@ -223,14 +262,99 @@ def inbound_route_config(target: int) -> route_pb2.RouteConfiguration:
 
 
 def _inbound_filters(
-    push: PushContext, proxy: Proxy, target: int, protocol: Protocol, stat: str
+    push: PushContext,
+    proxy: Proxy,
+    target: int,
+    protocol: Protocol,
+    stat: str,
+    *,
+    mtls: bool = False,
 ) -> list[lc.Filter]:
     if protocol.is_http:
         security = inbound_http_filters(push, proxy, target)
         route_config = inbound_route_config(target)
-        return [hcm_filter(stat_prefix=stat, route_config=route_config, security_filters=security)]
+        hcm = http_connection_manager(
+            stat_prefix=stat, route_config=route_config, security_filters=security
+        )
+        set_client_cert_forwarding(hcm, mtls)
+        return [lc.Filter(name=HCM_FILTER, typed_config=pack(hcm))]
     name = inbound_cluster_name(target)
     return [*inbound_network_filters(push, proxy, target), tcp_proxy_filter(name, [(name, 100)])]
+
+
+def set_client_cert_forwarding(hcm: hcm_pb2.HttpConnectionManager, mtls: bool) -> None:
+    """Istio's inbound XFCC: append the peer's details on mTLS chains, drop it on plaintext."""
+    H = hcm_pb2.HttpConnectionManager
+    if mtls:
+        hcm.forward_client_cert_details = H.APPEND_FORWARD
+        details = hcm.set_current_client_cert_details
+        details.subject.value = True
+        details.dns = True
+        details.uri = True
+    else:
+        hcm.forward_client_cert_details = H.SANITIZE
+
+
+def _mode_chains(
+    name: str,
+    mode: str,
+    base: lc.FilterChainMatch,
+    identity: bool,
+    plain: list[lc.Filter],
+    mtls: list[lc.Filter],
+) -> list[lc.FilterChain]:
+    """The chains of one inbound port (or the passthrough) for a PeerAuthentication mode."""
+    if not identity:
+        # No certificate to serve: plaintext, and STRICT refuses everything.
+        blackhole = [tcp_proxy_filter(BLACKHOLE_CLUSTER, [(BLACKHOLE_CLUSTER, 100)])]
+        filters = blackhole if mode == STRICT else plain
+        return [lc.FilterChain(name=name, filter_chain_match=base, filters=filters)]
+    chains = []
+    if mode in (STRICT, PERMISSIVE):
+        match = lc.FilterChainMatch()
+        match.CopyFrom(base)
+        match.transport_protocol = "tls"
+        if mode == PERMISSIVE:
+            match.application_protocols.extend(MESH_SERVER_ALPN)
+        chains.append(
+            lc.FilterChain(
+                name=f"{name}-mtls",
+                filter_chain_match=match,
+                filters=mtls,
+                transport_socket=tls_socket(mesh_server_context()),
+            )
+        )
+    if mode in (PERMISSIVE, DISABLE):
+        match = lc.FilterChainMatch()
+        match.CopyFrom(base)
+        if mode == PERMISSIVE:
+            match.transport_protocol = "raw_buffer"
+        chains.append(lc.FilterChain(name=name, filter_chain_match=match, filters=plain))
+    return chains
+
+
+def inbound_port_chains(
+    push: PushContext,
+    proxy: Proxy,
+    policy: MtlsPolicy,
+    target: int,
+    protocol: Protocol,
+    stat: str,
+    *,
+    match_port: bool,
+) -> list[lc.FilterChain]:
+    """Filter chains for traffic to app port ``target`` under ``policy``."""
+    base = lc.FilterChainMatch()
+    if match_port:
+        base.destination_port.value = target
+    return _mode_chains(
+        inbound_cluster_name(target),
+        policy.for_port(target),
+        base,
+        has_workload_identity(proxy.labels),
+        _inbound_filters(push, proxy, target, protocol, stat),
+        _inbound_filters(push, proxy, target, protocol, stat, mtls=True),
+    )
 
 
 def served_ports(proxy: Proxy) -> list[tuple[int, Protocol]]:
@@ -243,47 +367,74 @@ def served_ports(proxy: Proxy) -> list[tuple[int, Protocol]]:
     return sorted(out.items())
 
 
+def inbound_policy(push: PushContext, proxy: Proxy) -> MtlsPolicy:
+    """The PeerAuthentication that applies to ``proxy``'s workload."""
+    return workload_policy(push, proxy.namespace, proxy.labels)
+
+
 def virtual_inbound(push: PushContext, proxy: Proxy) -> Listener:
-    chains = [
-        lc.FilterChain(
-            name=inbound_cluster_name(target),
-            filter_chain_match=lc.FilterChainMatch(destination_port=u32(target)),
-            filters=_inbound_filters(push, proxy, target, protocol, f"inbound_0.0.0.0_{target}"),
-        )
-        for target, protocol in served_ports(proxy)
+    policy = inbound_policy(push, proxy)
+    identity = has_workload_identity(proxy.labels)
+    chains: list[lc.FilterChain] = []
+    for target, protocol in served_ports(proxy):
+        stat = f"inbound_0.0.0.0_{target}"
+        chains += inbound_port_chains(push, proxy, policy, target, protocol, stat, match_port=True)
+    passthrough = [
+        tcp_proxy_filter(INBOUND_PASSTHROUGH_CLUSTER, [(INBOUND_PASSTHROUGH_CLUSTER, 100)])
     ]
-    return Listener(
+    listener = Listener(
         name=VIRTUAL_INBOUND,
         address=socket_address("0.0.0.0", INBOUND_CAPTURE),
         listener_filters=[_original_dst()],
         filter_chains=chains,
-        default_filter_chain=lc.FilterChain(
-            name=INBOUND_PASSTHROUGH_CLUSTER,
-            filters=[
-                tcp_proxy_filter(INBOUND_PASSTHROUGH_CLUSTER, [(INBOUND_PASSTHROUGH_CLUSTER, 100)])
-            ],
-        ),
         traffic_direction=base_pb2.INBOUND,
     )
+    if identity and policy.mode != DISABLE:
+        # No default chain: what matches none of these (plaintext under STRICT) is closed.
+        listener.filter_chains.extend(
+            _mode_chains(
+                INBOUND_PASSTHROUGH_CLUSTER,
+                policy.mode,
+                lc.FilterChainMatch(),
+                True,
+                passthrough,
+                passthrough,
+            )
+        )
+    else:
+        listener.default_filter_chain.CopyFrom(
+            _mode_chains(
+                INBOUND_PASSTHROUGH_CLUSTER,
+                policy.mode,
+                lc.FilterChainMatch(),
+                identity,
+                passthrough,
+                passthrough,
+            )[0]
+        )
+    if inspects_tls(list(listener.filter_chains)):
+        listener.listener_filters.append(tls_inspector())
+    return listener
 
 
 def explicit_inbound(push: PushContext, proxy: Proxy) -> list[Listener]:
     """NONE mode: one listener per served app port that has an ``inbound_ports`` entry."""
+    policy = inbound_policy(push, proxy)
     out = []
     for target, protocol in served_ports(proxy):
         bind = proxy.node.inbound_ports.get(target)
         if bind is None:
             continue
         name = f"{proxy.ip}_{bind}"
+        chains = inbound_port_chains(
+            push, proxy, policy, target, protocol, f"inbound_{name}", match_port=False
+        )
         out.append(
             Listener(
                 name=name,
                 address=socket_address(proxy.ip, bind),
-                filter_chains=[
-                    lc.FilterChain(
-                        filters=_inbound_filters(push, proxy, target, protocol, f"inbound_{name}")
-                    )
-                ],
+                listener_filters=[tls_inspector()] if inspects_tls(chains) else [],
+                filter_chains=chains,
                 traffic_direction=base_pb2.INBOUND,
             )
         )
@@ -316,31 +467,38 @@ def gateway_servers(
 def gateway_tls_filter_chains(
     push: PushContext, proxy: Proxy, bind_port: int
 ) -> list[lc.FilterChain]:
-    """Filter chains for HTTPS/TLS servers on ``bind_port`` (none until TLS support lands)."""
-    return []
+    """Filter chains for HTTPS/TLS servers on ``bind_port`` (see ``gateway_tls``)."""
+    return tls_filter_chains(push, proxy, bind_port)
 
 
 def gateway_listeners(push: PushContext, proxy: Proxy) -> list[Listener]:
+    http = gateway_servers(push, proxy)
+    tls = gateway_tls_servers(push, proxy)
     out = []
-    for bind in sorted(gateway_servers(push, proxy)):
+    for bind in sorted(set(http) | set(tls)):
         name = f"0.0.0.0_{bind}"
-        chains = [
-            lc.FilterChain(
-                filters=[
-                    hcm_filter(
-                        stat_prefix=f"outbound_{name}",
-                        route_config_name=f"http.{bind}",
-                        use_remote_address=True,
-                        security_filters=inbound_http_filters(push, proxy, bind),
-                    )
-                ]
-            ),
-            *gateway_tls_filter_chains(push, proxy, bind),
-        ]
+        chains = []
+        if bind in http:
+            chains.append(
+                lc.FilterChain(
+                    filters=[
+                        hcm_filter(
+                            stat_prefix=f"outbound_{name}",
+                            route_config_name=f"http.{bind}",
+                            use_remote_address=True,
+                            security_filters=inbound_http_filters(push, proxy, bind),
+                        )
+                    ]
+                )
+            )
+        chains += gateway_tls_filter_chains(push, proxy, bind)
+        if not chains:
+            continue
         out.append(
             Listener(
                 name=name,
                 address=socket_address(proxy.node.bind_address, bind),
+                listener_filters=[tls_inspector()] if inspects_tls(chains) else [],
                 filter_chains=chains,
                 traffic_direction=base_pb2.OUTBOUND,
             )

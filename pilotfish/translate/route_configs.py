@@ -249,8 +249,10 @@ def gateway_route_config(
     proxy: Proxy,
     bind_port: int,
     servers: list[tuple[GatewayConfig, dict[str, Any]]],
+    name: str | None = None,
 ) -> route_pb2.RouteConfiguration:
-    """``http.<bind_port>``: every host of the HTTP servers bound to that port."""
+    """``http.<bind_port>``: every host of the HTTP servers bound to that port (or ``name``:
+    the route config of one HTTPS server, ``https.<port>.<port name>.<gateway>.<ns>``)."""
     vhosts: list[rc.VirtualHost] = []
     seen: set[str] = set()
     for gw, server in servers:
@@ -265,7 +267,9 @@ def gateway_route_config(
     if not vhosts:
         vhosts.append(rc.VirtualHost(name=f"blackhole:{bind_port}", domains=["*"]))
     return route_pb2.RouteConfiguration(
-        name=f"http.{bind_port}", virtual_hosts=vhosts, validate_clusters=BoolValue(value=False)
+        name=name or f"http.{bind_port}",
+        virtual_hosts=vhosts,
+        validate_clusters=BoolValue(value=False),
     )
 
 
