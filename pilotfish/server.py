@@ -23,10 +23,12 @@ from pilotfish.apiserver.app import ApiServer, ApiSettings, ensure_builtin_names
 from pilotfish.apiserver.auth import load_or_create_admin_token
 from pilotfish.cli.config import DEFAULT_HOME, Context, save_context
 from pilotfish.config.store import Store, open_store
+from pilotfish.control.jwks import JwksFetcher, JwksSettings
 from pilotfish.model.push_context import MeshSettings
 from pilotfish.model.source import PushContextSource
 from pilotfish.registry import Registry
 from pilotfish.translate import Resources, generate
+from pilotfish.translate.authn import bind_jwks_lookup
 from pilotfish.xds import DiscoveryServer, PushRequest, XdsSettings
 from pilotfish.xds.resources import short_name
 
@@ -116,9 +118,17 @@ class Mesh:
             on_disconnect=self.registry.sidecars.disconnected,
         )
         self._unsubscribe: list[Callable[[], None]] = []
+        #: Keys of RequestAuthentication jwksUri rules, fetched here and inlined by translate.
+        self.jwks = JwksFetcher(JwksSettings(), on_change=self._jwks_changed)
 
     def generate(self, node: NodeInfo) -> Resources:
-        return generate(node, self.source.current())
+        push = self.source.current()
+        bind_jwks_lookup(push, self.jwks.jwks)
+        return generate(node, push)
+
+    def _jwks_changed(self) -> None:
+        self.source.invalidate()
+        self.xds.push(PushRequest.of("jwks"))
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -135,12 +145,14 @@ class Mesh:
 
         self._unsubscribe.append(self.store.subscribe(on_commit))
         self._unsubscribe.append(self.registry.sidecars.subscribe(on_endpoints))
+        await self.jwks.start()
         await self.xds.start()
 
     async def stop(self) -> None:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         await self.xds.stop()
+        await self.jwks.stop()
 
     def proxy_status(self) -> list[dict[str, Any]]:
         return [s.to_dict() for s in self.xds.status()]

@@ -3,8 +3,13 @@
 Every HCM Pilotfish builds carries, in Istio's order: ``envoy.filters.http.fault``,
 ``envoy.filters.http.cors`` and ``envoy.filters.http.router``. Fault and CORS do nothing
 unless a route carries its own config in ``typed_per_filter_config`` (built here from a
-VirtualService ``fault`` / ``corsPolicy``). Later issues insert their filters (RBAC, JWT,
-stats...) through ``http_filters``.
+VirtualService ``fault`` / ``corsPolicy``). Later issues insert their filters (stats...)
+through ``http_filters``.
+
+Inbound and gateway HCMs put the security filters first (``inbound_http_filters``): in Istio's
+order ``envoy.filters.http.jwt_authn`` (``authn``), then ``envoy.filters.http.rbac`` once per
+AuthorizationPolicy action in evaluation order (``authz``); inbound TCP chains get
+``envoy.filters.network.rbac`` before ``tcp_proxy`` (``inbound_network_filters``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from google.protobuf import any_pb2
 
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
+from pilotfish.translate.authn import jwt_authn_filters
+from pilotfish.translate.authz import http_rbac_filters, network_rbac_filters
 from pilotfish.translate.common import istio_duration, pack
 
 FAULT_FILTER = "envoy.filters.http.fault"
@@ -164,9 +171,9 @@ def inbound_http_filters(
     """The security HTTP filters of an inbound (or gateway) HCM serving ``port``, in Istio's
     order: ``jwt_authn`` (RequestAuthentication), then RBAC for AUDIT, DENY and ALLOW
     policies (AuthorizationPolicy). Empty when no policy applies to ``proxy``."""
-    return []
+    return [*jwt_authn_filters(push, proxy), *http_rbac_filters(push, proxy, port)]
 
 
 def inbound_network_filters(push: PushContext, proxy: Proxy, port: int | None) -> list[lc.Filter]:
     """Network RBAC filters to put before ``tcp_proxy`` on an inbound TCP chain for ``port``."""
-    return []
+    return network_rbac_filters(push, proxy, port)

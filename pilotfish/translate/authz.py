@@ -1,0 +1,609 @@
+"""AuthorizationPolicy -> Envoy RBAC, on the inbound side of the selected workloads (and on
+gateways whose labels a policy selects), with Istio's semantics.
+
+Scope: a policy in the root namespace (``istio-system``) applies mesh-wide, elsewhere to the
+workloads of its namespace; ``selector.matchLabels`` narrows it to matching workloads.
+Policies with ``targetRef``/``targetRefs`` are for waypoints and Gateway API gateways, which
+Pilotfish does not run: they are ignored (logged once).
+
+Evaluation order, as one filter per action: CUSTOM, AUDIT (RBAC ``LOG``), DENY, ALLOW. No ALLOW
+policy means no ALLOW filter (allow); an ALLOW policy whose rules match nothing denies; an ALLOW
+policy without rules (``spec: {}``) denies everything. CUSTOM needs an extension provider and
+Pilotfish has none: like Istio with an unknown provider, a CUSTOM policy fails closed (denies
+every request to the selected workloads) and the control plane logs why. The annotation
+``istio.io/dry-run: "true"`` moves a policy to ``shadow_rules`` (evaluated, not enforced).
+
+Each rule becomes one RBAC policy ``ns[NS]-policy[NAME]-rule[I]``: its permissions are one entry
+per ``to`` (AND of the operation fields and the destination ``when`` conditions), its principals
+one entry per ``from`` (AND of the source fields and the other ``when`` conditions); a field's
+values are OR-ed, ``not*`` values negated. Values take Istio's wildcards: exact, ``*`` (any,
+non-empty), ``prefix*``, ``*suffix``; paths also ``{*}``/``{**}`` templates (Envoy uri_template).
+
+Identities: principals match the peer certificate's URI SAN (``spiffe://`` + value); namespaces
+the regex ``.*/ns/NS/.*`` on it; serviceAccounts ``spiffe://TD/ns/NS/sa/SA``. Request
+principals and ``request.auth.*`` read the JWT payload that ``jwt_authn`` stores in dynamic
+metadata (filter ``envoy.filters.http.jwt_authn``, key ``payload``, see ``authn``):
+``iss/sub`` split at the last ``/``.
+
+Ports: the translator knows the workload port a chain serves, so ``ports`` and
+``destination.port`` are decided when generating (a listener may bind another port than the
+app's, as in explicit mode); ``port=None`` falls back to Envoy's ``destination_port``.
+
+HTTP-only fields (hosts, methods, paths, requestPrincipals, request.headers, request.auth.*) on a
+TCP chain: an ALLOW rule that needs one is dropped (it matches nothing); in DENY and AUDIT rules
+the field is ignored, so the rule applies more widely (Istio's behaviour).
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import logging
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from envoy.config.core.v3 import address_pb2, extension_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc
+from envoy.config.rbac.v3 import rbac_pb2
+from envoy.config.rbac.v3.rbac_pb2 import Permission, Principal
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as net_rbac_pb2
+from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2
+from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2, value_pb2
+
+from pilotfish.config.store.base import StoredObject
+from pilotfish.model.proxy import Proxy
+from pilotfish.model.push_context import PushContext
+from pilotfish.translate.common import pack, u32
+
+log = logging.getLogger(__name__)
+
+RBAC_HTTP_FILTER = "envoy.filters.http.rbac"
+RBAC_NETWORK_FILTER = "envoy.filters.network.rbac"
+JWT_AUTHN_FILTER = "envoy.filters.http.jwt_authn"
+#: Key under which ``jwt_authn`` stores the verified payload (``payload_in_metadata``).
+JWT_PAYLOAD_KEY = "payload"
+TCP_STAT_PREFIX = "tcp."
+DRY_RUN_ANNOTATION = "istio.io/dry-run"
+CUSTOM_DENY_POLICY = "default-deny-all-due-to-unsupported-CUSTOM-action"
+
+Spec = dict[str, Any]
+Action = rbac_pb2.RBAC.Action
+
+# ---- which policies apply -----------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1024)
+def warn_once(key: str, revision: int, message: str) -> None:
+    """Log ``message`` once per resource revision (translation runs for every proxy)."""
+    log.warning("%s: %s", key, message)
+
+
+def policy_applies(obj: StoredObject, proxy: Proxy, root_namespace: str) -> bool:
+    """Istio's scope rule for AuthorizationPolicy/RequestAuthentication/PeerAuthentication."""
+    spec: Spec = obj.body.get("spec") or {}
+    if spec.get("targetRef") or spec.get("targetRefs"):
+        warn_once(
+            f"{obj.kind} {obj.namespace}/{obj.name}",
+            obj.revision,
+            "spec.targetRef(s): policies attached to a Service or Gateway are for waypoints and "
+            "Gateway API gateways, not supported here; the policy is ignored",
+        )
+        return False
+    if obj.namespace not in (root_namespace, proxy.namespace):
+        return False
+    labels = (spec.get("selector") or {}).get("matchLabels") or {}
+    return all(proxy.labels.get(str(k)) == str(v) for k, v in labels.items())
+
+
+def applicable(push: PushContext, proxy: Proxy, kind: str) -> list[StoredObject]:
+    """The policies of ``kind`` that apply to ``proxy``, ordered by namespace and name."""
+    root = push.settings.root_namespace
+    found = [o for o in push.policies(kind) if policy_applies(o, proxy, root)]
+    return sorted(found, key=lambda o: (o.namespace, o.name))
+
+
+# ---- string matchers ----------------------------------------------------------------------------
+
+_RE2_SPECIAL = set("\\.+*?()|[]{}^$")
+
+
+def re2_escape(text: str) -> str:
+    return "".join("\\" + c if c in _RE2_SPECIAL else c for c in text)
+
+
+def regex(pattern: str) -> string_pb2.StringMatcher:
+    return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=pattern))
+
+
+def glob(value: str, prefix: str = "", ignore_case: bool = False) -> string_pb2.StringMatcher:
+    """Istio's value matching: ``*`` any non-empty, ``*x`` suffix, ``x*`` prefix, else exact;
+    ``prefix`` is prepended to what the value names (``spiffe://`` for principals)."""
+    if value == "*":
+        return regex(".+")
+    if value.startswith("*"):
+        if prefix:
+            return regex(re2_escape(prefix) + ".*" + re2_escape(value[1:]))
+        return string_pb2.StringMatcher(suffix=value[1:], ignore_case=ignore_case)
+    if value.endswith("*"):
+        return string_pb2.StringMatcher(prefix=prefix + value[:-1], ignore_case=ignore_case)
+    return string_pb2.StringMatcher(exact=prefix + value, ignore_case=ignore_case)
+
+
+def header_matcher(name: str, value: str) -> rc.HeaderMatcher:
+    if value == "*":
+        return rc.HeaderMatcher(name=name, present_match=True)
+    return rc.HeaderMatcher(name=name, string_match=glob(value))
+
+
+def host_matcher(value: str) -> rc.HeaderMatcher:
+    """``hosts``: case-insensitive, with or without a port in the Host header."""
+    if value == "*":
+        return rc.HeaderMatcher(name=":authority", present_match=True)
+    if value.startswith("*") or value.endswith("*"):
+        return rc.HeaderMatcher(name=":authority", string_match=glob(value, ignore_case=True))
+    pattern = "(?i)" + re2_escape(value) + "(:[0-9]+)?"
+    return rc.HeaderMatcher(name=":authority", string_match=regex(pattern))
+
+
+def cidr(value: str) -> address_pb2.CidrRange:
+    net = ipaddress.ip_network(value, strict=False)
+    return address_pb2.CidrRange(
+        address_prefix=str(net.network_address), prefix_len=u32(net.prefixlen)
+    )
+
+
+def jwt_claim_matcher(path: Sequence[str], value: str) -> metadata_pb2.MetadataMatcher:
+    """A JWT payload claim equal to ``value`` or, for a list claim, containing it."""
+    s = glob(value)
+    either = value_pb2.ValueMatcher(
+        or_match=value_pb2.OrMatcher(
+            value_matchers=[
+                value_pb2.ValueMatcher(
+                    list_match=value_pb2.ListMatcher(one_of=value_pb2.ValueMatcher(string_match=s))
+                ),
+                value_pb2.ValueMatcher(string_match=s),
+            ]
+        )
+    )
+    return _metadata(JWT_AUTHN_FILTER, [JWT_PAYLOAD_KEY, *path], either)
+
+
+def _metadata(
+    filter_name: str, path: Sequence[str], value: value_pb2.ValueMatcher
+) -> metadata_pb2.MetadataMatcher:
+    return metadata_pb2.MetadataMatcher(
+        filter=filter_name,
+        path=[metadata_pb2.MetadataMatcher.PathSegment(key=k) for k in path],
+        value=value,
+    )
+
+
+def _string_claim(claim: str, m: string_pb2.StringMatcher) -> Principal:
+    return Principal(
+        metadata=_metadata(
+            JWT_AUTHN_FILTER, [JWT_PAYLOAD_KEY, claim], value_pb2.ValueMatcher(string_match=m)
+        )
+    )
+
+
+def request_principal(value: str) -> Principal:
+    """``iss/sub`` (split at the last ``/``, the issuer may be a URL) with wildcards."""
+    anything = regex(".+")
+    iss, sep, sub = value.rpartition("/")
+    if not sep:
+        iss, sub = value, ""
+    if value == "*":
+        m_iss, m_sub = anything, anything
+    elif value.startswith("*"):
+        if sep:
+            m_iss = anything if iss == "*" else glob(iss)
+            m_sub = string_pb2.StringMatcher(exact=sub)
+        else:
+            m_iss, m_sub = anything, glob(value)
+    elif value.endswith("*"):
+        if sep:
+            m_iss = string_pb2.StringMatcher(exact=iss)
+            m_sub = glob(sub) if sub != "*" else anything
+        else:
+            m_iss, m_sub = glob(value), anything
+    else:
+        m_iss, m_sub = string_pb2.StringMatcher(exact=iss), string_pb2.StringMatcher(exact=sub)
+    return Principal(
+        and_ids=Principal.Set(ids=[_string_claim("iss", m_iss), _string_claim("sub", m_sub)])
+    )
+
+
+def parse_claim_path(key: str) -> list[str]:
+    """``request.auth.claims[a][b]`` -> ``["a", "b"]``; ``[a.b]`` stays one claim name."""
+    rest = key[len("request.auth.claims") :]
+    parts = []
+    while rest.startswith("["):
+        end = rest.find("]")
+        if end < 0:
+            break
+        parts.append(rest[1:end])
+        rest = rest[end + 1 :]
+    if rest or not parts:
+        raise Unsupported(f"bad key {key}: expected request.auth.claims[name][...]")
+    return parts
+
+
+def _bracket(key: str, prefix: str) -> str:
+    inner = key[len(prefix) :]
+    if not (inner.startswith("[") and inner.endswith("]") and len(inner) > 2):
+        raise Unsupported(f"bad key {key}: expected {prefix}[name]")
+    return inner[1:-1]
+
+
+# ---- keys -> Envoy matchers ---------------------------------------------------------------------
+
+
+class Unsupported(Exception):
+    """A key Envoy cannot match here: HTTP-only on a TCP chain, or unknown."""
+
+
+HTTP_ONLY_KEYS = frozenset({"request.host", "request.method", "request.path"})
+HTTP_ONLY_PREFIXES = ("request.headers", "request.auth.")
+
+#: Source fields -> attribute keys; operation fields -> attribute keys (Istio's naming).
+SOURCE_KEYS = {
+    "principals": "source.principal",
+    "requestPrincipals": "request.auth.principal",
+    "namespaces": "source.namespace",
+    "ipBlocks": "source.ip",
+    "remoteIpBlocks": "remote.ip",
+    "serviceAccounts": "source.serviceAccount",
+}
+OPERATION_KEYS = {
+    "hosts": "request.host",
+    "ports": "destination.port",
+    "methods": "request.method",
+    "paths": "request.path",
+}
+PERMISSION_KEYS = frozenset(
+    {
+        "request.host",
+        "request.method",
+        "request.path",
+        "destination.port",
+        "destination.ip",
+        "connection.sni",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a rule is generated for: the chain's protocol and workload port."""
+
+    for_tcp: bool
+    port: int | None
+    policy_namespace: str = "default"
+
+
+def _is_permission_key(key: str) -> bool:
+    return key in PERMISSION_KEYS or key.startswith("experimental.envoy.filters.")
+
+
+def _check_http(key: str, ctx: Context) -> None:
+    if ctx.for_tcp and (key in HTTP_ONLY_KEYS or key.startswith(HTTP_ONLY_PREFIXES)):
+        raise Unsupported(f"{key} is HTTP only")
+
+
+def _always(matches: bool) -> Permission:
+    return Permission(any=True) if matches else Permission(not_rule=Permission(any=True))
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise Unsupported(f"bad port {value}")
+    return int(value)
+
+
+def permission_for(key: str, value: str, ctx: Context) -> Permission:
+    _check_http(key, ctx)
+    if key == "request.host":
+        return Permission(header=host_matcher(value))
+    if key == "request.method":
+        return Permission(header=header_matcher(":method", value))
+    if key == "request.path":
+        if "{*}" in value or "{**}" in value:
+            template = value.replace("{**}", "**").replace("{*}", "*")
+            return Permission(
+                uri_template=extension_pb2.TypedExtensionConfig(
+                    name="uri-template",
+                    typed_config=pack(
+                        uri_template_match_pb2.UriTemplateMatchConfig(path_template=template)
+                    ),
+                )
+            )
+        return Permission(url_path=path_pb2.PathMatcher(path=glob(value)))
+    if key == "destination.port":
+        if ctx.port is not None:
+            return _always(_port(value) == ctx.port)
+        return Permission(destination_port=_port(value))
+    if key == "destination.ip":
+        return Permission(destination_ip=cidr(value))
+    if key == "connection.sni":
+        return Permission(requested_server_name=glob(value))
+    if key.startswith("experimental.envoy.filters."):
+        filter_name, _, rest = key[len("experimental.") :].partition("[")
+        if not rest.endswith("]") or len(rest) < 2:
+            raise Unsupported(f"bad key {key}: expected experimental.envoy.filters.NAME[key]")
+        if value.startswith("[") and value.endswith("]"):
+            vm = value_pb2.ValueMatcher(
+                list_match=value_pb2.ListMatcher(
+                    one_of=value_pb2.ValueMatcher(string_match=glob(value[1:-1]))
+                )
+            )
+        else:
+            vm = value_pb2.ValueMatcher(string_match=glob(value))
+        return Permission(metadata=_metadata(filter_name, [rest[:-1]], vm))
+    raise Unsupported(f"unknown attribute {key}")
+
+
+def _service_account(value: str, ctx: Context) -> string_pb2.StringMatcher:
+    ns, sep, sa = value.partition("/")
+    if not sep:
+        ns, sa = ctx.policy_namespace, value
+    return regex(f"spiffe://[^/]+/ns/{re2_escape(ns)}/sa/{re2_escape(sa)}")
+
+
+def principal_for(key: str, value: str, ctx: Context) -> Principal:
+    _check_http(key, ctx)
+    authenticated = rbac_pb2.Principal.Authenticated
+    if key == "source.principal":
+        return Principal(authenticated=authenticated(principal_name=glob(value, "spiffe://")))
+    if key == "source.namespace":
+        pattern = f".*/ns/{re2_escape(value).replace(chr(92) + '*', '.*')}/.*"
+        return Principal(authenticated=authenticated(principal_name=regex(pattern)))
+    if key == "source.serviceAccount":
+        return Principal(authenticated=authenticated(principal_name=_service_account(value, ctx)))
+    if key == "source.ip":
+        return Principal(direct_remote_ip=cidr(value))
+    if key == "remote.ip":
+        return Principal(remote_ip=cidr(value))
+    if key == "request.auth.principal":
+        return request_principal(value)
+    if key == "request.auth.audiences":
+        return Principal(metadata=jwt_claim_matcher(["aud"], value))
+    if key == "request.auth.presenter":
+        return Principal(metadata=jwt_claim_matcher(["azp"], value))
+    if key.startswith("request.auth.claims"):
+        return Principal(metadata=jwt_claim_matcher(parse_claim_path(key), value))
+    if key.startswith("request.headers"):
+        return Principal(header=header_matcher(_bracket(key, "request.headers"), value))
+    raise Unsupported(f"unknown attribute {key}")
+
+
+# ---- rules -> RBAC policies ---------------------------------------------------------------------
+
+#: (attribute key, values, notValues)
+Entry = tuple[str, list[str], list[str]]
+
+
+def _values(raw: Any) -> list[str]:
+    return [str(v) for v in raw or ()]
+
+
+def _source_entries(source: Spec) -> list[Entry]:
+    out = []
+    for field, key in SOURCE_KEYS.items():
+        not_field = "not" + field[0].upper() + field[1:]
+        values, not_values = _values(source.get(field)), _values(source.get(not_field))
+        if values or not_values:
+            out.append((key, values, not_values))
+    return out
+
+
+def _operation_entries(operation: Spec) -> list[Entry]:
+    out = []
+    for field, key in OPERATION_KEYS.items():
+        not_field = "not" + field[0].upper() + field[1:]
+        values, not_values = _values(operation.get(field)), _values(operation.get(not_field))
+        if values or not_values:
+            out.append((key, values, not_values))
+    return out
+
+
+def _group(
+    entries: Iterable[Entry], ctx: Context, action: int, build: Any
+) -> list[tuple[list[Any], list[Any]]]:
+    """Per entry (matchers for values, matchers for notValues). An entry Envoy cannot match
+    raises for ALLOW (the rule is dropped) and is left out otherwise (a wider rule)."""
+    out = []
+    for key, values, not_values in entries:
+        try:
+            out.append(
+                ([build(key, v, ctx) for v in values], [build(key, v, ctx) for v in not_values])
+            )
+        except Unsupported:
+            if action == Action.ALLOW:
+                raise
+    return out
+
+
+def permission(entries: Iterable[Entry], ctx: Context, action: int) -> Permission:
+    """AND over entries of (OR over values, NOT(OR over notValues))."""
+    parts: list[Permission] = []
+    for ors, nots in _group(entries, ctx, action, permission_for):
+        if ors:
+            parts.append(
+                ors[0] if len(ors) == 1 else Permission(or_rules=Permission.Set(rules=ors))
+            )
+        if nots:
+            one = nots[0] if len(nots) == 1 else Permission(or_rules=Permission.Set(rules=nots))
+            parts.append(Permission(not_rule=one))
+    if not parts:
+        return Permission(any=True)
+    return Permission(and_rules=Permission.Set(rules=parts))
+
+
+def principal(entries: Iterable[Entry], ctx: Context, action: int) -> Principal:
+    """AND over entries of (OR over values, NOT(OR over notValues))."""
+    parts: list[Principal] = []
+    for ors, nots in _group(entries, ctx, action, principal_for):
+        if ors:
+            parts.append(ors[0] if len(ors) == 1 else Principal(or_ids=Principal.Set(ids=ors)))
+        if nots:
+            one = nots[0] if len(nots) == 1 else Principal(or_ids=Principal.Set(ids=nots))
+            parts.append(Principal(not_id=one))
+    if not parts:
+        return Principal(any=True)
+    return Principal(and_ids=Principal.Set(ids=parts))
+
+
+def rule_policy(rule: Spec, ctx: Context, action: int) -> rbac_pb2.Policy | None:
+    """One Istio rule as an RBAC policy; None when an ALLOW rule cannot match here."""
+    when = [
+        (str(c.get("key") or ""), _values(c.get("values")), _values(c.get("notValues")))
+        for c in rule.get("when") or ()
+    ]
+    when_perm = [e for e in when if _is_permission_key(e[0])]
+    when_prin = [e for e in when if not _is_permission_key(e[0])]
+    tos = [t.get("operation") or {} for t in rule.get("to") or ()] or [None]
+    froms = [f.get("source") or {} for f in rule.get("from") or ()] or [None]
+    try:
+        permissions = [
+            permission((_operation_entries(op) if op else []) + when_perm, ctx, action)
+            for op in tos
+        ]
+        principals = [
+            principal((_source_entries(src) if src else []) + when_prin, ctx, action)
+            for src in froms
+        ]
+    except Unsupported:
+        return None
+    return rbac_pb2.Policy(permissions=permissions, principals=principals)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The RBAC of one action: enforced rules and dry-run (shadow) rules, either may be None."""
+
+    action: str
+    rules: rbac_pb2.RBAC | None
+    shadow: rbac_pb2.RBAC | None
+
+
+ACTIONS = {"AUDIT": Action.LOG, "DENY": Action.DENY, "ALLOW": Action.ALLOW}
+
+
+def build_rules(policies: Sequence[StoredObject], action: str, ctx: Context) -> Rules:
+    """The RBAC for the policies of one action (``ALLOW``, ``DENY`` or ``AUDIT``)."""
+    envoy_action = ACTIONS[action]
+    enforced: rbac_pb2.RBAC | None = None
+    shadow: rbac_pb2.RBAC | None = None
+    for obj in policies:
+        spec: Spec = obj.body.get("spec") or {}
+        if str(spec.get("action") or "ALLOW") != action:
+            continue
+        annotations = (obj.body.get("metadata") or {}).get("annotations") or {}
+        dry_run = str(annotations.get(DRY_RUN_ANNOTATION, "")).lower() == "true"
+        if dry_run:
+            shadow = shadow or rbac_pb2.RBAC(action=envoy_action)
+            target = shadow
+        else:
+            enforced = enforced or rbac_pb2.RBAC(action=envoy_action)
+            target = enforced
+        rule_ctx = Context(ctx.for_tcp, ctx.port, obj.namespace)
+        for i, rule in enumerate(spec.get("rules") or ()):
+            policy = rule_policy(rule or {}, rule_ctx, envoy_action)
+            name = f"ns[{obj.namespace}]-policy[{obj.name}]-rule[{i}]"
+            if policy is None:
+                log.debug("%s skipped: it needs HTTP fields on a TCP port", name)
+                continue
+            target.policies[name].CopyFrom(policy)
+    if action != "ALLOW":
+        # A DENY/AUDIT filter with no rule left would do nothing.
+        enforced = enforced if enforced is not None and enforced.policies else None
+        shadow = shadow if shadow is not None and shadow.policies else None
+    return Rules(action, enforced, shadow)
+
+
+def _custom_deny_all(policies: Sequence[StoredObject]) -> rbac_pb2.RBAC | None:
+    custom = [p for p in policies if str((p.body.get("spec") or {}).get("action")) == "CUSTOM"]
+    for obj in custom:
+        warn_once(
+            f"AuthorizationPolicy {obj.namespace}/{obj.name}",
+            obj.revision,
+            "spec.action: CUSTOM is not supported (no extension providers); "
+            "requests to the selected workloads are denied",
+        )
+    if not custom:
+        return None
+    rbac = rbac_pb2.RBAC(action=Action.DENY)
+    rbac.policies[CUSTOM_DENY_POLICY].CopyFrom(
+        rbac_pb2.Policy(permissions=[Permission(any=True)], principals=[Principal(any=True)])
+    )
+    return rbac
+
+
+def all_rules(policies: Sequence[StoredObject], ctx: Context) -> list[Rules]:
+    """In evaluation order: CUSTOM (deny-all), AUDIT, DENY, ALLOW; only those that do something."""
+    out = []
+    custom = _custom_deny_all(policies)
+    if custom is not None:
+        out.append(Rules("CUSTOM", custom, None))
+    for action in ("AUDIT", "DENY", "ALLOW"):
+        built = build_rules(policies, action, ctx)
+        if built.rules is not None or built.shadow is not None:
+            out.append(built)
+    return out
+
+
+def _shadow_prefix(action: str) -> str:
+    return f"istio_dry_run_{action.lower()}_"
+
+
+# ---- filters ------------------------------------------------------------------------------------
+
+
+def _cache_key(proxy: Proxy, port: int | None, tcp: bool) -> Hashable:
+    return ("authz", proxy.namespace, tuple(sorted(proxy.labels.items())), port, tcp)
+
+
+def http_rbac_filters(
+    push: PushContext, proxy: Proxy, port: int | None
+) -> list[hcm_pb2.HttpFilter]:
+    """RBAC HTTP filters for ``proxy`` serving workload port ``port``, in evaluation order."""
+
+    def compute() -> list[hcm_pb2.HttpFilter]:
+        policies = applicable(push, proxy, "AuthorizationPolicy")
+        out = []
+        for r in all_rules(policies, Context(False, port)):
+            cfg = http_rbac_pb2.RBAC()
+            if r.rules is not None:
+                cfg.rules.CopyFrom(r.rules)
+            if r.shadow is not None:
+                cfg.shadow_rules.CopyFrom(r.shadow)
+                cfg.shadow_rules_stat_prefix = _shadow_prefix(r.action)
+            out.append(hcm_pb2.HttpFilter(name=RBAC_HTTP_FILTER, typed_config=pack(cfg)))
+        return out
+
+    return push.memo(_cache_key(proxy, port, False), compute)
+
+
+def network_rbac_filters(push: PushContext, proxy: Proxy, port: int | None) -> list[lc.Filter]:
+    """RBAC network filters for a TCP chain of ``proxy`` serving ``port`` (before tcp_proxy)."""
+
+    def compute() -> list[lc.Filter]:
+        policies = applicable(push, proxy, "AuthorizationPolicy")
+        out = []
+        for r in all_rules(policies, Context(True, port)):
+            cfg = net_rbac_pb2.RBAC(stat_prefix=TCP_STAT_PREFIX)
+            if r.rules is not None:
+                cfg.rules.CopyFrom(r.rules)
+            if r.shadow is not None:
+                cfg.shadow_rules.CopyFrom(r.shadow)
+                cfg.shadow_rules_stat_prefix = _shadow_prefix(r.action)
+            out.append(lc.Filter(name=RBAC_NETWORK_FILTER, typed_config=pack(cfg)))
+        return out
+
+    return push.memo(_cache_key(proxy, port, True), compute)
