@@ -10,6 +10,7 @@ Everything listens on loopback: ports come from the kernel, workload addresses a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
@@ -19,15 +20,21 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+
+from pilotfish.api.node import NodeInfo
+from pilotfish.xds.client import AdsClient
+
+T = TypeVar("T")
 
 CLI = [sys.executable, "-m", "pilotfish.cli.main"]
 APPLY_PATH = "/apis/pilotfish.io/v1/apply"
@@ -116,10 +123,8 @@ class Processes:
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
         # The group may hold children (Envoy under an agent) even after the leader exited.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -143,7 +148,9 @@ class Processes:
         self.started.clear()
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -151,7 +158,7 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(0.05)
+        time.sleep(interval)
     raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
@@ -353,12 +360,91 @@ def start_sidecar(
     return Sidecar(name, ip, outbound, readiness, admin, proc)
 
 
+# ------------------------------------------------------------------------------- simulated
+
+
+class LoopThread:
+    """An asyncio loop in a thread, so that a benchmark's blocking calls do not stall clients."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def simulated_node(i: int, services: int) -> NodeInfo:
+    """Sidecar ``sim-i`` (REDIRECT mode, address 10.200.x.y, never dialled): an endpoint of
+    ``svc-(i mod services)``, version v1 or v2."""
+    return NodeInfo(
+        proxy_type="sidecar",
+        ip=f"10.{200 + i // 65536}.{i // 256 % 256}.{i % 256}",
+        pod_name=f"sim-{i}",
+        namespace="default",
+        labels={"app": f"svc-{i % services}", "version": "v1" if i % 2 == 0 else "v2"},
+    )
+
+
+class Fleet:
+    """Simulated proxies: :class:`AdsClient` Delta streams on a loop thread of this process."""
+
+    def __init__(self, cp: ControlPlane, services: int) -> None:
+        self.cp = cp
+        self.services = services
+        self.clients: list[AdsClient] = []
+        self.loop = LoopThread()
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def _connect(self, first: int, count: int) -> list[AdsClient]:
+        clients = [
+            AdsClient(f"127.0.0.1:{self.cp.xds_port}", simulated_node(i, self.services), delta=True)
+            for i in range(first, first + count)
+        ]
+        await asyncio.gather(*(c.start() for c in clients))
+        return clients
+
+    def grow(self, count: int, synced: Callable[[int], bool], batch: int = 50) -> None:
+        """Connect clients in batches until there are ``count``; after each batch wait until
+        ``synced(number connected)`` holds."""
+        while len(self.clients) < count:
+            n = min(batch, count - len(self.clients))
+            self.clients += self.loop.run(self._connect(len(self.clients), n))
+            total = len(self.clients)
+            wait_until(
+                lambda total=total: synced(total),  # type: ignore[misc]
+                900,
+                f"{total} simulated proxies synced",
+                0.2,
+            )
+
+    def close(self) -> None:
+        async def stop() -> None:
+            await asyncio.gather(*(c.stop() for c in self.clients), return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            self.loop.run(stop(), timeout=60)
+        self.clients = []
+        self.loop.close()
+
+
 # ------------------------------------------------------------------------------- config
 
 
-def service_items(count: int, *, port: int = 9080, subsets: Sequence[str] = ("v1", "v2")) -> list[
-    dict[str, Any]
-]:
+def service_items(
+    count: int, *, port: int = 9080, subsets: Sequence[str] = ("v1", "v2")
+) -> list[dict[str, Any]]:
     """``count`` Services ``svc-0``... selecting ``app: svc-N``, each with a DestinationRule."""
     items: list[dict[str, Any]] = []
     for i in range(count):
@@ -415,7 +501,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A plain-text table (also valid Markdown)."""
     cells = [[str(h) for h in headers], *[[str(c) for c in r] for r in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells
+    ]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
 

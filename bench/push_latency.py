@@ -25,23 +25,21 @@ debounce quiet period (100 ms). No exit code depends on timing.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 # Run as a script (``python bench/push_latency.py``): the helpers live next to it.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import (  # noqa: E402
+from benchlib import (
     Api,
     ControlPlane,
+    Fleet,
     Processes,
     Sidecar,
     all_synced,
@@ -60,10 +58,7 @@ from benchlib import (  # noqa: E402
     weighted_route,
 )
 
-from pilotfish.api.node import NodeInfo  # noqa: E402
-from pilotfish.xds.client import AdsClient  # noqa: E402
-
-T = TypeVar("T")
+from pilotfish.xds.client import AdsClient
 
 #: Targets from the issue: all proxies ACKed within this many seconds.
 ENVOY_TARGET_S = 1.0
@@ -151,7 +146,11 @@ def bench_envoys(
         t = time.monotonic()
         for sc in new:
             wait_until(sc.ready, 120, f"sidecar {sc.name} ready")
-        wait_until(lambda: all_synced(api.proxy_status(), size), 120, f"{size} proxies synced")
+        wait_until(
+            lambda n=size: all_synced(api.proxy_status(), n),  # type: ignore[misc]
+            120,
+            f"{size} proxies synced",
+        )
         print(f"  {size} Envoys ready and synced ({time.monotonic() - t:.1f}s)", flush=True)
         row = Row(f"real Envoy x{size}", size, services, ENVOY_TARGET_S if size >= 50 else None)
         for _ in range(reps):
@@ -178,62 +177,6 @@ def add_envoy(
 # ------------------------------------------------------------------------------- simulated
 
 
-class LoopThread:
-    """An asyncio loop in a thread, so that this script's blocking polls do not stall clients."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
-def simulated_node(i: int, services: int) -> NodeInfo:
-    return NodeInfo(
-        proxy_type="sidecar",
-        ip=f"10.{200 + i // 65536}.{i // 256 % 256}.{i % 256}",
-        pod_name=f"sim-{i}",
-        namespace="default",
-        labels={"app": f"svc-{i % services}", "version": "v1" if i % 2 == 0 else "v2"},
-    )
-
-
-async def connect(cp: ControlPlane, first: int, count: int, services: int) -> list[AdsClient]:
-    clients = [
-        AdsClient(f"127.0.0.1:{cp.xds_port}", simulated_node(i, services), delta=True)
-        for i in range(first, first + count)
-    ]
-    await asyncio.gather(*(c.start() for c in clients))
-    return clients
-
-
-async def stop_clients(clients: list[AdsClient]) -> None:
-    await asyncio.gather(*(c.stop() for c in clients), return_exceptions=True)
-
-
-def connect_fleet(
-    loop: LoopThread, cp: ControlPlane, api: Api, count: int, services: int, batch: int = 50
-) -> tuple[list[AdsClient], float]:
-    """Connect ``count`` simulated proxies in batches; (clients, seconds until all synced)."""
-    clients: list[AdsClient] = []
-    t = time.monotonic()
-    while len(clients) < count:
-        n = min(batch, count - len(clients))
-        clients += loop.run(connect(cp, len(clients), n, services))
-        wait_until(
-            lambda: all_synced(api.proxy_status(), len(clients)),
-            600,
-            f"{len(clients)} simulated proxies synced",
-        )
-    return clients, time.monotonic() - t
-
-
 def bench_simulated(
     procs: Processes,
     count: int,
@@ -244,23 +187,20 @@ def bench_simulated(
     cp = start_control_plane(procs, "server-simulated", cpus=cpus[0])
     api = cp.api()
     api.apply([*service_items(services), weighted_route(ROUTE_HOST, 50)])
-    loop = LoopThread()
-    clients: list[AdsClient] = []
-    try:
-        clients, sync_s = connect_fleet(loop, cp, api, count, services)
+    with Fleet(cp, services) as fleet:
+        t = time.monotonic()
+        fleet.grow(count, lambda n: all_synced(api.proxy_status(), n))
+        sync_s = time.monotonic() - t
         print(f"  {count} simulated proxies synced ({sync_s:.1f}s)", flush=True)
         row = Row(f"simulated x{count}", count, services, SIMULATED_TARGET_S)
         weight = 50
         for _ in range(reps):
             weight = 90 if weight != 90 else 10
             sample, t0_mono = push_once(api, weight, count, timeout=300)
-            sample.client_received = last_received(clients, t0_mono)
+            sample.client_received = last_received(fleet.clients, t0_mono)
             row.samples.append(sample)
-        return row, sync_s
-    finally:
-        loop.run(stop_clients(clients), timeout=60)
-        loop.close()
-        procs.stop(cp.proc)
+    procs.stop(cp.proc)
+    return row, sync_s
 
 
 def last_received(clients: list[AdsClient], t0_mono: float) -> float | None:

@@ -1,0 +1,533 @@
+"""Data-plane latency and throughput: direct, through a hand-written Envoy pair, and through
+the sidecar pair Pilotfish generates, side by side in one run against one backend.
+
+Run from the repository root::
+
+    .venv/bin/python bench/dataplane.py                 # c=1 and c=8, 10 s per run, 3 rounds
+    .venv/bin/python bench/dataplane.py --quick         # c=1, 1 s per run, 1 round
+    .venv/bin/python bench/dataplane.py --dump-dir out  # also save the Envoys' /config_dump
+
+Load comes from ``wrk`` (``apt-get install -y wrk``); without it, a small Python HTTP/1.1
+load generator in this process is used instead (it saturates long before Envoy does, so its
+throughput ratios understate differences). The script prints which one it used.
+
+The three paths (all plain HTTP/1.1 on loopback, keep-alive connections):
+
+- ``direct``: load generator -> backend;
+- ``hand-written``: load generator -> Envoy (listener -> router -> static cluster) -> Envoy
+  (listener -> router -> static cluster) -> backend; two static bootstraps written here with
+  no other filter;
+- ``generated``: load generator -> client sidecar's outbound listener (``Host: bench:9080``)
+  -> server sidecar's inbound listener -> backend; ``pilotfish proxy`` agents in explicit
+  mode with the configuration the control plane generates.
+
+The backend is an Envoy answering every request itself (``direct_response``, 200, 2 bytes).
+Every Envoy runs with ``--concurrency 1``. With pinning (the default on 2+ CPUs) the Envoys,
+agents and the control plane share the first CPU and the load generator gets the others.
+Runs are interleaved (each round runs every path once per connection count) and the table
+shows medians over rounds. No exit code depends on the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+# Run as a script (``python bench/dataplane.py``): the helpers live next to it.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import (
+    Processes,
+    cpu_split,
+    free_loopback_ip,
+    free_port,
+    machine,
+    median,
+    ratio,
+    start_control_plane,
+    start_sidecar,
+    table,
+    wait_until,
+)
+
+from pilotfish.agent.envoy_binary import envoy_binary
+
+#: Target from the issue: the generated pair within 5% of the hand-written one (p50 and p99).
+GENERATED_VS_HAND_TARGET = 1.05
+HOST_HEADER = "bench:9080"
+APP_PORT = 9080
+PATHS = ("direct", "hand-written", "generated")
+
+
+# ------------------------------------------------------------------------------- static Envoys
+
+_ROUTER = {
+    "name": "envoy.filters.http.router",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+}
+
+
+def _address(ip: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": ip, "port_value": port}}
+
+
+def _listener(ip: str, port: int, route: dict[str, Any]) -> dict[str, Any]:
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager"
+        ".v3.HttpConnectionManager",
+        "stat_prefix": "bench",
+        "codec_type": "HTTP1",
+        "route_config": {
+            "name": "bench",
+            "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}],
+        },
+        "http_filters": [_ROUTER],
+    }
+    return {
+        "name": f"listener_{port}",
+        "address": _address(ip, port),
+        "filter_chains": [
+            {
+                "filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                ]
+            }
+        ],
+    }
+
+
+def _bootstrap(
+    admin_port: int, listener: dict[str, Any], clusters: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "node": {"id": listener["name"], "cluster": "bench"},
+        "admin": {"address": _address("127.0.0.1", admin_port)},
+        "static_resources": {"listeners": [listener], "clusters": clusters},
+    }
+
+
+def backend_bootstrap(ip: str, port: int, admin_port: int) -> dict[str, Any]:
+    """An Envoy that answers every request itself: 200 with body ``ok``."""
+    route = {
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 200, "body": {"inline_string": "ok"}},
+    }
+    return _bootstrap(admin_port, _listener(ip, port, route), [])
+
+
+def proxy_bootstrap(
+    listen_ip: str, listen_port: int, upstream_ip: str, upstream_port: int, admin_port: int
+) -> dict[str, Any]:
+    """A minimal forwarding Envoy: listener -> router -> one static HTTP/1.1 cluster."""
+    cluster = {
+        "name": "upstream",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": "upstream",
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": _address(upstream_ip, upstream_port)}}]}
+            ],
+        },
+    }
+    route = {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
+    return _bootstrap(admin_port, _listener(listen_ip, listen_port, route), [cluster])
+
+
+@dataclass
+class StaticEnvoy:
+    name: str
+    admin_port: int
+    proc: subprocess.Popen[bytes]
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise SystemExit(f"Envoy {self.name} exited (see {self.name}.log in the work dir)")
+        r = httpx.get(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1)
+        return r.status_code == 200
+
+
+def start_envoy(
+    procs: Processes, name: str, bootstrap: dict[str, Any], cpus: set[int] | None
+) -> StaticEnvoy:
+    path = procs.workdir / f"{name}.yaml"
+    path.write_text(json.dumps(bootstrap, indent=1))  # JSON is YAML
+    cmd = [
+        str(envoy_binary()),
+        "-c",
+        str(path),
+        "--concurrency",
+        "1",
+        "--use-dynamic-base-id",
+        "--log-level",
+        "warning",
+    ]
+    proc = procs.start(cmd, f"{name}.log", cpus=cpus)
+    return StaticEnvoy(name, bootstrap["admin"]["address"]["socket_address"]["port_value"], proc)
+
+
+# ------------------------------------------------------------------------------- load
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int  # non-2xx responses and socket errors
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
+    if not m:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_wrk(output: str) -> Result:
+    """Requests/sec, p50 and p99 (``--latency``) and errors from wrk's report."""
+    p50 = re.search(r"^\s*50%\s+(\S+)", output, re.M)
+    p99 = re.search(r"^\s*99%\s+(\S+)", output, re.M)
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.M)
+    total = re.search(r"^\s*(\d+) requests in", output, re.M)
+    if not (p50 and p99 and rps and total):
+        raise ValueError(f"cannot read wrk output:\n{output}")
+    errors = 0
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    sock = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    if sock:
+        errors += sum(int(x) for x in sock.groups())
+    return Result(
+        float(rps.group(1)), _ms(p50.group(1)), _ms(p99.group(1)), int(total.group(1)), errors
+    )
+
+
+def run_wrk(wrk: str, url: str, connections: int, seconds: float, cpus: set[int] | None) -> Result:
+    cmd = [
+        wrk,
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "-H",
+        f"Host: {HOST_HEADER}",
+        url,
+    ]
+    if cpus and shutil.which("taskset"):
+        cmd = ["taskset", "-c", ",".join(str(c) for c in sorted(cpus)), *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    if out.returncode != 0:
+        raise SystemExit(f"wrk failed: {out.stderr or out.stdout}")
+    return parse_wrk(out.stdout)
+
+
+async def _py_load(host: str, port: int, connections: int, seconds: float) -> Result:
+    request = f"GET / HTTP/1.1\r\nHost: {HOST_HEADER}\r\n\r\n".encode()
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + seconds
+
+    async def one() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while time.monotonic() < deadline:
+                t = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+                if length:
+                    await reader.readexactly(int(length.group(1)))
+                latencies.append(time.perf_counter() - t)
+                if not head.startswith(b"HTTP/1.1 2"):
+                    errors += 1
+        finally:
+            writer.close()
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(one() for _ in range(connections)))
+    elapsed = time.monotonic() - t0
+    if not latencies:
+        return Result(0.0, float("nan"), float("nan"), 0, errors)
+    ms = sorted(x * 1000 for x in latencies)
+    p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+    return Result(len(ms) / elapsed, statistics.median(ms), p99, len(ms), errors)
+
+
+def run_python(url: str, connections: int, seconds: float) -> Result:
+    u = httpx.URL(url)
+    return asyncio.run(_py_load(u.host, u.port or 80, connections, seconds))
+
+
+# ------------------------------------------------------------------------------- config dumps
+
+
+def config_dump(admin_port: int) -> dict[str, Any]:
+    r = httpx.get(f"http://127.0.0.1:{admin_port}/config_dump", timeout=10)
+    r.raise_for_status()
+    return dict(r.json())
+
+
+def _walk_filters(obj: Any, out: list[str]) -> None:
+    """Names of every network and HTTP filter in a config dump, in order of appearance."""
+    if isinstance(obj, dict):
+        for key in ("filters", "http_filters"):
+            for f in obj.get(key) or []:
+                if isinstance(f, dict) and "name" in f:
+                    out.append(f"{key[:-1].replace('_', ' ')}: {f['name']}")
+        for v in obj.values():
+            _walk_filters(v, out)
+    elif isinstance(obj, list):
+        for v in obj:
+            _walk_filters(v, out)
+
+
+def dump_summary(dump: dict[str, Any]) -> list[str]:
+    """Filters, access logs and cluster options worth comparing between two Envoys."""
+    filters: list[str] = []
+    _walk_filters(dump, filters)
+    text = json.dumps(dump)
+    lines = sorted(set(filters))
+    for needle in (
+        "access_log",
+        "tracing",
+        "retry_policy",
+        "circuit_breakers",
+        "outlier_detection",
+        "http2_protocol_options",
+        "stats_matcher",
+        "use_remote_address",
+    ):
+        if f'"{needle}"' in text:
+            lines.append(f"has {needle}")
+    return lines
+
+
+# ------------------------------------------------------------------------------- run
+
+
+@dataclass
+class Setup:
+    urls: dict[str, str]
+    admin_ports: dict[str, int]  # "hand-written client"... -> Envoy admin port
+
+
+def bring_up(procs: Processes, sut_cpus: set[int] | None) -> Setup:
+    backend_ip = free_loopback_ip(APP_PORT)
+    backend = start_envoy(
+        procs, "backend", backend_bootstrap(backend_ip, APP_PORT, free_port()), sut_cpus
+    )
+    server_port, client_port = free_port(), free_port()
+    hand_server = start_envoy(
+        procs,
+        "hand-server",
+        proxy_bootstrap(backend_ip, server_port, backend_ip, APP_PORT, free_port()),
+        sut_cpus,
+    )
+    hand_client = start_envoy(
+        procs,
+        "hand-client",
+        proxy_bootstrap("127.0.0.1", client_port, backend_ip, server_port, free_port()),
+        sut_cpus,
+    )
+    cp = start_control_plane(procs, cpus=sut_cpus)
+    cp.api().apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "bench", "namespace": "default"},
+                "spec": {
+                    "selector": {"app": "bench"},
+                    "ports": [{"name": "http", "port": APP_PORT}],
+                },
+            }
+        ]
+    )
+    server_sc = start_sidecar(
+        procs,
+        cp,
+        "bench-server",
+        {"app": "bench", "version": "v1"},
+        ip=backend_ip,
+        inbound=(APP_PORT, free_port()),
+        cpus=sut_cpus,
+    )
+    client_sc = start_sidecar(procs, cp, "bench-client", {"app": "loadgen"}, cpus=sut_cpus)
+    for envoy in (backend, hand_server, hand_client):
+        wait_until(envoy.ready, 60, f"Envoy {envoy.name} ready")
+    for sc in (server_sc, client_sc):
+        wait_until(sc.ready, 60, f"sidecar {sc.name} ready")
+    urls = {
+        "direct": f"http://{backend_ip}:{APP_PORT}/",
+        "hand-written": f"http://127.0.0.1:{client_port}/",
+        "generated": f"http://127.0.0.1:{client_sc.outbound_port}/",
+    }
+
+    def all_answer() -> bool:
+        return all(
+            httpx.get(u, headers={"Host": HOST_HEADER}, timeout=2).status_code == 200
+            for u in urls.values()
+        )
+
+    wait_until(all_answer, 60, "every path to answer 200")
+    admin = {
+        "hand-written client": hand_client.admin_port,
+        "hand-written server": hand_server.admin_port,
+        "generated client": client_sc.admin_port,
+        "generated server": server_sc.admin_port,
+    }
+    return Setup(urls, admin)
+
+
+def measure(
+    setup: Setup,
+    connections: Sequence[int],
+    seconds: float,
+    rounds: int,
+    load: str,
+    load_cpus: set[int] | None,
+) -> dict[tuple[str, int], list[Result]]:
+    def once(path: str, c: int, s: float) -> Result:
+        if load == "python":
+            return run_python(setup.urls[path], c, s)
+        return run_wrk(load, setup.urls[path], c, s, load_cpus)
+
+    for path in PATHS:  # warm-up: connections, first requests
+        once(path, max(connections), min(seconds, 1.0))
+    results: dict[tuple[str, int], list[Result]] = {}
+    for c in connections:
+        for r in range(rounds):
+            for path in PATHS:
+                results.setdefault((path, c), []).append(once(path, c, seconds))
+            print(f"  c={c} round {r + 1}/{rounds} done", flush=True)
+    return results
+
+
+def report(results: dict[tuple[str, int], list[Result]], connections: Sequence[int]) -> str:
+    headers = [
+        "path",
+        "conns",
+        "rps",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "rps / direct",
+        "p50 / direct",
+        "p99 / direct",
+        "p50 / hand",
+        "p99 / hand",
+    ]
+    rows = []
+    for c in connections:
+        med = {
+            p: (
+                median([x.rps for x in results[(p, c)]]),
+                median([x.p50_ms for x in results[(p, c)]]),
+                median([x.p99_ms for x in results[(p, c)]]),
+                sum(x.errors for x in results[(p, c)]),
+            )
+            for p in PATHS
+        }
+        for p in PATHS:
+            rps, p50, p99, errors = med[p]
+            d, h = med["direct"], med["hand-written"]
+            rows.append(
+                [
+                    p,
+                    c,
+                    f"{rps:.0f}",
+                    f"{p50:.3f}",
+                    f"{p99:.3f}",
+                    errors,
+                    ratio(rps, d[0]),
+                    ratio(p50, d[1]),
+                    ratio(p99, d[2]),
+                    ratio(p50, h[1]) if p != "direct" else "-",
+                    ratio(p99, h[2]) if p != "direct" else "-",
+                ]
+            )
+    return table(headers, rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", default="1,8", help="wrk -c values.")
+    parser.add_argument("--duration", type=float, default=10.0, help="Seconds per run.")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="c=1, 1 s, one round.")
+    parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--no-pin", action="store_true", help="Do not pin processes to CPUs.")
+    parser.add_argument("--dump-dir", type=Path, help="Save the proxies' config dumps here.")
+    parser.add_argument("--workdir", type=Path, help="Keep logs here (default: a temp dir).")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.connections, args.duration, args.rounds = "1", 1.0, 1
+    connections = [int(x) for x in args.connections.split(",") if x.strip()]
+    wrk = shutil.which("wrk")
+    if args.load == "wrk" and not wrk:
+        print("wrk is not installed: apt-get install -y wrk (or use --load python)")
+        return 2
+    load = wrk if wrk and args.load != "python" else "python"
+    if load == "python" and args.load == "auto":
+        print("wrk not found (apt-get install -y wrk); using the Python load generator")
+    sut_cpus, load_cpus = cpu_split(not args.no_pin)
+    if load_cpus and load == "python":
+        os.sched_setaffinity(0, load_cpus)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pilotfish-bench-dataplane-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"data plane on {machine()}; work dir {workdir}", flush=True)
+    print(f"load generator: {'wrk ' + load if load != 'python' else 'python (asyncio)'}")
+    print(
+        f"Envoys and control plane on CPUs {sorted(sut_cpus)}, load on {sorted(load_cpus)}"
+        if sut_cpus and load_cpus
+        else "processes not pinned",
+        flush=True,
+    )
+    with Processes(workdir) as procs:
+        setup = bring_up(procs, sut_cpus)
+        results = measure(setup, connections, args.duration, args.rounds, load, load_cpus)
+        dumps = {name: config_dump(port) for name, port in setup.admin_ports.items()}
+    print()
+    print(report(results, connections))
+    print(
+        f"medians over {args.rounds} round(s) of {args.duration:g}s; target: generated / "
+        f"hand-written <= {GENERATED_VS_HAND_TARGET:.2f}x for p50 and p99."
+    )
+    print()
+    for name, dump in dumps.items():
+        print(f"{name} Envoy: " + "; ".join(dump_summary(dump)))
+    if args.dump_dir:
+        args.dump_dir.mkdir(parents=True, exist_ok=True)
+        for name, dump in dumps.items():
+            file = args.dump_dir / (name.replace(" ", "-") + ".json")
+            file.write_text(json.dumps(dump, indent=1))
+        print(f"config dumps written to {args.dump_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
