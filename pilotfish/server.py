@@ -21,12 +21,14 @@ from google.protobuf import json_format
 from pilotfish.api.node import NodeInfo
 from pilotfish.apiserver.app import ApiServer, ApiSettings, ensure_builtin_namespaces
 from pilotfish.apiserver.auth import load_or_create_admin_token
+from pilotfish.apiserver.tokens import add_token_routes
 from pilotfish.cli.config import DEFAULT_HOME, Context, save_context
 from pilotfish.config.store import Store, open_store
 from pilotfish.control.jwks import JwksFetcher, JwksSettings
 from pilotfish.model.push_context import MeshSettings
 from pilotfish.model.source import PushContextSource
 from pilotfish.registry import Registry
+from pilotfish.server_identity import ControlPlaneIdentity, IdentitySettings
 from pilotfish.translate import Resources, generate
 from pilotfish.translate.authn import bind_jwks_lookup
 from pilotfish.xds import DiscoveryServer, PushRequest, XdsSettings
@@ -54,6 +56,10 @@ class ServerSettings:
     log_level: str = "info"
     #: Write a context for this server into the CLI config file.
     write_context: bool = True
+    #: Plug-in CA files (Istio's ``cacerts``); ``<data_dir>/ca`` (self-signed root) when None.
+    ca_dir: Path | None = None
+    #: Serve xDS and the CA over TLS with a certificate from the mesh CA.
+    xds_tls: bool = False
 
     @classmethod
     def build(
@@ -66,6 +72,8 @@ class ServerSettings:
         context_name: str = "local",
         log_level: str = "info",
         write_context: bool = True,
+        ca_dir: Path | None = None,
+        xds_tls: bool = False,
     ) -> ServerSettings:
         data_dir = (data_dir or DEFAULT_HOME / "data").expanduser().resolve()
         api_host, api_port = split_address(listen, 15014)
@@ -80,6 +88,8 @@ class ServerSettings:
             context_name=context_name,
             log_level=log_level,
             write_context=write_context,
+            ca_dir=ca_dir.expanduser().resolve() if ca_dir else None,
+            xds_tls=xds_tls,
         )
 
     @property
@@ -107,15 +117,25 @@ def config_as_json(resources: Resources) -> dict[str, list[dict[str, Any]]]:
 class Mesh:
     """The running control plane's parts, wired: store -> registry/model -> translate -> xDS."""
 
-    def __init__(self, store: Store, settings: ServerSettings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: ServerSettings,
+        identity: ControlPlaneIdentity | None = None,
+    ) -> None:
         self.store = store
+        self.identity = identity
         self.registry = Registry()
         self.source = PushContextSource(store, self.registry, MeshSettings())
         self.xds = DiscoveryServer(
-            XdsSettings(address=f"{settings.xds_host}:{settings.xds_port}"),
+            XdsSettings(
+                address=f"{settings.xds_host}:{settings.xds_port}",
+                tls=identity.xds_tls() if identity is not None else None,
+            ),
             self.generate,
             on_connect=self.registry.sidecars.connected,
             on_disconnect=self.registry.sidecars.disconnected,
+            extra_services=[identity.add_to_server] if identity is not None else [],
         )
         self._unsubscribe: list[Callable[[], None]] = []
         #: Keys of RequestAuthentication jwksUri rules, fetched here and inlined by translate.
@@ -172,7 +192,15 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
     try:
         ensure_builtin_namespaces(store)
         token = load_or_create_admin_token(settings.data_dir)
-        mesh = Mesh(store, settings)
+        identity = ControlPlaneIdentity.open(
+            IdentitySettings(
+                data_dir=settings.data_dir,
+                ca_dir=settings.ca_dir,
+                xds_tls=settings.xds_tls,
+                xds_host=settings.xds_host,
+            )
+        )
+        mesh = Mesh(store, settings, identity)
         await mesh.start()
         api = ApiServer(
             store,
@@ -182,7 +210,9 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
                 proxy_config=mesh.proxy_config,
             ),
         )
-        runner = web.AppRunner(api.app(), access_log=None)
+        app = api.app()
+        add_token_routes(app, identity.issue_token)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.api_host, settings.api_port)
         await site.start()
@@ -190,12 +220,14 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
             path = save_context(Context(settings.context_name, settings.api_url, token))
             log.info("wrote context %r to %s", settings.context_name, path)
         log.info(
-            "control plane ready: API %s, xDS %s:%d, store %s, revision %d",
+            "control plane ready: API %s, xDS %s:%d (%s), store %s, revision %d, mesh roots %s",
             settings.api_url,
             settings.xds_host,
             mesh.xds.port,
+            "TLS" if settings.xds_tls else "plaintext",
             settings.store_url,
             store.revision(),
+            identity.root_cert_path,
         )
         print(
             f"pilotfish control plane: API {settings.api_url}, "

@@ -5,11 +5,13 @@ Order of events:
 1. render the bootstrap into ``work_dir`` (``envoy-bootstrap.json``);
 2. serve the agent's HTTP endpoints (``agent_port``) - Envoy's readiness listener forwards to
    them, so they come up first;
-3. start Envoy under :class:`~pilotfish.agent.supervisor.EnvoySupervisor`;
-4. explicit mode: once Envoy is ready (LIVE with its first CDS and LDS), start the app with the
+3. with a workload identity (``settings.identity``): get the first certificate from the CA and
+   serve it over SDS (see ``workload_identity.py``); Envoy waits for it;
+4. start Envoy under :class:`~pilotfish.agent.supervisor.EnvoySupervisor`;
+5. explicit mode: once Envoy is ready (LIVE with its first CDS and LDS), start the app with the
    sidecar's addresses in its environment (see ``app.py``);
-5. run until SIGTERM/SIGINT, a ``stop`` event, the app exiting, or the supervisor giving up;
-6. stop: readiness turns 503, the app is stopped first (SIGTERM, then SIGKILL after
+6. run until SIGTERM/SIGINT, a ``stop`` event, the app exiting, or the supervisor giving up;
+7. stop: readiness turns 503, the app is stopped first (SIGTERM, then SIGKILL after
    ``app_stop_timeout_s``), then Envoy is drained for up to ``drain_seconds`` and stopped.
 
 The exit code is 0 after a stop request, the app's exit code when the app ended on its own,
@@ -30,6 +32,7 @@ from pilotfish.agent.bootstrap import render_bootstrap, write_bootstrap
 from pilotfish.agent.health import AgentServer
 from pilotfish.agent.settings import AgentSettings
 from pilotfish.agent.supervisor import EnvoySupervisor, SupervisorSettings
+from pilotfish.agent.workload_identity import WorkloadIdentity
 
 log = logging.getLogger("pilotfish.agent")
 
@@ -60,6 +63,7 @@ class Agent:
         self.app: AppProcess | None = None
         self.stopping = False
         self._server: AgentServer | None = None
+        self.identity: WorkloadIdentity | None = None
 
     async def readiness(self) -> Readiness:
         if self.stopping:
@@ -69,7 +73,10 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> int:
         settings = self.settings
         settings.work_dir.mkdir(parents=True, exist_ok=True)
-        write_bootstrap(render_bootstrap(settings), settings.bootstrap_path)
+        if settings.identity is not None:
+            self.identity = WorkloadIdentity(settings, settings.identity)
+        sds_socket = self.identity.socket_path if self.identity is not None else None
+        write_bootstrap(render_bootstrap(settings, sds_socket), settings.bootstrap_path)
         try:
             if settings.agent_port is not None:
                 self._server = AgentServer(
@@ -86,6 +93,10 @@ class Agent:
                     )
                     self._server = None
                     return 1
+            if self.identity is not None:
+                secret = await self.identity.start(stop)
+                if secret is None:
+                    return 0
             await self.supervisor.start()
             log.info(
                 "proxy %s started (admin 127.0.0.1:%d, readiness :%d)",
@@ -141,6 +152,8 @@ class Agent:
             finally:
                 if self._server is not None:
                     await self._server.stop()
+                if self.identity is not None:
+                    await self.identity.stop()
 
 
 async def run_agent(

@@ -7,8 +7,10 @@ What the bootstrap holds (everything else arrives over ADS):
 - ``admin`` on ``127.0.0.1:<admin_port>`` only.
 - ``dynamic_resources``: ADS (Delta by default, SotW selectable) over the static ``xds-grpc``
   cluster; CDS and LDS come through ADS with an ``initial_fetch_timeout``.
-- ``static_resources``: the ``xds-grpc`` cluster (HTTP/2, keepalive, optional TLS) and the
-  readiness listener on ``<readiness_bind>:<readiness_port>`` answering ``GET /healthz/ready``.
+- ``static_resources``: the ``xds-grpc`` cluster (HTTP/2, keepalive, optional TLS), with a
+  workload identity the ``sds-grpc`` cluster (HTTP/2 to the agent's SDS Unix socket, where
+  Envoy gets ``default`` and ``ROOTCA``), and the readiness listener on
+  ``<readiness_bind>:<readiness_port>`` answering ``GET /healthz/ready``.
 
 Readiness, and why it goes through the agent. Envoy starts no listener (the readiness one
 included) until its initial config is in, so before that the readiness port refuses
@@ -30,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from pilotfish.agent.settings import XDS_CLUSTER, AgentSettings, HostPort, XdsTls
+from pilotfish.agent.settings import SDS_CLUSTER, XDS_CLUSTER, AgentSettings, HostPort, XdsTls
 
 #: Static clusters the readiness listener routes to.
 ADMIN_CLUSTER = "pilotfish-admin"
@@ -49,8 +51,9 @@ _DOWNSTREAM_CONNECTIONS = (
 )
 
 
-def render_bootstrap(settings: AgentSettings) -> dict[str, Any]:
-    """The bootstrap as a JSON-able dict (Envoy's proto3 JSON field names)."""
+def render_bootstrap(settings: AgentSettings, sds_socket: Path | None = None) -> dict[str, Any]:
+    """The bootstrap as a JSON-able dict (Envoy's proto3 JSON field names); with
+    ``sds_socket``, the ``sds-grpc`` cluster to the agent's SDS server on that socket."""
     node = settings.node
     api_type = "DELTA_GRPC" if settings.xds_api == "delta" else "GRPC"
     ads_source = {
@@ -58,6 +61,9 @@ def render_bootstrap(settings: AgentSettings) -> dict[str, Any]:
         "resource_api_version": "V3",
         "initial_fetch_timeout": duration(settings.initial_fetch_timeout_s),
     }
+    clusters = [xds_cluster(settings), readiness_cluster(settings)]
+    if sds_socket is not None:
+        clusters.append(sds_cluster(sds_socket))
     return {
         "node": {
             "id": node.node_id,
@@ -76,7 +82,7 @@ def render_bootstrap(settings: AgentSettings) -> dict[str, Any]:
             "lds_config": dict(ads_source),
         },
         "static_resources": {
-            "clusters": [xds_cluster(settings), readiness_cluster(settings)],
+            "clusters": clusters,
             "listeners": [readiness_listener(settings)],
         },
         "layered_runtime": {
@@ -159,6 +165,26 @@ def xds_cluster(settings: AgentSettings) -> dict[str, Any]:
     if settings.xds_tls is not None:
         cluster["transport_socket"] = upstream_tls(settings.xds_tls)
     return cluster
+
+
+def sds_cluster(socket_path: Path) -> dict[str, Any]:
+    """``sds-grpc``: HTTP/2 over the agent's Unix socket."""
+    endpoint = {"endpoint": {"address": {"pipe": {"path": str(socket_path)}}}}
+    return {
+        "name": SDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": SDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [endpoint]}],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": _HTTP_OPTIONS,
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+    }
 
 
 def upstream_tls(tls: XdsTls) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +21,11 @@ LogLevel = Literal["trace", "debug", "info", "warning", "error", "critical", "of
 
 #: Name of the static cluster that carries ADS to the control plane (Istio's name).
 XDS_CLUSTER = "xds-grpc"
+#: Name of the static cluster of the agent's SDS server (Istio's name).
+SDS_CLUSTER = "sds-grpc"
+#: Label a proxy with a workload certificate carries (Istio's injector sets it on pods); the
+#: control plane uses it to pick mesh mTLS towards that workload and from that proxy.
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,30 @@ class XdsTls:
     def __post_init__(self) -> None:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("xds tls: cert_file and key_file go together (both or neither)")
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    """The workload certificate: a token proving the identity, the CA, renewal.
+
+    The agent makes a key pair, asks the CA (on the control plane's xDS address, over the same
+    TLS as xDS) for a certificate for ``spiffe://<trust domain>/ns/<namespace>/sa/<account>``
+    of its node, and serves it with the roots to Envoy over SDS on a Unix socket.
+    """
+
+    #: A workload token (``pilotfish token create``); re-read for every request.
+    token_file: Path
+    cert_ttl: timedelta = timedelta(hours=24)
+    #: Renewal at this fraction of the lifetime, plus or minus ``jitter`` of it.
+    renew_fraction: float = 0.5
+    jitter: float = 0.05
+    #: Where the SDS socket goes; ``None``: ``<work_dir>/sds/socket`` (or a short temporary
+    #: directory when that path is too long for a Unix socket).
+    socket_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.cert_ttl <= timedelta(0):
+            raise ValueError("cert_ttl must be positive")
 
 
 @dataclass(frozen=True)
@@ -88,6 +118,8 @@ class AgentSettings:
     discovery_address: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", 15012))
     #: ``None`` means plaintext gRPC to the control plane.
     xds_tls: XdsTls | None = None
+    #: ``None``: no workload certificate (no mTLS, no SDS cluster in the bootstrap).
+    identity: IdentitySettings | None = None
     xds_api: XdsApi = "delta"
     #: Envoy waits this long for the first CDS/LDS answer before starting anyway; 0 = forever.
     initial_fetch_timeout_s: float = 10.0

@@ -526,6 +526,19 @@ def proxy_status(g: Globals, fmt: str | None) -> None:
 @click.option(
     "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
 )
+@click.option(
+    "--ca-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Plug-in CA: Istio's cacerts files (ca-cert.pem, ca-key.pem, root-cert.pem, "
+    "cert-chain.pem). Default: a self-signed mesh root in <data-dir>/ca.",
+)
+@click.option(
+    "--xds-tls",
+    is_flag=True,
+    help="Serve xDS and the CA over TLS with a certificate from the mesh CA (agents then "
+    "pass --ca-file <data-dir>/ca/mesh-roots.pem). Default: plaintext.",
+)
 def server(
     data_dir: Path | None,
     listen: str,
@@ -533,6 +546,8 @@ def server(
     store_url: str | None,
     context_name: str,
     log_level: str,
+    ca_dir: Path | None,
+    xds_tls: bool,
 ) -> None:
     """Run the control plane in the foreground (HTTP API, config store, xDS).
 
@@ -548,6 +563,8 @@ def server(
         store_url=store_url,
         context_name=context_name,
         log_level=log_level,
+        ca_dir=ca_dir,
+        xds_tls=xds_tls,
     )
     run_server(settings)
 
@@ -555,8 +572,10 @@ def server(
 def _register_optional_commands() -> None:
     """Commands that live in their own modules."""
     from pilotfish.cli.proxy_config import proxy_config
+    from pilotfish.cli.token_cmd import token
 
     cli.add_command(proxy_config)
+    cli.add_command(token)
     try:
         from pilotfish.cli.proxy_cmd import proxy
     except ImportError:  # pragma: no cover - the agent module is optional in minimal installs

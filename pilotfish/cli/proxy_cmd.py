@@ -12,13 +12,22 @@ import logging
 import socket
 import tempfile
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
 import click
 
 from pilotfish.agent.agent import run_agent
-from pilotfish.agent.settings import AgentSettings, HostPort, LogLevel, XdsTls
+from pilotfish.agent.settings import (
+    TLS_MODE_LABEL,
+    AgentSettings,
+    HostPort,
+    IdentitySettings,
+    LogLevel,
+    XdsTls,
+)
+from pilotfish.api.duration import parse_duration
 from pilotfish.api.node import (
     ADMIN_PORT,
     AGENT_PORT,
@@ -81,6 +90,8 @@ def build_settings(
     envoy_log_path: Path | None = None,
     http_proxy_env: bool = False,
     envoy_user: str | None = None,
+    token_file: Path | None = None,
+    cert_ttl: str = "24h",
     app_command: Sequence[str] = (),
 ) -> AgentSettings:
     """Turn the command's options into :class:`AgentSettings`; usage errors name the option."""
@@ -109,13 +120,21 @@ def build_settings(
     if mode == "NONE" and proxy_type == "sidecar" and outbound_port is None:
         outbound_port = OUTBOUND_CAPTURE_PORT
 
+    identity = _identity(token_file, cert_ttl)
+    node_labels = dict(parse_label(label) for label in labels)
+    if identity is not None:
+        # As Istio's injector labels pods: this workload has a mesh certificate.
+        node_labels[TLS_MODE_LABEL] = "istio"
+    elif node_labels.get(TLS_MODE_LABEL) == "istio":
+        # Without a workload token there is no certificate to serve mTLS with.
+        del node_labels[TLS_MODE_LABEL]
     pod = pod_name or socket.gethostname()
     node = NodeInfo(
         proxy_type="router" if proxy_type == "router" else "sidecar",
         ip=ip,
         pod_name=pod,
         namespace=namespace,
-        labels=dict(parse_label(label) for label in labels),
+        labels=node_labels,
         service_account=service_account,
         workload_name=workload_name,
         interception_mode="NONE" if mode == "NONE" else "REDIRECT",
@@ -132,6 +151,7 @@ def build_settings(
             work_dir=work_dir,
             discovery_address=address,
             xds_tls=tls,
+            identity=identity,
             xds_api="sotw" if xds_api == "sotw" else "delta",
             initial_fetch_timeout_s=initial_fetch_timeout,
             admin_port=admin_port,
@@ -172,6 +192,18 @@ def _xds_tls(
         return XdsTls(ca_file, cert_file, key_file, server_name)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+
+
+def _identity(token_file: Path | None, cert_ttl: str) -> IdentitySettings | None:
+    if token_file is None:
+        return None
+    try:
+        ttl = parse_duration(cert_ttl)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cert-ttl") from exc
+    if ttl <= 0:
+        raise click.BadParameter("must be positive", param_hint="--cert-ttl")
+    return IdentitySettings(token_file=token_file, cert_ttl=timedelta(seconds=ttl))
 
 
 def _log_level(text: str) -> LogLevel:
@@ -222,6 +254,20 @@ _LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "critical", "off"]
 )
 @click.option(
     "--xds-server-name", default="", help="SNI and required DNS SAN of the control plane."
+)
+@click.option(
+    "--token-file",
+    envvar="PILOTFISH_TOKEN_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Workload token (`pilotfish token create`): the proxy gets a mesh certificate for "
+    "its namespace and service account from the control plane's CA and does mTLS.  "
+    "[env: PILOTFISH_TOKEN_FILE]",
+)
+@click.option(
+    "--cert-ttl",
+    default="24h",
+    show_default=True,
+    help="Lifetime asked for the workload certificate (renewed at half-life).",
 )
 @click.option("--namespace", default="default", show_default=True, help="The workload's namespace.")
 @click.option("--pod-name", help="The workload's name in node ids  [default: this host's name]")
@@ -343,6 +389,11 @@ def proxy(ctx: click.Context, **options: Any) -> None:
     The agent writes Envoy's bootstrap, starts Envoy, serves readiness on
     --readiness-port and --agent-port, restarts Envoy if it dies, and on SIGTERM/SIGINT drains
     it for up to --drain-seconds and exits 0.
+
+    With --token-file the proxy gets a workload certificate for
+    spiffe://cluster.local/ns/NAMESPACE/sa/SERVICE_ACCOUNT from the control plane's CA (the
+    token must be for that namespace and service account), serves it to Envoy over SDS and
+    takes part in mesh mTLS. Without one, it speaks plaintext only.
 
     Explicit mode (--interception-mode NONE): a command after `--` is the app. It starts once
     the proxy is ready, with PILOTFISH_OUTBOUND=127.0.0.1:PORT in its environment (send mesh

@@ -8,6 +8,9 @@ Contract with the rest of the control plane::
     server.status()                  # list[ProxyStatus] for the API and proxy-status
     await server.stop()
 
+``extra_services`` register other gRPC services on the same server and port before it starts
+(the control plane's CA: ``ControlPlaneIdentity.add_to_server``).
+
 ``generator(node) -> Resources`` is called for a proxy when it connects and on every push that
 concerns it (in a worker thread unless ``settings.generate_in_thread`` is off). What it returns
 is diffed against what that proxy has, and only the difference is sent, in make-before-break
@@ -27,7 +30,7 @@ import inspect
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -44,6 +47,8 @@ from pilotfish.xds.status import ProxyStatus
 log = logging.getLogger("pilotfish.xds")
 
 NodeHook = Callable[[NodeInfo], Awaitable[None] | None]
+#: Registers another service on the xDS gRPC server (called before it starts).
+ServiceHook = Callable[[grpc.aio.Server], None]
 
 
 class _Wake:
@@ -92,8 +97,10 @@ class DiscoveryServer:
         *,
         on_connect: NodeHook | None = None,
         on_disconnect: NodeHook | None = None,
+        extra_services: Sequence[ServiceHook] = (),
     ) -> None:
         self.settings = settings
+        self.extra_services = tuple(extra_services)
         self.generator = generator
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
@@ -127,6 +134,8 @@ class DiscoveryServer:
             ]
         )
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), server)
+        for register in self.extra_services:
+            register(server)
         tls = self.settings.tls
         if tls is None:
             port = server.add_insecure_port(self.settings.address)

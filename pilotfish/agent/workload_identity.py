@@ -1,0 +1,162 @@
+"""The agent's workload certificate: CA client, secret manager and SDS server, wired together.
+
+With :class:`~pilotfish.agent.settings.IdentitySettings` the agent, before it starts Envoy:
+
+1. opens a gRPC channel to the CA on the control plane's xDS address (TLS with the same CA
+   bundle and client certificate as xDS when ``xds_tls`` is set, else plaintext);
+2. runs a :class:`~pilotfish.identity.SecretManager` for the node's SPIFFE ID
+   (``spiffe://<trust domain>/ns/<namespace>/sa/<service account>``): a fresh ECDSA key and CSR
+   per issue, the token from ``token_file`` (re-read each time), renewal at half-life with
+   jitter, the old certificate served until a new one is in;
+3. serves ``default`` and ``ROOTCA`` on a Unix socket with :class:`~pilotfish.identity.SdsServer`
+   (mode 0600, owned by the Envoy user when there is one); the bootstrap's ``sds-grpc``
+   cluster points there.
+
+The socket lives in ``<work_dir>/sds/`` unless that path is too long for a Unix socket
+(107 bytes), in which case a private temporary directory is used instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pwd
+import shutil
+import tempfile
+from pathlib import Path
+
+import grpc
+
+from pilotfish.agent.settings import AgentSettings, IdentitySettings
+from pilotfish.identity import (
+    SdsServer,
+    SdsSettings,
+    SecretManager,
+    SecretManagerSettings,
+    SpiffeId,
+    WorkloadSecret,
+    grpc_fetcher,
+    token_from_file,
+)
+from pilotfish.identity.sds_server import MAX_SOCKET_PATH
+
+log = logging.getLogger("pilotfish.agent")
+
+SOCKET_NAME = "socket"
+
+
+def identity_of(settings: AgentSettings) -> SpiffeId:
+    node = settings.node
+    return SpiffeId(node.trust_domain, node.namespace, node.service_account)
+
+
+def default_socket_path(work_dir: Path) -> Path | None:
+    """``<work_dir>/sds/socket``, or None when it is too long for a Unix socket."""
+    path = work_dir.resolve() / "sds" / SOCKET_NAME
+    return path if len(os.fsencode(path)) <= MAX_SOCKET_PATH else None
+
+
+def ca_channel(settings: AgentSettings) -> grpc.aio.Channel:
+    """A channel to the CA: the xDS address, with the xDS TLS settings."""
+    target = str(settings.discovery_address)
+    tls = settings.xds_tls
+    if tls is None:
+        return grpc.aio.insecure_channel(target)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls.ca_file.read_bytes(),
+        private_key=tls.key_file.read_bytes() if tls.key_file else None,
+        certificate_chain=tls.cert_file.read_bytes() if tls.cert_file else None,
+    )
+    options = [("grpc.ssl_target_name_override", tls.server_name)] if tls.server_name else []
+    return grpc.aio.secure_channel(target, credentials, options=options)
+
+
+class WorkloadIdentity:
+    """Owns the CA channel, the secret manager and the SDS server of one agent."""
+
+    def __init__(self, settings: AgentSettings, identity: IdentitySettings) -> None:
+        self.settings = settings
+        self.identity = identity
+        self.spiffe_id = identity_of(settings)
+        self._tmp_dir: Path | None = None
+        self.socket_path = identity.socket_path or self._socket_path()
+        self._channel = ca_channel(settings)
+        self.manager = SecretManager(
+            SecretManagerSettings(
+                self.spiffe_id,
+                requested_ttl=identity.cert_ttl,
+                renew_fraction=identity.renew_fraction,
+                jitter=identity.jitter,
+            ),
+            grpc_fetcher(self._channel, token_from_file(identity.token_file)),
+        )
+        uid, gid = _owner(settings.envoy_user)
+        self.sds = SdsServer(
+            SdsSettings(self.socket_path, owner_uid=uid, owner_gid=gid), self.manager
+        )
+
+    def _socket_path(self) -> Path:
+        path = default_socket_path(self.settings.work_dir)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._give_to_envoy(path.parent)
+            return path
+        self._tmp_dir = Path(tempfile.mkdtemp(prefix="pilotfish-sds-"))
+        self._give_to_envoy(self._tmp_dir)
+        return self._tmp_dir / SOCKET_NAME
+
+    def _give_to_envoy(self, directory: Path) -> None:
+        uid, gid = _owner(self.settings.envoy_user)
+        if uid is not None:
+            os.chown(directory, uid, gid if gid is not None else -1)
+
+    async def start(self, stop: asyncio.Event) -> WorkloadSecret | None:
+        """Get the first certificate and serve it; None if ``stop`` was set first."""
+        await self.manager.start()
+        waiter = asyncio.ensure_future(self.manager.wait_ready())
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    {waiter, stopper}, timeout=10, return_when=asyncio.FIRST_COMPLETED
+                )
+                if waiter in done:
+                    break
+                if stopper in done:
+                    return None
+                log.warning(
+                    "no certificate for %s yet (%s); Envoy starts once there is one",
+                    self.spiffe_id,
+                    self.manager.last_error or "waiting for the CA",
+                )
+        finally:
+            for task in (waiter, stopper):
+                if not task.done():
+                    task.cancel()
+        await self.sds.start()
+        return waiter.result()
+
+    async def stop(self) -> None:
+        try:
+            await self.sds.stop()
+            await self.manager.stop()
+            await self._channel.close()
+        finally:
+            if self._tmp_dir is not None:
+                shutil.rmtree(self._tmp_dir, ignore_errors=True)
+
+
+def _owner(user: str | None) -> tuple[int | None, int | None]:
+    if not user:
+        return None, None
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        if user.isdigit():
+            return int(user), None
+        raise
+    return entry.pw_uid, entry.pw_gid
+
+
+__all__ = ["WorkloadIdentity", "ca_channel", "default_socket_path", "identity_of"]
