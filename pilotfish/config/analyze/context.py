@@ -1,0 +1,312 @@
+"""The AnalysisContext: every resource under analysis, typed, with the indexes analyzers need.
+
+``build_context`` takes resource bodies (live config first, then files, so a file replaces the
+live object with the same kind, namespace and name, as ``istioctl analyze -f`` does), runs
+per-resource validation on each (its failures become IST0106/IST0133 messages) and indexes
+what cross-resource analyzers look up:
+
+- services by host: Kubernetes-shaped Services (``name.ns.svc.<domain>``) and ServiceEntry
+  hosts (with ``exportTo`` visibility), each with its port numbers;
+- workloads: Pods, Deployment pod templates, WorkloadEntries and the built-in ingress gateway
+  (see :class:`AnalysisSettings`), each with its namespace and labels;
+- gateways by ``ns/name``, DestinationRule subsets by ``(host FQDN, subset)``, Secrets,
+  namespaces (the Namespace objects, the built-in ones and every namespace a resource uses).
+
+Everything here is pure: no I/O, the same inputs give the same context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from pilotfish.api import kinds
+from pilotfish.api.core import Namespace, Secret, Service
+from pilotfish.api.destinationrule import DestinationRule
+from pilotfish.api.models import MODELS, parse_as, resource_ref
+from pilotfish.api.networking import Gateway, ServiceEntry, WorkloadEntry
+from pilotfish.api.workloads import Deployment, Pod
+from pilotfish.config.analyze import messages as m
+from pilotfish.config.analyze.messages import Message, MessageType, ResourceKey
+from pilotfish.config.analyze.names import host_matches, labels_match, resolve_host
+from pilotfish.config.validation import normalized_body, validate
+from pilotfish.errors import PilotfishError, Source, ValidationError
+
+__all__ = [
+    "AnalysisContext",
+    "AnalysisSettings",
+    "Entry",
+    "Input",
+    "ServiceHost",
+    "Workload",
+    "build_context",
+]
+
+T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """Something that runs and that selectors may pick: a pod, a Deployment's pod template, a
+    WorkloadEntry, or a built-in workload such as the local ingress gateway."""
+
+    kind: str
+    namespace: str
+    name: str
+    labels: Mapping[str, str]
+    #: Ports of the Service in front of it, when known without Services (built-ins); None
+    #: means "look at the Services that select it".
+    service_ports: tuple[int, ...] | None = None
+
+
+#: The ingress gateway ``pilotfish up`` runs: ``istio: ingressgateway`` in ``istio-system``,
+#: serving Gateway ports 80, 443 and 8080 (mapped to 8080, 8443 and 8080 on the host).
+LOCAL_INGRESS_GATEWAY = Workload(
+    kind="Gateway",
+    namespace="istio-system",
+    name="istio-ingressgateway",
+    labels={"istio": "ingressgateway", "app": "istio-ingressgateway"},
+    service_ports=(80, 443, 8080),
+)
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """What the analyzers assume about the mesh around the configuration."""
+
+    domain_suffix: str = "cluster.local"
+    root_namespace: str = "istio-system"
+    #: Workloads that exist without a resource describing them.
+    builtin_workloads: tuple[Workload, ...] = (LOCAL_INGRESS_GATEWAY,)
+    #: Namespaces that always exist (Pilotfish creates them).
+    builtin_namespaces: tuple[str, ...] = ("default", "istio-system")
+    #: Namespaces whose Services and workloads are not the mesh's (Istio skips them).
+    system_namespaces: tuple[str, ...] = (
+        "istio-system",
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+        "local-path-storage",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    """One resource body to analyze and where it came from (None: the live control plane)."""
+
+    body: dict[str, Any]
+    origin: Source | None = None
+    #: Namespace for bodies that do not name one (``-n``, else ``default``).
+    default_namespace: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A resource under analysis: its key, typed model and origin."""
+
+    key: ResourceKey
+    obj: BaseModel
+    origin: Source | None = None
+
+    @property
+    def namespace(self) -> str:
+        return self.key.namespace
+
+    @property
+    def name(self) -> str:
+        return self.key.name
+
+    def message(self, mtype: MessageType, *args: object, path: str = "") -> Message:
+        """A finding of type ``mtype`` about this resource, at ``path``."""
+        return Message(mtype, self.key, mtype.render(*args), path, self.origin)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceHost:
+    """A host clients can address: a Service's FQDN or a ServiceEntry host."""
+
+    hostname: str
+    namespace: str
+    ports: tuple[int, ...]
+    source: ResourceKey
+    #: Namespaces that see the host; None means every namespace.
+    visible_to: frozenset[str] | None = None
+
+    def visible_from(self, namespace: str) -> bool:
+        return self.visible_to is None or namespace in self.visible_to
+
+
+@dataclass
+class AnalysisContext:
+    """Typed resources and indexes; analyzers read it and never change it."""
+
+    settings: AnalysisSettings
+    entries: list[Entry] = field(default_factory=list)
+    by_kind: dict[str, list[Entry]] = field(default_factory=dict)
+    namespaces: set[str] = field(default_factory=set)
+    namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    services: dict[str, list[ServiceHost]] = field(default_factory=dict)
+    wildcard_services: list[ServiceHost] = field(default_factory=list)
+    workloads: list[Workload] = field(default_factory=list)
+    gateways: dict[str, Entry] = field(default_factory=dict)
+    subsets: set[tuple[str, str]] = field(default_factory=set)
+    secrets: set[tuple[str, str]] = field(default_factory=set)
+
+    # -- readers
+
+    def of_kind(self, kind: str, model: type[T]) -> Iterator[tuple[Entry, T]]:
+        """Every entry of ``kind`` with its model typed as ``model``."""
+        for e in self.by_kind.get(kind, []):
+            if isinstance(e.obj, model):
+                yield e, e.obj
+
+    def fqdn(self, host: str, namespace: str) -> str:
+        return resolve_host(host, namespace, self.settings.domain_suffix)
+
+    def find_service(self, host: str, from_namespace: str) -> ServiceHost | None:
+        """The service a host written in ``from_namespace`` refers to, or None."""
+        fqdn = self.fqdn(host, from_namespace)
+        for s in self.services.get(fqdn, []):
+            if s.visible_from(from_namespace):
+                return s
+        for s in self.wildcard_services:
+            if host_matches(s.hostname, fqdn) and s.visible_from(from_namespace):
+                return s
+        return None
+
+    def any_service_matches(self, pattern: str) -> bool:
+        """A wildcard host (``*.example.com``) covers some known host."""
+        return any(host_matches(pattern, h) for h in self.services) or any(
+            host_matches(pattern, s.hostname) or host_matches(s.hostname, pattern)
+            for s in self.wildcard_services
+        )
+
+    def workloads_selected(
+        self, selector: Mapping[str, str], namespace: str | None
+    ) -> list[Workload]:
+        """Workloads whose labels match ``selector`` (in ``namespace``, or anywhere if None)."""
+        return [
+            w
+            for w in self.workloads
+            if (namespace is None or w.namespace == namespace) and labels_match(selector, w.labels)
+        ]
+
+    def is_system_namespace(self, namespace: str) -> bool:
+        return namespace in self.settings.system_namespaces
+
+
+# ---------------------------------------------------------------------------- building
+
+
+def _key_of(body: dict[str, Any], default_namespace: str) -> ResourceKey:
+    ref = resource_ref(body, default_namespace)
+    namespaced = True
+    with contextlib.suppress(PilotfishError):
+        namespaced = kinds.by_kind(ref.kind).namespaced
+    return ResourceKey(ref.kind, (ref.namespace or "") if namespaced else "", ref.name or "")
+
+
+def _schema_messages(key: ResourceKey, origin: Source | None, err: PilotfishError) -> list[Message]:
+    t = m.SCHEMA_VALIDATION_ERROR
+    if isinstance(err, ValidationError):
+        return [Message(t, key, t.render(str(fe)), fe.path, origin) for fe in err.errors]
+    return [Message(t, key, t.render(str(err)), "", origin)]
+
+
+def _typed(inp: Input) -> tuple[BaseModel | None, list[Message], ResourceKey]:
+    """The typed model of a body (None when even the schema fails) and its schema messages."""
+    key = _key_of(inp.body, inp.default_namespace)
+    try:
+        v = validate(inp.body, source=inp.origin, default_namespace=inp.default_namespace)
+    except PilotfishError as err:
+        msgs = _schema_messages(key, inp.origin, err)
+        model = MODELS.get(key.kind)
+        if model is None or not isinstance(err, ValidationError):
+            return None, msgs, key
+        try:
+            info = kinds.by_kind(key.kind)
+            obj = parse_as(model, normalized_body(info, inp.body, inp.default_namespace))
+        except PilotfishError:
+            return None, msgs, key
+        return obj, msgs, key
+    warn = m.SCHEMA_WARNING
+    msgs = [Message(warn, key, warn.render(str(w)), w.path, inp.origin) for w in v.warnings]
+    return v.obj, msgs, key
+
+
+def _visible_to(export_to: list[str], namespace: str) -> frozenset[str] | None:
+    if not export_to or "*" in export_to:
+        return None
+    return frozenset(namespace if e == "." else e for e in export_to)
+
+
+def _index(ctx: AnalysisContext, e: Entry) -> None:
+    s = ctx.settings
+    obj = e.obj
+    if e.namespace:
+        ctx.namespaces.add(e.namespace)
+    if isinstance(obj, Namespace):
+        ctx.namespaces.add(e.name)
+        ctx.namespace_labels[e.name] = dict(obj.metadata.labels)
+    elif isinstance(obj, Service):
+        host = f"{e.name}.{e.namespace}.svc.{s.domain_suffix}"
+        ports = tuple(p.port for p in obj.spec.ports)
+        ctx.services.setdefault(host, []).append(ServiceHost(host, e.namespace, ports, e.key))
+    elif isinstance(obj, ServiceEntry):
+        ports = tuple(p.number for p in obj.spec.ports)
+        visible = _visible_to(obj.spec.exportTo, e.namespace)
+        for h in obj.spec.hosts:
+            host = resolve_host(h, e.namespace, s.domain_suffix)
+            sh = ServiceHost(host, e.namespace, ports, e.key, visible)
+            if host.startswith("*"):
+                ctx.wildcard_services.append(sh)
+            else:
+                ctx.services.setdefault(host, []).append(sh)
+    elif isinstance(obj, Pod):
+        ctx.workloads.append(Workload("Pod", e.namespace, e.name, dict(obj.metadata.labels)))
+    elif isinstance(obj, Deployment):
+        labels = dict(obj.spec.template.metadata.labels)
+        ctx.workloads.append(Workload("Deployment", e.namespace, e.name, labels))
+    elif isinstance(obj, WorkloadEntry):
+        ctx.workloads.append(Workload("WorkloadEntry", e.namespace, e.name, dict(obj.spec.labels)))
+    elif isinstance(obj, Gateway):
+        ctx.gateways[f"{e.namespace}/{e.name}"] = e
+    elif isinstance(obj, DestinationRule):
+        host = resolve_host(obj.spec.host, e.namespace, s.domain_suffix)
+        for subset in obj.spec.subsets:
+            ctx.subsets.add((host, subset.name))
+    elif isinstance(obj, Secret):
+        ctx.secrets.add((e.namespace, e.name))
+
+
+def build_context(
+    inputs: Iterable[Input], settings: AnalysisSettings | None = None
+) -> tuple[AnalysisContext, list[Message]]:
+    """Type and index ``inputs`` (later ones replace earlier ones with the same key).
+
+    Returns the context and the per-resource schema messages (IST0106 errors, IST0133
+    warnings) of the resources finally kept.
+    """
+    settings = settings or AnalysisSettings()
+    kept: dict[ResourceKey, tuple[BaseModel | None, list[Message], Source | None]] = {}
+    for inp in inputs:
+        obj, msgs, key = _typed(inp)
+        kept.pop(key, None)  # keep the order of the last writer
+        kept[key] = (obj, msgs, inp.origin)
+    ctx = AnalysisContext(settings)
+    ctx.namespaces.update(settings.builtin_namespaces)
+    ctx.workloads.extend(settings.builtin_workloads)
+    schema: list[Message] = []
+    for key, (obj, msgs, origin) in kept.items():
+        schema.extend(msgs)
+        if obj is None:
+            continue
+        entry = Entry(key, obj, origin)
+        ctx.entries.append(entry)
+        ctx.by_kind.setdefault(key.kind, []).append(entry)
+        _index(ctx, entry)
+    return ctx, schema

@@ -1,0 +1,209 @@
+"""VirtualService analyzers: references to gateways, hosts, ports and subsets; mesh host
+conflicts; hosts a bound Gateway does not serve.
+
+- IST0101 ``gateway``: a ``gateways`` entry (spec or match) names no Gateway.
+- IST0101 ``host`` / ``mirror host``: a destination host is no Service or ServiceEntry host
+  visible from the VirtualService's namespace.
+- IST0101 ``host:port``: the destination port is not a port of that service.
+- IST0101 ``host+subset in destinationrule``: no DestinationRule for the host defines the
+  subset (``"reviews+v4"``).
+- IST0112: no destination port, and the service has several.
+- IST0109: two VirtualServices bound to the mesh gateway define the same host for the same
+  namespaces.
+- IST0132: hosts of the VirtualService that no server of a bound Gateway serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pilotfish.api.networking import Gateway
+from pilotfish.api.virtualservice import (
+    Destination,
+    L4MatchAttributes,
+    RouteDestination,
+    TLSMatchAttributes,
+    VirtualService,
+)
+from pilotfish.config.analyze import messages as m
+from pilotfish.config.analyze.context import AnalysisContext, Entry
+from pilotfish.config.analyze.messages import Message
+from pilotfish.config.analyze.names import (
+    MESH_GATEWAY,
+    host_matches,
+    hosts_intersect,
+    normalize_gateway,
+    split_server_host,
+)
+
+__all__ = [
+    "analyze_conflicting_mesh_hosts",
+    "analyze_destinations",
+    "analyze_gateway_hosts",
+    "analyze_gateway_references",
+]
+
+KIND = "VirtualService"
+
+
+@dataclass(frozen=True, slots=True)
+class _Dest:
+    destination: Destination
+    path: str  # of the Destination object
+    mirror: bool
+
+
+def _destinations(vs: VirtualService) -> Iterator[_Dest]:
+    spec = vs.spec
+    for i, http in enumerate(spec.http):
+        for j, r in enumerate(http.route):
+            yield _Dest(r.destination, f"spec.http[{i}].route[{j}].destination", False)
+        if http.mirror is not None:
+            yield _Dest(http.mirror, f"spec.http[{i}].mirror", True)
+        for j, mp in enumerate(http.mirrors):
+            yield _Dest(mp.destination, f"spec.http[{i}].mirrors[{j}].destination", True)
+    l4: list[tuple[str, int, list[RouteDestination]]] = [
+        *(("tls", i, r.route) for i, r in enumerate(spec.tls)),
+        *(("tcp", i, r.route) for i, r in enumerate(spec.tcp)),
+    ]
+    for section, i, route_destinations in l4:
+        for j, rd in enumerate(route_destinations):
+            yield _Dest(rd.destination, f"spec.{section}[{i}].route[{j}].destination", False)
+
+
+def _has_subset(ctx: AnalysisContext, fqdn: str, subset: str) -> bool:
+    if (fqdn, subset) in ctx.subsets:
+        return True
+    return any(s == subset and host_matches(h, fqdn) for h, s in ctx.subsets if "*" in h)
+
+
+def _check_destination(ctx: AnalysisContext, e: Entry, d: _Dest) -> Iterator[Message]:
+    dest = d.destination
+    ref = m.REFERENCED_RESOURCE_NOT_FOUND
+    if dest.subset:
+        fqdn = ctx.fqdn(dest.host, e.namespace)
+        if not _has_subset(ctx, fqdn, dest.subset):
+            yield e.message(
+                ref,
+                "host+subset in destinationrule",
+                f"{dest.host}+{dest.subset}",
+                path=f"{d.path}.subset",
+            )
+    service = ctx.find_service(dest.host, e.namespace)
+    if service is None:
+        what = "mirror host" if d.mirror else "host"
+        yield e.message(ref, what, dest.host, path=f"{d.path}.host")
+        return
+    if not service.ports:
+        return
+    number = dest.port.number if dest.port is not None else None
+    if number is None:
+        if len(service.ports) > 1:
+            ports = "[" + " ".join(str(p) for p in service.ports) + "]"
+            yield e.message(
+                m.VIRTUAL_SERVICE_DESTINATION_PORT_SELECTOR_REQUIRED,
+                dest.host,
+                ports,
+                path=f"{d.path}.host",
+            )
+    elif number not in service.ports:
+        yield e.message(ref, "host:port", f"{dest.host}:{number}", path=f"{d.path}.port.number")
+
+
+def analyze_destinations(ctx: AnalysisContext) -> Iterator[Message]:
+    """IST0101 (host, mirror host, host:port, host+subset) and IST0112."""
+    for e, vs in ctx.of_kind(KIND, VirtualService):
+        for d in _destinations(vs):
+            yield from _check_destination(ctx, e, d)
+
+
+def _gateway_refs(vs: VirtualService) -> Iterator[tuple[str, str]]:
+    spec = vs.spec
+    for i, g in enumerate(spec.gateways):
+        yield g, f"spec.gateways[{i}]"
+    for i, http in enumerate(spec.http):
+        for j, match in enumerate(http.match):
+            for k, g in enumerate(match.gateways):
+                yield g, f"spec.http[{i}].match[{j}].gateways[{k}]"
+    l4: list[tuple[str, int, int, TLSMatchAttributes | L4MatchAttributes]] = [
+        *(("tls", i, j, mt) for i, r in enumerate(spec.tls) for j, mt in enumerate(r.match)),
+        *(("tcp", i, j, mt) for i, r in enumerate(spec.tcp) for j, mt in enumerate(r.match)),
+    ]
+    for section, i, j, l4match in l4:
+        for k, g in enumerate(l4match.gateways):
+            yield g, f"spec.{section}[{i}].match[{j}].gateways[{k}]"
+
+
+def analyze_gateway_references(ctx: AnalysisContext) -> Iterator[Message]:
+    """IST0101 ``gateway``: every referenced Gateway exists."""
+    for e, vs in ctx.of_kind(KIND, VirtualService):
+        for ref, path in _gateway_refs(vs):
+            if ref == MESH_GATEWAY:
+                continue
+            if normalize_gateway(ref, e.namespace) not in ctx.gateways:
+                yield e.message(m.REFERENCED_RESOURCE_NOT_FOUND, "gateway", ref, path=path)
+
+
+def analyze_gateway_hosts(ctx: AnalysisContext) -> Iterator[Message]:
+    """IST0132: VirtualService hosts that a bound Gateway has no server for."""
+    for e, vs in ctx.of_kind(KIND, VirtualService):
+        for i, ref in enumerate(vs.spec.gateways):
+            if ref == MESH_GATEWAY:
+                continue
+            gw_key = normalize_gateway(ref, e.namespace)
+            gw_entry = ctx.gateways.get(gw_key)
+            if gw_entry is None or not isinstance(gw_entry.obj, Gateway):
+                continue
+            server_hosts = [
+                split_server_host(h, gw_entry.namespace)
+                for server in gw_entry.obj.spec.servers
+                for h in server.hosts
+            ]
+            missing = []
+            for host in vs.spec.hosts:
+                fqdn = ctx.fqdn(host, e.namespace)
+                served = any(
+                    ns in ("*", e.namespace)
+                    and (hosts_intersect(h, host) or hosts_intersect(h, fqdn))
+                    for ns, h in server_hosts
+                )
+                if not served:
+                    missing.append(host)
+            if missing:
+                yield e.message(
+                    m.VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY,
+                    "[" + " ".join(missing) + "]",
+                    f"{e.namespace}/{e.name}",
+                    gw_key,
+                    path=f"spec.gateways[{i}]",
+                )
+
+
+def _bound_to_mesh(vs: VirtualService) -> bool:
+    return not vs.spec.gateways or MESH_GATEWAY in vs.spec.gateways
+
+
+def analyze_conflicting_mesh_hosts(ctx: AnalysisContext) -> Iterator[Message]:
+    """IST0109: one host defined by several mesh-bound VirtualServices for the same scope."""
+    by_host: dict[tuple[str, str], list[Entry]] = {}
+    for e, vs in ctx.of_kind(KIND, VirtualService):
+        if not _bound_to_mesh(vs):
+            continue
+        export = vs.spec.exportTo
+        scopes = (
+            ["*"]
+            if not export or "*" in export
+            else sorted({e.namespace if x == "." else x for x in export})
+        )
+        for scope in scopes:
+            for host in dict.fromkeys(vs.spec.hosts):
+                by_host.setdefault((scope, ctx.fqdn(host, e.namespace)), []).append(e)
+    for (_scope, fqdn), entries in sorted(by_host.items()):
+        if len(entries) < 2:
+            continue
+        names = ",".join(f"{x.namespace}/{x.name}" for x in entries)
+        for x in entries:
+            yield x.message(
+                m.CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS, names, fqdn, path="metadata.name"
+            )
