@@ -64,7 +64,9 @@ class ControlPlane:
                 self.proc.wait(5)
 
 
-def start_control_plane(data_dir: Path, config: Path, api_port: int, xds_port: int) -> ControlPlane:
+def start_control_plane(
+    data_dir: Path, config: Path, api_port: int, xds_port: int, extra_args: tuple[str, ...] = ()
+) -> ControlPlane:
     log = data_dir.parent / f"server-{api_port}.log"
     env = {**os.environ, "PILOTFISH_CONFIG": str(config)}
     with open(log, "ab") as out:
@@ -80,6 +82,7 @@ def start_control_plane(data_dir: Path, config: Path, api_port: int, xds_port: i
                 f"127.0.0.1:{api_port}",
                 "--xds-listen",
                 f"127.0.0.1:{xds_port}",
+                *extra_args,
             ],
             env=env,
             stdout=out,
@@ -109,8 +112,8 @@ def control_plane_factory(
     data_dir = tmp_path / "data"
     config = tmp_path / "config"
 
-    def factory() -> ControlPlane:
-        cp = start_control_plane(data_dir, config, free_port(), free_port())
+    def factory(*extra_args: str) -> ControlPlane:
+        cp = start_control_plane(data_dir, config, free_port(), free_port(), extra_args)
         started.append(cp)
         return cp
 
@@ -169,6 +172,10 @@ class Sidecar:
     admin_port: int
     proc: subprocess.Popen[bytes]
     log: Path
+    #: The sidecar's inbound listener for the app port (``IP:inbound_port``), if any.
+    inbound_port: int | None = None
+    #: Gateways: server port -> bound port on ``ip``.
+    gateway_ports: dict[int, int] | None = None
 
     def request(
         self, host: str, path: str = "/", headers: dict[str, str] | None = None, method: str = "GET"
@@ -205,6 +212,16 @@ class Mesh:
         if res.returncode != 0:
             raise AssertionError(f"apply failed: {res.stderr}")
 
+    def token(self, namespace: str, service_account: str, ttl: str = "1h") -> Path:
+        """A workload token file from `pilotfish token create`."""
+        res = self.cp.cli(
+            "token", "create", "-n", namespace, "--service-account", service_account,
+            "--ttl", ttl, check=True,
+        )  # fmt: skip
+        path = self.tmp / f"token-{namespace}-{service_account}"
+        path.write_text(res.stdout.strip() + "\n")
+        return path
+
     def add(
         self,
         name: str,
@@ -214,7 +231,14 @@ class Mesh:
         namespace: str = "default",
         service_account: str = "default",
         xds_api: str = "delta",
+        mtls: bool = False,
+        cert_ttl: str | None = None,
+        proxy_type: str = "sidecar",
+        gateway_ports: tuple[int, ...] = (),
     ) -> Sidecar:
+        """Start a proxy with a backend app. ``mtls``: with a workload token (mesh
+        certificate); ``proxy_type="router"``: a gateway binding each of ``gateway_ports``
+        on a free port of its own loopback IP (no app)."""
         ip = free_loopback_ip(app_port or 9080)
         outbound, readiness, admin, agent = (self.free_port() for _ in range(4))
         cmd = [
@@ -253,10 +277,24 @@ class Mesh:
         ]
         for k, v in labels.items():
             cmd += ["--label", f"{k}={v}"]
+        if mtls:
+            cmd += ["--token-file", str(self.token(namespace, service_account))]
+            if cert_ttl:
+                cmd += ["--cert-ttl", cert_ttl]
+        bound: dict[int, int] = {}
+        if proxy_type == "router":
+            i = cmd.index("--interception-mode")
+            del cmd[i : i + 4]  # routers: no explicit outbound port
+            cmd += ["--type", "router", "--bind-address", ip]
+            for port in gateway_ports:
+                bound[port] = self.free_port()
+                cmd += ["--gateway-port", f"{port}:{bound[port]}"]
+            app_port = None
+        inbound_port = self.free_port() if app_port is not None else None
         if app_port is not None:
             cmd += [
                 "--inbound-port",
-                f"{app_port}:{self.free_port()}",
+                f"{app_port}:{inbound_port}",
                 "--",
                 sys.executable,
                 str(BACKEND),
@@ -274,7 +312,7 @@ class Mesh:
             proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=self.cp.env
             )
-        sc = Sidecar(name, ip, outbound, readiness, admin, proc, log)
+        sc = Sidecar(name, ip, outbound, readiness, admin, proc, log, inbound_port, bound or None)
         self.sidecars.append(sc)
 
         def ready() -> bool:
