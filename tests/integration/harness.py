@@ -235,6 +235,8 @@ class Mesh:
         cert_ttl: str | None = None,
         proxy_type: str = "sidecar",
         gateway_ports: tuple[int, ...] = (),
+        extra_args: tuple[str, ...] = (),
+        wait: bool = True,
     ) -> Sidecar:
         """Start a proxy with a backend app. ``mtls``: with a workload token (mesh
         certificate); ``proxy_type="router"``: a gateway binding each of ``gateway_ports``
@@ -281,6 +283,7 @@ class Mesh:
             cmd += ["--token-file", str(self.token(namespace, service_account))]
             if cert_ttl:
                 cmd += ["--cert-ttl", cert_ttl]
+        cmd += extra_args
         bound: dict[int, int] = {}
         if proxy_type == "router":
             i = cmd.index("--interception-mode")
@@ -323,7 +326,8 @@ class Mesh:
                 == 200
             )
 
-        eventually(ready, 30, f"sidecar {name} ready")
+        if wait:
+            eventually(ready, 30, f"sidecar {name} ready")
         return sc
 
     def stop(self) -> None:

@@ -1,0 +1,174 @@
+"""Workload identity against a real control plane: tokens, the CA on the xDS port, xDS over
+TLS from the mesh CA, and certificate renewal under traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from pilotfish.identity import CertificateRequestError, SpiffeId, pki, request_certificate
+from tests.integration.harness import ControlPlane, Mesh, Sidecar, eventually
+
+pytestmark = pytest.mark.integration
+
+SERVICES = """
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+"""
+
+
+def _csr(identity: SpiffeId) -> str:
+    return pki.build_csr(pki.generate_private_key(), identity)
+
+
+async def _request(cp: ControlPlane, token: str, csr: str) -> str:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{cp.xds_port}") as channel:
+        signed = await request_certificate(channel, token, csr)
+    return signed.identity.uri
+
+
+def test_token_proves_only_its_own_service_account(mesh: Mesh) -> None:
+    cp = mesh.cp
+    token = mesh.token("default", "reviews").read_text().strip()
+    mine = SpiffeId("cluster.local", "default", "reviews")
+    theirs = SpiffeId("cluster.local", "default", "ratings")
+    assert asyncio.run(_request(cp, token, _csr(mine))) == mine.uri
+    with pytest.raises(CertificateRequestError) as refused:
+        asyncio.run(_request(cp, token, _csr(theirs)))
+    assert refused.value.code == "PERMISSION_DENIED"
+    assert "spiffe://cluster.local/ns/default/sa/ratings" in str(refused.value)
+    # A forged token is refused as unauthenticated.
+    with pytest.raises(CertificateRequestError) as forged:
+        asyncio.run(_request(cp, token[:-4] + "AAAA", _csr(mine)))
+    assert forged.value.code == "UNAUTHENTICATED"
+    # Tokens come only with the admin token.
+    path = f"{cp.url}/apis/pilotfish.io/v1/namespaces/default/serviceaccounts/ratings/token"
+    assert httpx.post(path, timeout=5).status_code == 401
+    ok = httpx.post(
+        path,
+        json={"spec": {"expirationSeconds": 600}},
+        headers={"Authorization": f"Bearer {cp.token}"},
+        timeout=5,
+    )
+    assert ok.status_code == 201 and ok.json()["kind"] == "TokenRequest"
+    assert ok.json()["status"]["token"].count(".") == 2
+
+
+def test_agent_with_a_token_for_another_account_gets_no_certificate(
+    mesh: Mesh, tmp_path: Path
+) -> None:
+    """The agent asks for its --service-account; a token for another one is refused, and
+    Envoy is not started without a certificate."""
+    wrong = mesh.token("default", "ratings")
+    sidecar = mesh.add(
+        "reviews-v1", {"app": "reviews"}, service_account="reviews",
+        extra_args=("--token-file", str(wrong)), wait=False,
+    )  # fmt: skip
+
+    def refused() -> bool:
+        log = sidecar.log.read_text()
+        return "asks for spiffe://cluster.local/ns/default/sa/reviews" in log
+
+    eventually(refused, 20, "the CA refusing the agent")
+    assert (
+        "the token proves spiffe://cluster.local/ns/default/sa/ratings" in sidecar.log.read_text()
+    )
+    assert sidecar.proc.poll() is None
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{sidecar.readiness_port}/healthz/ready", timeout=2)
+
+
+@pytest.fixture
+def tls_mesh(
+    control_plane_factory: Callable[..., ControlPlane],
+    tmp_path: Path,
+    free_port: Callable[[], int],
+) -> Mesh:
+    cp = control_plane_factory("--xds-tls")
+    m = Mesh(cp, tmp_path, free_port)
+    return m
+
+
+def test_xds_and_ca_over_tls_from_the_mesh_ca(tls_mesh: Mesh) -> None:
+    mesh = tls_mesh
+    roots = mesh.cp.data_dir / "ca" / "mesh-roots.pem"
+    eventually(roots.exists, 10, "mesh roots written")
+    try:
+        mesh.apply(SERVICES)
+        tls_args = ("--ca-file", str(roots), "--xds-server-name", "pilotfish.istio-system.svc")
+        mesh.add("reviews-v1", {"app": "reviews"}, mtls=True, extra_args=tls_args)
+        client = mesh.add("productpage", {"app": "productpage"}, app_port=None, mtls=True,
+                          extra_args=tls_args)  # fmt: skip
+        eventually(lambda: client.request("reviews:9080").status_code == 200, 30, "mesh over TLS")
+        xfcc = client.request("reviews:9080").json()["headers"]["x-forwarded-client-cert"]
+        assert "URI=spiffe://cluster.local/ns/default/sa/default" in xfcc
+        # A plaintext client cannot talk to the TLS port.
+        with pytest.raises(CertificateRequestError) as plain:
+            token = mesh.token("default", "default").read_text().strip()
+            asyncio.run(
+                _request(mesh.cp, token, _csr(SpiffeId("cluster.local", "default", "default")))
+            )
+        assert plain.value.code == "UNAVAILABLE"
+    finally:
+        mesh.stop()
+
+
+def _serials(sidecar: Sidecar) -> set[str]:
+    """Serials of the workload certificates Envoy holds (admin /certs)."""
+    data = httpx.get(f"http://127.0.0.1:{sidecar.admin_port}/certs", timeout=5).json()
+    return {
+        c["serial_number"]
+        for entry in data.get("certificates") or ()
+        for c in entry.get("cert_chain") or ()
+        if any(s.get("uri") for s in c.get("subject_alt_names") or ())
+    }
+
+
+def test_certificate_renewal_under_load_fails_no_request(mesh: Mesh) -> None:
+    """Short-lived certificates (90 s: renewed after about 15 s, as lifetimes count the
+    one-minute backdating) rotate under a steady request loop without a failed request."""
+    mesh.apply(SERVICES)
+    server = mesh.add("reviews-v1", {"app": "reviews"}, mtls=True, cert_ttl="90s")
+    client = mesh.add("productpage", {"app": "productpage"}, app_port=None, mtls=True)
+    eventually(lambda: client.request("reviews:9080").status_code == 200, 30, "mesh")
+    eventually(lambda: bool(_serials(server)), 10, "server certificate in Envoy")
+    first = _serials(server)
+
+    results: list[int] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        with httpx.Client(timeout=10) as http:
+            while not stop.is_set():
+                try:
+                    r = http.get(
+                        f"http://127.0.0.1:{client.outbound_port}/",
+                        headers={"Host": "reviews:9080"},
+                    )
+                    results.append(r.status_code)
+                except httpx.HTTPError:
+                    results.append(0)
+                time.sleep(0.02)
+
+    worker = threading.Thread(target=loop)
+    worker.start()
+    try:
+        eventually(lambda: bool(_serials(server) - first), 60, "server certificate renewed")
+        renewed = len(results)
+        eventually(lambda: len(results) > renewed + 50, 30, "requests after the renewal")
+    finally:
+        stop.set()
+        worker.join(15)
+    assert len(results) > 100
+    assert [s for s in results if s != 200] == []
