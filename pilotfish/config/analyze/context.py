@@ -61,16 +61,19 @@ class Workload:
     #: Ports of the Service in front of it, when known without Services (built-ins); None
     #: means "look at the Services that select it".
     service_ports: tuple[int, ...] | None = None
+    #: Every Gateway port is reachable (a gateway in the host network, no Service between).
+    every_port: bool = False
 
 
 #: The ingress gateway ``pilotfish up`` runs: ``istio: ingressgateway`` in ``istio-system``,
-#: serving Gateway ports 80, 443 and 8080 (mapped to 8080, 8443 and 8080 on the host).
+#: in the host network namespace. Gateway ports 80 and 443 are mapped to 8080 and 8443; any
+#: other port is bound as written, so every Gateway port is reachable.
 LOCAL_INGRESS_GATEWAY = Workload(
     kind="Gateway",
     namespace="istio-system",
     name="istio-ingressgateway",
     labels={"istio": "ingressgateway", "app": "istio-ingressgateway"},
-    service_ports=(80, 443, 8080),
+    every_port=True,
 )
 
 

@@ -3,8 +3,9 @@ that clash with another Gateway's.
 
 - IST0101 ``selector``: the selector matches no workload (pods, Deployments, WorkloadEntries,
   or the built-in ingress gateway).
-- IST0162: a server port that no Service in front of the selected workloads exposes (for the
-  local ingress gateway: 80, 443 and 8080).
+- IST0162: a server port that no Service in front of the selected workloads exposes (the
+  local ingress gateway runs in the host network and binds every Gateway port, so it is not
+  checked; built-in workloads may list their ports in the settings instead).
 - IST0101 ``credentialName``: no Secret of that name in the namespace of the selected
   workloads (in the Gateway's own namespace when it selects none).
 - IST0145: two Gateways for the same workloads declare the same port with overlapping hosts.
@@ -58,6 +59,8 @@ def analyze_gateway_workloads(ctx: AnalysisContext) -> Iterator[Message]:
             yield e.message(
                 m.REFERENCED_RESOURCE_NOT_FOUND, "selector", selector, path="spec.selector"
             )
+            continue
+        if any(w.every_port for w in workloads):
             continue
         ports: set[int] = set()
         for w in workloads:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pilotfish.config.analyze import AnalysisSettings
+from pilotfish.config.analyze import AnalysisSettings, Workload
 from pilotfish.config.analyze.gateway import (
     analyze_conflicting_gateways,
     analyze_gateway_credentials,
@@ -35,8 +35,8 @@ spec:
 # --- selector and ports ---------------------------------------------------------------------
 
 
-def test_gateway_for_the_local_ingress_gateway_on_its_ports_is_clean() -> None:
-    for port in (80, 443, 8080):
+def test_gateway_for_the_local_ingress_gateway_on_any_port_is_clean() -> None:
+    for port in (80, 443, 8080, 9000):
         assert run(analyze_gateway_workloads, gateway(port=port)) == [], port
 
 
@@ -51,8 +51,11 @@ def test_without_builtin_gateway_the_local_selector_matches_nothing() -> None:
     assert codes(run(analyze_gateway_workloads, gateway(), settings=settings)) == ["IST0101"]
 
 
-def test_port_the_local_gateway_does_not_expose_is_ist0162() -> None:
-    msgs = run(analyze_gateway_workloads, gateway(port=9000))
+def test_port_a_builtin_gateway_does_not_expose_is_ist0162() -> None:
+    fixed = Workload("Gateway", "istio-system", "gw", {"istio": "ingressgateway"}, (80, 443))
+    settings = AnalysisSettings(builtin_workloads=(fixed,))
+    assert run(analyze_gateway_workloads, gateway(port=443), settings=settings) == []
+    msgs = run(analyze_gateway_workloads, gateway(port=9000), settings=settings)
     assert codes(msgs) == ["IST0162"]
     assert "(port 9000)" in msgs[0].text and "istio=ingressgateway" in msgs[0].text
 
