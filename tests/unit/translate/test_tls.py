@@ -1,0 +1,269 @@
+"""TLS translation: auto mTLS, DestinationRule tls modes, XFCC, gateway credentials over SDS."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+
+from pilotfish.translate import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, generate
+from pilotfish.translate.generator import SECRET_TYPE
+from pilotfish.translate.tls import TLS_MODE_LABEL
+from tests.unit.translate.fixtures import (
+    from_yaml,
+    pod,
+    push_for,
+    router_node,
+    service,
+    sidecar_node,
+    unpack_hcm,
+)
+
+REVIEWS = "outbound|9080||reviews.default.svc.cluster.local"
+MESH = {TLS_MODE_LABEL: "istio"}
+
+DOCS = [
+    service("reviews"),
+    service("productpage"),
+    pod("reviews-v1", "10.1.0.12", {"app": "reviews", "version": "v1", **MESH}),
+    pod("reviews-v2", "10.1.0.13", {"app": "reviews", "version": "v2"}),  # no sidecar cert
+    pod("productpage-v1", "10.1.0.10", {"app": "productpage", **MESH}),
+]
+
+
+def client(**kw: Any) -> Any:
+    return sidecar_node(labels={"app": "productpage", "version": "v1", **MESH}, **kw)
+
+
+def upstream(ts: Any) -> tls_pb2.UpstreamTlsContext:
+    ctx = tls_pb2.UpstreamTlsContext()
+    assert ts.typed_config.Unpack(ctx)
+    return ctx
+
+
+def dr(tls: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "reviews", "namespace": "default"},
+        "spec": {"host": "reviews", "trafficPolicy": {"tls": tls}},
+    }
+
+
+def secret(name: str, ns: str = "istio-system", **data: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns},
+        "type": "kubernetes.io/tls",
+        "data": {
+            k.replace("_", "."): base64.b64encode(v.encode()).decode() for k, v in data.items()
+        },
+    }
+
+
+def test_auto_mtls_matches_meshed_endpoints_only() -> None:
+    res = generate(client(), push_for(DOCS))
+    cluster = res[CLUSTER_TYPE][REVIEWS]
+    assert not cluster.HasField("transport_socket")
+    istio, plain = cluster.transport_socket_matches
+    assert dict(istio.match) == {"tlsMode": "istio"} and plain.name == "tlsMode-disabled"
+    ctx = upstream(istio.transport_socket)
+    assert ctx.sni == "outbound_.9080_._.reviews.default.svc.cluster.local"
+    common = ctx.common_tls_context
+    params = common.tls_params
+    assert params.tls_minimum_protocol_version == common_pb2.TlsParameters.TLSv1_3
+    assert params.tls_maximum_protocol_version == common_pb2.TlsParameters.TLSv1_3
+    assert [s.name for s in common.tls_certificate_sds_secret_configs] == ["default"]
+    sds = common.tls_certificate_sds_secret_configs[0].sds_config.api_config_source
+    assert sds.grpc_services[0].envoy_grpc.cluster_name == "sds-grpc"
+    cvc = common.combined_validation_context
+    assert cvc.validation_context_sds_secret_config.name == "ROOTCA"
+    sans = [m.matcher.exact for m in cvc.default_validation_context.match_typed_subject_alt_names]
+    assert sans == ["spiffe://cluster.local/ns/default/sa/bookinfo-reviews"]
+    # The endpoint with a sidecar certificate carries the match metadata; the other does not.
+    cla = res[ENDPOINT_TYPE][REVIEWS]
+    meta = {
+        e.endpoint.address.socket_address.address: dict(
+            e.metadata.filter_metadata["envoy.transport_socket_match"]
+        )
+        for e in cla.endpoints[0].lb_endpoints
+    }
+    assert meta == {"10.1.0.12": {"tlsMode": "istio"}, "10.1.0.13": {}}
+
+
+def test_client_without_identity_never_names_the_sds_cluster() -> None:
+    res = generate(sidecar_node(), push_for([*DOCS, dr({"mode": "ISTIO_MUTUAL"})]))
+    for cluster in res[CLUSTER_TYPE].values():
+        assert not cluster.transport_socket_matches
+        assert b"sds-grpc" not in cluster.SerializeToString()
+
+
+def test_destination_rule_modes() -> None:
+    disabled = generate(client(), push_for([*DOCS, dr({"mode": "DISABLE"})]))[CLUSTER_TYPE]
+    assert not disabled[REVIEWS].HasField("transport_socket")
+    assert not disabled[REVIEWS].transport_socket_matches
+
+    istio = generate(client(), push_for([*DOCS, dr({"mode": "ISTIO_MUTUAL"})]))[CLUSTER_TYPE]
+    assert not istio[REVIEWS].transport_socket_matches
+    assert upstream(istio[REVIEWS].transport_socket).common_tls_context.alpn_protocols == [
+        "istio-peer-exchange",
+        "istio",
+    ]
+
+    simple = dr(
+        {
+            "mode": "SIMPLE",
+            "caCertificates": "/etc/ca.pem",
+            "sni": "r.example",
+            "subjectAltNames": ["r.example"],
+        }
+    )
+    ctx = upstream(
+        generate(client(), push_for([*DOCS, simple]))[CLUSTER_TYPE][REVIEWS].transport_socket
+    )
+    assert ctx.sni == "r.example"
+    vc = ctx.common_tls_context.validation_context
+    assert vc.trusted_ca.filename == "/etc/ca.pem"
+    assert vc.match_typed_subject_alt_names[0].matcher.exact == "r.example"
+    assert not ctx.common_tls_context.tls_certificates
+
+
+def test_mutual_with_credential_name_serves_the_secret_over_ads() -> None:
+    docs = [
+        *DOCS,
+        dr({"mode": "MUTUAL", "credentialName": "client-cred"}),
+        secret("client-cred", "default", tls_crt="CERT", tls_key="KEY", ca_crt="CA"),
+    ]
+    res = generate(client(), push_for(docs))
+    ctx = upstream(res[CLUSTER_TYPE][REVIEWS].transport_socket)
+    common = ctx.common_tls_context
+    assert [s.name for s in common.tls_certificate_sds_secret_configs] == [
+        "kubernetes://client-cred"
+    ]
+    assert common.tls_certificate_sds_secret_configs[0].sds_config.HasField("ads")
+    cvc = common.combined_validation_context
+    assert cvc.validation_context_sds_secret_config.name == "kubernetes://client-cred-cacert"
+    secrets = res[SECRET_TYPE]
+    assert secrets["kubernetes://client-cred"].tls_certificate.private_key.inline_bytes == b"KEY"
+    cacert = secrets["kubernetes://client-cred-cacert"]
+    assert cacert.validation_context.trusted_ca.inline_bytes == b"CA"
+
+
+def test_inbound_mtls_chain_sets_xfcc_and_plaintext_sanitizes() -> None:
+    node = sidecar_node(
+        app="reviews", ip="10.1.0.12", labels={"app": "reviews", **MESH},
+        interception_mode="NONE", outbound_port=15001, inbound_ports={9080: 19080},
+    )  # fmt: skip
+    lst = generate(node, push_for(DOCS))[LISTENER_TYPE]["10.1.0.12_19080"]
+    mtls, plain = lst.filter_chains
+    H = hcm_pb2.HttpConnectionManager
+    hcm = unpack_hcm(mtls)
+    assert hcm.forward_client_cert_details == H.APPEND_FORWARD
+    details = hcm.set_current_client_cert_details
+    assert details.uri and details.dns and details.subject.value
+    assert unpack_hcm(plain).forward_client_cert_details == H.SANITIZE
+    ctx = tls_pb2.DownstreamTlsContext()
+    assert mtls.transport_socket.typed_config.Unpack(ctx)
+    assert ctx.require_client_certificate.value
+    assert (
+        ctx.common_tls_context.combined_validation_context.validation_context_sds_secret_config.name
+        == "ROOTCA"
+    )
+
+
+GATEWAY = from_yaml(
+    """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    tls: {mode: SIMPLE, credentialName: bookinfo}
+    hosts: [bookinfo.example.com]
+  - port: {number: 443, name: https-mutual, protocol: HTTPS}
+    tls: {mode: MUTUAL, credentialName: mutual}
+    hosts: [mutual.example.com]
+  - port: {number: 443, name: https-missing, protocol: HTTPS}
+    tls: {mode: SIMPLE, credentialName: missing}
+    hosts: [missing.example.com]
+  - port: {number: 8443, name: tls, protocol: TLS}
+    tls: {mode: PASSTHROUGH}
+    hosts: ["*.passthrough.test"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: default}
+spec:
+  hosts: [bookinfo.example.com, mutual.example.com, missing.example.com]
+  gateways: [gw]
+  http:
+  - route: [{destination: {host: reviews}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: pass, namespace: default}
+spec:
+  hosts: ["*.passthrough.test"]
+  gateways: [gw]
+  tls:
+  - match: [{port: 8443, sniHosts: [a.passthrough.test]}]
+    route: [{destination: {host: reviews, port: {number: 9080}}}]
+"""
+)
+
+
+def _gateway_resources() -> Any:
+    docs = [
+        *DOCS,
+        *GATEWAY,
+        secret("bookinfo", tls_crt="CERT", tls_key="KEY"),
+        secret("mutual", tls_crt="CERT2", tls_key="KEY2"),
+        secret("mutual-cacert", cacert="CA2"),
+    ]
+    return generate(router_node(gateway_ports={443: 8443, 8443: 9443}), push_for(docs))
+
+
+def test_gateway_https_chains_by_sni_with_secrets() -> None:
+    res = _gateway_resources()
+    lst = res[LISTENER_TYPE]["0.0.0.0_8443"]
+    assert [f.name for f in lst.listener_filters] == ["envoy.filters.listener.tls_inspector"]
+    by_sni = {tuple(c.filter_chain_match.server_names): c for c in lst.filter_chains}
+    # The server whose Secret is missing is left out; the others are selected by SNI.
+    assert set(by_sni) == {("bookinfo.example.com",), ("mutual.example.com",)}
+    hcm = unpack_hcm(by_sni[("bookinfo.example.com",)])
+    assert hcm.rds.route_config_name == "https.443.https.gw.default"
+    assert "https.443.https.gw.default" in res[ROUTE_TYPE]
+    ctx = tls_pb2.DownstreamTlsContext()
+    by_sni[("mutual.example.com",)].transport_socket.typed_config.Unpack(ctx)
+    assert ctx.require_client_certificate.value
+    assert set(res[SECRET_TYPE]) == {
+        "kubernetes://bookinfo",
+        "kubernetes://mutual",
+        "kubernetes://mutual-cacert",
+    }
+    assert (
+        res[SECRET_TYPE]["kubernetes://mutual-cacert"].validation_context.trusted_ca.inline_bytes
+        == b"CA2"
+    )
+
+
+def test_gateway_passthrough_routes_by_sni() -> None:
+    lst = _gateway_resources()[LISTENER_TYPE]["0.0.0.0_9443"]
+    (chain,) = lst.filter_chains
+    assert list(chain.filter_chain_match.server_names) == ["a.passthrough.test"]
+    assert not chain.HasField("transport_socket")
+    assert chain.filters[0].name == "envoy.filters.network.tcp_proxy"
+    assert REVIEWS.encode() in chain.filters[0].typed_config.value
+
+
+def test_cluster_type_is_unchanged_by_tls() -> None:
+    res = generate(client(), push_for(DOCS))
+    assert res[CLUSTER_TYPE][REVIEWS].type == cluster_pb2.Cluster.EDS
