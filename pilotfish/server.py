@@ -214,7 +214,7 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
         add_token_routes(app, identity.issue_token)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, settings.api_host, settings.api_port)
+        site = web.TCPSite(runner, settings.api_host, settings.api_port, shutdown_timeout=5.0)
         await site.start()
         if settings.write_context:
             path = save_context(Context(settings.context_name, settings.api_url, token))

@@ -175,9 +175,17 @@ class ApiServer:
     def __init__(self, store: Store, settings: ApiSettings) -> None:
         self.store = store
         self.settings = settings
+        #: Running watch streams, cancelled at shutdown (they would otherwise only notice a
+        #: closed connection at their next write and hold the shutdown up).
+        self._watches: set[asyncio.Task[Any]] = set()
+
+    async def _cancel_watches(self, app: web.Application) -> None:
+        for task in list(self._watches):
+            task.cancel()
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth_middleware], client_max_size=32 * 1024**2)
+        app.on_shutdown.append(self._cancel_watches)
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/version", self.version)
@@ -531,6 +539,10 @@ class ApiServer:
     ) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
+        task = asyncio.current_task()
+        if task is not None:
+            self._watches.add(task)
+            task.add_done_callback(self._watches.discard)
         rv = request.query.get("resourceVersion")
         selector = request.query.get("labelSelector")
         if rv:

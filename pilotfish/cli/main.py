@@ -572,17 +572,13 @@ def server(
 def _register_optional_commands() -> None:
     """Commands that live in their own modules."""
     from pilotfish.cli.analyze_cmd import analyze_cmd
+    from pilotfish.cli.proxy_cmd import proxy
     from pilotfish.cli.proxy_config import proxy_config
+    from pilotfish.cli.runtime_cmds import RUNTIME_COMMANDS
     from pilotfish.cli.token_cmd import token
 
-    cli.add_command(proxy_config)
-    cli.add_command(token)
-    cli.add_command(analyze_cmd)
-    try:
-        from pilotfish.cli.proxy_cmd import proxy
-    except ImportError:  # pragma: no cover - the agent module is optional in minimal installs
-        return
-    cli.add_command(proxy)
+    for command in (proxy_config, token, analyze_cmd, proxy, *RUNTIME_COMMANDS):
+        cli.add_command(command)
 
 
 _register_optional_commands()
