@@ -2,17 +2,17 @@
 proxies it is computed for (``Proxy``). Host rules as Istio reads them live in ``hosts``.
 """
 
-from pilotfish.model.config import (
-    DestinationRuleConfig,
-    GatewayConfig,
-    VirtualServiceConfig,
-)
-from pilotfish.model.hosts import (
+from pilotfish.api.hosts import (
     MESH_GATEWAY,
     host_matches,
     hosts_intersect,
     normalize_gateway,
     resolve_host,
+)
+from pilotfish.model.config import (
+    DestinationRuleConfig,
+    GatewayConfig,
+    VirtualServiceConfig,
 )
 from pilotfish.model.proxy import Proxy, ServiceInstance
 from pilotfish.model.push_context import MeshSettings, PushContext

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pilotfish.api.hosts import MESH_GATEWAY, normalize_gateway, resolve_host
 from pilotfish.config.store.base import Key, StoredObject
-from pilotfish.model.hosts import MESH_GATEWAY, normalize_gateway, resolve_host
 
 Spec = dict[str, Any]
 

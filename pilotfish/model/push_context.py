@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from pilotfish.api.hosts import MESH_GATEWAY, host_matches, specificity
 from pilotfish.config.store.base import Key, StoredObject
 from pilotfish.model.config import (
     PARSED_KINDS,
@@ -36,7 +37,6 @@ from pilotfish.model.config import (
     parse,
     visible,
 )
-from pilotfish.model.hosts import MESH_GATEWAY, host_matches, specificity
 from pilotfish.registry.registry import RegistrySnapshot
 from pilotfish.registry.types import Endpoint, Service
 

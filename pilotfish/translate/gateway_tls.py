@@ -26,8 +26,8 @@ from typing import Any
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
+from pilotfish.api.hosts import host_matches, split_server_host
 from pilotfish.model.config import GatewayConfig
-from pilotfish.model.hosts import host_matches, split_server_host
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.translate.common import outbound_cluster_name, pack

@@ -46,8 +46,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
+from pilotfish.api.hosts import MESH_GATEWAY
 from pilotfish.model.config import GatewayConfig, VirtualServiceConfig
-from pilotfish.model.hosts import MESH_GATEWAY
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.registry.types import Protocol, Service

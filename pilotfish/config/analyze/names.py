@@ -14,49 +14,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-MESH_GATEWAY = "mesh"
+from pilotfish.api.hosts import (
+    MESH_GATEWAY,
+    host_matches,
+    hosts_intersect,
+    normalize_gateway,
+    resolve_host,
+    split_server_host,
+)
 
-
-def resolve_host(host: str, namespace: str, domain_suffix: str = "cluster.local") -> str:
-    """The FQDN of ``host`` as written in ``namespace`` (short names expanded)."""
-    if not host or "." in host or host.startswith("*"):
-        return host
-    return f"{host}.{namespace}.svc.{domain_suffix}"
-
-
-def host_matches(pattern: str, host: str) -> bool:
-    """Does ``pattern`` (exact or wildcard) cover ``host`` (which may itself be a wildcard)?"""
-    if pattern == "*" or pattern == host:
-        return True
-    if pattern.startswith("*"):
-        suffix = pattern[1:]
-        if host.startswith("*"):
-            return host[1:].endswith(suffix)
-        return host.endswith(suffix) and len(host) > len(suffix)
-    return False
-
-
-def hosts_intersect(a: str, b: str) -> bool:
-    """Some host is matched by both ``a`` and ``b``."""
-    return host_matches(a, b) or host_matches(b, a)
-
-
-def normalize_gateway(ref: str, namespace: str) -> str:
-    """``mesh`` stays; ``name`` -> ``namespace/name``; ``name.ns.svc...`` -> ``ns/name``."""
-    if ref == MESH_GATEWAY or "/" in ref:
-        return ref
-    if "." in ref:
-        parts = ref.split(".")
-        return f"{parts[1]}/{parts[0]}"
-    return f"{namespace}/{ref}"
-
-
-def split_server_host(host: str, gateway_namespace: str) -> tuple[str, str]:
-    """A Gateway server host as ``(namespace or '*', hostname)``."""
-    if "/" in host:
-        ns, _, name = host.partition("/")
-        return (gateway_namespace if ns == "." else ns), name
-    return "*", host
+__all__ = [
+    "MESH_GATEWAY",
+    "host_matches",
+    "hosts_intersect",
+    "labels_match",
+    "namespace_pattern_matches",
+    "normalize_gateway",
+    "resolve_host",
+    "selector_string",
+    "split_server_host",
+]
 
 
 def selector_string(labels: Mapping[str, str]) -> str:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from pilotfish.model import Proxy, PushContext
-from pilotfish.model.hosts import (
+from pilotfish.api.hosts import (
     best_match,
     host_matches,
     normalize_gateway,
     resolve_host,
     split_server_host,
 )
+from pilotfish.model import Proxy, PushContext
 from pilotfish.registry import Registry
 from tests.unit.translate.fixtures import (
     BOOKINFO_CORE,
