@@ -211,21 +211,47 @@ def test_a_pod_in_a_namespace_without_injection_has_no_sidecar(mesh: Mesh, tmp_p
         check=False,
     )
     assert refused.stdout.strip() in ("000", "")
-    code = mesh.local(
-        "exec",
-        name,
-        "-n",
-        "legacy",
-        "--",
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "http://productpage.default:9080/productpage",
+
+    def legacy_code() -> str:
+        res = mesh.local(
+            "exec",
+            name,
+            "-n",
+            "legacy",
+            "--",
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://productpage.default:9080/productpage",
+            check=False,
+        )
+        return res.stdout.strip()
+
+    assert legacy_code() == "200"  # PERMISSIVE: plaintext from outside the mesh is accepted
+    strict = tmp_path / "strict.json"
+    strict.write_text(
+        json.dumps(
+            {
+                "apiVersion": "security.istio.io/v1",
+                "kind": "PeerAuthentication",
+                "metadata": {"name": "default", "namespace": "default"},
+                "spec": {"mtls": {"mode": "STRICT"}},
+            }
+        )
     )
-    assert code.stdout.strip() == "200"
+    mesh.cli("apply", "-f", str(strict))
+    try:
+        eventually(lambda: legacy_code() != "200", "STRICT refuses the legacy client", times=3)
+        # ... while the mesh itself (gateway -> productpage -> reviews, all mTLS) still works.
+        assert "Error fetching product reviews" not in page(mesh)
+    finally:
+        mesh.cli("delete", "-f", str(strict))
+    eventually(lambda: legacy_code() == "200", "PERMISSIVE again", times=1)
 
 
 def test_scaling_up_and_down_and_a_deleted_pod_is_replaced(mesh: Mesh) -> None:

@@ -66,6 +66,10 @@ PATHS = {
 }
 
 
+#: Kubernetes-style TokenRequest path of the control plane's API.
+TOKEN_PATH = "/apis/pilotfish.io/v1/namespaces/{ns}/serviceaccounts/{sa}/token"
+
+
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -146,6 +150,18 @@ class HttpRuntimeApi:
         meta = body["metadata"]
         path = f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{meta['name']}"
         self._call("PUT", path, body)
+
+    def issue_token(self, namespace: str, service_account: str, ttl_seconds: int) -> str:
+        """A workload token for ``namespace``/``service_account`` (Kubernetes TokenRequest)."""
+        path = TOKEN_PATH.format(ns=namespace, sa=service_account)
+        with httpx.Client(base_url=self.server, headers=self.headers, timeout=10) as client:
+            resp = client.post(path, json={"spec": {"expirationSeconds": ttl_seconds}})
+        if resp.status_code >= 400:
+            raise RuntimeError(
+                f"ServiceAccount {namespace}/{service_account}: token request failed: "
+                f"HTTP {resp.status_code}: {resp.text[:300]}"
+            )
+        return str(resp.json()["status"]["token"])
 
     def watch_forever(self, path: str, on_event: Callable[[], None], stop: threading.Event) -> None:
         """Call ``on_event`` for every event of the watch on ``path``; reconnect on errors."""

@@ -58,7 +58,11 @@ class RuntimeProcessSettings:
 
 
 def _factory(
-    network: PodNetwork, users: MeshUsers, settings: PodRunnerSettings, tools: IptablesTools
+    network: PodNetwork,
+    users: MeshUsers,
+    settings: PodRunnerSettings,
+    tools: IptablesTools,
+    api: HttpRuntimeApi,
 ) -> Any:
     def make(body: dict[str, Any], injected: bool, view: NetworkView, on_change: Any) -> LocalPod:
         return LocalPod(
@@ -70,6 +74,7 @@ def _factory(
             tools=tools,
             view=view,
             on_change=on_change,
+            token_source=api.issue_token,
         )
 
     return make
@@ -98,7 +103,7 @@ def run_runtime(settings: RuntimeProcessSettings, stop: threading.Event | None =
     api = HttpRuntimeApi(settings.api_url, settings.token)
     runtime = Runtime(
         api,
-        _factory(network, users, settings.pods, tools),
+        _factory(network, users, settings.pods, tools, api),
         RuntimeSettings(settings.state_dir, settings.resync_seconds),
         host_ip=str(settings.network.gateway_ip),
     )

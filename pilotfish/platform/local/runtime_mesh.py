@@ -132,15 +132,25 @@ def runtime_argv(s: MeshSettings) -> list[str]:
     ]  # fmt: skip
 
 
+GATEWAY_NAMESPACE = "istio-system"
+GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway-service-account"
+#: The gateway's workload token lives as long as one `up` (it is issued again by each).
+GATEWAY_TOKEN_TTL = 365 * 24 * 3600
+
+
+def gateway_token_path(s: MeshSettings) -> Path:
+    return run_dir_for(s.network.prefix) / "ingressgateway" / "token"
+
+
 def gateway_argv(s: MeshSettings) -> list[str]:
     argv = [
         s.python, "-P", "-m", "pilotfish.cli.main", "proxy",
         "--type", "router",
-        "--namespace", "istio-system",
+        "--namespace", GATEWAY_NAMESPACE,
         "--pod-name", "istio-ingressgateway",
         "--label", "istio=ingressgateway",
         "--label", "app=istio-ingressgateway",
-        "--service-account", "istio-ingressgateway-service-account",
+        "--service-account", GATEWAY_SERVICE_ACCOUNT,
         "--discovery-address", s.xds_address,
         "--plaintext",
         "--ip", "127.0.0.1",
@@ -150,6 +160,7 @@ def gateway_argv(s: MeshSettings) -> list[str]:
         "--readiness-port", str(s.gateway_readiness_port),
         "--work-dir", str(run_dir_for(s.network.prefix) / "ingressgateway"),
         "--drain-seconds", "1",
+        "--token-file", str(gateway_token_path(s)),
     ]  # fmt: skip
     for port, listen in s.gateway_ports:
         argv += ["--gateway-port", f"{port}:{listen}"]
@@ -339,6 +350,7 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
 
             _wait(s, "pod runtime", mesh["runtime"], runtime_ready)
         with progress.step(f"ingress gateway ({s.gateway_url})"):
+            _write_gateway_token(s)
             mesh["gateway"] = s.gateway_url
             mesh["gateway_process"] = _spawn(s, "gateway", gateway_argv(s))
             _save_mesh(s.state_dir, mesh)
@@ -352,6 +364,30 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
         mesh_down(s)
         raise
     return mesh
+
+
+def _write_gateway_token(s: MeshSettings) -> None:
+    """A workload token for the gateway's identity, so it gets a mesh certificate (mTLS)."""
+    token = (s.data_dir / "admin-token").read_text().strip()
+    path = f"/apis/pilotfish.io/v1/namespaces/{GATEWAY_NAMESPACE}/serviceaccounts/" + (
+        f"{GATEWAY_SERVICE_ACCOUNT}/token"
+    )
+    resp = httpx.post(
+        s.api_url + path,
+        json={"spec": {"expirationSeconds": GATEWAY_TOKEN_TTL}},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    if resp.status_code >= 400:
+        raise MeshError(
+            f"ServiceAccount {GATEWAY_NAMESPACE}/{GATEWAY_SERVICE_ACCOUNT}: token request "
+            f"failed: HTTP {resp.status_code}: {resp.text[:300]}"
+        )
+    out = gateway_token_path(s)
+    out.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(resp.json()["status"]["token"]) + "\n")
 
 
 # ---------------------------------------------------------------- down and status

@@ -5,10 +5,11 @@ A :class:`LocalPod` lives in its own thread from :meth:`LocalPod.start` to :meth
 1. network namespace, veth and address (:class:`~.network.PodNetwork`), the pod's hosts file
    and resolv.conf;
 2. injected pods: istio-init style capture (:mod:`.capture`), then the agent
-   (``pilotfish proxy --type sidecar --interception-mode REDIRECT``, run as root inside the
-   namespace, Envoy as the proxy user); the apps start only once ``:15021/healthz/ready``
-   answers 200. Pods without a sidecar get kube-proxy style VIP rules (:mod:`.service_lb`)
-   and their apps start at once;
+   (``pilotfish proxy --type sidecar --interception-mode REDIRECT``, run as root with the
+   proxy user's group inside the namespace, Envoy as the proxy user; with a workload token
+   from the control plane so it gets a mesh certificate); the apps start only once
+   ``:15021/healthz/ready`` answers 200. Pods without a sidecar get kube-proxy style VIP
+   rules (:mod:`.service_lb`) and their apps start at once;
 3. then it watches: a container that exits is restarted with a doubling back-off, readiness is
    re-checked (app ports accept connections inside the pod, or its ``readinessProbe``), and
    service changes rewrite the hosts file and VIP rules (:meth:`LocalPod.set_view`);
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -86,6 +88,9 @@ class PodRunnerSettings:
     #: Poll period while the pod is not ready yet, and once it is.
     fast_poll: float = 0.01
     slow_poll: float = 0.5
+    #: Workload tokens (the sidecar's proof of namespace/service account to the mesh CA) are
+    #: asked for with this lifetime and replaced at half of it.
+    token_ttl_seconds: int = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,7 @@ class LocalPod:
         tools: IptablesTools,
         view: NetworkView,
         on_change: Callable[[LocalPod], None] = lambda pod: None,
+        token_source: Callable[[str, str, int], str] | None = None,
     ) -> None:
         meta = body.get("metadata") or {}
         self.name = str(meta["name"])
@@ -164,6 +170,8 @@ class LocalPod:
         self.settings = settings
         self.tools = tools
         self.on_change = on_change
+        self.token_source = token_source
+        self._token_at: float | None = None
         self.pod_id = f"{self.name}.{self.namespace}"
         self.netns = network.settings.netns_name(self.pod_id)
         self.log_dir = settings.log_dir / self.namespace / self.name
@@ -264,6 +272,7 @@ class LocalPod:
         if self.sidecar is not None:
             proxy = self.users.proxy
             apply_capture(self.netns, CaptureSettings(proxy.uid, proxy.gid), self.tools)
+            self._write_token()
             self.sidecar.argv = self._agent_argv()
             self._start_sidecar()
         else:
@@ -273,6 +282,9 @@ class LocalPod:
         self._apply_view()
         now = time.monotonic()
         sidecar = self.sidecar
+        refresh = self.settings.token_ttl_seconds / 2
+        if self._token_at is not None and now - self._token_at >= refresh:
+            self._write_token()
         if sidecar is not None:
             proc = sidecar.proc
             if proc is not None and proc.poll() is not None:
@@ -339,10 +351,31 @@ class LocalPod:
             apply_service_lb(self.netns, list(view.endpoints), self.tools)
             self._applied_endpoints = view.endpoints
 
+    @property
+    def token_path(self) -> Path:
+        return self.settings.run_dir / self.pod_id / "token"
+
+    def _service_account(self) -> str:
+        return str((self.body.get("spec") or {}).get("serviceAccountName") or "default")
+
+    def _write_token(self) -> None:
+        """The pod's workload token (root-only file the agent reads), as a kubelet projects a
+        service account token."""
+        if self.token_source is None:
+            return
+        token = self.token_source(
+            self.namespace, self._service_account(), self.settings.token_ttl_seconds
+        )
+        path = self.token_path
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        self._token_at = time.monotonic()
+
     def _agent_argv(self) -> list[str]:
         assert self.net is not None
         meta = self.body.get("metadata") or {}
-        spec = self.body.get("spec") or {}
         argv = [
             *self.settings.proxy_argv,
             "--type",
@@ -359,7 +392,7 @@ class LocalPod:
             "--ip",
             self.net.ip,
             "--service-account",
-            str(spec.get("serviceAccountName") or "default"),
+            self._service_account(),
             "--workload-name",
             owner_deployment(self.body) or self.name,
             "--envoy-user",
@@ -371,6 +404,8 @@ class LocalPod:
             "--log-level",
             self.settings.proxy_log_level,
         ]
+        if self.token_source is not None:
+            argv += ["--token-file", str(self.token_path)]
         for k, v in sorted((meta.get("labels") or {}).items()):
             argv += ["--label", f"{k}={v}"]
         return argv
@@ -378,9 +413,14 @@ class LocalPod:
     def _start_sidecar(self) -> None:
         assert self.sidecar is not None
         (self.settings.run_dir / self.pod_id).mkdir(parents=True, exist_ok=True, mode=0o755)
+        # The agent stays root (it starts Envoy as the proxy user) but runs with the proxy
+        # user's group, so the capture rules (``--gid-owner``) let its own connections to
+        # the control plane (certificates) through, as they do Envoy's.
+        gid = self.users.proxy.gid
+        argv = ["setpriv", f"--regid={gid}", "--clear-groups", "--", *self.sidecar.argv]
         self.sidecar.proc = start_in_pod(
             self.netns,
-            self.sidecar.argv,
+            argv,
             cwd=self.settings.workdir,
             log_path=self.log_dir / f"{PROXY_CONTAINER}.log",
         )

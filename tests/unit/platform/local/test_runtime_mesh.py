@@ -61,6 +61,7 @@ def test_gateway_is_an_istio_ingressgateway_router_on_loopback(tmp_path: Path) -
     assert _opt(argv, "--namespace") == ["istio-system"]
     assert "istio=ingressgateway" in _opt(argv, "--label")
     assert _opt(argv, "--bind-address") == ["127.0.0.1"]
+    assert _opt(argv, "--token-file") == ["/run/pilotfish/pft/ingressgateway/token"]
     assert _opt(argv, "--gateway-port") == ["80:8080", "443:8443", "8080:8080"]
     assert "--plaintext" in argv
     assert s.gateway_url == "http://127.0.0.1:8080"
