@@ -5,17 +5,68 @@ Kubernetes' JSON names: ``vs.spec.http[0].route[0].destination.host``); ``parse`
 against its kind's schema. Semantic validation lives in :mod:`pilotfish.config.validation`.
 """
 
-from pilotfish.api.core import Namespace, Secret, Service, ServiceAccount
-from pilotfish.api.destinationrule import DestinationRule
-from pilotfish.api.duration import is_duration, parse_duration
-from pilotfish.api.kinds import KINDS, KindInfo, by_kind, for_api_version, lookup
-from pilotfish.api.meta import Model, ObjectMeta, Resource
-from pilotfish.api.models import MODELS, field_errors, model_for, parse, parse_as, resource_ref
-from pilotfish.api.networking import EnvoyFilter, Gateway, ServiceEntry, Sidecar, WorkloadEntry
-from pilotfish.api.security import AuthorizationPolicy, PeerAuthentication, RequestAuthentication
-from pilotfish.api.telemetry import Telemetry
-from pilotfish.api.virtualservice import VirtualService
-from pilotfish.api.workloads import Deployment, Pod
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pilotfish.api.core import Namespace, Secret, Service, ServiceAccount
+    from pilotfish.api.destinationrule import DestinationRule
+    from pilotfish.api.duration import is_duration, parse_duration
+    from pilotfish.api.kinds import KINDS, KindInfo, by_kind, for_api_version, lookup
+    from pilotfish.api.meta import Model, ObjectMeta, Resource
+    from pilotfish.api.models import (
+        MODELS,
+        field_errors,
+        model_for,
+        parse,
+        parse_as,
+        resource_ref,
+    )
+    from pilotfish.api.networking import (
+        EnvoyFilter,
+        Gateway,
+        ServiceEntry,
+        Sidecar,
+        WorkloadEntry,
+    )
+    from pilotfish.api.security import (
+        AuthorizationPolicy,
+        PeerAuthentication,
+        RequestAuthentication,
+    )
+    from pilotfish.api.telemetry import Telemetry
+    from pilotfish.api.virtualservice import VirtualService
+    from pilotfish.api.workloads import Deployment, Pod
+
+# The models (pydantic) load only when first used, so that light users of this package (the
+# kind table, the node contract: the sidecar agent, the CLI) start fast.
+_WHERE = {
+    "Namespace": "core", "Secret": "core", "Service": "core", "ServiceAccount": "core",
+    "DestinationRule": "destinationrule",
+    "is_duration": "duration", "parse_duration": "duration",
+    "KINDS": "kinds", "KindInfo": "kinds", "by_kind": "kinds", "for_api_version": "kinds",
+    "lookup": "kinds",
+    "Model": "meta", "ObjectMeta": "meta", "Resource": "meta",
+    "MODELS": "models", "field_errors": "models", "model_for": "models", "parse": "models",
+    "parse_as": "models", "resource_ref": "models",
+    "EnvoyFilter": "networking", "Gateway": "networking", "ServiceEntry": "networking",
+    "Sidecar": "networking", "WorkloadEntry": "networking",
+    "AuthorizationPolicy": "security", "PeerAuthentication": "security",
+    "RequestAuthentication": "security",
+    "Telemetry": "telemetry",
+    "VirtualService": "virtualservice",
+    "Deployment": "workloads", "Pod": "workloads",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pilotfish.api' has no attribute {name!r}")
+    value = getattr(import_module(f"pilotfish.api.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "KINDS",

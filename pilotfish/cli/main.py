@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -18,9 +18,11 @@ from pilotfish import __version__
 from pilotfish.api import kinds
 from pilotfish.api.kinds import KindInfo
 from pilotfish.cli import output
-from pilotfish.cli.client import ApiClient
 from pilotfish.cli.config import config_path, load_context
 from pilotfish.errors import PilotfishError, ValidationError
+
+if TYPE_CHECKING:
+    from pilotfish.cli.client import ApiClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,6 +42,8 @@ class Globals:
         self.context = context
 
     def client(self) -> ApiClient:
+        from pilotfish.cli.client import ApiClient
+
         ctx = load_context(self.context)
         server = self.server or (ctx.server if ctx else None)
         token = self.token or (ctx.token if ctx else None)
@@ -55,8 +59,37 @@ class Globals:
 pass_globals = click.make_pass_decorator(Globals)
 
 
+#: Commands defined in their own modules, imported only when used (a sidecar agent started
+#: as `pilotfish proxy` should not pay for the analyzers' or the runtime's imports).
+LAZY_COMMANDS = {
+    "analyze": "pilotfish.cli.analyze_cmd:analyze_cmd",
+    "down": "pilotfish.cli.runtime_cmds:down",
+    "exec": "pilotfish.cli.runtime_cmds:exec_cmd",
+    "logs": "pilotfish.cli.runtime_cmds:logs",
+    "proxy": "pilotfish.cli.proxy_cmd:proxy",
+    "proxy-config": "pilotfish.cli.proxy_config:proxy_config",
+    "runtime": "pilotfish.cli.runtime_cmds:runtime",
+    "status": "pilotfish.cli.runtime_cmds:status",
+    "token": "pilotfish.cli.token_cmd:token",
+    "up": "pilotfish.cli.runtime_cmds:up",
+}
+
+
 class PilotfishGroup(click.Group):
-    """Turns Pilotfish errors into one-line messages instead of tracebacks."""
+    """Loads command modules on demand; turns Pilotfish errors into one-line messages."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is not None or cmd_name not in LAZY_COMMANDS:
+            return found
+        import importlib
+
+        module, _, attr = LAZY_COMMANDS[cmd_name].partition(":")
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -567,21 +600,6 @@ def server(
         xds_tls=xds_tls,
     )
     run_server(settings)
-
-
-def _register_optional_commands() -> None:
-    """Commands that live in their own modules."""
-    from pilotfish.cli.analyze_cmd import analyze_cmd
-    from pilotfish.cli.proxy_cmd import proxy
-    from pilotfish.cli.proxy_config import proxy_config
-    from pilotfish.cli.runtime_cmds import RUNTIME_COMMANDS
-    from pilotfish.cli.token_cmd import token
-
-    for command in (proxy_config, token, analyze_cmd, proxy, *RUNTIME_COMMANDS):
-        cli.add_command(command)
-
-
-_register_optional_commands()
 
 
 def main() -> None:
