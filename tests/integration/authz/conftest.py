@@ -5,13 +5,16 @@ it away again. Tests of a module share the mesh; each leaves it without policies
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pytest
 
 from tests.conftest import _free_port
 from tests.integration.harness import Mesh, Sidecar, eventually, start_control_plane
+
+T = TypeVar("T")
 
 SERVICES = """
 apiVersion: v1
@@ -86,3 +89,11 @@ def policies(authz_mesh: AuthzMesh) -> Iterator[Policies]:
 def statuses(am: AuthzMesh, cases: list[tuple[str, str]]) -> list[int]:
     """The status of ``(method, path)`` requests, in order."""
     return [am.get(path, method)[0] for method, path in cases]
+
+
+def settled(observe: Callable[[], T], expected: T, what: str, timeout: float = 30) -> None:
+    """Wait until ``observe()`` gives ``expected``, then check that it holds. A policy change
+    reaches new connections at once and pooled ones when Envoy drains them, so tests wait for
+    the whole picture, not for one request."""
+    eventually(lambda: observe() == expected, timeout, what)
+    assert observe() == expected

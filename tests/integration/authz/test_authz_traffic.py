@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.authz.conftest import AuthzMesh, Policies, statuses
-from tests.integration.harness import eventually
+from tests.integration.authz.conftest import AuthzMesh, Policies, settled, statuses
 
 pytestmark = pytest.mark.integration
 
@@ -35,15 +34,16 @@ spec:
 
 def test_deny_all_answers_403_rbac_access_denied(authz_mesh: AuthzMesh, policies: Policies) -> None:
     policies.apply(DENY_ALL)
-    eventually(lambda: authz_mesh.get()[0] == 403, what="deny-all in force")
-    for method, path in [("GET", "/"), ("POST", "/api/x"), ("GET", "/anything?q=1")]:
-        status, body = authz_mesh.get(path, method)
-        assert (status, body) == (403, "RBAC: access denied")
+    cases = [("GET", "/"), ("POST", "/api/x"), ("GET", "/anything?q=1")]
+    settled(
+        lambda: [authz_mesh.get(path, method) for method, path in cases],
+        [(403, "RBAC: access denied")] * len(cases),
+        "deny-all in force",
+    )
 
 
 def test_allow_get_and_post_on_api_only(authz_mesh: AuthzMesh, policies: Policies) -> None:
     policies.apply(ALLOW_API)
-    eventually(lambda: authz_mesh.get("/")[0] == 403, what="allow-api in force")
     cases = [
         ("GET", "/api/items"),
         ("POST", "/api/items/1"),
@@ -54,7 +54,8 @@ def test_allow_get_and_post_on_api_only(authz_mesh: AuthzMesh, policies: Policie
         ("DELETE", "/api/items"),
         ("PUT", "/api/items"),
     ]
-    assert statuses(authz_mesh, cases) == [200, 200, 200, 403, 403, 403, 403, 403]
+    expected = [200, 200, 200, 403, 403, 403, 403, 403]
+    settled(lambda: statuses(authz_mesh, cases), expected, "allow-api in force")
     # The app sees the allowed request as sent.
     r = authz_mesh.client.request(authz_mesh.host, "/api/items?x=1")
     assert r.json()["path"] == "/api/items?x=1"
@@ -78,10 +79,17 @@ spec:
       values: ["yes"]
 """
     )
-    eventually(lambda: authz_mesh.get("/api/admin")[0] == 403, what="deny-admin in force")
-    assert statuses(authz_mesh, [("GET", "/api/admin/users"), ("GET", "/api/users")]) == [403, 200]
-    assert authz_mesh.get("/api/users", **{"x-block": "yes"})[0] == 403
-    assert authz_mesh.get("/api/users", **{"x-block": "no"})[0] == 200
+
+    def observe() -> list[int]:
+        return [
+            authz_mesh.get("/api/admin/users")[0],
+            authz_mesh.get("/api/users")[0],
+            authz_mesh.get("/api/users", **{"x-block": "yes"})[0],
+            authz_mesh.get("/api/users", **{"x-block": "no"})[0],
+            authz_mesh.get("/")[0],
+        ]
+
+    settled(observe, [403, 200, 403, 200, 403], "deny-admin in force")
 
 
 def test_deny_policy_alone_allows_the_rest(authz_mesh: AuthzMesh, policies: Policies) -> None:
@@ -99,9 +107,8 @@ spec:
     - operation: {methods: ["POST"], notPaths: ["/public/*"]}
 """
     )
-    eventually(lambda: authz_mesh.get("/x", "POST")[0] == 403, what="deny-post in force")
     cases = [("POST", "/x"), ("POST", "/public/form"), ("GET", "/x"), ("GET", "/public/a")]
-    assert statuses(authz_mesh, cases) == [403, 200, 200, 200]
+    settled(lambda: statuses(authz_mesh, cases), [403, 200, 200, 200], "deny-post in force")
 
 
 def test_path_templates(authz_mesh: AuthzMesh, policies: Policies) -> None:
@@ -117,7 +124,6 @@ spec:
         paths: ["/api/{*}/items", "/files/{**}"]
 """
     )
-    eventually(lambda: authz_mesh.get("/")[0] == 403, what="templates in force")
     cases = [
         ("GET", "/api/v1/items"),
         ("GET", "/api/v2/items"),
@@ -128,7 +134,8 @@ spec:
         ("GET", "/files/a/b/c.txt"),
         ("GET", "/filesx/a"),
     ]
-    assert statuses(authz_mesh, cases) == [200, 200, 403, 403, 403, 200, 200, 403]
+    expected = [200, 200, 403, 403, 403, 200, 200, 403]
+    settled(lambda: statuses(authz_mesh, cases), expected, "templates in force")
 
 
 def test_header_when_conditions(authz_mesh: AuthzMesh, policies: Policies) -> None:
@@ -147,17 +154,19 @@ spec:
       values: ["*"]
 """
     )
-    eventually(lambda: authz_mesh.get()[0] == 403, what="by-header in force")
-
-    def status(**headers: str) -> int:
-        return authz_mesh.get("/", **headers)[0]
-
-    assert status(**{"x-team": "blue", "x-token": "t"}) == 200
-    assert status(**{"x-team": "green", "x-token": "t"}) == 200
-    assert status(**{"x-team": "greedy", "x-token": "t"}) == 403
-    assert status(**{"x-team": "red", "x-token": "t"}) == 403
-    assert status(**{"x-team": "blue"}) == 403
-    assert status() == 403
+    cases: list[dict[str, str]] = [
+        {"x-team": "blue", "x-token": "t"},
+        {"x-team": "green", "x-token": "t"},
+        {"x-team": "greedy", "x-token": "t"},
+        {"x-team": "red", "x-token": "t"},
+        {"x-team": "blue"},
+        {},
+    ]
+    settled(
+        lambda: [authz_mesh.get("/", **headers)[0] for headers in cases],
+        [200, 200, 403, 403, 403, 403],
+        "by-header in force",
+    )
 
 
 def test_ports_hosts_and_audit(authz_mesh: AuthzMesh, policies: Policies) -> None:
@@ -182,15 +191,17 @@ spec:
   rules: [{}]
 """
     )
-    eventually(lambda: authz_mesh.get("/private")[0] == 403, what="by-port-host in force")
-    assert authz_mesh.get("/ok")[0] == 200
-    authz_mesh.host = "backend.default.svc.cluster.local:9080"
-    try:
-        assert authz_mesh.get("/ok")[0] == 200
-        authz_mesh.host = "backend.default:9080"
-        assert authz_mesh.get("/ok")[0] == 403
-    finally:
-        authz_mesh.host = "backend:9080"
+
+    def observe() -> list[int]:
+        client = authz_mesh.client
+        return [
+            client.request("backend:9080", "/private").status_code,
+            client.request("backend:9080", "/ok").status_code,
+            client.request("backend.default.svc.cluster.local:9080", "/ok").status_code,
+            client.request("backend.default:9080", "/ok").status_code,
+        ]
+
+    settled(observe, [403, 200, 200, 403], "by-port-host in force")
 
 
 def test_policy_for_other_workload_or_namespace_has_no_effect(
@@ -220,5 +231,8 @@ spec:
 """
     )
     # The mesh-wide marker proves the new config reached the backend's sidecar.
-    eventually(lambda: authz_mesh.get("/marker")[0] == 403, what="mesh-wide policy in force")
-    assert authz_mesh.get("/")[0] == 200
+    settled(
+        lambda: [authz_mesh.get("/marker")[0], authz_mesh.get("/")[0]],
+        [403, 200],
+        "mesh-wide policy in force",
+    )

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import _free_port
-from tests.integration.authz.conftest import AuthzMesh, Policies
+from tests.integration.authz.conftest import AuthzMesh, Policies, settled
 from tests.integration.authz.jwt_issuer import Issuer, serve_jwks
-from tests.integration.harness import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +40,9 @@ def jwks_url(issuer: Issuer) -> Iterator[str]:
         yield url
 
 
+MALFORMED = "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
@@ -52,29 +54,40 @@ def test_require_jwt_seed_with_keys_fetched_by_the_control_plane(
     policies.apply(seed("authorization-require-jwt.yaml"))
     admin = issuer.token(aud="my-service", groups=["admin", "dev"])
 
-    def status(headers: dict[str, str]) -> int:
-        return authz_mesh.get("/", **headers)[0]
-
-    # The control plane fetches the keys, then pushes them: the admin token gets through.
-    eventually(lambda: status(bearer(admin)) == 200, 30, "keys fetched and pushed")
-
-    assert status(bearer(issuer.token(aud="my-service", groups="admin"))) == 200
-    # Valid token without the claim value, or without the claim: 403 from RBAC.
-    status_dev, body = authz_mesh.get("/", **bearer(issuer.token(aud="my-service", groups=["dev"])))
-    assert (status_dev, body) == (403, "RBAC: access denied")
-    assert status(bearer(issuer.token(aud="my-service"))) == 403
-    # No token: jwt_authn lets it through, require-jwt's requestPrincipals deny it.
-    assert status({}) == 403
-    # Tokens that fail verification: 401 from jwt_authn.
-    assert status(bearer(issuer.forged(aud="my-service", groups=["admin"]))) == 401
-    assert status(bearer(issuer.token(ttl=-600, aud="my-service", groups=["admin"]))) == 401
-    # Envoy answers a token for another audience with 403 from jwt_authn itself.
-    wrong_aud = authz_mesh.get("/", **bearer(issuer.token(aud="someone-else", groups=["admin"])))
-    assert wrong_aud == (403, "Audiences in Jwt are not allowed")
     other = Issuer(issuer="https://evil.example.com", key=issuer.key)
-    unknown = authz_mesh.get("/", **bearer(other.token(aud="my-service", groups=["admin"])))
-    assert unknown == (401, "Jwt issuer is not configured")
-    assert status(bearer("not-a-jwt")) == 401
+    cases = [
+        admin,
+        issuer.token(aud="my-service", groups="admin"),  # a string claim works too
+        # Valid tokens without the claim value, or without the claim: 403 from RBAC.
+        issuer.token(aud="my-service", groups=["dev"]),
+        issuer.token(aud="my-service"),
+        # No token: jwt_authn lets it through, require-jwt's requestPrincipals deny it.
+        None,
+        # Tokens that fail verification: 401 from jwt_authn.
+        issuer.forged(aud="my-service", groups=["admin"]),
+        issuer.token(ttl=-600, aud="my-service", groups=["admin"]),
+        other.token(aud="my-service", groups=["admin"]),
+        "not-a-jwt",
+        # Envoy answers a token for another audience with 403 from jwt_authn itself.
+        issuer.token(aud="someone-else", groups=["admin"]),
+    ]
+    denied = (403, "RBAC: access denied")
+    expected = [
+        200, 200, denied, denied, denied,
+        (401, "Jwt verification fails"), (401, "Jwt is expired"),
+        (401, "Jwt issuer is not configured"), (401, MALFORMED),
+        (403, "Audiences in Jwt are not allowed"),
+    ]  # fmt: skip
+
+    def observe() -> list[object]:
+        out: list[object] = []
+        for token in cases:
+            status, body = authz_mesh.get("/", **(bearer(token) if token else {}))
+            out.append(status if status == 200 else (status, body))
+        return out
+
+    # The control plane fetches the keys, then pushes them.
+    settled(observe, expected, "keys fetched and pushed, require-jwt in force")
     # forwardOriginalToken: the app sees the token.
     r = authz_mesh.client.request(authz_mesh.host, "/", headers=bearer(admin))
     assert r.json()["headers"]["authorization"] == f"Bearer {admin}"
@@ -104,13 +117,12 @@ spec:
         notRequestPrincipals: ["*/bobby"]
 """
     )
-    eventually(lambda: authz_mesh.get()[0] == 403, what="principals in force")
-
-    def status(sub: str) -> int:
-        return authz_mesh.get("/", **bearer(issuer.token(sub=sub)))[0]
-
     subjects = ("alice", "bob", "bob2", "bobby", "carol", "dave", "alice2")
-    assert [status(s) for s in subjects] == [200, 200, 200, 403, 200, 403, 403]
+    settled(
+        lambda: [authz_mesh.get("/", **bearer(issuer.token(sub=s)))[0] for s in subjects],
+        [200, 200, 200, 403, 200, 403, 403],
+        "principals in force",
+    )
 
 
 def test_inline_jwks_token_locations_and_output_headers(
@@ -137,12 +149,19 @@ spec:
 """
     )
     token = issuer.token(sub="alice", tenant="acme")
-    eventually(
-        lambda: authz_mesh.get("/", **{"x-auth": "Token garbage"})[0] == 401,
-        what="jwt_authn in force",
+    settled(
+        lambda: [
+            authz_mesh.get("/", **{"x-auth": "Token garbage"})[0],
+            authz_mesh.get("/")[0],  # no token and no policy requiring one: allowed
+            # The query parameter location works too.
+            authz_mesh.get(f"/?jwt={token}")[0],
+            authz_mesh.get(f"/?jwt={issuer.forged()}")[0],
+            # The Authorization header is not a location of this rule.
+            authz_mesh.get("/", **bearer(issuer.forged()))[0],
+        ],
+        [401, 200, 200, 401, 200],
+        "jwt_authn in force",
     )
-    # No token and no policy requiring one: allowed.
-    assert authz_mesh.get("/")[0] == 200
     r = authz_mesh.client.request(authz_mesh.host, "/", headers={"x-auth": f"Token {token}"})
     assert r.status_code == 200
     seen = r.json()["headers"]
@@ -152,10 +171,6 @@ spec:
     decoded = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     assert (decoded["iss"], decoded["sub"]) == (issuer.issuer, "alice")
     assert "x-auth" not in seen  # forwardOriginalToken unset: the token is removed
-    # The query parameter location works too; the Authorization header is not a location here.
-    assert authz_mesh.get(f"/?jwt={token}")[0] == 200
-    assert authz_mesh.get(f"/?jwt={issuer.forged()}")[0] == 401
-    assert authz_mesh.get("/", **bearer(issuer.forged()))[0] == 200
     # Claims spoofed by the caller are replaced by the verified ones.
     r = authz_mesh.client.request(
         authz_mesh.host, "/", headers={"x-auth": f"Token {token}", "x-jwt-sub": "root"}
