@@ -7,11 +7,10 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from tests.integration.authz.conftest import AuthzMesh
-from tests.integration.harness import Sidecar, eventually
+from tests.integration.harness import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -23,16 +22,6 @@ spec:
   selector: {app: tcp-echo}
   ports: [{name: tcp, port: 9090}]
 """
-
-
-def inbound_address(sc: Sidecar) -> tuple[str, int]:
-    """The sidecar's inbound listener (explicit mode binds it on the workload's address)."""
-    statuses = httpx.get(f"http://127.0.0.1:{sc.admin_port}/listeners?format=json", timeout=5)
-    for status in statuses.json()["listener_statuses"]:
-        addr = status["local_address"]["socket_address"]
-        if addr["address"] == sc.ip:
-            return sc.ip, int(addr["port_value"])
-    raise AssertionError(f"no inbound listener on {sc.ip}: {statuses.text}")
 
 
 def exchange(addr: tuple[str, int]) -> str:
@@ -55,7 +44,8 @@ def exchange(addr: tuple[str, int]) -> str:
 def tcp_echo(authz_mesh: AuthzMesh) -> Iterator[tuple[str, int]]:
     authz_mesh.mesh.apply(TCP_SERVICE)
     sc = authz_mesh.mesh.add("tcp-echo", {"app": "tcp-echo"}, app_port=9090)
-    addr = inbound_address(sc)
+    assert sc.inbound_port is not None
+    addr = (sc.ip, sc.inbound_port)
     eventually(lambda: exchange(addr) == "open", 30, "tcp-echo reachable")
     yield addr
 
