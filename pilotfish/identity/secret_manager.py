@@ -265,8 +265,10 @@ class SecretManager:
         signed = await self._fetcher(csr, self.settings.requested_ttl)
         check_signed(signed, self.identity, key, self._clock.now())
         s = self.settings
+        # Count the lifetime from now, not from not_before: the CA backdates certificates
+        # for clock skew, which would make short-lived ones look half spent on arrival.
         renew_at = renewal_time(
-            signed.not_before,
+            max(signed.not_before, self._clock.now()),
             signed.not_after,
             s.renew_fraction,
             s.jitter,

@@ -111,8 +111,10 @@ async def test_first_certificate_and_renewal_at_half_life(
         first = await asyncio.wait_for(manager.wait_ready(), 5)
         assert first.identity == ID and first.version == 1
         assert first.not_after == T0 + timedelta(hours=2)
-        # lifetime 2h01m (backdated a minute): half-life is 1h00m30s after not_before.
-        assert first.renew_at == first.not_before + timedelta(hours=1, seconds=30)
+        # Half of the lifetime left on arrival: the minute the CA backdates does not count,
+        # or a short-lived certificate would look half spent when it arrives.
+        assert first.not_before == T0 - timedelta(minutes=1)
+        assert first.renew_at == T0 + timedelta(hours=1)
         leaf = pki.load_certificates(first.cert_chain_pem)[0]
         key = pki.load_private_key(first.private_key_pem)
         assert pki.same_public_key(leaf, key)
@@ -178,7 +180,7 @@ async def test_renew_now_rotates_and_resets_the_timer(
         await clock.advance(timedelta(minutes=30))
         forced = await manager.renew_now()
         assert forced.version == 2 and manager.current() is forced
-        assert forced.renew_at == forced.not_before + timedelta(hours=1, seconds=30)
+        assert forced.renew_at == clock.now() + timedelta(hours=1)
         await settle()
         # The old renewal time passes without another request.
         await clock.advance(first.renew_at - clock.now() + timedelta(seconds=1))
@@ -238,3 +240,19 @@ def test_settings_are_checked() -> None:
         SecretManagerSettings(ID, renew_fraction=1.0)
     with pytest.raises(ValueError, match="jitter"):
         SecretManagerSettings(ID, renew_fraction=0.5, jitter=0.6)
+
+
+async def test_short_lived_certificate_is_not_renewed_on_arrival(
+    make_ca: Callable[..., MeshCA], clock: FakeClock
+) -> None:
+    """A 20 s certificate, backdated a minute by the CA, lives 10 s before its renewal."""
+    fetcher = Fetcher(make_ca())
+    manager = SecretManager(_settings(requested_ttl=timedelta(seconds=20)), fetcher, clock=clock)
+    async with manager:
+        first = await asyncio.wait_for(manager.wait_ready(), 5)
+        assert first.renew_at == T0 + timedelta(seconds=10)
+        await clock.advance(timedelta(seconds=9))
+        await settle()
+        assert fetcher.calls == 1
+        await clock.advance(timedelta(seconds=1))
+        await until(lambda: fetcher.calls == 2)
