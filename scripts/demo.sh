@@ -15,8 +15,6 @@ DATA_DIR="${PILOTFISH_DATA_DIR:-$HOME/.pilotfish/data}"
 GATEWAY_BIND="${PILOTFISH_GATEWAY:-127.0.0.1}"
 
 pf() { "$PY" -P -m pilotfish.cli.main "$@"; }
-# The local-mesh commands; `pilotfish up` is the same command once registered in the CLI.
-mesh() { "$PY" -P -m pilotfish.cli.runtime_cmds "$@"; }
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "make demo: pods need root (network namespaces, iptables): run \`sudo make demo\`" >&2
@@ -24,11 +22,11 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 start=$(date +%s.%N)
-if mesh status --data-dir "$DATA_DIR" >/dev/null 2>&1; then
+if pf status --data-dir "$DATA_DIR" >/dev/null 2>&1; then
   echo "==> Pilotfish is already running; reusing it"
 else
   # A mesh that is half up (or crashed) is cleaned up by `up` itself.
-  mesh up --data-dir "$DATA_DIR" --gateway-bind "$GATEWAY_BIND"
+  pf up --data-dir "$DATA_DIR" --gateway-bind "$GATEWAY_BIND"
 fi
 
 echo "==> labelling namespace default for sidecar injection"
@@ -67,11 +65,8 @@ for _ in $(seq 1 100); do
   curl -fsS -o /dev/null "$URL" 2>/dev/null && break
   sleep 0.1
 done
-# How to call the CLI in the hints: the console script if it is on PATH, with the local-mesh
-# commands through it once registered.
+# How to call the CLI in the hints: the console script if it is on PATH.
 PF_HINT="pilotfish"; command -v pilotfish >/dev/null 2>&1 || PF_HINT=".venv/bin/pilotfish"
-MESH_HINT="$PF_HINT"
-"$PY" -P -m pilotfish.cli.main down --help >/dev/null 2>&1 || MESH_HINT="$PY -m pilotfish.cli.runtime_cmds"
 elapsed=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $start }")
 title=$(curl -fsS "$URL" 2>/dev/null | grep -o '<title>[^<]*' | sed 's/<title>//' || true)
 
@@ -87,7 +82,7 @@ Try next (the request-routing and traffic-shifting steps of Istio's tutorials):
   $PF_HINT apply -f samples/bookinfo/networking/virtual-service-reviews-50-v3.yaml   # half red stars
   $PF_HINT apply -f samples/bookinfo/networking/virtual-service-reviews-v3.yaml      # all red stars
   $PF_HINT get pods -o wide ; $PF_HINT proxy-status
-  $MESH_HINT logs <productpage pod> -c istio-proxy
-  $MESH_HINT exec <productpage pod> -- curl -s http://reviews:9080/reviews/0
-  $MESH_HINT down                                                                      # stop and clean up
+  $PF_HINT logs <productpage pod> -c istio-proxy
+  $PF_HINT exec <productpage pod> -- curl -s http://reviews:9080/reviews/0
+  $PF_HINT down                                                                      # stop and clean up
 MSG
