@@ -21,6 +21,11 @@ The three paths (all plain HTTP/1.1 on loopback, keep-alive connections):
   -> server sidecar's inbound listener -> backend; ``pilotfish proxy`` agents in explicit
   mode with the configuration the control plane generates.
 
+``--features-pair`` adds a fourth path, ``hand+features``: the hand-written pair with what the
+generated configuration adds (fault and CORS filters, path normalization, the outbound retry
+policy, least-request balancing, circuit breakers), to tell which part of a difference comes
+from those features and which from elsewhere (the agents, listener layout, stats).
+
 The backend is an Envoy answering every request itself (``direct_response``, 200, 2 bytes).
 Every Envoy runs with ``--concurrency 1``. With pinning (the default on 2+ CPUs) the Envoys,
 agents and the control plane share the first CPU and the load generator gets the others.
@@ -71,7 +76,6 @@ from pilotfish.agent.envoy_binary import envoy_binary
 GENERATED_VS_HAND_TARGET = 1.05
 HOST_HEADER = "bench:9080"
 APP_PORT = 9080
-PATHS = ("direct", "hand-written", "generated")
 
 
 # ------------------------------------------------------------------------------- static Envoys
@@ -86,8 +90,51 @@ def _address(ip: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": ip, "port_value": port}}
 
 
-def _listener(ip: str, port: int, route: dict[str, Any]) -> dict[str, Any]:
-    hcm = {
+#: What the generated sidecars add to a minimal forwarding Envoy (Istio's defaults): the fault
+#: and CORS filters, path normalization, a retry policy on outbound routes, least-request load
+#: balancing and circuit breakers with track_remaining.
+_FEATURE_FILTERS = [
+    {
+        "name": "envoy.filters.http.fault",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
+        },
+    },
+    {
+        "name": "envoy.filters.http.cors",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
+    },
+]
+_FEATURE_RETRY = {
+    "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+    "num_retries": 2,
+    "retry_host_predicate": [
+        {
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3"
+                ".PreviousHostsPredicate"
+            },
+        }
+    ],
+    "host_selection_retry_max_attempts": 5,
+    "retriable_status_codes": [503],
+}
+_FEATURE_CIRCUIT_BREAKERS = {
+    "thresholds": [
+        {
+            "max_connections": 4294967295,
+            "max_pending_requests": 4294967295,
+            "max_requests": 4294967295,
+            "max_retries": 4294967295,
+            "track_remaining": True,
+        }
+    ]
+}
+
+
+def _listener(ip: str, port: int, route: dict[str, Any], features: bool = False) -> dict[str, Any]:
+    hcm: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager"
         ".v3.HttpConnectionManager",
         "stat_prefix": "bench",
@@ -96,8 +143,10 @@ def _listener(ip: str, port: int, route: dict[str, Any]) -> dict[str, Any]:
             "name": "bench",
             "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}],
         },
-        "http_filters": [_ROUTER],
+        "http_filters": [*(_FEATURE_FILTERS if features else []), _ROUTER],
     }
+    if features:
+        hcm["normalize_path"] = True
     return {
         "name": f"listener_{port}",
         "address": _address(ip, port),
@@ -131,10 +180,21 @@ def backend_bootstrap(ip: str, port: int, admin_port: int) -> dict[str, Any]:
 
 
 def proxy_bootstrap(
-    listen_ip: str, listen_port: int, upstream_ip: str, upstream_port: int, admin_port: int
+    listen_ip: str,
+    listen_port: int,
+    upstream_ip: str,
+    upstream_port: int,
+    admin_port: int,
+    *,
+    features: bool = False,
+    retries: bool = False,
 ) -> dict[str, Any]:
-    """A minimal forwarding Envoy: listener -> router -> one static HTTP/1.1 cluster."""
-    cluster = {
+    """A minimal forwarding Envoy: listener -> router -> one static HTTP/1.1 cluster.
+
+    ``features`` adds what the generated sidecars carry besides (fault and CORS filters, path
+    normalization, least-request balancing, circuit breakers); ``retries`` adds the outbound
+    retry policy."""
+    cluster: dict[str, Any] = {
         "name": "upstream",
         "type": "STATIC",
         "connect_timeout": "1s",
@@ -145,8 +205,15 @@ def proxy_bootstrap(
             ],
         },
     }
-    route = {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
-    return _bootstrap(admin_port, _listener(listen_ip, listen_port, route), [cluster])
+    action: dict[str, Any] = {"cluster": "upstream"}
+    if features:
+        cluster["lb_policy"] = "LEAST_REQUEST"
+        cluster["circuit_breakers"] = _FEATURE_CIRCUIT_BREAKERS
+        action["timeout"] = "0s"
+    if retries:
+        action["retry_policy"] = _FEATURE_RETRY
+    route = {"match": {"prefix": "/"}, "route": action}
+    return _bootstrap(admin_port, _listener(listen_ip, listen_port, route, features), [cluster])
 
 
 @dataclass
@@ -335,24 +402,54 @@ class Setup:
     admin_ports: dict[str, int]  # "hand-written client"... -> Envoy admin port
 
 
-def bring_up(procs: Processes, sut_cpus: set[int] | None) -> Setup:
+def hand_pair(
+    procs: Processes,
+    name: str,
+    backend_ip: str,
+    sut_cpus: set[int] | None,
+    features: bool = False,
+) -> tuple[int, StaticEnvoy, StaticEnvoy]:
+    """Two static Envoys in front of the backend; (client port, client, server)."""
+    server_port, client_port = free_port(), free_port()
+    server = start_envoy(
+        procs,
+        f"{name}-server",
+        proxy_bootstrap(
+            backend_ip, server_port, backend_ip, APP_PORT, free_port(), features=features
+        ),
+        sut_cpus,
+    )
+    client = start_envoy(
+        procs,
+        f"{name}-client",
+        proxy_bootstrap(
+            "127.0.0.1",
+            client_port,
+            backend_ip,
+            server_port,
+            free_port(),
+            features=features,
+            retries=features,
+        ),
+        sut_cpus,
+    )
+    return client_port, client, server
+
+
+def bring_up(procs: Processes, sut_cpus: set[int] | None, features_pair: bool) -> Setup:
     backend_ip = free_loopback_ip(APP_PORT)
     backend = start_envoy(
         procs, "backend", backend_bootstrap(backend_ip, APP_PORT, free_port()), sut_cpus
     )
-    server_port, client_port = free_port(), free_port()
-    hand_server = start_envoy(
-        procs,
-        "hand-server",
-        proxy_bootstrap(backend_ip, server_port, backend_ip, APP_PORT, free_port()),
-        sut_cpus,
-    )
-    hand_client = start_envoy(
-        procs,
-        "hand-client",
-        proxy_bootstrap("127.0.0.1", client_port, backend_ip, server_port, free_port()),
-        sut_cpus,
-    )
+    envoys = [backend]
+    urls = {"direct": f"http://{backend_ip}:{APP_PORT}/"}
+    admin = {}
+    pairs = [("hand-written", False)] + ([("hand+features", True)] if features_pair else [])
+    for name, features in pairs:
+        port, client, server = hand_pair(procs, name, backend_ip, sut_cpus, features)
+        envoys += [client, server]
+        urls[name] = f"http://127.0.0.1:{port}/"
+        admin[f"{name} client"], admin[f"{name} server"] = client.admin_port, server.admin_port
     cp = start_control_plane(procs, cpus=sut_cpus)
     cp.api().apply(
         [
@@ -377,15 +474,15 @@ def bring_up(procs: Processes, sut_cpus: set[int] | None) -> Setup:
         cpus=sut_cpus,
     )
     client_sc = start_sidecar(procs, cp, "bench-client", {"app": "loadgen"}, cpus=sut_cpus)
-    for envoy in (backend, hand_server, hand_client):
+    for envoy in envoys:
         wait_until(envoy.ready, 60, f"Envoy {envoy.name} ready")
     for sc in (server_sc, client_sc):
         wait_until(sc.ready, 60, f"sidecar {sc.name} ready")
-    urls = {
-        "direct": f"http://{backend_ip}:{APP_PORT}/",
-        "hand-written": f"http://127.0.0.1:{client_port}/",
-        "generated": f"http://127.0.0.1:{client_sc.outbound_port}/",
-    }
+    urls["generated"] = f"http://127.0.0.1:{client_sc.outbound_port}/"
+    admin["generated client"], admin["generated server"] = (
+        client_sc.admin_port,
+        server_sc.admin_port,
+    )
 
     def all_answer() -> bool:
         return all(
@@ -394,12 +491,6 @@ def bring_up(procs: Processes, sut_cpus: set[int] | None) -> Setup:
         )
 
     wait_until(all_answer, 60, "every path to answer 200")
-    admin = {
-        "hand-written client": hand_client.admin_port,
-        "hand-written server": hand_server.admin_port,
-        "generated client": client_sc.admin_port,
-        "generated server": server_sc.admin_port,
-    }
     return Setup(urls, admin)
 
 
@@ -410,24 +501,28 @@ def measure(
     rounds: int,
     load: str,
     load_cpus: set[int] | None,
+    warmup: float = 1.0,
 ) -> dict[tuple[str, int], list[Result]]:
     def once(path: str, c: int, s: float) -> Result:
         if load == "python":
             return run_python(setup.urls[path], c, s)
         return run_wrk(load, setup.urls[path], c, s, load_cpus)
 
-    for path in PATHS:  # warm-up: connections, first requests
-        once(path, max(connections), min(seconds, 1.0))
+    if warmup > 0:
+        for path in setup.urls:  # connections opened, first requests served
+            once(path, max(connections), warmup)
     results: dict[tuple[str, int], list[Result]] = {}
     for c in connections:
         for r in range(rounds):
-            for path in PATHS:
+            for path in setup.urls:
                 results.setdefault((path, c), []).append(once(path, c, seconds))
             print(f"  c={c} round {r + 1}/{rounds} done", flush=True)
     return results
 
 
-def report(results: dict[tuple[str, int], list[Result]], connections: Sequence[int]) -> str:
+def report(
+    results: dict[tuple[str, int], list[Result]], paths: Sequence[str], connections: Sequence[int]
+) -> str:
     headers = [
         "path",
         "conns",
@@ -450,9 +545,9 @@ def report(results: dict[tuple[str, int], list[Result]], connections: Sequence[i
                 median([x.p99_ms for x in results[(p, c)]]),
                 sum(x.errors for x in results[(p, c)]),
             )
-            for p in PATHS
+            for p in paths
         }
-        for p in PATHS:
+        for p in paths:
             rps, p50, p99, errors = med[p]
             d, h = med["direct"], med["hand-written"]
             rows.append(
@@ -478,9 +573,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", default="1,8", help="wrk -c values.")
     parser.add_argument("--duration", type=float, default=10.0, help="Seconds per run.")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="c=1, 1 s, one round.")
+    parser.add_argument("--quick", action="store_true", help="c=1, 1 s, one round, no warm-up.")
     parser.add_argument("--load", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--no-pin", action="store_true", help="Do not pin processes to CPUs.")
+    parser.add_argument(
+        "--features-pair",
+        action="store_true",
+        help="Also run a hand-written pair with the generated config's features (filters, "
+        "retries, balancing, circuit breakers), to attribute a difference.",
+    )
     parser.add_argument("--dump-dir", type=Path, help="Save the proxies' config dumps here.")
     parser.add_argument("--workdir", type=Path, help="Keep logs here (default: a temp dir).")
     args = parser.parse_args(argv)
@@ -508,11 +609,12 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     with Processes(workdir) as procs:
-        setup = bring_up(procs, sut_cpus)
-        results = measure(setup, connections, args.duration, args.rounds, load, load_cpus)
+        setup = bring_up(procs, sut_cpus, args.features_pair)
+        warmup = 0.0 if args.quick else 1.0
+        results = measure(setup, connections, args.duration, args.rounds, load, load_cpus, warmup)
         dumps = {name: config_dump(port) for name, port in setup.admin_ports.items()}
     print()
-    print(report(results, connections))
+    print(report(results, list(setup.urls), connections))
     print(
         f"medians over {args.rounds} round(s) of {args.duration:g}s; target: generated / "
         f"hand-written <= {GENERATED_VS_HAND_TARGET:.2f}x for p50 and p99."

@@ -157,6 +157,7 @@ def bench_envoys(
             weight = 90 if weight != 90 else 10
             sample, _ = push_once(api, weight, size, timeout=60)
             row.samples.append(sample)
+        progress(row)
         rows.append(row)
     for sc in sidecars:
         procs.stop(sc.proc)
@@ -199,6 +200,7 @@ def bench_simulated(
             sample, t0_mono = push_once(api, weight, count, timeout=300)
             sample.client_received = last_received(fleet.clients, t0_mono)
             row.samples.append(sample)
+        progress(row)
     procs.stop(cp.proc)
     return row, sync_s
 
@@ -209,6 +211,14 @@ def last_received(clients: list[AdsClient], t0_mono: float) -> float | None:
 
 
 # ------------------------------------------------------------------------------- report
+
+
+def progress(row: Row) -> None:
+    slowest = [s.all_acked for s in row.samples]
+    print(
+        f"  {row.label}: all ACKed median {ms(median(slowest))} ms, max {ms(max(slowest))} ms",
+        flush=True,
+    )
 
 
 def ms(seconds: float | None) -> str:
