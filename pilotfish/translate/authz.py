@@ -37,37 +37,59 @@ the field is ignored, so the rule applies more widely (Istio's behaviour).
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from envoy.config.core.v3 import address_pb2, extension_pb2
+from envoy.config.core.v3 import extension_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.rbac.v3.rbac_pb2 import Permission, Principal
-from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as net_rbac_pb2
 from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2
-from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2, value_pb2
+from envoy.type.matcher.v3 import path_pb2, string_pb2, value_pb2
 
 from pilotfish.config.store.base import StoredObject
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
-from pilotfish.translate.common import pack, u32
+from pilotfish.translate.authz_matchers import (
+    JWT_AUTHN_FILTER,
+    JWT_PAYLOAD_KEY,
+    Unsupported,
+    bracket_name,
+    cidr,
+    glob,
+    header_matcher,
+    host_matcher,
+    jwt_claim_matcher,
+    metadata_matcher,
+    parse_claim_path,
+    re2_escape,
+    regex,
+    request_principal,
+)
+from pilotfish.translate.common import pack
+
+__all__ = [
+    "JWT_AUTHN_FILTER",
+    "JWT_PAYLOAD_KEY",
+    "applicable",
+    "http_rbac_filters",
+    "network_rbac_filters",
+    "policy_applies",
+    "request_principal",
+    "rule_policy",
+]
 
 log = logging.getLogger(__name__)
 
 RBAC_HTTP_FILTER = "envoy.filters.http.rbac"
 RBAC_NETWORK_FILTER = "envoy.filters.network.rbac"
-JWT_AUTHN_FILTER = "envoy.filters.http.jwt_authn"
-#: Key under which ``jwt_authn`` stores the verified payload (``payload_in_metadata``).
-JWT_PAYLOAD_KEY = "payload"
 TCP_STAT_PREFIX = "tcp."
 DRY_RUN_ANNOTATION = "istio.io/dry-run"
 CUSTOM_DENY_POLICY = "default-deny-all-due-to-unsupported-CUSTOM-action"
@@ -108,144 +130,7 @@ def applicable(push: PushContext, proxy: Proxy, kind: str) -> list[StoredObject]
     return sorted(found, key=lambda o: (o.namespace, o.name))
 
 
-# ---- string matchers ----------------------------------------------------------------------------
-
-_RE2_SPECIAL = set("\\.+*?()|[]{}^$")
-
-
-def re2_escape(text: str) -> str:
-    return "".join("\\" + c if c in _RE2_SPECIAL else c for c in text)
-
-
-def regex(pattern: str) -> string_pb2.StringMatcher:
-    return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=pattern))
-
-
-def glob(value: str, prefix: str = "", ignore_case: bool = False) -> string_pb2.StringMatcher:
-    """Istio's value matching: ``*`` any non-empty, ``*x`` suffix, ``x*`` prefix, else exact;
-    ``prefix`` is prepended to what the value names (``spiffe://`` for principals)."""
-    if value == "*":
-        return regex(".+")
-    if value.startswith("*"):
-        if prefix:
-            return regex(re2_escape(prefix) + ".*" + re2_escape(value[1:]))
-        return string_pb2.StringMatcher(suffix=value[1:], ignore_case=ignore_case)
-    if value.endswith("*"):
-        return string_pb2.StringMatcher(prefix=prefix + value[:-1], ignore_case=ignore_case)
-    return string_pb2.StringMatcher(exact=prefix + value, ignore_case=ignore_case)
-
-
-def header_matcher(name: str, value: str) -> rc.HeaderMatcher:
-    if value == "*":
-        return rc.HeaderMatcher(name=name, present_match=True)
-    return rc.HeaderMatcher(name=name, string_match=glob(value))
-
-
-def host_matcher(value: str) -> rc.HeaderMatcher:
-    """``hosts``: case-insensitive, with or without a port in the Host header."""
-    if value == "*":
-        return rc.HeaderMatcher(name=":authority", present_match=True)
-    if value.startswith("*") or value.endswith("*"):
-        return rc.HeaderMatcher(name=":authority", string_match=glob(value, ignore_case=True))
-    pattern = "(?i)" + re2_escape(value) + "(:[0-9]+)?"
-    return rc.HeaderMatcher(name=":authority", string_match=regex(pattern))
-
-
-def cidr(value: str) -> address_pb2.CidrRange:
-    net = ipaddress.ip_network(value, strict=False)
-    return address_pb2.CidrRange(
-        address_prefix=str(net.network_address), prefix_len=u32(net.prefixlen)
-    )
-
-
-def jwt_claim_matcher(path: Sequence[str], value: str) -> metadata_pb2.MetadataMatcher:
-    """A JWT payload claim equal to ``value`` or, for a list claim, containing it."""
-    s = glob(value)
-    either = value_pb2.ValueMatcher(
-        or_match=value_pb2.OrMatcher(
-            value_matchers=[
-                value_pb2.ValueMatcher(
-                    list_match=value_pb2.ListMatcher(one_of=value_pb2.ValueMatcher(string_match=s))
-                ),
-                value_pb2.ValueMatcher(string_match=s),
-            ]
-        )
-    )
-    return _metadata(JWT_AUTHN_FILTER, [JWT_PAYLOAD_KEY, *path], either)
-
-
-def _metadata(
-    filter_name: str, path: Sequence[str], value: value_pb2.ValueMatcher
-) -> metadata_pb2.MetadataMatcher:
-    return metadata_pb2.MetadataMatcher(
-        filter=filter_name,
-        path=[metadata_pb2.MetadataMatcher.PathSegment(key=k) for k in path],
-        value=value,
-    )
-
-
-def _string_claim(claim: str, m: string_pb2.StringMatcher) -> Principal:
-    return Principal(
-        metadata=_metadata(
-            JWT_AUTHN_FILTER, [JWT_PAYLOAD_KEY, claim], value_pb2.ValueMatcher(string_match=m)
-        )
-    )
-
-
-def request_principal(value: str) -> Principal:
-    """``iss/sub`` (split at the last ``/``, the issuer may be a URL) with wildcards."""
-    anything = regex(".+")
-    iss, sep, sub = value.rpartition("/")
-    if not sep:
-        iss, sub = value, ""
-    if value == "*":
-        m_iss, m_sub = anything, anything
-    elif value.startswith("*"):
-        if sep:
-            m_iss = anything if iss == "*" else glob(iss)
-            m_sub = string_pb2.StringMatcher(exact=sub)
-        else:
-            m_iss, m_sub = anything, glob(value)
-    elif value.endswith("*"):
-        if sep:
-            m_iss = string_pb2.StringMatcher(exact=iss)
-            m_sub = glob(sub) if sub != "*" else anything
-        else:
-            m_iss, m_sub = glob(value), anything
-    else:
-        m_iss, m_sub = string_pb2.StringMatcher(exact=iss), string_pb2.StringMatcher(exact=sub)
-    return Principal(
-        and_ids=Principal.Set(ids=[_string_claim("iss", m_iss), _string_claim("sub", m_sub)])
-    )
-
-
-def parse_claim_path(key: str) -> list[str]:
-    """``request.auth.claims[a][b]`` -> ``["a", "b"]``; ``[a.b]`` stays one claim name."""
-    rest = key[len("request.auth.claims") :]
-    parts = []
-    while rest.startswith("["):
-        end = rest.find("]")
-        if end < 0:
-            break
-        parts.append(rest[1:end])
-        rest = rest[end + 1 :]
-    if rest or not parts:
-        raise Unsupported(f"bad key {key}: expected request.auth.claims[name][...]")
-    return parts
-
-
-def _bracket(key: str, prefix: str) -> str:
-    inner = key[len(prefix) :]
-    if not (inner.startswith("[") and inner.endswith("]") and len(inner) > 2):
-        raise Unsupported(f"bad key {key}: expected {prefix}[name]")
-    return inner[1:-1]
-
-
 # ---- keys -> Envoy matchers ---------------------------------------------------------------------
-
-
-class Unsupported(Exception):
-    """A key Envoy cannot match here: HTTP-only on a TCP chain, or unknown."""
 
 
 HTTP_ONLY_KEYS = frozenset({"request.host", "request.method", "request.path"})
@@ -344,7 +229,7 @@ def permission_for(key: str, value: str, ctx: Context) -> Permission:
             )
         else:
             vm = value_pb2.ValueMatcher(string_match=glob(value))
-        return Permission(metadata=_metadata(filter_name, [rest[:-1]], vm))
+        return Permission(metadata=metadata_matcher(filter_name, [rest[:-1]], vm))
     raise Unsupported(f"unknown attribute {key}")
 
 
@@ -378,7 +263,7 @@ def principal_for(key: str, value: str, ctx: Context) -> Principal:
     if key.startswith("request.auth.claims"):
         return Principal(metadata=jwt_claim_matcher(parse_claim_path(key), value))
     if key.startswith("request.headers"):
-        return Principal(header=header_matcher(_bracket(key, "request.headers"), value))
+        return Principal(header=header_matcher(bracket_name(key, "request.headers"), value))
     raise Unsupported(f"unknown attribute {key}")
 
 
