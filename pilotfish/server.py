@@ -30,7 +30,6 @@ from pilotfish.model.source import PushContextSource
 from pilotfish.registry import Registry
 from pilotfish.server_identity import ControlPlaneIdentity, IdentitySettings
 from pilotfish.translate import Resources, generate
-from pilotfish.translate.authn import bind_jwks_lookup
 from pilotfish.xds import DiscoveryServer, PushRequest, XdsSettings
 from pilotfish.xds.resources import short_name
 
@@ -126,7 +125,9 @@ class Mesh:
         self.store = store
         self.identity = identity
         self.registry = Registry()
-        self.source = PushContextSource(store, self.registry, MeshSettings())
+        #: Keys of RequestAuthentication jwksUri rules, fetched here and inlined by translate.
+        self.jwks = JwksFetcher(JwksSettings(), on_change=self._jwks_changed)
+        self.source = PushContextSource(store, self.registry, MeshSettings(), jwks=self.jwks.jwks)
         self.xds = DiscoveryServer(
             XdsSettings(
                 address=f"{settings.xds_host}:{settings.xds_port}",
@@ -138,13 +139,9 @@ class Mesh:
             extra_services=[identity.add_to_server] if identity is not None else [],
         )
         self._unsubscribe: list[Callable[[], None]] = []
-        #: Keys of RequestAuthentication jwksUri rules, fetched here and inlined by translate.
-        self.jwks = JwksFetcher(JwksSettings(), on_change=self._jwks_changed)
 
     def generate(self, node: NodeInfo) -> Resources:
-        push = self.source.current()
-        bind_jwks_lookup(push, self.jwks.jwks)
-        return generate(node, push)
+        return generate(node, self.source.current())
 
     def _jwks_changed(self) -> None:
         self.source.invalidate()

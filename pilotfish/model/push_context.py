@@ -57,6 +57,15 @@ class MeshSettings:
     connect_timeout_seconds: float = 10.0
 
 
+#: The JSON Web Key Set of a RequestAuthentication ``jwksUri``, as the control plane last
+#: fetched it, or None when it is not known (yet).
+JwksLookup = Callable[[str], "str | None"]
+
+
+def no_jwks(uri: str) -> str | None:
+    return None
+
+
 class PushContext:
     """Read-only after ``build``; safe to share across threads."""
 
@@ -67,10 +76,13 @@ class PushContext:
         parsed: Mapping[tuple[Key, int], ParsedConfig],
         others: Mapping[str, tuple[StoredObject, ...]],
         settings: MeshSettings,
+        jwks: JwksLookup = no_jwks,
     ) -> None:
         self.revision = revision
         self.registry = registry
         self.settings = settings
+        #: Keys of remote JWKS (``jwksUri``), fetched by the control plane and inlined.
+        self.jwks = jwks
         self._parsed = parsed
         self._others = others
         self._memo: dict[Hashable, Any] = {}
@@ -118,9 +130,11 @@ class PushContext:
         revision: int | None = None,
         previous: PushContext | None = None,
         settings: MeshSettings | None = None,
+        jwks: JwksLookup | None = None,
     ) -> PushContext:
         """A context from the objects of one revision; reuses ``previous``'s parsed entries."""
         settings = settings or (previous.settings if previous else MeshSettings())
+        jwks = jwks or (previous.jwks if previous else no_jwks)
         old = previous._parsed if previous else {}
         parsed: dict[tuple[Key, int], ParsedConfig] = {}
         others: dict[str, list[StoredObject]] = {}
@@ -139,6 +153,7 @@ class PushContext:
             MappingProxyType(parsed),
             MappingProxyType({k: tuple(v) for k, v in others.items()}),
             settings,
+            jwks,
         )
 
     # ---- shared work ----------------------------------------------------------------------

@@ -14,7 +14,7 @@ import threading
 import time
 
 from pilotfish.config.store.base import Store
-from pilotfish.model.push_context import MeshSettings, PushContext
+from pilotfish.model.push_context import JwksLookup, MeshSettings, PushContext
 from pilotfish.registry.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -22,11 +22,16 @@ log = logging.getLogger(__name__)
 
 class PushContextSource:
     def __init__(
-        self, store: Store, registry: Registry, settings: MeshSettings | None = None
+        self,
+        store: Store,
+        registry: Registry,
+        settings: MeshSettings | None = None,
+        jwks: JwksLookup | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.settings = settings or MeshSettings()
+        self.jwks = jwks
         self._lock = threading.Lock()
         self._current: PushContext | None = None
         self._dirty = True
@@ -51,6 +56,7 @@ class PushContextSource:
                     revision=revision,
                     previous=self._current,
                     settings=self.settings,
+                    jwks=self.jwks,
                 )
                 self.builds += 1
                 log.debug(

@@ -13,7 +13,7 @@ audience) gets 401. The verified payload is stored in dynamic metadata under
 Keys are always inlined (``local_jwks``): the sidecar may not reach the issuer. ``jwks`` is used
 as written; ``jwksUri`` (or, when neither is set, the issuer's OpenID discovery document) is
 fetched by the control plane (``pilotfish.control.jwks``) and read here through a
-``JwksLookup`` bound to the PushContext with ``bind_jwks_lookup``. Until keys are known (or
+the PushContext's ``jwks`` lookup. Until keys are known (or
 when a key set holds no usable key, which Envoy would reject with the whole listener) a
 placeholder key set that verifies no token is used, so tokens are refused (401) rather than
 trusted, as Istio does.
@@ -67,23 +67,6 @@ PLACEHOLDER_JWKS = json.dumps(
         ]
     }
 )
-
-_LOOKUP_MEMO_KEY = ("authn.jwks_lookup",)
-
-
-def _unknown(uri: str) -> str | None:
-    return None
-
-
-def bind_jwks_lookup(push: PushContext, lookup: JwksLookup) -> None:
-    """Make ``lookup`` the JWKS source for translations of ``push`` (first binding wins; bind
-    before generating). A new PushContext starts unbound (placeholder keys for every URI)."""
-    push.memo(_LOOKUP_MEMO_KEY, lambda: lookup)
-
-
-def jwks_lookup(push: PushContext) -> JwksLookup:
-    return push.memo(_LOOKUP_MEMO_KEY, lambda: _unknown)
-
 
 _KEY_FIELDS = {"RSA": ("n", "e"), "EC": ("crv", "x", "y"), "oct": ("k",), "OKP": ("crv", "x")}
 
@@ -211,7 +194,7 @@ def jwt_authn_filters(push: PushContext, proxy: Proxy) -> list[hcm_pb2.HttpFilte
 
     def compute() -> list[hcm_pb2.HttpFilter]:
         policies = applicable(push, proxy, "RequestAuthentication")
-        cfg = jwt_authn_config(policies, jwks_lookup(push))
+        cfg = jwt_authn_config(policies, push.jwks)
         if cfg is None:
             return []
         return [hcm_pb2.HttpFilter(name=JWT_AUTHN_FILTER, typed_config=pack(cfg))]

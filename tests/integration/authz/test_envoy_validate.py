@@ -10,7 +10,6 @@ import pytest
 
 from pilotfish.api.node import NodeInfo
 from pilotfish.translate import LISTENER_TYPE, generate
-from pilotfish.translate.authn import bind_jwks_lookup
 from tests.integration.authz.jwt_issuer import Issuer
 from tests.integration.translate.static_envoy import validate
 from tests.unit.translate.fixtures import (
@@ -165,8 +164,9 @@ REVIEWS: dict[str, NodeInfo] = {
 @pytest.mark.parametrize("mode", sorted(REVIEWS))
 @pytest.mark.parametrize("keys", ["fetched", "unknown"])
 def test_every_field_loads_in_envoy(mode: str, keys: str, tmp_path: Path) -> None:
-    push = push_for(BOOKINFO_CORE + EVERYTHING)
-    bind_jwks_lookup(push, (lambda uri: JWKS) if keys == "fetched" else (lambda uri: None))
+    push = push_for(
+        BOOKINFO_CORE + EVERYTHING, jwks=(lambda uri: JWKS) if keys == "fetched" else None
+    )
     resources = generate(REVIEWS[mode], push)
     text = str(resources[LISTENER_TYPE])
     for name in ("envoy.filters.http.rbac", "envoy.filters.network.rbac", "jwt_authn"):

@@ -8,7 +8,7 @@ import yaml
 
 from pilotfish.api.node import NodeInfo
 from pilotfish.config.store.base import StoredObject, key_of
-from pilotfish.model.push_context import MeshSettings, PushContext
+from pilotfish.model.push_context import JwksLookup, MeshSettings, PushContext
 from pilotfish.registry.registry import Registry
 
 API = {
@@ -157,10 +157,14 @@ spec:
 )
 
 
-def push_for(docs: list[dict[str, Any]], settings: MeshSettings | None = None) -> PushContext:
+def push_for(
+    docs: list[dict[str, Any]],
+    settings: MeshSettings | None = None,
+    jwks: JwksLookup | None = None,
+) -> PushContext:
     objects = stored(docs)
     snap = Registry().snapshot(objects)
-    return PushContext.build(objects, snap, settings=settings)
+    return PushContext.build(objects, snap, settings=settings, jwks=jwks)
 
 
 def bookinfo_push(extra: list[dict[str, Any]] | None = None) -> PushContext:

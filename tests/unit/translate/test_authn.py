@@ -12,7 +12,6 @@ from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from pilotfish.model.proxy import Proxy
 from pilotfish.translate.authn import (
     PLACEHOLDER_JWKS,
-    bind_jwks_lookup,
     jwks_uri,
     jwks_uris,
     jwt_authn_filters,
@@ -39,9 +38,7 @@ def ra(rules: list[dict[str, Any]], name: str = "jwt", ns: str = "default", **sp
 def config(
     docs: list[dict], lookup: Any = None, node: Any = REVIEWS
 ) -> jwt_pb2.JwtAuthentication | None:
-    push = push_for(BOOKINFO_CORE + docs)
-    if lookup is not None:
-        bind_jwks_lookup(push, lookup)
+    push = push_for(BOOKINFO_CORE + docs, jwks=lookup)
     filters = jwt_authn_filters(push, Proxy.from_node(node, push))
     if not filters:
         return None
@@ -210,11 +207,9 @@ def test_jwt_authn_comes_before_rbac() -> None:
     assert names == ["envoy.filters.http.jwt_authn", "envoy.filters.http.rbac"]
 
 
-def test_lookup_is_bound_per_push() -> None:
+def test_keys_come_from_the_push_context() -> None:
     rule = {"issuer": "iss", "jwksUri": "https://k/j"}
-    push = push_for([*BOOKINFO_CORE, ra([rule])])
-    bind_jwks_lookup(push, lambda uri: JWKS)
-    bind_jwks_lookup(push, lambda uri: None)  # first binding wins
+    push = push_for([*BOOKINFO_CORE, ra([rule])], jwks=lambda uri: JWKS)
     [f] = jwt_authn_filters(push, Proxy.from_node(REVIEWS, push))
     cfg = jwt_pb2.JwtAuthentication()
     f.typed_config.Unpack(cfg)
