@@ -253,6 +253,11 @@ def validate_authorization_policy(ap: AuthorizationPolicy, errs: Errors, namespa
     check_policy_target(errs, spec.selector, spec.targetRef, spec.targetRefs)
     action = spec.action or "ALLOW"
     if action == "CUSTOM":
+        errs.add(
+            "spec.action",
+            "CUSTOM is not supported yet: Pilotfish has no external authorization providers; "
+            "use ALLOW, DENY or AUDIT",
+        )
         if not spec.rules:
             errs.add(
                 "spec.rules",
