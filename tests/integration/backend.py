@@ -1,13 +1,18 @@
 """A tiny HTTP backend for mesh tests: answers every request with who it is, as JSON.
 
 Run as ``python3 backend.py --host 127.0.0.11 --port 9080 --name reviews-v1 --version v1``.
-Stdlib only (it runs as the app behind a sidecar).
+Stdlib only (it runs as the app behind a sidecar). Paths with a behaviour:
+``/status/CODE`` answers CODE, ``/delay/MS`` answers after MS milliseconds, ``/flaky/KEY/N``
+answers 503 to the first N requests, ``/counts`` tells how many requests each path got.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
+import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -19,10 +24,30 @@ def main() -> None:
     p.add_argument("--version", default="v1")
     args = p.parse_args()
 
+    counts: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def _answer(self) -> None:
+            path = self.path.split("?", 1)[0]
+            parts = path.strip("/").split("/")
+            with lock:
+                counts[path] += 1
+                seen = counts[path]
+            status = 200
+            if parts[0] == "status" and len(parts) > 1:  # /status/503
+                status = int(parts[1])
+            elif parts[0] == "delay" and len(parts) > 1:  # /delay/1500 (milliseconds)
+                time.sleep(int(parts[1]) / 1000)
+            elif parts[0] == "flaky" and len(parts) > 2:  # /flaky/KEY/N: 503 for the first N
+                status = 503 if seen <= int(parts[2]) else 200
+            elif parts[0] == "counts":  # how many requests each path got
+                with lock:
+                    payload = json.dumps(dict(counts)).encode()
+                self._send(200, payload)
+                return
             body = json.dumps(
                 {
                     "name": args.name,
@@ -32,7 +57,10 @@ def main() -> None:
                     "headers": {k.lower(): v for k, v in self.headers.items()},
                 }
             ).encode()
-            self.send_response(200)
+            self._send(status, body)
+
+        def _send(self, status: int, body: bytes) -> None:
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
