@@ -254,6 +254,48 @@ def test_a_pod_in_a_namespace_without_injection_has_no_sidecar(mesh: Mesh, tmp_p
     eventually(lambda: legacy_code() == "200", "PERMISSIVE again", times=1)
 
 
+def test_bookinfo_keeps_working_under_mesh_wide_strict(mesh: Mesh, tmp_path: Path) -> None:
+    """The tutorials' first security step: PeerAuthentication STRICT in the root namespace."""
+    strict = tmp_path / "mesh-strict.yaml"
+    strict.write_text(
+        "apiVersion: security.istio.io/v1beta1\n"
+        "kind: PeerAuthentication\n"
+        "metadata: {name: default, namespace: istio-system}\n"
+        "spec:\n  mtls: {mode: STRICT}\n"
+    )
+    mesh.cli("apply", "-f", str(NETWORKING / "virtual-service-reviews-v3.yaml"))
+    mesh.cli("apply", "-f", str(strict))
+    try:
+        # gateway -> productpage -> details, reviews -> ratings: every hop mutual TLS.
+        def whole_page() -> bool:
+            text = page(mesh)
+            return (
+                'color="red"' in text
+                and "Error fetching product details" not in text
+                and "Error fetching product reviews" not in text
+                and "Ratings service is currently unavailable" not in text
+            )
+
+        eventually(whole_page, "the whole product page (red stars) under mesh-wide STRICT")
+        # ... while plaintext from outside the mesh (the host, straight to the pod) is refused.
+        (ip,) = [
+            p["status"]["podIP"]
+            for p in mesh.pods()
+            if p["metadata"]["labels"].get("app") == "productpage"
+        ]
+
+        def plaintext_refused() -> bool:
+            try:
+                httpx.get(f"http://{ip}:9080/productpage", timeout=5)
+            except httpx.HTTPError:
+                return True
+            return False
+
+        eventually(plaintext_refused, "a plaintext request from the host refused", times=3)
+    finally:
+        mesh.cli("delete", "-f", str(strict))
+
+
 def test_scaling_up_and_down_and_a_deleted_pod_is_replaced(mesh: Mesh) -> None:
     deploy = json.loads(mesh.cli("get", "deploy", "details-v1", "-o", "json").stdout)
     for key in ("resourceVersion", "uid", "creationTimestamp", "generation"):
