@@ -292,7 +292,14 @@ def parse_wrk(output: str) -> Result:
     )
 
 
-def run_wrk(wrk: str, url: str, connections: int, seconds: float, cpus: set[int] | None) -> Result:
+def run_wrk(
+    wrk: str,
+    url: str,
+    connections: int,
+    seconds: float,
+    cpus: set[int] | None,
+    save_to: Path | None = None,
+) -> Result:
     cmd = [
         wrk,
         "-t1",
@@ -308,6 +315,8 @@ def run_wrk(wrk: str, url: str, connections: int, seconds: float, cpus: set[int]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     if out.returncode != 0:
         raise SystemExit(f"wrk failed: {out.stderr or out.stdout}")
+    if save_to is not None:
+        save_to.write_text(out.stdout)
     return parse_wrk(out.stdout)
 
 
@@ -398,6 +407,7 @@ def dump_summary(dump: dict[str, Any]) -> list[str]:
 
 @dataclass
 class Setup:
+    workdir: Path
     urls: dict[str, str]
     admin_ports: dict[str, int]  # "hand-written client"... -> Envoy admin port
 
@@ -491,7 +501,7 @@ def bring_up(procs: Processes, sut_cpus: set[int] | None, features_pair: bool) -
         )
 
     wait_until(all_answer, 60, "every path to answer 200")
-    return Setup(urls, admin)
+    return Setup(procs.workdir, urls, admin)
 
 
 def measure(
@@ -503,10 +513,15 @@ def measure(
     load_cpus: set[int] | None,
     warmup: float = 1.0,
 ) -> dict[tuple[str, int], list[Result]]:
-    def once(path: str, c: int, s: float) -> Result:
+    def once(path: str, c: int, s: float, save_to: Path | None = None) -> Result:
         if load == "python":
-            return run_python(setup.urls[path], c, s)
-        return run_wrk(load, setup.urls[path], c, s, load_cpus)
+            result = run_python(setup.urls[path], c, s)
+        else:
+            result = run_wrk(load, setup.urls[path], c, s, load_cpus, save_to)
+        if result.errors:
+            where = f" (wrk report: {save_to})" if save_to else ""
+            print(f"  {path} c={c}: {result.errors} failed requests{where}", flush=True)
+        return result
 
     if warmup > 0:
         for path in setup.urls:  # connections opened, first requests served
@@ -515,7 +530,8 @@ def measure(
     for c in connections:
         for r in range(rounds):
             for path in setup.urls:
-                results.setdefault((path, c), []).append(once(path, c, seconds))
+                wrk_file = setup.workdir / f"wrk-{path}-c{c}-round{r + 1}.txt"
+                results.setdefault((path, c), []).append(once(path, c, seconds, wrk_file))
             print(f"  c={c} round {r + 1}/{rounds} done", flush=True)
     return results
 
