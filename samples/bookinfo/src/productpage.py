@@ -2,6 +2,7 @@
 
 Stands for Istio's ``examples-bookinfo-productpage-v1`` image. Standard library only, so that the
 local pod runtime can run it as ``python3 samples/bookinfo/src/productpage.py`` under any user.
+The HTTP server, its request log and the calls out are in the sibling module ``bookinfo_http``.
 
 Endpoints, as in Istio's sample:
     GET  /, /index.html                 an index page linking to the product page
@@ -34,50 +35,36 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import http.client
-import json
 import os
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from html import escape
 from http.cookies import CookieError, SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
+from typing import Any, Self
 from urllib.parse import parse_qs, quote, urlsplit
+
+from bookinfo_http import (
+    PROPAGATED_HEADERS,
+    Fetch,
+    Request,
+    Response,
+    ServerSettings,
+    fetch_json,
+    json_response,
+    propagated_headers,
+    serve,
+    service_url,
+)
 
 SERVICE = "productpage"
 TIMEOUT_SECONDS = 3.0
 REVIEWS_TRIES = 2
 SESSION_COOKIE = "session"
 
-#: Headers copied from the incoming request to outgoing calls (Istio's list for productpage).
-PROPAGATED_HEADERS: tuple[str, ...] = (
-    "x-request-id",
-    "x-ot-span-context",
-    "x-datadog-trace-id",
-    "x-datadog-parent-id",
-    "x-datadog-sampling-priority",
-    "traceparent",
-    "tracestate",
-    "x-cloud-trace-context",
-    "grpc-trace-bin",
-    "x-b3-traceid",
-    "x-b3-spanid",
-    "x-b3-parentspanid",
-    "x-b3-sampled",
-    "x-b3-flags",
-    "b3",
-    "sw8",
-    "end-user",
-    "user-agent",
-    "cookie",
-    "authorization",
-    "jwt",
-)
+#: Headers copied from the incoming request to outgoing calls: Istio's list for its apps, and
+#: for productpage also the credentials a request carries.
+FORWARDED_HEADERS: tuple[str, ...] = (*PROPAGATED_HEADERS, "cookie", "authorization", "jwt")
 
 DETAILS_UNAVAILABLE = "Sorry, product details are currently unavailable for this book."
 REVIEWS_UNAVAILABLE = "Sorry, product reviews are currently unavailable for this book."
@@ -100,68 +87,27 @@ PRODUCTS: tuple[dict[str, Any], ...] = (
 # --- settings -------------------------------------------------------------------------------
 
 
-def _service_url(env: Mapping[str, str], name: str) -> str:
-    """``<NAME>_URL``, else Istio's ``<NAME>_HOSTNAME`` + ``SERVICES_DOMAIN`` on port 9080."""
-    explicit = env.get(f"{name.upper()}_URL")
-    if explicit:
-        return explicit.rstrip("/")
-    host = env.get(f"{name.upper()}_HOSTNAME") or name
-    domain = env.get("SERVICES_DOMAIN")
-    return f"http://{host}{'.' + domain if domain else ''}:9080"
-
-
 @dataclass(frozen=True)
-class Settings:
+class Settings(ServerSettings):
     """Everything the app reads from its environment, read once in ``main``."""
 
-    port: int = 9080
-    bind: str = "0.0.0.0"
-    version: str = "v1"
     details_url: str = "http://details:9080"
     reviews_url: str = "http://reviews:9080"
     ratings_url: str = "http://ratings:9080"
     session_secret: str = "bookinfo-sample-session-key"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], argv: list[str] | None = None) -> Settings:
-        port = argv[1] if argv and len(argv) > 1 else env.get("PORT", "9080")
-        return cls(
-            port=int(port),
-            bind=env.get("BIND_ADDRESS", "0.0.0.0"),
-            version=env.get("SERVICE_VERSION", "v1"),
-            details_url=_service_url(env, "details"),
-            reviews_url=_service_url(env, "reviews"),
-            ratings_url=_service_url(env, "ratings"),
+    def from_env(cls, env: Mapping[str, str], argv: list[str] | None = None) -> Self:
+        return replace(
+            super().from_env(env, argv),
+            details_url=service_url(env, "details"),
+            reviews_url=service_url(env, "reviews"),
+            ratings_url=service_url(env, "ratings"),
             session_secret=env.get("SESSION_SECRET") or cls.session_secret,
         )
 
 
 # --- pure part: request in, response out ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    headers: Mapping[str, str]  # names in lower case
-    body: bytes = b""
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: tuple[tuple[str, str], ...] = field(default=())
-
-
-#: GET ``url`` with ``headers`` and a timeout; returns (status, parsed JSON or None), status 0
-#: when no HTTP answer came at all.
-Fetch = Callable[[str, Mapping[str, str], float], tuple[int, Any]]
-
-
-def json_response(status: int, payload: Any) -> Response:
-    return Response(status, json.dumps(payload).encode())
 
 
 def html_response(status: int, page: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
@@ -203,7 +149,7 @@ def session_user(secret: str, cookie_header: str | None) -> str:
 
 def forward_headers(incoming: Mapping[str, str], user: str) -> dict[str, str]:
     """Headers for outgoing calls: Istio's propagated list, and ``end-user`` when signed in."""
-    headers = {name: incoming[name] for name in PROPAGATED_HEADERS if name in incoming}
+    headers = propagated_headers(incoming, FORWARDED_HEADERS)
     if user:
         headers["end-user"] = user
     return headers
@@ -212,36 +158,37 @@ def forward_headers(incoming: Mapping[str, str], user: str) -> dict[str, str]:
 # Data providers, as Istio's productpage has them.
 
 
+def _get(
+    fetch: Fetch, url: str, headers: Mapping[str, str], unavailable: str, tries: int = 1
+) -> tuple[int, Any]:
+    """The service's answer when it is 200, else its status (500 when none) and ``unavailable``."""
+    status = 0
+    for _ in range(tries):
+        status, body = fetch(url, headers, TIMEOUT_SECONDS)
+        if status == 200:
+            return 200, body
+    return status or 500, {"error": unavailable}
+
+
 def get_details(
     settings: Settings, fetch: Fetch, product_id: str, headers: Mapping[str, str]
 ) -> tuple[int, Any]:
     url = f"{settings.details_url}/details/{quote(product_id)}"
-    status, body = fetch(url, headers, TIMEOUT_SECONDS)
-    if status == 200:
-        return 200, body
-    return status or 500, {"error": DETAILS_UNAVAILABLE}
+    return _get(fetch, url, headers, DETAILS_UNAVAILABLE)
 
 
 def get_reviews(
     settings: Settings, fetch: Fetch, product_id: str, headers: Mapping[str, str]
 ) -> tuple[int, Any]:
     url = f"{settings.reviews_url}/reviews/{quote(product_id)}"
-    status = 0
-    for _ in range(REVIEWS_TRIES):
-        status, body = fetch(url, headers, TIMEOUT_SECONDS)
-        if status == 200:
-            return 200, body
-    return status or 500, {"error": REVIEWS_UNAVAILABLE}
+    return _get(fetch, url, headers, REVIEWS_UNAVAILABLE, tries=REVIEWS_TRIES)
 
 
 def get_ratings(
     settings: Settings, fetch: Fetch, product_id: str, headers: Mapping[str, str]
 ) -> tuple[int, Any]:
     url = f"{settings.ratings_url}/ratings/{quote(product_id)}"
-    status, body = fetch(url, headers, TIMEOUT_SECONDS)
-    if status == 200:
-        return 200, body
-    return status or 500, {"error": RATINGS_UNAVAILABLE}
+    return _get(fetch, url, headers, RATINGS_UNAVAILABLE)
 
 
 # Rendering. Each star is one line carrying ``glyphicon-star`` (or ``glyphicon-star-empty``)
@@ -476,101 +423,9 @@ def handle(settings: Settings, fetch: Fetch, request: Request) -> Response:
     return html_response(404, "<h1>Not Found</h1>\n")
 
 
-# --- I/O edge: outgoing calls ---------------------------------------------------------------
-
-# No proxy handler settings from the environment: the app calls services by name directly.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _parse_json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
-def fetch_json(url: str, headers: Mapping[str, str], timeout: float) -> tuple[int, Any]:
-    request = urllib.request.Request(url, headers=dict(headers), method="GET")
-    try:
-        with _OPENER.open(request, timeout=timeout) as answer:
-            return int(answer.status), _parse_json(answer.read())
-    except urllib.error.HTTPError as err:
-        with err:
-            return int(err.code), _parse_json(err.read())
-    except (OSError, http.client.HTTPException, ValueError):
-        return 0, None
-
-
-# --- I/O edge: the HTTP server --------------------------------------------------------------
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    app: Callable[[Request], Response]
-    label: str
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = f"bookinfo-{SERVICE}"
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
-        start = time.monotonic()
-        server = cast(_Server, self.server)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        request = Request(self.command, self.path, headers, body)
-        try:
-            response = server.app(request)
-        except Exception as exc:  # a bug must not kill the connection silently
-            response = json_response(500, {"error": f"internal error: {exc}"})
-        elapsed_ms = (time.monotonic() - start) * 1000
-        # Logged before answering, so the line is there once the caller has the answer.
-        print(
-            f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {server.label}"
-            f' "{self.command} {self.path}" {response.status} {elapsed_ms:.1f}ms'
-            f" end-user={headers.get('end-user', '-')}"
-            f" x-request-id={headers.get('x-request-id', '-')}",
-            flush=True,
-        )
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        for name, value in response.headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(response.body)
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass  # _serve logs one line per request itself
-
-    def log_message(self, format: str, *args: Any) -> None:
-        print(f"{SERVICE}: {format % args}", flush=True)
-
-
-def serve(settings: Settings) -> None:
-    server = _Server((settings.bind, settings.port), _Handler)
-    server.app = lambda request: handle(settings, fetch_json, request)
-    server.label = f"{SERVICE}-{settings.version}"
-    host, port = server.server_address[:2]
-    print(f"{server.label} listening on http://{host!s}:{port}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-
-
 def main() -> None:
-    serve(Settings.from_env(os.environ, sys.argv))
+    settings = Settings.from_env(os.environ, sys.argv)
+    serve(SERVICE, settings, lambda request: handle(settings, fetch_json, request))
 
 
 if __name__ == "__main__":

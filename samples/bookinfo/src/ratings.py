@@ -2,6 +2,7 @@
 
 Stands for Istio's ``examples-bookinfo-ratings-v1`` image. Standard library only, so that the
 local pod runtime can run it as ``python3 samples/bookinfo/src/ratings.py`` under any user.
+The HTTP server and its request log are in the sibling module ``bookinfo_http``.
 
 Endpoints:
     GET  /ratings/{id}   ``{"id": N, "ratings": {"Reviewer1": 5, "Reviewer2": 4}}``
@@ -25,11 +26,11 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
+
+from bookinfo_http import Request, Response, ServerSettings, json_response, serve
 
 SERVICE = "ratings"
 DEFAULT_RATINGS: dict[str, int] = {"Reviewer1": 5, "Reviewer2": 4}
@@ -39,45 +40,12 @@ DELAY_SECONDS = 7.0
 # --- settings -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything the app reads from its environment, read once in ``main``."""
-
-    port: int = 9080
-    bind: str = "0.0.0.0"
-    version: str = "v1"
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str], argv: list[str] | None = None) -> Settings:
-        port = argv[1] if argv and len(argv) > 1 else env.get("PORT", "9080")
-        return cls(
-            port=int(port),
-            bind=env.get("BIND_ADDRESS", "0.0.0.0"),
-            version=env.get("SERVICE_VERSION", "v1"),
-        )
+class Settings(ServerSettings):
+    """Everything the app reads from its environment, read once in ``main``: ``PORT``,
+    ``BIND_ADDRESS`` and ``SERVICE_VERSION``."""
 
 
 # --- pure part: request in, response out ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    headers: Mapping[str, str]  # names in lower case
-    body: bytes = b""
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: tuple[tuple[str, str], ...] = field(default=())
-
-
-def json_response(status: int, payload: Any) -> Response:
-    return Response(status, json.dumps(payload).encode())
 
 
 class RatingsStore:
@@ -141,77 +109,10 @@ def handle(
     return json_response(200, store.get(product_id))
 
 
-# --- I/O edge: the HTTP server --------------------------------------------------------------
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    app: Callable[[Request], Response]
-    label: str
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = f"bookinfo-{SERVICE}"
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
-        start = time.monotonic()
-        server = cast(_Server, self.server)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        request = Request(self.command, self.path, headers, body)
-        try:
-            response = server.app(request)
-        except Exception as exc:  # a bug must not kill the connection silently
-            response = json_response(500, {"error": f"internal error: {exc}"})
-        elapsed_ms = (time.monotonic() - start) * 1000
-        # Logged before answering, so the line is there once the caller has the answer.
-        print(
-            f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {server.label}"
-            f' "{self.command} {self.path}" {response.status} {elapsed_ms:.1f}ms'
-            f" end-user={headers.get('end-user', '-')}"
-            f" x-request-id={headers.get('x-request-id', '-')}",
-            flush=True,
-        )
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        for name, value in response.headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(response.body)
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass  # _serve logs one line per request itself
-
-    def log_message(self, format: str, *args: Any) -> None:
-        print(f"{SERVICE}: {format % args}", flush=True)
-
-
-def serve(settings: Settings) -> None:
-    server = _Server((settings.bind, settings.port), _Handler)
-    store = RatingsStore()
-    server.app = lambda request: handle(settings, store, request)
-    server.label = f"{SERVICE}-{settings.version}"
-    host, port = server.server_address[:2]
-    print(f"{server.label} listening on http://{host!s}:{port}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-
-
 def main() -> None:
-    serve(Settings.from_env(os.environ, sys.argv))
+    settings = Settings.from_env(os.environ, sys.argv)
+    store = RatingsStore()
+    serve(SERVICE, settings, lambda request: handle(settings, store, request))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 Apps are started the way the local runtime starts them: from their Deployment's ``command``
 and ``env`` in ``samples/bookinfo/platform/bookinfo.yaml``, in the repository root, with a few
-overrides (loopback address, port 0, upstream URLs). The interpreter runs with ``-I -S`` so that
-nothing outside the standard library can be imported, and with an unusable ``http_proxy`` so an
-app that honoured proxy settings would fail.
+overrides (loopback address, port 0, upstream URLs). The interpreter runs with ``-E -s -S``: no
+site-packages and no ``PYTHON*`` variables, so nothing outside the standard library and the
+apps' own directory (their shared ``bookinfo_http`` module) can be imported; ``-I`` would also
+drop the script's directory from ``sys.path``. An unusable ``http_proxy`` makes an app that
+honoured proxy settings fail.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[3]
 BOOKINFO = REPO / "samples" / "bookinfo"
+SRC = BOOKINFO / "src"
+#: The module the apps import as a sibling (``from bookinfo_http import ...``).
+SHARED_MODULE = "bookinfo_http"
 PLATFORM_YAML = BOOKINFO / "platform" / "bookinfo.yaml"
 DEAD_PROXY = "http://127.0.0.1:9"
 START_DEADLINE_S = 30.0
@@ -49,17 +54,30 @@ def container_of(deployment: str) -> dict[str, Any]:
     raise KeyError(deployment)
 
 
-def load_app_module(app: str) -> ModuleType:
-    """Import ``samples/bookinfo/src/<app>.py`` as a module, to test its pure functions."""
-    name = f"bookinfo_{app}"
+def _load_module(name: str, path: Path) -> ModuleType:
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BOOKINFO / "src" / f"{app}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_shared_module() -> ModuleType:
+    """Import ``samples/bookinfo/src/bookinfo_http.py`` under the name the apps import it by."""
+    return _load_module(SHARED_MODULE, SRC / f"{SHARED_MODULE}.py")
+
+
+def load_app_module(app: str) -> ModuleType:
+    """Import ``samples/bookinfo/src/<app>.py`` as a module, to test its pure functions.
+
+    The shared module is loaded first under its own name, so the app's sibling import finds it
+    without the test process putting ``samples/bookinfo/src`` on ``sys.path``.
+    """
+    load_shared_module()
+    return _load_module(f"bookinfo_{app}", SRC / f"{app}.py")
 
 
 @dataclass
@@ -118,7 +136,7 @@ def start_app(deployment: str, log_dir: Path, **overrides: str) -> App:
     log = log_dir / f"{deployment}-{len(list(log_dir.glob(deployment + '-*.log')))}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", *command[1:]],
+            [sys.executable, "-E", "-s", "-S", *command[1:]],
             cwd=REPO,
             env=env,
             stdout=out,
