@@ -98,8 +98,8 @@ class ServerSettings:
 
 
 def config_as_json(resources: Resources) -> dict[str, list[dict[str, Any]]]:
-    """Generated resources as JSON lists keyed ``clusters``, ``endpoints``, ``listeners``,
-    ``routes``, ``secrets`` (private keys never included)."""
+    """Generated resources as JSON lists keyed ``clusters``, ``endpoints``, ``listeners`` and
+    ``routes``. Secrets are left out: gateway credentials carry private keys."""
     keys = {"CDS": "clusters", "EDS": "endpoints", "LDS": "listeners", "RDS": "routes"}
     out: dict[str, list[dict[str, Any]]] = {}
     for type_url, by_name in resources.items():
