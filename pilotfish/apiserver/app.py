@@ -382,6 +382,7 @@ class ApiServer:
         default_ns = req.get("namespace") or "default"
         dry_run = bool(req.get("dryRun")) or request.query.get("dryRun") == "All"
         validated: list[dict[str, Any]] = []
+        warnings: list[str] = []
         errors: list[PilotfishError] = []
         for i, item in enumerate(items):
             src = sources[i] if i < len(sources) else None
@@ -408,6 +409,9 @@ class ApiServer:
                         src,
                     )
                 validated.append(v.body)
+                meta = v.body["metadata"]
+                ref = ResourceRef(v.info.kind, meta.get("namespace"), meta["name"])
+                warnings.extend(f"{ref}: {w}" for w in v.warnings)
             except PilotfishError as e:
                 errors.append(e)
         if errors:
@@ -448,6 +452,7 @@ class ApiServer:
             {
                 "kind": "ApplyResult",
                 "revision": commit.revision,
+                "warnings": warnings,
                 "dryRun": dry_run,
                 "items": results,
             },

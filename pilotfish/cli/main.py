@@ -19,7 +19,7 @@ from pilotfish.api import kinds
 from pilotfish.api.kinds import KindInfo
 from pilotfish.cli import output
 from pilotfish.cli.config import config_path, load_context
-from pilotfish.errors import PilotfishError, ValidationError
+from pilotfish.errors import PilotfishError, ResourceRef, ValidationError
 
 if TYPE_CHECKING:
     from pilotfish.cli.client import ApiClient
@@ -193,6 +193,8 @@ def apply(g: Globals, files: tuple[str, ...], namespace: str | None, dry_run: bo
                 failed = True
                 continue
             suffix = " (dry run)" if dry_run else ""
+            for warning in result.get("warnings") or []:
+                click.echo(f"Warning: {warning}", err=True)
             for it in result["items"]:
                 info = kinds.by_kind(it["kind"])
                 click.echo(f"{_kind_label(info, it['name'])} {it['result']}{suffix}")
@@ -445,7 +447,11 @@ def validate(files: tuple[str, ...], namespace: str | None) -> None:
     for d in _load(files):
         count += 1
         try:
-            validate_one(d.body, source=d.source, default_namespace=namespace or "default")
+            v = validate_one(d.body, source=d.source, default_namespace=namespace or "default")
+            meta = v.body["metadata"]
+            ref = ResourceRef(v.info.kind, meta.get("namespace"), meta["name"])
+            for w in v.warnings:
+                click.echo(f"Warning: {d.source}: {ref}: {w}", err=True)
         except ValidationError as e:
             problems += 1
             click.echo(str(e.with_source(d.source) if e.source is None else e), err=True)

@@ -203,3 +203,29 @@ def test_state_survives_restart(control_plane_factory, tmp_path: Path) -> None: 
     cp2 = control_plane_factory()
     assert cp2.revision() == rev
     assert cp2.cli("get", "vs", "reviews", check=True).returncode == 0
+
+
+def test_istio_warnings_are_shown_and_the_resource_is_stored(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    f = tmp_path / "passthrough.yaml"
+    f.write_text(
+        textwrap.dedent(
+            """\
+            apiVersion: networking.istio.io/v1
+            kind: Gateway
+            metadata: {name: pt}
+            spec:
+              selector: {istio: ingressgateway}
+              servers:
+              - port: {number: 443, name: tls, protocol: TLS}
+                hosts: ["db.example.com"]
+                tls: {mode: PASSTHROUGH, credentialName: db-cert}
+            """
+        )
+    )
+    res = control_plane.cli("apply", "-f", str(f), check=True)
+    assert "gateway.networking.istio.io/pt created" in res.stdout
+    assert "Warning: Gateway default/pt: spec.servers[0].tls: PASSTHROUGH mode" in res.stderr
+    offline = control_plane.cli("validate", "-f", str(f), check=True)
+    assert "PASSTHROUGH mode does not use certificates" in offline.stderr
