@@ -131,6 +131,14 @@ class DiscoveryServer:
             options=[
                 ("grpc.max_receive_message_length", self.settings.max_receive_message_bytes),
                 ("grpc.max_send_message_length", -1),
+                # Envoy pings its ADS connection (every 30 s with Pilotfish's bootstrap). gRPC's
+                # default policy allows one ping per 5 minutes and closes the connection after
+                # a few "too many pings": the proxy would reconnect every few minutes and, while
+                # it does, drop out of the registry. Accept pings down to 5 s apart.
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_ping_strikes", 0),
             ]
         )
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), server)

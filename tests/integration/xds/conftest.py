@@ -33,8 +33,13 @@ class EnvoyProc:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def bootstrap(node: NodeInfo, ads_port: int, admin_port: int, *, delta: bool) -> dict[str, Any]:
+def bootstrap(
+    node: NodeInfo, ads_port: int, admin_port: int, *, delta: bool, keepalive: str | None = None
+) -> dict[str, Any]:
     ads = {"ads": {}, "resource_api_version": "V3"}
+    http2: dict[str, Any] = {}
+    if keepalive:  # HTTP/2 pings on the ADS connection, as the agent's bootstrap sends them
+        http2["connection_keepalive"] = {"interval": keepalive, "timeout": "5s"}
     return {
         "node": {"id": node.node_id, "cluster": node.cluster, "metadata": node.metadata()},
         "admin": {
@@ -78,7 +83,7 @@ def bootstrap(node: NodeInfo, ads_port: int, admin_port: int, *, delta: bool) ->
                         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                             "@type": "type.googleapis.com/"
                             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                            "explicit_http_config": {"http2_protocol_options": {}},
+                            "explicit_http_config": {"http2_protocol_options": http2},
                         }
                     },
                 }
@@ -95,11 +100,15 @@ async def start_envoy(tmp_path: Path, free_port: Callable[[], int]) -> AsyncIter
     """``await start_envoy(node, ads_port, delta=...)`` runs an Envoy until the test ends."""
     procs: list[EnvoyProc] = []
 
-    async def start(node: NodeInfo, ads_port: int, *, delta: bool) -> EnvoyProc:
+    async def start(
+        node: NodeInfo, ads_port: int, *, delta: bool, keepalive: str | None = None
+    ) -> EnvoyProc:
         admin_port = free_port()
         index = len(procs)
         config = tmp_path / f"envoy-{index}.json"
-        config.write_text(json.dumps(bootstrap(node, ads_port, admin_port, delta=delta)))
+        config.write_text(
+            json.dumps(bootstrap(node, ads_port, admin_port, delta=delta, keepalive=keepalive))
+        )
         log_path = tmp_path / f"envoy-{index}.log"
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(

@@ -206,3 +206,26 @@ async def test_modified_cluster_in_use_is_rewarmed_without_waiting_for_envoy_tim
         cds = server.status()[0].types[b.CLUSTER_TYPE]
         assert cds.state == "SYNCED" and cds.acked_version != before
         assert await get(session, port) == (200, "A")
+
+
+async def test_keepalive_pings_do_not_close_the_stream(
+    start_envoy: StartEnvoy,
+    xds_server: StartServer,
+    backends: Callable[[str], Awaitable[int]],
+    free_port: Callable[[], int],
+) -> None:
+    """Envoy pings its ADS connection; gRPC's default server policy would answer frequent pings
+    with GOAWAY (too_many_pings), and the proxy would drop out of the registry while it
+    reconnects. Pinging every second for several seconds must keep the one stream."""
+    a = await backends("A")
+    port = free_port()
+    server = await xds_server(Config(port, {"a": a}, b.route_config("http-routes", "a")))
+    events: list[str] = []
+    server.on_connect = lambda n: events.append("connect")
+    server.on_disconnect = lambda n: events.append("disconnect")
+    envoy = await start_envoy(b.node("pinger"), server.port, delta=True, keepalive="1s")
+    async with aiohttp.ClientSession() as session:
+        await wait_for_body(session, port, "A", envoy)
+        await asyncio.sleep(8)  # eight pings: well past gRPC's default strike limit
+        assert await get(session, port) == (200, "A")
+    assert events == ["connect"], envoy.log()[-2000:]
