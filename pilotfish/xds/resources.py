@@ -63,13 +63,17 @@ def short_name(type_url: str) -> str:
 class Entry:
     """One resource serialized once: name, content hash (its version) and the packed Any."""
 
-    __slots__ = ("__weakref__", "any", "hash", "name", "type_url")
+    __slots__ = ("__weakref__", "any", "eds_service", "hash", "name", "type_url")
 
-    def __init__(self, type_url: str, name: str, payload: bytes) -> None:
+    def __init__(
+        self, type_url: str, name: str, payload: bytes, eds_service: str | None = None
+    ) -> None:
         self.type_url = type_url
         self.name = name
         self.hash = hashlib.sha256(payload).hexdigest()[:16]
         self.any = any_pb2.Any(type_url=type_url, value=payload)
+        #: Clusters: the ClusterLoadAssignment an EDS cluster needs (None otherwise).
+        self.eds_service = eds_service
 
     def __repr__(self) -> str:
         return f"Entry({short_name(self.type_url)} {self.name} {self.hash})"
@@ -101,12 +105,27 @@ class ResourceCache:
         with self._lock:
             return self._intern(type_url, name, message)
 
+    def intern_all(self, type_url: str, by_name: Mapping[str, Message]) -> dict[str, Entry]:
+        """``intern`` for every resource of one type, under one lock acquisition."""
+        with self._lock:
+            self._memo_size = max(self._memo_size, 2 * len(by_name))
+            return {name: self._intern(type_url, name, m) for name, m in by_name.items()}
+
     def _intern(self, type_url: str, name: str, message: Message) -> Entry:
         memo = self._memo.get(id(message))
         if memo is not None and memo[0] is message and memo[1].name == name:
             self._memo.move_to_end(id(message))
             return memo[1]
-        fresh = Entry(type_url, name, message.SerializeToString(deterministic=True))
+        expected = type_url.removeprefix(_PREFIX)
+        if message.DESCRIPTOR.full_name != expected:
+            raise ValueError(
+                f"resource {name!r} under {type_url} is a {message.DESCRIPTOR.full_name}"
+            )
+        eds = None
+        if type_url == CLUSTER_TYPE:
+            assert isinstance(message, cluster_pb2.Cluster)
+            eds = _eds_service_name(message)
+        fresh = Entry(type_url, name, message.SerializeToString(deterministic=True), eds)
         key = (type_url, name, fresh.hash)
         entry = self._entries.get(key)
         if entry is None:
@@ -140,18 +159,11 @@ def build_snapshot(resources: Resources, cache: ResourceCache) -> Snapshot:
     entries: dict[str, dict[str, Entry]] = {}
     eds_of: dict[str, str] = {}
     for type_url, by_name in resources.items():
-        expected = type_url.removeprefix(_PREFIX)
-        out: dict[str, Entry] = {}
-        for name, message in by_name.items():
-            actual = message.DESCRIPTOR.full_name
-            if actual != expected:
-                raise ValueError(f"resource {name!r} under {type_url} is a {actual}")
-            out[name] = cache.intern(type_url, name, message)
-            if type_url == CLUSTER_TYPE:
-                assert isinstance(message, cluster_pb2.Cluster)
-                service = _eds_service_name(message)
-                if service is not None:
-                    eds_of[name] = service
+        # Messages the generator shares across proxies are serialized (and type-checked)
+        # once; for the others this is one dictionary lookup per resource.
+        out = cache.intern_all(type_url, by_name)
+        if type_url == CLUSTER_TYPE:
+            eds_of = {n: e.eds_service for n, e in out.items() if e.eds_service is not None}
         entries[type_url] = out
     return Snapshot(entries=entries, eds_of_cluster=eds_of)
 
