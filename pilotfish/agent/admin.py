@@ -10,6 +10,13 @@ all), Envoy goes ``LIVE`` (200) and starts its listeners with no config from the
 ``/ready`` also stays ``LIVE`` during ``/drain_listeners``. So a proxy is ready only when
 ``/ready`` is ``LIVE`` *and* CDS and LDS were each received once (accepted or rejected, as
 Istio counts them), and the agent is not draining.
+
+While no config has arrived, the ``xds-grpc`` cluster's stats tell why (see
+:func:`xds_connection_problem`): a control-plane certificate the ``--ca-file`` does not verify
+(``ssl.fail_verify_error``), one without the expected name (``ssl.fail_verify_san``), a failed
+TLS handshake (``ssl.connection_error``: e.g. a plaintext control plane), a refused connection,
+or a control plane that hangs up on a plaintext client (a TLS port). The reason and
+:attr:`Readiness.cause` carry it, so ``/healthz/ready`` and the agent's log say what is wrong.
 """
 
 from __future__ import annotations
@@ -19,11 +26,22 @@ from dataclasses import dataclass
 
 import httpx
 
+from pilotfish.agent.settings import XDS_CLUSTER
+
 #: Stats that show the first xDS answers arrived.
 XDS_RECEIVED_STATS = {
     "cds": ("cluster_manager.cds.update_success", "cluster_manager.cds.update_rejected"),
     "lds": ("listener_manager.lds.update_success", "listener_manager.lds.update_rejected"),
 }
+#: Stats of the ``xds-grpc`` cluster that explain why no config arrives.
+XDS_CONNECTION_STATS = (
+    "upstream_cx_active",
+    "upstream_cx_connect_fail",
+    "upstream_cx_destroy_remote_with_active_rq",
+    "ssl.fail_verify_error",
+    "ssl.fail_verify_san",
+    "ssl.connection_error",
+)
 #: Listener stat prefixes whose connections do not hold a drain back (admin, health probes).
 IGNORED_LISTENERS = ("admin", "readiness")
 
@@ -32,6 +50,8 @@ IGNORED_LISTENERS = ("admin", "readiness")
 class Readiness:
     ready: bool
     reason: str
+    #: Why the control plane cannot be reached or trusted, when known (also in ``reason``).
+    cause: str = ""
 
 
 def parse_stats(text: str) -> dict[str, int]:
@@ -45,6 +65,41 @@ def parse_stats(text: str) -> dict[str, int]:
     return stats
 
 
+def xds_connection_problem(stats: Mapping[str, int]) -> str:
+    """Why Envoy has no working connection to the control plane, from the ``xds-grpc``
+    cluster's stats; empty while a connection is up or nothing failed yet."""
+
+    def count(name: str) -> int:
+        return stats.get(f"cluster.{XDS_CLUSTER}.{name}", 0)
+
+    if count("upstream_cx_active") > 0:
+        return ""
+    if count("ssl.fail_verify_error"):
+        return (
+            "TLS to the control plane failed: its certificate is not signed by a CA in "
+            "--ca-file (is it the mesh roots, <data-dir>/ca/mesh-roots.pem?)"
+        )
+    if count("ssl.fail_verify_san"):
+        return (
+            "TLS to the control plane failed: its certificate does not name the address "
+            "dialled (pass one of its names as --xds-server-name, or add one with "
+            "`pilotfish server --xds-san`)"
+        )
+    if count("ssl.connection_error"):
+        return (
+            "TLS handshake with the control plane failed (a control plane started with "
+            "--xds-plaintext needs --plaintext)"
+        )
+    if count("upstream_cx_destroy_remote_with_active_rq"):
+        return (
+            "the control plane closed the connection without answering (it serves TLS: "
+            "pass --ca-file <data-dir>/ca/mesh-roots.pem)"
+        )
+    if count("upstream_cx_connect_fail"):
+        return "cannot connect to the control plane"
+    return ""
+
+
 def evaluate_readiness(
     server_state: str | None,
     stats: Mapping[str, int],
@@ -52,18 +107,29 @@ def evaluate_readiness(
     require_xds: bool = True,
     draining: bool = False,
 ) -> Readiness:
-    """Decide readiness from admin ``/ready``'s body and the xDS update stats."""
+    """Decide readiness from admin ``/ready``'s body, the xDS update stats and (for the
+    reason) the ``xds-grpc`` cluster's connection stats."""
     if draining:
         return Readiness(False, "draining")
     if server_state is None:
         return Readiness(False, "Envoy admin is not reachable")
+    cause = ""
+    if require_xds and not all(_received(stats, names) for names in XDS_RECEIVED_STATS.values()):
+        cause = xds_connection_problem(stats)
+    suffix = f": {cause}" if cause else ""
     if server_state != "LIVE":
-        return Readiness(False, f"Envoy is {server_state}")
+        return Readiness(False, f"Envoy is {server_state}{suffix}", cause)
     if require_xds:
         for kind, names in XDS_RECEIVED_STATS.items():
-            if sum(stats.get(n, 0) for n in names) == 0:
-                return Readiness(False, f"config not received from the control plane ({kind})")
+            if not _received(stats, names):
+                return Readiness(
+                    False, f"config not received from the control plane ({kind}){suffix}", cause
+                )
     return Readiness(True, "ready")
+
+
+def _received(stats: Mapping[str, int], names: tuple[str, str]) -> bool:
+    return sum(stats.get(n, 0) for n in names) > 0
 
 
 def active_downstream_connections(stats: Mapping[str, int]) -> int:
@@ -84,6 +150,16 @@ def active_downstream_connections(stats: Mapping[str, int]) -> int:
             continue
         total += value
     return total
+
+
+#: What readiness reads from ``/stats`` (a regular expression for its ``filter``).
+_READINESS_STATS = (
+    r"^(cluster_manager\.cds|listener_manager\.lds)\.update_|^cluster\."
+    + XDS_CLUSTER
+    + r"\.("
+    + "|".join(name.replace(".", r"\.") for name in XDS_CONNECTION_STATS)
+    + ")$"
+)
 
 
 class AdminClient:
@@ -119,7 +195,7 @@ class AdminClient:
         if draining:
             return evaluate_readiness(None, {}, draining=True)
         state = await self.server_state()
-        stats = await self.stats(r"^(cluster_manager\.cds|listener_manager\.lds)\.update_")
+        stats = await self.stats(_READINESS_STATS)
         return evaluate_readiness(state, stats, require_xds=require_xds)
 
     async def active_connections(self) -> int | None:

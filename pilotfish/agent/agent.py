@@ -11,6 +11,8 @@ Order of events:
 5. explicit mode: once Envoy is ready (LIVE with its first CDS and LDS), start the app with the
    sidecar's addresses in its environment (see ``app.py``);
 6. run until SIGTERM/SIGINT, a ``stop`` event, the app exiting, or the supervisor giving up;
+   until the proxy is first ready, log why not every 10 s, and at once when the control
+   plane cannot be reached or trusted (a TLS failure, a refused connection);
 7. stop: readiness turns 503, the app is stopped first (SIGTERM, then SIGKILL after
    ``app_stop_timeout_s``), then Envoy is drained for up to ``drain_seconds`` and stopped.
 
@@ -68,6 +70,8 @@ class Agent:
     async def readiness(self) -> Readiness:
         if self.stopping:
             return Readiness(False, "stopping")
+        if self.identity is not None and self.identity.manager.current() is None:
+            return Readiness(False, f"no workload certificate yet: {self.identity.waiting_for()}")
         return await self.supervisor.readiness()
 
     async def run(self, stop: asyncio.Event) -> int:
@@ -104,15 +108,17 @@ class Agent:
                 settings.admin_port,
                 settings.readiness_port,
             )
+            waits: list[Awaitable[object]] = [stop.wait(), self.supervisor.wait()]
             if settings.app_command:
-                which, ready = await _first(self._wait_ready_logged(), stop.wait())
+                waiting = self._wait_ready_logged("app not started yet: ")
+                which, ready = await _first(waiting, stop.wait())
                 if which != 0 or not ready:
                     return self._exit_code(app_code=None)
                 self.app = AppProcess(settings.app_command, app_environment(settings, self.environ))
                 await self.app.start()
-            waits: list[Awaitable[object]] = [stop.wait(), self.supervisor.wait()]
-            if self.app is not None:
                 waits.append(self.app.wait())
+            else:
+                waits.append(_forever(self._wait_ready_logged("")))
             await _first(*waits)
             app_code = None if stop.is_set() or self.app is None else self.app.returncode
             return self._exit_code(app_code)
@@ -128,17 +134,23 @@ class Agent:
             return app_code if app_code >= 0 else 128 - app_code
         return 0
 
-    async def _wait_ready_logged(self) -> bool:
-        """Wait (forever) for readiness, logging why not every 10 s."""
+    async def _wait_ready_logged(self, prefix: str) -> bool:
+        """Wait (forever) for readiness, logging why not every 10 s, and at once when a
+        problem with the control-plane connection (a TLS failure, say) shows up."""
         loop = asyncio.get_running_loop()
         next_log = loop.time() + 10
+        logged, logged_cause = False, ""
         while not await self.supervisor.wait_ready(timeout_s=1):
             if self.supervisor.failed:
                 return False
-            if loop.time() >= next_log:
-                reason = (await self.supervisor.readiness()).reason
-                log.warning("app not started yet: proxy not ready (%s)", reason)
+            readiness = await self.supervisor.readiness()
+            new_cause = readiness.cause and readiness.cause != logged_cause
+            if new_cause or loop.time() >= next_log:
+                log.warning("%sproxy not ready (%s)", prefix, readiness.reason)
                 next_log = loop.time() + 10
+                logged, logged_cause = True, readiness.cause or logged_cause
+        if logged:
+            log.info("proxy ready")
         return True
 
     async def _shutdown(self) -> None:
@@ -180,6 +192,12 @@ async def run_agent(
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+async def _forever(wait: Awaitable[object]) -> None:
+    """Await ``wait``, then block until cancelled (a side task among :func:`_first`'s)."""
+    await wait
+    await asyncio.Event().wait()
 
 
 async def _first(*waits: Awaitable[object]) -> tuple[int, object]:

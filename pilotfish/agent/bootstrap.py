@@ -7,7 +7,9 @@ What the bootstrap holds (everything else arrives over ADS):
 - ``admin`` on ``127.0.0.1:<admin_port>`` only.
 - ``dynamic_resources``: ADS (Delta by default, SotW selectable) over the static ``xds-grpc``
   cluster; CDS and LDS come through ADS with an ``initial_fetch_timeout``.
-- ``static_resources``: the ``xds-grpc`` cluster (HTTP/2, keepalive, optional TLS), with a
+- ``static_resources``: the ``xds-grpc`` cluster (HTTP/2, keepalive, optional TLS that
+  verifies the control plane's chain with ``ca_file`` and its name: ``server_name`` as a DNS
+  SAN, else the discovery address as an IP or DNS SAN, as gRPC clients check it), with a
   workload identity the ``sds-grpc`` cluster (HTTP/2 to the agent's SDS Unix socket, where
   Envoy gets ``default`` and ``ROOTCA``), and the readiness listener on
   ``<readiness_bind>:<readiness_port>`` answering ``GET /healthz/ready``.
@@ -27,6 +29,7 @@ a prefix rewrite; that is honest only with ``initial_fetch_timeout_s=0`` (wait f
 from __future__ import annotations
 
 import json
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +166,7 @@ def xds_cluster(settings: AgentSettings) -> dict[str, Any]:
     if not address.is_ip:
         cluster["dns_lookup_family"] = "V4_PREFERRED"
     if settings.xds_tls is not None:
-        cluster["transport_socket"] = upstream_tls(settings.xds_tls)
+        cluster["transport_socket"] = upstream_tls(settings.xds_tls, address)
     return cluster
 
 
@@ -187,13 +190,24 @@ def sds_cluster(socket_path: Path) -> dict[str, Any]:
     }
 
 
-def upstream_tls(tls: XdsTls) -> dict[str, Any]:
-    """``envoy.transport_sockets.tls`` towards the control plane."""
+def upstream_tls(tls: XdsTls, address: HostPort | None = None) -> dict[str, Any]:
+    """``envoy.transport_sockets.tls`` towards the control plane at ``address``.
+
+    The certificate must chain to ``ca_file`` and name ``server_name`` (a DNS SAN) or, without
+    one, ``address``'s host (an IP SAN for an IP, else a DNS SAN): a workload certificate from
+    the same mesh CA (SPIFFE URI SANs only) does not pass for the control plane.
+    """
     validation: dict[str, Any] = {"trusted_ca": {"filename": str(tls.ca_file)}}
     if tls.server_name:
         validation["match_typed_subject_alt_names"] = [
             {"san_type": "DNS", "matcher": {"exact": tls.server_name}}
         ]
+    elif address is not None:
+        if address.is_ip:  # as Envoy prints IP SANs: the canonical form
+            san = {"san_type": "IP_ADDRESS", "matcher": {"exact": str(ip_address(address.host))}}
+        else:
+            san = {"san_type": "DNS", "matcher": {"exact": address.host}}
+        validation["match_typed_subject_alt_names"] = [san]
     common: dict[str, Any] = {
         "alpn_protocols": ["h2"],
         "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},

@@ -72,6 +72,31 @@ def ca_channel(settings: AgentSettings) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(target, credentials, options=options)
 
 
+def ca_error_hint(error: str, tls: bool) -> str:
+    """What a gRPC error talking to the CA most likely means (empty when unsure)."""
+    if "CERTIFICATE_VERIFY_FAILED" in error:
+        return (
+            "TLS to the control plane failed: its certificate is not signed by a CA in "
+            "--ca-file (is it the mesh roots, <data-dir>/ca/mesh-roots.pem?)"
+        )
+    if "not in peer certificate" in error:
+        return (
+            "TLS to the control plane failed: its certificate does not name the address "
+            "dialled (pass one of its names as --xds-server-name)"
+        )
+    if tls and "WRONG_VERSION_NUMBER" in error:
+        return (
+            "TLS handshake with the control plane failed (a control plane started with "
+            "--xds-plaintext needs --plaintext)"
+        )
+    if not tls and "UNAVAILABLE" in error and "Socket closed" in error:
+        return (
+            "the control plane closed the connection (it serves TLS: pass --ca-file "
+            "<data-dir>/ca/mesh-roots.pem)"
+        )
+    return ""
+
+
 class WorkloadIdentity:
     """Owns the CA channel, the secret manager and the SDS server of one agent."""
 
@@ -128,7 +153,7 @@ class WorkloadIdentity:
                 log.warning(
                     "no certificate for %s yet (%s); Envoy starts once there is one",
                     self.spiffe_id,
-                    self.manager.last_error or "waiting for the CA",
+                    self.waiting_for(),
                 )
         finally:
             for task in (waiter, stopper):
@@ -136,6 +161,14 @@ class WorkloadIdentity:
                     task.cancel()
         await self.sds.start()
         return waiter.result()
+
+    def waiting_for(self) -> str:
+        """Why there is no certificate yet: the CA's last error, explained where it can be."""
+        error = self.manager.last_error
+        if not error:
+            return "waiting for the CA"
+        hint = ca_error_hint(error, self.settings.xds_tls is not None)
+        return f"{hint}: {error}" if hint else error
 
     async def stop(self) -> None:
         try:
@@ -159,4 +192,10 @@ def _owner(user: str | None) -> tuple[int | None, int | None]:
     return entry.pw_uid, entry.pw_gid
 
 
-__all__ = ["WorkloadIdentity", "ca_channel", "default_socket_path", "identity_of"]
+__all__ = [
+    "WorkloadIdentity",
+    "ca_channel",
+    "ca_error_hint",
+    "default_socket_path",
+    "identity_of",
+]

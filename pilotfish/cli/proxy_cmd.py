@@ -235,12 +235,14 @@ _LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "critical", "off"]
 @click.option(
     "--plaintext",
     is_flag=True,
-    help="Connect to the control plane without TLS (the default for a loopback address).",
+    help="Connect to the control plane without TLS: for one started with --xds-plaintext "
+    "(implied for a loopback address without --ca-file).",
 )
 @click.option(
     "--ca-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="CA bundle that verifies the control plane (enables TLS).",
+    help="Connect over TLS and verify the control plane with this CA bundle: the mesh roots, "
+    "<data-dir>/ca/mesh-roots.pem of the control plane.",
 )
 @click.option(
     "--cert-file",
@@ -253,7 +255,10 @@ _LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "critical", "off"]
     help="Private key of --cert-file.",
 )
 @click.option(
-    "--xds-server-name", default="", help="SNI and required DNS SAN of the control plane."
+    "--xds-server-name",
+    default="",
+    help="SNI and required DNS SAN of the control plane  [default: the certificate must name "
+    "the --discovery-address host]",
 )
 @click.option(
     "--token-file",
