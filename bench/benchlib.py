@@ -5,7 +5,9 @@ Every process a benchmark starts goes through :class:`Processes`, which kills ea
 process group when the benchmark ends (normally, on an exception, on Ctrl-C or SIGTERM).
 Everything listens on loopback: ports come from the kernel, workload addresses are random
 127.x.y.z addresses. The control plane and agents are the real ``pilotfish server`` and
-``pilotfish proxy`` commands, run with this interpreter.
+``pilotfish proxy`` commands, run with this interpreter. As by default, the control plane
+serves xDS over TLS and agents (and simulated proxies) verify it with its mesh roots;
+``start_control_plane(..., plaintext=True)`` measures the plaintext option instead.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
+import grpc
 import httpx
 
 from pilotfish.api.node import NodeInfo
@@ -207,10 +210,28 @@ class ControlPlane:
     data_dir: Path
     config: Path
     proc: subprocess.Popen[bytes]
+    #: xDS over TLS (the default); False with ``--xds-plaintext``.
+    tls: bool = True
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def roots(self) -> Path:
+        """The mesh roots agents verify the xDS port with."""
+        return self.data_dir / "ca" / "mesh-roots.pem"
+
+    @property
+    def agent_args(self) -> list[str]:
+        """``pilotfish proxy`` options to connect to this control plane's xDS port."""
+        return ["--ca-file", str(self.roots)] if self.tls else ["--plaintext"]
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        """gRPC channel credentials for in-process xDS clients (None: plaintext)."""
+        if not self.tls:
+            return None
+        return grpc.ssl_channel_credentials(root_certificates=self.roots.read_bytes())
 
     @property
     def env(self) -> dict[str, str]:
@@ -225,9 +246,10 @@ class ControlPlane:
 
 
 def start_control_plane(
-    procs: Processes, name: str = "server", cpus: set[int] | None = None
+    procs: Processes, name: str = "server", cpus: set[int] | None = None, plaintext: bool = False
 ) -> ControlPlane:
-    """``pilotfish server`` with a SQLite store in the work directory, on free ports."""
+    """``pilotfish server`` with a SQLite store in the work directory, on free ports; xDS over
+    TLS unless ``plaintext``."""
     data_dir = procs.workdir / f"{name}-data"
     config = procs.workdir / f"{name}-cli-config"
     api_port, xds_port = free_port(), free_port()
@@ -243,6 +265,7 @@ def start_control_plane(
         f"127.0.0.1:{xds_port}",
         "--log-level",
         "warning",
+        *(["--xds-plaintext"] if plaintext else []),
     ]
     proc = procs.start(cmd, f"{name}.log", env, cpus)
     url = f"http://127.0.0.1:{api_port}"
@@ -254,7 +277,7 @@ def start_control_plane(
         return healthy and (data_dir / "admin-token").exists()
 
     wait_until(ready, 60, "the control plane")
-    return ControlPlane(url, xds_port, data_dir, config, proc)
+    return ControlPlane(url, xds_port, data_dir, config, proc, tls=not plaintext)
 
 
 class Api:
@@ -335,6 +358,7 @@ def start_sidecar(
         ip,
         "--discovery-address",
         f"127.0.0.1:{cp.xds_port}",
+        *cp.agent_args,
         "--interception-mode",
         "NONE",
         "--outbound-port",
@@ -408,8 +432,14 @@ class Fleet:
         self.close()
 
     async def _connect(self, first: int, count: int) -> list[AdsClient]:
+        credentials = self.cp.credentials()
         clients = [
-            AdsClient(f"127.0.0.1:{self.cp.xds_port}", simulated_node(i, self.services), delta=True)
+            AdsClient(
+                f"127.0.0.1:{self.cp.xds_port}",
+                simulated_node(i, self.services),
+                delta=True,
+                credentials=credentials,
+            )
             for i in range(first, first + count)
         ]
         await asyncio.gather(*(c.start() for c in clients))

@@ -3,6 +3,12 @@
 ``run_server`` opens the config store, makes sure the built-in namespaces exist, creates the
 admin token, serves the HTTP API and the xDS server, and feeds store changes through the
 push pipeline (store events -> PushContext -> xDS push). It stops cleanly on SIGTERM/SIGINT.
+
+xDS and the CA share one gRPC port (15012), served over TLS by default with a certificate from
+the mesh CA (see :mod:`pilotfish.server_identity`); the mesh roots agents verify it with are
+written to ``<data-dir>/ca/mesh-roots.pem`` before the API answers, so whoever waits for
+``/healthz`` finds them. ``xds_tls=False`` (``--xds-plaintext``) is for tests and trusted
+loopback setups.
 """
 
 from __future__ import annotations
@@ -57,8 +63,11 @@ class ServerSettings:
     write_context: bool = True
     #: Plug-in CA files (Istio's ``cacerts``); ``<data_dir>/ca`` (self-signed root) when None.
     ca_dir: Path | None = None
-    #: Serve xDS and the CA over TLS with a certificate from the mesh CA.
-    xds_tls: bool = False
+    #: Serve xDS and the CA over TLS with a certificate from the mesh CA (False: plaintext,
+    #: for tests and trusted loopback setups).
+    xds_tls: bool = True
+    #: Extra DNS names or IPs for the xDS serving certificate.
+    xds_sans: tuple[str, ...] = ()
 
     @classmethod
     def build(
@@ -72,7 +81,8 @@ class ServerSettings:
         log_level: str = "info",
         write_context: bool = True,
         ca_dir: Path | None = None,
-        xds_tls: bool = False,
+        xds_tls: bool = True,
+        xds_sans: tuple[str, ...] = (),
     ) -> ServerSettings:
         data_dir = (data_dir or DEFAULT_HOME / "data").expanduser().resolve()
         api_host, api_port = split_address(listen, 15014)
@@ -89,6 +99,7 @@ class ServerSettings:
             write_context=write_context,
             ca_dir=ca_dir.expanduser().resolve() if ca_dir else None,
             xds_tls=xds_tls,
+            xds_sans=tuple(xds_sans),
         )
 
     @property
@@ -195,8 +206,10 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
                 ca_dir=settings.ca_dir,
                 xds_tls=settings.xds_tls,
                 xds_host=settings.xds_host,
+                xds_sans=settings.xds_sans,
             )
         )
+        roots = identity.root_cert_path
         mesh = Mesh(store, settings, identity)
         await mesh.start()
         api = ApiServer(
@@ -224,11 +237,12 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
             "TLS" if settings.xds_tls else "plaintext",
             settings.store_url,
             store.revision(),
-            identity.root_cert_path,
+            roots,
         )
+        mode = f"TLS, agents verify with --ca-file {roots}" if settings.xds_tls else "plaintext"
         print(
             f"pilotfish control plane: API {settings.api_url}, "
-            f"xDS {settings.xds_host}:{mesh.xds.port}",
+            f"xDS {settings.xds_host}:{mesh.xds.port} ({mode})",
             flush=True,
         )
         await stop.wait()

@@ -5,18 +5,25 @@ Opened once at start by the composition root (``server.py``):
 - the mesh CA from ``ca_dir``: Istio's ``cacerts`` files there make it a plug-in CA
   (``ca-cert.pem``, ``ca-key.pem``, ``root-cert.pem``, ``cert-chain.pem``); otherwise a
   self-signed ECDSA P-256 root is created there at first start (``<data-dir>/ca`` by default);
+- the mesh roots as one file, ``<data-dir>/ca/mesh-roots.pem``: what agents pass as
+  ``--ca-file`` to verify the xDS port;
 - the token authority (HMAC key ``<data-dir>/ca/token-key``): workload tokens for one
   namespace and service account, issued through the API (``pilotfish token create``) and
   checked by the CA;
 - the CA's ``CreateCertificate`` RPC, registered on the xDS gRPC server (same port);
-- with ``xds_tls``: a serving certificate for the xDS port from the mesh CA (DNS SANs
-  ``pilotfish.istio-system.svc``, ``istiod.istio-system.svc``, ``localhost``, this host's name;
-  IP SANs for the listen address and ``127.0.0.1``), written to ``<data-dir>/xds-tls/`` for
-  the gRPC server; agents verify it with the mesh root (``<ca dir>/root-cert.pem``).
+- xDS TLS (the default): a serving certificate for the xDS port from the mesh CA, issued
+  afresh at every start and written to ``<data-dir>/xds-tls/`` for the gRPC server. Its
+  subject alternative names (see :func:`serving_hosts`): the DNS names
+  ``pilotfish.istio-system.svc``, ``istiod.istio-system.svc``, ``localhost`` and this host's
+  name; the IPs ``127.0.0.1`` and the listen address; for a wildcard listen address
+  (``0.0.0.0``, ``::``) every address of this host at start instead; plus the extra names
+  and IPs of ``xds_sans`` (``pilotfish server --xds-san``). An agent that dials a name or an
+  address the certificate does not carry passes one of the DNS names as
+  ``--xds-server-name``.
 
-Without ``xds_tls`` the port is plaintext (the default for a loopback or private-bridge
-address): the CA RPC still signs only for the identity proven by a valid token, but tokens
-then cross the wire in clear, so use TLS for agents on other hosts.
+With ``xds_tls`` off (``pilotfish server --xds-plaintext``, for tests and trusted loopback
+setups) the port is plaintext: the CA RPC still signs only for the identity proven by a valid
+token, but tokens then cross the wire in clear.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import ipaddress
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,7 +64,7 @@ class IdentitySettings:
     ca_dir: Path | None = None
     trust_domain: str = "cluster.local"
     #: Serve xDS (and the CA RPC) over TLS with a certificate from the mesh CA.
-    xds_tls: bool = False
+    xds_tls: bool = True
     #: Address xDS listens on (its IP goes into the serving certificate).
     xds_host: str = "127.0.0.1"
     #: Extra DNS names or IPs for the serving certificate.
@@ -67,21 +75,78 @@ class IdentitySettings:
         return self.data_dir / "ca"
 
 
-def serving_hosts(xds_host: str, extra: tuple[str, ...] = ()) -> list[str]:
-    """Names and IPs agents may dial for the xDS port."""
+def serving_hosts(
+    xds_host: str, extra: tuple[str, ...] = (), host_addresses: Sequence[str] = ()
+) -> list[str]:
+    """Names and IPs agents may dial for the xDS port (the serving certificate's SANs).
+
+    ``host_addresses`` (this host's IPs, see :func:`local_addresses`) stand in for a wildcard
+    ``xds_host`` (``0.0.0.0``, ``::``); a specific address is taken as it is.
+    """
     hosts: list[str] = [*XDS_DNS_NAMES, "127.0.0.1"]
     try:
         ip = ipaddress.ip_address(xds_host)
-        if not ip.is_unspecified:
-            hosts.append(str(ip))
     except ValueError:
         if xds_host:
-            hosts.append(xds_host)
+            hosts.append(xds_host.lower())
+    else:
+        hosts += [str(a) for a in _ips(host_addresses)] if ip.is_unspecified else [str(ip)]
     name = socket.gethostname()
     if name:
         hosts.append(name.lower())
     hosts += list(extra)
     return list(dict.fromkeys(hosts))
+
+
+def _ips(texts: Sequence[str]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    out = []
+    for text in texts:
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            continue
+        if not (ip.is_unspecified or ip.is_link_local or ip.is_multicast):
+            out.append(ip)
+    return out
+
+
+def ipv4_local_addresses(fib_trie: str) -> list[str]:
+    """This host's IPv4 addresses from ``/proc/net/fib_trie`` text (its ``/32 host LOCAL``
+    entries)."""
+    found: list[str] = []
+    last = ""
+    for line in fib_trie.splitlines():
+        text = line.strip()
+        if text.startswith("|-- "):
+            last = text[4:].strip()
+        elif text.startswith("/32 host LOCAL") and last:
+            found.append(last)
+    return list(dict.fromkeys(found))
+
+
+def ipv6_local_addresses(if_inet6: str) -> list[str]:
+    """This host's global and loopback IPv6 addresses from ``/proc/net/if_inet6`` text."""
+    found: list[str] = []
+    for line in if_inet6.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or len(fields[0]) != 32 or fields[3] not in ("00", "10"):
+            continue
+        try:
+            found.append(str(ipaddress.IPv6Address(int(fields[0], 16))))
+        except ValueError:
+            continue
+    return list(dict.fromkeys(found))
+
+
+def local_addresses(proc: Path = Path("/proc/net")) -> list[str]:
+    """This host's IPv4 and IPv6 addresses now (Linux; empty where ``/proc`` lacks them)."""
+    found: list[str] = []
+    for name, parse in (("fib_trie", ipv4_local_addresses), ("if_inet6", ipv6_local_addresses)):
+        try:
+            found += parse((proc / name).read_text())
+        except OSError:
+            continue
+    return found
 
 
 @dataclass(frozen=True)
@@ -130,7 +195,9 @@ class ControlPlaneIdentity:
         """Serving certificate files for the xDS port (None: plaintext)."""
         if not self.settings.xds_tls:
             return None
-        hosts = serving_hosts(self.settings.xds_host, self.settings.xds_sans)
+        wildcard = _is_unspecified(self.settings.xds_host)
+        addresses = local_addresses() if wildcard else []
+        hosts = serving_hosts(self.settings.xds_host, self.settings.xds_sans, addresses)
         serving = self.ca.issue_serving_certificate(hosts, SERVING_CERT_TTL)
         directory = self.settings.data_dir / "xds-tls"
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -167,5 +234,13 @@ __all__ = [
     "ControlPlaneIdentity",
     "IdentitySettings",
     "IssuedToken",
+    "local_addresses",
     "serving_hosts",
 ]
+
+
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False

@@ -573,10 +573,19 @@ def proxy_status(g: Globals, fmt: str | None) -> None:
     "cert-chain.pem). Default: a self-signed mesh root in <data-dir>/ca.",
 )
 @click.option(
-    "--xds-tls",
+    "--xds-san",
+    "xds_sans",
+    multiple=True,
+    metavar="NAME|IP",
+    help="An extra DNS name or IP for the xDS serving certificate, e.g. the name agents on "
+    "other hosts dial (repeatable).",
+)
+@click.option(
+    "--xds-plaintext",
     is_flag=True,
-    help="Serve xDS and the CA over TLS with a certificate from the mesh CA (agents then "
-    "pass --ca-file <data-dir>/ca/mesh-roots.pem). Default: plaintext.",
+    help="Serve xDS and the CA without TLS, for tests and trusted loopback setups (agents "
+    "then pass --plaintext unless they dial a loopback address). Workload tokens cross the "
+    "wire in clear.",
 )
 def server(
     data_dir: Path | None,
@@ -586,12 +595,20 @@ def server(
     context_name: str,
     log_level: str,
     ca_dir: Path | None,
-    xds_tls: bool,
+    xds_sans: tuple[str, ...],
+    xds_plaintext: bool,
 ) -> None:
     """Run the control plane in the foreground (HTTP API, config store, xDS).
 
     On first start it creates an admin token in the data directory and writes a context for
     itself to the CLI config file, so other `pilotfish` commands find it.
+
+    xDS and the CA are served over TLS with a certificate from the mesh CA; agents verify it
+    with the mesh roots (`pilotfish proxy --ca-file <data-dir>/ca/mesh-roots.pem`). The
+    certificate names localhost, 127.0.0.1, the --xds-listen address (every address of
+    this host for 0.0.0.0), this host's name, pilotfish.istio-system.svc and
+    istiod.istio-system.svc, plus each --xds-san; an agent dialling anything else passes
+    one of these names as --xds-server-name.
     """
     from pilotfish.server import ServerSettings, run_server
 
@@ -603,7 +620,8 @@ def server(
         context_name=context_name,
         log_level=log_level,
         ca_dir=ca_dir,
-        xds_tls=xds_tls,
+        xds_tls=not xds_plaintext,
+        xds_sans=xds_sans,
     )
     run_server(settings)
 

@@ -1,6 +1,11 @@
 """Real processes for integration tests: a control plane (``pilotfish server`` with a SQLite
 store), sidecar agents (``pilotfish proxy`` with real Envoy, explicit mode on loopback) and
-small HTTP backends. Everything started here is stopped by the fixtures that started it."""
+small HTTP backends. Everything started here is stopped by the fixtures that started it.
+
+The control plane serves xDS and the CA over TLS, as it does by default, and sidecars verify it
+with its mesh roots (``--ca-file``), so the suite runs the default; a test that needs the
+plaintext option starts its control plane with ``--xds-plaintext`` (sidecars then connect
+without TLS)."""
 
 from __future__ import annotations
 
@@ -26,10 +31,22 @@ class ControlPlane:
     xds_port: int
     proc: subprocess.Popen[bytes]
     log: Path
+    #: xDS and the CA over TLS (the default); False with ``--xds-plaintext``.
+    tls: bool = True
 
     @property
     def env(self) -> dict[str, str]:
         return {**os.environ, "PILOTFISH_CONFIG": str(self.config)}
+
+    @property
+    def roots(self) -> Path:
+        """The mesh roots (what agents pass as ``--ca-file``)."""
+        return self.data_dir / "ca" / "mesh-roots.pem"
+
+    @property
+    def agent_args(self) -> tuple[str, ...]:
+        """How an agent on loopback connects to this control plane's xDS port."""
+        return ("--ca-file", str(self.roots)) if self.tls else ("--plaintext",)
 
     @property
     def token(self) -> str:
@@ -65,8 +82,19 @@ class ControlPlane:
 
 
 def start_control_plane(
-    data_dir: Path, config: Path, api_port: int, xds_port: int, extra_args: tuple[str, ...] = ()
+    data_dir: Path,
+    config: Path,
+    api_port: int,
+    xds_port: int,
+    extra_args: tuple[str, ...] = (),
+    *,
+    plaintext: bool = False,
 ) -> ControlPlane:
+    """``pilotfish server`` on loopback; xDS over TLS unless ``plaintext`` (or
+    ``--xds-plaintext`` in ``extra_args``)."""
+    if plaintext and "--xds-plaintext" not in extra_args:
+        extra_args = (*extra_args, "--xds-plaintext")
+    tls = "--xds-plaintext" not in extra_args
     log = data_dir.parent / f"server-{api_port}.log"
     env = {**os.environ, "PILOTFISH_CONFIG": str(config)}
     with open(log, "ab") as out:
@@ -96,7 +124,7 @@ def start_control_plane(
             raise AssertionError(f"control plane exited:\n{log.read_text()}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200 and config.exists():
-                return ControlPlane(data_dir, config, url, api_port, xds_port, proc, log)
+                return ControlPlane(data_dir, config, url, api_port, xds_port, proc, log, tls)
         except httpx.HTTPError:
             pass
         time.sleep(0.05)
@@ -176,6 +204,8 @@ class Sidecar:
     inbound_port: int | None = None
     #: Gateways: server port -> bound port on ``ip``.
     gateway_ports: dict[int, int] | None = None
+    #: The agent's own port (``/healthz/ready`` answers with the reason when not ready).
+    agent_port: int | None = None
 
     def request(
         self, host: str, path: str = "/", headers: dict[str, str] | None = None, method: str = "GET"
@@ -279,6 +309,8 @@ class Mesh:
         ]
         for k, v in labels.items():
             cmd += ["--label", f"{k}={v}"]
+        if not {"--ca-file", "--plaintext"} & set(extra_args):
+            cmd += self.cp.agent_args
         if mtls:
             cmd += ["--token-file", str(self.token(namespace, service_account))]
             if cert_ttl:
@@ -315,7 +347,9 @@ class Mesh:
             proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=self.cp.env
             )
-        sc = Sidecar(name, ip, outbound, readiness, admin, proc, log, inbound_port, bound or None)
+        sc = Sidecar(
+            name, ip, outbound, readiness, admin, proc, log, inbound_port, bound or None, agent
+        )
         self.sidecars.append(sc)
 
         def ready() -> bool:

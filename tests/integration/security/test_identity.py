@@ -1,12 +1,12 @@
-"""Workload identity against a real control plane: tokens, the CA on the xDS port, xDS over
-TLS from the mesh CA, and certificate renewal under traffic."""
+"""Workload identity against a real control plane: tokens, the CA on the xDS port (over TLS,
+the default, as every harness mesh runs it), xDS over TLS with a server name, and certificate
+renewal under traffic."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -32,8 +32,16 @@ def _csr(identity: SpiffeId) -> str:
     return pki.build_csr(pki.generate_private_key(), identity)
 
 
-async def _request(cp: ControlPlane, token: str, csr: str) -> str:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{cp.xds_port}") as channel:
+def _channel(cp: ControlPlane, tls: bool) -> grpc.aio.Channel:
+    target = f"127.0.0.1:{cp.xds_port}"
+    if not tls:
+        return grpc.aio.insecure_channel(target)
+    credentials = grpc.ssl_channel_credentials(root_certificates=cp.roots.read_bytes())
+    return grpc.aio.secure_channel(target, credentials)
+
+
+async def _request(cp: ControlPlane, token: str, csr: str, tls: bool | None = None) -> str:
+    async with _channel(cp, cp.tls if tls is None else tls) as channel:
         signed = await request_certificate(channel, token, csr)
     return signed.identity.uri
 
@@ -89,39 +97,25 @@ def test_agent_with_a_token_for_another_account_gets_no_certificate(
         httpx.get(f"http://127.0.0.1:{sidecar.readiness_port}/healthz/ready", timeout=2)
 
 
-@pytest.fixture
-def tls_mesh(
-    control_plane_factory: Callable[..., ControlPlane],
-    tmp_path: Path,
-    free_port: Callable[[], int],
-) -> Mesh:
-    cp = control_plane_factory("--xds-tls")
-    m = Mesh(cp, tmp_path, free_port)
-    return m
-
-
-def test_xds_and_ca_over_tls_from_the_mesh_ca(tls_mesh: Mesh) -> None:
-    mesh = tls_mesh
-    roots = mesh.cp.data_dir / "ca" / "mesh-roots.pem"
-    eventually(roots.exists, 10, "mesh roots written")
-    try:
-        mesh.apply(SERVICES)
-        tls_args = ("--ca-file", str(roots), "--xds-server-name", "pilotfish.istio-system.svc")
-        mesh.add("reviews-v1", {"app": "reviews"}, mtls=True, extra_args=tls_args)
-        client = mesh.add("productpage", {"app": "productpage"}, app_port=None, mtls=True,
-                          extra_args=tls_args)  # fmt: skip
-        eventually(lambda: client.request("reviews:9080").status_code == 200, 30, "mesh over TLS")
-        xfcc = client.request("reviews:9080").json()["headers"]["x-forwarded-client-cert"]
-        assert "URI=spiffe://cluster.local/ns/default/sa/default" in xfcc
-        # A plaintext client cannot talk to the TLS port.
-        with pytest.raises(CertificateRequestError) as plain:
-            token = mesh.token("default", "default").read_text().strip()
-            asyncio.run(
-                _request(mesh.cp, token, _csr(SpiffeId("cluster.local", "default", "default")))
-            )
-        assert plain.value.code == "UNAVAILABLE"
-    finally:
-        mesh.stop()
+def test_xds_and_ca_over_tls_with_a_server_name(mesh: Mesh) -> None:
+    """Agents that dial by name verify one of the serving certificate's DNS names; a
+    plaintext client cannot talk to the TLS port."""
+    assert mesh.cp.tls
+    mesh.apply(SERVICES)
+    tls_args = ("--ca-file", str(mesh.cp.roots), "--xds-server-name", "pilotfish.istio-system.svc")
+    mesh.add("reviews-v1", {"app": "reviews"}, mtls=True, extra_args=tls_args)
+    client = mesh.add("productpage", {"app": "productpage"}, app_port=None, mtls=True,
+                      extra_args=tls_args)  # fmt: skip
+    eventually(lambda: client.request("reviews:9080").status_code == 200, 30, "mesh over TLS")
+    xfcc = client.request("reviews:9080").json()["headers"]["x-forwarded-client-cert"]
+    assert "URI=spiffe://cluster.local/ns/default/sa/default" in xfcc
+    token = mesh.token("default", "default").read_text().strip()
+    identity = SpiffeId("cluster.local", "default", "default")
+    csr = _csr(identity)
+    assert asyncio.run(_request(mesh.cp, token, csr)) == identity.uri
+    with pytest.raises(CertificateRequestError) as plain:
+        asyncio.run(_request(mesh.cp, token, csr, tls=False))
+    assert plain.value.code == "UNAVAILABLE"
 
 
 def _serials(sidecar: Sidecar) -> set[str]:
