@@ -4,7 +4,8 @@
 ``pilotfish up``) runs: it removes what a crashed earlier run left (namespaces, veths, rules of
 its prefix), sets up the bridge, makes sure the proxy and app users exist, deletes stale Pod
 objects, watches the API and reconciles until SIGTERM/SIGINT, then stops every pod and removes
-the whole pod network again.
+the whole pod network again. It refuses to start without the mesh roots its sidecars verify
+the control plane with (``<run dir>/mesh-roots.pem``, copied there by ``pilotfish up``).
 """
 
 from __future__ import annotations
@@ -28,10 +29,21 @@ from pilotfish.platform.local.runtime import (
     RuntimeSettings,
     write_status_file,
 )
-from pilotfish.platform.local.runtime_pod import LocalPod, NetworkView, PodRunnerSettings
+from pilotfish.platform.local.runtime_pod import (
+    MESH_ROOTS_FILE,
+    LocalPod,
+    NetworkView,
+    PodRunnerSettings,
+)
 from pilotfish.platform.local.users import MeshUsers, ensure_mesh_users
 
-__all__ = ["RuntimeProcessSettings", "default_proxy_argv", "run_dir_for", "run_runtime"]
+__all__ = [
+    "RuntimeProcessSettings",
+    "default_proxy_argv",
+    "mesh_roots_path",
+    "run_dir_for",
+    "run_runtime",
+]
 
 log = logging.getLogger("pilotfish.runtime")
 
@@ -44,6 +56,12 @@ def default_proxy_argv() -> tuple[str, ...]:
 def run_dir_for(prefix: str) -> Path:
     """Agent work directories of a runtime: under ``/run``, readable by the proxy user."""
     return Path("/run/pilotfish") / prefix
+
+
+def mesh_roots_path(prefix: str) -> Path:
+    """Where ``pilotfish up`` puts the mesh roots for the runtime's sidecars (and Envoy, as
+    the proxy user, can read them)."""
+    return run_dir_for(prefix) / MESH_ROOTS_FILE
 
 
 @dataclass(frozen=True)
@@ -87,6 +105,14 @@ def run_runtime(settings: RuntimeProcessSettings, stop: threading.Event | None =
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if not settings.pods.ca_file.is_file():
+        log.error(
+            "the mesh roots that sidecars verify the control plane with are missing at %s: "
+            "start the runtime with `pilotfish up`, which copies them there from "
+            "<data-dir>/ca/mesh-roots.pem",
+            settings.pods.ca_file,
+        )
+        return 2
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -2,12 +2,16 @@
 
 ``up`` starts three processes, each in its own session with its log in ``<state>/logs/``:
 
-1. the control plane (``pilotfish server``): API on ``api_listen``, xDS on the pod bridge's
-   address so pods reach it (the bridge is created first);
-2. the runtime (``pilotfish runtime``, see :mod:`.runtime_main`);
+1. the control plane (``pilotfish server``): API on ``api_listen``, xDS and the CA over TLS
+   on the pod bridge's address so pods reach it (the bridge is created first); its serving
+   certificate names that address;
+2. the runtime (``pilotfish runtime``, see :mod:`.runtime_main`), after the mesh roots
+   (``<data-dir>/ca/mesh-roots.pem``) are copied to ``<run dir>/mesh-roots.pem`` (mode 0644),
+   which every sidecar passes as ``--ca-file`` and its Envoy (the proxy user) reads;
 3. the ingress gateway (``pilotfish proxy --type router``) in the host network namespace with
    ``istio: ingressgateway`` labels in ``istio-system``, Gateway ports 80 -> 8080,
-   443 -> 8443, 8080 -> 8080 bound on ``gateway_bind`` (127.0.0.1 by default);
+   443 -> 8443, 8080 -> 8080 bound on ``gateway_bind`` (127.0.0.1 by default), verifying the
+   control plane with ``<data-dir>/ca/mesh-roots.pem`` (it runs as root);
 
 waiting for each to be ready, and records them in ``<state>/mesh.json``. ``down`` stops them
 (the runtime first, so apps stop and sidecars drain) and then removes every namespace, veth,
@@ -40,7 +44,7 @@ from pilotfish.errors import PilotfishError
 from pilotfish.platform.local.commands import IptablesTools
 from pilotfish.platform.local.network import PodNetwork, PodNetworkSettings, cleanup_all
 from pilotfish.platform.local.runtime import read_status_file
-from pilotfish.platform.local.runtime_main import run_dir_for
+from pilotfish.platform.local.runtime_main import mesh_roots_path, run_dir_for
 
 __all__ = [
     "ComponentStatus",
@@ -104,6 +108,11 @@ class MeshSettings:
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
 
+    @property
+    def mesh_roots(self) -> Path:
+        """The control plane's mesh roots (what verifies its xDS/CA port)."""
+        return self.data_dir / "ca" / "mesh-roots.pem"
+
 
 # ---------------------------------------------------------------- pure parts
 
@@ -152,7 +161,7 @@ def gateway_argv(s: MeshSettings) -> list[str]:
         "--label", "app=istio-ingressgateway",
         "--service-account", GATEWAY_SERVICE_ACCOUNT,
         "--discovery-address", s.xds_address,
-        "--plaintext",
+        "--ca-file", str(s.mesh_roots),
         "--ip", "127.0.0.1",
         "--bind-address", s.gateway_bind,
         "--admin-port", str(s.gateway_admin_port),
@@ -340,6 +349,7 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
             _save_mesh(s.state_dir, mesh)
             _wait(s, "control plane", mesh["server"], lambda: _http_ok(f"{s.api_url}/healthz"))
         with progress.step("pod runtime"):
+            _copy_mesh_roots(s)
             mesh["runtime"] = _spawn(s, "runtime", runtime_argv(s))
             _save_mesh(s.state_dir, mesh)
             pid = mesh["runtime"]["pid"]
@@ -364,6 +374,22 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
         mesh_down(s)
         raise
     return mesh
+
+
+def _copy_mesh_roots(s: MeshSettings) -> None:
+    """The mesh roots where the runtime's sidecars (and their Envoy, as the proxy user) read
+    them; the data directory itself stays private."""
+    if not s.mesh_roots.is_file():
+        raise MeshError(
+            f"the control plane wrote no mesh roots at {s.mesh_roots} (see its log in "
+            f"{s.logs_dir / 'server.log'})"
+        )
+    out = mesh_roots_path(s.network.prefix)
+    out.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(s.mesh_roots.read_bytes())
+    tmp.chmod(0o644)
+    tmp.replace(out)
 
 
 def _write_gateway_token(s: MeshSettings) -> None:

@@ -7,7 +7,8 @@ A :class:`LocalPod` lives in its own thread from :meth:`LocalPod.start` to :meth
 2. injected pods: istio-init style capture (:mod:`.capture`), then the agent
    (``pilotfish proxy --type sidecar --interception-mode REDIRECT``, run as root with the
    proxy user's group inside the namespace, Envoy as the proxy user; with a workload token
-   from the control plane so it gets a mesh certificate); the apps start only once
+   from the control plane so it gets a mesh certificate, and the mesh roots to verify the
+   control plane's TLS xDS/CA port with); the apps start only once
    ``:15021/healthz/ready`` answers 200. Pods without a sidecar get kube-proxy style VIP
    rules (:mod:`.service_lb`) and their apps start at once;
 3. then it watches: a container that exits is restarted with a doubling back-off, readiness is
@@ -57,9 +58,19 @@ from pilotfish.platform.local.runtime_model import (
 from pilotfish.platform.local.service_lb import ServicePort, apply_service_lb
 from pilotfish.platform.local.users import MeshUsers
 
-__all__ = ["ContainerReport", "LocalPod", "NetworkView", "PodReport", "PodRunnerSettings"]
+__all__ = [
+    "MESH_ROOTS_FILE",
+    "ContainerReport",
+    "LocalPod",
+    "NetworkView",
+    "PodReport",
+    "PodRunnerSettings",
+]
 
 log = logging.getLogger("pilotfish.runtime.pod")
+
+#: The mesh roots' file name in the runtime's run directory (see ``PodRunnerSettings``).
+MESH_ROOTS_FILE = "mesh-roots.pem"
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,14 @@ class PodRunnerSettings:
     #: Workload tokens (the sidecar's proof of namespace/service account to the mesh CA) are
     #: asked for with this lifetime and replaced at half of it.
     token_ttl_seconds: int = 24 * 3600
+    #: The mesh roots every sidecar verifies the control plane's xDS/CA port with (its
+    #: ``--ca-file``; Envoy, run as the proxy user, reads it too). ``None``:
+    #: ``<run_dir>/mesh-roots.pem``, where ``pilotfish up`` copies them.
+    xds_ca_file: Path | None = None
+
+    @property
+    def ca_file(self) -> Path:
+        return self.xds_ca_file or self.run_dir / MESH_ROOTS_FILE
 
 
 @dataclass(frozen=True)
@@ -384,7 +403,8 @@ class LocalPod:
             "REDIRECT",
             "--discovery-address",
             self.settings.discovery_address,
-            "--plaintext",
+            "--ca-file",
+            str(self.settings.ca_file),
             "--namespace",
             self.namespace,
             "--pod-name",
