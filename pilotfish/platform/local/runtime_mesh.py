@@ -20,7 +20,8 @@ crashed and ``mesh.json`` names processes that are gone. The data directory (con
 token, CA) is never touched, so state survives ``down``/``up``.
 
 Pure parts (:func:`server_argv`, :func:`runtime_argv`, :func:`gateway_argv`,
-:func:`preflight_problem`) are unit-tested; the rest starts and stops processes.
+:func:`preflight_problem`) and :func:`copy_mesh_roots` are unit-tested; the rest starts and
+stops processes.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ __all__ = [
     "MeshError",
     "MeshSettings",
     "Progress",
+    "copy_mesh_roots",
     "gateway_argv",
     "load_mesh",
     "mesh_down",
@@ -377,17 +379,20 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
 
 
 def _copy_mesh_roots(s: MeshSettings) -> None:
+    copy_mesh_roots(s.mesh_roots, mesh_roots_path(s.network.prefix), s.logs_dir / "server.log")
+
+
+def copy_mesh_roots(source: Path, out: Path, server_log: Path) -> None:
     """The mesh roots where the runtime's sidecars (and their Envoy, as the proxy user) read
-    them; the data directory itself stays private."""
-    if not s.mesh_roots.is_file():
+    them (mode 0644); the data directory itself stays private."""
+    if not source.is_file():
         raise MeshError(
-            f"the control plane wrote no mesh roots at {s.mesh_roots} (see its log in "
-            f"{s.logs_dir / 'server.log'})"
+            f"the control plane wrote no mesh roots at {source} (see its log in {server_log})"
         )
-    out = mesh_roots_path(s.network.prefix)
-    out.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.chmod(0o755)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(s.mesh_roots.read_bytes())
+    tmp.write_bytes(source.read_bytes())
     tmp.chmod(0o644)
     tmp.replace(out)
 
