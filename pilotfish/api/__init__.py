@@ -5,8 +5,9 @@ Kubernetes' JSON names: ``vs.spec.http[0].route[0].destination.host``); ``parse`
 against its kind's schema. Semantic validation lives in :mod:`pilotfish.config.validation`.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pilotfish.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from pilotfish.api.core import Namespace, Secret, Service, ServiceAccount
@@ -59,14 +60,7 @@ _WHERE = {
 }  # fmt: skip
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pilotfish.api' has no attribute {name!r}")
-    value = getattr(import_module(f"pilotfish.api.{module}"), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_exports(__name__, _WHERE)
 
 __all__ = [
     "KINDS",
