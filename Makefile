@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
-# Unit and integration tests run in parallel; e2e tests (pods, iptables) run one at a time.
-test: install
+# Lint first (ruff, mypy); then unit and integration tests in parallel; then the e2e tests
+# (pods, iptables), one at a time.
+test: install lint
 	$(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) tests/unit tests/integration
 	@if ls tests/e2e/test_*.py >/dev/null 2>&1; then \
 	  $(PY) -m pytest -q -p no:cacheprovider tests/e2e; \
