@@ -2,21 +2,50 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
+# Ports for test servers come from a slice of 20000-32767 per pytest-xdist worker, below the
+# kernel's ephemeral range (32768-60999 here): a port the OS picks for bind(0) is ephemeral,
+# and an outgoing connection of another test may take it before the server under test binds
+# it. Ports are handed out in turn, so one is reused only after the whole slice went round.
+_BASE, _SLICE = 20000, 3000
+
+
+def _worker_ports() -> Iterator[int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    low = _BASE + (index % 4) * _SLICE
+    return itertools.cycle(range(low, low + _SLICE))
+
+
+_PORTS = _worker_ports()
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("0.0.0.0", port))  # free on every address, loopback aliases included
+        except OSError:
+            return False
+    return True
+
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    for _ in range(_SLICE):
+        port = next(_PORTS)
+        if _is_free(port):
+            return port
+    raise RuntimeError("no free port left in this worker's slice")
 
 
 @pytest.fixture
 def free_port() -> Callable[[], int]:
-    """Returns a function that gives an unused loopback TCP port each call.
+    """Returns a function that gives an unused TCP port each call.
 
     Tests run in parallel: never hard-code a port.
     """

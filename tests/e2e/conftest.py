@@ -13,7 +13,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import string
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.conftest import _free_port
 
 REPO = Path(__file__).resolve().parents[2]
 _rng = random.SystemRandom()
@@ -46,9 +47,7 @@ SKIP_REASON = _skip_reason()
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return _free_port()
 
 
 def _free_cidr() -> str:
