@@ -6,6 +6,7 @@ import ipaddress
 import shutil
 import subprocess
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from pilotfish.platform.local.hosts import (
     write_pod_dns,
 )
 from pilotfish.platform.local.network import PodNetwork, mac_for
-from pilotfish.platform.local.process import PodProcess, run_in_pod, start_in_pod
+from pilotfish.platform.local.process import PodProcess, netns_pids, run_in_pod, start_in_pod
 from pilotfish.platform.local.users import MeshUsers
 from tests.integration.platform.helpers import POD_PYTHON, wait_for_log
 
@@ -131,6 +132,11 @@ def test_delete_pod_netns_removes_it_and_frees_the_address(pod_network: PodNetwo
     write_pod_dns(first.name, "127.0.0.1 localhost\n")
     sleeper = start_in_pod(first.name, ["sleep", "600"])
     try:
+        # `ip netns exec` moves the process into the pod a moment after it starts.
+        deadline = time.monotonic() + 10
+        while sleeper.pid not in netns_pids(first.name) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sleeper.pid in netns_pids(first.name)
         pod_network.delete_pod_netns("a")
         assert sleeper.wait(10) is not None  # killed with its pod
     finally:
