@@ -76,10 +76,6 @@ class ApiSettings:
     proxy_status: StatusProvider = field(default=lambda: [])
     #: The config the control plane generates for one connected proxy.
     proxy_config: ConfigProvider = field(default=lambda ns, name: None)
-    #: Extra read-only views the runtime adds later (e.g. pods): kind -> lister.
-    extra_handlers: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = field(
-        default_factory=dict
-    )
 
 
 def ensure_builtin_namespaces(store: Store) -> None:
@@ -254,8 +250,6 @@ class ApiServer:
     async def collection(self, request: web.Request) -> web.StreamResponse:
         info = self._kind(request)
         ns = request.match_info.get("namespace")
-        if info.kind in self.settings.extra_handlers:
-            return await self.settings.extra_handlers[info.kind](request)
         if request.method == "GET":
             if request.query.get("watch") in ("true", "1"):
                 return await self._watch(request, info, ns)
@@ -274,8 +268,6 @@ class ApiServer:
         info = self._kind(request)
         ns = request.match_info.get("namespace") if info.namespaced else ""
         name = request.match_info["name"]
-        if info.kind in self.settings.extra_handlers:
-            return await self.settings.extra_handlers[info.kind](request)
         key = Key(info.kind, ns or "", name)
         if request.method == "GET":
             obj = self.store.get(key)
