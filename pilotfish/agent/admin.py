@@ -52,6 +52,9 @@ class Readiness:
     reason: str
     #: Why the control plane cannot be reached or trusted, when known (also in ``reason``).
     cause: str = ""
+    #: A short machine-readable reason (``EnvoyCrashLoop`` while Envoy keeps exiting), sent as
+    #: the ``X-Pilotfish-Reason`` header of a 503 so a runtime can report it as Kubernetes would.
+    code: str = ""
 
 
 def parse_stats(text: str) -> dict[str, int]:

@@ -49,7 +49,8 @@ class AgentServer:
         result = await self._readiness()
         if result.ready:
             return web.Response(text="ready\n")
-        return web.Response(status=503, text=f"not ready: {result.reason}\n")
+        headers = {"X-Pilotfish-Reason": result.code} if result.code else None
+        return web.Response(status=503, text=f"not ready: {result.reason}\n", headers=headers)
 
     async def _prometheus(self, request: web.Request) -> web.Response:
         status, body, content_type = await self._admin.prometheus()

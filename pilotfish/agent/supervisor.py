@@ -34,6 +34,7 @@ from pathlib import Path
 from pilotfish.agent.admin import AdminClient, Readiness
 from pilotfish.agent.envoy_binary import envoy_binary
 from pilotfish.agent.process import spawn_child, terminate
+from pilotfish.fsaccess import X, access_problem
 
 log = logging.getLogger("pilotfish.agent.supervisor")
 
@@ -156,6 +157,8 @@ class EnvoySupervisor:
         self._spawn_lock = asyncio.Lock()
         self._monitor: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
+        #: Why the last Envoy process ended (or could not start), for readiness and logs.
+        self.last_exit = ""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -211,6 +214,12 @@ class EnvoySupervisor:
     async def readiness(self) -> Readiness:
         """Ready = Envoy LIVE, first CDS/LDS received (if required), not draining."""
         if not self.running:
+            if self.last_exit:
+                return Readiness(
+                    False,
+                    f"{self.last_exit} (restarted {self.restarts} times)",
+                    code="EnvoyCrashLoop",
+                )
             return Readiness(False, "Envoy is not running")
         return await self.admin.readiness(
             require_xds=self.settings.require_xds, draining=self.draining
@@ -238,6 +247,11 @@ class EnvoySupervisor:
         cmd = envoy_command(self.settings, self._binary)
         log.info("starting Envoy: %s", " ".join(cmd))
         user = self.settings.user
+        if user is not None:
+            problem = cannot_execute_as(self._binary, user)
+            if problem:
+                log.error("Envoy cannot run as %s: %s", user, problem)
+                self.last_exit = f"cannot execute {self._binary} as user {user}: {problem}"
         if user is not None and self.settings.log_path is not None:
             _prepare_log_for(self.settings.log_path, user)
         return await spawn_child(
@@ -270,6 +284,11 @@ class EnvoySupervisor:
                 )
                 self.failed = True
                 return
+            self.last_exit = (
+                self.last_exit
+                if code in (126, 127) and self.last_exit
+                else (f"Envoy exited with code {code}{_EXIT_HINTS.get(code, '')}")
+            )
             log.warning("Envoy exited unexpectedly with code %s; restarting in %.1fs", code, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
@@ -303,6 +322,23 @@ class EnvoySupervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
         await self.admin.aclose()
+
+
+#: What an exit code of the process that should have become Envoy says.
+_EXIT_HINTS = {
+    126: " (the binary could not be executed: permission denied or not executable)",
+    127: " (the binary was not found)",
+}
+
+
+def cannot_execute_as(binary: Path, user: str | int) -> str | None:
+    """Why ``user`` cannot execute ``binary`` (a directory it cannot enter, say), or None."""
+    try:
+        entry = pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(user)
+    except KeyError:
+        return f"no such user {user!r}"
+    gids = [entry.pw_gid, *os.getgrouplist(entry.pw_name, entry.pw_gid)]
+    return access_problem(binary, entry.pw_uid, gids, X)
 
 
 def _primary_group(user: str | int) -> int:

@@ -46,12 +46,23 @@ BASE_ENV: Mapping[str, str] = {
 }
 
 
+#: Bind-mounts ``$0`` on ``$1`` in the process's own mount namespace, enters it, runs the rest.
+BIND_AND_ENTER = 'mount --bind "$0" "$1" && cd "$1" && exec "$@"'
+
+
 def pod_command(
-    netns: str | None, argv: Sequence[str], uid: int | None = None, gid: int | None = None
+    netns: str | None,
+    argv: Sequence[str],
+    uid: int | None = None,
+    gid: int | None = None,
+    bind: tuple[str | Path, str | Path] | None = None,
 ) -> list[str]:
     """The full command line running ``argv`` in ``netns`` (host if ``None``) as ``uid:gid``.
 
-    ``uid``/``gid`` ``None`` keeps the caller's identity. Pure.
+    ``uid``/``gid`` ``None`` keeps the caller's identity. ``bind`` ``(source, mount point)``:
+    first (still as root) bind-mount ``source`` on ``mount point`` and make it the working
+    directory - inside the private mount namespace ``ip netns exec`` creates for the process,
+    so the host never sees the mount. Pure.
     """
     if not argv:
         raise ValueError("empty command")
@@ -68,6 +79,10 @@ def pod_command(
             "--",
             *cmd,
         ]
+    if bind is not None:
+        if netns is None:
+            raise ValueError("a bind mount needs the private mount namespace of a pod")
+        cmd = ["/bin/sh", "-c", BIND_AND_ENTER, str(bind[0]), str(bind[1]), *cmd]
     if netns is not None:
         cmd = ["ip", "netns", "exec", netns, *cmd]
     return cmd
@@ -130,13 +145,14 @@ def start_in_pod(
     env: Mapping[str, str] | None = None,
     cwd: str | Path | None = None,
     log_path: str | Path | None = None,
+    bind: tuple[str | Path, str | Path] | None = None,
 ) -> PodProcess:
     """Start ``argv`` in ``netns`` as ``uid:gid``; stdout and stderr append to ``log_path``.
 
     Without ``log_path`` output is discarded. The log file is opened by the caller's (root)
-    identity, so the process need not be able to create it.
+    identity, so the process need not be able to create it. ``bind``: see :func:`pod_command`.
     """
-    cmd = pod_command(netns, argv, uid, gid)
+    cmd = pod_command(netns, argv, uid, gid, bind)
     log = Path(log_path) if log_path is not None else None
     out: int | object = subprocess.DEVNULL
     fd: int | None = None

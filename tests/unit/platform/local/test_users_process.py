@@ -54,3 +54,15 @@ def test_pod_env_is_explicit() -> None:
     assert env["FOO"] == "1" and env["HOME"] == "/app"
     assert "PATH" in env
     assert not set(env) - {"FOO", "HOME", "PATH", "LANG"}
+
+
+def test_a_bind_mount_wraps_the_user_switch_inside_the_pods_mount_namespace() -> None:
+    from pilotfish.platform.local.process import BIND_AND_ENTER, pod_command
+
+    cmd = pod_command("pf-a", ["python3", "app.py"], 1000, 1000, bind=("/root/x", "/run/p/w"))
+    assert cmd[:8] == [
+        "ip", "netns", "exec", "pf-a", "/bin/sh", "-c", BIND_AND_ENTER, "/root/x"
+    ]  # fmt: skip
+    assert cmd[8] == "/run/p/w" and cmd[9] == "setpriv" and cmd[-2:] == ["python3", "app.py"]
+    with pytest.raises(ValueError, match="mount namespace"):
+        pod_command(None, ["true"], bind=("/a", "/b"))
