@@ -37,18 +37,37 @@ pf apply -f samples/bookinfo/networking/bookinfo-gateway.yaml
 pf apply -f samples/bookinfo/networking/destination-rule-all.yaml
 
 echo "==> waiting for the Bookinfo pods"
+# Ready when all 6+ pods are; a pod that reports why it cannot run (CrashLoopBackOff, a config
+# error) for 10 seconds stops the wait at once, with the reason, instead of waiting it out.
+ready_check() {
+  pf get pods -n default -o json 2>/dev/null | "$PY" scripts/pod_check.py 6
+}
 ready=""
+last=""
+failing_since=""
 for _ in $(seq 1 600); do
-  if ready=$(pf get pods -n default -o json 2>/dev/null | "$PY" -c '
-import json, sys
-pods = json.load(sys.stdin).get("items", [])
-ok = [p for p in pods if any(c.get("type") == "Ready" and c.get("status") == "True"
-                             for c in (p.get("status") or {}).get("conditions") or [])]
-print(f"{len(ok)}/{len(pods)}")
-sys.exit(0 if pods and len(ok) == len(pods) and len(pods) >= 6 else 1)'); then
-    break
+  set +e
+  out=$(ready_check)
+  code=$?
+  set -e
+  if [ $code -eq 0 ]; then ready=yes; break; fi
+  now_count=$(printf '%s\n' "$out" | head -1)
+  if [ -n "$now_count" ] && [ "$now_count" != "$last" ]; then
+    echo "    $now_count pods ready"
+    last="$now_count"
   fi
-  ready=""
+  if [ $code -eq 3 ]; then
+    failing_since="${failing_since:-$(date +%s)}"
+    if [ $(( $(date +%s) - failing_since )) -ge 10 ]; then
+      echo "Bookinfo pods cannot start:" >&2
+      printf '%s\n' "$out" | tail -n +2 >&2
+      pf get pods -n default >&2 || true
+      echo "More: pilotfish describe pod POD; pilotfish get events; pilotfish logs POD -c istio-proxy" >&2
+      exit 1
+    fi
+  else
+    failing_since=""
+  fi
   sleep 0.2
 done
 if [ -z "$ready" ]; then

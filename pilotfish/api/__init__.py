@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from pilotfish.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from pilotfish.api.core import Namespace, Secret, Service, ServiceAccount
+    from pilotfish.api.core import Event, Namespace, Secret, Service, ServiceAccount
     from pilotfish.api.destinationrule import DestinationRule
     from pilotfish.api.duration import is_duration, parse_duration
     from pilotfish.api.kinds import KINDS, KindInfo, by_kind, for_api_version, lookup
@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 # The models (pydantic) load only when first used, so that light users of this package (the
 # kind table, the node contract: the sidecar agent, the CLI) start fast.
 _WHERE = {
-    "Namespace": "core", "Secret": "core", "Service": "core", "ServiceAccount": "core",
+    "Event": "core", "Namespace": "core", "Secret": "core", "Service": "core",
+    "ServiceAccount": "core",
     "DestinationRule": "destinationrule",
     "is_duration": "duration", "parse_duration": "duration",
     "KINDS": "kinds", "KindInfo": "kinds", "by_kind": "kinds", "for_api_version": "kinds",
@@ -69,6 +70,7 @@ __all__ = [
     "Deployment",
     "DestinationRule",
     "EnvoyFilter",
+    "Event",
     "Gateway",
     "KindInfo",
     "Model",

@@ -91,6 +91,28 @@ class ServiceAccount(Resource):
     automountServiceAccountToken: bool | None = None
 
 
+# --- Event -----------------------------------------------------------------------------------
+
+
+class EventSource(Model):
+    component: str | None = None
+    host: str | None = None
+
+
+class Event(Resource):
+    """What happened to an object (core/v1 Event): written by the local runtime when a pod
+    cannot start or keeps failing; ``pilotfish get events`` and ``describe pod`` show them."""
+
+    involvedObject: ObjectReference
+    reason: str = ""
+    message: str = ""
+    type: Literal["Normal", "Warning"] = "Normal"
+    count: int = 1
+    firstTimestamp: str | None = None
+    lastTimestamp: str | None = None
+    source: EventSource | None = None
+
+
 # --- Secret ----------------------------------------------------------------------------------
 
 

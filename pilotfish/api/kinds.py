@@ -32,7 +32,7 @@ class KindInfo:
     plural: str
     short_names: tuple[str, ...] = ()
     namespaced: bool = True
-    #: False for kinds the runtime reports but users do not apply (Pod).
+    #: False for kinds the runtime reports but users do not apply (Pod, Event).
     appliable: bool = True
 
     @property
@@ -86,6 +86,7 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("Secret", CORE, ("v1",), "secrets"),
     KindInfo("Deployment", APPS, ("v1",), "deployments", ("deploy",)),
     KindInfo("Pod", CORE, ("v1",), "pods", ("po",), appliable=False),
+    KindInfo("Event", CORE, ("v1",), "events", ("ev",), appliable=False),
 )
 
 _BY_KIND: dict[str, KindInfo] = {k.kind: k for k in KINDS}

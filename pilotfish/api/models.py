@@ -40,6 +40,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "Secret": core.Secret,
     "Deployment": workloads.Deployment,
     "Pod": workloads.Pod,
+    "Event": core.Event,
 }
 assert set(MODELS) == {k.kind for k in KINDS}, "every kind needs a model"
 

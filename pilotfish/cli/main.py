@@ -365,6 +365,16 @@ def describe(g: Globals, kind: str, name: str, namespace: str | None) -> None:
         if o.get(section):
             click.echo(f"{section.capitalize()}:")
             click.echo("  " + output.dump(o[section], "yaml").replace("\n", "\n  "))
+    if info.kind in ("Pod", "Deployment", "Service"):
+        with g.client() as client:
+            events = client.list_objects(kinds.by_kind("Event"), meta.get("namespace") or "default")
+        mine = [
+            e
+            for e in events.get("items") or []
+            if (e.get("involvedObject") or {}).get("name") == meta.get("name")
+            and (e.get("involvedObject") or {}).get("kind") == info.kind
+        ]
+        click.echo("\n".join(output.event_lines(mine)))
 
 
 @cli.command()

@@ -72,6 +72,48 @@ def _pod_ready(o: dict[str, Any]) -> str:
     return f"{ready}/{total}"
 
 
+def pod_display_status(pod: dict[str, Any]) -> str:
+    """The STATUS column of ``get pods``, as kubectl computes it: the reason of the first
+    waiting (or failed) container, else the pod's reason, else its phase. Pure."""
+    status = pod.get("status") or {}
+    phase = str(status.get("phase") or "Pending")
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return "Terminating"
+    for c in status.get("containerStatuses") or []:
+        state = c.get("state") or {}
+        for key in ("waiting", "terminated"):
+            reason = (state.get(key) or {}).get("reason")
+            if reason and reason not in ("PodInitializing", "Completed"):
+                return str(reason)
+    reason = status.get("reason")
+    if reason and reason != "ContainersNotReady":
+        return str(reason)
+    return phase
+
+
+def _involved(o: dict[str, Any]) -> str:
+    obj = o.get("involvedObject") or {}
+    return f"{str(obj.get('kind') or '').lower()}/{obj.get('name') or ''}"
+
+
+def event_lines(events: list[dict[str, Any]]) -> list[str]:
+    """The ``Events:`` section of ``describe``, as kubectl prints it. Pure."""
+    if not events:
+        return ["Events:       <none>"]
+    rows = [["Type", "Reason", "Count", "Last Seen", "Message"]]
+    for e in sorted(events, key=lambda e: str(e.get("lastTimestamp") or "")):
+        rows.append(
+            [
+                str(e.get("type") or "Normal"),
+                str(e.get("reason") or ""),
+                str(e.get("count") or 1),
+                str(e.get("lastTimestamp") or ""),
+                str(e.get("message") or ""),
+            ]
+        )
+    return ["Events:", *("  " + line for line in table(rows).splitlines())]
+
+
 def _deploy_ready(o: dict[str, Any]) -> str:
     st = o.get("status") or {}
     return f"{st.get('readyReplicas') or 0}/{_spec(o).get('replicas', 1)}"
@@ -111,9 +153,16 @@ COLUMNS: dict[str, list[Column]] = {
         ("UP-TO-DATE", lambda o: str((o.get("status") or {}).get("updatedReplicas") or 0)),
         ("AVAILABLE", lambda o: str((o.get("status") or {}).get("availableReplicas") or 0)),
     ],
+    "Event": [
+        ("TYPE", lambda o: str(o.get("type") or "Normal")),
+        ("REASON", lambda o: str(o.get("reason") or "")),
+        ("OBJECT", _involved),
+        ("COUNT", lambda o: str(o.get("count") or 1)),
+        ("MESSAGE", lambda o: str(o.get("message") or "")),
+    ],
     "Pod": [
         ("READY", _pod_ready),
-        ("STATUS", lambda o: str((o.get("status") or {}).get("phase") or "Pending")),
+        ("STATUS", pod_display_status),
         (
             "RESTARTS",
             lambda o: str(

@@ -8,7 +8,7 @@ import binascii
 import re
 from collections.abc import Sequence
 
-from pilotfish.api.core import Namespace, Secret, Service
+from pilotfish.api.core import Event, Namespace, Secret, Service
 from pilotfish.api.workloads import Container, Deployment, Pod, PodSpec
 from pilotfish.config.validation.common import Errors, check_labels, is_dns1123_label
 
@@ -209,6 +209,16 @@ def validate_deployment(d: Deployment, errs: Errors, namespace: str) -> None:
                 '"Exists", "DoesNotExist"',
             )
     pod_spec(errs, "spec.template.spec", spec.template.spec)
+
+
+def validate_event(event: Event, errs: Errors, namespace: str) -> None:
+    obj = event.involvedObject
+    if not obj.kind:
+        errs.add("involvedObject.kind", "Required value")
+    if not obj.name:
+        errs.add("involvedObject.name", "Required value")
+    if not event.reason:
+        errs.add("reason", "Required value")
 
 
 def validate_pod(pod: Pod, errs: Errors, namespace: str) -> None:

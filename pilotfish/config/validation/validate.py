@@ -59,6 +59,7 @@ VALIDATORS: dict[str, Validator] = {
     "Secret": kube.validate_secret,
     "Deployment": kube.validate_deployment,
     "Pod": kube.validate_pod,
+    "Event": kube.validate_event,
 }
 assert set(VALIDATORS) == set(MODELS), "every kind needs a validator"
 

@@ -21,7 +21,7 @@ import socket
 import threading
 from pathlib import Path
 
-__all__ = ["NETNS_RUN_DIR", "http_status", "netns_socket", "tcp_open"]
+__all__ = ["NETNS_RUN_DIR", "http_get", "http_status", "netns_socket", "tcp_open"]
 
 NETNS_RUN_DIR = Path("/run/netns")
 _CLONE_NEWNET = 0x40000000
@@ -77,6 +77,22 @@ def http_status(
     netns: str, port: int, path: str, host: str = "127.0.0.1", timeout: float = 0.5
 ) -> int | None:
     """The status code of ``GET path`` on ``host:port`` inside ``netns`` (``None``: no answer)."""
+    answer = http_get(netns, port, path, host, timeout, status_only=True)
+    return answer[0] if answer is not None else None
+
+
+def http_get(
+    netns: str,
+    port: int,
+    path: str,
+    host: str = "127.0.0.1",
+    timeout: float = 0.5,
+    status_only: bool = False,
+) -> tuple[int, dict[str, str], str] | None:
+    """``(status, headers, body)`` of ``GET path`` inside ``netns`` (``None``: no answer).
+
+    Header names are lower-cased; the body is read up to 16 KiB (``status_only``: not at all).
+    """
     try:
         sock = netns_socket(netns)
     except OSError:
@@ -86,13 +102,25 @@ def http_status(
         sock.connect((host, port))
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         data = b""
-        while b"\r\n" not in data and len(data) < 4096:
-            chunk = sock.recv(1024)
+        need = b"\r\n" if status_only else b"\r\n\r\n"
+        while len(data) < 16384:
+            if need in data and status_only:
+                break
+            chunk = sock.recv(4096)
             if not chunk:
                 break
             data += chunk
-        parts = data.split(b" ", 2)
-        return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[1].isdigit():
+            return None
+        headers = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        return int(parts[1]), headers, body.decode(errors="replace")
     except OSError:
         return None
     finally:

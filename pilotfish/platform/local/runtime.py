@@ -22,6 +22,7 @@ The API (:class:`RuntimeApi`) and the pods (:data:`PodFactory`) are seams: unit 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -44,7 +45,7 @@ from pilotfish.platform.local.runtime_model import (
     service_endpoints,
     service_names,
 )
-from pilotfish.platform.local.runtime_pod import NetworkView, PodReport
+from pilotfish.platform.local.runtime_pod import NetworkView, PodEvent, PodReport
 
 __all__ = [
     "HttpRuntimeApi",
@@ -70,6 +71,17 @@ PATHS = {
 TOKEN_PATH = "/apis/pilotfish.io/v1/namespaces/{ns}/serviceaccounts/{sa}/token"
 
 
+def pod_problem(report: PodReport) -> str:
+    """Why a pod cannot run or keeps failing, in one line (empty when there is no such
+    reason: running, or just starting). Pure."""
+    if report.reason:
+        return f"{report.reason}: {report.message}"
+    for c in report.containers:
+        if c.reason == "CrashLoopBackOff":
+            return f"{c.reason} ({c.name}): {c.message}"
+    return ""
+
+
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -92,6 +104,9 @@ class RuntimeApi(Protocol):
     def update_pod(self, body: dict[str, Any]) -> None: ...
     def delete_pod(self, namespace: str, name: str) -> None: ...
     def update_deployment(self, body: dict[str, Any]) -> None: ...
+    def record_event(self, body: dict[str, Any], new: bool) -> None: ...
+    def list_events(self) -> list[dict[str, Any]]: ...
+    def delete_event(self, namespace: str, name: str) -> None: ...
 
 
 class PodHandle(Protocol):
@@ -106,6 +121,9 @@ class PodHandle(Protocol):
 
 #: ``(pod_body, injected, view, on_change) -> PodHandle`` (not started yet).
 PodFactory = Callable[[dict[str, Any], bool, NetworkView, Callable[[Any], None]], PodHandle]
+
+#: How long events are kept (Kubernetes' default event TTL).
+EVENT_TTL_SECONDS = 3600.0
 
 
 class ApiGone(Exception):
@@ -150,6 +168,20 @@ class HttpRuntimeApi:
         meta = body["metadata"]
         path = f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{meta['name']}"
         self._call("PUT", path, body)
+
+    def record_event(self, body: dict[str, Any], new: bool) -> None:
+        meta = body["metadata"]
+        base = f"/api/v1/namespaces/{meta['namespace']}/events"
+        if new:
+            self._call("POST", base, body)
+        else:
+            self._call("PUT", f"{base}/{meta['name']}", body)
+
+    def list_events(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/api/v1/events").get("items") or [])
+
+    def delete_event(self, namespace: str, name: str) -> None:
+        self._call("DELETE", f"/api/v1/namespaces/{namespace}/events/{name}")
 
     def issue_token(self, namespace: str, service_account: str, ttl_seconds: int) -> str:
         """A workload token for ``namespace``/``service_account`` (Kubernetes TokenRequest)."""
@@ -216,10 +248,39 @@ def _status_of(report: PodReport, host_ip: str, start_time: str) -> dict[str, An
         pod_ip=report.ip,
         host_ip=host_ip,
         start_time=start_time,
-        containers=[(c.name, c.ready, c.restarts, c.state) for c in report.containers],
+        containers=[
+            (c.name, c.ready, c.restarts, c.state, c.reason, c.message, c.last_exit)
+            for c in report.containers
+        ],
         transition_time=now_rfc3339(),
         message=report.message,
+        reason=report.reason,
     )
+
+
+def event_name(pod: str, reason: str, message: str) -> str:
+    """One Event per pod, reason and message (repeats raise its ``count``). Pure."""
+    digest = hashlib.sha256(f"{reason}\0{message}".encode()).hexdigest()[:10]
+    return f"{pod}.{digest}"
+
+
+def event_body(
+    namespace: str, pod: str, uid: str, event: PodEvent, count: int, first: str, last: str
+) -> dict[str, Any]:
+    """A core/v1 Event about a pod, as a kubelet writes it. Pure."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": event_name(pod, event.reason, event.message), "namespace": namespace},
+        "involvedObject": {"kind": "Pod", "namespace": namespace, "name": pod, "uid": uid},
+        "reason": event.reason,
+        "message": event.message,
+        "type": event.type,
+        "count": count,
+        "firstTimestamp": first,
+        "lastTimestamp": last,
+        "source": {"component": "pilotfish-runtime"},
+    }
 
 
 class Runtime:
@@ -242,6 +303,55 @@ class Runtime:
         self._stopping: list[PodHandle] = []
         self._start_times: dict[tuple[str, str], str] = {}
         self._last_status_file: dict[str, Any] = {}
+        self._events_lock = threading.Lock()
+        self._pending_events: list[tuple[str, str, str, PodEvent]] = []
+        #: Event name -> (count, firstTimestamp) of the events this runtime wrote.
+        self._events: dict[str, tuple[int, str]] = {}
+        self._events_pruned_at = 0.0
+
+    # ------------------------------------------------------------------ events
+
+    def record(self, namespace: str, pod: str, uid: str, event: PodEvent) -> None:
+        """Queue an event about a pod (any thread); the reconcile loop writes it."""
+        with self._events_lock:
+            self._pending_events.append((namespace, pod, uid, event))
+        self.dirty.set()
+
+    def _flush_events(self) -> None:
+        with self._events_lock:
+            pending, self._pending_events = self._pending_events, []
+        for namespace, pod, uid, event in pending:
+            name = event_name(pod, event.reason, event.message)
+            now = now_rfc3339()
+            count, first = self._events.get(name, (0, now))
+            body = event_body(namespace, pod, uid, event, count + 1, first, now)
+            try:
+                self.api.record_event(body, new=count == 0)
+            except ApiGone:  # deleted (or written) meanwhile: write it anew
+                with contextlib.suppress(ApiGone):
+                    self.api.record_event(body, new=count != 0)
+            except Exception as exc:
+                log.warning("event %s about pod %s/%s not recorded: %s", event.reason,
+                            namespace, pod, exc)  # fmt: skip
+                continue
+            self._events[name] = (count + 1, first)
+        if time.monotonic() - self._events_pruned_at >= 60:
+            self._events_pruned_at = time.monotonic()
+            self._prune_events()
+
+    def _prune_events(self) -> None:
+        cutoff = datetime.now(UTC).timestamp() - EVENT_TTL_SECONDS
+        for ev in self.api.list_events():
+            last = str(ev.get("lastTimestamp") or "")
+            try:
+                when = datetime.strptime(last, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            except ValueError:
+                continue
+            if when.timestamp() < cutoff:
+                meta = ev.get("metadata") or {}
+                with contextlib.suppress(ApiGone):
+                    self.api.delete_event(str(meta.get("namespace")), str(meta.get("name")))
+                self._events.pop(str(meta.get("name")), None)
 
     # ------------------------------------------------------------------ one pass
 
@@ -267,6 +377,7 @@ class Runtime:
             running.handle.set_view(view)
         self._write_deployment_statuses(snap.deployments, pods)
         self._write_status_file()
+        self._flush_events()
 
     @staticmethod
     def _view(services: list[dict[str, Any]], pods: list[dict[str, Any]]) -> NetworkView:
@@ -338,12 +449,17 @@ class Runtime:
                 self.api.update_deployment(body)
 
     def _write_status_file(self) -> None:
-        reports = [r.handle.report() for r in self.pods.values()]
+        reports = {key: r.handle.report() for key, r in self.pods.items()}
         info = {
             "pid": os.getpid(),
             "ready": True,
             "pods": len(reports),
-            "ready_pods": sum(1 for r in reports if r.ready),
+            "ready_pods": sum(1 for r in reports.values() if r.ready),
+            "problems": [
+                f"pod {ns}/{name}: {problem}"
+                for (ns, name), report in sorted(reports.items())
+                if (problem := pod_problem(report))
+            ][:10],
         }
         if info != self._last_status_file:
             write_status_file(self.settings.state_dir, info)

@@ -16,11 +16,15 @@ import shutil
 import signal
 import sys
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pilotfish.agent.envoy_binary import envoy_binary
 from pilotfish.platform.local.commands import IptablesTools
+from pilotfish.platform.local.exposure import stage_envoy, workdir_plan
+from pilotfish.platform.local.hostmeshes import PrefixBusy, PrefixLock
 from pilotfish.platform.local.network import PodNetwork, PodNetworkSettings, cleanup_all
 from pilotfish.platform.local.runtime import (
     PATHS,
@@ -33,6 +37,7 @@ from pilotfish.platform.local.runtime_pod import (
     MESH_ROOTS_FILE,
     LocalPod,
     NetworkView,
+    PodEvent,
     PodRunnerSettings,
 )
 from pilotfish.platform.local.users import MeshUsers, ensure_mesh_users
@@ -73,6 +78,8 @@ class RuntimeProcessSettings:
     pods: PodRunnerSettings
     resync_seconds: float = 5.0
     log_level: str = "info"
+    #: A descriptor that holds the prefix lock already (``pilotfish up`` passes its own).
+    lock_fd: int | None = None
 
 
 def _factory(
@@ -81,6 +88,7 @@ def _factory(
     settings: PodRunnerSettings,
     tools: IptablesTools,
     api: HttpRuntimeApi,
+    on_event: Callable[[LocalPod, PodEvent], None],
 ) -> Any:
     def make(body: dict[str, Any], injected: bool, view: NetworkView, on_change: Any) -> LocalPod:
         return LocalPod(
@@ -93,9 +101,27 @@ def _factory(
             view=view,
             on_change=on_change,
             token_source=api.issue_token,
+            on_event=on_event,
         )
 
     return make
+
+
+def _reachable(pods: PodRunnerSettings, users: MeshUsers) -> PodRunnerSettings:
+    """``pods`` with an Envoy the proxy user can execute and a working directory the app user
+    can reach, wherever Pilotfish is installed (see :mod:`.exposure`)."""
+    binary = pods.envoy_binary or envoy_binary()
+    staged = stage_envoy(binary, users.proxy)
+    if staged != binary:
+        log.info("the proxy user cannot execute %s; sidecars run a copy: %s", binary, staged)
+    plan = workdir_plan(pods.workdir, users.app, pods.run_dir / "workdir")
+    if plan.bind is not None:
+        plan.bind[1].mkdir(mode=0o755, exist_ok=True)
+        log.info("apps reach %s through a bind mount on %s in their own mount namespace",
+                 pods.workdir, plan.bind[1])  # fmt: skip
+    if plan.problem:
+        log.error("pods cannot start: %s", plan.problem)
+    return replace(pods, envoy_binary=staged, app_workdir=plan)
 
 
 def run_runtime(settings: RuntimeProcessSettings, stop: threading.Event | None = None) -> int:
@@ -117,6 +143,15 @@ def run_runtime(settings: RuntimeProcessSettings, stop: threading.Event | None =
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
+    prefix = settings.network.prefix
+    try:
+        if settings.lock_fd is not None:
+            lock = PrefixLock.adopt(prefix, settings.lock_fd)
+        else:
+            lock = PrefixLock.acquire(prefix)
+    except (PrefixBusy, OSError) as exc:
+        log.error("%s: another pod runtime owns it; not starting (nothing was changed)", exc)
+        return 3
     tools = IptablesTools.default()
     report = cleanup_all(settings.network, tools)
     if report.namespaces or report.links:
@@ -126,10 +161,16 @@ def run_runtime(settings: RuntimeProcessSettings, stop: threading.Event | None =
     users = ensure_mesh_users(settings.pods.proxy_user)
     shutil.rmtree(settings.pods.log_dir, ignore_errors=True)
     settings.pods.run_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+    pods = _reachable(settings.pods, users)
     api = HttpRuntimeApi(settings.api_url, settings.token)
+
+    def on_event(pod: LocalPod, event: PodEvent) -> None:
+        uid = str((pod.body.get("metadata") or {}).get("uid") or "")
+        runtime.record(pod.namespace, pod.name, uid, event)
+
     runtime = Runtime(
         api,
-        _factory(network, users, settings.pods, tools, api),
+        _factory(network, users, pods, tools, api, on_event),
         RuntimeSettings(settings.state_dir, settings.resync_seconds),
         host_ip=str(settings.network.gateway_ip),
     )
@@ -165,4 +206,5 @@ def run_runtime(settings: RuntimeProcessSettings, stop: threading.Event | None =
         shutil.rmtree(settings.pods.run_dir, ignore_errors=True)
         with contextlib.suppress(OSError):
             write_status_file(settings.state_dir, {"ready": False, "pods": 0, "ready_pods": 0})
+        lock.release()
     return 0

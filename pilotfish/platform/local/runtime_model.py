@@ -297,14 +297,18 @@ def pod_status(
     pod_ip: str | None,
     host_ip: str,
     start_time: str | None,
-    containers: Sequence[tuple[str, bool, int, str]],
+    containers: Sequence[tuple[Any, ...]],
     transition_time: str,
     message: str = "",
+    reason: str = "",
 ) -> dict[str, Any]:
     """A Kubernetes-shaped pod ``status``.
 
-    ``containers``: ``(name, ready, restart_count, state)`` with state ``running``,
-    ``waiting`` or ``terminated``. The pod is Ready when it is Running and every container is.
+    ``containers``: ``(name, ready, restart_count, state[, reason, message, last_exit_code])``
+    with state ``running``, ``waiting`` or ``terminated``; a waiting container's ``reason``
+    (``CrashLoopBackOff``) and ``message`` go in ``state.waiting`` as Kubernetes writes them,
+    the exit code of its last run in ``lastState.terminated``. The pod is Ready when it is
+    Running and every container is.
     """
     ready = phase == "Running" and bool(containers) and all(c[1] for c in containers)
     started = all(c[3] == "running" for c in containers) and bool(containers)
@@ -321,16 +325,7 @@ def pod_status(
             {"type": t, "status": "True" if ok else "False", "lastTransitionTime": transition_time}
             for t, ok in conds
         ],
-        "containerStatuses": [
-            {
-                "name": name,
-                "ready": c_ready,
-                "started": state == "running",
-                "restartCount": restarts,
-                "state": {state: {}},
-            }
-            for name, c_ready, restarts, state in containers
-        ],
+        "containerStatuses": [_container_status(c) for c in containers],
     }
     if pod_ip:
         status["podIP"] = pod_ip
@@ -339,9 +334,28 @@ def pod_status(
         status["startTime"] = start_time
     if message:
         status["message"] = message
-    if not started and phase == "Running":
+    if reason:
+        status["reason"] = reason
+    elif not started and phase == "Running":
         status["reason"] = "ContainersNotReady"
     return status
+
+
+def _container_status(c: tuple[Any, ...]) -> dict[str, Any]:
+    name, ready, restarts, state, *rest = c
+    reason, message, last_exit = (*rest, "", "", None)[:3]
+    detail = {k: v for k, v in (("reason", reason), ("message", message)) if v}
+    out: dict[str, Any] = {
+        "name": name,
+        "ready": ready,
+        "started": state == "running",
+        "restartCount": restarts,
+        "state": {state: detail},
+    }
+    if last_exit is not None:
+        ended = "Completed" if last_exit == 0 else "Error"
+        out["lastState"] = {"terminated": {"exitCode": last_exit, "reason": ended}}
+    return out
 
 
 def deployment_status(

@@ -37,9 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pilotfish.api.node import READINESS_PORT
+from pilotfish.agent.envoy_binary import ENV_OVERRIDE as ENVOY_ENV
+from pilotfish.api.node import AGENT_PORT, READINESS_PORT
 from pilotfish.platform.local.capture import CaptureSettings, apply_capture
 from pilotfish.platform.local.commands import IptablesTools, PlatformError
+from pilotfish.platform.local.exposure import WorkdirPlan
 from pilotfish.platform.local.hosts import (
     ServiceName,
     render_hosts,
@@ -47,7 +49,7 @@ from pilotfish.platform.local.hosts import (
     write_pod_dns,
 )
 from pilotfish.platform.local.network import PodNet, PodNetwork
-from pilotfish.platform.local.nsprobe import http_status, tcp_open
+from pilotfish.platform.local.nsprobe import http_get, http_status, tcp_open
 from pilotfish.platform.local.process import PodProcess, start_in_pod
 from pilotfish.platform.local.runtime_model import (
     PROXY_CONTAINER,
@@ -63,6 +65,8 @@ __all__ = [
     "ContainerReport",
     "LocalPod",
     "NetworkView",
+    "PodConfigError",
+    "PodEvent",
     "PodReport",
     "PodRunnerSettings",
 ]
@@ -106,10 +110,35 @@ class PodRunnerSettings:
     #: ``--ca-file``; Envoy, run as the proxy user, reads it too). ``None``:
     #: ``<run_dir>/mesh-roots.pem``, where ``pilotfish up`` copies them.
     xds_ca_file: Path | None = None
+    #: The Envoy binary sidecars run (one the proxy user can execute; see
+    #: :func:`~.exposure.stage_envoy`). ``None``: the agent finds it.
+    envoy_binary: Path | None = None
+    #: How apps reach ``workdir`` (see :func:`~.exposure.workdir_plan`). ``None``: directly.
+    app_workdir: WorkdirPlan | None = None
+    #: How often a sidecar that is not ready is asked why (its agent's readiness reason).
+    reason_poll: float = 0.5
 
     @property
     def ca_file(self) -> Path:
         return self.xds_ca_file or self.run_dir / MESH_ROOTS_FILE
+
+
+class PodConfigError(ValueError):
+    """The pod cannot run as written or as set up here (it stays Pending with the reason, as
+    an image that cannot be pulled would). ``reason`` is Kubernetes' waiting reason."""
+
+    def __init__(self, message: str, reason: str = "CreateContainerConfigError") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class PodEvent:
+    """Something that happened to a pod, recorded as a Kubernetes Event by the runtime."""
+
+    reason: str
+    message: str
+    type: str = "Warning"
 
 
 @dataclass(frozen=True)
@@ -126,6 +155,11 @@ class ContainerReport:
     ready: bool
     restarts: int
     state: str  # running | waiting | terminated
+    #: Kubernetes' reason of a waiting container (``CrashLoopBackOff``, ``PodInitializing``).
+    reason: str = ""
+    message: str = ""
+    #: Exit code of the last run that ended (``lastState.terminated``).
+    last_exit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +170,8 @@ class PodReport:
     ip: str | None
     containers: tuple[ContainerReport, ...]
     message: str = ""
+    #: Why a pod that could not start did not (``CreateContainerConfigError``, ...).
+    reason: str = ""
 
     @property
     def ready(self) -> bool:
@@ -151,6 +187,7 @@ class _Container:
     ready: bool = False
     exited_at: float | None = None
     backoff: float = 0.0
+    last_exit: int | None = None
 
 
 @dataclass
@@ -161,6 +198,11 @@ class _Sidecar:
     exited_at: float | None = None
     backoff: float = 0.0
     argv: list[str] = field(default_factory=list)
+    last_exit: int | None = None
+    #: The agent's reason for not being ready, and its short code (``EnvoyCrashLoop``).
+    reason: str = ""
+    code: str = ""
+    asked_at: float = 0.0
 
 
 class LocalPod:
@@ -178,6 +220,7 @@ class LocalPod:
         view: NetworkView,
         on_change: Callable[[LocalPod], None] = lambda pod: None,
         token_source: Callable[[str, str, int], str] | None = None,
+        on_event: Callable[[LocalPod, PodEvent], None] = lambda pod, event: None,
     ) -> None:
         meta = body.get("metadata") or {}
         self.name = str(meta["name"])
@@ -189,6 +232,7 @@ class LocalPod:
         self.settings = settings
         self.tools = tools
         self.on_change = on_change
+        self.on_event = on_event
         self.token_source = token_source
         self._token_at: float | None = None
         self.pod_id = f"{self.name}.{self.namespace}"
@@ -205,6 +249,7 @@ class LocalPod:
         self._applied_endpoints: tuple[ServicePort, ...] | None = None
         self._apps_started = False
         self._error = ""
+        self._error_reason = ""
         self._failed = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -254,6 +299,14 @@ class LocalPod:
                 # unpullable image would); a failure of the host is Failed, and is replaced.
                 self._failed = not isinstance(exc, ValueError)
                 self._error = str(exc)
+                self._error_reason = (
+                    exc.reason
+                    if isinstance(exc, PodConfigError)
+                    else "CreateContainerConfigError"
+                    if isinstance(exc, ValueError)
+                    else "StartError"
+                )
+                self._event(self._error_reason, self._error)
                 self._publish()
                 return
             while not self._stop.is_set():
@@ -270,6 +323,9 @@ class LocalPod:
 
     def _setup(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        plan = self.settings.app_workdir
+        if plan is not None and plan.problem:
+            raise PodConfigError(plan.problem)
         self.net = self.network.create_pod_netns(self.pod_id)
         self.started_at = time.monotonic()
         self._apply_view(force=True)
@@ -307,9 +363,16 @@ class LocalPod:
         if sidecar is not None:
             proc = sidecar.proc
             if proc is not None and proc.poll() is not None:
-                log.warning("pod %s: sidecar exited with %s", self.pod_id, proc.poll())
+                code = proc.poll()
+                log.warning("pod %s: sidecar exited with %s", self.pod_id, code)
                 sidecar.proc, sidecar.ready, sidecar.exited_at = None, False, now
+                sidecar.last_exit = code
                 sidecar.backoff = _next_backoff(sidecar.backoff, self.settings)
+                self._event(
+                    "BackOff",
+                    f"Back-off restarting failed container {PROXY_CONTAINER} (exit code "
+                    f"{code}; next start in {sidecar.backoff:g}s): {_last_line(proc)}",
+                )
             if sidecar.proc is None and _due(sidecar.exited_at, sidecar.backoff, now):
                 sidecar.restarts += 1
                 self._start_sidecar()
@@ -317,18 +380,48 @@ class LocalPod:
                 sidecar.proc is not None
                 and http_status(self.netns, READINESS_PORT, "/healthz/ready") == 200
             )
+            self._ask_sidecar_why(sidecar, now)
             if sidecar.ready and not self._apps_started:
                 self._start_apps()
         for c in self.containers:
             if c.proc is not None and c.proc.poll() is not None:
-                log.info("pod %s: container %s exited with %s", self.pod_id, c.spec.name,
-                         c.proc.poll())  # fmt: skip
-                c.proc, c.ready, c.exited_at = None, False, now
+                code = c.proc.poll()
+                log.info("pod %s: container %s exited with %s", self.pod_id, c.spec.name, code)
+                last = _last_line(c.proc)
+                c.proc, c.ready, c.exited_at, c.last_exit = None, False, now, code
                 c.backoff = _next_backoff(c.backoff, self.settings)
+                self._event(
+                    "BackOff",
+                    f"Back-off restarting failed container {c.spec.name} (exit code {code}; "
+                    f"next start in {c.backoff:g}s)" + (f": {last}" if last else ""),
+                )
             if c.proc is None and self._apps_started and _due(c.exited_at, c.backoff, now):
                 c.restarts += 1
                 self._start_container(c)
             c.ready = c.proc is not None and self._container_ready(c)
+
+    def _event(self, reason: str, message: str, type_: str = "Warning") -> None:
+        try:
+            self.on_event(self, PodEvent(reason, message, type_))
+        except Exception as exc:  # an event is a record; never let it stop the pod
+            log.debug("pod %s: event %s not recorded: %s", self.pod_id, reason, exc)
+
+    def _ask_sidecar_why(self, sidecar: _Sidecar, now: float) -> None:
+        """While the sidecar is not ready, ask its agent why (at most every ``reason_poll``)."""
+        if sidecar.ready or sidecar.proc is None:
+            sidecar.reason, sidecar.code = "", ""
+            return
+        if now - sidecar.asked_at < self.settings.reason_poll:
+            return
+        sidecar.asked_at = now
+        answer = http_get(self.netns, AGENT_PORT, "/healthz/ready")
+        if answer is None or answer[0] == 200:
+            return
+        reason = answer[2].strip().removeprefix("not ready: ")
+        code = answer[1].get("x-pilotfish-reason", "")
+        if code == "EnvoyCrashLoop" and sidecar.code != code:
+            self._event("BackOff", f"Back-off restarting Envoy in {PROXY_CONTAINER}: {reason}")
+        sidecar.reason, sidecar.code = reason, code
 
     def _teardown(self) -> None:
         grace = self._stop_grace()
@@ -438,9 +531,11 @@ class LocalPod:
         # the control plane (certificates) through, as they do Envoy's.
         gid = self.users.proxy.gid
         argv = ["setpriv", f"--regid={gid}", "--clear-groups", "--", *self.sidecar.argv]
+        envoy = self.settings.envoy_binary
         self.sidecar.proc = start_in_pod(
             self.netns,
             argv,
+            env={ENVOY_ENV: str(envoy)} if envoy is not None else None,
             cwd=self.settings.workdir,
             log_path=self.log_dir / f"{PROXY_CONTAINER}.log",
         )
@@ -453,6 +548,7 @@ class LocalPod:
 
     def _start_container(self, c: _Container) -> None:
         spec = c.spec
+        plan = self.settings.app_workdir
         c.proc = start_in_pod(
             self.netns,
             spec.argv,
@@ -461,6 +557,7 @@ class LocalPod:
             env=spec.env,
             cwd=self.settings.workdir,
             log_path=self.log_dir / f"{spec.name}.log",
+            bind=plan.bind if plan is not None else None,
         )
         c.exited_at = None
 
@@ -495,28 +592,52 @@ class LocalPod:
     def _compute_report(self) -> PodReport:
         ip = self.net.ip if self.net is not None else None
         if self._error:
-            return PodReport("Failed" if self._failed else "Pending", None, (), self._error)
-        containers = [
-            ContainerReport(
-                c.spec.name,
-                c.ready,
-                c.restarts,
-                "running" if c.proc is not None else "waiting",
-            )
-            for c in self.containers
-        ]
+            phase = "Failed" if self._failed else "Pending"
+            return PodReport(phase, None, (), self._error, self._error_reason)
+        containers = [self._container_report(c) for c in self.containers]
         message = ""
         if self.sidecar is not None:
             s = self.sidecar
-            containers.append(
-                ContainerReport(
-                    PROXY_CONTAINER, s.ready, s.restarts, "running" if s.proc else "waiting"
-                )
-            )
+            containers.append(self._sidecar_report(s))
             if not self._apps_started:
                 message = "waiting for the sidecar to be ready before starting the app"
+                if s.reason:
+                    message += f" ({PROXY_CONTAINER}: {s.reason})"
         phase = "Running" if self._apps_started else "Pending"
         return PodReport(phase, ip, tuple(containers), message)
+
+    def _container_report(self, c: _Container) -> ContainerReport:
+        name, ready, restarts = c.spec.name, c.ready, c.restarts
+        if c.proc is not None:
+            return ContainerReport(name, ready, restarts, "running", last_exit=c.last_exit)
+        if c.exited_at is not None:
+            return ContainerReport(
+                name,
+                False,
+                restarts,
+                "waiting",
+                "CrashLoopBackOff",
+                f"back-off {c.backoff:g}s restarting failed container {name} "
+                f"(exit code {c.last_exit})",
+                c.last_exit,
+            )
+        return ContainerReport(name, False, restarts, "waiting", "PodInitializing")
+
+    def _sidecar_report(self, s: _Sidecar) -> ContainerReport:
+        name = PROXY_CONTAINER
+        if s.proc is None and s.exited_at is not None:
+            message = f"back-off {s.backoff:g}s restarting failed container {name}"
+            return ContainerReport(
+                name, False, s.restarts, "waiting", "CrashLoopBackOff", message, s.last_exit
+            )
+        if s.proc is None:
+            return ContainerReport(name, False, s.restarts, "waiting", "ContainerCreating")
+        if s.code == "EnvoyCrashLoop":
+            # The agent runs but its Envoy keeps exiting: Istio's istio-proxy would crash-loop.
+            return ContainerReport(
+                name, False, s.restarts, "waiting", "CrashLoopBackOff", s.reason, s.last_exit
+            )
+        return ContainerReport(name, s.ready, s.restarts, "running", "", s.reason, s.last_exit)
 
     def _write_pod_json(self) -> None:
         assert self.net is not None
@@ -534,6 +655,19 @@ class LocalPod:
         }
         path = self.log_dir / "pod.json"
         path.write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _last_line(proc: PodProcess) -> str:
+    """The last non-empty line of a process's log (what it said before it exited)."""
+    if proc.log_path is None:
+        return ""
+    with contextlib.suppress(OSError):
+        with open(proc.log_path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines()]
+        return next((ln for ln in reversed(lines) if ln), "")[:500]
+    return ""
 
 
 def _resolve_port(port: Any, c: _Container) -> int | None:

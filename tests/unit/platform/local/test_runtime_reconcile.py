@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pilotfish.platform.local.runtime import ApiGone, Runtime, RuntimeSettings, Snapshot
 from pilotfish.platform.local.runtime_model import SIDECAR_STATUS_ANNOTATION, pod_is_ready
-from pilotfish.platform.local.runtime_pod import ContainerReport, NetworkView, PodReport
+from pilotfish.platform.local.runtime_pod import ContainerReport, NetworkView, PodEvent, PodReport
 
 
 class FakeApi:
@@ -48,6 +49,20 @@ class FakeApi:
         if self.objects.pop(("Pod", namespace, name), None) is None:
             raise ApiGone("gone")
         self.writes.append(f"delete {name}")
+
+    def record_event(self, body: dict[str, Any], new: bool) -> None:
+        key = ("Event", body["metadata"]["namespace"], body["metadata"]["name"])
+        if new == (key in self.objects):
+            raise ApiGone("exists" if new else "gone")
+        self.writes.append(f"event {body['reason']} {body['involvedObject']['name']}")
+        self.objects[key] = copy.deepcopy(body)
+
+    def list_events(self) -> list[dict[str, Any]]:
+        return [o for k, o in self.objects.items() if k[0] == "Event"]
+
+    def delete_event(self, namespace: str, name: str) -> None:
+        if self.objects.pop(("Event", namespace, name), None) is None:
+            raise ApiGone("gone")
 
     def update_deployment(self, body: dict[str, Any]) -> None:
         self.writes.append(f"deployment {body['metadata']['name']}")
@@ -213,3 +228,43 @@ def test_stale_pod_objects_of_an_earlier_run_are_cleared(tmp_path: Path) -> None
     api.add(dep("reviews-v1", "reviews", 2))
     runtime.reconcile_once()
     assert runtime.clear_stale_pods() == 2 and api.of("Pod") == []
+
+
+def test_pod_events_are_recorded_once_and_repeats_raise_the_count(tmp_path: Path) -> None:
+    api, runtime, made = setup(tmp_path)
+    api.add(dep("reviews-v1", "reviews", 1))
+    runtime.reconcile_once()
+    runtime.reconcile_once()
+    (pod,) = made
+    event = PodEvent("BackOff", "Back-off restarting failed container reviews (exit code 1)")
+    runtime.record("default", pod.body["metadata"]["name"], "uid-1", event)
+    assert runtime.dirty.is_set()
+    runtime.reconcile_once()
+    runtime.record("default", pod.body["metadata"]["name"], "uid-1", event)
+    runtime.reconcile_once()
+    (stored,) = api.list_events()
+    assert stored["reason"] == "BackOff" and stored["type"] == "Warning"
+    assert stored["count"] == 2
+    assert stored["involvedObject"] == {
+        "kind": "Pod", "namespace": "default", "name": pod.body["metadata"]["name"], "uid": "uid-1"
+    }  # fmt: skip
+    assert stored["firstTimestamp"] <= stored["lastTimestamp"]
+
+
+def test_a_failing_pod_is_named_in_the_runtime_status_file(tmp_path: Path) -> None:
+    api, runtime, made = setup(tmp_path)
+    api.add(dep("reviews-v1", "reviews", 1))
+    runtime.reconcile_once()
+    runtime.reconcile_once()
+    (pod,) = made
+    crash = ContainerReport("reviews", False, 3, "waiting", "CrashLoopBackOff", "back-off 4s", 1)
+    pod._report = PodReport("Running", "10.244.0.2", (crash,))
+    runtime.reconcile_once()
+    info = json.loads((tmp_path / "runtime.json").read_text())
+    assert info["problems"] == [
+        f"pod default/{pod.body['metadata']['name']}: CrashLoopBackOff (reviews): back-off 4s"
+    ]
+    (stored,) = api.of("Pod")
+    (status,) = stored["status"]["containerStatuses"]
+    assert status["state"] == {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 4s"}}
+    assert status["lastState"] == {"terminated": {"exitCode": 1, "reason": "Error"}}
