@@ -9,6 +9,12 @@ with no flags. Shape::
     - name: local
       server: http://127.0.0.1:15014
       token: <admin token>
+      data-dir: /root/.pilotfish/data     # written by `pilotfish up`: where its mesh lives
+      state-dir: /root/.pilotfish/state
+
+``pilotfish up`` adds ``data-dir`` and ``state-dir`` to the context of the mesh it started, so
+the local-mesh commands (``status``, ``logs``, ``exec``, ``down``) find that mesh with no
+flags, as ``get`` and ``apply`` find its API.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ class Context:
     name: str
     server: str
     token: str
+    #: The local mesh's data and state directories (``pilotfish up``); empty otherwise.
+    data_dir: str = ""
+    state_dir: str = ""
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -49,7 +58,13 @@ def load_context(name: str | None = None, path: Path | None = None) -> Context |
     wanted = name or data.get("current-context")
     for c in data.get("contexts") or []:
         if c.get("name") == wanted:
-            return Context(str(c["name"]), str(c["server"]), str(c.get("token") or ""))
+            return Context(
+                str(c["name"]),
+                str(c["server"]),
+                str(c.get("token") or ""),
+                str(c.get("data-dir") or ""),
+                str(c.get("state-dir") or ""),
+            )
     return None
 
 
@@ -58,7 +73,12 @@ def save_context(ctx: Context, path: Path | None = None, make_current: bool = Tr
     path = path or config_path()
     data = _read(path)
     contexts = [c for c in (data.get("contexts") or []) if c.get("name") != ctx.name]
-    contexts.append({"name": ctx.name, "server": ctx.server, "token": ctx.token})
+    entry = {"name": ctx.name, "server": ctx.server, "token": ctx.token}
+    if ctx.data_dir:
+        entry["data-dir"] = ctx.data_dir
+    if ctx.state_dir:
+        entry["state-dir"] = ctx.state_dir
+    contexts.append(entry)
     data["contexts"] = contexts
     if make_current or not data.get("current-context"):
         data["current-context"] = ctx.name

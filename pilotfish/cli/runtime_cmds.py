@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,30 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 
 
 def _dirs(data_dir: Path | None, state_dir: Path | None) -> tuple[Path, Path]:
+    """The mesh's directories: the flags, else those ``up`` recorded in the current CLI
+    context (so every command finds the mesh ``get`` talks to), else the defaults."""
+    if data_dir is None:
+        from pilotfish.cli.config import load_context
+
+        ctx = load_context()
+        if ctx is not None and ctx.data_dir:
+            data_dir = Path(ctx.data_dir)
+            if state_dir is None and ctx.state_dir:
+                state_dir = Path(ctx.state_dir)
     data = (data_dir or DEFAULT_DATA_DIR).expanduser().resolve()
     state = (state_dir or data.parent / "state").expanduser().resolve()
     return data, state
+
+
+def _remember_mesh(settings: MeshSettings, api: str) -> None:
+    """Record the mesh's directories in the context of its API (see ``cli.config``)."""
+    from pilotfish.cli.config import Context, load_context, save_context
+
+    ctx = load_context()
+    if ctx is None or ctx.server.rstrip("/") != api.rstrip("/"):
+        token = (settings.data_dir / "admin-token").read_text().strip()
+        ctx = Context("local", api, token)
+    save_context(replace(ctx, data_dir=str(settings.data_dir), state_dir=str(settings.state_dir)))
 
 
 def _fail(message: str) -> None:
@@ -175,6 +197,7 @@ def up(
     except MeshError as exc:
         _fail(str(exc))
         return
+    _remember_mesh(settings, str(mesh["api"]))
     click.echo(
         "\nPilotfish is up.\n"
         f"  API:             {mesh['api']}   (pilotfish get pods, pilotfish apply -f ...)\n"
@@ -190,8 +213,16 @@ def down(data_dir: Path | None, state_dir: Path | None) -> None:
     """Stop the local mesh and remove every pod, namespace, veth, bridge and iptables rule."""
     if os.geteuid() != 0:
         _fail("`pilotfish down` removes network namespaces and iptables rules: run it as root")
-    for line in mesh_down(_settings(data_dir, state_dir)):
+    settings = _settings(data_dir, state_dir)
+    try:
+        lines = mesh_down(settings)
+    except MeshError as exc:
+        _fail(f"Pilotfish is not fully down:\n{exc}")
+        return
+    for line in lines:
         click.echo(line)
+    if not lines:
+        click.echo(f"Nothing of the mesh of {settings.data_dir} was running.")
     click.echo("Pilotfish is down.")
 
 
@@ -309,6 +340,8 @@ def exec_cmd(
 @click.option("--drain-seconds", type=float, default=2.0, show_default=True)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
+@click.option("--lock-fd", type=int, default=None, hidden=True,
+              help="An inherited descriptor holding the prefix lock (set by `up`).")  # fmt: skip
 def runtime(
     server: str,
     token_file: Path,
@@ -321,6 +354,7 @@ def runtime(
     pod_python: str,
     drain_seconds: float,
     log_level: str,
+    lock_fd: int | None,
 ) -> None:
     """Run the local pod runtime in the foreground (`pilotfish up` starts it for you)."""
     from pilotfish.platform.local.network import PodNetworkSettings
@@ -350,6 +384,7 @@ def runtime(
         network=network,
         pods=pods,
         log_level=log_level,
+        lock_fd=lock_fd,
     )
     sys.exit(run_runtime(settings))
 

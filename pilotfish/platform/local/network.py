@@ -16,6 +16,10 @@ Topology (defaults; every name derives from :attr:`PodNetworkSettings.prefix`)::
   translates stays on the bridge instead of leaving the host.
 - Pod-to-pod traffic is bridged; when ``br_netfilter`` is loaded it crosses the host's
   ``FORWARD`` chain, so a mesh-owned chain accepts everything in and out of the bridge.
+- While the mesh is up, the pod and service ranges have ``unreachable`` routes in the host
+  namespace (metric :data:`FAIL_CLOSED_METRIC`, below the bridge's own route): if the bridge
+  disappears, traffic to pod addresses fails on the host instead of leaving through its
+  default route. They go with the rest in :func:`cleanup_all`.
 - Every host object carries the prefix (netns ``pf-*``, veths ``pf-XXXX``, bridge ``pf0``,
   chain ``PF-FORWARD``) and a marker (link alias / rule comment ``pilotfish:pf``), which is how
   :func:`cleanup_all` finds leftovers of a crashed runtime. Different prefixes never touch each
@@ -48,6 +52,7 @@ __all__ = [
     "PodNetwork",
     "PodNetworkSettings",
     "cleanup_all",
+    "fail_closed_batch",
     "forward_rules",
     "host_cleanup_rules",
     "links_to_delete",
@@ -56,6 +61,9 @@ __all__ = [
     "pod_inner_batch",
     "pod_outer_batch",
 ]
+
+#: Metric of the fail-closed ``unreachable`` routes (the bridge's connected route has 0).
+FAIL_CLOSED_METRIC = 4242
 
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
 _POD_ID_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,198}[a-z0-9])?$")
@@ -233,6 +241,15 @@ def bridge_batch(s: PodNetworkSettings, exists: bool) -> list[str]:
     ]
 
 
+def fail_closed_batch(s: PodNetworkSettings, add: bool) -> list[str]:
+    """``ip -batch`` lines adding (or deleting) the ranges' unreachable routes. Pure."""
+    verb = "replace" if add else "del"
+    return [
+        f"route {verb} unreachable {net} metric {FAIL_CLOSED_METRIC}"
+        for net in (s.network, s.service_network)
+    ]
+
+
 def pod_outer_batch(s: PodNetworkSettings, netns: str, veth: str) -> list[str]:
     """Host-side ``ip -batch`` lines for one pod: namespace, veth pair, bridge port. Pure."""
     return [
@@ -378,6 +395,7 @@ class CleanupReport:
     links: list[str] = field(default_factory=list)
     rules_removed: bool = False
     killed_pids: list[int] = field(default_factory=list)
+    routes: list[str] = field(default_factory=list)
 
 
 class PodNetwork:
@@ -400,6 +418,7 @@ class PodNetwork:
     def setup(self) -> None:
         """Create/repair the bridge, forwarding and the FORWARD accept rules. Idempotent."""
         s = self.settings
+        _ip_batch(fail_closed_batch(s, add=True))
         _ip_batch(bridge_batch(s, exists=_link_exists(s.bridge_name)))
         if s.enable_ip_forward and IP_FORWARD.read_text().strip() != "1":
             IP_FORWARD.write_text("1\n")
@@ -502,6 +521,9 @@ def cleanup_all(
     if script:
         _restore(tools, script)
         report.rules_removed = True
+    for line in fail_closed_batch(s, add=False):
+        if run(["ip", *line.split()], check=False).returncode == 0:
+            report.routes.append(line.split(" ", 2)[2])
     if s.etc_netns.is_dir():
         for entry in s.etc_netns.iterdir():
             if entry.name.startswith(f"{s.prefix}-"):

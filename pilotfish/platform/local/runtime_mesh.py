@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,17 @@ import httpx
 
 from pilotfish.errors import PilotfishError
 from pilotfish.platform.local.commands import IptablesTools
+from pilotfish.platform.local.hostmeshes import (
+    MeshRecord,
+    PrefixBusy,
+    PrefixLock,
+    conflicts,
+    port_problem,
+    prefix_locked,
+    remove_record,
+    running_meshes,
+    write_record,
+)
 from pilotfish.platform.local.network import PodNetwork, PodNetworkSettings, cleanup_all
 from pilotfish.platform.local.runtime import read_status_file
 from pilotfish.platform.local.runtime_main import mesh_roots_path, run_dir_for
@@ -265,7 +276,9 @@ class Progress:
 _STARTED: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def _spawn(s: MeshSettings, name: str, argv: Sequence[str]) -> dict[str, Any]:
+def _spawn(
+    s: MeshSettings, name: str, argv: Sequence[str], pass_fds: Sequence[int] = ()
+) -> dict[str, Any]:
     s.logs_dir.mkdir(parents=True, exist_ok=True)
     log_path = s.logs_dir / f"{name}.log"
     with open(log_path, "ab") as log:
@@ -277,6 +290,7 @@ def _spawn(s: MeshSettings, name: str, argv: Sequence[str]) -> dict[str, Any]:
             cwd=str(s.workdir),
             env={**os.environ, **dict(s.env)},
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
         )
     _STARTED[proc.pid] = proc
     return {"pid": proc.pid, "argv": list(argv), "log": str(log_path)}
@@ -314,67 +328,171 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def mesh_record(s: MeshSettings, pids: Sequence[int] = ()) -> MeshRecord:
+    """What this mesh owns on the host: prefix, ranges and every port it listens on. Pure."""
+    api_host, _, api_port = s.api_listen.rpartition(":")
+    gw = "127.0.0.1"
+    ports: list[tuple[str, int]] = [(api_host or "0.0.0.0", int(api_port))]
+    ports += [(s.gateway_bind, listen) for _, listen in s.gateway_ports]
+    ports += [(gw, s.gateway_admin_port), ("0.0.0.0", s.gateway_agent_port)]
+    ports += [("0.0.0.0", s.gateway_readiness_port)]
+    return MeshRecord(
+        prefix=s.network.prefix,
+        data_dir=str(s.data_dir),
+        state_dir=str(s.state_dir),
+        api=s.api_url,
+        pod_cidr=s.network.pod_cidr,
+        service_cidr=s.network.service_cidr,
+        ports=tuple(dict.fromkeys(ports)),
+        pids=tuple(pids),
+    )
+
+
+def _refuse_conflicts(s: MeshSettings, parts: Sequence[str]) -> None:
+    """Refuse up front when another running mesh would share a prefix, range or port, or a
+    port this mesh needs is taken; nothing has been touched yet."""
+    mine = mesh_record(s)
+    for other in running_meshes():
+        if Path(other.data_dir) == s.data_dir:
+            continue
+        shared = conflicts(mine, other)
+        if shared:
+            raise MeshError(
+                f"another Pilotfish mesh is running here: {other.describe()}.\n"
+                f"This one would share {'; '.join(shared)}.\n"
+                f"Stop it with `pilotfish down --data-dir {other.data_dir}`, or give this one "
+                "its own --prefix, --pod-cidr and ports."
+            )
+    if prefix_locked(s.network.prefix):
+        raise MeshError(
+            f"the name prefix {s.network.prefix!r} is in use by a running pod runtime "
+            "(started without `pilotfish up`?); stop it, or choose another --prefix"
+        )
+    wanted = {
+        "control plane": [mine.ports[0]],
+        "ingress gateway": [p for p in mine.ports[1:]],
+    }
+    taken = [
+        problem
+        for part in parts
+        for address, port in wanted.get(part, [])
+        if (problem := port_problem("0.0.0.0" if address in ("", "0.0.0.0") else address, port))
+    ]
+    if taken:
+        raise MeshError(
+            "ports this mesh needs are in use: " + "; ".join(taken) + "\n"
+            "Stop what uses them, or choose others (--listen, --gateway-port, "
+            "--gateway-admin-port, --gateway-agent-port, --gateway-readiness-port)."
+        )
+
+
 def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]:
     """Start the mesh (see the module docstring); returns what ``mesh.json`` records.
 
-    Raises :class:`MeshError` when one runs already, pods cannot run here, or a part fails
-    to start (everything started so far is stopped again).
+    A mesh of the same data directory that runs already is reconciled: the parts that are
+    not running are started, the others kept. Raises :class:`MeshError` when another mesh
+    would share a prefix, range or port with this one, pods cannot run here, or a part fails
+    to start (everything this call started is stopped again).
     """
     progress = progress or Progress()
-    current = load_mesh(s.state_dir)
-    if current and any(process_alive(e) for e in _entries(current).values()):
-        raise MeshError(
-            f"Pilotfish is already running (API {current.get('api')}, gateway "
-            f"{current.get('gateway')}); `pilotfish down` stops it"
-        )
     problem = preflight_problem(os.geteuid(), sys.platform)
     if problem:
         raise MeshError(problem)
-    if current:  # a crashed run: whatever is left goes first
-        mesh_down(s)
-    mesh: dict[str, Any] = {
-        "api": s.api_url,
-        "gateway": s.gateway_url,
-        "prefix": s.network.prefix,
-        "pod_cidr": s.network.pod_cidr,
-        "service_cidr": s.network.service_cidr,
-        "data_dir": str(s.data_dir),
-        "state_dir": str(s.state_dir),
-        "gateway_readiness": f"http://127.0.0.1:{s.gateway_readiness_port}/healthz/ready",
-    }
+    current = load_mesh(s.state_dir) or {}
+    alive = {name: process_alive(e) for name, e in _entries(current).items()}
+    if any(alive.values()) and all(alive.values()):
+        progress.note("Pilotfish is already running with this data directory; nothing to start")
+        return current
+    if any(alive.values()):
+        progress.note(
+            "reconciling the running mesh: starting "
+            + ", ".join(n for n, ok in alive.items() if not ok)
+        )
+        mesh = dict(current)
+    else:
+        if current:  # a crashed run: whatever is left goes first
+            mesh_down(s)
+        mesh = {}
+        alive = dict.fromkeys(alive, False)
+    parts = [
+        p for p, name in (("control plane", "server"), ("ingress gateway", "gateway"))
+        if not alive[name]
+    ]  # fmt: skip
+    _refuse_conflicts(s, parts)
     try:
-        with progress.step("pod network"):
-            cleanup_all(s.network)
-            PodNetwork(s.network).setup()
-        with progress.step(f"control plane (API {s.api_url}, xDS {s.xds_address})"):
-            mesh["server"] = _spawn(s, "server", server_argv(s))
-            _save_mesh(s.state_dir, mesh)
-            _wait(s, "control plane", mesh["server"], lambda: _http_ok(f"{s.api_url}/healthz"))
-        with progress.step("pod runtime"):
-            _copy_mesh_roots(s)
-            mesh["runtime"] = _spawn(s, "runtime", runtime_argv(s))
-            _save_mesh(s.state_dir, mesh)
-            pid = mesh["runtime"]["pid"]
+        lock = PrefixLock.acquire(s.network.prefix)
+    except PrefixBusy as exc:
+        if not alive["runtime"]:
+            raise MeshError(f"{exc}; choose another --prefix") from None
+        lock = None  # our own runtime holds it
+    mesh.update(
+        {
+            "api": s.api_url,
+            "gateway": s.gateway_url,
+            "prefix": s.network.prefix,
+            "pod_cidr": s.network.pod_cidr,
+            "service_cidr": s.network.service_cidr,
+            "data_dir": str(s.data_dir),
+            "state_dir": str(s.state_dir),
+            "gateway_readiness": f"http://127.0.0.1:{s.gateway_readiness_port}/healthz/ready",
+        }
+    )
+    started: list[str] = []
+    try:
+        if not alive["runtime"]:
+            with progress.step("pod network"):
+                cleanup_all(s.network)
+                PodNetwork(s.network).setup()
+        if not alive["server"]:
+            with progress.step(f"control plane (API {s.api_url}, xDS {s.xds_address})"):
+                mesh["server"] = _spawn(s, "server", server_argv(s))
+                started.append("server")
+                _save_mesh(s.state_dir, mesh)
+                _wait(s, "control plane", mesh["server"], lambda: _http_ok(f"{s.api_url}/healthz"))
+        if not alive["runtime"]:
+            assert lock is not None
+            with progress.step("pod runtime"):
+                _copy_mesh_roots(s)
+                argv = [*runtime_argv(s), "--lock-fd", str(lock.fd)]
+                mesh["runtime"] = _spawn(s, "runtime", argv, pass_fds=(lock.fd,))
+                started.append("runtime")
+                _save_mesh(s.state_dir, mesh)
+                pid = mesh["runtime"]["pid"]
 
-            def runtime_ready() -> bool:
-                info = read_status_file(s.state_dir) or {}
-                return bool(info.get("ready")) and info.get("pid") == pid
+                def runtime_ready() -> bool:
+                    info = read_status_file(s.state_dir) or {}
+                    return bool(info.get("ready")) and info.get("pid") == pid
 
-            _wait(s, "pod runtime", mesh["runtime"], runtime_ready)
-        with progress.step(f"ingress gateway ({s.gateway_url})"):
-            _write_gateway_token(s)
-            mesh["gateway"] = s.gateway_url
-            mesh["gateway_process"] = _spawn(s, "gateway", gateway_argv(s))
-            _save_mesh(s.state_dir, mesh)
-            _wait(
-                s,
-                "ingress gateway",
-                mesh["gateway_process"],
-                lambda: _http_ok(mesh["gateway_readiness"]),
-            )
+                _wait(s, "pod runtime", mesh["runtime"], runtime_ready)
+        if not alive["gateway"]:
+            with progress.step(f"ingress gateway ({s.gateway_url})"):
+                _write_gateway_token(s)
+                mesh["gateway"] = s.gateway_url
+                mesh["gateway_process"] = _spawn(s, "gateway", gateway_argv(s))
+                started.append("gateway")
+                _save_mesh(s.state_dir, mesh)
+                _wait(
+                    s,
+                    "ingress gateway",
+                    mesh["gateway_process"],
+                    lambda: _http_ok(mesh["gateway_readiness"]),
+                )
+        for name, entry in _entries(mesh).items():
+            if not process_alive(entry):
+                raise MeshError(f"the {name} exited right after it became ready; see its log "
+                                f"in {s.logs_dir}")  # fmt: skip
+        pids = [int(e["pid"]) for e in _entries(mesh).values() if e]
+        write_record(mesh_record(s, pids))
     except BaseException:
-        mesh_down(s)
+        if alive["server"] or alive["runtime"] or alive["gateway"]:
+            for name in reversed(started):  # reconciling: stop only what this call started
+                _stop_process(_entries(mesh).get(name), 10.0)
+        else:
+            mesh_down(s)
         raise
+    finally:
+        if lock is not None:
+            lock.release()  # the runtime holds its own descriptor of the same lock
     return mesh
 
 
@@ -432,17 +550,66 @@ def _entries(mesh: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
     }
 
 
+def _proc_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, start time) of every process."""
+    table: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            table[int(entry.name)] = (int(fields[1]), fields[19])
+    return table
+
+
+def process_tree(pids: Sequence[int]) -> dict[int, str]:
+    """Every process in the trees rooted at ``pids``: pid -> start time (to tell a reused pid)."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out: dict[int, str] = {}
+    todo = [p for p in pids if p in table]
+    while todo:
+        pid = todo.pop()
+        if pid not in out:
+            out[pid] = table[pid][1]
+            todo += children.get(pid, [])
+    return out
+
+
+def still_running(tree: dict[int, str]) -> list[int]:
+    """The processes of a :func:`process_tree` snapshot that still run (zombies do not)."""
+    table = _proc_table()
+    alive = []
+    for pid, started in tree.items():
+        if table.get(pid, (0, ""))[1] != started:
+            continue
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                alive.append(pid)
+    return alive
+
+
 def mesh_down(s: MeshSettings) -> list[str]:
-    """Stop everything and remove the pod network; returns one line per thing done."""
+    """Stop everything and remove the pod network; returns one line per thing done.
+
+    Raises :class:`MeshError` when a process of the mesh still runs afterwards, or its
+    network could not be removed because a live runtime (another mesh's) holds the prefix.
+    """
     done: list[str] = []
     mesh = load_mesh(s.state_dir) or {}
     entries = _entries(mesh)
+    live = [int(e["pid"]) for e in entries.values() if e and process_alive(e)]
+    tree = process_tree(live)
     # Runtime first: apps stop, sidecars drain, pods go. Then the gateway, then the server.
     for name, grace in (("runtime", 30.0), ("gateway", 10.0), ("server", 5.0)):
         entry = entries.get(name)
         if process_alive(entry):
             _stop_process(entry, grace)
             done.append(f"stopped the {name} (pid {entry['pid'] if entry else '?'})")
+    left = _reap(tree)
     prefix = str(mesh.get("prefix") or s.network.prefix)
     network = s.network
     if prefix != network.prefix:
@@ -451,18 +618,53 @@ def mesh_down(s: MeshSettings) -> list[str]:
             pod_cidr=str(mesh.get("pod_cidr") or network.pod_cidr),
             service_cidr=str(mesh.get("service_cidr") or network.service_cidr),
         )
-    report = cleanup_all(network, IptablesTools.default())
+    try:
+        lock = PrefixLock.acquire(network.prefix)
+    except PrefixBusy:
+        raise MeshError(
+            "\n".join(
+                [
+                    *done,
+                    f"the pod network {network.prefix!r} was left in place: a running pod "
+                    "runtime still holds it (another mesh with the same prefix?)",
+                ]
+            )
+        ) from None
+    try:
+        report = cleanup_all(network, IptablesTools.default())
+    finally:
+        lock.release()
     if report.namespaces:
         done.append(f"removed {len(report.namespaces)} pod network namespaces")
     if report.links:
         done.append(f"removed {len(report.links)} links ({', '.join(report.links[-3:])})")
     if report.rules_removed:
         done.append("removed the mesh's iptables rules")
+    if report.routes:
+        done.append(f"removed the fail-closed routes ({', '.join(report.routes)})")
     shutil.rmtree(run_dir_for(network.prefix), ignore_errors=True)
     shutil.rmtree(s.state_dir / "pods", ignore_errors=True)
+    remove_record(network.prefix)
     with contextlib.suppress(FileNotFoundError):
         (s.state_dir / MESH_FILE).unlink()
+    if left:
+        raise MeshError(
+            "\n".join([*done, "these processes of the mesh did not stop: " + ", ".join(left)])
+        )
     return done
+
+
+def _reap(tree: dict[int, str], grace: float = 5.0) -> list[str]:
+    """SIGKILL what is left of a stopped mesh's processes; describe any that still run."""
+    pids = still_running(tree)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.05)
+        pids = still_running(tree)
+    return [f"{pid} ({' '.join(_cmdline(pid))[:80]})" for pid in pids]
 
 
 @dataclass(frozen=True)
@@ -485,9 +687,13 @@ def mesh_status(s: MeshSettings) -> list[ComponentStatus]:
     out.append(
         ComponentStatus("control plane", alive, alive and _http_ok(f"{api}/healthz"), f"API {api}")
     )
+    out = [_with_log(out[0], entries["server"])]
     alive = process_alive(entries["runtime"])
     info = read_status_file(s.state_dir) or {}
     pods = f"{info.get('ready_pods', 0)}/{info.get('pods', 0)} pods ready"
+    problems = [str(p) for p in info.get("problems") or []] if alive else []
+    if problems:
+        pods += "".join(f"\n  {p}" for p in problems)
     out.append(ComponentStatus("pod runtime", alive, alive and bool(info.get("ready")), pods))
     alive = process_alive(entries["gateway"])
     ready_url = str(mesh.get("gateway_readiness"))
@@ -496,4 +702,14 @@ def mesh_status(s: MeshSettings) -> list[ComponentStatus]:
             "ingress gateway", alive, alive and _http_ok(ready_url), str(mesh.get("gateway"))
         )
     )
+    out[1] = _with_log(out[1], entries["runtime"])
+    out[2] = _with_log(out[2], entries["gateway"])
     return out
+
+
+def _with_log(part: ComponentStatus, entry: dict[str, Any] | None) -> ComponentStatus:
+    """A part that is not healthy: add the last line of its log (what it said last)."""
+    if part.healthy or not entry or not entry.get("log"):
+        return part
+    last = _tail(entry["log"], 1).strip()
+    return replace(part, detail=f"{part.detail}\n  last log line: {last}") if last else part

@@ -193,3 +193,18 @@ def test_links_to_delete() -> None:
         {"ifname": "eth0", "linkinfo": {"info_kind": "veth"}},
     ]
     assert links_to_delete(links, PodNetworkSettings()) == ["pf-0002", "pf-0003", "pf0"]
+
+
+def test_fail_closed_routes_cover_the_pod_and_service_ranges() -> None:
+    from pilotfish.platform.local.network import (
+        FAIL_CLOSED_METRIC,
+        PodNetworkSettings,
+        fail_closed_batch,
+    )
+
+    s = PodNetworkSettings(prefix="pq", pod_cidr="10.201.0.0/24", service_cidr="10.97.0.0/16")
+    assert fail_closed_batch(s, add=True) == [
+        f"route replace unreachable 10.201.0.0/24 metric {FAIL_CLOSED_METRIC}",
+        f"route replace unreachable 10.97.0.0/16 metric {FAIL_CLOSED_METRIC}",
+    ]
+    assert fail_closed_batch(s, add=False)[0].startswith("route del unreachable 10.201.0.0/24")
