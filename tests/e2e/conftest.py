@@ -176,6 +176,10 @@ class Mesh:
                     for r in rules.splitlines()
                     if f"pilotfish:{self.prefix}" in r or self.prefix.upper() + "-" in r
                 ]
+        routes = subprocess.run(
+            ["ip", "route", "show", "type", "unreachable"], capture_output=True, text=True
+        ).stdout
+        found += [f"route {r}" for r in routes.splitlines() if self.pod_cidr in r]
         if Path("/etc/netns").is_dir():
             found += [
                 f"/etc/netns/{p.name}"

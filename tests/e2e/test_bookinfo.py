@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -87,11 +88,57 @@ def test_every_bookinfo_pod_runs_with_its_sidecar(mesh: Mesh) -> None:
     }
 
 
-def test_a_second_up_says_the_mesh_runs(mesh: Mesh) -> None:
-    res = mesh.local("up", "--prefix", mesh.prefix, check=False)
-    assert res.returncode == 1 and "already running" in res.stderr
+def test_a_second_up_of_the_same_mesh_reconciles_and_changes_nothing(mesh: Mesh) -> None:
+    res = mesh.local("up", "--prefix", mesh.prefix)
+    assert "already running" in res.stderr + res.stdout
     status = mesh.local("status")
     assert status.stdout.count("healthy") == 3, status.stdout
+
+
+def test_a_second_mesh_that_would_share_the_prefix_range_or_ports_is_refused(
+    mesh: Mesh, tmp_path: Path
+) -> None:
+    before = mesh.pods()
+    res = mesh.run(
+        "pilotfish.cli.runtime_cmds",
+        "up",
+        "--data-dir", str(tmp_path / "data"),
+        "--prefix", mesh.prefix,
+        "--pod-cidr", mesh.pod_cidr,
+        "--listen", f"127.0.0.1:{mesh.api_port}",
+        "--gateway-port", f"80:{mesh.gateway_port}",
+        check=False,
+    )  # fmt: skip
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "another Pilotfish mesh is running here" in res.stderr
+    assert f"data directory {mesh.data_dir}" in res.stderr
+    assert f"the name prefix '{mesh.prefix}'" in res.stderr
+    assert f"pilotfish down --data-dir {mesh.data_dir}" in res.stderr
+    assert not (tmp_path / "state" / "mesh.json").exists()  # nothing started
+    # The running mesh is untouched: same pods, every part healthy, pages served.
+    assert [p["metadata"]["uid"] for p in mesh.pods()] == [p["metadata"]["uid"] for p in before]
+    assert mesh.local("status").stdout.count("healthy") == 3
+    assert "<title>Simple Bookstore App</title>" in page(mesh)
+
+
+def test_the_pod_range_fails_closed_on_the_host(mesh: Mesh) -> None:
+    routes = subprocess.run(
+        ["ip", "route", "show", "type", "unreachable"], capture_output=True, text=True
+    ).stdout
+    assert mesh.pod_cidr in routes
+    pod_ip = mesh.pods()[0]["status"]["podIP"]
+    via = subprocess.run(["ip", "route", "get", pod_ip], capture_output=True, text=True).stdout
+    assert f"dev {mesh.prefix}0" in via  # the bridge wins while it is there
+
+
+def test_local_commands_find_the_mesh_without_flags(mesh: Mesh) -> None:
+    pod = mesh.pod_named("ratings-v1")
+    module = "pilotfish.cli.runtime_cmds"
+    out = mesh.run(module, "exec", pod, "--", "python3", "-c", "print('inside')").stdout
+    assert out.strip() == "inside"
+    logs = mesh.run(module, "logs", pod, "-c", "istio-proxy").stdout
+    assert logs.strip(), "the sidecar's log is empty"
+    assert mesh.run(module, "status").stdout.count("healthy") == 3
 
 
 def test_productpage_is_served_through_the_ingress_gateway(mesh: Mesh) -> None:

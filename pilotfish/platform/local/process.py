@@ -47,7 +47,7 @@ BASE_ENV: Mapping[str, str] = {
 
 
 #: Bind-mounts ``$0`` on ``$1`` in the process's own mount namespace, enters it, runs the rest.
-BIND_AND_ENTER = 'mount --bind "$0" "$1" && cd "$1" && exec "$@"'
+BIND_AND_ENTER = 'mount --bind "$0" "$1" && cd "$1" && shift && exec "$@"'
 
 
 def pod_command(

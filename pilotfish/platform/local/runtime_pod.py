@@ -188,6 +188,8 @@ class _Container:
     exited_at: float | None = None
     backoff: float = 0.0
     last_exit: int | None = None
+    #: The last line the container wrote before it exited.
+    last_words: str = ""
 
 
 @dataclass
@@ -389,6 +391,7 @@ class LocalPod:
                 log.info("pod %s: container %s exited with %s", self.pod_id, c.spec.name, code)
                 last = _last_line(c.proc)
                 c.proc, c.ready, c.exited_at, c.last_exit = None, False, now, code
+                c.last_words = last
                 c.backoff = _next_backoff(c.backoff, self.settings)
                 self._event(
                     "BackOff",
@@ -618,7 +621,7 @@ class LocalPod:
                 "waiting",
                 "CrashLoopBackOff",
                 f"back-off {c.backoff:g}s restarting failed container {name} "
-                f"(exit code {c.last_exit})",
+                f"(exit code {c.last_exit})" + (f": {c.last_words}" if c.last_words else ""),
                 c.last_exit,
             )
         return ContainerReport(name, False, restarts, "waiting", "PodInitializing")

@@ -49,8 +49,13 @@ def test_meshes_that_share_nothing_may_run_side_by_side() -> None:
     )
     assert conflicts(other, record()) == []
     # A wildcard bind shares the port with every address.
-    assert conflicts(record(prefix="pg", pod_cidr="10.245.0.0/16", service_cidr="10.97.0.0/16",
-                            ports=(("0.0.0.0", 8080),)), record()) == ["ports 0.0.0.0:8080"]  # fmt: skip
+    wildcard = record(
+        prefix="pg",
+        pod_cidr="10.245.0.0/16",
+        service_cidr="10.97.0.0/16",
+        ports=(("0.0.0.0", 8080),),
+    )
+    assert conflicts(wildcard, record()) == ["ports 0.0.0.0:8080"]
 
 
 def test_the_prefix_lock_is_exclusive_and_seen_by_others(tmp_path: Path) -> None:
