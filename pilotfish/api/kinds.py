@@ -14,6 +14,7 @@ from pilotfish.errors import UnknownKindError
 NETWORKING = "networking.istio.io"
 SECURITY = "security.istio.io"
 TELEMETRY = "telemetry.istio.io"
+INSTALL = "install.istio.io"
 CORE = ""
 APPS = "apps"
 
@@ -80,6 +81,7 @@ KINDS: tuple[KindInfo, ...] = (
         "RequestAuthentication", SECURITY, SECURITY_VERSIONS, "requestauthentications", ("ra",)
     ),
     KindInfo("Telemetry", TELEMETRY, TELEMETRY_VERSIONS, "telemetries"),
+    KindInfo("IstioOperator", INSTALL, ("v1alpha1",), "istiooperators", ("iop",)),
     KindInfo("Namespace", CORE, ("v1",), "namespaces", ("ns",), namespaced=False),
     KindInfo("Service", CORE, ("v1",), "services", ("svc",)),
     KindInfo("ServiceAccount", CORE, ("v1",), "serviceaccounts", ("sa",)),

@@ -16,7 +16,7 @@ from typing import Any
 import pydantic
 from pydantic import BaseModel
 
-from pilotfish.api import core, networking, security, telemetry, workloads
+from pilotfish.api import core, meshconfig, networking, security, telemetry, workloads
 from pilotfish.api.destinationrule import DestinationRule
 from pilotfish.api.kinds import KINDS, by_kind, for_api_version
 from pilotfish.api.virtualservice import VirtualService
@@ -34,6 +34,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "AuthorizationPolicy": security.AuthorizationPolicy,
     "RequestAuthentication": security.RequestAuthentication,
     "Telemetry": telemetry.Telemetry,
+    "IstioOperator": meshconfig.IstioOperator,
     "Namespace": core.Namespace,
     "Service": core.Service,
     "ServiceAccount": core.ServiceAccount,

@@ -33,8 +33,10 @@ from aiohttp import web
 from pilotfish import __version__
 from pilotfish.api import kinds
 from pilotfish.api.kinds import KindInfo
+from pilotfish.api.telemetry import Telemetry
 from pilotfish.apiserver.auth import token_matches
 from pilotfish.apiserver.status import error_status, status_body
+from pilotfish.config.meshconfig import mesh_config_of
 from pilotfish.config.store.base import (
     CommitResult,
     Delete,
@@ -48,6 +50,7 @@ from pilotfish.config.store.base import (
 )
 from pilotfish.config.store.watch import watch
 from pilotfish.config.validation import validate
+from pilotfish.config.validation.meshconfig import telemetry_provider_errors
 from pilotfish.errors import (
     FieldError,
     NotFoundError,
@@ -188,6 +191,7 @@ class ApiServer:
         r.add_post(f"/apis/{PILOTFISH_GROUP}/v1/apply", self.apply_batch)
         r.add_post(f"/apis/{PILOTFISH_GROUP}/v1/delete", self.delete_batch)
         r.add_get(f"/apis/{PILOTFISH_GROUP}/v1/proxystatus", self.proxy_status)
+        r.add_get(f"/apis/{PILOTFISH_GROUP}/v1/meshconfig", self.meshconfig)
         r.add_get(
             f"/apis/{PILOTFISH_GROUP}/v1/namespaces/{{namespace}}/proxies/{{name}}/config",
             self.proxy_config,
@@ -224,6 +228,11 @@ class ApiServer:
 
     async def version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": __version__, "revision": self.store.revision()})
+
+    async def meshconfig(self, request: web.Request) -> web.Response:
+        """The mesh config in force (Istio's defaults overlaid with the IstioOperators)."""
+        mesh = mesh_config_of(self.store)
+        return respond(request, mesh.model_dump(by_alias=True, exclude_none=True))
 
     async def proxy_status(self, request: web.Request) -> web.Response:
         return respond(request, {"kind": "ProxyStatusList", "items": self.settings.proxy_status()})
@@ -327,6 +336,7 @@ class ApiServer:
         rv = meta.get("resourceVersion")
         expected = int(rv) if (rv and not create) else None
         self._check_namespaces([validated.body], set())
+        self._check_telemetry_providers([validated.body])
         self._assign_cluster_ips([validated.body])
         put = Put(validated.body, expected_revision=expected, create_only=create)
         key = key_of(validated.body)
@@ -411,6 +421,7 @@ class ApiServer:
         creating = {b["metadata"]["name"] for b in validated if b["kind"] == "Namespace"}
         try:
             self._check_namespaces(validated, creating)
+            self._check_telemetry_providers(validated)
         except BatchError as e:
             return _batch_error_response(request, list(e.errors))
         self._assign_cluster_ips(validated)
@@ -449,6 +460,25 @@ class ApiServer:
                 "items": results,
             },
         )
+
+    def _check_telemetry_providers(self, bodies: list[dict[str, Any]]) -> None:
+        """Telemetry may only name providers the mesh config defines (cross-resource)."""
+        telemetry = [b for b in bodies if b.get("kind") == "Telemetry"]
+        if not telemetry:
+            return
+        mesh = mesh_config_of(self.store, [b for b in bodies if b.get("kind") == "IstioOperator"])
+        errors = []
+        for body in telemetry:
+            found = telemetry_provider_errors(Telemetry.model_validate(body), mesh)
+            if found:
+                meta = body["metadata"]
+                errors.append(
+                    ValidationError(
+                        ResourceRef("Telemetry", meta.get("namespace"), meta["name"]), found
+                    )
+                )
+        if errors:
+            raise BatchError(errors)
 
     def _assign_cluster_ips(self, bodies: list[dict[str, Any]]) -> None:
         """Give each Service without ``spec.clusterIP`` a stable VIP, as Kubernetes does.

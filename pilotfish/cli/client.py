@@ -97,6 +97,11 @@ class ApiClient:
         result: dict[str, Any] = self.request("POST", "/apis/pilotfish.io/v1/delete", json=body)
         return result
 
+    def mesh_config(self) -> dict[str, Any]:
+        """The mesh config in force (``pilotfish get meshconfig``)."""
+        result: dict[str, Any] = self.request("GET", "/apis/pilotfish.io/v1/meshconfig")
+        return result
+
     def proxy_status(self) -> list[dict[str, Any]]:
         result = self.request("GET", "/apis/pilotfish.io/v1/proxystatus")
         return list(result.get("items") or [])

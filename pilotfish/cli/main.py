@@ -238,7 +238,13 @@ def get(
       pilotfish get dr reviews -o yaml
       pilotfish get pods -A -o wide
       pilotfish get vs,dr,gw -A
+      pilotfish get meshconfig          # the mesh config in force (IstioOperator meshConfig)
     """
+    if kind.lower() in ("meshconfig", "mesh-config", "meshconfigs"):
+        with g.client() as client:
+            mesh = client.mesh_config()
+        click.echo(output.dump(mesh, "json" if fmt == "json" else "yaml"))
+        return
     infos = [kinds.lookup(k) for k in kind.split(",") if k]
     if len(infos) > 1 and (names or watch):
         fail("a list of kinds (vs,dr) takes no names and no --watch")

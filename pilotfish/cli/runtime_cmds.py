@@ -60,6 +60,48 @@ def _dirs(data_dir: Path | None, state_dir: Path | None) -> tuple[Path, Path]:
     return data, state
 
 
+def _checked_documents(files: tuple[str, ...]) -> list[Any]:
+    """The documents of ``files``, validated offline: a bad file starts nothing."""
+    if not files:
+        return []
+    from pilotfish.config.loader import load_documents
+    from pilotfish.config.validation import validate
+    from pilotfish.errors import PilotfishError
+
+    try:
+        docs = list(load_documents(list(files), stdin=sys.stdin))
+        for d in docs:
+            validate(d.body, source=d.source)
+    except PilotfishError as exc:
+        _fail(f"{exc}\nnothing was started")
+    return docs
+
+
+def _apply_after_up(settings: MeshSettings, api: str, docs: list[Any]) -> None:
+    """Apply what ``up -f`` was given, through the API, as one transaction per file."""
+    from pilotfish.cli.client import ApiClient
+    from pilotfish.errors import PilotfishError
+
+    token = (settings.data_dir / "admin-token").read_text().strip()
+    by_file: dict[str, list[Any]] = {}
+    for d in docs:
+        by_file.setdefault(d.source.file, []).append(d)
+    with ApiClient(api, token) as client:
+        for file, items in by_file.items():
+            sources = [
+                {"file": d.source.file, "document": d.source.document, "line": d.source.line}
+                for d in items
+            ]
+            try:
+                result = client.apply([d.body for d in items], sources, None, False)
+            except PilotfishError as exc:
+                _fail(f"the mesh is up, but {file} was not applied:\n{exc}")
+            for warning in result.get("warnings") or []:
+                click.echo(f"Warning: {warning}", err=True)
+            for it in result["items"]:
+                click.echo(f"{it['kind']} {it['namespace']}/{it['name']} {it['result']}")
+
+
 def _remember_mesh(settings: MeshSettings, api: str) -> None:
     """Record the mesh's directories in the context of its API (see ``cli.config``)."""
     from pilotfish.cli.config import Context, load_context, save_context
@@ -156,6 +198,10 @@ def _settings(data_dir: Path | None, state_dir: Path | None, **kw: Any) -> MeshS
               help="Working directory of pod commands  [default: the current one]")  # fmt: skip
 @click.option("--timeout", type=float, default=60.0, show_default=True,
               help="Seconds each part may take to become ready.")  # fmt: skip
+@click.option("-f", "--filename", "files", multiple=True,
+              help="Config to apply once the control plane is up, e.g. an IstioOperator whose "
+              "spec.meshConfig sets the mesh config (as `istioctl install -f`). Checked "
+              "before anything starts.")  # fmt: skip
 def up(
     data_dir: Path | None,
     state_dir: Path | None,
@@ -170,12 +216,20 @@ def up(
     pod_cidr: str | None,
     workdir: Path | None,
     timeout: float,
+    files: tuple[str, ...],
 ) -> None:
     """Start the local mesh in the background: control plane, pod runtime, ingress gateway.
 
     Needs root (pods are network namespaces with iptables rules). Config and keys stay in the
     data directory across `pilotfish down` / `pilotfish up`.
+
+    \b
+    Examples:
+      sudo pilotfish up
+      sudo pilotfish up -f samples/operator/demo.yaml   # access logs on, 100% tracing
+      sudo pilotfish up --data-dir /srv/mesh --prefix m2 --pod-cidr 10.245.0.0/16
     """
+    docs = _checked_documents(files)
     ports = tuple(_parse_gateway_port(p) for p in gateway_ports) or DEFAULT_GATEWAY_PORTS
     settings = _settings(
         data_dir,
@@ -198,6 +252,8 @@ def up(
         _fail(str(exc))
         return
     _remember_mesh(settings, str(mesh["api"]))
+    if docs:
+        _apply_after_up(settings, str(mesh["api"]), docs)
     click.echo(
         "\nPilotfish is up.\n"
         f"  API:             {mesh['api']}   (pilotfish get pods, pilotfish apply -f ...)\n"

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from pilotfish.api.telemetry import ProviderRef, Telemetry
 from pilotfish.config.validation.common import Errors, duration_error
+from pilotfish.config.validation.meshconfig import cel_error
 from pilotfish.config.validation.security import check_policy_target
 
 
@@ -59,6 +60,8 @@ def validate_telemetry(t: Telemetry, errs: Errors, namespace: str) -> None:
                     errs.add(
                         f"{tpath}.value", "tagOverrides.value must be set when operation is UPSERT"
                     )
+                if operation == "UPSERT" and to.value:
+                    errs.add(f"{tpath}.value", cel_error(to.value))
                 if operation == "REMOVE" and to.value:
                     errs.add(
                         f"{tpath}.value",
@@ -74,3 +77,5 @@ def validate_telemetry(t: Telemetry, errs: Errors, namespace: str) -> None:
         _providers(errs, f"{path}.providers", al.providers)
         if al.filter is not None and not al.filter.expression:
             errs.add(f"{path}.filter.expression", "filter expression may not be empty")
+        elif al.filter is not None:
+            errs.add(f"{path}.filter.expression", cel_error(al.filter.expression))

@@ -24,6 +24,7 @@ from pilotfish.config.validation import (
     destinationrule,
     gateway,
     kube,
+    meshconfig,
     security,
     serviceentry,
     sidecar,
@@ -53,6 +54,7 @@ VALIDATORS: dict[str, Validator] = {
     "AuthorizationPolicy": security.validate_authorization_policy,
     "RequestAuthentication": security.validate_request_authentication,
     "Telemetry": telemetry.validate_telemetry,
+    "IstioOperator": meshconfig.validate_istio_operator,
     "Namespace": kube.validate_namespace,
     "Service": kube.validate_service,
     "ServiceAccount": kube.validate_nothing,
@@ -103,6 +105,16 @@ def _check_metadata(info: KindInfo, meta: Any, errs: Errors) -> None:
             errs.add(f"metadata.annotations[{key}]", qualified_name_error(str(key)))
 
 
+def operator_defaults(body: dict[str, Any]) -> dict[str, Any]:
+    """An IstioOperator as istioctl reads it: written without a name (the tutorials do), it is
+    the ``installed-state`` in ``istio-system``. Pure."""
+    meta = body.get("metadata")
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    meta.setdefault("name", "installed-state")
+    meta.setdefault("namespace", "istio-system")
+    return {**body, "metadata": meta}
+
+
 def normalized_body(
     info: KindInfo, body: dict[str, Any], default_namespace: str | None
 ) -> dict[str, Any]:
@@ -140,6 +152,8 @@ def validate(
         raise ValidationError(_ref(body, None, default_namespace), missing, source)
     assert isinstance(kind, str) and isinstance(api_version, str)
     info = for_api_version(api_version, kind)
+    if info.kind == "IstioOperator":
+        body = operator_defaults(body)
 
     errs = Errors()
     _check_metadata(info, body.get("metadata"), errs)

@@ -265,7 +265,7 @@ def test_secret_fields() -> None:
 
 def test_unknown_kind_and_version() -> None:
     with pytest.raises(UnknownKindError):
-        parse({"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator", "metadata": {}})
+        parse({"apiVersion": "extensions.istio.io/v1alpha1", "kind": "WasmPlugin", "metadata": {}})
     with pytest.raises(UnknownKindError, match="served"):
         parse({"apiVersion": "networking.istio.io/v2", "kind": "VirtualService", "metadata": {}})
 

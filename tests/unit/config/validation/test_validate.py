@@ -56,7 +56,7 @@ def test_api_version_kept_as_written() -> None:
 
 def test_unknown_kind_and_version() -> None:
     with pytest.raises(UnknownKindError):
-        validate({"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator"})
+        validate({"apiVersion": "extensions.istio.io/v1alpha1", "kind": "WasmPlugin"})
     with pytest.raises(UnknownKindError):
         validate({"apiVersion": "networking.istio.io/v1", "kind": "EnvoyFilter", "metadata": {}})
 

@@ -1,0 +1,214 @@
+"""Istio's ``MeshConfig`` (the fields Pilotfish acts on) and the ``IstioOperator`` that carries it.
+
+There is one mesh config model: the mesh's defaults overlaid with ``spec.meshConfig`` of the
+``IstioOperator`` resources in the store (``pilotfish apply -f operator.yaml`` or ``pilotfish
+up -f operator.yaml``, as Istio's tutorials write them), kept in the data directory's store so
+restarts and every command see it, and shown by ``pilotfish get meshconfig``. Field names are
+Istio's; a field Pilotfish does not act on yet is accepted and named in a warning at apply.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from pilotfish.api.meta import Model, Resource
+
+__all__ = [
+    "BUILTIN_PROVIDERS",
+    "DEFAULT_ACCESS_LOG_FORMAT",
+    "ExtensionProvider",
+    "IstioOperator",
+    "MeshConfig",
+    "effective_mesh_config",
+]
+
+#: Istio's default text access log format (``accessLogFormat`` empty), as its proxies write it.
+DEFAULT_ACCESS_LOG_FORMAT = (
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" '
+    "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% "
+    '"%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% '
+    '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" '
+    '"%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% '
+    "%UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% "
+    "%REQUESTED_SERVER_NAME% %ROUTE_NAME%\n"
+)
+
+#: Providers every mesh has without declaring them (Istio's ``prometheus`` and ``envoy``; the
+#: built-in trace collector answers as ``zipkin`` and ``opentelemetry``).
+BUILTIN_PROVIDERS = ("prometheus", "envoy", "zipkin", "opentelemetry")
+
+
+class LogFormat(Model):
+    text: str | None = None
+    labels: dict[str, Any] | None = None
+
+
+class EnvoyFileAccessLogProvider(Model):
+    path: str = "/dev/stdout"
+    logFormat: LogFormat | None = None
+
+
+class EnvoyOtelAlsProvider(Model):
+    service: str = ""
+    port: int = 0
+    logName: str | None = None
+    logFormat: LogFormat | None = None
+
+
+class OpenTelemetryTracingProvider(Model):
+    service: str = ""
+    port: int = 0
+    maxTagLength: int | None = None
+    http: dict[str, Any] | None = None
+    resourceDetectors: dict[str, Any] | None = None
+
+
+class ZipkinTracingProvider(Model):
+    service: str = ""
+    port: int = 0
+    maxTagLength: int | None = None
+    enable64bitTraceId: bool | None = None
+    path: str | None = None
+
+
+class PrometheusMetricsProvider(Model):
+    pass
+
+
+class ExtensionProvider(Model):
+    name: str = ""
+    envoyFileAccessLog: EnvoyFileAccessLogProvider | None = None
+    envoyOtelAls: EnvoyOtelAlsProvider | None = None
+    opentelemetry: OpenTelemetryTracingProvider | None = None
+    zipkin: ZipkinTracingProvider | None = None
+    prometheus: PrometheusMetricsProvider | None = None
+
+    @property
+    def kinds(self) -> list[str]:
+        return [
+            k
+            for k in ("envoyFileAccessLog", "envoyOtelAls", "opentelemetry", "zipkin", "prometheus")
+            if getattr(self, k) is not None
+        ]
+
+
+class DefaultProviders(Model):
+    metrics: list[str] = Field(default_factory=lambda: ["prometheus"])
+    tracing: list[str] = Field(default_factory=list)
+    accessLogging: list[str] = Field(default_factory=list)
+
+
+class ZipkinAddress(Model):
+    address: str = "zipkin.istio-system:9411"
+
+
+class TracingConfig(Model):
+    #: Percent of requests traced (Istio's default 1.0).
+    sampling: float = 1.0
+    zipkin: ZipkinAddress | None = None
+    maxPathTagLength: int | None = None
+    custom_tags: dict[str, Any] | None = None
+
+
+#: Istio has many more mesh settings; they are kept (and warned about at apply), not refused.
+_OPEN = ConfigDict(extra="allow")
+
+
+class ProxyConfig(Model):
+    model_config = {**Model.model_config, **_OPEN}
+
+    tracing: TracingConfig | None = None
+    concurrency: int | None = None
+    holdApplicationUntilProxyStarts: bool | None = None
+    proxyMetadata: dict[str, str] = Field(default_factory=dict)
+    discoveryAddress: str | None = None
+    drainDuration: str | None = None
+    terminationDrainDuration: str | None = None
+
+
+class OutboundTrafficPolicy(Model):
+    mode: Literal["ALLOW_ANY", "REGISTRY_ONLY"] = "ALLOW_ANY"
+
+
+class MeshConfig(Model):
+    """Istio's MeshConfig: defaults are Istio's."""
+
+    model_config = {**Model.model_config, **_OPEN}
+
+    rootNamespace: str = "istio-system"
+    trustDomain: str = "cluster.local"
+    enableTracing: bool = True
+    accessLogFile: str = ""
+    accessLogEncoding: Literal["TEXT", "JSON"] = "TEXT"
+    accessLogFormat: str = ""
+    defaultConfig: ProxyConfig = Field(default_factory=ProxyConfig)
+    extensionProviders: list[ExtensionProvider] = Field(default_factory=list)
+    defaultProviders: DefaultProviders = Field(default_factory=DefaultProviders)
+    outboundTrafficPolicy: OutboundTrafficPolicy = Field(default_factory=OutboundTrafficPolicy)
+    enablePrometheusMerge: bool = True
+
+    def provider(self, name: str) -> ExtensionProvider | None:
+        """The declared provider ``name``, or the built-in one of that name."""
+        for p in self.extensionProviders:
+            if p.name == name:
+                return p
+        if name == "envoy":
+            return ExtensionProvider(name="envoy", envoyFileAccessLog=EnvoyFileAccessLogProvider())
+        if name == "prometheus":
+            return ExtensionProvider(name="prometheus", prometheus=PrometheusMetricsProvider())
+        if name == "zipkin":
+            host, _, port = self.zipkin_address.rpartition(":")
+            return ExtensionProvider(
+                name="zipkin", zipkin=ZipkinTracingProvider(service=host, port=int(port or 9411))
+            )
+        if name == "opentelemetry":
+            host = self.zipkin_address.rpartition(":")[0]
+            return ExtensionProvider(
+                name="opentelemetry",
+                opentelemetry=OpenTelemetryTracingProvider(service=host, port=4317),
+            )
+        return None
+
+    @property
+    def zipkin_address(self) -> str:
+        tracing = self.defaultConfig.tracing
+        zipkin = tracing.zipkin if tracing is not None else None
+        return zipkin.address if zipkin is not None else ZipkinAddress().address
+
+    @property
+    def sampling(self) -> float:
+        tracing = self.defaultConfig.tracing
+        return tracing.sampling if tracing is not None else TracingConfig().sampling
+
+
+class IstioOperatorSpec(Model):
+    model_config = {**Model.model_config, **_OPEN}
+
+    profile: str | None = None
+    hub: str | None = None
+    tag: Any = None
+    revision: str | None = None
+    meshConfig: MeshConfig | None = None
+    components: dict[str, Any] | None = None
+    values: dict[str, Any] | None = None
+
+
+class IstioOperator(Resource):
+    """``install.istio.io/v1alpha1`` IstioOperator: its ``spec.meshConfig`` is the mesh config."""
+
+    spec: IstioOperatorSpec = Field(default_factory=IstioOperatorSpec)
+
+
+def effective_mesh_config(mesh_configs: list[dict[str, Any]]) -> MeshConfig:
+    """Istio's defaults overlaid with each ``spec.meshConfig`` given (in order, later wins,
+    field by field at the top level and within ``defaultConfig``/``defaultProviders``)."""
+    merged: dict[str, Any] = {}
+    for raw in mesh_configs:
+        for key, value in (raw or {}).items():
+            if key in ("defaultConfig", "defaultProviders") and isinstance(value, dict):
+                merged[key] = {**(merged.get(key) or {}), **value}
+            else:
+                merged[key] = value
+    return MeshConfig.model_validate(merged)

@@ -1,0 +1,150 @@
+"""IstioOperator / MeshConfig semantics, and what Telemetry needs from the mesh config.
+
+What Pilotfish acts on is checked as Istio checks it; everything else an ``IstioOperator`` may
+carry (install profiles, ``components``, ``values``, mesh settings Pilotfish does not implement)
+is kept and named in a warning, never silently dropped. CEL expressions (Telemetry filters and
+tag values) are parsed here so a bad one is refused at apply, with its field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import lru_cache
+
+from pilotfish.api.meshconfig import BUILTIN_PROVIDERS, IstioOperator, MeshConfig
+from pilotfish.api.telemetry import ProviderRef, Telemetry
+from pilotfish.config.validation.common import Errors
+from pilotfish.errors import FieldError
+
+__all__ = ["cel_error", "telemetry_provider_errors", "validate_istio_operator"]
+
+#: What each Telemetry section may use, by provider kind.
+SECTION_KINDS = {
+    "tracing": ("zipkin", "opentelemetry"),
+    "metrics": ("prometheus",),
+    "accessLogging": ("envoyFileAccessLog", "envoyOtelAls"),
+}
+#: Mesh settings Pilotfish acts on; other MeshConfig fields are kept and warned about.
+APPLIED = {
+    "rootNamespace", "trustDomain", "enableTracing", "accessLogFile", "accessLogEncoding",
+    "accessLogFormat", "defaultConfig", "extensionProviders", "defaultProviders",
+    "outboundTrafficPolicy", "enablePrometheusMerge",
+}  # fmt: skip
+APPLIED_PROXY_CONFIG = {"tracing"}
+
+
+@lru_cache(maxsize=512)
+def cel_error(expression: str) -> str | None:
+    """Why ``expression`` is not valid CEL (``None`` when it parses)."""
+    import celpy  # only when there is an expression to check: it is a large import
+
+    try:
+        celpy.Environment().compile(expression)
+    except Exception as exc:  # celpy raises its own parse errors: the text and a caret line
+        lines = str(exc).rstrip().splitlines()
+        caret = lines[-1].find("^") if lines and lines[-1].strip() == "^" else -1
+        where = f"syntax error at column {caret + 1}" if caret >= 0 else (lines or ["?"])[0]
+        return f"invalid CEL expression {expression!r}: {where}"
+    return None
+
+
+def validate_istio_operator(op: IstioOperator, errs: Errors, namespace: str) -> None:
+    spec = op.spec
+    for field in ("profile", "hub", "tag", "revision", "components", "values"):
+        if getattr(spec, field) is not None:
+            errs.warn(
+                f"spec.{field}",
+                "not applied: Pilotfish runs its own components; only spec.meshConfig is used",
+            )
+    for extra in sorted(spec.model_extra or {}):
+        errs.warn(f"spec.{extra}", "not applied: only spec.meshConfig is used")
+    mesh = spec.meshConfig
+    if mesh is None:
+        return
+    validate_mesh_config(mesh, errs, "spec.meshConfig")
+
+
+def validate_mesh_config(mesh: MeshConfig, errs: Errors, path: str) -> None:
+    for extra in sorted(mesh.model_extra or {}):
+        errs.warn(f"{path}.{extra}", "accepted but not applied by Pilotfish yet")
+    for extra in sorted(mesh.defaultConfig.model_extra or {}):
+        errs.warn(f"{path}.defaultConfig.{extra}", "accepted but not applied by Pilotfish yet")
+    for field in ("concurrency", "holdApplicationUntilProxyStarts", "discoveryAddress",
+                  "drainDuration", "terminationDrainDuration"):  # fmt: skip
+        if getattr(mesh.defaultConfig, field) is not None:
+            errs.warn(f"{path}.defaultConfig.{field}", "accepted but not applied by Pilotfish yet")
+    if mesh.defaultConfig.proxyMetadata:
+        errs.warn(f"{path}.defaultConfig.proxyMetadata", "accepted but not applied yet")
+    tracing = mesh.defaultConfig.tracing
+    if tracing is not None and not 0 <= tracing.sampling <= 100:
+        errs.add(f"{path}.defaultConfig.tracing.sampling", "sampling must be in range [0.0, 100.0]")
+    names: set[str] = set()
+    for i, p in enumerate(mesh.extensionProviders):
+        ppath = f"{path}.extensionProviders[{i}]"
+        if not p.name:
+            errs.add(f"{ppath}.name", "empty extension provider name")
+        elif p.name in names:
+            errs.add(f"{ppath}.name", f'duplicate extension provider name "{p.name}"')
+        names.add(p.name)
+        if len(p.kinds) != 1:
+            errs.add(ppath, "exactly one provider type must be set (envoyFileAccessLog, "
+                     "envoyOtelAls, opentelemetry, zipkin, prometheus)")  # fmt: skip
+        for kind in ("zipkin", "opentelemetry", "envoyOtelAls"):
+            sub = getattr(p, kind)
+            if sub is not None and (not sub.service or not 0 < sub.port < 65536):
+                errs.add(f"{ppath}.{kind}", "service and port (1-65535) are required")
+        if p.envoyOtelAls is not None:
+            errs.warn(f"{ppath}.envoyOtelAls", "OpenTelemetry access logs are not sent yet")
+        log_format = p.envoyFileAccessLog.logFormat if p.envoyFileAccessLog else None
+        if log_format is not None and log_format.text is not None and log_format.labels:
+            errs.add(f"{ppath}.envoyFileAccessLog.logFormat", "only one of text or labels")
+    defaults = mesh.defaultProviders
+    for section, listed in (("metrics", defaults.metrics), ("tracing", defaults.tracing),
+                            ("accessLogging", defaults.accessLogging)):  # fmt: skip
+        for j, name in enumerate(listed):
+            problem = _provider_problem(mesh, name, section)
+            if problem:
+                errs.add(f"{path}.defaultProviders.{section}[{j}]", problem)
+
+
+def _provider_problem(mesh: MeshConfig, name: str, section: str) -> str | None:
+    provider = mesh.provider(name)
+    if provider is None:
+        declared = [p.name for p in mesh.extensionProviders]
+        return (
+            f'provider "{name}" is not defined in meshConfig.extensionProviders (defined: '
+            f"{', '.join(declared) or 'none'}; built-in: {', '.join(BUILTIN_PROVIDERS)})"
+        )
+    if not set(provider.kinds) & set(SECTION_KINDS[section]):
+        return (
+            f'provider "{name}" is a {"/".join(provider.kinds)} provider, not one for '
+            f"{section} ({', '.join(SECTION_KINDS[section])})"
+        )
+    return None
+
+
+def _provider_refs(t: Telemetry) -> Iterator[tuple[str, str, str]]:
+    spec = t.spec
+    refs: list[tuple[str, list[ProviderRef]]] = [
+        *(("tracing", e.providers) for e in spec.tracing),
+        *(("metrics", e.providers) for e in spec.metrics),
+        *(("accessLogging", e.providers) for e in spec.accessLogging),
+    ]
+    index: dict[str, int] = {}
+    for section, providers in refs:
+        i = index.get(section, 0)
+        index[section] = i + 1
+        for j, ref in enumerate(providers):
+            yield section, f"spec.{section}[{i}].providers[{j}].name", ref.name
+
+
+def telemetry_provider_errors(t: Telemetry, mesh: MeshConfig) -> list[FieldError]:
+    """Providers a Telemetry names that the mesh config does not define (or of the wrong
+    kind for their section). Cross-resource: checked at apply against the stored mesh config."""
+    out = []
+    for section, path, name in _provider_refs(t):
+        if name:
+            problem = _provider_problem(mesh, name, section)
+            if problem:
+                out.append(FieldError(path, problem))
+    return out
