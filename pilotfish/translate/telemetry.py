@@ -1,0 +1,411 @@
+"""Istio's standard metrics, access logs and the peer headers, as stock Envoy config.
+
+**Metrics** come from Envoy's stats access logger (``envoy.access_loggers.stats``), which
+counts every request (or TCP connection) into ``istio.*`` stats with Istio's labels; Envoy
+exports them as ``envoy_istio_*`` and the agent serves them as ``istio_*`` on
+``:15020/stats/prometheus``. The labels:
+
+- the proxy's own workload (``source_*`` on the client, ``destination_*`` on the server) come
+  from the environment the agent gives Envoy (``%ENVIRONMENT(PILOTFISH_*)%``, see
+  :data:`PEER_ENV`), so the generated config is the same for every proxy that sees the same
+  services and can be shared;
+- on the client, the destination workload from the endpoint's metadata (EDS,
+  ``filter_metadata.istio``), the destination service from the cluster's metadata (CDS), the
+  destination principal from the upstream certificate;
+- on the server, the source principal from the peer certificate, and the caller's workload,
+  app and version from the ``x-pilotfish-peer-*`` headers its sidecar adds - trusted only on a
+  mutual-TLS connection whose verified identity (the peer URI in the ``x-forwarded-client-cert``
+  this proxy sets) is in the namespace the headers claim (else ``unknown``), and removed at the
+  inbound edge before the app sees them, so a caller cannot forge what the server reports.
+
+Values Envoy cannot fill are written empty; the agent reports them as Istio's ``unknown``.
+
+**Access logs** are Envoy file access logs in Istio's default text format (or the mesh's
+``accessLogFormat``, or JSON with ``accessLogEncoding: JSON``), to the proxy's stdout by
+default, with the Telemetry ``filter`` as a CEL access-log filter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from envoy.config.accesslog.v3 import accesslog_pb2 as al
+from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import substitution_format_string_pb2 as sfs
+from envoy.data.accesslog.v3 import accesslog_pb2 as al_data
+from envoy.extensions.access_loggers.file.v3 import file_pb2
+from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
+from envoy.extensions.access_loggers.stats.v3 import stats_pb2
+from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2 as h2m
+from google.protobuf import struct_pb2
+
+from pilotfish.api.meshconfig import DEFAULT_ACCESS_LOG_FORMAT
+from pilotfish.model.telemetry import AccessLogSpec, MetricOverride
+from pilotfish.translate.common import pack
+
+__all__ = [
+    "DURATION_BUCKETS",
+    "PEER_ENV",
+    "PEER_HEADERS",
+    "SIZE_BUCKETS",
+    "access_logs",
+    "http_metrics_log",
+    "peer_headers_to_add",
+    "peer_metadata_filter",
+    "tcp_metrics_logs",
+]
+
+STATS_LOGGER = "envoy.access_loggers.stats"
+FILE_LOGGER = "envoy.access_loggers.file"
+CEL_FILTER = "envoy.access_loggers.extension_filters.cel"
+HEADER_TO_METADATA = "envoy.filters.http.header_to_metadata"
+PEER_METADATA = "pilotfish.peer"
+
+#: What the agent puts in Envoy's environment about its workload (label value or ``unknown``).
+PEER_ENV = {
+    "workload": "PILOTFISH_WORKLOAD",
+    "namespace": "PILOTFISH_NAMESPACE",
+    "principal": "PILOTFISH_PRINCIPAL",
+    "app": "PILOTFISH_APP",
+    "version": "PILOTFISH_VERSION",
+    "canonical_service": "PILOTFISH_CANONICAL_SERVICE",
+    "canonical_revision": "PILOTFISH_CANONICAL_REVISION",
+    "cluster": "PILOTFISH_CLUSTER",
+}
+#: The headers a client sidecar adds about its workload (the server's source labels).
+PEER_HEADERS = {
+    key: f"x-pilotfish-peer-{key.replace('_', '-')}"
+    for key in ("workload", "namespace", "app", "version", "canonical_service",
+                "canonical_revision", "cluster")
+}  # fmt: skip
+
+#: Istio's default buckets (milliseconds; bytes).
+DURATION_BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
+                    60000, 300000, 600000, 1800000, 3600000)  # fmt: skip
+SIZE_BUCKETS = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000)
+
+#: Telemetry API metric names -> the stat each one is.
+METRIC_NAMES = {
+    "REQUEST_COUNT": "requests_total",
+    "REQUEST_DURATION": "request_duration_milliseconds",
+    "REQUEST_SIZE": "request_bytes",
+    "RESPONSE_SIZE": "response_bytes",
+    "TCP_OPENED_CONNECTIONS": "tcp_connections_opened_total",
+    "TCP_CLOSED_CONNECTIONS": "tcp_connections_closed_total",
+    "TCP_SENT_BYTES": "tcp_sent_bytes_total",
+    "TCP_RECEIVED_BYTES": "tcp_received_bytes_total",
+}
+
+
+def _env(key: str) -> str:
+    return f"%ENVIRONMENT({PEER_ENV[key]})%"
+
+
+def _own(prefix: str) -> list[tuple[str, str]]:
+    """The proxy's own workload labels (``source_*`` or ``destination_*``)."""
+    return [
+        (f"{prefix}_workload", _env("workload")),
+        (f"{prefix}_workload_namespace", _env("namespace")),
+        (f"{prefix}_principal", _env("principal")),
+        (f"{prefix}_app", _env("app")),
+        (f"{prefix}_version", _env("version")),
+        (f"{prefix}_canonical_service", _env("canonical_service")),
+        (f"{prefix}_canonical_revision", _env("canonical_revision")),
+        (f"{prefix}_cluster", _env("cluster")),
+    ]
+
+
+#: The caller's namespace as its verified certificate says it, from the ``x-forwarded-client-cert``
+#: this proxy sets on mutual-TLS connections (the last element is its own, with the peer URI).
+VERIFIED_NAMESPACE = r"^.*URI=spiffe://[^/;,]+/ns/([^/;,]+)/sa/[^;,]*$"
+
+
+def _trusted_peer(key: str) -> str:
+    """CEL: the caller's ``key`` from its headers, only when the namespace they claim is the
+    one of its verified certificate (so only over mutual TLS); else ``unknown``."""
+    md = f"metadata.filter_metadata['{PEER_METADATA}']"
+    ok = (
+        f"'{PEER_METADATA}' in metadata.filter_metadata && 'verified_namespace' in {md} && "
+        f"'namespace' in {md} && '{key}' in {md} && "
+        f"{md}['namespace'] == {md}['verified_namespace']"
+    )
+    return f"%CEL(({ok}) ? {md}['{key}'] : 'unknown')%"
+
+
+def tag_value(expression: str) -> str:
+    """A Telemetry tag value (an Istio CEL expression) as an Envoy formatter. Envoy turns the
+    result into a string itself, so Istio's ``string(...)`` wrapper (which Envoy's CEL does not
+    provide) is unwrapped. Pure."""
+    e = expression.strip()
+    if e.startswith("string(") and e.endswith(")") and e.count("(") == 1:
+        e = e[len("string(") : -1]
+    return f"%CEL({e})%"
+
+
+REQUEST_PROTOCOL = (
+    "%CEL(('content-type' in request.headers && "
+    "request.headers['content-type'].startsWith('application/grpc')) ? 'grpc' : 'http')%"
+)
+
+
+def client_http_tags() -> list[tuple[str, str]]:
+    """``reporter=source`` labels of an HTTP request, in Istio's order."""
+    return [
+        ("reporter", "source"),
+        *_own("source"),
+        ("destination_workload", "%METADATA(UPSTREAM_HOST:istio:workload)%"),
+        ("destination_workload_namespace", "%METADATA(UPSTREAM_HOST:istio:namespace)%"),
+        ("destination_principal", "%UPSTREAM_PEER_URI_SAN%"),
+        ("destination_app", "%METADATA(UPSTREAM_HOST:istio:app)%"),
+        ("destination_version", "%METADATA(UPSTREAM_HOST:istio:version)%"),
+        ("destination_service", "%METADATA(CLUSTER:istio:service)%"),
+        ("destination_service_name", "%METADATA(CLUSTER:istio:name)%"),
+        ("destination_service_namespace", "%METADATA(CLUSTER:istio:namespace)%"),
+        ("destination_canonical_service", "%METADATA(UPSTREAM_HOST:istio:canonical_service)%"),
+        ("destination_canonical_revision", "%METADATA(UPSTREAM_HOST:istio:canonical_revision)%"),
+        ("destination_cluster", "%METADATA(UPSTREAM_HOST:istio:cluster)%"),
+        ("request_protocol", REQUEST_PROTOCOL),
+        ("response_code", "%RESPONSE_CODE%"),
+        ("grpc_response_status", "%GRPC_STATUS_NUMBER%"),
+        ("response_flags", "%RESPONSE_FLAGS%"),
+        ("connection_security_policy", "unknown"),
+    ]
+
+
+def server_http_tags(service: tuple[str, str, str]) -> list[tuple[str, str]]:
+    """``reporter=destination`` labels; ``service``: (FQDN, name, namespace) served here."""
+    host, name, namespace = service
+    keys = ("workload", "namespace", "app", "version", "canonical_service",
+            "canonical_revision", "cluster")  # fmt: skip
+    by_name = {
+        ("source_workload_namespace" if k == "namespace" else f"source_{k}"): _trusted_peer(k)
+        for k in keys
+    }
+    return [
+        ("reporter", "destination"),
+        ("source_workload", by_name["source_workload"]),
+        ("source_workload_namespace", by_name["source_workload_namespace"]),
+        ("source_principal", "%DOWNSTREAM_PEER_URI_SAN%"),
+        ("source_app", by_name["source_app"]),
+        ("source_version", by_name["source_version"]),
+        ("source_canonical_service", by_name["source_canonical_service"]),
+        ("source_canonical_revision", by_name["source_canonical_revision"]),
+        ("source_cluster", by_name["source_cluster"]),
+        *[t for t in _own("destination")],
+        ("destination_service", host),
+        ("destination_service_name", name),
+        ("destination_service_namespace", namespace),
+        ("request_protocol", REQUEST_PROTOCOL),
+        ("response_code", "%RESPONSE_CODE%"),
+        ("grpc_response_status", "%GRPC_STATUS_NUMBER%"),
+        ("response_flags", "%RESPONSE_FLAGS%"),
+        ("connection_security_policy", "%CEL(connection.mtls ? 'mutual_tls' : 'none')%"),
+    ]
+
+
+def _apply_overrides(
+    stat: str, tags: list[tuple[str, str]], overrides: Sequence[MetricOverride]
+) -> list[tuple[str, str]] | None:
+    """The stat's tags after Telemetry overrides (``None``: the metric is disabled)."""
+    out = dict(tags)
+    order = [t for t, _ in tags]
+    for o in overrides:
+        if o.metric is not None and METRIC_NAMES.get(o.metric, o.metric) != stat:
+            continue
+        if o.disabled and not o.tags:
+            return None
+        for tag, op, value in o.tags:
+            if op == "REMOVE":
+                out.pop(tag, None)
+            else:
+                if tag not in out:
+                    order.append(tag)
+                out[tag] = tag_value(value)
+    return [(t, out[t]) for t in order if t in out]
+
+
+def _stat(name: str, tags: Sequence[tuple[str, str]]) -> stats_pb2.Config.Stat:
+    return stats_pb2.Config.Stat(
+        name=name, tags=[stats_pb2.Config.Tag(name=k, value_format=v) for k, v in tags]
+    )
+
+
+def _stats_log(
+    config: stats_pb2.Config, log_filter: al.AccessLogFilter | None = None
+) -> al.AccessLog:
+    log = al.AccessLog(name=STATS_LOGGER, typed_config=pack(config))
+    if log_filter is not None:
+        log.filter.CopyFrom(log_filter)
+    return log
+
+
+def http_metrics_log(
+    tags: list[tuple[str, str]], overrides: Sequence[MetricOverride]
+) -> al.AccessLog | None:
+    """The stats logger of an HTTP connection manager: Istio's four HTTP metrics."""
+    config = stats_pb2.Config(stat_prefix="istio")
+    counter = _apply_overrides("requests_total", tags, overrides)
+    if counter is not None:
+        config.counters.add(stat=_stat("requests_total", counter)).value_fixed.value = 1
+    for stat, value in (
+        ("request_duration_milliseconds", "%DURATION%"),
+        ("request_bytes", "%BYTES_RECEIVED%"),
+        ("response_bytes", "%BYTES_SENT%"),
+    ):
+        hist_tags = _apply_overrides(stat, tags, overrides)
+        if hist_tags is not None:
+            unit = (
+                stats_pb2.Config.Histogram.Milliseconds
+                if stat.endswith("milliseconds")
+                else stats_pb2.Config.Histogram.Bytes
+            )
+            config.histograms.add(stat=_stat(stat, hist_tags), unit=unit, value_format=value)
+    if not config.counters and not config.histograms:
+        return None
+    return _stats_log(config)
+
+
+def _log_type(*types: int) -> al.AccessLogFilter:
+    return al.AccessLogFilter(log_type_filter=al.LogTypeFilter(types=list(types)))
+
+
+def tcp_tags(http_tags: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Istio's TCP metrics carry the HTTP labels less the request ones."""
+    drop = {"request_protocol", "response_code", "grpc_response_status"}
+    return [(k, v) for k, v in http_tags if k not in drop]
+
+
+def tcp_metrics_logs(
+    tags: list[tuple[str, str]], overrides: Sequence[MetricOverride]
+) -> list[al.AccessLog]:
+    """``tcp_proxy`` stats loggers: opened on connect, closed and bytes at the end."""
+    opened = stats_pb2.Config(stat_prefix="istio")
+    open_tags = _apply_overrides("tcp_connections_opened_total", tags, overrides)
+    if open_tags is not None:
+        opened.counters.add(
+            stat=_stat("tcp_connections_opened_total", open_tags)
+        ).value_fixed.value = 1
+    ended = stats_pb2.Config(stat_prefix="istio")
+    for stat, value in (
+        ("tcp_connections_closed_total", ""),
+        ("tcp_sent_bytes_total", "%BYTES_SENT%"),
+        ("tcp_received_bytes_total", "%BYTES_RECEIVED%"),
+    ):
+        stat_tags = _apply_overrides(stat, tags, overrides)
+        if stat_tags is None:
+            continue
+        end_counter = ended.counters.add(stat=_stat(stat, stat_tags))
+        if value:
+            end_counter.value_format = value
+        else:
+            end_counter.value_fixed.value = 1
+    T = al_data.AccessLogType
+    out = []
+    if opened.counters:
+        out.append(_stats_log(opened, _log_type(T.TcpUpstreamConnected)))
+    if ended.counters:
+        out.append(_stats_log(ended, _log_type(T.TcpConnectionEnd)))
+    return out
+
+
+def access_logs(specs: Sequence[AccessLogSpec], mode: str) -> list[al.AccessLog]:
+    """File access logs of ``mode`` (``CLIENT``: outbound, ``SERVER``: inbound)."""
+    out = []
+    for spec in specs:
+        file_provider = spec.provider.envoyFileAccessLog
+        if spec.mode != mode or file_provider is None:
+            continue
+        config = file_pb2.FileAccessLog(path=file_provider.path or "/dev/stdout")
+        log_format = file_provider.logFormat
+        if log_format is not None and log_format.labels:
+            fields = struct_pb2.Struct()
+            fields.update(json.loads(json.dumps(log_format.labels)))
+            config.log_format.CopyFrom(sfs.SubstitutionFormatString(json_format=fields))
+        elif log_format is not None and log_format.text:
+            config.log_format.CopyFrom(_text(log_format.text))
+        elif spec.encoding == "JSON":
+            config.log_format.CopyFrom(sfs.SubstitutionFormatString(json_format=_json_default()))
+        else:
+            config.log_format.CopyFrom(_text(spec.format or DEFAULT_ACCESS_LOG_FORMAT))
+        log = al.AccessLog(name=FILE_LOGGER, typed_config=pack(config))
+        if spec.filter:
+            log.filter.CopyFrom(
+                al.AccessLogFilter(
+                    extension_filter=al.ExtensionFilter(
+                        name=CEL_FILTER,
+                        typed_config=pack(cel_pb2.ExpressionFilter(expression=spec.filter)),
+                    )
+                )
+            )
+        out.append(log)
+    return out
+
+
+def _text(text: str) -> sfs.SubstitutionFormatString:
+    text = text if text.endswith("\n") else text + "\n"
+    return sfs.SubstitutionFormatString(text_format_source=base_pb2.DataSource(inline_string=text))
+
+
+#: Istio's JSON access log fields (``accessLogEncoding: JSON``).
+JSON_FIELDS = {
+    "start_time": "%START_TIME%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "protocol": "%PROTOCOL%",
+    "response_code": "%RESPONSE_CODE%",
+    "response_flags": "%RESPONSE_FLAGS%",
+    "response_code_details": "%RESPONSE_CODE_DETAILS%",
+    "connection_termination_details": "%CONNECTION_TERMINATION_DETAILS%",
+    "upstream_transport_failure_reason": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+    "bytes_received": "%BYTES_RECEIVED%",
+    "bytes_sent": "%BYTES_SENT%",
+    "duration": "%DURATION%",
+    "upstream_service_time": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+    "x_forwarded_for": "%REQ(X-FORWARDED-FOR)%",
+    "user_agent": "%REQ(USER-AGENT)%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "authority": "%REQ(:AUTHORITY)%",
+    "upstream_host": "%UPSTREAM_HOST%",
+    "upstream_cluster": "%UPSTREAM_CLUSTER_RAW%",
+    "upstream_local_address": "%UPSTREAM_LOCAL_ADDRESS%",
+    "downstream_local_address": "%DOWNSTREAM_LOCAL_ADDRESS%",
+    "downstream_remote_address": "%DOWNSTREAM_REMOTE_ADDRESS%",
+    "requested_server_name": "%REQUESTED_SERVER_NAME%",
+    "route_name": "%ROUTE_NAME%",
+}
+
+
+def _json_default() -> struct_pb2.Struct:
+    fields = struct_pb2.Struct()
+    fields.update(JSON_FIELDS)
+    return fields
+
+
+def peer_headers_to_add() -> list[base_pb2.HeaderValueOption]:
+    """What a client sidecar's routes add about its workload (replacing what the app sent)."""
+    return [
+        base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=header, value=_env(key)),
+            append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+        )
+        for key, header in PEER_HEADERS.items()
+    ]
+
+
+def peer_metadata_filter() -> h2m.Config:
+    """The inbound edge: move the caller's peer headers into metadata and remove them."""
+    config = h2m.Config()
+    for key, header in PEER_HEADERS.items():
+        rule = config.request_rules.add(header=header, remove=True)
+        rule.on_header_present.metadata_namespace = PEER_METADATA
+        rule.on_header_present.key = key
+        rule.on_header_present.type = h2m.Config.STRING
+    xfcc = config.request_rules.add(header="x-forwarded-client-cert")
+    xfcc.on_header_present.metadata_namespace = PEER_METADATA
+    xfcc.on_header_present.key = "verified_namespace"
+    xfcc.on_header_present.type = h2m.Config.STRING
+    rewrite = xfcc.on_header_present.regex_value_rewrite
+    rewrite.pattern.regex = VERIFIED_NAMESPACE
+    rewrite.substitution = "\\1"
+    return config
