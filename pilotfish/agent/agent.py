@@ -35,6 +35,7 @@ from pilotfish.agent.health import AgentServer
 from pilotfish.agent.settings import AgentSettings
 from pilotfish.agent.supervisor import EnvoySupervisor, SupervisorSettings
 from pilotfish.agent.workload_identity import WorkloadIdentity
+from pilotfish.api.peer import peer_environment, workload_values
 
 log = logging.getLogger("pilotfish.agent")
 
@@ -52,7 +53,16 @@ def supervisor_settings(settings: AgentSettings) -> SupervisorSettings:
         listener_drain_s=1 if settings.drain_seconds >= 1 else 0,
         require_xds=True,
         user=settings.envoy_user,
+        env=tuple(sorted(envoy_environment(settings).items())),
     )
+
+
+def envoy_environment(settings: AgentSettings) -> dict[str, str]:
+    """What Envoy's config reads about this workload (``%ENVIRONMENT(PILOTFISH_*)%``)."""
+    node = settings.node
+    principal = node.spiffe_id if settings.identity is not None else ""
+    workload = node.workload_name or node.pod_name
+    return peer_environment(workload_values(node.namespace, workload, node.labels, principal))
 
 
 class Agent:

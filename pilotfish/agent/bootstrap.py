@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from pilotfish.agent.settings import SDS_CLUSTER, XDS_CLUSTER, AgentSettings, HostPort, XdsTls
+from pilotfish.api.peer import HISTOGRAM_BUCKETS
 
 #: Static clusters the readiness listener routes to.
 ADMIN_CLUSTER = "pilotfish-admin"
@@ -108,7 +109,14 @@ def render_bootstrap(settings: AgentSettings, sds_socket: Path | None = None) ->
                 }
             ]
         },
-        "stats_config": {"use_all_default_tags": True},
+        "stats_config": {
+            "use_all_default_tags": True,
+            # Istio's buckets for its standard histograms (the stats access logger's).
+            "histogram_bucket_settings": [
+                {"match": {"prefix": name}, "buckets": list(buckets)}
+                for name, buckets in HISTOGRAM_BUCKETS.items()
+            ],
+        },
         "stats_flush_interval": "5s",
     }
 

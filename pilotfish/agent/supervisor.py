@@ -66,6 +66,8 @@ class SupervisorSettings:
     #: Run Envoy as this user (name or uid; its primary group too), e.g. a dedicated proxy user
     #: that capture rules exclude by ``--uid-owner``. Needs root. ``None``: the agent's user.
     user: str | int | None = None
+    #: Added to Envoy's environment (e.g. the workload values its metrics carry).
+    env: tuple[tuple[str, str], ...] = ()
 
 
 def envoy_command(settings: SupervisorSettings, binary: Path) -> list[str]:
@@ -254,8 +256,9 @@ class EnvoySupervisor:
                 self.last_exit = f"cannot execute {self._binary} as user {user}: {problem}"
         if user is not None and self.settings.log_path is not None:
             _prepare_log_for(self.settings.log_path, user)
+        env = {**os.environ, **dict(self.settings.env)} if self.settings.env else None
         return await spawn_child(
-            cmd, user=user, group=_primary_group(user) if user is not None else None
+            cmd, env=env, user=user, group=_primary_group(user) if user is not None else None
         )
 
     async def _run(self) -> None:

@@ -41,14 +41,12 @@ from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metada
 from google.protobuf import struct_pb2
 
 from pilotfish.api.meshconfig import DEFAULT_ACCESS_LOG_FORMAT
+from pilotfish.api.peer import PEER_ENV
 from pilotfish.model.telemetry import AccessLogSpec, MetricOverride
 from pilotfish.translate.common import pack
 
 __all__ = [
-    "DURATION_BUCKETS",
-    "PEER_ENV",
     "PEER_HEADERS",
-    "SIZE_BUCKETS",
     "access_logs",
     "http_metrics_log",
     "peer_headers_to_add",
@@ -62,28 +60,12 @@ CEL_FILTER = "envoy.access_loggers.extension_filters.cel"
 HEADER_TO_METADATA = "envoy.filters.http.header_to_metadata"
 PEER_METADATA = "pilotfish.peer"
 
-#: What the agent puts in Envoy's environment about its workload (label value or ``unknown``).
-PEER_ENV = {
-    "workload": "PILOTFISH_WORKLOAD",
-    "namespace": "PILOTFISH_NAMESPACE",
-    "principal": "PILOTFISH_PRINCIPAL",
-    "app": "PILOTFISH_APP",
-    "version": "PILOTFISH_VERSION",
-    "canonical_service": "PILOTFISH_CANONICAL_SERVICE",
-    "canonical_revision": "PILOTFISH_CANONICAL_REVISION",
-    "cluster": "PILOTFISH_CLUSTER",
-}
 #: The headers a client sidecar adds about its workload (the server's source labels).
 PEER_HEADERS = {
     key: f"x-pilotfish-peer-{key.replace('_', '-')}"
     for key in ("workload", "namespace", "app", "version", "canonical_service",
                 "canonical_revision", "cluster")
 }  # fmt: skip
-
-#: Istio's default buckets (milliseconds; bytes).
-DURATION_BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
-                    60000, 300000, 600000, 1800000, 3600000)  # fmt: skip
-SIZE_BUCKETS = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000)
 
 #: Telemetry API metric names -> the stat each one is.
 METRIC_NAMES = {
