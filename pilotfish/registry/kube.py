@@ -16,6 +16,13 @@ from pilotfish.registry.types import Service, ServicePort, Workload, select_prot
 Allocate = Callable[[str], str]
 
 
+def _owner_deployment(meta: dict[str, Any]) -> str:
+    """The Deployment a pod belongs to (its controller owner), Istio's workload name."""
+    for ref in meta.get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("kind") == "Deployment" and ref.get("name"):
+            return str(ref["name"])
+    return ""
+
 def service_hostname(name: str, namespace: str, domain_suffix: str = "cluster.local") -> str:
     return f"{name}.{namespace}.svc.{domain_suffix}"
 
@@ -111,6 +118,7 @@ def workload_from_pod(body: dict[str, Any]) -> Workload | None:
         locality=str(annotations.get("pilotfish.io/locality") or ""),
         named_ports=named,
         has_sidecar=str(annotations.get("sidecar.istio.io/status") or "") != "",
+        workload_name=_owner_deployment(meta) or name,
     )
 
 

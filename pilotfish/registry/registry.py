@@ -83,6 +83,7 @@ def _endpoint(svc: Service, sp: ServicePort, w: Workload) -> Endpoint:
         weight=w.weight,
         workload_uid=w.uid,
         has_sidecar=w.has_sidecar,
+        workload_name=w.workload_name or w.name,
     )
 
 

@@ -31,6 +31,7 @@ def workload_from_node(node: NodeInfo) -> Workload:
         healthy=True,
         port_map=dict(node.inbound_ports) if node.interception_mode == "NONE" else {},
         has_sidecar=True,
+        workload_name=node.workload_name or node.pod_name,
     )
 
 

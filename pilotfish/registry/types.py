@@ -170,6 +170,8 @@ class Workload:
     endpoint_ports: dict[str, int] = field(default_factory=dict)
     #: True when an Envoy sidecar runs next to the app (connected over xDS or injected pod).
     has_sidecar: bool = False
+    #: Istio's workload name (a pod's Deployment; else the object's name).
+    workload_name: str = ""
 
     def dial_port(self, target: int) -> int:
         return self.port_map.get(target, target)
@@ -194,6 +196,8 @@ class Endpoint:
     weight: int = 0
     workload_uid: str = ""
     has_sidecar: bool = False
+    #: Istio's workload name (``destination_workload`` in metrics).
+    workload_name: str = ""
 
     def matches(self, selector: dict[str, str]) -> bool:
         return all(self.labels.get(k) == v for k, v in selector.items())
