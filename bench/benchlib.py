@@ -34,14 +34,13 @@ from typing import Any, TypeVar
 import grpc
 import httpx
 
+from pilotfish.api.kinds import APPLY_PATH, PROXY_STATUS_PATH
 from pilotfish.api.node import NodeInfo
 from pilotfish.xds.client import AdsClient
 
 T = TypeVar("T")
 
 CLI = [sys.executable, "-m", "pilotfish.cli.main"]
-APPLY_PATH = "/apis/pilotfish.io/v1/apply"
-PROXY_STATUS_PATH = "/apis/pilotfish.io/v1/proxystatus"
 
 
 # ------------------------------------------------------------------------------- addresses

@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import json_format
 
+from pilotfish.api.mesh import API_PORT, XDS_PORT
 from pilotfish.api.node import NodeInfo
 from pilotfish.apiserver.app import ApiServer, ApiSettings, ensure_builtin_namespaces
 from pilotfish.apiserver.auth import load_or_create_admin_token
@@ -85,8 +86,8 @@ class ServerSettings:
         xds_sans: tuple[str, ...] = (),
     ) -> ServerSettings:
         data_dir = (data_dir or DEFAULT_HOME / "data").expanduser().resolve()
-        api_host, api_port = split_address(listen, 15014)
-        xds_host, xds_port = split_address(xds_listen, 15012)
+        api_host, api_port = split_address(listen, API_PORT)
+        xds_host, xds_port = split_address(xds_listen, XDS_PORT)
         return cls(
             data_dir=data_dir,
             api_host=api_host,

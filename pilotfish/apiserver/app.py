@@ -33,6 +33,7 @@ from aiohttp import web
 from pilotfish import __version__
 from pilotfish.api import kinds
 from pilotfish.api.kinds import KindInfo
+from pilotfish.api.objects import ResourceKey
 from pilotfish.apiserver.auth import token_matches
 from pilotfish.apiserver.status import error_status, status_body
 from pilotfish.config.store.base import (
@@ -52,7 +53,6 @@ from pilotfish.errors import (
     FieldError,
     NotFoundError,
     PilotfishError,
-    ResourceRef,
     Source,
     ValidationError,
 )
@@ -60,7 +60,6 @@ from pilotfish.registry.vip import VipAllocator
 
 log = logging.getLogger(__name__)
 
-PILOTFISH_GROUP = "pilotfish.io"
 #: Namespaces that always exist, as Kubernetes' default and Istio's root namespace.
 BUILTIN_NAMESPACES = ("default", "istio-system")
 
@@ -113,14 +112,14 @@ def error_response(request: web.Request, err: PilotfishError) -> web.Response:
 async def read_body(request: web.Request) -> Any:
     raw = await request.text()
     if not raw.strip():
-        raise ValidationError(ResourceRef("request"), [FieldError("", "empty request body")])
+        raise ValidationError(ResourceKey.of("request"), [FieldError("", "empty request body")])
     try:
         if "json" in request.content_type:
             return json.loads(raw)
         return yaml.safe_load(raw)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         raise ValidationError(
-            ResourceRef("request"), [FieldError("", f"invalid body: {e}")]
+            ResourceKey.of("request"), [FieldError("", f"invalid body: {e}")]
         ) from None
 
 
@@ -185,13 +184,10 @@ class ApiServer:
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/version", self.version)
-        r.add_post(f"/apis/{PILOTFISH_GROUP}/v1/apply", self.apply_batch)
-        r.add_post(f"/apis/{PILOTFISH_GROUP}/v1/delete", self.delete_batch)
-        r.add_get(f"/apis/{PILOTFISH_GROUP}/v1/proxystatus", self.proxy_status)
-        r.add_get(
-            f"/apis/{PILOTFISH_GROUP}/v1/namespaces/{{namespace}}/proxies/{{name}}/config",
-            self.proxy_config,
-        )
+        r.add_post(kinds.APPLY_PATH, self.apply_batch)
+        r.add_post(kinds.DELETE_PATH, self.delete_batch)
+        r.add_get(kinds.PROXY_STATUS_PATH, self.proxy_status)
+        r.add_get(kinds.PROXY_CONFIG_ROUTE, self.proxy_config)
         for prefix in ("/api/{version}", "/apis/{group}/{version}"):
             r.add_route("*", prefix + "/namespaces/{namespace}/{plural}", self.collection)
             r.add_route("*", prefix + "/namespaces/{namespace}/{plural}/{name}", self.item)
@@ -295,7 +291,7 @@ class ApiServer:
     ) -> web.Response:
         if not isinstance(body, dict):
             raise ValidationError(
-                ResourceRef(info.kind), [FieldError("", "body must be an object")]
+                ResourceKey.of(info.kind), [FieldError("", "body must be an object")]
             )
         body.setdefault("kind", info.kind)
         body.setdefault("apiVersion", info.api_version)
@@ -303,7 +299,7 @@ class ApiServer:
         if ns and info.namespaced:
             if meta.get("namespace") not in (None, ns):
                 raise ValidationError(
-                    ResourceRef(info.kind, meta.get("namespace"), meta.get("name")),
+                    ResourceKey.of(info.kind, meta.get("namespace"), meta.get("name")),
                     [
                         FieldError(
                             "metadata.namespace", f"does not match the namespace in the path ({ns})"
@@ -313,7 +309,7 @@ class ApiServer:
             meta["namespace"] = ns
         if name is not None and meta.get("name") not in (None, name):
             raise ValidationError(
-                ResourceRef(info.kind, ns, meta.get("name")),
+                ResourceKey.of(info.kind, ns, meta.get("name")),
                 [FieldError("metadata.name", f"does not match the name in the path ({name})")],
             )
         if name is not None:
@@ -321,7 +317,7 @@ class ApiServer:
         validated = validate(body, default_namespace=ns or "default")
         if validated.info.kind != info.kind:
             raise ValidationError(
-                ResourceRef(validated.info.kind, ns, meta.get("name")),
+                ResourceKey.of(validated.info.kind, ns, meta.get("name")),
                 [FieldError("kind", f"must be {info.kind} for this path")],
             )
         rv = meta.get("resourceVersion")
@@ -353,7 +349,7 @@ class ApiServer:
             ):
                 errors.append(
                     ValidationError(
-                        ResourceRef(info.kind, ns, b["metadata"].get("name")),
+                        ResourceKey.of(info.kind, ns, b["metadata"].get("name")),
                         [
                             FieldError(
                                 "metadata.namespace",
@@ -381,12 +377,12 @@ class ApiServer:
             try:
                 if not isinstance(item, dict):
                     raise ValidationError(
-                        ResourceRef("document"), [FieldError("", "not a mapping")], src
+                        ResourceKey.of("document"), [FieldError("", "not a mapping")], src
                     )
                 v = validate(item, source=src, default_namespace=default_ns)
                 if not v.info.appliable:
                     raise ValidationError(
-                        ResourceRef(
+                        ResourceKey.of(
                             v.info.kind,
                             v.body["metadata"].get("namespace"),
                             v.body["metadata"]["name"],
@@ -402,7 +398,7 @@ class ApiServer:
                     )
                 validated.append(v.body)
                 meta = v.body["metadata"]
-                ref = ResourceRef(v.info.kind, meta.get("namespace"), meta["name"])
+                ref = ResourceKey.of(v.info.kind, meta.get("namespace"), meta["name"])
                 warnings.extend(f"{ref}: {w}" for w in v.warnings)
             except PilotfishError as e:
                 errors.append(e)
@@ -514,7 +510,7 @@ class ApiServer:
             if k.kind == "Namespace":
                 if k.name == "default":
                     raise ValidationError(
-                        ResourceRef("Namespace", None, k.name),
+                        ResourceKey.of("Namespace", None, k.name),
                         [FieldError("metadata.name", "the default namespace cannot be deleted")],
                     )
                 for obj in self.store.list(None, k.name):

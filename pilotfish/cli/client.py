@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from pilotfish.api.kinds import KindInfo
+from pilotfish.api.kinds import APPLY_PATH, DELETE_PATH, PROXY_STATUS_PATH, KindInfo
 from pilotfish.errors import ApiError
 
 
@@ -78,7 +78,7 @@ class ApiClient:
         dry_run: bool,
     ) -> dict[str, Any]:
         body = {"items": items, "sources": sources, "namespace": namespace, "dryRun": dry_run}
-        result: dict[str, Any] = self.request("POST", "/apis/pilotfish.io/v1/apply", json=body)
+        result: dict[str, Any] = self.request("POST", APPLY_PATH, json=body)
         return result
 
     def delete(
@@ -94,11 +94,11 @@ class ApiClient:
             "ignoreNotFound": ignore_not_found,
             "dryRun": dry_run,
         }
-        result: dict[str, Any] = self.request("POST", "/apis/pilotfish.io/v1/delete", json=body)
+        result: dict[str, Any] = self.request("POST", DELETE_PATH, json=body)
         return result
 
     def proxy_status(self) -> list[dict[str, Any]]:
-        result = self.request("GET", "/apis/pilotfish.io/v1/proxystatus")
+        result = self.request("GET", PROXY_STATUS_PATH)
         return list(result.get("items") or [])
 
     def watch(self, info: KindInfo, namespace: str | None) -> Iterator[dict[str, Any]]:

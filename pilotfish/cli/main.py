@@ -17,9 +17,11 @@ import click
 from pilotfish import __version__
 from pilotfish.api import kinds
 from pilotfish.api.kinds import KindInfo
+from pilotfish.api.mesh import DEFAULT_API_ADDRESS, DEFAULT_XDS_ADDRESS
+from pilotfish.api.objects import ResourceKey
 from pilotfish.cli import output
 from pilotfish.cli.config import config_path, load_context
-from pilotfish.errors import PilotfishError, ResourceRef, ValidationError
+from pilotfish.errors import PilotfishError, ValidationError
 
 if TYPE_CHECKING:
     from pilotfish.cli.client import ApiClient
@@ -449,7 +451,7 @@ def validate(files: tuple[str, ...], namespace: str | None) -> None:
         try:
             v = validate_one(d.body, source=d.source, default_namespace=namespace or "default")
             meta = v.body["metadata"]
-            ref = ResourceRef(v.info.kind, meta.get("namespace"), meta["name"])
+            ref = ResourceKey.of(v.info.kind, meta.get("namespace"), meta["name"])
             for w in v.warnings:
                 click.echo(f"Warning: {d.source}: {ref}: {w}", err=True)
         except ValidationError as e:
@@ -542,11 +544,11 @@ def proxy_status(g: Globals, fmt: str | None) -> None:
     help="Where config and keys live (default ~/.pilotfish/data).",
 )
 @click.option(
-    "--listen", default="127.0.0.1:15014", show_default=True, help="Address of the HTTP API."
+    "--listen", default=DEFAULT_API_ADDRESS, show_default=True, help="Address of the HTTP API."
 )
 @click.option(
     "--xds-listen",
-    default="127.0.0.1:15012",
+    default=DEFAULT_XDS_ADDRESS,
     show_default=True,
     help="Address of the xDS (ADS) gRPC server.",
 )

@@ -28,13 +28,14 @@ from pilotfish.agent.settings import (
     XdsTls,
 )
 from pilotfish.api.duration import parse_duration
-from pilotfish.api.node import (
+from pilotfish.api.mesh import (
     ADMIN_PORT,
     AGENT_PORT,
+    DEFAULT_XDS_ADDRESS,
     OUTBOUND_CAPTURE_PORT,
     READINESS_PORT,
-    NodeInfo,
 )
+from pilotfish.api.node import NodeInfo
 
 #: Istio's ingress gateway Service: port 80 -> 8080 and 443 -> 8443.
 DEFAULT_GATEWAY_PORTS = {80: 8080, 443: 8443}
@@ -61,7 +62,7 @@ def parse_port_pair(text: str, option: str, example: str) -> tuple[int, int]:
 def build_settings(
     *,
     proxy_type: str = "sidecar",
-    discovery_address: str = "127.0.0.1:15012",
+    discovery_address: str = DEFAULT_XDS_ADDRESS,
     plaintext: bool = False,
     ca_file: Path | None = None,
     cert_file: Path | None = None,
@@ -227,7 +228,7 @@ _LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "critical", "off"]
 )
 @click.option(
     "--discovery-address",
-    default="127.0.0.1:15012",
+    default=DEFAULT_XDS_ADDRESS,
     show_default=True,
     metavar="HOST:PORT",
     help="The control plane's xDS address.",

@@ -25,6 +25,7 @@ from typing import Any
 
 import click
 
+from pilotfish.api.mesh import DEFAULT_API_ADDRESS, XDS_PORT
 from pilotfish.platform.local.process import pod_command, pod_env
 from pilotfish.platform.local.runtime_mesh import (
     DEFAULT_GATEWAY_PORTS,
@@ -117,8 +118,8 @@ def _settings(data_dir: Path | None, state_dir: Path | None, **kw: Any) -> MeshS
 
 @click.command("up", context_settings=CONTEXT_SETTINGS)
 @_data_dir_options
-@click.option("--listen", default="127.0.0.1:15014", show_default=True, help="The API's address.")
-@click.option("--xds-port", type=click.IntRange(1, 65535), default=15012, show_default=True,
+@click.option("--listen", default=DEFAULT_API_ADDRESS, show_default=True, help="The API's address.")
+@click.option("--xds-port", type=click.IntRange(1, 65535), default=XDS_PORT, show_default=True,
               help="The control plane's xDS port (on the pod bridge's address).")  # fmt: skip
 @click.option("--gateway-bind", default="127.0.0.1", show_default=True,
               help="Address the ingress gateway's ports bind.")  # fmt: skip

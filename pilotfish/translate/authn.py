@@ -33,13 +33,13 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import empty_pb2
 
+from pilotfish.api.objects import Spec
 from pilotfish.config.store.base import StoredObject
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.translate.authz import JWT_AUTHN_FILTER, JWT_PAYLOAD_KEY, applicable
 from pilotfish.translate.common import pack
 
-Spec = dict[str, Any]
 #: ``uri -> JWKS JSON`` (None while unknown or unreachable).
 JwksLookup = Callable[[str], str | None]
 

@@ -41,6 +41,8 @@ from typing import Any
 
 import httpx
 
+from pilotfish.api.kinds import token_path
+from pilotfish.api.mesh import DEFAULT_API_ADDRESS, XDS_PORT
 from pilotfish.errors import PilotfishError
 from pilotfish.platform.local.commands import IptablesTools
 from pilotfish.platform.local.network import PodNetwork, PodNetworkSettings, cleanup_all
@@ -75,8 +77,8 @@ class MeshError(PilotfishError):
 class MeshSettings:
     data_dir: Path
     state_dir: Path
-    api_listen: str = "127.0.0.1:15014"
-    xds_port: int = 15012
+    api_listen: str = DEFAULT_API_ADDRESS
+    xds_port: int = XDS_PORT
     gateway_bind: str = "127.0.0.1"
     gateway_ports: tuple[tuple[int, int], ...] = DEFAULT_GATEWAY_PORTS
     gateway_admin_port: int = 15000
@@ -400,9 +402,7 @@ def copy_mesh_roots(source: Path, out: Path, server_log: Path) -> None:
 def _write_gateway_token(s: MeshSettings) -> None:
     """A workload token for the gateway's identity, so it gets a mesh certificate (mTLS)."""
     token = (s.data_dir / "admin-token").read_text().strip()
-    path = f"/apis/pilotfish.io/v1/namespaces/{GATEWAY_NAMESPACE}/serviceaccounts/" + (
-        f"{GATEWAY_SERVICE_ACCOUNT}/token"
-    )
+    path = token_path(GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT)
     resp = httpx.post(
         s.api_url + path,
         json={"spec": {"expirationSeconds": GATEWAY_TOKEN_TTL}},

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pilotfish.api.node import READINESS_PORT
+from pilotfish.api.mesh import READINESS_PORT
 from pilotfish.platform.local.capture import CaptureSettings, apply_capture
 from pilotfish.platform.local.commands import IptablesTools, PlatformError
 from pilotfish.platform.local.hosts import (
