@@ -29,12 +29,13 @@ from pilotfish.api.node import NodeInfo
 from pilotfish.apiserver.app import ApiServer, ApiSettings, ensure_builtin_namespaces
 from pilotfish.apiserver.auth import load_or_create_admin_token
 from pilotfish.apiserver.tokens import add_token_routes
-from pilotfish.cli.config import DEFAULT_HOME, Context, save_context
 from pilotfish.config.store import Store, open_store
+from pilotfish.contextfile import DEFAULT_HOME, Context, save_context
 from pilotfish.control.jwks import JwksFetcher, JwksSettings
 from pilotfish.model.push_context import MeshSettings
 from pilotfish.model.source import PushContextSource
 from pilotfish.registry import Registry
+from pilotfish.registry.vip import VipAllocator
 from pilotfish.server_identity import ControlPlaneIdentity, IdentitySettings
 from pilotfish.translate import Resources, generate
 from pilotfish.xds import DiscoveryServer, PushRequest, XdsSettings
@@ -136,7 +137,10 @@ class Mesh:
     ) -> None:
         self.store = store
         self.identity = identity
-        self.registry = Registry()
+        #: The one VIP allocator: the registry's (Services, ServiceEntries) and the API's
+        #: (``clusterIP`` of applied Services).
+        self.vips = VipAllocator()
+        self.registry = Registry(vips=self.vips)
         #: Keys of RequestAuthentication jwksUri rules, fetched here and inlined by translate.
         self.jwks = JwksFetcher(JwksSettings(), on_change=self._jwks_changed)
         self.source = PushContextSource(store, self.registry, MeshSettings(), jwks=self.jwks.jwks)
@@ -219,6 +223,7 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
                 tokens=frozenset({token}),
                 proxy_status=mesh.proxy_status,
                 proxy_config=mesh.proxy_config,
+                vips=mesh.vips,
             ),
         )
         app = api.app()

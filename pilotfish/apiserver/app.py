@@ -33,6 +33,7 @@ from aiohttp import web
 from pilotfish import __version__
 from pilotfish.api import kinds
 from pilotfish.api.kinds import KindInfo
+from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX, service_fqdn
 from pilotfish.api.objects import ResourceKey
 from pilotfish.apiserver.auth import token_matches
 from pilotfish.apiserver.status import error_status, status_body
@@ -75,6 +76,10 @@ class ApiSettings:
     proxy_status: StatusProvider = field(default=lambda: [])
     #: The config the control plane generates for one connected proxy.
     proxy_config: ConfigProvider = field(default=lambda ns, name: None)
+    #: The control plane's one VIP allocator (the registry's): Services applied without a
+    #: ``clusterIP`` get theirs from it, so they never collide with ServiceEntry VIPs.
+    vips: VipAllocator = field(default_factory=VipAllocator)
+    domain_suffix: str = DEFAULT_DOMAIN_SUFFIX
 
 
 def ensure_builtin_namespaces(store: Store) -> None:
@@ -454,17 +459,17 @@ class ApiServer:
         services = [b for b in bodies if b["kind"] == "Service"]
         if not services:
             return
-        assigned: dict[str, str] = {}
+        vips, suffix = self.settings.vips, self.settings.domain_suffix
         for o in self.store.list("Service"):
             ip = (o.body.get("spec") or {}).get("clusterIP")
             if ip and ip != "None":
-                assigned[f"{o.name}.{o.namespace}"] = str(ip)
-        vips = VipAllocator(assigned=assigned)
+                vips.reserve(service_fqdn(o.name, o.namespace, suffix), str(ip))
         for b in services:
             spec = b.setdefault("spec", {})
             if not spec.get("clusterIP"):
+                meta = b["metadata"]
                 spec["clusterIP"] = vips.allocate(
-                    f"{b['metadata']['name']}.{b['metadata']['namespace']}"
+                    service_fqdn(meta["name"], meta["namespace"], suffix)
                 )
 
     def _differs(self, body: dict[str, Any]) -> bool:

@@ -1,7 +1,7 @@
 """The ``pilotfish`` command: kubectl/istioctl-style verbs over the control-plane API.
 
 Every verb that talks to a control plane finds it through the context file (see
-``pilotfish.cli.config``); ``--server``/``--token``/``--context`` override it. Errors are one
+``pilotfish.contextfile``); ``--server``/``--token``/``--context`` override it. Errors are one
 clear line each on stderr and a non-zero exit code.
 """
 
@@ -20,7 +20,7 @@ from pilotfish.api.kinds import KindInfo
 from pilotfish.api.mesh import DEFAULT_API_ADDRESS, DEFAULT_XDS_ADDRESS
 from pilotfish.api.objects import ResourceKey
 from pilotfish.cli import output
-from pilotfish.cli.config import config_path, load_context
+from pilotfish.contextfile import config_path, load_context
 from pilotfish.errors import PilotfishError, ValidationError
 
 if TYPE_CHECKING:

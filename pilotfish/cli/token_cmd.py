@@ -15,7 +15,7 @@ import click
 from pilotfish.api.duration import parse_duration
 from pilotfish.api.kinds import token_path
 from pilotfish.cli.client import ApiClient
-from pilotfish.cli.config import load_context
+from pilotfish.contextfile import load_context
 from pilotfish.errors import PilotfishError
 
 
