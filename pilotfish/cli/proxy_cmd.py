@@ -32,13 +32,11 @@ from pilotfish.api.mesh import (
     ADMIN_PORT,
     AGENT_PORT,
     DEFAULT_XDS_ADDRESS,
+    GATEWAY_PORTS,
     OUTBOUND_CAPTURE_PORT,
     READINESS_PORT,
 )
 from pilotfish.api.node import NodeInfo
-
-#: Istio's ingress gateway Service: port 80 -> 8080 and 443 -> 8443.
-DEFAULT_GATEWAY_PORTS = {80: 8080, 443: 8443}
 
 
 def parse_label(text: str) -> tuple[str, str]:
@@ -117,7 +115,7 @@ def build_settings(
     inbound = dict(parse_port_pair(p, "--inbound-port", "9080:19080") for p in inbound_ports)
     gateways = dict(parse_port_pair(p, "--gateway-port", "80:8080") for p in gateway_ports)
     if proxy_type == "router" and not gateways:
-        gateways = dict(DEFAULT_GATEWAY_PORTS)
+        gateways = dict(GATEWAY_PORTS)
     if mode == "NONE" and proxy_type == "sidecar" and outbound_port is None:
         outbound_port = OUTBOUND_CAPTURE_PORT
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pilotfish.agent.launch import PROXY_MODULE
 from pilotfish.platform.local.commands import IptablesTools
 from pilotfish.platform.local.network import PodNetwork, PodNetworkSettings, cleanup_all
 from pilotfish.platform.local.runtime import (
@@ -50,7 +51,7 @@ log = logging.getLogger("pilotfish.runtime")
 
 def default_proxy_argv() -> tuple[str, ...]:
     """``pilotfish proxy`` through this interpreter (independent of the console script)."""
-    return (sys.executable, "-P", "-m", "pilotfish.cli.main", "proxy")
+    return (sys.executable, "-P", "-m", PROXY_MODULE, "proxy")
 
 
 def run_dir_for(prefix: str) -> Path:
