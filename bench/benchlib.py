@@ -38,7 +38,7 @@ from pilotfish.agent.launch import agent_argv
 from pilotfish.agent.settings import AgentSettings, HostPort, XdsTls
 from pilotfish.api.kinds import APPLY_PATH, PROXY_STATUS_PATH
 from pilotfish.api.node import NodeInfo
-from pilotfish.xds.client import AdsClient
+from pilotfish.testing.ads_client import AdsClient
 
 T = TypeVar("T")
 

@@ -31,7 +31,7 @@ from pilotfish.apiserver.auth import load_or_create_admin_token
 from pilotfish.apiserver.tokens import add_token_routes
 from pilotfish.config.store import Store, open_store
 from pilotfish.contextfile import DEFAULT_HOME, Context, save_context
-from pilotfish.control.jwks import JwksFetcher, JwksSettings
+from pilotfish.model.jwks import JwksFetcher, JwksSettings
 from pilotfish.model.push_context import MeshSettings
 from pilotfish.model.source import PushContextSource
 from pilotfish.registry import Registry

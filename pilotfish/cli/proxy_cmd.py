@@ -1,8 +1,10 @@
 """``pilotfish proxy``: run the sidecar (or gateway) agent in the foreground.
 
-Self-contained click command; the CLI's main group registers it with
-``cli.add_command(proxy)``. Option parsing and checks live in :func:`build_settings` (pure);
-the command itself only sets up logging and runs :func:`pilotfish.agent.agent.run_agent`.
+Self-contained click command; the CLI's main group loads it on first use from its table of
+lazy commands (``LAZY_COMMANDS`` in :mod:`pilotfish.cli.main`). Option parsing and checks live
+in :func:`build_settings` (pure); its inverse, the options for given settings, is
+:func:`pilotfish.agent.launch.agent_argv`. The command itself only sets up logging and runs
+:func:`pilotfish.agent.agent.run_agent`.
 """
 
 from __future__ import annotations

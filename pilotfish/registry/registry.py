@@ -21,7 +21,7 @@ from typing import Any
 
 from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX, service_fqdn
 from pilotfish.config.store.base import StoredObject
-from pilotfish.registry.kube import (
+from pilotfish.registry.convert import (
     service_from_k8s,
     workload_from_pod,
     workload_from_workload_entry,

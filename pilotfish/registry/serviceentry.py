@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from pilotfish.api.mesh import export_to
-from pilotfish.registry.kube import Allocate
+from pilotfish.registry.convert import Allocate
 from pilotfish.registry.types import Service, ServicePort, Workload, select_protocol
 
 

@@ -12,7 +12,7 @@ audience) gets 401. The verified payload is stored in dynamic metadata under
 
 Keys are always inlined (``local_jwks``): the sidecar may not reach the issuer. ``jwks`` is used
 as written; ``jwksUri`` (or, when neither is set, the issuer's OpenID discovery document) is
-fetched by the control plane (``pilotfish.control.jwks``) and read here through a
+fetched by the control plane (``pilotfish.model.jwks``) and read here through a
 the PushContext's ``jwks`` lookup. Until keys are known (or
 when a key set holds no usable key, which Envoy would reject with the whole listener) a
 placeholder key set that verifies no token is used, so tokens are refused (401) rather than

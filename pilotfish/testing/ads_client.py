@@ -47,7 +47,7 @@ from pilotfish.xds.resources import (
     SECRET_TYPE,
 )
 
-log = logging.getLogger("pilotfish.xds.client")
+log = logging.getLogger("pilotfish.testing.ads_client")
 
 MESSAGE_TYPES: Mapping[str, type[Message]] = {
     CLUSTER_TYPE: cluster_pb2.Cluster,
