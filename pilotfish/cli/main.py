@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
 
 import click
 
@@ -61,19 +61,57 @@ class Globals:
 pass_globals = click.make_pass_decorator(Globals)
 
 
+class LazyCommand(NamedTuple):
+    """A command defined in its own module: where it is, and its short help for ``--help``."""
+
+    target: str  # "module:attribute"
+    short_help: str
+
+
 #: Commands defined in their own modules, imported only when used (a sidecar agent started
-#: as `pilotfish proxy` should not pay for the analyzers' or the runtime's imports).
+#: as `pilotfish proxy` should not pay for the analyzers' or the runtime's imports). Their short
+#: help is kept here so that `pilotfish --help` imports none of them (a unit test checks it
+#: matches each command's own).
 LAZY_COMMANDS = {
-    "analyze": "pilotfish.cli.analyze_cmd:analyze_cmd",
-    "down": "pilotfish.cli.runtime_cmds:down",
-    "exec": "pilotfish.cli.runtime_cmds:exec_cmd",
-    "logs": "pilotfish.cli.runtime_cmds:logs",
-    "proxy": "pilotfish.cli.proxy_cmd:proxy",
-    "proxy-config": "pilotfish.cli.proxy_config:proxy_config",
-    "runtime": "pilotfish.cli.runtime_cmds:runtime",
-    "status": "pilotfish.cli.runtime_cmds:status",
-    "token": "pilotfish.cli.token_cmd:token",
-    "up": "pilotfish.cli.runtime_cmds:up",
+    "analyze": LazyCommand(
+        "pilotfish.cli.analyze_cmd:analyze_cmd",
+        "Find problems across resources, with Istio's codes, as `istioctl analyze`.",
+    ),
+    "down": LazyCommand(
+        "pilotfish.cli.runtime_cmds:down",
+        "Stop the local mesh and remove every pod, namespace, veth, bridge and iptables rule.",
+    ),
+    "exec": LazyCommand(
+        "pilotfish.cli.runtime_cmds:exec_cmd",
+        "Run a command inside a pod's network namespace, as `kubectl exec POD -- CMD`.",
+    ),
+    "logs": LazyCommand(
+        "pilotfish.cli.runtime_cmds:logs", "Print a pod container's log, as `kubectl logs`."
+    ),
+    "proxy": LazyCommand(
+        "pilotfish.cli.proxy_cmd:proxy",
+        "Run an Envoy sidecar (or gateway) for one workload until SIGTERM.",
+    ),
+    "proxy-config": LazyCommand(
+        "pilotfish.cli.proxy_config:proxy_config",
+        "Show the clusters, listeners, routes or endpoints of one proxy, as `istioctl "
+        "proxy-config`.",
+    ),
+    "runtime": LazyCommand(
+        "pilotfish.cli.runtime_cmds:runtime",
+        "Run the local pod runtime in the foreground (`pilotfish up` starts it for you).",
+    ),
+    "status": LazyCommand(
+        "pilotfish.cli.runtime_cmds:status",
+        "Health of the control plane, the pod runtime and the ingress gateway.",
+    ),
+    "token": LazyCommand(
+        "pilotfish.cli.token_cmd:token", "Workload tokens for sidecars outside the local runtime."
+    ),
+    "up": LazyCommand(
+        "pilotfish.cli.runtime_cmds:up",
+        "Start the local mesh in the background: control plane, pod runtime, ingress gateway.",
+    ),
 }
 
 
@@ -89,9 +127,26 @@ class PilotfishGroup(click.Group):
             return found
         import importlib
 
-        module, _, attr = LAZY_COMMANDS[cmd_name].partition(":")
+        module, _, attr = LAZY_COMMANDS[cmd_name].target.partition(":")
         command: click.Command = getattr(importlib.import_module(module), attr)
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``--help``, with the lazy commands' help from the table."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max((len(n) for n in names), default=0)
+        rows = []
+        for name in names:
+            lazy = LAZY_COMMANDS.get(name)
+            if lazy is not None and name not in self.commands:
+                rows.append((name, _short(lazy.short_help, limit)))
+                continue
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -129,6 +184,11 @@ def cli(
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def _short(text: str, limit: int) -> str:
+    """``text`` cut at ``limit`` characters the way click cuts a command's short help."""
+    return click.Command(None, help=text).get_short_help_str(limit)
 
 
 def _kind_label(info: KindInfo, name: str) -> str:
