@@ -460,10 +460,13 @@ class ApiServer:
         if not services:
             return
         vips, suffix = self.settings.vips, self.settings.domain_suffix
-        for o in self.store.list("Service"):
-            ip = (o.body.get("spec") or {}).get("clusterIP")
+        # Addresses already chosen (stored, or written in this batch) are never handed out.
+        chosen = [(o.name, o.namespace, o.body) for o in self.store.list("Service")]
+        chosen += [(b["metadata"]["name"], b["metadata"]["namespace"], b) for b in services]
+        for name, namespace, body in chosen:
+            ip = (body.get("spec") or {}).get("clusterIP")
             if ip and ip != "None":
-                vips.reserve(service_fqdn(o.name, o.namespace, suffix), str(ip))
+                vips.reserve(service_fqdn(name, namespace, suffix), str(ip))
         for b in services:
             spec = b.setdefault("spec", {})
             if not spec.get("clusterIP"):
@@ -495,7 +498,7 @@ class ApiServer:
             )
             keys.append(Key(info.kind, ns, str(it["name"])))
         ignore_missing = bool(req.get("ignoreNotFound"))
-        dry_run = bool(req.get("dryRun"))
+        dry_run = bool(req.get("dryRun")) or request.query.get("dryRun") == "All"
         if ignore_missing:
             keys = [k for k in keys if self.store.get(k) is not None]
         deleted = self._delete(keys, dry_run=dry_run)
