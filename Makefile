@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
-# Lint first (ruff, mypy); then unit and integration tests in parallel; then the e2e tests
+# Lint first (ruff, mypy, import contracts); then unit and integration tests in parallel; then the e2e tests
 # (pods, iptables), one at a time.
 test: install lint
 	$(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) tests/unit tests/integration
@@ -41,6 +41,7 @@ lint: install
 	$(VENV)/bin/ruff check pilotfish tests bench samples
 	$(VENV)/bin/ruff format --check pilotfish tests bench samples
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

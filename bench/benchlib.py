@@ -34,14 +34,15 @@ from typing import Any, TypeVar
 import grpc
 import httpx
 
+from pilotfish.agent.launch import agent_argv
+from pilotfish.agent.settings import AgentSettings, HostPort, XdsTls
+from pilotfish.api.kinds import APPLY_PATH, PROXY_STATUS_PATH
 from pilotfish.api.node import NodeInfo
-from pilotfish.xds.client import AdsClient
+from pilotfish.testing.ads_client import AdsClient
 
 T = TypeVar("T")
 
 CLI = [sys.executable, "-m", "pilotfish.cli.main"]
-APPLY_PATH = "/apis/pilotfish.io/v1/apply"
-PROXY_STATUS_PATH = "/apis/pilotfish.io/v1/proxystatus"
 
 
 # ------------------------------------------------------------------------------- addresses
@@ -222,11 +223,6 @@ class ControlPlane:
         """The mesh roots agents verify the xDS port with."""
         return self.data_dir / "ca" / "mesh-roots.pem"
 
-    @property
-    def agent_args(self) -> list[str]:
-        """``pilotfish proxy`` options to connect to this control plane's xDS port."""
-        return ["--ca-file", str(self.roots)] if self.tls else ["--plaintext"]
-
     def credentials(self) -> grpc.ChannelCredentials | None:
         """gRPC channel credentials for in-process xDS clients (None: plaintext)."""
         if not self.tls:
@@ -347,39 +343,28 @@ def start_sidecar(
     """
     ip = ip or free_loopback_ip(inbound[0] if inbound else 9080)
     outbound, readiness, admin, agent = (free_port() for _ in range(4))
-    cmd = [
-        *CLI,
-        "proxy",
-        "--namespace",
-        "default",
-        "--pod-name",
-        name,
-        "--ip",
-        ip,
-        "--discovery-address",
-        f"127.0.0.1:{cp.xds_port}",
-        *cp.agent_args,
-        "--interception-mode",
-        "NONE",
-        "--outbound-port",
-        str(outbound),
-        "--admin-port",
-        str(admin),
-        "--readiness-port",
-        str(readiness),
-        "--agent-port",
-        str(agent),
-        "--concurrency",
-        str(concurrency),
-        "--drain-seconds",
-        "0",
-        "--work-dir",
-        str(procs.workdir / f"proxy-{name}"),
-    ]
-    for k, v in labels.items():
-        cmd += ["--label", f"{k}={v}"]
-    if inbound is not None:
-        cmd += ["--inbound-port", f"{inbound[0]}:{inbound[1]}"]
+    node = NodeInfo(
+        proxy_type="sidecar",
+        ip=ip,
+        pod_name=name,
+        namespace="default",
+        labels=dict(labels),
+        interception_mode="NONE",
+        outbound_port=outbound,
+        inbound_ports=dict([inbound]) if inbound is not None else {},
+    )
+    settings = AgentSettings(
+        node=node,
+        work_dir=procs.workdir / f"proxy-{name}",
+        discovery_address=HostPort("127.0.0.1", cp.xds_port),
+        xds_tls=XdsTls(cp.roots) if cp.tls else None,
+        admin_port=admin,
+        readiness_port=readiness,
+        agent_port=agent,
+        concurrency=concurrency,
+        drain_seconds=0.0,
+    )
+    cmd = [*CLI, "proxy", *agent_argv(settings)]
     proc = procs.start(cmd, f"proxy-{name}.log", cp.env, cpus)
     return Sidecar(name, ip, outbound, readiness, admin, proc)
 

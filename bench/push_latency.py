@@ -58,7 +58,7 @@ from benchlib import (
     weighted_route,
 )
 
-from pilotfish.xds.client import AdsClient
+from pilotfish.testing.ads_client import AdsClient
 
 #: Targets from the issue: all proxies ACKed within this many seconds.
 ENVOY_TARGET_S = 1.0

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pilotfish.api.objects import ResourceKey
+
 
 class PilotfishError(Exception):
     """Base of every error Pilotfish reports to a user."""
@@ -62,25 +64,12 @@ class LoadError(PilotfishError):
         super().__init__(f"{source}: {message}" if source else message)
 
 
-@dataclass
-class ResourceRef:
-    """Names a resource in messages: ``VirtualService default/reviews``."""
-
-    kind: str
-    namespace: str | None = None
-    name: str | None = None
-
-    def __str__(self) -> str:
-        name = self.name or "<unnamed>"
-        return f"{self.kind} {self.namespace}/{name}" if self.namespace else f"{self.kind} {name}"
-
-
 class ValidationError(PilotfishError):
     """A resource is invalid. ``errors`` lists every problem found, each with its field path."""
 
     def __init__(
         self,
-        resource: ResourceRef,
+        resource: ResourceKey,
         errors: list[FieldError],
         source: Source | None = None,
     ) -> None:

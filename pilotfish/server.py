@@ -24,16 +24,18 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import json_format
 
+from pilotfish.api.mesh import API_PORT, XDS_PORT
 from pilotfish.api.node import NodeInfo
 from pilotfish.apiserver.app import ApiServer, ApiSettings, ensure_builtin_namespaces
 from pilotfish.apiserver.auth import load_or_create_admin_token
 from pilotfish.apiserver.tokens import add_token_routes
-from pilotfish.cli.config import DEFAULT_HOME, Context, save_context
 from pilotfish.config.store import Store, open_store
-from pilotfish.control.jwks import JwksFetcher, JwksSettings
+from pilotfish.contextfile import DEFAULT_HOME, Context, save_context
+from pilotfish.model.jwks import JwksFetcher, JwksSettings
 from pilotfish.model.push_context import MeshSettings
 from pilotfish.model.source import PushContextSource
 from pilotfish.registry import Registry
+from pilotfish.registry.vip import VipAllocator
 from pilotfish.server_identity import ControlPlaneIdentity, IdentitySettings
 from pilotfish.translate import Resources, generate
 from pilotfish.xds import DiscoveryServer, PushRequest, XdsSettings
@@ -85,8 +87,8 @@ class ServerSettings:
         xds_sans: tuple[str, ...] = (),
     ) -> ServerSettings:
         data_dir = (data_dir or DEFAULT_HOME / "data").expanduser().resolve()
-        api_host, api_port = split_address(listen, 15014)
-        xds_host, xds_port = split_address(xds_listen, 15012)
+        api_host, api_port = split_address(listen, API_PORT)
+        xds_host, xds_port = split_address(xds_listen, XDS_PORT)
         return cls(
             data_dir=data_dir,
             api_host=api_host,
@@ -135,7 +137,10 @@ class Mesh:
     ) -> None:
         self.store = store
         self.identity = identity
-        self.registry = Registry()
+        #: The one VIP allocator: the registry's (Services, ServiceEntries) and the API's
+        #: (``clusterIP`` of applied Services).
+        self.vips = VipAllocator()
+        self.registry = Registry(vips=self.vips)
         #: Keys of RequestAuthentication jwksUri rules, fetched here and inlined by translate.
         self.jwks = JwksFetcher(JwksSettings(), on_change=self._jwks_changed)
         self.source = PushContextSource(store, self.registry, MeshSettings(), jwks=self.jwks.jwks)
@@ -218,6 +223,7 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
                 tokens=frozenset({token}),
                 proxy_status=mesh.proxy_status,
                 proxy_config=mesh.proxy_config,
+                vips=mesh.vips,
             ),
         )
         app = api.app()

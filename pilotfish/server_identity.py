@@ -39,6 +39,7 @@ from pathlib import Path
 
 import grpc
 
+from pilotfish.api.mesh import DEFAULT_TRUST_DOMAIN
 from pilotfish.identity import (
     CASettings,
     CertificateAuthorityService,
@@ -62,7 +63,7 @@ class IdentitySettings:
     data_dir: Path
     #: CA files (plug-in ``cacerts`` or the self-signed root); ``<data_dir>/ca`` when None.
     ca_dir: Path | None = None
-    trust_domain: str = "cluster.local"
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
     #: Serve xDS (and the CA RPC) over TLS with a certificate from the mesh CA.
     xds_tls: bool = True
     #: Address xDS listens on (its IP goes into the serving certificate).

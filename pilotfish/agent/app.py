@@ -25,7 +25,7 @@ from collections.abc import Mapping
 
 from pilotfish.agent.process import spawn_child, terminate
 from pilotfish.agent.settings import AgentSettings
-from pilotfish.api.node import OUTBOUND_CAPTURE_PORT
+from pilotfish.api.mesh import OUTBOUND_CAPTURE_PORT
 
 log = logging.getLogger("pilotfish.agent.app")
 

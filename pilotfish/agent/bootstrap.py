@@ -37,6 +37,7 @@ import yaml
 
 from pilotfish.agent.settings import SDS_CLUSTER, XDS_CLUSTER, AgentSettings, HostPort, XdsTls
 from pilotfish.api.peer import HISTOGRAM_BUCKETS
+from pilotfish.api.typeurls import type_url
 
 #: Static clusters the readiness listener routes to.
 ADMIN_CLUSTER = "pilotfish-admin"
@@ -45,12 +46,11 @@ AGENT_CLUSTER = "pilotfish-agent"
 READINESS_STAT_PREFIX = "readiness"
 READINESS_PATH = "/healthz/ready"
 
-_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"  # noqa: E501
-_ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-_HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-_UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
-_DOWNSTREAM_CONNECTIONS = (
-    "type.googleapis.com/"
+_HCM = type_url("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager")
+_ROUTER = type_url("envoy.extensions.filters.http.router.v3.Router")
+_HTTP_OPTIONS = type_url("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+_UPSTREAM_TLS = type_url("envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext")
+_DOWNSTREAM_CONNECTIONS = type_url(
     "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
 )
 

@@ -14,7 +14,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pilotfish.api.node import ADMIN_PORT, AGENT_PORT, READINESS_PORT, NodeInfo
+from pilotfish.api.mesh import ADMIN_PORT, AGENT_PORT, READINESS_PORT, XDS_PORT
+from pilotfish.api.node import NodeInfo
 
 XdsApi = Literal["delta", "sotw"]
 LogLevel = Literal["trace", "debug", "info", "warning", "error", "critical", "off"]
@@ -115,7 +116,7 @@ class AgentSettings:
     node: NodeInfo
     #: Where the agent writes the bootstrap and other runtime files.
     work_dir: Path
-    discovery_address: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", 15012))
+    discovery_address: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", XDS_PORT))
     #: ``None`` means plaintext gRPC to the control plane.
     xds_tls: XdsTls | None = None
     #: ``None``: no workload certificate (no mTLS, no SDS cluster in the bootstrap).

@@ -13,14 +13,16 @@
 
 from __future__ import annotations
 
+from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX, service_fqdn
+
 MESH_GATEWAY = "mesh"
 
 
-def resolve_host(host: str, namespace: str, domain_suffix: str = "cluster.local") -> str:
+def resolve_host(host: str, namespace: str, domain_suffix: str = DEFAULT_DOMAIN_SUFFIX) -> str:
     """Istio's ResolveShortnameToFQDN."""
     if not host or "." in host or host.startswith("*"):
         return host
-    return f"{host}.{namespace}.svc.{domain_suffix}"
+    return service_fqdn(host, namespace, domain_suffix)
 
 
 def host_matches(pattern: str, host: str) -> bool:

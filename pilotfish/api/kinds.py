@@ -146,6 +146,34 @@ def for_api_version(api_version: str, kind: str) -> KindInfo:
     return info
 
 
+# Pilotfish's own API paths (group ``pilotfish.io``), served next to the kinds' paths. A
+# ``*_ROUTE`` carries ``{namespace}`` and ``{name}`` placeholders (aiohttp's route syntax).
+PILOTFISH_GROUP = "pilotfish.io"
+PILOTFISH_API = f"/apis/{PILOTFISH_GROUP}/v1"
+#: POST: a batch of objects (one file) applied in one transaction.
+APPLY_PATH = f"{PILOTFISH_API}/apply"
+#: POST: a batch of deletions in one transaction.
+DELETE_PATH = f"{PILOTFISH_API}/delete"
+#: GET: connected proxies and their xDS state.
+PROXY_STATUS_PATH = f"{PILOTFISH_API}/proxystatus"
+#: The mesh config in force (``pilotfish get meshconfig``).
+MESH_CONFIG_PATH = f"{PILOTFISH_API}/meshconfig"
+#: GET: the Envoy config the control plane generates for one proxy.
+PROXY_CONFIG_ROUTE = f"{PILOTFISH_API}/namespaces/{{namespace}}/proxies/{{name}}/config"
+#: POST: the TokenRequest subresource of a ServiceAccount (Kubernetes' shape).
+TOKEN_ROUTE = f"{PILOTFISH_API}/namespaces/{{namespace}}/serviceaccounts/{{name}}/token"
+
+
+def proxy_config_path(namespace: str, name: str) -> str:
+    """Where a client reads the generated config of proxy ``namespace``/``name``."""
+    return PROXY_CONFIG_ROUTE.format(namespace=namespace, name=name)
+
+
+def token_path(namespace: str, service_account: str) -> str:
+    """Where a client asks for a token of ``namespace``/``service_account``."""
+    return TOKEN_ROUTE.format(namespace=namespace, name=service_account)
+
+
 def by_path(group: str, version: str, plural: str) -> KindInfo:
     """The kind behind an API path segment triple, for the HTTP API."""
     for info in KINDS:

@@ -19,8 +19,9 @@ from pydantic import BaseModel
 from pilotfish.api import core, meshconfig, networking, security, telemetry, workloads
 from pilotfish.api.destinationrule import DestinationRule
 from pilotfish.api.kinds import KINDS, by_kind, for_api_version
+from pilotfish.api.objects import ResourceKey
 from pilotfish.api.virtualservice import VirtualService
-from pilotfish.errors import FieldError, ResourceRef, UnknownKindError, ValidationError
+from pilotfish.errors import FieldError, UnknownKindError, ValidationError
 
 MODELS: dict[str, type[BaseModel]] = {
     "VirtualService": VirtualService,
@@ -46,16 +47,16 @@ MODELS: dict[str, type[BaseModel]] = {
 assert set(MODELS) == {k.kind for k in KINDS}, "every kind needs a model"
 
 
-def resource_ref(body: Any, default_namespace: str | None = None) -> ResourceRef:
+def resource_ref(body: Any, default_namespace: str | None = None) -> ResourceKey:
     """``Kind namespace/name`` of a (possibly malformed) body, for messages."""
     if not isinstance(body, dict):
-        return ResourceRef("<unknown>")
+        return ResourceKey.of("<unknown>")
     meta = body.get("metadata")
     meta = meta if isinstance(meta, dict) else {}
     name = meta.get("name")
     ns = meta.get("namespace") or default_namespace
     kind = body.get("kind")
-    return ResourceRef(
+    return ResourceKey.of(
         kind if isinstance(kind, str) and kind else "<unknown>",
         ns if isinstance(ns, str) else None,
         name if isinstance(name, str) else None,
@@ -68,7 +69,7 @@ def parse(body: dict[str, Any]) -> BaseModel:
     Raises UnknownKindError for an apiVersion/kind not served, ValidationError otherwise.
     """
     if not isinstance(body, dict):
-        raise ValidationError(ResourceRef("<unknown>"), [FieldError("", "must be a mapping")])
+        raise ValidationError(ResourceKey.of("<unknown>"), [FieldError("", "must be a mapping")])
     kind = body.get("kind")
     api_version = body.get("apiVersion")
     errors = []

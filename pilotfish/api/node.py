@@ -22,20 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX, DEFAULT_TRUST_DOMAIN
+
 ProxyType = Literal["sidecar", "router"]
 InterceptionMode = Literal["REDIRECT", "NONE"]
-
-DEFAULT_TRUST_DOMAIN = "cluster.local"
-DEFAULT_DOMAIN_SUFFIX = "cluster.local"
-
-# Istio's well-known ports.
-OUTBOUND_CAPTURE_PORT = 15001
-INBOUND_CAPTURE_PORT = 15006
-ADMIN_PORT = 15000
-AGENT_PORT = 15020
-READINESS_PORT = 15021
-XDS_PORT = 15012
-API_PORT = 15014
 
 
 @dataclass(frozen=True)

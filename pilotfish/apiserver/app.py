@@ -33,6 +33,8 @@ from aiohttp import web
 from pilotfish import __version__
 from pilotfish.api import kinds
 from pilotfish.api.kinds import KindInfo
+from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX, service_fqdn
+from pilotfish.api.objects import ResourceKey
 from pilotfish.api.telemetry import Telemetry
 from pilotfish.apiserver.auth import token_matches
 from pilotfish.apiserver.status import error_status, status_body
@@ -55,7 +57,6 @@ from pilotfish.errors import (
     FieldError,
     NotFoundError,
     PilotfishError,
-    ResourceRef,
     Source,
     ValidationError,
 )
@@ -63,7 +64,6 @@ from pilotfish.registry.vip import VipAllocator
 
 log = logging.getLogger(__name__)
 
-PILOTFISH_GROUP = "pilotfish.io"
 #: Namespaces that always exist, as Kubernetes' default and Istio's root namespace.
 BUILTIN_NAMESPACES = ("default", "istio-system")
 
@@ -79,6 +79,10 @@ class ApiSettings:
     proxy_status: StatusProvider = field(default=lambda: [])
     #: The config the control plane generates for one connected proxy.
     proxy_config: ConfigProvider = field(default=lambda ns, name: None)
+    #: The control plane's one VIP allocator (the registry's): Services applied without a
+    #: ``clusterIP`` get theirs from it, so they never collide with ServiceEntry VIPs.
+    vips: VipAllocator = field(default_factory=VipAllocator)
+    domain_suffix: str = DEFAULT_DOMAIN_SUFFIX
 
 
 def ensure_builtin_namespaces(store: Store) -> None:
@@ -116,14 +120,14 @@ def error_response(request: web.Request, err: PilotfishError) -> web.Response:
 async def read_body(request: web.Request) -> Any:
     raw = await request.text()
     if not raw.strip():
-        raise ValidationError(ResourceRef("request"), [FieldError("", "empty request body")])
+        raise ValidationError(ResourceKey.of("request"), [FieldError("", "empty request body")])
     try:
         if "json" in request.content_type:
             return json.loads(raw)
         return yaml.safe_load(raw)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         raise ValidationError(
-            ResourceRef("request"), [FieldError("", f"invalid body: {e}")]
+            ResourceKey.of("request"), [FieldError("", f"invalid body: {e}")]
         ) from None
 
 
@@ -188,14 +192,11 @@ class ApiServer:
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/version", self.version)
-        r.add_post(f"/apis/{PILOTFISH_GROUP}/v1/apply", self.apply_batch)
-        r.add_post(f"/apis/{PILOTFISH_GROUP}/v1/delete", self.delete_batch)
-        r.add_get(f"/apis/{PILOTFISH_GROUP}/v1/proxystatus", self.proxy_status)
-        r.add_get(f"/apis/{PILOTFISH_GROUP}/v1/meshconfig", self.meshconfig)
-        r.add_get(
-            f"/apis/{PILOTFISH_GROUP}/v1/namespaces/{{namespace}}/proxies/{{name}}/config",
-            self.proxy_config,
-        )
+        r.add_post(kinds.APPLY_PATH, self.apply_batch)
+        r.add_post(kinds.DELETE_PATH, self.delete_batch)
+        r.add_get(kinds.PROXY_STATUS_PATH, self.proxy_status)
+        r.add_get(kinds.MESH_CONFIG_PATH, self.meshconfig)
+        r.add_get(kinds.PROXY_CONFIG_ROUTE, self.proxy_config)
         for prefix in ("/api/{version}", "/apis/{group}/{version}"):
             r.add_route("*", prefix + "/namespaces/{namespace}/{plural}", self.collection)
             r.add_route("*", prefix + "/namespaces/{namespace}/{plural}/{name}", self.item)
@@ -304,7 +305,7 @@ class ApiServer:
     ) -> web.Response:
         if not isinstance(body, dict):
             raise ValidationError(
-                ResourceRef(info.kind), [FieldError("", "body must be an object")]
+                ResourceKey.of(info.kind), [FieldError("", "body must be an object")]
             )
         body.setdefault("kind", info.kind)
         body.setdefault("apiVersion", info.api_version)
@@ -312,7 +313,7 @@ class ApiServer:
         if ns and info.namespaced:
             if meta.get("namespace") not in (None, ns):
                 raise ValidationError(
-                    ResourceRef(info.kind, meta.get("namespace"), meta.get("name")),
+                    ResourceKey.of(info.kind, meta.get("namespace"), meta.get("name")),
                     [
                         FieldError(
                             "metadata.namespace", f"does not match the namespace in the path ({ns})"
@@ -322,7 +323,7 @@ class ApiServer:
             meta["namespace"] = ns
         if name is not None and meta.get("name") not in (None, name):
             raise ValidationError(
-                ResourceRef(info.kind, ns, meta.get("name")),
+                ResourceKey.of(info.kind, ns, meta.get("name")),
                 [FieldError("metadata.name", f"does not match the name in the path ({name})")],
             )
         if name is not None:
@@ -330,7 +331,7 @@ class ApiServer:
         validated = validate(body, default_namespace=ns or "default")
         if validated.info.kind != info.kind:
             raise ValidationError(
-                ResourceRef(validated.info.kind, ns, meta.get("name")),
+                ResourceKey.of(validated.info.kind, ns, meta.get("name")),
                 [FieldError("kind", f"must be {info.kind} for this path")],
             )
         rv = meta.get("resourceVersion")
@@ -363,7 +364,7 @@ class ApiServer:
             ):
                 errors.append(
                     ValidationError(
-                        ResourceRef(info.kind, ns, b["metadata"].get("name")),
+                        ResourceKey.of(info.kind, ns, b["metadata"].get("name")),
                         [
                             FieldError(
                                 "metadata.namespace",
@@ -391,12 +392,12 @@ class ApiServer:
             try:
                 if not isinstance(item, dict):
                     raise ValidationError(
-                        ResourceRef("document"), [FieldError("", "not a mapping")], src
+                        ResourceKey.of("document"), [FieldError("", "not a mapping")], src
                     )
                 v = validate(item, source=src, default_namespace=default_ns)
                 if not v.info.appliable:
                     raise ValidationError(
-                        ResourceRef(
+                        ResourceKey.of(
                             v.info.kind,
                             v.body["metadata"].get("namespace"),
                             v.body["metadata"]["name"],
@@ -412,7 +413,7 @@ class ApiServer:
                     )
                 validated.append(v.body)
                 meta = v.body["metadata"]
-                ref = ResourceRef(v.info.kind, meta.get("namespace"), meta["name"])
+                ref = ResourceKey.of(v.info.kind, meta.get("namespace"), meta["name"])
                 warnings.extend(f"{ref}: {w}" for w in v.warnings)
             except PilotfishError as e:
                 errors.append(e)
@@ -474,7 +475,7 @@ class ApiServer:
                 meta = body["metadata"]
                 errors.append(
                     ValidationError(
-                        ResourceRef("Telemetry", meta.get("namespace"), meta["name"]), found
+                        ResourceKey.of("Telemetry", meta.get("namespace"), meta["name"]), found
                     )
                 )
         if errors:
@@ -488,17 +489,20 @@ class ApiServer:
         services = [b for b in bodies if b["kind"] == "Service"]
         if not services:
             return
-        assigned: dict[str, str] = {}
-        for o in self.store.list("Service"):
-            ip = (o.body.get("spec") or {}).get("clusterIP")
+        vips, suffix = self.settings.vips, self.settings.domain_suffix
+        # Addresses already chosen (stored, or written in this batch) are never handed out.
+        chosen = [(o.name, o.namespace, o.body) for o in self.store.list("Service")]
+        chosen += [(b["metadata"]["name"], b["metadata"]["namespace"], b) for b in services]
+        for name, namespace, body in chosen:
+            ip = (body.get("spec") or {}).get("clusterIP")
             if ip and ip != "None":
-                assigned[f"{o.name}.{o.namespace}"] = str(ip)
-        vips = VipAllocator(assigned=assigned)
+                vips.reserve(service_fqdn(name, namespace, suffix), str(ip))
         for b in services:
             spec = b.setdefault("spec", {})
             if not spec.get("clusterIP"):
+                meta = b["metadata"]
                 spec["clusterIP"] = vips.allocate(
-                    f"{b['metadata']['name']}.{b['metadata']['namespace']}"
+                    service_fqdn(meta["name"], meta["namespace"], suffix)
                 )
 
     def _differs(self, body: dict[str, Any]) -> bool:
@@ -524,7 +528,7 @@ class ApiServer:
             )
             keys.append(Key(info.kind, ns, str(it["name"])))
         ignore_missing = bool(req.get("ignoreNotFound"))
-        dry_run = bool(req.get("dryRun"))
+        dry_run = bool(req.get("dryRun")) or request.query.get("dryRun") == "All"
         if ignore_missing:
             keys = [k for k in keys if self.store.get(k) is not None]
         deleted = self._delete(keys, dry_run=dry_run)
@@ -544,7 +548,7 @@ class ApiServer:
             if k.kind == "Namespace":
                 if k.name == "default":
                     raise ValidationError(
-                        ResourceRef("Namespace", None, k.name),
+                        ResourceKey.of("Namespace", None, k.name),
                         [FieldError("metadata.name", "the default namespace cannot be deleted")],
                     )
                 for obj in self.store.list(None, k.name):

@@ -21,9 +21,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from pilotfish.api.kinds import TOKEN_ROUTE
 from pilotfish.apiserver.status import status_body
-
-TOKEN_PATH = "/apis/pilotfish.io/v1/namespaces/{namespace}/serviceaccounts/{name}/token"
 
 
 class Issued(Protocol):
@@ -76,7 +75,7 @@ def add_token_routes(app: web.Application, issue: TokenIssuer) -> None:
             return web.json_response(status_body(422, "Invalid", f"{what}: {e}"), status=422)
         return web.json_response(token_response(ns, name, issued), status=201)
 
-    app.router.add_post(TOKEN_PATH, handler)
+    app.router.add_post(TOKEN_ROUTE, handler)
 
 
-__all__ = ["TOKEN_PATH", "add_token_routes", "requested_ttl", "token_response"]
+__all__ = ["add_token_routes", "requested_ttl", "token_response"]

@@ -8,7 +8,8 @@ from typing import Any
 
 import httpx
 
-from pilotfish.api.kinds import KindInfo
+from pilotfish.api import kinds
+from pilotfish.api.kinds import APPLY_PATH, DELETE_PATH, PROXY_STATUS_PATH, KindInfo
 from pilotfish.errors import ApiError
 
 
@@ -78,7 +79,7 @@ class ApiClient:
         dry_run: bool,
     ) -> dict[str, Any]:
         body = {"items": items, "sources": sources, "namespace": namespace, "dryRun": dry_run}
-        result: dict[str, Any] = self.request("POST", "/apis/pilotfish.io/v1/apply", json=body)
+        result: dict[str, Any] = self.request("POST", APPLY_PATH, json=body)
         return result
 
     def delete(
@@ -94,16 +95,16 @@ class ApiClient:
             "ignoreNotFound": ignore_not_found,
             "dryRun": dry_run,
         }
-        result: dict[str, Any] = self.request("POST", "/apis/pilotfish.io/v1/delete", json=body)
+        result: dict[str, Any] = self.request("POST", DELETE_PATH, json=body)
         return result
 
     def mesh_config(self) -> dict[str, Any]:
         """The mesh config in force (``pilotfish get meshconfig``)."""
-        result: dict[str, Any] = self.request("GET", "/apis/pilotfish.io/v1/meshconfig")
+        result: dict[str, Any] = self.request("GET", kinds.MESH_CONFIG_PATH)
         return result
 
     def proxy_status(self) -> list[dict[str, Any]]:
-        result = self.request("GET", "/apis/pilotfish.io/v1/proxystatus")
+        result = self.request("GET", PROXY_STATUS_PATH)
         return list(result.get("items") or [])
 
     def watch(self, info: KindInfo, namespace: str | None) -> Iterator[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """The ``pilotfish`` command: kubectl/istioctl-style verbs over the control-plane API.
 
 Every verb that talks to a control plane finds it through the context file (see
-``pilotfish.cli.config``); ``--server``/``--token``/``--context`` override it. Errors are one
+``pilotfish.contextfile``); ``--server``/``--token``/``--context`` override it. Errors are one
 clear line each on stderr and a non-zero exit code.
 """
 
@@ -10,16 +10,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
 
 import click
 
 from pilotfish import __version__
 from pilotfish.api import kinds
 from pilotfish.api.kinds import KindInfo
+from pilotfish.api.mesh import DEFAULT_API_ADDRESS, DEFAULT_XDS_ADDRESS
+from pilotfish.api.objects import ResourceKey
 from pilotfish.cli import output
-from pilotfish.cli.config import config_path, load_context
-from pilotfish.errors import PilotfishError, ResourceRef, ValidationError
+from pilotfish.contextfile import config_path, load_context
+from pilotfish.errors import PilotfishError, ValidationError
 
 if TYPE_CHECKING:
     from pilotfish.cli.client import ApiClient
@@ -59,19 +61,57 @@ class Globals:
 pass_globals = click.make_pass_decorator(Globals)
 
 
+class LazyCommand(NamedTuple):
+    """A command defined in its own module: where it is, and its short help for ``--help``."""
+
+    target: str  # "module:attribute"
+    short_help: str
+
+
 #: Commands defined in their own modules, imported only when used (a sidecar agent started
-#: as `pilotfish proxy` should not pay for the analyzers' or the runtime's imports).
+#: as `pilotfish proxy` should not pay for the analyzers' or the runtime's imports). Their short
+#: help is kept here so that `pilotfish --help` imports none of them (a unit test checks it
+#: matches each command's own).
 LAZY_COMMANDS = {
-    "analyze": "pilotfish.cli.analyze_cmd:analyze_cmd",
-    "down": "pilotfish.cli.runtime_cmds:down",
-    "exec": "pilotfish.cli.runtime_cmds:exec_cmd",
-    "logs": "pilotfish.cli.runtime_cmds:logs",
-    "proxy": "pilotfish.cli.proxy_cmd:proxy",
-    "proxy-config": "pilotfish.cli.proxy_config:proxy_config",
-    "runtime": "pilotfish.cli.runtime_cmds:runtime",
-    "status": "pilotfish.cli.runtime_cmds:status",
-    "token": "pilotfish.cli.token_cmd:token",
-    "up": "pilotfish.cli.runtime_cmds:up",
+    "analyze": LazyCommand(
+        "pilotfish.cli.analyze_cmd:analyze_cmd",
+        "Find problems across resources, with Istio's codes, as `istioctl analyze`.",
+    ),
+    "down": LazyCommand(
+        "pilotfish.cli.runtime_cmds:down",
+        "Stop the local mesh and remove every pod, namespace, veth, bridge and iptables rule.",
+    ),
+    "exec": LazyCommand(
+        "pilotfish.cli.runtime_cmds:exec_cmd",
+        "Run a command inside a pod's network namespace, as `kubectl exec POD -- CMD`.",
+    ),
+    "logs": LazyCommand(
+        "pilotfish.cli.runtime_cmds:logs", "Print a pod container's log, as `kubectl logs`."
+    ),
+    "proxy": LazyCommand(
+        "pilotfish.cli.proxy_cmd:proxy",
+        "Run an Envoy sidecar (or gateway) for one workload until SIGTERM.",
+    ),
+    "proxy-config": LazyCommand(
+        "pilotfish.cli.proxy_config:proxy_config",
+        "Show the clusters, listeners, routes or endpoints of one proxy, as `istioctl "
+        "proxy-config`.",
+    ),
+    "runtime": LazyCommand(
+        "pilotfish.cli.runtime_cmds:runtime",
+        "Run the local pod runtime in the foreground (`pilotfish up` starts it for you).",
+    ),
+    "status": LazyCommand(
+        "pilotfish.cli.runtime_cmds:status",
+        "Health of the control plane, the pod runtime and the ingress gateway.",
+    ),
+    "token": LazyCommand(
+        "pilotfish.cli.token_cmd:token", "Workload tokens for sidecars outside the local runtime."
+    ),
+    "up": LazyCommand(
+        "pilotfish.cli.runtime_cmds:up",
+        "Start the local mesh in the background: control plane, pod runtime, ingress gateway.",
+    ),
 }
 
 
@@ -87,9 +127,26 @@ class PilotfishGroup(click.Group):
             return found
         import importlib
 
-        module, _, attr = LAZY_COMMANDS[cmd_name].partition(":")
+        module, _, attr = LAZY_COMMANDS[cmd_name].target.partition(":")
         command: click.Command = getattr(importlib.import_module(module), attr)
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``--help``, with the lazy commands' help from the table."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max((len(n) for n in names), default=0)
+        rows = []
+        for name in names:
+            lazy = LAZY_COMMANDS.get(name)
+            if lazy is not None and name not in self.commands:
+                rows.append((name, _short(lazy.short_help, limit)))
+                continue
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -127,6 +184,11 @@ def cli(
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def _short(text: str, limit: int) -> str:
+    """``text`` cut at ``limit`` characters the way click cuts a command's short help."""
+    return click.Command(None, help=text).get_short_help_str(limit)
 
 
 def _kind_label(info: KindInfo, name: str) -> str:
@@ -465,7 +527,7 @@ def validate(files: tuple[str, ...], namespace: str | None) -> None:
         try:
             v = validate_one(d.body, source=d.source, default_namespace=namespace or "default")
             meta = v.body["metadata"]
-            ref = ResourceRef(v.info.kind, meta.get("namespace"), meta["name"])
+            ref = ResourceKey.of(v.info.kind, meta.get("namespace"), meta["name"])
             for w in v.warnings:
                 click.echo(f"Warning: {d.source}: {ref}: {w}", err=True)
         except ValidationError as e:
@@ -558,11 +620,11 @@ def proxy_status(g: Globals, fmt: str | None) -> None:
     help="Where config and keys live (default ~/.pilotfish/data).",
 )
 @click.option(
-    "--listen", default="127.0.0.1:15014", show_default=True, help="Address of the HTTP API."
+    "--listen", default=DEFAULT_API_ADDRESS, show_default=True, help="Address of the HTTP API."
 )
 @click.option(
     "--xds-listen",
-    default="127.0.0.1:15012",
+    default=DEFAULT_XDS_ADDRESS,
     show_default=True,
     help="Address of the xDS (ADS) gRPC server.",
 )

@@ -1,8 +1,10 @@
 """``pilotfish proxy``: run the sidecar (or gateway) agent in the foreground.
 
-Self-contained click command; the CLI's main group registers it with
-``cli.add_command(proxy)``. Option parsing and checks live in :func:`build_settings` (pure);
-the command itself only sets up logging and runs :func:`pilotfish.agent.agent.run_agent`.
+Self-contained click command; the CLI's main group loads it on first use from its table of
+lazy commands (``LAZY_COMMANDS`` in :mod:`pilotfish.cli.main`). Option parsing and checks live
+in :func:`build_settings` (pure); its inverse, the options for given settings, is
+:func:`pilotfish.agent.launch.agent_argv`. The command itself only sets up logging and runs
+:func:`pilotfish.agent.agent.run_agent`.
 """
 
 from __future__ import annotations
@@ -28,16 +30,15 @@ from pilotfish.agent.settings import (
     XdsTls,
 )
 from pilotfish.api.duration import parse_duration
-from pilotfish.api.node import (
+from pilotfish.api.mesh import (
     ADMIN_PORT,
     AGENT_PORT,
+    DEFAULT_XDS_ADDRESS,
+    GATEWAY_PORTS,
     OUTBOUND_CAPTURE_PORT,
     READINESS_PORT,
-    NodeInfo,
 )
-
-#: Istio's ingress gateway Service: port 80 -> 8080 and 443 -> 8443.
-DEFAULT_GATEWAY_PORTS = {80: 8080, 443: 8443}
+from pilotfish.api.node import NodeInfo
 
 
 def parse_label(text: str) -> tuple[str, str]:
@@ -61,7 +62,7 @@ def parse_port_pair(text: str, option: str, example: str) -> tuple[int, int]:
 def build_settings(
     *,
     proxy_type: str = "sidecar",
-    discovery_address: str = "127.0.0.1:15012",
+    discovery_address: str = DEFAULT_XDS_ADDRESS,
     plaintext: bool = False,
     ca_file: Path | None = None,
     cert_file: Path | None = None,
@@ -116,7 +117,7 @@ def build_settings(
     inbound = dict(parse_port_pair(p, "--inbound-port", "9080:19080") for p in inbound_ports)
     gateways = dict(parse_port_pair(p, "--gateway-port", "80:8080") for p in gateway_ports)
     if proxy_type == "router" and not gateways:
-        gateways = dict(DEFAULT_GATEWAY_PORTS)
+        gateways = dict(GATEWAY_PORTS)
     if mode == "NONE" and proxy_type == "sidecar" and outbound_port is None:
         outbound_port = OUTBOUND_CAPTURE_PORT
 
@@ -227,7 +228,7 @@ _LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "critical", "off"]
 )
 @click.option(
     "--discovery-address",
-    default="127.0.0.1:15012",
+    default=DEFAULT_XDS_ADDRESS,
     show_default=True,
     metavar="HOST:PORT",
     help="The control plane's xDS address.",

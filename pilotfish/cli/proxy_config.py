@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from pilotfish.api.kinds import proxy_config_path
 from pilotfish.cli import output
 
 KINDS = ("cluster", "listener", "route", "endpoint", "all")
@@ -192,7 +193,5 @@ def proxy_config(g: Any, kind: str, target: str, namespace: str | None, fmt: str
     """
     ns, name = split_target(target, namespace)
     with g.client() as client:
-        config = client.request(
-            "GET", f"/apis/pilotfish.io/v1/namespaces/{ns}/proxies/{name}/config"
-        )
+        config = client.request("GET", proxy_config_path(ns, name))
     click.echo(render(kind, config, fmt))

@@ -26,6 +26,7 @@ from typing import Any
 
 import click
 
+from pilotfish.api.mesh import DEFAULT_API_ADDRESS, XDS_PORT
 from pilotfish.platform.local.process import pod_command, pod_env
 from pilotfish.platform.local.runtime_mesh import (
     DEFAULT_GATEWAY_PORTS,
@@ -48,7 +49,7 @@ def _dirs(data_dir: Path | None, state_dir: Path | None) -> tuple[Path, Path]:
     """The mesh's directories: the flags, else those ``up`` recorded in the current CLI
     context (so every command finds the mesh ``get`` talks to), else the defaults."""
     if data_dir is None:
-        from pilotfish.cli.config import load_context
+        from pilotfish.contextfile import load_context
 
         ctx = load_context()
         if ctx is not None and ctx.data_dir:
@@ -103,8 +104,8 @@ def _apply_after_up(settings: MeshSettings, api: str, docs: list[Any]) -> None:
 
 
 def _remember_mesh(settings: MeshSettings, api: str) -> None:
-    """Record the mesh's directories in the context of its API (see ``cli.config``)."""
-    from pilotfish.cli.config import Context, load_context, save_context
+    """Record the mesh's directories in the context of its API (see ``pilotfish.contextfile``)."""
+    from pilotfish.contextfile import Context, load_context, save_context
 
     ctx = load_context()
     if ctx is None or ctx.server.rstrip("/") != api.rstrip("/"):
@@ -181,8 +182,8 @@ def _settings(data_dir: Path | None, state_dir: Path | None, **kw: Any) -> MeshS
 
 @click.command("up", context_settings=CONTEXT_SETTINGS)
 @_data_dir_options
-@click.option("--listen", default="127.0.0.1:15014", show_default=True, help="The API's address.")
-@click.option("--xds-port", type=click.IntRange(1, 65535), default=15012, show_default=True,
+@click.option("--listen", default=DEFAULT_API_ADDRESS, show_default=True, help="The API's address.")
+@click.option("--xds-port", type=click.IntRange(1, 65535), default=XDS_PORT, show_default=True,
               help="The control plane's xDS port (on the pod bridge's address).")  # fmt: skip
 @click.option("--gateway-bind", default="127.0.0.1", show_default=True,
               help="Address the ingress gateway's ports bind.")  # fmt: skip

@@ -13,11 +13,10 @@ import sys
 import click
 
 from pilotfish.api.duration import parse_duration
+from pilotfish.api.kinds import token_path
 from pilotfish.cli.client import ApiClient
-from pilotfish.cli.config import load_context
+from pilotfish.contextfile import load_context
 from pilotfish.errors import PilotfishError
-
-TOKEN_PATH = "/apis/pilotfish.io/v1/namespaces/{ns}/serviceaccounts/{sa}/token"
 
 
 def ttl_seconds(text: str) -> int:
@@ -65,9 +64,7 @@ def create(ctx: click.Context, namespace: str, service_account: str, ttl: str, f
         sys.exit(1)
     try:
         with ApiClient(server, api_token or "") as client:
-            result = client.request(
-                "POST", TOKEN_PATH.format(ns=namespace, sa=service_account), json=body
-            )
+            result = client.request("POST", token_path(namespace, service_account), json=body)
     except PilotfishError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)

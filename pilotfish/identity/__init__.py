@@ -37,7 +37,7 @@ from pilotfish.identity.errors import (
     InvalidSpiffeIdError,
     TokenError,
 )
-from pilotfish.identity.sds_protocol import DEFAULT_SECRET, ROOT_SECRET, SECRET_TYPE_URL
+from pilotfish.identity.sds_protocol import DEFAULT_SECRET, ROOT_SECRET, SECRET_TYPE
 from pilotfish.identity.sds_server import SdsServer, SdsSettings
 from pilotfish.identity.secret_manager import (
     CertificateFetcher,
@@ -52,7 +52,7 @@ from pilotfish.identity.tokens import TokenAuthority, TokenClaims
 __all__ = [
     "DEFAULT_SECRET",
     "ROOT_SECRET",
-    "SECRET_TYPE_URL",
+    "SECRET_TYPE",
     "CALoadError",
     "CASettings",
     "CertificateAuthorityService",

@@ -29,11 +29,11 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
+from pilotfish.api.typeurls import SECRET_TYPE
 from pilotfish.identity.secret_manager import WorkloadSecret
 
 log = logging.getLogger("pilotfish.identity.sds")
 
-SECRET_TYPE_URL = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 DEFAULT_SECRET = "default"
 ROOT_SECRET = "ROOTCA"
 _KEEP_NONCES = 16
@@ -111,7 +111,7 @@ class SotwStream:
     def on_request(
         self, request: discovery_pb2.DiscoveryRequest, secrets: Mapping[str, VersionedSecret]
     ) -> discovery_pb2.DiscoveryResponse | None:
-        if request.type_url and request.type_url != SECRET_TYPE_URL:
+        if request.type_url and request.type_url != SECRET_TYPE:
             log.warning("SDS %s: ignoring a request for type %s", self.peer, request.type_url)
             return None
         nonce = request.response_nonce
@@ -155,7 +155,7 @@ class SotwStream:
         self.sent_nonce = self._nonces.next()
         return discovery_pb2.DiscoveryResponse(
             version_info=_combined(versions),
-            type_url=SECRET_TYPE_URL,
+            type_url=SECRET_TYPE,
             nonce=self.sent_nonce,
             resources=[_pack(s.resource) for s in chosen],
         )
@@ -178,7 +178,7 @@ class DeltaStream:
     def on_request(
         self, request: discovery_pb2.DeltaDiscoveryRequest, secrets: Mapping[str, VersionedSecret]
     ) -> discovery_pb2.DeltaDiscoveryResponse | None:
-        if request.type_url and request.type_url != SECRET_TYPE_URL:
+        if request.type_url and request.type_url != SECRET_TYPE:
             log.warning("SDS %s: ignoring a request for type %s", self.peer, request.type_url)
             return None
         if not self._started:
@@ -228,7 +228,7 @@ class DeltaStream:
             self._sent.popitem(last=False)
         return discovery_pb2.DeltaDiscoveryResponse(
             system_version_info=version,
-            type_url=SECRET_TYPE_URL,
+            type_url=SECRET_TYPE,
             nonce=nonce,
             resources=[
                 discovery_pb2.Resource(name=s.name, version=s.version, resource=_pack(s.resource))

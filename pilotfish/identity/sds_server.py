@@ -35,7 +35,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 
 from pilotfish.identity.sds_protocol import (
-    SECRET_TYPE_URL,
+    SECRET_TYPE,
     DeltaStream,
     NackRecord,
     SotwStream,
@@ -241,4 +241,4 @@ class SdsServer:
             reader.cancel()
 
 
-__all__ = ["SECRET_TYPE_URL", "SdsServer", "SdsSettings", "SecretSource"]
+__all__ = ["SECRET_TYPE", "SdsServer", "SdsSettings", "SecretSource"]

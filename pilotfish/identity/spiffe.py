@@ -12,10 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from pilotfish.api.mesh import DEFAULT_TRUST_DOMAIN
 from pilotfish.identity.errors import InvalidSpiffeIdError
 
 SCHEME = "spiffe://"
-DEFAULT_TRUST_DOMAIN = "cluster.local"
 
 _TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]{1,255}$")
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")

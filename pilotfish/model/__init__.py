@@ -1,5 +1,7 @@
-"""The model: one immutable, indexed view of config and registry (``PushContext``) and the
-proxies it is computed for (``Proxy``). Host rules as Istio reads them live in ``hosts``.
+"""The model: one immutable, indexed view of config and registry (``PushContext``), the
+proxies it is computed for (``Proxy``), and the JSON Web Key Sets RequestAuthentication rules
+name (``jwks``, fetched beside the push pipeline, as Istio's model resolves them). Host rules
+as Istio reads them live in :mod:`pilotfish.api.hosts` (re-exported here).
 """
 
 from pilotfish.api.hosts import (

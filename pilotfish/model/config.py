@@ -10,20 +10,11 @@ normalized to ``mesh`` / ``ns/name``, exportTo. Entries are immutable and keyed 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from pilotfish.api.hosts import MESH_GATEWAY, normalize_gateway, resolve_host
+from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX, export_to
+from pilotfish.api.objects import Spec
 from pilotfish.config.store.base import Key, StoredObject
-
-Spec = dict[str, Any]
-
-
-def _export_to(spec: Spec) -> tuple[str, ...]:
-    return tuple(str(e) for e in spec.get("exportTo") or ["*"])
-
-
-def visible(export_to: tuple[str, ...], owner_ns: str, from_ns: str) -> bool:
-    return any(e == "*" or e == from_ns or (e == "." and from_ns == owner_ns) for e in export_to)
 
 
 @dataclass(frozen=True)
@@ -46,7 +37,7 @@ class VirtualServiceConfig:
     def name(self) -> str:
         return self.key.name
 
-    def resolve(self, host: str, domain_suffix: str = "cluster.local") -> str:
+    def resolve(self, host: str, domain_suffix: str = DEFAULT_DOMAIN_SUFFIX) -> str:
         """A destination host of this VirtualService, resolved in its namespace."""
         return resolve_host(host, self.namespace, domain_suffix)
 
@@ -104,7 +95,7 @@ def _creation(obj: StoredObject) -> str:
     return str((obj.body.get("metadata") or {}).get("creationTimestamp") or "")
 
 
-def parse(obj: StoredObject, domain_suffix: str = "cluster.local") -> ParsedConfig:
+def parse(obj: StoredObject, domain_suffix: str = DEFAULT_DOMAIN_SUFFIX) -> ParsedConfig:
     """One stored VirtualService, DestinationRule or Gateway as an indexed entry."""
     spec: Spec = obj.body.get("spec") or {}
     ns = obj.namespace
@@ -118,7 +109,7 @@ def parse(obj: StoredObject, domain_suffix: str = "cluster.local") -> ParsedConf
             http=tuple(spec.get("http") or ()),
             tcp=tuple(spec.get("tcp") or ()),
             tls=tuple(spec.get("tls") or ()),
-            export_to=_export_to(spec),
+            export_to=export_to(spec.get("exportTo")),
             creation=_creation(obj),
         )
     if obj.kind == "DestinationRule":
@@ -129,7 +120,7 @@ def parse(obj: StoredObject, domain_suffix: str = "cluster.local") -> ParsedConf
             host=resolve_host(str(spec.get("host") or ""), ns, domain_suffix),
             traffic_policy=spec.get("trafficPolicy") or {},
             subsets=tuple(spec.get("subsets") or ()),
-            export_to=_export_to(spec),
+            export_to=export_to(spec.get("exportTo")),
             workload_selector=dict(selector) if selector else None,
             creation=_creation(obj),
         )

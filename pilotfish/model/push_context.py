@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from pilotfish.api.hosts import MESH_GATEWAY, host_matches, specificity
+from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX, visible
 from pilotfish.config.store.base import Key, StoredObject
 from pilotfish.model.config import (
     PARSED_KINDS,
@@ -35,7 +36,6 @@ from pilotfish.model.config import (
     ParsedConfig,
     VirtualServiceConfig,
     parse,
-    visible,
 )
 from pilotfish.registry.registry import RegistrySnapshot
 from pilotfish.registry.types import Endpoint, Service
@@ -50,7 +50,7 @@ class MeshSettings:
     """Mesh-wide settings (Istio's MeshConfig subset that translation needs)."""
 
     root_namespace: str = "istio-system"
-    domain_suffix: str = "cluster.local"
+    domain_suffix: str = DEFAULT_DOMAIN_SUFFIX
     #: ``ALLOW_ANY`` (Istio's default) or ``REGISTRY_ONLY``.
     outbound_traffic_policy: str = "ALLOW_ANY"
     #: Istio's default connectTimeout.

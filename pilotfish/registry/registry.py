@@ -19,8 +19,9 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX, service_fqdn
 from pilotfish.config.store.base import StoredObject
-from pilotfish.registry.kube import (
+from pilotfish.registry.convert import (
     service_from_k8s,
     workload_from_pod,
     workload_from_workload_entry,
@@ -38,7 +39,7 @@ REGISTRY_KINDS = frozenset({"Service", "ServiceEntry", "Pod", "WorkloadEntry"})
 
 @dataclass(frozen=True, slots=True)
 class RegistrySettings:
-    domain_suffix: str = "cluster.local"
+    domain_suffix: str = DEFAULT_DOMAIN_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ class Registry:
         if obj.kind == "Service":
             spec = obj.body.get("spec") or {}
             ip = spec.get("clusterIP")
-            hostname = f"{obj.name}.{obj.namespace}.svc.{self.settings.domain_suffix}"
+            hostname = service_fqdn(obj.name, obj.namespace, self.settings.domain_suffix)
             if ip and ip != "None":
                 self.vips.reserve(hostname, str(ip))
             value: Any = service_from_k8s(obj.body, self.vips.allocate, self.settings.domain_suffix)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pilotfish.registry.kube import Allocate
+from pilotfish.api.mesh import export_to
+from pilotfish.registry.convert import Allocate
 from pilotfish.registry.types import Service, ServicePort, Workload, select_protocol
 
 
@@ -44,7 +45,7 @@ def services_from_service_entry(body: dict[str, Any], allocate: Allocate) -> lis
     resolution = str(spec.get("resolution") or "NONE")
     external = str(spec.get("location") or "MESH_EXTERNAL") == "MESH_EXTERNAL"
     selector = (spec.get("workloadSelector") or {}).get("labels")
-    export_to = tuple(str(e) for e in spec.get("exportTo") or ["*"])
+    exported = export_to(spec.get("exportTo"))
     out = []
     for host in spec.get("hosts") or []:
         host = str(host)
@@ -66,7 +67,7 @@ def services_from_service_entry(body: dict[str, Any], allocate: Allocate) -> lis
                 mesh_external=external,
                 source_kind="ServiceEntry",
                 source_name=name,
-                export_to=export_to,
+                export_to=exported,
                 addresses=addresses,
             )
         )

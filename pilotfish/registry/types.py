@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from pilotfish.api.mesh import visible
+
 
 class Protocol(StrEnum):
     HTTP = "HTTP"
@@ -139,10 +141,7 @@ class Service:
 
     def visible_from(self, namespace: str) -> bool:
         """exportTo: ``*`` everywhere, ``.`` own namespace, else listed namespaces."""
-        for e in self.export_to:
-            if e == "*" or e == namespace or (e == "." and namespace == self.namespace):
-                return True
-        return False
+        return visible(self.export_to, self.namespace, namespace)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,11 @@
 A VIP is allocated the first time a service hostname is seen and kept for the life of the
 service (until ``release``). The first choice is a hash of the hostname inside the range, so
 the same hostname gets the same VIP on any control plane; on collision the next free address
-is taken. Assignments live in a plain mapping passed in: the server persists it (``assigned``
-plus ``dirty``) so that collisions resolved once stay resolved across restarts.
+is taken. The control plane keeps one allocator (``server.py`` makes it and hands it to the
+registry and the HTTP API), keyed by hostname: the API gives an applied Service without a
+``clusterIP`` its address from it, the registry its ServiceEntry VIPs, so the two never
+collide. A Service's ``clusterIP`` is stored, so it survives restarts; ``assigned`` seeds a new
+allocator with known assignments.
 """
 
 from __future__ import annotations

@@ -6,11 +6,8 @@ Modules: ``clusters`` (CDS/EDS), ``trafficpolicy`` (DestinationRule policies), `
 (HCM and HTTP filters), ``common`` (names and proto helpers).
 """
 
+from pilotfish.api.typeurls import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from pilotfish.translate.common import (
-    CLUSTER_TYPE,
-    ENDPOINT_TYPE,
-    LISTENER_TYPE,
-    ROUTE_TYPE,
     inbound_cluster_name,
     outbound_cluster_name,
 )

@@ -12,7 +12,7 @@ audience) gets 401. The verified payload is stored in dynamic metadata under
 
 Keys are always inlined (``local_jwks``): the sidecar may not reach the issuer. ``jwks`` is used
 as written; ``jwksUri`` (or, when neither is set, the issuer's OpenID discovery document) is
-fetched by the control plane (``pilotfish.control.jwks``) and read here through a
+fetched by the control plane (``pilotfish.model.jwks``) and read here through a
 the PushContext's ``jwks`` lookup. Until keys are known (or
 when a key set holds no usable key, which Envoy would reject with the whole listener) a
 placeholder key set that verifies no token is used, so tokens are refused (401) rather than
@@ -33,13 +33,13 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import empty_pb2
 
+from pilotfish.api.objects import Spec
 from pilotfish.config.store.base import StoredObject
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.translate.authz import JWT_AUTHN_FILTER, JWT_PAYLOAD_KEY, applicable
 from pilotfish.translate.common import pack
 
-Spec = dict[str, Any]
 #: ``uri -> JWKS JSON`` (None while unknown or unreachable).
 JwksLookup = Callable[[str], str | None]
 

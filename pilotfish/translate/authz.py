@@ -54,6 +54,7 @@ from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as net_rbac_pb2
 from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2
 from envoy.type.matcher.v3 import path_pb2, string_pb2, value_pb2
 
+from pilotfish.api.objects import Spec
 from pilotfish.config.store.base import StoredObject
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
@@ -94,7 +95,6 @@ TCP_STAT_PREFIX = "tcp."
 DRY_RUN_ANNOTATION = "istio.io/dry-run"
 CUSTOM_DENY_POLICY = "default-deny-all-due-to-unsupported-CUSTOM-action"
 
-Spec = dict[str, Any]
 Action = rbac_pb2.RBAC.Action
 
 # ---- which policies apply -----------------------------------------------------------------------

@@ -38,6 +38,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 
+from pilotfish.api.mesh import DEFAULT_TRUST_DOMAIN
 from pilotfish.model.config import DestinationRuleConfig
 from pilotfish.model.push_context import PushContext
 from pilotfish.registry.types import Endpoint, Protocol, Service, ServicePort
@@ -92,7 +93,7 @@ class ClientTls:
     """What the client side brings to TLS: a workload certificate or not, its trust domain."""
 
     identity: bool = False
-    trust_domain: str = "cluster.local"
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
 
 
 NO_CLIENT_TLS = ClientTls()

@@ -15,7 +15,6 @@ AuthorizationPolicy action in evaluation order (``authz``); inbound TCP chains g
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from envoy.config.core.v3 import base_pb2, config_source_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
@@ -31,6 +30,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2
 
+from pilotfish.api.objects import Spec
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.translate.authn import jwt_authn_filters
@@ -42,7 +42,6 @@ CORS_FILTER = "envoy.filters.http.cors"
 ROUTER_FILTER = "envoy.filters.http.router"
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 
-Spec = dict[str, Any]
 HCM = hcm_pb2.HttpConnectionManager
 HttpFilter = hcm_pb2.HttpFilter
 

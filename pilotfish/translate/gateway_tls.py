@@ -21,12 +21,12 @@ Secrets are looked up in the router's namespace first, then in the Gateway's.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from pilotfish.api.hosts import host_matches, split_server_host
+from pilotfish.api.objects import Spec
 from pilotfish.model.config import GatewayConfig
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
@@ -34,7 +34,6 @@ from pilotfish.translate.common import outbound_cluster_name, pack
 from pilotfish.translate.filters import HCM_FILTER, http_connection_manager, inbound_http_filters
 from pilotfish.translate.tls import credentials_available, server_tls_context, tls_socket
 
-Spec = dict[str, Any]
 TLS_PROTOCOLS = ("HTTPS", "TLS")
 TERMINATING_MODES = ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL")
 

@@ -18,6 +18,13 @@ from collections.abc import Callable
 from google.protobuf.message import Message
 
 from pilotfish.api.node import NodeInfo
+from pilotfish.api.typeurls import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    SECRET_TYPE,
+)
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.translate.clusters import (
@@ -26,7 +33,6 @@ from pilotfish.translate.clusters import (
     inbound_passthrough_cluster,
     outbound_clusters,
 )
-from pilotfish.translate.common import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from pilotfish.translate.gateway_tls import gateway_tls_servers, secret_namespaces
 from pilotfish.translate.listeners import (
     explicit_inbound,
@@ -48,7 +54,6 @@ from pilotfish.translate.tls import credential_secrets, has_workload_identity
 Resources = dict[str, dict[str, Message]]
 Generator = Callable[[NodeInfo], Resources]
 
-SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 TYPE_URLS = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE)
 
 

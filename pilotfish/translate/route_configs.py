@@ -27,7 +27,8 @@ from envoy.config.route.v3 import route_pb2
 from google.protobuf.wrappers_pb2 import BoolValue
 
 from pilotfish.api.hosts import MESH_GATEWAY, host_matches, specificity, split_server_host
-from pilotfish.model.config import GatewayConfig, visible
+from pilotfish.api.mesh import visible
+from pilotfish.model.config import GatewayConfig
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.registry.types import Service, ServicePort

@@ -28,6 +28,7 @@ from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2
 from envoy.type.v3 import percent_pb2
 
+from pilotfish.api.objects import Spec
 from pilotfish.model.config import VirtualServiceConfig
 from pilotfish.model.push_context import PushContext
 from pilotfish.registry.types import Service
@@ -43,8 +44,6 @@ from pilotfish.translate.trafficpolicy import (
     effective_policy,
     route_hash_policies,
 )
-
-Spec = dict[str, Any]
 
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 REDIRECT_CODES = {

@@ -38,6 +38,7 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tl
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import struct_pb2
 
+from pilotfish.api.objects import Spec
 from pilotfish.config.store.base import StoredObject
 from pilotfish.translate.common import duration, pack
 
@@ -58,7 +59,6 @@ MESH_CLIENT_ALPN = ("istio-peer-exchange", "istio")
 MESH_SERVER_ALPN = ("istio-peer-exchange", "istio", "istio-http/1.0", "istio-http/1.1", "istio-h2")
 
 TLS = common_pb2.TlsParameters
-Spec = dict[str, Any]
 
 _VERSIONS = {
     "TLS_AUTO": TLS.TLS_AUTO,

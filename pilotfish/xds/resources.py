@@ -28,13 +28,14 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from pilotfish.api.node import NodeInfo
-
-_PREFIX = "type.googleapis.com/"
-CLUSTER_TYPE = _PREFIX + "envoy.config.cluster.v3.Cluster"
-ENDPOINT_TYPE = _PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
-LISTENER_TYPE = _PREFIX + "envoy.config.listener.v3.Listener"
-ROUTE_TYPE = _PREFIX + "envoy.config.route.v3.RouteConfiguration"
-SECRET_TYPE = _PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
+from pilotfish.api.typeurls import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    PREFIX,
+    ROUTE_TYPE,
+    SECRET_TYPE,
+)
 
 #: Every type the server serves, in the order a push sends them.
 PUSH_ORDER: tuple[str, ...] = (SECRET_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)
@@ -116,7 +117,7 @@ class ResourceCache:
         if memo is not None and memo[0] is message and memo[1].name == name:
             self._memo.move_to_end(id(message))
             return memo[1]
-        expected = type_url.removeprefix(_PREFIX)
+        expected = type_url.removeprefix(PREFIX)
         if message.DESCRIPTOR.full_name != expected:
             raise ValueError(
                 f"resource {name!r} under {type_url} is a {message.DESCRIPTOR.full_name}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pilotfish.api.mesh import DEFAULT_XDS_ADDRESS
 from pilotfish.xds.push import DebounceSettings
 
 
@@ -22,7 +23,7 @@ class TlsSettings:
 @dataclass(frozen=True)
 class XdsSettings:
     #: ``host:port`` to listen on; port 0 picks a free one (see ``DiscoveryServer.port``).
-    address: str = "127.0.0.1:15012"
+    address: str = DEFAULT_XDS_ADDRESS
     tls: TlsSettings | None = None
     debounce: DebounceSettings = field(default_factory=DebounceSettings)
     #: How long a push step waits for Envoy's ACK before it goes on (seconds). Envoy holds a CDS

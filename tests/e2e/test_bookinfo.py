@@ -148,9 +148,22 @@ def test_productpage_is_served_through_the_ingress_gateway(mesh: Mesh) -> None:
     assert "Error fetching product reviews" not in text
 
 
+def reviews_without_stars(text: str) -> bool:
+    """The page shows the reviews themselves (not the error a missing reviews gives), and no
+    stars: what reviews v1 serves."""
+    return (
+        "Error fetching product reviews" not in text
+        and "Book Reviews" in text
+        and "Reviewer1" in text
+        and STAR not in text
+    )
+
+
 def test_all_v1_shows_no_stars(mesh: Mesh) -> None:
     mesh.cli("apply", "-f", str(NETWORKING / "virtual-service-all-v1.yaml"))
-    eventually(lambda: STAR not in page(mesh), "every page without stars (reviews v1)")
+    eventually(
+        lambda: reviews_without_stars(page(mesh)), "every page with reviews, without stars (v1)"
+    )
 
 
 def test_reviews_test_v2_gives_jason_black_stars_and_others_none(mesh: Mesh) -> None:

@@ -16,10 +16,17 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
+
+from pilotfish.agent.launch import PROXY_MODULE, agent_argv
+from pilotfish.agent.settings import AgentSettings, HostPort, IdentitySettings, XdsApi, XdsTls
+from pilotfish.api.duration import parse_duration
+from pilotfish.api.node import NodeInfo
 
 
 @dataclass
@@ -42,11 +49,6 @@ class ControlPlane:
     def roots(self) -> Path:
         """The mesh roots (what agents pass as ``--ca-file``)."""
         return self.data_dir / "ca" / "mesh-roots.pem"
-
-    @property
-    def agent_args(self) -> tuple[str, ...]:
-        """How an agent on loopback connects to this control plane's xDS port."""
-        return ("--ca-file", str(self.roots)) if self.tls else ("--plaintext",)
 
     @property
     def token(self) -> str:
@@ -273,75 +275,59 @@ class Mesh:
         on a free port of its own loopback IP (no app)."""
         ip = free_loopback_ip(app_port or 9080)
         outbound, readiness, admin, agent = (self.free_port() for _ in range(4))
-        cmd = [
-            sys.executable,
-            "-m",
-            "pilotfish.cli.main",
-            "proxy",
-            "--namespace",
-            namespace,
-            "--pod-name",
-            name,
-            "--ip",
-            ip,
-            "--service-account",
-            service_account,
-            "--discovery-address",
-            f"127.0.0.1:{self.cp.xds_port}",
-            "--interception-mode",
-            "NONE",
-            "--outbound-port",
-            str(outbound),
-            "--admin-port",
-            str(admin),
-            "--readiness-port",
-            str(readiness),
-            "--agent-port",
-            str(agent),
-            "--concurrency",
-            "1",
-            "--drain-seconds",
-            "1",
-            "--xds-api",
-            xds_api,
-            "--work-dir",
-            str(self.tmp / f"proxy-{name}"),
-        ]
-        for k, v in labels.items():
-            cmd += ["--label", f"{k}={v}"]
-        if not {"--ca-file", "--plaintext"} & set(extra_args):
-            cmd += self.cp.agent_args
-        if mtls:
-            cmd += ["--token-file", str(self.token(namespace, service_account))]
-            if cert_ttl:
-                cmd += ["--cert-ttl", cert_ttl]
-        cmd += extra_args
         bound: dict[int, int] = {}
+        inbound: dict[int, int] = {}
+        app: tuple[str, ...] = ()
         if proxy_type == "router":
-            i = cmd.index("--interception-mode")
-            del cmd[i : i + 4]  # routers: no explicit outbound port
-            cmd += ["--type", "router", "--bind-address", ip]
-            for port in gateway_ports:
-                bound[port] = self.free_port()
-                cmd += ["--gateway-port", f"{port}:{bound[port]}"]
+            bound = {port: self.free_port() for port in gateway_ports}
             app_port = None
         inbound_port = self.free_port() if app_port is not None else None
-        if app_port is not None:
-            cmd += [
-                "--inbound-port",
-                f"{app_port}:{inbound_port}",
-                "--",
-                sys.executable,
-                str(BACKEND),
-                "--host",
-                ip,
-                "--port",
-                str(app_port),
-                "--name",
-                name,
-                "--version",
-                labels.get("version", ""),
-            ]
+        if app_port is not None and inbound_port is not None:
+            inbound = {app_port: inbound_port}
+            app = (
+                sys.executable, str(BACKEND), "--host", ip, "--port", str(app_port),
+                "--name", name, "--version", labels.get("version", ""),
+            )  # fmt: skip
+        router = proxy_type == "router"
+        node = NodeInfo(
+            proxy_type="router" if router else "sidecar",
+            ip=ip,
+            pod_name=name,
+            namespace=namespace,
+            labels=dict(labels),
+            service_account=service_account,
+            interception_mode="NONE",
+            outbound_port=None if router else outbound,
+            inbound_ports=inbound,
+            gateway_ports=bound,
+            bind_address=ip if router else "0.0.0.0",
+        )
+        # Options in extra_args that choose the xDS TLS replace the control plane's own.
+        own_tls = not {"--ca-file", "--plaintext"} & set(extra_args)
+        settings = AgentSettings(
+            node=node,
+            work_dir=self.tmp / f"proxy-{name}",
+            discovery_address=HostPort("127.0.0.1", self.cp.xds_port),
+            xds_tls=XdsTls(self.cp.roots) if own_tls and self.cp.tls else None,
+            identity=IdentitySettings(
+                token_file=self.token(namespace, service_account),
+                cert_ttl=timedelta(seconds=parse_duration(cert_ttl or "24h")),
+            )
+            if mtls
+            else None,
+            xds_api=cast(XdsApi, xds_api),
+            admin_port=admin,
+            readiness_port=readiness,
+            agent_port=agent,
+            concurrency=1,
+            drain_seconds=1.0,
+            app_command=app,
+        )
+        argv = agent_argv(settings)
+        # extra_args go before the app command (after ``--``).
+        at = argv.index("--") if app else len(argv)
+        argv[at:at] = extra_args
+        cmd = [sys.executable, "-m", PROXY_MODULE, "proxy", *argv]
         log = self.tmp / f"proxy-{name}.log"
         with open(log, "ab") as out:
             proc = subprocess.Popen(

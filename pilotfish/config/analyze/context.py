@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from pilotfish.api import kinds
 from pilotfish.api.core import Namespace, Secret, Service
 from pilotfish.api.destinationrule import DestinationRule
+from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX, export_to, service_fqdn, visible
 from pilotfish.api.models import MODELS, parse_as, resource_ref
 from pilotfish.api.networking import Gateway, ServiceEntry, WorkloadEntry
 from pilotfish.api.workloads import Deployment, Pod
@@ -81,7 +82,7 @@ LOCAL_INGRESS_GATEWAY = Workload(
 class AnalysisSettings:
     """What the analyzers assume about the mesh around the configuration."""
 
-    domain_suffix: str = "cluster.local"
+    domain_suffix: str = DEFAULT_DOMAIN_SUFFIX
     root_namespace: str = "istio-system"
     #: Workloads that exist without a resource describing them.
     builtin_workloads: tuple[Workload, ...] = (LOCAL_INGRESS_GATEWAY,)
@@ -136,11 +137,11 @@ class ServiceHost:
     namespace: str
     ports: tuple[int, ...]
     source: ResourceKey
-    #: Namespaces that see the host; None means every namespace.
-    visible_to: frozenset[str] | None = None
+    #: exportTo of the host's ServiceEntry (``*``: every namespace).
+    export_to: tuple[str, ...] = ("*",)
 
     def visible_from(self, namespace: str) -> bool:
-        return self.visible_to is None or namespace in self.visible_to
+        return visible(self.export_to, self.namespace, namespace)
 
 
 @dataclass
@@ -241,12 +242,6 @@ def _typed(inp: Input) -> tuple[BaseModel | None, list[Message], ResourceKey]:
     return v.obj, msgs, key
 
 
-def _visible_to(export_to: list[str], namespace: str) -> frozenset[str] | None:
-    if not export_to or "*" in export_to:
-        return None
-    return frozenset(namespace if e == "." else e for e in export_to)
-
-
 def _index(ctx: AnalysisContext, e: Entry) -> None:
     s = ctx.settings
     obj = e.obj
@@ -256,15 +251,15 @@ def _index(ctx: AnalysisContext, e: Entry) -> None:
         ctx.namespaces.add(e.name)
         ctx.namespace_labels[e.name] = dict(obj.metadata.labels)
     elif isinstance(obj, Service):
-        host = f"{e.name}.{e.namespace}.svc.{s.domain_suffix}"
+        host = service_fqdn(e.name, e.namespace, s.domain_suffix)
         ports = tuple(p.port for p in obj.spec.ports)
         ctx.services.setdefault(host, []).append(ServiceHost(host, e.namespace, ports, e.key))
     elif isinstance(obj, ServiceEntry):
         ports = tuple(p.number for p in obj.spec.ports)
-        visible = _visible_to(obj.spec.exportTo, e.namespace)
+        exported = export_to(obj.spec.exportTo)
         for h in obj.spec.hosts:
             host = resolve_host(h, e.namespace, s.domain_suffix)
-            sh = ServiceHost(host, e.namespace, ports, e.key, visible)
+            sh = ServiceHost(host, e.namespace, ports, e.key, exported)
             if host.startswith("*"):
                 ctx.wildcard_services.append(sh)
             else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from pilotfish.api.objects import ResourceKey
 from pilotfish.errors import Source
 
 __all__ = [
@@ -69,20 +70,6 @@ class MessageType:
 def documentation_url(code: str) -> str:
     """Istio's page for ``code`` (the codes and their meaning are Istio's)."""
     return f"https://istio.io/latest/docs/reference/config/analysis/{code.lower()}/"
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class ResourceKey:
-    """``kind``, ``namespace`` (empty for cluster-scoped kinds) and ``name``."""
-
-    kind: str
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        if self.namespace:
-            return f"{self.kind} {self.namespace}/{self.name}"
-        return f"{self.kind} {self.name}"
 
 
 @dataclass(frozen=True, slots=True)

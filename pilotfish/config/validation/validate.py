@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from pilotfish.api.kinds import KindInfo, for_api_version
 from pilotfish.api.models import MODELS, field_errors
+from pilotfish.api.objects import ResourceKey
 from pilotfish.config.loader import normalize
 from pilotfish.config.validation import (
     destinationrule,
@@ -37,7 +38,7 @@ from pilotfish.config.validation.common import (
     name_error,
     qualified_name_error,
 )
-from pilotfish.errors import FieldError, ResourceRef, Source, ValidationError
+from pilotfish.errors import FieldError, Source, ValidationError
 
 #: A semantic validator: the typed object, the collector, the object's namespace.
 Validator = Callable[[Any, Errors, str], None]
@@ -140,7 +141,7 @@ def validate(
     """Check ``body`` completely; raise UnknownKindError or ValidationError (every problem)."""
     if not isinstance(body, dict):
         raise ValidationError(
-            ResourceRef("<unknown>"), [FieldError("", "must be a mapping")], source
+            ResourceKey.of("<unknown>"), [FieldError("", "must be a mapping")], source
         )
     kind, api_version = body.get("kind"), body.get("apiVersion")
     missing = []
@@ -177,7 +178,7 @@ def validate(
     return Validated(info, obj, normalized, tuple(errs.warnings))
 
 
-def _ref(body: dict[str, Any], info: KindInfo | None, default_ns: str | None) -> ResourceRef:
+def _ref(body: dict[str, Any], info: KindInfo | None, default_ns: str | None) -> ResourceKey:
     meta = body.get("metadata")
     meta = meta if isinstance(meta, dict) else {}
     name = meta.get("name")
@@ -187,7 +188,7 @@ def _ref(body: dict[str, Any], info: KindInfo | None, default_ns: str | None) ->
     elif not ns and info is not None:
         ns = default_ns or "default"
     kind = info.kind if info is not None else (body.get("kind") or "<unknown>")
-    return ResourceRef(
+    return ResourceKey.of(
         str(kind),
         ns if isinstance(ns, str) else None,
         name if isinstance(name, str) else None,

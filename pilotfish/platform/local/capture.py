@@ -28,7 +28,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pilotfish.api.node import (
+from pilotfish.api.mesh import (
     AGENT_PORT,
     INBOUND_CAPTURE_PORT,
     OUTBOUND_CAPTURE_PORT,

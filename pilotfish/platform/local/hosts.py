@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pilotfish.api.node import DEFAULT_DOMAIN_SUFFIX
+from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX
 
 __all__ = [
     "ETC_NETNS",

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from pilotfish.api.kinds import by_kind, token_path
 from pilotfish.platform.local.runtime_model import (
     SIDECAR_STATUS_ANNOTATION,
     deployment_status,
@@ -59,16 +60,8 @@ __all__ = [
 
 log = logging.getLogger("pilotfish.runtime")
 
-PATHS = {
-    "Namespace": "/api/v1/namespaces",
-    "Deployment": "/apis/apps/v1/deployments",
-    "Service": "/api/v1/services",
-    "Pod": "/api/v1/pods",
-}
-
-
-#: Kubernetes-style TokenRequest path of the control plane's API.
-TOKEN_PATH = "/apis/pilotfish.io/v1/namespaces/{ns}/serviceaccounts/{sa}/token"
+#: What the runtime reads and watches: every object of these kinds, in all namespaces.
+PATHS = {k: by_kind(k).api_path() for k in ("Namespace", "Deployment", "Service", "Pod")}
 
 
 def pod_problem(report: PodReport) -> str:
@@ -155,18 +148,18 @@ class HttpRuntimeApi:
 
     def create_pod(self, body: dict[str, Any]) -> None:
         ns = body["metadata"]["namespace"]
-        self._call("POST", f"/api/v1/namespaces/{ns}/pods", body)
+        self._call("POST", by_kind("Pod").api_path(ns), body)
 
     def update_pod(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
-        self._call("PUT", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}", body)
+        self._call("PUT", by_kind("Pod").api_path(meta["namespace"], meta["name"]), body)
 
     def delete_pod(self, namespace: str, name: str) -> None:
-        self._call("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}")
+        self._call("DELETE", by_kind("Pod").api_path(namespace, name))
 
     def update_deployment(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
-        path = f"/apis/apps/v1/namespaces/{meta['namespace']}/deployments/{meta['name']}"
+        path = by_kind("Deployment").api_path(meta["namespace"], meta["name"])
         self._call("PUT", path, body)
 
     def record_event(self, body: dict[str, Any], new: bool) -> None:
@@ -185,7 +178,7 @@ class HttpRuntimeApi:
 
     def issue_token(self, namespace: str, service_account: str, ttl_seconds: int) -> str:
         """A workload token for ``namespace``/``service_account`` (Kubernetes TokenRequest)."""
-        path = TOKEN_PATH.format(ns=namespace, sa=service_account)
+        path = token_path(namespace, service_account)
         with httpx.Client(base_url=self.server, headers=self.headers, timeout=10) as client:
             resp = client.post(path, json={"spec": {"expirationSeconds": ttl_seconds}})
         if resp.status_code >= 400:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pilotfish.agent.envoy_binary import envoy_binary
+from pilotfish.agent.launch import PROXY_MODULE
 from pilotfish.platform.local.commands import IptablesTools
 from pilotfish.platform.local.exposure import stage_envoy, workdir_plan
 from pilotfish.platform.local.hostmeshes import PrefixBusy, PrefixLock
@@ -55,7 +56,7 @@ log = logging.getLogger("pilotfish.runtime")
 
 def default_proxy_argv() -> tuple[str, ...]:
     """``pilotfish proxy`` through this interpreter (independent of the console script)."""
-    return (sys.executable, "-P", "-m", "pilotfish.cli.main", "proxy")
+    return (sys.executable, "-P", "-m", PROXY_MODULE, "proxy")
 
 
 def run_dir_for(prefix: str) -> Path:

@@ -10,8 +10,8 @@
    which every sidecar passes as ``--ca-file`` and its Envoy (the proxy user) reads;
 3. the ingress gateway (``pilotfish proxy --type router``) in the host network namespace with
    ``istio: ingressgateway`` labels in ``istio-system``, Gateway ports 80 -> 8080,
-   443 -> 8443, 8080 -> 8080 bound on ``gateway_bind`` (127.0.0.1 by default), verifying the
-   control plane with ``<data-dir>/ca/mesh-roots.pem`` (it runs as root);
+   443 -> 8443 and any other as written (8080 -> 8080) bound on ``gateway_bind`` (127.0.0.1
+   by default), verifying the control plane with ``<data-dir>/ca/mesh-roots.pem`` (it runs as root);
 
 waiting for each to be ready, and records them in ``<state>/mesh.json``. ``down`` stops them
 (the runtime first, so apps stop and sidecars drain) and then removes every namespace, veth,
@@ -41,6 +41,18 @@ from typing import Any
 
 import httpx
 
+from pilotfish.agent.launch import PROXY_MODULE, agent_argv
+from pilotfish.agent.settings import AgentSettings, HostPort, IdentitySettings, XdsTls
+from pilotfish.api.kinds import token_path
+from pilotfish.api.mesh import (
+    ADMIN_PORT,
+    AGENT_PORT,
+    DEFAULT_API_ADDRESS,
+    GATEWAY_PORTS,
+    READINESS_PORT,
+    XDS_PORT,
+)
+from pilotfish.api.node import NodeInfo
 from pilotfish.errors import PilotfishError
 from pilotfish.platform.local.commands import IptablesTools
 from pilotfish.platform.local.hostmeshes import (
@@ -75,7 +87,8 @@ __all__ = [
 ]
 
 MESH_FILE = "mesh.json"
-DEFAULT_GATEWAY_PORTS: tuple[tuple[int, int], ...] = ((80, 8080), (443, 8443), (8080, 8080))
+#: Istio's ingress gateway ports (80 -> 8080, 443 -> 8443); other Gateway ports bind as written.
+DEFAULT_GATEWAY_PORTS: tuple[tuple[int, int], ...] = tuple(GATEWAY_PORTS.items())
 
 
 class MeshError(PilotfishError):
@@ -86,13 +99,13 @@ class MeshError(PilotfishError):
 class MeshSettings:
     data_dir: Path
     state_dir: Path
-    api_listen: str = "127.0.0.1:15014"
-    xds_port: int = 15012
+    api_listen: str = DEFAULT_API_ADDRESS
+    xds_port: int = XDS_PORT
     gateway_bind: str = "127.0.0.1"
     gateway_ports: tuple[tuple[int, int], ...] = DEFAULT_GATEWAY_PORTS
-    gateway_admin_port: int = 15000
-    gateway_agent_port: int = 15020
-    gateway_readiness_port: int = 15021
+    gateway_admin_port: int = ADMIN_PORT
+    gateway_agent_port: int = AGENT_PORT
+    gateway_readiness_port: int = READINESS_PORT
     network: PodNetworkSettings = field(default_factory=PodNetworkSettings)
     #: Working directory of the pods' apps (commands like ``samples/bookinfo/src/x.py``).
     workdir: Path = field(default_factory=Path.cwd)
@@ -165,28 +178,29 @@ def gateway_token_path(s: MeshSettings) -> Path:
 
 
 def gateway_argv(s: MeshSettings) -> list[str]:
-    argv = [
-        s.python, "-P", "-m", "pilotfish.cli.main", "proxy",
-        "--type", "router",
-        "--namespace", GATEWAY_NAMESPACE,
-        "--pod-name", "istio-ingressgateway",
-        "--label", "istio=ingressgateway",
-        "--label", "app=istio-ingressgateway",
-        "--service-account", GATEWAY_SERVICE_ACCOUNT,
-        "--discovery-address", s.xds_address,
-        "--ca-file", str(s.mesh_roots),
-        "--ip", "127.0.0.1",
-        "--bind-address", s.gateway_bind,
-        "--admin-port", str(s.gateway_admin_port),
-        "--agent-port", str(s.gateway_agent_port),
-        "--readiness-port", str(s.gateway_readiness_port),
-        "--work-dir", str(run_dir_for(s.network.prefix) / "ingressgateway"),
-        "--drain-seconds", "1",
-        "--token-file", str(gateway_token_path(s)),
-    ]  # fmt: skip
-    for port, listen in s.gateway_ports:
-        argv += ["--gateway-port", f"{port}:{listen}"]
-    return argv
+    node = NodeInfo(
+        proxy_type="router",
+        ip="127.0.0.1",
+        pod_name="istio-ingressgateway",
+        namespace=GATEWAY_NAMESPACE,
+        labels={"istio": "ingressgateway", "app": "istio-ingressgateway"},
+        service_account=GATEWAY_SERVICE_ACCOUNT,
+        interception_mode="NONE",
+        gateway_ports=dict(s.gateway_ports),
+        bind_address=s.gateway_bind,
+    )
+    agent = AgentSettings(
+        node=node,
+        work_dir=run_dir_for(s.network.prefix) / "ingressgateway",
+        discovery_address=HostPort.parse(s.xds_address),
+        xds_tls=XdsTls(s.mesh_roots),
+        identity=IdentitySettings(token_file=gateway_token_path(s)),
+        admin_port=s.gateway_admin_port,
+        agent_port=s.gateway_agent_port,
+        readiness_port=s.gateway_readiness_port,
+        drain_seconds=1.0,
+    )
+    return [s.python, "-P", "-m", PROXY_MODULE, "proxy", *agent_argv(agent)]
 
 
 def preflight_problem(
@@ -518,9 +532,7 @@ def copy_mesh_roots(source: Path, out: Path, server_log: Path) -> None:
 def _write_gateway_token(s: MeshSettings) -> None:
     """A workload token for the gateway's identity, so it gets a mesh certificate (mTLS)."""
     token = (s.data_dir / "admin-token").read_text().strip()
-    path = f"/apis/pilotfish.io/v1/namespaces/{GATEWAY_NAMESPACE}/serviceaccounts/" + (
-        f"{GATEWAY_SERVICE_ACCOUNT}/token"
-    )
+    path = token_path(GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT)
     resp = httpx.post(
         s.api_url + path,
         json={"spec": {"expirationSeconds": GATEWAY_TOKEN_TTL}},

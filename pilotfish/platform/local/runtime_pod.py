@@ -35,10 +35,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pilotfish.agent.envoy_binary import ENV_OVERRIDE as ENVOY_ENV
-from pilotfish.api.node import AGENT_PORT, READINESS_PORT
+from pilotfish.agent.launch import agent_argv
+from pilotfish.agent.settings import AgentSettings, HostPort, IdentitySettings, LogLevel, XdsTls
+from pilotfish.api.mesh import AGENT_PORT, READINESS_PORT
+from pilotfish.api.node import NodeInfo
 from pilotfish.platform.local.capture import CaptureSettings, apply_capture
 from pilotfish.platform.local.commands import IptablesTools, PlatformError
 from pilotfish.platform.local.exposure import WorkdirPlan
@@ -491,40 +494,30 @@ class LocalPod:
     def _agent_argv(self) -> list[str]:
         assert self.net is not None
         meta = self.body.get("metadata") or {}
-        argv = [
-            *self.settings.proxy_argv,
-            "--type",
-            "sidecar",
-            "--interception-mode",
-            "REDIRECT",
-            "--discovery-address",
-            self.settings.discovery_address,
-            "--ca-file",
-            str(self.settings.ca_file),
-            "--namespace",
-            self.namespace,
-            "--pod-name",
-            self.name,
-            "--ip",
-            self.net.ip,
-            "--service-account",
-            self._service_account(),
-            "--workload-name",
-            owner_deployment(self.body) or self.name,
-            "--envoy-user",
-            self.settings.proxy_user,
-            "--work-dir",
-            str(self.settings.run_dir / self.pod_id),
-            "--drain-seconds",
-            f"{self.settings.drain_seconds:g}",
-            "--log-level",
-            self.settings.proxy_log_level,
-        ]
+        node = NodeInfo(
+            proxy_type="sidecar",
+            ip=self.net.ip,
+            pod_name=self.name,
+            namespace=self.namespace,
+            labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
+            service_account=self._service_account(),
+            workload_name=owner_deployment(self.body) or self.name,
+            interception_mode="REDIRECT",
+        )
+        identity = None
         if self.token_source is not None:
-            argv += ["--token-file", str(self.token_path)]
-        for k, v in sorted((meta.get("labels") or {}).items()):
-            argv += ["--label", f"{k}={v}"]
-        return argv
+            identity = IdentitySettings(token_file=self.token_path)
+        agent = AgentSettings(
+            node=node,
+            work_dir=self.settings.run_dir / self.pod_id,
+            discovery_address=HostPort.parse(self.settings.discovery_address),
+            xds_tls=XdsTls(self.settings.ca_file),
+            identity=identity,
+            drain_seconds=self.settings.drain_seconds,
+            log_level=cast(LogLevel, self.settings.proxy_log_level),
+            envoy_user=self.settings.proxy_user,
+        )
+        return [*self.settings.proxy_argv, *agent_argv(agent)]
 
     def _start_sidecar(self) -> None:
         assert self.sidecar is not None

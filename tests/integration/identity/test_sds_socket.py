@@ -17,7 +17,7 @@ from google.rpc import status_pb2
 
 from pilotfish.identity import pki
 from pilotfish.identity.ca import CASettings, MeshCA
-from pilotfish.identity.sds_protocol import SECRET_TYPE_URL, SotwStream
+from pilotfish.identity.sds_protocol import SECRET_TYPE, SotwStream
 from pilotfish.identity.sds_server import SdsServer, SdsSettings
 from pilotfish.identity.secret_manager import SecretCallback, WorkloadSecret
 from pilotfish.identity.spiffe import SpiffeId
@@ -114,7 +114,7 @@ async def test_sotw_push_nack_and_stale_nonce(served: tuple[StaticSource, SdsSer
 
     def request(nonce: str = "", version: str = "", error: str = "") -> None:
         msg = discovery_pb2.DiscoveryRequest(
-            type_url=SECRET_TYPE_URL,
+            type_url=SECRET_TYPE,
             resource_names=["default", "ROOTCA"],
             response_nonce=nonce,
             version_info=version,
@@ -171,13 +171,13 @@ async def test_delta_initial_versions_and_push(served: tuple[StaticSource, SdsSe
         call = sds_pb2_grpc.SecretDiscoveryServiceStub(channel).DeltaSecrets(outgoing())
         requests.put_nowait(
             discovery_pb2.DeltaDiscoveryRequest(
-                type_url=SECRET_TYPE_URL, resource_names_subscribe=["default", "ROOTCA"]
+                type_url=SECRET_TYPE, resource_names_subscribe=["default", "ROOTCA"]
             )
         )
         r1 = await asyncio.wait_for(call.read(), 10)
         assert sorted(r.name for r in r1.resources) == ["ROOTCA", "default"]
         requests.put_nowait(
-            discovery_pb2.DeltaDiscoveryRequest(type_url=SECRET_TYPE_URL, response_nonce=r1.nonce)
+            discovery_pb2.DeltaDiscoveryRequest(type_url=SECRET_TYPE, response_nonce=r1.nonce)
         )
         source.issue()  # same roots: only ``default`` changes
         r2 = await asyncio.wait_for(call.read(), 10)
@@ -196,7 +196,7 @@ async def test_fetch_secrets_and_socket_owner(tmp_path: Path, socket_dir: Path) 
         async with grpc.aio.insecure_channel(server.address) as channel:
             stub = sds_pb2_grpc.SecretDiscoveryServiceStub(channel)
             request = discovery_pb2.DiscoveryRequest(
-                type_url=SECRET_TYPE_URL, resource_names=["ROOTCA"]
+                type_url=SECRET_TYPE, resource_names=["ROOTCA"]
             )
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.FetchSecrets(request, timeout=10)

@@ -14,7 +14,7 @@ from pilotfish.identity.ca import MeshCA
 from pilotfish.identity.sds_protocol import (
     DEFAULT_SECRET,
     ROOT_SECRET,
-    SECRET_TYPE_URL,
+    SECRET_TYPE,
     DeltaStream,
     SotwStream,
     build_secrets,
@@ -65,7 +65,7 @@ def sotw(
     nonce: str = "", names: list[str] = NAMES, error: str = "", version: str = ""
 ) -> discovery_pb2.DiscoveryRequest:
     req = discovery_pb2.DiscoveryRequest(
-        type_url=SECRET_TYPE_URL, resource_names=names, response_nonce=nonce, version_info=version
+        type_url=SECRET_TYPE, resource_names=names, response_nonce=nonce, version_info=version
     )
     if error:
         req.error_detail.CopyFrom(status_pb2.Status(code=13, message=error))
@@ -80,7 +80,7 @@ def delta(
     initial: dict[str, str] | None = None,
 ) -> discovery_pb2.DeltaDiscoveryRequest:
     req = discovery_pb2.DeltaDiscoveryRequest(
-        type_url=SECRET_TYPE_URL,
+        type_url=SECRET_TYPE,
         response_nonce=nonce,
         resource_names_subscribe=list(sub),
         resource_names_unsubscribe=list(unsub),
@@ -113,7 +113,7 @@ def test_sotw_initial_ack_nack_stale_and_push(issue: Issue) -> None:
     s1 = build_secrets(issue())
     r1 = stream.on_change(s1)
     assert r1 is not None and set(_unpack(list(r1.resources))) == {"default", "ROOTCA"}
-    assert r1.type_url == SECRET_TYPE_URL
+    assert r1.type_url == SECRET_TYPE
     assert stream.on_request(sotw(r1.nonce, version=r1.version_info), s1) is None  # ACK
     assert stream.acked_version == r1.version_info
     assert stream.on_change(s1) is None  # nothing changed

@@ -8,7 +8,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
-from pilotfish.xds.client import resource_name, unpack
+from pilotfish.testing.ads_client import resource_name, unpack
 from pilotfish.xds.connection import ProxyConnection, Response
 from pilotfish.xds.resources import ResourceCache, Snapshot, build_snapshot
 from tests.unit.xds import builders as b

@@ -13,8 +13,8 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
 from pilotfish.api.node import NodeInfo
+from pilotfish.testing.ads_client import AdsClient
 from pilotfish.xds import DebounceSettings, DiscoveryServer, PushRequest, Resources, XdsSettings
-from pilotfish.xds.client import AdsClient
 from tests.unit.xds import builders as b
 
 MODES = [pytest.param(False, id="sotw"), pytest.param(True, id="delta")]

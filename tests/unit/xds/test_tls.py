@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from pilotfish.api.node import NodeInfo
+from pilotfish.testing.ads_client import AdsClient
 from pilotfish.xds import DiscoveryServer, Resources, TlsSettings, XdsSettings
-from pilotfish.xds.client import AdsClient
 from tests.unit.xds import builders as b
 
 

@@ -62,7 +62,7 @@ def test_gateway_is_an_istio_ingressgateway_router_on_loopback(tmp_path: Path) -
     assert "istio=ingressgateway" in _opt(argv, "--label")
     assert _opt(argv, "--bind-address") == ["127.0.0.1"]
     assert _opt(argv, "--token-file") == ["/run/pilotfish/pft/ingressgateway/token"]
-    assert _opt(argv, "--gateway-port") == ["80:8080", "443:8443", "8080:8080"]
+    assert _opt(argv, "--gateway-port") == ["80:8080", "443:8443"]
     # The gateway verifies the control plane's TLS xDS port with the mesh roots.
     assert "--plaintext" not in argv
     assert _opt(argv, "--ca-file") == [str(tmp_path / "data" / "ca" / "mesh-roots.pem")]

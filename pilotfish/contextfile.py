@@ -1,4 +1,7 @@
-"""The CLI's context file, like a kubeconfig: where the control plane is and its token.
+"""The context file, like a kubeconfig: where the control plane is and its token.
+
+Shared by the server (which writes it) and the CLI (which reads it), so neither imports the
+other.
 
 Default path ``~/.pilotfish/config``; ``$PILOTFISH_CONFIG`` names another. ``pilotfish server``
 writes (or updates) its own context there and makes it current, so the CLI finds the server

@@ -11,6 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pilotfish.api.mesh import (
+    DEFAULT_DOMAIN_SUFFIX,
+    EXPORT_TO_ANNOTATION,
+    export_to_annotation,
+    service_fqdn,
+)
 from pilotfish.registry.types import Service, ServicePort, Workload, select_protocol
 
 Allocate = Callable[[str], str]
@@ -22,9 +28,6 @@ def _owner_deployment(meta: dict[str, Any]) -> str:
         if isinstance(ref, dict) and ref.get("kind") == "Deployment" and ref.get("name"):
             return str(ref["name"])
     return ""
-
-def service_hostname(name: str, namespace: str, domain_suffix: str = "cluster.local") -> str:
-    return f"{name}.{namespace}.svc.{domain_suffix}"
 
 
 def _meta(body: dict[str, Any]) -> dict[str, Any]:
@@ -45,13 +48,13 @@ def _target(raw: Any) -> int | str | None:
 
 
 def service_from_k8s(
-    body: dict[str, Any], allocate: Allocate, domain_suffix: str = "cluster.local"
+    body: dict[str, Any], allocate: Allocate, domain_suffix: str = DEFAULT_DOMAIN_SUFFIX
 ) -> Service:
     meta = _meta(body)
     spec = body.get("spec") or {}
     name = str(meta["name"])
     namespace = str(meta.get("namespace") or "default")
-    hostname = service_hostname(name, namespace, domain_suffix)
+    hostname = service_fqdn(name, namespace, domain_suffix)
     ports = tuple(
         ServicePort(
             name=str(p.get("name") or ""),
@@ -66,8 +69,7 @@ def service_from_k8s(
     vip = str(cluster_ip) if cluster_ip and cluster_ip != "None" else allocate(hostname)
     selector = spec.get("selector")
     annotations = meta.get("annotations") or {}
-    export = annotations.get("networking.istio.io/exportTo")
-    export_to = tuple(e.strip() for e in str(export).split(",")) if export else ("*",)
+    export_to = export_to_annotation(annotations.get(EXPORT_TO_ANNOTATION))
     return Service(
         hostname=hostname,
         namespace=namespace,

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from pilotfish.control.jwks import JwksError, JwksFetcher, JwksSettings, check_jwks
+from pilotfish.model.jwks import JwksError, JwksFetcher, JwksSettings, check_jwks
 
 KEYS_A = json.dumps({"keys": [{"kty": "oct", "k": "YQ", "kid": "a"}]})
 KEYS_B = json.dumps({"keys": [{"kty": "oct", "k": "Yg", "kid": "b"}]})

@@ -38,6 +38,7 @@ from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from pilotfish.api.node import NodeInfo
+from pilotfish.api.typeurls import type_url
 from pilotfish.xds.resources import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
@@ -46,7 +47,7 @@ from pilotfish.xds.resources import (
     SECRET_TYPE,
 )
 
-log = logging.getLogger("pilotfish.xds.client")
+log = logging.getLogger("pilotfish.testing.ads_client")
 
 MESSAGE_TYPES: Mapping[str, type[Message]] = {
     CLUSTER_TYPE: cluster_pb2.Cluster,
@@ -55,7 +56,7 @@ MESSAGE_TYPES: Mapping[str, type[Message]] = {
     ROUTE_TYPE: route_pb2.RouteConfiguration,
     SECRET_TYPE: secret_pb2.Secret,
 }
-_HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
+_HCM_TYPE = type_url(hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name)
 
 #: (type URL, {name: message}) -> error message to NACK with, or None to accept.
 RejectFn = Callable[[str, Mapping[str, Message]], str | None]
