@@ -29,20 +29,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from envoy.config.accesslog.v3 import accesslog_pb2 as al
 from envoy.config.core.v3 import base_pb2
 from envoy.config.core.v3 import substitution_format_string_pb2 as sfs
+from envoy.config.trace.v3 import http_tracer_pb2, opentelemetry_pb2, zipkin_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2 as al_data
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
 from envoy.extensions.access_loggers.stats.v3 import stats_pb2
 from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2 as h2m
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
 from google.protobuf import struct_pb2
 
 from pilotfish.api.meshconfig import DEFAULT_ACCESS_LOG_FORMAT
 from pilotfish.api.peer import PEER_ENV
-from pilotfish.model.telemetry import AccessLogSpec, MetricOverride
+from pilotfish.model.telemetry import AccessLogSpec, MetricOverride, TracingSpec
 from pilotfish.translate.common import pack
 
 __all__ = [
@@ -52,6 +57,7 @@ __all__ = [
     "peer_headers_to_add",
     "peer_metadata_filter",
     "tcp_metrics_logs",
+    "tracing_config",
 ]
 
 STATS_LOGGER = "envoy.access_loggers.stats"
@@ -391,3 +397,56 @@ def peer_metadata_filter() -> h2m.Config:
     rewrite.pattern.regex = VERIFIED_NAMESPACE
     rewrite.substitution = "\\1"
     return config
+
+
+# ---- tracing --------------------------------------------------------------------------------
+
+ZIPKIN_TRACER = "envoy.tracers.zipkin"
+OTEL_TRACER = "envoy.tracers.opentelemetry"
+
+
+def tracing_config(
+    spec: TracingSpec, cluster: str, authority: str, service_name: str
+) -> hcm_pb2.HttpConnectionManager.Tracing:
+    """An HTTP connection manager's tracing: Istio's provider, sampling and custom tags.
+
+    ``cluster`` is the collector's outbound cluster, ``authority`` its ``host:port`` and
+    ``service_name`` Istio's span service name (``app.namespace``). Sampling is decided once,
+    by the first proxy on the path (client sampling off, as Istio); later proxies honour the
+    caller's ``x-b3-sampled``/``traceparent`` decision.
+    """
+    T = hcm_pb2.HttpConnectionManager.Tracing
+    tracing = T()
+    tracing.random_sampling.value = spec.sampling
+    tracing.client_sampling.value = 100.0
+    tracing.overall_sampling.value = 100.0
+    if spec.provider.zipkin is not None:
+        zipkin = zipkin_pb2.ZipkinConfig(
+            collector_cluster=cluster,
+            collector_endpoint=spec.provider.zipkin.path or "/api/v2/spans",
+            collector_endpoint_version=zipkin_pb2.ZipkinConfig.HTTP_JSON,
+            collector_hostname=authority,
+            trace_id_128bit=True,
+        )
+        zipkin.shared_span_context.value = False
+        tracing.provider.CopyFrom(http_tracer(ZIPKIN_TRACER, pack(zipkin)))
+    elif spec.provider.opentelemetry is not None:
+        otel = opentelemetry_pb2.OpenTelemetryConfig(service_name=service_name)
+        otel.grpc_service.envoy_grpc.cluster_name = cluster
+        otel.grpc_service.envoy_grpc.authority = authority
+        tracing.provider.CopyFrom(http_tracer(OTEL_TRACER, pack(otel)))
+    for tag, kind, value, default in spec.custom_tags:
+        custom = tracing.custom_tags.add(tag=tag)
+        if kind == "literal":
+            custom.literal.value = value
+        elif kind == "environment":
+            custom.environment.name = value
+            custom.environment.default_value = default
+        else:
+            custom.request_header.name = value
+            custom.request_header.default_value = default
+    return tracing
+
+
+def http_tracer(name: str, config: Any) -> http_tracer_pb2.Tracing.Http:
+    return http_tracer_pb2.Tracing.Http(name=name, typed_config=config)

@@ -1,0 +1,118 @@
+"""Istio's metrics, access logs, peer headers and tracing as Envoy config (protos)."""
+
+from __future__ import annotations
+
+from envoy.extensions.access_loggers.file.v3 import file_pb2
+from envoy.extensions.access_loggers.stats.v3 import stats_pb2
+from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2
+
+from pilotfish.api.meshconfig import effective_mesh_config
+from pilotfish.model.telemetry import AccessLogSpec, MetricOverride, TracingSpec
+from pilotfish.translate import telemetry as T
+
+SERVICE = ("reviews.default.svc.cluster.local", "reviews", "default")
+
+
+def stats(log: object) -> stats_pb2.Config:
+    config = stats_pb2.Config()
+    log.typed_config.Unpack(config)  # type: ignore[attr-defined]
+    return config
+
+
+def tag_names(stat: stats_pb2.Config.Stat) -> list[str]:
+    return [t.name for t in stat.tags]
+
+
+def test_both_reporters_carry_istios_labels() -> None:
+    client = stats(T.http_metrics_log(T.client_http_tags(), []))
+    assert [c.stat.name for c in client.counters] == ["requests_total"]
+    assert [h.stat.name for h in client.histograms] == [
+        "request_duration_milliseconds", "request_bytes", "response_bytes"
+    ]  # fmt: skip
+    names = tag_names(client.counters[0].stat)
+    assert names[0] == "reporter" and names[-1] == "connection_security_policy"
+    wanted = ["source_workload", "destination_workload", "destination_service",
+              "destination_principal", "response_code", "response_flags", "request_protocol",
+              "grpc_response_status", "source_canonical_revision", "destination_cluster"]  # fmt: skip
+    assert set(wanted) <= set(names)
+    server = stats(T.http_metrics_log(T.server_http_tags(SERVICE), []))
+    tags = {t.name: t.value_format for t in server.counters[0].stat.tags}
+    assert tags["reporter"] == "destination"
+    assert tags["destination_service"] == SERVICE[0]
+    assert tags["source_principal"] == "%DOWNSTREAM_PEER_URI_SAN%"
+    assert "connection.mtls" in tags["connection_security_policy"]
+    # The caller's workload only when its headers match its verified namespace.
+    assert "verified_namespace" in tags["source_workload"]
+    assert set(tag_names(server.counters[0].stat)) == set(names)
+
+
+def test_tag_overrides_upsert_and_remove_and_disabled_metrics() -> None:
+    overrides = [
+        MetricOverride("REQUEST_COUNT", "CLIENT", False,
+                       (("response_code", "UPSERT", "string(response.code)"),
+                        ("request_protocol", "REMOVE", ""),
+                        ("host", "UPSERT", "request.host"))),
+        MetricOverride("REQUEST_SIZE", "CLIENT", True),
+    ]  # fmt: skip
+    config = stats(T.http_metrics_log(T.client_http_tags(), overrides))
+    counter = {t.name: t.value_format for t in config.counters[0].stat.tags}
+    assert counter["response_code"] == "%CEL(response.code)%"  # Envoy stringifies
+    assert counter["host"] == "%CEL(request.host)%"
+    assert "request_protocol" not in counter
+    assert [h.stat.name for h in config.histograms] == [
+        "request_duration_milliseconds", "response_bytes"
+    ]  # fmt: skip
+    duration = {t.name for t in config.histograms[0].stat.tags}
+    assert "request_protocol" in duration and "host" not in duration
+
+
+def test_tcp_metrics_count_opens_closes_and_bytes() -> None:
+    logs = T.tcp_metrics_logs(T.tcp_tags(T.client_http_tags()), [])
+    opened, ended = (stats(log) for log in logs)
+    assert [c.stat.name for c in opened.counters] == ["tcp_connections_opened_total"]
+    assert [c.stat.name for c in ended.counters] == [
+        "tcp_connections_closed_total", "tcp_sent_bytes_total", "tcp_received_bytes_total"
+    ]  # fmt: skip
+    assert ended.counters[1].value_format == "%BYTES_SENT%"
+    assert "response_code" not in tag_names(opened.counters[0].stat)
+    assert logs[0].filter.log_type_filter.types and logs[1].filter.log_type_filter.types
+
+
+def test_access_logs_istio_format_json_and_cel_filter() -> None:
+    mesh = effective_mesh_config([])
+    envoy = mesh.provider("envoy")
+    assert envoy is not None
+    text = T.access_logs([AccessLogSpec(envoy, "SERVER", "response.code >= 400")], "SERVER")
+    assert T.access_logs([AccessLogSpec(envoy, "SERVER")], "CLIENT") == []
+    config = file_pb2.FileAccessLog()
+    text[0].typed_config.Unpack(config)
+    assert config.path == "/dev/stdout"
+    assert config.log_format.text_format_source.inline_string.startswith("[%START_TIME%]")
+    assert text[0].filter.extension_filter.name == T.CEL_FILTER
+    json_log = T.access_logs([AccessLogSpec(envoy, "CLIENT", "", "JSON")], "CLIENT")[0]
+    json_log.typed_config.Unpack(config)
+    assert config.log_format.json_format.fields["response_code"].string_value == "%RESPONSE_CODE%"
+
+
+def test_peer_headers_are_replaced_on_the_way_out_and_removed_on_the_way_in() -> None:
+    added = T.peer_headers_to_add()
+    assert {h.header.key for h in added} == set(T.PEER_HEADERS.values())
+    assert all(h.append_action == h.OVERWRITE_IF_EXISTS_OR_ADD for h in added)
+    config: header_to_metadata_pb2.Config = T.peer_metadata_filter()
+    peer_rules = [r for r in config.request_rules if r.header in T.PEER_HEADERS.values()]
+    assert all(r.remove for r in peer_rules) and len(peer_rules) == len(T.PEER_HEADERS)
+    xfcc = next(r for r in config.request_rules if r.header == "x-forwarded-client-cert")
+    assert xfcc.on_header_present.key == "verified_namespace"
+
+
+def test_tracing_zipkin_and_opentelemetry() -> None:
+    mesh = effective_mesh_config([])
+    zipkin, otel = mesh.provider("zipkin"), mesh.provider("opentelemetry")
+    assert zipkin is not None and otel is not None
+    spec = TracingSpec(zipkin, 100.0, (("env", "literal", "dev", ""),))
+    tracing = T.tracing_config(spec, "outbound|9411||zipkin", "zipkin:9411", "reviews.default")
+    assert tracing.random_sampling.value == 100.0
+    assert tracing.provider.name == T.ZIPKIN_TRACER
+    assert tracing.custom_tags[0].literal.value == "dev"
+    tracing = T.tracing_config(TracingSpec(otel, 1.0), "c", "tracing:4317", "reviews.default")
+    assert tracing.provider.name == T.OTEL_TRACER
