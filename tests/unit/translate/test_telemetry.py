@@ -33,7 +33,8 @@ def test_both_reporters_carry_istios_labels() -> None:
     assert names[0] == "reporter" and names[-1] == "connection_security_policy"
     wanted = ["source_workload", "destination_workload", "destination_service",
               "destination_principal", "response_code", "response_flags", "request_protocol",
-              "grpc_response_status", "source_canonical_revision", "destination_cluster"]  # fmt: skip
+              "grpc_response_status", "source_canonical_revision",
+              "destination_cluster"]  # fmt: skip
     assert set(wanted) <= set(names)
     server = stats(T.http_metrics_log(T.server_http_tags(SERVICE), []))
     tags = {t.name: t.value_format for t in server.counters[0].stat.tags}
