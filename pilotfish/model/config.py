@@ -1,10 +1,11 @@
 """Networking config as the model indexes it: VirtualServices, DestinationRules, Gateways.
 
-Each entry keeps the validated spec as written (Istio's camelCase field names:
-``spec["http"][0]["route"][0]["destination"]["host"]``) and adds what every consumer needs
-resolved once: hosts resolved to FQDNs in the object's namespace, gateway references
-normalized to ``mesh`` / ``ns/name``, exportTo. Entries are immutable and keyed by
-``(key, revision)`` so that a new PushContext reuses those whose object did not change.
+Each entry holds the spec parsed into its typed model of :mod:`pilotfish.api` (Istio's field
+names: ``vs.http[0].route[0].destination.host``, durations with their value in seconds) and
+adds what every consumer needs resolved once: hosts resolved to FQDNs in the object's
+namespace, gateway references normalized to ``mesh`` / ``ns/name``, exportTo. Entries are
+immutable and keyed by ``(key, revision)``: a stored object is parsed once, and a new
+PushContext reuses the entries whose object did not change.
 """
 
 from __future__ import annotations
@@ -13,6 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from pilotfish.api.hosts import MESH_GATEWAY, normalize_gateway, resolve_host
+from pilotfish.api.virtualservice import (
+    HTTPMatchRequest,
+    HTTPRoute,
+    L4MatchAttributes,
+    TCPRoute,
+    TLSMatchAttributes,
+    TLSRoute,
+    VirtualServiceSpec,
+)
 from pilotfish.config.store.base import Key, StoredObject
 
 Spec = dict[str, Any]
@@ -32,9 +42,9 @@ class VirtualServiceConfig:
     revision: int
     hosts: tuple[str, ...]  # resolved
     gateways: tuple[str, ...]  # normalized; ("mesh",) when none given
-    http: tuple[Spec, ...]
-    tcp: tuple[Spec, ...]
-    tls: tuple[Spec, ...]
+    http: tuple[HTTPRoute, ...]
+    tcp: tuple[TCPRoute, ...]
+    tls: tuple[TLSRoute, ...]
     export_to: tuple[str, ...]
     creation: str = ""
 
@@ -50,9 +60,11 @@ class VirtualServiceConfig:
         """A destination host of this VirtualService, resolved in its namespace."""
         return resolve_host(host, self.namespace, domain_suffix)
 
-    def match_gateways(self, match: Spec) -> tuple[str, ...]:
+    def match_gateways(
+        self, match: HTTPMatchRequest | TLSMatchAttributes | L4MatchAttributes
+    ) -> tuple[str, ...]:
         """The gateways a match applies to: its own ``gateways`` or the VirtualService's."""
-        own = match.get("gateways")
+        own = match.gateways
         if own:
             return tuple(normalize_gateway(str(g), self.namespace) for g in own)
         return self.gateways
@@ -105,20 +117,25 @@ def _creation(obj: StoredObject) -> str:
 
 
 def parse(obj: StoredObject, domain_suffix: str = "cluster.local") -> ParsedConfig:
-    """One stored VirtualService, DestinationRule or Gateway as an indexed entry."""
+    """One stored VirtualService, DestinationRule or Gateway as an indexed entry.
+
+    Raises ``pydantic.ValidationError`` when the spec does not fit its model (objects are
+    validated before they are stored, so only a store written by another version can hold one).
+    """
     spec: Spec = obj.body.get("spec") or {}
     ns = obj.namespace
     if obj.kind == "VirtualService":
-        gateways = tuple(normalize_gateway(str(g), ns) for g in spec.get("gateways") or [])
+        vs = VirtualServiceSpec.model_validate(spec)
+        gateways = tuple(normalize_gateway(g, ns) for g in vs.gateways)
         return VirtualServiceConfig(
             key=obj.key,
             revision=obj.revision,
-            hosts=tuple(resolve_host(str(h), ns, domain_suffix) for h in spec.get("hosts") or []),
+            hosts=tuple(resolve_host(h, ns, domain_suffix) for h in vs.hosts),
             gateways=gateways or (MESH_GATEWAY,),
-            http=tuple(spec.get("http") or ()),
-            tcp=tuple(spec.get("tcp") or ()),
-            tls=tuple(spec.get("tls") or ()),
-            export_to=_export_to(spec),
+            http=tuple(vs.http),
+            tcp=tuple(vs.tcp),
+            tls=tuple(vs.tls),
+            export_to=tuple(vs.exportTo or ["*"]),
             creation=_creation(obj),
         )
     if obj.kind == "DestinationRule":

@@ -1,9 +1,10 @@
 """PushContext: one immutable, indexed view of config + registry at one store revision.
 
 Built by ``PushContext.build(objects, registry_snapshot, revision, previous=...)`` from the
-stored objects of one revision and a registry snapshot. Parsed networking entries of objects
-whose ``(key, revision)`` did not change are taken from ``previous`` instead of being parsed
-again. Indexes:
+stored objects of one revision and a registry snapshot. VirtualServices, DestinationRules and
+Gateways are parsed into their typed models once per ``(key, revision)``: the entries of objects
+that did not change are taken from ``previous``. An object whose spec does not fit its model
+is left out (with a warning). Indexes:
 
 - services by hostname and by namespace (with exportTo visibility per client namespace);
 - VirtualServices in Istio's order (creation time, then namespace/name), by gateway
@@ -20,11 +21,14 @@ across every proxy pushed at this revision.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, TypeVar
+
+import pydantic
 
 from pilotfish.api.hosts import MESH_GATEWAY, host_matches, specificity
 from pilotfish.config.store.base import Key, StoredObject
@@ -41,6 +45,7 @@ from pilotfish.registry.registry import RegistrySnapshot
 from pilotfish.registry.types import Endpoint, Service
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 POLICY_KINDS = ("PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication")
 
@@ -106,7 +111,7 @@ class PushContext:
         for vs in vss:
             refs = set(vs.gateways)
             for rule in vs.http:
-                for m in rule.get("match") or ():
+                for m in rule.match:
                     refs.update(vs.match_gateways(m))
             for ref in refs:
                 by_gw.setdefault(ref, []).append(vs)
@@ -144,7 +149,13 @@ class PushContext:
             if obj.kind in PARSED_KINDS:
                 k = (obj.key, obj.revision)
                 entry = old.get(k)
-                parsed[k] = entry if entry is not None else parse(obj, settings.domain_suffix)
+                if entry is None:
+                    try:
+                        entry = parse(obj, settings.domain_suffix)
+                    except pydantic.ValidationError as exc:
+                        log.warning("%s ignored: %s", obj.key, exc)
+                        continue
+                parsed[k] = entry
             else:
                 others.setdefault(obj.kind, []).append(obj)
         return cls(

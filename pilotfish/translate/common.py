@@ -8,11 +8,16 @@ named by port (``9080``) and ``http.8080`` for gateways.
 
 from __future__ import annotations
 
+from typing import TypeGuard, TypeVar
+
 from envoy.config.core.v3 import address_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
+from pydantic import BaseModel
 
-from pilotfish.api.duration import parse_duration
+from pilotfish.api.duration import Duration, parse_duration
+
+M = TypeVar("M", bound=BaseModel)
 
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -63,6 +68,17 @@ def duration(seconds: float) -> duration_pb2.Duration:
 def istio_duration(text: str) -> duration_pb2.Duration:
     """A duration as Istio writes it (``"1.5s"``, ``"100ms"``)."""
     return duration(parse_duration(text))
+
+
+def proto_duration(value: Duration) -> duration_pb2.Duration:
+    """A model's duration field (parsed when the model was)."""
+    return duration(value.seconds)
+
+
+def given(value: M | None) -> TypeGuard[M]:
+    """True when a message field was written with at least one field: an empty ``{}`` counts
+    as not given."""
+    return value is not None and bool(value.model_fields_set)
 
 
 def u32(value: int) -> wrappers_pb2.UInt32Value:

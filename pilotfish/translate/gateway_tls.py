@@ -136,27 +136,27 @@ def _passthrough_routes(
     patterns = [split_server_host(h, ts.gateway.namespace)[1] for h in ts.hosts]
     for vs in push.virtual_services_for_gateway(ts.gateway.ref):
         for rule in vs.tls:
-            for match in rule.get("match") or ():
+            for match in rule.match:
                 if ts.gateway.ref not in vs.match_gateways(match):
                     continue
-                if match.get("port") and int(match["port"]) != ts.port:
+                if match.port and match.port != ts.port:
                     continue
                 snis = [
-                    str(s)
-                    for s in match.get("sniHosts") or ()
-                    if any(host_matches(p, str(s)) or host_matches(str(s), p) for p in patterns)
+                    s
+                    for s in match.sniHosts
+                    if any(host_matches(p, s) or host_matches(s, p) for p in patterns)
                 ]
                 if not snis:
                     continue
-                dests = list(rule.get("route") or ())
+                dests = rule.route
                 clusters = []
                 for d in dests:
-                    dest = d.get("destination") or {}
-                    host = vs.resolve(str(dest.get("host") or ""), suffix)
-                    dport = int((dest.get("port") or {}).get("number") or ts.port)
-                    weight = int(d.get("weight") or (100 if len(dests) == 1 else 0))
+                    dest = d.destination
+                    host = vs.resolve(dest.host, suffix)
+                    dport = (dest.port.number if dest.port is not None else None) or ts.port
+                    weight = d.weight or (100 if len(dests) == 1 else 0)
                     if weight > 0:
-                        name = outbound_cluster_name(dport, str(dest.get("subset") or ""), host)
+                        name = outbound_cluster_name(dport, dest.subset or "", host)
                         clusters.append((name, weight))
                 if clusters:
                     out.append((snis, clusters))

@@ -47,6 +47,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from pilotfish.api.hosts import MESH_GATEWAY
+from pilotfish.api.virtualservice import L4MatchAttributes
 from pilotfish.model.config import GatewayConfig, VirtualServiceConfig
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
@@ -127,13 +128,14 @@ def hcm_filter(**kwargs: Any) -> lc.Filter:
 # ---- outbound ---------------------------------------------------------------------------------
 
 
-def _tcp_applies(vs: VirtualServiceConfig, match: dict[str, Any], port: int, proxy: Proxy) -> bool:
+def _tcp_applies(
+    vs: VirtualServiceConfig, match: L4MatchAttributes, port: int, proxy: Proxy
+) -> bool:
     if MESH_GATEWAY not in vs.match_gateways(match):
         return False
-    if match.get("port") and int(match["port"]) != port:
+    if match.port and match.port != port:
         return False
-    src = match.get("sourceLabels") or {}
-    return all(proxy.labels.get(str(k)) == str(v) for k, v in src.items())
+    return all(proxy.labels.get(k) == v for k, v in match.sourceLabels.items())
 
 
 def tcp_route(push: PushContext, proxy: Proxy, svc: Service, port: int) -> list[tuple[str, int]]:
@@ -142,20 +144,18 @@ def tcp_route(push: PushContext, proxy: Proxy, svc: Service, port: int) -> list[
     if vs is None:
         return [(outbound_cluster_name(port, "", svc.hostname), 100)]
     for rule in vs.tcp:
-        matches = rule.get("match") or [{}]
+        matches = rule.match or [L4MatchAttributes()]
         if not any(_tcp_applies(vs, m, port, proxy) for m in matches):
             continue
         out = []
-        dests = list(rule.get("route") or ())
+        dests = rule.route
         for d in dests:
-            dest = d.get("destination") or {}
-            host = vs.resolve(str(dest.get("host") or ""), push.settings.domain_suffix)
-            dport = int((dest.get("port") or {}).get("number") or port)
-            weight = int(d.get("weight") or (100 if len(dests) == 1 else 0))
+            dest = d.destination
+            host = vs.resolve(dest.host, push.settings.domain_suffix)
+            dport = (dest.port.number if dest.port is not None else None) or port
+            weight = d.weight or (100 if len(dests) == 1 else 0)
             if weight > 0:
-                out.append(
-                    (outbound_cluster_name(dport, str(dest.get("subset") or ""), host), weight)
-                )
+                out.append((outbound_cluster_name(dport, dest.subset or "", host), weight))
         if out:
             return out
     return [(outbound_cluster_name(port, "", svc.hostname), 100)]

@@ -56,10 +56,9 @@ def service_domains(svc: Service, port: int, namespace: str, *, bare: bool = Tru
 def _uses_source_labels(push: PushContext) -> bool:
     def compute() -> bool:
         return any(
-            m.get("sourceLabels")
+            any(m.sourceLabels for r in vs.http for m in r.match)
+            or any(m.sourceLabels for r in vs.tcp for m in r.match)
             for vs in push.virtual_services
-            for rule in (*vs.http, *vs.tcp)
-            for m in rule.get("match") or ()
         )
 
     return push.memo(("uses_source_labels",), compute)
