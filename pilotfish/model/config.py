@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pilotfish.api.destinationrule import DestinationRuleSpec, Subset, TrafficPolicy
 from pilotfish.api.hosts import MESH_GATEWAY, normalize_gateway, resolve_host
 from pilotfish.api.virtualservice import (
     HTTPMatchRequest,
@@ -26,10 +27,6 @@ from pilotfish.api.virtualservice import (
 from pilotfish.config.store.base import Key, StoredObject
 
 Spec = dict[str, Any]
-
-
-def _export_to(spec: Spec) -> tuple[str, ...]:
-    return tuple(str(e) for e in spec.get("exportTo") or ["*"])
 
 
 def visible(export_to: tuple[str, ...], owner_ns: str, from_ns: str) -> bool:
@@ -75,8 +72,8 @@ class DestinationRuleConfig:
     key: Key
     revision: int
     host: str  # resolved
-    traffic_policy: Spec
-    subsets: tuple[Spec, ...]
+    traffic_policy: TrafficPolicy | None
+    subsets: tuple[Subset, ...]
     export_to: tuple[str, ...]
     workload_selector: dict[str, str] | None
     creation: str = ""
@@ -85,9 +82,9 @@ class DestinationRuleConfig:
     def namespace(self) -> str:
         return self.key.namespace
 
-    def subset(self, name: str) -> Spec | None:
+    def subset(self, name: str) -> Subset | None:
         for s in self.subsets:
-            if s.get("name") == name:
+            if s.name == name:
                 return s
         return None
 
@@ -139,14 +136,15 @@ def parse(obj: StoredObject, domain_suffix: str = "cluster.local") -> ParsedConf
             creation=_creation(obj),
         )
     if obj.kind == "DestinationRule":
-        selector = (spec.get("workloadSelector") or {}).get("matchLabels")
+        dr = DestinationRuleSpec.model_validate(spec)
+        selector = dr.workloadSelector.matchLabels if dr.workloadSelector else None
         return DestinationRuleConfig(
             key=obj.key,
             revision=obj.revision,
-            host=resolve_host(str(spec.get("host") or ""), ns, domain_suffix),
-            traffic_policy=spec.get("trafficPolicy") or {},
-            subsets=tuple(spec.get("subsets") or ()),
-            export_to=_export_to(spec),
+            host=resolve_host(dr.host, ns, domain_suffix),
+            traffic_policy=dr.trafficPolicy,
+            subsets=tuple(dr.subsets),
+            export_to=tuple(dr.exportTo or ["*"]),
             workload_selector=dict(selector) if selector else None,
             creation=_creation(obj),
         )

@@ -64,6 +64,7 @@ from pilotfish.translate.tls import (
     tls_socket,
 )
 from pilotfish.translate.trafficpolicy import (
+    NO_POLICY,
     Policy,
     apply_connection_pool,
     apply_load_balancer,
@@ -124,7 +125,7 @@ def upstream_transport_socket(
     sni = istio_sni(port.port, subset, service.hostname)
     sans = mesh_sans(push, service, port.port, client.trust_domain)
     tls = client_tls(
-        policy.get("tls") or {},
+        policy.tls,
         sni=service.hostname,
         mesh_sni=sni,
         mesh_sans=sans,
@@ -203,9 +204,8 @@ def outbound_cluster(
     cluster = C(name=name, connect_timeout=duration(push.settings.connect_timeout_seconds))
     eps = push.endpoints(svc.hostname, sp.port)
     if subset and dr is not None:
-        labels = {
-            str(k): str(v) for k, v in ((dr.subset(subset) or {}).get("labels") or {}).items()
-        }
+        sub = dr.subset(subset)
+        labels = sub.labels if sub is not None else {}
         eps = tuple(e for e in eps if e.matches(labels))
     cla: endpoint_pb2.ClusterLoadAssignment | None = None
     if svc.source_kind == "ServiceEntry" and (svc.resolution == "NONE" or svc.is_wildcard):
@@ -250,9 +250,7 @@ def outbound_clusters(
         out = ClusterSet()
         for svc in push.visible_services(namespace):
             dr = push.destination_rule(namespace, svc.hostname)
-            subsets = [""] + [
-                str(s.get("name")) for s in (dr.subsets if dr else ()) if s.get("name")
-            ]
+            subsets = [""] + [s.name for s in (dr.subsets if dr else ()) if s.name]
             for sp in svc.ports:
                 for subset in subsets:
                     key = (
@@ -337,7 +335,7 @@ def inbound_cluster(
             ],
         )
     )
-    opts = _http_options(protocol, {}, protocol_pb2.HttpProtocolOptions())
+    opts = _http_options(protocol, NO_POLICY, protocol_pb2.HttpProtocolOptions())
     if opts is not None:
         cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))
     return cluster
