@@ -11,8 +11,7 @@ from pilotfish.translate.common import (
     ENDPOINT_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
-    inbound_cluster_name,
-    outbound_cluster_name,
+    ClusterKey,
 )
 from pilotfish.translate.generator import Generator, Resources, generate, generator_for
 
@@ -21,10 +20,9 @@ __all__ = [
     "ENDPOINT_TYPE",
     "LISTENER_TYPE",
     "ROUTE_TYPE",
+    "ClusterKey",
     "Generator",
     "Resources",
     "generate",
     "generator_for",
-    "inbound_cluster_name",
-    "outbound_cluster_name",
 ]

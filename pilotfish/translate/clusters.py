@@ -46,9 +46,8 @@ from pilotfish.translate.common import (
     INBOUND_PASSTHROUGH_BIND_IP,
     INBOUND_PASSTHROUGH_CLUSTER,
     PASSTHROUGH_CLUSTER,
+    ClusterKey,
     duration,
-    inbound_cluster_name,
-    outbound_cluster_name,
     pack,
     socket_address,
 )
@@ -199,7 +198,7 @@ def outbound_cluster(
 ) -> tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment | None, tuple[str, ...]]:
     """One outbound cluster, its load assignment (EDS clusters) and the credentials its TLS
     names."""
-    name = outbound_cluster_name(sp.port, subset, svc.hostname)
+    name = ClusterKey.outbound(sp.port, subset, svc.hostname).name
     policy = effective_policy(dr, subset, sp.port)
     cluster = C(name=name, connect_timeout=duration(push.settings.connect_timeout_seconds))
     eps = push.endpoints(svc.hostname, sp.port)
@@ -255,9 +254,7 @@ def outbound_clusters(
                 for subset in subsets:
                     key = (
                         "outbound_cluster",
-                        svc.hostname,
-                        sp.port,
-                        subset,
+                        ClusterKey.outbound(sp.port, subset, svc.hostname),
                         (dr.key, dr.revision) if dr else None,
                         client,
                     )
@@ -313,7 +310,7 @@ def inbound_cluster(
     push: PushContext, target_port: int, protocol: Protocol, app_address: str = "127.0.0.1"
 ) -> cluster_pb2.Cluster:
     """``inbound|PORT||``: the app at ``app_address`` (localhost in a pod)."""
-    name = inbound_cluster_name(target_port)
+    name = ClusterKey.inbound(target_port).name
     cluster = C(
         name=name,
         type=C.STATIC,

@@ -1,14 +1,15 @@
 """Names and small proto helpers every translator uses.
 
 Names follow Istio so that config dumps read the same: ``outbound|9080|v1|reviews.default...``
-clusters, ``inbound|9080||`` clusters, ``PassthroughCluster``, ``BlackHoleCluster``,
-``InboundPassthroughCluster``, listeners ``virtualOutbound``/``virtualInbound``, route configs
-named by port (``9080``) and ``http.8080`` for gateways.
+and ``inbound|9080||`` clusters (each the ``name`` of a ``ClusterKey``), ``PassthroughCluster``,
+``BlackHoleCluster``, ``InboundPassthroughCluster``, listeners ``virtualOutbound``/
+``virtualInbound``, route configs named by port (``9080``) and ``http.8080`` for gateways.
 """
 
 from __future__ import annotations
 
-from typing import TypeGuard, TypeVar
+from dataclasses import dataclass
+from typing import Literal, TypeGuard, TypeVar
 
 from envoy.config.core.v3 import address_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
@@ -35,20 +36,41 @@ VIRTUAL_INBOUND = "virtualInbound"
 INBOUND_PASSTHROUGH_BIND_IP = "127.0.0.6"
 
 
-def outbound_cluster_name(port: int, subset: str, hostname: str) -> str:
-    return f"outbound|{port}|{subset}|{hostname}"
+@dataclass(frozen=True, slots=True)
+class ClusterKey:
+    """What an Istio cluster is for: direction, port, subset and host. Translators carry keys
+    and look things up by their fields; ``name`` is the only place the Istio name is made."""
 
+    direction: Literal["inbound", "outbound"]
+    port: int
+    subset: str = ""
+    host: str = ""
 
-def inbound_cluster_name(port: int) -> str:
-    return f"inbound|{port}||"
+    @classmethod
+    def outbound(cls, port: int, subset: str, host: str) -> ClusterKey:
+        return cls("outbound", port, subset, host)
 
+    @classmethod
+    def inbound(cls, port: int) -> ClusterKey:
+        return cls("inbound", port)
 
-def parse_cluster_name(name: str) -> tuple[str, int, str, str] | None:
-    """``(direction, port, subset, host)`` of an Istio-style cluster name, else None."""
-    parts = name.split("|")
-    if len(parts) != 4 or parts[0] not in ("inbound", "outbound") or not parts[1].isdigit():
+    @property
+    def name(self) -> str:
+        """``outbound|9080|v1|reviews.default.svc.cluster.local``, ``inbound|9080||``."""
+        return f"{self.direction}|{self.port}|{self.subset}|{self.host}"
+
+    @classmethod
+    def parse(cls, name: str) -> ClusterKey | None:
+        """The key of an Istio cluster name (None for other names, ``PassthroughCluster``...)."""
+        parts = name.split("|")
+        if len(parts) != 4 or not parts[1].isdigit():
+            return None
+        direction, port, subset, host = parts
+        if direction == "inbound":
+            return cls("inbound", int(port), subset, host)
+        if direction == "outbound":
+            return cls("outbound", int(port), subset, host)
         return None
-    return parts[0], int(parts[1]), parts[2], parts[3]
 
 
 def pack(msg: Message) -> any_pb2.Any:

@@ -30,7 +30,7 @@ from pilotfish.api.hosts import host_matches, split_server_host
 from pilotfish.model.config import GatewayConfig
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
-from pilotfish.translate.common import outbound_cluster_name, pack
+from pilotfish.translate.common import ClusterKey, pack
 from pilotfish.translate.filters import HCM_FILTER, http_connection_manager, inbound_http_filters
 from pilotfish.translate.tls import credentials_available, server_tls_context, tls_socket
 
@@ -156,7 +156,7 @@ def _passthrough_routes(
                     dport = (dest.port.number if dest.port is not None else None) or ts.port
                     weight = d.weight or (100 if len(dests) == 1 else 0)
                     if weight > 0:
-                        name = outbound_cluster_name(dport, dest.subset or "", host)
+                        name = ClusterKey.outbound(dport, dest.subset or "", host).name
                         clusters.append((name, weight))
                 if clusters:
                     out.append((snis, clusters))

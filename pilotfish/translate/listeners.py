@@ -60,9 +60,8 @@ from pilotfish.translate.common import (
     PASSTHROUGH_CLUSTER,
     VIRTUAL_INBOUND,
     VIRTUAL_OUTBOUND,
+    ClusterKey,
     duration,
-    inbound_cluster_name,
-    outbound_cluster_name,
     pack,
     socket_address,
     u32,
@@ -142,7 +141,7 @@ def tcp_route(push: PushContext, proxy: Proxy, svc: Service, port: int) -> list[
     """Weighted clusters for TCP traffic to ``svc:port`` (VirtualService ``tcp`` rules first)."""
     vs = push.mesh_virtual_service(svc.hostname, proxy.namespace)
     if vs is None:
-        return [(outbound_cluster_name(port, "", svc.hostname), 100)]
+        return [(ClusterKey.outbound(port, "", svc.hostname).name, 100)]
     for rule in vs.tcp:
         matches = rule.match or [L4MatchAttributes()]
         if not any(_tcp_applies(vs, m, port, proxy) for m in matches):
@@ -155,10 +154,10 @@ def tcp_route(push: PushContext, proxy: Proxy, svc: Service, port: int) -> list[
             dport = (dest.port.number if dest.port is not None else None) or port
             weight = d.weight or (100 if len(dests) == 1 else 0)
             if weight > 0:
-                out.append((outbound_cluster_name(dport, dest.subset or "", host), weight))
+                out.append((ClusterKey.outbound(dport, dest.subset or "", host).name, weight))
         if out:
             return out
-    return [(outbound_cluster_name(port, "", svc.hostname), 100)]
+    return [(ClusterKey.outbound(port, "", svc.hostname).name, 100)]
 
 
 def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
@@ -242,7 +241,7 @@ def explicit_outbound(push: PushContext, proxy: Proxy) -> Listener:
 
 
 def inbound_route_config(target: int) -> route_pb2.RouteConfiguration:
-    name = inbound_cluster_name(target)
+    name = ClusterKey.inbound(target).name
     return route_pb2.RouteConfiguration(
         name=name,
         virtual_hosts=[
@@ -278,7 +277,7 @@ def _inbound_filters(
         )
         set_client_cert_forwarding(hcm, mtls)
         return [lc.Filter(name=HCM_FILTER, typed_config=pack(hcm))]
-    name = inbound_cluster_name(target)
+    name = ClusterKey.inbound(target).name
     return [*inbound_network_filters(push, proxy, target), tcp_proxy_filter(name, [(name, 100)])]
 
 
@@ -348,7 +347,7 @@ def inbound_port_chains(
     if match_port:
         base.destination_port.value = target
     return _mode_chains(
-        inbound_cluster_name(target),
+        ClusterKey.inbound(target).name,
         policy.for_port(target),
         base,
         has_workload_identity(proxy.labels),

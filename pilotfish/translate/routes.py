@@ -44,9 +44,9 @@ from pilotfish.model.config import VirtualServiceConfig
 from pilotfish.model.push_context import PushContext
 from pilotfish.registry.types import Service
 from pilotfish.translate.common import (
+    ClusterKey,
     duration,
     given,
-    outbound_cluster_name,
     pack,
     proto_duration,
     u32,
@@ -206,9 +206,9 @@ def _fraction(value: float) -> base_pb2.RuntimeFractionalPercent:
 
 def destination_cluster(
     ctx: RouteContext, vs: VirtualServiceConfig | None, dest: Destination
-) -> str:
-    """``outbound|PORT|SUBSET|HOST`` of a destination; the port defaults to the service's only
-    port, else the port being routed."""
+) -> ClusterKey:
+    """The outbound cluster of a destination; the port defaults to the service's only port,
+    else the port being routed."""
     host = dest.host
     if vs is not None:
         host = vs.resolve(host, ctx.push.settings.domain_suffix)
@@ -221,7 +221,7 @@ def destination_cluster(
             port = svc.ports[0].port
         else:
             port = ctx.port
-    return outbound_cluster_name(port, dest.subset or "", host)
+    return ClusterKey.outbound(port, dest.subset or "", host)
 
 
 def retry_policy(retries: HTTPRetry | None, consistent_hash: bool = False) -> rc.RetryPolicy | None:
@@ -273,7 +273,7 @@ def _mirror_policies(
     for m in rule.mirrors:
         mirrors.append((m.destination, m.percentage))
     for dest, pct in mirrors:
-        policy = rc.RouteAction.RequestMirrorPolicy(cluster=destination_cluster(ctx, vs, dest))
+        policy = rc.RouteAction.RequestMirrorPolicy(cluster=destination_cluster(ctx, vs, dest).name)
         if pct is not None and "value" in pct.model_fields_set:
             policy.runtime_fraction.CopyFrom(_fraction(pct.value))
         elif rule.mirrorPercent is not None:
@@ -284,12 +284,11 @@ def _mirror_policies(
     return out
 
 
-def _hash_for(ctx: RouteContext, cluster: str) -> list[rc.RouteAction.HashPolicy]:
-    _, port, subset, host = cluster.split("|", 3)
-    dr = ctx.push.destination_rule(ctx.namespace, host)
+def _hash_for(ctx: RouteContext, cluster: ClusterKey) -> list[rc.RouteAction.HashPolicy]:
+    dr = ctx.push.destination_rule(ctx.namespace, cluster.host)
     if dr is None:
         return []
-    return route_hash_policies(effective_policy(dr, subset, int(port)))
+    return route_hash_policies(effective_policy(dr, cluster.subset, cluster.port))
 
 
 def _route_action(
@@ -300,8 +299,10 @@ def _route_action(
 ) -> rc.RouteAction:
     action = rc.RouteAction()
     dests = rule.route
+    first: ClusterKey | None = None
     if len(dests) == 1:
-        action.cluster = destination_cluster(ctx, vs, dests[0].destination)
+        first = destination_cluster(ctx, vs, dests[0].destination)
+        action.cluster = first.name
         # Destination-level headers apply on the route when there is one destination.
     else:
         equal = all(d.weight is None for d in dests)
@@ -310,15 +311,12 @@ def _route_action(
             weight = 1 if equal else (d.weight or 0)
             if weight <= 0:
                 continue
-            cw = wc.clusters.add(
-                name=destination_cluster(ctx, vs, d.destination), weight=u32(weight)
-            )
+            key = destination_cluster(ctx, vs, d.destination)
+            first = first or key
+            cw = wc.clusters.add(name=key.name, weight=u32(weight))
             _apply_headers(cw, d.headers)
         action.weighted_clusters.CopyFrom(wc)
-    first = action.cluster or (
-        action.weighted_clusters.clusters[0].name if action.weighted_clusters.clusters else ""
-    )
-    hashes = _hash_for(ctx, first) if first else []
+    hashes = _hash_for(ctx, first) if first is not None else []
     action.hash_policy.extend(hashes)
     timeout = rule.timeout
     action.timeout.CopyFrom(proto_duration(timeout) if timeout else duration(0))
@@ -417,8 +415,8 @@ def http_routes(ctx: RouteContext, vs: VirtualServiceConfig) -> list[rc.Route]:
 
 def default_route(ctx: RouteContext, svc: Service, port: int) -> rc.Route:
     """Istio's ``default`` route: everything to the service's subset-less cluster."""
-    cluster = outbound_cluster_name(port, "", svc.hostname)
-    action = rc.RouteAction(cluster=cluster, timeout=duration(0))
+    cluster = ClusterKey.outbound(port, "", svc.hostname)
+    action = rc.RouteAction(cluster=cluster.name, timeout=duration(0))
     hashes = _hash_for(ctx, cluster)
     action.hash_policy.extend(hashes)
     retry = retry_policy(None, consistent_hash=bool(hashes))
