@@ -15,6 +15,7 @@ from typing import Any
 
 from pilotfish.api.destinationrule import DestinationRuleSpec, Subset, TrafficPolicy
 from pilotfish.api.hosts import MESH_GATEWAY, normalize_gateway, resolve_host
+from pilotfish.api.networking import GatewaySpec, Server
 from pilotfish.api.virtualservice import (
     HTTPMatchRequest,
     HTTPRoute,
@@ -94,7 +95,7 @@ class GatewayConfig:
     key: Key
     revision: int
     selector: dict[str, str]
-    servers: tuple[Spec, ...]
+    servers: tuple[Server, ...]
 
     @property
     def namespace(self) -> str:
@@ -149,10 +150,11 @@ def parse(obj: StoredObject, domain_suffix: str = "cluster.local") -> ParsedConf
             creation=_creation(obj),
         )
     if obj.kind == "Gateway":
+        gw = GatewaySpec.model_validate(spec)
         return GatewayConfig(
             key=obj.key,
             revision=obj.revision,
-            selector={str(k): str(v) for k, v in (spec.get("selector") or {}).items()},
-            servers=tuple(spec.get("servers") or ()),
+            selector=dict(gw.selector),
+            servers=tuple(gw.servers),
         )
     raise ValueError(f"{obj.key}: not a VirtualService, DestinationRule or Gateway")

@@ -27,6 +27,7 @@ from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from pilotfish.api.hosts import host_matches, split_server_host
+from pilotfish.api.networking import Server, ServerTLSSettings
 from pilotfish.model.config import GatewayConfig
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
@@ -44,7 +45,7 @@ class TlsServer:
     """One TLS-speaking Gateway server as a router serves it."""
 
     gateway: GatewayConfig
-    server: Spec
+    server: Server
     bind: int
     port: int
     mode: str
@@ -55,7 +56,7 @@ class TlsServer:
 
     @property
     def hosts(self) -> list[str]:
-        return [str(h) for h in self.server.get("hosts") or ()]
+        return list(self.server.hosts)
 
 
 def https_route_name(port: int, port_name: str, gateway: GatewayConfig) -> str:
@@ -92,13 +93,13 @@ def gateway_tls_servers(push: PushContext, proxy: Proxy) -> dict[int, list[TlsSe
     out: dict[int, list[TlsServer]] = {}
     for gw in gateways:
         for server in gw.servers:
-            port: Spec = server.get("port") or {}
-            protocol = str(port.get("protocol") or "").upper()
+            port = server.port
+            protocol = (port.protocol or "").upper()
             if protocol not in TLS_PROTOCOLS:
                 continue
-            tls: Spec = server.get("tls") or {}
-            mode = str(tls.get("mode") or "SIMPLE")
-            number = int(port.get("number") or 0)
+            tls = server.tls or ServerTLSSettings()
+            mode = tls.mode or "SIMPLE"
+            number = port.number or 0
             bind = proxy.node.gateway_ports.get(number, number)
             route_name = ""
             credentials: tuple[str, ...] = ()
@@ -108,7 +109,7 @@ def gateway_tls_servers(push: PushContext, proxy: Proxy) -> dict[int, list[TlsSe
                 _, credentials = server_tls_context(tls)
                 if credentials and not credentials_available(secrets, namespaces, credentials):
                     continue
-                route_name = https_route_name(number, str(port.get("name") or ""), gw)
+                route_name = https_route_name(number, port.name or "", gw)
             elif mode != "PASSTHROUGH":
                 continue  # AUTO_PASSTHROUGH and ISTIO_MUTUAL are not supported on gateways
             out.setdefault(bind, []).append(
@@ -189,7 +190,7 @@ def tls_filter_chains(push: PushContext, proxy: Proxy, bind: int) -> list[lc.Fil
                     )
                 )
             continue
-        ctx, _ = server_tls_context(ts.server.get("tls") or {})
+        ctx, _ = server_tls_context(ts.server.tls or ServerTLSSettings())
         hcm = http_connection_manager(
             stat_prefix=f"outbound_0.0.0.0_{bind}",
             route_config_name=ts.route_name,

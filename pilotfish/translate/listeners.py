@@ -47,6 +47,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from pilotfish.api.hosts import MESH_GATEWAY
+from pilotfish.api.networking import Server
 from pilotfish.api.virtualservice import L4MatchAttributes
 from pilotfish.model.config import GatewayConfig, VirtualServiceConfig
 from pilotfish.model.proxy import Proxy
@@ -447,17 +448,16 @@ GATEWAY_HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC")
 
 def gateway_servers(
     push: PushContext, proxy: Proxy
-) -> dict[int, list[tuple[GatewayConfig, dict[str, Any]]]]:
+) -> dict[int, list[tuple[GatewayConfig, Server]]]:
     """HTTP servers of the gateways selecting this router, by bound port
     (``gateway_ports[server port]``, else the server port)."""
-    out: dict[int, list[tuple[GatewayConfig, dict[str, Any]]]] = {}
+    out: dict[int, list[tuple[GatewayConfig, Server]]] = {}
     for gw in push.gateways_for(proxy.labels):
         for server in gw.servers:
-            port: dict[str, Any] = server.get("port") or {}
-            protocol = str(port.get("protocol") or "HTTP").upper()
+            protocol = (server.port.protocol or "HTTP").upper()
             if protocol not in GATEWAY_HTTP_PROTOCOLS:
                 continue
-            number = int(port.get("number") or 0)
+            number = server.port.number or 0
             bind = proxy.node.gateway_ports.get(number, number)
             out.setdefault(bind, []).append((gw, server))
     return out

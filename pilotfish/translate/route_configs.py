@@ -20,13 +20,12 @@ are dropped, so the first service (by hostname) keeps a contested name.
 
 from __future__ import annotations
 
-from typing import Any
-
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from google.protobuf.wrappers_pb2 import BoolValue
 
 from pilotfish.api.hosts import MESH_GATEWAY, host_matches, specificity, split_server_host
+from pilotfish.api.networking import Server
 from pilotfish.model.config import GatewayConfig, visible
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
@@ -247,7 +246,7 @@ def gateway_route_config(
     push: PushContext,
     proxy: Proxy,
     bind_port: int,
-    servers: list[tuple[GatewayConfig, dict[str, Any]]],
+    servers: list[tuple[GatewayConfig, Server]],
     name: str | None = None,
 ) -> route_pb2.RouteConfiguration:
     """``http.<bind_port>``: every host of the HTTP servers bound to that port (or ``name``:
@@ -255,9 +254,9 @@ def gateway_route_config(
     vhosts: list[rc.VirtualHost] = []
     seen: set[str] = set()
     for gw, server in servers:
-        port = int((server.get("port") or {}).get("number") or 0)
-        hosts = [str(h) for h in server.get("hosts") or ()]
-        redirect = bool((server.get("tls") or {}).get("httpsRedirect"))
+        port = server.port.number or 0
+        hosts = list(server.hosts)
+        redirect = bool(server.tls is not None and server.tls.httpsRedirect)
         for host, routes in gateway_virtual_hosts(push, proxy, gw, port, hosts):
             before = len(vhosts)
             _add_vhost(vhosts, seen, f"{host}:{port}", gateway_domains(host, port), routes)

@@ -39,6 +39,7 @@ from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import struct_pb2
 
 from pilotfish.api.destinationrule import ClientTLSSettings
+from pilotfish.api.networking import ServerTLSSettings
 from pilotfish.config.store.base import StoredObject
 from pilotfish.translate.common import duration, pack
 
@@ -305,14 +306,16 @@ def client_tls(
 # ---- gateway (server) tls --------------------------------------------------------------------
 
 
-def server_tls_context(tls: Spec) -> tuple[tls_pb2.DownstreamTlsContext, tuple[str, ...]]:
+def server_tls_context(
+    tls: ServerTLSSettings,
+) -> tuple[tls_pb2.DownstreamTlsContext, tuple[str, ...]]:
     """A Gateway server's ``tls`` (SIMPLE or MUTUAL) as a downstream context, with the ADS
     secrets it names. ``credentialName`` is served over ADS; ``serverCertificate``,
     ``privateKey`` and ``caCertificates`` are files on the gateway's host."""
-    mode = str(tls.get("mode") or "SIMPLE")
+    mode = tls.mode or "SIMPLE"
     common = tls_pb2.CommonTlsContext(alpn_protocols=["h2", "http/1.1"])
     credentials: list[str] = []
-    name = str(tls.get("credentialName") or "")
+    name = tls.credentialName or ""
     mutual = mode in ("MUTUAL", "OPTIONAL_MUTUAL")
     if name:
         cert_name, ca_name = credential_resource_names(name)
@@ -322,25 +325,25 @@ def server_tls_context(tls: Spec) -> tuple[tls_pb2.DownstreamTlsContext, tuple[s
             cvc = common.combined_validation_context
             cvc.validation_context_sds_secret_config.CopyFrom(credential_secret(ca_name))
             cvc.default_validation_context.match_typed_subject_alt_names.extend(
-                san_matchers(str(s) for s in tls.get("subjectAltNames") or ())
+                san_matchers(tls.subjectAltNames)
             )
             credentials.append(ca_name)
     else:
         common.tls_certificates.append(
             common_pb2.TlsCertificate(
-                certificate_chain=base_pb2.DataSource(filename=str(tls.get("serverCertificate"))),
-                private_key=base_pb2.DataSource(filename=str(tls.get("privateKey"))),
+                certificate_chain=base_pb2.DataSource(filename=str(tls.serverCertificate)),
+                private_key=base_pb2.DataSource(filename=str(tls.privateKey)),
             )
         )
-        if mutual and tls.get("caCertificates"):
-            common.validation_context.trusted_ca.filename = str(tls["caCertificates"])
+        if mutual and tls.caCertificates:
+            common.validation_context.trusted_ca.filename = tls.caCertificates
             common.validation_context.match_typed_subject_alt_names.extend(
-                san_matchers(str(s) for s in tls.get("subjectAltNames") or ())
+                san_matchers(tls.subjectAltNames)
             )
     common.tls_params.CopyFrom(
         tls_params(
-            _version(tls.get("minProtocolVersion"), TLS.TLSv1_2),
-            _version(tls.get("maxProtocolVersion"), TLS.TLSv1_3),
+            _version(tls.minProtocolVersion, TLS.TLSv1_2),
+            _version(tls.maxProtocolVersion, TLS.TLSv1_3),
         )
     )
     ctx = tls_pb2.DownstreamTlsContext(common_tls_context=common)
