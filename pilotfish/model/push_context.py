@@ -116,10 +116,18 @@ class PushContext:
             for ref in refs:
                 by_gw.setdefault(ref, []).append(vs)
         self._vs_by_gateway = {k: tuple(v) for k, v in by_gw.items()}
-        dr_by_ns: dict[str, list[DestinationRuleConfig]] = {}
+        # Per namespace, in Istio's order: rules by exact host, and the wildcard rules.
+        dr_exact: dict[str, dict[str, list[DestinationRuleConfig]]] = {}
+        dr_wild: dict[str, list[DestinationRuleConfig]] = {}
         for dr in drs:
-            dr_by_ns.setdefault(dr.namespace, []).append(dr)
-        self._dr_by_ns = {k: tuple(v) for k, v in dr_by_ns.items()}
+            if dr.host.startswith("*"):
+                dr_wild.setdefault(dr.namespace, []).append(dr)
+            else:
+                dr_exact.setdefault(dr.namespace, {}).setdefault(dr.host, []).append(dr)
+        self._dr_exact = {
+            ns: {h: tuple(v) for h, v in by_host.items()} for ns, by_host in dr_exact.items()
+        }
+        self._dr_wild = {ns: tuple(v) for ns, v in dr_wild.items()}
         svc_by_ns: dict[str, list[Service]] = {}
         for svc in sorted(registry.services.values(), key=lambda s: s.hostname):
             svc_by_ns.setdefault(svc.namespace, []).append(svc)
@@ -257,14 +265,23 @@ class PushContext:
         if self.settings.root_namespace not in order:
             order.append(self.settings.root_namespace)
         for ns in order:
-            best: DestinationRuleConfig | None = None
-            for dr in self._dr_by_ns.get(ns, ()):
+
+            def applies(dr: DestinationRuleConfig, ns: str = ns) -> bool:
                 if ns != namespace and not visible(dr.export_to, dr.namespace, namespace):
-                    continue
-                if dr.workload_selector is not None:
-                    continue  # workload-scoped rules apply to the selected workloads only
-                if host_matches(dr.host, hostname) and (
-                    best is None or specificity(dr.host) < specificity(best.host)
+                    return False
+                # Workload-scoped rules apply to the selected workloads only.
+                return dr.workload_selector is None
+
+            # A rule naming the host exactly is more specific than any wildcard.
+            for dr in self._dr_exact.get(ns, {}).get(hostname, ()):
+                if applies(dr):
+                    return dr
+            best: DestinationRuleConfig | None = None
+            for dr in self._dr_wild.get(ns, ()):
+                if (
+                    applies(dr)
+                    and host_matches(dr.host, hostname)
+                    and (best is None or specificity(dr.host) < specificity(best.host))
                 ):
                     best = dr
             if best is not None:

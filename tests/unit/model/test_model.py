@@ -98,6 +98,31 @@ def test_destination_rule_lookup_order() -> None:
     assert push.destination_rule("elsewhere", "nothing.example") is None
 
 
+def test_destination_rule_most_specific_host_wins_in_a_namespace_then_the_oldest() -> None:
+    def named(host: str, client: str = "bookinfo") -> str:
+        dr = push.destination_rule(client, host)
+        return dr.key.name if dr is not None else ""
+
+    push = push_for(
+        [
+            service("reviews", ns="bookinfo"),
+            service("ratings", ns="bookinfo"),
+            _dr("any", "bookinfo", "*"),
+            _dr("wide", "bookinfo", "*.svc.cluster.local"),
+            _dr("narrow", "bookinfo", "*.bookinfo.svc.cluster.local"),
+            _dr("exact", "bookinfo", "reviews"),
+            _dr("exact-later", "bookinfo", "reviews.bookinfo.svc.cluster.local"),
+            _dr("hidden-exact", "bookinfo", "ratings", '["."]'),
+        ]
+    )
+    assert named("reviews.bookinfo.svc.cluster.local") == "exact"
+    assert named("ratings.bookinfo.svc.cluster.local") == "hidden-exact"
+    # From another namespace the exact rule is not visible: the best visible wildcard wins.
+    assert named("ratings.bookinfo.svc.cluster.local", "other") == "narrow"
+    assert named("x.other.svc.cluster.local") == "wide"
+    assert named("example.org") == "any"
+
+
 def test_destination_rule_export_to_dot_hides_it_from_other_namespaces() -> None:
     push = push_for(
         [service("reviews", ns="bookinfo"), _dr("hidden", "bookinfo", "reviews", '["."]')]
