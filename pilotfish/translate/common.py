@@ -8,8 +8,7 @@ and ``inbound|9080||`` clusters (each the ``name`` of a ``ClusterKey``), ``Passt
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, TypeGuard, TypeVar
+from typing import Literal, NamedTuple, TypeGuard, TypeVar
 
 from envoy.config.core.v3 import address_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
@@ -36,8 +35,7 @@ VIRTUAL_INBOUND = "virtualInbound"
 INBOUND_PASSTHROUGH_BIND_IP = "127.0.0.6"
 
 
-@dataclass(frozen=True, slots=True)
-class ClusterKey:
+class ClusterKey(NamedTuple):
     """What an Istio cluster is for: direction, port, subset and host. Translators carry keys
     and look things up by their fields; ``name`` is the only place the Istio name is made."""
 

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import address_pb2, protocol_pb2
@@ -37,8 +37,7 @@ from pilotfish.translate.common import given, proto_duration, u32
 MAX_U32 = 4294967295
 
 
-@dataclass(frozen=True, slots=True)
-class Policy:
+class Policy(NamedTuple):
     """The DestinationRule settings that apply to one subset and port (None: not set)."""
 
     load_balancer: LoadBalancerSettings | None = None

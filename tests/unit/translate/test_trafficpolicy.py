@@ -118,7 +118,7 @@ spec:
     dr = push.destination_rule("default", "reviews.default.svc.cluster.local")
 
     def written(p: Policy) -> dict:  # type: ignore[type-arg]
-        return {k: v.to_dict() for k in p.__slots__ if (v := getattr(p, k)) is not None}
+        return {k: v.to_dict() for k, v in p._asdict().items() if v is not None}
 
     assert written(effective_policy(dr, "", 1)) == {
         "load_balancer": {"simple": "ROUND_ROBIN"},
