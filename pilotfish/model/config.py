@@ -1,4 +1,5 @@
-"""Networking config as the model indexes it: VirtualServices, DestinationRules, Gateways.
+"""Config as the model indexes it: VirtualServices, DestinationRules, Gateways and the security
+policies (PeerAuthentication, AuthorizationPolicy, RequestAuthentication).
 
 Each entry holds the spec parsed into its typed model of :mod:`pilotfish.api` (Istio's field
 names: ``vs.http[0].route[0].destination.host``, durations with their value in seconds) and
@@ -10,12 +11,17 @@ PushContext reuses the entries whose object did not change.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from pilotfish.api.destinationrule import DestinationRuleSpec, Subset, TrafficPolicy
 from pilotfish.api.hosts import MESH_GATEWAY, normalize_gateway, resolve_host
 from pilotfish.api.networking import GatewaySpec, Server
+from pilotfish.api.security import (
+    AuthorizationPolicySpec,
+    PeerAuthenticationSpec,
+    RequestAuthenticationSpec,
+)
 from pilotfish.api.virtualservice import (
     HTTPMatchRequest,
     HTTPRoute,
@@ -106,16 +112,59 @@ class GatewayConfig:
         return f"{self.key.namespace}/{self.key.name}"
 
 
-ParsedConfig = VirtualServiceConfig | DestinationRuleConfig | GatewayConfig
-PARSED_KINDS = frozenset({"VirtualService", "DestinationRule", "Gateway"})
+PolicySpec = TypeVar(
+    "PolicySpec", PeerAuthenticationSpec, AuthorizationPolicySpec, RequestAuthenticationSpec
+)
+
+
+@dataclass(frozen=True)
+class PolicyConfig(Generic[PolicySpec]):
+    """A PeerAuthentication, AuthorizationPolicy or RequestAuthentication with its typed spec."""
+
+    key: Key
+    revision: int
+    spec: PolicySpec
+    creation: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.key.kind
+
+    @property
+    def namespace(self) -> str:
+        return self.key.namespace
+
+    @property
+    def name(self) -> str:
+        return self.key.name
+
+
+ParsedConfig = (
+    VirtualServiceConfig
+    | DestinationRuleConfig
+    | GatewayConfig
+    | PolicyConfig[PeerAuthenticationSpec]
+    | PolicyConfig[AuthorizationPolicySpec]
+    | PolicyConfig[RequestAuthenticationSpec]
+)
+POLICY_KINDS = ("PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication")
+PARSED_KINDS = frozenset({"VirtualService", "DestinationRule", "Gateway", *POLICY_KINDS})
 
 
 def _creation(obj: StoredObject) -> str:
     return str((obj.body.get("metadata") or {}).get("creationTimestamp") or "")
 
 
+def _annotations(obj: StoredObject) -> dict[str, str]:
+    return {
+        str(k): str(v)
+        for k, v in ((obj.body.get("metadata") or {}).get("annotations") or {}).items()
+    }
+
+
 def parse(obj: StoredObject, domain_suffix: str = "cluster.local") -> ParsedConfig:
-    """One stored VirtualService, DestinationRule or Gateway as an indexed entry.
+    """One stored object of a kind in ``PARSED_KINDS`` as an indexed entry.
 
     Raises ``pydantic.ValidationError`` when the spec does not fit its model (objects are
     validated before they are stored, so only a store written by another version can hold one).
@@ -157,4 +206,28 @@ def parse(obj: StoredObject, domain_suffix: str = "cluster.local") -> ParsedConf
             selector=dict(gw.selector),
             servers=tuple(gw.servers),
         )
-    raise ValueError(f"{obj.key}: not a VirtualService, DestinationRule or Gateway")
+    if obj.kind == "PeerAuthentication":
+        return PolicyConfig(
+            obj.key,
+            obj.revision,
+            PeerAuthenticationSpec.model_validate(spec),
+            _creation(obj),
+            _annotations(obj),
+        )
+    if obj.kind == "AuthorizationPolicy":
+        return PolicyConfig(
+            obj.key,
+            obj.revision,
+            AuthorizationPolicySpec.model_validate(spec),
+            _creation(obj),
+            _annotations(obj),
+        )
+    if obj.kind == "RequestAuthentication":
+        return PolicyConfig(
+            obj.key,
+            obj.revision,
+            RequestAuthenticationSpec.model_validate(spec),
+            _creation(obj),
+            _annotations(obj),
+        )
+    raise ValueError(f"{obj.key}: not one of {', '.join(sorted(PARSED_KINDS))}")

@@ -11,8 +11,9 @@ is left out (with a warning). Indexes:
   (``mesh`` or ``ns/name``, including gateways named only in ``http[].match[].gateways``);
 - DestinationRules by namespace, resolved as Istio does: the client's namespace first, then
   the service's namespace, then the root namespace (``istio-system``), most specific host first;
-- Gateways; Sidecars and the security policies (PeerAuthentication, AuthorizationPolicy,
-  RequestAuthentication) are kept as stored objects for their own translators.
+- Gateways; the security policies (PeerAuthentication, AuthorizationPolicy,
+  RequestAuthentication), typed, in store order, for their own translators; other kinds
+  (Secrets, Sidecars...) are kept as stored objects.
 
 ``memo(key, factory)`` caches work that does not depend on the proxy (clusters per namespace,
 route configs per namespace and port...) for the life of this context: translators share it
@@ -31,12 +32,19 @@ from typing import Any, TypeVar
 import pydantic
 
 from pilotfish.api.hosts import MESH_GATEWAY, host_matches, specificity
+from pilotfish.api.security import (
+    AuthorizationPolicySpec,
+    PeerAuthenticationSpec,
+    RequestAuthenticationSpec,
+)
 from pilotfish.config.store.base import Key, StoredObject
 from pilotfish.model.config import (
     PARSED_KINDS,
+    POLICY_KINDS,
     DestinationRuleConfig,
     GatewayConfig,
     ParsedConfig,
+    PolicyConfig,
     VirtualServiceConfig,
     parse,
     visible,
@@ -46,8 +54,6 @@ from pilotfish.registry.types import Endpoint, Service
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-POLICY_KINDS = ("PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +122,16 @@ class PushContext:
             for ref in refs:
                 by_gw.setdefault(ref, []).append(vs)
         self._vs_by_gateway = {k: tuple(v) for k, v in by_gw.items()}
+        policies = [p for p in parsed.values() if isinstance(p, PolicyConfig)]
+        self.peer_authentications: tuple[PolicyConfig[PeerAuthenticationSpec], ...] = tuple(
+            p for p in policies if isinstance(p.spec, PeerAuthenticationSpec)
+        )
+        self.authorization_policies: tuple[PolicyConfig[AuthorizationPolicySpec], ...] = tuple(
+            p for p in policies if isinstance(p.spec, AuthorizationPolicySpec)
+        )
+        self.request_authentications: tuple[PolicyConfig[RequestAuthenticationSpec], ...] = tuple(
+            p for p in policies if isinstance(p.spec, RequestAuthenticationSpec)
+        )
         # Per namespace, in Istio's order: rules by exact host, and the wildcard rules.
         dr_exact: dict[str, dict[str, list[DestinationRuleConfig]]] = {}
         dr_wild: dict[str, list[DestinationRuleConfig]] = {}
@@ -306,7 +322,12 @@ class PushContext:
     def sidecars(self) -> tuple[StoredObject, ...]:
         return self.objects("Sidecar")
 
-    def policies(self, kind: str) -> tuple[StoredObject, ...]:
-        if kind not in POLICY_KINDS:
-            raise ValueError(f"{kind} is not one of {', '.join(POLICY_KINDS)}")
-        return self.objects(kind)
+    def policies(self, kind: str) -> tuple[PolicyConfig[Any], ...]:
+        """The security policies of ``kind`` (one of ``POLICY_KINDS``), typed."""
+        if kind == "PeerAuthentication":
+            return self.peer_authentications
+        if kind == "AuthorizationPolicy":
+            return self.authorization_policies
+        if kind == "RequestAuthentication":
+            return self.request_authentications
+        raise ValueError(f"{kind} is not one of {', '.join(POLICY_KINDS)}")
