@@ -1,16 +1,18 @@
 """PushContext: one immutable, indexed view of config + registry at one store revision.
 
 Built by ``PushContext.build(objects, registry_snapshot, revision, previous=...)`` from the
-stored objects of one revision and a registry snapshot. VirtualServices, DestinationRules and
-Gateways are parsed into their typed models once per ``(key, revision)``: the entries of objects
-that did not change are taken from ``previous``. An object whose spec does not fit its model
-is left out (with a warning). Indexes:
+stored objects of one revision and a registry snapshot. VirtualServices, DestinationRules,
+Gateways and the security policies are parsed into their typed models (``pilotfish.api``) once
+per ``(key, revision)``: the entries of objects that did not change are taken from
+``previous``. An object whose spec does not fit its model is left out (with a warning).
+Indexes:
 
 - services by hostname and by namespace (with exportTo visibility per client namespace);
 - VirtualServices in Istio's order (creation time, then namespace/name), by gateway
   (``mesh`` or ``ns/name``, including gateways named only in ``http[].match[].gateways``);
-- DestinationRules by namespace, resolved as Istio does: the client's namespace first, then
-  the service's namespace, then the root namespace (``istio-system``), most specific host first;
+- DestinationRules by namespace and exact host (wildcard hosts apart), resolved as Istio does:
+  the client's namespace first, then the service's namespace, then the root namespace
+  (``istio-system``), most specific host first;
 - Gateways; the security policies (PeerAuthentication, AuthorizationPolicy,
   RequestAuthentication), typed, in store order, for their own translators; other kinds
   (Secrets, Sidecars...) are kept as stored objects.
