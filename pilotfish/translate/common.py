@@ -15,7 +15,7 @@ from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
 from pydantic import BaseModel
 
-from pilotfish.api.duration import Duration, parse_duration
+from pilotfish.api.duration import Duration
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -83,11 +83,6 @@ def duration(seconds: float) -> duration_pb2.Duration:
     d.seconds = whole
     d.nanos = round((seconds - whole) * 1e9)
     return d
-
-
-def istio_duration(text: str) -> duration_pb2.Duration:
-    """A duration as Istio writes it (``"1.5s"``, ``"100ms"``)."""
-    return duration(parse_duration(text))
 
 
 def proto_duration(value: Duration) -> duration_pb2.Duration:
