@@ -137,3 +137,33 @@ spec:
         "load_balancer": {"simple": "LEAST_REQUEST"},
         "outlier_detection": {"consecutive5xxErrors": 1},
     }
+
+
+def test_empty_policy_messages_count_as_not_written() -> None:
+    (dr_doc,) = from_yaml(
+        """
+kind: DestinationRule
+metadata: {name: r, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    outlierDetection: {consecutive5xxErrors: 3}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      loadBalancer: {consistentHash: {}}
+      outlierDetection: {}
+"""
+    )
+    from pilotfish.translate import CLUSTER_TYPE, generate
+    from tests.unit.translate.fixtures import sidecar_node
+
+    clusters = generate(sidecar_node(), bookinfo_push([dr_doc]))[CLUSTER_TYPE]
+    v1 = clusters["outbound|9080|v1|reviews.default.svc.cluster.local"]
+    # The subset's settings replace the top level's, and empty ones are no settings.
+    assert v1.lb_policy == C.LEAST_REQUEST
+    assert not v1.HasField("outlier_detection")
+    top = clusters["outbound|9080||reviews.default.svc.cluster.local"]
+    assert top.lb_policy == C.ROUND_ROBIN and top.outlier_detection.consecutive_5xx.value == 3
