@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from pilotfish.api.duration import Duration
 from pilotfish.api.meta import Model, Resource, WorkloadSelector
 from pilotfish.api.virtualservice import PortSelector
 
@@ -22,7 +23,7 @@ class HTTPCookieAttribute(Model):
 class HTTPCookie(Model):
     name: str
     path: str | None = None
-    ttl: str | None = None
+    ttl: Duration | None = None
     attributes: list[HTTPCookieAttribute] = Field(default_factory=list)
 
 
@@ -62,7 +63,7 @@ class LocalityLoadBalancerSetting(Model):
 
 
 class WarmupConfiguration(Model):
-    duration: str | None = None
+    duration: Duration | None = None
     minimumPercent: float | None = None
     aggression: float | None = None
 
@@ -76,22 +77,22 @@ class LoadBalancerSettings(Model):
     simple: SimpleLB | None = None
     consistentHash: ConsistentHashLB | None = None
     localityLbSetting: LocalityLoadBalancerSetting | None = None
-    warmupDurationSecs: str | None = None
+    warmupDurationSecs: Duration | None = None
     warmup: WarmupConfiguration | None = None
 
 
 class TcpKeepalive(Model):
     probes: int | None = None
-    time: str | None = None
-    interval: str | None = None
+    time: Duration | None = None
+    interval: Duration | None = None
 
 
 class TCPSettings(Model):
     maxConnections: int | None = None
-    connectTimeout: str | None = None
+    connectTimeout: Duration | None = None
     tcpKeepalive: TcpKeepalive | None = None
-    maxConnectionDuration: str | None = None
-    idleTimeout: str | None = None
+    maxConnectionDuration: Duration | None = None
+    idleTimeout: Duration | None = None
 
 
 class HTTPSettings(Model):
@@ -99,7 +100,7 @@ class HTTPSettings(Model):
     http2MaxRequests: int | None = None
     maxRequestsPerConnection: int | None = None
     maxRetries: int | None = None
-    idleTimeout: str | None = None
+    idleTimeout: Duration | None = None
     h2UpgradePolicy: Literal["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"] | None = None
     useClientProtocol: bool | None = None
     maxConcurrentStreams: int | None = None
@@ -115,8 +116,8 @@ class OutlierDetection(Model):
     consecutiveLocalOriginFailures: int | None = None
     consecutiveGatewayErrors: int | None = None
     consecutive5xxErrors: int | None = None
-    interval: str | None = None
-    baseEjectionTime: str | None = None
+    interval: Duration | None = None
+    baseEjectionTime: Duration | None = None
     maxEjectionPercent: int | None = None
     minHealthPercent: int | None = None
     consecutiveErrors: int | None = None

@@ -1,14 +1,21 @@
 """Durations as Istio writes them (``"10s"``, ``"0.5s"``, ``"100ms"``, ``"1h30m"``).
 
-Models keep durations as the strings users wrote; :func:`parse_duration` turns one into float
-seconds. The syntax is Go's ``time.ParseDuration`` (which Istio's validation uses): a sequence
-of decimal numbers each with a unit ``ns``, ``us`` (or ``µs``), ``ms``, ``s``, ``m``, ``h``.
-Protobuf's JSON form (decimal seconds with an ``s`` suffix) is a subset of it.
+Models keep durations as the strings users wrote, typed :class:`Duration`: the text as written
+that also carries its value in seconds, parsed once when the model is. :func:`parse_duration`
+turns a string into float seconds. The syntax is Go's ``time.ParseDuration`` (which Istio's
+validation uses): a sequence of decimal numbers each with a unit ``ns``, ``us`` (or ``µs``),
+``ms``, ``s``, ``m``, ``h``. Protobuf's JSON form (decimal seconds with an ``s`` suffix) is a
+subset of it.
 """
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import GetCoreSchemaHandler
+    from pydantic_core import CoreSchema
 
 _UNITS: dict[str, float] = {
     "ns": 1e-9,
@@ -59,3 +66,36 @@ def is_duration(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+class Duration(str):
+    """A duration field's text as written (``"1.5s"``), with its value parsed once.
+
+    Models check it as a string only (the syntax is checked by validation, which reports a bad
+    duration with its field path); ``seconds`` is the parsed value and raises ValueError when
+    the text is not a duration. It serializes as the text.
+    """
+
+    _seconds: float | None
+
+    def __new__(cls, text: str) -> Duration:
+        self = super().__new__(cls, text)
+        try:
+            self._seconds = parse_duration(text)
+        except ValueError:
+            self._seconds = None
+        return self
+
+    @property
+    def seconds(self) -> float:
+        if self._seconds is None:
+            raise ValueError(f"invalid duration {str(self)!r}")
+        return self._seconds
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(
+            cls, core_schema.str_schema(), serialization=core_schema.to_string_ser_schema()
+        )

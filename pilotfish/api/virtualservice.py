@@ -1,7 +1,7 @@
 """VirtualService (networking.istio.io): routing rules for HTTP, TLS and TCP traffic.
 
 Field names and shapes follow Istio's ``virtual_service.proto`` JSON form. Durations are kept
-as strings (see :mod:`pilotfish.api.duration`).
+as written, typed :class:`~pilotfish.api.duration.Duration` (the text and its parsed value).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from pilotfish.api.duration import Duration
 from pilotfish.api.meta import Model, Resource
 
 
@@ -110,16 +111,16 @@ class HTTPRewrite(Model):
 
 class HTTPRetry(Model):
     attempts: int | None = None
-    perTryTimeout: str | None = None
+    perTryTimeout: Duration | None = None
     retryOn: str | None = None
     retryRemoteLocalities: bool | None = None
     retryIgnorePreviousHosts: bool | None = None
-    backoff: str | None = None
+    backoff: Duration | None = None
 
 
 class FaultDelay(Model):
-    fixedDelay: str | None = None
-    exponentialDelay: str | None = None
+    fixedDelay: Duration | None = None
+    exponentialDelay: Duration | None = None
     percentage: Percent | None = None
     percent: int | None = None
 
@@ -147,7 +148,7 @@ class CorsPolicy(Model):
     allowMethods: list[str] = Field(default_factory=list)
     allowHeaders: list[str] = Field(default_factory=list)
     exposeHeaders: list[str] = Field(default_factory=list)
-    maxAge: str | None = None
+    maxAge: Duration | None = None
     allowCredentials: bool | None = None
     unmatchedPreflights: Literal["UNSPECIFIED", "FORWARD", "IGNORE"] | None = None
 
@@ -160,7 +161,7 @@ class HTTPRoute(Model):
     directResponse: HTTPDirectResponse | None = None
     delegate: Delegate | None = None
     rewrite: HTTPRewrite | None = None
-    timeout: str | None = None
+    timeout: Duration | None = None
     retries: HTTPRetry | None = None
     fault: HTTPFaultInjection | None = None
     mirror: Destination | None = None

@@ -1,19 +1,38 @@
-"""Networking config as the model indexes it: VirtualServices, DestinationRules, Gateways.
+"""Config as the model indexes it: VirtualServices, DestinationRules, Gateways and the security
+policies (PeerAuthentication, AuthorizationPolicy, RequestAuthentication).
 
-Each entry keeps the validated spec as written (Istio's camelCase field names:
-``spec["http"][0]["route"][0]["destination"]["host"]``) and adds what every consumer needs
-resolved once: hosts resolved to FQDNs in the object's namespace, gateway references
-normalized to ``mesh`` / ``ns/name``, exportTo. Entries are immutable and keyed by
-``(key, revision)`` so that a new PushContext reuses those whose object did not change.
+Each entry holds the spec parsed into its typed model of :mod:`pilotfish.api` (Istio's field
+names: ``vs.http[0].route[0].destination.host``, durations with their value in seconds) and
+adds what every consumer needs resolved once: hosts resolved to FQDNs in the object's
+namespace, gateway references normalized to ``mesh`` / ``ns/name``, exportTo. Entries are
+immutable and keyed by ``(key, revision)``: a stored object is parsed once, and a new
+PushContext reuses the entries whose object did not change.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
+from pilotfish.api.destinationrule import DestinationRuleSpec, Subset, TrafficPolicy
 from pilotfish.api.hosts import MESH_GATEWAY, normalize_gateway, resolve_host
 from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX, export_to
+from pilotfish.api.networking import GatewaySpec, Server
 from pilotfish.api.objects import Spec
+from pilotfish.api.security import (
+    AuthorizationPolicySpec,
+    PeerAuthenticationSpec,
+    RequestAuthenticationSpec,
+)
+from pilotfish.api.virtualservice import (
+    HTTPMatchRequest,
+    HTTPRoute,
+    L4MatchAttributes,
+    TCPRoute,
+    TLSMatchAttributes,
+    TLSRoute,
+    VirtualServiceSpec,
+)
 from pilotfish.config.store.base import Key, StoredObject
 
 
@@ -23,9 +42,9 @@ class VirtualServiceConfig:
     revision: int
     hosts: tuple[str, ...]  # resolved
     gateways: tuple[str, ...]  # normalized; ("mesh",) when none given
-    http: tuple[Spec, ...]
-    tcp: tuple[Spec, ...]
-    tls: tuple[Spec, ...]
+    http: tuple[HTTPRoute, ...]
+    tcp: tuple[TCPRoute, ...]
+    tls: tuple[TLSRoute, ...]
     export_to: tuple[str, ...]
     creation: str = ""
 
@@ -41,9 +60,11 @@ class VirtualServiceConfig:
         """A destination host of this VirtualService, resolved in its namespace."""
         return resolve_host(host, self.namespace, domain_suffix)
 
-    def match_gateways(self, match: Spec) -> tuple[str, ...]:
+    def match_gateways(
+        self, match: HTTPMatchRequest | TLSMatchAttributes | L4MatchAttributes
+    ) -> tuple[str, ...]:
         """The gateways a match applies to: its own ``gateways`` or the VirtualService's."""
-        own = match.get("gateways")
+        own = match.gateways
         if own:
             return tuple(normalize_gateway(str(g), self.namespace) for g in own)
         return self.gateways
@@ -54,8 +75,8 @@ class DestinationRuleConfig:
     key: Key
     revision: int
     host: str  # resolved
-    traffic_policy: Spec
-    subsets: tuple[Spec, ...]
+    traffic_policy: TrafficPolicy | None
+    subsets: tuple[Subset, ...]
     export_to: tuple[str, ...]
     workload_selector: dict[str, str] | None
     creation: str = ""
@@ -64,9 +85,9 @@ class DestinationRuleConfig:
     def namespace(self) -> str:
         return self.key.namespace
 
-    def subset(self, name: str) -> Spec | None:
+    def subset(self, name: str) -> Subset | None:
         for s in self.subsets:
-            if s.get("name") == name:
+            if s.name == name:
                 return s
         return None
 
@@ -76,7 +97,7 @@ class GatewayConfig:
     key: Key
     revision: int
     selector: dict[str, str]
-    servers: tuple[Spec, ...]
+    servers: tuple[Server, ...]
 
     @property
     def namespace(self) -> str:
@@ -87,48 +108,122 @@ class GatewayConfig:
         return f"{self.key.namespace}/{self.key.name}"
 
 
-ParsedConfig = VirtualServiceConfig | DestinationRuleConfig | GatewayConfig
-PARSED_KINDS = frozenset({"VirtualService", "DestinationRule", "Gateway"})
+PolicySpec = TypeVar(
+    "PolicySpec", PeerAuthenticationSpec, AuthorizationPolicySpec, RequestAuthenticationSpec
+)
+
+
+@dataclass(frozen=True)
+class PolicyConfig(Generic[PolicySpec]):
+    """A PeerAuthentication, AuthorizationPolicy or RequestAuthentication with its typed spec."""
+
+    key: Key
+    revision: int
+    spec: PolicySpec
+    creation: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.key.kind
+
+    @property
+    def namespace(self) -> str:
+        return self.key.namespace
+
+    @property
+    def name(self) -> str:
+        return self.key.name
+
+
+ParsedConfig = (
+    VirtualServiceConfig
+    | DestinationRuleConfig
+    | GatewayConfig
+    | PolicyConfig[PeerAuthenticationSpec]
+    | PolicyConfig[AuthorizationPolicySpec]
+    | PolicyConfig[RequestAuthenticationSpec]
+)
+POLICY_KINDS = ("PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication")
+PARSED_KINDS = frozenset({"VirtualService", "DestinationRule", "Gateway", *POLICY_KINDS})
 
 
 def _creation(obj: StoredObject) -> str:
     return str((obj.body.get("metadata") or {}).get("creationTimestamp") or "")
 
 
+def _annotations(obj: StoredObject) -> dict[str, str]:
+    return {
+        str(k): str(v)
+        for k, v in ((obj.body.get("metadata") or {}).get("annotations") or {}).items()
+    }
+
+
 def parse(obj: StoredObject, domain_suffix: str = DEFAULT_DOMAIN_SUFFIX) -> ParsedConfig:
-    """One stored VirtualService, DestinationRule or Gateway as an indexed entry."""
+    """One stored object of a kind in ``PARSED_KINDS`` as an indexed entry.
+
+    Raises ``pydantic.ValidationError`` when the spec does not fit its model (objects are
+    validated before they are stored, so only a store written by another version can hold one).
+    """
     spec: Spec = obj.body.get("spec") or {}
     ns = obj.namespace
     if obj.kind == "VirtualService":
-        gateways = tuple(normalize_gateway(str(g), ns) for g in spec.get("gateways") or [])
+        vs = VirtualServiceSpec.model_validate(spec)
+        gateways = tuple(normalize_gateway(g, ns) for g in vs.gateways)
         return VirtualServiceConfig(
             key=obj.key,
             revision=obj.revision,
-            hosts=tuple(resolve_host(str(h), ns, domain_suffix) for h in spec.get("hosts") or []),
+            hosts=tuple(resolve_host(h, ns, domain_suffix) for h in vs.hosts),
             gateways=gateways or (MESH_GATEWAY,),
-            http=tuple(spec.get("http") or ()),
-            tcp=tuple(spec.get("tcp") or ()),
-            tls=tuple(spec.get("tls") or ()),
-            export_to=export_to(spec.get("exportTo")),
+            http=tuple(vs.http),
+            tcp=tuple(vs.tcp),
+            tls=tuple(vs.tls),
+            export_to=export_to(vs.exportTo),
             creation=_creation(obj),
         )
     if obj.kind == "DestinationRule":
-        selector = (spec.get("workloadSelector") or {}).get("matchLabels")
+        dr = DestinationRuleSpec.model_validate(spec)
+        selector = dr.workloadSelector.matchLabels if dr.workloadSelector else None
         return DestinationRuleConfig(
             key=obj.key,
             revision=obj.revision,
-            host=resolve_host(str(spec.get("host") or ""), ns, domain_suffix),
-            traffic_policy=spec.get("trafficPolicy") or {},
-            subsets=tuple(spec.get("subsets") or ()),
-            export_to=export_to(spec.get("exportTo")),
+            host=resolve_host(dr.host, ns, domain_suffix),
+            traffic_policy=dr.trafficPolicy,
+            subsets=tuple(dr.subsets),
+            export_to=export_to(dr.exportTo),
             workload_selector=dict(selector) if selector else None,
             creation=_creation(obj),
         )
     if obj.kind == "Gateway":
+        gw = GatewaySpec.model_validate(spec)
         return GatewayConfig(
             key=obj.key,
             revision=obj.revision,
-            selector={str(k): str(v) for k, v in (spec.get("selector") or {}).items()},
-            servers=tuple(spec.get("servers") or ()),
+            selector=dict(gw.selector),
+            servers=tuple(gw.servers),
         )
-    raise ValueError(f"{obj.key}: not a VirtualService, DestinationRule or Gateway")
+    if obj.kind == "PeerAuthentication":
+        return PolicyConfig(
+            obj.key,
+            obj.revision,
+            PeerAuthenticationSpec.model_validate(spec),
+            _creation(obj),
+            _annotations(obj),
+        )
+    if obj.kind == "AuthorizationPolicy":
+        return PolicyConfig(
+            obj.key,
+            obj.revision,
+            AuthorizationPolicySpec.model_validate(spec),
+            _creation(obj),
+            _annotations(obj),
+        )
+    if obj.kind == "RequestAuthentication":
+        return PolicyConfig(
+            obj.key,
+            obj.revision,
+            RequestAuthenticationSpec.model_validate(spec),
+            _creation(obj),
+            _annotations(obj),
+        )
+    raise ValueError(f"{obj.key}: not one of {', '.join(sorted(PARSED_KINDS))}")

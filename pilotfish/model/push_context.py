@@ -1,17 +1,21 @@
 """PushContext: one immutable, indexed view of config + registry at one store revision.
 
 Built by ``PushContext.build(objects, registry_snapshot, revision, previous=...)`` from the
-stored objects of one revision and a registry snapshot. Parsed networking entries of objects
-whose ``(key, revision)`` did not change are taken from ``previous`` instead of being parsed
-again. Indexes:
+stored objects of one revision and a registry snapshot. VirtualServices, DestinationRules,
+Gateways and the security policies are parsed into their typed models (``pilotfish.api``) once
+per ``(key, revision)``: the entries of objects that did not change are taken from
+``previous``. An object whose spec does not fit its model is left out (with a warning).
+Indexes:
 
 - services by hostname and by namespace (with exportTo visibility per client namespace);
 - VirtualServices in Istio's order (creation time, then namespace/name), by gateway
   (``mesh`` or ``ns/name``, including gateways named only in ``http[].match[].gateways``);
-- DestinationRules by namespace, resolved as Istio does: the client's namespace first, then
-  the service's namespace, then the root namespace (``istio-system``), most specific host first;
-- Gateways; Sidecars and the security policies (PeerAuthentication, AuthorizationPolicy,
-  RequestAuthentication) are kept as stored objects for their own translators.
+- DestinationRules by namespace and exact host (wildcard hosts apart), resolved as Istio does:
+  the client's namespace first, then the service's namespace, then the root namespace
+  (``istio-system``), most specific host first;
+- Gateways; the security policies (PeerAuthentication, AuthorizationPolicy,
+  RequestAuthentication), typed, in store order, for their own translators; other kinds
+  (Secrets, Sidecars...) are kept as stored objects.
 
 ``memo(key, factory)`` caches work that does not depend on the proxy (clusters per namespace,
 route configs per namespace and port...) for the life of this context: translators share it
@@ -20,20 +24,30 @@ across every proxy pushed at this revision.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+import pydantic
+
 from pilotfish.api.hosts import MESH_GATEWAY, host_matches, specificity
 from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX, visible
+from pilotfish.api.security import (
+    AuthorizationPolicySpec,
+    PeerAuthenticationSpec,
+    RequestAuthenticationSpec,
+)
 from pilotfish.config.store.base import Key, StoredObject
 from pilotfish.model.config import (
     PARSED_KINDS,
+    POLICY_KINDS,
     DestinationRuleConfig,
     GatewayConfig,
     ParsedConfig,
+    PolicyConfig,
     VirtualServiceConfig,
     parse,
 )
@@ -41,8 +55,7 @@ from pilotfish.registry.registry import RegistrySnapshot
 from pilotfish.registry.types import Endpoint, Service
 
 T = TypeVar("T")
-
-POLICY_KINDS = ("PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,15 +119,33 @@ class PushContext:
         for vs in vss:
             refs = set(vs.gateways)
             for rule in vs.http:
-                for m in rule.get("match") or ():
+                for m in rule.match:
                     refs.update(vs.match_gateways(m))
             for ref in refs:
                 by_gw.setdefault(ref, []).append(vs)
         self._vs_by_gateway = {k: tuple(v) for k, v in by_gw.items()}
-        dr_by_ns: dict[str, list[DestinationRuleConfig]] = {}
+        policies = [p for p in parsed.values() if isinstance(p, PolicyConfig)]
+        self.peer_authentications: tuple[PolicyConfig[PeerAuthenticationSpec], ...] = tuple(
+            p for p in policies if isinstance(p.spec, PeerAuthenticationSpec)
+        )
+        self.authorization_policies: tuple[PolicyConfig[AuthorizationPolicySpec], ...] = tuple(
+            p for p in policies if isinstance(p.spec, AuthorizationPolicySpec)
+        )
+        self.request_authentications: tuple[PolicyConfig[RequestAuthenticationSpec], ...] = tuple(
+            p for p in policies if isinstance(p.spec, RequestAuthenticationSpec)
+        )
+        # Per namespace, in Istio's order: rules by exact host, and the wildcard rules.
+        dr_exact: dict[str, dict[str, list[DestinationRuleConfig]]] = {}
+        dr_wild: dict[str, list[DestinationRuleConfig]] = {}
         for dr in drs:
-            dr_by_ns.setdefault(dr.namespace, []).append(dr)
-        self._dr_by_ns = {k: tuple(v) for k, v in dr_by_ns.items()}
+            if dr.host.startswith("*"):
+                dr_wild.setdefault(dr.namespace, []).append(dr)
+            else:
+                dr_exact.setdefault(dr.namespace, {}).setdefault(dr.host, []).append(dr)
+        self._dr_exact = {
+            ns: {h: tuple(v) for h, v in by_host.items()} for ns, by_host in dr_exact.items()
+        }
+        self._dr_wild = {ns: tuple(v) for ns, v in dr_wild.items()}
         svc_by_ns: dict[str, list[Service]] = {}
         for svc in sorted(registry.services.values(), key=lambda s: s.hostname):
             svc_by_ns.setdefault(svc.namespace, []).append(svc)
@@ -144,7 +175,13 @@ class PushContext:
             if obj.kind in PARSED_KINDS:
                 k = (obj.key, obj.revision)
                 entry = old.get(k)
-                parsed[k] = entry if entry is not None else parse(obj, settings.domain_suffix)
+                if entry is None:
+                    try:
+                        entry = parse(obj, settings.domain_suffix)
+                    except pydantic.ValidationError as exc:
+                        log.warning("%s ignored: %s", obj.key, exc)
+                        continue
+                parsed[k] = entry
             else:
                 others.setdefault(obj.kind, []).append(obj)
         return cls(
@@ -246,14 +283,23 @@ class PushContext:
         if self.settings.root_namespace not in order:
             order.append(self.settings.root_namespace)
         for ns in order:
-            best: DestinationRuleConfig | None = None
-            for dr in self._dr_by_ns.get(ns, ()):
+
+            def applies(dr: DestinationRuleConfig, ns: str = ns) -> bool:
                 if ns != namespace and not visible(dr.export_to, dr.namespace, namespace):
-                    continue
-                if dr.workload_selector is not None:
-                    continue  # workload-scoped rules apply to the selected workloads only
-                if host_matches(dr.host, hostname) and (
-                    best is None or specificity(dr.host) < specificity(best.host)
+                    return False
+                # Workload-scoped rules apply to the selected workloads only.
+                return dr.workload_selector is None
+
+            # A rule naming the host exactly is more specific than any wildcard.
+            for dr in self._dr_exact.get(ns, {}).get(hostname, ()):
+                if applies(dr):
+                    return dr
+            best: DestinationRuleConfig | None = None
+            for dr in self._dr_wild.get(ns, ()):
+                if (
+                    applies(dr)
+                    and host_matches(dr.host, hostname)
+                    and (best is None or specificity(dr.host) < specificity(best.host))
                 ):
                     best = dr
             if best is not None:
@@ -278,7 +324,12 @@ class PushContext:
     def sidecars(self) -> tuple[StoredObject, ...]:
         return self.objects("Sidecar")
 
-    def policies(self, kind: str) -> tuple[StoredObject, ...]:
-        if kind not in POLICY_KINDS:
-            raise ValueError(f"{kind} is not one of {', '.join(POLICY_KINDS)}")
-        return self.objects(kind)
+    def policies(self, kind: str) -> tuple[PolicyConfig[Any], ...]:
+        """The security policies of ``kind`` (one of ``POLICY_KINDS``), typed."""
+        if kind == "PeerAuthentication":
+            return self.peer_authentications
+        if kind == "AuthorizationPolicy":
+            return self.authorization_policies
+        if kind == "RequestAuthentication":
+            return self.request_authentications
+        raise ValueError(f"{kind} is not one of {', '.join(POLICY_KINDS)}")

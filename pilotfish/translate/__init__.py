@@ -7,10 +7,7 @@ Modules: ``clusters`` (CDS/EDS), ``trafficpolicy`` (DestinationRule policies), `
 """
 
 from pilotfish.api.typeurls import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
-from pilotfish.translate.common import (
-    inbound_cluster_name,
-    outbound_cluster_name,
-)
+from pilotfish.translate.common import ClusterKey
 from pilotfish.translate.generator import Generator, Resources, generate, generator_for
 
 __all__ = [
@@ -18,10 +15,9 @@ __all__ = [
     "ENDPOINT_TYPE",
     "LISTENER_TYPE",
     "ROUTE_TYPE",
+    "ClusterKey",
     "Generator",
     "Resources",
     "generate",
     "generator_for",
-    "inbound_cluster_name",
-    "outbound_cluster_name",
 ]

@@ -33,13 +33,14 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import empty_pb2
 
-from pilotfish.api.objects import Spec
-from pilotfish.config.store.base import StoredObject
+from pilotfish.api.security import JWTRule, RequestAuthenticationSpec
+from pilotfish.model.config import PolicyConfig
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.translate.authz import JWT_AUTHN_FILTER, JWT_PAYLOAD_KEY, applicable
 from pilotfish.translate.common import pack
 
+RequestAuthentication = PolicyConfig[RequestAuthenticationSpec]
 #: ``uri -> JWKS JSON`` (None while unknown or unreachable).
 JwksLookup = Callable[[str], str | None]
 
@@ -97,71 +98,69 @@ def usable_jwks(text: str | None) -> str | None:
     return text if len(good) == len(keys) and not wrapped else json.dumps({"keys": good})
 
 
-def jwks_uri(rule: Spec) -> str | None:
+def jwks_uri(rule: JWTRule) -> str | None:
     """Where the control plane fetches a rule's keys: ``jwksUri``, else the issuer's OpenID
     discovery document (for an http(s) issuer); None for inline ``jwks``."""
-    if rule.get("jwks"):
+    if rule.jwks:
         return None
-    if rule.get("jwksUri"):
-        return str(rule["jwksUri"])
-    issuer = str(rule.get("issuer") or "")
+    if rule.jwksUri:
+        return rule.jwksUri
+    issuer = rule.issuer or ""
     if issuer.startswith(("https://", "http://")):
         return issuer.rstrip("/") + OIDC_DISCOVERY_PATH
     return None
 
 
-def jwks_uris(policies: Sequence[StoredObject]) -> list[str]:
+def jwks_uris(policies: Sequence[RequestAuthentication]) -> list[str]:
     """Every URI the given RequestAuthentications need fetched."""
     out: list[str] = []
-    for obj in policies:
-        for rule in (obj.body.get("spec") or {}).get("jwtRules") or ():
-            uri = jwks_uri(rule or {})
+    for policy in policies:
+        for rule in policy.spec.jwtRules:
+            uri = jwks_uri(rule)
             if uri and uri not in out:
                 out.append(uri)
     return out
 
 
-def jwt_provider(rule: Spec, lookup: JwksLookup) -> jwt_pb2.JwtProvider:
+def jwt_provider(rule: JWTRule, lookup: JwksLookup) -> jwt_pb2.JwtProvider:
     """One Istio ``jwtRules`` entry as an Envoy provider with inlined keys."""
     uri = jwks_uri(rule)
-    keys = usable_jwks(str(rule["jwks"]) if rule.get("jwks") else (lookup(uri) if uri else None))
+    keys = usable_jwks(rule.jwks if rule.jwks else (lookup(uri) if uri else None))
     provider = jwt_pb2.JwtProvider(
-        issuer=str(rule.get("issuer") or ""),
-        audiences=[str(a) for a in rule.get("audiences") or ()],
-        forward=bool(rule.get("forwardOriginalToken")),
+        issuer=rule.issuer or "",
+        audiences=list(rule.audiences),
+        forward=bool(rule.forwardOriginalToken),
         from_headers=[
-            jwt_pb2.JwtHeader(
-                name=str(h.get("name") or ""), value_prefix=str(h.get("prefix") or "")
-            )
-            for h in rule.get("fromHeaders") or ()
+            jwt_pb2.JwtHeader(name=h.name or "", value_prefix=h.prefix or "")
+            for h in rule.fromHeaders
         ],
-        from_params=[str(p) for p in rule.get("fromParams") or ()],
-        from_cookies=[str(c) for c in rule.get("fromCookies") or ()],
+        from_params=list(rule.fromParams),
+        from_cookies=list(rule.fromCookies),
         payload_in_metadata=JWT_PAYLOAD_KEY,
         claim_to_headers=[
-            jwt_pb2.JwtClaimToHeader(header_name=str(c["header"]), claim_name=str(c["claim"]))
-            for c in rule.get("outputClaimToHeaders") or ()
-            if c.get("header") and c.get("claim")
+            jwt_pb2.JwtClaimToHeader(header_name=c.header, claim_name=c.claim)
+            for c in rule.outputClaimToHeaders
+            if c.header and c.claim
         ],
     )
     provider.local_jwks.CopyFrom(base_pb2.DataSource(inline_string=keys or PLACEHOLDER_JWKS))
-    if rule.get("outputPayloadToHeader"):
-        provider.forward_payload_header = str(rule["outputPayloadToHeader"])
+    if rule.outputPayloadToHeader:
+        provider.forward_payload_header = rule.outputPayloadToHeader
     claims = [*DEFAULT_SPACE_DELIMITED_CLAIMS]
-    claims += [str(c) for c in rule.get("spaceDelimitedClaims") or () if str(c) not in claims]
+    claims += [c for c in rule.spaceDelimitedClaims if c not in claims]
     provider.normalize_payload_in_metadata.space_delimited_claims.extend(claims)
     return provider
 
 
 def jwt_authn_config(
-    policies: Sequence[StoredObject], lookup: JwksLookup
+    policies: Sequence[RequestAuthentication], lookup: JwksLookup
 ) -> jwt_pb2.JwtAuthentication | None:
     """The merged ``jwt_authn`` config of the RequestAuthentications that apply (None if no
     rule): providers named after their issuer (``issuer#2``... when an issuer repeats)."""
     providers: dict[str, jwt_pb2.JwtProvider] = {}
-    for obj in policies:
-        for rule in (obj.body.get("spec") or {}).get("jwtRules") or ():
-            provider = jwt_provider(rule or {}, lookup)
+    for policy in policies:
+        for rule in policy.spec.jwtRules:
+            provider = jwt_provider(rule, lookup)
             if provider in providers.values():
                 continue
             name, n = provider.issuer or "jwt", 1
@@ -193,7 +192,7 @@ def jwt_authn_filters(push: PushContext, proxy: Proxy) -> list[hcm_pb2.HttpFilte
     """``[jwt_authn]`` when a RequestAuthentication with rules applies to ``proxy``, else []."""
 
     def compute() -> list[hcm_pb2.HttpFilter]:
-        policies = applicable(push, proxy, "RequestAuthentication")
+        policies = applicable(push, proxy, push.request_authentications)
         cfg = jwt_authn_config(policies, push.jwks)
         if cfg is None:
             return []

@@ -40,7 +40,7 @@ import functools
 import logging
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from envoy.config.core.v3 import extension_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
@@ -54,8 +54,14 @@ from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as net_rbac_pb2
 from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2
 from envoy.type.matcher.v3 import path_pb2, string_pb2, value_pb2
 
-from pilotfish.api.objects import Spec
-from pilotfish.config.store.base import StoredObject
+from pilotfish.api.security import (
+    AuthorizationPolicySpec,
+    Operation,
+    RequestAuthenticationSpec,
+    Rule,
+    Source,
+)
+from pilotfish.model.config import PolicyConfig
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.translate.authz_matchers import (
@@ -96,6 +102,9 @@ DRY_RUN_ANNOTATION = "istio.io/dry-run"
 CUSTOM_DENY_POLICY = "default-deny-all-due-to-unsupported-CUSTOM-action"
 
 Action = rbac_pb2.RBAC.Action
+AuthorizationPolicy = PolicyConfig[AuthorizationPolicySpec]
+#: The policies that select workloads the same way (``selector``, ``targetRef(s)``).
+Scoped = TypeVar("Scoped", AuthorizationPolicySpec, RequestAuthenticationSpec)
 
 # ---- which policies apply -----------------------------------------------------------------------
 
@@ -106,28 +115,30 @@ def warn_once(key: str, revision: int, message: str) -> None:
     log.warning("%s: %s", key, message)
 
 
-def policy_applies(obj: StoredObject, proxy: Proxy, root_namespace: str) -> bool:
-    """Istio's scope rule for AuthorizationPolicy/RequestAuthentication/PeerAuthentication."""
-    spec: Spec = obj.body.get("spec") or {}
-    if spec.get("targetRef") or spec.get("targetRefs"):
+def policy_applies(policy: PolicyConfig[Scoped], proxy: Proxy, root_namespace: str) -> bool:
+    """Istio's scope rule for AuthorizationPolicy/RequestAuthentication."""
+    spec = policy.spec
+    if spec.targetRef is not None or spec.targetRefs:
         warn_once(
-            f"{obj.kind} {obj.namespace}/{obj.name}",
-            obj.revision,
+            f"{policy.kind} {policy.namespace}/{policy.name}",
+            policy.revision,
             "spec.targetRef(s): policies attached to a Service or Gateway are for waypoints and "
             "Gateway API gateways, not supported here; the policy is ignored",
         )
         return False
-    if obj.namespace not in (root_namespace, proxy.namespace):
+    if policy.namespace not in (root_namespace, proxy.namespace):
         return False
-    labels = (spec.get("selector") or {}).get("matchLabels") or {}
-    return all(proxy.labels.get(str(k)) == str(v) for k, v in labels.items())
+    labels = spec.selector.matchLabels if spec.selector is not None else {}
+    return all(proxy.labels.get(k) == v for k, v in labels.items())
 
 
-def applicable(push: PushContext, proxy: Proxy, kind: str) -> list[StoredObject]:
-    """The policies of ``kind`` that apply to ``proxy``, ordered by namespace and name."""
+def applicable(
+    push: PushContext, proxy: Proxy, policies: Sequence[PolicyConfig[Scoped]]
+) -> list[PolicyConfig[Scoped]]:
+    """Those of ``policies`` that apply to ``proxy``, ordered by namespace and name."""
     root = push.settings.root_namespace
-    found = [o for o in push.policies(kind) if policy_applies(o, proxy, root)]
-    return sorted(found, key=lambda o: (o.namespace, o.name))
+    found = [p for p in policies if policy_applies(p, proxy, root)]
+    return sorted(found, key=lambda p: (p.namespace, p.name))
 
 
 # ---- keys -> Envoy matchers ---------------------------------------------------------------------
@@ -273,25 +284,13 @@ def principal_for(key: str, value: str, ctx: Context) -> Principal:
 Entry = tuple[str, list[str], list[str]]
 
 
-def _values(raw: Any) -> list[str]:
-    return [str(v) for v in raw or ()]
-
-
-def _source_entries(source: Spec) -> list[Entry]:
+def _entries(fields: Source | Operation, keys: dict[str, str]) -> list[Entry]:
+    """``(key, values, notValues)`` of each field pair (``principals``/``notPrincipals``...)
+    that is written."""
     out = []
-    for field, key in SOURCE_KEYS.items():
+    for field, key in keys.items():
         not_field = "not" + field[0].upper() + field[1:]
-        values, not_values = _values(source.get(field)), _values(source.get(not_field))
-        if values or not_values:
-            out.append((key, values, not_values))
-    return out
-
-
-def _operation_entries(operation: Spec) -> list[Entry]:
-    out = []
-    for field, key in OPERATION_KEYS.items():
-        not_field = "not" + field[0].upper() + field[1:]
-        values, not_values = _values(operation.get(field)), _values(operation.get(not_field))
+        values, not_values = list(getattr(fields, field)), list(getattr(fields, not_field))
         if values or not_values:
             out.append((key, values, not_values))
     return out
@@ -344,23 +343,24 @@ def principal(entries: Iterable[Entry], ctx: Context, action: int) -> Principal:
     return Principal(and_ids=Principal.Set(ids=parts))
 
 
-def rule_policy(rule: Spec, ctx: Context, action: int) -> rbac_pb2.Policy | None:
+def rule_policy(rule: Rule, ctx: Context, action: int) -> rbac_pb2.Policy | None:
     """One Istio rule as an RBAC policy; None when an ALLOW rule cannot match here."""
-    when = [
-        (str(c.get("key") or ""), _values(c.get("values")), _values(c.get("notValues")))
-        for c in rule.get("when") or ()
-    ]
+    when = [(c.key or "", list(c.values), list(c.notValues)) for c in rule.when]
     when_perm = [e for e in when if _is_permission_key(e[0])]
     when_prin = [e for e in when if not _is_permission_key(e[0])]
-    tos = [t.get("operation") or {} for t in rule.get("to") or ()] or [None]
-    froms = [f.get("source") or {} for f in rule.get("from") or ()] or [None]
+    tos: list[Operation | None] = [t.operation for t in rule.to] or [None]
+    froms: list[Source | None] = [f.source for f in rule.from_] or [None]
     try:
         permissions = [
-            permission((_operation_entries(op) if op else []) + when_perm, ctx, action)
+            permission(
+                (_entries(op, OPERATION_KEYS) if op is not None else []) + when_perm, ctx, action
+            )
             for op in tos
         ]
         principals = [
-            principal((_source_entries(src) if src else []) + when_prin, ctx, action)
+            principal(
+                (_entries(src, SOURCE_KEYS) if src is not None else []) + when_prin, ctx, action
+            )
             for src in froms
         ]
     except Unsupported:
@@ -380,17 +380,16 @@ class Rules:
 ACTIONS = {"AUDIT": Action.LOG, "DENY": Action.DENY, "ALLOW": Action.ALLOW}
 
 
-def build_rules(policies: Sequence[StoredObject], action: str, ctx: Context) -> Rules:
+def build_rules(policies: Sequence[AuthorizationPolicy], action: str, ctx: Context) -> Rules:
     """The RBAC for the policies of one action (``ALLOW``, ``DENY`` or ``AUDIT``)."""
     envoy_action = ACTIONS[action]
     enforced: rbac_pb2.RBAC | None = None
     shadow: rbac_pb2.RBAC | None = None
     for obj in policies:
-        spec: Spec = obj.body.get("spec") or {}
-        if str(spec.get("action") or "ALLOW") != action:
+        spec = obj.spec
+        if (spec.action or "ALLOW") != action:
             continue
-        annotations = (obj.body.get("metadata") or {}).get("annotations") or {}
-        dry_run = str(annotations.get(DRY_RUN_ANNOTATION, "")).lower() == "true"
+        dry_run = obj.annotations.get(DRY_RUN_ANNOTATION, "").lower() == "true"
         if dry_run:
             shadow = shadow or rbac_pb2.RBAC(action=envoy_action)
             target = shadow
@@ -398,8 +397,8 @@ def build_rules(policies: Sequence[StoredObject], action: str, ctx: Context) -> 
             enforced = enforced or rbac_pb2.RBAC(action=envoy_action)
             target = enforced
         rule_ctx = Context(ctx.for_tcp, ctx.port, obj.namespace)
-        for i, rule in enumerate(spec.get("rules") or ()):
-            policy = rule_policy(rule or {}, rule_ctx, envoy_action)
+        for i, rule in enumerate(spec.rules):
+            policy = rule_policy(rule, rule_ctx, envoy_action)
             name = f"ns[{obj.namespace}]-policy[{obj.name}]-rule[{i}]"
             if policy is None:
                 log.debug("%s skipped: it needs HTTP fields on a TCP port", name)
@@ -412,8 +411,8 @@ def build_rules(policies: Sequence[StoredObject], action: str, ctx: Context) -> 
     return Rules(action, enforced, shadow)
 
 
-def _custom_deny_all(policies: Sequence[StoredObject]) -> rbac_pb2.RBAC | None:
-    custom = [p for p in policies if str((p.body.get("spec") or {}).get("action")) == "CUSTOM"]
+def _custom_deny_all(policies: Sequence[AuthorizationPolicy]) -> rbac_pb2.RBAC | None:
+    custom = [p for p in policies if p.spec.action == "CUSTOM"]
     for obj in custom:
         warn_once(
             f"AuthorizationPolicy {obj.namespace}/{obj.name}",
@@ -430,7 +429,7 @@ def _custom_deny_all(policies: Sequence[StoredObject]) -> rbac_pb2.RBAC | None:
     return rbac
 
 
-def all_rules(policies: Sequence[StoredObject], ctx: Context) -> list[Rules]:
+def all_rules(policies: Sequence[AuthorizationPolicy], ctx: Context) -> list[Rules]:
     """In evaluation order: CUSTOM (deny-all), AUDIT, DENY, ALLOW; only those that do something."""
     out = []
     custom = _custom_deny_all(policies)
@@ -460,7 +459,7 @@ def http_rbac_filters(
     """RBAC HTTP filters for ``proxy`` serving workload port ``port``, in evaluation order."""
 
     def compute() -> list[hcm_pb2.HttpFilter]:
-        policies = applicable(push, proxy, "AuthorizationPolicy")
+        policies = applicable(push, proxy, push.authorization_policies)
         out = []
         for r in all_rules(policies, Context(False, port)):
             cfg = http_rbac_pb2.RBAC()
@@ -479,7 +478,7 @@ def network_rbac_filters(push: PushContext, proxy: Proxy, port: int | None) -> l
     """RBAC network filters for a TCP chain of ``proxy`` serving ``port`` (before tcp_proxy)."""
 
     def compute() -> list[lc.Filter]:
-        policies = applicable(push, proxy, "AuthorizationPolicy")
+        policies = applicable(push, proxy, push.authorization_policies)
         out = []
         for r in all_rules(policies, Context(True, port)):
             cfg = net_rbac_pb2.RBAC(stat_prefix=TCP_STAT_PREFIX)

@@ -47,9 +47,8 @@ from pilotfish.translate.common import (
     INBOUND_PASSTHROUGH_BIND_IP,
     INBOUND_PASSTHROUGH_CLUSTER,
     PASSTHROUGH_CLUSTER,
+    ClusterKey,
     duration,
-    inbound_cluster_name,
-    outbound_cluster_name,
     pack,
     socket_address,
 )
@@ -65,6 +64,7 @@ from pilotfish.translate.tls import (
     tls_socket,
 )
 from pilotfish.translate.trafficpolicy import (
+    NO_POLICY,
     Policy,
     apply_connection_pool,
     apply_load_balancer,
@@ -125,7 +125,7 @@ def upstream_transport_socket(
     sni = istio_sni(port.port, subset, service.hostname)
     sans = mesh_sans(push, service, port.port, client.trust_domain)
     tls = client_tls(
-        policy.get("tls") or {},
+        policy.tls,
         sni=service.hostname,
         mesh_sni=sni,
         mesh_sans=sans,
@@ -199,14 +199,13 @@ def outbound_cluster(
 ) -> tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment | None, tuple[str, ...]]:
     """One outbound cluster, its load assignment (EDS clusters) and the credentials its TLS
     names."""
-    name = outbound_cluster_name(sp.port, subset, svc.hostname)
+    name = ClusterKey.outbound(sp.port, subset, svc.hostname).name
     policy = effective_policy(dr, subset, sp.port)
     cluster = C(name=name, connect_timeout=duration(push.settings.connect_timeout_seconds))
     eps = push.endpoints(svc.hostname, sp.port)
     if subset and dr is not None:
-        labels = {
-            str(k): str(v) for k, v in ((dr.subset(subset) or {}).get("labels") or {}).items()
-        }
+        sub = dr.subset(subset)
+        labels = sub.labels if sub is not None else {}
         eps = tuple(e for e in eps if e.matches(labels))
     cla: endpoint_pb2.ClusterLoadAssignment | None = None
     if svc.source_kind == "ServiceEntry" and (svc.resolution == "NONE" or svc.is_wildcard):
@@ -251,16 +250,12 @@ def outbound_clusters(
         out = ClusterSet()
         for svc in push.visible_services(namespace):
             dr = push.destination_rule(namespace, svc.hostname)
-            subsets = [""] + [
-                str(s.get("name")) for s in (dr.subsets if dr else ()) if s.get("name")
-            ]
+            subsets = [""] + [s.name for s in (dr.subsets if dr else ()) if s.name]
             for sp in svc.ports:
                 for subset in subsets:
                     key = (
                         "outbound_cluster",
-                        svc.hostname,
-                        sp.port,
-                        subset,
+                        ClusterKey.outbound(sp.port, subset, svc.hostname),
                         (dr.key, dr.revision) if dr else None,
                         client,
                     )
@@ -316,7 +311,7 @@ def inbound_cluster(
     push: PushContext, target_port: int, protocol: Protocol, app_address: str = "127.0.0.1"
 ) -> cluster_pb2.Cluster:
     """``inbound|PORT||``: the app at ``app_address`` (localhost in a pod)."""
-    name = inbound_cluster_name(target_port)
+    name = ClusterKey.inbound(target_port).name
     cluster = C(
         name=name,
         type=C.STATIC,
@@ -338,7 +333,7 @@ def inbound_cluster(
             ],
         )
     )
-    opts = _http_options(protocol, {}, protocol_pb2.HttpProtocolOptions())
+    opts = _http_options(protocol, NO_POLICY, protocol_pb2.HttpProtocolOptions())
     if opts is not None:
         cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))
     return cluster

@@ -1,18 +1,23 @@
 """Names and small proto helpers every translator uses.
 
 Names follow Istio so that config dumps read the same: ``outbound|9080|v1|reviews.default...``
-clusters, ``inbound|9080||`` clusters, ``PassthroughCluster``, ``BlackHoleCluster``,
-``InboundPassthroughCluster``, listeners ``virtualOutbound``/``virtualInbound``, route configs
-named by port (``9080``) and ``http.8080`` for gateways.
+and ``inbound|9080||`` clusters (each the ``name`` of a ``ClusterKey``), ``PassthroughCluster``,
+``BlackHoleCluster``, ``InboundPassthroughCluster``, listeners ``virtualOutbound``/
+``virtualInbound``, route configs named by port (``9080``) and ``http.8080`` for gateways.
 """
 
 from __future__ import annotations
 
+from typing import Literal, NamedTuple, TypeGuard, TypeVar
+
 from envoy.config.core.v3 import address_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
+from pydantic import BaseModel
 
-from pilotfish.api.duration import parse_duration
+from pilotfish.api.duration import Duration
+
+M = TypeVar("M", bound=BaseModel)
 
 PASSTHROUGH_CLUSTER = "PassthroughCluster"
 BLACKHOLE_CLUSTER = "BlackHoleCluster"
@@ -25,20 +30,40 @@ VIRTUAL_INBOUND = "virtualInbound"
 INBOUND_PASSTHROUGH_BIND_IP = "127.0.0.6"
 
 
-def outbound_cluster_name(port: int, subset: str, hostname: str) -> str:
-    return f"outbound|{port}|{subset}|{hostname}"
+class ClusterKey(NamedTuple):
+    """What an Istio cluster is for: direction, port, subset and host. Translators carry keys
+    and look things up by their fields; ``name`` is the only place the Istio name is made."""
 
+    direction: Literal["inbound", "outbound"]
+    port: int
+    subset: str = ""
+    host: str = ""
 
-def inbound_cluster_name(port: int) -> str:
-    return f"inbound|{port}||"
+    @classmethod
+    def outbound(cls, port: int, subset: str, host: str) -> ClusterKey:
+        return cls("outbound", port, subset, host)
 
+    @classmethod
+    def inbound(cls, port: int) -> ClusterKey:
+        return cls("inbound", port)
 
-def parse_cluster_name(name: str) -> tuple[str, int, str, str] | None:
-    """``(direction, port, subset, host)`` of an Istio-style cluster name, else None."""
-    parts = name.split("|")
-    if len(parts) != 4 or parts[0] not in ("inbound", "outbound") or not parts[1].isdigit():
+    @property
+    def name(self) -> str:
+        """``outbound|9080|v1|reviews.default.svc.cluster.local``, ``inbound|9080||``."""
+        return f"{self.direction}|{self.port}|{self.subset}|{self.host}"
+
+    @classmethod
+    def parse(cls, name: str) -> ClusterKey | None:
+        """The key of an Istio cluster name (None for other names, ``PassthroughCluster``...)."""
+        parts = name.split("|")
+        if len(parts) != 4 or not parts[1].isdigit():
+            return None
+        direction, port, subset, host = parts
+        if direction == "inbound":
+            return cls("inbound", int(port), subset, host)
+        if direction == "outbound":
+            return cls("outbound", int(port), subset, host)
         return None
-    return parts[0], int(parts[1]), parts[2], parts[3]
 
 
 def pack(msg: Message) -> any_pb2.Any:
@@ -55,9 +80,15 @@ def duration(seconds: float) -> duration_pb2.Duration:
     return d
 
 
-def istio_duration(text: str) -> duration_pb2.Duration:
-    """A duration as Istio writes it (``"1.5s"``, ``"100ms"``)."""
-    return duration(parse_duration(text))
+def proto_duration(value: Duration) -> duration_pb2.Duration:
+    """A model's duration field (parsed when the model was)."""
+    return duration(value.seconds)
+
+
+def given(value: M | None) -> TypeGuard[M]:
+    """True when a message field was written with at least one field: an empty ``{}`` counts
+    as not given."""
+    return value is not None and bool(value.model_fields_set)
 
 
 def u32(value: int) -> wrappers_pb2.UInt32Value:

@@ -30,12 +30,18 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2
 
-from pilotfish.api.objects import Spec
+from pilotfish.api.virtualservice import (
+    CorsPolicy,
+    FaultAbort,
+    FaultDelay,
+    HTTPFaultInjection,
+    StringMatch,
+)
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.translate.authn import jwt_authn_filters
 from pilotfish.translate.authz import http_rbac_filters, network_rbac_filters
-from pilotfish.translate.common import istio_duration, pack
+from pilotfish.translate.common import duration, given, pack, proto_duration
 
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
@@ -46,23 +52,24 @@ HCM = hcm_pb2.HttpConnectionManager
 HttpFilter = hcm_pb2.HttpFilter
 
 
-def string_match(m: Spec, ignore_case: bool = False) -> string_pb2.StringMatcher | None:
+def string_match(m: StringMatch, ignore_case: bool = False) -> string_pb2.StringMatcher | None:
     """Istio StringMatch -> Envoy StringMatcher (None for an empty match: presence)."""
-    if "exact" in m:
-        return string_pb2.StringMatcher(exact=str(m["exact"]), ignore_case=ignore_case)
-    if "prefix" in m:
-        return string_pb2.StringMatcher(prefix=str(m["prefix"]), ignore_case=ignore_case)
-    if "regex" in m:
-        return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=str(m["regex"])))
+    if m.exact is not None:
+        return string_pb2.StringMatcher(exact=m.exact, ignore_case=ignore_case)
+    if m.prefix is not None:
+        return string_pb2.StringMatcher(prefix=m.prefix, ignore_case=ignore_case)
+    if m.regex is not None:
+        return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=m.regex))
     return None
 
 
-def _percent(spec: Spec) -> percent_pb2.FractionalPercent:
+def _percent(spec: FaultDelay | FaultAbort) -> percent_pb2.FractionalPercent:
     """Istio ``percentage.value`` (or the old integer ``percent``), 100% when unset."""
-    if (spec.get("percentage") or {}).get("value") is not None:
-        value = float(spec["percentage"]["value"])
-    elif spec.get("percent") is not None:
-        value = float(spec["percent"])
+    percent = spec.percent if isinstance(spec, FaultDelay) else None
+    if spec.percentage is not None and "value" in spec.percentage.model_fields_set:
+        value = spec.percentage.value
+    elif percent is not None:
+        value = float(percent)
     else:
         value = 100.0
     return percent_pb2.FractionalPercent(
@@ -70,20 +77,22 @@ def _percent(spec: Spec) -> percent_pb2.FractionalPercent:
     )
 
 
-def fault_per_route(fault: Spec) -> any_pb2.Any | None:
+def fault_per_route(fault: HTTPFaultInjection) -> any_pb2.Any | None:
     out = fault_pb2.HTTPFault()
-    delay: Spec | None = fault.get("delay")
-    if delay and (delay.get("fixedDelay") or delay.get("exponentialDelay")):
+    delay = fault.delay
+    if given(delay) and (delay.fixedDelay or delay.exponentialDelay):
         d = common_fault.FaultDelay(percentage=_percent(delay))
-        d.fixed_delay.CopyFrom(istio_duration(str(delay.get("fixedDelay") or "0s")))
+        d.fixed_delay.CopyFrom(
+            proto_duration(delay.fixedDelay) if delay.fixedDelay else duration(0)
+        )
         out.delay.CopyFrom(d)
-    abort: Spec | None = fault.get("abort")
-    if abort:
+    abort = fault.abort
+    if given(abort):
         a = fault_pb2.FaultAbort(percentage=_percent(abort))
-        if abort.get("grpcStatus"):
-            a.grpc_status = _grpc_code(str(abort["grpcStatus"]))
+        if abort.grpcStatus:
+            a.grpc_status = _grpc_code(abort.grpcStatus)
         else:
-            a.http_status = int(abort.get("httpStatus") or 500)
+            a.http_status = abort.httpStatus or 500
         out.abort.CopyFrom(a)
     if not out.HasField("delay") and not out.HasField("abort"):
         return None
@@ -104,19 +113,19 @@ def _grpc_code(text: str) -> int:
     return _GRPC_CODES.index(text.upper()) if text.upper() in _GRPC_CODES else 2
 
 
-def cors_per_route(cors: Spec) -> any_pb2.Any | None:
-    origins = [string_match(o) for o in cors.get("allowOrigins") or ()]
-    origins += [string_match({"exact": o}) for o in cors.get("allowOrigin") or ()]
+def cors_per_route(cors: CorsPolicy) -> any_pb2.Any | None:
+    origins = [string_match(o) for o in cors.allowOrigins]
+    origins += [string_match(StringMatch(exact=o)) for o in cors.allowOrigin]
     policy = cors_pb2.CorsPolicy(
         allow_origin_string_match=[o for o in origins if o is not None],
-        allow_methods=",".join(str(m) for m in cors.get("allowMethods") or ()),
-        allow_headers=",".join(str(h) for h in cors.get("allowHeaders") or ()),
-        expose_headers=",".join(str(h) for h in cors.get("exposeHeaders") or ()),
+        allow_methods=",".join(cors.allowMethods),
+        allow_headers=",".join(cors.allowHeaders),
+        expose_headers=",".join(cors.exposeHeaders),
     )
-    if cors.get("maxAge"):
-        policy.max_age = str(istio_duration(str(cors["maxAge"])).seconds)
-    if cors.get("allowCredentials") is not None:
-        policy.allow_credentials.value = bool(cors["allowCredentials"])
+    if cors.maxAge:
+        policy.max_age = str(proto_duration(cors.maxAge).seconds)
+    if cors.allowCredentials is not None:
+        policy.allow_credentials.value = cors.allowCredentials
     policy.filter_enabled.CopyFrom(
         base_pb2.RuntimeFractionalPercent(
             default_value=percent_pb2.FractionalPercent(numerator=100)

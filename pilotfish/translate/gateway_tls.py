@@ -26,11 +26,11 @@ from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from pilotfish.api.hosts import host_matches, split_server_host
-from pilotfish.api.objects import Spec
+from pilotfish.api.networking import Server, ServerTLSSettings
 from pilotfish.model.config import GatewayConfig
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
-from pilotfish.translate.common import outbound_cluster_name, pack
+from pilotfish.translate.common import ClusterKey, pack
 from pilotfish.translate.filters import HCM_FILTER, http_connection_manager, inbound_http_filters
 from pilotfish.translate.tls import credentials_available, server_tls_context, tls_socket
 
@@ -43,7 +43,7 @@ class TlsServer:
     """One TLS-speaking Gateway server as a router serves it."""
 
     gateway: GatewayConfig
-    server: Spec
+    server: Server
     bind: int
     port: int
     mode: str
@@ -54,7 +54,7 @@ class TlsServer:
 
     @property
     def hosts(self) -> list[str]:
-        return [str(h) for h in self.server.get("hosts") or ()]
+        return list(self.server.hosts)
 
 
 def https_route_name(port: int, port_name: str, gateway: GatewayConfig) -> str:
@@ -91,13 +91,13 @@ def gateway_tls_servers(push: PushContext, proxy: Proxy) -> dict[int, list[TlsSe
     out: dict[int, list[TlsServer]] = {}
     for gw in gateways:
         for server in gw.servers:
-            port: Spec = server.get("port") or {}
-            protocol = str(port.get("protocol") or "").upper()
+            port = server.port
+            protocol = (port.protocol or "").upper()
             if protocol not in TLS_PROTOCOLS:
                 continue
-            tls: Spec = server.get("tls") or {}
-            mode = str(tls.get("mode") or "SIMPLE")
-            number = int(port.get("number") or 0)
+            tls = server.tls or ServerTLSSettings()
+            mode = tls.mode or "SIMPLE"
+            number = port.number or 0
             bind = proxy.node.gateway_ports.get(number, number)
             route_name = ""
             credentials: tuple[str, ...] = ()
@@ -107,7 +107,7 @@ def gateway_tls_servers(push: PushContext, proxy: Proxy) -> dict[int, list[TlsSe
                 _, credentials = server_tls_context(tls)
                 if credentials and not credentials_available(secrets, namespaces, credentials):
                     continue
-                route_name = https_route_name(number, str(port.get("name") or ""), gw)
+                route_name = https_route_name(number, port.name or "", gw)
             elif mode != "PASSTHROUGH":
                 continue  # AUTO_PASSTHROUGH and ISTIO_MUTUAL are not supported on gateways
             out.setdefault(bind, []).append(
@@ -135,27 +135,27 @@ def _passthrough_routes(
     patterns = [split_server_host(h, ts.gateway.namespace)[1] for h in ts.hosts]
     for vs in push.virtual_services_for_gateway(ts.gateway.ref):
         for rule in vs.tls:
-            for match in rule.get("match") or ():
+            for match in rule.match:
                 if ts.gateway.ref not in vs.match_gateways(match):
                     continue
-                if match.get("port") and int(match["port"]) != ts.port:
+                if match.port and match.port != ts.port:
                     continue
                 snis = [
-                    str(s)
-                    for s in match.get("sniHosts") or ()
-                    if any(host_matches(p, str(s)) or host_matches(str(s), p) for p in patterns)
+                    s
+                    for s in match.sniHosts
+                    if any(host_matches(p, s) or host_matches(s, p) for p in patterns)
                 ]
                 if not snis:
                     continue
-                dests = list(rule.get("route") or ())
+                dests = rule.route
                 clusters = []
                 for d in dests:
-                    dest = d.get("destination") or {}
-                    host = vs.resolve(str(dest.get("host") or ""), suffix)
-                    dport = int((dest.get("port") or {}).get("number") or ts.port)
-                    weight = int(d.get("weight") or (100 if len(dests) == 1 else 0))
+                    dest = d.destination
+                    host = vs.resolve(dest.host, suffix)
+                    dport = (dest.port.number if dest.port is not None else None) or ts.port
+                    weight = d.weight or (100 if len(dests) == 1 else 0)
                     if weight > 0:
-                        name = outbound_cluster_name(dport, str(dest.get("subset") or ""), host)
+                        name = ClusterKey.outbound(dport, dest.subset or "", host).name
                         clusters.append((name, weight))
                 if clusters:
                     out.append((snis, clusters))
@@ -188,7 +188,7 @@ def tls_filter_chains(push: PushContext, proxy: Proxy, bind: int) -> list[lc.Fil
                     )
                 )
             continue
-        ctx, _ = server_tls_context(ts.server.get("tls") or {})
+        ctx, _ = server_tls_context(ts.server.tls or ServerTLSSettings())
         hcm = http_connection_manager(
             stat_prefix=f"outbound_0.0.0.0_{bind}",
             route_config_name=ts.route_name,

@@ -47,6 +47,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from pilotfish.api.hosts import MESH_GATEWAY
+from pilotfish.api.networking import Server
+from pilotfish.api.virtualservice import L4MatchAttributes
 from pilotfish.model.config import GatewayConfig, VirtualServiceConfig
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
@@ -59,9 +61,8 @@ from pilotfish.translate.common import (
     PASSTHROUGH_CLUSTER,
     VIRTUAL_INBOUND,
     VIRTUAL_OUTBOUND,
+    ClusterKey,
     duration,
-    inbound_cluster_name,
-    outbound_cluster_name,
     pack,
     socket_address,
     u32,
@@ -127,38 +128,37 @@ def hcm_filter(**kwargs: Any) -> lc.Filter:
 # ---- outbound ---------------------------------------------------------------------------------
 
 
-def _tcp_applies(vs: VirtualServiceConfig, match: dict[str, Any], port: int, proxy: Proxy) -> bool:
+def _tcp_applies(
+    vs: VirtualServiceConfig, match: L4MatchAttributes, port: int, proxy: Proxy
+) -> bool:
     if MESH_GATEWAY not in vs.match_gateways(match):
         return False
-    if match.get("port") and int(match["port"]) != port:
+    if match.port and match.port != port:
         return False
-    src = match.get("sourceLabels") or {}
-    return all(proxy.labels.get(str(k)) == str(v) for k, v in src.items())
+    return all(proxy.labels.get(k) == v for k, v in match.sourceLabels.items())
 
 
 def tcp_route(push: PushContext, proxy: Proxy, svc: Service, port: int) -> list[tuple[str, int]]:
     """Weighted clusters for TCP traffic to ``svc:port`` (VirtualService ``tcp`` rules first)."""
     vs = push.mesh_virtual_service(svc.hostname, proxy.namespace)
     if vs is None:
-        return [(outbound_cluster_name(port, "", svc.hostname), 100)]
+        return [(ClusterKey.outbound(port, "", svc.hostname).name, 100)]
     for rule in vs.tcp:
-        matches = rule.get("match") or [{}]
+        matches = rule.match or [L4MatchAttributes()]
         if not any(_tcp_applies(vs, m, port, proxy) for m in matches):
             continue
         out = []
-        dests = list(rule.get("route") or ())
+        dests = rule.route
         for d in dests:
-            dest = d.get("destination") or {}
-            host = vs.resolve(str(dest.get("host") or ""), push.settings.domain_suffix)
-            dport = int((dest.get("port") or {}).get("number") or port)
-            weight = int(d.get("weight") or (100 if len(dests) == 1 else 0))
+            dest = d.destination
+            host = vs.resolve(dest.host, push.settings.domain_suffix)
+            dport = (dest.port.number if dest.port is not None else None) or port
+            weight = d.weight or (100 if len(dests) == 1 else 0)
             if weight > 0:
-                out.append(
-                    (outbound_cluster_name(dport, str(dest.get("subset") or ""), host), weight)
-                )
+                out.append((ClusterKey.outbound(dport, dest.subset or "", host).name, weight))
         if out:
             return out
-    return [(outbound_cluster_name(port, "", svc.hostname), 100)]
+    return [(ClusterKey.outbound(port, "", svc.hostname).name, 100)]
 
 
 def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
@@ -242,7 +242,7 @@ def explicit_outbound(push: PushContext, proxy: Proxy) -> Listener:
 
 
 def inbound_route_config(target: int) -> route_pb2.RouteConfiguration:
-    name = inbound_cluster_name(target)
+    name = ClusterKey.inbound(target).name
     return route_pb2.RouteConfiguration(
         name=name,
         virtual_hosts=[
@@ -278,7 +278,7 @@ def _inbound_filters(
         )
         set_client_cert_forwarding(hcm, mtls)
         return [lc.Filter(name=HCM_FILTER, typed_config=pack(hcm))]
-    name = inbound_cluster_name(target)
+    name = ClusterKey.inbound(target).name
     return [*inbound_network_filters(push, proxy, target), tcp_proxy_filter(name, [(name, 100)])]
 
 
@@ -348,7 +348,7 @@ def inbound_port_chains(
     if match_port:
         base.destination_port.value = target
     return _mode_chains(
-        inbound_cluster_name(target),
+        ClusterKey.inbound(target).name,
         policy.for_port(target),
         base,
         has_workload_identity(proxy.labels),
@@ -448,17 +448,16 @@ GATEWAY_HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC")
 
 def gateway_servers(
     push: PushContext, proxy: Proxy
-) -> dict[int, list[tuple[GatewayConfig, dict[str, Any]]]]:
+) -> dict[int, list[tuple[GatewayConfig, Server]]]:
     """HTTP servers of the gateways selecting this router, by bound port
     (``gateway_ports[server port]``, else the server port)."""
-    out: dict[int, list[tuple[GatewayConfig, dict[str, Any]]]] = {}
+    out: dict[int, list[tuple[GatewayConfig, Server]]] = {}
     for gw in push.gateways_for(proxy.labels):
         for server in gw.servers:
-            port: dict[str, Any] = server.get("port") or {}
-            protocol = str(port.get("protocol") or "HTTP").upper()
+            protocol = (server.port.protocol or "HTTP").upper()
             if protocol not in GATEWAY_HTTP_PROTOCOLS:
                 continue
-            number = int(port.get("number") or 0)
+            number = server.port.number or 0
             bind = proxy.node.gateway_ports.get(number, number)
             out.setdefault(bind, []).append((gw, server))
     return out

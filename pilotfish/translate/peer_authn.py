@@ -20,12 +20,14 @@ accepts plaintext only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from pilotfish.config.store.base import StoredObject
+from pilotfish.api.security import MutualTLS, PeerAuthenticationSpec
+from pilotfish.model.config import PolicyConfig
 from pilotfish.model.push_context import PushContext
+
+PeerAuthentication = PolicyConfig[PeerAuthenticationSpec]
 
 STRICT = "STRICT"
 PERMISSIVE = "PERMISSIVE"
@@ -52,30 +54,27 @@ class MtlsPolicy:
         return frozenset({self.mode, *(m for _, m in self.ports)})
 
 
-def _mode(spec: Mapping[str, Any] | None) -> str:
-    mode = str(((spec or {}).get("mode")) or UNSET).upper()
+def _mode(mtls: MutualTLS | None) -> str:
+    mode = ((mtls.mode if mtls is not None else None) or UNSET).upper()
     return mode if mode in MODES else UNSET
 
 
-def _selector(obj: StoredObject) -> dict[str, str] | None:
-    sel = ((obj.body.get("spec") or {}).get("selector") or {}).get("matchLabels")
-    if not sel:
-        return None
-    return {str(k): str(v) for k, v in sel.items()}
+def _selector(policy: PeerAuthentication) -> dict[str, str] | None:
+    sel = policy.spec.selector.matchLabels if policy.spec.selector is not None else None
+    return dict(sel) if sel else None
 
 
-def _age(obj: StoredObject) -> tuple[str, str, str]:
-    created = str((obj.body.get("metadata") or {}).get("creationTimestamp") or "")
+def _age(policy: PeerAuthentication) -> tuple[str, str, str]:
     # Objects without a timestamp sort by store revision (older first).
-    return (created or f"~{obj.revision:012d}", obj.namespace, obj.name)
+    return (policy.creation or f"~{policy.revision:012d}", policy.namespace, policy.name)
 
 
-def _oldest(objs: list[StoredObject]) -> StoredObject | None:
-    return min(objs, key=_age) if objs else None
+def _oldest(policies: list[PeerAuthentication]) -> PeerAuthentication | None:
+    return min(policies, key=_age) if policies else None
 
 
 def compose(
-    policies: tuple[StoredObject, ...] | list[StoredObject],
+    policies: Sequence[PeerAuthentication],
     namespace: str,
     labels: Mapping[str, str],
     root_namespace: str = "istio-system",
@@ -103,17 +102,12 @@ def compose(
     for level in (mesh_level, ns_level, workload_level):
         if level is None:
             continue
-        here = _mode((level.body.get("spec") or {}).get("mtls"))
+        here = _mode(level.spec.mtls)
         if here != UNSET:
             mode = here
     ports: list[tuple[int, str]] = []
     if workload_level is not None:
-        raw = (workload_level.body.get("spec") or {}).get("portLevelMtls") or {}
-        for key, value in raw.items():
-            try:
-                number = int(key)
-            except (TypeError, ValueError):
-                continue
+        for number, value in workload_level.spec.portLevelMtls.items():
             port_mode = _mode(value)
             ports.append((number, mode if port_mode == UNSET else port_mode))
     return MtlsPolicy(mode, tuple(sorted(ports)))
@@ -124,9 +118,7 @@ def workload_policy(push: PushContext, namespace: str, labels: Mapping[str, str]
     key = ("peer_authn", namespace, tuple(sorted(labels.items())))
     return push.memo(
         key,
-        lambda: compose(
-            push.policies("PeerAuthentication"), namespace, labels, push.settings.root_namespace
-        ),
+        lambda: compose(push.peer_authentications, namespace, labels, push.settings.root_namespace),
     )
 
 

@@ -20,14 +20,13 @@ are dropped, so the first service (by hostname) keeps a contested name.
 
 from __future__ import annotations
 
-from typing import Any
-
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from google.protobuf.wrappers_pb2 import BoolValue
 
 from pilotfish.api.hosts import MESH_GATEWAY, host_matches, specificity, split_server_host
 from pilotfish.api.mesh import visible
+from pilotfish.api.networking import Server
 from pilotfish.model.config import GatewayConfig
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
@@ -57,10 +56,9 @@ def service_domains(svc: Service, port: int, namespace: str, *, bare: bool = Tru
 def _uses_source_labels(push: PushContext) -> bool:
     def compute() -> bool:
         return any(
-            m.get("sourceLabels")
+            any(m.sourceLabels for r in vs.http for m in r.match)
+            or any(m.sourceLabels for r in vs.tcp for m in r.match)
             for vs in push.virtual_services
-            for rule in (*vs.http, *vs.tcp)
-            for m in rule.get("match") or ()
         )
 
     return push.memo(("uses_source_labels",), compute)
@@ -249,7 +247,7 @@ def gateway_route_config(
     push: PushContext,
     proxy: Proxy,
     bind_port: int,
-    servers: list[tuple[GatewayConfig, dict[str, Any]]],
+    servers: list[tuple[GatewayConfig, Server]],
     name: str | None = None,
 ) -> route_pb2.RouteConfiguration:
     """``http.<bind_port>``: every host of the HTTP servers bound to that port (or ``name``:
@@ -257,9 +255,9 @@ def gateway_route_config(
     vhosts: list[rc.VirtualHost] = []
     seen: set[str] = set()
     for gw, server in servers:
-        port = int((server.get("port") or {}).get("number") or 0)
-        hosts = [str(h) for h in server.get("hosts") or ()]
-        redirect = bool((server.get("tls") or {}).get("httpsRedirect"))
+        port = server.port.number or 0
+        hosts = list(server.hosts)
+        redirect = bool(server.tls is not None and server.tls.httpsRedirect)
         for host, routes in gateway_virtual_hosts(push, proxy, gw, port, hosts):
             before = len(vhosts)
             _add_vhost(vhosts, seen, f"{host}:{port}", gateway_domains(host, port), routes)

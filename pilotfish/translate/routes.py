@@ -28,11 +28,29 @@ from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2
 from envoy.type.v3 import percent_pb2
 
-from pilotfish.api.objects import Spec
+from pilotfish.api.virtualservice import (
+    Destination,
+    HeaderOperations,
+    Headers,
+    HTTPDirectResponse,
+    HTTPMatchRequest,
+    HTTPRedirect,
+    HTTPRetry,
+    HTTPRoute,
+    Percent,
+    StringMatch,
+)
 from pilotfish.model.config import VirtualServiceConfig
 from pilotfish.model.push_context import PushContext
 from pilotfish.registry.types import Service
-from pilotfish.translate.common import duration, istio_duration, outbound_cluster_name, pack, u32
+from pilotfish.translate.common import (
+    ClusterKey,
+    duration,
+    given,
+    pack,
+    proto_duration,
+    u32,
+)
 from pilotfish.translate.filters import (
     CORS_FILTER,
     FAULT_FILTER,
@@ -71,8 +89,8 @@ class RouteContext:
 # ---- matching -------------------------------------------------------------------------------
 
 
-def _header(name: str, m: Spec, invert: bool = False) -> rc.HeaderMatcher:
-    sm = string_match(m or {})
+def _header(name: str, m: StringMatch, invert: bool = False) -> rc.HeaderMatcher:
+    sm = string_match(m)
     h = rc.HeaderMatcher(name=name, invert_match=invert)
     if sm is None:
         h.present_match = True
@@ -81,31 +99,34 @@ def _header(name: str, m: Spec, invert: bool = False) -> rc.HeaderMatcher:
     return h
 
 
-def route_match(match: Spec) -> rc.RouteMatch:
+def route_match(match: HTTPMatchRequest | None) -> rc.RouteMatch:
+    """The Envoy match of one ``http[].match[]`` (None: the catch-all ``/`` prefix)."""
     out = rc.RouteMatch()
-    ignore_case = bool(match.get("ignoreUriCase"))
-    uri: Spec = match.get("uri") or {}
-    if "exact" in uri:
-        out.path = str(uri["exact"])
-    elif "regex" in uri:
-        out.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=str(uri["regex"])))
+    if match is None:
+        out.prefix = "/"
+        return out
+    uri = match.uri
+    if uri is not None and uri.exact is not None:
+        out.path = uri.exact
+    elif uri is not None and uri.regex is not None:
+        out.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=uri.regex))
     else:
-        out.prefix = str(uri.get("prefix") or "/")
-    if ignore_case:
+        out.prefix = (uri.prefix if uri is not None else None) or "/"
+    if match.ignoreUriCase:
         out.case_sensitive.value = False
-    for name, m in (match.get("headers") or {}).items():
-        out.headers.append(_header(str(name).lower(), m))
-    for name, m in (match.get("withoutHeaders") or {}).items():
-        out.headers.append(_header(str(name).lower(), m, invert=True))
-    if match.get("method"):
-        out.headers.append(_header(":method", match["method"]))
-    if match.get("authority"):
-        out.headers.append(_header(":authority", match["authority"]))
-    if match.get("scheme"):
-        out.headers.append(_header(":scheme", match["scheme"]))
-    for name, m in (match.get("queryParams") or {}).items():
-        qp = rc.QueryParameterMatcher(name=str(name))
-        sm = string_match(m or {})
+    for name, m in match.headers.items():
+        out.headers.append(_header(name.lower(), m))
+    for name, m in match.withoutHeaders.items():
+        out.headers.append(_header(name.lower(), m, invert=True))
+    if given(match.method):
+        out.headers.append(_header(":method", match.method))
+    if given(match.authority):
+        out.headers.append(_header(":authority", match.authority))
+    if given(match.scheme):
+        out.headers.append(_header(":scheme", match.scheme))
+    for name, m in match.queryParams.items():
+        qp = rc.QueryParameterMatcher(name=name)
+        sm = string_match(m)
         if sm is None:
             qp.present_match = True
         else:
@@ -114,17 +135,16 @@ def route_match(match: Spec) -> rc.RouteMatch:
     return out
 
 
-def match_applies(ctx: RouteContext, vs: VirtualServiceConfig, match: Spec) -> bool:
+def match_applies(ctx: RouteContext, vs: VirtualServiceConfig, match: HTTPMatchRequest) -> bool:
     """Does this match apply to the proxy and port the routes are built for?"""
     if ctx.gateway not in vs.match_gateways(match):
         return False
-    port = int(match.get("port") or 0)
+    port = match.port or 0
     if port and ctx.port and port != ctx.port:
         return False
-    src = match.get("sourceLabels") or {}
-    if any(ctx.labels.get(str(k)) != str(v) for k, v in src.items()):
+    if any(ctx.labels.get(k) != v for k, v in match.sourceLabels.items()):
         return False
-    src_ns = match.get("sourceNamespace")
+    src_ns = match.sourceNamespace
     return not (src_ns and src_ns != ctx.namespace)
 
 
@@ -132,38 +152,41 @@ def match_applies(ctx: RouteContext, vs: VirtualServiceConfig, match: Spec) -> b
 
 
 def _header_ops(
-    spec: Spec | None,
+    spec: Headers | None,
 ) -> tuple[
     list[base_pb2.HeaderValueOption], list[str], list[base_pb2.HeaderValueOption], list[str]
 ]:
     """(request add, request remove, response add, response remove) from Istio ``headers``."""
-    spec = spec or {}
     HVO = base_pb2.HeaderValueOption
     A = base_pb2.HeaderValueOption.HeaderAppendAction
 
-    def ops(section: Spec) -> tuple[list[base_pb2.HeaderValueOption], list[str]]:
+    def ops(section: HeaderOperations | None) -> tuple[list[base_pb2.HeaderValueOption], list[str]]:
+        if section is None:
+            return [], []
         add = [
             HVO(
-                header=base_pb2.HeaderValue(key=str(k), value=str(v)),
+                header=base_pb2.HeaderValue(key=k, value=v),
                 append_action=A.OVERWRITE_IF_EXISTS_OR_ADD,
             )
-            for k, v in (section.get("set") or {}).items()
+            for k, v in section.set.items()
         ]
         add += [
             HVO(
-                header=base_pb2.HeaderValue(key=str(k), value=str(v)),
+                header=base_pb2.HeaderValue(key=k, value=v),
                 append_action=A.APPEND_IF_EXISTS_OR_ADD,
             )
-            for k, v in (section.get("add") or {}).items()
+            for k, v in section.add.items()
         ]
-        return add, [str(h) for h in section.get("remove") or ()]
+        return add, list(section.remove)
 
-    req_add, req_rm = ops(spec.get("request") or {})
-    resp_add, resp_rm = ops(spec.get("response") or {})
+    if spec is None:
+        return [], [], [], []
+    req_add, req_rm = ops(spec.request)
+    resp_add, resp_rm = ops(spec.response)
     return req_add, req_rm, resp_add, resp_rm
 
 
-def _apply_headers(target: Any, spec: Spec | None) -> None:
+def _apply_headers(target: Any, spec: Headers | None) -> None:
     req_add, req_rm, resp_add, resp_rm = _header_ops(spec)
     target.request_headers_to_add.extend(req_add)
     target.request_headers_to_remove.extend(req_rm)
@@ -181,13 +204,15 @@ def _fraction(value: float) -> base_pb2.RuntimeFractionalPercent:
     )
 
 
-def destination_cluster(ctx: RouteContext, vs: VirtualServiceConfig | None, dest: Spec) -> str:
-    """``outbound|PORT|SUBSET|HOST`` of a destination; the port defaults to the service's only
-    port, else the port being routed."""
-    host = str(dest.get("host") or "")
+def destination_cluster(
+    ctx: RouteContext, vs: VirtualServiceConfig | None, dest: Destination
+) -> ClusterKey:
+    """The outbound cluster of a destination; the port defaults to the service's only port,
+    else the port being routed."""
+    host = dest.host
     if vs is not None:
         host = vs.resolve(host, ctx.push.settings.domain_suffix)
-    port = int((dest.get("port") or {}).get("number") or 0)
+    port = (dest.port.number if dest.port is not None else None) or 0
     if not port:
         svc = ctx.push.service(host)
         if ctx.default_port is not None:
@@ -196,10 +221,10 @@ def destination_cluster(ctx: RouteContext, vs: VirtualServiceConfig | None, dest
             port = svc.ports[0].port
         else:
             port = ctx.port
-    return outbound_cluster_name(port, str(dest.get("subset") or ""), host)
+    return ClusterKey.outbound(port, dest.subset or "", host)
 
 
-def retry_policy(retries: Spec | None, consistent_hash: bool = False) -> rc.RetryPolicy | None:
+def retry_policy(retries: HTTPRetry | None, consistent_hash: bool = False) -> rc.RetryPolicy | None:
     """Istio's ConvertPolicy: default policy when unset, none when attempts is 0."""
     policy = rc.RetryPolicy(
         retry_on=DEFAULT_RETRY_ON,
@@ -216,13 +241,13 @@ def retry_policy(retries: Spec | None, consistent_hash: bool = False) -> rc.Retr
         )
     if retries is None:
         return policy
-    attempts = int(retries.get("attempts") or 0)
+    attempts = retries.attempts or 0
     if attempts <= 0:
         return None
     policy.num_retries.value = attempts
-    if retries.get("retryOn"):
+    if retries.retryOn:
         conditions, codes = [], []
-        for part in str(retries["retryOn"]).split(","):
+        for part in retries.retryOn.split(","):
             part = part.strip()
             if part.isdigit():
                 codes.append(int(part))
@@ -233,140 +258,140 @@ def retry_policy(retries: Spec | None, consistent_hash: bool = False) -> rc.Retr
         policy.retry_on = ",".join(conditions)
         del policy.retriable_status_codes[:]
         policy.retriable_status_codes.extend(codes)
-    if retries.get("perTryTimeout"):
-        policy.per_try_timeout.CopyFrom(istio_duration(str(retries["perTryTimeout"])))
+    if retries.perTryTimeout:
+        policy.per_try_timeout.CopyFrom(proto_duration(retries.perTryTimeout))
     return policy
 
 
 def _mirror_policies(
-    ctx: RouteContext, vs: VirtualServiceConfig | None, rule: Spec
+    ctx: RouteContext, vs: VirtualServiceConfig | None, rule: HTTPRoute
 ) -> list[rc.RouteAction.RequestMirrorPolicy]:
     out = []
-    mirrors: list[tuple[Spec, Spec | None]] = []
-    if rule.get("mirror"):
-        mirrors.append((rule["mirror"], rule.get("mirrorPercentage")))
-    for m in rule.get("mirrors") or ():
-        mirrors.append((m.get("destination") or {}, m.get("percentage")))
+    mirrors: list[tuple[Destination, Percent | None]] = []
+    if given(rule.mirror):
+        mirrors.append((rule.mirror, rule.mirrorPercentage))
+    for m in rule.mirrors:
+        mirrors.append((m.destination, m.percentage))
     for dest, pct in mirrors:
-        policy = rc.RouteAction.RequestMirrorPolicy(cluster=destination_cluster(ctx, vs, dest))
-        if pct is not None and pct.get("value") is not None:
-            policy.runtime_fraction.CopyFrom(_fraction(float(pct["value"])))
-        elif rule.get("mirrorPercent") is not None:
-            policy.runtime_fraction.CopyFrom(_fraction(float(rule["mirrorPercent"])))
+        policy = rc.RouteAction.RequestMirrorPolicy(cluster=destination_cluster(ctx, vs, dest).name)
+        if pct is not None and "value" in pct.model_fields_set:
+            policy.runtime_fraction.CopyFrom(_fraction(pct.value))
+        elif rule.mirrorPercent is not None:
+            policy.runtime_fraction.CopyFrom(_fraction(float(rule.mirrorPercent)))
         else:
             policy.runtime_fraction.CopyFrom(_fraction(100.0))
         out.append(policy)
     return out
 
 
-def _hash_for(ctx: RouteContext, cluster: str) -> list[rc.RouteAction.HashPolicy]:
-    _, port, subset, host = cluster.split("|", 3)
-    dr = ctx.push.destination_rule(ctx.namespace, host)
+def _hash_for(ctx: RouteContext, cluster: ClusterKey) -> list[rc.RouteAction.HashPolicy]:
+    dr = ctx.push.destination_rule(ctx.namespace, cluster.host)
     if dr is None:
         return []
-    return route_hash_policies(effective_policy(dr, subset, int(port)))
+    return route_hash_policies(effective_policy(dr, cluster.subset, cluster.port))
 
 
 def _route_action(
-    ctx: RouteContext, vs: VirtualServiceConfig | None, rule: Spec, match: Spec | None
+    ctx: RouteContext,
+    vs: VirtualServiceConfig | None,
+    rule: HTTPRoute,
+    match: HTTPMatchRequest | None,
 ) -> rc.RouteAction:
     action = rc.RouteAction()
-    dests = list(rule.get("route") or ())
+    dests = rule.route
+    first: ClusterKey | None = None
     if len(dests) == 1:
-        action.cluster = destination_cluster(ctx, vs, dests[0].get("destination") or {})
+        first = destination_cluster(ctx, vs, dests[0].destination)
+        action.cluster = first.name
         # Destination-level headers apply on the route when there is one destination.
     else:
-        given = [d.get("weight") for d in dests]
-        equal = all(w is None for w in given)
+        equal = all(d.weight is None for d in dests)
         wc = rc.WeightedCluster()
         for d in dests:
-            weight = 1 if equal else int(d.get("weight") or 0)
+            weight = 1 if equal else (d.weight or 0)
             if weight <= 0:
                 continue
-            cw = wc.clusters.add(
-                name=destination_cluster(ctx, vs, d.get("destination") or {}), weight=u32(weight)
-            )
-            _apply_headers(cw, d.get("headers"))
+            key = destination_cluster(ctx, vs, d.destination)
+            first = first or key
+            cw = wc.clusters.add(name=key.name, weight=u32(weight))
+            _apply_headers(cw, d.headers)
         action.weighted_clusters.CopyFrom(wc)
-    first = action.cluster or (
-        action.weighted_clusters.clusters[0].name if action.weighted_clusters.clusters else ""
-    )
-    hashes = _hash_for(ctx, first) if first else []
+    hashes = _hash_for(ctx, first) if first is not None else []
     action.hash_policy.extend(hashes)
-    timeout = rule.get("timeout")
-    action.timeout.CopyFrom(istio_duration(str(timeout)) if timeout else duration(0))
-    retry = retry_policy(rule.get("retries"), consistent_hash=bool(hashes))
+    timeout = rule.timeout
+    action.timeout.CopyFrom(proto_duration(timeout) if timeout else duration(0))
+    retry = retry_policy(rule.retries, consistent_hash=bool(hashes))
     if retry is not None:
         action.retry_policy.CopyFrom(retry)
-    rewrite: Spec = rule.get("rewrite") or {}
-    if rewrite.get("uri") is not None:
-        uri = (match or {}).get("uri") or {}
-        if "regex" in uri:
-            action.regex_rewrite.pattern.regex = str(uri["regex"])
-            action.regex_rewrite.substitution = str(rewrite["uri"])
+    rewrite = rule.rewrite
+    if rewrite is not None and rewrite.uri is not None:
+        uri = match.uri if match is not None else None
+        if uri is not None and uri.regex is not None:
+            action.regex_rewrite.pattern.regex = uri.regex
+            action.regex_rewrite.substitution = rewrite.uri
         else:
-            action.prefix_rewrite = str(rewrite["uri"])
-    if rewrite.get("uriRegexRewrite"):
-        rr = rewrite["uriRegexRewrite"]
-        action.regex_rewrite.pattern.regex = str(rr.get("match") or "")
-        action.regex_rewrite.substitution = str(rr.get("rewrite") or "")
-    if rewrite.get("authority"):
-        action.host_rewrite_literal = str(rewrite["authority"])
+            action.prefix_rewrite = rewrite.uri
+    if rewrite is not None and given(rewrite.uriRegexRewrite):
+        rr = rewrite.uriRegexRewrite
+        action.regex_rewrite.pattern.regex = rr.match or ""
+        action.regex_rewrite.substitution = rr.rewrite or ""
+    if rewrite is not None and rewrite.authority:
+        action.host_rewrite_literal = rewrite.authority
     action.request_mirror_policies.extend(_mirror_policies(ctx, vs, rule))
     return action
 
 
-def _redirect(rule: Spec) -> rc.RedirectAction:
-    r: Spec = rule["redirect"]
+def _redirect(r: HTTPRedirect) -> rc.RedirectAction:
     out = rc.RedirectAction()
-    if r.get("uri"):
-        out.path_redirect = str(r["uri"])
-    if r.get("authority"):
-        out.host_redirect = str(r["authority"])
-    if r.get("port"):
-        out.port_redirect = int(r["port"])
-    if r.get("scheme"):
-        out.scheme_redirect = str(r["scheme"])
-    code = int(r.get("redirectCode") or 301)
+    if r.uri:
+        out.path_redirect = r.uri
+    if r.authority:
+        out.host_redirect = r.authority
+    if r.port:
+        out.port_redirect = r.port
+    if r.scheme:
+        out.scheme_redirect = r.scheme
+    code = r.redirectCode or 301
     out.response_code = REDIRECT_CODES.get(code, rc.RedirectAction.MOVED_PERMANENTLY)
     return out
 
 
-def _direct(rule: Spec) -> rc.DirectResponseAction:
-    d: Spec = rule["directResponse"]
-    out = rc.DirectResponseAction(status=int(d.get("status") or 200))
-    body: Spec = d.get("body") or {}
-    if body.get("string") is not None:
-        out.body.inline_string = str(body["string"])
-    elif body.get("bytes") is not None:
-        out.body.inline_bytes = base64.b64decode(str(body["bytes"]))
+def _direct(d: HTTPDirectResponse) -> rc.DirectResponseAction:
+    out = rc.DirectResponseAction(status=d.status or 200)
+    body = d.body
+    if body is not None and body.string is not None:
+        out.body.inline_string = body.string
+    elif body is not None and body.bytes is not None:
+        out.body.inline_bytes = base64.b64decode(body.bytes)
     return out
 
 
 def http_route(
-    ctx: RouteContext, vs: VirtualServiceConfig | None, rule: Spec, match: Spec | None
+    ctx: RouteContext,
+    vs: VirtualServiceConfig | None,
+    rule: HTTPRoute,
+    match: HTTPMatchRequest | None,
 ) -> rc.Route:
     """One Envoy route for one ``http[]`` rule and one of its matches (None: catch-all)."""
-    name = str(rule.get("name") or "")
-    if match is not None and match.get("name"):
-        name = f"{name}.{match['name']}" if name else str(match["name"])
-    route = rc.Route(name=name, match=route_match(match or {}))
-    if rule.get("redirect"):
-        route.redirect.CopyFrom(_redirect(rule))
-    elif rule.get("directResponse"):
-        route.direct_response.CopyFrom(_direct(rule))
+    name = rule.name or ""
+    if match is not None and match.name:
+        name = f"{name}.{match.name}" if name else match.name
+    route = rc.Route(name=name, match=route_match(match))
+    if given(rule.redirect):
+        route.redirect.CopyFrom(_redirect(rule.redirect))
+    elif given(rule.directResponse):
+        route.direct_response.CopyFrom(_direct(rule.directResponse))
     else:
         route.route.CopyFrom(_route_action(ctx, vs, rule, match))
-        dests: list[Spec] = list(rule.get("route") or ())
-        if len(dests) == 1:
-            _apply_headers(route, dests[0].get("headers"))
-    _apply_headers(route, rule.get("headers"))
-    if rule.get("fault"):
-        fault = fault_per_route(rule["fault"])
+        if len(rule.route) == 1:
+            _apply_headers(route, rule.route[0].headers)
+    _apply_headers(route, rule.headers)
+    if given(rule.fault):
+        fault = fault_per_route(rule.fault)
         if fault is not None:
             route.typed_per_filter_config[FAULT_FILTER].CopyFrom(fault)
-    if rule.get("corsPolicy"):
-        cors = cors_per_route(rule["corsPolicy"])
+    if given(rule.corsPolicy):
+        cors = cors_per_route(rule.corsPolicy)
         if cors is not None:
             route.typed_per_filter_config[CORS_FILTER].CopyFrom(cors)
     return route
@@ -376,7 +401,7 @@ def http_routes(ctx: RouteContext, vs: VirtualServiceConfig) -> list[rc.Route]:
     """Routes for every applicable (rule, match) of ``vs``, in order."""
     out = []
     for rule in vs.http:
-        matches = rule.get("match")
+        matches = rule.match
         if not matches:
             # A rule without matches still only applies to the VirtualService's gateways.
             if ctx.gateway in vs.gateways:
@@ -390,8 +415,8 @@ def http_routes(ctx: RouteContext, vs: VirtualServiceConfig) -> list[rc.Route]:
 
 def default_route(ctx: RouteContext, svc: Service, port: int) -> rc.Route:
     """Istio's ``default`` route: everything to the service's subset-less cluster."""
-    cluster = outbound_cluster_name(port, "", svc.hostname)
-    action = rc.RouteAction(cluster=cluster, timeout=duration(0))
+    cluster = ClusterKey.outbound(port, "", svc.hostname)
+    action = rc.RouteAction(cluster=cluster.name, timeout=duration(0))
     hashes = _hash_for(ctx, cluster)
     action.hash_policy.extend(hashes)
     retry = retry_policy(None, consistent_hash=bool(hashes))

@@ -38,7 +38,8 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tl
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import struct_pb2
 
-from pilotfish.api.objects import Spec
+from pilotfish.api.destinationrule import ClientTLSSettings
+from pilotfish.api.networking import ServerTLSSettings
 from pilotfish.config.store.base import StoredObject
 from pilotfish.translate.common import duration, pack
 
@@ -238,7 +239,7 @@ def _version(text: Any, default: int) -> int:
 
 
 def client_tls(
-    tls: Spec,
+    tls: ClientTLSSettings | None,
     *,
     sni: str,
     mesh_sni: str,
@@ -253,22 +254,22 @@ def client_tls(
     ``kubernetes://<name>``); ``ISTIO_MUTUAL`` is mesh mTLS to every endpoint. ``sni``,
     ``subjectAltNames`` and ``insecureSkipVerify`` as Istio. No mode: auto mTLS.
     """
-    mode = str(tls.get("mode") or "")
-    if not mode:
+    mode = (tls.mode if tls is not None else None) or ""
+    if tls is None or not mode:
         return UpstreamTls(auto=True)
     if mode == "DISABLE":
         return UpstreamTls()
-    sans = [str(s) for s in tls.get("subjectAltNames") or ()]
+    sans = list(tls.subjectAltNames)
     if mode == "ISTIO_MUTUAL":
         if not client_identity:
             # No workload certificate to present: the proxy cannot do mesh mTLS.
             return UpstreamTls()
-        ctx = istio_mutual_context(str(tls.get("sni") or mesh_sni), sans or mesh_sans)
+        ctx = istio_mutual_context(tls.sni or mesh_sni, sans or mesh_sans)
         return UpstreamTls(socket=tls_socket(ctx))
     common = tls_pb2.CommonTlsContext()
     credentials: list[str] = []
-    name = str(tls.get("credentialName") or "")
-    skip_verify = bool(tls.get("insecureSkipVerify"))
+    name = tls.credentialName or ""
+    skip_verify = bool(tls.insecureSkipVerify)
     if name:
         cert_name, ca_name = credential_resource_names(name)
         if mode == "MUTUAL":
@@ -283,39 +284,37 @@ def client_tls(
             )
             credentials.append(ca_name)
     else:
-        if mode == "MUTUAL" and tls.get("clientCertificate") and tls.get("privateKey"):
+        if mode == "MUTUAL" and tls.clientCertificate and tls.privateKey:
             common.tls_certificates.append(
                 common_pb2.TlsCertificate(
-                    certificate_chain=base_pb2.DataSource(filename=str(tls["clientCertificate"])),
-                    private_key=base_pb2.DataSource(filename=str(tls["privateKey"])),
+                    certificate_chain=base_pb2.DataSource(filename=tls.clientCertificate),
+                    private_key=base_pb2.DataSource(filename=tls.privateKey),
                 )
             )
-        if not skip_verify and (tls.get("caCertificates") or sans):
+        if not skip_verify and (tls.caCertificates or sans):
             vc = common.validation_context
-            if tls.get("caCertificates"):
-                vc.trusted_ca.filename = str(tls["caCertificates"])
+            if tls.caCertificates:
+                vc.trusted_ca.filename = tls.caCertificates
             vc.match_typed_subject_alt_names.extend(san_matchers(sans))
-    common.tls_params.CopyFrom(
-        tls_params(
-            _version(tls.get("minProtocolVersion"), TLS.TLSv1_2),
-            _version(tls.get("maxProtocolVersion"), TLS.TLSv1_3),
-        )
-    )
-    ctx = tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=str(tls.get("sni") or sni))
+    # ClientTLSSettings has no protocol versions: TLS 1.2 to 1.3.
+    common.tls_params.CopyFrom(tls_params(TLS.TLSv1_2, TLS.TLSv1_3))
+    ctx = tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=tls.sni or sni)
     return UpstreamTls(socket=tls_socket(ctx), credentials=tuple(credentials))
 
 
 # ---- gateway (server) tls --------------------------------------------------------------------
 
 
-def server_tls_context(tls: Spec) -> tuple[tls_pb2.DownstreamTlsContext, tuple[str, ...]]:
+def server_tls_context(
+    tls: ServerTLSSettings,
+) -> tuple[tls_pb2.DownstreamTlsContext, tuple[str, ...]]:
     """A Gateway server's ``tls`` (SIMPLE or MUTUAL) as a downstream context, with the ADS
     secrets it names. ``credentialName`` is served over ADS; ``serverCertificate``,
     ``privateKey`` and ``caCertificates`` are files on the gateway's host."""
-    mode = str(tls.get("mode") or "SIMPLE")
+    mode = tls.mode or "SIMPLE"
     common = tls_pb2.CommonTlsContext(alpn_protocols=["h2", "http/1.1"])
     credentials: list[str] = []
-    name = str(tls.get("credentialName") or "")
+    name = tls.credentialName or ""
     mutual = mode in ("MUTUAL", "OPTIONAL_MUTUAL")
     if name:
         cert_name, ca_name = credential_resource_names(name)
@@ -325,25 +324,25 @@ def server_tls_context(tls: Spec) -> tuple[tls_pb2.DownstreamTlsContext, tuple[s
             cvc = common.combined_validation_context
             cvc.validation_context_sds_secret_config.CopyFrom(credential_secret(ca_name))
             cvc.default_validation_context.match_typed_subject_alt_names.extend(
-                san_matchers(str(s) for s in tls.get("subjectAltNames") or ())
+                san_matchers(tls.subjectAltNames)
             )
             credentials.append(ca_name)
     else:
         common.tls_certificates.append(
             common_pb2.TlsCertificate(
-                certificate_chain=base_pb2.DataSource(filename=str(tls.get("serverCertificate"))),
-                private_key=base_pb2.DataSource(filename=str(tls.get("privateKey"))),
+                certificate_chain=base_pb2.DataSource(filename=str(tls.serverCertificate)),
+                private_key=base_pb2.DataSource(filename=str(tls.privateKey)),
             )
         )
-        if mutual and tls.get("caCertificates"):
-            common.validation_context.trusted_ca.filename = str(tls["caCertificates"])
+        if mutual and tls.caCertificates:
+            common.validation_context.trusted_ca.filename = tls.caCertificates
             common.validation_context.match_typed_subject_alt_names.extend(
-                san_matchers(str(s) for s in tls.get("subjectAltNames") or ())
+                san_matchers(tls.subjectAltNames)
             )
     common.tls_params.CopyFrom(
         tls_params(
-            _version(tls.get("minProtocolVersion"), TLS.TLSv1_2),
-            _version(tls.get("maxProtocolVersion"), TLS.TLSv1_3),
+            _version(tls.minProtocolVersion, TLS.TLSv1_2),
+            _version(tls.maxProtocolVersion, TLS.TLSv1_3),
         )
     )
     ctx = tls_pb2.DownstreamTlsContext(common_tls_context=common)

@@ -1,7 +1,8 @@
 """DestinationRule traffic policies applied to Envoy clusters and routes.
 
 - ``effective_policy(dr, subset, port)``: Istio's merge order (top-level policy, then the port's
-  ``portLevelSettings``, then the subset's policy and its port-level settings), field by field.
+  ``portLevelSettings``, then the subset's policy and its port-level settings), field by field,
+  as a typed ``Policy``.
 - ``apply_load_balancer``: ``simple`` ROUND_ROBIN / LEAST_CONN and LEAST_REQUEST (Envoy
   LEAST_REQUEST) / RANDOM / PASSTHROUGH (ORIGINAL_DST cluster) / UNSPECIFIED (Istio's default,
   LEAST_REQUEST); ``consistentHash`` -> RING_HASH (default) or MAGLEV.
@@ -13,69 +14,99 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import NamedTuple
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import address_pb2, protocol_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.type.v3 import percent_pb2
 
+from pilotfish.api.destinationrule import (
+    ClientTLSSettings,
+    ConnectionPoolSettings,
+    LoadBalancerSettings,
+    OutlierDetection,
+    PortTrafficPolicy,
+    ProxyProtocol,
+    TrafficPolicy,
+)
 from pilotfish.model.config import DestinationRuleConfig
-from pilotfish.translate.common import istio_duration, u32
-
-Policy = dict[str, Any]
+from pilotfish.translate.common import given, proto_duration, u32
 
 #: Istio leaves Envoy's circuit breakers wide open unless a DestinationRule sets them.
 MAX_U32 = 4294967295
-_MERGED_FIELDS = ("loadBalancer", "connectionPool", "outlierDetection", "tls", "proxyProtocol")
 
 
-def _port_level(policy: Policy, port: int) -> Policy:
-    for pls in policy.get("portLevelSettings") or ():
-        if int((pls.get("port") or {}).get("number") or 0) == port:
-            return dict(pls)
-    return {}
+class Policy(NamedTuple):
+    """The DestinationRule settings that apply to one subset and port (None: not set)."""
+
+    load_balancer: LoadBalancerSettings | None = None
+    connection_pool: ConnectionPoolSettings | None = None
+    outlier_detection: OutlierDetection | None = None
+    tls: ClientTLSSettings | None = None
+    proxy_protocol: ProxyProtocol | None = None
+
+    @classmethod
+    def of(cls, policy: TrafficPolicy | None) -> Policy:
+        """A ``trafficPolicy``'s own settings (no port or subset merged in)."""
+        return NO_POLICY.merged(policy)
+
+    def merged(self, over: TrafficPolicy | PortTrafficPolicy | None) -> Policy:
+        """These settings with each one ``over`` sets replacing ours."""
+        if over is None:
+            return self
+        proxy_protocol = over.proxyProtocol if isinstance(over, TrafficPolicy) else None
+        return Policy(
+            over.loadBalancer if over.loadBalancer is not None else self.load_balancer,
+            over.connectionPool if over.connectionPool is not None else self.connection_pool,
+            over.outlierDetection if over.outlierDetection is not None else self.outlier_detection,
+            over.tls if over.tls is not None else self.tls,
+            proxy_protocol if proxy_protocol is not None else self.proxy_protocol,
+        )
 
 
-def _merge(base: Policy, over: Policy) -> Policy:
-    out = dict(base)
-    for f in _MERGED_FIELDS:
-        if over.get(f) is not None:
-            out[f] = over[f]
-    return out
+NO_POLICY = Policy()
+
+
+def _port_level(policy: TrafficPolicy, port: int) -> PortTrafficPolicy | None:
+    for pls in policy.portLevelSettings:
+        if ((pls.port.number if pls.port is not None else None) or 0) == port:
+            return pls
+    return None
 
 
 def effective_policy(dr: DestinationRuleConfig | None, subset: str, port: int) -> Policy:
     if dr is None:
-        return {}
-    top = dr.traffic_policy or {}
-    policy = _merge(top, _port_level(top, port))
+        return NO_POLICY
+    policy = NO_POLICY
+    top = dr.traffic_policy
+    if top is not None:
+        policy = policy.merged(top).merged(_port_level(top, port))
     if subset:
         sub = dr.subset(subset)
-        sub_policy = (sub or {}).get("trafficPolicy") or {}
-        if sub_policy:
-            policy = _merge(policy, sub_policy)
-            policy = _merge(policy, _port_level(sub_policy, port))
+        sub_policy = sub.trafficPolicy if sub is not None else None
+        if sub_policy is not None:
+            policy = policy.merged(sub_policy).merged(_port_level(sub_policy, port))
     return policy
 
 
 def apply_load_balancer(cluster: cluster_pb2.Cluster, policy: Policy) -> None:
-    lb: Policy = policy.get("loadBalancer") or {}
+    lb = policy.load_balancer or LoadBalancerSettings()
     C = cluster_pb2.Cluster
-    ch = lb.get("consistentHash")
-    if ch:
-        if ch.get("maglev") is not None:
+    ch = lb.consistentHash
+    if given(ch):
+        if ch.maglev is not None:
             cluster.lb_policy = C.MAGLEV
-            size = (ch.get("maglev") or {}).get("tableSize")
+            size = ch.maglev.tableSize
             if size:
-                cluster.maglev_lb_config.table_size.value = int(size)
+                cluster.maglev_lb_config.table_size.value = size
         else:
             cluster.lb_policy = C.RING_HASH
-            ring = ch.get("ringHash") or {}
-            size = ring.get("minimumRingSize") or ch.get("minimumRingSize")
-            cluster.ring_hash_lb_config.minimum_ring_size.value = int(size or 1024)
+            ring_size = ch.ringHash.minimumRingSize if ch.ringHash is not None else None
+            size = ring_size or ch.minimumRingSize
+            cluster.ring_hash_lb_config.minimum_ring_size.value = size or 1024
         return
-    simple = str(lb.get("simple") or "UNSPECIFIED")
+    simple = lb.simple or "UNSPECIFIED"
     if simple == "ROUND_ROBIN":
         cluster.lb_policy = C.ROUND_ROBIN
     elif simple == "RANDOM":
@@ -87,9 +118,9 @@ def apply_load_balancer(cluster: cluster_pb2.Cluster, policy: Policy) -> None:
         cluster.lb_policy = C.CLUSTER_PROVIDED
     else:  # LEAST_CONN, LEAST_REQUEST, UNSPECIFIED
         cluster.lb_policy = C.LEAST_REQUEST
-    warmup = lb.get("warmupDurationSecs") or lb.get("warmup", {}).get("duration")
+    warmup = lb.warmupDurationSecs or (lb.warmup.duration if lb.warmup is not None else None)
     if warmup and cluster.lb_policy in (C.ROUND_ROBIN, C.LEAST_REQUEST):
-        d = istio_duration(str(warmup))
+        d = proto_duration(warmup)
         if cluster.lb_policy == C.ROUND_ROBIN:
             cluster.round_robin_lb_config.slow_start_config.slow_start_window.CopyFrom(d)
         else:
@@ -97,25 +128,28 @@ def apply_load_balancer(cluster: cluster_pb2.Cluster, policy: Policy) -> None:
 
 
 def uses_consistent_hash(policy: Policy) -> bool:
-    return bool((policy.get("loadBalancer") or {}).get("consistentHash"))
+    lb = policy.load_balancer
+    return lb is not None and given(lb.consistentHash)
 
 
 def route_hash_policies(policy: Policy) -> list[rc.RouteAction.HashPolicy]:
     """The route ``hash_policy`` of a consistentHash load balancer (empty otherwise)."""
-    ch: Policy = (policy.get("loadBalancer") or {}).get("consistentHash") or {}
+    ch = policy.load_balancer.consistentHash if policy.load_balancer is not None else None
+    if ch is None:
+        return []
     H = rc.RouteAction.HashPolicy
-    if ch.get("httpHeaderName"):
-        return [H(header=H.Header(header_name=str(ch["httpHeaderName"])))]
-    if ch.get("httpCookie"):
-        ck = ch["httpCookie"]
-        cookie = H.Cookie(name=str(ck.get("name") or ""), path=str(ck.get("path") or ""))
-        if ck.get("ttl"):
-            cookie.ttl.CopyFrom(istio_duration(str(ck["ttl"])))
+    if ch.httpHeaderName:
+        return [H(header=H.Header(header_name=ch.httpHeaderName))]
+    if given(ch.httpCookie):
+        ck = ch.httpCookie
+        cookie = H.Cookie(name=ck.name or "", path=ck.path or "")
+        if ck.ttl:
+            cookie.ttl.CopyFrom(proto_duration(ck.ttl))
         return [H(cookie=cookie)]
-    if ch.get("useSourceIp"):
+    if ch.useSourceIp:
         return [H(connection_properties=H.ConnectionProperties(source_ip=True))]
-    if ch.get("httpQueryParameterName"):
-        return [H(query_parameter=H.QueryParameter(name=str(ch["httpQueryParameterName"])))]
+    if ch.httpQueryParameterName:
+        return [H(query_parameter=H.QueryParameter(name=ch.httpQueryParameterName))]
     return []
 
 
@@ -136,80 +170,86 @@ def apply_connection_pool(
     """Connection pool settings: circuit breaker thresholds on the cluster, HTTP common
     options into ``http_options`` (the caller packs them into the protocol options)."""
     cluster.circuit_breakers.CopyFrom(default_circuit_breakers())
-    pool: Policy = policy.get("connectionPool") or {}
-    tcp: Policy = pool.get("tcp") or {}
-    http: Policy = pool.get("http") or {}
+    pool = policy.connection_pool
     t = cluster.circuit_breakers.thresholds[0]
-    if tcp.get("maxConnections"):
-        t.max_connections.value = int(tcp["maxConnections"])
-    if tcp.get("connectTimeout"):
-        cluster.connect_timeout.CopyFrom(istio_duration(str(tcp["connectTimeout"])))
-    if tcp.get("maxConnectionDuration"):
-        http_options.max_connection_duration.CopyFrom(
-            istio_duration(str(tcp["maxConnectionDuration"]))
-        )
-    ka: Policy | None = tcp.get("tcpKeepalive")
-    if ka is not None:
-        keep = address_pb2.TcpKeepalive()
-        if ka.get("probes"):
-            keep.keepalive_probes.value = int(ka["probes"])
-        if ka.get("time"):
-            keep.keepalive_time.value = int(istio_duration(str(ka["time"])).seconds)
-        if ka.get("interval"):
-            keep.keepalive_interval.value = int(istio_duration(str(ka["interval"])).seconds)
-        cluster.upstream_connection_options.tcp_keepalive.CopyFrom(keep)
-    if http.get("http1MaxPendingRequests"):
-        t.max_pending_requests.value = int(http["http1MaxPendingRequests"])
-    if http.get("http2MaxRequests"):
-        t.max_requests.value = int(http["http2MaxRequests"])
-    if http.get("maxRetries"):
-        t.max_retries.value = int(http["maxRetries"])
-    if http.get("maxRequestsPerConnection"):
-        http_options.max_requests_per_connection.value = int(http["maxRequestsPerConnection"])
-    if http.get("idleTimeout"):
-        http_options.idle_timeout.CopyFrom(istio_duration(str(http["idleTimeout"])))
+    tcp = pool.tcp if pool is not None else None
+    if tcp is not None:
+        if tcp.maxConnections:
+            t.max_connections.value = tcp.maxConnections
+        if tcp.connectTimeout:
+            cluster.connect_timeout.CopyFrom(proto_duration(tcp.connectTimeout))
+        if tcp.maxConnectionDuration:
+            http_options.max_connection_duration.CopyFrom(proto_duration(tcp.maxConnectionDuration))
+        ka = tcp.tcpKeepalive
+        if ka is not None:
+            keep = address_pb2.TcpKeepalive()
+            if ka.probes:
+                keep.keepalive_probes.value = ka.probes
+            if ka.time:
+                keep.keepalive_time.value = int(proto_duration(ka.time).seconds)
+            if ka.interval:
+                keep.keepalive_interval.value = int(proto_duration(ka.interval).seconds)
+            cluster.upstream_connection_options.tcp_keepalive.CopyFrom(keep)
+    http = pool.http if pool is not None else None
+    if http is not None:
+        if http.http1MaxPendingRequests:
+            t.max_pending_requests.value = http.http1MaxPendingRequests
+        if http.http2MaxRequests:
+            t.max_requests.value = http.http2MaxRequests
+        if http.maxRetries:
+            t.max_retries.value = http.maxRetries
+        if http.maxRequestsPerConnection:
+            http_options.max_requests_per_connection.value = http.maxRequestsPerConnection
+        if http.idleTimeout:
+            http_options.idle_timeout.CopyFrom(proto_duration(http.idleTimeout))
 
 
 def wants_h2_upgrade(policy: Policy) -> bool:
-    http: Policy = (policy.get("connectionPool") or {}).get("http") or {}
-    return str(http.get("h2UpgradePolicy") or "") == "UPGRADE"
+    pool = policy.connection_pool
+    http = pool.http if pool is not None else None
+    return http is not None and http.h2UpgradePolicy == "UPGRADE"
 
 
 def apply_outlier_detection(cluster: cluster_pb2.Cluster, policy: Policy) -> None:
-    od: Policy | None = policy.get("outlierDetection")
-    if not od:
+    od = policy.outlier_detection
+    if not given(od):
         return
     out = outlier_detection_pb2.OutlierDetection()
-    five = od.get("consecutive5xxErrors", od.get("consecutiveErrors"))
+    # consecutive5xxErrors wins when written, even as null; else the deprecated field.
+    if "consecutive5xxErrors" in od.model_fields_set:
+        five = od.consecutive5xxErrors
+    else:
+        five = od.consecutiveErrors
     if five is not None:
-        n = int(five)
-        out.consecutive_5xx.value = n
-        out.enforcing_consecutive_5xx.value = 100 if n > 0 else 0
+        out.consecutive_5xx.value = five
+        out.enforcing_consecutive_5xx.value = 100 if five > 0 else 0
     else:
         out.enforcing_consecutive_5xx.value = 0
-    gw = od.get("consecutiveGatewayErrors")
+    gw = od.consecutiveGatewayErrors
     if gw is not None:
-        out.consecutive_gateway_failure.value = int(gw)
-        out.enforcing_consecutive_gateway_failure.value = 100 if int(gw) > 0 else 0
-    if od.get("interval"):
-        out.interval.CopyFrom(istio_duration(str(od["interval"])))
-    if od.get("baseEjectionTime"):
-        out.base_ejection_time.CopyFrom(istio_duration(str(od["baseEjectionTime"])))
-    if od.get("maxEjectionPercent") is not None:
-        out.max_ejection_percent.value = int(od["maxEjectionPercent"])
-    if od.get("splitExternalLocalOriginErrors"):
+        out.consecutive_gateway_failure.value = gw
+        out.enforcing_consecutive_gateway_failure.value = 100 if gw > 0 else 0
+    if od.interval:
+        out.interval.CopyFrom(proto_duration(od.interval))
+    if od.baseEjectionTime:
+        out.base_ejection_time.CopyFrom(proto_duration(od.baseEjectionTime))
+    if od.maxEjectionPercent is not None:
+        out.max_ejection_percent.value = od.maxEjectionPercent
+    if od.splitExternalLocalOriginErrors:
         out.split_external_local_origin_errors = True
-        if od.get("consecutiveLocalOriginFailures") is not None:
-            out.consecutive_local_origin_failure.value = int(od["consecutiveLocalOriginFailures"])
+        if od.consecutiveLocalOriginFailures is not None:
+            out.consecutive_local_origin_failure.value = od.consecutiveLocalOriginFailures
     cluster.outlier_detection.CopyFrom(out)
-    if od.get("minHealthPercent") is not None:
+    if od.minHealthPercent is not None:
         cluster.common_lb_config.healthy_panic_threshold.CopyFrom(
-            percent_pb2.Percent(value=float(od["minHealthPercent"]))
+            percent_pb2.Percent(value=float(od.minHealthPercent))
         )
 
 
 __all__ = [
     "MAX_U32",
+    "NO_POLICY",
+    "Policy",
     "apply_connection_pool",
     "apply_load_balancer",
     "apply_outlier_detection",

@@ -1,7 +1,8 @@
-"""parse_duration: Istio/Go duration syntax."""
+"""parse_duration: Istio/Go duration syntax; Duration fields of the models."""
 
 from __future__ import annotations
 
+import pydantic
 import pytest
 
 from pilotfish.api import parse_duration
@@ -30,3 +31,31 @@ def test_valid(text: str, seconds: float) -> None:
 def test_invalid(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_model_durations_keep_the_text_and_carry_the_parsed_value() -> None:
+    from pilotfish.api.destinationrule import TrafficPolicy
+    from pilotfish.api.duration import Duration
+    from pilotfish.api.virtualservice import HTTPRoute
+
+    route = HTTPRoute.model_validate({"timeout": "1.5s", "retries": {"perTryTimeout": "100ms"}})
+    assert isinstance(route.timeout, Duration)
+    assert route.timeout == "1.5s" and route.timeout.seconds == 1.5
+    assert route.retries is not None and route.retries.perTryTimeout is not None
+    assert route.retries.perTryTimeout.seconds == 0.1
+    assert route.to_dict() == {"timeout": "1.5s", "retries": {"perTryTimeout": "100ms"}}
+    tp = TrafficPolicy.model_validate({"connectionPool": {"tcp": {"connectTimeout": "1h30m"}}})
+    assert tp.connectionPool is not None and tp.connectionPool.tcp is not None
+    assert tp.connectionPool.tcp.connectTimeout is not None
+    assert tp.connectionPool.tcp.connectTimeout.seconds == 5400.0
+
+
+def test_model_durations_check_only_the_type_and_leave_the_syntax_to_validation() -> None:
+    from pilotfish.api.virtualservice import HTTPRoute
+
+    with pytest.raises(pydantic.ValidationError, match="valid string"):
+        HTTPRoute.model_validate({"timeout": 5})
+    bad = HTTPRoute.model_validate({"timeout": "soon"}).timeout
+    assert bad is not None and bad == "soon"
+    with pytest.raises(ValueError, match="invalid duration"):
+        _ = bad.seconds

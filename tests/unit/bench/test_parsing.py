@@ -123,3 +123,12 @@ def test_table_aligns_columns_as_markdown() -> None:
     ]
     assert benchlib.ratio(3.0, 2.0) == "1.50x"
     assert benchlib.ratio(1.0, 0.0) == "n/a"
+
+
+def test_translation_bench_runs_and_compares() -> None:
+    bench = load("translation")
+    figures = bench.measure(services=3, repeat=1)
+    assert figures["resources_Cluster"] == 3 * 3 + 4  # 3 per service, 4 fixed and inbound
+    assert figures["first"] > 0
+    text = bench.report(figures, dict(figures))
+    assert "1.00x" in text and "3 services" in text

@@ -98,6 +98,31 @@ def test_destination_rule_lookup_order() -> None:
     assert push.destination_rule("elsewhere", "nothing.example") is None
 
 
+def test_destination_rule_most_specific_host_wins_in_a_namespace_then_the_oldest() -> None:
+    def named(host: str, client: str = "bookinfo") -> str:
+        dr = push.destination_rule(client, host)
+        return dr.key.name if dr is not None else ""
+
+    push = push_for(
+        [
+            service("reviews", ns="bookinfo"),
+            service("ratings", ns="bookinfo"),
+            _dr("any", "bookinfo", "*"),
+            _dr("wide", "bookinfo", "*.svc.cluster.local"),
+            _dr("narrow", "bookinfo", "*.bookinfo.svc.cluster.local"),
+            _dr("exact", "bookinfo", "reviews"),
+            _dr("exact-later", "bookinfo", "reviews.bookinfo.svc.cluster.local"),
+            _dr("hidden-exact", "bookinfo", "ratings", '["."]'),
+        ]
+    )
+    assert named("reviews.bookinfo.svc.cluster.local") == "exact"
+    assert named("ratings.bookinfo.svc.cluster.local") == "hidden-exact"
+    # From another namespace the exact rule is not visible: the best visible wildcard wins.
+    assert named("ratings.bookinfo.svc.cluster.local", "other") == "narrow"
+    assert named("x.other.svc.cluster.local") == "wide"
+    assert named("example.org") == "any"
+
+
 def test_destination_rule_export_to_dot_hides_it_from_other_namespaces() -> None:
     push = push_for(
         [service("reviews", ns="bookinfo"), _dr("hidden", "bookinfo", "reviews", '["."]')]
@@ -180,3 +205,42 @@ def test_memo_runs_once() -> None:
     for _ in range(3):
         push.memo("k", lambda: calls.append(1) or len(calls))
     assert calls == [1]
+
+
+def test_entries_are_typed_and_parsed_once_per_key_and_revision() -> None:
+    from pilotfish.api.virtualservice import HTTPRoute
+
+    objects = stored(BOOKINFO_CORE + from_yaml(_REVIEWS_VS))
+    registry = Registry().snapshot(objects)
+    first = PushContext.build(objects, registry)
+    (vs,) = first.virtual_services
+    assert isinstance(vs.http[0], HTTPRoute)
+    route = vs.http[0].route
+    assert [(d.destination.subset, d.weight) for d in route] == [("v1", 90), ("v2", 10)]
+    assert vs.http[0].timeout is not None and vs.http[0].timeout.seconds == 2.5
+    again = PushContext.build(objects, registry, previous=first)
+    assert again.virtual_services[0] is vs  # same (key, revision): not parsed again
+
+
+def test_an_object_that_does_not_fit_its_model_is_left_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    docs = from_yaml(_REVIEWS_VS)
+    docs[0]["spec"]["http"][0]["route"][0]["weight"] = "ninety"
+    push = push_for(BOOKINFO_CORE + docs)
+    assert push.virtual_services == ()
+    assert "VirtualService" in caplog.text and "ignored" in caplog.text
+
+
+_REVIEWS_VS = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - timeout: 2.5s
+    route:
+    - {destination: {host: reviews, subset: v1}, weight: 90}
+    - {destination: {host: reviews, subset: v2}, weight: 10}
+"""

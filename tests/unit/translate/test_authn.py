@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 
+from pilotfish.api.security import JWTRule
 from pilotfish.model.proxy import Proxy
 from pilotfish.translate.authn import (
     PLACEHOLDER_JWKS,
@@ -18,7 +19,7 @@ from pilotfish.translate.authn import (
     usable_jwks,
 )
 from pilotfish.translate.filters import inbound_http_filters
-from tests.unit.translate.fixtures import BOOKINFO_CORE, push_for, sidecar_node, stored
+from tests.unit.translate.fixtures import BOOKINFO_CORE, push_for, sidecar_node
 
 REVIEWS = sidecar_node(app="reviews", ip="10.1.0.12", labels={"app": "reviews", "version": "v1"})
 KEY = {"kty": "EC", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
@@ -156,20 +157,26 @@ def test_usable_jwks_keeps_good_keys_and_wraps_a_single_key() -> None:
 
 
 def test_where_keys_come_from() -> None:
-    assert jwks_uri({"issuer": "i", "jwks": JWKS}) is None
-    assert jwks_uri({"issuer": "i", "jwksUri": "http://k/j"}) == "http://k/j"
+    def rule(**spec: str) -> JWTRule:
+        return JWTRule.model_validate(spec)
+
+    assert jwks_uri(rule(issuer="i", jwks=JWKS)) is None
+    assert jwks_uri(rule(issuer="i", jwksUri="http://k/j")) == "http://k/j"
     assert (
-        jwks_uri({"issuer": "https://accounts.example.com/"})
+        jwks_uri(rule(issuer="https://accounts.example.com/"))
         == "https://accounts.example.com/.well-known/openid-configuration"
     )
-    assert jwks_uri({"issuer": "not-a-url"}) is None
-    objs = stored(
+    assert jwks_uri(rule(issuer="not-a-url")) is None
+    push = push_for(
         [
             ra([{"issuer": "a", "jwksUri": "http://k/1"}, {"issuer": "b", "jwks": JWKS}], "x"),
             ra([{"issuer": "c", "jwksUri": "http://k/1"}, {"issuer": "https://d"}], "y"),
         ]
     )
-    assert jwks_uris(objs) == ["http://k/1", "https://d/.well-known/openid-configuration"]
+    assert jwks_uris(push.request_authentications) == [
+        "http://k/1",
+        "https://d/.well-known/openid-configuration",
+    ]
 
 
 def test_policies_merge_across_mesh_namespace_and_workload() -> None:

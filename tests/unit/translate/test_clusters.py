@@ -176,3 +176,15 @@ def test_inbound_cluster_uses_target_port() -> None:
     extra = [service("productpage", ports=[{"name": "http", "port": 80, "targetPort": 9080}])]
     clusters = _res(extra)[CLUSTER_TYPE]
     assert "inbound|9080||" in clusters and "inbound|80||" not in clusters
+
+
+def test_cluster_keys_make_and_read_istio_names() -> None:
+    from pilotfish.translate import ClusterKey
+
+    key = ClusterKey.outbound(9080, "v1", "reviews.default.svc.cluster.local")
+    assert key.name == "outbound|9080|v1|reviews.default.svc.cluster.local"
+    assert ClusterKey.parse(key.name) == key
+    assert ClusterKey.inbound(9080).name == "inbound|9080||"
+    assert ClusterKey.parse("inbound|9080||") == ClusterKey.inbound(9080)
+    for other in ("PassthroughCluster", "outbound|x|v1|h", "sideways|1||h", "a|b|c"):
+        assert ClusterKey.parse(other) is None

@@ -6,11 +6,10 @@ from typing import Any
 
 import pytest
 
-from pilotfish.config.store.base import StoredObject
 from pilotfish.translate import LISTENER_TYPE, generate
 from pilotfish.translate.peer_authn import DISABLE, PERMISSIVE, STRICT, MtlsPolicy, compose
 from pilotfish.translate.tls import TLS_MODE_LABEL
-from tests.unit.translate.fixtures import bookinfo_push, sidecar_node, stored
+from tests.unit.translate.fixtures import bookinfo_push, push_for, sidecar_node
 
 MESHED = {"app": "reviews", "version": "v1", TLS_MODE_LABEL: "istio"}
 
@@ -42,8 +41,7 @@ def pa(
 
 
 def policy(docs: list[dict[str, Any]], ns: str = "default", **labels: str) -> MtlsPolicy:
-    objs: list[StoredObject] = stored(docs)
-    return compose(objs, ns, labels or {"app": "reviews"})
+    return compose(push_for(docs).peer_authentications, ns, labels or {"app": "reviews"})
 
 
 def test_default_is_permissive() -> None:

@@ -205,3 +205,35 @@ spec:
         node=sidecar_node(), extra=docs, host="details.default.svc.cluster.local:9080"
     )
     assert route.name == "default"
+
+
+def test_empty_messages_count_as_not_written() -> None:
+    """``{}`` for a message leaves the route as if the field were absent, except ``retries``,
+    where any value (even ``{}``, no attempts) disables retries."""
+    extra = from_yaml(
+        """
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - match: [{uri: {prefix: /a}, method: {}}]
+    fault: {}
+    corsPolicy: {}
+    redirect: {}
+    mirror: {host: ratings, subset: v2}
+    mirrorPercentage: {}
+    route: [{destination: {host: ratings}}]
+  - match: [{uri: {prefix: /b}}]
+    retries: {}
+    route: [{destination: {host: ratings}}]
+"""
+    )
+    a, b = _routes(extra=extra)[:2]
+    assert a.match.prefix == "/a" and not a.match.headers  # method: {} is no matcher
+    assert not a.HasField("redirect") and a.route.cluster  # redirect: {} is no redirect
+    assert not a.typed_per_filter_config  # no fault, no CORS
+    (mirror,) = a.route.request_mirror_policies
+    assert mirror.runtime_fraction.default_value.numerator == 1_000_000  # 100%
+    assert a.route.retry_policy.num_retries.value == 2  # Istio's default policy
+    assert b.match.prefix == "/b" and not b.route.HasField("retry_policy")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 
+from pilotfish.api.destinationrule import TrafficPolicy
 from pilotfish.translate.trafficpolicy import (
+    Policy,
     apply_load_balancer,
     effective_policy,
     route_hash_policies,
@@ -13,6 +15,11 @@ from pilotfish.translate.trafficpolicy import (
 from tests.unit.translate.fixtures import bookinfo_push, from_yaml
 
 C = cluster_pb2.Cluster
+
+
+def policy(spec: dict) -> Policy:  # type: ignore[type-arg]
+    """The typed policy of a ``trafficPolicy`` written as in YAML."""
+    return Policy.of(TrafficPolicy.model_validate(spec))
 
 
 @pytest.mark.parametrize(
@@ -27,45 +34,53 @@ C = cluster_pb2.Cluster
 )
 def test_simple_load_balancers(simple: str, expected: int) -> None:
     c = C(type=C.EDS)
-    apply_load_balancer(c, {"loadBalancer": {"simple": simple}})
+    apply_load_balancer(c, policy({"loadBalancer": {"simple": simple}}))
     assert c.lb_policy == expected and c.type == C.EDS
 
 
 def test_passthrough_is_original_dst() -> None:
     c = C(type=C.EDS)
     c.eds_cluster_config.service_name = "x"
-    apply_load_balancer(c, {"loadBalancer": {"simple": "PASSTHROUGH"}})
+    apply_load_balancer(c, policy({"loadBalancer": {"simple": "PASSTHROUGH"}}))
     assert c.type == C.ORIGINAL_DST and c.lb_policy == C.CLUSTER_PROVIDED
     assert not c.HasField("eds_cluster_config")
 
 
 def test_consistent_hash_ring_and_maglev() -> None:
     ring = C()
-    apply_load_balancer(ring, {"loadBalancer": {"consistentHash": {"useSourceIp": True}}})
+    apply_load_balancer(ring, policy({"loadBalancer": {"consistentHash": {"useSourceIp": True}}}))
     assert (
         ring.lb_policy == C.RING_HASH and ring.ring_hash_lb_config.minimum_ring_size.value == 1024
     )
     sized = C()
     apply_load_balancer(
         sized,
-        {
-            "loadBalancer": {
-                "consistentHash": {"httpHeaderName": "x", "ringHash": {"minimumRingSize": 64}}
+        policy(
+            {
+                "loadBalancer": {
+                    "consistentHash": {"httpHeaderName": "x", "ringHash": {"minimumRingSize": 64}}
+                }
             }
-        },
+        ),
     )
     assert sized.ring_hash_lb_config.minimum_ring_size.value == 64
     mag = C()
     apply_load_balancer(
         mag,
-        {"loadBalancer": {"consistentHash": {"useSourceIp": True, "maglev": {"tableSize": 251}}}},
+        policy(
+            {
+                "loadBalancer": {
+                    "consistentHash": {"useSourceIp": True, "maglev": {"tableSize": 251}}
+                }
+            }
+        ),
     )
     assert mag.lb_policy == C.MAGLEV and mag.maglev_lb_config.table_size.value == 251
 
 
 def test_route_hash_policy_variants() -> None:
     def one(ch: dict) -> object:
-        (h,) = route_hash_policies({"loadBalancer": {"consistentHash": ch}})
+        (h,) = route_hash_policies(policy({"loadBalancer": {"consistentHash": ch}}))
         return h
 
     assert one({"httpHeaderName": "x-user"}).header.header_name == "x-user"  # type: ignore[attr-defined]
@@ -73,7 +88,7 @@ def test_route_hash_policy_variants() -> None:
     assert (cookie.name, cookie.path, cookie.ttl.seconds) == ("s", "/", 10)
     assert one({"useSourceIp": True}).connection_properties.source_ip  # type: ignore[attr-defined]
     assert one({"httpQueryParameterName": "u"}).query_parameter.name == "u"  # type: ignore[attr-defined]
-    assert route_hash_policies({"loadBalancer": {"simple": "RANDOM"}}) == []
+    assert route_hash_policies(policy({"loadBalancer": {"simple": "RANDOM"}})) == []
 
 
 def test_effective_policy_merges_port_and_subset_settings() -> None:
@@ -101,12 +116,54 @@ spec:
     )
     push = bookinfo_push([dr_doc])
     dr = push.destination_rule("default", "reviews.default.svc.cluster.local")
-    assert effective_policy(dr, "", 1)["loadBalancer"] == {"simple": "ROUND_ROBIN"}
-    assert effective_policy(dr, "", 9080)["loadBalancer"] == {"simple": "RANDOM"}
-    v1 = effective_policy(dr, "v1", 9080)
-    assert (
-        v1["loadBalancer"] == {"simple": "RANDOM"}
-        and v1["connectionPool"]["tcp"]["maxConnections"] == 3
+
+    def written(p: Policy) -> dict:  # type: ignore[type-arg]
+        return {k: v.to_dict() for k, v in p._asdict().items() if v is not None}
+
+    assert written(effective_policy(dr, "", 1)) == {
+        "load_balancer": {"simple": "ROUND_ROBIN"},
+        "outlier_detection": {"consecutive5xxErrors": 1},
+    }
+    assert written(effective_policy(dr, "", 9080)) == {
+        "load_balancer": {"simple": "RANDOM"},
+        "outlier_detection": {"consecutive5xxErrors": 1},
+    }
+    assert written(effective_policy(dr, "v1", 9080)) == {
+        "load_balancer": {"simple": "RANDOM"},
+        "connection_pool": {"tcp": {"maxConnections": 3}},
+        "outlier_detection": {"consecutive5xxErrors": 1},
+    }
+    assert written(effective_policy(dr, "v2", 9080)) == {
+        "load_balancer": {"simple": "LEAST_REQUEST"},
+        "outlier_detection": {"consecutive5xxErrors": 1},
+    }
+
+
+def test_empty_policy_messages_count_as_not_written() -> None:
+    (dr_doc,) = from_yaml(
+        """
+kind: DestinationRule
+metadata: {name: r, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    outlierDetection: {consecutive5xxErrors: 3}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      loadBalancer: {consistentHash: {}}
+      outlierDetection: {}
+"""
     )
-    assert v1["outlierDetection"] == {"consecutive5xxErrors": 1}
-    assert effective_policy(dr, "v2", 9080)["loadBalancer"] == {"simple": "LEAST_REQUEST"}
+    from pilotfish.translate import CLUSTER_TYPE, generate
+    from tests.unit.translate.fixtures import sidecar_node
+
+    clusters = generate(sidecar_node(), bookinfo_push([dr_doc]))[CLUSTER_TYPE]
+    v1 = clusters["outbound|9080|v1|reviews.default.svc.cluster.local"]
+    # The subset's settings replace the top level's, and empty ones are no settings.
+    assert v1.lb_policy == C.LEAST_REQUEST
+    assert not v1.HasField("outlier_detection")
+    top = clusters["outbound|9080||reviews.default.svc.cluster.local"]
+    assert top.lb_policy == C.ROUND_ROBIN and top.outlier_detection.consecutive_5xx.value == 3
