@@ -9,6 +9,7 @@ Istio's; a field Pilotfish does not act on yet is accepted and named in a warnin
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
@@ -22,6 +23,7 @@ __all__ = [
     "IstioOperator",
     "MeshConfig",
     "effective_mesh_config",
+    "mesh_config_from_bodies",
 ]
 
 #: Istio's default text access log format (``accessLogFormat`` empty), as its proxies write it.
@@ -212,3 +214,14 @@ def effective_mesh_config(mesh_configs: list[dict[str, Any]]) -> MeshConfig:
             else:
                 merged[key] = value
     return MeshConfig.model_validate(merged)
+
+
+def mesh_config_from_bodies(operators: Iterable[Mapping[str, Any]]) -> MeshConfig:
+    """From IstioOperator bodies, applied in (namespace, name) order. Pure."""
+    ordered = sorted(
+        operators,
+        key=lambda b: (str(b["metadata"].get("namespace") or ""), str(b["metadata"]["name"])),
+    )
+    return effective_mesh_config(
+        [dict((b.get("spec") or {}).get("meshConfig") or {}) for b in ordered]
+    )

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pilotfish.api.meshconfig import MeshConfig, effective_mesh_config
+from pilotfish.api.meshconfig import MeshConfig, mesh_config_from_bodies
 from pilotfish.config.store.base import Store
 
-__all__ = ["mesh_config_from_bodies", "mesh_config_of"]
-
-
-def mesh_config_from_bodies(operators: Iterable[Mapping[str, Any]]) -> MeshConfig:
-    """From IstioOperator bodies, applied in (namespace, name) order. Pure."""
-    ordered = sorted(
-        operators,
-        key=lambda b: (str(b["metadata"].get("namespace") or ""), str(b["metadata"]["name"])),
-    )
-    return effective_mesh_config(
-        [dict((b.get("spec") or {}).get("meshConfig") or {}) for b in ordered]
-    )
+__all__ = ["mesh_config_of"]
 
 
 def mesh_config_of(store: Store, pending: Sequence[Mapping[str, Any]] = ()) -> MeshConfig:

@@ -35,11 +35,13 @@ import pydantic
 
 from pilotfish.api.hosts import MESH_GATEWAY, host_matches, specificity
 from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX, visible
+from pilotfish.api.meshconfig import MeshConfig, mesh_config_from_bodies
 from pilotfish.api.security import (
     AuthorizationPolicySpec,
     PeerAuthenticationSpec,
     RequestAuthenticationSpec,
 )
+from pilotfish.api.telemetry import Telemetry
 from pilotfish.config.store.base import Key, StoredObject
 from pilotfish.model.config import (
     PARSED_KINDS,
@@ -51,6 +53,7 @@ from pilotfish.model.config import (
     VirtualServiceConfig,
     parse,
 )
+from pilotfish.model.telemetry import ScopedTelemetry
 from pilotfish.registry.registry import RegistrySnapshot
 from pilotfish.registry.types import Endpoint, Service
 
@@ -315,6 +318,29 @@ class PushContext:
             for g in self.gateways
             if g.selector and all(labels.get(k) == v for k, v in g.selector.items())
         )
+
+    @property
+    def mesh_config(self) -> MeshConfig:
+        """The mesh config in force: Istio's defaults overlaid with the IstioOperators."""
+        operators = self.objects("IstioOperator")
+        return self.memo("mesh_config", lambda: mesh_config_from_bodies(o.body for o in operators))
+
+    @property
+    def telemetries(self) -> tuple[ScopedTelemetry, ...]:
+        """Every Telemetry resource, typed (one that does not fit its model is left out)."""
+
+        def compute() -> tuple[ScopedTelemetry, ...]:
+            out = []
+            for o in self.objects("Telemetry"):
+                try:
+                    out.append(
+                        ScopedTelemetry(o.namespace, o.name, Telemetry.model_validate(o.body))
+                    )
+                except pydantic.ValidationError as exc:
+                    log.warning("Telemetry %s/%s left out: %s", o.namespace, o.name, exc)
+            return tuple(out)
+
+        return self.memo("telemetries", compute)
 
     def objects(self, kind: str) -> tuple[StoredObject, ...]:
         """Stored objects of a kind the model does not index (Sidecar, policies...)."""

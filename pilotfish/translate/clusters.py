@@ -39,6 +39,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 
 from pilotfish.api.mesh import DEFAULT_TRUST_DOMAIN
+from pilotfish.api.peer import workload_values
 from pilotfish.model.config import DestinationRuleConfig
 from pilotfish.model.push_context import PushContext
 from pilotfish.registry.types import Endpoint, Protocol, Service, ServicePort
@@ -163,6 +164,8 @@ def load_assignment(
         meta = endpoint_socket_metadata(ep.labels)
         if meta is not None:
             lb.metadata.CopyFrom(meta)
+        # Istio's destination_* labels of the client's metrics (``%METADATA(UPSTREAM_HOST:..)%``).
+        lb.metadata.filter_metadata[METRICS_METADATA].update(_endpoint_values(ep))
         if ep.weight:
             lb.load_balancing_weight.value = ep.weight
         groups.setdefault(ep.locality, []).append(lb)
@@ -172,6 +175,16 @@ def load_assignment(
         if loc:
             lle.locality.CopyFrom(_locality(loc))
     return cla
+
+
+#: Metadata namespace of the values Istio's metrics read from clusters and endpoints.
+METRICS_METADATA = "istio"
+
+
+def _endpoint_values(ep: Endpoint) -> dict[str, str]:
+    values = workload_values(ep.namespace, ep.workload_name, ep.labels)
+    values.pop("principal", None)  # the client reads it from the peer certificate
+    return values
 
 
 def _http_options(
@@ -202,6 +215,9 @@ def outbound_cluster(
     name = ClusterKey.outbound(sp.port, subset, svc.hostname).name
     policy = effective_policy(dr, subset, sp.port)
     cluster = C(name=name, connect_timeout=duration(push.settings.connect_timeout_seconds))
+    cluster.metadata.filter_metadata[METRICS_METADATA].update(
+        {"service": svc.hostname, "name": svc.name, "namespace": svc.namespace}
+    )
     eps = push.endpoints(svc.hostname, sp.port)
     if subset and dr is not None:
         sub = dr.subset(subset)

@@ -42,6 +42,7 @@ from pilotfish.model.push_context import PushContext
 from pilotfish.translate.authn import jwt_authn_filters
 from pilotfish.translate.authz import http_rbac_filters, network_rbac_filters
 from pilotfish.translate.common import duration, given, pack, proto_duration
+from pilotfish.translate.telemetry import HEADER_TO_METADATA, HcmTelemetry, peer_metadata_filter
 
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
@@ -151,14 +152,23 @@ def http_connection_manager(
     *,
     use_remote_address: bool = False,
     security_filters: Sequence[hcm_pb2.HttpFilter] = (),
+    telemetry: HcmTelemetry | None = None,
 ) -> hcm_pb2.HttpConnectionManager:
     """An HCM that takes its routes from RDS over ADS (``route_config_name``) or inline;
-    ``security_filters`` (from ``inbound_http_filters``) run before the others."""
+    ``security_filters`` (from ``inbound_http_filters``) run before the others; ``telemetry``
+    adds Istio's metrics, access logs and tracing (and, inbound, the peer header edge first)."""
+    edge: list[hcm_pb2.HttpFilter] = []
+    if telemetry is not None and telemetry.peer_edge:
+        edge.append(HttpFilter(name=HEADER_TO_METADATA, typed_config=pack(peer_metadata_filter())))
     hcm = HCM(
         stat_prefix=stat_prefix,
         codec_type=HCM.CodecType.AUTO,
-        http_filters=http_filters(security_filters),
+        http_filters=http_filters([*edge, *security_filters]),
     )
+    if telemetry is not None:
+        hcm.access_log.extend(telemetry.access_logs)
+        if telemetry.tracing is not None:
+            hcm.tracing.CopyFrom(telemetry.tracing)
     hcm.use_remote_address.value = use_remote_address
     hcm.normalize_path.value = True
     if route_config is not None:

@@ -32,6 +32,7 @@ from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.translate.common import ClusterKey, pack
 from pilotfish.translate.filters import HCM_FILTER, http_connection_manager, inbound_http_filters
+from pilotfish.translate.observability import client_http
 from pilotfish.translate.tls import credentials_available, server_tls_context, tls_socket
 
 TLS_PROTOCOLS = ("HTTPS", "TLS")
@@ -194,6 +195,7 @@ def tls_filter_chains(push: PushContext, proxy: Proxy, bind: int) -> list[lc.Fil
             route_config_name=ts.route_name,
             use_remote_address=True,
             security_filters=inbound_http_filters(push, proxy, bind),
+            telemetry=client_http(push, proxy),
         )
         add(
             lc.FilterChain(

@@ -32,6 +32,7 @@ that terminate HTTPS or pass TLS through).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from envoy.config.core.v3 import address_pb2, base_pb2
@@ -74,6 +75,13 @@ from pilotfish.translate.filters import (
     inbound_network_filters,
 )
 from pilotfish.translate.gateway_tls import gateway_tls_servers, tls_filter_chains
+from pilotfish.translate.observability import (
+    client_http,
+    client_tcp_logs,
+    server_http,
+    server_tcp_logs,
+    telemetry_key,
+)
 from pilotfish.translate.peer_authn import DISABLE, PERMISSIVE, STRICT, MtlsPolicy, workload_policy
 from pilotfish.translate.route_configs import labels_key, sidecar_http_ports
 from pilotfish.translate.tls import (
@@ -110,9 +118,15 @@ def inspects_tls(chains: list[lc.FilterChain]) -> bool:
     )
 
 
-def tcp_proxy_filter(stat_prefix: str, clusters: list[tuple[str, int]]) -> lc.Filter:
-    """``tcp_proxy`` to one cluster, or weighted clusters when several are given."""
+def tcp_proxy_filter(
+    stat_prefix: str, clusters: list[tuple[str, int]], access_logs: Sequence[Any] = ()
+) -> lc.Filter:
+    """``tcp_proxy`` to one cluster, or weighted clusters when several are given; with
+    ``access_logs`` (Istio's TCP metrics), logged on connect and at the end."""
     tp = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix)
+    if access_logs:
+        tp.access_log.extend(access_logs)
+        tp.access_log_options.flush_access_log_on_connected = True
     if len(clusters) == 1:
         tp.cluster = clusters[0][0]
     else:
@@ -167,6 +181,7 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
 
     def compute() -> Listener:
         chains: list[lc.FilterChain] = []
+        tcp_logs = client_tcp_logs(push, proxy)
         for port in sidecar_http_ports(push, ns):
             chains.append(
                 lc.FilterChain(
@@ -174,7 +189,9 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
                     filter_chain_match=lc.FilterChainMatch(destination_port=u32(port)),
                     filters=[
                         hcm_filter(
-                            stat_prefix=f"outbound_0.0.0.0_{port}", route_config_name=str(port)
+                            stat_prefix=f"outbound_0.0.0.0_{port}",
+                            route_config_name=str(port),
+                            telemetry=client_http(push, proxy),
                         )
                     ],
                 )
@@ -197,7 +214,7 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
                                 address_pb2.CidrRange(address_prefix=svc.vip, prefix_len=u32(32))
                             ],
                         ),
-                        filters=[tcp_proxy_filter(clusters[0][0], clusters)],
+                        filters=[tcp_proxy_filter(clusters[0][0], clusters, tcp_logs)],
                     )
                 )
         fallback = (
@@ -211,12 +228,13 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
             listener_filters=[_original_dst()],
             filter_chains=chains,
             default_filter_chain=lc.FilterChain(
-                name=fallback, filters=[tcp_proxy_filter(fallback, [(fallback, 100)])]
+                name=fallback, filters=[tcp_proxy_filter(fallback, [(fallback, 100)], tcp_logs)]
             ),
             traffic_direction=base_pb2.OUTBOUND,
         )
 
-    return push.memo(("virtual_outbound", ns, labels_key(push, proxy.labels)), compute)
+    key = ("virtual_outbound", ns, labels_key(push, proxy.labels), telemetry_key(push, proxy))
+    return push.memo(key, compute)
 
 
 def explicit_outbound(push: PushContext, proxy: Proxy) -> Listener:
@@ -229,7 +247,9 @@ def explicit_outbound(push: PushContext, proxy: Proxy) -> Listener:
             lc.FilterChain(
                 filters=[
                     hcm_filter(
-                        stat_prefix=f"outbound_127.0.0.1_{port}", route_config_name=str(port)
+                        stat_prefix=f"outbound_127.0.0.1_{port}",
+                        route_config_name=str(port),
+                        telemetry=client_http(push, proxy),
                     )
                 ]
             )
@@ -274,12 +294,19 @@ def _inbound_filters(
         security = inbound_http_filters(push, proxy, target)
         route_config = inbound_route_config(target)
         hcm = http_connection_manager(
-            stat_prefix=stat, route_config=route_config, security_filters=security
+            stat_prefix=stat,
+            route_config=route_config,
+            security_filters=security,
+            telemetry=server_http(push, proxy, target),
         )
         set_client_cert_forwarding(hcm, mtls)
         return [lc.Filter(name=HCM_FILTER, typed_config=pack(hcm))]
     name = ClusterKey.inbound(target).name
-    return [*inbound_network_filters(push, proxy, target), tcp_proxy_filter(name, [(name, 100)])]
+    logs = server_tcp_logs(push, proxy, target)
+    return [
+        *inbound_network_filters(push, proxy, target),
+        tcp_proxy_filter(name, [(name, 100)], logs),
+    ]
 
 
 def set_client_cert_forwarding(hcm: hcm_pb2.HttpConnectionManager, mtls: bool) -> None:
@@ -486,6 +513,7 @@ def gateway_listeners(push: PushContext, proxy: Proxy) -> list[Listener]:
                             route_config_name=f"http.{bind}",
                             use_remote_address=True,
                             security_filters=inbound_http_filters(push, proxy, bind),
+                            telemetry=client_http(push, proxy),
                         )
                     ]
                 )

@@ -33,6 +33,7 @@ from pilotfish.model.push_context import PushContext
 from pilotfish.registry.types import Service, ServicePort
 from pilotfish.translate.common import PASSTHROUGH_CLUSTER, duration
 from pilotfish.translate.routes import RouteContext, default_route, http_routes
+from pilotfish.translate.telemetry import peer_headers_to_add
 
 
 def service_domains(svc: Service, port: int, namespace: str, *, bare: bool = True) -> list[str]:
@@ -78,13 +79,23 @@ def _service_routes(ctx: RouteContext, svc: Service) -> list[rc.Route]:
 
 
 def _add_vhost(
-    out: list[rc.VirtualHost], seen: set[str], name: str, domains: list[str], routes: list[rc.Route]
+    out: list[rc.VirtualHost],
+    seen: set[str],
+    name: str,
+    domains: list[str],
+    routes: list[rc.Route],
+    in_mesh: bool = True,
 ) -> None:
+    """Add a virtual host for the domains not taken yet. Requests to in-mesh services carry
+    the caller's workload (the peer headers); those leaving the mesh do not."""
     fresh = [d for d in domains if d not in seen]
     if not fresh:
         return
     seen.update(fresh)
-    out.append(rc.VirtualHost(name=name, domains=fresh, routes=routes))
+    vhost = rc.VirtualHost(name=name, domains=fresh, routes=routes)
+    if in_mesh:
+        vhost.request_headers_to_add.extend(peer_headers_to_add())
+    out.append(vhost)
 
 
 def _fallback_vhost(push: PushContext) -> rc.VirtualHost:
@@ -137,6 +148,7 @@ def sidecar_route_config(
                 f"{svc.hostname}:{port}",
                 service_domains(svc, port, ns),
                 _service_routes(ctx, svc),
+                in_mesh=not svc.mesh_external,
             )
         vhosts.append(_fallback_vhost(push))
         return route_pb2.RouteConfiguration(
@@ -181,6 +193,7 @@ def explicit_route_config(
                     f"{svc.hostname}:{sp.port}",
                     service_domains(svc, sp.port, ns, bare=(i == 0)),
                     _service_routes(ctx, svc),
+                    in_mesh=not svc.mesh_external,
                 )
         return vhosts
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from envoy.config.accesslog.v3 import accesslog_pb2 as al
@@ -52,6 +53,7 @@ from pilotfish.translate.common import pack
 
 __all__ = [
     "PEER_HEADERS",
+    "HcmTelemetry",
     "access_logs",
     "http_metrics_log",
     "peer_headers_to_add",
@@ -397,6 +399,14 @@ def peer_metadata_filter() -> h2m.Config:
     rewrite.pattern.regex = VERIFIED_NAMESPACE
     rewrite.substitution = "\\1"
     return config
+
+
+@dataclass(frozen=True)
+class HcmTelemetry:
+    access_logs: tuple[al.AccessLog, ...] = ()
+    tracing: hcm_pb2.HttpConnectionManager.Tracing | None = None
+    #: Inbound: move the caller's peer headers into metadata first (and remove them).
+    peer_edge: bool = False
 
 
 # ---- tracing --------------------------------------------------------------------------------

@@ -558,6 +558,7 @@ def test_inbound_http_chain_has_rbac_after_jwt_and_before_router() -> None:
     lst = listener(generate(REVIEWS, push), "virtualInbound")
     hcm = unpack_hcm(lst.filter_chains[0])
     assert [f.name for f in hcm.http_filters] == [
+        "envoy.filters.http.header_to_metadata",  # the caller's peer headers leave first
         "envoy.filters.http.jwt_authn",
         "envoy.filters.http.rbac",
         "envoy.filters.http.rbac",

@@ -6,9 +6,8 @@ from typing import Any
 
 import pytest
 
-from pilotfish.api.meshconfig import effective_mesh_config
+from pilotfish.api.meshconfig import effective_mesh_config, mesh_config_from_bodies
 from pilotfish.api.telemetry import Telemetry
-from pilotfish.config.meshconfig import mesh_config_from_bodies
 from pilotfish.config.validation import validate
 from pilotfish.config.validation.meshconfig import telemetry_provider_errors
 from pilotfish.errors import ValidationError
