@@ -287,7 +287,7 @@ def spans_from_zipkin(doc: Any) -> Converted:
     for item in doc:
         try:
             out.spans.append(_zipkin_span(item))
-        except (ValueError, TypeError, AttributeError):
+        except (KeyError, ValueError, TypeError, AttributeError):
             out.rejected += 1
     return out
 
