@@ -261,6 +261,7 @@ def start_control_plane(
         f"127.0.0.1:{xds_port}",
         "--log-level",
         "warning",
+        "--no-trace-collector",
         *(["--xds-plaintext"] if plaintext else []),
     ]
     proc = procs.start(cmd, f"{name}.log", env, cpus)

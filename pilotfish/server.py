@@ -19,7 +19,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from google.protobuf import json_format
@@ -29,6 +29,7 @@ from pilotfish.api.node import NodeInfo
 from pilotfish.apiserver.app import ApiServer, ApiSettings, ensure_builtin_namespaces
 from pilotfish.apiserver.auth import load_or_create_admin_token
 from pilotfish.apiserver.tokens import add_token_routes
+from pilotfish.config.addons import ensure_addon_services
 from pilotfish.config.store import Store, open_store
 from pilotfish.contextfile import DEFAULT_HOME, Context, save_context
 from pilotfish.model.jwks import JwksFetcher, JwksSettings
@@ -40,6 +41,9 @@ from pilotfish.server_identity import ControlPlaneIdentity, IdentitySettings
 from pilotfish.translate import Resources, generate
 from pilotfish.xds import DiscoveryServer, PushRequest, XdsSettings
 from pilotfish.xds.resources import short_name
+
+if TYPE_CHECKING:
+    from pilotfish.telemetry import TraceCollector
 
 log = logging.getLogger("pilotfish.server")
 
@@ -70,6 +74,10 @@ class ServerSettings:
     xds_tls: bool = True
     #: Extra DNS names or IPs for the xDS serving certificate.
     xds_sans: tuple[str, ...] = ()
+    #: Run the built-in trace collector (receivers on the xDS host, query API on loopback).
+    trace_collector: bool = True
+    #: Jaeger query API port of the trace collector (on 127.0.0.1).
+    trace_query_port: int = 16686
 
     @classmethod
     def build(
@@ -85,6 +93,8 @@ class ServerSettings:
         ca_dir: Path | None = None,
         xds_tls: bool = True,
         xds_sans: tuple[str, ...] = (),
+        trace_collector: bool = True,
+        trace_query_port: int = 16686,
     ) -> ServerSettings:
         data_dir = (data_dir or DEFAULT_HOME / "data").expanduser().resolve()
         api_host, api_port = split_address(listen, API_PORT)
@@ -102,6 +112,8 @@ class ServerSettings:
             ca_dir=ca_dir.expanduser().resolve() if ca_dir else None,
             xds_tls=xds_tls,
             xds_sans=tuple(xds_sans),
+            trace_collector=trace_collector,
+            trace_query_port=trace_query_port,
         )
 
     @property
@@ -198,6 +210,36 @@ class Mesh:
         return None
 
 
+async def start_trace_collector(settings: ServerSettings, store: Store) -> TraceCollector | None:
+    """The built-in trace collector, and the ``zipkin.istio-system`` ServiceEntry that lets
+    Envoy's tracers (and apps) reach it under Istio's addon name. A collector that cannot
+    start (a port taken) is logged with the reason; the control plane runs on without it."""
+    if not settings.trace_collector:
+        return None
+    from pilotfish.telemetry import CollectorSettings, TraceCollector
+
+    host = settings.xds_host
+    collector = TraceCollector(
+        CollectorSettings(
+            data_dir=settings.data_dir, host=host, query_port=settings.trace_query_port
+        )
+    )
+    try:
+        await collector.start()
+    except (OSError, RuntimeError) as exc:
+        log.error("the trace collector did not start: %s (spans are not kept)", exc)
+        return None
+    if host not in ("0.0.0.0", "", "::"):
+        ensure_addon_services(store, host)
+    log.info(
+        "trace collector: OTLP %s:4317 (gRPC) and :4318 (HTTP), Zipkin :9411, Jaeger query "
+        "API 127.0.0.1:%d",
+        host,
+        settings.trace_query_port,
+    )
+    return collector
+
+
 async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -217,6 +259,7 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
         roots = identity.root_cert_path
         mesh = Mesh(store, settings, identity)
         await mesh.start()
+        collector = await start_trace_collector(settings, store)
         api = ApiServer(
             store,
             ApiSettings(
@@ -253,6 +296,8 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
         )
         await stop.wait()
         await runner.cleanup()
+        if collector is not None:
+            await collector.stop()
         await mesh.stop()
     finally:
         store.close()

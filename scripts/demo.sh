@@ -31,6 +31,8 @@ fi
 
 echo "==> labelling namespace default for sidecar injection"
 pf label namespace default istio-injection=enabled --overwrite
+echo "==> mesh config of Istio's demo profile: access logs on, every request traced"
+pf apply -f samples/operator/demo.yaml
 echo "==> applying Bookinfo"
 pf apply -f samples/bookinfo/platform/bookinfo.yaml
 pf apply -f samples/bookinfo/networking/bookinfo-gateway.yaml
@@ -101,7 +103,8 @@ Try next (the request-routing and traffic-shifting steps of Istio's tutorials):
   $PF_HINT apply -f samples/bookinfo/networking/virtual-service-reviews-50-v3.yaml   # half red stars
   $PF_HINT apply -f samples/bookinfo/networking/virtual-service-reviews-v3.yaml      # all red stars
   $PF_HINT get pods -o wide ; $PF_HINT proxy-status
-  $PF_HINT logs <productpage pod> -c istio-proxy
+  $PF_HINT logs <productpage pod> -c istio-proxy                                   # access logs
+  curl -s 'http://127.0.0.1:16686/api/traces?service=productpage.default&limit=1'  # a trace
   $PF_HINT exec <productpage pod> -- curl -s http://reviews:9080/reviews/0
   $PF_HINT down                                                                      # stop and clean up
 MSG

@@ -659,6 +659,16 @@ def proxy_status(g: Globals, fmt: str | None) -> None:
     "other hosts dial (repeatable).",
 )
 @click.option(
+    "--trace-collector/--no-trace-collector",
+    default=True,
+    show_default=True,
+    help="Run the built-in trace collector: OTLP (4317 gRPC, 4318 HTTP) and Zipkin (9411) "
+    "on the --xds-listen address, known in the mesh as zipkin.istio-system; Jaeger's query "
+    "API on 127.0.0.1 (--trace-query-port).",
+)
+@click.option("--trace-query-port", type=click.IntRange(1, 65535), default=16686,
+              show_default=True, help="The trace collector's Jaeger query API port.")  # fmt: skip
+@click.option(
     "--xds-plaintext",
     is_flag=True,
     help="Serve xDS and the CA without TLS, for tests and trusted loopback setups (agents "
@@ -674,6 +684,8 @@ def server(
     log_level: str,
     ca_dir: Path | None,
     xds_sans: tuple[str, ...],
+    trace_collector: bool,
+    trace_query_port: int,
     xds_plaintext: bool,
 ) -> None:
     """Run the control plane in the foreground (HTTP API, config store, xDS).
@@ -700,6 +712,8 @@ def server(
         ca_dir=ca_dir,
         xds_tls=not xds_plaintext,
         xds_sans=xds_sans,
+        trace_collector=trace_collector,
+        trace_query_port=trace_query_port,
     )
     run_server(settings)
 

@@ -93,7 +93,10 @@ def start_control_plane(
     plaintext: bool = False,
 ) -> ControlPlane:
     """``pilotfish server`` on loopback; xDS over TLS unless ``plaintext`` (or
-    ``--xds-plaintext`` in ``extra_args``)."""
+    ``--xds-plaintext`` in ``extra_args``). The trace collector's fixed ports would collide
+    between parallel tests: it is off unless ``extra_args`` turn it on."""
+    if "--trace-collector" not in extra_args:
+        extra_args = (*extra_args, "--no-trace-collector")
     if plaintext and "--xds-plaintext" not in extra_args:
         extra_args = (*extra_args, "--xds-plaintext")
     tls = "--xds-plaintext" not in extra_args

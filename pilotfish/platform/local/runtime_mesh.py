@@ -87,6 +87,8 @@ __all__ = [
 ]
 
 MESH_FILE = "mesh.json"
+#: The control plane's trace collector: Jaeger's query API on loopback.
+TRACE_QUERY_PORT = 16686
 #: Istio's ingress gateway ports (80 -> 8080, 443 -> 8443); other Gateway ports bind as written.
 DEFAULT_GATEWAY_PORTS: tuple[tuple[int, int], ...] = tuple(GATEWAY_PORTS.items())
 
@@ -350,6 +352,7 @@ def mesh_record(s: MeshSettings, pids: Sequence[int] = ()) -> MeshRecord:
     ports += [(s.gateway_bind, listen) for _, listen in s.gateway_ports]
     ports += [(gw, s.gateway_admin_port), ("0.0.0.0", s.gateway_agent_port)]
     ports += [("0.0.0.0", s.gateway_readiness_port)]
+    ports += [("127.0.0.1", TRACE_QUERY_PORT)]
     return MeshRecord(
         prefix=s.network.prefix,
         data_dir=str(s.data_dir),
@@ -449,6 +452,7 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
             "data_dir": str(s.data_dir),
             "state_dir": str(s.state_dir),
             "gateway_readiness": f"http://127.0.0.1:{s.gateway_readiness_port}/healthz/ready",
+            "xds_host": str(s.network.gateway_ip),
         }
     )
     started: list[str] = []
@@ -716,6 +720,13 @@ def mesh_status(s: MeshSettings) -> list[ComponentStatus]:
     )
     out[1] = _with_log(out[1], entries["runtime"])
     out[2] = _with_log(out[2], entries["gateway"])
+    query = f"http://127.0.0.1:{TRACE_QUERY_PORT}"
+    alive = process_alive(entries["server"])
+    healthy = alive and _http_ok(f"{query}/api/services")
+    detail = f"query API {query}, receivers on {mesh.get('xds_host') or 'the bridge'}"
+    if alive and not healthy:
+        detail += "\n  not answering: see `trace collector` in the control plane's log"
+    out.append(ComponentStatus("trace collector", alive, healthy, detail))
     return out
 
 
