@@ -83,11 +83,25 @@ def _collector(push: PushContext, provider: ExtensionProvider) -> tuple[str, str
     sub = provider.zipkin or provider.opentelemetry
     if sub is None:
         return None
-    host = resolve_host(sub.service, "default", push.settings.domain_suffix)
-    svc = push.service(host) or push.service(sub.service)
+    svc = None
+    for host in _service_hosts(sub.service, push.settings.domain_suffix):
+        svc = push.service(host)
+        if svc is not None:
+            break
     if svc is None or not any(p.port == sub.port for p in svc.ports):
         return None
     return ClusterKey.outbound(sub.port, "", svc.hostname).name, f"{sub.service}:{sub.port}"
+
+
+def _service_hosts(service: str, domain_suffix: str) -> list[str]:
+    """Hosts a provider's ``service`` may name, as Istio reads it: an FQDN, ``name.namespace``
+    or a bare name (in the root namespace)."""
+    hosts = [service]
+    if service.count(".") == 1:
+        hosts.append(f"{service}.svc.{domain_suffix}")
+    if "." not in service:
+        hosts.append(resolve_host(service, "istio-system", domain_suffix))
+    return hosts
 
 
 def client_http(push: PushContext, proxy: Proxy) -> HcmTelemetry:

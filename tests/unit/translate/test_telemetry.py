@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from envoy.config.trace.v3 import zipkin_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.stats.v3 import stats_pb2
 from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2
@@ -117,3 +118,47 @@ def test_tracing_zipkin_and_opentelemetry() -> None:
     assert tracing.custom_tags[0].literal.value == "dev"
     tracing = T.tracing_config(TracingSpec(otel, 1.0), "c", "tracing:4317", "reviews.default")
     assert tracing.provider.name == T.OTEL_TRACER
+
+
+def test_generated_sidecar_reports_traces_to_the_collector_and_logs_by_the_mesh_config() -> None:
+    from pilotfish.config.addons import zipkin_service_entry
+    from pilotfish.translate import LISTENER_TYPE, generate
+    from tests.unit.translate.fixtures import (
+        BOOKINFO_CORE,
+        listener,
+        push_for,
+        sidecar_node,
+        unpack_hcm,
+    )
+
+    operator = {
+        "apiVersion": "install.istio.io/v1alpha1",
+        "kind": "IstioOperator",
+        "metadata": {"name": "demo", "namespace": "istio-system"},
+        "spec": {"meshConfig": {"accessLogFile": "/dev/stdout",
+                                "defaultConfig": {"tracing": {"sampling": 100}}}},
+    }  # fmt: skip
+    push = push_for([*BOOKINFO_CORE, zipkin_service_entry("10.244.0.1"), operator])
+    res = generate(sidecar_node(app="reviews", ip="10.1.0.12"), push)
+    outbound = [
+        unpack_hcm(c) for c in listener(res, "virtualOutbound").filter_chains if c.filters
+        and c.filters[0].name == "envoy.filters.network.http_connection_manager"
+    ]  # fmt: skip
+    assert outbound
+    hcm = outbound[0]
+    assert hcm.tracing.random_sampling.value == 100.0
+    zipkin = zipkin_pb2.ZipkinConfig()
+    hcm.tracing.provider.typed_config.Unpack(zipkin)
+    assert zipkin.collector_cluster == "outbound|9411||zipkin.istio-system.svc.cluster.local"
+    assert [a.name for a in hcm.access_log] == [T.STATS_LOGGER, T.FILE_LOGGER]
+    inbound = unpack_hcm(listener(res, "virtualInbound").filter_chains[0])
+    assert inbound.http_filters[0].name == T.HEADER_TO_METADATA
+    assert [a.name for a in inbound.access_log] == [T.STATS_LOGGER, T.FILE_LOGGER]
+    # Without the collector's service, no tracer points nowhere.
+    res = generate(sidecar_node(app="reviews", ip="10.1.0.12"), push_for([*BOOKINFO_CORE]))
+    assert not any(
+        unpack_hcm(c).HasField("tracing")
+        for c in listener(res, "virtualOutbound").filter_chains
+        if c.filters and c.filters[0].name == "envoy.filters.network.http_connection_manager"
+    )
+    assert LISTENER_TYPE in res
