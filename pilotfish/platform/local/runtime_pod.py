@@ -51,6 +51,7 @@ from pilotfish.platform.local.hosts import (
 from pilotfish.platform.local.network import PodNet, PodNetwork
 from pilotfish.platform.local.nsprobe import http_get, http_status, tcp_open
 from pilotfish.platform.local.process import PodProcess, start_in_pod
+from pilotfish.platform.local.prometheus import pod_scrape
 from pilotfish.platform.local.runtime_model import (
     PROXY_CONTAINER,
     ContainerProcess,
@@ -524,6 +525,11 @@ class LocalPod:
             argv += ["--token-file", str(self.token_path)]
         for k, v in sorted((meta.get("labels") or {}).items()):
             argv += ["--label", f"{k}={v}"]
+        # As Istio's injector hands the pod's prometheus.io/* annotations to pilot-agent:
+        # the agent merges the app's metrics into its own /stats/prometheus.
+        scrape = pod_scrape(meta.get("annotations") or {})
+        if scrape is not None:
+            argv += ["--app-metrics-port", str(scrape.port), "--app-metrics-path", scrape.path]
         return argv
 
     def _start_sidecar(self) -> None:
