@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import json_format
 
+from pilotfish import __version__
 from pilotfish.api.node import NodeInfo
 from pilotfish.apiserver.app import ApiServer, ApiSettings, ensure_builtin_namespaces
 from pilotfish.apiserver.auth import load_or_create_admin_token
@@ -35,6 +36,7 @@ from pilotfish.model.push_context import MeshSettings
 from pilotfish.model.source import PushContextSource
 from pilotfish.registry import Registry
 from pilotfish.server_identity import ControlPlaneIdentity, IdentitySettings
+from pilotfish.telemetry.pilot import PilotMetrics
 from pilotfish.translate import Resources, generate
 from pilotfish.xds import DiscoveryServer, PushRequest, XdsSettings
 from pilotfish.xds.resources import short_name
@@ -136,6 +138,8 @@ class Mesh:
         self.store = store
         self.identity = identity
         self.registry = Registry()
+        #: Istio's pilot series for ``/metrics`` (this control plane's own registry).
+        self.metrics = PilotMetrics(__version__, connections=lambda: self.xds.connections())
         #: Keys of RequestAuthentication jwksUri rules, fetched here and inlined by translate.
         self.jwks = JwksFetcher(JwksSettings(), on_change=self._jwks_changed)
         self.source = PushContextSource(store, self.registry, MeshSettings(), jwks=self.jwks.jwks)
@@ -148,6 +152,7 @@ class Mesh:
             on_connect=self.registry.sidecars.connected,
             on_disconnect=self.registry.sidecars.disconnected,
             extra_services=[identity.add_to_server] if identity is not None else [],
+            metrics=self.metrics,
         )
         self._unsubscribe: list[Callable[[], None]] = []
 
@@ -218,6 +223,9 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
                 tokens=frozenset({token}),
                 proxy_status=mesh.proxy_status,
                 proxy_config=mesh.proxy_config,
+                metrics=mesh.metrics.exposition,
+                on_validated=mesh.metrics.validated,
+                ready=lambda: mesh.xds.port != 0,
             ),
         )
         app = api.app()
