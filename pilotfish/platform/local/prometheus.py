@@ -36,10 +36,10 @@ __all__ = [
     "INSTALL_HINT",
     "PodScrape",
     "PrometheusLayout",
+    "config_for",
     "pod_scrape",
     "pod_targets",
     "prometheus_argv",
-    "prometheus_config",
     "write_targets",
 ]
 
@@ -122,6 +122,11 @@ class PrometheusLayout:
 
     root: Path
 
+    @classmethod
+    def under(cls, state_dir: Path) -> PrometheusLayout:
+        """The layout of the mesh whose state directory is ``state_dir``."""
+        return cls(state_dir / "prometheus")
+
     @property
     def config(self) -> Path:
         return self.root / "prometheus.yml"
@@ -139,7 +144,7 @@ class PrometheusLayout:
         return self.targets_dir / "pods.json"
 
 
-def prometheus_config(
+def config_for(
     *,
     api: str,
     gateway_agent: str,

@@ -14,10 +14,10 @@ from pilotfish.platform.local.network import PodNet, PodNetwork, PodNetworkSetti
 from pilotfish.platform.local.prometheus import (
     PodScrape,
     PrometheusLayout,
+    config_for,
     pod_scrape,
     pod_targets,
     prometheus_argv,
-    prometheus_config,
     render_config,
     write_targets,
 )
@@ -101,7 +101,7 @@ def test_sidecar_pods_are_scraped_on_the_agent_port() -> None:
 
 def test_config_scrapes_control_plane_gateway_and_pods(tmp_path: Path) -> None:
     layout = PrometheusLayout(tmp_path / "prometheus")
-    config = prometheus_config(
+    config = config_for(
         api="127.0.0.1:15014",
         gateway_agent="127.0.0.1:15020",
         targets_dir=layout.targets_dir,
@@ -157,3 +157,40 @@ def test_agent_is_told_the_apps_metrics(tmp_path: Path) -> None:
     assert argv[argv.index("--app-metrics-port") + 1] == "9080"
     assert argv[argv.index("--app-metrics-path") + 1] == "/m"
     assert "--app-metrics-port" not in agent_argv({})
+
+
+def test_the_mesh_owns_prometheus_port_and_config(tmp_path: Path) -> None:
+    from pilotfish.platform.local.hostmeshes import conflicts
+    from pilotfish.platform.local.runtime_mesh import (
+        MeshSettings,
+        mesh_record,
+        prometheus_binary,
+        prometheus_yaml,
+    )
+
+    s = MeshSettings(data_dir=tmp_path / "d", state_dir=tmp_path / "s", api_listen="0.0.0.0:1514")
+    assert ("127.0.0.1", 9090) in mesh_record(s).ports
+    other = MeshSettings(
+        data_dir=tmp_path / "d2",
+        state_dir=tmp_path / "s2",
+        api_listen="127.0.0.1:2",
+        gateway_ports=((80, 3),),
+        gateway_admin_port=4,
+        gateway_agent_port=5,
+        gateway_readiness_port=6,
+        network=PodNetworkSettings(
+            prefix="pfz", pod_cidr="10.250.0.0/16", service_cidr="10.251.0.0/16"
+        ),
+    )
+    assert conflicts(mesh_record(other), mesh_record(s)) == ["ports 127.0.0.1:9090"]
+    config = yaml.safe_load(prometheus_yaml(s))
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    assert jobs["istiod"]["static_configs"][0]["targets"] == ["127.0.0.1:1514"]
+    assert jobs["kubernetes-pods"]["file_sd_configs"][0]["files"] == [
+        str(tmp_path / "s" / "prometheus" / "targets" / "*.json")
+    ]
+    assert prometheus_binary(s, which=lambda name: None) is None
+    assert prometheus_binary(s, which=lambda name: "/usr/bin/" + name) == "/usr/bin/prometheus"
+    no_prom = MeshSettings(data_dir=tmp_path, state_dir=tmp_path, prometheus_port=None)
+    assert prometheus_binary(no_prom, which=lambda name: "/x") is None
+    assert all(port != 9090 for _, port in mesh_record(no_prom).ports)
