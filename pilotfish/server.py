@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from google.protobuf import json_format
 
+from pilotfish import __version__
 from pilotfish.api.mesh import API_PORT, XDS_PORT
 from pilotfish.api.node import NodeInfo
 from pilotfish.apiserver.app import ApiServer, ApiSettings, ensure_builtin_namespaces
@@ -38,6 +39,7 @@ from pilotfish.model.source import PushContextSource
 from pilotfish.registry import Registry
 from pilotfish.registry.vip import VipAllocator
 from pilotfish.server_identity import ControlPlaneIdentity, IdentitySettings
+from pilotfish.telemetry.pilot import PilotMetrics
 from pilotfish.translate import Resources, generate
 from pilotfish.xds import DiscoveryServer, PushRequest, XdsSettings
 from pilotfish.xds.resources import short_name
@@ -153,6 +155,8 @@ class Mesh:
         #: (``clusterIP`` of applied Services).
         self.vips = VipAllocator()
         self.registry = Registry(vips=self.vips)
+        #: Istio's pilot series for ``/metrics`` (this control plane's own registry).
+        self.metrics = PilotMetrics(__version__, connections=lambda: self.xds.connections())
         #: Keys of RequestAuthentication jwksUri rules, fetched here and inlined by translate.
         self.jwks = JwksFetcher(JwksSettings(), on_change=self._jwks_changed)
         self.source = PushContextSource(store, self.registry, MeshSettings(), jwks=self.jwks.jwks)
@@ -165,6 +169,7 @@ class Mesh:
             on_connect=self.registry.sidecars.connected,
             on_disconnect=self.registry.sidecars.disconnected,
             extra_services=[identity.add_to_server] if identity is not None else [],
+            metrics=self.metrics,
         )
         self._unsubscribe: list[Callable[[], None]] = []
 
@@ -267,6 +272,9 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
                 proxy_status=mesh.proxy_status,
                 proxy_config=mesh.proxy_config,
                 vips=mesh.vips,
+                metrics=mesh.metrics.exposition,
+                on_validated=mesh.metrics.validated,
+                ready=lambda: mesh.xds.port != 0,
             ),
         )
         app = api.app()

@@ -94,7 +94,11 @@ class Agent:
         try:
             if settings.agent_port is not None:
                 self._server = AgentServer(
-                    settings.agent_bind, settings.agent_port, self.readiness, self.supervisor.admin
+                    settings.agent_bind,
+                    settings.agent_port,
+                    self.readiness,
+                    self.supervisor.admin,
+                    settings.app_metrics,
                 )
                 try:
                     await self._server.start()

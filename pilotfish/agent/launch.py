@@ -24,6 +24,7 @@ _OPTIONS = frozenset({
     "node", "work_dir", "discovery_address", "xds_tls", "identity", "xds_api",
     "initial_fetch_timeout_s", "admin_port", "readiness_port", "agent_port", "concurrency",
     "drain_seconds", "log_level", "log_path", "envoy_user", "app_command", "app_http_proxy_env",
+    "app_metrics",
 })  # fmt: skip
 _IDENTITY_OPTIONS = frozenset({"token_file", "cert_ttl"})
 _NODE_FIXED = ("domain_suffix", "trust_domain", "extra")
@@ -109,6 +110,11 @@ def agent_argv(s: AgentSettings) -> list[str]:
         argv.append("--http-proxy-env")
     if s.envoy_user is not None:
         argv += ["--envoy-user", s.envoy_user]
+    if s.app_metrics is not None:
+        if s.app_metrics.host != "127.0.0.1":
+            raise ValueError("pilotfish proxy scrapes the app's metrics on 127.0.0.1 only")
+        argv += ["--app-metrics-port", str(s.app_metrics.port)]
+        argv += ["--app-metrics-path", s.app_metrics.path]
     if s.app_command:
         argv += ["--", *s.app_command]
     return argv

@@ -110,6 +110,26 @@ class HostPort:
 
 
 @dataclass(frozen=True)
+class AppMetrics:
+    """The app's own Prometheus endpoint, from its pod's ``prometheus.io/port`` and
+    ``prometheus.io/path`` annotations; the agent merges what it serves into
+    ``/stats/prometheus`` (as Istio's pilot-agent does)."""
+
+    port: int
+    path: str = "/metrics"
+    host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        _check_port("app metrics port", self.port)
+        if not self.path.startswith("/"):
+            raise ValueError(f"app metrics path {self.path!r} must start with /")
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}{self.path}"
+
+
+@dataclass(frozen=True)
 class AgentSettings:
     """Everything ``pilotfish proxy`` needs to run one Envoy for one workload."""
 
@@ -134,6 +154,8 @@ class AgentSettings:
     #: readiness listener asks Envoy's admin ``/ready`` directly (see bootstrap.py).
     agent_port: int | None = AGENT_PORT
     agent_bind: str = "0.0.0.0"
+    #: The app's metrics to merge into ``/stats/prometheus`` (``None``: none).
+    app_metrics: AppMetrics | None = None
 
     concurrency: int = 2
     #: Overload manager limit on downstream connections across all listeners.

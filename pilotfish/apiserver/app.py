@@ -9,7 +9,7 @@ Paths (``{plural}`` from the kind table, e.g. ``virtualservices``)::
     POST /apis/pilotfish.io/v1/apply                         a batch (one file) in one transaction
     POST /apis/pilotfish.io/v1/delete                        a batch of deletions in one transaction
     GET  /apis/pilotfish.io/v1/proxystatus                   connected proxies and their xDS state
-    GET  /healthz, /version                                  no token needed
+    GET  /healthz, /ready, /version, /metrics                no token needed (as istiod's)
 
 Lists and gets answer JSON, or YAML when the request asks for ``application/yaml``. Bodies may
 be JSON or YAML. ``?dryRun=All`` validates and reports without storing. ``?watch=true`` on a
@@ -51,7 +51,7 @@ from pilotfish.config.store.base import (
     strip_server_fields,
 )
 from pilotfish.config.store.watch import watch
-from pilotfish.config.validation import validate
+from pilotfish.config.validation import Validated, validate
 from pilotfish.config.validation.meshconfig import telemetry_provider_errors
 from pilotfish.errors import (
     FieldError,
@@ -83,6 +83,24 @@ class ApiSettings:
     #: ``clusterIP`` get theirs from it, so they never collide with ServiceEntry VIPs.
     vips: VipAllocator = field(default_factory=VipAllocator)
     domain_suffix: str = DEFAULT_DOMAIN_SUFFIX
+    #: The control plane's metrics as Prometheus text (``/metrics``); ``None``: no endpoint.
+    metrics: Callable[[], str] | None = None
+    #: Told of every validation: (Istio's resource plural, passed).
+    on_validated: Callable[[str, bool], None] = field(default=lambda resource, ok: None)
+    #: Whether the control plane serves proxies (``/ready``).
+    ready: Callable[[], bool] = field(default=lambda: True)
+
+
+#: Paths served without a token (istiod's monitoring and health endpoints).
+OPEN_PATHS = frozenset({"/healthz", "/ready", "/version", "/metrics"})
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _resource_plural(kind: str) -> str:
+    try:
+        return kinds.lookup(kind).plural
+    except PilotfishError:
+        return kind.lower() or "unknown"
 
 
 def ensure_builtin_namespaces(store: Store) -> None:
@@ -191,7 +209,9 @@ class ApiServer:
         app.on_shutdown.append(self._cancel_watches)
         r = app.router
         r.add_get("/healthz", self.healthz)
+        r.add_get("/ready", self.ready)
         r.add_get("/version", self.version)
+        r.add_get("/metrics", self.metrics)
         r.add_post(kinds.APPLY_PATH, self.apply_batch)
         r.add_post(kinds.DELETE_PATH, self.delete_batch)
         r.add_get(kinds.PROXY_STATUS_PATH, self.proxy_status)
@@ -210,7 +230,7 @@ class ApiServer:
     async def _auth_middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if request.path not in ("/healthz", "/version") and not token_matches(
+        if request.path not in OPEN_PATHS and not token_matches(
             request.headers.get("Authorization"), self.settings.tokens
         ):
             return web.json_response(
@@ -226,6 +246,30 @@ class ApiServer:
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
+
+    async def ready(self, request: web.Request) -> web.Response:
+        if self.settings.ready():
+            return web.Response(text="ok")
+        return web.Response(status=503, text="not ready")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        if self.settings.metrics is None:
+            raise NotFoundError("this server exports no metrics")
+        body = self.settings.metrics().encode()
+        return web.Response(body=body, headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+
+    def _validate(self, body: dict[str, Any], **kw: Any) -> Validated:
+        """:func:`validate`, counted for ``galley_validation_passed``/``_failed``."""
+        try:
+            validated = validate(body, **kw)
+        except ValidationError as e:
+            self.settings.on_validated(_resource_plural(e.resource.kind), False)
+            raise
+        except PilotfishError:
+            self.settings.on_validated(_resource_plural(str(body.get("kind") or "")), False)
+            raise
+        self.settings.on_validated(validated.info.plural, True)
+        return validated
 
     async def version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": __version__, "revision": self.store.revision()})
@@ -328,7 +372,7 @@ class ApiServer:
             )
         if name is not None:
             meta["name"] = name
-        validated = validate(body, default_namespace=ns or "default")
+        validated = self._validate(body, default_namespace=ns or "default")
         if validated.info.kind != info.kind:
             raise ValidationError(
                 ResourceKey.of(validated.info.kind, ns, meta.get("name")),
@@ -394,7 +438,7 @@ class ApiServer:
                     raise ValidationError(
                         ResourceKey.of("document"), [FieldError("", "not a mapping")], src
                     )
-                v = validate(item, source=src, default_namespace=default_ns)
+                v = self._validate(item, source=src, default_namespace=default_ns)
                 if not v.info.appliable:
                     raise ValidationError(
                         ResourceKey.of(

@@ -110,7 +110,8 @@ LAZY_COMMANDS = {
     ),
     "up": LazyCommand(
         "pilotfish.cli.runtime_cmds:up",
-        "Start the local mesh in the background: control plane, pod runtime, ingress gateway.",
+        "Start the local mesh in the background: control plane, pod runtime, ingress gateway "
+        "and, when installed, Prometheus on 127.0.0.1:9090.",
     ),
 }
 

@@ -24,6 +24,7 @@ from pilotfish.agent.agent import run_agent
 from pilotfish.agent.settings import (
     TLS_MODE_LABEL,
     AgentSettings,
+    AppMetrics,
     HostPort,
     IdentitySettings,
     LogLevel,
@@ -94,6 +95,8 @@ def build_settings(
     token_file: Path | None = None,
     cert_ttl: str = "24h",
     app_command: Sequence[str] = (),
+    app_metrics_port: int | None = None,
+    app_metrics_path: str = "/metrics",
 ) -> AgentSettings:
     """Turn the command's options into :class:`AgentSettings`; usage errors name the option."""
     try:
@@ -165,6 +168,11 @@ def build_settings(
             app_command=tuple(app_command),
             app_http_proxy_env=http_proxy_env,
             envoy_user=envoy_user,
+            app_metrics=(
+                AppMetrics(app_metrics_port, app_metrics_path or "/metrics")
+                if app_metrics_port is not None
+                else None
+            ),
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -386,6 +394,18 @@ _LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "critical", "off"]
     "--envoy-user",
     metavar="USER",
     help="Run Envoy as USER (a dedicated proxy user that capture rules exclude; needs root).",
+)
+@click.option(
+    "--app-metrics-port",
+    type=click.IntRange(1, 65535),
+    help="The app's Prometheus port (its pod's prometheus.io/port): merged into "
+    "/stats/prometheus on --agent-port.",
+)
+@click.option(
+    "--app-metrics-path",
+    default="/metrics",
+    show_default=True,
+    help="The app's Prometheus path (prometheus.io/path).",
 )
 @click.argument("app_command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD...]")
 @click.pass_context

@@ -193,6 +193,10 @@ def _settings(data_dir: Path | None, state_dir: Path | None, **kw: Any) -> MeshS
 @click.option("--gateway-admin-port", type=int, default=15000, show_default=True)
 @click.option("--gateway-agent-port", type=int, default=15020, show_default=True)
 @click.option("--gateway-readiness-port", type=int, default=15021, show_default=True)
+@click.option("--trace-query-port", type=click.IntRange(1, 65535), default=16686,
+              show_default=True, help="Jaeger query API port (127.0.0.1).")  # fmt: skip
+@click.option("--prometheus-port", type=click.IntRange(0, 65535), default=9090, show_default=True,
+              help="Prometheus' port on 127.0.0.1 (0: no Prometheus).")  # fmt: skip
 @click.option("--prefix", default=None, help="Name prefix of the mesh's host objects  [pf]")
 @click.option("--pod-cidr", default=None, help="Pod address range  [10.244.0.0/16]")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -213,13 +217,16 @@ def up(
     gateway_admin_port: int,
     gateway_agent_port: int,
     gateway_readiness_port: int,
+    prometheus_port: int,
+    trace_query_port: int,
     prefix: str | None,
     pod_cidr: str | None,
     workdir: Path | None,
     timeout: float,
     files: tuple[str, ...],
 ) -> None:
-    """Start the local mesh in the background: control plane, pod runtime, ingress gateway.
+    """Start the local mesh in the background: control plane, pod runtime, ingress gateway
+    and, when installed, Prometheus on 127.0.0.1:9090.
 
     Needs root (pods are network namespaces with iptables rules). Config and keys stay in the
     data directory across `pilotfish down` / `pilotfish up`.
@@ -244,6 +251,8 @@ def up(
         gateway_admin_port=gateway_admin_port,
         gateway_agent_port=gateway_agent_port,
         gateway_readiness_port=gateway_readiness_port,
+        prometheus_port=prometheus_port or None,
+        trace_query_port=trace_query_port,
         workdir=(workdir or Path.cwd()).resolve(),
         ready_timeout=timeout,
     )
@@ -259,7 +268,8 @@ def up(
         "\nPilotfish is up.\n"
         f"  API:             {mesh['api']}   (pilotfish get pods, pilotfish apply -f ...)\n"
         f"  ingress gateway: {mesh['gateway']}\n"
-        f"  logs:            {settings.logs_dir}\n"
+        + (f"  prometheus:      {mesh['prometheus_url']}\n" if mesh.get("prometheus") else "")
+        + f"  logs:            {settings.logs_dir}\n"
         "Stop it with `pilotfish down`."
     )
 
@@ -293,7 +303,9 @@ def status(data_dir: Path | None, state_dir: Path | None) -> None:
         sys.exit(1)
     width = max(len(p.name) for p in parts)
     for p in parts:
-        state = "healthy" if p.healthy else ("running, not ready" if p.running else "stopped")
+        state = p.state or (
+            "healthy" if p.healthy else ("running, not ready" if p.running else "stopped")
+        )
         click.echo(f"{p.name:<{width}}  {state:<18}  {p.detail}")
     if not all(p.healthy for p in parts):
         sys.exit(1)

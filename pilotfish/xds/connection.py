@@ -28,6 +28,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from pilotfish.api.node import NodeInfo
+from pilotfish.xds.metrics import NO_METRICS, XdsMetrics, metric_type
 from pilotfish.xds.ordering import Send, Step, plan_push
 from pilotfish.xds.protocol import Kind, TypeState, Verdict, classify_delta, classify_sotw
 from pilotfish.xds.push import PushRequest
@@ -68,8 +69,10 @@ class ProxyConnection:
         control_plane_id: str = "pilotfish",
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        metrics: XdsMetrics = NO_METRICS,
     ) -> None:
         self.connection_id = connection_id
+        self.metrics = metrics
         self.node = node
         self.delta = delta
         self.peer = peer
@@ -148,8 +151,10 @@ class ProxyConnection:
         else:
             verdict = classify_sotw(state, request, now)
         self._log_verdict(state, verdict)
-        if verdict.kind is Kind.NACK and self._push is not None:
-            self._unclean = True
+        if verdict.kind is Kind.NACK:
+            self.metrics.rejected(metric_type(type_url))
+            if self._push is not None:
+                self._unclean = True
         out: list[Response] = []
         if verdict.respond:
             response = self._answer_subscription(state, verdict)
@@ -235,6 +240,7 @@ class ProxyConnection:
             if self._waiting:
                 self._deadline = self._monotonic() + self.ack_timeout
         if not self.busy and self._push is not None:
+            self.metrics.converged(max(0.0, self._monotonic() - self._push.start))
             self._push = None
         return out
 

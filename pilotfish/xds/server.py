@@ -39,6 +39,7 @@ from google.protobuf import json_format
 
 from pilotfish.api.node import NodeInfo
 from pilotfish.xds.connection import ProxyConnection, Request, Response
+from pilotfish.xds.metrics import NO_METRICS, XdsMetrics, metric_type
 from pilotfish.xds.push import Debouncer, PushRequest, merge
 from pilotfish.xds.resources import Generator, ResourceCache, Snapshot, build_snapshot
 from pilotfish.xds.settings import XdsSettings
@@ -59,12 +60,18 @@ class _StreamClosed(Exception):
     """Writing to the proxy failed: it went away."""
 
 
-async def _write(context: grpc.aio.ServicerContext[Any, Any], responses: list[Response]) -> None:
+async def _write(
+    context: grpc.aio.ServicerContext[Any, Any],
+    responses: list[Response],
+    metrics: XdsMetrics = NO_METRICS,
+) -> None:
     for response in responses:
         try:
             await context.write(response)
         except Exception as e:
+            metrics.send_error(metric_type(response.type_url))
             raise _StreamClosed(repr(e)) from e
+        metrics.pushed(metric_type(response.type_url))
 
 
 _WAKE = _Wake()
@@ -98,8 +105,10 @@ class DiscoveryServer:
         on_connect: NodeHook | None = None,
         on_disconnect: NodeHook | None = None,
         extra_services: Sequence[ServiceHook] = (),
+        metrics: XdsMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or NO_METRICS
         self.extra_services = tuple(extra_services)
         self.generator = generator
         self.on_connect = on_connect
@@ -174,6 +183,8 @@ class DiscoveryServer:
         """Ask for a push; debounced and merged. Call from the server's event loop."""
         if self._debouncer is None:
             raise RuntimeError("DiscoveryServer.push() before start()")
+        for reason, _count in request.reasons:
+            self.metrics.triggered(reason)
         self._debouncer.add(request)
 
     def push_threadsafe(self, request: PushRequest) -> None:
@@ -191,6 +202,10 @@ class DiscoveryServer:
 
     def status(self) -> list[ProxyStatus]:
         return [s.conn.status() for s in self._streams.values()]
+
+    def connections(self) -> int:
+        """How many ADS streams are open."""
+        return len(self._streams)
 
     def connected_nodes(self) -> list[NodeInfo]:
         return [s.conn.node for s in self._streams.values()]
@@ -264,6 +279,7 @@ class DiscoveryServer:
             log.debug("xDS stream from %s closed while writing: %s", context.peer(), e)
         except Exception:
             # Logged here, never sent to the proxy as status text (it would resend everything).
+            self.metrics.internal_error()
             log.exception("xDS stream from %s failed", context.peer())
         finally:
             reader.cancel()
@@ -292,6 +308,7 @@ class DiscoveryServer:
             peer=context.peer(),
             ack_timeout=self.settings.ack_timeout,
             control_plane_id=self.settings.control_plane_id,
+            metrics=self.metrics,
         )
         # Registered before the first generation, so a push fired meanwhile is not missed.
         stream = _Stream(conn, inbox)
@@ -301,6 +318,7 @@ class DiscoveryServer:
             try:
                 conn.set_target(await self._generate(node))
             except Exception:
+                self.metrics.internal_error()
                 log.exception("generating configuration for %s failed", node.node_id)
                 await context.abort(
                     grpc.StatusCode.UNAVAILABLE,
@@ -351,8 +369,9 @@ class DiscoveryServer:
                 else:
                     responses = conn.handle_request(item)
             except Exception:
+                self.metrics.internal_error()
                 log.exception("%s: handling an xDS request failed", conn.node_id)
-            await _write(context, responses)
+            await _write(context, responses, self.metrics)
             if not conn.busy and conn.pending_push is not None:
                 await self._start_push(conn, context)
             deadline = conn.deadline
@@ -375,6 +394,7 @@ class DiscoveryServer:
         try:
             snapshot = await self._generate(conn.node)
         except Exception:
+            self.metrics.internal_error()
             log.exception("%s: generating configuration failed; keeping what it has", conn.node_id)
             return
         finally:
@@ -382,9 +402,10 @@ class DiscoveryServer:
         try:
             responses = conn.begin_push(snapshot, request)
         except Exception:
+            self.metrics.internal_error()
             log.exception("%s: planning the push failed", conn.node_id)
             return
-        await _write(context, responses)
+        await _write(context, responses, self.metrics)
 
 
 class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):

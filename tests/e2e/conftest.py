@@ -77,12 +77,18 @@ class Mesh:
     api_port: int
     gateway_port: int
     env: dict[str, str]
+    prometheus_port: int = 0
+    trace_query_port: int = 16686
     #: Every pod name seen, to find app processes a pod left behind (by their HOSTNAME).
     seen_pods: set[str] = field(default_factory=set)
 
     @property
     def data_dir(self) -> Path:
         return self.root / "data"
+
+    @property
+    def prometheus(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
 
     @property
     def gateway(self) -> str:
@@ -220,6 +226,8 @@ def bring_up(root: Path) -> Iterator[Mesh]:
         pod_cidr=_free_cidr(),
         api_port=free_port(),
         gateway_port=free_port(),
+        prometheus_port=free_port(),
+        trace_query_port=free_port(),
         env={**os.environ, "PILOTFISH_CONFIG": str(root / "config")},
     )
     args = [
@@ -240,6 +248,10 @@ def bring_up(root: Path) -> Iterator[Mesh]:
         str(free_port()),
         "--gateway-readiness-port",
         str(free_port()),
+        "--prometheus-port",
+        str(mesh.prometheus_port),
+        "--trace-query-port",
+        str(mesh.trace_query_port),
         "--prefix",
         prefix,
         "--pod-cidr",

@@ -92,7 +92,7 @@ def test_a_second_up_of_the_same_mesh_reconciles_and_changes_nothing(mesh: Mesh)
     res = mesh.local("up", "--prefix", mesh.prefix)
     assert "already running" in res.stderr + res.stdout
     status = mesh.local("status")
-    assert status.stdout.count("healthy") == 4, status.stdout
+    assert status.stdout.count("healthy") == 4, status.stdout  # with Prometheus
 
 
 def test_a_second_mesh_that_would_share_the_prefix_range_or_ports_is_refused(
@@ -141,6 +141,28 @@ def test_local_commands_find_the_mesh_without_flags(mesh: Mesh) -> None:
     assert mesh.run(module, "status").stdout.count("healthy") == 4
 
 
+def test_prometheus_scrapes_the_control_plane_the_gateway_and_every_sidecar(mesh: Mesh) -> None:
+    assert httpx.get(f"{mesh.prometheus}/-/healthy", timeout=5).status_code == 200
+    pods = {p["metadata"]["name"]: p["status"]["podIP"] for p in mesh.pods()}
+
+    def up() -> dict[tuple[str, str], str]:
+        body = httpx.get(f"{mesh.prometheus}/api/v1/query", params={"query": "up"}, timeout=5)
+        return {
+            (r["metric"]["job"], r["metric"].get("pod", "")): r["value"][1]
+            for r in body.json()["data"]["result"]
+        }
+
+    want = {("istiod", ""), ("istio-ingressgateway", "istio-ingressgateway")}
+    want |= {("kubernetes-pods", name) for name in pods}
+    deadline = time.monotonic() + 60
+    while {k: v for k, v in up().items() if k in want} != dict.fromkeys(want, "1"):
+        assert time.monotonic() < deadline, f"not every target up: {up()}"
+        time.sleep(1)
+    targets = httpx.get(f"{mesh.prometheus}/api/v1/targets", timeout=5).json()["data"]
+    scraped = {t["scrapeUrl"] for t in targets["activeTargets"]}
+    assert {f"http://{ip}:15020/stats/prometheus" for ip in pods.values()} <= scraped
+
+
 def test_productpage_is_served_through_the_ingress_gateway(mesh: Mesh) -> None:
     text = page(mesh)
     assert "<title>Simple Bookstore App</title>" in text
@@ -161,7 +183,7 @@ def reviews_without_stars(text: str) -> bool:
 
 def test_a_page_view_is_one_trace_across_bookinfo(mesh: Mesh) -> None:
     mesh.cli("apply", "-f", str(REPO / "samples/operator/demo.yaml"))  # 100% sampling
-    query = "http://127.0.0.1:16686/api/traces"
+    query = f"http://127.0.0.1:{mesh.trace_query_port}/api/traces"
     wanted = {
         "istio-ingressgateway.istio-system",
         "productpage.default",

@@ -69,6 +69,7 @@ def test_crashed_mesh_is_cleaned_up_by_the_next_up_and_config_survives(
             "--gateway-agent-port", _opt(state["gateway_process"]["argv"], "--agent-port"),
             "--gateway-readiness-port",
             _opt(state["gateway_process"]["argv"], "--readiness-port"),
+            "--prometheus-port", str(mesh.prometheus_port),
             "--prefix", mesh.prefix,
             "--pod-cidr", _opt(args, "--pod-cidr"),
             "--workdir", _opt(args, "--workdir"),

@@ -28,7 +28,10 @@ pytestmark = pytest.mark.e2e
 #: What `make demo` needs from a checkout.
 ENTRIES = ("pilotfish", "samples", "scripts", "Makefile", "pyproject.toml", "README.md")
 #: The demo's fixed ports (API, gateway) and ranges: they must be free for this test.
-DEMO_PORTS = (("127.0.0.1", 15014), ("127.0.0.1", 8080), ("127.0.0.1", 8443))
+DEMO_PORTS = (
+    ("127.0.0.1", 15014), ("127.0.0.1", 8080), ("127.0.0.1", 8443), ("127.0.0.1", 9090),
+    ("127.0.0.1", 16686),
+)  # fmt: skip
 
 
 def _copy_venv(src: Path, dst: Path) -> None:

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import httpx
 
 from pilotfish.api.kinds import by_kind, token_path
+from pilotfish.platform.local.prometheus import PrometheusLayout, pod_targets, write_targets
 from pilotfish.platform.local.runtime_model import (
     SIDECAR_STATUS_ANNOTATION,
     deployment_status,
@@ -296,6 +297,7 @@ class Runtime:
         self._stopping: list[PodHandle] = []
         self._start_times: dict[tuple[str, str], str] = {}
         self._last_status_file: dict[str, Any] = {}
+        self._last_targets: list[dict[str, Any]] | None = None
         self._events_lock = threading.Lock()
         self._pending_events: list[tuple[str, str, str, PodEvent]] = []
         #: Event name -> (count, firstTimestamp) of the events this runtime wrote.
@@ -365,6 +367,7 @@ class Runtime:
         pods = [p for p in snap.pods if _key(p) not in deleted]
         self._sync_pods(pods, self._view(snap.services, pods))
         pods = self._write_statuses(pods)
+        self._write_targets(pods)
         view = self._view(snap.services, pods)
         for running in self.pods.values():
             running.handle.set_view(view)
@@ -440,6 +443,18 @@ class Runtime:
             body = {**dep, "status": status}
             with contextlib.suppress(ApiGone):  # changed meanwhile: the next pass retries
                 self.api.update_deployment(body)
+
+    def _write_targets(self, pods: list[dict[str, Any]]) -> None:
+        """Prometheus' pod targets (``file_sd``): rewritten when pods come, go or move."""
+        targets = pod_targets(pods, SIDECAR_STATUS_ANNOTATION)
+        if targets == self._last_targets:
+            return
+        try:
+            write_targets(PrometheusLayout.under(self.settings.state_dir).pod_targets, targets)
+        except OSError as exc:
+            log.warning("prometheus targets not written: %s", exc)
+            return
+        self._last_targets = targets
 
     def _write_status_file(self) -> None:
         reports = {key: r.handle.report() for key, r in self.pods.items()}

@@ -13,6 +13,11 @@
    443 -> 8443 and any other as written (8080 -> 8080) bound on ``gateway_bind`` (127.0.0.1
    by default), verifying the control plane with ``<data-dir>/ca/mesh-roots.pem`` (it runs as root);
 
+4. Prometheus (Debian's ``prometheus``, when installed) on ``127.0.0.1:9090`` with its config
+   and TSDB in ``<state>/prometheus/``, scraping the control plane, the gateway and every pod
+   the runtime lists in its targets file (see :mod:`.prometheus`); without the binary the
+   mesh comes up without it and ``status`` says how to install it;
+
 waiting for each to be ready, and records them in ``<state>/mesh.json``. ``down`` stops them
 (the runtime first, so apps stop and sidecars drain) and then removes every namespace, veth,
 bridge and rule of the mesh's prefix with :func:`~.network.cleanup_all` - also when the mesh
@@ -54,6 +59,7 @@ from pilotfish.api.mesh import (
 )
 from pilotfish.api.node import NodeInfo
 from pilotfish.errors import PilotfishError
+from pilotfish.platform.local import prometheus as prom
 from pilotfish.platform.local.commands import IptablesTools
 from pilotfish.platform.local.hostmeshes import (
     MeshRecord,
@@ -67,6 +73,7 @@ from pilotfish.platform.local.hostmeshes import (
     write_record,
 )
 from pilotfish.platform.local.network import PodNetwork, PodNetworkSettings, cleanup_all
+from pilotfish.platform.local.prometheus import PrometheusLayout
 from pilotfish.platform.local.runtime import read_status_file
 from pilotfish.platform.local.runtime_main import mesh_roots_path, run_dir_for
 
@@ -115,6 +122,12 @@ class MeshSettings:
     ready_timeout: float = 60.0
     #: Extra environment of the background processes (e.g. ``PILOTFISH_CONFIG``).
     env: tuple[tuple[str, str], ...] = ()
+    #: Prometheus' port on 127.0.0.1 (Istio's addon port); ``None``: no Prometheus.
+    prometheus_port: int | None = prom.DEFAULT_PORT
+    #: The control plane's trace collector: Jaeger's query API on 127.0.0.1.
+    trace_query_port: int = TRACE_QUERY_PORT
+    #: The Prometheus binary (looked up on ``PATH``).
+    prometheus_binary: str = "prometheus"
 
     @property
     def xds_address(self) -> str:
@@ -131,6 +144,14 @@ class MeshSettings:
         port = dict(self.gateway_ports).get(80, self.gateway_ports[0][1])
         host = "127.0.0.1" if self.gateway_bind == "0.0.0.0" else self.gateway_bind
         return f"http://{host}:{port}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
+
+    @property
+    def prometheus(self) -> PrometheusLayout:
+        return PrometheusLayout.under(self.state_dir)
 
     @property
     def logs_dir(self) -> Path:
@@ -151,6 +172,7 @@ def server_argv(s: MeshSettings) -> list[str]:
         "--data-dir", str(s.data_dir),
         "--listen", s.api_listen,
         "--xds-listen", s.xds_address,
+        "--trace-query-port", str(s.trace_query_port),
     ]  # fmt: skip
 
 
@@ -203,6 +225,32 @@ def gateway_argv(s: MeshSettings) -> list[str]:
         drain_seconds=1.0,
     )
     return [s.python, "-P", "-m", PROXY_MODULE, "proxy", *agent_argv(agent)]
+
+
+def _loopback(listen: str) -> str:
+    host, _, port = listen.rpartition(":")
+    return f"{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{port}"
+
+
+def prometheus_yaml(s: MeshSettings) -> str:
+    """The local Prometheus' config for this mesh. Pure."""
+    return prom.render_config(
+        prom.config_for(
+            api=_loopback(s.api_listen),
+            gateway_agent=f"127.0.0.1:{s.gateway_agent_port}",
+            targets_dir=s.prometheus.targets_dir,
+            self_address=f"127.0.0.1:{s.prometheus_port}",
+        )
+    )
+
+
+def prometheus_binary(
+    s: MeshSettings, which: Callable[[str], str | None] = shutil.which
+) -> str | None:
+    """The Prometheus this mesh runs, or ``None`` (disabled, or not installed)."""
+    if s.prometheus_port is None:
+        return None
+    return which(s.prometheus_binary)
 
 
 def preflight_problem(
@@ -352,7 +400,9 @@ def mesh_record(s: MeshSettings, pids: Sequence[int] = ()) -> MeshRecord:
     ports += [(s.gateway_bind, listen) for _, listen in s.gateway_ports]
     ports += [(gw, s.gateway_admin_port), ("0.0.0.0", s.gateway_agent_port)]
     ports += [("0.0.0.0", s.gateway_readiness_port)]
-    ports += [("127.0.0.1", TRACE_QUERY_PORT)]
+    ports += [("127.0.0.1", s.trace_query_port)]
+    if s.prometheus_port is not None:
+        ports += [("127.0.0.1", s.prometheus_port)]
     return MeshRecord(
         prefix=s.network.prefix,
         data_dir=str(s.data_dir),
@@ -385,9 +435,14 @@ def _refuse_conflicts(s: MeshSettings, parts: Sequence[str]) -> None:
             f"the name prefix {s.network.prefix!r} is in use by a running pod runtime "
             "(started without `pilotfish up`?); stop it, or choose another --prefix"
         )
+    api_host, _, api_port = s.api_listen.rpartition(":")
+    gateway = [(s.gateway_bind, listen) for _, listen in s.gateway_ports]
+    gateway += [("127.0.0.1", s.gateway_admin_port), ("0.0.0.0", s.gateway_agent_port)]
+    gateway += [("0.0.0.0", s.gateway_readiness_port)]
     wanted = {
-        "control plane": [mine.ports[0]],
-        "ingress gateway": [p for p in mine.ports[1:]],
+        "control plane": [(api_host or "0.0.0.0", int(api_port))],
+        "ingress gateway": gateway,
+        "prometheus": [("127.0.0.1", s.prometheus_port)] if s.prometheus_port else [],
     }
     taken = [
         problem
@@ -399,7 +454,8 @@ def _refuse_conflicts(s: MeshSettings, parts: Sequence[str]) -> None:
         raise MeshError(
             "ports this mesh needs are in use: " + "; ".join(taken) + "\n"
             "Stop what uses them, or choose others (--listen, --gateway-port, "
-            "--gateway-admin-port, --gateway-agent-port, --gateway-readiness-port)."
+            "--gateway-admin-port, --gateway-agent-port, --gateway-readiness-port, "
+            "--prometheus-port)."
         )
 
 
@@ -416,7 +472,12 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
     if problem:
         raise MeshError(problem)
     current = load_mesh(s.state_dir) or {}
+    prometheus = prometheus_binary(s)
+    if prometheus is None:
+        current.pop("prometheus", None)
     alive = {name: process_alive(e) for name, e in _entries(current).items()}
+    if prometheus is not None:
+        alive.setdefault("prometheus", False)
     if any(alive.values()) and all(alive.values()):
         progress.note("Pilotfish is already running with this data directory; nothing to start")
         return current
@@ -432,8 +493,9 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
         mesh = {}
         alive = dict.fromkeys(alive, False)
     parts = [
-        p for p, name in (("control plane", "server"), ("ingress gateway", "gateway"))
-        if not alive[name]
+        p for p, name in (("control plane", "server"), ("ingress gateway", "gateway"),
+                          ("prometheus", "prometheus"))
+        if not alive.get(name, True)
     ]  # fmt: skip
     _refuse_conflicts(s, parts)
     try:
@@ -453,6 +515,7 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
             "state_dir": str(s.state_dir),
             "gateway_readiness": f"http://127.0.0.1:{s.gateway_readiness_port}/healthz/ready",
             "xds_host": str(s.network.gateway_ip),
+            "trace_query_port": s.trace_query_port,
         }
     )
     started: list[str] = []
@@ -495,6 +558,29 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
                     mesh["gateway_process"],
                     lambda: _http_ok(mesh["gateway_readiness"]),
                 )
+        if prometheus is None:
+            mesh.pop("prometheus", None)
+            if s.prometheus_port is not None:
+                progress.note(
+                    f"Prometheus is not installed, so the mesh runs without it: "
+                    f"{prom.INSTALL_HINT}, then `pilotfish up` again"
+                )
+        elif not alive["prometheus"]:
+            with progress.step(f"prometheus ({s.prometheus_url})"):
+                _write_prometheus_config(s)
+                mesh["prometheus_url"] = s.prometheus_url
+                argv = prom.prometheus_argv(
+                    prometheus, s.prometheus, f"127.0.0.1:{s.prometheus_port}"
+                )
+                mesh["prometheus"] = _spawn(s, "prometheus", argv)
+                started.append("prometheus")
+                _save_mesh(s.state_dir, mesh)
+                _wait(
+                    s,
+                    "prometheus",
+                    mesh["prometheus"],
+                    lambda: _http_ok(f"{s.prometheus_url}/-/ready"),
+                )
         for name, entry in _entries(mesh).items():
             if not process_alive(entry):
                 raise MeshError(f"the {name} exited right after it became ready; see its log "
@@ -502,7 +588,7 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
         pids = [int(e["pid"]) for e in _entries(mesh).values() if e]
         write_record(mesh_record(s, pids))
     except BaseException:
-        if alive["server"] or alive["runtime"] or alive["gateway"]:
+        if any(alive.values()):
             for name in reversed(started):  # reconciling: stop only what this call started
                 _stop_process(_entries(mesh).get(name), 10.0)
         else:
@@ -512,6 +598,15 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
         if lock is not None:
             lock.release()  # the runtime holds its own descriptor of the same lock
     return mesh
+
+
+def _write_prometheus_config(s: MeshSettings) -> None:
+    layout = s.prometheus
+    for d in (layout.root, layout.data, layout.targets_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    tmp = layout.config.with_name(layout.config.name + ".tmp")
+    tmp.write_text(prometheus_yaml(s))
+    tmp.replace(layout.config)
 
 
 def _copy_mesh_roots(s: MeshSettings) -> None:
@@ -559,11 +654,14 @@ def _write_gateway_token(s: MeshSettings) -> None:
 
 
 def _entries(mesh: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
-    return {
+    entries = {
         "server": mesh.get("server"),
         "runtime": mesh.get("runtime"),
         "gateway": mesh.get("gateway_process"),
     }
+    if "prometheus" in mesh:  # started only where it is installed
+        entries["prometheus"] = mesh.get("prometheus")
+    return entries
 
 
 def _proc_table() -> dict[int, tuple[int, str]]:
@@ -620,7 +718,8 @@ def mesh_down(s: MeshSettings) -> list[str]:
     live = [int(e["pid"]) for e in entries.values() if e and process_alive(e)]
     tree = process_tree(live)
     # Runtime first: apps stop, sidecars drain, pods go. Then the gateway, then the server.
-    for name, grace in (("runtime", 30.0), ("gateway", 10.0), ("server", 5.0)):
+    parts = (("runtime", 30.0), ("gateway", 10.0), ("server", 5.0), ("prometheus", 10.0))
+    for name, grace in parts:
         entry = entries.get(name)
         if process_alive(entry):
             _stop_process(entry, grace)
@@ -689,6 +788,8 @@ class ComponentStatus:
     running: bool
     healthy: bool
     detail: str
+    #: Shown instead of healthy/stopped when set (``not installed``).
+    state: str = ""
 
 
 def mesh_status(s: MeshSettings) -> list[ComponentStatus]:
@@ -720,14 +821,40 @@ def mesh_status(s: MeshSettings) -> list[ComponentStatus]:
     )
     out[1] = _with_log(out[1], entries["runtime"])
     out[2] = _with_log(out[2], entries["gateway"])
-    query = f"http://127.0.0.1:{TRACE_QUERY_PORT}"
+    query = f"http://127.0.0.1:{mesh.get('trace_query_port') or TRACE_QUERY_PORT}"
     alive = process_alive(entries["server"])
     healthy = alive and _http_ok(f"{query}/api/services")
     detail = f"query API {query}, receivers on {mesh.get('xds_host') or 'the bridge'}"
     if alive and not healthy:
         detail += "\n  not answering: see `trace collector` in the control plane's log"
     out.append(ComponentStatus("trace collector", alive, healthy, detail))
+    out.append(_prometheus_status(s, mesh))
     return out
+
+
+def _prometheus_status(s: MeshSettings, mesh: dict[str, Any]) -> ComponentStatus:
+    entry = mesh.get("prometheus")
+    if not entry:
+        if prometheus_binary(s) is None:
+            return ComponentStatus(
+                "prometheus", False, True,
+                f"not installed; the mesh runs without it ({prom.INSTALL_HINT}, then "
+                "`pilotfish up`)", state="not installed",
+            )  # fmt: skip
+        return ComponentStatus(
+            "prometheus", False, False, "installed but not started: run `pilotfish up`"
+        )
+    url = str(mesh.get("prometheus_url") or s.prometheus_url)
+    alive = process_alive(entry)
+    healthy = alive and _http_ok(f"{url}/-/ready")
+    detail = url
+    if healthy:
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
+            active = httpx.get(f"{url}/api/v1/targets?state=active", timeout=2.0).json()
+            targets = active["data"]["activeTargets"]
+            up = sum(1 for t in targets if t.get("health") == "up")
+            detail += f" ({up}/{len(targets)} targets up)"
+    return _with_log(ComponentStatus("prometheus", alive, healthy, detail), entry)
 
 
 def _with_log(part: ComponentStatus, entry: dict[str, Any] | None) -> ComponentStatus:

@@ -39,7 +39,14 @@ from typing import Any, cast
 
 from pilotfish.agent.envoy_binary import ENV_OVERRIDE as ENVOY_ENV
 from pilotfish.agent.launch import agent_argv
-from pilotfish.agent.settings import AgentSettings, HostPort, IdentitySettings, LogLevel, XdsTls
+from pilotfish.agent.settings import (
+    AgentSettings,
+    AppMetrics,
+    HostPort,
+    IdentitySettings,
+    LogLevel,
+    XdsTls,
+)
 from pilotfish.api.mesh import AGENT_PORT, READINESS_PORT
 from pilotfish.api.node import NodeInfo
 from pilotfish.platform.local.capture import CaptureSettings, apply_capture
@@ -54,6 +61,7 @@ from pilotfish.platform.local.hosts import (
 from pilotfish.platform.local.network import PodNet, PodNetwork
 from pilotfish.platform.local.nsprobe import http_get, http_status, tcp_open
 from pilotfish.platform.local.process import PodProcess, start_in_pod
+from pilotfish.platform.local.prometheus import pod_scrape
 from pilotfish.platform.local.runtime_model import (
     PROXY_CONTAINER,
     ContainerProcess,
@@ -516,6 +524,9 @@ class LocalPod:
             drain_seconds=self.settings.drain_seconds,
             log_level=cast(LogLevel, self.settings.proxy_log_level),
             envoy_user=self.settings.proxy_user,
+            # As Istio's injector hands the pod's prometheus.io/* annotations to pilot-agent:
+            # the agent merges the app's metrics into its own /stats/prometheus.
+            app_metrics=_app_metrics(meta.get("annotations") or {}),
         )
         return [*self.settings.proxy_argv, *agent_argv(agent)]
 
@@ -664,6 +675,11 @@ def _last_line(proc: PodProcess) -> str:
             lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines()]
         return next((ln for ln in reversed(lines) if ln), "")[:500]
     return ""
+
+
+def _app_metrics(annotations: Mapping[str, Any]) -> AppMetrics | None:
+    scrape = pod_scrape(annotations)
+    return AppMetrics(scrape.port, scrape.path) if scrape is not None else None
 
 
 def _resolve_port(port: Any, c: _Container) -> int | None:

@@ -12,6 +12,9 @@ import httpx
 import pytest
 
 from pilotfish.telemetry import CollectorSettings, TraceCollector
+from tests.integration.harness import control_plane, control_plane_factory, mesh
+
+__all__ = ["collector", "control_plane", "control_plane_factory", "mesh", "query"]
 
 
 @pytest.fixture
