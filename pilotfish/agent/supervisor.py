@@ -85,6 +85,10 @@ def envoy_command(settings: SupervisorSettings, binary: Path) -> list[str]:
         "immediate",
         "--log-level",
         settings.log_level,
+        # Deprecation notices (Istio's stats need the stats logger's stat_prefix) would fill
+        # the proxy's log at every listener update.
+        "--component-log-level",
+        "misc:error",
     ]
     if settings.log_path is not None:
         cmd += ["--log-path", str(settings.log_path)]

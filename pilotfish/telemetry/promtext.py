@@ -35,6 +35,8 @@ __all__ = [
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ENVOY_ISTIO_PREFIX = "envoy_istio_"
 ISTIO_PREFIX = "istio_"
+#: Istio labels that are empty rather than ``unknown`` when there is no value.
+KEEP_EMPTY = frozenset({"grpc_response_status"})
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,14 @@ class Sample:
 
     def renamed(self, name: str) -> Sample:
         return Sample(name, self.labels, self.value, self.timestamp)
+
+    def with_unknowns(self) -> Sample:
+        """Empty label values as Istio writes them: ``unknown`` (Envoy leaves what it cannot
+        fill empty; ``grpc_response_status`` stays empty for plain HTTP, as in Istio)."""
+        labels = tuple(
+            (k, "unknown" if v == "" and k not in KEEP_EMPTY else v) for k, v in self.labels
+        )
+        return Sample(self.name, labels, self.value, self.timestamp)
 
 
 @dataclass(frozen=True)
@@ -183,13 +193,13 @@ def rename_prefix(
     families: Iterable[Family], old: str = ENVOY_ISTIO_PREFIX, new: str = ISTIO_PREFIX
 ) -> list[Family]:
     """Families (and their samples) whose names start with ``old`` renamed to start with
-    ``new``; the others unchanged."""
+    ``new``, with Istio's ``unknown`` for empty label values; the others unchanged."""
     out = []
     for f in families:
         if not f.name.startswith(old):
             out.append(f)
             continue
-        samples = tuple(s.renamed(_rename(s.name, old, new)) for s in f.samples)
+        samples = tuple(s.renamed(_rename(s.name, old, new)).with_unknowns() for s in f.samples)
         out.append(Family(_rename(f.name, old, new), f.type, f.help, samples))
     return out
 

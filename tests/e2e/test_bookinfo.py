@@ -92,7 +92,7 @@ def test_a_second_up_of_the_same_mesh_reconciles_and_changes_nothing(mesh: Mesh)
     res = mesh.local("up", "--prefix", mesh.prefix)
     assert "already running" in res.stderr + res.stdout
     status = mesh.local("status")
-    assert status.stdout.count("healthy") == 4, status.stdout  # with Prometheus
+    assert status.stdout.count("healthy") == 5, status.stdout  # with Prometheus
 
 
 def test_a_second_mesh_that_would_share_the_prefix_range_or_ports_is_refused(
@@ -117,7 +117,7 @@ def test_a_second_mesh_that_would_share_the_prefix_range_or_ports_is_refused(
     assert not (tmp_path / "state" / "mesh.json").exists()  # nothing started
     # The running mesh is untouched: same pods, every part healthy, pages served.
     assert [p["metadata"]["uid"] for p in mesh.pods()] == [p["metadata"]["uid"] for p in before]
-    assert mesh.local("status").stdout.count("healthy") == 4
+    assert mesh.local("status").stdout.count("healthy") == 5
     assert "<title>Simple Bookstore App</title>" in page(mesh)
 
 
@@ -138,7 +138,7 @@ def test_local_commands_find_the_mesh_without_flags(mesh: Mesh) -> None:
     assert out.strip() == "inside"
     logs = mesh.run(module, "logs", pod, "-c", "istio-proxy").stdout
     assert logs.strip(), "the sidecar's log is empty"
-    assert mesh.run(module, "status").stdout.count("healthy") == 4
+    assert mesh.run(module, "status").stdout.count("healthy") == 5
 
 
 def test_prometheus_scrapes_the_control_plane_the_gateway_and_every_sidecar(mesh: Mesh) -> None:

@@ -539,6 +539,16 @@ class LocalPod:
         gid = self.users.proxy.gid
         argv = ["setpriv", f"--regid={gid}", "--clear-groups", "--", *self.sidecar.argv]
         envoy = self.settings.envoy_binary
+        # Envoy (the proxy user) writes its access log to its stdout, this file, by opening
+        # /dev/stdout again: the proxy group may write it (its owner stays root).
+        log_path = self.log_dir / f"{PROXY_CONTAINER}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o664)
+        try:
+            os.fchown(fd, -1, gid)
+            os.fchmod(fd, 0o664)
+        finally:
+            os.close(fd)
         self.sidecar.proc = start_in_pod(
             self.netns,
             argv,

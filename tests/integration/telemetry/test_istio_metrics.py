@@ -1,8 +1,9 @@
 """Istio's standard metrics and access logs from real Envoys on real traffic.
 
 A control plane and sidecars in explicit mode on loopback with mesh certificates; requests go
-from one app through its sidecar to another's. Each Envoy's own Prometheus output (admin
-``/stats/prometheus``) must then hold Istio's series with Istio's labels for both reporters -
+from one app through its sidecar to another's. Each sidecar's merged Prometheus output (the
+agent's ``:15020/stats/prometheus``) must then hold Istio's series with Istio's labels for both
+reporters -
 including what the server reports about its caller, which must not be forgeable.
 """
 
@@ -32,8 +33,9 @@ _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
 def series(sidecar: Sidecar, name: str) -> list[tuple[dict[str, str], float]]:
-    """``name``'s series in the Envoy's own Prometheus output: (labels, value)."""
-    text = httpx.get(f"http://127.0.0.1:{sidecar.admin_port}/stats/prometheus", timeout=5).text
+    """``name``'s series as the sidecar's agent serves them (``:15020/stats/prometheus``, Envoy's
+    ``istio_*`` renamed to Istio's ``istio_*``): (labels, value)."""
+    text = httpx.get(f"http://127.0.0.1:{sidecar.agent_port}/stats/prometheus", timeout=5).text
     out = []
     for line in text.splitlines():
         m = _SERIES.match(line)
@@ -82,7 +84,7 @@ def test_both_reporters_with_istios_labels_over_mtls(
     assert r.status_code == 200
     # The server's app never sees the peer headers.
     assert not [h for h in r.json()["headers"] if h.startswith("x-pilotfish-peer")]
-    src = one(client, "envoy_istio_requests_total", reporter="source", response_code="200")
+    src = one(client, "istio_requests_total", reporter="source", response_code="200")
     assert src["source_workload"] == "productpage-v1"
     assert src["source_workload_namespace"] == "default"
     assert src["source_app"] == "productpage" and src["source_version"] == "v1"
@@ -98,7 +100,7 @@ def test_both_reporters_with_istios_labels_over_mtls(
     assert src["destination_principal"] == "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
     assert src["request_protocol"] == "http" and src["source_cluster"] == "Kubernetes"
     assert src["connection_security_policy"] == "unknown"
-    dst = one(server, "envoy_istio_requests_total", reporter="destination", response_code="200")
+    dst = one(server, "istio_requests_total", reporter="destination", response_code="200")
     assert dst["source_workload"] == "productpage-v1"  # not "forged"
     assert dst["source_workload_namespace"] == "default"
     assert dst["source_app"] == "productpage" and dst["source_version"] == "v1"
@@ -110,7 +112,7 @@ def test_both_reporters_with_istios_labels_over_mtls(
     eventually(
         lambda: any(
             s.get("le") == "0.5" and s.get("reporter") == "source"
-            for s, _ in series(client, "envoy_istio_request_duration_milliseconds_bucket")
+            for s, _ in series(client, "istio_request_duration_milliseconds_bucket")
         ),
         20,
         "request duration buckets",
@@ -130,11 +132,11 @@ def test_a_plaintext_caller_cannot_claim_a_workload(
     assert r.status_code == 200
     assert not [h for h in r.json()["headers"] if h.startswith("x-pilotfish-peer")]
     dst = one(
-        server, "envoy_istio_requests_total", reporter="destination",
+        server, "istio_requests_total", reporter="destination",
         connection_security_policy="none",
     )  # fmt: skip
     assert dst["source_workload"] == "unknown" and dst["source_app"] == "unknown"
-    assert dst["source_principal"] == ""  # reported as "unknown" by the agent
+    assert dst["source_principal"] == "unknown"
 
 
 TAG_OVERRIDES = """
@@ -172,14 +174,14 @@ def test_telemetry_tag_overrides_and_the_mesh_wide_access_log(
         client.request("reviews:9080", "/after-override")
         return any(
             s.get("request_host") == "reviews:9080" and "request_protocol" not in s
-            for s, _ in series(client, "envoy_istio_requests_total")
+            for s, _ in series(client, "istio_requests_total")
         )
 
     eventually(overridden, 30, "request_host added and request_protocol removed")
     # The duration histogram keeps request_protocol: the override matched REQUEST_COUNT only.
     assert all(
         "request_host" not in s
-        for s, _ in series(client, "envoy_istio_request_duration_milliseconds_bucket")
+        for s, _ in series(client, "istio_request_duration_milliseconds_bucket")
     )
 
     def logged() -> bool:

@@ -71,3 +71,32 @@ def test_validation_catches_a_broken_config(tmp_path: Path) -> None:
     route.route.weighted_clusters.SetInParent()
     with pytest.raises(AssertionError, match="envoy rejected"):
         validate(resources, tmp_path)
+
+
+def test_telemetry_of_the_demo_profile_loads_in_envoy(tmp_path: Path) -> None:
+    """Access logs, 100% tracing to the built-in collector, a tag override and a filter."""
+    from pilotfish.config.addons import zipkin_service_entry
+    from tests.unit.translate.fixtures import BOOKINFO_CORE, router_node
+
+    operator = {
+        "apiVersion": "install.istio.io/v1alpha1",
+        "kind": "IstioOperator",
+        "metadata": {"name": "demo", "namespace": "istio-system"},
+        "spec": {"meshConfig": {"accessLogFile": "/dev/stdout", "accessLogEncoding": "JSON",
+                                "defaultConfig": {"tracing": {"sampling": 100}}}},
+    }  # fmt: skip
+    telemetry = {
+        "apiVersion": "telemetry.istio.io/v1",
+        "kind": "Telemetry",
+        "metadata": {"name": "t", "namespace": "default"},
+        "spec": {
+            "accessLogging": [{"providers": [{"name": "envoy"}],
+                               "filter": {"expression": "response.code >= 400"}}],
+            "metrics": [{"overrides": [{"match": {"metric": "REQUEST_COUNT"}, "tagOverrides": {
+                "response_code": {"value": "string(response.code)"},
+                "request_protocol": {"operation": "REMOVE"}}}]}],
+        },
+    }  # fmt: skip
+    push = push_for([*BOOKINFO_CORE, zipkin_service_entry("10.244.0.1"), operator, telemetry])
+    validate(generate(sidecar_node(), push), tmp_path, "telemetry-sidecar")
+    validate(generate(router_node(), push), tmp_path, "telemetry-gateway")

@@ -114,3 +114,22 @@ def test_timestamps_comments_and_series_without_type() -> None:
     out = render(parse(text))
     assert "up 1 1700000000000" in out
     assert parse(out) == parse(text)
+
+
+def test_istio_series_say_unknown_where_envoy_left_a_label_empty() -> None:
+    from pilotfish.telemetry.promtext import parse, rename_prefix
+
+    text = (
+        "# TYPE envoy_istio_requests_total counter\n"
+        'envoy_istio_requests_total{source_principal="",grpc_response_status="",'
+        'response_code="200"} 3\n'
+        "# TYPE envoy_cluster_upstream_rq counter\n"
+        'envoy_cluster_upstream_rq{envoy_cluster_name=""} 1\n'
+    )
+    istio, other = rename_prefix(parse(text))
+    (sample,) = istio.samples
+    assert sample.name == "istio_requests_total"
+    assert dict(sample.labels) == {
+        "source_principal": "unknown", "grpc_response_status": "", "response_code": "200"
+    }  # fmt: skip
+    assert dict(other.samples[0].labels) == {"envoy_cluster_name": ""}
