@@ -262,6 +262,23 @@ def test_gateway_https_chains_by_sni_with_secrets() -> None:
     )
 
 
+def test_gateway_server_whose_secret_is_broken_or_unreadable_is_left_out() -> None:
+    docs = [
+        *DOCS,
+        *GATEWAY,
+        secret("bookinfo", tls_crt="CERT", tls_key="KEY"),  # not PEM
+        secret("mutual", "elsewhere", tls_crt=OTHER.cert, tls_key=OTHER.key),  # not readable
+        secret("mutual-cacert", cacert=CA.cert),
+        secret("missing", tls_crt=SERVER.cert, tls_key=SERVER.key),
+    ]
+    res = proxy_resources(router_node(gateway_ports={443: 8443, 8443: 9443}), push_for(docs))
+    lst = res[LISTENER_TYPE]["0.0.0.0_8443"]
+    assert [tuple(c.filter_chain_match.server_names) for c in lst.filter_chains] == [
+        ("missing.example.com",)
+    ]
+    assert set(res[SECRET_TYPE]) == {"kubernetes://missing"}
+
+
 def test_gateway_passthrough_routes_by_sni() -> None:
     lst = _gateway_resources()[LISTENER_TYPE]["0.0.0.0_9443"]
     (chain,) = lst.filter_chains
