@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -24,7 +23,7 @@ from tests.unit.translate.fixtures import (
     sidecar_node,
     unpack_hcm,
 )
-from tests.unit.xds.pem import CA, OTHER, SERVER
+from tests.unit.xds.pem import CA, OTHER, SERVER, secret
 
 REVIEWS = "outbound|9080||reviews.default.svc.cluster.local"
 MESH = {TLS_MODE_LABEL: "istio"}
@@ -54,18 +53,6 @@ def dr(tls: dict[str, Any]) -> dict[str, Any]:
         "kind": "DestinationRule",
         "metadata": {"name": "reviews", "namespace": "default"},
         "spec": {"host": "reviews", "trafficPolicy": {"tls": tls}},
-    }
-
-
-def secret(name: str, ns: str = "istio-system", **data: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": ns},
-        "type": "kubernetes.io/tls",
-        "data": {
-            k.replace("_", "."): base64.b64encode(v.encode()).decode() for k, v in data.items()
-        },
     }
 
 

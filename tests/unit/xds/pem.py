@@ -1,14 +1,15 @@
-"""Small PEM certificates and keys for tests of what reads Secrets (EC keys: fast)."""
+"""PEM certificates and keys, and Secret documents holding them, for tests of what reads
+Secrets (EC keys: fast)."""
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from pilotfish.identity import pki
+from pilotfish.identity.ca import build_root
 
 
 @dataclass(frozen=True)
@@ -17,31 +18,34 @@ class Pem:
     key: str
 
 
-def self_signed(name: str = "example.com") -> Pem:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return Pem(
-        cert=cert.public_bytes(serialization.Encoding.PEM).decode(),
-        key=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode(),
-    )
+def self_signed(name: str) -> Pem:
+    key = pki.generate_private_key()
+    cert = build_root(key, name, datetime.now(UTC), timedelta(days=1), timedelta(minutes=1))
+    return Pem(cert=pki.certificate_pem(cert), key=pki.private_key_pem(key))
 
 
 SERVER = self_signed("bookinfo.example.com")
 OTHER = self_signed("other.example.com")
 CA = self_signed("ca.example.com")
+
+
+def secret(
+    name: str,
+    ns: str = "istio-system",
+    string_data: dict[str, str] | None = None,
+    **data: str,
+) -> dict[str, Any]:
+    """A ``kubernetes.io/tls`` Secret; ``tls_crt=...`` is the key ``tls.crt``, base64-encoded
+    into ``data``."""
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns},
+        "type": "kubernetes.io/tls",
+        "data": {
+            k.replace("_", "."): base64.b64encode(v.encode()).decode() for k, v in data.items()
+        },
+    }
+    if string_data is not None:
+        body["stringData"] = string_data
+    return body

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import pytest
@@ -15,27 +14,7 @@ from pilotfish.xds.secrets import (
     secrets_for,
 )
 from tests.unit.translate.fixtures import push_for, router_node, sidecar_node
-from tests.unit.xds.pem import CA, OTHER, SERVER
-
-
-def secret(
-    name: str,
-    ns: str = "istio-system",
-    string_data: dict[str, str] | None = None,
-    **data: str,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": ns},
-        "type": "kubernetes.io/tls",
-        "data": {
-            k.replace("_", "."): base64.b64encode(v.encode()).decode() for k, v in data.items()
-        },
-    }
-    if string_data is not None:
-        body["stringData"] = string_data
-    return body
+from tests.unit.xds.pem import CA, OTHER, SERVER, secret
 
 
 def resolver(*docs: dict[str, Any]) -> SecretResolver:
