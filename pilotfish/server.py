@@ -34,15 +34,16 @@ from pilotfish.config.addons import ensure_addon_services
 from pilotfish.config.store import Store, open_store
 from pilotfish.contextfile import DEFAULT_HOME, Context, save_context
 from pilotfish.model.jwks import JwksFetcher, JwksSettings
-from pilotfish.model.push_context import MeshSettings
+from pilotfish.model.push_context import MeshSettings, PushContext
 from pilotfish.model.source import PushContextSource
 from pilotfish.registry import Registry
 from pilotfish.registry.vip import VipAllocator
 from pilotfish.server_identity import ControlPlaneIdentity, IdentitySettings
 from pilotfish.telemetry.pilot import PilotMetrics
-from pilotfish.translate import Resources, generate
-from pilotfish.xds import DiscoveryServer, PushRequest, XdsSettings
+from pilotfish.translate import Resources, generate_config
+from pilotfish.xds import SECRET_TYPE, DiscoveryServer, PushRequest, XdsSettings
 from pilotfish.xds.resources import short_name
+from pilotfish.xds.secrets import secrets_for
 
 if TYPE_CHECKING:
     from pilotfish.telemetry import TraceCollector
@@ -124,6 +125,17 @@ class ServerSettings:
         return f"http://{host}:{self.api_port}"
 
 
+def proxy_resources(node: NodeInfo, push: PushContext) -> Resources:
+    """Everything the control plane sends one proxy: translation's CDS, EDS, LDS and RDS, and
+    the SDS secrets they name, resolved from the stored Secrets by the xDS secrets generator.
+    ``push`` must have been built with ``credentials=secrets_for``, so translation's view of
+    which credentials are available is the generator's."""
+    config = generate_config(node, push)
+    resources = dict(config.resources)
+    resources[SECRET_TYPE] = dict(secrets_for(push).generate(node, config.secret_names))
+    return resources
+
+
 def config_as_json(resources: Resources) -> dict[str, list[dict[str, Any]]]:
     """Generated resources as JSON lists keyed ``clusters``, ``endpoints``, ``listeners`` and
     ``routes``. Secrets are left out: gateway credentials carry private keys."""
@@ -159,7 +171,11 @@ class Mesh:
         self.metrics = PilotMetrics(__version__, connections=lambda: self.xds.connections())
         #: Keys of RequestAuthentication jwksUri rules, fetched here and inlined by translate.
         self.jwks = JwksFetcher(JwksSettings(), on_change=self._jwks_changed)
-        self.source = PushContextSource(store, self.registry, MeshSettings(), jwks=self.jwks.jwks)
+        #: Secrets are read by the xDS secrets generator only; translation asks it which
+        #: credentials are available.
+        self.source = PushContextSource(
+            store, self.registry, MeshSettings(), jwks=self.jwks.jwks, credentials=secrets_for
+        )
         self.xds = DiscoveryServer(
             XdsSettings(
                 address=f"{settings.xds_host}:{settings.xds_port}",
@@ -174,7 +190,7 @@ class Mesh:
         self._unsubscribe: list[Callable[[], None]] = []
 
     def generate(self, node: NodeInfo) -> Resources:
-        return generate(node, self.source.current())
+        return proxy_resources(node, self.source.current())
 
     def _jwks_changed(self) -> None:
         self.source.invalidate()

@@ -17,6 +17,10 @@ Indexes:
   RequestAuthentication), typed, in store order, for their own translators; other kinds
   (Secrets, Sidecars...) are kept as stored objects.
 
+Translation never reads Secrets: ``credentials`` tells it whether a ``credentialName`` secret
+can be served to a proxy, answered by the xDS secrets generator the control plane injects
+(``pilotfish.xds.secrets``), which reads them. Without one, no credential is available.
+
 ``memo(key, factory)`` caches work that does not depend on the proxy (clusters per namespace,
 route configs per namespace and port...) for the life of this context: translators share it
 across every proxy pushed at this revision.
@@ -29,13 +33,14 @@ import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pydantic
 
 from pilotfish.api.hosts import MESH_GATEWAY, host_matches, specificity
 from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX, visible
 from pilotfish.api.meshconfig import MeshConfig, mesh_config_from_bodies
+from pilotfish.api.node import NodeInfo
 from pilotfish.api.security import (
     AuthorizationPolicySpec,
     PeerAuthenticationSpec,
@@ -82,6 +87,27 @@ def no_jwks(uri: str) -> str | None:
     return None
 
 
+class Credentials(Protocol):
+    """Whether a ``kubernetes://`` credential can be served to a proxy: its Secret is one the
+    proxy may read and it holds what the name asks for. Translation leaves out what names an
+    unavailable credential (a gateway server), and never sees the key material."""
+
+    def available(self, node: NodeInfo, resource: str) -> bool: ...
+
+
+#: Makes the :class:`Credentials` of one context (called once per context, on first use).
+CredentialsFactory = Callable[["PushContext"], Credentials]
+
+
+class _NoCredentials:
+    def available(self, node: NodeInfo, resource: str) -> bool:
+        return False
+
+
+def no_credentials(push: PushContext) -> Credentials:
+    return _NoCredentials()
+
+
 class PushContext:
     """Read-only after ``build``; safe to share across threads."""
 
@@ -93,12 +119,14 @@ class PushContext:
         others: Mapping[str, tuple[StoredObject, ...]],
         settings: MeshSettings,
         jwks: JwksLookup = no_jwks,
+        credentials: CredentialsFactory = no_credentials,
     ) -> None:
         self.revision = revision
         self.registry = registry
         self.settings = settings
         #: Keys of remote JWKS (``jwksUri``), fetched by the control plane and inlined.
         self.jwks = jwks
+        self.credentials_factory = credentials
         self._parsed = parsed
         self._others = others
         self._memo: dict[Hashable, Any] = {}
@@ -165,10 +193,12 @@ class PushContext:
         previous: PushContext | None = None,
         settings: MeshSettings | None = None,
         jwks: JwksLookup | None = None,
+        credentials: CredentialsFactory | None = None,
     ) -> PushContext:
         """A context from the objects of one revision; reuses ``previous``'s parsed entries."""
         settings = settings or (previous.settings if previous else MeshSettings())
         jwks = jwks or (previous.jwks if previous else no_jwks)
+        credentials = credentials or (previous.credentials_factory if previous else no_credentials)
         old = previous._parsed if previous else {}
         parsed: dict[tuple[Key, int], ParsedConfig] = {}
         others: dict[str, list[StoredObject]] = {}
@@ -194,6 +224,7 @@ class PushContext:
             MappingProxyType({k: tuple(v) for k, v in others.items()}),
             settings,
             jwks,
+            credentials,
         )
 
     # ---- shared work ----------------------------------------------------------------------
@@ -206,6 +237,11 @@ class PushContext:
         value = factory()
         with self._lock:
             return self._memo.setdefault(key, value)
+
+    @property
+    def credentials(self) -> Credentials:
+        """Which ``credentialName`` secrets can be served, at this revision."""
+        return self.memo(("credentials",), lambda: self.credentials_factory(self))
 
     # ---- services -------------------------------------------------------------------------
 

@@ -14,7 +14,12 @@ import threading
 import time
 
 from pilotfish.config.store.base import Store
-from pilotfish.model.push_context import JwksLookup, MeshSettings, PushContext
+from pilotfish.model.push_context import (
+    CredentialsFactory,
+    JwksLookup,
+    MeshSettings,
+    PushContext,
+)
 from pilotfish.registry.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -27,11 +32,13 @@ class PushContextSource:
         registry: Registry,
         settings: MeshSettings | None = None,
         jwks: JwksLookup | None = None,
+        credentials: CredentialsFactory | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.settings = settings or MeshSettings()
         self.jwks = jwks
+        self.credentials = credentials
         self._lock = threading.Lock()
         self._current: PushContext | None = None
         self._dirty = True
@@ -57,6 +64,7 @@ class PushContextSource:
                     previous=self._current,
                     settings=self.settings,
                     jwks=self.jwks,
+                    credentials=self.credentials,
                 )
                 self.builds += 1
                 log.debug(

@@ -9,13 +9,16 @@ share a port. The listener gets a TLS inspector.
   ``credentialName`` secret (``kubernetes://<name>``, plus ``kubernetes://<name>-cacert`` for
   client certificates; see ``tls.server_tls_context``) and routes with its own route config
   ``https.<port>.<port name>.<gateway>.<namespace>`` (Istio's name), built like the HTTP
-  route configs from the VirtualServices bound to the gateway. A server whose Secret is not
-  stored yet is left out until it is, so it never blocks the other servers of the port.
+  route configs from the VirtualServices bound to the gateway. A server whose credential is
+  not available (``PushContext.credentials``: its Secret is missing, unreadable by this
+  gateway or broken) is left out until it is, so it never blocks the other servers of the
+  port.
 - ``PASSTHROUGH``: one chain per ``tls`` rule of the bound VirtualServices, matched on its
   ``sniHosts``, forwarding the still-encrypted stream with ``tcp_proxy`` to the rule's
   destinations.
 
-Secrets are looked up in the router's namespace first, then in the Gateway's.
+Translation only names the secrets; which Secrets a gateway may read (its own namespace, then
+its Gateways') is the xDS secrets generator's rule (``pilotfish.xds.secrets``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pilotfish.model.push_context import PushContext
 from pilotfish.translate.common import ClusterKey, pack
 from pilotfish.translate.filters import HCM_FILTER, http_connection_manager, inbound_http_filters
 from pilotfish.translate.observability import client_http
-from pilotfish.translate.tls import credentials_available, server_tls_context, tls_socket
+from pilotfish.translate.tls import server_tls_context, tls_socket
 
 TLS_PROTOCOLS = ("HTTPS", "TLS")
 TERMINATING_MODES = ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL")
@@ -62,15 +65,6 @@ def https_route_name(port: int, port_name: str, gateway: GatewayConfig) -> str:
     return f"https.{port}.{port_name}.{gateway.key.name}.{gateway.namespace}"
 
 
-def secret_namespaces(proxy: Proxy, gateways: list[GatewayConfig]) -> list[str]:
-    """Where a router's credentials are looked up: its own namespace, then its Gateways'."""
-    out = [proxy.namespace]
-    for gw in gateways:
-        if gw.namespace not in out:
-            out.append(gw.namespace)
-    return out
-
-
 def server_sni_names(hosts: list[str], gateway_ns: str) -> list[str]:
     """``server_names`` for a server's hosts; empty (any SNI) when a host is ``*``."""
     names: list[str] = []
@@ -85,10 +79,9 @@ def server_sni_names(hosts: list[str], gateway_ns: str) -> list[str]:
 
 def gateway_tls_servers(push: PushContext, proxy: Proxy) -> dict[int, list[TlsServer]]:
     """HTTPS/TLS servers of the gateways selecting this router, by bound port. Terminating
-    servers whose credential Secret is missing are left out."""
+    servers whose credentials are not available are left out."""
     gateways = list(push.gateways_for(proxy.labels))
-    namespaces = secret_namespaces(proxy, gateways)
-    secrets = push.objects("Secret")
+    credentials = push.credentials
     out: dict[int, list[TlsServer]] = {}
     for gw in gateways:
         for server in gw.servers:
@@ -101,18 +94,18 @@ def gateway_tls_servers(push: PushContext, proxy: Proxy) -> dict[int, list[TlsSe
             number = port.number or 0
             bind = proxy.node.gateway_ports.get(number, number)
             route_name = ""
-            credentials: tuple[str, ...] = ()
+            names: tuple[str, ...] = ()
             if mode in TERMINATING_MODES:
                 if protocol != "HTTPS":
                     continue  # TLS termination to TCP routes is not supported
-                _, credentials = server_tls_context(tls)
-                if credentials and not credentials_available(secrets, namespaces, credentials):
+                _, names = server_tls_context(tls)
+                if not all(credentials.available(proxy.node, n) for n in names):
                     continue
                 route_name = https_route_name(number, port.name or "", gw)
             elif mode != "PASSTHROUGH":
                 continue  # AUTO_PASSTHROUGH and ISTIO_MUTUAL are not supported on gateways
             out.setdefault(bind, []).append(
-                TlsServer(gw, server, bind, number, mode, route_name, credentials)
+                TlsServer(gw, server, bind, number, mode, route_name, names)
             )
     return out
 
@@ -215,7 +208,6 @@ __all__ = [
     "TlsServer",
     "gateway_tls_servers",
     "https_route_name",
-    "secret_namespaces",
     "server_sni_names",
     "tls_filter_chains",
 ]

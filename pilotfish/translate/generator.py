@@ -1,19 +1,22 @@
-"""The generator: everything one proxy gets (CDS, EDS, LDS, RDS, SDS) from one PushContext.
+"""The generator: the config one proxy gets (CDS, EDS, LDS, RDS) from one PushContext.
 
-``generate(node, push)`` is pure: the same node and context give the same resources. It is the
-``Generator`` the xDS server calls; the result maps a type URL to ``{name: message}``. Messages
-may be shared with other proxies through the context's memo (clusters and endpoints per
-namespace, route configs per namespace and port): callers must not modify them.
+``generate_config(node, push)`` is pure: the same node and context give the same result, the
+resources (a type URL to ``{name: message}``) and the names of the secrets they refer to over
+ADS. Messages may be shared with other proxies through the context's memo (clusters and
+endpoints per namespace, route configs per namespace and port): callers must not modify them.
+``generate(node, push)`` is its resources alone.
 
 Every route config an HCM names through RDS is in the RDS map; every EDS cluster's
 ``service_name`` has a load assignment in the EDS map; every ``kubernetes://`` secret a
-cluster or gateway chain names over ADS is in the SDS map (built from stored Secrets). The
-proxy's own certificate (``default``, ``ROOTCA``) comes from its agent, never from here.
+cluster or gateway chain names over ADS is in ``secret_names``. The SDS map stays empty here:
+translation never reads Secrets; the xDS secrets generator (``pilotfish.xds.secrets``) fills
+it, and the composition root (``pilotfish.server``) puts the two together. The proxy's own
+certificate (``default``, ``ROOTCA``) comes from its agent, never from the control plane.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
@@ -33,7 +36,7 @@ from pilotfish.translate.clusters import (
     inbound_passthrough_cluster,
     outbound_clusters,
 )
-from pilotfish.translate.gateway_tls import gateway_tls_servers, secret_namespaces
+from pilotfish.translate.gateway_tls import gateway_tls_servers
 from pilotfish.translate.listeners import (
     explicit_inbound,
     explicit_outbound,
@@ -49,12 +52,21 @@ from pilotfish.translate.route_configs import (
     sidecar_http_ports,
     sidecar_route_config,
 )
-from pilotfish.translate.tls import credential_secrets, has_workload_identity
+from pilotfish.translate.tls import has_workload_identity
 
 Resources = dict[str, dict[str, Message]]
-Generator = Callable[[NodeInfo], Resources]
 
 TYPE_URLS = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """What translation gives one proxy."""
+
+    #: CDS, EDS, LDS and RDS by type URL; the SDS map is empty (see ``secret_names``).
+    resources: Resources
+    #: The ``kubernetes://`` secrets ``resources`` refer to over ADS, sorted.
+    secret_names: tuple[str, ...]
 
 
 def client_tls(proxy: Proxy) -> ClientTls:
@@ -69,13 +81,9 @@ def _clusters_and_endpoints(push: PushContext, proxy: Proxy, out: Resources) -> 
     return set(shared.credentials)
 
 
-def generate_sidecar(proxy: Proxy, push: PushContext) -> Resources:
+def generate_sidecar(proxy: Proxy, push: PushContext) -> ProxyConfig:
     out: Resources = {t: {} for t in TYPE_URLS}
     credentials = _clusters_and_endpoints(push, proxy, out)
-    if credentials:
-        out[SECRET_TYPE].update(
-            credential_secrets(push.objects("Secret"), [proxy.namespace], sorted(credentials))
-        )
     clusters = out[CLUSTER_TYPE]
     # REDIRECT: the app listens in its own network namespace, reached on localhost. NONE
     # (explicit mode, a VM or a loopback test host): the app is reached on the workload's
@@ -103,10 +111,10 @@ def generate_sidecar(proxy: Proxy, push: PushContext) -> Resources:
             routes[str(port)] = sidecar_route_config(push, proxy, port)
         for lst in (virtual_outbound(push, proxy), virtual_inbound(push, proxy)):
             listeners[lst.name] = lst
-    return out
+    return ProxyConfig(out, tuple(sorted(credentials)))
 
 
-def generate_router(proxy: Proxy, push: PushContext) -> Resources:
+def generate_router(proxy: Proxy, push: PushContext) -> ProxyConfig:
     out: Resources = {t: {} for t in TYPE_URLS}
     credentials = _clusters_and_endpoints(push, proxy, out)
     for bind, servers in gateway_servers(push, proxy).items():
@@ -122,26 +130,17 @@ def generate_router(proxy: Proxy, push: PushContext) -> Resources:
                 out[ROUTE_TYPE][rc.name] = rc
     for lst in gateway_listeners(push, proxy):
         out[LISTENER_TYPE][lst.name] = lst
-    if credentials:
-        namespaces = secret_namespaces(proxy, list(push.gateways_for(proxy.labels)))
-        out[SECRET_TYPE].update(
-            credential_secrets(push.objects("Secret"), namespaces, sorted(credentials))
-        )
-    return out
+    return ProxyConfig(out, tuple(sorted(credentials)))
 
 
-def generate(node: NodeInfo, push: PushContext) -> Resources:
-    """CDS, EDS, LDS and RDS resources for ``node`` at ``push``'s revision."""
+def generate_config(node: NodeInfo, push: PushContext) -> ProxyConfig:
+    """The config of ``node`` at ``push``'s revision, with the secrets it names."""
     proxy = Proxy.from_node(node, push)
     if proxy.is_router:
         return generate_router(proxy, push)
     return generate_sidecar(proxy, push)
 
 
-def generator_for(push: PushContext) -> Generator:
-    """A ``Generator`` bound to one context (what the xDS server calls per proxy)."""
-
-    def gen(node: NodeInfo) -> Resources:
-        return generate(node, push)
-
-    return gen
+def generate(node: NodeInfo, push: PushContext) -> Resources:
+    """CDS, EDS, LDS and RDS resources for ``node`` at ``push``'s revision."""
+    return generate_config(node, push).resources

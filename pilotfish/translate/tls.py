@@ -6,10 +6,10 @@ Where certificates come from (Envoy SDS, by Istio's names):
   agent, through the static ``sds-grpc`` cluster of its bootstrap (a Unix socket); only proxies
   that have a workload identity have that cluster, so nothing here refers to it otherwise;
 - gateway and DestinationRule credentials (``credentialName``) from the control plane over ADS,
-  as ``kubernetes://<name>`` (certificate and key) and ``kubernetes://<name>-cacert`` (CA),
-  built from a ``Secret`` of type ``kubernetes.io/tls`` (``tls.crt``, ``tls.key``, ``ca.crt``)
-  or a generic one (``cert``, ``key``, ``cacert``); the CA may also come from a separate
-  ``<name>-cacert`` Secret, as in Istio.
+  as ``kubernetes://<name>`` (certificate and key) and ``kubernetes://<name>-cacert`` (CA)
+  (:mod:`pilotfish.api.credentials`). Translation only names them: the xDS secrets generator
+  (``pilotfish.xds.secrets``) builds them from the stored Secrets; translation never reads
+  a Secret.
 
 A proxy has a workload identity when its labels carry ``security.istio.io/tlsMode: istio``
 (the agent adds it when it runs with a workload token, as Istio's injector labels pods), and an
@@ -25,8 +25,6 @@ offers ALPN ``istio-peer-exchange``/``istio`` so PERMISSIVE servers tell it from
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,9 +36,9 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tl
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import struct_pb2
 
+from pilotfish.api.credentials import credential_resource_names
 from pilotfish.api.destinationrule import ClientTLSSettings
 from pilotfish.api.networking import ServerTLSSettings
-from pilotfish.config.store.base import StoredObject
 from pilotfish.translate.common import duration, pack
 
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
@@ -49,8 +47,6 @@ TLS_MODE_ISTIO = "istio"
 SDS_CLUSTER = "sds-grpc"
 WORKLOAD_SECRET = "default"
 ROOT_SECRET = "ROOTCA"
-CREDENTIAL_PREFIX = "kubernetes://"
-CACERT_SUFFIX = "-cacert"
 TLS_SOCKET = "envoy.transport_sockets.tls"
 RAW_SOCKET = "envoy.transport_sockets.raw_buffer"
 #: Endpoint metadata namespace that ``transport_socket_matches`` reads.
@@ -115,14 +111,6 @@ def agent_secret(name: str) -> secret_pb2.SdsSecretConfig:
 
 def credential_secret(name: str) -> secret_pb2.SdsSecretConfig:
     return secret_pb2.SdsSecretConfig(name=name, sds_config=ads_sds_source())
-
-
-def credential_resource_names(credential_name: str) -> tuple[str, str]:
-    """``(kubernetes://name, kubernetes://name-cacert)`` for a ``credentialName``."""
-    return (
-        f"{CREDENTIAL_PREFIX}{credential_name}",
-        f"{CREDENTIAL_PREFIX}{credential_name}{CACERT_SUFFIX}",
-    )
 
 
 # ---- matchers and sockets --------------------------------------------------------------------
@@ -351,91 +339,7 @@ def server_tls_context(
     return ctx, tuple(credentials)
 
 
-# ---- Secrets -> SDS resources ----------------------------------------------------------------
-
-
-def _secret_value(obj: StoredObject, *keys: str) -> bytes | None:
-    data = obj.body.get("data") or {}
-    plain = obj.body.get("stringData") or {}
-    for key in keys:
-        if key in plain and plain[key] is not None:
-            return str(plain[key]).encode()
-        if key in data and data[key] is not None:
-            try:
-                return base64.b64decode(str(data[key]), validate=True)
-            except (binascii.Error, ValueError):
-                return None
-    return None
-
-
-def find_secret(
-    secrets: Iterable[StoredObject], namespaces: Sequence[str], name: str
-) -> StoredObject | None:
-    by_key = {(s.namespace, s.name): s for s in secrets}
-    for ns in namespaces:
-        found = by_key.get((ns, name))
-        if found is not None:
-            return found
-    return None
-
-
-def credential_secrets(
-    secrets: Iterable[StoredObject], namespaces: Sequence[str], resource_names: Iterable[str]
-) -> dict[str, secret_pb2.Secret]:
-    """SDS resources for ``kubernetes://...`` names from the Secrets of ``namespaces`` (searched
-    in order). Names whose Secret (or key) is missing are left out: Envoy keeps waiting for
-    them and the chain that names them stays unused until the Secret appears."""
-    pool = list(secrets)
-    out: dict[str, secret_pb2.Secret] = {}
-    for resource in resource_names:
-        if not resource.startswith(CREDENTIAL_PREFIX):
-            continue
-        name = resource[len(CREDENTIAL_PREFIX) :]
-        if name.endswith(CACERT_SUFFIX):
-            base = name[: -len(CACERT_SUFFIX)]
-            ca: bytes | None = None
-            own = find_secret(pool, namespaces, base)
-            if own is not None:
-                ca = _secret_value(own, "ca.crt", "cacert")
-            if ca is None:
-                extra = find_secret(pool, namespaces, name)
-                if extra is not None:
-                    ca = _secret_value(extra, "ca.crt", "cacert", "tls.crt")
-            if ca is not None:
-                out[resource] = secret_pb2.Secret(
-                    name=resource,
-                    validation_context=common_pb2.CertificateValidationContext(
-                        trusted_ca=base_pb2.DataSource(inline_bytes=ca)
-                    ),
-                )
-            continue
-        obj = find_secret(pool, namespaces, name)
-        if obj is None:
-            continue
-        cert = _secret_value(obj, "tls.crt", "cert")
-        key = _secret_value(obj, "tls.key", "key")
-        if cert is None or key is None:
-            continue
-        out[resource] = secret_pb2.Secret(
-            name=resource,
-            tls_certificate=common_pb2.TlsCertificate(
-                certificate_chain=base_pb2.DataSource(inline_bytes=cert),
-                private_key=base_pb2.DataSource(inline_bytes=key),
-            ),
-        )
-    return out
-
-
-def credentials_available(
-    secrets: Iterable[StoredObject], namespaces: Sequence[str], resource_names: Iterable[str]
-) -> bool:
-    """True when every named credential can be built from the stored Secrets."""
-    names = list(resource_names)
-    return len(credential_secrets(secrets, namespaces, names)) == len(set(names))
-
-
 __all__ = [
-    "CREDENTIAL_PREFIX",
     "MESH_CLIENT_ALPN",
     "MESH_SERVER_ALPN",
     "ROOT_SECRET",
@@ -447,9 +351,6 @@ __all__ = [
     "ads_sds_source",
     "agent_sds_source",
     "client_tls",
-    "credential_resource_names",
-    "credential_secrets",
-    "credentials_available",
     "endpoint_socket_metadata",
     "has_workload_identity",
     "istio_mutual_context",

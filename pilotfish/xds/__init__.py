@@ -9,8 +9,10 @@ connected proxy, diffs by content hash and sends only what changed, in make-befo
 
 Modules: ``resources`` (types, cache, snapshots) · ``protocol`` (ACK/NACK/stale decisions) ·
 ``ordering`` (push steps) · ``push`` (PushRequest, debounce) · ``connection`` (one stream as a
-state machine) · ``server`` (gRPC) · ``status`` · ``settings`` · ``client`` (a Python ADS client
-for benchmarks and tests).
+state machine) · ``server`` (gRPC) · ``status`` · ``settings`` · ``secrets`` (the secrets
+generator: the ``kubernetes://`` names translation gives, resolved into SDS Secrets from the
+stored Secrets; the only reader of Secret bodies) · ``client`` (a Python ADS client for
+benchmarks and tests).
 """
 
 from pilotfish.xds.push import DebounceSettings, PushRequest

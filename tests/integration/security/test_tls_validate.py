@@ -2,7 +2,8 @@
 
 The static bootstrap of ``static_envoy`` plus what a real proxy has around it: the agent's
 ``sds-grpc`` cluster for the workload certificate, and the ``kubernetes://`` secrets the
-control plane would send over ADS as static secrets (Envoy's validate mode crashes on
+control plane sends over ADS (``proxy_resources``: translation and the xDS secrets generator)
+as static secrets (Envoy's validate mode crashes on
 ADS-sourced secrets in clusters). Envoy checks the TLS contexts and certificates, transport
 socket matches, filter chain matches (duplicates, TLS inspector) and XFCC settings without
 connecting anywhere.
@@ -21,7 +22,7 @@ from google.protobuf import json_format
 
 from pilotfish.agent.envoy_binary import envoy_binary
 from pilotfish.identity import CASettings, MeshCA
-from pilotfish.translate import generate
+from pilotfish.server import proxy_resources
 from pilotfish.translate.generator import SECRET_TYPE
 from tests.integration.translate.static_envoy import static_bootstrap
 from tests.unit.translate.fixtures import push_for, router_node, sidecar_node
@@ -142,4 +143,4 @@ CASES: dict[str, tuple[list[dict[str, Any]], Any]] = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_tls_config_loads_in_envoy(case: str, tmp_path: Path) -> None:
     extra, node = CASES[case]
-    _validate(generate(node, push_for([*DOCS, *extra])), tmp_path, case)
+    _validate(proxy_resources(node, push_for([*DOCS, *extra])), tmp_path, case)

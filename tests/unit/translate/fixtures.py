@@ -10,6 +10,7 @@ from pilotfish.api.node import NodeInfo
 from pilotfish.config.store.base import StoredObject, key_of
 from pilotfish.model.push_context import JwksLookup, MeshSettings, PushContext
 from pilotfish.registry.registry import Registry
+from pilotfish.xds.secrets import secrets_for
 
 API = {
     "VirtualService": "networking.istio.io/v1",
@@ -164,7 +165,9 @@ def push_for(
 ) -> PushContext:
     objects = stored(docs)
     snap = Registry().snapshot(objects)
-    return PushContext.build(objects, snap, settings=settings, jwks=jwks)
+    # As the control plane builds it: the xDS secrets generator answers which credentials
+    # are available.
+    return PushContext.build(objects, snap, settings=settings, jwks=jwks, credentials=secrets_for)
 
 
 def bookinfo_push(extra: list[dict[str, Any]] | None = None) -> PushContext:

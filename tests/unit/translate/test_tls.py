@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -11,6 +10,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
+from pilotfish.server import proxy_resources
 from pilotfish.translate import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, generate
 from pilotfish.translate.generator import SECRET_TYPE
 from pilotfish.translate.tls import TLS_MODE_LABEL
@@ -23,6 +23,7 @@ from tests.unit.translate.fixtures import (
     sidecar_node,
     unpack_hcm,
 )
+from tests.unit.xds.pem import CA, OTHER, SERVER, secret
 
 REVIEWS = "outbound|9080||reviews.default.svc.cluster.local"
 MESH = {TLS_MODE_LABEL: "istio"}
@@ -52,18 +53,6 @@ def dr(tls: dict[str, Any]) -> dict[str, Any]:
         "kind": "DestinationRule",
         "metadata": {"name": "reviews", "namespace": "default"},
         "spec": {"host": "reviews", "trafficPolicy": {"tls": tls}},
-    }
-
-
-def secret(name: str, ns: str = "istio-system", **data: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": ns},
-        "type": "kubernetes.io/tls",
-        "data": {
-            k.replace("_", "."): base64.b64encode(v.encode()).decode() for k, v in data.items()
-        },
     }
 
 
@@ -138,9 +127,13 @@ def test_mutual_with_credential_name_serves_the_secret_over_ads() -> None:
     docs = [
         *DOCS,
         dr({"mode": "MUTUAL", "credentialName": "client-cred"}),
-        secret("client-cred", "default", tls_crt="CERT", tls_key="KEY", ca_crt="CA"),
+        secret("client-cred", "default", tls_crt=SERVER.cert, tls_key=SERVER.key, ca_crt=CA.cert),
     ]
-    res = generate(client(), push_for(docs))
+    push = push_for(docs)
+    config = generate(client(), push)
+    # Translation names the secrets and never carries their content.
+    assert not config[SECRET_TYPE]
+    res = proxy_resources(client(), push)
     ctx = upstream(res[CLUSTER_TYPE][REVIEWS].transport_socket)
     common = ctx.common_tls_context
     assert [s.name for s in common.tls_certificate_sds_secret_configs] == [
@@ -150,9 +143,10 @@ def test_mutual_with_credential_name_serves_the_secret_over_ads() -> None:
     cvc = common.combined_validation_context
     assert cvc.validation_context_sds_secret_config.name == "kubernetes://client-cred-cacert"
     secrets = res[SECRET_TYPE]
-    assert secrets["kubernetes://client-cred"].tls_certificate.private_key.inline_bytes == b"KEY"
+    key = secrets["kubernetes://client-cred"].tls_certificate.private_key.inline_bytes
+    assert key == SERVER.key.encode()
     cacert = secrets["kubernetes://client-cred-cacert"]
-    assert cacert.validation_context.trusted_ca.inline_bytes == b"CA"
+    assert cacert.validation_context.trusted_ca.inline_bytes == CA.cert.encode()
 
 
 def test_inbound_mtls_chain_sets_xfcc_and_plaintext_sanitizes() -> None:
@@ -224,11 +218,11 @@ def _gateway_resources() -> Any:
     docs = [
         *DOCS,
         *GATEWAY,
-        secret("bookinfo", tls_crt="CERT", tls_key="KEY"),
-        secret("mutual", tls_crt="CERT2", tls_key="KEY2"),
-        secret("mutual-cacert", cacert="CA2"),
+        secret("bookinfo", tls_crt=SERVER.cert, tls_key=SERVER.key),
+        secret("mutual", tls_crt=OTHER.cert, tls_key=OTHER.key),
+        secret("mutual-cacert", cacert=CA.cert),
     ]
-    return generate(router_node(gateway_ports={443: 8443, 8443: 9443}), push_for(docs))
+    return proxy_resources(router_node(gateway_ports={443: 8443, 8443: 9443}), push_for(docs))
 
 
 def test_gateway_https_chains_by_sni_with_secrets() -> None:
@@ -251,8 +245,25 @@ def test_gateway_https_chains_by_sni_with_secrets() -> None:
     }
     assert (
         res[SECRET_TYPE]["kubernetes://mutual-cacert"].validation_context.trusted_ca.inline_bytes
-        == b"CA2"
+        == CA.cert.encode()
     )
+
+
+def test_gateway_server_whose_secret_is_broken_or_unreadable_is_left_out() -> None:
+    docs = [
+        *DOCS,
+        *GATEWAY,
+        secret("bookinfo", tls_crt="CERT", tls_key="KEY"),  # not PEM
+        secret("mutual", "elsewhere", tls_crt=OTHER.cert, tls_key=OTHER.key),  # not readable
+        secret("mutual-cacert", cacert=CA.cert),
+        secret("missing", tls_crt=SERVER.cert, tls_key=SERVER.key),
+    ]
+    res = proxy_resources(router_node(gateway_ports={443: 8443, 8443: 9443}), push_for(docs))
+    lst = res[LISTENER_TYPE]["0.0.0.0_8443"]
+    assert [tuple(c.filter_chain_match.server_names) for c in lst.filter_chains] == [
+        ("missing.example.com",)
+    ]
+    assert set(res[SECRET_TYPE]) == {"kubernetes://missing"}
 
 
 def test_gateway_passthrough_routes_by_sni() -> None:
