@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +53,16 @@ def free_port() -> Callable[[], int]:
     Tests run in parallel: never hard-code a port.
     """
     return _free_port
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory every user may enter (pytest's ``tmp_path`` sits below a private one), for
+    tests of what unprivileged users can reach."""
+    path = Path(tempfile.mkdtemp(prefix="pf-access-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    for sub in path.rglob("*"):
+        if sub.is_dir():
+            sub.chmod(0o755)
+    shutil.rmtree(path)

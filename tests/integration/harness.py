@@ -166,6 +166,16 @@ def control_plane(control_plane_factory: Callable[[], ControlPlane]) -> ControlP
 
 BACKEND = Path(__file__).with_name("backend.py")
 
+#: The ``reviews`` Service most mesh tests route to (port 9080, selecting ``app: reviews``).
+REVIEWS_SERVICE = """
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+"""
+
 
 def free_loopback_ip(port: int = 9080) -> str:
     """A random 127.x.y.z on which ``port`` is free (tests run in parallel)."""

@@ -3,28 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from pilotfish.fsaccess import R, X, access_problem, allows
 
 NOBODY = 65534
-
-
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A directory every user may enter (pytest's own open_dir sits below a private one)."""
-    path = Path(tempfile.mkdtemp(prefix="pf-access-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    for sub in path.rglob("*"):
-        if sub.is_dir():
-            sub.chmod(0o755)
-    shutil.rmtree(path)
 
 
 def test_a_private_ancestor_hides_everything_below_it(open_dir: Path) -> None:

@@ -15,18 +15,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.integration.harness import Mesh, Sidecar, eventually
+from tests.integration.harness import REVIEWS_SERVICE, Mesh, Sidecar, eventually
 
 pytestmark = pytest.mark.integration
 
-SERVICES = """
-apiVersion: v1
-kind: Service
-metadata: {name: reviews}
-spec:
-  selector: {app: reviews}
-  ports: [{name: http, port: 9080}]
-"""
 
 _SERIES = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} ([0-9.eE+-]+)$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -60,7 +52,7 @@ def one(sidecar: Sidecar, name: str, **labels: str) -> dict[str, str]:
 
 @pytest.fixture
 def meshed(mesh: Mesh) -> Iterator[tuple[Mesh, Sidecar, Sidecar]]:
-    mesh.apply(SERVICES)
+    mesh.apply(REVIEWS_SERVICE)
     server = mesh.add(
         "reviews-v1", {"app": "reviews", "version": "v1"}, service_account="bookinfo-reviews",
         mtls=True,

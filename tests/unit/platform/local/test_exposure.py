@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from pilotfish.platform.local.exposure import stage_envoy, workdir_plan
 from pilotfish.platform.local.users import UserIds
 
 NOBODY = UserIds("nobody", 65534, 65534)
-
-
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A directory every user may enter (pytest's own open_dir sits below a private one)."""
-    path = Path(tempfile.mkdtemp(prefix="pf-access-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    for sub in path.rglob("*"):
-        if sub.is_dir():
-            sub.chmod(0o755)
-    shutil.rmtree(path)
 
 
 def test_envoy_in_a_private_directory_is_copied_once_into_a_readable_cache(open_dir: Path) -> None:
