@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -204,6 +205,50 @@ def test_a_page_view_is_one_trace_across_bookinfo(mesh: Mesh) -> None:
     while not one_trace_with_every_service():
         assert time.monotonic() < deadline, f"no trace with {wanted}: {found[:5]}"
         time.sleep(1)
+
+
+def test_istios_dashboard_and_graph_queries_answer_from_prometheus(mesh: Mesh) -> None:
+    """Kiali's graph query (every Bookinfo edge, with mutual TLS) and Grafana's workload
+    panels, as written for Istio, against the mesh's own Prometheus."""
+    wanted = {
+        ("istio-ingressgateway", "productpage-v1"),
+        ("productpage-v1", "details-v1"),
+        ("productpage-v1", "reviews-v1"),
+        ("productpage-v1", "reviews-v2"),
+        ("productpage-v1", "reviews-v3"),
+        ("reviews-v2", "ratings-v1"),
+        ("reviews-v3", "ratings-v1"),
+    }
+    graph = (
+        'sum(istio_requests_total{reporter="destination"}) '
+        "by (source_workload, destination_workload, connection_security_policy)"
+    )
+
+    def promql(query: str) -> list[dict[str, Any]]:
+        body = httpx.get(f"{mesh.prometheus}/api/v1/query", params={"query": query}, timeout=10)
+        return list(body.json()["data"]["result"])
+
+    edges: dict[tuple[str, str], str] = {}
+    deadline = time.monotonic() + 90
+    while not wanted <= set(edges):
+        assert time.monotonic() < deadline, f"edges seen: {sorted(edges)}"
+        for _ in range(6):
+            page(mesh)
+        time.sleep(2)
+        edges = {
+            (r["metric"]["source_workload"], r["metric"]["destination_workload"]): r["metric"][
+                "connection_security_policy"
+            ]
+            for r in promql(graph)
+        }
+    assert {edges[e] for e in wanted} == {"mutual_tls"}
+    p50 = promql(
+        "histogram_quantile(0.5, sum(istio_request_duration_milliseconds_bucket"
+        '{reporter="destination",destination_workload="productpage-v1"}) by (le))'
+    )
+    assert p50 and float(p50[0]["value"][1]) > 0
+    sizes = promql('sum(istio_response_bytes_sum{reporter="source"}) by (source_workload)')
+    assert {r["metric"]["source_workload"] for r in sizes} >= {"productpage-v1", "reviews-v2"}
 
 
 def test_all_v1_shows_no_stars(mesh: Mesh) -> None:
