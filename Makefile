@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	# xds-protos ships an old copy of opentelemetry/proto that silently drops OTLP spans; put
+	# opentelemetry-proto's own files back over it (the trace collector checks at start).
+	$(PY) -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \
+	  "$$(grep -o 'opentelemetry-proto[^"]*' pyproject.toml)"
 	touch $(STAMP)
 
 # Lint first (ruff, mypy, import contracts); then unit and integration tests in parallel; then the e2e tests
