@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 	PYTHON=$(PYTHON) ./scripts/install-system-deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,postgres]'
 	touch $(STAMP)
 
 # Lint first (ruff, mypy, import contracts); then unit and integration tests in parallel; then the e2e tests

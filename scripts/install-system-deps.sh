@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Pilotfish needs, only when something is missing.
 # Pods are network namespaces with iptables capture (iproute2, iptables); the demo and tests
-# use curl; the virtualenv needs python3-venv on a stock Debian.
+# use curl; the virtualenv needs python3-venv on a stock Debian; the PostgreSQL store's tests
+# start throwaway clusters with Debian's postgresql binaries (initdb, pg_ctl; no service).
 set -euo pipefail
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
@@ -9,6 +10,7 @@ command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v pkill >/dev/null 2>&1 || need+=(procps)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 "${PYTHON:-python3}" -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

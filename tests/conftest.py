@@ -50,3 +50,9 @@ def free_port() -> Callable[[], int]:
     Tests run in parallel: never hard-code a port.
     """
     return _free_port
+
+
+# A throwaway PostgreSQL cluster for the tests that need one (skips without the binaries).
+from tests.postgres import postgres_cluster  # noqa: E402
+
+__all__ = ["free_port", "postgres_cluster"]
