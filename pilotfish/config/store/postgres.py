@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 DEFAULT_KEEP_EVENTS = 10_000
 #: The NOTIFY channel commits are announced on.
 CHANNEL = "pilotfish_config"
+#: ``application_name`` of the listener's connection (as seen in ``pg_stat_activity``).
+LISTENER_NAME = "pilotfish-listener"
 #: Advisory lock key held while migrating (any constant unlikely to clash: "pilotfis").
 _MIGRATION_LOCK = 0x70696C6F74666973 & 0x7FFFFFFFFFFFFFFF
 
@@ -251,13 +253,13 @@ class PostgresStore:
 
     # -- connections ------------------------------------------------------------------
 
-    def _connect(self) -> psycopg.Connection[Any]:
+    def _connect(self, role: str = "pilotfish") -> psycopg.Connection[Any]:
         try:
             return psycopg.connect(
                 self.dsn,
                 autocommit=True,
                 connect_timeout=max(1, round(self._connect_timeout)),
-                application_name="pilotfish",
+                application_name=role,
             )
         except psycopg.Error as exc:
             raise StoreError(f"cannot open {self._where}: {_message(exc)}") from None
@@ -293,7 +295,7 @@ class PostgresStore:
         delay = 0.1
         while not self._closed.is_set():
             try:
-                conn = self._connect()
+                conn = self._connect(LISTENER_NAME)
             except StoreError as exc:
                 log.warning("%s; retrying in %.1fs", exc, delay)
                 self._closed.wait(delay)
