@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,20 +93,31 @@ class PostgresCluster:
             log = self.log.read_text() if self.log.exists() else ""
             raise RuntimeError(f"{' '.join(argv)} failed:\n{res.stdout}\n{res.stderr}\n{log}")
 
-    def start(self) -> None:
+    def start(self, port: Callable[[], int]) -> None:
+        """initdb, then start on a port from ``port()``; another one if that one was taken
+        meanwhile (other test runs share the port range)."""
         self._run(
             "initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "--no-sync",
             "-E", "UTF8", "--locale=C",
         )  # fmt: skip
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root}"
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            " -c max_connections=300"
-        )
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60",
-            "start",
-        )  # fmt: skip
+        for attempt in range(5):
+            self.port = port()
+            options = (
+                f"-c listen_addresses=127.0.0.1 -p {self.port}"
+                f" -c unix_socket_directories={self.root}"
+                " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+                " -c max_connections=300"
+            )
+            try:
+                self._run(
+                    "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options,
+                    "-w", "-t", "60", "start",
+                )  # fmt: skip
+                return
+            except RuntimeError:
+                if attempt == 4 or "could not bind" not in self.log.read_text():
+                    raise
+                self.log.unlink()
 
     def stop(self) -> None:
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
@@ -136,10 +147,10 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
     root = Path(tempfile.mkdtemp(prefix="pilotfish-pg-"))
     if user is not None:
         os.chown(root, user.pw_uid, user.pw_gid)
-    cluster = PostgresCluster(bin_dir, root, _free_port(), user)
+    cluster = PostgresCluster(bin_dir, root, 0, user)
     try:
         started = time.monotonic()
-        cluster.start()
+        cluster.start(_free_port)
         print(f"PostgreSQL on port {cluster.port} in {time.monotonic() - started:.1f}s")
         yield cluster
     finally:

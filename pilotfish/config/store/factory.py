@@ -53,6 +53,19 @@ def open_store(
     return SqliteStore(_database_file(Path(text), text.endswith(os.sep)), keep_events=keep_events)
 
 
+def describe(url_or_path: str | os.PathLike[str]) -> str:
+    """``url_or_path`` for logs and messages: a URL's password is replaced by ``***``."""
+    text = os.fspath(url_or_path)
+    if "://" not in text:
+        return text
+    parts = urlsplit(text)
+    if parts.password is None:
+        return text
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
 def open_store_with(settings: StoreSettings) -> Store:
     return open_store(settings.url, keep_events=settings.keep_events)
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pilotfish.config.store import MemoryStore, SqliteStore, StoreSettings, open_store
-from pilotfish.config.store.factory import open_store_with, sqlite_path
+from pilotfish.config.store.factory import describe, open_store_with, sqlite_path
 from pilotfish.config.store.postgres import PostgresStore
 from pilotfish.errors import StoreError
 
@@ -87,3 +87,11 @@ def test_unopenable_path(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(StoreError, match="cannot open the config store"):
         open_store(str(blocker / "config.db"))
+
+
+def test_describe_hides_a_password() -> None:
+    assert describe("postgresql://pf:s3cret@db:5432/mesh?sslmode=require") == (
+        "postgresql://pf:***@db:5432/mesh?sslmode=require"
+    )
+    assert describe("postgresql://pf@db/mesh") == "postgresql://pf@db/mesh"
+    assert describe("/var/lib/pilotfish/config.db") == "/var/lib/pilotfish/config.db"
