@@ -242,11 +242,22 @@ def test_postgres_schema_versions(pg_url: str) -> None:
             )
         }
         assert tables == {
+            "pilotfish_leases",
             "pilotfish_schema",
             "pilotfish_meta",
             "pilotfish_objects",
             "pilotfish_events",
         }
+        # A database left at version 1 (before leases) is brought up to date, data kept.
+        raw.execute("INSERT INTO pilotfish_meta VALUES ('marker', 7)")
+        raw.execute("DROP TABLE pilotfish_leases")
+        raw.execute("DELETE FROM pilotfish_schema WHERE version > 1")
+    PostgresStore(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as raw:
+        versions = [r[0] for r in raw.execute("SELECT version FROM pilotfish_schema")]
+        assert versions == list(range(1, SCHEMA_VERSION + 1))
+        raw.execute("SELECT count(*) FROM pilotfish_leases")
+        assert raw.execute("SELECT value FROM pilotfish_meta WHERE name = 'marker'").fetchone()
         raw.execute("INSERT INTO pilotfish_schema (version) VALUES (99)")
     with pytest.raises(StoreError, match="schema version 99"):
         PostgresStore(pg_url)
@@ -366,3 +377,50 @@ def _listening(store: Any) -> bool:
             " AND datname = current_database()"
         ).fetchone()
     return bool(row and row[0] > 0)
+
+
+LEASE_HOLDER = r"""
+import sys, time
+from pilotfish.config.store.postgres import PostgresStore
+
+store = PostgresStore(sys.argv[1])
+while True:
+    print("held" if store.try_lease("leader", "replica-a", 1.0) else "waiting", flush=True)
+    time.sleep(0.2)
+"""
+
+
+def test_postgres_lease_moves_to_another_replica_when_the_leader_is_killed(pg_url: str) -> None:
+    import time
+
+    from pilotfish.config.store.postgres import PostgresStore
+
+    leader = subprocess.Popen(
+        [sys.executable, "-c", LEASE_HOLDER, pg_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+    other = PostgresStore(pg_url)
+    try:
+        assert leader.stdout is not None
+        assert leader.stdout.readline().strip() == "held"
+        # While the leader renews, nobody else gets the lease (well past its 1 s TTL).
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            assert not other.try_lease("leader", "replica-b", 1.0)
+            time.sleep(0.1)
+        leader.kill()
+        leader.wait(10)
+        killed = time.monotonic()
+        wait_for(lambda: other.try_lease("leader", "replica-b", 1.0), timeout=10)
+        assert time.monotonic() - killed < 3
+        assert other.try_lease("leader", "replica-b", 1.0)  # renewing is fine
+        other.release_lease("leader", "replica-b")
+        assert other.try_lease("leader", "replica-c", 1.0)  # released: taken at once
+    finally:
+        if leader.poll() is None:
+            leader.kill()
+            leader.wait()
+        other.close()

@@ -8,6 +8,7 @@ layout::
                                                         'compacted': highest dropped event
     pilotfish_objects(kind, namespace, name PRIMARY KEY, revision, body)   current objects
     pilotfish_events(revision PRIMARY KEY, type, kind, namespace, name, body)   the log
+    pilotfish_leases(name PRIMARY KEY, holder, expires_at)   leader leases (``try_lease``)
 
 Bodies are kept as JSON text, so the key order callers wrote is the order they read back.
 
@@ -89,6 +90,16 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
             namespace TEXT NOT NULL,
             name TEXT NOT NULL,
             body TEXT NOT NULL
+        );
+        """,
+    ),
+    (
+        2,
+        """
+        CREATE TABLE pilotfish_leases (
+            name TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            expires_at TIMESTAMPTZ NOT NULL
         );
         """,
     ),
@@ -228,6 +239,33 @@ class PostgresStore:
         if events:
             self._subscribers.notify(current)
         return CommitResult(current, events)
+
+    def try_lease(self, name: str, holder: str, ttl: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` for ``ttl`` seconds; True if
+        ``holder`` holds it now. A lease is taken over only once it expired (its holder
+        stopped renewing: crashed, stopped, or cut off from the database). Expiry is judged
+        by the database's clock, so replicas' clocks need not agree. The building block for
+        singletons that one replica runs at a time."""
+        if ttl <= 0:
+            raise ValueError(f"ttl must be positive, got {ttl}")
+        with self._locked() as conn, _errors(self._where, "lease"):
+            row = conn.execute(
+                "INSERT INTO pilotfish_leases AS l (name, holder, expires_at)"
+                " VALUES (%s, %s, clock_timestamp() + make_interval(secs => %s))"
+                " ON CONFLICT (name) DO UPDATE"
+                " SET holder = excluded.holder, expires_at = excluded.expires_at"
+                " WHERE l.holder = excluded.holder OR l.expires_at < clock_timestamp()"
+                " RETURNING holder",
+                (name, holder, float(ttl)),
+            ).fetchone()
+        return row is not None
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up now if ``holder`` holds it, so another replica takes it at once."""
+        with self._locked() as conn, _errors(self._where, "lease"):
+            conn.execute(
+                "DELETE FROM pilotfish_leases WHERE name = %s AND holder = %s", (name, holder)
+            )
 
     def subscribe(self, callback: Callable[[int], None]) -> Callable[[], None]:
         self._check_open()
