@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh Makefile
 	PYTHON=$(PYTHON) ./scripts/install-system-deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,postgres]'
 	# xds-protos ships an old copy of opentelemetry/proto that silently drops OTLP spans; put
 	# opentelemetry-proto's own files back over it (the trace collector checks at start).
 	$(PY) -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \

@@ -32,6 +32,7 @@ from pilotfish.apiserver.auth import load_or_create_admin_token
 from pilotfish.apiserver.tokens import add_token_routes
 from pilotfish.config.addons import ensure_addon_services
 from pilotfish.config.store import Store, open_store
+from pilotfish.config.store.factory import describe as describe_store
 from pilotfish.contextfile import DEFAULT_HOME, Context, save_context
 from pilotfish.model.jwks import JwksFetcher, JwksSettings
 from pilotfish.model.push_context import MeshSettings, PushContext
@@ -308,7 +309,7 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
             settings.xds_host,
             mesh.xds.port,
             "TLS" if settings.xds_tls else "plaintext",
-            settings.store_url,
+            describe_store(settings.store_url),
             store.revision(),
             roots,
         )

@@ -7,9 +7,12 @@ Opened once at start by the composition root (``server.py``):
   self-signed ECDSA P-256 root is created there at first start (``<data-dir>/ca`` by default);
 - the mesh roots as one file, ``<data-dir>/ca/mesh-roots.pem``: what agents pass as
   ``--ca-file`` to verify the xDS port;
-- the token authority (HMAC key ``<data-dir>/ca/token-key``): workload tokens for one
-  namespace and service account, issued through the API (``pilotfish token create``) and
-  checked by the CA;
+- the token authority (HMAC key ``token-key``): workload tokens for one namespace and service
+  account, issued through the API (``pilotfish token create``) and checked by the CA. The key
+  lives next to the CA key: in the ``ca_dir`` given (``--ca-dir``) when it holds one, or when
+  it is writable and the data directory holds none yet from an earlier start; in
+  ``<data-dir>/ca`` otherwise. So control-plane replicas started with one shared CA directory
+  sign with one CA and accept each other's tokens (see ``docs/high-availability.md``);
 - the CA's ``CreateCertificate`` RPC, registered on the xDS gRPC server (same port);
 - xDS TLS (the default): a serving certificate for the xDS port from the mesh CA, issued
   afresh at every start and written to ``<data-dir>/xds-tls/`` for the gRPC server. Its
@@ -47,6 +50,7 @@ from pilotfish.identity import (
     TokenAuthority,
     add_to_server,
 )
+from pilotfish.identity.tokens import TOKEN_KEY_FILE
 from pilotfish.xds.settings import TlsSettings
 
 log = logging.getLogger("pilotfish.server")
@@ -171,7 +175,7 @@ class ControlPlaneIdentity:
     def open(cls, settings: IdentitySettings) -> ControlPlaneIdentity:
         ca_dir = settings.ca_dir or settings.state_dir
         ca = MeshCA.open(CASettings(ca_dir, trust_domain=settings.trust_domain))
-        tokens = TokenAuthority.load_or_create(settings.state_dir)
+        tokens = TokenAuthority.load_or_create(token_key_dir(settings))
         mode = "plug-in" if ca.is_plugin else "self-signed"
         log.info("mesh CA (%s) from %s, trust domain %s", mode, ca_dir, ca.trust_domain)
         return cls(settings, ca, tokens)
@@ -237,7 +241,21 @@ __all__ = [
     "IssuedToken",
     "local_addresses",
     "serving_hosts",
+    "token_key_dir",
 ]
+
+
+def token_key_dir(settings: IdentitySettings) -> Path:
+    """Where the workload token key is (or is created): see the module docstring."""
+    own = settings.state_dir
+    shared = settings.ca_dir
+    if shared is None:
+        return own
+    if (shared / TOKEN_KEY_FILE).exists():
+        return shared
+    if (own / TOKEN_KEY_FILE).exists():
+        return own  # tokens issued before keep working
+    return shared if os.access(shared, os.W_OK) else own
 
 
 def _is_unspecified(host: str) -> bool:

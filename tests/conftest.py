@@ -66,3 +66,9 @@ def open_dir() -> Iterator[Path]:
         if sub.is_dir():
             sub.chmod(0o755)
     shutil.rmtree(path)
+
+
+# A throwaway PostgreSQL cluster for the tests that need one (skips without the binaries).
+from tests.postgres import postgres_cluster  # noqa: E402
+
+__all__ = ["free_port", "open_dir", "postgres_cluster"]

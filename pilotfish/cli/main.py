@@ -633,7 +633,9 @@ def proxy_status(g: Globals, fmt: str | None) -> None:
     "--store",
     "store_url",
     default=None,
-    help="Config store: a SQLite path (default <data-dir>/config.db) or memory://.",
+    help="Config store: a SQLite path (default <data-dir>/config.db), memory://, or "
+    "postgresql://USER@HOST:PORT/DATABASE shared by several control-plane replicas "
+    "(password in ~/.pgpass or PGPASSWORD).",
 )
 @click.option(
     "--context-name",

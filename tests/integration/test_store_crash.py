@@ -1,10 +1,11 @@
 """A writer killed with SIGKILL at random moments never leaves half a commit behind.
 
-A child process commits batches in a loop against a real SQLite file. Each batch b, in one
-commit: creates 200 objects ``b<b>-<i>`` labelled ``batch=b``, relabels the 100 ``shared-<i>``
-objects to ``batch=b``, and deletes the objects of batch b-2. The child prints each batch
-number after its commit returns. The test kills it at random moments (sometimes before it
-even opened the store), reopens the file and checks, each time:
+A child process commits batches in a loop against a real SQLite file, or a PostgreSQL database
+on the session's throwaway cluster (the same test for both durable backends). Each batch b, in
+one commit: creates 200 objects ``b<b>-<i>`` labelled ``batch=b``, relabels the 100
+``shared-<i>`` objects to ``batch=b``, and deletes the objects of batch b-2. The child prints
+each batch number after its commit returns. The test kills it at random moments (sometimes
+before it even opened the store), reopens the store and checks, each time:
 
 * every batch is entirely present or entirely absent, and exactly batches M-1 and M are
   present, where M is the batch every ``shared-<i>`` object carries (all carry the same);
@@ -28,7 +29,8 @@ from typing import Any
 import pytest
 
 import pilotfish
-from pilotfish.config.store import Key, SqliteStore
+from pilotfish.config.store import Key, open_store
+from tests.postgres import PostgresCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -39,10 +41,10 @@ KEEP_ALL = 10**9
 
 WRITER = r"""
 import sys
-from pilotfish.config.store import Delete, Key, Put, SqliteStore
+from pilotfish.config.store import Delete, Key, Put, open_store
 
 NEW, SHARED = int(sys.argv[2]), int(sys.argv[3])
-store = SqliteStore(sys.argv[1], keep_events=int(sys.argv[4]))
+store = open_store(sys.argv[1], keep_events=int(sys.argv[4]))
 
 
 def body(name, batch):
@@ -78,7 +80,7 @@ def package_root() -> str:
 class Writer:
     """The child process and the batch numbers it reported."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", WRITER, str(db), str(NEW), str(SHARED), str(KEEP_ALL)],
             stdout=subprocess.PIPE,
@@ -122,9 +124,9 @@ class Writer:
         return err
 
 
-def check_store(db: Path, reported: list[int]) -> int:
+def check_store(db: str, reported: list[int]) -> int:
     """Check every invariant of the module docstring; returns the last batch present."""
-    store = SqliteStore(db, keep_events=KEEP_ALL)
+    store = open_store(db, keep_events=KEEP_ALL)
     try:
         objects = {o.key: o for o in store.list()}
         events = store.events_since(0)
@@ -173,8 +175,16 @@ def check_store(db: Path, reported: list[int]) -> int:
     return m
 
 
-def test_sigkill_never_leaves_a_partial_commit(tmp_path: Path) -> None:
-    db = tmp_path / "config.db"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "config.db")
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    return cluster.new_database()
+
+
+def test_sigkill_never_leaves_a_partial_commit(store_url: str) -> None:
+    db = store_url
     rng = random.Random()
     seed = rng.randrange(2**32)
     rng.seed(seed)

@@ -1,6 +1,8 @@
 """The config store: where applied resources live, ordered by one global revision.
 
-Backends: ``SqliteStore`` (the embedded default), ``MemoryStore`` (tests), PostgreSQL later.
+Backends: ``SqliteStore`` (the embedded default), ``MemoryStore`` (tests) and
+``postgres.PostgresStore`` (shared by control-plane replicas; imported on demand, since psycopg
+is an optional dependency).
 Consumers read with ``get``/``list``, write with ``commit([Put(...), Delete(...)])`` and
 follow changes with ``watch(store, revision)``; ``open_store(url)`` picks the backend.
 """

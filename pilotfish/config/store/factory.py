@@ -2,8 +2,10 @@
 
 ``sqlite:///abs/path/config.db``, ``sqlite://relative/config.db`` or a plain path open a
 SqliteStore (a directory, or a path ending in ``/``, means ``<dir>/config.db``);
-``memory://`` opens a MemoryStore; ``postgresql://`` (or ``postgres://``) is reserved for the
-shared PostgreSQL backend of scaled-out control planes, not in this build yet.
+``memory://`` opens a MemoryStore; ``postgresql://user@host:port/database`` (or
+``postgres://``, with libpq's query parameters such as ``?sslmode=require``) opens a
+PostgresStore, the store several control-plane replicas share. A password is best kept out of
+the URL, in ``~/.pgpass`` or ``PGPASSWORD``, as for any libpq client.
 """
 
 from __future__ import annotations
@@ -40,18 +42,28 @@ def open_store(
     if scheme == "sqlite":
         return SqliteStore(sqlite_path(text), keep_events=keep_events)
     if scheme in POSTGRES_SCHEMES:
-        raise StoreError(
-            "PostgreSQL store is not available in this build yet"
-            " (use sqlite:///path/config.db or a data directory path)"
-        )
+        return _postgres_store(text, keep_events)
     if scheme:
         raise StoreError(
             f'unknown config store URL scheme "{scheme}" in {text!r}'
-            " (use sqlite:///path/config.db, a path, or memory://)"
+            " (use sqlite:///path/config.db, a path, postgresql://host/database or memory://)"
         )
     if not text:
         raise StoreError("the config store path is empty")
     return SqliteStore(_database_file(Path(text), text.endswith(os.sep)), keep_events=keep_events)
+
+
+def describe(url_or_path: str | os.PathLike[str]) -> str:
+    """``url_or_path`` for logs and messages: a URL's password is replaced by ``***``."""
+    text = os.fspath(url_or_path)
+    if "://" not in text:
+        return text
+    parts = urlsplit(text)
+    if parts.password is None:
+        return text
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
 def open_store_with(settings: StoreSettings) -> Store:
@@ -71,3 +83,14 @@ def sqlite_path(url: str) -> Path:
 
 def _database_file(path: Path, is_dir_hint: bool) -> Path:
     return path / DEFAULT_FILENAME if is_dir_hint or path.is_dir() else path
+
+
+def _postgres_store(url: str, keep_events: int) -> Store:
+    try:
+        from pilotfish.config.store.postgres import PostgresStore
+    except ImportError as exc:
+        raise StoreError(
+            f"the PostgreSQL store needs the psycopg package ({exc}):"
+            " install Pilotfish with its postgres extra, pip install 'pilotfish[postgres]'"
+        ) from None
+    return PostgresStore(url, keep_events=keep_events)

@@ -1,4 +1,8 @@
-"""Store fixtures: every rule is checked against each backend."""
+"""Store fixtures: every rule is checked against each backend.
+
+The PostgreSQL run gives each store a database of its own on the session's throwaway cluster
+(``tests/postgres.py``); it skips only when the PostgreSQL server binaries are missing.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,10 @@ FIXED_TIME = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 MakeStore = Callable[..., Store]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+BACKENDS = ["memory", "sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
     """Builds stores of the parametrized backend; closes them all at the end."""
     made: list[Store] = []
@@ -27,8 +34,13 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeS
         store: Store
         if request.param == "memory":
             store = MemoryStore(**kwargs)
-        else:
+        elif request.param == "sqlite":
             store = SqliteStore(tmp_path / f"config-{next(counter)}.db", **kwargs)
+        else:
+            from pilotfish.config.store.postgres import PostgresStore
+
+            cluster = request.getfixturevalue("postgres_cluster")
+            store = PostgresStore(cluster.new_database(), **kwargs)
         made.append(store)
         return store
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pilotfish.config.store import MemoryStore, SqliteStore, StoreSettings, open_store
-from pilotfish.config.store.factory import open_store_with, sqlite_path
+from pilotfish.config.store.factory import describe, open_store_with, sqlite_path
+from pilotfish.config.store.postgres import PostgresStore
 from pilotfish.errors import StoreError
 
 
@@ -56,10 +58,23 @@ def test_settings_pass_keep_events(tmp_path: Path) -> None:
         store.close()
 
 
-@pytest.mark.parametrize("url", ["postgresql://pf@db/pilotfish", "postgres://db/pf"])
-def test_postgresql_is_not_in_this_build(url: str) -> None:
-    with pytest.raises(StoreError, match="PostgreSQL store is not available in this build yet"):
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_postgresql_url_opens_a_postgres_store(scheme: str, postgres_cluster: Any) -> None:
+    url = postgres_cluster.new_database().replace("postgresql://", f"{scheme}://", 1)
+    store = open_store_with(StoreSettings(url, keep_events=7))
+    try:
+        assert isinstance(store, PostgresStore)
+        assert store.revision() == 0
+    finally:
+        store.close()
+
+
+def test_unreachable_postgresql_names_the_server_without_the_password(free_port: Any) -> None:
+    url = f"postgresql://pf:secret@127.0.0.1:{free_port()}/pilotfish?connect_timeout=2"
+    with pytest.raises(StoreError, match="cannot open the config store") as err:
         open_store(url)
+    assert "postgresql://pf@127.0.0.1:" in str(err.value)
+    assert "secret" not in str(err.value)
 
 
 def test_unknown_scheme() -> None:
@@ -72,3 +87,11 @@ def test_unopenable_path(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(StoreError, match="cannot open the config store"):
         open_store(str(blocker / "config.db"))
+
+
+def test_describe_hides_a_password() -> None:
+    assert describe("postgresql://pf:s3cret@db:5432/mesh?sslmode=require") == (
+        "postgresql://pf:***@db:5432/mesh?sslmode=require"
+    )
+    assert describe("postgresql://pf@db/mesh") == "postgresql://pf@db/mesh"
+    assert describe("/var/lib/pilotfish/config.db") == "/var/lib/pilotfish/config.db"
