@@ -329,9 +329,12 @@ def generated_pair(
     backend_ip: str,
     sut_cpus: set[int] | None,
     mtls: bool,
+    pods: str | None = None,
 ) -> tuple[Sidecar, Sidecar]:
     """A client sidecar and a server sidecar in front of the backend for Service ``name``
-    (selecting ``app: name``); with ``mtls`` both have workload certificates. Not waited for."""
+    (selecting ``app: name``), named ``<pods>-server`` and ``<pods>-client`` (``pods``
+    defaults to ``name``); with ``mtls`` both have workload certificates. Not waited for."""
+    pods = pods or name
     tokens = (
         (workload_token(cp, f"{name}-server"), workload_token(cp, f"{name}-client"))
         if mtls
@@ -340,7 +343,7 @@ def generated_pair(
     server = start_sidecar(
         procs,
         cp,
-        f"{name}-server",
+        f"{pods}-server",
         {"app": name, "version": "v1"},
         ip=backend_ip,
         inbound=(APP_PORT, free_port()),
@@ -351,7 +354,7 @@ def generated_pair(
     client = start_sidecar(
         procs,
         cp,
-        f"{name}-client",
+        f"{pods}-client",
         {"app": f"{name}-loadgen"},
         cpus=sut_cpus,
         token_file=tokens[1],
