@@ -96,4 +96,4 @@ def test_telemetry_quick(tmp_path: Path) -> None:
         assert int(series[("on", side)][4]) >= 1, out  # istio_requests_total, this reporter
         assert int(series[("on", side)][7]) >= 1, out  # access-log lines
     # The ratios table names both targets.
-    assert "p50 on / off" in out and "Envoy CPU per request on / off" in out
+    assert "p50 / off" in out and "Envoy CPU per request / off" in out
