@@ -21,7 +21,9 @@ answering every request itself, 200, 2 bytes):
 
 ``--attribute`` adds two pairs to tell the two parts apart: ``metrics`` (the standard metrics
 alone: no Telemetry, no access log) and ``log`` (metrics disabled as in ``off``, the access
-log on as in ``on``).
+log on as in ``on``). ``--modes`` picks any of ``off``, ``metrics``, ``log``, ``on`` and
+``metrics-no-cel`` (the standard metrics with the labels computed by CEL expressions removed
+through Telemetry ``tagOverrides``); ``off`` is always run, as the reference.
 
 Load is ``wrk -t1`` (Python's load generator without it) through the client sidecar's
 outbound listener with ``Host: bench:9080``. For every run the script reads the CPU time
@@ -101,12 +103,36 @@ ACCESS_LOG_ON = {
     "metadata": {"name": "bench", "namespace": "istio-system"},
     "spec": {"meshConfig": {"accessLogFile": "/dev/stdout"}},
 }
+#: The labels whose value is a CEL expression (the caller's workload labels a server trusts only
+#: over mutual TLS, ``request_protocol``, ``connection_security_policy``).
+CEL_TAGS = (
+    "source_workload",
+    "source_workload_namespace",
+    "source_app",
+    "source_version",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_cluster",
+    "request_protocol",
+    "connection_security_policy",
+)
+METRICS_WITHOUT_CEL_TAGS = {
+    "apiVersion": "telemetry.istio.io/v1",
+    "kind": "Telemetry",
+    "metadata": {"name": "mesh-default", "namespace": "istio-system"},
+    "spec": {
+        "metrics": [
+            {"overrides": [{"tagOverrides": {t: {"operation": "REMOVE"} for t in CEL_TAGS}}]}
+        ]
+    },
+}
 #: What each mode applies besides the Service.
 MODE_CONFIG: dict[str, list[dict[str, Any]]] = {
     "off": [METRICS_OFF],
     "metrics": [],
     "log": [METRICS_OFF, ACCESS_LOG_ON],
     "on": [ACCESS_LOG_ON],
+    "metrics-no-cel": [METRICS_WITHOUT_CEL_TAGS],
 }
 
 
@@ -393,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="Also run metrics alone and the access log alone.",
     )
+    parser.add_argument("--modes", help="Comma-separated modes (see the module doc).")
     parser.add_argument("--workdir", type=Path, help="Keep logs here (default: a temp dir).")
     args = parser.parse_args(argv)
     if args.quick:
@@ -420,7 +447,13 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     with Processes(workdir) as procs:
-        modes = ATTRIBUTION_MODES if args.attribute else MODES
+        modes: Sequence[str] = ATTRIBUTION_MODES if args.attribute else MODES
+        if args.modes:
+            asked = [m.strip() for m in args.modes.split(",") if m.strip()]
+            unknown = set(asked) - set(MODE_CONFIG)
+            if unknown:
+                raise SystemExit(f"unknown modes: {', '.join(sorted(unknown))}")
+            modes = ["off", *[m for m in asked if m != "off"]]
         pairs, _ = bring_up(procs, sut_cpus, not args.plaintext, modes)
         warmup = 0.0 if args.quick else 1.0
         runs = measure(
