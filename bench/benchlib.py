@@ -35,7 +35,7 @@ import grpc
 import httpx
 
 from pilotfish.agent.launch import agent_argv
-from pilotfish.agent.settings import AgentSettings, HostPort, XdsTls
+from pilotfish.agent.settings import AgentSettings, HostPort, IdentitySettings, XdsTls
 from pilotfish.api.kinds import APPLY_PATH, PROXY_STATUS_PATH
 from pilotfish.api.node import NodeInfo
 from pilotfish.testing.ads_client import AdsClient
@@ -192,6 +192,30 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (children first), from ``/proc/PID/task/*/children``."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop(0)
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                kids = [int(x) for x in (task / "children").read_text().split()]
+                out += kids
+                todo += kids
+    return out
+
+
+def envoy_pid(pid: int) -> int:
+    """The Envoy process under an agent (``pid``): its descendant whose program is Envoy."""
+    for child in descendants(pid):
+        with contextlib.suppress(OSError):
+            argv0 = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0]
+            if Path(argv0.decode()).name.startswith("envoy"):
+                return child
+    raise RuntimeError(f"no Envoy under pid {pid}")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of one process (all its threads) in seconds."""
     stat = Path(f"/proc/{pid}/stat").read_text()
@@ -318,6 +342,8 @@ class Sidecar:
     readiness_port: int
     admin_port: int
     proc: subprocess.Popen[bytes]
+    #: The agent's port: ``/stats/prometheus`` (Envoy's stats with Istio's names merged).
+    agent_port: int = 0
 
     def ready(self) -> bool:
         if self.proc.poll() is not None:
@@ -336,11 +362,15 @@ def start_sidecar(
     inbound: tuple[int, int] | None = None,
     concurrency: int = 1,
     cpus: set[int] | None = None,
+    token_file: Path | None = None,
+    service_account: str = "default",
 ) -> Sidecar:
     """``pilotfish proxy`` in explicit mode (``--interception-mode NONE``), not waited for.
 
     ``inbound`` is (app port, sidecar port): the sidecar then receives the app's traffic on
     ``ip:sidecar port`` and forwards it to ``ip:app port``, where something else listens.
+    With ``token_file`` (:func:`workload_token`) the agent gets a mesh certificate for
+    ``service_account`` over SDS and the workload takes part in mutual TLS, as an injected pod.
     """
     ip = ip or free_loopback_ip(inbound[0] if inbound else 9080)
     outbound, readiness, admin, agent = (free_port() for _ in range(4))
@@ -350,6 +380,7 @@ def start_sidecar(
         pod_name=name,
         namespace="default",
         labels=dict(labels),
+        service_account=service_account,
         interception_mode="NONE",
         outbound_port=outbound,
         inbound_ports=dict([inbound]) if inbound is not None else {},
@@ -359,6 +390,7 @@ def start_sidecar(
         work_dir=procs.workdir / f"proxy-{name}",
         discovery_address=HostPort("127.0.0.1", cp.xds_port),
         xds_tls=XdsTls(cp.roots) if cp.tls else None,
+        identity=IdentitySettings(token_file=token_file) if token_file is not None else None,
         admin_port=admin,
         readiness_port=readiness,
         agent_port=agent,
@@ -367,7 +399,23 @@ def start_sidecar(
     )
     cmd = [*CLI, "proxy", *agent_argv(settings)]
     proc = procs.start(cmd, f"proxy-{name}.log", cp.env, cpus)
-    return Sidecar(name, ip, outbound, readiness, admin, proc)
+    return Sidecar(name, ip, outbound, readiness, admin, proc, agent)
+
+
+def workload_token(cp: ControlPlane, service_account: str, namespace: str = "default") -> Path:
+    """A workload token file (``pilotfish token create``) for ``namespace/service_account``."""
+    res = subprocess.run(
+        [*CLI, "token", "create", "-n", namespace, "--service-account", service_account],
+        capture_output=True,
+        text=True,
+        env=cp.env,
+        timeout=60,
+    )
+    if res.returncode != 0:
+        raise SystemExit(f"pilotfish token create failed: {res.stderr}")
+    path = cp.data_dir.parent / f"token-{cp.data_dir.name}-{namespace}-{service_account}"
+    path.write_text(res.stdout.strip() + "\n")
+    return path
 
 
 # ------------------------------------------------------------------------------- simulated

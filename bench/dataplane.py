@@ -6,6 +6,7 @@ Run from the repository root::
     .venv/bin/python bench/dataplane.py                 # c=1 and c=8, 10 s per run, 3 rounds
     .venv/bin/python bench/dataplane.py --quick         # c=1, 1 s per run, 1 round
     .venv/bin/python bench/dataplane.py --dump-dir out  # also save the Envoys' /config_dump
+    .venv/bin/python bench/dataplane.py --tls mtls      # both pairs with mutual TLS
 
 Load comes from ``wrk`` (``apt-get install -y wrk``); without it, a small Python HTTP/1.1
 load generator in this process is used instead (it saturates long before Envoy does, so its
@@ -20,6 +21,14 @@ The three paths (all plain HTTP/1.1 on loopback, keep-alive connections):
 - ``generated``: load generator -> client sidecar's outbound listener (``Host: bench:9080``)
   -> server sidecar's inbound listener -> backend; ``pilotfish proxy`` agents in explicit
   mode with the configuration the control plane generates.
+
+``--tls mtls`` runs both pairs with mutual TLS instead, as an injected mesh runs:
+``hand-written mTLS`` (the same two static Envoys, the client presenting a certificate and
+checking the server's SPIFFE URI, the server requiring a client certificate; certificates
+from files made here with a CA of their own) and ``generated mTLS`` (the agents get workload
+certificates from the control plane's CA and serve them to Envoy over SDS; the workloads
+take part in mutual TLS, so the client's cluster for the service uses Istio's mTLS).
+``--tls both`` runs the plaintext and the mTLS pairs side by side.
 
 ``--features-pair`` adds a fourth path, ``hand+features``: the hand-written pair with what the
 generated configuration adds (fault and CORS filters, path normalization, the outbound retry
@@ -57,7 +66,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import (
+    ControlPlane,
     Processes,
+    Sidecar,
     cpu_split,
     free_loopback_ip,
     free_port,
@@ -68,13 +79,27 @@ from benchlib import (
     start_sidecar,
     table,
     wait_until,
+    workload_token,
 )
-from static_envoy import StaticEnvoy, backend_bootstrap, proxy_bootstrap, start_envoy
+from static_envoy import (
+    StaticEnvoy,
+    TlsFiles,
+    backend_bootstrap,
+    proxy_bootstrap,
+    start_envoy,
+    static_certificates,
+)
 
 #: Target from the issue: the generated pair within 5% of the hand-written one (p50 and p99).
 GENERATED_VS_HAND_TARGET = 1.05
 HOST_HEADER = "bench:9080"
 APP_PORT = 9080
+#: The reference each path's "/ hand" ratios are taken against.
+REFERENCE = {
+    "hand+features": "hand-written",
+    "generated": "hand-written",
+    "generated mTLS": "hand-written mTLS",
+}
 
 
 # ------------------------------------------------------------------------------- load
@@ -128,6 +153,7 @@ def run_wrk(
     seconds: float,
     cpus: set[int] | None,
     save_to: Path | None = None,
+    host: str = HOST_HEADER,
 ) -> Result:
     cmd = [
         wrk,
@@ -136,7 +162,7 @@ def run_wrk(
         f"-d{max(1, round(seconds))}s",
         "--latency",
         "-H",
-        f"Host: {HOST_HEADER}",
+        f"Host: {host}",
         url,
     ]
     if cpus and shutil.which("taskset"):
@@ -149,8 +175,10 @@ def run_wrk(
     return parse_wrk(out.stdout)
 
 
-async def _py_load(host: str, port: int, connections: int, seconds: float) -> Result:
-    request = f"GET / HTTP/1.1\r\nHost: {HOST_HEADER}\r\n\r\n".encode()
+async def _py_load(
+    host: str, port: int, connections: int, seconds: float, host_header: str = HOST_HEADER
+) -> Result:
+    request = f"GET / HTTP/1.1\r\nHost: {host_header}\r\n\r\n".encode()
     latencies: list[float] = []
     errors = 0
     deadline = time.monotonic() + seconds
@@ -182,9 +210,9 @@ async def _py_load(host: str, port: int, connections: int, seconds: float) -> Re
     return Result(len(ms) / elapsed, statistics.median(ms), p99, len(ms), errors)
 
 
-def run_python(url: str, connections: int, seconds: float) -> Result:
+def run_python(url: str, connections: int, seconds: float, host: str = HOST_HEADER) -> Result:
     u = httpx.URL(url)
-    return asyncio.run(_py_load(u.host, u.port or 80, connections, seconds))
+    return asyncio.run(_py_load(u.host, u.port or 80, connections, seconds, host))
 
 
 # ------------------------------------------------------------------------------- config dumps
@@ -239,6 +267,7 @@ class Setup:
     workdir: Path
     urls: dict[str, str]
     admin_ports: dict[str, int]  # "hand-written client"... -> Envoy admin port
+    hosts: dict[str, str]  # path -> the Host header its requests carry
 
 
 def hand_pair(
@@ -247,20 +276,28 @@ def hand_pair(
     backend_ip: str,
     sut_cpus: set[int] | None,
     features: bool = False,
+    tls: dict[str, TlsFiles] | None = None,
 ) -> tuple[int, StaticEnvoy, StaticEnvoy]:
-    """Two static Envoys in front of the backend; (client port, client, server)."""
+    """Two static Envoys in front of the backend; (client port, client, server). With ``tls``
+    (:func:`static_certificates`) the two talk mutual TLS."""
     server_port, client_port = free_port(), free_port()
     server = start_envoy(
         procs,
-        f"{name}-server",
+        f"{name}-server".replace(" ", "-"),
         proxy_bootstrap(
-            backend_ip, server_port, backend_ip, APP_PORT, free_port(), features=features
+            backend_ip,
+            server_port,
+            backend_ip,
+            APP_PORT,
+            free_port(),
+            features=features,
+            listen_tls=tls["server"] if tls else None,
         ),
         sut_cpus,
     )
     client = start_envoy(
         procs,
-        f"{name}-client",
+        f"{name}-client".replace(" ", "-"),
         proxy_bootstrap(
             "127.0.0.1",
             client_port,
@@ -269,13 +306,66 @@ def hand_pair(
             free_port(),
             features=features,
             retries=features,
+            upstream_tls=tls["client"] if tls else None,
         ),
         sut_cpus,
     )
     return client_port, client, server
 
 
-def bring_up(procs: Processes, sut_cpus: set[int] | None, features_pair: bool) -> Setup:
+def service(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": APP_PORT}]},
+    }
+
+
+def generated_pair(
+    procs: Processes,
+    cp: ControlPlane,
+    name: str,
+    backend_ip: str,
+    sut_cpus: set[int] | None,
+    mtls: bool,
+    pods: str | None = None,
+) -> tuple[Sidecar, Sidecar]:
+    """A client sidecar and a server sidecar in front of the backend for Service ``name``
+    (selecting ``app: name``), named ``<pods>-server`` and ``<pods>-client`` (``pods``
+    defaults to ``name``); with ``mtls`` both have workload certificates. Not waited for."""
+    pods = pods or name
+    tokens = (
+        (workload_token(cp, f"{name}-server"), workload_token(cp, f"{name}-client"))
+        if mtls
+        else (None, None)
+    )
+    server = start_sidecar(
+        procs,
+        cp,
+        f"{pods}-server",
+        {"app": name, "version": "v1"},
+        ip=backend_ip,
+        inbound=(APP_PORT, free_port()),
+        cpus=sut_cpus,
+        token_file=tokens[0],
+        service_account=f"{name}-server",
+    )
+    client = start_sidecar(
+        procs,
+        cp,
+        f"{pods}-client",
+        {"app": f"{name}-loadgen"},
+        cpus=sut_cpus,
+        token_file=tokens[1],
+        service_account=f"{name}-client",
+    )
+    return server, client
+
+
+def bring_up(
+    procs: Processes, sut_cpus: set[int] | None, features_pair: bool, tls: str = "plain"
+) -> Setup:
     backend_ip = free_loopback_ip(APP_PORT)
     backend = start_envoy(
         procs, "backend", backend_bootstrap(backend_ip, APP_PORT, free_port()), sut_cpus
@@ -283,54 +373,50 @@ def bring_up(procs: Processes, sut_cpus: set[int] | None, features_pair: bool) -
     envoys = [backend]
     urls = {"direct": f"http://{backend_ip}:{APP_PORT}/"}
     admin = {}
-    pairs = [("hand-written", False)] + ([("hand+features", True)] if features_pair else [])
-    for name, features in pairs:
-        port, client, server = hand_pair(procs, name, backend_ip, sut_cpus, features)
+    pairs: list[tuple[str, bool, dict[str, TlsFiles] | None]] = []
+    if tls in ("plain", "both"):
+        pairs.append(("hand-written", False, None))
+        if features_pair:
+            pairs.append(("hand+features", True, None))
+    if tls in ("mtls", "both"):
+        certs_dir = procs.workdir / "static-certs"
+        certs_dir.mkdir(exist_ok=True)
+        pairs.append(("hand-written mTLS", False, static_certificates(certs_dir)))
+    for name, features, certs in pairs:
+        port, client, server = hand_pair(procs, name, backend_ip, sut_cpus, features, certs)
         envoys += [client, server]
         urls[name] = f"http://127.0.0.1:{port}/"
         admin[f"{name} client"], admin[f"{name} server"] = client.admin_port, server.admin_port
     cp = start_control_plane(procs, cpus=sut_cpus)
-    cp.api().apply(
-        [
-            {
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": {"name": "bench", "namespace": "default"},
-                "spec": {
-                    "selector": {"app": "bench"},
-                    "ports": [{"name": "http", "port": APP_PORT}],
-                },
-            }
-        ]
-    )
-    server_sc = start_sidecar(
-        procs,
-        cp,
-        "bench-server",
-        {"app": "bench", "version": "v1"},
-        ip=backend_ip,
-        inbound=(APP_PORT, free_port()),
-        cpus=sut_cpus,
-    )
-    client_sc = start_sidecar(procs, cp, "bench-client", {"app": "loadgen"}, cpus=sut_cpus)
+    # (path, Service, mTLS): plaintext workloads carry no tlsMode label, mTLS ones do.
+    generated = [("generated", "bench", False)] if tls in ("plain", "both") else []
+    if tls in ("mtls", "both"):
+        generated.append(("generated mTLS", "bench-mtls", True))
+    cp.api().apply([service(svc) for _, svc, _ in generated])
+    hosts = {path: HOST_HEADER for path in urls}
+    sidecars = []
+    for path, svc, mtls in generated:
+        server_sc, client_sc = generated_pair(procs, cp, svc, backend_ip, sut_cpus, mtls)
+        sidecars += [server_sc, client_sc]
+        urls[path] = f"http://127.0.0.1:{client_sc.outbound_port}/"
+        hosts[path] = f"{svc}:{APP_PORT}"
+        admin[f"{path} client"], admin[f"{path} server"] = (
+            client_sc.admin_port,
+            server_sc.admin_port,
+        )
     for envoy in envoys:
         wait_until(envoy.ready, 60, f"Envoy {envoy.name} ready")
-    for sc in (server_sc, client_sc):
+    for sc in sidecars:
         wait_until(sc.ready, 60, f"sidecar {sc.name} ready")
-    urls["generated"] = f"http://127.0.0.1:{client_sc.outbound_port}/"
-    admin["generated client"], admin["generated server"] = (
-        client_sc.admin_port,
-        server_sc.admin_port,
-    )
 
     def all_answer() -> bool:
         return all(
-            httpx.get(u, headers={"Host": HOST_HEADER}, timeout=2).status_code == 200
-            for u in urls.values()
+            httpx.get(u, headers={"Host": hosts[p]}, timeout=2).status_code == 200
+            for p, u in urls.items()
         )
 
     wait_until(all_answer, 60, "every path to answer 200")
-    return Setup(procs.workdir, urls, admin)
+    return Setup(procs.workdir, urls, admin, hosts)
 
 
 def measure(
@@ -343,10 +429,11 @@ def measure(
     warmup: float = 1.0,
 ) -> dict[tuple[str, int], list[Result]]:
     def once(path: str, c: int, s: float, save_to: Path | None = None) -> Result:
+        host = setup.hosts[path]
         if load == "python":
-            result = run_python(setup.urls[path], c, s)
+            result = run_python(setup.urls[path], c, s, host)
         else:
-            result = run_wrk(load, setup.urls[path], c, s, load_cpus, save_to)
+            result = run_wrk(load, setup.urls[path], c, s, load_cpus, save_to, host)
         if result.errors:
             where = f" (wrk report: {save_to})" if save_to else ""
             print(f"  {path} c={c}: {result.errors} failed requests{where}", flush=True)
@@ -359,7 +446,8 @@ def measure(
     for c in connections:
         for r in range(rounds):
             for path in setup.urls:
-                wrk_file = setup.workdir / f"wrk-{path}-c{c}-round{r + 1}.txt"
+                slug = path.replace(" ", "-")
+                wrk_file = setup.workdir / f"wrk-{slug}-c{c}-round{r + 1}.txt"
                 results.setdefault((path, c), []).append(once(path, c, seconds, wrk_file))
             print(f"  c={c} round {r + 1}/{rounds} done", flush=True)
     return results
@@ -394,7 +482,8 @@ def report(
         }
         for p in paths:
             rps, p50, p99, errors = med[p]
-            d, h = med["direct"], med["hand-written"]
+            d = med["direct"]
+            h = med.get(REFERENCE.get(p, p), med[p])
             rows.append(
                 [
                     p,
@@ -406,8 +495,8 @@ def report(
                     ratio(rps, d[0]),
                     ratio(p50, d[1]),
                     ratio(p99, d[2]),
-                    ratio(p50, h[1]) if p != "direct" else "-",
-                    ratio(p99, h[2]) if p != "direct" else "-",
+                    ratio(p50, h[1]) if p in REFERENCE else "-",
+                    ratio(p99, h[2]) if p in REFERENCE else "-",
                 ]
             )
     return table(headers, rows)
@@ -426,6 +515,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="Also run a hand-written pair with the generated config's features (filters, "
         "retries, balancing, circuit breakers), to attribute a difference.",
+    )
+    parser.add_argument(
+        "--tls",
+        choices=["plain", "mtls", "both"],
+        default="plain",
+        help="plain: plaintext pairs; mtls: both pairs with mutual TLS; both: side by side.",
     )
     parser.add_argument("--dump-dir", type=Path, help="Save the proxies' config dumps here.")
     parser.add_argument("--workdir", type=Path, help="Keep logs here (default: a temp dir).")
@@ -454,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     with Processes(workdir) as procs:
-        setup = bring_up(procs, sut_cpus, args.features_pair)
+        setup = bring_up(procs, sut_cpus, args.features_pair, args.tls)
         warmup = 0.0 if args.quick else 1.0
         results = measure(setup, connections, args.duration, args.rounds, load, load_cpus, warmup)
         dumps = {name: config_dump(port) for name, port in setup.admin_ports.items()}
@@ -462,7 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report(results, list(setup.urls), connections))
     print(
         f"medians over {args.rounds} round(s) of {args.duration:g}s; target: generated / "
-        f"hand-written <= {GENERATED_VS_HAND_TARGET:.2f}x for p50 and p99."
+        f"hand-written (of the same TLS mode: '/ hand') <= {GENERATED_VS_HAND_TARGET:.2f}x "
+        "for p50 and p99."
     )
     print()
     for name, dump in dumps.items():

@@ -1,18 +1,103 @@
 """Envoys with static bootstraps for the data-plane benchmark: a ``direct_response`` backend
 and minimal forwarding proxies (listener -> router -> one static HTTP/1.1 cluster), optionally
-with the features Pilotfish's generated sidecars add, so a difference can be attributed."""
+with the features Pilotfish's generated sidecars add, so a difference can be attributed, and
+optionally with mutual TLS between them from certificate files (:func:`static_certificates`)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 from benchlib import Processes
 
 from pilotfish.agent.envoy_binary import envoy_binary
+from pilotfish.identity import pki
+from pilotfish.identity.ca import CASettings, MeshCA
+from pilotfish.identity.spiffe import SpiffeId
+
+_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """One side's certificate chain and key, the roots it trusts and the peer's SPIFFE URI."""
+
+    cert: Path
+    key: Path
+    roots: Path
+    peer_uri: str
+
+
+def static_certificates(
+    directory: Path, trust_domain: str = "cluster.local"
+) -> dict[str, TlsFiles]:
+    """A CA of its own in ``directory`` and a workload certificate (Pilotfish's key type and
+    SPIFFE URI form, as the mesh CA issues them) for a ``client`` and a ``server``."""
+    ca = MeshCA.load_or_create_self_signed(CASettings(directory / "ca", trust_domain))
+    roots = directory / "roots.pem"
+    roots.write_text(ca.trust_bundle())
+    ids = {
+        side: SpiffeId(trust_domain, "default", f"bench-{side}") for side in ("client", "server")
+    }
+    files = {}
+    for side, identity in ids.items():
+        key = pki.generate_private_key()
+        signed = ca.sign_workload(pki.build_csr(key, identity), identity)
+        cert, key_file = directory / f"{side}.pem", directory / f"{side}-key.pem"
+        cert.write_text(signed.cert_chain_pem)
+        key_file.write_text(pki.private_key_pem(key))
+        key_file.chmod(0o600)
+        peer = ids["server" if side == "client" else "client"]
+        files[side] = TlsFiles(cert, key_file, roots, peer.uri)
+    return files
+
+
+def _common_tls(tls: TlsFiles, check_peer: bool) -> dict[str, Any]:
+    validation: dict[str, Any] = {"trusted_ca": {"filename": str(tls.roots)}}
+    if check_peer:
+        validation["match_typed_subject_alt_names"] = [
+            {"san_type": "URI", "matcher": {"exact": tls.peer_uri}}
+        ]
+    return {
+        "tls_certificates": [
+            {
+                "certificate_chain": {"filename": str(tls.cert)},
+                "private_key": {"filename": str(tls.key)},
+            }
+        ],
+        "validation_context": validation,
+    }
+
+
+def _upstream_tls(tls: TlsFiles) -> dict[str, Any]:
+    """The client's side: present its certificate, verify the server's and its URI. TLS 1.3,
+    as between sidecars (Envoy's client default would stop at 1.2)."""
+    common = _common_tls(tls, check_peer=True)
+    common["tls_params"] = {
+        "tls_minimum_protocol_version": "TLSv1_3",
+        "tls_maximum_protocol_version": "TLSv1_3",
+    }
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {"@type": _TLS + "UpstreamTlsContext", "common_tls_context": common},
+    }
+
+
+def _downstream_tls(tls: TlsFiles) -> dict[str, Any]:
+    """The server's side: require a client certificate from the mesh's CA."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": _TLS + "DownstreamTlsContext",
+            "require_client_certificate": True,
+            "common_tls_context": _common_tls(tls, check_peer=False),
+        },
+    }
+
 
 _ROUTER = {
     "name": "envoy.filters.http.router",
@@ -67,7 +152,13 @@ _FEATURE_CIRCUIT_BREAKERS = {
 }
 
 
-def _listener(ip: str, port: int, route: dict[str, Any], features: bool = False) -> dict[str, Any]:
+def _listener(
+    ip: str,
+    port: int,
+    route: dict[str, Any],
+    features: bool = False,
+    tls: TlsFiles | None = None,
+) -> dict[str, Any]:
     hcm: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager"
         ".v3.HttpConnectionManager",
@@ -81,17 +172,12 @@ def _listener(ip: str, port: int, route: dict[str, Any], features: bool = False)
     }
     if features:
         hcm["normalize_path"] = True
-    return {
-        "name": f"listener_{port}",
-        "address": _address(ip, port),
-        "filter_chains": [
-            {
-                "filters": [
-                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
-                ]
-            }
-        ],
+    chain: dict[str, Any] = {
+        "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
     }
+    if tls is not None:
+        chain["transport_socket"] = _downstream_tls(tls)
+    return {"name": f"listener_{port}", "address": _address(ip, port), "filter_chains": [chain]}
 
 
 def _bootstrap(
@@ -122,12 +208,15 @@ def proxy_bootstrap(
     *,
     features: bool = False,
     retries: bool = False,
+    listen_tls: TlsFiles | None = None,
+    upstream_tls: TlsFiles | None = None,
 ) -> dict[str, Any]:
     """A minimal forwarding Envoy: listener -> router -> one static HTTP/1.1 cluster.
 
     ``features`` adds what the generated sidecars carry besides (fault and CORS filters, path
     normalization, least-request balancing, circuit breakers); ``retries`` adds the outbound
-    retry policy."""
+    retry policy. ``listen_tls`` makes the listener require mutual TLS; ``upstream_tls`` makes
+    the cluster speak it (certificates from files, the peer's URI checked)."""
     cluster: dict[str, Any] = {
         "name": "upstream",
         "type": "STATIC",
@@ -139,6 +228,8 @@ def proxy_bootstrap(
             ],
         },
     }
+    if upstream_tls is not None:
+        cluster["transport_socket"] = _upstream_tls(upstream_tls)
     action: dict[str, Any] = {"cluster": "upstream"}
     if features:
         cluster["lb_policy"] = "LEAST_REQUEST"
@@ -147,7 +238,8 @@ def proxy_bootstrap(
     if retries:
         action["retry_policy"] = _FEATURE_RETRY
     route = {"match": {"prefix": "/"}, "route": action}
-    return _bootstrap(admin_port, _listener(listen_ip, listen_port, route, features), [cluster])
+    listener = _listener(listen_ip, listen_port, route, features, listen_tls)
+    return _bootstrap(admin_port, listener, [cluster])
 
 
 @dataclass
