@@ -94,8 +94,7 @@ LAZY_COMMANDS = {
     ),
     "proxy-config": LazyCommand(
         "pilotfish.cli.proxy_config:proxy_config",
-        "Show the clusters, listeners, routes or endpoints of one proxy, as `istioctl "
-        "proxy-config`.",
+        "Show one proxy's Envoy config, as `istioctl proxy-config`.",
     ),
     "runtime": LazyCommand(
         "pilotfish.cli.runtime_cmds:runtime",

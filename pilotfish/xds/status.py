@@ -99,6 +99,10 @@ class ProxyStatus:
     connected_since: float
     #: A push is being delivered or waits to be.
     pushing: bool = False
+    #: The proxy's IP, interception mode and Envoy admin port (as its node announced them).
+    ip: str = ""
+    interception_mode: str = ""
+    admin_port: int | None = None
     types: dict[str, TypeStatus] = field(default_factory=dict)
 
     def state(self, short: str) -> str:
@@ -128,5 +132,8 @@ class ProxyStatus:
             "connected_since": _iso(self.connected_since),
             "pushing": self.pushing,
             "synced": self.synced,
+            "ip": self.ip,
+            "interception_mode": self.interception_mode,
+            "admin_port": self.admin_port,
             "types": {t.short_name: t.to_dict() for t in self.types.values()},
         }
