@@ -559,11 +559,18 @@ def version(g: Globals, client_only: bool) -> None:
 
 
 @cli.command("proxy-status")
+@click.argument("pod", required=False)
+@click.option("-n", "--namespace", default=None, help="The proxy's namespace (or POD.NAMESPACE).")
 @click.option(
     "-o", "--output", "fmt", type=click.Choice(["wide", "json", "yaml"]), help="Output format."
 )
+@click.option(
+    "-f", "--file", "file", help="With POD: compare with a saved config dump, not the Envoy."
+)
 @pass_globals
-def proxy_status(g: Globals, fmt: str | None) -> None:
+def proxy_status(
+    g: Globals, pod: str | None, namespace: str | None, fmt: str | None, file: str | None
+) -> None:
     """Every connected Envoy and its xDS state, as `istioctl proxy-status`.
 
     \b
@@ -575,7 +582,24 @@ def proxy_status(g: Globals, fmt: str | None) -> None:
     NOT SENT  nothing of that type was sent
 
     `-o wide` adds the acknowledged version of each type.
+
+    With POD (POD.NAMESPACE, or POD with -n): what differs between the config the control
+    plane would send that proxy now and what its Envoy runs (read from its config dump, as
+    `pilotfish proxy-config dump` does): a unified diff per type (clusters, listeners,
+    routes; "- " lines are the control plane's, "+ " lines the Envoy's), or "Clusters Match".
+
+    \b
+    Examples:
+      pilotfish proxy-status
+      pilotfish proxy-status -o wide
+      pilotfish proxy-status productpage-v1-6b7f6c9d8-x2xkq.default
+      pilotfish proxy-status productpage-v1-6b7f6c9d8-x2xkq -n default -f dump.json
     """
+    if pod is not None:
+        _proxy_diff(g, pod, namespace, file)
+        return
+    if file is not None:
+        raise click.UsageError("--file compares one proxy: give POD")
     with g.client() as client:
         items = client.proxy_status()
     if fmt in ("json", "yaml"):
@@ -609,6 +633,29 @@ def proxy_status(g: Globals, fmt: str | None) -> None:
     click.echo(output.table(rows))
     for e in errors:
         click.echo(e)
+
+
+def _proxy_diff(g: Globals, pod: str, namespace: str | None, file: str | None) -> None:
+    import json
+
+    from pilotfish.api.kinds import proxy_config_path
+    from pilotfish.cli.envoy_admin import find_admin
+    from pilotfish.cli.proxy_config import split_target, sync_diff
+
+    ns, name = split_target(pod, namespace)
+    with g.client() as client:
+        try:
+            want = client.request("GET", proxy_config_path(ns, name))
+        except PilotfishError as exc:
+            fail(f"{name}.{ns}: {exc}")
+        if file is not None:
+            with click.open_file(file) as f:
+                dump = json.load(f)
+        else:
+            admin = find_admin(ns, name, client.proxy_status())
+            dump = json.loads(admin.request("GET", "/config_dump"))
+    text, _ = sync_diff(want, dump)
+    click.echo(text.rstrip("\n"))
 
 
 @cli.command()

@@ -758,3 +758,75 @@ def _all(view: _View, fmt: str | None) -> None:
         "secret": lambda: secret_rows(secret_items(res.get("secrets") or [])),
     }
     click.echo("\n\n".join(output.table(tables[k]()) for k in kinds))
+
+
+# -- proxy-status POD: the control plane's config against the Envoy's ------------------------
+
+#: What `proxy-status POD` compares, as istioctl: (title, key in the control plane's view).
+SYNC_TYPES = (("Clusters", "clusters"), ("Listeners", "listeners"), ("Routes", "routes"))
+
+
+def dynamic_from_dump(dump: dict[str, Any]) -> Resources:
+    """What the control plane sent an Envoy, from its config dump (static resources, which
+    come from the bootstrap, left out)."""
+    s = dump_sections(dump)
+    return {
+        "clusters": [
+            x["cluster"]
+            for x in s.get("clusters", {}).get("dynamic_active_clusters") or []
+            if "cluster" in x
+        ],
+        "listeners": [
+            x["active_state"]["listener"]
+            for x in s.get("listeners", {}).get("dynamic_listeners") or []
+            if "listener" in (x.get("active_state") or {})
+        ],
+        "routes": [
+            x["route_config"]
+            for x in s.get("routes", {}).get("dynamic_route_configs") or []
+            if "route_config" in x
+        ],
+    }
+
+
+def _routes_loaded(dump: dict[str, Any]) -> str:
+    times = [
+        str(x.get("last_updated"))
+        for x in dump_sections(dump).get("routes", {}).get("dynamic_route_configs") or []
+        if x.get("last_updated")
+    ]
+    return max(times) if times else ""
+
+
+def _lines(resources: list[dict[str, Any]]) -> list[str]:
+    # The dump wraps each resource in an Any (its top-level "@type"); the API does not.
+    bare = [{k: v for k, v in r.items() if k != "@type"} for r in resources]
+    ordered = sorted(bare, key=lambda r: str(r.get("name", "")))
+    return json.dumps(ordered, indent=2, sort_keys=True).splitlines(keepends=True)
+
+
+def sync_diff(control_plane: Resources, dump: dict[str, Any]) -> tuple[str, bool]:
+    """istioctl's `proxy-status POD`: per type, a unified diff from what the control plane
+    would send to what the Envoy runs, or ``<Type> Match``. Returns (text, everything matches).
+    """
+    import difflib
+
+    envoy = dynamic_from_dump(dump)
+    parts, same = [], True
+    for title, key in SYNC_TYPES:
+        want, have = _lines(control_plane.get(key) or []), _lines(envoy[key])
+        if want == have:
+            note = ""
+            if key == "routes" and _routes_loaded(dump):
+                note = f" (RDS last loaded at {_routes_loaded(dump)})"
+            parts.append(f"{title} Match{note}\n")
+            continue
+        same = False
+        parts.append(
+            "".join(
+                difflib.unified_diff(
+                    want, have, fromfile=f"Control Plane {title}", tofile=f"Envoy {title}"
+                )
+            )
+        )
+    return "".join(parts), same

@@ -221,3 +221,19 @@ def test_log_levels() -> None:
         logging_queries("loud")
     text = "active loggers:\n  admin: info\n  rbac: debug\n"
     assert parse_loggers(text) == {"admin": "info", "rbac": "debug"}
+
+
+def test_sync_diff_compares_what_the_control_plane_sends_with_the_dump() -> None:
+    from pilotfish.cli.proxy_config import dynamic_from_dump, sync_diff
+
+    dump = _dump()
+    envoy = dynamic_from_dump(dump)
+    assert "xds-grpc" not in {c["name"] for c in envoy["clusters"]}, "static ones left out"
+    same = {k: [dict(r, **{"@type": "x"}) for r in v] for k, v in envoy.items()}
+    text, ok = sync_diff({k: list(reversed(v)) for k, v in same.items()}, dump)
+    assert ok and text.splitlines() == ["Clusters Match", "Listeners Match", "Routes Match"]
+    changed = {**envoy, "routes": envoy["routes"][:1]}
+    text, ok = sync_diff(changed, dump)
+    assert not ok
+    assert "--- Control Plane Routes\n+++ Envoy Routes\n" in text
+    assert '+    "name": "8080",' in text
