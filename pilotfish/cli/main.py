@@ -107,6 +107,10 @@ LAZY_COMMANDS = {
     "token": LazyCommand(
         "pilotfish.cli.token_cmd:token", "Workload tokens for sidecars outside the local runtime."
     ),
+    "x": LazyCommand(
+        "pilotfish.cli.describe_cmd:x_group",
+        "Experimental commands, as `istioctl x`: describe pod.",
+    ),
     "up": LazyCommand(
         "pilotfish.cli.runtime_cmds:up",
         "Start the local mesh in the background: control plane, pod runtime, ingress gateway.",

@@ -128,6 +128,8 @@ class ProxyConnection:
             ip=self.node.ip,
             interception_mode=self.node.interception_mode,
             admin_port=self.node.admin_port,
+            labels=dict(self.node.labels),
+            service_account=self.node.service_account,
         )
 
     # -- inputs --------------------------------------------------------------------------------

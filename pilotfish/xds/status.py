@@ -103,6 +103,9 @@ class ProxyStatus:
     ip: str = ""
     interception_mode: str = ""
     admin_port: int | None = None
+    #: The workload's labels and service account (what selectors and policies match).
+    labels: dict[str, str] = field(default_factory=dict)
+    service_account: str = ""
     types: dict[str, TypeStatus] = field(default_factory=dict)
 
     def state(self, short: str) -> str:
@@ -135,5 +138,7 @@ class ProxyStatus:
             "ip": self.ip,
             "interception_mode": self.interception_mode,
             "admin_port": self.admin_port,
+            "labels": dict(self.labels),
+            "service_account": self.service_account,
             "types": {t.short_name: t.to_dict() for t in self.types.values()},
         }
