@@ -141,6 +141,33 @@ def test_local_commands_find_the_mesh_without_flags(mesh: Mesh) -> None:
     assert mesh.run(module, "status").stdout.count("healthy") == 3
 
 
+def test_istioctl_habits_reach_a_pods_envoy(mesh: Mesh) -> None:
+    """proxy-config, proxy-status POD and x describe pod on a real pod: the CLI enters the
+    pod's network namespace to read its Envoy's admin."""
+    pod = mesh.pod_named("productpage-v1")
+    target = f"{pod}.default"
+    clusters = mesh.cli("proxy-config", "cluster", target, "--fqdn", "reviews").stdout
+    assert "reviews.default.svc.cluster.local" in clusters
+    secrets = json.loads(mesh.cli("proxy-config", "secret", target, "-o", "json").stdout)
+    chain = next(s for s in secrets if s["type"] == "Cert Chain")
+    assert chain["identity"] == ["spiffe://cluster.local/ns/default/sa/bookinfo-productpage"]
+    assert chain["valid"]
+    mesh.cli("proxy-config", "log", target, "--level", "rbac:debug")
+    levels = json.loads(mesh.cli("proxy-config", "log", target, "-o", "json").stdout)
+    assert levels["rbac"] == "debug"
+    assert "cluster_manager.cds" in mesh.cli("proxy-config", "stats", target).stdout
+    gateway = mesh.cli("proxy-config", "listener", "istio-ingressgateway.istio-system").stdout
+    assert "Route: http." in gateway  # the gateway, in the host network namespace
+    eventually(
+        lambda: "Clusters Match" in mesh.cli("proxy-status", target).stdout,
+        "the control plane's config and the pod's Envoy to match",
+        times=1,
+    )
+    described = mesh.cli("x", "describe", "pod", pod).stdout.splitlines()
+    assert "Service: productpage" in described
+    assert "   Pod Ports: 9080 (productpage), 15090 (istio-proxy)" in described
+
+
 def test_productpage_is_served_through_the_ingress_gateway(mesh: Mesh) -> None:
     text = page(mesh)
     assert "<title>Simple Bookstore App</title>" in text
