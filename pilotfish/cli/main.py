@@ -107,6 +107,10 @@ LAZY_COMMANDS = {
     "token": LazyCommand(
         "pilotfish.cli.token_cmd:token", "Workload tokens for sidecars outside the local runtime."
     ),
+    "wait": LazyCommand(
+        "pilotfish.cli.wait_cmd:wait_cmd",
+        "Wait until every proxy has acknowledged a config revision.",
+    ),
     "x": LazyCommand(
         "pilotfish.cli.describe_cmd:x_group",
         "Experimental commands, as `istioctl x`: describe pod.",
@@ -226,8 +230,22 @@ def _namespace_opt(f: F) -> F:
 )
 @_namespace_opt
 @click.option("--dry-run", is_flag=True, help="Validate on the server and report; store nothing.")
+@click.option(
+    "--wait",
+    "wait",
+    is_flag=True,
+    help="Then wait until every proxy acknowledged the change (see `pilotfish wait`).",
+)
+@click.option("--timeout", default="30s", show_default=True, help="With --wait: how long to wait.")
 @pass_globals
-def apply(g: Globals, files: tuple[str, ...], namespace: str | None, dry_run: bool) -> None:
+def apply(
+    g: Globals,
+    files: tuple[str, ...],
+    namespace: str | None,
+    dry_run: bool,
+    wait: bool,
+    timeout: str,
+) -> None:
     """Create or update resources from files, as `kubectl apply -f`.
 
     Each file is one transaction: if any resource in it is invalid, nothing from that file is
@@ -238,7 +256,15 @@ def apply(g: Globals, files: tuple[str, ...], namespace: str | None, dry_run: bo
       pilotfish apply -f samples/bookinfo/networking/destination-rule-all.yaml
       pilotfish apply -f ./istio-config/ -n staging
       cat vs.yaml | pilotfish apply -f -
+      pilotfish apply -f reviews-v2.yaml --wait --timeout 1m   # until every Envoy ACKed it
+
+    With --wait, exits 1 naming each proxy that rejected the change (with Envoy's error) or
+    did not acknowledge it within --timeout.
     """
+    from pilotfish.cli.wait_cmd import parse_timeout, wait_for_sync
+
+    seconds = parse_timeout(timeout) if wait else 0.0
+    revision = 0
     docs_by_file: dict[str, list[Any]] = {}
     for d in _load(files):
         docs_by_file.setdefault(d.source.file, []).append(d)
@@ -258,11 +284,16 @@ def apply(g: Globals, files: tuple[str, ...], namespace: str | None, dry_run: bo
                 failed = True
                 continue
             suffix = " (dry run)" if dry_run else ""
+            revision = max(revision, int(result.get("revision") or 0))
             for warning in result.get("warnings") or []:
                 click.echo(f"Warning: {warning}", err=True)
             for it in result["items"]:
                 info = kinds.by_kind(it["kind"])
                 click.echo(f"{_kind_label(info, it['name'])} {it['result']}{suffix}")
+        if wait and not dry_run and revision:
+            code = wait_for_sync(client, revision, seconds)
+            if code:
+                sys.exit(code)
     if failed:
         sys.exit(1)
 
