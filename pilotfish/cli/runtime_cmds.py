@@ -391,8 +391,12 @@ def exec_cmd(
         proxy = lookup_user(PROXY_USER)
         if proxy is not None:
             uid, gid = proxy.uid, proxy.gid
+    env = pod_env({"HOSTNAME": pod})
+    if container == "istio-proxy":
+        # The sidecar's tools (`pilot-agent request GET stats`), as Istio's proxy image has them.
+        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     argv = pod_command(str(info["netns"]), list(command), uid, gid)
-    result = subprocess.run(argv, env=pod_env({"HOSTNAME": pod}), check=False)
+    result = subprocess.run(argv, env=env, check=False)
     sys.exit(result.returncode)
 
 

@@ -156,6 +156,9 @@ def test_istioctl_habits_reach_a_pods_envoy(mesh: Mesh) -> None:
     levels = json.loads(mesh.cli("proxy-config", "log", target, "-o", "json").stdout)
     assert levels["rbac"] == "debug"
     assert "cluster_manager.cds" in mesh.cli("proxy-config", "stats", target).stdout
+    agent = mesh.local("exec", pod, "-c", "istio-proxy", "--", "pilot-agent", "request", "GET",
+                       "stats")  # fmt: skip
+    assert "cluster_manager.cds" in agent.stdout
     gateway = mesh.cli("proxy-config", "listener", "istio-ingressgateway.istio-system").stdout
     assert "Route: http." in gateway  # the gateway, in the host network namespace
     eventually(
