@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,9 +190,13 @@ class Mesh:
             metrics=self.metrics,
         )
         self._unsubscribe: list[Callable[[], None]] = []
+        self._generated: dict[str, tuple[int, float]] = {}
 
     def generate(self, node: NodeInfo) -> Resources:
-        return proxy_resources(node, self.source.current())
+        context = self.source.current()
+        # The config revision each proxy's latest config was generated from (`pilotfish wait`).
+        self._generated[node.node_id] = (context.revision, time.monotonic())
+        return proxy_resources(node, context)
 
     def _jwks_changed(self) -> None:
         self.source.invalidate()
@@ -222,13 +227,27 @@ class Mesh:
         await self.jwks.stop()
 
     def proxy_status(self) -> list[dict[str, Any]]:
-        return [s.to_dict() for s in self.xds.status()]
+        """Each connected proxy's xDS state, with ``config_revision``: the config revision its
+        latest config was generated from (once it is ``synced``, it ACKed or NACKed that)."""
+        out = []
+        statuses = self.xds.status()
+        for s in statuses:
+            item = s.to_dict()
+            generated = self._generated.get(s.node_id)
+            item["config_revision"] = generated[0] if generated is not None else None
+            out.append(item)
+        # Forget proxies gone for a minute (a reconnecting one keeps its entry).
+        connected, old = {s.node_id for s in statuses}, time.monotonic() - 60
+        for node_id, (_, at) in list(self._generated.items()):
+            if node_id not in connected and at < old:
+                self._generated.pop(node_id, None)
+        return out
 
     def proxy_config(self, namespace: str, name: str) -> dict[str, list[dict[str, Any]]] | None:
         """What the control plane generates for a connected proxy, as JSON, by type."""
         for node in self.xds.connected_nodes():
             if node.namespace == namespace and node.pod_name == name:
-                return config_as_json(self.generate(node))
+                return config_as_json(proxy_resources(node, self.source.current()))
         return None
 
 

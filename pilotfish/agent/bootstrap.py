@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from pilotfish.agent.settings import SDS_CLUSTER, XDS_CLUSTER, AgentSettings, HostPort, XdsTls
+from pilotfish.api.node import ADMIN_PORT_METADATA
 from pilotfish.api.peer import HISTOGRAM_BUCKETS
 from pilotfish.api.typeurls import type_url
 
@@ -72,7 +73,9 @@ def render_bootstrap(settings: AgentSettings, sds_socket: Path | None = None) ->
         "node": {
             "id": node.node_id,
             "cluster": node.cluster,
-            "metadata": node.metadata(),
+            # ADMIN_PORT: where this Envoy's admin listens on 127.0.0.1 (of the proxy's
+            # network namespace), so that `pilotfish proxy-config` can find it.
+            "metadata": {**node.metadata(), ADMIN_PORT_METADATA: str(settings.admin_port)},
         },
         "admin": {"address": socket_address("127.0.0.1", settings.admin_port)},
         "dynamic_resources": {

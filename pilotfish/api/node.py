@@ -24,6 +24,10 @@ from typing import Any, Literal
 
 from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX, DEFAULT_TRUST_DOMAIN
 
+#: Node metadata key with the port of the proxy's Envoy admin on 127.0.0.1 (in the proxy's own
+#: network namespace); an extra key, kept in :attr:`NodeInfo.extra`.
+ADMIN_PORT_METADATA = "ADMIN_PORT"
+
 ProxyType = Literal["sidecar", "router"]
 InterceptionMode = Literal["REDIRECT", "NONE"]
 
@@ -60,6 +64,12 @@ class NodeInfo:
             f"{self.proxy_type}~{self.ip}~{self.pod_name}.{self.namespace}"
             f"~{self.namespace}.svc.{self.domain_suffix}"
         )
+
+    @property
+    def admin_port(self) -> int | None:
+        """The Envoy admin port the agent announced (``ADMIN_PORT``), if any."""
+        raw = str(self.extra.get(ADMIN_PORT_METADATA) or "")
+        return int(raw) if raw.isdigit() else None
 
     @property
     def cluster(self) -> str:

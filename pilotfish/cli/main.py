@@ -94,8 +94,7 @@ LAZY_COMMANDS = {
     ),
     "proxy-config": LazyCommand(
         "pilotfish.cli.proxy_config:proxy_config",
-        "Show the clusters, listeners, routes or endpoints of one proxy, as `istioctl "
-        "proxy-config`.",
+        "Show one proxy's Envoy config, as `istioctl proxy-config`.",
     ),
     "runtime": LazyCommand(
         "pilotfish.cli.runtime_cmds:runtime",
@@ -107,6 +106,14 @@ LAZY_COMMANDS = {
     ),
     "token": LazyCommand(
         "pilotfish.cli.token_cmd:token", "Workload tokens for sidecars outside the local runtime."
+    ),
+    "wait": LazyCommand(
+        "pilotfish.cli.wait_cmd:wait_cmd",
+        "Wait until every proxy has acknowledged a config revision.",
+    ),
+    "x": LazyCommand(
+        "pilotfish.cli.describe_cmd:x_group",
+        "Experimental commands, as `istioctl x`: describe pod.",
     ),
     "up": LazyCommand(
         "pilotfish.cli.runtime_cmds:up",
@@ -224,8 +231,22 @@ def _namespace_opt(f: F) -> F:
 )
 @_namespace_opt
 @click.option("--dry-run", is_flag=True, help="Validate on the server and report; store nothing.")
+@click.option(
+    "--wait",
+    "wait",
+    is_flag=True,
+    help="Then wait until every proxy acknowledged the change (see `pilotfish wait`).",
+)
+@click.option("--timeout", default="30s", show_default=True, help="With --wait: how long to wait.")
 @pass_globals
-def apply(g: Globals, files: tuple[str, ...], namespace: str | None, dry_run: bool) -> None:
+def apply(
+    g: Globals,
+    files: tuple[str, ...],
+    namespace: str | None,
+    dry_run: bool,
+    wait: bool,
+    timeout: str,
+) -> None:
     """Create or update resources from files, as `kubectl apply -f`.
 
     Each file is one transaction: if any resource in it is invalid, nothing from that file is
@@ -236,7 +257,15 @@ def apply(g: Globals, files: tuple[str, ...], namespace: str | None, dry_run: bo
       pilotfish apply -f samples/bookinfo/networking/destination-rule-all.yaml
       pilotfish apply -f ./istio-config/ -n staging
       cat vs.yaml | pilotfish apply -f -
+      pilotfish apply -f reviews-v2.yaml --wait --timeout 1m   # until every Envoy ACKed it
+
+    With --wait, exits 1 naming each proxy that rejected the change (with Envoy's error) or
+    did not acknowledge it within --timeout.
     """
+    from pilotfish.cli.wait_cmd import parse_timeout, wait_for_sync
+
+    seconds = parse_timeout(timeout) if wait else 0.0
+    revision = 0
     docs_by_file: dict[str, list[Any]] = {}
     for d in _load(files):
         docs_by_file.setdefault(d.source.file, []).append(d)
@@ -256,11 +285,16 @@ def apply(g: Globals, files: tuple[str, ...], namespace: str | None, dry_run: bo
                 failed = True
                 continue
             suffix = " (dry run)" if dry_run else ""
+            revision = max(revision, int(result.get("revision") or 0))
             for warning in result.get("warnings") or []:
                 click.echo(f"Warning: {warning}", err=True)
             for it in result["items"]:
                 info = kinds.by_kind(it["kind"])
                 click.echo(f"{_kind_label(info, it['name'])} {it['result']}{suffix}")
+        if wait and not dry_run and revision:
+            code = wait_for_sync(client, revision, seconds)
+            if code:
+                sys.exit(code)
     if failed:
         sys.exit(1)
 
@@ -561,11 +595,18 @@ def version(g: Globals, client_only: bool) -> None:
 
 
 @cli.command("proxy-status")
+@click.argument("pod", required=False)
+@click.option("-n", "--namespace", default=None, help="The proxy's namespace (or POD.NAMESPACE).")
 @click.option(
     "-o", "--output", "fmt", type=click.Choice(["wide", "json", "yaml"]), help="Output format."
 )
+@click.option(
+    "-f", "--file", "file", help="With POD: compare with a saved config dump, not the Envoy."
+)
 @pass_globals
-def proxy_status(g: Globals, fmt: str | None) -> None:
+def proxy_status(
+    g: Globals, pod: str | None, namespace: str | None, fmt: str | None, file: str | None
+) -> None:
     """Every connected Envoy and its xDS state, as `istioctl proxy-status`.
 
     \b
@@ -577,7 +618,24 @@ def proxy_status(g: Globals, fmt: str | None) -> None:
     NOT SENT  nothing of that type was sent
 
     `-o wide` adds the acknowledged version of each type.
+
+    With POD (POD.NAMESPACE, or POD with -n): what differs between the config the control
+    plane would send that proxy now and what its Envoy runs (read from its config dump, as
+    `pilotfish proxy-config dump` does): a unified diff per type (clusters, listeners,
+    routes; "- " lines are the control plane's, "+ " lines the Envoy's), or "Clusters Match".
+
+    \b
+    Examples:
+      pilotfish proxy-status
+      pilotfish proxy-status -o wide
+      pilotfish proxy-status productpage-v1-6b7f6c9d8-x2xkq.default
+      pilotfish proxy-status productpage-v1-6b7f6c9d8-x2xkq -n default -f dump.json
     """
+    if pod is not None:
+        _proxy_diff(g, pod, namespace, file)
+        return
+    if file is not None:
+        raise click.UsageError("--file compares one proxy: give POD")
     with g.client() as client:
         items = client.proxy_status()
     if fmt in ("json", "yaml"):
@@ -611,6 +669,29 @@ def proxy_status(g: Globals, fmt: str | None) -> None:
     click.echo(output.table(rows))
     for e in errors:
         click.echo(e)
+
+
+def _proxy_diff(g: Globals, pod: str, namespace: str | None, file: str | None) -> None:
+    import json
+
+    from pilotfish.api.kinds import proxy_config_path
+    from pilotfish.cli.envoy_admin import find_admin
+    from pilotfish.cli.proxy_config import split_target, sync_diff
+
+    ns, name = split_target(pod, namespace)
+    with g.client() as client:
+        try:
+            want = client.request("GET", proxy_config_path(ns, name))
+        except PilotfishError as exc:
+            fail(f"{name}.{ns}: {exc}")
+        if file is not None:
+            with click.open_file(file) as f:
+                dump = json.load(f)
+        else:
+            admin = find_admin(ns, name, client.proxy_status())
+            dump = json.loads(admin.request("GET", "/config_dump"))
+    text, _ = sync_diff(want, dump)
+    click.echo(text.rstrip("\n"))
 
 
 @cli.command()

@@ -321,6 +321,19 @@ def _pod(state: Path, pod: str, namespace: str) -> dict[str, Any]:
     return info
 
 
+def local_pod_netns(namespace: str, pod: str) -> str | None:
+    """The network namespace of ``pod`` if the local runtime of the current mesh runs it."""
+    _, state = _dirs(None, None)
+    info = read_pod_info(state / "pods", namespace, pod)
+    netns = (info or {}).get("netns")
+    return str(netns) if netns else None
+
+
+def in_pod_netns(netns: str, argv: list[str]) -> list[str]:
+    """``argv`` run inside the network namespace ``netns`` (the path ``pilotfish exec`` takes)."""
+    return pod_command(netns, argv)
+
+
 @click.command("logs", context_settings=CONTEXT_SETTINGS)
 @click.argument("pod")
 @click.option("-n", "--namespace", default="default", show_default=True)
@@ -390,8 +403,12 @@ def exec_cmd(
         proxy = lookup_user(PROXY_USER)
         if proxy is not None:
             uid, gid = proxy.uid, proxy.gid
+    env = pod_env({"HOSTNAME": pod})
+    if container == "istio-proxy":
+        # The sidecar's tools (`pilot-agent request GET stats`), as Istio's proxy image has them.
+        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     argv = pod_command(str(info["netns"]), list(command), uid, gid)
-    result = subprocess.run(argv, env=pod_env({"HOSTNAME": pod}), check=False)
+    result = subprocess.run(argv, env=env, check=False)
     sys.exit(result.returncode)
 
 

@@ -128,6 +128,11 @@ class ProxyConnection:
             connected_since=self.connected_since,
             pushing=self.busy or self.generating or self.pending_push is not None,
             types={t: s.status() for t, s in self.types.items() if s.requested},
+            ip=self.node.ip,
+            interception_mode=self.node.interception_mode,
+            admin_port=self.node.admin_port,
+            labels=dict(self.node.labels),
+            service_account=self.node.service_account,
         )
 
     # -- inputs --------------------------------------------------------------------------------

@@ -99,6 +99,13 @@ class ProxyStatus:
     connected_since: float
     #: A push is being delivered or waits to be.
     pushing: bool = False
+    #: The proxy's IP, interception mode and Envoy admin port (as its node announced them).
+    ip: str = ""
+    interception_mode: str = ""
+    admin_port: int | None = None
+    #: The workload's labels and service account (what selectors and policies match).
+    labels: dict[str, str] = field(default_factory=dict)
+    service_account: str = ""
     types: dict[str, TypeStatus] = field(default_factory=dict)
 
     def state(self, short: str) -> str:
@@ -128,5 +135,10 @@ class ProxyStatus:
             "connected_since": _iso(self.connected_since),
             "pushing": self.pushing,
             "synced": self.synced,
+            "ip": self.ip,
+            "interception_mode": self.interception_mode,
+            "admin_port": self.admin_port,
+            "labels": dict(self.labels),
+            "service_account": self.service_account,
             "types": {t.short_name: t.to_dict() for t in self.types.values()},
         }

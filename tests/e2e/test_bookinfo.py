@@ -164,6 +164,36 @@ def test_prometheus_scrapes_the_control_plane_the_gateway_and_every_sidecar(mesh
     assert {f"http://{ip}:15020/stats/prometheus" for ip in pods.values()} <= scraped
 
 
+def test_istioctl_habits_reach_a_pods_envoy(mesh: Mesh) -> None:
+    """proxy-config, proxy-status POD and x describe pod on a real pod: the CLI enters the
+    pod's network namespace to read its Envoy's admin."""
+    pod = mesh.pod_named("productpage-v1")
+    target = f"{pod}.default"
+    clusters = mesh.cli("proxy-config", "cluster", target, "--fqdn", "reviews").stdout
+    assert "reviews.default.svc.cluster.local" in clusters
+    secrets = json.loads(mesh.cli("proxy-config", "secret", target, "-o", "json").stdout)
+    chain = next(s for s in secrets if s["type"] == "Cert Chain")
+    assert chain["identity"] == ["spiffe://cluster.local/ns/default/sa/bookinfo-productpage"]
+    assert chain["valid"]
+    mesh.cli("proxy-config", "log", target, "--level", "rbac:debug")
+    levels = json.loads(mesh.cli("proxy-config", "log", target, "-o", "json").stdout)
+    assert levels["rbac"] == "debug"
+    assert "cluster_manager.cds" in mesh.cli("proxy-config", "stats", target).stdout
+    agent = mesh.local("exec", pod, "-c", "istio-proxy", "--", "pilot-agent", "request", "GET",
+                       "stats")  # fmt: skip
+    assert "cluster_manager.cds" in agent.stdout
+    gateway = mesh.cli("proxy-config", "listener", "istio-ingressgateway.istio-system").stdout
+    assert "Route: http." in gateway  # the gateway, in the host network namespace
+    eventually(
+        lambda: "Clusters Match" in mesh.cli("proxy-status", target).stdout,
+        "the control plane's config and the pod's Envoy to match",
+        times=1,
+    )
+    described = mesh.cli("x", "describe", "pod", pod).stdout.splitlines()
+    assert "Service: productpage" in described
+    assert "   Pod Ports: 9080 (productpage), 15090 (istio-proxy)" in described
+
+
 def test_productpage_is_served_through_the_ingress_gateway(mesh: Mesh) -> None:
     text = page(mesh)
     assert "<title>Simple Bookstore App</title>" in text

@@ -172,7 +172,16 @@ def test_proxy_config_shows_what_the_proxy_gets(bookinfo_reviews: tuple[Mesh, Si
     mesh.apply(JASON_V2)
     clusters = mesh.cp.cli("proxy-config", "cluster", "productpage.default", check=True).stdout
     rows = [ln.split() for ln in clusters.splitlines()]
-    assert rows[0] == ["SERVICE", "FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE"]
+    assert rows[0] == [
+        "SERVICE",
+        "FQDN",
+        "PORT",
+        "SUBSET",
+        "DIRECTION",
+        "TYPE",
+        "DESTINATION",
+        "RULE",
+    ]
     subsets = {r[2] for r in rows[1:] if r[0] == "reviews.default.svc.cluster.local"}
     assert subsets == {"-", "v1", "v2", "v3"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from pilotfish.agent.bootstrap import (
     write_bootstrap,
 )
 from pilotfish.agent.settings import XDS_CLUSTER, AgentSettings, HostPort, XdsTls
-from pilotfish.api.node import NodeInfo
+from pilotfish.api.node import ADMIN_PORT_METADATA, NodeInfo
 
 
 def _node(**overrides: Any) -> NodeInfo:
@@ -65,7 +66,10 @@ def test_node_id_cluster_and_metadata_round_trip() -> None:
     assert boot["node"]["cluster"] == "reviews.bookinfo"
     # What Envoy sends back is the JSON metadata: it must parse into the same NodeInfo.
     metadata = json.loads(json.dumps(boot["node"]["metadata"]))
-    assert NodeInfo.from_node(boot["node"]["id"], metadata) == node
+    parsed = NodeInfo.from_node(boot["node"]["id"], metadata)
+    # ... plus where its Envoy admin listens, for `pilotfish proxy-config`.
+    assert parsed == replace(node, extra={**node.extra, ADMIN_PORT_METADATA: "15000"})
+    assert parsed.admin_port == 15000
 
 
 def test_router_node_round_trip() -> None:
@@ -81,7 +85,8 @@ def test_router_node_round_trip() -> None:
     )
     boot = render_bootstrap(_settings(node=node))
     assert boot["node"]["id"].startswith("router~127.0.0.1~ingressgateway.istio-system~")
-    assert NodeInfo.from_node(boot["node"]["id"], boot["node"]["metadata"]) == node
+    parsed = NodeInfo.from_node(boot["node"]["id"], boot["node"]["metadata"])
+    assert parsed == replace(node, extra={ADMIN_PORT_METADATA: "15000"})
 
 
 def test_admin_is_loopback_only_on_the_configured_port() -> None:

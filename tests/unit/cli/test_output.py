@@ -117,10 +117,10 @@ def test_proxy_config_names_clusters_by_istio_parts() -> None:
         ]
     )
     assert rows == [
-        ["SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE"],
-        ["reviews.default.svc.cluster.local", "9080", "v1", "outbound", "EDS"],
-        ["PassthroughCluster", "-", "-", "-", "ORIGINAL_DST"],
-        ["", "9080", "-", "inbound", "EDS"],
+        ["SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE", "DESTINATION RULE"],
+        ["reviews.default.svc.cluster.local", "9080", "v1", "outbound", "EDS", "-"],
+        ["PassthroughCluster", "-", "-", "-", "ORIGINAL_DST", "-"],
+        ["", "9080", "-", "inbound", "EDS", "-"],
     ]
 
 
@@ -131,8 +131,8 @@ def test_proxy_config_listeners_one_row_per_filter_chain() -> None:
         "default_filter_chain": {},
     }
     rows = listener_rows([listener])
-    assert rows[0] == ["NAME", "ADDRESS", "PORT", "MATCH", "DESTINATION"]
-    assert rows[1][:3] == ["virtualOutbound", "0.0.0.0", "15001"]
+    assert rows[0] == ["ADDRESSES", "PORT", "MATCH", "DESTINATION"]
+    assert rows[1][:2] == ["0.0.0.0", "15001"]
     assert len(rows) == 2
 
 
@@ -147,7 +147,7 @@ def test_proxy_config_render_as_documents() -> None:
         "endpoints": [],
     }
     assert render("cluster", config, None).splitlines()[1].split() == [
-        "BlackHoleCluster", "-", "-", "-", "STATIC",
+        "BlackHoleCluster", "-", "-", "-", "STATIC", "-",
     ]  # fmt: skip
 
 
