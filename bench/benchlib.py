@@ -22,6 +22,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -595,3 +596,45 @@ def machine() -> str:
 def stopwatch() -> Iterator[Callable[[], float]]:
     start = time.monotonic()
     yield lambda: time.monotonic() - start
+
+
+@dataclass(frozen=True)
+class LoadSetup:
+    """What a data-plane benchmark's command line decided: connections, load generator, CPUs."""
+
+    connections: list[int]
+    #: The wrk binary, or ``"python"``.
+    load: str
+    sut_cpus: set[int] | None
+    load_cpus: set[int] | None
+    workdir: Path
+
+
+def load_setup(args: Any, prefix: str, title: str, sut: str) -> LoadSetup | int:
+    """Parse the shared load options (``--quick``, ``--connections``, ``--load``, ``--no-pin``,
+    ``--workdir``), pin this process for a Python load, make the work dir and print where
+    everything runs. Returns an exit code when the asked-for load generator is missing."""
+    if args.quick:
+        args.connections, args.duration, args.rounds = "1", 1.0, 1
+    connections = [int(x) for x in args.connections.split(",") if x.strip()]
+    wrk = shutil.which("wrk")
+    if args.load == "wrk" and not wrk:
+        print("wrk is not installed: apt-get install -y wrk (or use --load python)")
+        return 2
+    load = wrk if wrk and args.load != "python" else "python"
+    if load == "python" and args.load == "auto":
+        print("wrk not found (apt-get install -y wrk); using the Python load generator")
+    sut_cpus, load_cpus = cpu_split(not args.no_pin)
+    if load_cpus and load == "python":
+        os.sched_setaffinity(0, load_cpus)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix=prefix))
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"{title} on {machine()}; work dir {workdir}", flush=True)
+    print(f"load generator: {'wrk ' + load if load != 'python' else 'python (asyncio)'}")
+    print(
+        f"{sut} on CPUs {sorted(sut_cpus)}, load on {sorted(load_cpus)}"
+        if sut_cpus and load_cpus
+        else "processes not pinned",
+        flush=True,
+    )
+    return LoadSetup(connections, load, sut_cpus, load_cpus, workdir)

@@ -39,11 +39,8 @@ connection count); tables show medians over rounds. No exit code depends on the 
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,11 +55,10 @@ from benchlib import (
     Processes,
     Sidecar,
     cpu_seconds,
-    cpu_split,
     envoy_pid,
     free_loopback_ip,
     free_port,
-    machine,
+    load_setup,
     median,
     ratio,
     start_control_plane,
@@ -422,30 +418,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", help="Comma-separated modes (see the module doc).")
     parser.add_argument("--workdir", type=Path, help="Keep logs here (default: a temp dir).")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.connections, args.duration, args.rounds = "1", 1.0, 1
-    connections = [int(x) for x in args.connections.split(",") if x.strip()]
-    wrk = shutil.which("wrk")
-    if args.load == "wrk" and not wrk:
-        print("wrk is not installed: apt-get install -y wrk (or use --load python)")
-        return 2
-    load = wrk if wrk and args.load != "python" else "python"
-    if load == "python" and args.load == "auto":
-        print("wrk not found (apt-get install -y wrk); using the Python load generator")
-    sut_cpus, load_cpus = cpu_split(not args.no_pin)
-    if load_cpus and load == "python":
-        os.sched_setaffinity(0, load_cpus)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pilotfish-bench-telemetry-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    print(f"telemetry on vs off on {machine()}; work dir {workdir}", flush=True)
-    print(f"load generator: {'wrk ' + load if load != 'python' else 'python (asyncio)'}")
-    print(f"sidecar pairs: {'plaintext' if args.plaintext else 'mutual TLS (SDS certificates)'}")
-    print(
-        f"Envoys, agents and control planes on CPUs {sorted(sut_cpus)}, load on {sorted(load_cpus)}"
-        if sut_cpus and load_cpus
-        else "processes not pinned",
-        flush=True,
+    setup_or_code = load_setup(
+        args,
+        "pilotfish-bench-telemetry-",
+        "telemetry on vs off",
+        "Envoys, agents and control planes",
     )
+    if isinstance(setup_or_code, int):
+        return setup_or_code
+    connections, load = setup_or_code.connections, setup_or_code.load
+    sut_cpus, load_cpus = setup_or_code.sut_cpus, setup_or_code.load_cpus
+    workdir = setup_or_code.workdir
+    print(f"sidecar pairs: {'plaintext' if args.plaintext else 'mutual TLS (SDS certificates)'}")
     with Processes(workdir) as procs:
         modes: Sequence[str] = ATTRIBUTION_MODES if args.attribute else MODES
         if args.modes:

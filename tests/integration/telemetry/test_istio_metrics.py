@@ -181,4 +181,9 @@ def test_telemetry_tag_overrides_and_the_mesh_wide_access_log(
         return '"GET /access-logged HTTP/1.1" 200' in server.log.read_text()
 
     eventually(logged, 30, "the server sidecar's access log line")
-    assert '"GET /access-logged HTTP/1.1" 200' in client.log.read_text()
+    # Envoy flushes each access log file on its own (about every second).
+    eventually(
+        lambda: '"GET /access-logged HTTP/1.1" 200' in client.log.read_text(),
+        10,
+        "the client sidecar's access log line",
+    )
