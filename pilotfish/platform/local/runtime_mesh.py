@@ -440,7 +440,10 @@ def _refuse_conflicts(s: MeshSettings, parts: Sequence[str]) -> None:
     gateway += [("127.0.0.1", s.gateway_admin_port), ("0.0.0.0", s.gateway_agent_port)]
     gateway += [("0.0.0.0", s.gateway_readiness_port)]
     wanted = {
-        "control plane": [(api_host or "0.0.0.0", int(api_port))],
+        "control plane": [
+            (api_host or "0.0.0.0", int(api_port)),
+            ("127.0.0.1", s.trace_query_port),
+        ],
         "ingress gateway": gateway,
         "prometheus": [("127.0.0.1", s.prometheus_port)] if s.prometheus_port else [],
     }
@@ -455,7 +458,7 @@ def _refuse_conflicts(s: MeshSettings, parts: Sequence[str]) -> None:
             "ports this mesh needs are in use: " + "; ".join(taken) + "\n"
             "Stop what uses them, or choose others (--listen, --gateway-port, "
             "--gateway-admin-port, --gateway-agent-port, --gateway-readiness-port, "
-            "--prometheus-port)."
+            "--prometheus-port, --trace-query-port)."
         )
 
 
