@@ -107,8 +107,9 @@ def _own(prefix: str) -> list[tuple[str, str]]:
 
 
 #: The caller's namespace as its verified certificate says it, from the ``x-forwarded-client-cert``
-#: this proxy sets on mutual-TLS connections (the last element is its own, with the peer URI).
-VERIFIED_NAMESPACE = r"^.*URI=spiffe://[^/;,]+/ns/([^/;,]+)/sa/[^;,]*$"
+#: this proxy sets on mutual-TLS connections: only the last element (the one this proxy appends
+#: for the peer it verified) counts, whatever the caller put before it.
+VERIFIED_NAMESPACE = r"^(?:.*,)?(?:[^,]*;)?URI=spiffe://[^/;,]+/ns/([^/;,]+)/sa/[^;,]*(?:;[^,]*)?$"
 
 
 def _trusted_peer(key: str) -> str:

@@ -162,3 +162,22 @@ def test_generated_sidecar_reports_traces_to_the_collector_and_logs_by_the_mesh_
         if c.filters and c.filters[0].name == "envoy.filters.network.http_connection_manager"
     )
     assert LISTENER_TYPE in res
+
+
+def test_the_verified_namespace_comes_from_the_element_this_proxy_appended() -> None:
+    import re
+
+    pattern = re.compile(T.VERIFIED_NAMESPACE)
+
+    def namespace(xfcc: str) -> str | None:
+        m = pattern.match(xfcc)
+        return m.group(1) if m else None
+
+    own = 'By=spiffe://cluster.local/ns/default/sa/reviews;Hash=ab;Subject="";'
+    assert namespace(own + "URI=spiffe://cluster.local/ns/default/sa/productpage") == "default"
+    assert namespace(own + "URI=spiffe://td/ns/shop/sa/web;DNS=web.shop") == "shop"
+    # A caller's forged element before the one this proxy appends does not count...
+    forged = "By=x;URI=spiffe://cluster.local/ns/victim/sa/admin,"
+    assert namespace(forged + own + "URI=spiffe://cluster.local/ns/default/sa/p") == "default"
+    # ...even when the verified peer has no SPIFFE URI of its own.
+    assert namespace(forged + own + "DNS=client.example.com") is None
