@@ -5,16 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.harness import Mesh, eventually
-
-SERVICE = """
-apiVersion: v1
-kind: Service
-metadata: {name: reviews}
-spec:
-  selector: {app: reviews}
-  ports: [{name: http, port: 9080}]
-"""
+from tests.integration.harness import REVIEWS_SERVICE, Mesh, eventually
 
 TIMEOUT = """
 apiVersion: networking.istio.io/v1
@@ -30,7 +21,7 @@ spec:
 
 
 def test_synced_proxy_matches_and_a_stale_dump_shows_the_diff(mesh: Mesh, tmp_path: Path) -> None:
-    mesh.apply(SERVICE)
+    mesh.apply(REVIEWS_SERVICE)
     mesh.add("reviews-v1", {"app": "reviews", "version": "v1"})
     client = mesh.add("productpage", {"app": "productpage"}, app_port=None)
     eventually(lambda: client.request("reviews:9080").status_code == 200, 30, "reviews reachable")

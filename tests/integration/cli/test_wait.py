@@ -3,16 +3,7 @@ Envoys: return once every proxy ACKed; name a proxy that NACKed, with Envoy's er
 
 from __future__ import annotations
 
-from tests.integration.harness import Mesh, eventually
-
-SERVICE = """
-apiVersion: v1
-kind: Service
-metadata: {name: reviews}
-spec:
-  selector: {app: reviews}
-  ports: [{name: http, port: 9080}]
-"""
+from tests.integration.harness import REVIEWS_SERVICE, Mesh, eventually
 
 TIMEOUT = """
 apiVersion: networking.istio.io/v1
@@ -42,7 +33,7 @@ spec:
 
 
 def test_apply_wait_returns_when_every_proxy_acked_and_names_a_nack(mesh: Mesh) -> None:
-    mesh.apply(SERVICE)
+    mesh.apply(REVIEWS_SERVICE)
     mesh.add("reviews-v1", {"app": "reviews", "version": "v1"})
     client = mesh.add("productpage", {"app": "productpage"}, app_port=None)
     eventually(lambda: client.request("reviews:9080").status_code == 200, 30, "reviews reachable")

@@ -19,16 +19,13 @@ import httpx
 import pytest
 
 from tests.conftest import _free_port
-from tests.integration.harness import Mesh, Sidecar, eventually, start_control_plane
-
-SERVICE = """
-apiVersion: v1
-kind: Service
-metadata: {name: reviews}
-spec:
-  selector: {app: reviews}
-  ports: [{name: http, port: 9080}]
-"""
+from tests.integration.harness import (
+    REVIEWS_SERVICE,
+    Mesh,
+    Sidecar,
+    eventually,
+    start_control_plane,
+)
 
 
 def rule(traffic_policy: str = "") -> str:
@@ -67,7 +64,7 @@ class Features:
     backends: dict[str, Sidecar]
 
     def apply(self, *docs: str) -> None:
-        self.mesh.apply("\n---\n".join([SERVICE, *docs]))
+        self.mesh.apply("\n---\n".join([REVIEWS_SERVICE, *docs]))
 
     def get(self, path: str = "/", client: Sidecar | None = None, **headers: str) -> httpx.Response:
         return (client or self.client).request("reviews:9080", path, headers=headers)
@@ -90,7 +87,7 @@ def features(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Features]:
     cp = start_control_plane(tmp / "data", tmp / "config", _free_port(), _free_port())
     mesh = Mesh(cp, tmp, _free_port)
     try:
-        mesh.apply(SERVICE + "---" + rule())
+        mesh.apply(REVIEWS_SERVICE + "---" + rule())
         backends = {
             v: mesh.add(f"reviews-{v}", {"app": "reviews", "version": v})
             for v in ("v1", "v2", "v3")

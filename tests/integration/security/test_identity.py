@@ -14,18 +14,9 @@ import httpx
 import pytest
 
 from pilotfish.identity import CertificateRequestError, SpiffeId, pki, request_certificate
-from tests.integration.harness import ControlPlane, Mesh, Sidecar, eventually
+from tests.integration.harness import REVIEWS_SERVICE, ControlPlane, Mesh, Sidecar, eventually
 
 pytestmark = pytest.mark.integration
-
-SERVICES = """
-apiVersion: v1
-kind: Service
-metadata: {name: reviews}
-spec:
-  selector: {app: reviews}
-  ports: [{name: http, port: 9080}]
-"""
 
 
 def _csr(identity: SpiffeId) -> str:
@@ -101,7 +92,7 @@ def test_xds_and_ca_over_tls_with_a_server_name(mesh: Mesh) -> None:
     """Agents that dial by name verify one of the serving certificate's DNS names; a
     plaintext client cannot talk to the TLS port."""
     assert mesh.cp.tls
-    mesh.apply(SERVICES)
+    mesh.apply(REVIEWS_SERVICE)
     tls_args = ("--ca-file", str(mesh.cp.roots), "--xds-server-name", "pilotfish.istio-system.svc")
     mesh.add("reviews-v1", {"app": "reviews"}, mtls=True, extra_args=tls_args)
     client = mesh.add("productpage", {"app": "productpage"}, app_port=None, mtls=True,
@@ -132,7 +123,7 @@ def _serials(sidecar: Sidecar) -> set[str]:
 def test_certificate_renewal_under_load_fails_no_request(mesh: Mesh) -> None:
     """Short-lived certificates (90 s: renewed after about 15 s, as lifetimes count the
     one-minute backdating) rotate under a steady request loop without a failed request."""
-    mesh.apply(SERVICES)
+    mesh.apply(REVIEWS_SERVICE)
     server = mesh.add("reviews-v1", {"app": "reviews"}, mtls=True, cert_ttl="90s")
     client = mesh.add("productpage", {"app": "productpage"}, app_port=None, mtls=True)
     eventually(lambda: client.request("reviews:9080").status_code == 200, 30, "mesh")

@@ -13,18 +13,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.integration.harness import Mesh, Sidecar, eventually
+from tests.integration.harness import REVIEWS_SERVICE, Mesh, Sidecar, eventually
 
 pytestmark = pytest.mark.integration
-
-SERVICES = """
-apiVersion: v1
-kind: Service
-metadata: {name: reviews}
-spec:
-  selector: {app: reviews}
-  ports: [{name: http, port: 9080}]
-"""
 
 
 def peer_authentication(
@@ -57,7 +48,7 @@ def mesh_get(client: Sidecar, host: str = "reviews:9080") -> httpx.Response:
 
 @pytest.fixture
 def meshed(mesh: Mesh) -> Iterator[tuple[Mesh, Sidecar, Sidecar]]:
-    mesh.apply(SERVICES)
+    mesh.apply(REVIEWS_SERVICE)
     server = mesh.add(
         "reviews-v1", {"app": "reviews", "version": "v1"}, service_account="bookinfo-reviews",
         mtls=True,
@@ -152,7 +143,7 @@ def test_client_without_sidecar_certificate_is_plaintext_and_strict_refuses_it(
 
 
 def test_port_level_disable_on_a_strict_workload(mesh: Mesh) -> None:
-    mesh.apply(SERVICES)
+    mesh.apply(REVIEWS_SERVICE)
     server = mesh.add(
         "reviews-v1", {"app": "reviews"}, service_account="bookinfo-reviews", mtls=True
     )

@@ -14,18 +14,9 @@ import pytest
 from cryptography import x509
 
 from pilotfish.identity import CASettings, MeshCA
-from tests.integration.harness import ControlPlane, Mesh, Sidecar, eventually
+from tests.integration.harness import REVIEWS_SERVICE, ControlPlane, Mesh, Sidecar, eventually
 
 pytestmark = pytest.mark.integration
-
-SERVICES = """
-apiVersion: v1
-kind: Service
-metadata: {name: reviews}
-spec:
-  selector: {app: reviews}
-  ports: [{name: http, port: 9080}]
-"""
 
 
 def _peer_certificate(cp: ControlPlane, server_name: str) -> x509.Certificate:
@@ -108,7 +99,7 @@ def test_plaintext_option_serves_xds_and_the_ca_without_tls(
     assert not cp.tls
     mesh = Mesh(cp, tmp_path, free_port)
     try:
-        mesh.apply(SERVICES)
+        mesh.apply(REVIEWS_SERVICE)
         mesh.add("reviews-v1", {"app": "reviews"}, mtls=True)
         client = mesh.add("productpage", {"app": "productpage"}, app_port=None, mtls=True)
         eventually(lambda: client.request("reviews:9080").status_code == 200, 30, "mesh")
