@@ -392,17 +392,25 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def part_ports(s: MeshSettings) -> dict[str, list[tuple[str, int]]]:
+    """``(address, port)`` each part of the mesh listens on, by part. Pure."""
+    api_host, _, api_port = s.api_listen.rpartition(":")
+    gateway = [(s.gateway_bind, listen) for _, listen in s.gateway_ports]
+    gateway += [("127.0.0.1", s.gateway_admin_port), ("0.0.0.0", s.gateway_agent_port)]
+    gateway += [("0.0.0.0", s.gateway_readiness_port)]
+    return {
+        "control plane": [
+            (api_host or "0.0.0.0", int(api_port)),
+            ("127.0.0.1", s.trace_query_port),
+        ],
+        "ingress gateway": gateway,
+        "prometheus": [("127.0.0.1", s.prometheus_port)] if s.prometheus_port else [],
+    }
+
+
 def mesh_record(s: MeshSettings, pids: Sequence[int] = ()) -> MeshRecord:
     """What this mesh owns on the host: prefix, ranges and every port it listens on. Pure."""
-    api_host, _, api_port = s.api_listen.rpartition(":")
-    gw = "127.0.0.1"
-    ports: list[tuple[str, int]] = [(api_host or "0.0.0.0", int(api_port))]
-    ports += [(s.gateway_bind, listen) for _, listen in s.gateway_ports]
-    ports += [(gw, s.gateway_admin_port), ("0.0.0.0", s.gateway_agent_port)]
-    ports += [("0.0.0.0", s.gateway_readiness_port)]
-    ports += [("127.0.0.1", s.trace_query_port)]
-    if s.prometheus_port is not None:
-        ports += [("127.0.0.1", s.prometheus_port)]
+    ports = [p for part in part_ports(s).values() for p in part]
     return MeshRecord(
         prefix=s.network.prefix,
         data_dir=str(s.data_dir),
@@ -435,18 +443,7 @@ def _refuse_conflicts(s: MeshSettings, parts: Sequence[str]) -> None:
             f"the name prefix {s.network.prefix!r} is in use by a running pod runtime "
             "(started without `pilotfish up`?); stop it, or choose another --prefix"
         )
-    api_host, _, api_port = s.api_listen.rpartition(":")
-    gateway = [(s.gateway_bind, listen) for _, listen in s.gateway_ports]
-    gateway += [("127.0.0.1", s.gateway_admin_port), ("0.0.0.0", s.gateway_agent_port)]
-    gateway += [("0.0.0.0", s.gateway_readiness_port)]
-    wanted = {
-        "control plane": [
-            (api_host or "0.0.0.0", int(api_port)),
-            ("127.0.0.1", s.trace_query_port),
-        ],
-        "ingress gateway": gateway,
-        "prometheus": [("127.0.0.1", s.prometheus_port)] if s.prometheus_port else [],
-    }
+    wanted = part_ports(s)
     taken = [
         problem
         for part in parts
