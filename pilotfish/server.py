@@ -17,7 +17,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +43,10 @@ from pilotfish.registry.vip import VipAllocator
 from pilotfish.server_identity import ControlPlaneIdentity, IdentitySettings
 from pilotfish.telemetry.pilot import PilotMetrics
 from pilotfish.translate import Resources, generate_config
+from pilotfish.translate.dependencies import Changes, scope_for
+from pilotfish.translate.generator import ALL_TYPES
 from pilotfish.xds import SECRET_TYPE, DiscoveryServer, PushRequest, XdsSettings
+from pilotfish.xds.push import Scope
 from pilotfish.xds.resources import short_name
 from pilotfish.xds.secrets import secrets_for
 
@@ -127,14 +130,18 @@ class ServerSettings:
         return f"http://{host}:{self.api_port}"
 
 
-def proxy_resources(node: NodeInfo, push: PushContext) -> Resources:
+def proxy_resources(
+    node: NodeInfo, push: PushContext, types: frozenset[str] = ALL_TYPES
+) -> Resources:
     """Everything the control plane sends one proxy: translation's CDS, EDS, LDS and RDS, and
     the SDS secrets they name, resolved from the stored Secrets by the xDS secrets generator.
     ``push`` must have been built with ``credentials=secrets_for``, so translation's view of
-    which credentials are available is the generator's."""
-    config = generate_config(node, push)
+    which credentials are available is the generator's. ``types`` limits the work to those
+    types (the others come back empty)."""
+    config = generate_config(node, push, types)
     resources = dict(config.resources)
-    resources[SECRET_TYPE] = dict(secrets_for(push).generate(node, config.secret_names))
+    if SECRET_TYPE in types:
+        resources[SECRET_TYPE] = dict(secrets_for(push).generate(node, config.secret_names))
     return resources
 
 
@@ -188,15 +195,50 @@ class Mesh:
             on_disconnect=self.registry.sidecars.disconnected,
             extra_services=[identity.add_to_server] if identity is not None else [],
             metrics=self.metrics,
+            planner=self.plan,
+            scoped_generator=self.generate_types,
         )
         self._unsubscribe: list[Callable[[], None]] = []
         self._generated: dict[str, tuple[int, float]] = {}
+        #: The context the last push was planned from (changes are measured against it).
+        self._planned: PushContext | None = None
 
     def generate(self, node: NodeInfo) -> Resources:
+        return self.generate_types(node, ALL_TYPES)
+
+    def generate_types(self, node: NodeInfo, types: frozenset[str]) -> Resources:
         context = self.source.current()
-        # The config revision each proxy's latest config was generated from (`pilotfish wait`).
-        self._generated[node.node_id] = (context.revision, time.monotonic())
-        return proxy_resources(node, context)
+        self._at_revision(node.node_id, context.revision)
+        return proxy_resources(node, context, types)
+
+    def _at_revision(self, node_id: str, revision: int) -> None:
+        # The config revision each proxy's latest config was generated from, or found
+        # unaffected at (`pilotfish wait`).
+        old = self._generated.get(node_id)
+        if old is None or old[0] <= revision:
+            self._generated[node_id] = (revision, time.monotonic())
+
+    def plan(self, request: PushRequest, nodes: Sequence[NodeInfo]) -> Mapping[str, Scope | None]:
+        """Which connected proxies a push reaches and what of each to regenerate: every proxy
+        and everything for a full request (or the first one), else what the changes since the
+        last plan can touch (``translate.dependencies``). Proxies left out are recorded at the
+        new revision: nothing they receive changed."""
+        old, new = self._planned, self.source.current()
+        self._planned = new
+        if request.full or old is None:
+            return dict.fromkeys((n.node_id for n in nodes), None)
+        changes = Changes.between(old, new)
+        plans: dict[str, Scope | None] = {}
+        for node in nodes:
+            scope = scope_for(node, changes) if not changes.empty else None
+            if scope is None:
+                self._at_revision(node.node_id, new.revision)
+            else:
+                plans[node.node_id] = scope
+        log.debug(
+            "push for %s reaches %d of %d proxies", changes.describe(), len(plans), len(nodes)
+        )
+        return plans
 
     def _jwks_changed(self) -> None:
         self.source.invalidate()
@@ -206,8 +248,9 @@ class Mesh:
         loop = asyncio.get_running_loop()
 
         def changed(reason: str) -> None:
+            # Not full: the planner reaches the proxies the changes can touch.
             self.source.invalidate()
-            self.xds.push(PushRequest.of(reason))
+            self.xds.push(PushRequest.of(reason, full=False))
 
         def on_commit(_revision: int) -> None:
             loop.call_soon_threadsafe(changed, "config")

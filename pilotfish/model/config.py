@@ -69,6 +69,21 @@ class VirtualServiceConfig:
             return tuple(normalize_gateway(str(g), self.namespace) for g in own)
         return self.gateways
 
+    def referenced_gateways(self) -> frozenset[str]:
+        """Every gateway this VirtualService names (``mesh`` or ``ns/name``): its own
+        ``gateways`` and those of its HTTP, TCP and TLS matches."""
+        refs = set(self.gateways)
+        matches: list[HTTPMatchRequest | TLSMatchAttributes | L4MatchAttributes] = []
+        for http in self.http:
+            matches += http.match
+        for tcp in self.tcp:
+            matches += tcp.match
+        for tls in self.tls:
+            matches += tls.match
+        for m in matches:
+            refs.update(self.match_gateways(m))
+        return frozenset(refs)
+
 
 @dataclass(frozen=True)
 class DestinationRuleConfig:

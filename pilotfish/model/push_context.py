@@ -129,6 +129,12 @@ class PushContext:
         self.credentials_factory = credentials
         self._parsed = parsed
         self._others = others
+        self._by_key: dict[Key, ParsedConfig | StoredObject] = {
+            k: v for (k, _), v in parsed.items()
+        }
+        for objs in others.values():
+            for o in objs:
+                self._by_key[o.key] = o
         self._memo: dict[Hashable, Any] = {}
         self._lock = threading.Lock()
 
@@ -226,6 +232,17 @@ class PushContext:
             jwks,
             credentials,
         )
+
+    # ---- what this context holds --------------------------------------------------------
+
+    def config(self, key: Key) -> ParsedConfig | StoredObject | None:
+        """The object at ``key`` in this context: its parsed entry for the kinds the model
+        parses, else the stored object (None when absent)."""
+        return self._by_key.get(key)
+
+    def config_revisions(self) -> dict[Key, int]:
+        """The revision of every object of this context, by key."""
+        return {k: v.revision for k, v in self._by_key.items()}
 
     # ---- shared work ----------------------------------------------------------------------
 

@@ -57,6 +57,9 @@ from pilotfish.translate.tls import has_workload_identity
 Resources = dict[str, dict[str, Message]]
 
 TYPE_URLS = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE)
+ALL_TYPES = frozenset(TYPE_URLS)
+#: Types that need the outbound clusters (the secrets their TLS names go over SDS).
+_CLUSTER_TYPES = frozenset({CLUSTER_TYPE, ENDPOINT_TYPE, SECRET_TYPE})
 
 
 @dataclass(frozen=True)
@@ -81,9 +84,13 @@ def _clusters_and_endpoints(push: PushContext, proxy: Proxy, out: Resources) -> 
     return set(shared.credentials)
 
 
-def generate_sidecar(proxy: Proxy, push: PushContext) -> ProxyConfig:
+def generate_sidecar(
+    proxy: Proxy, push: PushContext, types: frozenset[str] = ALL_TYPES
+) -> ProxyConfig:
     out: Resources = {t: {} for t in TYPE_URLS}
-    credentials = _clusters_and_endpoints(push, proxy, out)
+    credentials: set[str] = set()
+    if types & _CLUSTER_TYPES:
+        credentials = _clusters_and_endpoints(push, proxy, out)
     clusters = out[CLUSTER_TYPE]
     # REDIRECT: the app listens in its own network namespace, reached on localhost. NONE
     # (explicit mode, a VM or a loopback test host): the app is reached on the workload's
@@ -91,26 +98,34 @@ def generate_sidecar(proxy: Proxy, push: PushContext) -> ProxyConfig:
     app_address = "127.0.0.1"
     if proxy.interception_mode == "NONE" and proxy.ip not in ("", "0.0.0.0"):
         app_address = proxy.ip
-    for target, protocol in served_ports(proxy):
-        c = inbound_cluster(push, target, protocol, app_address)
-        clusters[c.name] = c
+    if CLUSTER_TYPE in types:
+        for target, protocol in served_ports(proxy):
+            c = inbound_cluster(push, target, protocol, app_address)
+            clusters[c.name] = c
     listeners = out[LISTENER_TYPE]
     routes = out[ROUTE_TYPE]
+    want_lds, want_rds = LISTENER_TYPE in types, ROUTE_TYPE in types
     if proxy.interception_mode == "NONE":
         if proxy.node.outbound_port:
             name = str(proxy.node.outbound_port)
-            routes[name] = explicit_route_config(push, proxy, name)
-            lst = explicit_outbound(push, proxy)
-            listeners[lst.name] = lst
-        for lst in explicit_inbound(push, proxy):
-            listeners[lst.name] = lst
+            if want_rds:
+                routes[name] = explicit_route_config(push, proxy, name)
+            if want_lds:
+                lst = explicit_outbound(push, proxy)
+                listeners[lst.name] = lst
+        if want_lds:
+            for lst in explicit_inbound(push, proxy):
+                listeners[lst.name] = lst
     else:
-        passthrough = inbound_passthrough_cluster(push)
-        clusters[passthrough.name] = passthrough
-        for port in sidecar_http_ports(push, proxy.namespace):
-            routes[str(port)] = sidecar_route_config(push, proxy, port)
-        for lst in (virtual_outbound(push, proxy), virtual_inbound(push, proxy)):
-            listeners[lst.name] = lst
+        if CLUSTER_TYPE in types:
+            passthrough = inbound_passthrough_cluster(push)
+            clusters[passthrough.name] = passthrough
+        if want_rds:
+            for port in sidecar_http_ports(push, proxy.namespace):
+                routes[str(port)] = sidecar_route_config(push, proxy, port)
+        if want_lds:
+            for lst in (virtual_outbound(push, proxy), virtual_inbound(push, proxy)):
+                listeners[lst.name] = lst
     return ProxyConfig(out, tuple(sorted(credentials)))
 
 
@@ -133,12 +148,18 @@ def generate_router(proxy: Proxy, push: PushContext) -> ProxyConfig:
     return ProxyConfig(out, tuple(sorted(credentials)))
 
 
-def generate_config(node: NodeInfo, push: PushContext) -> ProxyConfig:
-    """The config of ``node`` at ``push``'s revision, with the secrets it names."""
+def generate_config(
+    node: NodeInfo, push: PushContext, types: frozenset[str] = ALL_TYPES
+) -> ProxyConfig:
+    """The config of ``node`` at ``push``'s revision, with the secrets it names.
+
+    ``types`` limits the work to what a push needs (a route change needs no clusters); a
+    type left out comes back empty. Sidecars skip what is not asked for; routers are
+    generated whole (their config is small and its parts depend on each other)."""
     proxy = Proxy.from_node(node, push)
     if proxy.is_router:
         return generate_router(proxy, push)
-    return generate_sidecar(proxy, push)
+    return generate_sidecar(proxy, push, types)
 
 
 def generate(node: NodeInfo, push: PushContext) -> Resources:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TypeAlias
 
 from envoy.config.core.v3 import base_pb2
@@ -31,9 +31,11 @@ from pilotfish.api.node import NodeInfo
 from pilotfish.xds.metrics import NO_METRICS, XdsMetrics, metric_type
 from pilotfish.xds.ordering import Send, Step, plan_push
 from pilotfish.xds.protocol import Kind, TypeState, Verdict, classify_delta, classify_sotw
-from pilotfish.xds.push import PushRequest
+from pilotfish.xds.push import PushRequest, Scope
 from pilotfish.xds.resources import (
+    CLUSTER_TYPE,
     EMPTY_SNAPSHOT,
+    ENDPOINT_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
     Snapshot,
@@ -53,6 +55,23 @@ def content_version(hashes: Iterable[tuple[str, str]]) -> str:
     for name, h in sorted(hashes):
         digest.update(f"{name}={h}\n".encode())
     return digest.hexdigest()[:12]
+
+
+def _with_rewarm(scope: Scope | None, snapshot: Snapshot) -> Scope | None:
+    """``scope`` with the load assignments of the clusters it names: Envoy re-warms a changed
+    EDS cluster without asking for its endpoints again, so they are always compared too."""
+    if scope is None or CLUSTER_TYPE not in scope:
+        return scope
+    clusters = scope[CLUSTER_TYPE]
+    out = dict(scope)
+    if clusters is None:
+        out[ENDPOINT_TYPE] = None
+        return out
+    eds = out.get(ENDPOINT_TYPE, frozenset())
+    if eds is not None:
+        of = snapshot.eds_of_cluster
+        out[ENDPOINT_TYPE] = eds | {of[c] for c in clusters if c in of}
+    return out
 
 
 class ProxyConnection:
@@ -173,10 +192,24 @@ class ProxyConnection:
         if self.busy:
             raise RuntimeError("a push is already being delivered on this connection")
         self.target = snapshot
-        requested = {t: s for t, s in self.types.items() if s.requested}
+        scope = _with_rewarm(request.scope, snapshot)
+        requested = {
+            t: s for t, s in self.types.items() if s.requested and (scope is None or t in scope)
+        }
+        have: dict[str, Mapping[str, str]] = {}
+        want: dict[str, Mapping[str, str]] = {}
+        for t, state in requested.items():
+            names = None if scope is None else scope[t]
+            if names is None:
+                have[t], want[t] = state.have, snapshot.hashes(t)
+                continue
+            # Only the names the change can touch are compared: O(scope), not O(config).
+            available = snapshot.get(t)
+            have[t] = {n: state.have[n] for n in names if n in state.have}
+            want[t] = {n: available[n].hash for n in names if n in available}
         self._plan = plan_push(
-            have={t: s.have for t, s in requested.items()},
-            want={t: snapshot.hashes(t) for t in requested},
+            have=have,
+            want=want,
             subscriptions={t: s.subscription for t, s in requested.items()},
             eds_of_cluster=snapshot.eds_of_cluster,
         )

@@ -16,10 +16,29 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 log = logging.getLogger("pilotfish.xds")
+
+
+#: What of a proxy's configuration a push regenerates and compares: type URL -> resource
+#: names (``None``: every resource of that type). Types not in it are left as they are.
+Scope = Mapping[str, "frozenset[str] | None"]
+
+
+def merge_scopes(a: Scope | None, b: Scope | None) -> Scope | None:
+    """The union of two scopes, where ``None`` is everything."""
+    if a is None or b is None:
+        return None
+    out: dict[str, frozenset[str] | None] = dict(a)
+    for t, names in b.items():
+        if t in out:
+            old = out[t]
+            out[t] = None if old is None or names is None else old | names
+        else:
+            out[t] = names
+    return out
 
 
 @dataclass(frozen=True)
@@ -33,6 +52,9 @@ class PushRequest:
     reasons: tuple[tuple[str, int], ...] = ()
     #: Monotonic time of the oldest change merged in (for push latency metrics).
     start: float = field(default_factory=time.monotonic)
+    #: What to regenerate and compare (per connection, set by the server's planner);
+    #: ``None``: everything.
+    scope: Scope | None = None
 
     @classmethod
     def of(
@@ -65,10 +87,22 @@ class PushRequest:
             node_ids=nodes,
             reasons=tuple(sorted(counts.items())),
             start=min(self.start, other.start),
+            scope=merge_scopes(self.scope, other.scope),
         )
 
     def concerns(self, node_id: str) -> bool:
         return self.node_ids is None or node_id in self.node_ids
+
+    def scoped(self, scope: Scope | None) -> PushRequest:
+        """This request limited to ``scope`` (``None``: everything)."""
+        return PushRequest(
+            full=self.full,
+            config_keys=self.config_keys,
+            node_ids=self.node_ids,
+            reasons=self.reasons,
+            start=self.start,
+            scope=scope,
+        )
 
     def describe(self) -> str:
         reasons = ", ".join(f"{r} x{n}" if n > 1 else r for r, n in self.reasons) or "unspecified"

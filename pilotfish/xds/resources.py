@@ -169,6 +169,51 @@ def build_snapshot(resources: Resources, cache: ResourceCache) -> Snapshot:
     return Snapshot(entries=entries, eds_of_cluster=eds_of)
 
 
+def update_snapshot(
+    previous: Snapshot,
+    resources: Resources,
+    scope: Mapping[str, frozenset[str] | None],
+    cache: ResourceCache,
+) -> Snapshot:
+    """``previous`` with the resources in ``scope`` replaced by the generated ones.
+
+    For a type whose names are ``None`` every resource is taken from ``resources``; for a
+    type with names, only those names are interned and replaced (a name missing from
+    ``resources`` is dropped), so the cost follows the size of the scope, not of the config.
+    Types outside ``scope`` keep ``previous``'s entries.
+    """
+    entries: dict[str, Mapping[str, Entry]] = dict(previous.entries)
+    eds_of: Mapping[str, str] = previous.eds_of_cluster
+    # Clusters first: the load assignments of the clusters in scope are in scope too.
+    for type_url in sorted(scope, key=lambda t: t != CLUSTER_TYPE):
+        names = scope[type_url]
+        if type_url == ENDPOINT_TYPE and names is not None and CLUSTER_TYPE in scope:
+            clusters = scope[CLUSTER_TYPE]
+            names = (
+                None if clusters is None else names | {eds_of[c] for c in clusters if c in eds_of}
+            )
+        by_name = resources.get(type_url, {})
+        if names is None:
+            out = cache.intern_all(type_url, by_name)
+            if type_url == CLUSTER_TYPE:
+                eds_of = {n: e.eds_service for n, e in out.items() if e.eds_service is not None}
+            entries[type_url] = out
+            continue
+        fresh = cache.intern_all(type_url, {n: by_name[n] for n in names if n in by_name})
+        merged = dict(previous.get(type_url))
+        for n in names:
+            merged.pop(n, None)
+        merged.update(fresh)
+        entries[type_url] = merged
+        if type_url == CLUSTER_TYPE:
+            eds = dict(eds_of)
+            for n in names:
+                eds.pop(n, None)
+            eds.update({n: e.eds_service for n, e in fresh.items() if e.eds_service is not None})
+            eds_of = eds
+    return Snapshot(entries=entries, eds_of_cluster=eds_of)
+
+
 def _eds_service_name(cluster: cluster_pb2.Cluster) -> str | None:
     if not cluster.HasField("type") or cluster.type != cluster_pb2.Cluster.EDS:
         return None

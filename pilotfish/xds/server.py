@@ -30,7 +30,7 @@ import inspect
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -40,14 +40,29 @@ from google.protobuf import json_format
 from pilotfish.api.node import NodeInfo
 from pilotfish.xds.connection import ProxyConnection, Request, Response
 from pilotfish.xds.metrics import NO_METRICS, XdsMetrics, metric_type
-from pilotfish.xds.push import Debouncer, PushRequest, merge
-from pilotfish.xds.resources import Generator, ResourceCache, Snapshot, build_snapshot
+from pilotfish.xds.push import Debouncer, PushRequest, Scope, merge
+from pilotfish.xds.resources import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    Generator,
+    ResourceCache,
+    Resources,
+    Snapshot,
+    build_snapshot,
+    update_snapshot,
+)
 from pilotfish.xds.settings import XdsSettings
 from pilotfish.xds.status import ProxyStatus
 
 log = logging.getLogger("pilotfish.xds")
 
 NodeHook = Callable[[NodeInfo], Awaitable[None] | None]
+#: ``(request, connected nodes) -> {node id: scope}``: which proxies a push concerns and what
+#: of each to regenerate (a scope of ``None``: everything); a node left out is not pushed to.
+#: Runs in a worker thread.
+Planner = Callable[[PushRequest, Sequence[NodeInfo]], Mapping[str, Scope | None]]
+#: ``(node, type URLs) -> Resources`` of those types only (a faster path for scoped pushes).
+ScopedGenerator = Callable[[NodeInfo, frozenset[str]], Resources]
 #: Registers another service on the xDS gRPC server (called before it starts).
 ServiceHook = Callable[[grpc.aio.Server], None]
 
@@ -106,8 +121,12 @@ class DiscoveryServer:
         on_disconnect: NodeHook | None = None,
         extra_services: Sequence[ServiceHook] = (),
         metrics: XdsMetrics | None = None,
+        planner: Planner | None = None,
+        scoped_generator: ScopedGenerator | None = None,
     ) -> None:
         self.settings = settings
+        self.planner = planner
+        self.scoped_generator = scoped_generator
         self.metrics = metrics or NO_METRICS
         self.extra_services = tuple(extra_services)
         self.generator = generator
@@ -227,19 +246,57 @@ class DiscoveryServer:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _fire(self, request: PushRequest) -> None:
-        log.debug("%s to %d connections", request.describe(), len(self._streams))
-        self.push_now(request)
+    async def _fire(self, request: PushRequest) -> None:
+        if self.planner is None or request.scope is not None:
+            log.debug("%s to %d connections", request.describe(), len(self._streams))
+            self.push_now(request)
+            return
+        self._firing += 1
+        try:
+            streams = list(self._streams.values())
+            nodes = [s.conn.node for s in streams]
+            try:
+                plans = await asyncio.to_thread(self.planner, request, nodes)
+            except Exception:
+                self.metrics.internal_error()
+                log.exception("planning %s failed; pushing everything", request.describe())
+                self.push_now(request)
+                return
+            pushed = 0
+            for stream in streams:
+                node_id = stream.conn.node_id
+                if node_id not in plans or not request.concerns(node_id):
+                    continue
+                pushed += 1
+                scoped = request.scoped(plans[node_id])
+                stream.conn.pending_push = merge(stream.conn.pending_push, scoped)
+                stream.inbox.put_nowait(_WAKE)
+            log.debug("%s to %d of %d connections", request.describe(), pushed, len(streams))
+        finally:
+            self._firing -= 1
 
-    async def _generate(self, node: NodeInfo) -> Snapshot:
+    async def _generate(
+        self, node: NodeInfo, previous: Snapshot | None = None, scope: Scope | None = None
+    ) -> Snapshot:
         assert self._generations is not None
         async with self._generations:
             if self.settings.generate_in_thread:
-                return await asyncio.to_thread(self._build, node)
-            return self._build(node)
+                return await asyncio.to_thread(self._build, node, previous, scope)
+            return self._build(node, previous, scope)
 
-    def _build(self, node: NodeInfo) -> Snapshot:
-        return build_snapshot(self.generator(node), self.cache)
+    def _build(
+        self, node: NodeInfo, previous: Snapshot | None = None, scope: Scope | None = None
+    ) -> Snapshot:
+        if previous is None or scope is None:
+            return build_snapshot(self.generator(node), self.cache)
+        types = set(scope)
+        if CLUSTER_TYPE in types:
+            types.add(ENDPOINT_TYPE)
+        if self.scoped_generator is not None:
+            resources = self.scoped_generator(node, frozenset(types))
+        else:
+            resources = self.generator(node)
+        return update_snapshot(previous, resources, scope, self.cache)
 
     async def _hook(self, hook: NodeHook | None, node: NodeInfo, what: str) -> None:
         if hook is None:
@@ -392,7 +449,7 @@ class DiscoveryServer:
         assert request is not None
         conn.generating = True
         try:
-            snapshot = await self._generate(conn.node)
+            snapshot = await self._generate(conn.node, conn.target, request.scope)
         except Exception:
             self.metrics.internal_error()
             log.exception("%s: generating configuration failed; keeping what it has", conn.node_id)

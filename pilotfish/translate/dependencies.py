@@ -1,0 +1,334 @@
+"""Push scope: which proxies a change reaches, and which of their resources it can touch.
+
+Istio's ``ProxyDependencies`` / ``ConfigsUpdated`` rules, for Pilotfish's translation. Pure:
+:meth:`Changes.between` compares two PushContexts (the one the last push was planned from and
+the current one) and :func:`scope_for` answers, for one proxy, ``None`` (nothing it receives
+can have changed) or a :data:`Scope`: per type URL, the resource names to regenerate and
+compare, or ``None`` for every resource of that type. A rule that is not sure returns
+:data:`FULL`.
+
+What a change reaches (both the old and the new version of an object are considered, so a
+proxy that stops seeing something is reached too):
+
+- **VirtualService** bound to ``mesh``: RDS of the sidecars of the namespaces it is exported
+  to (plus LDS when it has ``tcp`` or ``tls`` routes, which live in listeners). Bound to a
+  Gateway ``ns/name``: RDS and LDS of the routers that Gateway selects. Clusters never depend
+  on VirtualServices (every visible service's clusters and subsets exist anyway).
+- **DestinationRule**: for proxies whose namespace resolves it (its own namespace, or one it is
+  exported to), CDS and EDS of the host's clusters (default and every subset of the old and
+  new rule, every port), RDS (consistent-hash policies live in routes) and SDS
+  (``credentialName``). A wildcard host: every cluster.
+- **Gateway**: everything of the routers it selects (old or new selector).
+- **PeerAuthentication, AuthorizationPolicy, RequestAuthentication**: LDS of the workloads
+  they select (root namespace: every namespace; no selector: the whole namespace).
+- **Secret**: SDS of the proxies of its namespace; for routers of that namespace or selected
+  by a Gateway of that namespace also LDS and RDS (a server whose credential is missing is
+  left out).
+- **Telemetry, Sidecar, EnvoyFilter**: everything of the proxies of their namespace (every
+  proxy when in the root namespace). **IstioOperator** (mesh config) and kinds not known
+  here: everything of every proxy.
+- **Registry**: a service whose definition changed (ports, VIP, exportTo, added, removed):
+  everything of the proxies that see it (old or new) or share its namespace; a service whose
+  endpoints alone changed: CDS and EDS of its clusters for the proxies that see it (cluster
+  TLS SANs and DNS clusters depend on endpoints); a change of the proxy's own Pod or workload:
+  everything of that proxy. Namespace, ServiceAccount, Deployment and Event objects reach no
+  proxy directly (what they change shows up as registry changes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from pilotfish.api.hosts import MESH_GATEWAY
+from pilotfish.api.mesh import visible
+from pilotfish.api.node import NodeInfo
+from pilotfish.api.typeurls import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    SECRET_TYPE,
+)
+from pilotfish.config.store.base import Key
+from pilotfish.model.config import (
+    DestinationRuleConfig,
+    GatewayConfig,
+    PolicyConfig,
+    VirtualServiceConfig,
+)
+from pilotfish.model.push_context import PushContext
+from pilotfish.registry.types import Service
+from pilotfish.translate.common import ClusterKey
+
+#: Resource names of one type to regenerate; ``None``: every resource of that type.
+Names = frozenset[str] | None
+#: Type URL -> names. Types not present are left as they are.
+Scope = Mapping[str, Names]
+
+ALL_TYPES = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE)
+FULL: Scope = MappingProxyType(dict.fromkeys(ALL_TYPES))
+
+REGISTRY_KINDS = frozenset({"Service", "ServiceEntry", "Pod", "WorkloadEntry"})
+#: Kinds whose objects reach no proxy by themselves.
+INERT_KINDS = frozenset({"Namespace", "ServiceAccount", "Deployment", "Event"})
+POLICY_KINDS = frozenset({"PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication"})
+#: Kinds that change a whole namespace's proxies (every proxy in the root namespace).
+NAMESPACE_WIDE_KINDS = frozenset({"Telemetry", "Sidecar", "EnvoyFilter"})
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.types: dict[str, set[str] | None] = {}
+
+    @property
+    def full(self) -> bool:
+        return len(self.types) == len(ALL_TYPES) and all(v is None for v in self.types.values())
+
+    def add(self, type_url: str, names: Iterable[str] | None = None) -> None:
+        if type_url in self.types and self.types[type_url] is None:
+            return
+        if names is None:
+            self.types[type_url] = None
+        else:
+            self.types.setdefault(type_url, set()).update(names)  # type: ignore[union-attr]
+
+    def add_full(self) -> None:
+        for t in ALL_TYPES:
+            self.types[t] = None
+
+    def scope(self) -> Scope | None:
+        if not self.types:
+            return None
+        if self.full:
+            return FULL
+        return {t: (None if n is None else frozenset(n)) for t, n in self.types.items()}
+
+
+def _selects(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+def _policy_selector(policy: PolicyConfig[Any]) -> Mapping[str, str] | None:
+    selector = policy.spec.selector
+    return selector.matchLabels if selector is not None else None
+
+
+@dataclass
+class Changes:
+    """What differs between two contexts, indexed for :func:`scope_for`."""
+
+    old: PushContext
+    new: PushContext
+    #: Changed config objects (added, modified or deleted): key -> (old, new) entries.
+    configs: dict[Key, tuple[Any, Any]] = field(default_factory=dict)
+    #: Hostnames whose service definition changed (added, removed, modified).
+    services: frozenset[str] = frozenset()
+    #: Hostnames whose endpoints alone changed.
+    endpoints: frozenset[str] = frozenset()
+    #: ``namespace/name`` of workloads (pods, workload entries, connected sidecars) that changed.
+    workloads: frozenset[str] = frozenset()
+    #: Something changed that every proxy depends on (mesh config, unknown kinds).
+    everything: bool = False
+    _names: dict[Any, frozenset[str]] = field(default_factory=dict)
+
+    @classmethod
+    def between(cls, old: PushContext, new: PushContext) -> Changes:
+        before, after = old.config_revisions(), new.config_revisions()
+        configs: dict[Key, tuple[Any, Any]] = {}
+        everything = old.settings != new.settings
+        for key in before.keys() | after.keys():
+            if before.get(key) == after.get(key) or key.kind in REGISTRY_KINDS:
+                continue
+            if key.kind in INERT_KINDS:
+                continue
+            configs[key] = (old.config(key), new.config(key))
+        osvc, nsvc = old.registry.services, new.registry.services
+        services = frozenset(h for h in osvc.keys() | nsvc.keys() if osvc.get(h) != nsvc.get(h))
+        oeps, neps = old.registry.endpoints, new.registry.endpoints
+        endpoints = (
+            frozenset(k[0] for k in oeps.keys() | neps.keys() if oeps.get(k) != neps.get(k))
+            - services
+        )
+        owl, nwl = old.registry.workloads, new.registry.workloads
+        workloads = frozenset(
+            f"{w.namespace}/{w.name}"
+            for uid in owl.keys() | nwl.keys()
+            if owl.get(uid) != nwl.get(uid)
+            for w in (owl.get(uid), nwl.get(uid))
+            if w is not None
+        )
+        return cls(old, new, configs, services, endpoints, workloads, everything)
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.configs or self.services or self.endpoints or self.workloads or self.everything
+        )
+
+    def describe(self) -> str:
+        parts = [f"{k.kind}/{k.namespace}/{k.name}" for k in sorted(self.configs)]
+        parts += [f"service {h}" for h in sorted(self.services)]
+        parts += [f"endpoints {h}" for h in sorted(self.endpoints)]
+        if self.everything:
+            parts.append("mesh settings")
+        return ", ".join(parts) or "nothing"
+
+    # ---- names, computed once per change ----------------------------------------------------
+
+    def host_clusters(self, namespace: str, host: str) -> frozenset[str]:
+        """Outbound cluster names of ``host`` a proxy of ``namespace`` has in either context:
+        every port, the default and every subset of the DestinationRule it resolves."""
+        key = ("host", namespace, host)
+        found = self._names.get(key)
+        if found is None:
+            names: set[str] = set()
+            for ctx in (self.old, self.new):
+                svc = ctx.service(host)
+                if svc is None:
+                    continue
+                dr = ctx.destination_rule(namespace, host)
+                names.update(_cluster_names(svc, dr))
+            found = self._names[key] = frozenset(names)
+        return found
+
+    def rule_clusters(
+        self, namespace: str, rules: Iterable[DestinationRuleConfig]
+    ) -> frozenset[str]:
+        """Cluster names of the hosts ``rules`` name, for a proxy of ``namespace``, with the
+        subsets of the rules themselves (a subset removed from the rule is named too)."""
+        names: set[str] = set()
+        for dr in rules:
+            for ctx in (self.old, self.new):
+                svc = ctx.service(dr.host)
+                if svc is not None:
+                    names.update(_cluster_names(svc, dr))
+            names.update(self.host_clusters(namespace, dr.host))
+        return frozenset(names)
+
+
+def _cluster_names(svc: Service, dr: DestinationRuleConfig | None) -> set[str]:
+    subsets = [""] + [s.name for s in (dr.subsets if dr else ()) if s.name]
+    return {ClusterKey.outbound(sp.port, s, svc.hostname).name for sp in svc.ports for s in subsets}
+
+
+def _versions(entry: tuple[Any, Any]) -> list[Any]:
+    return [v for v in entry if v is not None]
+
+
+def _router_gateways(ctx: PushContext, labels: Mapping[str, str]) -> list[GatewayConfig]:
+    return list(ctx.gateways_for(labels))
+
+
+def scope_for(node: NodeInfo, changes: Changes) -> Scope | None:
+    """What of ``node``'s configuration ``changes`` can touch (None: nothing)."""
+    if changes.everything:
+        return FULL
+    ns, labels = node.namespace, node.labels
+    router = node.proxy_type == "router"
+    root = changes.new.settings.root_namespace
+    b = _Builder()
+    if f"{ns}/{node.pod_name}" in changes.workloads:
+        return FULL
+    for host in changes.services:
+        for ctx in (changes.old, changes.new):
+            svc = ctx.service(host)
+            if svc is not None and (svc.namespace == ns or svc.visible_from(ns)):
+                return FULL
+    for host in changes.endpoints:
+        svc = changes.new.service(host) or changes.old.service(host)
+        if svc is not None and svc.visible_from(ns):
+            names = changes.host_clusters(ns, host)
+            b.add(CLUSTER_TYPE, names)
+            b.add(ENDPOINT_TYPE, names)
+    for key, entry in changes.configs.items():
+        kind = key.kind
+        versions = _versions(entry)
+        if kind == "VirtualService":
+            _virtual_service(b, versions, node, changes)
+        elif kind == "DestinationRule":
+            rules = [
+                v
+                for v in versions
+                if isinstance(v, DestinationRuleConfig)
+                and (v.namespace == ns or visible(v.export_to, v.namespace, ns))
+            ]
+            if not rules:
+                continue
+            if any(r.host.startswith("*") for r in rules):
+                b.add(CLUSTER_TYPE)
+                b.add(ENDPOINT_TYPE)
+            else:
+                names = changes.rule_clusters(ns, rules)
+                b.add(CLUSTER_TYPE, names)
+                b.add(ENDPOINT_TYPE, names)
+            b.add(ROUTE_TYPE)
+            b.add(SECRET_TYPE)
+        elif kind == "Gateway":
+            if router and any(
+                isinstance(v, GatewayConfig) and v.selector and _selects(v.selector, labels)
+                for v in versions
+            ):
+                return FULL
+        elif kind in POLICY_KINDS:
+            if any(
+                isinstance(v, PolicyConfig)
+                and v.namespace in (root, ns)
+                and _selects(_policy_selector(v), labels)
+                for v in versions
+            ):
+                b.add(LISTENER_TYPE)
+        elif kind == "Secret":
+            _secret(b, key, node, changes)
+        elif kind in NAMESPACE_WIDE_KINDS:
+            if key.namespace in (root, ns):
+                return FULL
+        else:
+            # IstioOperator (mesh config) and kinds not known here: not sure, push fully.
+            return FULL
+        if b.full:
+            return FULL
+    return b.scope()
+
+
+def _virtual_service(b: _Builder, versions: list[Any], node: NodeInfo, changes: Changes) -> None:
+    ns = node.namespace
+    router = node.proxy_type == "router"
+    for vs in versions:
+        if not isinstance(vs, VirtualServiceConfig):
+            continue
+        refs = vs.referenced_gateways()
+        if not router:
+            if MESH_GATEWAY in refs and visible(vs.export_to, vs.namespace, ns):
+                b.add(ROUTE_TYPE)
+                if vs.tcp or vs.tls:
+                    b.add(LISTENER_TYPE)
+            continue
+        for ctx in (changes.old, changes.new):
+            if any(gw.ref in refs for gw in _router_gateways(ctx, node.labels)):
+                b.add(ROUTE_TYPE)
+                b.add(LISTENER_TYPE)
+
+
+def _secret(b: _Builder, key: Key, node: NodeInfo, changes: Changes) -> None:
+    ns = key.namespace
+    router = node.proxy_type == "router"
+    if node.namespace == ns:
+        b.add(SECRET_TYPE)
+        if router:
+            b.add(LISTENER_TYPE)
+            b.add(ROUTE_TYPE)
+        return
+    if not router:
+        return
+    for ctx in (changes.old, changes.new):
+        if any(gw.namespace == ns for gw in _router_gateways(ctx, node.labels)):
+            b.add(SECRET_TYPE)
+            b.add(LISTENER_TYPE)
+            b.add(ROUTE_TYPE)
+            return
+
+
+__all__ = ["ALL_TYPES", "FULL", "Changes", "Names", "Scope", "scope_for"]
