@@ -1,0 +1,430 @@
+"""Push scope: a change to X reaches exactly the proxies and resource types that depend on X.
+
+Two kinds of checks. Each rule is pinned: the exact scope every proxy of a small mesh gets for
+one change. And every change is checked against the ground truth: the configuration of every
+proxy is generated in full before and after the change, and every resource whose content
+differs must be inside that proxy's scope (nothing that changed is left unpushed).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from pilotfish.api.node import NodeInfo
+from pilotfish.api.typeurls import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    SECRET_TYPE,
+)
+from pilotfish.config.store.base import Key, StoredObject
+from pilotfish.model.push_context import PushContext
+from pilotfish.registry.registry import Registry
+from pilotfish.translate.dependencies import FULL, Changes, Scope, scope_for
+from pilotfish.translate.generator import generate_config
+from pilotfish.xds.secrets import secrets_for
+
+from .fixtures import (
+    BOOKINFO_CORE,
+    BOOKINFO_NETWORKING,
+    from_yaml,
+    pod,
+    router_node,
+    service,
+    sidecar_node,
+    stored,
+)
+
+CDS, EDS, LDS, RDS, SDS = CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE
+
+OTHER = [
+    service("billing", ns="other"),
+    pod("billing-a", "10.2.0.10", {"app": "billing", "version": "v1"}, ns="other"),
+]
+BASE = BOOKINFO_CORE + BOOKINFO_NETWORKING + OTHER
+
+NODES = {
+    "productpage": sidecar_node("productpage", "10.1.0.10"),
+    "reviews": NodeInfo(
+        proxy_type="sidecar",
+        ip="10.1.0.12",
+        pod_name="reviews-v1-a",
+        namespace="default",
+        labels={"app": "reviews", "version": "v1"},
+        service_account="bookinfo-reviews",
+    ),
+    "billing": NodeInfo(
+        proxy_type="sidecar",
+        ip="10.2.0.10",
+        pod_name="billing-a",
+        namespace="other",
+        labels={"app": "billing", "version": "v1"},
+    ),
+    "gateway": router_node(),
+}
+
+
+def host(name: str, ns: str = "default") -> str:
+    return f"{name}.{ns}.svc.cluster.local"
+
+
+def clusters(name: str, *subsets: str, port: int = 9080, ns: str = "default") -> frozenset[str]:
+    return frozenset(f"outbound|{port}|{s}|{host(name, ns)}" for s in ("", *subsets))
+
+
+def replaced(docs: list[dict[str, Any]], kind: str, name: str, **changes: Any) -> list[Any]:
+    """``docs`` with the spec of ``kind/name`` updated by ``changes`` (a new revision)."""
+    out = copy.deepcopy(docs)
+    for d in out:
+        if d["kind"] == kind and d["metadata"]["name"] == name:
+            d["spec"].update(changes)
+            out.remove(d)
+            out.append(d)
+            return out
+    raise AssertionError(f"{kind}/{name} not in the docs")
+
+
+def _objects(docs: list[Any], known: dict[Key, StoredObject]) -> list[StoredObject]:
+    """Stored objects as a store keeps them: an object equal to one in ``known`` keeps its
+    revision, any other gets a new one."""
+    out = []
+    top = max((o.revision for o in known.values()), default=0)
+    for obj in stored(docs):
+        same = known.get(obj.key)
+        if same is not None and same.body == obj.body:
+            out.append(same)
+        else:
+            top += 1
+            out.append(StoredObject(obj.key, obj.body, top))
+    return out
+
+
+def _context(objects: list[StoredObject], previous: PushContext | None) -> PushContext:
+    snap = Registry().snapshot(objects)
+    return PushContext.build(objects, snap, previous=previous, credentials=secrets_for)
+
+
+def contexts(before: list[Any], after: list[Any]) -> tuple[PushContext, PushContext]:
+    first = _objects(before, {})
+    second = _objects(after, {o.key: o for o in first})
+    old = _context(first, None)
+    return old, _context(second, old)
+
+
+def scopes(before: list[Any], after: list[Any]) -> dict[str, Scope | None]:
+    old, new = contexts(before, after)
+    changes = Changes.between(old, new)
+    return {name: scope_for(node, changes) for name, node in NODES.items()}
+
+
+def changed_resources(old: PushContext, new: PushContext, node: NodeInfo) -> dict[str, set[str]]:
+    """Type -> names of the resources whose content differs between the two contexts."""
+    a, b = generate_config(node, old), generate_config(node, new)
+    out: dict[str, set[str]] = {}
+    for t in (CDS, EDS, LDS, RDS):
+        ra, rb = a.resources[t], b.resources[t]
+        for n in ra.keys() | rb.keys():
+            ma, mb = ra.get(n), rb.get(n)
+            sa = ma.SerializeToString(deterministic=True) if ma is not None else None
+            sb = mb.SerializeToString(deterministic=True) if mb is not None else None
+            if sa != sb:
+                out.setdefault(t, set()).add(n)
+    if set(a.secret_names) != set(b.secret_names):
+        out[SDS] = set(a.secret_names) ^ set(b.secret_names)
+    return out
+
+
+def covered(scope: Scope | None, changed: dict[str, set[str]]) -> list[str]:
+    """What changed but lies outside ``scope``."""
+    missing = []
+    for t, names in changed.items():
+        if scope is None or t not in scope:
+            missing += [f"{t.rsplit('.', 1)[-1]} {n}" for n in sorted(names)]
+            continue
+        allowed = scope[t]
+        if allowed is not None:
+            missing += [f"{t.rsplit('.', 1)[-1]} {n}" for n in sorted(names - allowed)]
+    return missing
+
+
+# ---- the changes ----------------------------------------------------------------------------
+
+VS_WEIGHT = replaced(
+    BASE,
+    "VirtualService",
+    "reviews",
+    http=[
+        {
+            "route": [
+                {"destination": {"host": "reviews", "subset": "v1"}, "weight": 50},
+                {"destination": {"host": "reviews", "subset": "v3"}, "weight": 50},
+            ]
+        }
+    ],
+)
+VS_LOCAL = replaced(VS_WEIGHT, "VirtualService", "reviews", exportTo=["."])
+DR_SUBSET = replaced(
+    BASE,
+    "DestinationRule",
+    "reviews",
+    subsets=[{"name": f"v{i}", "labels": {"version": f"v{i}"}} for i in (1, 2, 3, 4)],
+)
+DR_WILDCARD = BASE + from_yaml(
+    """
+kind: DestinationRule
+metadata: {name: all, namespace: istio-system}
+spec:
+  host: "*.local"
+  trafficPolicy: {connectionPool: {tcp: {maxConnections: 7}}}
+"""
+)
+ENDPOINT_ADDED = [*BASE, pod("reviews-v4-a", "10.1.0.16", {"app": "reviews", "version": "v4"})]
+GATEWAY_VS = replaced(
+    BASE,
+    "VirtualService",
+    "bookinfo",
+    http=[{"route": [{"destination": {"host": "productpage", "port": {"number": 9080}}}]}],
+)
+GATEWAY = replaced(
+    BASE,
+    "Gateway",
+    "bookinfo-gateway",
+    servers=[{"port": {"number": 8081, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}],
+)
+AUTHZ_REVIEWS = BASE + from_yaml(
+    """
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews-viewer, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: ALLOW
+  rules: [{from: [{source: {namespaces: [default]}}]}]
+"""
+)
+MESH_MTLS = BASE + from_yaml(
+    """
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+"""
+)
+GATEWAY_SECRET = BASE + from_yaml(
+    """
+kind: Secret
+metadata: {name: bookinfo-cert, namespace: istio-system}
+type: kubernetes.io/tls
+stringData: {tls.crt: x, tls.key: y}
+"""
+)
+OTHER_SERVICE = [*BASE, service("ledger", ns="other", selector={"app": "ledger"})]
+LOCAL_SERVICE = [
+    *BASE,
+    {
+        **service("private", ns="other"),
+        "metadata": {
+            "name": "private",
+            "namespace": "other",
+            "annotations": {"networking.istio.io/exportTo": "."},
+        },
+    },
+]
+SIDECAR_DEFAULT = BASE + from_yaml(
+    """
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec: {egress: [{hosts: ["./*"]}]}
+"""
+)
+MESH_CONFIG = BASE + from_yaml(
+    """
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {name: mesh, namespace: istio-system}
+spec: {meshConfig: {accessLogFile: /dev/stdout}}
+"""
+)
+UNRELATED = BASE + from_yaml(
+    """
+kind: ServiceAccount
+metadata: {name: someone, namespace: default}
+"""
+)
+
+ALL_CHANGES = {
+    "vs weight": VS_WEIGHT,
+    "vs exported to its namespace": VS_LOCAL,
+    "dr subset": DR_SUBSET,
+    "dr wildcard": DR_WILDCARD,
+    "endpoint added": ENDPOINT_ADDED,
+    "gateway vs": GATEWAY_VS,
+    "gateway": GATEWAY,
+    "authz": AUTHZ_REVIEWS,
+    "mesh mtls": MESH_MTLS,
+    "gateway secret": GATEWAY_SECRET,
+    "service in other": OTHER_SERVICE,
+    "local service in other": LOCAL_SERVICE,
+    "sidecar": SIDECAR_DEFAULT,
+    "mesh config": MESH_CONFIG,
+    "unrelated": UNRELATED,
+}
+
+
+# ---- the rules, pinned ------------------------------------------------------------------------
+
+
+def test_virtual_service_reaches_routes_of_sidecars_that_see_it() -> None:
+    assert scopes(BASE, VS_WEIGHT) == {
+        "productpage": {RDS: None},
+        "reviews": {RDS: None},
+        "billing": {RDS: None},
+        "gateway": None,
+    }
+
+
+def test_virtual_service_exported_to_its_namespace_leaves_other_namespaces_alone() -> None:
+    # Before: exported everywhere; after: to its own namespace. "other" loses it (reached);
+    # a further change of the local VirtualService no longer reaches "other".
+    assert scopes(VS_WEIGHT, VS_LOCAL)["billing"] == {RDS: None}
+    again = replaced(VS_LOCAL, "VirtualService", "reviews", http=[{"route": []}])
+    assert scopes(VS_LOCAL, again) == {
+        "productpage": {RDS: None},
+        "reviews": {RDS: None},
+        "billing": None,
+        "gateway": None,
+    }
+
+
+def test_destination_rule_reaches_the_host_clusters_and_routes() -> None:
+    reviews = clusters("reviews", "v1", "v2", "v3", "v4")
+    expected = {CDS: reviews, EDS: reviews, RDS: None, SDS: None}
+    assert scopes(BASE, DR_SUBSET) == {
+        "productpage": expected,
+        "reviews": expected,
+        "billing": expected,
+        "gateway": expected,
+    }
+
+
+def test_wildcard_destination_rule_reaches_every_cluster() -> None:
+    # In the root namespace, exported everywhere: every proxy resolves it.
+    expected = {CDS: None, EDS: None, RDS: None, SDS: None}
+    assert scopes(BASE, DR_WILDCARD) == {n: expected for n in NODES}
+
+
+def test_endpoint_added_reaches_the_service_clusters_and_endpoints_only() -> None:
+    reviews = clusters("reviews", "v1", "v2", "v3")
+    assert scopes(BASE, ENDPOINT_ADDED) == {
+        "productpage": {CDS: reviews, EDS: reviews},
+        "reviews": {CDS: reviews, EDS: reviews},
+        "billing": {CDS: reviews, EDS: reviews},
+        "gateway": {CDS: reviews, EDS: reviews},
+    }
+
+
+def test_gateway_virtual_service_reaches_the_gateway_only() -> None:
+    assert scopes(BASE, GATEWAY_VS) == {
+        "productpage": None,
+        "reviews": None,
+        "billing": None,
+        "gateway": {RDS: None, LDS: None},
+    }
+
+
+def test_gateway_reaches_the_routers_it_selects() -> None:
+    assert scopes(BASE, GATEWAY) == {
+        "productpage": None,
+        "reviews": None,
+        "billing": None,
+        "gateway": FULL,
+    }
+
+
+def test_authorization_policy_reaches_listeners_of_selected_workloads() -> None:
+    assert scopes(BASE, AUTHZ_REVIEWS) == {
+        "productpage": None,
+        "reviews": {LDS: None},
+        "billing": None,
+        "gateway": None,
+    }
+
+
+def test_root_namespace_policy_reaches_every_listener() -> None:
+    assert scopes(BASE, MESH_MTLS) == {n: {LDS: None} for n in NODES}
+
+
+def test_secret_reaches_its_users() -> None:
+    assert scopes(BASE, GATEWAY_SECRET) == {
+        "productpage": None,
+        "reviews": None,
+        "billing": None,
+        "gateway": {SDS: None, LDS: None, RDS: None},
+    }
+
+
+def test_service_reaches_everything_of_the_proxies_that_see_it() -> None:
+    assert scopes(BASE, OTHER_SERVICE) == dict.fromkeys(NODES, FULL)
+    assert scopes(BASE, LOCAL_SERVICE) == {
+        "productpage": None,
+        "reviews": None,
+        "billing": FULL,
+        "gateway": None,
+    }
+
+
+def test_sidecar_resource_reaches_its_namespace() -> None:
+    assert scopes(BASE, SIDECAR_DEFAULT) == {
+        "productpage": FULL,
+        "reviews": FULL,
+        "billing": None,
+        "gateway": None,
+    }
+
+
+def test_mesh_config_reaches_everything() -> None:
+    assert scopes(BASE, MESH_CONFIG) == dict.fromkeys(NODES, FULL)
+
+
+def test_inert_kinds_reach_nothing() -> None:
+    old, new = contexts(BASE, UNRELATED)
+    changes = Changes.between(old, new)
+    assert changes.empty
+    assert {n: scope_for(node, changes) for n, node in NODES.items()} == dict.fromkeys(NODES)
+
+
+def test_own_pod_change_reaches_everything_of_that_proxy() -> None:
+    relabelled = [
+        pod("reviews-v1-a", "10.1.0.12", {"app": "reviews", "version": "v1", "x": "y"})
+        if d["kind"] == "Pod" and d["metadata"]["name"] == "reviews-v1-a"
+        else d
+        for d in BASE
+    ]
+    assert scopes(BASE, relabelled)["reviews"] == FULL
+
+
+# ---- the ground truth -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change", sorted(ALL_CHANGES))
+def test_every_changed_resource_is_in_scope(change: str) -> None:
+    old, new = contexts(BASE, ALL_CHANGES[change])
+    changes = Changes.between(old, new)
+    for name, node in NODES.items():
+        missing = covered(scope_for(node, changes), changed_resources(old, new, node))
+        assert not missing, f"{change}: {name} misses {missing}"
+
+
+@pytest.mark.parametrize("change", ["vs weight", "endpoint added", "authz", "gateway vs"])
+def test_scoped_changes_do_change_what_they_reach(change: str) -> None:
+    # The precise rules are not vacuous: each reaches some proxy whose config did change.
+    old, new = contexts(BASE, ALL_CHANGES[change])
+    changes = Changes.between(old, new)
+    assert any(
+        scope_for(node, changes) is not None and changed_resources(old, new, node)
+        for node in NODES.values()
+    )
