@@ -185,8 +185,9 @@ def update_snapshot(
     entries: dict[str, Mapping[str, Entry]] = dict(previous.entries)
     eds_of: Mapping[str, str] = previous.eds_of_cluster
     # Clusters first: the load assignments of the clusters in scope are in scope too.
-    for type_url in sorted(scope, key=lambda t: t != CLUSTER_TYPE):
-        names = scope[type_url]
+    types = set(scope) | ({ENDPOINT_TYPE} if CLUSTER_TYPE in scope else set())
+    for type_url in sorted(types, key=lambda t: (t != CLUSTER_TYPE, t)):
+        names = scope.get(type_url, frozenset())
         if type_url == ENDPOINT_TYPE and names is not None and CLUSTER_TYPE in scope:
             clusters = scope[CLUSTER_TYPE]
             names = (

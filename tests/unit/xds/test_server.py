@@ -184,3 +184,52 @@ async def test_many_clients_share_serialized_resources(
     finally:
         for client in clients:
             await client.stop()
+
+
+@pytest.mark.parametrize("delta", MODES)
+async def test_planner_scopes_pushes_to_the_proxies_and_types_it_names(delta: bool) -> None:
+    gen = Gen()
+    plans: list[dict[str, dict[str, frozenset[str] | None] | None]] = []
+
+    def planner(request: PushRequest, nodes: object) -> dict[str, object]:
+        return plans.pop(0)  # type: ignore[return-value]
+
+    server = DiscoveryServer(
+        XdsSettings(address="127.0.0.1:0", debounce=DebounceSettings(quiet=0.01, max_delay=0.1)),
+        gen,
+        planner=planner,  # type: ignore[arg-type]
+    )
+    await server.start()
+    one, two = b.node("one"), b.node("two")
+    clients = [AdsClient(f"127.0.0.1:{server.port}", n, delta=delta) for n in (one, two)]
+    try:
+        for c in clients:
+            await c.start()
+            await c.wait_for(lambda c: "r" in c.routes)
+        assert await server.wait_synced(10)
+        received = [len(c.received) for c in clients]
+        # Routes and clusters change; the plan names routes of "one" and nothing of "two".
+        gen.route_to, gen.clusters = "b", {"a": 1, "b": 3, "c": 4}
+        plans.append({one.node_id: {b.ROUTE_TYPE: None}})
+        server.push(PushRequest.of("config", full=False))
+        await clients[0].wait_for(lambda c: route_cluster(c) == "b")
+        assert await server.wait_synced(10)
+        assert set(clients[0].clusters) == {"a", "b"}  # not in scope: left as it was
+        assert len(clients[1].received) == received[1]  # not reached at all
+        assert route_cluster(clients[1]) == "a"
+        # A scope naming one cluster compares that cluster only (and its endpoints).
+        plans.append({two.node_id: {b.CLUSTER_TYPE: frozenset({"c"})}})
+        server.push(PushRequest.of("config", full=False))
+        await clients[1].wait_for(lambda c: "c" in c.clusters and "c" in c.endpoints)
+        assert await server.wait_synced(10)
+        assert route_cluster(clients[1]) == "a"
+        # Everything (None) for both.
+        plans.append({one.node_id: None, two.node_id: None})
+        server.push(PushRequest.of("config", full=False))
+        for c in clients:
+            await c.wait_for(lambda c: set(c.clusters) == {"a", "b", "c"})
+            await c.wait_for(lambda c: route_cluster(c) == "b")
+    finally:
+        for c in clients:
+            await c.stop()
+        await server.stop(grace=0.1)
