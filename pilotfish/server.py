@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from pilotfish.api.node import NodeInfo
 from pilotfish.apiserver.app import ApiServer, ApiSettings, ensure_builtin_namespaces
 from pilotfish.apiserver.auth import load_or_create_admin_token
 from pilotfish.apiserver.tokens import add_token_routes
+from pilotfish.canary import CanaryController, ControllerSettings, HttpChecks
 from pilotfish.config.addons import ensure_addon_services
 from pilotfish.config.store import Store, open_store
 from pilotfish.config.store.factory import describe as describe_store
@@ -86,6 +89,10 @@ class ServerSettings:
     trace_collector: bool = True
     #: Jaeger query API port of the trace collector (on 127.0.0.1).
     trace_query_port: int = 16686
+    #: The mesh's Prometheus, queried by the canary controller.
+    prometheus_url: str = "http://127.0.0.1:9090"
+    #: Run the canary controller (Flagger's Canary).
+    canary_controller: bool = True
 
     @classmethod
     def build(
@@ -103,6 +110,8 @@ class ServerSettings:
         xds_sans: tuple[str, ...] = (),
         trace_collector: bool = True,
         trace_query_port: int = 16686,
+        prometheus_url: str = "http://127.0.0.1:9090",
+        canary_controller: bool = True,
     ) -> ServerSettings:
         data_dir = (data_dir or DEFAULT_HOME / "data").expanduser().resolve()
         api_host, api_port = split_address(listen, API_PORT)
@@ -122,6 +131,8 @@ class ServerSettings:
             xds_sans=tuple(xds_sans),
             trace_collector=trace_collector,
             trace_query_port=trace_query_port,
+            prometheus_url=prometheus_url,
+            canary_controller=canary_controller,
         )
 
     @property
@@ -324,6 +335,20 @@ async def start_trace_collector(settings: ServerSettings, store: Store) -> Trace
     return collector
 
 
+def start_canary_controller(
+    settings: ServerSettings, store: Store, vips: VipAllocator, stop: asyncio.Event
+) -> tuple[asyncio.Task[None], HttpChecks] | None:
+    """The canary controller (Flagger's Canary), on the leader when replicas share a store."""
+    if not settings.canary_controller:
+        return None
+    checks = HttpChecks(settings.prometheus_url)
+    holder = f"{socket.gethostname()}:{os.getpid()}:{settings.api_port}"
+    controller = CanaryController(store, checks, ControllerSettings(holder=holder), vips=vips)
+    task = asyncio.create_task(controller.run(stop), name="canary-controller")
+    log.info("canary controller: metrics from %s", settings.prometheus_url)
+    return task, checks
+
+
 async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -344,6 +369,7 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
         mesh = Mesh(store, settings, identity)
         await mesh.start()
         collector = await start_trace_collector(settings, store)
+        canaries = start_canary_controller(settings, store, mesh.vips, stop)
         api = ApiServer(
             store,
             ApiSettings(
@@ -382,6 +408,9 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
             flush=True,
         )
         await stop.wait()
+        if canaries is not None:
+            await canaries[0]
+            await canaries[1].close()
         await runner.cleanup()
         if collector is not None:
             await collector.stop()

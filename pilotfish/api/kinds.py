@@ -17,6 +17,7 @@ TELEMETRY = "telemetry.istio.io"
 INSTALL = "install.istio.io"
 CORE = ""
 APPS = "apps"
+FLAGGER = "flagger.app"
 
 NETWORKING_VERSIONS = ("v1", "v1beta1", "v1alpha3")
 SECURITY_VERSIONS = ("v1", "v1beta1")
@@ -35,6 +36,9 @@ class KindInfo:
     namespaced: bool = True
     #: False for kinds the runtime reports but users do not apply (Pod, Event).
     appliable: bool = True
+    #: True for kinds whose ``status`` a controller writes (Kubernetes' status subresource):
+    #: an apply keeps the stored status instead of dropping it.
+    keeps_status: bool = False
 
     @property
     def preferred_version(self) -> str:
@@ -89,6 +93,8 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("Deployment", APPS, ("v1",), "deployments", ("deploy",)),
     KindInfo("Pod", CORE, ("v1",), "pods", ("po",), appliable=False),
     KindInfo("Event", CORE, ("v1",), "events", ("ev",), appliable=False),
+    KindInfo("Canary", FLAGGER, ("v1beta1",), "canaries", keeps_status=True),
+    KindInfo("MetricTemplate", FLAGGER, ("v1beta1",), "metrictemplates"),
 )
 
 _BY_KIND: dict[str, KindInfo] = {k.kind: k for k in KINDS}

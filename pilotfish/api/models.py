@@ -16,7 +16,7 @@ from typing import Any
 import pydantic
 from pydantic import BaseModel
 
-from pilotfish.api import core, meshconfig, networking, security, telemetry, workloads
+from pilotfish.api import core, flagger, meshconfig, networking, security, telemetry, workloads
 from pilotfish.api.destinationrule import DestinationRule
 from pilotfish.api.kinds import KINDS, by_kind, for_api_version
 from pilotfish.api.objects import ResourceKey
@@ -43,6 +43,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "Deployment": workloads.Deployment,
     "Pod": workloads.Pod,
     "Event": core.Event,
+    "Canary": flagger.Canary,
+    "MetricTemplate": flagger.MetricTemplate,
 }
 assert set(MODELS) == {k.kind for k in KINDS}, "every kind needs a model"
 

@@ -470,6 +470,7 @@ class ApiServer:
         except BatchError as e:
             return _batch_error_response(request, list(e.errors))
         self._assign_cluster_ips(validated)
+        self._keep_status(validated)
         # One object given twice in one batch: the last one wins, as sequential applies would.
         last: dict[Key, int] = {key_of(b): i for i, b in enumerate(validated)}
         results: list[dict[str, Any]] = []
@@ -548,6 +549,16 @@ class ApiServer:
                 spec["clusterIP"] = vips.allocate(
                     service_fqdn(meta["name"], meta["namespace"], suffix)
                 )
+
+    def _keep_status(self, bodies: list[dict[str, Any]]) -> None:
+        """An apply of a kind whose status a controller writes (Canary) keeps that status, as
+        Kubernetes' status subresource does: the applied manifest has none."""
+        for b in bodies:
+            if not kinds.by_kind(b["kind"]).keeps_status or "status" in b:
+                continue
+            current = self.store.get(key_of(b))
+            if current is not None and "status" in current.body:
+                b["status"] = current.body["status"]
 
     def _differs(self, body: dict[str, Any]) -> bool:
         cur = self.store.get(key_of(body))

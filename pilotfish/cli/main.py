@@ -465,10 +465,15 @@ def describe(g: Globals, kind: str, name: str, namespace: str | None) -> None:
     ]
     click.echo("\n".join(lines))
     for section in ("spec", "data", "status"):
-        if o.get(section):
+        value = o.get(section)
+        if value and info.kind == "Canary" and section == "status":
+            value = {k: v for k, v in value.items() if k != "steps"}
+        if value:
             click.echo(f"{section.capitalize()}:")
-            click.echo("  " + output.dump(o[section], "yaml").replace("\n", "\n  "))
-    if info.kind in ("Pod", "Deployment", "Service"):
+            click.echo("  " + output.dump(value, "yaml").replace("\n", "\n  "))
+    if info.kind == "Canary":
+        click.echo("\n".join(output.canary_steps(o)))
+    if info.kind in ("Pod", "Deployment", "Service", "Canary"):
         with g.client() as client:
             events = client.list_objects(kinds.by_kind("Event"), meta.get("namespace") or "default")
         mine = [
@@ -753,6 +758,13 @@ def _proxy_diff(g: Globals, pod: str, namespace: str | None, file: str | None) -
 @click.option("--trace-query-port", type=click.IntRange(1, 65535), default=16686,
               show_default=True, help="The trace collector's Jaeger query API port.")  # fmt: skip
 @click.option(
+    "--prometheus-url",
+    default="http://127.0.0.1:9090",
+    show_default=True,
+    help="The mesh's Prometheus, which the canary controller queries for Flagger's metrics "
+    "(`pilotfish up` passes the one it runs).",
+)
+@click.option(
     "--xds-plaintext",
     is_flag=True,
     help="Serve xDS and the CA without TLS, for tests and trusted loopback setups (agents "
@@ -770,6 +782,7 @@ def server(
     xds_sans: tuple[str, ...],
     trace_collector: bool,
     trace_query_port: int,
+    prometheus_url: str,
     xds_plaintext: bool,
 ) -> None:
     """Run the control plane in the foreground (HTTP API, config store, xDS).
@@ -798,6 +811,7 @@ def server(
         xds_sans=xds_sans,
         trace_collector=trace_collector,
         trace_query_port=trace_query_port,
+        prometheus_url=prometheus_url,
     )
     run_server(settings)
 

@@ -124,7 +124,48 @@ def _labels(o: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in labels.items()) or "<none>"
 
 
+def _status(o: dict[str, Any], field: str, default: str = "") -> str:
+    value = (o.get("status") or {}).get(field)
+    return default if value is None else str(value)
+
+
+def _check(c: dict[str, Any]) -> str:
+    if "value" in c:
+        verdict = "ok" if c.get("ok") else "FAILED"
+        return f"{c.get('name')}={c['value']:g} ({c.get('range')}) {verdict}"
+    return f"{c.get('name')}: {c.get('error')}"
+
+
+def canary_steps(o: dict[str, Any]) -> list[str]:
+    """The ``Analysis:`` section of ``describe canary``: each interval of the current (or
+    last) analysis with its weight and every check's measured value. Pure."""
+    steps = (o.get("status") or {}).get("steps") or []
+    if not steps:
+        return ["Analysis:     <none>"]
+    rows = [["Time", "Weight", "Iteration", "Outcome", "Checks"]]
+    for st in steps:
+        rows.append(
+            [
+                str(st.get("time") or ""),
+                str(st.get("weight", "")),
+                str(st.get("iteration") or ""),
+                str(st.get("outcome") or ""),
+                "; ".join(_check(c) for c in st.get("checks") or []) or "-",
+            ]
+        )
+    return ["Analysis:", *("  " + line for line in table(rows).splitlines())]
+
+
 COLUMNS: dict[str, list[Column]] = {
+    "Canary": [
+        ("STATUS", lambda o: _status(o, "phase", "Initializing")),
+        ("WEIGHT", lambda o: _status(o, "canaryWeight", "0")),
+        ("FAILEDCHECKS", lambda o: _status(o, "failedChecks", "0")),
+        ("LASTTRANSITIONTIME", lambda o: _status(o, "lastTransitionTime")),
+    ],
+    "MetricTemplate": [
+        ("PROVIDER", lambda o: str((_spec(o).get("provider") or {}).get("type") or "prometheus"))
+    ],
     "VirtualService": [
         ("GATEWAYS", lambda o: _join(_spec(o).get("gateways"))),
         ("HOSTS", lambda o: _join(_spec(o).get("hosts"))),

@@ -22,6 +22,7 @@ from pilotfish.api.models import MODELS, field_errors
 from pilotfish.api.objects import ResourceKey
 from pilotfish.config.loader import normalize
 from pilotfish.config.validation import (
+    canary,
     destinationrule,
     gateway,
     kube,
@@ -63,6 +64,8 @@ VALIDATORS: dict[str, Validator] = {
     "Deployment": kube.validate_deployment,
     "Pod": kube.validate_pod,
     "Event": kube.validate_event,
+    "Canary": canary.validate_canary,
+    "MetricTemplate": canary.validate_metric_template,
 }
 assert set(VALIDATORS) == set(MODELS), "every kind needs a validator"
 

@@ -567,3 +567,10 @@ def _tcp_route(errs: Errors, path: str, tcp: TCPRoute) -> None:
     if not tcp.route:
         errs.add(f"{path}.route", "TCP route is required")
     _weights(errs, f"{path}.route", tcp.route)
+
+
+# What other kinds that carry VirtualService route fields (Flagger's Canary) check with.
+http_match = _match
+http_headers = _headers
+http_retries = _retries
+http_cors = _cors

@@ -173,6 +173,7 @@ def server_argv(s: MeshSettings) -> list[str]:
         "--listen", s.api_listen,
         "--xds-listen", s.xds_address,
         "--trace-query-port", str(s.trace_query_port),
+        *(["--prometheus-url", s.prometheus_url] if s.prometheus_port else []),
     ]  # fmt: skip
 
 
