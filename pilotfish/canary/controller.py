@@ -358,7 +358,14 @@ class _Run:
         replicas = int((target.body.get("spec") or {}).get("replicas", 1)) or 1
         if primary is None:
             self.put(objects.primary_deployment(self.canary, target.body, label, replicas), None)
-            self.status["lastAppliedSpec"] = objects.spec_hash(template_of(target))
+            primary = self.get("Deployment", objects.primary_name(self.canary))
+        if not _deployment_ready(primary):
+            # Routing moves to the primary only once it serves, so an adopted Service never
+            # points at nothing.
+            self.status["message"] = (
+                f"Waiting for {objects.primary_name(self.canary)}.{self.ns} to be ready"
+            )
+            return
         for svc in objects.services(self.canary, label):
             current = self.get("Service", svc["metadata"]["name"])
             if current is not None and not objects.owned_by(current.body, self.canary):
@@ -372,14 +379,10 @@ class _Run:
             current = self.get("DestinationRule", dr["metadata"]["name"])
             if current is None or _differs(current.body, dr):
                 self.put(dr, current)
-        self.write_routes(0)
-        primary = self.get("Deployment", objects.primary_name(self.canary))
-        if not _deployment_ready(primary):
-            self.status["message"] = (
-                f"Waiting for {objects.primary_name(self.canary)}.{self.ns} to be ready"
-            )
+        if not self.write_routes(0):
             return
-        self.scale(target, 0)
+        # The target is scaled to zero on the next interval (``idle``), once every proxy has
+        # had time to route to the primary.
         self.status.update(
             canaryWeight=0,
             failedChecks=0,
@@ -672,7 +675,8 @@ class _Run:
     async def rollback(self, target: StoredObject, why: str) -> None:
         self.event(why, warning=True)
         self.write_routes(0)
-        self.scale(target, 0)
+        # The canary is scaled to zero on the next interval (``idle``), once every proxy
+        # routes to the primary only.
         self.status.update(canaryWeight=0, abActive=False)
         self.set_phase("Failed", "Canary analysis failed, Deployment scaled to zero.")
         self.event(f"Canary failed! Scaling down {target.name}.{self.ns}", warning=True)

@@ -151,7 +151,7 @@ def test_the_canary_initializes_the_primary_and_routes_the_apex_to_it(
 ) -> None:
     apply_body(mesh, canary_body(threshold=10), tmp_path / "canary.json")
     wait_for(lambda: status(mesh).get("phase") == "Initialized", "Initialized", 90)
-    assert get(mesh, "deploy", "podinfo")["spec"]["replicas"] == 0
+    wait_for(lambda: get(mesh, "deploy", "podinfo")["spec"]["replicas"] == 0, "scaled down", 10)
     assert get(mesh, "service", "podinfo")["spec"]["selector"] == {"app": "podinfo-primary"}
     mesh.wait_pods_ready(NS, 2)  # the primary and the load tester; the target scaled to zero
     names = {p["metadata"]["name"].rsplit("-", 2)[0] for p in mesh.pods(NS)}
@@ -204,7 +204,7 @@ def test_a_version_failing_20_percent_is_rolled_back_after_threshold_failed_chec
     ]
     assert rates and min(rates) < 99, st["steps"]
     assert canary_weight(mesh) == 0 and max(weights) <= 50
-    assert get(mesh, "deploy", "podinfo")["spec"]["replicas"] == 0
+    wait_for(lambda: get(mesh, "deploy", "podinfo")["spec"]["replicas"] == 0, "scaled down", 10)
     # The primary kept serving the promoted version throughout; only the canary failed.
     assert client.seen[(200, "6.0.1")] > 0
     assert {v for (_, v) in client.failed()} <= {"6.0.2"}, client.seen

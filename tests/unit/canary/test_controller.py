@@ -158,6 +158,8 @@ def test_initialization_creates_the_primary_services_and_routing_then_scales_the
 ):
     w = World()
     w.initialized()
+    assert w.body("Deployment", "podinfo")["spec"]["replicas"] == 1  # until the next interval
+    assert w.step()["phase"] == "Initialized"
     primary = w.body("Deployment", "podinfo-primary")
     assert primary["spec"]["selector"]["matchLabels"] == {"app": "podinfo-primary"}
     assert primary["spec"]["template"]["metadata"]["labels"]["app"] == "podinfo-primary"
