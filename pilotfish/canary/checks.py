@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from pilotfish.api.flagger import Canary, CanaryMetric, CanaryWebhook, render_query
+from pilotfish.canary.endpoints import Target
 
 #: Flagger's queries for Istio (``flagger/pkg/metrics/observers/istio.go``).
 BUILTIN_QUERIES = {
@@ -134,8 +135,11 @@ class Checks(Protocol):
         """The query's value; MetricError when it fails or has no value."""
         ...
 
-    async def webhook(self, hook: CanaryWebhook, payload: dict[str, Any]) -> str | None:
-        """None when the hook passed, else why it failed."""
+    async def webhook(
+        self, hook: CanaryWebhook, payload: dict[str, Any], target: Target
+    ) -> str | None:
+        """POST ``payload`` to ``target`` (``hook.url`` resolved); None when the hook passed,
+        else why it failed."""
         ...
 
 
@@ -165,12 +169,17 @@ class HttpChecks:
             )
         return value_of(body.get("data") or {})
 
-    async def webhook(self, hook: CanaryWebhook, payload: dict[str, Any]) -> str | None:
+    async def webhook(
+        self, hook: CanaryWebhook, payload: dict[str, Any], target: Target
+    ) -> str | None:
         timeout = hook.timeout.seconds if hook.timeout is not None else DEFAULT_WEBHOOK_TIMEOUT
+        headers = {"Host": target.host} if target.host else {}
         problem = None
         for _ in range((hook.retries or 0) + 1):
             try:
-                resp = await self._client.post(hook.url, json=payload, timeout=timeout)
+                resp = await self._client.post(
+                    target.url, json=payload, timeout=timeout, headers=headers
+                )
             except httpx.HTTPError as exc:
                 problem = f"{type(exc).__name__}: {exc}".rstrip(": ")
                 continue

@@ -48,7 +48,7 @@ from typing import Any
 
 from pilotfish.api.flagger import Canary, CanaryWebhook
 from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX, service_fqdn
-from pilotfish.canary import objects
+from pilotfish.canary import endpoints, objects
 from pilotfish.canary.checks import Checks, MetricError, build_query
 from pilotfish.config.store.base import Key, Put, Store, StoredObject
 from pilotfish.errors import StoreError
@@ -657,10 +657,16 @@ class _Run:
         for hook in self.analysis.webhooks:
             if hook.kind != kind:
                 continue
-            problem = await self.ctl.checks.webhook(hook, self.payload(hook))
+            problem = await self.ctl.checks.webhook(hook, self.payload(hook), self.target(hook))
             if problem is not None:
                 return f"{kind} webhook {hook.name} failed: {problem}"
         return None
+
+    def target(self, hook: CanaryWebhook) -> endpoints.Target:
+        """The hook's URL, sent to a ready pod when it names a mesh Service."""
+        services = {(o.namespace, o.name): o.body for o in self.store.list("Service")}
+        pods = [o.body for o in self.store.list("Pod")]
+        return endpoints.resolve(hook.url, self.ns, services, pods)
 
     def payload(self, hook: CanaryWebhook) -> dict[str, Any]:
         return {

@@ -118,6 +118,14 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         yield m
 
 
+def explain(mesh: Mesh) -> str:
+    """The canary's status, its events and the server's canary log lines, for a failure."""
+    events = mesh.cli("get", "events", "-n", NS).stdout
+    log = (mesh.root / "state" / "logs" / "server.log").read_text(errors="replace")
+    lines = [line for line in log.splitlines() if "canary" in line][-40:]
+    return json.dumps(status(mesh), indent=1)[:6000] + "\n" + events + "\n".join(lines)
+
+
 def status(mesh: Mesh) -> dict[str, Any]:
     return dict(get(mesh, "canary", "podinfo").get("status") or {})
 
@@ -167,8 +175,8 @@ def test_a_healthy_version_is_promoted_step_by_step_without_a_failed_request(
 ) -> None:
     with Client(mesh) as client:
         weights, st = release(mesh, tmp_path, version_deployment("6.0.1"), ("Succeeded", "Failed"))
+        assert st["phase"] == "Succeeded", explain(mesh)
         wait_for(lambda: client.seen[(200, "6.0.1")] > 20, "the new version serves", 30)
-    assert st["phase"] == "Succeeded", st
     # Weights follow the steps (10..50), then everything goes back to the (new) primary.
     shifted = [w for w in weights if w]
     assert shifted == sorted(shifted) and set(shifted) <= {10, 20, 30, 40, 50}, weights

@@ -16,6 +16,7 @@ import pytest
 from pilotfish.api.flagger import CanaryWebhook
 from pilotfish.canary.checks import MetricError, Query
 from pilotfish.canary.controller import CanaryController
+from pilotfish.canary.endpoints import Target
 from pilotfish.canary.objects import GENERATED_ANNOTATION
 from pilotfish.config.store.base import Key, Put
 from pilotfish.config.store.memory import MemoryStore
@@ -42,7 +43,9 @@ class FakeChecks:
             raise MetricError("no values found")
         return value
 
-    async def webhook(self, hook: CanaryWebhook, payload: dict[str, Any]) -> str | None:
+    async def webhook(
+        self, hook: CanaryWebhook, payload: dict[str, Any], target: Target
+    ) -> str | None:
         self.hooks.append((hook.kind, payload["phase"]))
         return "500 boom" if hook.name in self.failing_hooks else None
 
