@@ -3,7 +3,9 @@
 A proxy knows who it is (node id, type ``sidecar``/``router``, namespace, labels, workload,
 IP, SPIFFE identity, interception mode) and, for sidecars, which services it serves: the
 services of its namespace whose selector matches its labels, with each service port's target
-(app) port. Those drive the inbound listeners and ``inbound|PORT||`` clusters.
+(app) port. Those drive the inbound listeners and ``inbound|PORT||`` clusters. A sidecar also
+carries its ``SidecarScope`` (:mod:`pilotfish.model.sidecar`): what it may see outbound, and
+the ``ingress`` listeners that replace its inbound ports.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 
 from pilotfish.api.node import InterceptionMode, NodeInfo, ProxyType
 from pilotfish.model.push_context import PushContext
+from pilotfish.model.sidecar import SidecarScope, sidecar_scope
 from pilotfish.registry.types import Service, ServicePort
 
 
@@ -28,6 +31,14 @@ class ServiceInstance:
 class Proxy:
     node: NodeInfo
     instances: tuple[ServiceInstance, ...] = ()
+    #: What a sidecar may see (the ``Sidecar`` resource that applies); None for routers.
+    scope: SidecarScope | None = None
+
+    def sidecar_scope(self, push: PushContext) -> SidecarScope:
+        """This proxy's scope (computed when the proxy was built without one)."""
+        if self.scope is not None:
+            return self.scope
+        return sidecar_scope(push, self.namespace, self.labels)
 
     @property
     def id(self) -> str:
@@ -100,4 +111,4 @@ class Proxy:
                 continue
             for sp in svc.ports:
                 instances.append(ServiceInstance(svc, sp, sp.target_number(named)))
-        return cls(node, tuple(instances))
+        return cls(node, tuple(instances), sidecar_scope(push, node.namespace, node.labels))

@@ -28,6 +28,7 @@ across every proxy pushed at this revision.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping
@@ -78,6 +79,25 @@ class MeshSettings:
     connect_timeout_seconds: float = 10.0
 
 
+def with_mesh_config(settings: MeshSettings, operators: Iterable[StoredObject]) -> MeshSettings:
+    """``settings`` with what the stored mesh config (IstioOperators) sets explicitly:
+    ``rootNamespace`` and ``outboundTrafficPolicy.mode``."""
+    bodies = [o.body for o in operators]
+    if not bodies:
+        return settings
+    try:
+        mesh = mesh_config_from_bodies(bodies)
+    except pydantic.ValidationError as exc:
+        log.warning("mesh config ignored: %s", exc)
+        return settings
+    changes: dict[str, str] = {}
+    if "rootNamespace" in mesh.model_fields_set:
+        changes["root_namespace"] = mesh.rootNamespace
+    if "outboundTrafficPolicy" in mesh.model_fields_set:
+        changes["outbound_traffic_policy"] = mesh.outboundTrafficPolicy.mode
+    return dataclasses.replace(settings, **changes) if changes else settings  # type: ignore[arg-type]
+
+
 #: The JSON Web Key Set of a RequestAuthentication ``jwksUri``, as the control plane last
 #: fetched it, or None when it is not known (yet).
 JwksLookup = Callable[[str], "str | None"]
@@ -123,7 +143,9 @@ class PushContext:
     ) -> None:
         self.revision = revision
         self.registry = registry
-        self.settings = settings
+        #: The settings the control plane was started with, before the mesh config.
+        self.base_settings = settings
+        self.settings = with_mesh_config(settings, others.get("IstioOperator", ()))
         #: Keys of remote JWKS (``jwksUri``), fetched by the control plane and inlined.
         self.jwks = jwks
         self.credentials_factory = credentials
@@ -202,7 +224,7 @@ class PushContext:
         credentials: CredentialsFactory | None = None,
     ) -> PushContext:
         """A context from the objects of one revision; reuses ``previous``'s parsed entries."""
-        settings = settings or (previous.settings if previous else MeshSettings())
+        settings = settings or (previous.base_settings if previous else MeshSettings())
         jwks = jwks or (previous.jwks if previous else no_jwks)
         credentials = credentials or (previous.credentials_factory if previous else no_credentials)
         old = previous._parsed if previous else {}

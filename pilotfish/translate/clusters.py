@@ -8,8 +8,9 @@ filtered by the subset labels); ServiceEntries with ``resolution: DNS`` use STRI
 (``DNS_ROUND_ROBIN``: LOGICAL_DNS) with inline endpoints; ``resolution: NONE`` and wildcard
 hosts are ORIGINAL_DST. Traffic policies come from ``trafficpolicy``.
 
-The outbound set depends only on the client namespace (DestinationRule lookup and exportTo),
-so ``outbound_clusters`` is memoized per namespace in the PushContext and shared by proxies;
+The outbound set depends only on the client namespace (DestinationRule lookup and exportTo)
+and, for sidecars, on their ``Sidecar`` scope (only the services it imports get clusters), so
+``outbound_clusters`` is memoized per scope in the PushContext and shared by proxies;
 each cluster is memoized by (host, port, subset, DestinationRule revision) and shared across
 namespaces that resolve the same rule.
 
@@ -42,6 +43,7 @@ from pilotfish.api.mesh import DEFAULT_TRUST_DOMAIN
 from pilotfish.api.peer import workload_values
 from pilotfish.model.config import DestinationRuleConfig
 from pilotfish.model.push_context import PushContext
+from pilotfish.model.sidecar import SidecarScope
 from pilotfish.registry.types import Endpoint, Protocol, Service, ServicePort
 from pilotfish.translate.common import (
     BLACKHOLE_CLUSTER,
@@ -257,14 +259,20 @@ def outbound_cluster(
 
 
 def outbound_clusters(
-    push: PushContext, namespace: str, client: ClientTls = NO_CLIENT_TLS
+    push: PushContext,
+    namespace: str,
+    client: ClientTls = NO_CLIENT_TLS,
+    scope: SidecarScope | None = None,
 ) -> ClusterSet:
-    """Every outbound cluster a proxy of ``namespace`` may use (memoized per namespace and
-    client TLS capability)."""
+    """Every outbound cluster a proxy of ``namespace`` may use: the services of its Sidecar
+    ``scope`` when given (a sidecar), else every service exported to the namespace (a
+    gateway). Memoized per scope (or namespace) and client TLS capability."""
+    services = scope.services if scope is not None else push.visible_services(namespace)
+    scope_key = scope.key if scope is not None else (namespace,)
 
     def compute() -> ClusterSet:
         out = ClusterSet()
-        for svc in push.visible_services(namespace):
+        for svc in services:
             dr = push.destination_rule(namespace, svc.hostname)
             subsets = [""] + [s.name for s in (dr.subsets if dr else ()) if s.name]
             for sp in svc.ports:
@@ -286,7 +294,7 @@ def outbound_clusters(
             out.clusters[fixed.name] = fixed
         return out
 
-    return push.memo(("outbound_clusters", namespace, client), compute)
+    return push.memo(("outbound_clusters", scope_key, client), compute)
 
 
 def passthrough_cluster(push: PushContext) -> cluster_pb2.Cluster:
@@ -324,9 +332,17 @@ def inbound_passthrough_cluster(push: PushContext) -> cluster_pb2.Cluster:
 
 
 def inbound_cluster(
-    push: PushContext, target_port: int, protocol: Protocol, app_address: str = "127.0.0.1"
+    push: PushContext,
+    target_port: int,
+    protocol: Protocol,
+    app_address: str = "127.0.0.1",
+    app_port: int | None = None,
+    bind_local: bool = False,
 ) -> cluster_pb2.Cluster:
-    """``inbound|PORT||``: the app at ``app_address`` (localhost in a pod)."""
+    """``inbound|PORT||``: the app at ``app_address:app_port`` (localhost in a pod; the
+    port defaults to ``target_port``). ``bind_local``: connect from 127.0.0.6, as the inbound
+    passthrough does, so that a pod's capture rules let a connection to its own address
+    reach the app."""
     name = ClusterKey.inbound(target_port).name
     cluster = C(
         name=name,
@@ -342,13 +358,23 @@ def inbound_cluster(
                 ec.LocalityLbEndpoints(
                     lb_endpoints=[
                         ec.LbEndpoint(
-                            endpoint=ec.Endpoint(address=socket_address(app_address, target_port))
+                            endpoint=ec.Endpoint(
+                                address=socket_address(app_address, app_port or target_port)
+                            )
                         )
                     ]
                 )
             ],
         )
     )
+    if bind_local:
+        cluster.upstream_bind_config.CopyFrom(
+            address_pb2.BindConfig(
+                source_address=address_pb2.SocketAddress(
+                    address=INBOUND_PASSTHROUGH_BIND_IP, port_value=0
+                )
+            )
+        )
     opts = _http_options(protocol, NO_POLICY, protocol_pb2.HttpProtocolOptions())
     if opts is not None:
         cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))

@@ -12,8 +12,10 @@ proxy that stops seeing something is reached too):
 
 - **VirtualService** bound to ``mesh``: RDS of the sidecars of the namespaces it is exported
   to (plus LDS when it has ``tcp`` or ``tls`` routes, which live in listeners). Bound to a
-  Gateway ``ns/name``: RDS and LDS of the routers that Gateway selects. Clusters never depend
-  on VirtualServices (every visible service's clusters and subsets exist anyway).
+  Gateway ``ns/name``: RDS and LDS of the routers that Gateway selects. Clusters do not depend
+  on VirtualServices (every visible service's clusters and subsets exist anyway), except for
+  a sidecar with a ``Sidecar``: its scope imports the VirtualServices' destinations, so CDS,
+  EDS and LDS too.
 - **DestinationRule**: for proxies whose namespace resolves it (its own namespace, or one it is
   exported to), CDS and EDS of the host's clusters (default and every subset of the old and
   new rule, every port), RDS (consistent-hash policies live in routes) and SDS
@@ -60,6 +62,7 @@ from pilotfish.model.config import (
     VirtualServiceConfig,
 )
 from pilotfish.model.push_context import PushContext
+from pilotfish.model.sidecar import select_sidecar
 from pilotfish.registry.types import Service
 from pilotfish.translate.common import ClusterKey
 
@@ -304,6 +307,12 @@ def _virtual_service(b: _Builder, versions: list[Any], node: NodeInfo, changes: 
             if MESH_GATEWAY in refs and visible(vs.export_to, vs.namespace, ns):
                 b.add(ROUTE_TYPE)
                 if vs.tcp or vs.tls:
+                    b.add(LISTENER_TYPE)
+                if any(select_sidecar(c, ns, node.labels) for c in (changes.old, changes.new)):
+                    # A Sidecar scope imports the destinations of the VirtualServices of its
+                    # hosts: their clusters (and TCP chains) come and go with the routes.
+                    b.add(CLUSTER_TYPE)
+                    b.add(ENDPOINT_TYPE)
                     b.add(LISTENER_TYPE)
             continue
         for ctx in (changes.old, changes.new):

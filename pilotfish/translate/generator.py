@@ -38,6 +38,7 @@ from pilotfish.translate.clusters import (
 )
 from pilotfish.translate.gateway_tls import gateway_tls_servers
 from pilotfish.translate.listeners import (
+    bound_egress_listeners,
     explicit_inbound,
     explicit_outbound,
     gateway_listeners,
@@ -78,7 +79,8 @@ def client_tls(proxy: Proxy) -> ClientTls:
 
 def _clusters_and_endpoints(push: PushContext, proxy: Proxy, out: Resources) -> set[str]:
     """Add the outbound clusters; returns the ADS credentials they name."""
-    shared = outbound_clusters(push, proxy.namespace, client_tls(proxy))
+    scope = None if proxy.is_router else proxy.sidecar_scope(push)
+    shared = outbound_clusters(push, proxy.namespace, client_tls(proxy), scope)
     out[CLUSTER_TYPE].update(shared.clusters)
     out[ENDPOINT_TYPE].update(shared.endpoints)
     return set(shared.credentials)
@@ -99,8 +101,17 @@ def generate_sidecar(
     if proxy.interception_mode == "NONE" and proxy.ip not in ("", "0.0.0.0"):
         app_address = proxy.ip
     if CLUSTER_TYPE in types:
+        ingress = {i.port: i for i in proxy.sidecar_scope(push).ingress}
         for target, protocol in served_ports(proxy):
-            c = inbound_cluster(push, target, protocol, app_address)
+            address, app_port, bind_local = app_address, target, False
+            if (ing := ingress.get(target)) is not None and ing.endpoint_port:
+                # The Sidecar's ingress defaultEndpoint: 127.0.0.1:PORT, or 0.0.0.0:PORT (the
+                # workload's own address, reached from 127.0.0.6 past the capture rules).
+                app_port = ing.endpoint_port
+                if ing.endpoint_host == "0.0.0.0" and proxy.ip not in ("", "0.0.0.0"):
+                    address = proxy.ip
+                    bind_local = proxy.interception_mode != "NONE"
+            c = inbound_cluster(push, target, protocol, address, app_port, bind_local)
             clusters[c.name] = c
     listeners = out[LISTENER_TYPE]
     routes = out[ROUTE_TYPE]
@@ -121,11 +132,17 @@ def generate_sidecar(
             passthrough = inbound_passthrough_cluster(push)
             clusters[passthrough.name] = passthrough
         if want_rds:
-            for port in sidecar_http_ports(push, proxy.namespace):
+            for port in sidecar_http_ports(push, proxy.sidecar_scope(push)):
                 routes[str(port)] = sidecar_route_config(push, proxy, port)
         if want_lds:
             for lst in (virtual_outbound(push, proxy), virtual_inbound(push, proxy)):
                 listeners[lst.name] = lst
+    for lst in bound_egress_listeners(push, proxy):
+        port = lst.name.rpartition("_")[2]
+        if want_lds:
+            listeners[lst.name] = lst
+        if want_rds and port not in routes:
+            routes[port] = sidecar_route_config(push, proxy, int(port))
     return ProxyConfig(out, tuple(sorted(credentials)))
 
 

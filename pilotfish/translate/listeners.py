@@ -53,7 +53,7 @@ from pilotfish.api.virtualservice import L4MatchAttributes
 from pilotfish.model.config import GatewayConfig, VirtualServiceConfig
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
-from pilotfish.registry.types import Protocol, Service
+from pilotfish.registry.types import Protocol, Service, parse_protocol, select_protocol
 from pilotfish.translate.common import (
     BLACKHOLE_CLUSTER,
     INBOUND_CAPTURE,
@@ -177,12 +177,12 @@ def tcp_route(push: PushContext, proxy: Proxy, svc: Service, port: int) -> list[
 
 def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
     """``virtualOutbound`` (shared by the proxies of a namespace unless TCP rules use labels)."""
-    ns = proxy.namespace
+    scope = proxy.sidecar_scope(push)
 
     def compute() -> Listener:
         chains: list[lc.FilterChain] = []
         tcp_logs = client_tcp_logs(push, proxy)
-        for port in sidecar_http_ports(push, ns):
+        for port in sidecar_http_ports(push, scope):
             chains.append(
                 lc.FilterChain(
                     name=f"0.0.0.0_{port}",
@@ -197,11 +197,13 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
                 )
             )
         seen: set[tuple[str, int]] = set()
-        for svc in push.visible_services(ns):
+        for svc in scope.services:
             if not svc.vip:
                 continue
             for sp in svc.ports:
                 if sp.protocol.is_http or (svc.vip, sp.port) in seen:
+                    continue
+                if not scope.on_port(svc, sp.port):
                     continue
                 seen.add((svc.vip, sp.port))
                 clusters = tcp_route(push, proxy, svc, sp.port)
@@ -217,11 +219,7 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
                         filters=[tcp_proxy_filter(clusters[0][0], clusters, tcp_logs)],
                     )
                 )
-        fallback = (
-            BLACKHOLE_CLUSTER
-            if push.settings.outbound_traffic_policy == "REGISTRY_ONLY"
-            else PASSTHROUGH_CLUSTER
-        )
+        fallback = BLACKHOLE_CLUSTER if scope.registry_only else PASSTHROUGH_CLUSTER
         return Listener(
             name=VIRTUAL_OUTBOUND,
             address=socket_address("0.0.0.0", OUTBOUND_CAPTURE),
@@ -233,7 +231,12 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
             traffic_direction=base_pb2.OUTBOUND,
         )
 
-    key = ("virtual_outbound", ns, labels_key(push, proxy.labels), telemetry_key(push, proxy))
+    key = (
+        "virtual_outbound",
+        scope.key,
+        labels_key(push, proxy.labels),
+        telemetry_key(push, proxy),
+    )
     return push.memo(key, compute)
 
 
@@ -256,6 +259,36 @@ def explicit_outbound(push: PushContext, proxy: Proxy) -> Listener:
         ],
         traffic_direction=base_pb2.OUTBOUND,
     )
+
+
+def bound_egress_listeners(push: PushContext, proxy: Proxy) -> list[Listener]:
+    """The Sidecar's egress listeners with ``captureMode: NONE``: a listener bound on
+    ``bind:port`` (``127.0.0.1`` when no ``bind``) the app sends its requests to, routed
+    with the route config of that port (``"PORT"``)."""
+    out = []
+    for eg in proxy.sidecar_scope(push).bound_egress():
+        port = int(eg.port or 0)
+        bind = eg.bind or "127.0.0.1"
+        name = f"{bind}_{port}"
+        out.append(
+            Listener(
+                name=name,
+                address=socket_address(bind, port),
+                filter_chains=[
+                    lc.FilterChain(
+                        filters=[
+                            hcm_filter(
+                                stat_prefix=f"outbound_{name}",
+                                route_config_name=str(port),
+                                telemetry=client_http(push, proxy),
+                            )
+                        ]
+                    )
+                ],
+                traffic_direction=base_pb2.OUTBOUND,
+            )
+        )
+    return out
 
 
 # ---- inbound ----------------------------------------------------------------------------------
@@ -385,6 +418,14 @@ def inbound_port_chains(
 
 
 def served_ports(proxy: Proxy) -> list[tuple[int, Protocol]]:
+    """The inbound ports of ``proxy`` with their protocol: its Sidecar's ``ingress`` ports
+    when it has any (as Istio, they replace the ports of its services), else the app ports of
+    the services it serves."""
+    ingress = proxy.scope.ingress if proxy.scope is not None else ()
+    if ingress:
+        return sorted(
+            (i.port, parse_protocol(i.protocol) or select_protocol(i.name)) for i in ingress
+        )
     out: dict[int, Protocol] = {}
     for inst in proxy.instances:
         prev = out.get(inst.target_port)

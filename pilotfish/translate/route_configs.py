@@ -1,7 +1,8 @@
 """Route configurations (RDS): virtual hosts per service for sidecars, per host for gateways.
 
 Sidecar (REDIRECT): one route config per HTTP port, named by the port (``"9080"``), with one
-virtual host per visible service that has that port (``reviews.default.svc.cluster.local:9080``)
+virtual host per service its Sidecar scope routes on that port
+(``reviews.default.svc.cluster.local:9080``)
 and the domains Istio gives it: the short name (same namespace only), ``name.ns``,
 ``name.ns.svc``, the FQDN and the VIP, each with and without ``:port``; then ``allow_any``
 (``*`` -> PassthroughCluster) under ALLOW_ANY, or ``block_all`` (502) under REGISTRY_ONLY.
@@ -30,6 +31,7 @@ from pilotfish.api.networking import Server
 from pilotfish.model.config import GatewayConfig
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
+from pilotfish.model.sidecar import SidecarScope
 from pilotfish.registry.types import Service, ServicePort
 from pilotfish.translate.common import PASSTHROUGH_CLUSTER, duration
 from pilotfish.translate.routes import RouteContext, default_route, http_routes
@@ -98,8 +100,8 @@ def _add_vhost(
     out.append(vhost)
 
 
-def _fallback_vhost(push: PushContext) -> rc.VirtualHost:
-    if push.settings.outbound_traffic_policy == "REGISTRY_ONLY":
+def _fallback_vhost(registry_only: bool) -> rc.VirtualHost:
+    if registry_only:
         return rc.VirtualHost(
             name="block_all",
             domains=["*"],
@@ -132,14 +134,16 @@ def _http_port(svc: Service, port: int) -> ServicePort | None:
 def sidecar_route_config(
     push: PushContext, proxy: Proxy, port: int
 ) -> route_pb2.RouteConfiguration:
-    """The route config ``"PORT"`` of a REDIRECT-mode sidecar."""
+    """The route config ``"PORT"`` of a REDIRECT-mode sidecar: the services its Sidecar
+    scope routes on that port."""
     ns = proxy.namespace
+    scope = proxy.sidecar_scope(push)
 
     def compute() -> route_pb2.RouteConfiguration:
         ctx = RouteContext(push, ns, MESH_GATEWAY, port, dict(proxy.labels))
         vhosts: list[rc.VirtualHost] = []
         seen: set[str] = set()
-        for svc in push.visible_services(ns):
+        for svc in scope.services_on_port(port):
             if _http_port(svc, port) is None:
                 continue
             _add_vhost(
@@ -150,41 +154,41 @@ def sidecar_route_config(
                 _service_routes(ctx, svc),
                 in_mesh=not svc.mesh_external,
             )
-        vhosts.append(_fallback_vhost(push))
+        vhosts.append(_fallback_vhost(scope.registry_only))
         return route_pb2.RouteConfiguration(
             name=str(port), virtual_hosts=vhosts, validate_clusters=BoolValue(value=False)
         )
 
-    key = ("sidecar_rds", ns, port, labels_key(push, proxy.labels))
+    key = ("sidecar_rds", scope.key, port, labels_key(push, proxy.labels))
     return push.memo(key, compute)
 
 
-def sidecar_http_ports(push: PushContext, namespace: str) -> list[int]:
-    """Every HTTP service port visible from ``namespace`` (one route config each)."""
+def sidecar_http_ports(push: PushContext, scope: SidecarScope) -> list[int]:
+    """Every HTTP service port a sidecar of ``scope`` routes (one route config each)."""
 
     def compute() -> list[int]:
-        ports = {
-            sp.port
-            for svc in push.visible_services(namespace)
-            for sp in svc.ports
-            if sp.protocol.is_http
-        }
-        return sorted(ports)
+        ports = {sp.port for svc in scope.services for sp in svc.ports if sp.protocol.is_http}
+        return sorted(p for p in ports if any(_http_port(s, p) for s in scope.services_on_port(p)))
 
-    return push.memo(("sidecar_http_ports", namespace), compute)
+    return push.memo(("sidecar_http_ports", scope.key), compute)
 
 
 def explicit_route_config(
     push: PushContext, proxy: Proxy, name: str
 ) -> route_pb2.RouteConfiguration:
-    """The single route config of a NONE-mode sidecar's outbound listener."""
+    """The single route config of a NONE-mode sidecar's outbound listener: the services of
+    its Sidecar scope, then ``block_all`` (502) under REGISTRY_ONLY. Under ALLOW_ANY an
+    unknown host has no route (404): without capture there is no original destination."""
     ns = proxy.namespace
+    scope = proxy.sidecar_scope(push)
 
     def compute() -> list[rc.VirtualHost]:
         vhosts: list[rc.VirtualHost] = []
         seen: set[str] = set()
-        for svc in push.visible_services(ns):
-            http_ports = [sp for sp in svc.ports if sp.protocol.is_http]
+        for svc in scope.services:
+            http_ports = [
+                sp for sp in svc.ports if sp.protocol.is_http and scope.on_port(svc, sp.port)
+            ]
             for i, sp in enumerate(http_ports):
                 ctx = RouteContext(push, ns, MESH_GATEWAY, sp.port, dict(proxy.labels))
                 _add_vhost(
@@ -195,9 +199,11 @@ def explicit_route_config(
                     _service_routes(ctx, svc),
                     in_mesh=not svc.mesh_external,
                 )
+        if scope.registry_only:
+            vhosts.append(_fallback_vhost(True))
         return vhosts
 
-    vhosts = push.memo(("explicit_rds", ns, labels_key(push, proxy.labels)), compute)
+    vhosts = push.memo(("explicit_rds", scope.key, labels_key(push, proxy.labels)), compute)
     return route_pb2.RouteConfiguration(
         name=name, virtual_hosts=vhosts, validate_clusters=BoolValue(value=False)
     )

@@ -12,9 +12,13 @@ from pilotfish.config.validation.common import (
     port_error,
     port_name_error,
     protocol_error,
+    protocol_of,
 )
 from pilotfish.config.validation.destinationrule import connection_pool
 from pilotfish.config.validation.gateway import server_tls
+
+#: Protocols an HTTP connection manager serves (Istio's names, upper case).
+HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "GRPC-WEB")
 
 UNIX_PREFIX = "unix://"
 _LISTENER_CLASS = ("LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "HTTP_FILTER", "LISTENER_FILTER")
@@ -159,6 +163,58 @@ def validate_sidecar(sc: Sidecar, errs: Errors, namespace: str) -> None:
             errs.add(f"{path}.egressProxy.port", "sidecar: egress_proxy port must be non-nil")
         else:
             errs.add(f"{path}.egressProxy.port.number", port_error(otp.egressProxy.port.number))
+    if not errs:
+        sidecar_support(sc, errs)
+
+
+def sidecar_support(sc: Sidecar, errs: Errors) -> None:
+    """What Pilotfish does not enforce of a valid Sidecar: refused (``not supported yet``)
+    where ignoring it would change what the workload accepts, warned about otherwise."""
+    spec = sc.spec
+    not_applied = "accepted but not applied by Pilotfish yet"
+    if spec.inboundConnectionPool is not None:
+        errs.warn("spec.inboundConnectionPool", not_applied)
+    for i, ing in enumerate(spec.ingress):
+        path = f"spec.ingress[{i}]"
+        if ing.tls is not None:
+            errs.add(
+                f"{path}.tls",
+                "not supported yet: Pilotfish does not terminate TLS on Sidecar ingress "
+                "listeners (mesh mTLS follows PeerAuthentication)",
+            )
+        if (ing.defaultEndpoint or "").startswith(UNIX_PREFIX):
+            errs.add(f"{path}.defaultEndpoint", "not supported yet: unix domain sockets")
+        if ing.bind:
+            errs.warn(f"{path}.bind", f"{not_applied}: inbound listeners accept on every address")
+        if ing.captureMode not in (None, "DEFAULT", "IPTABLES"):
+            errs.warn(f"{path}.captureMode", f"{not_applied}: inbound traffic is captured")
+        if ing.connectionPool is not None:
+            errs.warn(f"{path}.connectionPool", not_applied)
+    for i, eg in enumerate(spec.egress):
+        path = f"spec.egress[{i}]"
+        if (eg.bind or "").startswith(UNIX_PREFIX):
+            errs.add(f"{path}.bind", "not supported yet: unix domain sockets")
+            continue
+        if eg.captureMode == "NONE":
+            if eg.port is None:
+                errs.add(f"{path}.captureMode", "captureMode NONE needs a port to bind")
+            elif protocol_of(eg.port.protocol) not in HTTP_PROTOCOLS:
+                errs.add(
+                    f"{path}.port.protocol",
+                    "not supported yet: a captureMode NONE egress listener serves HTTP only",
+                )
+        elif eg.bind:
+            errs.warn(
+                f"{path}.bind",
+                f"{not_applied}: with captured traffic, egress listeners match by port only; "
+                "set captureMode: NONE to bind a listener on this address",
+            )
+    otp = spec.outboundTrafficPolicy
+    if otp is not None and otp.egressProxy is not None:
+        errs.warn(
+            "spec.outboundTrafficPolicy.egressProxy",
+            f"{not_applied}: unknown destinations go out directly (ALLOW_ANY)",
+        )
 
 
 def _port(errs: Errors, path: str, port: SidecarPort) -> None:

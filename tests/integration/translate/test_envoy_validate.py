@@ -40,6 +40,35 @@ CASES: dict[str, tuple[list[dict], NodeInfo]] = {
         ),
     ),
     "gateways": (FEATURES + GATEWAYS, router_node(gateway_ports={80: 8080, 8081: 8081})),
+    # A Sidecar: egress scoped by port and namespace, a bound (captureMode NONE) egress
+    # listener, REGISTRY_ONLY, and an ingress defaultEndpoint to another app port.
+    "sidecar-scoped": (
+        [
+            {
+                "kind": "Sidecar",
+                "metadata": {"name": "reviews", "namespace": "default"},
+                "spec": {
+                    "workloadSelector": {"labels": {"app": "reviews"}},
+                    "ingress": [
+                        {
+                            "port": {"number": 9080, "protocol": "HTTP", "name": "http"},
+                            "defaultEndpoint": "0.0.0.0:8080",
+                        }
+                    ],
+                    "egress": [
+                        {
+                            "port": {"number": 9080, "protocol": "HTTP", "name": "http"},
+                            "captureMode": "NONE",
+                            "hosts": ["./ratings.default.svc.cluster.local"],
+                        },
+                        {"hosts": ["./*", "istio-system/*"]},
+                    ],
+                    "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"},
+                },
+            }
+        ],
+        REVIEWS_V2,
+    ),
 }
 
 

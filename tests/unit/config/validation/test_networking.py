@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._util import body, has, ok
+from pilotfish.config.validation import validate
+
+from ._util import body, has, ok, problems
 
 
 def se(**spec: Any) -> dict[str, Any]:
@@ -249,3 +251,45 @@ def test_telemetry() -> None:
             },
         )
     )
+
+
+def test_sidecar_fields_pilotfish_does_not_enforce_are_refused_or_warned_by_path() -> None:
+    def run(spec: dict[str, object]) -> tuple[list[str], list[str]]:
+        b = body("Sidecar", spec)
+        errors = [path for path, _ in problems(b)]
+        return errors, ([w.path for w in validate(b).warnings] if not errors else [])
+
+    errors, _ = run(
+        {
+            "ingress": [
+                {
+                    "port": {"number": 9080, "protocol": "HTTPS", "name": "https"},
+                    "defaultEndpoint": "127.0.0.1:8080",
+                    "tls": {"mode": "SIMPLE", "serverCertificate": "/c", "privateKey": "/k"},
+                }
+            ]
+        }
+    )
+    assert errors == ["spec.ingress[0].tls"]
+    tcp_bound = {
+        "port": {"number": 3306, "protocol": "TCP", "name": "tcp"},
+        "captureMode": "NONE",
+        "hosts": ["./*"],
+    }
+    assert run({"egress": [tcp_bound]})[0] == ["spec.egress[0].port.protocol"]
+    errors, warnings = run(
+        {
+            "egress": [{"bind": "127.0.0.2", "hosts": ["./*"]}],
+            "outboundTrafficPolicy": {
+                "mode": "ALLOW_ANY",
+                "egressProxy": {"host": "egress.example.com", "port": {"number": 80}},
+            },
+            "inboundConnectionPool": {"tcp": {"maxConnections": 10}},
+        }
+    )
+    assert errors == []
+    assert warnings == [
+        "spec.inboundConnectionPool",
+        "spec.egress[0].bind",
+        "spec.outboundTrafficPolicy.egressProxy",
+    ]

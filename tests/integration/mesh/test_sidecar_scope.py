@@ -1,0 +1,92 @@
+"""The Sidecar resource on real traffic through real Envoys (sidecars in explicit mode).
+
+A client in ``default`` calls ``reviews`` (same namespace) and ``httpbin`` (namespace
+``other``). A namespace-wide Sidecar with egress ``./*`` + ``istio-system/*`` takes
+``httpbin`` out of the client's config: the call no longer reaches it and the client's Envoy
+has no cluster for it, while ``reviews`` keeps answering.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.integration.harness import REVIEWS_SERVICE, Mesh, Sidecar, eventually
+
+SERVICES = (
+    REVIEWS_SERVICE
+    + """
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: other}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: httpbin, namespace: other}
+spec:
+  selector: {app: httpbin}
+  ports: [{name: http, port: 9080}]
+"""
+)
+HTTPBIN = "httpbin.other.svc.cluster.local:9080"
+HTTPBIN_CLUSTER = "outbound|9080||httpbin.other.svc.cluster.local"
+
+
+def sidecar(policy: str = "") -> str:
+    otp = f"\n  outboundTrafficPolicy: {{mode: {policy}}}" if policy else ""
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: default}}
+spec:
+  egress:
+  - hosts: ["./*", "istio-system/*"]{otp}
+"""
+
+
+def clusters(sc: Sidecar) -> set[str]:
+    dump = httpx.get(f"http://127.0.0.1:{sc.admin_port}/clusters?format=json", timeout=5).json()
+    return {c["name"] for c in dump.get("cluster_statuses", [])}
+
+
+def test_a_namespace_sidecar_scopes_egress_to_its_namespace(mesh: Mesh) -> None:
+    mesh.apply(SERVICES)
+    mesh.add("reviews", {"app": "reviews", "version": "v1"})
+    mesh.add("httpbin", {"app": "httpbin"}, namespace="other")
+    client = mesh.add("productpage", {"app": "productpage"}, app_port=None)
+    eventually(lambda: client.request(HTTPBIN).status_code == 200, what="httpbin reachable")
+    assert client.request(HTTPBIN).json()["name"] == "httpbin"
+    assert HTTPBIN_CLUSTER in clusters(client)
+
+    mesh.apply(sidecar())
+    # Out of scope: no route and no cluster (explicit mode has no original destination to
+    # pass through to, so the unknown host is not routed: 404).
+    eventually(lambda: HTTPBIN_CLUSTER not in clusters(client), what="httpbin cluster removed")
+    assert client.request(HTTPBIN).status_code == 404
+    same = client.request("reviews:9080")
+    assert same.status_code == 200 and same.json()["name"] == "reviews"
+
+    # REGISTRY_ONLY in the Sidecar: what is not in scope gets Istio's 502 (block_all).
+    mesh.apply(sidecar("REGISTRY_ONLY"))
+    eventually(lambda: client.request(HTTPBIN).status_code == 502, what="block_all")
+    assert client.request("unknown.example.com").status_code == 502
+    assert client.request("reviews:9080").status_code == 200
+
+    # The Sidecar removed: the client sees httpbin again.
+    assert mesh.cp.cli("delete", "sidecar", "default", "-n", "default").returncode == 0
+    eventually(lambda: client.request(HTTPBIN).status_code == 200, what="httpbin back")
+
+
+def test_a_workload_selector_sidecar_scopes_only_its_workloads(mesh: Mesh) -> None:
+    mesh.apply(SERVICES)
+    mesh.add("httpbin", {"app": "httpbin"}, namespace="other")
+    scoped = mesh.add("productpage", {"app": "productpage"}, app_port=None)
+    free = mesh.add("tester", {"app": "tester"}, app_port=None)
+    mesh.apply(
+        sidecar().replace("name: default,", "name: productpage,")
+        + "  workloadSelector: {labels: {app: productpage}}\n"
+    )
+    eventually(lambda: HTTPBIN_CLUSTER not in clusters(scoped), what="scoped")
+    assert scoped.request(HTTPBIN).status_code == 404
+    eventually(lambda: free.request(HTTPBIN).status_code == 200, what="unscoped reaches httpbin")
+    assert HTTPBIN_CLUSTER in clusters(free)

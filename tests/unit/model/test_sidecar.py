@@ -1,0 +1,267 @@
+"""Sidecar scoping: which Sidecar applies (Istio's order) and what a scoped proxy receives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pilotfish.model.sidecar import select_sidecar, sidecar_scope
+from pilotfish.translate import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE, generate
+from tests.unit.translate.fixtures import (
+    listener,
+    push_for,
+    route_config,
+    service,
+    sidecar_node,
+    unpack_tcp,
+)
+
+
+def sidecar(
+    name: str = "default", ns: str = "default", created: str = "", **spec: Any
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": ns}
+    if created:
+        meta["creationTimestamp"] = created
+    return {"kind": "Sidecar", "metadata": meta, "spec": spec}
+
+
+SERVICES = [
+    service("productpage"),
+    service("reviews"),
+    service("httpbin", ns="other", ports=[{"name": "http", "port": 8000}]),
+    service("db", ns="other", ports=[{"name": "tcp", "port": 5432}]),
+    service("istiod", ns="istio-system", ports=[{"name": "http", "port": 15014}]),
+]
+LOCAL_ONLY = {"egress": [{"hosts": ["./*", "istio-system/*"]}]}
+
+
+def hosts(push: Any, ns: str = "default", labels: dict[str, str] | None = None) -> list[str]:
+    scope = sidecar_scope(push, ns, labels or {"app": "productpage"})
+    return [s.hostname for s in scope.services]
+
+
+def test_without_a_sidecar_every_exported_service_is_in_scope() -> None:
+    push = push_for(SERVICES)
+    assert len(hosts(push)) == 5
+    assert select_sidecar(push, "default", {}) is None
+
+
+def test_egress_hosts_limit_the_services() -> None:
+    push = push_for([*SERVICES, sidecar(**LOCAL_ONLY)])
+    assert hosts(push) == [
+        "istiod.istio-system.svc.cluster.local",
+        "productpage.default.svc.cluster.local",
+        "reviews.default.svc.cluster.local",
+    ]
+    # The same Sidecar in another namespace: "." is that namespace.
+    push = push_for([*SERVICES, sidecar(ns="other", **LOCAL_ONLY)])
+    assert hosts(push, "other") == [
+        "db.other.svc.cluster.local",
+        "httpbin.other.svc.cluster.local",
+        "istiod.istio-system.svc.cluster.local",
+    ]
+
+
+def test_namespace_and_host_forms() -> None:
+    def only(*h: str) -> list[str]:
+        return hosts(push_for([*SERVICES, sidecar(egress=[{"hosts": list(h)}])]))
+
+    assert only("other/httpbin.other.svc.cluster.local") == ["httpbin.other.svc.cluster.local"]
+    assert only("*/*.other.svc.cluster.local") == [
+        "db.other.svc.cluster.local",
+        "httpbin.other.svc.cluster.local",
+    ]
+    assert only("~/*") == []
+    assert len(only("*/*")) == 5
+    # The namespace part must be the service's namespace.
+    assert only("default/httpbin.other.svc.cluster.local") == []
+
+
+def test_exported_elsewhere_stays_invisible() -> None:
+    private = service("secret", ns="other", **{"exportTo": ["."]})
+    private["metadata"]["annotations"] = {"networking.istio.io/exportTo": "."}
+    push = push_for([private, sidecar(egress=[{"hosts": ["*/*"]}])])
+    assert hosts(push) == []
+
+
+def test_workload_selector_beats_namespace_default_beats_root_default() -> None:
+    docs = [
+        *SERVICES,
+        sidecar("mesh-default", ns="istio-system", egress=[{"hosts": ["istio-system/*"]}]),
+        sidecar("ns-default", **LOCAL_ONLY),
+        sidecar(
+            "for-reviews",
+            workloadSelector={"labels": {"app": "reviews"}},
+            egress=[{"hosts": ["other/*"]}],
+        ),
+    ]
+    push = push_for(docs)
+    assert select_sidecar(push, "default", {"app": "reviews"}).name == "for-reviews"  # type: ignore[union-attr]
+    assert select_sidecar(push, "default", {"app": "productpage"}).name == "ns-default"  # type: ignore[union-attr]
+    root = select_sidecar(push, "other", {"app": "x"})
+    assert root is not None and root.name == "mesh-default"
+    assert hosts(push, "default", {"app": "reviews"}) == [
+        "db.other.svc.cluster.local",
+        "httpbin.other.svc.cluster.local",
+    ]
+    assert hosts(push, "other", {"app": "x"}) == ["istiod.istio-system.svc.cluster.local"]
+
+
+def test_root_default_reads_dot_as_the_proxys_namespace() -> None:
+    push = push_for([*SERVICES, sidecar("mesh", ns="istio-system", **LOCAL_ONLY)])
+    assert "httpbin.other.svc.cluster.local" in hosts(push, "other")
+    assert "reviews.default.svc.cluster.local" not in hosts(push, "other")
+
+
+def test_the_oldest_matching_sidecar_wins() -> None:
+    docs = [
+        *SERVICES,
+        sidecar("newer", created="2026-02-01T00:00:00Z", egress=[{"hosts": ["other/*"]}]),
+        sidecar("older", created="2026-01-01T00:00:00Z", **LOCAL_ONLY),
+    ]
+    assert select_sidecar(push_for(docs), "default", {}).name == "older"  # type: ignore[union-attr]
+
+
+def test_root_namespace_comes_from_the_mesh_config() -> None:
+    operator = {
+        "kind": "IstioOperator",
+        "metadata": {"name": "mesh", "namespace": "istio-system"},
+        "spec": {"meshConfig": {"rootNamespace": "mesh-root"}},
+    }
+    docs = [*SERVICES, sidecar("d", ns="mesh-root", **LOCAL_ONLY), operator]
+    push = push_for(docs)
+    assert select_sidecar(push, "default", {}) is not None
+    assert "httpbin.other.svc.cluster.local" not in hosts(push)
+
+
+def test_virtual_service_destinations_are_imported() -> None:
+    vs = {
+        "kind": "VirtualService",
+        "metadata": {"name": "reviews", "namespace": "default"},
+        "spec": {
+            "hosts": ["reviews"],
+            "http": [{"route": [{"destination": {"host": "httpbin.other.svc.cluster.local"}}]}],
+        },
+    }
+    push = push_for([*SERVICES, vs, sidecar(egress=[{"hosts": ["./*"]}])])
+    assert "httpbin.other.svc.cluster.local" in hosts(push)
+
+
+def test_scoped_proxy_gets_only_its_clusters_routes_and_chains() -> None:
+    push = push_for([*SERVICES, sidecar(**LOCAL_ONLY)])
+    res = generate(sidecar_node(), push)
+    clusters = set(res[CLUSTER_TYPE])
+    assert "outbound|9080||reviews.default.svc.cluster.local" in clusters
+    assert not any("other.svc" in c for c in clusters)
+    assert set(res[ROUTE_TYPE]) == {"9080", "15014"}
+    chains = {c.name for c in listener(res, "virtualOutbound").filter_chains}
+    assert "0.0.0.0_8000" not in chains and not any(c.endswith("_5432") for c in chains)
+    assert LISTENER_TYPE in res
+    # ALLOW_ANY (the mesh default): what is out of scope goes out as passthrough.
+    assert route_config(res, "9080").virtual_hosts[-1].name == "allow_any"
+
+
+def test_egress_port_selects_the_listener() -> None:
+    spec = {
+        "egress": [
+            {"port": {"number": 8000, "protocol": "HTTP", "name": "http"}, "hosts": ["other/*"]},
+            {"hosts": ["./*"]},
+        ]
+    }
+    push = push_for([*SERVICES, sidecar(**spec)])
+    scope = sidecar_scope(push, "default", {})
+    assert [s.name for s in scope.services_on_port(8000)] == ["httpbin"]
+    assert [s.name for s in scope.services_on_port(9080)] == ["productpage", "reviews"]
+    assert scope.services_on_port(5432) == ()
+
+
+def test_registry_only_in_the_sidecar_blocks_while_the_mesh_allows_any() -> None:
+    spec = {**LOCAL_ONLY, "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}
+    push = push_for([*SERVICES, sidecar(**spec)])
+    res = generate(sidecar_node(), push)
+    assert unpack_tcp(listener(res, "virtualOutbound").default_filter_chain).cluster == (
+        "BlackHoleCluster"
+    )
+    last = route_config(res, "9080").virtual_hosts[-1]
+    assert last.name == "block_all" and last.routes[0].direct_response.status == 502
+    # Another namespace keeps the mesh's ALLOW_ANY.
+    other = generate(sidecar_node(app="x", ns="other"), push)
+    assert unpack_tcp(listener(other, "virtualOutbound").default_filter_chain).cluster == (
+        "PassthroughCluster"
+    )
+
+
+def test_mesh_config_registry_only_applies_mesh_wide() -> None:
+    operator = {
+        "kind": "IstioOperator",
+        "metadata": {"name": "mesh", "namespace": "istio-system"},
+        "spec": {"meshConfig": {"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}},
+    }
+    push = push_for([*SERVICES, operator])
+    res = generate(sidecar_node(), push)
+    assert unpack_tcp(listener(res, "virtualOutbound").default_filter_chain).cluster == (
+        "BlackHoleCluster"
+    )
+    # A Sidecar's ALLOW_ANY wins for its workloads.
+    push = push_for([*SERVICES, operator, sidecar(outboundTrafficPolicy={"mode": "ALLOW_ANY"})])
+    res = generate(sidecar_node(), push)
+    assert route_config(res, "9080").virtual_hosts[-1].name == "allow_any"
+
+
+def test_explicit_mode_registry_only_answers_502_for_unknown_hosts() -> None:
+    spec = {**LOCAL_ONLY, "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}
+    push = push_for([*SERVICES, sidecar(**spec)])
+    res = generate(sidecar_node(interception_mode="NONE", outbound_port=15001), push)
+    rc = route_config(res, "15001")
+    assert rc.virtual_hosts[-1].name == "block_all"
+    assert not any("httpbin" in v.name for v in rc.virtual_hosts)
+
+
+def test_ingress_default_endpoint_replaces_the_inbound_ports() -> None:
+    spec = {
+        "ingress": [
+            {
+                "port": {"number": 9080, "protocol": "HTTP", "name": "http"},
+                "defaultEndpoint": "127.0.0.1:8081",
+            }
+        ]
+    }
+    push = push_for([*SERVICES, sidecar(**spec)])
+    res = generate(sidecar_node(app="reviews", labels={"app": "reviews"}), push)
+    c = res[CLUSTER_TYPE]["inbound|9080||"]
+    addr = c.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+    assert (addr.address, addr.port_value) == ("127.0.0.1", 8081)
+    # Only ingress: egress keeps Istio's default (everything exported).
+    assert "outbound|8000||httpbin.other.svc.cluster.local" in res[CLUSTER_TYPE]
+
+
+def test_ingress_to_the_workload_address_binds_to_127_0_0_6() -> None:
+    spec = {
+        "ingress": [
+            {"port": {"number": 9080, "protocol": "HTTP"}, "defaultEndpoint": "0.0.0.0:8081"}
+        ]
+    }
+    push = push_for([*SERVICES, sidecar(**spec)])
+    res = generate(sidecar_node(app="reviews", labels={"app": "reviews"}), push)
+    c = res[CLUSTER_TYPE]["inbound|9080||"]
+    addr = c.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+    assert (addr.address, addr.port_value) == ("10.1.0.10", 8081)
+    assert c.upstream_bind_config.source_address.address == "127.0.0.6"
+
+
+def test_capture_mode_none_egress_binds_a_listener() -> None:
+    spec = {
+        "egress": [
+            {
+                "port": {"number": 9080, "protocol": "HTTP", "name": "http"},
+                "captureMode": "NONE",
+                "bind": "127.0.0.1",
+                "hosts": ["./*"],
+            }
+        ]
+    }
+    push = push_for([*SERVICES, sidecar(**spec)])
+    res = generate(sidecar_node(), push)
+    lst = listener(res, "127.0.0.1_9080")
+    assert lst.address.socket_address.port_value == 9080
+    assert "9080" in res[ROUTE_TYPE]
