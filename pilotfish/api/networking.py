@@ -195,6 +195,7 @@ PatchOperation = Literal[
     "INSERT_AFTER",
     "INSERT_FIRST",
     "REPLACE",
+    "MERGE_AND_REPLACE_LIST",
 ]
 
 

@@ -4,7 +4,8 @@
 resources (a type URL to ``{name: message}``) and the names of the secrets they refer to over
 ADS. Messages may be shared with other proxies through the context's memo (clusters and
 endpoints per namespace, route configs per namespace and port): callers must not modify them.
-``generate(node, push)`` is its resources alone.
+``generate(node, push)`` is its resources alone. The proxy's EnvoyFilters are applied last,
+to the generated resources (``envoyfilter``).
 
 Every route config an HCM names through RDS is in the RDS map; every EDS cluster's
 ``service_name`` has a load assignment in the EDS map; every ``kubernetes://`` secret a
@@ -36,6 +37,7 @@ from pilotfish.translate.clusters import (
     inbound_passthrough_cluster,
     outbound_clusters,
 )
+from pilotfish.translate.envoyfilter import apply_patches
 from pilotfish.translate.gateway_tls import gateway_tls_servers
 from pilotfish.translate.listeners import (
     bound_egress_listeners,
@@ -175,8 +177,12 @@ def generate_config(
     generated whole (their config is small and its parts depend on each other)."""
     proxy = Proxy.from_node(node, push)
     if proxy.is_router:
-        return generate_router(proxy, push)
-    return generate_sidecar(proxy, push, types)
+        config = generate_router(proxy, push)
+        apply_patches(proxy, push, config.resources)
+        return config
+    config = generate_sidecar(proxy, push, types)
+    apply_patches(proxy, push, config.resources, types)
+    return config
 
 
 def generate(node: NodeInfo, push: PushContext) -> Resources:

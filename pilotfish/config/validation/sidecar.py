@@ -1,8 +1,8 @@
-"""Sidecar and EnvoyFilter semantics, after Istio's ``ValidateSidecar`` and EnvoyFilter checks."""
+"""Sidecar semantics, after Istio's ``ValidateSidecar``."""
 
 from __future__ import annotations
 
-from pilotfish.api.networking import EnvoyFilter, Sidecar, SidecarPort
+from pilotfish.api.networking import Sidecar, SidecarPort
 from pilotfish.config.validation.common import (
     Errors,
     check_selector,
@@ -21,8 +21,6 @@ from pilotfish.config.validation.gateway import server_tls
 HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "GRPC-WEB")
 
 UNIX_PREFIX = "unix://"
-_LISTENER_CLASS = ("LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "HTTP_FILTER", "LISTENER_FILTER")
-_ROUTE_CLASS = ("ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE")
 
 
 def _unix_path_error(bind: str) -> str | None:
@@ -239,67 +237,3 @@ def _default_endpoint_error(endpoint: str) -> str | None:
     if not port.isdigit():
         return f"sidecar: defaultEndpoint port ({port}) is not a number"
     return port_error(int(port))
-
-
-def validate_envoy_filter(ef: EnvoyFilter, errs: Errors, namespace: str) -> None:
-    spec = ef.spec
-    if spec.workloadSelector is not None:
-        check_selector(errs, "spec.workloadSelector.labels", spec.workloadSelector.labels)
-        if spec.targetRefs:
-            errs.add("spec", "only one of targetRefs or workloadSelector can be set")
-    for i, cp in enumerate(spec.configPatches):
-        path = f"spec.configPatches[{i}]"
-        if cp.applyTo is None or cp.applyTo == "INVALID":
-            errs.add(f"{path}.applyTo", "Envoy filter: missing applyTo")
-            continue
-        if cp.patch is None:
-            errs.add(f"{path}.patch", "Envoy filter: missing patch")
-            continue
-        op = cp.patch.operation
-        if op is None or op == "INVALID":
-            errs.add(f"{path}.patch.operation", "Envoy filter: missing patch operation")
-            continue
-        if op != "REMOVE" and cp.patch.value is None:
-            errs.add(
-                f"{path}.patch.value",
-                "Envoy filter: missing patch value for non-remove operation",
-            )
-            continue
-        if cp.patch.value is not None and not isinstance(cp.patch.value, dict):
-            errs.add(f"{path}.patch.value", "Envoy filter: patch value must be an object")
-        if cp.patch.filterClass not in (None, "UNSPECIFIED"):
-            if cp.applyTo != "HTTP_FILTER":
-                errs.add(
-                    f"{path}.patch.filterClass",
-                    "Envoy filter: filterClass is only supported for HTTP_FILTER",
-                )
-            if op not in ("INSERT_BEFORE", "INSERT_AFTER", "ADD"):
-                errs.add(
-                    f"{path}.patch.filterClass",
-                    "Envoy filter: filterClass requires operation ADD, INSERT_BEFORE or "
-                    "INSERT_AFTER",
-                )
-        m = cp.match
-        if m is None:
-            continue
-        if cp.applyTo in _LISTENER_CLASS and (m.routeConfiguration or m.cluster):
-            errs.add(
-                f"{path}.match",
-                "Envoy filter: applyTo for listener class objects cannot have non listener match",
-            )
-        if cp.applyTo in _ROUTE_CLASS and (m.listener or m.cluster):
-            errs.add(
-                f"{path}.match",
-                "Envoy filter: applyTo for http route class objects cannot have non route "
-                "configuration match",
-            )
-        if cp.applyTo == "CLUSTER" and (m.listener or m.routeConfiguration):
-            errs.add(
-                f"{path}.match",
-                "Envoy filter: applyTo for cluster class objects cannot have non cluster match",
-            )
-        if m.listener is not None and m.listener.portNumber:
-            errs.add(f"{path}.match.listener.portNumber", port_error(m.listener.portNumber))
-        fc = m.listener.filterChain if m.listener is not None else None
-        if fc is not None and fc.filter is not None and fc.filter.name is None:
-            errs.add(f"{path}.match.listener.filterChain.filter.name", "filter name is required")

@@ -24,6 +24,7 @@ from pilotfish.config.loader import normalize
 from pilotfish.config.validation import (
     canary,
     destinationrule,
+    envoyfilter,
     gateway,
     kube,
     meshconfig,
@@ -51,7 +52,7 @@ VALIDATORS: dict[str, Validator] = {
     "ServiceEntry": serviceentry.validate_service_entry,
     "WorkloadEntry": serviceentry.validate_workload_entry,
     "Sidecar": sidecar.validate_sidecar,
-    "EnvoyFilter": sidecar.validate_envoy_filter,
+    "EnvoyFilter": envoyfilter.validate_envoy_filter,
     "PeerAuthentication": security.validate_peer_authentication,
     "AuthorizationPolicy": security.validate_authorization_policy,
     "RequestAuthentication": security.validate_request_authentication,
