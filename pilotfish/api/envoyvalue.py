@@ -21,7 +21,6 @@ import pkgutil
 from typing import Any
 
 from google.protobuf import any_pb2, descriptor_pool, json_format, message_factory
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 TYPE_PREFIX = "type.googleapis.com/"
@@ -171,7 +170,7 @@ def _merge_any(dst: any_pb2.Any, src: any_pb2.Any, replace_lists: bool) -> None:
 def merge(dst: Message, src: Message, *, replace_lists: bool = False) -> None:
     """Merge ``src`` into ``dst`` in place, as Istio's MERGE (see the module doc)."""
     for field, value in src.ListFields():
-        if field.label == FieldDescriptor.LABEL_REPEATED:
+        if field.is_repeated:
             target = getattr(dst, field.name)
             if field.message_type is not None and field.message_type.GetOptions().map_entry:
                 if replace_lists:
