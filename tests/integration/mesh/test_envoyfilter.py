@@ -24,6 +24,8 @@ import yaml
 from tests.conftest import _free_port
 from tests.integration.harness import Mesh, Sidecar, eventually, start_control_plane
 
+#: Written as ``$LRL`` in the YAML below (lines stay short).
+LRL = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 SAMPLES = Path(__file__).resolve().parents[3] / "samples" / "tutorials"
 
 SERVICES = """
@@ -202,7 +204,7 @@ spec:
         name: envoy.filters.http.local_ratelimit
         typed_config:
           "@type": type.googleapis.com/udpa.type.v1.TypedStruct
-          type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+          type_url: $LRL
           value:
             stat_prefix: http_local_rate_limiter
   - applyTo: HTTP_ROUTE
@@ -222,7 +224,7 @@ spec:
         typed_per_filter_config:
           envoy.filters.http.local_ratelimit:
             "@type": type.googleapis.com/udpa.type.v1.TypedStruct
-            type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+            type_url: $LRL
             value:
               stat_prefix: http_local_rate_limiter
               token_bucket: {max_tokens: 100, tokens_per_fill: 100, fill_interval: 3600s}
@@ -235,7 +237,7 @@ spec:
               descriptors:
               - entries: [{key: path, value: /limited}]
                 token_bucket: {max_tokens: 2, tokens_per_fill: 2, fill_interval: 3600s}
-"""
+""".replace("$LRL", LRL)
 
 
 def test_descriptor_rate_limit_limits_one_path_only(world: World) -> None:
@@ -368,9 +370,9 @@ spec:
       value:
         name: envoy.filters.http.local_ratelimit
         typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+          "@type": $LRL
           stat_prefix: after_router
-"""
+""".replace("$LRL", LRL)
 
 
 def lds_states(w: World) -> dict[str, str]:

@@ -7,11 +7,15 @@ from typing import Any
 
 import yaml
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
 
-from pilotfish.translate import generate
+from pilotfish.translate import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE, generate
 from tests.unit.translate.fixtures import (
     bookinfo_push,
     listener,
+    router_node,
     sidecar_node,
     unpack_hcm,
 )
@@ -68,3 +72,354 @@ def test_tutorial_rate_limit_goes_first_on_the_selected_inbound_hcm_only() -> No
     pp = generate(sidecar_node("productpage"), push)
     for c in inbound_chains(pp):
         assert "envoy.filters.http.local_ratelimit" not in http_filter_names(c)
+
+
+def envoy_filter(
+    name: str,
+    patches: list[dict[str, Any]],
+    ns: str = "default",
+    selector: dict[str, str] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"configPatches": patches, **spec},
+    }
+    if selector is not None:
+        body["spec"]["workloadSelector"] = {"labels": selector}
+    return body
+
+
+CONNECTION_LIMIT = (
+    "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit"
+)
+HCM = {"filterChain": {"filter": {"name": "envoy.filters.network.http_connection_manager"}}}
+
+
+def http_filter(
+    op: str,
+    filter_name: str,
+    context: str = "SIDECAR_INBOUND",
+    sub: str | None = None,
+    **listener: Any,
+) -> dict[str, Any]:
+    match: dict[str, Any] = {"context": context, "listener": {**HCM, **listener}}
+    if sub is not None:
+        match["listener"] = {
+            **listener,
+            "filterChain": {"filter": {**HCM["filterChain"]["filter"], "subFilter": {"name": sub}}},
+        }
+    value = {
+        "name": filter_name,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+            "max_request_bytes": 1024,
+        },
+    }
+    return {"applyTo": "HTTP_FILTER", "match": match, "patch": {"operation": op, "value": value}}
+
+
+REVIEWS = {"app": "reviews"}
+
+
+def reviews_inbound(*docs: dict[str, Any]) -> list[str]:
+    res = generate(sidecar_node("reviews", ip="10.1.0.12"), bookinfo_push(list(docs)))
+    return http_filter_names(inbound_chains(res)[0])
+
+
+def test_insert_before_and_after_the_router_and_replace_remove() -> None:
+    names = reviews_inbound(
+        envoy_filter(
+            "a",
+            [
+                http_filter("INSERT_BEFORE", "before-router", sub="envoy.filters.http.router"),
+                http_filter("INSERT_AFTER", "after-fault", sub="envoy.filters.http.fault"),
+                http_filter("REPLACE", "instead-of-cors", sub="envoy.filters.http.cors"),
+            ],
+            selector=REVIEWS,
+        )
+    )
+    assert names[-2:] == ["before-router", "envoy.filters.http.router"]
+    assert names[names.index("envoy.filters.http.fault") + 1] == "after-fault"
+    assert "envoy.filters.http.cors" not in names and "instead-of-cors" in names
+    removed = reviews_inbound(
+        envoy_filter(
+            "r",
+            [
+                {
+                    "applyTo": "HTTP_FILTER",
+                    "match": {
+                        "listener": {
+                            "filterChain": {
+                                "filter": {
+                                    "name": "envoy.http_connection_manager",
+                                    "subFilter": {"name": "envoy.cors"},
+                                }
+                            }
+                        }
+                    },
+                    "patch": {"operation": "REMOVE"},
+                }
+            ],
+        )
+    )
+    assert "envoy.filters.http.cors" not in removed and "envoy.filters.http.router" in removed
+
+
+def test_order_is_priority_then_creation_then_name_and_root_namespace_is_mesh_wide() -> None:
+    first = envoy_filter("z-first", [http_filter("INSERT_FIRST", "z")], priority=-5)
+    second = envoy_filter("b", [http_filter("INSERT_FIRST", "b")])
+    third = envoy_filter("c", [http_filter("INSERT_FIRST", "c")])
+    root = envoy_filter("mesh", [http_filter("INSERT_FIRST", "root")], ns="istio-system")
+    for doc, day in ((third, 1), (second, 2), (root, 3), (first, 4)):
+        doc["metadata"]["creationTimestamp"] = f"2024-01-0{day}T00:00:00Z"
+    other = envoy_filter("elsewhere", [http_filter("INSERT_FIRST", "other")], ns="other")
+    names = reviews_inbound(third, second, first, root, other)
+    # Applied z (priority), c, b, root (creation): each INSERT_FIRST goes before the
+    # previous, so the last applied comes first.
+    assert names[:4] == ["root", "b", "c", "z"]
+    assert "other" not in names
+
+
+def test_port_number_selects_virtual_inbound_chains_and_outbound_listener_names() -> None:
+    push = bookinfo_push(
+        [
+            envoy_filter(
+                "ports",
+                [
+                    http_filter("INSERT_FIRST", "on-9080", portNumber=9080),
+                    http_filter("INSERT_FIRST", "on-9999", portNumber=9999),
+                    http_filter(
+                        "INSERT_FIRST", "outbound-9080", "SIDECAR_OUTBOUND", name="0.0.0.0_9080"
+                    ),
+                ],
+                selector=REVIEWS,
+            )
+        ]
+    )
+    res = generate(sidecar_node("reviews", ip="10.1.0.12"), push)
+    names = http_filter_names(inbound_chains(res)[0])
+    assert "on-9080" in names and "on-9999" not in names and "outbound-9080" not in names
+    out = [c for c in listener(res, "virtualOutbound").filter_chains if c.name == "0.0.0.0_9080"]
+    assert http_filter_names(out[0])[0] == "outbound-9080"
+
+
+def test_patches_never_leak_into_messages_other_proxies_share() -> None:
+    push = bookinfo_push(
+        [
+            envoy_filter(
+                "out",
+                [http_filter("INSERT_FIRST", "mine", "SIDECAR_OUTBOUND")],
+                selector=REVIEWS,
+            )
+        ]
+    )
+    before = generate(sidecar_node("productpage"), push)
+    reviews = generate(sidecar_node("reviews", ip="10.1.0.12"), push)
+    after = generate(sidecar_node("productpage"), push)
+    chain = next(c for c in listener(reviews, "virtualOutbound").filter_chains if c.name)
+    assert http_filter_names(chain)[0] == "mine"
+    for res in (before, after):
+        for c in listener(res, "virtualOutbound").filter_chains:
+            if c.filters[0].name == "envoy.filters.network.http_connection_manager":
+                assert "mine" not in http_filter_names(c)
+
+
+def cluster_patch(op: str, match: dict[str, Any], value: Any = None) -> dict[str, Any]:
+    patch: dict[str, Any] = {"operation": op}
+    if value is not None:
+        patch["value"] = value
+    return {
+        "applyTo": "CLUSTER",
+        "match": {"context": "SIDECAR_OUTBOUND", "cluster": match},
+        "patch": patch,
+    }
+
+
+def test_cluster_merge_remove_add_and_merge_and_replace_list() -> None:
+    reviews_host = "reviews.default.svc.cluster.local"
+    push = bookinfo_push(
+        [
+            envoy_filter(
+                "c",
+                [
+                    cluster_patch("MERGE", {"service": reviews_host}, {"connect_timeout": "2.5s"}),
+                    cluster_patch("REMOVE", {"service": reviews_host, "subset": "v3"}),
+                    cluster_patch(
+                        "ADD",
+                        {},
+                        {"name": "extra", "type": "STATIC", "connect_timeout": "1s"},
+                    ),
+                    cluster_patch(
+                        "MERGE_AND_REPLACE_LIST",
+                        {"name": f"outbound|9080|v1|{reviews_host}"},
+                        {"circuit_breakers": {"thresholds": [{"max_connections": 7}]}},
+                    ),
+                ],
+                selector={"app": "productpage"},
+            )
+        ]
+    )
+    clusters = generate(sidecar_node("productpage"), push)[CLUSTER_TYPE]
+    assert clusters[f"outbound|9080||{reviews_host}"].connect_timeout.ToMilliseconds() == 2500
+    assert clusters[f"outbound|9080|v1|{reviews_host}"].connect_timeout.ToMilliseconds() == 2500
+    assert f"outbound|9080|v3|{reviews_host}" not in clusters
+    assert "extra" in clusters
+    thresholds = clusters[f"outbound|9080|v1|{reviews_host}"].circuit_breakers.thresholds
+    assert [t.max_connections.value for t in thresholds] == [7]
+    ratings = clusters["outbound|9080||ratings.default.svc.cluster.local"]
+    assert ratings.connect_timeout.ToMilliseconds() != 2500
+
+
+def test_route_configuration_virtual_host_and_route_patches() -> None:
+    vh = "productpage.default.svc.cluster.local:9080"
+    push = bookinfo_push(
+        [
+            envoy_filter(
+                "routes",
+                [
+                    {
+                        "applyTo": "ROUTE_CONFIGURATION",
+                        "match": {"routeConfiguration": {"portNumber": 9080}},
+                        "patch": {
+                            "operation": "MERGE",
+                            "value": {"max_direct_response_body_size_bytes": 99},
+                        },
+                    },
+                    {
+                        "applyTo": "VIRTUAL_HOST",
+                        "match": {
+                            "context": "SIDECAR_OUTBOUND",
+                            "routeConfiguration": {"vhost": {"domainName": "details"}},
+                        },
+                        "patch": {"operation": "REMOVE"},
+                    },
+                    {
+                        "applyTo": "VIRTUAL_HOST",
+                        "match": {"context": "SIDECAR_OUTBOUND"},
+                        "patch": {
+                            "operation": "ADD",
+                            "value": {"name": "added", "domains": ["added.example"]},
+                        },
+                    },
+                    {
+                        "applyTo": "HTTP_ROUTE",
+                        "match": {
+                            "routeConfiguration": {
+                                "vhost": {"name": vh, "route": {"name": "default"}}
+                            }
+                        },
+                        "patch": {
+                            "operation": "INSERT_BEFORE",
+                            "value": {
+                                "name": "pre",
+                                "match": {"prefix": "/pre"},
+                                "direct_response": {"status": 418},
+                            },
+                        },
+                    },
+                ],
+            )
+        ]
+    )
+    rc = generate(sidecar_node("productpage"), push)[ROUTE_TYPE]["9080"]
+    assert rc.max_direct_response_body_size_bytes.value == 99
+    names = [v.name for v in rc.virtual_hosts]
+    assert "details.default.svc.cluster.local:9080" not in names and names[-1] == "added"
+    routes = next(v for v in rc.virtual_hosts if v.name == vh).routes
+    assert [r.name for r in routes] == ["pre", "default"]
+
+
+def test_proxy_metadata_and_version_matches() -> None:
+    patches = [
+        {
+            **http_filter("INSERT_FIRST", "meta"),
+            "match": {
+                **http_filter("INSERT_FIRST", "x")["match"],
+                "proxy": {"metadata": {"SERVICE_ACCOUNT": "bookinfo-reviews"}},
+            },
+        },
+        {
+            **http_filter("INSERT_FIRST", "other-sa"),
+            "match": {
+                **http_filter("INSERT_FIRST", "x")["match"],
+                "proxy": {"metadata": {"SERVICE_ACCOUNT": "nope"}},
+            },
+        },
+        {
+            **http_filter("INSERT_FIRST", "versioned"),
+            "match": {
+                **http_filter("INSERT_FIRST", "x")["match"],
+                "proxy": {"proxyVersion": "^1\\..*"},
+            },
+        },
+    ]
+    names = reviews_inbound(envoy_filter("m", patches))
+    assert "meta" in names and "other-sa" not in names and "versioned" not in names
+
+
+def test_listener_merge_remove_add_and_network_filter_on_gateways() -> None:
+    push = bookinfo_push(
+        [
+            envoy_filter(
+                "gw",
+                [
+                    {
+                        "applyTo": "LISTENER",
+                        "match": {"context": "GATEWAY", "listener": {"portNumber": 80}},
+                        "patch": {
+                            "operation": "MERGE",
+                            "value": {"per_connection_buffer_limit_bytes": 4096},
+                        },
+                    },
+                    {
+                        "applyTo": "LISTENER",
+                        "match": {"context": "GATEWAY"},
+                        "patch": {
+                            "operation": "ADD",
+                            "value": {
+                                "name": "extra",
+                                "address": {
+                                    "socket_address": {"address": "0.0.0.0", "port_value": 9999}
+                                },
+                            },
+                        },
+                    },
+                    {
+                        "applyTo": "NETWORK_FILTER",
+                        "match": {"context": "GATEWAY", "listener": HCM},
+                        "patch": {
+                            "operation": "INSERT_BEFORE",
+                            "value": {
+                                "name": "envoy.filters.network.connection_limit",
+                                "typed_config": {
+                                    "@type": CONNECTION_LIMIT,
+                                    "stat_prefix": "cl",
+                                    "max_connections": 10,
+                                },
+                            },
+                        },
+                    },
+                    http_filter("INSERT_FIRST", "gw-filter", "GATEWAY"),
+                    http_filter("INSERT_FIRST", "sidecar-only", "SIDECAR_INBOUND"),
+                ],
+                ns="istio-system",
+                selector={"istio": "ingressgateway"},
+            )
+        ]
+    )
+    res = generate(router_node(gateway_ports={80: 8080}), push)
+    gw = listener(res, "0.0.0.0_8080")
+    assert gw.per_connection_buffer_limit_bytes.value == 4096
+    assert "extra" in res[LISTENER_TYPE]
+    chain = gw.filter_chains[0]
+    assert chain.filters[0].name == "envoy.filters.network.connection_limit"
+    hcm = hcm_pb2.HttpConnectionManager()
+    chain.filters[1].typed_config.Unpack(hcm)
+    names = [f.name for f in hcm.http_filters]
+    assert names[0] == "gw-filter" and "sidecar-only" not in names
+    # A sidecar is not a gateway.
+    sidecar = generate(sidecar_node("reviews", ip="10.1.0.12"), push)
+    assert "extra" not in sidecar[LISTENER_TYPE]

@@ -1,0 +1,180 @@
+"""EnvoyFilter validation: Istio's checks, values parsed into Envoy's types, what is refused
+and what is warned about, each by field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.unit.config.validation._util import body, has, ok
+
+LRL = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+TYPED_STRUCT = "type.googleapis.com/udpa.type.v1.TypedStruct"
+SAMPLE = Path(__file__).resolve().parents[4] / "samples/tutorials/envoy-filter-local-ratelimit.yaml"
+
+
+def ef(
+    apply_to: str, patch: dict[str, Any], match: dict[str, Any] | None = None, **spec: Any
+) -> dict[str, Any]:
+    cp: dict[str, Any] = {"applyTo": apply_to, "patch": patch}
+    if match is not None:
+        cp["match"] = match
+    return body("EnvoyFilter", {"configPatches": [cp], **spec})
+
+
+def warnings(b: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(w.path, w.reason) for w in ok(b).warnings]
+
+
+def test_operation_must_suit_apply_to() -> None:
+    has(
+        ef("ROUTE_CONFIGURATION", {"operation": "ADD", "value": {"name": "x"}}),
+        "spec.configPatches[0].patch.operation",
+        "operation ADD is not supported for applyTo ROUTE_CONFIGURATION",
+    )
+    has(
+        ef("CLUSTER", {"operation": "INSERT_BEFORE", "value": {"name": "x"}}),
+        "spec.configPatches[0].patch.operation",
+        "not supported for applyTo CLUSTER",
+    )
+    ok(ef("CLUSTER", {"operation": "MERGE_AND_REPLACE_LIST", "value": {"name": "x"}}))
+
+
+def test_values_parse_into_the_envoy_type_by_field() -> None:
+    has(
+        ef("CLUSTER", {"operation": "MERGE", "value": {"connect_timeout": "soon"}}),
+        "spec.configPatches[0].patch.value",
+        "not a valid envoy.config.cluster.v3.Cluster",
+    )
+    has(
+        ef("CLUSTER", {"operation": "MERGE", "value": {"no_such_field": 1}}),
+        "spec.configPatches[0].patch.value",
+        "no_such_field",
+    )
+    has(
+        ef(
+            "HTTP_FILTER",
+            {
+                "operation": "ADD",
+                "value": {"name": "x", "typed_config": {"@type": "type.googleapis.com/acme.Nope"}},
+            },
+        ),
+        "spec.configPatches[0].patch.value.typed_config.@type",
+        "referenced type unknown: type.googleapis.com/acme.Nope",
+    )
+    has(
+        ef(
+            "HTTP_FILTER",
+            {
+                "operation": "ADD",
+                "value": {
+                    "name": "x",
+                    "typed_config": {
+                        "@type": TYPED_STRUCT,
+                        "type_url": "type.googleapis.com/acme.Nope",
+                    },
+                },
+            },
+        ),
+        "spec.configPatches[0].patch.value.typed_config.type_url",
+        "referenced type unknown",
+    )
+    has(
+        ef(
+            "HTTP_FILTER",
+            {
+                "operation": "ADD",
+                "value": {
+                    "name": "x",
+                    "typed_config": {
+                        "@type": TYPED_STRUCT,
+                        "type_url": LRL,
+                        "value": {"token_bucket": {"max_tokenz": 1}},
+                    },
+                },
+            },
+        ),
+        "spec.configPatches[0].patch.value",
+        "max_tokenz",
+    )
+
+
+def test_what_pilotfish_cannot_apply_is_refused_by_field() -> None:
+    has(
+        ef("BOOTSTRAP", {"operation": "MERGE", "value": {"node": {"id": "x"}}}),
+        "spec.configPatches[0].applyTo",
+        "not supported yet: BOOTSTRAP",
+    )
+    has(
+        ef("EXTENSION_CONFIG", {"operation": "ADD", "value": {"name": "x"}}),
+        "spec.configPatches[0].applyTo",
+        "not supported yet: EXTENSION_CONFIG",
+    )
+    has(
+        ef(
+            "CLUSTER",
+            {"operation": "REMOVE"},
+            targetRefs=[{"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "gw"}],
+        ),
+        "spec.targetRefs",
+        "not supported yet",
+    )
+    has(
+        ef("HTTP_ROUTE", {"operation": "REMOVE"}, {"routeConfiguration": {"gateway": "ns/gw"}}),
+        "spec.configPatches[0].match.routeConfiguration.gateway",
+        "not supported yet",
+    )
+
+
+def test_sub_filter_needs_the_http_connection_manager() -> None:
+    has(
+        ef(
+            "NETWORK_FILTER",
+            {"operation": "REMOVE"},
+            {"listener": {"filterChain": {"filter": {"name": "x", "subFilter": {"name": "y"}}}}},
+        ),
+        "spec.configPatches[0].match.listener.filterChain.filter.subFilter",
+        "subfilter match can be used with applyTo HTTP_FILTER only",
+    )
+    has(
+        ef(
+            "HTTP_FILTER",
+            {"operation": "REMOVE"},
+            {
+                "listener": {
+                    "filterChain": {
+                        "filter": {
+                            "name": "envoy.filters.network.tcp_proxy",
+                            "subFilter": {"name": "y"},
+                        }
+                    }
+                }
+            },
+        ),
+        "spec.configPatches[0].match.listener.filterChain.filter.subFilter",
+        "requires filter match with envoy.filters.network.http_connection_manager",
+    )
+    has(
+        ef("HTTP_FILTER", {"operation": "REMOVE"}, {"proxy": {"proxyVersion": "("}}),
+        "spec.configPatches[0].match.proxy.proxyVersion",
+        "invalid regex",
+    )
+
+
+def test_the_tutorial_rate_limit_is_accepted_with_a_shadow_mode_warning() -> None:
+    doc = yaml.safe_load(SAMPLE.read_text())
+    found = warnings(doc)
+    assert [p for p, _ in found] == [
+        "spec.configPatches[0].patch.value.typed_config.value.filter_enforced"
+    ]
+    assert "shadow mode" in found[0][1] and "429" in found[0][1]
+    value = doc["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["value"]
+    value["filter_enforced"] = value["filter_enabled"]
+    assert warnings(doc) == []
+    del value["filter_enabled"], value["filter_enforced"]
+    found = warnings(doc)
+    assert [p for p, _ in found] == [
+        "spec.configPatches[0].patch.value.typed_config.value.filter_enabled"
+    ]
