@@ -39,6 +39,16 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
     "CLUSTER": ("ADD", "REMOVE", *_MERGES),
 }
 
+#: Filters Istio generates and Pilotfish does not (its metrics come from an access logger, the
+#: peer metadata from a header_to_metadata filter): a match on them finds nothing.
+ISTIO_ONLY_FILTERS = {
+    "istio.stats": "Istio's metrics come from an access logger here",
+    "istio.metadata_exchange": "peer metadata comes from envoy.filters.http.header_to_metadata",
+    "istio_authn": "JWT results come straight from envoy.filters.http.jwt_authn",
+    "istio.alpn": "the mesh ALPN is set on the upstream TLS context",
+    "envoy.filters.http.grpc_stats": "gRPC stats are not generated",
+}
+
 LOCAL_RATE_LIMIT = (
     "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 )
@@ -192,6 +202,10 @@ def _validate_match(cp: EnvoyConfigObjectPatch, path: str, errs: Errors) -> None
                         f"{fpath}.subFilter.name",
                         "Envoy filter: subfilter match has no name to match on",
                     )
+                else:
+                    _warn_istio_only(f.subFilter.name, f"{fpath}.subFilter.name", errs)
+            if f.name:
+                _warn_istio_only(f.name, f"{fpath}.name", errs)
     rm = m.routeConfiguration
     if rm is not None:
         if rm.portNumber:
@@ -210,6 +224,16 @@ def _validate_match(cp: EnvoyConfigObjectPatch, path: str, errs: Errors) -> None
     cm = m.cluster
     if cm is not None and cm.portNumber:
         errs.add(f"{path}.match.cluster.portNumber", port_error(cm.portNumber))
+
+
+def _warn_istio_only(name: str, path: str, errs: Errors) -> None:
+    why = ISTIO_ONLY_FILTERS.get(name)
+    if why is not None:
+        errs.warn(
+            path,
+            f"matches nothing: Pilotfish generates no {name} filter ({why}); see "
+            "docs/envoyfilter.md for the filters each listener carries",
+        )
 
 
 def _warn_rate_limit(raw: Any, value: Any, path: str, errs: Errors) -> None:

@@ -44,13 +44,6 @@ spec:
   ports: [{name: http, port: 9080}]
 """
 
-ENFORCED = {
-    "filter_enforced": {
-        "runtime_key": "local_rate_limit_enforced",
-        "default_value": {"numerator": 100, "denominator": "HUNDRED"},
-    }
-}
-
 
 @dataclass
 class World:
@@ -115,12 +108,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         cp.kill(signal.SIGKILL)
 
 
-def tutorial_rate_limit(app: str, **extra: Any) -> dict[str, Any]:
-    """The tutorials' rate limit exactly as written, selecting ``app``, plus ``extra``
-    fields in the filter's config."""
-    body: dict[str, Any] = yaml.safe_load(
-        (SAMPLES / "envoy-filter-local-ratelimit.yaml").read_text()
-    )
+def tutorial_rate_limit(
+    app: str, sample: str = "envoy-filter-local-ratelimit.yaml", **extra: Any
+) -> dict[str, Any]:
+    """A rate limit sample as written, selecting ``app``, with ``extra`` fields in the
+    filter's config."""
+    body: dict[str, Any] = yaml.safe_load((SAMPLES / sample).read_text())
     body["spec"]["workloadSelector"]["labels"] = {"app": app}
     value = body["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["value"]
     value.update(extra)
@@ -161,8 +154,8 @@ def test_rate_limit_with_filter_enforced_answers_429_on_the_selected_workload_on
 ) -> None:
     body = tutorial_rate_limit(
         "reviews",
+        "envoy-filter-local-ratelimit-enforced.yaml",
         token_bucket={"max_tokens": 5, "tokens_per_fill": 5, "fill_interval": "3600s"},
-        **ENFORCED,
     )
     warnings = world.apply(body)
     assert "shadow mode" not in warnings
@@ -172,6 +165,7 @@ def test_rate_limit_with_filter_enforced_answers_429_on_the_selected_workload_on
         # The budget of 5 passes (Envoy's bucket may let one more through), then 429s only.
         allowed = got.count(200)
         assert 5 <= allowed <= 6 and got == [200] * allowed + [429] * (12 - allowed), got
+        assert world.get("reviews").headers.get("x-local-rate-limit") == "true"
         # workloadSelector: ratings and the client carry no rate limit at all.
         assert statuses(world, "ratings", 10) == [200] * 10
         assert "local_ratelimit" not in dump(world.ratings, "dynamic_listeners")

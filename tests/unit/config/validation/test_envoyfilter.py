@@ -178,3 +178,20 @@ def test_the_tutorial_rate_limit_is_accepted_with_a_shadow_mode_warning() -> Non
     assert [p for p, _ in found] == [
         "spec.configPatches[0].patch.value.typed_config.value.filter_enabled"
     ]
+
+
+def test_a_match_on_a_filter_only_istio_generates_is_warned_about() -> None:
+    match = {
+        "listener": {
+            "filterChain": {
+                "filter": {
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "subFilter": {"name": "istio.stats"},
+                }
+            }
+        }
+    }
+    value = {"name": "x", "typed_config": {"@type": LRL, "stat_prefix": "x"}}
+    found = warnings(ef("HTTP_FILTER", {"operation": "INSERT_BEFORE", "value": value}, match))
+    paths = [p for p, _ in found]
+    assert "spec.configPatches[0].match.listener.filterChain.filter.subFilter.name" in paths
