@@ -437,6 +437,9 @@ class _Run:
         for svc in objects.services(self.canary, label):
             if self.get("Service", svc["metadata"]["name"]) is None:
                 self.put(svc, None)
+        if ok and str(self.status.get("message") or "").endswith("or restore it"):
+            self.status["message"] = "The generated routing is the Canary's again"
+            self.event(self.status["message"])
         if ok and self.ctl._reported.get(self.stored.key, "").endswith("or restore it"):
             self.ctl._reported.pop(self.stored.key, None)
         return ok

@@ -8,7 +8,8 @@ interval. The tests run in order, each a release of podinfo through the ingress 
 1. a healthy version is promoted step by step with no failed request;
 2. a version failing 20% of requests is rolled back after ``threshold`` failed checks;
 3. a version adding 1 s of latency is rolled back on ``request-duration``;
-4. as an A/B canary, only requests with the matching header reach the new version.
+4. as an A/B canary, only requests with the matching header reach the new version;
+5. an edit of the generated VirtualService is reported and kept, not overwritten.
 """
 
 from __future__ import annotations
@@ -173,6 +174,18 @@ def test_the_canary_initializes_the_primary_and_routes_the_apex_to_it(
 def test_a_healthy_version_is_promoted_step_by_step_without_a_failed_request(
     mesh: Mesh, tmp_path: Path
 ) -> None:
+    # With a custom metric from a MetricTemplate (Flagger's "404s percentage") as well.
+    mesh.cli("apply", "-f", str(SAMPLES / "metric-template.yaml"))
+    body = canary_body(threshold=10)
+    body["spec"]["analysis"]["metrics"].append(
+        {
+            "name": "404s percentage",
+            "templateRef": {"name": "not-found-percentage", "namespace": "istio-system"},
+            "thresholdRange": {"max": 5},
+            "interval": "30s",
+        }
+    )
+    apply_body(mesh, body, tmp_path / "canary.json")
     with Client(mesh) as client:
         weights, st = release(mesh, tmp_path, version_deployment("6.0.1"), ("Succeeded", "Failed"))
         assert st["phase"] == "Succeeded", explain(mesh)
@@ -187,7 +200,7 @@ def test_a_healthy_version_is_promoted_step_by_step_without_a_failed_request(
     assert st["failedChecks"] < 10
     measured = [c for s in st["steps"] for c in s.get("checks", []) if c.get("ok") and "value" in c]
     names = {c["name"] for c in measured}
-    assert names == {"request-success-rate", "request-duration"}, st["steps"]
+    assert names == {"request-success-rate", "request-duration", "404s percentage"}, st["steps"]
     assert all(c["value"] >= 99 for c in measured if c["name"] == "request-success-rate")
     out = mesh.cli("describe", "canary", "podinfo", "-n", NS).stdout
     assert "request-success-rate=100" in out and "Promotion completed!" in out, out
@@ -262,3 +275,43 @@ def test_an_ab_canary_sends_only_requests_with_the_header_to_the_new_version(
     assert set(others.seen) == {(200, "6.0.1")}, others.seen
     wait_for(lambda: status(mesh).get("phase") in ("Succeeded", "Failed"), "the end", 120)
     assert status(mesh)["phase"] == "Succeeded", status(mesh)
+
+
+def test_an_edit_of_the_generated_virtual_service_is_reported_not_overwritten(
+    mesh: Mesh, tmp_path: Path
+) -> None:
+    vs = get(mesh, "virtualservice", "podinfo")
+    for key in ("resourceVersion", "uid", "creationTimestamp", "generation"):
+        vs["metadata"].pop(key, None)
+    vs["spec"]["http"][-1]["timeout"] = "7s"
+    apply_body(mesh, vs, tmp_path / "vs.json")
+    wait_for(
+        lambda: "edited outside the Canary" in str(status(mesh).get("message")),
+        "the edit reported",
+        30,
+    )
+    time.sleep(3)  # more intervals: still not overwritten
+    assert get(mesh, "virtualservice", "podinfo")["spec"]["http"][-1]["timeout"] == "7s"
+    events = mesh.cli("get", "events", "-n", NS).stdout
+    assert "VirtualService podinfo.test was edited outside the Canary" in events
+    # Deleting the edited object lets the Canary write its own again.
+    mesh.cli("delete", "virtualservice", "podinfo", "-n", NS)
+
+    def rewritten() -> bool:
+        vs = get_or_none(mesh, "virtualservice", "podinfo")
+        return vs is not None and "timeout" not in json.dumps(vs["spec"])
+
+    wait_for(rewritten, "the VirtualService written again", 30)
+    wait_for(
+        lambda: (
+            httpx.get(f"{mesh.gateway}/", headers={"Host": HOST}, timeout=10).status_code == 200
+        ),
+        "podinfo served again",
+        30,
+    )
+    assert "edited" not in str(status(mesh).get("message"))
+
+
+def get_or_none(mesh: Mesh, kind: str, name: str) -> dict[str, Any] | None:
+    res = mesh.cli("get", kind, name, "-n", NS, "-o", "json", check=False)
+    return json.loads(res.stdout) if res.returncode == 0 else None

@@ -321,3 +321,49 @@ def test_step_weights(analysis: dict[str, Any], weights: list[int]) -> None:
     from pilotfish.api.flagger import Canary
 
     assert Canary.model_validate(canary(**analysis)).spec.the_analysis.weights() == weights
+
+
+class LeasedStore(MemoryStore):
+    """A store with leader leases (as PostgreSQL's), held by someone else."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holder = "other"
+
+    def try_lease(self, name: str, holder: str, ttl: float) -> bool:
+        return holder == self.holder
+
+    def release_lease(self, name: str, holder: str) -> None:
+        pass
+
+
+def test_only_the_lease_holder_runs_canaries() -> None:
+    store = LeasedStore()
+    store.commit([Put(deployment()), Put(canary())])
+    ctl = CanaryController(store, FakeChecks(), vips=VipAllocator())
+
+    async def one_pass() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(ctl.run(stop))
+        await asyncio.sleep(0.2)
+        stop.set()
+        await task
+
+    asyncio.run(one_pass())
+    assert store.get(Key("Deployment", NS, "podinfo-primary")) is None
+    store.holder = ctl.settings.holder
+    asyncio.run(one_pass())
+    assert store.get(Key("Deployment", NS, "podinfo-primary")) is not None
+
+
+def test_a_canary_not_ready_within_the_progress_deadline_is_rolled_back() -> None:
+    clock = [1000.0]
+    w = World()
+    w.ctl.clock = lambda: clock[0]
+    w.initialized()
+    w.change_target("2")
+    asyncio.run(w.ctl.reconcile(Key("Canary", NS, "podinfo")))  # Progressing, pods not ready
+    clock[0] += 601
+    asyncio.run(w.ctl.reconcile(Key("Canary", NS, "podinfo")))
+    assert w.status()["phase"] == "Failed"
+    assert any("progress deadline exceeded" in e for e in w.events())
