@@ -14,9 +14,11 @@ depends on its phase, as in Flagger:
   pass -> the next step (``stepWeight``/``stepWeights``, or one more A/B iteration), one
   fails -> ``failedChecks + 1``; at ``threshold`` failed checks, roll back (100% primary,
   canary scaled to zero -> ``Failed``); after the last step -> ``Promoting``: copy the
-  target's template to the primary;
+  target's template to the primary, routing every request to the canary meanwhile (local
+  pods stop without a grace period, so the primary's pods are not replaced under traffic);
 - ``Promoting``: once the primary rolled out, route 100% to it -> ``Finalising``;
-- ``Finalising``: scale the canary to zero -> ``Succeeded``, post-rollout webhooks.
+- ``Finalising`` (an interval later, once no proxy routes to the canary): scale the canary to
+  zero -> ``Succeeded``, post-rollout webhooks.
 
 A change of the target's template during an analysis restarts it. The generated
 VirtualService and DestinationRules are the Canary's: when someone else edits one, the
@@ -580,6 +582,12 @@ class _Run:
         self.promote(target, label)
 
     def promote(self, target: StoredObject, label: tuple[str, str]) -> None:
+        # While the primary's pods are replaced, every request goes to the canary: it runs the
+        # new template already, was analysed, and has the primary's replicas. (Local pods stop
+        # without a grace period, so a pod being replaced under traffic could fail requests.)
+        if not self.write_routes(100):
+            return
+        self.status["canaryWeight"] = 100
         primary = self.get("Deployment", objects.primary_name(self.canary))
         replicas = int(((primary.body if primary else {}).get("spec") or {}).get("replicas", 1))
         body = objects.primary_deployment(self.canary, target.body, label, max(replicas, 1))

@@ -189,7 +189,7 @@ def test_a_healthy_revision_advances_step_by_step_and_is_promoted() -> None:
         if st["phase"] == "Succeeded":
             break
     assert [wt for ph, wt in seen if ph == "Progressing"] == [10, 20, 30]
-    assert [ph for ph, _ in seen][-3:] == ["Promoting", "Finalising", "Succeeded"]
+    assert seen[-3:] == [("Promoting", 100), ("Finalising", 0), ("Succeeded", 0)]
     assert w.weights() == (100, 0)
     env = w.body("Deployment", "podinfo-primary")["spec"]["template"]["spec"]["containers"][0]
     assert env["env"] == [{"name": "PODINFO_VERSION", "value": "2"}]
