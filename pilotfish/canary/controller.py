@@ -169,6 +169,7 @@ class CanaryController:
         except StoreError as exc:  # a concurrent write: the next interval retries
             log.info("canary %s: %s (retrying next interval)", key, exc)
         run.save()
+        await run.notify()
 
 
 class _Run:
@@ -183,6 +184,8 @@ class _Run:
         self.status: dict[str, Any] = copy.deepcopy(stored.body.get("status") or {})
         self.before = copy.deepcopy(self.status)
         self.analysis = self.canary.spec.the_analysis
+        #: Events recorded by this reconcile, for the ``event`` webhooks.
+        self.recorded: list[tuple[str, str]] = []
 
     # -- store helpers
 
@@ -250,6 +253,7 @@ class _Run:
             self.store.commit([Put(body)])
         except StoreError as exc:
             log.warning("event not recorded: %s", exc)
+        self.recorded.append((message, "Warning" if warning else "Normal"))
 
     def set_phase(self, phase: str, message: str) -> None:
         if self.status.get("phase") != phase:
@@ -678,6 +682,25 @@ class _Run:
         services = {(o.namespace, o.name): o.body for o in self.store.list("Service")}
         pods = [o.body for o in self.store.list("Pod")]
         return endpoints.resolve(hook.url, self.ns, services, pods)
+
+    async def notify(self) -> None:
+        """Flagger's ``event`` webhooks: each event of this reconcile, as Flagger posts it."""
+        hooks = [h for h in self.analysis.webhooks if h.kind == "event"]
+        for message, kind in self.recorded if hooks else []:
+            for hook in hooks:
+                payload = {
+                    "name": self.canary.metadata.name,
+                    "namespace": self.ns,
+                    "phase": self.status.get("phase") or "Initializing",
+                    "metadata": {
+                        "eventMessage": message,
+                        "eventType": kind,
+                        "timestamp": str(int(self.ctl.clock() * 1000)),
+                    },
+                }
+                problem = await self.ctl.checks.webhook(hook, payload, self.target(hook))
+                if problem is not None:
+                    log.warning("event webhook %s failed: %s", hook.name, problem)
 
     def payload(self, hook: CanaryWebhook) -> dict[str, Any]:
         return {

@@ -367,3 +367,13 @@ def test_a_canary_not_ready_within_the_progress_deadline_is_rolled_back() -> Non
     asyncio.run(w.ctl.reconcile(Key("Canary", NS, "podinfo")))
     assert w.status()["phase"] == "Failed"
     assert any("progress deadline exceeded" in e for e in w.events())
+
+
+def test_event_webhooks_receive_every_event() -> None:
+    hooks = [
+        {"name": "acceptance", "type": "pre-rollout", "url": "http://lt.test/"},
+        {"name": "notify", "type": "event", "url": "http://hooks.example.com/"},
+    ]
+    w = World(webhooks=hooks)
+    w.initialized()
+    assert ("event", "Initialized") in w.checks.hooks
