@@ -65,10 +65,10 @@ LEASE = "canary-controller"
 
 @dataclass(frozen=True)
 class ControllerSettings:
-    #: How often the controller looks for canaries whose interval is due.
-    tick: float = 0.5
     #: Name of this replica for the leader lease (PostgreSQL stores).
     holder: str = "pilotfish"
+    #: How often the controller looks for canaries whose interval is due.
+    tick: float = 0.5
     lease_ttl: float = 15.0
     domain_suffix: str = DEFAULT_DOMAIN_SUFFIX
 
