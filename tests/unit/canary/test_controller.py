@@ -377,3 +377,30 @@ def test_event_webhooks_receive_every_event() -> None:
     w = World(webhooks=hooks)
     w.initialized()
     assert ("event", "Initialized") in w.checks.hooks
+
+
+def test_blue_green_with_mirroring_copies_requests_to_the_canary_for_iterations() -> None:
+    w = World(iterations=2, mirror=True, stepWeight=None, maxWeight=None)
+    w.initialized()
+    w.change_target("2")
+    w.step()
+    w.step()
+    http = w.body("VirtualService", "podinfo")["spec"]["http"]
+    assert len(http) == 1
+    assert [r["weight"] for r in http[0]["route"]] == [100, 0]
+    assert http[0]["mirror"] == {"host": "podinfo-canary", "port": {"number": 9898}}
+    phases = [w.step()["phase"] for _ in range(4)]
+    assert phases[1:] == ["Promoting", "Finalising", "Succeeded"], phases
+    assert "mirror" not in w.body("VirtualService", "podinfo")["spec"]["http"][0]
+
+
+def test_skip_analysis_promotes_once_the_canary_is_ready() -> None:
+    w = World()
+    body = copy.deepcopy(w.body("Canary", "podinfo"))
+    body["spec"]["skipAnalysis"] = True
+    w.store.commit([Put(body)])
+    w.initialized()
+    w.change_target("2")
+    phases = [w.step()["phase"] for _ in range(4)]
+    assert phases == ["Progressing", "Promoting", "Finalising", "Succeeded"], phases
+    assert w.checks.queries == []
