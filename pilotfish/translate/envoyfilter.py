@@ -12,8 +12,10 @@ inbound HCMs' inline route configs, SIDECAR_OUTBOUND on everything else; ANY mat
 ``ISTIO_VERSION``. Listener matches follow Istio: on ``virtualInbound``/``virtualOutbound`` a
 ``portNumber`` selects filter chains by ``destination_port`` and the listener name check is
 done on the chain names too (Pilotfish's outbound chains carry the names of Istio's outbound
-listeners, ``0.0.0.0_9080``); explicit-mode listeners (``IP_BINDPORT``) also answer to the app
-port they serve, gateway listeners to the Gateway server port they bind.
+listeners, ``0.0.0.0_9080``): a LISTENER REMOVE naming such a port removes its chains, a
+LISTENER MERGE for it has nothing to merge into (``apply`` warns); explicit-mode listeners
+(``IP_BINDPORT``) also answer to the app port they serve, gateway listeners to the Gateway
+server port they bind.
 
 How: LISTENER (ADD, REMOVE, MERGE), FILTER_CHAIN (ADD, REMOVE, MERGE; the default chain is
 a chain too), LISTENER_FILTER, NETWORK_FILTER and HTTP_FILTER (ADD appends, INSERT_FIRST,
@@ -250,6 +252,21 @@ def _listener_match(proxy: Proxy, listener: Listener, p: Patch) -> bool:
     return not lm.portNumber or lm.portNumber in _listener_ports(proxy, listener)
 
 
+def _targets_chains(listener: Listener, p: Patch) -> bool:
+    """On ``virtualInbound``/``virtualOutbound``, a LISTENER patch naming one of Istio's
+    per-port listeners (a chain name, or a port other than the virtual listener's own) is
+    about the filter chains of that port here, not the whole listener."""
+    lm = p.match.listener
+    if lm is None or not _virtual(listener):
+        return False
+    own = listener.address.socket_address.port_value
+    return bool((lm.name and lm.name != listener.name) or (lm.portNumber and lm.portNumber != own))
+
+
+def _whole_listener_match(proxy: Proxy, listener: Listener, p: Patch) -> bool:
+    return _listener_match(proxy, listener, p) and not _targets_chains(listener, p)
+
+
 def _chain_match(listener: Listener, chain: lc.FilterChain, p: Patch) -> bool:
     lm = p.match.listener
     if lm is None:
@@ -383,7 +400,7 @@ def _patch_chain(
 
 def _patch_listener(proxy: Proxy, listener: Listener, by_type: dict[str, list[Patch]]) -> None:
     for p in by_type.get("LISTENER", []):
-        if p.operation in MERGES and _listener_match(proxy, listener, p):
+        if p.operation in MERGES and _whole_listener_match(proxy, listener, p):
             p.merge_into(listener)
     lf = [p for p in by_type.get("LISTENER_FILTER", []) if _listener_match(proxy, listener, p)]
     if lf:
@@ -471,8 +488,17 @@ def _patch_listeners(proxy: Proxy, listeners: dict[str, Message], patches: list[
         else:
             for name in list(listeners):
                 lst = cast(Listener, listeners[name])
-                if _context_ok(p, _listener_context(proxy, lst)) and _listener_match(proxy, lst, p):
+                if not _context_ok(p, _listener_context(proxy, lst)):
+                    continue
+                if _whole_listener_match(proxy, lst, p):
                     del listeners[name]
+                elif _listener_match(proxy, lst, p) and _targets_chains(lst, p):
+                    keep = [_copy(c) for c in lst.filter_chains if not _chain_match(lst, c, p)]
+                    if len(keep) != len(lst.filter_chains):
+                        lst = _copy(lst)
+                        del lst.filter_chains[:]
+                        lst.filter_chains.extend(keep)
+                        listeners[name] = lst
 
 
 # ---- routes -------------------------------------------------------------------------------

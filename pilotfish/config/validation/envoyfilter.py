@@ -163,6 +163,20 @@ def _validate_match(cp: EnvoyConfigObjectPatch, path: str, errs: Errors) -> None
                 "agent reports none, so this patch applies to no Pilotfish sidecar",
             )
     lm = m.listener
+    if (
+        lm is not None
+        and apply_to == "LISTENER"
+        and cp.patch is not None
+        and cp.patch.operation in _MERGES
+        and m.context != "GATEWAY"
+        and (lm.portNumber or (lm.name and lm.name not in ("virtualInbound", "virtualOutbound")))
+    ):
+        errs.warn(
+            f"{path}.match.listener",
+            "on captured sidecars Istio's per-port listeners are filter chains of "
+            "virtualInbound/virtualOutbound: a LISTENER MERGE for one port merges into nothing "
+            "there (it does apply to gateway and explicit-mode listeners); use FILTER_CHAIN",
+        )
     if lm is not None:
         if lm.portNumber:
             errs.add(f"{path}.match.listener.portNumber", port_error(lm.portNumber))

@@ -423,3 +423,35 @@ def test_listener_merge_remove_add_and_network_filter_on_gateways() -> None:
     # A sidecar is not a gateway.
     sidecar = generate(sidecar_node("reviews", ip="10.1.0.12"), push)
     assert "extra" not in sidecar[LISTENER_TYPE]
+
+
+def test_a_listener_patch_for_one_port_touches_that_ports_chains_not_virtual_outbound() -> None:
+    def listener_patch(op: str, value: Any = None, **match: Any) -> dict[str, Any]:
+        patch: dict[str, Any] = {"operation": op}
+        if value is not None:
+            patch["value"] = value
+        return {
+            "applyTo": "LISTENER",
+            "match": {"context": "SIDECAR_OUTBOUND", "listener": match},
+            "patch": patch,
+        }
+
+    push = bookinfo_push(
+        [
+            envoy_filter(
+                "l",
+                [
+                    listener_patch("REMOVE", name="0.0.0.0_9080"),
+                    listener_patch(
+                        "MERGE", {"per_connection_buffer_limit_bytes": 1}, portNumber=9080
+                    ),
+                ],
+                selector=REVIEWS,
+            )
+        ]
+    )
+    res = generate(sidecar_node("reviews", ip="10.1.0.12"), push)
+    vo = listener(res, "virtualOutbound")
+    assert "0.0.0.0_9080" not in [c.name for c in vo.filter_chains]
+    assert vo.HasField("default_filter_chain")
+    assert not vo.HasField("per_connection_buffer_limit_bytes")
