@@ -1,7 +1,7 @@
 """EnvoyFilter: Istio's ``configPatches`` applied to one proxy's generated config.
 
-Which filters apply (Istio's ``PushContext.EnvoyFilters``): those of the mesh config's root
-namespace (mesh-wide) and those of the proxy's namespace, each only if its
+Which filters apply (Istio's ``PushContext.EnvoyFilters``): those of the root namespace
+(the mesh config's ``rootNamespace``; mesh-wide) and those of the proxy's namespace, each if its
 ``workloadSelector`` labels are a subset of the proxy's labels; ordered by ``priority``, then
 creation time, then ``name.namespace``. Patches apply in that order, in the order written.
 
@@ -176,7 +176,7 @@ def _all_filters(push: PushContext) -> tuple[ScopedFilter, ...]:
 
 def proxy_patches(push: PushContext, proxy: Proxy) -> list[Patch]:
     """The patches that apply to ``proxy``, in Istio's order."""
-    root = push.mesh_config.rootNamespace
+    root = push.settings.root_namespace
     chosen = [
         f
         for f in _all_filters(push)

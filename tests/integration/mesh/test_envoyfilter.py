@@ -62,6 +62,9 @@ class World:
     def delete(self, name: str) -> None:
         self.mesh.cp.cli("delete", "envoyfilter", name, check=True)
 
+    def delete_in(self, namespace: str, name: str) -> None:
+        self.mesh.cp.cli("delete", "envoyfilter", name, "-n", namespace, check=True)
+
     def get(self, host: str, path: str = "/", **headers: str) -> httpx.Response:
         return self.client.request(f"{host}:9080", path, headers=headers)
 
@@ -397,3 +400,95 @@ def test_rejected_patch_is_a_nack_on_the_selected_proxy_only_and_delete_heals(
         world.delete("broken")
     eventually(lambda: lds_states(world).get("ratings-v1") == "SYNCED", 20, "ratings healed")
     assert statuses(world, "ratings", 3) == [200] * 3
+
+
+GATEWAY = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: web}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [app.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: app}
+spec:
+  hosts: [app.example.com]
+  gateways: [web]
+  http:
+  - route: [{destination: {host: reviews}}]
+"""
+
+# In the root namespace, without a selector: every proxy of the mesh. The gateway patch names
+# the Gateway server port (80), which the gateway binds elsewhere.
+MESH_WIDE = """
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: mesh-wide, namespace: istio-system}
+spec:
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match:
+      context: GATEWAY
+      listener:
+        portNumber: 80
+        filterChain:
+          filter:
+            name: envoy.filters.network.http_connection_manager
+            subFilter: {name: envoy.filters.http.router}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.local_ratelimit
+        typed_config:
+          "@type": $LRL
+          stat_prefix: gateway_limit
+          token_bucket: {max_tokens: 2, tokens_per_fill: 2, fill_interval: 3600s}
+          filter_enabled: {default_value: {numerator: 100}}
+          filter_enforced: {default_value: {numerator: 100}}
+  - applyTo: VIRTUAL_HOST
+    match:
+      context: SIDECAR_OUTBOUND
+    patch:
+      operation: MERGE
+      value:
+        response_headers_to_add:
+        - header: {key: x-mesh-wide, value: "yes"}
+""".replace("$LRL", LRL)
+
+
+def test_root_namespace_filter_reaches_gateways_and_sidecars_by_context(world: World) -> None:
+    gw = world.mesh.add(
+        "ingressgateway",
+        {"istio": "ingressgateway"},
+        namespace="istio-system",
+        proxy_type="router",
+        gateway_ports=(80,),
+    )
+    assert gw.gateway_ports is not None
+    url = f"http://{gw.ip}:{gw.gateway_ports[80]}/"
+
+    def via_gateway() -> int:
+        return httpx.get(url, headers={"Host": "app.example.com"}, timeout=10).status_code
+
+    world.apply(GATEWAY)
+    eventually(lambda: via_gateway() == 200, 30, "the gateway route")
+    world.apply(MESH_WIDE)
+    try:
+        wait_for(gw, "dynamic_listeners", "gateway_limit")
+        got = [via_gateway() for _ in range(8)]
+        allowed = got.count(200)
+        assert 2 <= allowed <= 3 and got == [200] * allowed + [429] * (8 - allowed), got
+        eventually(
+            lambda: world.get("ratings").headers.get("x-mesh-wide") == "yes", 20, "mesh-wide"
+        )
+        # Context GATEWAY only: no sidecar limits.
+        assert statuses(world, "reviews", 6) == [200] * 6
+        assert "gateway_limit" not in dump(world.reviews, "dynamic_listeners")
+    finally:
+        world.delete_in("istio-system", "mesh-wide")
+        world.mesh.cp.cli("delete", "-f", "-", input=GATEWAY)
+    eventually(lambda: "x-mesh-wide" not in world.get("ratings").headers, 20, "header gone")
