@@ -1,9 +1,10 @@
 """EnvoyFilter: Istio's ``configPatches`` applied to one proxy's generated config.
 
 Which filters apply (Istio's ``PushContext.EnvoyFilters``): those of the root namespace
-(the mesh config's ``rootNamespace``; mesh-wide) and those of the proxy's namespace, each if its
-``workloadSelector`` labels are a subset of the proxy's labels; ordered by ``priority``, then
-creation time, then ``name.namespace``. Patches apply in that order, in the order written.
+(the mesh config's ``rootNamespace``; mesh-wide) and those of the proxy's namespace, each if
+its ``workloadSelector`` labels are a subset of the proxy's labels; ordered by ``priority``,
+then root namespace first, then creation time, then ``name.namespace``. Patches apply in
+that order, in the order written.
 
 Where (Istio's ``envoyfilter`` package): ``match.context`` is GATEWAY for routers, and for
 sidecars SIDECAR_INBOUND on inbound listeners, inbound clusters (``inbound|PORT||``) and the
@@ -183,7 +184,9 @@ def proxy_patches(push: PushContext, proxy: Proxy) -> list[Patch]:
         if f.namespace in (root, proxy.namespace)
         and (f.selector is None or all(proxy.labels.get(k) == v for k, v in f.selector.items()))
     ]
-    chosen.sort(key=lambda f: (f.priority, f.creation, f"{f.name}.{f.namespace}"))
+    chosen.sort(
+        key=lambda f: (f.priority, f.namespace != root, f.creation, f"{f.name}.{f.namespace}")
+    )
     meta = proxy.node.metadata()
     version = str(meta.get("ISTIO_VERSION") or "")
     out = []

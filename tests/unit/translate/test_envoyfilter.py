@@ -168,7 +168,7 @@ def test_insert_before_and_after_the_router_and_replace_remove() -> None:
     assert "envoy.filters.http.cors" not in removed and "envoy.filters.http.router" in removed
 
 
-def test_order_is_priority_then_creation_then_name_and_root_namespace_is_mesh_wide() -> None:
+def test_order_is_priority_then_root_namespace_then_creation_and_root_is_mesh_wide() -> None:
     first = envoy_filter("z-first", [http_filter("INSERT_FIRST", "z")], priority=-5)
     second = envoy_filter("b", [http_filter("INSERT_FIRST", "b")])
     third = envoy_filter("c", [http_filter("INSERT_FIRST", "c")])
@@ -177,9 +177,9 @@ def test_order_is_priority_then_creation_then_name_and_root_namespace_is_mesh_wi
         doc["metadata"]["creationTimestamp"] = f"2024-01-0{day}T00:00:00Z"
     other = envoy_filter("elsewhere", [http_filter("INSERT_FIRST", "other")], ns="other")
     names = reviews_inbound(third, second, first, root, other)
-    # Applied z (priority), c, b, root (creation): each INSERT_FIRST goes before the
-    # previous, so the last applied comes first.
-    assert names[:4] == ["root", "b", "c", "z"]
+    # Applied z (priority), root (root namespace first at equal priority), c, b (creation):
+    # each INSERT_FIRST goes before the previous, so the last applied comes first.
+    assert names[:4] == ["b", "c", "root", "z"]
     assert "other" not in names
 
 
@@ -455,3 +455,41 @@ def test_a_listener_patch_for_one_port_touches_that_ports_chains_not_virtual_out
     assert "0.0.0.0_9080" not in [c.name for c in vo.filter_chains]
     assert vo.HasField("default_filter_chain")
     assert not vo.HasField("per_connection_buffer_limit_bytes")
+
+
+def test_merge_reaches_into_a_filters_typed_config_written_as_typed_struct() -> None:
+    from envoy.extensions.filters.http.router.v3 import router_pb2
+
+    merge = {
+        "applyTo": "HTTP_FILTER",
+        "match": {
+            "context": "SIDECAR_INBOUND",
+            "listener": {
+                "filterChain": {
+                    "filter": {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "subFilter": {"name": "envoy.filters.http.router"},
+                    }
+                }
+            },
+        },
+        "patch": {
+            "operation": "MERGE",
+            "value": {
+                "typed_config": {
+                    "@type": "type.googleapis.com/udpa.type.v1.TypedStruct",
+                    "type_url": "type.googleapis.com/" + router_pb2.Router.DESCRIPTOR.full_name,
+                    "value": {"suppress_envoy_headers": True},
+                }
+            },
+        },
+    }
+    res = generate(
+        sidecar_node("reviews", ip="10.1.0.12"),
+        bookinfo_push([envoy_filter("m", [merge], selector=REVIEWS)]),
+    )
+    router = unpack_hcm(inbound_chains(res)[0]).http_filters[-1]
+    assert router.name == "envoy.filters.http.router"
+    cfg = router_pb2.Router()
+    assert router.typed_config.Unpack(cfg)
+    assert cfg.suppress_envoy_headers
