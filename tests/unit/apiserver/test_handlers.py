@@ -13,6 +13,7 @@ from pilotfish.api.kinds import APPLY_PATH, DELETE_PATH, PROXY_STATUS_PATH, prox
 from pilotfish.api.mesh import service_fqdn
 from pilotfish.api.objects import ResourceKey
 from pilotfish.apiserver.app import ApiServer, ApiSettings, ensure_builtin_namespaces
+from pilotfish.config.store.base import Put
 from pilotfish.config.store.memory import MemoryStore
 from pilotfish.registry.vip import VipAllocator
 
@@ -204,3 +205,29 @@ async def test_proxy_status_and_config_come_from_the_providers(api: Api) -> None
     }
     missing = await api.call("GET", proxy_config_path("default", "ghost"), status=404)
     assert "not connected" in missing["message"]
+
+
+async def test_apply_keeps_the_status_a_controller_wrote_for_a_canary(api: Api) -> None:
+    canary: dict[str, Any] = {
+        "apiVersion": "flagger.app/v1beta1",
+        "kind": "Canary",
+        "metadata": {"name": "podinfo"},
+        "spec": {
+            "targetRef": {"name": "podinfo"},
+            "service": {"port": 9898},
+            "analysis": {"interval": "2s", "threshold": 5, "stepWeight": 10},
+        },
+    }
+    await api.call("POST", APPLY_PATH, json={"items": [canary]})
+    key = ResourceKey("Canary", "default", "podinfo")
+    stored = api.store.get(key)
+    assert stored is not None
+    api.store.commit([Put({**stored.body, "status": {"phase": "Progressing"}})])
+    again = await api.call("POST", APPLY_PATH, json={"items": [canary]})
+    assert [i["result"] for i in again["items"]] == ["unchanged"]
+    canary["spec"]["analysis"]["threshold"] = 6
+    await api.call("POST", APPLY_PATH, json={"items": [canary]})
+    stored = api.store.get(key)
+    assert stored is not None
+    assert stored.body["status"] == {"phase": "Progressing"}
+    assert stored.body["spec"]["analysis"]["threshold"] == 6
