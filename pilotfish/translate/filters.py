@@ -42,7 +42,12 @@ from pilotfish.model.push_context import PushContext
 from pilotfish.translate.authn import jwt_authn_filters
 from pilotfish.translate.authz import http_rbac_filters, network_rbac_filters
 from pilotfish.translate.common import duration, given, pack, proto_duration
-from pilotfish.translate.telemetry import HEADER_TO_METADATA, HcmTelemetry, peer_metadata_filter
+from pilotfish.translate.telemetry import (
+    HEADER_TO_METADATA,
+    HcmTelemetry,
+    peer_metadata_filter,
+    request_metadata_filter,
+)
 
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
@@ -160,6 +165,10 @@ def http_connection_manager(
     edge: list[hcm_pb2.HttpFilter] = []
     if telemetry is not None and telemetry.peer_edge:
         edge.append(HttpFilter(name=HEADER_TO_METADATA, typed_config=pack(peer_metadata_filter())))
+    elif telemetry is not None and telemetry.request_edge:
+        edge.append(
+            HttpFilter(name=HEADER_TO_METADATA, typed_config=pack(request_metadata_filter()))
+        )
     hcm = HCM(
         stat_prefix=stat_prefix,
         codec_type=HCM.CodecType.AUTO,

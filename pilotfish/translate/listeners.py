@@ -330,12 +330,12 @@ def _inbound_filters(
             stat_prefix=stat,
             route_config=route_config,
             security_filters=security,
-            telemetry=server_http(push, proxy, target),
+            telemetry=server_http(push, proxy, target, mtls),
         )
         set_client_cert_forwarding(hcm, mtls)
         return [lc.Filter(name=HCM_FILTER, typed_config=pack(hcm))]
     name = ClusterKey.inbound(target).name
-    logs = server_tcp_logs(push, proxy, target)
+    logs = server_tcp_logs(push, proxy, target, mtls)
     return [
         *inbound_network_filters(push, proxy, target),
         tcp_proxy_filter(name, [(name, 100)], logs),

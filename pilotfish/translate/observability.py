@@ -113,7 +113,9 @@ def client_http(push: PushContext, proxy: Proxy) -> HcmTelemetry:
         if stats is not None:
             logs.append(stats)
     logs += T.access_logs(t.access_logs, "CLIENT")
-    return HcmTelemetry(tuple(logs), _tracing(push, proxy, "CLIENT"))
+    return HcmTelemetry(
+        tuple(logs), _tracing(push, proxy, "CLIENT"), request_edge=t.metrics_on("CLIENT")
+    )
 
 
 def _served(proxy: Proxy, target: int) -> tuple[str, str, str]:
@@ -124,12 +126,13 @@ def _served(proxy: Proxy, target: int) -> tuple[str, str, str]:
     return "", "", ""
 
 
-def server_http(push: PushContext, proxy: Proxy, target: int) -> HcmTelemetry:
+def server_http(push: PushContext, proxy: Proxy, target: int, mtls: bool) -> HcmTelemetry:
+    """An inbound connection manager's telemetry; ``mtls``: its chain is mutual TLS."""
     t = telemetry_of(push, proxy)
     logs: list[al.AccessLog] = []
     if t.metrics_on("SERVER"):
         overrides = [o for o in t.overrides if o.mode == "SERVER"]
-        stats = T.http_metrics_log(T.server_http_tags(_served(proxy, target)), overrides)
+        stats = T.http_metrics_log(T.server_http_tags(_served(proxy, target), mtls), overrides)
         if stats is not None:
             logs.append(stats)
     logs += T.access_logs(t.access_logs, "SERVER")
@@ -144,10 +147,12 @@ def client_tcp_logs(push: PushContext, proxy: Proxy) -> list[al.AccessLog]:
     return T.tcp_metrics_logs(T.tcp_tags(T.client_http_tags()), overrides)
 
 
-def server_tcp_logs(push: PushContext, proxy: Proxy, target: int) -> list[al.AccessLog]:
+def server_tcp_logs(
+    push: PushContext, proxy: Proxy, target: int, mtls: bool
+) -> list[al.AccessLog]:
     t = telemetry_of(push, proxy)
     if not t.metrics_on("SERVER"):
         return []
     overrides = [o for o in t.overrides if o.mode == "SERVER"]
-    tags = T.tcp_tags(T.server_http_tags(_served(proxy, target)))
+    tags = T.tcp_tags(T.server_http_tags(_served(proxy, target), mtls))
     return T.tcp_metrics_logs(tags, overrides)

@@ -12,11 +12,18 @@ exports them as ``envoy_istio_*`` and the agent serves them as ``istio_*`` on
 - on the client, the destination workload from the endpoint's metadata (EDS,
   ``filter_metadata.istio``), the destination service from the cluster's metadata (CDS), the
   destination principal from the upstream certificate;
-- on the server, the source principal from the peer certificate, and the caller's workload,
-  app and version from the ``x-pilotfish-peer-*`` headers its sidecar adds - trusted only on a
-  mutual-TLS connection whose verified identity (the peer URI in the ``x-forwarded-client-cert``
-  this proxy sets) is in the namespace the headers claim (else ``unknown``), and removed at the
-  inbound edge before the app sees them, so a caller cannot forge what the server reports.
+- on the server, the source principal from the peer certificate; on a mutual-TLS chain the
+  caller's namespace from its verified certificate (the peer URI in the
+  ``x-forwarded-client-cert`` element this proxy appends) and its workload, app and version
+  from the ``x-pilotfish-peer-*`` headers its sidecar adds, so a caller can at most name a
+  workload of its own namespace; on a plaintext chain ``unknown``. The headers are removed at
+  the inbound edge before the app sees them.
+
+Nothing in a metric is computed per request by an expression: what differs per chain (the
+security policy, whether the caller can be trusted) is fixed in that chain's config, and what
+differs per request is read from dynamic metadata the edge filter (``header_to_metadata``)
+stores once: the peer's labels, the verified namespace and ``request_protocol``. Expressions
+appear only where a Telemetry ``tagOverrides`` writes one.
 
 Values Envoy cannot fill are written empty; the agent reports them as Istio's ``unknown``.
 
@@ -58,6 +65,8 @@ __all__ = [
     "http_metrics_log",
     "peer_headers_to_add",
     "peer_metadata_filter",
+    "request_metadata_filter",
+    "server_tcp_tags",
     "tcp_metrics_logs",
     "tracing_config",
 ]
@@ -112,16 +121,10 @@ def _own(prefix: str) -> list[tuple[str, str]]:
 VERIFIED_NAMESPACE = r"^(?:.*,)?(?:[^,]*;)?URI=spiffe://[^/;,]+/ns/([^/;,]+)/sa/[^;,]*(?:;[^,]*)?$"
 
 
-def _trusted_peer(key: str) -> str:
-    """CEL: the caller's ``key`` from its headers, only when the namespace they claim is the
-    one of its verified certificate (so only over mutual TLS); else ``unknown``."""
-    md = f"metadata.filter_metadata['{PEER_METADATA}']"
-    ok = (
-        f"'{PEER_METADATA}' in metadata.filter_metadata && 'verified_namespace' in {md} && "
-        f"'namespace' in {md} && '{key}' in {md} && "
-        f"{md}['namespace'] == {md}['verified_namespace']"
-    )
-    return f"%CEL(({ok}) ? {md}['{key}'] : 'unknown')%"
+def _peer(key: str) -> str:
+    """What the caller's sidecar says about its workload (``key``), as the peer edge filter
+    stored it; only read on mutual-TLS chains (see :func:`server_http_tags`)."""
+    return f"%DYNAMIC_METADATA({PEER_METADATA}:{key})%"
 
 
 def tag_value(expression: str) -> str:
@@ -134,10 +137,15 @@ def tag_value(expression: str) -> str:
     return f"%CEL({e})%"
 
 
-REQUEST_PROTOCOL = (
-    "%CEL(('content-type' in request.headers && "
-    "request.headers['content-type'].startsWith('application/grpc')) ? 'grpc' : 'http')%"
-)
+#: Where the edge filters put what a request is (``grpc`` or ``http``, Istio's
+#: ``request_protocol``), so that no metric evaluates an expression per request.
+REQUEST_METADATA = "pilotfish.request"
+REQUEST_PROTOCOL = f"%DYNAMIC_METADATA({REQUEST_METADATA}:protocol)%"
+
+#: gRPC as Envoy and Istio tell it: ``application/grpc``, ``application/grpc+proto``,
+#: ``application/grpc;...`` (gRPC-Web is not gRPC). Everything else rewrites to empty, which
+#: the filter does not store, so the ``http`` stored by the rule before it stays.
+GRPC_CONTENT_TYPE = r"^(?:application/(grpc)(?:[+;].*)?|.*)$"
 
 
 def client_http_tags() -> list[tuple[str, str]]:
@@ -164,26 +172,35 @@ def client_http_tags() -> list[tuple[str, str]]:
     ]
 
 
-def server_http_tags(service: tuple[str, str, str]) -> list[tuple[str, str]]:
-    """``reporter=destination`` labels; ``service``: (FQDN, name, namespace) served here."""
+def server_http_tags(service: tuple[str, str, str], mtls: bool) -> list[tuple[str, str]]:
+    """``reporter=destination`` labels; ``service``: (FQDN, name, namespace) served here.
+
+    Each inbound filter chain has its own connection manager, so what depends on the chain is
+    fixed in its config rather than computed per request: over mutual TLS (``mtls``) the
+    caller's namespace is the one of its verified certificate (from the
+    ``x-forwarded-client-cert`` element this proxy appends) and its workload, app and version
+    what its sidecar sent (so a caller can name only a workload of its own namespace), and
+    ``connection_security_policy`` is ``mutual_tls``; on a plaintext chain nothing about the
+    caller can be trusted, so those labels are ``unknown`` and the policy ``none``.
+    """
     host, name, namespace = service
-    keys = ("workload", "namespace", "app", "version", "canonical_service",
-            "canonical_revision", "cluster")  # fmt: skip
-    by_name = {
-        ("source_workload_namespace" if k == "namespace" else f"source_{k}"): _trusted_peer(k)
-        for k in keys
-    }
+
+    def source(key: str) -> str:
+        if not mtls:
+            return "unknown"
+        return _peer("verified_namespace" if key == "namespace" else key)
+
     return [
         ("reporter", "destination"),
-        ("source_workload", by_name["source_workload"]),
-        ("source_workload_namespace", by_name["source_workload_namespace"]),
+        ("source_workload", source("workload")),
+        ("source_workload_namespace", source("namespace")),
         ("source_principal", "%DOWNSTREAM_PEER_URI_SAN%"),
-        ("source_app", by_name["source_app"]),
-        ("source_version", by_name["source_version"]),
-        ("source_canonical_service", by_name["source_canonical_service"]),
-        ("source_canonical_revision", by_name["source_canonical_revision"]),
-        ("source_cluster", by_name["source_cluster"]),
-        *[t for t in _own("destination")],
+        ("source_app", source("app")),
+        ("source_version", source("version")),
+        ("source_canonical_service", source("canonical_service")),
+        ("source_canonical_revision", source("canonical_revision")),
+        ("source_cluster", source("cluster")),
+        *_own("destination"),
         ("destination_service", host),
         ("destination_service_name", name),
         ("destination_service_namespace", namespace),
@@ -191,8 +208,16 @@ def server_http_tags(service: tuple[str, str, str]) -> list[tuple[str, str]]:
         ("response_code", "%RESPONSE_CODE%"),
         ("grpc_response_status", "%GRPC_STATUS_NUMBER%"),
         ("response_flags", "%RESPONSE_FLAGS%"),
-        ("connection_security_policy", "%CEL(connection.mtls ? 'mutual_tls' : 'none')%"),
+        ("connection_security_policy", "mutual_tls" if mtls else "none"),
     ]
+
+
+def server_tcp_tags(service: tuple[str, str, str], mtls: bool) -> list[tuple[str, str]]:
+    """``reporter=destination`` labels of a TCP connection: no headers, so of the caller only
+    its certificate's identity is known."""
+    tags = tcp_tags(server_http_tags(service, mtls=False))
+    policy = "mutual_tls" if mtls else "none"
+    return [(k, policy if k == "connection_security_policy" else v) for k, v in tags]
 
 
 def _apply_overrides(
@@ -384,8 +409,33 @@ def peer_headers_to_add() -> list[base_pb2.HeaderValueOption]:
     ]
 
 
+def _protocol_rules(config: h2m.Config) -> None:
+    """Store ``request_protocol``: ``http``, then ``grpc`` over it for a gRPC content type."""
+    http = config.request_rules.add(header="content-type")
+    for on in (http.on_header_present, http.on_header_missing):
+        on.metadata_namespace = REQUEST_METADATA
+        on.key = "protocol"
+        on.value = "http"
+        on.type = h2m.Config.STRING
+    grpc = config.request_rules.add(header="content-type")
+    grpc.on_header_present.metadata_namespace = REQUEST_METADATA
+    grpc.on_header_present.key = "protocol"
+    grpc.on_header_present.type = h2m.Config.STRING
+    grpc.on_header_present.regex_value_rewrite.pattern.regex = GRPC_CONTENT_TYPE
+    grpc.on_header_present.regex_value_rewrite.substitution = "\\1"
+
+
+def request_metadata_filter() -> h2m.Config:
+    """The outbound edge: what the request is, for the metrics' ``request_protocol``."""
+    config = h2m.Config()
+    _protocol_rules(config)
+    return config
+
+
 def peer_metadata_filter() -> h2m.Config:
-    """The inbound edge: move the caller's peer headers into metadata and remove them."""
+    """The inbound edge: move the caller's peer headers into metadata and remove them, take
+    the verified namespace from the ``x-forwarded-client-cert`` element this proxy appended,
+    and store what the request is."""
     config = h2m.Config()
     for key, header in PEER_HEADERS.items():
         rule = config.request_rules.add(header=header, remove=True)
@@ -399,6 +449,7 @@ def peer_metadata_filter() -> h2m.Config:
     rewrite = xfcc.on_header_present.regex_value_rewrite
     rewrite.pattern.regex = VERIFIED_NAMESPACE
     rewrite.substitution = "\\1"
+    _protocol_rules(config)
     return config
 
 
@@ -408,6 +459,8 @@ class HcmTelemetry:
     tracing: hcm_pb2.HttpConnectionManager.Tracing | None = None
     #: Inbound: move the caller's peer headers into metadata first (and remove them).
     peer_edge: bool = False
+    #: Outbound with metrics: store what the request is first (``request_protocol``).
+    request_edge: bool = False
 
 
 # ---- tracing --------------------------------------------------------------------------------

@@ -100,6 +100,11 @@ def test_both_reporters_with_istios_labels_over_mtls(
     assert dst["destination_workload"] == "reviews-v1"
     assert dst["destination_service"] == "reviews.default.svc.cluster.local"
     assert dst["connection_security_policy"] == "mutual_tls"
+    # gRPC is told by its content type, on both sides.
+    grpc = {"content-type": "application/grpc"}
+    assert client.request("reviews:9080", "/g", headers=grpc).status_code == 200
+    one(client, "istio_requests_total", reporter="source", request_protocol="grpc")
+    one(server, "istio_requests_total", reporter="destination", request_protocol="grpc")
     # The request duration histogram, with Istio's buckets (after Envoy's 5 s stats flush).
     eventually(
         lambda: any(

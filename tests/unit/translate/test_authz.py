@@ -226,7 +226,9 @@ spec:
     push = push_for(BOOKINFO_CORE + docs)
     res = generate(router_node(), push)
     hcm = unpack_hcm(res[LISTENER_TYPE]["0.0.0.0_8080"].filter_chains[0])
-    assert [f.name for f in hcm.http_filters][:1] == ["envoy.filters.http.rbac"]
+    # The policy runs before any routing filter (only the metrics' edge filter comes first).
+    names = [f.name for f in hcm.http_filters]
+    assert names[:2] == ["envoy.filters.http.header_to_metadata", "envoy.filters.http.rbac"]
 
 
 # ---- from.source --------------------------------------------------------------------------------

@@ -37,15 +37,43 @@ def test_both_reporters_carry_istios_labels() -> None:
               "grpc_response_status", "source_canonical_revision",
               "destination_cluster"]  # fmt: skip
     assert set(wanted) <= set(names)
-    server = stats(T.http_metrics_log(T.server_http_tags(SERVICE), []))
+    server = stats(T.http_metrics_log(T.server_http_tags(SERVICE, mtls=True), []))
     tags = {t.name: t.value_format for t in server.counters[0].stat.tags}
     assert tags["reporter"] == "destination"
     assert tags["destination_service"] == SERVICE[0]
     assert tags["source_principal"] == "%DOWNSTREAM_PEER_URI_SAN%"
-    assert "connection.mtls" in tags["connection_security_policy"]
-    # The caller's workload only when its headers match its verified namespace.
-    assert "verified_namespace" in tags["source_workload"]
+    assert tags["connection_security_policy"] == "mutual_tls"
+    # Over mTLS: the caller's namespace from its certificate, its workload from its sidecar.
+    assert tags["source_workload_namespace"] == "%DYNAMIC_METADATA(pilotfish.peer:verified_namespace)%"
+    assert tags["source_workload"] == "%DYNAMIC_METADATA(pilotfish.peer:workload)%"
     assert set(tag_names(server.counters[0].stat)) == set(names)
+    # On plaintext nothing the caller says is trusted.
+    plain = stats(T.http_metrics_log(T.server_http_tags(SERVICE, mtls=False), []))
+    tags = {t.name: t.value_format for t in plain.counters[0].stat.tags}
+    assert tags["connection_security_policy"] == "none"
+    assert tags["source_workload"] == tags["source_workload_namespace"] == "unknown"
+    # No metric evaluates an expression per request.
+    for config in (client, server, plain):
+        for stat in [*config.counters, *config.histograms]:
+            assert not any("%CEL(" in t.value_format for t in stat.stat.tags)
+
+
+def test_request_protocol_is_grpc_only_for_grpc_content_types() -> None:
+    import re
+
+    pattern = re.compile(T.GRPC_CONTENT_TYPE)
+    for content_type, want in [
+        ("application/grpc", "grpc"),
+        ("application/grpc+proto", "grpc"),
+        ("application/grpc; charset=utf-8", "grpc"),
+        ("application/grpc-web", ""),
+        ("application/json", ""),
+        ("text/plain", ""),
+    ]:
+        assert pattern.sub(r"\1", content_type) == want, content_type
+    rules = T.request_metadata_filter().request_rules
+    assert [r.header for r in rules] == ["content-type", "content-type"]
+    assert rules[0].on_header_present.value == rules[0].on_header_missing.value == "http"
 
 
 def test_tag_overrides_upsert_and_remove_and_disabled_metrics() -> None:
