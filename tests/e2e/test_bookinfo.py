@@ -93,7 +93,7 @@ def test_a_second_up_of_the_same_mesh_reconciles_and_changes_nothing(mesh: Mesh)
     res = mesh.local("up", "--prefix", mesh.prefix)
     assert "already running" in res.stderr + res.stdout
     status = mesh.local("status")
-    assert status.stdout.count("healthy") == 5, status.stdout  # with Prometheus
+    assert status.stdout.count("healthy") == 6, status.stdout  # with Prometheus and the addon names
 
 
 def test_a_second_mesh_that_would_share_the_prefix_range_or_ports_is_refused(
@@ -118,7 +118,7 @@ def test_a_second_mesh_that_would_share_the_prefix_range_or_ports_is_refused(
     assert not (tmp_path / "state" / "mesh.json").exists()  # nothing started
     # The running mesh is untouched: same pods, every part healthy, pages served.
     assert [p["metadata"]["uid"] for p in mesh.pods()] == [p["metadata"]["uid"] for p in before]
-    assert mesh.local("status").stdout.count("healthy") == 5
+    assert mesh.local("status").stdout.count("healthy") == 6
     assert "<title>Simple Bookstore App</title>" in page(mesh)
 
 
@@ -139,7 +139,7 @@ def test_local_commands_find_the_mesh_without_flags(mesh: Mesh) -> None:
     assert out.strip() == "inside"
     logs = mesh.run(module, "logs", pod, "-c", "istio-proxy").stdout
     assert logs.strip(), "the sidecar's log is empty"
-    assert mesh.run(module, "status").stdout.count("healthy") == 5
+    assert mesh.run(module, "status").stdout.count("healthy") == 6
 
 
 def test_prometheus_scrapes_the_control_plane_the_gateway_and_every_sidecar(mesh: Mesh) -> None:
@@ -162,6 +162,21 @@ def test_prometheus_scrapes_the_control_plane_the_gateway_and_every_sidecar(mesh
     targets = httpx.get(f"{mesh.prometheus}/api/v1/targets", timeout=5).json()["data"]
     scraped = {t["scrapeUrl"] for t in targets["activeTargets"]}
     assert {f"http://{ip}:15020/stats/prometheus" for ip in pods.values()} <= scraped
+
+
+def test_istios_addon_names_answer_inside_the_mesh(mesh: Mesh) -> None:
+    """Tutorial configs name the addons by service: from an app, through its sidecar."""
+    pod = mesh.pod_named("productpage-v1")
+
+    def get(url: str) -> str:
+        return mesh.local("exec", pod, "--", "curl", "-sf", "--max-time", "5", url).stdout
+
+    up = json.loads(get("http://prometheus.istio-system:9090/api/v1/query?query=up"))
+    assert up["status"] == "success" and up["data"]["result"], up
+    services = json.loads(get("http://tracing.istio-system/api/services"))
+    assert isinstance(services["data"], list), services
+    se = json.loads(mesh.cli("get", "se", "-n", "istio-system", "-o", "json").stdout)["items"]
+    assert {"prometheus", "tracing", "zipkin"} <= {i["metadata"]["name"] for i in se}
 
 
 def test_istioctl_habits_reach_a_pods_envoy(mesh: Mesh) -> None:

@@ -36,6 +36,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -46,9 +47,10 @@ from typing import Any
 
 import httpx
 
+from pilotfish.agent.envoy_binary import envoy_binary
 from pilotfish.agent.launch import PROXY_MODULE, agent_argv
 from pilotfish.agent.settings import AgentSettings, HostPort, IdentitySettings, XdsTls
-from pilotfish.api.kinds import token_path
+from pilotfish.api.kinds import APPLY_PATH, token_path
 from pilotfish.api.mesh import (
     ADMIN_PORT,
     AGENT_PORT,
@@ -60,6 +62,13 @@ from pilotfish.api.mesh import (
 from pilotfish.api.node import NodeInfo
 from pilotfish.errors import PilotfishError
 from pilotfish.platform.local import prometheus as prom
+from pilotfish.platform.local.addons import (
+    PROMETHEUS_PORT,
+    TRACING_QUERY_PORT,
+    Forward,
+    addon_services,
+    addons_bootstrap,
+)
 from pilotfish.platform.local.commands import IptablesTools
 from pilotfish.platform.local.hostmeshes import (
     MeshRecord,
@@ -406,6 +415,7 @@ def part_ports(s: MeshSettings) -> dict[str, list[tuple[str, int]]]:
         ],
         "ingress gateway": gateway,
         "prometheus": [("127.0.0.1", s.prometheus_port)] if s.prometheus_port else [],
+        "addons": [(str(s.network.gateway_ip), f.listen) for f in addon_forwards(s, True)],
     }
 
 
@@ -479,6 +489,7 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
     alive = {name: process_alive(e) for name, e in _entries(current).items()}
     if prometheus is not None:
         alive.setdefault("prometheus", False)
+    alive.setdefault("addons", False)
     if any(alive.values()) and all(alive.values()):
         progress.note("Pilotfish is already running with this data directory; nothing to start")
         return current
@@ -582,6 +593,17 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
                     mesh["prometheus"],
                     lambda: _http_ok(f"{s.prometheus_url}/-/ready"),
                 )
+        if not alive["addons"]:
+            forwards = addon_forwards(s, "prometheus" in mesh)
+            with progress.step(
+                "addon names (" + ", ".join(f"{f.name}.istio-system" for f in forwards) + ")"
+            ):
+                mesh["addons"] = _spawn(s, "addons", _addons_argv(s, forwards))
+                started.append("addons")
+                _save_mesh(s.state_dir, mesh)
+                bridge = str(s.network.gateway_ip)
+                _wait(s, "addons", mesh["addons"], lambda: _tcp_ok(bridge, forwards[0].listen))
+                _apply(s, addon_services(bridge, "prometheus" in mesh))
         for name, entry in _entries(mesh).items():
             if not process_alive(entry):
                 raise MeshError(f"the {name} exited right after it became ready; see its log "
@@ -608,6 +630,46 @@ def _write_prometheus_config(s: MeshSettings) -> None:
     tmp = layout.config.with_name(layout.config.name + ".tmp")
     tmp.write_text(prometheus_yaml(s))
     tmp.replace(layout.config)
+
+
+def addon_forwards(s: MeshSettings, prometheus: bool) -> list[Forward]:
+    """What the addons Envoy forwards from the bridge address to loopback. Pure."""
+    out = [Forward("tracing", TRACING_QUERY_PORT, s.trace_query_port)]
+    if prometheus and s.prometheus_port:
+        out.append(Forward("prometheus", PROMETHEUS_PORT, s.prometheus_port))
+    return out
+
+
+def _addons_argv(s: MeshSettings, forwards: Sequence[Forward]) -> list[str]:
+    path = s.state_dir / "addons" / "envoy.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(addons_bootstrap(str(s.network.gateway_ip), forwards), indent=1))
+    return [
+        str(envoy_binary()), "-c", str(path), "--concurrency", "1", "--disable-hot-restart",
+        "--log-level", "warn",
+    ]  # fmt: skip
+
+
+def _tcp_ok(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _apply(s: MeshSettings, items: list[dict[str, Any]]) -> None:
+    """Store ``items`` through the control plane's API, as ``pilotfish apply`` does."""
+    token = (s.data_dir / "admin-token").read_text().strip()
+    resp = httpx.post(
+        s.api_url + APPLY_PATH,
+        json={"items": items, "sources": [], "namespace": None, "dryRun": False},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    if resp.status_code >= 400:
+        names = ", ".join(f"{i['kind']} {i['metadata']['name']}" for i in items)
+        raise MeshError(f"applying {names} failed: HTTP {resp.status_code}: {resp.text[:300]}")
 
 
 def _copy_mesh_roots(s: MeshSettings) -> None:
@@ -662,6 +724,8 @@ def _entries(mesh: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
     }
     if "prometheus" in mesh:  # started only where it is installed
         entries["prometheus"] = mesh.get("prometheus")
+    if "addons" in mesh:  # meshes started before the addon names had none
+        entries["addons"] = mesh.get("addons")
     return entries
 
 
@@ -719,7 +783,10 @@ def mesh_down(s: MeshSettings) -> list[str]:
     live = [int(e["pid"]) for e in entries.values() if e and process_alive(e)]
     tree = process_tree(live)
     # Runtime first: apps stop, sidecars drain, pods go. Then the gateway, then the server.
-    parts = (("runtime", 30.0), ("gateway", 10.0), ("server", 5.0), ("prometheus", 10.0))
+    parts = (
+        ("runtime", 30.0), ("gateway", 10.0), ("server", 5.0), ("prometheus", 10.0),
+        ("addons", 5.0),
+    )  # fmt: skip
     for name, grace in parts:
         entry = entries.get(name)
         if process_alive(entry):
@@ -830,6 +897,15 @@ def mesh_status(s: MeshSettings) -> list[ComponentStatus]:
         detail += "\n  not answering: see `trace collector` in the control plane's log"
     out.append(ComponentStatus("trace collector", alive, healthy, detail))
     out.append(_prometheus_status(s, mesh))
+    if "addons" in mesh:
+        entry = mesh.get("addons")
+        alive = process_alive(entry)
+        bridge = str(mesh.get("xds_host") or s.network.gateway_ip)
+        healthy = alive and _tcp_ok(bridge, TRACING_QUERY_PORT)
+        names = "tracing.istio-system:80" + (
+            f", prometheus.istio-system:{PROMETHEUS_PORT}" if "prometheus" in mesh else ""
+        )
+        out.append(_with_log(ComponentStatus("addon names", alive, healthy, names), entry))
     return out
 
 
