@@ -17,6 +17,9 @@
    and TSDB in ``<state>/prometheus/``, scraping the control plane, the gateway and every pod
    the runtime lists in its targets file (see :mod:`.prometheus`); without the binary the
    mesh comes up without it and ``status`` says how to install it;
+5. the addon names (see :mod:`.addons`): an Envoy on the pod bridge address that forwards
+   ``prometheus.istio-system:9090`` and ``tracing.istio-system`` to Prometheus and the trace
+   query API on loopback;
 
 waiting for each to be ready, and records them in ``<state>/mesh.json``. ``down`` stops them
 (the runtime first, so apps stop and sidecars drain) and then removes every namespace, veth,
