@@ -30,6 +30,11 @@ certificates from the control plane's CA and serve them to Envoy over SDS; the w
 take part in mutual TLS, so the client's cluster for the service uses Istio's mTLS).
 ``--tls both`` runs the plaintext and the mTLS pairs side by side.
 
+``--no-telemetry-pair`` adds a generated pair (of the ``--tls`` mode; mTLS for ``both``)
+whose workloads turn Istio's standard metrics off with a workload ``Telemetry``: the
+hand-written pairs carry no telemetry, so this is the like-for-like comparison, and the
+difference to the default pair is what the metrics cost (see ``bench/telemetry.py``).
+
 ``--features-pair`` adds a fourth path, ``hand+features``: the hand-written pair with what the
 generated configuration adds (fault and CORS filters, path normalization, the outbound retry
 policy, least-request balancing, circuit breakers), to tell which part of a difference comes
@@ -96,6 +101,8 @@ REFERENCE = {
     "hand+features": "hand-written",
     "generated": "hand-written",
     "generated mTLS": "hand-written mTLS",
+    "generated, no metrics": "hand-written",
+    "generated mTLS, no metrics": "hand-written mTLS",
 }
 
 
@@ -360,8 +367,25 @@ def generated_pair(
     return server, client
 
 
+def metrics_off(app: str) -> dict[str, Any]:
+    """A Telemetry that turns Istio's standard metrics off for the workload ``app``."""
+    return {
+        "apiVersion": "telemetry.istio.io/v1",
+        "kind": "Telemetry",
+        "metadata": {"name": f"{app}-no-metrics", "namespace": "default"},
+        "spec": {
+            "selector": {"matchLabels": {"app": app}},
+            "metrics": [{"overrides": [{"disabled": True}]}],
+        },
+    }
+
+
 def bring_up(
-    procs: Processes, sut_cpus: set[int] | None, features_pair: bool, tls: str = "plain"
+    procs: Processes,
+    sut_cpus: set[int] | None,
+    features_pair: bool,
+    tls: str = "plain",
+    no_telemetry_pair: bool = False,
 ) -> Setup:
     backend_ip = free_loopback_ip(APP_PORT)
     backend = start_envoy(
@@ -389,7 +413,12 @@ def bring_up(
     generated = [("generated", "bench", False)] if tls in ("plain", "both") else []
     if tls in ("mtls", "both"):
         generated.append(("generated mTLS", "bench-mtls", True))
-    cp.api().apply([service(svc) for _, svc, _ in generated])
+    quiet = []
+    if no_telemetry_pair:
+        mtls = tls != "plain"
+        generated.append((f"generated{' mTLS' if mtls else ''}, no metrics", "bench-quiet", mtls))
+        quiet = [metrics_off("bench-quiet"), metrics_off("bench-quiet-loadgen")]
+    cp.api().apply([*(service(svc) for _, svc, _ in generated), *quiet])
     hosts = {path: HOST_HEADER for path in urls}
     sidecars = []
     for path, svc, mtls in generated:
@@ -519,6 +548,13 @@ def main(argv: list[str] | None = None) -> int:
         default="plain",
         help="plain: plaintext pairs; mtls: both pairs with mutual TLS; both: side by side.",
     )
+    parser.add_argument(
+        "--no-telemetry-pair",
+        action="store_true",
+        help="Also run a generated pair with Istio's standard metrics turned off by a "
+        "workload Telemetry (the hand-written pairs have none), to tell telemetry's cost from "
+        "the rest.",
+    )
     parser.add_argument("--dump-dir", type=Path, help="Save the proxies' config dumps here.")
     parser.add_argument("--workdir", type=Path, help="Keep logs here (default: a temp dir).")
     args = parser.parse_args(argv)
@@ -531,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     sut_cpus, load_cpus = setup_or_code.sut_cpus, setup_or_code.load_cpus
     workdir = setup_or_code.workdir
     with Processes(workdir) as procs:
-        setup = bring_up(procs, sut_cpus, args.features_pair, args.tls)
+        setup = bring_up(procs, sut_cpus, args.features_pair, args.tls, args.no_telemetry_pair)
         warmup = 0.0 if args.quick else 1.0
         results = measure(setup, connections, args.duration, args.rounds, load, load_cpus, warmup)
         dumps = {name: config_dump(port) for name, port in setup.admin_ports.items()}

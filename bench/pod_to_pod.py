@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import statistics
 import string
 import subprocess
@@ -257,6 +258,8 @@ def main() -> int:
     if os.geteuid() != 0:
         print("this benchmark starts pods: run it as root", file=sys.stderr)
         return 1
+    # A stopped run still brings its mesh down (the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     root = Path(tempfile.mkdtemp(prefix="pilotfish-bench-p2p-"))
     os.chmod(root, 0o755)
     (root / "backend.yaml").write_text(BACKEND_YAML)
