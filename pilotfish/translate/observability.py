@@ -147,9 +147,7 @@ def client_tcp_logs(push: PushContext, proxy: Proxy) -> list[al.AccessLog]:
     return T.tcp_metrics_logs(T.tcp_tags(T.client_http_tags()), overrides)
 
 
-def server_tcp_logs(
-    push: PushContext, proxy: Proxy, target: int, mtls: bool
-) -> list[al.AccessLog]:
+def server_tcp_logs(push: PushContext, proxy: Proxy, target: int, mtls: bool) -> list[al.AccessLog]:
     t = telemetry_of(push, proxy)
     if not t.metrics_on("SERVER"):
         return []

@@ -44,7 +44,8 @@ def test_both_reporters_carry_istios_labels() -> None:
     assert tags["source_principal"] == "%DOWNSTREAM_PEER_URI_SAN%"
     assert tags["connection_security_policy"] == "mutual_tls"
     # Over mTLS: the caller's namespace from its certificate, its workload from its sidecar.
-    assert tags["source_workload_namespace"] == "%DYNAMIC_METADATA(pilotfish.peer:verified_namespace)%"
+    verified = "%DYNAMIC_METADATA(pilotfish.peer:verified_namespace)%"
+    assert tags["source_workload_namespace"] == verified
     assert tags["source_workload"] == "%DYNAMIC_METADATA(pilotfish.peer:workload)%"
     assert set(tag_names(server.counters[0].stat)) == set(names)
     # On plaintext nothing the caller says is trusted.
