@@ -45,6 +45,7 @@ from pilotfish.translate.common import duration, given, pack, proto_duration
 from pilotfish.translate.telemetry import (
     HEADER_TO_METADATA,
     HcmTelemetry,
+    grpc_message_filters,
     peer_metadata_filter,
     request_metadata_filter,
 )
@@ -169,6 +170,9 @@ def http_connection_manager(
         edge.append(
             HttpFilter(name=HEADER_TO_METADATA, typed_config=pack(request_metadata_filter()))
         )
+    if telemetry is not None and telemetry.grpc_messages:
+        # Before any filter that may answer locally, so a denied stream is counted too.
+        edge += [HttpFilter(name=n, typed_config=pack(c)) for n, c in grpc_message_filters()]
     hcm = HCM(
         stat_prefix=stat_prefix,
         codec_type=HCM.CodecType.AUTO,

@@ -53,6 +53,7 @@ from pilotfish.api.virtualservice import L4MatchAttributes
 from pilotfish.model.config import GatewayConfig, VirtualServiceConfig
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
+from pilotfish.model.sidecar import SidecarScope
 from pilotfish.registry.types import Protocol, Service, parse_protocol, select_protocol
 from pilotfish.translate.common import (
     BLACKHOLE_CLUSTER,
@@ -175,6 +176,16 @@ def tcp_route(push: PushContext, proxy: Proxy, svc: Service, port: int) -> list[
     return [(ClusterKey.outbound(port, "", svc.hostname).name, 100)]
 
 
+def serves_grpc(scope: SidecarScope, port: int | None = None) -> bool:
+    """Whether a service the scope sees speaks gRPC (on ``port``, or on any port): such
+    connection managers count gRPC messages for Istio's message metrics."""
+    return any(
+        sp.protocol == Protocol.GRPC and (port is None or sp.port == port)
+        for svc in scope.services
+        for sp in svc.ports
+    )
+
+
 def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
     """``virtualOutbound`` (shared by the proxies of a namespace unless TCP rules use labels)."""
     scope = proxy.sidecar_scope(push)
@@ -191,7 +202,7 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
                         hcm_filter(
                             stat_prefix=f"outbound_0.0.0.0_{port}",
                             route_config_name=str(port),
-                            telemetry=client_http(push, proxy),
+                            telemetry=client_http(push, proxy, serves_grpc(scope, port)),
                         )
                     ],
                 )
@@ -252,7 +263,7 @@ def explicit_outbound(push: PushContext, proxy: Proxy) -> Listener:
                     hcm_filter(
                         stat_prefix=f"outbound_127.0.0.1_{port}",
                         route_config_name=str(port),
-                        telemetry=client_http(push, proxy),
+                        telemetry=client_http(push, proxy, serves_grpc(proxy.sidecar_scope(push))),
                     )
                 ]
             )
@@ -280,7 +291,9 @@ def bound_egress_listeners(push: PushContext, proxy: Proxy) -> list[Listener]:
                             hcm_filter(
                                 stat_prefix=f"outbound_{name}",
                                 route_config_name=str(port),
-                                telemetry=client_http(push, proxy),
+                                telemetry=client_http(
+                                    push, proxy, serves_grpc(proxy.sidecar_scope(push), port)
+                                ),
                             )
                         ]
                     )
@@ -330,7 +343,7 @@ def _inbound_filters(
             stat_prefix=stat,
             route_config=route_config,
             security_filters=security,
-            telemetry=server_http(push, proxy, target, mtls),
+            telemetry=server_http(push, proxy, target, mtls, protocol == Protocol.GRPC),
         )
         set_client_cert_forwarding(hcm, mtls)
         return [lc.Filter(name=HCM_FILTER, typed_config=pack(hcm))]

@@ -104,17 +104,22 @@ def _service_hosts(service: str, domain_suffix: str) -> list[str]:
     return hosts
 
 
-def client_http(push: PushContext, proxy: Proxy) -> HcmTelemetry:
+def client_http(push: PushContext, proxy: Proxy, grpc: bool = False) -> HcmTelemetry:
+    """An outbound connection manager's telemetry; ``grpc``: it carries gRPC services."""
     t = telemetry_of(push, proxy)
     logs: list[al.AccessLog] = []
-    if t.metrics_on("CLIENT"):
+    metrics = t.metrics_on("CLIENT")
+    if metrics:
         overrides = [o for o in t.overrides if o.mode == "CLIENT"]
-        stats = T.http_metrics_log(T.client_http_tags(), overrides)
+        stats = T.http_metrics_log(T.client_http_tags(), overrides, grpc)
         if stats is not None:
             logs.append(stats)
     logs += T.access_logs(t.access_logs, "CLIENT")
     return HcmTelemetry(
-        tuple(logs), _tracing(push, proxy, "CLIENT"), request_edge=t.metrics_on("CLIENT")
+        tuple(logs),
+        _tracing(push, proxy, "CLIENT"),
+        request_edge=metrics,
+        grpc_messages=metrics and grpc,
     )
 
 
@@ -126,17 +131,27 @@ def _served(proxy: Proxy, target: int) -> tuple[str, str, str]:
     return "", "", ""
 
 
-def server_http(push: PushContext, proxy: Proxy, target: int, mtls: bool) -> HcmTelemetry:
-    """An inbound connection manager's telemetry; ``mtls``: its chain is mutual TLS."""
+def server_http(
+    push: PushContext, proxy: Proxy, target: int, mtls: bool, grpc: bool = False
+) -> HcmTelemetry:
+    """An inbound connection manager's telemetry; ``mtls``: its chain is mutual TLS;
+    ``grpc``: the port serves gRPC."""
     t = telemetry_of(push, proxy)
     logs: list[al.AccessLog] = []
-    if t.metrics_on("SERVER"):
+    metrics = t.metrics_on("SERVER")
+    if metrics:
         overrides = [o for o in t.overrides if o.mode == "SERVER"]
-        stats = T.http_metrics_log(T.server_http_tags(_served(proxy, target), mtls), overrides)
+        tags = T.server_http_tags(_served(proxy, target), mtls)
+        stats = T.http_metrics_log(tags, overrides, grpc)
         if stats is not None:
             logs.append(stats)
     logs += T.access_logs(t.access_logs, "SERVER")
-    return HcmTelemetry(tuple(logs), _tracing(push, proxy, "SERVER"), peer_edge=True)
+    return HcmTelemetry(
+        tuple(logs),
+        _tracing(push, proxy, "SERVER"),
+        peer_edge=True,
+        grpc_messages=metrics and grpc,
+    )
 
 
 def client_tcp_logs(push: PushContext, proxy: Proxy) -> list[al.AccessLog]:

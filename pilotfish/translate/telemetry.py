@@ -47,7 +47,9 @@ from envoy.data.accesslog.v3 import accesslog_pb2 as al_data
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
 from envoy.extensions.access_loggers.stats.v3 import stats_pb2
+from envoy.extensions.filters.http.grpc_stats.v3 import config_pb2 as grpc_stats_pb2
 from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2 as h2m
+from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -62,6 +64,7 @@ __all__ = [
     "PEER_HEADERS",
     "HcmTelemetry",
     "access_logs",
+    "grpc_message_filters",
     "http_metrics_log",
     "peer_headers_to_add",
     "peer_metadata_filter",
@@ -94,6 +97,8 @@ METRIC_NAMES = {
     "TCP_CLOSED_CONNECTIONS": "tcp_connections_closed_total",
     "TCP_SENT_BYTES": "tcp_sent_bytes_total",
     "TCP_RECEIVED_BYTES": "tcp_received_bytes_total",
+    "GRPC_REQUEST_MESSAGES": "request_messages_total",
+    "GRPC_RESPONSE_MESSAGES": "response_messages_total",
 }
 
 
@@ -257,13 +262,24 @@ def _stats_log(
 
 
 def http_metrics_log(
-    tags: list[tuple[str, str]], overrides: Sequence[MetricOverride]
+    tags: list[tuple[str, str]], overrides: Sequence[MetricOverride], grpc: bool = False
 ) -> al.AccessLog | None:
-    """The stats logger of an HTTP connection manager: Istio's four HTTP metrics."""
+    """The stats logger of an HTTP connection manager: Istio's four HTTP metrics, and with
+    ``grpc`` its two gRPC message counters (from what :func:`grpc_message_filters` store)."""
     config = stats_pb2.Config(stat_prefix="istio")
     counter = _apply_overrides("requests_total", tags, overrides)
     if counter is not None:
         config.counters.add(stat=_stat("requests_total", counter)).value_fixed.value = 1
+    for stat, key in (
+        ("request_messages_total", "request_messages"),
+        ("response_messages_total", "response_messages"),
+    ):
+        message_tags = _apply_overrides(stat, tags, overrides) if grpc else None
+        if message_tags is not None:
+            config.counters.add(
+                stat=_stat(stat, message_tags),
+                value_format=f"%DYNAMIC_METADATA({GRPC_METADATA}:{key})%",
+            )
     for stat, value in (
         ("request_duration_milliseconds", "%DURATION%"),
         ("request_bytes", "%BYTES_RECEIVED%"),
@@ -280,6 +296,39 @@ def http_metrics_log(
     if not config.counters and not config.histograms:
         return None
     return _stats_log(config)
+
+
+#: Where the gRPC message counts of a request are stored for the metrics.
+GRPC_METADATA = "pilotfish.grpc"
+GRPC_STATS = "envoy.filters.http.grpc_stats"
+LUA = "envoy.filters.http.lua"
+
+#: Envoy's ``grpc_stats`` filter counts the messages of a gRPC stream into its filter state
+#: (textual form ``REQUEST,RESPONSE``), which no formatter can split; once the stream has
+#: ended (its trailers), this moves the two numbers into dynamic metadata, where the stats
+#: logger reads them as counter values. Zero when the request was not gRPC or was answered
+#: before reaching the counting filter.
+GRPC_MESSAGES_LUA = f"""\
+function envoy_on_response(handle)
+  handle:trailers()
+  local info = handle:streamInfo()
+  local counts = info:filterState():get("{GRPC_STATS}")
+  local req, resp = string.match(tostring(counts), "^(%d+),(%d+)$")
+  local md = info:dynamicMetadata()
+  md:set("{GRPC_METADATA}", "request_messages", tonumber(req) or 0)
+  md:set("{GRPC_METADATA}", "response_messages", tonumber(resp) or 0)
+end
+"""
+
+
+def grpc_message_filters() -> list[tuple[str, Any]]:
+    """(name, typed config) of the HTTP filters that count a gRPC stream's messages for
+    ``istio_request_messages_total`` / ``istio_response_messages_total``, in their order (the
+    Lua filter first, so that on the response path it runs after the counting)."""
+    lua = lua_pb2.Lua(default_source_code=base_pb2.DataSource(inline_string=GRPC_MESSAGES_LUA))
+    stats = grpc_stats_pb2.FilterConfig(emit_filter_state=True)
+    stats.stats_for_all_methods.value = False
+    return [(LUA, lua), (GRPC_STATS, stats)]
 
 
 def _log_type(*types: int) -> al.AccessLogFilter:
@@ -461,6 +510,8 @@ class HcmTelemetry:
     peer_edge: bool = False
     #: Outbound with metrics: store what the request is first (``request_protocol``).
     request_edge: bool = False
+    #: A gRPC port with metrics: count the messages of each stream (:func:`grpc_message_filters`).
+    grpc_messages: bool = False
 
 
 # ---- tracing --------------------------------------------------------------------------------

@@ -175,8 +175,8 @@ def test_istios_addon_names_answer_inside_the_mesh(mesh: Mesh) -> None:
     assert up["status"] == "success" and up["data"]["result"], up
     services = json.loads(get("http://tracing.istio-system/api/services"))
     assert isinstance(services["data"], list), services
-    se = json.loads(mesh.cli("get", "se", "-n", "istio-system", "-o", "json").stdout)["items"]
-    assert {"prometheus", "tracing", "zipkin"} <= {i["metadata"]["name"] for i in se}
+    svc = json.loads(mesh.cli("get", "svc", "-n", "istio-system", "-o", "json").stdout)["items"]
+    assert {"prometheus", "tracing"} <= {i["metadata"]["name"] for i in svc}
 
 
 def test_istioctl_habits_reach_a_pods_envoy(mesh: Mesh) -> None:

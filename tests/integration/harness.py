@@ -282,10 +282,12 @@ class Mesh:
         gateway_ports: tuple[int, ...] = (),
         extra_args: tuple[str, ...] = (),
         wait: bool = True,
+        app_command: tuple[str, ...] | None = None,
     ) -> Sidecar:
         """Start a proxy with a backend app. ``mtls``: with a workload token (mesh
         certificate); ``proxy_type="router"``: a gateway binding each of ``gateway_ports``
-        on a free port of its own loopback IP (no app)."""
+        on a free port of its own loopback IP (no app); ``app_command``: run this app instead
+        of the HTTP backend (``{ip}`` and ``{port}`` in it are filled in)."""
         ip = free_loopback_ip(app_port or 9080)
         outbound, readiness, admin, agent = (self.free_port() for _ in range(4))
         bound: dict[int, int] = {}
@@ -301,6 +303,8 @@ class Mesh:
                 sys.executable, str(BACKEND), "--host", ip, "--port", str(app_port),
                 "--name", name, "--version", labels.get("version", ""),
             )  # fmt: skip
+            if app_command is not None:
+                app = tuple(a.format(ip=ip, port=app_port) for a in app_command)
         router = proxy_type == "router"
         node = NodeInfo(
             proxy_type="router" if router else "sidecar",

@@ -5,10 +5,11 @@ On the host, Prometheus and the trace query API listen on loopback only (as Isti
 behind a port-forward). Pods cannot reach the host's loopback, so the mesh runs one more Envoy
 in the host network namespace, ``addons``, that listens on the pod bridge's address (which
 only this host and its pods reach) and forwards each addon port to its loopback listener
-(``tcp_proxy``: no Python on the path). ``ServiceEntry``s ``istio-system/prometheus`` and
-``istio-system/tracing`` (labelled as managed by Pilotfish, like ``zipkin``) give the names.
+(``tcp_proxy``: no Python on the path). Services ``istio-system/prometheus`` and
+``istio-system/tracing`` (labelled as managed by Pilotfish, like ``zipkin``) give the names;
+they select a WorkloadEntry at the bridge address.
 
-Pure: the bootstrap and the ServiceEntries; :mod:`.runtime_mesh` starts the process.
+Pure: the bootstrap and the Services; :mod:`.runtime_mesh` starts the process.
 """
 
 from __future__ import annotations
@@ -95,39 +96,45 @@ def addons_bootstrap(address: str, forwards: Sequence[Forward]) -> dict[str, Any
     }
 
 
-def _service_entry(
-    name: str, ports: list[dict[str, Any]], endpoint: dict[str, Any]
-) -> dict[str, Any]:
+#: The WorkloadEntry that stands for the forwarder (the addon Services select it).
+ADDONS_WORKLOAD = "pilotfish-addons"
+
+
+def _service(name: str, port: dict[str, Any]) -> dict[str, Any]:
     return {
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "ServiceEntry",
+        "apiVersion": "v1",
+        "kind": "Service",
         "metadata": {"name": name, "namespace": "istio-system", "labels": dict(MANAGED_BY)},
-        "spec": {
-            "hosts": [f"{name}.istio-system.svc.cluster.local"],
-            "location": "MESH_INTERNAL",
-            "resolution": "STATIC",
-            "ports": ports,
-            "endpoints": [endpoint],
-        },
+        "spec": {"selector": {"app": ADDONS_WORKLOAD}, "ports": [port]},
     }
 
 
 def addon_services(address: str, prometheus: bool) -> list[dict[str, Any]]:
-    """``tracing.istio-system`` (80 -> the query API) and, when it runs,
-    ``prometheus.istio-system`` (9090), both at ``address``. Pure."""
+    """Services ``tracing`` (80 -> the query API's 16686) and, when it runs, ``prometheus``
+    (9090) in ``istio-system``, selecting a WorkloadEntry at ``address`` (the forwarder).
+
+    Services rather than ServiceEntries, as in an Istio cluster: they get a cluster IP that
+    the runtime writes into every pod's hosts file, so apps resolve the names. Pure."""
+    workload = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "WorkloadEntry",
+        "metadata": {
+            "name": ADDONS_WORKLOAD, "namespace": "istio-system", "labels": dict(MANAGED_BY),
+        },
+        "spec": {"address": address, "labels": {"app": ADDONS_WORKLOAD}},
+    }  # fmt: skip
     out = [
-        _service_entry(
+        workload,
+        _service(
             "tracing",
-            [{"number": TRACING_SERVICE_PORT, "name": "http-query", "protocol": "HTTP"}],
-            {"address": address, "ports": {"http-query": TRACING_QUERY_PORT}},
-        )
+            {"name": "http-query", "port": TRACING_SERVICE_PORT, "targetPort": TRACING_QUERY_PORT},
+        ),
     ]
     if prometheus:
         out.append(
-            _service_entry(
+            _service(
                 "prometheus",
-                [{"number": PROMETHEUS_PORT, "name": "http", "protocol": "HTTP"}],
-                {"address": address},
+                {"name": "http", "port": PROMETHEUS_PORT, "targetPort": PROMETHEUS_PORT},
             )
         )
     return out

@@ -10,12 +10,25 @@ including what the server reports about its caller, which must not be forgeable.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 
 from tests.integration.harness import REVIEWS_SERVICE, Mesh, Sidecar, eventually
+
+GRPC_BACKEND = Path(__file__).parents[1] / "grpc_backend.py"
+ECHO_SERVICE = """
+apiVersion: v1
+kind: Service
+metadata: {name: echo}
+spec:
+  selector: {app: echo}
+  ports: [{name: grpc, port: 9090}]
+"""
 
 pytestmark = pytest.mark.integration
 
@@ -192,3 +205,60 @@ def test_telemetry_tag_overrides_and_the_mesh_wide_access_log(
         10,
         "the client sidecar's access log line",
     )
+
+
+def test_grpc_requests_and_their_messages_are_counted_by_both_reporters(mesh: Mesh) -> None:
+    """A real gRPC client and server through their sidecars over mTLS: a unary call and a
+    bidirectional stream of three messages each way."""
+    mesh.apply(ECHO_SERVICE)
+    app = (sys.executable, str(GRPC_BACKEND), "--host", "{ip}", "--port", "{port}")
+    server = mesh.add(
+        "echo-v1", {"app": "echo", "version": "v1"}, app_port=9090, mtls=True,
+        service_account="echo", app_command=app,
+    )  # fmt: skip
+    client = mesh.add("caller-v1", {"app": "caller"}, app_port=None, mtls=True)
+    target = f"127.0.0.1:{client.outbound_port}"
+    with grpc.insecure_channel(target, options=[("grpc.default_authority", "echo:9090")]) as ch:
+        say = ch.unary_unary("/echo.Echo/Say")
+        chat = ch.stream_stream("/echo.Echo/Chat")
+
+        def unary_ok() -> bool:
+            try:
+                return bool(say(b"hi", timeout=2) == b"hi")
+            except grpc.RpcError:
+                return False
+
+        eventually(unary_ok, 30, "a unary call through the mesh")
+        replies = list(chat(iter([b"a", b"b", b"c"]), timeout=5))
+        assert replies == [b"a", b"b", b"c"]
+
+    def total(sidecar: Sidecar, name: str, reporter: str) -> float:
+        return sum(
+            v
+            for s, v in series(sidecar, name)
+            if s.get("reporter") == reporter and s.get("destination_service_name") == "echo"
+        )
+
+    for sidecar, reporter in ((client, "source"), (server, "destination")):
+        # At least the stream's three messages each way and the successful unary call's one.
+        eventually(
+            lambda sc=sidecar, r=reporter: (
+                total(sc, "istio_request_messages_total", r) >= 4
+                and total(sc, "istio_response_messages_total", r) >= 4
+            ),
+            20,
+            f"gRPC message counts on the {reporter} reporter",
+        )
+        grpc_ok = one(
+            sidecar, "istio_requests_total", reporter=reporter, request_protocol="grpc",
+            grpc_response_status="0", destination_service_name="echo", response_code="200",
+        )  # fmt: skip
+        assert grpc_ok["destination_workload"] == "echo-v1"
+    # Exactly: successful unary calls (each one message) plus the stream's three.
+    calls = sum(
+        v
+        for s, v in series(client, "istio_requests_total")
+        if s.get("reporter") == "source" and s.get("destination_service_name") == "echo"
+        and s.get("grpc_response_status") == "0"
+    )  # fmt: skip
+    assert total(client, "istio_request_messages_total", "source") >= calls - 1 + 3

@@ -19,15 +19,22 @@ def test_the_forwarder_listens_on_the_bridge_and_forwards_to_loopback() -> None:
     assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 19090}
 
 
-def test_the_addon_service_entries_are_valid_and_use_istios_ports() -> None:
-    services = {s["metadata"]["name"]: s for s in addon_services("10.44.0.1", prometheus=True)}
-    for body in services.values():
+def test_the_addon_services_are_valid_use_istios_ports_and_select_the_forwarder() -> None:
+    objects = addon_services("10.44.0.1", prometheus=True)
+    for body in objects:
         validate(body)
-    assert services["prometheus"]["spec"]["ports"][0]["number"] == 9090
-    tracing = services["tracing"]["spec"]
-    assert tracing["ports"][0]["number"] == 80
-    assert tracing["endpoints"] == [{"address": "10.44.0.1", "ports": {"http-query": 16686}}]
-    assert [s["metadata"]["name"] for s in addon_services("10.44.0.1", False)] == ["tracing"]
+    by_name = {o["metadata"]["name"]: o for o in objects}
+    workload = by_name["pilotfish-addons"]
+    assert workload["kind"] == "WorkloadEntry" and workload["spec"]["address"] == "10.44.0.1"
+    assert by_name["prometheus"]["spec"]["ports"] == [
+        {"name": "http", "port": 9090, "targetPort": 9090}
+    ]
+    assert by_name["tracing"]["spec"]["ports"][0]["port"] == 80
+    assert by_name["tracing"]["spec"]["ports"][0]["targetPort"] == 16686
+    for name in ("prometheus", "tracing"):
+        assert by_name[name]["spec"]["selector"] == workload["spec"]["labels"]
+    names = [o["metadata"]["name"] for o in addon_services("10.44.0.1", False)]
+    assert names == ["pilotfish-addons", "tracing"]
 
 
 def test_the_mesh_forwards_its_own_loopback_ports(tmp_path: Path) -> None:
