@@ -57,12 +57,17 @@ def supervisor_settings(settings: AgentSettings) -> SupervisorSettings:
     )
 
 
-def envoy_environment(settings: AgentSettings) -> dict[str, str]:
-    """What Envoy's config reads about this workload (``%ENVIRONMENT(PILOTFISH_*)%``)."""
+def own_values(settings: AgentSettings) -> dict[str, str]:
+    """This workload's values in Istio's metrics (its side's ``source_*``/``destination_*``)."""
     node = settings.node
     principal = node.spiffe_id if settings.identity is not None else ""
     workload = node.workload_name or node.pod_name
-    return peer_environment(workload_values(node.namespace, workload, node.labels, principal))
+    return workload_values(node.namespace, workload, node.labels, principal)
+
+
+def envoy_environment(settings: AgentSettings) -> dict[str, str]:
+    """What Envoy's config reads about this workload (``%ENVIRONMENT(PILOTFISH_*)%``)."""
+    return peer_environment(own_values(settings))
 
 
 class Agent:
@@ -99,6 +104,7 @@ class Agent:
                     self.readiness,
                     self.supervisor.admin,
                     settings.app_metrics,
+                    own_values(settings),
                 )
                 try:
                     await self._server.start()

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import httpx
 from aiohttp import web
@@ -64,11 +64,14 @@ def agent_families(version: str, scrapes: int, failures: int) -> list[Family]:
     ]
 
 
-def merged_exposition(envoy: str, agent: list[Family], app: str | None) -> str:
-    """Envoy's stats renamed to Istio's names, then the agent's, then the app's (each family
-    once, the first wins). An app exposition that does not parse is left out. Pure."""
+def merged_exposition(
+    envoy: str, agent: list[Family], app: str | None, own: Mapping[str, str] | None = None
+) -> str:
+    """Envoy's stats renamed to Istio's names (with the proxy's ``own`` workload labels added
+    to the standard metrics), then the agent's, then the app's (each family once, the first
+    wins). An app exposition that does not parse is left out. Pure."""
     try:
-        envoy_families = rename_prefix(parse(envoy))
+        envoy_families = rename_prefix(parse(envoy), own=own)
     except ValueError as exc:
         log.warning("Envoy's stats did not parse (%s); serving them unmerged", exc)
         return envoy + render(agent)
@@ -91,8 +94,11 @@ class AgentServer:
         readiness: ReadinessProbe,
         admin: AdminClient,
         app_metrics: AppMetrics | None = None,
+        own: Mapping[str, str] | None = None,
     ) -> None:
+        """``own``: this proxy's workload values, added to its standard metrics."""
         self.bind = bind
+        self._own = dict(own) if own is not None else None
         self.port = port
         self._readiness = readiness
         self._admin = admin
@@ -158,7 +164,7 @@ class AgentServer:
             return response
         app = await self._scrape_app()
         agent = agent_families(__version__, self.scrapes, self.scrape_failures)
-        text = merged_exposition(body.decode(errors="replace"), agent, app)
+        text = merged_exposition(body.decode(errors="replace"), agent, app, self._own)
         response = web.Response(body=text.encode())
         response.headers["Content-Type"] = CONTENT_TYPE
         return response

@@ -10,11 +10,13 @@ __all__ = [
     "CLUSTER_ID",
     "DURATION_BUCKETS",
     "HISTOGRAM_BUCKETS",
+    "OWN_LABEL_REMOVED",
     "PEER_ENV",
     "SIZE_BUCKETS",
     "UNKNOWN",
     "canonical_revision",
     "canonical_service",
+    "own_label",
     "peer_environment",
     "workload_values",
 ]
@@ -78,6 +80,29 @@ def workload_values(
         "canonical_revision": canonical_revision(labels),
         "cluster": CLUSTER_ID,
     }
+
+
+#: The label a standard metric carries for each workload value of the reporting proxy's own
+#: side (``source_*`` on ``reporter="source"``, ``destination_*`` otherwise).
+OWN_LABEL_NAMES = {
+    "workload": "workload",
+    "namespace": "workload_namespace",
+    "principal": "principal",
+    "app": "app",
+    "version": "version",
+    "canonical_service": "canonical_service",
+    "canonical_revision": "canonical_revision",
+    "cluster": "cluster",
+}
+#: The value Envoy writes for one of the proxy's own labels that a Telemetry ``tagOverrides``
+#: removed: the agent drops the label instead of adding it.
+OWN_LABEL_REMOVED = "pilotfish-label-removed"
+
+
+def own_label(reporter: str, key: str) -> str:
+    """The metric label of workload value ``key`` on the reporting proxy's own side."""
+    side = "source" if reporter == "source" else "destination"
+    return f"{side}_{OWN_LABEL_NAMES[key]}"
 
 
 def peer_environment(values: Mapping[str, str]) -> dict[str, str]:

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from pilotfish.api.peer import OWN_LABEL_REMOVED, own_label
 
 __all__ = [
     "CONTENT_TYPE",
@@ -30,6 +32,7 @@ __all__ = [
     "parse",
     "rename_prefix",
     "render",
+    "with_own_labels",
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -190,18 +193,40 @@ def _rename(name: str, old: str, new: str) -> str:
 
 
 def rename_prefix(
-    families: Iterable[Family], old: str = ENVOY_ISTIO_PREFIX, new: str = ISTIO_PREFIX
+    families: Iterable[Family],
+    old: str = ENVOY_ISTIO_PREFIX,
+    new: str = ISTIO_PREFIX,
+    own: Mapping[str, str] | None = None,
 ) -> list[Family]:
     """Families (and their samples) whose names start with ``old`` renamed to start with
-    ``new``, with Istio's ``unknown`` for empty label values; the others unchanged."""
+    ``new``, with Istio's ``unknown`` for empty label values and, given the proxy's ``own``
+    workload values (:func:`~pilotfish.api.peer.workload_values`), its own side's labels
+    added (see :func:`with_own_labels`); the others unchanged."""
     out = []
     for f in families:
         if not f.name.startswith(old):
             out.append(f)
             continue
         samples = tuple(s.renamed(_rename(s.name, old, new)).with_unknowns() for s in f.samples)
+        if own is not None:
+            samples = tuple(with_own_labels(s, own) for s in samples)
         out.append(Family(_rename(f.name, old, new), f.type, f.help, samples))
     return out
+
+
+def with_own_labels(sample: Sample, own: Mapping[str, str]) -> Sample:
+    """A standard metric's sample with the reporting proxy's own labels (``source_*`` when it
+    reports as ``source``, ``destination_*`` otherwise) that Envoy's config leaves out, since
+    they are the same for every series of this proxy; a label Envoy wrote (a Telemetry
+    override) is kept, one marked :data:`~pilotfish.api.peer.OWN_LABEL_REMOVED` dropped."""
+    labels = dict(sample.labels)
+    reporter = labels.get("reporter")
+    if reporter is None:
+        return sample
+    for key, value in own.items():
+        labels.setdefault(own_label(reporter, key), value)
+    kept = tuple((k, v) for k, v in labels.items() if v != OWN_LABEL_REMOVED)
+    return Sample(sample.name, kept, sample.value, sample.timestamp)
 
 
 def _base(name: str) -> str:

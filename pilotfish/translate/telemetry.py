@@ -5,10 +5,13 @@ counts every request (or TCP connection) into ``istio.*`` stats with Istio's lab
 exports them as ``envoy_istio_*`` and the agent serves them as ``istio_*`` on
 ``:15020/stats/prometheus``. The labels:
 
-- the proxy's own workload (``source_*`` on the client, ``destination_*`` on the server) come
-  from the environment the agent gives Envoy (``%ENVIRONMENT(PILOTFISH_*)%``, see
-  :data:`PEER_ENV`), so the generated config is the same for every proxy that sees the same
-  services and can be shared;
+- the proxy's own workload labels (``source_*`` on the client, ``destination_*`` on the
+  server) are not in Envoy's config: they are the same for every series a proxy reports, so
+  its agent adds them when it serves ``/stats/prometheus``
+  (:func:`pilotfish.telemetry.promtext.with_own_labels`). That spares Envoy eight label values
+  per metric per request and keeps the config the same for every proxy that sees the same
+  services (the peer headers a client sends read the same values from Envoy's environment,
+  ``%ENVIRONMENT(PILOTFISH_*)%``, see :data:`PEER_ENV`);
 - on the client, the destination workload from the endpoint's metadata (EDS,
   ``filter_metadata.istio``), the destination service from the cluster's metadata (CDS), the
   destination principal from the upstream certificate;
@@ -56,7 +59,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import struct_pb2
 
 from pilotfish.api.meshconfig import DEFAULT_ACCESS_LOG_FORMAT
-from pilotfish.api.peer import PEER_ENV
+from pilotfish.api.peer import OWN_LABEL_REMOVED, PEER_ENV, own_label
 from pilotfish.model.telemetry import AccessLogSpec, MetricOverride, TracingSpec
 from pilotfish.translate.common import pack
 
@@ -106,20 +109,6 @@ def _env(key: str) -> str:
     return f"%ENVIRONMENT({PEER_ENV[key]})%"
 
 
-def _own(prefix: str) -> list[tuple[str, str]]:
-    """The proxy's own workload labels (``source_*`` or ``destination_*``)."""
-    return [
-        (f"{prefix}_workload", _env("workload")),
-        (f"{prefix}_workload_namespace", _env("namespace")),
-        (f"{prefix}_principal", _env("principal")),
-        (f"{prefix}_app", _env("app")),
-        (f"{prefix}_version", _env("version")),
-        (f"{prefix}_canonical_service", _env("canonical_service")),
-        (f"{prefix}_canonical_revision", _env("canonical_revision")),
-        (f"{prefix}_cluster", _env("cluster")),
-    ]
-
-
 #: The caller's namespace as its verified certificate says it, from the ``x-forwarded-client-cert``
 #: this proxy sets on mutual-TLS connections: only the last element (the one this proxy appends
 #: for the peer it verified) counts, whatever the caller put before it.
@@ -154,10 +143,10 @@ GRPC_CONTENT_TYPE = r"^(?:application/(grpc)(?:[+;].*)?|.*)$"
 
 
 def client_http_tags() -> list[tuple[str, str]]:
-    """``reporter=source`` labels of an HTTP request, in Istio's order."""
+    """``reporter=source`` labels of an HTTP request, in Istio's order, less the proxy's own
+    (``source_*``), which the agent adds (:data:`OWN_IN_AGENT`)."""
     return [
         ("reporter", "source"),
-        *_own("source"),
         ("destination_workload", "%METADATA(UPSTREAM_HOST:istio:workload)%"),
         ("destination_workload_namespace", "%METADATA(UPSTREAM_HOST:istio:namespace)%"),
         ("destination_principal", "%UPSTREAM_PEER_URI_SAN%"),
@@ -205,7 +194,6 @@ def server_http_tags(service: tuple[str, str, str], mtls: bool) -> list[tuple[st
         ("source_canonical_service", source("canonical_service")),
         ("source_canonical_revision", source("canonical_revision")),
         ("source_cluster", source("cluster")),
-        *_own("destination"),
         ("destination_service", host),
         ("destination_service_name", name),
         ("destination_service_namespace", namespace),
@@ -228,16 +216,23 @@ def server_tcp_tags(service: tuple[str, str, str], mtls: bool) -> list[tuple[str
 def _apply_overrides(
     stat: str, tags: list[tuple[str, str]], overrides: Sequence[MetricOverride]
 ) -> list[tuple[str, str]] | None:
-    """The stat's tags after Telemetry overrides (``None``: the metric is disabled)."""
+    """The stat's tags after Telemetry overrides (``None``: the metric is disabled). Removing
+    one of the proxy's own labels, which the agent adds, leaves a marker for it to drop."""
     out = dict(tags)
     order = [t for t, _ in tags]
+    reporter = out.get("reporter", "")
+    own = {own_label(reporter, key) for key in PEER_ENV}
     for o in overrides:
         if o.metric is not None and METRIC_NAMES.get(o.metric, o.metric) != stat:
             continue
         if o.disabled and not o.tags:
             return None
         for tag, op, value in o.tags:
-            if op == "REMOVE":
+            if op == "REMOVE" and tag in own:
+                if tag not in out:
+                    order.append(tag)
+                out[tag] = OWN_LABEL_REMOVED
+            elif op == "REMOVE":
                 out.pop(tag, None)
             else:
                 if tag not in out:

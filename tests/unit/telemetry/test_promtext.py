@@ -133,3 +133,25 @@ def test_istio_series_say_unknown_where_envoy_left_a_label_empty() -> None:
         "source_principal": "unknown", "grpc_response_status": "", "response_code": "200"
     }  # fmt: skip
     assert dict(other.samples[0].labels) == {"envoy_cluster_name": ""}
+
+
+def test_the_agent_adds_the_proxys_own_labels_to_its_side() -> None:
+    text = (
+        "# TYPE envoy_istio_requests_total counter\n"
+        'envoy_istio_requests_total{reporter="source",destination_workload="b",'
+        'source_version="x",source_app="pilotfish-label-removed"} 3\n'
+        'envoy_istio_requests_total{reporter="destination",source_workload="a"} 2\n'
+        "# TYPE envoy_server_live gauge\n"
+        'envoy_server_live{reporter="source"} 1\n'
+    )
+    own = {"workload": "me", "namespace": "ns", "app": "mine", "version": "v1"}
+    (requests, live) = rename_prefix(parse(text), own=own)
+    source, destination = (dict(s.labels) for s in requests.samples)
+    assert source["source_workload"] == "me" and source["source_workload_namespace"] == "ns"
+    assert source["source_version"] == "x"  # written by Envoy (a Telemetry override): kept
+    assert "source_app" not in source  # removed by a Telemetry override
+    assert source["destination_workload"] == "b"
+    assert destination["destination_workload"] == "me" and destination["source_workload"] == "a"
+    assert destination["destination_app"] == "mine"
+    # Envoy's own stats are not Istio's standard metrics: untouched.
+    assert dict(live.samples[0].labels) == {"reporter": "source"}

@@ -8,6 +8,7 @@ from envoy.extensions.access_loggers.stats.v3 import stats_pb2
 from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2
 
 from pilotfish.api.meshconfig import effective_mesh_config
+from pilotfish.api.peer import OWN_LABEL_REMOVED, PEER_ENV, own_label
 from pilotfish.model.telemetry import AccessLogSpec, MetricOverride, TracingSpec
 from pilotfish.translate import telemetry as T
 
@@ -32,11 +33,13 @@ def test_both_reporters_carry_istios_labels() -> None:
     ]  # fmt: skip
     names = tag_names(client.counters[0].stat)
     assert names[0] == "reporter" and names[-1] == "connection_security_policy"
-    wanted = ["source_workload", "destination_workload", "destination_service",
-              "destination_principal", "response_code", "response_flags", "request_protocol",
-              "grpc_response_status", "source_canonical_revision",
+    wanted = ["destination_workload", "destination_service", "destination_principal",
+              "response_code", "response_flags", "request_protocol", "grpc_response_status",
               "destination_cluster"]  # fmt: skip
     assert set(wanted) <= set(names)
+    # The proxy's own labels are the agent's to add, the same for all its series.
+    client_own = {own_label("source", k) for k in PEER_ENV}
+    assert not client_own & set(names)
     server = stats(T.http_metrics_log(T.server_http_tags(SERVICE, mtls=True), []))
     tags = {t.name: t.value_format for t in server.counters[0].stat.tags}
     assert tags["reporter"] == "destination"
@@ -47,7 +50,10 @@ def test_both_reporters_carry_istios_labels() -> None:
     verified = "%DYNAMIC_METADATA(pilotfish.peer:verified_namespace)%"
     assert tags["source_workload_namespace"] == verified
     assert tags["source_workload"] == "%DYNAMIC_METADATA(pilotfish.peer:workload)%"
-    assert set(tag_names(server.counters[0].stat)) == set(names)
+    server_own = {own_label("destination", k) for k in PEER_ENV}
+    assert not server_own & set(tags)
+    # With what the agent adds, both reporters carry the same labels: Istio's.
+    assert set(tags) | server_own == set(names) | client_own
     # On plaintext nothing the caller says is trusted.
     plain = stats(T.http_metrics_log(T.server_http_tags(SERVICE, mtls=False), []))
     tags = {t.name: t.value_format for t in plain.counters[0].stat.tags}
@@ -57,6 +63,20 @@ def test_both_reporters_carry_istios_labels() -> None:
     for config in (client, server, plain):
         for stat in [*config.counters, *config.histograms]:
             assert not any("%CEL(" in t.value_format for t in stat.stat.tags)
+
+
+def test_removing_an_own_label_leaves_a_marker_for_the_agent() -> None:
+    overrides = [
+        MetricOverride("REQUEST_COUNT", "CLIENT", False,
+                       (("source_app", "REMOVE", ""), ("source_version", "UPSERT", "'x'"))),
+    ]  # fmt: skip
+    config = stats(T.http_metrics_log(T.client_http_tags(), overrides))
+    counter = {t.name: t.value_format for t in config.counters[0].stat.tags}
+    assert counter["source_app"] == OWN_LABEL_REMOVED
+    assert counter["source_version"] == "%CEL('x')%"
+    # Other metrics keep the agent's values.
+    histogram = {t.name for t in config.histograms[0].stat.tags}
+    assert "source_app" not in histogram and "source_version" not in histogram
 
 
 def test_request_protocol_is_grpc_only_for_grpc_content_types() -> None:
