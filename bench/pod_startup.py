@@ -63,6 +63,28 @@ def free_cidr() -> str:
             return str(net)
 
 
+def private_mesh(root: Path) -> MeshSettings:
+    """A mesh of its own under ``root``: its own prefix, /24 and ports (Prometheus and the
+    trace query API included), so it runs beside any other."""
+    prefix = "b" + "".join(random.choice(string.ascii_lowercase) for _ in range(4))
+    gw = free_port()
+    return MeshSettings(
+        data_dir=root / "data",
+        state_dir=root / "state",
+        api_listen=f"127.0.0.1:{free_port()}",
+        xds_port=free_port(),
+        gateway_ports=((80, gw), (8080, gw)),
+        gateway_admin_port=free_port(),
+        gateway_agent_port=free_port(),
+        gateway_readiness_port=free_port(),
+        network=PodNetworkSettings(prefix=prefix, pod_cidr=free_cidr()),
+        workdir=REPO,
+        env=(("PILOTFISH_CONFIG", str(root / "config")),),
+        prometheus_port=free_port(),
+        trace_query_port=free_port(),
+    )
+
+
 class Api:
     def __init__(self, url: str, token: str) -> None:
         self.http = httpx.Client(
@@ -147,21 +169,7 @@ def main() -> int:
         print("this benchmark starts pods: run it as root", file=sys.stderr)
         return 1
     root = Path(tempfile.mkdtemp(prefix="pilotfish-bench-"))
-    prefix = "b" + "".join(random.choice(string.ascii_lowercase) for _ in range(4))
-    gw = free_port()
-    settings = MeshSettings(
-        data_dir=root / "data",
-        state_dir=root / "state",
-        api_listen=f"127.0.0.1:{free_port()}",
-        xds_port=free_port(),
-        gateway_ports=((80, gw), (8080, gw)),
-        gateway_admin_port=free_port(),
-        gateway_agent_port=free_port(),
-        gateway_readiness_port=free_port(),
-        network=PodNetworkSettings(prefix=prefix, pod_cidr=free_cidr()),
-        workdir=REPO,
-        env=(("PILOTFISH_CONFIG", str(root / "config")),),
-    )
+    settings = private_mesh(root)
     try:
         t0 = time.monotonic()
         mesh_up(settings)

@@ -35,10 +35,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import signal
 import statistics
-import string
 import subprocess
 import sys
 import tempfile
@@ -49,10 +47,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dataplane import Result, parse_wrk
-from pod_startup import REPO, Api, free_cidr, free_port, ready
+from pod_startup import REPO, Api, private_mesh, ready
 
 from pilotfish.agent.envoy_binary import envoy_binary
-from pilotfish.platform.local.network import PodNetworkSettings
 from pilotfish.platform.local.runtime_mesh import MeshSettings, mesh_down, mesh_up
 
 P50_TARGET = 1.05
@@ -264,21 +261,7 @@ def main() -> int:
     os.chmod(root, 0o755)
     (root / "backend.yaml").write_text(BACKEND_YAML)
     os.chmod(root / "backend.yaml", 0o644)
-    prefix = "b" + "".join(random.choice(string.ascii_lowercase) for _ in range(4))
-    gw = free_port()
-    settings = MeshSettings(
-        data_dir=root / "data",
-        state_dir=root / "state",
-        api_listen=f"127.0.0.1:{free_port()}",
-        xds_port=free_port(),
-        gateway_ports=((80, gw), (8080, gw)),
-        gateway_admin_port=free_port(),
-        gateway_agent_port=free_port(),
-        gateway_readiness_port=free_port(),
-        network=PodNetworkSettings(prefix=prefix, pod_cidr=free_cidr()),
-        workdir=REPO,
-        env=(("PILOTFISH_CONFIG", str(root / "config")),),
-    )
+    settings = private_mesh(root)
     envoy = str(envoy_binary())
     backend_cmd = [
         envoy, "-c", str(root / "backend.yaml"), "--concurrency", "1",
