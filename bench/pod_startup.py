@@ -219,7 +219,7 @@ def main() -> int:
                 raise SystemExit("Bookinfo not ready after 120 s")
             time.sleep(0.02)
         t_bookinfo = time.monotonic() - t0
-        page = httpx.get(f"http://127.0.0.1:{gw}/productpage", timeout=10)
+        page = httpx.get(f"{settings.gateway_url}/productpage", timeout=10)
         assert page.status_code == 200 and "Simple Bookstore App" in page.text
     finally:
         mesh_down(settings)
