@@ -111,7 +111,14 @@ def ready(pod: dict[str, Any]) -> bool:
     )
 
 
-def deployment(name: str, namespace: str) -> dict[str, Any]:
+def deployment(
+    name: str, namespace: str, command: list[str] | None = None, port: int | None = 8080
+) -> dict[str, Any]:
+    """A one-replica Deployment of ``command`` (default: the one-line HTTP server) declaring
+    ``port`` (readiness waits for it to accept connections; ``None``: no port)."""
+    container: dict[str, Any] = {"name": "app", "command": command or ["python3", "-c", APP]}
+    if port is not None:
+        container["ports"] = [{"containerPort": port}]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -121,15 +128,7 @@ def deployment(name: str, namespace: str) -> dict[str, Any]:
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "app",
-                            "command": ["python3", "-c", APP],
-                            "ports": [{"containerPort": 8080}],
-                        }
-                    ]
-                },
+                "spec": {"containers": [container]},
             },
         },
     }

@@ -47,7 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dataplane import Result, parse_wrk
-from pod_startup import REPO, Api, private_mesh, ready
+from pod_startup import REPO, Api, deployment, private_mesh, ready
 
 from pilotfish.agent.envoy_binary import envoy_binary
 from pilotfish.platform.local.runtime_mesh import MeshSettings, mesh_down, mesh_up
@@ -80,25 +80,6 @@ static_resources:
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
 """
-
-
-def deployment(name: str, namespace: str, command: list[str]) -> dict[str, Any]:
-    container: dict[str, Any] = {"name": "app", "command": command}
-    if name == "backend":
-        container["ports"] = [{"containerPort": PORT}]
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name, "version": "v1"}},
-                "spec": {"containers": [container]},
-            },
-        },
-    }
 
 
 def service(namespace: str) -> dict[str, Any]:
@@ -286,8 +267,8 @@ def main() -> int:
             mesh.api.apply(
                 [
                     service(ns),
-                    deployment("backend", ns, backend_cmd),
-                    deployment("client", ns, ["sleep", "infinity"]),
+                    deployment("backend", ns, backend_cmd, PORT),
+                    deployment("client", ns, ["sleep", "infinity"], None),
                     *(CONFIG_OF["mtls"] if ns == "meshed" else []),
                 ]
             )
