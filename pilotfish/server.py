@@ -38,6 +38,8 @@ from pilotfish.config.addons import ensure_addon_services
 from pilotfish.config.store import Store, open_store
 from pilotfish.config.store.factory import describe as describe_store
 from pilotfish.contextfile import DEFAULT_HOME, Context, save_context
+from pilotfish.dashboard.app import DEFAULT_PORT as DASHBOARD_PORT
+from pilotfish.dashboard.app import Dashboard, DashboardSettings, add_dashboard_routes
 from pilotfish.model.jwks import JwksFetcher, JwksSettings
 from pilotfish.model.push_context import MeshSettings, PushContext
 from pilotfish.model.source import PushContextSource
@@ -93,6 +95,8 @@ class ServerSettings:
     prometheus_url: str = "http://127.0.0.1:9090"
     #: Run the canary controller (Flagger's Canary).
     canary_controller: bool = True
+    #: Where the web dashboard listens (Kiali's port); ``None``: no dashboard.
+    dashboard_listen: str | None = "127.0.0.1:20001"
 
     @classmethod
     def build(
@@ -112,6 +116,7 @@ class ServerSettings:
         trace_query_port: int = 16686,
         prometheus_url: str = "http://127.0.0.1:9090",
         canary_controller: bool = True,
+        dashboard_listen: str | None = "127.0.0.1:20001",
     ) -> ServerSettings:
         data_dir = (data_dir or DEFAULT_HOME / "data").expanduser().resolve()
         api_host, api_port = split_address(listen, API_PORT)
@@ -133,7 +138,15 @@ class ServerSettings:
             trace_query_port=trace_query_port,
             prometheus_url=prometheus_url,
             canary_controller=canary_controller,
+            dashboard_listen=dashboard_listen or None,
         )
+
+    @property
+    def dashboard_url(self) -> str | None:
+        if self.dashboard_listen is None:
+            return None
+        host, port = split_address(self.dashboard_listen, DASHBOARD_PORT)
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
 
     @property
     def api_url(self) -> str:
@@ -349,6 +362,50 @@ def start_canary_controller(
     return task, checks
 
 
+def start_dashboard(
+    settings: ServerSettings, store: Store, mesh: Mesh, token: str, api: web.Application
+) -> Dashboard | None:
+    """The web dashboard over this control plane, and its routes on the API (where it is, a
+    one-time login link for `pilotfish dashboard`)."""
+    url = settings.dashboard_url
+    if url is None:
+        return None
+    dashboard = Dashboard(
+        store,
+        DashboardSettings(
+            tokens=frozenset({token}),
+            api_url=settings.api_url,
+            api_token=token,
+            prometheus_url=settings.prometheus_url,
+            jaeger_url=f"http://127.0.0.1:{settings.trace_query_port}",
+            proxy_status=mesh.proxy_status,
+            proxy_config=mesh.proxy_config,
+        ),
+    )
+    add_dashboard_routes(api, dashboard, url)
+    return dashboard
+
+
+async def serve_dashboard(
+    settings: ServerSettings, dashboard: Dashboard | None
+) -> web.AppRunner | None:
+    """Serve the dashboard; one that cannot listen (a port taken) is logged with the reason
+    and the control plane runs on without it."""
+    if dashboard is None or settings.dashboard_listen is None:
+        return None
+    host, port = split_address(settings.dashboard_listen, DASHBOARD_PORT)
+    runner = web.AppRunner(dashboard.app(), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, shutdown_timeout=2.0).start()
+    except OSError as exc:
+        log.error("the dashboard did not start on %s: %s", settings.dashboard_listen, exc)
+        await runner.cleanup()
+        return None
+    log.info("dashboard: %s (Prometheus %s)", settings.dashboard_url, settings.prometheus_url)
+    return runner
+
+
 async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -384,10 +441,12 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
         )
         app = api.app()
         add_token_routes(app, identity.issue_token)
+        dashboard = start_dashboard(settings, store, mesh, token, app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.api_host, settings.api_port, shutdown_timeout=5.0)
         await site.start()
+        dashboard_runner = await serve_dashboard(settings, dashboard)
         if settings.write_context:
             path = save_context(Context(settings.context_name, settings.api_url, token))
             log.info("wrote context %r to %s", settings.context_name, path)
@@ -408,6 +467,8 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
             flush=True,
         )
         await stop.wait()
+        if dashboard_runner is not None:
+            await dashboard_runner.cleanup()
         if canaries is not None:
             await canaries[0]
             await canaries[1].close()

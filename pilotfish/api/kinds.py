@@ -166,6 +166,8 @@ PROXY_STATUS_PATH = f"{PILOTFISH_API}/proxystatus"
 MESH_CONFIG_PATH = f"{PILOTFISH_API}/meshconfig"
 #: GET: the Envoy config the control plane generates for one proxy.
 PROXY_CONFIG_ROUTE = f"{PILOTFISH_API}/namespaces/{{namespace}}/proxies/{{name}}/config"
+#: GET: where the dashboard is served; POST: a one-time login link to it.
+DASHBOARD_PATH = f"{PILOTFISH_API}/dashboard"
 #: POST: the TokenRequest subresource of a ServiceAccount (Kubernetes' shape).
 TOKEN_ROUTE = f"{PILOTFISH_API}/namespaces/{{namespace}}/serviceaccounts/{{name}}/token"
 

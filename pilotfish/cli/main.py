@@ -77,6 +77,10 @@ LAZY_COMMANDS = {
         "pilotfish.cli.analyze_cmd:analyze_cmd",
         "Find problems across resources, with Istio's codes, as `istioctl analyze`.",
     ),
+    "dashboard": LazyCommand(
+        "pilotfish.cli.dashboard_cmd:dashboard_cmd",
+        "Open the web dashboard, the mesh's Prometheus or a proxy's Envoy admin.",
+    ),
     "down": LazyCommand(
         "pilotfish.cli.runtime_cmds:down",
         "Stop the local mesh and remove every pod, namespace, veth, bridge and iptables rule.",
@@ -757,12 +761,14 @@ def _proxy_diff(g: Globals, pod: str, namespace: str | None, file: str | None) -
 )
 @click.option("--trace-query-port", type=click.IntRange(1, 65535), default=16686,
               show_default=True, help="The trace collector's Jaeger query API port.")  # fmt: skip
+@click.option("--dashboard-listen", default="127.0.0.1:20001", show_default=True,
+              help="Address of the web dashboard (empty: no dashboard).")  # fmt: skip
 @click.option(
     "--prometheus-url",
     default="http://127.0.0.1:9090",
     show_default=True,
     help="The mesh's Prometheus, which the canary controller queries for Flagger's metrics "
-    "(`pilotfish up` passes the one it runs).",
+    "and the dashboard for its graph and charts (`pilotfish up` passes the one it runs).",
 )
 @click.option(
     "--xds-plaintext",
@@ -782,6 +788,7 @@ def server(
     xds_sans: tuple[str, ...],
     trace_collector: bool,
     trace_query_port: int,
+    dashboard_listen: str,
     prometheus_url: str,
     xds_plaintext: bool,
 ) -> None:
@@ -811,6 +818,7 @@ def server(
         xds_sans=xds_sans,
         trace_collector=trace_collector,
         trace_query_port=trace_query_port,
+        dashboard_listen=dashboard_listen or None,
         prometheus_url=prometheus_url,
     )
     run_server(settings)

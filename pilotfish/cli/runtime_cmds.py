@@ -197,6 +197,8 @@ def _settings(data_dir: Path | None, state_dir: Path | None, **kw: Any) -> MeshS
               show_default=True, help="Jaeger query API port (127.0.0.1).")  # fmt: skip
 @click.option("--prometheus-port", type=click.IntRange(0, 65535), default=9090, show_default=True,
               help="Prometheus' port on 127.0.0.1 (0: no Prometheus).")  # fmt: skip
+@click.option("--dashboard-port", type=click.IntRange(0, 65535), default=20001,
+              show_default=True, help="The dashboard's port on 127.0.0.1 (0: none).")  # fmt: skip
 @click.option("--prefix", default=None, help="Name prefix of the mesh's host objects  [pf]")
 @click.option("--pod-cidr", default=None, help="Pod address range  [10.244.0.0/16]")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -219,6 +221,7 @@ def up(
     gateway_readiness_port: int,
     prometheus_port: int,
     trace_query_port: int,
+    dashboard_port: int,
     prefix: str | None,
     pod_cidr: str | None,
     workdir: Path | None,
@@ -253,6 +256,7 @@ def up(
         gateway_readiness_port=gateway_readiness_port,
         prometheus_port=prometheus_port or None,
         trace_query_port=trace_query_port,
+        dashboard_port=dashboard_port or None,
         workdir=(workdir or Path.cwd()).resolve(),
         ready_timeout=timeout,
     )

@@ -79,6 +79,7 @@ class Mesh:
     env: dict[str, str]
     prometheus_port: int = 0
     trace_query_port: int = 16686
+    dashboard_port: int = 20001
     #: Every pod name seen, to find app processes a pod left behind (by their HOSTNAME).
     seen_pods: set[str] = field(default_factory=set)
 
@@ -89,6 +90,10 @@ class Mesh:
     @property
     def prometheus(self) -> str:
         return f"http://127.0.0.1:{self.prometheus_port}"
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
 
     @property
     def gateway(self) -> str:
@@ -228,6 +233,7 @@ def bring_up(root: Path) -> Iterator[Mesh]:
         gateway_port=free_port(),
         prometheus_port=free_port(),
         trace_query_port=free_port(),
+        dashboard_port=free_port(),
         env={**os.environ, "PILOTFISH_CONFIG": str(root / "config")},
     )
     args = [
@@ -252,6 +258,8 @@ def bring_up(root: Path) -> Iterator[Mesh]:
         str(mesh.prometheus_port),
         "--trace-query-port",
         str(mesh.trace_query_port),
+        "--dashboard-port",
+        str(mesh.dashboard_port),
         "--prefix",
         prefix,
         "--pod-cidr",

@@ -93,10 +93,13 @@ def start_control_plane(
     plaintext: bool = False,
 ) -> ControlPlane:
     """``pilotfish server`` on loopback; xDS over TLS unless ``plaintext`` (or
-    ``--xds-plaintext`` in ``extra_args``). The trace collector's fixed ports would collide
-    between parallel tests: it is off unless ``extra_args`` turn it on."""
+    ``--xds-plaintext`` in ``extra_args``). The trace collector's and the dashboard's fixed
+    ports would collide between parallel tests: they are off unless ``extra_args`` turn them
+    on."""
     if "--trace-collector" not in extra_args:
         extra_args = (*extra_args, "--no-trace-collector")
+    if "--dashboard-listen" not in extra_args:  # Kiali's fixed port would collide too
+        extra_args = (*extra_args, "--dashboard-listen", "")
     if plaintext and "--xds-plaintext" not in extra_args:
         extra_args = (*extra_args, "--xds-plaintext")
     tls = "--xds-plaintext" not in extra_args

@@ -108,6 +108,8 @@ __all__ = [
 MESH_FILE = "mesh.json"
 #: The control plane's trace collector: Jaeger's query API on loopback.
 TRACE_QUERY_PORT = 16686
+#: The control plane's web dashboard (Kiali's port), on loopback.
+DASHBOARD_PORT = 20001
 #: Istio's ingress gateway ports (80 -> 8080, 443 -> 8443); other Gateway ports bind as written.
 DEFAULT_GATEWAY_PORTS: tuple[tuple[int, int], ...] = tuple(GATEWAY_PORTS.items())
 
@@ -138,6 +140,8 @@ class MeshSettings:
     prometheus_port: int | None = prom.DEFAULT_PORT
     #: The control plane's trace collector: Jaeger's query API on 127.0.0.1.
     trace_query_port: int = TRACE_QUERY_PORT
+    #: The control plane's web dashboard on 127.0.0.1 (Kiali's port); ``None``: no dashboard.
+    dashboard_port: int | None = DASHBOARD_PORT
     #: The Prometheus binary (looked up on ``PATH``).
     prometheus_binary: str = "prometheus"
 
@@ -186,6 +190,7 @@ def server_argv(s: MeshSettings) -> list[str]:
         "--xds-listen", s.xds_address,
         "--trace-query-port", str(s.trace_query_port),
         *(["--prometheus-url", s.prometheus_url] if s.prometheus_port else []),
+        "--dashboard-listen", f"127.0.0.1:{s.dashboard_port}" if s.dashboard_port else "",
     ]  # fmt: skip
 
 
@@ -415,6 +420,7 @@ def part_ports(s: MeshSettings) -> dict[str, list[tuple[str, int]]]:
         "control plane": [
             (api_host or "0.0.0.0", int(api_port)),
             ("127.0.0.1", s.trace_query_port),
+            *([("127.0.0.1", s.dashboard_port)] if s.dashboard_port else []),
         ],
         "ingress gateway": gateway,
         "prometheus": [("127.0.0.1", s.prometheus_port)] if s.prometheus_port else [],
@@ -469,7 +475,7 @@ def _refuse_conflicts(s: MeshSettings, parts: Sequence[str]) -> None:
             "ports this mesh needs are in use: " + "; ".join(taken) + "\n"
             "Stop what uses them, or choose others (--listen, --gateway-port, "
             "--gateway-admin-port, --gateway-agent-port, --gateway-readiness-port, "
-            "--prometheus-port, --trace-query-port)."
+            "--prometheus-port, --trace-query-port, --dashboard-port)."
         )
 
 
@@ -531,6 +537,7 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
             "gateway_readiness": f"http://127.0.0.1:{s.gateway_readiness_port}/healthz/ready",
             "xds_host": str(s.network.gateway_ip),
             "trace_query_port": s.trace_query_port,
+            "dashboard": f"http://127.0.0.1:{s.dashboard_port}" if s.dashboard_port else None,
         }
     )
     started: list[str] = []

@@ -170,6 +170,7 @@ def test_the_mesh_owns_prometheus_port_and_config(tmp_path: Path) -> None:
 
     s = MeshSettings(data_dir=tmp_path / "d", state_dir=tmp_path / "s", api_listen="0.0.0.0:1514")
     assert ("127.0.0.1", 9090) in mesh_record(s).ports
+    assert ("127.0.0.1", 20001) in mesh_record(s).ports  # the dashboard, Kiali's port
     other = MeshSettings(
         data_dir=tmp_path / "d2",
         state_dir=tmp_path / "s2",
@@ -179,6 +180,7 @@ def test_the_mesh_owns_prometheus_port_and_config(tmp_path: Path) -> None:
         gateway_agent_port=5,
         gateway_readiness_port=6,
         trace_query_port=7,
+        dashboard_port=8,
         network=PodNetworkSettings(
             prefix="pfz", pod_cidr="10.250.0.0/16", service_cidr="10.251.0.0/16"
         ),

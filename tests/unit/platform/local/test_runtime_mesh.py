@@ -42,6 +42,11 @@ def test_server_listens_for_xds_on_the_bridge_address(tmp_path: Path) -> None:
     assert _opt(argv, "--listen") == ["127.0.0.1:25014"]
     assert _opt(argv, "--data-dir") == [str(tmp_path / "data")]
     assert s.api_url == "http://127.0.0.1:25014"
+    # The dashboard on Kiali's port, over this mesh's Prometheus; neither when turned off.
+    assert _opt(argv, "--dashboard-listen") == ["127.0.0.1:20001"]
+    assert _opt(argv, "--prometheus-url") == ["http://127.0.0.1:9090"]
+    off = server_argv(settings(tmp_path, dashboard_port=None, prometheus_port=None))
+    assert _opt(off, "--dashboard-listen") == [""] and _opt(off, "--prometheus-url") == [""]
 
 
 def test_runtime_gets_the_token_file_network_and_xds_address(tmp_path: Path) -> None:

@@ -1,0 +1,435 @@
+"""The service graph, computed from Istio's standard metrics the way Kiali computes it. Pure.
+
+:func:`graph_queries` says what to ask Prometheus (three instant queries over the chosen
+window: request rates, request-duration bucket rates and TCP bytes, each grouped by both
+reporters and the source/destination workload labels); :func:`build_graph` turns the answers
+into nodes and edges:
+
+- **nodes** by graph type: ``workload`` (namespace + workload), ``app`` (namespace + app),
+  ``versionedApp`` (namespace + app + version) or ``service`` (namespace + service; a caller is
+  the service of its canonical name). A caller without a sidecar is the ``unknown`` node; a
+  call that left the mesh through the passthrough cluster (or whose destination is unknown)
+  ends in the ``PassthroughCluster`` node; the ingress gateway is a root node (``isRoot``).
+- **edges**: the figures of the client's sidecar (``reporter="source"``: it sees faults it
+  injects and calls whose destination has no sidecar) when it reports, else the server's
+  (``reporter="destination"``: a caller without a sidecar). The mutual-TLS share comes from
+  the server's ``connection_security_policy`` (only the server knows it).
+- **health**, with Kiali's default tolerances: 5xx (and requests that got no response) above
+  0% degraded, at or above 10% failing; 4xx at or above 10% degraded, 20% failing. A node's
+  health is the worst of the requests it received (a root node: the requests it sent).
+- **response times** p50/p95/p99 from the bucket rates, interpolated as Prometheus'
+  ``histogram_quantile`` does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+GraphType = Literal["workload", "app", "versionedApp", "service"]
+GRAPH_TYPES: tuple[str, ...] = ("workload", "app", "versionedApp", "service")
+#: The time ranges the dashboard offers (the rate window of every query).
+DURATIONS: dict[str, int] = {"1m": 60, "5m": 300, "1h": 3600}
+QUANTILES = (0.5, 0.95, 0.99)
+
+UNKNOWN = "unknown"
+PASSTHROUGH = "PassthroughCluster"
+BLACKHOLE = "BlackHoleCluster"
+INGRESS_APPS = frozenset({"istio-ingressgateway"})
+
+#: Kiali's default tolerances (percent): (degraded at, failing at).
+TOLERANCE_5XX = (0.0, 10.0)
+TOLERANCE_4XX = (10.0, 20.0)
+
+EDGE_LABELS = (
+    "reporter",
+    "source_workload_namespace",
+    "source_workload",
+    "source_app",
+    "source_version",
+    "source_canonical_service",
+    "destination_service_namespace",
+    "destination_service_name",
+    "destination_workload_namespace",
+    "destination_workload",
+    "destination_app",
+    "destination_version",
+)
+REQUEST_LABELS = (
+    *EDGE_LABELS,
+    "request_protocol",
+    "response_code",
+    "response_flags",
+    "connection_security_policy",
+)
+
+Health = Literal["healthy", "degraded", "failure", "idle"]
+_RANK: dict[str, int] = {"idle": 0, "healthy": 1, "degraded": 2, "failure": 3}
+
+
+@dataclass(frozen=True)
+class GraphQueries:
+    requests: str
+    durations: str
+    tcp: str
+
+
+def graph_queries(duration: str) -> GraphQueries:
+    """The PromQL the graph needs for the window ``duration`` (``1m``, ``5m``, ``1h``)."""
+    if duration not in DURATIONS:
+        raise ValueError(f"duration: must be one of {', '.join(DURATIONS)}, not {duration!r}")
+    window = f"[{duration}]"
+    by = ",".join(EDGE_LABELS)
+    return GraphQueries(
+        requests=f"sum(rate(istio_requests_total{window})) by ({','.join(REQUEST_LABELS)}) > 0",
+        durations=(
+            f"sum(rate(istio_request_duration_milliseconds_bucket{window})) by ({by},le) > 0"
+        ),
+        tcp=f"sum(rate(istio_tcp_sent_bytes_total{window})) by ({by}) > 0",
+    )
+
+
+# ---------------------------------------------------------------------------- node identity
+
+
+def _v(metric: Mapping[str, str], key: str) -> str:
+    value = metric.get(key, "")
+    return value if value else UNKNOWN
+
+
+@dataclass
+class Node:
+    id: str
+    node_type: str  # workload | app | versionedApp | service | unknown | passthrough
+    namespace: str
+    label: str
+    workload: str = ""
+    app: str = ""
+    version: str = ""
+    service: str = ""
+    is_root: bool = False
+    is_ingress: bool = False
+    health: Health = "idle"
+    rate_in: float = 0.0
+    rate_out: float = 0.0
+    error_pct: float = 0.0
+    workloads: set[str] = field(default_factory=set)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "nodeType": self.node_type,
+            "namespace": self.namespace,
+            "label": self.label,
+            "workload": self.workload,
+            "app": self.app,
+            "version": self.version,
+            "service": self.service,
+            "workloads": sorted(self.workloads),
+            "isRoot": self.is_root,
+            "isIngress": self.is_ingress,
+            "health": self.health,
+            "rateIn": round(self.rate_in, 4),
+            "rateOut": round(self.rate_out, 4),
+            "errorPct": round(self.error_pct, 2),
+        }
+
+
+def _is_ingress(app: str, workload: str) -> bool:
+    return app in INGRESS_APPS or workload in INGRESS_APPS
+
+
+def source_node(metric: Mapping[str, str], graph_type: str) -> Node:
+    ns, wl = _v(metric, "source_workload_namespace"), _v(metric, "source_workload")
+    app, version = _v(metric, "source_app"), _v(metric, "source_version")
+    if wl == UNKNOWN:
+        return Node("unknown", "unknown", UNKNOWN, "unknown", is_root=True)
+    if app == UNKNOWN:
+        app = _v(metric, "source_canonical_service")
+    ingress = _is_ingress(app, wl)
+    if ingress:
+        node = Node(f"workload:{ns}:{wl}", "workload", ns, wl, workload=wl, app=app)
+        node.is_root = node.is_ingress = True
+        node.workloads.add(wl)
+        return node
+    node = _typed_node(graph_type, ns, wl, app, version, service=app)
+    node.workloads.add(wl)
+    return node
+
+
+def destination_node(metric: Mapping[str, str], graph_type: str) -> Node:
+    svc_ns = _v(metric, "destination_service_namespace")
+    svc = _v(metric, "destination_service_name")
+    ns, wl = _v(metric, "destination_workload_namespace"), _v(metric, "destination_workload")
+    app, version = _v(metric, "destination_app"), _v(metric, "destination_version")
+    if svc in (PASSTHROUGH, BLACKHOLE) or (wl == UNKNOWN and svc == UNKNOWN):
+        name = svc if svc in (PASSTHROUGH, BLACKHOLE) else PASSTHROUGH
+        return Node(name, "passthrough", UNKNOWN, name)
+    if graph_type == "service" or wl == UNKNOWN:
+        # A service whose endpoints are not known workloads (a ServiceEntry, no sidecar).
+        node = Node(f"service:{svc_ns}:{svc}", "service", svc_ns, svc, service=svc)
+        if wl != UNKNOWN:
+            node.workloads.add(wl)
+        return node
+    if _is_ingress(app, wl):
+        node = Node(f"workload:{ns}:{wl}", "workload", ns, wl, workload=wl, app=app)
+        node.is_ingress = True
+        return node
+    node = _typed_node(graph_type, ns, wl, app, version, service=svc)
+    node.workloads.add(wl)
+    return node
+
+
+def _typed_node(graph_type: str, ns: str, wl: str, app: str, version: str, *, service: str) -> Node:
+    if graph_type == "app" and app != UNKNOWN:
+        return Node(f"app:{ns}:{app}", "app", ns, app, app=app)
+    if graph_type == "versionedApp" and app != UNKNOWN:
+        label = app if version == UNKNOWN else f"{app} {version}"
+        return Node(f"vapp:{ns}:{app}:{version}", "versionedApp", ns, label, app=app,
+                    version=version)  # fmt: skip
+    if graph_type == "service":
+        return Node(f"service:{ns}:{service}", "service", ns, service, service=service)
+    return Node(
+        f"workload:{ns}:{wl}", "workload", ns, wl, workload=wl, app=app, version=version,
+        service=service,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- edges
+
+
+@dataclass
+class _Side:
+    """One reporter's figures for one edge."""
+
+    rate: float = 0.0
+    codes: dict[str, float] = field(default_factory=dict)
+    flags: dict[str, float] = field(default_factory=dict)
+    mtls: float = 0.0
+    security_known: float = 0.0
+    protocol: str = "http"
+    buckets: dict[float, float] = field(default_factory=dict)
+    tcp: float = 0.0
+
+
+@dataclass
+class Edge:
+    source: str
+    target: str
+    by_reporter: dict[str, _Side] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"{self.source}->{self.target}"
+
+    def side(self, reporter: str) -> _Side:
+        return self.by_reporter.setdefault(reporter, _Side())
+
+    def chosen(self) -> _Side:
+        """The client's figures when it reports requests, else the server's."""
+        src = self.by_reporter.get("source")
+        if src is not None and (src.rate > 0 or src.tcp > 0):
+            return src
+        return self.by_reporter.get("destination") or src or _Side()
+
+
+def _is_error_5xx(code: str) -> bool:
+    return code.startswith("5") or code in ("0", "-", "", UNKNOWN)
+
+
+def _health_of(pct5xx: float, pct4xx: float, rate: float) -> Health:
+    if rate <= 0:
+        return "idle"
+    if pct5xx >= TOLERANCE_5XX[1] or pct4xx >= TOLERANCE_4XX[1]:
+        return "failure"
+    if pct5xx > TOLERANCE_5XX[0] or pct4xx >= TOLERANCE_4XX[0]:
+        return "degraded"
+    return "healthy"
+
+
+def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
+    """Prometheus' ``histogram_quantile`` over cumulative bucket rates (``le`` -> rate)."""
+    if not buckets:
+        return None
+    ordered = sorted(buckets.items())
+    if ordered[-1][0] != math.inf:
+        return None
+    total = ordered[-1][1]
+    if total <= 0:
+        return None
+    rank = q * total
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in ordered:
+        if count >= rank:
+            if le == math.inf:
+                return prev_le  # Prometheus answers the highest finite bound
+            if count == prev_count:
+                return le
+            return prev_le + (le - prev_le) * (rank - prev_count) / (count - prev_count)
+        prev_le, prev_count = le, count
+    return ordered[-2][0] if len(ordered) > 1 else None
+
+
+def edge_json(edge: Edge) -> dict[str, Any]:
+    side = edge.chosen()
+    rate = side.rate
+    err5 = sum(r for c, r in side.codes.items() if _is_error_5xx(c))
+    err4 = sum(r for c, r in side.codes.items() if c.startswith("4"))
+    pct5 = 100.0 * err5 / rate if rate else 0.0
+    pct4 = 100.0 * err4 / rate if rate else 0.0
+    dest = edge.by_reporter.get("destination")
+    mtls: float | None = None
+    if dest is not None and dest.security_known > 0:
+        mtls = 100.0 * dest.mtls / dest.security_known
+    is_tcp = rate <= 0 and side.tcp > 0
+    out: dict[str, Any] = {
+        "id": edge.id,
+        "source": edge.source,
+        "target": edge.target,
+        "protocol": "tcp" if is_tcp else side.protocol,
+        "reporter": next((r for r, s in edge.by_reporter.items() if s is side), "destination"),
+        "rate": round(rate, 4),
+        "errorPct": round(pct5 + pct4, 2),
+        "pct5xx": round(pct5, 2),
+        "pct4xx": round(pct4, 2),
+        "responses": {c: round(r, 4) for c, r in sorted(side.codes.items())},
+        "flags": {f: round(r, 4) for f, r in sorted(side.flags.items()) if f not in ("-", "")},
+        "mtlsPct": None if mtls is None else round(mtls, 1),
+        "bytesPerSec": round(side.tcp, 2),
+        "health": "healthy" if is_tcp else _health_of(pct5, pct4, rate),
+    }
+    for q in QUANTILES:
+        value = histogram_quantile(q, side.buckets)
+        out[f"p{round(q * 100)}"] = None if value is None else round(value, 2)
+    return out
+
+
+# ---------------------------------------------------------------------------- the graph
+
+
+Sample = Mapping[str, Any]  # a Prometheus vector item: {"metric": {...}, "value": [t, "v"]}
+
+
+def _value(sample: Sample) -> float:
+    try:
+        return float(sample["value"][1])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return 0.0
+
+
+def _in_scope(node: Node, namespaces: frozenset[str] | None) -> bool:
+    return namespaces is None or node.namespace in namespaces
+
+
+def build_graph(
+    requests: Iterable[Sample],
+    durations: Iterable[Sample],
+    tcp: Iterable[Sample],
+    *,
+    graph_type: str = "workload",
+    namespaces: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Nodes and edges from the answers to :func:`graph_queries`. An edge is kept when either
+    end is in ``namespaces`` (all edges when ``None``)."""
+    if graph_type not in GRAPH_TYPES:
+        raise ValueError(f"graphType: must be one of {', '.join(GRAPH_TYPES)}, not {graph_type!r}")
+    scope = frozenset(namespaces) if namespaces else None
+    nodes: dict[str, Node] = {}
+    edges: dict[tuple[str, str], Edge] = {}
+
+    def edge_for(metric: Mapping[str, str]) -> Edge | None:
+        src, dst = source_node(metric, graph_type), destination_node(metric, graph_type)
+        if not (_in_scope(src, scope) or _in_scope(dst, scope)):
+            return None
+        for n in (src, dst):
+            known = nodes.get(n.id)
+            if known is None:
+                nodes[n.id] = n
+            else:
+                known.workloads |= n.workloads
+                known.is_root = known.is_root and n.is_root
+        key = (src.id, dst.id)
+        edge = edges.get(key)
+        if edge is None:
+            edge = edges[key] = Edge(src.id, dst.id)
+        return edge
+
+    for s in requests:
+        metric = s.get("metric") or {}
+        edge = edge_for(metric)
+        if edge is None:
+            continue
+        side = edge.side(metric.get("reporter", "destination"))
+        rate = _value(s)
+        side.rate += rate
+        code = metric.get("response_code", "") or UNKNOWN
+        side.codes[code] = side.codes.get(code, 0.0) + rate
+        flags = metric.get("response_flags", "-") or "-"
+        side.flags[flags] = side.flags.get(flags, 0.0) + rate
+        if metric.get("request_protocol") == "grpc":
+            side.protocol = "grpc"
+        policy = metric.get("connection_security_policy", "")
+        if policy in ("mutual_tls", "none"):
+            side.security_known += rate
+            if policy == "mutual_tls":
+                side.mtls += rate
+    for s in durations:
+        metric = s.get("metric") or {}
+        edge = edge_for(metric)
+        if edge is None:
+            continue
+        try:
+            le = float(metric.get("le", "nan"))
+        except ValueError:
+            continue
+        if math.isnan(le):
+            continue
+        side = edge.side(metric.get("reporter", "destination"))
+        side.buckets[le] = side.buckets.get(le, 0.0) + _value(s)
+    for s in tcp:
+        metric = s.get("metric") or {}
+        edge = edge_for(metric)
+        if edge is None:
+            continue
+        edge.side(metric.get("reporter", "destination")).tcp += _value(s)
+
+    out_edges = [edge_json(e) for e in edges.values()]
+    out_edges.sort(key=lambda e: e["id"])
+    # A node is a root when nothing calls it.
+    targets = {e["target"] for e in out_edges}
+    for node in nodes.values():
+        node.is_root = node.is_root or node.id not in targets
+    _node_health(nodes, out_edges)
+    return {
+        "graphType": graph_type,
+        "nodes": [nodes[k].to_json() for k in sorted(nodes)],
+        "edges": out_edges,
+    }
+
+
+def _node_health(nodes: Mapping[str, Node], edges: Sequence[Mapping[str, Any]]) -> None:
+    inbound: dict[str, list[Mapping[str, Any]]] = {}
+    outbound: dict[str, list[Mapping[str, Any]]] = {}
+    for e in edges:
+        inbound.setdefault(e["target"], []).append(e)
+        outbound.setdefault(e["source"], []).append(e)
+    for node in nodes.values():
+        node.rate_in = sum(e["rate"] for e in inbound.get(node.id, []))
+        node.rate_out = sum(e["rate"] for e in outbound.get(node.id, []))
+        judged = inbound.get(node.id) or (outbound.get(node.id) if node.is_root else None) or []
+        rate = sum(e["rate"] for e in judged)
+        err5 = sum(e["rate"] * e["pct5xx"] / 100 for e in judged)
+        err4 = sum(e["rate"] * e["pct4xx"] / 100 for e in judged)
+        pct5 = 100 * err5 / rate if rate else 0.0
+        pct4 = 100 * err4 / rate if rate else 0.0
+        node.error_pct = pct5 + pct4
+        health = _health_of(pct5, pct4, rate)
+        if rate <= 0 and any(e["bytesPerSec"] > 0 for e in judged):
+            health = "healthy"
+        node.health = health
+
+
+def worst(healths: Iterable[str]) -> str:
+    return max(healths, key=lambda h: _RANK.get(h, 0), default="idle")
