@@ -4,11 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+DASHBOARD_JS := pilotfish/dashboard/static/app.js
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test unit integration e2e demo lint clean
+.PHONY: install test unit integration e2e demo lint clean dashboard
 
-install: $(STAMP)
+install: $(STAMP) $(DASHBOARD_JS)
 
 $(STAMP): pyproject.toml scripts/install-system-deps.sh Makefile
 	PYTHON=$(PYTHON) ./scripts/install-system-deps.sh
@@ -20,6 +21,13 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh Makefile
 	$(PY) -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \
 	  "$$(grep -o 'opentelemetry-proto[^"]*' pyproject.toml)"
 	touch $(STAMP)
+
+# The dashboard's browser app: TypeScript bundled by esbuild into the Python package
+# (pilotfish/dashboard/static), so a wheel serves it without npm or network.
+dashboard: $(DASHBOARD_JS)
+
+$(DASHBOARD_JS): web/package-lock.json web/tsconfig.json $(wildcard web/src/*)
+	cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
 
 # Lint first (ruff, mypy, import contracts); then unit and integration tests in parallel; then the e2e tests
 # (pods, iptables), one at a time.
@@ -46,6 +54,8 @@ lint: install
 	$(VENV)/bin/ruff format --check pilotfish tests bench samples
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	cd web && npx --no-install tsc --noEmit
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache web/node_modules
+	rm -f pilotfish/dashboard/static/app.js pilotfish/dashboard/static/app.css

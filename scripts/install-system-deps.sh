@@ -3,7 +3,9 @@
 # Pods are network namespaces with iptables capture (iproute2, iptables); the demo and tests
 # use curl; the virtualenv needs python3-venv on a stock Debian; `pilotfish up` runs Debian's
 # prometheus for the mesh's metrics (no daemon starts without systemd; the mesh runs its own);
-# the PostgreSQL store's tests start throwaway clusters with Debian's postgresql binaries.
+# the PostgreSQL store's tests start throwaway clusters with Debian's postgresql binaries;
+# the dashboard's browser app is built with node/npm (esbuild, TypeScript) and its end-to-end
+# test drives Debian's chromium.
 set -euo pipefail
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
@@ -12,6 +14,9 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v pkill >/dev/null 2>&1 || need+=(procps)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 "${PYTHON:-python3}" -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -eq 0 ]; then
