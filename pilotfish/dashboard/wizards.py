@@ -62,8 +62,9 @@ def traffic_shifting(
         if not 0 <= weight <= 100:
             raise WizardError(f"weights.{subset}: must be between 0 and 100, not {weight}")
         total += weight
-        routes.append({"destination": {"host": service, "subset": subset}, "weight": weight})
-    if not routes:
+        if weight > 0:  # a subset at 0% is left out of the route
+            routes.append({"destination": {"host": service, "subset": subset}, "weight": weight})
+    if not weights:
         raise WizardError("weights: give at least one subset")
     if total != 100:
         raise WizardError(f"weights: must add up to 100, not {total}")

@@ -86,7 +86,9 @@ def openmetrics(
     edges: Sequence[SyntheticEdge], start: int, end: int, step: int = 15
 ) -> Iterator[str]:
     """OpenMetrics lines (ordered by time, as promtool needs), ending with ``# EOF``."""
-    series: list[tuple[str, float]] = []  # (name{labels}, rate per second)
+    # name{labels} -> rate per second; callers the server cannot tell apart (plaintext, no
+    # sidecar) add up into one series, as in a real mesh.
+    series: dict[str, float] = {}
     for edge in edges:
         reporters = ("source", "destination") if edge.source.sidecar else ("destination",)
         for reporter in reporters:
@@ -94,19 +96,19 @@ def openmetrics(
             for code, share in (("200", 1 - edge.error_ratio), ("503", edge.error_ratio)):
                 if share > 0:
                     text = _fmt({**labels, "response_code": code})
-                    series.append((f"istio_requests_total{{{text}}}", edge.rps * share))
+                    name = f"istio_requests_total{{{text}}}"
+                    series[name] = series.get(name, 0.0) + edge.rps * share
             base = {k: v for k, v in labels.items() if k != "response_flags"}
             base["response_code"] = "200"
             for le in (*DURATION_BUCKETS, math.inf):
                 share = 1.0 if le == math.inf else _share_below(le, edge.median_ms)
                 bound = "+Inf" if le == math.inf else f"{le:g}"
                 text = _fmt({**base, "le": bound})
-                series.append(
-                    (f"istio_request_duration_milliseconds_bucket{{{text}}}", edge.rps * share)
-                )
+                name = f"istio_request_duration_milliseconds_bucket{{{text}}}"
+                series[name] = series.get(name, 0.0) + edge.rps * share
     for t in range(start, end + 1, step):
         elapsed = t - start
-        for name, rate in series:
+        for name, rate in series.items():
             yield f"{name} {rate * elapsed:.3f} {t}\n"
     yield "# EOF\n"
 
@@ -122,12 +124,14 @@ def backfill(openmetrics_file: Path, data_dir: Path) -> None:
     if promtool is None:
         raise RuntimeError("promtool is not installed (apt-get install prometheus)")
     data_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
+    res = subprocess.run(
         [promtool, "tsdb", "create-blocks-from", "openmetrics", str(openmetrics_file),
          str(data_dir)],
-        check=True,
         capture_output=True,
+        text=True,
     )  # fmt: skip
+    if res.returncode != 0:
+        raise RuntimeError(f"promtool could not backfill: {(res.stderr or res.stdout)[-2000:]}")
 
 
 class BackfilledPrometheus:

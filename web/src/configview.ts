@@ -52,22 +52,15 @@ export function configList(items: Resource[]): HTMLElement {
 }
 
 interface ProxyStatus {
-  node_id?: string;
-  pod_name?: string;
-  namespace?: string;
-  synced?: boolean;
-  [k: string]: unknown;
+  pod_name: string;
+  namespace: string;
+  proxy_type: string;
+  synced: boolean;
+  config_revision?: number | null;
+  types: Record<string, { state: string; last_nack?: { message?: string } | null }>;
 }
 
-function syncCell(p: ProxyStatus, key: string): string {
-  const v = p[key];
-  if (v === undefined || v === null) return "-";
-  if (typeof v === "object") {
-    const o = v as Record<string, unknown>;
-    return String(o.state ?? o.status ?? JSON.stringify(o));
-  }
-  return String(v);
-}
+const XDS_TYPES = ["CDS", "LDS", "EDS", "RDS", "SDS"];
 
 export async function renderConfig(root: HTMLElement): Promise<void> {
   clear(root);
@@ -91,19 +84,17 @@ export async function renderConfig(root: HTMLElement): Promise<void> {
   }
   try {
     const p = await get<{ items: ProxyStatus[] }>("/api/proxies");
-    const keys = p.items.length ? Object.keys(p.items[0]).filter((k) => /^(cds|lds|eds|rds|ecds|sds|CDS|LDS|EDS|RDS)/.test(k)) : [];
     clear(proxies).append(
       table(
-        ["Proxy", ...keys.map((k) => k.toUpperCase()), "Config revision", "Envoy config"],
+        ["Proxy", "Type", ...XDS_TYPES, "Synced", "Config revision", "Envoy config"],
         p.items.map((x) => {
-          const name = String(x.pod_name ?? x.node_id ?? "");
-          const ns = String(x.namespace ?? "");
-          return [
-            `${name}.${ns}`,
-            ...keys.map((k) => syncCell(x, k)),
-            String(x.config_revision ?? "-"),
-            h("button", { onclick: () => void showEnvoy(envoy, ns, name) }, "show"),
-          ] as Child[];
+          const cells: Child[] = [`${x.pod_name}.${x.namespace}`, x.proxy_type];
+          for (const t of XDS_TYPES) {
+            const st = x.types?.[t];
+            cells.push(st ? h("span", { class: st.state === "SYNCED" ? "ok" : "msg error", title: st.last_nack?.message ?? "" }, st.state) : "NOT SENT");
+          }
+          cells.push(x.synced ? "yes" : "no", String(x.config_revision ?? "-"), h("button", { onclick: () => void showEnvoy(envoy, x.namespace, x.pod_name) }, "show"));
+          return cells;
         }),
         { class: "list", id: "proxies-table" },
       ),

@@ -374,6 +374,7 @@ export async function renderGraph(root: HTMLElement): Promise<void> {
   });
   (window as unknown as { pilotfish: unknown }).pilotfish = { cy, graph: () => current };
   cy.on("render", () => placeBadges(canvas));
+  new ResizeObserver(() => { cy?.resize(); placeBadges(canvas); }).observe(cyEl);
   const pick = (kind: "node" | "edge", id: string) => {
     if (current) sidePanel(side, current, kind, id);
     cy?.$(":selected").unselect();
