@@ -96,6 +96,8 @@ cat <<MSG
 Bookinfo is up in ${elapsed}s (${title:-product page not answering yet}).
 
   Product page:  $URL      (reload it: the reviews alternate between no, black and red stars)
+  Dashboard:     $PF_HINT dashboard   (the live graph with mTLS locks and latencies, metrics,
+                 traces; --browser=false prints a one-time sign-in link)
 
 Try next (the request-routing and traffic-shifting steps of Istio's tutorials):
   $PF_HINT apply -f samples/bookinfo/networking/virtual-service-all-v1.yaml          # no stars

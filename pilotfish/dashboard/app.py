@@ -117,8 +117,10 @@ class Dashboard:
     async def _middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if request.path.startswith("/api/") and not self.sessions.valid(
-            request.cookies.get(COOKIE)
+        if (
+            request.path.startswith("/api/")
+            and request.path != "/api/session"
+            and not self.sessions.valid(request.cookies.get(COOKIE))
         ):
             return web.json_response(
                 {"error": "sign in first: the dashboard needs a session"}, status=401
@@ -191,6 +193,9 @@ class Dashboard:
         return resp
 
     async def session(self, request: web.Request) -> web.Response:
+        """Whether this browser is signed in (200 either way: the app asks before signing in)."""
+        if not self.sessions.valid(request.cookies.get(COOKIE)):
+            return web.json_response({"signedIn": False})
         return web.json_response(
             {
                 "signedIn": True,

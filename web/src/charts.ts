@@ -58,7 +58,9 @@ export function panel(
       body.textContent = "no data in this time range";
       return 0;
     }
+    const end = Math.floor(Date.now() / 1000);
     const opts: uPlot.Options = {
+      scales: { x: { time: true, range: () => [end - seconds, end] } },
       width: Math.max(280, (el.clientWidth || 420) - 16),
       height: 180,
       series: [

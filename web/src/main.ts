@@ -62,9 +62,8 @@ async function route(): Promise<void> {
 
 async function start(): Promise<void> {
   setUnauthorizedHandler(() => showLogin("Your session ended: sign in again."));
-  try {
-    await get("/api/session");
-  } catch {
+  const session = await get<{ signedIn: boolean }>("/api/session").catch(() => ({ signedIn: false }));
+  if (!session.signedIn) {
     showLogin();
     return;
   }

@@ -82,6 +82,7 @@ def test_every_data_call_needs_a_session_opened_by_the_token_or_a_one_time_link(
     assert httpx.post(f"{url}/login", data={"token": "wrong"}, timeout=5).status_code == 401
     page = httpx.get(f"{url}/", timeout=5)  # the app itself loads, then asks to sign in
     assert page.status_code == 200 and "/static/app.js" in page.text
+    assert httpx.get(f"{url}/api/session", timeout=5).json() == {"signedIn": False}
     with signed_in(url, cp.token) as client:
         assert client.get("/api/session").json()["signedIn"] is True
     # `pilotfish dashboard` (no display) prints a one-time link, which works once.
