@@ -46,7 +46,7 @@ def test_server_listens_for_xds_on_the_bridge_address(tmp_path: Path) -> None:
     assert _opt(argv, "--dashboard-listen") == ["127.0.0.1:20001"]
     assert _opt(argv, "--prometheus-url") == ["http://127.0.0.1:9090"]
     off = server_argv(settings(tmp_path, dashboard_port=None, prometheus_port=None))
-    assert _opt(off, "--dashboard-listen") == [""] and _opt(off, "--prometheus-url") == [""]
+    assert _opt(off, "--dashboard-listen") == [""] and _opt(off, "--prometheus-url") == []
 
 
 def test_runtime_gets_the_token_file_network_and_xds_address(tmp_path: Path) -> None:
