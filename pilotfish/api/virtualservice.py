@@ -13,6 +13,30 @@ from pydantic import Field
 from pilotfish.api.duration import Duration
 from pilotfish.api.meta import Model, Resource
 
+#: The header-match key prefix of JWT claim routing (gateways only, as Istio).
+JWT_CLAIM_PREFIX = "@request.auth.claims"
+
+
+def jwt_claim_path(name: str) -> list[str] | None:
+    """The claim path of a ``headers``/``withoutHeaders`` key that matches a JWT claim:
+    ``@request.auth.claims.nested.key1`` -> ``["nested", "key1"]``,
+    ``@request.auth.claims[nested][key1]`` likewise; None for an ordinary header (or a
+    malformed claim key)."""
+    rest = name[len(JWT_CLAIM_PREFIX) :] if name.startswith(JWT_CLAIM_PREFIX) else None
+    if not rest:
+        return None
+    if rest.startswith("."):
+        parts = rest[1:].split(".")
+        return parts if all(parts) else None
+    parts = []
+    while rest.startswith("["):
+        end = rest.find("]")
+        if end <= 1:
+            return None
+        parts.append(rest[1:end])
+        rest = rest[end + 1 :]
+    return parts if parts and not rest else None
+
 
 class StringMatch(Model):
     """One of ``exact``, ``prefix``, ``regex`` (RE2 syntax)."""

@@ -137,6 +137,9 @@ def jwt_provider(rule: JWTRule, lookup: JwksLookup) -> jwt_pb2.JwtProvider:
         from_params=list(rule.fromParams),
         from_cookies=list(rule.fromCookies),
         payload_in_metadata=JWT_PAYLOAD_KEY,
+        # Routes may match on claims (``@request.auth.claims``): choose the route again once
+        # the payload is known, as Istio does.
+        clear_route_cache=True,
         claim_to_headers=[
             jwt_pb2.JwtClaimToHeader(header_name=c.header, claim_name=c.claim)
             for c in rule.outputClaimToHeaders

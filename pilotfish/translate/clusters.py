@@ -18,12 +18,15 @@ TLS: ``upstream_transport_socket`` decides a cluster's transport socket (see ``t
 DestinationRule ``tls`` setting that wins; without one, a client that has a workload identity
 uses auto mTLS: ``transport_socket_matches`` pick ISTIO_MUTUAL for endpoints labelled
 ``security.istio.io/tlsMode: istio`` (their load assignment carries the match metadata) and
-plaintext for the others. The outbound set is memoized per (namespace, client identity, trust
-domain); clients without a workload certificate never refer to the ``sds-grpc`` cluster.
+plaintext for the others, and for meshed endpoints whose PeerAuthentication sets ``DISABLE``
+on their port (workload-wide or ``portLevelMtls``), as Istio's clients do. The outbound set
+is memoized per (scope, client identity, trust domain); clients without a workload
+certificate never refer to the ``sds-grpc`` cluster.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -55,6 +58,7 @@ from pilotfish.translate.common import (
     pack,
     socket_address,
 )
+from pilotfish.translate.peer_authn import DISABLE, workload_policy
 from pilotfish.translate.tls import (
     UpstreamTls,
     client_tls,
@@ -153,10 +157,21 @@ def _locality(text: str) -> base_pb2.Locality:
     return base_pb2.Locality(region=parts[0], zone=parts[1], sub_zone=parts[2])
 
 
+def mtls_disabled(push: PushContext, ep: Endpoint) -> bool:
+    """Does the endpoint's workload accept plaintext only on its port (PeerAuthentication
+    ``DISABLE``, workload-wide or in ``portLevelMtls``)? Automatic mTLS then sends plaintext
+    to it, as Istio's clients do."""
+    return workload_policy(push, ep.namespace, ep.labels).for_port(ep.target_port) == DISABLE
+
+
 def load_assignment(
-    name: str, endpoints: list[Endpoint] | tuple[Endpoint, ...]
+    name: str,
+    endpoints: list[Endpoint] | tuple[Endpoint, ...],
+    plaintext: Callable[[Endpoint], bool] | None = None,
 ) -> endpoint_pb2.ClusterLoadAssignment:
-    """Endpoints grouped by locality; unhealthy ones are sent as UNHEALTHY."""
+    """Endpoints grouped by locality; unhealthy ones are sent as UNHEALTHY. Meshed endpoints
+    carry the metadata that selects automatic mTLS, unless ``plaintext`` says their port
+    accepts plaintext only."""
     groups: dict[str, list[ec.LbEndpoint]] = {}
     for ep in endpoints:
         lb = ec.LbEndpoint(
@@ -164,6 +179,8 @@ def load_assignment(
             health_status=health_check_pb2.HEALTHY if ep.healthy else health_check_pb2.UNHEALTHY,
         )
         meta = endpoint_socket_metadata(ep.labels)
+        if meta is not None and plaintext is not None and plaintext(ep):
+            meta = None
         if meta is not None:
             lb.metadata.CopyFrom(meta)
         # Istio's destination_* labels of the client's metrics (``%METADATA(UPSTREAM_HOST:..)%``).
@@ -231,13 +248,13 @@ def outbound_cluster(
     elif svc.source_kind == "ServiceEntry" and svc.resolution in ("DNS", "DNS_ROUND_ROBIN"):
         cluster.type = C.STRICT_DNS if svc.resolution == "DNS" else C.LOGICAL_DNS
         cluster.dns_lookup_family = C.V4_ONLY
-        cluster.load_assignment.CopyFrom(load_assignment(name, eps))
+        cluster.load_assignment.CopyFrom(load_assignment(name, eps, partial(mtls_disabled, push)))
     else:
         cluster.type = C.EDS
         cluster.eds_cluster_config.CopyFrom(
             C.EdsClusterConfig(eds_config=_ads(), service_name=name)
         )
-        cla = load_assignment(name, eps)
+        cla = load_assignment(name, eps, partial(mtls_disabled, push))
     if cluster.type == C.ORIGINAL_DST:
         cluster.lb_policy = C.CLUSTER_PROVIDED
     else:

@@ -22,7 +22,9 @@ proxy that stops seeing something is reached too):
   (``credentialName``). A wildcard host: every cluster.
 - **Gateway**: everything of the routers it selects (old or new selector).
 - **PeerAuthentication, AuthorizationPolicy, RequestAuthentication**: LDS of the workloads
-  they select (root namespace: every namespace; no selector: the whole namespace).
+  they select (root namespace: every namespace; no selector: the whole namespace). A
+  PeerAuthentication that sets (or set) ``DISABLE`` also reaches every proxy's CDS and EDS:
+  clients send plaintext to such ports (automatic mTLS follows endpoint metadata).
 - **Secret**: SDS of the proxies of its namespace; for routers of that namespace or selected
   by a Gateway of that namespace also LDS and RDS (a server whose credential is missing is
   left out).
@@ -276,6 +278,11 @@ def scope_for(node: NodeInfo, changes: Changes) -> Scope | None:
             ):
                 return FULL
         elif kind in POLICY_KINDS:
+            if kind == "PeerAuthentication" and any(_disables(v) for v in versions):
+                # Clients send plaintext to endpoints whose port is DISABLE (automatic mTLS
+                # reads it from the endpoints' metadata): every client's EDS and CDS.
+                b.add(CLUSTER_TYPE)
+                b.add(ENDPOINT_TYPE)
             if any(
                 isinstance(v, PolicyConfig)
                 and v.namespace in (root, ns)
@@ -294,6 +301,15 @@ def scope_for(node: NodeInfo, changes: Changes) -> Scope | None:
         if b.full:
             return FULL
     return b.scope()
+
+
+def _disables(policy: Any) -> bool:
+    """Does a PeerAuthentication set DISABLE, workload-wide or on a port?"""
+    if not isinstance(policy, PolicyConfig):
+        return False
+    spec = policy.spec
+    modes = [spec.mtls, *spec.portLevelMtls.values()]
+    return any(m is not None and (m.mode or "").upper() == "DISABLE" for m in modes)
 
 
 def _virtual_service(b: _Builder, versions: list[Any], node: NodeInfo, changes: Changes) -> None:

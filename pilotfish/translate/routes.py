@@ -25,7 +25,7 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
-from envoy.type.matcher.v3 import regex_pb2
+from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, value_pb2
 from envoy.type.v3 import percent_pb2
 
 from pilotfish.api.virtualservice import (
@@ -39,10 +39,16 @@ from pilotfish.api.virtualservice import (
     HTTPRoute,
     Percent,
     StringMatch,
+    jwt_claim_path,
 )
 from pilotfish.model.config import VirtualServiceConfig
 from pilotfish.model.push_context import PushContext
 from pilotfish.registry.types import Service
+from pilotfish.translate.authz_matchers import (
+    JWT_AUTHN_FILTER,
+    JWT_PAYLOAD_KEY,
+    metadata_matcher,
+)
 from pilotfish.translate.common import (
     ClusterKey,
     duration,
@@ -99,6 +105,33 @@ def _header(name: str, m: StringMatch, invert: bool = False) -> rc.HeaderMatcher
     return h
 
 
+def route_claim_matcher(
+    claim: list[str], m: StringMatch, invert: bool = False
+) -> metadata_pb2.MetadataMatcher:
+    """A JWT claim match (``@request.auth.claims.a.b``), as Istio builds it: the payload
+    ``jwt_authn`` verified (its dynamic metadata), the claim equal to the match or, for a
+    list claim, containing it; a match without a value asks that the claim be present."""
+    sm = string_match(m)
+    if sm is None:
+        value = value_pb2.ValueMatcher(present_match=True)
+    else:
+        value = value_pb2.ValueMatcher(
+            or_match=value_pb2.OrMatcher(
+                value_matchers=[
+                    value_pb2.ValueMatcher(string_match=sm),
+                    value_pb2.ValueMatcher(
+                        list_match=value_pb2.ListMatcher(
+                            one_of=value_pb2.ValueMatcher(string_match=sm)
+                        )
+                    ),
+                ]
+            )
+        )
+    out = metadata_matcher(JWT_AUTHN_FILTER, [JWT_PAYLOAD_KEY, *claim], value)
+    out.invert = invert
+    return out
+
+
 def route_match(match: HTTPMatchRequest | None) -> rc.RouteMatch:
     """The Envoy match of one ``http[].match[]`` (None: the catch-all ``/`` prefix)."""
     out = rc.RouteMatch()
@@ -115,9 +148,20 @@ def route_match(match: HTTPMatchRequest | None) -> rc.RouteMatch:
     if match.ignoreUriCase:
         out.case_sensitive.value = False
     for name, m in match.headers.items():
+        if (claim := jwt_claim_path(name)) is not None:
+            out.dynamic_metadata.append(route_claim_matcher(claim, m))
+            continue
         out.headers.append(_header(name.lower(), m))
     for name, m in match.withoutHeaders.items():
-        out.headers.append(_header(name.lower(), m, invert=True))
+        if (claim := jwt_claim_path(name)) is not None:
+            out.dynamic_metadata.append(route_claim_matcher(claim, m, invert=True))
+            continue
+        h = _header(name.lower(), m, invert=True)
+        if not h.present_match:
+            # Istio: a request without the header at all matches ``withoutHeaders`` too
+            # (Envoy's inverted matcher alone does not match a missing header).
+            h.treat_missing_header_as_empty = True
+        out.headers.append(h)
     if given(match.method):
         out.headers.append(_header(":method", match.method))
     if given(match.authority):
@@ -163,12 +207,15 @@ def _header_ops(
     def ops(section: HeaderOperations | None) -> tuple[list[base_pb2.HeaderValueOption], list[str]]:
         if section is None:
             return [], []
+        # :authority / Host are not headers Envoy lets a route set: they become a host
+        # rewrite (``header_authority``), as Istio does.
         add = [
             HVO(
                 header=base_pb2.HeaderValue(key=k, value=v),
                 append_action=A.OVERWRITE_IF_EXISTS_OR_ADD,
             )
             for k, v in section.set.items()
+            if k.lower() not in AUTHORITY_HEADERS
         ]
         add += [
             HVO(
@@ -176,6 +223,7 @@ def _header_ops(
                 append_action=A.APPEND_IF_EXISTS_OR_ADD,
             )
             for k, v in section.add.items()
+            if k.lower() not in AUTHORITY_HEADERS
         ]
         return add, list(section.remove)
 
@@ -184,6 +232,23 @@ def _header_ops(
     req_add, req_rm = ops(spec.request)
     resp_add, resp_rm = ops(spec.response)
     return req_add, req_rm, resp_add, resp_rm
+
+
+#: Request headers that name the host: setting one rewrites the host (Istio's rule).
+AUTHORITY_HEADERS = (":authority", "host")
+
+
+def header_authority(spec: Headers | None) -> str | None:
+    """The host a ``headers.request`` ``set`` (or ``add``) of ``:authority``/``Host`` asks
+    for; Istio turns it into a host rewrite."""
+    if spec is None or spec.request is None:
+        return None
+    found = None
+    for section in (spec.request.add, spec.request.set):
+        for k, v in section.items():
+            if k.lower() in AUTHORITY_HEADERS:
+                found = v
+    return found
 
 
 def _apply_headers(target: Any, spec: Headers | None) -> None:
@@ -315,6 +380,8 @@ def _route_action(
             first = first or key
             cw = wc.clusters.add(name=key.name, weight=u32(weight))
             _apply_headers(cw, d.headers)
+            if (host := header_authority(d.headers)) is not None:
+                cw.host_rewrite_literal = host
         action.weighted_clusters.CopyFrom(wc)
     hashes = _hash_for(ctx, first) if first is not None else []
     action.hash_policy.extend(hashes)
@@ -337,6 +404,11 @@ def _route_action(
         action.regex_rewrite.substitution = rr.rewrite or ""
     if rewrite is not None and rewrite.authority:
         action.host_rewrite_literal = rewrite.authority
+    # headers.request.set of :authority/Host: on the destination (one destination), then on
+    # the route, which wins as its headers apply last.
+    for spec in ([dests[0].headers] if len(dests) == 1 else []) + [rule.headers]:
+        if (host := header_authority(spec)) is not None:
+            action.host_rewrite_literal = host
     action.request_mirror_policies.extend(_mirror_policies(ctx, vs, rule))
     return action
 

@@ -397,10 +397,16 @@ def regex_error(pattern: str, where: str) -> str | None:
     )
 
 
-def header_name_error(name: str) -> str | None:
-    """Istio ValidateHTTPHeaderName."""
+#: Pseudo-headers a VirtualService may match on (Istio accepts and enforces them).
+MATCHABLE_PSEUDO_HEADERS = (":method", ":authority", ":path", ":scheme")
+
+
+def header_name_error(name: str, *, pseudo: bool = False) -> str | None:
+    """Istio ValidateHTTPHeaderName; ``pseudo``: a match may also name a pseudo-header."""
     if not name:
         return "header name cannot be empty"
+    if pseudo and name.lower() in MATCHABLE_PSEUDO_HEADERS:
+        return None
     if not _HEADER_NAME.match(name):
         return f"header name {name} is not a valid header name"
     return None

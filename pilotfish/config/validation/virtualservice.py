@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from pilotfish.api.duration import parse_duration
 from pilotfish.api.virtualservice import (
+    JWT_CLAIM_PREFIX,
     CorsPolicy,
     Destination,
     Headers,
@@ -21,6 +22,7 @@ from pilotfish.api.virtualservice import (
     TCPRoute,
     TLSRoute,
     VirtualService,
+    jwt_claim_path,
 )
 from pilotfish.config.validation.common import (
     Errors,
@@ -44,7 +46,6 @@ from pilotfish.config.validation.common import (
 )
 
 MESH_GATEWAY = "mesh"
-JWT_CLAIM_PREFIX = "@request.auth.claims"
 
 #: Envoy's x-envoy-retry-on and x-envoy-retry-grpc-on policies Istio accepts.
 RETRY_ON_POLICIES = frozenset(
@@ -105,6 +106,14 @@ GRPC_STATUSES = frozenset(
 def is_jwt_claim_key(name: str) -> bool:
     """``@request.auth.claims.groups`` / ``@request.auth.claims[groups]`` header match keys."""
     return name.startswith(JWT_CLAIM_PREFIX + ".") or name.startswith(JWT_CLAIM_PREFIX + "[")
+
+
+def jwt_claim_key_error(name: str) -> str | None:
+    if jwt_claim_path(name) is None:
+        return (
+            f"invalid JWT claim key {name}: use {JWT_CLAIM_PREFIX}.a.b or {JWT_CLAIM_PREFIX}[a][b]"
+        )
+    return None
 
 
 def validate_virtual_service(vs: VirtualService, errs: Errors, namespace: str) -> None:
@@ -303,7 +312,9 @@ def _match(errs: Errors, path: str, m: HTTPMatchRequest) -> None:
     for field, headers in (("headers", m.headers), ("withoutHeaders", m.withoutHeaders)):
         for name, sm in headers.items():
             if not is_jwt_claim_key(name):
-                errs.add(f"{path}.{field}[{name}]", header_name_error(name))
+                errs.add(f"{path}.{field}[{name}]", header_name_error(name, pseudo=True))
+            else:
+                errs.add(f"{path}.{field}[{name}]", jwt_claim_key_error(name))
             _string_match(errs, f"{path}.{field}[{name}]", sm, field)
     for name, sm in m.queryParams.items():
         _string_match(errs, f"{path}.queryParams[{name}]", sm, "queryParams")

@@ -314,3 +314,80 @@ spec:
     assert via_gateway("app.example.com:80").json()["version"] == "v3"
     assert via_gateway("other.example.com").status_code == 404  # in the Gateway, no route
     assert via_gateway("app.example.org").status_code == 404  # not in the Gateway
+
+
+def test_setting_authority_or_host_rewrites_the_host(features: Features) -> None:
+    """``headers.request.set`` of ``:authority``/``Host`` is a host rewrite (Istio), not a
+    header Envoy would refuse: the route update is accepted and the backend sees the host."""
+    features.apply(
+        rule(),
+        vs("""
+  - match: [{headers: {x-dest: {exact: v2}}}]
+    route:
+    - destination: {host: reviews, subset: v2}
+      headers: {request: {set: {Host: v2.reviews.internal}}}
+  - match: [{headers: {x-dest: {exact: split}}}]
+    route:
+    - destination: {host: reviews, subset: v2}
+      weight: 50
+      headers: {request: {set: {":authority": split-v2.internal}}}
+    - destination: {host: reviews, subset: v3}
+      weight: 50
+      headers: {request: {set: {":authority": split-v3.internal}}}
+  - route: [{destination: {host: reviews, subset: v1}}]
+    headers: {request: {set: {":authority": reviews.rewritten, x-marker: kept}}}
+"""),
+    )
+
+    def host(dest: str = "") -> tuple[str, str]:
+        r = features.get(**({"x-dest": dest} if dest else {}))
+        assert r.status_code == 200, (r.status_code, r.text)
+        body = r.json()
+        return str(body["version"]), str(body["headers"].get("host"))
+
+    eventually(lambda: host() == ("v1", "reviews.rewritten"), what="route-level host rewrite")
+    assert features.get().json()["headers"]["x-marker"] == "kept"
+    assert host("v2") == ("v2", "v2.reviews.internal")
+    seen = {host("split") for _ in range(30)}
+    assert seen == {("v2", "split-v2.internal"), ("v3", "split-v3.internal")}
+
+
+def test_pseudo_header_matches(features: Features) -> None:
+    features.apply(
+        rule(),
+        vs("""
+  - match: [{headers: {":scheme": {exact: https}}}]
+    route: [{destination: {host: reviews, subset: v3}}]
+  - match: [{headers: {":method": {exact: POST}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - match:
+    - headers: {":path": {prefix: /three}}
+    - headers: {":authority": {prefix: "reviews.default"}}
+    route: [{destination: {host: reviews, subset: v3}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
+"""),
+    )
+
+    def version(path: str = "/", method: str = "GET", host: str = "reviews:9080") -> str:
+        r = features.client.request(host, path, method=method)
+        assert r.status_code == 200, (r.status_code, r.text)
+        return str(r.json()["version"])
+
+    eventually(steadily(lambda: version(method="POST") == "v2"), what=":method match")
+    assert version() == "v1"  # plain http: the :scheme https rule does not match
+    assert version("/three/x") == "v3"
+    assert version(host="reviews.default:9080") == "v3"
+
+
+def test_without_headers_matches_a_request_lacking_the_header(features: Features) -> None:
+    features.apply(
+        rule(),
+        vs("""
+  - match: [{withoutHeaders: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
+"""),
+    )
+    eventually(steadily(lambda: features.version() == "v2"), what="no header at all matches")
+    assert features.version(**{"end-user": "jason"}) == "v1"
+    assert features.version(**{"end-user": "mike"}) == "v2"

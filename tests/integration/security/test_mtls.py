@@ -157,15 +157,17 @@ def test_port_level_disable_on_a_strict_workload(mesh: Mesh) -> None:
     )
     eventually(lambda: plain_get(server) == 0, 20, "port 9080 STRICT")
     assert mesh_get(client).status_code == 200
-    # DISABLE for 9080: plaintext only there, the mesh client's mTLS is refused...
+    # DISABLE for 9080: plaintext only there, and automatic mTLS follows it (as Istio's
+    # clients do): the mesh client sends plaintext...
     mesh.apply(
         peer_authentication(
             "reviews", "default", "STRICT", selector, "portLevelMtls: {9080: {mode: DISABLE}}"
         )
     )
     eventually(lambda: plain_get(server) == 200, 20, "port 9080 DISABLE")
-    eventually(lambda: mesh_get(client).status_code == 503, 20, "mTLS to a DISABLE port")
-    # ...until a DestinationRule says DISABLE for that port too, as Istio asks.
+    eventually(lambda: mesh_get(client).status_code == 200, 20, "plaintext to a DISABLE port")
+    assert "x-forwarded-client-cert" not in mesh_get(client).json()["headers"]
+    # ...and a DestinationRule saying DISABLE for that port too keeps it so.
     mesh.apply(
         """
 apiVersion: networking.istio.io/v1
@@ -178,3 +180,30 @@ spec:
 """
     )
     eventually(lambda: mesh_get(client).status_code == 200, 20, "plaintext to 9080")
+
+
+def test_auto_mtls_sends_plaintext_to_a_port_level_disable(
+    meshed: tuple[Mesh, Sidecar, Sidecar],
+) -> None:
+    """Istio's clients read the server's PeerAuthentication: a port set to DISABLE gets
+    plaintext from a meshed client (mTLS there would be refused: 503)."""
+    mesh, server, client = meshed
+    selector = "selector: {matchLabels: {app: reviews}}"
+    ports = "portLevelMtls: {9080: {mode: DISABLE}}"
+    mesh.apply(peer_authentication("reviews", "default", "STRICT", selector, ports))
+    eventually(lambda: plain_get(server) == 200, 20, "port 9080 accepting plaintext only")
+    eventually(lambda: mesh_get(client).status_code == 200, 20, "the client sending plaintext")
+    for _ in range(5):
+        r = mesh_get(client)
+        assert r.status_code == 200
+        # Plaintext: the server's sidecar saw no client certificate, so no XFCC.
+        assert "x-forwarded-client-cert" not in r.json()["headers"]
+    # Back to STRICT on the port: the client returns to mTLS.
+    mesh.apply(peer_authentication("reviews", "default", "STRICT", selector))
+    eventually(lambda: plain_get(server) == 0, 20, "STRICT again")
+
+    def mtls_again() -> bool:
+        r = mesh_get(client)
+        return r.status_code == 200 and "x-forwarded-client-cert" in r.json()["headers"]
+
+    eventually(mtls_again, 20, "mTLS again")

@@ -428,3 +428,55 @@ def test_scoped_changes_do_change_what_they_reach(change: str) -> None:
         scope_for(node, changes) is not None and changed_resources(old, new, node)
         for node in NODES.values()
     )
+
+
+MESHED_BASE = [
+    pod(
+        d["metadata"]["name"],
+        d["status"]["podIP"],
+        {**d["metadata"]["labels"], "security.istio.io/tlsMode": "istio"},
+        ns=d["metadata"].get("namespace", "default"),
+    )
+    if d["kind"] == "Pod" and (d.get("status") or {}).get("podIP")
+    else d
+    for d in BASE
+]
+PORT_DISABLE = MESHED_BASE + from_yaml(
+    """
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  portLevelMtls: {9080: {mode: DISABLE}}
+"""
+)
+SIDECAR_VS = SIDECAR_DEFAULT + from_yaml(
+    """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: to-billing, namespace: default}
+spec:
+  hosts: [details]
+  http: [{route: [{destination: {host: billing.other.svc.cluster.local}}]}]
+"""
+)
+
+
+def test_port_level_disable_reaches_the_clients_clusters_and_endpoints() -> None:
+    old, new = contexts(MESHED_BASE, PORT_DISABLE)
+    changes = Changes.between(old, new)
+    for name, node in NODES.items():
+        scope = scope_for(node, changes)
+        assert scope is not None and CDS in scope and EDS in scope, name
+        assert not covered(scope, changed_resources(old, new, node)), name
+    assert changed_resources(old, new, NODES["productpage"]).get(EDS)
+
+
+def test_virtual_service_under_a_sidecar_reaches_the_imported_clusters() -> None:
+    old, new = contexts(SIDECAR_DEFAULT, SIDECAR_VS)
+    changes = Changes.between(old, new)
+    changed = changed_resources(old, new, NODES["productpage"])
+    assert "outbound|9080||billing.other.svc.cluster.local" in changed.get(CDS, set())
+    for name, node in NODES.items():
+        assert not covered(scope_for(node, changes), changed_resources(old, new, node)), name

@@ -124,3 +124,39 @@ spec:
     )
     rc9100 = route_config(generate(router_node(), bookinfo_push(docs)), "http.9100")
     assert [v.name for v in rc9100.virtual_hosts] == ["blackhole:9100"]
+
+
+def test_jwt_claim_match_reads_the_verified_payload_not_a_header() -> None:
+    from pilotfish.translate import ROUTE_TYPE, generate
+    from tests.unit.translate.fixtures import BOOKINFO_CORE, from_yaml, push_for, router_node
+
+    docs = from_yaml("""
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: claims}
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http:
+  - match:
+    - headers: {"@request.auth.claims.nested.key1": {exact: value1}}
+      withoutHeaders: {"@request.auth.claims[groups]": {exact: blocked}}
+    route: [{destination: {host: reviews}}]
+""")
+    res = generate(router_node(gateway_ports={80: 8080}), push_for(BOOKINFO_CORE + docs))
+    route = res[ROUTE_TYPE]["http.8080"].virtual_hosts[0].routes[0]
+    assert not route.match.headers
+    nested, groups = route.match.dynamic_metadata
+    assert nested.filter == "envoy.filters.http.jwt_authn"
+    assert [p.key for p in nested.path] == ["payload", "nested", "key1"]
+    exact = [m.string_match.exact or m.list_match.one_of.string_match.exact
+             for m in nested.value.or_match.value_matchers]  # fmt: skip
+    assert exact == ["value1", "value1"] and not nested.invert
+    assert [p.key for p in groups.path] == ["payload", "groups"] and groups.invert

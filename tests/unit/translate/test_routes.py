@@ -237,3 +237,60 @@ spec:
     assert mirror.runtime_fraction.default_value.numerator == 1_000_000  # 100%
     assert a.route.retry_policy.num_retries.value == 2  # Istio's default policy
     assert b.match.prefix == "/b" and not b.route.HasField("retry_policy")
+
+
+def _vs_routes(http: str, node=REVIEWS_V2) -> list[rc.Route]:  # type: ignore[no-untyped-def]
+    doc = from_yaml(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: ratings}\nspec:\n  hosts: [ratings]\n  http:\n" + http
+    )
+    return _routes(node=node, extra=doc)
+
+
+def test_setting_authority_or_host_is_a_host_rewrite_never_a_header() -> None:
+    one, split = _vs_routes("""
+  - match: [{headers: {x: {exact: "1"}}}]
+    route:
+    - destination: {host: ratings}
+      headers: {request: {set: {Host: dest.example.com, x-a: "1"}}}
+    headers: {request: {add: {x-b: "2"}}}
+  - route:
+    - destination: {host: ratings}
+      weight: 50
+      headers: {request: {set: {":authority": a.example}}}
+    - {destination: {host: ratings}, weight: 50}
+    headers: {request: {set: {":authority": route.example.com}}}
+""")
+    assert one.route.host_rewrite_literal == "dest.example.com"
+    names = [h.header.key for h in one.request_headers_to_add]
+    assert "x-a" in names and "x-b" in names
+    assert not {"host", ":authority", "Host"} & set(names)
+    assert split.route.host_rewrite_literal == "route.example.com"
+    first = split.route.weighted_clusters.clusters[0]
+    assert first.host_rewrite_literal == "a.example"
+    assert not any(h.header.key == ":authority" for h in first.request_headers_to_add)
+
+
+def test_without_headers_also_matches_a_missing_header() -> None:
+    (route,) = _vs_routes("""
+  - match: [{withoutHeaders: {end-user: {exact: jason}, x-any: {}}}]
+    route: [{destination: {host: ratings}}]
+""")
+    by_name = {h.name: h for h in route.match.headers}
+    assert by_name["end-user"].invert_match and by_name["end-user"].treat_missing_header_as_empty
+    # "without x-any at all": an inverted presence match, true when it is missing already.
+    assert by_name["x-any"].invert_match and by_name["x-any"].present_match
+    assert not by_name["x-any"].treat_missing_header_as_empty
+
+
+def test_pseudo_header_match_is_an_envoy_header_matcher() -> None:
+    (route,) = _vs_routes("""
+  - match: [{headers: {":method": {exact: POST}, ":path": {prefix: /api}}}]
+    route: [{destination: {host: ratings}}]
+""")
+    assert {
+        (h.name, h.string_match.exact or h.string_match.prefix) for h in route.match.headers
+    } == {
+        (":method", "POST"),
+        (":path", "/api"),
+    }

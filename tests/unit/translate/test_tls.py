@@ -278,3 +278,26 @@ def test_gateway_passthrough_routes_by_sni() -> None:
 def test_cluster_type_is_unchanged_by_tls() -> None:
     res = generate(client(), push_for(DOCS))
     assert res[CLUSTER_TYPE][REVIEWS].type == cluster_pb2.Cluster.EDS
+
+
+def test_auto_mtls_sends_plaintext_where_peer_authentication_disables_the_port() -> None:
+    def tls_endpoints(port_mode: str) -> set[str]:
+        pa = {
+            "apiVersion": "security.istio.io/v1",
+            "kind": "PeerAuthentication",
+            "metadata": {"name": "reviews", "namespace": "default"},
+            "spec": {
+                "selector": {"matchLabels": {"version": "v1"}},
+                "mtls": {"mode": "STRICT"},
+                "portLevelMtls": {"9080": {"mode": port_mode}},
+            },
+        }
+        cla = generate(client(), push_for([*DOCS, pa]))[ENDPOINT_TYPE][REVIEWS]
+        return {
+            e.endpoint.address.socket_address.address
+            for e in cla.endpoints[0].lb_endpoints
+            if dict(e.metadata.filter_metadata["envoy.transport_socket_match"])
+        }
+
+    assert tls_endpoints("STRICT") == {"10.1.0.12"}
+    assert tls_endpoints("DISABLE") == set()

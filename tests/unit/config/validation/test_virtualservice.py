@@ -369,3 +369,26 @@ def test_cors_policy() -> None:
 def test_export_to() -> None:
     has(vs([route()], exportTo=["*", "."]), "spec.exportTo", "cannot have both public (*)")
     ok(vs([route()], exportTo=["."]))
+
+
+def test_pseudo_header_matches_are_accepted_other_colon_names_are_not() -> None:
+    for name in (":method", ":authority", ":path", ":scheme"):
+        ok(vs([route(match=[{"headers": {name: {"exact": "x"}}}])]))
+        ok(vs([route(match=[{"withoutHeaders": {name: {"exact": "x"}}}])]))
+    has(vs([route(match=[{"headers": {":status": {"exact": "x"}}}])]),
+        "spec.http[0].match[0].headers[:status]", "not a valid header name")  # fmt: skip
+
+
+def test_jwt_claim_keys_need_a_claim_path() -> None:
+    gw = {"gateways": ["gw"]}
+    ok(vs([route(match=[{"headers": {"@request.auth.claims.nested.key1": {"exact": "v"}}}])], **gw))
+    ok(vs([route(match=[{"headers": {"@request.auth.claims[a][b]": {"exact": "v"}}}])], **gw))
+    bad = "@request.auth.claims."
+    has(vs([route(match=[{"headers": {bad: {"exact": "v"}}}])], **gw),
+        f"spec.http[0].match[0].headers[{bad}]", "invalid JWT claim key")  # fmt: skip
+
+
+def test_authority_set_in_request_headers_is_accepted() -> None:
+    ok(vs([route(headers={"request": {"set": {":authority": "a.example.com"}}})]))
+    host = {"request": {"set": {"Host": "b.example.com"}}}
+    ok(vs([route({"destination": {"host": "reviews"}, "headers": host})]))
