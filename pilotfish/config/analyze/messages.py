@@ -277,6 +277,28 @@ GATEWAY_PORT_NOT_DEFINED_ON_SERVICE = _t(
     "Gateway port not exposed by service",
 )
 
+ENVOY_FILTER_USES_RELATIVE_OPERATION = _t(
+    "IST0151",
+    "EnvoyFilterUsesRelativeOperation",
+    INFO,
+    "This EnvoyFilter does not have a priority and has a relative patch operation set which "
+    "can cause the EnvoyFilter not to be applied. Using the INSERT_FIRST or ADD option or "
+    "setting the priority may help in ensuring the EnvoyFilter is applied correctly.",
+    "This EnvoyFilter does not have a priority and has a relative patch operation set.",
+)
+ENVOY_FILTER_USES_RELATIVE_OPERATION_WITH_PROXY_VERSION = _t(
+    "IST0155",
+    "EnvoyFilterUsesRelativeOperationWithProxyVersion",
+    WARNING,
+    "This EnvoyFilter does not have a priority and has a relative patch operation (REPLACE, "
+    "MERGE, REMOVE, INSERT_BEFORE, INSERT_AFTER) and proxyVersion set which can cause the "
+    "EnvoyFilter not to be applied during an upgrade. Using the INSERT_FIRST or ADD option or "
+    "setting the priority may help in ensuring the EnvoyFilter is applied correctly.",
+    "This EnvoyFilter does not have a priority and has a relative patch operation and "
+    "proxyVersion set.",
+)
+
+
 #: Every message type Pilotfish can report, by code.
 CATALOGUE: dict[str, MessageType] = {
     t.code: t
@@ -303,5 +325,7 @@ CATALOGUE: dict[str, MessageType] = {
         CONFLICTING_TELEMETRY_WORKLOAD_SELECTORS,
         MULTIPLE_TELEMETRIES_WITHOUT_WORKLOAD_SELECTORS,
         GATEWAY_PORT_NOT_DEFINED_ON_SERVICE,
+        ENVOY_FILTER_USES_RELATIVE_OPERATION,
+        ENVOY_FILTER_USES_RELATIVE_OPERATION_WITH_PROXY_VERSION,
     )
 }

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from pilotfish.config.analyze import (
     destinationrule,
+    envoyfilter,
     gateway,
     matches,
     security,
@@ -149,6 +150,12 @@ ANALYZERS: tuple[Analyzer, ...] = (
         "Checks that access logging names a provider",
         ("IST0157",),
         workloads.analyze_telemetry_providers,
+    ),
+    Analyzer(
+        "envoyfilter.EnvoyPatchAnalyzer",
+        "Checks EnvoyFilters whose relative patches depend on the order filters apply in",
+        ("IST0151", "IST0155"),
+        envoyfilter.analyze_relative_operations,
     ),
 )
 
