@@ -410,6 +410,8 @@ export async function renderGraph(root: HTMLElement): Promise<void> {
       current = await get<Graph>("/api/graph", params);
       const t1 = performance.now();
       redraw();
+      // The next frame is painted: what the user sees.
+      await new Promise<void>((r) => requestAnimationFrame(() => requestAnimationFrame(() => r())));
       const t2 = performance.now();
       root.dataset.loadMs = String(Math.round(t1 - t0));
       root.dataset.renderMs = String(Math.round(t2 - t1));
