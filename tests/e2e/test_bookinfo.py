@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -360,32 +362,43 @@ def test_app_code_is_unchanged_and_its_calls_are_captured(mesh: Mesh) -> None:
     assert mesh.local("logs", pod, "-c", "istio-proxy").stdout != ""
 
 
-def test_a_pod_in_a_namespace_without_injection_has_no_sidecar(mesh: Mesh, tmp_path: Path) -> None:
-    mesh.cli("create", "namespace", "legacy")
-    manifest = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "sleep", "namespace": "legacy"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "sleep"}},
-            "template": {
-                "metadata": {"labels": {"app": "sleep"}},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "sleep",
-                            "command": ["python3", "-c", "import time; time.sleep(1e9)"],
-                        }
-                    ]
-                },
+#: A client without a sidecar: namespace ``legacy`` has no injection label.
+LEGACY_CLIENT = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "sleep", "namespace": "legacy"},
+    "spec": {
+        "replicas": 1,
+        "selector": {"matchLabels": {"app": "sleep"}},
+        "template": {
+            "metadata": {"labels": {"app": "sleep"}},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "sleep",
+                        "command": ["python3", "-c", "import time; time.sleep(1e9)"],
+                    }
+                ]
             },
         },
-    }
+    },
+}
+
+
+def legacy_client(mesh: Mesh, tmp_path: Path) -> dict[str, Any]:
+    """The ``sleep`` pod of namespace ``legacy`` (no sidecar), created when missing."""
+    listed = json.loads(mesh.cli("get", "namespaces", "-o", "json").stdout)["items"]
+    if "legacy" not in {n["metadata"]["name"] for n in listed}:
+        mesh.cli("create", "namespace", "legacy")
     path = tmp_path / "sleep.json"
-    path.write_text(json.dumps(manifest))
+    path.write_text(json.dumps(LEGACY_CLIENT))
     mesh.cli("apply", "-f", str(path))
     (pod,) = mesh.wait_pods_ready("legacy", 1, timeout=30)
+    return pod
+
+
+def test_a_pod_in_a_namespace_without_injection_has_no_sidecar(mesh: Mesh, tmp_path: Path) -> None:
+    pod = legacy_client(mesh, tmp_path)
     assert [c["name"] for c in pod["spec"]["containers"]] == ["sleep"]
     assert "sidecar.istio.io/status" not in (pod["metadata"].get("annotations") or {})
     name = pod["metadata"]["name"]
@@ -520,6 +533,204 @@ def test_scaling_up_and_down_and_a_deleted_pod_is_replaced(mesh: Mesh) -> None:
     mesh.cli("apply", "-f", "-", input=json.dumps(deploy))
     mesh.wait_pods_ready("default", 6)
     assert "Error fetching product details" not in page(mesh)
+
+
+class Load:
+    """Product page views through the gateway, in a thread, until stopped (Bookinfo under load)."""
+
+    def __init__(self, mesh: Mesh) -> None:
+        self.mesh = mesh
+        self.stop = threading.Event()
+        self.sent = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self.stop.is_set():
+                try:
+                    client.get(f"{self.mesh.gateway}/productpage")
+                    self.sent += 1
+                except httpx.HTTPError:
+                    pass
+                self.stop.wait(0.05)
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(15)
+
+
+def test_the_dashboard_shows_bookinfo_live(mesh: Mesh, tmp_path: Path) -> None:
+    """`pilotfish dashboard` in Chromium: the graph with locks and latencies, a fault turning
+    an edge red, charts, a trace across the mesh and its waterfall, a wizard's split."""
+    from tests.e2e.browser import chromium
+
+    mesh.cli("apply", "-f", str(REPO / "samples/operator/demo.yaml"))  # 100% sampling
+    mesh.cli("delete", "vs", "reviews", "--ignore-not-found")  # every version gets calls
+    legacy = legacy_client(mesh, tmp_path)["metadata"]["name"]
+    fault = tmp_path / "ratings-abort.yaml"
+    fault.write_text(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+        "metadata: {name: ratings, namespace: default}\n"
+        "spec:\n  hosts: [ratings]\n  http:\n  - fault:\n      abort:\n"
+        "        httpStatus: 500\n        percentage: {value: 100}\n"
+        "    route:\n    - destination: {host: ratings}\n"
+    )
+    link = next(
+        w for w in mesh.cli("dashboard", "--browser=false").stdout.split() if "/login/" in w
+    )
+    assert link.startswith(f"{mesh.dashboard}/login/")
+    gw, pp = "workload:istio-system:istio-ingressgateway", "workload:default:productpage-v1"
+    reviews = [f"workload:default:reviews-{v}" for v in ("v1", "v2", "v3")]
+    ratings = "workload:default:ratings-v1"
+    wanted = {(gw, pp), (pp, "workload:default:details-v1")}
+    wanted |= {(pp, r) for r in reviews} | {(reviews[1], ratings), (reviews[2], ratings)}
+    with Load(mesh), chromium("dashboard") as b:
+        for _ in range(5):  # plaintext calls from outside the mesh (PERMISSIVE)
+            mesh.local("exec", legacy, "-n", "legacy", "--", "curl", "-s", "-o", "/dev/null",
+                       "http://productpage.default:9080/productpage", check=False)  # fmt: skip
+        page = b.page
+        page.goto(mesh.dashboard)
+        page.wait_for_selector("#login")  # no session: the sign-in form
+        b.shot("0-sign-in")
+        page.goto(link)  # the one-time link signs in
+        page.wait_for_selector("#graph-edges")
+        page.select_option("#duration", "1h")  # every edge earlier tests drove traffic over
+
+        def graph() -> dict[str, Any]:
+            return dict(page.evaluate("() => window.pilotfish.graph()") or {})
+
+        def edges() -> dict[tuple[str, str], dict[str, Any]]:
+            return {(e["source"], e["target"]): e for e in graph().get("edges", [])}
+
+        deadline = time.monotonic() + 120
+        while not wanted <= set(edges()) or ("unknown", pp) not in edges():
+            assert time.monotonic() < deadline, f"edges: {sorted(edges())}"
+            page.click("#graph-refresh")
+            page.wait_for_timeout(2000)
+        nodes = {n["id"] for n in graph()["nodes"]}
+        assert nodes >= {gw, pp, "workload:default:details-v1", *reviews, ratings}
+        # The list view carries every node and edge for screen readers.
+        listed = page.inner_text("#graph-nodes")
+        for name in ("productpage-v1", "details-v1", "reviews-v1", "reviews-v2", "reviews-v3",
+                     "ratings-v1", "istio-ingressgateway"):  # fmt: skip
+            assert name in listed
+        assert page.locator("#graph-edges tbody tr").count() == len(edges())
+        # Locks on every sidecar-to-sidecar edge (automatic mTLS), none from the plain client.
+        for src, dst in wanted:
+            assert page.locator(f'.lock-badge[data-edge="{src}->{dst}"]').count() == 1, (src, dst)
+        assert page.locator(f'.lock-badge[data-edge="unknown->{pp}"]').count() == 0
+        deadline = time.monotonic() + 30  # the server's plaintext requests scraped
+        while (plain := edges()[("unknown", pp)])["mtlsPct"] != 0:
+            assert time.monotonic() < deadline, plain
+            page.click("#graph-refresh")
+            page.wait_for_timeout(2000)
+        # p99 on the edge labels: plausible (a few ms to a few seconds).
+        page.select_option("#edge-label", "p99")
+        label = page.evaluate(
+            "id => window.pilotfish.cy.getElementById(id).data('label')", f"{pp}->{reviews[2]}"
+        )
+        ms = float(re.fullmatch(r"p99 ([\d.]+)ms", label).group(1))  # type: ignore[union-attr]
+        assert 0.5 <= ms <= 10_000, label
+        b.shot("1-graph")
+        # Clicking productpage opens its side panel with charts that have data.
+        pos = page.evaluate("id => window.pilotfish.cy.getElementById(id).renderedPosition()", pp)
+        box = page.locator("#cy").bounding_box()
+        page.mouse.click(box["x"] + pos["x"], box["y"] + pos["y"])
+        page.wait_for_selector('#side-panel[data-node="' + pp + '"] .panel[data-points]')
+        points = [int(p) for p in page.locator("#side-panel .panel").evaluate_all(
+            "els => els.map(e => e.dataset.points || '0')")]  # fmt: skip
+        assert points and points[0] > 0, points
+        assert page.locator("#side-panel .traces-link").count() == 1
+        b.shot("2-productpage")
+        # A 100% abort on ratings: the edge from reviews to ratings turns red.
+        mesh.cli("apply", "-f", str(fault))
+        try:
+            page.select_option("#duration", "1m")
+            page.select_option("#edge-label", "error")
+            red: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 120
+            while not red:
+                assert time.monotonic() < deadline, f"no red reviews->ratings edge: {edges()}"
+                page.click("#graph-refresh")
+                page.wait_for_timeout(2000)
+                g = graph()
+                labels = {n["id"]: n["label"] for n in g.get("nodes", [])}
+                red = [
+                    e
+                    for e in g.get("edges", [])
+                    if labels.get(e["source"], "").startswith("reviews")
+                    and labels.get(e["target"], "").startswith("ratings")
+                    and e["health"] == "failure"
+                ]
+            color = page.evaluate(
+                "id => window.pilotfish.cy.getElementById(id).data('color')", red[0]["id"]
+            )
+            assert color == "#cc0000"
+            b.shot("3-fault")
+        finally:
+            mesh.cli("delete", "-f", str(fault))
+        # Traces: a trace through gateway, productpage, reviews and ratings, its waterfall.
+        page.goto(f"{mesh.dashboard}/#traces?service=productpage.default")
+        page.wait_for_selector("#traces-table tbody tr")
+        wide = "els => els.findIndex(e => Number(e.dataset.services) >= 4)"
+        deadline = time.monotonic() + 60
+        while (index := page.locator("#traces-table tbody tr").evaluate_all(wide)) < 0:
+            assert time.monotonic() < deadline, page.inner_text("#trace-results")[:2000]
+            page.click("#trace-find")
+            page.wait_for_timeout(1500)
+        page.locator("#traces-table tbody tr").nth(index).locator("a").click()
+        page.wait_for_selector("#waterfall .span-row")
+        services = set(page.locator("#waterfall .span-name").evaluate_all(
+            "els => els.map(e => e.firstChild.textContent.trim())"))  # fmt: skip
+        assert len(services) >= 4, services
+        page.locator("#waterfall .span-row").first.click()
+        assert "http" in page.inner_text("#span-tags").lower()
+        b.shot("4-traces")
+        # Metrics and config pages render.
+        page.goto(f"{mesh.dashboard}/#metrics")
+        page.wait_for_selector("#metric-panels .panel[data-points]")
+        b.shot("5-metrics")
+        page.goto(f"{mesh.dashboard}/#config")
+        page.wait_for_selector("#proxies-table tbody tr")
+        assert "productpage" in page.inner_text("#proxies-table")
+        b.shot("6-config")
+        # The traffic-shifting wizard: 90/10 between reviews v1 and v2, dry run then apply.
+        page.goto(f"{mesh.dashboard}/#wizards?service=default/reviews&wizard=traffic-shifting")
+        page.wait_for_selector("#wz-w\\:v1")
+        page.fill("#wz-w\\:v1", "90")
+        page.fill("#wz-w\\:v2", "10")
+        page.fill("#wz-w\\:v3", "0")
+        page.click("#wizard-apply")
+        page.wait_for_selector("#wizard-applied.ok")
+        assert "Server-side dry run: accepted." in page.inner_text("#wizard-dryrun")
+        assert "weight: 90" in page.inner_text("#wizard-yaml")
+        b.shot("7-wizard")
+        assert b.errors == [], b.errors
+    stored = json.loads(mesh.cli("get", "vs", "reviews", "-o", "json").stdout)
+    route = stored["spec"]["http"][0]["route"]
+    assert [(r["destination"]["subset"], r["weight"]) for r in route] == [("v1", 90), ("v2", 10)]
+    # `pilotfish dashboard envoy POD`: the pod's Envoy admin through a forwarded local port.
+    pod = mesh.pod_named("productpage-v1")
+    forward = subprocess.Popen(
+        [sys.executable, "-m", "pilotfish.cli.main", "dashboard", "envoy", f"{pod}.default",
+         "--browser=false"],
+        env=mesh.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert forward.stdout is not None
+        line = forward.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+", line)
+        assert url and f"Envoy admin of {pod}.default" in line, line
+        info = httpx.get(f"{url.group(0)}/server_info", timeout=10).json()
+        assert info["state"] == "LIVE"
+        assert "productpage" in httpx.get(f"{url.group(0)}/clusters", timeout=10).text
+    finally:
+        forward.terminate()
+        forward.wait(10)
 
 
 def test_down_leaves_nothing_behind(mesh: Mesh) -> None:
