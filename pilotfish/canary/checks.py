@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from pilotfish.api.duration import parse_duration
 from pilotfish.api.flagger import Canary, CanaryMetric, CanaryWebhook, render_query
 from pilotfish.canary.endpoints import Target
 
@@ -101,10 +102,30 @@ def template_values(canary: Canary, interval: str) -> dict[str, str]:
     }
 
 
-def build_query(canary: Canary, metric: CanaryMetric, template: dict[str, Any] | None) -> Query:
+def window(interval: str, since_start: float | None) -> str:
+    """The metric ``interval``, cut to the time since this analysis started (whole seconds,
+    at least 1 s): requests of an earlier revision of the canary workload (same
+    ``destination_workload``) must not be judged as this one's. Pure."""
+    if since_start is None:
+        return interval
+    try:
+        seconds = parse_duration(interval)
+    except ValueError:
+        return interval
+    cut = max(1, math.ceil(since_start))
+    return interval if seconds <= cut else f"{cut}s"
+
+
+def build_query(
+    canary: Canary,
+    metric: CanaryMetric,
+    template: dict[str, Any] | None,
+    since_start: float | None = None,
+) -> Query:
     """The check of ``metric``: its PromQL (built-in, inline or from ``template``, a stored
-    MetricTemplate body), address and range. KeyError names a missing template variable."""
-    interval = str(metric.interval or DEFAULT_METRIC_INTERVAL)
+    MetricTemplate body), address and range. KeyError names a missing template variable.
+    ``since_start``: seconds since the analysis started (see :func:`window`)."""
+    interval = window(str(metric.interval or DEFAULT_METRIC_INTERVAL), since_start)
     values = template_values(canary, interval)
     address = mesh_address(canary.spec.metricsServer)
     low = high = None

@@ -523,6 +523,7 @@ class _Run:
         ab = self.analysis.is_ab
         if weight == 0 and iterations == 0 and not self.status.get("abActive"):
             self.event(f"Starting canary analysis for {name}")
+            self.status["analysisStart"] = self.ctl.clock()
             problem = await self.hooks("pre-rollout")
             if problem:
                 self.fail_check(problem, weight)
@@ -636,7 +637,9 @@ class _Run:
                     continue
                 template = stored.body
             try:
-                query = build_query(self.canary, metric, template)
+                start = self.status.get("analysisStart")
+                since = self.ctl.clock() - float(start) if start is not None else None
+                query = build_query(self.canary, metric, template, since)
             except KeyError as exc:
                 msg = f"Metric {metric.name}: templateVariables has no {exc}"
                 results.append({"name": metric.name, "error": msg})

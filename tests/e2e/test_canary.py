@@ -181,7 +181,7 @@ def test_a_healthy_version_is_promoted_step_by_step_without_a_failed_request(
 ) -> None:
     # With a custom metric from a MetricTemplate (Flagger's "404s percentage") as well.
     mesh.cli("apply", "-f", str(SAMPLES / "metric-template.yaml"))
-    body = canary_body(threshold=10)
+    body = canary_body(threshold=12)
     body["spec"]["analysis"]["metrics"].append(
         {
             "name": "404s percentage",
@@ -203,7 +203,7 @@ def test_a_healthy_version_is_promoted_step_by_step_without_a_failed_request(
     assert weights[-1] == 0
     assert client.failed() == {}, f"{client.seen}\n{client.errors[:5]}\n{explain(mesh)}"
     assert client.seen[(200, "6.0.0")] > 0 and client.seen[(200, "6.0.1")] > 0
-    assert st["failedChecks"] < 10
+    assert st["failedChecks"] < 12
     measured = [c for s in st["steps"] for c in s.get("checks", []) if c.get("ok") and "value" in c]
     names = {c["name"] for c in measured}
     assert names == {"request-success-rate", "request-duration", "404s percentage"}, st["steps"]
@@ -216,7 +216,7 @@ def test_a_healthy_version_is_promoted_step_by_step_without_a_failed_request(
 def test_an_ab_canary_sends_only_requests_with_the_header_to_the_new_version(
     mesh: Mesh, tmp_path: Path
 ) -> None:
-    body = canary_body(threshold=10, iterations=8)
+    body = canary_body(threshold=12, iterations=8)
     analysis = body["spec"]["analysis"]
     del analysis["stepWeight"], analysis["maxWeight"]
     analysis["match"] = [{"headers": {"x-canary": {"exact": "insider"}}}]
@@ -241,13 +241,13 @@ def test_an_ab_canary_sends_only_requests_with_the_header_to_the_new_version(
 def test_a_version_failing_20_percent_is_rolled_back_after_threshold_failed_checks(
     mesh: Mesh, tmp_path: Path
 ) -> None:
-    apply_body(mesh, canary_body(threshold=8), tmp_path / "canary.json")
+    apply_body(mesh, canary_body(threshold=10), tmp_path / "canary.json")
     dep = version_deployment("6.0.2", PODINFO_FAIL_PERCENT="20")
     with Client(mesh) as client:
         weights, st = release(mesh, tmp_path, dep, ("Succeeded", "Failed"))
         time.sleep(2)
     assert st["phase"] == "Failed", st
-    assert st["failedChecks"] == 8
+    assert st["failedChecks"] == 10
     rates = [
         c["value"]
         for s in st["steps"]
@@ -333,7 +333,7 @@ def test_a_bookinfo_service_is_promoted_under_load_without_a_failed_page(
     mesh.cli("apply", "-f", str(bookinfo / "platform" / "bookinfo.yaml"))
     mesh.cli("apply", "-f", str(bookinfo / "networking" / "bookinfo-gateway.yaml"))
     mesh.wait_pods_ready("default", 6, timeout=120)
-    body = canary_body(threshold=10, stepWeight=25)
+    body = canary_body(threshold=12, stepWeight=25)
     body["metadata"] = {"name": "ratings", "namespace": "default"}
     spec = body["spec"]
     spec["targetRef"]["name"] = "ratings-v1"

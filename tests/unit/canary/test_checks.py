@@ -85,3 +85,17 @@ def test_values() -> None:
         value_of({"resultType": "vector", "result": []})
     with pytest.raises(MetricError, match="NaN"):
         value_of({"resultType": "vector", "result": [{"value": [1, "NaN"]}]})
+
+
+def test_the_window_never_reaches_back_before_the_analysis_started() -> None:
+    from pilotfish.canary.checks import window
+
+    assert window("30s", None) == "30s"
+    assert window("30s", 4.2) == "5s"
+    assert window("30s", 0.1) == "1s"
+    assert window("30s", 45) == "30s"
+    assert window("1m", 12) == "12s"
+    m = CanaryMetric.model_validate(
+        {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "30s"}
+    )
+    assert "[8s]" in build_query(canary(), m, None, since_start=7.5).promql
