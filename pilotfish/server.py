@@ -37,9 +37,11 @@ from pilotfish.canary import CanaryController, ControllerSettings, HttpChecks
 from pilotfish.config.addons import ensure_addon_services
 from pilotfish.config.store import Store, open_store
 from pilotfish.config.store.factory import describe as describe_store
+from pilotfish.config.store.factory import is_postgres
 from pilotfish.contextfile import DEFAULT_HOME, Context, save_context
 from pilotfish.dashboard.app import DEFAULT_PORT as DASHBOARD_PORT
 from pilotfish.dashboard.app import Dashboard, DashboardSettings, add_dashboard_routes
+from pilotfish.errors import StoreError
 from pilotfish.model.jwks import JwksFetcher, JwksSettings
 from pilotfish.model.push_context import MeshSettings, PushContext
 from pilotfish.model.source import PushContextSource
@@ -147,6 +149,13 @@ class ServerSettings:
             return None
         host, port = split_address(self.dashboard_listen, DASHBOARD_PORT)
         return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+
+    @property
+    def span_store_url(self) -> str | None:
+        """Where the trace collector keeps spans: the config store's PostgreSQL database when
+        replicas share one (so any replica answers queries), else None: ``traces.db`` in the
+        data directory."""
+        return self.store_url if is_postgres(self.store_url) else None
 
     @property
     def api_url(self) -> str:
@@ -321,7 +330,8 @@ class Mesh:
 async def start_trace_collector(settings: ServerSettings, store: Store) -> TraceCollector | None:
     """The built-in trace collector, and the ``zipkin.istio-system`` ServiceEntry that lets
     Envoy's tracers (and apps) reach it under Istio's addon name. A collector that cannot
-    start (a port taken) is logged with the reason; the control plane runs on without it."""
+    start (a port taken, the span store unreachable) is logged with the reason; the control
+    plane runs on without it. Spans go where ``settings.span_store_url`` says."""
     if not settings.trace_collector:
         return None
     from pilotfish.telemetry import CollectorSettings, TraceCollector
@@ -329,21 +339,25 @@ async def start_trace_collector(settings: ServerSettings, store: Store) -> Trace
     host = settings.xds_host
     collector = TraceCollector(
         CollectorSettings(
-            data_dir=settings.data_dir, host=host, query_port=settings.trace_query_port
+            data_dir=settings.data_dir,
+            host=host,
+            query_port=settings.trace_query_port,
+            store_url=settings.span_store_url,
         )
     )
     try:
         await collector.start()
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, StoreError) as exc:
         log.error("the trace collector did not start: %s (spans are not kept)", exc)
         return None
     if host not in ("0.0.0.0", "", "::"):
         ensure_addon_services(store, host)
     log.info(
         "trace collector: OTLP %s:4317 (gRPC) and :4318 (HTTP), Zipkin :9411, Jaeger query "
-        "API 127.0.0.1:%d",
+        "API 127.0.0.1:%d, spans in %s",
         host,
         settings.trace_query_port,
+        describe_store(collector.settings.store_location),
     )
     return collector
 

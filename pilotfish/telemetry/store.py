@@ -15,25 +15,37 @@ Retention (:meth:`SpanStore.enforce_retention`) deletes spans that started befor
 limit, then the oldest arrivals until the stored size is under the size limit, and gives the
 freed pages back to the file system (``auto_vacuum=INCREMENTAL``).
 
-A second backend (the shared PostgreSQL of scaled-out control planes) implements the same
-interface; :func:`open_span_store` is the one place that maps a URL to a backend.
+The second backend, :class:`~pilotfish.telemetry.postgres.PostgresSpanStore`, keeps the same
+tables in the PostgreSQL database control-plane replicas share (schema ``pilotfish_traces``);
+both ask them through :mod:`pilotfish.telemetry.spansql`. :func:`open_span_store` is the one
+place that maps a URL to a backend.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from pilotfish.telemetry.convert import dedupe_span_ids
-from pilotfish.telemetry.model import Log, Span, TagValue
+from pilotfish.config.store.factory import is_postgres, url_scheme
+from pilotfish.telemetry import spansql
+from pilotfish.telemetry.model import Span
+from pilotfish.telemetry.spansql import SPAN_COLUMNS, Dependency, RetentionResult, TraceQuery
+
+__all__ = [
+    "DEFAULT_FILENAME",
+    "Dependency",
+    "RetentionResult",
+    "SpanStore",
+    "SqliteSpanStore",
+    "TraceQuery",
+    "open_span_store",
+]
 
 DEFAULT_FILENAME = "traces.db"
 SCHEMA_VERSION = 1
@@ -74,33 +86,6 @@ INSERT OR IGNORE INTO meta (name, value) VALUES ('bytes', 0);
 """
 
 
-@dataclass(frozen=True, slots=True)
-class TraceQuery:
-    """Jaeger's trace search: every condition holds on one span of a matching trace."""
-
-    service: str
-    start_us: int
-    end_us: int
-    operation: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-    min_duration_us: int | None = None
-    max_duration_us: int | None = None
-    limit: int = 100
-
-
-@dataclass(frozen=True, slots=True)
-class Dependency:
-    parent: str
-    child: str
-    call_count: int
-
-
-@dataclass(frozen=True, slots=True)
-class RetentionResult:
-    deleted: int
-    stored_bytes: int
-
-
 class SpanStore(Protocol):
     """What the collector needs from a span backend. Calls block; the collector runs them in
     threads, so a backend is safe to call from several threads."""
@@ -134,58 +119,33 @@ class SpanStore(Protocol):
 
 def open_span_store(url_or_path: str | os.PathLike[str]) -> SpanStore:
     """``sqlite:///abs/traces.db``, ``sqlite://relative/traces.db``, a file path, or a
-    directory (``<dir>/traces.db``). ``postgresql://`` is reserved for the shared backend."""
+    directory (``<dir>/traces.db``): a :class:`SqliteSpanStore`. ``postgresql://`` (or
+    ``postgres://``, with libpq's parameters): a
+    :class:`~pilotfish.telemetry.postgres.PostgresSpanStore`, shared by control-plane
+    replicas. ValueError for an unknown scheme."""
     text = os.fspath(url_or_path)
-    scheme = urlsplit(text).scheme.lower() if "://" in text else ""
+    scheme = url_scheme(text)
     if scheme == "sqlite":
         parts = urlsplit(text)
         return SqliteSpanStore(Path(unquote(parts.netloc + parts.path)))
-    if scheme in ("postgresql", "postgres"):
-        raise ValueError("a PostgreSQL span store is not available in this build yet")
+    if is_postgres(text):
+        try:
+            from pilotfish.telemetry.postgres import PostgresSpanStore
+        except ImportError as exc:
+            raise ValueError(
+                f"a PostgreSQL span store needs the psycopg package ({exc}):"
+                " install Pilotfish with its postgres extra, pip install 'pilotfish[postgres]'"
+            ) from None
+        return PostgresSpanStore(text)
     if scheme:
-        raise ValueError(f'unknown span store URL scheme "{scheme}" in {text!r}')
+        raise ValueError(
+            f'unknown span store URL scheme "{scheme}" in {text!r}'
+            " (use sqlite:///path/traces.db, a path, or postgresql://host/database)"
+        )
     path = Path(text)
     if path.is_dir() or text.endswith(os.sep):
         path = path / DEFAULT_FILENAME
     return SqliteSpanStore(path)
-
-
-def _tag_text(value: TagValue) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _encode_body(span: Span) -> str:
-    body: dict[str, Any] = {"t": span.tags}
-    if span.process_tags:
-        body["p"] = span.process_tags
-    if span.logs:
-        body["l"] = [[log.timestamp_us, log.fields] for log in span.logs]
-    if span.links:
-        body["r"] = span.links
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-
-
-_SPAN_COLUMNS = "trace_id, span_id, parent_id, service, operation, kind, start_us, duration_us"
-
-
-def _decode(row: Sequence[Any]) -> Span:
-    body = json.loads(row[8])
-    return Span(
-        trace_id=row[0],
-        span_id=row[1],
-        parent_id=row[2],
-        service=row[3],
-        operation=row[4],
-        start_us=row[6],
-        duration_us=row[7],
-        kind=row[5],
-        tags=body.get("t", {}),
-        process_tags=body.get("p", {}),
-        logs=[Log(ts, fields) for ts, fields in body.get("l", [])],
-        links=[(t, s) for t, s in body.get("r", [])],
-    )
 
 
 class SqliteSpanStore:
@@ -239,94 +199,41 @@ class SqliteSpanStore:
     def write(self, spans: Sequence[Span]) -> None:
         if not spans:
             return
-        rows = []
-        total = 0
-        operations: dict[tuple[str, str, str], int] = {}
-        for span in spans:
-            body = _encode_body(span)
-            size = len(body) + len(span.operation) + len(span.service) + 80
-            total += size
-            rows.append(
-                (
-                    span.trace_id,
-                    span.span_id,
-                    span.parent_id,
-                    span.service,
-                    span.operation,
-                    span.kind,
-                    span.start_us,
-                    span.duration_us,
-                    size,
-                    body,
-                )
-            )
-            key = (span.service, span.operation, span.kind)
-            if operations.get(key, -1) < span.start_us:
-                operations[key] = span.start_us
+        batch = spansql.batch(spans)
         with self._transaction() as conn:
             first = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM spans").fetchone()[0]
             conn.executemany(
-                f"INSERT INTO spans (id, {_SPAN_COLUMNS}, size, body)"
+                f"INSERT INTO spans (id, {SPAN_COLUMNS}, size, body)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(first + i, *row) for i, row in enumerate(rows)],
+                [(first + i, *row) for i, row in enumerate(batch.rows)],
             )
             conn.executemany(
-                "INSERT OR IGNORE INTO span_tags (span, key, value) VALUES (?, ?, ?)",
-                [
-                    (first + i, key, _tag_text(value))
-                    for i, span in enumerate(spans)
-                    for tags in (span.tags, span.process_tags)
-                    for key, value in tags.items()
-                ],
+                "INSERT INTO span_tags (span, key, value) VALUES (?, ?, ?)",
+                [(first + i, key, value) for i, key, value in batch.tags],
             )
             conn.executemany(
                 "INSERT INTO operations (service, operation, kind, last_us) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (service, operation, kind)"
                 " DO UPDATE SET last_us = MAX(last_us, excluded.last_us)",
-                [(*key, last) for key, last in operations.items()],
+                batch.operations,
             )
-            conn.execute("UPDATE meta SET value = value + ? WHERE name = 'bytes'", (total,))
+            conn.execute("UPDATE meta SET value = value + ? WHERE name = 'bytes'", (batch.size,))
 
     # --- reading ------------------------------------------------------------------------------
 
     def services(self) -> list[str]:
         with self._read() as conn:
-            rows = conn.execute("SELECT DISTINCT service FROM operations ORDER BY service")
-            return [r[0] for r in rows]
+            return sorted(r[0] for r in conn.execute(spansql.services_sql("")))
 
     def operations(self, service: str, kind: str | None = None) -> list[tuple[str, str]]:
-        sql = "SELECT DISTINCT operation, kind FROM operations WHERE service = ?"
-        args: list[Any] = [service]
-        if kind:
-            sql += " AND kind = ?"
-            args.append(kind)
+        sql, args = spansql.operations_sql("", "?", service, kind)
         with self._read() as conn:
-            return [(r[0], r[1]) for r in conn.execute(sql + " ORDER BY operation, kind", args)]
+            return sorted((r[0], r[1]) for r in conn.execute(sql, args))
 
     def find_trace_ids(self, query: TraceQuery) -> list[str]:
-        sql = ["SELECT trace_id, MAX(start_us) AS last FROM spans WHERE service = ?"]
-        args: list[Any] = [query.service]
-        if query.operation:
-            sql.append("AND operation = ?")
-            args.append(query.operation)
-        sql.append("AND start_us >= ? AND start_us <= ?")
-        args += [query.start_us, query.end_us]
-        if query.min_duration_us is not None:
-            sql.append("AND duration_us >= ?")
-            args.append(query.min_duration_us)
-        if query.max_duration_us is not None:
-            sql.append("AND duration_us <= ?")
-            args.append(query.max_duration_us)
-        for key, value in query.tags.items():
-            sql.append(
-                "AND EXISTS (SELECT 1 FROM span_tags t WHERE t.span = spans.id"
-                " AND t.key = ? AND t.value = ?)"
-            )
-            args += [key, value]
-        sql.append("GROUP BY trace_id ORDER BY last DESC LIMIT ?")
-        args.append(max(1, query.limit))
+        sql, args = spansql.trace_search_sql("", "?", query)
         with self._read() as conn:
-            return [r[0] for r in conn.execute(" ".join(sql), args)]
+            return [r[0] for r in conn.execute(sql, args)]
 
     def traces(self, trace_ids: Sequence[str]) -> dict[str, list[Span]]:
         out: dict[str, list[Span]] = {}
@@ -336,47 +243,23 @@ class SqliteSpanStore:
                 chunk = ids[i : i + 500]
                 marks = ",".join("?" * len(chunk))
                 rows = conn.execute(
-                    f"SELECT {_SPAN_COLUMNS}, body FROM spans WHERE trace_id IN ({marks})"
+                    f"SELECT {SPAN_COLUMNS}, body FROM spans WHERE trace_id IN ({marks})"
                     " ORDER BY start_us, id",
                     chunk,
                 )
                 for row in rows:
-                    out.setdefault(row[0], []).append(_decode(row))
+                    out.setdefault(row[0], []).append(spansql.decode_span(row))
         return {t: out[t] for t in ids if t in out}
 
     def dependencies(self, start_us: int, end_us: int) -> list[Dependency]:
         """Calls between services: a span whose parent was reported by another service."""
-        counts: dict[tuple[str, str], int] = {}
-
-        def count(trace: list[Span]) -> None:
-            spans = dedupe_span_ids(trace)
-            service_of = {s.span_id: s.service for s in spans}
-            for span in spans:
-                parent = service_of.get(span.parent_id)
-                if parent is not None and parent != span.service:
-                    counts[(parent, span.service)] = counts.get((parent, span.service), 0) + 1
-
         with self._read() as conn:
-            rows = conn.execute(
-                "SELECT trace_id, span_id, parent_id, service, kind FROM spans"
-                " WHERE trace_id IN (SELECT trace_id FROM spans"
-                "   WHERE start_us >= ? AND start_us <= ?)"
-                " ORDER BY trace_id",
-                (start_us, end_us),
-            )
-            current: str | None = None
-            trace: list[Span] = []
-            for trace_id, span_id, parent_id, service, kind in rows:
-                if trace_id != current:
-                    count(trace)
-                    current, trace = trace_id, []
-                trace.append(Span(trace_id, span_id, parent_id, service, "", 0, 0, kind))
-            count(trace)
-        return [Dependency(p, c, n) for (p, c), n in sorted(counts.items())]
+            rows = conn.execute(spansql.dependencies_sql("", "?"), (start_us, end_us))
+            return spansql.count_dependencies(rows)
 
     def stored_bytes(self) -> int:
         with self._read() as conn:
-            return int(conn.execute("SELECT value FROM meta WHERE name = 'bytes'").fetchone()[0])
+            return int(conn.execute(spansql.bytes_sql("")).fetchone()[0])
 
     def span_count(self) -> int:
         with self._read() as conn:
@@ -390,31 +273,16 @@ class SqliteSpanStore:
         deleted = 0
         with self._transaction() as conn:
             deleted += self._delete(conn, "start_us < ?", (min_start_us,))
-            stored = conn.execute("SELECT value FROM meta WHERE name = 'bytes'").fetchone()[0]
-            if stored > max_bytes:
-                to_free = stored - max_bytes * 9 // 10
-                freed, cutoff = 0, 0
-                while freed < to_free:
-                    rows = conn.execute(
-                        "SELECT id, size FROM spans WHERE id > ? ORDER BY id LIMIT 5000",
-                        (cutoff,),
-                    ).fetchall()
-                    if not rows:
-                        break
-                    for span_id, size in rows:
-                        freed += size
-                        cutoff = span_id
-                        if freed >= to_free:
-                            break
-                deleted += self._delete(conn, "id <= ?", (cutoff,))
-            conn.execute(
-                "DELETE FROM operations WHERE NOT EXISTS (SELECT 1 FROM spans"
-                " WHERE spans.service = operations.service"
-                " AND spans.operation = operations.operation)"
-                if deleted
-                else "SELECT 1"
+            stored = conn.execute(spansql.bytes_sql("")).fetchone()[0]
+            page = spansql.cutoff_page_sql("", "?")
+            cutoff = spansql.size_cutoff(
+                lambda after: conn.execute(page, (after,)).fetchall(), stored, max_bytes
             )
-            stored = conn.execute("SELECT value FROM meta WHERE name = 'bytes'").fetchone()[0]
+            if cutoff:
+                deleted += self._delete(conn, "id <= ?", (cutoff,))
+            if deleted:
+                conn.execute(spansql.orphan_operations_sql(""))
+            stored = conn.execute(spansql.bytes_sql("")).fetchone()[0]
         if deleted:
             with self._write_lock:
                 self._writer.execute("PRAGMA incremental_vacuum")

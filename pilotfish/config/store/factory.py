@@ -36,7 +36,7 @@ def open_store(
 ) -> Store:
     """The store named by ``url_or_path`` (see the module docstring). StoreError if unknown."""
     text = os.fspath(url_or_path)
-    scheme = urlsplit(text).scheme.lower() if "://" in text else ""
+    scheme = url_scheme(text)
     if scheme == "memory":
         return MemoryStore(keep_events=keep_events)
     if scheme == "sqlite":
@@ -51,6 +51,17 @@ def open_store(
     if not text:
         raise StoreError("the config store path is empty")
     return SqliteStore(_database_file(Path(text), text.endswith(os.sep)), keep_events=keep_events)
+
+
+def url_scheme(url_or_path: str | os.PathLike[str]) -> str:
+    """The scheme of a store URL, lower-case; "" for a plain path."""
+    text = os.fspath(url_or_path)
+    return urlsplit(text).scheme.lower() if "://" in text else ""
+
+
+def is_postgres(url_or_path: str | os.PathLike[str]) -> bool:
+    """Whether ``url_or_path`` names a PostgreSQL database (the store replicas share)."""
+    return url_scheme(url_or_path) in POSTGRES_SCHEMES
 
 
 def describe(url_or_path: str | os.PathLike[str]) -> str:

@@ -133,13 +133,13 @@ class PostgresStore:
         self._poll = poll_interval
         self._connect_timeout = connect_timeout
         self._instance = uuid.uuid4().hex
-        self._lock = threading.Lock()
         self._subscribers = Subscribers()
         self._closed = threading.Event()
-        self._conn: psycopg.Connection[Any] | None = self._connect()
+        self._conn = SharedConnection(dsn, self._where, timeout=connect_timeout)
         try:
-            _migrate(self._conn, self._where)
-            opened_at = _meta(self._conn, "revision")
+            with self._conn.use() as conn:
+                _migrate(conn, self._where)
+                opened_at = _meta(conn, "revision")
         except BaseException:
             self._conn.close()
             raise
@@ -151,12 +151,12 @@ class PostgresStore:
 
     @property
     def _where(self) -> str:
-        return f"the config store {_redacted(self.dsn)}"
+        return f"the config store {redacted(self.dsn)}"
 
     # -- reads ------------------------------------------------------------------------
 
     def get(self, key: Key) -> StoredObject | None:
-        with self._locked() as conn, _errors(self._where, "read"):
+        with self._locked() as conn, wrap_errors(self._where, "read"):
             row = _lookup_row(conn, key)
         return StoredObject(key, json.loads(row[1]), int(row[0])) if row else None
 
@@ -176,12 +176,12 @@ class PostgresStore:
             query += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where)
         # COLLATE "C": the same byte order as SQLite and Python, whatever the database's locale.
         query += sql.SQL(' ORDER BY kind COLLATE "C", namespace COLLATE "C", name COLLATE "C"')
-        with self._locked() as conn, _errors(self._where, "read"):
+        with self._locked() as conn, wrap_errors(self._where, "read"):
             rows = conn.execute(query, args).fetchall()
         return [StoredObject(Key(k, ns, n), json.loads(b), int(r)) for k, ns, n, r, b in rows]
 
     def revision(self) -> int:
-        with self._locked() as conn, _errors(self._where, "read"):
+        with self._locked() as conn, wrap_errors(self._where, "read"):
             return _meta(conn, "revision")
 
     def events_since(self, revision: int, limit: int | None = None) -> builtins.list[Event]:
@@ -195,7 +195,7 @@ class PostgresStore:
             args = (revision, max(limit, 0))
         if revision < 0:
             raise ValueError(f"revision must be >= 0, got {revision}")
-        with self._locked() as conn, _errors(self._where, "read"):
+        with self._locked() as conn, wrap_errors(self._where, "read"):
             # One snapshot for the counters and the rows, so they agree.
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
@@ -210,7 +210,7 @@ class PostgresStore:
     def commit(self, ops: Sequence[Operation]) -> CommitResult:
         with self._locked() as conn:
             try:
-                with _errors(self._where, "write"):
+                with wrap_errors(self._where, "write"):
                     conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
                     # Every replica's commits queue here, one at a time.
                     current = int(
@@ -248,7 +248,7 @@ class PostgresStore:
         singletons that one replica runs at a time."""
         if ttl <= 0:
             raise ValueError(f"ttl must be positive, got {ttl}")
-        with self._locked() as conn, _errors(self._where, "lease"):
+        with self._locked() as conn, wrap_errors(self._where, "lease"):
             row = conn.execute(
                 "INSERT INTO pilotfish_leases AS l (name, holder, expires_at)"
                 " VALUES (%s, %s, clock_timestamp() + make_interval(secs => %s))"
@@ -262,7 +262,7 @@ class PostgresStore:
 
     def release_lease(self, name: str, holder: str) -> None:
         """Give the lease up now if ``holder`` holds it, so another replica takes it at once."""
-        with self._locked() as conn, _errors(self._where, "lease"):
+        with self._locked() as conn, wrap_errors(self._where, "lease"):
             conn.execute(
                 "DELETE FROM pilotfish_leases WHERE name = %s AND holder = %s", (name, holder)
             )
@@ -274,16 +274,13 @@ class PostgresStore:
 
     def close(self) -> None:
         self._closed.set()
-        with self._lock:
-            if self._conn is not None:
-                if self._listener is not None and not self._conn.broken:
-                    # Wake the listener from its wait so it sees the store closed.
-                    with contextlib.suppress(psycopg.Error):
-                        self._conn.execute(
-                            "SELECT pg_notify(%s, %s)", (CHANNEL, f"{self._instance} closed")
-                        )
-                self._conn.close()
-                self._conn = None
+
+        def wake_listener(conn: psycopg.Connection[Any]) -> None:
+            # Wake the listener from its wait so it sees the store closed.
+            if self._listener is not None:
+                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{self._instance} closed"))
+
+        self._conn.close(last=wake_listener)
         listener = self._listener
         if listener is not None and listener is not threading.current_thread():
             listener.join(timeout=10)
@@ -292,15 +289,7 @@ class PostgresStore:
     # -- connections ------------------------------------------------------------------
 
     def _connect(self, role: str = "pilotfish") -> psycopg.Connection[Any]:
-        try:
-            return psycopg.connect(
-                self.dsn,
-                autocommit=True,
-                connect_timeout=max(1, round(self._connect_timeout)),
-                application_name=role,
-            )
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot open {self._where}: {_message(exc)}") from None
+        return connect(self.dsn, self._where, timeout=self._connect_timeout, name=role)
 
     def _check_open(self) -> None:
         if self._closed.is_set():
@@ -308,14 +297,9 @@ class PostgresStore:
 
     @contextmanager
     def _locked(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._lock:
-            self._check_open()
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                if self._conn is not None:
-                    self._conn.close()
-                self._conn = None
-                self._conn = self._connect()
-            yield self._conn
+        self._check_open()
+        with self._conn.use() as conn:
+            yield conn
 
     # -- the listener -----------------------------------------------------------------
 
@@ -376,22 +360,76 @@ class PostgresStore:
             self._subscribers.notify(current)
 
 
+# -- connections and errors: shared with the other PostgreSQL tables (spans) -------------------
+
+
+def connect(
+    dsn: str, where: str, *, timeout: float, name: str = "pilotfish"
+) -> psycopg.Connection[Any]:
+    """An autocommit connection named ``name`` (``application_name``); StoreError naming
+    ``where`` if the server cannot be reached."""
+    try:
+        return psycopg.connect(
+            dsn, autocommit=True, connect_timeout=max(1, round(timeout)), application_name=name
+        )
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot open {where}: {error_message(exc)}") from None
+
+
+class SharedConnection:
+    """One connection that callers take turns on (``with use() as conn``), opened on first
+    use and reopened on the next use once found broken. Calls are meant to be short."""
+
+    def __init__(self, dsn: str, where: str, *, timeout: float, name: str = "pilotfish") -> None:
+        self._dsn = dsn
+        self._where = where
+        self._timeout = timeout
+        self._name = name
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._closed = False
+
+    @contextmanager
+    def use(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self._where} is closed")
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                if self._conn is not None:
+                    self._conn.close()
+                self._conn = None
+                self._conn = connect(self._dsn, self._where, timeout=self._timeout, name=self._name)
+            yield self._conn
+
+    def close(self, last: Callable[[psycopg.Connection[Any]], None] | None = None) -> None:
+        """Close for good; ``last(conn)`` runs first if the connection is open and sound (its
+        errors are ignored: the connection is going away)."""
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                if last is not None and not self._conn.closed and not self._conn.broken:
+                    with contextlib.suppress(psycopg.Error):
+                        last(self._conn)
+                self._conn.close()
+                self._conn = None
+
+
 # -- helpers ------------------------------------------------------------------------------
 
 
 @contextmanager
-def _errors(where: str, what: str) -> Iterator[None]:
+def wrap_errors(where: str, what: str) -> Iterator[None]:
     try:
         yield
     except psycopg.Error as exc:
-        raise StoreError(f"{where}: {what} failed: {_message(exc)}") from exc
+        raise StoreError(f"{where}: {what} failed: {error_message(exc)}") from exc
 
 
-def _message(exc: psycopg.Error) -> str:
+def error_message(exc: psycopg.Error) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _redacted(dsn: str) -> str:
+def redacted(dsn: str) -> str:
     """``dsn`` without a password, for messages."""
     try:
         info = conninfo_to_dict(dsn)
@@ -488,32 +526,61 @@ def _compact(conn: psycopg.Connection[Any], revision: int, keep: int) -> None:
 
 
 def _migrate(conn: psycopg.Connection[Any], where: str) -> None:
-    """Bring the schema to ``SCHEMA_VERSION`` in one transaction (refuse a newer one)."""
+    apply_migrations(conn, where, _MIGRATIONS, table="pilotfish_schema", lock_key=_MIGRATION_LOCK)
+
+
+def apply_migrations(
+    conn: psycopg.Connection[Any],
+    where: str,
+    migrations: Sequence[tuple[int, str]],
+    *,
+    table: str,
+    lock_key: int,
+    schema: str | None = None,
+) -> None:
+    """Bring a schema to the last of ``migrations`` in one transaction, under the advisory
+    lock ``lock_key`` (replicas starting together migrate once); refuse a newer one.
+
+    ``table`` records the versions applied; ``schema``, when given, is created first (the
+    tables of ``migrations`` live in it). Each migration is statements separated by ``;``.
+    Raises StoreError naming ``where``."""
+    latest = migrations[-1][0]
     try:
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
+            if schema is not None:
+                conn.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+                )
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS pilotfish_schema ("
-                " version INTEGER PRIMARY KEY,"
-                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} ("
+                    " version INTEGER PRIMARY KEY,"
+                    " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+                ).format(sql.SQL(table))
             )
-            row = conn.execute("SELECT max(version) FROM pilotfish_schema").fetchone()
+            row = conn.execute(
+                sql.SQL("SELECT max(version) FROM {}").format(sql.SQL(table))
+            ).fetchone()
             version = int(row[0]) if row and row[0] is not None else 0
-            if version > SCHEMA_VERSION:
+            if version > latest:
                 raise StoreError(
                     f"{where} has schema version {version}; this Pilotfish reads up to"
-                    f" version {SCHEMA_VERSION} (upgrade Pilotfish)"
+                    f" version {latest} (upgrade Pilotfish)"
                 )
-            for number, statements in _MIGRATIONS:
+            for number, statements in migrations:
                 if number <= version:
                     continue
                 for statement in statements.split(";"):
                     if statement.strip():
                         conn.execute(statement.encode())
-                conn.execute("INSERT INTO pilotfish_schema (version) VALUES (%s)", (number,))
+                conn.execute(
+                    sql.SQL("INSERT INTO {} (version) VALUES (%s)").format(sql.SQL(table)),
+                    (number,),
+                )
                 log.info("%s: applied schema version %d", where, number)
     except psycopg.Error as exc:
-        raise StoreError(f"cannot open {where}: {_message(exc)}") from None
+        raise StoreError(f"cannot open {where}: {error_message(exc)}") from None
 
 
 _EVENT_TYPES: dict[str, EventType] = {
