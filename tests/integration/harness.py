@@ -91,11 +91,13 @@ def start_control_plane(
     extra_args: tuple[str, ...] = (),
     *,
     plaintext: bool = False,
+    xds_host: str = "127.0.0.1",
 ) -> ControlPlane:
     """``pilotfish server`` on loopback; xDS over TLS unless ``plaintext`` (or
     ``--xds-plaintext`` in ``extra_args``). The trace collector's and the dashboard's fixed
     ports would collide between parallel tests: they are off unless ``extra_args`` turn them
-    on."""
+    on. ``xds_host``: another loopback address gives a replica receivers of its own on the
+    collector's fixed ports."""
     if "--trace-collector" not in extra_args:
         extra_args = (*extra_args, "--no-trace-collector")
     if "--dashboard-listen" not in extra_args:  # Kiali's fixed port would collide too
@@ -117,7 +119,7 @@ def start_control_plane(
                 "--listen",
                 f"127.0.0.1:{api_port}",
                 "--xds-listen",
-                f"127.0.0.1:{xds_port}",
+                f"{xds_host}:{xds_port}",
                 *extra_args,
             ],
             env=env,

@@ -22,7 +22,9 @@ SERVICE = "productpage.default"
 TYPE = "type.googleapis.com/"
 
 
-def _cluster(name: str, port: int, *, http2: bool = False) -> dict[str, Any]:
+def _cluster(
+    name: str, port: int, *, http2: bool = False, address: str = "127.0.0.1"
+) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": name,
         "type": "STATIC",
@@ -35,7 +37,7 @@ def _cluster(name: str, port: int, *, http2: bool = False) -> dict[str, Any]:
                         {
                             "endpoint": {
                                 "address": {
-                                    "socket_address": {"address": "127.0.0.1", "port_value": port}
+                                    "socket_address": {"address": address, "port_value": port}
                                 }
                             }
                         }
@@ -54,7 +56,7 @@ def _cluster(name: str, port: int, *, http2: bool = False) -> dict[str, Any]:
     return cluster
 
 
-def zipkin_tracer(port: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def zipkin_tracer(port: int, address: str = "127.0.0.1") -> tuple[dict[str, Any], dict[str, Any]]:
     provider = {
         "name": "envoy.tracers.zipkin",
         "typed_config": {
@@ -64,10 +66,10 @@ def zipkin_tracer(port: int) -> tuple[dict[str, Any], dict[str, Any]]:
             "collector_endpoint_version": "HTTP_JSON",
         },
     }
-    return provider, _cluster("zipkin", port)
+    return provider, _cluster("zipkin", port, address=address)
 
 
-def otel_tracer(port: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def otel_tracer(port: int, address: str = "127.0.0.1") -> tuple[dict[str, Any], dict[str, Any]]:
     provider = {
         "name": "envoy.tracers.opentelemetry",
         "typed_config": {
@@ -76,7 +78,7 @@ def otel_tracer(port: int) -> tuple[dict[str, Any], dict[str, Any]]:
             "service_name": SERVICE,
         },
     }
-    return provider, _cluster("otlp", port, http2=True)
+    return provider, _cluster("otlp", port, http2=True, address=address)
 
 
 def bootstrap(
