@@ -22,10 +22,11 @@ Embedding (in the control plane's asyncio loop)::
 
 A port set to ``None`` in :class:`CollectorSettings` turns that part off; ``0`` lets the
 kernel pick and :attr:`TraceCollector.ports` tells which. Spans go to
-``<data_dir>/traces.db`` (SQLite, WAL) unless ``store_url`` names another file, or a
-:class:`SpanStore` is passed as ``store=``. Retention deletes spans older than ``max_age``
-(72 h) and the oldest arrivals beyond ``max_bytes`` (512 MiB), every ``retention_interval``
-(60 s). Service names follow Istio's ``app.namespace``.
+``<data_dir>/traces.db`` (SQLite, WAL) unless ``store_url`` names another file or a
+PostgreSQL database (``postgresql://``: schema ``pilotfish_traces``, shared by control-plane
+replicas), or a :class:`SpanStore` is passed as ``store=``. Retention deletes spans older
+than ``max_age`` (72 h) and the oldest arrivals beyond ``max_bytes`` (512 MiB), every
+``retention_interval`` (60 s). Service names follow Istio's ``app.namespace``.
 """
 
 from pilotfish.telemetry.collector import CollectorSettings, CollectorStats, TraceCollector

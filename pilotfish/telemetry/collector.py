@@ -71,7 +71,8 @@ class CollectorSettings:
     #: Jaeger's query API; it has no authentication, so it binds to loopback only.
     query_port: int | None = QUERY_PORT
     query_host: str = "127.0.0.1"
-    #: ``sqlite:///path/traces.db`` or a path; None: ``<data_dir>/traces.db``.
+    #: ``sqlite:///path/traces.db``, a path, or ``postgresql://`` (the replicas' shared
+    #: database, see :mod:`pilotfish.telemetry.postgres`); None: ``<data_dir>/traces.db``.
     store_url: str | None = None
     #: Spans that started longer ago than this (seconds) are deleted.
     max_age: float = DEFAULT_MAX_AGE
