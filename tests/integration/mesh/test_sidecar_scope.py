@@ -90,3 +90,28 @@ def test_a_workload_selector_sidecar_scopes_only_its_workloads(mesh: Mesh) -> No
     assert scoped.request(HTTPBIN).status_code == 404
     eventually(lambda: free.request(HTTPBIN).status_code == 200, what="unscoped reaches httpbin")
     assert HTTPBIN_CLUSTER in clusters(free)
+
+
+MESH_REGISTRY_ONLY = """
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {name: registry-only, namespace: istio-system}
+spec:
+  meshConfig:
+    outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+"""
+
+
+def test_mesh_config_registry_only_blocks_unknown_hosts_mesh_wide(mesh: Mesh) -> None:
+    mesh.apply(SERVICES)
+    mesh.add("reviews", {"app": "reviews", "version": "v1"})
+    client = mesh.add("productpage", {"app": "productpage"}, app_port=None)
+    eventually(lambda: client.request("reviews:9080").status_code == 200, what="reviews")
+    assert client.request("unknown.example.com").status_code == 404  # ALLOW_ANY: no route
+    mesh.apply(MESH_REGISTRY_ONLY)
+    eventually(lambda: client.request("unknown.example.com").status_code == 502, what="502")
+    assert client.request("reviews:9080").status_code == 200  # registered: allowed
+    # A Sidecar's ALLOW_ANY wins over the mesh for its workloads.
+    mesh.apply(sidecar("ALLOW_ANY").replace('["./*", "istio-system/*"]', '["*/*"]'))
+    eventually(lambda: client.request("unknown.example.com").status_code == 404, what="404")
+    mesh.cp.cli("delete", "-f", "-", input=MESH_REGISTRY_ONLY, check=True)
