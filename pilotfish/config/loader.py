@@ -44,6 +44,29 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
+#: The deepest nesting of mappings and sequences a resource may have. Istio's and Kubernetes'
+#: resources stay far below it (an EnvoyFilter patch is about 15 levels); deeper input is refused
+#: by field instead of exhausting Python's recursion limit.
+MAX_DEPTH = 100
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> str | None:
+    """The field path (``spec.a[0].b``) of the first value nested deeper than ``limit``, else
+    None. Iterative, so it is safe on input of any depth."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if depth > limit:
+            return path
+        if isinstance(item, dict):
+            for k, v in item.items():
+                stack.append((v, f"{path}.{k}" if path else str(k), depth + 1))
+        elif isinstance(item, list | tuple):
+            for i, v in enumerate(item):
+                stack.append((v, f"{path}[{i}]", depth + 1))
+    return None
+
+
 def _key(k: Any) -> str:
     if isinstance(k, str):
         return k

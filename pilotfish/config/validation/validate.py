@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from pilotfish.api.kinds import KindInfo, for_api_version
 from pilotfish.api.models import MODELS, field_errors
 from pilotfish.api.objects import ResourceKey
-from pilotfish.config.loader import normalize
+from pilotfish.config.loader import MAX_DEPTH, normalize, too_deep
 from pilotfish.config.validation import (
     canary,
     destinationrule,
@@ -146,6 +146,13 @@ def validate(
     if not isinstance(body, dict):
         raise ValidationError(
             ResourceKey.of("<unknown>"), [FieldError("", "must be a mapping")], source
+        )
+    deep = too_deep(body)
+    if deep is not None:
+        raise ValidationError(
+            _ref(body, None, default_namespace),
+            [FieldError(deep, f"Invalid value: nested deeper than {MAX_DEPTH} levels")],
+            source,
         )
     kind, api_version = body.get("kind"), body.get("apiVersion")
     missing = []
