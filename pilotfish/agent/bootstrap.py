@@ -141,13 +141,21 @@ def write_bootstrap(bootstrap: dict[str, Any], path: Path) -> Path:
 
 
 def xds_cluster(settings: AgentSettings) -> dict[str, Any]:
-    """The static cluster that carries ADS: HTTP/2 with keepalive, optional TLS."""
-    address = settings.discovery_address
+    """The static cluster that carries ADS: HTTP/2 with keepalive, optional TLS.
+
+    With several control-plane replicas every one is an endpoint: when the ADS stream breaks
+    (a replica dies, or closes the connection at its maximum age), Envoy reconnects with its
+    own jittered backoff and the load balancer picks a replica; a replica that refuses
+    connections is ejected (outlier detection on local-origin failures) so the next attempt
+    goes to one that answers.
+    """
+    addresses = settings.discovery_addresses
+    all_ip = all(a.is_ip for a in addresses)
     cluster: dict[str, Any] = {
         "name": XDS_CLUSTER,
-        "type": "STATIC" if address.is_ip else "STRICT_DNS",
+        "type": "STATIC" if all_ip else "STRICT_DNS",
         "connect_timeout": duration(settings.xds_connect_timeout_s),
-        "load_assignment": load_assignment(XDS_CLUSTER, address),
+        "load_assignment": load_assignment(XDS_CLUSTER, *addresses),
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": _HTTP_OPTIONS,
@@ -174,10 +182,17 @@ def xds_cluster(settings: AgentSettings) -> dict[str, Any]:
             ]
         },
     }
-    if not address.is_ip:
+    if len(addresses) > 1:
+        cluster["outlier_detection"] = {
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": 1,
+            "base_ejection_time": "5s",
+            "max_ejection_percent": 100 * (len(addresses) - 1) // len(addresses),
+        }
+    if not all_ip:
         cluster["dns_lookup_family"] = "V4_PREFERRED"
     if settings.xds_tls is not None:
-        cluster["transport_socket"] = upstream_tls(settings.xds_tls, address)
+        cluster["transport_socket"] = upstream_tls(settings.xds_tls, *addresses)
     return cluster
 
 
@@ -201,24 +216,30 @@ def sds_cluster(socket_path: Path) -> dict[str, Any]:
     }
 
 
-def upstream_tls(tls: XdsTls, address: HostPort | None = None) -> dict[str, Any]:
-    """``envoy.transport_sockets.tls`` towards the control plane at ``address``.
+def upstream_tls(tls: XdsTls, *addresses: HostPort) -> dict[str, Any]:
+    """``envoy.transport_sockets.tls`` towards the control plane at ``addresses``.
 
     The certificate must chain to ``ca_file`` and name ``server_name`` (a DNS SAN) or, without
-    one, ``address``'s host (an IP SAN for an IP, else a DNS SAN): a workload certificate from
-    the same mesh CA (SPIFFE URI SANs only) does not pass for the control plane.
+    one, one of the ``addresses``' hosts (an IP SAN for an IP, else a DNS SAN): a workload
+    certificate from the same mesh CA (SPIFFE URI SANs only) does not pass for the control
+    plane.
     """
     validation: dict[str, Any] = {"trusted_ca": {"filename": str(tls.ca_file)}}
     if tls.server_name:
         validation["match_typed_subject_alt_names"] = [
             {"san_type": "DNS", "matcher": {"exact": tls.server_name}}
         ]
-    elif address is not None:
-        if address.is_ip:  # as Envoy prints IP SANs: the canonical form
-            san = {"san_type": "IP_ADDRESS", "matcher": {"exact": str(ip_address(address.host))}}
-        else:
-            san = {"san_type": "DNS", "matcher": {"exact": address.host}}
-        validation["match_typed_subject_alt_names"] = [san]
+    elif addresses:
+        sans: list[dict[str, Any]] = []
+        for address in addresses:
+            if address.is_ip:  # as Envoy prints IP SANs: the canonical form
+                host = str(ip_address(address.host))
+                san = {"san_type": "IP_ADDRESS", "matcher": {"exact": host}}
+            else:
+                san = {"san_type": "DNS", "matcher": {"exact": address.host}}
+            if san not in sans:
+                sans.append(san)
+        validation["match_typed_subject_alt_names"] = sans
     common: dict[str, Any] = {
         "alpn_protocols": ["h2"],
         "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
@@ -304,9 +325,9 @@ def socket_address(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
-def load_assignment(cluster_name: str, address: HostPort) -> dict[str, Any]:
-    endpoint = {"endpoint": {"address": socket_address(address.host, address.port)}}
-    return {"cluster_name": cluster_name, "endpoints": [{"lb_endpoints": [endpoint]}]}
+def load_assignment(cluster_name: str, *addresses: HostPort) -> dict[str, Any]:
+    endpoints = [{"endpoint": {"address": socket_address(a.host, a.port)}} for a in addresses]
+    return {"cluster_name": cluster_name, "endpoints": [{"lb_endpoints": endpoints}]}
 
 
 def duration(seconds: float) -> str:

@@ -21,9 +21,10 @@ PROXY_MODULE = "pilotfish.cli.main"
 
 # AgentSettings / IdentitySettings fields with a command-line option.
 _OPTIONS = frozenset({
-    "node", "work_dir", "discovery_address", "xds_tls", "identity", "xds_api",
-    "initial_fetch_timeout_s", "admin_port", "readiness_port", "agent_port", "concurrency",
-    "drain_seconds", "log_level", "log_path", "envoy_user", "app_command", "app_http_proxy_env",
+    "node", "work_dir", "discovery_address", "discovery_fallbacks", "xds_tls", "identity",
+    "xds_api", "initial_fetch_timeout_s", "admin_port", "readiness_port", "agent_port",
+    "concurrency", "drain_seconds", "log_level", "log_path", "envoy_user", "app_command",
+    "app_http_proxy_env",
     "app_metrics",
 })  # fmt: skip
 _IDENTITY_OPTIONS = frozenset({"token_file", "cert_ttl"})
@@ -60,7 +61,7 @@ def agent_argv(s: AgentSettings) -> list[str]:
     argv = [
         "--type", node.proxy_type,
         "--interception-mode", node.interception_mode,
-        "--discovery-address", str(s.discovery_address),
+        "--discovery-address", ",".join(str(a) for a in s.discovery_addresses),
         "--namespace", node.namespace,
         "--pod-name", node.pod_name,
         "--ip", node.ip,
@@ -79,7 +80,7 @@ def agent_argv(s: AgentSettings) -> list[str]:
         argv += ["--workload-name", node.workload_name]
     tls = s.xds_tls
     if tls is None:
-        if not s.discovery_address.is_loopback:
+        if not all(a.is_loopback for a in s.discovery_addresses):
             argv.append("--plaintext")
     else:
         argv += ["--ca-file", str(tls.ca_file)]

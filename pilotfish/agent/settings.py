@@ -137,6 +137,9 @@ class AgentSettings:
     #: Where the agent writes the bootstrap and other runtime files.
     work_dir: Path
     discovery_address: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", XDS_PORT))
+    #: Further control-plane replicas (after ``discovery_address``): Envoy's ``xds-grpc``
+    #: cluster lists them all and the agent's CA client tries them in turn.
+    discovery_fallbacks: tuple[HostPort, ...] = ()
     #: ``None`` means plaintext gRPC to the control plane.
     xds_tls: XdsTls | None = None
     #: ``None``: no workload certificate (no mTLS, no SDS cluster in the bootstrap).
@@ -188,6 +191,11 @@ class AgentSettings:
             raise ValueError("initial_fetch_timeout_s must not be negative")
         if self.max_downstream_connections < 1:
             raise ValueError("max_downstream_connections must be at least 1")
+
+    @property
+    def discovery_addresses(self) -> tuple[HostPort, ...]:
+        """Every control-plane replica, ``discovery_address`` first, without repeats."""
+        return tuple(dict.fromkeys((self.discovery_address, *self.discovery_fallbacks)))
 
     @property
     def bootstrap_path(self) -> Path:

@@ -3,7 +3,9 @@
 With :class:`~pilotfish.agent.settings.IdentitySettings` the agent, before it starts Envoy:
 
 1. opens a gRPC channel to the CA on the control plane's xDS address (TLS with the same CA
-   bundle and client certificate as xDS when ``xds_tls`` is set, else plaintext);
+   bundle and client certificate as xDS when ``xds_tls`` is set, else plaintext), one per
+   replica when there are several, tried in turn
+   (:class:`~pilotfish.agent.ca_client.FailoverCaClient`);
 2. runs a :class:`~pilotfish.identity.SecretManager` for the node's SPIFFE ID
    (``spiffe://<trust domain>/ns/<namespace>/sa/<service account>``): a fresh ECDSA key and CSR
    per issue, the token from ``token_file`` (re-read each time), renewal at half-life with
@@ -28,7 +30,8 @@ from pathlib import Path
 
 import grpc
 
-from pilotfish.agent.settings import AgentSettings, IdentitySettings
+from pilotfish.agent.ca_client import FailoverCaClient
+from pilotfish.agent.settings import AgentSettings, HostPort, IdentitySettings
 from pilotfish.identity import (
     SdsServer,
     SdsSettings,
@@ -36,7 +39,6 @@ from pilotfish.identity import (
     SecretManagerSettings,
     SpiffeId,
     WorkloadSecret,
-    grpc_fetcher,
     token_from_file,
 )
 from pilotfish.identity.sds_server import MAX_SOCKET_PATH
@@ -57,9 +59,10 @@ def default_socket_path(work_dir: Path) -> Path | None:
     return path if len(os.fsencode(path)) <= MAX_SOCKET_PATH else None
 
 
-def ca_channel(settings: AgentSettings) -> grpc.aio.Channel:
-    """A channel to the CA: the xDS address, with the xDS TLS settings."""
-    target = str(settings.discovery_address)
+def ca_channel(settings: AgentSettings, address: HostPort | None = None) -> grpc.aio.Channel:
+    """A channel to the CA at ``address`` (default: the first xDS address), with the xDS TLS
+    settings."""
+    target = str(address or settings.discovery_address)
     tls = settings.xds_tls
     if tls is None:
         return grpc.aio.insecure_channel(target)
@@ -106,7 +109,11 @@ class WorkloadIdentity:
         self.spiffe_id = identity_of(settings)
         self._tmp_dir: Path | None = None
         self.socket_path = identity.socket_path or self._socket_path()
-        self._channel = ca_channel(settings)
+        self._ca = FailoverCaClient(
+            settings.discovery_addresses,
+            lambda address: ca_channel(settings, address),
+            token_from_file(identity.token_file),
+        )
         self.manager = SecretManager(
             SecretManagerSettings(
                 self.spiffe_id,
@@ -114,7 +121,7 @@ class WorkloadIdentity:
                 renew_fraction=identity.renew_fraction,
                 jitter=identity.jitter,
             ),
-            grpc_fetcher(self._channel, token_from_file(identity.token_file)),
+            self._ca,
         )
         uid, gid = _owner(settings.envoy_user)
         self.sds = SdsServer(
@@ -174,7 +181,7 @@ class WorkloadIdentity:
         try:
             await self.sds.stop()
             await self.manager.stop()
-            await self._channel.close()
+            await self._ca.close()
         finally:
             if self._tmp_dir is not None:
                 shutil.rmtree(self._tmp_dir, ignore_errors=True)

@@ -63,7 +63,7 @@ def parse_port_pair(text: str, option: str, example: str) -> tuple[int, int]:
 def build_settings(
     *,
     proxy_type: str = "sidecar",
-    discovery_address: str = DEFAULT_XDS_ADDRESS,
+    discovery_address: str | Sequence[str] = DEFAULT_XDS_ADDRESS,
     plaintext: bool = False,
     ca_file: Path | None = None,
     cert_file: Path | None = None,
@@ -99,11 +99,9 @@ def build_settings(
     app_metrics_path: str = "/metrics",
 ) -> AgentSettings:
     """Turn the command's options into :class:`AgentSettings`; usage errors name the option."""
-    try:
-        address = HostPort.parse(discovery_address)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--discovery-address") from exc
-    tls = _xds_tls(address, plaintext, ca_file, cert_file, key_file, xds_server_name)
+    addresses = parse_discovery_addresses(discovery_address)
+    address = addresses[0]
+    tls = _xds_tls(addresses, plaintext, ca_file, cert_file, key_file, xds_server_name)
 
     mode = interception_mode or ("REDIRECT" if proxy_type == "sidecar" else "NONE")
     if mode == "REDIRECT" and (outbound_port is not None or inbound_ports):
@@ -154,6 +152,7 @@ def build_settings(
             node=node,
             work_dir=work_dir,
             discovery_address=address,
+            discovery_fallbacks=addresses[1:],
             xds_tls=tls,
             identity=identity,
             xds_api="sotw" if xds_api == "sotw" else "delta",
@@ -178,8 +177,20 @@ def build_settings(
         raise click.UsageError(str(exc)) from exc
 
 
+def parse_discovery_addresses(values: str | Sequence[str]) -> tuple[HostPort, ...]:
+    """``--discovery-address`` given once or more, each a ``HOST:PORT`` or a comma list."""
+    texts = [values] if isinstance(values, str) else list(values)
+    parts = [part.strip() for text in texts for part in text.split(",") if part.strip()]
+    if not parts:
+        parts = [DEFAULT_XDS_ADDRESS]
+    try:
+        return tuple(dict.fromkeys(HostPort.parse(part) for part in parts))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--discovery-address") from exc
+
+
 def _xds_tls(
-    address: HostPort,
+    addresses: Sequence[HostPort],
     plaintext: bool,
     ca_file: Path | None,
     cert_file: Path | None,
@@ -191,9 +202,10 @@ def _xds_tls(
     if ca_file is None:
         if cert_file is not None or key_file is not None:
             raise click.UsageError("--cert-file/--key-file need --ca-file")
-        if not plaintext and not address.is_loopback:
+        remote = [a for a in addresses if not a.is_loopback]
+        if not plaintext and remote:
             raise click.UsageError(
-                f"the control plane at {address} is not on this host: pass --ca-file PATH to "
+                f"the control plane at {remote[0]} is not on this host: pass --ca-file PATH to "
                 "verify it over TLS, or --plaintext to connect without TLS"
             )
         return None
@@ -236,10 +248,12 @@ _LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "critical", "off"]
 )
 @click.option(
     "--discovery-address",
-    default=DEFAULT_XDS_ADDRESS,
+    multiple=True,
+    default=[DEFAULT_XDS_ADDRESS],
     show_default=True,
     metavar="HOST:PORT",
-    help="The control plane's xDS address.",
+    help="The control plane's xDS address; repeat it (or give a comma list) for every "
+    "replica: Envoy and the CA client fail over between them.",
 )
 @click.option(
     "--plaintext",
