@@ -4,6 +4,7 @@ xds-grpc cluster listing each, the launcher's argv giving them back."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -14,12 +15,12 @@ from pilotfish.agent.settings import XDS_CLUSTER, HostPort
 from pilotfish.cli.proxy_cmd import build_settings, proxy
 
 
-def _xds_cluster(bootstrap: dict) -> dict:  # type: ignore[type-arg]
+def _xds_cluster(bootstrap: dict[str, Any]) -> dict[str, Any]:
     clusters = bootstrap["static_resources"]["clusters"]
     return next(c for c in clusters if c["name"] == XDS_CLUSTER)
 
 
-def _endpoints(cluster: dict) -> list[tuple[str, int]]:  # type: ignore[type-arg]
+def _endpoints(cluster: dict[str, Any]) -> list[tuple[str, int]]:
     return [
         (e["endpoint"]["address"]["socket_address"]["address"],
          e["endpoint"]["address"]["socket_address"]["port_value"])
