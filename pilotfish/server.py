@@ -99,6 +99,10 @@ class ServerSettings:
     canary_controller: bool = True
     #: Where the web dashboard listens (Kiali's port); ``None``: no dashboard.
     dashboard_listen: str | None = "127.0.0.1:20001"
+    #: xDS/CA connections are closed after this long (seconds, 0: never) so proxies spread
+    #: over replicas again; open streams get ``max_connection_age_grace`` to finish.
+    max_connection_age: float = 1800.0
+    max_connection_age_grace: float = 10.0
 
     @classmethod
     def build(
@@ -119,6 +123,8 @@ class ServerSettings:
         prometheus_url: str = "http://127.0.0.1:9090",
         canary_controller: bool = True,
         dashboard_listen: str | None = "127.0.0.1:20001",
+        max_connection_age: float = 1800.0,
+        max_connection_age_grace: float = 10.0,
     ) -> ServerSettings:
         data_dir = (data_dir or DEFAULT_HOME / "data").expanduser().resolve()
         api_host, api_port = split_address(listen, API_PORT)
@@ -141,6 +147,8 @@ class ServerSettings:
             prometheus_url=prometheus_url,
             canary_controller=canary_controller,
             dashboard_listen=dashboard_listen or None,
+            max_connection_age=max_connection_age,
+            max_connection_age_grace=max_connection_age_grace,
         )
 
     @property
@@ -222,6 +230,8 @@ class Mesh:
             XdsSettings(
                 address=f"{settings.xds_host}:{settings.xds_port}",
                 tls=identity.xds_tls() if identity is not None else None,
+                max_connection_age=settings.max_connection_age,
+                max_connection_age_grace=settings.max_connection_age_grace,
             ),
             self.generate,
             on_connect=self.registry.sidecars.connected,

@@ -16,6 +16,7 @@ import click
 
 from pilotfish import __version__
 from pilotfish.api import kinds
+from pilotfish.api.duration import parse_duration
 from pilotfish.api.kinds import KindInfo
 from pilotfish.api.mesh import DEFAULT_API_ADDRESS, DEFAULT_XDS_ADDRESS
 from pilotfish.api.objects import ResourceKey
@@ -777,6 +778,22 @@ def _proxy_diff(g: Globals, pod: str, namespace: str | None, file: str | None) -
     "then pass --plaintext unless they dial a loopback address). Workload tokens cross the "
     "wire in clear.",
 )
+@click.option(
+    "--max-connection-age",
+    default="30m",
+    show_default=True,
+    metavar="DURATION",
+    help="Close xDS/CA connections after this long so proxies spread over control-plane "
+    "replicas again (0: never); as Istio's 30 min.",
+)
+@click.option(
+    "--max-connection-age-grace",
+    default="10s",
+    show_default=True,
+    metavar="DURATION",
+    help="After --max-connection-age, how long open streams may go on before the connection "
+    "is closed (the proxy reconnects and keeps its config meanwhile).",
+)
 def server(
     data_dir: Path | None,
     listen: str,
@@ -791,6 +808,8 @@ def server(
     dashboard_listen: str,
     prometheus_url: str,
     xds_plaintext: bool,
+    max_connection_age: str,
+    max_connection_age_grace: str,
 ) -> None:
     """Run the control plane in the foreground (HTTP API, config store, xDS).
 
@@ -806,6 +825,15 @@ def server(
     """
     from pilotfish.server import ServerSettings, run_server
 
+    ages: dict[str, float] = {}
+    for option, text in (
+        ("--max-connection-age", max_connection_age),
+        ("--max-connection-age-grace", max_connection_age_grace),
+    ):
+        try:
+            ages[option] = parse_duration(text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=option) from exc
     settings = ServerSettings.build(
         data_dir=data_dir,
         listen=listen,
@@ -820,6 +848,8 @@ def server(
         trace_query_port=trace_query_port,
         dashboard_listen=dashboard_listen or None,
         prometheus_url=prometheus_url,
+        max_connection_age=ages["--max-connection-age"],
+        max_connection_age_grace=ages["--max-connection-age-grace"],
     )
     run_server(settings)
 

@@ -40,3 +40,19 @@ class XdsSettings:
     control_plane_id: str = "pilotfish"
     #: gRPC message size limit for requests from proxies (bytes).
     max_receive_message_bytes: int = 16 * 1024 * 1024
+    #: Maximum age of a connection (seconds; 0: unlimited). gRPC then sends GOAWAY, and the
+    #: proxy's next connection may go to another replica, which spreads proxies again over
+    #: replicas after one came back (Istio: 30 min).
+    max_connection_age: float = 1800.0
+    #: After GOAWAY, how long open streams (an ADS stream, a certificate request) may go on
+    #: before the connection is closed (Istio: 10 s).
+    max_connection_age_grace: float = 10.0
+
+    def grpc_options(self) -> list[tuple[str, int]]:
+        """The gRPC server options of the maximum connection age (none when unlimited)."""
+        if self.max_connection_age <= 0:
+            return []
+        return [
+            ("grpc.max_connection_age_ms", max(1, int(self.max_connection_age * 1000))),
+            ("grpc.max_connection_age_grace_ms", int(self.max_connection_age_grace * 1000)),
+        ]

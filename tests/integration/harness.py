@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -251,20 +251,35 @@ class Sidecar:
 class Mesh:
     """A control plane plus sidecars with backends, all on loopback."""
 
-    def __init__(self, cp: ControlPlane, tmp: Path, free_port: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        cp: ControlPlane,
+        tmp: Path,
+        free_port: Callable[[], int],
+        replicas: Sequence[ControlPlane] = (),
+    ) -> None:
+        """``replicas``: further control-plane replicas the proxies know (after ``cp``)."""
         self.cp = cp
+        self.replicas = tuple(replicas)
         self.tmp = tmp
         self.free_port = free_port
         self.sidecars: list[Sidecar] = []
 
+    def live(self) -> ControlPlane:
+        """The first control plane (``cp``, then ``replicas``) whose process still runs."""
+        for cp in (self.cp, *self.replicas):
+            if cp.proc.poll() is None:
+                return cp
+        raise AssertionError("no control-plane replica is running")
+
     def apply(self, yaml_text: str) -> None:
-        res = self.cp.cli("apply", "-f", "-", input=yaml_text)
+        res = self.live().cli("apply", "-f", "-", input=yaml_text)
         if res.returncode != 0:
             raise AssertionError(f"apply failed: {res.stderr}")
 
     def token(self, namespace: str, service_account: str, ttl: str = "1h") -> Path:
         """A workload token file from `pilotfish token create`."""
-        res = self.cp.cli(
+        res = self.live().cli(
             "token", "create", "-n", namespace, "--service-account", service_account,
             "--ttl", ttl, check=True,
         )  # fmt: skip
@@ -330,6 +345,7 @@ class Mesh:
             node=node,
             work_dir=self.tmp / f"proxy-{name}",
             discovery_address=HostPort("127.0.0.1", self.cp.xds_port),
+            discovery_fallbacks=tuple(HostPort("127.0.0.1", r.xds_port) for r in self.replicas),
             xds_tls=XdsTls(self.cp.roots) if own_tls and self.cp.tls else None,
             identity=IdentitySettings(
                 token_file=self.token(namespace, service_account),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,7 @@ from tests.integration.harness import (
     Mesh,
     Sidecar,
     eventually,
-    start_control_plane,
 )
-from tests.postgres import PostgresCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -83,31 +81,6 @@ spec:
   - route:
     - destination: {{host: reviews, subset: {subset}}}
 """
-
-
-@pytest.fixture
-def replicas(
-    tmp_path: Path, free_port: Callable[[], int], postgres_cluster: PostgresCluster
-) -> Iterator[tuple[ControlPlane, ControlPlane]]:
-    url = postgres_cluster.new_database()
-    shared_ca = tmp_path / "shared-ca"
-    started: list[ControlPlane] = []
-    try:
-        for name in ("a", "b"):
-            (tmp_path / name).mkdir()
-            started.append(
-                start_control_plane(
-                    tmp_path / name / "data",
-                    tmp_path / name / "config",
-                    free_port(),
-                    free_port(),
-                    ("--store", url, "--ca-dir", str(shared_ca)),
-                )
-            )
-        yield started[0], started[1]
-    finally:
-        for cp in started:
-            cp.kill()
 
 
 class Watch:
