@@ -62,6 +62,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pilotfish.server")
 
+#: How long a sidecar registered by its xDS connection keeps its endpoint after the
+#: connection closed (a reconnection within it changes nothing).
+SIDECAR_RECONNECT_GRACE_S = 5.0
+
 
 def split_address(addr: str, default_port: int) -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
@@ -235,7 +239,7 @@ class Mesh:
             ),
             self.generate,
             on_connect=self.registry.sidecars.connected,
-            on_disconnect=self.registry.sidecars.disconnected,
+            on_disconnect=self._disconnected,
             extra_services=[identity.add_to_server] if identity is not None else [],
             metrics=self.metrics,
             planner=self.plan,
@@ -245,6 +249,13 @@ class Mesh:
         self._generated: dict[str, tuple[int, float]] = {}
         #: The context the last push was planned from (changes are measured against it).
         self._planned: PushContext | None = None
+
+    def _disconnected(self, node: NodeInfo) -> None:
+        # A sidecar's endpoint stays for a grace period after its xDS connection closed: it
+        # reconnects, to this replica or another, when a connection reaches its maximum age
+        # or a replica dies, and its endpoint must not vanish from every client meanwhile.
+        loop = asyncio.get_running_loop()
+        loop.call_later(SIDECAR_RECONNECT_GRACE_S, self.registry.sidecars.disconnected, node)
 
     def generate(self, node: NodeInfo) -> Resources:
         return self.generate_types(node, ALL_TYPES)
