@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from pilotfish.errors import StoreError
 from pilotfish.telemetry.convert import jaeger_trace, parse_duration_us
 from pilotfish.telemetry.model import trace_id_of
 from pilotfish.telemetry.store import SpanStore, TraceQuery
@@ -204,7 +206,17 @@ def query_app(store: SpanStore, *, clock: Callable[[], float] = time.time) -> we
             [{"parent": d.parent, "child": d.child, "callCount": d.call_count} for d in deps]
         )
 
-    app = web.Application()
+    @web.middleware
+    async def store_failures(request: web.Request, handler: Any) -> web.StreamResponse:
+        """A span store that fails (its database unreachable) answers Jaeger's error shape
+        with the reason, as 503, instead of a bare 500."""
+        try:
+            response: web.StreamResponse = await handler(request)
+        except (StoreError, sqlite3.Error) as exc:
+            return _error(503, f"the span store failed: {exc}")
+        return response
+
+    app = web.Application(middlewares=[store_failures])
     app.router.add_get("/api/services", services)
     app.router.add_get("/api/services/{service}/operations", service_operations)
     app.router.add_get("/api/operations", operations)

@@ -23,6 +23,7 @@ from tests.integration.telemetry.test_envoy_tracers import (
     StartEnvoy,
     bootstrap,
     otel_tracer,
+    request_productpage,
     run_envoy,
     zipkin_tracer,
 )
@@ -82,19 +83,6 @@ def replicas(
             replica.cp.kill()
 
 
-async def request_traced(port: int) -> None:
-    async with httpx.AsyncClient(timeout=5) as client:
-
-        async def served() -> bool:
-            try:
-                r = await client.get(f"http://127.0.0.1:{port}/productpage")
-            except httpx.HTTPError:
-                return False
-            return r.status_code == 200
-
-        await until(served, timeout=30, what=f"Envoy serving on {port}")
-
-
 async def test_a_span_sent_to_one_replica_is_answered_by_the_other(
     replicas: tuple[Replica, Replica], run_envoy: StartEnvoy, free_port: Callable[[], int]
 ) -> None:
@@ -105,7 +93,7 @@ async def test_a_span_sent_to_one_replica_is_answered_by_the_other(
     provider, cluster = zipkin_tracer(ZIPKIN, address=a.receivers)
     listen = free_port()
     await run_envoy(bootstrap(provider, cluster, listen, free_port()))
-    await request_traced(listen)
+    await request_productpage(listen)
     await poll(lambda: len(b.trace_ids()) == 1, "replica B to answer the span sent to A")
     (first,) = b.trace_ids()
     assert b.get("/api/services")["data"] == [SERVICE]
@@ -120,7 +108,7 @@ async def test_a_span_sent_to_one_replica_is_answered_by_the_other(
     provider, cluster = otel_tracer(OTLP_GRPC, address=b.receivers)
     listen = free_port()
     await run_envoy(bootstrap(provider, cluster, listen, free_port()))
-    await request_traced(listen)
+    await request_productpage(listen)
     await poll(lambda: len(a.trace_ids()) == 2, "replica A to answer the span sent to B")
     assert a.trace_ids() == b.trace_ids()
     (second,) = set(a.trace_ids()) - {first}

@@ -203,6 +203,21 @@ async def run_envoy(tmp_path: Path) -> AsyncIterator[StartEnvoy]:
                 proc.wait()
 
 
+async def request_productpage(port: int) -> None:
+    """GET /productpage through the Envoy listening on ``port`` until it answers 200 (one
+    sampled request, or a few while Envoy starts)."""
+    async with httpx.AsyncClient(timeout=5) as client:
+
+        async def served() -> bool:
+            try:
+                r = await client.get(f"http://127.0.0.1:{port}/productpage")
+            except httpx.HTTPError:
+                return False
+            return r.status_code == 200
+
+        await until(served, timeout=30, what=f"Envoy serving on {port}")
+
+
 @pytest.mark.parametrize("tracer", ["zipkin", "opentelemetry"])
 async def test_envoy_reports_a_span_found_by_service(
     tracer: str,
@@ -219,16 +234,7 @@ async def test_envoy_reports_a_span_found_by_service(
     listen_port, admin_port = free_port(), free_port()
     await run_envoy(bootstrap(provider, cluster, listen_port, admin_port))
 
-    async with httpx.AsyncClient(timeout=5) as client:
-
-        async def served() -> bool:
-            try:
-                r = await client.get(f"http://127.0.0.1:{listen_port}/productpage")
-            except httpx.HTTPError:
-                return False
-            return r.status_code == 200
-
-        await until(served, timeout=30, what=f"Envoy serving on {listen_port}")
+    await request_productpage(listen_port)
 
     found: list[dict[str, Any]] = []
 

@@ -267,3 +267,24 @@ def test_a_postgres_store_lives_beside_the_config_store(
 def test_unknown_backends_are_refused() -> None:
     with pytest.raises(ValueError, match="scheme"):
         open_span_store("mongo://x")
+
+
+async def test_a_failing_store_answers_503_with_the_reason(location: str) -> None:
+    """The query API over a store that cannot answer (here: closed) says so, in Jaeger's
+    error shape, instead of a bare server error."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from pilotfish.telemetry.query import query_app
+
+    store = open_span_store(location)
+    store.write([make(1, 1, "a.ns")])
+    client = TestClient(TestServer(query_app(store)))
+    await client.start_server()
+    try:
+        assert (await (await client.get("/api/services")).json())["data"] == ["a.ns"]
+        store.close()
+        response = await client.get("/api/services")
+        assert response.status == 503
+        assert "the span store failed" in (await response.json())["errors"][0]["msg"]
+    finally:
+        await client.close()
