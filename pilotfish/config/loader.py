@@ -125,10 +125,12 @@ def _item_lines(node: yaml.Node | None, count: int, default: int) -> list[int]:
 
 def parse_yaml(text: str, file: str) -> list[Document]:
     """Every resource in a YAML (or JSON) stream; LoadError with file and line on bad syntax."""
-    loader = _Loader(text)
     out: list[Document] = []
     index = 0
+    loader: _Loader | None = None
     try:
+        # The reader checks the characters as it is built (ReaderError on control characters).
+        loader = _Loader(text)
         while loader.check_node():
             node = loader.get_node()
             if node is None:
@@ -145,7 +147,8 @@ def parse_yaml(text: str, file: str) -> list[Document]:
     except yaml.YAMLError as exc:
         raise LoadError(f"YAML error: {exc}", Source(file, index)) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return out
 
 
