@@ -158,6 +158,8 @@ class PushContext:
             for o in objs:
                 self._by_key[o.key] = o
         self._memo: dict[Hashable, Any] = {}
+        #: The previous context's memo: values :meth:`reuse` may take over.
+        self._inherited: Mapping[Hashable, Any] = {}
         self._lock = threading.Lock()
 
         def order(c: VirtualServiceConfig | DestinationRuleConfig) -> tuple[str, str, str]:
@@ -245,7 +247,7 @@ class PushContext:
                 parsed[k] = entry
             else:
                 others.setdefault(obj.kind, []).append(obj)
-        return cls(
+        context = cls(
             revision if revision is not None else top,
             registry,
             MappingProxyType(parsed),
@@ -254,6 +256,9 @@ class PushContext:
             jwks,
             credentials,
         )
+        if previous is not None and previous.settings == settings:
+            context._inherited = previous._memo
+        return context
 
     # ---- what this context holds --------------------------------------------------------
 
@@ -276,6 +281,20 @@ class PushContext:
         value = factory()
         with self._lock:
             return self._memo.setdefault(key, value)
+
+    def reuse(self, key: Hashable, inputs: object, factory: Callable[[], T]) -> T:
+        """:meth:`memo`, also across contexts: when the previous context computed ``key`` from
+        inputs equal to ``inputs`` (everything the value depends on besides the key), its
+        value is taken over instead of computed again. A push after one change rebuilds only
+        what that change touched."""
+
+        def compute() -> tuple[object, T]:
+            old = self._inherited.get(("reuse", key))
+            if old is not None and old[0] == inputs:
+                return old
+            return inputs, factory()
+
+        return self.memo(("reuse", key), compute)[1]
 
     @property
     def credentials(self) -> Credentials:

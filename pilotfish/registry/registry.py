@@ -94,16 +94,21 @@ def build_endpoints(
     entry_workloads: Mapping[str, list[Workload]],
 ) -> dict[tuple[str, int], tuple[Endpoint, ...]]:
     """Endpoints of every service: selected workloads, entry endpoints, DNS hosts."""
-    by_ns: dict[str, list[Workload]] = {}
+    # Workloads by namespace and by (namespace, label, value): a selector is matched against
+    # the workloads carrying its first label only, not every workload of the namespace.
+    by_label: dict[tuple[str, str, str], list[Workload]] = {}
     for w in workloads:
-        by_ns.setdefault(w.namespace, []).append(w)
+        for k, v in w.labels.items():
+            by_label.setdefault((w.namespace, k, v), []).append(w)
     out: dict[tuple[str, int], tuple[Endpoint, ...]] = {}
     for svc in services.values():
         members: list[Workload] = []
         if svc.source_kind == "ServiceEntry":
             members.extend(entry_workloads.get(f"{svc.namespace}/{svc.source_name}", []))
         if svc.selector:
-            members.extend(w for w in by_ns.get(svc.namespace, []) if w.matches(svc.selector))
+            first, value = next(iter(svc.selector.items()))
+            candidates = by_label.get((svc.namespace, first, value), [])
+            members.extend(w for w in candidates if w.matches(svc.selector))
         members.sort(key=lambda w: (w.address, w.uid))
         for sp in svc.ports:
             eps = [_endpoint(svc, sp, w) for w in members]

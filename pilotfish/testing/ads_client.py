@@ -146,12 +146,16 @@ class AdsClient:
         credentials: grpc.ChannelCredentials | None = None,
         reject: RejectFn | None = None,
         hold_cds_ack: bool = True,
+        shared: dict[tuple[str, str, str], Message] | None = None,
     ) -> None:
         self.target = target
         self.node = node if isinstance(node, base_pb2.Node) else node_proto(node)
         self.delta = delta
         self.reject = reject
         self.hold_cds_ack = hold_cds_ack
+        #: Delta only: resources already unpacked by another client of this process, by
+        #: (type URL, name, version); many simulated proxies receive the same resources.
+        self.shared = shared
         self.resources: dict[str, dict[str, Message]] = {t: {} for t in MESSAGE_TYPES}
         self.received: list[Received] = []
         self.error: BaseException | None = None
@@ -220,6 +224,15 @@ class AdsClient:
             raise RuntimeError(f"ADS stream failed: {self.error!r}")
 
     # -- protocol ------------------------------------------------------------------------------
+
+    def _unpack(self, type_url: str, resource: discovery_pb2.Resource) -> Message:
+        if self.shared is None:
+            return unpack(type_url, resource.resource)
+        key = (type_url, resource.name, resource.version)
+        found = self.shared.get(key)
+        if found is None:
+            found = self.shared[key] = unpack(type_url, resource.resource)
+        return found
 
     async def _run(self) -> None:
         try:
@@ -291,7 +304,7 @@ class AdsClient:
             return
         if self.delta:
             version = response.system_version_info
-            incoming = {r.name: unpack(type_url, r.resource) for r in response.resources}
+            incoming = {r.name: self._unpack(type_url, r) for r in response.resources}
             removed = tuple(response.removed_resources)
         else:
             version = response.version_info

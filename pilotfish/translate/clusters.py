@@ -12,7 +12,8 @@ The outbound set depends only on the client namespace (DestinationRule lookup an
 and, for sidecars, on their ``Sidecar`` scope (only the services it imports get clusters), so
 ``outbound_clusters`` is memoized per scope in the PushContext and shared by proxies;
 each cluster is memoized by (host, port, subset, DestinationRule revision) and shared across
-namespaces that resolve the same rule.
+namespaces that resolve the same rule, and taken over from the previous context while its
+service and endpoints are unchanged (``PushContext.reuse``).
 
 TLS: ``upstream_transport_socket`` decides a cluster's transport socket (see ``tls``). With a
 DestinationRule ``tls`` setting that wins; without one, a client that has a workload identity
@@ -300,8 +301,11 @@ def outbound_clusters(
                         (dr.key, dr.revision) if dr else None,
                         client,
                     )
-                    cluster, cla, credentials = push.memo(
-                        key, partial(outbound_cluster, push, svc, sp, subset, dr, client)
+                    # Reused from the previous context when the service and its endpoints
+                    # are the same (the rule is in the key): one change rebuilds its clusters.
+                    inputs = (svc, push.endpoints(svc.hostname, sp.port))
+                    cluster, cla, credentials = push.reuse(
+                        key, inputs, partial(outbound_cluster, push, svc, sp, subset, dr, client)
                     )
                     out.clusters[cluster.name] = cluster
                     out.credentials.update(credentials)

@@ -480,3 +480,17 @@ def test_virtual_service_under_a_sidecar_reaches_the_imported_clusters() -> None
     assert "outbound|9080||billing.other.svc.cluster.local" in changed.get(CDS, set())
     for name, node in NODES.items():
         assert not covered(scope_for(node, changes), changed_resources(old, new, node)), name
+
+
+def test_next_context_reuses_the_clusters_a_change_did_not_touch() -> None:
+    old, new = contexts(BASE, ENDPOINT_ADDED)
+    node = NODES["productpage"]
+    before = generate_config(node, old).resources[CDS]
+    after = generate_config(node, new).resources[CDS]
+    reviews = clusters("reviews", "v1", "v2", "v3")
+    same = {n for n in before if n in after and before[n] is after[n]}
+    # Every outbound cluster but those of the service whose endpoints changed is the very
+    # same object (not rebuilt); those of reviews are rebuilt.
+    outbound = {n for n in before if n.startswith("outbound|")}
+    assert outbound - reviews <= same
+    assert not reviews & same

@@ -1,0 +1,380 @@
+"""The control plane at scale: a connection storm of simulated proxies, then changes of each
+kind, from the apply until every proxy ACKed; memory per connected proxy.
+
+Run from the repository root::
+
+    .venv/bin/python bench/push_scale.py                         # 1,000 proxies x 1,000 services
+    .venv/bin/python bench/push_scale.py --proxies 200 --services 200 --reps 5
+    .venv/bin/python bench/push_scale.py --quick                 # 20 x 20, 2 reps
+
+One control plane (``pilotfish server``, SQLite store, xDS over TLS) pinned to the first CPU;
+the simulated proxies (``pilotfish.testing.ads_client.AdsClient``, Delta, ACKing like Envoy,
+each an endpoint of one of the Services) run in a separate worker process pinned to the other
+CPU, with this script. ``--services`` Services with DestinationRules (subsets v1 and v2) and a
+VirtualService are applied first. Then:
+
+- **connection storm**: every proxy connects at once (as after a control-plane restart); the
+  figure is the time until each one has received and ACKed clusters, endpoints, listeners
+  and routes. Meanwhile this script reads the HTTP API (list VirtualServices) every 50 ms:
+  the API's p99 latency during the storm;
+- **memory**: the server's RSS growth over the 0-proxy baseline, per connected proxy;
+- **changes** (``--reps`` of each kind): a VirtualService weight flip (RDS), a subset added
+  to a DestinationRule (CDS and the new cluster's EDS), an endpoint added (a WorkloadEntry
+  joins a Service: EDS). For each, the time from sending the apply until the last proxy
+  received (and ACKed right after) the response carrying the change; median and p99 over
+  the repetitions of the slowest proxy.
+
+Clock: ``time.monotonic`` (CLOCK_MONOTONIC, shared by both processes). Figures include the
+control plane's debounce quiet period (100 ms). No exit code depends on timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+# Run as a script (``python bench/push_scale.py``): the helpers live next to it.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import (
+    Processes,
+    cpu_split,
+    machine,
+    ratio,
+    rss_mb,
+    service_items,
+    simulated_node,
+    start_control_plane,
+    table,
+    weighted_route,
+)
+
+CHANGE_TARGETS = (1.0, 1.5)  # median, p99 seconds
+SYNC_TARGET_S = 30.0
+MB_PER_PROXY_TARGET = 0.5
+API_P99_TARGET_S = 0.1
+ROUTE_HOST = "svc-0"
+HOST = "{}.default.svc.cluster.local"
+
+
+# ------------------------------------------------------------------------------- worker
+
+
+async def _worker(target: str, roots: str | None, count: int, services: int) -> None:
+    import grpc
+    from google.protobuf.message import Message
+
+    from pilotfish.testing.ads_client import AdsClient
+    from pilotfish.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
+
+    credentials = (
+        grpc.ssl_channel_credentials(root_certificates=Path(roots).read_bytes()) if roots else None
+    )
+    shared: dict[tuple[str, str, str], Message] = {}
+    clients = [
+        AdsClient(
+            target, simulated_node(i, services), delta=True, credentials=credentials, shared=shared
+        )
+        for i in range(count)
+    ]
+    loop = asyncio.get_running_loop()
+
+    def say(**msg: Any) -> None:
+        print(json.dumps(msg), flush=True)
+
+    def synced(c: AdsClient) -> bool:
+        return all(
+            c.acked_version(t) for t in (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)
+        ) and bool(c.routes)
+
+    started = time.monotonic()
+    await asyncio.gather(*(c.start() for c in clients))
+    while True:
+        done = sum(1 for c in clients if synced(c))
+        if done == count:
+            break
+        errors = [c.error for c in clients if c.error is not None]
+        if errors:
+            say(event="error", error=repr(errors[0]), failed=len(errors))
+            return
+        await asyncio.sleep(0.05)
+    say(event="synced", started=started, at=time.monotonic())
+
+    def arrival(c: AdsClient, type_url: str, name: str, since: float) -> float | None:
+        for r in reversed(c.received):
+            if r.at < since:
+                return None
+            if r.type_url == type_url and name in r.names:
+                # The first arrival after ``since``: keep looking backwards for an earlier one.
+                earlier = [
+                    x.at
+                    for x in c.received
+                    if x.at >= since and x.type_url == type_url and name in x.names
+                ]
+                return min(earlier)
+        return None
+
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            break
+        cmd = json.loads(line)
+        if cmd["cmd"] == "stop":
+            break
+        type_url = {"RDS": ROUTE_TYPE, "EDS": ENDPOINT_TYPE, "CDS": CLUSTER_TYPE}[cmd["type"]]
+        deadline = time.monotonic() + cmd["timeout"]
+        while True:
+            times = [arrival(c, type_url, cmd["name"], cmd["since"]) for c in clients]
+            got = [t for t in times if t is not None]
+            if len(got) == count or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.01)
+        say(event="arrived", times=got, missing=count - len(got))
+    await asyncio.gather(*(c.stop() for c in clients), return_exceptions=True)
+
+
+# ------------------------------------------------------------------------------- orchestrator
+
+
+class Worker:
+    def __init__(self, args: list[str], cpus: set[int] | None, log: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log.open("wb"),
+            text=True,
+        )
+        if cpus:
+            os.sched_setaffinity(self.proc.pid, cpus)
+
+    def read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit("the simulated proxies' process exited; see its log")
+        msg: dict[str, Any] = json.loads(line)
+        if msg.get("event") == "error":
+            raise SystemExit(f"simulated proxies failed: {msg}")
+        return msg
+
+    def send(self, **cmd: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        try:
+            self.send(cmd="stop")
+            self.proc.wait(60)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class ApiProbe:
+    """Reads the API every ``interval`` seconds in a thread; keeps each call's latency."""
+
+    def __init__(self, api: Any, interval: float = 0.05) -> None:
+        self.api = api
+        self.interval = interval
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        path = "/apis/networking.istio.io/v1/namespaces/default/virtualservices"
+        while not self._stop.is_set():
+            t = time.monotonic()
+            self.api.http.get(path).raise_for_status()
+            self.latencies.append(time.monotonic() - t)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> ApiProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def dr_with_subsets(i: int, subsets: list[str]) -> dict[str, Any]:
+    name = f"svc-{i}"
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "host": name,
+            "subsets": [{"name": s, "labels": {"version": s}} for s in subsets],
+        },
+    }
+
+
+def workload_entry(i: int, service: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "WorkloadEntry",
+        "metadata": {"name": f"extra-{i}", "namespace": "default"},
+        "spec": {
+            "address": f"10.99.{i // 256}.{i % 256}",
+            "labels": {"app": f"svc-{service}", "version": "v1"},
+        },
+    }
+
+
+def run_change(
+    api: Any, worker: Worker, items: list[dict[str, Any]], type_: str, name: str, count: int
+) -> float:
+    """Apply ``items``; seconds until every proxy received ``type_`` ``name`` (the slowest)."""
+    t0 = time.monotonic()
+    api.apply(items)
+    worker.send(cmd="wait", type=type_, name=name, since=t0, timeout=120)
+    msg = worker.read()
+    if msg["missing"]:
+        raise SystemExit(f"{msg['missing']}/{count} proxies did not receive {type_} {name}")
+    return float(max(msg["times"]) - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--proxies", type=int, default=1000)
+    parser.add_argument("--services", type=int, default=1000)
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="20 proxies, 20 services, 2 reps.")
+    parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--worker", nargs=4, metavar=("TARGET", "ROOTS", "COUNT", "SERVICES"))
+    args = parser.parse_args(argv)
+    if args.worker:
+        target, roots, count, services = args.worker
+        asyncio.run(_worker(target, roots or None, int(count), int(services)))
+        return 0
+    if args.quick:
+        args.proxies, args.services, args.reps = 20, 20, 2
+    server_cpus, load_cpus = cpu_split(not args.no_pin)
+    if load_cpus:
+        os.sched_setaffinity(0, load_cpus)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pilotfish-bench-scale-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    n, s = args.proxies, args.services
+    print(f"push scale on {machine()}: {n} proxies x {s} services; work dir {workdir}", flush=True)
+    with Processes(workdir) as procs:
+        cp = start_control_plane(procs, "server", cpus=server_cpus)
+        api = cp.api()
+        items = [*service_items(s), weighted_route(ROUTE_HOST, 50)]
+        for i in range(0, len(items), 500):
+            api.apply(items[i : i + 500])
+        time.sleep(1.0)
+        baseline = rss_mb(cp.pid)
+        worker = Worker(
+            [f"127.0.0.1:{cp.xds_port}", str(cp.roots), str(n), str(s)],
+            load_cpus,
+            workdir / "proxies.log",
+        )
+        try:
+            with ApiProbe(api) as probe:
+                msg = worker.read()
+            sync_s = msg["at"] - msg["started"]
+            print(f"  {n} proxies connected and synced in {sync_s:.1f}s", flush=True)
+            time.sleep(2.0)
+            rss = rss_mb(cp.pid)
+            per_proxy = (rss - baseline) / n
+            results: dict[str, list[float]] = {"VS weight": [], "DR subset": [], "endpoint": []}
+            for rep in range(args.reps):
+                weight = 90 if rep % 2 == 0 else 10
+                results["VS weight"].append(
+                    run_change(api, worker, [weighted_route(ROUTE_HOST, weight)], "RDS", "9080", n)
+                )
+                target = 1 + rep % (s - 1)
+                cluster = f"outbound|9080|v3|{HOST.format(f'svc-{target}')}"
+                results["DR subset"].append(
+                    run_change(
+                        api, worker, [dr_with_subsets(target, ["v1", "v2", "v3"])], "EDS", cluster, n
+                    )
+                )
+                cluster = f"outbound|9080||{HOST.format(f'svc-{target}')}"
+                results["endpoint"].append(
+                    run_change(api, worker, [workload_entry(rep, target)], "EDS", cluster, n)
+                )
+                print(
+                    "  rep {}: ".format(rep + 1)
+                    + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in results.items()),
+                    flush=True,
+                )
+            rss_after = rss_mb(cp.pid)
+        finally:
+            worker.stop()
+    api_p99 = percentile(probe.latencies, 99)
+    rows: list[list[object]] = []
+    for kind, values in results.items():
+        med, p99 = statistics.median(values), percentile(values, 99)
+        rows.append(
+            [
+                f"apply -> all ACKed: {kind} (median)",
+                f"{med * 1000:.0f} ms",
+                f"{CHANGE_TARGETS[0] * 1000:.0f} ms",
+                ratio(med, CHANGE_TARGETS[0]),
+            ]
+        )
+        rows.append(
+            [
+                f"apply -> all ACKed: {kind} (p99)",
+                f"{p99 * 1000:.0f} ms",
+                f"{CHANGE_TARGETS[1] * 1000:.0f} ms",
+                ratio(p99, CHANGE_TARGETS[1]),
+            ]
+        )
+    rows.append(
+        [
+            "initial connect + sync (storm)",
+            f"{sync_s:.1f} s",
+            f"{SYNC_TARGET_S:.0f} s",
+            ratio(sync_s, SYNC_TARGET_S),
+        ]
+    )
+    rows.append(
+        [
+            f"API p99 during the storm ({len(probe.latencies)} calls)",
+            f"{api_p99 * 1000:.0f} ms",
+            f"{API_P99_TARGET_S * 1000:.0f} ms",
+            ratio(api_p99, API_P99_TARGET_S),
+        ]
+    )
+    rows.append(
+        [
+            "control-plane memory per proxy",
+            f"{per_proxy:.2f} MB",
+            f"{MB_PER_PROXY_TARGET} MB",
+            ratio(per_proxy, MB_PER_PROXY_TARGET),
+        ]
+    )
+    print()
+    print(table([f"{n} proxies x {s} services", "measured", "target", "ratio"], rows))
+    print(
+        f"server RSS: {baseline:.0f} MB with no proxy, {rss:.0f} MB synced, {rss_after:.0f} MB "
+        f"after {args.reps * 3} changes; ratios below 1.00x meet the target."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
