@@ -103,12 +103,19 @@ class Proxy:
         for w in (pod, sidecar):
             if w is not None:
                 named.update(w.named_ports)
-        instances = []
-        for svc in push.services_in(node.namespace):
-            if not svc.selector or not all(
-                node.labels.get(k) == v for k, v in svc.selector.items()
-            ):
-                continue
-            for sp in svc.ports:
-                instances.append(ServiceInstance(svc, sp, sp.target_number(named)))
-        return cls(node, tuple(instances), sidecar_scope(push, node.namespace, node.labels))
+
+        def compute() -> tuple[ServiceInstance, ...]:
+            instances = []
+            for svc in push.services_selecting(node.namespace, node.labels):
+                for sp in svc.ports:
+                    instances.append(ServiceInstance(svc, sp, sp.target_number(named)))
+            return tuple(instances)
+
+        # Shared by the proxies of one namespace with the same labels and named ports.
+        key = (
+            "proxy_instances",
+            node.namespace,
+            tuple(sorted(node.labels.items())),
+            tuple(sorted(named.items())),
+        )
+        return cls(node, push.memo(key, compute), sidecar_scope(push, node.namespace, node.labels))

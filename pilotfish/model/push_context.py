@@ -64,6 +64,8 @@ from pilotfish.registry.registry import RegistrySnapshot
 from pilotfish.registry.types import Endpoint, Service
 
 T = TypeVar("T")
+#: At most this many reusable values are carried from one context to the next.
+_MAX_INHERITED = 200_000
 log = logging.getLogger(__name__)
 
 
@@ -257,8 +259,20 @@ class PushContext:
             credentials,
         )
         if previous is not None and previous.settings == settings:
-            context._inherited = previous._memo
+            context._inherited = previous._reusable()
         return context
+
+    def _reusable(self) -> dict[Hashable, Any]:
+        """What the next context may take over: this context's :meth:`reuse` values and those
+        it inherited and did not need (a push that regenerated routes only keeps the clusters
+        of the context before). Bounded: past the limit only this context's own are kept."""
+        with self._lock:
+            own: dict[Hashable, Any] = {
+                k: v for k, v in self._memo.items() if type(k) is tuple and k[0] == "reuse"
+            }
+        if len(self._inherited) + len(own) > _MAX_INHERITED:
+            return own
+        return {**self._inherited, **own}
 
     # ---- what this context holds --------------------------------------------------------
 
@@ -308,6 +322,27 @@ class PushContext:
 
     def services_in(self, namespace: str) -> tuple[Service, ...]:
         return self._svc_by_ns.get(namespace, ())
+
+    def services_selecting(self, namespace: str, labels: Mapping[str, str]) -> tuple[Service, ...]:
+        """Services of ``namespace`` whose selector picks a workload with ``labels``, ordered
+        by hostname (looked up by label, not by scanning the namespace)."""
+
+        def index() -> dict[tuple[str, str], list[Service]]:
+            out: dict[tuple[str, str], list[Service]] = {}
+            for svc in self.services_in(namespace):
+                if svc.selector:
+                    first = next(iter(svc.selector.items()))
+                    out.setdefault(first, []).append(svc)
+            return out
+
+        by_label = self.memo(("services_by_label", namespace), index)
+        found = {
+            svc.hostname: svc
+            for item in labels.items()
+            for svc in by_label.get(item, ())
+            if all(labels.get(k) == v for k, v in (svc.selector or {}).items())
+        }
+        return tuple(found[h] for h in sorted(found))
 
     def visible_services(self, namespace: str) -> tuple[Service, ...]:
         """Services a proxy of ``namespace`` can reach (exportTo), ordered by hostname."""

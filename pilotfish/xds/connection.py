@@ -318,14 +318,24 @@ class ProxyConnection:
     def _respond(self, state: TypeState, names: list[str], removed: list[str]) -> Response:
         available = self.target.get(state.type_url)
         sent = [available[n] for n in names]
+        keep_entries = not self.delta  # SotW resends the whole set; Delta needs hashes only
         for entry in sent:
             state.have[entry.name] = entry.hash
-            state.have_entries[entry.name] = entry
+            if keep_entries:
+                state.have_entries[entry.name] = entry
         for name in removed:
             state.have.pop(name, None)
             state.have_entries.pop(name, None)
             state.rejected.discard(name)
-        version = content_version(state.have.items())
+        if self.delta:
+            # Delta versions are per resource; the system version only has to change when
+            # the set does: chained from the previous one over what changed, O(changes).
+            version = content_version(
+                [("", state.sent_version), *((e.name, e.hash) for e in sent)]
+                + [(n, "") for n in removed]
+            )
+        else:
+            version = content_version(state.have.items())
         self._seq += 1
         nonce = f"{self.connection_id}-{self._seq}"
         if self.delta:
@@ -334,10 +344,7 @@ class ProxyConnection:
                 system_version_info=version,
                 type_url=state.type_url,
                 nonce=nonce,
-                resources=[
-                    discovery_pb2.Resource(name=e.name, version=e.hash, resource=e.any)
-                    for e in sent
-                ],
+                resources=[e.resource for e in sent],
                 removed_resources=removed,
                 control_plane=self._control_plane,
             )

@@ -56,7 +56,7 @@ class TypeState:
     type_url: str
     requested: bool = False
     wildcard: bool = False
-    names: set[str] = field(default_factory=set)
+    names: frozenset[str] = frozenset()
     #: name -> content hash the proxy has (as far as we know: sent, or declared on reconnect).
     have: dict[str, str] = field(default_factory=dict)
     #: name -> entry sent (SotW needs the content to resend the whole set).
@@ -79,7 +79,7 @@ class TypeState:
 
     @property
     def subscription(self) -> Subscription:
-        return Subscription(self.wildcard, frozenset(self.names))
+        return Subscription(self.wildcard, self.names)
 
     def covers(self, name: str) -> bool:
         return self.wildcard or name in self.names
@@ -140,7 +140,7 @@ def classify_sotw(state: TypeState, request: discovery_pb2.DiscoveryRequest, now
     first = not state.requested or not request.response_nonce or not state.sent_nonce
 
     def subscribe() -> frozenset[str]:
-        state.requested, state.wildcard, state.names = True, wildcard, names
+        state.requested, state.wildcard, state.names = True, wildcard, frozenset(names)
         state.forget_uncovered()
         return frozenset(names - old_names)
 
@@ -172,7 +172,7 @@ def classify_delta(
     subscribe = set(request.resource_names_subscribe)
     unsubscribe = set(request.resource_names_unsubscribe)
     first = not state.requested
-    before = set(state.names)
+    was_wildcard = state.wildcard
     if first:
         state.requested = True
         state.wildcard = state.type_url in WILDCARD_TYPES and not subscribe
@@ -184,9 +184,14 @@ def classify_delta(
         state.wildcard = False
     subscribe.discard("*")
     unsubscribe.discard("*")
-    state.names = (state.names | subscribe) - unsubscribe
-    state.forget_uncovered()
-    added = frozenset(state.names - before)
+    added: frozenset[str] = frozenset()
+    if subscribe or unsubscribe:
+        # An ACK changes no subscription: O(1), not O(names) (EDS has one per cluster).
+        before = state.names
+        state.names = (state.names | subscribe) - unsubscribe
+        added = frozenset(state.names - before)
+    if first or unsubscribe or (was_wildcard and not state.wildcard):
+        state.forget_uncovered()
 
     answered = 0
     kind = Kind.INITIAL if first else Kind.SUBSCRIBE

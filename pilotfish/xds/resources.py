@@ -20,10 +20,11 @@ import hashlib
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
@@ -64,7 +65,7 @@ def short_name(type_url: str) -> str:
 class Entry:
     """One resource serialized once: name, content hash (its version) and the packed Any."""
 
-    __slots__ = ("__weakref__", "any", "eds_service", "hash", "name", "type_url")
+    __slots__ = ("__weakref__", "_resource", "any", "eds_service", "hash", "name", "type_url")
 
     def __init__(
         self, type_url: str, name: str, payload: bytes, eds_service: str | None = None
@@ -75,9 +76,40 @@ class Entry:
         self.any = any_pb2.Any(type_url=type_url, value=payload)
         #: Clusters: the ClusterLoadAssignment an EDS cluster needs (None otherwise).
         self.eds_service = eds_service
+        self._resource: discovery_pb2.Resource | None = None
+
+    @property
+    def resource(self) -> discovery_pb2.Resource:
+        """The Delta ``Resource`` (name, version, Any), built once and shared by every
+        response that carries this entry (building one copies the Any)."""
+        if self._resource is None:
+            self._resource = discovery_pb2.Resource(
+                name=self.name, version=self.hash, resource=self.any
+            )
+        return self._resource
 
     def __repr__(self) -> str:
         return f"Entry({short_name(self.type_url)} {self.name} {self.hash})"
+
+
+class EntryMap(dict[str, Entry]):
+    """The entries of one type for a proxy. Proxies whose entries are the same share one map
+    (built by :class:`ResourceCache`); never modified once built."""
+
+    __slots__ = ("__weakref__", "_eds_of", "base")
+
+    def __init__(self, entries: Mapping[str, Entry]) -> None:
+        super().__init__(entries)
+        #: The map this one was updated from (a weak reference), for the update memo.
+        self.base: weakref.ref[Mapping[str, Entry]] | None = None
+        self._eds_of: dict[str, str] | None = None
+
+    @property
+    def eds_of(self) -> dict[str, str]:
+        """Clusters only: cluster name -> ClusterLoadAssignment name of its EDS clusters."""
+        if self._eds_of is None:
+            self._eds_of = _eds_of(self)
+        return self._eds_of
 
 
 class ResourceCache:
@@ -95,6 +127,51 @@ class ResourceCache:
         self._memo: OrderedDict[int, tuple[Message, Entry]] = OrderedDict()
         self._memo_size = memo_size
         self._lock = threading.Lock()
+        self._maps: weakref.WeakValueDictionary[Hashable, EntryMap] = weakref.WeakValueDictionary()
+        self._updates: weakref.WeakValueDictionary[Hashable, EntryMap] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def share(self, type_url: str, entries: Mapping[str, Entry]) -> EntryMap:
+        """The one map holding exactly ``entries`` (proxies of one view share it)."""
+        key = (type_url, frozenset((n, e.hash) for n, e in entries.items()))
+        with self._lock:
+            found = self._maps.get(key)
+            if found is None:
+                found = self._maps[key] = EntryMap(entries)
+            return found
+
+    def updated(
+        self,
+        type_url: str,
+        previous: Mapping[str, Entry],
+        names: frozenset[str],
+        fresh: Mapping[str, Entry],
+    ) -> Mapping[str, Entry]:
+        """``previous`` with ``names`` replaced by ``fresh`` (a name not in ``fresh`` is
+        dropped): ``previous`` itself when nothing differs; built once for every proxy that
+        had ``previous`` and gets the same change."""
+        if all(previous.get(n) is fresh.get(n) for n in names):
+            return previous
+        change = (
+            type_url,
+            id(previous),
+            frozenset((n, e.hash if (e := fresh.get(n)) is not None else None) for n in names),
+        )
+        with self._lock:
+            found = self._updates.get(change)
+            if found is not None and found.base is not None and found.base() is previous:
+                return found
+        merged = dict(previous)
+        for n in names:
+            merged.pop(n, None)
+        merged.update(fresh)
+        out = EntryMap(merged)
+        if isinstance(previous, EntryMap):
+            out.base = weakref.ref(previous)
+            with self._lock:
+                self._updates[change] = out
+        return out
 
     @property
     def size(self) -> int:
@@ -157,16 +234,23 @@ EMPTY_SNAPSHOT = Snapshot(entries={})
 
 def build_snapshot(resources: Resources, cache: ResourceCache) -> Snapshot:
     """Serialize (or reuse) every generated resource. Raises ValueError on a wrong message type."""
-    entries: dict[str, dict[str, Entry]] = {}
-    eds_of: dict[str, str] = {}
+    entries: dict[str, EntryMap] = {}
     for type_url, by_name in resources.items():
         # Messages the generator shares across proxies are serialized (and type-checked)
-        # once; for the others this is one dictionary lookup per resource.
-        out = cache.intern_all(type_url, by_name)
-        if type_url == CLUSTER_TYPE:
-            eds_of = {n: e.eds_service for n, e in out.items() if e.eds_service is not None}
-        entries[type_url] = out
+        # once; for the others this is one dictionary lookup per resource. Proxies that get
+        # the same entries share one map.
+        entries[type_url] = cache.share(type_url, cache.intern_all(type_url, by_name))
+    return _snapshot(entries)
+
+
+def _snapshot(entries: Mapping[str, Mapping[str, Entry]]) -> Snapshot:
+    clusters = entries.get(CLUSTER_TYPE)
+    eds_of = clusters.eds_of if isinstance(clusters, EntryMap) else _eds_of(clusters or {})
     return Snapshot(entries=entries, eds_of_cluster=eds_of)
+
+
+def _eds_of(entries: Mapping[str, Entry]) -> dict[str, str]:
+    return {n: e.eds_service for n, e in entries.items() if e.eds_service is not None}
 
 
 def update_snapshot(
@@ -180,39 +264,27 @@ def update_snapshot(
     For a type whose names are ``None`` every resource is taken from ``resources``; for a
     type with names, only those names are interned and replaced (a name missing from
     ``resources`` is dropped), so the cost follows the size of the scope, not of the config.
-    Types outside ``scope`` keep ``previous``'s entries.
+    Types outside ``scope`` keep ``previous``'s entries. Proxies that had the same map and get
+    the same changes share the new map (it is built once).
     """
     entries: dict[str, Mapping[str, Entry]] = dict(previous.entries)
-    eds_of: Mapping[str, str] = previous.eds_of_cluster
     # Clusters first: the load assignments of the clusters in scope are in scope too.
     types = set(scope) | ({ENDPOINT_TYPE} if CLUSTER_TYPE in scope else set())
     for type_url in sorted(types, key=lambda t: (t != CLUSTER_TYPE, t)):
         names = scope.get(type_url, frozenset())
         if type_url == ENDPOINT_TYPE and names is not None and CLUSTER_TYPE in scope:
             clusters = scope[CLUSTER_TYPE]
+            eds_of = _snapshot(entries).eds_of_cluster
             names = (
                 None if clusters is None else names | {eds_of[c] for c in clusters if c in eds_of}
             )
         by_name = resources.get(type_url, {})
         if names is None:
-            out = cache.intern_all(type_url, by_name)
-            if type_url == CLUSTER_TYPE:
-                eds_of = {n: e.eds_service for n, e in out.items() if e.eds_service is not None}
-            entries[type_url] = out
+            entries[type_url] = cache.share(type_url, cache.intern_all(type_url, by_name))
             continue
         fresh = cache.intern_all(type_url, {n: by_name[n] for n in names if n in by_name})
-        merged = dict(previous.get(type_url))
-        for n in names:
-            merged.pop(n, None)
-        merged.update(fresh)
-        entries[type_url] = merged
-        if type_url == CLUSTER_TYPE:
-            eds = dict(eds_of)
-            for n in names:
-                eds.pop(n, None)
-            eds.update({n: e.eds_service for n, e in fresh.items() if e.eds_service is not None})
-            eds_of = eds
-    return Snapshot(entries=entries, eds_of_cluster=eds_of)
+        entries[type_url] = cache.updated(type_url, previous.get(type_url), names, fresh)
+    return _snapshot(entries)
 
 
 def _eds_service_name(cluster: cluster_pb2.Cluster) -> str | None:
