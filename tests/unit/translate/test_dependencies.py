@@ -483,10 +483,13 @@ def test_virtual_service_under_a_sidecar_reaches_the_imported_clusters() -> None
 
 
 def test_next_context_reuses_the_clusters_a_change_did_not_touch() -> None:
-    old, new = contexts(BASE, ENDPOINT_ADDED)
+    first = _objects(BASE, {})
+    second = _objects(ENDPOINT_ADDED, {o.key: o for o in first})
     node = NODES["productpage"]
+    old = _context(first, None)
     before = generate_config(node, old).resources[CDS]
-    after = generate_config(node, new).resources[CDS]
+    # Built after the old context was used, as the control plane does.
+    after = generate_config(node, _context(second, old)).resources[CDS]
     reviews = clusters("reviews", "v1", "v2", "v3")
     same = {n for n in before if n in after and before[n] is after[n]}
     # Every outbound cluster but those of the service whose endpoints changed is the very
