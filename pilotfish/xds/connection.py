@@ -131,6 +131,15 @@ class ProxyConnection:
         return self._deadline if self._waiting else None
 
     @property
+    def initially_synced(self) -> bool:
+        """The proxy has its first configuration: it asked for listeners and answered every
+        response sent so far (the connection throttle lets the next stream in)."""
+        lds = self.types.get(LISTENER_TYPE)
+        if lds is None or not lds.requested or lds.sent_seq == 0:
+            return False
+        return all(s.answered_seq >= s.sent_seq for s in self.types.values() if s.requested)
+
+    @property
     def waiting_for(self) -> tuple[str, ...]:
         return tuple(self._waiting)
 

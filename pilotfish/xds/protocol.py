@@ -18,6 +18,7 @@ and return a :class:`Verdict`, updating the subscription and ACK/NACK records:
 from __future__ import annotations
 
 import enum
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -169,7 +170,8 @@ def classify_delta(
     state: TypeState, request: discovery_pb2.DeltaDiscoveryRequest, now: float
 ) -> Verdict:
     """Decide what a Delta request means; updates ``state`` (subscriptions, ACK/NACK)."""
-    subscribe = set(request.resource_names_subscribe)
+    # Interned: a thousand proxies subscribing to the same names share the strings.
+    subscribe = {sys.intern(n) for n in request.resource_names_subscribe}
     unsubscribe = set(request.resource_names_unsubscribe)
     first = not state.requested
     was_wildcard = state.wildcard

@@ -107,6 +107,9 @@ class _Stream:
     def __init__(self, conn: ProxyConnection, inbox: asyncio.Queue[Request | _Wake | None]) -> None:
         self.conn = conn
         self.inbox = inbox
+        #: Monotonic time until which this stream holds a connection-throttle slot (None:
+        #: it holds none).
+        self.throttled_until: float | None = None
 
 
 class DiscoveryServer:
@@ -141,6 +144,7 @@ class DiscoveryServer:
         self._debouncer: Debouncer | None = None
         self._firing = 0
         self._generations: asyncio.Semaphore | None = None
+        self._connects: asyncio.Semaphore | None = None
         self._event_loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -153,6 +157,7 @@ class DiscoveryServer:
     async def start(self) -> None:
         self._event_loop = asyncio.get_running_loop()
         self._generations = asyncio.Semaphore(self.settings.max_concurrent_generations)
+        self._connects = asyncio.Semaphore(self.settings.max_concurrent_connects)
         self._debouncer = Debouncer(self.settings.debounce, self._fire)
         self._debouncer.start()
         server = grpc.aio.server(
@@ -371,7 +376,11 @@ class DiscoveryServer:
         # Registered before the first generation, so a push fired meanwhile is not missed.
         stream = _Stream(conn, inbox)
         self._streams[conn.connection_id] = stream
+        assert self._connects is not None
         try:
+            # The connection throttle: a slot until the proxy has its first configuration.
+            await self._connects.acquire()
+            stream.throttled_until = time.monotonic() + self.settings.ack_timeout
             conn.generating = True
             try:
                 conn.set_target(await self._generate(node))
@@ -387,7 +396,14 @@ class DiscoveryServer:
                 conn.generating = False
             await self._run_connected(stream, context, first)
         finally:
+            self._release_throttle(stream)
             del self._streams[conn.connection_id]
+
+    def _release_throttle(self, stream: _Stream) -> None:
+        if stream.throttled_until is not None:
+            stream.throttled_until = None
+            assert self._connects is not None
+            self._connects.release()
 
     async def _run_connected(
         self,
@@ -430,9 +446,15 @@ class DiscoveryServer:
                 self.metrics.internal_error()
                 log.exception("%s: handling an xDS request failed", conn.node_id)
             await _write(context, responses, self.metrics)
+            if stream.throttled_until is not None and (
+                conn.initially_synced or time.monotonic() >= stream.throttled_until
+            ):
+                self._release_throttle(stream)
             if not conn.busy and conn.pending_push is not None:
                 await self._start_push(conn, context)
             deadline = conn.deadline
+            if stream.throttled_until is not None:
+                deadline = min(deadline or stream.throttled_until, stream.throttled_until)
             if deadline is None:
                 item = await stream.inbox.get()
                 continue

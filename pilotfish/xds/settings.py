@@ -36,6 +36,12 @@ class XdsSettings:
     generate_in_thread: bool = True
     #: Snapshots generated at the same time (bounds memory during a push to many proxies).
     max_concurrent_generations: int = 4
+    #: Connection throttle (Istio's push throttle for connection storms): at most this many
+    #: new streams get their initial configuration at once; the others wait, first come
+    #: first served, until one has ACKed its listeners and routes (or ``ack_timeout``
+    #: passed). Keeps the event loop (ACKs, pushes, the HTTP API) responsive and the memory of
+    #: in-flight initial responses bounded when a thousand proxies reconnect together.
+    max_concurrent_connects: int = 16
     #: ``control_plane.identifier`` in responses (shows in Envoy's config dump).
     control_plane_id: str = "pilotfish"
     #: gRPC message size limit for requests from proxies (bytes).
