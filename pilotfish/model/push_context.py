@@ -64,6 +64,8 @@ from pilotfish.registry.registry import RegistrySnapshot
 from pilotfish.registry.types import Endpoint, Service
 
 T = TypeVar("T")
+#: Kinds that change workloads and endpoints only (see ``PushContext.config_epoch``).
+_WORKLOAD_KINDS = frozenset({"Pod", "WorkloadEntry"})
 #: At most this many reusable values are carried from one context to the next.
 _MAX_INHERITED = 200_000
 log = logging.getLogger(__name__)
@@ -162,6 +164,10 @@ class PushContext:
         self._memo: dict[Hashable, Any] = {}
         #: The previous context's memo: values :meth:`reuse` may take over.
         self._inherited: Mapping[Hashable, Any] = {}
+        #: Changes when anything but workloads and endpoints changes from one context to the
+        #: next: what depends on config and service definitions only (route configurations)
+        #: is reused across contexts of one epoch (``reuse(key, push.config_epoch, ...)``).
+        self.config_epoch = 0
         self._lock = threading.Lock()
 
         def order(c: VirtualServiceConfig | DestinationRuleConfig) -> tuple[str, str, str]:
@@ -260,7 +266,22 @@ class PushContext:
         )
         if previous is not None and previous.settings == settings:
             context._inherited = previous._reusable()
+            if context._same_config(previous):
+                context.config_epoch = previous.config_epoch
+            else:
+                context.config_epoch = previous.config_epoch + 1
         return context
+
+    def _same_config(self, previous: PushContext) -> bool:
+        """Only workloads (Pods, WorkloadEntries, connected sidecars) and therefore endpoints
+        differ from ``previous``: config objects and service definitions are the same."""
+        if self.registry.services != previous.registry.services:
+            return False
+        mine = {k: v.revision for k, v in self._by_key.items() if k.kind not in _WORKLOAD_KINDS}
+        theirs = {
+            k: v.revision for k, v in previous._by_key.items() if k.kind not in _WORKLOAD_KINDS
+        }
+        return mine == theirs
 
     def _reusable(self) -> dict[Hashable, Any]:
         """What the next context may take over: this context's :meth:`reuse` values and those

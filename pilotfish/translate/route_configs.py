@@ -159,8 +159,10 @@ def sidecar_route_config(
             name=str(port), virtual_hosts=vhosts, validate_clusters=BoolValue(value=False)
         )
 
+    # Routes depend on config and services, not on endpoints: reused while only workloads
+    # change (a connection storm rebuilds no route configuration).
     key = ("sidecar_rds", scope.key, port, labels_key(push, proxy.labels))
-    return push.memo(key, compute)
+    return push.reuse(key, push.config_epoch, compute)
 
 
 def sidecar_http_ports(push: PushContext, scope: SidecarScope) -> list[int]:
@@ -203,10 +205,17 @@ def explicit_route_config(
             vhosts.append(_fallback_vhost(True))
         return vhosts
 
-    vhosts = push.memo(("explicit_rds", scope.key, labels_key(push, proxy.labels)), compute)
-    return route_pb2.RouteConfiguration(
-        name=name, virtual_hosts=vhosts, validate_clusters=BoolValue(value=False)
-    )
+    def config() -> route_pb2.RouteConfiguration:
+        vhosts = push.reuse(
+            ("explicit_rds", scope.key, labels_key(push, proxy.labels)), push.config_epoch, compute
+        )
+        return route_pb2.RouteConfiguration(
+            name=name, virtual_hosts=vhosts, validate_clusters=BoolValue(value=False)
+        )
+
+    # One message per route name and view: serialized once for the proxies that share it.
+    key = ("explicit_rds_config", scope.key, name, labels_key(push, proxy.labels))
+    return push.reuse(key, push.config_epoch, config)
 
 
 # ---- gateways ---------------------------------------------------------------------------------
