@@ -306,17 +306,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 target = 1 + rep % (s - 1)
                 cluster = f"outbound|9080|v3|{HOST.format(f'svc-{target}')}"
-                results["DR subset"].append(
-                    run_change(
-                        api, worker, [dr_with_subsets(target, ["v1", "v2", "v3"])], "EDS", cluster, n
-                    )
-                )
+                subset = dr_with_subsets(target, ["v1", "v2", "v3"])
+                results["DR subset"].append(run_change(api, worker, [subset], "EDS", cluster, n))
                 cluster = f"outbound|9080||{HOST.format(f'svc-{target}')}"
                 results["endpoint"].append(
                     run_change(api, worker, [workload_entry(rep, target)], "EDS", cluster, n)
                 )
                 print(
-                    "  rep {}: ".format(rep + 1)
+                    f"  rep {rep + 1}: "
                     + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in results.items()),
                     flush=True,
                 )
