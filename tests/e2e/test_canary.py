@@ -211,6 +211,23 @@ def test_a_healthy_version_is_promoted_step_by_step_without_a_failed_request(
     out = mesh.cli("describe", "canary", "podinfo", "-n", NS).stdout
     assert "request-success-rate=100" in out and "Promotion completed!" in out, out
     assert get(mesh, "deploy", "podinfo")["spec"]["replicas"] == 0
+    # The dashboard's graph shows the split the analysis made: the gateway called both the
+    # primary and the canary workload in the last minutes.
+    token = (mesh.data_dir / "admin-token").read_text().strip()
+    with httpx.Client(base_url=mesh.dashboard, timeout=10) as dash:
+        assert dash.post("/login", data={"token": token}).status_code in (200, 302, 303)
+
+        def split() -> set[str]:
+            params = {"graphType": "workload", "namespaces": NS, "duration": "5m"}
+            graph = dash.get("/api/graph", params=params).json()
+            return {
+                e["target"]
+                for e in graph["edges"]
+                if e["source"] == "workload:istio-system:istio-ingressgateway" and e["rate"] > 0
+            }
+
+        wanted = {f"workload:{NS}:podinfo-primary", f"workload:{NS}:podinfo"}
+        wait_for(lambda: wanted <= split(), "the graph to show the primary and the canary", 30)
 
 
 def test_an_ab_canary_sends_only_requests_with_the_header_to_the_new_version(
