@@ -19,11 +19,14 @@ from pilotfish.api.meta import Model, Resource
 __all__ = [
     "BUILTIN_PROVIDERS",
     "DEFAULT_ACCESS_LOG_FORMAT",
+    "VALUES_MESH_KEYS",
     "ExtensionProvider",
     "IstioOperator",
     "MeshConfig",
     "effective_mesh_config",
     "mesh_config_from_bodies",
+    "mesh_config_of_values",
+    "operator_mesh_config",
 ]
 
 #: Istio's default text access log format (``accessLogFormat`` empty), as its proxies write it.
@@ -194,6 +197,8 @@ class IstioOperatorSpec(Model):
     revision: str | None = None
     meshConfig: MeshConfig | None = None
     components: dict[str, Any] | None = None
+    #: Istio 1.6's addons (prometheus, tracing, kiali): the local mesh's optional parts.
+    addonComponents: dict[str, Any] | None = None
     values: dict[str, Any] | None = None
 
 
@@ -201,6 +206,61 @@ class IstioOperator(Resource):
     """``install.istio.io/v1alpha1`` IstioOperator: its ``spec.meshConfig`` is the mesh config."""
 
     spec: IstioOperatorSpec = Field(default_factory=IstioOperatorSpec)
+
+
+#: Istio's Helm ``values`` that set mesh config, and the ``meshConfig`` field each sets (the
+#: demo profile's ``values.pilot.traceSampling: 100``; older tutorials'
+#: ``values.global.proxy.accessLogFile``). ``spec.meshConfig`` wins over them.
+VALUES_MESH_KEYS = {
+    "pilot.traceSampling": "defaultConfig.tracing.sampling",
+    "global.proxy.accessLogFile": "accessLogFile",
+    "global.proxy.accessLogEncoding": "accessLogEncoding",
+    "global.proxy.accessLogFormat": "accessLogFormat",
+    "global.tracer.zipkin.address": "defaultConfig.tracing.zipkin.address",
+    "global.outboundTrafficPolicy.mode": "outboundTrafficPolicy.mode",
+}
+
+
+def _lookup(tree: Any, dotted: str) -> tuple[bool, Any]:
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def mesh_config_of_values(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``meshConfig`` fields an IstioOperator's ``spec.values`` set (see
+    :data:`VALUES_MESH_KEYS`), as a ``meshConfig`` mapping. Pure."""
+    out: dict[str, Any] = {}
+    for key, target in VALUES_MESH_KEYS.items():
+        found, value = _lookup(values or {}, key)
+        if not found:
+            continue
+        node = out
+        *parents, leaf = target.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def operator_mesh_config(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """One IstioOperator's ``meshConfig``: its ``spec.values`` mesh settings overlaid with its
+    ``spec.meshConfig`` (which wins). Pure."""
+    from_values = mesh_config_of_values(spec.get("values"))
+    return _deep_merge(from_values, dict(spec.get("meshConfig") or {}))
 
 
 def effective_mesh_config(mesh_configs: list[dict[str, Any]]) -> MeshConfig:
@@ -222,6 +282,4 @@ def mesh_config_from_bodies(operators: Iterable[Mapping[str, Any]]) -> MeshConfi
         operators,
         key=lambda b: (str(b["metadata"].get("namespace") or ""), str(b["metadata"]["name"])),
     )
-    return effective_mesh_config(
-        [dict((b.get("spec") or {}).get("meshConfig") or {}) for b in ordered]
-    )
+    return effective_mesh_config([operator_mesh_config(b.get("spec") or {}) for b in ordered])

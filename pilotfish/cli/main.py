@@ -90,8 +90,16 @@ LAZY_COMMANDS = {
         "pilotfish.cli.runtime_cmds:exec_cmd",
         "Run a command inside a pod's network namespace, as `kubectl exec POD -- CMD`.",
     ),
+    "install": LazyCommand(
+        "pilotfish.cli.install_cmd:install",
+        "Install or reconcile the local mesh with a profile, as `istioctl install`.",
+    ),
     "logs": LazyCommand(
         "pilotfish.cli.runtime_cmds:logs", "Print a pod container's log, as `kubectl logs`."
+    ),
+    "profile": LazyCommand(
+        "pilotfish.cli.install_cmd:profile",
+        "Install profiles, as `istioctl profile`: list, dump.",
     ),
     "proxy": LazyCommand(
         "pilotfish.cli.proxy_cmd:proxy",

@@ -180,59 +180,132 @@ def _settings(data_dir: Path | None, state_dir: Path | None, **kw: Any) -> MeshS
     return MeshSettings(data_dir=data, state_dir=state, network=network, **kw)
 
 
+#: The operator ``pilotfish install`` last installed, in the data directory: ``up`` keeps its
+#: components (see :mod:`pilotfish.api.profiles`).
+INSTALLED_STATE = "installed-state.yaml"
+
+
+def up_options(f: Any) -> Any:
+    """The options ``up`` and ``install`` share (where the mesh's parts listen)."""
+    options = [
+        click.option("--listen", default=DEFAULT_API_ADDRESS, show_default=True,
+                     help="The API's address."),
+        click.option("--xds-port", type=click.IntRange(1, 65535), default=XDS_PORT,
+                     show_default=True,
+                     help="The control plane's xDS port (on the pod bridge's address)."),
+        click.option("--gateway-bind", default="127.0.0.1", show_default=True,
+                     help="Address the ingress gateway's ports bind."),
+        click.option("--gateway-port", "gateway_ports", multiple=True, metavar="PORT:LISTEN",
+                     help="A Gateway server port and the host port it binds (repeatable)  "
+                     "[default: 80:8080 443:8443 8080:8080]"),
+        click.option("--gateway-admin-port", type=int, default=15000, show_default=True),
+        click.option("--gateway-agent-port", type=int, default=15020, show_default=True),
+        click.option("--gateway-readiness-port", type=int, default=15021, show_default=True),
+        click.option("--trace-query-port", type=click.IntRange(1, 65535), default=16686,
+                     show_default=True, help="Jaeger query API port (127.0.0.1)."),
+        click.option("--prometheus-port", type=click.IntRange(0, 65535), default=9090,
+                     show_default=True, help="Prometheus' port on 127.0.0.1 (0: no Prometheus)."),
+        click.option("--dashboard-port", type=click.IntRange(0, 65535), default=20001,
+                     show_default=True, help="The dashboard's port on 127.0.0.1 (0: none)."),
+        click.option("--prefix", default=None,
+                     help="Name prefix of the mesh's host objects  [pf]"),
+        click.option("--pod-cidr", default=None, help="Pod address range  [10.244.0.0/16]"),
+        click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Working directory of pod commands  [default: the current one]"),
+        click.option("--timeout", type=float, default=60.0, show_default=True,
+                     help="Seconds each part may take to become ready."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        f = option(f)
+    return _data_dir_options(f)
+
+
+def mesh_settings(components: dict[str, bool] | None = None, **opts: Any) -> MeshSettings:
+    """The mesh's settings from the shared options and the install's ``components`` (the
+    names of :class:`pilotfish.api.profiles.Components`; ``None``: every part)."""
+    comp = components or {}
+    ports = tuple(_parse_gateway_port(p) for p in opts["gateway_ports"]) or DEFAULT_GATEWAY_PORTS
+    prometheus_port = opts["prometheus_port"] or None
+    if not comp.get("prometheus", True):
+        prometheus_port = None
+    dashboard_port = opts["dashboard_port"] or None
+    if not comp.get("dashboard", True):
+        dashboard_port = None
+    return _settings(
+        opts["data_dir"],
+        opts["state_dir"],
+        prefix=opts["prefix"],
+        pod_cidr=opts["pod_cidr"],
+        api_listen=opts["listen"],
+        xds_port=opts["xds_port"],
+        gateway_bind=opts["gateway_bind"],
+        gateway_ports=ports,
+        gateway_admin_port=opts["gateway_admin_port"],
+        gateway_agent_port=opts["gateway_agent_port"],
+        gateway_readiness_port=opts["gateway_readiness_port"],
+        prometheus_port=prometheus_port,
+        trace_query_port=opts["trace_query_port"],
+        dashboard_port=dashboard_port,
+        workdir=(opts["workdir"] or Path.cwd()).resolve(),
+        ready_timeout=opts["timeout"],
+        ingress_gateway=comp.get("ingress_gateway", True),
+        trace_collector=comp.get("trace_collector", True),
+    )
+
+
+def installed_components(data_dir: Path | None, state_dir: Path | None) -> dict[str, bool] | None:
+    """The components of the operator ``install`` last installed here (``None``: never)."""
+    import yaml
+
+    from pilotfish.api.profiles import components_of
+
+    data, _ = _dirs(data_dir, state_dir)
+    path = data / INSTALLED_STATE
+    if not path.is_file():
+        return None
+    body = yaml.safe_load(path.read_text()) or {}
+    return dict(components_of(body.get("spec") or {}).__dict__)
+
+
+def start_mesh(settings: MeshSettings) -> dict[str, Any]:
+    """``mesh_up`` with the CLI's progress; records the mesh in the CLI context."""
+    try:
+        mesh = mesh_up(settings, _RichProgress())
+    except MeshError as exc:
+        _fail(str(exc))
+        raise AssertionError from exc  # unreachable
+    _remember_mesh(settings, str(mesh["api"]))
+    return mesh
+
+
+def mesh_summary(settings: MeshSettings, mesh: dict[str, Any]) -> str:
+    components = mesh.get("components") or {}
+    lines = [f"  API:             {mesh['api']}   (pilotfish get pods, pilotfish apply -f ...)"]
+    if components.get("ingress gateway", True):
+        lines.append(f"  ingress gateway: {mesh['gateway']}")
+    if mesh.get("prometheus"):
+        lines.append(f"  prometheus:      {mesh['prometheus_url']}")
+    if components.get("trace collector", True):
+        lines.append(f"  trace query API: http://127.0.0.1:{mesh.get('trace_query_port')}")
+    if mesh.get("dashboard"):
+        lines.append(f"  dashboard:       {mesh['dashboard']}   (pilotfish dashboard)")
+    lines.append(f"  logs:            {settings.logs_dir}")
+    return "\n".join(lines)
+
+
 @click.command("up", context_settings=CONTEXT_SETTINGS)
-@_data_dir_options
-@click.option("--listen", default=DEFAULT_API_ADDRESS, show_default=True, help="The API's address.")
-@click.option("--xds-port", type=click.IntRange(1, 65535), default=XDS_PORT, show_default=True,
-              help="The control plane's xDS port (on the pod bridge's address).")  # fmt: skip
-@click.option("--gateway-bind", default="127.0.0.1", show_default=True,
-              help="Address the ingress gateway's ports bind.")  # fmt: skip
-@click.option("--gateway-port", "gateway_ports", multiple=True, metavar="PORT:LISTEN",
-              help="A Gateway server port and the host port it binds (repeatable)  "
-              "[default: 80:8080 443:8443 8080:8080]")  # fmt: skip
-@click.option("--gateway-admin-port", type=int, default=15000, show_default=True)
-@click.option("--gateway-agent-port", type=int, default=15020, show_default=True)
-@click.option("--gateway-readiness-port", type=int, default=15021, show_default=True)
-@click.option("--trace-query-port", type=click.IntRange(1, 65535), default=16686,
-              show_default=True, help="Jaeger query API port (127.0.0.1).")  # fmt: skip
-@click.option("--prometheus-port", type=click.IntRange(0, 65535), default=9090, show_default=True,
-              help="Prometheus' port on 127.0.0.1 (0: no Prometheus).")  # fmt: skip
-@click.option("--dashboard-port", type=click.IntRange(0, 65535), default=20001,
-              show_default=True, help="The dashboard's port on 127.0.0.1 (0: none).")  # fmt: skip
-@click.option("--prefix", default=None, help="Name prefix of the mesh's host objects  [pf]")
-@click.option("--pod-cidr", default=None, help="Pod address range  [10.244.0.0/16]")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Working directory of pod commands  [default: the current one]")  # fmt: skip
-@click.option("--timeout", type=float, default=60.0, show_default=True,
-              help="Seconds each part may take to become ready.")  # fmt: skip
+@up_options
 @click.option("-f", "--filename", "files", multiple=True,
               help="Config to apply once the control plane is up, e.g. an IstioOperator whose "
               "spec.meshConfig sets the mesh config (as `istioctl install -f`). Checked "
               "before anything starts.")  # fmt: skip
-def up(
-    data_dir: Path | None,
-    state_dir: Path | None,
-    listen: str,
-    xds_port: int,
-    gateway_bind: str,
-    gateway_ports: tuple[str, ...],
-    gateway_admin_port: int,
-    gateway_agent_port: int,
-    gateway_readiness_port: int,
-    prometheus_port: int,
-    trace_query_port: int,
-    dashboard_port: int,
-    prefix: str | None,
-    pod_cidr: str | None,
-    workdir: Path | None,
-    timeout: float,
-    files: tuple[str, ...],
-) -> None:
+def up(files: tuple[str, ...], **opts: Any) -> None:
     """Start the local mesh in the background: control plane, pod runtime, ingress gateway
     and, when installed, Prometheus on 127.0.0.1:9090.
 
     Needs root (pods are network namespaces with iptables rules). Config and keys stay in the
-    data directory across `pilotfish down` / `pilotfish up`.
+    data directory across `pilotfish down` / `pilotfish up`. After `pilotfish install`, `up`
+    runs the components of the installed profile.
 
     \b
     Examples:
@@ -241,40 +314,13 @@ def up(
       sudo pilotfish up --data-dir /srv/mesh --prefix m2 --pod-cidr 10.245.0.0/16
     """
     docs = _checked_documents(files)
-    ports = tuple(_parse_gateway_port(p) for p in gateway_ports) or DEFAULT_GATEWAY_PORTS
-    settings = _settings(
-        data_dir,
-        state_dir,
-        prefix=prefix,
-        pod_cidr=pod_cidr,
-        api_listen=listen,
-        xds_port=xds_port,
-        gateway_bind=gateway_bind,
-        gateway_ports=ports,
-        gateway_admin_port=gateway_admin_port,
-        gateway_agent_port=gateway_agent_port,
-        gateway_readiness_port=gateway_readiness_port,
-        prometheus_port=prometheus_port or None,
-        trace_query_port=trace_query_port,
-        dashboard_port=dashboard_port or None,
-        workdir=(workdir or Path.cwd()).resolve(),
-        ready_timeout=timeout,
-    )
-    try:
-        mesh = mesh_up(settings, _RichProgress())
-    except MeshError as exc:
-        _fail(str(exc))
-        return
-    _remember_mesh(settings, str(mesh["api"]))
+    components = installed_components(opts["data_dir"], opts["state_dir"])
+    settings = mesh_settings(components, **opts)
+    mesh = start_mesh(settings)
     if docs:
         _apply_after_up(settings, str(mesh["api"]), docs)
     click.echo(
-        "\nPilotfish is up.\n"
-        f"  API:             {mesh['api']}   (pilotfish get pods, pilotfish apply -f ...)\n"
-        f"  ingress gateway: {mesh['gateway']}\n"
-        + (f"  prometheus:      {mesh['prometheus_url']}\n" if mesh.get("prometheus") else "")
-        + f"  logs:            {settings.logs_dir}\n"
-        "Stop it with `pilotfish down`."
+        f"\nPilotfish is up.\n{mesh_summary(settings, mesh)}\nStop it with `pilotfish down`."
     )
 
 

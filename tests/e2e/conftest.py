@@ -82,6 +82,8 @@ class Mesh:
     dashboard_port: int = 20001
     #: Every pod name seen, to find app processes a pod left behind (by their HOSTNAME).
     seen_pods: set[str] = field(default_factory=set)
+    #: The ports, prefix and ranges given to ``up`` (to run ``up``/``install`` again).
+    up_args: list[str] = field(default_factory=list)
 
     @property
     def data_dir(self) -> Path:
@@ -129,9 +131,10 @@ class Mesh:
         return self.run("pilotfish.cli.main", *args, check=check, input=input)
 
     def local(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """The local-mesh commands (up, down, status, logs, exec), with this mesh's dirs."""
+        """The local-mesh commands (up, install, down, status, logs, exec), with its dirs."""
         dirs = ("--data-dir", str(self.data_dir))
-        return self.run("pilotfish.cli.runtime_cmds", args[0], *dirs, *args[1:], check=check)
+        module = "pilotfish.cli.main" if args[0] == "install" else "pilotfish.cli.runtime_cmds"
+        return self.run(module, args[0], *dirs, *args[1:], check=check)
 
     def pods(self, namespace: str = "default") -> list[dict[str, Any]]:
         out = self.cli("get", "pods", "-n", namespace, "-o", "json").stdout
@@ -220,8 +223,9 @@ def _ready(pod: dict[str, Any]) -> bool:
 
 
 @contextmanager
-def bring_up(root: Path) -> Iterator[Mesh]:
-    """``pilotfish up`` with private names and ports; ``down`` and a leftovers check after."""
+def bring_up(root: Path, command: tuple[str, ...] = ("up",)) -> Iterator[Mesh]:
+    """``pilotfish up`` (or ``command``, e.g. ``install --set profile=minimal -y``) with private
+    names and ports; ``down`` and a leftovers check after."""
     if SKIP_REASON is not None:
         pytest.skip(SKIP_REASON)
     prefix = "e" + "".join(_rng.choice(string.ascii_lowercase) for _ in range(4))
@@ -237,7 +241,6 @@ def bring_up(root: Path) -> Iterator[Mesh]:
         env={**os.environ, "PILOTFISH_CONFIG": str(root / "config")},
     )
     args = [
-        "up",
         "--listen",
         f"127.0.0.1:{mesh.api_port}",
         "--xds-port",
@@ -267,8 +270,9 @@ def bring_up(root: Path) -> Iterator[Mesh]:
         "--workdir",
         str(REPO),
     ]
+    mesh.up_args = args
     try:
-        mesh.local(*args)
+        mesh.local(*command, *args)
         yield mesh
     finally:
         mesh.local("down", check=False)

@@ -11,7 +11,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import lru_cache
 
-from pilotfish.api.meshconfig import BUILTIN_PROVIDERS, IstioOperator, MeshConfig
+import pydantic
+
+from pilotfish.api.meshconfig import (
+    BUILTIN_PROVIDERS,
+    VALUES_MESH_KEYS,
+    IstioOperator,
+    MeshConfig,
+    mesh_config_of_values,
+)
+from pilotfish.api.profiles import PROFILES, VALUES_COMPONENT_KEYS
 from pilotfish.api.telemetry import ProviderRef, Telemetry
 from pilotfish.config.validation.common import Errors
 from pilotfish.errors import FieldError
@@ -48,16 +57,54 @@ def cel_error(expression: str) -> str | None:
     return None
 
 
+#: What ``pilotfish install`` acts on beside the mesh config (see :mod:`pilotfish.api.profiles`).
+INSTALL_FIELDS = ("profile", "components", "addonComponents")
+
+
+def _leaves(tree: dict[str, object], prefix: str = "") -> Iterator[str]:
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and path not in VALUES_MESH_KEYS:
+            yield from _leaves(value, path + ".")
+        else:
+            yield path
+
+
 def validate_istio_operator(op: IstioOperator, errs: Errors, namespace: str) -> None:
     spec = op.spec
-    for field in ("profile", "hub", "tag", "revision", "components", "values"):
+    if spec.profile is not None and spec.profile not in PROFILES:
+        known = ", ".join(PROFILES)
+        errs.add("spec.profile", f'unknown profile "{spec.profile}" (profiles: {known})')
+    for field in INSTALL_FIELDS:
         if getattr(spec, field) is not None:
             errs.warn(
                 f"spec.{field}",
-                "not applied: Pilotfish runs its own components; only spec.meshConfig is used",
+                "takes effect only through `pilotfish install -f` (components and profile "
+                "defaults; apply stores it and applies its meshConfig and values)",
             )
+    for field in ("hub", "tag", "revision"):
+        if getattr(spec, field) is not None:
+            errs.warn(f"spec.{field}", "not applied: Pilotfish runs its own components")
     for extra in sorted(spec.model_extra or {}):
-        errs.warn(f"spec.{extra}", "not applied: only spec.meshConfig is used")
+        errs.warn(f"spec.{extra}", "not applied: Pilotfish does not know this field")
+    for leaf in _leaves(spec.values or {}):
+        if leaf in VALUES_COMPONENT_KEYS:
+            errs.warn(f"spec.values.{leaf}", "chooses a component only through `pilotfish install`")
+        elif leaf not in VALUES_MESH_KEYS:
+            errs.warn(f"spec.values.{leaf}", "not applied by Pilotfish")
+    from_values = mesh_config_of_values(spec.values)
+    if from_values:
+        try:
+            values_mesh = MeshConfig.model_validate(from_values)
+        except pydantic.ValidationError as exc:
+            for e in exc.errors():
+                errs.add("spec.values", f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}")
+        else:
+            tracing = values_mesh.defaultConfig.tracing
+            if tracing is not None and not 0 <= tracing.sampling <= 100:
+                errs.add(
+                    "spec.values.pilot.traceSampling", "sampling must be in range [0.0, 100.0]"
+                )
     mesh = spec.meshConfig
     if mesh is None:
         return

@@ -144,6 +144,11 @@ class MeshSettings:
     dashboard_port: int | None = DASHBOARD_PORT
     #: The Prometheus binary (looked up on ``PATH``).
     prometheus_binary: str = "prometheus"
+    #: The optional parts an install profile chooses (see :mod:`pilotfish.api.profiles`);
+    #: Prometheus is off when ``prometheus_port`` is ``None``, the dashboard when
+    #: ``dashboard_port`` is.
+    ingress_gateway: bool = True
+    trace_collector: bool = True
 
     @property
     def xds_address(self) -> str:
@@ -191,7 +196,25 @@ def server_argv(s: MeshSettings) -> list[str]:
         "--trace-query-port", str(s.trace_query_port),
         *(["--prometheus-url", s.prometheus_url] if s.prometheus_port else []),
         "--dashboard-listen", f"127.0.0.1:{s.dashboard_port}" if s.dashboard_port else "",
+        "--trace-collector" if s.trace_collector else "--no-trace-collector",
     ]  # fmt: skip
+
+
+def components_record(s: MeshSettings) -> dict[str, bool]:
+    """The optional parts this mesh is asked to run (recorded in ``mesh.json``). Pure."""
+    return {
+        "ingress gateway": s.ingress_gateway,
+        "prometheus": s.prometheus_port is not None,
+        "trace collector": s.trace_collector,
+        "dashboard": s.dashboard_port is not None,
+    }
+
+
+def _server_profile(argv: Sequence[str]) -> tuple[bool, str]:
+    """What of the control plane's command line an install profile decides (the trace
+    collector, the dashboard): a change restarts it. Pure."""
+    dashboard = argv[argv.index("--dashboard-listen") + 1] if "--dashboard-listen" in argv else ""
+    return "--no-trace-collector" not in argv, dashboard
 
 
 def runtime_argv(s: MeshSettings) -> list[str]:
@@ -422,7 +445,7 @@ def part_ports(s: MeshSettings) -> dict[str, list[tuple[str, int]]]:
             ("127.0.0.1", s.trace_query_port),
             *([("127.0.0.1", s.dashboard_port)] if s.dashboard_port else []),
         ],
-        "ingress gateway": gateway,
+        "ingress gateway": gateway if s.ingress_gateway else [],
         "prometheus": [("127.0.0.1", s.prometheus_port)] if s.prometheus_port else [],
         "addons": [(str(s.network.gateway_ip), f.listen) for f in addon_forwards(s, True)],
     }
@@ -443,7 +466,7 @@ def mesh_record(s: MeshSettings, pids: Sequence[int] = ()) -> MeshRecord:
     )
 
 
-def _refuse_conflicts(s: MeshSettings, parts: Sequence[str]) -> None:
+def _refuse_conflicts(s: MeshSettings, parts: Sequence[str], own_runtime: bool = False) -> None:
     """Refuse up front when another running mesh would share a prefix, range or port, or a
     port this mesh needs is taken; nothing has been touched yet."""
     mine = mesh_record(s)
@@ -458,7 +481,7 @@ def _refuse_conflicts(s: MeshSettings, parts: Sequence[str]) -> None:
                 f"Stop it with `pilotfish down --data-dir {other.data_dir}`, or give this one "
                 "its own --prefix, --pod-cidr and ports."
             )
-    if prefix_locked(s.network.prefix):
+    if not own_runtime and prefix_locked(s.network.prefix):
         raise MeshError(
             f"the name prefix {s.network.prefix!r} is in use by a running pod runtime "
             "(started without `pilotfish up`?); stop it, or choose another --prefix"
@@ -493,20 +516,25 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
         raise MeshError(problem)
     current = load_mesh(s.state_dir) or {}
     prometheus = prometheus_binary(s)
-    if prometheus is None:
-        current.pop("prometheus", None)
+    wanted = {"server": True, "runtime": True, "gateway": s.ingress_gateway,
+              "prometheus": prometheus is not None,
+              "addons": bool(addon_forwards(s, prometheus is not None))}  # fmt: skip
     alive = {name: process_alive(e) for name, e in _entries(current).items()}
-    if prometheus is not None:
-        alive.setdefault("prometheus", False)
-    alive.setdefault("addons", False)
-    if any(alive.values()) and all(alive.values()):
-        progress.note("Pilotfish is already running with this data directory; nothing to start")
-        return current
+    for name in wanted:
+        alive.setdefault(name, False)
     if any(alive.values()):
-        progress.note(
-            "reconciling the running mesh: starting "
-            + ", ".join(n for n, ok in alive.items() if not ok)
-        )
+        stopped = _stop_unwanted(s, current, alive, wanted, prometheus is not None)
+        starting = [n for n, w in wanted.items() if w and not alive[n]]
+        current["components"] = components_record(s)
+        if not starting:
+            _save_mesh(s.state_dir, current)
+            if stopped:
+                pids = [int(e["pid"]) for e in _entries(current).values() if e]
+                write_record(mesh_record(s, pids))
+            else:
+                progress.note("Pilotfish is already running with this data directory as asked")
+            return current
+        progress.note("reconciling the running mesh: starting " + ", ".join(starting))
         mesh = dict(current)
     else:
         if current:  # a crashed run: whatever is left goes first
@@ -516,9 +544,9 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
     parts = [
         p for p, name in (("control plane", "server"), ("ingress gateway", "gateway"),
                           ("prometheus", "prometheus"))
-        if not alive.get(name, True)
+        if wanted[name] and not alive[name]
     ]  # fmt: skip
-    _refuse_conflicts(s, parts)
+    _refuse_conflicts(s, parts, own_runtime=alive["runtime"])
     try:
         lock = PrefixLock.acquire(s.network.prefix)
     except PrefixBusy as exc:
@@ -538,6 +566,7 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
             "xds_host": str(s.network.gateway_ip),
             "trace_query_port": s.trace_query_port,
             "dashboard": f"http://127.0.0.1:{s.dashboard_port}" if s.dashboard_port else None,
+            "components": components_record(s),
         }
     )
     started: list[str] = []
@@ -567,7 +596,7 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
                     return bool(info.get("ready")) and info.get("pid") == pid
 
                 _wait(s, "pod runtime", mesh["runtime"], runtime_ready)
-        if not alive["gateway"]:
+        if wanted["gateway"] and not alive["gateway"]:
             with progress.step(f"ingress gateway ({s.gateway_url})"):
                 _write_gateway_token(s)
                 mesh["gateway"] = s.gateway_url
@@ -603,8 +632,9 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
                     mesh["prometheus"],
                     lambda: _http_ok(f"{s.prometheus_url}/-/ready"),
                 )
-        if not alive["addons"]:
+        if wanted["addons"] and not alive["addons"]:
             forwards = addon_forwards(s, "prometheus" in mesh)
+            mesh["addon_forwards"] = [f.name for f in forwards]
             with progress.step(
                 "addon names (" + ", ".join(f"{f.name}.istio-system" for f in forwards) + ")"
             ):
@@ -644,7 +674,7 @@ def _write_prometheus_config(s: MeshSettings) -> None:
 
 def addon_forwards(s: MeshSettings, prometheus: bool) -> list[Forward]:
     """What the addons Envoy forwards from the bridge address to loopback. Pure."""
-    out = [Forward("tracing", TRACING_QUERY_PORT, s.trace_query_port)]
+    out = [Forward("tracing", TRACING_QUERY_PORT, s.trace_query_port)] if s.trace_collector else []
     if prometheus and s.prometheus_port:
         out.append(Forward("prometheus", PROMETHEUS_PORT, s.prometheus_port))
     return out
@@ -736,7 +766,42 @@ def _entries(mesh: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
         entries["prometheus"] = mesh.get("prometheus")
     if "addons" in mesh:  # meshes started before the addon names had none
         entries["addons"] = mesh.get("addons")
+    if not mesh.get("gateway_process"):  # left out by the install profile
+        del entries["gateway"]
     return entries
+
+
+def _stop_unwanted(
+    s: MeshSettings,
+    mesh: dict[str, Any],
+    alive: dict[str, bool],
+    wanted: dict[str, bool],
+    prometheus: bool,
+) -> list[str]:
+    """Reconciling: stop the parts the profile no longer wants, the control plane when its
+    trace collector or dashboard is to be turned on or off (it comes back on the same store),
+    and the addon names when what they forward changes."""
+    stopped = []
+    server = mesh.get("server") or {}
+    if alive["server"] and _server_profile(server.get("argv") or []) != _server_profile(
+        server_argv(s)
+    ):
+        _stop_process(server, 10.0)
+        mesh.pop("server", None)
+        alive["server"] = False
+        stopped.append("control plane")
+    forwards = [f.name for f in addon_forwards(s, prometheus)]
+    redo = {"addons"} if mesh.get("addon_forwards", forwards) != forwards else set()
+    for name, key in (("gateway", "gateway_process"), ("prometheus", "prometheus"),
+                      ("addons", "addons")):  # fmt: skip
+        if alive[name] and (not wanted[name] or name in redo):
+            _stop_process(mesh.get(key), 10.0)
+            mesh.pop(key, None)
+            alive[name] = False
+            stopped.append(name)
+    if not wanted["prometheus"]:
+        mesh.pop("prometheus_url", None)
+    return stopped
 
 
 def _proc_table() -> dict[int, tuple[int, str]]:
@@ -890,33 +955,52 @@ def mesh_status(s: MeshSettings) -> list[ComponentStatus]:
     if problems:
         pods += "".join(f"\n  {p}" for p in problems)
     out.append(ComponentStatus("pod runtime", alive, alive and bool(info.get("ready")), pods))
-    alive = process_alive(entries["gateway"])
-    ready_url = str(mesh.get("gateway_readiness"))
-    out.append(
-        ComponentStatus(
+    out[1] = _with_log(out[1], entries["runtime"])
+    components = mesh.get("components") or {}
+    if components.get("ingress gateway", True):
+        alive = process_alive(entries.get("gateway"))
+        ready_url = str(mesh.get("gateway_readiness"))
+        gateway = ComponentStatus(
             "ingress gateway", alive, alive and _http_ok(ready_url), str(mesh.get("gateway"))
         )
-    )
-    out[1] = _with_log(out[1], entries["runtime"])
-    out[2] = _with_log(out[2], entries["gateway"])
-    query = f"http://127.0.0.1:{mesh.get('trace_query_port') or TRACE_QUERY_PORT}"
-    alive = process_alive(entries["server"])
-    healthy = alive and _http_ok(f"{query}/api/services")
-    detail = f"query API {query}, receivers on {mesh.get('xds_host') or 'the bridge'}"
-    if alive and not healthy:
-        detail += "\n  not answering: see `trace collector` in the control plane's log"
-    out.append(ComponentStatus("trace collector", alive, healthy, detail))
-    out.append(_prometheus_status(s, mesh))
+        out.append(_with_log(gateway, entries.get("gateway")))
+    else:
+        out.append(_disabled("ingress gateway"))
+    if components.get("trace collector", True):
+        query = f"http://127.0.0.1:{mesh.get('trace_query_port') or TRACE_QUERY_PORT}"
+        alive = process_alive(entries["server"])
+        healthy = alive and _http_ok(f"{query}/api/services")
+        detail = f"query API {query}, receivers on {mesh.get('xds_host') or 'the bridge'}"
+        if alive and not healthy:
+            detail += "\n  not answering: see `trace collector` in the control plane's log"
+        out.append(ComponentStatus("trace collector", alive, healthy, detail))
+    else:
+        out.append(_disabled("trace collector"))
+    if components.get("prometheus", True) or mesh.get("prometheus"):
+        out.append(_prometheus_status(s, mesh))
+    else:
+        out.append(_disabled("prometheus"))
     if "addons" in mesh:
         entry = mesh.get("addons")
         alive = process_alive(entry)
         bridge = str(mesh.get("xds_host") or s.network.gateway_ip)
-        healthy = alive and _tcp_ok(bridge, TRACING_QUERY_PORT)
-        names = "tracing.istio-system:80" + (
-            f", prometheus.istio-system:{PROMETHEUS_PORT}" if "prometheus" in mesh else ""
-        )
+        listed = mesh.get("addon_forwards") or [
+            "tracing",
+            *(["prometheus"] * ("prometheus" in mesh)),
+        ]
+        ports = {"tracing": TRACING_QUERY_PORT, "prometheus": PROMETHEUS_PORT}
+        healthy = alive and bool(listed) and _tcp_ok(bridge, ports[listed[0]])
+        shown = {"tracing": 80, "prometheus": PROMETHEUS_PORT}
+        names = ", ".join(f"{n}.istio-system:{shown[n]}" for n in listed)
         out.append(_with_log(ComponentStatus("addon names", alive, healthy, names), entry))
     return out
+
+
+def _disabled(name: str) -> ComponentStatus:
+    return ComponentStatus(
+        name, False, True, "left out by the install profile (`pilotfish install --set ...`)",
+        state="not enabled",
+    )  # fmt: skip
 
 
 def _prometheus_status(s: MeshSettings, mesh: dict[str, Any]) -> ComponentStatus:

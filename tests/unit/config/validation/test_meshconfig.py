@@ -35,7 +35,7 @@ def test_the_tutorials_operator_applies_as_written_and_fields_not_applied_are_na
     assert v.body["metadata"] == {"name": "installed-state", "namespace": "istio-system"}
     warned = {w.path: w.reason for w in v.warnings}
     assert warned["spec.meshConfig.enableAutoMtls"] == "accepted but not applied by Pilotfish yet"
-    assert "only spec.meshConfig is used" in warned["spec.profile"]
+    assert "only through `pilotfish install -f`" in warned["spec.profile"]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,112 @@
+"""`pilotfish install --set profile=...`: the profile decides which parts run and the mesh
+defaults, and installing again on the running mesh reconciles both."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from pilotfish.platform.local.runtime_mesh import load_mesh
+from tests.e2e.conftest import Mesh, bring_up
+
+pytestmark = pytest.mark.e2e
+
+WEB = [
+    {"apiVersion": "v1", "kind": "Namespace",
+     "metadata": {"name": "default", "labels": {"istio-injection": "enabled"}}},
+    {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+     "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 8000}]}},
+    {"apiVersion": "apps/v1", "kind": "Deployment",
+     "metadata": {"name": "web", "namespace": "default"},
+     "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+              "template": {"metadata": {"labels": {"app": "web"}},
+                           "spec": {"containers": [{
+                               "name": "web", "ports": [{"containerPort": 8000}],
+                               "command": ["python3", "-m", "http.server", "8000"]}]}}}},
+]  # fmt: skip
+
+
+def _status(mesh: Mesh) -> dict[str, str]:
+    out = mesh.local("status", check=False).stdout
+    return {
+        name: line
+        for line in out.splitlines()
+        for name in ("control plane", "ingress gateway", "trace collector", "prometheus")
+        if line.startswith(name)
+    }
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=2)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+def _mesh_config(mesh: Mesh) -> dict[str, object]:
+    return dict(json.loads(mesh.cli("get", "meshconfig", "-o", "json").stdout))
+
+
+def _access_logged(mesh: Mesh, pod: str, path: str) -> bool:
+    """Send one request from the pod through its sidecar; did its Envoy log it?"""
+    mesh.local("exec", pod, "--", "curl", "-s", "-o", "/dev/null", f"http://web:8000/{path}")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # Envoy flushes its access log every second
+        log = mesh.local("logs", pod, "-c", "istio-proxy").stdout
+        if f"GET /{path} " in log:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_minimal_runs_no_gateway_prometheus_or_collector_and_demo_reconciles(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    root = tmp_path_factory.mktemp("install")
+    install = ("install", "-y", "--set")
+    with bring_up(root, (*install, "profile=minimal")) as mesh:
+        state = load_mesh(root / "state")
+        assert state is not None
+        assert "gateway_process" not in state and "prometheus" not in state
+        assert "--no-trace-collector" in state["server"]["argv"]
+        parts = _status(mesh)
+        for name in ("ingress gateway", "trace collector", "prometheus"):
+            assert "not enabled" in parts[name], parts
+        assert not _answers(mesh.prometheus)
+        assert not _answers(f"http://127.0.0.1:{mesh.trace_query_port}/api/services")
+        assert mesh.local("status").returncode == 0  # left out is not unhealthy
+        assert _mesh_config(mesh).get("accessLogFile", "") == ""
+
+        manifest = root / "web.json"
+        manifest.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": WEB}))
+        mesh.cli("apply", "-f", str(manifest))
+        pod = mesh.wait_pods_ready("default", 1, timeout=60)[0]["metadata"]["name"]
+        assert not _access_logged(mesh, pod, "before-demo")
+
+        # Installing demo on the running mesh starts what minimal left out and turns on its
+        # mesh defaults, without touching the running pod.
+        mesh.local(*install, "profile=demo", *mesh.up_args)
+        state = load_mesh(root / "state")
+        assert state is not None and state["gateway_process"]
+        parts = _status(mesh)
+        assert "healthy" in parts["ingress gateway"] and "healthy" in parts["trace collector"]
+        assert _answers(f"http://127.0.0.1:{mesh.trace_query_port}/api/services")
+        ready = state["gateway_readiness"]
+        assert httpx.get(ready, timeout=5).status_code == 200  # the gateway's Envoy is ready
+        config = _mesh_config(mesh)
+        assert config["accessLogFile"] == "/dev/stdout"
+        assert config["defaultConfig"]["tracing"]["sampling"] == 100.0  # type: ignore[index]
+        assert mesh.wait_pods_ready("default", 1)[0]["metadata"]["name"] == pod
+        assert _access_logged(mesh, pod, "after-demo")
+
+        # And back: minimal stops the gateway again and turns access logs off.
+        mesh.local(*install, "profile=minimal", *mesh.up_args)
+        state = load_mesh(root / "state")
+        assert state is not None and "gateway_process" not in state
+        assert not _answers(ready)
+        assert _mesh_config(mesh).get("accessLogFile", "") == ""
+        assert not _access_logged(mesh, pod, "after-minimal")
