@@ -210,11 +210,11 @@ def components_record(s: MeshSettings) -> dict[str, bool]:
     }
 
 
-def _server_profile(argv: Sequence[str]) -> tuple[bool, str]:
+def _server_profile(argv: Sequence[str]) -> tuple[bool, bool]:
     """What of the control plane's command line an install profile decides (the trace
-    collector, the dashboard): a change restarts it. Pure."""
-    dashboard = argv[argv.index("--dashboard-listen") + 1] if "--dashboard-listen" in argv else ""
-    return "--no-trace-collector" not in argv, dashboard
+    collector on, the dashboard on): a change restarts it. Pure."""
+    at = argv.index("--dashboard-listen") + 1 if "--dashboard-listen" in argv else 0
+    return "--no-trace-collector" not in argv, bool(at and at < len(argv) and argv[at])
 
 
 def runtime_argv(s: MeshSettings) -> list[str]:
@@ -336,7 +336,8 @@ def _cmdline(pid: int) -> list[str]:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return []
-    return [p.decode(errors="replace") for p in raw.split(b"\0") if p]
+    # Arguments end with a NUL each; an empty argument (``--dashboard-listen ""``) is kept.
+    return [p.decode(errors="replace") for p in raw.split(b"\0")[:-1]]
 
 
 def process_alive(entry: dict[str, Any] | None) -> bool:
