@@ -4,6 +4,7 @@
 
     PilotfishError                    anything Pilotfish reports to a user
     ├── LoadError                     a file or document could not be read (YAML syntax, ...)
+    │   └── BodyTooLargeError         an API request body over the server's limit
     ├── ValidationError               a resource breaks the schema or Istio's semantics
     │                                 (carries one FieldError per problem)
     ├── UnknownKindError              apiVersion/kind not served
@@ -62,6 +63,10 @@ class LoadError(PilotfishError):
     def __init__(self, message: str, source: Source | None = None) -> None:
         self.source = source
         super().__init__(f"{source}: {message}" if source else message)
+
+
+class BodyTooLargeError(LoadError):
+    """An HTTP API request body larger than the server accepts (413)."""
 
 
 class ValidationError(PilotfishError):

@@ -38,6 +38,7 @@ from pilotfish.api.objects import ResourceKey
 from pilotfish.api.telemetry import Telemetry
 from pilotfish.apiserver.auth import token_matches
 from pilotfish.apiserver.status import error_status, status_body
+from pilotfish.config.loader import MAX_DEPTH, too_deep
 from pilotfish.config.meshconfig import mesh_config_of
 from pilotfish.config.store.base import (
     CommitResult,
@@ -54,7 +55,9 @@ from pilotfish.config.store.watch import watch
 from pilotfish.config.validation import Validated, validate
 from pilotfish.config.validation.meshconfig import telemetry_provider_errors
 from pilotfish.errors import (
+    BodyTooLargeError,
     FieldError,
+    LoadError,
     NotFoundError,
     PilotfishError,
     Source,
@@ -135,18 +138,86 @@ def error_response(request: web.Request, err: PilotfishError) -> web.Response:
     return respond(request, body, int(body["code"]))
 
 
+#: The largest request body the API reads (aiohttp's ``client_max_size``): far above any real
+#: apply (the whole Bookinfo sample is 20 KiB), small enough that one request cannot exhaust memory.
+MAX_BODY = 32 * 1024**2
+
+
 async def read_body(request: web.Request) -> Any:
-    raw = await request.text()
+    try:
+        raw = await request.text()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLargeError(
+            f"request body is larger than {MAX_BODY // 1024**2} MiB, the most this server "
+            "accepts; apply the resources in smaller batches"
+        ) from None
     if not raw.strip():
         raise ValidationError(ResourceKey.of("request"), [FieldError("", "empty request body")])
     try:
-        if "json" in request.content_type:
-            return json.loads(raw)
-        return yaml.safe_load(raw)
+        data = json.loads(raw) if "json" in request.content_type else yaml.safe_load(raw)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         raise ValidationError(
             ResourceKey.of("request"), [FieldError("", f"invalid body: {e}")]
         ) from None
+    except RecursionError:
+        raise LoadError(f"request body is nested deeper than {MAX_DEPTH} levels") from None
+    deep = too_deep(data)
+    if deep is not None:
+        raise LoadError(f"request body: {deep}: nested deeper than {MAX_DEPTH} levels")
+    return data
+
+
+def _request_fields(req: Any, fields: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
+    """The fields of a batch request, each checked for its JSON type (422 naming the field)."""
+    if not isinstance(req, dict):
+        raise ValidationError(ResourceKey.of("request"), [FieldError("", "must be an object")])
+    errs = [
+        FieldError(name, f"Invalid value: must be {_json_type(types)}")
+        for name, types in fields.items()
+        if req.get(name) is not None and not isinstance(req[name], types)
+    ]
+    if errs:
+        raise ValidationError(ResourceKey.of("request"), errs)
+    return req
+
+
+def _json_type(types: type | tuple[type, ...]) -> str:
+    names = {list: "a list", dict: "an object", str: "a string", bool: "a boolean"}
+    seq = types if isinstance(types, tuple) else (types,)
+    return " or ".join(names.get(t, t.__name__) for t in seq)
+
+
+def _sources(raw: Any, count: int) -> list[Source | None]:
+    """The ``sources`` of an apply request (where each item was read), checked by field."""
+    if not raw:
+        return [None] * count
+    out: list[Source | None] = []
+    errs: list[FieldError] = []
+    for i, s in enumerate(raw):
+        if not s:
+            out.append(None)
+            continue
+        ok = (
+            isinstance(s, dict)
+            and isinstance(s.get("file"), str)
+            and isinstance(s.get("document", 0), int)
+            and isinstance(s.get("line"), int | None)
+            and set(s) <= {"file", "document", "line"}
+        )
+        if not ok:
+            errs.append(
+                FieldError(
+                    f"sources[{i}]",
+                    "Invalid value: must be an object with file (string), document and line "
+                    "(integers)",
+                )
+            )
+            out.append(None)
+            continue
+        out.append(Source(**s))
+    if errs:
+        raise ValidationError(ResourceKey.of("request"), errs)
+    return out
 
 
 def object_body(obj: StoredObject) -> dict[str, Any]:
@@ -205,7 +276,7 @@ class ApiServer:
             task.cancel()
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._auth_middleware], client_max_size=32 * 1024**2)
+        app = web.Application(middlewares=[self._auth_middleware], client_max_size=MAX_BODY)
         app.on_shutdown.append(self._cancel_watches)
         r = app.router
         r.add_get("/healthz", self.healthz)
@@ -423,9 +494,12 @@ class ApiServer:
 
     async def apply_batch(self, request: web.Request) -> web.Response:
         """Validate every item, then store all of them in one transaction (or nothing)."""
-        req = await read_body(request)
+        req = _request_fields(
+            await read_body(request),
+            {"items": list, "sources": list, "namespace": str},
+        )
         items: list[Any] = list(req.get("items") or [])
-        sources = [Source(**s) if s else None for s in (req.get("sources") or [None] * len(items))]
+        sources = _sources(req.get("sources"), len(items))
         default_ns = req.get("namespace") or "default"
         dry_run = bool(req.get("dryRun")) or request.query.get("dryRun") == "All"
         validated: list[dict[str, Any]] = []

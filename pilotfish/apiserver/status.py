@@ -6,6 +6,7 @@ from typing import Any
 
 from pilotfish.errors import (
     AlreadyExistsError,
+    BodyTooLargeError,
     CompactedError,
     ConflictError,
     LoadError,
@@ -47,6 +48,8 @@ def error_status(err: PilotfishError) -> dict[str, Any]:
         return status_body(409, "Conflict", str(err))
     if isinstance(err, CompactedError):
         return status_body(410, "Expired", str(err))
+    if isinstance(err, BodyTooLargeError):
+        return status_body(413, "RequestEntityTooLarge", str(err))
     if isinstance(err, LoadError):
         return status_body(400, "BadRequest", str(err))
     return status_body(500, "InternalError", str(err))
