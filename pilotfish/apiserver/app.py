@@ -424,7 +424,13 @@ class ApiServer:
             )
         body.setdefault("kind", info.kind)
         body.setdefault("apiVersion", info.api_version)
-        meta = body.setdefault("metadata", {})
+        if body.get("metadata") is None:
+            body["metadata"] = {}
+        meta = body["metadata"]
+        if not isinstance(meta, dict):
+            raise ValidationError(
+                ResourceKey.of(info.kind), [FieldError("metadata", "must be an object")]
+            )
         if ns and info.namespaced:
             if meta.get("namespace") not in (None, ns):
                 raise ValidationError(
@@ -450,6 +456,11 @@ class ApiServer:
                 [FieldError("kind", f"must be {info.kind} for this path")],
             )
         rv = meta.get("resourceVersion")
+        if rv and not str(rv).isdigit():
+            raise ValidationError(
+                ResourceKey.of(info.kind, ns, meta.get("name")),
+                [FieldError("metadata.resourceVersion", f"Invalid value: {rv!r}: not a revision")],
+            )
         expected = int(rv) if (rv and not create) else None
         self._check_namespaces([validated.body], set())
         self._check_telemetry_providers([validated.body])
