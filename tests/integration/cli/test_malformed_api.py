@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import httpx
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from pilotfish.api.kinds import APPLY_PATH
@@ -91,6 +91,10 @@ def test_oversized_deep_and_half_invalid_requests_are_refused(control_plane: Con
         mutated().map(lambda b: ("create", b)),
     )
 )
+# Found by this property: a Gateway created with metadata: null got a 500.
+@example(case=("create", {**BODIES[0], "metadata": None}))
+# A list as the apply request got a 500.
+@example(case=("apply", [1, 2]))
 def test_random_bodies_never_get_a_500(control_plane: ControlPlane, case: tuple[str, Any]) -> None:
     kind, body = case
     path = APPLY_PATH if kind == "apply" else VS_PATH
