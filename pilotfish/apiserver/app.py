@@ -657,8 +657,16 @@ class ApiServer:
         return True
 
     async def delete_batch(self, request: web.Request) -> web.Response:
-        req = await read_body(request)
+        req = _request_fields(await read_body(request), {"items": list, "namespace": str})
         keys: list[Key] = []
+        bad = [
+            FieldError(f"items[{i}]", "Invalid value: must be an object with kind and name")
+            for i, it in enumerate(req.get("items") or [])
+            if not (isinstance(it, dict) and it.get("kind") and it.get("name"))
+            or not isinstance(it.get("namespace") or "", str)
+        ]
+        if bad:
+            raise ValidationError(ResourceKey.of("request"), bad)
         for it in req.get("items") or []:
             info = kinds.lookup(str(it["kind"]))
             ns = (

@@ -15,7 +15,7 @@ import httpx
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from pilotfish.api.kinds import APPLY_PATH
+from pilotfish.api.kinds import APPLY_PATH, DELETE_PATH
 from tests.integration.harness import ControlPlane
 from tests.unit.config.test_fuzz_validation import BODIES, json_values, mutated
 
@@ -65,14 +65,21 @@ def test_oversized_deep_and_half_invalid_requests_are_refused(control_plane: Con
         fields = [c["field"] for c in resp.json()["details"]["causes"]]
         assert any(f.startswith("spec.servers") for f in fields), resp.text
 
-        for body, field in [
-            ([1, 2], ""),
-            ({"items": "abc"}, "items"),
-            ({"items": [], "sources": [{"file": 1}]}, None),
-            ({"items": [good], "sources": [{"file": 3}]}, "sources[0]"),
-            ({"items": [good], "namespace": ["x"]}, "namespace"),
+        for path, body, field in [
+            (DELETE_PATH, [1], ""),
+            (DELETE_PATH, {"items": [{"kind": "Gateway"}]}, "items[0]"),
+            (DELETE_PATH, {"items": ["x"]}, "items[0]"),
+        ] + [
+            (APPLY_PATH, b, f)
+            for b, f in [
+                ([1, 2], ""),
+                ({"items": "abc"}, "items"),
+                ({"items": [], "sources": [{"file": 1}]}, None),
+                ({"items": [good], "sources": [{"file": 3}]}, "sources[0]"),
+                ({"items": [good], "namespace": ["x"]}, "namespace"),
+            ]
         ]:
-            resp = _reject(client, control_plane, APPLY_PATH, json.dumps(body).encode())
+            resp = _reject(client, control_plane, path, json.dumps(body).encode())
             if field is not None:
                 assert resp.status_code == 422, resp.text
                 assert field in [c["field"] for c in resp.json()["details"]["causes"]], resp.text
