@@ -798,9 +798,21 @@ def _routes_loaded(dump: dict[str, Any]) -> str:
     return max(times) if times else ""
 
 
+def _same_numbers(value: Any) -> Any:
+    """``value`` with whole floats as ints: protobuf's JSON writes a double 100 as ``100.0``
+    on one side and Envoy's dump as ``100`` on the other, which is no difference."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _same_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_same_numbers(v) for v in value]
+    return value
+
+
 def _lines(resources: list[dict[str, Any]]) -> list[str]:
     # The dump wraps each resource in an Any (its top-level "@type"); the API does not.
-    bare = [{k: v for k, v in r.items() if k != "@type"} for r in resources]
+    bare = [_same_numbers({k: v for k, v in r.items() if k != "@type"}) for r in resources]
     ordered = sorted(bare, key=lambda r: str(r.get("name", "")))
     return json.dumps(ordered, indent=2, sort_keys=True).splitlines(keepends=True)
 

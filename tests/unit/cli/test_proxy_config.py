@@ -237,3 +237,9 @@ def test_sync_diff_compares_what_the_control_plane_sends_with_the_dump() -> None
     assert not ok
     assert "--- Control Plane Routes\n+++ Envoy Routes\n" in text
     assert '+    "name": "8080",' in text
+    # A double the control plane writes as 100.0 and Envoy's dump as 100 is the same value.
+    from pilotfish.cli.proxy_config import _lines
+
+    assert _lines([{"name": "a", "sampling": {"value": 100.0}, "w": [1.0, 0.5]}]) == _lines(
+        [{"name": "a", "sampling": {"value": 100}, "w": [1, 0.5]}]
+    )
