@@ -9,6 +9,7 @@ kept as free-form mappings.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field
@@ -386,3 +387,19 @@ class Pod(Resource):
                 return cond.status == "True"
         statuses = self.status.containerStatuses
         return bool(statuses) and all(s.ready for s in statuses)
+
+
+def pod_target_port(port: Mapping[str, Any], pod: Mapping[str, Any]) -> int | None:
+    """The pod port a Service port (a ``spec.ports`` item) reaches on ``pod`` (a Pod body), as
+    Kubernetes resolves ``targetPort``: unset is the service port, a number is itself, a name is
+    the container port of that name (``None`` when the pod has none). Pure."""
+    target = port.get("targetPort")
+    if target in (None, ""):
+        return int(port["port"])
+    if isinstance(target, int) or str(target).isdigit():
+        return int(target)
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        for p in c.get("ports") or []:
+            if p.get("name") == target and p.get("containerPort"):
+                return int(p["containerPort"])
+    return None

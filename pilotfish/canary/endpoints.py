@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX
+from pilotfish.api.workloads import pod_target_port
 
 
 @dataclass(frozen=True)
@@ -44,19 +45,6 @@ def _ready(pod: Mapping[str, Any]) -> bool:
         if cond.get("type") == "Ready":
             return cond.get("status") == "True"
     return False
-
-
-def _target_port(port: Mapping[str, Any], pod: Mapping[str, Any]) -> int | None:
-    target = port.get("targetPort")
-    if target in (None, ""):
-        return int(port["port"])
-    if isinstance(target, int) or str(target).isdigit():
-        return int(target)
-    for c in (pod.get("spec") or {}).get("containers") or []:
-        for p in c.get("ports") or []:
-            if p.get("name") == target and p.get("containerPort"):
-                return int(p["containerPort"])
-    return None
 
 
 def resolve(
@@ -91,7 +79,7 @@ def resolve(
     if not ready:
         return Target(url)
     pod = (rng or random).choice(ready)
-    target = _target_port(port, pod)
+    target = pod_target_port(port, pod)
     if target is None:
         return Target(url)
     netloc = f"{pod['status']['podIP']}:{target}"

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pilotfish.api.workloads import pod_target_port
 from pilotfish.platform.local.hosts import ServiceName
 from pilotfish.platform.local.service_lb import Endpoint, ServicePort
 
@@ -410,19 +411,6 @@ def service_names(services: Iterable[Mapping[str, Any]]) -> list[ServiceName]:
     return out
 
 
-def _target_port(port: Mapping[str, Any], pod: Mapping[str, Any]) -> int | None:
-    target = port.get("targetPort")
-    if target in (None, ""):
-        return int(port["port"])
-    if isinstance(target, int) or str(target).isdigit():
-        return int(target)
-    for c in (pod.get("spec") or {}).get("containers") or []:
-        for p in c.get("ports") or []:
-            if p.get("name") == target and p.get("containerPort"):
-                return int(p["containerPort"])
-    return None
-
-
 def service_endpoints(
     services: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]
 ) -> list[ServicePort]:
@@ -447,7 +435,7 @@ def service_endpoints(
                 continue
             eps = []
             for p in chosen:
-                target = _target_port(port, p)
+                target = pod_target_port(port, p)
                 if target is not None:
                     eps.append(Endpoint(str(p["status"]["podIP"]), target))
             out.append(
