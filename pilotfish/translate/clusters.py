@@ -27,7 +27,7 @@ certificate never refer to the ``sds-grpc`` cluster.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -276,6 +276,22 @@ def outbound_cluster(
     return cluster, cla, tls.credentials
 
 
+def _cluster_policies(push: PushContext) -> Hashable:
+    """What every outbound cluster depends on besides its service, endpoints and rule: the
+    mesh settings (timeouts) and the PeerAuthentications (automatic mTLS sends plaintext to a
+    port they set to ``DISABLE``). A cluster is taken over from the previous context only
+    while these are the same too."""
+
+    def compute() -> Hashable:
+        revisions = push.config_revisions()
+        policies = tuple(
+            sorted((str(k), r) for k, r in revisions.items() if k.kind == "PeerAuthentication")
+        )
+        return (push.settings, policies)
+
+    return push.memo(("cluster_policies",), compute)
+
+
 def outbound_clusters(
     push: PushContext,
     namespace: str,
@@ -303,7 +319,7 @@ def outbound_clusters(
                     )
                     # Reused from the previous context when the service and its endpoints
                     # are the same (the rule is in the key): one change rebuilds its clusters.
-                    inputs = (svc, push.endpoints(svc.hostname, sp.port))
+                    inputs = (svc, push.endpoints(svc.hostname, sp.port), _cluster_policies(push))
                     cluster, cla, credentials = push.reuse(
                         key, inputs, partial(outbound_cluster, push, svc, sp, subset, dr, client)
                     )

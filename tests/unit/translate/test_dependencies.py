@@ -497,3 +497,16 @@ def test_next_context_reuses_the_clusters_a_change_did_not_touch() -> None:
     outbound = {n for n in before if n.startswith("outbound|")}
     assert outbound - reviews <= same
     assert not reviews & same
+
+
+def test_clusters_are_carried_over_only_while_the_peer_authentications_are_the_same() -> None:
+    """Automatic mTLS reads the server's PeerAuthentication: a cluster carried over from the
+    previous context would keep sending mTLS to a port now set to DISABLE."""
+    from pilotfish.translate.clusters import _cluster_policies
+
+    first = _objects(MESHED_BASE, {})
+    unchanged = _objects(ENDPOINT_ADDED, {o.key: o for o in first})
+    disabled = _objects(PORT_DISABLE, {o.key: o for o in first})
+    old = _context(first, None)
+    assert _cluster_policies(_context(unchanged, old)) == _cluster_policies(old)
+    assert _cluster_policies(_context(disabled, old)) != _cluster_policies(old)
