@@ -144,7 +144,7 @@ GRPC_CONTENT_TYPE = r"^(?:application/(grpc)(?:[+;].*)?|.*)$"
 
 def client_http_tags() -> list[tuple[str, str]]:
     """``reporter=source`` labels of an HTTP request, in Istio's order, less the proxy's own
-    (``source_*``), which the agent adds (:data:`OWN_IN_AGENT`)."""
+    (``source_*``), which the agent adds (:func:`pilotfish.telemetry.promtext.with_own_labels`)."""
     return [
         ("reporter", "source"),
         ("destination_workload", "%METADATA(UPSTREAM_HOST:istio:workload)%"),
