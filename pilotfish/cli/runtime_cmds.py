@@ -456,7 +456,16 @@ def exec_cmd(
     env = pod_env({"HOSTNAME": pod})
     if container == "istio-proxy":
         # The sidecar's tools (`pilot-agent request GET stats`), as Istio's proxy image has them.
-        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+        tools = Path(sys.executable).parent
+        env["PATH"] = f"{tools}:{env['PATH']}"
+        if command and command[0] == "pilot-agent" and uid is not None and gid is not None:
+            from pilotfish.fsaccess import R, X, access_problem
+
+            if access_problem(tools / "pilot-agent", uid, [gid], R | X) is not None:
+                # A private checkout (e.g. under /root): the proxy user cannot run Pilotfish's
+                # Python, so the tool runs as root; it only asks the pod's Envoy admin on
+                # loopback, which the capture rules leave alone for every user.
+                uid = gid = None
     argv = pod_command(str(info["netns"]), list(command), uid, gid)
     result = subprocess.run(argv, env=env, check=False)
     sys.exit(result.returncode)
