@@ -254,6 +254,13 @@ class Mesh:
         # A sidecar's endpoint stays for a grace period after its xDS connection closed: it
         # reconnects, to this replica or another, when a connection reaches its maximum age
         # or a replica dies, and its endpoint must not vanish from every client meanwhile.
+        # A captured sidecar is a pod's (the runtime's, or a host's): its Pod object carries
+        # its endpoint while it lives, and when the pod is deleted its sidecar's entry must
+        # go at once, or clients keep dialling an address that is gone. The grace is for
+        # sidecars in explicit mode, whose endpoint exists only through their connection.
+        if node.interception_mode != "NONE":
+            self.registry.sidecars.disconnected(node)
+            return
         loop = asyncio.get_running_loop()
         loop.call_later(SIDECAR_RECONNECT_GRACE_S, self.registry.sidecars.disconnected, node)
 
