@@ -124,6 +124,10 @@ LAZY_COMMANDS = {
         "pilotfish.cli.wait_cmd:wait_cmd",
         "Wait until every proxy has acknowledged a config revision.",
     ),
+    "verify-install": LazyCommand(
+        "pilotfish.cli.verify_cmd:verify_install",
+        "Check every part of the installed mesh, as `istioctl verify-install`.",
+    ),
     "x": LazyCommand(
         "pilotfish.cli.describe_cmd:x_group",
         "Experimental commands, as `istioctl x`: describe pod.",

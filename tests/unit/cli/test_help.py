@@ -26,7 +26,7 @@ def test_help_lists_every_command() -> None:
     listed = result.output.split("Commands:\n", 1)[1]
     names = [line.split()[0] for line in listed.splitlines() if line.startswith("  ")]
     assert names == sorted({*cli.commands, *LAZY_COMMANDS})
-    assert "  proxy         Run an Envoy sidecar (or gateway) for one workload until..." in listed
+    assert "  proxy           Run an Envoy sidecar (or gateway) for one workload until..." in listed
 
 
 def test_help_imports_no_lazy_command_and_no_heavy_library() -> None:
