@@ -9,7 +9,9 @@ Indexes:
 
 - services by hostname and by namespace (with exportTo visibility per client namespace);
 - VirtualServices in Istio's order (creation time, then namespace/name), by gateway
-  (``mesh`` or ``ns/name``, including gateways named only in ``http[].match[].gateways``);
+  (``mesh`` or ``ns/name``, including gateways named only in ``http[].match[].gateways``),
+  with delegates merged into their roots (:mod:`pilotfish.model.delegate`): a delegate (no
+  ``hosts``) is not listed itself, and ``config(key)`` of a root is its merged entry;
 - DestinationRules by namespace and exact host (wildcard hosts apart), resolved as Istio does:
   the client's namespace first, then the service's namespace, then the root namespace
   (``istio-system``), most specific host first;
@@ -59,6 +61,7 @@ from pilotfish.model.config import (
     VirtualServiceConfig,
     parse,
 )
+from pilotfish.model.delegate import merge_delegates
 from pilotfish.model.telemetry import ScopedTelemetry
 from pilotfish.registry.registry import RegistrySnapshot
 from pilotfish.registry.types import Endpoint, Service
@@ -174,6 +177,13 @@ class PushContext:
             return (c.creation, c.key.namespace, c.key.name)
 
         vss = sorted((p for p in parsed.values() if isinstance(p, VirtualServiceConfig)), key=order)
+        # Delegates apply only through their roots: roots carry the merged rules.
+        merged = merge_delegates(vss, settings.domain_suffix)
+        vss = list(merged.virtual_services)
+        self.delegation = merged
+        for vs in vss:
+            if vs.key in merged.delegates_by_root:
+                self._by_key[vs.key] = vs
         drs = sorted(
             (p for p in parsed.values() if isinstance(p, DestinationRuleConfig)), key=order
         )

@@ -15,7 +15,8 @@ proxy that stops seeing something is reached too):
   Gateway ``ns/name``: RDS and LDS of the routers that Gateway selects. Clusters do not depend
   on VirtualServices (every visible service's clusters and subsets exist anyway), except for
   a sidecar with a ``Sidecar``: its scope imports the VirtualServices' destinations, so CDS,
-  EDS and LDS too.
+  EDS and LDS too. A delegate VirtualService (no hosts) reaches what its roots (in the old or
+  the new context) reach.
 - **DestinationRule**: for proxies whose namespace resolves it (its own namespace, or one it is
   exported to), CDS and EDS of the host's clusters (default and every subset of the old and
   new rule, every port), RDS (consistent-hash policies live in routes) and SDS
@@ -150,6 +151,10 @@ class Changes:
             if key.kind in INERT_KINDS:
                 continue
             configs[key] = (old.config(key), new.config(key))
+            if key.kind == "VirtualService":
+                # A delegate reaches the proxies of the roots that name it (merged entries).
+                for root in old.delegation.roots_of(key) + new.delegation.roots_of(key):
+                    configs[root] = (old.config(root), new.config(root))
         osvc, nsvc = old.registry.services, new.registry.services
         services = frozenset(h for h in osvc.keys() | nsvc.keys() if osvc.get(h) != nsvc.get(h))
         oeps, neps = old.registry.endpoints, new.registry.endpoints

@@ -261,6 +261,15 @@ def _http_route(errs: Errors, path: str, r: HTTPRoute, delegate: bool) -> None:
 def _conflicts(errs: Errors, path: str, r: HTTPRoute, delegate: bool) -> None:
     """Istio validateHTTPRouteConflict."""
     if r.delegate is not None and not delegate:
+        if not r.delegate.name:
+            errs.add(f"{path}.delegate.name", "delegate name is required")
+        elif fqdn_error(r.delegate.name):
+            errs.add(f"{path}.delegate.name", f'invalid delegate name "{r.delegate.name}"')
+        if r.delegate.namespace and not is_dns1123_label(r.delegate.namespace):
+            errs.add(
+                f"{path}.delegate.namespace",
+                f'invalid delegate namespace "{r.delegate.namespace}"',
+            )
         label = f"root HTTP route {r.name}" if r.name else "root HTTP route"
         if r.redirect is not None:
             errs.add(path, f"{label} must not specify redirect")

@@ -314,6 +314,21 @@ def test_delegate_virtual_service() -> None:
     has(b, "spec.gateways", "delegate virtual service must have no gateways specified")
 
 
+def test_root_rule_names_its_delegate() -> None:
+    ok(vs([{"match": [{"uri": {"prefix": "/a"}}], "delegate": {"name": "d", "namespace": "t"}}]))
+    has(vs([{"delegate": {"namespace": "t"}}]), "spec.http[0].delegate.name", "name is required")
+    has(
+        vs([{"delegate": {"name": "d", "namespace": "T_x"}}]),
+        "spec.http[0].delegate.namespace",
+        "invalid delegate namespace",
+    )
+    has(
+        vs([{"delegate": {"name": "d"}, "route": [dest()]}]),
+        "spec.http[0]",
+        "root HTTP route must not specify route",
+    )
+
+
 def test_tcp_and_tls_routes() -> None:
     tcp = {"match": [{"port": 3306}], "route": [dest(host="mysql")]}
     ok(vs(tcp=[tcp], hosts=["mysql"]))
