@@ -29,6 +29,7 @@ from pilotfish.config.analyze import (
     Input,
     Level,
     Message,
+    Suppression,
     analyze,
     documentation_url,
     field_line,
@@ -70,22 +71,22 @@ def message_line(msg: Message, find_line: LineFinder | None = None) -> str:
 def structured(
     messages: Sequence[Message], find_line: LineFinder | None = None
 ) -> list[dict[str, Any]]:
-    """The messages for ``-o json|yaml``."""
+    """The messages for ``-o json|yaml``, with istioctl's keys: ``code``, ``level``,
+    ``origin`` (the resource), ``reference`` (``file:line``, for resources from files only),
+    ``message`` and ``documentationUrl``."""
     out = []
     for msg in messages:
-        origin = origin_text(msg, find_line)
-        out.append(
-            {
-                "code": msg.code,
-                "level": msg.level.label,
-                "message": msg.text,
-                "resource": str(msg.resource),
-                "origin": origin,
-                "field": msg.path or None,
-                "reference": f"{msg.resource} {origin}" if origin else str(msg.resource),
-                "documentationUrl": documentation_url(msg.code),
-            }
-        )
+        item: dict[str, Any] = {
+            "code": msg.code,
+            "documentationUrl": documentation_url(msg.code),
+            "level": msg.level.label,
+            "message": msg.text,
+            "origin": str(msg.resource),
+        }
+        reference = origin_text(msg, find_line)
+        if reference:
+            item["reference"] = reference
+        out.append(item)
     return out
 
 
@@ -196,6 +197,15 @@ def _level_option(name: str, default: str, help_text: str) -> Callable[[Any], An
 @_level_option("--failure-threshold", "Error", "Lowest level that makes the exit code 1.")
 @_level_option("--output-threshold", "Info", "Lowest level printed.")
 @click.option("-L", "--list-analyzers", is_flag=True, help="List the analyzers and exit.")
+@click.option(
+    "-S",
+    "--suppress",
+    "suppressions",
+    multiple=True,
+    metavar="CODE=RESOURCE",
+    help="Suppress messages of a code (or name) for matching resources, as istioctl: "
+    '"IST0102=Namespace frod", "PodMissingProxy=Pod *.default" (* is a wildcard). Repeatable.',
+)
 @click.pass_obj
 def analyze_cmd(
     g: Any,
@@ -208,6 +218,7 @@ def analyze_cmd(
     failure_threshold: str,
     output_threshold: str,
     list_analyzers: bool,
+    suppressions: tuple[str, ...],
 ) -> None:
     """Find problems across resources, with Istio's codes, as `istioctl analyze`.
 
@@ -224,11 +235,19 @@ def analyze_cmd(
       pilotfish analyze -f my-vs.yaml            # the file against the live config
       pilotfish analyze --offline -f samples/bookinfo/networking/
       pilotfish analyze -o json
+      pilotfish analyze -S "IST0102=Namespace frod" -S "IST0118=Service *.default"
+
+    A resource can also suppress codes for itself with the annotation
+    galley.istio.io/analyze-suppress: "IST0102,IST0118" (or "*").
     """
     if list_analyzers:
         for a in ANALYZERS:
             click.echo(f"{a.name}  [{', '.join(a.codes)}]  {a.description}")
         return
+    try:
+        rules = [Suppression.parse(text) for text in suppressions]
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--suppress") from None
     offline = offline or not use_kube
     if offline and not files:
         raise click.UsageError("--offline needs files to analyze: -f FILE|DIR|-")
@@ -250,7 +269,7 @@ def analyze_cmd(
     docs = sources.load(files)
     inputs.extend(Input(d.body, d.source, default_ns) for d in docs)
 
-    found = analyze(inputs, namespace=scope)
+    found = analyze(inputs, namespace=scope, suppressions=rules)
     shown = [msg for msg in found if msg.level >= Level.parse(output_threshold)]
     if fmt in ("json", "yaml"):
         click.echo(output.dump(structured(shown, sources.find_line), fmt))

@@ -34,11 +34,21 @@ from pilotfish.config.analyze.messages import (
     ResourceKey,
     documentation_url,
 )
-from pilotfish.config.analyze.run import ANALYZERS, Analyzer, analyze, in_scope, run_analyzers
+from pilotfish.config.analyze.run import (
+    ANALYZERS,
+    SUPPRESS_ANNOTATION,
+    Analyzer,
+    Suppression,
+    analyze,
+    in_scope,
+    run_analyzers,
+    suppress,
+)
 
 __all__ = [
     "ANALYZERS",
     "CATALOGUE",
+    "SUPPRESS_ANNOTATION",
     "AnalysisContext",
     "AnalysisSettings",
     "Analyzer",
@@ -49,6 +59,7 @@ __all__ = [
     "MessageType",
     "ResourceKey",
     "ServiceHost",
+    "Suppression",
     "Workload",
     "analyze",
     "build_context",
@@ -56,4 +67,5 @@ __all__ = [
     "field_line",
     "in_scope",
     "run_analyzers",
+    "suppress",
 ]

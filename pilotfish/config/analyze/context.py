@@ -64,6 +64,8 @@ class Workload:
     service_ports: tuple[int, ...] | None = None
     #: Every Gateway port is reachable (a gateway in the host network, no Service between).
     every_port: bool = False
+    #: The pod (or pod template) body, for container ports and annotations; None if unknown.
+    body: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
 
 
 #: The ingress gateway ``pilotfish up`` runs: ``istio: ingressgateway`` in ``istio-system``,
@@ -96,6 +98,9 @@ class AnalysisSettings:
         "kube-node-lease",
         "local-path-storage",
     )
+    #: ServiceEntry hosts get a VIP when they have no ``addresses`` (Pilotfish's registry does
+    #: this for every non-wildcard host, as Istio's DNS auto-allocation does).
+    auto_allocate_addresses: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +120,8 @@ class Entry:
     key: ResourceKey
     obj: BaseModel
     origin: Source | None = None
+    #: The body as read (nulls dropped for Kubernetes kinds), for fields the model does not type.
+    body: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def namespace(self) -> str:
@@ -221,6 +228,30 @@ def _schema_messages(key: ResourceKey, origin: Source | None, err: PilotfishErro
     return [Message(t, key, t.render(str(err)), "", origin)]
 
 
+def _drop_nulls(value: Any) -> Any:
+    """``value`` without null map entries, recursively: Kubernetes reads ``args: null`` as an
+    absent field."""
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
+def _kubernetes_kind(body: Mapping[str, Any]) -> bool:
+    """A built-in Kubernetes kind (``v1``, ``apps/v1``...): its API server drops nulls."""
+    api = str(body.get("apiVersion") or "")
+    group = api.rpartition("/")[0]
+    return "." not in group
+
+
+def lenient(inp: Input) -> Input:
+    """``inp`` read as Kubernetes reads its kind (nulls dropped for built-in kinds)."""
+    if not _kubernetes_kind(inp.body):
+        return inp
+    return Input(_drop_nulls(inp.body), inp.origin, inp.default_namespace)
+
+
 def _typed(inp: Input) -> tuple[BaseModel | None, list[Message], ResourceKey]:
     """The typed model of a body (None when even the schema fails) and its schema messages."""
     key = _key_of(inp.body, inp.default_namespace)
@@ -265,10 +296,12 @@ def _index(ctx: AnalysisContext, e: Entry) -> None:
             else:
                 ctx.services.setdefault(host, []).append(sh)
     elif isinstance(obj, Pod):
-        ctx.workloads.append(Workload("Pod", e.namespace, e.name, dict(obj.metadata.labels)))
+        labels = dict(obj.metadata.labels)
+        ctx.workloads.append(Workload("Pod", e.namespace, e.name, labels, body=e.body))
     elif isinstance(obj, Deployment):
         labels = dict(obj.spec.template.metadata.labels)
-        ctx.workloads.append(Workload("Deployment", e.namespace, e.name, labels))
+        template = e.body.get("spec", {}).get("template", {}) if e.body else {}
+        ctx.workloads.append(Workload("Deployment", e.namespace, e.name, labels, body=template))
     elif isinstance(obj, WorkloadEntry):
         ctx.workloads.append(Workload("WorkloadEntry", e.namespace, e.name, dict(obj.spec.labels)))
     elif isinstance(obj, Gateway):
@@ -281,6 +314,29 @@ def _index(ctx: AnalysisContext, e: Entry) -> None:
         ctx.secrets.add((e.namespace, e.name))
 
 
+def _untyped_workload(ctx: AnalysisContext, key: ResourceKey, body: Mapping[str, Any]) -> None:
+    """A Pod or Deployment whose body the schema refused still runs (Kubernetes drops what it
+    does not know): its labels still count for selectors, so no selector is reported as
+    matching nothing because of a field elsewhere in the pod."""
+    if key.kind == "Pod":
+        meta = body.get("metadata")
+        template: Any = body
+    elif key.kind == "Deployment":
+        spec = body.get("spec")
+        template = spec.get("template") if isinstance(spec, dict) else None
+        meta = template.get("metadata") if isinstance(template, dict) else None
+    else:
+        return
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if not isinstance(labels, dict):
+        labels = {}
+    clean = {str(k): str(v) for k, v in labels.items() if v is not None}
+    if key.namespace:
+        ctx.namespaces.add(key.namespace)
+    body_of = template if isinstance(template, dict) else None
+    ctx.workloads.append(Workload(key.kind, key.namespace, key.name, clean, body=body_of))
+
+
 def build_context(
     inputs: Iterable[Input], settings: AnalysisSettings | None = None
 ) -> tuple[AnalysisContext, list[Message]]:
@@ -290,20 +346,22 @@ def build_context(
     warnings) of the resources finally kept.
     """
     settings = settings or AnalysisSettings()
-    kept: dict[ResourceKey, tuple[BaseModel | None, list[Message], Source | None]] = {}
-    for inp in inputs:
+    kept: dict[ResourceKey, tuple[BaseModel | None, list[Message], Input]] = {}
+    for raw in inputs:
+        inp = lenient(raw)
         obj, msgs, key = _typed(inp)
         kept.pop(key, None)  # keep the order of the last writer
-        kept[key] = (obj, msgs, inp.origin)
+        kept[key] = (obj, msgs, inp)
     ctx = AnalysisContext(settings)
     ctx.namespaces.update(settings.builtin_namespaces)
     ctx.workloads.extend(settings.builtin_workloads)
     schema: list[Message] = []
-    for key, (obj, msgs, origin) in kept.items():
+    for key, (obj, msgs, inp) in kept.items():
         schema.extend(msgs)
         if obj is None:
+            _untyped_workload(ctx, key, inp.body)
             continue
-        entry = Entry(key, obj, origin)
+        entry = Entry(key, obj, inp.origin, inp.body)
         ctx.entries.append(entry)
         ctx.by_kind.setdefault(key.kind, []).append(entry)
         _index(ctx, entry)

@@ -9,11 +9,21 @@ that clash with another Gateway's.
 - IST0101 ``credentialName``: no Secret of that name in the namespace of the selected
   workloads (in the Gateway's own namespace when it selects none).
 - IST0145: two Gateways for the same workloads declare the same port with overlapping hosts.
+- IST0138: two Gateways for the same workloads serve TLS with the same certificate (the same
+  ``credentialName``, or the same ``serverCertificate`` and ``privateKey``): HTTP/2 clients
+  reuse a connection across their hosts and get 404s.
+- IST0161: the Secret a ``credentialName`` names exists but holds no PEM certificate and key
+  (``tls.crt``/``tls.key`` or ``cert``/``key``, base64 as Kubernetes stores them). Whether
+  the key belongs to the certificate is checked by the control plane when it serves it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import base64
+import binascii
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from pilotfish.api.core import Service
 from pilotfish.api.networking import Gateway
@@ -24,8 +34,10 @@ from pilotfish.config.analyze.names import hosts_intersect, labels_match, select
 
 __all__ = [
     "analyze_conflicting_gateways",
+    "analyze_duplicate_certificates",
     "analyze_gateway_credentials",
     "analyze_gateway_workloads",
+    "analyze_invalid_credentials",
 ]
 
 KIND = "Gateway"
@@ -138,3 +150,107 @@ def analyze_conflicting_gateways(ctx: AnalysisContext) -> Iterator[Message]:
 
 def _name(e: Entry) -> str:
     return f"{e.namespace}/{e.name}"
+
+
+_TERMINATING = ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL")
+
+
+def _certificates(gw: Gateway) -> set[tuple[str, ...]]:
+    out: set[tuple[str, ...]] = set()
+    for server in gw.spec.servers:
+        tls = server.tls
+        if tls is None or (tls.mode or "SIMPLE") not in _TERMINATING:
+            continue
+        for name in [tls.credentialName, *tls.credentialNames]:
+            if name:
+                out.add(("credential", name))
+        if tls.serverCertificate and tls.privateKey:
+            out.add(("files", tls.serverCertificate, tls.privateKey))
+    return out
+
+
+def analyze_duplicate_certificates(ctx: AnalysisContext) -> Iterator[Message]:
+    """IST0138: Gateways of the same workloads that serve the same certificate."""
+    gateways = [(e, gw, _certificates(gw)) for e, gw in ctx.of_kind(KIND, Gateway)]
+    for e, gw, certs in gateways:
+        if not certs:
+            continue
+        dupes = [
+            _name(oe)
+            for oe, other, other_certs in gateways
+            if oe.key != e.key and certs & other_certs and _same_workloads(ctx, gw, other)
+        ]
+        if dupes:
+            names = "[" + " ".join([_name(e), *dupes]) + "]"
+            yield e.message(m.GATEWAY_DUPLICATE_CERTIFICATE, names, path="spec.servers")
+
+
+_PEM = re.compile(
+    r"-----BEGIN ([A-Z ]+)-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END \1-----", re.MULTILINE
+)
+
+
+def _pem_blocks(text: str) -> list[str]:
+    """The labels of the PEM blocks of ``text`` whose base64 body decodes."""
+    labels = []
+    for label, body in _PEM.findall(text):
+        try:
+            base64.b64decode("".join(body.split()), validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        labels.append(label)
+    return labels
+
+
+def _decoded(data: Mapping[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            try:
+                return base64.b64decode(value, validate=True).decode("utf-8", "replace")
+            except (binascii.Error, ValueError):
+                return ""
+    return None
+
+
+def credential_valid(body: Mapping[str, Any]) -> bool | None:
+    """A Secret body holds a PEM certificate and a PEM private key (None: no data to judge,
+    e.g. a listing that leaves the data out)."""
+    data = body.get("data")
+    string_data = body.get("stringData")
+    if not isinstance(data, dict) and not isinstance(string_data, dict):
+        return None
+    data = data if isinstance(data, dict) else {}
+    cert = _decoded(data, "tls.crt", "cert")
+    key = _decoded(data, "tls.key", "key")
+    if isinstance(string_data, dict):
+        cert = cert if cert is not None else string_data.get("tls.crt") or string_data.get("cert")
+        key = key if key is not None else string_data.get("tls.key") or string_data.get("key")
+    if cert is None and key is None:
+        return False
+    cert_ok = "CERTIFICATE" in _pem_blocks(cert or "")
+    key_ok = any(label.endswith("PRIVATE KEY") for label in _pem_blocks(key or ""))
+    return cert_ok and key_ok
+
+
+def analyze_invalid_credentials(ctx: AnalysisContext) -> Iterator[Message]:
+    """IST0161 for credentials whose Secret holds no usable certificate and key."""
+    secrets = {(e.namespace, e.name): e for e in ctx.by_kind.get("Secret", [])}
+    for e, gw in ctx.of_kind(KIND, Gateway):
+        namespaces = {w.namespace for w in _selected(ctx, gw)} if gw.spec.selector else set()
+        namespaces = namespaces or {e.namespace}
+        bad = False
+        for server in gw.spec.servers:
+            tls = server.tls
+            if tls is None:
+                continue
+            for name in [tls.credentialName, *tls.credentialNames]:
+                if not name:
+                    continue
+                ns, _, secret = name.rpartition("/")
+                for n in sorted({ns} if ns else namespaces):
+                    entry = secrets.get((n, secret))
+                    if entry is not None and credential_valid(entry.body) is False:
+                        bad = True
+        if bad:
+            yield e.message(m.INVALID_GATEWAY_CREDENTIAL, e.name, e.namespace, path="spec.servers")

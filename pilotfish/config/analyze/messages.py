@@ -299,6 +299,122 @@ ENVOY_FILTER_USES_RELATIVE_OPERATION_WITH_PROXY_VERSION = _t(
 )
 
 
+POD_MISSING_PROXY = _t(
+    "IST0103",
+    "PodMissingProxy",
+    WARNING,
+    "The pod {} is missing the Istio proxy. This can often be resolved by restarting or "
+    "redeploying the workload.",
+    "A pod is missing the Istio proxy.",
+)
+DEPLOYMENT_ASSOCIATED_TO_MULTIPLE_SERVICES = _t(
+    "IST0116",
+    "DeploymentAssociatedToMultipleServices",
+    WARNING,
+    "This deployment {} is associated with multiple services using port {} but different "
+    "protocols: {}",
+    "The resulting pods of a service mesh deployment can't be associated with multiple "
+    "services using the same port but different protocols.",
+)
+SERVICE_ENTRY_ADDRESSES_REQUIRED = _t(
+    "IST0134",
+    "ServiceEntryAddressesRequired",
+    WARNING,
+    "ServiceEntry addresses are required for this protocol.",
+    "Virtual IP addresses are required for ports serving TCP (or unset) protocol",
+)
+DEPLOYMENT_CONFLICTING_PORTS = _t(
+    "IST0137",
+    "DeploymentConflictingPorts",
+    WARNING,
+    'This deployment {} is associated with multiple services {} using targetPort "{}" but '
+    "different ports: {}.",
+    "Two services selecting the same workload with the same targetPort MUST refer to the same "
+    "port.",
+)
+GATEWAY_DUPLICATE_CERTIFICATE = _t(
+    "IST0138",
+    "GatewayDuplicateCertificate",
+    WARNING,
+    "Duplicate certificate in multiple gateways {} may cause 404s if clients re-use HTTP2 "
+    "connections.",
+    "Duplicate certificate in multiple gateways may cause 404s if clients re-use HTTP2 "
+    "connections.",
+)
+INGRESS_ROUTE_RULES_NOT_AFFECTED = _t(
+    "IST0140",
+    "IngressRouteRulesNotAffected",
+    WARNING,
+    "Subset in virtual service {} has no effect on ingress gateway {} requests",
+    "Route rules have no effect on ingress gateway requests",
+)
+INVALID_APPLICATION_UID = _t(
+    "IST0144",
+    "InvalidApplicationUID",
+    WARNING,
+    "User ID (UID) 1337 is reserved for the sidecar proxy.",
+    "Application pods should not run as user ID (UID) 1337",
+)
+JWT_CLAIM_BASED_ROUTING_WITHOUT_REQUEST_AUTHN = _t(
+    "IST0149",
+    "JwtClaimBasedRoutingWithoutRequestAuthN",
+    ERROR,
+    "The virtual service uses the JWT claim based routing (key: {}) but found no request "
+    "authentication for the gateway ({}) pod ({}). The request authentication must first be "
+    "applied for the gateway pods to validate the JWT token and make the claims available "
+    "for routing.",
+    "Virtual service using JWT claim based routing without request authentication.",
+)
+EXTERNAL_NAME_SERVICE_TYPE_INVALID_PORT_NAME = _t(
+    "IST0150",
+    "ExternalNameServiceTypeInvalidPortName",
+    WARNING,
+    "Port name for ExternalName service is invalid. Proxy may prevent tcp named ports and "
+    "unmatched traffic for ports serving TCP protocol from being forwarded correctly",
+    "Proxy may prevent tcp named ports and unmatched traffic for ports serving TCP protocol "
+    "from being forwarded correctly for ExternalName services.",
+)
+INVALID_GATEWAY_CREDENTIAL = _t(
+    "IST0161",
+    "InvalidGatewayCredential",
+    ERROR,
+    "The credential referenced by the Gateway {} in namespace {} is invalid, which can cause "
+    "the traffic not to work as expected.",
+    "The credential provided for the Gateway resource is invalid",
+)
+INEFFECTIVE_POLICY = _t(
+    "IST0167",
+    "IneffectivePolicy",
+    WARNING,
+    "The policy has no impact: {}.",
+    "A policy has no impact.",
+)
+DESTINATION_RULE_SUBSET_NOT_SELECT_PODS = _t(
+    "IST0173",
+    "DestinationRuleSubsetNotSelectPods",
+    ERROR,
+    "The Subset {} defined in the DestinationRule does not select any pods. Which may lead to "
+    "503 UH (NoHealthyUpstream).",
+    "Subset in DestinationRule does not select any Pods.",
+)
+UNKNOWN_DESTINATION_RULE_HOST = _t(
+    "IST0174",
+    "UnknownDestinationRuleHost",
+    WARNING,
+    "The host {} defined in the DestinationRule does not match any services in the mesh.",
+    "Host defined in the DestinationRule does not match any services in the mesh.",
+)
+CONFLICTING_SERVICE_ENTRY_PROTOCOL = _t(
+    "IST0177",
+    "ConflictingServiceEntryProtocol",
+    WARNING,
+    'Multiple ServiceEntries ({}) define the same host "{}" and port {} with conflicting '
+    "protocols ({}).",
+    "ServiceEntries visible in the same namespace define the same host and port with "
+    "different protocols.",
+)
+
+
 #: Every message type Pilotfish can report, by code.
 CATALOGUE: dict[str, MessageType] = {
     t.code: t
@@ -327,5 +443,19 @@ CATALOGUE: dict[str, MessageType] = {
         GATEWAY_PORT_NOT_DEFINED_ON_SERVICE,
         ENVOY_FILTER_USES_RELATIVE_OPERATION,
         ENVOY_FILTER_USES_RELATIVE_OPERATION_WITH_PROXY_VERSION,
+        POD_MISSING_PROXY,
+        DEPLOYMENT_ASSOCIATED_TO_MULTIPLE_SERVICES,
+        SERVICE_ENTRY_ADDRESSES_REQUIRED,
+        DEPLOYMENT_CONFLICTING_PORTS,
+        GATEWAY_DUPLICATE_CERTIFICATE,
+        INGRESS_ROUTE_RULES_NOT_AFFECTED,
+        INVALID_APPLICATION_UID,
+        JWT_CLAIM_BASED_ROUTING_WITHOUT_REQUEST_AUTHN,
+        EXTERNAL_NAME_SERVICE_TYPE_INVALID_PORT_NAME,
+        INVALID_GATEWAY_CREDENTIAL,
+        INEFFECTIVE_POLICY,
+        DESTINATION_RULE_SUBSET_NOT_SELECT_PODS,
+        UNKNOWN_DESTINATION_RULE_HOST,
+        CONFLICTING_SERVICE_ENTRY_PROTOCOL,
     )
 }

@@ -11,6 +11,7 @@ whatever namespace they write to. Resources elsewhere still count as references,
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -18,8 +19,10 @@ from pilotfish.config.analyze import (
     destinationrule,
     envoyfilter,
     gateway,
+    kube,
     matches,
     security,
+    serviceentry,
     virtualservice,
     workloads,
 )
@@ -32,7 +35,17 @@ from pilotfish.config.analyze.context import (
 )
 from pilotfish.config.analyze.messages import Message, ResourceKey
 
-__all__ = ["ANALYZERS", "Analyzer", "analyze", "in_scope", "run_analyzers"]
+__all__ = [
+    "ANALYZERS",
+    "SUPPRESS_ANNOTATION",
+    "Analyzer",
+    "Suppression",
+    "analyze",
+    "in_scope",
+    "run_analyzers",
+    "suppress",
+    "suppressed_by_annotation",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +78,18 @@ ANALYZERS: tuple[Analyzer, ...] = (
         virtualservice.analyze_gateway_hosts,
     ),
     Analyzer(
+        "virtualservice.JWTClaimRouteAnalyzer",
+        "Checks that routing on JWT claims has a RequestAuthentication on the gateway",
+        ("IST0149",),
+        virtualservice.analyze_jwt_claim_routes,
+    ),
+    Analyzer(
+        "virtualservice.IngressSubsetAnalyzer",
+        "Checks for subset splits that gateway requests do not get",
+        ("IST0140",),
+        virtualservice.analyze_ingress_subsets,
+    ),
+    Analyzer(
         "virtualservice.ConflictingMeshGatewayHostsAnalyzer",
         "Checks that mesh-bound VirtualServices do not define the same host",
         ("IST0109",),
@@ -72,15 +97,21 @@ ANALYZERS: tuple[Analyzer, ...] = (
     ),
     Analyzer(
         "virtualservice.UnreachableRulesAnalyzer",
-        "Checks for HTTP rules and matches that can never be used",
+        "Checks for HTTP, TCP and TLS rules and matches that can never be used",
         ("IST0130", "IST0131"),
         matches.analyze_unreachable_rules,
     ),
     Analyzer(
         "destinationrule.HostAnalyzer",
         "Checks that each DestinationRule's host is a known service",
-        ("IST0101",),
+        ("IST0174",),
         destinationrule.analyze_destination_rule_hosts,
+    ),
+    Analyzer(
+        "destinationrule.PodNotSelectedAnalyzer",
+        "Checks that each DestinationRule subset selects workloads",
+        ("IST0173",),
+        destinationrule.analyze_subset_workloads,
     ),
     Analyzer(
         "destinationrule.CaCertificateAnalyzer",
@@ -107,6 +138,54 @@ ANALYZERS: tuple[Analyzer, ...] = (
         gateway.analyze_conflicting_gateways,
     ),
     Analyzer(
+        "gateway.CertificateAnalyzer",
+        "Checks Gateways of the same workloads for a shared certificate",
+        ("IST0138",),
+        gateway.analyze_duplicate_certificates,
+    ),
+    Analyzer(
+        "gateway.CredentialAnalyzer",
+        "Checks that Gateway credentials hold a certificate and a key",
+        ("IST0161",),
+        gateway.analyze_invalid_credentials,
+    ),
+    Analyzer(
+        "serviceentry.ProtocolAddressesAnalyzer",
+        "Checks that TCP ServiceEntry ports have addresses",
+        ("IST0134",),
+        serviceentry.analyze_protocol_addresses,
+    ),
+    Analyzer(
+        "serviceentry.ConflictingServiceEntryProtocolAnalyzer",
+        "Checks ServiceEntries for one host and port with different protocols",
+        ("IST0177",),
+        serviceentry.analyze_conflicting_protocols,
+    ),
+    Analyzer(
+        "injection.PodMissingProxyAnalyzer",
+        "Checks that running pods of injected namespaces have the proxy",
+        ("IST0103",),
+        kube.analyze_missing_proxy,
+    ),
+    Analyzer(
+        "deployment.MultiServiceAnalyzer",
+        "Checks the Services that select each Deployment",
+        ("IST0116", "IST0137"),
+        kube.analyze_deployment_services,
+    ),
+    Analyzer(
+        "deployment.ApplicationUIDAnalyzer",
+        "Checks that applications do not run as the proxy's UID 1337",
+        ("IST0144",),
+        kube.analyze_application_uid,
+    ),
+    Analyzer(
+        "sidecar.AmbientAnalyzer",
+        "Checks for Sidecars that apply to ambient workloads only",
+        ("IST0167",),
+        kube.analyze_sidecar_ambient,
+    ),
+    Analyzer(
         "auth.AuthorizationPoliciesAnalyzer",
         "Checks AuthorizationPolicy workloads and namespaces",
         ("IST0101", "IST0127"),
@@ -130,7 +209,7 @@ ANALYZERS: tuple[Analyzer, ...] = (
     Analyzer(
         "service.PortNameAnalyzer",
         "Checks the port names of each Service",
-        ("IST0118",),
+        ("IST0118", "IST0150"),
         workloads.analyze_port_names,
     ),
     Analyzer(
@@ -193,12 +272,83 @@ def analyze(
     namespace: str | None = None,
     settings: AnalysisSettings | None = None,
     analyzers: Iterable[Analyzer] = ANALYZERS,
+    suppressions: Iterable[Suppression] = (),
 ) -> list[Message]:
-    """Schema and cross-resource findings for ``inputs``, in scope, deduplicated, sorted."""
+    """Schema and cross-resource findings for ``inputs``, in scope, deduplicated, sorted,
+    without the suppressed ones (``suppressions`` and each resource's
+    ``galley.istio.io/analyze-suppress`` annotation)."""
     ctx, schema = build_context(inputs, settings)
-    found = schema + run_analyzers(ctx, analyzers)
+    found = suppress(
+        schema + run_analyzers(ctx, analyzers), suppressions, suppressed_by_annotation(ctx)
+    )
     unique: dict[tuple[object, ...], Message] = {}
     for msg in found:
         if in_scope(msg, namespace):
             unique.setdefault((msg.code, msg.resource, msg.path, msg.text), msg)
     return sorted(unique.values(), key=Message.sort_key)
+
+
+#: A resource annotation listing codes (``IST0102,IST0107`` or ``*``) to suppress for it.
+SUPPRESS_ANNOTATION = "galley.istio.io/analyze-suppress"
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    """One ``--suppress "CODE=RESOURCE"`` rule: a code (or message name) and a resource
+    pattern (``Kind namespace/name`` or istioctl's ``Kind name.namespace``; ``*`` matches any
+    run of characters)."""
+
+    code: str
+    resource: str
+
+    @classmethod
+    def parse(cls, text: str) -> Suppression:
+        code, sep, resource = text.partition("=")
+        if not sep or not code.strip() or not resource.strip():
+            raise ValueError(
+                f'invalid suppression "{text}": write CODE=RESOURCE, '
+                'e.g. "IST0102=Namespace frod" or "PodMissingProxy=Pod *.default"'
+            )
+        return cls(code.strip(), resource.strip())
+
+    def matches(self, msg: Message) -> bool:
+        if self.code not in (msg.code, msg.type.name):
+            return False
+        r = msg.resource
+        names = [str(r)]
+        if r.namespace:
+            names.append(f"{r.kind} {r.name}.{r.namespace}")
+        return any(fnmatch.fnmatchcase(n, self.resource) for n in names)
+
+
+def _annotation_suppressed(msg: Message, annotations: dict[ResourceKey, set[str]]) -> bool:
+    codes = annotations.get(msg.resource) or set()
+    return "*" in codes or msg.code in codes
+
+
+def suppress(
+    messages: Iterable[Message],
+    rules: Iterable[Suppression] = (),
+    annotations: dict[ResourceKey, set[str]] | None = None,
+) -> list[Message]:
+    """``messages`` without those a rule or a resource's suppress annotation removes."""
+    rules = list(rules)
+    annotations = annotations or {}
+    return [
+        msg
+        for msg in messages
+        if not any(rule.matches(msg) for rule in rules)
+        and not _annotation_suppressed(msg, annotations)
+    ]
+
+
+def suppressed_by_annotation(ctx: AnalysisContext) -> dict[ResourceKey, set[str]]:
+    """The codes each resource suppresses for itself through its annotation."""
+    out: dict[ResourceKey, set[str]] = {}
+    for e in ctx.entries:
+        meta = e.body.get("metadata") if e.body else None
+        notes = meta.get("annotations") if isinstance(meta, dict) else None
+        value = notes.get(SUPPRESS_ANNOTATION) if isinstance(notes, dict) else None
+        if isinstance(value, str) and value.strip():
+            out[e.key] = {c.strip() for c in value.split(",") if c.strip()}
+    return out

@@ -10,7 +10,13 @@ conflicts; hosts a bound Gateway does not serve.
 - IST0112: no destination port, and the service has several.
 - IST0109: two VirtualServices bound to the mesh gateway define the same host for the same
   namespaces.
-- IST0132: hosts of the VirtualService that no server of a bound Gateway serves.
+- IST0132: a bound Gateway (missing or not) serves none of the VirtualService's hosts; the
+  message lists all its hosts, as istioctl does.
+- IST0149: routing on ``@request.auth.claims.*`` headers at a gateway whose pods have no
+  RequestAuthentication, so the claims are never there.
+- IST0140: a gateway-bound VirtualService routes to a host without a subset while another
+  VirtualService of that host splits it by subsets: the split does not apply to gateway
+  requests.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pilotfish.api.networking import Gateway
+from pilotfish.api.security import RequestAuthentication
 from pilotfish.api.virtualservice import (
     Destination,
     L4MatchAttributes,
@@ -33,6 +40,7 @@ from pilotfish.config.analyze.names import (
     MESH_GATEWAY,
     host_matches,
     hosts_intersect,
+    labels_match,
     normalize_gateway,
     split_server_host,
 )
@@ -42,6 +50,8 @@ __all__ = [
     "analyze_destinations",
     "analyze_gateway_hosts",
     "analyze_gateway_references",
+    "analyze_ingress_subsets",
+    "analyze_jwt_claim_routes",
 ]
 
 KIND = "VirtualService"
@@ -146,38 +156,110 @@ def analyze_gateway_references(ctx: AnalysisContext) -> Iterator[Message]:
 
 
 def analyze_gateway_hosts(ctx: AnalysisContext) -> Iterator[Message]:
-    """IST0132: VirtualService hosts that a bound Gateway has no server for."""
+    """IST0132: none of the VirtualService's hosts is served by a bound Gateway (a Gateway
+    that does not exist serves none, so it is reported here too, besides IST0101)."""
     for e, vs in ctx.of_kind(KIND, VirtualService):
         for i, ref in enumerate(vs.spec.gateways):
             if ref == MESH_GATEWAY:
                 continue
             gw_key = normalize_gateway(ref, e.namespace)
             gw_entry = ctx.gateways.get(gw_key)
-            if gw_entry is None or not isinstance(gw_entry.obj, Gateway):
-                continue
-            server_hosts = [
-                split_server_host(h, gw_entry.namespace)
-                for server in gw_entry.obj.spec.servers
-                for h in server.hosts
-            ]
-            missing = []
-            for host in vs.spec.hosts:
-                fqdn = ctx.fqdn(host, e.namespace)
-                served = any(
-                    ns in ("*", e.namespace)
-                    and (hosts_intersect(h, host) or hosts_intersect(h, fqdn))
-                    for ns, h in server_hosts
-                )
-                if not served:
-                    missing.append(host)
-            if missing:
+            server_hosts: list[tuple[str, str]] = []
+            if gw_entry is not None and isinstance(gw_entry.obj, Gateway):
+                server_hosts = [
+                    split_server_host(h, gw_entry.namespace)
+                    for server in gw_entry.obj.spec.servers
+                    for h in server.hosts
+                ]
+            served = any(
+                ns in ("*", e.namespace)
+                and (hosts_intersect(h, host) or hosts_intersect(h, ctx.fqdn(host, e.namespace)))
+                for host in vs.spec.hosts
+                for ns, h in server_hosts
+            )
+            if not served:
                 yield e.message(
                     m.VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY,
-                    "[" + " ".join(missing) + "]",
+                    "[" + " ".join(vs.spec.hosts) + "]",
                     f"{e.namespace}/{e.name}",
                     gw_key,
                     path=f"spec.gateways[{i}]",
                 )
+
+
+#: Header names that route on a validated JWT's claims (Istio's ``@request.auth.claims``).
+JWT_CLAIM_PREFIX = "@request.auth.claims"
+
+
+def _claim_key(vs: VirtualService) -> str | None:
+    for http in vs.spec.http:
+        for match in http.match:
+            for key in [*match.headers, *match.withoutHeaders]:
+                if key.startswith(JWT_CLAIM_PREFIX):
+                    return key
+    return None
+
+
+def analyze_jwt_claim_routes(ctx: AnalysisContext) -> Iterator[Message]:
+    """IST0149: routing on JWT claims at a gateway whose pods no RequestAuthentication
+    applies to (a root-namespace one, or one of the pod's namespace, selecting it)."""
+    root = ctx.settings.root_namespace
+    selectors: dict[str, list[dict[str, str]]] = {}
+    for e, ra in ctx.of_kind("RequestAuthentication", RequestAuthentication):
+        labels = dict(ra.spec.selector.matchLabels) if ra.spec.selector is not None else {}
+        selectors.setdefault(e.namespace, []).append(labels)
+    for e, vs in ctx.of_kind(KIND, VirtualService):
+        key = _claim_key(vs)
+        if key is None:
+            continue
+        for i, ref in enumerate(vs.spec.gateways):
+            if ref == MESH_GATEWAY:
+                continue
+            gw_key = normalize_gateway(ref, e.namespace)
+            gw_entry = ctx.gateways.get(gw_key)
+            if gw_entry is None or not isinstance(gw_entry.obj, Gateway):
+                continue  # IST0101
+            for w in ctx.workloads_selected(gw_entry.obj.spec.selector, None):
+                candidates = [*selectors.get(root, []), *selectors.get(w.namespace, [])]
+                if any(labels_match(sel, w.labels) for sel in candidates):
+                    continue
+                yield e.message(
+                    m.JWT_CLAIM_BASED_ROUTING_WITHOUT_REQUEST_AUTHN,
+                    key,
+                    gw_key,
+                    w.name,
+                    path=f"spec.gateways[{i}]",
+                )
+
+
+def analyze_ingress_subsets(ctx: AnalysisContext) -> Iterator[Message]:
+    """IST0140: a gateway-bound VirtualService routes to a host without a subset while another
+    VirtualService of that host routes it by subsets; gateway requests skip that split."""
+    with_subsets: dict[str, list[Entry]] = {}
+    for e, vs in ctx.of_kind(KIND, VirtualService):
+        own = {ctx.fqdn(h, e.namespace) for h in vs.spec.hosts}
+        for http in vs.spec.http:
+            for r in http.route:
+                fqdn = ctx.fqdn(r.destination.host, e.namespace)
+                if r.destination.subset and fqdn in own and e not in with_subsets.get(fqdn, []):
+                    with_subsets.setdefault(fqdn, []).append(e)
+    for e, vs in ctx.of_kind(KIND, VirtualService):
+        if not vs.spec.gateways:
+            continue
+        for i, http in enumerate(vs.spec.http):
+            for j, r in enumerate(http.route):
+                if r.destination.subset:
+                    continue
+                fqdn = ctx.fqdn(r.destination.host, e.namespace)
+                for other in with_subsets.get(fqdn, []):
+                    if other.key == e.key:
+                        continue
+                    yield e.message(
+                        m.INGRESS_ROUTE_RULES_NOT_AFFECTED,
+                        f"{other.namespace}/{other.name}",
+                        f"{e.namespace}/{e.name}",
+                        path=f"spec.http[{i}].route[{j}].destination.host",
+                    )
 
 
 def _bound_to_mesh(vs: VirtualService) -> bool:

@@ -20,6 +20,7 @@ from pilotfish.api.networking import Sidecar
 from pilotfish.api.telemetry import Telemetry
 from pilotfish.config.analyze import messages as m
 from pilotfish.config.analyze.context import AnalysisContext, Entry
+from pilotfish.config.analyze.kube import port_protocol
 from pilotfish.config.analyze.messages import Message, MessageType, ResourceKey
 from pilotfish.config.analyze.names import labels_match
 
@@ -84,9 +85,17 @@ def protocol_named(name: str | None, app_protocol: str | None, protocol: str | N
 
 
 def analyze_port_names(ctx: AnalysisContext) -> Iterator[Message]:
-    """IST0118 for Service ports without a protocol in their name."""
+    """IST0118 for Service ports without a protocol in their name; IST0150 for ExternalName
+    Services whose ports are TCP (named ``tcp``, or not named after a protocol)."""
     for e, svc in ctx.of_kind("Service", Service):
-        if ctx.is_system_namespace(e.namespace) or svc.spec.type == "ExternalName":
+        if ctx.is_system_namespace(e.namespace):
+            continue
+        if svc.spec.type == "ExternalName":
+            for i, p in enumerate(svc.spec.ports):
+                if port_protocol(p.name, p.appProtocol, p.protocol) == "TCP":
+                    yield e.message(
+                        m.EXTERNAL_NAME_SERVICE_TYPE_INVALID_PORT_NAME, path=f"spec.ports[{i}]"
+                    )
             continue
         for i, p in enumerate(svc.spec.ports):
             if protocol_named(p.name, p.appProtocol, p.protocol):

@@ -73,7 +73,7 @@ def test_scope_keeps_the_namespace_and_file_resources() -> None:
     assert codes(analyze(live, namespace="other")) == ["IST0101"]
     assert codes(analyze(live, namespace=None)) == ["IST0101"]
     from_file = inputs(vs_in("other", "v9"))
-    assert codes(analyze([*live[:3], *from_file], namespace="default")) == ["IST0101"]
+    assert codes(analyze([*live[:5], *from_file], namespace="default")) == ["IST0101"]
 
 
 def test_messages_are_sorted_errors_first_and_deduplicated() -> None:

@@ -24,10 +24,14 @@ def test_rule_for_a_known_service_is_clean() -> None:
     assert run(analyze_destination_rule_hosts, SERVICES, dr("ratings")) == []
 
 
-def test_rule_for_an_unknown_host_is_ist0101() -> None:
+def test_rule_for_an_unknown_host_is_ist0174() -> None:
     msgs = run(analyze_destination_rule_hosts, SERVICES, dr("nowhere"))
-    assert texts(msgs) == ['Referenced host not found: "nowhere"']
+    assert codes(msgs) == ["IST0174"]
+    assert texts(msgs) == [
+        "The host nowhere defined in the DestinationRule does not match any services in the mesh."
+    ]
     assert msgs[0].path == "spec.host"
+    assert run(analyze_destination_rule_hosts, SERVICES, dr("reviews")) == []
 
 
 def test_wildcard_rule_host_is_not_checked() -> None:

@@ -45,10 +45,23 @@ def test_rule_after_a_rule_without_match_is_unreachable() -> None:
     assert texts(msgs) == [
         "VirtualService rule #1 not used (route without matches defined before)."
     ]
-    assert msgs[0].path == "spec.http[1]"
+    assert msgs[0].path == "spec.http[1].match[0]"
 
 
-def test_rule_after_a_prefix_slash_match_is_unreachable() -> None:
+def test_second_rule_without_match_is_unreachable() -> None:
+    http = f"""
+  - name: everything
+{ROUTE}
+  - name: again
+{ROUTE}
+"""
+    msgs = run(analyze_unreachable_rules, vs(http))
+    assert texts(msgs) == [
+        'VirtualService rule "again" not used (only the last rule can have no matches).'
+    ]
+
+
+def test_prefix_match_covered_by_a_shorter_prefix_is_ist0131() -> None:
     http = f"""
   - match: [{{uri: {{prefix: /}}}}]
 {ROUTE}
@@ -57,8 +70,27 @@ def test_rule_after_a_prefix_slash_match_is_unreachable() -> None:
 {ROUTE}
 """
     msgs = run(analyze_unreachable_rules, vs(http))
-    assert codes(msgs) == ["IST0130"]
-    assert msgs[0].text.startswith('VirtualService rule "api" not used (catch-all match')
+    assert codes(msgs) == ["IST0131"]
+    assert msgs[0].text == (
+        'VirtualService rule "api" match #0 of prefix /api is not used '
+        "(duplicate/overlapping match in rule #0 of prefix / on #0)."
+    )
+    assert msgs[0].path == "spec.http[1].match[0]"
+
+
+def test_prefix_match_with_another_method_is_not_covered() -> None:
+    http = f"""
+  - match: [{{uri: {{prefix: /}}, method: {{exact: GET}}}}]
+{ROUTE}
+  - match: [{{uri: {{prefix: /api}}, method: {{exact: POST}}}}]
+{ROUTE}
+"""
+    assert run(analyze_unreachable_rules, vs(http)) == []
+    same = http.replace("POST", "GET")
+    assert codes(run(analyze_unreachable_rules, vs(same))) == ["IST0131"]
+    # without a method Istio reads GET, so a GET match of a shorter prefix covers it
+    bare = http.replace(", method: {exact: POST}", "")
+    assert codes(run(analyze_unreachable_rules, vs(bare))) == ["IST0131"]
 
 
 def test_duplicate_match_is_ist0131_and_fully_duplicated_rule_ist0130() -> None:

@@ -173,12 +173,20 @@ def test_gateway_in_another_namespace_needs_the_namespace() -> None:
 
 
 def test_vs_host_not_served_by_the_gateway_is_ist0132() -> None:
-    msgs = run(analyze_gateway_hosts, GATEWAY, gw_vs("[web]", "[shop.example.com, other.com]"))
+    # as istioctl: reported when no host is served, with every host of the VirtualService
+    assert run(analyze_gateway_hosts, GATEWAY, gw_vs("[web]", "[shop.example.com, o.com]")) == []
+    msgs = run(analyze_gateway_hosts, GATEWAY, gw_vs("[web]", "[a.com, other.com]"))
     assert codes(msgs) == ["IST0132"]
     assert msgs[0].text == (
-        "one or more host [other.com] defined in VirtualService default/shop not found in "
+        "one or more host [a.com other.com] defined in VirtualService default/shop not found in "
         "Gateway default/web."
     )
+
+
+def test_missing_gateway_is_ist0132_too() -> None:
+    msgs = run(analyze_gateway_hosts, GATEWAY, gw_vs("[nowhere]"))
+    assert codes(msgs) == ["IST0132"]
+    assert "not found in Gateway default/nowhere." in msgs[0].text
 
 
 def test_vs_hosts_served_by_the_gateway_are_clean() -> None:
