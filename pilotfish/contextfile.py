@@ -46,6 +46,9 @@ class Context:
     #: The local mesh's data and state directories (``pilotfish up``); empty otherwise.
     data_dir: str = ""
     state_dir: str = ""
+    #: The CA file that verifies an ``https://`` server (kubeconfig's
+    #: ``certificate-authority``); empty: the system's trust store.
+    ca_file: str = ""
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -67,6 +70,7 @@ def load_context(name: str | None = None, path: Path | None = None) -> Context |
                 str(c.get("token") or ""),
                 str(c.get("data-dir") or ""),
                 str(c.get("state-dir") or ""),
+                str(c.get("certificate-authority") or ""),
             )
     return None
 
@@ -81,6 +85,8 @@ def save_context(ctx: Context, path: Path | None = None, make_current: bool = Tr
         entry["data-dir"] = ctx.data_dir
     if ctx.state_dir:
         entry["state-dir"] = ctx.state_dir
+    if ctx.ca_file:
+        entry["certificate-authority"] = ctx.ca_file
     contexts.append(entry)
     data["contexts"] = contexts
     if make_current or not data.get("current-context"):

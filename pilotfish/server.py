@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -107,6 +108,11 @@ class ServerSettings:
     #: over replicas again; open streams get ``max_connection_age_grace`` to finish.
     max_connection_age: float = 1800.0
     max_connection_age_grace: float = 10.0
+    #: Serve the HTTP API over TLS (``--api-tls``): with ``api_tls_cert``/``api_tls_key`` when
+    #: given, else with a certificate from the mesh CA (clients verify it with the mesh roots).
+    api_tls: bool = False
+    api_tls_cert: Path | None = None
+    api_tls_key: Path | None = None
 
     @classmethod
     def build(
@@ -129,6 +135,9 @@ class ServerSettings:
         dashboard_listen: str | None = "127.0.0.1:20001",
         max_connection_age: float = 1800.0,
         max_connection_age_grace: float = 10.0,
+        api_tls: bool = False,
+        api_tls_cert: Path | None = None,
+        api_tls_key: Path | None = None,
     ) -> ServerSettings:
         data_dir = (data_dir or DEFAULT_HOME / "data").expanduser().resolve()
         api_host, api_port = split_address(listen, API_PORT)
@@ -153,6 +162,9 @@ class ServerSettings:
             dashboard_listen=dashboard_listen or None,
             max_connection_age=max_connection_age,
             max_connection_age_grace=max_connection_age_grace,
+            api_tls=api_tls or api_tls_cert is not None,
+            api_tls_cert=api_tls_cert.expanduser().resolve() if api_tls_cert else None,
+            api_tls_key=api_tls_key.expanduser().resolve() if api_tls_key else None,
         )
 
     @property
@@ -172,7 +184,7 @@ class ServerSettings:
     @property
     def api_url(self) -> str:
         host = "127.0.0.1" if self.api_host in ("0.0.0.0", "") else self.api_host
-        return f"http://{host}:{self.api_port}"
+        return f"{'https' if self.api_tls else 'http'}://{host}:{self.api_port}"
 
 
 def proxy_resources(
@@ -448,6 +460,24 @@ async def serve_dashboard(
     return runner
 
 
+def api_tls_context(
+    settings: ServerSettings, identity: ControlPlaneIdentity
+) -> tuple[ssl.SSLContext | None, str]:
+    """The HTTP API's TLS context (None: plaintext) and the CA file clients verify it with
+    ("" for a certificate of the user's own: the system's trust store, or the user's CA)."""
+    if not settings.api_tls:
+        return None, ""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if settings.api_tls_cert is not None:
+        key = settings.api_tls_key or settings.api_tls_cert
+        context.load_cert_chain(settings.api_tls_cert, key)
+        return context, ""
+    files = identity.api_tls(settings.api_host, settings.xds_sans)
+    context.load_cert_chain(files.cert_file, files.key_file)
+    return context, str(identity.root_cert_path)
+
+
 async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -479,6 +509,7 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
                 metrics=mesh.metrics.exposition,
                 on_validated=mesh.metrics.validated,
                 ready=lambda: mesh.xds.port != 0,
+                workload_tokens=identity.verify_workload_token,
             ),
         )
         app = api.app()
@@ -486,11 +517,20 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
         dashboard = start_dashboard(settings, store, mesh, token, app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, settings.api_host, settings.api_port, shutdown_timeout=5.0)
+        api_ssl, api_ca = api_tls_context(settings, identity)
+        site = web.TCPSite(
+            runner,
+            settings.api_host,
+            settings.api_port,
+            shutdown_timeout=5.0,
+            ssl_context=api_ssl,
+        )
         await site.start()
         dashboard_runner = await serve_dashboard(settings, dashboard)
         if settings.write_context:
-            path = save_context(Context(settings.context_name, settings.api_url, token))
+            path = save_context(
+                Context(settings.context_name, settings.api_url, token, ca_file=api_ca)
+            )
             log.info("wrote context %r to %s", settings.context_name, path)
         log.info(
             "control plane ready: API %s, xDS %s:%d (%s), store %s, revision %d, mesh roots %s",

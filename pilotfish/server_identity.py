@@ -50,6 +50,7 @@ from pilotfish.identity import (
     TokenAuthority,
     add_to_server,
 )
+from pilotfish.identity.errors import TokenError
 from pilotfish.identity.tokens import TOKEN_KEY_FILE
 from pilotfish.xds.settings import TlsSettings
 
@@ -212,6 +213,33 @@ class ControlPlaneIdentity:
             f.write(serving.private_key_pem)
         cert.write_text(serving.cert_chain_pem)
         log.info("xDS serves TLS for %s", ", ".join(hosts))
+        return TlsSettings(cert_file=cert, key_file=key)
+
+    def verify_workload_token(self, token: str) -> tuple[str, str] | None:
+        """The (namespace, service account) a workload token proves; None if it is not a
+        valid one."""
+        try:
+            claims = self.tokens.verify(token)
+        except (TokenError, ValueError):
+            return None
+        return claims.namespace, claims.service_account
+
+    def api_tls(self, api_host: str, sans: tuple[str, ...]) -> TlsSettings:
+        """A serving certificate from the mesh CA for the HTTP API (``--api-tls``): the same
+        names as xDS's (see :func:`serving_hosts`) for ``api_host``. Clients verify it with
+        the mesh roots (``root_cert_path``)."""
+        wildcard = _is_unspecified(api_host)
+        addresses = local_addresses() if wildcard else []
+        hosts = serving_hosts(api_host, sans, addresses)
+        serving = self.ca.issue_serving_certificate(hosts, SERVING_CERT_TTL)
+        directory = self.settings.data_dir / "api-tls"
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        cert, key = directory / "cert-chain.pem", directory / "key.pem"
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(serving.private_key_pem)
+        cert.write_text(serving.cert_chain_pem)
+        log.info("the HTTP API serves TLS for %s", ", ".join(hosts))
         return TlsSettings(cert_file=cert, key_file=key)
 
     def issue_token(

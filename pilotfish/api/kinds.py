@@ -170,6 +170,12 @@ PROXY_CONFIG_ROUTE = f"{PILOTFISH_API}/namespaces/{{namespace}}/proxies/{{name}}
 DASHBOARD_PATH = f"{PILOTFISH_API}/dashboard"
 #: POST: the TokenRequest subresource of a ServiceAccount (Kubernetes' shape).
 TOKEN_ROUTE = f"{PILOTFISH_API}/namespaces/{{namespace}}/serviceaccounts/{{name}}/token"
+#: GET: the API tokens (never their secrets); POST: a new token with a role.
+API_TOKENS_PATH = f"{PILOTFISH_API}/apitokens"
+#: DELETE: revoke one API token.
+API_TOKEN_ROUTE = f"{API_TOKENS_PATH}/{{name}}"
+#: GET: the audit log of changes made through the API.
+AUDIT_PATH = f"{PILOTFISH_API}/audit"
 
 
 def proxy_config_path(namespace: str, name: str) -> str:

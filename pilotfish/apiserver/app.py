@@ -25,6 +25,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import yaml
@@ -36,10 +37,18 @@ from pilotfish.api.kinds import KindInfo
 from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX, service_fqdn
 from pilotfish.api.objects import ResourceKey
 from pilotfish.api.telemetry import Telemetry
-from pilotfish.apiserver.auth import token_matches
+from pilotfish.apiserver.auth import (
+    ADMIN_USER,
+    Authenticator,
+    Principal,
+    WorkloadVerifier,
+    forbidden,
+    new_secret,
+)
 from pilotfish.apiserver.status import error_status, status_body
 from pilotfish.config.loader import MAX_DEPTH, too_deep
 from pilotfish.config.meshconfig import mesh_config_of
+from pilotfish.config.store.access import API_ROLES, ApiToken, AuditEntry, audit_time, digest
 from pilotfish.config.store.base import (
     CommitResult,
     Delete,
@@ -92,11 +101,32 @@ class ApiSettings:
     on_validated: Callable[[str, bool], None] = field(default=lambda resource, ok: None)
     #: Whether the control plane serves proxies (``/ready``).
     ready: Callable[[], bool] = field(default=lambda: True)
+    #: Recognizes workload tokens (so they get 403 naming their role rather than 401).
+    workload_tokens: WorkloadVerifier | None = None
 
+
+#: The authenticated caller of a request.
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 #: Paths served without a token (istiod's monitoring and health endpoints).
 OPEN_PATHS = frozenset({"/healthz", "/ready", "/version", "/metrics"})
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _audited(kind: str, verb: str) -> bool:
+    """Whether a change is audited: the records the runtime keeps (Events, and Pods it
+    creates and updates) are not changes made by a user; deleting a Pod is."""
+    if kind == "Event":
+        return False
+    return not (kind == "Pod" and verb != "delete")
+
+
+def _ref(key: Key, result: str) -> dict[str, str]:
+    return {"kind": key.kind, "namespace": key.namespace, "name": key.name, "result": result}
 
 
 def _resource_plural(kind: str) -> str:
@@ -270,6 +300,7 @@ class ApiServer:
         #: Running watch streams, cancelled at shutdown (they would otherwise only notice a
         #: closed connection at their next write and hold the shutdown up).
         self._watches: set[asyncio.Task[Any]] = set()
+        self.auth = Authenticator(settings.tokens, store, settings.workload_tokens)
 
     async def _cancel_watches(self, app: web.Application) -> None:
         for task in list(self._watches):
@@ -288,6 +319,10 @@ class ApiServer:
         r.add_get(kinds.PROXY_STATUS_PATH, self.proxy_status)
         r.add_get(kinds.MESH_CONFIG_PATH, self.meshconfig)
         r.add_get(kinds.PROXY_CONFIG_ROUTE, self.proxy_config)
+        r.add_get(kinds.API_TOKENS_PATH, self.list_api_tokens)
+        r.add_post(kinds.API_TOKENS_PATH, self.create_api_token)
+        r.add_delete(kinds.API_TOKEN_ROUTE, self.delete_api_token)
+        r.add_get(kinds.AUDIT_PATH, self.audit_log)
         for prefix in ("/api/{version}", "/apis/{group}/{version}"):
             r.add_route("*", prefix + "/namespaces/{namespace}/{plural}", self.collection)
             r.add_route("*", prefix + "/namespaces/{namespace}/{plural}/{name}", self.item)
@@ -301,14 +336,23 @@ class ApiServer:
     async def _auth_middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if request.path not in OPEN_PATHS and not token_matches(
-            request.headers.get("Authorization"), self.settings.tokens
-        ):
-            return web.json_response(
-                status_body(401, "Unauthorized", "Unauthorized: a valid bearer token is required"),
-                status=401,
-            )
         try:
+            if request.path not in OPEN_PATHS:
+                principal = self.auth.authenticate(request.headers.get("Authorization"))
+                if principal is None:
+                    return web.json_response(
+                        status_body(
+                            401, "Unauthorized", "Unauthorized: a valid bearer token is required"
+                        ),
+                        status=401,
+                    )
+                plural = request.match_info.get("plural")
+                if plural is None and "/serviceaccounts/" in request.path:
+                    plural = "serviceaccounts/token"
+                reason = forbidden(principal, request.method, request.path, plural)
+                if reason is not None:
+                    return respond(request, status_body(403, "Forbidden", reason), 403)
+                request[PRINCIPAL] = principal
             return await handler(request)
         except PilotfishError as e:
             return error_response(request, e)
@@ -362,6 +406,65 @@ class ApiServer:
             )
         return respond(request, {"kind": "ProxyConfig", "name": name, "namespace": ns, **config})
 
+    # -- tokens and the audit log
+
+    def _audit(self, request: web.Request, verb: str, objects: list[dict[str, str]]) -> AuditEntry:
+        """The audit entry of a change ``request`` makes (the store stamps time and revision)."""
+        p: Principal = request.get(PRINCIPAL) or Principal(ADMIN_USER, "admin")
+        return AuditEntry(
+            user=p.user, role=p.role, verb=verb, objects=tuple(objects), source=request.remote or ""
+        )
+
+    async def list_api_tokens(self, request: web.Request) -> web.Response:
+        items = [t.public() for t in self.store.api_tokens()]
+        return respond(request, {"kind": "ApiTokenList", "items": items})
+
+    async def create_api_token(self, request: web.Request) -> web.Response:
+        req = _request_fields(await read_body(request), {"name": str, "role": str})
+        name, role = str(req.get("name") or ""), str(req.get("role") or "")
+        errs: list[FieldError] = []
+        if not name or not all(c.isalnum() or c in "-_.:@" for c in name) or len(name) > 253:
+            errs.append(FieldError("name", "Required value: letters, digits and -_.:@ only"))
+        elif name == ADMIN_USER:
+            reserved = f'Invalid value: "{ADMIN_USER}" is reserved for the data directory\'s token'
+            errs.append(FieldError("name", reserved))
+        if role not in API_ROLES:
+            errs.append(
+                FieldError(
+                    "role",
+                    f"Unsupported value: {role!r}: supported values: " + ", ".join(API_ROLES),
+                )
+            )
+        if errs:
+            raise ValidationError(ResourceKey.of("ApiToken", None, name or None), errs)
+        secret = new_secret()
+        creator: Principal = request[PRINCIPAL]
+        token = ApiToken(name, role, digest(secret), audit_time(_now()), creator.user)
+        obj = {"kind": "ApiToken", "namespace": "", "name": name, "role": role}
+        self.store.add_api_token(token, self._audit(request, "create", [obj]))
+        return respond(request, {"kind": "ApiToken", **token.public(), "token": secret}, 201)
+
+    async def delete_api_token(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        obj = {"kind": "ApiToken", "namespace": "", "name": name}
+        removed = self.store.remove_api_token(name, self._audit(request, "delete", [obj]))
+        return respond(request, {"kind": "ApiToken", **removed.public(), "result": "deleted"})
+
+    async def audit_log(self, request: web.Request) -> web.Response:
+        def number(name: str) -> int | None:
+            raw = request.query.get(name)
+            if raw is None:
+                return None
+            if not raw.isdigit():
+                raise ValidationError(
+                    ResourceKey.of("request"),
+                    [FieldError(name, f"Invalid value: {raw!r}: not a whole number")],
+                )
+            return int(raw)
+
+        entries = self.store.audit_log(after=number("after") or 0, limit=number("limit"))
+        return respond(request, {"kind": "AuditList", "items": [e.public() for e in entries]})
+
     # -- kind resolution
 
     def _kind(self, request: web.Request) -> KindInfo:
@@ -404,7 +507,7 @@ class ApiServer:
             return self._write(request, info, ns, name, body, create=False)
         if request.method == "DELETE":
             dry = request.query.get("dryRun") == "All"
-            deleted = self._delete([key], dry_run=dry)
+            deleted = self._delete(request, [key], dry_run=dry)
             return respond(request, deleted[0])
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "PUT", "DELETE"])
 
@@ -471,7 +574,13 @@ class ApiServer:
             return respond(request, validated.body, 201 if create else 200)
         if not create and self.store.get(key) is None:
             raise NotFoundError(f'{info.plural} "{key.name}" not found')
-        self.store.commit([put])
+        verb = "create" if create else "update"
+        audit = (
+            self._audit(request, verb, [_ref(key, "created" if create else "configured")])
+            if _audited(key.kind, verb)
+            else None
+        )
+        self.store.commit([put], audit=audit)
         stored = self.store.get(key)
         assert stored is not None
         return respond(request, stored.body, 201 if create else 200)
@@ -570,7 +679,14 @@ class ApiServer:
                 key_of(op.body) for op in ops if isinstance(op, Put) and self._differs(op.body)
             }
         else:
-            commit = self.store.commit(ops)
+            # Which objects the batch changes is known only once committed: the audit entry
+            # lists what the batch holds; the commit's events are what changed.
+            audit = self._audit(
+                request,
+                "apply",
+                [_ref(key_of(op.body), "applied") for op in ops if isinstance(op, Put)],
+            )
+            commit = self.store.commit(ops, audit=audit)
             changed = {e.object.key for e in commit.events}
         for b in validated:
             k = key_of(b)
@@ -679,10 +795,12 @@ class ApiServer:
         dry_run = bool(req.get("dryRun")) or request.query.get("dryRun") == "All"
         if ignore_missing:
             keys = [k for k in keys if self.store.get(k) is not None]
-        deleted = self._delete(keys, dry_run=dry_run)
+        deleted = self._delete(request, keys, dry_run=dry_run)
         return respond(request, {"kind": "DeleteResult", "dryRun": dry_run, "items": deleted})
 
-    def _delete(self, keys: list[Key], *, dry_run: bool) -> list[dict[str, Any]]:
+    def _delete(
+        self, request: web.Request, keys: list[Key], *, dry_run: bool
+    ) -> list[dict[str, Any]]:
         ops: list[Operation] = []
         out: list[dict[str, Any]] = []
         seen: set[Key] = set()
@@ -708,7 +826,10 @@ class ApiServer:
                 {"kind": k.kind, "namespace": k.namespace, "name": k.name, "result": "deleted"}
             )
         if ops and not dry_run:
-            self.store.commit(ops)
+            gone = [_ref(op.key, "deleted") for op in ops if isinstance(op, Delete)]
+            gone = [g for g in gone if _audited(g["kind"], "delete")]
+            audit = self._audit(request, "delete", gone) if gone else None
+            self.store.commit(ops, audit=audit)
         return out
 
     # -- watch

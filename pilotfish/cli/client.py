@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,12 +15,16 @@ from pilotfish.errors import ApiError
 
 
 class ApiClient:
-    def __init__(self, server: str, token: str, timeout: float = 30.0) -> None:
+    def __init__(self, server: str, token: str, timeout: float = 30.0, ca_file: str = "") -> None:
         self.server = server.rstrip("/")
+        verify: ssl.SSLContext | bool = True
+        if ca_file:
+            verify = ssl.create_default_context(cafile=ca_file)
         self._http = httpx.Client(
             base_url=self.server,
             headers={"Authorization": f"Bearer {token}"} if token else {},
             timeout=timeout,
+            verify=verify,
         )
 
     def close(self) -> None:

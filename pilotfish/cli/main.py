@@ -56,7 +56,9 @@ class Globals:
                 "Start one with `pilotfish server` (or `pilotfish up`), "
                 "or pass --server and --token."
             )
-        return ApiClient(server, token or "")
+        # The context's CA verifies its own server only (not one given with --server).
+        ca_file = ctx.ca_file if ctx and server == ctx.server else ""
+        return ApiClient(server, token or "", ca_file=ca_file)
 
 
 pass_globals = click.make_pass_decorator(Globals)
@@ -118,7 +120,12 @@ LAZY_COMMANDS = {
         "Health of the control plane, the pod runtime and the ingress gateway.",
     ),
     "token": LazyCommand(
-        "pilotfish.cli.token_cmd:token", "Workload tokens for sidecars outside the local runtime."
+        "pilotfish.cli.token_cmd:token",
+        "API tokens with a role, and workload tokens for sidecars outside the local runtime.",
+    ),
+    "audit": LazyCommand(
+        "pilotfish.cli.token_cmd:audit",
+        "The audit log: every change made through the API, who made it, when, at which revision.",
     ),
     "wait": LazyCommand(
         "pilotfish.cli.wait_cmd:wait_cmd",
@@ -806,6 +813,22 @@ def _proxy_diff(g: Globals, pod: str, namespace: str | None, file: str | None) -
     help="After --max-connection-age, how long open streams may go on before the connection "
     "is closed (the proxy reconnects and keeps its config meanwhile).",
 )
+@click.option(
+    "--api-tls",
+    is_flag=True,
+    help="Serve the HTTP API over HTTPS with a certificate from the mesh CA (the same names "
+    "as xDS's); the context written for the CLI verifies it with the mesh roots.",
+)
+@click.option(
+    "--api-tls-cert",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Serve the HTTP API over HTTPS with this certificate chain (PEM) instead.",
+)
+@click.option(
+    "--api-tls-key",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="The private key (PEM) of --api-tls-cert.",
+)
 def server(
     data_dir: Path | None,
     listen: str,
@@ -822,6 +845,9 @@ def server(
     xds_plaintext: bool,
     max_connection_age: str,
     max_connection_age_grace: str,
+    api_tls: bool,
+    api_tls_cert: Path | None,
+    api_tls_key: Path | None,
 ) -> None:
     """Run the control plane in the foreground (HTTP API, config store, xDS).
 
@@ -862,7 +888,12 @@ def server(
         prometheus_url=prometheus_url,
         max_connection_age=ages["--max-connection-age"],
         max_connection_age_grace=ages["--max-connection-age-grace"],
+        api_tls=api_tls,
+        api_tls_cert=api_tls_cert,
+        api_tls_key=api_tls_key,
     )
+    if (api_tls_cert is None) != (api_tls_key is None):
+        raise click.UsageError("--api-tls-cert and --api-tls-key go together")
     run_server(settings)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -127,13 +128,21 @@ def start_control_plane(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    url = f"http://127.0.0.1:{api_port}"
+    api_tls = "--api-tls" in extra_args
+    url = f"{'https' if api_tls else 'http'}://127.0.0.1:{api_port}"
+    roots = data_dir / "ca" / "mesh-roots.pem"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"control plane exited:\n{log.read_text()}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200 and config.exists():
+            verify: ssl.SSLContext | bool = True
+            if api_tls:
+                if not roots.exists():
+                    raise httpx.ConnectError("no roots yet")
+                verify = ssl.create_default_context(cafile=str(roots))
+            health = httpx.get(f"{url}/healthz", timeout=1, verify=verify)
+            if health.status_code == 200 and config.exists():
                 return ControlPlane(data_dir, config, url, api_port, xds_port, proc, log, tls)
         except httpx.HTTPError:
             pass

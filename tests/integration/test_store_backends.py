@@ -145,9 +145,9 @@ def test_file_format(tmp_path: Path) -> None:
         assert stat.S_IMODE(db.stat().st_mode) == 0o600
         with sqlite3.connect(db) as raw:
             assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-            assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
+            assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
             tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master")}
-            assert {"meta", "objects", "events"} <= tables
+            assert {"meta", "objects", "events", "audit", "api_tokens"} <= tables
             assert raw.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone() == (1,)
         raw.close()
     finally:
@@ -247,10 +247,14 @@ def test_postgres_schema_versions(pg_url: str) -> None:
             "pilotfish_meta",
             "pilotfish_objects",
             "pilotfish_events",
+            "pilotfish_audit",
+            "pilotfish_api_tokens",
         }
         # A database left at version 1 (before leases) is brought up to date, data kept.
         raw.execute("INSERT INTO pilotfish_meta VALUES ('marker', 7)")
         raw.execute("DROP TABLE pilotfish_leases")
+        raw.execute("DROP TABLE pilotfish_audit")
+        raw.execute("DROP TABLE pilotfish_api_tokens")
         raw.execute("DELETE FROM pilotfish_schema WHERE version > 1")
     PostgresStore(pg_url).close()
     with psycopg.connect(pg_url, autocommit=True) as raw:
@@ -424,3 +428,67 @@ def test_postgres_lease_moves_to_another_replica_when_the_leader_is_killed(pg_ur
             leader.kill()
             leader.wait()
         other.close()
+
+
+# -- API tokens and the audit log, both backends ---------------------------------------------
+
+
+def test_audit_entries_are_written_with_their_commit(store_url: str) -> None:
+    from pilotfish.config.store.access import AuditEntry
+    from pilotfish.errors import NotFoundError
+
+    store = open_store(store_url)
+    try:
+        who = AuditEntry(user="deployer", role="admin", verb="apply",
+                         objects=({"kind": "VirtualService", "name": "a"},))  # fmt: skip
+        first = store.commit([Put(vs("a"))], audit=who)
+        store.commit([Put(vs("a"))], audit=who)  # no change: no entry
+        with pytest.raises(NotFoundError):  # refused: no entry
+            store.commit([Put(vs("b")), Delete(Key("VirtualService", "default", "zz"))], audit=who)
+        gone = store.commit([Delete(Key("VirtualService", "default", "a"))],
+                            audit=AuditEntry(user="ops", role="admin", verb="delete"))  # fmt: skip
+        entries = store.audit_log()
+        assert [(e.user, e.verb, e.revision) for e in entries] == [
+            ("deployer", "apply", first.revision),
+            ("ops", "delete", gone.revision),
+        ]
+        assert entries[0].objects == ({"kind": "VirtualService", "name": "a"},)
+        assert entries[0].id < entries[1].id and entries[0].time.endswith("Z")
+        assert store.audit_log(after=entries[0].id) == [entries[1]]
+        assert store.audit_log(limit=1) == [entries[1]]
+    finally:
+        store.close()
+    reopened = open_store(store_url)  # on disk / in the database
+    try:
+        assert [e.user for e in reopened.audit_log()] == ["deployer", "ops"]
+    finally:
+        reopened.close()
+
+
+def test_api_tokens_are_kept_as_digests_and_audited(store_url: str) -> None:
+    from pilotfish.config.store.access import ApiToken, AuditEntry, digest
+    from pilotfish.errors import AlreadyExistsError, NotFoundError
+
+    store = open_store(store_url)
+    other = open_store(store_url)  # another replica (or process) on the same store
+    try:
+        made = AuditEntry(user="admin", role="admin", verb="create")
+        token = ApiToken(
+            "viewer", "read-only", digest("pft_secret"), "2026-01-01T00:00:00Z", "admin"
+        )
+        store.add_api_token(token, made)
+        with pytest.raises(AlreadyExistsError, match='tokens "viewer" already exists'):
+            store.add_api_token(token, made)
+        assert other.api_token(digest("pft_secret")) == token
+        assert other.api_token(digest("pft_other")) is None
+        assert [t.name for t in other.api_tokens()] == ["viewer"]
+        revoked = AuditEntry(user="admin", role="admin", verb="delete")
+        assert other.remove_api_token("viewer", revoked) == token
+        with pytest.raises(NotFoundError):
+            store.remove_api_token("viewer", revoked)
+        assert store.api_token(digest("pft_secret")) is None
+        # Two entries (create, delete): the refused ones wrote none; no config revision moved.
+        assert [(e.verb, e.revision) for e in store.audit_log()] == [("create", 0), ("delete", 0)]
+    finally:
+        other.close()
+        store.close()

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from pilotfish.api.objects import ResourceKey
+from pilotfish.config.store.access import ApiToken, AuditEntry
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 
@@ -111,8 +112,31 @@ class Store(Protocol):
         """Objects ordered by (kind, namespace, name); ``None`` means all."""
         ...
 
-    def commit(self, ops: Sequence[Operation]) -> CommitResult:
-        """Apply all operations in one transaction, or none (raises a StoreError)."""
+    def commit(self, ops: Sequence[Operation], audit: AuditEntry | None = None) -> CommitResult:
+        """Apply all operations in one transaction, or none (raises a StoreError).
+
+        ``audit``: when the commit writes something, this entry is appended to the audit log
+        in the same transaction, stamped with the time and the commit's revision."""
+        ...
+
+    def audit_log(self, after: int = 0, limit: int | None = None) -> builtins.list[AuditEntry]:
+        """Audit entries with ``id > after``, oldest first, at most ``limit`` (the newest)."""
+        ...
+
+    def add_api_token(self, token: ApiToken, audit: AuditEntry) -> None:
+        """Store a new API token (AlreadyExistsError if its name is taken), audited."""
+        ...
+
+    def remove_api_token(self, name: str, audit: AuditEntry) -> ApiToken:
+        """Delete the API token ``name`` (NotFoundError if absent), audited."""
+        ...
+
+    def api_tokens(self) -> builtins.list[ApiToken]:
+        """Every API token, by name."""
+        ...
+
+    def api_token(self, digest: str) -> ApiToken | None:
+        """The API token whose secret has this digest."""
         ...
 
     def revision(self) -> int:

@@ -14,6 +14,14 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 
+from pilotfish.config.store.access import (
+    DEFAULT_KEEP_AUDIT,
+    ApiToken,
+    AuditEntry,
+    audit_time,
+    token_exists,
+    token_not_found,
+)
 from pilotfish.config.store.base import CommitResult, Event, Key, Operation, StoredObject
 from pilotfish.config.store.notify import Subscribers
 from pilotfish.config.store.plan import Clock, check_since, plan_commit, utc_now
@@ -37,6 +45,9 @@ class MemoryStore:
         self._compacted = 0
         self._closed = False
         self._subscribers = Subscribers()
+        self._audit: deque[AuditEntry] = deque(maxlen=DEFAULT_KEEP_AUDIT)
+        self._audit_id = 0
+        self._tokens: dict[str, ApiToken] = {}
 
     def get(self, key: Key) -> StoredObject | None:
         with self._lock:
@@ -56,7 +67,7 @@ class MemoryStore:
         found.sort(key=lambda o: (o.kind, o.namespace, o.name))
         return [_copy(o) for o in found]
 
-    def commit(self, ops: Sequence[Operation]) -> CommitResult:
+    def commit(self, ops: Sequence[Operation], audit: AuditEntry | None = None) -> CommitResult:
         with self._lock:
             self._check_open()
             events = plan_commit(ops, self._objects.get, self._revision, clock=self._clock)
@@ -70,6 +81,8 @@ class MemoryStore:
                 self._revision = events[-1].revision
                 while len(self._events) > self._keep:
                     self._compacted = self._events.popleft().revision
+                if audit is not None:
+                    self._append_audit(audit)
             revision = self._revision
         if events:
             self._subscribers.notify(revision)
@@ -89,6 +102,44 @@ class MemoryStore:
             stop = len(self._events) if limit is None else min(len(self._events), start + limit)
             found = list(itertools.islice(self._events, start, stop))
         return [_copy_event(e) for e in found]
+
+    def audit_log(self, after: int = 0, limit: int | None = None) -> builtins.list[AuditEntry]:
+        with self._lock:
+            self._check_open()
+            found = [e for e in self._audit if e.id > after]
+        return found if limit is None else found[max(len(found) - limit, 0) :]
+
+    def add_api_token(self, token: ApiToken, audit: AuditEntry) -> None:
+        with self._lock:
+            self._check_open()
+            if token.name in self._tokens:
+                raise token_exists(token.name)
+            self._tokens[token.name] = token
+            self._append_audit(audit)
+
+    def remove_api_token(self, name: str, audit: AuditEntry) -> ApiToken:
+        with self._lock:
+            self._check_open()
+            token = self._tokens.pop(name, None)
+            if token is None:
+                raise token_not_found(name)
+            self._append_audit(audit)
+        return token
+
+    def api_tokens(self) -> builtins.list[ApiToken]:
+        with self._lock:
+            self._check_open()
+            return sorted(self._tokens.values(), key=lambda t: t.name)
+
+    def api_token(self, digest: str) -> ApiToken | None:
+        with self._lock:
+            self._check_open()
+            return next((t for t in self._tokens.values() if t.digest == digest), None)
+
+    def _append_audit(self, audit: AuditEntry) -> None:
+        self._audit_id += 1
+        entry = audit.stamped(audit_time(self._clock()), self._revision)
+        self._audit.append(AuditEntry.from_json(self._audit_id, entry.to_json()))
 
     def subscribe(self, callback: Callable[[int], None]) -> Callable[[], None]:
         return self._subscribers.add(callback)

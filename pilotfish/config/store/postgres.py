@@ -9,6 +9,8 @@ layout::
     pilotfish_objects(kind, namespace, name PRIMARY KEY, revision, body)   current objects
     pilotfish_events(revision PRIMARY KEY, type, kind, namespace, name, body)   the log
     pilotfish_leases(name PRIMARY KEY, holder, expires_at)   leader leases (``try_lease``)
+    pilotfish_audit(id PRIMARY KEY, body)                changes made through the API
+    pilotfish_api_tokens(name PRIMARY KEY, role, digest UNIQUE, created, created_by)
 
 Bodies are kept as JSON text, so the key order callers wrote is the order they read back.
 
@@ -49,6 +51,14 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from pilotfish.config.store.access import (
+    DEFAULT_KEEP_AUDIT,
+    ApiToken,
+    AuditEntry,
+    audit_time,
+    token_exists,
+    token_not_found,
+)
 from pilotfish.config.store.base import CommitResult, Event, EventType, Key, Operation, StoredObject
 from pilotfish.config.store.notify import Subscribers
 from pilotfish.config.store.plan import Clock, check_since, plan_commit, utc_now
@@ -100,6 +110,22 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
             name TEXT PRIMARY KEY,
             holder TEXT NOT NULL,
             expires_at TIMESTAMPTZ NOT NULL
+        );
+        """,
+    ),
+    (
+        3,
+        """
+        CREATE TABLE pilotfish_audit (
+            id BIGSERIAL PRIMARY KEY,
+            body TEXT NOT NULL
+        );
+        CREATE TABLE pilotfish_api_tokens (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            digest TEXT NOT NULL UNIQUE,
+            created TEXT NOT NULL,
+            created_by TEXT NOT NULL
         );
         """,
     ),
@@ -207,7 +233,7 @@ class PostgresStore:
 
     # -- writes -----------------------------------------------------------------------
 
-    def commit(self, ops: Sequence[Operation]) -> CommitResult:
+    def commit(self, ops: Sequence[Operation], audit: AuditEntry | None = None) -> CommitResult:
         with self._locked() as conn:
             try:
                 with wrap_errors(self._where, "write"):
@@ -228,6 +254,8 @@ class PostgresStore:
                         _write(conn, events)
                         current = events[-1].revision
                         _compact(conn, current, self._keep)
+                        if audit is not None:
+                            self._append_audit(conn, audit, current)
                         conn.execute(
                             "SELECT pg_notify(%s, %s)", (CHANNEL, f"{self._instance} {current}")
                         )
@@ -239,6 +267,84 @@ class PostgresStore:
         if events:
             self._subscribers.notify(current)
         return CommitResult(current, events)
+
+    # -- tokens and the audit log (see ``access``) ---------------------------------------
+
+    def audit_log(self, after: int = 0, limit: int | None = None) -> builtins.list[AuditEntry]:
+        query = "SELECT id, body FROM pilotfish_audit WHERE id > %s ORDER BY id DESC"
+        args: tuple[int, ...] = (after,)
+        if limit is not None:
+            query += " LIMIT %s"
+            args = (after, max(limit, 0))
+        with self._locked() as conn, wrap_errors(self._where, "read"):
+            rows = conn.execute(query, args).fetchall()
+        return [AuditEntry.from_json(int(i), b) for i, b in reversed(rows)]
+
+    def add_api_token(self, token: ApiToken, audit: AuditEntry) -> None:
+        def write(conn: psycopg.Connection[Any]) -> None:
+            row = conn.execute(
+                "INSERT INTO pilotfish_api_tokens (name, role, digest, created, created_by)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING name",
+                (token.name, token.role, token.digest, token.created, token.created_by),
+            ).fetchone()
+            if row is None:
+                raise token_exists(token.name)
+
+        self._audited_write(write, audit)
+
+    def remove_api_token(self, name: str, audit: AuditEntry) -> ApiToken:
+        found: list[ApiToken] = []
+
+        def write(conn: psycopg.Connection[Any]) -> None:
+            row = conn.execute(
+                "DELETE FROM pilotfish_api_tokens WHERE name = %s"
+                " RETURNING name, role, digest, created, created_by",
+                (name,),
+            ).fetchone()
+            if row is None:
+                raise token_not_found(name)
+            found.append(ApiToken(*row))
+
+        self._audited_write(write, audit)
+        return found[0]
+
+    def api_tokens(self) -> builtins.list[ApiToken]:
+        with self._locked() as conn, wrap_errors(self._where, "read"):
+            rows = conn.execute(_TOKEN_SELECT + ' ORDER BY name COLLATE "C"').fetchall()
+        return [ApiToken(*r) for r in rows]
+
+    def api_token(self, digest: str) -> ApiToken | None:
+        with self._locked() as conn, wrap_errors(self._where, "read"):
+            row = conn.execute(_TOKEN_SELECT + " WHERE digest = %s", (digest,)).fetchone()
+        return ApiToken(*row) if row else None
+
+    def _audited_write(
+        self, write: Callable[[psycopg.Connection[Any]], None], audit: AuditEntry
+    ) -> None:
+        with self._locked() as conn:
+            try:
+                with wrap_errors(self._where, "write"):
+                    conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+                    write(conn)
+                    self._append_audit(conn, audit, _meta(conn, "revision"))
+                    conn.execute("COMMIT")
+            except BaseException:
+                _finish(conn, "ROLLBACK")
+                raise
+
+    def _append_audit(
+        self, conn: psycopg.Connection[Any], audit: AuditEntry, revision: int
+    ) -> None:
+        body = audit.stamped(audit_time(self._clock()), revision).to_json()
+        new_id = int(
+            _one(
+                conn.execute("INSERT INTO pilotfish_audit (body) VALUES (%s) RETURNING id", (body,))
+            )
+        )
+        if new_id > DEFAULT_KEEP_AUDIT and new_id % 1000 == 0:
+            conn.execute(
+                "DELETE FROM pilotfish_audit WHERE id <= %s", (new_id - DEFAULT_KEEP_AUDIT,)
+            )
 
     def try_lease(self, name: str, holder: str, ttl: float) -> bool:
         """Take or renew the lease ``name`` for ``holder`` for ``ttl`` seconds; True if
@@ -469,6 +575,9 @@ def _lookup_row(conn: psycopg.Connection[Any], key: Key) -> tuple[Any, ...] | No
         (key.kind, key.namespace, key.name),
     ).fetchone()
     return row
+
+
+_TOKEN_SELECT = "SELECT name, role, digest, created, created_by FROM pilotfish_api_tokens"
 
 
 def _lookup(conn: psycopg.Connection[Any], key: Key) -> StoredObject | None:

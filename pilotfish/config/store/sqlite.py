@@ -1,11 +1,14 @@
 """SqliteStore: the embedded default config store, one SQLite file in the data directory.
 
-Layout (schema version 1, kept in ``PRAGMA user_version``)::
+Layout (schema version 2, kept in ``PRAGMA user_version``; version 2 added ``audit`` and
+``api_tokens``, see ``access``)::
 
     meta(name PRIMARY KEY, value)     'revision': last committed revision
                                       'compacted': highest revision whose event was dropped
     objects(kind, namespace, name PRIMARY KEY, revision, body JSON)   current objects
     events(revision PRIMARY KEY, type, kind, namespace, name, body JSON)   append-only log
+    audit(id PRIMARY KEY AUTOINCREMENT, body JSON)   changes made through the API
+    api_tokens(name PRIMARY KEY, role, digest UNIQUE, created, created_by)
 
 Every ``commit`` is one ``BEGIN IMMEDIATE ... COMMIT`` transaction that reads the revision
 counter, applies the planned writes to ``objects``, appends to ``events``, advances the
@@ -31,6 +34,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pilotfish.config.store.access import (
+    DEFAULT_KEEP_AUDIT,
+    ApiToken,
+    AuditEntry,
+    audit_time,
+    token_exists,
+    token_not_found,
+)
 from pilotfish.config.store.base import CommitResult, Event, EventType, Key, Operation, StoredObject
 from pilotfish.config.store.notify import Subscribers
 from pilotfish.config.store.plan import Clock, check_since, plan_commit, utc_now
@@ -38,7 +49,7 @@ from pilotfish.errors import StoreError
 
 DEFAULT_FILENAME = "config.db"
 DEFAULT_KEEP_EVENTS = 10_000
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -62,6 +73,17 @@ CREATE TABLE IF NOT EXISTS events (
     name TEXT NOT NULL,
     body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_tokens (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    digest TEXT NOT NULL UNIQUE,
+    created TEXT NOT NULL,
+    created_by TEXT NOT NULL
+) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0), ('compacted', 0);
 """
 
@@ -143,7 +165,7 @@ class SqliteStore:
 
     # -- writes -----------------------------------------------------------------------
 
-    def commit(self, ops: Sequence[Operation]) -> CommitResult:
+    def commit(self, ops: Sequence[Operation], audit: AuditEntry | None = None) -> CommitResult:
         with self._locked() as conn:
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -158,6 +180,8 @@ class SqliteStore:
                     _write(conn, events)
                     current = events[-1].revision
                     _compact(conn, current, self._keep)
+                    if audit is not None:
+                        self._append_audit(conn, audit, current)
                 conn.execute("COMMIT")
             except BaseException as exc:
                 _rollback(conn)
@@ -167,6 +191,75 @@ class SqliteStore:
         if events:
             self._subscribers.notify(current)
         return CommitResult(current, events)
+
+    # -- tokens and the audit log (see ``access``) ---------------------------------------
+
+    def audit_log(self, after: int = 0, limit: int | None = None) -> builtins.list[AuditEntry]:
+        sql = "SELECT id, body FROM audit WHERE id > ? ORDER BY id DESC"
+        args: tuple[int, ...] = (after,)
+        if limit is not None:
+            sql += " LIMIT ?"
+            args = (after, max(limit, 0))
+        with self._locked() as conn:
+            rows = conn.execute(sql, args).fetchall()
+        return [AuditEntry.from_json(i, b) for i, b in reversed(rows)]
+
+    def add_api_token(self, token: ApiToken, audit: AuditEntry) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            if conn.execute("SELECT 1 FROM api_tokens WHERE name = ?", (token.name,)).fetchone():
+                raise token_exists(token.name)
+            conn.execute(
+                "INSERT INTO api_tokens (name, role, digest, created, created_by)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (token.name, token.role, token.digest, token.created, token.created_by),
+            )
+
+        self._audited_write(write, audit)
+
+    def remove_api_token(self, name: str, audit: AuditEntry) -> ApiToken:
+        found: list[ApiToken] = []
+
+        def write(conn: sqlite3.Connection) -> None:
+            row = conn.execute(_TOKEN_SELECT + " WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise token_not_found(name)
+            conn.execute("DELETE FROM api_tokens WHERE name = ?", (name,))
+            found.append(ApiToken(*row))
+
+        self._audited_write(write, audit)
+        return found[0]
+
+    def api_tokens(self) -> builtins.list[ApiToken]:
+        with self._locked() as conn:
+            rows = conn.execute(_TOKEN_SELECT + " ORDER BY name").fetchall()
+        return [ApiToken(*r) for r in rows]
+
+    def api_token(self, digest: str) -> ApiToken | None:
+        with self._locked() as conn:
+            row = conn.execute(_TOKEN_SELECT + " WHERE digest = ?", (digest,)).fetchone()
+        return ApiToken(*row) if row else None
+
+    def _audited_write(
+        self, write: Callable[[sqlite3.Connection], None], audit: AuditEntry
+    ) -> None:
+        with self._locked() as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                write(conn)
+                self._append_audit(conn, audit, _meta(conn, "revision"))
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                _rollback(conn)
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"config store {self.path}: write failed: {exc}") from exc
+                raise
+
+    def _append_audit(self, conn: sqlite3.Connection, audit: AuditEntry, revision: int) -> None:
+        body = audit.stamped(audit_time(self._clock()), revision).to_json()
+        cur = conn.execute("INSERT INTO audit (body) VALUES (?)", (body,))
+        floor = (cur.lastrowid or 0) - DEFAULT_KEEP_AUDIT
+        if floor > 0 and (cur.lastrowid or 0) % 1000 == 0:
+            conn.execute("DELETE FROM audit WHERE id <= ?", (floor,))
 
     def subscribe(self, callback: Callable[[int], None]) -> Callable[[], None]:
         return self._subscribers.add(callback)
@@ -231,6 +324,9 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+_TOKEN_SELECT = "SELECT name, role, digest, created, created_by FROM api_tokens"
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
