@@ -14,6 +14,8 @@ loopback setups.
 from __future__ import annotations
 
 import asyncio
+import difflib
+import json
 import logging
 import os
 import signal
@@ -37,6 +39,7 @@ from pilotfish.apiserver.tokens import add_token_routes
 from pilotfish.canary import CanaryController, ControllerSettings, HttpChecks
 from pilotfish.config.addons import ensure_addon_services
 from pilotfish.config.store import Store, open_store
+from pilotfish.config.store.base import Key
 from pilotfish.config.store.factory import describe as describe_store
 from pilotfish.config.store.factory import is_postgres
 from pilotfish.contextfile import DEFAULT_HOME, Context, save_context
@@ -218,6 +221,24 @@ def config_as_json(resources: Resources) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+#: The types a config preview regenerates and shows (never secrets: they carry keys).
+PREVIEW_TYPES = frozenset(t for t in ALL_TYPES if t != SECRET_TYPE)
+
+
+def _json_diff(before: list[dict[str, Any]], after: list[dict[str, Any]], label: str) -> str:
+    """A unified diff of two lists of Envoy resources, one JSON document per resource, in name
+    order (empty when they are the same). Pure."""
+
+    def lines(resources: list[dict[str, Any]]) -> list[str]:
+        return json.dumps(resources, indent=2, sort_keys=True).splitlines()
+
+    a, b = lines(before), lines(after)
+    if a == b:
+        return ""
+    diff = difflib.unified_diff(a, b, f"{label} (now)", f"{label} (after the change)", lineterm="")
+    return "\n".join(diff) + "\n"
+
+
 class Mesh:
     """The running control plane's parts, wired: store -> registry/model -> translate -> xDS."""
 
@@ -357,6 +378,36 @@ class Mesh:
         for node_id, (_, at) in list(self._generated.items()):
             if node_id not in connected and at < old:
                 self._generated.pop(node_id, None)
+        return out
+
+    def config_preview(
+        self, puts: Sequence[dict[str, Any]], deletes: Sequence[Key] = ()
+    ) -> list[dict[str, Any]]:
+        """What writing ``puts`` (and deleting ``deletes``) would change in each connected
+        proxy's Envoy config, computed without storing anything: the proxies the push-scope
+        rules reach (``translate.dependencies``), each with a unified diff per type of its
+        clusters, listeners and routes (secrets are never shown), empty when its config would
+        stay the same."""
+        old, new = self.source.preview(puts, deletes)
+        changes = Changes.between(old, new)
+        out: list[dict[str, Any]] = []
+        if changes.empty:
+            return out
+        for node in sorted(self.xds.connected_nodes(), key=lambda n: (n.namespace, n.pod_name)):
+            scope = scope_for(node, changes)
+            if scope is None:
+                continue
+            types = frozenset(scope) & PREVIEW_TYPES
+            before = config_as_json(proxy_resources(node, old, types))
+            after = config_as_json(proxy_resources(node, new, types))
+            name = f"{node.pod_name}.{node.namespace}"
+            diffs = {}
+            for key in ("clusters", "listeners", "routes"):
+                text = _json_diff(before.get(key, []), after.get(key, []), f"{name} {key}")
+                if text:
+                    diffs[key] = text
+            out.append({"proxy": name, "namespace": node.namespace, "name": node.pod_name,
+                        "diffs": diffs})  # fmt: skip
         return out
 
     def proxy_config(self, namespace: str, name: str) -> dict[str, list[dict[str, Any]]] | None:
@@ -505,6 +556,7 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
                 tokens=frozenset({token}),
                 proxy_status=mesh.proxy_status,
                 proxy_config=mesh.proxy_config,
+                config_preview=mesh.config_preview,
                 vips=mesh.vips,
                 metrics=mesh.metrics.exposition,
                 on_validated=mesh.metrics.validated,

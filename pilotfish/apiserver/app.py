@@ -91,6 +91,10 @@ class ApiSettings:
     proxy_status: StatusProvider = field(default=lambda: [])
     #: The config the control plane generates for one connected proxy.
     proxy_config: ConfigProvider = field(default=lambda ns, name: None)
+    #: What writing these bodies (and deleting these keys) would change in each connected
+    #: proxy's Envoy config, computed without storing (``apply`` with ``dryRun`` and
+    #: ``diff``); ``None``: no xDS server, no preview.
+    config_preview: Callable[[list[dict[str, Any]], list[Key]], list[dict[str, Any]]] | None = None
     #: The control plane's one VIP allocator (the registry's): Services applied without a
     #: ``clusterIP`` get theirs from it, so they never collide with ServiceEntry VIPs.
     vips: VipAllocator = field(default_factory=VipAllocator)
@@ -622,6 +626,15 @@ class ApiServer:
         sources = _sources(req.get("sources"), len(items))
         default_ns = req.get("namespace") or "default"
         dry_run = bool(req.get("dryRun")) or request.query.get("dryRun") == "All"
+        diff = bool(req.get("diff")) or request.query.get("diff") == "true"
+        if diff and not dry_run:
+            return error_response(
+                request,
+                ValidationError(
+                    ResourceKey.of("request"),
+                    [FieldError("diff", "Invalid value: needs dryRun (nothing is stored)")],
+                ),
+            )
         validated: list[dict[str, Any]] = []
         warnings: list[str] = []
         errors: list[PilotfishError] = []
@@ -697,16 +710,20 @@ class ApiServer:
             results.append(
                 {"kind": k.kind, "namespace": k.namespace, "name": k.name, "result": result}
             )
-        return respond(
-            request,
-            {
-                "kind": "ApplyResult",
-                "revision": commit.revision,
-                "warnings": warnings,
-                "dryRun": dry_run,
-                "items": results,
-            },
-        )
+        out: dict[str, Any] = {
+            "kind": "ApplyResult",
+            "revision": commit.revision,
+            "warnings": warnings,
+            "dryRun": dry_run,
+            "items": results,
+        }
+        if diff:
+            preview = self.settings.config_preview
+            if preview is None:
+                raise PilotfishError("this API server has no xDS server: no config preview")
+            puts = [op.body for op in ops if isinstance(op, Put) and key_of(op.body) in changed]
+            out["proxies"] = await asyncio.to_thread(preview, puts, [])
+        return respond(request, out)
 
     def _check_telemetry_providers(self, bodies: list[dict[str, Any]]) -> None:
         """Telemetry may only name providers the mesh config defines (cross-resource)."""

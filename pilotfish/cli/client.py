@@ -82,8 +82,11 @@ class ApiClient:
         sources: list[dict[str, Any]],
         namespace: str | None,
         dry_run: bool,
+        diff: bool = False,
     ) -> dict[str, Any]:
         body = {"items": items, "sources": sources, "namespace": namespace, "dryRun": dry_run}
+        if diff:
+            body["diff"] = True
         result: dict[str, Any] = self.request("POST", APPLY_PATH, json=body)
         return result
 

@@ -254,7 +254,21 @@ def _namespace_opt(f: F) -> F:
     help="File, directory (*.yaml, *.yml, *.json) or - for stdin. Repeatable.",
 )
 @_namespace_opt
-@click.option("--dry-run", is_flag=True, help="Validate on the server and report; store nothing.")
+@click.option(
+    "--dry-run",
+    type=click.Choice(["none", "client", "server"]),
+    default="none",
+    is_flag=False,
+    flag_value="server",
+    help="server: validate on the control plane and report, store nothing (a bare --dry-run "
+    "means server); client: validate offline, send nothing; none: apply.",
+)
+@click.option(
+    "--diff",
+    is_flag=True,
+    help="With --dry-run=server: for each proxy the change reaches, the diff of its Envoy "
+    "clusters, listeners and routes, computed by the control plane.",
+)
 @click.option(
     "--wait",
     "wait",
@@ -267,7 +281,8 @@ def apply(
     g: Globals,
     files: tuple[str, ...],
     namespace: str | None,
-    dry_run: bool,
+    dry_run: str,
+    diff: bool,
     wait: bool,
     timeout: str,
 ) -> None:
@@ -282,12 +297,20 @@ def apply(
       pilotfish apply -f ./istio-config/ -n staging
       cat vs.yaml | pilotfish apply -f -
       pilotfish apply -f reviews-v2.yaml --wait --timeout 1m   # until every Envoy ACKed it
+      pilotfish apply -f reviews-v2.yaml --dry-run=server --diff  # what each Envoy would get
 
     With --wait, exits 1 naming each proxy that rejected the change (with Envoy's error) or
     did not acknowledge it within --timeout.
     """
     from pilotfish.cli.wait_cmd import parse_timeout, wait_for_sync
 
+    if diff and dry_run != "server":
+        raise click.UsageError("--diff needs --dry-run=server (the control plane computes it)")
+    if wait and dry_run != "none":
+        raise click.UsageError("--wait waits for an applied change: not with --dry-run")
+    if dry_run == "client":
+        _client_dry_run(files, namespace)
+        return
     seconds = parse_timeout(timeout) if wait else 0.0
     revision = 0
     docs_by_file: dict[str, list[Any]] = {}
@@ -302,24 +325,66 @@ def apply(
                 for d in docs
             ]
             try:
-                result = client.apply(items, sources, namespace, dry_run)
+                result = client.apply(items, sources, namespace, dry_run == "server", diff=diff)
             except PilotfishError as e:
                 for line in str(e).splitlines():
                     click.echo(f"error: {line}", err=True)
                 failed = True
                 continue
-            suffix = " (dry run)" if dry_run else ""
+            suffix = " (server dry run)" if dry_run == "server" else ""
             revision = max(revision, int(result.get("revision") or 0))
             for warning in result.get("warnings") or []:
                 click.echo(f"Warning: {warning}", err=True)
             for it in result["items"]:
                 info = kinds.by_kind(it["kind"])
                 click.echo(f"{_kind_label(info, it['name'])} {it['result']}{suffix}")
-        if wait and not dry_run and revision:
+            if diff:
+                _print_preview(result.get("proxies") or [])
+        if wait and revision:
             code = wait_for_sync(client, revision, seconds)
             if code:
                 sys.exit(code)
     if failed:
+        sys.exit(1)
+
+
+def _print_preview(proxies: list[dict[str, Any]]) -> None:
+    """The per-proxy diffs of ``apply --dry-run=server --diff``."""
+    changed = [p for p in proxies if p.get("diffs")]
+    same = [p["proxy"] for p in proxies if not p.get("diffs")]
+    for p in changed:
+        for text in p["diffs"].values():
+            click.echo(text.rstrip("\n"))
+    names = ", ".join(p["proxy"] for p in changed)
+    click.echo(
+        f"{len(changed)} prox{'y' if len(changed) == 1 else 'ies'} would change"
+        + (f": {names}" if names else "")
+    )
+    if same:
+        click.echo(f"reached, config unchanged: {', '.join(same)}")
+
+
+def _client_dry_run(files: tuple[str, ...], namespace: str | None) -> None:
+    """``apply --dry-run=client``: the files validated offline, nothing sent (as kubectl's,
+    which does not ask the server either)."""
+    from pilotfish.config.validation import validate as validate_one
+
+    problems = 0
+    for d in _load(files):
+        try:
+            v = validate_one(d.body, source=d.source, default_namespace=namespace or "default")
+        except ValidationError as e:
+            problems += 1
+            click.echo(f"error: {e.with_source(d.source) if e.source is None else e}", err=True)
+            continue
+        except PilotfishError as e:
+            problems += 1
+            click.echo(f"error: {d.source}: {e}", err=True)
+            continue
+        for w in v.warnings:
+            click.echo(f"Warning: {d.source}: {w}", err=True)
+        click.echo(f"{_kind_label(v.info, v.body['metadata']['name'])} valid (client dry run)")
+    if problems:
         sys.exit(1)
 
 

@@ -10,11 +10,15 @@ plus indexing. Thread-safe: generation may run in worker threads.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
-from pilotfish.config.store.base import Key, Store, StoredObject
+from pilotfish.config.store.base import Key, Store, StoredObject, key_of
 from pilotfish.errors import CompactedError
 from pilotfish.model.push_context import (
     CredentialsFactory,
@@ -99,3 +103,43 @@ class PushContextSource:
                     (time.monotonic() - started) * 1000,
                 )
             return self._current
+
+    def preview(
+        self, puts: Iterable[Mapping[str, Any]], deletes: Iterable[Key] = ()
+    ) -> tuple[PushContext, PushContext]:
+        """The current context and the one the store would give after writing ``puts`` (bodies
+        as validated for the store) and deleting ``deletes``, built without storing anything:
+        the hypothetical objects get the next revision, and the registry snapshot is taken by
+        a detached copy (VIPs a new Service would get are not reserved)."""
+        current = self.current()
+        with self._lock:
+            objects = dict(self._objects or {})
+            revision = self._revision
+        nxt = revision + 1
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for body in puts:
+            key = key_of(dict(body))
+            new = copy.deepcopy(dict(body))
+            meta = new.setdefault("metadata", {})
+            old = objects.get(key)
+            old_meta = (old.body.get("metadata") or {}) if old is not None else {}
+            for field in ("uid", "creationTimestamp", "generation"):
+                if field in old_meta:
+                    meta[field] = old_meta[field]
+            meta.setdefault("creationTimestamp", now)
+            meta["resourceVersion"] = str(nxt)
+            objects[key] = StoredObject(key, new, nxt)
+        for key in deletes:
+            objects.pop(key, None)
+        ordered = sorted(objects.values(), key=lambda o: o.key)
+        snapshot = self.registry.detached().snapshot(ordered)
+        after = PushContext.build(
+            ordered,
+            snapshot,
+            revision=nxt,
+            previous=current,
+            settings=self.settings,
+            jwks=self.jwks,
+            credentials=self.credentials,
+        )
+        return current, after

@@ -149,6 +149,14 @@ class Registry:
         self._cache: dict[tuple[Any, int], Any] = {}
         self._hostnames: set[str] = set()
 
+    def detached(self) -> Registry:
+        """A registry for a preview: the same connected sidecars and conversions, a copy of the
+        VIPs, so snapshots of hypothetical objects change nothing here."""
+        other = Registry(self.vips.copy(), self.sidecars, self.settings)
+        other._cache = dict(self._cache)
+        other._hostnames = set(self._hostnames)
+        return other
+
     def _convert(self, obj: StoredObject) -> Any:
         key = (obj.key, obj.revision)
         found = self._cache.get(key)

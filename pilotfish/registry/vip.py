@@ -63,6 +63,15 @@ class VipAllocator:
                     return addr
             raise VipExhaustedError(f"no free VIP left in {self._net} for {hostname}")
 
+    def copy(self) -> VipAllocator:
+        """An allocator holding the same assignments that allocates on its own (previews: what
+        it hands out is never reserved here)."""
+        with self._lock:
+            other = VipAllocator(assigned=self._by_host)
+            other._net, other._first, other._size = self._net, self._first, self._size
+            other._taken = set(self._taken)
+        return other
+
     def reserve(self, hostname: str, address: str) -> None:
         """Record an address the user chose (``clusterIP``) so it is never handed out again."""
         with self._lock:

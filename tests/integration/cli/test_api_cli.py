@@ -143,7 +143,11 @@ def test_dry_run_stores_nothing(control_plane: ControlPlane, tmp_path: Path) -> 
     f.write_text(VS_V1)
     before = control_plane.revision()
     res = control_plane.cli("apply", "-f", str(f), "--dry-run", check=True)
-    assert "created (dry run)" in res.stdout
+    assert "created (server dry run)" in res.stdout  # a bare --dry-run is the server's
+    res = control_plane.cli("apply", "-f", str(f), "--dry-run=server", check=True)
+    assert "created (server dry run)" in res.stdout
+    res = control_plane.cli("apply", "-f", str(f), "--dry-run=client", check=True)
+    assert "reviews valid (client dry run)" in res.stdout
     assert control_plane.revision() == before
 
 
