@@ -749,6 +749,7 @@ class ApiServer:
 
         An update keeps the address the Service already has.
         """
+        self._assign_entry_addresses(bodies)
         services = [b for b in bodies if b["kind"] == "Service"]
         if not services:
             return
@@ -767,6 +768,25 @@ class ApiServer:
                 spec["clusterIP"] = vips.allocate(
                     service_fqdn(meta["name"], meta["namespace"], suffix)
                 )
+
+    def _assign_entry_addresses(self, bodies: list[dict[str, Any]]) -> None:
+        """Give each host of a ServiceEntry without ``spec.addresses`` a VIP in
+        ``status.addresses`` (``{value, host}``), as Istio's DNS auto-allocation does: the
+        local runtime puts it in the pods' hosts files and sidecars capture it. Wildcard hosts
+        get none. The registry reads the addresses back, so they survive restarts."""
+        vips = self.settings.vips
+        for b in bodies:
+            if b["kind"] != "ServiceEntry":
+                continue
+            spec = b.get("spec") or {}
+            if spec.get("addresses"):
+                b.pop("status", None)
+                continue
+            hosts = [str(h) for h in spec.get("hosts") or [] if not str(h).startswith("*")]
+            if not hosts:
+                continue
+            status = b.setdefault("status", {})
+            status["addresses"] = [{"value": vips.allocate(h), "host": h} for h in hosts]
 
     def _keep_status(self, bodies: list[dict[str, Any]]) -> None:
         """An apply of a kind whose status a controller writes (Canary) keeps that status, as

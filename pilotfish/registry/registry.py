@@ -28,6 +28,7 @@ from pilotfish.registry.convert import (
 )
 from pilotfish.registry.serviceentry import (
     services_from_service_entry,
+    status_addresses,
     workloads_from_service_entry,
 )
 from pilotfish.registry.sidecars import ConnectedSidecars
@@ -170,6 +171,8 @@ class Registry:
                 self.vips.reserve(hostname, str(ip))
             value: Any = service_from_k8s(obj.body, self.vips.allocate, self.settings.domain_suffix)
         elif obj.kind == "ServiceEntry":
+            for host, ip in status_addresses(obj.body).items():
+                self.vips.reserve(host, ip)
             value = (
                 services_from_service_entry(obj.body, self.vips.allocate),
                 workloads_from_service_entry(obj.body),

@@ -4,9 +4,11 @@ Each host of an entry is one ``Service`` (hostname as written: ``api.example.com
 wildcard ``*.example.com``), sharing the entry's ports, resolution, location and exportTo.
 The VIP is the entry's first plain address (not a CIDR) when it has one; otherwise
 non-wildcard hosts get an allocated VIP so that TCP ports can be captured by address too
-(Istio does the same with DNS auto-allocation). Inline ``endpoints`` become workloads that
-belong to this entry only; ``workloadSelector`` selects pods and WorkloadEntries of the
-entry's namespace, like a Kubernetes selector.
+(Istio does the same with DNS auto-allocation). The API server writes those VIPs into the
+entry's ``status.addresses`` at apply (as Istio's allocation controller does); they are read
+back here, so a host keeps its VIP across control-plane restarts. Inline ``endpoints``
+become workloads that belong to this entry only; ``workloadSelector`` selects pods and
+WorkloadEntries of the entry's namespace, like a Kubernetes selector.
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ def _ports(spec: dict[str, Any]) -> tuple[ServicePort, ...]:
     return tuple(out)
 
 
+def status_addresses(body: dict[str, Any]) -> dict[str, str]:
+    """The VIPs the API server wrote in ``status.addresses`` (host -> address)."""
+    out = {}
+    for a in (body.get("status") or {}).get("addresses") or []:
+        if isinstance(a, dict) and a.get("host") and a.get("value"):
+            out[str(a["host"])] = str(a["value"])
+    return out
+
+
 def services_from_service_entry(body: dict[str, Any], allocate: Allocate) -> list[Service]:
     meta = body.get("metadata") or {}
     spec = body.get("spec") or {}
@@ -46,6 +57,7 @@ def services_from_service_entry(body: dict[str, Any], allocate: Allocate) -> lis
     external = str(spec.get("location") or "MESH_EXTERNAL") == "MESH_EXTERNAL"
     selector = (spec.get("workloadSelector") or {}).get("labels")
     exported = export_to(spec.get("exportTo"))
+    assigned = status_addresses(body)
     out = []
     for host in spec.get("hosts") or []:
         host = str(host)
@@ -54,7 +66,7 @@ def services_from_service_entry(body: dict[str, Any], allocate: Allocate) -> lis
         elif host.startswith("*"):
             vip = None
         else:
-            vip = allocate(host)
+            vip = assigned.get(host) or allocate(host)
         out.append(
             Service(
                 hostname=host,

@@ -209,23 +209,22 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
             )
         seen: set[tuple[str, int]] = set()
         for svc in scope.services:
-            if not svc.vip:
+            first = svc.vip or (svc.addresses[0] if svc.addresses else None)
+            if not first:
                 continue
             for sp in svc.ports:
-                if sp.protocol.is_http or (svc.vip, sp.port) in seen:
+                if sp.protocol.is_http or (first, sp.port) in seen:
                     continue
                 if not scope.on_port(svc, sp.port):
                     continue
-                seen.add((svc.vip, sp.port))
+                seen.add((first, sp.port))
                 clusters = tcp_route(push, proxy, svc, sp.port)
                 chains.append(
                     lc.FilterChain(
-                        name=f"{svc.vip}_{sp.port}",
+                        name=f"{first}_{sp.port}",
                         filter_chain_match=lc.FilterChainMatch(
                             destination_port=u32(sp.port),
-                            prefix_ranges=[
-                                address_pb2.CidrRange(address_prefix=svc.vip, prefix_len=u32(32))
-                            ],
+                            prefix_ranges=_prefix_ranges(svc),
                         ),
                         filters=[tcp_proxy_filter(clusters[0][0], clusters, tcp_logs)],
                     )
@@ -249,6 +248,17 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
         telemetry_key(push, proxy),
     )
     return push.memo(key, compute)
+
+
+def _prefix_ranges(svc: Service) -> list[address_pb2.CidrRange]:
+    """The destinations a TCP chain of ``svc`` matches: every address a ServiceEntry lists
+    (CIDRs included, as Istio), else its VIP."""
+    out = []
+    for text in svc.addresses or (str(svc.vip),):
+        address, _, length = text.partition("/")
+        bits = int(length) if length else (128 if ":" in address else 32)
+        out.append(address_pb2.CidrRange(address_prefix=address, prefix_len=u32(bits)))
+    return out
 
 
 def explicit_outbound(push: PushContext, proxy: Proxy) -> Listener:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 from collections.abc import Sequence
 
@@ -179,6 +180,14 @@ def pod_spec(errs: Errors, path: str, spec: PodSpec) -> None:
             f"{path}.serviceAccountName",
             f'Invalid value: "{sa}": a lowercase RFC 1123 subdomain is required',
         )
+    for i, alias in enumerate(spec.hostAliases):
+        try:
+            ipaddress.ip_address(alias.ip)
+        except ValueError:
+            errs.add(
+                f"{path}.hostAliases[{i}].ip",
+                f'Invalid value: "{alias.ip}": must be a valid IP address',
+            )
     if spec.terminationGracePeriodSeconds is not None and spec.terminationGracePeriodSeconds < 0:
         errs.add(f"{path}.terminationGracePeriodSeconds", "must be greater than or equal to 0")
 

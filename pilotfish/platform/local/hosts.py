@@ -23,14 +23,16 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX
+from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX, visible
 
 __all__ = [
     "ETC_NETNS",
+    "EntryName",
     "ServiceName",
     "pod_etc_dir",
     "remove_pod_dns",
@@ -54,6 +56,17 @@ class ServiceName:
     vip: str
 
 
+@dataclass(frozen=True)
+class EntryName:
+    """A ServiceEntry host and its address (``spec.addresses[0]`` or the VIP the control
+    plane allocated, ``status.addresses``), seen from the namespaces its ``exportTo`` names."""
+
+    host: str
+    vip: str
+    namespace: str
+    export_to: tuple[str, ...] = ("*",)
+
+
 def service_hostnames(
     svc: ServiceName, pod_namespace: str, domain_suffix: str = DEFAULT_DOMAIN_SUFFIX
 ) -> list[str]:
@@ -70,8 +83,15 @@ def render_hosts(
     pod_namespace: str,
     services: Iterable[ServiceName],
     domain_suffix: str = DEFAULT_DOMAIN_SUFFIX,
+    entries: Iterable[EntryName] = (),
+    aliases: Iterable[tuple[str, Sequence[str]]] = (),
 ) -> str:
-    """The pod's ``/etc/hosts``. Deterministic: services sorted by namespace and name. Pure."""
+    """The pod's ``/etc/hosts``. Deterministic: services sorted by namespace and name. Pure.
+
+    ``entries``: ServiceEntry hosts visible from the pod's namespace are listed with their
+    VIPs, as Istio's DNS proxy answers them with auto-allocated addresses (the sidecar
+    captures the VIP). ``aliases``: the pod's ``hostAliases`` (ip, hostnames), as the
+    kubelet writes them."""
     ipaddress.ip_address(pod_ip)
     lines = [
         "# Managed by Pilotfish; rewritten whenever services change.",
@@ -79,6 +99,11 @@ def render_hosts(
         "::1\tlocalhost ip6-localhost ip6-loopback",
         f"{pod_ip}\t{pod_name}",
     ]
+    for ip, hostnames in aliases:
+        alias = " ".join(str(h) for h in hostnames)
+        if alias:
+            ipaddress.ip_address(ip)
+            lines.append(f"{ip}\t{alias}")
     by_vip: dict[str, list[str]] = {}
     for svc in sorted(set(services), key=lambda s: (s.namespace, s.name)):
         try:
@@ -91,19 +116,61 @@ def render_hosts(
         for name in service_hostnames(svc, pod_namespace, domain_suffix):
             if name not in names:
                 names.append(name)
+    for e in sorted(set(entries), key=lambda e: (e.host, e.namespace)):
+        if not visible(e.export_to, e.namespace, pod_namespace):
+            continue
+        if not any(e.host in listed for listed in by_vip.values()):
+            by_vip.setdefault(e.vip, []).append(e.host)
     for vip, names in by_vip.items():
-        lines.append(f"{vip}\t{' '.join(names)}")
+        if names:
+            lines.append(f"{vip}\t{' '.join(names)}")
     return "\n".join(lines) + "\n"
 
 
-def render_resolv_conf(pod_namespace: str, domain_suffix: str = DEFAULT_DOMAIN_SUFFIX) -> str:
+def render_resolv_conf(
+    pod_namespace: str,
+    domain_suffix: str = DEFAULT_DOMAIN_SUFFIX,
+    dns_config: Mapping[str, Any] | None = None,
+    dns_policy: str | None = None,
+) -> str:
     """The pod's ``/etc/resolv.conf``: Kubernetes' search path, a loopback name server. Pure.
 
     Nothing listens on the pod's ``127.0.0.1:53``, so names missing from the hosts file fail
-    fast and no DNS query leaves the pod.
+    fast and no DNS query leaves the pod. A pod's ``dnsConfig`` (``nameservers``,
+    ``searches``, ``options``) is merged as the kubelet does: with ``dnsPolicy: None`` it is
+    the whole file, otherwise its name servers and searches are appended.
     """
-    search = f"{pod_namespace}.svc.{domain_suffix} svc.{domain_suffix} {domain_suffix}"
-    return f"# Managed by Pilotfish.\nnameserver 127.0.0.1\nsearch {search}\noptions ndots:5\n"
+    cfg = dns_config or {}
+    servers = [str(s) for s in cfg.get("nameservers") or []]
+    searches = [str(s) for s in cfg.get("searches") or []]
+    options = [
+        f"{o['name']}:{o['value']}" if o.get("value") is not None else str(o["name"])
+        for o in cfg.get("options") or []
+        if isinstance(o, Mapping) and o.get("name")
+    ]
+    if dns_policy == "None":
+        base_search: list[str] = []
+        base_servers: list[str] = []
+        base_options: list[str] = []
+    else:
+        base_search = [
+            f"{pod_namespace}.svc.{domain_suffix}",
+            f"svc.{domain_suffix}",
+            domain_suffix,
+        ]
+        base_servers = ["127.0.0.1"]
+        base_options = ["ndots:5"]
+    lines = ["# Managed by Pilotfish."]
+    merged = [*base_servers, *(s for s in servers if s not in base_servers)]
+    lines += [f"nameserver {s}" for s in merged[:3]]
+    search = [*base_search, *(s for s in searches if s not in base_search)]
+    if search:
+        lines.append(f"search {' '.join(search)}")
+    given = {o.split(":")[0] for o in options}
+    opts = [o for o in base_options if o.split(":")[0] not in given] + options
+    if opts:
+        lines.append(f"options {' '.join(opts)}")
+    return "\n".join(lines) + "\n"
 
 
 def pod_etc_dir(netns: str, root: Path = ETC_NETNS) -> Path:

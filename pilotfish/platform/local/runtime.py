@@ -2,7 +2,7 @@
 
 It talks to the control plane only through its HTTP API, with the admin token:
 
-- it watches Namespaces, Deployments, Services and Pods; any event (or every
+- it watches Namespaces, Deployments, Services, ServiceEntries and Pods; any event (or every
   ``resync_seconds``) runs :meth:`Runtime.reconcile_once`;
 - the controller half creates and deletes Pod objects so that each Deployment has its replicas
   (:func:`~.runtime_model.plan_deployments`) and writes each Deployment's ``status``;
@@ -42,6 +42,7 @@ from pilotfish.platform.local.prometheus import PrometheusLayout, pod_targets, w
 from pilotfish.platform.local.runtime_model import (
     SIDECAR_STATUS_ANNOTATION,
     deployment_status,
+    entry_names,
     plan_deployments,
     pod_status,
     service_endpoints,
@@ -62,7 +63,9 @@ __all__ = [
 log = logging.getLogger("pilotfish.runtime")
 
 #: What the runtime reads and watches: every object of these kinds, in all namespaces.
-PATHS = {k: by_kind(k).api_path() for k in ("Namespace", "Deployment", "Service", "Pod")}
+PATHS = {
+    k: by_kind(k).api_path() for k in ("Namespace", "Deployment", "Service", "Pod", "ServiceEntry")
+}
 
 
 def pod_problem(report: PodReport) -> str:
@@ -88,6 +91,8 @@ class Snapshot:
     deployments: list[dict[str, Any]] = field(default_factory=list)
     services: list[dict[str, Any]] = field(default_factory=list)
     pods: list[dict[str, Any]] = field(default_factory=list)
+    #: ServiceEntries: their hosts go in the pods' hosts files with their VIPs.
+    service_entries: list[dict[str, Any]] = field(default_factory=list)
 
 
 class RuntimeApi(Protocol):
@@ -145,7 +150,13 @@ class HttpRuntimeApi:
 
     def snapshot(self) -> Snapshot:
         lists = {k: list(self._call("GET", p).get("items") or []) for k, p in PATHS.items()}
-        return Snapshot(lists["Namespace"], lists["Deployment"], lists["Service"], lists["Pod"])
+        return Snapshot(
+            lists["Namespace"],
+            lists["Deployment"],
+            lists["Service"],
+            lists["Pod"],
+            lists["ServiceEntry"],
+        )
 
     def create_pod(self, body: dict[str, Any]) -> None:
         ns = body["metadata"]["namespace"]
@@ -365,10 +376,10 @@ class Runtime:
         if plan.create or plan.delete:
             self.dirty.set()  # the created pods come back in the next snapshot
         pods = [p for p in snap.pods if _key(p) not in deleted]
-        self._sync_pods(pods, self._view(snap.services, pods))
+        self._sync_pods(pods, self._view(snap.services, pods, snap.service_entries))
         pods = self._write_statuses(pods)
         self._write_targets(pods)
-        view = self._view(snap.services, pods)
+        view = self._view(snap.services, pods, snap.service_entries)
         for running in self.pods.values():
             running.handle.set_view(view)
         self._write_deployment_statuses(snap.deployments, pods)
@@ -376,9 +387,14 @@ class Runtime:
         self._flush_events()
 
     @staticmethod
-    def _view(services: list[dict[str, Any]], pods: list[dict[str, Any]]) -> NetworkView:
+    def _view(
+        services: list[dict[str, Any]],
+        pods: list[dict[str, Any]],
+        entries: list[dict[str, Any]] = [],  # noqa: B006 - never mutated
+    ) -> NetworkView:
         return NetworkView(
             names=tuple(sorted(service_names(services), key=lambda s: (s.namespace, s.name))),
+            entries=tuple(sorted(entry_names(entries), key=lambda e: (e.host, e.namespace))),
             endpoints=tuple(
                 sorted(service_endpoints(services, pods), key=lambda s: (s.vip, s.port))
             ),

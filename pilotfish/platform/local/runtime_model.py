@@ -24,8 +24,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pilotfish.api.mesh import export_to
 from pilotfish.api.workloads import pod_target_port
-from pilotfish.platform.local.hosts import ServiceName
+from pilotfish.platform.local.hosts import EntryName, ServiceName
 from pilotfish.platform.local.service_lb import Endpoint, ServicePort
 
 __all__ = [
@@ -408,6 +409,27 @@ def service_names(services: Iterable[Mapping[str, Any]]) -> list[ServiceName]:
         vip = _cluster_ip(svc)
         if vip:
             out.append(ServiceName(_name(svc), _ns(svc), vip))
+    return out
+
+
+def entry_names(entries: Iterable[Mapping[str, Any]]) -> list[EntryName]:
+    """Hosts-file entries of ServiceEntry hosts: each non-wildcard host with the entry's first
+    plain address, else the VIP the control plane wrote in ``status.addresses``."""
+    out = []
+    for se in entries:
+        spec = se.get("spec") or {}
+        plain = [str(a) for a in spec.get("addresses") or [] if "/" not in str(a)]
+        assigned = {
+            str(a.get("host")): str(a.get("value"))
+            for a in (se.get("status") or {}).get("addresses") or []
+            if isinstance(a, Mapping) and a.get("host") and a.get("value")
+        }
+        exported = export_to(spec.get("exportTo"))
+        for host in spec.get("hosts") or []:
+            host = str(host)
+            vip = plain[0] if plain else assigned.get(host)
+            if vip and not host.startswith("*"):
+                out.append(EntryName(host, vip, _ns(se), exported))
     return out
 
 

@@ -53,9 +53,11 @@ from pilotfish.platform.local.capture import CaptureSettings, apply_capture
 from pilotfish.platform.local.commands import IptablesTools, PlatformError
 from pilotfish.platform.local.exposure import WorkdirPlan
 from pilotfish.platform.local.hosts import (
+    EntryName,
     ServiceName,
     render_hosts,
     render_resolv_conf,
+    write_in_place,
     write_pod_dns,
 )
 from pilotfish.platform.local.network import PodNet, PodNetwork
@@ -158,6 +160,8 @@ class NetworkView:
 
     names: tuple[ServiceName, ...] = ()
     endpoints: tuple[ServicePort, ...] = ()
+    #: ServiceEntry hosts with their VIPs (the app's hosts file only; see ``proxy_hosts``).
+    entries: tuple[EntryName, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -258,7 +262,7 @@ class LocalPod:
         self.ready_at: float | None = None
         self.created_at = time.monotonic()
         self._view = view
-        self._applied_names: tuple[ServiceName, ...] | None = None
+        self._applied_names: tuple[tuple[ServiceName, ...], tuple[EntryName, ...]] | None = None
         self._applied_endpoints: tuple[ServicePort, ...] | None = None
         self._apps_started = False
         self._error = ""
@@ -464,18 +468,46 @@ class LocalPod:
             return
         with self._lock:
             view = self._view
-        if force or view.names != self._applied_names:
-            hosts = render_hosts(self.name, self.net.ip, self.namespace, view.names)
+        if force or (view.names, view.entries) != self._applied_names:
+            spec = self.body.get("spec") or {}
+            aliases = [
+                (str(a.get("ip")), [str(h) for h in a.get("hostnames") or []])
+                for a in spec.get("hostAliases") or []
+                if isinstance(a, dict) and a.get("ip")
+            ]
+            hosts = render_hosts(
+                self.name, self.net.ip, self.namespace, view.names,
+                entries=view.entries, aliases=aliases,
+            )  # fmt: skip
+            if self.sidecar is not None:
+                # The sidecar resolves ServiceEntry hosts (resolution: DNS) through the pod's
+                # name servers, never to the VIPs the app's hosts file gives them (as Envoy
+                # under Istio's DNS proxy asks the upstream resolver, not the proxy).
+                write_in_place(
+                    self.proxy_hosts,
+                    render_hosts(
+                        self.name, self.net.ip, self.namespace, view.names, aliases=aliases
+                    ),
+                )
             write_pod_dns(
                 self.netns,
                 hosts,
-                render_resolv_conf(self.namespace),
+                render_resolv_conf(
+                    self.namespace,
+                    dns_config=spec.get("dnsConfig"),
+                    dns_policy=spec.get("dnsPolicy"),
+                ),
                 self.network.settings.etc_netns,
             )
-            self._applied_names = view.names
+            self._applied_names = (view.names, view.entries)
         if self.sidecar is None and (force or view.endpoints != self._applied_endpoints):
             apply_service_lb(self.netns, list(view.endpoints), self.tools)
             self._applied_endpoints = view.endpoints
+
+    @property
+    def proxy_hosts(self) -> Path:
+        """The hosts file the sidecar sees as ``/etc/hosts`` (without ServiceEntry VIPs)."""
+        return self.settings.run_dir / self.pod_id / "proxy-hosts"
 
     @property
     def token_path(self) -> Path:
@@ -538,6 +570,10 @@ class LocalPod:
         # the control plane (certificates) through, as they do Envoy's.
         gid = self.users.proxy.gid
         argv = ["setpriv", f"--regid={gid}", "--clear-groups", "--", *self.sidecar.argv]
+        # Its own hosts file over /etc/hosts, in the private mount namespace ``ip netns
+        # exec`` gives the sidecar alone.
+        argv = ["/bin/sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"',
+                str(self.proxy_hosts), *argv]  # fmt: skip
         envoy = self.settings.envoy_binary
         # Envoy (the proxy user) writes its access log to its stdout, this file, by opening
         # /dev/stdout again: the proxy group may write it (its owner stays root).

@@ -231,3 +231,28 @@ async def test_apply_keeps_the_status_a_controller_wrote_for_a_canary(api: Api) 
     assert stored is not None
     assert stored.body["status"] == {"phase": "Progressing"}
     assert stored.body["spec"]["analysis"]["threshold"] == 6
+
+
+async def test_service_entry_hosts_get_vips_in_status_addresses(api: Api) -> None:
+    entry = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"name": "ext"},
+        "spec": {
+            "hosts": ["api.example.com", "*.wild.example.com"],
+            "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+            "resolution": "NONE",
+        },
+    }
+    await api.call("POST", APPLY_PATH, json={"items": [entry]})
+    stored = api.store.get(ResourceKey("ServiceEntry", "default", "ext"))
+    assert stored is not None
+    # Wildcards get none (as Istio's auto-allocation); the VIP is the registry's.
+    assert stored.body["status"]["addresses"] == [
+        {"value": api.vips.allocate("api.example.com"), "host": "api.example.com"}
+    ]
+    # An entry with addresses of its own gets no allocated ones.
+    entry["spec"]["addresses"] = ["240.0.0.9"]
+    await api.call("POST", APPLY_PATH, json={"items": [entry]})
+    stored = api.store.get(ResourceKey("ServiceEntry", "default", "ext"))
+    assert stored is not None and "status" not in stored.body

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pilotfish.platform.local.hosts import (
+    EntryName,
     ServiceName,
     pod_etc_dir,
     remove_pod_dns,
@@ -98,3 +99,40 @@ def test_write_and_remove_pod_dns(tmp_path: Path) -> None:
 def test_pod_etc_dir_rejects_paths(bad: str) -> None:
     with pytest.raises(ValueError):
         pod_etc_dir(bad)
+
+
+def test_service_entry_hosts_follow_export_to_and_never_shadow_a_service() -> None:
+    entries = [
+        EntryName("httpbin.org", "10.96.3.3", "default"),
+        EntryName("private.example.com", "10.96.4.4", "team", (".",)),
+        EntryName("reviews", "10.96.5.5", "default"),  # a Service of that name wins
+    ]
+    svc = ServiceName("reviews", "default", "10.96.0.10")
+    seen = render_hosts("sleep-1", "10.244.0.2", "default", [svc], entries=entries)
+    assert "10.96.3.3\thttpbin.org" in seen
+    assert "private.example.com" not in seen
+    assert "10.96.5.5" not in seen
+    own = render_hosts("app-1", "10.244.0.3", "team", [], entries=entries)
+    assert "10.96.4.4\tprivate.example.com" in own
+
+
+def test_host_aliases_are_listed_as_the_kubelet_writes_them() -> None:
+    out = render_hosts("p", "10.244.0.2", "default", [], aliases=[("10.1.2.3", ["a.test", "b"])])
+    assert "10.1.2.3\ta.test b" in out.splitlines()
+
+
+def test_dns_config_merges_as_the_kubelet_does() -> None:
+    cfg = {
+        "nameservers": ["10.0.0.53"],
+        "searches": ["corp.test"],
+        "options": [{"name": "ndots", "value": "2"}],
+    }
+    merged = render_resolv_conf("default", dns_config=cfg)
+    assert merged.splitlines()[1:] == [
+        "nameserver 127.0.0.1",
+        "nameserver 10.0.0.53",
+        "search default.svc.cluster.local svc.cluster.local cluster.local corp.test",
+        "options ndots:2",
+    ]
+    alone = render_resolv_conf("default", dns_config=cfg, dns_policy="None")
+    assert alone.splitlines()[1:] == ["nameserver 10.0.0.53", "search corp.test", "options ndots:2"]

@@ -1,0 +1,287 @@
+"""Egress with pods, as Istio's "Accessing External Services" and "Egress TLS Origination" tasks
+run it: real capture, real Envoys, curl in a pod, and an "external" host (HTTP on 80, HTTPS on
+443 with a CA of its own, dnsmasq answering the tasks' host names) in a network namespace
+outside the mesh.
+
+The client pod uses the external DNS server (``dnsPolicy: None`` + ``dnsConfig``), so names
+no ServiceEntry declares resolve there and leave through PassthroughCluster (ALLOW_ANY);
+ServiceEntry hosts get VIPs in the pod's hosts file (Istio's DNS auto-allocation) and the
+sidecar resolves ``resolution: DNS`` through the same DNS server.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import Mesh, bring_up
+from tests.e2e.external import External, external_host
+
+pytestmark = pytest.mark.e2e
+
+#: The tasks' host names; the external DNS server answers them with the external host.
+NAMES = ["httpbin.org", "edition.cnn.com", "www.google.com", "api.example.test"]
+
+#: Istio's "Accessing External Services" task, as written.
+HTTPBIN_ENTRY = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: httpbin-ext
+spec:
+  hosts:
+  - httpbin.org
+  ports:
+  - number: 80
+    name: http
+    protocol: HTTP
+  resolution: DNS
+  location: MESH_EXTERNAL
+"""
+
+#: Istio's "Egress TLS Origination" task, with the test CA (credentialName), sni and SANs.
+TLS_ORIGINATION = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: edition-cnn-com
+spec:
+  hosts:
+  - edition.cnn.com
+  ports:
+  - number: 80
+    name: http-port
+    protocol: HTTP
+    targetPort: 443
+  - number: 443
+    name: https-port
+    protocol: HTTPS
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: edition-cnn-com
+spec:
+  host: edition.cnn.com
+  trafficPolicy:
+    portLevelSettings:
+    - port:
+        number: 80
+      tls:
+        mode: SIMPLE # initiates HTTPS when accessing edition.cnn.com
+        credentialName: edition-cnn-com-ca
+        sni: edition.cnn.com
+        subjectAltNames: [SAN]
+"""
+
+REGISTRY_ONLY = """
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {name: egress-policy, namespace: istio-system}
+spec:
+  meshConfig:
+    outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mesh, External]]:
+    tmp = tmp_path_factory.mktemp("egress")
+    with (
+        external_host(tmp, NAMES, ["edition.cnn.com"]) as ext,
+        bring_up(tmp / "mesh") as mesh,
+    ):
+        mesh.cli("label", "namespace", "default", "istio-injection=enabled", "--overwrite")
+        sleep = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "sleep", "namespace": "default"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "sleep"}},
+                "template": {
+                    "metadata": {"labels": {"app": "sleep"}},
+                    "spec": {
+                        "dnsPolicy": "None",
+                        "dnsConfig": {"nameservers": [ext.ip]},
+                        "containers": [
+                            {
+                                "name": "sleep",
+                                "command": ["python3", "-c", "import time; time.sleep(1e9)"],
+                            }
+                        ],
+                    },
+                },
+            },
+        }
+        apply(mesh, tmp, sleep)
+        mesh.wait_pods_ready("default", 1)
+        yield mesh, ext
+        mesh.cli("delete", "istiooperator", "egress-policy", "-n", "istio-system", check=False)
+
+
+def apply(mesh: Mesh, tmp: Path, *docs: dict[str, Any] | str) -> None:
+    items: list[Any] = []
+    for d in docs:
+        items += list(yaml.safe_load_all(d)) if isinstance(d, str) else [d]
+    path = tmp / "docs.json"
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    mesh.cli("apply", "-f", str(path))
+
+
+def curl(mesh: Mesh, url: str, *extra: str) -> tuple[str, str]:
+    """(status code, body) of a request from the sleep pod; code ``000`` when no HTTP answer."""
+    pod = mesh.pod_named("sleep")
+    res = mesh.local(
+        "exec", pod, "--", "curl", "-s", "-m", "5", "-w", "\n%{http_code}", *extra, url,
+        check=False,
+    )  # fmt: skip
+    body, _, code = res.stdout.rpartition("\n")
+    return (code.strip() or "000"), body.strip()
+
+
+def settle(check: Any, what: str, timeout: float = 30) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last is True:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}: {last}")
+
+
+def proxy_stat(mesh: Mesh, name: str) -> int:
+    pod = mesh.pod_named("sleep")
+    out = mesh.local(
+        "exec", pod, "-c", "istio-proxy", "--", "curl", "-s",
+        f"http://127.0.0.1:15000/stats?filter={name}", check=False,
+    ).stdout  # fmt: skip
+    for line in out.splitlines():
+        key, _, value = line.partition(": ")
+        if key == name:
+            return int(value)
+    return 0
+
+
+def test_service_entry_registry_only_and_tls_origination(
+    world: tuple[Mesh, External], tmp_path: Path
+) -> None:
+    mesh, ext = world
+    pod = mesh.pod_named("sleep")
+
+    # ALLOW_ANY (the default): an unregistered host leaves through PassthroughCluster.
+    settle(
+        lambda: (
+            curl(mesh, "http://www.google.com/")[0] == "200" or curl(mesh, "http://www.google.com/")
+        ),
+        "passthrough",
+    )
+    assert curl(mesh, "https://www.google.com/", "-k")[0] == "200"
+
+    # The task's ServiceEntry: httpbin.org gets a VIP in the pod's hosts file and its own
+    # cluster (STRICT_DNS through the pod's name server).
+    apply(mesh, tmp_path, HTTPBIN_ENTRY)
+    entry = json.loads(mesh.cli("get", "serviceentry", "httpbin-ext", "-o", "json").stdout)
+    (address,) = entry["status"]["addresses"]
+    assert address["host"] == "httpbin.org"
+    vip = address["value"]
+
+    def resolved() -> bool | str:
+        hosts = mesh.local("exec", pod, "--", "getent", "hosts", "httpbin.org", check=False)
+        return hosts.stdout.split()[:1] == [vip] or hosts.stdout
+
+    settle(resolved, "httpbin.org at its VIP in the pod")
+    stat = "cluster.outbound|80||httpbin.org.upstream_rq_200"
+    before = proxy_stat(mesh, stat)
+    code, body = curl(mesh, "http://httpbin.org/headers")
+    assert code == "200" and "host=httpbin.org path=/headers" in body, body
+    assert proxy_stat(mesh, stat) == before + 1
+
+    # Mesh-wide REGISTRY_ONLY: the registered host still works, an unknown one gets Istio's
+    # 502 (HTTP) or a reset connection (TLS), as in the task.
+    apply(mesh, tmp_path, REGISTRY_ONLY)
+    settle(
+        lambda: (
+            curl(mesh, "http://www.google.com/")[0] == "502" or curl(mesh, "http://www.google.com/")
+        ),
+        "block_all",
+    )
+    assert curl(mesh, "https://www.google.com/", "-k")[0] == "000"
+    assert curl(mesh, "http://httpbin.org/status/418")[0] == "418"
+    # A raw address nothing declares is blackholed too.
+    assert curl(mesh, f"http://{ext.ip}/")[0] == "502"
+
+    # TLS origination: the app speaks HTTP to port 80, its sidecar opens TLS to 443 and
+    # verifies the server with the Secret's CA and the SAN.
+    ca = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "edition-cnn-com-ca", "namespace": "default"},
+        "data": {"ca.crt": base64.b64encode(ext.ca_pem.encode()).decode()},
+    }
+    apply(mesh, tmp_path, ca, TLS_ORIGINATION.replace("SAN", "edition.cnn.com"))
+
+    def originated() -> bool | tuple[str, str]:
+        got = curl(mesh, "http://edition.cnn.com/politics")
+        return got == ("200", "external tls=True host=edition.cnn.com path=/politics") or got
+
+    settle(originated, "TLS origination")
+    # The HTTPS port itself passes the app's own TLS through (the app verifies, here -k).
+    assert curl(mesh, "https://edition.cnn.com/", "-k")[1].startswith("external tls=True")
+    # A SAN the server's certificate does not carry: the sidecar refuses the server.
+    apply(mesh, tmp_path, TLS_ORIGINATION.replace("SAN", "other.example.com"))
+    settle(
+        lambda: (
+            curl(mesh, "http://edition.cnn.com/")[0] == "503"
+            or curl(mesh, "http://edition.cnn.com/")
+        ),
+        "SAN mismatch refused",
+    )
+
+
+def test_static_entry_with_endpoints_and_addresses(
+    world: tuple[Mesh, External], tmp_path: Path
+) -> None:
+    """``resolution: STATIC`` with ``endpoints`` and an ``addresses`` VIP of the user's: the
+    app dials the VIP, the sidecar sends it to the endpoint (under REGISTRY_ONLY too)."""
+    mesh, ext = world
+    apply(
+        mesh,
+        tmp_path,
+        REGISTRY_ONLY,
+        f"""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: api-static
+spec:
+  hosts: [api.example.test]
+  addresses: [240.0.10.10]
+  location: MESH_INTERNAL
+  ports:
+  - {{number: 8080, name: http, protocol: HTTP, targetPort: 80}}
+  resolution: STATIC
+  endpoints:
+  - address: {ext.ip}
+""",
+    )
+    settle(
+        lambda: (
+            curl(mesh, "http://api.example.test:8080/x")[0] == "200"
+            or curl(mesh, "http://api.example.test:8080/x")
+        ),
+        "static entry",
+    )
+    code, body = curl(mesh, "http://api.example.test:8080/x")
+    assert code == "200"
+    assert body == "external tls=False host=api.example.test:8080 path=/x"
