@@ -5,7 +5,7 @@
 # prometheus for the mesh's metrics (no daemon starts without systemd; the mesh runs its own);
 # the PostgreSQL store's tests start throwaway clusters with Debian's postgresql binaries;
 # the dashboard's browser app is built with node/npm (esbuild, TypeScript) and its end-to-end
-# test drives Debian's chromium.
+# test drives Debian's chromium; the egress tests' external host answers DNS with dnsmasq.
 set -euo pipefail
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
@@ -17,6 +17,7 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 "${PYTHON:-python3}" -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -eq 0 ]; then
