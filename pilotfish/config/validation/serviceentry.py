@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
-from pilotfish.api.networking import ServiceEntry, WorkloadEntry, WorkloadEntrySpec
+from pilotfish.api.networking import (
+    ServiceEntry,
+    ServiceEntrySpec,
+    WorkloadEntry,
+    WorkloadEntrySpec,
+)
 from pilotfish.config.validation.common import (
     HTTP_PROTOCOLS,
     TLS_PROTOCOLS,
@@ -112,6 +117,37 @@ def validate_service_entry(se: ServiceEntry, errs: Errors, namespace: str) -> No
                 errs.add("spec.hosts", "multiple hosts provided with non-HTTP, non-TLS ports")
                 break
     check_export_to(errs, "spec.exportTo", namespace, spec.exportTo, service_entry=True)
+    _unenforced(spec, errs)
+
+
+def _unenforced(spec: ServiceEntrySpec, errs: Errors) -> None:
+    """What Pilotfish accepts as Istio does but does not act on (warned, by field)."""
+    if spec.subjectAltNames:
+        errs.warn(
+            "spec.subjectAltNames",
+            "not supported yet: the SANs a client accepts come from the endpoints' service "
+            "accounts (automatic mTLS) or a DestinationRule's tls.subjectAltNames",
+        )
+    for i, ep in enumerate(spec.endpoints):
+        if ep.network:
+            errs.warn(
+                f"spec.endpoints[{i}].network",
+                "not supported yet: multi-network meshes; the endpoint is dialled directly",
+            )
+        if (ep.address or "").startswith(UNIX_PREFIX):
+            errs.add(
+                f"spec.endpoints[{i}].address", "not supported yet: unix domain socket endpoints"
+            )
+    wildcards = [h for h in spec.hosts if h.startswith("*")]
+    for i, port in enumerate(spec.ports):
+        proto = protocol_of(port.protocol)
+        if wildcards and proto not in HTTP_PROTOCOLS and not spec.addresses:
+            errs.warn(
+                f"spec.ports[{i}]",
+                f"not supported yet: {proto or 'TCP'} traffic to wildcard hosts "
+                f"({', '.join(wildcards)}) without addresses is not matched by SNI; it "
+                "follows the mesh's outboundTrafficPolicy (blocked under REGISTRY_ONLY)",
+            )
 
 
 def _endpoint_ports(

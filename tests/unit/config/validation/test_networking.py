@@ -293,3 +293,29 @@ def test_sidecar_fields_pilotfish_does_not_enforce_are_refused_or_warned_by_path
         "spec.egress[0].bind",
         "spec.outboundTrafficPolicy.egressProxy",
     ]
+
+
+def _warnings(b: dict[str, Any]) -> list[str]:
+    return [f"{w.path}: {w.reason}" for w in ok(b).warnings]
+
+
+def test_service_entry_fields_not_enforced_are_warned_by_field() -> None:
+    sans = _warnings(se(resolution="DNS", subjectAltNames=["spiffe://x/ns/a/sa/b"]))
+    assert any(w.startswith("spec.subjectAltNames: not supported yet") for w in sans)
+    network = se(resolution="STATIC", endpoints=[{"address": "10.0.0.1", "network": "n2"}])
+    assert any(w.startswith("spec.endpoints[0].network: not supported") for w in _warnings(network))
+    wildcard = _warnings(se(hosts=["*.wikipedia.org"], resolution="NONE"))
+    assert any(w.startswith("spec.ports[0]: not supported yet: TLS traffic") for w in wildcard)
+    # An HTTP port of a wildcard host is routed by Host: nothing to warn about.
+    http = [{"number": 80, "name": "http", "protocol": "HTTP"}]
+    assert _warnings(se(hosts=["*.wikipedia.org"], resolution="NONE", ports=http)) == []
+    assert _warnings(se(resolution="DNS")) == []
+
+
+def test_service_entry_unix_endpoints_are_refused() -> None:
+    has(
+        se(resolution="STATIC", ports=[{"number": 80, "name": "http", "protocol": "HTTP"}],
+           endpoints=[{"address": "unix:///var/run/app.sock"}]),
+        "spec.endpoints[0].address",
+        "not supported yet: unix domain socket endpoints",
+    )  # fmt: skip
