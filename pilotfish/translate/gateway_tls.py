@@ -1,21 +1,31 @@
-"""Gateway servers that speak TLS: HTTPS termination (SIMPLE, MUTUAL) and SNI passthrough.
+"""Gateway servers that speak TLS: termination (SIMPLE, MUTUAL, ISTIO_MUTUAL), SNI
+passthrough and AUTO_PASSTHROUGH.
 
-For a router, every Gateway server with protocol ``HTTPS`` or ``TLS`` becomes one filter chain
+For a router, every Gateway server with protocol ``HTTPS`` or ``TLS`` becomes filter chains
 on the listener of its bound port (``gateway_ports[server port]``), selected by SNI:
 ``server_names`` are the server's hosts (a ``*`` host matches any SNI), so several HTTPS hosts
 share a port. The listener gets a TLS inspector.
 
 - ``SIMPLE`` / ``MUTUAL`` (and ``OPTIONAL_MUTUAL``): the chain terminates TLS with the
   ``credentialName`` secret (``kubernetes://<name>``, plus ``kubernetes://<name>-cacert`` for
-  client certificates; see ``tls.server_tls_context``) and routes with its own route config
+  client certificates; see ``tls.server_tls_context``). A server whose credential is not
+  available (``PushContext.credentials``: its Secret is missing, unreadable by this gateway
+  or broken) is left out until it is, so it never blocks the other servers of the port.
+- ``ISTIO_MUTUAL``: the chain terminates mesh mTLS with the gateway's own workload
+  certificate and requires a client certificate from the mesh roots; a gateway without a
+  workload identity has no certificate to serve, and leaves the server out.
+- A terminating ``HTTPS`` server routes with its own route config
   ``https.<port>.<port name>.<gateway>.<namespace>`` (Istio's name), built like the HTTP
-  route configs from the VirtualServices bound to the gateway. A server whose credential is
-  not available (``PushContext.credentials``: its Secret is missing, unreadable by this
-  gateway or broken) is left out until it is, so it never blocks the other servers of the
-  port.
+  route configs from the VirtualServices bound to the gateway; a terminating ``TLS`` server
+  forwards the decrypted stream with ``tcp_proxy`` by the bound ``tcp`` rules, as Istio does.
 - ``PASSTHROUGH``: one chain per ``tls`` rule of the bound VirtualServices, matched on its
   ``sniHosts``, forwarding the still-encrypted stream with ``tcp_proxy`` to the rule's
   destinations.
+- ``AUTO_PASSTHROUGH``: one chain for the server's hosts whose ``sni_cluster`` filter sends
+  the still-encrypted stream to the cluster the SNI names, Istio's
+  ``outbound_.<port>_.<subset>_.<host>``; the generator adds those clusters to the router
+  (copies of the outbound clusters without the gateway's own TLS: the client's TLS reaches
+  the endpoint). Needs no VirtualService.
 
 Translation only names the secrets; which Secrets a gateway may read (its own namespace, then
 its Gateways') is the xDS secrets generator's rule (``pilotfish.xds.secrets``).
@@ -25,7 +35,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
+from envoy.extensions.filters.network.sni_cluster.v3 import sni_cluster_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from pilotfish.api.hosts import host_matches, split_server_host
@@ -33,13 +46,21 @@ from pilotfish.api.networking import Server, ServerTLSSettings
 from pilotfish.model.config import GatewayConfig
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
-from pilotfish.translate.common import ClusterKey, pack
+from pilotfish.translate.common import BLACKHOLE_CLUSTER, ClusterKey, pack
 from pilotfish.translate.filters import HCM_FILTER, http_connection_manager, inbound_http_filters
 from pilotfish.translate.observability import client_http
-from pilotfish.translate.tls import server_tls_context, tls_socket
+from pilotfish.translate.tcp_routes import gateway_tcp_clusters, l4_destinations
+from pilotfish.translate.tls import (
+    has_workload_identity,
+    istio_sni,
+    mesh_server_context,
+    server_tls_context,
+    tls_socket,
+)
 
 TLS_PROTOCOLS = ("HTTPS", "TLS")
-TERMINATING_MODES = ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL")
+TERMINATING_MODES = ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL")
+SNI_CLUSTER_FILTER = "envoy.filters.network.sni_cluster"
 
 
 @dataclass(frozen=True)
@@ -95,15 +116,17 @@ def gateway_tls_servers(push: PushContext, proxy: Proxy) -> dict[int, list[TlsSe
             bind = proxy.node.gateway_ports.get(number, number)
             route_name = ""
             names: tuple[str, ...] = ()
-            if mode in TERMINATING_MODES:
-                if protocol != "HTTPS":
-                    continue  # TLS termination to TCP routes is not supported
+            if mode == "ISTIO_MUTUAL":
+                if not has_workload_identity(proxy.labels):
+                    continue
+            elif mode in TERMINATING_MODES:
                 _, names = server_tls_context(tls)
                 if not all(credentials.available(proxy.node, n) for n in names):
                     continue
+            elif mode not in ("PASSTHROUGH", "AUTO_PASSTHROUGH"):
+                continue
+            if mode in TERMINATING_MODES and protocol == "HTTPS":
                 route_name = https_route_name(number, port.name or "", gw)
-            elif mode != "PASSTHROUGH":
-                continue  # AUTO_PASSTHROUGH and ISTIO_MUTUAL are not supported on gateways
             out.setdefault(bind, []).append(
                 TlsServer(gw, server, bind, number, mode, route_name, names)
             )
@@ -124,7 +147,6 @@ def _passthrough_routes(
     push: PushContext, ts: TlsServer
 ) -> list[tuple[list[str], list[tuple[str, int]]]]:
     """``(sni hosts, weighted clusters)`` from the ``tls`` rules bound to this server."""
-    suffix = push.settings.domain_suffix
     out: list[tuple[list[str], list[tuple[str, int]]]] = []
     patterns = [split_server_host(h, ts.gateway.namespace)[1] for h in ts.hosts]
     for vs in push.virtual_services_for_gateway(ts.gateway.ref):
@@ -141,19 +163,43 @@ def _passthrough_routes(
                 ]
                 if not snis:
                     continue
-                dests = rule.route
-                clusters = []
-                for d in dests:
-                    dest = d.destination
-                    host = vs.resolve(dest.host, suffix)
-                    dport = (dest.port.number if dest.port is not None else None) or ts.port
-                    weight = d.weight or (100 if len(dests) == 1 else 0)
-                    if weight > 0:
-                        name = ClusterKey.outbound(dport, dest.subset or "", host).name
-                        clusters.append((name, weight))
+                clusters = l4_destinations(push, vs, rule.route, ts.port)
                 if clusters:
                     out.append((snis, clusters))
     return out
+
+
+def auto_passthrough_cluster(cluster: cluster_pb2.Cluster) -> cluster_pb2.Cluster | None:
+    """The ``outbound_.<port>_.<subset>_.<host>`` copy of an outbound cluster that
+    AUTO_PASSTHROUGH forwards to: the same endpoints, without the gateway's own TLS."""
+    key = ClusterKey.parse(cluster.name)
+    if key is None or key.direction != "outbound":
+        return None
+    out = cluster_pb2.Cluster()
+    out.CopyFrom(cluster)
+    out.name = istio_sni(key.port, key.subset, key.host)
+    out.ClearField("transport_socket")
+    out.ClearField("transport_socket_matches")
+    return out
+
+
+def has_auto_passthrough(push: PushContext, proxy: Proxy) -> bool:
+    return any(
+        ts.mode == "AUTO_PASSTHROUGH"
+        for servers in gateway_tls_servers(push, proxy).values()
+        for ts in servers
+    )
+
+
+def _server_socket(ts: TlsServer) -> base_pb2.TransportSocket:
+    """The transport socket of a terminating server (HTTPS or TLS)."""
+    if ts.mode == "ISTIO_MUTUAL":
+        ctx = mesh_server_context()
+    else:
+        ctx, _ = server_tls_context(ts.server.tls or ServerTLSSettings())
+    if (ts.server.port.protocol or "").upper() != "HTTPS":
+        del ctx.common_tls_context.alpn_protocols[:]
+    return tls_socket(ctx)
 
 
 def tls_filter_chains(push: PushContext, proxy: Proxy, bind: int) -> list[lc.FilterChain]:
@@ -182,7 +228,40 @@ def tls_filter_chains(push: PushContext, proxy: Proxy, bind: int) -> list[lc.Fil
                     )
                 )
             continue
-        ctx, _ = server_tls_context(ts.server.tls or ServerTLSSettings())
+        sni_match = lc.FilterChainMatch(
+            server_names=server_sni_names(ts.hosts, ts.gateway.namespace),
+            transport_protocol="tls",
+        )
+        if ts.mode == "AUTO_PASSTHROUGH":
+            # tcp_proxy's cluster is replaced by the SNI (``sni_cluster``).
+            tp = tcp_proxy_pb2.TcpProxy(stat_prefix=BLACKHOLE_CLUSTER, cluster=BLACKHOLE_CLUSTER)
+            add(
+                lc.FilterChain(
+                    name=f"auto-passthrough:{ts.gateway.ref}:{ts.port}",
+                    filter_chain_match=sni_match,
+                    filters=[
+                        lc.Filter(
+                            name=SNI_CLUSTER_FILTER, typed_config=pack(sni_cluster_pb2.SniCluster())
+                        ),
+                        lc.Filter(name="envoy.filters.network.tcp_proxy", typed_config=pack(tp)),
+                    ],
+                )
+            )
+            continue
+        socket = _server_socket(ts)
+        if not ts.route_name:
+            # TLS terminated into the bound ``tcp`` rules.
+            clusters = gateway_tcp_clusters(push, ts.gateway, ts.server)
+            if clusters:
+                add(
+                    lc.FilterChain(
+                        name=f"tls:{ts.gateway.ref}:{ts.server.port.name or ts.port}",
+                        filter_chain_match=sni_match,
+                        filters=[_tcp_proxy(clusters)],
+                        transport_socket=socket,
+                    )
+                )
+            continue
         hcm = http_connection_manager(
             stat_prefix=f"outbound_0.0.0.0_{bind}",
             route_config_name=ts.route_name,
@@ -193,12 +272,9 @@ def tls_filter_chains(push: PushContext, proxy: Proxy, bind: int) -> list[lc.Fil
         add(
             lc.FilterChain(
                 name=ts.route_name,
-                filter_chain_match=lc.FilterChainMatch(
-                    server_names=server_sni_names(ts.hosts, ts.gateway.namespace),
-                    transport_protocol="tls",
-                ),
+                filter_chain_match=sni_match,
                 filters=[lc.Filter(name=HCM_FILTER, typed_config=pack(hcm))],
-                transport_socket=tls_socket(ctx),
+                transport_socket=socket,
             )
         )
     return chains
@@ -206,7 +282,9 @@ def tls_filter_chains(push: PushContext, proxy: Proxy, bind: int) -> list[lc.Fil
 
 __all__ = [
     "TlsServer",
+    "auto_passthrough_cluster",
     "gateway_tls_servers",
+    "has_auto_passthrough",
     "https_route_name",
     "server_sni_names",
     "tls_filter_chains",

@@ -38,7 +38,11 @@ from pilotfish.translate.clusters import (
     outbound_clusters,
 )
 from pilotfish.translate.envoyfilter import apply_patches
-from pilotfish.translate.gateway_tls import gateway_tls_servers
+from pilotfish.translate.gateway_tls import (
+    auto_passthrough_cluster,
+    gateway_tls_servers,
+    has_auto_passthrough,
+)
 from pilotfish.translate.listeners import (
     bound_egress_listeners,
     explicit_inbound,
@@ -151,6 +155,11 @@ def generate_sidecar(
 def generate_router(proxy: Proxy, push: PushContext) -> ProxyConfig:
     out: Resources = {t: {} for t in TYPE_URLS}
     credentials = _clusters_and_endpoints(push, proxy, out)
+    if has_auto_passthrough(push, proxy):
+        # AUTO_PASSTHROUGH forwards by SNI to Istio's ``outbound_.PORT_.SUBSET_.HOST``.
+        for cluster in list(out[CLUSTER_TYPE].values()):
+            if (sni := auto_passthrough_cluster(cluster)) is not None:
+                out[CLUSTER_TYPE][sni.name] = sni
     for bind, servers in gateway_servers(push, proxy).items():
         rc = gateway_route_config(push, proxy, bind, servers)
         out[ROUTE_TYPE][rc.name] = rc

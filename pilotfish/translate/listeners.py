@@ -26,8 +26,10 @@ Inbound HCMs on mTLS chains set ``x-forwarded-client-cert`` as Istio (APPEND_FOR
 without a workload identity keeps plaintext chains, and a STRICT port goes to the blackhole.
 
 Router: one listener per bound port, ``0.0.0.0_8080`` style names, HCM with RDS
-``http.<port>`` for HTTP servers; TLS servers come from ``gateway_tls`` (SNI-selected chains
-that terminate HTTPS or pass TLS through).
+``http.<port>`` for HTTP servers; TCP servers (``TCP``, ``MONGO``, ``MYSQL``, ``REDIS``) get
+one chain to ``tcp_proxy`` with the weighted clusters of the first ``tcp`` rule bound to them
+(``tcp_routes``); TLS servers come from ``gateway_tls`` (SNI-selected chains that terminate
+HTTPS, terminate TLS into ``tcp`` rules, or pass TLS through).
 """
 
 from __future__ import annotations
@@ -47,10 +49,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
-from pilotfish.api.hosts import MESH_GATEWAY
 from pilotfish.api.networking import Server
-from pilotfish.api.virtualservice import L4MatchAttributes
-from pilotfish.model.config import GatewayConfig, VirtualServiceConfig
+from pilotfish.model.config import GatewayConfig
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.model.sidecar import SidecarScope
@@ -85,6 +85,7 @@ from pilotfish.translate.observability import (
 )
 from pilotfish.translate.peer_authn import DISABLE, PERMISSIVE, STRICT, MtlsPolicy, workload_policy
 from pilotfish.translate.route_configs import labels_key, sidecar_http_ports
+from pilotfish.translate.tcp_routes import gateway_tcp_clusters, sidecar_tcp_clusters
 from pilotfish.translate.tls import (
     MESH_SERVER_ALPN,
     has_workload_identity,
@@ -143,39 +144,6 @@ def hcm_filter(**kwargs: Any) -> lc.Filter:
 # ---- outbound ---------------------------------------------------------------------------------
 
 
-def _tcp_applies(
-    vs: VirtualServiceConfig, match: L4MatchAttributes, port: int, proxy: Proxy
-) -> bool:
-    if MESH_GATEWAY not in vs.match_gateways(match):
-        return False
-    if match.port and match.port != port:
-        return False
-    return all(proxy.labels.get(k) == v for k, v in match.sourceLabels.items())
-
-
-def tcp_route(push: PushContext, proxy: Proxy, svc: Service, port: int) -> list[tuple[str, int]]:
-    """Weighted clusters for TCP traffic to ``svc:port`` (VirtualService ``tcp`` rules first)."""
-    vs = push.mesh_virtual_service(svc.hostname, proxy.namespace)
-    if vs is None:
-        return [(ClusterKey.outbound(port, "", svc.hostname).name, 100)]
-    for rule in vs.tcp:
-        matches = rule.match or [L4MatchAttributes()]
-        if not any(_tcp_applies(vs, m, port, proxy) for m in matches):
-            continue
-        out = []
-        dests = rule.route
-        for d in dests:
-            dest = d.destination
-            host = vs.resolve(dest.host, push.settings.domain_suffix)
-            dport = (dest.port.number if dest.port is not None else None) or port
-            weight = d.weight or (100 if len(dests) == 1 else 0)
-            if weight > 0:
-                out.append((ClusterKey.outbound(dport, dest.subset or "", host).name, weight))
-        if out:
-            return out
-    return [(ClusterKey.outbound(port, "", svc.hostname).name, 100)]
-
-
 def serves_grpc(scope: SidecarScope, port: int | None = None) -> bool:
     """Whether a service the scope sees speaks gRPC (on ``port``, or on any port): such
     connection managers count gRPC messages for Istio's message metrics."""
@@ -218,7 +186,7 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
                 if not scope.on_port(svc, sp.port):
                     continue
                 seen.add((first, sp.port))
-                clusters = tcp_route(push, proxy, svc, sp.port)
+                clusters = sidecar_tcp_clusters(push, proxy, svc, sp.port)
                 chains.append(
                     lc.FilterChain(
                         name=f"{first}_{sp.port}",
@@ -554,6 +522,43 @@ def gateway_servers(
     return out
 
 
+#: Gateway server protocols that are forwarded as TCP (Istio's non-HTTP, non-TLS protocols).
+GATEWAY_TCP_PROTOCOLS = ("TCP", "MONGO", "MYSQL", "REDIS")
+
+
+def gateway_tcp_servers(
+    push: PushContext, proxy: Proxy
+) -> dict[int, list[tuple[GatewayConfig, Server]]]:
+    """TCP servers of the gateways selecting this router, by bound port."""
+    out: dict[int, list[tuple[GatewayConfig, Server]]] = {}
+    for gw in push.gateways_for(proxy.labels):
+        for server in gw.servers:
+            if (server.port.protocol or "").upper() not in GATEWAY_TCP_PROTOCOLS:
+                continue
+            number = server.port.number or 0
+            bind = proxy.node.gateway_ports.get(number, number)
+            out.setdefault(bind, []).append((gw, server))
+    return out
+
+
+def gateway_tcp_filter_chain(
+    push: PushContext, proxy: Proxy, servers: list[tuple[GatewayConfig, Server]]
+) -> lc.FilterChain | None:
+    """The chain of the TCP servers of one bound port: ``tcp_proxy`` to the first ``tcp``
+    rule bound to one of them (Istio merges the servers of a port, the first one wins);
+    None when no rule applies, so the port accepts no connection."""
+    for gw, server in servers:
+        clusters = gateway_tcp_clusters(push, gw, server)
+        if clusters:
+            stat = f"outbound_0.0.0.0_{server.port.number or 0}"
+            logs = client_tcp_logs(push, proxy)
+            return lc.FilterChain(
+                name=f"tcp:{gw.ref}:{server.port.name or server.port.number}",
+                filters=[tcp_proxy_filter(stat, clusters, logs)],
+            )
+    return None
+
+
 def gateway_tls_filter_chains(
     push: PushContext, proxy: Proxy, bind_port: int
 ) -> list[lc.FilterChain]:
@@ -564,8 +569,9 @@ def gateway_tls_filter_chains(
 def gateway_listeners(push: PushContext, proxy: Proxy) -> list[Listener]:
     http = gateway_servers(push, proxy)
     tls = gateway_tls_servers(push, proxy)
+    tcp = gateway_tcp_servers(push, proxy)
     out = []
-    for bind in sorted(set(http) | set(tls)):
+    for bind in sorted(set(http) | set(tls) | set(tcp)):
         name = f"0.0.0.0_{bind}"
         chains = []
         if bind in http:
@@ -582,6 +588,9 @@ def gateway_listeners(push: PushContext, proxy: Proxy) -> list[Listener]:
                     ]
                 )
             )
+        elif bind in tcp and (chain := gateway_tcp_filter_chain(push, proxy, tcp[bind])):
+            # HTTP and TCP servers cannot share a port: HTTP wins, as the first chain.
+            chains.append(chain)
         chains += gateway_tls_filter_chains(push, proxy, bind)
         if not chains:
             continue
