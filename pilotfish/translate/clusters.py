@@ -79,6 +79,7 @@ from pilotfish.translate.trafficpolicy import (
     apply_outlier_detection,
     default_circuit_breakers,
     effective_policy,
+    uses_client_protocol,
     wants_h2_upgrade,
 )
 
@@ -213,7 +214,12 @@ def _http_options(
     if not protocol.is_http:
         return None
     opts = hpo.HttpProtocolOptions()
-    if protocol.is_http2 or wants_h2_upgrade(policy):
+    if uses_client_protocol(policy):
+        # Istio: the client's protocol wins over the port's and over h2UpgradePolicy.
+        downstream = opts.use_downstream_protocol_config
+        downstream.http_protocol_options.SetInParent()
+        downstream.http2_protocol_options.SetInParent()
+    elif protocol.is_http2 or wants_h2_upgrade(policy):
         opts.explicit_http_config.http2_protocol_options.SetInParent()
     else:
         opts.explicit_http_config.http_protocol_options.SetInParent()

@@ -210,6 +210,13 @@ def wants_h2_upgrade(policy: Policy) -> bool:
     return http is not None and http.h2UpgradePolicy == "UPGRADE"
 
 
+def uses_client_protocol(policy: Policy) -> bool:
+    """``useClientProtocol``: the upstream speaks the protocol the client spoke."""
+    pool = policy.connection_pool
+    http = pool.http if pool is not None else None
+    return http is not None and bool(http.useClientProtocol)
+
+
 def apply_outlier_detection(cluster: cluster_pb2.Cluster, policy: Policy) -> None:
     od = policy.outlier_detection
     if not given(od):
@@ -257,5 +264,6 @@ __all__ = [
     "effective_policy",
     "route_hash_policies",
     "uses_consistent_hash",
+    "uses_client_protocol",
     "wants_h2_upgrade",
 ]

@@ -1,0 +1,276 @@
+"""gRPC through the mesh with a real gRPC client and server (``grpc_backend.py``) behind real
+sidecars: HTTP/2 upstreams chosen by the port name, ``appProtocol`` or a DestinationRule's
+``h2UpgradePolicy``, ``grpcStatus`` fault aborts, retries on gRPC status codes and
+``perTryTimeout``. Each test applies the config it needs and waits until Envoy shows it.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from tests.conftest import _free_port
+from tests.integration.harness import Mesh, Sidecar, eventually, start_control_plane
+
+pytestmark = pytest.mark.integration
+
+GRPC_BACKEND = Path(__file__).parents[1] / "grpc_backend.py"
+
+
+def service(port: str = "{name: grpc, port: 9090}") -> str:
+    return f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: echo}}
+spec:
+  selector: {{app: echo}}
+  ports: [{port}]
+"""
+
+
+WEB = """
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 9080}]
+"""
+
+
+def vs(http: str) -> str:
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo}}
+spec:
+  hosts: [echo]
+  http:
+{http}
+"""
+
+
+@dataclass
+class GrpcMesh:
+    mesh: Mesh
+    client: Sidecar
+    channel: grpc.Channel
+    web: Sidecar
+    web_channel: grpc.Channel
+
+    def apply(self, *docs: str) -> None:
+        self.mesh.apply("\n---\n".join(docs))
+
+    def call(self, method: str, payload: str, timeout: float = 10) -> str:
+        """A unary call; the reply, or the status code's name when the call fails."""
+        try:
+            reply = self.channel.unary_unary(f"/echo.Echo/{method}")(
+                payload.encode(), timeout=timeout
+            )
+        except grpc.RpcError as exc:
+            return str(exc.code().name)
+        return bytes(reply).decode()
+
+    def delete(self, kind: str, name: str) -> None:
+        res = self.mesh.live().cli("delete", kind, name)
+        assert res.returncode == 0, res.stderr
+
+
+@pytest.fixture(scope="module")
+def grpc_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcMesh]:
+    tmp = tmp_path_factory.mktemp("grpc")
+    cp = start_control_plane(tmp / "data", tmp / "config", _free_port(), _free_port())
+    mesh = Mesh(cp, tmp, _free_port)
+    try:
+        mesh.apply(service() + WEB)
+        app = (sys.executable, str(GRPC_BACKEND), "--host", "{ip}", "--port", "{port}")
+        mesh.add("echo-v1", {"app": "echo", "version": "v1"}, app_port=9090, app_command=app)
+        web = mesh.add("web-v1", {"app": "web"}, app_port=9080)
+        client = mesh.add("caller", {"app": "caller"}, app_port=None)
+        target = f"127.0.0.1:{client.outbound_port}"
+        options = [("grpc.default_authority", "echo:9090"), ("grpc.enable_retries", 0)]
+        web_options = [("grpc.default_authority", "web:9080"), ("grpc.enable_retries", 0)]
+        with (
+            grpc.insecure_channel(target, options=options) as channel,
+            grpc.insecure_channel(target, options=web_options) as web_channel,
+        ):
+            g = GrpcMesh(mesh, client, channel, web, web_channel)
+            eventually(lambda: g.call("Say", "hi", 2) == "hi", 30, "a unary call")
+            yield g
+    finally:
+        mesh.stop()
+        cp.kill(signal.SIGKILL)
+
+
+def keys() -> Callable[[str], str]:
+    """Fresh keys for Flaky/Stall, so each check starts with no attempt counted."""
+    n = iter(range(10**6))
+    return lambda prefix: f"{prefix}{next(n)}"
+
+
+def test_grpc_status_abort_is_seen_by_the_client(grpc_mesh: GrpcMesh) -> None:
+    g = grpc_mesh
+    g.apply(
+        vs("""
+  - fault:
+      abort:
+        grpcStatus: PERMISSION_DENIED
+        percentage: {value: 100}
+    route:
+    - destination: {host: echo}
+""")
+    )
+    eventually(lambda: g.call("Say", "hi", 2) == "PERMISSION_DENIED", 30, "the fault")
+    # Aborted at the client's sidecar: the server never saw these calls.
+    assert g.call("Flaky", "aborted:0") == "PERMISSION_DENIED"
+    g.delete("virtualservice", "echo")
+    eventually(lambda: g.call("Say", "hi", 2) == "hi", 30, "the fault removed")
+    assert g.call("Flaky", "aborted:0") == "aborted after 1 attempts"
+
+
+def test_retries_on_grpc_status_codes(grpc_mesh: GrpcMesh) -> None:
+    g = grpc_mesh
+    key = keys()
+
+    def retries(spec: str) -> str:
+        return vs(f"""
+  - retries: {spec}
+    route:
+    - destination: {{host: echo}}
+""")
+
+    # Three retries on UNAVAILABLE: a call failing three times succeeds on the fourth
+    # attempt (Istio's default policy, two retries, would give up).
+    g.apply(retries("{attempts: 3, retryOn: unavailable}"))
+    eventually(
+        lambda: g.call("Flaky", key("wait") + ":3").endswith("after 4 attempts"),
+        30,
+        "three retries on unavailable",
+    )
+    assert g.call("Flaky", "u:3") == "u after 4 attempts"
+    # Retrying only on other codes: UNAVAILABLE reaches the client at the first failure.
+    g.apply(retries("{attempts: 3, retryOn: 'cancelled,deadline-exceeded'}"))
+    eventually(lambda: g.call("Flaky", key("other") + ":1") == "UNAVAILABLE", 30, "no retry")
+    assert g.call("Flaky", "d:1") == "UNAVAILABLE"
+    assert g.call("Flaky", "d:1") == "d after 2 attempts"  # the server saw one attempt
+    # attempts: 0 disables retries (Istio's default would retry UNAVAILABLE).
+    g.apply(retries("{attempts: 0}"))
+    eventually(lambda: g.call("Flaky", key("off") + ":1") == "UNAVAILABLE", 30, "retries off")
+    g.delete("virtualservice", "echo")
+    # Istio's default policy: two retries on UNAVAILABLE.
+    eventually(
+        lambda: g.call("Flaky", key("default") + ":2").endswith("after 3 attempts"),
+        30,
+        "the default retry policy",
+    )
+
+
+def test_per_try_timeout_retries_a_stalled_attempt(grpc_mesh: GrpcMesh) -> None:
+    """``perTryTimeout`` cuts a stalled attempt. As in Envoy (and so Istio), a timed-out
+    attempt is retried when ``retryOn`` has ``reset`` (or ``5xx``/``gateway-error``); gRPC
+    status codes alone retry answers, not timeouts."""
+    g = grpc_mesh
+    key = keys()
+
+    def retry_on(conditions: str) -> str:
+        return vs(f"""
+  - retries:
+      attempts: 2
+      perTryTimeout: 0.5s
+      retryOn: {conditions}
+    route:
+    - destination: {{host: echo}}
+""")
+
+    # gRPC codes only: the sidecar gives up on the stalled attempt and answers 504, which
+    # the client sees as UNAVAILABLE (not its own 10 s deadline).
+    g.apply(retry_on("cancelled,deadline-exceeded,unavailable"))
+    eventually(
+        lambda: g.call("Stall", key("cut"), timeout=10) == "UNAVAILABLE", 30, "perTryTimeout"
+    )
+    # With reset: the stalled first attempt is retried, and the second answers.
+    g.apply(retry_on("cancelled,deadline-exceeded,unavailable,reset"))
+    eventually(
+        lambda: g.call("Stall", key("stall"), timeout=10).endswith("after 2 attempts"),
+        30,
+        "a stalled attempt retried",
+    )
+    g.delete("virtualservice", "echo")
+
+
+def test_http2_upstream_by_port_name_or_app_protocol(grpc_mesh: GrpcMesh) -> None:
+    """A port named ``http-*`` is HTTP/1.1 upstream, which a gRPC server refuses; a ``grpc``
+    or ``h2c`` ``appProtocol`` (or port name, as the fixture's ``grpc``) is HTTP/2."""
+    g = grpc_mesh
+    try:
+        g.apply(service("{name: http-rpc, port: 9090}"))
+        eventually(lambda: g.call("Say", "hi", 2) != "hi", 30, "HTTP/1.1 to the gRPC server")
+        g.apply(service("{name: http-rpc, port: 9090, appProtocol: h2c}"))
+        eventually(lambda: g.call("Say", "hi", 2) == "hi", 30, "appProtocol: h2c")
+        # appProtocol wins over the name either way.
+        g.apply(service("{name: grpc, port: 9090, appProtocol: http}"))
+        eventually(lambda: g.call("Say", "hi", 2) != "hi", 30, "appProtocol: http")
+        g.apply(service("{name: rpc, port: 9090, appProtocol: grpc}"))
+        eventually(lambda: g.call("Say", "hi", 2) == "hi", 30, "appProtocol: grpc")
+    finally:
+        g.apply(service())
+
+
+def test_h2_upgrade_policy_and_use_client_protocol(grpc_mesh: GrpcMesh) -> None:
+    """On an ``http`` port the hop between the sidecars is HTTP/1.1; ``useClientProtocol``
+    keeps an HTTP/2 client's protocol, ``h2UpgradePolicy: UPGRADE`` upgrades an HTTP/1.1
+    client's. Seen in the server sidecar's own counters of HTTP/2 connections."""
+    g = grpc_mesh
+    web = g.web
+
+    def h2_connections() -> int:
+        text = httpx.get(f"http://127.0.0.1:{web.admin_port}/stats", timeout=5).text
+        return sum(
+            int(line.rsplit(": ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("http.inbound_") and ".downstream_cx_http2_total: " in line
+        )
+
+    def http1() -> int:
+        return g.client.request("web:9080", "/").status_code
+
+    def http2() -> str:
+        # A gRPC call is an HTTP/2 request; the HTTP/1.1 app's answer is no gRPC reply.
+        try:
+            g.web_channel.unary_unary("/any.Service/Call")(b"", timeout=5)
+        except grpc.RpcError as exc:
+            return str(exc.code().name)
+        return "OK"
+
+    def policy(http: str) -> str:
+        return f"""
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: web}}
+spec:
+  host: web
+  trafficPolicy:
+    connectionPool:
+      http: {http}
+"""
+
+    assert http1() == 200
+    http2()
+    assert h2_connections() == 0
+    g.apply(policy("{useClientProtocol: true}"))
+    eventually(lambda: bool(http2()) and h2_connections() > 0, 30, "the client's HTTP/2 kept")
+    assert http1() == 200
+    before = h2_connections()
+    g.apply(policy("{h2UpgradePolicy: UPGRADE}"))
+    eventually(
+        lambda: http1() == 200 and h2_connections() > before, 30, "HTTP/1.1 upgraded to HTTP/2"
+    )
+    g.delete("destinationrule", "web")
