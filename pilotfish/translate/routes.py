@@ -325,6 +325,11 @@ def retry_policy(retries: HTTPRetry | None, consistent_hash: bool = False) -> rc
         policy.retriable_status_codes.extend(codes)
     if retries.perTryTimeout:
         policy.per_try_timeout.CopyFrom(proto_duration(retries.perTryTimeout))
+    if retries.backoff:
+        policy.retry_back_off.base_interval.CopyFrom(proto_duration(retries.backoff))
+    if retries.retryIgnorePreviousHosts is False:
+        # Istio's default is to avoid the hosts already tried; false allows them again.
+        del policy.retry_host_predicate[:]
     return policy
 
 

@@ -263,7 +263,7 @@ __all__ = [
     "default_circuit_breakers",
     "effective_policy",
     "route_hash_policies",
-    "uses_consistent_hash",
     "uses_client_protocol",
+    "uses_consistent_hash",
     "wants_h2_upgrade",
 ]

@@ -17,9 +17,11 @@ from pilotfish.api.virtualservice import (
     HTTPRewrite,
     HTTPRoute,
     HTTPRouteDestination,
+    L4MatchAttributes,
     RouteDestination,
     StringMatch,
     TCPRoute,
+    TLSMatchAttributes,
     TLSRoute,
     VirtualService,
     jwt_claim_path,
@@ -170,8 +172,10 @@ def validate_virtual_service(vs: VirtualService, errs: Errors, namespace: str) -
         _http_route(errs, f"spec.http[{i}]", route, delegate=not spec.hosts)
     for i, tls in enumerate(spec.tls):
         _tls_route(errs, f"spec.tls[{i}]", tls, vs)
+        _tls_on_sidecars(errs, f"spec.tls[{i}]", tls, spec.gateways)
     for i, tcp in enumerate(spec.tcp):
         _tcp_route(errs, f"spec.tcp[{i}]", tcp)
+        _tcp_at_gateways(errs, f"spec.tcp[{i}]", tcp, spec.gateways)
     check_export_to(errs, "spec.exportTo", namespace, spec.exportTo)
 
 
@@ -578,12 +582,55 @@ def _tls_route(errs: Errors, path: str, tls: TLSRoute, vs: VirtualService) -> No
     _weights(errs, f"{path}.route", tls.route)
 
 
+#: L4 match fields a gateway does not look at (Istio's l4MultiMatch: port and gateways).
+_SOURCE_FIELDS = ("destinationSubnets", "sourceLabels", "sourceNamespace")
+
+
+def _unenforced_at_gateways(
+    errs: Errors, path: str, match: TLSMatchAttributes | L4MatchAttributes
+) -> None:
+    for field in _SOURCE_FIELDS:
+        if getattr(match, field):
+            errs.warn(
+                f"{path}.{field}",
+                "not enforced at gateways (as in Istio, a gateway matches tcp and tls rules "
+                "by port, gateway and SNI only)",
+            )
+
+
+def _tcp_at_gateways(errs: Errors, path: str, tcp: TCPRoute, gateways: Sequence[str]) -> None:
+    for j, m in enumerate(tcp.match):
+        bound = m.gateways or gateways
+        if bound and MESH_GATEWAY not in bound:
+            _unenforced_at_gateways(errs, f"{path}.match[{j}]", m)
+
+
+def _tls_on_sidecars(errs: Errors, path: str, tls: TLSRoute, gateways: Sequence[str]) -> None:
+    """``tls`` rules route at gateways only: a rule that applies to the mesh gateway
+    (sidecars) is accepted for its gateways and warned about."""
+    for j, m in enumerate(tls.match or [TLSMatchAttributes()]):
+        bound = m.gateways or gateways
+        if not bound or MESH_GATEWAY in bound:
+            errs.warn(
+                f"{path}.match[{j}]" if tls.match else path,
+                "not supported yet: tls routes on sidecars (the mesh gateway); sidecars send "
+                "TLS traffic to the service itself, tls rules apply at gateways only",
+            )
+        if tls.match:
+            _unenforced_at_gateways(errs, f"{path}.match[{j}]", m)
+
+
 def _tcp_route(errs: Errors, path: str, tcp: TCPRoute) -> None:
     for j, m in enumerate(tcp.match):
         mpath = f"{path}.match[{j}]"
         _l4_common(errs, mpath, m.destinationSubnets, m.port, m.sourceLabels, m.gateways)
         if m.sourceSubnet:
             errs.add(f"{mpath}.sourceSubnet", subnet_error(m.sourceSubnet))
+            errs.warn(
+                f"{mpath}.sourceSubnet",
+                "not supported yet: a tcp match on the source subnet is not enforced; the "
+                "rule applies whatever the source address",
+            )
     if not tcp.route:
         errs.add(f"{path}.route", "TCP route is required")
     _weights(errs, f"{path}.route", tcp.route)

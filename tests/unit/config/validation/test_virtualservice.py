@@ -407,3 +407,29 @@ def test_authority_set_in_request_headers_is_accepted() -> None:
     ok(vs([route(headers={"request": {"set": {":authority": "a.example.com"}}})]))
     host = {"request": {"set": {"Host": "b.example.com"}}}
     ok(vs([route({"destination": {"host": "reviews"}, "headers": host})]))
+
+
+def _warnings(b: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(w.path, w.reason) for w in ok(b).warnings]
+
+
+def test_tls_rules_on_sidecars_are_warned_about() -> None:
+    tls = {"match": [{"sniHosts": ["a.example.com"]}], "route": [dest(host="a.example.com")]}
+    found = _warnings(vs(tls=[tls], hosts=["a.example.com"]))
+    assert found and found[0][0] == "spec.tls[0].match[0]"
+    assert "not supported yet: tls routes on sidecars" in found[0][1]
+    assert _warnings(vs(tls=[tls], hosts=["a.example.com"], gateways=["gw"])) == []
+
+
+def test_l4_fields_gateways_do_not_match_on_are_warned_about() -> None:
+    tcp = {"match": [{"port": 31400, "sourceLabels": {"app": "x"}}], "route": [dest()]}
+    found = _warnings(vs(tcp=[tcp], hosts=["*"], gateways=["gw"]))
+    assert [p for p, _ in found] == ["spec.tcp[0].match[0].sourceLabels"]
+    # On sidecars the same match is enforced.
+    assert _warnings(vs(tcp=[tcp], hosts=["reviews"])) == []
+
+
+def test_tcp_source_subnet_is_warned_about() -> None:
+    tcp = {"match": [{"sourceSubnet": "10.0.0.0/8"}], "route": [dest()]}
+    found = _warnings(vs(tcp=[tcp], hosts=["reviews"]))
+    assert [p for p, _ in found] == ["spec.tcp[0].match[0].sourceSubnet"]

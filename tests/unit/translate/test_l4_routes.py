@@ -1,0 +1,166 @@
+"""TCP and TLS routing on gateways and sidecars: the listeners and clusters translation gives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
+
+from pilotfish.api.virtualservice import HTTPRetry
+from pilotfish.translate import CLUSTER_TYPE, LISTENER_TYPE, generate
+from pilotfish.translate.routes import retry_policy
+from tests.unit.translate.fixtures import (
+    FEATURES,
+    bookinfo_push,
+    from_yaml,
+    listener,
+    router_node,
+    sidecar_node,
+    unpack_tcp,
+)
+
+M = "mongo.default.svc.cluster.local"
+
+
+def gateway(servers: str) -> list[dict[str, Any]]:
+    return from_yaml(
+        f"""
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+{servers}
+"""
+    )
+
+
+SHIFT = """
+kind: VirtualService
+metadata: {name: mongo-gw, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  tcp:
+  - match: [{port: 31400}]
+    route:
+    - {destination: {host: mongo, port: {number: 27017}}, weight: 80}
+    - {destination: {host: mongo-canary}, weight: 20}
+"""
+
+
+def test_gateway_tcp_server_forwards_by_the_bound_tcp_rule() -> None:
+    docs = gateway("  - {port: {number: 31400, name: tcp, protocol: TCP}, hosts: ['*']}")
+    push = bookinfo_push(FEATURES + docs + from_yaml(SHIFT))
+    lst = listener(generate(router_node(), push), "0.0.0.0_31400")
+    (chain,) = lst.filter_chains
+    tp = unpack_tcp(chain)
+    # mongo-canary has one port: a destination without a port takes it.
+    assert [(c.name, c.weight) for c in tp.weighted_clusters.clusters] == [
+        (f"outbound|27017||{M}", 80),
+        ("outbound|27017||mongo-canary.default.svc.cluster.local", 20),
+    ]
+
+
+def test_gateway_tcp_server_without_a_rule_has_no_listener() -> None:
+    docs = gateway("  - {port: {number: 31400, name: tcp, protocol: TCP}, hosts: ['*']}")
+    other = SHIFT.replace("port: 31400", "port: 31401")
+    res = generate(router_node(), bookinfo_push(FEATURES + docs + from_yaml(other)))
+    assert "0.0.0.0_31400" not in res[LISTENER_TYPE]
+
+
+def test_terminating_tls_server_forwards_by_tcp_rules_and_istio_mutual_uses_mesh_certs() -> None:
+    docs = gateway(
+        "  - {port: {number: 31400, name: tls, protocol: TLS}, hosts: ['*'],"
+        " tls: {mode: ISTIO_MUTUAL}}"
+    )
+    push = bookinfo_push(FEATURES + docs + from_yaml(SHIFT))
+    identity = {"istio": "ingressgateway", "security.istio.io/tlsMode": "istio"}
+    node = router_node(labels=identity, service_account="gw")
+    lst = listener(generate(node, push), "0.0.0.0_31400")
+    (chain,) = lst.filter_chains
+    assert chain.filter_chain_match.transport_protocol == "tls"
+    ctx = tls_pb2.DownstreamTlsContext()
+    chain.transport_socket.typed_config.Unpack(ctx)
+    assert ctx.require_client_certificate.value
+    assert [s.name for s in ctx.common_tls_context.tls_certificate_sds_secret_configs] == [
+        "default"
+    ]
+    assert len(unpack_tcp(chain).weighted_clusters.clusters) == 2
+
+
+def test_auto_passthrough_forwards_by_sni_to_plain_copies_of_the_clusters() -> None:
+    docs = gateway(
+        "  - {port: {number: 15443, name: tls, protocol: TLS}, hosts: ['*.local'],"
+        " tls: {mode: AUTO_PASSTHROUGH}}"
+    )
+    res = generate(router_node(), bookinfo_push(FEATURES + docs))
+    (chain,) = listener(res, "0.0.0.0_15443").filter_chains
+    assert list(chain.filter_chain_match.server_names) == ["*.local"]
+    assert [f.name for f in chain.filters] == [
+        "envoy.filters.network.sni_cluster",
+        "envoy.filters.network.tcp_proxy",
+    ]
+    clusters = res[CLUSTER_TYPE]
+    sni = clusters[f"outbound_.27017_._.{M}"]
+    original = clusters[f"outbound|27017||{M}"]
+    assert sni.eds_cluster_config.service_name == original.eds_cluster_config.service_name
+    assert not sni.HasField("transport_socket") and not sni.transport_socket_matches
+
+
+def test_sidecar_tcp_match_by_destination_subnet_and_source_namespace() -> None:
+    rule = """
+kind: VirtualService
+metadata: {name: mongo, namespace: default}
+spec:
+  hosts: [mongo]
+  tcp:
+  - match: [{destinationSubnets: [192.0.2.0/24]}]
+    route: [{destination: {host: mongo-canary}}]
+  - match: [{sourceNamespace: other}]
+    route: [{destination: {host: mongo-canary}}]
+  - route: [{destination: {host: mongo, port: {number: 27017}}}]
+"""
+    push = bookinfo_push(FEATURES + from_yaml(rule))
+    vip = push.service(M).vip  # type: ignore[union-attr]
+
+    def target(node: Any) -> str:
+        lst = listener(generate(node, push), "virtualOutbound")
+        chain = next(c for c in lst.filter_chains if c.name == f"{vip}_27017")
+        return str(unpack_tcp(chain).cluster)
+
+    # The VIP is not in 192.0.2.0/24 and the caller is in default: the last rule.
+    assert target(sidecar_node()) == f"outbound|27017||{M}"
+    subnet = rule.replace("192.0.2.0/24", f"{vip}/32")
+    push = bookinfo_push(FEATURES + from_yaml(subnet))
+    assert target(sidecar_node()).startswith("outbound|27017||mongo-canary")
+
+
+def test_use_client_protocol_and_retry_backoff() -> None:
+    rule = """
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool:
+      http: {useClientProtocol: true}
+"""
+    push = bookinfo_push(from_yaml(rule))
+    cluster = generate(sidecar_node(), push)[CLUSTER_TYPE][
+        "outbound|9080||reviews.default.svc.cluster.local"
+    ]
+    opts = hpo.HttpProtocolOptions()
+    cluster.typed_extension_protocol_options[
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ].Unpack(opts)
+    assert opts.HasField("use_downstream_protocol_config")
+    policy = retry_policy(
+        HTTPRetry.model_validate(
+            {"attempts": 2, "backoff": "0.1s", "retryIgnorePreviousHosts": False}
+        )
+    )
+    assert policy is not None
+    assert policy.retry_back_off.base_interval.ToMilliseconds() == 100
+    assert not policy.retry_host_predicate
