@@ -85,7 +85,11 @@ from pilotfish.translate.observability import (
 )
 from pilotfish.translate.peer_authn import DISABLE, PERMISSIVE, STRICT, MtlsPolicy, workload_policy
 from pilotfish.translate.route_configs import labels_key, sidecar_http_ports
-from pilotfish.translate.tcp_routes import gateway_tcp_clusters, sidecar_tcp_clusters
+from pilotfish.translate.tcp_routes import (
+    gateway_tcp_clusters,
+    sidecar_tcp_clusters,
+    sidecar_tls_routes,
+)
 from pilotfish.translate.tls import (
     MESH_SERVER_ALPN,
     has_workload_identity,
@@ -176,6 +180,7 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
                 )
             )
         seen: set[tuple[str, int]] = set()
+        sni_ports: set[int] = set()
         for svc in scope.services:
             first = svc.vip or (svc.addresses[0] if svc.addresses else None)
             if not first:
@@ -186,6 +191,21 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
                 if not scope.on_port(svc, sp.port):
                     continue
                 seen.add((first, sp.port))
+                if sp.protocol in (Protocol.TLS, Protocol.HTTPS):
+                    tls_routes = sidecar_tls_routes(push, proxy, svc, sp.port)
+                    for k, (snis, routed) in enumerate(tls_routes):
+                        sni_ports.add(sp.port)
+                        chains.append(
+                            lc.FilterChain(
+                                name=f"{first}_{sp.port}_sni{k}",
+                                filter_chain_match=lc.FilterChainMatch(
+                                    destination_port=u32(sp.port),
+                                    prefix_ranges=_prefix_ranges(svc),
+                                    server_names=snis,
+                                ),
+                                filters=[tcp_proxy_filter(routed[0][0], routed, tcp_logs)],
+                            )
+                        )
                 clusters = sidecar_tcp_clusters(push, proxy, svc, sp.port)
                 chains.append(
                     lc.FilterChain(
@@ -198,10 +218,13 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
                     )
                 )
         fallback = BLACKHOLE_CLUSTER if scope.registry_only else PASSTHROUGH_CLUSTER
+        listener_filters = [_original_dst()]
+        if sni_ports:
+            listener_filters.append(_sni_inspector(sni_ports))
         return Listener(
             name=VIRTUAL_OUTBOUND,
             address=socket_address("0.0.0.0", OUTBOUND_CAPTURE),
-            listener_filters=[_original_dst()],
+            listener_filters=listener_filters,
             filter_chains=chains,
             default_filter_chain=lc.FilterChain(
                 name=fallback, filters=[tcp_proxy_filter(fallback, [(fallback, 100)], tcp_logs)]
@@ -216,6 +239,19 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
         telemetry_key(push, proxy),
     )
     return push.memo(key, compute)
+
+
+def _sni_inspector(ports: set[int]) -> lc.ListenerFilter:
+    """The TLS inspector, for the ports ``tls`` rules route by SNI only: on other ports a
+    server-first protocol (MySQL) must not wait for the client to speak."""
+    inspector = tls_inspector()
+    wanted = inspector.filter_disabled.not_match
+    # An or_match needs two rules at least.
+    rules = [wanted] if len(ports) == 1 else [wanted.or_match.rules.add() for _ in ports]
+    for rule, port in zip(rules, sorted(ports), strict=True):
+        rule.destination_port_range.start = port
+        rule.destination_port_range.end = port + 1
+    return inspector
 
 
 def _prefix_ranges(svc: Service) -> list[address_pb2.CidrRange]:

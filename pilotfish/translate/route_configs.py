@@ -61,6 +61,7 @@ def _uses_source_labels(push: PushContext) -> bool:
         return any(
             any(m.sourceLabels for r in vs.http for m in r.match)
             or any(m.sourceLabels for r in vs.tcp for m in r.match)
+            or any(m.sourceLabels for r in vs.tls for m in r.match)
             for vs in push.virtual_services
         )
 

@@ -9,6 +9,9 @@ Istio's L4 routing, shared by sidecars and gateways:
 - on a sidecar, a ``tcp`` match applies when it is bound to the mesh gateway and its
   ``port``, ``destinationSubnets`` (the service VIP lies in one of them), ``sourceLabels``
   and ``sourceNamespace`` hold for the connection and the calling proxy;
+- on a sidecar, a ``tls`` rule applies to TLS traffic (ports of protocol ``TLS``/``HTTPS``)
+  whose SNI is one of the match's ``sniHosts``, with the same ``port``, subnet, source
+  label and namespace conditions; TLS traffic no rule takes follows the ``tcp`` rules;
 - on a gateway (Istio's ``l4MultiMatch``), a ``tcp`` rule applies to a server when one of its
   matches names the gateway (or has none, the VirtualService's ``gateways`` then) and the
   server's port (or no port); the VirtualService's hosts must intersect the server's hosts
@@ -121,6 +124,38 @@ def sidecar_tcp_clusters(
     return default
 
 
+def sidecar_tls_routes(
+    push: PushContext, proxy: Proxy, svc: Service, port: int
+) -> list[tuple[list[str], WeightedClusters]]:
+    """``(sni hosts, weighted clusters)`` of the ``tls`` rules a sidecar applies to TLS
+    traffic to ``svc:port``, first rule first; an SNI host already taken by an earlier rule
+    stays with it (Envoy refuses two chains with the same match)."""
+    vs = push.mesh_virtual_service(svc.hostname, proxy.namespace)
+    if vs is None:
+        return []
+    address = svc.vip or (svc.addresses[0].partition("/")[0] if svc.addresses else None)
+    taken: set[str] = set()
+    out: list[tuple[list[str], WeightedClusters]] = []
+    for rule in vs.tls:
+        for m in rule.match:
+            if MESH_GATEWAY not in vs.match_gateways(m):
+                continue
+            if m.port and m.port != port:
+                continue
+            if not _in_subnets(address, m.destinationSubnets):
+                continue
+            if m.sourceNamespace and m.sourceNamespace != proxy.namespace:
+                continue
+            if any(proxy.labels.get(k) != v for k, v in m.sourceLabels.items()):
+                continue
+            snis = [h for h in m.sniHosts if h not in taken]
+            clusters = l4_destinations(push, vs, rule.route, port)
+            if snis and clusters:
+                taken.update(snis)
+                out.append((snis, clusters))
+    return out
+
+
 def server_hosts_match(vs: VirtualServiceConfig, gateway: GatewayConfig, server: Server) -> bool:
     """Whether the VirtualService's hosts intersect the server's (``ns/host`` rules included),
     as for the HTTP routes of a gateway."""
@@ -169,4 +204,5 @@ __all__ = [
     "l4_destinations",
     "server_hosts_match",
     "sidecar_tcp_clusters",
+    "sidecar_tls_routes",
 ]

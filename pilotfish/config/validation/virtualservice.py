@@ -172,7 +172,7 @@ def validate_virtual_service(vs: VirtualService, errs: Errors, namespace: str) -
         _http_route(errs, f"spec.http[{i}]", route, delegate=not spec.hosts)
     for i, tls in enumerate(spec.tls):
         _tls_route(errs, f"spec.tls[{i}]", tls, vs)
-        _tls_on_sidecars(errs, f"spec.tls[{i}]", tls, spec.gateways)
+        _tls_at_gateways(errs, f"spec.tls[{i}]", tls, spec.gateways)
     for i, tcp in enumerate(spec.tcp):
         _tcp_route(errs, f"spec.tcp[{i}]", tcp)
         _tcp_at_gateways(errs, f"spec.tcp[{i}]", tcp, spec.gateways)
@@ -605,18 +605,10 @@ def _tcp_at_gateways(errs: Errors, path: str, tcp: TCPRoute, gateways: Sequence[
             _unenforced_at_gateways(errs, f"{path}.match[{j}]", m)
 
 
-def _tls_on_sidecars(errs: Errors, path: str, tls: TLSRoute, gateways: Sequence[str]) -> None:
-    """``tls`` rules route at gateways only: a rule that applies to the mesh gateway
-    (sidecars) is accepted for its gateways and warned about."""
-    for j, m in enumerate(tls.match or [TLSMatchAttributes()]):
+def _tls_at_gateways(errs: Errors, path: str, tls: TLSRoute, gateways: Sequence[str]) -> None:
+    for j, m in enumerate(tls.match):
         bound = m.gateways or gateways
-        if not bound or MESH_GATEWAY in bound:
-            errs.warn(
-                f"{path}.match[{j}]" if tls.match else path,
-                "not supported yet: tls routes on sidecars (the mesh gateway); sidecars send "
-                "TLS traffic to the service itself, tls rules apply at gateways only",
-            )
-        if tls.match:
+        if bound and MESH_GATEWAY not in bound:
             _unenforced_at_gateways(errs, f"{path}.match[{j}]", m)
 
 

@@ -164,3 +164,37 @@ spec:
     assert policy is not None
     assert policy.retry_back_off.base_interval.ToMilliseconds() == 100
     assert not policy.retry_host_predicate
+
+
+def test_sidecar_tls_rules_route_tls_ports_by_sni() -> None:
+    docs = from_yaml(
+        """
+kind: Service
+metadata: {name: secure, namespace: default}
+spec:
+  selector: {app: secure}
+  ports: [{name: tls, port: 8443}, {name: tcp, port: 9000}]
+---
+kind: VirtualService
+metadata: {name: secure, namespace: default}
+spec:
+  hosts: [secure, "*.example.com"]
+  tls:
+  - match: [{sniHosts: [one.example.com]}]
+    route: [{destination: {host: secure, subset: v1, port: {number: 8443}}}]
+  - match: [{sniHosts: [one.example.com, two.example.com], sourceLabels: {app: nobody}}]
+    route: [{destination: {host: secure, subset: v2, port: {number: 8443}}}]
+"""
+    )
+    push = bookinfo_push(FEATURES + docs)
+    vip = push.service("secure.default.svc.cluster.local").vip  # type: ignore[union-attr]
+    lst = listener(generate(sidecar_node(), push), "virtualOutbound")
+    by_name = {c.name: c for c in lst.filter_chains}
+    sni = by_name[f"{vip}_8443_sni0"]
+    assert list(sni.filter_chain_match.server_names) == ["one.example.com"]
+    assert unpack_tcp(sni).cluster == "outbound|8443|v1|secure.default.svc.cluster.local"
+    assert f"{vip}_8443_sni1" not in by_name  # sourceLabels do not match this caller
+    assert f"{vip}_8443" in by_name and f"{vip}_9000_sni0" not in by_name
+    # The TLS inspector runs for 8443 only.
+    (inspector,) = [f for f in lst.listener_filters if "tls_inspector" in f.name]
+    assert inspector.filter_disabled.not_match.destination_port_range.start == 8443

@@ -413,12 +413,15 @@ def _warnings(b: dict[str, Any]) -> list[tuple[str, str]]:
     return [(w.path, w.reason) for w in ok(b).warnings]
 
 
-def test_tls_rules_on_sidecars_are_warned_about() -> None:
-    tls = {"match": [{"sniHosts": ["a.example.com"]}], "route": [dest(host="a.example.com")]}
-    found = _warnings(vs(tls=[tls], hosts=["a.example.com"]))
-    assert found and found[0][0] == "spec.tls[0].match[0]"
-    assert "not supported yet: tls routes on sidecars" in found[0][1]
-    assert _warnings(vs(tls=[tls], hosts=["a.example.com"], gateways=["gw"])) == []
+def test_tls_match_fields_gateways_do_not_match_on_are_warned_about() -> None:
+    tls = {
+        "match": [{"sniHosts": ["a.example.com"], "sourceNamespace": "x"}],
+        "route": [dest(host="a.example.com")],
+    }
+    found = _warnings(vs(tls=[tls], hosts=["a.example.com"], gateways=["gw"]))
+    assert [p for p, _ in found] == ["spec.tls[0].match[0].sourceNamespace"]
+    # Sidecars enforce it.
+    assert _warnings(vs(tls=[tls], hosts=["a.example.com"])) == []
 
 
 def test_l4_fields_gateways_do_not_match_on_are_warned_about() -> None:
