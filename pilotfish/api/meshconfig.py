@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
+from pilotfish.api.destinationrule import LocalityLoadBalancerSetting
 from pilotfish.api.meta import Model, Resource
 
 __all__ = [
@@ -153,6 +154,11 @@ class MeshConfig(Model):
     defaultProviders: DefaultProviders = Field(default_factory=DefaultProviders)
     outboundTrafficPolicy: OutboundTrafficPolicy = Field(default_factory=OutboundTrafficPolicy)
     enablePrometheusMerge: bool = True
+    #: Istio's default mesh enables locality load balancing (failover needs a DestinationRule
+    #: with outlier detection); ``enabled: false`` turns it off for rules that do not set it.
+    localityLbSetting: LocalityLoadBalancerSetting | None = Field(
+        default_factory=lambda: LocalityLoadBalancerSetting(enabled=True)
+    )
 
     def provider(self, name: str) -> ExtensionProvider | None:
         """The declared provider ``name``, or the built-in one of that name."""

@@ -403,3 +403,26 @@ def pod_target_port(port: Mapping[str, Any], pod: Mapping[str, Any]) -> int | No
             if p.get("name") == target and p.get("containerPort"):
                 return int(p["containerPort"])
     return None
+
+
+# --- locality --------------------------------------------------------------------------------
+
+#: The labels a workload's locality is read from, as Istio reads them (Kubernetes puts the
+#: region and zone on nodes; without nodes, Pilotfish reads them from the workload itself).
+REGION_LABEL = "topology.kubernetes.io/region"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+SUBZONE_LABEL = "topology.istio.io/subzone"
+#: Istio's explicit locality label, ``region.zone.subzone``.
+LOCALITY_LABEL = "istio-locality"
+
+
+def locality_from_labels(labels: Mapping[str, str], explicit: str = "") -> str:
+    """A workload's locality as ``region/zone/subzone`` (trailing parts may be empty; "" when
+    unknown): ``explicit`` (a WorkloadEntry's ``locality``) first, then the ``istio-locality``
+    label, then the topology labels (region, zone, subzone)."""
+    if explicit:
+        return explicit
+    if labels.get(LOCALITY_LABEL):
+        return labels[LOCALITY_LABEL].replace(".", "/")
+    parts = [labels.get(k, "") for k in (REGION_LABEL, ZONE_LABEL, SUBZONE_LABEL)]
+    return "/".join(parts).rstrip("/")

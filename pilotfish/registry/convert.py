@@ -17,6 +17,7 @@ from pilotfish.api.mesh import (
     export_to_annotation,
     service_fqdn,
 )
+from pilotfish.api.workloads import locality_from_labels
 from pilotfish.registry.types import Service, ServicePort, Workload, select_protocol
 
 Allocate = Callable[[str], str]
@@ -117,7 +118,9 @@ def workload_from_pod(body: dict[str, Any]) -> Workload | None:
         labels=_labels(meta.get("labels")),
         service_account=str(spec.get("serviceAccountName") or "default"),
         healthy=_pod_ready(status),
-        locality=str(annotations.get("pilotfish.io/locality") or ""),
+        locality=locality_from_labels(
+            _labels(meta.get("labels")), str(annotations.get("pilotfish.io/locality") or "")
+        ),
         named_ports=named,
         has_sidecar=str(annotations.get("sidecar.istio.io/status") or "") != "",
         workload_name=_owner_deployment(meta) or name,
@@ -146,7 +149,7 @@ def workload_from_workload_entry(body: dict[str, Any]) -> Workload | None:
         labels=_labels(spec.get("labels")),
         service_account=str(spec.get("serviceAccount") or "default"),
         healthy=healthy,
-        locality=str(spec.get("locality") or ""),
+        locality=locality_from_labels(_labels(spec.get("labels")), str(spec.get("locality") or "")),
         network=str(spec.get("network") or ""),
         weight=int(spec.get("weight") or 0),
         endpoint_ports={str(k): int(v) for k, v in (spec.get("ports") or {}).items()},

@@ -233,7 +233,7 @@ def _merge_pod(sidecar: Workload, pod: Workload) -> Workload:
         labels={**pod.labels, **sidecar.labels},
         named_ports=pod.named_ports,
         healthy=pod.healthy,
-        locality=pod.locality,
+        locality=pod.locality or sidecar.locality,
     )
 
 

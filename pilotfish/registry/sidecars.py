@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 
 from pilotfish.api.node import NodeInfo
+from pilotfish.api.workloads import locality_from_labels
 from pilotfish.registry.types import Workload
 
 
@@ -32,6 +33,7 @@ def workload_from_node(node: NodeInfo) -> Workload:
         port_map=dict(node.inbound_ports) if node.interception_mode == "NONE" else {},
         has_sidecar=True,
         workload_name=node.workload_name or node.pod_name,
+        locality=locality_from_labels(node.labels),
     )
 
 

@@ -34,7 +34,6 @@ from functools import partial
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import (
     address_pb2,
-    base_pb2,
     config_source_pb2,
     health_check_pb2,
     protocol_pb2,
@@ -45,7 +44,9 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 
 from pilotfish.api.mesh import DEFAULT_TRUST_DOMAIN
 from pilotfish.api.peer import workload_values
+from pilotfish.api.workloads import locality_from_labels
 from pilotfish.model.config import DestinationRuleConfig
+from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.model.sidecar import SidecarScope
 from pilotfish.registry.types import Endpoint, Protocol, Service, ServicePort
@@ -58,6 +59,13 @@ from pilotfish.translate.common import (
     duration,
     pack,
     socket_address,
+)
+from pilotfish.translate.locality import (
+    LocalityLb,
+    apply_to_cluster,
+    locality_proto,
+    locality_setting,
+    localize,
 )
 from pilotfish.translate.peer_authn import DISABLE, workload_policy
 from pilotfish.translate.tls import (
@@ -95,6 +103,9 @@ class ClusterSet:
     endpoints: dict[str, endpoint_pb2.ClusterLoadAssignment] = field(default_factory=dict)
     #: ``kubernetes://...`` secrets the clusters' TLS settings name (served over ADS).
     credentials: set[str] = field(default_factory=set)
+    #: EDS clusters whose load assignment depends on the proxy's locality: the setting and
+    #: the endpoints their shared assignment was built from (see ``locality.localize``).
+    localities: dict[str, tuple[LocalityLb, tuple[Endpoint, ...]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -154,11 +165,6 @@ def _ads() -> config_source_pb2.ConfigSource:
     )
 
 
-def _locality(text: str) -> base_pb2.Locality:
-    parts = ([*text.split("/"), "", "", ""])[:3]
-    return base_pb2.Locality(region=parts[0], zone=parts[1], sub_zone=parts[2])
-
-
 def mtls_disabled(push: PushContext, ep: Endpoint) -> bool:
     """Does the endpoint's workload accept plaintext only on its port (PeerAuthentication
     ``DISABLE``, workload-wide or in ``portLevelMtls``)? Automatic mTLS then sends plaintext
@@ -194,7 +200,7 @@ def load_assignment(
     for loc in sorted(groups):
         lle = cla.endpoints.add(lb_endpoints=groups[loc])
         if loc:
-            lle.locality.CopyFrom(_locality(loc))
+            lle.locality.CopyFrom(locality_proto(loc))
     return cla
 
 
@@ -228,6 +234,16 @@ def _http_options(
     return opts
 
 
+#: One outbound cluster, its load assignment (EDS clusters), the credentials its TLS names and
+#: its locality load balancing (EDS clusters where it changes something).
+OutboundCluster = tuple[
+    cluster_pb2.Cluster,
+    endpoint_pb2.ClusterLoadAssignment | None,
+    tuple[str, ...],
+    tuple[LocalityLb, tuple[Endpoint, ...]] | None,
+]
+
+
 def outbound_cluster(
     push: PushContext,
     svc: Service,
@@ -235,9 +251,9 @@ def outbound_cluster(
     subset: str,
     dr: DestinationRuleConfig | None,
     client: ClientTls = NO_CLIENT_TLS,
-) -> tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment | None, tuple[str, ...]]:
-    """One outbound cluster, its load assignment (EDS clusters) and the credentials its TLS
-    names."""
+) -> OutboundCluster:
+    """One outbound cluster, its load assignment (EDS clusters), the credentials its TLS
+    names and its locality setting."""
     name = ClusterKey.outbound(sp.port, subset, svc.hostname).name
     policy = effective_policy(dr, subset, sp.port)
     cluster = C(name=name, connect_timeout=duration(push.settings.connect_timeout_seconds))
@@ -279,7 +295,16 @@ def outbound_cluster(
         cluster.transport_socket_matches.extend(socket_matches_auto(tls.socket))
     elif tls.socket is not None:
         cluster.transport_socket.CopyFrom(tls.socket)
-    return cluster, cla, tls.credentials
+    locality: tuple[LocalityLb, tuple[Endpoint, ...]] | None = None
+    lb = locality_setting(
+        push.mesh_config.localityLbSetting,
+        policy.load_balancer.localityLbSetting if policy.load_balancer is not None else None,
+        policy.outlier_detection is not None,
+    )
+    if lb is not None and lb.active and cla is not None:
+        apply_to_cluster(cluster, lb)
+        locality = (lb, tuple(eps))
+    return cluster, cla, tls.credentials, locality
 
 
 def _cluster_policies(push: PushContext) -> Hashable:
@@ -293,7 +318,12 @@ def _cluster_policies(push: PushContext) -> Hashable:
         policies = tuple(
             sorted((str(k), r) for k, r in revisions.items() if k.kind == "PeerAuthentication")
         )
-        return (push.settings, policies)
+        mesh_locality = push.mesh_config.localityLbSetting
+        return (
+            push.settings,
+            policies,
+            mesh_locality.model_dump_json() if mesh_locality is not None else None,
+        )
 
     return push.memo(("cluster_policies",), compute)
 
@@ -326,18 +356,46 @@ def outbound_clusters(
                     # Reused from the previous context when the service and its endpoints
                     # are the same (the rule is in the key): one change rebuilds its clusters.
                     inputs = (svc, push.endpoints(svc.hostname, sp.port), _cluster_policies(push))
-                    cluster, cla, credentials = push.reuse(
+                    cluster, cla, credentials, locality = push.reuse(
                         key, inputs, partial(outbound_cluster, push, svc, sp, subset, dr, client)
                     )
                     out.clusters[cluster.name] = cluster
                     out.credentials.update(credentials)
                     if cla is not None:
                         out.endpoints[cluster.name] = cla
+                    if locality is not None:
+                        out.localities[cluster.name] = locality
         for fixed in (passthrough_cluster(push), blackhole_cluster(push)):
             out.clusters[fixed.name] = fixed
         return out
 
     return push.memo(("outbound_clusters", scope_key, client), compute)
+
+
+def proxy_locality(push: PushContext, proxy: Proxy) -> str:
+    """The locality of a proxy: its workload's in the registry (a pod's labels or
+    annotation), else its own labels; routers from their labels."""
+    for kind in ("Sidecar", "Pod"):
+        w = push.registry.workloads.get(f"{kind}/{proxy.namespace}/{proxy.node.pod_name}")
+        if w is not None and w.locality:
+            return w.locality
+    return locality_from_labels(proxy.labels)
+
+
+def localized_endpoints(
+    push: PushContext, proxy: Proxy, shared: ClusterSet
+) -> dict[str, endpoint_pb2.ClusterLoadAssignment]:
+    """The load assignments of ``shared``'s locality-balanced clusters as ``proxy`` sees them
+    from its locality (shared by the proxies of one locality, and labels where
+    ``failoverPriority`` compares them)."""
+    here = proxy_locality(push, proxy)
+    labels = tuple(sorted(proxy.labels.items()))
+    out = {}
+    for name, (lb, eps) in shared.localities.items():
+        cla = shared.endpoints[name]
+        key = ("localized", name, id(cla), here, labels if lb.needs_labels else None)
+        out[name] = push.memo(key, partial(localize, cla, eps, lb, here, proxy.labels))
+    return out
 
 
 def passthrough_cluster(push: PushContext) -> cluster_pb2.Cluster:

@@ -35,6 +35,7 @@ from pilotfish.translate.clusters import (
     ClientTls,
     inbound_cluster,
     inbound_passthrough_cluster,
+    localized_endpoints,
     outbound_clusters,
 )
 from pilotfish.translate.envoyfilter import apply_patches
@@ -89,6 +90,8 @@ def _clusters_and_endpoints(push: PushContext, proxy: Proxy, out: Resources) -> 
     shared = outbound_clusters(push, proxy.namespace, client_tls(proxy), scope)
     out[CLUSTER_TYPE].update(shared.clusters)
     out[ENDPOINT_TYPE].update(shared.endpoints)
+    if shared.localities:
+        out[ENDPOINT_TYPE].update(localized_endpoints(push, proxy, shared))
     return set(shared.credentials)
 
 

@@ -25,6 +25,9 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.retry.priority.previous_priorities.v3 import (
+    previous_priorities_config_pb2,
+)
 from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, value_pb2
 from envoy.type.v3 import percent_pb2
 
@@ -330,6 +333,17 @@ def retry_policy(retries: HTTPRetry | None, consistent_hash: bool = False) -> rc
     if retries.retryIgnorePreviousHosts is False:
         # Istio's default is to avoid the hosts already tried; false allows them again.
         del policy.retry_host_predicate[:]
+    if retries.retryRemoteLocalities:
+        # Istio: each retry goes to the next priority (the next locality), Envoy's
+        # previous_priorities predicate.
+        policy.retry_priority.CopyFrom(
+            rc.RetryPolicy.RetryPriority(
+                name="envoy.retry_priorities.previous_priorities",
+                typed_config=pack(
+                    previous_priorities_config_pb2.PreviousPrioritiesConfig(update_frequency=2)
+                ),
+            )
+        )
     return policy
 
 

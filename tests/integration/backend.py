@@ -3,7 +3,8 @@
 Run as ``python3 backend.py --host 127.0.0.11 --port 9080 --name reviews-v1 --version v1``.
 Stdlib only (it runs as the app behind a sidecar). Paths with a behaviour:
 ``/status/CODE`` answers CODE, ``/delay/MS`` answers after MS milliseconds, ``/flaky/KEY/N``
-answers 503 to the first N requests, ``/counts`` tells how many requests each path got.
+answers 503 to the first N requests, ``/counts`` tells how many requests each path got,
+``/fail/on`` makes every later request answer 503 (``/fail/off`` ends it).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main() -> None:
 
     counts: collections.Counter[str] = collections.Counter()
     lock = threading.Lock()
+    failing = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -37,7 +39,11 @@ def main() -> None:
                 counts[path] += 1
                 seen = counts[path]
             status = 200
-            if parts[0] == "status" and len(parts) > 1:  # /status/503
+            if parts[0] == "fail" and len(parts) > 1:  # /fail/on, /fail/off
+                (failing.set if parts[1] == "on" else failing.clear)()
+            elif failing.is_set():
+                status = 503
+            elif parts[0] == "status" and len(parts) > 1:  # /status/503
                 status = int(parts[1])
             elif parts[0] == "delay" and len(parts) > 1:  # /delay/1500 (milliseconds)
                 time.sleep(int(parts[1]) / 1000)

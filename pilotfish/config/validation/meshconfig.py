@@ -13,6 +13,7 @@ from functools import lru_cache
 
 import pydantic
 
+from pilotfish.api.destinationrule import OutlierDetection
 from pilotfish.api.meshconfig import (
     BUILTIN_PROVIDERS,
     VALUES_MESH_KEYS,
@@ -23,6 +24,7 @@ from pilotfish.api.meshconfig import (
 from pilotfish.api.profiles import PROFILES, VALUES_COMPONENT_KEYS
 from pilotfish.api.telemetry import ProviderRef, Telemetry
 from pilotfish.config.validation.common import Errors
+from pilotfish.config.validation.destinationrule import locality_lb
 from pilotfish.errors import FieldError
 
 __all__ = ["cel_error", "telemetry_provider_errors", "validate_istio_operator"]
@@ -37,7 +39,7 @@ SECTION_KINDS = {
 APPLIED = {
     "rootNamespace", "trustDomain", "enableTracing", "accessLogFile", "accessLogEncoding",
     "accessLogFormat", "defaultConfig", "extensionProviders", "defaultProviders",
-    "outboundTrafficPolicy", "enablePrometheusMerge",
+    "outboundTrafficPolicy", "enablePrometheusMerge", "localityLbSetting",
 }  # fmt: skip
 APPLIED_PROXY_CONFIG = {"tracing"}
 
@@ -122,6 +124,8 @@ def validate_mesh_config(mesh: MeshConfig, errs: Errors, path: str) -> None:
             errs.warn(f"{path}.defaultConfig.{field}", "accepted but not applied by Pilotfish yet")
     if mesh.defaultConfig.proxyMetadata:
         errs.warn(f"{path}.defaultConfig.proxyMetadata", "accepted but not applied yet")
+    # Mesh-wide failover needs outlier detection in each DestinationRule: no warning here.
+    locality_lb(errs, f"{path}.localityLbSetting", mesh.localityLbSetting, OutlierDetection())
     tracing = mesh.defaultConfig.tracing
     if tracing is not None and not 0 <= tracing.sampling <= 100:
         errs.add(f"{path}.defaultConfig.tracing.sampling", "sampling must be in range [0.0, 100.0]")
