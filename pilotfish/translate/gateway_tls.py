@@ -53,7 +53,6 @@ from pilotfish.translate.tcp_routes import gateway_tcp_clusters, l4_destinations
 from pilotfish.translate.tls import (
     has_workload_identity,
     istio_sni,
-    mesh_server_context,
     server_tls_context,
     tls_socket,
 )
@@ -193,10 +192,7 @@ def has_auto_passthrough(push: PushContext, proxy: Proxy) -> bool:
 
 def _server_socket(ts: TlsServer) -> base_pb2.TransportSocket:
     """The transport socket of a terminating server (HTTPS or TLS)."""
-    if ts.mode == "ISTIO_MUTUAL":
-        ctx = mesh_server_context()
-    else:
-        ctx, _ = server_tls_context(ts.server.tls or ServerTLSSettings())
+    ctx, _ = server_tls_context(ts.server.tls or ServerTLSSettings())
     if (ts.server.port.protocol or "").upper() != "HTTPS":
         del ctx.common_tls_context.alpn_protocols[:]
     return tls_socket(ctx)

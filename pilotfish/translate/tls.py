@@ -296,45 +296,70 @@ def client_tls(
 def server_tls_context(
     tls: ServerTLSSettings,
 ) -> tuple[tls_pb2.DownstreamTlsContext, tuple[str, ...]]:
-    """A Gateway server's ``tls`` (SIMPLE or MUTUAL) as a downstream context, with the ADS
-    secrets it names. ``credentialName`` is served over ADS; ``serverCertificate``,
-    ``privateKey`` and ``caCertificates`` are files on the gateway's host."""
+    """A Gateway server's ``tls`` (SIMPLE, MUTUAL, OPTIONAL_MUTUAL or ISTIO_MUTUAL) as a
+    downstream context, with the ADS secrets it names.
+
+    ``credentialName`` (or up to two ``credentialNames``, an RSA and an ECDSA certificate) is
+    served over ADS; ``serverCertificate``/``privateKey``/``caCertificates`` (or
+    ``tlsCertificates``) are files on the gateway's host. ISTIO_MUTUAL serves the gateway's
+    own workload certificate and requires a client certificate from the mesh roots. For every
+    mode: ``subjectAltNames``, ``verifyCertificateSpki``/``verifyCertificateHash`` (client
+    certificates), ``caCrl`` (a file), ``minProtocolVersion``/``maxProtocolVersion`` and
+    ``cipherSuites`` (TLS 1.2 and below; TLS 1.3's are not configurable in Envoy)."""
     mode = tls.mode or "SIMPLE"
     common = tls_pb2.CommonTlsContext(alpn_protocols=["h2", "http/1.1"])
     credentials: list[str] = []
-    name = tls.credentialName or ""
+    names = [tls.credentialName] if tls.credentialName else list(tls.credentialNames)
     mutual = mode in ("MUTUAL", "OPTIONAL_MUTUAL")
-    if name:
-        cert_name, ca_name = credential_resource_names(name)
-        common.tls_certificate_sds_secret_configs.append(credential_secret(cert_name))
-        credentials.append(cert_name)
+    vc: common_pb2.CertificateValidationContext | None = None
+    if mode == "ISTIO_MUTUAL":
+        mesh = mesh_server_context().common_tls_context
+        common.tls_certificate_sds_secret_configs.extend(mesh.tls_certificate_sds_secret_configs)
+        common.combined_validation_context.CopyFrom(mesh.combined_validation_context)
+        vc = common.combined_validation_context.default_validation_context
+    elif names:
+        for name in names:
+            cert_name, _ = credential_resource_names(name)
+            common.tls_certificate_sds_secret_configs.append(credential_secret(cert_name))
+            credentials.append(cert_name)
         if mutual:
+            _, ca_name = credential_resource_names(names[0])
             cvc = common.combined_validation_context
             cvc.validation_context_sds_secret_config.CopyFrom(credential_secret(ca_name))
-            cvc.default_validation_context.match_typed_subject_alt_names.extend(
-                san_matchers(tls.subjectAltNames)
-            )
+            vc = cvc.default_validation_context
             credentials.append(ca_name)
     else:
-        common.tls_certificates.append(
-            common_pb2.TlsCertificate(
-                certificate_chain=base_pb2.DataSource(filename=str(tls.serverCertificate)),
-                private_key=base_pb2.DataSource(filename=str(tls.privateKey)),
+        files = [(tls.serverCertificate, tls.privateKey, tls.caCertificates)]
+        if tls.tlsCertificates:
+            files = [
+                (c.serverCertificate, c.privateKey, c.caCertificates) for c in tls.tlsCertificates
+            ]
+        for cert, key, _ in files:
+            common.tls_certificates.append(
+                common_pb2.TlsCertificate(
+                    certificate_chain=base_pb2.DataSource(filename=str(cert)),
+                    private_key=base_pb2.DataSource(filename=str(key)),
+                )
             )
-        )
-        if mutual and tls.caCertificates:
-            common.validation_context.trusted_ca.filename = tls.caCertificates
-            common.validation_context.match_typed_subject_alt_names.extend(
-                san_matchers(tls.subjectAltNames)
-            )
+        ca = next((c for _, _, c in files if c), None)
+        if mutual and ca:
+            vc = common.validation_context
+            vc.trusted_ca.filename = ca
+            if tls.caCrl:
+                vc.crl.filename = tls.caCrl
+    if vc is not None:
+        vc.match_typed_subject_alt_names.extend(san_matchers(tls.subjectAltNames))
+        vc.verify_certificate_spki.extend(tls.verifyCertificateSpki)
+        vc.verify_certificate_hash.extend(tls.verifyCertificateHash)
     common.tls_params.CopyFrom(
         tls_params(
             _version(tls.minProtocolVersion, TLS.TLSv1_2),
             _version(tls.maxProtocolVersion, TLS.TLSv1_3),
         )
     )
+    common.tls_params.cipher_suites.extend(tls.cipherSuites)
     ctx = tls_pb2.DownstreamTlsContext(common_tls_context=common)
-    if mode == "MUTUAL":
+    if mode in ("MUTUAL", "ISTIO_MUTUAL"):
         ctx.require_client_certificate.value = True
     return ctx, tuple(credentials)
 

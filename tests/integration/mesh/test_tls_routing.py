@@ -282,6 +282,42 @@ def test_tls_terminated_at_the_gateway_into_tcp_routes(tls_mesh: TlsMesh) -> Non
     # The mesh certificate does not verify against another CA.
     assert tls_echo(mutual, "x", t.app_ca, client=t.mesh_client, check_hostname=False) == ""
 
+    def mesh_client() -> str:
+        return tls_echo(mutual, "x", t.mesh_roots, client=t.mesh_client, check_hostname=False)
+
+    # subjectAltNames: only the named mesh identities may connect (the client is "sleep").
+    sans = "subjectAltNames: [spiffe://cluster.local/ns/default/sa/{}]"
+    t.mesh.apply(
+        TERMINATING.replace("mode: ISTIO_MUTUAL", "mode: ISTIO_MUTUAL, " + sans.format("other"))
+    )
+    eventually(lambda: mesh_client() == "", 30, "another identity required")
+    t.mesh.apply(
+        TERMINATING.replace("mode: ISTIO_MUTUAL", "mode: ISTIO_MUTUAL, " + sans.format("sleep"))
+    )
+    eventually(lambda: mesh_client() == "one hello", 30, "the client's identity allowed")
+
+    # cipherSuites (TLS 1.2): a client offering none of them cannot connect.
+    def tls12(cipher: str) -> str:
+        ctx = ssl.create_default_context(cafile=str(t.app_ca))
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers(cipher)
+        try:
+            with (
+                socket.create_connection(simple, timeout=5) as raw,
+                ctx.wrap_socket(raw, server_hostname=ECHO_HOST) as conn,
+            ):
+                conn.sendall(b"hello\n")
+                return conn.recv(4096).decode().strip()
+        except (OSError, ssl.SSLError):
+            return ""
+
+    suites = (
+        "mode: SIMPLE, maxProtocolVersion: TLSV1_2, cipherSuites: [ECDHE-ECDSA-AES256-GCM-SHA384]"
+    )
+    t.mesh.apply(TERMINATING.replace("mode: SIMPLE", suites))
+    eventually(lambda: tls12("ECDHE-ECDSA-AES128-GCM-SHA256") == "", 30, "the cipher refused")
+    assert tls12("ECDHE-ECDSA-AES256-GCM-SHA384") == "one hello"
+
 
 def test_auto_passthrough_forwards_mesh_mtls_by_sni(tls_mesh: TlsMesh) -> None:
     t = tls_mesh

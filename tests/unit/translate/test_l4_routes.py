@@ -198,3 +198,51 @@ spec:
     # The TLS inspector runs for 8443 only.
     (inspector,) = [f for f in lst.listener_filters if "tls_inspector" in f.name]
     assert inspector.filter_disabled.not_match.destination_port_range.start == 8443
+
+
+def test_server_tls_fields_reach_the_downstream_context() -> None:
+    from pilotfish.api.networking import ServerTLSSettings
+    from pilotfish.translate.tls import server_tls_context
+
+    ctx, names = server_tls_context(
+        ServerTLSSettings.model_validate(
+            {
+                "mode": "MUTUAL",
+                "credentialNames": ["rsa-cert", "ecdsa-cert"],
+                "subjectAltNames": ["spiffe://cluster.local/ns/default/sa/client"],
+                "verifyCertificateHash": ["AB:CD"],
+                "minProtocolVersion": "TLSV1_2",
+                "maxProtocolVersion": "TLSV1_2",
+                "cipherSuites": ["ECDHE-ECDSA-AES128-GCM-SHA256"],
+            }
+        )
+    )
+    common = ctx.common_tls_context
+    assert [s.name for s in common.tls_certificate_sds_secret_configs] == [
+        "kubernetes://rsa-cert",
+        "kubernetes://ecdsa-cert",
+    ]
+    assert names == (
+        "kubernetes://rsa-cert",
+        "kubernetes://ecdsa-cert",
+        "kubernetes://rsa-cert-cacert",
+    )
+    vc = common.combined_validation_context.default_validation_context
+    assert list(vc.verify_certificate_hash) == ["AB:CD"]
+    assert len(vc.match_typed_subject_alt_names) == 1
+    assert list(common.tls_params.cipher_suites) == ["ECDHE-ECDSA-AES128-GCM-SHA256"]
+    assert ctx.require_client_certificate.value
+
+    mesh, names = server_tls_context(
+        ServerTLSSettings.model_validate(
+            {"mode": "ISTIO_MUTUAL", "subjectAltNames": ["spiffe://cluster.local/ns/a/sa/b"]}
+        )
+    )
+    assert names == ()
+    assert [s.name for s in mesh.common_tls_context.tls_certificate_sds_secret_configs] == [
+        "default"
+    ]
+    mvc = mesh.common_tls_context.combined_validation_context
+    assert mvc.validation_context_sds_secret_config.name == "ROOTCA"
+    assert len(mvc.default_validation_context.match_typed_subject_alt_names) == 1
+    assert mesh.require_client_certificate.value
