@@ -55,6 +55,7 @@ from pilotfish.server_identity import ControlPlaneIdentity, IdentitySettings
 from pilotfish.telemetry.pilot import PilotMetrics
 from pilotfish.translate import Resources, generate_config
 from pilotfish.translate.dependencies import Changes, scope_for
+from pilotfish.translate.explain import ExplainRequest, explain_request
 from pilotfish.translate.generator import ALL_TYPES
 from pilotfish.xds import SECRET_TYPE, DiscoveryServer, PushRequest, XdsSettings
 from pilotfish.xds.push import Scope
@@ -417,6 +418,18 @@ class Mesh:
                 return config_as_json(proxy_resources(node, self.source.current()))
         return None
 
+    def explain(
+        self, namespace: str, name: str, method: str, url: str, headers: dict[str, str]
+    ) -> dict[str, Any] | None:
+        """How the config the control plane generates would handle a request from a connected
+        proxy, through the destination proxies' inbound config (``x explain``)."""
+        nodes = self.xds.connected_nodes()
+        for node in nodes:
+            if node.namespace == namespace and node.pod_name == name:
+                request = ExplainRequest(method, url, headers)
+                return explain_request(self.source.current(), nodes, node, request)
+        return None
+
 
 async def start_trace_collector(settings: ServerSettings, store: Store) -> TraceCollector | None:
     """The built-in trace collector, and the ``zipkin.istio-system`` ServiceEntry that lets
@@ -557,6 +570,7 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
                 proxy_status=mesh.proxy_status,
                 proxy_config=mesh.proxy_config,
                 config_preview=mesh.config_preview,
+                explain=mesh.explain,
                 vips=mesh.vips,
                 metrics=mesh.metrics.exposition,
                 on_validated=mesh.metrics.validated,

@@ -166,6 +166,8 @@ PROXY_STATUS_PATH = f"{PILOTFISH_API}/proxystatus"
 MESH_CONFIG_PATH = f"{PILOTFISH_API}/meshconfig"
 #: GET: the Envoy config the control plane generates for one proxy.
 PROXY_CONFIG_ROUTE = f"{PILOTFISH_API}/namespaces/{{namespace}}/proxies/{{name}}/config"
+#: POST {method, url, headers}: how one proxy's config would handle a request (``x explain``).
+PROXY_EXPLAIN_ROUTE = f"{PILOTFISH_API}/namespaces/{{namespace}}/proxies/{{name}}/explain"
 #: GET: where the dashboard is served; POST: a one-time login link to it.
 DASHBOARD_PATH = f"{PILOTFISH_API}/dashboard"
 #: POST: the TokenRequest subresource of a ServiceAccount (Kubernetes' shape).
@@ -181,6 +183,11 @@ AUDIT_PATH = f"{PILOTFISH_API}/audit"
 def proxy_config_path(namespace: str, name: str) -> str:
     """Where a client reads the generated config of proxy ``namespace``/``name``."""
     return PROXY_CONFIG_ROUTE.format(namespace=namespace, name=name)
+
+
+def proxy_explain_path(namespace: str, name: str) -> str:
+    """Where a client asks how proxy ``namespace``/``name`` would handle a request."""
+    return PROXY_EXPLAIN_ROUTE.format(namespace=namespace, name=name)
 
 
 def token_path(namespace: str, service_account: str) -> str:

@@ -82,6 +82,8 @@ BUILTIN_NAMESPACES = ("default", "istio-system")
 StatusProvider = Callable[[], list[dict[str, Any]]]
 #: (namespace, proxy name) -> the proxy's generated config by type (``clusters``, ...), or None.
 ConfigProvider = Callable[[str, str], dict[str, list[dict[str, Any]]] | None]
+#: (namespace, pod, method, url, headers) -> the explanation, or None for no such proxy.
+ExplainProvider = Callable[[str, str, str, str, dict[str, str]], dict[str, Any] | None]
 
 
 @dataclass
@@ -95,6 +97,8 @@ class ApiSettings:
     #: proxy's Envoy config, computed without storing (``apply`` with ``dryRun`` and
     #: ``diff``); ``None``: no xDS server, no preview.
     config_preview: Callable[[list[dict[str, Any]], list[Key]], list[dict[str, Any]]] | None = None
+    #: How a connected proxy's config would handle a request (``x explain``).
+    explain: ExplainProvider = field(default=lambda ns, name, method, url, headers: None)
     #: The control plane's one VIP allocator (the registry's): Services applied without a
     #: ``clusterIP`` get theirs from it, so they never collide with ServiceEntry VIPs.
     vips: VipAllocator = field(default_factory=VipAllocator)
@@ -327,6 +331,7 @@ class ApiServer:
         r.add_post(kinds.API_TOKENS_PATH, self.create_api_token)
         r.add_delete(kinds.API_TOKEN_ROUTE, self.delete_api_token)
         r.add_get(kinds.AUDIT_PATH, self.audit_log)
+        r.add_post(kinds.PROXY_EXPLAIN_ROUTE, self.proxy_explain)
         for prefix in ("/api/{version}", "/apis/{group}/{version}"):
             r.add_route("*", prefix + "/namespaces/{namespace}/{plural}", self.collection)
             r.add_route("*", prefix + "/namespaces/{namespace}/{plural}/{name}", self.item)
@@ -409,6 +414,36 @@ class ApiServer:
                 f'proxy "{name}.{ns}" is not connected (see `pilotfish proxy-status`)'
             )
         return respond(request, {"kind": "ProxyConfig", "name": name, "namespace": ns, **config})
+
+    async def proxy_explain(self, request: web.Request) -> web.Response:
+        """``{method, url, headers}`` in; the walk through the generated config out."""
+        ns, name = request.match_info["namespace"], request.match_info["name"]
+        body = await read_body(request)
+
+        def refuse(path: str, message: str) -> ValidationError:
+            return ValidationError(ResourceKey.of("Explanation"), [FieldError(path, message)])
+
+        if not isinstance(body, dict):
+            raise refuse("", "the body must be an object: {method, url, headers}")
+        method, url, headers = body.get("method", "GET"), body.get("url"), body.get("headers")
+        if not isinstance(url, str) or not url:
+            raise refuse("url", "required, e.g. http://reviews:9080/")
+        if not isinstance(method, str) or not method.isalpha():
+            raise refuse("method", f"{method!r} is not an HTTP method")
+        if headers is None:
+            headers = {}
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise refuse("headers", "must map header names to strings")
+        # On the loop, as proxy_config: the context source is not shared with other threads.
+        lowered = {k.lower(): v for k, v in headers.items()}
+        result = self.settings.explain(ns, name, method, url, lowered)
+        if result is None:
+            raise NotFoundError(
+                f'proxy "{name}.{ns}" is not connected (see `pilotfish proxy-status`)'
+            )
+        return respond(request, {"kind": "Explanation", **result})
 
     # -- tokens and the audit log
 

@@ -111,6 +111,16 @@ class ApiClient:
         result: dict[str, Any] = self.request("GET", kinds.MESH_CONFIG_PATH)
         return result
 
+    def explain(
+        self, namespace: str, name: str, method: str, url: str, headers: dict[str, str]
+    ) -> dict[str, Any]:
+        """How proxy ``namespace``/``name``'s config would handle a request (``x explain``)."""
+        body = {"method": method, "url": url, "headers": headers}
+        result: dict[str, Any] = self.request(
+            "POST", kinds.proxy_explain_path(namespace, name), json=body
+        )
+        return result
+
     def proxy_status(self) -> list[dict[str, Any]]:
         result = self.request("GET", PROXY_STATUS_PATH)
         return list(result.get("items") or [])

@@ -359,7 +359,13 @@ def pod_facts(
 
 @click.group("x", context_settings={"help_option_names": ["-h", "--help"]})
 def x_group() -> None:
-    """Experimental commands, as `istioctl x`: describe pod."""
+    """Experimental commands, as `istioctl x`: describe pod, explain a request."""
+
+
+def _register_explain() -> None:
+    from pilotfish.cli.explain_cmd import explain_cmd
+
+    x_group.add_command(explain_cmd)
 
 
 @x_group.group("describe")
@@ -409,3 +415,6 @@ def describe_pod_cmd(g: Any, pod: str, namespace: str | None) -> None:
         }
         root = str((client.mesh_config() or {}).get("rootNamespace") or "istio-system")
     click.echo("\n".join(describe_pod(facts, objects, root)))
+
+
+_register_explain()
