@@ -641,9 +641,13 @@ def _inbound_chain(
             if virtual and not m.HasField("destination_port"):
                 continue
             tp = m.transport_protocol
-            if tp == "tls" and not mtls:
-                continue
-            if tp in ("raw_buffer",) and mtls:
+            terminates_tls = tp == "tls" or (
+                fc.HasField("transport_socket")
+                and fc.transport_socket.typed_config.type_url.endswith("DownstreamTlsContext")
+            )
+            if terminates_tls != mtls:
+                # a plaintext client meets a TLS-only chain (STRICT), or an mTLS client a
+                # plaintext-only chain (DISABLE): no chain takes the connection
                 continue
             score = (2 if exact else 1) * 10 + (1 if tp else 0)
             if best is None or score > best[0]:
@@ -690,29 +694,35 @@ def _metadata_value(
         value = {}
     for seg in md.path:
         value = value.get(seg.key) if isinstance(value, Mapping) else None
-    vm = md.value
-    kind = vm.WhichOneof("match_pattern")
-    result: bool
-    if kind == "present_match":
-        result = value is not None
-    elif kind == "string_match":
-        if isinstance(value, list):
-            result = any(string_matches(vm.string_match, str(v)) for v in value)
-        else:
-            result = value is not None and string_matches(vm.string_match, str(value))
-    elif kind == "list_match":
-        inner = vm.list_match.one_of
-        items = value if isinstance(value, list) else ([value] if value is not None else [])
-        result = any(
-            inner.WhichOneof("match_pattern") == "string_match"
-            and string_matches(inner.string_match, str(v))
-            for v in items
-        )
-    elif kind == "bool_match":
-        result = value is vm.bool_match
-    else:
-        result = False
+    result = _value_matches(md.value, value)
     return result != md.invert
+
+
+def _value_matches(vm: Any, value: Any) -> bool:
+    """Envoy's ValueMatcher on a JSON value (a string matcher needs a string, a list matcher
+    a list with a matching item)."""
+    kind = vm.WhichOneof("match_pattern")
+    if kind == "present_match":
+        return value is not None
+    if kind == "null_match":
+        return value is None
+    if kind == "string_match":
+        return isinstance(value, str) and string_matches(vm.string_match, value)
+    if kind == "bool_match":
+        return value is vm.bool_match
+    if kind == "double_match":
+        return isinstance(value, int | float) and (
+            value == vm.double_match.exact
+            if vm.double_match.WhichOneof("match_pattern") == "exact"
+            else vm.double_match.range.start <= value < vm.double_match.range.end
+        )
+    if kind == "list_match":
+        return isinstance(value, list) and any(
+            _value_matches(vm.list_match.one_of, v) for v in value
+        )
+    if kind == "or_match":
+        return any(_value_matches(m, value) for m in vm.or_match.value_matchers)
+    return False
 
 
 @dataclass
@@ -822,7 +832,8 @@ def explain_server(
         out.reason = (
             "no inbound filter chain accepts a "
             + ("mTLS" if mtls else "plaintext")
-            + f" connection on {address} (PeerAuthentication STRICT refuses plaintext)"
+            + f" connection on {address} (PeerAuthentication STRICT refuses plaintext, "
+            "DISABLE refuses mTLS)"
         )
         out.steps.append(Step("inboundListener", address, {"refused": True}))
         return out
