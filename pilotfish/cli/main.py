@@ -137,7 +137,7 @@ LAZY_COMMANDS = {
     ),
     "x": LazyCommand(
         "pilotfish.cli.describe_cmd:x_group",
-        "Experimental commands, as `istioctl x`: describe pod.",
+        "Experimental commands, as `istioctl x`: describe pod, explain a request.",
     ),
     "up": LazyCommand(
         "pilotfish.cli.runtime_cmds:up",
