@@ -9,7 +9,13 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
-from pilotfish.api.kinds import APPLY_PATH, DELETE_PATH, PROXY_STATUS_PATH, proxy_config_path
+from pilotfish.api.kinds import (
+    APPLY_PATH,
+    DELETE_PATH,
+    PROXY_STATUS_PATH,
+    proxy_config_path,
+    proxy_explain_path,
+)
 from pilotfish.api.mesh import service_fqdn
 from pilotfish.api.objects import ResourceKey
 from pilotfish.apiserver.app import ApiServer, ApiSettings, ensure_builtin_namespaces
@@ -63,6 +69,9 @@ async def api() -> AsyncIterator[Api]:
         tokens=frozenset({TOKEN}),
         proxy_status=lambda: [{"proxy": "reviews-v1.default", "CDS": "SYNCED"}],
         proxy_config=lambda ns, name: {"clusters": []} if name == "reviews-v1" else None,
+        explain=lambda ns, name, method, url, headers: (
+            {"asked": [method, url, headers]} if name == "reviews-v1" else None
+        ),
         vips=vips,
     )
     client = TestClient(TestServer(ApiServer(store, settings).app()))
@@ -204,6 +213,25 @@ async def test_proxy_status_and_config_come_from_the_providers(api: Api) -> None
         "clusters": [],
     }
     missing = await api.call("GET", proxy_config_path("default", "ghost"), status=404)
+    assert "not connected" in missing["message"]
+
+
+async def test_explain_passes_the_request_and_refuses_bad_bodies_by_field(api: Api) -> None:
+    path = proxy_explain_path("default", "reviews-v1")
+    body = {"method": "POST", "url": "http://ratings:9080/", "headers": {"End-User": "jason"}}
+    out = await api.call("POST", path, json=body)
+    assert out == {
+        "kind": "Explanation",
+        "asked": ["POST", "http://ratings:9080/", {"end-user": "jason"}],
+    }
+    bad = await api.call("POST", path, status=422, json={"method": "GET"})
+    assert bad["details"]["causes"][0]["field"] == "url"
+    bad = await api.call("POST", path, status=422, json={"url": "http://x/", "method": "GE T"})
+    assert bad["details"]["causes"][0]["field"] == "method"
+    bad = await api.call("POST", path, status=422, json={"url": "http://x/", "headers": {"a": 1}})
+    assert bad["details"]["causes"][0]["field"] == "headers"
+    ghost = proxy_explain_path("default", "ghost")
+    missing = await api.call("POST", ghost, status=404, json={"url": "http://x/"})
     assert "not connected" in missing["message"]
 
 

@@ -225,3 +225,26 @@ def test_subset_of_cluster_names() -> None:
     assert subset_of("outbound|9080|v1|reviews.default.svc.cluster.local") == "v1"
     assert subset_of("outbound|9080||reviews.default.svc.cluster.local") == ""
     assert subset_of("PassthroughCluster") == ""
+
+
+def test_captured_pods_walk_the_virtual_listeners() -> None:
+    def captured(app: str, ip: str, version: str) -> NodeInfo:
+        labels = {"app": app, "version": version, TLS_MODE_LABEL: "istio"}
+        return sidecar_node(app, ip, labels=labels)
+
+    pp = captured("productpage", "10.1.0.10", "v1")
+    reviews = [captured("reviews", f"10.1.0.{12 + i}", f"v{i + 1}") for i in range(3)]
+    push = push_for(BOOKINFO_CORE + MESHED_PODS + from_yaml(DR + "---" + ROUTES + "---" + POLICIES))
+    request = ExplainRequest("GET", "http://reviews:9080/admin", {"end-user": "jason"})
+    out = explain_request(push, [pp, *reviews], pp, request)
+    assert out["client"][0]["name"] == "virtualOutbound"
+    assert step(out, "filterChain")["name"] == "0.0.0.0_9080"
+    server = out["servers"][0]
+    assert server["steps"][0] == {"stage": "inboundListener", "name": "virtualInbound"}
+    v = out["verdict"]
+    assert (v["subsets"], v["status"], v["policy"], v["rule"]) == (
+        ["v2"],
+        403,
+        "default/deny-admin",
+        0,
+    )
