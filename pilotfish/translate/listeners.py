@@ -538,7 +538,7 @@ def explicit_inbound(push: PushContext, proxy: Proxy) -> list[Listener]:
 
 # ---- gateways ---------------------------------------------------------------------------------
 
-GATEWAY_HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC")
+GATEWAY_HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "GRPC-WEB")
 
 
 def gateway_servers(

@@ -32,6 +32,11 @@ def validate_gateway(gw: Gateway, errs: Errors, namespace: str) -> None:
             )
         names.add(server.port.name)
         proto = protocol_of(server.port.protocol)
+        if proto == "HTTP_PROXY":
+            errs.warn(
+                f"{path}.port.protocol",
+                "not supported yet: an HTTP_PROXY server gets no listener on the gateway",
+            )
         if proto not in HTTP_PROTOCOLS and server.tls is not None and server.tls.httpsRedirect:
             errs.warn(
                 f"{path}.tls.httpsRedirect",

@@ -246,3 +246,10 @@ def test_server_tls_fields_reach_the_downstream_context() -> None:
     assert mvc.validation_context_sds_secret_config.name == "ROOTCA"
     assert len(mvc.default_validation_context.match_typed_subject_alt_names) == 1
     assert mesh.require_client_certificate.value
+
+
+def test_grpc_web_gateway_server_is_served_as_http() -> None:
+    docs = gateway("  - {port: {number: 8080, name: grpc-web, protocol: GRPC-WEB}, hosts: ['*']}")
+    res = generate(router_node(), bookinfo_push(FEATURES + docs))
+    (chain,) = listener(res, "0.0.0.0_8080").filter_chains
+    assert chain.filters[0].name == "envoy.filters.network.http_connection_manager"
