@@ -220,13 +220,19 @@ def _http_options(
     if not protocol.is_http:
         return None
     opts = hpo.HttpProtocolOptions()
+    pool = policy.connection_pool
+    streams = pool.http.maxConcurrentStreams if pool is not None and pool.http else None
     if uses_client_protocol(policy):
         # Istio: the client's protocol wins over the port's and over h2UpgradePolicy.
         downstream = opts.use_downstream_protocol_config
         downstream.http_protocol_options.SetInParent()
         downstream.http2_protocol_options.SetInParent()
+        if streams:
+            downstream.http2_protocol_options.max_concurrent_streams.value = streams
     elif protocol.is_http2 or wants_h2_upgrade(policy):
         opts.explicit_http_config.http2_protocol_options.SetInParent()
+        if streams:
+            opts.explicit_http_config.http2_protocol_options.max_concurrent_streams.value = streams
     else:
         opts.explicit_http_config.http_protocol_options.SetInParent()
     if common.ByteSize():

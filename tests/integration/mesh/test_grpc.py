@@ -274,3 +274,45 @@ spec:
         lambda: http1() == 200 and h2_connections() > before, 30, "HTTP/1.1 upgraded to HTTP/2"
     )
     g.delete("destinationrule", "web")
+
+
+def test_max_concurrent_streams_opens_more_connections(grpc_mesh: GrpcMesh) -> None:
+    """``maxConcurrentStreams: 1``: three calls in flight at once need three HTTP/2
+    connections from the client's sidecar (one carries them all otherwise)."""
+    g = grpc_mesh
+    key = keys()
+    stat = "cluster.outbound|9090||echo.default.svc.cluster.local.upstream_cx_active: "
+
+    def active() -> int:
+        text = httpx.get(f"http://127.0.0.1:{g.client.admin_port}/stats", timeout=5).text
+        return sum(int(line[len(stat) :]) for line in text.splitlines() if line.startswith(stat))
+
+    def in_flight_connections() -> int:
+        stall = g.channel.unary_unary("/echo.Echo/Stall")
+        calls = [stall.future(key("cx").encode(), timeout=10) for _ in range(3)]
+        try:
+            most = 0
+            for _ in range(40):
+                most = max(most, active())
+                if most >= 3:
+                    break
+            return most
+        finally:
+            for call in calls:
+                call.cancel()
+
+    assert in_flight_connections() < 3
+    g.apply(
+        """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo}
+spec:
+  host: echo
+  trafficPolicy:
+    connectionPool:
+      http: {maxConcurrentStreams: 1}
+"""
+    )
+    eventually(lambda: in_flight_connections() >= 3, 30, "a connection per stream")
+    g.delete("destinationrule", "echo")

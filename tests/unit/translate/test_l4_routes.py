@@ -253,3 +253,24 @@ def test_grpc_web_gateway_server_is_served_as_http() -> None:
     res = generate(router_node(), bookinfo_push(FEATURES + docs))
     (chain,) = listener(res, "0.0.0.0_8080").filter_chains
     assert chain.filters[0].name == "envoy.filters.network.http_connection_manager"
+
+
+def test_max_concurrent_streams_limits_http2_upstreams() -> None:
+    rule = """
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool:
+      http: {h2UpgradePolicy: UPGRADE, maxConcurrentStreams: 7}
+"""
+    cluster = generate(sidecar_node(), bookinfo_push(from_yaml(rule)))[CLUSTER_TYPE][
+        "outbound|9080||reviews.default.svc.cluster.local"
+    ]
+    opts = hpo.HttpProtocolOptions()
+    cluster.typed_extension_protocol_options[
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ].Unpack(opts)
+    h2 = opts.explicit_http_config.http2_protocol_options
+    assert h2.max_concurrent_streams.value == 7
