@@ -33,8 +33,10 @@ its Gateways') is the xDS secrets generator's rule (``pilotfish.xds.secrets``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from envoy.config.accesslog.v3 import accesslog_pb2 as al
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
@@ -48,7 +50,7 @@ from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.translate.common import BLACKHOLE_CLUSTER, ClusterKey, pack
 from pilotfish.translate.filters import HCM_FILTER, http_connection_manager, inbound_http_filters
-from pilotfish.translate.observability import client_http
+from pilotfish.translate.observability import client_http, client_tcp_logs
 from pilotfish.translate.tcp_routes import gateway_tcp_clusters, l4_destinations
 from pilotfish.translate.tls import (
     has_workload_identity,
@@ -132,13 +134,18 @@ def gateway_tls_servers(push: PushContext, proxy: Proxy) -> dict[int, list[TlsSe
     return out
 
 
-def _tcp_proxy(clusters: list[tuple[str, int]]) -> lc.Filter:
+def _tcp_proxy(clusters: list[tuple[str, int]], logs: Sequence[al.AccessLog]) -> lc.Filter:
+    """``tcp_proxy`` to weighted clusters, with Istio's TCP metrics (``logs``) as the
+    gateway's TCP servers have them."""
     tp = tcp_proxy_pb2.TcpProxy(stat_prefix=clusters[0][0])
     if len(clusters) == 1:
         tp.cluster = clusters[0][0]
     else:
         for name, weight in clusters:
             tp.weighted_clusters.clusters.add(name=name, weight=weight)
+    if logs:
+        tp.access_log.extend(logs)
+        tp.access_log_options.flush_access_log_on_connected = True
     return lc.Filter(name="envoy.filters.network.tcp_proxy", typed_config=pack(tp))
 
 
@@ -203,6 +210,7 @@ def tls_filter_chains(push: PushContext, proxy: Proxy, bind: int) -> list[lc.Fil
     set of SNI names keeps it (Envoy refuses duplicate matches)."""
     chains: list[lc.FilterChain] = []
     seen: set[frozenset[str]] = set()
+    logs = client_tcp_logs(push, proxy)
 
     def add(chain: lc.FilterChain) -> None:
         key = frozenset(chain.filter_chain_match.server_names)
@@ -220,7 +228,7 @@ def tls_filter_chains(push: PushContext, proxy: Proxy, bind: int) -> list[lc.Fil
                         filter_chain_match=lc.FilterChainMatch(
                             server_names=snis, transport_protocol="tls"
                         ),
-                        filters=[_tcp_proxy(clusters)],
+                        filters=[_tcp_proxy(clusters, logs)],
                     )
                 )
             continue
@@ -253,7 +261,7 @@ def tls_filter_chains(push: PushContext, proxy: Proxy, bind: int) -> list[lc.Fil
                     lc.FilterChain(
                         name=f"tls:{ts.gateway.ref}:{ts.server.port.name or ts.port}",
                         filter_chain_match=sni_match,
-                        filters=[_tcp_proxy(clusters)],
+                        filters=[_tcp_proxy(clusters, logs)],
                         transport_socket=socket,
                     )
                 )

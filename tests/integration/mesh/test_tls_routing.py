@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pilotfish.identity import CASettings, MeshCA
@@ -184,6 +185,18 @@ def tls_echo(
     return data.decode().strip()
 
 
+def opened(gw: Sidecar, service: str) -> list[str]:
+    """The gateway's ``istio_tcp_connections_opened_total`` series to ``service``."""
+    text = httpx.get(f"http://127.0.0.1:{gw.agent_port}/stats/prometheus", timeout=5).text
+    return [
+        line
+        for line in text.splitlines()
+        if line.startswith("istio_tcp_connections_opened_total{")
+        and f'destination_service_name="{service}"' in line
+        and 'reporter="source"' in line
+    ]
+
+
 @pytest.fixture(scope="module")
 def tls_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsMesh]:
     tmp = tmp_path_factory.mktemp("tls")
@@ -256,6 +269,8 @@ def test_sni_passthrough_reaches_the_tls_server(tls_mesh: TlsMesh) -> None:
     assert tls_echo(addr, NGINX_HOST, t.app_ca) == "nginx hello"
     # Another SNI matches no rule: no chain takes the connection.
     assert tls_echo(addr, "other.example.com", t.app_ca, check_hostname=False) == ""
+    # Istio's TCP metrics, reported by the gateway as the source.
+    eventually(lambda: bool(opened(t.gw, "my-nginx")), 20, "istio_tcp_connections_opened_total")
 
 
 def test_tls_terminated_at_the_gateway_into_tcp_routes(tls_mesh: TlsMesh) -> None:
