@@ -16,8 +16,10 @@ Everything under ``/api/`` needs a session (see :mod:`pilotfish.dashboard.sessio
                                            mode "preview" (YAML), "dryRun" or "apply"
                                            through the control plane's API
 
-The graph is three PromQL queries against the mesh's Prometheus, turned into nodes and edges
-by the pure :mod:`pilotfish.dashboard.graph`.
+The graph is a few PromQL queries against the mesh's Prometheus, turned into nodes and edges
+by the pure :mod:`pilotfish.dashboard.graph`: request rates, TCP bytes and the recorded
+response times, concurrently; the request-duration buckets only when the recorded response
+times do not cover every edge (see :class:`ResponseTimeSource`).
 """
 
 from __future__ import annotations
@@ -69,12 +71,36 @@ class UpstreamError(Exception):
     """Prometheus or the trace collector did not answer."""
 
 
+@dataclass
+class ResponseTimeSource:
+    """Whether to ask Prometheus for the recorded response times of a window.
+
+    They are asked for with the other queries. When a Prometheus answers none while edges have
+    requests (it does not load :func:`pilotfish.dashboard.graph.recording_rules`), the next
+    graphs of that window for ``retry_after`` seconds query the duration buckets at once,
+    concurrently with the rest, instead of one query after the other."""
+
+    retry_after: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    _absent_until: dict[str, float] = field(default_factory=dict)
+
+    def worth_asking(self, duration: str) -> bool:
+        return self.clock() >= self._absent_until.get(duration, 0.0)
+
+    def answered(self, duration: str, *, requests: bool, recorded: bool) -> None:
+        if requests and not recorded:
+            self._absent_until[duration] = self.clock() + self.retry_after
+        elif recorded:
+            self._absent_until.pop(duration, None)
+
+
 class Dashboard:
     def __init__(self, store: Store, settings: DashboardSettings) -> None:
         self.store = store
         self.settings = settings
         self.sessions = Sessions(settings.tokens)
         self._http: httpx.AsyncClient | None = None
+        self.response_times = ResponseTimeSource()
 
     # ------------------------------------------------------------------ app
 
@@ -232,17 +258,38 @@ class Dashboard:
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         started = time.perf_counter()
-        requests, durations, tcp = await asyncio.gather(
-            self._promql(queries.requests),
-            self._promql(queries.durations),
-            self._promql(queries.tcp),
-        )
+        durations: list[dict[str, Any]] = []
+        quantiles: list[dict[str, Any]] = []
+        if self.response_times.worth_asking(duration):
+            requests, tcp, quantiles = await asyncio.gather(
+                self._promql(queries.requests),
+                self._promql(queries.tcp),
+                self._promql(queries.quantiles),
+            )
+            self.response_times.answered(
+                duration, requests=bool(requests), recorded=bool(quantiles)
+            )
+            if graph.response_times_missing(requests, quantiles):
+                durations = await self._promql(queries.durations)
+        else:
+            requests, tcp, durations = await asyncio.gather(
+                self._promql(queries.requests),
+                self._promql(queries.tcp),
+                self._promql(queries.durations),
+            )
         queried = time.perf_counter()
         body = graph.build_graph(
-            requests, durations, tcp, graph_type=graph_type, namespaces=namespaces
+            requests,
+            durations,
+            tcp,
+            quantiles=() if durations else quantiles,
+            graph_type=graph_type,
+            namespaces=namespaces,
         )
         body["duration"] = duration
         body["timestamp"] = time.time()
+        # Where the edges' p50/p95/p99 come from: Prometheus' recording rules, or the buckets.
+        body["responseTimes"] = "computed" if durations else "recorded" if quantiles else "none"
         body["timings"] = {
             "queryMs": round(1000 * (queried - started), 1),
             "buildMs": round(1000 * (time.perf_counter() - queried), 1),

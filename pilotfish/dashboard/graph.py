@@ -1,9 +1,9 @@
 """The service graph, computed from Istio's standard metrics the way Kiali computes it. Pure.
 
-:func:`graph_queries` says what to ask Prometheus (three instant queries over the chosen
-window: request rates, request-duration bucket rates and TCP bytes, each grouped by both
-reporters and the source/destination workload labels); :func:`build_graph` turns the answers
-into nodes and edges:
+:func:`graph_queries` says what to ask Prometheus over the chosen window (instant queries:
+request rates, TCP bytes, and the edges' response times, each grouped by both reporters and
+the source/destination workload labels); :func:`build_graph` turns the answers into nodes and
+edges:
 
 - **nodes** by graph type: ``workload`` (namespace + workload), ``app`` (namespace + app),
   ``versionedApp`` (namespace + app + version) or ``service`` (namespace + service; a caller is
@@ -17,8 +17,17 @@ into nodes and edges:
 - **health**, with Kiali's default tolerances: 5xx (and requests that got no response) above
   0% degraded, at or above 10% failing; 4xx at or above 10% degraded, 20% failing. A node's
   health is the worst of the requests it received (a root node: the requests it sent).
-- **response times** p50/p95/p99 from the bucket rates, interpolated as Prometheus'
-  ``histogram_quantile`` does.
+- **response times** p50/p95/p99 per edge, from one of two sources:
+
+  - *recorded*: Prometheus computes them with ``histogram_quantile`` in the recording rules of
+    :func:`recording_rules` (the local mesh's Prometheus loads them), and the graph reads a
+    few series per edge. Reading every duration bucket of every edge at each refresh is what
+    makes a large graph slow (each bucket is a series: 14 to 20 per edge and reporter);
+  - *computed*: from the request-duration bucket rates, interpolated here as Prometheus'
+    ``histogram_quantile`` does, when the recorded series do not cover every edge (a
+    Prometheus without the rules, or an edge newer than the rules' last evaluation).
+
+  :func:`response_times_missing` tells which one a graph needs.
 """
 
 from __future__ import annotations
@@ -65,15 +74,30 @@ REQUEST_LABELS = (
     "connection_security_policy",
 )
 
+Sample = Mapping[str, Any]  # a Prometheus vector item: {"metric": {...}, "value": [t, "v"]}
+
 Health = Literal["healthy", "degraded", "failure", "idle"]
 _RANK: dict[str, int] = {"idle": 0, "healthy": 1, "degraded": 2, "failure": 3}
+
+
+#: Where the recorded response times are: ``<name>{quantile="0.5", <EDGE_LABELS>}``, one name
+#: per window (``edge:istio_request_duration_milliseconds:quantile_rate5m``), after Prometheus'
+#: ``level:metric:operations`` naming.
+RECORDED_QUANTILES = "edge:istio_request_duration_milliseconds:quantile_rate{window}"
+#: How often Prometheus evaluates the rules of each window: a window's figures are at most
+#: that old. The hour window changes slowly and costs the most to evaluate.
+RULE_INTERVALS: dict[str, str] = {"1m": "15s", "5m": "30s", "1h": "1m"}
+DURATION_BUCKETS_METRIC = "istio_request_duration_milliseconds_bucket"
 
 
 @dataclass(frozen=True)
 class GraphQueries:
     requests: str
+    #: The request-duration bucket rates (response times computed here).
     durations: str
     tcp: str
+    #: The recorded response times (see :func:`recording_rules`).
+    quantiles: str
 
 
 def graph_queries(duration: str) -> GraphQueries:
@@ -84,11 +108,51 @@ def graph_queries(duration: str) -> GraphQueries:
     by = ",".join(EDGE_LABELS)
     return GraphQueries(
         requests=f"sum(rate(istio_requests_total{window})) by ({','.join(REQUEST_LABELS)}) > 0",
-        durations=(
-            f"sum(rate(istio_request_duration_milliseconds_bucket{window})) by ({by},le) > 0"
-        ),
+        # Every bucket, zero ones too: histogram_quantile interpolates from the bucket below.
+        durations=f"sum(rate({DURATION_BUCKETS_METRIC}{window})) by ({by},le)",
         tcp=f"sum(rate(istio_tcp_sent_bytes_total{window})) by ({by}) > 0",
+        quantiles=RECORDED_QUANTILES.format(window=duration),
     )
+
+
+def recording_rules(intervals: Mapping[str, str] = RULE_INTERVALS) -> dict[str, Any]:
+    """The Prometheus recording rules behind the recorded response times (a rule file as a
+    dict to dump as YAML). Pure.
+
+    For each window and each of p50/p95/p99: ``histogram_quantile`` over the bucket rates
+    summed by the edge labels (which drops per-pod, response-code and other labels), kept
+    where defined (``>= 0`` drops an edge with no request in the window). The raw series stay
+    as they are: queries and dashboards written for Istio keep working."""
+    by = ", ".join(EDGE_LABELS)
+    groups = []
+    for duration, interval in intervals.items():
+        rules = [
+            {
+                "record": RECORDED_QUANTILES.format(window=duration),
+                "expr": (
+                    f"histogram_quantile({q}, sum by (le, {by}) "
+                    f"(rate({DURATION_BUCKETS_METRIC}[{duration}]))) >= 0"
+                ),
+                "labels": {"quantile": str(q)},
+            }
+            for q in QUANTILES
+        ]
+        groups.append(
+            {"name": f"pilotfish-graph-response-times-{duration}", "interval": interval,
+             "rules": rules}
+        )  # fmt: skip
+    return {"groups": groups}
+
+
+def _edge_key(metric: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(metric.get(label, "") for label in EDGE_LABELS)
+
+
+def response_times_missing(requests: Iterable[Sample], quantiles: Iterable[Sample]) -> bool:
+    """Whether some edge and reporter with requests has no recorded response time (so the
+    graph must compute them from the buckets)."""
+    recorded = {_edge_key(s.get("metric") or {}) for s in quantiles}
+    return any(_edge_key(s.get("metric") or {}) not in recorded for s in requests)
 
 
 # ---------------------------------------------------------------------------- node identity
@@ -211,7 +275,14 @@ class _Side:
     security_known: float = 0.0
     protocol: str = "http"
     buckets: dict[float, float] = field(default_factory=dict)
+    #: Recorded response times: quantile -> ms.
+    quantiles: dict[float, float] = field(default_factory=dict)
     tcp: float = 0.0
+
+    def response_time(self, q: float) -> float | None:
+        if self.quantiles:
+            return self.quantiles.get(q)
+        return histogram_quantile(q, self.buckets)
 
 
 @dataclass
@@ -301,7 +372,7 @@ def edge_json(edge: Edge) -> dict[str, Any]:
         "health": "healthy" if is_tcp else _health_of(pct5, pct4, rate),
     }
     for q in QUANTILES:
-        value = histogram_quantile(q, side.buckets)
+        value = side.response_time(q)
         out[f"p{round(q * 100)}"] = None if value is None else round(value, 2)
     return out
 
@@ -309,14 +380,19 @@ def edge_json(edge: Edge) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- the graph
 
 
-Sample = Mapping[str, Any]  # a Prometheus vector item: {"metric": {...}, "value": [t, "v"]}
-
-
 def _value(sample: Sample) -> float:
     try:
         return float(sample["value"][1])
     except (KeyError, IndexError, TypeError, ValueError):
         return 0.0
+
+
+def _float_label(metric: Mapping[str, str], name: str) -> float | None:
+    try:
+        value = float(metric.get(name, "nan"))
+    except ValueError:
+        return None
+    return None if math.isnan(value) else value
 
 
 def _in_scope(node: Node, namespaces: frozenset[str] | None) -> bool:
@@ -328,21 +404,39 @@ def build_graph(
     durations: Iterable[Sample],
     tcp: Iterable[Sample],
     *,
+    quantiles: Iterable[Sample] = (),
     graph_type: str = "workload",
     namespaces: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Nodes and edges from the answers to :func:`graph_queries`. An edge is kept when either
-    end is in ``namespaces`` (all edges when ``None``)."""
+    """Nodes and edges from the answers to :func:`graph_queries`: ``durations`` (bucket rates)
+    or ``quantiles`` (recorded response times) give the edges' response times; an edge's
+    recorded ones win. An edge is kept when either end is in ``namespaces`` (all edges when
+    ``None``)."""
     if graph_type not in GRAPH_TYPES:
         raise ValueError(f"graphType: must be one of {', '.join(GRAPH_TYPES)}, not {graph_type!r}")
     scope = frozenset(namespaces) if namespaces else None
     nodes: dict[str, Node] = {}
     edges: dict[tuple[str, str], Edge] = {}
+    # Many samples share an edge (response codes, buckets): work out its nodes once.
+    ends: dict[tuple[str, ...], tuple[str, str] | None] = {}
 
-    def edge_for(metric: Mapping[str, str]) -> Edge | None:
+    def edge_for(metric: Mapping[str, str], *, create: bool = True) -> Edge | None:
+        label_key = _edge_key(metric)
+        if label_key in ends:
+            key = ends[label_key]
+            if key is None:
+                return None
+            edge = edges.get(key)
+            if edge is None and create:
+                edge = edges[key] = Edge(*key)
+            return edge
         src, dst = source_node(metric, graph_type), destination_node(metric, graph_type)
         if not (_in_scope(src, scope) or _in_scope(dst, scope)):
+            ends[label_key] = None
             return None
+        if not create and (src.id, dst.id) not in edges:
+            return None  # response times of an edge without requests: nothing to show
+        ends[label_key] = (src.id, dst.id)
         for n in (src, dst):
             known = nodes.get(n.id)
             if known is None:
@@ -377,17 +471,21 @@ def build_graph(
                 side.mtls += rate
     for s in durations:
         metric = s.get("metric") or {}
-        edge = edge_for(metric)
-        if edge is None:
-            continue
-        try:
-            le = float(metric.get("le", "nan"))
-        except ValueError:
-            continue
-        if math.isnan(le):
+        le = _float_label(metric, "le")
+        edge = None if le is None else edge_for(metric, create=False)
+        if edge is None or le is None:
             continue
         side = edge.side(metric.get("reporter", "destination"))
         side.buckets[le] = side.buckets.get(le, 0.0) + _value(s)
+    for s in quantiles:
+        metric = s.get("metric") or {}
+        q = _float_label(metric, "quantile")
+        edge = None if q is None else edge_for(metric, create=False)
+        if edge is None or q is None:
+            continue
+        value = _value(s)
+        if math.isfinite(value):
+            edge.side(metric.get("reporter", "destination")).quantiles[q] = value
     for s in tcp:
         metric = s.get("metric") or {}
         edge = edge_for(metric)

@@ -5,21 +5,25 @@ their response codes and ``connection_security_policy``) and
 ``istio_request_duration_milliseconds_bucket`` series for a list of edges, as steadily growing
 counters over a time span; :func:`backfill` turns that text into TSDB blocks with
 ``promtool tsdb create-blocks-from openmetrics``; :class:`BackfilledPrometheus` runs Debian's
-``prometheus`` over those blocks on a free port.
+``prometheus`` over those blocks on a free port, optionally with recording rules (the real
+Prometheus evaluates them over the backfilled series, as it would over scraped ones).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
+import signal
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
+import yaml
 
 #: Istio's request-duration buckets (ms) up to 10 s, then +Inf.
 DURATION_BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -137,18 +141,59 @@ def backfill(openmetrics_file: Path, data_dir: Path) -> None:
 class BackfilledPrometheus:
     """Debian's ``prometheus`` over a data directory, scraping nothing, on ``port``."""
 
-    def __init__(self, root: Path, port: int) -> None:
+    def __init__(self, root: Path, port: int, rules: Mapping[str, Any] | None = None) -> None:
         self.root = root
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        self.rules = rules
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config(self) -> Path:
+        return self.root / "prometheus.yml"
+
+    def _write_config(self) -> None:
+        text = "global: {scrape_interval: 15s, evaluation_interval: 15s}\nscrape_configs: []\n"
+        if self.rules is not None:
+            rules = self.root / "rules.yml"
+            rules.write_text(yaml.safe_dump(dict(self.rules), sort_keys=False))
+            text += f"rule_files: [{json.dumps(str(rules))}]\n"
+        self.config.write_text(text)
+
+    def load_rules(self, rules: Mapping[str, Any] | None) -> None:
+        """Load (or, with ``None``, drop) recording rules: rewrite the config and make
+        Prometheus reload it (``SIGHUP``)."""
+        assert self.proc is not None, "prometheus is not running"
+        self.rules = rules
+        self._write_config()
+        self.proc.send_signal(signal.SIGHUP)
+
+    def rule_groups(self) -> list[dict[str, Any]]:
+        """``/api/v1/rules``: the loaded groups with their last evaluation and its duration."""
+        body = httpx.get(f"{self.url}/api/v1/rules", timeout=10).json()
+        return list(body["data"]["groups"])
+
+    def wait_for_rules(self, groups: Sequence[str], timeout: float = 90.0) -> dict[str, float]:
+        """Until each group named has been evaluated once since it was loaded; how long (s)
+        that first evaluation of each took."""
+        deadline = time.monotonic() + timeout
+        first: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            for g in self.rule_groups():
+                evaluated = not str(g.get("lastEvaluation", "")).startswith("0001-")
+                if evaluated and g["name"] in groups and g["name"] not in first:
+                    first[g["name"]] = float(g["evaluationTime"])
+            if set(groups) <= set(first):
+                return first
+            time.sleep(0.2)
+        raise RuntimeError(f"prometheus did not evaluate the rule groups {sorted(groups)}")
 
     def start(self, timeout: float = 30.0) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
             raise RuntimeError("prometheus is not installed (apt-get install prometheus)")
-        config = self.root / "prometheus.yml"
-        config.write_text("global: {scrape_interval: 15s}\nscrape_configs: []\n")
+        config = self.config
+        self._write_config()
         log = open(self.root / "prometheus.log", "wb")  # noqa: SIM115 (closed with the process)
         self.proc = subprocess.Popen(
             [
@@ -191,15 +236,20 @@ class BackfilledPrometheus:
 
 
 def filled_prometheus(
-    root: Path, port: int, edges: Sequence[SyntheticEdge], span: int = 600
+    root: Path,
+    port: int,
+    edges: Sequence[SyntheticEdge],
+    span: int = 600,
+    rules: Mapping[str, Any] | None = None,
 ) -> BackfilledPrometheus:
-    """A running Prometheus holding ``edges``' series for the last ``span`` seconds."""
+    """A running Prometheus holding ``edges``' series for the last ``span`` seconds (and
+    evaluating ``rules`` over them, when given)."""
     root.mkdir(parents=True, exist_ok=True)
     end = int(time.time())
     text = root / "series.om"
     with open(text, "w") as f:
         write_openmetrics(f, edges, end - span, end)
     backfill(text, root / "data")
-    prom = BackfilledPrometheus(root, port)
+    prom = BackfilledPrometheus(root, port, rules)
     prom.start()
     return prom

@@ -15,6 +15,10 @@
   ``namespace``, ``pod``, ``app``, ``version`` like Istio's ``kubernetes-pods`` job.
   A pod that is gone leaves the file, so its series go stale instead of piling up.
 
+It also loads the dashboard graph's recording rules (:func:`graph_rules_yaml`, written to
+``rules/graph.yml``): per-edge p50/p95/p99 response times, so the graph reads a few series
+per edge instead of every duration bucket. The scraped series stay as they are.
+
 Everything here is pure except :func:`write_targets` (an atomic file write).
 """
 
@@ -30,6 +34,7 @@ from typing import Any
 import yaml
 
 from pilotfish.api.mesh import AGENT_PORT
+from pilotfish.dashboard.graph import recording_rules
 
 __all__ = [
     "DEFAULT_PORT",
@@ -37,6 +42,7 @@ __all__ = [
     "PodScrape",
     "PrometheusLayout",
     "config_for",
+    "graph_rules_yaml",
     "pod_scrape",
     "pod_targets",
     "prometheus_argv",
@@ -136,6 +142,10 @@ class PrometheusLayout:
         return self.root / "data"
 
     @property
+    def graph_rules(self) -> Path:
+        return self.root / "rules" / "graph.yml"
+
+    @property
     def targets_dir(self) -> Path:
         return self.root / "targets"
 
@@ -151,6 +161,7 @@ def config_for(
     targets_dir: Path,
     self_address: str,
     interval: str = SCRAPE_INTERVAL,
+    rule_files: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """The scrape config (as a dict to dump as YAML). Pure. Addresses are ``host:port``."""
     return {
@@ -159,6 +170,7 @@ def config_for(
             "scrape_timeout": interval,
             "evaluation_interval": interval,
         },
+        **({"rule_files": [str(f) for f in rule_files]} if rule_files else {}),
         "scrape_configs": [
             {
                 "job_name": "istiod",
@@ -198,6 +210,11 @@ def config_for(
 
 def render_config(config: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=False)
+
+
+def graph_rules_yaml() -> str:
+    """The dashboard graph's recording rules as a Prometheus rule file. Pure."""
+    return render_config(recording_rules())
 
 
 def prometheus_argv(binary: str, layout: PrometheusLayout, listen: str) -> list[str]:

@@ -281,6 +281,7 @@ def prometheus_yaml(s: MeshSettings) -> str:
             gateway_agent=f"127.0.0.1:{s.gateway_agent_port}",
             targets_dir=s.prometheus.targets_dir,
             self_address=f"127.0.0.1:{s.prometheus_port}",
+            rule_files=[s.prometheus.graph_rules],
         )
     )
 
@@ -666,11 +667,13 @@ def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]
 
 def _write_prometheus_config(s: MeshSettings) -> None:
     layout = s.prometheus
-    for d in (layout.root, layout.data, layout.targets_dir):
+    for d in (layout.root, layout.data, layout.targets_dir, layout.graph_rules.parent):
         d.mkdir(parents=True, exist_ok=True)
-    tmp = layout.config.with_name(layout.config.name + ".tmp")
-    tmp.write_text(prometheus_yaml(s))
-    tmp.replace(layout.config)
+    for path, text in ((layout.graph_rules, prom.graph_rules_yaml()),
+                       (layout.config, prometheus_yaml(s))):  # fmt: skip
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
 
 
 def addon_forwards(s: MeshSettings, prometheus: bool) -> list[Forward]:

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from pilotfish.dashboard.graph import recording_rules
 from pilotfish.testing.istio_series import (
     BackfilledPrometheus,
     SyntheticEdge,
@@ -141,6 +144,37 @@ def test_the_graph_api_computes_kialis_graph_from_prometheus(
                 g["timestamp"]) - 300), "end": str(int(g["timestamp"])), "step": "15"},
         ).json()  # fmt: skip
         assert rng["status"] == "success" and rng["data"]["result"][0]["values"]
+
+
+def test_the_graph_reads_the_response_times_prometheus_records_and_computes_them_without(
+    served: tuple[ControlPlane, str], prometheus: BackfilledPrometheus
+) -> None:
+    cp, url = served
+    rules = recording_rules({"5m": "1s"})  # the mesh's rules, evaluated every second
+    prometheus.load_rules(rules)
+    prometheus.wait_for_rules([g["name"] for g in rules["groups"]])
+    params = {"graphType": "workload", "duration": "5m"}
+
+    def times(g: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
+        return {e["id"]: (e["p50"], e["p95"], e["p99"]) for e in g["edges"]}
+
+    with signed_in(url, cp.token) as client:
+        got = client.get("/api/graph", params=params).json()
+        assert got["responseTimes"] == "recorded"
+        recorded = times(got)
+        assert len(recorded) == 5 and all(None not in t for t in recorded.values())
+        prometheus.load_rules(None)  # a Prometheus without the rules: its series go stale
+        deadline = time.monotonic() + 30
+        while (got := client.get("/api/graph", params=params).json())["responseTimes"] != (
+            "computed"
+        ):
+            assert time.monotonic() < deadline, got["responseTimes"]
+            time.sleep(0.5)
+        computed = times(got)
+    # Prometheus' histogram_quantile and the graph's own agree, edge by edge.
+    assert set(computed) == set(recorded)
+    for edge, values in recorded.items():
+        assert computed[edge] == pytest.approx(values, rel=1e-6), edge
 
 
 def test_config_shows_analyzer_messages_and_a_wizard_applies_through_the_api(

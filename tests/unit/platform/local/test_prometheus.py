@@ -160,7 +160,9 @@ def test_agent_is_told_the_apps_metrics(tmp_path: Path) -> None:
 
 
 def test_the_mesh_owns_prometheus_port_and_config(tmp_path: Path) -> None:
+    from pilotfish.dashboard.graph import recording_rules
     from pilotfish.platform.local.hostmeshes import conflicts
+    from pilotfish.platform.local.prometheus import graph_rules_yaml
     from pilotfish.platform.local.runtime_mesh import (
         MeshSettings,
         mesh_record,
@@ -192,6 +194,9 @@ def test_the_mesh_owns_prometheus_port_and_config(tmp_path: Path) -> None:
     assert jobs["kubernetes-pods"]["file_sd_configs"][0]["files"] == [
         str(tmp_path / "s" / "prometheus" / "targets" / "*.json")
     ]
+    # the dashboard graph's recording rules (its recorded response times)
+    assert config["rule_files"] == [str(tmp_path / "s" / "prometheus" / "rules" / "graph.yml")]
+    assert yaml.safe_load(graph_rules_yaml()) == recording_rules()
     assert prometheus_binary(s, which=lambda name: None) is None
     assert prometheus_binary(s, which=lambda name: "/usr/bin/" + name) == "/usr/bin/prometheus"
     no_prom = MeshSettings(data_dir=tmp_path, state_dir=tmp_path, prometheus_port=None)
