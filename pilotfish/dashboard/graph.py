@@ -144,8 +144,8 @@ def recording_rules(intervals: Mapping[str, str] = RULE_INTERVALS) -> dict[str, 
     return {"groups": groups}
 
 
-def _edge_key(metric: Mapping[str, str]) -> tuple[str, ...]:
-    return tuple(metric.get(label, "") for label in EDGE_LABELS)
+def _edge_key(metric: Mapping[str, str]) -> tuple[str | None, ...]:
+    return tuple(map(metric.get, EDGE_LABELS))
 
 
 def response_times_missing(requests: Iterable[Sample], quantiles: Iterable[Sample]) -> bool:
@@ -418,7 +418,7 @@ def build_graph(
     nodes: dict[str, Node] = {}
     edges: dict[tuple[str, str], Edge] = {}
     # Many samples share an edge (response codes, buckets): work out its nodes once.
-    ends: dict[tuple[str, ...], tuple[str, str] | None] = {}
+    ends: dict[tuple[str | None, ...], tuple[str, str] | None] = {}
 
     def edge_for(metric: Mapping[str, str], *, create: bool = True) -> Edge | None:
         label_key = _edge_key(metric)

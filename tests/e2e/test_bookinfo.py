@@ -296,6 +296,19 @@ def test_istios_dashboard_and_graph_queries_answer_from_prometheus(mesh: Mesh) -
     assert p50 and float(p50[0]["value"][1]) > 0
     sizes = promql('sum(istio_response_bytes_sum{reporter="source"}) by (source_workload)')
     assert {r["metric"]["source_workload"] for r in sizes} >= {"productpage-v1", "reviews-v2"}
+    # The mesh's Prometheus also records the dashboard graph's response times (its rules run
+    # every 15 s for the 1 m window) next to the raw series above.
+    recorded = (
+        'edge:istio_request_duration_milliseconds:quantile_rate1m{reporter="source",'
+        'source_workload="productpage-v1",destination_workload="details-v1"}'
+    )
+    deadline = time.monotonic() + 45
+    while len(times := promql(recorded)) < 3:
+        assert time.monotonic() < deadline, times
+        page(mesh)
+        time.sleep(2)
+    assert {r["metric"]["quantile"] for r in times} == {"0.5", "0.95", "0.99"}
+    assert all(float(r["value"][1]) > 0 for r in times)
 
 
 def test_all_v1_shows_no_stars(mesh: Mesh) -> None:
