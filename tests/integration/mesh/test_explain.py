@@ -55,6 +55,10 @@ spec:
     route: [{destination: {host: reviews, subset: v2}}]
   - match: [{uri: {prefix: /v3}}, {headers: {x-canary: {exact: "true"}}}]
     route: [{destination: {host: reviews, subset: v3}}]
+  - match: [{uri: {prefix: /split}}]
+    route:
+    - {destination: {host: reviews, subset: v1}, weight: 50}
+    - {destination: {host: reviews, subset: v2}, weight: 50}
   - route: [{destination: {host: reviews, subset: v1}}]
 ---
 apiVersion: security.istio.io/v1
@@ -127,7 +131,7 @@ class Case:
 def generated_cases(n: int, seed: int = 14) -> list[Case]:
     rng = random.Random(seed)
     paths = ["/", "/reviews/0", "/reviews/1?page=2", "/admin", "/admin/users", "/v3", "/v3/x",
-             "/health", "/healthz"]  # fmt: skip
+             "/health", "/healthz", "/split", "/split/a"]  # fmt: skip
     out = []
     for _ in range(n):
         method = rng.choice(["GET", "GET", "POST", "DELETE"])
@@ -155,7 +159,7 @@ def observed(client: Sidecar, case: Case) -> tuple[bool, int, str | None]:
     return (not refused and r.status_code < 400), r.status_code, version
 
 
-def predicted(mesh: Mesh, client: Sidecar, case: Case) -> tuple[bool, int, str | None]:
+def predicted(mesh: Mesh, client: Sidecar, case: Case) -> tuple[bool, int, frozenset[str]]:
     cp = mesh.cp
     res = httpx.post(
         cp.url + kinds.proxy_explain_path("default", client.name),
@@ -169,10 +173,17 @@ def predicted(mesh: Mesh, client: Sidecar, case: Case) -> tuple[bool, int, str |
     )
     assert res.status_code == 200, res.text
     verdict: dict[str, Any] = res.json()["verdict"]
-    subsets = verdict["subsets"]
     allowed = bool(verdict["allowed"])
     status = verdict["status"] or 200
-    return allowed, status, (subsets[0] if allowed and len(subsets) == 1 else None)
+    return allowed, status, frozenset(verdict["subsets"] if allowed else ())
+
+
+def agrees(want: tuple[bool, int, frozenset[str]], got: tuple[bool, int, str | None]) -> bool:
+    """Same verdict and status; an allowed request reached one of the predicted subsets (a
+    weighted split predicts several)."""
+    if want[:2] != got[:2]:
+        return False
+    return got[2] in want[2] if want[0] else got[2] is None
 
 
 def test_explain_matches_real_traffic(bookinfo: BookinfoMesh) -> None:
@@ -195,9 +206,13 @@ def test_explain_matches_real_traffic(bookinfo: BookinfoMesh) -> None:
             want = predicted(bookinfo.mesh, client, case)
             got = observed(client, case)
             outcomes.add(got)
-            if want != got:
+            if not agrees(want, got):
                 mismatches.append((client.name, case, want, got))
     assert not mismatches, mismatches[:10]
+    # a weighted split is predicted as both subsets, and real traffic reaches both
+    split = Case("GET", "/split", ())
+    assert predicted(bookinfo.mesh, pp, split) == (True, 200, frozenset({"v1", "v2"}))
+    assert {observed(pp, split)[2] for _ in range(60)} == {"v1", "v2"}
     # the generated requests reached every subset and every kind of decision
     assert {o[2] for o in outcomes} >= {"v1", "v2", "v3"}
     assert {o[1] for o in outcomes} >= {200, 403, 418}
