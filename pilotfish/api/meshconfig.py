@@ -159,6 +159,12 @@ class MeshConfig(Model):
     localityLbSetting: LocalityLoadBalancerSetting | None = Field(
         default_factory=lambda: LocalityLoadBalancerSetting(enabled=True)
     )
+    #: Pilotfish's own setting (not Istio's; off by default, as it tells callers the names of
+    #: the policies that refused them): a request refused by an AuthorizationPolicy answers
+    #: ``RBAC: access denied by NS/NAME (rule N)`` (a DENY rule) or names the ALLOW policies
+    #: none of which matched; a token rejected by ``jwt_authn`` names its
+    #: RequestAuthentication; each also in the ``x-pilotfish-denied-by`` response header.
+    namePolicyInDenials: bool = False
 
     def provider(self, name: str) -> ExtensionProvider | None:
         """The declared provider ``name``, or the built-in one of that name."""

@@ -40,6 +40,14 @@ from pilotfish.model.push_context import PushContext
 from pilotfish.translate.authz import JWT_AUTHN_FILTER, JWT_PAYLOAD_KEY, applicable
 from pilotfish.translate.common import pack
 
+
+def jwt_failure_key(index: int) -> str:
+    """The ``jwt_authn`` metadata key the ``index``-th provider's failure status is written
+    under (with the mesh config's ``namePolicyInDenials``; see ``denials``). No ``:`` (the
+    access log format's path separator), so a reply can quote its ``message``."""
+    return f"pilotfish_failed_{index}"
+
+
 RequestAuthentication = PolicyConfig[RequestAuthenticationSpec]
 #: ``uri -> JWKS JSON`` (None while unknown or unreachable).
 JwksLookup = Callable[[str], str | None]
@@ -155,22 +163,42 @@ def jwt_provider(rule: JWTRule, lookup: JwksLookup) -> jwt_pb2.JwtProvider:
     return provider
 
 
-def jwt_authn_config(
+def _providers(
     policies: Sequence[RequestAuthentication], lookup: JwksLookup
-) -> jwt_pb2.JwtAuthentication | None:
-    """The merged ``jwt_authn`` config of the RequestAuthentications that apply (None if no
-    rule): providers named after their issuer (``issuer#2``... when an issuer repeats)."""
+) -> tuple[dict[str, jwt_pb2.JwtProvider], dict[str, list[str]]]:
+    """The providers of the rules of ``policies``, named after their issuer (``issuer#2``...
+    when an issuer repeats; a rule equal to an earlier one is the same provider), and for each
+    the RequestAuthentications (``ns/name``) that declared it."""
     providers: dict[str, jwt_pb2.JwtProvider] = {}
+    owners: dict[str, list[str]] = {}
     for policy in policies:
+        owner = f"{policy.namespace}/{policy.name}"
         for rule in policy.spec.jwtRules:
             provider = jwt_provider(rule, lookup)
-            if provider in providers.values():
+            same = next((n for n, p in providers.items() if p == provider), None)
+            if same is not None:
+                if owner not in owners[same]:
+                    owners[same].append(owner)
                 continue
             name, n = provider.issuer or "jwt", 1
             while name in providers:
                 n += 1
                 name = f"{provider.issuer}#{n}"
             providers[name] = provider
+            owners[name] = [owner]
+    return providers, owners
+
+
+def jwt_authn_config(
+    policies: Sequence[RequestAuthentication],
+    lookup: JwksLookup,
+    failure_key: Callable[[int], str] | None = None,
+) -> jwt_pb2.JwtAuthentication | None:
+    """The merged ``jwt_authn`` config of the RequestAuthentications that apply (None if no
+    rule): providers named after their issuer (``issuer#2``... when an issuer repeats).
+    ``failure_key``: each provider writes its failure status in dynamic metadata under the key
+    it gives for the provider's index (so a denial can name its RequestAuthentication)."""
+    providers, _ = _providers(policies, lookup)
     if not providers:
         return None
     requirements = [jwt_pb2.JwtRequirement(provider_name=name) for name in providers]
@@ -186,9 +214,23 @@ def jwt_authn_config(
         ],
         bypass_cors_preflight=True,
     )
-    for name, provider in providers.items():
+    for i, (name, provider) in enumerate(providers.items()):
         cfg.providers[name].CopyFrom(provider)
+        if failure_key is not None:
+            cfg.providers[name].failed_status_in_metadata = failure_key(i)
     return cfg
+
+
+def provider_owners(push: PushContext, proxy: Proxy) -> list[tuple[str, str, list[str]]]:
+    """For each ``jwt_authn`` provider of ``proxy``, in the filter's order: its failure key
+    (:func:`jwt_failure_key`), its issuer and the RequestAuthentications that declare it
+    (``ns/name``)."""
+    policies = applicable(push, proxy, push.request_authentications)
+    providers, owners = _providers(policies, push.jwks)
+    return [
+        (jwt_failure_key(i), p.issuer, owners[name])
+        for i, (name, p) in enumerate(providers.items())
+    ]
 
 
 def jwt_authn_filters(push: PushContext, proxy: Proxy) -> list[hcm_pb2.HttpFilter]:
@@ -196,10 +238,16 @@ def jwt_authn_filters(push: PushContext, proxy: Proxy) -> list[hcm_pb2.HttpFilte
 
     def compute() -> list[hcm_pb2.HttpFilter]:
         policies = applicable(push, proxy, push.request_authentications)
-        cfg = jwt_authn_config(policies, push.jwks)
+        named = push.mesh_config.namePolicyInDenials
+        cfg = jwt_authn_config(policies, push.jwks, jwt_failure_key if named else None)
         if cfg is None:
             return []
         return [hcm_pb2.HttpFilter(name=JWT_AUTHN_FILTER, typed_config=pack(cfg))]
 
-    key = ("authn", proxy.namespace, tuple(sorted(proxy.labels.items())))
+    key = (
+        "authn",
+        proxy.namespace,
+        tuple(sorted(proxy.labels.items())),
+        push.mesh_config.namePolicyInDenials,
+    )
     return push.memo(key, compute)

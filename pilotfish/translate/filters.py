@@ -159,6 +159,7 @@ def http_connection_manager(
     use_remote_address: bool = False,
     security_filters: Sequence[hcm_pb2.HttpFilter] = (),
     telemetry: HcmTelemetry | None = None,
+    local_reply: hcm_pb2.LocalReplyConfig | None = None,
 ) -> hcm_pb2.HttpConnectionManager:
     """An HCM that takes its routes from RDS over ADS (``route_config_name``) or inline;
     ``security_filters`` (from ``inbound_http_filters``) run before the others; ``telemetry``
@@ -182,6 +183,8 @@ def http_connection_manager(
         hcm.access_log.extend(telemetry.access_logs)
         if telemetry.tracing is not None:
             hcm.tracing.CopyFrom(telemetry.tracing)
+    if local_reply is not None:  # denials that name their policy (``denials``)
+        hcm.local_reply_config.CopyFrom(local_reply)
     hcm.use_remote_address.value = use_remote_address
     hcm.normalize_path.value = True
     if route_config is not None:

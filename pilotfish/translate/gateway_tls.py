@@ -49,6 +49,7 @@ from pilotfish.model.config import GatewayConfig
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.translate.common import BLACKHOLE_CLUSTER, ClusterKey, pack
+from pilotfish.translate.denials import denial_replies
 from pilotfish.translate.filters import HCM_FILTER, http_connection_manager, inbound_http_filters
 from pilotfish.translate.observability import client_http, client_tcp_logs
 from pilotfish.translate.tcp_routes import gateway_tcp_clusters, l4_destinations
@@ -272,6 +273,7 @@ def tls_filter_chains(push: PushContext, proxy: Proxy, bind: int) -> list[lc.Fil
             use_remote_address=True,
             security_filters=inbound_http_filters(push, proxy, bind),
             telemetry=client_http(push, proxy),
+            local_reply=denial_replies(push, proxy, bind),
         )
         add(
             lc.FilterChain(

@@ -69,6 +69,7 @@ from pilotfish.translate.common import (
     socket_address,
     u32,
 )
+from pilotfish.translate.denials import denial_replies
 from pilotfish.translate.filters import (
     HCM_FILTER,
     http_connection_manager,
@@ -358,6 +359,7 @@ def _inbound_filters(
             route_config=route_config,
             security_filters=security,
             telemetry=server_http(push, proxy, target, mtls, protocol == Protocol.GRPC),
+            local_reply=denial_replies(push, proxy, target),
         )
         set_client_cert_forwarding(hcm, mtls)
         return [lc.Filter(name=HCM_FILTER, typed_config=pack(hcm))]
@@ -620,6 +622,7 @@ def gateway_listeners(push: PushContext, proxy: Proxy) -> list[Listener]:
                             use_remote_address=True,
                             security_filters=inbound_http_filters(push, proxy, bind),
                             telemetry=client_http(push, proxy),
+                            local_reply=denial_replies(push, proxy, bind),
                         )
                     ]
                 )
