@@ -111,6 +111,10 @@ LAZY_COMMANDS = {
         "pilotfish.cli.proxy_config:proxy_config",
         "Show one proxy's Envoy config, as `istioctl proxy-config`.",
     ),
+    "rollout": LazyCommand(
+        "pilotfish.cli.rollout_cmd:rollout",
+        "Manage the rollout of a Deployment, as `kubectl rollout`: restart, status.",
+    ),
     "runtime": LazyCommand(
         "pilotfish.cli.runtime_cmds:runtime",
         "Run the local pod runtime in the foreground (`pilotfish up` starts it for you).",

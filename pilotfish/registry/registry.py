@@ -149,6 +149,8 @@ class Registry:
         self.settings = settings or RegistrySettings()
         self._cache: dict[tuple[Any, int], Any] = {}
         self._hostnames: set[str] = set()
+        #: Connected sidecars that have been seen with their Pod object.
+        self._pod_backed: set[str] = set()
 
     def detached(self) -> Registry:
         """A registry for a preview: the same connected sidecars and conversions, a copy of the
@@ -206,12 +208,20 @@ class Registry:
         for _, _, _, svcs in sorted(entries, key=lambda e: e[:3]):
             for svc in svcs:
                 services.setdefault(svc.hostname, svc)
+        connected: set[str] = set()
         for w in self.sidecars.workloads():
+            connected.add(w.uid)
             pod_uid = f"Pod/{w.namespace}/{w.name}"
             pod = workloads.pop(pod_uid, None)
             if pod is not None:
                 w = _merge_pod(w, pod)
+                self._pod_backed.add(w.uid)
+            elif w.uid in self._pod_backed:
+                # Its Pod was deleted: the pod is terminating (its apps stop once every proxy
+                # has this), so it takes no new requests, as Kubernetes' terminating endpoints.
+                w = replace(w, healthy=False)
             workloads[w.uid] = w
+        self._pod_backed &= connected
         # Forget conversions of objects that are gone; release VIPs of vanished hostnames.
         self._cache = {k: v for k, v in self._cache.items() if k in seen}
         gone = self._hostnames - set(services)

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from pilotfish.api.kinds import by_kind, token_path
+from pilotfish.api.kinds import PROXY_STATUS_PATH, by_kind, token_path
 from pilotfish.platform.local.prometheus import PrometheusLayout, pod_targets, write_targets
 from pilotfish.platform.local.runtime_model import (
     SIDECAR_STATUS_ANNOTATION,
@@ -106,13 +106,14 @@ class RuntimeApi(Protocol):
     def record_event(self, body: dict[str, Any], new: bool) -> None: ...
     def list_events(self) -> list[dict[str, Any]]: ...
     def delete_event(self, namespace: str, name: str) -> None: ...
+    def wait_pushed(self, timeout: float) -> bool: ...
 
 
 class PodHandle(Protocol):
     """A pod the runtime runs (a :class:`~.runtime_pod.LocalPod` outside tests)."""
 
     def start(self) -> None: ...
-    def stop(self, wait: bool = True) -> None: ...
+    def stop(self, wait: bool = True, before: Callable[[], None] | None = None) -> None: ...
     def join(self, timeout: float | None = None) -> None: ...
     def set_view(self, view: NetworkView) -> None: ...
     def report(self) -> PodReport: ...
@@ -120,6 +121,10 @@ class PodHandle(Protocol):
 
 #: ``(pod_body, injected, view, on_change) -> PodHandle`` (not started yet).
 PodFactory = Callable[[dict[str, Any], bool, NetworkView, Callable[[Any], None]], PodHandle]
+
+#: A pod whose object is deleted keeps running until every proxy has the config without its
+#: endpoint (or this many seconds passed): then its apps stop and its sidecar drains.
+ENDPOINT_PUSH_TIMEOUT = 5.0
 
 #: How long events are kept (Kubernetes' default event TTL).
 EVENT_TTL_SECONDS = 3600.0
@@ -187,6 +192,26 @@ class HttpRuntimeApi:
 
     def delete_event(self, namespace: str, name: str) -> None:
         self._call("DELETE", f"/api/v1/namespaces/{namespace}/events/{name}")
+
+    def wait_pushed(self, timeout: float) -> bool:
+        """Wait until every connected proxy runs config generated from the store's current
+        revision (or a later one) with nothing in flight to it; False after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        try:
+            revision = int(self._call("GET", "/version")["revision"])
+            while True:
+                items = self._call("GET", PROXY_STATUS_PATH).get("items") or []
+                if all(
+                    int(p.get("config_revision") or 0) >= revision and p.get("synced")
+                    for p in items
+                ):
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.05)
+        except (httpx.HTTPError, RuntimeError, ApiGone, ValueError, KeyError) as exc:
+            log.info("could not tell whether proxies have the new endpoints: %s", exc)
+            return False
 
     def issue_token(self, namespace: str, service_account: str, ttl_seconds: int) -> str:
         """A workload token for ``namespace``/``service_account`` (Kubernetes TokenRequest)."""
@@ -411,7 +436,9 @@ class Runtime:
             body = wanted.get(key)
             if body is None or (_uid(body) and running.uid and _uid(body) != running.uid):
                 log.info("stopping pod %s/%s", *key)
-                running.handle.stop(wait=False)
+                # A pod that served traffic stops once its endpoint is gone from every proxy.
+                before = self._until_pushed if running.handle.report().ready else None
+                running.handle.stop(wait=False, before=before)
                 self._stopping.append(running.handle)
                 del self.pods[key]
                 self._start_times.pop(key, None)
@@ -428,6 +455,11 @@ class Runtime:
             self._start_times[key] = now_rfc3339()
             handle.start()
         self._stopping = [h for h in self._stopping if not _joined(h)]
+
+    def _until_pushed(self) -> None:
+        if not self.api.wait_pushed(ENDPOINT_PUSH_TIMEOUT):
+            log.info("proxies did not confirm the removed endpoint within %gs; stopping the "
+                     "pod anyway", ENDPOINT_PUSH_TIMEOUT)  # fmt: skip
 
     def _write_statuses(self, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Write changed pod statuses; returns ``pods`` with the statuses now stored."""

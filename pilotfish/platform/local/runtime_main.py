@@ -41,6 +41,7 @@ from pilotfish.platform.local.runtime_pod import (
     PodEvent,
     PodRunnerSettings,
 )
+from pilotfish.platform.local.supervisor import ControlPlaneSupervisor
 from pilotfish.platform.local.users import MeshUsers, ensure_mesh_users
 
 __all__ = [
@@ -197,6 +198,7 @@ def run_runtime(settings: RuntimeProcessSettings, stop: threading.Event | None =
 
         stopper = threading.Thread(target=wake_on_stop, daemon=True)
         stopper.start()
+        ControlPlaneSupervisor(settings.state_dir, stop).start()
         log.info("runtime ready: pods on %s (bridge %s)", settings.network.pod_cidr,
                  settings.network.bridge_name)  # fmt: skip
         runtime.run(stop)

@@ -84,6 +84,18 @@ from pilotfish.platform.local.hostmeshes import (
     running_meshes,
     write_record,
 )
+from pilotfish.platform.local.meshfile import (
+    MESH_FILE,
+    load_mesh,
+    mesh_lock,
+    process_alive,
+)
+from pilotfish.platform.local.meshfile import (
+    cmdline as _cmdline,
+)
+from pilotfish.platform.local.meshfile import (
+    save_mesh as _save_mesh,
+)
 from pilotfish.platform.local.network import PodNetwork, PodNetworkSettings, cleanup_all
 from pilotfish.platform.local.prometheus import PrometheusLayout
 from pilotfish.platform.local.runtime import read_status_file
@@ -105,7 +117,6 @@ __all__ = [
     "server_argv",
 ]
 
-MESH_FILE = "mesh.json"
 #: The control plane's trace collector: Jaeger's query API on loopback.
 TRACE_QUERY_PORT = 16686
 #: The control plane's web dashboard (Kiali's port), on loopback.
@@ -318,36 +329,6 @@ def preflight_problem(
 # ---------------------------------------------------------------- state file
 
 
-def load_mesh(state_dir: Path) -> dict[str, Any] | None:
-    with contextlib.suppress(OSError, ValueError):
-        data = json.loads((state_dir / MESH_FILE).read_text())
-        return data if isinstance(data, dict) else None
-    return None
-
-
-def _save_mesh(state_dir: Path, data: dict[str, Any]) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = state_dir / (MESH_FILE + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(state_dir / MESH_FILE)
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    # Arguments end with a NUL each; an empty argument (``--dashboard-listen ""``) is kept.
-    return [p.decode(errors="replace") for p in raw.split(b"\0")[:-1]]
-
-
-def process_alive(entry: dict[str, Any] | None) -> bool:
-    """Whether a recorded process still runs (same pid AND same command line)."""
-    if not entry:
-        return False
-    return _cmdline(int(entry.get("pid", 0))) == list(entry.get("argv") or [])
-
-
 def _stop_process(entry: dict[str, Any] | None, grace: float) -> None:
     if not process_alive(entry):
         return
@@ -507,15 +488,22 @@ def _refuse_conflicts(s: MeshSettings, parts: Sequence[str], own_runtime: bool =
 def mesh_up(s: MeshSettings, progress: Progress | None = None) -> dict[str, Any]:
     """Start the mesh (see the module docstring); returns what ``mesh.json`` records.
 
+    Holds the mesh lock throughout, so the runtime's control-plane supervisor leaves the
+    control plane to this call (see :mod:`.supervisor`).
+
     A mesh of the same data directory that runs already is reconciled: the parts that are
     not running are started, the others kept. Raises :class:`MeshError` when another mesh
     would share a prefix, range or port with this one, pods cannot run here, or a part fails
     to start (everything this call started is stopped again).
     """
-    progress = progress or Progress()
     problem = preflight_problem(os.geteuid(), sys.platform)
     if problem:
         raise MeshError(problem)
+    with mesh_lock(s.state_dir):
+        return _mesh_up(s, progress or Progress())
+
+
+def _mesh_up(s: MeshSettings, progress: Progress) -> dict[str, Any]:
     current = load_mesh(s.state_dir) or {}
     prometheus = prometheus_binary(s)
     wanted = {"server": True, "runtime": True, "gateway": s.ingress_gateway,
@@ -856,6 +844,11 @@ def mesh_down(s: MeshSettings) -> list[str]:
     Raises :class:`MeshError` when a process of the mesh still runs afterwards, or its
     network could not be removed because a live runtime (another mesh's) holds the prefix.
     """
+    with mesh_lock(s.state_dir):
+        return _mesh_down(s)
+
+
+def _mesh_down(s: MeshSettings) -> list[str]:
     done: list[str] = []
     mesh = load_mesh(s.state_dir) or {}
     entries = _entries(mesh)

@@ -270,6 +270,7 @@ class LocalPod:
         self._failed = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._before_stop: Callable[[], None] | None = None
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._report: PodReport = PodReport("Pending", None, ())
@@ -284,8 +285,11 @@ class LocalPod:
         self._thread = threading.Thread(target=self._run, name=f"pod-{self.pod_id}", daemon=True)
         self._thread.start()
 
-    def stop(self, wait: bool = True) -> None:
-        """Stop the apps, then drain the sidecar, then remove the namespace."""
+    def stop(self, wait: bool = True, before: Callable[[], None] | None = None) -> None:
+        """Stop the apps, then drain the sidecar, then remove the namespace; ``before`` runs
+        first, on the pod's thread (the runtime waits there for its endpoint's removal to
+        reach every proxy)."""
+        self._before_stop = before
         self._stop.set()
         self._wake.set()
         if wait:
@@ -442,6 +446,12 @@ class LocalPod:
         sidecar.reason, sidecar.code = reason, code
 
     def _teardown(self) -> None:
+        before = self._before_stop
+        if before is not None:
+            try:
+                before()
+            except Exception as exc:  # the pod stops whatever the wait hit
+                log.warning("pod %s/%s: before stopping: %s", self.namespace, self.name, exc)
         grace = self._stop_grace()
         procs = [c.proc for c in self.containers if c.proc is not None]
         threads = [threading.Thread(target=p.stop, args=(grace,)) for p in procs]

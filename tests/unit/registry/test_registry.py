@@ -194,6 +194,25 @@ def test_connected_sidecar_in_none_mode_reports_its_inbound_port() -> None:
     assert changed_services(after, back) == {"reviews.default.svc.cluster.local"}
 
 
+def test_a_sidecar_whose_pod_was_deleted_takes_no_new_requests() -> None:
+    sidecars = ConnectedSidecars()
+    reg = Registry(sidecars=sidecars)
+    with_pod = stored([service("reviews"), pod("reviews-1", "10.1.0.1", {"app": "reviews"})])
+    node = NodeInfo(proxy_type="sidecar", ip="10.1.0.1", pod_name="reviews-1",
+                    namespace="default", labels={"app": "reviews"})  # fmt: skip
+    sidecars.connected(node)
+    host = "reviews.default.svc.cluster.local"
+    assert [e.healthy for e in reg.snapshot(with_pod).endpoints_of(host, 9080)] == [True]
+    # The Pod is deleted while its sidecar still runs (it drains): terminating, not healthy.
+    gone = reg.snapshot(with_pod[:1])
+    assert [e.healthy for e in gone.endpoints_of(host, 9080)] == [False]
+    sidecars.disconnected(node)
+    assert reg.snapshot(with_pod[:1]).endpoints_of(host, 9080) == ()
+    # A sidecar that never had a Pod (another host's `pilotfish proxy`) serves as before.
+    sidecars.connected(node)
+    assert [e.healthy for e in reg.snapshot(with_pod[:1]).endpoints_of(host, 9080)] == [True]
+
+
 def test_routers_are_not_workloads() -> None:
     sidecars = ConnectedSidecars()
     sidecars.connected(NodeInfo(proxy_type="router", ip="1.1.1.1", pod_name="gw", namespace="x"))

@@ -64,6 +64,10 @@ class FakeApi:
         if self.objects.pop(("Event", namespace, name), None) is None:
             raise ApiGone("gone")
 
+    def wait_pushed(self, timeout: float) -> bool:
+        self.writes.append("wait pushed")
+        return True
+
     def update_deployment(self, body: dict[str, Any]) -> None:
         self.writes.append(f"deployment {body['metadata']['name']}")
         self.objects[("Deployment", body["metadata"]["namespace"], body["metadata"]["name"])] = (
@@ -85,7 +89,9 @@ class FakePod:
     def start(self) -> None:
         self.started = True
 
-    def stop(self, wait: bool = True) -> None:
+    def stop(self, wait: bool = True, before: Callable[[], None] | None = None) -> None:
+        if before is not None:
+            before()
         self.stopped = True
 
     def join(self, timeout: float | None = None) -> None:
@@ -268,3 +274,22 @@ def test_a_failing_pod_is_named_in_the_runtime_status_file(tmp_path: Path) -> No
     (status,) = stored["status"]["containerStatuses"]
     assert status["state"] == {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 4s"}}
     assert status["lastState"] == {"terminated": {"exitCode": 1, "reason": "Error"}}
+
+
+def test_a_deleted_ready_pod_stops_only_after_its_endpoint_is_pushed(tmp_path: Path) -> None:
+    api, runtime, made = setup(tmp_path)
+    api.add(dep("reviews-v1", "reviews", 2))
+    runtime.reconcile_once()
+    runtime.reconcile_once()
+    ready, pending = made
+    ready.become_ready("10.244.0.2")
+    runtime.reconcile_once()
+    api.writes.clear()
+    for pod in (ready, pending):
+        meta = pod.body["metadata"]
+        del api.objects[("Pod", meta["namespace"], meta["name"])]
+    api.objects.pop(("Deployment", "default", "reviews-v1"))
+    runtime.reconcile_once()
+    assert ready.stopped and pending.stopped
+    # Only the pod that served traffic waited for the proxies to drop its endpoint.
+    assert api.writes.count("wait pushed") == 1

@@ -1,0 +1,253 @@
+"""Faults the local mesh survives, under load through the ingress gateway (issue R table):
+
+- R4: ``pilotfish rollout restart deployment/NAME`` rolls 3 replicas with no failed request;
+- R2: the control plane ``kill -9``-ed: no failed request while it is down, the runtime starts
+  it again by itself and every proxy resyncs; ``up`` on a half-running mesh starts what is
+  missing;
+- R6: ``down`` after the server, a sidecar agent, a sidecar Envoy and the gateway's Envoy
+  were killed leaves no process, namespace, link or rule (the runtime's crash is in
+  ``test_lifecycle``).
+
+How long the restart and the resync take is measured by ``bench/faults.py``, not asserted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pilotfish.platform.local.runtime_mesh import load_mesh, process_tree
+from tests.e2e.conftest import Mesh, bring_up
+
+pytestmark = pytest.mark.e2e
+
+NS = "faults"
+HOST = "faults.example.com"
+APP: list[dict[str, Any]] = [
+    {"apiVersion": "v1", "kind": "Namespace",
+     "metadata": {"name": NS, "labels": {"istio-injection": "enabled"}}},
+    {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+     "metadata": {"name": "faults-gateway", "namespace": "istio-system"},
+     "spec": {"selector": {"istio": "ingressgateway"},
+              "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"},
+                           "hosts": [HOST]}]}},
+    {"apiVersion": "apps/v1", "kind": "Deployment",
+     "metadata": {"name": "podinfo", "namespace": NS},
+     "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "podinfo"}},
+              "template": {"metadata": {"labels": {"app": "podinfo"}},
+                           "spec": {"containers": [{
+                               "name": "podinfod",
+                               "command": ["python3", "samples/flagger/podinfo.py"],
+                               "ports": [{"name": "http", "containerPort": 9898}],
+                               "readinessProbe": {"httpGet": {"path": "/readyz",
+                                                              "port": 9898}}}]}}}},
+    {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "podinfo", "namespace": NS},
+     "spec": {"selector": {"app": "podinfo"},
+              "ports": [{"name": "http", "port": 9898, "targetPort": 9898}]}},
+    {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+     "metadata": {"name": "podinfo", "namespace": NS},
+     "spec": {"hosts": [HOST], "gateways": ["istio-system/faults-gateway"],
+              "http": [{"route": [{"destination": {"host": "podinfo",
+                                                   "port": {"number": 9898}}}]}]}},
+]  # fmt: skip
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+class Load:
+    """Requests through the ingress gateway in a loop, every answer counted."""
+
+    def __init__(self, mesh: Mesh) -> None:
+        self.url = f"{mesh.gateway}/"
+        self.seen: Counter[int] = Counter()
+        self.errors: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        with httpx.Client(timeout=10) as http:
+            while not self.stop.is_set():
+                try:
+                    r = http.get(self.url, headers={"Host": HOST})
+                    self.seen[r.status_code] += 1
+                    self.headers.append(dict(r.headers))
+                    if r.status_code != 200:
+                        self.errors.append(f"{time.strftime('%H:%M:%S')} {r.status_code} {r.text}")
+                except httpx.HTTPError as exc:
+                    self.seen[0] += 1
+                    self.errors.append(f"{time.strftime('%H:%M:%S')} {exc!r}")
+                time.sleep(0.02)
+
+    @property
+    def ok(self) -> int:
+        return self.seen[200]
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        wait_for(lambda: self.ok >= 5, "the first answers through the gateway")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=15)
+
+    def failed(self) -> dict[int, int]:
+        return {code: n for code, n in self.seen.items() if code != 200}
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    root = tmp_path_factory.mktemp("faults")
+    with bring_up(root) as m:
+        (root / "app.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List",
+                                                    "items": APP}))  # fmt: skip
+        m.cli("apply", "-f", str(root / "app.json"))
+        m.wait_pods_ready(NS, 3)
+        yield m
+
+
+def pod_names(mesh: Mesh) -> set[str]:
+    return {p["metadata"]["name"] for p in mesh.pods(NS)}
+
+
+def test_r4_rollout_restart_of_3_replicas_under_load_fails_no_request(mesh: Mesh) -> None:
+    before = pod_names(mesh)
+    with Load(mesh) as load:
+        out = mesh.cli("rollout", "restart", "deployment/podinfo", "-n", NS).stdout
+        assert out.strip() == "deployment.apps/podinfo restarted"
+        status = mesh.cli("rollout", "status", "deployment/podinfo", "-n", NS).stdout
+        assert 'deployment "podinfo" successfully rolled out' in status
+        after = {p["metadata"]["name"] for p in mesh.wait_pods_ready(NS, 3)}
+        assert after.isdisjoint(before)
+        served = load.ok
+        wait_for(lambda: load.ok >= served + 10, "answers from the new pods")
+    assert load.failed() == {}, load.errors[:20]
+    template = json.loads(mesh.cli("get", "deployment", "podinfo", "-n", NS, "-o", "json").stdout)
+    annotations = template["spec"]["template"]["metadata"]["annotations"]
+    assert "kubectl.kubernetes.io/restartedAt" in annotations
+
+
+def _proxies(mesh: Mesh) -> list[dict[str, Any]]:
+    res = mesh.cli("proxy-status", "-o", "json", check=False)
+    if res.returncode != 0:
+        return []
+    items: list[dict[str, Any]] = json.loads(res.stdout)
+    return items if isinstance(items, list) else list(items.get("items") or [])
+
+
+def test_r2_control_plane_killed_under_load_restarts_and_proxies_resync(mesh: Mesh) -> None:
+    state_dir = mesh.root / "state"
+    state = load_mesh(state_dir)
+    assert state is not None
+    killed = int(state["server"]["pid"])
+    with Load(mesh) as load:
+        os.kill(killed, signal.SIGKILL)
+        served = load.ok
+        # Envoys keep their config: requests go on while no control plane runs.
+        wait_for(lambda: load.ok >= served + 20, "answers while the control plane is down")
+
+        def restarted() -> bool:
+            now = load_mesh(state_dir) or {}
+            entry = now.get("server") or {}
+            if int(entry.get("pid") or killed) == killed:
+                return False
+            try:
+                return httpx.get(f"http://127.0.0.1:{mesh.api_port}/healthz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(restarted, "the runtime restarting the control plane")
+        assert "restarted by the pod runtime" in (state_dir / "logs" / "server.log").read_text()
+        # Every proxy (3 sidecars and the gateway) reconnects and takes its config again.
+        wait_for(lambda: len(_proxies(mesh)) == 4, "4 proxies connected again")
+        mesh.cli("wait", "--for=synced")
+        # A change made after the restart reaches the gateway.
+        vs = json.loads(json.dumps(APP[-1]))
+        vs["spec"]["http"][0]["headers"] = {"response": {"set": {"x-resynced": "yes"}}}
+        (mesh.root / "vs.json").write_text(json.dumps(vs))
+        mesh.cli("apply", "-f", str(mesh.root / "vs.json"))
+        wait_for(lambda: any(h.get("x-resynced") == "yes" for h in load.headers[-5:]),
+                 "the new route at the gateway")  # fmt: skip
+    assert load.failed() == {}, load.errors[:20]
+    assert mesh.local("status").returncode == 0
+
+
+def test_up_on_a_half_running_mesh_starts_what_is_missing(mesh: Mesh) -> None:
+    state = load_mesh(mesh.root / "state")
+    assert state is not None
+    gateway = int(state["gateway_process"]["pid"])
+    os.kill(gateway, signal.SIGKILL)
+    wait_for(lambda: mesh.local("status", check=False).returncode == 1, "status: gateway down")
+    res = mesh.local("up", *mesh.up_args)
+    assert "starting" in res.stdout + res.stderr and "gateway" in res.stdout + res.stderr
+    again = load_mesh(mesh.root / "state")
+    assert again is not None and int(again["gateway_process"]["pid"]) != gateway
+    assert again["server"]["pid"] == state["server"]["pid"]  # what ran was kept
+    assert mesh.local("status").returncode == 0
+    with Load(mesh) as load:
+        served = load.ok
+        wait_for(lambda: load.ok >= served + 10, "answers through the new gateway")
+    assert load.failed() == {}, load.errors[:20]
+
+
+def _pod_processes(pod: str) -> dict[str, int]:
+    """The sidecar agent's and its Envoy's pids of a pod."""
+    found: dict[str, int] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--pod-name" in cmd and cmd[cmd.index(b"--pod-name") + 1] == pod.encode():
+            found["agent"] = int(proc.name)
+    if "agent" in found:
+        envoys = _envoy_under(found["agent"])
+        if envoys:
+            found["envoy"] = envoys[0]
+    return found
+
+
+def _envoy_under(pid: int) -> list[int]:
+    out = []
+    for child in process_tree([pid]):
+        with contextlib.suppress(OSError):
+            if b"envoy" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0]:
+                out.append(child)
+    return out
+
+
+def test_r6_down_after_crashes_of_every_kind_leaves_nothing(mesh: Mesh) -> None:
+    state = load_mesh(mesh.root / "state")
+    assert state is not None
+    first, second = sorted(pod_names(mesh))[:2]
+    agent = _pod_processes(first).get("agent")
+    envoy = _pod_processes(second).get("envoy")
+    assert agent and envoy, (_pod_processes(first), _pod_processes(second))
+    gateway_envoy = _envoy_under(int(state["gateway_process"]["pid"]))
+    assert gateway_envoy
+    for pid in (agent, envoy, gateway_envoy[0], int(state["server"]["pid"])):
+        os.kill(pid, signal.SIGKILL)
+    mesh.local("down")
+    assert mesh.leftovers() == []
