@@ -4,7 +4,8 @@
 and in TLS on 8443; a ``sleep`` pod connects through its sidecar to the service name (its
 VIP). A VirtualService's ``tcp`` rules shift the plain connections 80/20 then 0/100 between
 the subsets, and its ``tls`` rules send TLS connections by SNI: ``one.example.com`` to v1,
-``two.example.com`` to v2.
+``two.example.com`` to v2; ``tcp`` matches on the caller's labels (a ``tester`` pod) and on
+the destination subnet take precedence over the split.
 """
 
 from __future__ import annotations
@@ -124,16 +125,19 @@ def dest(subset: str, port: int, weight: int | None = None) -> dict[str, Any]:
     return d
 
 
-def routing(v1: int, v2: int) -> dict[str, Any]:
+def routing(v1: int, v2: int, *first: dict[str, Any]) -> dict[str, Any]:
+    """The VirtualService: ``first`` tcp matches sending to v2, then the v1/v2 split."""
+    tcp: list[dict[str, Any]] = (
+        [{"match": list(first), "route": [dest("v2", 9000)]}] if first else []
+    )
+    tcp.append({"match": [{"port": 9000}], "route": [dest("v1", 9000, v1), dest("v2", 9000, v2)]})
     return {
         "apiVersion": "networking.istio.io/v1",
         "kind": "VirtualService",
         "metadata": {"name": "tcp-echo", "namespace": "default"},
         "spec": {
             "hosts": ["tcp-echo", "*.example.com"],
-            "tcp": [
-                {"match": [{"port": 9000}], "route": [dest("v1", 9000, v1), dest("v2", 9000, v2)]}
-            ],
+            "tcp": tcp,
             "tls": [
                 {
                     "match": [{"port": 8443, "sniHosts": ["one.example.com"]}],
@@ -196,6 +200,8 @@ def test_tcp_shifting_and_tls_sni_routes_on_sidecars(mesh: Mesh, tmp_path: Path)
         tmp_path,
         deployment("sleep", {"app": "sleep"},
                    ["python3", "-c", "import time; time.sleep(1e9)"], []),
+        deployment("tester", {"app": "tester"},
+                   ["python3", "-c", "import time; time.sleep(1e9)"], []),
         deployment("tcp-echo-v1", {"app": "tcp-echo", "version": "v1"},
                    [*server, "one", *keys], [9000, 8443]),
         deployment("tcp-echo-v2", {"app": "tcp-echo", "version": "v2"},
@@ -204,8 +210,8 @@ def test_tcp_shifting_and_tls_sni_routes_on_sidecars(mesh: Mesh, tmp_path: Path)
         SUBSETS,
         routing(100, 0),
     )  # fmt: skip
-    mesh.wait_pods_ready("default", 3)
-    sleep = mesh.pod_named("sleep")
+    mesh.wait_pods_ready("default", 4)
+    sleep, tester = mesh.pod_named("sleep"), mesh.pod_named("tester")
 
     def only(word: str, port: int, sni: str = "") -> bool | dict[str, int]:
         seen = connections(mesh, sleep, port, sni)
@@ -226,3 +232,14 @@ def test_tcp_shifting_and_tls_sni_routes_on_sidecars(mesh: Mesh, tmp_path: Path)
     # An SNI no tls rule names goes to the service (both subsets).
     other = connections(mesh, sleep, 8443, "three.example.com", n=40)
     assert set(other) == {"one", "two"}, other
+
+    # tcp matches on the caller's labels and on the destination subnet (the VIP).
+    apply(mesh, tmp_path, routing(100, 0, {"sourceLabels": {"app": "tester"}}))
+    settle(lambda: connections(mesh, tester, 9000) == {"two": 20}, "tester's own rule")
+    assert connections(mesh, sleep, 9000) == {"one": 20}
+    svc = json.loads(mesh.cli("get", "service", "tcp-echo", "-o", "json").stdout)
+    vip = svc["spec"]["clusterIP"]
+    apply(mesh, tmp_path, routing(100, 0, {"destinationSubnets": ["192.0.2.0/24"]}))
+    settle(lambda: connections(mesh, tester, 9000) == {"one": 20}, "another subnet")
+    apply(mesh, tmp_path, routing(100, 0, {"destinationSubnets": [f"{vip}/32"]}))
+    settle(lambda: connections(mesh, sleep, 9000) == {"two": 20}, "the VIP's subnet")
