@@ -49,6 +49,7 @@ from pilotfish.api.node import NodeInfo
 from pilotfish.api.typeurls import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from pilotfish.model.push_context import PushContext
 from pilotfish.translate.generator import generate
+from pilotfish.translate.peer_authn import workload_policy
 
 __all__ = [
     "ClientPath",
@@ -820,20 +821,33 @@ def _first_match(rules: rbac_pb2.RBAC, c: _Ctx) -> str | None:
 
 
 def explain_server(
-    resources: Resources, request: ExplainRequest, peer: Peer, address: str, app_port: int
+    resources: Resources,
+    request: ExplainRequest,
+    peer: Peer,
+    address: str,
+    app_port: int,
+    mtls_mode: tuple[str, str | None] | None = None,
 ) -> ServerPath:
     """The destination Envoy's walk for a request arriving at ``address`` (see the module
-    docstring). ``app_port`` is the workload port the request is for."""
+    docstring). ``app_port`` is the workload port the request is for; ``mtls_mode`` the
+    effective PeerAuthentication mode for it and the policy that set it (None: unknown)."""
     out = ServerPath()
     mtls = peer.principal is not None
+    if mtls_mode is not None:
+        mode, by = mtls_mode
+        out.steps.append(
+            Step("peerAuthentication", mode, {"policy": by or "none (the default, PERMISSIVE)"})
+        )
     found = _inbound_chain(resources, address, mtls)
     if found is None:
         out.allowed, out.status = False, 503
+        why = "STRICT refuses plaintext, DISABLE refuses mTLS"
+        if mtls_mode is not None:
+            why = f"PeerAuthentication {mtls_mode[1] or '(default)'} is {mtls_mode[0]}"
         out.reason = (
             "no inbound filter chain accepts a "
             + ("mTLS" if mtls else "plaintext")
-            + f" connection on {address} (PeerAuthentication STRICT refuses plaintext, "
-            "DISABLE refuses mTLS)"
+            + f" connection on {address} ({why})"
         )
         out.steps.append(Step("inboundListener", address, {"refused": True}))
         return out
@@ -1002,7 +1016,9 @@ def explain_request(
                 node, app_port, listen = found
                 if node.node_id not in generated:
                     generated[node.node_id] = generate(node, push)
-                sp = explain_server(generated[node.node_id], request, peer, listen, app_port)
+                effective = workload_policy(push, node.namespace, node.labels)
+                mode = (effective.for_port(app_port), effective.decided_for_port(app_port))
+                sp = explain_server(generated[node.node_id], request, peer, listen, app_port, mode)
                 item.update(
                     proxy=f"{node.namespace}/{node.pod_name}",
                     steps=[s.to_dict() for s in sp.steps],

@@ -42,12 +42,22 @@ class MtlsPolicy:
 
     mode: str = PERMISSIVE
     ports: tuple[tuple[int, str], ...] = ()
+    #: ``namespace/name`` of the PeerAuthentication that set ``mode`` (None: the default).
+    decided_by: str | None = None
+    #: The workload-level policy that set the ``ports`` overrides.
+    ports_decided_by: str | None = None
 
     def for_port(self, port: int) -> str:
         for number, mode in self.ports:
             if number == port:
                 return mode
         return self.mode
+
+    def decided_for_port(self, port: int) -> str | None:
+        """The PeerAuthentication that decided ``for_port(port)`` (None: the default)."""
+        if any(number == port for number, _ in self.ports):
+            return self.ports_decided_by
+        return self.decided_by
 
     @property
     def modes(self) -> frozenset[str]:
@@ -99,18 +109,23 @@ def compose(
     )
 
     mode = PERMISSIVE
+    decided_by: str | None = None
     for level in (mesh_level, ns_level, workload_level):
         if level is None:
             continue
         here = _mode(level.spec.mtls)
         if here != UNSET:
             mode = here
+            decided_by = f"{level.namespace}/{level.name}"
     ports: list[tuple[int, str]] = []
+    ports_by: str | None = None
     if workload_level is not None:
         for number, value in workload_level.spec.portLevelMtls.items():
             port_mode = _mode(value)
             ports.append((number, mode if port_mode == UNSET else port_mode))
-    return MtlsPolicy(mode, tuple(sorted(ports)))
+        if ports:
+            ports_by = f"{workload_level.namespace}/{workload_level.name}"
+    return MtlsPolicy(mode, tuple(sorted(ports)), decided_by, ports_by)
 
 
 def workload_policy(push: PushContext, namespace: str, labels: Mapping[str, str]) -> MtlsPolicy:

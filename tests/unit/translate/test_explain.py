@@ -181,7 +181,10 @@ spec: {mtls: {mode: STRICT}}
 """
     out = walk(strict, source=PLAIN)
     assert out["verdict"]["allowed"] is False and out["verdict"]["status"] == 503
-    assert "plaintext" in out["verdict"]["reason"] and "STRICT" in out["verdict"]["reason"]
+    assert "plaintext" in out["verdict"]["reason"]
+    assert "PeerAuthentication default/default is STRICT" in out["verdict"]["reason"]
+    pa = next(s for s in out["servers"][0]["steps"] if s["stage"] == "peerAuthentication")
+    assert pa == {"stage": "peerAuthentication", "name": "STRICT", "policy": "default/default"}
     meshed = walk(strict)
     assert meshed["verdict"]["allowed"] is True
     chain = next(s for s in meshed["servers"][0]["steps"] if s["stage"] == "filterChain")
@@ -240,7 +243,9 @@ def test_captured_pods_walk_the_virtual_listeners() -> None:
     assert out["client"][0]["name"] == "virtualOutbound"
     assert step(out, "filterChain")["name"] == "0.0.0.0_9080"
     server = out["servers"][0]
-    assert server["steps"][0] == {"stage": "inboundListener", "name": "virtualInbound"}
+    assert server["steps"][0]["stage"] == "peerAuthentication"
+    assert server["steps"][0]["name"] == "PERMISSIVE"
+    assert server["steps"][1] == {"stage": "inboundListener", "name": "virtualInbound"}
     v = out["verdict"]
     assert (v["subsets"], v["status"], v["policy"], v["rule"]) == (
         ["v2"],
