@@ -175,7 +175,7 @@ def test_retries_on_grpc_status_codes(grpc_mesh: GrpcMesh) -> None:
 
 def test_per_try_timeout_retries_a_stalled_attempt(grpc_mesh: GrpcMesh) -> None:
     """``perTryTimeout`` cuts a stalled attempt. As in Envoy (and so Istio), a timed-out
-    attempt is retried when ``retryOn`` has ``reset`` (or ``5xx``/``gateway-error``); gRPC
+    attempt is retried when ``retryOn`` has ``reset`` (or ``5xx``, which includes it); gRPC
     status codes alone retry answers, not timeouts."""
     g = grpc_mesh
     key = keys()
