@@ -9,15 +9,22 @@ from collections.abc import Mapping
 __all__ = [
     "CLUSTER_ID",
     "DURATION_BUCKETS",
+    "ENDPOINT_FIELDS",
     "HISTOGRAM_BUCKETS",
     "OWN_LABEL_REMOVED",
+    "PACKED_GROUPS",
+    "PACKED_TAG",
     "PEER_ENV",
+    "PEER_FIELDS",
+    "SERVICE_FIELDS",
     "SIZE_BUCKETS",
     "UNKNOWN",
     "canonical_revision",
     "canonical_service",
     "own_label",
+    "pack_fields",
     "peer_environment",
+    "unpack_labels",
     "workload_values",
 ]
 
@@ -94,8 +101,9 @@ OWN_LABEL_NAMES = {
     "canonical_revision": "canonical_revision",
     "cluster": "cluster",
 }
-#: The value Envoy writes for one of the proxy's own labels that a Telemetry ``tagOverrides``
-#: removed: the agent drops the label instead of adding it.
+#: The value Envoy writes for one of the proxy's own labels, or of a packed group's labels
+#: (:data:`PACKED_GROUPS`), that a Telemetry ``tagOverrides`` removed: the agent drops the
+#: label instead of adding or unpacking it.
 OWN_LABEL_REMOVED = "pilotfish-label-removed"
 
 
@@ -106,5 +114,79 @@ def own_label(reporter: str, key: str) -> str:
 
 
 def peer_environment(values: Mapping[str, str]) -> dict[str, str]:
-    """Envoy's environment for :func:`workload_values`."""
-    return {PEER_ENV[k]: v for k, v in values.items() if k in PEER_ENV}
+    """Envoy's environment for :func:`workload_values` (the separators of :func:`pack_fields`
+    replaced, since the peer header packs these values)."""
+    return {PEER_ENV[k]: _field(v) for k, v in values.items() if k in PEER_ENV}
+
+
+# ---- packed labels ------------------------------------------------------------------------
+#
+# Envoy's stats access logger formats every tag of every metric once per request, and most of
+# its cost per request is in looking values up (a metadata lookup per label per metric). So
+# the standard metrics carry their labels packed into one Envoy tag: its name lists the labels
+# (``PACKED_TAG`` + ``__`` + the labels or groups, joined by ``__``), its value their values
+# joined by ``|``; a group stands for several labels whose values the control plane (endpoint
+# and cluster metadata) or the caller's sidecar (the peer header) packed once, joined by ``;``.
+# The agent unpacks them into Istio's labels when it serves ``/stats/prometheus``
+# (:func:`unpack_labels`), so Prometheus sees exactly Istio's series. Only the last value may
+# contain ``|`` (a peer certificate's URI: it is split off last); group fields never contain
+# ``;`` or ``|`` (:func:`pack_fields` replaces them).
+
+#: The name (prefix) of the Envoy tag that carries the packed labels.
+PACKED_TAG = "pilotfish_labels"
+PACK_SEPARATOR = "|"
+FIELD_SEPARATOR = ";"
+#: A workload's values in an endpoint's packed metadata (``istio:labels``), in order.
+ENDPOINT_FIELDS = ("workload", "namespace", "app", "version", "canonical_service",
+                   "canonical_revision", "cluster")  # fmt: skip
+#: A caller's values in the peer header its sidecar sends, in order (the namespace is not
+#: among them: the server takes it from the caller's verified certificate).
+PEER_FIELDS = ("workload", "app", "version", "canonical_service", "canonical_revision", "cluster")
+#: A service's values in a cluster's packed metadata (``istio:service_labels``), in order.
+SERVICE_FIELDS = ("service", "name", "namespace")
+
+#: Group token -> the labels its fields are, in order.
+PACKED_GROUPS: dict[str, tuple[str, ...]] = {
+    "destination_peer": tuple(own_label("destination", k) for k in ENDPOINT_FIELDS),
+    "destination_svc": (
+        "destination_service",
+        "destination_service_name",
+        "destination_service_namespace",
+    ),
+    "source_peer": tuple(own_label("source", k) for k in PEER_FIELDS),
+}
+
+
+def _field(value: str) -> str:
+    return value.replace(PACK_SEPARATOR, "_").replace(FIELD_SEPARATOR, "_")
+
+
+def pack_fields(values: Mapping[str, str], fields: tuple[str, ...]) -> str:
+    """``values`` of ``fields`` as one group value (missing ones empty). Pure."""
+    return FIELD_SEPARATOR.join(_field(values.get(k, "")) for k in fields)
+
+
+def unpack_labels(name: str, value: str) -> list[tuple[str, str]] | None:
+    """The labels a packed Envoy tag stands for (``None``: ``name`` is not a packed tag).
+
+    A value that does not split into its labels (a group Envoy found no metadata for, a peer
+    header that was not a sidecar's) gives those labels empty values, as Envoy writes what it
+    cannot fill. Pure."""
+    prefix = PACKED_TAG + "__"
+    if not name.startswith(prefix):
+        return None
+    tokens = name[len(prefix) :].split("__")
+    values = value.split(PACK_SEPARATOR, len(tokens) - 1)
+    if len(values) != len(tokens):
+        values = [""] * len(tokens)
+    out: list[tuple[str, str]] = []
+    for token, v in zip(tokens, values, strict=True):
+        group = PACKED_GROUPS.get(token)
+        if group is None:
+            out.append((token, v))
+            continue
+        fields = v.split(FIELD_SEPARATOR)
+        if len(fields) != len(group):
+            fields = [""] * len(group)
+        out.extend(zip(group, fields, strict=True))
+    return out

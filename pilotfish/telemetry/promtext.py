@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from pilotfish.api.peer import OWN_LABEL_REMOVED, own_label
+from pilotfish.api.peer import OWN_LABEL_REMOVED, own_label, unpack_labels
 
 __all__ = [
     "CONTENT_TYPE",
@@ -32,6 +32,7 @@ __all__ = [
     "parse",
     "rename_prefix",
     "render",
+    "unpacked",
     "with_own_labels",
 ]
 
@@ -207,11 +208,32 @@ def rename_prefix(
         if not f.name.startswith(old):
             out.append(f)
             continue
-        samples = tuple(s.renamed(_rename(s.name, old, new)).with_unknowns() for s in f.samples)
-        if own is not None:
-            samples = tuple(with_own_labels(s, own) for s in samples)
+        samples = tuple(
+            unpacked(s.renamed(_rename(s.name, old, new))).with_unknowns() for s in f.samples
+        )
+        samples = tuple(with_own_labels(s, own or {}) for s in samples)
         out.append(Family(_rename(f.name, old, new), f.type, f.help, samples))
     return out
+
+
+def unpacked(sample: Sample) -> Sample:
+    """A standard metric's sample with the labels Envoy carried packed in one tag
+    (:func:`pilotfish.api.peer.unpack_labels`) as Istio's labels; a label Envoy wrote as a tag
+    of its own (a Telemetry override) wins over the packed value; one marked
+    :data:`~pilotfish.api.peer.OWN_LABEL_REMOVED` is dropped by :func:`with_own_labels`."""
+    packed: list[tuple[str, str]] = []
+    plain: dict[str, str] = {}
+    for k, v in sample.labels:
+        labels = unpack_labels(k, v)
+        if labels is None:
+            plain[k] = v
+        else:
+            packed += labels
+    if not packed:
+        return sample
+    merged = dict(packed)
+    merged.update(plain)
+    return Sample(sample.name, tuple(merged.items()), sample.value, sample.timestamp)
 
 
 def with_own_labels(sample: Sample, own: Mapping[str, str]) -> Sample:

@@ -43,7 +43,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 
 from pilotfish.api.mesh import DEFAULT_TRUST_DOMAIN
-from pilotfish.api.peer import workload_values
+from pilotfish.api.peer import ENDPOINT_FIELDS, SERVICE_FIELDS, pack_fields, workload_values
 from pilotfish.api.workloads import locality_from_labels
 from pilotfish.model.config import DestinationRuleConfig
 from pilotfish.model.proxy import Proxy
@@ -211,7 +211,14 @@ METRICS_METADATA = "istio"
 def _endpoint_values(ep: Endpoint) -> dict[str, str]:
     values = workload_values(ep.namespace, ep.workload_name, ep.labels)
     values.pop("principal", None)  # the client reads it from the peer certificate
+    # All of them in one value, so that the metrics look them up once per request.
+    values["labels"] = pack_fields(values, ENDPOINT_FIELDS)
     return values
+
+
+def _service_values(svc: Service) -> dict[str, str]:
+    values = {"service": svc.hostname, "name": svc.name, "namespace": svc.namespace}
+    return {**values, "service_labels": pack_fields(values, SERVICE_FIELDS)}
 
 
 def _http_options(
@@ -263,9 +270,7 @@ def outbound_cluster(
     name = ClusterKey.outbound(sp.port, subset, svc.hostname).name
     policy = effective_policy(dr, subset, sp.port)
     cluster = C(name=name, connect_timeout=duration(push.settings.connect_timeout_seconds))
-    cluster.metadata.filter_metadata[METRICS_METADATA].update(
-        {"service": svc.hostname, "name": svc.name, "namespace": svc.namespace}
-    )
+    cluster.metadata.filter_metadata[METRICS_METADATA].update(_service_values(svc))
     eps = push.endpoints(svc.hostname, sp.port)
     if subset and dr is not None:
         sub = dr.subset(subset)

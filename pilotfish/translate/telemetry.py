@@ -18,15 +18,23 @@ exports them as ``envoy_istio_*`` and the agent serves them as ``istio_*`` on
 - on the server, the source principal from the peer certificate; on a mutual-TLS chain the
   caller's namespace from its verified certificate (the peer URI in the
   ``x-forwarded-client-cert`` element this proxy appends) and its workload, app and version
-  from the ``x-pilotfish-peer-*`` headers its sidecar adds, so a caller can at most name a
-  workload of its own namespace; on a plaintext chain ``unknown``. The headers are removed at
-  the inbound edge before the app sees them.
+  from the ``x-pilotfish-peer`` header its sidecar adds, so a caller can at most name a
+  workload of its own namespace; on a plaintext chain ``unknown``. The header (and the older
+  one-per-value ``x-pilotfish-peer-*`` form) is removed at the inbound edge before the app
+  sees it.
 
 Nothing in a metric is computed per request by an expression: what differs per chain (the
 security policy, whether the caller can be trusted) is fixed in that chain's config, and what
 differs per request is read from dynamic metadata the edge filter (``header_to_metadata``)
 stores once: the peer's labels, the verified namespace and ``request_protocol``. Expressions
 appear only where a Telemetry ``tagOverrides`` writes one.
+
+Envoy formats every label of every metric once per request, and what costs is looking the
+values up; so each metric's labels travel packed in one Envoy tag (:func:`pack_tags`), the
+destination workload's seven values in one endpoint metadata value, the destination service's
+three in one cluster metadata value and the caller's six in one peer header, and the agent
+unpacks them into Istio's labels (:func:`pilotfish.api.peer.unpack_labels`). Prometheus sees
+Istio's series either way.
 
 Values Envoy cannot fill are written empty; the agent reports them as Istio's ``unknown``.
 
@@ -59,16 +67,28 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import struct_pb2
 
 from pilotfish.api.meshconfig import DEFAULT_ACCESS_LOG_FORMAT
-from pilotfish.api.peer import OWN_LABEL_REMOVED, PEER_ENV, own_label
+from pilotfish.api.peer import (
+    ENDPOINT_FIELDS,
+    FIELD_SEPARATOR,
+    OWN_LABEL_REMOVED,
+    PACK_SEPARATOR,
+    PACKED_GROUPS,
+    PACKED_TAG,
+    PEER_ENV,
+    PEER_FIELDS,
+    own_label,
+)
 from pilotfish.model.telemetry import AccessLogSpec, MetricOverride, TracingSpec
 from pilotfish.translate.common import pack
 
 __all__ = [
+    "PEER_HEADER",
     "PEER_HEADERS",
     "HcmTelemetry",
     "access_logs",
     "grpc_message_filters",
     "http_metrics_log",
+    "pack_tags",
     "peer_headers_to_add",
     "peer_metadata_filter",
     "request_metadata_filter",
@@ -82,8 +102,13 @@ FILE_LOGGER = "envoy.access_loggers.file"
 CEL_FILTER = "envoy.access_loggers.extension_filters.cel"
 HEADER_TO_METADATA = "envoy.filters.http.header_to_metadata"
 PEER_METADATA = "pilotfish.peer"
+#: Where the edge puts the one-per-value peer headers it removes (read by nothing).
+STRIPPED_METADATA = "pilotfish.stripped"
 
-#: The headers a client sidecar adds about its workload (the server's source labels).
+#: The header a client sidecar adds about its workload (the server's source labels): its
+#: values of :data:`~pilotfish.api.peer.PEER_FIELDS`, joined by ``;``.
+PEER_HEADER = "x-pilotfish-peer"
+#: Headers the server's edge removes besides: the one-per-value form of the peer header.
 PEER_HEADERS = {
     key: f"x-pilotfish-peer-{key.replace('_', '-')}"
     for key in ("workload", "namespace", "app", "version", "canonical_service",
@@ -112,7 +137,11 @@ def _env(key: str) -> str:
 #: The caller's namespace as its verified certificate says it, from the ``x-forwarded-client-cert``
 #: this proxy sets on mutual-TLS connections: only the last element (the one this proxy appends
 #: for the peer it verified) counts, whatever the caller put before it.
-VERIFIED_NAMESPACE = r"^(?:.*,)?(?:[^,]*;)?URI=spiffe://[^/;,]+/ns/([^/;,]+)/sa/[^;,]*(?:;[^,]*)?$"
+VERIFIED_NAMESPACE = r"^(?:.*,)?(?:[^,]*;)?URI=spiffe://[^/;,]+/ns/([^/;,|]+)/sa/[^;,]*(?:;[^,]*)?$"
+
+#: A peer header as a sidecar writes it (six fields, no separator inside one); anything else
+#: rewrites to empty, which the edge filter does not store (the caller's labels are unknown).
+PEER_HEADER_VALUE = rf"^(?:((?:[^;|]*;){{{len(PEER_FIELDS) - 1}}}[^;|]*)|.*)$"
 
 
 def _peer(key: str) -> str:
@@ -222,6 +251,7 @@ def _apply_overrides(
     order = [t for t, _ in tags]
     reporter = out.get("reporter", "")
     own = {own_label(reporter, key) for key in PEER_ENV}
+    own |= {label for labels in PACKED_GROUPS.values() for label in labels}
     for o in overrides:
         if o.metric is not None and METRIC_NAMES.get(o.metric, o.metric) != stat:
             continue
@@ -241,9 +271,94 @@ def _apply_overrides(
     return [(t, out[t]) for t in order if t in out]
 
 
+#: Group token -> (its labels' formats as the tag lists above write them, the one lookup that
+#: gives all of them packed). See :data:`~pilotfish.api.peer.PACKED_GROUPS`.
+GROUP_FORMATS: dict[str, tuple[dict[str, str], str]] = {
+    "destination_peer": (
+        {
+            label: f"%METADATA(UPSTREAM_HOST:istio:{key})%"
+            for label, key in zip(PACKED_GROUPS["destination_peer"], ENDPOINT_FIELDS, strict=True)
+        },
+        "%METADATA(UPSTREAM_HOST:istio:labels)%",
+    ),
+    "destination_svc": (
+        {
+            label: f"%METADATA(CLUSTER:istio:{key})%"
+            for label, key in zip(
+                PACKED_GROUPS["destination_svc"], ("service", "name", "namespace"), strict=True
+            )
+        },
+        "%METADATA(CLUSTER:istio:service_labels)%",
+    ),
+    "source_peer": (
+        {
+            label: _peer(key)
+            for label, key in zip(PACKED_GROUPS["source_peer"], PEER_FIELDS, strict=True)
+        },
+        _peer("labels"),
+    ),
+}
+#: Formats whose values never contain the pack separator (numbers, Envoy's flags, the values
+#: the edge filters store).
+_PACKABLE = frozenset(
+    {
+        "%RESPONSE_CODE%",
+        "%GRPC_STATUS_NUMBER%",
+        "%RESPONSE_FLAGS%",
+        REQUEST_PROTOCOL,
+        _peer("verified_namespace"),
+    }
+)
+#: A peer certificate's URI may contain anything: packed last, where it is split off whole.
+_LAST = frozenset({"%UPSTREAM_PEER_URI_SAN%", "%DOWNSTREAM_PEER_URI_SAN%"})
+
+
+def pack_tags(tags: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A metric's tags as Envoy gets them: the labels whose values are known not to contain
+    the pack separator, and one peer URI, in one packed tag (a group's labels as one metadata
+    lookup when its formats are the defaults); the rest (Telemetry overrides, markers) as
+    tags of their own, which the agent prefers to the packed values
+    (:func:`pilotfish.api.peer.unpack_labels`). Pure."""
+    by_label = dict(tags)
+    position = {label: i for i, (label, _) in enumerate(tags)}
+    packed: list[tuple[int, str, str]] = []
+    own: list[tuple[str, str]] = []
+    done: set[str] = set()
+    for token, (members, group_format) in GROUP_FORMATS.items():
+        present = [m for m in members if m in by_label]
+        if not any(by_label[m] == members[m] for m in present):
+            continue
+        packed.append((min(position[m] for m in present), token, group_format))
+        for label, default in members.items():
+            done.add(label)
+            if label not in by_label:
+                own.append((label, OWN_LABEL_REMOVED))
+            elif by_label[label] != default:
+                own.append((label, by_label[label]))
+    last: tuple[str, str] | None = None
+    for label, fmt in tags:
+        if label in done:
+            continue
+        literal = "%" not in fmt and PACK_SEPARATOR not in fmt and FIELD_SEPARATOR not in fmt
+        if literal or fmt in _PACKABLE:
+            packed.append((position[label], label, fmt))
+        elif fmt in _LAST and last is None:
+            last = (label, fmt)
+        else:
+            own.append((label, fmt))
+    packed.sort()
+    tokens = [(token, fmt) for _, token, fmt in packed]
+    if last is not None:
+        tokens.append(last)
+    if len(tokens) < 2:
+        return [*tokens, *own]
+    name = "__".join([PACKED_TAG, *(t for t, _ in tokens)])
+    return [(name, PACK_SEPARATOR.join(f for _, f in tokens)), *own]
+
+
 def _stat(name: str, tags: Sequence[tuple[str, str]]) -> stats_pb2.Config.Stat:
     return stats_pb2.Config.Stat(
-        name=name, tags=[stats_pb2.Config.Tag(name=k, value_format=v) for k, v in tags]
+        name=name, tags=[stats_pb2.Config.Tag(name=k, value_format=v) for k, v in pack_tags(tags)]
     )
 
 
@@ -443,13 +558,14 @@ def _json_default() -> struct_pb2.Struct:
 
 
 def peer_headers_to_add() -> list[base_pb2.HeaderValueOption]:
-    """What a client sidecar's routes add about its workload (replacing what the app sent)."""
+    """What a client sidecar's routes add about its workload (replacing what the app sent):
+    one header, its values packed (:data:`PEER_HEADER`)."""
+    value = FIELD_SEPARATOR.join(_env(key) for key in PEER_FIELDS)
     return [
         base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key=header, value=_env(key)),
+            header=base_pb2.HeaderValue(key=PEER_HEADER, value=value),
             append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
         )
-        for key, header in PEER_HEADERS.items()
     ]
 
 
@@ -481,11 +597,17 @@ def peer_metadata_filter() -> h2m.Config:
     the verified namespace from the ``x-forwarded-client-cert`` element this proxy appended,
     and store what the request is."""
     config = h2m.Config()
-    for key, header in PEER_HEADERS.items():
-        rule = config.request_rules.add(header=header, remove=True)
-        rule.on_header_present.metadata_namespace = PEER_METADATA
-        rule.on_header_present.key = key
-        rule.on_header_present.type = h2m.Config.STRING
+    rule = config.request_rules.add(header=PEER_HEADER, remove=True)
+    rule.on_header_present.metadata_namespace = PEER_METADATA
+    rule.on_header_present.key = "labels"
+    rule.on_header_present.type = h2m.Config.STRING
+    rule.on_header_present.regex_value_rewrite.pattern.regex = PEER_HEADER_VALUE
+    rule.on_header_present.regex_value_rewrite.substitution = "\\1"
+    for key, header in PEER_HEADERS.items():  # removed only (a rule must store something)
+        stripped = config.request_rules.add(header=header, remove=True)
+        stripped.on_header_present.metadata_namespace = STRIPPED_METADATA
+        stripped.on_header_present.key = key
+        stripped.on_header_present.type = h2m.Config.STRING
     xfcc = config.request_rules.add(header="x-forwarded-client-cert")
     xfcc.on_header_present.metadata_namespace = PEER_METADATA
     xfcc.on_header_present.key = "verified_namespace"

@@ -155,3 +155,31 @@ def test_the_agent_adds_the_proxys_own_labels_to_its_side() -> None:
     assert destination["destination_app"] == "mine"
     # Envoy's own stats are not Istio's standard metrics: untouched.
     assert dict(live.samples[0].labels) == {"reporter": "source"}
+
+
+def test_packed_labels_are_served_as_istios_labels() -> None:
+    name = (
+        "pilotfish_labels__reporter__source_peer__source_workload_namespace__destination_service"
+        "__response_code__connection_security_policy__source_principal"
+    )
+    text = (
+        "# TYPE envoy_istio_requests_total counter\n"
+        f'envoy_istio_requests_total{{{name}="destination|a-v1;a;v1;a;v1;K|ns|s.ns.svc|200'
+        f'|mutual_tls|spiffe://td/ns/ns/sa/a",response_code="201"}} 3\n'
+        f'envoy_istio_requests_total{{{name}="destination||ns|s.ns.svc|200|none|"}} 1\n'
+        f'envoy_istio_requests_total{{{name}="destination|x;y|ns|s|200|none|",'
+        'source_app="pilotfish-label-removed"} 1\n'
+    )
+    (requests,) = rename_prefix(parse(text), own={"workload": "me"})
+    first, plain, bad = (dict(s.labels) for s in requests.samples)
+    assert first["source_workload"] == "a-v1" and first["source_app"] == "a"
+    assert first["source_cluster"] == "K" and first["source_workload_namespace"] == "ns"
+    assert first["source_principal"] == "spiffe://td/ns/ns/sa/a"
+    assert first["response_code"] == "201"  # a tag of its own (an override) wins
+    assert first["destination_workload"] == "me"  # the agent's own labels still added
+    assert not any(k.startswith("pilotfish_labels") for k in first)
+    # Envoy found no peer header: the caller's labels are unknown, as Istio writes them.
+    assert plain["source_workload"] == plain["source_version"] == "unknown"
+    assert plain["source_principal"] == "unknown"
+    # A group that does not split into its labels is not guessed at; a removed label goes.
+    assert bad["source_workload"] == "unknown" and "source_app" not in bad

@@ -8,7 +8,14 @@ from envoy.extensions.access_loggers.stats.v3 import stats_pb2
 from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2
 
 from pilotfish.api.meshconfig import effective_mesh_config
-from pilotfish.api.peer import OWN_LABEL_REMOVED, PEER_ENV, own_label
+from pilotfish.api.peer import (
+    OWN_LABEL_REMOVED,
+    PACKED_GROUPS,
+    PACKED_TAG,
+    PEER_ENV,
+    own_label,
+    unpack_labels,
+)
 from pilotfish.model.telemetry import AccessLogSpec, MetricOverride, TracingSpec
 from pilotfish.translate import telemetry as T
 
@@ -21,8 +28,26 @@ def stats(log: object) -> stats_pb2.Config:
     return config
 
 
+def labels(stat: stats_pb2.Config.Stat) -> dict[str, str]:
+    """Istio's labels of ``stat`` -> the format each is read from (a packed group's labels:
+    the group's one lookup); a tag of its own wins over the packed one, as in the agent."""
+    out: dict[str, str] = {}
+    plain: dict[str, str] = {}
+    for t in stat.tags:
+        if not t.name.startswith(PACKED_TAG + "__"):
+            plain[t.name] = t.value_format
+            continue
+        tokens = t.name.split("__")[1:]
+        formats = t.value_format.split("|", len(tokens) - 1)
+        assert len(formats) == len(tokens), t
+        for token, fmt in zip(tokens, formats, strict=True):
+            for label in PACKED_GROUPS.get(token, (token,)):
+                out[label] = fmt
+    return {**out, **plain}
+
+
 def tag_names(stat: stats_pb2.Config.Stat) -> list[str]:
-    return [t.name for t in stat.tags]
+    return list(labels(stat))
 
 
 def test_both_reporters_carry_istios_labels() -> None:
@@ -32,7 +57,10 @@ def test_both_reporters_carry_istios_labels() -> None:
         "request_duration_milliseconds", "request_bytes", "response_bytes"
     ]  # fmt: skip
     names = tag_names(client.counters[0].stat)
-    assert names[0] == "reporter" and names[-1] == "connection_security_policy"
+    # All in one packed tag, the peer's certificate URI (which may hold anything) last.
+    (packed,) = client.counters[0].stat.tags
+    assert packed.value_format.endswith("|%UPSTREAM_PEER_URI_SAN%")
+    assert packed.name.endswith("__destination_principal")
     wanted = ["destination_workload", "destination_service", "destination_principal",
               "response_code", "response_flags", "request_protocol", "grpc_response_status",
               "destination_cluster"]  # fmt: skip
@@ -41,7 +69,7 @@ def test_both_reporters_carry_istios_labels() -> None:
     client_own = {own_label("source", k) for k in PEER_ENV}
     assert not client_own & set(names)
     server = stats(T.http_metrics_log(T.server_http_tags(SERVICE, mtls=True), []))
-    tags = {t.name: t.value_format for t in server.counters[0].stat.tags}
+    tags = labels(server.counters[0].stat)
     assert tags["reporter"] == "destination"
     assert tags["destination_service"] == SERVICE[0]
     assert tags["source_principal"] == "%DOWNSTREAM_PEER_URI_SAN%"
@@ -49,14 +77,17 @@ def test_both_reporters_carry_istios_labels() -> None:
     # Over mTLS: the caller's namespace from its certificate, its workload from its sidecar.
     verified = "%DYNAMIC_METADATA(pilotfish.peer:verified_namespace)%"
     assert tags["source_workload_namespace"] == verified
-    assert tags["source_workload"] == "%DYNAMIC_METADATA(pilotfish.peer:workload)%"
+    # The caller's labels as its sidecar packed them: one lookup for the six of them.
+    assert (
+        tags["source_workload"] == tags["source_app"] == "%DYNAMIC_METADATA(pilotfish.peer:labels)%"
+    )
     server_own = {own_label("destination", k) for k in PEER_ENV}
     assert not server_own & set(tags)
     # With what the agent adds, both reporters carry the same labels: Istio's.
     assert set(tags) | server_own == set(names) | client_own
     # On plaintext nothing the caller says is trusted.
     plain = stats(T.http_metrics_log(T.server_http_tags(SERVICE, mtls=False), []))
-    tags = {t.name: t.value_format for t in plain.counters[0].stat.tags}
+    tags = labels(plain.counters[0].stat)
     assert tags["connection_security_policy"] == "none"
     assert tags["source_workload"] == tags["source_workload_namespace"] == "unknown"
     # No metric evaluates an expression per request.
@@ -71,11 +102,11 @@ def test_removing_an_own_label_leaves_a_marker_for_the_agent() -> None:
                        (("source_app", "REMOVE", ""), ("source_version", "UPSERT", "'x'"))),
     ]  # fmt: skip
     config = stats(T.http_metrics_log(T.client_http_tags(), overrides))
-    counter = {t.name: t.value_format for t in config.counters[0].stat.tags}
+    counter = labels(config.counters[0].stat)
     assert counter["source_app"] == OWN_LABEL_REMOVED
     assert counter["source_version"] == "%CEL('x')%"
     # Other metrics keep the agent's values.
-    histogram = {t.name for t in config.histograms[0].stat.tags}
+    histogram = labels(config.histograms[0].stat)
     assert "source_app" not in histogram and "source_version" not in histogram
 
 
@@ -106,14 +137,14 @@ def test_tag_overrides_upsert_and_remove_and_disabled_metrics() -> None:
         MetricOverride("REQUEST_SIZE", "CLIENT", True),
     ]  # fmt: skip
     config = stats(T.http_metrics_log(T.client_http_tags(), overrides))
-    counter = {t.name: t.value_format for t in config.counters[0].stat.tags}
+    counter = labels(config.counters[0].stat)
     assert counter["response_code"] == "%CEL(response.code)%"  # Envoy stringifies
     assert counter["host"] == "%CEL(request.host)%"
     assert "request_protocol" not in counter
     assert [h.stat.name for h in config.histograms] == [
         "request_duration_milliseconds", "response_bytes"
     ]  # fmt: skip
-    duration = {t.name for t in config.histograms[0].stat.tags}
+    duration = labels(config.histograms[0].stat)
     assert "request_protocol" in duration and "host" not in duration
 
 
@@ -146,14 +177,70 @@ def test_access_logs_istio_format_json_and_cel_filter() -> None:
 
 
 def test_peer_headers_are_replaced_on_the_way_out_and_removed_on_the_way_in() -> None:
-    added = T.peer_headers_to_add()
-    assert {h.header.key for h in added} == set(T.PEER_HEADERS.values())
-    assert all(h.append_action == h.OVERWRITE_IF_EXISTS_OR_ADD for h in added)
+    (added,) = T.peer_headers_to_add()
+    assert added.header.key == T.PEER_HEADER
+    assert (
+        added.header.value.count(";") == 5 and "%ENVIRONMENT(PILOTFISH_APP)%" in added.header.value
+    )
+    assert added.append_action == added.OVERWRITE_IF_EXISTS_OR_ADD
     config: header_to_metadata_pb2.Config = T.peer_metadata_filter()
-    peer_rules = [r for r in config.request_rules if r.header in T.PEER_HEADERS.values()]
-    assert all(r.remove for r in peer_rules) and len(peer_rules) == len(T.PEER_HEADERS)
+    (peer,) = [r for r in config.request_rules if r.header == T.PEER_HEADER]
+    assert peer.remove and peer.on_header_present.key == "labels"
+    # The one-per-value form is removed too, never read.
+    stripped = [r for r in config.request_rules if r.header in T.PEER_HEADERS.values()]
+    assert all(r.remove for r in stripped) and len(stripped) == len(T.PEER_HEADERS)
+    assert all(r.on_header_present.metadata_namespace != T.PEER_METADATA for r in stripped)
     xfcc = next(r for r in config.request_rules if r.header == "x-forwarded-client-cert")
     assert xfcc.on_header_present.key == "verified_namespace"
+
+
+def test_a_peer_header_that_is_not_a_sidecars_is_dropped_whole() -> None:
+    import re
+
+    pattern = re.compile(T.PEER_HEADER_VALUE)
+    good = "reviews-v1;reviews;v1;reviews;v1;Kubernetes"
+    assert pattern.sub(r"\1", good) == good
+    for forged in ("a;b", "a;b;c;d;e;f;g", "a|x;b;c;d;e;f", "a;b;c;d;e;f|reporter"):
+        assert pattern.sub(r"\1", forged) == "", forged
+
+
+def _envoy_formats(tags: list[tuple[str, str]], values: dict[str, str]) -> list[tuple[str, str]]:
+    """What Envoy writes for ``tags``: each format replaced by its value in ``values``."""
+    out = []
+    for name, fmt in tags:
+        for operator, value in values.items():
+            fmt = fmt.replace(operator, value)
+        out.append((name, fmt))
+    return out
+
+
+def test_packed_labels_come_back_as_istios_labels() -> None:
+    envoy = {
+        "%METADATA(UPSTREAM_HOST:istio:labels)%": "reviews-v1;default;reviews;v1;reviews;v1;K",
+        "%METADATA(CLUSTER:istio:service_labels)%": f"{SERVICE[0]};reviews;default",
+        "%DYNAMIC_METADATA(pilotfish.request:protocol)%": "http",
+        "%RESPONSE_CODE%": "503",
+        "%GRPC_STATUS_NUMBER%": "",
+        "%RESPONSE_FLAGS%": "UF,URX",
+        "%UPSTREAM_PEER_URI_SAN%": "spiffe://td/ns/default/sa/a|b",
+    }  # fmt: skip
+    (written,) = _envoy_formats(T.pack_tags(T.client_http_tags()), envoy)
+    got = dict(unpack_labels(*written) or [])
+    assert got["reporter"] == "source" and got["destination_workload"] == "reviews-v1"
+    assert got["destination_workload_namespace"] == "default"
+    assert got["destination_cluster"] == "K" and got["destination_service_name"] == "reviews"
+    assert got["destination_service"] == "reviews.default.svc.cluster.local"
+    assert got["response_flags"] == "UF,URX" and got["grpc_response_status"] == ""
+    assert got["destination_principal"] == "spiffe://td/ns/default/sa/a|b"
+    assert got["connection_security_policy"] == "unknown"
+    assert set(got) == {label for label, _ in T.client_http_tags()}
+    # No endpoint metadata (a passthrough or no route): those labels are empty (unknown).
+    (written,) = _envoy_formats(
+        T.pack_tags(T.client_http_tags()), {**envoy, "%METADATA(UPSTREAM_HOST:istio:labels)%": ""}
+    )
+    got = dict(unpack_labels(*written) or [])
+    assert got["destination_workload"] == got["destination_app"] == ""
+    assert got["destination_service"] == "reviews.default.svc.cluster.local"
 
 
 def test_tracing_zipkin_and_opentelemetry() -> None:
