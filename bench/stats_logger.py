@@ -39,6 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import Processes, free_port, ratio, table
+from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2 as h2m
 from google.protobuf import json_format
 
 from pilotfish.agent.envoy_binary import envoy_binary
@@ -108,7 +109,7 @@ def _old_peer_filter() -> dict[str, Any]:
         rule = config.request_rules.add(header=header, remove=True)
         rule.on_header_present.metadata_namespace = T.PEER_METADATA
         rule.on_header_present.key = key
-        rule.on_header_present.type = rule.on_header_present.STRING
+        rule.on_header_present.type = h2m.Config.STRING
     new = T.peer_metadata_filter()
     config.request_rules.extend(
         r for r in new.request_rules if r.header not in (T.PEER_HEADER, *T.PEER_HEADERS.values())
