@@ -355,18 +355,22 @@ def _address(lst: listener_pb2.Listener) -> str:
 def _outbound_listener(
     resources: Resources, port: int, ip: str | None
 ) -> tuple[listener_pb2.Listener, listener_components_pb2.FilterChain] | None:
+    """The listener and chain that take a connection to ``ip:port``: a listener bound to the
+    port itself first (gateways, per-port sidecar listeners), else the chains of the proxy's
+    outbound listener (explicit mode's outbound port, captured mode's ``virtualOutbound``)."""
     listeners = resources.get(LISTENER_TYPE, {})
     candidates: list[tuple[int, Any, Any]] = []
     for name, lst in listeners.items():
         assert isinstance(lst, listener_pb2.Listener)
         if lst.traffic_direction == 1 or name.startswith("virtualInbound"):  # INBOUND
             continue
+        own_port = 1000 if lst.address.socket_address.port_value == port else 0
         for fc in lst.filter_chains:
             s = _chain_matches(fc.filter_chain_match, port, ip)
             if s >= 0:
-                candidates.append((s, lst, fc))
-        if lst.HasField("default_filter_chain") and not candidates:
-            candidates.append((-1 + 1, lst, lst.default_filter_chain))
+                candidates.append((s + own_port, lst, fc))
+        if lst.HasField("default_filter_chain"):
+            candidates.append((own_port - 1, lst, lst.default_filter_chain))
     if not candidates:
         return None
     candidates.sort(key=lambda c: -c[0])
@@ -467,11 +471,14 @@ def _cluster_step(resources: Resources, out: ClientPath, name: str) -> None:
     out.steps.append(Step("cluster", name, detail))
 
 
-def explain_client(resources: Resources, request: ExplainRequest) -> ClientPath:
-    """The client Envoy's walk (see the module docstring)."""
+def explain_client(
+    resources: Resources, request: ExplainRequest, listen_port: int | None = None
+) -> ClientPath:
+    """The client Envoy's walk (see the module docstring). ``listen_port``: the port the
+    proxy binds for the request's port (a gateway's ``gateway_ports``), if another."""
     out = ClientPath()
     ip = _vip_of(resources, request.host, request.port)
-    found = _outbound_listener(resources, request.port, ip)
+    found = _outbound_listener(resources, listen_port or request.port, ip)
     if found is None:
         out.local_status, out.local_reason = 0, f"no outbound listener for port {request.port}"
         return out
@@ -972,7 +979,8 @@ def explain_request(
 ) -> dict[str, Any]:
     """The whole walk as JSON: the client side, each endpoint's server side, and the verdict
     (the subsets the request may reach, allowed or denied, the status and what decided)."""
-    client = explain_client(generate(source, push), request)
+    listen_port = source.gateway_ports.get(request.port) if source.gateway_ports else None
+    client = explain_client(generate(source, push), request, listen_port)
     verdict: dict[str, Any] = {
         "allowed": None,
         "status": None,

@@ -11,7 +11,14 @@ from typing import Any
 from pilotfish.api.node import NodeInfo
 from pilotfish.translate.explain import ExplainRequest, explain_request, subset_of
 from pilotfish.translate.tls import TLS_MODE_LABEL
-from tests.unit.translate.fixtures import BOOKINFO_CORE, from_yaml, pod, push_for, sidecar_node
+from tests.unit.translate.fixtures import (
+    BOOKINFO_CORE,
+    from_yaml,
+    pod,
+    push_for,
+    router_node,
+    sidecar_node,
+)
 
 DR = """
 apiVersion: networking.istio.io/v1
@@ -253,3 +260,39 @@ def test_captured_pods_walk_the_virtual_listeners() -> None:
         "default/deny-admin",
         0,
     )
+
+
+def test_a_request_entering_through_the_ingress_gateway() -> None:
+    push = push_for(BOOKINFO_CORE + MESHED_PODS + from_yaml(DR + "---" + GATEWAY))
+    gw = router_node(gateway_ports={80: 8080, 443: 8443})
+    request = ExplainRequest("GET", "http://bookinfo.example.com/reviews/1", {})
+    out = explain_request(push, [gw, *REVIEWS], gw, request)
+    assert out["client"][0]["address"].endswith(":8080")  # server port 80, bound on 8080
+    assert step(out, "virtualHost")["authority"] == "bookinfo.example.com"
+    assert out["verdict"]["subsets"] == ["v3"] and out["verdict"]["allowed"] is True
+    other = ExplainRequest("GET", "http://other.example.com/", {})
+    assert explain_request(push, [gw, *REVIEWS], gw, other)["verdict"]["status"] == 404
+
+
+GATEWAY = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: web, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["bookinfo.example.com"]
+  - port: {number: 9000, name: other, protocol: HTTP}
+    hosts: ["bookinfo.example.com"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: default}
+spec:
+  hosts: ["bookinfo.example.com"]
+  gateways: [web]
+  http:
+  - match: [{uri: {prefix: /reviews}}]
+    route: [{destination: {host: reviews, subset: v3}}]
+"""
