@@ -80,6 +80,10 @@ LAZY_COMMANDS = {
         "pilotfish.cli.analyze_cmd:analyze_cmd",
         "Find problems across resources, with Istio's codes, as `istioctl analyze`.",
     ),
+    "bug-report": LazyCommand(
+        "pilotfish.cli.bugreport_cmd:bug_report",
+        "Collect config, proxy state, config dumps and logs into one archive, secrets left out.",
+    ),
     "dashboard": LazyCommand(
         "pilotfish.cli.dashboard_cmd:dashboard_cmd",
         "Open the web dashboard, the mesh's Prometheus or a proxy's Envoy admin.",

@@ -144,6 +144,19 @@ def _parse_envoy_version(text: str) -> tuple[int, int, int] | None:
     return None
 
 
+def envoy_version_text() -> str:
+    """What the Envoy binary proxies run says of its version (or why it cannot say)."""
+    from pilotfish.agent.envoy_binary import envoy_binary
+
+    try:
+        binary = envoy_binary()
+        res = subprocess.run([str(binary), "--version"], capture_output=True, text=True,
+                             timeout=20, check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"not found: {exc}"
+    return f"{(res.stdout + res.stderr).strip()} ({binary})"
+
+
 def _supported(version: tuple[int, int, int] | None) -> bool:
     return version is not None and version[:2] == SUPPORTED_ENVOY
 
