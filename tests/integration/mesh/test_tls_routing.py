@@ -40,6 +40,13 @@ ECHO_HOST = "echo.example.com"
 SERVICES = """
 apiVersion: v1
 kind: Service
+metadata: {name: reviews}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Service
 metadata: {name: my-nginx, labels: {run: my-nginx}}
 spec:
   ports:
@@ -247,10 +254,11 @@ data:
                 "--prefix", "one",
             ),
         )  # fmt: skip
+        mesh.add("reviews-v1", {"app": "reviews"}, mtls=True)
         gw = mesh.add(
             "istio-ingressgateway", {"istio": "ingressgateway"}, namespace="istio-system",
             service_account="istio-ingressgateway-service-account", mtls=True,
-            proxy_type="router", gateway_ports=(443, 31443, 31444, 15443),
+            proxy_type="router", gateway_ports=(443, 31443, 31444, 31445, 15443),
         )  # fmt: skip
         yield TlsMesh(mesh, gw, app_ca, cp.roots, (client_cert, client_key_file))
     finally:
@@ -332,6 +340,56 @@ def test_tls_terminated_at_the_gateway_into_tcp_routes(tls_mesh: TlsMesh) -> Non
     t.mesh.apply(TERMINATING.replace("mode: SIMPLE", suites))
     eventually(lambda: tls12("ECDHE-ECDSA-AES128-GCM-SHA256") == "", 30, "the cipher refused")
     assert tls12("ECDHE-ECDSA-AES256-GCM-SHA384") == "one hello"
+
+
+HTTPS_MESH = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: https-mesh}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 31445, name: https-mesh, protocol: HTTPS}
+    tls: {mode: ISTIO_MUTUAL}
+    hosts: [reviews.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-mesh}
+spec:
+  hosts: [reviews.example.com]
+  gateways: [https-mesh]
+  http:
+  - route: [{destination: {host: reviews}}]
+"""
+
+
+def test_https_istio_mutual_routes_http(tls_mesh: TlsMesh) -> None:
+    t = tls_mesh
+    t.mesh.apply(HTTPS_MESH)
+
+    def get(client: tuple[Path, Path] | None) -> int:
+        ctx = ssl.create_default_context(cafile=str(t.mesh_roots))
+        ctx.check_hostname = False
+        if client is not None:
+            ctx.load_cert_chain(str(client[0]), str(client[1]))
+        try:
+            with (
+                socket.create_connection(t.port(31445), timeout=5) as raw,
+                ctx.wrap_socket(raw, server_hostname="reviews.example.com") as conn,
+            ):
+                conn.sendall(
+                    b"GET / HTTP/1.1\r\nHost: reviews.example.com\r\nConnection: close\r\n\r\n"
+                )
+                data = b""
+                while chunk := conn.recv(65536):
+                    data += chunk
+        except (OSError, ssl.SSLError):
+            return 0
+        return int(data.split(b" ", 2)[1]) if data else 0
+
+    eventually(lambda: get(t.mesh_client) == 200, 30, "HTTPS with mesh mTLS to reviews")
+    assert get(None) == 0  # no client certificate: no handshake
 
 
 def test_auto_passthrough_forwards_mesh_mtls_by_sni(tls_mesh: TlsMesh) -> None:
