@@ -686,6 +686,14 @@ def test_the_dashboard_shows_bookinfo_live(mesh: Mesh, tmp_path: Path) -> None:
             b.shot("3-fault")
         finally:
             mesh.cli("delete", "-f", str(fault))
+        # The edges' response times come from the mesh's Prometheus' recording rules (every
+        # 15 s for the 1 m window) once they cover every edge with requests.
+        deadline = time.monotonic() + 90
+        while (source := graph().get("responseTimes")) != "recorded":
+            assert time.monotonic() < deadline, source
+            page.click("#graph-refresh")
+            page.wait_for_timeout(2000)
+        assert all(e["p99"] is not None for e in graph()["edges"] if e["protocol"] == "http")
         # Traces: a trace through gateway, productpage, reviews and ratings, its waterfall.
         page.goto(f"{mesh.dashboard}/#traces?service=productpage.default")
         page.wait_for_selector("#traces-table tbody tr")
