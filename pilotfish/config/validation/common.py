@@ -14,6 +14,9 @@ from collections.abc import Iterable, Mapping
 from pilotfish.api.duration import parse_duration
 from pilotfish.errors import FieldError
 
+#: How a warning about a valid field Pilotfish does not apply starts (see coverage.py).
+NOT_APPLIED = "accepted but not applied by Pilotfish yet"
+
 
 class Errors:
     """Collects FieldErrors (and warnings) of one resource, in the order found."""

@@ -18,6 +18,7 @@ from pilotfish.api.destinationrule import (
     TrafficPolicy,
 )
 from pilotfish.config.validation.common import (
+    NOT_APPLIED,
     Errors,
     check_export_to,
     check_labels,
@@ -90,6 +91,10 @@ def traffic_policy(errs: Errors, path: str, tp: TrafficPolicy | None) -> None:
     ):
         errs.add(path, "traffic policy must have at least one field")
         return
+    if tp.retryBudget is not None:
+        errs.warn(f"{path}.retryBudget", f"{NOT_APPLIED}: no retry budget is set on the cluster")
+    if tp.tunnel is not None:
+        errs.warn(f"{path}.tunnel", f"{NOT_APPLIED}: upstream traffic is not tunnelled")
     if tp.tunnel is not None and tp.proxyProtocol is not None:
         errs.add(path, "tunnel and proxyProtocol must not be set together")
         return
@@ -267,6 +272,15 @@ def load_balancer(
             errs.add(f"{path}.warmup.minimumPercent", "minimumPercent must be in range [0, 100]")
         if w.aggression is not None and w.aggression < 1:
             errs.add(f"{path}.warmup.aggression", "aggression must be at least 1.0")
+        if w.minimumPercent is not None:
+            errs.warn(
+                f"{path}.warmup.minimumPercent",
+                f"{NOT_APPLIED}: slow start uses Envoy's default minimum weight",
+            )
+        if w.aggression is not None:
+            errs.warn(
+                f"{path}.warmup.aggression", f"{NOT_APPLIED}: slow start uses Envoy's default"
+            )
 
 
 def _optional_duration(value: str | None) -> str | None:

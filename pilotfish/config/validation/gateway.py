@@ -5,6 +5,7 @@ from __future__ import annotations
 from pilotfish.api.networking import Gateway, Port, Server, ServerTLSSettings
 from pilotfish.config.validation.common import (
     HTTP_PROTOCOLS,
+    NOT_APPLIED,
     TLS_PROTOCOLS,
     Errors,
     ip_error,
@@ -53,6 +54,12 @@ def _server(errs: Errors, path: str, server: Server) -> None:
     port_ok = _port(errs, f"{path}.port", server.port, server.bind or "")
     _bind(errs, path, server.port, server.bind or "")
     server_tls(errs, f"{path}.tls", server.tls)
+    if server.bind:
+        errs.warn(
+            f"{path}.bind", f"{NOT_APPLIED}: the gateway listens on every address of its host"
+        )
+    if server.defaultEndpoint:
+        errs.warn(f"{path}.defaultEndpoint", NOT_APPLIED)
     if not port_ok:
         return
     proto = protocol_of(server.port.protocol)

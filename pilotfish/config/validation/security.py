@@ -251,6 +251,12 @@ _OPERATION_FIELDS = (
 def validate_authorization_policy(ap: AuthorizationPolicy, errs: Errors, namespace: str) -> None:
     spec = ap.spec
     check_policy_target(errs, spec.selector, spec.targetRef, spec.targetRefs)
+    if spec.targetRef is not None or spec.targetRefs:
+        errs.warn(
+            "spec.targetRefs" if spec.targetRefs else "spec.targetRef",
+            "not supported yet: policies attached to a Service or Gateway are for waypoints and "
+            "Gateway API gateways; this policy applies to no Pilotfish proxy",
+        )
     action = spec.action or "ALLOW"
     if action == "CUSTOM":
         errs.add(
@@ -393,6 +399,12 @@ def validate_request_authentication(
 ) -> None:
     spec = ra.spec
     check_policy_target(errs, spec.selector, spec.targetRef, spec.targetRefs)
+    if spec.targetRef is not None or spec.targetRefs:
+        errs.warn(
+            "spec.targetRefs" if spec.targetRefs else "spec.targetRef",
+            "not supported yet: policies attached to a Service or Gateway are for waypoints and "
+            "Gateway API gateways; this policy applies to no Pilotfish proxy",
+        )
     for i, rule in enumerate(spec.jwtRules):
         path = f"spec.jwtRules[{i}]"
         if not rule.issuer:

@@ -200,3 +200,8 @@ def workload_entry(
 
 def validate_workload_entry(we: WorkloadEntry, errs: Errors, namespace: str) -> None:
     workload_entry(errs, "spec", we.spec, None, allow_fqdn=True)
+    if we.spec.network:
+        errs.warn(
+            "spec.network",
+            "not supported yet: multi-network meshes; the workload is dialled directly",
+        )

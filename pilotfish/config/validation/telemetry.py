@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pilotfish.api.telemetry import ProviderRef, Telemetry
-from pilotfish.config.validation.common import Errors, duration_error
+from pilotfish.config.validation.common import NOT_APPLIED, Errors, duration_error
 from pilotfish.config.validation.meshconfig import cel_error
 from pilotfish.config.validation.security import check_policy_target
 
@@ -26,6 +26,16 @@ def validate_telemetry(t: Telemetry, errs: Errors, namespace: str) -> None:
         if len(tr.providers) > 1:
             errs.warn(f"{path}.providers", "multiple providers is not currently supported")
         _providers(errs, f"{path}.providers", tr.providers)
+        if tr.useRequestIdForTraceSampling is not None:
+            errs.warn(
+                f"{path}.useRequestIdForTraceSampling",
+                f"{NOT_APPLIED}: sampling does not depend on x-request-id",
+            )
+        if tr.enableIstioTags is not None:
+            errs.warn(
+                f"{path}.enableIstioTags",
+                f"{NOT_APPLIED}: the tags Pilotfish adds to spans are always on",
+            )
         rate = tr.randomSamplingPercentage
         if rate is not None and not 0 <= rate <= 100:
             errs.add(
@@ -49,6 +59,11 @@ def validate_telemetry(t: Telemetry, errs: Errors, namespace: str) -> None:
         path = f"spec.metrics[{i}]"
         _providers(errs, f"{path}.providers", m.providers)
         errs.add(f"{path}.reportingInterval", duration_error(m.reportingInterval))
+        if m.reportingInterval is not None:
+            errs.warn(
+                f"{path}.reportingInterval",
+                f"{NOT_APPLIED}: proxies report on Envoy's default interval",
+            )
         for j, o in enumerate(m.overrides):
             opath = f"{path}.overrides[{j}]"
             for tag_name, to in o.tagOverrides.items():
