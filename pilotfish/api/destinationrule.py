@@ -95,6 +95,13 @@ class TCPSettings(Model):
     idleTimeout: Duration | None = None
 
 
+class ConnectionKeepalive(Model):
+    """HTTP/2 keepalive pings on upstream connections (Istio 1.28+)."""
+
+    interval: Duration | None = None
+    timeout: Duration | None = None
+
+
 class HTTPSettings(Model):
     http1MaxPendingRequests: int | None = None
     http2MaxRequests: int | None = None
@@ -104,6 +111,7 @@ class HTTPSettings(Model):
     h2UpgradePolicy: Literal["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"] | None = None
     useClientProtocol: bool | None = None
     maxConcurrentStreams: int | None = None
+    http2KeepAlive: ConnectionKeepalive | None = None
 
 
 class ConnectionPoolSettings(Model):

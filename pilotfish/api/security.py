@@ -45,6 +45,9 @@ class Source(Model):
     notRemoteIpBlocks: list[str] = Field(default_factory=list)
     serviceAccounts: list[str] = Field(default_factory=list)
     notServiceAccounts: list[str] = Field(default_factory=list)
+    #: The peer certificate's trust domain (``spiffe://<trust domain>/...``), Istio 1.28+.
+    trustDomains: list[str] = Field(default_factory=list)
+    notTrustDomains: list[str] = Field(default_factory=list)
 
 
 class Operation(Model):

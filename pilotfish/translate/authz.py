@@ -155,6 +155,7 @@ SOURCE_KEYS = {
     "ipBlocks": "source.ip",
     "remoteIpBlocks": "remote.ip",
     "serviceAccounts": "source.serviceAccount",
+    "trustDomains": "source.trustDomain",
 }
 OPERATION_KEYS = {
     "hosts": "request.host",
@@ -261,6 +262,9 @@ def principal_for(key: str, value: str, ctx: Context) -> Principal:
         return Principal(authenticated=authenticated(principal_name=regex(pattern)))
     if key == "source.serviceAccount":
         return Principal(authenticated=authenticated(principal_name=_service_account(value, ctx)))
+    if key == "source.trustDomain":
+        pattern = f"spiffe://{re2_escape(value).replace(chr(92) + '*', '.*')}/.*"
+        return Principal(authenticated=authenticated(principal_name=regex(pattern)))
     if key == "source.ip":
         return Principal(direct_remote_ip=cidr(value))
     if key == "remote.ip":

@@ -198,6 +198,13 @@ def connection_pool(errs: Errors, path: str, cp: ConnectionPoolSettings | None) 
             errs, f"{hp}.maxConcurrentStreams", h.maxConcurrentStreams, "max concurrent streams"
         )
         errs.add(f"{hp}.idleTimeout", duration_error(h.idleTimeout, allow_zero=True))
+        if (h2ka := h.http2KeepAlive) is not None:
+            errs.add(f"{hp}.http2KeepAlive.interval", _optional_duration(h2ka.interval))
+            errs.add(f"{hp}.http2KeepAlive.timeout", _optional_duration(h2ka.timeout))
+            errs.warn(
+                f"{hp}.http2KeepAlive",
+                f"{NOT_APPLIED}: upstream HTTP/2 connections send no keepalive pings",
+            )
         if h.h2UpgradePolicy == "UPGRADE" and h.useClientProtocol:
             errs.add(
                 f"{hp}.useClientProtocol",

@@ -235,6 +235,8 @@ _SOURCE_FIELDS = (
     "notRemoteIpBlocks",
     "serviceAccounts",
     "notServiceAccounts",
+    "trustDomains",
+    "notTrustDomains",
 )
 _OPERATION_FIELDS = (
     "hosts",

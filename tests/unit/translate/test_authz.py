@@ -272,6 +272,18 @@ def test_service_accounts_default_to_the_policy_namespace() -> None:
     ]
 
 
+def test_trust_domains_match_the_peer_spiffe_id() -> None:
+    # Istio 1.28's Source.trustDomains / notTrustDomains: the trust domain of the peer's
+    # certificate, spiffe://<trust domain>/...; "*" globs as in the other source fields.
+    [ids] = principals({"trustDomains": ["cluster.local", "corp-*.example"]})
+    regexes = [_regex(i) for i in ids["orIds"]["ids"]]
+    assert regexes == ["spiffe://cluster\\.local/.*", "spiffe://corp-.*\\.example/.*"]
+    [nt] = principals({"notTrustDomains": ["evil.org"]})
+    assert nt["notId"]["authenticated"]["principalName"]["safeRegex"]["regex"] == (
+        "spiffe://evil\\.org/.*"
+    )
+
+
 def test_ip_blocks_and_remote_ip_blocks() -> None:
     got = principals(
         {

@@ -113,6 +113,21 @@ NEWLY_WARNED = [
         ("Gateway", "Server.bind"),
     ),
     (
+        body(
+            "DestinationRule",
+            {
+                "host": "r",
+                "trafficPolicy": {
+                    "connectionPool": {
+                        "http": {"http2KeepAlive": {"interval": "30s", "timeout": "5s"}}
+                    }
+                },
+            },
+        ),
+        "spec.trafficPolicy.connectionPool.http.http2KeepAlive",
+        ("DestinationRule", "HTTPSettings.http2KeepAlive"),
+    ),
+    (
         body("Telemetry", {"metrics": [{"reportingInterval": "30s"}]}),
         "spec.metrics[0].reportingInterval",
         ("Telemetry", "Metrics.reportingInterval"),
@@ -209,3 +224,32 @@ def test_unmatched_preflights_forward_is_not_warned() -> None:
         },
     )
     assert "spec.http[0].corsPolicy.unmatchedPreflights" not in _warned(b)
+
+
+def test_trust_domains_are_accepted_and_enforced() -> None:
+    # Istio 1.28's AuthorizationPolicy source trustDomains / notTrustDomains.
+    b = body(
+        "AuthorizationPolicy",
+        {"rules": [{"from": [{"source": {"trustDomains": ["td1"], "notTrustDomains": ["td2"]}}]}]},
+    )
+    assert _warned(b) == []
+    assert coverage.FIELDS["AuthorizationPolicy"]["Source.trustDomains"].status == "enforced"
+
+
+def test_merge_and_replace_list_is_accepted() -> None:
+    b = body(
+        "EnvoyFilter",
+        {
+            "configPatches": [
+                {
+                    "applyTo": "CLUSTER",
+                    "match": {"cluster": {"service": "reviews.default.svc.cluster.local"}},
+                    "patch": {
+                        "operation": "MERGE_AND_REPLACE_LIST",
+                        "value": {"connect_timeout": "2s"},
+                    },
+                }
+            ]
+        },
+    )
+    validate(b)
