@@ -79,20 +79,6 @@ def build_operator(files: tuple[str, ...], sets: tuple[str, ...]) -> dict[str, A
     return body
 
 
-def _notes(body: dict[str, Any]) -> list[str]:
-    """What the operator asks for that this build does not run (never silently)."""
-    from pilotfish.api.profiles import components_of
-
-    comps = components_of(body["spec"])
-    out = []
-    if comps.egress_gateway:
-        out.append(
-            "egress gateway (components.egressGateways[0]): Pilotfish does not run an egress "
-            "gateway yet; outbound traffic leaves through each sidecar"
-        )
-    return out
-
-
 def _proxy_names(items: list[dict[str, Any]]) -> set[str]:
     return {f"{p.get('pod_name')}.{p.get('namespace')}" for p in items}
 
@@ -191,7 +177,7 @@ def _apply_operator(api: str, data_dir: Path, body: dict[str, Any], expected: se
 def install(files: tuple[str, ...], sets: tuple[str, ...], yes: bool, **opts: Any) -> None:
     """Install or reconcile the local mesh with a profile, as `istioctl install`.
 
-    The profile decides which parts run (ingress gateway, Prometheus, trace collector,
+    The profile decides which parts run (ingress and egress gateways, Prometheus, trace collector,
     dashboard) and the mesh defaults; `pilotfish profile dump demo` shows one. On a running
     mesh it reconciles: parts the profile leaves out are stopped, the others started, and the
     mesh config replaced. Needs root, as `up`.
@@ -222,12 +208,16 @@ def install(files: tuple[str, ...], sets: tuple[str, ...], yes: bool, **opts: An
     expected = connected_proxies(settings.api_url, data_dir)
     if not comps.ingress_gateway:
         expected.discard("istio-ingressgateway.istio-system")
+    if not comps.egress_gateway:  # its pod goes with it
+        expected = {
+            p
+            for p in expected
+            if not (p.startswith("istio-egressgateway-") and p.endswith(".istio-system"))
+        }
     mesh = start_mesh(settings)
     state = data_dir / INSTALLED_STATE
     state.write_text(yaml.safe_dump(body, sort_keys=False))
     _apply_operator(str(mesh["api"]), data_dir, body, expected)
-    for note in _notes(body):
-        click.echo(f"Warning: not installed: {note}", err=True)
     click.echo(
         f'\n✔ Installation complete: profile "{spec["profile"]}" ({wanted})\n'
         f"{mesh_summary(settings, mesh)}\n"

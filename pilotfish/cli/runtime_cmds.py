@@ -249,6 +249,7 @@ def mesh_settings(components: dict[str, bool] | None = None, **opts: Any) -> Mes
         workdir=(opts["workdir"] or Path.cwd()).resolve(),
         ready_timeout=opts["timeout"],
         ingress_gateway=comp.get("ingress_gateway", True),
+        egress_gateway=comp.get("egress_gateway", False),
         trace_collector=comp.get("trace_collector", True),
     )
 
@@ -283,6 +284,8 @@ def mesh_summary(settings: MeshSettings, mesh: dict[str, Any]) -> str:
     lines = [f"  API:             {mesh['api']}   (pilotfish get pods, pilotfish apply -f ...)"]
     if components.get("ingress gateway", True):
         lines.append(f"  ingress gateway: {mesh['gateway']}")
+    if components.get("egress gateway"):
+        lines.append("  egress gateway:  istio-system/istio-egressgateway (a pod)")
     if mesh.get("prometheus"):
         lines.append(f"  prometheus:      {mesh['prometheus_url']}")
     if components.get("trace collector", True):

@@ -144,7 +144,8 @@ def external_host(tmp: Path, names: list[str], cert_names: list[str]) -> Iterato
         ext.procs.append(
             subprocess.Popen([*run, sys.executable, "-c", SERVER, "443", str(cert), str(key)])
         )
-        dns = [f"--address=/{n}/{ext_ip}" for n in names]
+        # Every other name: NXDOMAIN, as a real resolver answers (search-path expansions).
+        dns = [f"--address=/{n}/{ext_ip}" for n in names] + ["--address=/#/"]
         ext.procs.append(
             subprocess.Popen(
                 [*run, "dnsmasq", "--keep-in-foreground", "--no-hosts", "--no-resolv",

@@ -102,6 +102,9 @@ def test_minimal_runs_no_gateway_prometheus_or_collector_and_demo_reconciles(
         assert config["defaultConfig"]["tracing"]["sampling"] == 100.0  # type: ignore[index]
         assert mesh.wait_pods_ready("default", 1)[0]["metadata"]["name"] == pod
         assert _access_logged(mesh, pod, "after-demo")
+        # demo runs Istio's egress gateway: a pod in istio-system.
+        (egress,) = mesh.wait_pods_ready("istio-system", 1)
+        assert egress["metadata"]["labels"]["istio"] == "egressgateway"
 
         # And back: minimal stops the gateway again and turns access logs off.
         mesh.local(*install, "profile=minimal", *mesh.up_args)
@@ -110,3 +113,4 @@ def test_minimal_runs_no_gateway_prometheus_or_collector_and_demo_reconciles(
         assert not _answers(ready)
         assert _mesh_config(mesh).get("accessLogFile", "") == ""
         assert not _access_logged(mesh, pod, "after-minimal")
+        assert mesh.wait_pods_ready("istio-system", 0) == []  # the egress gateway is gone

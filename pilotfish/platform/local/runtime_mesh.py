@@ -53,7 +53,7 @@ import httpx
 from pilotfish.agent.envoy_binary import envoy_binary
 from pilotfish.agent.launch import PROXY_MODULE, agent_argv
 from pilotfish.agent.settings import AgentSettings, HostPort, IdentitySettings, XdsTls
-from pilotfish.api.kinds import APPLY_PATH, token_path
+from pilotfish.api.kinds import APPLY_PATH, DELETE_PATH, by_kind, token_path
 from pilotfish.api.mesh import (
     ADMIN_PORT,
     AGENT_PORT,
@@ -63,6 +63,8 @@ from pilotfish.api.mesh import (
     XDS_PORT,
 )
 from pilotfish.api.node import NodeInfo
+from pilotfish.api.profiles import EGRESS_GATEWAY
+from pilotfish.config.addons import MANAGED_BY
 from pilotfish.errors import PilotfishError
 from pilotfish.platform.local import prometheus as prom
 from pilotfish.platform.local.addons import (
@@ -73,6 +75,11 @@ from pilotfish.platform.local.addons import (
     addons_bootstrap,
 )
 from pilotfish.platform.local.commands import IptablesTools
+from pilotfish.platform.local.egressgateway import (
+    EGRESS_LABELS,
+    egress_gateway_objects,
+    egress_gateway_refs,
+)
 from pilotfish.platform.local.hostmeshes import (
     MeshRecord,
     PrefixBusy,
@@ -100,6 +107,7 @@ from pilotfish.platform.local.network import PodNetwork, PodNetworkSettings, cle
 from pilotfish.platform.local.prometheus import PrometheusLayout
 from pilotfish.platform.local.runtime import read_status_file
 from pilotfish.platform.local.runtime_main import mesh_roots_path, run_dir_for
+from pilotfish.platform.local.runtime_model import pod_is_ready
 
 __all__ = [
     "ComponentStatus",
@@ -160,6 +168,8 @@ class MeshSettings:
     #: ``dashboard_port`` is.
     ingress_gateway: bool = True
     trace_collector: bool = True
+    #: Istio's egress gateway, a pod in ``istio-system`` (see :mod:`.egressgateway`).
+    egress_gateway: bool = False
 
     @property
     def xds_address(self) -> str:
@@ -215,6 +225,7 @@ def components_record(s: MeshSettings) -> dict[str, bool]:
     """The optional parts this mesh is asked to run (recorded in ``mesh.json``). Pure."""
     return {
         "ingress gateway": s.ingress_gateway,
+        "egress gateway": s.egress_gateway,
         "prometheus": s.prometheus_port is not None,
         "trace collector": s.trace_collector,
         "dashboard": s.dashboard_port is not None,
@@ -517,6 +528,7 @@ def _mesh_up(s: MeshSettings, progress: Progress) -> dict[str, Any]:
         starting = [n for n, w in wanted.items() if w and not alive[n]]
         current["components"] = components_record(s)
         if not starting:
+            _reconcile_egress_gateway(s, progress)
             _save_mesh(s.state_dir, current)
             if stopped:
                 pids = [int(e["pid"]) for e in _entries(current).values() if e]
@@ -634,6 +646,7 @@ def _mesh_up(s: MeshSettings, progress: Progress) -> dict[str, Any]:
                 bridge = str(s.network.gateway_ip)
                 _wait(s, "addons", mesh["addons"], lambda: _tcp_ok(bridge, forwards[0].listen))
                 _apply(s, addon_services(bridge, "prometheus" in mesh))
+        _reconcile_egress_gateway(s, progress)
         for name, entry in _entries(mesh).items():
             if not process_alive(entry):
                 raise MeshError(f"the {name} exited right after it became ready; see its log "
@@ -688,6 +701,70 @@ def _tcp_ok(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+EGRESS_NAMESPACE = "istio-system"
+MANAGED_BY_KEY = next(iter(MANAGED_BY))
+
+
+def _reconcile_egress_gateway(s: MeshSettings, progress: Progress) -> None:
+    """Apply the egress gateway and wait until its pod is ready, or delete it when the
+    profile leaves it out (only the objects Pilotfish made)."""
+    if not s.egress_gateway:
+        found = _api_get(s, by_kind("Deployment").api_path(EGRESS_NAMESPACE, EGRESS_GATEWAY))
+        labels = ((found or {}).get("metadata") or {}).get("labels") or {}
+        if found is not None and labels.get(MANAGED_BY_KEY) == MANAGED_BY[MANAGED_BY_KEY]:
+            with progress.step("removing the egress gateway"):
+                _delete(s, egress_gateway_refs())
+        return
+    with progress.step(f"egress gateway ({EGRESS_NAMESPACE}/{EGRESS_GATEWAY})"):
+        _apply(s, egress_gateway_objects())
+        selector = ",".join(f"{k}={v}" for k, v in EGRESS_LABELS.items())
+
+        def ready() -> bool:
+            got = _api_get(
+                s, by_kind("Pod").api_path(EGRESS_NAMESPACE), {"labelSelector": selector}
+            )
+            return any(pod_is_ready(p) for p in (got or {}).get("items") or [])
+
+        deadline = time.monotonic() + s.ready_timeout
+        while not ready():
+            if time.monotonic() > deadline:
+                raise MeshError(
+                    f"the egress gateway's pod was not ready within {s.ready_timeout:g}s; "
+                    f"see `pilotfish get pods -n {EGRESS_NAMESPACE}` and its proxy log in "
+                    f"{s.logs_dir}"
+                )
+            time.sleep(0.2)
+
+
+def _api_get(
+    s: MeshSettings, path: str, params: dict[str, str] | None = None
+) -> dict[str, Any] | None:
+    token = (s.data_dir / "admin-token").read_text().strip()
+    resp = httpx.get(
+        s.api_url + path,
+        params=params,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    if resp.status_code == 404:
+        return None
+    if resp.status_code >= 400:
+        raise MeshError(f"GET {path} failed: HTTP {resp.status_code}: {resp.text[:300]}")
+    return dict(resp.json())
+
+
+def _delete(s: MeshSettings, items: list[dict[str, str]]) -> None:
+    token = (s.data_dir / "admin-token").read_text().strip()
+    resp = httpx.post(
+        s.api_url + DELETE_PATH,
+        json={"items": items},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    if resp.status_code >= 400 and resp.status_code != 404:
+        raise MeshError(f"deleting the egress gateway failed: HTTP {resp.status_code}")
 
 
 def _apply(s: MeshSettings, items: list[dict[str, Any]]) -> None:

@@ -35,10 +35,12 @@ __all__ = [
     "POD_TEMPLATE_HASH",
     "PROXY_CONTAINER",
     "SIDECAR_STATUS_ANNOTATION",
+    "TEMPLATES_ANNOTATION",
     "ContainerProcess",
     "DeploymentPlan",
     "container_process",
     "deployment_status",
+    "is_gateway_template",
     "is_injected",
     "namespace_injected",
     "new_pod",
@@ -88,6 +90,16 @@ def _name(body: Mapping[str, Any]) -> str:
 def namespace_injected(namespace: Mapping[str, Any] | None) -> bool:
     """Whether a Namespace object has ``istio-injection=enabled``."""
     return namespace is not None and _labels(namespace).get(INJECTION_LABEL) == "enabled"
+
+
+#: Istio's injection template annotation; ``gateway`` makes the pod a gateway (the proxy is
+#: the pod's only container, a router, without traffic capture), as Istio's gateway
+#: injection does for a Deployment with an ``istio-proxy`` container of image ``auto``.
+TEMPLATES_ANNOTATION = "inject.istio.io/templates"
+
+
+def is_gateway_template(annotations: Mapping[str, Any]) -> bool:
+    return str(annotations.get(TEMPLATES_ANNOTATION) or "").strip() == "gateway"
 
 
 def is_injected(namespace: Mapping[str, Any] | None, template: Mapping[str, Any]) -> bool:
@@ -166,17 +178,22 @@ def new_pod(deployment: Mapping[str, Any], name: str, hash_: str, injected: bool
     spec: dict[str, Any] = template.get("spec") or {}
     spec["nodeName"] = "local"
     if injected:
+        gateway = is_gateway_template(annotations)
         annotations[SIDECAR_STATUS_ANNOTATION] = json.dumps(
-            {"containers": [PROXY_CONTAINER], "initContainers": ["istio-init"]},
+            {"containers": [PROXY_CONTAINER], "initContainers": [] if gateway else ["istio-init"]},
             separators=(",", ":"),
         )
+        given = [c for c in spec.get("containers") or [] if c.get("name") == PROXY_CONTAINER]
         containers = [c for c in spec.get("containers") or [] if c.get("name") != PROXY_CONTAINER]
+        ports = [{"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"}]
+        if gateway and given:  # a gateway's own ports (8080, 8443, ...) stay declared
+            ports = [*(given[0].get("ports") or []), *ports]
         containers.append(
             {
                 "name": PROXY_CONTAINER,
                 "image": "pilotfish/proxy",
-                "args": ["proxy", "sidecar"],
-                "ports": [{"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"}],
+                "args": ["proxy", "router" if gateway else "sidecar"],
+                "ports": ports,
             }
         )
         spec["containers"] = containers

@@ -47,7 +47,7 @@ from pilotfish.agent.settings import (
     LogLevel,
     XdsTls,
 )
-from pilotfish.api.mesh import AGENT_PORT, READINESS_PORT
+from pilotfish.api.mesh import AGENT_PORT, GATEWAY_PORTS, READINESS_PORT
 from pilotfish.api.node import NodeInfo
 from pilotfish.platform.local.capture import CaptureSettings, apply_capture
 from pilotfish.platform.local.commands import IptablesTools, PlatformError
@@ -68,6 +68,7 @@ from pilotfish.platform.local.runtime_model import (
     PROXY_CONTAINER,
     ContainerProcess,
     container_process,
+    is_gateway_template,
     owner_deployment,
 )
 from pilotfish.platform.local.service_lb import ServicePort, apply_service_lb
@@ -244,6 +245,8 @@ class LocalPod:
         self.namespace = str(meta.get("namespace") or "default")
         self.body = body
         self.injected = injected
+        #: Istio's gateway injection template: the proxy is the pod, a router.
+        self.gateway = injected and is_gateway_template(meta.get("annotations") or {})
         self.network = network
         self.users = users
         self.settings = settings
@@ -367,7 +370,8 @@ class LocalPod:
         self._write_pod_json()
         if self.sidecar is not None:
             proxy = self.users.proxy
-            apply_capture(self.netns, CaptureSettings(proxy.uid, proxy.gid), self.tools)
+            if not self.gateway:  # a gateway is addressed directly: nothing to capture
+                apply_capture(self.netns, CaptureSettings(proxy.uid, proxy.gid), self.tools)
             self._write_token()
             self.sidecar.argv = self._agent_argv()
             self._start_sidecar()
@@ -545,14 +549,17 @@ class LocalPod:
         assert self.net is not None
         meta = self.body.get("metadata") or {}
         node = NodeInfo(
-            proxy_type="sidecar",
+            proxy_type="router" if self.gateway else "sidecar",
             ip=self.net.ip,
             pod_name=self.name,
             namespace=self.namespace,
             labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
             service_account=self._service_account(),
             workload_name=owner_deployment(self.body) or self.name,
-            interception_mode="REDIRECT",
+            interception_mode="NONE" if self.gateway else "REDIRECT",
+            # A gateway binds its servers' ports as Istio's gateway Services map them
+            # (80 -> 8080, 443 -> 8443, others as written), on every address of the pod.
+            gateway_ports=dict(GATEWAY_PORTS) if self.gateway else {},
         )
         identity = None
         if self.token_source is not None:
