@@ -145,6 +145,8 @@ def route_hash_policies(policy: Policy) -> list[rc.RouteAction.HashPolicy]:
         cookie = H.Cookie(name=ck.name or "", path=ck.path or "")
         if ck.ttl:
             cookie.ttl.CopyFrom(proto_duration(ck.ttl))
+        for attr in ck.attributes:
+            cookie.attributes.add(name=attr.name, value=attr.value or "")
         return [H(cookie=cookie)]
     if ch.useSourceIp:
         return [H(connection_properties=H.ConnectionProperties(source_ip=True))]

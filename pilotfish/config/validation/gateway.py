@@ -58,6 +58,8 @@ def _server(errs: Errors, path: str, server: Server) -> None:
         errs.warn(
             f"{path}.bind", f"{NOT_APPLIED}: the gateway listens on every address of its host"
         )
+    if server.name:
+        errs.warn(f"{path}.name", f"{NOT_APPLIED}: stats and listeners are not named after it")
     if server.defaultEndpoint:
         errs.warn(f"{path}.defaultEndpoint", NOT_APPLIED)
     if not port_ok:

@@ -16,6 +16,7 @@ from pilotfish.api.security import (
     RequestAuthentication,
 )
 from pilotfish.config.validation.common import (
+    NOT_APPLIED,
     Errors,
     check_selector,
     duration_error,
@@ -409,6 +410,11 @@ def validate_request_authentication(
         )
     for i, rule in enumerate(spec.jwtRules):
         path = f"spec.jwtRules[{i}]"
+        if rule.timeout is not None:
+            errs.warn(
+                f"{path}.timeout",
+                f"{NOT_APPLIED}: the control plane fetches the keys with its own timeout",
+            )
         if not rule.issuer:
             errs.add(f"{path}.issuer", "issuer must be set")
         for j, aud in enumerate(rule.audiences):

@@ -86,6 +86,13 @@ def test_route_hash_policy_variants() -> None:
     assert one({"httpHeaderName": "x-user"}).header.header_name == "x-user"  # type: ignore[attr-defined]
     cookie = one({"httpCookie": {"name": "s", "path": "/", "ttl": "10s"}}).cookie  # type: ignore[attr-defined]
     assert (cookie.name, cookie.path, cookie.ttl.seconds) == ("s", "/", 10)
+    assert list(cookie.attributes) == []
+    attrs = [{"name": "SameSite", "value": "Strict"}, {"name": "Secure"}]
+    cookie = one({"httpCookie": {"name": "s", "ttl": "10s", "attributes": attrs}}).cookie  # type: ignore[attr-defined]
+    assert [(a.name, a.value) for a in cookie.attributes] == [
+        ("SameSite", "Strict"),
+        ("Secure", ""),
+    ]
     assert one({"useSourceIp": True}).connection_properties.source_ip  # type: ignore[attr-defined]
     assert one({"httpQueryParameterName": "u"}).query_parameter.name == "u"  # type: ignore[attr-defined]
     assert route_hash_policies(policy({"loadBalancer": {"simple": "RANDOM"}})) == []

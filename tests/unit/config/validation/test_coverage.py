@@ -128,6 +128,31 @@ NEWLY_WARNED = [
         ("DestinationRule", "HTTPSettings.http2KeepAlive"),
     ),
     (
+        body(
+            "Gateway",
+            {
+                "selector": {"istio": "ingressgateway"},
+                "servers": [
+                    {
+                        "port": {"number": 80, "name": "http", "protocol": "HTTP"},
+                        "name": "main",
+                        "hosts": ["*"],
+                    }
+                ],
+            },
+        ),
+        "spec.servers[0].name",
+        ("Gateway", "Server.name"),
+    ),
+    (
+        body(
+            "RequestAuthentication",
+            {"jwtRules": [{"issuer": "https://idp.example", "timeout": "5s"}]},
+        ),
+        "spec.jwtRules[0].timeout",
+        ("RequestAuthentication", "JWTRule.timeout"),
+    ),
+    (
         body("Telemetry", {"metrics": [{"reportingInterval": "30s"}]}),
         "spec.metrics[0].reportingInterval",
         ("Telemetry", "Metrics.reportingInterval"),
