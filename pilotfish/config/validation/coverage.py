@@ -60,6 +60,8 @@ COVERED_KINDS = (
 )
 
 # Notes too long for one table line.
+_SOME_APPLY_TO_REFUSED = Decision("enforced", "EXTENSION_CONFIG and BOOTSTRAP are refused")
+_GATEWAY_ONLY_WARNED = Decision("enforced", "warned when bound to gateways only")
 _N1 = W("IGNORE is warned: unmatched preflights are forwarded (FORWARD, the default, is enforced)")
 _N2 = W("not supported yet: SANs come from the endpoints' service accounts or a DestinationRule")
 _N3 = W("values other than DEFAULT/IPTABLES: inbound traffic is captured")
@@ -151,19 +153,19 @@ FIELDS: dict[str, dict[str, Decision]] = {
         "Headers.request": E,
         "Headers.response": E,
         "TLSMatchAttributes.sniHosts": E,
-        "TLSMatchAttributes.destinationSubnets": E,
+        "TLSMatchAttributes.destinationSubnets": _GATEWAY_ONLY_WARNED,
         "TLSMatchAttributes.port": E,
-        "TLSMatchAttributes.sourceLabels": E,
+        "TLSMatchAttributes.sourceLabels": _GATEWAY_ONLY_WARNED,
         "TLSMatchAttributes.gateways": E,
-        "TLSMatchAttributes.sourceNamespace": E,
+        "TLSMatchAttributes.sourceNamespace": _GATEWAY_ONLY_WARNED,
         "RouteDestination.destination": E,
         "RouteDestination.weight": E,
-        "L4MatchAttributes.destinationSubnets": E,
+        "L4MatchAttributes.destinationSubnets": _GATEWAY_ONLY_WARNED,
         "L4MatchAttributes.port": E,
         "L4MatchAttributes.sourceSubnet": W("tcp matches: not applied"),
-        "L4MatchAttributes.sourceLabels": E,
+        "L4MatchAttributes.sourceLabels": _GATEWAY_ONLY_WARNED,
         "L4MatchAttributes.gateways": E,
-        "L4MatchAttributes.sourceNamespace": E,
+        "L4MatchAttributes.sourceNamespace": _GATEWAY_ONLY_WARNED,
         "StringMatch.exact": E,
         "StringMatch.prefix": E,
         "StringMatch.regex": E,
@@ -288,7 +290,7 @@ FIELDS: dict[str, dict[str, Decision]] = {
         "Server.defaultEndpoint": W("accepted but not applied yet"),
         "Server.name": W("stats and listeners are not named after it"),
         "Port.number": E,
-        "Port.protocol": E,
+        "Port.protocol": Decision("enforced", "HTTP_PROXY is warned: it gets no listener"),
         "Port.name": E,
         "Port.targetPort": R("targetPort has no impact on Gateways (as Istio)"),
         "ServerTLSSettings.httpsRedirect": E,
@@ -372,7 +374,7 @@ FIELDS: dict[str, dict[str, Decision]] = {
         "EnvoyFilterSpec.configPatches": E,
         "EnvoyFilterSpec.priority": E,
         "NetworkingWorkloadSelector.labels": E,
-        "EnvoyConfigObjectPatch.applyTo": E,
+        "EnvoyConfigObjectPatch.applyTo": _SOME_APPLY_TO_REFUSED,
         "EnvoyConfigObjectPatch.match": E,
         "EnvoyConfigObjectPatch.patch": E,
         "EnvoyConfigObjectMatch.context": E,
@@ -426,7 +428,7 @@ FIELDS: dict[str, dict[str, Decision]] = {
         "AuthorizationPolicySpec.targetRef": _N6,
         "AuthorizationPolicySpec.targetRefs": _N6,
         "AuthorizationPolicySpec.rules": E,
-        "AuthorizationPolicySpec.action": E,
+        "AuthorizationPolicySpec.action": Decision("enforced", "CUSTOM refused: not supported yet"),
         "AuthorizationPolicySpec.provider": R("only with action CUSTOM: not supported yet"),
         "WorkloadSelector.matchLabels": E,
         "Rule.from": E,
