@@ -278,3 +278,101 @@ def test_merge_and_replace_list_is_accepted() -> None:
         },
     )
     validate(b)
+
+
+def _refused(b: dict[str, Any]) -> list[str]:
+    from pilotfish.errors import ValidationError
+
+    try:
+        validate(b)
+    except ValidationError as e:
+        return [x.path for x in e.errors]
+    return []
+
+
+_GW_SERVER = {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}
+_EF_PATCH = {"applyTo": "HTTP_FILTER", "patch": {"operation": "REMOVE"}}
+
+# Refused entries of the table, each with a body that sets the field: should one of them
+# become supported, this fails until its entry in coverage.py says what happens now.
+LISTED_REFUSALS = [
+    (
+        body(
+            "AuthorizationPolicy",
+            {"action": "CUSTOM", "provider": {"name": "ext"}, "rules": [{}]},
+        ),
+        "spec.action",
+        ("AuthorizationPolicy", "AuthorizationPolicySpec.provider"),
+    ),
+    (
+        body(
+            "Gateway",
+            {"servers": [{**_GW_SERVER, "port": {**_GW_SERVER["port"], "targetPort": 8080}}]},
+        ),
+        "spec.servers[0].port.targetPort",
+        ("Gateway", "Port.targetPort"),
+    ),
+    (
+        body(
+            "VirtualService",
+            {**_VS, "http": [{"fault": {"delay": {"exponentialDelay": "1s"}}, "route": _ROUTE}]},
+        ),
+        "spec.http[0].fault.delay.exponentialDelay",
+        ("VirtualService", "FaultDelay.exponentialDelay"),
+    ),
+    (
+        body(
+            "Sidecar",
+            {
+                "ingress": [
+                    {
+                        "port": {"number": 9080, "name": "http", "protocol": "HTTP"},
+                        "defaultEndpoint": "127.0.0.1:8080",
+                        "tls": {
+                            "mode": "SIMPLE",
+                            "serverCertificate": "/c.pem",
+                            "privateKey": "/k.pem",
+                        },
+                    }
+                ]
+            },
+        ),
+        "spec.ingress[0].tls",
+        ("Sidecar", "IstioIngressListener.tls"),
+    ),
+    (
+        body(
+            "EnvoyFilter",
+            {"targetRefs": [{"kind": "Gateway", "name": "g"}], "configPatches": [_EF_PATCH]},
+        ),
+        "spec.targetRefs",
+        ("EnvoyFilter", "EnvoyFilterSpec.targetRefs"),
+    ),
+    (
+        body(
+            "EnvoyFilter",
+            {
+                "configPatches": [
+                    {
+                        "applyTo": "HTTP_ROUTE",
+                        "match": {"routeConfiguration": {"gateway": "default/gw"}},
+                        "patch": {"operation": "MERGE", "value": {}},
+                    }
+                ]
+            },
+        ),
+        "spec.configPatches[0].match.routeConfiguration.gateway",
+        ("EnvoyFilter", "RouteConfigurationMatch.gateway"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("b", "path", "entry"), LISTED_REFUSALS, ids=[p for _, p, _ in LISTED_REFUSALS]
+)
+def test_listed_refusals_are_refused_at_apply(
+    b: dict[str, Any], path: str, entry: tuple[str, str]
+) -> None:
+    kind, key = entry
+    assert coverage.FIELDS[kind][key].status == "refused"
+    assert path in _refused(b), f"{kind} {key} is no longer refused: update coverage.py"
