@@ -83,7 +83,22 @@ def render_bootstrap(settings: AgentSettings, sds_socket: Path | None = None) ->
                 "api_type": api_type,
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": True,
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "grpc_services": [
+                    {
+                        "envoy_grpc": {
+                            "cluster_name": XDS_CLUSTER,
+                            # Envoy's default (0.5 s doubling to 30 s) can leave a proxy
+                            # waiting seconds after a restarted control plane answers again;
+                            # jittered retries at most 1 s apart resync within about 1 s.
+                            "retry_policy": {
+                                "retry_back_off": {
+                                    "base_interval": "0.25s",
+                                    "max_interval": "1s",
+                                }
+                            },
+                        }
+                    }
+                ],
             },
             "cds_config": dict(ads_source),
             "lds_config": dict(ads_source),

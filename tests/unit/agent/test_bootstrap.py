@@ -104,7 +104,11 @@ def test_ads_config(api: str, api_type: str) -> None:
     assert ads["api_type"] == api_type
     assert ads["transport_api_version"] == "V3"
     assert ads["set_node_on_first_message_only"] is True
-    assert ads["grpc_services"] == [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}]
+    (service,) = ads["grpc_services"]
+    assert service["envoy_grpc"]["cluster_name"] == XDS_CLUSTER
+    # A restarted control plane is found again within about a second.
+    backoff = service["envoy_grpc"]["retry_policy"]["retry_back_off"]
+    assert backoff == {"base_interval": "0.25s", "max_interval": "1s"}
     for key in ("cds_config", "lds_config"):
         source = boot["dynamic_resources"][key]
         assert source == {

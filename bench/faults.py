@@ -1,0 +1,214 @@
+"""Faults on the local mesh, timed: the control plane `kill -9`-ed, and a rolling restart.
+
+Run as root from the repository root::
+
+    .venv/bin/python bench/faults.py [--rounds 3]
+
+It brings up a private mesh (own prefix, /24 and ports) with a 3-replica podinfo Deployment
+behind the ingress gateway and a client sending requests through the gateway in a loop
+(every 20 ms), then, each round:
+
+- R2: `kill -9` of the control plane. Measured: from the kill to the new control plane's
+  `/healthz` (the pod runtime starts it again by itself), and to every proxy (3 sidecars and
+  the gateway) connected again and synced at the store's revision; the resync is the second
+  minus the first (target: <= 2 s). Requests answered and failed meanwhile are counted.
+- R4: `pilotfish rollout restart deployment/podinfo`, timed until `rollout status` reports
+  it done, with the requests answered and failed meanwhile.
+
+The tests (tests/e2e/test_faults.py) assert zero failed requests; this prints the times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pod_startup import REPO, Api, free_port, private_mesh, ready
+
+from pilotfish.platform.local.meshfile import load_mesh
+from pilotfish.platform.local.runtime_mesh import mesh_down, mesh_up
+
+NS = "faults"
+HOST = "faults.example.com"
+
+
+def manifests() -> list[dict[str, Any]]:
+    container = {
+        "name": "podinfod",
+        "command": ["python3", "samples/flagger/podinfo.py"],
+        "ports": [{"name": "http", "containerPort": 9898}],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": 9898}},
+    }
+    route = {"destination": {"host": "podinfo", "port": {"number": 9898}}}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace",
+         "metadata": {"name": NS, "labels": {"istio-injection": "enabled"}}},
+        {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+         "metadata": {"name": "faults-gateway", "namespace": "istio-system"},
+         "spec": {"selector": {"istio": "ingressgateway"},
+                  "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"},
+                               "hosts": [HOST]}]}},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": "podinfo", "namespace": NS},
+         "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "podinfo"}},
+                  "template": {"metadata": {"labels": {"app": "podinfo"}},
+                               "spec": {"containers": [container]}}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "podinfo", "namespace": NS},
+         "spec": {"selector": {"app": "podinfo"},
+                  "ports": [{"name": "http", "port": 9898, "targetPort": 9898}]}},
+        {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+         "metadata": {"name": "podinfo", "namespace": NS},
+         "spec": {"hosts": [HOST], "gateways": ["istio-system/faults-gateway"],
+                  "http": [{"route": [route]}]}},
+    ]  # fmt: skip
+
+
+class Load:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.seen: Counter[int] = Counter()
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=10) as http:
+            while not self.stop.is_set():
+                try:
+                    r = http.get(self.url, headers={"Host": HOST})
+                    self.seen[r.status_code] += 1
+                    if r.status_code != 200:
+                        self.errors.append(f"{time.strftime('%H:%M:%S')} {r.status_code} {r.text}")
+                except httpx.HTTPError as exc:
+                    self.seen[0] += 1
+                    self.errors.append(f"{time.strftime('%H:%M:%S')} {exc!r}")
+                time.sleep(0.02)
+
+    def counts(self) -> tuple[int, int]:
+        total = sum(self.seen.values())
+        return total, total - self.seen[200]
+
+
+def wait(check: Any, what: str, timeout: float = 90, step: float = 0.01) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return time.monotonic()
+        time.sleep(step)
+    raise SystemExit(f"not within {timeout}s: {what}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", choices=["r2", "r4"], help="Run one of the two faults.")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("this benchmark starts pods: run it as root", file=sys.stderr)
+        return 1
+    root = Path(tempfile.mkdtemp(prefix="pilotfish-bench-"))
+    s = dataclasses.replace(private_mesh(root), dashboard_port=free_port())
+    r2: list[tuple[float, float, int, int]] = []
+    r4: list[tuple[float, int, int]] = []
+    env = {**os.environ, "PILOTFISH_CONFIG": str(root / "config")}
+    pf = [sys.executable, "-P", "-m", "pilotfish.cli.main"]
+    try:
+        mesh_up(s)
+        token = (s.data_dir / "admin-token").read_text().strip()
+        api = Api(s.api_url, token)
+        api.apply(manifests())
+        wait(lambda: len(p := api.pods(NS)) == 3 and all(ready(x) for x in p), "3 pods", step=0.2)
+        load = Load(f"{s.gateway_url}/")
+        wait(lambda: load.seen[200] >= 5, "answers through the gateway")
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{s.api_url}/healthz", timeout=0.5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        def resynced() -> bool:
+            try:
+                h = {"Authorization": f"Bearer {token}"}
+                rev = int(httpx.get(f"{s.api_url}/version", timeout=1).json()["revision"])
+                items = httpx.get(f"{s.api_url}/apis/pilotfish.io/v1/proxystatus", headers=h,
+                                  timeout=1).json()["items"]  # fmt: skip
+            except (httpx.HTTPError, ValueError, KeyError):
+                return False
+            return len(items) == 4 and all(
+                p.get("synced") and int(p.get("config_revision") or 0) >= rev for p in items
+            )
+
+        for _ in range(args.rounds):
+            wait(resynced, "every proxy synced before the round", step=0.1)
+            if args.only != "r4":
+                pid = int((load_mesh(s.state_dir) or {})["server"]["pid"])
+                before = load.counts()
+                t0 = time.monotonic()
+                os.kill(pid, signal.SIGKILL)
+                wait(lambda: not healthy(), "the control plane gone", step=0.005)
+                t_up = wait(healthy, "the control plane restarted") - t0
+                t_sync = wait(resynced, "every proxy resynced") - t0
+                after = load.counts()
+                r2.append((t_up, t_sync, after[0] - before[0], after[1] - before[1]))
+            if args.only != "r2":
+                wait(resynced, "every proxy synced before the rollout", step=0.1)
+                before = load.counts()
+                t0 = time.monotonic()
+                for verb in ("restart", "status"):
+                    subprocess.run([*pf, "rollout", verb, "deployment/podinfo", "-n", NS],
+                                   env=env, check=True, capture_output=True, cwd=REPO)  # fmt: skip
+                t_roll = time.monotonic() - t0
+                after = load.counts()
+                r4.append((t_roll, after[0] - before[0], after[1] - before[1]))
+        load.stop.set()
+        for line in load.errors[:10]:
+            print("failed:", line[:300])
+    finally:
+        mesh_down(s)
+    print_figures(r2, r4)
+    return 0
+
+
+def print_figures(
+    r2: list[tuple[float, float, int, int]], r4: list[tuple[float, int, int]]
+) -> None:
+    def ms(v: float) -> str:
+        return f"{v * 1000:.0f} ms"
+
+    med = statistics.median
+    print("Faults on the local mesh (2-core shared machine; times are indicative)")
+    if r2:
+        print(f"R2 kill -9 -> control plane restarted      median {ms(med(x[0] for x in r2))}  "
+              f"({', '.join(ms(x[0]) for x in r2)})")  # fmt: skip
+        print(f"R2 kill -9 -> every proxy resynced         median {ms(med(x[1] for x in r2))}  "
+              f"({', '.join(ms(x[1]) for x in r2)})")  # fmt: skip
+        resync = [x[1] - x[0] for x in r2]
+        print(f"R2 restarted -> resynced (target <= 2 s)   median "
+              f"{ms(med(resync))}, max {ms(max(resync))}")  # fmt: skip
+        print(f"R2 requests during the outage: {sum(x[2] for x in r2)}, failed "
+              f"{sum(x[3] for x in r2)}")  # fmt: skip
+    if r4:
+        print(f"R4 rollout restart of 3 replicas           median {ms(med(x[0] for x in r4))}  "
+              f"({', '.join(ms(x[0]) for x in r4)})")  # fmt: skip
+        print(f"R4 requests during the rollouts: {sum(x[1] for x in r4)}, failed "
+              f"{sum(x[2] for x in r4)}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
