@@ -20,7 +20,10 @@ from pilotfish.api.meta import Model, Resource
 __all__ = [
     "BUILTIN_PROVIDERS",
     "DEFAULT_ACCESS_LOG_FORMAT",
+    "PROVIDER_KINDS",
     "VALUES_MESH_KEYS",
+    "EnvoyExternalAuthorizationGrpcProvider",
+    "EnvoyExternalAuthorizationHttpProvider",
     "ExtensionProvider",
     "IstioOperator",
     "MeshConfig",
@@ -83,6 +86,57 @@ class PrometheusMetricsProvider(Model):
     pass
 
 
+class BufferSettings(Model):
+    """``includeRequestBodyInCheck`` of an external authorizer (Envoy's ``BufferSettings``)."""
+
+    maxRequestBytes: int | None = None
+    allowPartialMessage: bool | None = None
+    packAsBytes: bool | None = None
+
+
+class EnvoyExternalAuthorizationHttpProvider(Model):
+    """``envoyExtAuthzHttp``: Envoy's ext_authz filter calling an HTTP authorizer."""
+
+    service: str = ""
+    port: int = 0
+    timeout: str | None = None
+    pathPrefix: str | None = None
+    failOpen: bool | None = None
+    clearRouteCache: bool | None = None
+    statusOnError: str | None = None
+    includeRequestHeadersInCheck: list[str] = Field(default_factory=list)
+    includeHeadersInCheck: list[str] = Field(default_factory=list)
+    includeAdditionalHeadersInCheck: dict[str, str] = Field(default_factory=dict)
+    includeRequestBodyInCheck: BufferSettings | None = None
+    headersToUpstreamOnAllow: list[str] = Field(default_factory=list)
+    headersToDownstreamOnDeny: list[str] = Field(default_factory=list)
+    headersToDownstreamOnAllow: list[str] = Field(default_factory=list)
+
+
+class EnvoyExternalAuthorizationGrpcProvider(Model):
+    """``envoyExtAuthzGrpc``: Envoy's ext_authz filter calling a gRPC authorizer."""
+
+    service: str = ""
+    port: int = 0
+    timeout: str | None = None
+    failOpen: bool | None = None
+    clearRouteCache: bool | None = None
+    statusOnError: str | None = None
+    includeRequestBodyInCheck: BufferSettings | None = None
+
+
+#: Provider kinds, in the order Istio's MeshConfig lists them.
+PROVIDER_KINDS = (
+    "envoyFileAccessLog",
+    "envoyOtelAls",
+    "opentelemetry",
+    "zipkin",
+    "prometheus",
+    "envoyExtAuthzHttp",
+    "envoyExtAuthzGrpc",
+)
+
+
 class ExtensionProvider(Model):
     name: str = ""
     envoyFileAccessLog: EnvoyFileAccessLogProvider | None = None
@@ -90,14 +144,12 @@ class ExtensionProvider(Model):
     opentelemetry: OpenTelemetryTracingProvider | None = None
     zipkin: ZipkinTracingProvider | None = None
     prometheus: PrometheusMetricsProvider | None = None
+    envoyExtAuthzHttp: EnvoyExternalAuthorizationHttpProvider | None = None
+    envoyExtAuthzGrpc: EnvoyExternalAuthorizationGrpcProvider | None = None
 
     @property
     def kinds(self) -> list[str]:
-        return [
-            k
-            for k in ("envoyFileAccessLog", "envoyOtelAls", "opentelemetry", "zipkin", "prometheus")
-            if getattr(self, k) is not None
-        ]
+        return [k for k in PROVIDER_KINDS if getattr(self, k) is not None]
 
 
 class DefaultProviders(Model):

@@ -433,10 +433,14 @@ def _custom_deny_all(policies: Sequence[AuthorizationPolicy]) -> rbac_pb2.RBAC |
     return rbac
 
 
-def all_rules(policies: Sequence[AuthorizationPolicy], ctx: Context) -> list[Rules]:
-    """In evaluation order: CUSTOM (deny-all), AUDIT, DENY, ALLOW; only those that do something."""
+def all_rules(
+    policies: Sequence[AuthorizationPolicy], ctx: Context, custom_handled: bool = False
+) -> list[Rules]:
+    """In evaluation order: CUSTOM (deny-all, unless ``custom_handled``: an external
+    authorizer checks them, see ``extauthz``), AUDIT, DENY, ALLOW; only those that do
+    something."""
     out = []
-    custom = _custom_deny_all(policies)
+    custom = None if custom_handled else _custom_deny_all(policies)
     if custom is not None:
         out.append(Rules("CUSTOM", custom, None))
     for action in ("AUDIT", "DENY", "ALLOW"):
@@ -458,14 +462,15 @@ def _cache_key(proxy: Proxy, port: int | None, tcp: bool) -> Hashable:
 
 
 def http_rbac_filters(
-    push: PushContext, proxy: Proxy, port: int | None
+    push: PushContext, proxy: Proxy, port: int | None, custom_handled: bool = False
 ) -> list[hcm_pb2.HttpFilter]:
-    """RBAC HTTP filters for ``proxy`` serving workload port ``port``, in evaluation order."""
+    """RBAC HTTP filters for ``proxy`` serving workload port ``port``, in evaluation order.
+    ``custom_handled``: the CUSTOM policies have their ext_authz filter (no deny-all)."""
 
     def compute() -> list[hcm_pb2.HttpFilter]:
         policies = applicable(push, proxy, push.authorization_policies)
         out = []
-        for r in all_rules(policies, Context(False, port)):
+        for r in all_rules(policies, Context(False, port), custom_handled):
             cfg = http_rbac_pb2.RBAC()
             if r.rules is not None:
                 cfg.rules.CopyFrom(r.rules)
@@ -475,7 +480,7 @@ def http_rbac_filters(
             out.append(hcm_pb2.HttpFilter(name=RBAC_HTTP_FILTER, typed_config=pack(cfg)))
         return out
 
-    return push.memo(_cache_key(proxy, port, False), compute)
+    return push.memo((_cache_key(proxy, port, False), custom_handled), compute)
 
 
 def network_rbac_filters(push: PushContext, proxy: Proxy, port: int | None) -> list[lc.Filter]:

@@ -42,6 +42,7 @@ from pilotfish.model.push_context import PushContext
 from pilotfish.translate.authn import jwt_authn_filters
 from pilotfish.translate.authz import http_rbac_filters, network_rbac_filters
 from pilotfish.translate.common import duration, given, pack, proto_duration
+from pilotfish.translate.extauthz import ext_authz_filters
 from pilotfish.translate.telemetry import (
     HEADER_TO_METADATA,
     HcmTelemetry,
@@ -203,9 +204,15 @@ def inbound_http_filters(
     push: PushContext, proxy: Proxy, port: int | None
 ) -> list[hcm_pb2.HttpFilter]:
     """The security HTTP filters of an inbound (or gateway) HCM serving ``port``, in Istio's
-    order: ``jwt_authn`` (RequestAuthentication), then RBAC for AUDIT, DENY and ALLOW
-    policies (AuthorizationPolicy). Empty when no policy applies to ``proxy``."""
-    return [*jwt_authn_filters(push, proxy), *http_rbac_filters(push, proxy, port)]
+    order: ``jwt_authn`` (RequestAuthentication), then the CUSTOM policies' shadow RBAC and
+    ext_authz (``extauthz``), then RBAC for AUDIT, DENY and ALLOW policies
+    (AuthorizationPolicy). Empty when no policy applies to ``proxy``."""
+    custom = ext_authz_filters(push, proxy, port)
+    return [
+        *jwt_authn_filters(push, proxy),
+        *(custom or []),
+        *http_rbac_filters(push, proxy, port, custom_handled=bool(custom)),
+    ]
 
 
 def inbound_network_filters(push: PushContext, proxy: Proxy, port: int | None) -> list[lc.Filter]:

@@ -16,14 +16,16 @@ import pydantic
 from pilotfish.api.destinationrule import OutlierDetection
 from pilotfish.api.meshconfig import (
     BUILTIN_PROVIDERS,
+    PROVIDER_KINDS,
     VALUES_MESH_KEYS,
+    ExtensionProvider,
     IstioOperator,
     MeshConfig,
     mesh_config_of_values,
 )
 from pilotfish.api.profiles import PROFILES, VALUES_COMPONENT_KEYS
 from pilotfish.api.telemetry import ProviderRef, Telemetry
-from pilotfish.config.validation.common import Errors
+from pilotfish.config.validation.common import Errors, duration_error
 from pilotfish.config.validation.destinationrule import locality_lb
 from pilotfish.errors import FieldError
 
@@ -138,9 +140,10 @@ def validate_mesh_config(mesh: MeshConfig, errs: Errors, path: str) -> None:
             errs.add(f"{ppath}.name", f'duplicate extension provider name "{p.name}"')
         names.add(p.name)
         if len(p.kinds) != 1:
-            errs.add(ppath, "exactly one provider type must be set (envoyFileAccessLog, "
-                     "envoyOtelAls, opentelemetry, zipkin, prometheus)")  # fmt: skip
-        for kind in ("zipkin", "opentelemetry", "envoyOtelAls"):
+            errs.add(ppath, f"exactly one provider type must be set ({', '.join(PROVIDER_KINDS)})")
+        _ext_authz(errs, ppath, p)
+        for kind in ("zipkin", "opentelemetry", "envoyOtelAls", "envoyExtAuthzHttp",
+                     "envoyExtAuthzGrpc"):  # fmt: skip
             sub = getattr(p, kind)
             if sub is not None and (not sub.service or not 0 < sub.port < 65536):
                 errs.add(f"{ppath}.{kind}", "service and port (1-65535) are required")
@@ -156,6 +159,34 @@ def validate_mesh_config(mesh: MeshConfig, errs: Errors, path: str) -> None:
             problem = _provider_problem(mesh, name, section)
             if problem:
                 errs.add(f"{path}.defaultProviders.{section}[{j}]", problem)
+
+
+def _ext_authz(errs: Errors, path: str, p: ExtensionProvider) -> None:
+    """Istio's ValidateExtensionProviderEnvoyExtAuthz{Http,Grpc}, and what is not applied."""
+    for kind in ("envoyExtAuthzHttp", "envoyExtAuthzGrpc"):
+        sub = getattr(p, kind)
+        if sub is None:
+            continue
+        kpath = f"{path}.{kind}"
+        if sub.statusOnError is not None:
+            code = sub.statusOnError
+            if not code.isdigit() or not 100 <= int(code) <= 599:
+                errs.add(f"{kpath}.statusOnError", f"invalid statusOnError value {code}")
+        if sub.timeout is not None:
+            errs.add(f"{kpath}.timeout", duration_error(sub.timeout))
+        if sub.clearRouteCache:
+            errs.warn(
+                f"{kpath}.clearRouteCache",
+                "not applied: the route is not chosen again after the check",
+            )
+        if kind == "envoyExtAuthzHttp":
+            if sub.pathPrefix and not sub.pathPrefix.startswith("/"):
+                errs.add(f"{kpath}.pathPrefix", "pathPrefix should begin with `/`")
+            if sub.includeHeadersInCheck:
+                errs.warn(
+                    f"{kpath}.includeHeadersInCheck",
+                    "deprecated: use includeRequestHeadersInCheck (applied the same way)",
+                )
 
 
 def _provider_problem(mesh: MeshConfig, name: str, section: str) -> str | None:

@@ -262,11 +262,12 @@ def validate_authorization_policy(ap: AuthorizationPolicy, errs: Errors, namespa
         )
     action = spec.action or "ALLOW"
     if action == "CUSTOM":
-        errs.add(
-            "spec.action",
-            "CUSTOM is not supported yet: Pilotfish has no external authorization providers; "
-            "use ALLOW, DENY or AUDIT",
-        )
+        annotations = ap.metadata.annotations or {}
+        if str(annotations.get("istio.io/dry-run", "")).lower() == "true":
+            errs.warn(
+                "metadata.annotations[istio.io/dry-run]",
+                "not applied to CUSTOM policies yet: the policy is enforced",
+            )
         if not spec.rules:
             errs.add(
                 "spec.rules",

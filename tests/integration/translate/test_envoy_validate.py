@@ -20,12 +20,27 @@ from tests.unit.translate.fixtures import (
     router_node,
     sidecar_node,
 )
+from tests.unit.translate.test_extauthz import GRPC as EXT_AUTHZ_GRPC
+from tests.unit.translate.test_extauthz import HTTP as EXT_AUTHZ_HTTP
+from tests.unit.translate.test_extauthz import POLICIES as EXT_AUTHZ_POLICIES
+from tests.unit.translate.test_extauthz import SERVICES
+from tests.unit.translate.test_extauthz import mesh as ext_authz_mesh
 
 pytestmark = pytest.mark.integration
 
 REVIEWS_V2 = sidecar_node(app="reviews", ip="10.1.0.13", labels={"app": "reviews", "version": "v2"})
 
+EXT_AUTHZ = [
+    SERVICES[1],
+    *[
+        {**p, "spec": {**p["spec"], "selector": {"matchLabels": {"app": "reviews"}}}}
+        for p in EXT_AUTHZ_POLICIES
+    ],
+]
+
 CASES: dict[str, tuple[list[dict], NodeInfo]] = {
+    "ext-authz-http": (ext_authz_mesh(EXT_AUTHZ_HTTP) + EXT_AUTHZ, REVIEWS_V2),
+    "ext-authz-grpc": (ext_authz_mesh(EXT_AUTHZ_GRPC) + EXT_AUTHZ, REVIEWS_V2),
     "bookinfo-productpage": ([], sidecar_node()),
     "bookinfo-reviews": ([], REVIEWS_V2),
     "bookinfo-gateway": ([], router_node()),

@@ -58,17 +58,18 @@ def test_unknown_action_and_custom_provider() -> None:
         "spec.provider",
         "`provider` must not be with non CUSTOM action",
     )
-    # A well-formed CUSTOM policy is still refused, clearly: no external providers yet.
-    has(
+    # A well-formed CUSTOM policy is accepted (the provider is the mesh config's).
+    ok(
         ap(
             action="CUSTOM",
             provider={"name": "ext-authz"},
             rules=[{"to": [{"operation": {"paths": ["/admin/*"]}}]}],
-        ),
-        "spec.action",
-        "CUSTOM is not supported yet",
+        )
     )
     ok(ap(action="AUDIT", rules=[{}]))
+    dry = ap(action="CUSTOM", provider={"name": "ext-authz"}, rules=[{}])
+    dry["metadata"]["annotations"] = {"istio.io/dry-run": "true"}
+    assert [w.path for w in ok(dry).warnings] == ["metadata.annotations[istio.io/dry-run]"]
 
 
 @pytest.mark.parametrize(

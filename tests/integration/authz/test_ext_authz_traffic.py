@@ -1,0 +1,143 @@
+"""AuthorizationPolicy ``action: CUSTOM`` on real traffic, as Istio's "External
+Authorization" task: the mesh config declares an ``envoyExtAuthzHttp`` provider (a small
+authorizer app in the mesh that allows requests carrying ``x-ext-authz: allow``), a CUSTOM
+policy on ``backend`` sends the requests its rules select to it; CUSTOM is evaluated before
+DENY and ALLOW; ``failOpen`` and ``statusOnError`` decide what happens when the authorizer
+cannot be reached."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.authz.conftest import AuthzMesh, Policies, settled
+from tests.integration.harness import eventually
+
+pytestmark = pytest.mark.integration
+
+PROVIDER_APP = str(Path(__file__).parent.parent / "ext_authz_provider.py")
+
+SERVICE = """
+apiVersion: v1
+kind: Service
+metadata: {name: ext-authz, namespace: default}
+spec:
+  selector: {app: ext-authz}
+  ports: [{name: http, port: 8000}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: nowhere, namespace: default}
+spec:
+  selector: {app: nowhere}
+  ports: [{name: http, port: 8000}]
+"""
+
+
+def mesh_config(service: str = "ext-authz.default.svc.cluster.local", extra: str = "") -> str:
+    return f"""
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {{name: ext-authz, namespace: istio-system}}
+spec:
+  meshConfig:
+    extensionProviders:
+    - name: sample-ext-authz-http
+      envoyExtAuthzHttp:
+        service: {service}
+        port: 8000
+        includeRequestHeadersInCheck: [x-ext-authz]
+        headersToUpstreamOnAllow: [x-ext-authz-check-result]
+        headersToDownstreamOnDeny: [x-ext-authz-check-result]{extra}
+"""
+
+
+CUSTOM = """
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext-authz, namespace: default}
+spec:
+  selector:
+    matchLabels: {app: backend}
+  action: CUSTOM
+  provider: {name: sample-ext-authz-http}
+  rules:
+  - to: [{operation: {paths: ["/headers", "/protected/*"]}}]
+"""
+
+DENY_BLOCKED = """
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-blocked, namespace: default}
+spec:
+  selector:
+    matchLabels: {app: backend}
+  action: DENY
+  rules:
+  - when: [{key: "request.headers[x-block]", values: ["yes"]}]
+"""
+
+
+def test_custom_action_calls_the_external_authorizer(
+    authz_mesh: AuthzMesh, policies: Policies
+) -> None:
+    mesh = authz_mesh.mesh
+    policies.apply(SERVICE)
+    provider = mesh.add(
+        "ext-authz",
+        {"app": "ext-authz"},
+        app_port=8000,
+        app_command=(sys.executable, PROVIDER_APP, "--host", "{ip}", "--port", "{port}"),
+    )
+    try:
+        _check(authz_mesh, policies)
+    finally:
+        provider.stop()
+
+
+def _check(authz_mesh: AuthzMesh, policies: Policies) -> None:
+    policies.apply(mesh_config())
+    policies.apply(CUSTOM + "---" + DENY_BLOCKED)
+    allow = {"x-ext-authz": "allow"}
+
+    settled(
+        lambda: [
+            authz_mesh.get("/headers")[0],
+            authz_mesh.get("/headers", **allow)[0],
+            authz_mesh.get("/public")[0],
+        ],
+        [403, 200, 200],
+        "the CUSTOM policy in force",
+    )
+    # Denied by the authorizer: its status, its body, the header it lets through to the client.
+    denied = authz_mesh.client.request(authz_mesh.host, "/protected/x")
+    assert denied.status_code == 403
+    assert denied.text.startswith("denied by ext_authz")
+    assert denied.headers["x-ext-authz-check-result"] == "denied"
+    # Allowed: the app sees the request, with the header the authorizer added upstream.
+    ok = authz_mesh.client.request(authz_mesh.host, "/protected/x", headers=allow)
+    assert ok.status_code == 200
+    assert ok.json()["headers"]["x-ext-authz-check-result"] == "allowed"
+    # Paths the rules do not select are never checked.
+    assert authz_mesh.get("/public")[0] == 200
+
+    # CUSTOM before DENY: allowed by the authorizer, still denied by the DENY policy (RBAC);
+    # denied by the authorizer: its answer, the DENY policy is not reached.
+    assert authz_mesh.get("/headers", **allow, **{"x-block": "yes"}) == (403, "RBAC: access denied")
+    status, body = authz_mesh.get("/headers", **{"x-block": "yes"})
+    assert (status, body.startswith("denied by ext_authz")) == (403, True)
+
+    # The authorizer unreachable (a service without endpoints): statusOnError, then failOpen.
+    policies.apply(
+        mesh_config("nowhere.default.svc.cluster.local", "\n        statusOnError: '503'")
+    )
+    eventually(lambda: authz_mesh.get("/headers", **allow)[0] == 503, 30, "statusOnError")
+    assert authz_mesh.get("/public")[0] == 200
+    policies.apply(mesh_config("nowhere.default.svc.cluster.local", "\n        failOpen: true"))
+    eventually(lambda: authz_mesh.get("/headers")[0] == 200, 30, "failOpen")
+
+    # A provider the mesh config does not define: the CUSTOM policy fails closed.
+    policies.apply(CUSTOM.replace("sample-ext-authz-http", "undefined") + "---" + DENY_BLOCKED)
+    eventually(lambda: authz_mesh.get("/public")[0] == 403, 30, "fail closed")
