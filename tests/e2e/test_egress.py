@@ -428,3 +428,102 @@ def test_egress_gateway_task_routes_mesh_traffic_through_the_gateway(
         > 0
     )
     mesh.cli("delete", "-f", "-", input=EGRESS_GATEWAY_TASK)
+
+
+#: The task's variant with mutual TLS from the sidecar to the egress gateway (ISTIO_MUTUAL).
+EGRESS_GATEWAY_MTLS = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: istio-egressgateway
+spec:
+  selector:
+    istio: egressgateway
+  servers:
+  - port:
+      number: 443
+      name: https
+      protocol: HTTPS
+    hosts:
+    - edition.cnn.com
+    tls:
+      mode: ISTIO_MUTUAL
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: egressgateway-for-cnn
+spec:
+  host: istio-egressgateway.istio-system.svc.cluster.local
+  subsets:
+  - name: cnn
+    trafficPolicy:
+      loadBalancer:
+        simple: ROUND_ROBIN
+      portLevelSettings:
+      - port:
+          number: 443
+        tls:
+          mode: ISTIO_MUTUAL
+          sni: edition.cnn.com
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: direct-cnn-through-egress-gateway
+spec:
+  hosts:
+  - edition.cnn.com
+  gateways:
+  - istio-egressgateway
+  - mesh
+  http:
+  - match:
+    - gateways:
+      - mesh
+      port: 80
+    route:
+    - destination:
+        host: istio-egressgateway.istio-system.svc.cluster.local
+        subset: cnn
+        port:
+          number: 443
+      weight: 100
+  - match:
+    - gateways:
+      - istio-egressgateway
+      port: 443
+    route:
+    - destination:
+        host: edition.cnn.com
+        port:
+          number: 80
+      weight: 100
+"""
+
+
+def test_egress_gateway_with_mutual_tls_from_the_sidecar(
+    world: tuple[Mesh, External], tmp_path: Path
+) -> None:
+    """Runs after the HTTP variant (the gateway's pod has its name server by then)."""
+    mesh, _ = world
+    entry = EGRESS_GATEWAY_TASK.split("---")[0]
+    apply(mesh, tmp_path, REGISTRY_ONLY, entry, EGRESS_GATEWAY_MTLS)
+    (gw,) = mesh.wait_pods_ready("istio-system", 1)
+    pod = gw["metadata"]["name"]
+    # The gateway's 443 server terminates mesh mTLS: the sidecar's cluster to it carries TLS.
+    ssl = (
+        "cluster.outbound|443|cnn|istio-egressgateway.istio-system.svc.cluster.local.ssl.handshake"
+    )
+    stat = "cluster.outbound|80||edition.cnn.com.upstream_rq_200"
+    before = gateway_stat(mesh, pod, stat)
+
+    def through_gateway() -> bool | tuple[str, str]:
+        got = curl(mesh, "http://edition.cnn.com/politics")
+        return got == ("200", "external tls=False host=edition.cnn.com path=/politics") or got
+
+    settle(through_gateway, "edition.cnn.com through the egress gateway over mTLS")
+    assert gateway_stat(mesh, pod, stat) > before
+    assert proxy_stat(mesh, ssl) > 0
+    mesh.cli("delete", "-f", "-", input=EGRESS_GATEWAY_MTLS)
+    mesh.cli("delete", "-f", "-", input=entry)
