@@ -428,8 +428,11 @@ FIELDS: dict[str, dict[str, Decision]] = {
         "AuthorizationPolicySpec.targetRef": _N6,
         "AuthorizationPolicySpec.targetRefs": _N6,
         "AuthorizationPolicySpec.rules": E,
-        "AuthorizationPolicySpec.action": Decision("enforced", "CUSTOM refused: not supported yet"),
-        "AuthorizationPolicySpec.provider": R("only with action CUSTOM: not supported yet"),
+        "AuthorizationPolicySpec.action": Decision(
+            "enforced", "CUSTOM: the mesh config's ext_authz provider; HTTP ports only"
+        ),
+        "AuthorizationPolicySpec.provider": E,
+        "ExtensionProvider.name": E,
         "WorkloadSelector.matchLabels": E,
         "Rule.from": E,
         "Rule.to": E,

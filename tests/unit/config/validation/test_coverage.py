@@ -298,14 +298,6 @@ _EF_PATCH = {"applyTo": "HTTP_FILTER", "patch": {"operation": "REMOVE"}}
 LISTED_REFUSALS = [
     (
         body(
-            "AuthorizationPolicy",
-            {"action": "CUSTOM", "provider": {"name": "ext"}, "rules": [{}]},
-        ),
-        "spec.action",
-        ("AuthorizationPolicy", "AuthorizationPolicySpec.provider"),
-    ),
-    (
-        body(
             "Gateway",
             {"servers": [{**_GW_SERVER, "port": {**_GW_SERVER["port"], "targetPort": 8080}}]},
         ),
