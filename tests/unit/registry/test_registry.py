@@ -232,3 +232,25 @@ def test_unchanged_snapshots_report_no_change_and_vips_survive() -> None:
     three = reg.snapshot(objects[:1])
     assert changed_services(two, three) == {"b.default.svc.cluster.local"}
     assert "b.default.svc.cluster.local" not in reg.vips.assigned()
+
+
+def test_service_entry_vips_written_in_status_are_kept() -> None:
+    """A fresh registry (a restarted control plane) takes the VIP the API server wrote in
+    ``status.addresses`` and never hands it out again."""
+    docs = from_yaml(
+        """
+kind: ServiceEntry
+metadata: {name: ext, namespace: apps}
+spec:
+  hosts: [httpbin.org]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+status:
+  addresses: [{value: 10.96.77.77, host: httpbin.org}]
+"""
+    )
+    registry = Registry()
+    snap = registry.snapshot(stored(docs))
+    assert snap.services["httpbin.org"].vip == "10.96.77.77"
+    assert registry.vips.allocate("httpbin.org") == "10.96.77.77"
+    assert registry.vips.allocate("other.example.com") != "10.96.77.77"

@@ -306,3 +306,23 @@ def test_container_without_command_is_an_error_naming_the_field() -> None:
     with pytest.raises(ValueError, match=r"default/p-abc-12345: spec.containers\[reviews\]"):
         container_process(pod, {"name": "reviews", "image": "x"}, pod_ip="x", default_uid=1,
                           default_gid=1, pod_python="p")  # fmt: skip
+
+
+def test_the_egress_gateway_deployment_makes_a_gateway_pod() -> None:
+    from pilotfish.platform.local.egressgateway import EGRESS_LABELS, egress_gateway_objects
+
+    dep, svc = egress_gateway_objects()
+    assert svc["spec"]["ports"] == [
+        {"name": "http2", "port": 80, "targetPort": 8080, "protocol": "TCP"},
+        {"name": "https", "port": 443, "targetPort": 8443, "protocol": "TCP"},
+    ]
+    template = dep["spec"]["template"]
+    assert is_injected(None, template)  # sidecar.istio.io/inject: "true", whatever the namespace
+    pod = new_pod(dep, "istio-egressgateway-abc-12345", "abc", True)
+    (proxy,) = pod["spec"]["containers"]  # the proxy is the pod: no app container
+    assert proxy["args"] == ["proxy", "router"]
+    assert [p["containerPort"] for p in proxy["ports"]] == [8080, 8443, 15090]
+    assert EGRESS_LABELS.items() <= pod["metadata"]["labels"].items()
+    # A sidecar pod is unchanged by the template logic.
+    sidecar = new_pod(deployment(), "reviews-v1-abc-12345", "abc", True)
+    assert sidecar["spec"]["containers"][-1]["args"] == ["proxy", "sidecar"]
