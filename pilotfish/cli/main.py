@@ -719,6 +719,9 @@ def proxy_status(
               until something changes)
     NOT SENT  nothing of that type was sent
 
+    A proxy whose config the control plane failed to generate keeps its previous config;
+    the failure is printed below the table (and in `-o json` as generation_error).
+
     `-o wide` adds the acknowledged version of each type.
 
     With POD (POD.NAMESPACE, or POD with -n): what differs between the config the control
@@ -762,6 +765,12 @@ def proxy_status(
             if nack:
                 errors.append(f"{name} {t} rejected (NACK): {nack.get('error')}")
         row.append(str(p.get("protocol", "")))
+        failed = p.get("generation_error")
+        if failed:
+            errors.append(
+                f"{name}: the control plane could not generate its config "
+                f"({failed.get('error')}); it keeps running its previous config"
+            )
         if fmt == "wide":
             row += versions
         rows.append(row)

@@ -202,6 +202,11 @@ def _sync_check(proxies: list[dict[str, Any]]) -> Check:
     bad: list[str] = []
     for p in sorted(proxies, key=lambda p: (p.get("namespace", ""), p.get("pod_name", ""))):
         name = f"{p.get('pod_name')}.{p.get('namespace')}"
+        failed = p.get("generation_error")
+        if failed:
+            bad.append(
+                f"{name}: the control plane could not generate its config: {failed.get('error')}"
+            )
         for t, st in sorted((p.get("types") or {}).items()):
             nack = (st or {}).get("last_nack")
             if st.get("state") == "NACKED" and nack:
@@ -210,8 +215,9 @@ def _sync_check(proxies: list[dict[str, Any]]) -> Check:
         return Check(
             "proxy config",
             FAIL,
-            f"{len(bad)} rejected config push(es)",
+            f"{len(bad)} config push(es) rejected or not generated",
             "fix the config the error names (`pilotfish analyze`, `pilotfish proxy-status`); "
+            "a generation failure is a control-plane bug: attach `pilotfish bug-report`; "
             "the proxy keeps its previous config meanwhile",
             bad,
         )

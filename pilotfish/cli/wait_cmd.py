@@ -41,6 +41,13 @@ def evaluate(items: list[dict[str, Any]], revision: int) -> Verdict:
     for p in sorted(items, key=lambda p: (p.get("namespace", ""), p.get("pod_name", ""))):
         name = f"{p.get('pod_name')}.{p.get('namespace')}"
         at = p.get("config_revision")
+        failed = p.get("generation_error")
+        if failed and (at is None or int(at) < revision):
+            v.nacked.append(
+                f"{name}: the control plane could not generate its config "
+                f"({failed.get('error')}); it keeps its previous config"
+            )
+            continue
         if at is None or int(at) < revision:
             v.pending.append(f"{name}: has not received revision {revision} (at {at or 'none'})")
             continue

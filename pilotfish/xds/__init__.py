@@ -27,7 +27,7 @@ from pilotfish.xds.resources import (
 )
 from pilotfish.xds.server import DiscoveryServer, parse_node
 from pilotfish.xds.settings import TlsSettings, XdsSettings
-from pilotfish.xds.status import NackInfo, ProxyStatus, TypeStatus
+from pilotfish.xds.status import GenerationError, NackInfo, ProxyStatus, TypeStatus
 
 __all__ = [
     "CLUSTER_TYPE",
@@ -37,6 +37,7 @@ __all__ = [
     "SECRET_TYPE",
     "DebounceSettings",
     "DiscoveryServer",
+    "GenerationError",
     "Generator",
     "NackInfo",
     "ProxyStatus",

@@ -41,7 +41,7 @@ from pilotfish.xds.resources import (
     Snapshot,
     short_name,
 )
-from pilotfish.xds.status import ProxyStatus
+from pilotfish.xds.status import GenerationError, ProxyStatus
 
 log = logging.getLogger("pilotfish.xds")
 
@@ -104,6 +104,9 @@ class ProxyConnection:
         self.pushes = 0
         #: The server is generating a snapshot for this proxy (owned by the server).
         self.generating = False
+        #: Why the last attempt to generate this proxy's config failed (cleared by the next
+        #: success): the proxy keeps its previous config, and proxy-status says so.
+        self.generation_error: GenerationError | None = None
         self._control_plane = base_pb2.ControlPlane(identifier=control_plane_id)
         self._clock = clock
         self._monotonic = monotonic
@@ -161,6 +164,7 @@ class ProxyConnection:
             admin_port=self.node.admin_port,
             labels=dict(self.node.labels),
             service_account=self.node.service_account,
+            generation_error=self.generation_error,
         )
 
     # -- inputs --------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ from pilotfish.xds.resources import (
     update_snapshot,
 )
 from pilotfish.xds.settings import XdsSettings
-from pilotfish.xds.status import ProxyStatus
+from pilotfish.xds.status import GenerationError, ProxyStatus
 
 log = logging.getLogger("pilotfish.xds")
 
@@ -473,12 +473,14 @@ class DiscoveryServer:
         conn.generating = True
         try:
             snapshot = await self._generate(conn.node, conn.target, request.scope)
-        except Exception:
+        except Exception as e:
             self.metrics.internal_error()
             log.exception("%s: generating configuration failed; keeping what it has", conn.node_id)
+            conn.generation_error = GenerationError(f"{type(e).__name__}: {e}", time.time())
             return
         finally:
             conn.generating = False
+        conn.generation_error = None
         try:
             responses = conn.begin_push(snapshot, request)
         except Exception:

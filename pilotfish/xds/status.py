@@ -41,6 +41,17 @@ class NackInfo:
 
 
 @dataclass(frozen=True)
+class GenerationError:
+    """The control plane failed to generate a proxy's config: the proxy keeps what it has."""
+
+    error: str
+    at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.error, "at": _iso(self.at)}
+
+
+@dataclass(frozen=True)
 class TypeStatus:
     type_url: str
     short_name: str
@@ -107,6 +118,7 @@ class ProxyStatus:
     labels: dict[str, str] = field(default_factory=dict)
     service_account: str = ""
     types: dict[str, TypeStatus] = field(default_factory=dict)
+    generation_error: GenerationError | None = None
 
     def state(self, short: str) -> str:
         """Sync state of one type by short name (``CDS``...), ``NOT SENT`` if unknown."""
@@ -141,4 +153,7 @@ class ProxyStatus:
             "labels": dict(self.labels),
             "service_account": self.service_account,
             "types": {t.short_name: t.to_dict() for t in self.types.values()},
+            "generation_error": (
+                self.generation_error.to_dict() if self.generation_error is not None else None
+            ),
         }

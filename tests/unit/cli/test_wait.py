@@ -32,5 +32,19 @@ def test_each_proxy_acked_nacked_or_pending() -> None:
     assert evaluate(items[:2], 7).done
 
 
+def test_a_proxy_whose_config_could_not_be_generated_fails_the_wait_at_once() -> None:
+    broken = proxy("f", 6)
+    broken["generation_error"] = {"error": "KeyError: 'reviews'", "at": "2026-12-06T12:00:00"}
+    v = evaluate([broken, proxy("a", 7)], 7)
+    assert v.nacked == [
+        "f.default: the control plane could not generate its config (KeyError: 'reviews'); "
+        "it keeps its previous config"
+    ]
+    assert v.pending == [] and v.done
+    # Generated again at the revision waited for: the old failure no longer counts.
+    broken["config_revision"] = 7
+    assert evaluate([broken], 7).acked == ["f.default"]
+
+
 def test_timeouts() -> None:
     assert parse_timeout("30s") == 30 and parse_timeout("2m") == 120 and parse_timeout("5") == 5

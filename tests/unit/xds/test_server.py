@@ -154,13 +154,19 @@ async def test_failing_generator_keeps_the_stream_and_the_config(
     await client.start()
     try:
         await client.wait_for(lambda c: "r" in c.routes)
+        assert server.status()[0].generation_error is None
         gen.fail = True
         server.push(PushRequest.of("broken"))
         assert await server.wait_synced(10)
         assert client.error is None and route_cluster(client) == "a"
+        # Not silent: the proxy's status says its config could not be generated, and why.
+        failed = server.status()[0].generation_error
+        assert failed is not None and failed.error == "RuntimeError: generator exploded"
+        assert server.status()[0].to_dict()["generation_error"]["error"] == failed.error
         gen.fail, gen.route_to = False, "b"
         await asyncio.to_thread(server.push_threadsafe, PushRequest.of("fixed"))
         await client.wait_for(lambda c: route_cluster(c) == "b")
+        assert server.status()[0].generation_error is None
     finally:
         await client.stop()
 
