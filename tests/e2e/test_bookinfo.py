@@ -289,11 +289,17 @@ def test_istios_dashboard_and_graph_queries_answer_from_prometheus(mesh: Mesh) -
             for r in promql(graph)
         }
     assert {edges[e] for e in wanted} == {"mutual_tls"}
-    p50 = promql(
+    # Envoy flushes histograms every stats interval (5 s) while counters count at once, so
+    # the buckets may still be empty (a NaN quantile) when the first requests are counted.
+    p50_query = (
         "histogram_quantile(0.5, sum(istio_request_duration_milliseconds_bucket"
         '{reporter="destination",destination_workload="productpage-v1"}) by (le))'
     )
-    assert p50 and float(p50[0]["value"][1]) > 0
+    deadline = time.monotonic() + 45
+    while not ((p50 := promql(p50_query)) and float(p50[0]["value"][1]) > 0):
+        assert time.monotonic() < deadline, p50
+        page(mesh)
+        time.sleep(2)
     sizes = promql('sum(istio_response_bytes_sum{reporter="source"}) by (source_workload)')
     assert {r["metric"]["source_workload"] for r in sizes} >= {"productpage-v1", "reviews-v2"}
     # The mesh's Prometheus also records the dashboard graph's response times (its rules run
