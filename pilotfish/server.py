@@ -50,6 +50,7 @@ from pilotfish.model.jwks import JwksFetcher, JwksSettings
 from pilotfish.model.push_context import MeshSettings, PushContext
 from pilotfish.model.source import PushContextSource
 from pilotfish.registry import Registry
+from pilotfish.registry.autoregister import AutoRegistration, group_of
 from pilotfish.registry.vip import VipAllocator
 from pilotfish.server_identity import ControlPlaneIdentity, IdentitySettings
 from pilotfish.telemetry.pilot import PilotMetrics
@@ -255,6 +256,10 @@ class Mesh:
         #: (``clusterIP`` of applied Services).
         self.vips = VipAllocator()
         self.registry = Registry(vips=self.vips)
+        #: WorkloadEntries of agents that register into a WorkloadGroup when they connect.
+        self.autoregistration = AutoRegistration(
+            store, f"{socket.gethostname()}:{os.getpid()}:{settings.xds_port}"
+        )
         #: Istio's pilot series for ``/metrics`` (this control plane's own registry).
         self.metrics = PilotMetrics(__version__, connections=lambda: self.xds.connections())
         #: Keys of RequestAuthentication jwksUri rules, fetched here and inlined by translate.
@@ -272,7 +277,7 @@ class Mesh:
                 max_connection_age_grace=settings.max_connection_age_grace,
             ),
             self.generate,
-            on_connect=self.registry.sidecars.connected,
+            on_connect=self._connected,
             on_disconnect=self._disconnected,
             extra_services=[identity.add_to_server] if identity is not None else [],
             metrics=self.metrics,
@@ -284,6 +289,18 @@ class Mesh:
         #: The context the last push was planned from (changes are measured against it).
         self._planned: PushContext | None = None
 
+    def _connected(self, node: NodeInfo) -> None:
+        self.registry.sidecars.connected(node)
+        if group_of(node):
+            # The store is quick and synchronous; the entry must exist before the proxy's
+            # first config is generated, so that its labels select it into services.
+            self.autoregistration.connected(node)
+
+    def _left(self, node: NodeInfo) -> None:
+        self.registry.sidecars.disconnected(node)
+        if group_of(node) and not self.registry.sidecars.is_connected(node):
+            self.autoregistration.left(node, node.pod_name)
+
     def _disconnected(self, node: NodeInfo) -> None:
         # A sidecar's endpoint stays for a grace period after its xDS connection closed: it
         # reconnects, to this replica or another, when a connection reaches its maximum age
@@ -292,11 +309,13 @@ class Mesh:
         # its endpoint while it lives, and when the pod is deleted its sidecar's entry must
         # go at once, or clients keep dialling an address that is gone. The grace is for
         # sidecars in explicit mode, whose endpoint exists only through their connection.
-        if node.interception_mode != "NONE":
+        # An auto-registered workload (WorkloadGroup) keeps its WorkloadEntry for the grace too,
+        # whatever its interception mode: its entry exists only through its connection.
+        if node.interception_mode != "NONE" and not group_of(node):
             self.registry.sidecars.disconnected(node)
             return
         loop = asyncio.get_running_loop()
-        loop.call_later(SIDECAR_RECONNECT_GRACE_S, self.registry.sidecars.disconnected, node)
+        loop.call_later(SIDECAR_RECONNECT_GRACE_S, self._left, node)
 
     def generate(self, node: NodeInfo) -> Resources:
         return self.generate_types(node, ALL_TYPES)

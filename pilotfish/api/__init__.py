@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         ServiceEntry,
         Sidecar,
         WorkloadEntry,
+        WorkloadGroup,
     )
     from pilotfish.api.security import (
         AuthorizationPolicy,
@@ -53,6 +54,7 @@ _WHERE = {
     "parse_as": "models", "resource_ref": "models",
     "EnvoyFilter": "networking", "Gateway": "networking", "ServiceEntry": "networking",
     "Sidecar": "networking", "WorkloadEntry": "networking",
+    "WorkloadGroup": "networking",
     "AuthorizationPolicy": "security", "PeerAuthentication": "security",
     "RequestAuthentication": "security",
     "Telemetry": "telemetry",
@@ -88,6 +90,7 @@ __all__ = [
     "Telemetry",
     "VirtualService",
     "WorkloadEntry",
+    "WorkloadGroup",
     "by_kind",
     "field_errors",
     "for_api_version",

@@ -77,6 +77,7 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("Gateway", NETWORKING, NETWORKING_VERSIONS, "gateways", ("gw",)),
     KindInfo("ServiceEntry", NETWORKING, NETWORKING_VERSIONS, "serviceentries", ("se",)),
     KindInfo("WorkloadEntry", NETWORKING, NETWORKING_VERSIONS, "workloadentries", ("we",)),
+    KindInfo("WorkloadGroup", NETWORKING, NETWORKING_VERSIONS, "workloadgroups", ("wg",)),
     KindInfo("Sidecar", NETWORKING, NETWORKING_VERSIONS, "sidecars"),
     KindInfo("EnvoyFilter", NETWORKING, ("v1alpha3",), "envoyfilters"),
     KindInfo("PeerAuthentication", SECURITY, SECURITY_VERSIONS, "peerauthentications", ("pa",)),

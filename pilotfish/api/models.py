@@ -29,6 +29,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "Gateway": networking.Gateway,
     "ServiceEntry": networking.ServiceEntry,
     "WorkloadEntry": networking.WorkloadEntry,
+    "WorkloadGroup": networking.WorkloadGroup,
     "Sidecar": networking.Sidecar,
     "EnvoyFilter": networking.EnvoyFilter,
     "PeerAuthentication": security.PeerAuthentication,

@@ -1,4 +1,4 @@
-"""Gateway, ServiceEntry, WorkloadEntry, Sidecar and EnvoyFilter (networking.istio.io).
+"""Gateway, ServiceEntry, WorkloadEntry, WorkloadGroup, Sidecar, EnvoyFilter (networking.istio.io).
 
 VirtualService and DestinationRule live in their own modules; this one holds the rest of the
 networking group with Istio's JSON field names.
@@ -96,6 +96,24 @@ class WorkloadEntrySpec(Model):
 
 class WorkloadEntry(Resource):
     spec: WorkloadEntrySpec = Field(default_factory=WorkloadEntrySpec)
+    status: dict[str, Any] | None = None
+
+
+class WorkloadGroupObjectMeta(Model):
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class WorkloadGroupSpec(Model):
+    """A template for the WorkloadEntries that agents register when they connect."""
+
+    metadata: WorkloadGroupObjectMeta | None = None
+    template: WorkloadEntrySpec | None = None
+    probe: dict[str, Any] | None = None
+
+
+class WorkloadGroup(Resource):
+    spec: WorkloadGroupSpec = Field(default_factory=WorkloadGroupSpec)
     status: dict[str, Any] | None = None
 
 
@@ -287,3 +305,60 @@ class EnvoyFilterSpec(Model):
 class EnvoyFilter(Resource):
     spec: EnvoyFilterSpec = Field(default_factory=EnvoyFilterSpec)
     status: dict[str, Any] | None = None
+
+
+# --- WorkloadGroup auto-registration (Istio's rules) ----------------------------------------
+
+#: Node metadata key an agent sets to register itself into a WorkloadGroup (Istio's).
+AUTO_REGISTER_GROUP_METADATA = "AUTO_REGISTER_GROUP"
+#: Annotation on an auto-registered WorkloadEntry naming its group (Istio's).
+AUTO_REGISTRATION_GROUP_ANNOTATION = "istio.io/autoRegistrationGroup"
+#: Annotation naming the control plane that manages an auto-registered entry (Istio's).
+WORKLOAD_CONTROLLER_ANNOTATION = "istio.io/workloadController"
+
+
+def auto_registered_name(group: str, ip: str, network: str = "") -> str:
+    """Istio's name of the WorkloadEntry a workload of ``group`` at ``ip`` registers:
+    ``<group>-<ip>`` (``:`` of IPv6 as ``-``), then ``-<network>`` when on a network."""
+    name = f"{group}-{ip.replace(':', '-')}"
+    return f"{name}-{network}" if network else name
+
+
+def auto_registered_entry(
+    group: dict[str, Any], ip: str, labels: dict[str, str], controller: str
+) -> dict[str, Any]:
+    """The WorkloadEntry body an agent at ``ip`` registers from a stored ``group`` body:
+    the template, the group's metadata, then the agent's own labels (Istio merges them in this
+    order), owned by the group."""
+    meta = group.get("metadata") or {}
+    spec = group.get("spec") or {}
+    template = dict(spec.get("template") or {})
+    wg_meta = spec.get("metadata") or {}
+    network = str(template.get("network") or "")
+    merged = {**(template.get("labels") or {}), **(wg_meta.get("labels") or {}), **labels}
+    template["address"] = ip
+    template["labels"] = merged
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "WorkloadEntry",
+        "metadata": {
+            "name": auto_registered_name(str(meta.get("name")), ip, network),
+            "namespace": meta.get("namespace") or "default",
+            "labels": merged,
+            "annotations": {
+                **(wg_meta.get("annotations") or {}),
+                AUTO_REGISTRATION_GROUP_ANNOTATION: str(meta.get("name")),
+                WORKLOAD_CONTROLLER_ANNOTATION: controller,
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": "networking.istio.io/v1",
+                    "kind": "WorkloadGroup",
+                    "name": meta.get("name"),
+                    "uid": meta.get("uid") or "",
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": template,
+    }

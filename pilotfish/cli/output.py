@@ -177,6 +177,12 @@ COLUMNS: dict[str, list[Column]] = {
         ("RESOLUTION", lambda o: str(_spec(o).get("resolution") or "")),
     ],
     "WorkloadEntry": [("ADDRESS", lambda o: str(_spec(o).get("address") or ""))],
+    "WorkloadGroup": [
+        (
+            "SERVICE-ACCOUNT",
+            lambda o: str((_spec(o).get("template") or {}).get("serviceAccount") or ""),
+        )
+    ],
     "PeerAuthentication": [("MODE", lambda o: str((_spec(o).get("mtls") or {}).get("mode") or ""))],
     "AuthorizationPolicy": [("ACTION", lambda o: str(_spec(o).get("action") or "ALLOW"))],
     "Namespace": [("STATUS", lambda o: "Active")],

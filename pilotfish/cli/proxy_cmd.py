@@ -39,6 +39,7 @@ from pilotfish.api.mesh import (
     OUTBOUND_CAPTURE_PORT,
     READINESS_PORT,
 )
+from pilotfish.api.networking import AUTO_REGISTER_GROUP_METADATA, auto_registered_name
 from pilotfish.api.node import NodeInfo
 
 
@@ -97,6 +98,7 @@ def build_settings(
     app_command: Sequence[str] = (),
     app_metrics_port: int | None = None,
     app_metrics_path: str = "/metrics",
+    workload_group: str | None = None,
 ) -> AgentSettings:
     """Turn the command's options into :class:`AgentSettings`; usage errors name the option."""
     addresses = parse_discovery_addresses(discovery_address)
@@ -130,6 +132,18 @@ def build_settings(
     elif node_labels.get(TLS_MODE_LABEL) == "istio":
         # Without a workload token there is no certificate to serve mTLS with.
         del node_labels[TLS_MODE_LABEL]
+    extra: dict[str, str] = {}
+    if workload_group:
+        if proxy_type != "sidecar":
+            raise click.UsageError("--workload-group is for sidecars (--type sidecar)")
+        registered = auto_registered_name(workload_group, ip)
+        if pod_name and pod_name != registered:
+            raise click.UsageError(
+                f"--workload-group names the workload {registered} (<group>-<ip>, as Istio): "
+                "drop --pod-name"
+            )
+        pod_name = registered
+        extra[AUTO_REGISTER_GROUP_METADATA] = workload_group
     pod = pod_name or socket.gethostname()
     node = NodeInfo(
         proxy_type="router" if proxy_type == "router" else "sidecar",
@@ -144,6 +158,7 @@ def build_settings(
         inbound_ports=inbound,
         gateway_ports=gateways,
         bind_address=bind_address,
+        extra=extra,
     )
     if work_dir is None:
         work_dir = Path(tempfile.gettempdir()) / "pilotfish" / "proxy" / f"{pod}.{namespace}"
@@ -299,6 +314,13 @@ _LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "critical", "off"]
 )
 @click.option("--namespace", default="default", show_default=True, help="The workload's namespace.")
 @click.option("--pod-name", help="The workload's name in node ids  [default: this host's name]")
+@click.option(
+    "--workload-group",
+    metavar="NAME",
+    help="Register this workload into the WorkloadGroup NAME of --namespace when it connects: "
+    "the control plane creates the WorkloadEntry <NAME>-<IP> from the group's template and "
+    "removes it when the proxy has been gone for the reconnect grace.",
+)
 @click.option(
     "--ip", default="127.0.0.1", show_default=True, help="The workload's IP (its endpoint address)."
 )

@@ -213,6 +213,9 @@ class Registry:
             connected.add(w.uid)
             pod_uid = f"Pod/{w.namespace}/{w.name}"
             pod = workloads.pop(pod_uid, None)
+            if pod is None:
+                # A workload that registered into a WorkloadGroup: its entry has its name.
+                pod = workloads.pop(f"WorkloadEntry/{w.namespace}/{w.name}", None)
             if pod is not None:
                 w = _merge_pod(w, pod)
                 self._pod_backed.add(w.uid)
@@ -244,6 +247,10 @@ def _merge_pod(sidecar: Workload, pod: Workload) -> Workload:
         named_ports=pod.named_ports,
         healthy=pod.healthy,
         locality=pod.locality or sidecar.locality,
+        # A WorkloadEntry's (auto-registered from a WorkloadGroup's template).
+        endpoint_ports=pod.endpoint_ports,
+        network=pod.network or sidecar.network,
+        weight=pod.weight or sidecar.weight,
     )
 
 

@@ -73,6 +73,11 @@ class ConnectedSidecars:
             self.version += 1
         self._notify()
 
+    def is_connected(self, node: NodeInfo) -> bool:
+        """Whether a proxy with ``node``'s namespace/name has a stream open."""
+        with self._lock:
+            return f"{node.namespace}/{node.pod_name}" in self._nodes
+
     def workloads(self) -> list[Workload]:
         with self._lock:
             nodes = [n for n, _ in self._nodes.values()]

@@ -27,6 +27,7 @@ import pytest
 from pilotfish.agent.launch import PROXY_MODULE, agent_argv
 from pilotfish.agent.settings import AgentSettings, HostPort, IdentitySettings, XdsApi, XdsTls
 from pilotfish.api.duration import parse_duration
+from pilotfish.api.networking import auto_registered_name
 from pilotfish.api.node import NodeInfo
 
 
@@ -312,12 +313,17 @@ class Mesh:
         extra_args: tuple[str, ...] = (),
         wait: bool = True,
         app_command: tuple[str, ...] | None = None,
+        workload_group: str | None = None,
     ) -> Sidecar:
         """Start a proxy with a backend app. ``mtls``: with a workload token (mesh
         certificate); ``proxy_type="router"``: a gateway binding each of ``gateway_ports``
         on a free port of its own loopback IP (no app); ``app_command``: run this app instead
         of the HTTP backend (``{ip}`` and ``{port}`` in it are filled in)."""
         ip = free_loopback_ip(app_port or 9080)
+        if workload_group is not None:
+            # Registers into the WorkloadGroup under Istio's name for it.
+            name = auto_registered_name(workload_group, ip)
+            extra_args = (*extra_args, "--workload-group", workload_group)
         outbound, readiness, admin, agent = (self.free_port() for _ in range(4))
         bound: dict[int, int] = {}
         inbound: dict[int, int] = {}

@@ -8,6 +8,7 @@ from pilotfish.api.networking import (
     ServiceEntrySpec,
     WorkloadEntry,
     WorkloadEntrySpec,
+    WorkloadGroup,
 )
 from pilotfish.config.validation.common import (
     HTTP_PROTOCOLS,
@@ -204,4 +205,35 @@ def validate_workload_entry(we: WorkloadEntry, errs: Errors, namespace: str) -> 
         errs.warn(
             "spec.network",
             "not supported yet: multi-network meshes; the workload is dialled directly",
+        )
+
+
+def validate_workload_group(wg: WorkloadGroup, errs: Errors, namespace: str) -> None:
+    """Istio validateWorkloadGroup: a template is required; its address is filled in by the
+    agent that registers, so it must be empty; metadata labels are label-valid."""
+    spec = wg.spec
+    if spec.template is None:
+        errs.add("spec.template", "template is required")
+    else:
+        if spec.template.address:
+            errs.add(
+                "spec.template.address",
+                "address is set by the registering workload and must be empty in a template",
+            )
+        _endpoint_ports(errs, "spec.template", spec.template, None)
+        check_labels(errs, "spec.template.labels", spec.template.labels)
+        if spec.template.weight is not None and spec.template.weight < 0:
+            errs.add("spec.template.weight", "weight must not be negative")
+        if spec.template.network:
+            errs.warn(
+                "spec.template.network",
+                "not supported yet: multi-network meshes; the workload is dialled directly",
+            )
+    if spec.metadata is not None:
+        check_labels(errs, "spec.metadata.labels", spec.metadata.labels)
+    if spec.probe is not None:
+        errs.add(
+            "spec.probe",
+            "health probes of WorkloadGroups are not supported yet: the endpoint's health "
+            "would not follow the probe (remove probe)",
         )

@@ -51,6 +51,7 @@ VALIDATORS: dict[str, Validator] = {
     "Gateway": gateway.validate_gateway,
     "ServiceEntry": serviceentry.validate_service_entry,
     "WorkloadEntry": serviceentry.validate_workload_entry,
+    "WorkloadGroup": serviceentry.validate_workload_group,
     "Sidecar": sidecar.validate_sidecar,
     "EnvoyFilter": envoyfilter.validate_envoy_filter,
     "PeerAuthentication": security.validate_peer_authentication,

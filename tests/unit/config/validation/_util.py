@@ -13,6 +13,7 @@ API_VERSIONS = {
     "Gateway": "networking.istio.io/v1",
     "ServiceEntry": "networking.istio.io/v1",
     "WorkloadEntry": "networking.istio.io/v1",
+    "WorkloadGroup": "networking.istio.io/v1",
     "Sidecar": "networking.istio.io/v1",
     "EnvoyFilter": "networking.istio.io/v1alpha3",
     "PeerAuthentication": "security.istio.io/v1",

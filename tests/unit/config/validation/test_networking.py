@@ -105,6 +105,39 @@ def test_workload_entry() -> None:
     ok(body("WorkloadEntry", {"address": "vm1.example.com"}))
 
 
+def test_workload_group() -> None:
+    has(body("WorkloadGroup", {"metadata": {"labels": {"app": "a"}}}), "spec.template", "required")
+    has(
+        body("WorkloadGroup", {"template": {"address": "10.0.0.1"}}),
+        "spec.template.address",
+        "must be empty",
+    )
+    has(
+        body("WorkloadGroup", {"template": {"ports": {"http": 70000}}}),
+        "spec.template.ports[http]",
+        "must be in the range 1..65535",
+    )
+    has(
+        body("WorkloadGroup", {"template": {}, "metadata": {"labels": {"a": "b c"}}}),
+        "spec.metadata.labels[a]",
+        "invalid label value",
+    )
+    has(
+        body("WorkloadGroup", {"template": {}, "probe": {"httpGet": {"port": 8080}}}),
+        "spec.probe",
+        "not supported",
+    )
+    ok(
+        body(
+            "WorkloadGroup",
+            {
+                "metadata": {"labels": {"app": "vm"}, "annotations": {"a": "b"}},
+                "template": {"ports": {"http": 8080}, "serviceAccount": "vm", "network": "n1"},
+            },
+        )
+    )
+
+
 def test_sidecar() -> None:
     has(body("Sidecar", {}), "spec", "sidecar: empty configuration provided")
     has(

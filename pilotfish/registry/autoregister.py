@@ -1,0 +1,99 @@
+"""WorkloadGroup auto-registration: a WorkloadEntry per connected agent of a group (Istio's).
+
+An agent started with ``--workload-group NAME`` sends ``AUTO_REGISTER_GROUP: NAME`` in its
+node metadata and names itself ``<NAME>-<IP>``. When its xDS stream opens, the control plane
+stores the WorkloadEntry ``<NAME>-<IP>`` built from the group's template (labels, ports,
+service account, network, locality, weight) with the agent's address, annotated with the
+group and the replica that manages it. When the agent has been gone for the reconnect grace,
+the replica that manages the entry deletes it; an agent that reconnected meanwhile, here or
+to another replica (which then manages it), keeps it.
+
+The registry merges the connected sidecar with its entry (as with a Pod): the entry gives the
+template's labels, named ports and health, the sidecar its explicit-mode port mapping.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pilotfish.api.networking import (
+    AUTO_REGISTER_GROUP_METADATA,
+    AUTO_REGISTRATION_GROUP_ANNOTATION,
+    WORKLOAD_CONTROLLER_ANNOTATION,
+    auto_registered_entry,
+)
+from pilotfish.api.node import NodeInfo
+from pilotfish.config.store.base import Delete, Key, Put, Store
+from pilotfish.errors import PilotfishError
+
+log = logging.getLogger("pilotfish.registry.autoregister")
+
+
+def group_of(node: NodeInfo) -> str:
+    """The WorkloadGroup a sidecar asks to register into, or ``""``."""
+    if node.proxy_type != "sidecar":
+        return ""
+    return str(node.extra.get(AUTO_REGISTER_GROUP_METADATA) or "")
+
+
+class AutoRegistration:
+    """Creates and removes auto-registered WorkloadEntries in ``store``. ``controller`` names
+    this control plane replica (it only deletes the entries it manages)."""
+
+    def __init__(self, store: Store, controller: str) -> None:
+        self.store = store
+        self.controller = controller
+
+    def connected(self, node: NodeInfo) -> str | None:
+        """Store the node's WorkloadEntry; its name, or None (no group asked, or none found)."""
+        group_name = group_of(node)
+        if not group_name:
+            return None
+        group = self.store.get(Key("WorkloadGroup", node.namespace, group_name))
+        if group is None:
+            log.warning(
+                "proxy %s asked to register into WorkloadGroup %s/%s, which does not exist: "
+                "no WorkloadEntry created",
+                node.node_id,
+                node.namespace,
+                group_name,
+            )
+            return None
+        body = auto_registered_entry(group.body, node.ip, dict(node.labels), self.controller)
+        name = str(body["metadata"]["name"])
+        if name != node.pod_name:
+            log.warning(
+                "proxy %s registers into WorkloadGroup %s/%s as %s (the group's network "
+                "changes the name)",
+                node.node_id,
+                node.namespace,
+                group_name,
+                name,
+            )
+        try:
+            self.store.commit([Put(body)])
+        except PilotfishError as exc:
+            log.warning("could not store WorkloadEntry %s/%s: %s", node.namespace, name, exc)
+            return None
+        log.info("registered WorkloadEntry %s/%s (%s)", node.namespace, name, node.ip)
+        return name
+
+    def left(self, node: NodeInfo, name: str) -> bool:
+        """The node has been gone for the grace: delete its entry if this replica manages it.
+        True when deleted."""
+        key = Key("WorkloadEntry", node.namespace, name)
+        current = self.store.get(key)
+        if current is None:
+            return False
+        annotations = (current.body.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(WORKLOAD_CONTROLLER_ANNOTATION) != self.controller:
+            return False  # reconnected to another replica, which manages it now
+        if annotations.get(AUTO_REGISTRATION_GROUP_ANNOTATION) != group_of(node):
+            return False  # not an auto-registered entry of that group
+        try:
+            self.store.commit([Delete(key, expected_revision=current.revision)])
+        except PilotfishError as exc:
+            log.info("kept WorkloadEntry %s/%s: %s", node.namespace, name, exc)
+            return False
+        log.info("removed WorkloadEntry %s/%s: its proxy left", node.namespace, name)
+        return True

@@ -1,0 +1,83 @@
+"""WorkloadGroup auto-registration with real Envoys: an agent started with
+``--workload-group`` becomes the WorkloadEntry ``<group>-<ip>`` labelled from the group's
+template, serves the Service that selects those labels, calls mesh services, and its entry
+goes away once it has left for the reconnect grace."""
+
+from __future__ import annotations
+
+import json
+
+from tests.integration.harness import Mesh, eventually
+
+CONFIG = """
+apiVersion: v1
+kind: Service
+metadata: {name: vmapp}
+spec:
+  selector: {app: vmapp}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: client}
+spec:
+  selector: {app: client}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadGroup
+metadata: {name: vmapp}
+spec:
+  metadata:
+    labels: {app: vmapp}
+  template:
+    labels: {version: v1}
+    serviceAccount: vmapp
+"""
+
+
+def entries(mesh: Mesh) -> dict[str, dict]:  # type: ignore[type-arg]
+    res = mesh.live().cli("get", "workloadentries", "-o", "json", check=True)
+    data = json.loads(res.stdout)
+    items = data.get("items", []) if isinstance(data, dict) else data
+    return {str(i["metadata"]["name"]): i for i in items}
+
+
+def test_agent_registers_into_workload_group_serves_and_leaves(mesh: Mesh) -> None:
+    mesh.apply(CONFIG)
+    client = mesh.add("client", {"app": "client"})
+    # The group's labels on the agent too, as `x workload entry configure` would write them
+    # (the proxy's own labels choose its inbound listeners).
+    vm = mesh.add("ignored", {"app": "vmapp", "version": "v1"}, workload_group="vmapp")
+    name = f"vmapp-{vm.ip}"
+    assert vm.name == name
+
+    eventually(lambda: name in entries(mesh), 20, f"WorkloadEntry {name}")
+    entry = entries(mesh)[name]
+    assert entry["spec"]["address"] == vm.ip
+    assert entry["spec"]["serviceAccount"] == "vmapp"
+    assert entry["spec"]["labels"] == {"app": "vmapp", "version": "v1"}
+    annotations = entry["metadata"]["annotations"]
+    assert annotations["istio.io/autoRegistrationGroup"] == "vmapp"
+    listed = mesh.live().cli("get", "workloadentries", check=True).stdout
+    assert name in listed and vm.ip in listed
+
+    # A mesh workload calls the registered one through its Service (template labels select it).
+    def served() -> bool:
+        r = client.request("vmapp:9080", "/hello")
+        return r.status_code == 200 and r.json()["name"] == name
+
+    eventually(served, 20, "client -> vmapp through the mesh")
+    # And the registered workload calls a mesh service.
+    r = vm.request("client:9080", "/hello")
+    assert r.status_code == 200, r.text
+    assert r.json()["name"] == "client"
+
+    # It leaves: after the reconnect grace its entry is removed and nothing serves vmapp.
+    vm.stop()
+    eventually(lambda: name not in entries(mesh), 30, f"WorkloadEntry {name} removed")
+    eventually(
+        lambda: client.request("vmapp:9080", "/hello").status_code == 503,
+        20,
+        "vmapp without endpoints",
+    )

@@ -1,0 +1,72 @@
+"""WorkloadGroup auto-registration: Istio's entry names, the entry built from the template,
+and a connected agent merged with its entry in the registry."""
+
+from __future__ import annotations
+
+from pilotfish.api.networking import auto_registered_entry, auto_registered_name
+from pilotfish.api.node import NodeInfo
+from pilotfish.config.store.base import StoredObject, key_of
+from pilotfish.registry import Registry
+from pilotfish.registry.vip import VipAllocator
+
+GROUP = {
+    "apiVersion": "networking.istio.io/v1",
+    "kind": "WorkloadGroup",
+    "metadata": {"name": "vm", "namespace": "apps", "uid": "u1"},
+    "spec": {
+        "metadata": {"labels": {"app": "vm"}, "annotations": {"team": "a"}},
+        "template": {
+            "labels": {"version": "v1"},
+            "serviceAccount": "vmsa",
+            "ports": {"http": 8080},
+        },
+    },
+}
+
+
+def test_names_follow_istio() -> None:
+    assert auto_registered_name("vm", "10.0.0.7") == "vm-10.0.0.7"
+    assert auto_registered_name("vm", "fd00::7") == "vm-fd00--7"
+    assert auto_registered_name("vm", "10.0.0.7", "net1") == "vm-10.0.0.7-net1"
+
+
+def test_entry_from_template() -> None:
+    we = auto_registered_entry(GROUP, "10.0.0.7", {"zone": "z"}, "cp-1")
+    assert we["kind"] == "WorkloadEntry"
+    assert we["metadata"]["name"] == "vm-10.0.0.7"
+    assert we["metadata"]["namespace"] == "apps"
+    assert we["spec"]["address"] == "10.0.0.7"
+    assert we["spec"]["labels"] == {"version": "v1", "app": "vm", "zone": "z"}
+    assert we["spec"]["serviceAccount"] == "vmsa"
+    assert we["metadata"]["annotations"]["istio.io/autoRegistrationGroup"] == "vm"
+    assert we["metadata"]["annotations"]["team"] == "a"
+    assert we["metadata"]["ownerReferences"][0]["name"] == "vm"
+    # The stored group is not changed.
+    assert "address" not in GROUP["spec"]["template"]  # type: ignore[operator]
+
+
+def test_connected_agent_merges_with_its_entry() -> None:
+    we = auto_registered_entry(GROUP, "127.1.2.3", {}, "cp-1")
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "vm", "namespace": "apps"},
+        "spec": {"selector": {"app": "vm"}, "ports": [{"name": "http", "port": 80}]},
+    }
+    reg = Registry(vips=VipAllocator())
+    reg.sidecars.connected(
+        NodeInfo(
+            "sidecar",
+            "127.1.2.3",
+            we["metadata"]["name"],
+            "apps",
+            interception_mode="NONE",
+            outbound_port=15001,
+            inbound_ports={8080: 18080},
+        )
+    )
+    snap = reg.snapshot([StoredObject(key_of(svc), svc, 1), StoredObject(key_of(we), we, 2)])
+    assert list(snap.workloads) == ["Sidecar/apps/vm-127.1.2.3"]
+    (ep,) = snap.endpoints[("vm.apps.svc.cluster.local", 80)]
+    # The template's port for "http" (8080), dialled on the agent's inbound listener for it.
+    assert (ep.address, ep.port, ep.labels["version"]) == ("127.1.2.3", 18080, "v1")
