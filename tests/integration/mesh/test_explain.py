@@ -188,15 +188,31 @@ def agrees(want: tuple[bool, int, frozenset[str]], got: tuple[bool, int, str | N
 
 def test_explain_matches_real_traffic(bookinfo: BookinfoMesh) -> None:
     pp = bookinfo.productpage
+    intruder = bookinfo.intruder
+    # every subset's proxy has the routes and policies (each gets its push on its own)
     settled(
         lambda: [
             observed(pp, Case("GET", "/", (("end-user", "jason"),))),
+            observed(pp, Case("GET", "/v3", ())),
+            observed(pp, Case("GET", "/", ())),
             observed(pp, Case("GET", "/admin", ())),
-            observed(pp, Case("DELETE", "/", ())),
-            observed(bookinfo.intruder, Case("GET", "/", ())),
+            observed(pp, Case("GET", "/v3", (("x-block", "yes"),))),
+            *(observed(intruder, Case("GET", p, ())) for p in ("/", "/v3")),
+            observed(intruder, Case("GET", "/", (("end-user", "jason"),))),
+            observed(pp, Case("GET", "/", (("x-fault", "abort"),))),
         ],
-        [(True, 200, "v2"), (False, 403, None), (False, 403, None), (False, 403, None)],
-        "routing and policies in force",
+        [
+            (True, 200, "v2"),
+            (True, 200, "v3"),
+            (True, 200, "v1"),
+            (False, 403, None),
+            (False, 403, None),
+            (False, 403, None),
+            (False, 403, None),
+            (False, 403, None),
+            (False, 418, None),
+        ],
+        "routing and policies in force on every subset",
     )
     cases = generated_cases(240)
     mismatches = []
