@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -523,6 +524,10 @@ def _mesh_up(s: MeshSettings, progress: Progress) -> dict[str, Any]:
     alive = {name: process_alive(e) for name, e in _entries(current).items()}
     for name in wanted:
         alive.setdefault(name, False)
+    if alive["server"] and current.get("api"):
+        # Reconciling a running mesh talks to its running control plane, wherever this `up`'s
+        # flags (or their defaults) would have put a new one.
+        s = replace(s, api_listen=urlsplit(str(current["api"])).netloc)
     if any(alive.values()):
         stopped = _stop_unwanted(s, current, alive, wanted, prometheus is not None)
         starting = [n for n, w in wanted.items() if w and not alive[n]]
