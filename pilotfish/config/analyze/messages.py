@@ -111,6 +111,13 @@ INTERNAL_ERROR = _t(
     "There was an internal error in the toolchain. This is almost always a bug in the "
     "implementation.",
 )
+DEPRECATED = _t(
+    "IST0002",
+    "Deprecated",
+    WARNING,
+    "Deprecated: {}",
+    "A feature that the configuration is depending on is now deprecated.",
+)
 REFERENCED_RESOURCE_NOT_FOUND = _t(
     "IST0101",
     "ReferencedResourceNotFound",
@@ -183,6 +190,21 @@ PORT_NAME_IS_NOT_UNDER_NAMING_CONVENTION = _t(
     INFO,
     "Port name {} (port: {}, targetPort: {}) doesn't follow the naming convention of Istio port.",
     "Port name is not under naming convention. Protocol detection is applied to the port.",
+)
+JWT_FAILURE_DUE_TO_INVALID_SERVICE_PORT_PREFIX = _t(
+    "IST0119",
+    "JwtFailureDueToInvalidServicePortPrefix",
+    WARNING,
+    "Authentication policy with JWT targets Service with invalid port specification (port: {}, "
+    "name: {}, protocol: {}, targetPort: {}).",
+    "Authentication policy with JWT targets Service with invalid port specification.",
+)
+INVALID_REGEXP = _t(
+    "IST0122",
+    "InvalidRegexp",
+    WARNING,
+    "Field {} regular expression invalid: {} ({})",
+    "Invalid Regex",
 )
 NO_MATCHING_WORKLOADS_FOUND = _t(
     "IST0127",
@@ -420,6 +442,7 @@ CATALOGUE: dict[str, MessageType] = {
     t.code: t
     for t in (
         INTERNAL_ERROR,
+        DEPRECATED,
         REFERENCED_RESOURCE_NOT_FOUND,
         NAMESPACE_NOT_INJECTED,
         SCHEMA_VALIDATION_ERROR,
@@ -429,6 +452,8 @@ CATALOGUE: dict[str, MessageType] = {
         VIRTUAL_SERVICE_DESTINATION_PORT_SELECTOR_REQUIRED,
         MTLS_POLICY_CONFLICT,
         PORT_NAME_IS_NOT_UNDER_NAMING_CONVENTION,
+        JWT_FAILURE_DUE_TO_INVALID_SERVICE_PORT_PREFIX,
+        INVALID_REGEXP,
         NO_MATCHING_WORKLOADS_FOUND,
         NO_SERVER_CERTIFICATE_VERIFICATION_DESTINATION_LEVEL,
         NO_SERVER_CERTIFICATE_VERIFICATION_PORT_LEVEL,

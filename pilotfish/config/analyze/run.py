@@ -96,6 +96,18 @@ ANALYZERS: tuple[Analyzer, ...] = (
         virtualservice.analyze_conflicting_mesh_hosts,
     ),
     Analyzer(
+        "deprecation.FieldAnalyzer",
+        "Checks for deprecated VirtualService fields",
+        ("IST0002",),
+        virtualservice.analyze_deprecated_fields,
+    ),
+    Analyzer(
+        "virtualservice.RegexAnalyzer",
+        "Checks that the regexes of VirtualService matches compile",
+        ("IST0122",),
+        virtualservice.analyze_regexes,
+    ),
+    Analyzer(
         "virtualservice.UnreachableRulesAnalyzer",
         "Checks for HTTP, TCP and TLS rules and matches that can never be used",
         ("IST0130", "IST0131"),
@@ -199,6 +211,12 @@ ANALYZERS: tuple[Analyzer, ...] = (
         "Checks DestinationRule mTLS against PeerAuthentication",
         ("IST0113",),
         security.analyze_mtls_conflicts,
+    ),
+    Analyzer(
+        "auth.JwtServicePortAnalyzer",
+        "Checks that RequestAuthentication targets HTTP service ports",
+        ("IST0119",),
+        security.analyze_jwt_service_ports,
     ),
     Analyzer(
         "injection.Analyzer",

@@ -10,22 +10,34 @@ disagree between client and server.
   PeerAuthentication says DISABLE, or mTLS off (``DISABLE``) where it says STRICT; requests
   then fail. The PeerAuthentication considered is the namespace-wide one of the service's
   namespace, else the mesh-wide one of the root namespace (workload-specific ones are not).
+- IST0119: a RequestAuthentication with JWT rules that targets workloads (``selector``, or a
+  ``targetRef`` to a Service) behind a Service port that is not HTTP (HTTP, HTTP2, gRPC,
+  gRPC-Web by ``appProtocol`` or name prefix): the proxy handles that port as TCP, so tokens
+  are never checked on it. Namespace-wide and mesh-wide ones are not checked (Istio checked
+  only the services a policy targets).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from pilotfish.api.core import Service, ServicePort
 from pilotfish.api.destinationrule import DestinationRule
-from pilotfish.api.security import AuthorizationPolicy, PeerAuthentication
+from pilotfish.api.security import AuthorizationPolicy, PeerAuthentication, RequestAuthentication
 from pilotfish.config.analyze import messages as m
 from pilotfish.config.analyze.context import AnalysisContext, Entry
+from pilotfish.config.analyze.kube import port_protocol
 from pilotfish.config.analyze.messages import Message
-from pilotfish.config.analyze.names import namespace_pattern_matches, selector_string
+from pilotfish.config.analyze.names import (
+    labels_match,
+    namespace_pattern_matches,
+    selector_string,
+)
 
 __all__ = [
     "analyze_authorization_namespaces",
     "analyze_authorization_workloads",
+    "analyze_jwt_service_ports",
     "analyze_mtls_conflicts",
 ]
 
@@ -118,3 +130,55 @@ def analyze_mtls_conflicts(ctx: AnalysisContext) -> Iterator[Message]:
                 pa_mode,
                 path="spec.trafficPolicy.tls.mode",
             )
+
+
+#: Protocols whose ports get the proxy's HTTP filters (``jwt_authn`` among them).
+_JWT_PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "GRPC-Web")
+
+
+def _targeted_services(
+    ctx: AnalysisContext, e: Entry, ra: RequestAuthentication
+) -> tuple[list[Service], str]:
+    """The Services in front of what a RequestAuthentication targets, and the field path."""
+    spec = ra.spec
+    services = [
+        (se, svc) for se, svc in ctx.of_kind("Service", Service) if se.namespace == e.namespace
+    ]
+    refs = list(spec.targetRefs) + ([spec.targetRef] if spec.targetRef is not None else [])
+    if refs:
+        names = {r.name for r in refs if r.kind == "Service"}
+        path = "spec.targetRefs" if spec.targetRefs else "spec.targetRef"
+        return [svc for se, svc in services if se.name in names], path
+    labels = spec.selector.matchLabels if spec.selector is not None else {}
+    if not labels:
+        return [], ""
+    workloads = ctx.workloads_selected(labels, e.namespace)
+    return [
+        svc
+        for _, svc in services
+        if svc.spec.selector and any(labels_match(svc.spec.selector, w.labels) for w in workloads)
+    ], "spec.selector"
+
+
+def _target_port(p: ServicePort) -> str:
+    return str(p.targetPort) if p.targetPort not in (None, "") else str(p.port)
+
+
+def analyze_jwt_service_ports(ctx: AnalysisContext) -> Iterator[Message]:
+    """IST0119 for JWT rules on workloads whose Service ports are not HTTP."""
+    for e, ra in ctx.of_kind("RequestAuthentication", RequestAuthentication):
+        if not ra.spec.jwtRules:
+            continue
+        services, path = _targeted_services(ctx, e, ra)
+        for svc in services:
+            for p in svc.spec.ports:
+                if port_protocol(p.name, p.appProtocol, p.protocol) in _JWT_PROTOCOLS:
+                    continue
+                yield e.message(
+                    m.JWT_FAILURE_DUE_TO_INVALID_SERVICE_PORT_PREFIX,
+                    p.port,
+                    p.name or "",
+                    (p.protocol or "TCP").upper(),
+                    _target_port(p),
+                    path=path,
+                )

@@ -17,10 +17,16 @@ conflicts; hosts a bound Gateway does not serve.
 - IST0140: a gateway-bound VirtualService routes to a host without a subset while another
   VirtualService of that host splits it by subsets: the split does not apply to gateway
   requests.
+- IST0122: a match (``uri``, ``scheme``, ``method``, ``authority``, ``headers``,
+  ``queryParams``) or ``corsPolicy.allowOrigins`` regex that RE2 does not compile. Validation
+  refuses such a VirtualService at apply (IST0106 for a file), so this is seen on files.
+- IST0002: ``fault.delay.percent`` (deprecated for ``percentage``), as Istio's deprecation
+  analyzer reports it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -30,6 +36,7 @@ from pilotfish.api.virtualservice import (
     Destination,
     L4MatchAttributes,
     RouteDestination,
+    StringMatch,
     TLSMatchAttributes,
     VirtualService,
 )
@@ -44,14 +51,17 @@ from pilotfish.config.analyze.names import (
     normalize_gateway,
     split_server_host,
 )
+from pilotfish.config.validation.common import regex_problem
 
 __all__ = [
     "analyze_conflicting_mesh_hosts",
+    "analyze_deprecated_fields",
     "analyze_destinations",
     "analyze_gateway_hosts",
     "analyze_gateway_references",
     "analyze_ingress_subsets",
     "analyze_jwt_claim_routes",
+    "analyze_regexes",
 ]
 
 KIND = "VirtualService"
@@ -289,3 +299,59 @@ def analyze_conflicting_mesh_hosts(ctx: AnalysisContext) -> Iterator[Message]:
             yield x.message(
                 m.CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS, names, fqdn, path="metadata.name"
             )
+
+
+def _quoted(text: str) -> str:
+    """``text`` quoted as Go's ``%q`` quotes it (the catalogue's templates use ``%q``)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _string_matches(vs: VirtualService) -> Iterator[tuple[str, str, StringMatch]]:
+    """Every StringMatch Istio's regex analyzer reads: ``(where, path, match)``."""
+    for i, route in enumerate(vs.spec.http):
+        for j, mr in enumerate(route.match):
+            base = f"spec.http[{i}].match[{j}]"
+            for where in ("uri", "scheme", "method", "authority"):
+                sm = getattr(mr, where)
+                if sm is not None:
+                    yield where, f"{base}.{where}.regex", sm
+            for where, items in (("headers", mr.headers), ("queryParams", mr.queryParams)):
+                for key, sm in items.items():
+                    yield where, f"{base}.{where}[{key}].regex", sm
+        cors = route.corsPolicy
+        if cors is not None:
+            for k, sm in enumerate(cors.allowOrigins):
+                yield "corsPolicy.allowOrigins", f"spec.http[{i}].corsPolicy.allowOrigins[{k}]", sm
+
+
+def analyze_regexes(ctx: AnalysisContext) -> Iterator[Message]:
+    """IST0122 for match and CORS origin regexes RE2 does not compile (as Istio, withoutHeaders
+    is not checked)."""
+    for e, vs in ctx.of_kind(KIND, VirtualService):
+        for where, path, sm in _string_matches(vs):
+            if not sm.regex:
+                continue
+            problem = regex_problem(sm.regex)
+            if problem is None:
+                continue
+            yield e.message(
+                m.INVALID_REGEXP,
+                _quoted(where),
+                _quoted(sm.regex),
+                f"error parsing regexp: {problem}",
+                path=path,
+            )
+
+
+def analyze_deprecated_fields(ctx: AnalysisContext) -> Iterator[Message]:
+    """IST0002 for the deprecated VirtualService fields Istio's deprecation analyzer names."""
+    for e, vs in ctx.of_kind(KIND, VirtualService):
+        for i, route in enumerate(vs.spec.http):
+            delay = route.fault.delay if route.fault is not None else None
+            if delay is not None and delay.percent:
+                yield e.message(
+                    m.DEPRECATED,
+                    "HTTPRoute.fault.delay.percent is deprecated; use "
+                    "HTTPRoute.fault.delay.percentage",
+                    path=f"spec.http[{i}].fault.delay.percent",
+                )

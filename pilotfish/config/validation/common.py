@@ -380,10 +380,9 @@ def _re2_problem(pattern: str) -> str | None:
     return None
 
 
-def regex_error(pattern: str, where: str) -> str | None:
-    """Istio validateStringRegexp, with Python's ``re`` standing in for Go's RE2 parser."""
-    if len(pattern) > 1024:
-        return f'"{where}": regex is too large, max length allowed is 1024'
+def regex_problem(pattern: str) -> str | None:
+    """Why RE2 (Envoy, Istio) would not compile ``pattern``, or None; Python's ``re`` stands
+    in for Go's RE2 parser, with the constructs only Python accepts refused."""
     problem = _re2_problem(pattern)
     if problem is None:
         try:
@@ -392,6 +391,14 @@ def regex_error(pattern: str, where: str) -> str | None:
             problem = str(exc)
         except (OverflowError, RecursionError):
             problem = "regular expression too complex"
+    return problem
+
+
+def regex_error(pattern: str, where: str) -> str | None:
+    """Istio validateStringRegexp, with Python's ``re`` standing in for Go's RE2 parser."""
+    if len(pattern) > 1024:
+        return f'"{where}": regex is too large, max length allowed is 1024'
+    problem = regex_problem(pattern)
     if problem is None:
         return None
     return (
