@@ -60,7 +60,12 @@ def _verdict_line(v: dict[str, Any]) -> str:
         text += f": {v['reason']}"
     if v.get("policy"):
         rule = v.get("rule")
-        text += f" by {v['policy']}" + (f" (rule {rule})" if rule is not None else "")
+        if v.get("allowed") is None:
+            text += f" (CUSTOM policy {v['policy']}" + (
+                f", rule {rule})" if rule is not None else ")"
+            )
+        else:
+            text += f" by {v['policy']}" + (f" (rule {rule})" if rule is not None else "")
     return text
 
 
@@ -90,6 +95,8 @@ def render(result: dict[str, Any]) -> list[str]:
     verdict = result.get("verdict") or {}
     subsets = ", ".join(s or "(no subset)" for s in verdict.get("subsets") or []) or "none"
     lines.append(f"Verdict: {_verdict_line(verdict)}; subsets: {subsets}")
+    for fault in verdict.get("faults") or []:
+        lines.append(f"  and {fault} (fault injection)")
     return lines
 
 

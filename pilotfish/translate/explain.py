@@ -34,17 +34,22 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
+from envoy.extensions.filters.network.ext_authz.v3 import ext_authz_pb2 as net_ext_authz_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as net_rbac_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2 as tls_context_pb2
 from envoy.type.matcher.v3 import metadata_pb2, string_pb2
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 
+from pilotfish.api.hosts import resolve_host
 from pilotfish.api.node import NodeInfo
 from pilotfish.api.typeurls import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from pilotfish.model.push_context import PushContext
@@ -71,6 +76,10 @@ RBAC_HTTP = "envoy.filters.http.rbac"
 JWT_AUTHN = "envoy.filters.http.jwt_authn"
 FAULT = "envoy.filters.http.fault"
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
+RBAC_NETWORK = "envoy.filters.network.rbac"
+EXT_AUTHZ_NETWORK = "envoy.filters.network.ext_authz"
+#: Stat prefix of the shadow RBAC that marks the requests CUSTOM policies send to ext_authz.
+EXT_AUTHZ_SHADOW_PREFIX = "istio_ext_authz_"
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,27 @@ class ExplainRequest:
         return f"{self.host}:{p.port}" if p.port else self.host
 
     @property
+    def scheme(self) -> str:
+        """``http``, ``https`` or ``tcp`` (a raw TCP connection, ``tcp://host:port``)."""
+        return (self.parts.scheme or "http").lower()
+
+    @property
+    def tls(self) -> bool:
+        """The client speaks TLS itself (``https://``): the SNI is the URL's host."""
+        return self.scheme == "https"
+
+    @property
+    def sni(self) -> str | None:
+        host = self.host
+        if not self.tls or not host:
+            return None
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return host
+        return None
+
+    @property
     def path(self) -> str:
         """The path with its query, as ``:path``."""
         p = self.parts
@@ -123,7 +153,7 @@ class ExplainRequest:
             ":path": self.path,
             ":authority": self.authority,
             "host": self.authority,
-            ":scheme": "http",
+            ":scheme": "https" if self.tls else "http",
         }
         if name in pseudo:
             return pseudo[name]
@@ -154,6 +184,8 @@ class ClientPath:
     endpoints: dict[str, list[str]] = field(default_factory=dict)
     #: Per endpoint address: mTLS (True) or plaintext (False), as the cluster picks it.
     mtls: dict[str, bool] = field(default_factory=dict)
+    #: What happens to a share of the requests only (faults below 100%), as sentences.
+    faults: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -318,8 +350,30 @@ def _unpack(any_msg: Any, msg: Message) -> Message:
     return msg
 
 
-def _chain_matches(m: listener_components_pb2.FilterChainMatch, port: int, ip: str | None) -> int:
-    """A score for the filter chain (more specific wins), or -1."""
+def _sni_score(server_names: Sequence[str], sni: str | None) -> int:
+    """Envoy's server name match: an exact name beats the longest ``*.suffix``; -1 when none
+    matches (or the client sent no SNI)."""
+    if sni is None:
+        return -1
+    best = -1
+    for name in server_names:
+        name = name.lower()
+        if name == sni:
+            return 1000
+        if name.startswith("*.") and sni.endswith(name[1:]) and len(sni) > len(name) - 1:
+            best = max(best, len(name))
+    return best
+
+
+def _chain_matches(
+    m: listener_components_pb2.FilterChainMatch,
+    port: int,
+    ip: str | None,
+    sni: str | None = None,
+    tls: bool = False,
+) -> int:
+    """A score for the filter chain (more specific wins), or -1. ``tls``: the client opens a
+    TLS connection (SNI ``sni``), which only chains for ``tls`` (or any transport) take."""
     score = 0
     if m.HasField("destination_port"):
         if m.destination_port.value != port:
@@ -340,9 +394,21 @@ def _chain_matches(m: listener_components_pb2.FilterChainMatch, port: int, ip: s
         if best < 0:
             return -1
         score += 10 + best
-    if m.transport_protocol and m.transport_protocol not in ("raw_buffer",):
+    if m.transport_protocol == "tls":
+        if not tls:
+            return -1
+        score += 5
+    elif m.transport_protocol == "raw_buffer":
+        if tls:
+            return -1
+    elif m.transport_protocol:
         return -1
-    if m.server_names or m.application_protocols:
+    if m.server_names:
+        sni_score = _sni_score(m.server_names, sni)
+        if sni_score < 0:
+            return -1
+        score += 1 + sni_score
+    if m.application_protocols:
         return -1
     return score
 
@@ -353,7 +419,7 @@ def _address(lst: listener_pb2.Listener) -> str:
 
 
 def _outbound_listener(
-    resources: Resources, port: int, ip: str | None
+    resources: Resources, port: int, ip: str | None, sni: str | None = None, tls: bool = False
 ) -> tuple[listener_pb2.Listener, listener_components_pb2.FilterChain] | None:
     """The listener and chain that take a connection to ``ip:port``: a listener bound to the
     port itself first (gateways, per-port sidecar listeners), else the chains of the proxy's
@@ -366,7 +432,7 @@ def _outbound_listener(
             continue
         own_port = 1000 if lst.address.socket_address.port_value == port else 0
         for fc in lst.filter_chains:
-            s = _chain_matches(fc.filter_chain_match, port, ip)
+            s = _chain_matches(fc.filter_chain_match, port, ip, sni, tls)
             if s >= 0:
                 candidates.append((s + own_port, lst, fc))
         if lst.HasField("default_filter_chain"):
@@ -471,16 +537,54 @@ def _cluster_step(resources: Resources, out: ClientPath, name: str) -> None:
     out.steps.append(Step("cluster", name, detail))
 
 
+def _downstream_tls(fc: listener_components_pb2.FilterChain) -> dict[str, Any] | None:
+    """What a chain that terminates TLS asks of the client: mode (SIMPLE, or MUTUAL when it
+    requires a client certificate), the certificates it serves and the CA it checks with."""
+    ts = fc.transport_socket
+    if not fc.HasField("transport_socket") or not ts.typed_config.type_url.endswith(
+        "DownstreamTlsContext"
+    ):
+        return None
+    ctx = tls_context_pb2.DownstreamTlsContext()
+    ts.typed_config.Unpack(ctx)
+    common = ctx.common_tls_context
+    mutual = ctx.require_client_certificate.value
+    detail: dict[str, Any] = {
+        "serverCertificate": [c.name for c in common.tls_certificate_sds_secret_configs],
+    }
+    validation = ""
+    if common.HasField("validation_context_sds_secret_config"):
+        validation = common.validation_context_sds_secret_config.name
+    elif common.HasField("combined_validation_context"):
+        validation = common.combined_validation_context.validation_context_sds_secret_config.name
+    if validation:
+        detail["clientCa"] = validation
+    if common.alpn_protocols:
+        detail["alpn"] = ",".join(common.alpn_protocols)
+    detail["mode"] = "MUTUAL" if mutual else "SIMPLE"
+    if mutual:
+        detail["note"] = (
+            "a client certificate signed by the client CA is required (assumed presented)"
+        )
+    return detail
+
+
 def explain_client(
-    resources: Resources, request: ExplainRequest, listen_port: int | None = None
+    resources: Resources,
+    request: ExplainRequest,
+    listen_port: int | None = None,
+    vip: str | None = None,
 ) -> ClientPath:
     """The client Envoy's walk (see the module docstring). ``listen_port``: the port the
-    proxy binds for the request's port (a gateway's ``gateway_ports``), if another."""
+    proxy binds for the request's port (a gateway's ``gateway_ports``), if another; ``vip``:
+    the address the host resolves to, when the route configurations do not tell (TCP)."""
     out = ClientPath()
-    ip = _vip_of(resources, request.host, request.port)
-    found = _outbound_listener(resources, listen_port or request.port, ip)
+    ip = _vip_of(resources, request.host, request.port) or vip
+    found = _outbound_listener(resources, listen_port or request.port, ip, request.sni, request.tls)
     if found is None:
         out.local_status, out.local_reason = 0, f"no outbound listener for port {request.port}"
+        if request.tls:
+            out.local_reason += f" that takes a TLS connection with SNI {request.sni or '(none)'}"
         return out
     lst, fc = found
     out.steps.append(
@@ -490,7 +594,19 @@ def explain_client(
             {"address": _address(lst)},
         )
     )
-    out.steps.append(Step("filterChain", fc.name or "(default)", {"destinationIp": ip}))
+    chain: dict[str, Any] = {"destinationIp": ip}
+    if request.tls:
+        chain["sni"] = request.sni
+        names = list(fc.filter_chain_match.server_names)
+        chain["serverNames"] = ",".join(names) if names else "(any)"
+    out.steps.append(Step("filterChain", fc.name or "(default)", chain))
+    terminated = _downstream_tls(fc)
+    if terminated is not None:
+        out.steps.append(Step("tls", terminated.pop("mode"), terminated))
+    elif request.tls:
+        out.steps.append(
+            Step("tls", "PASSTHROUGH", {"note": "the TLS stream is forwarded, not terminated"})
+        )
     for f in fc.filters:
         if f.name == TCP_PROXY:
             tp = _unpack(f.typed_config, tcp_proxy_pb2.TcpProxy())
@@ -600,17 +716,20 @@ def _route(out: ClientPath, vh: Any, route: route_components_pb2.Route, index: i
         f: dict[str, Any] = {}
         if fault.HasField("abort"):
             pct = _percent(fault.abort.percentage)
-            f["abort"] = {"status": fault.abort.http_status, "percent": pct}
-            if pct >= 100 and fault.abort.http_status:
-                out.local_status, out.local_reason = (
-                    fault.abort.http_status,
-                    "fault injection abort",
-                )
+            status = fault.abort.http_status
+            f["abort"] = {"status": status, "percent": pct}
+            if pct >= 100 and status:
+                out.local_status, out.local_reason = (status, "fault injection abort")
+            elif pct > 0 and status:
+                out.faults.append(f"{pct:g}% of requests abort with {status}")
         if fault.HasField("delay"):
-            f["delay"] = {
-                "fixed": _duration(fault.delay.fixed_delay),
-                "percent": _percent(fault.delay.percentage),
-            }
+            pct = _percent(fault.delay.percentage)
+            fixed = _duration(fault.delay.fixed_delay)
+            f["delay"] = {"fixed": fixed, "percent": pct}
+            if pct >= 100:
+                out.faults.append(f"every request is delayed by {fixed}")
+            elif pct > 0:
+                out.faults.append(f"{pct:g}% of requests are delayed by {fixed}")
         detail["fault"] = f
     out.steps.append(Step("route", route.name or f"#{index}", detail))
 
@@ -806,8 +925,10 @@ def principal_matches(p: rbac_pb2.Principal, c: _Ctx) -> bool:
 
 
 _POLICY_NAME = re.compile(
-    r"^ns\[(?P<ns>[^\]]*)\]-policy\[(?P<name>[^\]]*)\]-rule\[(?P<rule>\d+)\]$"
+    r"^(?:istio-ext-authz-)?ns\[(?P<ns>[^\]]*)\]-policy\[(?P<name>[^\]]*)\]-rule\[(?P<rule>\d+)\]$"
 )
+#: The policy Pilotfish denies with when a CUSTOM policy's provider cannot be used.
+CUSTOM_DENY_ALL = "default-deny-all-due-to-unsupported-CUSTOM-action"
 
 
 def _policy_ref(name: str) -> tuple[str, int | None]:
@@ -834,10 +955,13 @@ def explain_server(
     address: str,
     app_port: int,
     mtls_mode: tuple[str, str | None] | None = None,
+    providers: Mapping[str, str] | None = None,
 ) -> ServerPath:
     """The destination Envoy's walk for a request arriving at ``address`` (see the module
     docstring). ``app_port`` is the workload port the request is for; ``mtls_mode`` the
-    effective PeerAuthentication mode for it and the policy that set it (None: unknown)."""
+    effective PeerAuthentication mode for it and the policy that set it (None: unknown);
+    ``providers``: the ext_authz provider of each CUSTOM policy (``ns/name``)."""
+    providers = providers or {}
     out = ServerPath()
     mtls = peer.principal is not None
     if mtls_mode is not None:
@@ -873,9 +997,13 @@ def explain_server(
         if f.name == HCM:
             h = _unpack(f.typed_config, hcm_pb2.HttpConnectionManager())
     if not isinstance(h, hcm_pb2.HttpConnectionManager):
-        out.steps.append(
-            Step("note", "tcp", {"detail": "not an HTTP chain; network RBAC is not explained"})
+        # a TCP chain: the network filters before tcp_proxy decide (RBAC, ext_authz)
+        c = _Ctx(request, peer, None, app_port)
+        _authorize(
+            out, [(f.name, f.typed_config) for f in fc.filters], c, resources, providers, True
         )
+        if c.unknown:
+            out.steps.append(Step("note", "unevaluated", {"matchers": sorted(set(c.unknown))}))
         return out
     jwt_cfg: jwt_pb2.JwtAuthentication | None = None
     for hf in h.http_filters:
@@ -894,47 +1022,157 @@ def explain_server(
             out.allowed, out.status, out.reason = False, 401, jwt_error
             return out
     c = _Ctx(request, peer, payload, app_port)
-    for hf in h.http_filters:
-        if hf.name == EXT_AUTHZ:
-            out.steps.append(
-                Step("authorization", "ext_authz", {"note": "external authorizer, not simulated"})
-            )
-            out.allowed = None
+    _authorize(
+        out, [(hf.name, hf.typed_config) for hf in h.http_filters], c, resources, providers, False
+    )
+    if c.unknown:
+        out.steps.append(Step("note", "unevaluated", {"matchers": sorted(set(c.unknown))}))
+    return out
+
+
+def _endpoint_count(resources: Resources, cluster_name: str) -> int | None:
+    """How many endpoints the proxy has for a cluster (None: it has no such cluster)."""
+    cluster = resources.get(CLUSTER_TYPE, {}).get(cluster_name)
+    if not isinstance(cluster, cluster_pb2.Cluster):
+        return None
+    cla = resources.get(ENDPOINT_TYPE, {}).get(
+        cluster.eds_cluster_config.service_name or cluster_name
+    )
+    if cla is None and cluster.HasField("load_assignment"):
+        cla = cluster.load_assignment
+    if not isinstance(cla, endpoint_pb2.ClusterLoadAssignment):
+        return 0
+    return sum(len(le.lb_endpoints) for le in cla.endpoints)
+
+
+def _ext_authz(
+    out: ServerPath,
+    typed_config: Any,
+    custom_hit: str | None,
+    resources: Resources,
+    providers: Mapping[str, str],
+    tcp: bool,
+) -> bool:
+    """The ext_authz filter for a request a CUSTOM rule sent to it: the provider, and the
+    verdict when config alone decides it (the provider has no endpoints). True: stop here."""
+    if tcp:
+        cfg: Any = _unpack(typed_config, net_ext_authz_pb2.ExtAuthz())
+        cluster = cfg.grpc_service.envoy_grpc.cluster_name
+        fail_open, status = cfg.failure_mode_allow, None
+    else:
+        cfg = _unpack(typed_config, ext_authz_pb2.ExtAuthz())
+        if cfg.HasField("grpc_service"):
+            cluster = cfg.grpc_service.envoy_grpc.cluster_name
+        else:
+            cluster = cfg.http_service.server_uri.cluster
+        fail_open = cfg.failure_mode_allow
+        status = cfg.status_on_error.code if cfg.HasField("status_on_error") else 403
+    ref, rule = _policy_ref(custom_hit) if custom_hit else (None, None)
+    provider = providers.get(ref or "", "") or "(the policy's provider)"
+    detail: dict[str, Any] = {
+        "provider": provider,
+        "cluster": cluster,
+        "api": "gRPC" if cfg.HasField("grpc_service") else "HTTP",
+    }
+    if ref is not None:
+        detail["policy"] = ref + (f" (rule {rule})" if rule is not None else "")
+    count = _endpoint_count(resources, cluster)
+    if not count:
+        down = "is not a cluster of this proxy" if count is None else "has no endpoints"
+        detail["provider_state"] = f"down: {cluster} {down}"
+        if fail_open:
+            detail["verdict"] = "allow (failOpen: the check fails and the request goes on)"
+            out.steps.append(Step("extAuthz", provider, detail))
+            return False
+        out.allowed, out.status = False, (None if tcp else status)
+        out.reason = f"ext_authz provider {provider} is down ({cluster} {down}): " + (
+            "the connection is closed" if tcp else f"Envoy answers {status} (statusOnError)"
+        )
+        out.policy, out.rule = ref, rule
+        detail["verdict"] = "deny"
+        out.steps.append(Step("extAuthz", provider, detail))
+        return True
+    detail["verdict"] = (
+        f"sent to the external authorizer {provider}: its answer decides (not known offline)"
+    )
+    out.steps.append(Step("extAuthz", provider, detail))
+    if out.allowed is not False:
+        out.allowed = None
+        out.reason = f"sent to the ext_authz provider {provider}, whose answer is not known offline"
+        out.policy, out.rule = ref, rule
+    return False
+
+
+def _authorize(
+    out: ServerPath,
+    filters: Sequence[tuple[str, Any]],
+    c: _Ctx,
+    resources: Resources,
+    providers: Mapping[str, str],
+    tcp: bool,
+) -> None:
+    """The authorization filters of a chain, in Envoy's order: CUSTOM (a shadow RBAC marks
+    what goes to ext_authz), DENY, ALLOW. HTTP filters answer 403; network filters close the
+    connection."""
+    custom_hit: str | None = None
+    custom_seen = False
+    denied_reason = "RBAC: connection closed" if tcp else "RBAC: access denied"
+    for name, typed_config in filters:
+        if name in (EXT_AUTHZ, EXT_AUTHZ_NETWORK):
+            sent = not custom_seen or custom_hit is not None
+            if sent and _ext_authz(out, typed_config, custom_hit, resources, providers, tcp):
+                return
             continue
-        if hf.name != RBAC_HTTP:
+        if name not in (RBAC_HTTP, RBAC_NETWORK):
             continue
-        cfg = _unpack(hf.typed_config, http_rbac_pb2.RBAC())
-        assert isinstance(cfg, http_rbac_pb2.RBAC)
+        cfg: Any = (
+            _unpack(typed_config, net_rbac_pb2.RBAC())
+            if name == RBAC_NETWORK
+            else _unpack(typed_config, http_rbac_pb2.RBAC())
+        )
         if not cfg.HasField("rules"):
+            if (
+                cfg.HasField("shadow_rules")
+                and cfg.shadow_rules_stat_prefix == EXT_AUTHZ_SHADOW_PREFIX
+            ):
+                custom_seen = True
+                custom_hit = _first_match(cfg.shadow_rules, c)
+                step: dict[str, Any] = {"policies": sorted(cfg.shadow_rules.policies)}
+                if custom_hit is None:
+                    step["verdict"] = "no CUSTOM rule matches: not sent to the external authorizer"
+                else:
+                    step["matched"] = custom_hit
+                out.steps.append(Step("authorization", "CUSTOM", step))
             continue
         rules = cfg.rules
         action = rbac_pb2.RBAC.Action.Name(rules.action)
         hit = _first_match(rules, c)
-        step: dict[str, Any] = {"action": action, "policies": sorted(rules.policies)}
+        step = {"action": action, "policies": sorted(rules.policies)}
         if hit is not None:
-            _ref, _rule = _policy_ref(hit)
             step["matched"] = hit
         if action == "DENY" and hit is not None:
-            out.allowed, out.status, out.reason = False, 403, "RBAC: access denied"
+            out.allowed, out.status, out.reason = False, (None if tcp else 403), denied_reason
             out.policy, out.rule = _policy_ref(hit)
+            if hit == CUSTOM_DENY_ALL:
+                out.reason += (
+                    " (a CUSTOM policy's provider cannot be used: every request is denied; "
+                    "see the control plane's warning for the policy)"
+                )
             step["verdict"] = "deny"
             out.steps.append(Step("authorization", "DENY", step))
-            break
+            return
         if action == "ALLOW":
             if hit is None:
-                out.allowed, out.status, out.reason = False, 403, "RBAC: access denied"
+                out.allowed, out.status, out.reason = False, (None if tcp else 403), denied_reason
                 step["verdict"] = "deny (no ALLOW policy matches)"
                 out.policy = ",".join(sorted({_policy_ref(n)[0] for n in rules.policies})) or None
+                out.rule = None
                 out.steps.append(Step("authorization", "ALLOW", step))
-                break
-            out.policy, out.rule = _policy_ref(hit)
+                return
+            if out.allowed is not None:
+                out.policy, out.rule = _policy_ref(hit)
             step["verdict"] = "allow"
         out.steps.append(Step("authorization", action, step))
-    if c.unknown:
-        out.steps.append(Step("note", "unevaluated", {"matchers": sorted(set(c.unknown))}))
-    if out.allowed and out.status is None:
-        out.status = None
-    return out
 
 
 def endpoint_port(address: str) -> int:
@@ -980,7 +1218,16 @@ def explain_request(
     """The whole walk as JSON: the client side, each endpoint's server side, and the verdict
     (the subsets the request may reach, allowed or denied, the status and what decided)."""
     listen_port = source.gateway_ports.get(request.port) if source.gateway_ports else None
-    client = explain_client(generate(source, push), request, listen_port)
+    service = push.service(
+        resolve_host(request.host, source.namespace, push.settings.domain_suffix)
+    )
+    vip = service.vip if service is not None else None
+    client = explain_client(generate(source, push), request, listen_port, vip)
+    providers = {
+        f"{p.namespace}/{p.name}": p.spec.provider.name
+        for p in push.authorization_policies
+        if p.spec.action == "CUSTOM" and p.spec.provider is not None
+    }
     verdict: dict[str, Any] = {
         "allowed": None,
         "status": None,
@@ -1026,7 +1273,9 @@ def explain_request(
                     generated[node.node_id] = generate(node, push)
                 effective = workload_policy(push, node.namespace, node.labels)
                 mode = (effective.for_port(app_port), effective.decided_for_port(app_port))
-                sp = explain_server(generated[node.node_id], request, peer, listen, app_port, mode)
+                sp = explain_server(
+                    generated[node.node_id], request, peer, listen, app_port, mode, providers
+                )
                 item.update(
                     proxy=f"{node.namespace}/{node.pod_name}",
                     steps=[s.to_dict() for s in sp.steps],
@@ -1062,6 +1311,8 @@ def explain_request(
             else:
                 verdict.update(reason="the endpoints decide differently (see servers)")
     verdict["subsets"] = sorted({d["subset"] for d in destinations})
+    if client.faults:
+        verdict["faults"] = list(client.faults)
     return {
         "request": {
             "method": request.method.upper(),

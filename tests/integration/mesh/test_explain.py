@@ -1,7 +1,10 @@
 """`pilotfish x explain` against reality: a Bookinfo-shaped mesh (productpage calling reviews
-v1/v2/v3 over mTLS) with routing by header and path, a fault abort, and DENY and ALLOW
-AuthorizationPolicies. For a few hundred generated requests, the explainer's predicted subset
-and allow/deny verdict (and status) must match what real Envoys did with the same request."""
+v1/v2/v3 over mTLS) with routing by header and path, a fault abort, a fault abort on half of
+the requests, and DENY and ALLOW AuthorizationPolicies. For a few hundred generated requests,
+the explainer's predicted subset and allow/deny verdict (and status) must match what real
+Envoys did with the same request; a request the explainer says a share-of-requests fault may
+abort either matches or was aborted with the fault's status, and the aborted share of a burst
+is plausible for the percentage."""
 
 from __future__ import annotations
 
@@ -51,6 +54,9 @@ spec:
   - match: [{headers: {x-fault: {exact: abort}}}]
     fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
     route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{headers: {x-fault: {exact: partial}}}]
+    fault: {abort: {httpStatus: 503, percentage: {value: 50}}}
+    route: [{destination: {host: reviews, subset: v3}}]
   - match: [{headers: {end-user: {exact: jason}}}]
     route: [{destination: {host: reviews, subset: v2}}]
   - match: [{uri: {prefix: /v3}}, {headers: {x-canary: {exact: "true"}}}]
@@ -141,8 +147,8 @@ def generated_cases(n: int, seed: int = 14) -> list[Case]:
             headers["end-user"] = rng.choice(["jason", "alice", "Jason"])
         if rng.random() < 0.15:
             headers["x-block"] = rng.choice(["yes", "no"])
-        if rng.random() < 0.1:
-            headers["x-fault"] = "abort"
+        if rng.random() < 0.14:
+            headers["x-fault"] = rng.choice(["abort", "partial"])
         if rng.random() < 0.15:
             headers["x-canary"] = rng.choice(["true", "false"])
         out.append(Case(method, path, tuple(sorted(headers.items()))))
@@ -159,7 +165,12 @@ def observed(client: Sidecar, case: Case) -> tuple[bool, int, str | None]:
     return (not refused and r.status_code < 400), r.status_code, version
 
 
-def predicted(mesh: Mesh, client: Sidecar, case: Case) -> tuple[bool, int, frozenset[str]]:
+Prediction = tuple[bool, int, frozenset[str], tuple[str, ...]]
+
+
+def predicted(mesh: Mesh, client: Sidecar, case: Case) -> Prediction:
+    """Allowed, status, the subsets it may reach, and the faults that hit a share of
+    requests (``50% of requests abort with 503``)."""
     cp = mesh.cp
     res = httpx.post(
         cp.url + kinds.proxy_explain_path("default", client.name),
@@ -175,10 +186,19 @@ def predicted(mesh: Mesh, client: Sidecar, case: Case) -> tuple[bool, int, froze
     verdict: dict[str, Any] = res.json()["verdict"]
     allowed = bool(verdict["allowed"])
     status = verdict["status"] or 200
-    return allowed, status, frozenset(verdict["subsets"] if allowed else ())
+    subsets = frozenset(verdict["subsets"] if allowed else ())
+    return allowed, status, subsets, tuple(verdict.get("faults") or ())
 
 
-def agrees(want: tuple[bool, int, frozenset[str]], got: tuple[bool, int, str | None]) -> bool:
+def fault_abort(want: Prediction) -> int | None:
+    """The status a share-of-requests abort the explainer predicts answers with."""
+    for text in want[3]:
+        if "% of requests abort with " in text:
+            return int(text.rsplit(" ", 1)[1])
+    return None
+
+
+def agrees(want: Prediction, got: tuple[bool, int, str | None]) -> bool:
     """Same verdict and status; an allowed request reached one of the predicted subsets (a
     weighted split predicts several)."""
     if want[:2] != got[:2]:
@@ -217,17 +237,31 @@ def test_explain_matches_real_traffic(bookinfo: BookinfoMesh) -> None:
     cases = generated_cases(240)
     mismatches = []
     outcomes: set[tuple[bool, int, str | None]] = set()
+    fault_hits = 0
     for client in (pp, bookinfo.intruder):
         for case in cases if client is pp else cases[:60]:
             want = predicted(bookinfo.mesh, client, case)
             got = observed(client, case)
             outcomes.add(got)
+            if fault_abort(want) is not None and got == (False, fault_abort(want), None):
+                fault_hits += 1  # the share the fault aborts: not a mismatch
+                continue
             if not agrees(want, got):
                 mismatches.append((client.name, case, want, got))
     assert not mismatches, mismatches[:10]
+    assert fault_hits > 0  # some generated requests met the 50% abort
+    # a fault on 50% of requests: said as a share, the rest of the walk still holds, and
+    # the share of a burst that real traffic saw aborted is plausible for 50%
+    partial = Case("GET", "/", (("x-fault", "partial"),))
+    want = predicted(bookinfo.mesh, pp, partial)
+    assert want == (True, 200, frozenset({"v3"}), ("50% of requests abort with 503",))
+    burst = [observed(pp, partial) for _ in range(80)]
+    aborted = sum(1 for got in burst if got == (False, 503, None))
+    assert all(got in ((False, 503, None), (True, 200, "v3")) for got in burst), burst
+    assert 20 <= aborted <= 60, aborted  # binomial(80, 0.5): 40 +- 4.5 standard deviations
     # a weighted split is predicted as both subsets, and real traffic reaches both
     split = Case("GET", "/split", ())
-    assert predicted(bookinfo.mesh, pp, split) == (True, 200, frozenset({"v1", "v2"}))
+    assert predicted(bookinfo.mesh, pp, split) == (True, 200, frozenset({"v1", "v2"}), ())
     assert {observed(pp, split)[2] for _ in range(60)} == {"v1", "v2"}
     # the generated requests reached every subset and every kind of decision
     assert {o[2] for o in outcomes} >= {"v1", "v2", "v3"}
