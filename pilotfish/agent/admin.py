@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
-import httpx
-
+from pilotfish.agent.http import HttpError, Response, request
 from pilotfish.agent.settings import XDS_CLUSTER
 
 #: Stats that show the first xDS answers arrived.
@@ -169,17 +169,23 @@ class AdminClient:
     """Async client for one Envoy's admin API on ``127.0.0.1:<port>``."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", timeout_s: float = 2.0) -> None:
+        self.host, self.port, self.timeout_s = host, port, timeout_s
         self.base_url = f"http://{host}:{port}"
-        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s, trust_env=False)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        """Nothing to release (one connection per request); kept for symmetry."""
+
+    async def _request(
+        self, method: str, path: str, params: dict[str, str] | None = None
+    ) -> Response:
+        target = path + (f"?{urlencode(params)}" if params else "")
+        return await request(self.host, self.port, method, target, timeout=self.timeout_s)
 
     async def server_state(self) -> str | None:
         """Body of ``/ready`` (``LIVE``, ``INITIALIZING``, ...), or None if admin is down."""
         try:
-            response = await self._client.get("/ready")
-        except httpx.HTTPError:
+            response = await self._request("GET", "/ready")
+        except HttpError:
             return None
         return response.text.strip() or None
 
@@ -187,10 +193,10 @@ class AdminClient:
         """Counters and gauges, optionally filtered by a regular expression. Empty if down."""
         params = {"filter": regex} if regex else None
         try:
-            response = await self._client.get("/stats", params=params)
-        except httpx.HTTPError:
+            response = await self._request("GET", "/stats", params)
+        except HttpError:
             return {}
-        if response.status_code != 200:
+        if response.status != 200:
             return {}
         return parse_stats(response.text)
 
@@ -204,10 +210,10 @@ class AdminClient:
     async def active_connections(self) -> int | None:
         """Open downstream connections (see :func:`active_downstream_connections`)."""
         try:
-            response = await self._client.get(
-                "/stats", params={"filter": r"^listener\..*downstream_cx_active$"}
+            response = await self._request(
+                "GET", "/stats", {"filter": r"^listener\..*downstream_cx_active$"}
             )
-        except httpx.HTTPError:
+        except HttpError:
             return None
         return active_downstream_connections(parse_stats(response.text))
 
@@ -217,16 +223,18 @@ class AdminClient:
             flag for flag, on in (("inboundonly", inbound_only), ("graceful", graceful)) if on
         )
         try:
-            response = await self._client.post("/drain_listeners" + (f"?{query}" if query else ""))
-        except httpx.HTTPError:
+            response = await self._request(
+                "POST", "/drain_listeners" + (f"?{query}" if query else "")
+            )
+        except HttpError:
             return False
-        return response.status_code == 200
+        return response.status == 200
 
     async def prometheus(self) -> tuple[int, bytes, str]:
         """``/stats/prometheus``: status, body and content type (503 if admin is down)."""
         try:
-            response = await self._client.get("/stats/prometheus")
-        except httpx.HTTPError as exc:
+            response = await self._request("GET", "/stats/prometheus")
+        except HttpError as exc:
             return 503, f"Envoy admin is not reachable: {exc}\n".encode(), "text/plain"
         content_type = response.headers.get("content-type", "text/plain; version=0.0.4")
-        return response.status_code, response.content, content_type
+        return response.status, response.body, content_type

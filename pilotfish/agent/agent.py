@@ -5,9 +5,12 @@ Order of events:
 1. render the bootstrap into ``work_dir`` (``envoy-bootstrap.json``);
 2. serve the agent's HTTP endpoints (``agent_port``) - Envoy's readiness listener forwards to
    them, so they come up first;
-3. with a workload identity (``settings.identity``): get the first certificate from the CA and
-   serve it over SDS (see ``workload_identity.py``); Envoy waits for it;
-4. start Envoy under :class:`~pilotfish.agent.supervisor.EnvoySupervisor`;
+3. with a workload identity (``settings.identity``): serve SDS on the pod's socket and start
+   asking the CA for the first certificate (see ``workload_identity.py``);
+4. start Envoy under :class:`~pilotfish.agent.supervisor.EnvoySupervisor` at once: it connects
+   to the control plane while the key pair is made and the certificate signed, and holds the
+   listeners and clusters that need the certificate until SDS sends it (the proxy is not ready
+   before: ``/healthz/ready`` says it waits for its certificate);
 5. explicit mode: once Envoy is ready (LIVE with its first CDS and LDS), start the app with the
    sidecar's addresses in its environment (see ``app.py``);
 6. run until SIGTERM/SIGINT, a ``stop`` event, the app exiting, or the supervisor giving up;
@@ -27,6 +30,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING
 
 from pilotfish.agent.admin import Readiness
 from pilotfish.agent.app import AppProcess, app_environment
@@ -34,8 +38,10 @@ from pilotfish.agent.bootstrap import render_bootstrap, write_bootstrap
 from pilotfish.agent.health import AgentServer
 from pilotfish.agent.settings import AgentSettings
 from pilotfish.agent.supervisor import EnvoySupervisor, SupervisorSettings
-from pilotfish.agent.workload_identity import WorkloadIdentity
 from pilotfish.api.peer import peer_environment, workload_values
+
+if TYPE_CHECKING:  # gRPC and cryptography load only when the proxy has a workload identity
+    from pilotfish.agent.workload_identity import WorkloadIdentity
 
 log = logging.getLogger("pilotfish.agent")
 
@@ -93,6 +99,8 @@ class Agent:
         settings = self.settings
         settings.work_dir.mkdir(parents=True, exist_ok=True)
         if settings.identity is not None:
+            from pilotfish.agent.workload_identity import WorkloadIdentity
+
             self.identity = WorkloadIdentity(settings, settings.identity)
         sds_socket = self.identity.socket_path if self.identity is not None else None
         write_bootstrap(render_bootstrap(settings, sds_socket), settings.bootstrap_path)
@@ -118,9 +126,7 @@ class Agent:
                     self._server = None
                     return 1
             if self.identity is not None:
-                secret = await self.identity.start(stop)
-                if secret is None:
-                    return 0
+                await self.identity.start()
             await self.supervisor.start()
             log.info(
                 "proxy %s started (admin 127.0.0.1:%d, readiness :%d)",
@@ -128,6 +134,10 @@ class Agent:
                 settings.admin_port,
                 settings.readiness_port,
             )
+            if self.identity is not None:
+                which, secret = await _first(self.identity.wait_first(stop), self.supervisor.wait())
+                if which != 0 or secret is None:
+                    return self._exit_code(app_code=None)
             waits: list[Awaitable[object]] = [stop.wait(), self.supervisor.wait()]
             if settings.app_command:
                 waiting = self._wait_ready_logged("app not started yet: ")

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-
-import httpx
-from aiohttp import web
+from urllib.parse import urlsplit
 
 from pilotfish import __version__
 from pilotfish.agent.admin import AdminClient, Readiness
+from pilotfish.agent.http import HttpError, HttpServer, Response, request
 from pilotfish.agent.settings import AppMetrics
 from pilotfish.telemetry.promtext import (
     CONTENT_TYPE,
@@ -103,68 +102,65 @@ class AgentServer:
         self._readiness = readiness
         self._admin = admin
         self._app_metrics = app_metrics
-        self._runner: web.AppRunner | None = None
-        self._http: httpx.AsyncClient | None = None
+        self._server: HttpServer | None = None
         self.scrapes = 0
         self.scrape_failures = 0
 
-    def make_app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/healthz/ready", self._ready)
-        app.router.add_get("/stats/prometheus", self._prometheus)
-        return app
-
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.make_app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.bind, self.port, reuse_address=True)
-        await site.start()
+        self._server = HttpServer(self.handle)
+        await self._server.start(self.bind, self.port)
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
 
-    async def _ready(self, request: web.Request) -> web.Response:
+    async def handle(self, method: str, target: str) -> Response:
+        path = urlsplit(target).path
+        if path == "/healthz/ready":
+            return await self._ready()
+        if path == "/stats/prometheus":
+            return await self._prometheus()
+        return Response(404, b"not found\n", {"content-type": "text/plain"})
+
+    async def _ready(self) -> Response:
         result = await self._readiness()
         if result.ready:
-            return web.Response(text="ready\n")
-        headers = {"X-Pilotfish-Reason": result.code} if result.code else None
-        return web.Response(status=503, text=f"not ready: {result.reason}\n", headers=headers)
+            return Response(200, b"ready\n", {"content-type": "text/plain; charset=utf-8"})
+        headers = {"content-type": "text/plain; charset=utf-8"}
+        if result.code:
+            headers["X-Pilotfish-Reason"] = result.code
+        return Response(503, f"not ready: {result.reason}\n".encode(), headers)
 
     async def _scrape_app(self) -> str | None:
         target = self._app_metrics
         if target is None:
             return None
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=APP_SCRAPE_TIMEOUT_S, trust_env=False)
         try:
-            response = await self._http.get(
-                target.url, headers={"Accept": "text/plain;version=0.0.4"}
+            response = await request(
+                target.host,
+                target.port,
+                "GET",
+                target.path,
+                timeout=APP_SCRAPE_TIMEOUT_S,
+                headers=[("Accept", "text/plain;version=0.0.4")],
             )
-        except httpx.HTTPError as exc:
+        except HttpError as exc:
             self.scrape_failures += 1
-            log.debug("scraping the app's metrics at %s failed: %r", target.url, exc)
+            log.debug("scraping the app's metrics at %s failed: %s", target.url, exc)
             return None
-        if response.status_code != 200:
+        if response.status != 200:
             self.scrape_failures += 1
-            log.debug("the app's metrics at %s: HTTP %d", target.url, response.status_code)
+            log.debug("the app's metrics at %s: HTTP %d", target.url, response.status)
             return None
         return response.text
 
-    async def _prometheus(self, request: web.Request) -> web.Response:
+    async def _prometheus(self) -> Response:
         self.scrapes += 1
         status, body, content_type = await self._admin.prometheus()
         if status != 200:
-            response = web.Response(status=status, body=body)
-            response.headers["Content-Type"] = content_type
-            return response
+            return Response(status, body, {"content-type": content_type})
         app = await self._scrape_app()
         agent = agent_families(__version__, self.scrapes, self.scrape_failures)
         text = merged_exposition(body.decode(errors="replace"), agent, app, self._own)
-        response = web.Response(body=text.encode())
-        response.headers["Content-Type"] = CONTENT_TYPE
-        return response
+        return Response(200, text.encode(), {"content-type": CONTENT_TYPE})

@@ -143,9 +143,17 @@ class WorkloadIdentity:
         if uid is not None:
             os.chown(directory, uid, gid if gid is not None else -1)
 
-    async def start(self, stop: asyncio.Event) -> WorkloadSecret | None:
-        """Get the first certificate and serve it; None if ``stop`` was set first."""
+    async def start(self) -> None:
+        """Serve SDS (nothing until the first certificate) and start asking the CA for it.
+
+        Envoy can start right after: it holds the listeners and clusters that use the
+        workload certificate until SDS sends it, so its start overlaps the certificate's."""
+        await self.sds.start()
         await self.manager.start()
+
+    async def wait_first(self, stop: asyncio.Event) -> WorkloadSecret | None:
+        """The first certificate, once installed; None if ``stop`` was set first. Logs why
+        there is none yet every 10 s."""
         waiter = asyncio.ensure_future(self.manager.wait_ready())
         stopper = asyncio.ensure_future(stop.wait())
         try:
@@ -154,11 +162,11 @@ class WorkloadIdentity:
                     {waiter, stopper}, timeout=10, return_when=asyncio.FIRST_COMPLETED
                 )
                 if waiter in done:
-                    break
+                    return waiter.result()
                 if stopper in done:
                     return None
                 log.warning(
-                    "no certificate for %s yet (%s); Envoy starts once there is one",
+                    "no certificate for %s yet (%s); the proxy is not ready until there is one",
                     self.spiffe_id,
                     self.waiting_for(),
                 )
@@ -166,8 +174,6 @@ class WorkloadIdentity:
             for task in (waiter, stopper):
                 if not task.done():
                     task.cancel()
-        await self.sds.start()
-        return waiter.result()
 
     def waiting_for(self) -> str:
         """Why there is no certificate yet: the CA's last error, explained where it can be."""

@@ -39,7 +39,6 @@ from pilotfish.api.mesh import (
     OUTBOUND_CAPTURE_PORT,
     READINESS_PORT,
 )
-from pilotfish.api.networking import AUTO_REGISTER_GROUP_METADATA, auto_registered_name
 from pilotfish.api.node import NodeInfo
 
 
@@ -134,6 +133,9 @@ def build_settings(
         del node_labels[TLS_MODE_LABEL]
     extra: dict[str, str] = {}
     if workload_group:
+        # The API models behind these names cost the agent ~0.1 s of start: only on demand.
+        from pilotfish.api.networking import AUTO_REGISTER_GROUP_METADATA, auto_registered_name
+
         if proxy_type != "sidecar":
             raise click.UsageError("--workload-group is for sidecars (--type sidecar)")
         registered = auto_registered_name(workload_group, ip)

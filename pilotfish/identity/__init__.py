@@ -21,33 +21,73 @@ Modules: ``spiffe`` (IDs), ``pki`` (X.509 helpers), ``ca``, ``tokens``, ``csr_se
 ``sds_server`` (Envoy SDS), ``errors``.
 """
 
-from pilotfish.identity.ca import CASettings, MeshCA, ServingCertificate, WorkloadCertificate
-from pilotfish.identity.ca_grpc import add_to_server, grpc_fetcher, request_certificate
-from pilotfish.identity.csr_service import (
-    CertificateAuthorityService,
-    SignedCertificate,
-    SigningPolicy,
-)
-from pilotfish.identity.errors import (
-    CALoadError,
-    CertificateRequestError,
-    CsrError,
-    IdentityError,
-    IdentityMismatchError,
-    InvalidSpiffeIdError,
-    TokenError,
-)
-from pilotfish.identity.sds_protocol import DEFAULT_SECRET, ROOT_SECRET, SECRET_TYPE
-from pilotfish.identity.sds_server import SdsServer, SdsSettings
-from pilotfish.identity.secret_manager import (
-    CertificateFetcher,
-    SecretManager,
-    SecretManagerSettings,
-    WorkloadSecret,
-    token_from_file,
-)
-from pilotfish.identity.spiffe import SpiffeId
-from pilotfish.identity.tokens import TokenAuthority, TokenClaims
+from typing import TYPE_CHECKING
+
+from pilotfish.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from pilotfish.identity.ca import CASettings, MeshCA, ServingCertificate, WorkloadCertificate
+    from pilotfish.identity.ca_grpc import add_to_server, grpc_fetcher, request_certificate
+    from pilotfish.identity.certificate import SignedCertificate
+    from pilotfish.identity.csr_service import CertificateAuthorityService, SigningPolicy
+    from pilotfish.identity.errors import (
+        CALoadError,
+        CertificateRequestError,
+        CsrError,
+        IdentityError,
+        IdentityMismatchError,
+        InvalidSpiffeIdError,
+        TokenError,
+    )
+    from pilotfish.identity.sds_protocol import DEFAULT_SECRET, ROOT_SECRET, SECRET_TYPE
+    from pilotfish.identity.sds_server import SdsServer, SdsSettings
+    from pilotfish.identity.secret_manager import (
+        CertificateFetcher,
+        SecretManager,
+        SecretManagerSettings,
+        WorkloadSecret,
+        token_from_file,
+    )
+    from pilotfish.identity.spiffe import SpiffeId
+    from pilotfish.identity.tokens import TokenAuthority, TokenClaims
+
+#: Where each exported name lives: a module is imported on first use, so the sidecar agent
+#: (secret manager, SDS server, CA client) never loads the CA, the token authority or the
+#: signing service of the control plane.
+_WHERE = {
+    "CASettings": "ca",
+    "MeshCA": "ca",
+    "ServingCertificate": "ca",
+    "WorkloadCertificate": "ca",
+    "add_to_server": "ca_grpc",
+    "grpc_fetcher": "ca_grpc",
+    "request_certificate": "ca_grpc",
+    "CertificateAuthorityService": "csr_service",
+    "SigningPolicy": "csr_service",
+    "SignedCertificate": "certificate",
+    "CALoadError": "errors",
+    "CertificateRequestError": "errors",
+    "CsrError": "errors",
+    "IdentityError": "errors",
+    "IdentityMismatchError": "errors",
+    "InvalidSpiffeIdError": "errors",
+    "TokenError": "errors",
+    "DEFAULT_SECRET": "sds_protocol",
+    "ROOT_SECRET": "sds_protocol",
+    "SECRET_TYPE": "sds_protocol",
+    "SdsServer": "sds_server",
+    "SdsSettings": "sds_server",
+    "CertificateFetcher": "secret_manager",
+    "SecretManager": "secret_manager",
+    "SecretManagerSettings": "secret_manager",
+    "WorkloadSecret": "secret_manager",
+    "token_from_file": "secret_manager",
+    "SpiffeId": "spiffe",
+    "TokenAuthority": "tokens",
+    "TokenClaims": "tokens",
+}
+
+__getattr__ = lazy_exports(__name__, _WHERE)
 
 __all__ = [
     "DEFAULT_SECRET",

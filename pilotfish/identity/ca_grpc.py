@@ -21,17 +21,20 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
-from pilotfish.identity.csr_service import CertificateAuthorityService, SignedCertificate
+from pilotfish.identity.certificate import SignedCertificate
 from pilotfish.identity.errors import (
     CertificateRequestError,
     CsrError,
     IdentityError,
     TokenError,
 )
+
+if TYPE_CHECKING:  # the CA side; the agent uses request_certificate only
+    from pilotfish.identity.csr_service import CertificateAuthorityService
 
 log = logging.getLogger("pilotfish.identity")
 

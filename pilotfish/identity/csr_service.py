@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, timedelta
 
 from pilotfish.identity import pki
 from pilotfish.identity.ca import MeshCA
+from pilotfish.identity.certificate import SignedCertificate
 from pilotfish.identity.errors import IdentityMismatchError
-from pilotfish.identity.spiffe import SpiffeId
 from pilotfish.identity.tokens import TokenAuthority
 
 log = logging.getLogger("pilotfish.identity")
@@ -42,57 +41,6 @@ class SigningPolicy:
         if requested is None or requested <= timedelta(0):
             requested = self.default_ttl
         return min(requested, self.max_ttl)
-
-
-@dataclass(frozen=True)
-class SignedCertificate:
-    """A workload certificate as the CA hands it out (PEM text, leaf first)."""
-
-    cert_chain_pem: str
-    root_bundle_pem: str
-    identity: SpiffeId
-    serial: int
-    not_before: datetime
-    not_after: datetime
-
-    @classmethod
-    def from_pem(cls, cert_chain_pem: str, root_bundle_pem: str) -> SignedCertificate:
-        """Read identity, serial and validity from the leaf. Raises ValueError if unusable."""
-        chain = pki.load_certificates(cert_chain_pem)
-        pki.load_certificates(root_bundle_pem)
-        leaf = chain[0]
-        uris = pki.uri_sans(leaf)
-        if len(uris) != 1:
-            raise ValueError(f"the leaf certificate has {len(uris)} URI SANs, expected one")
-        return cls(
-            cert_chain_pem=cert_chain_pem,
-            root_bundle_pem=root_bundle_pem,
-            identity=SpiffeId.parse(uris[0]),
-            serial=leaf.serial_number,
-            not_before=leaf.not_valid_before_utc,
-            not_after=leaf.not_valid_after_utc,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "certChain": self.cert_chain_pem,
-            "rootBundle": self.root_bundle_pem,
-            "identity": self.identity.uri,
-            "serial": f"{self.serial:x}",
-            "notBefore": self.not_before.isoformat(),
-            "notAfter": self.not_after.isoformat(),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SignedCertificate:
-        """Rebuild from :meth:`to_json` output; the PEM is authoritative, the rest is checked."""
-        chain, bundle = data.get("certChain"), data.get("rootBundle")
-        if not isinstance(chain, str) or not isinstance(bundle, str):
-            raise ValueError("certChain and rootBundle must be PEM strings")
-        signed = cls.from_pem(chain, bundle)
-        if data.get("identity") not in (None, signed.identity.uri):
-            raise ValueError(f"identity {data['identity']!r} does not match the certificate")
-        return signed
 
 
 def requested_identities(csr_pem: str | bytes) -> list[str]:

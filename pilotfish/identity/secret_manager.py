@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pilotfish.identity import pki
-from pilotfish.identity.csr_service import SignedCertificate
+from pilotfish.identity.certificate import SignedCertificate
 from pilotfish.identity.spiffe import SpiffeId
 
 log = logging.getLogger("pilotfish.identity")

@@ -29,9 +29,29 @@ than ``max_age`` (72 h) and the oldest arrivals beyond ``max_bytes`` (512 MiB), 
 ``retention_interval`` (60 s). Service names follow Istio's ``app.namespace``.
 """
 
-from pilotfish.telemetry.collector import CollectorSettings, CollectorStats, TraceCollector
-from pilotfish.telemetry.model import Span
-from pilotfish.telemetry.store import SpanStore, SqliteSpanStore, TraceQuery, open_span_store
+from typing import TYPE_CHECKING
+
+from pilotfish.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from pilotfish.telemetry.collector import CollectorSettings, CollectorStats, TraceCollector
+    from pilotfish.telemetry.model import Span
+    from pilotfish.telemetry.store import SpanStore, SqliteSpanStore, TraceQuery, open_span_store
+
+#: Imported on first use: the sidecar agent reads ``telemetry.promtext`` alone and must not
+#: load the collector, its receivers and its span store.
+_WHERE = {
+    "CollectorSettings": "collector",
+    "CollectorStats": "collector",
+    "TraceCollector": "collector",
+    "Span": "model",
+    "SpanStore": "store",
+    "SqliteSpanStore": "store",
+    "TraceQuery": "store",
+    "open_span_store": "store",
+}
+
+__getattr__ = lazy_exports(__name__, _WHERE)
 
 __all__ = [
     "CollectorSettings",
