@@ -16,7 +16,7 @@ proxy that stops seeing something is reached too):
   on VirtualServices (every visible service's clusters and subsets exist anyway), except for
   a sidecar with a ``Sidecar``: its scope imports the VirtualServices' destinations, so CDS,
   EDS and LDS too. A delegate VirtualService (no hosts) reaches what its roots (in the old or
-  the new context) reach.
+  the new context) reach, and nothing through its own namespace or ``exportTo``.
 - **DestinationRule**: for proxies whose namespace resolves it (its own namespace, or one it is
   exported to), CDS and EDS of the host's clusters (default and every subset of the old and
   new rule, every port), RDS (consistent-hash policies live in routes) and SDS
@@ -321,7 +321,8 @@ def _virtual_service(b: _Builder, versions: list[Any], node: NodeInfo, changes: 
     ns = node.namespace
     router = node.proxy_type == "router"
     for vs in versions:
-        if not isinstance(vs, VirtualServiceConfig):
+        if not isinstance(vs, VirtualServiceConfig) or not vs.hosts:
+            # A delegate (no hosts) routes nothing by itself: its roots are in the changes.
             continue
         refs = vs.referenced_gateways()
         if not router:

@@ -256,6 +256,125 @@ metadata: {name: someone, namespace: default}
 """
 )
 
+TCP_VS = BASE + from_yaml(
+    """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings-tcp, namespace: default}
+spec:
+  hosts: [ratings]
+  tcp: [{route: [{destination: {host: ratings, subset: v1}}]}]
+"""
+)
+OTHER_RULE = BASE + from_yaml(
+    """
+kind: DestinationRule
+metadata: {name: billing, namespace: other}
+spec:
+  host: billing
+  exportTo: ["."]
+  subsets: [{name: v1, labels: {version: v1}}]
+"""
+)
+DELEGATE_BASE = BASE + from_yaml(
+    """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: details-root, namespace: default}
+spec:
+  hosts: [details]
+  exportTo: ["."]
+  http: [{match: [{uri: {prefix: /}}], delegate: {name: details-routes, namespace: other}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: details-routes, namespace: other}
+spec:
+  http: [{route: [{destination: {host: details.default.svc.cluster.local, subset: v1}}]}]
+"""
+)
+DELEGATE_CHANGED = replaced(
+    DELEGATE_BASE,
+    "VirtualService",
+    "details-routes",
+    http=[
+        {"route": [{"destination": {"host": "details.default.svc.cluster.local", "subset": "v2"}}]}
+    ],
+)
+SIDECAR_SECRET = BASE + from_yaml(
+    """
+kind: Secret
+metadata: {name: client-cert, namespace: default}
+type: kubernetes.io/tls
+stringData: {tls.crt: x, tls.key: y}
+"""
+)
+OTHER_TELEMETRY = BASE + from_yaml(
+    """
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: logs, namespace: other}
+spec: {accessLogging: [{providers: [{name: envoy}]}]}
+"""
+)
+OTHER_AUTHN = BASE + from_yaml(
+    """
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: other}
+spec:
+  jwtRules: [{issuer: "https://issuer.example", jwks: '{"keys": []}'}]
+"""
+)
+LOCAL_SERVICE_ENDPOINT = [
+    *LOCAL_SERVICE,
+    pod("private-a", "10.2.0.20", {"app": "private"}, ns="other"),
+]
+UNSELECTED_GATEWAY_BASE = BASE + from_yaml(
+    """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: egress, namespace: istio-system}
+spec:
+  selector: {istio: egressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: via-egress, namespace: istio-system}
+spec:
+  hosts: [example.com]
+  gateways: [egress]
+  http: [{route: [{destination: {host: example.com}}]}]
+"""
+)
+UNSELECTED_GATEWAY_VS = replaced(
+    UNSELECTED_GATEWAY_BASE,
+    "VirtualService",
+    "via-egress",
+    http=[{"route": [{"destination": {"host": "example.org"}}]}],
+)
+WORKLOAD_ENTRY = BASE + from_yaml(
+    """
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-vm, namespace: default}
+spec: {address: 10.9.0.1, labels: {app: reviews, version: v1}}
+"""
+)
+SERVICE_ENTRY = BASE + from_yaml(
+    """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: httpbin, namespace: default}
+spec:
+  hosts: [httpbin.org]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+  location: MESH_EXTERNAL
+"""
+)
+
 ALL_CHANGES = {
     "vs weight": VS_WEIGHT,
     "vs exported to its namespace": VS_LOCAL,
@@ -272,6 +391,13 @@ ALL_CHANGES = {
     "sidecar": SIDECAR_DEFAULT,
     "mesh config": MESH_CONFIG,
     "unrelated": UNRELATED,
+    "tcp vs": TCP_VS,
+    "dr local to other": OTHER_RULE,
+    "sidecar secret": SIDECAR_SECRET,
+    "telemetry in other": OTHER_TELEMETRY,
+    "request authn in other": OTHER_AUTHN,
+    "workload entry": WORKLOAD_ENTRY,
+    "service entry": SERVICE_ENTRY,
 }
 
 
@@ -510,3 +636,98 @@ def test_clusters_are_carried_over_only_while_the_peer_authentications_are_the_s
     old = _context(first, None)
     assert _cluster_policies(_context(unchanged, old)) == _cluster_policies(old)
     assert _cluster_policies(_context(disabled, old)) != _cluster_policies(old)
+
+
+# ---- more rules, pinned -----------------------------------------------------------------------
+
+
+def test_tcp_virtual_service_reaches_listeners_too() -> None:
+    # TCP routes live in the listeners' filter chains, HTTP routes in route configurations.
+    expected = {RDS: None, LDS: None}
+    assert scopes(BASE, TCP_VS) == {
+        "productpage": expected,
+        "reviews": expected,
+        "billing": expected,
+        "gateway": None,
+    }
+
+
+def test_destination_rule_exported_to_its_namespace_reaches_that_namespace_only() -> None:
+    billing = clusters("billing", "v1", ns="other")
+    assert scopes(BASE, OTHER_RULE) == {
+        "productpage": None,
+        "reviews": None,
+        "billing": {CDS: billing, EDS: billing, RDS: None, SDS: None},
+        "gateway": None,
+    }
+
+
+def test_delegate_change_reaches_the_proxies_of_its_root() -> None:
+    # The delegate lives in "other"; its root is exported to "default" only.
+    assert scopes(DELEGATE_BASE, DELEGATE_CHANGED) == {
+        "productpage": {RDS: None},
+        "reviews": {RDS: None},
+        "billing": None,
+        "gateway": None,
+    }
+    old, new = contexts(DELEGATE_BASE, DELEGATE_CHANGED)
+    changes = Changes.between(old, new)
+    for name, node in NODES.items():
+        assert not covered(scope_for(node, changes), changed_resources(old, new, node)), name
+    assert changed_resources(old, new, NODES["productpage"]).get(RDS)
+
+
+def test_secret_reaches_its_namespace_and_the_routers_of_its_namespace_gateways() -> None:
+    # The router runs in istio-system, but bookinfo-gateway (in default) selects it: a
+    # credentialName of that Gateway is looked up in default.
+    assert scopes(BASE, SIDECAR_SECRET) == {
+        "productpage": {SDS: None},
+        "reviews": {SDS: None},
+        "billing": None,
+        "gateway": {SDS: None, LDS: None, RDS: None},
+    }
+
+
+def test_telemetry_reaches_its_namespace_only() -> None:
+    assert scopes(BASE, OTHER_TELEMETRY) == {
+        "productpage": None,
+        "reviews": None,
+        "billing": FULL,
+        "gateway": None,
+    }
+
+
+def test_policy_without_selector_reaches_its_namespace_listeners_only() -> None:
+    assert scopes(BASE, OTHER_AUTHN) == {
+        "productpage": None,
+        "reviews": None,
+        "billing": {LDS: None},
+        "gateway": None,
+    }
+
+
+def test_endpoint_of_a_local_service_reaches_only_its_namespace() -> None:
+    private = clusters("private", ns="other")
+    assert scopes(LOCAL_SERVICE, LOCAL_SERVICE_ENDPOINT) == {
+        "productpage": None,
+        "reviews": None,
+        "billing": {CDS: private, EDS: private},
+        "gateway": None,
+    }
+    old, new = contexts(LOCAL_SERVICE, LOCAL_SERVICE_ENDPOINT)
+    assert changed_resources(old, new, NODES["billing"]).get(EDS)
+
+
+def test_virtual_service_of_a_gateway_no_router_runs_reaches_nothing() -> None:
+    assert scopes(UNSELECTED_GATEWAY_BASE, UNSELECTED_GATEWAY_VS) == dict.fromkeys(NODES)
+
+
+def test_workload_entry_joining_a_service_reaches_its_clusters_and_endpoints() -> None:
+    reviews = clusters("reviews", "v1", "v2", "v3")
+    assert scopes(BASE, WORKLOAD_ENTRY) == {n: {CDS: reviews, EDS: reviews} for n in NODES}
+    old, new = contexts(BASE, WORKLOAD_ENTRY)
+    assert changed_resources(old, new, NODES["productpage"]).get(EDS)
+
+
+def test_service_entry_reaches_everything_of_the_proxies_that_see_it() -> None:
+    assert scopes(BASE, SERVICE_ENTRY) == dict.fromkeys(NODES, FULL)
