@@ -192,6 +192,10 @@ class ProxyConnection:
             self.metrics.rejected(metric_type(type_url))
             if self._push is not None:
                 self._unclean = True
+            eds = self.types.get(ENDPOINT_TYPE)
+            if type_url == CLUSTER_TYPE and eds is not None:
+                # Load assignments sent ahead of rejected clusters were dropped by Envoy.
+                eds.forget_presented()
         out: list[Response] = []
         if verdict.respond:
             response = self._answer_subscription(state, verdict)
@@ -225,6 +229,7 @@ class ProxyConnection:
             want=want,
             subscriptions={t: s.subscription for t, s in requested.items()},
             eds_of_cluster=snapshot.eds_of_cluster,
+            presend=self.delta,
         )
         self.pushes += 1
         self._push = request
@@ -304,11 +309,13 @@ class ProxyConnection:
         if state is None or not state.requested:
             return None
         available = self.target.get(send.type_url)
-        names = sorted(n for n in send.names if state.covers(n) and n in available)
+        names = {n for n in send.names if state.covers(n) and n in available}
+        ahead = {n for n in send.unsubscribed if n in available and not state.covers(n)}
         removed = sorted(n for n in send.removed if n in state.have)
-        if not names and not removed:
+        if not names and not ahead and not removed:
             return None
-        return self._respond(state, names, removed)
+        state.presented |= ahead
+        return self._respond(state, sorted(names | ahead), removed)
 
     def _answer_subscription(self, state: TypeState, verdict: Verdict) -> Response | None:
         available = self.target.get(state.type_url)

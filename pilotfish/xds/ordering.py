@@ -8,7 +8,11 @@ type in it is ACKed (or NACKed, or a timeout passes), then sends the next one:
 2. CDS: added and changed clusters (never removals), followed in the same step by EDS for every
    pushed EDS cluster the proxy subscribes to, changed or not (Envoy re-warms a modified
    cluster without asking for its endpoints again), plus any endpoint changes. In ADS mode Envoy
-   ACKs CDS only once the clusters are warm, so the ACK means "safe to route".
+   ACKs CDS only once the clusters are warm, so the ACK means "safe to route". With
+   ``presend`` (Delta streams) the load assignments of *new* EDS clusters go in the same step
+   although the proxy has not subscribed to them yet: Envoy starts the cluster's EDS watch
+   while it applies the CDS response, so the next response on the stream warms the cluster
+   without the round trip of Envoy asking for it (``Send.unsubscribed``).
 3. LDS: added, changed and removed listeners.
 4. RDS: changed route configurations (then any other type the proxy subscribes to).
 5. CDS removals, only once listeners and routes that no longer use those clusters are ACKed;
@@ -56,6 +60,9 @@ class Send:
     type_url: str
     names: frozenset[str]
     removed: frozenset[str] = frozenset()
+    #: Names sent although the proxy does not subscribe to them yet (Delta: the load
+    #: assignments of new clusters, sent with them).
+    unsubscribed: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,8 @@ def plan_push(
     want: Mapping[str, Hashes],
     subscriptions: Mapping[str, Subscription],
     eds_of_cluster: Mapping[str, str],
+    *,
+    presend: bool = False,
 ) -> list[Step]:
     """Order the changes from ``have`` to ``want`` for one proxy (see the module docstring)."""
 
@@ -98,15 +107,23 @@ def plan_push(
     clusters, clusters_removed = diff(CLUSTER_TYPE)
     endpoints, _ = diff(ENDPOINT_TYPE)
     eds_sub = subscriptions.get(ENDPOINT_TYPE)
+    unsubscribed: frozenset[str] = frozenset()
     if eds_sub is not None and clusters:
         wanted_eds = want.get(ENDPOINT_TYPE, {})
         rewarm = {eds_of_cluster[c] for c in clusters if c in eds_of_cluster}
         endpoints |= {n for n in rewarm if eds_sub.covers(n) and n in wanted_eds}
+        if presend:
+            # New clusters only: a cluster the proxy has keeps its subscription.
+            had = have.get(CLUSTER_TYPE, {})
+            new_eds = {eds_of_cluster[c] for c in clusters if c in eds_of_cluster and c not in had}
+            unsubscribed = frozenset(
+                n for n in new_eds if not eds_sub.covers(n) and n in wanted_eds
+            )
     sends: list[Send] = []
     if clusters:
         sends.append(Send(CLUSTER_TYPE, clusters))
-    if endpoints:
-        sends.append(Send(ENDPOINT_TYPE, endpoints))
+    if endpoints or unsubscribed:
+        sends.append(Send(ENDPOINT_TYPE, endpoints, unsubscribed=unsubscribed))
     if sends:
         steps.append(Step(tuple(sends)))
 

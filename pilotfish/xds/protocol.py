@@ -77,6 +77,9 @@ class TypeState:
     #: Names sent in a NACKed response and not accepted since: the proxy may still run an
     #: older version of them (or none), so what they referred to must stay.
     rejected: set[str] = field(default_factory=set)
+    #: Names sent before the proxy subscribed to them (Delta: load assignments of new
+    #: clusters sent with the clusters); no longer listed once it subscribes.
+    presented: set[str] = field(default_factory=set)
 
     @property
     def subscription(self) -> Subscription:
@@ -99,6 +102,15 @@ class TypeState:
             self.have.pop(name, None)
             self.have_entries.pop(name, None)
             self.rejected.discard(name)
+        self.presented.clear()
+
+    def forget_presented(self) -> None:
+        """Drop what was sent ahead of a subscription that will not come (the clusters that
+        needed it were rejected): if the proxy subscribes later, it is sent again."""
+        for name in self.presented:
+            if not self.covers(name):
+                self.have.pop(name, None)
+        self.presented.clear()
 
     def status(self) -> TypeStatus:
         return TypeStatus(
@@ -192,6 +204,8 @@ def classify_delta(
         before = state.names
         state.names = (state.names | subscribe) - unsubscribe
         added = frozenset(state.names - before)
+        if state.presented:
+            state.presented -= added
     if first or unsubscribe or (was_wildcard and not state.wildcard):
         state.forget_uncovered()
 

@@ -229,3 +229,38 @@ async def test_keepalive_pings_do_not_close_the_stream(
         await asyncio.sleep(8)  # eight pings: well past gRPC's default strike limit
         assert await get(session, port) == (200, "A")
     assert events == ["connect"], envoy.log()[-2000:]
+
+
+async def test_delta_new_cluster_warms_on_the_endpoints_sent_with_it(
+    start_envoy: StartEnvoy,
+    xds_server: StartServer,
+    backends: Callable[[str], Awaitable[int]],
+    free_port: Callable[[], int],
+) -> None:
+    """The load assignment of a new cluster goes in the same push as the cluster, before
+    Envoy subscribes to it: Envoy warms the cluster from it (traffic reaches its endpoint)
+    and the subscription it sends afterwards is not answered a second time."""
+    ports = {"A": await backends("A"), "B": await backends("B")}
+    port = free_port()
+    config = Config(port, {"a": ports["A"]}, b.route_config("http-routes", "a"))
+    server = await xds_server(config)
+    envoy = await start_envoy(b.node(), server.port, delta=True)
+    async with aiohttp.ClientSession() as session:
+        await wait_for_body(session, port, "A", envoy)
+        assert await server.wait_synced(20)
+        [stream] = server._streams.values()
+        eds = stream.conn.types[b.ENDPOINT_TYPE]
+        before = eds.sent_seq
+
+        config.clusters = {"a": ports["A"], "c": ports["B"]}
+        config.route = b.route_config("http-routes", "c")
+        server.push(PushRequest.of("new cluster"))
+        # Under Envoy's initial_fetch_timeout (15 s): the cluster did not wait for it.
+        assert await server.wait_synced(10), server.status()[0].to_dict()
+        assert await get(session, port) == (200, "B")
+
+    sent = [names for seq, _, names in eds.nonces.values() if seq > before]
+    assert sent == [("c",)]  # once, ahead of the subscription
+    status = server.status()[0]
+    assert "c" in status.types[b.ENDPOINT_TYPE].subscribed
+    assert status.state("CDS") == "SYNCED" and status.state("EDS") == "SYNCED"

@@ -48,19 +48,25 @@ def test_route_waits_for_cluster_ack_and_removal_waits_for_route_ack(delta: bool
     conn, envoy = connected(delta)
     # Route moves from a to the new cluster c; a goes away.
     out = conn.begin_push(snapshot({"b": 2, "c": 3}, "c"), PUSH)
-    assert kinds(out) == ["CDS"]
-    [cds] = out
     if delta:
-        assert names(cds) == ["c"]
+        # The new cluster's endpoints go right behind it, before Envoy asks for them.
+        assert kinds(out) == ["CDS", "EDS"]
+        cds, ahead = out
+        assert names(cds) == ["c"] and names(ahead) == ["c"]
         assert not cds.removed_resources
+        assert conn.waiting_for == (b.CLUSTER_TYPE, b.ENDPOINT_TYPE)
+        # Envoy subscribes to them while applying the clusters: nothing to send again.
+        assert envoy.resubscribe(b.ENDPOINT_TYPE, ["a", "b", "c"]) == []
+        assert envoy.ack(ahead) == []
     else:
+        assert kinds(out) == ["CDS"]
+        [cds] = out
         assert sorted(names(cds)) == ["a", "b", "c"]  # a stays until no route uses it
-    assert conn.busy and conn.waiting_for == (b.CLUSTER_TYPE,)
-
-    # Envoy asks for the new cluster's endpoints (with the latest nonce): answered at once.
-    eds = envoy.resubscribe(b.ENDPOINT_TYPE, ["a", "b", "c"])
-    assert kinds(eds) == ["EDS"] and "c" in names(eds[0])
-    assert envoy.ack(eds[0]) == []
+        assert conn.busy and conn.waiting_for == (b.CLUSTER_TYPE,)
+        # Envoy asks for the new cluster's endpoints (with the latest nonce): answered at once.
+        eds = envoy.resubscribe(b.ENDPOINT_TYPE, ["a", "b", "c"])
+        assert kinds(eds) == ["EDS"] and "c" in names(eds[0])
+        assert envoy.ack(eds[0]) == []
     # The CDS ACK (held by Envoy until c is warm) releases the route.
     [rds] = envoy.ack(cds)
     assert kinds([rds]) == ["RDS"]
@@ -128,7 +134,7 @@ def test_missing_ack_times_out_and_the_push_continues(delta: bool) -> None:
     clock = Clock()
     conn, envoy = connected(delta, clock)
     out = conn.begin_push(snapshot({"a": 1, "b": 2, "c": 3}, "c"), PUSH)
-    assert kinds(out) == ["CDS"]
+    assert kinds(out) == (["CDS", "EDS"] if delta else ["CDS"])
     assert conn.check_timeout() == []  # not yet
     clock.now += 5.0
     assert conn.deadline is not None and conn.deadline <= clock.now
@@ -142,7 +148,9 @@ def test_missing_ack_times_out_and_the_push_continues(delta: bool) -> None:
 def test_stale_ack_does_not_release_the_next_step(delta: bool) -> None:
     conn, envoy = connected(delta)
     first_cds = conn.types[b.CLUSTER_TYPE].sent_nonce
-    [cds] = conn.begin_push(snapshot({"a": 1, "b": 2, "c": 3}, "c"), PUSH)
+    cds, *ahead = conn.begin_push(snapshot({"a": 1, "b": 2, "c": 3}, "c"), PUSH)
+    for eds in ahead:  # Delta: the new cluster's endpoints, sent with it
+        assert envoy.ack(eds) == []
     stale = (
         delta_req(b.CLUSTER_TYPE, nonce=first_cds)
         if delta
@@ -186,3 +194,15 @@ def test_sotw_endpoints_response_holds_exactly_the_subscribed_names() -> None:
     [more] = envoy.resubscribe(b.ENDPOINT_TYPE, ["a", "b", "c"])
     assert sorted(names(more)) == ["a", "b", "c"]
     assert conn.status().types[b.ENDPOINT_TYPE].subscribed == ("a", "b", "c")
+
+
+def test_delta_endpoints_sent_ahead_of_rejected_clusters_are_sent_again_later() -> None:
+    conn, envoy = connected(True)
+    cds, ahead = conn.begin_push(snapshot({"a": 1, "b": 2, "c": 3}, "a"), PUSH)
+    assert names(cds) == ["c"] and names(ahead) == ["c"]
+    envoy.ack(ahead)  # Envoy ACKs a response whose resource no watch wanted
+    assert envoy.ack(cds, error="cluster c: bad") == []
+    assert "c" not in conn.types[b.ENDPOINT_TYPE].have
+    # Once Envoy accepts a cluster c and subscribes, its endpoints are sent (not assumed).
+    [again] = envoy.resubscribe(b.ENDPOINT_TYPE, ["a", "b", "c"])
+    assert kinds([again]) == ["EDS"] and names(again) == ["c"]

@@ -32,8 +32,9 @@ def test_nacks_and_convergence_are_recorded() -> None:
     envoy.connect()
 
     # A change at t=100 reaches the proxy; its last ACK comes at t=101.5.
-    [cds] = conn.begin_push(snapshot({"a": 1, "b": 2, "c": 3}, "c"), PushRequest(start=100.0))
+    cds, eds = conn.begin_push(snapshot({"a": 1, "b": 2, "c": 3}, "c"), PushRequest(start=100.0))
     clock.now = 101.0
+    envoy.ack(eds)
     follow = envoy.ack(cds)
     clock.now = 101.5
     envoy.sync(follow)

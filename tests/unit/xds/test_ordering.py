@@ -94,3 +94,20 @@ def test_secrets_first_and_unsubscribed_names_and_types_skipped() -> None:
     assert plan_push({}, want, {b.ROUTE_TYPE: names("r")}, EDS_OF) == [
         Step((Send(b.ROUTE_TYPE, frozenset({"r"})),))
     ]
+
+
+def test_delta_sends_the_endpoints_of_new_clusters_with_them() -> None:
+    have = {b.CLUSTER_TYPE: {"a": "1", "b": "1"}, b.ENDPOINT_TYPE: {"a": "1", "b": "1"}}
+    want = {
+        b.CLUSTER_TYPE: {"a": "2", "b": "1", "c": "1"},
+        b.ENDPOINT_TYPE: {"a": "1", "b": "1", "c": "1"},
+    }
+    [step] = plan_push(have, want, SUBS, EDS_OF, presend=True)
+    # c is new and not subscribed yet: sent ahead; a is re-warmed under its subscription.
+    assert step.sends == (
+        Send(b.CLUSTER_TYPE, frozenset({"a", "c"})),
+        Send(b.ENDPOINT_TYPE, frozenset({"a"}), unsubscribed=frozenset({"c"})),
+    )
+    # Without presend (SotW) Envoy asks for c's endpoints itself.
+    [step] = plan_push(have, want, SUBS, EDS_OF)
+    assert step.sends[1] == Send(b.ENDPOINT_TYPE, frozenset({"a"}))
