@@ -403,6 +403,65 @@ def start_sidecar(
     return Sidecar(name, ip, outbound, readiness, admin, proc, agent)
 
 
+def start_bare_envoy(
+    procs: Processes,
+    cp: ControlPlane,
+    name: str,
+    labels: dict[str, str],
+    *,
+    ip: str | None = None,
+    inbound: tuple[int, int] | None = None,
+    cpus: set[int] | None = None,
+) -> Sidecar:
+    """Envoy alone (no agent), with the bootstrap the agent would write for the same sidecar
+    as :func:`start_sidecar` (explicit mode, no workload certificate); readiness is Envoy's
+    admin ``/ready`` behind the readiness port. For benchmarks of many Envoys where the agent's
+    memory would not fit; not waited for."""
+    from pilotfish.agent.bootstrap import render_bootstrap, write_bootstrap
+    from pilotfish.agent.envoy_binary import envoy_binary
+
+    ip = ip or free_loopback_ip(inbound[0] if inbound else 9080)
+    outbound, readiness, admin = (free_port() for _ in range(3))
+    node = NodeInfo(
+        proxy_type="sidecar",
+        ip=ip,
+        pod_name=name,
+        namespace="default",
+        labels=dict(labels),
+        interception_mode="NONE",
+        outbound_port=outbound,
+        inbound_ports=dict([inbound]) if inbound is not None else {},
+    )
+    work = procs.workdir / f"envoy-{name}"
+    work.mkdir(parents=True, exist_ok=True)
+    settings = AgentSettings(
+        node=node,
+        work_dir=work,
+        discovery_address=HostPort("127.0.0.1", cp.xds_port),
+        xds_tls=XdsTls(cp.roots) if cp.tls else None,
+        admin_port=admin,
+        readiness_port=readiness,
+        agent_port=None,
+        concurrency=1,
+        drain_seconds=0.0,
+    )
+    bootstrap = write_bootstrap(render_bootstrap(settings), work / "envoy.json")
+    cmd = [
+        str(envoy_binary()),
+        "-c",
+        str(bootstrap),
+        "--concurrency",
+        "1",
+        "--disable-hot-restart",
+        "--log-level",
+        "warning",
+        "--component-log-level",
+        "misc:error",
+    ]
+    proc = procs.start(cmd, f"envoy-{name}.log", cp.env, cpus)
+    return Sidecar(name, ip, outbound, readiness, admin, proc)
+
+
 def workload_token(cp: ControlPlane, service_account: str, namespace: str = "default") -> Path:
     """A workload token file (``pilotfish token create``) for ``namespace/service_account``."""
     res = subprocess.run(

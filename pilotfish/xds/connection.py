@@ -38,6 +38,7 @@ from pilotfish.xds.resources import (
     ENDPOINT_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
+    Entry,
     Snapshot,
     short_name,
 )
@@ -46,7 +47,66 @@ from pilotfish.xds.status import GenerationError, ProxyStatus
 log = logging.getLogger("pilotfish.xds")
 
 Request: TypeAlias = discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest
-Response: TypeAlias = discovery_pb2.DiscoveryResponse | discovery_pb2.DeltaDiscoveryResponse
+
+
+class DeltaResponse:
+    """A ``DeltaDiscoveryResponse`` whose resources are the shared, already encoded entries.
+
+    :meth:`SerializeToString` writes the small header (version, type, nonce, removals,
+    control plane) and appends each entry's encoded ``resources`` field (protobuf fields may
+    come in any order), so sending a resource to a thousand proxies copies its bytes once per
+    write, not into a new message per proxy. :meth:`message` is the equivalent protobuf
+    message, for readers (tests, debugging)."""
+
+    __slots__ = (
+        "control_plane",
+        "entries",
+        "nonce",
+        "removed_resources",
+        "system_version_info",
+        "type_url",
+    )
+
+    def __init__(
+        self,
+        *,
+        system_version_info: str,
+        type_url: str,
+        nonce: str,
+        entries: list[Entry],
+        removed_resources: list[str],
+        control_plane: base_pb2.ControlPlane,
+    ) -> None:
+        self.system_version_info = system_version_info
+        self.type_url = type_url
+        self.nonce = nonce
+        self.entries = entries
+        self.removed_resources = removed_resources
+        self.control_plane = control_plane
+
+    def _header(self) -> discovery_pb2.DeltaDiscoveryResponse:
+        return discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info=self.system_version_info,
+            type_url=self.type_url,
+            nonce=self.nonce,
+            removed_resources=self.removed_resources,
+            control_plane=self.control_plane,
+        )
+
+    @property
+    def resources(self) -> list[discovery_pb2.Resource]:
+        return [e.resource for e in self.entries]
+
+    def SerializeToString(self) -> bytes:  # protobuf's name: gRPC calls it
+        return b"".join(
+            [self._header().SerializeToString(), *(e.delta_field for e in self.entries)]
+        )
+
+    def message(self) -> discovery_pb2.DeltaDiscoveryResponse:
+        return discovery_pb2.DeltaDiscoveryResponse.FromString(self.SerializeToString())
+
+
+Response: TypeAlias = discovery_pb2.DiscoveryResponse | DeltaResponse
 
 
 def content_version(hashes: Iterable[tuple[str, str]]) -> str:
@@ -360,11 +420,11 @@ class ProxyConnection:
         nonce = f"{self.connection_id}-{self._seq}"
         if self.delta:
             state.record_sent(nonce, self._seq, version, self._clock(), tuple(names))
-            return discovery_pb2.DeltaDiscoveryResponse(
+            return DeltaResponse(
                 system_version_info=version,
                 type_url=state.type_url,
                 nonce=nonce,
-                resources=[e.resource for e in sent],
+                entries=sent,
                 removed_resources=removed,
                 control_plane=self._control_plane,
             )

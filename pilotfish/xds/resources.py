@@ -62,10 +62,26 @@ def short_name(type_url: str) -> str:
     return SHORT_NAMES.get(type_url, type_url.rsplit(".", 1)[-1])
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+#: Wire tag of ``DeltaDiscoveryResponse.resources`` (field 2, length-delimited).
+_RESOURCES_TAG = b"\x12"
+
+
 class Entry:
     """One resource serialized once: name, content hash (its version) and the packed Any."""
 
-    __slots__ = ("__weakref__", "_resource", "any", "eds_service", "hash", "name", "type_url")
+    __slots__ = ("__weakref__", "_field", "any", "eds_service", "hash", "name", "type_url")
 
     def __init__(
         self, type_url: str, name: str, payload: bytes, eds_service: str | None = None
@@ -76,17 +92,25 @@ class Entry:
         self.any = any_pb2.Any(type_url=type_url, value=payload)
         #: Clusters: the ClusterLoadAssignment an EDS cluster needs (None otherwise).
         self.eds_service = eds_service
-        self._resource: discovery_pb2.Resource | None = None
+        self._field: bytes | None = None
 
     @property
     def resource(self) -> discovery_pb2.Resource:
-        """The Delta ``Resource`` (name, version, Any), built once and shared by every
-        response that carries this entry (building one copies the Any)."""
-        if self._resource is None:
-            self._resource = discovery_pb2.Resource(
+        """The Delta ``Resource`` (name, version, Any) as a message (a copy; for readers)."""
+        return discovery_pb2.Resource(name=self.name, version=self.hash, resource=self.any)
+
+    @property
+    def delta_field(self) -> bytes:
+        """This resource encoded as one ``resources`` field of a ``DeltaDiscoveryResponse``,
+        built once and shared by every response that carries it: a response is its small
+        header plus these bytes, never a message holding a copy of the resource (building
+        one copies the whole resource; a route configuration of 1,000 services is ~0.8 MB)."""
+        if self._field is None:
+            body = discovery_pb2.Resource(
                 name=self.name, version=self.hash, resource=self.any
-            )
-        return self._resource
+            ).SerializeToString(deterministic=True)
+            self._field = _RESOURCES_TAG + _varint(len(body)) + body
+        return self._field
 
     def __repr__(self) -> str:
         return f"Entry({short_name(self.type_url)} {self.name} {self.hash})"

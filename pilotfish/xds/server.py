@@ -175,7 +175,7 @@ class DiscoveryServer:
                 *self.settings.grpc_options(),
             ]
         )
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), server)
+        _add_ads(_Servicer(self), server)
         for register in self.extra_services:
             register(server)
         tls = self.settings.tls
@@ -488,6 +488,34 @@ class DiscoveryServer:
             log.exception("%s: planning the push failed", conn.node_id)
             return
         await _write(context, responses, self.metrics)
+
+
+def _serialize(response: Response) -> bytes:
+    """gRPC's response serializer: a SotW message, or a Delta response whose resources are
+    already encoded (``DeltaResponse``), serialized by itself."""
+    return response.SerializeToString()
+
+
+_ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+
+
+def _add_ads(servicer: _Servicer, server: grpc.aio.Server) -> None:
+    """Register ADS as the generated ``add_AggregatedDiscoveryServiceServicer_to_server``
+    does, with :func:`_serialize` for responses."""
+    handlers = {
+        "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamAggregatedResources,
+            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            response_serializer=_serialize,
+        ),
+        "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.DeltaAggregatedResources,
+            request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+            response_serializer=_serialize,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_ADS_SERVICE, handlers),))
+    server.add_registered_method_handlers(_ADS_SERVICE, handlers)
 
 
 class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):

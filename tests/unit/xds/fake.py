@@ -9,7 +9,7 @@ from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from pilotfish.testing.ads_client import resource_name, unpack
-from pilotfish.xds.connection import ProxyConnection, Response
+from pilotfish.xds.connection import DeltaResponse, ProxyConnection, Response
 from pilotfish.xds.resources import ResourceCache, Snapshot, build_snapshot
 from tests.unit.xds import builders as b
 
@@ -52,14 +52,15 @@ def delta(
 
 def names(response: Response) -> list[str]:
     """Resource names in a response (SotW or Delta)."""
-    if isinstance(response, discovery_pb2.DeltaDiscoveryResponse):
-        return [r.name for r in response.resources]
+    if isinstance(response, DeltaResponse):
+        return [r.name for r in response.message().resources]
     return [resource_name(unpack(response.type_url, a)) for a in response.resources]
 
 
 def contents(response: Response) -> dict[str, Message]:
-    if isinstance(response, discovery_pb2.DeltaDiscoveryResponse):
-        return {r.name: unpack(response.type_url, r.resource) for r in response.resources}
+    if isinstance(response, DeltaResponse):
+        message = response.message()
+        return {r.name: unpack(response.type_url, r.resource) for r in message.resources}
     out = {}
     for packed in response.resources:
         message = unpack(response.type_url, packed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from envoy.service.discovery.v3 import discovery_pb2
 
-from pilotfish.xds.connection import ProxyConnection
+from pilotfish.xds.connection import DeltaResponse, ProxyConnection
 from pilotfish.xds.push import PushRequest
 from pilotfish.xds.resources import ResourceCache, build_snapshot
 from tests.unit.xds import builders as b
@@ -76,8 +76,8 @@ def test_route_waits_for_cluster_ack_and_removal_waits_for_route_ack(delta: bool
     [removal] = envoy.ack(rds)
     assert kinds([removal]) == ["CDS"]
     if delta:
-        assert isinstance(removal, discovery_pb2.DeltaDiscoveryResponse)
-        assert list(removal.removed_resources) == ["a"] and names(removal) == []
+        assert isinstance(removal, DeltaResponse)
+        assert list(removal.message().removed_resources) == ["a"] and names(removal) == []
     else:
         assert sorted(names(removal)) == ["b", "c"]
     assert envoy.ack(removal) == []
@@ -178,7 +178,7 @@ def test_delta_reconnect_sends_only_what_changed_and_removes_what_is_gone() -> N
     conn.set_target(snapshot({"a": 1, "c": 3}, "a"))
     declared = {name: e.hash for name, e in old.get(b.CLUSTER_TYPE).items()}
     [cds] = conn.handle_request(delta_req(b.CLUSTER_TYPE, initial=declared))
-    assert isinstance(cds, discovery_pb2.DeltaDiscoveryResponse)
+    assert isinstance(cds, DeltaResponse)
     assert names(cds) == ["c"]  # a is unchanged, the proxy keeps it
     assert list(cds.removed_resources) == ["b"]
 
@@ -206,3 +206,25 @@ def test_delta_endpoints_sent_ahead_of_rejected_clusters_are_sent_again_later() 
     # Once Envoy accepts a cluster c and subscribes, its endpoints are sent (not assumed).
     [again] = envoy.resubscribe(b.ENDPOINT_TYPE, ["a", "b", "c"])
     assert kinds([again]) == ["EDS"] and names(again) == ["c"]
+
+
+def test_delta_response_is_the_message_envoy_reads_with_entries_encoded_once() -> None:
+    conn, envoy = connected(True)
+    cache = ResourceCache()
+    out = conn.begin_push(snapshot({"b": 2, "c": 3}, "c", cache), PUSH)
+    cds = out[0]
+    assert isinstance(cds, DeltaResponse)
+    message = discovery_pb2.DeltaDiscoveryResponse.FromString(cds.SerializeToString())
+    assert message.type_url == b.CLUSTER_TYPE and message.nonce == cds.nonce
+    assert message.system_version_info == cds.system_version_info
+    assert message.control_plane.identifier == "pilotfish"
+    [entry] = cds.entries
+    [resource] = message.resources
+    assert (resource.name, resource.version) == ("c", entry.hash)
+    assert resource.resource == entry.any
+    # The encoded field is built once and shared by every response that carries the entry.
+    assert entry.delta_field is entry.delta_field
+    envoy.sync(out)
+    [removal] = conn.begin_push(snapshot({"c": 3}, "c", cache), PUSH)
+    assert list(removal.message().removed_resources) == ["b"]
+    assert removal.message().resources == []
