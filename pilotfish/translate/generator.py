@@ -18,6 +18,7 @@ certificate (``default``, ``ROOTCA``) comes from its agent, never from the contr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from google.protobuf.message import Message
 
@@ -120,7 +121,13 @@ def generate_sidecar(
                 if ing.endpoint_host == "0.0.0.0" and proxy.ip not in ("", "0.0.0.0"):
                     address = proxy.ip
                     bind_local = proxy.interception_mode != "NONE"
-            c = inbound_cluster(push, target, protocol, address, app_port, bind_local)
+            # Depends on the settings and these values only: one message for every proxy
+            # whose app is on the same address and port (127.0.0.1 in pods), carried over to
+            # the next context, serialized once.
+            args = (target, protocol, address, app_port, bind_local)
+            c = push.reuse(
+                ("inbound_cluster", *args), push.settings, partial(inbound_cluster, push, *args)
+            )
             clusters[c.name] = c
     listeners = out[LISTENER_TYPE]
     routes = out[ROUTE_TYPE]
@@ -138,7 +145,11 @@ def generate_sidecar(
                 listeners[lst.name] = lst
     else:
         if CLUSTER_TYPE in types:
-            passthrough = inbound_passthrough_cluster(push)
+            passthrough = push.reuse(
+                ("inbound_passthrough_cluster",),
+                push.settings,
+                partial(inbound_passthrough_cluster, push),
+            )
             clusters[passthrough.name] = passthrough
         if want_rds:
             for port in sidecar_http_ports(push, proxy.sidecar_scope(push)):
