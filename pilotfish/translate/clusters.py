@@ -177,14 +177,20 @@ def load_assignment(
     endpoints: list[Endpoint] | tuple[Endpoint, ...],
     plaintext: Callable[[Endpoint], bool] | None = None,
 ) -> endpoint_pb2.ClusterLoadAssignment:
-    """Endpoints grouped by locality; unhealthy ones are sent as UNHEALTHY. Meshed endpoints
-    carry the metadata that selects automatic mTLS, unless ``plaintext`` says their port
-    accepts plaintext only."""
+    """Healthy endpoints grouped by locality. Meshed endpoints carry the metadata that
+    selects automatic mTLS, unless ``plaintext`` says their port accepts plaintext only.
+
+    Unhealthy endpoints (a pod not ready, a deleted pod still draining) are left out, as
+    Istio does by default (``PILOT_SEND_UNHEALTHY_ENDPOINTS=false``): sent as UNHEALTHY they
+    would still count as hosts, and once fewer than half are healthy (a rollout) Envoy's
+    panic threshold routes to every host, unready and terminating ones included."""
     groups: dict[str, list[ec.LbEndpoint]] = {}
     for ep in endpoints:
+        if not ep.healthy:
+            continue
         lb = ec.LbEndpoint(
             endpoint=ec.Endpoint(address=socket_address(ep.address, ep.port)),
-            health_status=health_check_pb2.HEALTHY if ep.healthy else health_check_pb2.UNHEALTHY,
+            health_status=health_check_pb2.HEALTHY,
         )
         meta = endpoint_socket_metadata(ep.labels)
         if meta is not None and plaintext is not None and plaintext(ep):
