@@ -10,7 +10,8 @@ import re
 from collections.abc import Sequence
 
 from pilotfish.api.core import Event, Namespace, Secret, Service
-from pilotfish.api.workloads import Container, Deployment, Pod, PodSpec
+from pilotfish.api.proxy_annotation import proxy_config
+from pilotfish.api.workloads import Container, Deployment, DeploymentSpec, Pod, PodSpec
 from pilotfish.config.validation.common import Errors, check_labels, is_dns1123_label
 
 _IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
@@ -217,7 +218,57 @@ def validate_deployment(d: Deployment, errs: Errors, namespace: str) -> None:
                 f'Unsupported value: "{expr.operator}": supported values: "In", "NotIn", '
                 '"Exists", "DoesNotExist"',
             )
+    _strategy(errs, spec)
+    _proxy_config(errs, spec.template.metadata.annotations, "spec.template.metadata")
     pod_spec(errs, "spec.template.spec", spec.template.spec)
+
+
+def _proxy_config(errs: Errors, annotations: dict[str, str], metadata: str) -> None:
+    for path, message in proxy_config(annotations, metadata).problems:
+        if "not applied" in message:
+            errs.warn(path, message)
+        else:
+            errs.add(path, message)
+
+
+def _strategy(errs: Errors, spec: DeploymentSpec) -> None:
+    """``spec.strategy`` as Kubernetes checks it (the local runtime rolls out by it)."""
+    strategy = spec.strategy
+    if strategy is None:
+        return
+    kind = strategy.type or "RollingUpdate"
+    if kind not in ("RollingUpdate", "Recreate"):
+        errs.add(
+            "spec.strategy.type",
+            f'Unsupported value: "{kind}": supported values: "Recreate", "RollingUpdate"',
+        )
+        return
+    rolling = strategy.rollingUpdate
+    if rolling is None:
+        return
+    if kind == "Recreate":
+        errs.add("spec.strategy.rollingUpdate", "Forbidden: may not be specified when strategy "
+                 "`type` is 'Recreate'")  # fmt: skip
+        return
+    zero = []
+    for name in ("maxSurge", "maxUnavailable"):
+        value = getattr(rolling, name)
+        if value is None:
+            continue
+        text = str(value)
+        number = text[:-1] if text.endswith("%") else text
+        if not number.isdigit():
+            errs.add(f"spec.strategy.rollingUpdate.{name}",
+                     f'Invalid value: "{text}": must be a non-negative integer or a '
+                     "percentage (e.g. 25%)")  # fmt: skip
+        elif int(number) == 0:
+            zero.append(name)
+        elif text.endswith("%") and int(number) > 100 and name == "maxUnavailable":
+            errs.add(f"spec.strategy.rollingUpdate.{name}",
+                     f'Invalid value: "{text}": must not be greater than 100%')  # fmt: skip
+    if len(zero) == 2:
+        errs.add("spec.strategy.rollingUpdate.maxUnavailable",
+                 "Invalid value: 0: may not be 0 when `maxSurge` is 0")  # fmt: skip
 
 
 def validate_event(event: Event, errs: Errors, namespace: str) -> None:
@@ -231,4 +282,5 @@ def validate_event(event: Event, errs: Errors, namespace: str) -> None:
 
 
 def validate_pod(pod: Pod, errs: Errors, namespace: str) -> None:
+    _proxy_config(errs, pod.metadata.annotations, "metadata")
     pod_spec(errs, "spec", pod.spec)

@@ -250,6 +250,76 @@ def _age_key(pod: Mapping[str, Any]) -> tuple[str, int]:
     return str(meta.get("creationTimestamp") or ""), int(meta.get("resourceVersion") or 0)
 
 
+def _scaled(value: Any, replicas: int, default: str, round_up: bool) -> int:
+    """``maxSurge``/``maxUnavailable``: a count, or a percentage of ``replicas`` (Kubernetes
+    rounds a surge up and an unavailability down)."""
+    if value is None:
+        value = default
+    text = str(value)
+    if not text.endswith("%"):
+        return max(0, int(text))
+    share = replicas * int(text[:-1])
+    return max(0, -(-share // 100) if round_up else share // 100)
+
+
+def rolling_limits(spec: Mapping[str, Any], replicas: int) -> tuple[int, int]:
+    """``(max surge, max unavailable)`` of a RollingUpdate Deployment, Kubernetes' defaults
+    (25 % each) where unset; when both come to 0, one pod may be unavailable (as Kubernetes)."""
+    rolling = ((spec.get("strategy") or {}).get("rollingUpdate")) or {}
+    surge = _scaled(rolling.get("maxSurge"), replicas, "25%", round_up=True)
+    unavailable = _scaled(rolling.get("maxUnavailable"), replicas, "25%", round_up=False)
+    if surge == 0 and unavailable == 0:
+        unavailable = 1
+    return surge, unavailable
+
+
+def _recreate(spec: Mapping[str, Any]) -> bool:
+    return (spec.get("strategy") or {}).get("type") == "Recreate"
+
+
+def _new_to_create(
+    spec: Mapping[str, Any],
+    replicas: int,
+    current: Sequence[Mapping[str, Any]],
+    old: Sequence[Mapping[str, Any]],
+) -> int:
+    """New-template pods to create now: the missing ones, but during a rollout no more pods
+    in all than ``replicas + maxSurge`` (none while old ones remain with ``Recreate``)."""
+    missing = replicas - len(current)
+    if missing <= 0 or not old:
+        return max(0, missing)
+    if _recreate(spec):
+        return 0
+    surge, _ = rolling_limits(spec, replicas)
+    return max(0, min(missing, replicas + surge - len(current) - len(old)))
+
+
+def _old_to_delete(
+    spec: Mapping[str, Any],
+    replicas: int,
+    current: Sequence[Mapping[str, Any]],
+    old: Sequence[Mapping[str, Any]],
+) -> list[Mapping[str, Any]]:
+    """Old-template pods to delete now, as Kubernetes' rolling update: never so many that
+    fewer than ``replicas - maxUnavailable`` pods stay ready (deleted pods are gone from the
+    list, so pods removed by earlier passes count as unavailable), not-ready ones first."""
+    if not old:
+        return []
+    if replicas == 0 or _recreate(spec):
+        return list(old)
+    _, unavailable = rolling_limits(spec, replicas)
+    min_available = replicas - unavailable
+    new_unready = sum(1 for p in current if not pod_is_ready(p))
+    ready_old = [p for p in old if pod_is_ready(p)]
+    unready_old = [p for p in old if not pod_is_ready(p)]
+    # Not-ready old pods serve nothing: removable as long as the rollout can go on.
+    cleanup = max(0, len(current) + len(old) - min_available - new_unready)
+    out = unready_old[:cleanup]
+    ready_now = len(current) - new_unready + len(ready_old)
+    out += ready_old[: max(0, ready_now - min_available)]
+    return out
+
+
 def plan_deployments(
     deployments: Iterable[Mapping[str, Any]],
     pods: Iterable[Mapping[str, Any]],
@@ -287,7 +357,7 @@ def plan_deployments(
             ordered = sorted(current, key=_age_key, reverse=True)
             ordered.sort(key=pod_is_ready)
             plan.delete += [(ns, _name(p)) for p in ordered[: len(current) - replicas]]
-        for _ in range(replicas - len(current)):
+        for _ in range(_new_to_create(spec, replicas, current, old)):
             for _attempt in range(100):
                 candidate = pod_name(name, hash_, random_suffix(rng))
                 if (ns, candidate) not in taken:
@@ -295,12 +365,7 @@ def plan_deployments(
             taken.add((ns, candidate))
             injected = is_injected(namespaces.get(ns), spec.get("template") or {})
             plan.create.append(new_pod(dep, candidate, hash_, injected))
-        # Rolling update: an old pod goes once a new one is ready to take its place
-        # (all of them once the new template has no replicas to wait for).
-        ready_new = sum(1 for p in current if pod_is_ready(p))
-        removable = len(old) if replicas == 0 else min(len(old), ready_new)
-        old_sorted = sorted(old, key=pod_is_ready)
-        plan.delete += [(ns, _name(p)) for p in old_sorted[:removable]]
+        plan.delete += [(ns, _name(p)) for p in _old_to_delete(spec, replicas, current, old)]
     for (ns, owner), owned in by_owner.items():
         if (ns, owner) not in known:
             plan.delete += [(ns, _name(p)) for p in owned]

@@ -140,3 +140,42 @@ def test_namespace_and_secret() -> None:
         )
     )
     ok(body("ServiceAccount", None, name="bookinfo-reviews"))
+
+
+def test_deployment_strategy_is_checked_like_kubernetes() -> None:
+    ok(deploy(strategy={"type": "RollingUpdate",
+                        "rollingUpdate": {"maxSurge": "50%", "maxUnavailable": 0}}))  # fmt: skip
+    ok(deploy(strategy={"type": "Recreate"}))
+    has(
+        deploy(strategy={"type": "BlueGreen"}),
+        "spec.strategy.type",
+        'Unsupported value: "BlueGreen"',
+    )
+    has(
+        deploy(strategy={"type": "Recreate", "rollingUpdate": {"maxSurge": 1}}),
+        "spec.strategy.rollingUpdate",
+        "may not be specified",
+    )
+    has(
+        deploy(strategy={"rollingUpdate": {"maxSurge": "x%"}}),
+        "spec.strategy.rollingUpdate.maxSurge",
+        "non-negative integer or a percentage",
+    )
+    has(
+        deploy(strategy={"rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"}}),
+        "spec.strategy.rollingUpdate.maxUnavailable",
+        "may not be 0 when `maxSurge` is 0",
+    )
+
+
+def test_proxy_config_annotation_warns_about_what_is_not_applied() -> None:
+    template = copy.deepcopy(DEPLOY["template"])
+    template["metadata"]["annotations"] = {
+        "proxy.istio.io/config": "proxyMetadata:\n  SECRET_TTL: 1h\n  OTHER: x\n"
+    }
+    res = ok(deploy(template=template))
+    where = "spec.template.metadata.annotations[proxy.istio.io/config].proxyMetadata"
+    assert [w.path for w in res.warnings] == [f"{where}.OTHER"], res.warnings
+    bad = "proxyMetadata: {SECRET_TTL: x}"
+    template["metadata"]["annotations"] = {"proxy.istio.io/config": bad}
+    has(deploy(template=template), f"{where}.SECRET_TTL", "invalid duration")

@@ -13,6 +13,7 @@ from pilotfish.platform.local.runtime_model import (
     POD_TEMPLATE_HASH,
     PROXY_CONTAINER,
     SIDECAR_STATUS_ANNOTATION,
+    DeploymentPlan,
     container_process,
     deployment_status,
     is_injected,
@@ -21,6 +22,7 @@ from pilotfish.platform.local.runtime_model import (
     plan_deployments,
     pod_is_ready,
     pod_status,
+    rolling_limits,
     selector_matches,
     service_endpoints,
     service_names,
@@ -159,16 +161,55 @@ def test_replicas_default_to_one_and_zero_removes_all() -> None:
 
 
 def test_template_change_rolls_old_pods_out_as_new_ones_get_ready() -> None:
-    dep = deployment(replicas=2)
+    # 3 replicas: Kubernetes' defaults give a surge of 1 (25 % up) and 0 unavailable (down).
+    dep = deployment(replicas=3)
     old = [as_stored(p, i + 1, ready=True) for i, p in enumerate(
         plan_deployments([dep], [], NS, random.Random(2)).create)]  # fmt: skip
     dep["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "X", "value": "1"})
     plan = plan_deployments([dep], old, NS, random.Random(3))
-    assert len(plan.create) == 2 and plan.delete == []  # nothing new is ready yet
-    new = [as_stored(plan.create[0], 10, ready=True), as_stored(plan.create[1], 11)]
+    assert len(plan.create) == 1 and plan.delete == []  # one more pod, nothing ready yet
+    new = [as_stored(plan.create[0], 10)]
+    assert plan_deployments([dep], old + new, NS, random.Random(3)) == DeploymentPlan()
+    new = [as_stored(plan.create[0], 10, ready=True)]
     plan = plan_deployments([dep], old + new, NS, random.Random(3))
     assert plan.create == [] and len(plan.delete) == 1
     assert plan.delete[0][1] in {p["metadata"]["name"] for p in old}
+    # The pass after the delete: the pod is gone, so it counts as unavailable; a second
+    # old pod goes only once a second new one is ready.
+    left = [p for p in old if p["metadata"]["name"] != plan.delete[0][1]]
+    plan = plan_deployments([dep], left + new, NS, random.Random(4))
+    assert len(plan.create) == 1 and plan.delete == []
+    second = as_stored(plan.create[0], 11)
+    assert plan_deployments([dep], left + new + [second], NS, random.Random(4)) == DeploymentPlan()
+
+
+def test_rolling_limits_follow_the_strategy_like_kubernetes() -> None:
+    assert rolling_limits({}, 3) == (1, 0)
+    assert rolling_limits({}, 10) == (3, 2)
+    spec = {"strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": "50%"}}}
+    assert rolling_limits(spec, 3) == (0, 1)
+    assert rolling_limits(
+        {"strategy": {"rollingUpdate": {"maxSurge": "0%", "maxUnavailable": 0}}}, 4
+    ) == (0, 1)
+    # maxUnavailable 1, no surge: an old ready pod goes first, then a new one is made.
+    dep = deployment(replicas=2)
+    dep["spec"]["strategy"] = {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    old = [as_stored(p, i + 1, ready=True) for i, p in enumerate(
+        plan_deployments([dep], [], NS, random.Random(2)).create)]  # fmt: skip
+    dep["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "X", "value": "1"})
+    plan = plan_deployments([dep], old, NS, random.Random(3))
+    assert plan.create == [] and len(plan.delete) == 1
+
+
+def test_recreate_deletes_every_old_pod_before_creating() -> None:
+    dep = deployment(replicas=2)
+    dep["spec"]["strategy"] = {"type": "Recreate"}
+    old = [as_stored(p, i + 1, ready=True) for i, p in enumerate(
+        plan_deployments([dep], [], NS, random.Random(2)).create)]  # fmt: skip
+    dep["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "X", "value": "1"})
+    plan = plan_deployments([dep], old, NS, random.Random(3))
+    assert plan.create == [] and len(plan.delete) == 2
+    assert len(plan_deployments([dep], [], NS, random.Random(3)).create) == 2
 
 
 def test_failed_and_orphaned_pods_are_deleted() -> None:
