@@ -33,7 +33,8 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -49,6 +50,7 @@ from pilotfish.agent.settings import (
 )
 from pilotfish.api.mesh import AGENT_PORT, GATEWAY_PORTS, READINESS_PORT
 from pilotfish.api.node import NodeInfo
+from pilotfish.api.proxy_annotation import proxy_config
 from pilotfish.platform.local.capture import CaptureSettings, apply_capture
 from pilotfish.platform.local.commands import IptablesTools, PlatformError
 from pilotfish.platform.local.exposure import WorkdirPlan
@@ -563,7 +565,11 @@ class LocalPod:
         )
         identity = None
         if self.token_source is not None:
+            # Istio's per-pod SECRET_TTL (``proxy.istio.io/config``): the certificate lifetime.
+            ttl = proxy_config(meta.get("annotations") or {}).secret_ttl
             identity = IdentitySettings(token_file=self.token_path)
+            if ttl is not None:
+                identity = replace(identity, cert_ttl=timedelta(seconds=ttl))
         agent = AgentSettings(
             node=node,
             work_dir=self.settings.run_dir / self.pod_id,
