@@ -1,13 +1,19 @@
-"""Faults on the local mesh, timed: the control plane `kill -9`-ed, and a rolling restart.
+"""Faults on the local mesh, timed: config churn, the control plane `kill -9`-ed, a rolling
+restart.
 
 Run as root from the repository root::
 
-    .venv/bin/python bench/faults.py [--rounds 3]
+    .venv/bin/python bench/faults.py [--rounds 3] [--only r1|r2|r4]
 
 It brings up a private mesh (own prefix, /24 and ports) with a 3-replica podinfo Deployment
 behind the ingress gateway and a client sending requests through the gateway in a loop
 (every 20 ms), then, each round:
 
+- R1: 100 VirtualService / DestinationRule changes (``pilotfish.testing.config_churn``: weight
+  flips, subsets added and dropped, load balancer and pool edits, routes added and removed)
+  posted to the HTTP API one after the other (``--r1-pause`` apart, 0.12 s by default: most
+  changes then get a push of their own). Measured: the time to apply them, and from the first
+  apply to every proxy synced at the store's revision; requests answered and failed meanwhile.
 - R2: `kill -9` of the control plane. Measured: from the kill to the new control plane's
   `/healthz` (the pod runtime starts it again by itself), and to every proxy (3 sidecars and
   the gateway) connected again and synced at the store's revision; the resync is the second
@@ -41,6 +47,7 @@ from pod_startup import REPO, Api, free_port, private_mesh, ready
 
 from pilotfish.platform.local.meshfile import load_mesh
 from pilotfish.platform.local.runtime_mesh import mesh_down, mesh_up
+from pilotfish.testing import config_churn
 
 NS = "faults"
 HOST = "faults.example.com"
@@ -116,7 +123,14 @@ def wait(check: Any, what: str, timeout: float = 90, step: float = 0.01) -> floa
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", choices=["r2", "r4"], help="Run one of the two faults.")
+    parser.add_argument("--only", choices=["r1", "r2", "r4"], help="Run one fault only.")
+    parser.add_argument(
+        "--r1-pause",
+        type=float,
+        default=0.12,
+        help="Seconds between two R1 changes (0: back to back; 0.12, longer "
+        "than the push debounce, gives most changes a push of their own)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("this benchmark starts pods: run it as root", file=sys.stderr)
@@ -125,6 +139,7 @@ def main() -> int:
     s = dataclasses.replace(private_mesh(root), dashboard_port=free_port())
     r2: list[tuple[float, float, int, int]] = []
     r4: list[tuple[float, int, int]] = []
+    r1: list[tuple[float, float, int, int]] = []
     env = {**os.environ, "PILOTFISH_CONFIG": str(root / "config")}
     pf = [sys.executable, "-P", "-m", "pilotfish.cli.main"]
     try:
@@ -154,9 +169,30 @@ def main() -> int:
                 p.get("synced") and int(p.get("config_revision") or 0) >= rev for p in items
             )
 
+        def run(fault: str) -> bool:
+            return args.only in (None, fault)
+
         for _ in range(args.rounds):
             wait(resynced, "every proxy synced before the round", step=0.1)
-            if args.only != "r4":
+            if run("r1"):
+                changes = list(config_churn.churn(
+                    100, name="podinfo", namespace=NS, host=HOST,
+                    gateways=["istio-system/faults-gateway"], service="podinfo", port=9898,
+                    labels={"app": "podinfo"}))  # fmt: skip
+                before = load.counts()
+                t0 = time.monotonic()
+                for change in changes:
+                    api.apply([change])
+                    time.sleep(args.r1_pause)
+                t_applied = time.monotonic() - t0
+                t_synced = wait(resynced, "every proxy synced after the changes", step=0.02) - t0
+                after = load.counts()
+                r1.append((t_applied, t_synced, after[0] - before[0], after[1] - before[1]))
+                api.apply([manifests()[-1]])
+                api.http.delete(f"/apis/networking.istio.io/v1/namespaces/{NS}/"
+                                "destinationrules/podinfo")  # fmt: skip
+                wait(resynced, "every proxy synced after the reset", step=0.1)
+            if run("r2"):
                 pid = int((load_mesh(s.state_dir) or {})["server"]["pid"])
                 before = load.counts()
                 t0 = time.monotonic()
@@ -166,7 +202,7 @@ def main() -> int:
                 t_sync = wait(resynced, "every proxy resynced") - t0
                 after = load.counts()
                 r2.append((t_up, t_sync, after[0] - before[0], after[1] - before[1]))
-            if args.only != "r2":
+            if run("r4"):
                 wait(resynced, "every proxy synced before the rollout", step=0.1)
                 before = load.counts()
                 t0 = time.monotonic()
@@ -181,18 +217,27 @@ def main() -> int:
             print("failed:", line[:300])
     finally:
         mesh_down(s)
-    print_figures(r2, r4)
+    print_figures(r1, r2, r4)
     return 0
 
 
 def print_figures(
-    r2: list[tuple[float, float, int, int]], r4: list[tuple[float, int, int]]
+    r1: list[tuple[float, float, int, int]],
+    r2: list[tuple[float, float, int, int]],
+    r4: list[tuple[float, int, int]],
 ) -> None:
     def ms(v: float) -> str:
         return f"{v * 1000:.0f} ms"
 
     med = statistics.median
     print("Faults on the local mesh (2-core shared machine; times are indicative)")
+    if r1:
+        print(f"R1 100 changes applied                     median {ms(med(x[0] for x in r1))}  "
+              f"({', '.join(ms(x[0]) for x in r1)})")  # fmt: skip
+        print(f"R1 first apply -> every proxy synced        median {ms(med(x[1] for x in r1))}  "
+              f"({', '.join(ms(x[1]) for x in r1)})")  # fmt: skip
+        print(f"R1 requests during the changes: {sum(x[2] for x in r1)}, failed "
+              f"{sum(x[3] for x in r1)}")  # fmt: skip
     if r2:
         print(f"R2 kill -9 -> control plane restarted      median {ms(med(x[0] for x in r2))}  "
               f"({', '.join(ms(x[0]) for x in r2)})")  # fmt: skip
