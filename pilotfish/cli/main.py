@@ -103,6 +103,10 @@ LAZY_COMMANDS = {
     "logs": LazyCommand(
         "pilotfish.cli.runtime_cmds:logs", "Print a pod container's log, as `kubectl logs`."
     ),
+    "port-forward": LazyCommand(
+        "pilotfish.cli.portforward_cmd:port_forward_cmd",
+        "Forward local ports to a pod, as `kubectl port-forward`.",
+    ),
     "profile": LazyCommand(
         "pilotfish.cli.install_cmd:profile",
         "Install profiles, as `istioctl profile`: list, dump.",

@@ -427,6 +427,12 @@ def logs(
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("-c", "--container", help="Run as this container's user (istio-proxy: the proxy).")
 @click.option("--root", is_flag=True, help="Run as root instead of the container's user.")
+@click.option(
+    "-i", "--stdin", "stdin_", is_flag=True, help="kubectl's -i: the command always gets stdin."
+)
+@click.option(
+    "-t", "--tty", is_flag=True, help="kubectl's -t: the command always gets this terminal."
+)
 @_data_dir_options
 def exec_cmd(
     pod: str,
@@ -434,13 +440,20 @@ def exec_cmd(
     namespace: str,
     container: str | None,
     root: bool,
+    stdin_: bool,
+    tty: bool,
     data_dir: Path | None,
     state_dir: Path | None,
 ) -> None:
     """Run a command inside a pod's network namespace, as `kubectl exec POD -- CMD`.
 
     The command sees the pod's hosts file (service names) and its traffic is captured like
-    the app's. Example: pilotfish exec productpage-v1-... -- curl -s http://reviews:9080/
+    the app's. It runs attached to this terminal, so kubectl's `-it` is accepted and changes
+    nothing. Examples:
+
+    \b
+      pilotfish exec productpage-v1-... -- curl -s http://reviews:9080/
+      pilotfish exec -it productpage-v1-... -c istio-proxy -- pilot-agent request GET stats
     """
     if os.geteuid() != 0:
         _fail("`pilotfish exec` enters a network namespace: run it as root")
