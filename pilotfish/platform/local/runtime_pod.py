@@ -726,6 +726,8 @@ class LocalPod:
             "uid": first.uid if first else self.users.app.uid,
             "gid": first.gid if first else self.users.app.gid,
             "injected": self.injected,
+            #: a gateway pod (Istio's gateway injection template): its proxy captures nothing
+            "gateway": self.gateway,
             "containers": [c.spec.name for c in self.containers]
             + ([PROXY_CONTAINER] if self.injected else []),
         }

@@ -50,6 +50,25 @@ def test_port_forward_svc_kiali_reaches_the_dashboard(
         if proc.stderr is not None:
             proc.stderr.close()
 
+    # the tutorial's ports: the dashboard listens on the asked port itself, as Kiali would
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pilotfish.cli.main", "port-forward", "svc/kiali",
+         "-n", "istio-system", f"{dashboard}:20001"],
+        env=cp.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert "nothing to relay" in first and f"127.0.0.1:{dashboard}" in first, first
+        assert httpx.get(f"http://127.0.0.1:{dashboard}/", timeout=10).status_code == 200
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
     res = cp.cli("port-forward", "svc/nothing", "-n", "default", "8080:80")
     assert res.returncode != 0
     assert "nothing" in res.stderr

@@ -19,3 +19,15 @@ def test_a_failure_shows_its_lines_and_fix_a_success_no_fix() -> None:
         "✘ iptables: 1 problem(s)\n    web.default: no chain\n    fix: restart the pod"
     )
     assert Check("dashboard", OK, "answering", "never shown").render() == "✔ dashboard: answering"
+
+
+def test_gateway_pods_are_not_expected_to_capture() -> None:
+    from pilotfish.cli.verify_cmd import captured_pods
+
+    pods = [
+        {"name": "productpage-v1-a", "injected": True, "gateway": False},
+        {"name": "istio-egressgateway-a", "injected": True, "gateway": True},
+        {"name": "legacy-a", "injected": False},
+        {"name": "old-pod-json", "injected": True},  # written before pods recorded "gateway"
+    ]
+    assert [p["name"] for p in captured_pods(pods)] == ["productpage-v1-a", "old-pod-json"]
