@@ -136,15 +136,19 @@ def explain_cmd(
     Walks [METHOD] URL through the Envoy config the control plane generates for the pod's
     proxy (listener, filter chain, route, virtual host, cluster, endpoints, timeout, retries,
     faults, mirror), then through each destination proxy's inbound config (mTLS mode, JWT
-    authentication, AuthorizationPolicy verdict and the policy and rule that decided). A
-    bearer token in -H 'authorization: Bearer ...' is read, not verified. Both proxies must
-    be connected (see `pilotfish proxy-status`).
+    authentication, AuthorizationPolicy verdict and the policy and rule that decided, or
+    the ext_authz provider a CUSTOM policy sends it to). A bearer token in
+    -H 'authorization: Bearer ...' is read, not verified. Both proxies must be connected (see
+    `pilotfish proxy-status`). https://HOST/... is a TLS connection with HOST as SNI (a
+    gateway's HTTPS servers); tcp://HOST:PORT a TCP connection (network RBAC).
 
     \b
     Examples:
       pilotfish x explain --from productpage-v1-abc http://reviews:9080/reviews/0
       pilotfish x explain --from productpage-v1-abc GET http://reviews:9080/ -H 'end-user: jason'
       pilotfish x explain --from sleep.default POST http://httpbin:8000/post -o json
+      pilotfish x explain --from istio-ingressgateway.istio-system https://bookinfo.example.com/productpage
+      pilotfish x explain --from sleep.default tcp://tcp-echo:9000
     """
     from pilotfish.cli.proxy_config import split_target
 
