@@ -24,6 +24,10 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
     "platform/bookinfo.yaml": {("Service", a) for a in APPS}
     | {("ServiceAccount", f"bookinfo-{a}") for a in APPS}
     | {("Deployment", f"{a}-{v}") for a in APPS for v in VERSIONS[a]},
+    # Istio's path for the same file (a link), as Istio's getting-started task applies it
+    "platform/kube/bookinfo.yaml": {("Service", a) for a in APPS}
+    | {("ServiceAccount", f"bookinfo-{a}") for a in APPS}
+    | {("Deployment", f"{a}-{v}") for a in APPS for v in VERSIONS[a]},
     "platform/default-namespace.yaml": {("Namespace", "default")},
     "networking/bookinfo-gateway.yaml": {
         ("Gateway", "bookinfo-gateway"),
@@ -60,6 +64,11 @@ def by_kind(path: Path, kind: str) -> dict[str, dict[str, Any]]:
 def test_every_manifest_is_listed_here() -> None:
     found = {str(p.relative_to(BOOKINFO)) for p in all_manifests()}
     assert found == set(EXPECTED)
+
+
+def test_istio_path_is_the_same_file() -> None:
+    kube = BOOKINFO / "platform/kube/bookinfo.yaml"
+    assert kube.is_symlink() and kube.resolve() == (BOOKINFO / "platform/bookinfo.yaml").resolve()
 
 
 @pytest.mark.parametrize("relative", sorted(EXPECTED))
