@@ -1,9 +1,9 @@
 """Faults on the local mesh, timed: config churn, the control plane `kill -9`-ed, a rolling
-restart.
+restart, certificate and root rotation.
 
 Run as root from the repository root::
 
-    .venv/bin/python bench/faults.py [--rounds 3] [--only r1|r2|r4]
+    .venv/bin/python bench/faults.py [--rounds 3] [--only r1|r2|r4|r5]
 
 It brings up a private mesh (own prefix, /24 and ports) with a 3-replica podinfo Deployment
 behind the ingress gateway and a client sending requests through the gateway in a loop
@@ -20,6 +20,10 @@ behind the ingress gateway and a client sending requests through the gateway in 
   minus the first (target: <= 2 s). Requests answered and failed meanwhile are counted.
 - R4: `pilotfish rollout restart deployment/podinfo`, timed until `rollout status` reports
   it done, with the requests answered and failed meanwhile.
+
+- R5: 10 s of load (with ``--only r5`` the sidecars' certificates live ``--secret-ttl``, 5 s,
+  and renew at half of it), then ``pilotfish ca rotate-root``, timed to its end, with the wait
+  after each step (every workload trusting the new root, signed by it, trusting it alone).
 
 The tests (tests/e2e/test_faults.py) assert zero failed requests; this prints the times.
 """
@@ -53,7 +57,7 @@ NS = "faults"
 HOST = "faults.example.com"
 
 
-def manifests() -> list[dict[str, Any]]:
+def manifests(secret_ttl: str = "") -> list[dict[str, Any]]:
     container = {
         "name": "podinfod",
         "command": ["python3", "samples/flagger/podinfo.py"],
@@ -61,6 +65,11 @@ def manifests() -> list[dict[str, Any]]:
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": 9898}},
     }
     route = {"destination": {"host": "podinfo", "port": {"number": 9898}}}
+    template_meta: dict[str, Any] = {"labels": {"app": "podinfo"}}
+    if secret_ttl:
+        template_meta["annotations"] = {
+            "proxy.istio.io/config": f"proxyMetadata:\n  SECRET_TTL: {secret_ttl}\n"
+        }
     return [
         {"apiVersion": "v1", "kind": "Namespace",
          "metadata": {"name": NS, "labels": {"istio-injection": "enabled"}}},
@@ -72,7 +81,7 @@ def manifests() -> list[dict[str, Any]]:
         {"apiVersion": "apps/v1", "kind": "Deployment",
          "metadata": {"name": "podinfo", "namespace": NS},
          "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "podinfo"}},
-                  "template": {"metadata": {"labels": {"app": "podinfo"}},
+                  "template": {"metadata": template_meta,
                                "spec": {"containers": [container]}}}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "podinfo", "namespace": NS},
          "spec": {"selector": {"app": "podinfo"},
@@ -123,7 +132,12 @@ def wait(check: Any, what: str, timeout: float = 90, step: float = 0.01) -> floa
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", choices=["r1", "r2", "r4"], help="Run one fault only.")
+    parser.add_argument("--only", choices=["r1", "r2", "r4", "r5"], help="Run one fault only.")
+    parser.add_argument(
+        "--secret-ttl",
+        default="5s",
+        help="Workload certificate lifetime of the podinfo sidecars with --only r5",
+    )
     parser.add_argument(
         "--r1-pause",
         type=float,
@@ -140,13 +154,14 @@ def main() -> int:
     r2: list[tuple[float, float, int, int]] = []
     r4: list[tuple[float, int, int]] = []
     r1: list[tuple[float, float, int, int]] = []
+    r5: list[tuple[float, list[float], int, int, int]] = []
     env = {**os.environ, "PILOTFISH_CONFIG": str(root / "config")}
     pf = [sys.executable, "-P", "-m", "pilotfish.cli.main"]
     try:
         mesh_up(s)
         token = (s.data_dir / "admin-token").read_text().strip()
         api = Api(s.api_url, token)
-        api.apply(manifests())
+        api.apply(manifests(args.secret_ttl if args.only == "r5" else ""))
         wait(lambda: len(p := api.pods(NS)) == 3 and all(ready(x) for x in p), "3 pods", step=0.2)
         load = Load(f"{s.gateway_url}/")
         wait(lambda: load.seen[200] >= 5, "answers through the gateway")
@@ -212,12 +227,33 @@ def main() -> int:
                 t_roll = time.monotonic() - t0
                 after = load.counts()
                 r4.append((t_roll, after[0] - before[0], after[1] - before[1]))
+            if run("r5"):
+                wait(resynced, "every proxy synced before the rotation", step=0.1)
+                log = s.logs_dir / "server.log"
+                signed = log.read_text(errors="replace").count(f"/ns/{NS}/sa/default ")
+                before = load.counts()
+                # Workload certificates renew meanwhile (with --only r5, every SECRET_TTL / 2).
+                time.sleep(10)
+                t0 = time.monotonic()
+                out = subprocess.run([*pf, "ca", "rotate-root"], env=env, check=True,
+                                     capture_output=True, text=True, cwd=REPO).stdout  # fmt: skip
+                t_rot = time.monotonic() - t0
+                after = load.counts()
+                # The last "k/N workloads (X.Xs)" line of each step: its wait.
+                waits: list[float] = []
+                for line in out.splitlines():
+                    if line.startswith("step "):
+                        waits.append(0.0)
+                    elif "workloads (" in line and waits:
+                        waits[-1] = float(line.rsplit("(", 1)[1].rstrip("s)"))
+                renewed = log.read_text(errors="replace").count(f"/ns/{NS}/sa/default ") - signed
+                r5.append((t_rot, waits, renewed, after[0] - before[0], after[1] - before[1]))
         load.stop.set()
         for line in load.errors[:10]:
             print("failed:", line[:300])
     finally:
         mesh_down(s)
-    print_figures(r1, r2, r4)
+    print_figures(r1, r2, r4, r5)
     return 0
 
 
@@ -225,6 +261,7 @@ def print_figures(
     r1: list[tuple[float, float, int, int]],
     r2: list[tuple[float, float, int, int]],
     r4: list[tuple[float, int, int]],
+    r5: list[tuple[float, list[float], int, int, int]],
 ) -> None:
     def ms(v: float) -> str:
         return f"{v * 1000:.0f} ms"
@@ -253,6 +290,19 @@ def print_figures(
               f"({', '.join(ms(x[0]) for x in r4)})")  # fmt: skip
         print(f"R4 requests during the rollouts: {sum(x[1] for x in r4)}, failed "
               f"{sum(x[2] for x in r4)}")  # fmt: skip
+
+    if r5:
+        print(f"R5 ca rotate-root (3 steps, waited)        median {ms(med(x[0] for x in r5))}  "
+              f"({', '.join(ms(x[0]) for x in r5)})")  # fmt: skip
+        for i, step in enumerate(("add", "activate", "retire")):
+            waits = [x[1][i] for x in r5 if len(x[1]) > i]
+            if waits:
+                print(f"R5   {step:<9} -> every workload followed     median "
+                      f"{ms(med(waits))}, max {ms(max(waits))}")  # fmt: skip
+        print(f"R5 certificates signed for the podinfo sidecars meanwhile: "
+              f"{sum(x[2] for x in r5)}")  # fmt: skip
+        print(f"R5 requests during the rotations: {sum(x[3] for x in r5)}, failed "
+              f"{sum(x[4] for x in r5)}")  # fmt: skip
 
 
 if __name__ == "__main__":

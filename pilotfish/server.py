@@ -35,6 +35,7 @@ from pilotfish.api.mesh import API_PORT, XDS_PORT
 from pilotfish.api.node import NodeInfo
 from pilotfish.apiserver.app import ApiServer, ApiSettings, ensure_builtin_namespaces
 from pilotfish.apiserver.auth import load_or_create_admin_token
+from pilotfish.apiserver.ca_routes import add_ca_routes
 from pilotfish.apiserver.tokens import add_token_routes
 from pilotfish.canary import CanaryController, ControllerSettings, HttpChecks
 from pilotfish.config.addons import ensure_addon_services
@@ -558,6 +559,8 @@ def api_tls_context(
         return context, ""
     files = identity.api_tls(settings.api_host, settings.xds_sans)
     context.load_cert_chain(files.cert_file, files.key_file)
+    # A root rotation re-issues it: the next handshakes present the new one.
+    identity.on_api_certificate.append(lambda cert, key: context.load_cert_chain(cert, key))
     return context, str(identity.root_cert_path)
 
 
@@ -579,6 +582,7 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
         )
         roots = identity.root_cert_path
         mesh = Mesh(store, settings, identity)
+        identity.connected_nodes = lambda: {s.node_id for s in mesh.xds.status()}
         await mesh.start()
         collector = await start_trace_collector(settings, store)
         canaries = start_canary_controller(settings, store, mesh.vips, stop)
@@ -599,6 +603,7 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
         )
         app = api.app()
         add_token_routes(app, identity.issue_token)
+        add_ca_routes(app, identity.ca_status, identity.rotate_root)
         dashboard = start_dashboard(settings, store, mesh, token, app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

@@ -35,10 +35,11 @@ import ipaddress
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -47,11 +48,13 @@ from pilotfish.identity import (
     CASettings,
     CertificateAuthorityService,
     MeshCA,
+    ServingCertificate,
     TokenAuthority,
     add_to_server,
 )
-from pilotfish.identity.errors import TokenError
+from pilotfish.identity.errors import RotationError, TokenError
 from pilotfish.identity.tokens import TOKEN_KEY_FILE
+from pilotfish.identity.trust_watch import fingerprint
 from pilotfish.xds.settings import TlsSettings
 
 log = logging.getLogger("pilotfish.server")
@@ -163,6 +166,10 @@ class IssuedToken:
     expires_at: datetime
 
 
+#: The steps of a root rotation, in order (see :meth:`ControlPlaneIdentity.rotate_root`).
+ROTATION_STEPS = ("add", "activate", "retire")
+
+
 class ControlPlaneIdentity:
     """The CA, the token authority and the signing service of one control plane."""
 
@@ -171,6 +178,111 @@ class ControlPlaneIdentity:
         self.ca = ca
         self.tokens = tokens
         self.service = CertificateAuthorityService(ca, tokens)
+        #: Serving certificates to re-issue when a new root signs: (files, hosts) of xDS and
+        #: of the HTTP API (``--api-tls`` without a certificate of the user's own).
+        self._serving: list[tuple[TlsSettings, list[str]]] = []
+        #: Called with (cert, key) after the API's certificate was re-issued.
+        self.on_api_certificate: list[Callable[[Path, Path], None]] = []
+        #: Node ids of the proxies connected to xDS now (set by the composition root).
+        self.connected_nodes: Callable[[], set[str]] = set
+
+    # -- root rotation -----------------------------------------------------------------------
+
+    def rotate_root(self, step: str) -> dict[str, Any]:
+        """One step of a root rotation, as Istio's plug-in CA rotation, then the CA's status:
+
+        - ``add``: a new root joins the trust bundle (``mesh-roots.pem`` and every agent's
+          ROOTCA); the old one keeps signing;
+        - ``activate``: the new root signs (workloads renew at once, the control plane's own
+          serving certificates are re-issued under it); the old one is still trusted;
+        - ``retire``: the old root leaves the trust bundle.
+
+        Agents watching the trust bundle (``WatchTrustBundle``) hear of each step at once.
+        Raises RotationError (plug-in CA, steps out of order) and ValueError (unknown step).
+        """
+        if step not in ROTATION_STEPS:
+            raise ValueError(f"step: unknown {step!r}; one of {', '.join(ROTATION_STEPS)}")
+        if step == "add":
+            self.ca.add_root()
+        elif step == "activate":
+            if self.ca.pending_root is not None:
+                self.ca.activate_root()
+                self._reissue_serving_certificates()
+            elif not self.ca.old_roots:
+                raise RotationError("no new root to activate: run the add step first")
+        else:
+            if self.ca.pending_root is not None:
+                raise RotationError(
+                    "the new root does not sign yet: run the activate step before retiring "
+                    "the old root"
+                )
+            self.ca.retire_old_roots()
+        _ = self.root_cert_path  # rewrites mesh-roots.pem
+        self.service.trust.changed()
+        return self.ca_status()
+
+    def ca_status(self) -> dict[str, Any]:
+        """The roots (which signs, which is new, which is old), the rotation step reached and
+        what every workload watching the trust bundle trusts and is signed by (``connected``:
+        its proxy is connected to xDS; a rotation waits for those, and for those watching)."""
+        ca = self.ca
+        connected = self.connected_nodes()
+        signing = ca.roots[0] if not ca.is_plugin else None
+        pending = ca.pending_root
+        roots = []
+        for cert in ca.roots:
+            if pending is not None and cert is pending:
+                role = "added"
+            elif cert is ca.roots[0]:
+                role = "signing"
+            else:
+                role = "old"
+            roots.append(
+                {
+                    "fingerprint": fingerprint(cert),
+                    "serial": f"{cert.serial_number:x}",
+                    "subject": cert.subject.rfc4514_string(),
+                    "notAfter": cert.not_valid_after_utc.isoformat(),
+                    "role": role,
+                }
+            )
+        if ca.is_plugin:
+            step = "plug-in"
+        elif pending is not None:
+            step = "added"
+        elif ca.old_roots:
+            step = "activated"
+        else:
+            step = "none"
+        return {
+            "kind": "MeshCA",
+            "mode": "plug-in" if ca.is_plugin else "self-signed",
+            "trustDomain": ca.trust_domain,
+            "rotation": step,
+            "signingRoot": fingerprint(signing) if signing is not None else "",
+            "trustBundle": ca.trust_bundle(),
+            "roots": roots,
+            "workloads": [
+                {
+                    "node": w.node,
+                    "identity": w.identity,
+                    "trusts": list(w.trusts),
+                    "signedBy": w.issuer,
+                    "watching": w.watching,
+                    "connected": w.node in connected,
+                }
+                for w in self.service.trust.workloads()
+            ],
+        }
+
+    def _reissue_serving_certificates(self) -> None:
+        for files, hosts in self._serving:
+            serving = self.ca.issue_serving_certificate(hosts, SERVING_CERT_TTL)
+            _write_pair(files.cert_file, files.key_file, serving)
+            log.info("re-issued the serving certificate %s under the new root", files.cert_file)
+            if files.cert_file.parent.name == "api-tls":
+                for callback in self.on_api_certificate:
+                    callback(files.cert_file, files.key_file)
 
     @classmethod
     def open(cls, settings: IdentitySettings) -> ControlPlaneIdentity:
@@ -208,12 +320,11 @@ class ControlPlaneIdentity:
         directory = self.settings.data_dir / "xds-tls"
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         cert, key = directory / "cert-chain.pem", directory / "key.pem"
-        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(serving.private_key_pem)
-        cert.write_text(serving.cert_chain_pem)
+        _write_pair(cert, key, serving)
         log.info("xDS serves TLS for %s", ", ".join(hosts))
-        return TlsSettings(cert_file=cert, key_file=key)
+        files = TlsSettings(cert_file=cert, key_file=key)
+        self._serving.append((files, hosts))
+        return files
 
     def verify_workload_token(self, token: str) -> tuple[str, str] | None:
         """The (namespace, service account) a workload token proves; None if it is not a
@@ -235,12 +346,11 @@ class ControlPlaneIdentity:
         directory = self.settings.data_dir / "api-tls"
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         cert, key = directory / "cert-chain.pem", directory / "key.pem"
-        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(serving.private_key_pem)
-        cert.write_text(serving.cert_chain_pem)
+        _write_pair(cert, key, serving)
         log.info("the HTTP API serves TLS for %s", ", ".join(hosts))
-        return TlsSettings(cert_file=cert, key_file=key)
+        files = TlsSettings(cert_file=cert, key_file=key)
+        self._serving.append((files, hosts))
+        return files
 
     def issue_token(
         self, namespace: str, service_account: str, ttl: timedelta | None = None
@@ -264,6 +374,7 @@ class ControlPlaneIdentity:
 
 
 __all__ = [
+    "ROTATION_STEPS",
     "ControlPlaneIdentity",
     "IdentitySettings",
     "IssuedToken",
@@ -284,6 +395,17 @@ def token_key_dir(settings: IdentitySettings) -> Path:
     if (own / TOKEN_KEY_FILE).exists():
         return own  # tokens issued before keep working
     return shared if os.access(shared, os.W_OK) else own
+
+
+def _write_pair(cert: Path, key: Path, serving: ServingCertificate) -> None:
+    """Replace a key and its certificate, each file atomically (readers check they match)."""
+    for path, text, mode in ((key, serving.private_key_pem, 0o600),
+                             (cert, serving.cert_chain_pem, 0o644)):  # fmt: skip
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        tmp.replace(path)
 
 
 def _is_unspecified(host: str) -> bool:

@@ -39,6 +39,7 @@ from pilotfish.agent.settings import SDS_CLUSTER, XDS_CLUSTER, AgentSettings, Ho
 from pilotfish.api.node import ADMIN_PORT_METADATA
 from pilotfish.api.peer import HISTOGRAM_BUCKETS
 from pilotfish.api.typeurls import type_url
+from pilotfish.identity.sds_protocol import ROOT_SECRET
 
 #: Static clusters the readiness listener routes to.
 ADMIN_CLUSTER = "pilotfish-admin"
@@ -66,9 +67,13 @@ def render_bootstrap(settings: AgentSettings, sds_socket: Path | None = None) ->
         "resource_api_version": "V3",
         "initial_fetch_timeout": duration(settings.initial_fetch_timeout_s),
     }
-    clusters = [xds_cluster(settings), readiness_cluster(settings)]
+    clusters = [
+        xds_cluster(settings, sds_roots=sds_socket is not None),
+        readiness_cluster(settings),
+    ]
     if sds_socket is not None:
-        clusters.append(sds_cluster(sds_socket))
+        # First: the xDS cluster takes its roots from it.
+        clusters.insert(0, sds_cluster(sds_socket))
     return {
         "node": {
             "id": node.node_id,
@@ -155,7 +160,7 @@ def write_bootstrap(bootstrap: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def xds_cluster(settings: AgentSettings) -> dict[str, Any]:
+def xds_cluster(settings: AgentSettings, sds_roots: bool = False) -> dict[str, Any]:
     """The static cluster that carries ADS: HTTP/2 with keepalive, optional TLS.
 
     With several control-plane replicas every one is an endpoint: when the ADS stream breaks
@@ -207,7 +212,9 @@ def xds_cluster(settings: AgentSettings) -> dict[str, Any]:
     if not all_ip:
         cluster["dns_lookup_family"] = "V4_PREFERRED"
     if settings.xds_tls is not None:
-        cluster["transport_socket"] = upstream_tls(settings.xds_tls, *addresses)
+        cluster["transport_socket"] = upstream_tls(
+            settings.xds_tls, *addresses, sds_roots=sds_roots
+        )
     return cluster
 
 
@@ -231,15 +238,19 @@ def sds_cluster(socket_path: Path) -> dict[str, Any]:
     }
 
 
-def upstream_tls(tls: XdsTls, *addresses: HostPort) -> dict[str, Any]:
+def upstream_tls(tls: XdsTls, *addresses: HostPort, sds_roots: bool = False) -> dict[str, Any]:
     """``envoy.transport_sockets.tls`` towards the control plane at ``addresses``.
 
     The certificate must chain to ``ca_file`` and name ``server_name`` (a DNS SAN) or, without
     one, one of the ``addresses``' hosts (an IP SAN for an IP, else a DNS SAN): a workload
     certificate from the same mesh CA (SPIFFE URI SANs only) does not pass for the control
-    plane.
+    plane. With ``sds_roots`` (an agent with a workload identity) the roots are the mesh's
+    trust bundle the agent serves as ``ROOTCA`` instead of the file, so they follow a root
+    rotation (the control plane's certificate moves to the new root when it is activated).
     """
-    validation: dict[str, Any] = {"trusted_ca": {"filename": str(tls.ca_file)}}
+    validation: dict[str, Any] = {}
+    if not sds_roots:
+        validation["trusted_ca"] = {"filename": str(tls.ca_file)}
     if tls.server_name:
         validation["match_typed_subject_alt_names"] = [
             {"san_type": "DNS", "matcher": {"exact": tls.server_name}}
@@ -258,8 +269,24 @@ def upstream_tls(tls: XdsTls, *addresses: HostPort) -> dict[str, Any]:
     common: dict[str, Any] = {
         "alpn_protocols": ["h2"],
         "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
-        "validation_context": validation,
     }
+    if sds_roots:
+        common["combined_validation_context"] = {
+            "default_validation_context": validation,
+            "validation_context_sds_secret_config": {
+                "name": ROOT_SECRET,
+                "sds_config": {
+                    "api_config_source": {
+                        "api_type": "GRPC",
+                        "transport_api_version": "V3",
+                        "grpc_services": [{"envoy_grpc": {"cluster_name": SDS_CLUSTER}}],
+                    },
+                    "resource_api_version": "V3",
+                },
+            },
+        }
+    else:
+        common["validation_context"] = validation
     if tls.cert_file is not None and tls.key_file is not None:
         common["tls_certificates"] = [
             {

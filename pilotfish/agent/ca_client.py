@@ -14,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
 
 import grpc
 
 from pilotfish.agent.settings import HostPort
 from pilotfish.identity import SignedCertificate
-from pilotfish.identity.ca_grpc import request_certificate
+from pilotfish.identity.ca_grpc import request_certificate, watch_trust_bundle
 from pilotfish.identity.errors import CertificateRequestError
 
 log = logging.getLogger("pilotfish.agent")
@@ -49,18 +49,23 @@ class FailoverCaClient:
         backoff: float = 0.5,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        node: str = "",
     ) -> None:
         if not addresses:
             raise ValueError("the CA client needs at least one control-plane address")
         self.addresses = tuple(addresses)
         self._channel_for = channel_for
         self._channels: dict[HostPort, grpc.aio.Channel] = {}
+        #: Channels replaced by :meth:`set_channel_factory`, closed by :meth:`close`.
+        self._stale: list[grpc.aio.Channel] = []
         self._token = token
         self._timeout = timeout
         self._rounds = max(1, rounds)
         self._backoff = backoff
         self._rng = rng or random.Random()
         self._sleep = sleep
+        #: The node id sent with each request (labels this agent in a root rotation's progress).
+        self.node = node
         #: Index of the replica that answered last (tried first).
         self.current = 0
 
@@ -83,7 +88,12 @@ class FailoverCaClient:
                     await self._sleep(jittered(0.05, self._rng))
                 try:
                     signed = await request_certificate(
-                        self._channel(address), self._token(), csr_pem, ttl, timeout=self._timeout
+                        self._channel(address),
+                        self._token(),
+                        csr_pem,
+                        ttl,
+                        timeout=self._timeout,
+                        node=self.node,
                     )
                 except CertificateRequestError as exc:
                     if exc.code not in RETRY_ON_ANOTHER:
@@ -99,8 +109,29 @@ class FailoverCaClient:
         assert last is not None
         raise last
 
+    async def watch(self, report: dict[str, str]) -> AsyncIterator[str]:
+        """The CA's trust bundle, now and after each change, from the replica that answered
+        last (see :func:`~pilotfish.identity.ca_grpc.watch_trust_bundle`); the next replica
+        is tried when this stream fails."""
+        address = self.addresses[self.current]
+        try:
+            async for bundle in watch_trust_bundle(self._channel(address), self._token(), report):
+                yield bundle
+        except CertificateRequestError as exc:
+            if exc.code in RETRY_ON_ANOTHER:
+                self.current = (self.current + 1) % len(self.addresses)
+            raise
+
+    def set_channel_factory(self, channel_for: Callable[[HostPort], grpc.aio.Channel]) -> None:
+        """New channels from ``channel_for`` (e.g. with new roots); the open ones are closed by
+        the next :meth:`close`."""
+        self._channel_for = channel_for
+        self._stale += self._channels.values()
+        self._channels = {}
+
     async def close(self) -> None:
         channels, self._channels = list(self._channels.values()), {}
+        channels, self._stale = channels + self._stale, []
         for channel in channels:
             await channel.close()
 

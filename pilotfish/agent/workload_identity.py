@@ -21,9 +21,11 @@ The socket lives in ``<work_dir>/sds/`` unless that path is too long for a Unix 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import pwd
+import random
 import shutil
 import tempfile
 from pathlib import Path
@@ -59,15 +61,17 @@ def default_socket_path(work_dir: Path) -> Path | None:
     return path if len(os.fsencode(path)) <= MAX_SOCKET_PATH else None
 
 
-def ca_channel(settings: AgentSettings, address: HostPort | None = None) -> grpc.aio.Channel:
+def ca_channel(
+    settings: AgentSettings, address: HostPort | None = None, roots: bytes | None = None
+) -> grpc.aio.Channel:
     """A channel to the CA at ``address`` (default: the first xDS address), with the xDS TLS
-    settings."""
+    settings; ``roots`` (the mesh's trust bundle once the CA sent it) replace ``--ca-file``."""
     target = str(address or settings.discovery_address)
     tls = settings.xds_tls
     if tls is None:
         return grpc.aio.insecure_channel(target)
     credentials = grpc.ssl_channel_credentials(
-        root_certificates=tls.ca_file.read_bytes(),
+        root_certificates=roots or tls.ca_file.read_bytes(),
         private_key=tls.key_file.read_bytes() if tls.key_file else None,
         certificate_chain=tls.cert_file.read_bytes() if tls.cert_file else None,
     )
@@ -113,7 +117,14 @@ class WorkloadIdentity:
             settings.discovery_addresses,
             lambda address: ca_channel(settings, address),
             token_from_file(identity.token_file),
+            node=settings.node.node_id,
         )
+        self._watch: asyncio.Task[None] | None = None
+        #: The roots the CA channels verify the control plane with (``--ca-file`` at first).
+        self._channel_roots = ""
+        if settings.xds_tls is not None:
+            with contextlib.suppress(OSError):
+                self._channel_roots = settings.xds_tls.ca_file.read_text()
         self.manager = SecretManager(
             SecretManagerSettings(
                 self.spiffe_id,
@@ -125,7 +136,15 @@ class WorkloadIdentity:
         )
         uid, gid = _owner(settings.envoy_user)
         self.sds = SdsServer(
-            SdsSettings(self.socket_path, owner_uid=uid, owner_gid=gid), self.manager
+            # ROOTCA from --ca-file until the first certificate: Envoy's xDS connection
+            # verifies the control plane with it and need not wait for the certificate.
+            SdsSettings(
+                self.socket_path,
+                owner_uid=uid,
+                owner_gid=gid,
+                initial_roots=self._channel_roots,
+            ),
+            self.manager,
         )
 
     def _socket_path(self) -> Path:
@@ -150,6 +169,48 @@ class WorkloadIdentity:
         workload certificate until SDS sends it, so its start overlaps the certificate's."""
         await self.sds.start()
         await self.manager.start()
+        self._watch = asyncio.create_task(self._watch_trust_bundle(), name="trust-bundle watch")
+
+    async def _watch_trust_bundle(self) -> None:
+        """Keep the CA's ``WatchTrustBundle`` stream open; when the mesh's trust bundle is not
+        the one this agent serves (a root rotation step), renew the certificate at once: the
+        answer carries the new bundle, which Envoy gets over SDS."""
+        failures = 0
+        rng = random.Random()
+        while True:
+            try:
+                await self.manager.wait_ready()
+                current = self.manager.current()
+                report = {"node": self.settings.node.node_id}
+                if current is not None:
+                    report |= {"certChain": current.cert_chain_pem,
+                               "rootBundle": current.root_bundle_pem}  # fmt: skip
+                async for bundle in self._ca.watch(report):
+                    failures = 0
+                    current = self.manager.current()
+                    if current is not None and bundle != current.root_bundle_pem:
+                        log.info("the mesh trust bundle changed (%d root(s)): renewing the "
+                                 "certificate now", bundle.count("BEGIN CERTIFICATE"))  # fmt: skip
+                        await self.manager.renew_now()
+                    if self._use_roots(bundle):
+                        break  # reopen the stream over a channel that trusts the new roots
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the CA is unreachable, refused, restarting ...
+                failures += 1
+                log.debug("trust bundle watch ended: %s", exc)
+            delay = min(30.0, 0.5 * 2 ** min(failures, 6)) if failures else 0.05
+            await asyncio.sleep(delay * (0.5 + rng.random()))
+
+    def _use_roots(self, bundle: str) -> bool:
+        """Verify the control plane with ``bundle`` from now on (its serving certificate may
+        come from a new root); True when that changed the channels."""
+        if self.settings.xds_tls is None or bundle == self._channel_roots or not bundle:
+            return False
+        self._channel_roots = bundle
+        roots = bundle.encode()
+        self._ca.set_channel_factory(lambda address: ca_channel(self.settings, address, roots))
+        return True
 
     async def wait_first(self, stop: asyncio.Event) -> WorkloadSecret | None:
         """The first certificate, once installed; None if ``stop`` was set first. Logs why
@@ -184,6 +245,10 @@ class WorkloadIdentity:
         return f"{hint}: {error}" if hint else error
 
     async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         try:
             await self.sds.stop()
             await self.manager.stop()

@@ -179,6 +179,10 @@ API_TOKENS_PATH = f"{PILOTFISH_API}/apitokens"
 API_TOKEN_ROUTE = f"{API_TOKENS_PATH}/{{name}}"
 #: GET: the audit log of changes made through the API.
 AUDIT_PATH = f"{PILOTFISH_API}/audit"
+#: GET: the mesh CA: its roots, the root rotation step reached, what each workload trusts.
+CA_PATH = f"{PILOTFISH_API}/ca"
+#: POST {"step": "add"|"activate"|"retire"}: one step of a root rotation (admin).
+CA_ROTATE_ROOT_PATH = f"{CA_PATH}/rotate-root"
 
 
 def proxy_config_path(namespace: str, name: str) -> str:

@@ -100,6 +100,10 @@ LAZY_COMMANDS = {
         "pilotfish.cli.install_cmd:install",
         "Install or reconcile the local mesh with a profile, as `istioctl install`.",
     ),
+    "ca": LazyCommand(
+        "pilotfish.cli.ca_cmd:ca",
+        "The mesh CA: its roots, and rotating the root under load (`ca rotate-root`).",
+    ),
     "logs": LazyCommand(
         "pilotfish.cli.runtime_cmds:logs", "Print a pod container's log, as `kubectl logs`."
     ),

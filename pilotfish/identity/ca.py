@@ -13,10 +13,17 @@ Workload certificates carry the SPIFFE URI SAN and nothing else the CSR asked fo
 proves the identity (:mod:`pilotfish.identity.csr_service`), the CA only signs. Leaves are
 valid from one minute in the past (clock skew) for 24 h by default, never past their issuer.
 
-Root rotation (self-signed mode): :meth:`MeshCA.rotate_root` makes a new root that signs every
-later leaf while the old one stays in the trust bundle (``previous-roots.pem``) until
-:meth:`MeshCA.retire_old_roots`, so certificates issued before the rotation keep verifying
-during the overlap.
+Root rotation (self-signed mode), in Istio's three steps so that no workload ever meets a
+certificate it cannot verify:
+
+1. :meth:`MeshCA.add_root` makes a new root (``next-root-cert.pem``, ``next-root-key.pem``) and
+   adds it to the trust bundle; the old root still signs. Every workload must get the
+   two-root bundle before the next step;
+2. :meth:`MeshCA.activate_root` makes the new root sign every later certificate; the old one
+   stays in the trust bundle (``previous-roots.pem``). Every workload must be re-issued;
+3. :meth:`MeshCA.retire_old_roots` drops the old root from the trust bundle.
+
+:meth:`MeshCA.rotate_root` does the first two at once (for a mesh with no running workload).
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ log = logging.getLogger("pilotfish.identity")
 ROOT_CERT = "root-cert.pem"
 ROOT_KEY = "root-key.pem"
 PREVIOUS_ROOTS = "previous-roots.pem"
+NEXT_ROOT_CERT = "next-root-cert.pem"
+NEXT_ROOT_KEY = "next-root-key.pem"
 CA_CERT = "ca-cert.pem"
 CA_KEY = "ca-key.pem"
 CERT_CHAIN = "cert-chain.pem"
@@ -268,6 +277,8 @@ class MeshCA:
         self._plugin = plugin
         self._now = now
         self._lock = threading.RLock()
+        #: A root added to the trust bundle that does not sign yet (step 1 of a rotation).
+        self._pending: tuple[x509.Certificate, pki.SigningKey] | None = None
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -306,15 +317,27 @@ class MeshCA:
                 for c in _load_certs(directory / PREVIOUS_ROOTS)
                 if _fingerprint(c) != _fingerprint(root)
             ]
-        return cls(
+        pending: tuple[x509.Certificate, pki.SigningKey] | None = None
+        if (directory / NEXT_ROOT_CERT).exists():
+            next_cert = _load_certs(directory / NEXT_ROOT_CERT)[0]
+            next_key = _load_key(directory / NEXT_ROOT_KEY)
+            if not pki.same_public_key(next_cert, next_key):
+                raise CALoadError(
+                    str(directory / NEXT_ROOT_KEY), f"does not match {NEXT_ROOT_CERT}"
+                )
+            pending = (next_cert, next_key)
+            previous = [c for c in previous if _fingerprint(c) != _fingerprint(next_cert)]
+        ca = cls(
             settings,
             signing_cert=root,
             signing_key=signing_key,
             intermediates=[],
-            roots=[root, *previous],
+            roots=[root, *([pending[0]] if pending else []), *previous],
             plugin=False,
             now=now,
         )
+        ca._pending = pending
+        return ca
 
     @classmethod
     def load_plugin(cls, settings: CASettings, certs_dir: Path, *, now: Clock = utc_now) -> MeshCA:
@@ -453,38 +476,90 @@ class MeshCA:
 
     # -- rotation ----------------------------------------------------------------------------
 
-    def rotate_root(self) -> x509.Certificate:
-        """Create a new root that signs from now on; the old one stays trusted. Returns it."""
+    @property
+    def pending_root(self) -> x509.Certificate | None:
+        """The root added by :meth:`add_root` that does not sign yet."""
+        with self._lock:
+            return self._pending[0] if self._pending else None
+
+    @property
+    def old_roots(self) -> list[x509.Certificate]:
+        """Roots still trusted that neither sign nor are about to (retired by
+        :meth:`retire_old_roots`)."""
+        with self._lock:
+            pending = self._pending[0] if self._pending else None
+            return [c for c in self._roots[1:] if c is not pending]
+
+    def _self_signed_only(self, what: str) -> None:
         if self._plugin:
             raise RotationError(
-                "a plug-in CA is rotated by replacing its files "
-                f"({CA_CERT}, {CA_KEY}, {ROOT_CERT}, {CERT_CHAIN}) and restarting"
+                f"{what}: a plug-in CA is rotated by replacing its files "
+                f"({CA_CERT}, {CA_KEY}, {ROOT_CERT} holding both roots, {CERT_CHAIN}) and "
+                "restarting"
             )
+
+    def add_root(self) -> x509.Certificate:
+        """Step 1: a new root joins the trust bundle; the current one keeps signing. Returns
+        the new root (the one already added when called again)."""
+        self._self_signed_only("add a root")
         directory = self.settings.directory
         with self._lock:
+            if self._pending is not None:
+                return self._pending[0]
             key = pki.generate_private_key()
             org = self.settings.organization or self.trust_domain
             root = build_root(key, org, self._now(), self.settings.root_ttl, self.settings.backdate)
-            old = list(self._roots)
+            _write_atomic(directory / NEXT_ROOT_KEY, pki.private_key_pem(key), 0o600)
+            _write_atomic(directory / NEXT_ROOT_CERT, pki.certificate_pem(root), 0o644)
+            self._pending = (root, key)
+            self._roots = [self._roots[0], root, *self._roots[1:]]
+        log.info("added a new mesh root (serial %x) to the trust bundle; the current root "
+                 "still signs", root.serial_number)  # fmt: skip
+        return root
+
+    def activate_root(self) -> x509.Certificate:
+        """Step 2: the root added by :meth:`add_root` signs from now on; the old one stays
+        trusted. Returns it (the current root when called again)."""
+        self._self_signed_only("activate a root")
+        directory = self.settings.directory
+        with self._lock:
+            if self._pending is None:
+                if self.old_roots:
+                    return self._signing_cert
+                raise RotationError("no new root to activate: add one first")
+            root, key = self._pending
+            old = [c for c in self._roots if c is not root]
             _write_atomic(directory / PREVIOUS_ROOTS, pki.certificates_pem(old), 0o644)
             _write_atomic(directory / (ROOT_KEY + _NEXT), pki.private_key_pem(key), 0o600)
             _write_atomic(directory / (ROOT_CERT + _NEXT), pki.certificate_pem(root), 0o644)
             os.replace(directory / (ROOT_KEY + _NEXT), directory / ROOT_KEY)
             os.replace(directory / (ROOT_CERT + _NEXT), directory / ROOT_CERT)
+            (directory / NEXT_ROOT_CERT).unlink(missing_ok=True)
+            (directory / NEXT_ROOT_KEY).unlink(missing_ok=True)
             self._signing_cert, self._signing_key = root, key
             self._roots = [root, *old]
-        log.info(
-            "rotated mesh root CA: new serial %x, %d old root(s) still trusted",
-            root.serial_number,
-            len(old),
-        )
+            self._pending = None
+        log.info("mesh root %x signs from now on; %d old root(s) still trusted",
+                 root.serial_number, len(old))  # fmt: skip
         return root
 
+    def rotate_root(self) -> x509.Certificate:
+        """Steps 1 and 2 at once: a new root that signs from now on while the old one stays
+        trusted. Only safe when no workload runs (they could not verify each other)."""
+        self.add_root()
+        return self.activate_root()
+
     def retire_old_roots(self) -> int:
-        """Stop trusting every root but the current one. Returns how many were dropped."""
+        """Step 3: stop trusting every root but the current one. Returns how many were
+        dropped."""
         if self._plugin:
             raise RotationError(f"the roots of a plug-in CA come from its {ROOT_CERT}")
         with self._lock:
+            if self._pending is not None:
+                raise RotationError(
+                    "a new root was added but does not sign yet: activate it before retiring "
+                    "the current one"
+                )
             dropped = len(self._roots) - 1
             self._roots = self._roots[:1]
             (self.settings.directory / PREVIOUS_ROOTS).unlink(missing_ok=True)

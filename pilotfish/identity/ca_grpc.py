@@ -3,9 +3,16 @@
 One unary method with JSON bodies (no proto files), served by the control plane's grpc.aio
 server on 15012 next to ADS::
 
-    request   {"csr": "<PEM>", "ttlSeconds": 86400}        metadata  authorization: Bearer <token>
+    request   {"csr": "<PEM>", "ttlSeconds": 86400, "node": "<node id>"}
+              metadata  authorization: Bearer <token>
     response  {"certChain": "<PEM>", "rootBundle": "<PEM>", "identity": "spiffe://...",
                "serial": "<hex>", "notBefore": "...", "notAfter": "..."}
+
+and one server-streaming method, ``WatchTrustBundle``, that agents keep open: the request
+reports what the agent serves (``{"node", "certChain", "rootBundle"}``, same token), each
+response is the CA's trust bundle (``{"rootBundle": "<PEM>"}``), sent at once and again
+whenever it changes (a root rotation step). ``node`` (optional) only labels the agent in a
+rotation's progress (:mod:`~pilotfish.identity.trust_watch`); the identity is the token's.
 
 Status codes: UNAUTHENTICATED (no, malformed, forged or expired token), PERMISSION_DENIED
 (the CSR asks for another identity, or another trust domain), INVALID_ARGUMENT (body or CSR
@@ -19,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -41,6 +48,8 @@ log = logging.getLogger("pilotfish.identity")
 SERVICE_NAME = "pilotfish.security.v1.CertificateService"
 METHOD_NAME = "CreateCertificate"
 METHOD_PATH = f"/{SERVICE_NAME}/{METHOD_NAME}"
+WATCH_METHOD = "WatchTrustBundle"
+WATCH_PATH = f"/{SERVICE_NAME}/{WATCH_METHOD}"
 MAX_REQUEST_BYTES = 64 * 1024
 
 
@@ -56,8 +65,7 @@ def bearer_token(metadata: Any) -> str | None:
     return None
 
 
-def parse_request(body: bytes) -> tuple[str, timedelta | None]:
-    """(csr_pem, ttl) from a request body; ValueError saying which field is wrong."""
+def _json_object(body: bytes) -> dict[str, Any]:
     if len(body) > MAX_REQUEST_BYTES:
         raise ValueError(f"request body larger than {MAX_REQUEST_BYTES} bytes")
     try:
@@ -66,6 +74,23 @@ def parse_request(body: bytes) -> tuple[str, timedelta | None]:
         raise ValueError(f"request body is not JSON ({e})") from None
     if not isinstance(data, dict):
         raise ValueError("request body must be a JSON object")
+    for name in ("node", "certChain", "rootBundle"):
+        if not isinstance(data.get(name, ""), str):
+            raise ValueError(f"{name}: must be a string")
+    return data
+
+
+def request_node(body: bytes) -> str:
+    """The optional ``node`` of a request body ("" when absent or unreadable)."""
+    try:
+        return str(_json_object(body).get("node") or "")
+    except ValueError:
+        return ""
+
+
+def parse_request(body: bytes) -> tuple[str, timedelta | None]:
+    """(csr_pem, ttl) from a request body; ValueError saying which field is wrong."""
+    data = _json_object(body)
     csr = data.get("csr")
     if not isinstance(csr, str) or not csr:
         raise ValueError("csr: a PEM certificate signing request is required")
@@ -94,7 +119,7 @@ def _handler(
         except ValueError as e:
             await abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         try:
-            signed = await asyncio.to_thread(service.sign, token, csr, ttl)
+            signed = await asyncio.to_thread(service.sign, token, csr, ttl, request_node(body))
         except TokenError as e:
             await abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
         except CsrError as e:
@@ -109,12 +134,86 @@ def _handler(
     return create_certificate
 
 
+def _watch_handler(
+    service: CertificateAuthorityService,
+) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[bytes]]:
+    async def watch_trust_bundle(
+        body: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        token = bearer_token(context.invocation_metadata())
+        if token is None:
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "missing authorization: Bearer token"
+            )
+            return
+        try:
+            claims = service.tokens.verify(token)
+            data = _json_object(body)
+        except TokenError as e:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(e))
+            return
+        except ValueError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            return
+        identity = claims.identity(service.ca.trust_domain).uri
+        node = str(data.get("node") or "")
+        trust = service.trust
+        changed = asyncio.Event()
+        trust.subscribe(changed)
+        if node:
+            trust.stream_opened(node)
+            trust.record(node, identity, str(data.get("certChain") or ""),
+                         str(data.get("rootBundle") or ""), service.ca.roots)  # fmt: skip
+        try:
+            sent = None
+            while True:
+                changed.clear()
+                bundle = service.ca.trust_bundle()
+                if bundle != sent:
+                    yield json.dumps({"rootBundle": bundle}).encode()
+                    sent = bundle
+                await changed.wait()
+        finally:
+            trust.unsubscribe(changed)
+            if node:
+                trust.stream_closed(node)
+
+    return watch_trust_bundle
+
+
 def add_to_server(server: grpc.aio.Server, service: CertificateAuthorityService) -> None:
-    """Register CreateCertificate on a grpc.aio server (before ``start()``)."""
+    """Register CreateCertificate and WatchTrustBundle on a grpc.aio server (before
+    ``start()``)."""
     handler = grpc.method_handlers_generic_handler(
-        SERVICE_NAME, {METHOD_NAME: grpc.unary_unary_rpc_method_handler(_handler(service))}
+        SERVICE_NAME,
+        {
+            METHOD_NAME: grpc.unary_unary_rpc_method_handler(_handler(service)),
+            WATCH_METHOD: grpc.unary_stream_rpc_method_handler(_watch_handler(service)),
+        },
     )
     server.add_generic_rpc_handlers((handler,))
+
+
+async def watch_trust_bundle(
+    channel: grpc.aio.Channel, token: str, report: dict[str, str]
+) -> AsyncIterator[str]:
+    """The CA's trust bundle now and after every change (PEM), reporting ``report`` (node,
+    certChain, rootBundle) when the stream opens; raises CertificateRequestError when the
+    stream fails."""
+    call = channel.unary_stream(WATCH_PATH)(
+        json.dumps(report).encode(), metadata=(("authorization", f"Bearer {token}"),)
+    )
+    try:
+        async for body in call:
+            data = json.loads(body)
+            bundle = data.get("rootBundle") if isinstance(data, dict) else None
+            if not isinstance(bundle, str):
+                raise CertificateRequestError("INVALID_RESPONSE", "no rootBundle in the answer")
+            yield bundle
+    except grpc.aio.AioRpcError as e:
+        raise CertificateRequestError(e.code().name, e.details() or "") from None
+    finally:
+        call.cancel()
 
 
 async def request_certificate(
@@ -124,9 +223,12 @@ async def request_certificate(
     ttl: timedelta | None = None,
     *,
     timeout: float = 30.0,
+    node: str = "",
 ) -> SignedCertificate:
     """Ask the CA to sign ``csr_pem``; raises CertificateRequestError if it refuses."""
     request: dict[str, Any] = {"csr": csr_pem}
+    if node:
+        request["node"] = node
     if ttl is not None:
         request["ttlSeconds"] = int(ttl.total_seconds())
     call = channel.unary_unary(METHOD_PATH)

@@ -24,6 +24,7 @@ from pilotfish.identity.ca import MeshCA
 from pilotfish.identity.certificate import SignedCertificate
 from pilotfish.identity.errors import IdentityMismatchError
 from pilotfish.identity.tokens import TokenAuthority
+from pilotfish.identity.trust_watch import TrustWatch
 
 log = logging.getLogger("pilotfish.identity")
 
@@ -57,9 +58,15 @@ class CertificateAuthorityService:
         self.ca = ca
         self.tokens = tokens
         self.policy = policy or SigningPolicy(default_ttl=ca.settings.workload_ttl)
+        #: What each workload trusts and is signed by; the agents watching the trust bundle.
+        self.trust = TrustWatch()
 
     def sign(
-        self, token: str, csr_pem: str | bytes, requested_ttl: timedelta | None = None
+        self,
+        token: str,
+        csr_pem: str | bytes,
+        requested_ttl: timedelta | None = None,
+        node: str = "",
     ) -> SignedCertificate:
         claims = self.tokens.verify(token)
         identity = claims.identity(self.ca.trust_domain)
@@ -75,6 +82,7 @@ class CertificateAuthorityService:
         ttl = self.policy.ttl_for(requested_ttl)
         chain, bundle = self.ca.sign_workload(csr_pem, identity, ttl)
         signed = SignedCertificate.from_pem(chain, bundle)
+        self.trust.record(node, identity.uri, chain, bundle, self.ca.roots)
         log.info(
             "signed certificate %x for %s (token %s) until %s",
             signed.serial,

@@ -46,10 +46,21 @@ class VersionedSecret:
     resource: secret_pb2.Secret
 
 
-def build_secrets(secret: WorkloadSecret | None) -> dict[str, VersionedSecret]:
-    """The SDS resources for the current workload secret (empty before the first one)."""
+def build_secrets(
+    secret: WorkloadSecret | None, initial_roots: str = ""
+) -> dict[str, VersionedSecret]:
+    """The SDS resources for the current workload secret; before the first one, ROOTCA from
+    ``initial_roots`` alone (nothing without them)."""
     if secret is None:
-        return {}
+        if not initial_roots:
+            return {}
+        only = secret_pb2.Secret(
+            name=ROOT_SECRET,
+            validation_context=common_pb2.CertificateValidationContext(
+                trusted_ca={"inline_bytes": initial_roots.encode()}
+            ),
+        )
+        return {ROOT_SECRET: VersionedSecret(ROOT_SECRET, _content_hash(only), only)}
     certificate = secret_pb2.Secret(
         name=DEFAULT_SECRET,
         tls_certificate=common_pb2.TlsCertificate(

@@ -68,6 +68,9 @@ class SdsSettings:
     owner_uid: int | None = None
     owner_gid: int | None = None
     mode: int = 0o600
+    #: ROOTCA served before the first certificate (PEM; the trust bundle comes with each
+    #: certificate after that).
+    initial_roots: str = ""
 
     def __post_init__(self) -> None:
         if len(os.fsencode(self.socket_path)) > MAX_SOCKET_PATH:
@@ -131,7 +134,7 @@ class SdsServer:
         self.settings = settings
         self._source = source
         self._server: grpc.aio.Server | None = None
-        self._cache: tuple[int, dict[str, VersionedSecret]] = (0, {})
+        self._cache: tuple[int, dict[str, VersionedSecret]] = (-1, {})
         self._streams: set[SotwStream | DeltaStream] = set()
         #: Every NACK received, oldest first (also logged).
         self.nacks: list[NackRecord] = []
@@ -153,7 +156,7 @@ class SdsServer:
         secret = self._source.current()
         version = secret.version if secret else 0
         if self._cache[0] != version:
-            self._cache = (version, build_secrets(secret))
+            self._cache = (version, build_secrets(secret, self.settings.initial_roots))
         return self._cache[1]
 
     async def start(self) -> None:

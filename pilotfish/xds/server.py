@@ -34,6 +34,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from typing import Any
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
@@ -51,7 +53,7 @@ from pilotfish.xds.resources import (
     build_snapshot,
     update_snapshot,
 )
-from pilotfish.xds.settings import XdsSettings
+from pilotfish.xds.settings import TlsSettings, XdsSettings
 from pilotfish.xds.status import GenerationError, ProxyStatus
 
 log = logging.getLogger("pilotfish.xds")
@@ -182,12 +184,7 @@ class DiscoveryServer:
         if tls is None:
             port = server.add_insecure_port(self.settings.address)
         else:
-            credentials = grpc.ssl_server_credentials(
-                [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
-                root_certificates=tls.ca_file.read_bytes() if tls.ca_file else None,
-                require_client_auth=tls.require_client_cert,
-            )
-            port = server.add_secure_port(self.settings.address, credentials)
+            port = server.add_secure_port(self.settings.address, reloading_credentials(tls))
         if port == 0:
             raise OSError(f"xDS server could not bind {self.settings.address}")
         self._port = port
@@ -535,3 +532,39 @@ class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
         await self._server.serve_stream(request_iterator, context, delta=True)
+
+
+def reloading_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
+    """TLS credentials that follow ``tls``'s files: a certificate replaced on disk (the
+    control plane's, re-issued by a root rotation) serves the next handshakes."""
+
+    def read() -> tuple[tuple[float, ...], grpc.ServerCertificateConfiguration]:
+        files = [tls.key_file, tls.cert_file, *([tls.ca_file] if tls.ca_file else [])]
+        stamp = tuple(f.stat().st_mtime for f in files)
+        key, cert = tls.key_file.read_bytes(), tls.cert_file.read_bytes()
+        public = serialization.load_pem_private_key(key, password=None).public_key()
+        if x509.load_pem_x509_certificate(cert).public_key() != public:
+            raise ValueError("the key does not match the certificate (being replaced?)")
+        config = grpc.ssl_server_certificate_configuration(
+            [(key, cert)],
+            root_certificates=tls.ca_file.read_bytes() if tls.ca_file else None,
+        )
+        return stamp, config
+
+    current = [read()]
+
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        try:
+            files = [tls.key_file, tls.cert_file, *([tls.ca_file] if tls.ca_file else [])]
+            if tuple(f.stat().st_mtime for f in files) == current[0][0]:
+                return None
+            current[0] = read()
+        except (OSError, ValueError) as exc:
+            log.warning("xDS TLS files not reloaded (%s); serving the previous certificate", exc)
+            return None
+        log.info("xDS serves a new certificate from %s", tls.cert_file)
+        return current[0][1]
+
+    return grpc.dynamic_ssl_server_credentials(
+        current[0][1], fetch, require_client_authentication=tls.require_client_cert
+    )

@@ -1,6 +1,13 @@
 """Faults the local mesh survives, under load through the ingress gateway (issue R table):
 
+- R1: 100 VirtualService and DestinationRule changes (weight flips, subsets added and
+  dropped, load balancer and connection pool edits, routes added and removed) applied back to
+  back: no failed request, and the last change answers;
 - R4: ``pilotfish rollout restart deployment/NAME`` rolls 3 replicas with no failed request;
+- R5: with 4 s workload certificates (``proxy.istio.io/config`` ``SECRET_TTL``) and STRICT
+  mTLS, sidecars renew several times, then ``pilotfish ca rotate-root`` replaces the mesh root
+  in Istio's three steps (added, activated, old one retired), and pods started after it work:
+  no failed request;
 - R2: the control plane ``kill -9``-ed: no failed request while it is down, the runtime starts
   it again by itself and every proxy resyncs; ``up`` on a half-running mesh starts what is
   missing;
@@ -28,6 +35,7 @@ import httpx
 import pytest
 
 from pilotfish.platform.local.runtime_mesh import load_mesh, process_tree
+from pilotfish.testing import config_churn
 from tests.e2e.conftest import Mesh, bring_up
 
 pytestmark = pytest.mark.e2e
@@ -145,6 +153,104 @@ def test_r4_rollout_restart_of_3_replicas_under_load_fails_no_request(mesh: Mesh
     template = json.loads(mesh.cli("get", "deployment", "podinfo", "-n", NS, "-o", "json").stdout)
     annotations = template["spec"]["template"]["metadata"]["annotations"]
     assert "kubectl.kubernetes.io/restartedAt" in annotations
+
+
+def _api(mesh: Mesh) -> httpx.Client:
+    token = (mesh.data_dir / "admin-token").read_text().strip()
+    return httpx.Client(base_url=f"http://127.0.0.1:{mesh.api_port}", timeout=30,
+                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+
+
+def _apply(api: httpx.Client, obj: dict[str, Any]) -> None:
+    body = {"items": [obj], "sources": [], "namespace": None, "dryRun": False}
+    resp = api.post("/apis/pilotfish.io/v1/apply", json=body)
+    assert resp.status_code < 300, resp.text
+
+
+def test_r1_100_route_and_destination_rule_changes_under_load_fail_no_request(
+    mesh: Mesh,
+) -> None:
+    changes = list(config_churn.churn(
+        100, name="podinfo", namespace=NS, host=HOST,
+        gateways=["istio-system/faults-gateway"], service="podinfo", port=9898,
+        labels={"app": "podinfo"}))  # fmt: skip
+    kinds = Counter(c["kind"] for c in changes)
+    assert len(changes) == 100 and kinds["DestinationRule"] == 40, kinds
+    with _api(mesh) as api, Load(mesh) as load:
+        for change in changes:
+            _apply(api, change)
+            # Longer than the push debounce's quiet period: most changes get a push of
+            # their own, with requests in between.
+            time.sleep(0.12)
+        # The last change (a DestinationRule) came after the last VirtualService, #99.
+        wait_for(lambda: any(h.get(config_churn.HEADER) == "99" for h in load.headers[-5:]),
+                 "the last VirtualService at the gateway")  # fmt: skip
+        mesh.cli("wait", "--for=synced")
+        served = load.ok
+        wait_for(lambda: load.ok >= served + 10, "answers after the last change")
+        # Back to the module's route for the tests that follow.
+        _apply(api, APP[-1])
+        resp = api.delete(f"/apis/networking.istio.io/v1/namespaces/{NS}/destinationrules/podinfo")
+        assert resp.status_code < 300, resp.text
+        mesh.cli("wait", "--for=synced")
+    assert load.failed() == {}, load.errors[:20]
+    seen = {h.get(config_churn.HEADER) for h in load.headers}
+    assert len(seen - {None}) > 1, seen  # requests went on between changes, not only at the end
+
+
+def _signed(mesh: Mesh) -> int:
+    """Certificates the CA signed for the podinfo sidecars so far (the server's log)."""
+    log = (mesh.root / "state" / "logs" / "server.log").read_text(errors="replace")
+    return log.count(f"for spiffe://cluster.local/ns/{NS}/sa/default ")
+
+
+def _rolled(mesh: Mesh, before: set[str]) -> None:
+    status = mesh.cli("rollout", "status", "deployment/podinfo", "-n", NS).stdout
+    assert 'deployment "podinfo" successfully rolled out' in status
+    after = {p["metadata"]["name"] for p in mesh.wait_pods_ready(NS, 3)}
+    assert after.isdisjoint(before)
+
+
+def test_r5_certificate_and_root_rotation_under_load_fail_no_request(mesh: Mesh) -> None:
+    strict = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+              "metadata": {"name": "default", "namespace": NS},
+              "spec": {"mtls": {"mode": "STRICT"}}}  # fmt: skip
+    short = json.loads(json.dumps(APP[2]))
+    short["spec"]["template"]["metadata"]["annotations"] = {
+        "proxy.istio.io/config": "proxyMetadata:\n  SECRET_TTL: 4s\n"
+    }
+    before = json.loads(mesh.cli("ca", "status", "-o", "json").stdout)
+    with _api(mesh) as api:
+        _apply(api, strict)  # only mTLS gets through: the certificates are in use
+        names = pod_names(mesh)
+        _apply(api, short)
+        _rolled(mesh, names)
+        with Load(mesh) as load:
+            signed = _signed(mesh)
+            # Each of the 3 sidecars renews at half-life (2 s): three times each at least.
+            wait_for(lambda: _signed(mesh) >= signed + 9, "3 renewals of each sidecar")
+            out = mesh.cli("ca", "rotate-root").stdout
+            assert "step 1/3 add" in out and "step 3/3 retire" in out, out
+            assert "root rotation done" in out, out
+            status = json.loads(mesh.cli("ca", "status", "-o", "json").stdout)
+            new = status["signingRoot"]
+            assert new != before["signingRoot"]
+            assert [r["fingerprint"] for r in status["roots"]] == [new]
+            workloads = status["workloads"]
+            assert len(workloads) == 4, workloads  # 3 sidecars and the gateway
+            assert all(w["trusts"] == [new] and w["signedBy"] == new for w in workloads)
+            served = load.ok
+            wait_for(lambda: load.ok >= served + 10, "answers after the rotation")
+            # Pods started after the rotation trust the new root (and are trusted).
+            restored = pod_names(mesh)
+            _apply(api, APP[2])
+            _rolled(mesh, restored)
+            served = load.ok
+            wait_for(lambda: load.ok >= served + 10, "answers from the new pods")
+        resp = api.delete(f"/apis/security.istio.io/v1/namespaces/{NS}/peerauthentications/default")
+        assert resp.status_code < 300, resp.text
+        mesh.cli("wait", "--for=synced")
+    assert load.failed() == {}, load.errors[:20]
 
 
 def _proxies(mesh: Mesh) -> list[dict[str, Any]]:

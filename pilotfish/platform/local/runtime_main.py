@@ -21,8 +21,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from pilotfish.agent.envoy_binary import envoy_binary
 from pilotfish.agent.launch import PROXY_MODULE
+from pilotfish.api.kinds import CA_PATH
 from pilotfish.platform.local.commands import IptablesTools
 from pilotfish.platform.local.exposure import stage_envoy, workdir_plan
 from pilotfish.platform.local.hostmeshes import PrefixBusy, PrefixLock
@@ -199,6 +202,12 @@ def run_runtime(settings: RuntimeProcessSettings, stop: threading.Event | None =
         stopper = threading.Thread(target=wake_on_stop, daemon=True)
         stopper.start()
         ControlPlaneSupervisor(settings.state_dir, stop).start()
+        threading.Thread(
+            target=follow_mesh_roots,
+            args=(settings.api_url, settings.token, settings.pods.ca_file, stop),
+            name="mesh-roots",
+            daemon=True,
+        ).start()
         log.info("runtime ready: pods on %s (bridge %s)", settings.network.pod_cidr,
                  settings.network.bridge_name)  # fmt: skip
         runtime.run(stop)
@@ -211,3 +220,33 @@ def run_runtime(settings: RuntimeProcessSettings, stop: threading.Event | None =
             write_status_file(settings.state_dir, {"ready": False, "pods": 0, "ready_pods": 0})
         lock.release()
     return 0
+
+
+def follow_mesh_roots(
+    api_url: str, token: str, path: Path, stop: threading.Event, every: float = 2.0
+) -> None:
+    """Keep the sidecars' copy of the mesh roots (their ``--ca-file``) equal to the CA's trust
+    bundle, so that pods started after a root rotation step trust what the control plane
+    then serves (``pilotfish ca rotate-root``)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=api_url, headers=headers, timeout=5) as http:
+        while not stop.wait(every):
+            try:
+                resp = http.get(CA_PATH)
+                bundle = resp.json().get("trustBundle") if resp.status_code == 200 else None
+            except (httpx.HTTPError, ValueError):
+                continue  # the control plane is restarting: next time
+            if not isinstance(bundle, str) or "BEGIN CERTIFICATE" not in bundle:
+                continue
+            try:
+                if path.read_text() == bundle:
+                    continue
+                tmp = path.with_name(path.name + ".tmp")
+                tmp.write_text(bundle)
+                tmp.chmod(0o644)
+                tmp.replace(path)
+            except OSError as exc:
+                log.warning("mesh roots not updated at %s: %s", path, exc)
+                continue
+            log.info("mesh roots at %s updated (%d root(s))", path,
+                     bundle.count("BEGIN CERTIFICATE"))  # fmt: skip

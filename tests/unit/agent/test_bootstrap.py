@@ -246,3 +246,23 @@ def test_settings_reject_bad_values() -> None:
         _settings(admin_port=0)
     with pytest.raises(ValueError, match="concurrency"):
         _settings(concurrency=0)
+
+
+def test_xds_cluster_takes_its_roots_from_the_agents_rootca_with_an_identity() -> None:
+    # The mesh roots then follow a root rotation (the control plane's certificate moves to
+    # the new root when it is activated); the SAN check stays.
+    tls = XdsTls(ca_file=Path("/etc/pf/ca.pem"), server_name="istiod.istio-system.svc")
+    boot = render_bootstrap(_settings(xds_tls=tls), sds_socket=Path("/run/sds/socket"))
+    names = [c["name"] for c in boot["static_resources"]["clusters"]]
+    assert names.index("sds-grpc") < names.index(XDS_CLUSTER)
+    common = _cluster(boot, XDS_CLUSTER)["transport_socket"]["typed_config"]["common_tls_context"]
+    assert "validation_context" not in common
+    combined = common["combined_validation_context"]
+    assert "trusted_ca" not in combined["default_validation_context"]
+    assert combined["default_validation_context"]["match_typed_subject_alt_names"][0][
+        "matcher"
+    ] == {"exact": "istiod.istio-system.svc"}
+    sds = combined["validation_context_sds_secret_config"]
+    assert sds["name"] == "ROOTCA"
+    grpc_service = sds["sds_config"]["api_config_source"]["grpc_services"][0]
+    assert grpc_service == {"envoy_grpc": {"cluster_name": "sds-grpc"}}

@@ -18,6 +18,7 @@ from pilotfish.identity.ca import (
     CA_CERT,
     CA_KEY,
     CERT_CHAIN,
+    NEXT_ROOT_CERT,
     ROOT_CERT,
     ROOT_KEY,
     CASettings,
@@ -326,3 +327,42 @@ def test_serving_certificate_for_the_control_plane(make_ca: MakeCA) -> None:
         wrong.verify(chain[0], chain[1:])
     with pytest.raises(ValueError, match="at least one"):
         ca.issue_serving_certificate([])
+
+
+def test_rotation_in_three_steps_never_signs_with_an_untrusted_root(
+    tmp_path: Path, make_ca: MakeCA, manual_time: ManualTime
+) -> None:
+    ca = make_ca()
+    old_root = ca.roots[0]
+    _, before, _ = _sign(ca)
+    # 1. add: the new root is trusted, the old one still signs.
+    new_root = ca.add_root()
+    assert ca.add_root() is new_root  # again: the same one
+    assert ca.pending_root is new_root and ca.old_roots == []
+    _, during, bundle_pem = _sign(ca)
+    assert during[0].issuer == old_root.subject
+    assert [r.serial_number for r in bundle_pem] == [old_root.serial_number, new_root.serial_number]
+    with pytest.raises(RotationError, match="activate it"):
+        ca.retire_old_roots()
+    # The step survives a restart.
+    reopened = make_ca()
+    assert reopened.pending_root is not None
+    assert reopened.pending_root.serial_number == new_root.serial_number
+    # 2. activate: the new root signs; the old one stays trusted.
+    assert reopened.activate_root().serial_number == new_root.serial_number
+    assert reopened.pending_root is None
+    assert [r.serial_number for r in reopened.old_roots] == [old_root.serial_number]
+    _, after, bundle_pem = _sign(reopened)
+    assert after[0].issuer == new_root.subject
+    at = manual_time.t
+    assert verify_client(before, bundle_pem, at) == [ID.uri]
+    assert verify_client(after, bundle_pem, at) == [ID.uri]
+    # 3. retire: only the new root is left, also after a restart.
+    assert make_ca().retire_old_roots() == 1
+    assert [r.serial_number for r in make_ca().roots] == [new_root.serial_number]
+    assert not (tmp_path / "ca" / NEXT_ROOT_CERT).exists()
+
+
+def test_activate_without_a_new_root_is_refused(make_ca: MakeCA) -> None:
+    with pytest.raises(RotationError, match="add one first"):
+        make_ca().activate_root()
