@@ -189,3 +189,12 @@ def test_delta_reconnect_with_current_versions_gets_nothing_new(issue: Issue) ->
     stale = {**have, "default": "old"}
     r = DeltaStream().on_request(delta(sub=NAMES, initial=stale), secrets)
     assert r is not None and [x.name for x in r.resources] == ["default"]
+
+
+def test_rootca_before_the_first_certificate_comes_from_the_initial_roots(issue: Issue) -> None:
+    # Envoy's xDS connection verifies the control plane with ROOTCA: it need not wait for the
+    # workload certificate.
+    first = issue()
+    early = build_secrets(None, first.root_bundle_pem)
+    assert list(early) == ["ROOTCA"]
+    assert early["ROOTCA"].version == build_secrets(first)["ROOTCA"].version
