@@ -725,7 +725,9 @@ def proxy_status(
     NACKED    the proxy rejected the last config (the error is printed below the table;
               it keeps running the previous version, and the rejected config is not resent
               until something changes)
-    NOT SENT  nothing of that type was sent
+    NOT SENT  nothing of that type was sent (normal when the Envoy asked for none: a
+              gateway that no Gateway selects has no routes, so RDS is NOT SENT, as in
+              istioctl; a note below the table says so)
 
     A proxy whose config the control plane failed to generate keeps its previous config;
     the failure is printed below the table (and in `-o json` as generation_error).
@@ -760,6 +762,7 @@ def proxy_status(
         header += [f"{t}-VERSION" for t in types]
     rows = [header]
     errors: list[str] = []
+    notes: list[str] = []
     for p in sorted(items, key=lambda p: (p.get("namespace", ""), p.get("pod_name", ""))):
         name = f"{p.get('pod_name')}.{p.get('namespace')}"
         per_type = p.get("types") or {}
@@ -768,6 +771,9 @@ def proxy_status(
         for t in types:
             st = per_type.get(t) or {}
             row.append(str(st.get("state") or "NOT SENT"))
+            note = not_sent_note(name, t, st)
+            if note:
+                notes.append(note)
             versions.append(str(st.get("acked_version") or "-"))
             nack = st.get("last_nack")
             if nack:
@@ -788,6 +794,30 @@ def proxy_status(
     click.echo(output.table(rows))
     for e in errors:
         click.echo(e)
+    for n in notes:
+        click.echo(n)
+
+
+#: What a type's resources hang off, for a proxy that asked for none of them.
+_NOTHING_ASKED = {
+    "RDS": "its listeners use no routes (a gateway that no Gateway selects has none)",
+    "EDS": "its clusters take no endpoints from the control plane",
+}
+
+
+def not_sent_note(name: str, short: str, st: dict[str, Any]) -> str | None:
+    """Why ``short`` is ``NOT SENT`` for proxy ``name`` when that is expected: its Envoy never
+    asked for resources of that type (istioctl shows ``NOT SENT`` as well). ``None`` when
+    something was sent, or the proxy asked for resources that did not come (a real problem).
+    Pure."""
+    if st.get("sent_nonce") or short not in _NOTHING_ASKED:
+        return None
+    if st and (st.get("wildcard") or st.get("subscribed")):
+        return None
+    return (
+        f"{name}: {short} NOT SENT: {_NOTHING_ASKED[short]}, so its Envoy asks for none "
+        "(expected, not a problem)"
+    )
 
 
 def _proxy_diff(g: Globals, pod: str, namespace: str | None, file: str | None) -> None:
