@@ -503,6 +503,9 @@ def exec_cmd(
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
 @click.option("--lock-fd", type=int, default=None, hidden=True,
               help="An inherited descriptor holding the prefix lock (set by `up`).")  # fmt: skip
+@click.option("--sidecar-processes", is_flag=True,
+              help="Start each sidecar agent as a new Python process instead of forking it "
+              "from the runtime's warm agent parent (more memory, slower pod start).")  # fmt: skip
 def runtime(
     server: str,
     token_file: Path,
@@ -516,6 +519,7 @@ def runtime(
     drain_seconds: float,
     log_level: str,
     lock_fd: int | None,
+    sidecar_processes: bool,
 ) -> None:
     """Run the local pod runtime in the foreground (`pilotfish up` starts it for you)."""
     from pilotfish.platform.local.network import PodNetworkSettings
@@ -546,6 +550,7 @@ def runtime(
         pods=pods,
         log_level=log_level,
         lock_fd=lock_fd,
+        sidecar_zygote=not sidecar_processes,
     )
     sys.exit(run_runtime(settings))
 

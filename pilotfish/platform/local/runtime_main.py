@@ -46,6 +46,7 @@ from pilotfish.platform.local.runtime_pod import (
 )
 from pilotfish.platform.local.supervisor import ControlPlaneSupervisor
 from pilotfish.platform.local.users import MeshUsers, ensure_mesh_users
+from pilotfish.platform.local.zygote import Zygote
 
 __all__ = [
     "RuntimeProcessSettings",
@@ -85,6 +86,9 @@ class RuntimeProcessSettings:
     log_level: str = "info"
     #: A descriptor that holds the prefix lock already (``pilotfish up`` passes its own).
     lock_fd: int | None = None
+    #: Fork sidecar agents from one warm parent (see :mod:`.zygote`); False: one new Python
+    #: process per sidecar.
+    sidecar_zygote: bool = True
 
 
 def _factory(
@@ -167,6 +171,12 @@ def run_runtime(settings: RuntimeProcessSettings, stop: threading.Event | None =
     shutil.rmtree(settings.pods.log_dir, ignore_errors=True)
     settings.pods.run_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
     pods = _reachable(settings.pods, users)
+    zygote = Zygote(pods.run_dir / "zygote.sock") if settings.sidecar_zygote else None
+    if zygote is not None and zygote.start():
+        pods = replace(pods, zygote_socket=zygote.socket_path)
+        threading.Thread(
+            target=zygote.keep_running, args=(stop,), name="zygote", daemon=True
+        ).start()
     api = HttpRuntimeApi(settings.api_url, settings.token)
 
     def on_event(pod: LocalPod, event: PodEvent) -> None:
@@ -213,6 +223,8 @@ def run_runtime(settings: RuntimeProcessSettings, stop: threading.Event | None =
         runtime.run(stop)
     finally:
         runtime.shutdown()
+        if zygote is not None:
+            zygote.stop()
         api.close()
         cleanup_all(settings.network, tools)
         shutil.rmtree(settings.pods.run_dir, ignore_errors=True)

@@ -171,6 +171,9 @@ class MeshSettings:
     trace_collector: bool = True
     #: Istio's egress gateway, a pod in ``istio-system`` (see :mod:`.egressgateway`).
     egress_gateway: bool = False
+    #: Sidecar agents forked from the runtime's warm parent (see :mod:`.zygote`); False: one
+    #: new Python process per sidecar (``pilotfish runtime --sidecar-processes``).
+    sidecar_zygote: bool = True
 
     @property
     def xds_address(self) -> str:
@@ -242,6 +245,7 @@ def _server_profile(argv: Sequence[str]) -> tuple[bool, bool]:
 
 def runtime_argv(s: MeshSettings) -> list[str]:
     n = s.network
+    extra = [] if s.sidecar_zygote else ["--sidecar-processes"]
     return [
         s.python, "-P", "-m", "pilotfish.cli.runtime_cmds", "runtime",
         "--server", s.api_url,
@@ -252,6 +256,7 @@ def runtime_argv(s: MeshSettings) -> list[str]:
         "--service-cidr", n.service_cidr,
         "--xds-address", s.xds_address,
         "--workdir", str(s.workdir),
+        *extra,
     ]  # fmt: skip
 
 

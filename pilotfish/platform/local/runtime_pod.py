@@ -64,7 +64,7 @@ from pilotfish.platform.local.hosts import (
 )
 from pilotfish.platform.local.network import PodNet, PodNetwork
 from pilotfish.platform.local.nsprobe import http_get, http_status, tcp_open
-from pilotfish.platform.local.process import PodProcess, start_in_pod
+from pilotfish.platform.local.process import PodProcess, pod_env, start_in_pod
 from pilotfish.platform.local.prometheus import pod_scrape
 from pilotfish.platform.local.runtime_model import (
     PROXY_CONTAINER,
@@ -75,6 +75,7 @@ from pilotfish.platform.local.runtime_model import (
 )
 from pilotfish.platform.local.service_lb import ServicePort, apply_service_lb
 from pilotfish.platform.local.users import MeshUsers
+from pilotfish.platform.local.zygote import SpawnRequest, ZygoteClient, ZygoteProcess
 
 __all__ = [
     "MESH_ROOTS_FILE",
@@ -133,6 +134,10 @@ class PodRunnerSettings:
     app_workdir: WorkdirPlan | None = None
     #: How often a sidecar that is not ready is asked why (its agent's readiness reason).
     reason_poll: float = 0.5
+    #: The sidecar zygote's socket (see :mod:`.zygote`): agents are forked from one warm
+    #: parent instead of started as new Python processes. ``None``, or a zygote that does not
+    #: answer: ``proxy_argv`` as a process.
+    zygote_socket: Path | None = None
 
     @property
     def ca_file(self) -> Path:
@@ -212,12 +217,14 @@ class _Container:
 
 @dataclass
 class _Sidecar:
-    proc: PodProcess | None = None
+    proc: PodProcess | ZygoteProcess | None = None
     restarts: int = 0
     ready: bool = False
     exited_at: float | None = None
     backoff: float = 0.0
     argv: list[str] = field(default_factory=list)
+    #: The ``pilotfish proxy`` options alone (what the zygote gets).
+    options: list[str] = field(default_factory=list)
     last_exit: int | None = None
     #: The agent's reason for not being ready, and its short code (``EnvoyCrashLoop``).
     reason: str = ""
@@ -375,7 +382,8 @@ class LocalPod:
             if not self.gateway:  # a gateway is addressed directly: nothing to capture
                 apply_capture(self.netns, CaptureSettings(proxy.uid, proxy.gid), self.tools)
             self._write_token()
-            self.sidecar.argv = self._agent_argv()
+            self.sidecar.options = self._agent_options()
+            self.sidecar.argv = [*self.settings.proxy_argv, *self.sidecar.options]
             self._start_sidecar()
         else:
             self._start_apps()
@@ -548,6 +556,11 @@ class LocalPod:
         self._token_at = time.monotonic()
 
     def _agent_argv(self) -> list[str]:
+        """The command that starts this pod's agent as a process."""
+        return [*self.settings.proxy_argv, *self._agent_options()]
+
+    def _agent_options(self) -> list[str]:
+        """The ``pilotfish proxy`` options of this pod's agent."""
         assert self.net is not None
         meta = self.body.get("metadata") or {}
         node = NodeInfo(
@@ -583,7 +596,7 @@ class LocalPod:
             # the agent merges the app's metrics into its own /stats/prometheus.
             app_metrics=_app_metrics(meta.get("annotations") or {}),
         )
-        return [*self.settings.proxy_argv, *agent_argv(agent)]
+        return agent_argv(agent)
 
     def _start_sidecar(self) -> None:
         assert self.sidecar is not None
@@ -608,14 +621,40 @@ class LocalPod:
             os.fchmod(fd, 0o664)
         finally:
             os.close(fd)
-        self.sidecar.proc = start_in_pod(
+        env = {ENVOY_ENV: str(envoy)} if envoy is not None else None
+        self.sidecar.proc = self._fork_sidecar(gid, env, log_path) or start_in_pod(
             self.netns,
             argv,
-            env={ENVOY_ENV: str(envoy)} if envoy is not None else None,
+            env=env,
             cwd=self.settings.workdir,
-            log_path=self.log_dir / f"{PROXY_CONTAINER}.log",
+            log_path=log_path,
         )
         self.sidecar.exited_at = None
+
+    def _fork_sidecar(
+        self, gid: int, env: Mapping[str, str] | None, log_path: Path
+    ) -> ZygoteProcess | None:
+        """The agent forked by the zygote (same options, namespace, hosts file, group and
+        log as the process ``_start_sidecar`` would start); None when there is no zygote."""
+        assert self.sidecar is not None
+        socket_path = self.settings.zygote_socket
+        if socket_path is None:
+            return None
+        request = SpawnRequest(
+            argv=tuple(self.sidecar.options),
+            netns=self.netns,
+            log_path=str(log_path),
+            gid=gid,
+            env=pod_env(env),
+            cwd=str(self.settings.workdir),
+            binds=((str(self.proxy_hosts), "/etc/hosts"),),
+        )
+        try:
+            return ZygoteClient(socket_path).spawn(request)
+        except OSError as exc:
+            log.warning("pod %s: the sidecar zygote did not answer (%s); starting the "
+                        "agent as a process", self.pod_id, exc)  # fmt: skip
+            return None
 
     def _start_apps(self) -> None:
         self._apps_started = True
@@ -735,7 +774,7 @@ class LocalPod:
         path.write_text(json.dumps(info, indent=2) + "\n")
 
 
-def _last_line(proc: PodProcess) -> str:
+def _last_line(proc: PodProcess | ZygoteProcess) -> str:
     """The last non-empty line of a process's log (what it said before it exited)."""
     if proc.log_path is None:
         return ""

@@ -1,0 +1,104 @@
+"""The sidecar zygote forks real agents into pods: each one in its pod's network namespace,
+with its own hosts file and the proxy group, running its own Envoy; its exit is reported."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pilotfish.api.mesh import AGENT_PORT
+from pilotfish.platform.local.network import PodNetwork
+from pilotfish.platform.local.nsprobe import http_get
+from pilotfish.platform.local.process import pod_env
+from pilotfish.platform.local.users import MeshUsers
+from pilotfish.platform.local.zygote import SpawnRequest, Zygote, ZygoteProcess
+
+
+@pytest.fixture
+def zygote(tmp_path: Path) -> Iterator[Zygote]:
+    z = Zygote(tmp_path / "zygote.sock")
+    assert z.start(), "the zygote did not start"
+    try:
+        yield z
+    finally:
+        z.stop()
+
+
+def _wait(predicate: object, timeout: float = 20.0) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()  # type: ignore[operator]
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def _envoy_children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        children = [int(c) for c in f.read().split()]
+    return [c for c in children if os.readlink(f"/proc/{c}/exe").endswith("envoy")]
+
+
+def _spawn(zygote: Zygote, pod_network: PodNetwork, tmp_path: Path, gid: int) -> ZygoteProcess:
+    net = pod_network.create_pod_netns("agent.default")
+    hosts = tmp_path / "proxy-hosts"
+    hosts.write_text(f"{net.ip} agent.default.svc.cluster.local zygote-test\n")
+    options = (
+        "--discovery-address", "127.0.0.1:9", "--plaintext", "--pod-name", "agent",
+        "--ip", net.ip, "--work-dir", str(tmp_path / "work"),
+    )  # fmt: skip
+    request = SpawnRequest(
+        argv=options,
+        netns=pod_network.settings.netns_name("agent.default"),
+        log_path=str(tmp_path / "istio-proxy.log"),
+        gid=gid,
+        env=pod_env(),
+        cwd=str(tmp_path),
+        binds=((str(hosts), "/etc/hosts"),),
+    )
+    return zygote.client().spawn(request)
+
+
+def test_a_forked_agent_runs_in_its_pod_with_its_own_envoy_and_its_exit_is_reported(
+    zygote: Zygote, pod_network: PodNetwork, mesh_users: MeshUsers, tmp_path: Path
+) -> None:
+    gid = mesh_users.proxy.gid
+    agent = _spawn(zygote, pod_network, tmp_path, gid)
+    try:
+        netns = pod_network.settings.netns_name("agent.default")
+        assert os.stat(f"/proc/{agent.pid}/ns/net").st_ino == os.stat(f"/run/netns/{netns}").st_ino
+        assert os.stat(f"/proc/{agent.pid}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino
+        with open(f"/proc/{agent.pid}/status") as f:
+            gids = next(line for line in f if line.startswith("Gid:")).split()[1:]
+        assert set(gids) == {str(gid)}
+        # Its own hosts file, in its own mount namespace (the host's is untouched).
+        assert "zygote-test" in Path(f"/proc/{agent.pid}/root/etc/hosts").read_text()
+        assert "zygote-test" not in Path("/etc/hosts").read_text()
+        envoys = _wait(lambda: _envoy_children(agent.pid))
+        assert isinstance(envoys, list) and len(envoys) == 1
+        # The agent's readiness answers inside the pod: not ready, no control plane.
+        answer = _wait(lambda: http_get(netns, AGENT_PORT, "/healthz/ready"))
+        assert isinstance(answer, tuple) and answer[0] == 503
+        assert agent.poll() is None
+        assert agent.stop(grace=10) == 0  # SIGTERM: drained and stopped cleanly
+        assert not os.path.exists(f"/proc/{envoys[0]}/exe")
+    finally:
+        agent.stop(grace=5)
+
+
+def test_a_killed_agent_is_reported_with_its_signal(
+    zygote: Zygote, pod_network: PodNetwork, mesh_users: MeshUsers, tmp_path: Path
+) -> None:
+    agent = _spawn(zygote, pod_network, tmp_path, mesh_users.proxy.gid)
+    try:
+        _wait(lambda: _envoy_children(agent.pid))
+        os.kill(agent.pid, 9)
+        assert agent.wait(10) == -9
+        assert agent.poll() == -9
+    finally:
+        agent.stop(grace=5)
