@@ -15,10 +15,11 @@ Deployments in a namespace with injection, one at a time, and measures:
 
 - pod created -> Ready (through the API, polling every 5 ms; median of ``--pods`` pods, each
   created while the earlier ones run);
-- marginal agent memory per pod with 1 and with ``--pods`` sidecar pods running: the sum of the
-  PSS (``/proc/PID/smaps_rollup``; pages shared by k processes count 1/k each) of every agent
+- agent memory per pod with 1 and with ``--pods`` sidecar pods running: the sum of the PSS
+  (``/proc/PID/smaps_rollup``; pages shared by k processes count 1/k each) of every agent
   process (the pods' agents, and the zygote itself in zygote mode), divided by the number of
-  pods. Envoy is not counted (it is the same in both modes);
+  pods; and the marginal cost of a pod, what that sum grows by per pod from 1 to ``--pods``.
+  Envoy is not counted (it is the same in both modes);
 - the agent's start to Envoy launched: an agent with a workload identity started in a network
   namespace of its own (as a pod's), timed from the request until its Envoy process exists
   (median of ``--launches``; the CA is unreachable, so the certificate never arrives: Envoy
@@ -82,6 +83,15 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def is_agent(pid: int) -> bool:
+    """A Python process running Pilotfish (not Envoy, whose bootstrap path names it too)."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return False
+    return "python" in Path(exe).name and "pilotfish" in cmdline(pid)
+
+
 def agent_pids(prefix: str) -> list[int]:
     """Every agent process of the mesh with ``prefix``: the pods' agents (Python processes
     running ``pilotfish`` inside the mesh's pod namespaces) and the zygote."""
@@ -93,21 +103,21 @@ def agent_pids(prefix: str) -> list[int]:
             continue
         found = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
         for tok in found.stdout.split():
-            if tok.isdigit() and "pilotfish" in cmdline(int(tok)):
+            if tok.isdigit() and is_agent(int(tok)):
                 pids.add(int(tok))
     socket_dir = f"/run/pilotfish/{prefix}/zygote.sock"
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and socket_dir in cmdline(int(entry)):
+        if entry.isdigit() and socket_dir in cmdline(int(entry)) and is_agent(int(entry)):
             pids.add(int(entry))
     return sorted(pids)
 
 
-def memory(prefix: str, pods: int) -> tuple[float, float, int]:
-    """(marginal PSS per pod in MB, mean RSS per agent process in MB, agent processes)."""
+def memory(prefix: str) -> tuple[float, float, int]:
+    """(total PSS of the agent processes in MB, mean RSS per agent process in MB, count)."""
     pids = agent_pids(prefix)
     total_pss = sum(pss_kb(p) for p in pids)
     rss = [rss_kb(p) for p in pids]
-    return total_pss / 1024 / pods, statistics.mean(rss) / 1024 if rss else 0.0, len(pids)
+    return total_pss / 1024, statistics.mean(rss) / 1024 if rss else 0.0, len(pids)
 
 
 def run_mesh(mode: str, pods: int, root: Path) -> dict[str, object]:
@@ -128,10 +138,10 @@ def run_mesh(mode: str, pods: int, root: Path) -> dict[str, object]:
         )
         times = [time_pod(api, "meshed", f"m{i}")[0] for i in range(1)]
         time.sleep(1.0)  # let start-up transients settle
-        result["mem1"] = memory(prefix, 1)
+        result["mem1"] = memory(prefix)
         times += [time_pod(api, "meshed", f"m{i}")[0] for i in range(1, pods)]
         time.sleep(1.0)
-        result["memN"] = memory(prefix, pods)
+        result["memN"] = memory(prefix)
         result["ready"] = times
     finally:
         mesh_down(settings)
@@ -257,8 +267,11 @@ def main() -> int:
         assert isinstance(mem1, tuple) and isinstance(memn, tuple)
         assert isinstance(ready, list) and isinstance(launch, list)
         print(f"{mode}:")
-        print(line("marginal agent PSS per pod, 1 pod", mem1[0], "MB", TARGET_PSS_MB))
-        print(line(f"marginal agent PSS per pod, {args.pods} pods", memn[0], "MB", TARGET_PSS_MB))
+        n = args.pods
+        print(line("agent PSS per pod, 1 pod (sum / 1)", mem1[0], "MB", TARGET_PSS_MB))
+        print(line(f"agent PSS per pod, {n} pods (sum / {n})", memn[0] / n, "MB", TARGET_PSS_MB))
+        marginal = (memn[0] - mem1[0]) / (n - 1) if n > 1 else float("nan")
+        print(line(f"marginal agent PSS per pod, 1 -> {n} pods", marginal, "MB", TARGET_PSS_MB))
         print(f"  {'(agent processes; mean RSS each)':<46} {memn[2]:8d}     {memn[1]:.1f} MB")
         print(line(f"pod created -> ready, median of {len(ready)}", statistics.median(ready), "s",
                    TARGET_READY_S))  # fmt: skip

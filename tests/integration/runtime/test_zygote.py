@@ -41,7 +41,14 @@ def _wait(predicate: object, timeout: float = 20.0) -> object:
 def _envoy_children(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         children = [int(c) for c in f.read().split()]
-    return [c for c in children if os.readlink(f"/proc/{c}/exe").endswith("envoy")]
+    found = []
+    for child in children:
+        try:
+            if os.readlink(f"/proc/{child}/exe").endswith("envoy"):
+                found.append(child)
+        except OSError:  # gone, or between fork and exec
+            continue
+    return found
 
 
 def _spawn(zygote: Zygote, pod_network: PodNetwork, tmp_path: Path, gid: int) -> ZygoteProcess:
@@ -71,6 +78,9 @@ def test_a_forked_agent_runs_in_its_pod_with_its_own_envoy_and_its_exit_is_repor
     agent = _spawn(zygote, pod_network, tmp_path, gid)
     try:
         netns = pod_network.settings.netns_name("agent.default")
+        # The fork answers at once; the child is set up once it has started its Envoy.
+        envoys = _wait(lambda: _envoy_children(agent.pid))
+        assert isinstance(envoys, list) and len(envoys) == 1
         assert os.stat(f"/proc/{agent.pid}/ns/net").st_ino == os.stat(f"/run/netns/{netns}").st_ino
         assert os.stat(f"/proc/{agent.pid}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino
         with open(f"/proc/{agent.pid}/status") as f:
@@ -79,8 +89,6 @@ def test_a_forked_agent_runs_in_its_pod_with_its_own_envoy_and_its_exit_is_repor
         # Its own hosts file, in its own mount namespace (the host's is untouched).
         assert "zygote-test" in Path(f"/proc/{agent.pid}/root/etc/hosts").read_text()
         assert "zygote-test" not in Path("/etc/hosts").read_text()
-        envoys = _wait(lambda: _envoy_children(agent.pid))
-        assert isinstance(envoys, list) and len(envoys) == 1
         # The agent's readiness answers inside the pod: not ready, no control plane.
         answer = _wait(lambda: http_get(netns, AGENT_PORT, "/healthz/ready"))
         assert isinstance(answer, tuple) and answer[0] == 503
