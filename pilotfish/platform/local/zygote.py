@@ -64,6 +64,9 @@ _CLONE_NEWNET = 0x40000000
 _MS_BIND = 4096
 _MS_REC = 16384
 _MS_SLAVE = 1 << 19
+_PR_SET_PDEATHSIG = 1
+#: The runtime's pid, passed to the zygote it starts (see :func:`die_with_parent`).
+PARENT_ENV = "PILOTFISH_ZYGOTE_PARENT"
 _NETNS_DIR = Path("/run/netns")
 _ETC_NETNS = Path("/etc/netns")
 
@@ -458,6 +461,7 @@ class Zygote:
         with self._lock:
             proc = subprocess.Popen(
                 [self.python, "-P", "-m", __name__, str(self.socket_path)],
+                env={**os.environ, PARENT_ENV: str(os.getpid())},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 start_new_session=True,
@@ -515,11 +519,23 @@ class Zygote:
             proc.stdout.close()
 
 
+def die_with_parent() -> bool:
+    """SIGTERM this zygote when the runtime that started it dies (even by SIGKILL), so a
+    crashed runtime leaves no zygote behind; False if that parent is gone already."""
+    parent = os.environ.pop(PARENT_ENV, "")
+    if not parent.isdigit():
+        return True
+    _check(_libc().prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0), "prctl")
+    return os.getppid() == int(parent)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
         print("usage: python -m pilotfish.platform.local.zygote SOCKET", file=sys.stderr)
         return 2
+    if not die_with_parent():
+        return 1
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

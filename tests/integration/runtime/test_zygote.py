@@ -4,6 +4,8 @@ with its own hosts file and the proxy group, running its own Envoy; its exit is 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,3 +112,32 @@ def test_a_killed_agent_is_reported_with_its_signal(
         assert agent.poll() == -9
     finally:
         agent.stop(grace=5)
+
+
+def test_the_zygote_dies_with_the_runtime_that_started_it(tmp_path: Path) -> None:
+    socket_path = tmp_path / "z.sock"
+    script = (
+        "import sys, time; from pathlib import Path; "
+        "from pilotfish.platform.local.zygote import Zygote; "
+        f"z = Zygote(Path({str(socket_path)!r})); assert z.start(); "
+        "print(z._proc.pid, flush=True); time.sleep(60)"
+    )
+    runtime = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert runtime.stdout is not None
+        zygote_pid = int(runtime.stdout.readline())
+        assert socket_path.exists()
+        runtime.kill()  # a crashed runtime: SIGKILL, no clean-up of its own
+        runtime.wait()
+        _wait(lambda: not Path(f"/proc/{zygote_pid}").exists() or _zombie(zygote_pid), 10)
+        _wait(lambda: not socket_path.exists(), 10)
+    finally:
+        runtime.kill()
+        runtime.wait()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    except (OSError, IndexError):
+        return True
