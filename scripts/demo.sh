@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the whole local mesh with Bookinfo behind the ingress gateway.
 #
-#   pilotfish up  ->  label default for injection  ->  apply Bookinfo, its gateway and
-#   destination rules  ->  wait until every pod is ready  ->  print the product page URL.
+#   pilotfish install --set profile=demo  ->  label default for injection  ->  apply Bookinfo,
+#   its gateway and destination rules  ->  wait until every pod is ready  ->  print the product page URL.
 #
 # Safe to re-run: a running mesh is reused and applying the same files changes nothing.
 # Needs root (pods are network namespaces with iptables capture). Environment:
@@ -22,17 +22,15 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 start=$(date +%s.%N)
-if pf status --data-dir "$DATA_DIR" >/dev/null 2>&1; then
-  echo "==> Pilotfish is already running; reusing it"
-else
-  # A mesh that is half up (or crashed) is cleaned up by `up` itself.
-  pf up --data-dir "$DATA_DIR" --gateway-bind "$GATEWAY_BIND"
-fi
+# Istio's demo profile (access logs on, every request traced, Prometheus, the trace collector,
+# the dashboard, the egress gateway) as the installed operator: its mesh config is the
+# installed one, so no other IstioOperator overlays it. A running mesh is reconciled (parts
+# already running are kept); one that is half up (or crashed) is cleaned up first.
+echo "==> pilotfish install --set profile=demo -y"
+pf install --set profile=demo -y --data-dir "$DATA_DIR" --gateway-bind "$GATEWAY_BIND"
 
 echo "==> labelling namespace default for sidecar injection"
 pf label namespace default istio-injection=enabled --overwrite
-echo "==> mesh config of Istio's demo profile: access logs on, every request traced"
-pf apply -f samples/operator/demo.yaml
 echo "==> applying Bookinfo"
 pf apply -f samples/bookinfo/platform/bookinfo.yaml
 pf apply -f samples/bookinfo/networking/bookinfo-gateway.yaml
