@@ -49,10 +49,20 @@ CLI = [sys.executable, "-m", "pilotfish.cli.main"]
 # ------------------------------------------------------------------------------- addresses
 
 
+_GIVEN_PORTS: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now and not handed out before by this process: the kernel may give the
+    same ephemeral port to two quick calls, and a hundred Envoys (each binding with
+    SO_REUSEPORT) would then share a listener without an error."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 def free_loopback_ip(port: int) -> str:
