@@ -162,6 +162,9 @@ class AdsClient:
         self._credentials = credentials
         self._types: dict[str, _TypeState] = {t: _TypeState() for t in MESSAGE_TYPES}
         self._held_cds: tuple[str, str] | None = None
+        #: cluster name -> the load assignment it needs (EDS clusters), kept up to date with
+        #: each CDS response instead of recomputed from every cluster (O(changes)).
+        self._eds_of: dict[str, str] = {}
         self._channel: grpc.aio.Channel | None = None
         self._call: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -336,11 +339,20 @@ class AdsClient:
         else:
             store.clear()
             store.update(incoming)
+        if type_url == CLUSTER_TYPE:
+            if not self.delta:
+                self._eds_of.clear()
+            for name in removed:
+                self._eds_of.pop(name, None)
+            for name, cluster in incoming.items():
+                self._eds_of.pop(name, None)
+                for eds in eds_names({name: cluster}):
+                    self._eds_of[name] = eds
         await self._after_update(type_url, version, response.nonce)
 
     async def _after_update(self, type_url: str, version: str, nonce: str) -> None:
         if type_url == CLUSTER_TYPE:
-            wanted = eds_names(self.clusters)
+            wanted = set(self._eds_of.values())
             await self._subscribe(ENDPOINT_TYPE, wanted)
             if self.hold_cds_ack and not wanted <= self.endpoints.keys():
                 self._held_cds = (version, nonce)
@@ -351,7 +363,7 @@ class AdsClient:
             return
         await self._answer(type_url, version, nonce, None)
         if type_url == ENDPOINT_TYPE and self._held_cds is not None:
-            if eds_names(self.clusters) <= self.endpoints.keys():
+            if set(self._eds_of.values()) <= self.endpoints.keys():
                 held, self._held_cds = self._held_cds, None
                 await self._answer(CLUSTER_TYPE, held[0], held[1], None)
                 if not self._types[LISTENER_TYPE].requested:

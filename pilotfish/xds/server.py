@@ -46,6 +46,8 @@ from pilotfish.xds.push import Debouncer, PushRequest, Scope, merge
 from pilotfish.xds.resources import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
+    ROUTE_TYPE,
+    SECRET_TYPE,
     Generator,
     ResourceCache,
     Resources,
@@ -67,6 +69,25 @@ Planner = Callable[[PushRequest, Sequence[NodeInfo]], Mapping[str, Scope | None]
 ScopedGenerator = Callable[[NodeInfo, frozenset[str]], Resources]
 #: Registers another service on the xDS gRPC server (called before it starts).
 ServiceHook = Callable[[grpc.aio.Server], None]
+
+
+def _types(scope: Scope) -> frozenset[str]:
+    """The types a scoped generation produces: the scope's, and EDS with CDS."""
+    types = set(scope)
+    if CLUSTER_TYPE in types:
+        types.add(ENDPOINT_TYPE)
+    return frozenset(types)
+
+
+#: Types whose every resource a light generation may regenerate: one route configuration per
+#: port, shared by a view; the few secrets a proxy names.
+_LIGHT_WHOLE_TYPES = frozenset({ROUTE_TYPE, SECRET_TYPE})
+
+
+def _light(scope: Scope) -> bool:
+    """Cheap to generate: clusters, endpoints and listeners only by name (all of them is
+    thousands of resources per proxy at a thousand services)."""
+    return all(names is not None or t in _LIGHT_WHOLE_TYPES for t, names in scope.items())
 
 
 class _Wake:
@@ -259,7 +280,7 @@ class DiscoveryServer:
             streams = list(self._streams.values())
             nodes = [s.conn.node for s in streams]
             try:
-                plans = await asyncio.to_thread(self.planner, request, nodes)
+                plans = await asyncio.to_thread(self._plan, request, nodes)
             except Exception:
                 self.metrics.internal_error()
                 log.exception("planning %s failed; pushing everything", request.describe())
@@ -278,13 +299,39 @@ class DiscoveryServer:
         finally:
             self._firing -= 1
 
+    def _plan(self, request: PushRequest, nodes: Sequence[NodeInfo]) -> Mapping[str, Scope | None]:
+        """The planner's answer (in a worker thread), after warming what the proxies' light
+        generations share: for one proxy of each namespace and proxy type, the scoped
+        generator runs here, so the parts built once per view (route configurations, the
+        clusters of a namespace) are not built on the event loop by the first of them."""
+        assert self.planner is not None
+        plans = self.planner(request, nodes)
+        if self.scoped_generator is None:
+            return plans
+        warmed: set[tuple[str, str]] = set()
+        for node in nodes:
+            scope = plans.get(node.node_id)
+            group = (node.proxy_type, node.namespace)
+            if scope is None or not _light(scope) or group in warmed:
+                continue
+            warmed.add(group)
+            try:
+                self.scoped_generator(node, _types(scope))
+            except Exception:  # the push to that proxy reports it
+                log.debug("warming the generation for %s failed", node.node_id, exc_info=True)
+        return plans
+
     async def _generate(
         self, node: NodeInfo, previous: Snapshot | None = None, scope: Scope | None = None
     ) -> Snapshot:
         assert self._generations is not None
+        light = previous is not None and scope is not None and _light(scope)
         async with self._generations:
-            if self.settings.generate_in_thread:
+            if self.settings.generate_in_thread and not light:
                 return await asyncio.to_thread(self._build, node, previous, scope)
+            # A light scoped generation (a fraction of a millisecond once the shared parts
+            # are built) runs on the loop: handing it to a thread costs more than the work
+            # (a thread hop, then waiting for the GIL behind the loop).
             return self._build(node, previous, scope)
 
     def _build(
@@ -292,11 +339,8 @@ class DiscoveryServer:
     ) -> Snapshot:
         if previous is None or scope is None:
             return build_snapshot(self.generator(node), self.cache)
-        types = set(scope)
-        if CLUSTER_TYPE in types:
-            types.add(ENDPOINT_TYPE)
         if self.scoped_generator is not None:
-            resources = self.scoped_generator(node, frozenset(types))
+            resources = self.scoped_generator(node, _types(scope))
         else:
             resources = self.generator(node)
         return update_snapshot(previous, resources, scope, self.cache)
