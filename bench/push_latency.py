@@ -16,8 +16,11 @@ Two parts, each with its own control plane (``pilotfish server``, SQLite store):
 - simulated proxies: ``AdsClient`` streams (Delta, ACKing like Envoy) in this process, with
   500 Services and DestinationRules applied first.
 
-For each size, ``--reps`` times: flip the weights of one VirtualService, then read
-``proxystatus``. A proxy has converged when every type sent after the apply is ACKed; its
+For each size, ``--reps`` times: flip the weights of one VirtualService; on real Envoys also
+add a subset to a DestinationRule (a new cluster, the previous extra subset removed) and add an
+endpoint (a WorkloadEntry joining a Service), as ``bench/push_scale.py`` does on simulated
+proxies. After each, read ``proxystatus``. A proxy has converged when every type sent after
+the apply is ACKed (RDS, CDS or EDS respectively among them); its
 latency is its last ``acked_at`` minus the time the apply request was sent. The figure is the
 slowest proxy's latency (all proxies ACKed); the table shows the median and the maximum over
 repetitions. With pinning (the default on 2+ CPUs) the control plane runs on the first CPU and
@@ -91,15 +94,23 @@ class Row:
     samples: list[Sample] = field(default_factory=list)
 
 
-def push_once(api: Api, v1_weight: int, count: int, timeout: float) -> tuple[Sample, float]:
-    """Apply a weight change and wait until ``count`` proxies ACKed it; (sample, t0 monotonic)."""
+def push_once(
+    api: Api,
+    v1_weight: int,
+    count: int,
+    timeout: float,
+    items: list[dict[str, Any]] | None = None,
+    must: str = "RDS",
+) -> tuple[Sample, float]:
+    """Apply a weight change (or ``items``) and wait until ``count`` proxies ACKed it, the
+    ``must`` type among what they were sent; (sample, t0 monotonic)."""
     t0_mono, t0 = time.monotonic(), time.time()
-    api.apply([weighted_route(ROUTE_HOST, v1_weight)])
+    api.apply(items if items is not None else [weighted_route(ROUTE_HOST, v1_weight)])
     apply_call = time.time() - t0
     deadline = time.monotonic() + timeout
     while True:
         statuses = api.proxy_status()
-        latencies = [converged_at(s, t0) for s in statuses]
+        latencies = [converged_at(s, t0, must) for s in statuses]
         done = [x for x in latencies if x is not None]
         if len(statuses) >= count and len(done) == len(statuses) and all_synced(statuses, count):
             slowest = max(done) - t0
@@ -111,12 +122,12 @@ def push_once(api: Api, v1_weight: int, count: int, timeout: float) -> tuple[Sam
         time.sleep(0.02)
 
 
-def converged_at(status: dict[str, Any], t0: float) -> float | None:
-    """When this proxy ACKed everything sent to it after ``t0`` (RDS must be among it)."""
+def converged_at(status: dict[str, Any], t0: float, must: str = "RDS") -> float | None:
+    """When this proxy ACKed everything sent to it after ``t0`` (``must`` among it)."""
     types = status["types"]
-    rds = types.get("RDS") or {}
-    sent = iso_to_epoch(rds.get("sent_at"))
-    if sent is None or sent < t0 or rds.get("state") != "SYNCED":
+    needed = types.get(must) or {}
+    sent = iso_to_epoch(needed.get("sent_at"))
+    if sent is None or sent < t0 or needed.get("state") != "SYNCED":
         return None
     acks = []
     for t in types.values():
@@ -131,6 +142,19 @@ def converged_at(status: dict[str, Any], t0: float) -> float | None:
 
 
 # ------------------------------------------------------------------------------- real Envoys
+
+#: The changes timed on real Envoys, as ``bench/push_scale.py`` times them on simulated ones.
+CHANGES = ("VS weight", "DR subset", "endpoint")
+
+
+def workload_entry(name: str, app: str, i: int) -> dict[str, Any]:
+    """A WorkloadEntry joining the Service that selects ``app`` (an endpoint added)."""
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "WorkloadEntry",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"address": f"10.99.{i // 256 % 256}.{i % 256}", "labels": {"app": app}},
+    }
 
 
 def bench_envoys(
@@ -161,13 +185,28 @@ def bench_envoys(
         print(f"  {size} Envoys ready and synced ({time.monotonic() - t:.1f}s)", flush=True)
         kind = "bare Envoy" if bare else "real Envoy"
         target = ENVOY_TARGET_S if size >= ENVOY_TARGET_SIZE else None
-        row = Row(f"{kind} x{size}", size, services, target)
-        for _ in range(reps):
+        by_change = {
+            change: Row(f"{kind} x{size}: {change}", size, services, target) for change in CHANGES
+        }
+        for rep in range(reps):
             weight = 90 if weight != 90 else 10
             sample, _ = push_once(api, weight, size, timeout=60)
-            row.samples.append(sample)
-        progress(row)
-        rows.append(row)
+            by_change["VS weight"].samples.append(sample)
+            if services < 2:
+                continue
+            target_svc = 1 + rep % (services - 1)
+            # A new subset each time (the previous one goes): a new cluster for every proxy.
+            subsets = ["v1", "v2", f"s{size}-{rep}"]
+            dr = service_items(services, subsets=subsets)[2 * target_svc + 1]
+            sample, _ = push_once(api, weight, size, 60, items=[dr], must="CDS")
+            by_change["DR subset"].samples.append(sample)
+            entry = workload_entry(f"extra-{size}-{rep}", f"svc-{target_svc}", rep + size * reps)
+            sample, _ = push_once(api, weight, size, 60, items=[entry], must="EDS")
+            by_change["endpoint"].samples.append(sample)
+        for row in by_change.values():
+            if row.samples:
+                progress(row)
+                rows.append(row)
     for sc in sidecars:
         procs.stop(sc.proc)
     procs.stop(cp.proc)
