@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -235,6 +236,55 @@ async def test_planner_scopes_pushes_to_the_proxies_and_types_it_names(delta: bo
         for c in clients:
             await c.wait_for(lambda c: set(c.clusters) == {"a", "b", "c"})
             await c.wait_for(lambda c: route_cluster(c) == "b")
+    finally:
+        for c in clients:
+            await c.stop()
+        await server.stop(grace=0.1)
+
+
+async def test_light_scoped_generations_run_on_the_loop_after_one_warm_up_in_a_thread() -> None:
+    gen = Gen()
+    calls: list[tuple[str, bool]] = []
+    loop_thread = threading.get_ident()
+    plans: list[dict[str, object]] = []
+
+    def scoped(node: NodeInfo, types: frozenset[str]) -> Resources:
+        calls.append((node.pod_name, threading.get_ident() == loop_thread))
+        return gen(node)
+
+    server = DiscoveryServer(
+        XdsSettings(address="127.0.0.1:0", debounce=DebounceSettings(quiet=0.01, max_delay=0.1)),
+        gen,
+        planner=lambda request, nodes: plans.pop(0),  # type: ignore[arg-type,return-value]
+        scoped_generator=scoped,
+    )
+    await server.start()
+    nodes = [b.node("one"), b.node("two")]
+    clients = [AdsClient(f"127.0.0.1:{server.port}", n, delta=True) for n in nodes]
+    try:
+        for c in clients:
+            await c.start()
+            await c.wait_for(lambda c: "r" in c.routes)
+        assert await server.wait_synced(10)
+        # Routes (whole) and one named cluster: light. One warm-up for the namespace in the
+        # planner's thread, then each proxy's generation on the loop.
+        gen.route_to, gen.clusters = "b", {"a": 1, "b": 3}
+        light = {b.ROUTE_TYPE: None, b.CLUSTER_TYPE: frozenset({"b"})}
+        plans.append({n.node_id: light for n in nodes})
+        server.push(PushRequest.of("config", full=False))
+        for c in clients:
+            await c.wait_for(lambda c: route_cluster(c) == "b")
+        assert await server.wait_synced(10)
+        assert sorted(on_loop for _, on_loop in calls) == [False, True, True]
+        # Every cluster: not light, generated in worker threads.
+        calls.clear()
+        gen.clusters = {"a": 1, "b": 3, "c": 4}
+        plans.append({n.node_id: {b.CLUSTER_TYPE: None} for n in nodes})
+        server.push(PushRequest.of("config", full=False))
+        for c in clients:
+            await c.wait_for(lambda c: "c" in c.clusters)
+        assert await server.wait_synced(10)
+        assert [on_loop for _, on_loop in calls] == [False, False]
     finally:
         for c in clients:
             await c.stop()
