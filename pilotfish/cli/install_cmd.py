@@ -27,7 +27,7 @@ from pilotfish.cli.runtime_cmds import (
     up_options,
 )
 
-__all__ = ["install", "profile"]
+__all__ = ["install", "profile", "reconcile"]
 
 #: How long ``install`` waits for every proxy to acknowledge the installed mesh config.
 SYNC_TIMEOUT = 60.0
@@ -188,14 +188,11 @@ def install(files: tuple[str, ...], sets: tuple[str, ...], yes: bool, **opts: An
       sudo pilotfish install --set profile=minimal --set meshConfig.accessLogFile=/dev/stdout
       sudo pilotfish install -f samples/operator/demo.yaml -y
     """
-    import yaml
-
     from pilotfish.api.profiles import components_of
 
     body = build_operator(files, sets)
     spec = body["spec"]
-    comps = components_of(spec)
-    wanted = ", ".join(["control plane", "pod runtime", *comps.enabled()])
+    wanted = ", ".join(["control plane", "pod runtime", *components_of(spec).enabled()])
     if not yes:
         click.confirm(
             f'This will install the Pilotfish "{spec["profile"]}" profile ({wanted}) on this '
@@ -203,6 +200,25 @@ def install(files: tuple[str, ...], sets: tuple[str, ...], yes: bool, **opts: An
             abort=True,
             err=True,
         )
+    settings, mesh = reconcile(body, opts)
+    click.echo(
+        f'\n✔ Installation complete: profile "{spec["profile"]}" ({wanted})\n'
+        f"{mesh_summary(settings, mesh)}\n"
+        "Check it with `pilotfish verify-install`; stop it with `pilotfish down`."
+    )
+
+
+def reconcile(body: dict[str, Any], opts: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Start or reconcile the local mesh so that exactly ``body``'s components run, store it
+    as the installed operator and wait until every proxy has its mesh config. ``opts`` are
+    ``up``'s options (kept in the state directory for later reconciles, see
+    :func:`~pilotfish.cli.runtime_cmds.save_up_options`)."""
+    import yaml
+
+    from pilotfish.api.profiles import components_of
+    from pilotfish.cli.runtime_cmds import save_up_options
+
+    comps = components_of(body["spec"])
     settings = mesh_settings(dict(comps.__dict__), **opts)
     data_dir, _ = _dirs(opts["data_dir"], opts["state_dir"])
     expected = connected_proxies(settings.api_url, data_dir)
@@ -215,14 +231,11 @@ def install(files: tuple[str, ...], sets: tuple[str, ...], yes: bool, **opts: An
             if not (p.startswith("istio-egressgateway-") and p.endswith(".istio-system"))
         }
     mesh = start_mesh(settings)
+    save_up_options(settings, opts)
     state = data_dir / INSTALLED_STATE
     state.write_text(yaml.safe_dump(body, sort_keys=False))
     _apply_operator(str(mesh["api"]), data_dir, body, expected)
-    click.echo(
-        f'\n✔ Installation complete: profile "{spec["profile"]}" ({wanted})\n'
-        f"{mesh_summary(settings, mesh)}\n"
-        "Check it with `pilotfish verify-install`; stop it with `pilotfish down`."
-    )
+    return settings, mesh
 
 
 @click.group("profile", context_settings=CONTEXT_SETTINGS)

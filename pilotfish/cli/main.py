@@ -314,6 +314,11 @@ def apply(
       cat vs.yaml | pilotfish apply -f -
       pilotfish apply -f reviews-v2.yaml --wait --timeout 1m   # until every Envoy ACKed it
       pilotfish apply -f reviews-v2.yaml --dry-run=server --diff  # what each Envoy would get
+      sudo pilotfish apply -f samples/addons       # start Prometheus, tracing, the dashboard
+
+    The files of samples/addons (IstioOperators that set only spec.addonComponents) start
+    those parts in the running local mesh, as `pilotfish install` would (root needed);
+    `pilotfish delete -f` stops them.
 
     With --wait, exits 1 naming each proxy that rejected the change (with Envoy's error) or
     did not acknowledge it within --timeout.
@@ -327,11 +332,21 @@ def apply(
     if dry_run == "client":
         _client_dry_run(files, namespace)
         return
+    from pilotfish.cli.addons_cmd import apply_addons, is_addon_operator
+
     seconds = parse_timeout(timeout) if wait else 0.0
     revision = 0
     docs_by_file: dict[str, list[Any]] = {}
+    addons: list[dict[str, Any]] = []
     for d in _load(files):
-        docs_by_file.setdefault(d.source.file, []).append(d)
+        if is_addon_operator(d.body):  # samples/addons: parts of the local mesh
+            addons.append(d.body)
+        else:
+            docs_by_file.setdefault(d.source.file, []).append(d)
+    if addons:
+        apply_addons(addons, enable=True, dry_run=dry_run == "server")
+        if not docs_by_file:
+            return
     failed = False
     with g.client() as client:
         for docs in docs_by_file.values():
@@ -514,9 +529,18 @@ def delete(
       pilotfish delete vs reviews
       pilotfish delete dr reviews ratings -n default
     """
+    from pilotfish.cli.addons_cmd import apply_addons, is_addon_operator
+
     items: list[dict[str, str]] = []
     if files:
-        for d in _load(files):
+        docs = _load(files)
+        addons = [d.body for d in docs if is_addon_operator(d.body)]
+        if addons:  # samples/addons: stop those parts of the local mesh
+            apply_addons(addons, enable=False, dry_run=dry_run)
+            docs = [d for d in docs if not is_addon_operator(d.body)]
+            if not docs:
+                return
+        for d in docs:
             meta = d.body.get("metadata") or {}
             items.append(
                 {

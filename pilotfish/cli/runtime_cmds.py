@@ -268,6 +268,35 @@ def installed_components(data_dir: Path | None, state_dir: Path | None) -> dict[
     return dict(components_of(body.get("spec") or {}).__dict__)
 
 
+#: ``up``'s options of the running mesh, in its state directory: what a later reconcile that
+#: is not given them (``pilotfish apply -f samples/addons``) starts the mesh's parts with.
+UP_OPTIONS = "up-options.json"
+
+
+def save_up_options(settings: MeshSettings, opts: dict[str, Any]) -> None:
+    import json
+
+    keep = {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.items()}
+    keep["data_dir"], keep["state_dir"] = str(settings.data_dir), str(settings.state_dir)
+    keep["workdir"] = str(settings.workdir)
+    (settings.state_dir / UP_OPTIONS).write_text(json.dumps(keep, indent=1) + "\n")
+
+
+def load_up_options(state_dir: Path) -> dict[str, Any] | None:
+    """The options the running mesh was started with (``None``: not recorded)."""
+    import json
+
+    path = state_dir / UP_OPTIONS
+    if not path.is_file():
+        return None
+    opts = dict(json.loads(path.read_text()))
+    for key in ("data_dir", "state_dir", "workdir"):
+        if opts.get(key):
+            opts[key] = Path(opts[key])
+    opts["gateway_ports"] = tuple(opts.get("gateway_ports") or ())
+    return opts
+
+
 def start_mesh(settings: MeshSettings) -> dict[str, Any]:
     """``mesh_up`` with the CLI's progress; records the mesh in the CLI context."""
     try:
@@ -320,6 +349,7 @@ def up(files: tuple[str, ...], **opts: Any) -> None:
     components = installed_components(opts["data_dir"], opts["state_dir"])
     settings = mesh_settings(components, **opts)
     mesh = start_mesh(settings)
+    save_up_options(settings, opts)
     if docs:
         _apply_after_up(settings, str(mesh["api"]), docs)
     click.echo(

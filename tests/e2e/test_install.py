@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from pilotfish.platform.local.runtime_mesh import load_mesh
-from tests.e2e.conftest import Mesh, bring_up
+from tests.e2e.conftest import REPO, Mesh, bring_up
 
 pytestmark = pytest.mark.e2e
 
@@ -114,3 +114,45 @@ def test_minimal_runs_no_gateway_prometheus_or_collector_and_demo_reconciles(
         assert _mesh_config(mesh).get("accessLogFile", "") == ""
         assert not _access_logged(mesh, pod, "after-minimal")
         assert mesh.wait_pods_ready("istio-system", 0) == []  # the egress gateway is gone
+
+
+def _prometheus_jobs(mesh: Mesh) -> set[str]:
+    """Prometheus' query API: the jobs of the ``up`` series (none until its first scrape)."""
+    body = httpx.get(f"{mesh.prometheus}/api/v1/query", params={"query": "up"}, timeout=5)
+    assert body.json()["status"] == "success", body.text
+    return {r["metric"]["job"] for r in body.json()["data"]["result"]}
+
+
+def test_samples_addons_start_and_stop_parts_a_minimal_mesh_left_out(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """`kubectl apply -f samples/addons/prometheus.yaml`, as the tutorials write it."""
+    root = tmp_path_factory.mktemp("addons")
+    addons = REPO / "samples" / "addons"
+    with bring_up(root, ("install", "-y", "--set", "profile=minimal")) as mesh:
+        assert not _answers(mesh.prometheus) and not _answers(mesh.dashboard)
+
+        out = mesh.cli("apply", "-f", str(addons / "prometheus.yaml")).stdout
+        assert f"prometheus started: {mesh.prometheus}" in out, out
+        deadline = time.monotonic() + 60
+        while "istiod" not in _prometheus_jobs(mesh):  # the control plane, scraped
+            assert time.monotonic() < deadline, _prometheus_jobs(mesh)
+            time.sleep(1)
+        assert "not enabled" not in _status(mesh)["prometheus"]
+
+        out = mesh.cli("apply", "-f", str(addons / "kiali.yaml")).stdout
+        assert f"dashboard started: {mesh.dashboard}" in out, out
+        assert httpx.get(mesh.dashboard, timeout=5).status_code < 500
+        installed = json.loads(
+            mesh.cli("get", "iop", "installed-state", "-n", "istio-system", "-o", "json").stdout
+        )["spec"]
+        assert installed["profile"] == "minimal"
+        assert installed["addonComponents"]["prometheus"]["enabled"] is True
+        assert installed["addonComponents"]["kiali"]["enabled"] is True
+
+        # delete -f of the whole directory stops what it names (and says so).
+        out = mesh.cli("delete", "-f", str(addons)).stdout
+        assert "prometheus stopped" in out and "dashboard stopped" in out, out
+        assert "trace collector was not running" in out, out
+        assert not _answers(mesh.prometheus) and not _answers(mesh.dashboard)
+        assert "not enabled" in _status(mesh)["prometheus"]
