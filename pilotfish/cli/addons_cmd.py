@@ -72,7 +72,6 @@ def apply_addons(bodies: list[dict[str, Any]], enable: bool, dry_run: bool = Fal
     from pilotfish.api.profiles import components_of, install_operator, merge_spec
     from pilotfish.cli.install_cmd import reconcile
     from pilotfish.cli.runtime_cmds import INSTALLED_STATE, _dirs, _fail, load_up_options
-    from pilotfish.platform.local.runtime_mesh import load_mesh
 
     overlay = addon_overlay(bodies, enable)
     verb = "start" if enable else "stop"
@@ -82,7 +81,7 @@ def apply_addons(bodies: list[dict[str, Any]], enable: bool, dry_run: bool = Fal
         click.echo(f"would {verb} {names} in the local mesh of {data_dir} (dry run)")
         return
     opts = load_up_options(state_dir)
-    if load_mesh(state_dir) is None or opts is None:
+    if opts is None:
         _fail(
             f"the addons ({names}) are parts of the local mesh, and none runs with data "
             f"directory {data_dir}: start one with `sudo pilotfish install` (its demo and "

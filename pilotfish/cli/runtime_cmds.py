@@ -33,6 +33,7 @@ from pilotfish.platform.local.runtime_mesh import (
     MeshError,
     MeshSettings,
     Progress,
+    load_mesh,
     mesh_down,
     mesh_status,
     mesh_up,
@@ -283,11 +284,12 @@ def save_up_options(settings: MeshSettings, opts: dict[str, Any]) -> None:
 
 
 def load_up_options(state_dir: Path) -> dict[str, Any] | None:
-    """The options the running mesh was started with (``None``: not recorded)."""
+    """The options the local mesh of ``state_dir`` was started with (``None``: no mesh runs
+    there, or its options were not recorded)."""
     import json
 
     path = state_dir / UP_OPTIONS
-    if not path.is_file():
+    if load_mesh(state_dir) is None or not path.is_file():
         return None
     opts = dict(json.loads(path.read_text()))
     for key in ("data_dir", "state_dir", "workdir"):
