@@ -105,6 +105,12 @@ def test_minimal_runs_no_gateway_prometheus_or_collector_and_demo_reconciles(
         # demo runs Istio's egress gateway: a pod in istio-system.
         (egress,) = mesh.wait_pods_ready("istio-system", 1)
         assert egress["metadata"]["labels"]["istio"] == "egressgateway"
+        # No Gateway selects it: its Envoy asks for no routes, and proxy-status says so.
+        name = f"{egress['metadata']['name']}.istio-system"
+        status = mesh.cli("proxy-status").stdout
+        row = next(line for line in status.splitlines() if line.startswith(name))
+        assert row.split()[2:6] == ["SYNCED", "SYNCED", "SYNCED", "NOT"], status
+        assert f"{name}: RDS NOT SENT: its listeners use no routes" in status, status
 
         # And back: minimal stops the gateway again and turns access logs off.
         mesh.local(*install, "profile=minimal", *mesh.up_args)
