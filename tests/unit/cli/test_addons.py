@@ -50,3 +50,14 @@ def test_other_operators_are_not_addons() -> None:
     unknown = {"addonComponents": {"istiocoredns": {"enabled": True}}}
     assert not is_addon_operator({"kind": "IstioOperator", "spec": unknown})
     assert not is_addon_operator({"kind": "Service", "spec": {"addonComponents": {}}})
+
+
+def test_client_dry_run_does_not_warn_that_addons_need_install() -> None:
+    from click.testing import CliRunner
+
+    from pilotfish.cli.main import cli
+
+    out = CliRunner().invoke(cli, ["apply", "--dry-run=client", "-f", str(ADDONS)])
+    assert out.exit_code == 0, out.output
+    assert "Warning" not in out.output
+    assert "istiooperator.install.istio.io/addon-prometheus valid (client dry run)" in out.output
