@@ -47,11 +47,12 @@ from pilotfish.contextfile import DEFAULT_HOME, Context, save_context
 from pilotfish.dashboard.app import DEFAULT_PORT as DASHBOARD_PORT
 from pilotfish.dashboard.app import Dashboard, DashboardSettings, add_dashboard_routes
 from pilotfish.errors import StoreError
+from pilotfish.identity.errors import TokenError
 from pilotfish.model.jwks import JwksFetcher, JwksSettings
 from pilotfish.model.push_context import MeshSettings, PushContext
 from pilotfish.model.source import PushContextSource
 from pilotfish.registry import Registry
-from pilotfish.registry.autoregister import AutoRegistration, group_of
+from pilotfish.registry.autoregister import AutoRegistration, group_of, registration_problem
 from pilotfish.registry.vip import VipAllocator
 from pilotfish.server_identity import ControlPlaneIdentity, IdentitySettings
 from pilotfish.telemetry.pilot import PilotMetrics
@@ -63,6 +64,7 @@ from pilotfish.xds import SECRET_TYPE, DiscoveryServer, PushRequest, XdsSettings
 from pilotfish.xds.push import Scope
 from pilotfish.xds.resources import short_name
 from pilotfish.xds.secrets import secrets_for
+from pilotfish.xds.server import StreamRefused
 
 if TYPE_CHECKING:
     from pilotfish.telemetry import TraceCollector
@@ -284,11 +286,44 @@ class Mesh:
             metrics=self.metrics,
             planner=self.plan,
             scoped_generator=self.generate_types,
+            admit=self._admit,
         )
         self._unsubscribe: list[Callable[[], None]] = []
         self._generated: dict[str, tuple[int, float]] = {}
         #: The context the last push was planned from (changes are measured against it).
         self._planned: PushContext | None = None
+
+    def _admit(self, node: NodeInfo, metadata: Mapping[str, Any]) -> None:
+        """A proxy asking to register into a WorkloadGroup must show a workload token bound to
+        that group, for the group's namespace and service account (``authorization: Bearer``
+        on its xDS stream); otherwise its stream is refused, as Istio refuses it."""
+        group = group_of(node)
+        if not group or self.identity is None:
+            return
+        where = f"WorkloadGroup {node.namespace}/{group}"
+        auth = metadata.get("authorization", "")
+        auth = auth.decode() if isinstance(auth, bytes) else str(auth)
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise StreamRefused(
+                f"{node.node_id} asks to register into {where} without a workload token: start "
+                "it with --token-file (a token from `pilotfish x workload entry configure` or "
+                f"`pilotfish token create --service-account SA --workload-group {group}`)"
+            )
+        try:
+            claims = self.identity.workload_token_claims(token.strip())
+        except (TokenError, ValueError) as exc:
+            raise StreamRefused(f"{node.node_id} may not register into {where}: {exc}") from None
+        body = self.store.get(Key("WorkloadGroup", node.namespace, group))
+        problem = registration_problem(
+            node,
+            body.body if body is not None else None,
+            claims.namespace,
+            claims.service_account,
+            claims.workload_group,
+        )
+        if problem:
+            raise StreamRefused(f"{node.node_id} may not register into {where}: {problem}")
 
     def _connected(self, node: NodeInfo) -> None:
         self.registry.sidecars.connected(node)

@@ -53,7 +53,7 @@ from pilotfish.identity import (
     add_to_server,
 )
 from pilotfish.identity.errors import RotationError, TokenError
-from pilotfish.identity.tokens import TOKEN_KEY_FILE
+from pilotfish.identity.tokens import TOKEN_KEY_FILE, TokenClaims
 from pilotfish.identity.trust_watch import fingerprint
 from pilotfish.xds.settings import TlsSettings
 
@@ -335,6 +335,10 @@ class ControlPlaneIdentity:
             return None
         return claims.namespace, claims.service_account
 
+    def workload_token_claims(self, token: str) -> TokenClaims:
+        """The claims of a valid workload token; TokenError/ValueError saying what is wrong."""
+        return self.tokens.verify(token)
+
     def api_tls(self, api_host: str, sans: tuple[str, ...]) -> TlsSettings:
         """A serving certificate from the mesh CA for the HTTP API (``--api-tls``): the same
         names as xDS's (see :func:`serving_hosts`) for ``api_host``. Clients verify it with
@@ -353,21 +357,27 @@ class ControlPlaneIdentity:
         return files
 
     def issue_token(
-        self, namespace: str, service_account: str, ttl: timedelta | None = None
+        self,
+        namespace: str,
+        service_account: str,
+        ttl: timedelta | None = None,
+        workload_group: str = "",
     ) -> IssuedToken:
-        """A workload token (ValueError for bad names or TTL)."""
+        """A workload token (ValueError for bad names or TTL); bound to the WorkloadGroup
+        ``workload_group`` of ``namespace`` when given."""
         ttl = DEFAULT_TOKEN_TTL if ttl is None else ttl
         if ttl <= timedelta(0) or ttl > MAX_TOKEN_TTL:
             raise ValueError(
                 f"expirationSeconds must be between 1 and {int(MAX_TOKEN_TTL.total_seconds())}"
             )
-        token = self.tokens.issue(namespace, service_account, ttl)
+        token = self.tokens.issue(namespace, service_account, ttl, workload_group)
         claims = self.tokens.verify(token)
         log.info(
-            "issued workload token %s for %s/%s until %s",
+            "issued workload token %s for %s/%s%s until %s",
             claims.token_id,
             namespace,
             service_account,
+            f" bound to WorkloadGroup {workload_group}" if workload_group else "",
             claims.expires_at.astimezone(UTC).isoformat(),
         )
         return IssuedToken(token, namespace, service_account, claims.expires_at)

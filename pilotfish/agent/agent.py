@@ -63,6 +63,25 @@ def supervisor_settings(settings: AgentSettings) -> SupervisorSettings:
     )
 
 
+def _envoy_owner(user: str | None) -> tuple[int | None, int | None]:
+    from pilotfish.agent.workload_identity import envoy_owner
+
+    return envoy_owner(user)
+
+
+def registration_token(settings: AgentSettings) -> str:
+    """The workload token shown on the xDS stream by an agent registering into a WorkloadGroup
+    (the control plane refuses a registration without one bound to the group); ``""`` for
+    other agents."""
+    if settings.identity is None:
+        return ""
+    from pilotfish.api.networking import AUTO_REGISTER_GROUP_METADATA
+
+    if not settings.node.extra.get(AUTO_REGISTER_GROUP_METADATA):
+        return ""
+    return settings.identity.token_file.read_text().strip()
+
+
 def own_values(settings: AgentSettings) -> dict[str, str]:
     """This workload's values in Istio's metrics (its side's ``source_*``/``destination_*``)."""
     node = settings.node
@@ -103,7 +122,12 @@ class Agent:
 
             self.identity = WorkloadIdentity(settings, settings.identity)
         sds_socket = self.identity.socket_path if self.identity is not None else None
-        write_bootstrap(render_bootstrap(settings, sds_socket), settings.bootstrap_path)
+        token = registration_token(settings)
+        write_bootstrap(
+            render_bootstrap(settings, sds_socket, token),
+            settings.bootstrap_path,
+            private_to=_envoy_owner(settings.envoy_user) if token else None,
+        )
         try:
             if settings.agent_port is not None:
                 self._server = AgentServer(

@@ -29,6 +29,7 @@ a prefix rewrite; that is honest only with ``initial_fetch_timeout_s=0`` (wait f
 from __future__ import annotations
 
 import json
+import os
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
@@ -57,9 +58,14 @@ _DOWNSTREAM_CONNECTIONS = type_url(
 )
 
 
-def render_bootstrap(settings: AgentSettings, sds_socket: Path | None = None) -> dict[str, Any]:
+def render_bootstrap(
+    settings: AgentSettings, sds_socket: Path | None = None, xds_token: str = ""
+) -> dict[str, Any]:
     """The bootstrap as a JSON-able dict (Envoy's proto3 JSON field names); with
-    ``sds_socket``, the ``sds-grpc`` cluster to the agent's SDS server on that socket."""
+    ``sds_socket``, the ``sds-grpc`` cluster to the agent's SDS server on that socket; with
+    ``xds_token``, ``authorization: Bearer <token>`` on the ADS stream (a workload registering
+    into a WorkloadGroup proves it may: the file then holds a secret, see
+    :func:`write_bootstrap`)."""
     node = settings.node
     api_type = "DELTA_GRPC" if settings.xds_api == "delta" else "GRPC"
     ads_source = {
@@ -90,6 +96,15 @@ def render_bootstrap(settings: AgentSettings, sds_socket: Path | None = None) ->
                 "set_node_on_first_message_only": True,
                 "grpc_services": [
                     {
+                        **(
+                            {
+                                "initial_metadata": [
+                                    {"key": "authorization", "value": f"Bearer {xds_token}"}
+                                ]
+                            }
+                            if xds_token
+                            else {}
+                        ),
                         "envoy_grpc": {
                             "cluster_name": XDS_CLUSTER,
                             # Envoy's default (0.5 s doubling to 30 s) can leave a proxy
@@ -101,7 +116,7 @@ def render_bootstrap(settings: AgentSettings, sds_socket: Path | None = None) ->
                                     "max_interval": "1s",
                                 }
                             },
-                        }
+                        },
                     }
                 ],
             },
@@ -144,10 +159,14 @@ def render_bootstrap(settings: AgentSettings, sds_socket: Path | None = None) ->
     }
 
 
-def write_bootstrap(bootstrap: dict[str, Any], path: Path) -> Path:
+def write_bootstrap(
+    bootstrap: dict[str, Any], path: Path, private_to: tuple[int | None, int | None] | None = None
+) -> Path:
     """Write ``bootstrap`` atomically: YAML for ``.yaml``/``.yml``, else JSON.
 
-    Envoy picks the format from the suffix (``.json``, ``.yaml``).
+    Envoy picks the format from the suffix (``.json``, ``.yaml``). ``private_to``: the file
+    holds a secret; readable only by its owner and, when given, that ``(uid, gid)`` (Envoy's
+    user), mode 0640 (0600 without a group).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix in (".yaml", ".yml"):
@@ -155,7 +174,16 @@ def write_bootstrap(bootstrap: dict[str, Any], path: Path) -> Path:
     else:
         text = json.dumps(bootstrap, indent=2, sort_keys=True) + "\n"
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    tmp.unlink(missing_ok=True)
+    mode = 0o644
+    if private_to is not None:
+        mode = 0o640 if private_to[1] is not None else 0o600
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w") as f:
+        if private_to is not None and private_to[1] is not None and os.geteuid() == 0:
+            os.fchown(f.fileno(), -1, private_to[1])
+        os.fchmod(f.fileno(), mode)
+        f.write(text)
     tmp.replace(path)
     return path
 

@@ -258,6 +258,11 @@ class WorkloadIdentity:
                 shutil.rmtree(self._tmp_dir, ignore_errors=True)
 
 
+def envoy_owner(user: str | None) -> tuple[int | None, int | None]:
+    """The (uid, gid) of Envoy's user (``--envoy-user``), or (None, None)."""
+    return _owner(user)
+
+
 def _owner(user: str | None) -> tuple[int | None, int | None]:
     if not user:
         return None, None
@@ -275,5 +280,6 @@ __all__ = [
     "ca_channel",
     "ca_error_hint",
     "default_socket_path",
+    "envoy_owner",
     "identity_of",
 ]

@@ -61,6 +61,11 @@ def token() -> None:
 )  # fmt: skip
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("--service-account", help="A workload token for this service account.")
+@click.option(
+    "--workload-group", metavar="NAME",
+    help="Bind the workload token to the WorkloadGroup NAME of --namespace: an agent with it "
+    "may register into that group (`pilotfish proxy --workload-group NAME`) and no other.",
+)  # fmt: skip
 @click.option("--ttl", default="24h", show_default=True, help="How long a workload token lasts.")
 @click.option(
     "-o", "--output", "fmt", type=click.Choice(["token", "json"]), default="token",
@@ -73,6 +78,7 @@ def create(
     role: str | None,
     namespace: str,
     service_account: str | None,
+    workload_group: str | None,
     ttl: str,
     fmt: str,
 ) -> None:
@@ -93,9 +99,17 @@ def create(
         if name:
             raise click.UsageError("a workload token is named by --service-account, not NAME")
         body: dict[str, Any] = {"spec": {"expirationSeconds": ttl_seconds(ttl)}}
+        if workload_group:
+            body["spec"]["boundObjectRef"] = {
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "WorkloadGroup",
+                "name": workload_group,
+            }
         result = _call(ctx, "POST", token_path(namespace, service_account), json=body)
         secret = result["status"]["token"]
     else:
+        if workload_group:
+            raise click.UsageError("--workload-group is for workload tokens (--service-account)")
         if not name or not role:
             raise click.UsageError(
                 "give NAME and --role admin|read-only (or --service-account for a workload token)"

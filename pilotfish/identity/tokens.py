@@ -4,7 +4,9 @@ The control plane issues them (``pilotfish`` hands one to each sidecar it starts
 control plane verifies them when a CSR arrives. Format: a compact JWT (three base64url
 segments ``header.claims.signature``) with header ``{"alg": "HS256", "typ": "JWT", "kid"}``
 and claims ``iss``, ``aud``, ``sub`` (``system:serviceaccount:<ns>:<sa>``, as Kubernetes
-writes it), ``ns``, ``sa``, ``iat``, ``exp`` and ``jti`` (a random id).
+writes it), ``ns``, ``sa``, ``iat``, ``exp`` and ``jti`` (a random id); a token bound to a
+WorkloadGroup (``pilotfish x workload entry configure``, Kubernetes' ``boundObjectRef``) also
+carries ``wg``, the group's name: with it an agent may register into that group only.
 
 Signature: HMAC-SHA256 with a 256-bit key kept next to the CA key (``token-key``, mode
 0600). Issuer and verifier are the same party (the control plane, or replicas sharing its CA
@@ -22,6 +24,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +46,7 @@ DEFAULT_ISSUER = "pilotfish"
 DEFAULT_AUDIENCE = "istio-ca"
 MAX_TOKEN_LENGTH = 8192
 _ALG = "HS256"
+_GROUP_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 def _b64encode(data: bytes) -> str:
@@ -77,6 +81,8 @@ class TokenClaims:
     audience: str
     issued_at: datetime
     expires_at: datetime
+    #: The WorkloadGroup (of ``namespace``) the token is bound to, or ``""``.
+    workload_group: str = ""
 
     def identity(self, trust_domain: str) -> SpiffeId:
         return SpiffeId(trust_domain, self.namespace, self.service_account)
@@ -139,9 +145,14 @@ class TokenAuthority:
     def _sign(self, signing_input: bytes) -> bytes:
         return hmac.new(self._key, signing_input, hashlib.sha256).digest()
 
-    def issue(self, namespace: str, service_account: str, ttl: timedelta) -> str:
-        """A token for ``namespace``/``service_account`` valid for ``ttl`` from now."""
+    def issue(
+        self, namespace: str, service_account: str, ttl: timedelta, workload_group: str = ""
+    ) -> str:
+        """A token for ``namespace``/``service_account`` valid for ``ttl`` from now; bound to
+        the WorkloadGroup ``workload_group`` of ``namespace`` when given."""
         check_workload_names(namespace, service_account)
+        if workload_group and not _GROUP_RE.match(workload_group):
+            raise ValueError(f"WorkloadGroup name {workload_group!r} is not a DNS-1123 subdomain")
         if ttl <= timedelta(0):
             raise ValueError(f"token TTL must be positive, got {ttl}")
         now = self._now()
@@ -156,6 +167,8 @@ class TokenAuthority:
             "exp": int((now + ttl).timestamp()),
             "jti": secrets.token_hex(16),
         }
+        if workload_group:
+            claims["wg"] = workload_group
         head = _b64encode(json.dumps(header, separators=(",", ":")).encode())
         body = _b64encode(json.dumps(claims, separators=(",", ":")).encode())
         signing_input = f"{head}.{body}".encode()
@@ -208,6 +221,9 @@ class TokenAuthority:
             check_workload_names(namespace, account)
         except InvalidSpiffeIdError as e:
             raise MalformedTokenError("claims", str(e)) from None
+        group = claims.get("wg", "")
+        if not isinstance(group, str):
+            raise MalformedTokenError("claims.wg", "not a string")
         issued, expires = instant("iat"), instant("exp")
         now = self._now()
         if now >= expires + self.leeway:
@@ -222,4 +238,5 @@ class TokenAuthority:
             audience=audience,
             issued_at=issued,
             expires_at=expires,
+            workload_group=group,
         )

@@ -15,6 +15,7 @@ template's labels, named ports and health, the sidecar its explicit-mode port ma
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from pilotfish.api.networking import (
     AUTO_REGISTER_GROUP_METADATA,
@@ -34,6 +35,41 @@ def group_of(node: NodeInfo) -> str:
     if node.proxy_type != "sidecar":
         return ""
     return str(node.extra.get(AUTO_REGISTER_GROUP_METADATA) or "")
+
+
+def registration_problem(
+    node: NodeInfo,
+    group_body: dict[str, Any] | None,
+    token_namespace: str,
+    token_service_account: str,
+    token_group: str,
+) -> str:
+    """Why ``node``, whose token proves ``token_namespace``/``token_service_account`` and is
+    bound to ``token_group`` (``""``: to none), may not register into the group it asks for;
+    ``""`` when it may. As Istio, the proxy's identity must be the group's: its namespace and
+    its template's service account; and the token must be bound to that very group. Pure."""
+    group = group_of(node)
+    where = f"WorkloadGroup {node.namespace}/{group}"
+    if group_body is None:
+        return f"{where} does not exist"
+    if token_group != group:
+        bound = f"WorkloadGroup {token_group}" if token_group else "no WorkloadGroup"
+        return f"its token is bound to {bound}, not to {where}"
+    if token_namespace != node.namespace:
+        return f"its token is for namespace {token_namespace}, not {node.namespace}"
+    template = (group_body.get("spec") or {}).get("template") or {}
+    account = str(template.get("serviceAccount") or "default")
+    if token_service_account != account:
+        return (
+            f"its token is for service account {token_service_account}, and {where} "
+            f"has template.serviceAccount {account}"
+        )
+    if node.service_account != account:
+        return (
+            f"it names service account {node.service_account}, and {where} has "
+            f"template.serviceAccount {account}"
+        )
+    return ""
 
 
 class AutoRegistration:

@@ -61,6 +61,14 @@ from pilotfish.xds.status import GenerationError, ProxyStatus
 log = logging.getLogger("pilotfish.xds")
 
 NodeHook = Callable[[NodeInfo], Awaitable[None] | None]
+#: ``(node, request metadata) -> None``: may this node open a stream? Raises StreamRefused.
+Admission = Callable[[NodeInfo, Mapping[str, Any]], None]
+
+
+class StreamRefused(Exception):
+    """A new xDS stream is refused (PERMISSION_DENIED with this message)."""
+
+
 #: ``(request, connected nodes) -> {node id: scope}``: which proxies a push concerns and what
 #: of each to regenerate (a scope of ``None``: everything); a node left out is not pushed to.
 #: Runs in a worker thread.
@@ -149,8 +157,12 @@ class DiscoveryServer:
         metrics: XdsMetrics | None = None,
         planner: Planner | None = None,
         scoped_generator: ScopedGenerator | None = None,
+        admit: Admission | None = None,
     ) -> None:
         self.settings = settings
+        #: Decides whether a new stream's node may connect, from its node and the stream's
+        #: request metadata (e.g. ``authorization``); raises :class:`StreamRefused` if not.
+        self.admit = admit
         self.planner = planner
         self.scoped_generator = scoped_generator
         self.metrics = metrics or NO_METRICS
@@ -405,6 +417,14 @@ class DiscoveryServer:
             log.warning("xDS stream from %s refused: %s", context.peer(), e)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid node: {e}")
             return
+        if self.admit is not None:
+            metadata = {str(k).lower(): v for k, v in (context.invocation_metadata() or ())}
+            try:
+                self.admit(node, metadata)
+            except StreamRefused as e:
+                log.warning("xDS stream of %s from %s refused: %s", node.node_id, context.peer(), e)
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
+                return
         conn = ProxyConnection(
             f"{next(self._ids)}",
             node,

@@ -287,13 +287,16 @@ class Mesh:
         if res.returncode != 0:
             raise AssertionError(f"apply failed: {res.stderr}")
 
-    def token(self, namespace: str, service_account: str, ttl: str = "1h") -> Path:
-        """A workload token file from `pilotfish token create`."""
+    def token(
+        self, namespace: str, service_account: str, ttl: str = "1h", workload_group: str = ""
+    ) -> Path:
+        """A workload token file from `pilotfish token create` (bound to ``workload_group``)."""
+        bound = ("--workload-group", workload_group) if workload_group else ()
         res = self.live().cli(
             "token", "create", "-n", namespace, "--service-account", service_account,
-            "--ttl", ttl, check=True,
+            "--ttl", ttl, *bound, check=True,
         )  # fmt: skip
-        path = self.tmp / f"token-{namespace}-{service_account}"
+        path = self.tmp / f"token-{namespace}-{service_account}-{workload_group}"
         path.write_text(res.stdout.strip() + "\n")
         return path
 
@@ -314,12 +317,16 @@ class Mesh:
         wait: bool = True,
         app_command: tuple[str, ...] | None = None,
         workload_group: str | None = None,
+        group_token: str | None = None,
     ) -> Sidecar:
         """Start a proxy with a backend app. ``mtls``: with a workload token (mesh
         certificate); ``proxy_type="router"``: a gateway binding each of ``gateway_ports``
         on a free port of its own loopback IP (no app); ``app_command``: run this app instead
         of the HTTP backend (``{ip}`` and ``{port}`` in it are filled in)."""
         ip = free_loopback_ip(app_port or 9080)
+        # A workload registering into a group shows a token bound to it (``group_token``
+        # chooses another group's, to be refused).
+        group_token = group_token if group_token is not None else (workload_group or "")
         if workload_group is not None:
             # Registers into the WorkloadGroup under Istio's name for it.
             name = auto_registered_name(workload_group, ip)
@@ -363,10 +370,10 @@ class Mesh:
             discovery_fallbacks=tuple(HostPort("127.0.0.1", r.xds_port) for r in self.replicas),
             xds_tls=XdsTls(self.cp.roots) if own_tls and self.cp.tls else None,
             identity=IdentitySettings(
-                token_file=self.token(namespace, service_account),
+                token_file=self.token(namespace, service_account, workload_group=group_token),
                 cert_ttl=timedelta(seconds=parse_duration(cert_ttl or "24h")),
             )
-            if mtls
+            if mtls or group_token
             else None,
             xds_api=cast(XdsApi, xds_api),
             admin_port=admin,

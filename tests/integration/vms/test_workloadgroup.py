@@ -36,6 +36,17 @@ spec:
 """
 
 
+OTHER_GROUP = """
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadGroup
+metadata: {name: other}
+spec:
+  template:
+    serviceAccount: vmapp
+"""
+
+
 def entries(mesh: Mesh) -> dict[str, dict]:  # type: ignore[type-arg]
     res = mesh.live().cli("get", "workloadentries", "-o", "json", check=True)
     data = json.loads(res.stdout)
@@ -43,12 +54,45 @@ def entries(mesh: Mesh) -> dict[str, dict]:  # type: ignore[type-arg]
     return {str(i["metadata"]["name"]): i for i in items}
 
 
+def test_a_token_of_another_group_cannot_register(mesh: Mesh) -> None:
+    mesh.apply(CONFIG + OTHER_GROUP)
+    # Same namespace and service account, but bound to the group "other".
+    intruder = mesh.add(
+        "ignored",
+        {"app": "vmapp"},
+        workload_group="vmapp",
+        service_account="vmapp",
+        group_token="other",
+        wait=False,
+    )
+    eventually(
+        lambda: "is bound to WorkloadGroup other" in intruder.log.read_text(),
+        20,
+        "the control plane refuses the stream, naming the token's group",
+    )
+    assert f"vmapp-{intruder.ip}" not in entries(mesh)
+    # The token bound to "other" registers into "other".
+    member = mesh.add(
+        "ignored",
+        {"app": "vmapp"},
+        workload_group="other",
+        service_account="vmapp",
+    )
+    eventually(lambda: f"other-{member.ip}" in entries(mesh), 20, "entry of group other")
+    assert f"vmapp-{intruder.ip}" not in entries(mesh)
+
+
 def test_agent_registers_into_workload_group_serves_and_leaves(mesh: Mesh) -> None:
     mesh.apply(CONFIG)
     client = mesh.add("client", {"app": "client"})
     # The group's labels on the agent too, as `x workload entry configure` would write them
     # (the proxy's own labels choose its inbound listeners).
-    vm = mesh.add("ignored", {"app": "vmapp", "version": "v1"}, workload_group="vmapp")
+    vm = mesh.add(
+        "ignored",
+        {"app": "vmapp", "version": "v1"},
+        workload_group="vmapp",
+        service_account="vmapp",
+    )
     name = f"vmapp-{vm.ip}"
     assert vm.name == name
 
@@ -56,7 +100,12 @@ def test_agent_registers_into_workload_group_serves_and_leaves(mesh: Mesh) -> No
     entry = entries(mesh)[name]
     assert entry["spec"]["address"] == vm.ip
     assert entry["spec"]["serviceAccount"] == "vmapp"
-    assert entry["spec"]["labels"] == {"app": "vmapp", "version": "v1"}
+    # With its certificate the workload serves mTLS: labelled so, as Istio's injector does.
+    assert entry["spec"]["labels"] == {
+        "app": "vmapp",
+        "version": "v1",
+        "security.istio.io/tlsMode": "istio",
+    }
     annotations = entry["metadata"]["annotations"]
     assert annotations["istio.io/autoRegistrationGroup"] == "vmapp"
     listed = mesh.live().cli("get", "workloadentries", check=True).stdout

@@ -266,3 +266,16 @@ def test_xds_cluster_takes_its_roots_from_the_agents_rootca_with_an_identity() -
     assert sds["name"] == "ROOTCA"
     grpc_service = sds["sds_config"]["api_config_source"]["grpc_services"][0]
     assert grpc_service == {"envoy_grpc": {"cluster_name": "sds-grpc"}}
+
+
+def test_registration_token_on_the_ads_stream_only_when_given(tmp_path: Path) -> None:
+    plain = render_bootstrap(_settings())["dynamic_resources"]["ads_config"]["grpc_services"][0]
+    assert "initial_metadata" not in plain
+    boot = render_bootstrap(_settings(), xds_token="abc.def.ghi")
+    (service,) = boot["dynamic_resources"]["ads_config"]["grpc_services"]
+    assert service["initial_metadata"] == [{"key": "authorization", "value": "Bearer abc.def.ghi"}]
+    # The file then holds a secret: owner-only without a group for Envoy.
+    path = write_bootstrap(boot, tmp_path / "b.json", private_to=(None, None))
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert json.loads(path.read_text()) == boot
+    assert write_bootstrap(boot, tmp_path / "c.json").stat().st_mode & 0o777 == 0o644

@@ -123,3 +123,16 @@ def test_key_file_is_created_private_and_reused(tmp_path: Path, manual_time: Man
     assert again.verify(token).namespace == "ns"
     with pytest.raises(TokenSignatureError):
         TokenAuthority.load_or_create(tmp_path / "elsewhere", now=manual_time).verify(token)
+
+
+def test_token_bound_to_a_workload_group(manual_time: ManualTime) -> None:
+    authority = TokenAuthority(KEY, now=manual_time)
+    bound = authority.verify(authority.issue("apps", "vmsa", timedelta(hours=1), "vmapp"))
+    assert bound.workload_group == "vmapp"
+    assert _segments(authority.issue("apps", "vmsa", timedelta(hours=1), "vmapp"))[1]["wg"] == (
+        "vmapp"
+    )
+    unbound = authority.verify(authority.issue("apps", "vmsa", timedelta(hours=1)))
+    assert unbound.workload_group == ""
+    with pytest.raises(ValueError, match="DNS-1123"):
+        authority.issue("apps", "vmsa", timedelta(hours=1), "Not_A_Name")

@@ -70,3 +70,32 @@ def test_connected_agent_merges_with_its_entry() -> None:
     (ep,) = snap.endpoints[("vm.apps.svc.cluster.local", 80)]
     # The template's port for "http" (8080), dialled on the agent's inbound listener for it.
     assert (ep.address, ep.port, ep.labels["version"]) == ("127.1.2.3", 18080, "v1")
+
+
+def _asking(group: str = "vm", **kw: object) -> NodeInfo:
+    fields: dict[str, object] = {
+        "proxy_type": "sidecar",
+        "ip": "10.0.0.7",
+        "pod_name": f"{group}-10.0.0.7",
+        "namespace": "apps",
+        "service_account": "vmsa",
+        "extra": {"AUTO_REGISTER_GROUP": group},
+    }
+    fields.update(kw)
+    return NodeInfo(**fields)  # type: ignore[arg-type]
+
+
+def test_registration_needs_a_token_of_that_group_and_its_identity() -> None:
+    from pilotfish.registry.autoregister import registration_problem
+
+    node = _asking()
+    assert registration_problem(node, GROUP, "apps", "vmsa", "vm") == ""
+    assert "bound to WorkloadGroup other, not to WorkloadGroup apps/vm" in registration_problem(
+        node, GROUP, "apps", "vmsa", "other"
+    )
+    assert "bound to no WorkloadGroup" in registration_problem(node, GROUP, "apps", "vmsa", "")
+    assert "namespace default" in registration_problem(node, GROUP, "default", "vmsa", "vm")
+    assert "template.serviceAccount vmsa" in registration_problem(node, GROUP, "apps", "x", "vm")
+    named = registration_problem(_asking(service_account="x"), GROUP, "apps", "vmsa", "vm")
+    assert "names service account x" in named
+    assert "does not exist" in registration_problem(node, None, "apps", "vmsa", "vm")
