@@ -634,6 +634,12 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
                 on_validated=mesh.metrics.validated,
                 ready=lambda: mesh.xds.port != 0,
                 workload_tokens=identity.verify_workload_token,
+                control_plane=lambda: {
+                    "xdsAddress": f"{settings.xds_host}:{mesh.xds.port}",
+                    "xdsTls": settings.xds_tls,
+                    "rootCert": identity.ca.trust_bundle(),
+                    "trustDomain": identity.ca.trust_domain,
+                },
             ),
         )
         app = api.app()

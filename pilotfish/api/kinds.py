@@ -165,6 +165,9 @@ DELETE_PATH = f"{PILOTFISH_API}/delete"
 PROXY_STATUS_PATH = f"{PILOTFISH_API}/proxystatus"
 #: The mesh config in force (``pilotfish get meshconfig``).
 MESH_CONFIG_PATH = f"{PILOTFISH_API}/meshconfig"
+#: What a workload on another host needs to join: the xDS address, its TLS and the mesh roots
+#: (``pilotfish x workload entry configure``).
+CONTROL_PLANE_PATH = f"{PILOTFISH_API}/controlplane"
 #: GET: the Envoy config the control plane generates for one proxy.
 PROXY_CONFIG_ROUTE = f"{PILOTFISH_API}/namespaces/{{namespace}}/proxies/{{name}}/config"
 #: POST {method, url, headers}: how one proxy's config would handle a request (``x explain``).

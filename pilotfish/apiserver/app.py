@@ -111,6 +111,9 @@ class ApiSettings:
     ready: Callable[[], bool] = field(default=lambda: True)
     #: Recognizes workload tokens (so they get 403 naming their role rather than 401).
     workload_tokens: WorkloadVerifier | None = None
+    #: ``{xdsAddress, xdsTls, rootCert, trustDomain}`` for workloads on other hosts
+    #: (``CONTROL_PLANE_PATH``); ``None``: not served.
+    control_plane: Callable[[], dict[str, Any]] | None = None
 
 
 #: The authenticated caller of a request.
@@ -326,6 +329,7 @@ class ApiServer:
         r.add_post(kinds.DELETE_PATH, self.delete_batch)
         r.add_get(kinds.PROXY_STATUS_PATH, self.proxy_status)
         r.add_get(kinds.MESH_CONFIG_PATH, self.meshconfig)
+        r.add_get(kinds.CONTROL_PLANE_PATH, self.control_plane)
         r.add_get(kinds.PROXY_CONFIG_ROUTE, self.proxy_config)
         r.add_get(kinds.API_TOKENS_PATH, self.list_api_tokens)
         r.add_post(kinds.API_TOKENS_PATH, self.create_api_token)
@@ -402,6 +406,13 @@ class ApiServer:
         """The mesh config in force (Istio's defaults overlaid with the IstioOperators)."""
         mesh = mesh_config_of(self.store)
         return respond(request, mesh.model_dump(by_alias=True, exclude_none=True))
+
+    async def control_plane(self, request: web.Request) -> web.Response:
+        """Where and how workloads on other hosts reach this control plane, and the mesh
+        roots they verify it with (public: no key material)."""
+        if self.settings.control_plane is None:
+            raise NotFoundError("this control plane serves no workloads on other hosts")
+        return respond(request, {"kind": "ControlPlane", **self.settings.control_plane()})
 
     async def proxy_status(self, request: web.Request) -> web.Response:
         return respond(request, {"kind": "ProxyStatusList", "items": self.settings.proxy_status()})

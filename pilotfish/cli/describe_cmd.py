@@ -359,13 +359,15 @@ def pod_facts(
 
 @click.group("x", context_settings={"help_option_names": ["-h", "--help"]})
 def x_group() -> None:
-    """Experimental commands, as `istioctl x`: describe pod, explain a request."""
+    """Experimental commands, as `istioctl x`: describe, explain, workload entry configure."""
 
 
 def _register_explain() -> None:
     from pilotfish.cli.explain_cmd import explain_cmd
+    from pilotfish.cli.workload_cmd import workload_group
 
     x_group.add_command(explain_cmd)
+    x_group.add_command(workload_group)
 
 
 @x_group.group("describe")

@@ -153,7 +153,7 @@ LAZY_COMMANDS = {
     ),
     "x": LazyCommand(
         "pilotfish.cli.describe_cmd:x_group",
-        "Experimental commands, as `istioctl x`: describe pod, explain a request.",
+        "Experimental commands, as `istioctl x`: describe, explain, workload entry configure.",
     ),
     "up": LazyCommand(
         "pilotfish.cli.runtime_cmds:up",

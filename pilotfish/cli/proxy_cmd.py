@@ -10,7 +10,9 @@ in :func:`build_settings` (pure); its inverse, the options for given settings, i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 import socket
 import tempfile
 from collections.abc import Sequence
@@ -19,8 +21,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import click
+import yaml
 
 from pilotfish.agent.agent import run_agent
+from pilotfish.agent.envoy_binary import ENV_OVERRIDE as ENVOY_OVERRIDE
+from pilotfish.agent.envoy_binary import envoy_binary
 from pilotfish.agent.settings import (
     TLS_MODE_LABEL,
     AgentSettings,
@@ -445,6 +450,30 @@ _LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "critical", "off"]
     show_default=True,
     help="The app's Prometheus path (prometheus.io/path).",
 )
+@click.option(
+    "--config-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Start from the files `pilotfish x workload entry configure` wrote (cluster.env, "
+    "mesh.yaml, root-cert.pem, istio-token, hosts): namespace, service account, labels, "
+    "WorkloadGroup, control plane and its TLS, token; implies --capture. Options given on the "
+    "command line win.",
+)
+@click.option(
+    "--capture",
+    is_flag=True,
+    help="Capture the traffic of this whole host (its network namespace) with the pod's "
+    "iptables rules (15001 outbound, 15006 inbound), and take them back on exit. Needs root "
+    "and --envoy-user  [default: pilotfish-proxy when it exists].",
+)
+@click.option(
+    "--exclude-inbound-port",
+    "exclude_inbound_ports",
+    multiple=True,
+    type=click.IntRange(1, 65535),
+    metavar="PORT",
+    help="--capture: inbound port left alone (repeatable; 22 and the proxy's own ports always "
+    "are).",
+)
 @click.argument("app_command", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD...]")
 @click.pass_context
 def proxy(ctx: click.Context, **options: Any) -> None:
@@ -472,9 +501,169 @@ def proxy(ctx: click.Context, **options: Any) -> None:
       pilotfish proxy --type router --namespace istio-system --pod-name ingressgateway \\
           --label istio=ingressgateway --gateway-port 80:8080
     """
+    config_dir: Path | None = options.pop("config_dir")
+    capture: bool = options.pop("capture")
+    excluded: tuple[int, ...] = options.pop("exclude_inbound_ports")
+    from_dir: dict[str, Any] = {}
+    if config_dir is not None:
+        given = {
+            name
+            for name in options
+            if ctx.get_parameter_source(name)
+            in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+        }
+        from_dir, excluded_from_dir = options_from_dir(config_dir)
+        options.update({k: v for k, v in from_dir.items() if k not in given})
+        excluded = (*excluded_from_dir, *excluded)
+        capture = capture or options.get("interception_mode") != "NONE"
+    if capture:
+        if options.get("interception_mode") == "NONE":
+            raise click.UsageError("--capture is for --interception-mode REDIRECT")
+        options["interception_mode"] = "REDIRECT"
+        if not options.get("envoy_user"):
+            options["envoy_user"] = default_envoy_user()
+        if ctx.get_parameter_source("ip") == click.core.ParameterSource.DEFAULT and (
+            "ip" not in from_dir
+        ):
+            options["ip"] = source_address_towards(options["discovery_address"])
     settings = build_settings(**options)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    ctx.exit(asyncio.run(run_agent(settings)))
+    if not capture:
+        ctx.exit(asyncio.run(run_agent(settings)))
+    ctx.exit(run_captured(settings, excluded))
+
+
+def options_from_dir(directory: Path) -> tuple[dict[str, Any], tuple[int, ...]]:
+    """``pilotfish proxy`` options from a directory ``x workload entry configure`` wrote, and
+    the inbound ports it leaves uncaptured. Errors name the file."""
+    from pilotfish.api import workloadfiles as wf
+
+    def read(name: str) -> str:
+        path = directory / name
+        try:
+            return path.read_text()
+        except OSError as exc:
+            raise click.UsageError(f"--config-dir: cannot read {path}: {exc.strerror}") from None
+
+    try:
+        mesh = yaml.safe_load(read(wf.MESH_YAML)) or {}
+        env = wf.parse_cluster_env(read(wf.CLUSTER_ENV))
+        hosts = wf.parse_hosts(read(wf.HOSTS)) if (directory / wf.HOSTS).exists() else {}
+        found = wf.proxy_options(env, mesh, hosts)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise click.UsageError(f"--config-dir {directory}: {exc}") from None
+    options: dict[str, Any] = {
+        "namespace": found.namespace,
+        "service_account": found.service_account,
+        "labels": tuple(f"{k}={v}" for k, v in found.labels.items()),
+        "workload_name": found.workload_name,
+        "discovery_address": (found.discovery_address,),
+        "xds_server_name": found.xds_server_name,
+        "plaintext": found.plaintext,
+        "token_file": directory / wf.TOKEN,
+    }
+    if not found.plaintext:
+        options["ca_file"] = directory / wf.ROOT_CERT
+    if found.workload_group:
+        options["workload_group"] = found.workload_group
+    if found.ip:
+        options["ip"] = found.ip
+    return options, found.excluded_inbound_ports
+
+
+def default_envoy_user() -> str:
+    """The proxy user of the local runtime (``pilotfish-proxy``) when this host has it."""
+    import pwd
+
+    from pilotfish.platform.local.users import PROXY_USER
+
+    try:
+        pwd.getpwnam(PROXY_USER)
+    except KeyError:
+        raise click.UsageError(
+            f"--capture runs Envoy as a user the capture rules leave alone: pass --envoy-user "
+            f"USER (or create the user {PROXY_USER})"
+        ) from None
+    return PROXY_USER
+
+
+def source_address_towards(addresses: str | Sequence[str]) -> str:
+    """This host's address on the route to the control plane (its IP in the mesh)."""
+    target = parse_discovery_addresses(addresses)[0]
+    try:
+        info = socket.getaddrinfo(target.host, target.port, socket.AF_INET, socket.SOCK_DGRAM)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(info[0][4])
+            return str(s.getsockname()[0])
+    except OSError as exc:
+        raise click.UsageError(
+            f"cannot find this host's address towards {target}: {exc}; pass --ip"
+        ) from None
+
+
+def run_captured(settings: AgentSettings, excluded: Sequence[int]) -> int:
+    """Run the agent with the whole host captured as a pod (the pod's rules, from the local
+    runtime), and take the rules back when it ends, however it ends but SIGKILL (the next
+    start then takes back what was left)."""
+    import pwd
+
+    from pilotfish.fsaccess import R, X, access_problem
+    from pilotfish.platform.local.capture import (
+        PROMETHEUS_PORT,
+        CaptureSettings,
+        apply_host_capture,
+        remove_host_capture,
+    )
+    from pilotfish.platform.local.commands import PlatformError
+    from pilotfish.platform.local.exposure import stage_envoy
+    from pilotfish.platform.local.users import UserIds
+
+    if os.geteuid() != 0:
+        raise click.UsageError("--capture needs root (iptables)")
+    assert settings.envoy_user is not None
+    entry = pwd.getpwnam(settings.envoy_user)
+    # Envoy runs as that user: a copy it can execute when it cannot reach this installation's
+    # (as the local runtime stages it for pods).
+    user = UserIds(settings.envoy_user, entry.pw_uid, entry.pw_gid)
+    os.environ[ENVOY_OVERRIDE] = str(stage_envoy(envoy_binary(), user))
+    settings.work_dir.mkdir(parents=True, exist_ok=True)
+    problem = access_problem(settings.work_dir, entry.pw_uid, [entry.pw_gid], X)
+    if problem:
+        raise click.UsageError(
+            f"--work-dir {settings.work_dir}: Envoy runs as {settings.envoy_user}, which cannot "
+            f"reach it ({problem}): choose a directory it can reach"
+        )
+    tls = settings.xds_tls
+    if tls is not None and access_problem(tls.ca_file, entry.pw_uid, [entry.pw_gid], R):
+        # Envoy reads the mesh roots itself; the configured directory may be private.
+        roots = settings.work_dir / "xds-roots.pem"
+        roots.write_bytes(tls.ca_file.read_bytes())
+        roots.chmod(0o644)
+        settings = dataclasses.replace(settings, xds_tls=dataclasses.replace(tls, ca_file=roots))
+    ports = [settings.readiness_port, PROMETHEUS_PORT]
+    if settings.agent_port is not None:
+        ports.append(settings.agent_port)
+    rules = CaptureSettings(
+        entry.pw_uid,
+        entry.pw_gid,
+        proxy_ports=tuple(ports),
+        exclude_inbound_ports=tuple(dict.fromkeys([22, *excluded])),
+    )
+    log = logging.getLogger("pilotfish.agent")
+    try:
+        apply_host_capture(rules)
+    except PlatformError as exc:
+        raise click.ClickException(f"--capture: {exc}") from None
+    log.info("captured this host's traffic (nat table: ISTIO_INBOUND, ISTIO_OUTPUT)")
+    try:
+        # As a pod's agent: root, with the proxy user's group, so the rules let its own
+        # connections to the control plane (certificates) through, as they do Envoy's.
+        os.setgroups([])
+        os.setgid(entry.pw_gid)
+        return asyncio.run(run_agent(settings))
+    finally:
+        remove_host_capture(rules)
+        log.info("removed the capture rules of this host")

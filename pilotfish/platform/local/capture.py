@@ -18,6 +18,14 @@ inside a Pilotfish pod reads like one inside an Istio pod::
 
 :func:`apply_capture` loads the script atomically with ``ip netns exec NS iptables-restore``
 (replacing the namespace's whole ``nat`` table); :func:`remove_capture` empties it again.
+
+A whole host (``pilotfish proxy --capture``, the host being the pod) gets the same rules, but
+its ``nat`` table may hold rules of others (a container runtime, a firewall):
+:func:`host_capture_rules` is the same script loaded with ``iptables-restore --noflush`` (it
+creates the ``ISTIO_*`` chains and appends the two jumps, nothing else), and
+:func:`host_release_rules` deletes exactly those jumps and chains again
+(:func:`apply_host_capture`, :func:`remove_host_capture`).
+
 Envoy needs no capabilities for this (REDIRECT plus the ``original_dst`` listener filter), but it
 must run as the excluded UID/GID, otherwise its own upstream connections loop back to 15001.
 """
@@ -34,7 +42,7 @@ from pilotfish.api.mesh import (
     OUTBOUND_CAPTURE_PORT,
     READINESS_PORT,
 )
-from pilotfish.platform.local.commands import IptablesTools, in_netns, run
+from pilotfish.platform.local.commands import IptablesTools, PlatformError, in_netns, run
 
 __all__ = [
     "INBOUND_CHAIN",
@@ -45,9 +53,13 @@ __all__ = [
     "REDIRECT_CHAIN",
     "CaptureSettings",
     "apply_capture",
+    "apply_host_capture",
     "capture_rules",
     "empty_nat_rules",
+    "host_capture_rules",
+    "host_release_rules",
     "remove_capture",
+    "remove_host_capture",
 ]
 
 INBOUND_CHAIN = "ISTIO_INBOUND"
@@ -173,6 +185,59 @@ def capture_rules(settings: CaptureSettings) -> str:
             lines.append(f"-A {out} -d {_ipv4_net(cidr)} -j {REDIRECT_CHAIN}")
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
+
+
+_CHAINS = (INBOUND_CHAIN, IN_REDIRECT_CHAIN, OUTPUT_CHAIN, REDIRECT_CHAIN)
+_BUILTIN = (":PREROUTING ", ":INPUT ", ":OUTPUT ", ":POSTROUTING ")
+
+
+def host_capture_rules(settings: CaptureSettings) -> str:
+    """The pod's capture script for ``iptables-restore --noflush`` on a whole host: the
+    built-in chains are not declared (their policies and other rules stay), the ``ISTIO_*``
+    chains are created (or emptied) and filled, the jumps to them appended. Pure."""
+    lines = [line for line in capture_rules(settings).splitlines() if not line.startswith(_BUILTIN)]
+    return "\n".join(lines) + "\n"
+
+
+def host_release_rules(settings: CaptureSettings) -> str:
+    """The ``iptables-restore --noflush`` script that takes back what
+    :func:`host_capture_rules` added for the same settings: the jumps, then the chains. Pure."""
+    jumps = [
+        "-D" + line[2:]
+        for line in capture_rules(settings).splitlines()
+        if line.startswith(("-A PREROUTING ", "-A OUTPUT "))
+    ]
+    flush = [f"-F {chain}" for chain in _CHAINS]
+    delete = [f"-X {chain}" for chain in _CHAINS]
+    return "\n".join(["*nat", *jumps, *flush, *delete, "COMMIT"]) + "\n"
+
+
+def apply_host_capture(settings: CaptureSettings, tools: IptablesTools | None = None) -> str:
+    """Capture the traffic of the whole network namespace this process runs in (a host), as
+    a pod's, keeping the ``nat`` rules of others. Rules a previous run left (it was killed)
+    are taken back first. Returns the script that was loaded."""
+    tools = tools or IptablesTools.default()
+    if _has_capture(tools):
+        run([tools.restore, "--noflush"], stdin=host_release_rules(settings), check=False)
+        if _has_capture(tools):
+            raise PlatformError(
+                f"the nat table already has {OUTPUT_CHAIN}/{INBOUND_CHAIN} chains this proxy "
+                "did not add (another sidecar's capture?); remove them first"
+            )
+    script = host_capture_rules(settings)
+    run([tools.restore, "--noflush"], stdin=script)
+    return script
+
+
+def remove_host_capture(settings: CaptureSettings, tools: IptablesTools | None = None) -> None:
+    """Take back what :func:`apply_host_capture` added (the other ``nat`` rules stay)."""
+    tools = tools or IptablesTools.default()
+    run([tools.restore, "--noflush"], stdin=host_release_rules(settings))
+
+
+def _has_capture(tools: IptablesTools) -> bool:
+    saved = run([tools.save, "-t", "nat"], check=False).stdout
+    return any(line.startswith(f":{chain} ") for line in saved.splitlines() for chain in _CHAINS)
 
 
 def empty_nat_rules() -> str:
