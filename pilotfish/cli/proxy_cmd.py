@@ -46,6 +46,9 @@ from pilotfish.api.mesh import (
 )
 from pilotfish.api.node import NodeInfo
 
+#: Options of the command that choose how it runs on a host (read before build_settings).
+HOST_OPTIONS = ("config_dir", "capture", "exclude_inbound_ports")
+
 
 def parse_label(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")

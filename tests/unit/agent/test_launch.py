@@ -16,13 +16,13 @@ from pilotfish.agent.settings import (
     XdsTls,
 )
 from pilotfish.api.node import NodeInfo
-from pilotfish.cli.proxy_cmd import build_settings, proxy
+from pilotfish.cli.proxy_cmd import HOST_OPTIONS, build_settings, proxy
 
 
 def parse(argv: list[str]) -> AgentSettings:
     """What ``pilotfish proxy ARGV`` runs with (click's parsing, then build_settings)."""
     ctx = proxy.make_context("proxy", list(argv))
-    return build_settings(**ctx.params)
+    return build_settings(**{k: v for k, v in ctx.params.items() if k not in HOST_OPTIONS})
 
 
 def files(tmp_path: Path, *names: str) -> list[Path]:

@@ -12,7 +12,7 @@ import pytest
 from pilotfish.agent.bootstrap import render_bootstrap
 from pilotfish.agent.launch import agent_argv
 from pilotfish.agent.settings import XDS_CLUSTER, HostPort
-from pilotfish.cli.proxy_cmd import build_settings, proxy
+from pilotfish.cli.proxy_cmd import HOST_OPTIONS, build_settings, proxy
 
 
 def _xds_cluster(bootstrap: dict[str, Any]) -> dict[str, Any]:
@@ -35,7 +35,7 @@ def test_repeated_and_comma_separated_addresses(tmp_path: Path) -> None:
          "--discovery-address", "127.0.0.1:35012", "--discovery-address", "127.0.0.1:15012",
          "--work-dir", str(tmp_path)],
     )  # fmt: skip
-    s = build_settings(**ctx.params)
+    s = build_settings(**{k: v for k, v in ctx.params.items() if k not in HOST_OPTIONS})
     assert [str(a) for a in s.discovery_addresses] == [
         "127.0.0.1:15012",
         "127.0.0.1:25012",
@@ -93,4 +93,4 @@ def test_the_launcher_passes_every_replica(tmp_path: Path) -> None:
                        work_dir=tmp_path)  # fmt: skip
     argv = agent_argv(s)
     ctx = proxy.make_context("proxy", argv)
-    assert build_settings(**ctx.params) == s
+    assert build_settings(**{k: v for k, v in ctx.params.items() if k not in HOST_OPTIONS}) == s
