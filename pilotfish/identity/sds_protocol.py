@@ -157,6 +157,12 @@ class SotwStream:
         self, secrets: Mapping[str, VersionedSecret], *, force: bool
     ) -> discovery_pb2.DiscoveryResponse | None:
         chosen = [secrets[n] for n in sorted(self.names) if n in secrets]
+        if len(chosen) < len(self.names):
+            # A SotW response without a requested secret tells Envoy it does not exist: the
+            # listeners and clusters needing it would go live without it. Wait until every
+            # requested one is there (ROOTCA alone, before the certificate, goes to streams
+            # asking for it alone: the xDS connection's roots).
+            return None
         if not chosen:
             return None  # nothing to serve yet (no certificate, or unknown names)
         versions = {s.name: s.version for s in chosen}

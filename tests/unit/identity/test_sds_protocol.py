@@ -198,3 +198,18 @@ def test_rootca_before_the_first_certificate_comes_from_the_initial_roots(issue:
     early = build_secrets(None, first.root_bundle_pem)
     assert list(early) == ["ROOTCA"]
     assert early["ROOTCA"].version == build_secrets(first)["ROOTCA"].version
+
+
+def test_sotw_withholds_a_response_that_would_lack_a_requested_secret(issue: Issue) -> None:
+    # Before the certificate only ROOTCA exists: a stream asking for both gets nothing (an
+    # answer without ``default`` would tell Envoy it does not exist), one asking for ROOTCA
+    # alone (the xDS connection's roots) gets it.
+    first = issue()
+    early = build_secrets(None, first.root_bundle_pem)
+    both = SotwStream()
+    assert both.on_request(sotw(names=["ROOTCA", "default"]), early) is None
+    alone = SotwStream()
+    answer = alone.on_request(sotw(names=["ROOTCA"]), early)
+    assert answer is not None and list(_unpack(list(answer.resources))) == ["ROOTCA"]
+    pushed = both.on_change(build_secrets(first))
+    assert pushed is not None and set(_unpack(list(pushed.resources))) == {"ROOTCA", "default"}
