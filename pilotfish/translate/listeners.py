@@ -90,6 +90,7 @@ from pilotfish.translate.tcp_routes import (
     gateway_tcp_clusters,
     sidecar_tcp_clusters,
     sidecar_tls_routes,
+    source_subnet_key,
 )
 from pilotfish.translate.tls import (
     MESH_SERVER_ALPN,
@@ -237,6 +238,7 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
         "virtual_outbound",
         scope.key,
         labels_key(push, proxy.labels),
+        source_subnet_key(push, proxy),
         telemetry_key(push, proxy),
     )
     return push.memo(key, compute)

@@ -7,8 +7,9 @@ Istio's L4 routing, shared by sidecars and gateways:
   ``GetDestinationCluster``); destinations of weight 0 are left out, and a single
   destination takes all the traffic whatever its weight;
 - on a sidecar, a ``tcp`` match applies when it is bound to the mesh gateway and its
-  ``port``, ``destinationSubnets`` (the service VIP lies in one of them), ``sourceLabels``
-  and ``sourceNamespace`` hold for the connection and the calling proxy;
+  ``port``, ``destinationSubnets`` (the service VIP lies in one of them), ``sourceLabels``,
+  ``sourceNamespace`` and ``sourceSubnet`` (the calling proxy's address lies in it) hold for
+  the connection and the calling proxy;
 - on a sidecar, a ``tls`` rule applies to TLS traffic (ports of protocol ``TLS``/``HTTPS``)
   whose SNI is one of the match's ``sniHosts``, with the same ``port``, subnet, source
   label and namespace conditions; TLS traffic no rule takes follows the ``tcp`` rules;
@@ -90,6 +91,16 @@ def _in_subnets(address: str | None, subnets: Sequence[str]) -> bool:
     return False
 
 
+def source_subnet_key(push: PushContext, proxy: Proxy) -> str:
+    """The part of a proxy's address that can change its TCP routes: the address itself when
+    some ``tcp`` match has a ``sourceSubnet``, else nothing (proxies share listeners)."""
+
+    def compute() -> bool:
+        return any(m.sourceSubnet for vs in push.virtual_services for r in vs.tcp for m in r.match)
+
+    return proxy.ip if push.memo(("uses_source_subnet",), compute) else ""
+
+
 def _sidecar_tcp_applies(
     vs: VirtualServiceConfig, match: L4MatchAttributes, svc: Service, port: int, proxy: Proxy
 ) -> bool:
@@ -101,6 +112,8 @@ def _sidecar_tcp_applies(
     if not _in_subnets(address, match.destinationSubnets):
         return False
     if match.sourceNamespace and match.sourceNamespace != proxy.namespace:
+        return False
+    if match.sourceSubnet and not _in_subnets(proxy.ip, [match.sourceSubnet]):
         return False
     return all(proxy.labels.get(k) == v for k, v in match.sourceLabels.items())
 

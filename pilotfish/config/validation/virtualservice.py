@@ -593,14 +593,14 @@ def _tls_route(errs: Errors, path: str, tls: TLSRoute, vs: VirtualService) -> No
 
 
 #: L4 match fields a gateway does not look at (Istio's l4MultiMatch: port and gateways).
-_SOURCE_FIELDS = ("destinationSubnets", "sourceLabels", "sourceNamespace")
+_SOURCE_FIELDS = ("destinationSubnets", "sourceLabels", "sourceNamespace", "sourceSubnet")
 
 
 def _unenforced_at_gateways(
     errs: Errors, path: str, match: TLSMatchAttributes | L4MatchAttributes
 ) -> None:
     for field in _SOURCE_FIELDS:
-        if getattr(match, field):
+        if getattr(match, field, None):
             errs.warn(
                 f"{path}.{field}",
                 "not enforced at gateways (as in Istio, a gateway matches tcp and tls rules "
@@ -628,11 +628,6 @@ def _tcp_route(errs: Errors, path: str, tcp: TCPRoute) -> None:
         _l4_common(errs, mpath, m.destinationSubnets, m.port, m.sourceLabels, m.gateways)
         if m.sourceSubnet:
             errs.add(f"{mpath}.sourceSubnet", subnet_error(m.sourceSubnet))
-            errs.warn(
-                f"{mpath}.sourceSubnet",
-                "not supported yet: a tcp match on the source subnet is not enforced; the "
-                "rule applies whatever the source address",
-            )
     if not tcp.route:
         errs.add(f"{path}.route", "TCP route is required")
     _weights(errs, f"{path}.route", tcp.route)

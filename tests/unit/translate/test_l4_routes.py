@@ -135,6 +135,11 @@ spec:
     subnet = rule.replace("192.0.2.0/24", f"{vip}/32")
     push = bookinfo_push(FEATURES + from_yaml(subnet))
     assert target(sidecar_node()).startswith("outbound|27017||mongo-canary")
+    # sourceSubnet: the calling proxy's address (10.1.0.10 by default) lies in it.
+    source = rule.replace("destinationSubnets: [192.0.2.0/24]", "sourceSubnet: 10.1.0.0/24")
+    push = bookinfo_push(FEATURES + from_yaml(source))
+    assert target(sidecar_node()).startswith("outbound|27017||mongo-canary")
+    assert target(sidecar_node(ip="10.2.0.10")) == f"outbound|27017||{M}"
 
 
 def test_use_client_protocol_and_retry_backoff() -> None:

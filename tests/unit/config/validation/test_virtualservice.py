@@ -432,7 +432,8 @@ def test_l4_fields_gateways_do_not_match_on_are_warned_about() -> None:
     assert _warnings(vs(tcp=[tcp], hosts=["reviews"])) == []
 
 
-def test_tcp_source_subnet_is_warned_about() -> None:
+def test_tcp_source_subnet_is_warned_about_at_gateways_only() -> None:
     tcp = {"match": [{"sourceSubnet": "10.0.0.0/8"}], "route": [dest()]}
-    found = _warnings(vs(tcp=[tcp], hosts=["reviews"]))
+    assert _warnings(vs(tcp=[tcp], hosts=["reviews"])) == []
+    found = _warnings(vs(tcp=[tcp], hosts=["*"], gateways=["gw"]))
     assert [p for p, _ in found] == ["spec.tcp[0].match[0].sourceSubnet"]
