@@ -36,6 +36,7 @@ from pilotfish.api import kinds
 from pilotfish.api.kinds import KindInfo
 from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX, service_fqdn
 from pilotfish.api.objects import ResourceKey
+from pilotfish.api.security import AuthorizationPolicySpec
 from pilotfish.api.telemetry import Telemetry
 from pilotfish.apiserver.auth import (
     ADMIN_USER,
@@ -62,7 +63,10 @@ from pilotfish.config.store.base import (
 )
 from pilotfish.config.store.watch import watch
 from pilotfish.config.validation import Validated, validate
-from pilotfish.config.validation.meshconfig import telemetry_provider_errors
+from pilotfish.config.validation.meshconfig import (
+    custom_provider_warnings,
+    telemetry_provider_errors,
+)
 from pilotfish.errors import (
     BodyTooLargeError,
     FieldError,
@@ -722,6 +726,7 @@ class ApiServer:
             self._check_telemetry_providers(validated)
         except BatchError as e:
             return _batch_error_response(request, list(e.errors))
+        warnings.extend(self._custom_provider_warnings(validated))
         self._assign_cluster_ips(validated)
         self._keep_status(validated)
         # One object given twice in one batch: the last one wins, as sequential applies would.
@@ -770,6 +775,20 @@ class ApiServer:
             puts = [op.body for op in ops if isinstance(op, Put) and key_of(op.body) in changed]
             out["proxies"] = await asyncio.to_thread(preview, puts, [])
         return respond(request, out)
+
+    def _custom_provider_warnings(self, bodies: list[dict[str, Any]]) -> list[str]:
+        """CUSTOM AuthorizationPolicies whose provider leaves TCP unchecked (cross-resource)."""
+        policies = [b for b in bodies if b.get("kind") == "AuthorizationPolicy"]
+        if not policies:
+            return []
+        mesh = mesh_config_of(self.store, [b for b in bodies if b.get("kind") == "IstioOperator"])
+        out = []
+        for body in policies:
+            meta = body["metadata"]
+            ref = ResourceKey.of("AuthorizationPolicy", meta.get("namespace"), meta["name"])
+            spec = AuthorizationPolicySpec.model_validate(body.get("spec") or {})
+            out += [f"{ref}: {w}" for w in custom_provider_warnings(spec, mesh)]
+        return out
 
     def _check_telemetry_providers(self, bodies: list[dict[str, Any]]) -> None:
         """Telemetry may only name providers the mesh config defines (cross-resource)."""

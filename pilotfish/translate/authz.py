@@ -8,9 +8,10 @@ Pilotfish does not run: they are ignored (logged once).
 
 Evaluation order, as one filter per action: CUSTOM, AUDIT (RBAC ``LOG``), DENY, ALLOW. No ALLOW
 policy means no ALLOW filter (allow); an ALLOW policy whose rules match nothing denies; an ALLOW
-policy without rules (``spec: {}``) denies everything. CUSTOM needs an extension provider and
-Pilotfish has none: like Istio with an unknown provider, a CUSTOM policy fails closed (denies
-every request to the selected workloads) and the control plane logs why. The annotation
+policy without rules (``spec: {}``) denies everything. CUSTOM calls the mesh config's ext_authz
+provider (``extauthz``); when that cannot be built (an unknown provider, ...), like Istio, a
+CUSTOM policy fails closed (denies every request to the selected workloads) and the control
+plane logs why. The annotation
 ``istio.io/dry-run: "true"`` moves a policy to ``shadow_rules`` (evaluated, not enforced).
 
 Each rule becomes one RBAC policy ``ns[NS]-policy[NAME]-rule[I]``: its permissions are one entry
@@ -421,7 +422,7 @@ def _custom_deny_all(policies: Sequence[AuthorizationPolicy]) -> rbac_pb2.RBAC |
         warn_once(
             f"AuthorizationPolicy {obj.namespace}/{obj.name}",
             obj.revision,
-            "spec.action: CUSTOM is not supported (no extension providers); "
+            "spec.action: CUSTOM: no usable extension provider; "
             "requests to the selected workloads are denied",
         )
     if not custom:
@@ -483,13 +484,17 @@ def http_rbac_filters(
     return push.memo((_cache_key(proxy, port, False), custom_handled), compute)
 
 
-def network_rbac_filters(push: PushContext, proxy: Proxy, port: int | None) -> list[lc.Filter]:
-    """RBAC network filters for a TCP chain of ``proxy`` serving ``port`` (before tcp_proxy)."""
+def network_rbac_filters(
+    push: PushContext, proxy: Proxy, port: int | None, custom_handled: bool = False
+) -> list[lc.Filter]:
+    """RBAC network filters for a TCP chain of ``proxy`` serving ``port`` (before tcp_proxy).
+    ``custom_handled``: the CUSTOM policies have their ext_authz network filter, or are left
+    out of TCP chains (HTTP providers, as Istio): no deny-all."""
 
     def compute() -> list[lc.Filter]:
         policies = applicable(push, proxy, push.authorization_policies)
         out = []
-        for r in all_rules(policies, Context(True, port)):
+        for r in all_rules(policies, Context(True, port), custom_handled):
             cfg = net_rbac_pb2.RBAC(stat_prefix=TCP_STAT_PREFIX)
             if r.rules is not None:
                 cfg.rules.CopyFrom(r.rules)
@@ -499,4 +504,4 @@ def network_rbac_filters(push: PushContext, proxy: Proxy, port: int | None) -> l
             out.append(lc.Filter(name=RBAC_NETWORK_FILTER, typed_config=pack(cfg)))
         return out
 
-    return push.memo(_cache_key(proxy, port, True), compute)
+    return push.memo((_cache_key(proxy, port, True), custom_handled), compute)

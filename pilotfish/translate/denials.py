@@ -107,7 +107,7 @@ def _jwt_rejected_by(key: str) -> str:
 
 def _rule_label(rule_id: str, custom: Sequence[str]) -> str:
     if rule_id == CUSTOM_DENY_POLICY:
-        return f"{', '.join(custom)} (CUSTOM: no extension provider)"
+        return f"{', '.join(custom)} (CUSTOM: no usable extension provider)"
     m = _RULE_ID.match(rule_id)
     return f"{m['ns']}/{m['name']} (rule {m['rule']})" if m else rule_id
 

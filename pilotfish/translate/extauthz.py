@@ -22,8 +22,15 @@ check request), ``includeRequestBodyInCheck`` (``with_request_body``),
 What fails closed (every request to the workload is denied, the reason logged once, as Istio
 does when it cannot build the filter): a provider that is not defined or not an ext_authz
 provider, CUSTOM policies of one workload naming different providers, a provider service that
-is not in the registry. TCP ports are not checked by an external authorizer here (Istio calls
-gRPC providers from a network filter): CUSTOM policies fail closed on them.
+is not in the registry.
+
+TCP ports, as Istio: an ``envoyExtAuthzGrpc`` provider is called from Envoy's ext_authz
+**network** filter (once per connection, before ``tcp_proxy``), behind a shadow network RBAC
+of the policies' rules (only the connections a rule selects are checked; HTTP-only fields of
+a rule are left out on TCP, so it selects more, as Istio builds CUSTOM rules like DENY ones);
+``failOpen`` and ``timeout`` apply, a denied connection is closed. An ``envoyExtAuthzHttp``
+provider cannot check a TCP connection: Istio leaves such policies out of TCP chains, and so
+does Pilotfish (logged once per policy, and ``apply`` warns about it).
 """
 
 from __future__ import annotations
@@ -32,14 +39,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2, http_uri_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
+from envoy.extensions.filters.network.ext_authz.v3 import ext_authz_pb2 as net_ext_authz_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as net_rbac_pb2
 from envoy.type.matcher.v3 import metadata_pb2, string_pb2, value_pb2
 from envoy.type.v3 import http_status_pb2
+from google.protobuf import duration_pb2
 
 from pilotfish.api.duration import parse_duration
 from pilotfish.api.hosts import resolve_host
@@ -52,6 +63,8 @@ from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.translate.authz import (
     RBAC_HTTP_FILTER,
+    RBAC_NETWORK_FILTER,
+    TCP_STAT_PREFIX,
     AuthorizationPolicy,
     Context,
     applicable,
@@ -60,9 +73,16 @@ from pilotfish.translate.authz import (
 )
 from pilotfish.translate.common import ClusterKey, duration, pack
 
-__all__ = ["EXT_AUTHZ_FILTER", "ext_authz_filters", "resolve_provider"]
+__all__ = [
+    "EXT_AUTHZ_FILTER",
+    "EXT_AUTHZ_NETWORK_FILTER",
+    "ext_authz_filters",
+    "ext_authz_network_filters",
+    "resolve_provider",
+]
 
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
+EXT_AUTHZ_NETWORK_FILTER = "envoy.filters.network.ext_authz"
 SHADOW_PREFIX = "istio_ext_authz_"
 POLICY_PREFIX = "istio-ext-authz"
 #: Istio's default time to wait for the authorizer.
@@ -140,34 +160,19 @@ def _buffer(body: BufferSettings) -> ext_authz_pb2.BufferSettings:
 def ext_authz_config(resolved: Resolved) -> ext_authz_pb2.ExtAuthz:
     """The ext_authz filter for one provider (checking only what the shadow RBAC marked)."""
     cfg = resolved.config
-    timeout = duration(parse_duration(cfg.timeout) if cfg.timeout else DEFAULT_TIMEOUT_SECONDS)
+    timeout = _timeout(resolved)
     out = ext_authz_pb2.ExtAuthz(
         transport_api_version=config_source_pb2.V3,
         failure_mode_allow=bool(cfg.failOpen),
         status_on_error=http_status_pb2.HttpStatus(
             code=int(cfg.statusOnError) if cfg.statusOnError else 403
         ),
-        filter_enabled_metadata=metadata_pb2.MetadataMatcher(
-            filter=RBAC_HTTP_FILTER,
-            path=[
-                metadata_pb2.MetadataMatcher.PathSegment(
-                    key=f"{SHADOW_PREFIX}shadow_effective_policy_id"
-                )
-            ],
-            value=_prefix_value(POLICY_PREFIX),
-        ),
+        filter_enabled_metadata=_checked_by(RBAC_HTTP_FILTER),
     )
     if cfg.includeRequestBodyInCheck is not None:
         out.with_request_body.CopyFrom(_buffer(cfg.includeRequestBodyInCheck))
     if isinstance(cfg, EnvoyExternalAuthorizationGrpcProvider):
-        out.grpc_service.CopyFrom(
-            grpc_service_pb2.GrpcService(
-                envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(
-                    cluster_name=resolved.cluster, authority=resolved.host
-                ),
-                timeout=timeout,
-            )
-        )
+        out.grpc_service.CopyFrom(_grpc_service(resolved))
         return out
     http = out.http_service
     http.server_uri.CopyFrom(
@@ -204,6 +209,85 @@ def _prefix_value(prefix: str) -> value_pb2.ValueMatcher:
     return value_pb2.ValueMatcher(string_match=string_pb2.StringMatcher(prefix=prefix))
 
 
+def _checked_by(rbac_filter: str) -> metadata_pb2.MetadataMatcher:
+    """Run the check only when the shadow RBAC ``rbac_filter`` matched a CUSTOM rule."""
+    return metadata_pb2.MetadataMatcher(
+        filter=rbac_filter,
+        path=[
+            metadata_pb2.MetadataMatcher.PathSegment(
+                key=f"{SHADOW_PREFIX}shadow_effective_policy_id"
+            )
+        ],
+        value=_prefix_value(POLICY_PREFIX),
+    )
+
+
+def _timeout(resolved: Resolved) -> duration_pb2.Duration:
+    cfg = resolved.config
+    return duration(parse_duration(cfg.timeout) if cfg.timeout else DEFAULT_TIMEOUT_SECONDS)
+
+
+def _grpc_service(resolved: Resolved) -> grpc_service_pb2.GrpcService:
+    return grpc_service_pb2.GrpcService(
+        envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(
+            cluster_name=resolved.cluster, authority=resolved.host
+        ),
+        timeout=_timeout(resolved),
+    )
+
+
+def ext_authz_network_config(resolved: Resolved) -> net_ext_authz_pb2.ExtAuthz:
+    """The ext_authz network filter of a gRPC provider (checking only what the shadow network
+    RBAC marked), as Istio builds it."""
+    return net_ext_authz_pb2.ExtAuthz(
+        stat_prefix=TCP_STAT_PREFIX,
+        grpc_service=_grpc_service(resolved),
+        failure_mode_allow=bool(resolved.config.failOpen),
+        transport_api_version=config_source_pb2.V3,
+        filter_enabled_metadata=_checked_by(RBAC_NETWORK_FILTER),
+    )
+
+
+def _resolve_for(push: PushContext, custom: Sequence[AuthorizationPolicy]) -> Resolved | None:
+    """The one provider of ``custom`` (the CUSTOM policies of one workload), or None (each
+    policy's problem logged once): the caller then fails closed."""
+    names = {p.spec.provider.name if p.spec.provider is not None else "" for p in custom}
+    problem: str | None = None
+    resolved: Resolved | str = ""
+    if len(names) > 1:
+        problem = (
+            "CUSTOM policies of one workload name different providers "
+            f"({', '.join(sorted(names))}); Istio allows one"
+        )
+    else:
+        resolved = resolve_provider(push, next(iter(names)))
+        if isinstance(resolved, str):
+            problem = resolved
+    if problem is not None or not isinstance(resolved, Resolved):
+        for obj in custom:
+            warn_once(
+                f"AuthorizationPolicy {obj.namespace}/{obj.name}",
+                obj.revision,
+                f"spec.provider: {problem}; requests to the selected workloads are denied",
+            )
+        return None
+    return resolved
+
+
+def _shadow_rules(
+    custom: Sequence[AuthorizationPolicy], port: int | None, tcp: bool
+) -> rbac_pb2.RBAC:
+    shadow = rbac_pb2.RBAC(action=rbac_pb2.RBAC.Action.DENY)
+    for obj in custom:
+        ctx = Context(tcp, port, obj.namespace)
+        for i, rule in enumerate(obj.spec.rules):
+            policy = rule_policy(rule, ctx, rbac_pb2.RBAC.Action.DENY)
+            if policy is not None:
+                name = f"{POLICY_PREFIX}-ns[{obj.namespace}]-policy[{obj.name}]-rule[{i}]"
+                shadow.policies[name].CopyFrom(policy)
+    return shadow
+
+
 def ext_authz_filters(
     push: PushContext, proxy: Proxy, port: int | None
 ) -> list[hcm_pb2.HttpFilter] | None:
@@ -214,35 +298,13 @@ def ext_authz_filters(
         custom = _custom_policies(push, proxy)
         if not custom:
             return []
-        names = {p.spec.provider.name if p.spec.provider is not None else "" for p in custom}
-        problem: str | None = None
-        resolved: Resolved | str = ""
-        if len(names) > 1:
-            problem = (
-                "CUSTOM policies of one workload name different providers "
-                f"({', '.join(sorted(names))}); Istio allows one"
-            )
-        else:
-            resolved = resolve_provider(push, next(iter(names)))
-            if isinstance(resolved, str):
-                problem = resolved
-        if problem is not None or not isinstance(resolved, Resolved):
-            for obj in custom:
-                warn_once(
-                    f"AuthorizationPolicy {obj.namespace}/{obj.name}",
-                    obj.revision,
-                    f"spec.provider: {problem}; requests to the selected workloads are denied",
-                )
+        resolved = _resolve_for(push, custom)
+        if resolved is None:
             return None
-        shadow = rbac_pb2.RBAC(action=rbac_pb2.RBAC.Action.DENY)
-        for obj in custom:
-            ctx = Context(False, port, obj.namespace)
-            for i, rule in enumerate(obj.spec.rules):
-                policy = rule_policy(rule, ctx, rbac_pb2.RBAC.Action.DENY)
-                if policy is not None:
-                    name = f"{POLICY_PREFIX}-ns[{obj.namespace}]-policy[{obj.name}]-rule[{i}]"
-                    shadow.policies[name].CopyFrom(policy)
-        rbac = http_rbac_pb2.RBAC(shadow_rules=shadow, shadow_rules_stat_prefix=SHADOW_PREFIX)
+        rbac = http_rbac_pb2.RBAC(
+            shadow_rules=_shadow_rules(custom, port, tcp=False),
+            shadow_rules_stat_prefix=SHADOW_PREFIX,
+        )
         return [
             hcm_pb2.HttpFilter(name=RBAC_HTTP_FILTER, typed_config=pack(rbac)),
             hcm_pb2.HttpFilter(
@@ -251,4 +313,46 @@ def ext_authz_filters(
         ]
 
     key = ("ext_authz", proxy.namespace, tuple(sorted(proxy.labels.items())), port)
+    return push.memo(key, compute)
+
+
+def ext_authz_network_filters(
+    push: PushContext, proxy: Proxy, port: int | None
+) -> list[lc.Filter] | None:
+    """The shadow network RBAC and ext_authz network filters of ``proxy``'s CUSTOM policies
+    for a TCP chain serving ``port``: ``[]`` when no CUSTOM policy applies, or when the
+    provider is an HTTP one (Istio leaves those out of TCP chains); None when they cannot be
+    built (the caller then fails closed)."""
+
+    def compute() -> list[lc.Filter] | None:
+        custom = _custom_policies(push, proxy)
+        if not custom:
+            return []
+        resolved = _resolve_for(push, custom)
+        if resolved is None:
+            return None
+        if not isinstance(resolved.config, EnvoyExternalAuthorizationGrpcProvider):
+            for obj in custom:
+                warn_once(
+                    f"AuthorizationPolicy {obj.namespace}/{obj.name}",
+                    obj.revision,
+                    f'spec.provider: "{resolved.name}" is an envoyExtAuthzHttp provider, which '
+                    "cannot check TCP connections: TCP ports of the selected workloads are not "
+                    "checked by it (as in Istio)",
+                )
+            return []
+        rbac = net_rbac_pb2.RBAC(
+            stat_prefix=TCP_STAT_PREFIX,
+            shadow_rules=_shadow_rules(custom, port, tcp=True),
+            shadow_rules_stat_prefix=SHADOW_PREFIX,
+        )
+        return [
+            lc.Filter(name=RBAC_NETWORK_FILTER, typed_config=pack(rbac)),
+            lc.Filter(
+                name=EXT_AUTHZ_NETWORK_FILTER,
+                typed_config=pack(ext_authz_network_config(resolved)),
+            ),
+        ]
+
+    key = ("ext_authz_tcp", proxy.namespace, tuple(sorted(proxy.labels.items())), port)
     return push.memo(key, compute)

@@ -42,7 +42,7 @@ from pilotfish.model.push_context import PushContext
 from pilotfish.translate.authn import jwt_authn_filters
 from pilotfish.translate.authz import http_rbac_filters, network_rbac_filters
 from pilotfish.translate.common import duration, given, pack, proto_duration
-from pilotfish.translate.extauthz import ext_authz_filters
+from pilotfish.translate.extauthz import ext_authz_filters, ext_authz_network_filters
 from pilotfish.translate.telemetry import (
     HEADER_TO_METADATA,
     HcmTelemetry,
@@ -216,5 +216,11 @@ def inbound_http_filters(
 
 
 def inbound_network_filters(push: PushContext, proxy: Proxy, port: int | None) -> list[lc.Filter]:
-    """Network RBAC filters to put before ``tcp_proxy`` on an inbound TCP chain for ``port``."""
-    return network_rbac_filters(push, proxy, port)
+    """The security network filters to put before ``tcp_proxy`` on an inbound TCP chain for
+    ``port``: the CUSTOM policies' shadow RBAC and ext_authz (gRPC providers), then RBAC for
+    AUDIT, DENY and ALLOW policies."""
+    custom = ext_authz_network_filters(push, proxy, port)
+    return [
+        *(custom or []),
+        *network_rbac_filters(push, proxy, port, custom_handled=custom is not None),
+    ]

@@ -162,7 +162,7 @@ FIELDS: dict[str, dict[str, Decision]] = {
         "RouteDestination.weight": E,
         "L4MatchAttributes.destinationSubnets": _GATEWAY_ONLY_WARNED,
         "L4MatchAttributes.port": E,
-        "L4MatchAttributes.sourceSubnet": W("tcp matches: not applied"),
+        "L4MatchAttributes.sourceSubnet": _GATEWAY_ONLY_WARNED,
         "L4MatchAttributes.sourceLabels": _GATEWAY_ONLY_WARNED,
         "L4MatchAttributes.gateways": E,
         "L4MatchAttributes.sourceNamespace": _GATEWAY_ONLY_WARNED,
@@ -429,7 +429,9 @@ FIELDS: dict[str, dict[str, Decision]] = {
         "AuthorizationPolicySpec.targetRefs": _N6,
         "AuthorizationPolicySpec.rules": E,
         "AuthorizationPolicySpec.action": Decision(
-            "enforced", "CUSTOM: the mesh config's ext_authz provider; HTTP ports only"
+            "enforced",
+            "CUSTOM: the mesh config's ext_authz provider; on TCP ports gRPC providers only "
+            "(HTTP ones leave TCP unchecked, as Istio; warned)",
         ),
         "AuthorizationPolicySpec.provider": E,
         "ExtensionProvider.name": E,

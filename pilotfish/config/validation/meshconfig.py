@@ -24,12 +24,18 @@ from pilotfish.api.meshconfig import (
     mesh_config_of_values,
 )
 from pilotfish.api.profiles import PROFILES, VALUES_COMPONENT_KEYS
+from pilotfish.api.security import AuthorizationPolicySpec
 from pilotfish.api.telemetry import ProviderRef, Telemetry
 from pilotfish.config.validation.common import Errors, duration_error
 from pilotfish.config.validation.destinationrule import locality_lb
 from pilotfish.errors import FieldError
 
-__all__ = ["cel_error", "telemetry_provider_errors", "validate_istio_operator"]
+__all__ = [
+    "cel_error",
+    "custom_provider_warnings",
+    "telemetry_provider_errors",
+    "validate_istio_operator",
+]
 
 #: What each Telemetry section may use, by provider kind.
 SECTION_KINDS = {
@@ -218,6 +224,25 @@ def _provider_refs(t: Telemetry) -> Iterator[tuple[str, str, str]]:
         index[section] = i + 1
         for j, ref in enumerate(providers):
             yield section, f"spec.{section}[{i}].providers[{j}].name", ref.name
+
+
+def custom_provider_warnings(spec: AuthorizationPolicySpec, mesh: MeshConfig) -> list[FieldError]:
+    """What a CUSTOM AuthorizationPolicy's provider does not check, against the stored mesh
+    config: an ``envoyExtAuthzHttp`` provider never sees TCP connections (Istio leaves the
+    policy out of TCP filter chains)."""
+    if spec.action != "CUSTOM" or spec.provider is None:
+        return []
+    provider = mesh.provider(spec.provider.name or "")
+    if provider is None or provider.envoyExtAuthzHttp is None:
+        return []
+    return [
+        FieldError(
+            "spec.provider",
+            f'"{provider.name}" is an envoyExtAuthzHttp provider: it checks HTTP requests only; '
+            "TCP connections to the selected workloads are not checked by it (as in Istio); "
+            "use an envoyExtAuthzGrpc provider to check them",
+        )
+    ]
 
 
 def telemetry_provider_errors(t: Telemetry, mesh: MeshConfig) -> list[FieldError]:

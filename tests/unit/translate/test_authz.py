@@ -145,7 +145,7 @@ def test_custom_fails_closed_and_is_logged(caplog: pytest.LogCaptureFixture) -> 
         "principals": [{"any": True}],
     }
     assert "AuthorizationPolicy default/ext-z" in caplog.text
-    assert "CUSTOM is not supported" in caplog.text
+    assert "CUSTOM: no usable extension provider" in caplog.text
 
 
 def test_several_policies_and_rules_merge_into_one_filter_per_action() -> None:

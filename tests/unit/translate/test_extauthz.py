@@ -166,3 +166,75 @@ def test_provider_validation() -> None:
     assert any(p.endswith("envoyExtAuthzHttp.pathPrefix") for p in errors)
     cleared = mesh(HTTP + "\n        clearRouteCache: true")[0]
     assert any(w.path.endswith("clearRouteCache") for w in validate(cleared).warnings)
+
+
+def tcp_filters(docs: list[dict[str, Any]]) -> list[str]:
+    """The network filters before tcp_proxy on the backend's TCP port 9090."""
+    services = [service("backend", ports=[{"name": "tcp", "port": 9090}]), SERVICES[1]]
+    res = generate(BACKEND, push_for(services + docs))
+    inbound = res[LISTENER_TYPE]["virtualInbound"]
+    for chain in inbound.filter_chains:
+        if chain.filter_chain_match.destination_port.value == 9090:
+            return [f for f in chain.filters if f.name != "envoy.filters.network.tcp_proxy"]
+    raise AssertionError("no TCP chain for 9090")
+
+
+TCP_POLICY = from_yaml(
+    """
+kind: AuthorizationPolicy
+metadata: {name: ext, namespace: default}
+spec:
+  selector: {matchLabels: {app: backend}}
+  action: CUSTOM
+  provider: {name: authz}
+  rules: [{to: [{operation: {ports: ["9090"]}}]}]
+"""
+)
+
+
+def test_grpc_provider_on_tcp_is_the_ext_authz_network_filter() -> None:
+    from envoy.extensions.filters.network.ext_authz.v3 import ext_authz_pb2 as net_ext_authz_pb2
+    from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as net_rbac_pb2
+
+    filters = tcp_filters(
+        mesh(GRPC.replace("port: 9000", "port: 9000\n        failOpen: true")) + TCP_POLICY
+    )
+    assert [f.name for f in filters] == [
+        "envoy.filters.network.rbac",
+        "envoy.filters.network.ext_authz",
+    ]
+    shadow = net_rbac_pb2.RBAC()
+    filters[0].typed_config.Unpack(shadow)
+    assert not shadow.HasField("rules")
+    assert list(shadow.shadow_rules.policies) == ["istio-ext-authz-ns[default]-policy[ext]-rule[0]"]
+    cfg = net_ext_authz_pb2.ExtAuthz()
+    filters[1].typed_config.Unpack(cfg)
+    assert cfg.grpc_service.envoy_grpc.cluster_name == (
+        "outbound|9000||ext-authz.default.svc.cluster.local"
+    )
+    assert cfg.failure_mode_allow is True
+    assert cfg.filter_enabled_metadata.filter == "envoy.filters.network.rbac"
+
+
+def test_http_provider_leaves_tcp_unchecked_and_a_bad_one_denies() -> None:
+    # As Istio: an HTTP provider cannot check a connection; the policy is left out.
+    assert tcp_filters(mesh(HTTP) + TCP_POLICY) == []
+    [deny] = tcp_filters(TCP_POLICY)  # the provider is not defined: fail closed
+    assert deny.name == "envoy.filters.network.rbac"
+
+
+def test_apply_warns_that_an_http_provider_leaves_tcp_unchecked() -> None:
+    from pilotfish.api.meshconfig import MeshConfig
+    from pilotfish.api.security import AuthorizationPolicySpec
+    from pilotfish.config.validation.meshconfig import custom_provider_warnings
+
+    spec = AuthorizationPolicySpec.model_validate(TCP_POLICY[0]["spec"])
+
+    def warned(provider: str) -> list[str]:
+        config = mesh(provider)[0]["spec"]["meshConfig"]
+        return [str(w) for w in custom_provider_warnings(spec, MeshConfig.model_validate(config))]
+
+    [warning] = warned(HTTP)
+    assert warning.startswith('spec.provider: "authz" is an envoyExtAuthzHttp provider')
+    assert "TCP connections" in warning
+    assert warned(GRPC) == []
