@@ -3,7 +3,9 @@
 What the bootstrap holds (everything else arrives over ADS):
 
 - ``node``: id, cluster and metadata rendered from :class:`~pilotfish.api.node.NodeInfo`
-  (the control plane parses them back with ``NodeInfo.from_node``).
+  (the control plane parses them back with ``NodeInfo.from_node``), plus ``ADMIN_PORT`` and
+  ``SYSTEM_ROOTS`` (the host's CA bundle: the one thing read from the host, which of the usual
+  bundle files exists, unless ``system_ca_file`` names one).
 - ``admin`` on ``127.0.0.1:<admin_port>`` only.
 - ``dynamic_resources``: ADS (Delta by default, SotW selectable) over the static ``xds-grpc``
   cluster; CDS and LDS come through ADS with an ``initial_fetch_timeout``.
@@ -37,7 +39,7 @@ from typing import Any
 import yaml
 
 from pilotfish.agent.settings import SDS_CLUSTER, XDS_CLUSTER, AgentSettings, HostPort, XdsTls
-from pilotfish.api.node import ADMIN_PORT_METADATA
+from pilotfish.api.node import ADMIN_PORT_METADATA, SYSTEM_ROOTS_CANDIDATES, SYSTEM_ROOTS_METADATA
 from pilotfish.api.peer import HISTOGRAM_BUCKETS
 from pilotfish.api.typeurls import type_url
 from pilotfish.identity.sds_protocol import ROOT_SECRET
@@ -86,7 +88,12 @@ def render_bootstrap(
             "cluster": node.cluster,
             # ADMIN_PORT: where this Envoy's admin listens on 127.0.0.1 (of the proxy's
             # network namespace), so that `pilotfish proxy-config` can find it.
-            "metadata": {**node.metadata(), ADMIN_PORT_METADATA: str(settings.admin_port)},
+            # SYSTEM_ROOTS: the host's CA bundle, for TLS origination without a CA.
+            "metadata": {
+                **node.metadata(),
+                ADMIN_PORT_METADATA: str(settings.admin_port),
+                **_system_roots(settings),
+            },
         },
         "admin": {"address": socket_address("127.0.0.1", settings.admin_port)},
         "dynamic_resources": {
@@ -157,6 +164,17 @@ def render_bootstrap(
         },
         "stats_flush_interval": "5s",
     }
+
+
+def _system_roots(settings: AgentSettings) -> dict[str, str]:
+    """``SYSTEM_ROOTS``: ``--system-ca-file``, else the first system bundle that exists (none
+    found: the control plane assumes Debian's, and Envoy refuses clusters that need it)."""
+    if settings.system_ca_file is not None:
+        return {SYSTEM_ROOTS_METADATA: str(settings.system_ca_file)}
+    for candidate in SYSTEM_ROOTS_CANDIDATES:
+        if Path(candidate).is_file():
+            return {SYSTEM_ROOTS_METADATA: candidate}
+    return {}
 
 
 def write_bootstrap(

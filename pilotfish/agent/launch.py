@@ -25,7 +25,7 @@ _OPTIONS = frozenset({
     "xds_api", "initial_fetch_timeout_s", "admin_port", "readiness_port", "agent_port",
     "concurrency", "drain_seconds", "log_level", "log_path", "envoy_user", "app_command",
     "app_http_proxy_env",
-    "app_metrics",
+    "app_metrics", "system_ca_file",
 })  # fmt: skip
 _IDENTITY_OPTIONS = frozenset({"token_file", "cert_ttl"})
 _NODE_FIXED = ("domain_suffix", "trust_domain", "extra")
@@ -111,6 +111,8 @@ def agent_argv(s: AgentSettings) -> list[str]:
         argv.append("--http-proxy-env")
     if s.envoy_user is not None:
         argv += ["--envoy-user", s.envoy_user]
+    if s.system_ca_file is not None:
+        argv += ["--system-ca-file", str(s.system_ca_file)]
     if s.app_metrics is not None:
         if s.app_metrics.host != "127.0.0.1":
             raise ValueError("pilotfish proxy scrapes the app's metrics on 127.0.0.1 only")

@@ -170,6 +170,9 @@ class AgentSettings:
     log_path: Path | None = None
     #: Run Envoy as this user (a dedicated proxy user for capture rules); needs root.
     envoy_user: str | None = None
+    #: The CA bundle that stands for the host's system roots (TLS origination without a CA
+    #: verifies with it); ``None``: the first of the usual system bundles that exists.
+    system_ca_file: Path | None = None
 
     #: Explicit mode: the workload's command, started once Envoy is ready.
     app_command: tuple[str, ...] = ()

@@ -27,6 +27,21 @@ from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX, DEFAULT_TRUST_DOMAIN
 #: Node metadata key with the port of the proxy's Envoy admin on 127.0.0.1 (in the proxy's own
 #: network namespace); an extra key, kept in :attr:`NodeInfo.extra`.
 ADMIN_PORT_METADATA = "ADMIN_PORT"
+#: Node metadata key with the CA bundle file the proxy's host trusts (its system roots); an
+#: extra key, kept in :attr:`NodeInfo.extra`. TLS origination without a CA of its own
+#: verifies servers with it, as Istio verifies with the system roots.
+SYSTEM_ROOTS_METADATA = "SYSTEM_ROOTS"
+#: The system roots when a proxy does not say (Debian's bundle, ``ca-certificates``).
+DEFAULT_SYSTEM_ROOTS = "/etc/ssl/certs/ca-certificates.crt"
+#: Where Linux distributions keep the system roots, as Istio's agent looks for them.
+SYSTEM_ROOTS_CANDIDATES = (
+    DEFAULT_SYSTEM_ROOTS,
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+)
 
 ProxyType = Literal["sidecar", "router"]
 InterceptionMode = Literal["REDIRECT", "NONE"]
@@ -70,6 +85,11 @@ class NodeInfo:
         """The Envoy admin port the agent announced (``ADMIN_PORT``), if any."""
         raw = str(self.extra.get(ADMIN_PORT_METADATA) or "")
         return int(raw) if raw.isdigit() else None
+
+    @property
+    def system_roots(self) -> str:
+        """The CA bundle of the proxy's host (``SYSTEM_ROOTS``), else Debian's."""
+        return str(self.extra.get(SYSTEM_ROOTS_METADATA) or DEFAULT_SYSTEM_ROOTS)
 
     @property
     def cluster(self) -> str:

@@ -100,6 +100,7 @@ def build_settings(
     envoy_log_path: Path | None = None,
     http_proxy_env: bool = False,
     envoy_user: str | None = None,
+    system_ca_file: Path | None = None,
     token_file: Path | None = None,
     cert_ttl: str = "24h",
     app_command: Sequence[str] = (),
@@ -192,6 +193,7 @@ def build_settings(
             app_command=tuple(app_command),
             app_http_proxy_env=http_proxy_env,
             envoy_user=envoy_user,
+            system_ca_file=system_ca_file,
             app_metrics=(
                 AppMetrics(app_metrics_port, app_metrics_path or "/metrics")
                 if app_metrics_port is not None
@@ -440,6 +442,13 @@ _LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "critical", "off"]
     "--envoy-user",
     metavar="USER",
     help="Run Envoy as USER (a dedicated proxy user that capture rules exclude; needs root).",
+)
+@click.option(
+    "--system-ca-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The CA bundle Envoy trusts as the system roots (a DestinationRule's TLS origination "
+    "without a CA verifies servers with it)  [default: the host's bundle, "
+    "/etc/ssl/certs/ca-certificates.crt on Debian]",
 )
 @click.option(
     "--app-metrics-port",

@@ -43,6 +43,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 
 from pilotfish.api.mesh import DEFAULT_TRUST_DOMAIN
+from pilotfish.api.node import DEFAULT_SYSTEM_ROOTS
 from pilotfish.api.peer import ENDPOINT_FIELDS, SERVICE_FIELDS, pack_fields, workload_values
 from pilotfish.api.workloads import locality_from_labels
 from pilotfish.model.config import DestinationRuleConfig
@@ -114,6 +115,8 @@ class ClientTls:
 
     identity: bool = False
     trust_domain: str = DEFAULT_TRUST_DOMAIN
+    #: The CA bundle of the client's host (its system roots).
+    system_roots: str = DEFAULT_SYSTEM_ROOTS
 
 
 NO_CLIENT_TLS = ClientTls()
@@ -150,6 +153,7 @@ def upstream_transport_socket(
         mesh_sni=sni,
         mesh_sans=sans,
         client_identity=client.identity,
+        system_roots=client.system_roots,
     )
     if not tls.auto:
         return tls

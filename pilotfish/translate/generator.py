@@ -82,7 +82,9 @@ class ProxyConfig:
 
 
 def client_tls(proxy: Proxy) -> ClientTls:
-    return ClientTls(has_workload_identity(proxy.labels), proxy.node.trust_domain)
+    return ClientTls(
+        has_workload_identity(proxy.labels), proxy.node.trust_domain, proxy.node.system_roots
+    )
 
 
 def _clusters_and_endpoints(push: PushContext, proxy: Proxy, out: Resources) -> set[str]:

@@ -39,6 +39,7 @@ from google.protobuf import struct_pb2
 from pilotfish.api.credentials import credential_resource_names
 from pilotfish.api.destinationrule import ClientTLSSettings
 from pilotfish.api.networking import ServerTLSSettings
+from pilotfish.api.node import DEFAULT_SYSTEM_ROOTS
 from pilotfish.translate.common import duration, pack
 
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
@@ -233,11 +234,14 @@ def client_tls(
     mesh_sni: str,
     mesh_sans: Sequence[str],
     client_identity: bool,
+    system_roots: str = DEFAULT_SYSTEM_ROOTS,
 ) -> UpstreamTls:
     """A DestinationRule ``trafficPolicy.tls`` (ClientTLSSettings) as an upstream socket.
 
     ``DISABLE`` is plaintext; ``SIMPLE`` verifies the server with ``caCertificates`` (a file
-    on the proxy's host) or ``credentialName`` (``kubernetes://<name>-cacert`` over ADS);
+    on the proxy's host) or ``credentialName`` (``kubernetes://<name>-cacert`` over ADS),
+    else with ``system_roots`` (the CA bundle of the proxy's host), as Istio does with
+    ``VERIFY_CERTIFICATE_AT_CLIENT`` (its default since 1.20);
     ``MUTUAL`` adds the client certificate (``clientCertificate``/``privateKey`` files, or
     ``kubernetes://<name>``); ``ISTIO_MUTUAL`` is mesh mTLS to every endpoint. ``sni``,
     ``subjectAltNames`` and ``insecureSkipVerify`` as Istio. No mode: auto mTLS.
@@ -279,10 +283,9 @@ def client_tls(
                     private_key=base_pb2.DataSource(filename=tls.privateKey),
                 )
             )
-        if not skip_verify and (tls.caCertificates or sans):
+        if not skip_verify:
             vc = common.validation_context
-            if tls.caCertificates:
-                vc.trusted_ca.filename = tls.caCertificates
+            vc.trusted_ca.filename = tls.caCertificates or system_roots
             vc.match_typed_subject_alt_names.extend(san_matchers(sans))
     # ClientTLSSettings has no protocol versions: TLS 1.2 to 1.3.
     common.tls_params.CopyFrom(tls_params(TLS.TLSv1_2, TLS.TLSv1_3))

@@ -27,7 +27,9 @@ from tests.e2e.external import External, external_host
 pytestmark = pytest.mark.e2e
 
 #: The tasks' host names; the external DNS server answers them with the external host.
-NAMES = ["httpbin.org", "edition.cnn.com", "www.google.com", "api.example.test"]
+NAMES = [
+    "httpbin.org", "edition.cnn.com", "www.google.com", "api.example.test", "rr.example.test",
+]  # fmt: skip
 
 #: Istio's "Accessing External Services" task, as written.
 HTTPBIN_ENTRY = """
@@ -287,6 +289,86 @@ spec:
     code, body = curl(mesh, "http://api.example.test:8080/x")
     assert code == "200"
     assert body == "external tls=False host=api.example.test:8080 path=/x"
+
+
+def test_resolution_none_dns_round_robin_and_workload_selector(
+    world: tuple[Mesh, External], tmp_path: Path
+) -> None:
+    """Under REGISTRY_ONLY, each resolution mode lets through what its entry declares:
+    ``NONE`` the address the app dialled (ORIGINAL_DST), ``DNS_ROUND_ROBIN`` the host resolved
+    by the pod's name server (one address at a time, LOGICAL_DNS), and ``STATIC`` with a
+    ``workloadSelector`` the WorkloadEntries it selects."""
+    mesh, ext = world
+    apply(mesh, tmp_path, REGISTRY_ONLY)
+    raw = f"http://{ext.ip}/raw"
+    # No entry declares the external address: blocked (connection closed, no HTTP answer).
+    settle(lambda: curl(mesh, raw)[0] == "000" or curl(mesh, raw), "raw address blocked")
+    apply(
+        mesh,
+        tmp_path,
+        f"""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: raw-none}}
+spec:
+  hosts: [raw.example.test]
+  addresses: ["{ext.ip}/32"]
+  location: MESH_EXTERNAL
+  ports: [{{number: 80, name: tcp, protocol: TCP}}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: rr}}
+spec:
+  hosts: [rr.example.test]
+  location: MESH_EXTERNAL
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: DNS_ROUND_ROBIN
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: ext-vm, labels: {{app: ext-vm}}}}
+spec:
+  address: {ext.ip}
+  labels: {{app: ext-vm}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: selected}}
+spec:
+  hosts: [vm.example.test]
+  location: MESH_INTERNAL
+  ports: [{{number: 8080, name: http, protocol: HTTP, targetPort: 80}}]
+  resolution: STATIC
+  workloadSelector: {{labels: {{app: ext-vm}}}}
+""",
+    )
+    expected = {
+        raw: f"external tls=False host={ext.ip} path=/raw",
+        "http://rr.example.test/rr": "external tls=False host=rr.example.test path=/rr",
+        "http://vm.example.test:8080/vm": "external tls=False host=vm.example.test:8080 path=/vm",
+    }
+
+    def answers() -> dict[str, tuple[str, str]]:
+        return {url: curl(mesh, url) for url in expected}
+
+    settle(
+        lambda: all(a == ("200", expected[u]) for u, a in answers().items()) or answers(),
+        "NONE, DNS_ROUND_ROBIN and workloadSelector entries",
+    )
+    # Each went through its own cluster (not a passthrough).
+    assert proxy_stat(mesh, "cluster.outbound|80||raw.example.test.upstream_rq_total") == 0
+    assert proxy_stat(mesh, "cluster.outbound|80||raw.example.test.upstream_cx_total") > 0
+    assert proxy_stat(mesh, "cluster.outbound|80||rr.example.test.upstream_rq_200") > 0
+    assert proxy_stat(mesh, "cluster.outbound|8080||vm.example.test.upstream_rq_200") > 0
+    # The WorkloadEntry no longer selected: no endpoint left (503 from the sidecar).
+    mesh.cli("delete", "workloadentry", "ext-vm", check=True)
+    settle(
+        lambda: curl(mesh, "http://vm.example.test:8080/vm")[0] == "503", "entry without endpoints"
+    )
+    for name in ("raw-none", "rr", "selected"):
+        mesh.cli("delete", "serviceentry", name, check=False)
 
 
 #: Istio's "Egress Gateways" task (HTTP), as written.

@@ -13,6 +13,7 @@ import yaml
 from pilotfish.agent.bootstrap import (
     ADMIN_CLUSTER,
     AGENT_CLUSTER,
+    _system_roots,
     duration,
     render_bootstrap,
     write_bootstrap,
@@ -68,7 +69,9 @@ def test_node_id_cluster_and_metadata_round_trip() -> None:
     metadata = json.loads(json.dumps(boot["node"]["metadata"]))
     parsed = NodeInfo.from_node(boot["node"]["id"], metadata)
     # ... plus where its Envoy admin listens, for `pilotfish proxy-config`.
-    assert parsed == replace(node, extra={**node.extra, ADMIN_PORT_METADATA: "15000"})
+    assert parsed == replace(
+        node, extra={**node.extra, ADMIN_PORT_METADATA: "15000", **_system_roots(_settings())}
+    )
     assert parsed.admin_port == 15000
 
 
@@ -86,7 +89,21 @@ def test_router_node_round_trip() -> None:
     boot = render_bootstrap(_settings(node=node))
     assert boot["node"]["id"].startswith("router~127.0.0.1~ingressgateway.istio-system~")
     parsed = NodeInfo.from_node(boot["node"]["id"], boot["node"]["metadata"])
-    assert parsed == replace(node, extra={ADMIN_PORT_METADATA: "15000"})
+    assert parsed == replace(
+        node, extra={ADMIN_PORT_METADATA: "15000", **_system_roots(_settings())}
+    )
+
+
+def test_system_roots_are_the_hosts_bundle_or_the_option(tmp_path: Path) -> None:
+    # Debian's bundle on this host (the default), or the file --system-ca-file names.
+    default = NodeInfo.from_node(
+        "sidecar~1.2.3.4~p.ns~ns.svc.cluster.local",
+        render_bootstrap(_settings())["node"]["metadata"],
+    )
+    assert default.system_roots == "/etc/ssl/certs/ca-certificates.crt"
+    bundle = tmp_path / "roots.pem"
+    own = render_bootstrap(_settings(system_ca_file=bundle))["node"]["metadata"]
+    assert own["SYSTEM_ROOTS"] == str(bundle)
 
 
 def test_admin_is_loopback_only_on_the_configured_port() -> None:

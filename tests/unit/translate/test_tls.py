@@ -123,6 +123,27 @@ def test_destination_rule_modes() -> None:
     assert not ctx.common_tls_context.tls_certificates
 
 
+def test_simple_without_a_ca_verifies_with_the_proxys_system_roots() -> None:
+    def validation(tls: dict[str, Any], **node: Any) -> common_pb2.CertificateValidationContext:
+        cluster = generate(client(**node), push_for([*DOCS, dr(tls)]))[CLUSTER_TYPE][REVIEWS]
+        common = upstream(cluster.transport_socket).common_tls_context
+        assert not common.HasField("combined_validation_context")
+        return common.validation_context
+
+    # As Istio (VERIFY_CERTIFICATE_AT_CLIENT): the system roots, Debian's unless the proxy
+    # names its host's bundle.
+    assert validation({"mode": "SIMPLE"}).trusted_ca.filename == (
+        "/etc/ssl/certs/ca-certificates.crt"
+    )
+    own = validation({"mode": "SIMPLE"}, extra={"SYSTEM_ROOTS": "/etc/pki/tls/cert.pem"})
+    assert own.trusted_ca.filename == "/etc/pki/tls/cert.pem"
+    sans = validation({"mode": "SIMPLE", "subjectAltNames": ["r.example"]})
+    assert sans.trusted_ca.filename == "/etc/ssl/certs/ca-certificates.crt"
+    assert sans.match_typed_subject_alt_names[0].matcher.exact == "r.example"
+    # insecureSkipVerify: no validation at all.
+    assert validation({"mode": "SIMPLE", "insecureSkipVerify": True}).ByteSize() == 0
+
+
 def test_mutual_with_credential_name_serves_the_secret_over_ads() -> None:
     docs = [
         *DOCS,
