@@ -243,6 +243,11 @@ def test_tcp_shifting_and_tls_sni_routes_on_sidecars(mesh: Mesh, tmp_path: Path)
     settle(lambda: connections(mesh, tester, 9000) == {"one": 20}, "another subnet")
     apply(mesh, tmp_path, routing(100, 0, {"destinationSubnets": [f"{vip}/32"]}))
     settle(lambda: connections(mesh, sleep, 9000) == {"two": 20}, "the VIP's subnet")
+    # ... and on the caller's address (sourceSubnet).
+    tester_ip = {p["metadata"]["name"]: p["status"]["podIP"] for p in mesh.pods()}[tester]
+    apply(mesh, tmp_path, routing(100, 0, {"sourceSubnet": f"{tester_ip}/32"}))
+    settle(lambda: connections(mesh, tester, 9000) == {"two": 20}, "the tester's address")
+    assert connections(mesh, sleep, 9000) == {"one": 20}
 
 
 # A plain TCP echo (``one hello``) on 9000, for the RBAC test.
