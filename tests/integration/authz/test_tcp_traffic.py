@@ -101,7 +101,9 @@ def test_tcp_semantics_of_http_only_fields(
             mesh.cp.cli("delete", "authorizationpolicy", name, "--ignore-not-found")
 
 
-GRPC_PROVIDER_APP = str(Path(__file__).parent.parent / "ext_authz_grpc_provider.py")
+# Next to this file: the folder above holds an ``xds`` test package that would shadow
+# xds-protos' ``xds`` in the provider's process.
+GRPC_PROVIDER_APP = str(Path(__file__).with_name("ext_authz_grpc_provider.py"))
 PROVIDER_ARGV = (sys.executable, GRPC_PROVIDER_APP, "--host", "{ip}", "--port", "{port}")
 
 GRPC_PROVIDER_SERVICE = """
