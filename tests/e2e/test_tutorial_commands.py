@@ -80,6 +80,12 @@ def test_tutorial_commands_on_the_demo_profile(tmp_path_factory: pytest.TempPath
         ).stdout
         assert "server.live: 1" in stats
 
+        # kubectl apply -f samples/addons: on the demo profile every addon runs already
+        out = mesh.cli("apply", "-f", str(REPO / "samples" / "addons")).stdout
+        assert f"prometheus running already: {mesh.prometheus}" in out, out
+        assert f"dashboard running already: {mesh.dashboard}" in out, out
+        assert "trace collector running already" in out, out
+
         # istioctl dashboard kiali (no display: the link is printed)
         out = mesh.cli("dashboard", "kiali").stdout
         assert f"{mesh.dashboard}/login/" in out
