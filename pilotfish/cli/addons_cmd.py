@@ -83,9 +83,10 @@ def apply_addons(bodies: list[dict[str, Any]], enable: bool, dry_run: bool = Fal
     opts = load_up_options(state_dir)
     if opts is None:
         _fail(
-            f"the addons ({names}) are parts of the local mesh, and none runs with data "
-            f"directory {data_dir}: start one with `sudo pilotfish install` (its demo and "
-            "default profiles include them) or `sudo pilotfish up`"
+            f"the addons ({names}) are parts of the local mesh, and no mesh that `pilotfish "
+            f"up` or `install` started (recording its options in {state_dir}/up-options.json) "
+            f"runs with data directory {data_dir}: start one with `sudo pilotfish install` "
+            "(its demo and default profiles include them) or `sudo pilotfish up`"
         )
     if os.geteuid() != 0:
         _fail(
