@@ -232,6 +232,15 @@ class ProxyConnection:
     def set_target(self, snapshot: Snapshot) -> None:
         """The snapshot first requests are answered from (at connect, before any push)."""
         self.target = snapshot
+        self._track_on_demand()
+
+    def _track_on_demand(self) -> None:
+        """On-demand names apply to Delta streams only: a SotW proxy cannot ask for them."""
+        if not self.delta:
+            return
+        on_demand = self.target.on_demand
+        for type_url, state in self.types.items():
+            state.on_demand = on_demand.get(type_url, frozenset())
 
     def handle_request(self, request: Request) -> list[Response]:
         """Process one request from the proxy; returns the responses to send, in order."""
@@ -242,6 +251,8 @@ class ProxyConnection:
         state = self.types.get(type_url)
         if state is None:
             state = self.types[type_url] = TypeState(type_url)
+            if self.delta:
+                state.on_demand = self.target.on_demand.get(type_url, frozenset())
         now = self._clock()
         if isinstance(request, discovery_pb2.DeltaDiscoveryRequest):
             verdict = classify_delta(state, request, now)
@@ -269,6 +280,7 @@ class ProxyConnection:
         if self.busy:
             raise RuntimeError("a push is already being delivered on this connection")
         self.target = snapshot
+        self._track_on_demand()
         scope = _with_rewarm(request.scope, snapshot)
         requested = {
             t: s for t, s in self.types.items() if s.requested and (scope is None or t in scope)
@@ -389,6 +401,11 @@ class ProxyConnection:
             if verdict.kind is Kind.INITIAL and state.wildcard:
                 # On reconnect the proxy declares what it has; drop what no longer exists.
                 removed = sorted(n for n in state.have if n not in available)
+            if state.type_url == CLUSTER_TYPE and state.wildcard:
+                # A cluster asked for by name (on-demand CDS) that does not exist: saying so
+                # lets the waiting request go on at once instead of after Envoy's timeout.
+                missing = {n for n in verdict.added if n not in available}
+                removed = sorted(set(removed) | missing)
             if not names and not removed and verdict.kind is not Kind.INITIAL:
                 return None
             return self._respond(state, names, removed)

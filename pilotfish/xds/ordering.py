@@ -44,13 +44,15 @@ Hashes = Mapping[str, str]
 
 @dataclass(frozen=True)
 class Subscription:
-    """What a proxy asked for on one type: everything (wildcard) or these names."""
+    """What a proxy asked for on one type: everything (wildcard) or these names. A wildcard
+    leaves out ``on_demand`` names (on-demand CDS) unless they are asked for by name."""
 
     wildcard: bool
     names: frozenset[str] = frozenset()
+    on_demand: frozenset[str] = frozenset()
 
     def covers(self, name: str) -> bool:
-        return self.wildcard or name in self.names
+        return name in self.names or (self.wildcard and name not in self.on_demand)
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,11 @@ class Step:
 
 
 def changed_names(have: Hashes, want: Hashes, sub: Subscription) -> frozenset[str]:
-    """Names the proxy subscribes to whose wanted content differs from what it has."""
-    return frozenset(n for n, h in want.items() if sub.covers(n) and have.get(n) != h)
+    """Names the proxy subscribes to (or has: an on-demand cluster it holds is kept up to
+    date) whose wanted content differs from what it has."""
+    return frozenset(
+        n for n, h in want.items() if have.get(n) != h and (sub.covers(n) or n in have)
+    )
 
 
 def plan_push(

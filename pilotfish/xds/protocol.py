@@ -80,13 +80,20 @@ class TypeState:
     #: Names sent before the proxy subscribed to them (Delta: load assignments of new
     #: clusters sent with the clusters); no longer listed once it subscribes.
     presented: set[str] = field(default_factory=set)
+    #: Names a wildcard subscription leaves out until asked for by name (Delta, on-demand
+    #: CDS; set by the connection from its snapshot).
+    on_demand: frozenset[str] = frozenset()
 
     @property
     def subscription(self) -> Subscription:
-        return Subscription(self.wildcard, self.names)
+        return Subscription(self.wildcard, self.names, self.on_demand)
 
     def covers(self, name: str) -> bool:
-        return self.wildcard or name in self.names
+        """Subscribed by name, or by the wildcard; an on-demand name the proxy already has
+        stays covered (it is kept up to date)."""
+        if name in self.names:
+            return True
+        return self.wildcard and (name not in self.on_demand or name in self.have)
 
     def record_sent(
         self, nonce: str, seq: int, version: str, now: float, names: tuple[str, ...] = ()

@@ -53,6 +53,27 @@ SHORT_NAMES: Mapping[str, str] = {
 
 #: type URL -> {resource name -> message}
 Resources = Mapping[str, Mapping[str, Message]]
+
+
+class Generated(dict[str, dict[str, Message]]):
+    """Resources, and per type the names a proxy gets only by asking for them by name
+    (on-demand CDS: left out of a Delta proxy's wildcard set until it subscribes to one).
+    A generator may return this instead of a plain mapping."""
+
+    def __init__(
+        self,
+        resources: Mapping[str, dict[str, Message]],
+        on_demand: Mapping[str, frozenset[str]] | None = None,
+    ) -> None:
+        super().__init__(resources)
+        self.on_demand: Mapping[str, frozenset[str]] = dict(on_demand or {})
+
+
+def on_demand_of(resources: Resources) -> Mapping[str, frozenset[str]]:
+    """The on-demand names of generated resources (none for a plain mapping)."""
+    return resources.on_demand if isinstance(resources, Generated) else {}
+
+
 #: Pure function from a proxy to its resources. May be slow-ish; it runs off the event loop.
 Generator = Callable[[NodeInfo], Resources]
 
@@ -155,6 +176,7 @@ class ResourceCache:
         self._updates: weakref.WeakValueDictionary[Hashable, EntryMap] = (
             weakref.WeakValueDictionary()
         )
+        self._name_sets: OrderedDict[frozenset[str], frozenset[str]] = OrderedDict()
 
     def share(self, type_url: str, entries: Mapping[str, Entry]) -> EntryMap:
         """The one map holding exactly ``entries`` (proxies of one view share it)."""
@@ -196,6 +218,18 @@ class ResourceCache:
             with self._lock:
                 self._updates[change] = out
         return out
+
+    def names(self, names: frozenset[str]) -> frozenset[str]:
+        """One shared set for equal sets of names (the on-demand names of proxies of one view)."""
+        with self._lock:
+            found = self._name_sets.get(names)
+            if found is None:
+                found = self._name_sets[names] = names
+                while len(self._name_sets) > self._memo_size:
+                    self._name_sets.popitem(last=False)
+            else:
+                self._name_sets.move_to_end(names)
+            return found
 
     @property
     def size(self) -> int:
@@ -245,6 +279,8 @@ class Snapshot:
     entries: Mapping[str, Mapping[str, Entry]]
     #: cluster name -> the ClusterLoadAssignment name it needs (EDS clusters only).
     eds_of_cluster: Mapping[str, str] = field(default_factory=dict)
+    #: type URL -> names a Delta proxy gets only once it asks for them by name.
+    on_demand: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def get(self, type_url: str) -> Mapping[str, Entry]:
         return self.entries.get(type_url, {})
@@ -264,13 +300,17 @@ def build_snapshot(resources: Resources, cache: ResourceCache) -> Snapshot:
         # once; for the others this is one dictionary lookup per resource. Proxies that get
         # the same entries share one map.
         entries[type_url] = cache.share(type_url, cache.intern_all(type_url, by_name))
-    return _snapshot(entries)
+    on_demand = {t: cache.names(n) for t, n in on_demand_of(resources).items() if n}
+    return _snapshot(entries, on_demand)
 
 
-def _snapshot(entries: Mapping[str, Mapping[str, Entry]]) -> Snapshot:
+def _snapshot(
+    entries: Mapping[str, Mapping[str, Entry]],
+    on_demand: Mapping[str, frozenset[str]] | None = None,
+) -> Snapshot:
     clusters = entries.get(CLUSTER_TYPE)
     eds_of = clusters.eds_of if isinstance(clusters, EntryMap) else _eds_of(clusters or {})
-    return Snapshot(entries=entries, eds_of_cluster=eds_of)
+    return Snapshot(entries=entries, eds_of_cluster=eds_of, on_demand=on_demand or {})
 
 
 def _eds_of(entries: Mapping[str, Entry]) -> dict[str, str]:
@@ -308,7 +348,16 @@ def update_snapshot(
             continue
         fresh = cache.intern_all(type_url, {n: by_name[n] for n in names if n in by_name})
         entries[type_url] = cache.updated(type_url, previous.get(type_url), names, fresh)
-    return _snapshot(entries)
+    # The generator returns the on-demand names of every type it generated, whole.
+    on_demand = dict(previous.on_demand)
+    generated = on_demand_of(resources)
+    for type_url in types:
+        names_of = generated.get(type_url)
+        if names_of:
+            on_demand[type_url] = cache.names(names_of)
+        else:
+            on_demand.pop(type_url, None)
+    return _snapshot(entries, on_demand)
 
 
 def _eds_service_name(cluster: cluster_pb2.Cluster) -> str | None:
