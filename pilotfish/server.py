@@ -62,7 +62,7 @@ from pilotfish.translate.explain import ExplainRequest, explain_request
 from pilotfish.translate.generator import ALL_TYPES
 from pilotfish.xds import SECRET_TYPE, DiscoveryServer, PushRequest, XdsSettings
 from pilotfish.xds.push import Scope
-from pilotfish.xds.resources import short_name
+from pilotfish.xds.resources import CLUSTER_TYPE, Generated, short_name
 from pilotfish.xds.secrets import secrets_for
 from pilotfish.xds.server import StreamRefused
 
@@ -207,6 +207,8 @@ def proxy_resources(
     resources = dict(config.resources)
     if SECRET_TYPE in types:
         resources[SECRET_TYPE] = dict(secrets_for(push).generate(node, config.secret_names))
+    if config.on_demand:
+        return Generated(resources, {CLUSTER_TYPE: config.on_demand})
     return resources
 
 

@@ -217,6 +217,11 @@ class MeshConfig(Model):
     #: none of which matched; a token rejected by ``jwt_authn`` names its
     #: RequestAuthentication; each also in the ``x-pilotfish-denied-by`` response header.
     namePolicyInDenials: bool = False
+    #: Pilotfish's own setting (not Istio's; off by default): a sidecar on a Delta xDS stream
+    #: receives the clusters of HTTP services only when it first routes a request to one
+    #: (Envoy's on-demand CDS), so it holds what it calls rather than the whole mesh. TCP
+    #: services, gateways and SotW proxies always get every cluster (see docs/sidecar.md).
+    onDemandClusters: bool = False
 
     def provider(self, name: str) -> ExtensionProvider | None:
         """The declared provider ``name``, or the built-in one of that name."""

@@ -22,6 +22,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.on_demand.v3 import on_demand_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
@@ -54,6 +55,9 @@ from pilotfish.translate.telemetry import (
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
 ROUTER_FILTER = "envoy.filters.http.router"
+ON_DEMAND_FILTER = "envoy.filters.http.on_demand"
+#: How long a request waits for a cluster it is the first to use (Envoy's default).
+ON_DEMAND_TIMEOUT_S = 5.0
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 
 HCM = hcm_pb2.HttpConnectionManager
@@ -142,12 +146,27 @@ def cors_per_route(cors: CorsPolicy) -> any_pb2.Any | None:
     return pack(policy)
 
 
-def http_filters(security: Sequence[hcm_pb2.HttpFilter] = ()) -> list[hcm_pb2.HttpFilter]:
-    """The HCM's filters: ``security`` (jwt_authn, RBAC) first, then fault, CORS, router."""
+def on_demand_filter() -> hcm_pb2.HttpFilter:
+    """Envoy's on-demand CDS over ADS: a request routed to a cluster the proxy does not have
+    yet waits (up to ``ON_DEMAND_TIMEOUT_S``) while Envoy asks for that cluster by name, then
+    goes on (see ``pilotfish.translate.ondemand``)."""
+    config = on_demand_pb2.OnDemand()
+    config.odcds.source.ads.SetInParent()
+    config.odcds.source.resource_api_version = config_source_pb2.V3
+    config.odcds.timeout.CopyFrom(duration(ON_DEMAND_TIMEOUT_S))
+    return hcm_pb2.HttpFilter(name=ON_DEMAND_FILTER, typed_config=pack(config))
+
+
+def http_filters(
+    security: Sequence[hcm_pb2.HttpFilter] = (), *, on_demand: bool = False
+) -> list[hcm_pb2.HttpFilter]:
+    """The HCM's filters: ``security`` (jwt_authn, RBAC) first, then fault, CORS, the
+    on-demand cluster filter (outbound, with the mesh's ``onDemandClusters``), router."""
     return [
         *security,
         hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=pack(fault_pb2.HTTPFault())),
         hcm_pb2.HttpFilter(name=CORS_FILTER, typed_config=pack(cors_pb2.Cors())),
+        *([on_demand_filter()] if on_demand else []),
         hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router())),
     ]
 
@@ -161,10 +180,12 @@ def http_connection_manager(
     security_filters: Sequence[hcm_pb2.HttpFilter] = (),
     telemetry: HcmTelemetry | None = None,
     local_reply: hcm_pb2.LocalReplyConfig | None = None,
+    on_demand: bool = False,
 ) -> hcm_pb2.HttpConnectionManager:
     """An HCM that takes its routes from RDS over ADS (``route_config_name``) or inline;
     ``security_filters`` (from ``inbound_http_filters``) run before the others; ``telemetry``
-    adds Istio's metrics, access logs and tracing (and, inbound, the peer header edge first)."""
+    adds Istio's metrics, access logs and tracing (and, inbound, the peer header edge first);
+    ``on_demand`` fetches a routed cluster the proxy lacks (on-demand CDS)."""
     edge: list[hcm_pb2.HttpFilter] = []
     if telemetry is not None and telemetry.peer_edge:
         edge.append(HttpFilter(name=HEADER_TO_METADATA, typed_config=pack(peer_metadata_filter())))
@@ -178,7 +199,7 @@ def http_connection_manager(
     hcm = HCM(
         stat_prefix=stat_prefix,
         codec_type=HCM.CodecType.AUTO,
-        http_filters=http_filters([*edge, *security_filters]),
+        http_filters=http_filters([*edge, *security_filters], on_demand=on_demand),
     )
     if telemetry is not None:
         hcm.access_log.extend(telemetry.access_logs)

@@ -32,6 +32,7 @@ from pilotfish.api.typeurls import (
 )
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
+from pilotfish.translate import ondemand
 from pilotfish.translate.clusters import (
     ClientTls,
     inbound_cluster,
@@ -79,6 +80,9 @@ class ProxyConfig:
     resources: Resources
     #: The ``kubernetes://`` secrets ``resources`` refer to over ADS, sorted.
     secret_names: tuple[str, ...]
+    #: Clusters sent only when the proxy asks for them by name (on-demand CDS; empty unless
+    #: the mesh config's ``onDemandClusters`` is on, see ``ondemand``).
+    on_demand: frozenset[str] = frozenset()
 
 
 def client_tls(proxy: Proxy) -> ClientTls:
@@ -205,8 +209,17 @@ def generate_config(
         config = generate_router(proxy, push)
         apply_patches(proxy, push, config.resources)
         return config
-    config = generate_sidecar(proxy, push, types)
-    apply_patches(proxy, push, config.resources, types)
+    lazy = ondemand.enabled(push, proxy) and CLUSTER_TYPE in types
+    # Which clusters are on demand depends on what the listeners name: they are generated too.
+    wanted = types | {LISTENER_TYPE} if lazy else types
+    config = generate_sidecar(proxy, push, wanted)
+    apply_patches(proxy, push, config.resources, wanted)
+    if lazy:
+        resources = config.resources
+        names = ondemand.on_demand_clusters(
+            resources[CLUSTER_TYPE], resources[LISTENER_TYPE].values()
+        )
+        return ProxyConfig(resources, config.secret_names, names)
     return config
 
 

@@ -55,6 +55,7 @@ from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.model.sidecar import SidecarScope
 from pilotfish.registry.types import Protocol, Service, parse_protocol, select_protocol
+from pilotfish.translate import ondemand
 from pilotfish.translate.common import (
     BLACKHOLE_CLUSTER,
     INBOUND_CAPTURE,
@@ -164,6 +165,8 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
     """``virtualOutbound`` (shared by the proxies of a namespace unless TCP rules use labels)."""
     scope = proxy.sidecar_scope(push)
 
+    on_demand = ondemand.enabled(push, proxy)
+
     def compute() -> Listener:
         chains: list[lc.FilterChain] = []
         tcp_logs = client_tcp_logs(push, proxy)
@@ -177,6 +180,7 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
                             stat_prefix=f"outbound_0.0.0.0_{port}",
                             route_config_name=str(port),
                             telemetry=client_http(push, proxy, serves_grpc(scope, port)),
+                            on_demand=on_demand,
                         )
                     ],
                 )
@@ -281,6 +285,7 @@ def explicit_outbound(push: PushContext, proxy: Proxy) -> Listener:
                         stat_prefix=f"outbound_127.0.0.1_{port}",
                         route_config_name=str(port),
                         telemetry=client_http(push, proxy, serves_grpc(proxy.sidecar_scope(push))),
+                        on_demand=ondemand.enabled(push, proxy),
                     )
                 ]
             )
@@ -311,6 +316,7 @@ def bound_egress_listeners(push: PushContext, proxy: Proxy) -> list[Listener]:
                                 telemetry=client_http(
                                     push, proxy, serves_grpc(proxy.sidecar_scope(push), port)
                                 ),
+                                on_demand=ondemand.enabled(push, proxy),
                             )
                         ]
                     )

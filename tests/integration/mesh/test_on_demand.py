@@ -1,0 +1,145 @@
+"""On-demand clusters (mesh config ``onDemandClusters``) on real traffic through real Envoys.
+
+A client in a mesh of many services holds no outbound cluster until it calls one; its first
+call to a service it never called answers 200 through the mesh with the service's routing
+rules (a header match to a subset, a weighted split over subsets) applied, and afterwards it
+holds exactly the clusters its calls used (Envoy's ``/clusters``).
+"""
+
+from __future__ import annotations
+
+import collections
+
+import httpx
+
+from tests.integration.harness import Mesh, Sidecar, eventually
+
+ON_DEMAND = """
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {name: on-demand, namespace: istio-system}
+spec:
+  meshConfig: {onDemandClusters: true}
+"""
+
+FILLERS = 40
+
+SERVICES = """
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings}
+spec:
+  selector: {app: ratings}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  - {name: v3, labels: {version: v3}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - headers:
+        end-user: {exact: jason}
+    route:
+    - destination: {host: reviews, subset: v2}
+  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: 50
+    - destination: {host: reviews, subset: v3}
+      weight: 50
+""" + "".join(
+    f"""---
+apiVersion: v1
+kind: Service
+metadata: {{name: filler-{i}}}
+spec:
+  selector: {{app: filler-{i}}}
+  ports: [{{name: http, port: 8080}}]
+"""
+    for i in range(FILLERS)
+)
+
+REVIEWS = "reviews.default.svc.cluster.local"
+
+
+def outbound_clusters(sc: Sidecar) -> set[str]:
+    dump = httpx.get(f"http://127.0.0.1:{sc.admin_port}/clusters?format=json", timeout=5).json()
+    names = {c["name"] for c in dump.get("cluster_statuses", [])}
+    return {n for n in names if n.startswith("outbound|")}
+
+
+def routes_of(sc: Sidecar) -> set[str]:
+    """The virtual hosts of the sidecar's route configurations (its /config_dump)."""
+    dump = httpx.get(f"http://127.0.0.1:{sc.admin_port}/config_dump", timeout=5).json()
+    out: set[str] = set()
+    for section in dump["configs"]:
+        for rc in section.get("dynamic_route_configs", []):
+            out |= {v["name"] for v in rc["route_config"].get("virtual_hosts", [])}
+    return out
+
+
+def test_a_sidecar_holds_only_the_clusters_it_called_and_first_calls_follow_the_rules(
+    mesh: Mesh,
+) -> None:
+    mesh.apply(ON_DEMAND + "---" + SERVICES)
+    for v in ("v1", "v2", "v3"):
+        mesh.add(f"reviews-{v}", {"app": "reviews", "version": v})
+    mesh.add("ratings", {"app": "ratings"})
+    client = mesh.add("productpage", {"app": "productpage"}, app_port=None)
+    # The routes of every service are there (routing rules apply from the first request);
+    # no outbound cluster is, in a mesh of FILLERS + 2 services.
+    eventually(lambda: f"{REVIEWS}:9080" in routes_of(client), what="routes")
+    assert f"filler-{FILLERS - 1}.default.svc.cluster.local:8080" in routes_of(client)
+    assert outbound_clusters(client) == set()
+
+    # The first call ever, with a header match to subset v2: answered by v2.
+    first = client.request("reviews:9080", headers={"end-user": "jason"})
+    assert first.status_code == 200, first.text
+    assert first.json()["version"] == "v2"
+    assert outbound_clusters(client) == {f"outbound|9080|v2|{REVIEWS}"}
+
+    # The weighted split: its first call reaches v1 or v3 (never v2), and both in time.
+    seen: collections.Counter[str] = collections.Counter()
+
+    def both_halves() -> bool:
+        r = client.request("reviews:9080")
+        assert r.status_code == 200, r.text
+        seen[r.json()["version"]] += 1
+        return {"v1", "v3"} <= set(seen)
+
+    eventually(both_halves, what="both halves of the split")
+    assert set(seen) == {"v1", "v3"}
+
+    # A service of its own, with a body on the first request.
+    r = httpx.post(
+        f"http://127.0.0.1:{client.outbound_port}/rate",
+        headers={"Host": "ratings:9080"},
+        content=b'{"stars": 5}',
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["name"] == "ratings"
+    assert outbound_clusters(client) == {
+        f"outbound|9080|v1|{REVIEWS}",
+        f"outbound|9080|v2|{REVIEWS}",
+        f"outbound|9080|v3|{REVIEWS}",
+        "outbound|9080||ratings.default.svc.cluster.local",
+    }
