@@ -319,21 +319,24 @@ def test_up_on_a_half_running_mesh_starts_what_is_missing(mesh: Mesh) -> None:
 
 
 def _pod_processes(pod: str) -> dict[str, int]:
-    """The sidecar agent's and its Envoy's pids of a pod."""
+    """The sidecar agent's and its Envoy's pids of a pod: the Envoy whose bootstrap is in the
+    pod's work directory (``<run dir>/<pod>.<namespace>/``), and its parent, the agent (an
+    agent forked by the runtime's zygote has no ``--pod-name`` in its command line)."""
     found: dict[str, int] = {}
+    marker = f"/{pod}.{NS}/".encode()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            stat = (proc / "stat").read_text()
         except OSError:
             continue
-        if b"--pod-name" in cmd and cmd[cmd.index(b"--pod-name") + 1] == pod.encode():
-            found["agent"] = int(proc.name)
-    if "agent" in found:
-        envoys = _envoy_under(found["agent"])
-        if envoys:
-            found["envoy"] = envoys[0]
+        if b"envoy" in cmd[0] and any(marker in arg for arg in cmd):
+            found["envoy"] = int(proc.name)
+            found["agent"] = int(stat.rsplit(")", 1)[1].split()[1])
+        elif b"--pod-name" in cmd and cmd[cmd.index(b"--pod-name") + 1] == pod.encode():
+            found.setdefault("agent", int(proc.name))
     return found
 
 
