@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import (
     Processes,
+    cpu_seconds,
     cpu_split,
     machine,
     ratio,
@@ -108,7 +109,30 @@ async def _worker(target: str, roots: str | None, count: int, services: int) -> 
             say(event="error", error=repr(errors[0]), failed=len(errors))
             return
         await asyncio.sleep(0.05)
-    say(event="synced", started=started, at=time.monotonic())
+    synced_at = time.monotonic()
+    # Then until every proxy holds every proxy's endpoint (each is an endpoint of one
+    # Service): the pushes that the connections asked for have reached everyone.
+    names = [f"outbound|9080||{HOST.format(f'svc-{i}')}" for i in range(services)]
+    counts: dict[int, int] = {}
+
+    def endpoints_held(c: AdsClient) -> int:
+        total = 0
+        for name in names:
+            cla = c.endpoints.get(name)
+            if cla is None:
+                continue
+            n = counts.get(id(cla))
+            if n is None:
+                n = counts[id(cla)] = sum(len(lb.lb_endpoints) for lb in cla.endpoints)
+            total += n
+        return total
+
+    while not all(endpoints_held(c) >= count for c in clients):
+        if time.monotonic() - synced_at > 600:
+            say(event="error", error="endpoints did not converge within 600 s", failed=0)
+            return
+        await asyncio.sleep(0.25)
+    say(event="synced", started=started, at=synced_at, converged=time.monotonic())
 
     def arrival(c: AdsClient, type_url: str, name: str, since: float) -> float | None:
         for r in reversed(c.received):
@@ -258,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--proxies", type=int, default=1000)
     parser.add_argument("--services", type=int, default=1000)
-    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--reps", type=int, default=10, help="0: the storm and memory only.")
     parser.add_argument("--quick", action="store_true", help="20 proxies, 20 services, 2 reps.")
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--workdir", type=Path)
@@ -291,10 +315,17 @@ def main(argv: list[str] | None = None) -> int:
             workdir / "proxies.log",
         )
         try:
+            cpu_before = cpu_seconds(cp.pid)
             with ApiProbe(api) as probe:
                 msg = worker.read()
+            storm_cpu = cpu_seconds(cp.pid) - cpu_before
             sync_s = msg["at"] - msg["started"]
-            print(f"  {n} proxies connected and synced in {sync_s:.1f}s", flush=True)
+            converged_s = msg["converged"] - msg["started"]
+            print(
+                f"  {n} proxies connected and synced in {sync_s:.1f}s, each holding every "
+                f"proxy's endpoint after {converged_s:.1f}s",
+                flush=True,
+            )
             time.sleep(2.0)
             rss = rss_mb(cp.pid)
             per_proxy = (rss - baseline) / n
@@ -323,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     api_p99 = percentile(probe.latencies, 99)
     rows: list[list[object]] = []
     for kind, values in results.items():
+        if not values:  # --reps 0: the storm and memory only
+            continue
         med, p99 = statistics.median(values), percentile(values, 99)
         rows.append(
             [
@@ -348,6 +381,15 @@ def main(argv: list[str] | None = None) -> int:
             ratio(sync_s, SYNC_TARGET_S),
         ]
     )
+    rows.append(
+        [
+            "storm: every proxy holds every endpoint",
+            f"{converged_s:.1f} s",
+            "",
+            "",
+        ]
+    )
+    rows.append(["storm: control-plane CPU", f"{storm_cpu:.1f} s", "", ""])
     rows.append(
         [
             f"API p99 during the storm ({len(probe.latencies)} calls)",

@@ -74,6 +74,11 @@ log = logging.getLogger("pilotfish.server")
 #: How long a sidecar registered by its xDS connection keeps its endpoint after the
 #: connection closed (a reconnection within it changes nothing).
 SIDECAR_RECONNECT_GRACE_S = 5.0
+#: How old the endpoints of a proxy's generated config may be (seconds): sidecars that connect
+#: or leave within this long share one push context instead of each rebuilding it (a storm of
+#: reconnecting proxies rebuilds it a few times a second, not once per proxy); each of those
+#: changes also asks for a push, which brings the endpoints to everyone within the debounce.
+ENDPOINT_STALENESS_S = 0.5
 
 
 def split_address(addr: str, default_port: int) -> tuple[str, int]:
@@ -287,6 +292,7 @@ class Mesh:
             extra_services=[identity.add_to_server] if identity is not None else [],
             metrics=self.metrics,
             planner=self.plan,
+            prepare=self.prepare,
             scoped_generator=self.generate_types,
             admit=self._admit,
         )
@@ -294,6 +300,10 @@ class Mesh:
         self._generated: dict[str, tuple[int, float]] = {}
         #: The context the last push was planned from (changes are measured against it).
         self._planned: PushContext | None = None
+        #: The context the next plan compares with ``_planned`` (built by ``prepare``).
+        self._prepared: PushContext | None = None
+        #: See ``ENDPOINT_STALENESS_S``.
+        self.endpoint_staleness = ENDPOINT_STALENESS_S
 
     def _admit(self, node: NodeInfo, metadata: Mapping[str, Any]) -> None:
         """A proxy asking to register into a WorkloadGroup must show a workload token bound to
@@ -359,7 +369,9 @@ class Mesh:
         return self.generate_types(node, ALL_TYPES)
 
     def generate_types(self, node: NodeInfo, types: frozenset[str]) -> Resources:
-        context = self.source.current()
+        # Sidecars connecting or leaving within ``endpoint_staleness`` share one context; the
+        # push each of those changes asks for brings its endpoints (see ``prepare``).
+        context = self.source.current(self.endpoint_staleness)
         self._at_revision(node.node_id, context.revision)
         return proxy_resources(node, context, types)
 
@@ -370,13 +382,20 @@ class Mesh:
         if old is None or old[0] <= revision:
             self._generated[node_id] = (revision, time.monotonic())
 
+    def prepare(self) -> None:
+        """Before a push lists the connected proxies: the context with every change so far.
+        A proxy that connects after the listing is generated from it or a newer one, and
+        those listed get what changed since the last plan, so none misses a change even when
+        its first config came from a context that lacked the latest endpoints."""
+        self._prepared = self.source.current()
+
     def plan(self, request: PushRequest, nodes: Sequence[NodeInfo]) -> Mapping[str, Scope | None]:
         """Which connected proxies a push reaches and what of each to regenerate: every proxy
         and everything for a full request (or the first one), else what the changes since the
         last plan can touch (``translate.dependencies``). Proxies left out are recorded at the
         new revision: nothing they receive changed."""
-        old, new = self._planned, self.source.current()
-        self._planned = new
+        new, self._prepared = self._prepared or self.source.current(), None
+        old, self._planned = self._planned, new
         if request.full or old is None:
             return dict.fromkeys((n.node_id for n in nodes), None)
         changes = Changes.between(old, new)
@@ -401,13 +420,14 @@ class Mesh:
 
         def changed(reason: str) -> None:
             # Not full: the planner reaches the proxies the changes can touch.
-            self.source.invalidate()
+            self.source.invalidate(endpoints_only=reason == "endpoint")
             self.xds.push(PushRequest.of(reason, full=False))
 
         def on_commit(_revision: int) -> None:
             loop.call_soon_threadsafe(changed, "config")
 
         def on_endpoints() -> None:
+            # Sidecars connecting or leaving: the registry's endpoints only.
             loop.call_soon_threadsafe(changed, "endpoint")
 
         self._unsubscribe.append(self.store.subscribe(on_commit))

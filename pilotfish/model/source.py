@@ -48,6 +48,8 @@ class PushContextSource:
         self._lock = threading.Lock()
         self._current: PushContext | None = None
         self._dirty = True
+        #: Monotonic time of the oldest endpoint change the current context lacks (None: none).
+        self._stale_since: float | None = None
         self._objects: dict[Key, StoredObject] | None = None
         self._revision = 0
         #: How many times a context was built (for tests and metrics).
@@ -76,14 +78,29 @@ class PushContextSource:
         self._revision = revision
         return revision, objects
 
-    def invalidate(self) -> None:
-        """Config or endpoints changed: the next ``current()`` rebuilds."""
-        self._dirty = True
+    def invalidate(self, *, endpoints_only: bool = False) -> None:
+        """Config or endpoints changed: the next ``current()`` rebuilds. With
+        ``endpoints_only`` (a sidecar connected or left), a ``current(max_staleness)`` within
+        that many seconds of the change may still return the context before it."""
+        if endpoints_only:
+            if self._stale_since is None:
+                self._stale_since = time.monotonic()
+        else:
+            self._dirty = True
 
-    def current(self) -> PushContext:
+    def current(self, max_staleness: float = 0.0) -> PushContext:
+        """The context of the store and registry as they are now, rebuilt if something
+        changed since the last build. ``max_staleness``: endpoint changes (``invalidate(
+        endpoints_only=True)``) younger than this many seconds do not force a rebuild; during a
+        connection storm, proxies connecting within that window share one context instead of
+        each rebuilding it, and the push that follows each change brings what they lack."""
         with self._lock:
-            if self._dirty or self._current is None:
+            stale = self._stale_since is not None and (
+                max_staleness <= 0 or time.monotonic() - self._stale_since >= max_staleness
+            )
+            if self._dirty or stale or self._current is None:
                 self._dirty = False
+                self._stale_since = None
                 started = time.monotonic()
                 revision, objects = self._read()
                 snapshot = self.registry.snapshot(objects)

@@ -89,12 +89,27 @@ def _endpoint(svc: Service, sp: ServicePort, w: Workload) -> Endpoint:
     )
 
 
+#: ``(hostname, port) -> (service, member workloads, endpoints)`` of a previous
+#: :func:`build_endpoints`, to hand back the same endpoint tuples for unchanged services.
+EndpointMemo = dict[tuple[str, int], tuple[Service, tuple[Workload, ...], tuple[Endpoint, ...]]]
+
+
 def build_endpoints(
     services: Mapping[str, Service],
     workloads: Iterable[Workload],
     entry_workloads: Mapping[str, list[Workload]],
+    memo: EndpointMemo | None = None,
 ) -> dict[tuple[str, int], tuple[Endpoint, ...]]:
-    """Endpoints of every service: selected workloads, entry endpoints, DNS hosts."""
+    """Endpoints of every service: selected workloads, entry endpoints, DNS hosts.
+
+    With ``memo`` (filled by the previous call), a service whose definition and member
+    workloads are the same objects as then gets the same endpoint tuple back: what depends
+    on it (clusters carried across push contexts) sees it unchanged by identity, and a
+    snapshot after one sidecar connected builds the endpoints of that sidecar's services
+    only."""
+    previous = dict(memo) if memo is not None else {}
+    if memo is not None:
+        memo.clear()
     # Workloads by namespace and by (namespace, label, value): a selector is matched against
     # the workloads carrying its first label only, not every workload of the namespace.
     by_label: dict[tuple[str, str, str], list[Workload]] = {}
@@ -111,7 +126,20 @@ def build_endpoints(
             candidates = by_label.get((svc.namespace, first, value), [])
             members.extend(w for w in candidates if w.matches(svc.selector))
         members.sort(key=lambda w: (w.address, w.uid))
+        members_t = tuple(members)
         for sp in svc.ports:
+            key = (svc.hostname, sp.port)
+            known = previous.get(key)
+            if (
+                known is not None
+                and known[0] is svc
+                and len(known[1]) == len(members_t)
+                and all(a is b for a, b in zip(known[1], members_t, strict=True))
+            ):
+                out[key] = known[2]
+                if memo is not None:
+                    memo[key] = known
+                continue
             eps = [_endpoint(svc, sp, w) for w in members]
             if (
                 not eps
@@ -131,7 +159,9 @@ def build_endpoints(
                         service_account="default",
                     )
                 ]
-            out[(svc.hostname, sp.port)] = tuple(eps)
+            out[key] = tuple(eps)
+            if memo is not None:
+                memo[key] = (svc, members_t, out[key])
     return out
 
 
@@ -151,12 +181,17 @@ class Registry:
         self._hostnames: set[str] = set()
         #: Connected sidecars that have been seen with their Pod object.
         self._pod_backed: set[str] = set()
+        #: The last snapshot's endpoints, reused for services whose members are the same.
+        self._endpoints: EndpointMemo = {}
+        #: Sidecars merged with their Pod: (sidecar, pod) -> merged, while both stay the same.
+        self._merged: dict[str, tuple[Workload, Workload, Workload]] = {}
 
     def detached(self) -> Registry:
         """A registry for a preview: the same connected sidecars and conversions, a copy of the
         VIPs, so snapshots of hypothetical objects change nothing here."""
         other = Registry(self.vips.copy(), self.sidecars, self.settings)
         other._cache = dict(self._cache)
+        other._endpoints = dict(self._endpoints)
         other._hostnames = set(self._hostnames)
         return other
 
@@ -217,7 +252,13 @@ class Registry:
                 # A workload that registered into a WorkloadGroup: its entry has its name.
                 pod = workloads.pop(f"WorkloadEntry/{w.namespace}/{w.name}", None)
             if pod is not None:
-                w = _merge_pod(w, pod)
+                known = self._merged.get(w.uid)
+                if known is not None and known[0] is w and known[1] is pod:
+                    w = known[2]
+                else:
+                    merged = _merge_pod(w, pod)
+                    self._merged[w.uid] = (w, pod, merged)
+                    w = merged
                 self._pod_backed.add(w.uid)
             elif w.uid in self._pod_backed:
                 # Its Pod was deleted: the pod is terminating (its apps stop once every proxy
@@ -225,13 +266,14 @@ class Registry:
                 w = replace(w, healthy=False)
             workloads[w.uid] = w
         self._pod_backed &= connected
+        self._merged = {k: v for k, v in self._merged.items() if k in self._pod_backed}
         # Forget conversions of objects that are gone; release VIPs of vanished hostnames.
         self._cache = {k: v for k, v in self._cache.items() if k in seen}
         gone = self._hostnames - set(services)
         for host in gone:
             self.vips.release(host)
         self._hostnames = set(services)
-        endpoints = build_endpoints(services, workloads.values(), entry_workloads)
+        endpoints = build_endpoints(services, workloads.values(), entry_workloads, self._endpoints)
         return RegistrySnapshot(
             services=MappingProxyType(services),
             endpoints=MappingProxyType(endpoints),

@@ -38,11 +38,15 @@ def workload_from_node(node: NodeInfo) -> Workload:
 
 
 class ConnectedSidecars:
-    """Thread-safe set of connected sidecars. ``version`` grows on every change."""
+    """Thread-safe set of connected sidecars. ``version`` grows on every change.
+
+    Each sidecar's :class:`Workload` is made once, when it connects, and the same object is
+    returned until it changes: a registry snapshot costs a lookup per sidecar, and endpoints
+    of unchanged services are recognized by identity (``build_endpoints``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._nodes: dict[str, tuple[NodeInfo, int]] = {}
+        self._nodes: dict[str, tuple[NodeInfo, int, Workload]] = {}
         self._listeners: list[Callable[[], None]] = []
         self.version = 0
 
@@ -53,8 +57,9 @@ class ConnectedSidecars:
         with self._lock:
             prev = self._nodes.get(key)
             count = prev[1] + 1 if prev else 1
-            self._nodes[key] = (node, count)
             changed = prev is None or prev[0] != node
+            workload = workload_from_node(node) if prev is None or changed else prev[2]
+            self._nodes[key] = (node, count, workload)
             if changed:
                 self.version += 1
         if changed:
@@ -67,7 +72,7 @@ class ConnectedSidecars:
             if prev is None:
                 return
             if prev[1] > 1:
-                self._nodes[key] = (prev[0], prev[1] - 1)
+                self._nodes[key] = (prev[0], prev[1] - 1, prev[2])
                 return
             del self._nodes[key]
             self.version += 1
@@ -80,8 +85,7 @@ class ConnectedSidecars:
 
     def workloads(self) -> list[Workload]:
         with self._lock:
-            nodes = [n for n, _ in self._nodes.values()]
-        return [workload_from_node(n) for n in nodes]
+            return [w for _, _, w in self._nodes.values()]
 
     def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback()`` after every change; returns an unsubscribe function."""

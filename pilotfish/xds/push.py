@@ -90,6 +90,11 @@ class PushRequest:
             scope=merge_scopes(self.scope, other.scope),
         )
 
+    @property
+    def endpoints_only(self) -> bool:
+        """Every change merged in is an endpoint change (``endpoint`` reasons only)."""
+        return bool(self.reasons) and all(r == "endpoint" for r, _ in self.reasons)
+
     def concerns(self, node_id: str) -> bool:
         return self.node_ids is None or node_id in self.node_ids
 
@@ -121,6 +126,13 @@ class DebounceSettings:
     max_delay: float = 1.0
     #: 0 disables debouncing: every request fires at once.
     enabled: bool = True
+    #: During a connection storm (proxies wait for their first configuration), a request
+    #: that only carries endpoint changes (sidecars connecting or leaving) fires at the latest
+    #: this long after the first one instead of ``max_delay`` (seconds): each push to the
+    #: proxies already connected costs them all a generation, and the storm would otherwise
+    #: pay one per ``max_delay``. Proxies that connect meanwhile get every endpoint known at
+    #: that time in their first configuration (Istio waits up to 10 s in every case).
+    storm_max_delay: float = 5.0
 
 
 class DebounceState:
@@ -138,16 +150,19 @@ class DebounceState:
         self.pending = merge(self.pending, request)
         self.last_at = now
 
-    def deadline(self) -> float | None:
-        """When the pending request is due, or None if nothing waits."""
+    def deadline(self, storm: bool = False) -> float | None:
+        """When the pending request is due, or None if nothing waits. During a ``storm``, a
+        request of endpoint changes only waits up to ``storm_max_delay``."""
         if self.pending is None:
             return None
         if not self.settings.enabled:
             return self.first_at
+        if storm and self.pending.endpoints_only:
+            return self.first_at + max(self.settings.storm_max_delay, self.settings.max_delay)
         return min(self.last_at + self.settings.quiet, self.first_at + self.settings.max_delay)
 
-    def take_due(self, now: float) -> PushRequest | None:
-        due = self.deadline()
+    def take_due(self, now: float, storm: bool = False) -> PushRequest | None:
+        due = self.deadline(storm)
         if due is None or now < due:
             return None
         request, self.pending = self.pending, None
@@ -164,8 +179,11 @@ class Debouncer:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        storm: Callable[[], bool] = lambda: False,
     ) -> None:
         self._state = DebounceState(settings)
+        #: Whether a connection storm is on now (see ``DebounceSettings.storm_max_delay``).
+        self._storm = storm
         self._fire = fire
         self._clock = clock
         self._sleep = sleep
@@ -194,18 +212,23 @@ class Debouncer:
 
     async def _run(self) -> None:
         while True:
-            deadline = self._state.deadline()
+            storm = self._storm()
+            deadline = self._state.deadline(storm)
             if deadline is None:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             now = self._clock()
-            request = self._state.take_due(now)
+            request = self._state.take_due(now, storm)
             if request is None:
                 self._wake.clear()
+                delay = deadline - now
+                if storm:
+                    # Look again soon: when the storm ends, the usual deadline applies.
+                    delay = min(delay, self._state.settings.quiet)
                 waiters = [
                     asyncio.ensure_future(self._wake.wait()),
-                    asyncio.ensure_future(self._sleep(deadline - now)),
+                    asyncio.ensure_future(self._sleep(delay)),
                 ]
                 try:
                     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

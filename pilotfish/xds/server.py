@@ -11,6 +11,9 @@ Contract with the rest of the control plane::
 ``extra_services`` register other gRPC services on the same server and port before it starts
 (the control plane's CA: ``ControlPlaneIdentity.add_to_server``).
 
+``prepare()``, when given, runs (in a worker thread) before a debounced push lists the
+connections it plans for; ``planner(request, nodes)`` then says what each one gets.
+
 ``generator(node) -> Resources`` is called for a proxy when it connects and on every push that
 concerns it (in a worker thread unless ``settings.generate_in_thread`` is off). What it returns
 is diffed against what that proxy has, and only the difference is sent, in make-before-break
@@ -156,6 +159,7 @@ class DiscoveryServer:
         extra_services: Sequence[ServiceHook] = (),
         metrics: XdsMetrics | None = None,
         planner: Planner | None = None,
+        prepare: Callable[[], None] | None = None,
         scoped_generator: ScopedGenerator | None = None,
         admit: Admission | None = None,
     ) -> None:
@@ -164,6 +168,7 @@ class DiscoveryServer:
         #: request metadata (e.g. ``authorization``); raises :class:`StreamRefused` if not.
         self.admit = admit
         self.planner = planner
+        self.prepare = prepare
         self.scoped_generator = scoped_generator
         self.metrics = metrics or NO_METRICS
         self.extra_services = tuple(extra_services)
@@ -180,6 +185,8 @@ class DiscoveryServer:
         self._firing = 0
         self._generations: asyncio.Semaphore | None = None
         self._connects: asyncio.Semaphore | None = None
+        #: Streams waiting for a connection-throttle slot (a storm is on while some wait).
+        self._queued_connects = 0
         self._event_loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -193,7 +200,7 @@ class DiscoveryServer:
         self._event_loop = asyncio.get_running_loop()
         self._generations = asyncio.Semaphore(self.settings.max_concurrent_generations)
         self._connects = asyncio.Semaphore(self.settings.max_concurrent_connects)
-        self._debouncer = Debouncer(self.settings.debounce, self._fire)
+        self._debouncer = Debouncer(self.settings.debounce, self._fire, storm=self.in_storm)
         self._debouncer.start()
         server = grpc.aio.server(
             options=[
@@ -258,6 +265,11 @@ class DiscoveryServer:
     def status(self) -> list[ProxyStatus]:
         return [s.conn.status() for s in self._streams.values()]
 
+    def in_storm(self) -> bool:
+        """A connection storm is on: more proxies are connecting than the connection throttle
+        lets through at once, so some wait for their first configuration."""
+        return self._queued_connects > 0
+
     def connections(self) -> int:
         """How many ADS streams are open."""
         return len(self._streams)
@@ -289,6 +301,14 @@ class DiscoveryServer:
             return
         self._firing += 1
         try:
+            if self.prepare is not None:
+                # Before the listing: a stream that opens after it is generated from what
+                # ``prepare`` saw or newer, one listed gets the push (see ``Mesh.prepare``).
+                try:
+                    await asyncio.to_thread(self.prepare)
+                except Exception:
+                    self.metrics.internal_error()
+                    log.exception("preparing %s failed", request.describe())
             streams = list(self._streams.values())
             nodes = [s.conn.node for s in streams]
             try:
@@ -440,7 +460,11 @@ class DiscoveryServer:
         assert self._connects is not None
         try:
             # The connection throttle: a slot until the proxy has its first configuration.
-            await self._connects.acquire()
+            self._queued_connects += 1
+            try:
+                await self._connects.acquire()
+            finally:
+                self._queued_connects -= 1
             stream.throttled_until = time.monotonic() + self.settings.ack_timeout
             conn.generating = True
             try:

@@ -254,3 +254,34 @@ status:
     assert snap.services["httpbin.org"].vip == "10.96.77.77"
     assert registry.vips.allocate("httpbin.org") == "10.96.77.77"
     assert registry.vips.allocate("other.example.com") != "10.96.77.77"
+
+
+def test_a_sidecar_connecting_rebuilds_the_endpoints_of_its_services_only() -> None:
+    sidecars = ConnectedSidecars()
+    reg = Registry(sidecars=sidecars)
+    objects = stored(
+        [service("a"), service("b"), pod("b-1", "10.1.0.2", {"app": "b"}),
+         pod("b-2", "10.1.0.3", {"app": "b"})]
+    )  # fmt: skip
+    a, b = "a.default.svc.cluster.local", "b.default.svc.cluster.local"
+    before = reg.snapshot(objects)
+    node = NodeInfo(proxy_type="sidecar", ip="10.1.0.1", pod_name="a-1", namespace="default",
+                    labels={"app": "a"})  # fmt: skip
+    sidecars.connected(node)
+    after = reg.snapshot(objects)
+    # Service b's endpoints are the same tuple (what depends on them is carried over);
+    # service a's are new and hold the sidecar.
+    assert after.endpoints_of(b, 9080) is before.endpoints_of(b, 9080)
+    assert [e.address for e in after.endpoints_of(a, 9080)] == ["10.1.0.1"]
+    # The sidecar's workload is made once while it stays connected.
+    assert sidecars.workloads()[0] is sidecars.workloads()[0]
+    again = reg.snapshot(objects)
+    assert again.endpoints_of(a, 9080) is after.endpoints_of(a, 9080)
+    # A changed pod (a new revision) rebuilds its service's endpoints.
+    moved = stored(
+        [service("a"), service("b"), pod("b-2", "10.1.0.3", {"app": "b"}),
+         pod("b-1", "10.1.0.9", {"app": "b"})]
+    )  # fmt: skip
+    assert [e.address for e in reg.snapshot(moved).endpoints_of(b, 9080)] == [
+        "10.1.0.3", "10.1.0.9"
+    ]  # fmt: skip

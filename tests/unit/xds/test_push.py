@@ -94,3 +94,50 @@ async def test_debouncer_survives_a_failing_push() -> None:
     finally:
         await debouncer.stop()
     assert [dict(c.reasons) for c in calls] == [{"one": 1}, {"two": 1}]
+
+
+def test_a_storm_holds_endpoint_changes_up_to_its_own_cap() -> None:
+    settings = DebounceSettings(quiet=0.25, max_delay=1.0, storm_max_delay=4.0)
+    state = DebounceState(settings)
+    state.add(PushRequest.of("endpoint", full=False), now=0.0)
+    # A sidecar connecting every 0.125 s: without a storm the cap (1 s) fires it...
+    for i in range(1, 8):
+        state.add(PushRequest.of("endpoint", full=False), now=i * 0.125)
+    assert state.deadline(storm=False) == 1.0
+    # ...while proxies wait for their first configuration, it waits up to 4 s.
+    assert state.deadline(storm=True) == 4.0
+    assert state.take_due(2.0, storm=True) is None
+    fired = state.take_due(4.0, storm=True)
+    assert fired is not None and dict(fired.reasons) == {"endpoint": 8}
+
+
+def test_a_storm_does_not_hold_config_changes() -> None:
+    state = DebounceState(DebounceSettings(quiet=0.25, max_delay=1.0, storm_max_delay=4.0))
+    state.add(PushRequest.of("endpoint", full=False), now=0.0)
+    state.add(PushRequest.of("config", full=False), now=0.5)
+    assert state.deadline(storm=True) == 0.75
+    assert not PushRequest.of("endpoint").merge(PushRequest.of("config")).endpoints_only
+    assert PushRequest.of("endpoint").merge(PushRequest.of("endpoint")).endpoints_only
+
+
+async def test_held_endpoint_push_fires_soon_after_the_storm_ends() -> None:
+    fired: list[PushRequest] = []
+    storm = True
+    debouncer = Debouncer(
+        DebounceSettings(quiet=0.02, max_delay=0.05, storm_max_delay=60.0),
+        fired.append,
+        storm=lambda: storm,
+    )
+    debouncer.start()
+    try:
+        debouncer.add(PushRequest.of("endpoint", full=False))
+        await asyncio.sleep(0.3)
+        assert fired == []  # held: the storm goes on
+        storm = False
+        for _ in range(500):
+            if fired:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await debouncer.stop()
+    assert [dict(r.reasons) for r in fired] == [{"endpoint": 1}]

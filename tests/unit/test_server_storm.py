@@ -1,0 +1,92 @@
+"""Endpoint changes during a connection storm: proxies connecting close together share one
+push context, and the push each change asks for brings what their first config lacked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from envoy.config.endpoint.v3 import endpoint_pb2
+
+from pilotfish.api.node import NodeInfo
+from pilotfish.config.store.base import Put
+from pilotfish.config.store.memory import MemoryStore
+from pilotfish.server import Mesh, ServerSettings
+from pilotfish.xds import PushRequest
+from pilotfish.xds.resources import ENDPOINT_TYPE
+
+CLUSTER = "outbound|80||a.default.svc.cluster.local"
+
+
+def service(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80}]},
+    }
+
+
+def sidecar(name: str, app: str, ip: str) -> NodeInfo:
+    return NodeInfo(
+        proxy_type="sidecar", ip=ip, pod_name=name, namespace="default", labels={"app": app}
+    )
+
+
+def addresses(mesh: Mesh, node: NodeInfo) -> set[str]:
+    cla = mesh.generate_types(node, frozenset({ENDPOINT_TYPE}))[ENDPOINT_TYPE][CLUSTER]
+    assert isinstance(cla, endpoint_pb2.ClusterLoadAssignment)
+    return {
+        e.endpoint.address.socket_address.address for lb in cla.endpoints for e in lb.lb_endpoints
+    }
+
+
+def test_a_proxy_generated_from_a_context_without_the_newest_endpoint_gets_it_pushed(
+    tmp_path: Path,
+) -> None:
+    store = MemoryStore()
+    store.commit([Put(service("a")), Put(service("b"))])
+    settings = ServerSettings.build(
+        data_dir=tmp_path, listen="127.0.0.1:1", xds_listen="127.0.0.1:2", store_url=None
+    )
+    mesh = Mesh(store, settings)
+    mesh.endpoint_staleness = 3600.0  # the window never closes within the test
+    b, c = sidecar("b-1", "b", "10.0.0.2"), sidecar("c-1", "b", "10.0.0.3")
+    mesh.registry.sidecars.connected(b)
+    mesh.source.invalidate(endpoints_only=True)
+    mesh.prepare()
+    assert mesh.plan(PushRequest.of("endpoint", full=False), [b]) == {b.node_id: None}
+    builds = mesh.source.builds
+
+    # A sidecar of service a connects; c connects right after and is generated from the
+    # context before (within the staleness window): no rebuild, no endpoint of a yet.
+    mesh.registry.sidecars.connected(sidecar("a-1", "a", "10.0.0.1"))
+    mesh.source.invalidate(endpoints_only=True)
+    assert addresses(mesh, c) == set()
+    assert mesh.source.builds == builds
+
+    # The push the change asked for: prepared before the proxies are listed, it reaches c
+    # (and b) with the load assignments of service a.
+    mesh.prepare()
+    plans = mesh.plan(PushRequest.of("endpoint", full=False), [b, c])
+    assert set(plans) == {b.node_id, c.node_id}
+    for scope in plans.values():
+        assert scope is not None and CLUSTER in (scope.get(ENDPOINT_TYPE) or ())
+    assert addresses(mesh, c) == {"10.0.0.1"}
+
+
+def test_config_changes_are_never_served_stale(tmp_path: Path) -> None:
+    store = MemoryStore()
+    store.commit([Put(service("b"))])
+    settings = ServerSettings.build(
+        data_dir=tmp_path, listen="127.0.0.1:1", xds_listen="127.0.0.1:2", store_url=None
+    )
+    mesh = Mesh(store, settings)
+    mesh.endpoint_staleness = 3600.0
+    c = sidecar("c-1", "b", "10.0.0.3")
+    mesh.source.current()
+    mesh.registry.sidecars.connected(sidecar("a-1", "a", "10.0.0.1"))
+    mesh.source.invalidate(endpoints_only=True)
+    store.commit([Put(service("a"))])
+    mesh.source.invalidate()
+    assert addresses(mesh, c) == {"10.0.0.1"}
