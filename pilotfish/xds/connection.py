@@ -30,7 +30,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from pilotfish.api.node import NodeInfo
 from pilotfish.xds.metrics import NO_METRICS, XdsMetrics, metric_type
 from pilotfish.xds.ordering import Send, Step, plan_push
-from pilotfish.xds.protocol import Kind, TypeState, Verdict, classify_delta, classify_sotw
+from pilotfish.xds.protocol import Have, Kind, TypeState, Verdict, classify_delta, classify_sotw
 from pilotfish.xds.push import PushRequest, Scope
 from pilotfish.xds.resources import (
     CLUSTER_TYPE,
@@ -416,10 +416,14 @@ class ProxyConnection:
         available = self.target.get(state.type_url)
         sent = [available[n] for n in names]
         keep_entries = not self.delta  # SotW resends the whole set; Delta needs hashes only
-        for entry in sent:
-            state.have[entry.name] = entry.hash
-            if keep_entries:
-                state.have_entries[entry.name] = entry
+        if whole is not None and self.delta and not state.have:
+            # A first configuration: what the proxy has is that map (shared), not a copy.
+            state.have = Have(whole)
+        else:
+            for entry in sent:
+                state.have[entry.name] = entry.hash
+                if keep_entries:
+                    state.have_entries[entry.name] = entry
         for name in removed:
             state.have.pop(name, None)
             state.have_entries.pop(name, None)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 import sys
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -29,6 +30,80 @@ from pilotfish.xds.resources import WILDCARD_TYPES, Entry, short_name
 from pilotfish.xds.status import NackInfo, TypeStatus
 
 _KEEP_NONCES = 32
+
+#: Subscribed name sets, one object per distinct set: a thousand proxies subscribing to the
+#: same thousands of EDS names hold one frozenset between them (bounded; cleared when full).
+_NAME_SETS: dict[frozenset[str], frozenset[str]] = {}
+_MAX_NAME_SETS = 512
+
+
+def _shared(names: frozenset[str]) -> frozenset[str]:
+    found = _NAME_SETS.get(names)
+    if found is not None:
+        return found
+    if len(_NAME_SETS) >= _MAX_NAME_SETS:
+        _NAME_SETS.clear()
+    _NAME_SETS[names] = names
+    return names
+
+
+class Have(MutableMapping[str, str]):
+    """name -> content hash a proxy has, as the entries of a map it was sent whole (shared
+    with every proxy sent the same map: a first configuration) and what changed since (its
+    own). A thousand proxies with thousands of clusters each do not keep a thousand copies
+    of the same names and hashes."""
+
+    __slots__ = ("_base", "_changed", "_len")
+
+    def __init__(self, base: Mapping[str, Entry]) -> None:
+        self._base = base
+        #: name -> hash set since, or None: removed since.
+        self._changed: dict[str, str | None] = {}
+        self._len = len(base)
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        if name in self._changed:
+            found = self._changed[name]
+            return default if found is None else found
+        entry = self._base.get(name)
+        return default if entry is None else entry.hash
+
+    def __getitem__(self, name: str) -> str:
+        found = self.get(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        if name in self._changed:
+            return self._changed[name] is not None
+        return name in self._base
+
+    def __setitem__(self, name: str, content_hash: str) -> None:
+        if name not in self:
+            self._len += 1
+        self._changed[name] = content_hash
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        if name in self._base:
+            self._changed[name] = None
+        else:
+            del self._changed[name]
+        self._len -= 1
+
+    def __iter__(self) -> Iterator[str]:
+        changed = self._changed
+        for name in self._base:
+            if name not in changed or changed[name] is not None:
+                yield name
+        for name, content_hash in changed.items():
+            if content_hash is not None and name not in self._base:
+                yield name
+
+    def __len__(self) -> int:
+        return self._len
 
 
 class Kind(enum.Enum):
@@ -58,8 +133,9 @@ class TypeState:
     requested: bool = False
     wildcard: bool = False
     names: frozenset[str] = frozenset()
-    #: name -> content hash the proxy has (as far as we know: sent, or declared on reconnect).
-    have: dict[str, str] = field(default_factory=dict)
+    #: name -> content hash the proxy has (as far as we know: sent, or declared on reconnect);
+    #: a :class:`Have` over the map of a first configuration sent whole.
+    have: MutableMapping[str, str] = field(default_factory=dict)
     #: name -> entry sent (SotW needs the content to resend the whole set).
     have_entries: dict[str, Entry] = field(default_factory=dict)
     sent_version: str = ""
@@ -209,7 +285,7 @@ def classify_delta(
     if subscribe or unsubscribe:
         # An ACK changes no subscription: O(1), not O(names) (EDS has one per cluster).
         before = state.names
-        state.names = (state.names | subscribe) - unsubscribe
+        state.names = _shared((state.names | subscribe) - unsubscribe)
         added = frozenset(state.names - before)
         if state.presented:
             state.presented -= added

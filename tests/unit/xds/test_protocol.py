@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pilotfish.xds.protocol import Kind, TypeState, classify_delta, classify_sotw
+from pilotfish.xds.protocol import Have, Kind, TypeState, classify_delta, classify_sotw
+from pilotfish.xds.resources import ResourceCache, build_snapshot
 from tests.unit.xds import builders as b
 from tests.unit.xds.fake import delta, sotw
 
@@ -116,3 +117,24 @@ def test_delta_subscribe_and_unsubscribe() -> None:
     assert state.names == {"b"} and state.have == {}
     nothing_new = classify_delta(state, delta(b.ENDPOINT_TYPE, [], ["b"]), 1.0)
     assert not nothing_new.respond
+
+
+def test_have_over_a_shared_map_behaves_as_a_dict() -> None:
+    snap = build_snapshot(
+        b.resources(clusters={"a": [("127.0.0.1", 1)], "b": [("127.0.0.1", 2)]}), ResourceCache()
+    )
+    base = snap.get(b.CLUSTER_TYPE)
+    have = Have(base)
+    plain = {n: e.hash for n, e in base.items()}
+    assert dict(have) == plain and len(have) == 2
+    for h in (have, plain):
+        h["c"] = "h3"
+        h["a"] = "h1"
+        del h["b"]
+        h.pop("missing", None)
+    assert dict(have) == plain == {"a": "h1", "c": "h3"}
+    assert len(have) == 2 and "b" not in have and have.get("b") is None
+    have["b"] = "again"
+    assert have["b"] == "again" and len(have) == 3
+    assert sorted(have.keys() - {"a"}) == ["b", "c"]
+    assert dict(base) == dict(snap.get(b.CLUSTER_TYPE))  # the shared map is never changed
