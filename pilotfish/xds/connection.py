@@ -39,6 +39,7 @@ from pilotfish.xds.resources import (
     LISTENER_TYPE,
     ROUTE_TYPE,
     Entry,
+    EntryMap,
     Snapshot,
     short_name,
 )
@@ -415,6 +416,13 @@ class ProxyConnection:
     def _respond(self, state: TypeState, names: list[str], removed: list[str]) -> Response:
         available = self.target.get(state.type_url)
         sent = [available[n] for n in names]
+        # The whole of a map (a first configuration): its sorted names and digest are computed
+        # once for every proxy that shares it, and what the proxy has is that map.
+        whole = (
+            available
+            if isinstance(available, EntryMap) and len(names) == len(available) and not removed
+            else None
+        )
         keep_entries = not self.delta  # SotW resends the whole set; Delta needs hashes only
         if whole is not None and self.delta and not state.have:
             # A first configuration: what the proxy has is that map (shared), not a copy.
@@ -428,7 +436,9 @@ class ProxyConnection:
             state.have.pop(name, None)
             state.have_entries.pop(name, None)
             state.rejected.discard(name)
-        if self.delta:
+        if self.delta and whole is not None:
+            version = content_version([("", state.sent_version), ("*", whole.digest)])
+        elif self.delta:
             # Delta versions are per resource; the system version only has to change when
             # the set does: chained from the previous one over what changed, O(changes).
             version = content_version(
@@ -440,7 +450,8 @@ class ProxyConnection:
         self._seq += 1
         nonce = f"{self.connection_id}-{self._seq}"
         if self.delta:
-            state.record_sent(nonce, self._seq, version, self._clock(), tuple(names))
+            recorded = whole.sorted_names if whole is not None else tuple(names)
+            state.record_sent(nonce, self._seq, version, self._clock(), recorded)
             return DeltaResponse(
                 system_version_info=version,
                 type_url=state.type_url,

@@ -141,13 +141,32 @@ class EntryMap(dict[str, Entry]):
     """The entries of one type for a proxy. Proxies whose entries are the same share one map
     (built by :class:`ResourceCache`); never modified once built."""
 
-    __slots__ = ("__weakref__", "_eds_of", "base")
+    __slots__ = ("__weakref__", "_digest", "_eds_of", "_names", "base")
 
     def __init__(self, entries: Mapping[str, Entry]) -> None:
         super().__init__(entries)
         #: The map this one was updated from (a weak reference), for the update memo.
         self.base: weakref.ref[Mapping[str, Entry]] | None = None
         self._eds_of: dict[str, str] | None = None
+        self._names: tuple[str, ...] | None = None
+        self._digest: str | None = None
+
+    @property
+    def sorted_names(self) -> tuple[str, ...]:
+        """Every name, sorted (shared by every response that sends the whole map)."""
+        if self._names is None:
+            self._names = tuple(sorted(self))
+        return self._names
+
+    @property
+    def digest(self) -> str:
+        """A short hash of every (name, content hash) pair, computed once."""
+        if self._digest is None:
+            h = hashlib.sha256()
+            for name in self.sorted_names:
+                h.update(f"{name}={self[name].hash}\n".encode())
+            self._digest = h.hexdigest()[:16]
+        return self._digest
 
     @property
     def eds_of(self) -> dict[str, str]:
