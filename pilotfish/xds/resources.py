@@ -190,6 +190,8 @@ class ResourceCache:
         )
         self._memo: OrderedDict[int, tuple[Message, Entry]] = OrderedDict()
         self._memo_size = memo_size
+        #: The most resources of each type one generation interned.
+        self._type_sizes: dict[str, int] = {}
         self._lock = threading.Lock()
         self._maps: weakref.WeakValueDictionary[Hashable, EntryMap] = weakref.WeakValueDictionary()
         self._updates: weakref.WeakValueDictionary[Hashable, EntryMap] = (
@@ -199,7 +201,9 @@ class ResourceCache:
 
     def share(self, type_url: str, entries: Mapping[str, Entry]) -> EntryMap:
         """The one map holding exactly ``entries`` (proxies of one view share it)."""
-        key = (type_url, frozenset((n, e.hash) for n, e in entries.items()))
+        # Entries are interned (one object per type, name and content while in use), so the
+        # entry objects identify the map; cheaper than (name, hash) pairs.
+        key = (type_url, frozenset(entries.values()))
         with self._lock:
             found = self._maps.get(key)
             if found is None:
@@ -263,7 +267,11 @@ class ResourceCache:
     def intern_all(self, type_url: str, by_name: Mapping[str, Message]) -> dict[str, Entry]:
         """``intern`` for every resource of one type, under one lock acquisition."""
         with self._lock:
-            self._memo_size = max(self._memo_size, 2 * len(by_name))
+            # Room for every type of a few proxies' configurations built from different
+            # contexts (a storm interleaves them): a memo smaller than what one generation
+            # interns is emptied in order by each one and serializes everything again.
+            self._type_sizes[type_url] = max(self._type_sizes.get(type_url, 0), len(by_name))
+            self._memo_size = max(self._memo_size, 3 * sum(self._type_sizes.values()))
             return {name: self._intern(type_url, name, m) for name, m in by_name.items()}
 
     def _intern(self, type_url: str, name: str, message: Message) -> Entry:
