@@ -6,6 +6,7 @@ Run from the repository root::
     .venv/bin/python bench/push_scale.py                         # 1,000 proxies x 1,000 services
     .venv/bin/python bench/push_scale.py --proxies 200 --services 200 --reps 5
     .venv/bin/python bench/push_scale.py --quick                 # 20 x 20, 2 reps
+    .venv/bin/python bench/push_scale.py --reps 0                # the storm and memory only
 
 One control plane (``pilotfish server``, SQLite store, xDS over TLS) pinned to the first CPU;
 the simulated proxies (``pilotfish.testing.ads_client.AdsClient``, Delta, ACKing like Envoy,
@@ -15,8 +16,10 @@ VirtualService are applied first. Then:
 
 - **connection storm**: every proxy connects at once (as after a control-plane restart); the
   figure is the time until each one has received and ACKed clusters, endpoints, listeners
-  and routes. Meanwhile this script reads the HTTP API (list VirtualServices) every 50 ms:
-  the API's p99 latency during the storm;
+  and routes; then until each one holds the endpoint of every proxy (the pushes the
+  connections asked for have reached everyone), and the control plane's CPU seconds over
+  both. Meanwhile this script reads the HTTP API (list VirtualServices) every 50 ms: the
+  API's p99 latency during the storm;
 - **memory**: the server's RSS growth over the 0-proxy baseline, per connected proxy;
 - **changes** (``--reps`` of each kind): a VirtualService weight flip (RDS), a subset added
   to a DestinationRule (CDS and the new cluster's EDS), an endpoint added (a WorkloadEntry
