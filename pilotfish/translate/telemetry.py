@@ -75,6 +75,7 @@ from pilotfish.api.peer import (
     PACKED_GROUPS,
     PACKED_TAG,
     PEER_ENV,
+    PEER_ENV_PACKED,
     PEER_FIELDS,
     own_label,
 )
@@ -128,10 +129,6 @@ METRIC_NAMES = {
     "GRPC_REQUEST_MESSAGES": "request_messages_total",
     "GRPC_RESPONSE_MESSAGES": "response_messages_total",
 }
-
-
-def _env(key: str) -> str:
-    return f"%ENVIRONMENT({PEER_ENV[key]})%"
 
 
 #: The caller's namespace as its verified certificate says it, from the ``x-forwarded-client-cert``
@@ -559,11 +556,12 @@ def _json_default() -> struct_pb2.Struct:
 
 def peer_headers_to_add() -> list[base_pb2.HeaderValueOption]:
     """What a client sidecar's routes add about its workload (replacing what the app sent):
-    one header, its values packed (:data:`PEER_HEADER`)."""
-    value = FIELD_SEPARATOR.join(_env(key) for key in PEER_FIELDS)
+    one header, its values packed (:data:`PEER_HEADER`), read whole from one environment
+    variable (:data:`PEER_ENV_PACKED`): this header is on every in-mesh virtual host, so its
+    size counts once per service in every sidecar's route configuration."""
     return [
         base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key=PEER_HEADER, value=value),
+            header=base_pb2.HeaderValue(key=PEER_HEADER, value=f"%ENVIRONMENT({PEER_ENV_PACKED})%"),
             append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
         )
     ]

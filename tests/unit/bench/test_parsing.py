@@ -132,3 +132,28 @@ def test_translation_bench_runs_and_compares() -> None:
     assert figures["first"] > 0
     text = bench.report(figures, dict(figures))
     assert "1.00x" in text and "3 services" in text
+
+
+def test_route_size_parts_add_up_to_the_virtual_host() -> None:
+    from envoy.config.core.v3 import base_pb2
+    from envoy.config.route.v3 import route_components_pb2 as rc
+
+    size = load("route_size")
+    vhost = rc.VirtualHost(
+        name="a:80",
+        domains=["a", "a:80"],
+        request_headers_to_add=[
+            base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key="k", value="v"))
+        ],
+        routes=[
+            rc.Route(
+                name="default",
+                match=rc.RouteMatch(prefix="/"),
+                route=rc.RouteAction(cluster="c", retry_policy=rc.RetryPolicy(retry_on="5xx")),
+            )
+        ],
+    )
+    p = size.parts(vhost)
+    assert p["total"] == vhost.ByteSize()
+    assert p["domains"] > 0 and p["headers"] > 0 and p["retries"] > 0 and p["rest"] > 0
+    assert p["domains"] + p["headers"] + p["retries"] + p["rest"] == p["total"]

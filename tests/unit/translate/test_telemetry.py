@@ -13,8 +13,12 @@ from pilotfish.api.peer import (
     PACKED_GROUPS,
     PACKED_TAG,
     PEER_ENV,
+    PEER_ENV_PACKED,
+    PEER_FIELDS,
     own_label,
+    peer_environment,
     unpack_labels,
+    workload_values,
 )
 from pilotfish.model.telemetry import AccessLogSpec, MetricOverride, TracingSpec
 from pilotfish.translate import telemetry as T
@@ -179,9 +183,7 @@ def test_access_logs_istio_format_json_and_cel_filter() -> None:
 def test_peer_headers_are_replaced_on_the_way_out_and_removed_on_the_way_in() -> None:
     (added,) = T.peer_headers_to_add()
     assert added.header.key == T.PEER_HEADER
-    assert (
-        added.header.value.count(";") == 5 and "%ENVIRONMENT(PILOTFISH_APP)%" in added.header.value
-    )
+    assert added.header.value == f"%ENVIRONMENT({PEER_ENV_PACKED})%"
     assert added.append_action == added.OVERWRITE_IF_EXISTS_OR_ADD
     config: header_to_metadata_pb2.Config = T.peer_metadata_filter()
     (peer,) = [r for r in config.request_rules if r.header == T.PEER_HEADER]
@@ -317,3 +319,11 @@ def test_the_verified_namespace_comes_from_the_element_this_proxy_appended() -> 
     assert namespace(forged + own + "URI=spiffe://cluster.local/ns/default/sa/p") == "default"
     # ...even when the verified peer has no SPIFFE URI of its own.
     assert namespace(forged + own + "DNS=client.example.com") is None
+
+
+def test_the_packed_peer_variable_holds_the_per_field_values_joined() -> None:
+    values = workload_values("ns", "web-1", {"app": "web", "version": "v;2|x"})
+    env = peer_environment(values)
+    fields = [env[PEER_ENV[k]] for k in PEER_FIELDS]
+    assert env[PEER_ENV_PACKED] == ";".join(fields)
+    assert env[PEER_ENV_PACKED].split(";")[1:3] == ["web", "v_2_x"]
