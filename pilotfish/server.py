@@ -300,6 +300,7 @@ class Mesh:
             prepare=self.prepare,
             scoped_generator=self.generate_types,
             admit=self._admit,
+            on_health=self._health,
         )
         self._unsubscribe: list[Callable[[], None]] = []
         self._generated: dict[str, tuple[int, float]] = {}
@@ -349,6 +350,10 @@ class Mesh:
             # The store is quick and synchronous; the entry must exist before the proxy's
             # first config is generated, so that its labels select it into services.
             self.autoregistration.connected(node)
+
+    def _health(self, node: NodeInfo, healthy: bool, message: str) -> None:
+        if group_of(node):
+            self.autoregistration.health(node, healthy, message)
 
     def _left(self, node: NodeInfo) -> None:
         self.registry.sidecars.disconnected(node)

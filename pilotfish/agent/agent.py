@@ -26,6 +26,7 @@ and 1 when Envoy could not be kept running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -106,6 +107,7 @@ class Agent:
         self.stopping = False
         self._server: AgentServer | None = None
         self.identity: WorkloadIdentity | None = None
+        self._health_tasks: list[asyncio.Task[None]] = []
 
     async def readiness(self) -> Readiness:
         if self.stopping:
@@ -152,6 +154,7 @@ class Agent:
             if self.identity is not None:
                 await self.identity.start()
             await self.supervisor.start()
+            self._start_health_checks()
             log.info(
                 "proxy %s started (admin 127.0.0.1:%d, readiness :%d)",
                 settings.node.node_id,
@@ -178,6 +181,25 @@ class Agent:
             return self._exit_code(app_code)
         finally:
             await self._shutdown()
+
+    def _start_health_checks(self) -> None:
+        """Run the WorkloadGroup's probe and report health changes over xDS (Istio's agent)."""
+        settings = self.settings
+        if settings.workload_probe is None:
+            return
+        from pilotfish.agent.workload_health import HealthReporter, run_probe
+        from pilotfish.agent.workload_identity import ca_channel
+        from pilotfish.api.probe import Probe
+
+        probe = Probe.parse(settings.workload_probe, default_host=settings.node.ip)
+        reporter = HealthReporter(
+            settings.node, lambda: ca_channel(settings), registration_token(settings)
+        )
+        loop = asyncio.get_running_loop()
+        self._health_tasks = [
+            loop.create_task(reporter.run()),
+            loop.create_task(run_probe(probe, reporter.report)),
+        ]
 
     def _exit_code(self, app_code: int | None) -> int:
         if self.supervisor.failed:
@@ -209,6 +231,11 @@ class Agent:
 
     async def _shutdown(self) -> None:
         self.stopping = True
+        for task in self._health_tasks:
+            task.cancel()
+        for task in self._health_tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         try:
             if self.app is not None:
                 await self.app.stop(self.settings.app_stop_timeout_s)

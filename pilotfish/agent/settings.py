@@ -9,10 +9,11 @@ need from it.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pilotfish.api.mesh import ADMIN_PORT, AGENT_PORT, READINESS_PORT, XDS_PORT
 from pilotfish.api.node import NodeInfo
@@ -159,6 +160,9 @@ class AgentSettings:
     agent_bind: str = "0.0.0.0"
     #: The app's metrics to merge into ``/stats/prometheus`` (``None``: none).
     app_metrics: AppMetrics | None = None
+    #: The WorkloadGroup's ``probe`` (Istio's ``ReadinessProbe``, as YAML/JSON): the agent runs
+    #: it against the app and reports health changes to the control plane (``None``: none).
+    workload_probe: Mapping[str, Any] | None = None
 
     concurrency: int = 2
     #: Overload manager limit on downstream connections across all listeners.

@@ -66,6 +66,8 @@ class WorkloadFiles:
     network: str = ""
     excluded_inbound_ports: tuple[int, ...] = HOST_EXCLUDED_INBOUND_PORTS
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: The WorkloadGroup's ``probe`` (mesh.yaml's ``defaultConfig.readinessProbe``), or None.
+    readiness_probe: dict[str, Any] | None = None
 
     def cluster_env(self) -> dict[str, str]:
         env = {
@@ -97,13 +99,16 @@ def render_cluster_env(files: WorkloadFiles) -> str:
 
 
 def render_mesh_yaml(files: WorkloadFiles) -> str:
-    config = {
+    config: dict[str, Any] = {
         "defaultConfig": {
             "discoveryAddress": files.discovery_address,
             "controlPlaneAuthPolicy": "MUTUAL_TLS" if files.xds_tls else "NONE",
             "proxyMetadata": files.cluster_env(),
         }
     }
+    if files.readiness_probe:
+        # As istioctl: the group's probe becomes the proxy config's readinessProbe.
+        config["defaultConfig"]["readinessProbe"] = files.readiness_probe
     return yaml.safe_dump(config, sort_keys=True)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import os
 import socket
@@ -107,6 +108,7 @@ def build_settings(
     app_metrics_port: int | None = None,
     app_metrics_path: str = "/metrics",
     workload_group: str | None = None,
+    readiness_probe: str | None = None,
 ) -> AgentSettings:
     """Turn the command's options into :class:`AgentSettings`; usage errors name the option."""
     addresses = parse_discovery_addresses(discovery_address)
@@ -155,6 +157,12 @@ def build_settings(
             )
         pod_name = registered
         extra[AUTO_REGISTER_GROUP_METADATA] = workload_group
+    probe = _readiness_probe(readiness_probe) if readiness_probe else None
+    if probe is not None and not workload_group:
+        raise click.UsageError(
+            "--readiness-probe reports the workload's health to its WorkloadEntry: add "
+            "--workload-group"
+        )
     pod = pod_name or socket.gethostname()
     node = NodeInfo(
         proxy_type="router" if proxy_type == "router" else "sidecar",
@@ -199,6 +207,7 @@ def build_settings(
                 if app_metrics_port is not None
                 else None
             ),
+            workload_probe=probe,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -332,6 +341,14 @@ _LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "critical", "off"]
     help="Register this workload into the WorkloadGroup NAME of --namespace when it connects: "
     "the control plane creates the WorkloadEntry <NAME>-<IP> from the group's template and "
     "removes it when the proxy has been gone for the reconnect grace.",
+)
+@click.option(
+    "--readiness-probe",
+    metavar="PROBE",
+    help="The WorkloadGroup's probe (Istio's ReadinessProbe as JSON or YAML: httpGet, "
+    "tcpSocket or exec, with its timing fields), run against the app; health changes are "
+    "reported to the control plane, which sets the WorkloadEntry's Healthy condition. "
+    "--config-dir reads it from mesh.yaml's defaultConfig.readinessProbe.",
 )
 @click.option(
     "--ip", default="127.0.0.1", show_default=True, help="The workload's IP (its endpoint address)."
@@ -548,6 +565,20 @@ def proxy(ctx: click.Context, **options: Any) -> None:
     ctx.exit(run_captured(settings, excluded))
 
 
+def _readiness_probe(text: str) -> dict[str, Any]:
+    """``--readiness-probe``: Istio's ReadinessProbe as JSON or YAML, checked now."""
+    from pilotfish.api.probe import Probe, ProbeError
+
+    try:
+        raw = yaml.safe_load(text)
+        if not isinstance(raw, dict):
+            raise ProbeError("probe: must be a mapping")
+        Probe.parse(raw)
+    except (yaml.YAMLError, ProbeError) as exc:
+        raise click.UsageError(f"--readiness-probe: {exc}") from None
+    return raw
+
+
 def options_from_dir(directory: Path) -> tuple[dict[str, Any], tuple[int, ...]]:
     """``pilotfish proxy`` options from a directory ``x workload entry configure`` wrote, and
     the inbound ports it leaves uncaptured. Errors name the file."""
@@ -583,6 +614,10 @@ def options_from_dir(directory: Path) -> tuple[dict[str, Any], tuple[int, ...]]:
         options["workload_group"] = found.workload_group
     if found.ip:
         options["ip"] = found.ip
+    probe = (mesh.get("defaultConfig") or {}).get("readinessProbe")
+    if probe:
+        # The WorkloadGroup's probe, as istioctl writes it into the proxy config.
+        options["readiness_probe"] = json.dumps(probe)
     return options, found.excluded_inbound_ports
 
 

@@ -156,6 +156,7 @@ def configure(
         xds_tls=bool(plane.get("xdsTls", True)),
         internal_ip=internal_ip,
         network=str(template.get("network") or ""),
+        readiness_probe=spec.get("probe") or None,
     )
     output.mkdir(parents=True, exist_ok=True, mode=0o700)
     contents = {

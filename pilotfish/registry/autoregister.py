@@ -14,7 +14,9 @@ template's labels, named ports and health, the sidecar its explicit-mode port ma
 
 from __future__ import annotations
 
+import copy
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from pilotfish.api.networking import (
@@ -72,6 +74,24 @@ def registration_problem(
     return ""
 
 
+def with_health_condition(status: Any, healthy: bool, message: str) -> dict[str, Any]:
+    """``status`` with its ``Healthy`` condition set as Istio's health controller writes it
+    (``status: "True"``, or ``"False"`` with the probe's message). Pure."""
+    out = dict(status) if isinstance(status, dict) else {}
+    conditions = [
+        c for c in out.get("conditions") or [] if isinstance(c, dict) and c.get("type") != "Healthy"
+    ]
+    condition: dict[str, Any] = {
+        "type": "Healthy",
+        "status": "True" if healthy else "False",
+        "lastProbeTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    if not healthy and message:
+        condition["message"] = message
+    out["conditions"] = [*conditions, condition]
+    return out
+
+
 class AutoRegistration:
     """Creates and removes auto-registered WorkloadEntries in ``store``. ``controller`` names
     this control plane replica (it only deletes the entries it manages)."""
@@ -79,6 +99,9 @@ class AutoRegistration:
     def __init__(self, store: Store, controller: str) -> None:
         self.store = store
         self.controller = controller
+        #: The latest health each agent reported, by (namespace, entry name): applied when
+        #: its entry is (re)created, since the report may come before Envoy's stream.
+        self._health: dict[tuple[str, str], tuple[bool, str]] = {}
 
     def connected(self, node: NodeInfo) -> str | None:
         """Store the node's WorkloadEntry; its name, or None (no group asked, or none found)."""
@@ -97,6 +120,9 @@ class AutoRegistration:
             return None
         body = auto_registered_entry(group.body, node.ip, dict(node.labels), self.controller)
         name = str(body["metadata"]["name"])
+        reported = self._health.get((node.namespace, name))
+        if reported is not None:
+            body["status"] = with_health_condition(None, *reported)
         if name != node.pod_name:
             log.warning(
                 "proxy %s registers into WorkloadGroup %s/%s as %s (the group's network "
@@ -114,10 +140,40 @@ class AutoRegistration:
         log.info("registered WorkloadEntry %s/%s (%s)", node.namespace, name, node.ip)
         return name
 
+    def health(self, node: NodeInfo, healthy: bool, message: str) -> bool:
+        """The node's agent reports its probe result: set its entry's ``Healthy`` condition
+        (as Istio's health controller; EDS leaves unhealthy endpoints out). True if written."""
+        key = Key("WorkloadEntry", node.namespace, node.pod_name)
+        self._health[(node.namespace, node.pod_name)] = (healthy, message)
+        for _ in range(3):
+            current = self.store.get(key)
+            if current is None:
+                log.info("health of %s kept until its WorkloadEntry %s exists", node.node_id, key)
+                return False
+            annotations = (current.body.get("metadata") or {}).get("annotations") or {}
+            if annotations.get(AUTO_REGISTRATION_GROUP_ANNOTATION) != group_of(node):
+                return False  # not this group's auto-registered entry
+            body = copy.deepcopy(current.body)
+            body["status"] = with_health_condition(body.get("status"), healthy, message)
+            try:
+                self.store.commit([Put(body, expected_revision=current.revision)])
+            except PilotfishError as exc:
+                log.info("health of WorkloadEntry %s/%s: %s", node.namespace, node.pod_name, exc)
+                continue
+            log.info(
+                "WorkloadEntry %s/%s is %s",
+                node.namespace,
+                node.pod_name,
+                "healthy" if healthy else f"unhealthy ({message})",
+            )
+            return True
+        return False
+
     def left(self, node: NodeInfo, name: str) -> bool:
         """The node has been gone for the grace: delete its entry if this replica manages it.
         True when deleted."""
         key = Key("WorkloadEntry", node.namespace, name)
+        self._health.pop((node.namespace, name), None)
         current = self.store.get(key)
         if current is None:
             return False

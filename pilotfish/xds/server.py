@@ -68,6 +68,13 @@ NodeHook = Callable[[NodeInfo], Awaitable[None] | None]
 Admission = Callable[[NodeInfo, Mapping[str, Any]], None]
 
 
+#: Istio's health type: an agent reports its workload's probe result on an xDS stream with a
+#: request of this type (``error_detail`` set while unhealthy); no response is sent.
+HEALTH_TYPE = "istio.io/health"
+#: ``(node, healthy, message) -> None``: a workload's probe result changed.
+HealthHook = Callable[[NodeInfo, bool, str], Awaitable[None] | None]
+
+
 class StreamRefused(Exception):
     """A new xDS stream is refused (PERMISSION_DENIED with this message)."""
 
@@ -162,8 +169,11 @@ class DiscoveryServer:
         prepare: Callable[[], None] | None = None,
         scoped_generator: ScopedGenerator | None = None,
         admit: Admission | None = None,
+        on_health: HealthHook | None = None,
     ) -> None:
         self.settings = settings
+        #: Called with a workload's probe result reported on an ``istio.io/health`` stream.
+        self.on_health = on_health
         #: Decides whether a new stream's node may connect, from its node and the stream's
         #: request metadata (e.g. ``authorization``); raises :class:`StreamRefused` if not.
         self.admit = admit
@@ -445,6 +455,9 @@ class DiscoveryServer:
                 log.warning("xDS stream of %s from %s refused: %s", node.node_id, context.peer(), e)
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
                 return
+        if first.type_url == HEALTH_TYPE:
+            await self._serve_health(node, first, inbox)
+            return
         conn = ProxyConnection(
             f"{next(self._ids)}",
             node,
@@ -483,6 +496,40 @@ class DiscoveryServer:
         finally:
             self._release_throttle(stream)
             del self._streams[conn.connection_id]
+
+    async def _serve_health(
+        self,
+        node: NodeInfo,
+        first: Request,
+        inbox: asyncio.Queue[Request | _Wake | None],
+    ) -> None:
+        """A stream that only reports health (an agent's, beside its Envoy's stream): each
+        request is the workload's probe result; nothing is generated or sent back, and the
+        stream does not count as the proxy's connection."""
+        item: Request | _Wake | None = first
+        while item is not None:
+            if not isinstance(item, _Wake) and item.type_url == HEALTH_TYPE:
+                healthy = not item.HasField("error_detail")
+                message = item.error_detail.message if not healthy else ""
+                log.info(
+                    "%s reports its workload %s%s",
+                    node.node_id,
+                    "healthy" if healthy else "unhealthy",
+                    f": {message}" if message else "",
+                )
+                await self._health(node, healthy, message)
+            item = await inbox.get()
+
+    async def _health(self, node: NodeInfo, healthy: bool, message: str) -> None:
+        if self.on_health is None:
+            return
+        try:
+            result = self.on_health(node, healthy, message)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            self.metrics.internal_error()
+            log.exception("on_health for %s failed", node.node_id)
 
     def _release_throttle(self, stream: _Stream) -> None:
         if stream.throttled_until is not None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pilotfish.api.networking import (
     ServiceEntry,
     ServiceEntrySpec,
@@ -10,6 +12,7 @@ from pilotfish.api.networking import (
     WorkloadEntrySpec,
     WorkloadGroup,
 )
+from pilotfish.api.probe import PROBE_ACTION_FIELDS, PROBE_FIELDS, Probe, ProbeError
 from pilotfish.config.validation.common import (
     HTTP_PROTOCOLS,
     TLS_PROTOCOLS,
@@ -232,8 +235,26 @@ def validate_workload_group(wg: WorkloadGroup, errs: Errors, namespace: str) -> 
     if spec.metadata is not None:
         check_labels(errs, "spec.metadata.labels", spec.metadata.labels)
     if spec.probe is not None:
-        errs.add(
-            "spec.probe",
-            "health probes of WorkloadGroups are not supported yet: the endpoint's health "
-            "would not follow the probe (remove probe)",
-        )
+        _probe(errs, spec.probe)
+
+
+def _probe(errs: Errors, probe: Any) -> None:
+    """Istio's ReadinessProbe, as the agent runs it (pilotfish.agent.workload_health): fields
+    the agent does not run are refused by name."""
+    if not isinstance(probe, dict):
+        errs.add("spec.probe", "must be a mapping")
+        return
+    for key in probe:
+        if key not in PROBE_FIELDS:
+            errs.add(f"spec.probe.{key}", "unknown or not supported probe field")
+    for action, fields in PROBE_ACTION_FIELDS.items():
+        spec = probe.get(action)
+        if isinstance(spec, dict):
+            for key in spec:
+                if key not in fields:
+                    errs.add(f"spec.probe.{action}.{key}", "unknown or not supported field")
+    try:
+        Probe.parse(probe)
+    except ProbeError as exc:
+        field, _, reason = str(exc).partition(": ")
+        errs.add(f"spec.{field}", reason)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import httpx
+
 from tests.integration.harness import Mesh, eventually
 
 CONFIG = """
@@ -130,3 +132,70 @@ def test_agent_registers_into_workload_group_serves_and_leaves(mesh: Mesh) -> No
         20,
         "vmapp without endpoints",
     )
+
+
+PROBED_GROUP = """
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadGroup
+metadata: {name: vmapp}
+spec:
+  metadata:
+    labels: {app: vmapp}
+  template:
+    labels: {version: v1}
+    serviceAccount: vmapp
+  probe:
+    httpGet: {path: /healthz, port: 9080}
+    periodSeconds: 1
+    failureThreshold: 1
+"""
+
+
+def test_probe_feeds_endpoint_health(mesh: Mesh) -> None:
+    # The group's probe (Istio's readinessProbe, as `configure` writes it into mesh.yaml) is
+    # run by the agent against its app; a failing app's endpoint leaves the Service, and comes
+    # back once the probe succeeds again. Another endpoint keeps serving meanwhile.
+    mesh.apply(CONFIG.split("---\napiVersion: networking.istio.io/v1")[0] + PROBED_GROUP)
+    client = mesh.add("client", {"app": "client"})
+    other = mesh.add("vmapp-other", {"app": "vmapp", "version": "v1"})
+    probe = {"httpGet": {"path": "/healthz", "port": 9080}, "periodSeconds": 1}
+    vm = mesh.add(
+        "ignored",
+        {"app": "vmapp", "version": "v1"},
+        workload_group="vmapp",
+        service_account="vmapp",
+        extra_args=("--readiness-probe", json.dumps(probe | {"failureThreshold": 1})),
+    )
+    name = vm.name
+
+    def healthy_condition() -> str:
+        conditions = (entries(mesh).get(name) or {}).get("status", {}).get("conditions") or []
+        return next((str(c["status"]) for c in conditions if c["type"] == "Healthy"), "")
+
+    def served_by() -> set[str]:
+        names = set()
+        for _ in range(12):
+            r = client.request("vmapp:9080", "/hello")
+            assert r.status_code == 200, r.text
+            names.add(str(r.json()["name"]))
+        return names
+
+    eventually(lambda: healthy_condition() == "True", 20, f"{name} reported healthy")
+    eventually(lambda: served_by() == {name, other.name}, 20, "both endpoints serve")
+
+    # The app fails its probe: the entry turns unhealthy and only the other endpoint serves.
+    assert httpx.get(f"http://{vm.ip}:9080/fail/on", timeout=5).status_code == 200
+    eventually(lambda: healthy_condition() == "False", 20, f"{name} reported unhealthy")
+    message = next(
+        c.get("message", "")
+        for c in entries(mesh)[name]["status"]["conditions"]
+        if c["type"] == "Healthy"
+    )
+    assert "503" in message
+    eventually(lambda: served_by() == {other.name}, 20, f"{name} left out of vmapp")
+
+    # It passes again: its endpoint comes back.
+    assert httpx.get(f"http://{vm.ip}:9080/fail/off", timeout=5).status_code == 200
+    eventually(lambda: healthy_condition() == "True", 20, f"{name} healthy again")
+    eventually(lambda: name in served_by(), 20, f"{name} serves vmapp again")

@@ -122,10 +122,35 @@ def test_workload_group() -> None:
         "spec.metadata.labels[a]",
         "invalid label value",
     )
+    # The probe the agent runs is accepted; what it does not run is refused by field.
+    ok(
+        body(
+            "WorkloadGroup",
+            {
+                "template": {},
+                "probe": {
+                    "httpGet": {"path": "/ready", "port": 8080, "httpHeaders": []},
+                    "periodSeconds": 2,
+                    "failureThreshold": 1,
+                },
+            },
+        )
+    )
+    ok(body("WorkloadGroup", {"template": {}, "probe": {"exec": {"command": ["true"]}}}))
     has(
-        body("WorkloadGroup", {"template": {}, "probe": {"httpGet": {"port": 8080}}}),
-        "spec.probe",
+        body("WorkloadGroup", {"template": {}, "probe": {"grpc": {"port": 8080}}}),
+        "spec.probe.grpc",
         "not supported",
+    )
+    has(
+        body("WorkloadGroup", {"template": {}, "probe": {"tcpSocket": {"port": 0}}}),
+        "spec.probe.tcpSocket.port",
+        "1..65535",
+    )
+    has(
+        body("WorkloadGroup", {"template": {}, "probe": {"periodSeconds": 1}}),
+        "spec.probe",
+        "exactly one of httpGet, tcpSocket, exec",
     )
     ok(
         body(
