@@ -72,6 +72,19 @@ def test_proxy_starts_from_the_directory(tmp_path: Path) -> None:
     assert settings.identity.token_file == tmp_path / "vm" / "istio-token"
 
 
+def test_the_groups_probe_goes_through_mesh_yaml(tmp_path: Path) -> None:
+    import dataclasses
+
+    probe = {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 2}
+    files = dataclasses.replace(FILES, readiness_probe=probe)
+    mesh = yaml.safe_load(wf.render_mesh_yaml(files))["defaultConfig"]
+    assert mesh["readinessProbe"] == probe  # as istioctl writes it
+    options, _ = options_from_dir(write(tmp_path / "vm", files))
+    settings = build_settings(**options, ip="10.1.0.2", interception_mode="REDIRECT")
+    assert settings.workload_probe == probe
+    assert "readinessProbe" not in yaml.safe_load(wf.render_mesh_yaml(FILES))["defaultConfig"]
+
+
 def test_errors_name_the_file_and_setting(tmp_path: Path) -> None:
     directory = write(tmp_path / "vm")
     (directory / wf.MESH_YAML).write_text("defaultConfig: {}\n")
