@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -192,8 +193,12 @@ class Agent:
         from pilotfish.api.probe import Probe
 
         probe = Probe.parse(settings.workload_probe, default_host=settings.node.ip)
+        # Each (re)connection dials the next control-plane replica, as Envoy fails over.
+        addresses = itertools.cycle((settings.discovery_address, *settings.discovery_fallbacks))
         reporter = HealthReporter(
-            settings.node, lambda: ca_channel(settings), registration_token(settings)
+            settings.node,
+            lambda: ca_channel(settings, next(addresses)),
+            registration_token(settings),
         )
         loop = asyncio.get_running_loop()
         self._health_tasks = [
