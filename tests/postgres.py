@@ -133,6 +133,25 @@ class PostgresCluster:
         return self.url(name)
 
 
+@contextlib.contextmanager
+def throwaway_cluster(bin_dir: Path, port: Callable[[], int]) -> Iterator[PostgresCluster]:
+    """initdb and start a cluster in a new temp directory (as ``postgres`` or ``nobody`` under
+    root); stopped and removed on exit. Used by the fixture below and by bench/replicas.py."""
+    user = _run_as()
+    root = Path(tempfile.mkdtemp(prefix="pilotfish-pg-"))
+    if user is not None:
+        os.chown(root, user.pw_uid, user.pw_gid)
+    cluster = PostgresCluster(bin_dir, root, 0, user)
+    try:
+        started = time.monotonic()
+        cluster.start(port)
+        print(f"PostgreSQL on port {cluster.port} in {time.monotonic() - started:.1f}s")
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresCluster]:
     bin_dir = server_binaries()
@@ -143,16 +162,5 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         )
     from tests.conftest import _free_port
 
-    user = _run_as()
-    root = Path(tempfile.mkdtemp(prefix="pilotfish-pg-"))
-    if user is not None:
-        os.chown(root, user.pw_uid, user.pw_gid)
-    cluster = PostgresCluster(bin_dir, root, 0, user)
-    try:
-        started = time.monotonic()
-        cluster.start(_free_port)
-        print(f"PostgreSQL on port {cluster.port} in {time.monotonic() - started:.1f}s")
+    with throwaway_cluster(bin_dir, _free_port) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)

@@ -152,6 +152,23 @@ def start_control_plane(
     raise AssertionError(f"control plane did not become ready:\n{log.read_text()}")
 
 
+def start_replica(
+    root: Path, name: str, store_url: str, api_port: int, xds_port: int
+) -> ControlPlane:
+    """One control-plane replica on the PostgreSQL database ``store_url``: its own data
+    directory (``root/name``), the CA directory shared with the others (``root/shared-ca``;
+    the first replica started creates the mesh root there). Starting it again with the same
+    ports restarts the same replica."""
+    (root / name).mkdir(exist_ok=True)
+    return start_control_plane(
+        root / name / "data",
+        root / name / "config",
+        api_port,
+        xds_port,
+        ("--store", store_url, "--ca-dir", str(root / "shared-ca")),
+    )
+
+
 @pytest.fixture
 def control_plane_factory(
     tmp_path: Path, free_port: Callable[[], int]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import ControlPlane, start_control_plane
+from tests.integration.harness import ControlPlane, start_replica
 from tests.postgres import PostgresCluster
 
 
@@ -17,20 +17,10 @@ def replicas(
     tmp_path: Path, free_port: Callable[[], int], postgres_cluster: PostgresCluster
 ) -> Iterator[tuple[ControlPlane, ControlPlane]]:
     url = postgres_cluster.new_database()
-    shared_ca = tmp_path / "shared-ca"
     started: list[ControlPlane] = []
     try:
         for name in ("a", "b"):
-            (tmp_path / name).mkdir()
-            started.append(
-                start_control_plane(
-                    tmp_path / name / "data",
-                    tmp_path / name / "config",
-                    free_port(),
-                    free_port(),
-                    ("--store", url, "--ca-dir", str(shared_ca)),
-                )
-            )
+            started.append(start_replica(tmp_path, name, url, free_port(), free_port()))
         yield started[0], started[1]
     finally:
         for cp in started:

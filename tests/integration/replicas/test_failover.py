@@ -76,10 +76,12 @@ spec:
 
 
 class Load:
-    """Steady requests through the client's sidecar, in a thread; every outcome counted."""
+    """Steady requests through the client's sidecar, in a thread, ``pause`` seconds apart;
+    every outcome counted (bench/replicas.py times the same scenario with it)."""
 
-    def __init__(self, client: Sidecar) -> None:
+    def __init__(self, client: Sidecar, pause: float = 0.01) -> None:
         self.client = client
+        self.pause = pause
         self.ok = 0
         self.failures: list[str] = []
         self._stop = threading.Event()
@@ -98,7 +100,7 @@ class Load:
                         self.ok += 1
                     else:
                         self.failures.append(f"{r.status_code} {r.text[:200]}")
-                self._stop.wait(0.01)
+                self._stop.wait(self.pause)
 
     def __enter__(self) -> Load:
         self._thread.start()
