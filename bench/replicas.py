@@ -29,6 +29,7 @@ asserts.
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import statistics
 import sys
@@ -163,6 +164,7 @@ def main() -> int:
             mesh.stop()
             for cp in cps.values():
                 cp.kill(signal.SIGKILL)
+            shutil.rmtree(root, ignore_errors=True)
     for line in failures[:10]:
         print("failed:", line[:300])
     print_figures(rounds, total, len(failures))
