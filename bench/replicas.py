@@ -103,9 +103,12 @@ def main() -> int:
         url = cluster.new_database()
         root = Path(tempfile.mkdtemp(prefix="pilotfish-bench-replicas-"))
         ports = {name: (_free_port(), _free_port()) for name in ("a", "b")}
-        cps = {name: start_replica(root, name, url, *ports[name]) for name in ("a", "b")}
-        mesh = Mesh(cps["a"], root, _free_port, replicas=[cps["b"]])
+        cps: dict[str, ControlPlane] = {}
+        mesh: Mesh | None = None
         try:
+            for name in ("a", "b"):
+                cps[name] = start_replica(root, name, url, *ports[name])
+            mesh = Mesh(cps["a"], root, _free_port, replicas=[cps["b"]])
             mesh.apply(CONFIG)
             backend = mesh.add(
                 BACKEND, {"app": "reviews", "version": "v1"},
@@ -161,7 +164,8 @@ def main() -> int:
                 failures = list(load.failures)
             total = load.ok + len(load.failures)
         finally:
-            mesh.stop()
+            if mesh is not None:
+                mesh.stop()
             for cp in cps.values():
                 cp.kill(signal.SIGKILL)
             shutil.rmtree(root, ignore_errors=True)
