@@ -18,9 +18,11 @@ both replicas. The client sends a request through both Envoys every ``--pause`` 
   survivor and synced at its revision (the survivor's proxystatus API, polled every 10 ms;
   target <= 5 s); requests sent and failed meanwhile (target: 0 failed);
 - the killed replica is started again (same data directory and ports), and after
-  ``--settle`` seconds (Envoy's outlier detection sets a replica that refused connections
-  aside for a while) the next round kills the replica the client's Envoy is on then: the
-  survivor of this round, so the two replicas take turns.
+  ``--settle`` seconds the next round kills the replica the client's Envoy is on then: the
+  survivor of this round, so the two replicas take turns. Each round also prints how many
+  replicas each Envoy's outlier detection had set aside at the kill (a replica that refused
+  a connection while it was down): a short ``--settle`` kills the survivor soon after the
+  other came back, the case where a replica still set aside slows the reconnection.
 
 The integration test asserts zero failed requests; this measures the times, which no test
 asserts.
@@ -43,7 +45,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pilotfish.api.kinds import PROXY_STATUS_PATH
 from tests.conftest import _free_port
-from tests.integration.harness import ControlPlane, Mesh, eventually, start_replica
+from tests.integration.harness import ControlPlane, Mesh, Sidecar, eventually, start_replica
 from tests.integration.replicas.test_failover import CONFIG, Load, header_route, workload_entry
 from tests.postgres import server_binaries, throwaway_cluster
 
@@ -79,6 +81,24 @@ def synced_on(cp: ControlPlane, names: tuple[str, ...]) -> set[str]:
         and p.get("synced")
         and int(p.get("config_revision") or 0) >= revision
     }
+
+
+def set_aside(sidecar: Sidecar) -> int:
+    """How many replicas the sidecar's Envoy has set aside now (outlier detection on its
+    ``xds-grpc`` cluster ejects a replica that refused a connection)."""
+    stat = "cluster.xds-grpc.outlier_detection.ejections_active"
+    try:
+        r = httpx.get(
+            f"http://127.0.0.1:{sidecar.admin_port}/stats",
+            params={"filter": f"^{stat}$"},
+            timeout=1,
+        )
+    except httpx.HTTPError:
+        return -1
+    for line in r.text.splitlines():
+        if line.startswith(f"{stat}:"):
+            return int(line.split(":", 1)[1])
+    return 0
 
 
 def main() -> int:
@@ -137,6 +157,7 @@ def main() -> int:
                     survivor = cps["b" if victim == "a" else "a"]
                     before = load.ok + len(load.failures)
                     failed_before = len(load.failures)
+                    aside = (set_aside(client), set_aside(backend))
                     t0 = time.monotonic()
                     cps[victim].proc.send_signal(signal.SIGKILL)
                     first: dict[str, float] = {}
@@ -154,7 +175,8 @@ def main() -> int:
                     print(
                         f"round {n + 1}: killed {victim}; client synced on the survivor after "
                         f"{first[CLIENT]:.2f} s, both after {max(first.values()):.2f} s; "
-                        f"{sent} requests, {failed} failed",
+                        f"{sent} requests, {failed} failed; replicas set aside at the kill by "
+                        f"the client's / backend's Envoy: {aside[0]} / {aside[1]}",
                         flush=True,
                     )
                     cps[victim].proc.wait(10)

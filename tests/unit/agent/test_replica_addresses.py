@@ -60,6 +60,9 @@ def test_every_replica_is_an_endpoint_of_xds_grpc(tmp_path: Path) -> None:
     # A replica refusing connections is set aside; one always stays.
     assert cluster["outlier_detection"]["consecutive_local_origin_failure"] == 1
     assert cluster["outlier_detection"]["max_ejection_percent"] == 50
+    # ... briefly: it is back within seconds of a restart (issue 13's R3: reconnect <= 5 s).
+    assert cluster["outlier_detection"]["max_ejection_time"] == "5s"
+    assert cluster["outlier_detection"]["interval"] == "1s"
 
 
 def test_names_resolve_by_dns_and_tls_accepts_each_replica(tmp_path: Path) -> None:
