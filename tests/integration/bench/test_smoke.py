@@ -26,7 +26,8 @@ def run(script: str, *args: str, tmp_path: Path) -> str:
 @pytest.mark.timeout(300)
 def test_push_latency_quick(tmp_path: Path) -> None:
     out = run("push_latency.py", tmp_path=tmp_path)
-    assert "| real Envoy x1 " in out
+    for kind in ("VS weight", "DR subset", "endpoint"):
+        assert f"| real Envoy x1: {kind} " in out, out
     assert "| simulated x2 " in out
     assert "all ACKed median ms" in out
 
