@@ -22,6 +22,7 @@ import click
 
 from pilotfish.api.duration import parse_duration
 from pilotfish.api.kinds import CA_PATH, CA_ROTATE_ROOT_PATH, PROXY_STATUS_PATH
+from pilotfish.cli.output import table
 from pilotfish.errors import PilotfishError
 
 STEPS = ("add", "activate", "retire")
@@ -136,18 +137,24 @@ def status_cmd(ctx: click.Context, fmt: str) -> None:
         return
     click.echo(f"mode: {status['mode']}, trust domain {status['trustDomain']}, "
                f"rotation: {status['rotation']}")  # fmt: skip
-    click.echo(f"{'ROOT':<18}{'ROLE':<10}{'SERIAL':<42}NOT AFTER")
-    for root in status.get("roots") or []:
-        click.echo(f"{short(root['fingerprint']):<18}{root['role']:<10}{root['serial']:<42}"
-                   f"{root['notAfter']}")  # fmt: skip
+    roots = [["ROOT", "ROLE", "SERIAL", "NOT AFTER"]] + [
+        [short(r["fingerprint"]), r["role"], r["serial"], r["notAfter"]]
+        for r in status.get("roots") or []
+    ]
+    click.echo(table(roots))
     workloads = status.get("workloads") or []
     if not workloads:
         click.echo("no workload watches the trust bundle")
         return
-    click.echo(f"\n{'WORKLOAD':<64}{'SIGNED BY':<18}TRUSTS")
-    for w in workloads:
-        trusts = ",".join(short(f) for f in w.get("trusts") or [])
-        click.echo(f"{w['node']:<64}{short(w.get('signedBy') or ''):<18}{trusts}")
+    rows = [["WORKLOAD", "SIGNED BY", "TRUSTS"]] + [
+        [
+            w["node"],
+            short(w.get("signedBy") or ""),
+            ",".join(short(f) for f in w.get("trusts") or []),
+        ]
+        for w in workloads
+    ]
+    click.echo("\n" + table(rows))
 
 
 @ca.command("rotate-root")

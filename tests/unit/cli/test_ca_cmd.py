@@ -42,3 +42,23 @@ def test_a_stopped_rotation_resumes_where_it_was() -> None:
     assert next_steps("added", None) == [("add", False), ("activate", True), ("retire", True)]
     assert next_steps("activated", None) == [("activate", False), ("retire", True)]
     assert next_steps("activated", "retire") == [("retire", True)]
+
+
+def test_status_table_keeps_long_workload_names_apart(monkeypatch: Any) -> None:
+    from click.testing import CliRunner
+
+    from pilotfish.cli import ca_cmd
+
+    node = "sidecar~10.244.0.3~productpage-v1-rfbn5bwh2n-t85jq.default~default.svc.cluster.local"
+    status = {
+        "mode": "self-signed",
+        "trustDomain": "cluster.local",
+        "rotation": "none",
+        "roots": [{"fingerprint": "a" * 64, "role": "signing", "serial": "1f", "notAfter": "2036"}],
+        "workloads": [_w(node, ["a" * 64], "a" * 64)],
+    }
+    monkeypatch.setattr(ca_cmd, "_call", lambda ctx, method, path, *a, **k: status)
+    result = CliRunner().invoke(ca_cmd.status_cmd, [], obj={}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("sidecar~"))
+    assert row.split() == [node, "a" * 16, "a" * 16]
