@@ -23,7 +23,7 @@ import click
 from pilotfish.api.duration import parse_duration
 from pilotfish.api.kinds import CA_PATH, CA_ROTATE_ROOT_PATH, PROXY_STATUS_PATH
 from pilotfish.cli.output import table
-from pilotfish.errors import PilotfishError
+from pilotfish.cli.token_cmd import _call
 
 STEPS = ("add", "activate", "retire")
 
@@ -100,17 +100,6 @@ def next_steps(rotation: str, only: str | None) -> list[tuple[str, bool]]:
 
 def short(fingerprint: str) -> str:
     return fingerprint[:16] if fingerprint else "?"
-
-
-def _call(ctx: click.Context, method: str, path: str, **kw: Any) -> Any:
-    g = ctx.find_root().obj
-    try:
-        with g.client() as client:
-            return client.request(method, path, **kw)
-    except PilotfishError as e:
-        for line in str(e).splitlines() or [""]:
-            click.echo(f"error: {line}", err=True)
-        ctx.exit(1)
 
 
 @click.group("ca", context_settings={"help_option_names": ["-h", "--help"]})

@@ -39,7 +39,7 @@ TARGETS = (*PAGES, "prometheus", "envoy")
 
 #: Runs inside the pod's network namespace: joins stdin/stdout (the accepted connection) to
 #: 127.0.0.1:PORT.
-_RELAY = """
+RELAY = """
 import os, socket, sys, threading
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 def up():
@@ -134,7 +134,7 @@ def _forward_envoy(admin: EnvoyAdmin, port: int, browser: bool) -> None:
         raise PilotfishError(f"cannot listen on 127.0.0.1:{port}: {exc}") from None
     listener.listen(16)
     local = listener.getsockname()[1]
-    argv = in_pod_netns(admin.netns, [sys.executable, "-c", _RELAY, str(admin.port)])
+    argv = in_pod_netns(admin.netns, [sys.executable, "-c", RELAY, str(admin.port)])
 
     def relay(conn: socket.socket) -> None:
         with conn, contextlib.suppress(OSError):

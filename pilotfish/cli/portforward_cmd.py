@@ -30,6 +30,7 @@ import click
 
 from pilotfish.api import kinds
 from pilotfish.api.kinds import DASHBOARD_PATH
+from pilotfish.cli.dashboard_cmd import RELAY
 from pilotfish.errors import PilotfishError
 
 __all__ = [
@@ -222,24 +223,6 @@ def _addon(client: Any, name: str, ports: list[tuple[int, int]]) -> tuple[list[F
     return [Forward(lp, port, what, None, host) for lp, _ in ports], login
 
 
-_RELAY = """
-import os, socket, sys, threading
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-def up():
-    while True:
-        data = os.read(0, 65536)
-        if not data:
-            s.shutdown(socket.SHUT_WR); return
-        s.sendall(data)
-threading.Thread(target=up, daemon=True).start()
-while True:
-    data = s.recv(65536)
-    if not data:
-        break
-    os.write(1, data)
-"""
-
-
 def _pipe(src: socket.socket, dst: socket.socket) -> None:
     with contextlib.suppress(OSError):
         while data := src.recv(65536):
@@ -261,7 +244,7 @@ def _relay_to_pod(conn: socket.socket, netns: str, port: int) -> None:
 
     from pilotfish.cli.runtime_cmds import in_pod_netns
 
-    argv = in_pod_netns(netns, [sys.executable, "-c", _RELAY, str(port)])
+    argv = in_pod_netns(netns, [sys.executable, "-c", RELAY, str(port)])
     with conn, contextlib.suppress(OSError):
         subprocess.run(argv, stdin=conn.fileno(), stdout=conn.fileno(), check=False)
 
