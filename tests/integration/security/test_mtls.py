@@ -189,10 +189,19 @@ def test_auto_mtls_sends_plaintext_to_a_port_level_disable(
     plaintext from a meshed client (mTLS there would be refused: 503)."""
     mesh, server, client = meshed
     selector = "selector: {matchLabels: {app: reviews}}"
+    # STRICT first, so that each step below waits for a change it can see: before any
+    # policy the port is PERMISSIVE, which accepts plaintext and mTLS alike.
+    mesh.apply(peer_authentication("reviews", "default", "STRICT", selector))
+    eventually(lambda: plain_get(server) == 0, 20, "port 9080 STRICT")
     ports = "portLevelMtls: {9080: {mode: DISABLE}}"
     mesh.apply(peer_authentication("reviews", "default", "STRICT", selector, ports))
     eventually(lambda: plain_get(server) == 200, 20, "port 9080 accepting plaintext only")
-    eventually(lambda: mesh_get(client).status_code == 200, 20, "the client sending plaintext")
+
+    def plaintext() -> bool:
+        r = mesh_get(client)
+        return r.status_code == 200 and "x-forwarded-client-cert" not in r.json()["headers"]
+
+    eventually(plaintext, 20, "the client sending plaintext")
     for _ in range(5):
         r = mesh_get(client)
         assert r.status_code == 200
