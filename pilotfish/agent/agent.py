@@ -40,6 +40,7 @@ from pilotfish.agent.bootstrap import render_bootstrap, write_bootstrap
 from pilotfish.agent.health import AgentServer
 from pilotfish.agent.settings import AgentSettings
 from pilotfish.agent.supervisor import EnvoySupervisor, SupervisorSettings
+from pilotfish.api.node import AUTO_REGISTER_GROUP_METADATA
 from pilotfish.api.peer import peer_environment, workload_values
 
 if TYPE_CHECKING:  # gRPC and cryptography load only when the proxy has a workload identity
@@ -77,8 +78,6 @@ def registration_token(settings: AgentSettings) -> str:
     other agents."""
     if settings.identity is None:
         return ""
-    from pilotfish.api.networking import AUTO_REGISTER_GROUP_METADATA
-
     if not settings.node.extra.get(AUTO_REGISTER_GROUP_METADATA):
         return ""
     return settings.identity.token_file.read_text().strip()

@@ -309,8 +309,6 @@ class EnvoyFilter(Resource):
 
 # --- WorkloadGroup auto-registration (Istio's rules) ----------------------------------------
 
-#: Node metadata key an agent sets to register itself into a WorkloadGroup (Istio's).
-AUTO_REGISTER_GROUP_METADATA = "AUTO_REGISTER_GROUP"
 #: Annotation on an auto-registered WorkloadEntry naming its group (Istio's).
 AUTO_REGISTRATION_GROUP_ANNOTATION = "istio.io/autoRegistrationGroup"
 #: Annotation naming the control plane that manages an auto-registered entry (Istio's).

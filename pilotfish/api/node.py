@@ -43,6 +43,11 @@ SYSTEM_ROOTS_CANDIDATES = (
     "/etc/ssl/cert.pem",
 )
 
+#: Node metadata key an agent sets to register itself into a WorkloadGroup (Istio's); here
+#: rather than with the WorkloadGroup rules (:mod:`pilotfish.api.networking`) so that an
+#: agent reads it without loading the API's models.
+AUTO_REGISTER_GROUP_METADATA = "AUTO_REGISTER_GROUP"
+
 ProxyType = Literal["sidecar", "router"]
 InterceptionMode = Literal["REDIRECT", "NONE"]
 

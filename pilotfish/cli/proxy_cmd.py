@@ -145,7 +145,8 @@ def build_settings(
     extra: dict[str, str] = {}
     if workload_group:
         # The API models behind these names cost the agent ~0.1 s of start: only on demand.
-        from pilotfish.api.networking import AUTO_REGISTER_GROUP_METADATA, auto_registered_name
+        from pilotfish.api.networking import auto_registered_name
+        from pilotfish.api.node import AUTO_REGISTER_GROUP_METADATA
 
         if proxy_type != "sidecar":
             raise click.UsageError("--workload-group is for sidecars (--type sidecar)")

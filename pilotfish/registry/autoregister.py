@@ -20,12 +20,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pilotfish.api.networking import (
-    AUTO_REGISTER_GROUP_METADATA,
     AUTO_REGISTRATION_GROUP_ANNOTATION,
     WORKLOAD_CONTROLLER_ANNOTATION,
     auto_registered_entry,
 )
-from pilotfish.api.node import NodeInfo
+from pilotfish.api.node import AUTO_REGISTER_GROUP_METADATA, NodeInfo
 from pilotfish.config.store.base import Delete, Key, Put, Store
 from pilotfish.errors import PilotfishError
 

@@ -477,6 +477,8 @@ class Runtime:
                 self.api.update_pod(body)
             except ApiGone:
                 continue
+            if report.ready and not (running.written and running.written.ready):
+                log.info("pod %s/%s: status Ready written (t=%.3f)", *key, time.time())
             running.written = report
             bodies[key] = body
         return list(bodies.values())

@@ -273,6 +273,8 @@ class LocalPod:
         self.started_at: float | None = None
         self.ready_at: float | None = None
         self.created_at = time.monotonic()
+        #: When each step of the pod's start happened (``time.time()``), logged once Ready.
+        self.timeline: dict[str, float] = {"start": time.time()}
         self._view = view
         self._applied_names: tuple[tuple[ServiceName, ...], tuple[EntryName, ...]] | None = None
         self._applied_endpoints: tuple[ServicePort, ...] | None = None
@@ -360,6 +362,7 @@ class LocalPod:
         if plan is not None and plan.problem:
             raise PodConfigError(plan.problem)
         self.net = self.network.create_pod_netns(self.pod_id)
+        self._mark("network")
         self.started_at = time.monotonic()
         self._apply_view(force=True)
         app = self.users.app
@@ -381,10 +384,13 @@ class LocalPod:
             proxy = self.users.proxy
             if not self.gateway:  # a gateway is addressed directly: nothing to capture
                 apply_capture(self.netns, CaptureSettings(proxy.uid, proxy.gid), self.tools)
+                self._mark("capture")
             self._write_token()
+            self._mark("token")
             self.sidecar.options = self._agent_options()
             self.sidecar.argv = [*self.settings.proxy_argv, *self.sidecar.options]
             self._start_sidecar()
+            self._mark("agent")
         else:
             self._start_apps()
 
@@ -416,6 +422,8 @@ class LocalPod:
                 and http_status(self.netns, READINESS_PORT, "/healthz/ready") == 200
             )
             self._ask_sidecar_why(sidecar, now)
+            if sidecar.ready and "sidecar_ready" not in self.timeline:
+                self._mark("sidecar_ready")
             if sidecar.ready and not self._apps_started:
                 self._start_apps()
         for c in self.containers:
@@ -435,6 +443,11 @@ class LocalPod:
                 c.restarts += 1
                 self._start_container(c)
             c.ready = c.proc is not None and self._container_ready(c)
+        if self.containers and all(c.ready for c in self.containers):
+            self._mark("apps_ready")
+
+    def _mark(self, step: str) -> None:
+        self.timeline.setdefault(step, time.time())
 
     def _event(self, reason: str, message: str, type_: str = "Warning") -> None:
         try:
@@ -660,6 +673,7 @@ class LocalPod:
         self._apps_started = True
         for c in self.containers:
             self._start_container(c)
+        self._mark("apps")
 
     def _start_container(self, c: _Container) -> None:
         spec = c.spec
@@ -701,6 +715,16 @@ class LocalPod:
             self._report = report
         if report.ready and self.ready_at is None:
             self.ready_at = time.monotonic()
+            self._mark("ready")
+            start = self.timeline["start"]
+            log.info(
+                "pod %s/%s ready in %.0f ms: %s (timeline %s)",
+                self.namespace,
+                self.name,
+                (self.timeline["ready"] - start) * 1000,
+                ", ".join(f"{k} +{(t - start) * 1000:.0f}" for k, t in self.timeline.items()),
+                json.dumps(self.timeline),
+            )
         if changed:
             self.on_change(self)
 
