@@ -17,7 +17,10 @@ executes for N more keep-alive requests. Configs, for both reporters:
   metadata lookup (the form before the labels were packed);
 - ``packed``: the four metrics as generated now (:func:`pilotfish.translate.telemetry.pack_tags`:
   one packed tag per metric, one lookup per group);
-- ``access-log``: no metrics, Istio's text access log to ``/dev/null``.
+- ``access-log``: no metrics, Istio's text access log to ``/dev/null``;
+- ``packed + access-log``: both, what telemetry "on" runs;
+- ``packed no-counter``: the four metrics less ``istio_requests_total`` (the lever of serving
+  it from the duration histogram's ``_count``).
 
 Instructions are not time (a lookup that misses the cache costs more than its count says), but
 they are what the config asks Envoy to do, counted exactly. No exit code depends on the figures.
@@ -45,6 +48,7 @@ from google.protobuf import json_format
 from pilotfish.agent.envoy_binary import envoy_binary
 from pilotfish.api.meshconfig import DEFAULT_ACCESS_LOG_FORMAT
 from pilotfish.api.peer import HISTOGRAM_BUCKETS, PEER_FIELDS
+from pilotfish.model.telemetry import MetricOverride
 from pilotfish.translate import telemetry as T
 from pilotfish.translate.common import pack
 
@@ -72,8 +76,11 @@ def _json(message: Any) -> dict[str, Any]:
     return json_format.MessageToDict(message)
 
 
-def _stats_logger(tags: list[tuple[str, str]], packed: bool) -> dict[str, Any]:
-    log = T.http_metrics_log(tags, [])
+def _stats_logger(
+    tags: list[tuple[str, str]], packed: bool, without: str | None = None
+) -> dict[str, Any]:
+    overrides = [] if without is None else [MetricOverride(without, "CLIENT_AND_SERVER", True)]
+    log = T.http_metrics_log(tags, overrides)
     assert log is not None
     if not packed:  # rebuild the same metrics with one tag per label
         from envoy.extensions.access_loggers.stats.v3 import stats_pb2
@@ -132,10 +139,19 @@ def configs() -> dict[str, tuple[str, list[dict[str, Any]], list[dict[str, Any]]
         "client per-label": ("source", client_edge, [_stats_logger(client, packed=False)]),
         "client packed": ("source", client_edge, [_stats_logger(client, packed=True)]),
         "client access-log": ("source", client_edge, [_access_log()]),
+        "client packed + access-log": ("source", client_edge,
+                                       [_stats_logger(client, packed=True), _access_log()]),
+        "client packed no-counter": ("source", client_edge,
+                                      [_stats_logger(client, True, "REQUEST_COUNT")]),
         "server none": ("destination", server_edge, []),
         "server per-label": ("destination", [_old_peer_filter()],
                              [_stats_logger(server, packed=False)]),
         "server packed": ("destination", server_edge, [_stats_logger(server, packed=True)]),
+        "server access-log": ("destination", server_edge, [_access_log()]),
+        "server packed + access-log": ("destination", server_edge,
+                                       [_stats_logger(server, packed=True), _access_log()]),
+        "server packed no-counter": ("destination", server_edge,
+                                      [_stats_logger(server, True, "REQUEST_COUNT")]),
     }  # fmt: skip
 
 
