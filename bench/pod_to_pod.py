@@ -354,6 +354,19 @@ def print_tables(
                 cpu_ratio += verdict(cpu / base_cpu, CPU_TARGET)
             print(f"| {path} | {c} | {rps:,.0f} | {p50:.3f} ms | {p99:.3f} ms | {cpu_text} | "
                   f"{vs_direct} | {vs_mtls} | {cpu_ratio} |")  # fmt: skip
+    # The machine may be shared: the spread of the side-by-side ratios, round by round.
+    print()
+    for c in conns:
+        pairs = list(zip(results[("mtls", c)], results[("telemetry", c)], strict=True))
+        p50s = [t.p50_ms / m.p50_ms for (m, _), (t, _) in pairs]
+        cpus = [
+            (tc / max(1, t.requests)) / (mc / max(1, m.requests))
+            for (m, mc), (t, tc) in pairs
+            if mc > 0
+        ]
+        print(f"telemetry / mtls per round, c={c}: p50 "
+              + ", ".join(f"{v:.2f}x" for v in p50s) + "; CPU per request "
+              + ", ".join(f"{v:.2f}x" for v in cpus))  # fmt: skip
 
 
 if __name__ == "__main__":
