@@ -12,6 +12,8 @@ metadata the control plane sends) runs under ``valgrind --tool=callgrind``, inst
 until it has served 200 requests (so every stat exists); then it counts the instructions Envoy
 executes for N more keep-alive requests. Configs, for both reporters:
 
+- ``off``: what telemetry off runs: no stats logger, no edge filter (the client's; the
+  server's peer edge stays on, as it does with telemetry off);
 - ``none``: no stats logger (the edge filters stay);
 - ``per-label``: Istio's four HTTP metrics with one Envoy tag per label, each label's own
   metadata lookup (the form before the labels were packed);
@@ -135,6 +137,7 @@ def configs() -> dict[str, tuple[str, list[dict[str, Any]], list[dict[str, Any]]
     ]
     client, server = T.client_http_tags(), T.server_http_tags(SERVICE, mtls=True)
     return {
+        "client off": ("source", [], []),
         "client none": ("source", client_edge, []),
         "client per-label": ("source", client_edge, [_stats_logger(client, packed=False)]),
         "client packed": ("source", client_edge, [_stats_logger(client, packed=True)]),
