@@ -69,6 +69,9 @@ from pilotfish.registry.types import Endpoint, Service
 T = TypeVar("T")
 #: Kinds that change workloads and endpoints only (see ``PushContext.config_epoch``).
 _WORKLOAD_KINDS = frozenset({"Pod", "WorkloadEntry"})
+#: Kinds left out of ``PushContext.route_epoch`` besides workloads: what route configurations
+#: read of DestinationRules is named by ``translate.dependencies.route_rule_revisions``.
+_ROUTE_IGNORED_KINDS = _WORKLOAD_KINDS | {"DestinationRule"}
 #: At most this many reusable values are carried from one context to the next.
 _MAX_INHERITED = 200_000
 log = logging.getLogger(__name__)
@@ -171,6 +174,11 @@ class PushContext:
         #: next: what depends on config and service definitions only (route configurations)
         #: is reused across contexts of one epoch (``reuse(key, push.config_epoch, ...)``).
         self.config_epoch = 0
+        #: As ``config_epoch``, but DestinationRule changes do not move it either: route
+        #: configurations read DestinationRules only for consistent-hash policies, so their
+        #: reuse adds the revisions of the rules that can matter to the inputs
+        #: (``translate.dependencies.route_rule_revisions``).
+        self.route_epoch = 0
         self._lock = threading.Lock()
 
         def order(c: VirtualServiceConfig | DestinationRuleConfig) -> tuple[str, str, str]:
@@ -188,6 +196,7 @@ class PushContext:
             (p for p in parsed.values() if isinstance(p, DestinationRuleConfig)), key=order
         )
         self.virtual_services: tuple[VirtualServiceConfig, ...] = tuple(vss)
+        self.destination_rules: tuple[DestinationRuleConfig, ...] = tuple(drs)
         self.gateways: tuple[GatewayConfig, ...] = tuple(
             sorted(
                 (p for p in parsed.values() if isinstance(p, GatewayConfig)),
@@ -278,19 +287,23 @@ class PushContext:
             context._inherited = previous._reusable()
             if context._same_config(previous):
                 context.config_epoch = previous.config_epoch
+                context.route_epoch = previous.route_epoch
             else:
                 context.config_epoch = previous.config_epoch + 1
+                same = context._same_config(previous, _ROUTE_IGNORED_KINDS)
+                context.route_epoch = previous.route_epoch + (0 if same else 1)
         return context
 
-    def _same_config(self, previous: PushContext) -> bool:
+    def _same_config(
+        self, previous: PushContext, ignored: frozenset[str] = _WORKLOAD_KINDS
+    ) -> bool:
         """Only workloads (Pods, WorkloadEntries, connected sidecars) and therefore endpoints
-        differ from ``previous``: config objects and service definitions are the same."""
+        differ from ``previous`` (and objects of the other ``ignored`` kinds): config objects
+        and service definitions are the same."""
         if self.registry.services != previous.registry.services:
             return False
-        mine = {k: v.revision for k, v in self._by_key.items() if k.kind not in _WORKLOAD_KINDS}
-        theirs = {
-            k: v.revision for k, v in previous._by_key.items() if k.kind not in _WORKLOAD_KINDS
-        }
+        mine = {k: v.revision for k, v in self._by_key.items() if k.kind not in ignored}
+        theirs = {k: v.revision for k, v in previous._by_key.items() if k.kind not in ignored}
         return mine == theirs
 
     def _reusable(self) -> dict[Hashable, Any]:

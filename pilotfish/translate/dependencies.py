@@ -19,8 +19,11 @@ proxy that stops seeing something is reached too):
   the new context) reach, and nothing through its own namespace or ``exportTo``.
 - **DestinationRule**: for proxies whose namespace resolves it (its own namespace, or one it is
   exported to), CDS and EDS of the host's clusters (default and every subset of the old and
-  new rule, every port), RDS (consistent-hash policies live in routes) and SDS
-  (``credentialName``). A wildcard host: every cluster.
+  new rule, every port). A wildcard host: every cluster. RDS too when it is one of the rules
+  route configurations read (:func:`route_rules`: consistent-hash policies live in routes),
+  SDS when it is one of the rules the secrets depend on (:func:`secret_rules`:
+  ``credentialName``). A rule of neither kind (the usual subset added) changes clusters only,
+  and route configurations are then carried over to the next context as they are.
 - **Gateway**: everything of the routers it selects (old or new selector).
 - **PeerAuthentication, AuthorizationPolicy, RequestAuthentication**: LDS of the workloads
   they select (root namespace: every namespace; no selector: the whole namespace). A
@@ -42,11 +45,12 @@ proxy that stops seeing something is reached too):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from pilotfish.api.destinationrule import TrafficPolicy
 from pilotfish.api.hosts import MESH_GATEWAY
 from pilotfish.api.mesh import visible
 from pilotfish.api.node import NodeInfo
@@ -83,6 +87,68 @@ INERT_KINDS = frozenset({"Namespace", "ServiceAccount", "Deployment", "Event"})
 POLICY_KINDS = frozenset({"PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication"})
 #: Kinds that change a whole namespace's proxies (every proxy in the root namespace).
 NAMESPACE_WIDE_KINDS = frozenset({"Telemetry", "Sidecar", "EnvoyFilter"})
+
+
+def _policies(dr: DestinationRuleConfig) -> list[Any]:
+    """Every traffic policy of a rule: top level, per subset, and their port-level settings."""
+    tops: list[TrafficPolicy] = [dr.traffic_policy] if dr.traffic_policy is not None else []
+    tops += [s.trafficPolicy for s in dr.subsets if s.trafficPolicy is not None]
+    return [*tops, *(p for t in tops for p in t.portLevelSettings)]
+
+
+def _hashes(dr: DestinationRuleConfig) -> bool:
+    """Does the rule set a consistent hash anywhere (routes carry its ``hash_policy``)?"""
+    return any(
+        p.loadBalancer is not None and p.loadBalancer.consistentHash is not None
+        for p in _policies(dr)
+    )
+
+
+def _credentials(dr: DestinationRuleConfig) -> bool:
+    """Does the rule name a ``credentialName`` anywhere (clusters refer to it over SDS)?"""
+    return any(p.tls is not None and p.tls.credentialName for p in _policies(dr))
+
+
+def _rules_near(
+    ctx: PushContext, name: str, marked: Callable[[DestinationRuleConfig], bool]
+) -> frozenset[Key]:
+    """The DestinationRules that can decide whether a ``marked`` rule applies somewhere: the
+    marked ones, every rule of the same host (one may shadow another for some namespace) and
+    every wildcard rule (a wildcard may shadow an exact host, and an exact host a wildcard);
+    every rule when a marked one is a wildcard. Empty when none is marked (the usual mesh)."""
+
+    def compute() -> frozenset[Key]:
+        rules = ctx.destination_rules
+        hosts = {dr.host for dr in rules if marked(dr)}
+        if not hosts:
+            return frozenset()
+        if any(h.startswith("*") for h in hosts):
+            return frozenset(dr.key for dr in rules)
+        return frozenset(dr.key for dr in rules if dr.host in hosts or dr.host.startswith("*"))
+
+    return ctx.memo(("dependencies", name), compute)
+
+
+def route_rules(ctx: PushContext) -> frozenset[Key]:
+    """The DestinationRules route configurations can depend on: route configurations read a
+    rule only for its consistent-hash policy (``hash_policy``, and no retry on such routes)."""
+    return _rules_near(ctx, "route_rules", _hashes)
+
+
+def route_rule_revisions(ctx: PushContext) -> tuple[tuple[Key, int], ...]:
+    """:func:`route_rules` with their revisions: with ``PushContext.route_epoch``, everything
+    of the config a route configuration is built from (its reuse inputs)."""
+
+    def compute() -> tuple[tuple[Key, int], ...]:
+        revisions = ctx.config_revisions() if route_rules(ctx) else {}
+        return tuple(sorted((k, revisions[k]) for k in route_rules(ctx)))
+
+    return ctx.memo(("dependencies", "route_rule_revisions"), compute)
+
+
+def secret_rules(ctx: PushContext) -> frozenset[Key]:
+    """The DestinationRules the secrets a proxy is sent can depend on (``credentialName``)."""
+    return _rules_near(ctx, "secret_rules", _credentials)
 
 
 class _Builder:
@@ -186,6 +252,16 @@ class Changes:
             parts.append("mesh settings")
         return ", ".join(parts) or "nothing"
 
+    @property
+    def route_rules(self) -> frozenset[Key]:
+        """DestinationRules route configurations depend on, in either context."""
+        return route_rules(self.old) | route_rules(self.new)
+
+    @property
+    def secret_rules(self) -> frozenset[Key]:
+        """DestinationRules secrets depend on, in either context."""
+        return secret_rules(self.old) | secret_rules(self.new)
+
     # ---- names, computed once per change ----------------------------------------------------
 
     def host_clusters(self, namespace: str, host: str) -> frozenset[str]:
@@ -209,6 +285,11 @@ class Changes:
     ) -> frozenset[str]:
         """Cluster names of the hosts ``rules`` name, for a proxy of ``namespace``, with the
         subsets of the rules themselves (a subset removed from the rule is named too)."""
+        rules = tuple(rules)
+        key = ("rules", namespace, tuple((dr.key, dr.revision) for dr in rules))
+        found = self._names.get(key)
+        if found is not None:
+            return found
         names: set[str] = set()
         for dr in rules:
             for ctx in (self.old, self.new):
@@ -216,7 +297,8 @@ class Changes:
                 if svc is not None:
                     names.update(_cluster_names(svc, dr))
             names.update(self.host_clusters(namespace, dr.host))
-        return frozenset(names)
+        found = self._names[key] = frozenset(names)
+        return found
 
 
 def _cluster_names(svc: Service, dr: DestinationRuleConfig | None) -> set[str]:
@@ -274,8 +356,10 @@ def scope_for(node: NodeInfo, changes: Changes) -> Scope | None:
                 names = changes.rule_clusters(ns, rules)
                 b.add(CLUSTER_TYPE, names)
                 b.add(ENDPOINT_TYPE, names)
-            b.add(ROUTE_TYPE)
-            b.add(SECRET_TYPE)
+            if key in changes.route_rules:
+                b.add(ROUTE_TYPE)
+            if key in changes.secret_rules:
+                b.add(SECRET_TYPE)
         elif kind == "Gateway":
             if router and any(
                 isinstance(v, GatewayConfig) and v.selector and _selects(v.selector, labels)
@@ -362,4 +446,14 @@ def _secret(b: _Builder, key: Key, node: NodeInfo, changes: Changes) -> None:
             return
 
 
-__all__ = ["ALL_TYPES", "FULL", "Changes", "Names", "Scope", "scope_for"]
+__all__ = [
+    "ALL_TYPES",
+    "FULL",
+    "Changes",
+    "Names",
+    "Scope",
+    "route_rule_revisions",
+    "route_rules",
+    "scope_for",
+    "secret_rules",
+]

@@ -34,6 +34,7 @@ from pilotfish.model.push_context import PushContext
 from pilotfish.model.sidecar import SidecarScope
 from pilotfish.registry.types import Service, ServicePort
 from pilotfish.translate.common import PASSTHROUGH_CLUSTER, duration
+from pilotfish.translate.dependencies import route_rule_revisions
 from pilotfish.translate.routes import RouteContext, default_route, http_routes
 from pilotfish.translate.telemetry import peer_headers_to_add
 
@@ -132,6 +133,13 @@ def _http_port(svc: Service, port: int) -> ServicePort | None:
     return sp if sp is not None and sp.protocol.is_http else None
 
 
+def route_inputs(push: PushContext) -> object:
+    """What of the config a sidecar's route configuration depends on besides its view: the
+    config but workloads and DestinationRules (``route_epoch``), and the DestinationRules
+    routes can read (``dependencies.route_rule_revisions``)."""
+    return (push.route_epoch, route_rule_revisions(push))
+
+
 def sidecar_route_config(
     push: PushContext, proxy: Proxy, port: int
 ) -> route_pb2.RouteConfiguration:
@@ -161,9 +169,10 @@ def sidecar_route_config(
         )
 
     # Routes depend on config and services, not on endpoints: reused while only workloads
-    # change (a connection storm rebuilds no route configuration).
+    # change (a connection storm rebuilds no route configuration), and across DestinationRule
+    # changes that cannot change routes (a subset added).
     key = ("sidecar_rds", scope.key, port, labels_key(push, proxy.labels))
-    return push.reuse(key, push.config_epoch, compute)
+    return push.reuse(key, route_inputs(push), compute)
 
 
 def sidecar_http_ports(push: PushContext, scope: SidecarScope) -> list[int]:
@@ -208,7 +217,7 @@ def explicit_route_config(
 
     def config() -> route_pb2.RouteConfiguration:
         vhosts = push.reuse(
-            ("explicit_rds", scope.key, labels_key(push, proxy.labels)), push.config_epoch, compute
+            ("explicit_rds", scope.key, labels_key(push, proxy.labels)), route_inputs(push), compute
         )
         return route_pb2.RouteConfiguration(
             name=name, virtual_hosts=vhosts, validate_clusters=BoolValue(value=False)
@@ -216,7 +225,7 @@ def explicit_route_config(
 
     # One message per route name and view: serialized once for the proxies that share it.
     key = ("explicit_rds_config", scope.key, name, labels_key(push, proxy.labels))
-    return push.reuse(key, push.config_epoch, config)
+    return push.reuse(key, route_inputs(push), config)
 
 
 # ---- gateways ---------------------------------------------------------------------------------

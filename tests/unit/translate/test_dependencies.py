@@ -24,7 +24,14 @@ from pilotfish.api.typeurls import (
 from pilotfish.config.store.base import Key, StoredObject
 from pilotfish.model.push_context import PushContext
 from pilotfish.registry.registry import Registry
-from pilotfish.translate.dependencies import FULL, Changes, Scope, scope_for
+from pilotfish.translate.dependencies import (
+    FULL,
+    Changes,
+    Scope,
+    route_rules,
+    scope_for,
+    secret_rules,
+)
 from pilotfish.translate.generator import generate_config
 from pilotfish.xds.secrets import secrets_for
 
@@ -181,6 +188,32 @@ spec:
   host: "*.local"
   trafficPolicy: {connectionPool: {tcp: {maxConnections: 7}}}
 """
+)
+DR_HASH = replaced(
+    BASE,
+    "DestinationRule",
+    "reviews",
+    trafficPolicy={"loadBalancer": {"consistentHash": {"httpHeaderName": "x-user"}}},
+)
+DR_SUBSET_HASH = replaced(
+    BASE,
+    "DestinationRule",
+    "reviews",
+    subsets=[
+        {"name": "v1", "labels": {"version": "v1"}},
+        {"name": "v2", "labels": {"version": "v2"}},
+        {
+            "name": "v3",
+            "labels": {"version": "v3"},
+            "trafficPolicy": {"loadBalancer": {"consistentHash": {"httpHeaderName": "x-user"}}},
+        },
+    ],
+)
+DR_CREDENTIAL = replaced(
+    BASE,
+    "DestinationRule",
+    "reviews",
+    trafficPolicy={"tls": {"mode": "SIMPLE", "credentialName": "client-cert"}},
 )
 ENDPOINT_ADDED = [*BASE, pod("reviews-v4-a", "10.1.0.16", {"app": "reviews", "version": "v4"})]
 GATEWAY_VS = replaced(
@@ -380,6 +413,9 @@ ALL_CHANGES = {
     "vs exported to its namespace": VS_LOCAL,
     "dr subset": DR_SUBSET,
     "dr wildcard": DR_WILDCARD,
+    "dr consistent hash": DR_HASH,
+    "dr subset consistent hash": DR_SUBSET_HASH,
+    "dr credential": DR_CREDENTIAL,
     "endpoint added": ENDPOINT_ADDED,
     "gateway vs": GATEWAY_VS,
     "gateway": GATEWAY,
@@ -426,9 +462,10 @@ def test_virtual_service_exported_to_its_namespace_leaves_other_namespaces_alone
     }
 
 
-def test_destination_rule_reaches_the_host_clusters_and_routes() -> None:
+def test_destination_rule_reaches_the_host_clusters_only() -> None:
+    # No consistent hash and no credentialName anywhere: routes and secrets cannot change.
     reviews = clusters("reviews", "v1", "v2", "v3", "v4")
-    expected = {CDS: reviews, EDS: reviews, RDS: None, SDS: None}
+    expected = {CDS: reviews, EDS: reviews}
     assert scopes(BASE, DR_SUBSET) == {
         "productpage": expected,
         "reviews": expected,
@@ -437,9 +474,22 @@ def test_destination_rule_reaches_the_host_clusters_and_routes() -> None:
     }
 
 
+def test_destination_rule_with_a_consistent_hash_reaches_routes_too() -> None:
+    # The route to a consistent-hash subset carries its hash_policy.
+    reviews = clusters("reviews", "v1", "v2", "v3")
+    expected = {CDS: reviews, EDS: reviews, RDS: None}
+    assert scopes(BASE, DR_HASH) == {n: expected for n in NODES}
+
+
+def test_destination_rule_with_a_credential_reaches_secrets_too() -> None:
+    reviews = clusters("reviews", "v1", "v2", "v3")
+    expected = {CDS: reviews, EDS: reviews, SDS: None}
+    assert scopes(BASE, DR_CREDENTIAL) == {n: expected for n in NODES}
+
+
 def test_wildcard_destination_rule_reaches_every_cluster() -> None:
     # In the root namespace, exported everywhere: every proxy resolves it.
-    expected = {CDS: None, EDS: None, RDS: None, SDS: None}
+    expected = {CDS: None, EDS: None}
     assert scopes(BASE, DR_WILDCARD) == {n: expected for n in NODES}
 
 
@@ -657,7 +707,7 @@ def test_destination_rule_exported_to_its_namespace_reaches_that_namespace_only(
     assert scopes(BASE, OTHER_RULE) == {
         "productpage": None,
         "reviews": None,
-        "billing": {CDS: billing, EDS: billing, RDS: None, SDS: None},
+        "billing": {CDS: billing, EDS: billing},
         "gateway": None,
     }
 
@@ -731,3 +781,113 @@ def test_workload_entry_joining_a_service_reaches_its_clusters_and_endpoints() -
 
 def test_service_entry_reaches_everything_of_the_proxies_that_see_it() -> None:
     assert scopes(BASE, SERVICE_ENTRY) == dict.fromkeys(NODES, FULL)
+
+
+# ---- DestinationRules that routes and secrets read ---------------------------------------------
+
+ROOT_HASH_RULE = from_yaml(
+    """
+kind: DestinationRule
+metadata: {name: reviews-hash, namespace: istio-system}
+spec:
+  host: reviews.default.svc.cluster.local
+  trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true}}}
+"""
+)
+# The rule of default (no hash) shadows the root namespace's (hash) for every proxy: removing
+# it changes routes, though neither version of the changed rule sets a hash.
+SHADOWED = BASE + ROOT_HASH_RULE
+UNSHADOWED = [
+    d
+    for d in SHADOWED
+    if not (d["kind"] == "DestinationRule" and d["metadata"]["name"] == "reviews")
+]
+
+
+def test_a_rule_that_shadows_a_hash_rule_reaches_routes() -> None:
+    old, new = contexts(SHADOWED, UNSHADOWED)
+    changes = Changes.between(old, new)
+    for name, node in NODES.items():
+        scope = scope_for(node, changes)
+        assert scope is not None and RDS in scope, name
+        assert not covered(scope, changed_resources(old, new, node)), name
+    assert changed_resources(old, new, NODES["productpage"]).get(RDS)
+
+
+def test_rules_routes_and_secrets_read() -> None:
+    old, new = contexts(BASE, DR_HASH)
+    assert route_rules(old) == frozenset()
+    # Every rule of the hashed host (none other here) and every wildcard rule.
+    assert route_rules(new) == {Key("DestinationRule", "default", "reviews")}
+    assert secret_rules(new) == frozenset()
+    wild, _ = contexts(DR_WILDCARD + ROOT_HASH_RULE, BASE)
+    assert route_rules(wild) == {
+        Key("DestinationRule", "default", "reviews"),
+        Key("DestinationRule", "istio-system", "reviews-hash"),
+        Key("DestinationRule", "istio-system", "all"),
+    }
+    # A hash set on a subset's port counts too.
+    port_hash = replaced(
+        BASE,
+        "DestinationRule",
+        "ratings",
+        subsets=[
+            {
+                "name": "v1",
+                "labels": {"version": "v1"},
+                "trafficPolicy": {
+                    "portLevelSettings": [
+                        {"port": {"number": 9080}, "loadBalancer": {"consistentHash": {}}}
+                    ]
+                },
+            }
+        ],
+    )
+    subset, port = contexts(DR_SUBSET_HASH, port_hash)
+    assert route_rules(subset) == {Key("DestinationRule", "default", "reviews")}
+    assert route_rules(port) == {Key("DestinationRule", "default", "ratings")}
+    cred, _ = contexts(DR_CREDENTIAL, BASE)
+    assert secret_rules(cred) == {Key("DestinationRule", "default", "reviews")}
+
+
+def _routes_across(before: list[Any], after: list[Any], node: NodeInfo) -> tuple[Any, Any, Any]:
+    """The route configurations of ``node``: built from ``before``, then from ``after`` in the
+    next context (built after the first was used, as the control plane does), then from
+    ``after`` in a fresh context (nothing carried over)."""
+    first = _objects(before, {})
+    second = _objects(after, {o.key: o for o in first})
+    old = _context(first, None)
+    a = generate_config(node, old).resources[RDS]
+    b = generate_config(node, _context(second, old)).resources[RDS]
+    fresh = generate_config(node, _context(second, None)).resources[RDS]
+    return a, b, fresh
+
+
+def _same_bytes(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a.keys() == b.keys() and all(
+        a[n].SerializeToString(deterministic=True) == b[n].SerializeToString(deterministic=True)
+        for n in a
+    )
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "carried"),
+    [
+        (BASE, DR_SUBSET, True),
+        (BASE, DR_CREDENTIAL, True),
+        (BASE, DR_HASH, False),
+        (SHADOWED, UNSHADOWED, False),
+        (BASE, VS_WEIGHT, False),
+    ],
+    ids=["subset", "credential", "hash", "shadowing rule", "virtual service"],
+)
+def test_route_configurations_are_carried_over_only_while_no_rule_they_read_changed(
+    before: list[Any], after: list[Any], carried: bool
+) -> None:
+    node = NODES["productpage"]
+    a, b, fresh = _routes_across(before, after, node)
+    # What was carried over (or rebuilt) is what a fresh build gives.
+    assert _same_bytes(b, fresh)
+    assert all(b[n] is a[n] for n in a) == carried
+    if not carried:
+        assert not _same_bytes(a, b)
