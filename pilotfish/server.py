@@ -63,7 +63,7 @@ from pilotfish.translate.explain import ExplainRequest, explain_request
 from pilotfish.translate.generator import ALL_TYPES
 from pilotfish.xds import SECRET_TYPE, DiscoveryServer, PushRequest, XdsSettings
 from pilotfish.xds.push import Scope
-from pilotfish.xds.resources import CLUSTER_TYPE, Generated, short_name
+from pilotfish.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, Generated, short_name
 from pilotfish.xds.secrets import secrets_for
 from pilotfish.xds.server import StreamRefused
 
@@ -206,14 +206,18 @@ class ServerSettings:
 
 
 def proxy_resources(
-    node: NodeInfo, push: PushContext, types: frozenset[str] = ALL_TYPES
+    node: NodeInfo,
+    push: PushContext,
+    types: frozenset[str] = ALL_TYPES,
+    names: Mapping[str, frozenset[str]] | None = None,
 ) -> Resources:
     """Everything the control plane sends one proxy: translation's CDS, EDS, LDS and RDS, and
     the SDS secrets they name, resolved from the stored Secrets by the xDS secrets generator.
     ``push`` must have been built with ``credentials=secrets_for``, so translation's view of
     which credentials are available is the generator's. ``types`` limits the work to those
-    types (the others come back empty)."""
-    config = generate_config(node, push, types)
+    types (the others come back empty), ``names`` to those names of a type where translation
+    can (see ``generate_config``)."""
+    config = generate_config(node, push, types, names)
     resources = dict(config.resources)
     if SECRET_TYPE in types:
         resources[SECRET_TYPE] = dict(secrets_for(push).generate(node, config.secret_names))
@@ -298,7 +302,7 @@ class Mesh:
             metrics=self.metrics,
             planner=self.plan,
             prepare=self.prepare,
-            scoped_generator=self.generate_types,
+            scoped_generator=self.generate_scope,
             admit=self._admit,
             on_health=self._health,
         )
@@ -379,7 +383,12 @@ class Mesh:
     def generate(self, node: NodeInfo) -> Resources:
         return self.generate_types(node, ALL_TYPES)
 
-    def generate_types(self, node: NodeInfo, types: frozenset[str]) -> Resources:
+    def generate_types(
+        self,
+        node: NodeInfo,
+        types: frozenset[str],
+        names: Mapping[str, frozenset[str]] | None = None,
+    ) -> Resources:
         # Sidecars connecting or leaving within ``endpoint_staleness`` share one context; the
         # push each of those changes asks for brings its endpoints (see ``prepare``).
         storm = self.xds.in_storm()
@@ -387,7 +396,16 @@ class Mesh:
             self.storm_endpoint_staleness if storm else self.endpoint_staleness
         )
         self._at_revision(node.node_id, context.revision)
-        return proxy_resources(node, context, types)
+        return proxy_resources(node, context, types, names)
+
+    def generate_scope(self, node: NodeInfo, scope: Scope) -> Resources:
+        """The resources a scoped push compares: the types in ``scope`` (load assignments
+        with clusters), narrowed to the names it gives where translation can."""
+        types = set(scope)
+        if CLUSTER_TYPE in types:
+            types.add(ENDPOINT_TYPE)
+        names = {t: n for t, n in scope.items() if n is not None}
+        return self.generate_types(node, frozenset(types), names)
 
     def _at_revision(self, node_id: str, revision: int) -> None:
         # The config revision each proxy's latest config was generated from, or found

@@ -17,6 +17,7 @@ certificate (``default``, ``ROOTCA``) comes from its agent, never from the contr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -91,24 +92,48 @@ def client_tls(proxy: Proxy) -> ClientTls:
     )
 
 
-def _clusters_and_endpoints(push: PushContext, proxy: Proxy, out: Resources) -> set[str]:
-    """Add the outbound clusters; returns the ADS credentials they name."""
+#: Type URL -> the names of that type a push needs (a type not in it: every resource).
+Names = Mapping[str, frozenset[str]]
+
+
+def _picked(by_name: Mapping[str, Message], names: frozenset[str] | None) -> Mapping[str, Message]:
+    """``by_name`` itself, or only its entries named in ``names``."""
+    if names is None:
+        return by_name
+    return {n: m for n in names if (m := by_name.get(n)) is not None}
+
+
+def _clusters_and_endpoints(
+    push: PushContext, proxy: Proxy, out: Resources, names: Names | None = None
+) -> set[str]:
+    """Add the outbound clusters (only those in ``names``, when it names clusters, and the
+    load assignments they and ``names`` name); returns the ADS credentials they name."""
     scope = None if proxy.is_router else proxy.sidecar_scope(push)
     shared = outbound_clusters(push, proxy.namespace, client_tls(proxy), scope)
-    out[CLUSTER_TYPE].update(shared.clusters)
-    out[ENDPOINT_TYPE].update(shared.endpoints)
+    clusters = (names or {}).get(CLUSTER_TYPE)
+    endpoints = (names or {}).get(ENDPOINT_TYPE)
+    # An outbound EDS cluster's load assignment is named after it.
+    endpoints = None if clusters is None or endpoints is None else endpoints | clusters
+    # Outbound clusters and load assignments are shared by a view (thousands at a thousand
+    # services): a push that names a few of them copies only those.
+    out[CLUSTER_TYPE].update(_picked(shared.clusters, clusters))
+    out[ENDPOINT_TYPE].update(_picked(shared.endpoints, endpoints))
     if shared.localities:
-        out[ENDPOINT_TYPE].update(localized_endpoints(push, proxy, shared))
+        localized = localized_endpoints(push, proxy, shared)
+        out[ENDPOINT_TYPE].update(_picked(localized, endpoints))
     return set(shared.credentials)
 
 
 def generate_sidecar(
-    proxy: Proxy, push: PushContext, types: frozenset[str] = ALL_TYPES
+    proxy: Proxy,
+    push: PushContext,
+    types: frozenset[str] = ALL_TYPES,
+    names: Names | None = None,
 ) -> ProxyConfig:
     out: Resources = {t: {} for t in TYPE_URLS}
     credentials: set[str] = set()
     if types & _CLUSTER_TYPES:
-        credentials = _clusters_and_endpoints(push, proxy, out)
+        credentials = _clusters_and_endpoints(push, proxy, out, names)
     clusters = out[CLUSTER_TYPE]
     # REDIRECT: the app listens in its own network namespace, reached on localhost. NONE
     # (explicit mode, a VM or a loopback test host): the app is reached on the workload's
@@ -197,13 +222,19 @@ def generate_router(proxy: Proxy, push: PushContext) -> ProxyConfig:
 
 
 def generate_config(
-    node: NodeInfo, push: PushContext, types: frozenset[str] = ALL_TYPES
+    node: NodeInfo,
+    push: PushContext,
+    types: frozenset[str] = ALL_TYPES,
+    names: Names | None = None,
 ) -> ProxyConfig:
     """The config of ``node`` at ``push``'s revision, with the secrets it names.
 
     ``types`` limits the work to what a push needs (a route change needs no clusters); a
-    type left out comes back empty. Sidecars skip what is not asked for; routers are
-    generated whole (their config is small and its parts depend on each other)."""
+    type left out comes back empty. ``names`` may narrow a type further to the resources a
+    push compares (the outbound clusters and load assignments of one service: the others
+    may be left out; the load assignments of the clusters named are kept). Sidecars skip
+    what is not asked for; routers are generated whole (their config is small and its parts
+    depend on each other)."""
     proxy = Proxy.from_node(node, push)
     if proxy.is_router:
         config = generate_router(proxy, push)
@@ -212,14 +243,15 @@ def generate_config(
     lazy = ondemand.enabled(push, proxy) and CLUSTER_TYPE in types
     # Which clusters are on demand depends on what the listeners name: they are generated too.
     wanted = types | {LISTENER_TYPE} if lazy else types
-    config = generate_sidecar(proxy, push, wanted)
+    # On-demand names are computed from every cluster: then every cluster is generated.
+    config = generate_sidecar(proxy, push, wanted, None if lazy else names)
     apply_patches(proxy, push, config.resources, wanted)
     if lazy:
         resources = config.resources
-        names = ondemand.on_demand_clusters(
+        on_demand = ondemand.on_demand_clusters(
             resources[CLUSTER_TYPE], resources[LISTENER_TYPE].values()
         )
-        return ProxyConfig(resources, config.secret_names, names)
+        return ProxyConfig(resources, config.secret_names, on_demand)
     return config
 
 

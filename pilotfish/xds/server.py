@@ -47,8 +47,6 @@ from pilotfish.xds.connection import ProxyConnection, Request, Response
 from pilotfish.xds.metrics import NO_METRICS, XdsMetrics, metric_type
 from pilotfish.xds.push import Debouncer, PushRequest, Scope, merge
 from pilotfish.xds.resources import (
-    CLUSTER_TYPE,
-    ENDPOINT_TYPE,
     ROUTE_TYPE,
     SECRET_TYPE,
     Generator,
@@ -83,18 +81,12 @@ class StreamRefused(Exception):
 #: of each to regenerate (a scope of ``None``: everything); a node left out is not pushed to.
 #: Runs in a worker thread.
 Planner = Callable[[PushRequest, Sequence[NodeInfo]], Mapping[str, Scope | None]]
-#: ``(node, type URLs) -> Resources`` of those types only (a faster path for scoped pushes).
-ScopedGenerator = Callable[[NodeInfo, frozenset[str]], Resources]
+#: ``(node, scope) -> Resources`` of the types in the scope only, and EDS with CDS (a faster
+#: path for scoped pushes); of a type the scope names, at least those names (and the load
+#: assignments of the clusters it names).
+ScopedGenerator = Callable[[NodeInfo, Scope], Resources]
 #: Registers another service on the xDS gRPC server (called before it starts).
 ServiceHook = Callable[[grpc.aio.Server], None]
-
-
-def _types(scope: Scope) -> frozenset[str]:
-    """The types a scoped generation produces: the scope's, and EDS with CDS."""
-    types = set(scope)
-    if CLUSTER_TYPE in types:
-        types.add(ENDPOINT_TYPE)
-    return frozenset(types)
 
 
 #: Types whose every resource a light generation may regenerate: one route configuration per
@@ -358,7 +350,7 @@ class DiscoveryServer:
                 continue
             warmed.add(group)
             try:
-                self.scoped_generator(node, _types(scope))
+                self.scoped_generator(node, scope)
             except Exception:  # the push to that proxy reports it
                 log.debug("warming the generation for %s failed", node.node_id, exc_info=True)
         return plans
@@ -382,7 +374,7 @@ class DiscoveryServer:
         if previous is None or scope is None:
             return build_snapshot(self.generator(node), self.cache)
         if self.scoped_generator is not None:
-            resources = self.scoped_generator(node, _types(scope))
+            resources = self.scoped_generator(node, scope)
         else:
             resources = self.generator(node)
         return update_snapshot(previous, resources, scope, self.cache)

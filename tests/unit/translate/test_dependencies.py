@@ -891,3 +891,35 @@ def test_route_configurations_are_carried_over_only_while_no_rule_they_read_chan
     assert all(b[n] is a[n] for n in a) == carried
     if not carried:
         assert not _same_bytes(a, b)
+
+
+@pytest.mark.parametrize("change", ["dr subset", "endpoint added", "dr consistent hash"])
+def test_a_generation_narrowed_to_the_scope_gives_the_same_resources_in_scope(
+    change: str,
+) -> None:
+    # What a scoped push generates: the names in scope, as a whole generation gives them.
+    old, new = contexts(BASE, ALL_CHANGES[change])
+    changes = Changes.between(old, new)
+    for name, node in NODES.items():
+        scope = scope_for(node, changes)
+        assert scope is not None, name
+        types = frozenset(scope) | {EDS}
+        names = {t: n for t, n in scope.items() if n is not None}
+        whole = generate_config(node, new).resources
+        narrowed = generate_config(node, new, types, names).resources
+        for t in types:
+            wanted = scope.get(t)
+            if t == EDS and wanted is not None:
+                wanted = wanted | (scope.get(CDS) or frozenset())
+            expected = (
+                whole[t] if wanted is None else {n: whole[t][n] for n in wanted & whole[t].keys()}
+            )
+            got = (
+                narrowed[t]
+                if wanted is None
+                else {n: narrowed[t][n] for n in wanted & narrowed[t].keys()}
+            )
+            assert _same_bytes(got, expected), (name, t)
+        if node.proxy_type == "sidecar":
+            # Only what was named (and the inbound clusters), not every cluster of the mesh.
+            assert len(narrowed[CDS]) < len(whole[CDS]), name

@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 from pilotfish.api.node import NodeInfo
 from pilotfish.testing.ads_client import AdsClient
 from pilotfish.xds import DebounceSettings, DiscoveryServer, PushRequest, Resources, XdsSettings
+from pilotfish.xds.push import Scope
 from tests.unit.xds import builders as b
 
 MODES = [pytest.param(False, id="sotw"), pytest.param(True, id="delta")]
@@ -248,7 +249,7 @@ async def test_light_scoped_generations_run_on_the_loop_after_one_warm_up_in_a_t
     loop_thread = threading.get_ident()
     plans: list[dict[str, object]] = []
 
-    def scoped(node: NodeInfo, types: frozenset[str]) -> Resources:
+    def scoped(node: NodeInfo, scope: Scope) -> Resources:
         calls.append((node.pod_name, threading.get_ident() == loop_thread))
         return gen(node)
 
