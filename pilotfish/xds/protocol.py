@@ -47,6 +47,33 @@ def _shared(names: frozenset[str]) -> frozenset[str]:
     return names
 
 
+#: (the set before, by identity; names added; names removed) -> (that set, the set after): a
+#: thousand proxies that hold one shared set and make the same change (the EDS subscription
+#: of a new cluster) build the new set once, each paying O(change), not O(names).
+_NAME_UPDATES: dict[
+    tuple[int, frozenset[str], frozenset[str]], tuple[frozenset[str], frozenset[str]]
+] = {}
+
+
+def _updated(
+    before: frozenset[str], subscribe: set[str], unsubscribe: set[str]
+) -> tuple[frozenset[str], frozenset[str]]:
+    """``(before | subscribe) - unsubscribe`` (shared), and the names it adds to ``before``."""
+    added = frozenset(n for n in subscribe if n not in before and n not in unsubscribe)
+    removed = frozenset(n for n in unsubscribe if n in before)
+    if not added and not removed:
+        return before, added
+    key = (id(before), added, removed)
+    found = _NAME_UPDATES.get(key)
+    if found is not None and found[0] is before:
+        return found[1], added
+    after = _shared((before | added) - removed)
+    if len(_NAME_UPDATES) >= _MAX_NAME_SETS:
+        _NAME_UPDATES.clear()
+    _NAME_UPDATES[key] = (before, after)
+    return after, added
+
+
 class Have(MutableMapping[str, str]):
     """name -> content hash a proxy has, as the entries of a map it was sent whole (shared
     with every proxy sent the same map: a first configuration) and what changed since (its
@@ -283,10 +310,9 @@ def classify_delta(
     unsubscribe.discard("*")
     added: frozenset[str] = frozenset()
     if subscribe or unsubscribe:
-        # An ACK changes no subscription: O(1), not O(names) (EDS has one per cluster).
-        before = state.names
-        state.names = _shared((state.names | subscribe) - unsubscribe)
-        added = frozenset(state.names - before)
+        # An ACK changes no subscription: O(1), not O(names) (EDS has one per cluster); a
+        # change costs O(change) for every proxy but the first to make it.
+        state.names, added = _updated(state.names, subscribe, unsubscribe)
         if state.presented:
             state.presented -= added
     if first or unsubscribe or (was_wildcard and not state.wildcard):

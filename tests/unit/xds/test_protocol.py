@@ -119,6 +119,20 @@ def test_delta_subscribe_and_unsubscribe() -> None:
     assert not nothing_new.respond
 
 
+def test_delta_subscription_changes_are_shared_by_proxies_that_make_the_same_change() -> None:
+    states = [TypeState(b.ENDPOINT_TYPE) for _ in range(2)]
+    for state in states:
+        classify_delta(state, delta(b.ENDPOINT_TYPE, ["a", "b"]), 1.0)
+    assert states[0].names is states[1].names
+    verdicts = [classify_delta(s, delta(b.ENDPOINT_TYPE, ["c", "a"]), 1.0) for s in states]
+    assert [v.added for v in verdicts] == [{"c"}, {"c"}]
+    assert states[0].names == {"a", "b", "c"} and states[0].names is states[1].names
+    # A name both subscribed and unsubscribed in one request ends unsubscribed.
+    verdict = classify_delta(states[0], delta(b.ENDPOINT_TYPE, ["d", "a"], ["d", "a"]), 1.0)
+    assert states[0].names == {"b", "c"} and verdict.added == frozenset()
+    assert states[1].names == {"a", "b", "c"}
+
+
 def test_have_over_a_shared_map_behaves_as_a_dict() -> None:
     snap = build_snapshot(
         b.resources(clusters={"a": [("127.0.0.1", 1)], "b": [("127.0.0.1", 2)]}), ResourceCache()
