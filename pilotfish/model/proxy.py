@@ -118,4 +118,7 @@ class Proxy:
             tuple(sorted(node.labels.items())),
             tuple(sorted(named.items())),
         )
-        return cls(node, push.memo(key, compute), sidecar_scope(push, node.namespace, node.labels))
+        # Carried over to the next context while the service definitions are the same (a
+        # push after a config change does not select services again for every proxy).
+        instances = push.reuse(key, push.services_epoch, compute)
+        return cls(node, instances, sidecar_scope(push, node.namespace, node.labels))

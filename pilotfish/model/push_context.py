@@ -179,6 +179,9 @@ class PushContext:
         #: reuse adds the revisions of the rules that can matter to the inputs
         #: (``translate.dependencies.route_rule_revisions``).
         self.route_epoch = 0
+        #: Changes when the registry's service definitions change (not their endpoints):
+        #: which services select a workload is reused across contexts of one epoch.
+        self.services_epoch = 0
         self._lock = threading.Lock()
 
         def order(c: VirtualServiceConfig | DestinationRuleConfig) -> tuple[str, str, str]:
@@ -285,6 +288,8 @@ class PushContext:
         )
         if previous is not None and previous.settings == settings:
             context._inherited = previous._reusable()
+            same_services = context.registry.services == previous.registry.services
+            context.services_epoch = previous.services_epoch + (0 if same_services else 1)
             if context._same_config(previous):
                 context.config_epoch = previous.config_epoch
                 context.route_epoch = previous.route_epoch
@@ -300,7 +305,7 @@ class PushContext:
         """Only workloads (Pods, WorkloadEntries, connected sidecars) and therefore endpoints
         differ from ``previous`` (and objects of the other ``ignored`` kinds): config objects
         and service definitions are the same."""
-        if self.registry.services != previous.registry.services:
+        if self.services_epoch != previous.services_epoch:
             return False
         mine = {k: v.revision for k, v in self._by_key.items() if k.kind not in ignored}
         theirs = {k: v.revision for k, v in previous._by_key.items() if k.kind not in ignored}

@@ -199,6 +199,36 @@ def test_proxy_from_node() -> None:
     assert proxy.interception_mode == "REDIRECT" and proxy.ip == "10.1.0.13"
 
 
+def test_proxy_services_are_carried_over_while_the_service_definitions_are_the_same() -> None:
+    def context(docs: list[dict[str, object]], previous: PushContext | None) -> PushContext:
+        objects = stored(docs)
+        return PushContext.build(objects, Registry().snapshot(objects), previous=previous)
+
+    node = sidecar_node(app="reviews", ip="10.1.0.13", labels={"app": "reviews", "version": "v2"})
+    rule = from_yaml(
+        """
+kind: DestinationRule
+metadata: {name: reviews}
+spec: {host: reviews, subsets: [{name: v9, labels: {version: v9}}]}
+"""
+    )
+    first = context(BOOKINFO_CORE, None)
+    before = Proxy.from_node(node, first)
+    # A config change that is not a service definition: the very same instances.
+    second = context(BOOKINFO_CORE + rule, first)
+    assert second.services_epoch == first.services_epoch
+    assert Proxy.from_node(node, second).instances is before.instances
+    # A second service selecting the workload: selected again.
+    also = service("reviews-canary", selector={"app": "reviews"})
+    third = context(BOOKINFO_CORE + rule + [also], second)
+    assert third.services_epoch == second.services_epoch + 1
+    hosts = [s.hostname for s in Proxy.from_node(node, third).services]
+    assert hosts == [
+        "reviews-canary.default.svc.cluster.local",
+        "reviews.default.svc.cluster.local",
+    ]
+
+
 def test_memo_runs_once() -> None:
     push = bookinfo_push()
     calls = []
