@@ -363,6 +363,7 @@ def outbound_clusters(
 
     def compute() -> ClusterSet:
         out = ClusterSet()
+        policies = _cluster_policies(push)
         for svc in services:
             dr = push.destination_rule(namespace, svc.hostname)
             subsets = [""] + [s.name for s in (dr.subsets if dr else ()) if s.name]
@@ -376,7 +377,7 @@ def outbound_clusters(
                     )
                     # Reused from the previous context when the service and its endpoints
                     # are the same (the rule is in the key): one change rebuilds its clusters.
-                    inputs = (svc, push.endpoints(svc.hostname, sp.port), _cluster_policies(push))
+                    inputs = (svc, push.endpoints(svc.hostname, sp.port), policies)
                     cluster, cla, credentials, locality = push.reuse(
                         key, inputs, partial(outbound_cluster, push, svc, sp, subset, dr, client)
                     )
