@@ -100,6 +100,17 @@ def test_response_times_are_missing_when_an_edge_with_requests_has_no_recorded_o
     assert not graph.response_times_missing([], [])
 
 
+def test_response_times_are_missing_while_an_edges_p99_is_not_recorded_yet() -> None:
+    # Prometheus stores each rule's result as it goes: a query during the group's first
+    # evaluation over a new edge sees its p50 and p95 but not yet its p99.
+    ab = call("a-v1", "b-v1", reporter="source")
+    requests = [row(1.0, **ab)]
+    partial = [recorded(1.0, q, **ab) for q in (0.5, 0.95)]
+    assert graph.response_times_missing(requests, partial)
+    assert graph.response_times_missing(requests, [*partial, recorded(math.inf, 0.99, **ab)])
+    assert not graph.response_times_missing(requests, [*partial, recorded(3.0, 0.99, **ab)])
+
+
 def test_a_prometheus_without_the_rules_is_asked_again_after_a_while() -> None:
     now = [100.0]
     source = ResponseTimeSource(retry_after=60.0, clock=lambda: now[0])
