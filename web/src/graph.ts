@@ -401,13 +401,19 @@ export async function renderGraph(root: HTMLElement): Promise<void> {
     clear(list).appendChild(listView(g, pick));
   }
 
+  // Loads overlap (the refresh timer, the button, a changed option) and may answer out of
+  // order: only the latest one started may replace the graph shown.
+  let started = 0;
   async function load(): Promise<void> {
+    const mine = ++started;
     status.textContent = "loading...";
     try {
       const params: Record<string, string> = { graphType: state.graphType, duration: state.duration };
       if (state.namespace) params.namespaces = state.namespace;
       const t0 = performance.now();
-      current = await get<Graph>("/api/graph", params);
+      const answer = await get<Graph>("/api/graph", params);
+      if (mine !== started) return;
+      current = answer;
       const t1 = performance.now();
       redraw();
       // The next frame is painted: what the user sees.
@@ -423,7 +429,7 @@ export async function renderGraph(root: HTMLElement): Promise<void> {
         // keep the open side panel (its charts refresh on their own click)
       }
     } catch (e) {
-      status.textContent = `error: ${(e as Error).message}`;
+      if (mine === started) status.textContent = `error: ${(e as Error).message}`;
     }
   }
 
