@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pilotfish.dashboard import graph
 from pilotfish.dashboard.graph import recording_rules
 from pilotfish.testing.istio_series import (
     BackfilledPrometheus,
@@ -175,6 +176,44 @@ def test_the_graph_reads_the_response_times_prometheus_records_and_computes_them
     assert set(computed) == set(recorded)
     for edge, values in recorded.items():
         assert computed[edge] == pytest.approx(values, rel=1e-6), edge
+
+
+def test_a_rule_group_caught_half_way_is_not_taken_for_recorded_response_times(
+    prometheus: BackfilledPrometheus,
+) -> None:
+    """Prometheus stores each rule's result when that rule is done, not at the end of its
+    group: a graph asked for during the group's first evaluation finds the edges' p50 and p95
+    recorded but not yet their p99. Such an answer must not pass for recorded response times.
+    A slow rule before the p99 one holds the group half-way long enough to be seen."""
+    rules = recording_rules({"5m": "1s"})
+    slow = {"record": "pilotfish_test:slow", "expr": "count(count_over_time(vector(1)[3d:1s]))"}
+    rules["groups"][0]["rules"].insert(2, slow)
+    queries = graph.graph_queries("5m")
+
+    def query(promql: str) -> list[dict[str, Any]]:
+        body = httpx.get(f"{prometheus.url}/api/v1/query", params={"query": promql}, timeout=10)
+        return list(body.json()["data"]["result"])
+
+    prometheus.load_rules(rules)
+    half_way = recorded = 0
+    deadline = time.monotonic() + 60
+    while not (half_way and recorded):
+        assert time.monotonic() < deadline, (half_way, recorded)
+        requests, quantiles = query(queries.requests), query(queries.quantiles)
+        per_edge: dict[str, set[str]] = {}
+        for s in quantiles:
+            labels = {k: v for k, v in s["metric"].items() if k != "quantile"}
+            per_edge.setdefault(json.dumps(labels, sort_keys=True), set()).add(
+                s["metric"]["quantile"]
+            )
+        half_way += any(len(qs) < len(graph.QUANTILES) for qs in per_edge.values())
+        if not graph.response_times_missing(requests, quantiles):
+            recorded += 1
+            edges = graph.build_graph(requests, [], [], quantiles=quantiles)["edges"]
+            assert len(edges) == 5 and all(
+                e[p] is not None for e in edges for p in ("p50", "p95", "p99")
+            ), edges
+    prometheus.load_rules(None)
 
 
 def test_config_shows_analyzer_messages_and_a_wizard_applies_through_the_api(
