@@ -21,11 +21,16 @@ VirtualService are applied first. Then:
   both. Meanwhile this script reads the HTTP API (list VirtualServices) every 50 ms: the
   API's p99 latency during the storm;
 - **memory**: the server's RSS growth over the 0-proxy baseline, per connected proxy;
-- **changes** (``--reps`` of each kind): a VirtualService weight flip (RDS), a subset added
+- **changes** (``--reps`` of each kind): a VirtualService weight flip (RDS: the sidecars'
+  whole route configuration), a subset added
   to a DestinationRule (CDS and the new cluster's EDS), an endpoint added (a WorkloadEntry
   joins a Service: EDS). For each, the time from sending the apply until the last proxy
   received (and ACKed right after) the response carrying the change; median and p99 over
-  the repetitions of the slowest proxy.
+  the repetitions of the slowest proxy;
+- **the weight flips over VHDS** (unless ``--no-vhds``): the mesh config turns
+  ``virtualHostDiscovery`` on (timed until every proxy holds its virtual hosts over VHDS),
+  then the same weight flips again, now sending each proxy the one virtual host; the ratio
+  of the two medians, measured side by side in one run.
 
 Clock: ``time.monotonic`` (CLOCK_MONOTONIC, shared by both processes). Figures include the
 control plane's debounce quiet period (100 ms). No exit code depends on timing.
@@ -69,6 +74,14 @@ MB_PER_PROXY_TARGET = 0.5
 API_P99_TARGET_S = 0.1
 ROUTE_HOST = "svc-0"
 HOST = "{}.default.svc.cluster.local"
+#: The VHDS resource of ROUTE_HOST's virtual host (route config "9080").
+ROUTE_VHOST = f"9080/{HOST.format(ROUTE_HOST)}:9080"
+VHDS_ON = {
+    "apiVersion": "install.istio.io/v1alpha1",
+    "kind": "IstioOperator",
+    "metadata": {"name": "vhds", "namespace": "istio-system"},
+    "spec": {"meshConfig": {"virtualHostDiscovery": True}},
+}
 
 
 # ------------------------------------------------------------------------------- worker
@@ -79,7 +92,13 @@ async def _worker(target: str, roots: str | None, count: int, services: int) -> 
     from google.protobuf.message import Message
 
     from pilotfish.testing.ads_client import AdsClient
-    from pilotfish.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
+    from pilotfish.xds.resources import (
+        CLUSTER_TYPE,
+        ENDPOINT_TYPE,
+        LISTENER_TYPE,
+        ROUTE_TYPE,
+        VIRTUAL_HOST_TYPE,
+    )
 
     credentials = (
         grpc.ssl_channel_credentials(root_certificates=Path(roots).read_bytes()) if roots else None
@@ -158,7 +177,12 @@ async def _worker(target: str, roots: str | None, count: int, services: int) -> 
         cmd = json.loads(line)
         if cmd["cmd"] == "stop":
             break
-        type_url = {"RDS": ROUTE_TYPE, "EDS": ENDPOINT_TYPE, "CDS": CLUSTER_TYPE}[cmd["type"]]
+        type_url = {
+            "RDS": ROUTE_TYPE,
+            "EDS": ENDPOINT_TYPE,
+            "CDS": CLUSTER_TYPE,
+            "VHDS": VIRTUAL_HOST_TYPE,
+        }[cmd["type"]]
         deadline = time.monotonic() + cmd["timeout"]
         while True:
             times = [arrival(c, type_url, cmd["name"], cmd["since"]) for c in clients]
@@ -288,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=10, help="0: the storm and memory only.")
     parser.add_argument("--quick", action="store_true", help="20 proxies, 20 services, 2 reps.")
     parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument(
+        "--no-vhds",
+        action="store_true",
+        help="Skip the weight flips over VHDS (mesh config virtualHostDiscovery) after the others.",
+    )
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--worker", nargs=4, metavar=("TARGET", "ROOTS", "COUNT", "SERVICES"))
     args = parser.parse_args(argv)
@@ -351,6 +380,31 @@ def main(argv: list[str] | None = None) -> int:
                     + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in results.items()),
                     flush=True,
                 )
+            switch_s = None
+            if args.reps and not args.no_vhds:
+                # Side by side: the same weight flips once the sidecars take their virtual
+                # hosts over VHDS (mesh config virtualHostDiscovery; the switch itself sends
+                # every proxy its route config with vhds, then every virtual host).
+                switch_s = run_change(api, worker, [VHDS_ON], "VHDS", ROUTE_VHOST, n)
+                print(f"  VHDS on: every proxy holds its virtual hosts after {switch_s:.1f}s")
+                results["VS weight over VHDS"] = []
+                for rep in range(args.reps):
+                    weight = 90 if rep % 2 == 0 else 10
+                    results["VS weight over VHDS"].append(
+                        run_change(
+                            api,
+                            worker,
+                            [weighted_route(ROUTE_HOST, weight)],
+                            "VHDS",
+                            ROUTE_VHOST,
+                            n,
+                        )
+                    )
+                    print(
+                        f"  rep {rep + 1}: VS weight over VHDS "
+                        f"{results['VS weight over VHDS'][-1] * 1000:.0f} ms",
+                        flush=True,
+                    )
             rss_after = rss_mb(cp.pid)
         finally:
             worker.stop()
@@ -376,6 +430,18 @@ def main(argv: list[str] | None = None) -> int:
                 ratio(p99, CHANGE_TARGETS[1]),
             ]
         )
+    plain, vhds = results["VS weight"], results.get("VS weight over VHDS")
+    if plain and vhds:
+        rows.append(
+            [
+                "VS weight: over VHDS / whole route config (median)",
+                f"{statistics.median(vhds) / statistics.median(plain):.2f}x",
+                "",
+                "",
+            ]
+        )
+    if switch_s is not None:
+        rows.append(["VHDS switched on (mesh config) -> all hold it", f"{switch_s:.1f} s", "", ""])
     rows.append(
         [
             "initial connect + sync (storm)",

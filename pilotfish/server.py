@@ -61,7 +61,15 @@ from pilotfish.translate import Resources, generate_config
 from pilotfish.translate.dependencies import Changes, scope_for
 from pilotfish.translate.explain import ExplainRequest, explain_request
 from pilotfish.translate.generator import ALL_TYPES
-from pilotfish.xds import SECRET_TYPE, DiscoveryServer, PushRequest, XdsSettings
+from pilotfish.translate.route_configs import merge_vhds
+from pilotfish.xds import (
+    ROUTE_TYPE,
+    SECRET_TYPE,
+    VIRTUAL_HOST_TYPE,
+    DiscoveryServer,
+    PushRequest,
+    XdsSettings,
+)
 from pilotfish.xds.push import Scope
 from pilotfish.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, Generated, short_name
 from pilotfish.xds.secrets import secrets_for
@@ -228,9 +236,14 @@ def proxy_resources(
 
 def config_as_json(resources: Resources) -> dict[str, list[dict[str, Any]]]:
     """Generated resources as JSON lists keyed ``clusters``, ``endpoints``, ``listeners`` and
-    ``routes``. Secrets are left out: gateway credentials carry private keys."""
+    ``routes`` (VHDS virtual hosts inside their route configs). Secrets are left out:
+    gateway credentials carry private keys."""
     keys = {"CDS": "clusters", "EDS": "endpoints", "LDS": "listeners", "RDS": "routes"}
     out: dict[str, list[dict[str, Any]]] = {}
+    vhosts = resources.get(VIRTUAL_HOST_TYPE)
+    if vhosts:
+        # VHDS: each route config as Envoy holds it, its virtual hosts merged in.
+        resources = {**resources, ROUTE_TYPE: merge_vhds(resources.get(ROUTE_TYPE, {}), vhosts)}
     for type_url, by_name in resources.items():
         key = keys.get(short_name(type_url))
         if key is None:

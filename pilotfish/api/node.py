@@ -77,6 +77,10 @@ class NodeInfo:
     trust_domain: str = DEFAULT_TRUST_DOMAIN
     #: Anything else the agent sent (for forward compatibility).
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Set by the xDS server (never sent by proxies): the proxy is on a Delta xDS stream, so
+    #: features that exist only on Delta (VHDS) may be generated for it. Not part of a node's
+    #: identity (equality).
+    delta_xds: bool = field(default=False, compare=False)
 
     @property
     def node_id(self) -> str:

@@ -19,4 +19,6 @@ CLUSTER_TYPE = type_url("envoy.config.cluster.v3.Cluster")
 ENDPOINT_TYPE = type_url("envoy.config.endpoint.v3.ClusterLoadAssignment")
 LISTENER_TYPE = type_url("envoy.config.listener.v3.Listener")
 ROUTE_TYPE = type_url("envoy.config.route.v3.RouteConfiguration")
+#: VHDS: a sidecar's outbound virtual hosts as resources of their own (Delta xDS only).
+VIRTUAL_HOST_TYPE = type_url("envoy.config.route.v3.VirtualHost")
 SECRET_TYPE = type_url("envoy.extensions.transport_sockets.tls.v3.Secret")

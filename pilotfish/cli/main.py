@@ -797,6 +797,11 @@ def proxy_status(
         versions = []
         for t in types:
             st = per_type.get(t) or {}
+            vhds = per_type.get("VHDS") if t == "RDS" else None
+            if vhds and vhds.get("state") not in (None, "SYNCED"):
+                # Virtual hosts over VHDS are part of the routes: a VHDS rejection or a
+                # pending VHDS push shows in the RDS column.
+                st = {**st, "state": vhds.get("state"), "last_nack": vhds.get("last_nack")}
             row.append(str(st.get("state") or "NOT SENT"))
             note = not_sent_note(name, t, st)
             if note:

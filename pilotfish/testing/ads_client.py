@@ -1,7 +1,8 @@
 """A small ADS client that subscribes the way Envoy does, for benchmarks and tests.
 
 It asks for clusters, then the endpoints the EDS clusters name, then listeners, then the route
-configurations their HTTP connection managers name, and ACKs every response (optionally holding
+configurations their HTTP connection managers name (and, as Envoy, every virtual host over VHDS
+when a route configuration has ``vhds``), and ACKs every response (optionally holding
 the CDS ACK until the endpoints of new clusters arrived, as Envoy does). It records when each
 version arrived, so a benchmark can run hundreds of simulated proxies against one server.
 ``reject`` turns it into a proxy that NACKs what a test wants rejected. SotW or Delta.
@@ -27,7 +28,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -45,6 +46,7 @@ from pilotfish.xds.resources import (
     LISTENER_TYPE,
     ROUTE_TYPE,
     SECRET_TYPE,
+    VIRTUAL_HOST_TYPE,
 )
 
 log = logging.getLogger("pilotfish.testing.ads_client")
@@ -55,6 +57,7 @@ MESSAGE_TYPES: Mapping[str, type[Message]] = {
     LISTENER_TYPE: listener_pb2.Listener,
     ROUTE_TYPE: route_pb2.RouteConfiguration,
     SECRET_TYPE: secret_pb2.Secret,
+    VIRTUAL_HOST_TYPE: route_components_pb2.VirtualHost,
 }
 _HCM_TYPE = type_url(hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name)
 
@@ -188,6 +191,28 @@ class AdsClient:
     @property
     def routes(self) -> dict[str, Message]:
         return self.resources[ROUTE_TYPE]
+
+    @property
+    def virtual_hosts(self) -> dict[str, Message]:
+        """VHDS: virtual hosts by resource name (``<route config>/<virtual host>``)."""
+        return self.resources[VIRTUAL_HOST_TYPE]
+
+    def route_configs(self) -> dict[str, route_pb2.RouteConfiguration]:
+        """Each route config as Envoy would hold it: with VHDS, its virtual hosts merged in."""
+        out: dict[str, route_pb2.RouteConfiguration] = {}
+        for name, config in self.routes.items():
+            assert isinstance(config, route_pb2.RouteConfiguration)
+            if not config.HasField("vhds"):
+                out[name] = config
+                continue
+            merged = route_pb2.RouteConfiguration()
+            merged.CopyFrom(config)
+            prefix = f"{name}/"
+            for vname in sorted(self.virtual_hosts):
+                if vname.startswith(prefix):
+                    merged.virtual_hosts.append(self.virtual_hosts[vname])
+            out[name] = merged
+        return out
 
     def acked_version(self, type_url: str) -> str:
         return self._types[type_url].version
@@ -370,3 +395,10 @@ class AdsClient:
                     await self._subscribe(LISTENER_TYPE, set())
         elif type_url == LISTENER_TYPE:
             await self._subscribe(ROUTE_TYPE, route_names(self.listeners))
+        elif (
+            type_url == ROUTE_TYPE
+            and self.delta
+            and any(r.HasField("vhds") for r in self.routes.values())
+        ):
+            # As Envoy: a route config with ``vhds`` opens the VHDS subscription (wildcard).
+            await self._subscribe(VIRTUAL_HOST_TYPE, set())

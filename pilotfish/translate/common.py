@@ -99,3 +99,9 @@ def socket_address(ip: str, port: int) -> address_pb2.Address:
     return address_pb2.Address(
         socket_address=address_pb2.SocketAddress(address=ip, port_value=port)
     )
+
+
+def vhost_resource_name(route_config: str, vhost: str) -> str:
+    """A VHDS resource's name: ``<route config>/<virtual host>``. Envoy files a virtual host
+    under the route config named before the first ``/`` (its own name is free)."""
+    return f"{route_config}/{vhost}"

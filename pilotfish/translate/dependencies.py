@@ -51,7 +51,7 @@ from types import MappingProxyType
 from typing import Any
 
 from pilotfish.api.destinationrule import TrafficPolicy
-from pilotfish.api.hosts import MESH_GATEWAY
+from pilotfish.api.hosts import MESH_GATEWAY, host_matches
 from pilotfish.api.mesh import visible
 from pilotfish.api.node import NodeInfo
 from pilotfish.api.typeurls import (
@@ -60,6 +60,7 @@ from pilotfish.api.typeurls import (
     LISTENER_TYPE,
     ROUTE_TYPE,
     SECRET_TYPE,
+    VIRTUAL_HOST_TYPE,
 )
 from pilotfish.config.store.base import Key
 from pilotfish.model.config import (
@@ -71,14 +72,14 @@ from pilotfish.model.config import (
 from pilotfish.model.push_context import PushContext
 from pilotfish.model.sidecar import select_sidecar
 from pilotfish.registry.types import Service
-from pilotfish.translate.common import ClusterKey
+from pilotfish.translate.common import ClusterKey, vhost_resource_name
 
 #: Resource names of one type to regenerate; ``None``: every resource of that type.
 Names = frozenset[str] | None
 #: Type URL -> names. Types not present are left as they are.
 Scope = Mapping[str, Names]
 
-ALL_TYPES = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE)
+ALL_TYPES = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE, VIRTUAL_HOST_TYPE)
 FULL: Scope = MappingProxyType(dict.fromkeys(ALL_TYPES))
 
 REGISTRY_KINDS = frozenset({"Service", "ServiceEntry", "Pod", "WorkloadEntry"})
@@ -167,6 +168,13 @@ class _Builder:
         else:
             self.types.setdefault(type_url, set()).update(names)  # type: ignore[union-attr]
 
+    def add_routes(self, vhosts: Iterable[str] | None = None) -> None:
+        """Route configs, and the VHDS virtual hosts ``vhosts`` (``None``: all of them). A
+        route config in VHDS form holds no service's routes: it changes only with the set of
+        ports, which a change of routing rules alone never changes."""
+        self.add(ROUTE_TYPE)
+        self.add(VIRTUAL_HOST_TYPE, vhosts)
+
     def add_full(self) -> None:
         for t in ALL_TYPES:
             self.types[t] = None
@@ -205,6 +213,7 @@ class Changes:
     #: Something changed that every proxy depends on (mesh config, unknown kinds).
     everything: bool = False
     _names: dict[Any, frozenset[str]] = field(default_factory=dict)
+    _pairs: dict[Any, frozenset[tuple[str, int]]] = field(default_factory=dict)
 
     @classmethod
     def between(cls, old: PushContext, new: PushContext) -> Changes:
@@ -279,6 +288,42 @@ class Changes:
                 names.update(_cluster_names(svc, dr))
             found = self._names[key] = frozenset(names)
         return found
+
+    def host_vhosts(self, node: NodeInfo, hosts: Iterable[str]) -> frozenset[str]:
+        """VHDS names (``ROUTE_CONFIG/HOST:PORT``) of the services ``hosts`` match (exact
+        names or wildcards) in either context, on each of their HTTP ports: the virtual hosts
+        of ``node`` that routing rules for ``hosts`` can change."""
+        hosts = tuple(sorted(set(hosts)))
+        key = ("host_ports", hosts)
+        pairs = self._pairs.get(key)
+        if pairs is None:
+            found: set[tuple[str, int]] = set()
+            for ctx in (self.old, self.new):
+                for host in hosts:
+                    if host.startswith("*"):
+                        services = [
+                            svc
+                            for name, svc in ctx.registry.services.items()
+                            if host_matches(host, name)
+                        ]
+                    else:
+                        one = ctx.service(host)
+                        services = [one] if one is not None else []
+                    for svc in services:
+                        found.update(
+                            (svc.hostname, sp.port) for sp in svc.ports if sp.protocol.is_http
+                        )
+            pairs = self._pairs[key] = frozenset(found)
+        # The route config a virtual host belongs to: the port's, or the one outbound route
+        # config of a sidecar without traffic capture.
+        single = str(node.outbound_port) if node.interception_mode == "NONE" else None
+        names_key = ("vhosts", hosts, single)
+        names = self._names.get(names_key)
+        if names is None:
+            names = self._names[names_key] = frozenset(
+                vhost_resource_name(single or str(port), f"{host}:{port}") for host, port in pairs
+            )
+        return names
 
     def rule_clusters(
         self, namespace: str, rules: Iterable[DestinationRuleConfig]
@@ -357,7 +402,11 @@ def scope_for(node: NodeInfo, changes: Changes) -> Scope | None:
                 b.add(CLUSTER_TYPE, names)
                 b.add(ENDPOINT_TYPE, names)
             if key in changes.route_rules:
-                b.add(ROUTE_TYPE)
+                # Routes name a rule's consistent-hash policy: the virtual hosts of its hosts.
+                if router:
+                    b.add(ROUTE_TYPE)
+                else:
+                    b.add_routes(changes.host_vhosts(node, [r.host for r in rules]))
             if key in changes.secret_rules:
                 b.add(SECRET_TYPE)
         elif kind == "Gateway":
@@ -411,7 +460,7 @@ def _virtual_service(b: _Builder, versions: list[Any], node: NodeInfo, changes: 
         refs = vs.referenced_gateways()
         if not router:
             if MESH_GATEWAY in refs and visible(vs.export_to, vs.namespace, ns):
-                b.add(ROUTE_TYPE)
+                b.add_routes(changes.host_vhosts(node, vs.hosts))
                 if vs.tcp or vs.tls:
                     b.add(LISTENER_TYPE)
                 if any(select_sidecar(c, ns, node.labels) for c in (changes.old, changes.new)):

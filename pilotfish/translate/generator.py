@@ -30,6 +30,7 @@ from pilotfish.api.typeurls import (
     LISTENER_TYPE,
     ROUTE_TYPE,
     SECRET_TYPE,
+    VIRTUAL_HOST_TYPE,
 )
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
@@ -41,7 +42,7 @@ from pilotfish.translate.clusters import (
     localized_endpoints,
     outbound_clusters,
 )
-from pilotfish.translate.envoyfilter import apply_patches
+from pilotfish.translate.envoyfilter import apply_patches, proxy_patches
 from pilotfish.translate.gateway_tls import (
     auto_passthrough_cluster,
     gateway_tls_servers,
@@ -59,16 +60,21 @@ from pilotfish.translate.listeners import (
 )
 from pilotfish.translate.route_configs import (
     explicit_route_config,
+    explicit_vhds_route_config,
     gateway_route_config,
     sidecar_http_ports,
     sidecar_route_config,
+    sidecar_vhds_route_config,
+    vhds_enabled,
 )
 from pilotfish.translate.tls import has_workload_identity
 
 Resources = dict[str, dict[str, Message]]
 
-TYPE_URLS = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE)
+TYPE_URLS = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE, VIRTUAL_HOST_TYPE)
 ALL_TYPES = frozenset(TYPE_URLS)
+#: EnvoyFilter targets inside route configs: a proxy they patch keeps whole route configs.
+_ROUTE_PATCH_TARGETS = frozenset({"ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE"})
 #: Types that need the outbound clusters (the secrets their TLS names go over SDS).
 _CLUSTER_TYPES = frozenset({CLUSTER_TYPE, ENDPOINT_TYPE, SECRET_TYPE})
 
@@ -162,11 +168,30 @@ def generate_sidecar(
             clusters[c.name] = c
     listeners = out[LISTENER_TYPE]
     routes = out[ROUTE_TYPE]
-    want_lds, want_rds = LISTENER_TYPE in types, ROUTE_TYPE in types
+    want_lds = LISTENER_TYPE in types
+    want_rds = ROUTE_TYPE in types or VIRTUAL_HOST_TYPE in types
+    vhds = (
+        want_rds
+        and vhds_enabled(push, proxy)
+        and not any(p.apply_to in _ROUTE_PATCH_TARGETS for p in proxy_patches(push, proxy))
+    )
+
+    def add_routes(port: int) -> None:
+        if vhds:
+            config, vhosts = sidecar_vhds_route_config(push, proxy, port)
+            routes[config.name] = config
+            out[VIRTUAL_HOST_TYPE].update(vhosts)
+        else:
+            routes[str(port)] = sidecar_route_config(push, proxy, port)
+
     if proxy.interception_mode == "NONE":
         if proxy.node.outbound_port:
             name = str(proxy.node.outbound_port)
-            if want_rds:
+            if vhds:
+                config, vhosts = explicit_vhds_route_config(push, proxy, name)
+                routes[name] = config
+                out[VIRTUAL_HOST_TYPE].update(vhosts)
+            elif want_rds:
                 routes[name] = explicit_route_config(push, proxy, name)
             if want_lds:
                 lst = explicit_outbound(push, proxy)
@@ -184,7 +209,7 @@ def generate_sidecar(
             clusters[passthrough.name] = passthrough
         if want_rds:
             for port in sidecar_http_ports(push, proxy.sidecar_scope(push)):
-                routes[str(port)] = sidecar_route_config(push, proxy, port)
+                add_routes(port)
         if want_lds:
             for lst in (virtual_outbound(push, proxy), virtual_inbound(push, proxy)):
                 listeners[lst.name] = lst
@@ -193,7 +218,7 @@ def generate_sidecar(
         if want_lds:
             listeners[lst.name] = lst
         if want_rds and port not in routes:
-            routes[port] = sidecar_route_config(push, proxy, int(port))
+            add_routes(int(port))
     return ProxyConfig(out, tuple(sorted(credentials)))
 
 

@@ -21,8 +21,12 @@ are dropped, so the first service (by hostname) keeps a contested name.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from envoy.config.core.v3 import config_source_pb2 as cs
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from google.protobuf.message import Message
 from google.protobuf.wrappers_pb2 import BoolValue
 
 from pilotfish.api.hosts import MESH_GATEWAY, host_matches, specificity, split_server_host
@@ -33,7 +37,7 @@ from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.model.sidecar import SidecarScope
 from pilotfish.registry.types import Service, ServicePort
-from pilotfish.translate.common import PASSTHROUGH_CLUSTER, duration
+from pilotfish.translate.common import PASSTHROUGH_CLUSTER, duration, vhost_resource_name
 from pilotfish.translate.dependencies import route_rule_revisions
 from pilotfish.translate.routes import RouteContext, default_route, http_routes
 from pilotfish.translate.telemetry import peer_headers_to_add
@@ -140,15 +144,17 @@ def route_inputs(push: PushContext) -> object:
     return (push.route_epoch, route_rule_revisions(push))
 
 
-def sidecar_route_config(
-    push: PushContext, proxy: Proxy, port: int
-) -> route_pb2.RouteConfiguration:
-    """The route config ``"PORT"`` of a REDIRECT-mode sidecar: the services its Sidecar
-    scope routes on that port."""
+def _sidecar_view_key(push: PushContext, proxy: Proxy, port: int) -> tuple[object, ...]:
+    return (proxy.sidecar_scope(push).key, port, labels_key(push, proxy.labels))
+
+
+def _sidecar_virtual_hosts(push: PushContext, proxy: Proxy, port: int) -> list[rc.VirtualHost]:
+    """The virtual hosts of the route config ``"PORT"`` of a REDIRECT-mode sidecar, the
+    fallback (``allow_any`` or ``block_all``) last; one list per view."""
     ns = proxy.namespace
     scope = proxy.sidecar_scope(push)
 
-    def compute() -> route_pb2.RouteConfiguration:
+    def compute() -> list[rc.VirtualHost]:
         ctx = RouteContext(push, ns, MESH_GATEWAY, port, dict(proxy.labels))
         vhosts: list[rc.VirtualHost] = []
         seen: set[str] = set()
@@ -164,15 +170,124 @@ def sidecar_route_config(
                 in_mesh=not svc.mesh_external,
             )
         vhosts.append(_fallback_vhost(scope.registry_only))
-        return route_pb2.RouteConfiguration(
-            name=str(port), virtual_hosts=vhosts, validate_clusters=BoolValue(value=False)
-        )
+        return vhosts
 
     # Routes depend on config and services, not on endpoints: reused while only workloads
     # change (a connection storm rebuilds no route configuration), and across DestinationRule
     # changes that cannot change routes (a subset added).
-    key = ("sidecar_rds", scope.key, port, labels_key(push, proxy.labels))
+    key = ("sidecar_vhosts", *_sidecar_view_key(push, proxy, port))
     return push.reuse(key, route_inputs(push), compute)
+
+
+def sidecar_route_config(
+    push: PushContext, proxy: Proxy, port: int
+) -> route_pb2.RouteConfiguration:
+    """The route config ``"PORT"`` of a REDIRECT-mode sidecar: the services its Sidecar
+    scope routes on that port."""
+
+    def compute() -> route_pb2.RouteConfiguration:
+        return route_pb2.RouteConfiguration(
+            name=str(port),
+            virtual_hosts=_sidecar_virtual_hosts(push, proxy, port),
+            validate_clusters=BoolValue(value=False),
+        )
+
+    # One message per view, serialized once for the proxies that share it.
+    key = ("sidecar_rds", *_sidecar_view_key(push, proxy, port))
+    return push.reuse(key, route_inputs(push), compute)
+
+
+# ---- VHDS -------------------------------------------------------------------------------------
+
+
+def vhds_enabled(push: PushContext, proxy: Proxy) -> bool:
+    """Whether ``proxy`` gets its outbound virtual hosts over VHDS (mesh config
+    ``virtualHostDiscovery``): sidecars on a Delta stream only (Envoy has VHDS on Delta
+    alone); gateways keep whole route configs (a few hosts each).
+
+    Not a sidecar without capture under ALLOW_ANY with ``onDemandClusters``: its route
+    config has no ``*`` virtual host, so the on-demand filter would make Envoy ask VHDS for
+    an unknown host by name and hold the request; answering that the name does not exist
+    (``removed_resources``) does not release it (measured on Envoy 1.40), where plain RDS
+    answers 404 at once."""
+    if not (push.mesh_config.virtualHostDiscovery and proxy.node.delta_xds and not proxy.is_router):
+        return False
+    if proxy.interception_mode == "NONE" and push.mesh_config.onDemandClusters:
+        return proxy.sidecar_scope(push).registry_only
+    return True
+
+
+def sidecar_vhds_route_config(
+    push: PushContext, proxy: Proxy, port: int
+) -> tuple[route_pb2.RouteConfiguration, dict[str, rc.VirtualHost]]:
+    """The VHDS form of :func:`sidecar_route_config`: the route config carries ``vhds`` (ADS)
+    and only the fallback virtual host (``*``); each service's virtual host is a resource of
+    its own, named by :func:`vhost_resource_name`. A VirtualService change changes one
+    virtual host, not the route config."""
+
+    def compute() -> tuple[route_pb2.RouteConfiguration, dict[str, rc.VirtualHost]]:
+        vhosts = _sidecar_virtual_hosts(push, proxy, port)
+        name = str(port)
+        return _vhds_config(name, vhosts[-1:]), {
+            vhost_resource_name(name, vh.name): vh for vh in vhosts[:-1]
+        }
+
+    key = ("sidecar_vhds", *_sidecar_view_key(push, proxy, port))
+    return push.reuse(key, route_inputs(push), compute)
+
+
+def _vhds_config(name: str, inline: list[rc.VirtualHost]) -> route_pb2.RouteConfiguration:
+    return route_pb2.RouteConfiguration(
+        name=name,
+        virtual_hosts=inline,
+        validate_clusters=BoolValue(value=False),
+        vhds=route_pb2.Vhds(
+            config_source=cs.ConfigSource(
+                ads=cs.AggregatedConfigSource(), resource_api_version=cs.V3
+            )
+        ),
+    )
+
+
+def explicit_vhds_route_config(
+    push: PushContext, proxy: Proxy, name: str
+) -> tuple[route_pb2.RouteConfiguration, dict[str, rc.VirtualHost]]:
+    """The VHDS form of :func:`explicit_route_config`: ``block_all`` (REGISTRY_ONLY) stays in
+    the route config, each service's virtual host is a resource of its own."""
+    scope = proxy.sidecar_scope(push)
+
+    def compute() -> tuple[route_pb2.RouteConfiguration, dict[str, rc.VirtualHost]]:
+        vhosts = _explicit_virtual_hosts(push, proxy)
+        split = len(vhosts) - 1 if scope.registry_only else len(vhosts)
+        return _vhds_config(name, vhosts[split:]), {
+            vhost_resource_name(name, vh.name): vh for vh in vhosts[:split]
+        }
+
+    key = ("explicit_vhds", scope.key, name, labels_key(push, proxy.labels))
+    return push.reuse(key, route_inputs(push), compute)
+
+
+def merge_vhds(
+    routes: Mapping[str, Message], vhosts: Mapping[str, Message]
+) -> dict[str, route_pb2.RouteConfiguration]:
+    """Route configs as Envoy holds them once VHDS delivered their virtual hosts (inline ones
+    first, then those of VHDS by resource name), for readers that compare with Envoy."""
+    by_config: dict[str, list[tuple[str, Message]]] = {}
+    for name, vh in vhosts.items():
+        by_config.setdefault(name.partition("/")[0], []).append((name, vh))
+    out: dict[str, route_pb2.RouteConfiguration] = {}
+    for name, config in routes.items():
+        assert isinstance(config, route_pb2.RouteConfiguration)
+        extra = by_config.get(name)
+        if not extra or not config.HasField("vhds"):
+            out[name] = config
+            continue
+        merged = route_pb2.RouteConfiguration()
+        merged.CopyFrom(config)
+        for _, vh in sorted(extra, key=lambda x: x[0]):
+            merged.virtual_hosts.append(vh)
+        out[name] = merged
+    return out
 
 
 def sidecar_http_ports(push: PushContext, scope: SidecarScope) -> list[int]:
@@ -185,12 +300,7 @@ def sidecar_http_ports(push: PushContext, scope: SidecarScope) -> list[int]:
     return push.memo(("sidecar_http_ports", scope.key), compute)
 
 
-def explicit_route_config(
-    push: PushContext, proxy: Proxy, name: str
-) -> route_pb2.RouteConfiguration:
-    """The single route config of a NONE-mode sidecar's outbound listener: the services of
-    its Sidecar scope, then ``block_all`` (502) under REGISTRY_ONLY. Under ALLOW_ANY an
-    unknown host has no route (404): without capture there is no original destination."""
+def _explicit_virtual_hosts(push: PushContext, proxy: Proxy) -> list[rc.VirtualHost]:
     ns = proxy.namespace
     scope = proxy.sidecar_scope(push)
 
@@ -215,12 +325,24 @@ def explicit_route_config(
             vhosts.append(_fallback_vhost(True))
         return vhosts
 
+    return push.reuse(
+        ("explicit_rds", scope.key, labels_key(push, proxy.labels)), route_inputs(push), compute
+    )
+
+
+def explicit_route_config(
+    push: PushContext, proxy: Proxy, name: str
+) -> route_pb2.RouteConfiguration:
+    """The single route config of a NONE-mode sidecar's outbound listener: the services of
+    its Sidecar scope, then ``block_all`` (502) under REGISTRY_ONLY. Under ALLOW_ANY an
+    unknown host has no route (404): without capture there is no original destination."""
+    scope = proxy.sidecar_scope(push)
+
     def config() -> route_pb2.RouteConfiguration:
-        vhosts = push.reuse(
-            ("explicit_rds", scope.key, labels_key(push, proxy.labels)), route_inputs(push), compute
-        )
         return route_pb2.RouteConfiguration(
-            name=name, virtual_hosts=vhosts, validate_clusters=BoolValue(value=False)
+            name=name,
+            virtual_hosts=_explicit_virtual_hosts(push, proxy),
+            validate_clusters=BoolValue(value=False),
         )
 
     # One message per route name and view: serialized once for the proxies that share it.
@@ -312,9 +434,14 @@ def gateway_route_config(
 
 __all__ = [
     "explicit_route_config",
+    "explicit_vhds_route_config",
     "gateway_domains",
     "gateway_route_config",
+    "merge_vhds",
     "service_domains",
     "sidecar_http_ports",
     "sidecar_route_config",
+    "sidecar_vhds_route_config",
+    "vhds_enabled",
+    "vhost_resource_name",
 ]

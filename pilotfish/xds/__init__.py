@@ -22,6 +22,7 @@ from pilotfish.xds.resources import (
     LISTENER_TYPE,
     ROUTE_TYPE,
     SECRET_TYPE,
+    VIRTUAL_HOST_TYPE,
     Generator,
     Resources,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "LISTENER_TYPE",
     "ROUTE_TYPE",
     "SECRET_TYPE",
+    "VIRTUAL_HOST_TYPE",
     "DebounceSettings",
     "DiscoveryServer",
     "GenerationError",

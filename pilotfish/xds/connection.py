@@ -38,6 +38,7 @@ from pilotfish.xds.resources import (
     ENDPOINT_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
+    VIRTUAL_HOST_TYPE,
     Entry,
     EntryMap,
     Snapshot,
@@ -375,7 +376,11 @@ class ProxyConnection:
 
     def _routes_rejected(self) -> bool:
         """Some listener or route was NACKed and not accepted since."""
-        return any(self.types[t].rejected for t in (LISTENER_TYPE, ROUTE_TYPE) if t in self.types)
+        return any(
+            self.types[t].rejected
+            for t in (LISTENER_TYPE, ROUTE_TYPE, VIRTUAL_HOST_TYPE)
+            if t in self.types
+        )
 
     def _send(self, send: Send) -> Response | None:
         state = self.types.get(send.type_url)

@@ -14,12 +14,14 @@ type in it is ACKed (or NACKed, or a timeout passes), then sends the next one:
    while it applies the CDS response, so the next response on the stream warms the cluster
    without the round trip of Envoy asking for it (``Send.unsubscribed``).
 3. LDS: added, changed and removed listeners.
-4. RDS: changed route configurations (then any other type the proxy subscribes to).
+4. RDS: changed route configurations; then VHDS: added, changed and removed virtual hosts
+   (Envoy files a virtual host under a route config it already holds); then any other type
+   the proxy subscribes to.
 5. CDS removals, only once listeners and routes that no longer use those clusters are ACKed;
    the step is flagged ``after_clean`` and is skipped if anything in this push was NACKed (the
    clusters then stay until a later push finds nothing refers to them any more).
 
-Only wildcard types (CDS, LDS) are removed by the server; names of EDS, RDS and SDS resources
+Only wildcard types (CDS, LDS, VHDS) are removed by the server; names of EDS, RDS and SDS resources
 disappear when Envoy unsubscribes from them. Types the proxy has not asked for yet are skipped:
 their first request is answered with the newest snapshot.
 """
@@ -35,6 +37,7 @@ from pilotfish.xds.resources import (
     LISTENER_TYPE,
     ROUTE_TYPE,
     SECRET_TYPE,
+    VIRTUAL_HOST_TYPE,
     WILDCARD_TYPES,
 )
 
@@ -140,6 +143,12 @@ def plan_push(
     if routes:
         steps.append(Step((Send(ROUTE_TYPE, routes),)))
 
+    # VHDS after RDS: Envoy takes a virtual host only for a route config it holds (with
+    # ``vhds``); removed ones go here too, before the clusters they routed to.
+    vhosts, vhosts_removed = diff(VIRTUAL_HOST_TYPE)
+    if vhosts or vhosts_removed:
+        steps.append(Step((Send(VIRTUAL_HOST_TYPE, vhosts, vhosts_removed),)))
+
     others = [t for t in subscriptions if t not in _ORDERED]
     for type_url in sorted(others):
         names, removed = diff(type_url)
@@ -151,4 +160,6 @@ def plan_push(
     return steps
 
 
-_ORDERED = frozenset({SECRET_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE})
+_ORDERED = frozenset(
+    {SECRET_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, VIRTUAL_HOST_TYPE}
+)

@@ -36,18 +36,29 @@ from pilotfish.api.typeurls import (
     PREFIX,
     ROUTE_TYPE,
     SECRET_TYPE,
+    VIRTUAL_HOST_TYPE,
 )
 
 #: Every type the server serves, in the order a push sends them.
-PUSH_ORDER: tuple[str, ...] = (SECRET_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)
+PUSH_ORDER: tuple[str, ...] = (
+    SECRET_TYPE,
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    VIRTUAL_HOST_TYPE,
+)
 #: Types Envoy subscribes to as a whole (no resource names): the server sends the full set.
-WILDCARD_TYPES = frozenset({CLUSTER_TYPE, LISTENER_TYPE})
+#: Envoy's VHDS subscribes to virtual hosts this way too (an empty first request), and takes
+#: those named ``<route config>/...`` of each route config that has ``vhds``.
+WILDCARD_TYPES = frozenset({CLUSTER_TYPE, LISTENER_TYPE, VIRTUAL_HOST_TYPE})
 
 SHORT_NAMES: Mapping[str, str] = {
     CLUSTER_TYPE: "CDS",
     ENDPOINT_TYPE: "EDS",
     LISTENER_TYPE: "LDS",
     ROUTE_TYPE: "RDS",
+    VIRTUAL_HOST_TYPE: "VHDS",
     SECRET_TYPE: "SDS",
 }
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import itertools
 import logging
@@ -450,6 +451,8 @@ class DiscoveryServer:
         if first.type_url == HEALTH_TYPE:
             await self._serve_health(node, first, inbox)
             return
+        if delta:
+            node = dataclasses.replace(node, delta_xds=True)
         conn = ProxyConnection(
             f"{next(self._ids)}",
             node,

@@ -9,6 +9,7 @@ differs must be inside that proxy's scope (nothing that changed is left unpushed
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from pilotfish.api.typeurls import (
     LISTENER_TYPE,
     ROUTE_TYPE,
     SECRET_TYPE,
+    VIRTUAL_HOST_TYPE,
 )
 from pilotfish.config.store.base import Key, StoredObject
 from pilotfish.model.push_context import PushContext
@@ -47,6 +49,10 @@ from .fixtures import (
 )
 
 CDS, EDS, LDS, RDS, SDS = CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE
+VHDS = VIRTUAL_HOST_TYPE
+#: The VHDS virtual host of reviews (port 9080) in a sidecar's route config "9080".
+REVIEWS_VHOST = frozenset({"9080/reviews.default.svc.cluster.local:9080"})
+TCP_VHOSTS = frozenset({"9080/ratings.default.svc.cluster.local:9080"})
 
 OTHER = [
     service("billing", ns="other"),
@@ -132,7 +138,7 @@ def changed_resources(old: PushContext, new: PushContext, node: NodeInfo) -> dic
     """Type -> names of the resources whose content differs between the two contexts."""
     a, b = generate_config(node, old), generate_config(node, new)
     out: dict[str, set[str]] = {}
-    for t in (CDS, EDS, LDS, RDS):
+    for t in (CDS, EDS, LDS, RDS, VHDS):
         ra, rb = a.resources[t], b.resources[t]
         for n in ra.keys() | rb.keys():
             ma, mb = ra.get(n), rb.get(n)
@@ -441,10 +447,12 @@ ALL_CHANGES = {
 
 
 def test_virtual_service_reaches_routes_of_sidecars_that_see_it() -> None:
+    # Route configs (whole: one per port) and, for sidecars on VHDS, the one virtual host.
+    routes = {RDS: None, VHDS: REVIEWS_VHOST}
     assert scopes(BASE, VS_WEIGHT) == {
-        "productpage": {RDS: None},
-        "reviews": {RDS: None},
-        "billing": {RDS: None},
+        "productpage": routes,
+        "reviews": routes,
+        "billing": routes,
         "gateway": None,
     }
 
@@ -452,11 +460,12 @@ def test_virtual_service_reaches_routes_of_sidecars_that_see_it() -> None:
 def test_virtual_service_exported_to_its_namespace_leaves_other_namespaces_alone() -> None:
     # Before: exported everywhere; after: to its own namespace. "other" loses it (reached);
     # a further change of the local VirtualService no longer reaches "other".
-    assert scopes(VS_WEIGHT, VS_LOCAL)["billing"] == {RDS: None}
+    routes = {RDS: None, VHDS: REVIEWS_VHOST}
+    assert scopes(VS_WEIGHT, VS_LOCAL)["billing"] == routes
     again = replaced(VS_LOCAL, "VirtualService", "reviews", http=[{"route": []}])
     assert scopes(VS_LOCAL, again) == {
-        "productpage": {RDS: None},
-        "reviews": {RDS: None},
+        "productpage": routes,
+        "reviews": routes,
         "billing": None,
         "gateway": None,
     }
@@ -466,10 +475,11 @@ def test_destination_rule_reaches_the_host_clusters_only() -> None:
     # No consistent hash and no credentialName anywhere: routes and secrets cannot change.
     reviews = clusters("reviews", "v1", "v2", "v3", "v4")
     expected = {CDS: reviews, EDS: reviews}
+    sidecar = expected  # no route can change: no virtual host either
     assert scopes(BASE, DR_SUBSET) == {
-        "productpage": expected,
-        "reviews": expected,
-        "billing": expected,
+        "productpage": sidecar,
+        "reviews": sidecar,
+        "billing": sidecar,
         "gateway": expected,
     }
 
@@ -478,7 +488,14 @@ def test_destination_rule_with_a_consistent_hash_reaches_routes_too() -> None:
     # The route to a consistent-hash subset carries its hash_policy.
     reviews = clusters("reviews", "v1", "v2", "v3")
     expected = {CDS: reviews, EDS: reviews, RDS: None}
-    assert scopes(BASE, DR_HASH) == {n: expected for n in NODES}
+    # Sidecars on VHDS: the virtual host of the rule's host.
+    sidecar = {**expected, VHDS: REVIEWS_VHOST}
+    assert scopes(BASE, DR_HASH) == {
+        "productpage": sidecar,
+        "reviews": sidecar,
+        "billing": sidecar,
+        "gateway": expected,
+    }
 
 
 def test_destination_rule_with_a_credential_reaches_secrets_too() -> None:
@@ -595,6 +612,40 @@ def test_every_changed_resource_is_in_scope(change: str) -> None:
         assert not missing, f"{change}: {name} misses {missing}"
 
 
+VHDS_ON = from_yaml(
+    """
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {name: vhds, namespace: istio-system}
+spec: {meshConfig: {virtualHostDiscovery: true}}
+"""
+)
+
+
+@pytest.mark.parametrize("change", sorted(ALL_CHANGES))
+def test_every_changed_virtual_host_is_in_scope(change: str) -> None:
+    # Sidecars on Delta with VHDS on: their virtual hosts are resources of their own, and a
+    # change reaches the ones it changes (route configs then hold only the fallback).
+    old, new = contexts(BASE + VHDS_ON, ALL_CHANGES[change] + VHDS_ON)
+    changes = Changes.between(old, new)
+    explicit = dataclasses.replace(
+        NODES["productpage"],
+        interception_mode="NONE",
+        outbound_port=15001,
+        inbound_ports={9080: 15006},
+    )
+    for name, node in {**NODES, "explicit": explicit}.items():
+        node = dataclasses.replace(node, delta_xds=True)
+        changed = changed_resources(old, new, node)
+        missing = covered(scope_for(node, changes), changed)
+        assert not missing, f"{change}: {name} misses {missing}"
+        if change == "vs weight" and name == "productpage":
+            # One virtual host changed, not the route config.
+            assert changed == {VHDS: set(REVIEWS_VHOST)}
+        if change == "vs weight" and name == "explicit":
+            assert changed == {VHDS: {"15001/reviews.default.svc.cluster.local:9080"}}
+
+
 @pytest.mark.parametrize("change", ["vs weight", "endpoint added", "authz", "gateway vs"])
 def test_scoped_changes_do_change_what_they_reach(change: str) -> None:
     # The precise rules are not vacuous: each reaches some proxy whose config did change.
@@ -693,7 +744,7 @@ def test_clusters_are_carried_over_only_while_the_peer_authentications_are_the_s
 
 def test_tcp_virtual_service_reaches_listeners_too() -> None:
     # TCP routes live in the listeners' filter chains, HTTP routes in route configurations.
-    expected = {RDS: None, LDS: None}
+    expected = {RDS: None, LDS: None, VHDS: TCP_VHOSTS}
     assert scopes(BASE, TCP_VS) == {
         "productpage": expected,
         "reviews": expected,
@@ -714,9 +765,10 @@ def test_destination_rule_exported_to_its_namespace_reaches_that_namespace_only(
 
 def test_delegate_change_reaches_the_proxies_of_its_root() -> None:
     # The delegate lives in "other"; its root is exported to "default" only.
+    routes = {RDS: None, VHDS: frozenset({"9080/details.default.svc.cluster.local:9080"})}
     assert scopes(DELEGATE_BASE, DELEGATE_CHANGED) == {
-        "productpage": {RDS: None},
-        "reviews": {RDS: None},
+        "productpage": routes,
+        "reviews": routes,
         "billing": None,
         "gateway": None,
     }

@@ -22,6 +22,7 @@ from pilotfish.xds.resources import (
     ENDPOINT_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
+    VIRTUAL_HOST_TYPE,
 )
 
 
@@ -167,6 +168,7 @@ __all__ = [
     "ENDPOINT_TYPE",
     "LISTENER_TYPE",
     "ROUTE_TYPE",
+    "VIRTUAL_HOST_TYPE",
     "eds_cluster",
     "http_listener",
     "load_assignment",

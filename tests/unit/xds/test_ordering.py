@@ -111,3 +111,29 @@ def test_delta_sends_the_endpoints_of_new_clusters_with_them() -> None:
     # Without presend (SotW) Envoy asks for c's endpoints itself.
     [step] = plan_push(have, want, SUBS, EDS_OF)
     assert step.sends[1] == Send(b.ENDPOINT_TYPE, frozenset({"a"}))
+
+
+def test_virtual_hosts_come_after_the_clusters_and_routes_and_before_cluster_removal() -> None:
+    # VHDS: a virtual host that routes to a new cluster goes once the cluster is ACKed (and
+    # after the route configs it belongs to); a removed one goes before the cluster it used.
+    vhds = b.VIRTUAL_HOST_TYPE
+    subs = {**SUBS, vhds: WILD}
+    have = {
+        b.CLUSTER_TYPE: {"a": "1", "b": "1"},
+        b.ROUTE_TYPE: {"r": "1"},
+        vhds: {"r/x:80": "1", "r/y:80": "1"},
+    }
+    want = {
+        b.CLUSTER_TYPE: {"b": "1", "c": "1"},
+        b.ROUTE_TYPE: {"r": "2"},
+        vhds: {"r/x:80": "2", "r/z:80": "1"},
+    }
+    steps = plan_push(have, want, subs, EDS_OF)
+    assert [s.type_urls for s in steps] == [
+        (b.CLUSTER_TYPE,),
+        (b.ROUTE_TYPE,),
+        (vhds,),
+        (b.CLUSTER_TYPE,),
+    ]
+    assert steps[2].sends == (Send(vhds, frozenset({"r/x:80", "r/z:80"}), frozenset({"r/y:80"})),)
+    assert steps[3].after_clean

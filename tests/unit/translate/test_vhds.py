@@ -1,0 +1,108 @@
+"""VHDS (mesh config ``virtualHostDiscovery``): a sidecar's outbound virtual hosts as resources
+of their own, the route config holding ``vhds`` and the fallback only."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from pilotfish.translate import ROUTE_TYPE, generate
+from pilotfish.translate.generator import VIRTUAL_HOST_TYPE
+from pilotfish.translate.route_configs import merge_vhds
+from tests.unit.translate.fixtures import (
+    BOOKINFO_CORE,
+    FEATURES,
+    bookinfo_push,
+    from_yaml,
+    push_for,
+    router_node,
+    sidecar_node,
+)
+
+VHDS_ON: list[dict[str, Any]] = from_yaml(
+    """
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {name: vhds, namespace: istio-system}
+spec: {meshConfig: {virtualHostDiscovery: true}}
+"""
+)
+REVIEWS = "9080/reviews.default.svc.cluster.local:9080"
+
+
+def test_route_config_carries_vhds_and_the_fallback_and_each_service_is_a_virtual_host() -> None:
+    push = bookinfo_push(FEATURES + VHDS_ON)
+    plain = generate(sidecar_node(), push)
+    split = generate(sidecar_node(delta_xds=True), push)
+    config = split[ROUTE_TYPE]["9080"]
+    assert config.HasField("vhds") and config.vhds.config_source.HasField("ads")
+    assert [v.name for v in config.virtual_hosts] == ["allow_any"]
+    assert not config.validate_clusters.value
+    vhosts = split[VIRTUAL_HOST_TYPE]
+    assert REVIEWS in vhosts and vhosts[REVIEWS].name == "reviews.default.svc.cluster.local:9080"
+    # Named <route config>/<virtual host>, one per service virtual host of the plain form.
+    whole = plain[ROUTE_TYPE]["9080"]
+    on_port = sorted(n for n in vhosts if n.startswith("9080/"))
+    assert on_port == sorted(f"9080/{v.name}" for v in whole.virtual_hosts[:-1])
+    for v in whole.virtual_hosts[:-1]:
+        assert vhosts[f"9080/{v.name}"] == v
+    # Merged back, the route config has the same virtual hosts as the plain one.
+    merged = merge_vhds(split[ROUTE_TYPE], vhosts)["9080"]
+    assert {v.name: v for v in merged.virtual_hosts} == {v.name: v for v in whole.virtual_hosts}
+    assert not plain[VIRTUAL_HOST_TYPE]
+
+
+def test_a_virtual_service_change_changes_one_virtual_host_and_not_the_route_config() -> None:
+    before = generate(sidecar_node(delta_xds=True), push_for(BOOKINFO_CORE + VHDS_ON))
+    flip = from_yaml(
+        """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews}, weight: 100}]}]
+"""
+    )
+    after = generate(sidecar_node(delta_xds=True), push_for(BOOKINFO_CORE + flip + VHDS_ON))
+    assert before[ROUTE_TYPE] == after[ROUTE_TYPE]
+    differs = {
+        n
+        for n in before[VIRTUAL_HOST_TYPE].keys() | after[VIRTUAL_HOST_TYPE].keys()
+        if before[VIRTUAL_HOST_TYPE].get(n) != after[VIRTUAL_HOST_TYPE].get(n)
+    }
+    assert differs == {REVIEWS}
+
+
+def test_sidecar_without_capture_splits_its_one_route_config() -> None:
+    push = bookinfo_push(FEATURES + VHDS_ON)
+    node = sidecar_node(
+        ip="127.0.0.1",
+        interception_mode="NONE",
+        outbound_port=15001,
+        inbound_ports={9080: 15006},
+    )
+    plain = generate(node, push)[ROUTE_TYPE]["15001"]
+    split = generate(dataclasses.replace(node, delta_xds=True), push)
+    config = split[ROUTE_TYPE]["15001"]
+    # ALLOW_ANY: no fallback (an unknown host has no route), so nothing stays inline.
+    assert config.HasField("vhds") and not config.virtual_hosts
+    assert sorted(split[VIRTUAL_HOST_TYPE]) == sorted(
+        f"15001/{v.name}" for v in plain.virtual_hosts
+    )
+    assert "15001/reviews.default.svc.cluster.local:9080" in split[VIRTUAL_HOST_TYPE]
+
+
+def test_plain_rds_where_vhds_does_not_apply() -> None:
+    push = bookinfo_push(FEATURES + VHDS_ON)
+    nodes = {
+        "sotw": sidecar_node(),
+        "router": router_node(gateway_ports={80: 8080}, delta_xds=True),
+    }
+    for what, node in nodes.items():
+        res = generate(node, push)
+        assert not res[VIRTUAL_HOST_TYPE], what
+        assert not any(rc.HasField("vhds") for rc in res[ROUTE_TYPE].values()), what
+    # And off by default.
+    res = generate(sidecar_node(delta_xds=True), bookinfo_push(FEATURES))
+    assert not res[VIRTUAL_HOST_TYPE] and not res[ROUTE_TYPE]["9080"].HasField("vhds")
