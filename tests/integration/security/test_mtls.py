@@ -90,13 +90,15 @@ def test_strict_refuses_plaintext_and_accepts_mesh(meshed: tuple[Mesh, Sidecar, 
     mesh.apply(peer_authentication("default", "default", "PERMISSIVE"))
     eventually(lambda: plain_get(server) == 200, 20, "namespace PERMISSIVE accepting plaintext")
     assert mesh_get(client).status_code == 200
-    # UNSET at the workload inherits the namespace (still PERMISSIVE)...
+    # STRICT at the workload overrides it...
     selector = "selector: {matchLabels: {app: reviews}}"
-    mesh.apply(peer_authentication("reviews", "default", "UNSET", selector))
-    eventually(lambda: plain_get(server) == 200, 20, "UNSET inheriting PERMISSIVE")
-    # ...and STRICT at the workload overrides it.
     mesh.apply(peer_authentication("reviews", "default", "STRICT", selector))
     eventually(lambda: plain_get(server) == 0, 20, "workload STRICT")
+    assert mesh_get(client).status_code == 200
+    # ...and UNSET at the workload inherits the namespace (PERMISSIVE). After STRICT, so that
+    # the wait sees the change: before it, plaintext was accepted already.
+    mesh.apply(peer_authentication("reviews", "default", "UNSET", selector))
+    eventually(lambda: plain_get(server) == 200, 20, "UNSET inheriting PERMISSIVE")
     assert mesh_get(client).status_code == 200
 
 
