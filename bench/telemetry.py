@@ -325,6 +325,23 @@ def ratios(
     return table(headers, rows)
 
 
+def per_round(
+    runs: dict[tuple[str, int], list[Run]], connections: Sequence[int], modes: Sequence[str]
+) -> str:
+    """Each mode against ``off`` round by round (runs of one round are side by side): the
+    spread the medians hide on a shared machine."""
+    lines = []
+    for c in connections:
+        for mode in modes:
+            if mode == "off":
+                continue
+            pairs = list(zip(runs[("off", c)], runs[(mode, c)], strict=True))
+            p50 = ", ".join(ratio(x.result.p50_ms, o.result.p50_ms) for o, x in pairs)
+            cpu = ", ".join(ratio(per_1k(x, *ENVOYS), per_1k(o, *ENVOYS)) for o, x in pairs)
+            lines.append(f"{mode} / off per round, c={c}: p50 {p50}; Envoy CPU per request {cpu}")
+    return "\n".join(lines)
+
+
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)")
 #: Istio's standard metrics (what the stats access logger makes), by the series' name.
 _STANDARD = ("istio_request", "istio_response", "istio_tcp_")
@@ -464,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         f"targets (on: metrics and access log): p50 on / off <= {P50_TARGET:.2f}x; "
         f"Envoy CPU per request on / off <= {CPU_TARGET:.2f}x."
     )
+    print(per_round(runs, connections, modes))
     print()
     print(counts)
     print()
