@@ -277,7 +277,11 @@ class ControlPlane:
 
 
 def start_control_plane(
-    procs: Processes, name: str = "server", cpus: set[int] | None = None, plaintext: bool = False
+    procs: Processes,
+    name: str = "server",
+    cpus: set[int] | None = None,
+    plaintext: bool = False,
+    extra_args: tuple[str, ...] = (),
 ) -> ControlPlane:
     """``pilotfish server`` with a SQLite store in the work directory, on free ports; xDS over
     TLS unless ``plaintext``."""
@@ -298,6 +302,7 @@ def start_control_plane(
         "warning",
         "--no-trace-collector",
         *(["--xds-plaintext"] if plaintext else []),
+        *extra_args,
     ]
     proc = procs.start(cmd, f"{name}.log", env, cpus)
     url = f"http://127.0.0.1:{api_port}"

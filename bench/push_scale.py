@@ -317,6 +317,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="Skip the weight flips over VHDS (mesh config virtualHostDiscovery) after the others.",
     )
+    parser.add_argument(
+        "--no-api-worker",
+        action="store_true",
+        help="serve the HTTP API in the control plane's process (as before the API worker)",
+    )
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--worker", nargs=4, metavar=("TARGET", "ROOTS", "COUNT", "SERVICES"))
     args = parser.parse_args(argv)
@@ -334,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     n, s = args.proxies, args.services
     print(f"push scale on {machine()}: {n} proxies x {s} services; work dir {workdir}", flush=True)
     with Processes(workdir) as procs:
-        cp = start_control_plane(procs, "server", cpus=server_cpus)
+        extra = ("--no-api-worker",) if args.no_api_worker else ()
+        cp = start_control_plane(procs, "server", cpus=server_cpus, extra_args=extra)
         api = cp.api()
         items = [*service_items(s), weighted_route(ROUTE_HOST, 50)]
         for i in range(0, len(items), 500):

@@ -18,10 +18,12 @@ import difflib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import ssl
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,12 +40,13 @@ from pilotfish.apiserver.app import ApiServer, ApiSettings, ensure_builtin_names
 from pilotfish.apiserver.auth import load_or_create_admin_token
 from pilotfish.apiserver.ca_routes import add_ca_routes
 from pilotfish.apiserver.tokens import add_token_routes
+from pilotfish.apiserver.worker import ApiWorker, ApiWorkerError, WorkerConfig
 from pilotfish.canary import CanaryController, ControllerSettings, HttpChecks
 from pilotfish.config.addons import ensure_addon_services
 from pilotfish.config.store import Store, open_store
 from pilotfish.config.store.base import Key
 from pilotfish.config.store.factory import describe as describe_store
-from pilotfish.config.store.factory import is_postgres
+from pilotfish.config.store.factory import is_postgres, url_scheme
 from pilotfish.contextfile import DEFAULT_HOME, Context, save_context
 from pilotfish.dashboard.app import DEFAULT_PORT as DASHBOARD_PORT
 from pilotfish.dashboard.app import Dashboard, DashboardSettings, add_dashboard_routes
@@ -139,6 +142,10 @@ class ServerSettings:
     api_tls: bool = False
     api_tls_cert: Path | None = None
     api_tls_key: Path | None = None
+    #: Serve the HTTP API from a worker process of its own (``apiserver.worker``): reads of
+    #: config from the store there, the rest forwarded here, so the API answers while xDS
+    #: is busy. False (``--no-api-worker``), or a ``memory://`` store: served in this process.
+    api_worker: bool = True
 
     @classmethod
     def build(
@@ -164,6 +171,7 @@ class ServerSettings:
         api_tls: bool = False,
         api_tls_cert: Path | None = None,
         api_tls_key: Path | None = None,
+        api_worker: bool = True,
     ) -> ServerSettings:
         data_dir = (data_dir or DEFAULT_HOME / "data").expanduser().resolve()
         api_host, api_port = split_address(listen, API_PORT)
@@ -191,6 +199,7 @@ class ServerSettings:
             api_tls=api_tls or api_tls_cert is not None,
             api_tls_cert=api_tls_cert.expanduser().resolve() if api_tls_cert else None,
             api_tls_key=api_tls_key.expanduser().resolve() if api_tls_key else None,
+            api_worker=api_worker,
         )
 
     @property
@@ -206,6 +215,12 @@ class ServerSettings:
         replicas share one (so any replica answers queries), else None: ``traces.db`` in the
         data directory."""
         return self.store_url if is_postgres(self.store_url) else None
+
+    @property
+    def uses_api_worker(self) -> bool:
+        """Whether the API is served by a worker process (it needs a store other processes
+        can open: not ``memory://``)."""
+        return self.api_worker and url_scheme(self.store_url) != "memory"
 
     @property
     def api_url(self) -> str:
@@ -646,24 +661,84 @@ async def serve_dashboard(
     return runner
 
 
+def api_tls_files(
+    settings: ServerSettings, identity: ControlPlaneIdentity
+) -> tuple[Path, Path, str] | None:
+    """The HTTP API's certificate chain and key files (None: plaintext) and the CA file
+    clients verify it with ("" for a certificate of the user's own: the system's trust
+    store, or the user's CA)."""
+    if not settings.api_tls:
+        return None
+    if settings.api_tls_cert is not None:
+        return settings.api_tls_cert, settings.api_tls_key or settings.api_tls_cert, ""
+    files = identity.api_tls(settings.api_host, settings.xds_sans)
+    return files.cert_file, files.key_file, str(identity.root_cert_path)
+
+
 def api_tls_context(
     settings: ServerSettings, identity: ControlPlaneIdentity
 ) -> tuple[ssl.SSLContext | None, str]:
     """The HTTP API's TLS context (None: plaintext) and the CA file clients verify it with
-    ("" for a certificate of the user's own: the system's trust store, or the user's CA)."""
-    if not settings.api_tls:
+    (see :func:`api_tls_files`)."""
+    files = api_tls_files(settings, identity)
+    if files is None:
         return None, ""
+    cert, key, ca = files
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if settings.api_tls_cert is not None:
-        key = settings.api_tls_key or settings.api_tls_cert
-        context.load_cert_chain(settings.api_tls_cert, key)
+    context.load_cert_chain(cert, key)
+    if not ca:
         return context, ""
-    files = identity.api_tls(settings.api_host, settings.xds_sans)
-    context.load_cert_chain(files.cert_file, files.key_file)
     # A root rotation re-issues it: the next handshakes present the new one.
     identity.on_api_certificate.append(lambda cert, key: context.load_cert_chain(cert, key))
-    return context, str(identity.root_cert_path)
+    return context, ca
+
+
+async def serve_api(
+    settings: ServerSettings, identity: ControlPlaneIdentity, runner: web.AppRunner
+) -> tuple[ApiWorker | None, str, Path | None]:
+    """Serve the API application of ``runner``: from here on the API port, or (see
+    ``ServerSettings.api_worker``) on a Unix socket in a private directory, for the API
+    worker process that listens on the API port. Returns the worker (None: none), the CA
+    file clients verify the API with, and the socket's directory (removed at the end)."""
+    if not settings.uses_api_worker:
+        api_ssl, api_ca = api_tls_context(settings, identity)
+        site = web.TCPSite(
+            runner,
+            settings.api_host,
+            settings.api_port,
+            shutdown_timeout=5.0,
+            ssl_context=api_ssl,
+        )
+        await site.start()
+        return None, api_ca, None
+    # A short path (Unix socket paths are limited to ~100 bytes), only this user's.
+    sock_dir = Path(tempfile.mkdtemp(prefix="pilotfish-api-"))
+    try:
+        sock = sock_dir / "api.sock"
+        await web.UnixSite(runner, str(sock), shutdown_timeout=5.0).start()
+        files = api_tls_files(settings, identity)
+        cert, key, api_ca = files if files is not None else ("", "", "")
+        worker = ApiWorker(
+            WorkerConfig(
+                store_url=settings.store_url,
+                data_dir=str(settings.data_dir),
+                host=settings.api_host,
+                port=settings.api_port,
+                upstream=str(sock),
+                log_level=settings.log_level,
+                tls_cert=str(cert),
+                tls_key=str(key),
+            )
+        )
+        if api_ca:
+            # A root rotation re-issues the certificate (same files): the worker reloads it.
+            identity.on_api_certificate.append(lambda cert, key: worker.reload_certificate())
+        await worker.start()
+    except BaseException:
+        shutil.rmtree(sock_dir, ignore_errors=True)
+        raise
+    return worker, api_ca, sock_dir
 
 
 async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
@@ -707,6 +782,7 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
                     "rootCert": identity.ca.trust_bundle(),
                     "trustDomain": identity.ca.trust_domain,
                 },
+                forwarded=settings.uses_api_worker,
             ),
         )
         app = api.app()
@@ -715,15 +791,7 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
         dashboard = start_dashboard(settings, store, mesh, token, app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        api_ssl, api_ca = api_tls_context(settings, identity)
-        site = web.TCPSite(
-            runner,
-            settings.api_host,
-            settings.api_port,
-            shutdown_timeout=5.0,
-            ssl_context=api_ssl,
-        )
-        await site.start()
+        api_worker, api_ca, sock_dir = await serve_api(settings, identity, runner)
         dashboard_runner = await serve_dashboard(settings, dashboard)
         if settings.write_context:
             path = save_context(
@@ -752,7 +820,11 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
         if canaries is not None:
             await canaries[0]
             await canaries[1].close()
+        if api_worker is not None:
+            await api_worker.stop()
         await runner.cleanup()
+        if sock_dir is not None:
+            shutil.rmtree(sock_dir, ignore_errors=True)
         if collector is not None:
             await collector.stop()
         await mesh.stop()
@@ -781,4 +853,8 @@ def run_server(settings: ServerSettings) -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve(settings, stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except ApiWorkerError as exc:
+        log.error("the control plane did not start: %s", exc)
+        sys.exit(1)

@@ -118,6 +118,9 @@ class ApiSettings:
     #: ``{xdsAddress, xdsTls, rootCert, trustDomain}`` for workloads on other hosts
     #: (``CONTROL_PLANE_PATH``); ``None``: not served.
     control_plane: Callable[[], dict[str, Any]] | None = None
+    #: Requests come through the API worker (``apiserver.worker``) over a socket only it
+    #: reaches: the caller's address is its ``X-Forwarded-For`` header (the audit's source).
+    forwarded: bool = False
 
 
 #: The authenticated caller of a request.
@@ -126,6 +129,8 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 #: Paths served without a token (istiod's monitoring and health endpoints).
 OPEN_PATHS = frozenset({"/healthz", "/ready", "/version", "/metrics"})
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: The header the API worker puts the caller's address in.
+FORWARDED_FOR = "X-Forwarded-For"
 
 
 def _now() -> datetime:
@@ -353,6 +358,8 @@ class ApiServer:
     async def _auth_middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if self.settings.forwarded and FORWARDED_FOR in request.headers:
+            request = request.clone(remote=request.headers[FORWARDED_FOR])
         try:
             if request.path not in OPEN_PATHS:
                 principal = self.auth.authenticate(request.headers.get("Authorization"))

@@ -981,6 +981,14 @@ def _proxy_diff(g: Globals, pod: str, namespace: str | None, file: str | None) -
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="The private key (PEM) of --api-tls-cert.",
 )
+@click.option(
+    "--api-worker/--no-api-worker",
+    default=True,
+    show_default=True,
+    help="Serve the HTTP API from a worker process of its own, which answers reads of "
+    "config from the store and forwards the rest here, so the API answers while xDS is "
+    "busy (a memory:// store is always served in this process).",
+)
 def server(
     data_dir: Path | None,
     listen: str,
@@ -1000,6 +1008,7 @@ def server(
     api_tls: bool,
     api_tls_cert: Path | None,
     api_tls_key: Path | None,
+    api_worker: bool,
 ) -> None:
     """Run the control plane in the foreground (HTTP API, config store, xDS).
 
@@ -1043,6 +1052,7 @@ def server(
         api_tls=api_tls,
         api_tls_cert=api_tls_cert,
         api_tls_key=api_tls_key,
+        api_worker=api_worker,
     )
     if (api_tls_cert is None) != (api_tls_key is None):
         raise click.UsageError("--api-tls-cert and --api-tls-key go together")
