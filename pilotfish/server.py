@@ -694,14 +694,37 @@ def api_tls_context(
     return context, ca
 
 
+def api_worker_config(
+    settings: ServerSettings, sock_dir: Path, tls: tuple[Path, Path, str] | None = None
+) -> WorkerConfig:
+    """What the API worker is started with: the control plane's API on a Unix socket in
+    ``sock_dir``, the certificate files of ``tls`` (see :func:`api_tls_files`)."""
+    cert, key, _ = tls if tls is not None else ("", "", "")
+    return WorkerConfig(
+        store_url=settings.store_url,
+        data_dir=str(settings.data_dir),
+        host=settings.api_host,
+        port=settings.api_port,
+        upstream=str(sock_dir / "api.sock"),
+        log_level=settings.log_level,
+        tls_cert=str(cert),
+        tls_key=str(key),
+    )
+
+
 async def serve_api(
-    settings: ServerSettings, identity: ControlPlaneIdentity, runner: web.AppRunner
-) -> tuple[ApiWorker | None, str, Path | None]:
-    """Serve the API application of ``runner``: from here on the API port, or (see
-    ``ServerSettings.api_worker``) on a Unix socket in a private directory, for the API
-    worker process that listens on the API port. Returns the worker (None: none), the CA
-    file clients verify the API with, and the socket's directory (removed at the end)."""
-    if not settings.uses_api_worker:
+    settings: ServerSettings,
+    identity: ControlPlaneIdentity,
+    runner: web.AppRunner,
+    worker: ApiWorker | None,
+    sock_dir: Path | None,
+) -> tuple[ApiWorker | None, str]:
+    """Serve the API application of ``runner``: from here on the API port, or (``sock_dir``
+    given, see ``ServerSettings.api_worker``) on a Unix socket in that private directory,
+    for the API worker process that listens on the API port (``worker``, when it was
+    launched already). Returns the worker (None: none) and the CA file clients verify the
+    API with."""
+    if sock_dir is None:
         api_ssl, api_ca = api_tls_context(settings, identity)
         site = web.TCPSite(
             runner,
@@ -711,43 +734,35 @@ async def serve_api(
             ssl_context=api_ssl,
         )
         await site.start()
-        return None, api_ca, None
-    # A short path (Unix socket paths are limited to ~100 bytes), only this user's.
-    sock_dir = Path(tempfile.mkdtemp(prefix="pilotfish-api-"))
-    try:
-        sock = sock_dir / "api.sock"
-        await web.UnixSite(runner, str(sock), shutdown_timeout=5.0).start()
-        files = api_tls_files(settings, identity)
-        cert, key, api_ca = files if files is not None else ("", "", "")
-        worker = ApiWorker(
-            WorkerConfig(
-                store_url=settings.store_url,
-                data_dir=str(settings.data_dir),
-                host=settings.api_host,
-                port=settings.api_port,
-                upstream=str(sock),
-                log_level=settings.log_level,
-                tls_cert=str(cert),
-                tls_key=str(key),
-            )
-        )
-        if api_ca:
-            # A root rotation re-issues the certificate (same files): the worker reloads it.
-            identity.on_api_certificate.append(lambda cert, key: worker.reload_certificate())
-        await worker.start()
-    except BaseException:
-        shutil.rmtree(sock_dir, ignore_errors=True)
-        raise
-    return worker, api_ca, sock_dir
+        return None, api_ca
+    await web.UnixSite(runner, str(sock_dir / "api.sock"), shutdown_timeout=5.0).start()
+    files = api_tls_files(settings, identity)
+    api_ca = files[2] if files is not None else ""
+    if worker is None:
+        worker = ApiWorker(api_worker_config(settings, sock_dir, files))
+    if api_ca:
+        # A root rotation re-issues the certificate (same files): the worker reloads it.
+        identity.on_api_certificate.append(lambda cert, key: worker.reload_certificate())
+    await worker.start()
+    return worker, api_ca
 
 
 async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = open_store(settings.store_url)
+    api_worker: ApiWorker | None = None
+    sock_dir: Path | None = None
     try:
         ensure_builtin_namespaces(store)
         token = load_or_create_admin_token(settings.data_dir)
+        if settings.uses_api_worker:
+            # A short path (Unix socket paths are limited to ~100 bytes), only this user's.
+            sock_dir = Path(tempfile.mkdtemp(prefix="pilotfish-api-"))
+            if not settings.api_tls:
+                # Launched now, it imports while the rest starts; TLS needs the CA first.
+                api_worker = ApiWorker(api_worker_config(settings, sock_dir))
+                await api_worker.launch()
         identity = ControlPlaneIdentity.open(
             IdentitySettings(
                 data_dir=settings.data_dir,
@@ -791,7 +806,7 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
         dashboard = start_dashboard(settings, store, mesh, token, app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        api_worker, api_ca, sock_dir = await serve_api(settings, identity, runner)
+        api_worker, api_ca = await serve_api(settings, identity, runner, api_worker, sock_dir)
         dashboard_runner = await serve_dashboard(settings, dashboard)
         if settings.write_context:
             path = save_context(
@@ -823,13 +838,15 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
         if api_worker is not None:
             await api_worker.stop()
         await runner.cleanup()
-        if sock_dir is not None:
-            shutil.rmtree(sock_dir, ignore_errors=True)
         if collector is not None:
             await collector.stop()
         await mesh.stop()
     finally:
+        if api_worker is not None:
+            await api_worker.stop()
         store.close()
+        if sock_dir is not None:
+            shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 #: How long a thread runs before another one waiting for the interpreter gets it (seconds;

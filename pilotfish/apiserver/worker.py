@@ -71,6 +71,8 @@ _HOP = frozenset(
         FORWARDED_FOR,
     )
 )
+#: The last lines a worker logged.
+Lines = collections.deque[str]
 #: The first line the worker prints once it listens.
 READY_LINE = "ready"
 #: How long the control plane waits for a worker to listen (it imports the API's modules).
@@ -296,16 +298,30 @@ class ApiWorker:
         self._stopping = False
         self._supervisor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._launched: tuple[asyncio.subprocess.Process, asyncio.Task[None], Lines] | None = None
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
+    async def launch(self) -> None:
+        """Start the worker's process without waiting for it to listen (it imports its
+        modules meanwhile, on another CPU when there is one); ``start`` waits."""
+        if self.proc is None:
+            self._launched = await self._exec()
+
     async def start(self) -> None:
-        await self._spawn()
+        """Launch the worker if not yet, wait until it listens, then watch over it."""
+        await self.launch()
+        launched, self._launched = self._launched, None
+        assert launched is not None
+        await self._ready(*launched)
         self._supervisor = asyncio.create_task(self._supervise(), name="api-worker")
 
     async def _spawn(self) -> None:
+        await self._ready(*await self._exec())
+
+    async def _exec(self) -> tuple[asyncio.subprocess.Process, asyncio.Task[None], Lines]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-P",
@@ -319,10 +335,16 @@ class ApiWorker:
         self.proc = proc
         assert proc.stdout is not None and proc.stderr is not None
         # Its log lines go where the control plane's go; the last ones explain a failure.
-        last: collections.deque[str] = collections.deque(maxlen=5)
+        last: Lines = collections.deque(maxlen=5)
         relay = asyncio.create_task(_relay(proc.stderr, last), name="api-worker-log")
         self._tasks.add(relay)
         relay.add_done_callback(self._tasks.discard)
+        return proc, relay, last
+
+    async def _ready(
+        self, proc: asyncio.subprocess.Process, relay: asyncio.Task[None], last: Lines
+    ) -> None:
+        assert proc.stdout is not None
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT_S)
         except TimeoutError:
@@ -377,7 +399,7 @@ class ApiWorker:
             await proc.wait()
 
 
-async def _relay(stream: asyncio.StreamReader, last: collections.deque[str]) -> None:
+async def _relay(stream: asyncio.StreamReader, last: Lines) -> None:
     out = sys.stderr.buffer
     while line := await stream.readline():
         out.write(line)
