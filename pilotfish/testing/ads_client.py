@@ -168,6 +168,13 @@ class AdsClient:
         #: cluster name -> the load assignment it needs (EDS clusters), kept up to date with
         #: each CDS response instead of recomputed from every cluster (O(changes)).
         self._eds_of: dict[str, str] = {}
+        #: load assignment -> how many clusters need it; those not received yet; and the
+        #: names that started or stopped being needed since the subscription was last sent
+        #: (a CDS response costs O(clusters in it), not O(clusters held)).
+        self._eds_refs: dict[str, int] = {}
+        self._eds_missing: set[str] = set()
+        self._eds_added: set[str] = set()
+        self._eds_dropped: set[str] = set()
         self._channel: grpc.aio.Channel | None = None
         self._call: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -366,20 +373,76 @@ class AdsClient:
             store.update(incoming)
         if type_url == CLUSTER_TYPE:
             if not self.delta:
-                self._eds_of.clear()
+                for name in list(self._eds_of):
+                    self._need(name, None)
             for name in removed:
-                self._eds_of.pop(name, None)
+                self._need(name, None)
             for name, cluster in incoming.items():
-                self._eds_of.pop(name, None)
-                for eds in eds_names({name: cluster}):
-                    self._eds_of[name] = eds
+                self._need(name, next(iter(eds_names({name: cluster})), None))
+        elif type_url == ENDPOINT_TYPE:
+            if self.delta:
+                self._eds_missing.difference_update(incoming)
+                self._eds_missing.update(n for n in removed if n in self._eds_refs)
+            else:
+                self._eds_missing = {n for n in self._eds_refs if n not in store}
         await self._after_update(type_url, version, response.nonce)
+
+    def _need(self, cluster: str, eds: str | None) -> None:
+        """Cluster ``cluster`` now needs load assignment ``eds`` (None: none, or it is gone)."""
+        old = self._eds_of.pop(cluster, None)
+        if old is not None:
+            left = self._eds_refs[old] - 1
+            if left:
+                self._eds_refs[old] = left
+            else:
+                del self._eds_refs[old]
+                self._eds_missing.discard(old)
+                if old in self._eds_added:
+                    self._eds_added.discard(old)
+                else:
+                    self._eds_dropped.add(old)
+        if eds is None:
+            return
+        self._eds_of[cluster] = eds
+        count = self._eds_refs.get(eds, 0)
+        self._eds_refs[eds] = count + 1
+        if count == 0:
+            if eds not in self.endpoints:
+                self._eds_missing.add(eds)
+            if eds in self._eds_dropped:
+                self._eds_dropped.discard(eds)
+            else:
+                self._eds_added.add(eds)
+
+    async def _subscribe_endpoints(self) -> None:
+        """Subscribe to the load assignments the clusters need: over Delta, only what changed
+        since the last request (O(change)); else the whole set."""
+        added, dropped = self._eds_added, self._eds_dropped
+        self._eds_added, self._eds_dropped = set(), set()
+        state = self._types[ENDPOINT_TYPE]
+        if not self.delta or not state.requested:
+            await self._subscribe(ENDPOINT_TYPE, set(self._eds_refs))
+            return
+        added -= state.names
+        dropped &= state.names
+        if not added and not dropped:
+            return
+        for gone in dropped:
+            self.resources[ENDPOINT_TYPE].pop(gone, None)
+        state.names |= added
+        state.names -= dropped
+        await self._write(
+            discovery_pb2.DeltaDiscoveryRequest(
+                type_url=ENDPOINT_TYPE,
+                resource_names_subscribe=sorted(added),
+                resource_names_unsubscribe=sorted(dropped),
+            )
+        )
 
     async def _after_update(self, type_url: str, version: str, nonce: str) -> None:
         if type_url == CLUSTER_TYPE:
-            wanted = set(self._eds_of.values())
-            await self._subscribe(ENDPOINT_TYPE, wanted)
-            if self.hold_cds_ack and not wanted <= self.endpoints.keys():
+            await self._subscribe_endpoints()
+            if self.hold_cds_ack and self._eds_missing:
                 self._held_cds = (version, nonce)
             else:
                 await self._answer(type_url, version, nonce, None)
@@ -388,7 +451,7 @@ class AdsClient:
             return
         await self._answer(type_url, version, nonce, None)
         if type_url == ENDPOINT_TYPE and self._held_cds is not None:
-            if set(self._eds_of.values()) <= self.endpoints.keys():
+            if not self._eds_missing:
                 held, self._held_cds = self._held_cds, None
                 await self._answer(CLUSTER_TYPE, held[0], held[1], None)
                 if not self._types[LISTENER_TYPE].requested:

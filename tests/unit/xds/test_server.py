@@ -84,6 +84,10 @@ async def test_client_syncs_and_gets_pushes_and_hooks_run(
         server.push(PushRequest.of("test"))
         await client.wait_for(lambda c: set(c.clusters) == {"c"} and route_cluster(c) == "c")
         assert await server.wait_synced(10)
+        if delta:
+            # The client followed the clusters: subscribed to c's load assignment, dropped
+            # a's and b's (a SotW client keeps them until the next EDS response).
+            assert set(client.endpoints) == {"c"}
         # The route arrived after the cluster it uses and before the old ones were removed.
         order = [(r.type_url, r.names, r.removed) for r in client.received]
         got_c = next(i for i, o in enumerate(order) if o[0] == b.CLUSTER_TYPE and "c" in o[1])
