@@ -495,6 +495,28 @@ def test_bookinfo_keeps_working_under_mesh_wide_strict(mesh: Mesh, tmp_path: Pat
     mesh.cli("apply", "-f", str(NETWORKING / "virtual-service-reviews-v3.yaml"))
     mesh.cli("apply", "-f", str(strict))
     try:
+        # Plaintext from outside the mesh (the host, straight to each pod) is refused: STRICT
+        # has reached every server of the page. Waited for first: the whole page below was
+        # served before the policy too (PERMISSIVE), so only now does it prove mutual TLS.
+        ips = {
+            p["status"]["podIP"]: p["metadata"]["labels"]["app"]
+            for p in mesh.pods()
+            if p["metadata"]["labels"].get("app") in ("productpage", "details", "ratings")
+            or p["metadata"]["labels"].get("version") == "v3"
+        }
+        assert set(ips.values()) == {"details", "productpage", "ratings", "reviews"}, ips
+
+        def plaintext_refused() -> bool:
+            for ip in ips:
+                try:
+                    httpx.get(f"http://{ip}:9080/", timeout=5)
+                except httpx.HTTPError:
+                    continue
+                return False
+            return True
+
+        eventually(plaintext_refused, "plaintext from the host refused by every pod", times=3)
+
         # gateway -> productpage -> details, reviews -> ratings: every hop mutual TLS.
         def whole_page() -> bool:
             text = page(mesh)
@@ -506,21 +528,6 @@ def test_bookinfo_keeps_working_under_mesh_wide_strict(mesh: Mesh, tmp_path: Pat
             )
 
         eventually(whole_page, "the whole product page (red stars) under mesh-wide STRICT")
-        # ... while plaintext from outside the mesh (the host, straight to the pod) is refused.
-        (ip,) = [
-            p["status"]["podIP"]
-            for p in mesh.pods()
-            if p["metadata"]["labels"].get("app") == "productpage"
-        ]
-
-        def plaintext_refused() -> bool:
-            try:
-                httpx.get(f"http://{ip}:9080/productpage", timeout=5)
-            except httpx.HTTPError:
-                return True
-            return False
-
-        eventually(plaintext_refused, "a plaintext request from the host refused", times=3)
     finally:
         mesh.cli("delete", "-f", str(strict))
 
@@ -693,13 +700,15 @@ def test_the_dashboard_shows_bookinfo_live(mesh: Mesh, tmp_path: Path) -> None:
         finally:
             mesh.cli("delete", "-f", str(fault))
         # The edges' response times come from the mesh's Prometheus' recording rules (every
-        # 15 s for the 1 m window) once they cover every edge with requests.
+        # 15 s for the 1 m window) once they give every edge with requests its p50/p95/p99:
+        # then every HTTP edge of that same graph has a p99.
         deadline = time.monotonic() + 90
-        while (source := graph().get("responseTimes")) != "recorded":
-            assert time.monotonic() < deadline, source
+        while (shown := graph()).get("responseTimes") != "recorded":
+            assert time.monotonic() < deadline, shown.get("responseTimes")
             page.click("#graph-refresh")
             page.wait_for_timeout(2000)
-        assert all(e["p99"] is not None for e in graph()["edges"] if e["protocol"] == "http")
+        http = [e for e in shown["edges"] if e["protocol"] == "http"]
+        assert http and all(e[p] is not None for e in http for p in ("p50", "p95", "p99")), http
         # Traces: a trace through gateway, productpage, reviews and ratings, its waterfall.
         page.goto(f"{mesh.dashboard}/#traces?service=productpage.default")
         page.wait_for_selector("#traces-table tbody tr")
