@@ -395,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  VHDS on: every proxy holds its virtual hosts after {switch_s:.1f}s")
                 results["VS weight over VHDS"] = []
                 for rep in range(args.reps):
-                    weight = 90 if rep % 2 == 0 else 10
+                    # Weights the flips above never set: each apply is a change.
+                    weight = 80 if rep % 2 == 0 else 20
                     results["VS weight over VHDS"].append(
                         run_change(
                             api,
