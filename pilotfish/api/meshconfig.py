@@ -293,6 +293,7 @@ VALUES_MESH_KEYS = {
     "global.proxy.accessLogFormat": "accessLogFormat",
     "global.tracer.zipkin.address": "defaultConfig.tracing.zipkin.address",
     "global.outboundTrafficPolicy.mode": "outboundTrafficPolicy.mode",
+    "global.proxy.holdApplicationUntilProxyStarts": "defaultConfig.holdApplicationUntilProxyStarts",
 }
 
 

@@ -91,6 +91,79 @@ def test_every_bookinfo_pod_runs_with_its_sidecar(mesh: Mesh) -> None:
     }
 
 
+#: An app that records, as it starts, whether its pod's sidecar is ready, then serves.
+SIDECAR_AT_START = (
+    "import http.server, urllib.request\n"
+    "try:\n"
+    "    code = urllib.request.urlopen('http://127.0.0.1:15021/healthz/ready', timeout=2).status\n"
+    "except Exception as exc:\n"
+    "    code = type(exc).__name__\n"
+    "print('sidecar at app start:', code, flush=True)\n"
+    "http.server.HTTPServer(('', 8080), http.server.SimpleHTTPRequestHandler).serve_forever()\n"
+)
+
+
+def test_hold_application_until_proxy_starts_starts_the_app_once_the_sidecar_is_ready(
+    mesh: Mesh, tmp_path: Path
+) -> None:
+    # Istio's default starts the app alongside its sidecar; the pod's proxy.istio.io/config
+    # (or the mesh's defaultConfig) holds it until the sidecar is ready.
+    manifest = tmp_path / "held.json"
+    manifest.write_text(
+        json.dumps(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "held", "namespace": "default"},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "held"}},
+                    "template": {
+                        "metadata": {
+                            "labels": {"app": "held"},
+                            "annotations": {
+                                "proxy.istio.io/config": "holdApplicationUntilProxyStarts: true"
+                            },
+                        },
+                        "spec": {
+                            "containers": [
+                                {
+                                    "name": "app",
+                                    "command": ["python3", "-c", SIDECAR_AT_START],
+                                    "ports": [{"containerPort": 8080}],
+                                }
+                            ]
+                        },
+                    },
+                },
+            }
+        )
+    )
+    mesh.cli("apply", "-f", str(manifest))
+    try:
+
+        def held_ready() -> bool:
+            return any(
+                p["metadata"]["name"].startswith("held-")
+                and {"type": "Ready", "status": "True"}.items()
+                <= next(
+                    (c for c in p["status"].get("conditions") or [] if c["type"] == "Ready"), {}
+                ).items()
+                for p in mesh.pods()
+            )
+
+        eventually(held_ready, "the held pod is Ready", times=1)
+        pod = next(p for p in mesh.pods() if p["metadata"]["name"].startswith("held-"))
+        proxy = pod["spec"]["containers"][0]
+        assert proxy["name"] == "istio-proxy"
+        assert proxy["lifecycle"]["postStart"]["exec"]["command"] == ["pilot-agent", "wait"]
+        log = mesh.local("logs", pod["metadata"]["name"], "-c", "app").stdout
+        assert "sidecar at app start: 200" in log, log
+        statuses = pod["status"]["containerStatuses"]
+        assert [s["restartCount"] for s in statuses] == [0, 0]
+    finally:
+        mesh.cli("delete", "-f", str(manifest))
+
+
 def test_a_second_up_of_the_same_mesh_reconciles_and_changes_nothing(mesh: Mesh) -> None:
     res = mesh.local("up", "--prefix", mesh.prefix)
     assert "already running" in res.stderr + res.stdout

@@ -126,8 +126,8 @@ def validate_mesh_config(mesh: MeshConfig, errs: Errors, path: str) -> None:
         errs.warn(f"{path}.{extra}", "accepted but not applied by Pilotfish yet")
     for extra in sorted(mesh.defaultConfig.model_extra or {}):
         errs.warn(f"{path}.defaultConfig.{extra}", "accepted but not applied by Pilotfish yet")
-    for field in ("concurrency", "holdApplicationUntilProxyStarts", "discoveryAddress",
-                  "drainDuration", "terminationDrainDuration"):  # fmt: skip
+    for field in ("concurrency", "discoveryAddress", "drainDuration",
+                  "terminationDrainDuration"):  # fmt: skip
         if getattr(mesh.defaultConfig, field) is not None:
             errs.warn(f"{path}.defaultConfig.{field}", "accepted but not applied by Pilotfish yet")
     if mesh.defaultConfig.proxyMetadata:

@@ -379,6 +379,11 @@ def _restore(tools: IptablesTools, script: str, attempts: int = 5) -> None:
             time.sleep(0.05 * (attempt + 1))
 
 
+#: Where ``ip netns add`` puts a namespace, and the host's network interfaces.
+NETNS_DIR = Path("/run/netns")
+SYS_NET = Path("/sys/class/net")
+
+
 def _link_exists(name: str) -> bool:
     return run(["ip", "link", "show", "dev", name], check=False).returncode == 0
 
@@ -450,7 +455,8 @@ class PodNetwork:
         with self._lock:
             if pod_id in self._pods:
                 return self._pods[pod_id]
-            if netns in _list_netns():
+            # What ``ip netns list`` reads, without starting it (pod start-up is timed).
+            if (NETNS_DIR / netns).exists():
                 raise PlatformError(
                     f"pod {pod_id}: network namespace {netns} already exists "
                     "(left by an earlier run? cleanup_all removes it)"
@@ -466,7 +472,7 @@ class PodNetwork:
                 prefix_len=s.network.prefixlen,
             )
             try:
-                if _link_exists(veth):  # a stale veth of a crashed run
+                if (SYS_NET / veth).exists():  # a stale veth of a crashed run
                     run(["ip", "link", "del", veth], check=False)
                 _ip_batch(pod_outer_batch(s, netns, veth))
                 _ip_batch(pod_inner_batch(s, ip), netns=netns)

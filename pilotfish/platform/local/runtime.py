@@ -22,6 +22,7 @@ The API (:class:`RuntimeApi`) and the pods (:data:`PodFactory`) are seams: unit 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -37,7 +38,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from pilotfish.api.kinds import PROXY_STATUS_PATH, by_kind, token_path
+from pilotfish.api.kinds import MESH_CONFIG_PATH, PROXY_STATUS_PATH, by_kind, token_path
+from pilotfish.api.proxy_annotation import HOLD_APPLICATION
 from pilotfish.platform.local.prometheus import PrometheusLayout, pod_targets, write_targets
 from pilotfish.platform.local.runtime_model import (
     SIDECAR_STATUS_ANNOTATION,
@@ -107,6 +109,7 @@ class RuntimeApi(Protocol):
     def list_events(self) -> list[dict[str, Any]]: ...
     def delete_event(self, namespace: str, name: str) -> None: ...
     def wait_pushed(self, timeout: float) -> bool: ...
+    def mesh_config(self) -> dict[str, Any]: ...
 
 
 class PodHandle(Protocol):
@@ -141,9 +144,14 @@ class HttpRuntimeApi:
         self.server = server.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}"}
         self._http = httpx.Client(base_url=self.server, headers=self.headers, timeout=timeout)
+        self._token_lock = threading.Lock()
+        self._token_http: httpx.Client | None = None
 
     def close(self) -> None:
         self._http.close()
+        with self._token_lock:
+            if self._token_http is not None:
+                self._token_http.close()
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         resp = self._http.request(method, path, json=body)
@@ -213,11 +221,21 @@ class HttpRuntimeApi:
             log.info("could not tell whether proxies have the new endpoints: %s", exc)
             return False
 
+    def mesh_config(self) -> dict[str, Any]:
+        """The mesh config in force (``pilotfish get meshconfig``)."""
+        return dict(self._call("GET", MESH_CONFIG_PATH) or {})
+
     def issue_token(self, namespace: str, service_account: str, ttl_seconds: int) -> str:
         """A workload token for ``namespace``/``service_account`` (Kubernetes TokenRequest)."""
         path = token_path(namespace, service_account)
-        with httpx.Client(base_url=self.server, headers=self.headers, timeout=10) as client:
-            resp = client.post(path, json={"spec": {"expirationSeconds": ttl_seconds}})
+        # One client kept for tokens (pods ask from their own threads): a new one costs
+        # ~10 ms of TLS context set-up on every pod's start.
+        with self._token_lock:
+            if self._token_http is None:
+                self._token_http = httpx.Client(
+                    base_url=self.server, headers=self.headers, timeout=10
+                )
+            resp = self._token_http.post(path, json={"spec": {"expirationSeconds": ttl_seconds}})
         if resp.status_code >= 400:
             raise RuntimeError(
                 f"ServiceAccount {namespace}/{service_account}: token request failed: "
@@ -389,7 +407,9 @@ class Runtime:
     def reconcile_once(self) -> None:
         snap = self.api.snapshot()
         namespaces = {str(n["metadata"]["name"]): n for n in snap.namespaces}
-        plan = plan_deployments(snap.deployments, snap.pods, namespaces, self._rng)
+        plan = plan_deployments(
+            snap.deployments, snap.pods, namespaces, self._rng, functools.cache(self._hold_default)
+        )
         deleted = set()
         for ns, name in plan.delete:
             with contextlib.suppress(ApiGone):
@@ -410,6 +430,11 @@ class Runtime:
         self._write_deployment_statuses(snap.deployments, pods)
         self._write_status_file()
         self._flush_events()
+
+    def _hold_default(self) -> bool:
+        """The mesh's ``defaultConfig.holdApplicationUntilProxyStarts`` (false if unset)."""
+        default = self.api.mesh_config().get("defaultConfig") or {}
+        return default.get(HOLD_APPLICATION) is True
 
     @staticmethod
     def _view(

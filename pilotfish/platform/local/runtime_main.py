@@ -45,6 +45,7 @@ from pilotfish.platform.local.runtime_pod import (
     PodRunnerSettings,
 )
 from pilotfish.platform.local.supervisor import ControlPlaneSupervisor
+from pilotfish.platform.local.tokens import SharedTokens
 from pilotfish.platform.local.users import MeshUsers, ensure_mesh_users
 from pilotfish.platform.local.zygote import Zygote
 
@@ -99,6 +100,8 @@ def _factory(
     api: HttpRuntimeApi,
     on_event: Callable[[LocalPod, PodEvent], None],
 ) -> Any:
+    tokens = SharedTokens(api.issue_token)
+
     def make(body: dict[str, Any], injected: bool, view: NetworkView, on_change: Any) -> LocalPod:
         return LocalPod(
             body,
@@ -109,7 +112,7 @@ def _factory(
             tools=tools,
             view=view,
             on_change=on_change,
-            token_source=api.issue_token,
+            token_source=tokens,
             on_event=on_event,
         )
 

@@ -20,11 +20,12 @@ import copy
 import hashlib
 import json
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pilotfish.api.mesh import export_to
+from pilotfish.api.proxy_annotation import proxy_config
 from pilotfish.api.workloads import pod_target_port
 from pilotfish.platform.local.hosts import EntryName, ServiceName
 from pilotfish.platform.local.service_lb import Endpoint, ServicePort
@@ -36,10 +37,12 @@ __all__ = [
     "PROXY_CONTAINER",
     "SIDECAR_STATUS_ANNOTATION",
     "TEMPLATES_ANNOTATION",
+    "WAIT_FOR_PROXY",
     "ContainerProcess",
     "DeploymentPlan",
     "container_process",
     "deployment_status",
+    "holds_application",
     "is_gateway_template",
     "is_injected",
     "namespace_injected",
@@ -63,6 +66,8 @@ INJECT_ANNOTATION = "sidecar.istio.io/inject"
 SIDECAR_STATUS_ANNOTATION = "sidecar.istio.io/status"
 POD_TEMPLATE_HASH = "pod-template-hash"
 PROXY_CONTAINER = "istio-proxy"
+#: The proxy container's ``postStart`` hook when the pod holds its apps (Istio's).
+WAIT_FOR_PROXY = ("pilot-agent", "wait")
 
 #: Kubernetes' alphabet for generated names (no vowels, no confusable characters).
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -169,8 +174,20 @@ def owner_deployment(pod: Mapping[str, Any]) -> str | None:
 # ---------------------------------------------------------------- pods from deployments
 
 
-def new_pod(deployment: Mapping[str, Any], name: str, hash_: str, injected: bool) -> dict[str, Any]:
-    """The Pod object for one replica of ``deployment`` (status ``Pending``, no IP yet)."""
+def new_pod(
+    deployment: Mapping[str, Any],
+    name: str,
+    hash_: str,
+    injected: bool,
+    hold_default: bool = False,
+) -> dict[str, Any]:
+    """The Pod object for one replica of ``deployment`` (status ``Pending``, no IP yet).
+
+    Injected, its ``istio-proxy`` container goes after the app's; or, as Istio's injector puts
+    it when the pod holds its apps until the proxy is ready (``holdApplicationUntilProxyStarts``
+    in its ``proxy.istio.io/config`` annotation, else ``hold_default``: the mesh's
+    ``defaultConfig``), first, with the ``postStart`` hook that waits for it (see
+    :func:`holds_application`)."""
     template = copy.deepcopy((deployment.get("spec") or {}).get("template") or {})
     tmeta = template.get("metadata") or {}
     labels = {**(tmeta.get("labels") or {}), POD_TEMPLATE_HASH: hash_}
@@ -188,14 +205,18 @@ def new_pod(deployment: Mapping[str, Any], name: str, hash_: str, injected: bool
         ports = [{"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"}]
         if gateway and given:  # a gateway's own ports (8080, 8443, ...) stay declared
             ports = [*(given[0].get("ports") or []), *ports]
-        containers.append(
-            {
-                "name": PROXY_CONTAINER,
-                "image": "pilotfish/proxy",
-                "args": ["proxy", "router" if gateway else "sidecar"],
-                "ports": ports,
-            }
-        )
+        proxy: dict[str, Any] = {
+            "name": PROXY_CONTAINER,
+            "image": "pilotfish/proxy",
+            "args": ["proxy", "router" if gateway else "sidecar"],
+            "ports": ports,
+        }
+        hold = proxy_config(annotations).hold_application
+        if not gateway and (hold_default if hold is None else hold):
+            proxy["lifecycle"] = {"postStart": {"exec": {"command": list(WAIT_FOR_PROXY)}}}
+            containers.insert(0, proxy)
+        else:
+            containers.append(proxy)
         spec["containers"] = containers
     meta: dict[str, Any] = {
         "name": name,
@@ -219,6 +240,17 @@ def new_pod(deployment: Mapping[str, Any], name: str, hash_: str, injected: bool
         "spec": spec,
         "status": {"phase": "Pending"},
     }
+
+
+def holds_application(pod: Mapping[str, Any]) -> bool:
+    """Whether the pod's apps start only once its sidecar is ready: its ``istio-proxy``
+    container has a ``postStart`` hook (how Istio's injector holds them: Kubernetes starts the
+    next container once the hook, ``pilot-agent wait``, returns), or its
+    ``proxy.istio.io/config`` says ``holdApplicationUntilProxyStarts: true``. Pure."""
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        if c.get("name") == PROXY_CONTAINER and ((c.get("lifecycle") or {}).get("postStart")):
+            return True
+    return proxy_config(_meta(pod).get("annotations") or {}).hold_application is True
 
 
 def pod_is_ready(pod: Mapping[str, Any]) -> bool:
@@ -325,8 +357,11 @@ def plan_deployments(
     pods: Iterable[Mapping[str, Any]],
     namespaces: Mapping[str, Mapping[str, Any]],
     rng: random.Random,
+    hold_default: Callable[[], bool] = lambda: False,
 ) -> DeploymentPlan:
-    """Pods to create and delete so that each Deployment runs its replicas. Pure but for ``rng``.
+    """Pods to create and delete so that each Deployment runs its replicas. Pure but for ``rng``
+    and ``hold_default`` (the mesh's ``holdApplicationUntilProxyStarts``, asked for only when an
+    injected pod is created).
 
     ``namespaces`` maps a namespace name to its Namespace object (for the injection label).
     """
@@ -364,7 +399,8 @@ def plan_deployments(
                     break
             taken.add((ns, candidate))
             injected = is_injected(namespaces.get(ns), spec.get("template") or {})
-            plan.create.append(new_pod(dep, candidate, hash_, injected))
+            hold = injected and hold_default()
+            plan.create.append(new_pod(dep, candidate, hash_, injected, hold))
         plan.delete += [(ns, _name(p)) for p in _old_to_delete(spec, replicas, current, old)]
     for (ns, owner), owned in by_owner.items():
         if (ns, owner) not in known:

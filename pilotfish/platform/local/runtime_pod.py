@@ -33,6 +33,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -70,10 +71,12 @@ from pilotfish.platform.local.runtime_model import (
     PROXY_CONTAINER,
     ContainerProcess,
     container_process,
+    holds_application,
     is_gateway_template,
     owner_deployment,
 )
 from pilotfish.platform.local.service_lb import ServicePort, apply_service_lb
+from pilotfish.platform.local.tokens import IssuedToken, SharedTokens, TokenSource
 from pilotfish.platform.local.users import MeshUsers
 from pilotfish.platform.local.zygote import SpawnRequest, ZygoteClient, ZygoteProcess
 
@@ -89,6 +92,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("pilotfish.runtime.pod")
+
+#: What a pod's start does beside its own thread (its workload token while its network is made).
+_BACKGROUND = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pod-start")
 
 #: The mesh roots' file name in the runtime's run directory (see ``PodRunnerSettings``).
 MESH_ROOTS_FILE = "mesh-roots.pem"
@@ -246,7 +252,7 @@ class LocalPod:
         tools: IptablesTools,
         view: NetworkView,
         on_change: Callable[[LocalPod], None] = lambda pod: None,
-        token_source: Callable[[str, str, int], str] | None = None,
+        token_source: TokenSource | SharedTokens | None = None,
         on_event: Callable[[LocalPod, PodEvent], None] = lambda pod, event: None,
     ) -> None:
         meta = body.get("metadata") or {}
@@ -263,6 +269,14 @@ class LocalPod:
         self.on_change = on_change
         self.on_event = on_event
         self.token_source = token_source
+        #: Where the workload token comes from (shared by the runtime's pods).
+        self.tokens: SharedTokens | None = (
+            token_source
+            if isinstance(token_source, SharedTokens)
+            else SharedTokens(token_source)
+            if token_source is not None
+            else None
+        )
         self._token_at: float | None = None
         self.pod_id = f"{self.name}.{self.namespace}"
         self.netns = network.settings.netns_name(self.pod_id)
@@ -361,6 +375,9 @@ class LocalPod:
         plan = self.settings.app_workdir
         if plan is not None and plan.problem:
             raise PodConfigError(plan.problem)
+        # The workload token is asked for while the network is made (a round trip to the
+        # control plane, unless a pod of the same service account got one recently).
+        token = _BACKGROUND.submit(self._fetch_token) if self.sidecar is not None else None
         self.net = self.network.create_pod_netns(self.pod_id)
         self._mark("network")
         self.started_at = time.monotonic()
@@ -380,18 +397,26 @@ class LocalPod:
             )
             self.containers.append(_Container(process, c.get("readinessProbe")))
         self._write_pod_json()
-        if self.sidecar is not None:
+        if self.sidecar is None or token is None:
+            self._start_apps()
+            return
+        self._write_token(token.result())
+        self._mark("token")
+        # The agent first: Envoy's start and first configuration are the longest step, and
+        # neither needs the capture rules (the proxy's own traffic is never captured, and
+        # nothing reaches a pod before it is Ready).
+        self.sidecar.options = self._agent_options()
+        self.sidecar.argv = [*self.settings.proxy_argv, *self.sidecar.options]
+        self._start_sidecar()
+        self._mark("agent")
+        if not self.gateway:  # a gateway is addressed directly: nothing to capture
             proxy = self.users.proxy
-            if not self.gateway:  # a gateway is addressed directly: nothing to capture
-                apply_capture(self.netns, CaptureSettings(proxy.uid, proxy.gid), self.tools)
-                self._mark("capture")
-            self._write_token()
-            self._mark("token")
-            self.sidecar.options = self._agent_options()
-            self.sidecar.argv = [*self.settings.proxy_argv, *self.sidecar.options]
-            self._start_sidecar()
-            self._mark("agent")
-        else:
+            apply_capture(self.netns, CaptureSettings(proxy.uid, proxy.gid), self.tools)
+            self._mark("capture")
+        # As istio-init runs before every container: apps start once the rules are in. They
+        # start alongside the sidecar unless the pod holds them until it is ready (Istio's
+        # holdApplicationUntilProxyStarts); the pod is Ready when both are, either way.
+        if not self.holds_apps:
             self._start_apps()
 
     def _tick(self) -> None:
@@ -400,7 +425,7 @@ class LocalPod:
         sidecar = self.sidecar
         refresh = self.settings.token_ttl_seconds / 2
         if self._token_at is not None and now - self._token_at >= refresh:
-            self._write_token()
+            self._write_token(self._fetch_token())
         if sidecar is not None:
             proc = sidecar.proc
             if proc is not None and proc.poll() is not None:
@@ -542,6 +567,11 @@ class LocalPod:
             self._applied_endpoints = view.endpoints
 
     @property
+    def holds_apps(self) -> bool:
+        """Whether the apps wait for the sidecar to be ready before they start."""
+        return self.sidecar is not None and holds_application(self.body)
+
+    @property
     def proxy_hosts(self) -> Path:
         """The hosts file the sidecar sees as ``/etc/hosts`` (without ServiceEntry VIPs)."""
         return self.settings.run_dir / self.pod_id / "proxy-hosts"
@@ -553,20 +583,24 @@ class LocalPod:
     def _service_account(self) -> str:
         return str((self.body.get("spec") or {}).get("serviceAccountName") or "default")
 
-    def _write_token(self) -> None:
-        """The pod's workload token (root-only file the agent reads), as a kubelet projects a
-        service account token."""
-        if self.token_source is None:
-            return
-        token = self.token_source(
+    def _fetch_token(self) -> IssuedToken | None:
+        if self.tokens is None:
+            return None
+        return self.tokens.get(
             self.namespace, self._service_account(), self.settings.token_ttl_seconds
         )
+
+    def _write_token(self, issued: IssuedToken | None) -> None:
+        """The pod's workload token (root-only file the agent reads), as a kubelet projects a
+        service account token."""
+        if issued is None:
+            return
         path = self.token_path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-        self._token_at = time.monotonic()
+            f.write(issued.token + "\n")
+        self._token_at = issued.issued_at
 
     def _agent_argv(self) -> list[str]:
         """The command that starts this pod's agent as a process."""

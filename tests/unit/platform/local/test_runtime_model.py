@@ -16,6 +16,7 @@ from pilotfish.platform.local.runtime_model import (
     DeploymentPlan,
     container_process,
     deployment_status,
+    holds_application,
     is_injected,
     new_pod,
     owner_deployment,
@@ -115,6 +116,42 @@ def test_no_sidecar_outside_injected_namespaces_and_the_pod_label_wins() -> None
     assert is_injected(None, {"metadata": {"annotations": {"sidecar.istio.io/inject": "true"}}})
     assert is_injected(ns_on, {"metadata": {}})
     assert not is_injected({"metadata": {"labels": {"istio-injection": "disabled"}}}, {})
+
+
+def annotated(annotations: dict[str, str]) -> dict[str, Any]:
+    dep = deployment()
+    dep["spec"]["template"]["metadata"]["annotations"] = annotations
+    return dep
+
+
+def test_hold_application_until_proxy_starts_puts_the_proxy_first_with_istios_hook() -> None:
+    asked: list[str] = []
+
+    def mesh_hold() -> bool:
+        asked.append("mesh")
+        return False
+
+    # Istio's default: the app and the proxy start together, the proxy listed last.
+    pod = plan_deployments([deployment()], [], NS, random.Random(1), mesh_hold).create[0]
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["reviews", PROXY_CONTAINER]
+    assert not holds_application(pod) and asked == ["mesh"]
+    # The pod's proxy.istio.io/config asks: the proxy first, its postStart waits for it.
+    config = {"proxy.istio.io/config": "holdApplicationUntilProxyStarts: true"}
+    held = plan_deployments([annotated(config)], [], NS, random.Random(1), mesh_hold).create[0]
+    proxy = held["spec"]["containers"][0]
+    assert [c["name"] for c in held["spec"]["containers"]] == [PROXY_CONTAINER, "reviews"]
+    assert proxy["lifecycle"] == {"postStart": {"exec": {"command": ["pilot-agent", "wait"]}}}
+    assert holds_application(held)
+    # The mesh's defaultConfig holds every injected pod unless the pod says otherwise.
+    by_mesh = plan_deployments([deployment()], [], NS, random.Random(1), lambda: True).create[0]
+    assert holds_application(by_mesh)
+    unheld = {"proxy.istio.io/config": "holdApplicationUntilProxyStarts: false"}
+    pod_says = plan_deployments([annotated(unheld)], [], NS, random.Random(1), lambda: True)
+    assert not holds_application(pod_says.create[0])
+    # Pods without a sidecar never ask the mesh.
+    asked.clear()
+    plan_deployments([deployment(ns="legacy")], [], NS, random.Random(1), mesh_hold)
+    assert asked == []
 
 
 def test_steady_state_plans_nothing() -> None:

@@ -18,6 +18,7 @@ class FakeApi:
     """An in-memory store with the API's behaviour that matters: uids, 404s."""
 
     def __init__(self) -> None:
+        self.hold = False
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._uids = itertools.count(1)
         self.writes: list[str] = []
@@ -67,6 +68,10 @@ class FakeApi:
     def wait_pushed(self, timeout: float) -> bool:
         self.writes.append("wait pushed")
         return True
+
+    def mesh_config(self) -> dict[str, Any]:
+        self.writes.append("mesh config")
+        return {"defaultConfig": {"holdApplicationUntilProxyStarts": self.hold}}
 
     def update_deployment(self, body: dict[str, Any]) -> None:
         self.writes.append(f"deployment {body['metadata']['name']}")
