@@ -204,6 +204,14 @@ def test_service_entry_registry_only_and_tls_origination(
         return hosts.stdout.split()[:1] == [vip] or hosts.stdout
 
     settle(resolved, "httpbin.org at its VIP in the pod")
+
+    # The name resolves when the runtime has written it; the sidecar gets the entry's
+    # cluster over xDS, on its own time (before it, the VIP goes nowhere).
+    def through_the_entry() -> bool | tuple[str, str]:
+        got = curl(mesh, "http://httpbin.org/headers")
+        return got[0] == "200" or got
+
+    settle(through_the_entry, "httpbin.org answering through the sidecar")
     stat = "cluster.outbound|80||httpbin.org.upstream_rq_200"
     before = proxy_stat(mesh, stat)
     code, body = curl(mesh, "http://httpbin.org/headers")

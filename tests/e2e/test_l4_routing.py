@@ -234,8 +234,15 @@ def test_tcp_shifting_and_tls_sni_routes_on_sidecars(mesh: Mesh, tmp_path: Path)
     assert set(other) == {"one", "two"}, other
 
     # tcp matches on the caller's labels and on the destination subnet (the VIP).
+    # Each wait includes the caller whose answer changes: the tester got "two" before too.
     apply(mesh, tmp_path, routing(100, 0, {"sourceLabels": {"app": "tester"}}))
-    settle(lambda: connections(mesh, tester, 9000) == {"two": 20}, "tester's own rule")
+    settle(
+        lambda: (
+            connections(mesh, tester, 9000) == {"two": 20}
+            and connections(mesh, sleep, 9000) == {"one": 20}
+        ),
+        "tester's own rule",
+    )
     assert connections(mesh, sleep, 9000) == {"one": 20}
     svc = json.loads(mesh.cli("get", "service", "tcp-echo", "-o", "json").stdout)
     vip = svc["spec"]["clusterIP"]
@@ -246,7 +253,13 @@ def test_tcp_shifting_and_tls_sni_routes_on_sidecars(mesh: Mesh, tmp_path: Path)
     # ... and on the caller's address (sourceSubnet).
     tester_ip = {p["metadata"]["name"]: p["status"]["podIP"] for p in mesh.pods()}[tester]
     apply(mesh, tmp_path, routing(100, 0, {"sourceSubnet": f"{tester_ip}/32"}))
-    settle(lambda: connections(mesh, tester, 9000) == {"two": 20}, "the tester's address")
+    settle(
+        lambda: (
+            connections(mesh, tester, 9000) == {"two": 20}
+            and connections(mesh, sleep, 9000) == {"one": 20}
+        ),
+        "the tester's address",
+    )
     assert connections(mesh, sleep, 9000) == {"one": 20}
 
 
