@@ -6,6 +6,10 @@ series                                   what                                   
 ``pilot_xds_pushes``                     responses written to proxies                  ``type``
                                          (``cds``...; ``cds_senderr`` when a write
                                          failed), as istiod counts them
+``pilotfish_xds_resources_sent``         resources in the responses written (a         ``type``
+                                         resource a proxy already has at the same
+                                         version is not sent again, also after a
+                                         control-plane restart); no Istio series
 ``pilot_total_xds_rejects``              NACKs from proxies                            ``type``
 ``pilot_xds``                            connected proxies (ADS streams)
 ``pilot_proxy_convergence_time``         seconds from a change to a proxy having all
@@ -45,6 +49,12 @@ class PilotMetrics:
         self._pushes = Counter(
             "pilot_xds_pushes",
             "Pilot build and send errors for lds, rds, cds and eds.",
+            ["type"],
+            registry=r,
+        )
+        self._resources = Counter(
+            "pilotfish_xds_resources_sent",
+            "Resources in the xDS responses written to proxies.",
             ["type"],
             registry=r,
         )
@@ -92,6 +102,9 @@ class PilotMetrics:
 
     def pushed(self, type_: str) -> None:
         self._pushes.labels(type_).inc()
+
+    def sent_resources(self, type_: str, count: int) -> None:
+        self._resources.labels(type_).inc(count)
 
     def send_error(self, type_: str) -> None:
         self._pushes.labels(f"{type_}_senderr").inc()

@@ -24,6 +24,9 @@ class XdsMetrics(Protocol):
     def pushed(self, type_: str) -> None:
         """A response of this type was written to a proxy."""
 
+    def sent_resources(self, type_: str, count: int) -> None:
+        """A response of this type carrying ``count`` resources was written to a proxy."""
+
     def send_error(self, type_: str) -> None:
         """Writing a response of this type failed."""
 
@@ -42,6 +45,9 @@ class XdsMetrics(Protocol):
 
 class _NoMetrics:
     def pushed(self, type_: str) -> None:
+        return None
+
+    def sent_resources(self, type_: str, count: int) -> None:
         return None
 
     def send_error(self, type_: str) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3 import discovery_pb2
 
 from pilotfish.xds.ordering import Subscription
-from pilotfish.xds.resources import WILDCARD_TYPES, Entry, short_name
+from pilotfish.xds.resources import LISTENER_TYPE, WILDCARD_TYPES, Entry, short_name
 from pilotfish.xds.status import NackInfo, TypeStatus
 
 _KEEP_NONCES = 32
@@ -338,3 +338,19 @@ def classify_delta(
     if respond and kind in (Kind.ACK, Kind.STALE):
         kind = Kind.SUBSCRIBE
     return Verdict(kind, respond=respond, added=added, answered_seq=answered)
+
+
+def resumes_listeners(
+    request: discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest,
+) -> bool:
+    """The proxy already runs listeners it got on an earlier stream (it reconnects, e.g. after
+    a control-plane restart): its first listener request on this stream declares what it
+    holds (Delta ``initial_resource_versions``; SotW a ``version_info`` without a nonce, the
+    version it last accepted). Such a proxy listens before any response on this stream; a
+    proxy connecting for the first time listens only once it has applied its first
+    listeners."""
+    if request.type_url != LISTENER_TYPE:
+        return False
+    if isinstance(request, discovery_pb2.DeltaDiscoveryRequest):
+        return not request.response_nonce and bool(request.initial_resource_versions)
+    return not request.response_nonce and bool(request.version_info)

@@ -18,7 +18,10 @@ connections it plans for; ``planner(request, nodes)`` then says what each one ge
 concerns it (in a worker thread unless ``settings.generate_in_thread`` is off). What it returns
 is diffed against what that proxy has, and only the difference is sent, in make-before-break
 order (see ``ordering.py``). ``on_connect(node)`` runs when the first stream of a node id
-opens, ``on_disconnect(node)`` when its last one closes (plain or async callables).
+opens, ``on_disconnect(node)`` when its last one closes (plain or async callables): for a
+proxy that reconnects declaring the listeners it runs, as soon as it declares them (it already
+serves; it may still wait in the connection throttle), for a new one once its first
+configuration is generated (it listens only once it applied it).
 
 A stream whose node cannot be parsed is closed with INVALID_ARGUMENT. Errors inside the server
 are logged and never reach Envoy as gRPC status text: a failed generation keeps the stream and
@@ -44,8 +47,9 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
 from pilotfish.api.node import NodeInfo
-from pilotfish.xds.connection import ProxyConnection, Request, Response
+from pilotfish.xds.connection import DeltaResponse, ProxyConnection, Request, Response
 from pilotfish.xds.metrics import NO_METRICS, XdsMetrics, metric_type
+from pilotfish.xds.protocol import resumes_listeners
 from pilotfish.xds.push import Debouncer, PushRequest, Scope, merge
 from pilotfish.xds.resources import (
     ROUTE_TYPE,
@@ -120,7 +124,12 @@ async def _write(
         except Exception as e:
             metrics.send_error(metric_type(response.type_url))
             raise _StreamClosed(repr(e)) from e
-        metrics.pushed(metric_type(response.type_url))
+        type_ = metric_type(response.type_url)
+        metrics.pushed(type_)
+        if isinstance(response, DeltaResponse):  # its ``resources`` would copy each one
+            metrics.sent_resources(type_, len(response.entries))
+        else:
+            metrics.sent_resources(type_, len(response.resources))
 
 
 _WAKE = _Wake()
@@ -144,6 +153,9 @@ class _Stream:
         #: Monotonic time until which this stream holds a connection-throttle slot (None:
         #: it holds none).
         self.throttled_until: float | None = None
+        #: The proxy counts as connected (``on_connect`` ran for its node, or for another
+        #: stream of it).
+        self.registered = False
 
 
 class DiscoveryServer:
@@ -399,10 +411,14 @@ class DiscoveryServer:
     ) -> None:
         """Serve one ADS stream until the proxy goes away."""
         inbox: asyncio.Queue[Request | _Wake | None] = asyncio.Queue()
+        #: Set once the proxy declares listeners it already runs (it reconnects).
+        resumed = asyncio.Event()
 
         async def read() -> None:
             try:
                 async for request in requests:
+                    if not resumed.is_set() and resumes_listeners(request):
+                        resumed.set()
                     inbox.put_nowait(request)
             except Exception as e:  # stream reset by the peer, cancelled, ...
                 log.debug("xDS stream read ended: %r", e)
@@ -411,7 +427,7 @@ class DiscoveryServer:
 
         reader = asyncio.get_running_loop().create_task(read())
         try:
-            await self._serve(inbox, context, delta)
+            await self._serve(inbox, context, delta, resumed)
         except grpc.aio.AbortError:
             raise
         except _StreamClosed as e:
@@ -430,6 +446,7 @@ class DiscoveryServer:
         inbox: asyncio.Queue[Request | _Wake | None],
         context: grpc.aio.ServicerContext[Any, Any],
         delta: bool,
+        resumed: asyncio.Event,
     ) -> None:
         first = await inbox.get()
         if first is None or isinstance(first, _Wake):
@@ -468,9 +485,10 @@ class DiscoveryServer:
         assert self._connects is not None
         try:
             # The connection throttle: a slot until the proxy has its first configuration.
+            # A proxy that reconnects with listeners joins the registry meanwhile.
             self._queued_connects += 1
             try:
-                await self._connects.acquire()
+                await self._throttle(stream, resumed)
             finally:
                 self._queued_connects -= 1
             stream.throttled_until = time.monotonic() + self.settings.ack_timeout
@@ -491,6 +509,62 @@ class DiscoveryServer:
         finally:
             self._release_throttle(stream)
             del self._streams[conn.connection_id]
+            await self._unregister(stream)
+
+    async def _throttle(self, stream: _Stream, resumed: asyncio.Event) -> None:
+        """Wait for a connection-throttle slot. A proxy that declares the listeners it runs
+        (it reconnects: ``resumes_listeners``) is registered as soon as it does, before its
+        first configuration: it already serves, and every proxy's first configuration can
+        then carry its endpoint instead of a push to each one after it (a control-plane
+        restart reconnects every proxy at once). A proxy connecting for the first time is
+        registered only once its first configuration is generated."""
+        assert self._connects is not None
+        acquire = asyncio.ensure_future(self._connects.acquire())
+        try:
+            if not resumed.is_set():
+                resume = asyncio.ensure_future(resumed.wait())
+                try:
+                    await asyncio.wait({acquire, resume}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    resume.cancel()
+            if resumed.is_set():
+                await self._register(stream, resumed=True)
+            await acquire
+        except BaseException:
+            if acquire.done() and not acquire.cancelled() and acquire.exception() is None:
+                self._connects.release()
+            acquire.cancel()
+            raise
+        if resumed.is_set():  # declared while the slot was being taken
+            await self._register(stream, resumed=True)
+
+    async def _register(self, stream: _Stream, *, resumed: bool = False) -> None:
+        """The proxy joins: ``on_connect`` when the first stream of its node id does."""
+        if stream.registered:
+            return
+        stream.registered = True
+        conn = stream.conn
+        self._per_node[conn.node_id] = self._per_node.get(conn.node_id, 0) + 1
+        log.info(
+            "%s connected (%s, %s%s)",
+            conn.node_id,
+            conn.status().protocol,
+            conn.peer,
+            ", resuming its listeners" if resumed else "",
+        )
+        if self._per_node[conn.node_id] == 1:
+            await self._hook(self.on_connect, conn.node, "on_connect")
+
+    async def _unregister(self, stream: _Stream) -> None:
+        if not stream.registered:
+            return
+        stream.registered = False
+        conn = stream.conn
+        self._per_node[conn.node_id] -= 1
+        log.info("%s disconnected", conn.node_id)
+        if self._per_node[conn.node_id] == 0:
+            del self._per_node[conn.node_id]
+            await self._hook(self.on_disconnect, conn.node, "on_disconnect")
 
     async def _serve_health(
         self,
@@ -538,19 +612,8 @@ class DiscoveryServer:
         context: grpc.aio.ServicerContext[Any, Any],
         first: Request,
     ) -> None:
-        conn, node = stream.conn, stream.conn.node
-        self._per_node[conn.node_id] = self._per_node.get(conn.node_id, 0) + 1
-        log.info("%s connected (%s, %s)", conn.node_id, conn.status().protocol, conn.peer)
-        try:
-            if self._per_node[conn.node_id] == 1:
-                await self._hook(self.on_connect, node, "on_connect")
-            await self._loop(stream, context, first)
-        finally:
-            self._per_node[conn.node_id] -= 1
-            log.info("%s disconnected", conn.node_id)
-            if self._per_node[conn.node_id] == 0:
-                del self._per_node[conn.node_id]
-                await self._hook(self.on_disconnect, node, "on_disconnect")
+        await self._register(stream)
+        await self._loop(stream, context, first)
 
     async def _loop(
         self,

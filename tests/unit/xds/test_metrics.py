@@ -59,6 +59,8 @@ def test_counters_keep_istios_names() -> None:
     metrics.pushed("cds")
     metrics.pushed("cds")
     metrics.send_error("eds")
+    metrics.sent_resources("eds", 3)
+    metrics.sent_resources("eds", 0)
     metrics.internal_error()
     metrics.triggered("config")
     metrics.validated("virtualservices", True)
@@ -67,6 +69,7 @@ def test_counters_keep_istios_names() -> None:
     assert "# TYPE pilot_xds_pushes counter" in text
     assert 'pilot_xds_pushes{type="cds"} 2' in text
     assert 'pilot_xds_pushes{type="eds_senderr"} 1' in text
+    assert 'pilotfish_xds_resources_sent{type="eds"} 3' in text
     assert "pilot_total_xds_internal_errors 1" in text
     assert 'pilot_push_triggers{type="config"} 1' in text
     assert 'galley_validation_passed{resource="virtualservices"} 1' in text

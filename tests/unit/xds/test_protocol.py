@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from pilotfish.xds.protocol import Have, Kind, TypeState, classify_delta, classify_sotw
+from pilotfish.xds.protocol import (
+    Have,
+    Kind,
+    TypeState,
+    classify_delta,
+    classify_sotw,
+    resumes_listeners,
+)
 from pilotfish.xds.resources import ResourceCache, build_snapshot
 from tests.unit.xds import builders as b
 from tests.unit.xds.fake import delta, sotw
@@ -88,6 +95,19 @@ def test_delta_initial_wildcard_and_reconnect_versions() -> None:
     verdict = classify_delta(state, delta(b.CLUSTER_TYPE, initial={"a": "h1"}), 1.0)
     assert verdict.kind is Kind.INITIAL and verdict.respond
     assert state.wildcard and state.have == {"a": "h1"}
+
+
+def test_only_a_first_listener_request_declaring_listeners_resumes_them() -> None:
+    # Reconnecting (after a control-plane restart), Envoy declares the listeners it runs.
+    assert resumes_listeners(delta(b.LISTENER_TYPE, initial={"http": "h1"}))
+    assert resumes_listeners(sotw(b.LISTENER_TYPE, version="v7"))
+    # A new proxy has none yet; holding clusters says nothing about listeners.
+    assert not resumes_listeners(delta(b.LISTENER_TYPE))
+    assert not resumes_listeners(sotw(b.LISTENER_TYPE))
+    assert not resumes_listeners(delta(b.CLUSTER_TYPE, initial={"a": "h1"}))
+    assert not resumes_listeners(sotw(b.CLUSTER_TYPE, version="v7"))
+    # An ACK on a stream is not a resumption.
+    assert not resumes_listeners(sotw(b.LISTENER_TYPE, version="v7", nonce="1-3"))
 
 
 def test_delta_ack_nack_and_stale() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -14,7 +15,7 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
 from pilotfish.api.node import NodeInfo
-from pilotfish.testing.ads_client import AdsClient
+from pilotfish.testing.ads_client import AdsClient, node_proto
 from pilotfish.xds import DebounceSettings, DiscoveryServer, PushRequest, Resources, XdsSettings
 from pilotfish.xds.push import Scope
 from tests.unit.xds import builders as b
@@ -294,3 +295,131 @@ async def test_light_scoped_generations_run_on_the_loop_after_one_warm_up_in_a_t
         for c in clients:
             await c.stop()
         await server.stop(grace=0.1)
+
+
+async def _until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    end = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def test_a_reconnecting_proxy_joins_while_it_waits_in_the_throttle_a_new_one_does_not() -> (
+    None
+):
+    gen = Gen()
+    server = DiscoveryServer(
+        XdsSettings(
+            address="127.0.0.1:0",
+            debounce=DebounceSettings(quiet=0.01, max_delay=0.1),
+            max_concurrent_connects=1,
+            ack_timeout=30.0,
+        ),
+        gen,
+    )
+    events: list[str] = []
+    server.on_connect = lambda n: events.append(f"+{n.pod_name}")
+    server.on_disconnect = lambda n: events.append(f"-{n.pod_name}")
+    await server.start()
+    channels: list[grpc.aio.Channel] = []
+    calls: dict[str, object] = {}
+
+    async def open_stream(name: str, *requests: discovery_pb2.DeltaDiscoveryRequest) -> None:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        channels.append(channel)
+        call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).DeltaAggregatedResources()
+        calls[name] = call
+        first, *rest = requests
+        first.node.CopyFrom(node_proto(b.node(name)))
+        for request in (first, *rest):
+            await call.write(request)
+
+    try:
+        # A new proxy takes the one slot and keeps it (it never asks for listeners).
+        await open_stream("holder-1", discovery_pb2.DeltaDiscoveryRequest(type_url=b.CLUSTER_TYPE))
+        await _until(lambda: "+holder-1" in events, "the first proxy to connect")
+        # A proxy connecting for the first time and one reconnecting with its listeners
+        # (clusters first, then the rest at once, as Envoy resumes) both queue for the slot.
+        await open_stream(
+            "new-1",
+            discovery_pb2.DeltaDiscoveryRequest(type_url=b.CLUSTER_TYPE),
+            discovery_pb2.DeltaDiscoveryRequest(type_url=b.LISTENER_TYPE),
+        )
+        await open_stream(
+            "back-1",
+            discovery_pb2.DeltaDiscoveryRequest(
+                type_url=b.CLUSTER_TYPE, initial_resource_versions={"a": "h1"}
+            ),
+            discovery_pb2.DeltaDiscoveryRequest(
+                type_url=b.LISTENER_TYPE, initial_resource_versions={"http": "h2"}
+            ),
+        )
+        await _until(lambda: "+back-1" in events, "the reconnecting proxy to join")
+        assert server.in_storm()  # both still wait for the slot: neither was generated
+        assert [n.pod_name for n in gen.nodes] == ["holder-1"]
+        await asyncio.sleep(0.1)
+        assert "+new-1" not in events
+
+        # The slot frees: the new proxy joins once its first configuration is generated.
+        calls["holder-1"].cancel()  # type: ignore[attr-defined]
+        await _until(lambda: "+new-1" in events, "the new proxy to join")
+        assert {n.pod_name for n in gen.nodes} >= {"new-1"}
+        calls["back-1"].cancel()  # type: ignore[attr-defined]
+        await _until(lambda: "-back-1" in events, "the reconnecting proxy to leave")
+        assert events.count("+back-1") == 1
+    finally:
+        for call in calls.values():
+            call.cancel()  # type: ignore[attr-defined]
+        for channel in channels:
+            await channel.close()
+        await server.stop(grace=0.1)
+
+
+async def test_after_a_restart_a_resumed_proxy_is_sent_nothing_it_holds() -> None:
+    gen = Gen()
+    settings = XdsSettings(
+        address="127.0.0.1:0", debounce=DebounceSettings(quiet=0.01, max_delay=0.1)
+    )
+    server = DiscoveryServer(settings, gen)
+    await server.start()
+    client = AdsClient(f"127.0.0.1:{server.port}", b.node("reviews-v1"), delta=True, reconnect=True)
+    await client.start()
+    restarted: DiscoveryServer | None = None
+    try:
+        await client.wait_for(lambda c: "r" in c.routes)
+        assert await server.wait_synced(10)
+        held = {t: dict(v) for t, v in client.versions.items()}
+        await server.stop(grace=0)
+        # The same generator in a new server on the same port: the same content hashes.
+        restarted = DiscoveryServer(
+            XdsSettings(
+                address=f"127.0.0.1:{server.port}",
+                debounce=DebounceSettings(quiet=0.01, max_delay=0.1),
+            ),
+            gen,
+        )
+        events: list[str] = []
+        restarted.on_connect = lambda n: events.append(f"+{n.pod_name}")
+        await restarted.start()
+        since = time.monotonic()
+        await client.wait_for(
+            lambda c: (
+                c.streams >= 2
+                and all(
+                    c.acked_version(t)
+                    for t in (b.CLUSTER_TYPE, b.ENDPOINT_TYPE, b.LISTENER_TYPE, b.ROUTE_TYPE)
+                )
+            ),
+            timeout=20,
+        )
+        assert await restarted.wait_synced(10)
+        after = [r for r in client.received if r.at >= since]
+        assert {r.type_url for r in after} >= {b.CLUSTER_TYPE, b.LISTENER_TYPE}
+        assert [n for r in after for n in (*r.names, *r.removed)] == []
+        assert client.versions == held
+        assert events == ["+reviews-v1"]
+    finally:
+        await client.stop()
+        if restarted is not None:
+            await restarted.stop(grace=0.1)
