@@ -282,12 +282,15 @@ def start_control_plane(
     cpus: set[int] | None = None,
     plaintext: bool = False,
     extra_args: tuple[str, ...] = (),
+    ports: tuple[int, int] | None = None,
 ) -> ControlPlane:
     """``pilotfish server`` with a SQLite store in the work directory, on free ports; xDS over
     TLS unless ``plaintext``."""
     data_dir = procs.workdir / f"{name}-data"
     config = procs.workdir / f"{name}-cli-config"
-    api_port, xds_port = free_port(), free_port()
+    # ``ports`` (api, xds) given: started again with the same name, the same control plane
+    # restarts on its store.
+    api_port, xds_port = ports or (free_port(), free_port())
     env = {**os.environ, "PILOTFISH_CONFIG": str(config)}
     cmd = [
         *CLI,

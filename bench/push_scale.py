@@ -6,7 +6,7 @@ Run from the repository root::
     .venv/bin/python bench/push_scale.py                         # 1,000 proxies x 1,000 services
     .venv/bin/python bench/push_scale.py --proxies 200 --services 200 --reps 5
     .venv/bin/python bench/push_scale.py --quick                 # 20 x 20, 2 reps
-    .venv/bin/python bench/push_scale.py --reps 0                # the storm and memory only
+    .venv/bin/python bench/push_scale.py --reps 0                # the storms and memory only
 
 One control plane (``pilotfish server``, SQLite store, xDS over TLS) pinned to the first CPU;
 the simulated proxies (``pilotfish.testing.ads_client.AdsClient``, Delta, ACKing like Envoy,
@@ -21,6 +21,13 @@ VirtualService are applied first. Then:
   both. Meanwhile this script reads the HTTP API (list VirtualServices) every 50 ms: the
   API's p99 latency during the storm;
 - **memory**: the server's RSS growth over the 0-proxy baseline, per connected proxy;
+- **restart storm** (the issue's connection storm): the control plane is killed (SIGKILL)
+  and started again on the same store and ports; every simulated proxy reconnects as Envoy
+  does (jittered exponential backoff from 0.5 s; over Delta it declares the resources it
+  holds, ``initial_resource_versions``). The figures: from the kill and from the restarted
+  server answering its API until each proxy has ACKed every type on its new stream, then
+  until each holds every proxy's endpoint again; the resources the server sent again; its
+  CPU from its start; the API's p99 meanwhile (read from when it answers);
 - **changes** (``--reps`` of each kind): a VirtualService weight flip (RDS: the sidecars'
   whole route configuration), a subset added
   to a DestinationRule (CDS and the new cluster's EDS), an endpoint added (a WorkloadEntry
@@ -42,6 +49,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -55,6 +63,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import (
+    ControlPlane,
     Processes,
     cpu_seconds,
     cpu_split,
@@ -106,7 +115,12 @@ async def _worker(target: str, roots: str | None, count: int, services: int) -> 
     shared: dict[tuple[str, str, str], Message] = {}
     clients = [
         AdsClient(
-            target, simulated_node(i, services), delta=True, credentials=credentials, shared=shared
+            target,
+            simulated_node(i, services),
+            delta=True,
+            credentials=credentials,
+            shared=shared,
+            reconnect=True,
         )
         for i in range(count)
     ]
@@ -149,12 +163,49 @@ async def _worker(target: str, roots: str | None, count: int, services: int) -> 
             total += n
         return total
 
-    while not all(endpoints_held(c) >= count for c in clients):
-        if time.monotonic() - synced_at > 600:
-            say(event="error", error="endpoints did not converge within 600 s", failed=0)
-            return
-        await asyncio.sleep(0.25)
+    async def all_hold_every_endpoint(since: float) -> bool:
+        while not all(endpoints_held(c) >= count for c in clients):
+            if time.monotonic() - since > 600:
+                say(event="error", error="endpoints did not converge within 600 s", failed=0)
+                return False
+            await asyncio.sleep(0.25)
+        return True
+
+    if not await all_hold_every_endpoint(synced_at):
+        return
     say(event="synced", started=started, at=synced_at, converged=time.monotonic())
+    streams = [c.streams for c in clients]
+
+    def resynced(i: int, c: AdsClient) -> bool:
+        return c.streams > streams[i] and synced(c)
+
+    async def resync(since: float) -> None:
+        """After the control plane was killed at ``since``: until every proxy is synced on a
+        new stream, then holds every endpoint; what was sent again meanwhile."""
+        while not all(resynced(i, c) for i, c in enumerate(clients)):
+            if time.monotonic() - since > 600:
+                left = sum(1 for i, c in enumerate(clients) if not resynced(i, c))
+                say(event="error", error=f"{left} proxies not resynced in 600 s", failed=left)
+                return
+            await asyncio.sleep(0.05)
+        at = time.monotonic()
+        if not await all_hold_every_endpoint(at):
+            return
+        converged = time.monotonic()
+        after = [r for c in clients for r in c.received if r.at >= since]
+        by_type: dict[str, int] = {}
+        for r in after:
+            key = r.type_url.rsplit(".", 1)[-1]
+            by_type[key] = by_type.get(key, 0) + len(r.names)
+        say(
+            event="resynced",
+            at=at,
+            converged=converged,
+            responses=len(after),
+            resources=by_type,
+            removed=sum(len(r.removed) for r in after),
+            streams=sum(c.streams - streams[i] for i, c in enumerate(clients)),
+        )
 
     def arrival(c: AdsClient, type_url: str, name: str, since: float) -> float | None:
         for r in reversed(c.received):
@@ -177,6 +228,9 @@ async def _worker(target: str, roots: str | None, count: int, services: int) -> 
         cmd = json.loads(line)
         if cmd["cmd"] == "stop":
             break
+        if cmd["cmd"] == "resync":
+            await resync(cmd["since"])
+            continue
         type_url = {
             "RDS": ROUTE_TYPE,
             "EDS": ENDPOINT_TYPE,
@@ -305,6 +359,53 @@ def run_change(
     return float(max(msg["times"]) - t0)
 
 
+def restart_storm(
+    procs: Processes,
+    cp: ControlPlane,
+    worker: Worker,
+    cpus: set[int] | None,
+    extra_args: tuple[str, ...] = (),
+) -> tuple[ControlPlane, Any, dict[str, Any]]:
+    """Kill the control plane, start it again on the same store and ports, and wait until
+    every proxy resynced; the restarted control plane, its API and the figures."""
+    api_port = int(cp.url.rsplit(":", 1)[1])
+    killed = time.monotonic()
+    os.killpg(cp.proc.pid, signal.SIGKILL)  # its API worker too, as a crash would
+    cp.proc.wait()
+    cp = start_control_plane(
+        procs, "server", cpus=cpus, extra_args=extra_args, ports=(api_port, cp.xds_port)
+    )
+    ready = time.monotonic()
+    api = cp.api()
+    worker.send(cmd="resync", since=killed)
+    with ApiProbe(api) as probe:
+        msg = worker.read()
+    cpu = cpu_seconds(cp.pid)
+    time.sleep(2.0)
+    figures = {
+        "rss": rss_mb(cp.pid),
+        "killed": killed,
+        "ready": ready,
+        "synced": msg["at"],
+        "converged": msg["converged"],
+        "cpu": cpu,
+        "api_p99": percentile(probe.latencies, 99),
+        "api_calls": len(probe.latencies),
+        "responses": msg["responses"],
+        "resources": msg["resources"],
+        "removed": msg["removed"],
+        "streams": msg["streams"],
+    }
+    print(
+        f"  restart: server ready {ready - killed:.1f}s after the kill; every proxy resynced "
+        f"{msg['at'] - killed:.1f}s after it, holding every endpoint after "
+        f"{msg['converged'] - killed:.1f}s; resent {msg['resources']} in {msg['responses']} "
+        f"responses ({msg['streams']} streams opened)",
+        flush=True,
+    )
+    return cp, api, figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--proxies", type=int, default=1000)
@@ -321,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
         "--no-api-worker",
         action="store_true",
         help="serve the HTTP API in the control plane's process (as before the API worker)",
+    )
+    parser.add_argument(
+        "--no-restart", action="store_true", help="skip the restart storm (fresh connects only)"
     )
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--worker", nargs=4, metavar=("TARGET", "ROOTS", "COUNT", "SERVICES"))
@@ -367,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(2.0)
             rss = rss_mb(cp.pid)
             per_proxy = (rss - baseline) / n
+            restart: dict[str, Any] | None = None
+            if not args.no_restart:
+                cp, api, restart = restart_storm(procs, cp, worker, server_cpus, extra)
             results: dict[str, list[float]] = {"VS weight": [], "DR subset": [], "endpoint": []}
             for rep in range(args.reps):
                 weight = 90 if rep % 2 == 0 else 10
@@ -449,9 +556,65 @@ def main(argv: list[str] | None = None) -> int:
         )
     if switch_s is not None:
         rows.append(["VHDS switched on (mesh config) -> all hold it", f"{switch_s:.1f} s", "", ""])
+    if restart is not None:
+        r = restart
+        resent = sum(r["resources"].values())
+        rows.append(
+            [
+                "restart storm: kill -9 -> all resynced",
+                f"{r['synced'] - r['killed']:.1f} s",
+                f"{SYNC_TARGET_S:.0f} s",
+                ratio(r["synced"] - r["killed"], SYNC_TARGET_S),
+            ]
+        )
+        rows.append(
+            [
+                "restart storm: server up -> all resynced",
+                f"{r['synced'] - r['ready']:.1f} s",
+                "",
+                "",
+            ]
+        )
+        rows.append(
+            [
+                "restart storm: kill -> every proxy holds every endpoint",
+                f"{r['converged'] - r['killed']:.1f} s",
+                "",
+                "",
+            ]
+        )
+        rows.append(
+            ["restart storm: control-plane CPU (from its start)", f"{r['cpu']:.1f} s", "", ""]
+        )
+        rows.append(
+            [
+                f"API p99 during the restart storm ({r['api_calls']} calls)",
+                f"{r['api_p99'] * 1000:.0f} ms",
+                f"{API_P99_TARGET_S * 1000:.0f} ms",
+                ratio(r["api_p99"], API_P99_TARGET_S),
+            ]
+        )
+        per = (r["rss"] - baseline) / n
+        rows.append(
+            [
+                "control-plane memory per proxy, after the restart storm",
+                f"{per:.2f} MB",
+                f"{MB_PER_PROXY_TARGET} MB",
+                ratio(per, MB_PER_PROXY_TARGET),
+            ]
+        )
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(r["resources"].items()) if v)
+        rows.append(
+            [
+                "restart storm: resources sent again",
+                f"{resent} ({detail or 'none'}; {r['removed']} removed)",
+                "",
+                "",
+            ]
+        )
     rows.append(
         [
-            "initial connect + sync (storm)",
+            "fresh connect + sync (storm)",
             f"{sync_s:.1f} s",
             f"{SYNC_TARGET_S:.0f} s",
             ratio(sync_s, SYNC_TARGET_S),
@@ -459,16 +622,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows.append(
         [
-            "storm: every proxy holds every endpoint",
+            "fresh storm: every proxy holds every endpoint",
             f"{converged_s:.1f} s",
             "",
             "",
         ]
     )
-    rows.append(["storm: control-plane CPU", f"{storm_cpu:.1f} s", "", ""])
+    rows.append(["fresh storm: control-plane CPU", f"{storm_cpu:.1f} s", "", ""])
     rows.append(
         [
-            f"API p99 during the storm ({len(probe.latencies)} calls)",
+            f"API p99 during the fresh storm ({len(probe.latencies)} calls)",
             f"{api_p99 * 1000:.0f} ms",
             f"{API_P99_TARGET_S * 1000:.0f} ms",
             ratio(api_p99, API_P99_TARGET_S),
@@ -485,7 +648,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table([f"{n} proxies x {s} services", "measured", "target", "ratio"], rows))
     print(
-        f"server RSS: {baseline:.0f} MB with no proxy, {rss:.0f} MB synced, {rss_after:.0f} MB "
+        f"server RSS: {baseline:.0f} MB with no proxy, {rss:.0f} MB synced"
+        + (f", {restart['rss']:.0f} MB after the restart storm" if restart else "")
+        + f", {rss_after:.0f} MB "
         f"after {args.reps * 3} changes; ratios below 1.00x meet the target."
     )
     return 0

@@ -414,9 +414,26 @@ class ProxyConnection:
                 removed = sorted(set(removed) | missing)
             if not names and not removed and verdict.kind is not Kind.INITIAL:
                 return None
-            return self._respond(state, names, removed)
+            response = self._respond(state, names, removed)
+            if verdict.kind is Kind.INITIAL:
+                self._share_declared(state, available)
+            return response
         names = sorted(n for n in candidates if n not in state.have_entries)
         return self._respond(state, names, [])
+
+    @staticmethod
+    def _share_declared(state: TypeState, available: Mapping[str, Entry]) -> None:
+        """A proxy that resumed declared what it has (``initial_resource_versions``): once it
+        has exactly the map it is answered from, record that (shared) map instead of its own
+        copy of thousands of names and versions (a control-plane restart resumes every proxy
+        at once)."""
+        have = state.have
+        if isinstance(have, Have) or not isinstance(available, EntryMap):
+            return
+        if len(have) != len(available) or not have:
+            return
+        if all(have.get(name) == entry.hash for name, entry in available.items()):
+            state.have = Have(available)
 
     def _respond(self, state: TypeState, names: list[str], removed: list[str]) -> Response:
         available = self.target.get(state.type_url)

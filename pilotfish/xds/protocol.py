@@ -301,7 +301,8 @@ def classify_delta(
         state.requested = True
         state.wildcard = state.type_url in WILDCARD_TYPES and not subscribe
         for name, version in request.initial_resource_versions.items():
-            state.have[name] = version
+            # Interned: until its first response shares a map, a resumed proxy keeps its own.
+            state.have[sys.intern(name)] = sys.intern(version)
     if "*" in subscribe:
         state.wildcard = True
     if "*" in unsubscribe:

@@ -6,6 +6,7 @@ import pytest
 from envoy.service.discovery.v3 import discovery_pb2
 
 from pilotfish.xds.connection import DeltaResponse, ProxyConnection
+from pilotfish.xds.protocol import Have
 from pilotfish.xds.push import PushRequest
 from pilotfish.xds.resources import ResourceCache, build_snapshot
 from tests.unit.xds import builders as b
@@ -181,6 +182,21 @@ def test_delta_reconnect_sends_only_what_changed_and_removes_what_is_gone() -> N
     assert isinstance(cds, DeltaResponse)
     assert names(cds) == ["c"]  # a is unchanged, the proxy keeps it
     assert list(cds.removed_resources) == ["b"]
+    # It now has exactly the map it was answered from: that map is what it has (shared).
+    have = conn.types[b.CLUSTER_TYPE].have
+    assert isinstance(have, Have) and dict(have) == conn.target.hashes(b.CLUSTER_TYPE)
+
+
+def test_delta_resumed_proxy_holding_everything_is_sent_nothing_and_shares_the_map() -> None:
+    conn = ProxyConnection("2", b.node(), delta=True)
+    conn.set_target(snapshot({"a": 1, "b": 2}, "a"))
+    for type_url in (b.CLUSTER_TYPE, b.ENDPOINT_TYPE):
+        declared = conn.target.hashes(type_url)
+        subscribe = sorted(declared) if type_url == b.ENDPOINT_TYPE else []
+        [response] = conn.handle_request(delta_req(type_url, subscribe, initial=declared))
+        assert isinstance(response, DeltaResponse)
+        assert names(response) == [] and list(response.removed_resources) == []
+        assert isinstance(conn.types[type_url].have, Have)
 
 
 def test_sotw_endpoints_response_holds_exactly_the_subscribed_names() -> None:
