@@ -86,6 +86,14 @@ log = logging.getLogger("pilotfish.server")
 #: How long a sidecar registered by its xDS connection keeps its endpoint after the
 #: connection closed (a reconnection within it changes nothing).
 SIDECAR_RECONNECT_GRACE_S = 5.0
+#: The same for the sidecars connected when the control plane stopped (or was killed), from
+#: its start: Envoy retries its xDS stream with a jittered backoff of up to 30 s, and a live
+#: sidecar must not vanish from every client meanwhile (a restart reconnects them all).
+SIDECAR_RESTART_GRACE_S = 30.0
+#: In the data directory: the sidecars whose endpoint exists only through their connection,
+#: as last connected (written within ``SIDECARS_RECORD_DELAY_S`` of a change).
+SIDECARS_FILE = "connected-sidecars.json"
+SIDECARS_RECORD_DELAY_S = 1.0
 #: How old the endpoints of a proxy's generated config may be (seconds): sidecars that connect
 #: or leave within this long share one push context instead of each rebuilding it (a storm of
 #: reconnecting proxies rebuilds it a few times a second, not once per proxy); each of those
@@ -299,6 +307,7 @@ class Mesh:
     ) -> None:
         self.store = store
         self.identity = identity
+        self.data_dir = settings.data_dir
         #: The one VIP allocator: the registry's (Services, ServiceEntries) and the API's
         #: (``clusterIP`` of applied Services).
         self.vips = VipAllocator()
@@ -343,6 +352,7 @@ class Mesh:
         #: See ``ENDPOINT_STALENESS_S`` and ``STORM_ENDPOINT_STALENESS_S``.
         self.endpoint_staleness = ENDPOINT_STALENESS_S
         self.storm_endpoint_staleness = STORM_ENDPOINT_STALENESS_S
+        self._record_pending = False
 
     def _admit(self, node: NodeInfo, metadata: Mapping[str, Any]) -> None:
         """A proxy asking to register into a WorkloadGroup must show a workload token bound to
@@ -490,10 +500,76 @@ class Mesh:
             # Sidecars connecting or leaving: the registry's endpoints only.
             loop.call_soon_threadsafe(changed, "endpoint")
 
+        self._restore_sidecars()
         self._unsubscribe.append(self.store.subscribe(on_commit))
         self._unsubscribe.append(self.registry.sidecars.subscribe(on_endpoints))
+
+        def on_sidecars() -> None:
+            loop.call_soon_threadsafe(self._schedule_sidecar_record)
+
+        self._unsubscribe.append(self.registry.sidecars.subscribe(on_sidecars))
         await self.jwks.start()
         await self.xds.start()
+
+    @staticmethod
+    def _by_connection(node: NodeInfo) -> bool:
+        """A sidecar whose endpoint exists only through its xDS connection (explicit mode,
+        not registered into a WorkloadGroup: captured ones have their Pod, grouped ones their
+        WorkloadEntry in the store)."""
+        return node.interception_mode == "NONE" and not group_of(node)
+
+    def _restore_sidecars(self) -> None:
+        """The sidecars connected when this control plane last ran keep their endpoint for
+        ``SIDECAR_RESTART_GRACE_S``, as if each had just disconnected: the first
+        configurations after a restart carry the endpoints of the proxies still to
+        reconnect, instead of taking them away from every client until they do."""
+        path = self.data_dir / SIDECARS_FILE
+        try:
+            records = json.loads(path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            log.warning("%s not read (%s): sidecars register as they reconnect", path, e)
+            return
+        loop = asyncio.get_running_loop()
+        restored = 0
+        for record in records if isinstance(records, list) else []:
+            try:
+                node = NodeInfo.from_node(str(record["id"]), dict(record["metadata"]))
+            except (KeyError, TypeError, ValueError) as e:
+                log.warning("%s: a record not restored (%s)", path, e)
+                continue
+            if not self._by_connection(node):
+                continue
+            self.registry.sidecars.connected(node)
+            loop.call_later(SIDECAR_RESTART_GRACE_S, self._left, node)
+            restored += 1
+        if restored:
+            log.info(
+                "%d sidecars connected before the restart keep their endpoints for %.0f s",
+                restored,
+                SIDECAR_RESTART_GRACE_S,
+            )
+
+    def _schedule_sidecar_record(self) -> None:
+        if not self._record_pending:
+            self._record_pending = True
+            asyncio.get_running_loop().call_later(SIDECARS_RECORD_DELAY_S, self._record_sidecars)
+
+    def _record_sidecars(self) -> None:
+        self._record_pending = False
+        records = [
+            {"id": n.node_id, "metadata": n.metadata()}
+            for n in self.registry.sidecars.nodes()
+            if self._by_connection(n)
+        ]
+        path = self.data_dir / SIDECARS_FILE
+        try:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(records))
+            os.replace(tmp, path)
+        except OSError as e:
+            log.warning("%s not written: %s", path, e)
 
     async def stop(self) -> None:
         for unsubscribe in self._unsubscribe:

@@ -83,6 +83,11 @@ class ConnectedSidecars:
         with self._lock:
             return f"{node.namespace}/{node.pod_name}" in self._nodes
 
+    def nodes(self) -> list[NodeInfo]:
+        """The nodes of the connected sidecars, one per namespace/name."""
+        with self._lock:
+            return [n for n, _, _ in self._nodes.values()]
+
     def workloads(self) -> list[Workload]:
         with self._lock:
             return [w for _, _, w in self._nodes.values()]

@@ -90,3 +90,47 @@ def test_config_changes_are_never_served_stale(tmp_path: Path) -> None:
     store.commit([Put(service("a"))])
     mesh.source.invalidate()
     assert addresses(mesh, c) == {"10.0.0.1"}
+
+
+async def test_sidecars_connected_before_a_restart_keep_their_endpoints_for_the_grace(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    import asyncio
+
+    import pilotfish.server
+
+    store = MemoryStore()
+    store.commit([Put(service("a"))])
+    settings = ServerSettings.build(
+        data_dir=tmp_path, listen="127.0.0.1:1", xds_listen="127.0.0.1:2", store_url=None
+    )
+    before = Mesh(store, settings)
+    explicit = NodeInfo(
+        proxy_type="sidecar", ip="10.0.0.1", pod_name="a-1", namespace="default",
+        labels={"app": "a"}, interception_mode="NONE", inbound_ports={80: 15080},
+    )  # fmt: skip
+    gone = NodeInfo(
+        proxy_type="sidecar", ip="10.0.0.2", pod_name="a-2", namespace="default",
+        labels={"app": "a"}, interception_mode="NONE", inbound_ports={80: 15080},
+    )  # fmt: skip
+    captured = NodeInfo(
+        proxy_type="sidecar", ip="10.0.0.3", pod_name="a-3", namespace="default",
+        labels={"app": "a"}, interception_mode="REDIRECT",
+    )  # fmt: skip
+    for node in (explicit, gone, captured):
+        before.registry.sidecars.connected(node)
+    before._record_sidecars()
+
+    # The control plane restarts on the same data directory: the sidecars whose endpoint
+    # exists only through their connection are endpoints from the start (a captured one has
+    # its Pod for that), for the grace; one that reconnects meanwhile stays.
+    monkeypatch.setattr(pilotfish.server, "SIDECAR_RESTART_GRACE_S", 0.05)
+    after = Mesh(store, settings)
+    after.endpoint_staleness = 0.0
+    after._restore_sidecars()
+    client = sidecar("client-1", "client", "10.0.0.9")
+    assert addresses(after, client) == {"10.0.0.1", "10.0.0.2"}
+    after._connected(explicit)  # it reconnects within the grace
+    await asyncio.sleep(0.2)
+    after.source.invalidate(endpoints_only=True)
+    assert addresses(after, client) == {"10.0.0.1"}
