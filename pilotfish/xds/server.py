@@ -156,6 +156,8 @@ class _Stream:
         #: The proxy counts as connected (``on_connect`` ran for its node, or for another
         #: stream of it).
         self.registered = False
+        #: The stream's first request, until it is handled.
+        self.first: Request | None = None
 
 
 class DiscoveryServer:
@@ -505,7 +507,10 @@ class DiscoveryServer:
                 return
             finally:
                 conn.generating = False
-            await self._run_connected(stream, context, first)
+            # Handed over, not kept: a resumed proxy's first request declares thousands of
+            # resources, and this frame lives as long as the stream.
+            stream.first, first = first, None
+            await self._run_connected(stream, context)
         finally:
             self._release_throttle(stream)
             del self._streams[conn.connection_id]
@@ -607,22 +612,19 @@ class DiscoveryServer:
             self._connects.release()
 
     async def _run_connected(
-        self,
-        stream: _Stream,
-        context: grpc.aio.ServicerContext[Any, Any],
-        first: Request,
+        self, stream: _Stream, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
         await self._register(stream)
-        await self._loop(stream, context, first)
+        await self._loop(stream, context)
 
     async def _loop(
         self,
         stream: _Stream,
         context: grpc.aio.ServicerContext[Any, Any],
-        first: Request,
     ) -> None:
         conn = stream.conn
-        item: Request | _Wake | None = first
+        item: Request | _Wake | None = stream.first
+        stream.first = None
         while True:
             if item is None:
                 return
