@@ -40,7 +40,12 @@ from pilotfish.apiserver.app import ApiServer, ApiSettings, ensure_builtin_names
 from pilotfish.apiserver.auth import load_or_create_admin_token
 from pilotfish.apiserver.ca_routes import add_ca_routes
 from pilotfish.apiserver.tokens import add_token_routes
-from pilotfish.apiserver.worker import ApiWorker, ApiWorkerError, WorkerConfig
+from pilotfish.apiserver.worker import (
+    SOCKET_DIR_PREFIX,
+    ApiWorker,
+    ApiWorkerError,
+    WorkerConfig,
+)
 from pilotfish.canary import CanaryController, ControllerSettings, HttpChecks
 from pilotfish.config.addons import ensure_addon_services
 from pilotfish.config.store import Store, open_store
@@ -834,7 +839,7 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
         token = load_or_create_admin_token(settings.data_dir)
         if settings.uses_api_worker:
             # A short path (Unix socket paths are limited to ~100 bytes), only this user's.
-            sock_dir = Path(tempfile.mkdtemp(prefix="pilotfish-api-"))
+            sock_dir = Path(tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX))
             if not settings.api_tls:
                 # Launched now, it imports while the rest starts; TLS needs the CA first.
                 api_worker = ApiWorker(api_worker_config(settings, sock_dir))

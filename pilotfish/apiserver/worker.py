@@ -29,6 +29,7 @@ import collections
 import contextlib
 import json
 import logging
+import shutil
 import signal
 import ssl
 import sys
@@ -239,9 +240,13 @@ async def run(config: WorkerConfig) -> None:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 
+    orphaned = False
+
     async def parent_gone() -> None:
+        nonlocal orphaned
         while await reader.read(4096):
             pass
+        orphaned = True
         stop.set()
 
     watcher = asyncio.create_task(parent_gone())
@@ -259,6 +264,19 @@ async def run(config: WorkerConfig) -> None:
     finally:
         watcher.cancel()
         store.close()
+        if orphaned:
+            # The control plane died without removing its socket's private directory.
+            remove_socket_dir(Path(config.upstream))
+
+
+#: The prefix of the private directory of the control plane's API socket.
+SOCKET_DIR_PREFIX = "pilotfish-api-"
+
+
+def remove_socket_dir(sock: Path) -> None:
+    """Remove the directory ``sock`` is in, when it is one the control plane made for it."""
+    if sock.parent.name.startswith(SOCKET_DIR_PREFIX):
+        shutil.rmtree(sock.parent, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ reason."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -146,8 +147,14 @@ def test_a_dead_worker_is_restarted(control_plane: ControlPlane) -> None:
 def test_the_worker_goes_with_the_control_plane(control_plane: ControlPlane) -> None:
     cp = control_plane
     [worker] = _workers(cp)
+    argv = Path(f"/proc/{worker}/cmdline").read_bytes().split(b"\0")
+    sock_dir = Path(
+        json.loads(argv[argv.index(b"pilotfish.apiserver.worker") + 1])["upstream"]
+    ).parent
+    assert sock_dir.is_dir()
     cp.kill(signal.SIGKILL)
     eventually(lambda: not _alive(worker), 10, "the worker exits after its control plane")
+    assert not sock_dir.exists(), "the worker removed the control plane's socket directory"
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{cp.url}/healthz", timeout=2)
 
