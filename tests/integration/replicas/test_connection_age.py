@@ -15,19 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.harness import ControlPlane, Mesh, Sidecar, eventually
-from tests.integration.replicas.test_failover import Load, header_route
+from tests.integration.harness import REVIEWS_SERVICE, ControlPlane, Mesh, Sidecar, eventually
+from tests.integration.replicas.test_failover import Load, header_route, served
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-SERVICE = """
-apiVersion: v1
-kind: Service
-metadata: {name: reviews}
-spec:
-  selector: {app: reviews}
-  ports: [{name: http, port: 9080}]
-"""
 
 
 def xds_connections(sc: Sidecar) -> int:
@@ -51,21 +42,17 @@ def test_old_connections_are_closed_and_envoy_reconnects_without_a_failed_reques
     cp = control_plane_factory("--max-connection-age", "1s", "--max-connection-age-grace", "1s")
     mesh = Mesh(cp, tmp_path, free_port)
     try:
-        mesh.apply(SERVICE)
+        mesh.apply(REVIEWS_SERVICE)
         mesh.apply(header_route("first"))
         mesh.add("reviews-v1", {"app": "reviews", "version": "v1"})
         client = mesh.add("productpage", {"app": "productpage"}, app_port=None)
 
-        def served(value: str) -> bool:
-            r = client.request("reviews:9080", "/r")
-            return r.status_code == 200 and r.headers.get("x-served-config") == value
-
-        eventually(lambda: served("first"), 30, "reviews through the client's sidecar")
+        eventually(lambda: served(client, "first"), 30, "reviews through the client's sidecar")
         with Load(client) as load:
             start = xds_connections(client)
             eventually(lambda: xds_connections(client) >= start + 3, 60, "xDS reconnections")
             mesh.apply(header_route("second"))
-            eventually(lambda: served("second"), 30, "a change after the reconnections")
+            eventually(lambda: served(client, "second"), 30, "a change after the reconnections")
         assert load.failures == [], f"{len(load.failures)} failed: {load.failures[:5]}"
         assert load.ok > 0
     finally:

@@ -75,6 +75,12 @@ spec:
 """
 
 
+def served(client: Sidecar, value: str) -> bool:
+    """The client's sidecar reaches reviews under the VirtualService ``header_route(value)``."""
+    r = client.request("reviews:9080", "/r")
+    return r.status_code == 200 and r.headers.get("x-served-config") == value
+
+
 class Load:
     """Steady requests through the client's sidecar, in a thread, ``pause`` seconds apart;
     every outcome counted (bench/replicas.py times the same scenario with it)."""
@@ -134,11 +140,7 @@ def test_killing_the_replica_in_use_fails_no_request(
             service_account="bookinfo-productpage", mtls=True,
         )  # fmt: skip
 
-        def served(value: str) -> bool:
-            r = client.request("reviews:9080", "/r")
-            return r.status_code == 200 and r.headers.get("x-served-config") == value
-
-        eventually(lambda: served("before"), 30, "reviews through the client's sidecar")
+        eventually(lambda: served(client, "before"), 30, "reviews through the client's sidecar")
 
         # Whichever replica Envoy's load balancer chose for the client is the one killed.
         eventually(
@@ -162,7 +164,7 @@ def test_killing_the_replica_in_use_fails_no_request(
             # A change through the survivor reaches the client's Envoy.
             res = survivor.cli("apply", "-f", "-", input=header_route("after"))
             assert res.returncode == 0, res.stderr
-            eventually(lambda: served("after"), 30, "the change applied through the survivor")
+            eventually(lambda: served(client, "after"), 30, "the change through the survivor")
             after_change = load.ok
             eventually(lambda: load.ok >= after_change + 20, 20, "requests after the change")
 

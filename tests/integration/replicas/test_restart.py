@@ -25,19 +25,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.harness import ControlPlane, Mesh, eventually, start_control_plane
-from tests.integration.replicas.test_failover import Load, connected_to, header_route
+from tests.integration.harness import (
+    REVIEWS_SERVICE,
+    ControlPlane,
+    Mesh,
+    eventually,
+    start_control_plane,
+)
+from tests.integration.replicas.test_failover import Load, connected_to, header_route, served
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-SERVICE = """
-apiVersion: v1
-kind: Service
-metadata: {name: reviews}
-spec:
-  selector: {app: reviews}
-  ports: [{name: http, port: 9080}]
-"""
 
 
 def counters(cp: ControlPlane, name: str) -> dict[str, float]:
@@ -57,16 +54,12 @@ def test_a_restart_fails_no_request_and_sends_no_unchanged_resource_again(
     mesh = Mesh(cp, tmp_path, free_port)
     restarted: ControlPlane | None = None
     try:
-        mesh.apply(SERVICE)
+        mesh.apply(REVIEWS_SERVICE)
         mesh.apply(header_route("before"))
         mesh.add("reviews-v1", {"app": "reviews", "version": "v1"})
         client = mesh.add("productpage", {"app": "productpage"}, app_port=None)
 
-        def served(value: str) -> bool:
-            r = client.request("reviews:9080", "/r")
-            return r.status_code == 200 and r.headers.get("x-served-config") == value
-
-        eventually(lambda: served("before"), 30, "reviews through the client's sidecar")
+        eventually(lambda: served(client, "before"), 30, "reviews through the client's sidecar")
         # The control plane records the sidecars connected through their streams.
         record = cp.data_dir / "connected-sidecars.json"
         eventually(lambda: record.exists() and "reviews-v1" in record.read_text(), 10, "the record")
@@ -93,7 +86,7 @@ def test_a_restart_fails_no_request_and_sends_no_unchanged_resource_again(
 
             res = restarted.cli("apply", "-f", "-", input=header_route("after"))
             assert res.returncode == 0, res.stderr
-            eventually(lambda: served("after"), 30, "the change applied after the restart")
+            eventually(lambda: served(client, "after"), 30, "the change applied after the restart")
             after_change = load.ok
             eventually(lambda: load.ok >= after_change + 20, 20, "requests after the change")
 
