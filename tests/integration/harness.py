@@ -209,6 +209,22 @@ spec:
 """
 
 
+def filler_services(count: int, port: int) -> str:
+    """``count`` Services ``filler-<i>`` on ``port`` selecting no workload, each a document
+    starting with ``---``: a mesh bigger than what a test calls."""
+    return "".join(
+        f"""---
+apiVersion: v1
+kind: Service
+metadata: {{name: filler-{i}}}
+spec:
+  selector: {{app: filler-{i}}}
+  ports: [{{name: http, port: {port}}}]
+"""
+        for i in range(count)
+    )
+
+
 def free_loopback_ip(port: int = 9080) -> str:
     """A random 127.x.y.z on which ``port`` is free (tests run in parallel)."""
     import random

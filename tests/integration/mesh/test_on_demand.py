@@ -12,7 +12,7 @@ import collections
 
 import httpx
 
-from tests.integration.harness import Mesh, Sidecar, eventually
+from tests.integration.harness import Mesh, Sidecar, eventually, filler_services
 
 ON_DEMAND = """
 apiVersion: install.istio.io/v1alpha1
@@ -65,17 +65,7 @@ spec:
       weight: 50
     - destination: {host: reviews, subset: v3}
       weight: 50
-""" + "".join(
-    f"""---
-apiVersion: v1
-kind: Service
-metadata: {{name: filler-{i}}}
-spec:
-  selector: {{app: filler-{i}}}
-  ports: [{{name: http, port: 8080}}]
-"""
-    for i in range(FILLERS)
-)
+""" + filler_services(FILLERS, 8080)
 
 REVIEWS = "reviews.default.svc.cluster.local"
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from tests.integration.harness import Mesh, Sidecar, eventually
+from tests.integration.harness import Mesh, Sidecar, eventually, filler_services
 from tests.integration.mesh import test_config_change as config_change
 from tests.integration.mesh.test_config_change import Loop
 from tests.integration.mesh.test_routing import SERVICES, weighted
@@ -29,17 +29,7 @@ spec:
 """
 
 FILLERS = 5
-FILLER_SERVICES = "".join(
-    f"""---
-apiVersion: v1
-kind: Service
-metadata: {{name: filler-{i}}}
-spec:
-  selector: {{app: filler-{i}}}
-  ports: [{{name: http, port: 9080}}]
-"""
-    for i in range(FILLERS)
-)
+FILLER_SERVICES = filler_services(FILLERS, 9080)
 REVIEWS_VHOST = "reviews.default.svc.cluster.local:9080"
 
 

@@ -11,7 +11,7 @@ import httpx
 
 from tests.integration.harness import Mesh, eventually
 
-CONFIG = """
+SERVICES = """
 apiVersion: v1
 kind: Service
 metadata: {name: vmapp}
@@ -25,6 +25,8 @@ metadata: {name: client}
 spec:
   selector: {app: client}
   ports: [{name: http, port: 9080}]
+"""
+GROUP = """
 ---
 apiVersion: networking.istio.io/v1
 kind: WorkloadGroup
@@ -36,6 +38,7 @@ spec:
     labels: {version: v1}
     serviceAccount: vmapp
 """
+CONFIG = SERVICES + GROUP
 
 
 OTHER_GROUP = """
@@ -134,29 +137,22 @@ def test_agent_registers_into_workload_group_serves_and_leaves(mesh: Mesh) -> No
     )
 
 
-PROBED_GROUP = """
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadGroup
-metadata: {name: vmapp}
-spec:
-  metadata:
-    labels: {app: vmapp}
-  template:
-    labels: {version: v1}
-    serviceAccount: vmapp
+PROBED_GROUP = (
+    GROUP
+    + """\
   probe:
     httpGet: {path: /healthz, port: 9080}
     periodSeconds: 1
     failureThreshold: 1
 """
+)
 
 
 def test_probe_feeds_endpoint_health(mesh: Mesh) -> None:
     # The group's probe (Istio's readinessProbe, as `configure` writes it into mesh.yaml) is
     # run by the agent against its app; a failing app's endpoint leaves the Service, and comes
     # back once the probe succeeds again. Another endpoint keeps serving meanwhile.
-    mesh.apply(CONFIG.split("---\napiVersion: networking.istio.io/v1")[0] + PROBED_GROUP)
+    mesh.apply(SERVICES + PROBED_GROUP)
     client = mesh.add("client", {"app": "client"})
     other = mesh.add("vmapp-other", {"app": "vmapp", "version": "v1"})
     probe = {"httpGet": {"path": "/healthz", "port": 9080}, "periodSeconds": 1}
