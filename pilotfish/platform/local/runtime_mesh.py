@@ -108,7 +108,7 @@ from pilotfish.platform.local.network import PodNetwork, PodNetworkSettings, cle
 from pilotfish.platform.local.prometheus import PrometheusLayout
 from pilotfish.platform.local.runtime import read_status_file
 from pilotfish.platform.local.runtime_main import mesh_roots_path, run_dir_for
-from pilotfish.platform.local.runtime_model import pod_is_ready
+from pilotfish.platform.local.runtime_model import PROXY_CONTAINER, pod_is_ready
 
 __all__ = [
     "ComponentStatus",
@@ -202,6 +202,11 @@ class MeshSettings:
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def pods_dir(self) -> Path:
+        """The runtime's pods: ``<namespace>/<pod>/`` with each container's log."""
+        return self.state_dir / "pods"
 
     @property
     def mesh_roots(self) -> Path:
@@ -731,21 +736,55 @@ def _reconcile_egress_gateway(s: MeshSettings, progress: Progress) -> None:
         _apply(s, egress_gateway_objects())
         selector = ",".join(f"{k}={v}" for k, v in EGRESS_LABELS.items())
 
-        def ready() -> bool:
+        def pods() -> list[dict[str, Any]]:
             got = _api_get(
                 s, by_kind("Pod").api_path(EGRESS_NAMESPACE), {"labelSelector": selector}
             )
-            return any(pod_is_ready(p) for p in (got or {}).get("items") or [])
+            return list((got or {}).get("items") or [])
 
         deadline = time.monotonic() + s.ready_timeout
-        while not ready():
+        while True:
+            current = pods()
+            if any(pod_is_ready(p) for p in current):
+                return
             if time.monotonic() > deadline:
                 raise MeshError(
-                    f"the egress gateway's pod was not ready within {s.ready_timeout:g}s; "
-                    f"see `pilotfish get pods -n {EGRESS_NAMESPACE}` and its proxy log in "
-                    f"{s.logs_dir}"
+                    f"the egress gateway's pod was not ready within {s.ready_timeout:g}s"
+                    + "".join(f"\n  {line}" for line in _not_ready_report(s, current))
                 )
             time.sleep(0.2)
+
+
+def _not_ready_report(s: MeshSettings, pods: Sequence[dict[str, Any]]) -> list[str]:
+    """Why these pods are not ready, as their statuses say, and the end of each one's proxy
+    log (a pod's logs go with it, so an error that only named the file would name nothing)."""
+    if not pods:
+        return ["no pod was created for it; see `pilotfish get deployments -A` and "
+                f"{s.logs_dir / 'runtime.log'}"]  # fmt: skip
+    out = []
+    for pod in pods:
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        ns, name = str(meta.get("namespace")), str(meta.get("name"))
+        out.append(
+            f"pod {ns}/{name}: {status.get('phase') or 'Pending'}"
+            + "".join(f", {status[k]}" for k in ("reason", "message") if status.get(k))
+        )
+        for c in status.get("containerStatuses") or []:
+            state = c.get("state") or {}
+            detail: dict[str, Any] = next(iter(state.values()), {})
+            why = ": ".join(str(detail[k]) for k in ("reason", "message") if detail.get(k))
+            out.append(
+                f"  container {c.get('name')}: {next(iter(state), 'unknown')}, "
+                f"ready={c.get('ready')}, restarts={c.get('restartCount', 0)}"
+                + (f" ({why})" if why else "")
+            )
+        log_path = s.pods_dir / ns / name / f"{PROXY_CONTAINER}.log"
+        try:
+            tail = log_path.read_text(errors="replace").splitlines()[-8:]
+        except OSError:
+            tail = []
+        out += [f"  {log_path.name}: {line}" for line in tail]
+    return out
 
 
 def _api_get(
@@ -985,7 +1024,7 @@ def _mesh_down(s: MeshSettings) -> list[str]:
     if report.routes:
         done.append(f"removed the fail-closed routes ({', '.join(report.routes)})")
     shutil.rmtree(run_dir_for(network.prefix), ignore_errors=True)
-    shutil.rmtree(s.state_dir / "pods", ignore_errors=True)
+    shutil.rmtree(s.pods_dir, ignore_errors=True)
     remove_record(network.prefix)
     with contextlib.suppress(FileNotFoundError):
         (s.state_dir / MESH_FILE).unlink()

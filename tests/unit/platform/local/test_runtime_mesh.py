@@ -12,6 +12,7 @@ from pilotfish.cli import runtime_cmds
 from pilotfish.platform.local.network import PodNetworkSettings
 from pilotfish.platform.local.runtime_mesh import (
     MeshSettings,
+    _not_ready_report,
     gateway_argv,
     preflight_problem,
     runtime_argv,
@@ -132,3 +133,34 @@ def test_logs_of_an_unknown_pod_lists_the_running_ones(tmp_path: Path) -> None:
     assert proxy.output == "envoy says hi\n"
     wrong = CliRunner().invoke(runtime_cmds.logs, ["reviews-v1-x", "-c", "db", *args])
     assert wrong.exit_code == 1 and "reviews, istio-proxy" in wrong.output
+
+
+def test_a_pod_not_ready_in_time_is_explained_by_its_status_and_proxy_log(
+    tmp_path: Path,
+) -> None:
+    s = settings(tmp_path)
+    log = s.pods_dir / "istio-system" / "gw-1" / "istio-proxy.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(f"line {i}\n" for i in range(20)))
+    pod = {
+        "metadata": {"namespace": "istio-system", "name": "gw-1"},
+        "status": {
+            "phase": "Running",
+            "reason": "ContainersNotReady",
+            "containerStatuses": [
+                {
+                    "name": "istio-proxy",
+                    "ready": False,
+                    "restartCount": 2,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "no cert"}},
+                }
+            ],
+        },
+    }
+    lines = _not_ready_report(s, [pod])
+    assert lines[0] == "pod istio-system/gw-1: Running, ContainersNotReady"
+    assert lines[1] == (
+        "  container istio-proxy: waiting, ready=False, restarts=2 (CrashLoopBackOff: no cert)"
+    )
+    assert lines[2:] == [f"  istio-proxy.log: line {i}" for i in range(12, 20)]
+    assert "no pod was created" in _not_ready_report(s, [])[0]
