@@ -131,6 +131,10 @@ class Agent:
             private_to=_envoy_owner(settings.envoy_user) if token else None,
         )
         try:
+            # Envoy first: its own start (~0.1 s before it reads its bootstrap) overlaps the
+            # agent's servers and the certificate request. It retries SDS within 50 ms if it
+            # asks before the SDS socket listens, and holds everything that needs a secret.
+            await self.supervisor.start()
             if settings.agent_port is not None:
                 self._server = AgentServer(
                     settings.agent_bind,
@@ -153,7 +157,6 @@ class Agent:
                     return 1
             if self.identity is not None:
                 await self.identity.start()
-            await self.supervisor.start()
             self._start_health_checks()
             log.info(
                 "proxy %s started (admin 127.0.0.1:%d, readiness :%d)",

@@ -332,7 +332,22 @@ def upstream_tls(tls: XdsTls, *addresses: HostPort, sds_roots: bool = False) -> 
                     "api_config_source": {
                         "api_type": "GRPC",
                         "transport_api_version": "V3",
-                        "grpc_services": [{"envoy_grpc": {"cluster_name": SDS_CLUSTER}}],
+                        "grpc_services": [
+                            {
+                                "envoy_grpc": {
+                                    "cluster_name": SDS_CLUSTER,
+                                    # Envoy starts alongside the agent's SDS server: when it
+                                    # asks first, it asks again within 50 ms (Envoy's default
+                                    # backoff waits up to 0.5 s).
+                                    "retry_policy": {
+                                        "retry_back_off": {
+                                            "base_interval": "0.05s",
+                                            "max_interval": "1s",
+                                        }
+                                    },
+                                }
+                            }
+                        ],
                     },
                     "resource_api_version": "V3",
                 },

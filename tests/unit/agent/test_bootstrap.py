@@ -282,7 +282,10 @@ def test_xds_cluster_takes_its_roots_from_the_agents_rootca_with_an_identity() -
     sds = combined["validation_context_sds_secret_config"]
     assert sds["name"] == "ROOTCA"
     grpc_service = sds["sds_config"]["api_config_source"]["grpc_services"][0]
-    assert grpc_service == {"envoy_grpc": {"cluster_name": "sds-grpc"}}
+    assert grpc_service["envoy_grpc"]["cluster_name"] == "sds-grpc"
+    # Envoy starts alongside the agent's SDS server: asked too early, it asks again soon.
+    backoff = grpc_service["envoy_grpc"]["retry_policy"]["retry_back_off"]
+    assert backoff == {"base_interval": "0.05s", "max_interval": "1s"}
 
 
 def test_registration_token_on_the_ads_stream_only_when_given(tmp_path: Path) -> None:
