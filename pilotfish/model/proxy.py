@@ -27,6 +27,19 @@ class ServiceInstance:
     target_port: int
 
 
+def own_named_ports(push: PushContext, node: NodeInfo) -> dict[str, int]:
+    """The container port names of the proxy's own workload (its Pod's, then what its
+    connected sidecar adds): what a sidecar's configuration reads of its own workload, with
+    its locality (``translate.clusters.proxy_locality``)."""
+    named: dict[str, int] = {}
+    pod = push.registry.workloads.get(f"Pod/{node.namespace}/{node.pod_name}")
+    sidecar = push.registry.workloads.get(f"Sidecar/{node.namespace}/{node.pod_name}")
+    for w in (pod, sidecar):
+        if w is not None:
+            named.update(w.named_ports)
+    return named
+
+
 @dataclass(frozen=True)
 class Proxy:
     node: NodeInfo
@@ -97,12 +110,7 @@ class Proxy:
     def from_node(cls, node: NodeInfo, push: PushContext) -> Proxy:
         if node.proxy_type == "router":
             return cls(node)
-        named: dict[str, int] = {}
-        pod = push.registry.workloads.get(f"Pod/{node.namespace}/{node.pod_name}")
-        sidecar = push.registry.workloads.get(f"Sidecar/{node.namespace}/{node.pod_name}")
-        for w in (pod, sidecar):
-            if w is not None:
-                named.update(w.named_ports)
+        named = own_named_ports(push, node)
 
         def compute() -> tuple[ServiceInstance, ...]:
             instances = []

@@ -69,9 +69,11 @@ from pilotfish.model.config import (
     PolicyConfig,
     VirtualServiceConfig,
 )
+from pilotfish.model.proxy import Proxy, own_named_ports
 from pilotfish.model.push_context import PushContext
 from pilotfish.model.sidecar import select_sidecar
 from pilotfish.registry.types import Service
+from pilotfish.translate.clusters import proxy_locality
 from pilotfish.translate.common import ClusterKey, vhost_resource_name
 
 #: Resource names of one type to regenerate; ``None``: every resource of that type.
@@ -208,8 +210,9 @@ class Changes:
     services: frozenset[str] = frozenset()
     #: Hostnames whose endpoints alone changed.
     endpoints: frozenset[str] = frozenset()
-    #: ``namespace/name`` of workloads (pods, workload entries, connected sidecars) that changed.
-    workloads: frozenset[str] = frozenset()
+    #: ``namespace/name`` of workloads (pods, workload entries, connected sidecars) that
+    #: changed -> the uids (``Pod/ns/name``, ``Sidecar/ns/name``...) that changed under it.
+    workloads: Mapping[str, frozenset[str]] = field(default_factory=dict)
     #: Something changed that every proxy depends on (mesh config, unknown kinds).
     everything: bool = False
     _names: dict[Any, frozenset[str]] = field(default_factory=dict)
@@ -238,13 +241,15 @@ class Changes:
             - services
         )
         owl, nwl = old.registry.workloads, new.registry.workloads
-        workloads = frozenset(
-            f"{w.namespace}/{w.name}"
-            for uid in owl.keys() | nwl.keys()
-            if owl.get(uid) != nwl.get(uid)
-            for w in (owl.get(uid), nwl.get(uid))
-            if w is not None
-        )
+        changed: dict[str, set[str]] = {}
+        for uid in owl.keys() | nwl.keys():
+            before_w, after_w = owl.get(uid), nwl.get(uid)
+            if before_w == after_w:
+                continue
+            for w in (before_w, after_w):
+                if w is not None:
+                    changed.setdefault(f"{w.namespace}/{w.name}", set()).add(uid)
+        workloads = {k: frozenset(v) for k, v in changed.items()}
         return cls(old, new, configs, services, endpoints, workloads, everything)
 
     @property
@@ -270,6 +275,22 @@ class Changes:
     def secret_rules(self) -> frozenset[Key]:
         """DestinationRules secrets depend on, in either context."""
         return secret_rules(self.old) | secret_rules(self.new)
+
+    def own_sidecar_only(self, node: NodeInfo) -> bool:
+        """Only ``node``'s own connected-sidecar workload changed (it connected or left), in
+        nothing its own configuration reads of it (container port names, locality): its
+        endpoint is then an endpoint change of its services like any other, and a sidecar
+        connecting for the first time is not generated twice in full (a storm of a thousand
+        new proxies). Its Pod or WorkloadEntry changing still reaches everything of it."""
+        if node.proxy_type != "sidecar":
+            return False
+        uids = self.workloads.get(f"{node.namespace}/{node.pod_name}", frozenset())
+        if uids != {f"Sidecar/{node.namespace}/{node.pod_name}"}:
+            return False
+        me = Proxy(node)
+        return own_named_ports(self.old, node) == own_named_ports(self.new, node) and (
+            proxy_locality(self.old, me) == proxy_locality(self.new, me)
+        )
 
     # ---- names, computed once per change ----------------------------------------------------
 
@@ -367,7 +388,7 @@ def scope_for(node: NodeInfo, changes: Changes) -> Scope | None:
     router = node.proxy_type == "router"
     root = changes.new.settings.root_namespace
     b = _Builder()
-    if f"{ns}/{node.pod_name}" in changes.workloads:
+    if f"{ns}/{node.pod_name}" in changes.workloads and not changes.own_sidecar_only(node):
         return FULL
     for host in changes.services:
         for ctx in (changes.old, changes.new):

@@ -975,3 +975,79 @@ def test_a_generation_narrowed_to_the_scope_gives_the_same_resources_in_scope(
         if node.proxy_type == "sidecar":
             # Only what was named (and the inbound clusters), not every cluster of the mesh.
             assert len(narrowed[CDS]) < len(whole[CDS]), name
+
+
+# ---- a sidecar connecting -----------------------------------------------------------------------
+
+#: Sidecars with no Pod object (a VM, explicit mode; or captured, as the scale benchmark's): their
+#: endpoint exists through their connection only.
+JOINING = {
+    "captured": NodeInfo(
+        proxy_type="sidecar",
+        ip="10.1.0.40",
+        pod_name="ratings-vm-1",
+        namespace="default",
+        labels={"app": "ratings", "version": "v1"},
+        service_account="bookinfo-ratings",
+    ),
+    "explicit": NodeInfo(
+        proxy_type="sidecar",
+        ip="10.1.0.41",
+        pod_name="reviews-vm-1",
+        namespace="default",
+        labels={"app": "reviews", "version": "v2", "topology.istio.io/subzone": "z1"},
+        service_account="bookinfo-reviews",
+        interception_mode="NONE",
+        outbound_port=15001,
+        inbound_ports={9080: 19080},
+    ),
+}
+
+
+def _connect_contexts(joining: NodeInfo, docs: list[Any]) -> tuple[PushContext, PushContext]:
+    """The contexts before and after ``joining``'s sidecar connects (one registry)."""
+    objects = _objects(docs, {})
+    registry = Registry()
+    old = PushContext.build(objects, registry.snapshot(objects), credentials=secrets_for)
+    registry.sidecars.connected(joining)
+    new = PushContext.build(
+        objects, registry.snapshot(objects), previous=old, credentials=secrets_for
+    )
+    return old, new
+
+
+@pytest.mark.parametrize("mode", sorted(JOINING))
+def test_a_sidecar_connecting_is_an_endpoint_change_for_itself_too(mode: str) -> None:
+    # Its own configuration does not read its connected-sidecar workload beyond its endpoint:
+    # it is not generated twice in full (a storm of new proxies), and every resource of every
+    # proxy that the connection changes is still in scope (its own included).
+    joining = JOINING[mode]
+    old, new = _connect_contexts(joining, BASE)
+    changes = Changes.between(old, new)
+    service = "ratings" if mode == "captured" else "reviews"
+    expected = clusters(service, "v1", "v2", *(("v3",) if service == "reviews" else ()))
+    for name, node in {**NODES, "joining": joining}.items():
+        scope = scope_for(node, changes)
+        assert scope == {CDS: expected, EDS: expected}, name
+        missing = covered(scope, changed_resources(old, new, node))
+        assert not missing, f"{name} misses {missing}"
+
+
+def test_a_sidecar_connecting_to_its_pod_reaches_everything_of_it() -> None:
+    # The Pod's workload is merged into the connected sidecar's (the Pod's uid goes): what the
+    # proxy reads of it may change, so it is regenerated in full, as before.
+    joining = JOINING["captured"]
+    docs = [*BASE, *from_yaml(_POD_YAML)]
+    old, new = _connect_contexts(joining, docs)
+    assert scope_for(joining, Changes.between(old, new)) == FULL
+
+
+_POD_YAML = """
+apiVersion: v1
+kind: Pod
+metadata: {name: ratings-vm-1, namespace: default, labels: {app: ratings, version: v1}}
+spec:
+  serviceAccountName: bookinfo-ratings
+  containers: [{name: app, ports: [{containerPort: 9080, name: http}]}]
+status: {podIP: 10.1.0.40}
+"""
