@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +69,7 @@ from pilotfish.telemetry.pilot import PilotMetrics
 from pilotfish.translate import Resources, generate_config
 from pilotfish.translate.dependencies import Changes, scope_for
 from pilotfish.translate.explain import ExplainRequest, explain_request
-from pilotfish.translate.generator import ALL_TYPES
+from pilotfish.translate.generator import ALL_TYPES, outbound_view
 from pilotfish.translate.route_configs import merge_vhds
 from pilotfish.xds import (
     ROUTE_TYPE,
@@ -81,7 +82,7 @@ from pilotfish.xds import (
 from pilotfish.xds.push import Scope
 from pilotfish.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, Generated, short_name
 from pilotfish.xds.secrets import secrets_for
-from pilotfish.xds.server import StreamRefused
+from pilotfish.xds.server import SharedGeneration, StreamRefused
 
 if TYPE_CHECKING:
     from pilotfish.telemetry import TraceCollector
@@ -241,6 +242,15 @@ class ServerSettings:
         return f"{'https' if self.api_tls else 'http'}://{host}:{self.api_port}"
 
 
+def _scope_types(scope: Scope) -> tuple[frozenset[str], dict[str, frozenset[str]]]:
+    """The types a scoped generation builds (load assignments with clusters) and the names
+    it narrows each type to."""
+    types = set(scope)
+    if CLUSTER_TYPE in types:
+        types.add(ENDPOINT_TYPE)
+    return frozenset(types), {t: n for t, n in scope.items() if n is not None}
+
+
 def proxy_resources(
     node: NodeInfo,
     push: PushContext,
@@ -345,6 +355,7 @@ class Mesh:
             planner=self.plan,
             prepare=self.prepare,
             scoped_generator=self.generate_scope,
+            scoped_view=self.scoped_view,
             admit=self._admit,
             on_health=self._health,
         )
@@ -432,23 +443,37 @@ class Mesh:
         types: frozenset[str],
         names: Mapping[str, frozenset[str]] | None = None,
     ) -> Resources:
+        context = self._context()
+        self._at_revision(node.node_id, context.revision)
+        return proxy_resources(node, context, types, names)
+
+    def _context(self) -> PushContext:
         # Sidecars connecting or leaving within ``endpoint_staleness`` share one context; the
         # push each of those changes asks for brings its endpoints (see ``prepare``).
         storm = self.xds.in_storm()
-        context = self.source.current(
+        return self.source.current(
             self.storm_endpoint_staleness if storm else self.endpoint_staleness
         )
-        self._at_revision(node.node_id, context.revision)
-        return proxy_resources(node, context, types, names)
 
     def generate_scope(self, node: NodeInfo, scope: Scope) -> Resources:
         """The resources a scoped push compares: the types in ``scope`` (load assignments
         with clusters), narrowed to the names it gives where translation can."""
-        types = set(scope)
-        if CLUSTER_TYPE in types:
-            types.add(ENDPOINT_TYPE)
-        names = {t: n for t, n in scope.items() if n is not None}
-        return self.generate_types(node, frozenset(types), names)
+        types, names = _scope_types(scope)
+        return self.generate_types(node, types, names)
+
+    def scoped_view(self, node: NodeInfo, scope: Scope) -> SharedGeneration | None:
+        """For a push of outbound clusters and load assignments only (endpoint changes): a
+        key shared by the proxies whose generation of ``scope`` gives the same resources (one
+        view, one context) and that generation; None when not sure."""
+        if any(n is None for n in scope.values()):
+            return None
+        context = self._context()
+        types, names = _scope_types(scope)
+        view = outbound_view(node, context, names)
+        if view is None:
+            return None
+        self._at_revision(node.node_id, context.revision)
+        return (context, view), partial(proxy_resources, node, context, types, names)
 
     def _at_revision(self, node_id: str, revision: int) -> None:
         # The config revision each proxy's latest config was generated from, or found

@@ -17,7 +17,7 @@ certificate (``default``, ``ROOTCA``) comes from its agent, never from the contr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -128,6 +128,26 @@ def _clusters_and_endpoints(
         localized = localized_endpoints(push, proxy, shared)
         out[ENDPOINT_TYPE].update(_picked(localized, endpoints))
     return set(shared.credentials)
+
+
+def outbound_view(node: NodeInfo, push: PushContext, names: Names) -> Hashable | None:
+    """A key shared by the sidecars whose generation of ``names`` at ``push`` gives the same
+    resources, when ``names`` are outbound clusters and load assignments only (a push of
+    endpoint changes): they come from the shared maps of one view (namespace and Sidecar
+    scope, client TLS) and nothing specific to the proxy touches them (no EnvoyFilter patch,
+    no on-demand clusters, no locality-aware load assignments). None: not sure."""
+    if not names or set(names) - {CLUSTER_TYPE, ENDPOINT_TYPE}:
+        return None
+    if not all(n.startswith("outbound|") for by_type in names.values() for n in by_type):
+        return None
+    proxy = Proxy.from_node(node, push)
+    if proxy.is_router or ondemand.enabled(push, proxy) or proxy_patches(push, proxy):
+        return None
+    scope = proxy.sidecar_scope(push)
+    client = client_tls(proxy)
+    if outbound_clusters(push, proxy.namespace, client, scope).localities:
+        return None
+    return ("outbound_view", scope.key, client)
 
 
 def generate_sidecar(

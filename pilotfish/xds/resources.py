@@ -398,6 +398,23 @@ def update_snapshot(
     return _snapshot(entries, on_demand)
 
 
+def with_types_of(previous: Snapshot, updated: Snapshot, types: frozenset[str]) -> Snapshot:
+    """``previous`` with the entries and on-demand names of ``types`` taken from ``updated``
+    (another proxy's update of the same maps by the same change)."""
+    entries = dict(previous.entries)
+    on_demand = dict(previous.on_demand)
+    for t in types:
+        if t in updated.entries:
+            entries[t] = updated.entries[t]
+        else:
+            entries.pop(t, None)
+        if t in updated.on_demand:
+            on_demand[t] = updated.on_demand[t]
+        else:
+            on_demand.pop(t, None)
+    return _snapshot(entries, on_demand)
+
+
 def _eds_service_name(cluster: cluster_pb2.Cluster) -> str | None:
     if not cluster.HasField("type") or cluster.type != cluster_pb2.Cluster.EDS:
         return None

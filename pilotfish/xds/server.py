@@ -36,8 +36,9 @@ import dataclasses
 import inspect
 import itertools
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -52,6 +53,8 @@ from pilotfish.xds.metrics import NO_METRICS, XdsMetrics, metric_type
 from pilotfish.xds.protocol import resumes_listeners
 from pilotfish.xds.push import Debouncer, PushRequest, Scope, merge
 from pilotfish.xds.resources import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
     ROUTE_TYPE,
     SECRET_TYPE,
     Generator,
@@ -60,6 +63,7 @@ from pilotfish.xds.resources import (
     Snapshot,
     build_snapshot,
     update_snapshot,
+    with_types_of,
 )
 from pilotfish.xds.settings import TlsSettings, XdsSettings
 from pilotfish.xds.status import GenerationError, ProxyStatus
@@ -90,6 +94,12 @@ Planner = Callable[[PushRequest, Sequence[NodeInfo]], Mapping[str, Scope | None]
 #: path for scoped pushes); of a type the scope names, at least those names (and the load
 #: assignments of the clusters it names).
 ScopedGenerator = Callable[[NodeInfo, Scope], Resources]
+#: ``(node, scope) -> (key, generate)`` or None: for a scope whose generation is the same for
+#: every proxy with the same ``key`` (a view's outbound clusters and load assignments at one
+#: context: a push of endpoint changes), the key and that generation. Proxies with the same
+#: key and the same maps before get the same maps after: updated once, not once per proxy.
+SharedGeneration = tuple[Hashable, Callable[[], Resources]]
+ScopedView = Callable[[NodeInfo, Scope], SharedGeneration | None]
 #: Registers another service on the xDS gRPC server (called before it starts).
 ServiceHook = Callable[[grpc.aio.Server], None]
 
@@ -103,6 +113,10 @@ def _light(scope: Scope) -> bool:
     """Cheap to generate: clusters, endpoints and listeners only by name (all of them is
     thousands of resources per proxy at a thousand services)."""
     return all(names is not None or t in _LIGHT_WHOLE_TYPES for t, names in scope.items())
+
+
+#: Most scoped updates kept for sharing at once (each holds the maps before and after).
+_SHARED_MAX = 256
 
 
 class _Wake:
@@ -177,6 +191,7 @@ class DiscoveryServer:
         scoped_generator: ScopedGenerator | None = None,
         admit: Admission | None = None,
         on_health: HealthHook | None = None,
+        scoped_view: ScopedView | None = None,
     ) -> None:
         self.settings = settings
         #: Called with a workload's probe result reported on an ``istio.io/health`` stream.
@@ -187,6 +202,11 @@ class DiscoveryServer:
         self.planner = planner
         self.prepare = prepare
         self.scoped_generator = scoped_generator
+        self.scoped_view = scoped_view
+        #: Scoped updates shared by proxies of one view (see ``ScopedView``): key -> the maps
+        #: before and the first proxy's snapshot after. Emptied at each push.
+        self._shared: dict[Hashable, tuple[tuple[object, ...], Snapshot]] = {}
+        self._shared_lock = threading.Lock()
         self.metrics = metrics or NO_METRICS
         self.extra_services = tuple(extra_services)
         self.generator = generator
@@ -326,6 +346,8 @@ class DiscoveryServer:
                 except Exception:
                     self.metrics.internal_error()
                     log.exception("preparing %s failed", request.describe())
+            with self._shared_lock:
+                self._shared.clear()
             streams = list(self._streams.values())
             nodes = [s.conn.node for s in streams]
             try:
@@ -388,11 +410,41 @@ class DiscoveryServer:
     ) -> Snapshot:
         if previous is None or scope is None:
             return build_snapshot(self.generator(node), self.cache)
+        shared = self.scoped_view(node, scope) if self.scoped_view is not None else None
+        if shared is not None:
+            return self._shared_update(previous, scope, *shared)
         if self.scoped_generator is not None:
             resources = self.scoped_generator(node, scope)
         else:
             resources = self.generator(node)
         return update_snapshot(previous, resources, scope, self.cache)
+
+    def _shared_update(
+        self,
+        previous: Snapshot,
+        scope: Scope,
+        view: Hashable,
+        generate: Callable[[], Resources],
+    ) -> Snapshot:
+        """``update_snapshot`` once for the proxies of one view that had the same maps and get
+        the same change: the others take its maps (a storm's endpoint pushes reach every
+        connected proxy with the same few hundred clusters and load assignments)."""
+        types = frozenset(scope) | ({ENDPOINT_TYPE} if CLUSTER_TYPE in scope else frozenset())
+        order = sorted(types)
+        before = tuple(previous.entries.get(t) for t in order) + tuple(
+            previous.on_demand.get(t) for t in order
+        )
+        key = (view, tuple(sorted(scope.items())), tuple(id(m) for m in before))
+        with self._shared_lock:
+            found = self._shared.get(key)
+        if found is not None and all(a is b for a, b in zip(found[0], before, strict=True)):
+            return with_types_of(previous, found[1], types)
+        snapshot = update_snapshot(previous, generate(), scope, self.cache)
+        with self._shared_lock:
+            if len(self._shared) >= _SHARED_MAX:
+                self._shared.clear()
+            self._shared[key] = (before, snapshot)
+        return snapshot
 
     async def _hook(self, hook: NodeHook | None, node: NodeInfo, what: str) -> None:
         if hook is None:

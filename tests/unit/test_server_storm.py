@@ -13,7 +13,7 @@ from pilotfish.config.store.base import Put
 from pilotfish.config.store.memory import MemoryStore
 from pilotfish.server import Mesh, ServerSettings
 from pilotfish.xds import PushRequest
-from pilotfish.xds.resources import ENDPOINT_TYPE
+from pilotfish.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE
 
 CLUSTER = "outbound|80||a.default.svc.cluster.local"
 
@@ -134,3 +134,60 @@ async def test_sidecars_connected_before_a_restart_keep_their_endpoints_for_the_
     await asyncio.sleep(0.2)
     after.source.invalidate(endpoints_only=True)
     assert addresses(after, client) == {"10.0.0.1"}
+
+
+def _bytes(resources: Any) -> dict[str, dict[str, bytes]]:
+    return {
+        t: {n: m.SerializeToString(deterministic=True) for n, m in by_name.items()}
+        for t, by_name in resources.items()
+    }
+
+
+def test_sidecars_of_one_view_share_the_generation_of_an_endpoint_push(tmp_path: Path) -> None:
+    store = MemoryStore()
+    store.commit([Put(service("a")), Put(service("b"))])
+    settings = ServerSettings.build(
+        data_dir=tmp_path, listen="127.0.0.1:1", xds_listen="127.0.0.1:2", store_url=None
+    )
+    mesh = Mesh(store, settings)
+    one, two = sidecar("b-1", "b", "10.0.0.2"), sidecar("b-2", "b", "10.0.0.3")
+    other_ns = NodeInfo(
+        proxy_type="sidecar", ip="10.0.0.4", pod_name="x-1", namespace="other",
+        labels={"app": "x"},
+    )  # fmt: skip
+    names = frozenset({CLUSTER})
+    scope = {CLUSTER_TYPE: names, ENDPOINT_TYPE: names}
+    first, second = mesh.scoped_view(one, scope), mesh.scoped_view(two, scope)
+    assert first is not None and second is not None
+    assert first[0] == second[0]  # one key: one generation and update for both
+    assert _bytes(first[1]())[ENDPOINT_TYPE][CLUSTER] == _bytes(second[1]())[ENDPOINT_TYPE][CLUSTER]
+    assert _bytes(first[1]()) == _bytes(mesh.generate_scope(two, scope))
+    other = mesh.scoped_view(other_ns, scope)
+    assert other is not None and other[0] != first[0]  # another namespace, another view
+    # Not sure (their own generation): listeners, every cluster, inbound names, a patch.
+    assert mesh.scoped_view(one, {**scope, LISTENER_TYPE: None}) is None
+    assert mesh.scoped_view(one, {CLUSTER_TYPE: None}) is None
+    inbound = frozenset({"inbound|80||"})
+    assert mesh.scoped_view(one, {CLUSTER_TYPE: inbound, ENDPOINT_TYPE: inbound}) is None
+    store.commit([Put(envoy_filter("b"))])
+    mesh.source.invalidate()
+    assert mesh.scoped_view(one, scope) is None
+    assert mesh.scoped_view(sidecar("a-1", "a", "10.0.0.1"), scope) is not None
+
+
+def envoy_filter(app: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": {"name": f"patch-{app}", "namespace": "default"},
+        "spec": {
+            "workloadSelector": {"labels": {"app": app}},
+            "configPatches": [
+                {
+                    "applyTo": "CLUSTER",
+                    "match": {"context": "SIDECAR_OUTBOUND"},
+                    "patch": {"operation": "MERGE", "value": {"connect_timeout": "7s"}},
+                }
+            ],
+        },
+    }

@@ -297,6 +297,77 @@ async def test_light_scoped_generations_run_on_the_loop_after_one_warm_up_in_a_t
         await server.stop(grace=0.1)
 
 
+async def test_proxies_of_one_view_with_the_same_maps_share_one_scoped_update() -> None:
+    # A push of endpoint changes: the proxies of one view that had the same clusters and
+    # load assignments get the same ones after; generated and updated once, not per proxy.
+    gen = Gen()
+    views: list[str] = []
+    generated: list[str] = []
+    plans: list[dict[str, object]] = []
+
+    def view(node: NodeInfo, scope: Scope) -> tuple[object, Callable[[], Resources]] | None:
+        views.append(node.pod_name)
+        if node.pod_name == "three":  # not sure: its own generation
+            return None
+
+        def generate() -> Resources:
+            generated.append(node.pod_name)
+            return gen(node)
+
+        return ("one view", gen.clusters["b"]), generate
+
+    server = DiscoveryServer(
+        XdsSettings(address="127.0.0.1:0", debounce=DebounceSettings(quiet=0.01, max_delay=0.1)),
+        gen,
+        planner=lambda request, nodes: plans.pop(0),  # type: ignore[arg-type,return-value]
+        scoped_generator=lambda node, scope: gen(node),
+        scoped_view=view,  # type: ignore[arg-type]
+    )
+    await server.start()
+    nodes = [b.node("one"), b.node("two"), b.node("three")]
+    clients = [AdsClient(f"127.0.0.1:{server.port}", n, delta=True) for n in nodes]
+    try:
+        for c in clients:
+            await c.start()
+            await c.wait_for(lambda c: "r" in c.routes)
+        assert await server.wait_synced(10)
+        # Same first configuration for all three: one map each type, shared.
+        gen.clusters = {"a": 1, "b": 3}
+        scope = {b.CLUSTER_TYPE: frozenset({"b"}), b.ENDPOINT_TYPE: frozenset({"b"})}
+        plans.append({n.node_id: scope for n in nodes})
+        server.push(PushRequest.of("endpoint", full=False))
+        for c in clients:
+            await c.wait_for(lambda c: endpoint_ports(c, "b") == [3])
+        assert await server.wait_synced(10)
+        assert sorted(views) == ["one", "three", "two"]
+        assert len(generated) == 1  # one of "one" and "two"; "three" on its own
+        # The next change starts from the shared maps again: still one update for both.
+        views.clear()
+        generated.clear()
+        gen.clusters = {"a": 1, "b": 4}
+        plans.append({n.node_id: scope for n in nodes})
+        server.push(PushRequest.of("endpoint", full=False))
+        for c in clients:
+            await c.wait_for(lambda c: endpoint_ports(c, "b") == [4])
+        assert await server.wait_synced(10)
+        assert len(generated) == 1
+    finally:
+        for c in clients:
+            await c.stop()
+        await server.stop(grace=0.1)
+
+
+def endpoint_ports(client: AdsClient, name: str) -> list[int]:
+    cla = client.endpoints.get(name)
+    if cla is None:
+        return []
+    return [
+        e.endpoint.address.socket_address.port_value
+        for lb in cla.endpoints
+        for e in lb.lb_endpoints
+    ]
+
+
 async def _until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
     end = asyncio.get_running_loop().time() + timeout
     while not predicate():
