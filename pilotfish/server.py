@@ -25,6 +25,7 @@ import ssl
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -473,7 +474,8 @@ class Mesh:
         if view is None:
             return None
         self._at_revision(node.node_id, context.revision)
-        return (context, view), partial(proxy_resources, node, context, types, names)
+        # Weakly: the key does not keep an older context (and what it memoized) alive.
+        return (weakref.ref(context), view), partial(proxy_resources, node, context, types, names)
 
     def _at_revision(self, node_id: str, revision: int) -> None:
         # The config revision each proxy's latest config was generated from, or found

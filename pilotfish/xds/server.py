@@ -38,6 +38,7 @@ import itertools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any
 
@@ -57,6 +58,7 @@ from pilotfish.xds.resources import (
     ENDPOINT_TYPE,
     ROUTE_TYPE,
     SECRET_TYPE,
+    EntryMap,
     Generator,
     ResourceCache,
     Resources,
@@ -203,9 +205,10 @@ class DiscoveryServer:
         self.prepare = prepare
         self.scoped_generator = scoped_generator
         self.scoped_view = scoped_view
-        #: Scoped updates shared by proxies of one view (see ``ScopedView``): key -> the maps
-        #: before and the first proxy's snapshot after. Emptied at each push.
-        self._shared: dict[Hashable, tuple[tuple[object, ...], Snapshot]] = {}
+        #: Scoped updates shared by proxies of one view (see ``ScopedView``): (view, scope,
+        #: the maps before) -> (those maps, weakly; the first proxy's snapshot after).
+        #: Emptied at each push.
+        self._shared: dict[Hashable, tuple[tuple[weakref.ref[EntryMap], ...], Snapshot]] = {}
         self._shared_lock = threading.Lock()
         self.metrics = metrics or NO_METRICS
         self.extra_services = tuple(extra_services)
@@ -431,19 +434,22 @@ class DiscoveryServer:
         connected proxy with the same few hundred clusters and load assignments)."""
         types = frozenset(scope) | ({ENDPOINT_TYPE} if CLUSTER_TYPE in scope else frozenset())
         order = sorted(types)
-        before = tuple(previous.entries.get(t) for t in order) + tuple(
-            previous.on_demand.get(t) for t in order
-        )
-        key = (view, tuple(sorted(scope.items())), tuple(id(m) for m in before))
+        maps = [previous.entries.get(t) for t in order]
+        if not all(isinstance(m, EntryMap) for m in maps):
+            return update_snapshot(previous, generate(), scope, self.cache)
+        on_demand = tuple(previous.on_demand.get(t) for t in order)
+        key = (view, tuple(sorted(scope.items())), tuple(id(m) for m in maps), on_demand)
         with self._shared_lock:
             found = self._shared.get(key)
-        if found is not None and all(a is b for a, b in zip(found[0], before, strict=True)):
+        if found is not None and all(r() is m for r, m in zip(found[0], maps, strict=True)):
             return with_types_of(previous, found[1], types)
         snapshot = update_snapshot(previous, generate(), scope, self.cache)
+        # Weak references: the maps a push replaces are not kept alive by this memo.
+        refs = tuple(weakref.ref(m) for m in maps if isinstance(m, EntryMap))
         with self._shared_lock:
             if len(self._shared) >= _SHARED_MAX:
                 self._shared.clear()
-            self._shared[key] = (before, snapshot)
+            self._shared[key] = (refs, snapshot)
         return snapshot
 
     async def _hook(self, hook: NodeHook | None, node: NodeInfo, what: str) -> None:
