@@ -283,7 +283,16 @@ class ResourceCache:
             # interns is emptied in order by each one and serializes everything again.
             self._type_sizes[type_url] = max(self._type_sizes.get(type_url, 0), len(by_name))
             self._memo_size = max(self._memo_size, 3 * sum(self._type_sizes.values()))
-            return {name: self._intern(type_url, name, m) for name, m in by_name.items()}
+            # The memo hit inline (a first configuration interns thousands of shared messages).
+            memo, out = self._memo, {}
+            for name, m in by_name.items():
+                hit = memo.get(id(m))
+                if hit is not None and hit[0] is m and hit[1].name == name:
+                    memo.move_to_end(id(m))
+                    out[name] = hit[1]
+                else:
+                    out[name] = self._intern(type_url, name, m)
+            return out
 
     def _intern(self, type_url: str, name: str, message: Message) -> Entry:
         memo = self._memo.get(id(message))
