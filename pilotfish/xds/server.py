@@ -444,6 +444,14 @@ class DiscoveryServer:
         if found is not None and all(r() is m for r, m in zip(found[0], maps, strict=True)):
             return with_types_of(previous, found[1], types)
         snapshot = update_snapshot(previous, generate(), scope, self.cache)
+        # Proxies whose maps come out the same share them (one map each, however they got
+        # there): the next push updates them once too.
+        shared = {
+            t: self.cache.share(t, m) for t in types if (m := snapshot.entries.get(t)) is not None
+        }
+        snapshot = with_types_of(
+            snapshot, Snapshot(entries=shared, on_demand=snapshot.on_demand), types
+        )
         # Weak references: the maps a push replaces are not kept alive by this memo.
         refs = tuple(weakref.ref(m) for m in maps if isinstance(m, EntryMap))
         with self._shared_lock:

@@ -13,7 +13,13 @@ from pilotfish.config.store.base import Put
 from pilotfish.config.store.memory import MemoryStore
 from pilotfish.server import Mesh, ServerSettings
 from pilotfish.xds import PushRequest
-from pilotfish.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE
+from pilotfish.xds.resources import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    Snapshot,
+    update_snapshot,
+)
 
 CLUSTER = "outbound|80||a.default.svc.cluster.local"
 
@@ -191,3 +197,52 @@ def envoy_filter(app: str) -> dict[str, Any]:
             ],
         },
     }
+
+
+def test_shared_endpoint_updates_give_each_proxy_what_its_own_would(tmp_path: Path) -> None:
+    # Sidecars connect in turn (each one an endpoint); every few, an endpoint push reaches
+    # the connected ones. Each proxy's snapshot from the shared update is the one its own
+    # generation and update would give, and at the end what a full generation gives; the
+    # proxies that are up to date share their maps, so a push updates them once.
+    store = MemoryStore()
+    store.commit([Put(service(f"s{i}")) for i in range(6)])
+    settings = ServerSettings.build(
+        data_dir=tmp_path, listen="127.0.0.1:1", xds_listen="127.0.0.1:2", store_url=None
+    )
+    mesh = Mesh(store, settings)
+    mesh.endpoint_staleness = 0.0
+    server = mesh.xds
+    nodes = [sidecar(f"p{i}", f"s{i % 6}", f"10.0.0.{i + 1}") for i in range(15)]
+    mesh.prepare()
+    mesh.plan(PushRequest.of("endpoint", full=False), [])
+    shared: dict[str, Snapshot] = {}
+    own: dict[str, Snapshot] = {}
+    connected: list[NodeInfo] = []
+    updates: list[int] = []
+    for k, node in enumerate(nodes):
+        shared[node.node_id] = own[node.node_id] = server._build(node)
+        mesh._connected(node)
+        mesh.source.invalidate(endpoints_only=True)
+        connected.append(node)
+        if k % 4 != 3 and k != len(nodes) - 1:
+            continue
+        mesh.prepare()
+        plans = mesh.plan(PushRequest.of("endpoint", full=False), connected)
+        server._shared.clear()
+        for n in connected:
+            scope = plans.get(n.node_id)
+            assert scope is not None  # every connected proxy sees the new endpoints
+            shared[n.node_id] = server._build(n, shared[n.node_id], scope)
+            resources = mesh.generate_scope(n, scope)
+            own[n.node_id] = update_snapshot(own[n.node_id], resources, scope, server.cache)
+            assert _hashes(shared[n.node_id]) == _hashes(own[n.node_id]), n.node_id
+        updates.append(len(server._shared))
+    for n in connected:
+        assert _hashes(shared[n.node_id]) == _hashes(server._build(n)), n.node_id
+    # One update for the proxies that were up to date after the last push (with the first
+    # proxy to connect after it: its first config is the same), one for each newer one.
+    assert updates == [4, 4, 4, 3]
+
+
+def _hashes(snapshot: Snapshot) -> dict[str, dict[str, str]]:
+    return {t: snapshot.hashes(t) for t in snapshot.entries}
