@@ -321,7 +321,7 @@ async def test_proxies_of_one_view_with_the_same_maps_share_one_scoped_update() 
         gen,
         planner=lambda request, nodes: plans.pop(0),  # type: ignore[arg-type,return-value]
         scoped_generator=lambda node, scope: gen(node),
-        scoped_view=view,  # type: ignore[arg-type]
+        scoped_view=view,
     )
     await server.start()
     nodes = [b.node("one"), b.node("two"), b.node("three")]
