@@ -225,7 +225,13 @@ def route_rows(routes: list[dict[str, Any]], name: str | None = None) -> Rows:
     for rc in routes:
         if name is not None and str(rc.get("name", "")) != name:
             continue
+        # Over VHDS a virtual host is named "<route config>/<host:port>" (its resource name);
+        # the table shows it as over RDS.
+        prefix = f"{rc.get('name', '')}/" if "vhds" in rc else None
         for vh in rc.get("virtual_hosts") or []:
+            vh_name = str(vh.get("name", ""))
+            if prefix is not None:
+                vh_name = vh_name.removeprefix(prefix)
             domains = vh.get("domains") or []
             shown = ", ".join(domains[:2]) + (
                 f" + {len(domains) - 2} more" if len(domains) > 2 else ""
@@ -234,7 +240,7 @@ def route_rows(routes: list[dict[str, Any]], name: str | None = None) -> Rows:
                 rows.append(
                     [
                         str(rc.get("name", "")),
-                        str(vh.get("name", "")),
+                        vh_name,
                         shown,
                         _route_match(r),
                         _config_ref(r),

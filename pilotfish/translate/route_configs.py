@@ -228,12 +228,23 @@ def sidecar_vhds_route_config(
     def compute() -> tuple[route_pb2.RouteConfiguration, dict[str, rc.VirtualHost]]:
         vhosts = _sidecar_virtual_hosts(push, proxy, port)
         name = str(port)
-        return _vhds_config(name, vhosts[-1:]), {
-            vhost_resource_name(name, vh.name): vh for vh in vhosts[:-1]
-        }
+        return _vhds_config(name, vhosts[-1:]), _vhds_resources(name, vhosts[:-1])
 
     key = ("sidecar_vhds", *_sidecar_view_key(push, proxy, port))
     return push.reuse(key, route_inputs(push), compute)
+
+
+def _vhds_resources(route_config: str, vhosts: list[rc.VirtualHost]) -> dict[str, rc.VirtualHost]:
+    """The VHDS resources of ``vhosts``, each virtual host named as its resource (see
+    :func:`vhost_resource_name`; copies: the whole route config's are shared)."""
+    out: dict[str, rc.VirtualHost] = {}
+    for vh in vhosts:
+        name = vhost_resource_name(route_config, vh.name)
+        named = rc.VirtualHost()
+        named.CopyFrom(vh)
+        named.name = name
+        out[name] = named
+    return out
 
 
 def _vhds_config(name: str, inline: list[rc.VirtualHost]) -> route_pb2.RouteConfiguration:
@@ -259,9 +270,7 @@ def explicit_vhds_route_config(
     def compute() -> tuple[route_pb2.RouteConfiguration, dict[str, rc.VirtualHost]]:
         vhosts = _explicit_virtual_hosts(push, proxy)
         split = len(vhosts) - 1 if scope.registry_only else len(vhosts)
-        return _vhds_config(name, vhosts[split:]), {
-            vhost_resource_name(name, vh.name): vh for vh in vhosts[:split]
-        }
+        return _vhds_config(name, vhosts[split:]), _vhds_resources(name, vhosts[:split])
 
     key = ("explicit_vhds", scope.key, name, labels_key(push, proxy.labels))
     return push.reuse(key, route_inputs(push), compute)

@@ -77,12 +77,15 @@ def outbound_clusters(sc: Sidecar) -> set[str]:
 
 
 def routes_of(sc: Sidecar) -> set[str]:
-    """The virtual hosts of the sidecar's route configurations (its /config_dump)."""
+    """The virtual hosts of the sidecar's route configurations (its /config_dump), as
+    ``host:port`` (over VHDS Envoy holds them as ``<route config>/host:port``)."""
     dump = httpx.get(f"http://127.0.0.1:{sc.admin_port}/config_dump", timeout=5).json()
     out: set[str] = set()
     for section in dump["configs"]:
         for rc in section.get("dynamic_route_configs", []):
-            out |= {v["name"] for v in rc["route_config"].get("virtual_hosts", [])}
+            out |= {
+                v["name"].rpartition("/")[2] for v in rc["route_config"].get("virtual_hosts", [])
+            }
     return out
 
 

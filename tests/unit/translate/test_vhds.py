@@ -27,7 +27,22 @@ metadata: {name: vhds, namespace: istio-system}
 spec: {meshConfig: {virtualHostDiscovery: true}}
 """
 )
+VHDS_OFF: list[dict[str, Any]] = from_yaml(
+    """
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {name: vhds, namespace: istio-system}
+spec: {meshConfig: {virtualHostDiscovery: false}}
+"""
+)
 REVIEWS = "9080/reviews.default.svc.cluster.local:9080"
+
+
+def assert_same_but_name(a: Any, b: Any) -> None:
+    a, b = type(a).FromString(a.SerializeToString()), type(b).FromString(b.SerializeToString())
+    a.ClearField("name")
+    b.ClearField("name")
+    assert a == b
 
 
 def test_route_config_carries_vhds_and_the_fallback_and_each_service_is_a_virtual_host() -> None:
@@ -39,16 +54,28 @@ def test_route_config_carries_vhds_and_the_fallback_and_each_service_is_a_virtua
     assert [v.name for v in config.virtual_hosts] == ["allow_any"]
     assert not config.validate_clusters.value
     vhosts = split[VIRTUAL_HOST_TYPE]
-    assert REVIEWS in vhosts and vhosts[REVIEWS].name == "reviews.default.svc.cluster.local:9080"
-    # Named <route config>/<virtual host>, one per service virtual host of the plain form.
+    # Named <route config>/<virtual host>, the resource and the virtual host it carries (Envoy
+    # removes a virtual host by the removed resource's name), one per service virtual host of
+    # the plain form.
+    assert REVIEWS in vhosts and vhosts[REVIEWS].name == REVIEWS
     whole = plain[ROUTE_TYPE]["9080"]
     on_port = sorted(n for n in vhosts if n.startswith("9080/"))
     assert on_port == sorted(f"9080/{v.name}" for v in whole.virtual_hosts[:-1])
     for v in whole.virtual_hosts[:-1]:
-        assert vhosts[f"9080/{v.name}"] == v
+        assert vhosts[f"9080/{v.name}"].name == f"9080/{v.name}"
+        assert_same_but_name(vhosts[f"9080/{v.name}"], v)
     # Merged back, the route config has the same virtual hosts as the plain one.
     merged = merge_vhds(split[ROUTE_TYPE], vhosts)["9080"]
-    assert {v.name: v for v in merged.virtual_hosts} == {v.name: v for v in whole.virtual_hosts}
+    assert [v.name.removeprefix("9080/") for v in merged.virtual_hosts] == [
+        v.name for v in [whole.virtual_hosts[-1], *whole.virtual_hosts[:-1]]
+    ]
+    for v in merged.virtual_hosts[1:]:
+        assert_same_but_name(
+            v,
+            whole.virtual_hosts[
+                [w.name for w in whole.virtual_hosts].index(v.name.removeprefix("9080/"))
+            ],
+        )
     assert not plain[VIRTUAL_HOST_TYPE]
 
 
@@ -103,6 +130,9 @@ def test_plain_rds_where_vhds_does_not_apply() -> None:
         res = generate(node, push)
         assert not res[VIRTUAL_HOST_TYPE], what
         assert not any(rc.HasField("vhds") for rc in res[ROUTE_TYPE].values()), what
-    # And off by default.
-    res = generate(sidecar_node(delta_xds=True), bookinfo_push(FEATURES))
+    # ``virtualHostDiscovery: false`` (the default) turns it off.
+    res = generate(sidecar_node(delta_xds=True), bookinfo_push(FEATURES + VHDS_OFF))
     assert not res[VIRTUAL_HOST_TYPE] and not res[ROUTE_TYPE]["9080"].HasField("vhds")
+    assert "reviews.default.svc.cluster.local:9080" in {
+        v.name for v in res[ROUTE_TYPE]["9080"].virtual_hosts
+    }
