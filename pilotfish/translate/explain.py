@@ -51,10 +51,17 @@ from google.protobuf.message import Message
 
 from pilotfish.api.hosts import resolve_host
 from pilotfish.api.node import NodeInfo
-from pilotfish.api.typeurls import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
+from pilotfish.api.typeurls import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    VIRTUAL_HOST_TYPE,
+)
 from pilotfish.model.push_context import PushContext
 from pilotfish.translate.generator import generate
 from pilotfish.translate.peer_authn import workload_policy
+from pilotfish.translate.route_configs import merge_vhds
 
 __all__ = [
     "ClientPath",
@@ -1212,6 +1219,16 @@ def _server_node(nodes: Sequence[NodeInfo], address: str) -> tuple[NodeInfo, int
     return None
 
 
+def _generated(node: NodeInfo, push: PushContext) -> Resources:
+    """What ``node`` is sent, its route configs as Envoy holds them (the virtual hosts of
+    VHDS merged in): the walk reads a request's virtual host from its route config."""
+    resources = generate(node, push)
+    vhosts = resources.get(VIRTUAL_HOST_TYPE)
+    if not vhosts:
+        return resources
+    return {**resources, ROUTE_TYPE: merge_vhds(resources.get(ROUTE_TYPE, {}), vhosts)}
+
+
 def explain_request(
     push: PushContext, nodes: Sequence[NodeInfo], source: NodeInfo, request: ExplainRequest
 ) -> dict[str, Any]:
@@ -1222,7 +1239,7 @@ def explain_request(
         resolve_host(request.host, source.namespace, push.settings.domain_suffix)
     )
     vip = service.vip if service is not None else None
-    client = explain_client(generate(source, push), request, listen_port, vip)
+    client = explain_client(_generated(source, push), request, listen_port, vip)
     providers = {
         f"{p.namespace}/{p.name}": p.spec.provider.name
         for p in push.authorization_policies
@@ -1270,7 +1287,7 @@ def explain_request(
                     continue
                 node, app_port, listen = found
                 if node.node_id not in generated:
-                    generated[node.node_id] = generate(node, push)
+                    generated[node.node_id] = _generated(node, push)
                 effective = workload_policy(push, node.namespace, node.labels)
                 mode = (effective.for_port(app_port), effective.decided_for_port(app_port))
                 sp = explain_server(

@@ -5,6 +5,7 @@ JWT issuers."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from typing import Any
 
@@ -296,3 +297,26 @@ spec:
   - match: [{uri: {prefix: /reviews}}]
     route: [{destination: {host: reviews, subset: v3}}]
 """
+
+
+VHDS_ON = """---
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {name: vhds, namespace: istio-system}
+spec: {meshConfig: {virtualHostDiscovery: true}}
+"""
+
+
+def test_a_sidecar_on_vhds_walks_the_same_routes() -> None:
+    """A Delta sidecar gets its virtual hosts over VHDS: the walk reads them as Envoy holds
+    them, inside their route config (named ``<route config>/<host:port>``), and finds the
+    same route as over RDS."""
+    delta = dataclasses.replace(PP, delta_xds=True)
+    vhds = ROUTES + VHDS_ON
+    for headers, subsets in (({"end-user": "jason"}, ["v2"]), ({}, ["v1"])):
+        out, whole = walk(vhds, source=delta, **headers), walk(vhds, **headers)
+        assert out["verdict"]["subsets"] == subsets
+        assert step(out, "virtualHost")["name"] == "15001/" + step(whole, "virtualHost")["name"]
+        step(out, "virtualHost")["name"] = step(whole, "virtualHost")["name"]
+        assert out == whole
+    assert walk(vhds, url="http://nowhere:9080/", source=delta)["verdict"]["status"] == 404
