@@ -35,6 +35,10 @@ class Verdict:
         return not self.pending
 
 
+def _nack_error(st: dict[str, Any] | None) -> str:
+    return str(((st or {}).get("last_nack") or {}).get("error", ""))
+
+
 def evaluate(items: list[dict[str, Any]], revision: int) -> Verdict:
     """Where each proxy of a proxy-status listing stands with ``revision``."""
     v = Verdict()
@@ -62,8 +66,12 @@ def evaluate(items: list[dict[str, Any]], revision: int) -> Verdict:
                 + (f" ({', '.join(waiting)} sent, no answer)" if waiting else " (push in progress)")
             )
             continue
+        # A sidecar's virtual hosts over VHDS are its routes: a rejection shows as RDS (as
+        # in proxy-status's RDS column), naming VHDS after Envoy's error.
         errors = [
-            f"{t} rejected: {((st or {}).get('last_nack') or {}).get('error', '')}"
+            f"RDS rejected: {_nack_error(st)} (virtual hosts over VHDS)"
+            if t == "VHDS"
+            else f"{t} rejected: {_nack_error(st)}"
             for t, st in sorted((p.get("types") or {}).items())
             if (st or {}).get("state") == "NACKED"
         ]

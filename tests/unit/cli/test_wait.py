@@ -32,6 +32,13 @@ def test_each_proxy_acked_nacked_or_pending() -> None:
     assert evaluate(items[:2], 7).done
 
 
+def test_a_rejected_virtual_host_shows_as_a_rejected_route() -> None:
+    # Over VHDS a sidecar's virtual hosts are its routes.
+    items = [proxy("b", 8, VHDS={"state": "NACKED", "last_nack": {"error": "bad regex"}})]
+    v = evaluate(items, 7)
+    assert v.nacked == ["b.default: RDS rejected: bad regex (virtual hosts over VHDS)"]
+
+
 def test_a_proxy_whose_config_could_not_be_generated_fails_the_wait_at_once() -> None:
     broken = proxy("f", 6)
     broken["generation_error"] = {"error": "KeyError: 'reviews'", "at": "2026-12-06T12:00:00"}
