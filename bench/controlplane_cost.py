@@ -53,7 +53,7 @@ from benchlib import (
     weighted_route,
 )
 
-from pilotfish.xds.resources import ROUTE_TYPE
+from pilotfish.xds.resources import ROUTE_TYPE, VIRTUAL_HOST_TYPE
 
 MB_PER_PROXY_TARGET = 1.0
 ROUTE_HOST = "svc-0"
@@ -81,14 +81,17 @@ def settle(pid: int, seconds: float) -> float:
 def push_and_wait(
     fleet: Fleet, v1_weight: int, apply: Callable[[list[dict[str, Any]]], None], timeout: float
 ) -> None:
-    """Apply a weight change; wait until every client ACKed a new route version."""
-    before = [c.acked_version(ROUTE_TYPE) for c in fleet.clients]
+    """Apply a weight change; wait until every client ACKed a new route version (route
+    configs, or virtual hosts over VHDS)."""
+
+    def routes(c: Any) -> tuple[str, str]:
+        return c.acked_version(ROUTE_TYPE), c.acked_version(VIRTUAL_HOST_TYPE)
+
+    before = [routes(c) for c in fleet.clients]
     apply([weighted_route(ROUTE_HOST, v1_weight)])
     deadline = time.monotonic() + timeout
     while True:
-        if all(
-            c.acked_version(ROUTE_TYPE) != old for c, old in zip(fleet.clients, before, strict=True)
-        ):
+        if all(routes(c) != old for c, old in zip(fleet.clients, before, strict=True)):
             return
         if time.monotonic() > deadline:
             raise SystemExit(f"not every client ACKed the weight change after {timeout:.0f}s")

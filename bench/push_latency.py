@@ -123,11 +123,17 @@ def push_once(
 
 
 def converged_at(status: dict[str, Any], t0: float, must: str = "RDS") -> float | None:
-    """When this proxy ACKed everything sent to it after ``t0`` (``must`` among it)."""
+    """When this proxy ACKed everything sent to it after ``t0`` (``must`` among it; ``RDS``
+    is met by VHDS too: a sidecar on VHDS gets a VirtualService change as the virtual host
+    it changed)."""
     types = status["types"]
-    needed = types.get(must) or {}
-    sent = iso_to_epoch(needed.get("sent_at"))
-    if sent is None or sent < t0 or needed.get("state") != "SYNCED":
+
+    def sent_since(t: str) -> bool:
+        needed = types.get(t) or {}
+        sent = iso_to_epoch(needed.get("sent_at"))
+        return sent is not None and sent >= t0 and needed.get("state") == "SYNCED"
+
+    if not any(sent_since(t) for t in ((must, "VHDS") if must == "RDS" else (must,))):
         return None
     acks = []
     for t in types.values():

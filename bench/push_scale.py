@@ -7,6 +7,7 @@ Run from the repository root::
     .venv/bin/python bench/push_scale.py --proxies 200 --services 200 --reps 5
     .venv/bin/python bench/push_scale.py --quick                 # 20 x 20, 2 reps
     .venv/bin/python bench/push_scale.py --reps 0                # the storms and memory only
+    .venv/bin/python bench/push_scale.py --rds                   # everything with whole RDS
 
 One control plane (``pilotfish server``, SQLite store, xDS over TLS) pinned to the first CPU;
 the simulated proxies (``pilotfish.testing.ads_client.AdsClient``, Delta, ACKing like Envoy,
@@ -28,16 +29,20 @@ VirtualService are applied first. Then:
   server answering its API until each proxy has ACKed every type on its new stream, then
   until each holds every proxy's endpoint again; the resources the server sent again; its
   CPU from its start; the API's p99 meanwhile (read from when it answers);
-- **changes** (``--reps`` of each kind): a VirtualService weight flip (RDS: the sidecars'
-  whole route configuration), a subset added
-  to a DestinationRule (CDS and the new cluster's EDS), an endpoint added (a WorkloadEntry
-  joins a Service: EDS). For each, the time from sending the apply until the last proxy
-  received (and ACKed right after) the response carrying the change; median and p99 over
-  the repetitions of the slowest proxy;
-- **the weight flips over VHDS** (unless ``--no-vhds``): the mesh config turns
-  ``virtualHostDiscovery`` on (timed until every proxy holds its virtual hosts over VHDS),
-  then the same weight flips again, now sending each proxy the one virtual host; the ratio
-  of the two medians, measured side by side in one run.
+- **changes** (``--reps`` of each kind): a VirtualService weight flip (by default over VHDS:
+  the one virtual host it changed; with ``--rds``, the sidecars' whole route
+  configuration), a subset added to a DestinationRule (CDS and the new cluster's EDS), an
+  endpoint added (a WorkloadEntry joins a Service: EDS). For each, the time from sending the
+  apply until the last proxy received (and ACKed right after) the response carrying the
+  change; median and p99 over the repetitions of the slowest proxy;
+- **the weight flips the other way** (unless ``--no-switch``): the mesh config turns
+  ``virtualHostDiscovery`` off (on with ``--rds``), timed until every proxy holds its routes
+  in the other form, then the same weight flips again, now sending each proxy its whole
+  route configuration (the one virtual host with ``--rds``); the ratio of the two medians,
+  measured side by side in one run.
+
+The proxies count as synced (storms) once they ACKed clusters, endpoints, listeners, route
+configurations and, when their route configurations carry ``vhds``, virtual hosts.
 
 Clock: ``time.monotonic`` (CLOCK_MONOTONIC, shared by both processes). Figures include the
 control plane's debounce quiet period (100 ms). No exit code depends on timing.
@@ -85,12 +90,16 @@ ROUTE_HOST = "svc-0"
 HOST = "{}.default.svc.cluster.local"
 #: The VHDS resource of ROUTE_HOST's virtual host (route config "9080").
 ROUTE_VHOST = f"9080/{HOST.format(ROUTE_HOST)}:9080"
-VHDS_ON = {
-    "apiVersion": "install.istio.io/v1alpha1",
-    "kind": "IstioOperator",
-    "metadata": {"name": "vhds", "namespace": "istio-system"},
-    "spec": {"meshConfig": {"virtualHostDiscovery": True}},
-}
+
+
+def vhds_switch(on: bool) -> dict[str, Any]:
+    """The mesh config with ``virtualHostDiscovery`` on or off."""
+    return {
+        "apiVersion": "install.istio.io/v1alpha1",
+        "kind": "IstioOperator",
+        "metadata": {"name": "vhds", "namespace": "istio-system"},
+        "spec": {"meshConfig": {"virtualHostDiscovery": on}},
+    }
 
 
 # ------------------------------------------------------------------------------- worker
@@ -130,9 +139,13 @@ async def _worker(target: str, roots: str | None, count: int, services: int) -> 
         print(json.dumps(msg), flush=True)
 
     def synced(c: AdsClient) -> bool:
-        return all(
+        if not c.routes or not all(
             c.acked_version(t) for t in (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)
-        ) and bool(c.routes)
+        ):
+            return False
+        # Over VHDS the routes are the virtual hosts too.
+        vhds = any(r.HasField("vhds") for r in c.routes.values())
+        return not vhds or bool(c.acked_version(VIRTUAL_HOST_TYPE))
 
     started = time.monotonic()
     await asyncio.gather(*(c.start() for c in clients))
@@ -414,9 +427,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="20 proxies, 20 services, 2 reps.")
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument(
-        "--no-vhds",
+        "--rds",
         action="store_true",
-        help="Skip the weight flips over VHDS (mesh config virtualHostDiscovery) after the others.",
+        help="virtualHostDiscovery off from the start (whole route configurations over RDS); "
+        "the side-by-side flips then turn it on",
+    )
+    parser.add_argument(
+        "--no-switch",
+        action="store_true",
+        help="Skip the weight flips with virtualHostDiscovery switched the other way.",
     )
     parser.add_argument(
         "--no-api-worker",
@@ -441,12 +460,17 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pilotfish-bench-scale-"))
     workdir.mkdir(parents=True, exist_ok=True)
     n, s = args.proxies, args.services
-    print(f"push scale on {machine()}: {n} proxies x {s} services; work dir {workdir}", flush=True)
+    routes = "whole route configurations (RDS)" if args.rds else "virtual hosts over VHDS"
+    print(
+        f"push scale on {machine()}: {n} proxies x {s} services, {routes}; work dir {workdir}",
+        flush=True,
+    )
     with Processes(workdir) as procs:
         extra = ("--no-api-worker",) if args.no_api_worker else ()
         cp = start_control_plane(procs, "server", cpus=server_cpus, extra_args=extra)
         api = cp.api()
-        items = [*service_items(s), weighted_route(ROUTE_HOST, 50)]
+        # The mode named, whatever the mesh's default: VHDS, or whole RDS with --rds.
+        items = [*service_items(s), weighted_route(ROUTE_HOST, 50), vhds_switch(not args.rds)]
         for i in range(0, len(items), 500):
             api.apply(items[i : i + 500])
         time.sleep(1.0)
@@ -474,11 +498,15 @@ def main(argv: list[str] | None = None) -> int:
             restart: dict[str, Any] | None = None
             if not args.no_restart:
                 cp, api, restart = restart_storm(procs, cp, worker, server_cpus, extra)
-            results: dict[str, list[float]] = {"VS weight": [], "DR subset": [], "endpoint": []}
+            # Where a weight flip shows: the one virtual host (VHDS) or the route config (RDS).
+            modes = {"VHDS": ("VHDS", ROUTE_VHOST), "RDS": ("RDS", "9080")}
+            mode, other = ("RDS", "VHDS") if args.rds else ("VHDS", "RDS")
+            flip = f"VS weight over {mode}"
+            results: dict[str, list[float]] = {flip: [], "DR subset": [], "endpoint": []}
             for rep in range(args.reps):
                 weight = 90 if rep % 2 == 0 else 10
-                results["VS weight"].append(
-                    run_change(api, worker, [weighted_route(ROUTE_HOST, weight)], "RDS", "9080", n)
+                results[flip].append(
+                    run_change(api, worker, [weighted_route(ROUTE_HOST, weight)], *modes[mode], n)
                 )
                 target = 1 + rep % (s - 1)
                 cluster = f"outbound|9080|v3|{HOST.format(f'svc-{target}')}"
@@ -494,29 +522,25 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
             switch_s = None
-            if args.reps and not args.no_vhds:
-                # Side by side: the same weight flips once the sidecars take their virtual
-                # hosts over VHDS (mesh config virtualHostDiscovery; the switch itself sends
-                # every proxy its route config with vhds, then every virtual host).
-                switch_s = run_change(api, worker, [VHDS_ON], "VHDS", ROUTE_VHOST, n)
-                print(f"  VHDS on: every proxy holds its virtual hosts after {switch_s:.1f}s")
-                results["VS weight over VHDS"] = []
+            other_flip = f"VS weight over {other}"
+            if args.reps and not args.no_switch:
+                # Side by side: the same weight flips with virtualHostDiscovery switched the
+                # other way (the switch itself sends every proxy its route configs in the
+                # other form: whole, or with vhds and then every virtual host).
+                switch = vhds_switch(other == "VHDS")
+                switch_s = run_change(api, worker, [switch], *modes[other], n)
+                print(f"  {other}: every proxy holds its routes so after {switch_s:.1f}s")
+                results[other_flip] = []
                 for rep in range(args.reps):
                     # Weights the flips above never set: each apply is a change.
                     weight = 80 if rep % 2 == 0 else 20
-                    results["VS weight over VHDS"].append(
+                    results[other_flip].append(
                         run_change(
-                            api,
-                            worker,
-                            [weighted_route(ROUTE_HOST, weight)],
-                            "VHDS",
-                            ROUTE_VHOST,
-                            n,
+                            api, worker, [weighted_route(ROUTE_HOST, weight)], *modes[other], n
                         )
                     )
                     print(
-                        f"  rep {rep + 1}: VS weight over VHDS "
-                        f"{results['VS weight over VHDS'][-1] * 1000:.0f} ms",
+                        f"  rep {rep + 1}: {other_flip} {results[other_flip][-1] * 1000:.0f} ms",
                         flush=True,
                     )
             rss_after = rss_mb(cp.pid)
@@ -544,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
                 ratio(p99, CHANGE_TARGETS[1]),
             ]
         )
-    plain, vhds = results["VS weight"], results.get("VS weight over VHDS")
+    plain, vhds = results.get("VS weight over RDS"), results.get("VS weight over VHDS")
     if plain and vhds:
         rows.append(
             [
@@ -555,7 +579,15 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
     if switch_s is not None:
-        rows.append(["VHDS switched on (mesh config) -> all hold it", f"{switch_s:.1f} s", "", ""])
+        rows.append(
+            [
+                f"virtualHostDiscovery switched {'on' if other == 'VHDS' else 'off'} -> all "
+                "hold their routes so",
+                f"{switch_s:.1f} s",
+                "",
+                "",
+            ]
+        )
     if restart is not None:
         r = restart
         resent = sum(r["resources"].values())

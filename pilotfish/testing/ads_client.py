@@ -269,7 +269,14 @@ class AdsClient:
             with contextlib.suppress(Exception):
                 await old.close()
         self._held_cds = None
-        for kind in (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE):
+        for kind in (
+            CLUSTER_TYPE,
+            ENDPOINT_TYPE,
+            LISTENER_TYPE,
+            ROUTE_TYPE,
+            VIRTUAL_HOST_TYPE,
+            SECRET_TYPE,
+        ):
             state = self._types[kind]
             if not state.requested:
                 continue
