@@ -101,8 +101,8 @@ class RuntimeApi(Protocol):
     """What the runtime needs from the control plane."""
 
     def snapshot(self) -> Snapshot: ...
-    def create_pod(self, body: dict[str, Any]) -> None: ...
-    def update_pod(self, body: dict[str, Any]) -> None: ...
+    def create_pod(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    def update_pod(self, body: dict[str, Any]) -> dict[str, Any]: ...
     def delete_pod(self, namespace: str, name: str) -> None: ...
     def update_deployment(self, body: dict[str, Any]) -> None: ...
     def record_event(self, body: dict[str, Any], new: bool) -> None: ...
@@ -171,13 +171,17 @@ class HttpRuntimeApi:
             lists["ServiceEntry"],
         )
 
-    def create_pod(self, body: dict[str, Any]) -> None:
+    def create_pod(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create the Pod object; returns it as stored (uid, resourceVersion)."""
         ns = body["metadata"]["namespace"]
-        self._call("POST", by_kind("Pod").api_path(ns), body)
+        return dict(self._call("POST", by_kind("Pod").api_path(ns), body))
 
-    def update_pod(self, body: dict[str, Any]) -> None:
+    def update_pod(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace the Pod object (only if unchanged since ``metadata.resourceVersion``, when
+        the body has one); returns it as stored."""
         meta = body["metadata"]
-        self._call("PUT", by_kind("Pod").api_path(meta["namespace"], meta["name"]), body)
+        path = by_kind("Pod").api_path(meta["namespace"], meta["name"])
+        return dict(self._call("PUT", path, body))
 
     def delete_pod(self, namespace: str, name: str) -> None:
         self._call("DELETE", by_kind("Pod").api_path(namespace, name))
@@ -347,6 +351,10 @@ class Runtime:
         self.host_ip = host_ip
         self.pods: dict[tuple[str, str], _Running] = {}
         self.dirty = threading.Event()
+        #: A pod's report changed since the last pass (set from the pods' threads).
+        self._reported = threading.Event()
+        #: The Pod objects as the last pass left them (with the statuses it wrote).
+        self._last_pods: list[dict[str, Any]] = []
         self._rng = random.Random(settings.seed)
         self._stopping: list[PodHandle] = []
         self._start_times: dict[tuple[str, str], str] = {}
@@ -405,6 +413,11 @@ class Runtime:
     # ------------------------------------------------------------------ one pass
 
     def reconcile_once(self) -> None:
+        if self._reported.is_set():
+            # A pod's news first (a pod turning Ready is what everyone waits for), on the
+            # objects the last pass left, written only if nobody changed them since.
+            self._reported.clear()
+            self._write_statuses(self._last_pods, if_unchanged=True)
         snap = self.api.snapshot()
         namespaces = {str(n["metadata"]["name"]): n for n in snap.namespaces}
         plan = plan_deployments(
@@ -415,14 +428,17 @@ class Runtime:
             with contextlib.suppress(ApiGone):
                 self.api.delete_pod(ns, name)
             deleted.add((ns, name))
+        created = []
         for body in plan.create:
             with contextlib.suppress(ApiGone):
-                self.api.create_pod(body)
+                created.append(self.api.create_pod(body))
         if plan.create or plan.delete:
-            self.dirty.set()  # the created pods come back in the next snapshot
-        pods = [p for p in snap.pods if _key(p) not in deleted]
+            self.dirty.set()  # a fresh snapshot next: what others changed meanwhile
+        # The pods just created start in this pass, as stored, not one snapshot later.
+        pods = [p for p in snap.pods if _key(p) not in deleted] + created
         self._sync_pods(pods, self._view(snap.services, pods, snap.service_entries))
         pods = self._write_statuses(pods)
+        self._last_pods = pods
         self._write_targets(pods)
         view = self._view(snap.services, pods, snap.service_entries)
         for running in self.pods.values():
@@ -475,19 +491,27 @@ class Runtime:
             annotations = (body.get("metadata") or {}).get("annotations") or {}
             injected = SIDECAR_STATUS_ANNOTATION in annotations
             log.info("starting pod %s/%s%s", *key, " with a sidecar" if injected else "")
-            handle = self.pod_factory(body, injected, view, lambda _pod: self.dirty.set())
+            handle = self.pod_factory(body, injected, view, self._on_report)
             self.pods[key] = _Running(handle, _uid(body))
             self._start_times[key] = now_rfc3339()
             handle.start()
         self._stopping = [h for h in self._stopping if not _joined(h)]
+
+    def _on_report(self, _pod: object) -> None:
+        self._reported.set()
+        self.dirty.set()
 
     def _until_pushed(self) -> None:
         if not self.api.wait_pushed(ENDPOINT_PUSH_TIMEOUT):
             log.info("proxies did not confirm the removed endpoint within %gs; stopping the "
                      "pod anyway", ENDPOINT_PUSH_TIMEOUT)  # fmt: skip
 
-    def _write_statuses(self, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Write changed pod statuses; returns ``pods`` with the statuses now stored."""
+    def _write_statuses(
+        self, pods: list[dict[str, Any]], if_unchanged: bool = False
+    ) -> list[dict[str, Any]]:
+        """Write changed pod statuses; returns ``pods`` with the statuses now stored.
+        ``if_unchanged``: only where the object is still the one in ``pods`` (else the next
+        pass writes it on the object as it is then)."""
         bodies = {_key(p): p for p in pods}
         for key, running in self.pods.items():
             report = running.handle.report()
@@ -496,10 +520,13 @@ class Runtime:
             body = dict(bodies[key])
             body["status"] = _status_of(report, self.host_ip, self._start_times.get(key, ""))
             meta = dict(body.get("metadata") or {})
-            meta.pop("resourceVersion", None)
+            if not if_unchanged:
+                meta.pop("resourceVersion", None)
+            elif not meta.get("resourceVersion"):
+                continue
             body["metadata"] = meta
             try:
-                self.api.update_pod(body)
+                body = self.api.update_pod(body)
             except ApiGone:
                 continue
             if report.ready and not (running.written and running.written.ready):

@@ -21,30 +21,42 @@ class FakeApi:
         self.hold = False
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._uids = itertools.count(1)
+        self._revisions = itertools.count(1)
         self.writes: list[str] = []
+        self.snapshots = 0
 
     def add(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
         meta.setdefault("uid", f"u{next(self._uids)}")
+        meta["resourceVersion"] = str(next(self._revisions))
         self.objects[(body["kind"], meta.get("namespace", ""), meta["name"])] = body
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [copy.deepcopy(o) for (k, _, _), o in sorted(self.objects.items()) if k == kind]
 
     def snapshot(self) -> Snapshot:
+        self.snapshots += 1
         return Snapshot(self.of("Namespace"), self.of("Deployment"), self.of("Service"),
                         self.of("Pod"))  # fmt: skip
 
-    def create_pod(self, body: dict[str, Any]) -> None:
+    def create_pod(self, body: dict[str, Any]) -> dict[str, Any]:
         self.writes.append(f"create {body['metadata']['name']}")
-        self.add(copy.deepcopy(body))
+        stored = copy.deepcopy(body)
+        self.add(stored)
+        return copy.deepcopy(stored)
 
-    def update_pod(self, body: dict[str, Any]) -> None:
+    def update_pod(self, body: dict[str, Any]) -> dict[str, Any]:
         key = ("Pod", body["metadata"]["namespace"], body["metadata"]["name"])
         if key not in self.objects:
             raise ApiGone("gone")
+        expected = body["metadata"].get("resourceVersion")
+        if expected and expected != self.objects[key]["metadata"]["resourceVersion"]:
+            raise ApiGone("conflict")
         self.writes.append(f"status {key[2]} {body['status']['phase']}")
-        self.objects[key] = copy.deepcopy(body)
+        stored = copy.deepcopy(body)
+        stored["metadata"]["resourceVersion"] = str(next(self._revisions))
+        self.objects[key] = stored
+        return copy.deepcopy(stored)
 
     def delete_pod(self, namespace: str, name: str) -> None:
         if self.objects.pop(("Pod", namespace, name), None) is None:
@@ -116,8 +128,8 @@ class FakePod:
         self.on_change(self)
 
 
-def setup(tmp_path: Path) -> tuple[FakeApi, Runtime, list[FakePod]]:
-    api = FakeApi()
+def setup(tmp_path: Path, api: FakeApi | None = None) -> tuple[FakeApi, Runtime, list[FakePod]]:
+    api = api or FakeApi()
     made: list[FakePod] = []
 
     def factory(body: dict[str, Any], injected: bool, view: NetworkView,
@@ -156,9 +168,14 @@ def test_deployments_become_pod_objects_then_local_pods(tmp_path: Path) -> None:
     api.add(dep("sleep", "sleep", 1, ns="legacy"))
     runtime.reconcile_once()
     assert len(api.of("Pod")) == 3
-    assert runtime.dirty.is_set()  # created pods come back in the next pass
-    runtime.reconcile_once()
+    # The pods start in the pass that created them, with the objects as stored.
     assert len(made) == 3 and all(p.started for p in made)
+    assert {p.body["metadata"]["uid"] for p in made} == {
+        p["metadata"]["uid"] for p in api.of("Pod")
+    }
+    assert runtime.dirty.is_set()  # and the next pass reads a fresh snapshot
+    runtime.reconcile_once()
+    assert len(made) == 3  # the next pass starts none again
     injected = {p.body["metadata"]["namespace"]: p.injected for p in made}
     assert injected == {"default": True, "legacy": False}
     for p in made:
@@ -193,6 +210,44 @@ def test_statuses_are_written_when_pods_change_and_endpoints_follow(tmp_path: Pa
     api.writes.clear()
     runtime.reconcile_once()
     assert api.writes == []  # nothing changed: nothing written
+
+
+class _SnapshotWatcher(FakeApi):
+    """Records, at each snapshot, whether the pod's status was already written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ready_at_snapshot: list[bool] = []
+
+    def snapshot(self) -> Snapshot:
+        self.ready_at_snapshot += [pod_is_ready(p) for p in self.of("Pod")]
+        return super().snapshot()
+
+
+def test_a_pod_turning_ready_is_written_before_the_next_snapshot(tmp_path: Path) -> None:
+    api = _SnapshotWatcher()
+    _, runtime, made = setup(tmp_path, api)
+    api.add(dep("reviews-v1", "reviews", 1))
+    runtime.reconcile_once()
+    (pod,) = made
+    pod.become_ready("10.244.0.2")
+    api.ready_at_snapshot.clear()
+    runtime.reconcile_once()
+    assert api.ready_at_snapshot == [True]  # written first, then the fresh snapshot
+
+
+def test_a_ready_status_never_overwrites_a_pod_changed_meanwhile(tmp_path: Path) -> None:
+    api, runtime, made = setup(tmp_path)
+    api.add(dep("reviews-v1", "reviews", 1))
+    runtime.reconcile_once()
+    (pod,) = made
+    stored = api.of("Pod")[0]
+    stored["metadata"]["labels"]["team"] = "blue"  # a label added by someone else
+    api.add(stored)
+    pod.become_ready("10.244.0.2")
+    runtime.reconcile_once()
+    (now,) = api.of("Pod")
+    assert pod_is_ready(now) and now["metadata"]["labels"]["team"] == "blue"
 
 
 def test_deleted_pod_is_stopped_and_replaced(tmp_path: Path) -> None:
