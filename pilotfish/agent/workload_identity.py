@@ -28,6 +28,7 @@ import pwd
 import random
 import shutil
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -39,10 +40,12 @@ from pilotfish.identity import (
     SdsSettings,
     SecretManager,
     SecretManagerSettings,
+    SignedCertificate,
     SpiffeId,
     WorkloadSecret,
     token_from_file,
 )
+from pilotfish.identity.errors import CertificateRequestError
 from pilotfish.identity.sds_server import MAX_SOCKET_PATH
 
 log = logging.getLogger("pilotfish.agent")
@@ -125,6 +128,8 @@ class WorkloadIdentity:
         if settings.xds_tls is not None:
             with contextlib.suppress(OSError):
                 self._channel_roots = settings.xds_tls.ca_file.read_text()
+        #: ``--ca-file`` as last read (a change there is news, see :meth:`_fetch`).
+        self._file_roots = self._channel_roots
         self.manager = SecretManager(
             SecretManagerSettings(
                 self.spiffe_id,
@@ -132,7 +137,7 @@ class WorkloadIdentity:
                 renew_fraction=identity.renew_fraction,
                 jitter=identity.jitter,
             ),
-            self._ca,
+            self._fetch,
         )
         uid, gid = _owner(settings.envoy_user)
         self.sds = SdsServer(
@@ -201,6 +206,32 @@ class WorkloadIdentity:
                 log.debug("trust bundle watch ended: %s", exc)
             delay = min(30.0, 0.5 * 2 ** min(failures, 6)) if failures else 0.05
             await asyncio.sleep(delay * (0.5 + rng.random()))
+
+    async def _fetch(self, csr_pem: str, ttl: timedelta) -> SignedCertificate:
+        """A certificate from the CA. When the CA cannot be reached and ``--ca-file`` changed
+        since it was read, the next attempt verifies the control plane with the file's roots:
+        a pod started during a root rotation may have read them before its runtime copied
+        the new ones, and would otherwise reject the control plane's new certificate for
+        good."""
+        try:
+            return await self._ca(csr_pem, ttl)
+        except CertificateRequestError:
+            self._reread_ca_file()
+            raise
+
+    def _reread_ca_file(self) -> None:
+        if self.settings.xds_tls is None:
+            return
+        try:
+            text = self.settings.xds_tls.ca_file.read_text()
+        except OSError:
+            return
+        if text == self._file_roots or "BEGIN CERTIFICATE" not in text:
+            return
+        self._file_roots = text
+        if self._use_roots(text):
+            log.info("%s changed: verifying the control plane with its %d root(s) from now on",
+                     self.settings.xds_tls.ca_file, text.count("BEGIN CERTIFICATE"))  # fmt: skip
 
     def _use_roots(self, bundle: str) -> bool:
         """Verify the control plane with ``bundle`` from now on (its serving certificate may

@@ -17,13 +17,14 @@ import string
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pluggy
 import pytest
 
 from tests.conftest import _free_port
@@ -214,6 +215,41 @@ class Mesh:
                 found.append(f"process {proc.name}: {cmd[:200]}")
         return found
 
+    def diagnose(self) -> str:
+        """What a failed test's report shows of the mesh: pods, the logs of those not ready,
+        and the tails of the control plane's and the runtime's logs (gone after ``down``)."""
+        out: list[str] = []
+        res = self.cli("get", "pods", "-A", "-o", "json", check=False)
+        try:
+            pods = list(json.loads(res.stdout).get("items") or [])
+        except ValueError:
+            pods = []
+            out.append(f"get pods: {res.returncode} {res.stderr.strip()[:500]}")
+        pods_dir = self.root / "state" / "pods"
+        for pod in pods:
+            meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+            ns, name = meta.get("namespace"), meta.get("name")
+            containers = [
+                f"{c.get('name')}={next(iter(c.get('state') or {}), '?')}"
+                f"{'' if c.get('ready') else '(not ready)'}/{c.get('restartCount', 0)}"
+                for c in status.get("containerStatuses") or []
+            ]
+            out.append(f"pod {ns}/{name}: {status.get('phase')} ready={_ready(pod)} "
+                       f"{' '.join(containers)}")  # fmt: skip
+            if _ready(pod):
+                continue
+            for log in sorted((pods_dir / str(ns) / str(name)).glob("*.log")):
+                lines = log.read_text(errors="replace").splitlines()[-15:]
+                out += [f"  {log.name}: {line}" for line in lines]
+        for name, count in (("runtime.log", 40), ("server.log", 30)):
+            path = self.root / "state" / "logs" / name
+            try:
+                lines = path.read_text(errors="replace").splitlines()[-count:]
+            except OSError as exc:
+                lines = [str(exc)]
+            out += [f"{name}: {line}" for line in lines]
+        return "\n".join(out)
+
 
 def _ready(pod: dict[str, Any]) -> bool:
     for c in (pod.get("status") or {}).get("conditions") or []:
@@ -282,3 +318,22 @@ def bring_up(root: Path, command: tuple[str, ...] = ("up",)) -> Iterator[Mesh]:
 
 def get(url: str, cookies: dict[str, str] | None = None, timeout: float = 10) -> httpx.Response:
     return httpx.get(url, cookies=cookies, timeout=timeout)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
+    """A failed test's report carries the mesh as it was (its logs go away with ``down``)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    funcargs = getattr(item, "funcargs", {})
+    for value in funcargs.values():
+        if isinstance(value, Mesh):
+            try:
+                text = value.diagnose()
+            except Exception as exc:  # the report must not hide the failure itself
+                text = f"no diagnosis: {exc!r}"
+            report.sections.append(("mesh at the failure", text))

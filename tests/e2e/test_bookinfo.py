@@ -687,10 +687,19 @@ def test_the_dashboard_shows_bookinfo_live(mesh: Mesh, tmp_path: Path) -> None:
     ratings = "workload:default:ratings-v1"
     wanted = {(gw, pp), (pp, "workload:default:details-v1")}
     wanted |= {(pp, r) for r in reviews} | {(reviews[1], ratings), (reviews[2], ratings)}
+    codes: list[str] = []
+
+    def legacy_calls(count: int) -> None:
+        """Plaintext calls from outside the mesh (PERMISSIVE): the ``unknown`` source. Made
+        while waiting too: a rate needs the counter to grow between two scrapes."""
+        for _ in range(count):
+            url = "http://productpage.default:9080/productpage"
+            res = mesh.local("exec", legacy, "-n", "legacy", "--", "curl", "-s", "-m", "5",
+                             "-o", "/dev/null", "-w", "%{http_code}", url, check=False)  # fmt: skip
+            codes.append(res.stdout.strip() or f"exit {res.returncode}")
+
     with Load(mesh), chromium("dashboard") as b:
-        for _ in range(5):  # plaintext calls from outside the mesh (PERMISSIVE)
-            mesh.local("exec", legacy, "-n", "legacy", "--", "curl", "-s", "-o", "/dev/null",
-                       "http://productpage.default:9080/productpage", check=False)  # fmt: skip
+        legacy_calls(5)
         page = b.page
         page.goto(mesh.dashboard)
         page.wait_for_selector("#login")  # no session: the sign-in form
@@ -707,7 +716,8 @@ def test_the_dashboard_shows_bookinfo_live(mesh: Mesh, tmp_path: Path) -> None:
 
         deadline = time.monotonic() + 120
         while not wanted <= set(edges()) or ("unknown", pp) not in edges():
-            assert time.monotonic() < deadline, f"edges: {sorted(edges())}"
+            assert time.monotonic() < deadline, f"edges: {sorted(edges())}; legacy: {codes}"
+            legacy_calls(1)
             page.click("#graph-refresh")
             page.wait_for_timeout(2000)
         nodes = {n["id"] for n in graph()["nodes"]}
