@@ -67,6 +67,7 @@ _OLD_NAMES = {
     "envoy.router": "envoy.filters.http.router",
     "envoy.cors": "envoy.filters.http.cors",
     "envoy.fault": "envoy.filters.http.fault",
+    "envoy.grpc_web": "envoy.filters.http.grpc_web",
     "envoy.tcp_proxy": "envoy.filters.network.tcp_proxy",
     "envoy.listener.tls_inspector": "envoy.filters.listener.tls_inspector",
     "envoy.listener.original_dst": "envoy.filters.listener.original_dst",

@@ -1,6 +1,7 @@
 """HTTP filters and the HTTP connection manager, and per-route filter configs.
 
-Every HCM Pilotfish builds carries, in Istio's order: ``envoy.filters.http.fault``,
+Every HCM Pilotfish builds carries, in Istio's order (after ``envoy.filters.http.grpc_web`` on
+GRPC-Web ports and Gateway servers): ``envoy.filters.http.fault``,
 ``envoy.filters.http.cors`` and ``envoy.filters.http.router``. Fault and CORS do nothing
 unless a route carries its own config in ``typed_per_filter_config`` (built here from a
 VirtualService ``fault`` / ``corsPolicy``). Later issues insert their filters (stats...)
@@ -22,6 +23,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.grpc_web.v3 import grpc_web_pb2
 from envoy.extensions.filters.http.on_demand.v3 import on_demand_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -54,6 +56,10 @@ from pilotfish.translate.telemetry import (
 
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
+#: Envoy's gRPC-Web translation: a browser's gRPC-Web request (HTTP/1.1 or HTTP/2,
+#: ``application/grpc-web*``) goes on as gRPC, and the gRPC answer (trailers included) comes
+#: back framed as gRPC-Web. Istio adds it where the port (or Gateway server) is GRPC-Web.
+GRPC_WEB_FILTER = "envoy.filters.http.grpc_web"
 ROUTER_FILTER = "envoy.filters.http.router"
 ON_DEMAND_FILTER = "envoy.filters.http.on_demand"
 #: How long a request waits for a cluster it is the first to use (Envoy's default).
@@ -158,17 +164,26 @@ def on_demand_filter() -> hcm_pb2.HttpFilter:
 
 
 def http_filters(
-    security: Sequence[hcm_pb2.HttpFilter] = (), *, on_demand: bool = False
+    security: Sequence[hcm_pb2.HttpFilter] = (),
+    *,
+    on_demand: bool = False,
+    grpc_web: bool = False,
 ) -> list[hcm_pb2.HttpFilter]:
-    """The HCM's filters: ``security`` (jwt_authn, RBAC) first, then fault, CORS, the
-    on-demand cluster filter (outbound, with the mesh's ``onDemandClusters``), router."""
+    """The HCM's filters: ``security`` (jwt_authn, RBAC) first, then gRPC-Web (``grpc_web``:
+    a GRPC-Web port or Gateway server, where Istio puts it, after the security filters), fault,
+    CORS, the on-demand cluster filter (outbound, with the mesh's ``onDemandClusters``), router."""
     return [
         *security,
+        *([grpc_web_filter()] if grpc_web else []),
         hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=pack(fault_pb2.HTTPFault())),
         hcm_pb2.HttpFilter(name=CORS_FILTER, typed_config=pack(cors_pb2.Cors())),
         *([on_demand_filter()] if on_demand else []),
         hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router())),
     ]
+
+
+def grpc_web_filter() -> hcm_pb2.HttpFilter:
+    return hcm_pb2.HttpFilter(name=GRPC_WEB_FILTER, typed_config=pack(grpc_web_pb2.GrpcWeb()))
 
 
 def http_connection_manager(
@@ -181,11 +196,13 @@ def http_connection_manager(
     telemetry: HcmTelemetry | None = None,
     local_reply: hcm_pb2.LocalReplyConfig | None = None,
     on_demand: bool = False,
+    grpc_web: bool = False,
 ) -> hcm_pb2.HttpConnectionManager:
     """An HCM that takes its routes from RDS over ADS (``route_config_name``) or inline;
     ``security_filters`` (from ``inbound_http_filters``) run before the others; ``telemetry``
     adds Istio's metrics, access logs and tracing (and, inbound, the peer header edge first);
-    ``on_demand`` fetches a routed cluster the proxy lacks (on-demand CDS)."""
+    ``on_demand`` fetches a routed cluster the proxy lacks (on-demand CDS); ``grpc_web``
+    translates gRPC-Web requests to gRPC (``grpc_web_filter``)."""
     edge: list[hcm_pb2.HttpFilter] = []
     if telemetry is not None and telemetry.peer_edge:
         edge.append(HttpFilter(name=HEADER_TO_METADATA, typed_config=pack(peer_metadata_filter())))
@@ -199,7 +216,9 @@ def http_connection_manager(
     hcm = HCM(
         stat_prefix=stat_prefix,
         codec_type=HCM.CodecType.AUTO,
-        http_filters=http_filters([*edge, *security_filters], on_demand=on_demand),
+        http_filters=http_filters(
+            [*edge, *security_filters], on_demand=on_demand, grpc_web=grpc_web
+        ),
     )
     if telemetry is not None:
         hcm.access_log.extend(telemetry.access_logs)

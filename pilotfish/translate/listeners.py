@@ -151,11 +151,16 @@ def hcm_filter(**kwargs: Any) -> lc.Filter:
 # ---- outbound ---------------------------------------------------------------------------------
 
 
-def serves_grpc(scope: SidecarScope, port: int | None = None) -> bool:
+def serves_grpc(
+    scope: SidecarScope, port: int | None = None, protocol: Protocol = Protocol.GRPC
+) -> bool:
     """Whether a service the scope sees speaks gRPC (on ``port``, or on any port): such
-    connection managers count gRPC messages for Istio's message metrics."""
+    connection managers count gRPC messages for Istio's message metrics. With
+    ``protocol=Protocol.GRPC_WEB``: whether one speaks gRPC-Web, so the connection manager
+    translates gRPC-Web to gRPC (Istio keys it on the listener's port protocol; here any
+    GRPC-Web service on the port turns it on, which leaves plain gRPC and HTTP untouched)."""
     return any(
-        sp.protocol == Protocol.GRPC and (port is None or sp.port == port)
+        sp.protocol == protocol and (port is None or sp.port == port)
         for svc in scope.services
         for sp in svc.ports
     )
@@ -181,6 +186,7 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
                             route_config_name=str(port),
                             telemetry=client_http(push, proxy, serves_grpc(scope, port)),
                             on_demand=on_demand,
+                            grpc_web=serves_grpc(scope, port, Protocol.GRPC_WEB),
                         )
                     ],
                 )
@@ -286,6 +292,7 @@ def explicit_outbound(push: PushContext, proxy: Proxy) -> Listener:
                         route_config_name=str(port),
                         telemetry=client_http(push, proxy, serves_grpc(proxy.sidecar_scope(push))),
                         on_demand=ondemand.enabled(push, proxy),
+                        grpc_web=serves_grpc(proxy.sidecar_scope(push), None, Protocol.GRPC_WEB),
                     )
                 ]
             )
@@ -317,6 +324,9 @@ def bound_egress_listeners(push: PushContext, proxy: Proxy) -> list[Listener]:
                                     push, proxy, serves_grpc(proxy.sidecar_scope(push), port)
                                 ),
                                 on_demand=ondemand.enabled(push, proxy),
+                                grpc_web=serves_grpc(
+                                    proxy.sidecar_scope(push), port, Protocol.GRPC_WEB
+                                ),
                             )
                         ]
                     )
@@ -368,6 +378,7 @@ def _inbound_filters(
             security_filters=security,
             telemetry=server_http(push, proxy, target, mtls, protocol == Protocol.GRPC),
             local_reply=denial_replies(push, proxy, target),
+            grpc_web=protocol == Protocol.GRPC_WEB,
         )
         set_client_cert_forwarding(hcm, mtls)
         return [lc.Filter(name=HCM_FILTER, typed_config=pack(hcm))]
@@ -631,6 +642,9 @@ def gateway_listeners(push: PushContext, proxy: Proxy) -> list[Listener]:
                             security_filters=inbound_http_filters(push, proxy, bind),
                             telemetry=client_http(push, proxy),
                             local_reply=denial_replies(push, proxy, bind),
+                            grpc_web=any(
+                                (s.port.protocol or "").upper() == "GRPC-WEB" for _, s in http[bind]
+                            ),
                         )
                     ]
                 )

@@ -46,7 +46,6 @@ ISTIO_ONLY_FILTERS = {
     "istio.metadata_exchange": "peer metadata comes from envoy.filters.http.header_to_metadata",
     "istio_authn": "JWT results come straight from envoy.filters.http.jwt_authn",
     "istio.alpn": "the mesh ALPN is set on the upstream TLS context",
-    "envoy.filters.http.grpc_stats": "gRPC stats are not generated",
 }
 
 LOCAL_RATE_LIMIT = (

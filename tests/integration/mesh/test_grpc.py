@@ -323,3 +323,123 @@ spec:
     )
     eventually(lambda: in_flight_connections() >= 3, 30, "a connection per stream")
     g.delete("destinationrule", "echo")
+
+
+# ---- gRPC-Web ---------------------------------------------------------------------------------
+
+#: An answer: HTTP status, content type, frames (flag byte, bytes).
+Answer = tuple[int, str, list[tuple[int, bytes]]]
+
+
+def grpc_web_call(url: str, host: str, payload: bytes) -> Answer:
+    """A gRPC-Web unary call to ``echo.Echo/Say`` as a browser's library sends it (HTTP/1.1
+    POST, ``application/grpc-web+proto``, one length-prefixed message): the status, the
+    content type and the frames of the answer (flag byte, bytes; flag 0x80: trailers)."""
+    body = b"\x00" + len(payload).to_bytes(4, "big") + payload
+    res = httpx.post(
+        f"{url}/echo.Echo/Say",
+        content=body,
+        headers={"Host": host, "Content-Type": "application/grpc-web+proto", "X-Grpc-Web": "1"},
+        timeout=10,
+    )
+    frames, data = [], res.content
+    while len(data) >= 5:
+        size = int.from_bytes(data[1:5], "big")
+        frames.append((data[0], data[5 : 5 + size]))
+        data = data[5 + size :]
+    return res.status_code, res.headers.get("content-type", ""), frames
+
+
+def translated(answer: Answer, payload: bytes) -> bool:
+    """The gRPC server's reply came back as gRPC-Web: the message, then the trailers
+    (``grpc-status: 0``) as the last frame of the body."""
+    status, content_type, frames = answer
+    return (
+        status == 200
+        and content_type.startswith("application/grpc-web")
+        and frames[:1] == [(0, payload)]
+        and len(frames) == 2
+        and frames[1][0] == 0x80
+        and b"grpc-status:0" in frames[1][1].replace(b" ", b"")
+    )
+
+
+def wait_translated(url: str, host: str, payload: bytes, what: str) -> None:
+    """Wait (generously) until a gRPC-Web call through ``url`` is ``translated``; the failure
+    names the last answer seen."""
+    last: list[Answer] = []
+
+    def through() -> bool:
+        last[:] = [grpc_web_call(url, host, payload)]
+        return translated(last[0], payload)
+
+    try:
+        eventually(through, 30, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last answer: {last}") from None
+
+
+def test_grpc_web_is_translated_on_grpc_web_ports(grpc_mesh: GrpcMesh) -> None:
+    """A ``grpc-web`` port gets Envoy's gRPC-Web filter, as Istio adds it: a gRPC-Web request
+    (HTTP/1.1) reaches the real gRPC server as gRPC and its answer, trailers included, comes
+    back framed as gRPC-Web, through the caller's sidecar and straight into the server's
+    (its inbound listener translates too). On a ``grpc`` port nothing translates (no trailer
+    frame), and plain gRPC keeps working on a ``grpc-web`` port."""
+    g = grpc_mesh
+    url = f"http://127.0.0.1:{g.client.outbound_port}"
+    server = next(sc for sc in g.mesh.sidecars if sc.name == "echo-v1")
+    inbound = f"http://{server.ip}:{server.inbound_port}"
+    untranslated = grpc_web_call(url, "echo:9090", b"web")
+    assert not translated(untranslated, b"web"), untranslated
+    try:
+        g.apply(service("{name: grpc-web, port: 9090}"))
+        wait_translated(url, "echo:9090", b"web", "a gRPC-Web answer on a grpc-web port")
+        wait_translated(inbound, "echo:9090", b"in", "a gRPC-Web answer from the server sidecar")
+        assert g.call("Say", "native") == "native"
+    finally:
+        g.apply(service())
+
+
+def test_grpc_web_gateway_server_translates(grpc_mesh: GrpcMesh) -> None:
+    """A Gateway server with ``protocol: GRPC-WEB`` translates at the gateway (the service's
+    own port stays ``grpc``), where a browser's gRPC-Web requests enter the mesh; an ``HTTP``
+    server on the same gateway does not."""
+    g = grpc_mesh
+    gw = g.mesh.add(
+        "grpc-web-gateway", {"istio": "webgateway"}, proxy_type="router", gateway_ports=(80, 81)
+    )
+    assert gw.gateway_ports is not None
+    g.apply(
+        """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: web-gateway}
+spec:
+  selector: {istio: webgateway}
+  servers:
+  - port: {number: 80, name: grpc-web, protocol: GRPC-WEB}
+    hosts: ["*"]
+  - port: {number: 81, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo-web}
+spec:
+  hosts: ["*"]
+  gateways: [web-gateway]
+  http:
+  - route:
+    - destination: {host: echo, port: {number: 9090}}
+"""
+    )
+    try:
+        web = f"http://{gw.ip}:{gw.gateway_ports[80]}"
+        plain = f"http://{gw.ip}:{gw.gateway_ports[81]}"
+        wait_translated(web, "echo.example.com", b"gw", "a gRPC-Web answer through the gateway")
+        answer = grpc_web_call(plain, "echo.example.com", b"gw")
+        assert answer[0] != 404 and not translated(answer, b"gw"), answer
+    finally:
+        g.delete("virtualservice", "echo-web")
+        g.delete("gateway", "web-gateway")
+        gw.stop()
