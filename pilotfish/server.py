@@ -14,6 +14,7 @@ loopback setups.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import json
 import logging
@@ -57,7 +58,7 @@ from pilotfish.config.store.factory import is_postgres, url_scheme
 from pilotfish.contextfile import DEFAULT_HOME, Context, save_context
 from pilotfish.dashboard.app import DEFAULT_PORT as DASHBOARD_PORT
 from pilotfish.dashboard.app import Dashboard, DashboardSettings, add_dashboard_routes
-from pilotfish.errors import StoreError
+from pilotfish.errors import PilotfishError, StoreError
 from pilotfish.identity.errors import TokenError
 from pilotfish.model.jwks import JwksFetcher, JwksSettings
 from pilotfish.model.push_context import MeshSettings, PushContext
@@ -97,6 +98,13 @@ SIDECAR_RECONNECT_GRACE_S = 5.0
 #: its start: Envoy retries its xDS stream with a jittered backoff of up to 30 s, and a live
 #: sidecar must not vanish from every client meanwhile (a restart reconnects them all).
 SIDECAR_RESTART_GRACE_S = 30.0
+#: WorkloadEntry cleanup (auto-registration): each replica renews a heartbeat lease
+#: ``replica/<its name>`` of this TTL every tick on a store with leases (PostgreSQL); the
+#: leader (lease ``workloadentry-cleanup``) sweeps the entries of replicas whose heartbeat
+#: lapsed. Without leases (SQLite) there is one replica: any other name is a former run.
+ENTRY_HEARTBEAT_TTL_S = 10.0
+ENTRY_CLEANUP_TICK_S = 2.0
+ENTRY_CLEANUP_LEASE = "workloadentry-cleanup"
 #: In the data directory: the sidecars whose endpoint exists only through their connection,
 #: as last connected (written within ``SIDECARS_RECORD_DELAY_S`` of a change).
 SIDECARS_FILE = "connected-sidecars.json"
@@ -152,6 +160,9 @@ class ServerSettings:
     #: over replicas again; open streams get ``max_connection_age_grace`` to finish.
     max_connection_age: float = 1800.0
     max_connection_age_grace: float = 10.0
+    #: How long an auto-registered WorkloadEntry whose managing replica is gone (killed, or
+    #: restarted as a new replica) waits for its agent to reconnect before it is deleted.
+    workload_entry_cleanup_grace: float = SIDECAR_RESTART_GRACE_S
     #: Serve the HTTP API over TLS (``--api-tls``): with ``api_tls_cert``/``api_tls_key`` when
     #: given, else with a certificate from the mesh CA (clients verify it with the mesh roots).
     api_tls: bool = False
@@ -183,6 +194,7 @@ class ServerSettings:
         dashboard_listen: str | None = "127.0.0.1:20001",
         max_connection_age: float = 1800.0,
         max_connection_age_grace: float = 10.0,
+        workload_entry_cleanup_grace: float = SIDECAR_RESTART_GRACE_S,
         api_tls: bool = False,
         api_tls_cert: Path | None = None,
         api_tls_key: Path | None = None,
@@ -211,6 +223,7 @@ class ServerSettings:
             dashboard_listen=dashboard_listen or None,
             max_connection_age=max_connection_age,
             max_connection_age_grace=max_connection_age_grace,
+            workload_entry_cleanup_grace=workload_entry_cleanup_grace,
             api_tls=api_tls or api_tls_cert is not None,
             api_tls_cert=api_tls_cert.expanduser().resolve() if api_tls_cert else None,
             api_tls_key=api_tls_key.expanduser().resolve() if api_tls_key else None,
@@ -725,6 +738,41 @@ def start_canary_controller(
     return task, checks
 
 
+async def run_entry_cleanup(
+    store: Store, autoregistration: AutoRegistration, grace: float, stop: asyncio.Event
+) -> None:
+    """Auto-registered WorkloadEntries whose managing replica is gone: this replica's
+    heartbeat, and on the leader the sweep (:meth:`AutoRegistration.sweep`)."""
+    me = autoregistration.controller
+    try_lease = getattr(store, "try_lease", None)
+    lease_holder = getattr(store, "lease_holder", None)
+
+    def alive(controller: str) -> bool:
+        if lease_holder is None:
+            return False  # one replica per store: another name is a run before this one
+        return bool(lease_holder(f"replica/{controller}") == controller)
+
+    while not stop.is_set():
+        try:
+            leader = True
+            if try_lease is not None:
+                try_lease(f"replica/{me}", me, ENTRY_HEARTBEAT_TTL_S)
+                leader = bool(try_lease(ENTRY_CLEANUP_LEASE, me, ENTRY_HEARTBEAT_TTL_S))
+            if leader:
+                autoregistration.sweep(alive, time.monotonic(), grace)
+        except PilotfishError as exc:
+            log.warning("WorkloadEntry cleanup: %s", exc)
+        except Exception:  # a bug in one pass must not stop the cleanup
+            log.exception("WorkloadEntry cleanup pass failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), ENTRY_CLEANUP_TICK_S)
+    release = getattr(store, "release_lease", None)
+    if release is not None:
+        with contextlib.suppress(PilotfishError):
+            release(ENTRY_CLEANUP_LEASE, me)
+            release(f"replica/{me}", me)
+
+
 def start_dashboard(
     settings: ServerSettings, store: Store, mesh: Mesh, token: str, api: web.Application
 ) -> Dashboard | None:
@@ -886,6 +934,12 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
         await mesh.start()
         collector = await start_trace_collector(settings, store)
         canaries = start_canary_controller(settings, store, mesh.vips, stop)
+        cleanup = asyncio.create_task(
+            run_entry_cleanup(
+                store, mesh.autoregistration, settings.workload_entry_cleanup_grace, stop
+            ),
+            name="workloadentry-cleanup",
+        )
         api = ApiServer(
             store,
             ApiSettings(
@@ -943,6 +997,7 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
         if canaries is not None:
             await canaries[0]
             await canaries[1].close()
+        await cleanup
         if api_worker is not None:
             await api_worker.stop()
         await runner.cleanup()

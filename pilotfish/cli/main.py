@@ -966,6 +966,14 @@ def _proxy_diff(g: Globals, pod: str, namespace: str | None, file: str | None) -
     "is closed (the proxy reconnects and keeps its config meanwhile).",
 )
 @click.option(
+    "--workload-entry-cleanup-grace",
+    default="30s",
+    show_default=True,
+    metavar="DURATION",
+    help="How long a WorkloadEntry auto-registered through a replica that is gone (killed, "
+    "restarted) is kept for its agent to reconnect before it is deleted.",
+)
+@click.option(
     "--api-tls",
     is_flag=True,
     help="Serve the HTTP API over HTTPS with a certificate from the mesh CA (the same names "
@@ -1005,6 +1013,7 @@ def server(
     xds_plaintext: bool,
     max_connection_age: str,
     max_connection_age_grace: str,
+    workload_entry_cleanup_grace: str,
     api_tls: bool,
     api_tls_cert: Path | None,
     api_tls_key: Path | None,
@@ -1028,6 +1037,7 @@ def server(
     for option, text in (
         ("--max-connection-age", max_connection_age),
         ("--max-connection-age-grace", max_connection_age_grace),
+        ("--workload-entry-cleanup-grace", workload_entry_cleanup_grace),
     ):
         try:
             ages[option] = parse_duration(text)
@@ -1049,6 +1059,7 @@ def server(
         prometheus_url=prometheus_url,
         max_connection_age=ages["--max-connection-age"],
         max_connection_age_grace=ages["--max-connection-age-grace"],
+        workload_entry_cleanup_grace=ages["--workload-entry-cleanup-grace"],
         api_tls=api_tls,
         api_tls_cert=api_tls_cert,
         api_tls_key=api_tls_key,

@@ -6,7 +6,9 @@ stores the WorkloadEntry ``<NAME>-<IP>`` built from the group's template (labels
 service account, network, locality, weight) with the agent's address, annotated with the
 group and the replica that manages it. When the agent has been gone for the reconnect grace,
 the replica that manages the entry deletes it; an agent that reconnected meanwhile, here or
-to another replica (which then manages it), keeps it.
+to another replica (which then manages it), keeps it. When the managing replica itself is gone
+(killed, restarted: a restarted control plane is a new replica), :meth:`AutoRegistration.sweep`
+on the leader deletes its entries that no agent took back within the cleanup grace.
 
 The registry merges the connected sidecar with its entry (as with a Pod): the entry gives the
 template's labels, named ports and health, the sidecar its explicit-mode port mapping.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,6 +104,8 @@ class AutoRegistration:
         #: The latest health each agent reported, by (namespace, entry name): applied when
         #: its entry is (re)created, since the report may come before Envoy's stream.
         self._health: dict[tuple[str, str], tuple[bool, str]] = {}
+        #: Entries whose managing replica was found gone: (revision then, when first found).
+        self._orphans: dict[Key, tuple[int, float]] = {}
 
     def connected(self, node: NodeInfo) -> str | None:
         """Store the node's WorkloadEntry; its name, or None (no group asked, or none found)."""
@@ -188,3 +193,51 @@ class AutoRegistration:
             return False
         log.info("removed WorkloadEntry %s/%s: its proxy left", node.namespace, name)
         return True
+
+    def sweep(self, alive: Callable[[str], bool], now: float, grace: float) -> list[Key]:
+        """Delete the auto-registered entries whose managing replica is gone (``alive`` says
+        no for the replica named in ``istio.io/workloadController``) and that nothing rewrote
+        for ``grace`` seconds since they were first found so (``now``: a monotonic clock). An
+        agent that reconnects to any replica rewrites its entry, naming that replica, so a
+        rewritten entry is kept; an agent that left while its replica was gone is never back,
+        and its entry must not keep an endpoint that answers nobody. Returns what was
+        deleted. Run by one replica at a time (the leader)."""
+        deleted: list[Key] = []
+        seen: set[Key] = set()
+        alive_memo: dict[str, bool] = {}
+        for stored in self.store.list("WorkloadEntry"):
+            annotations = (stored.body.get("metadata") or {}).get("annotations") or {}
+            if not annotations.get(AUTO_REGISTRATION_GROUP_ANNOTATION):
+                continue
+            controller = str(annotations.get(WORKLOAD_CONTROLLER_ANNOTATION) or "")
+            if controller == self.controller:
+                continue  # ours: removed by left() once its agent has gone for the grace
+            if controller not in alive_memo:
+                alive_memo[controller] = bool(controller) and alive(controller)
+            if alive_memo[controller]:
+                continue
+            seen.add(stored.key)
+            revision, since = self._orphans.get(stored.key, (stored.revision, now))
+            if revision != stored.revision:  # rewritten meanwhile: count from now
+                revision, since = stored.revision, now
+            self._orphans[stored.key] = (revision, since)
+            if now - since < grace:
+                continue
+            try:
+                self.store.commit([Delete(stored.key, expected_revision=stored.revision)])
+            except PilotfishError as exc:
+                log.info("kept WorkloadEntry %s: %s", stored.key, exc)
+                continue
+            self._orphans.pop(stored.key, None)
+            deleted.append(stored.key)
+            log.info(
+                "removed WorkloadEntry %s/%s: the replica that managed it (%s) is gone and "
+                "its agent did not reconnect within %.0f s",
+                stored.key.namespace,
+                stored.key.name,
+                controller or "none",
+                grace,
+            )
+        for key in set(self._orphans) - seen:
+            self._orphans.pop(key, None)
+        return deleted

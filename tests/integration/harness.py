@@ -153,7 +153,12 @@ def start_control_plane(
 
 
 def start_replica(
-    root: Path, name: str, store_url: str, api_port: int, xds_port: int
+    root: Path,
+    name: str,
+    store_url: str,
+    api_port: int,
+    xds_port: int,
+    extra_args: tuple[str, ...] = (),
 ) -> ControlPlane:
     """One control-plane replica on the PostgreSQL database ``store_url``: its own data
     directory (``root/name``), the CA directory shared with the others (``root/shared-ca``;
@@ -165,7 +170,7 @@ def start_replica(
         root / name / "config",
         api_port,
         xds_port,
-        ("--store", store_url, "--ca-dir", str(root / "shared-ca")),
+        ("--store", store_url, "--ca-dir", str(root / "shared-ca"), *extra_args),
     )
 
 

@@ -366,6 +366,17 @@ class PostgresStore:
             ).fetchone()
         return row is not None
 
+    def lease_holder(self, name: str) -> str | None:
+        """Who holds the lease ``name`` now (not expired, by the database's clock), or None.
+        Reads only: a replica's heartbeat lease tells the others it is alive."""
+        with self._locked() as conn, wrap_errors(self._where, "lease"):
+            row = conn.execute(
+                "SELECT holder FROM pilotfish_leases"
+                " WHERE name = %s AND expires_at >= clock_timestamp()",
+                (name,),
+            ).fetchone()
+        return None if row is None else str(row[0])
+
     def release_lease(self, name: str, holder: str) -> None:
         """Give the lease up now if ``holder`` holds it, so another replica takes it at once."""
         with self._locked() as conn, wrap_errors(self._where, "lease"):

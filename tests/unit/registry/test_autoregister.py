@@ -99,3 +99,40 @@ def test_registration_needs_a_token_of_that_group_and_its_identity() -> None:
     named = registration_problem(_asking(service_account="x"), GROUP, "apps", "vmsa", "vm")
     assert "names service account x" in named
     assert "does not exist" in registration_problem(node, None, "apps", "vmsa", "vm")
+
+
+def test_sweep_removes_entries_of_a_gone_replica_that_no_agent_took_back() -> None:
+    from pilotfish.config.store import MemoryStore, Put
+    from pilotfish.config.store.base import Key
+    from pilotfish.registry.autoregister import AutoRegistration
+
+    store = MemoryStore()
+    store.commit([Put(GROUP)])
+    plain = {**auto_registered_entry(GROUP, "10.0.0.9", {}, "cp-a"), "metadata": {
+        "name": "by-hand", "namespace": "apps"}}  # fmt: skip
+    for body in (
+        auto_registered_entry(GROUP, "10.0.0.1", {}, "cp-a"),  # gone replica, agent gone
+        auto_registered_entry(GROUP, "10.0.0.2", {}, "cp-a"),  # gone replica, agent back
+        auto_registered_entry(GROUP, "10.0.0.3", {}, "cp-b"),  # live replica
+        auto_registered_entry(GROUP, "10.0.0.4", {}, "cp-me"),  # this replica's own
+        plain,  # not auto-registered
+    ):
+        store.commit([Put(body)])
+    me = AutoRegistration(store, "cp-me")
+    alive = {"cp-b"}.__contains__
+    names = lambda: {o.name for o in store.list("WorkloadEntry")}  # noqa: E731
+
+    assert me.sweep(alive, now=100.0, grace=30.0) == []  # first seen gone: the grace starts
+    # The agent of 10.0.0.2 reconnects to replica b, which rewrites its entry.
+    store.commit([Put(auto_registered_entry(GROUP, "10.0.0.2", {}, "cp-b"))])
+    assert me.sweep(alive, now=129.0, grace=30.0) == []
+    deleted = me.sweep(alive, now=130.0, grace=30.0)
+    assert deleted == [Key("WorkloadEntry", "apps", "vm-10.0.0.1")]
+    assert names() == {"vm-10.0.0.2", "vm-10.0.0.3", "vm-10.0.0.4", "by-hand"}
+
+    # Rewritten by a replica that is gone too: counted again from the rewrite.
+    store.commit([Put(auto_registered_entry(GROUP, "10.0.0.3", {}, "cp-c"))])
+    assert me.sweep(alive, now=140.0, grace=30.0) == []
+    store.commit([Put(auto_registered_entry(GROUP, "10.0.0.3", {"x": "y"}, "cp-c"))])
+    assert me.sweep(alive, now=171.0, grace=30.0) == []
+    assert me.sweep(alive, now=201.0, grace=30.0) == [Key("WorkloadEntry", "apps", "vm-10.0.0.3")]
