@@ -127,6 +127,15 @@ class AutoRegistration:
         reported = self._health.get((node.namespace, name))
         if reported is not None:
             body["status"] = with_health_condition(None, *reported)
+        else:
+            # Reconnected from another replica (failover, maximum connection age) while its
+            # health reports go elsewhere: keep the health already stored, or an unhealthy
+            # entry would serve again until the agent's next change of health.
+            current = self.store.get(Key("WorkloadEntry", node.namespace, name))
+            meta = (current.body.get("metadata") or {}) if current is not None else {}
+            ours = (meta.get("annotations") or {}).get(AUTO_REGISTRATION_GROUP_ANNOTATION)
+            if current is not None and ours == group_name and current.body.get("status"):
+                body["status"] = copy.deepcopy(current.body["status"])
         if name != node.pod_name:
             log.warning(
                 "proxy %s registers into WorkloadGroup %s/%s as %s (the group's network "

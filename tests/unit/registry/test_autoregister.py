@@ -136,3 +136,30 @@ def test_sweep_removes_entries_of_a_gone_replica_that_no_agent_took_back() -> No
     store.commit([Put(auto_registered_entry(GROUP, "10.0.0.3", {"x": "y"}, "cp-c"))])
     assert me.sweep(alive, now=171.0, grace=30.0) == []
     assert me.sweep(alive, now=201.0, grace=30.0) == [Key("WorkloadEntry", "apps", "vm-10.0.0.3")]
+
+
+def test_an_agent_reconnecting_to_another_replica_keeps_its_stored_health() -> None:
+    from pilotfish.config.store import MemoryStore, Put
+    from pilotfish.config.store.base import Key
+    from pilotfish.registry.autoregister import AutoRegistration
+
+    store = MemoryStore()
+    store.commit([Put(GROUP)])
+    node = _asking()
+    key = Key("WorkloadEntry", "apps", "vm-10.0.0.7")
+    a = AutoRegistration(store, "cp-a")
+    assert a.connected(node) == "vm-10.0.0.7"
+    assert a.health(node, False, "HTTP status 503")
+    # Envoy reconnects to replica b; the agent's health stream stays on a.
+    b = AutoRegistration(store, "cp-b")
+    assert b.connected(node) == "vm-10.0.0.7"
+    stored = store.get(key)
+    assert stored is not None
+    assert stored.body["metadata"]["annotations"]["istio.io/workloadController"] == "cp-b"
+    (condition,) = stored.body["status"]["conditions"]
+    assert (condition["status"], condition["message"]) == ("False", "HTTP status 503")
+    # What b heard itself wins.
+    b.health(node, True, "")
+    assert b.connected(node) == "vm-10.0.0.7"
+    stored = store.get(key)
+    assert stored is not None and stored.body["status"]["conditions"][0]["status"] == "True"
