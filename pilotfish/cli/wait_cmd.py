@@ -11,6 +11,7 @@ config did not change is done as soon as the control plane has compared it.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,6 +116,45 @@ def wait_for_sync(client: Any, revision: int | None, timeout_s: float) -> int:
     return 1
 
 
+def stored_revision(client: Any, bodies: list[dict[str, Any]], namespace: str | None) -> int:
+    """The config revision that holds every object of ``bodies`` as stored: the highest
+    ``metadata.resourceVersion`` (each object's last write). An object that is not stored
+    fails, naming it: there is no revision to wait for."""
+    from pilotfish.api import kinds
+    from pilotfish.cli.addons_cmd import is_addon_operator
+    from pilotfish.errors import ApiError, UnknownKindError
+
+    revision = 0
+    missing: list[str] = []
+    for body in bodies:
+        kind = str(body.get("kind", ""))
+        meta = body.get("metadata")
+        meta = meta if isinstance(meta, dict) else {}
+        name, ns = str(meta.get("name", "")), meta.get("namespace") or namespace or "default"
+        if is_addon_operator(body):  # samples/addons: laid over the installed operator
+            name, ns = "installed-state", "istio-system"
+        try:
+            info = kinds.by_kind(kind)
+        except UnknownKindError:
+            missing.append(f"{kind or '(no kind)'} {ns}/{name}: not a kind Pilotfish serves")
+            continue
+        label = f"{kind} {ns}/{name}" if info.namespaced else f"{kind} {name}"
+        try:
+            stored = client.get(info, ns, name)
+        except ApiError as e:
+            if e.status != 404:
+                raise
+            missing.append(f"{label}: not stored (apply it first)")
+            continue
+        rv = str((stored.get("metadata") or {}).get("resourceVersion") or "0")
+        revision = max(revision, int(rv) if rv.isdigit() else 0)
+    if missing:
+        for line in missing:
+            click.echo(f"error: {line}", err=True)
+        raise SystemExit(1)
+    return revision
+
+
 def parse_timeout(text: str) -> float:
     try:
         return float(text) if text.replace(".", "", 1).isdigit() else parse_duration(text)
@@ -126,9 +166,24 @@ def parse_timeout(text: str) -> float:
 @click.option("--for", "condition", type=click.Choice(["synced"]), required=True,
               help="synced: every connected proxy acknowledged the config revision.")  # fmt: skip
 @click.option("--revision", type=int, help="The config revision (default: the current one).")
+@click.option(
+    "-f",
+    "--filename",
+    "files",
+    multiple=True,
+    help="Wait for the revision that stored these objects (FILE, DIR or -), as applied.",
+)
+@click.option("-n", "--namespace", default=None, help="Namespace of objects without one.")
 @click.option("--timeout", default="30s", show_default=True, help="How long to wait (30s, 2m).")
 @click.pass_obj
-def wait_cmd(g: Any, condition: str, revision: int | None, timeout: str) -> None:
+def wait_cmd(
+    g: Any,
+    condition: str,
+    revision: int | None,
+    files: tuple[str, ...],
+    namespace: str | None,
+    timeout: str,
+) -> None:
     """Wait until every proxy has acknowledged a config revision.
 
     Returns when every connected Envoy runs the config generated from the revision (the
@@ -136,13 +191,24 @@ def wait_cmd(g: Any, condition: str, revision: int | None, timeout: str) -> None
     or exits 1 naming each proxy that rejected it (NACKED, with Envoy's error) or did not
     answer within --timeout. `pilotfish apply --wait` does the same after applying.
 
+    With -f, the revision is the one that stored the file's objects (the latest write of any
+    of them, their metadata.resourceVersion); an object of the file that is not stored fails.
+
     \b
     Examples:
       pilotfish wait --for=synced
       pilotfish wait --for=synced --revision 42 --timeout 1m
+      pilotfish wait --for=synced -f samples/bookinfo/networking/virtual-service-all-v1.yaml
       pilotfish apply -f samples/bookinfo/networking/virtual-service-all-v1.yaml --wait
     """
     seconds = parse_timeout(timeout)
+    if files and revision is not None:
+        raise click.UsageError("give either -f or --revision, not both")
     with g.client() as client:
+        if files:
+            from pilotfish.config.loader import load_documents
+
+            docs = load_documents(list(files), stdin=sys.stdin)
+            revision = stored_revision(client, [d.body for d in docs], namespace)
         code = wait_for_sync(client, revision, seconds)
     raise SystemExit(code)

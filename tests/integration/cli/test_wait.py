@@ -3,6 +3,8 @@ Envoys: return once every proxy ACKed; name a proxy that NACKed, with Envoy's er
 
 from __future__ import annotations
 
+import json
+
 from tests.integration.harness import REVIEWS_SERVICE, Mesh, eventually
 
 TIMEOUT = """
@@ -47,6 +49,16 @@ def test_apply_wait_returns_when_every_proxy_acked_and_names_a_nack(mesh: Mesh) 
 
     res = mesh.cp.cli("wait", "--for=synced", "--timeout", "10s", check=True)
     assert "acknowledged by 2 of 2 proxies" in res.stdout
+    # -f: the revision that stored the file's objects (its VirtualService's resourceVersion)
+    stored = mesh.cp.cli("get", "virtualservice", "reviews", "-o", "json", check=True).stdout
+    rv = json.loads(stored)["metadata"]["resourceVersion"]
+    res = mesh.cp.cli("wait", "--for=synced", "-f", "-", "--timeout", "10s", input=TIMEOUT,
+                      check=True)  # fmt: skip
+    assert res.stdout.startswith(f"revision {rv} acknowledged by 2 of 2 proxies"), res.stdout
+    unstored = TIMEOUT.replace("name: reviews}", "name: ratings}")
+    res = mesh.cp.cli("wait", "--for=synced", "-f", "-", "--timeout", "1s", input=unstored)
+    assert res.returncode == 1
+    assert "error: VirtualService default/ratings: not stored (apply it first)" in res.stderr
 
     res = mesh.cp.cli("apply", "-f", "-", "--wait", "--timeout", "20s", input=REJECTED)
     assert res.returncode == 1, res.stdout + res.stderr
@@ -54,6 +66,9 @@ def test_apply_wait_returns_when_every_proxy_acked_and_names_a_nack(mesh: Mesh) 
     assert "program size" in res.stderr
     assert "NACKED: reviews-v1.default: RDS rejected:" in res.stderr  # it routes to reviews too
     assert "0 of 2 proxies acknowledged it, 2 rejected it, 0 did not answer" in res.stderr
+    # the file's revision is the rejected one: waiting for it names the NACKs too
+    res = mesh.cp.cli("wait", "--for=synced", "-f", "-", "--timeout", "10s", input=REJECTED)
+    assert res.returncode == 1 and "NACKED: productpage.default: RDS rejected:" in res.stderr
 
     later = mesh.cp.cli("wait", "--for=synced", "--revision", "100000", "--timeout", "1s")
     assert later.returncode == 1

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pilotfish.cli.wait_cmd import evaluate, parse_timeout
+import pytest
+
+from pilotfish.cli.wait_cmd import evaluate, parse_timeout, stored_revision
 
 
 def proxy(name: str, revision: int | None, synced: bool = True, **types: Any) -> dict[str, Any]:
@@ -55,3 +57,54 @@ def test_a_proxy_whose_config_could_not_be_generated_fails_the_wait_at_once() ->
 
 def test_timeouts() -> None:
     assert parse_timeout("30s") == 30 and parse_timeout("2m") == 120 and parse_timeout("5") == 5
+
+
+class FakeClient:
+    """Stored objects by (kind, namespace, name) -> resourceVersion."""
+
+    def __init__(self, stored: dict[tuple[str, str | None, str], str]) -> None:
+        self.stored = stored
+
+    def get(self, info: Any, namespace: str | None, name: str) -> dict[str, Any]:
+        from pilotfish.errors import ApiError
+
+        key = (info.kind, namespace if info.namespaced else None, name)
+        if key not in self.stored:
+            raise ApiError(404, f"{info.kind} {name} not found")
+        return {"metadata": {"name": name, "resourceVersion": self.stored[key]}}
+
+
+def obj(kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    return {"kind": kind, "metadata": meta}
+
+
+def test_a_files_revision_is_the_latest_write_of_its_objects() -> None:
+    client = FakeClient({
+        ("VirtualService", "default", "reviews"): "12",
+        ("DestinationRule", "prod", "reviews"): "15",
+        ("Namespace", None, "prod"): "3",
+    })  # fmt: skip
+    bodies = [
+        obj("VirtualService", "reviews"),  # no namespace: -n, else default
+        obj("DestinationRule", "reviews", "prod"),
+        obj("Namespace", "prod"),
+    ]
+    assert stored_revision(client, bodies, None) == 15
+    assert stored_revision(client, bodies[:1], None) == 12
+
+
+def test_an_object_not_stored_is_named_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    client = FakeClient({("VirtualService", "default", "reviews"): "12"})
+    bodies = [obj("VirtualService", "reviews"), obj("VirtualService", "ratings", "prod"),
+              obj("Frobnicator", "x")]  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        stored_revision(client, bodies, None)
+    assert exc.value.code == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "error: VirtualService prod/ratings: not stored (apply it first)",
+        "error: Frobnicator default/x: not a kind Pilotfish serves",
+    ]
