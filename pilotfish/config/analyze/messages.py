@@ -308,6 +308,29 @@ ENVOY_FILTER_USES_RELATIVE_OPERATION = _t(
     "setting the priority may help in ensuring the EnvoyFilter is applied correctly.",
     "This EnvoyFilter does not have a priority and has a relative patch operation set.",
 )
+ENVOY_FILTER_USES_REPLACE_OPERATION_INCORRECTLY = _t(
+    "IST0152",
+    "EnvoyFilterUsesReplaceOperationIncorrectly",
+    ERROR,
+    "The REPLACE operation is only valid for HTTP_FILTER and NETWORK_FILTER.",
+    "The REPLACE operation is only valid for HTTP_FILTER and NETWORK_FILTER.",
+)
+ENVOY_FILTER_USES_ADD_OPERATION_INCORRECTLY = _t(
+    "IST0153",
+    "EnvoyFilterUsesAddOperationIncorrectly",
+    ERROR,
+    "The ADD operation will be ignored when applyTo is set to ROUTE_CONFIGURATION, or HTTP_ROUTE.",
+    "The ADD operation will be ignored when applyTo is set to ROUTE_CONFIGURATION, or HTTP_ROUTE.",
+)
+ENVOY_FILTER_USES_REMOVE_OPERATION_INCORRECTLY = _t(
+    "IST0154",
+    "EnvoyFilterUsesRemoveOperationIncorrectly",
+    ERROR,
+    "The REMOVE operation will be ignored when applyTo is set to ROUTE_CONFIGURATION, or "
+    "HTTP_ROUTE.",
+    "The REMOVE operation will be ignored when applyTo is set to ROUTE_CONFIGURATION, or "
+    "HTTP_ROUTE.",
+)
 ENVOY_FILTER_USES_RELATIVE_OPERATION_WITH_PROXY_VERSION = _t(
     "IST0155",
     "EnvoyFilterUsesRelativeOperationWithProxyVersion",
@@ -467,6 +490,9 @@ CATALOGUE: dict[str, MessageType] = {
         MULTIPLE_TELEMETRIES_WITHOUT_WORKLOAD_SELECTORS,
         GATEWAY_PORT_NOT_DEFINED_ON_SERVICE,
         ENVOY_FILTER_USES_RELATIVE_OPERATION,
+        ENVOY_FILTER_USES_REPLACE_OPERATION_INCORRECTLY,
+        ENVOY_FILTER_USES_ADD_OPERATION_INCORRECTLY,
+        ENVOY_FILTER_USES_REMOVE_OPERATION_INCORRECTLY,
         ENVOY_FILTER_USES_RELATIVE_OPERATION_WITH_PROXY_VERSION,
         POD_MISSING_PROXY,
         DEPLOYMENT_ASSOCIATED_TO_MULTIPLE_SERVICES,

@@ -254,6 +254,12 @@ ANALYZERS: tuple[Analyzer, ...] = (
         ("IST0151", "IST0155"),
         envoyfilter.analyze_relative_operations,
     ),
+    Analyzer(
+        "envoyfilter.EnvoyPatchOperationAnalyzer",
+        "Checks EnvoyFilter patches whose operation their applyTo ignores",
+        ("IST0152", "IST0153", "IST0154"),
+        envoyfilter.analyze_unsupported_operations,
+    ),
 )
 
 
