@@ -426,11 +426,18 @@ def _address(lst: listener_pb2.Listener) -> str:
 
 
 def _outbound_listener(
-    resources: Resources, port: int, ip: str | None, sni: str | None = None, tls: bool = False
+    resources: Resources,
+    port: int,
+    ip: str | None,
+    sni: str | None = None,
+    tls: bool = False,
+    bound_only: bool = False,
 ) -> tuple[listener_pb2.Listener, listener_components_pb2.FilterChain] | None:
     """The listener and chain that take a connection to ``ip:port``: a listener bound to the
     port itself first (gateways, per-port sidecar listeners), else the chains of the proxy's
-    outbound listener (explicit mode's outbound port, captured mode's ``virtualOutbound``)."""
+    outbound listener (explicit mode's outbound port, captured mode's ``virtualOutbound``).
+    ``bound_only`` (a gateway, whose listeners bind their ports): only the listener bound to
+    the port; when none of its chains takes the connection, Envoy closes it."""
     listeners = resources.get(LISTENER_TYPE, {})
     candidates: list[tuple[int, Any, Any]] = []
     for name, lst in listeners.items():
@@ -438,6 +445,8 @@ def _outbound_listener(
         if lst.traffic_direction == 1 or name.startswith("virtualInbound"):  # INBOUND
             continue
         own_port = 1000 if lst.address.socket_address.port_value == port else 0
+        if bound_only and not own_port:
+            continue
         for fc in lst.filter_chains:
             s = _chain_matches(fc.filter_chain_match, port, ip, sni, tls)
             if s >= 0:
@@ -581,13 +590,17 @@ def explain_client(
     request: ExplainRequest,
     listen_port: int | None = None,
     vip: str | None = None,
+    gateway: bool = False,
 ) -> ClientPath:
     """The client Envoy's walk (see the module docstring). ``listen_port``: the port the
     proxy binds for the request's port (a gateway's ``gateway_ports``), if another; ``vip``:
-    the address the host resolves to, when the route configurations do not tell (TCP)."""
+    the address the host resolves to, when the route configurations do not tell (TCP);
+    ``gateway``: the proxy is a gateway (a connection reaches only the listener of its port)."""
     out = ClientPath()
     ip = _vip_of(resources, request.host, request.port) or vip
-    found = _outbound_listener(resources, listen_port or request.port, ip, request.sni, request.tls)
+    found = _outbound_listener(
+        resources, listen_port or request.port, ip, request.sni, request.tls, bound_only=gateway
+    )
     if found is None:
         out.local_status, out.local_reason = 0, f"no outbound listener for port {request.port}"
         if request.tls:
@@ -1239,7 +1252,9 @@ def explain_request(
         resolve_host(request.host, source.namespace, push.settings.domain_suffix)
     )
     vip = service.vip if service is not None else None
-    client = explain_client(_generated(source, push), request, listen_port, vip)
+    client = explain_client(
+        _generated(source, push), request, listen_port, vip, gateway=source.proxy_type == "router"
+    )
     providers = {
         f"{p.namespace}/{p.name}": p.spec.provider.name
         for p in push.authorization_policies

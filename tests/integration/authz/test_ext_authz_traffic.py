@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
+from pilotfish.api import kinds
 from tests.integration.authz.conftest import AuthzMesh, Policies, settled
 from tests.integration.harness import eventually
 
@@ -80,6 +83,32 @@ spec:
 """
 
 
+def explained(am: AuthzMesh, path: str, **headers: str) -> dict[str, Any]:
+    """The explainer's verdict for ``GET path`` from the client (``pilotfish x explain``'s API),
+    without sending the request."""
+    cp = am.mesh.cp
+    res = httpx.post(
+        cp.url + kinds.proxy_explain_path("default", am.client.name),
+        headers={"Authorization": f"Bearer {cp.token}"},
+        json={"method": "GET", "url": f"http://{am.host}{path}", "headers": headers},
+        timeout=30,
+    )
+    assert res.status_code == 200, res.text
+    verdict: dict[str, Any] = res.json()["verdict"]
+    return verdict
+
+
+def agrees(am: AuthzMesh, path: str, **headers: str) -> tuple[Any, ...]:
+    """The explainer's (allowed, status, policy) next to what real traffic got, for a request
+    whose fate config decides (the authorizer is not asked, or cannot be reached)."""
+    v = explained(am, path, **headers)
+    status, _ = am.get(path, **headers)
+    want = (v["allowed"], v["status"] or 200)
+    got = (status < 400, status)
+    assert want == got, (path, headers, v, status)
+    return (*want, v["policy"])
+
+
 def test_custom_action_calls_the_external_authorizer(
     authz_mesh: AuthzMesh, policies: Policies
 ) -> None:
@@ -123,6 +152,26 @@ def _check(authz_mesh: AuthzMesh, policies: Policies) -> None:
     # Paths the rules do not select are never checked.
     assert authz_mesh.get("/public")[0] == 200
 
+    # The explainer against the same traffic: a path no CUSTOM rule selects is not sent to
+    # the authorizer (allowed, or denied by the DENY policy after it, as real traffic was);
+    # one a rule selects goes to the named provider, whose answer the explainer cannot know
+    # (real traffic did reach the authorizer: its answer came back).
+    assert agrees(authz_mesh, "/public") == (True, 200, None)
+    assert agrees(authz_mesh, "/public", **{"x-block": "yes"}) == (
+        False,
+        403,
+        "default/deny-blocked",
+    )
+    v = explained(authz_mesh, "/protected/x")
+    assert (v["allowed"], v["policy"], v["rule"]) == (None, "default/ext-authz", 0), v
+    assert "sample-ext-authz-http" in v["reason"] and "not known offline" in v["reason"]
+    assert (
+        authz_mesh.client.request(authz_mesh.host, "/protected/x").headers[
+            "x-ext-authz-check-result"
+        ]
+        == "denied"
+    )
+
     # CUSTOM before DENY: allowed by the authorizer, still denied by the DENY policy (RBAC);
     # denied by the authorizer: its answer, the DENY policy is not reached.
     assert authz_mesh.get("/headers", **allow, **{"x-block": "yes"}) == (403, "RBAC: access denied")
@@ -135,9 +184,14 @@ def _check(authz_mesh: AuthzMesh, policies: Policies) -> None:
     )
     eventually(lambda: authz_mesh.get("/headers", **allow)[0] == 503, 30, "statusOnError")
     assert authz_mesh.get("/public")[0] == 200
+    # The provider down decides offline too: its statusOnError, then failOpen, as real traffic.
+    assert agrees(authz_mesh, "/headers", **allow) == (False, 503, "default/ext-authz")
+    assert agrees(authz_mesh, "/public") == (True, 200, None)
     policies.apply(mesh_config("nowhere.default.svc.cluster.local", "\n        failOpen: true"))
     eventually(lambda: authz_mesh.get("/headers")[0] == 200, 30, "failOpen")
+    assert agrees(authz_mesh, "/headers")[:2] == (True, 200)
 
     # A provider the mesh config does not define: the CUSTOM policy fails closed.
     policies.apply(CUSTOM.replace("sample-ext-authz-http", "undefined") + "---" + DENY_BLOCKED)
     eventually(lambda: authz_mesh.get("/public")[0] == 403, 30, "fail closed")
+    assert agrees(authz_mesh, "/public")[:2] == (False, 403)

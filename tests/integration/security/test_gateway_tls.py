@@ -13,10 +13,13 @@ import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from cryptography import x509
 
+from pilotfish.api import kinds
 from pilotfish.identity import CASettings, MeshCA
 from tests.integration.harness import Mesh, Sidecar, eventually
 
@@ -131,6 +134,22 @@ def _ok(gw: Sidecar, sni: str, cafile: Path, **kw: object) -> bool:
         return False
 
 
+def explained(mesh: Mesh, url: str) -> dict[str, Any]:
+    """``pilotfish x explain --from istio-ingressgateway.istio-system URL``, without sending
+    the request: the gateway's step named ``tls`` and the verdict."""
+    cp = mesh.cp
+    res = httpx.post(
+        cp.url + kinds.proxy_explain_path("istio-system", "istio-ingressgateway"),
+        headers={"Authorization": f"Bearer {cp.token}"},
+        json={"method": "GET", "url": url, "headers": {}},
+        timeout=30,
+    )
+    assert res.status_code == 200, res.text
+    out: dict[str, Any] = res.json()
+    tls = next((s for s in out["client"] if s["stage"] == "tls"), {})
+    return {"tls": tls, "verdict": out["verdict"]}
+
+
 @pytest.fixture
 def cas(tmp_path: Path) -> tuple[MeshCA, Path, MeshCA, Path]:
     good = MeshCA.open(CASettings(tmp_path / "gw-ca"))
@@ -199,6 +218,22 @@ def test_several_hosts_on_one_port_by_sni(
     with pytest.raises(ssl.SSLCertVerificationError):
         https_get(gw, OTHER_HOST, good_file)
 
+    # The explainer, against the same traffic: each SNI takes its server's chain and
+    # certificate (the one real clients verified above), and an SNI no server names finds no
+    # chain: real clients get no TLS session for it.
+    for host, credential in ((HOST, "bookinfo-credential"), (OTHER_HOST, "ratings-credential")):
+        out = explained(mesh, f"https://{host}/")
+        assert out["tls"]["name"] == "SIMPLE", out
+        assert out["tls"]["serverCertificate"] == [f"kubernetes://{credential}"], out
+        assert (out["verdict"]["allowed"], out["verdict"]["status"] or 200) == (True, 200), out
+        assert https_get(gw, host, good_file if host == HOST else other_file)[0] == 200
+    out = explained(mesh, "https://nobody.example.com/")
+    assert (
+        out["verdict"]["allowed"] is False and "SNI nobody.example.com" in out["verdict"]["reason"]
+    ), out
+    assert not _ok(gw, "nobody.example.com", good_file)
+    assert not _ok(gw, "nobody.example.com", other_file)
+
 
 def test_mutual_tls_requires_a_client_certificate(
     ingress: tuple[Mesh, Sidecar], cas: tuple[MeshCA, Path, MeshCA, Path], tmp_path: Path
@@ -221,3 +256,10 @@ def test_mutual_tls_requires_a_client_certificate(
     eventually(lambda: _ok(gw, HOST, good_file, client=trusted), 30, "MUTUAL with a client cert")
     assert not _ok(gw, HOST, good_file)
     assert not _ok(gw, HOST, good_file, client=untrusted)
+
+    # The explainer: MUTUAL, checking clients against the Secret's CA; a request with a valid
+    # client certificate (as walked) is allowed, as the trusted client was.
+    out = explained(mesh, f"https://{HOST}/")
+    assert out["tls"]["name"] == "MUTUAL", out
+    assert out["tls"]["clientCa"] == "kubernetes://bookinfo-credential-cacert", out
+    assert out["verdict"]["allowed"] is True, out

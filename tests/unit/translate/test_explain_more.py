@@ -249,6 +249,36 @@ def test_unknown_sni_finds_no_chain() -> None:
     assert v["allowed"] is False and "SNI nobody.example.com" in v["reason"]
 
 
+def test_unknown_sni_is_not_taken_by_the_listener_of_another_port() -> None:
+    # A plain HTTP server on port 80 has a chain that takes any connection; a TLS connection
+    # to port 443 never reaches that listener (the gateway binds each port): no chain.
+    http80 = """
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [bookinfo.example.com]
+    tls: {httpsRedirect: true}
+"""
+    docs = [
+        *BOOKINFO_CORE,
+        *MESHED_PODS,
+        *from_yaml(DR + "---" + GATEWAY_TLS.replace("\n---\n", http80 + "---\n", 1)),
+        secret("bookinfo", tls_crt=SERVER.cert, tls_key=SERVER.key),
+        secret("mutual", tls_crt=OTHER.cert, tls_key=OTHER.key),
+        secret("mutual-cacert", cacert=CA.cert),
+    ]
+    gw = router_node(gateway_ports={80: 8080, 443: 8443})
+    push = push_for(docs)
+    out = explain_request(
+        push, [gw, *REVIEWS], gw, ExplainRequest("GET", "http://bookinfo.example.com/")
+    )
+    assert client_step(out, "listener")["address"].endswith(":8080")  # the port-80 server is there
+    out = explain_request(
+        push, [gw, *REVIEWS], gw, ExplainRequest("GET", "https://nobody.example.com/")
+    )
+    v = out["verdict"]
+    assert v["allowed"] is False and "SNI nobody.example.com" in v["reason"], out
+    assert [s["stage"] for s in out["client"]] == [], out
+
+
 # --- faults on a share of requests ---------------------------------------------------------------
 
 FAULTS = """
