@@ -964,7 +964,7 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
         )
         app = api.app()
         add_token_routes(app, identity.issue_token)
-        add_ca_routes(app, identity.ca_status, identity.rotate_root)
+        add_ca_routes(app, identity.ca_status, identity.rotate_root, api.record_change)
         dashboard = start_dashboard(settings, store, mesh, token, app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

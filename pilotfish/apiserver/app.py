@@ -476,6 +476,11 @@ class ApiServer:
             user=p.user, role=p.role, verb=verb, objects=tuple(objects), source=request.remote or ""
         )
 
+    def record_change(self, request: web.Request, verb: str, objects: list[dict[str, str]]) -> None:
+        """Record a change kept outside the config (a CA root rotation step) in the audit log,
+        with the revision in force."""
+        self.store.record_audit(self._audit(request, verb, objects))
+
     async def list_api_tokens(self, request: web.Request) -> web.Response:
         items = [t.public() for t in self.store.api_tokens()]
         return respond(request, {"kind": "ApiTokenList", "items": items})

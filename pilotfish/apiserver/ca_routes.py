@@ -4,7 +4,8 @@
 step reached and what every workload watching the trust bundle trusts and is signed by.
 ``POST /apis/pilotfish.io/v1/ca/rotate-root`` with ``{"step": "add"|"activate"|"retire"}``
 (admin) takes one step and answers the new status; ``pilotfish ca rotate-root`` drives the
-three steps and waits for the workloads between them.
+three steps and waits for the workloads between them. Each step taken is recorded in the audit
+log (verb ``rotate-root``, the root it added or that signs, and the step).
 """
 
 from __future__ import annotations
@@ -22,11 +23,25 @@ from pilotfish.identity.errors import RotationError
 
 CaStatus = Callable[[], dict[str, Any]]
 RotateRoot = Callable[[str], dict[str, Any]]
+#: Records a change in the audit log: the request (its caller), the verb and the objects.
+RecordChange = Callable[[web.Request, str, list[dict[str, str]]], None]
 
 
-def add_ca_routes(app: web.Application, status: CaStatus, rotate: RotateRoot) -> None:
+def step_object(step: str, answer: dict[str, Any]) -> dict[str, str]:
+    """The audit log's object for a rotation step: the root added by ``add``, else the root
+    that signs after the step. Pure."""
+    roots = answer.get("roots") or []
+    added = next((str(r["fingerprint"]) for r in roots if r.get("role") == "added"), "")
+    signing = next((str(r["fingerprint"]) for r in roots if r.get("role") == "signing"), "")
+    name = added if step == "add" and added else signing
+    return {"kind": "MeshRoot", "namespace": "", "name": name, "step": step}
+
+
+def add_ca_routes(
+    app: web.Application, status: CaStatus, rotate: RotateRoot, record: RecordChange | None = None
+) -> None:
     """Serve the CA's status and root rotation on ``app`` (before it starts; behind its auth
-    middleware, which lets only the admin role POST)."""
+    middleware, which lets only the admin role POST). ``record``: audits each step taken."""
 
     async def get(request: web.Request) -> web.Response:
         return web.json_response(status())
@@ -56,6 +71,8 @@ def add_ca_routes(app: web.Application, status: CaStatus, rotate: RotateRoot) ->
             return web.json_response(
                 status_body(409, "Conflict", f"root rotation: {e}"), status=409
             )
+        if record is not None:
+            record(request, "rotate-root", [step_object(step, answer)])
         return web.json_response(answer)
 
     app.router.add_get(CA_PATH, get)

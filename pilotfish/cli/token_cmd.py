@@ -148,7 +148,8 @@ def _objects(entry: dict[str, Any]) -> str:
     names = []
     for o in entry.get("objects") or []:
         ns = f"{o['namespace']}/" if o.get("namespace") else ""
-        names.append(f"{o.get('kind', '')}/{ns}{o.get('name', '')}")
+        step = f" ({o['step']})" if o.get("step") else ""  # a root rotation's step
+        names.append(f"{o.get('kind', '')}/{ns}{o.get('name', '')}{step}")
     return ", ".join(names) if len(names) <= 3 else ", ".join(names[:3]) + f" (+{len(names) - 3})"
 
 

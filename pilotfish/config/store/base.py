@@ -123,6 +123,11 @@ class Store(Protocol):
         """Audit entries with ``id > after``, oldest first, at most ``limit`` (the newest)."""
         ...
 
+    def record_audit(self, audit: AuditEntry) -> None:
+        """Append ``audit`` for a change kept outside the config (the mesh CA's root
+        rotation), stamped with the time and the revision in force."""
+        ...
+
     def add_api_token(self, token: ApiToken, audit: AuditEntry) -> None:
         """Store a new API token (AlreadyExistsError if its name is taken), audited."""
         ...

@@ -117,6 +117,11 @@ class MemoryStore:
             self._tokens[token.name] = token
             self._append_audit(audit)
 
+    def record_audit(self, audit: AuditEntry) -> None:
+        with self._lock:
+            self._check_open()
+            self._append_audit(audit)
+
     def remove_api_token(self, name: str, audit: AuditEntry) -> ApiToken:
         with self._lock:
             self._check_open()

@@ -216,6 +216,9 @@ class SqliteStore:
 
         self._audited_write(write, audit)
 
+    def record_audit(self, audit: AuditEntry) -> None:
+        self._audited_write(lambda conn: None, audit)
+
     def remove_api_token(self, name: str, audit: AuditEntry) -> ApiToken:
         found: list[ApiToken] = []
 

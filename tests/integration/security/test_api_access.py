@@ -91,3 +91,26 @@ def test_api_over_tls(control_plane_factory: Callable[..., ControlPlane]) -> Non
         httpx.get(f"{cp.url}/version")
     with pytest.raises(httpx.HTTPError):  # and no plaintext on the port
         httpx.get(cp.url.replace("https://", "http://") + "/version")
+
+
+def test_root_rotation_steps_are_audited(control_plane: ControlPlane) -> None:
+    cp = control_plane
+    viewer = cp.cli("token", "create", "viewer", "--role", "read-only", check=True).stdout.strip()
+    before = json.loads(cp.cli("ca", "status", "-o", "json", check=True).stdout)["signingRoot"]
+    refused = cp.cli("--token", viewer, "ca", "rotate-root")
+    assert refused.returncode == 1 and "role read-only" in refused.stderr, refused.stderr
+
+    out = cp.cli("ca", "rotate-root", check=True).stdout
+    assert "root rotation done" in out, out
+    after = json.loads(cp.cli("ca", "status", "-o", "json", check=True).stdout)["signingRoot"]
+    assert after != before
+
+    log = json.loads(cp.cli("audit", "-o", "json", check=True).stdout)["items"]
+    steps = [(e["user"], e["role"], e["objects"]) for e in log if e["verb"] == "rotate-root"]
+    assert steps == [
+        ("admin", "admin", [{"kind": "MeshRoot", "namespace": "", "name": after, "step": s}])
+        for s in ("add", "activate", "retire")
+    ], steps
+    assert all(e["revision"] == cp.revision() for e in log if e["verb"] == "rotate-root")
+    table = cp.cli("audit", check=True).stdout
+    assert f"MeshRoot/{after} (retire)" in table, table
