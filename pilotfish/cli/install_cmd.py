@@ -58,8 +58,11 @@ def _file_spec(files: tuple[str, ...]) -> dict[str, Any]:
     return spec
 
 
-def build_operator(files: tuple[str, ...], sets: tuple[str, ...]) -> dict[str, Any]:
-    """The operator ``install`` would install, checked as ``apply`` checks it."""
+def build_operator(
+    files: tuple[str, ...], sets: tuple[str, ...], outcome: str = "nothing was installed"
+) -> dict[str, Any]:
+    """The operator ``install`` would install, checked as ``apply`` checks it. ``outcome``:
+    what a refusal says happened (``profile dump`` installs nothing either way)."""
     from pilotfish.api.profiles import SetError, install_operator, parse_set
     from pilotfish.config.validation import validate
     from pilotfish.errors import PilotfishError
@@ -68,10 +71,10 @@ def build_operator(files: tuple[str, ...], sets: tuple[str, ...]) -> dict[str, A
         body = install_operator(_file_spec(files), [parse_set(s) for s in sets])
         result = validate(body)
     except SetError as exc:
-        _fail(f"{exc}\nnothing was installed")
+        _fail(f"{exc}\n{outcome}")
         raise AssertionError from exc
     except PilotfishError as exc:
-        _fail(f"the IstioOperator to install is not valid:\n{exc}\nnothing was installed")
+        _fail(f"the IstioOperator to install is not valid:\n{exc}\n{outcome}")
         raise AssertionError from exc
     for warning in result.warnings:
         if not warning.path.startswith(_INSTALL_FIELDS):
@@ -266,7 +269,7 @@ def profile_dump(name: str, files: tuple[str, ...], sets: tuple[str, ...], outpu
 
     import yaml
 
-    body = build_operator(files, (f"profile={name}", *sets))
+    body = build_operator(files, (f"profile={name}", *sets), outcome="nothing was dumped")
     if output == "json":
         click.echo(json.dumps(body, indent=2))
     else:
