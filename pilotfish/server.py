@@ -105,6 +105,9 @@ SIDECAR_RESTART_GRACE_S = 30.0
 ENTRY_HEARTBEAT_TTL_S = 10.0
 ENTRY_CLEANUP_TICK_S = 2.0
 ENTRY_CLEANUP_LEASE = "workloadentry-cleanup"
+#: How often a control plane with a shared CA directory (``--ca-dir``) looks for the root
+#: rotation steps another replica took there.
+CA_FOLLOW_TICK_S = 1.0
 #: In the data directory: the sidecars whose endpoint exists only through their connection,
 #: as last connected (written within ``SIDECARS_RECORD_DELAY_S`` of a change).
 SIDECARS_FILE = "connected-sidecars.json"
@@ -773,6 +776,18 @@ async def run_entry_cleanup(
             release(f"replica/{me}", me)
 
 
+async def follow_ca_directory(identity: ControlPlaneIdentity, stop: asyncio.Event) -> None:
+    """With a CA directory shared by replicas: take the root rotation steps another replica
+    took, every ``CA_FOLLOW_TICK_S``."""
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(identity.follow_ca_directory)
+        except Exception:  # a bad pass must not stop following
+            log.exception("following the CA directory failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), CA_FOLLOW_TICK_S)
+
+
 def start_dashboard(
     settings: ServerSettings, store: Store, mesh: Mesh, token: str, api: web.Application
 ) -> Dashboard | None:
@@ -940,6 +955,11 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
             ),
             name="workloadentry-cleanup",
         )
+        ca_follower = (
+            asyncio.create_task(follow_ca_directory(identity, stop), name="ca-directory")
+            if settings.ca_dir is not None
+            else None
+        )
         api = ApiServer(
             store,
             ApiSettings(
@@ -998,6 +1018,8 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
             await canaries[0]
             await canaries[1].close()
         await cleanup
+        if ca_follower is not None:
+            await ca_follower
         if api_worker is not None:
             await api_worker.stop()
         await runner.cleanup()

@@ -275,6 +275,19 @@ class ControlPlaneIdentity:
             ],
         }
 
+    def follow_ca_directory(self) -> bool:
+        """Take the root rotation steps another replica sharing the CA directory took: the new
+        roots for this replica's agents (their trust bundle stream), its own serving
+        certificates re-issued once a new root signs. True when a step was taken over."""
+        signing = self.ca.signing_certificate
+        if not self.ca.follow_directory():
+            return False
+        _ = self.root_cert_path  # rewrites mesh-roots.pem
+        if self.ca.signing_certificate is not signing:
+            self._reissue_serving_certificates()
+        self.service.trust.changed()
+        return True
+
     def _reissue_serving_certificates(self) -> None:
         for files, hosts in self._serving:
             serving = self.ca.issue_serving_certificate(hosts, SERVING_CERT_TTL)

@@ -549,6 +549,54 @@ class MeshCA:
         self.add_root()
         return self.activate_root()
 
+    def follow_directory(self) -> bool:
+        """Take the rotation steps another control-plane replica sharing this CA directory
+        took (its files are the truth): the signing root and key, the added root, the old
+        roots still trusted. True when something changed. Reads only; a state caught half
+        written by the other replica (a key that does not match its certificate) is left for
+        the next call. Self-signed CAs only (a plug-in CA is rotated by a restart)."""
+        if self._plugin:
+            return False
+        directory = self.settings.directory
+        with self._lock:  # never between the writes of a step taken by this replica
+            try:
+                root = _load_certs(directory / ROOT_CERT)[0]
+                key = _load_key(directory / ROOT_KEY)
+                if not pki.same_public_key(root, key):
+                    return False  # another replica is half way through activating
+                pending: tuple[x509.Certificate, pki.SigningKey] | None = None
+                if (directory / NEXT_ROOT_CERT).exists() and (directory / NEXT_ROOT_KEY).exists():
+                    next_cert = _load_certs(directory / NEXT_ROOT_CERT)[0]
+                    next_key = _load_key(directory / NEXT_ROOT_KEY)
+                    if not pki.same_public_key(next_cert, next_key):
+                        return False
+                    if _fingerprint(next_cert) != _fingerprint(root):  # else: being activated
+                        pending = (next_cert, next_key)
+                previous: list[x509.Certificate] = []
+                if (directory / PREVIOUS_ROOTS).exists():
+                    previous = _load_certs(directory / PREVIOUS_ROOTS)
+            except (OSError, ValueError, IdentityError) as exc:
+                log.debug("CA directory %s not followed this time: %s", directory, exc)
+                return False
+            added = [pending[0]] if pending else []
+            skip = {_fingerprint(c) for c in (root, *added)}
+            roots = [root, *added]
+            for cert in previous:
+                if _fingerprint(cert) not in skip:
+                    skip.add(_fingerprint(cert))
+                    roots.append(cert)
+            now = [_fingerprint(c) for c in roots]
+            if now == [_fingerprint(c) for c in self._roots] and _fingerprint(root) == _fingerprint(
+                self._signing_cert
+            ):
+                return False
+            self._signing_cert, self._signing_key = root, key
+            self._roots = roots
+            self._pending = pending
+        log.info("mesh roots follow the CA directory %s: root %x signs, %d root(s) trusted",
+                 directory, root.serial_number, len(roots))  # fmt: skip
+        return True
+
     def retire_old_roots(self) -> int:
         """Step 3: stop trusting every root but the current one. Returns how many were
         dropped."""

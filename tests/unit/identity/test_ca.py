@@ -366,3 +366,35 @@ def test_rotation_in_three_steps_never_signs_with_an_untrusted_root(
 def test_activate_without_a_new_root_is_refused(make_ca: MakeCA) -> None:
     with pytest.raises(RotationError, match="add one first"):
         make_ca().activate_root()
+
+
+def test_a_replica_follows_the_rotation_steps_taken_in_the_shared_directory(
+    tmp_path: Path,
+) -> None:
+    settings = CASettings(tmp_path / "shared")
+    taker = MeshCA.load_or_create_self_signed(settings)
+    follower = MeshCA.load_or_create_self_signed(settings)
+
+    def same() -> bool:
+        return [r.fingerprint(hashes.SHA256()) for r in follower.roots] == [
+            r.fingerprint(hashes.SHA256()) for r in taker.roots
+        ] and follower.signing_certificate == taker.signing_certificate
+
+    assert follower.follow_directory() is False  # nothing happened
+    old = taker.signing_certificate
+    new = taker.add_root()
+    assert follower.follow_directory() is True and same()
+    assert follower.pending_root == new and follower.signing_certificate == old
+    # Half way through the other replica's activation (the new key, the old certificate):
+    # left for the next call.
+    (settings.directory / ROOT_KEY).write_bytes(
+        (settings.directory / "next-root-key.pem").read_bytes()
+    )
+    assert follower.follow_directory() is False and follower.signing_certificate == old
+    taker.activate_root()
+    assert follower.follow_directory() is True and same()
+    assert follower.signing_certificate == new and follower.pending_root is None
+    assert len(follower.roots) == 2
+    taker.retire_old_roots()
+    assert follower.follow_directory() is True and same() and follower.roots == [new]
+    assert follower.follow_directory() is False
