@@ -493,3 +493,140 @@ def test_merge_reaches_into_a_filters_typed_config_written_as_typed_struct() -> 
     cfg = router_pb2.Router()
     assert router.typed_config.Unpack(cfg)
     assert cfg.suppress_envoy_headers
+
+
+MESHED_REVIEWS = sidecar_node(
+    "reviews",
+    ip="10.1.0.12",
+    labels={"app": "reviews", "version": "v1", "security.istio.io/tlsMode": "istio"},
+)
+
+
+def chain_patch(op: str, context: str, value: Any = None, **chain: Any) -> dict[str, Any]:
+    patch: dict[str, Any] = {"operation": op}
+    if value is not None:
+        patch["value"] = value
+    match = {"context": context, "listener": {"filterChain": chain}}
+    return {"applyTo": "FILTER_CHAIN", "match": match, "patch": patch}
+
+
+def test_filter_chain_add_remove_merge_by_transport_protocol_and_destination_port() -> None:
+    """FILTER_CHAIN as Istio: ``filterChain.transportProtocol`` and ``destinationPort`` pick
+    the chains of a PERMISSIVE port (its ``tls`` and ``raw_buffer`` chains); a port no chain
+    has matches nothing; ADD appends a chain."""
+    timeout = {"transport_socket_connect_timeout": "7s"}
+    added = {
+        "name": "added",
+        "filter_chain_match": {"destination_port": 7777},
+        "filters": [
+            {
+                "name": "envoy.filters.network.tcp_proxy",
+                "typed_config": {
+                    "@type": "type.googleapis.com/"
+                    "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                    "stat_prefix": "added",
+                    "cluster": "BlackHoleCluster",
+                },
+            }
+        ],
+    }
+    patches = [
+        chain_patch(
+            "REMOVE", "SIDECAR_INBOUND", transportProtocol="raw_buffer", destinationPort=9080
+        ),
+        chain_patch(
+            "MERGE", "SIDECAR_INBOUND", timeout, transportProtocol="tls", destinationPort=9080
+        ),
+        chain_patch("MERGE", "SIDECAR_INBOUND", {"name": "never"}, destinationPort=9999),
+        chain_patch("ADD", "SIDECAR_INBOUND", added),
+    ]
+    before = listener(generate(MESHED_REVIEWS, bookinfo_push()), "virtualInbound")
+    res = generate(MESHED_REVIEWS, bookinfo_push([envoy_filter("fc", patches, selector=REVIEWS)]))
+    after = listener(res, "virtualInbound")
+
+    def on_9080(lst: Any) -> list[tuple[str, int]]:
+        return sorted(
+            (c.filter_chain_match.transport_protocol, c.transport_socket_connect_timeout.seconds)
+            for c in lst.filter_chains
+            if c.filter_chain_match.destination_port.value == 9080
+        )
+
+    assert on_9080(before) == [("raw_buffer", 0), ("tls", 0)]
+    assert on_9080(after) == [("tls", 7)]
+    assert "never" not in [c.name for c in after.filter_chains]
+    assert after.filter_chains[-1].name == "added"
+    # Another proxy is untouched.
+    other = generate(
+        sidecar_node("ratings", ip="10.1.0.13"),
+        bookinfo_push([envoy_filter("fc", patches, selector=REVIEWS)]),
+    )
+    assert "added" not in [c.name for c in listener(other, "virtualInbound").filter_chains]
+
+
+def test_filter_chain_sni_match_picks_the_tls_route_chain() -> None:
+    """``filterChain.sni`` matches the outbound chain a ``tls`` route made for that SNI only."""
+    docs = yaml.safe_load_all(
+        """
+kind: Service
+metadata: {name: secure, namespace: default}
+spec:
+  selector: {app: secure}
+  ports: [{name: tls, port: 8443}]
+---
+kind: VirtualService
+metadata: {name: secure, namespace: default}
+spec:
+  hosts: [secure, "*.example.com"]
+  tls:
+  - match: [{sniHosts: [one.example.com]}]
+    route: [{destination: {host: secure, port: {number: 8443}}}]
+"""
+    )
+    merge = {"transport_socket_connect_timeout": "3s"}
+    patch = chain_patch("MERGE", "SIDECAR_OUTBOUND", merge, sni="one.example.com")
+    push = bookinfo_push([*docs, envoy_filter("sni", [patch])])
+    lst = listener(generate(sidecar_node(), push), "virtualOutbound")
+    touched = [c for c in lst.filter_chains if c.transport_socket_connect_timeout.seconds == 3]
+    assert [list(c.filter_chain_match.server_names) for c in touched] == [["one.example.com"]]
+
+
+def test_listener_filter_remove_and_insert_first_by_name() -> None:
+    """LISTENER_FILTER: REMOVE the one ``listenerFilter`` names; INSERT_FIRST puts a filter
+    before the others."""
+    http_inspector = {
+        "name": "envoy.filters.listener.http_inspector",
+        "typed_config": {
+            "@type": "type.googleapis.com/"
+            "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
+        },
+    }
+    inbound = {"context": "SIDECAR_INBOUND", "listener": {"name": "virtualInbound"}}
+    patches = [
+        {
+            "applyTo": "LISTENER_FILTER",
+            "match": {
+                "context": "SIDECAR_INBOUND",
+                "listener": {
+                    "name": "virtualInbound",
+                    "listenerFilter": "envoy.filters.listener.tls_inspector",
+                },
+            },
+            "patch": {"operation": "REMOVE"},
+        },
+        {
+            "applyTo": "LISTENER_FILTER",
+            "match": inbound,
+            "patch": {"operation": "INSERT_FIRST", "value": http_inspector},
+        },
+    ]
+    before = listener(generate(MESHED_REVIEWS, bookinfo_push()), "virtualInbound")
+    assert [f.name for f in before.listener_filters] == [
+        "envoy.filters.listener.original_dst",
+        "envoy.filters.listener.tls_inspector",
+    ]
+    push = bookinfo_push([envoy_filter("lf", patches, selector=REVIEWS)])
+    after = listener(generate(MESHED_REVIEWS, push), "virtualInbound")
+    assert [f.name for f in after.listener_filters] == [
+        "envoy.filters.listener.http_inspector",
+        "envoy.filters.listener.original_dst",
+    ]
