@@ -4,7 +4,9 @@
 Run as ``python ext_authz_grpc_provider.py --host 127.0.0.11 --port 9000 --allow 127.0.0.5``.
 A check whose source address is one of ``--allow`` is allowed, any other is denied
 (``PERMISSION_DENIED``). Works for HTTP requests and for TCP connections (the ext_authz
-network filter sends the connection's addresses only).
+network filter sends the connection's addresses only). For HTTP requests, as Istio's sample,
+a request carrying ``x-ext-authz: allow`` is allowed too, with ``x-ext-authz-check-result:
+allowed`` added for the app; a denied one gets 403 with a body naming the authorizer.
 """
 
 from __future__ import annotations
@@ -25,10 +27,18 @@ class Authorizer(external_auth_pb2_grpc.AuthorizationServicer):
         self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         source = request.attributes.source.address.socket_address.address
-        ok = source in self.allowed
-        return external_auth_pb2.CheckResponse(
+        http = request.attributes.request.http
+        ok = source in self.allowed or http.headers.get("x-ext-authz") == "allow"
+        out = external_auth_pb2.CheckResponse(
             status=status_pb2.Status(code=code_pb2.OK if ok else code_pb2.PERMISSION_DENIED)
         )
+        if http.method and ok:
+            header = out.ok_response.headers.add().header
+            header.key, header.value = "x-ext-authz-check-result", "allowed"
+        elif http.method:
+            out.denied_response.status.code = 403  # envoy.type.v3.StatusCode.Forbidden
+            out.denied_response.body = "denied by the gRPC ext_authz"
+        return out
 
 
 def main() -> None:

@@ -195,3 +195,62 @@ def _check(authz_mesh: AuthzMesh, policies: Policies) -> None:
     policies.apply(CUSTOM.replace("sample-ext-authz-http", "undefined") + "---" + DENY_BLOCKED)
     eventually(lambda: authz_mesh.get("/public")[0] == 403, 30, "fail closed")
     assert agrees(authz_mesh, "/public")[:2] == (False, 403)
+
+
+# Next to this file's folder: ``tests/integration`` holds an ``xds`` test package that would
+# shadow xds-protos' ``xds`` in the provider's process.
+GRPC_PROVIDER_APP = str(Path(__file__).with_name("ext_authz_grpc_provider.py"))
+
+GRPC_PROVIDER = """
+apiVersion: v1
+kind: Service
+metadata: {name: ext-authz-grpc, namespace: default}
+spec:
+  selector: {app: ext-authz-grpc}
+  ports: [{name: grpc, port: 9000}]
+---
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {name: ext-authz, namespace: istio-system}
+spec:
+  meshConfig:
+    extensionProviders:
+    - name: sample-ext-authz-grpc
+      envoyExtAuthzGrpc:
+        service: ext-authz-grpc.default.svc.cluster.local
+        port: 9000
+"""
+
+
+def test_custom_action_with_a_grpc_authorizer_on_http(
+    authz_mesh: AuthzMesh, policies: Policies
+) -> None:
+    """Istio's task with its ``envoyExtAuthzGrpc`` provider: Envoy's ext_authz filter asks a
+    gRPC authorizer (``envoy.service.auth.v3.Authorization/Check``) about each HTTP request
+    the CUSTOM policy selects; its denial (status, body) reaches the client, the header it
+    adds on allow reaches the app, and paths the rules do not select are never checked."""
+    provider = authz_mesh.mesh.add(
+        "ext-authz-grpc",
+        {"app": "ext-authz-grpc"},
+        app_port=9000,
+        app_command=(sys.executable, GRPC_PROVIDER_APP, "--host", "{ip}", "--port", "{port}"),
+    )
+    try:
+        policies.apply(GRPC_PROVIDER)
+        policies.apply(CUSTOM.replace("sample-ext-authz-http", "sample-ext-authz-grpc"))
+        allow = {"x-ext-authz": "allow"}
+        settled(
+            lambda: [
+                authz_mesh.get("/headers")[0],
+                authz_mesh.get("/headers", **allow)[0],
+                authz_mesh.get("/public")[0],
+            ],
+            [403, 200, 200],
+            "the CUSTOM policy with the gRPC authorizer in force",
+        )
+        assert authz_mesh.get("/protected/x") == (403, "denied by the gRPC ext_authz")
+        ok = authz_mesh.client.request(authz_mesh.host, "/protected/x", headers=allow)
+        assert ok.status_code == 200
+        assert ok.json()["headers"]["x-ext-authz-check-result"] == "allowed"
+    finally:
+        provider.stop()

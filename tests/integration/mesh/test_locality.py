@@ -2,7 +2,7 @@
 weighted distribution" tasks: workloads carry their locality in their topology labels; a
 caller in region1/zone1 is served by its own zone while it is healthy, by the failover
 region once outlier detection ejects the local backend, and by the regions ``distribute``
-names."""
+names; ``failoverPriority`` puts the endpoints whose labels match first."""
 
 from __future__ import annotations
 
@@ -49,6 +49,10 @@ DISTRIBUTE = rule(
           to: {"region2/zone1/*": 100}"""
 )
 
+#: Endpoints labelled ``version: r3z1`` first (a value given in the list replaces the caller's
+#: own label, as Istio), ahead of the caller's healthy zone.
+FAILOVER_PRIORITY = rule('        failoverPriority: ["version=r3z1"]')
+
 VIRTUAL_SERVICE = """
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -87,6 +91,11 @@ def test_locality_failover_and_distribution(mesh: Mesh) -> None:
     mesh.apply(DISTRIBUTE)
     eventually(lambda: all(served_by() == "r2z1" for _ in range(10)), 30, "the distribution")
     assert {served_by() for _ in range(20)} == {"r2z1"}
+
+    # failoverPriority: the endpoints whose labels match come first, before locality.
+    mesh.apply(FAILOVER_PRIORITY)
+    eventually(lambda: all(served_by() == "r3z1" for _ in range(10)), 30, "failoverPriority")
+    assert {served_by() for _ in range(20)} == {"r3z1"}
 
     # Failover again; then the local backend fails (503s): outlier detection ejects it and
     # the failover region (region2, not region3) takes over.
