@@ -43,6 +43,7 @@ from pilotfish.translate.clusters import (
     outbound_clusters,
 )
 from pilotfish.translate.envoyfilter import apply_patches, proxy_patches
+from pilotfish.translate.filters import HCM_FILTER
 from pilotfish.translate.gateway_tls import (
     auto_passthrough_cluster,
     gateway_tls_servers,
@@ -237,7 +238,8 @@ def generate_sidecar(
         port = lst.name.rpartition("_")[2]
         if want_lds:
             listeners[lst.name] = lst
-        if want_rds and port not in routes:
+        http = lst.filter_chains[0].filters[0].name == HCM_FILTER
+        if want_rds and http and port not in routes:
             add_routes(int(port))
     return ProxyConfig(out, tuple(sorted(credentials)))
 

@@ -303,38 +303,61 @@ def explicit_outbound(push: PushContext, proxy: Proxy) -> Listener:
 
 def bound_egress_listeners(push: PushContext, proxy: Proxy) -> list[Listener]:
     """The Sidecar's egress listeners with ``captureMode: NONE``: a listener bound on
-    ``bind:port`` (``127.0.0.1`` when no ``bind``) the app sends its requests to, routed
-    with the route config of that port (``"PORT"``)."""
+    ``bind:port`` (``127.0.0.1`` when no ``bind``) the app sends its requests to. An HTTP
+    port is routed with the route config of that port (``"PORT"``); a TCP port (TCP, Mongo,
+    MySQL, Redis) forwards each connection to the first service, by hostname, the listener
+    imports on that port (its ``tcp`` rules applied), as Istio resolves a bound listener's
+    conflicts; with no such service there is no listener."""
+    scope = proxy.sidecar_scope(push)
     out = []
-    for eg in proxy.sidecar_scope(push).bound_egress():
+    for eg in scope.bound_egress():
         port = int(eg.port or 0)
         bind = eg.bind or "127.0.0.1"
         name = f"{bind}_{port}"
+        protocol = parse_protocol(eg.protocol)
+        if protocol is not None and not protocol.is_http:
+            chain = _bound_tcp_chain(push, proxy, scope, name, port, protocol)
+            if chain is None:
+                continue
+        else:
+            chain = lc.FilterChain(
+                filters=[
+                    hcm_filter(
+                        stat_prefix=f"outbound_{name}",
+                        route_config_name=str(port),
+                        telemetry=client_http(push, proxy, serves_grpc(scope, port)),
+                        on_demand=ondemand.enabled(push, proxy),
+                        grpc_web=serves_grpc(scope, port, Protocol.GRPC_WEB),
+                    )
+                ]
+            )
         out.append(
             Listener(
                 name=name,
                 address=socket_address(bind, port),
-                filter_chains=[
-                    lc.FilterChain(
-                        filters=[
-                            hcm_filter(
-                                stat_prefix=f"outbound_{name}",
-                                route_config_name=str(port),
-                                telemetry=client_http(
-                                    push, proxy, serves_grpc(proxy.sidecar_scope(push), port)
-                                ),
-                                on_demand=ondemand.enabled(push, proxy),
-                                grpc_web=serves_grpc(
-                                    proxy.sidecar_scope(push), port, Protocol.GRPC_WEB
-                                ),
-                            )
-                        ]
-                    )
-                ],
+                filter_chains=[chain],
                 traffic_direction=base_pb2.OUTBOUND,
             )
         )
     return out
+
+
+def _bound_tcp_chain(
+    push: PushContext,
+    proxy: Proxy,
+    scope: SidecarScope,
+    name: str,
+    port: int,
+    protocol: Protocol,
+) -> lc.FilterChain | None:
+    if protocol in (Protocol.TLS, Protocol.HTTPS, Protocol.UDP):
+        return None  # refused at apply (no SNI routing on bound listeners yet)
+    services = scope.services_on_port(port)
+    if not services:
+        return None
+    clusters = sidecar_tcp_clusters(push, proxy, services[0], port)
+    stat = f"outbound_{name}"
+    return lc.FilterChain(filters=[tcp_proxy_filter(stat, clusters, client_tcp_logs(push, proxy))])
 
 
 # ---- inbound ----------------------------------------------------------------------------------

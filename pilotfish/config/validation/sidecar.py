@@ -19,6 +19,8 @@ from pilotfish.config.validation.gateway import server_tls
 
 #: Protocols an HTTP connection manager serves (Istio's names, upper case).
 HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "GRPC-WEB")
+#: Forwarded by a bound (captureMode NONE) egress listener to the service it imports.
+BOUND_TCP_PROTOCOLS = ("TCP", "MONGO", "MYSQL", "REDIS")
 
 UNIX_PREFIX = "unix://"
 
@@ -196,10 +198,11 @@ def sidecar_support(sc: Sidecar, errs: Errors) -> None:
         if eg.captureMode == "NONE":
             if eg.port is None:
                 errs.add(f"{path}.captureMode", "captureMode NONE needs a port to bind")
-            elif protocol_of(eg.port.protocol) not in HTTP_PROTOCOLS:
+            elif protocol_of(eg.port.protocol) not in (*HTTP_PROTOCOLS, *BOUND_TCP_PROTOCOLS):
                 errs.add(
                     f"{path}.port.protocol",
-                    "not supported yet: a captureMode NONE egress listener serves HTTP only",
+                    "not supported yet: a captureMode NONE egress listener serves HTTP and "
+                    "TCP (TCP, MONGO, MYSQL, REDIS) only, not TLS",
                 )
         elif eg.bind:
             errs.warn(

@@ -1,9 +1,13 @@
 """A Sidecar egress listener with ``captureMode: NONE`` and ``bind``, on real traffic: the
 sidecar opens a real HTTP listener on ``bind:port`` that the app sends its requests to (no
 capture needed), routing the hosts that listener imports, as Istio's "bound" egress
-listeners do."""
+listeners do; a TCP port forwards connections to the service the listener imports."""
 
 from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
 
 import httpx
 
@@ -57,3 +61,94 @@ def test_a_bound_egress_listener_serves_the_hosts_it_imports(mesh: Mesh) -> None
     # ... and only the hosts it imports: ratings is not on this listener (REGISTRY_ONLY:
     # Istio's 502).
     assert call("ratings:9080") == 502
+
+
+TCP_ECHO = Path(__file__).parents[1] / "tcp_echo.py"
+
+TCP_SERVICE = """
+apiVersion: v1
+kind: Service
+metadata: {name: tcp-echo}
+spec:
+  selector: {app: tcp-echo}
+  ports: [{name: tcp, port: 9000}]
+"""
+
+
+def echo(addr: tuple[str, int], line: str = "hello") -> str:
+    """One line through a connection to ``addr``: the answer, or "" when refused/closed."""
+    try:
+        with socket.create_connection(addr, timeout=5) as s:
+            s.sendall(line.encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return ""
+    return data.decode().strip()
+
+
+def test_a_bound_tcp_egress_listener_forwards_to_the_service_it_imports(mesh: Mesh) -> None:
+    """A TCP egress port with ``captureMode: NONE``: the sidecar listens on ``bind:port``
+    and forwards each connection to the service the listener imports there, its ``tcp``
+    rules applied (here a VirtualService sending everything to v2)."""
+    mesh.apply(TCP_SERVICE)
+    for version, word in (("v1", "one"), ("v2", "two")):
+        app = (
+            sys.executable,
+            str(TCP_ECHO),
+            "--host",
+            "{ip}",
+            "--port",
+            "{port}",
+            "--prefix",
+            word,
+        )
+        mesh.add(
+            f"tcp-echo-{version}",
+            {"app": "tcp-echo", "version": version},
+            app_port=9000,
+            app_command=app,
+        )
+    client = mesh.add("sleep", {"app": "sleep"}, app_port=None)
+    addr = (client.ip, 9000)
+    assert echo(addr) == ""  # nothing listens there before the Sidecar
+    mesh.apply(
+        f"""
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: bound-tcp, namespace: default}}
+spec:
+  workloadSelector: {{labels: {{app: sleep}}}}
+  egress:
+  - port: {{number: 9000, protocol: TCP, name: tcp}}
+    bind: {client.ip}
+    captureMode: NONE
+    hosts: [./tcp-echo.default.svc.cluster.local]
+"""
+    )
+    eventually(lambda: echo(addr).endswith(" hello"), 30, "the bound TCP egress listener")
+    mesh.apply(
+        """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp-echo}
+spec:
+  host: tcp-echo
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo}
+spec:
+  hosts: [tcp-echo]
+  tcp:
+  - route: [{destination: {host: tcp-echo, subset: v2}}]
+"""
+    )
+    eventually(lambda: all(echo(addr) == "two hello" for _ in range(5)), 30, "the tcp rule applied")

@@ -265,3 +265,18 @@ def test_capture_mode_none_egress_binds_a_listener() -> None:
     lst = listener(res, "127.0.0.1_9080")
     assert lst.address.socket_address.port_value == 9080
     assert "9080" in res[ROUTE_TYPE]
+
+
+def test_capture_mode_none_tcp_egress_forwards_to_the_imported_service() -> None:
+    def bound(hosts: list[str]) -> dict[str, Any]:
+        port = {"number": 5432, "protocol": "TCP", "name": "tcp"}
+        return {"egress": [{"port": port, "captureMode": "NONE", "hosts": hosts}]}
+
+    push = push_for([*SERVICES, sidecar(**bound(["other/db.other.svc.cluster.local"]))])
+    res = generate(sidecar_node(), push)
+    chain = listener(res, "127.0.0.1_5432").filter_chains[0]
+    assert unpack_tcp(chain).cluster == "outbound|5432||db.other.svc.cluster.local"
+    assert "5432" not in res[ROUTE_TYPE]
+    # Nothing imported on the port: no listener.
+    push = push_for([*SERVICES, sidecar(**bound(["./*"]))])
+    assert "127.0.0.1_5432" not in generate(sidecar_node(), push)[LISTENER_TYPE]

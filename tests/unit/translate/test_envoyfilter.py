@@ -257,6 +257,17 @@ def test_cluster_merge_remove_add_and_merge_and_replace_list() -> None:
                         {"name": f"outbound|9080|v1|{reviews_host}"},
                         {"circuit_breakers": {"thresholds": [{"max_connections": 7}]}},
                     ),
+                    # portNumber: the service port of the cluster.
+                    cluster_patch(
+                        "MERGE",
+                        {"service": "ratings.default.svc.cluster.local", "portNumber": 9080},
+                        {"connect_timeout": "3s"},
+                    ),
+                    cluster_patch(
+                        "MERGE",
+                        {"service": "details.default.svc.cluster.local", "portNumber": 9999},
+                        {"connect_timeout": "9s"},
+                    ),
                 ],
                 selector={"app": "productpage"},
             )
@@ -270,7 +281,9 @@ def test_cluster_merge_remove_add_and_merge_and_replace_list() -> None:
     thresholds = clusters[f"outbound|9080|v1|{reviews_host}"].circuit_breakers.thresholds
     assert [t.max_connections.value for t in thresholds] == [7]
     ratings = clusters["outbound|9080||ratings.default.svc.cluster.local"]
-    assert ratings.connect_timeout.ToMilliseconds() != 2500
+    assert ratings.connect_timeout.ToMilliseconds() == 3000
+    details = clusters["outbound|9080||details.default.svc.cluster.local"]
+    assert details.connect_timeout.ToMilliseconds() not in (2500, 3000, 9000)
 
 
 def test_route_configuration_virtual_host_and_route_patches() -> None:
@@ -282,10 +295,18 @@ def test_route_configuration_virtual_host_and_route_patches() -> None:
                 [
                     {
                         "applyTo": "ROUTE_CONFIGURATION",
-                        "match": {"routeConfiguration": {"portNumber": 9080}},
+                        "match": {"routeConfiguration": {"name": "9080", "portNumber": 9080}},
                         "patch": {
                             "operation": "MERGE",
                             "value": {"max_direct_response_body_size_bytes": 99},
+                        },
+                    },
+                    {
+                        "applyTo": "ROUTE_CONFIGURATION",
+                        "match": {"routeConfiguration": {"name": "9999"}},
+                        "patch": {
+                            "operation": "MERGE",
+                            "value": {"max_direct_response_body_size_bytes": 5},
                         },
                     },
                     {
