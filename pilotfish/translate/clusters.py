@@ -366,32 +366,40 @@ def outbound_clusters(
         policies = _cluster_policies(push)
         for svc in services:
             dr = push.destination_rule(namespace, svc.hostname)
-            subsets = [""] + [s.name for s in (dr.subsets if dr else ()) if s.name]
-            for sp in svc.ports:
-                for subset in subsets:
-                    key = (
-                        "outbound_cluster",
-                        ClusterKey.outbound(sp.port, subset, svc.hostname),
-                        (dr.key, dr.revision) if dr else None,
-                        client,
-                    )
-                    # Reused from the previous context when the service and its endpoints
-                    # are the same (the rule is in the key): one change rebuilds its clusters.
-                    inputs = (svc, push.endpoints(svc.hostname, sp.port), policies)
-                    cluster, cla, credentials, locality = push.reuse(
-                        key, inputs, partial(outbound_cluster, push, svc, sp, subset, dr, client)
-                    )
-                    out.clusters[cluster.name] = cluster
-                    out.credentials.update(credentials)
-                    if cla is not None:
-                        out.endpoints[cluster.name] = cla
-                    if locality is not None:
-                        out.localities[cluster.name] = locality
+            key = ("service_clusters", svc.hostname, (dr.key, dr.revision) if dr else None, client)
+            # Reused from the previous context when the service and its endpoints are the
+            # same (the rule is in the key): one change rebuilds its service's clusters. One
+            # lookup per service, not per port and subset: a connection storm makes a context
+            # per debounce, and each view looks up every service again in each.
+            inputs = (svc, tuple(push.endpoints(svc.hostname, sp.port) for sp in svc.ports),
+                      policies)  # fmt: skip
+            for cluster, cla, credentials, locality in push.reuse(
+                key, inputs, partial(_service_clusters, push, svc, dr, client)
+            ):
+                out.clusters[cluster.name] = cluster
+                out.credentials.update(credentials)
+                if cla is not None:
+                    out.endpoints[cluster.name] = cla
+                if locality is not None:
+                    out.localities[cluster.name] = locality
         for fixed in (passthrough_cluster(push), blackhole_cluster(push)):
             out.clusters[fixed.name] = fixed
         return out
 
     return push.memo(("outbound_clusters", scope_key, client), compute)
+
+
+def _service_clusters(
+    push: PushContext, svc: Service, dr: DestinationRuleConfig | None, client: ClientTls
+) -> tuple[OutboundCluster, ...]:
+    """Every outbound cluster of ``svc``: each port, without a subset and with each of the
+    rule's subsets."""
+    subsets = [""] + [s.name for s in (dr.subsets if dr else ()) if s.name]
+    return tuple(
+        outbound_cluster(push, svc, sp, subset, dr, client)
+        for sp in svc.ports
+        for subset in subsets
+    )
 
 
 def proxy_locality(push: PushContext, proxy: Proxy) -> str:
