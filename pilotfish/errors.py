@@ -112,6 +112,21 @@ class ConflictError(StoreError):
     pass
 
 
+class AddressTakenError(ConflictError):
+    """A Service or ServiceEntry put would hold a VIP another stored object already holds.
+
+    ``key``: the object being written; ``address``: the VIP; ``holder``: the stored object
+    holding it and ``holder_host`` the hostname it holds it for."""
+
+    def __init__(
+        self, key: ResourceKey, address: str, holder: ResourceKey, holder_host: str
+    ) -> None:
+        super().__init__(
+            f"{key}: address {address} is already allocated to {holder} ({holder_host})"
+        )
+        self.key, self.address, self.holder, self.holder_host = key, address, holder, holder_host
+
+
 class CompactedError(StoreError):
     """A watch asked to resume from a revision whose events are no longer kept."""
 

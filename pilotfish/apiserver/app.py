@@ -68,17 +68,22 @@ from pilotfish.config.validation.meshconfig import (
     telemetry_provider_errors,
 )
 from pilotfish.errors import (
+    AddressTakenError,
     BodyTooLargeError,
     FieldError,
     LoadError,
     NotFoundError,
     PilotfishError,
     Source,
+    StoreError,
     ValidationError,
 )
 from pilotfish.registry.vip import VipAllocator
 
 log = logging.getLogger(__name__)
+
+#: Commits tried when other control planes keep taking the VIPs allocated here.
+_ADDRESS_RETRIES = 16
 
 #: Namespaces that always exist, as Kubernetes' default and Istio's root namespace.
 BUILTIN_NAMESPACES = ("default", "istio-system")
@@ -633,7 +638,7 @@ class ApiServer:
         expected = int(rv) if (rv and not create) else None
         self._check_namespaces([validated.body], set())
         self._check_telemetry_providers([validated.body])
-        self._assign_cluster_ips([validated.body])
+        allocated = self._assign_cluster_ips([validated.body])
         put = Put(validated.body, expected_revision=expected, create_only=create)
         key = key_of(validated.body)
         if request.query.get("dryRun") == "All":
@@ -646,7 +651,7 @@ class ApiServer:
             if _audited(key.kind, verb)
             else None
         )
-        self.store.commit([put], audit=audit)
+        self._commit_allocated([put], audit, allocated)
         stored = self.store.get(key)
         assert stored is not None
         return respond(request, stored.body, 201 if create else 200)
@@ -739,7 +744,7 @@ class ApiServer:
         except BatchError as e:
             return _batch_error_response(request, list(e.errors))
         warnings.extend(self._custom_provider_warnings(validated))
-        self._assign_cluster_ips(validated)
+        allocated = self._assign_cluster_ips(validated)
         self._keep_status(validated)
         # One object given twice in one batch: the last one wins, as sequential applies would.
         last: dict[Key, int] = {key_of(b): i for i, b in enumerate(validated)}
@@ -762,7 +767,7 @@ class ApiServer:
                 "apply",
                 [_ref(key_of(op.body), "applied") for op in ops if isinstance(op, Put)],
             )
-            commit = self.store.commit(ops, audit=audit)
+            commit = self._commit_allocated(ops, audit, allocated)
             changed = {e.object.key for e in commit.events}
         for b in validated:
             k = key_of(b)
@@ -821,15 +826,16 @@ class ApiServer:
         if errors:
             raise BatchError(errors)
 
-    def _assign_cluster_ips(self, bodies: list[dict[str, Any]]) -> None:
+    def _assign_cluster_ips(self, bodies: list[dict[str, Any]]) -> dict[tuple[Key, str], str]:
         """Give each Service without ``spec.clusterIP`` a stable VIP, as Kubernetes does.
 
-        An update keeps the address the Service already has.
+        An update keeps the address the Service already has. Returns what was allocated here:
+        ``(object key, address) -> hostname``, for ``_commit_allocated``.
         """
-        self._assign_entry_addresses(bodies)
+        allocated = self._assign_entry_addresses(bodies)
         services = [b for b in bodies if b["kind"] == "Service"]
         if not services:
-            return
+            return allocated
         vips, suffix = self.settings.vips, self.settings.domain_suffix
         # Addresses already chosen (stored, or written in this batch) are never handed out.
         chosen = [(o.name, o.namespace, o.body) for o in self.store.list("Service")]
@@ -842,16 +848,18 @@ class ApiServer:
             spec = b.setdefault("spec", {})
             if not spec.get("clusterIP"):
                 meta = b["metadata"]
-                spec["clusterIP"] = vips.allocate(
-                    service_fqdn(meta["name"], meta["namespace"], suffix)
-                )
+                host = service_fqdn(meta["name"], meta["namespace"], suffix)
+                spec["clusterIP"] = vips.allocate(host)
+                allocated[(key_of(b), spec["clusterIP"])] = host
+        return allocated
 
-    def _assign_entry_addresses(self, bodies: list[dict[str, Any]]) -> None:
+    def _assign_entry_addresses(self, bodies: list[dict[str, Any]]) -> dict[tuple[Key, str], str]:
         """Give each host of a ServiceEntry without ``spec.addresses`` a VIP in
         ``status.addresses`` (``{value, host}``), as Istio's DNS auto-allocation does: the
         local runtime puts it in the pods' hosts files and sidecars capture it. Wildcard hosts
         get none. The registry reads the addresses back, so they survive restarts."""
         vips = self.settings.vips
+        allocated: dict[tuple[Key, str], str] = {}
         for b in bodies:
             if b["kind"] != "ServiceEntry":
                 continue
@@ -864,6 +872,56 @@ class ApiServer:
                 continue
             status = b.setdefault("status", {})
             status["addresses"] = [{"value": vips.allocate(h), "host": h} for h in hosts]
+            for a in status["addresses"]:
+                allocated[(key_of(b), a["value"])] = a["host"]
+        return allocated
+
+    def _commit_allocated(
+        self,
+        ops: list[Operation],
+        audit: AuditEntry | None,
+        allocated: dict[tuple[Key, str], str],
+    ) -> CommitResult:
+        """Commit ``ops``; when the store refuses an address allocated here because another
+        object took it meanwhile (another control plane allocated it for a colliding
+        hostname), take the next free address and commit again. A ``clusterIP`` the user
+        chose that another object holds is refused, naming the field and the holder."""
+        bodies = {key_of(op.body): op.body for op in ops if isinstance(op, Put)}
+        for _ in range(_ADDRESS_RETRIES):
+            try:
+                return self.store.commit(ops, audit=audit)
+            except AddressTakenError as e:
+                host = allocated.pop((e.key, e.address), None)
+                if host is None:
+                    field = "spec.clusterIP" if e.key.kind == "Service" else "status.addresses"
+                    raise ValidationError(
+                        e.key,
+                        [
+                            FieldError(
+                                field,
+                                f"Invalid value: {e.address!r}: provided IP is already "
+                                f"allocated to {e.holder}",
+                            )
+                        ],
+                    ) from None
+                holder = e.holder_host
+                if e.holder.kind == "Service":
+                    holder = service_fqdn(
+                        e.holder.name, e.holder.namespace, self.settings.domain_suffix
+                    )
+                new = self.settings.vips.reassign(host, e.address, holder)
+                body = bodies[e.key]
+                if e.key.kind == "Service":
+                    body["spec"]["clusterIP"] = new
+                else:
+                    for a in body["status"]["addresses"]:
+                        if a["value"] == e.address and a["host"] == host:
+                            a["value"] = new
+                allocated[(e.key, new)] = host
+        raise StoreError(
+            f"no free VIP found after {_ADDRESS_RETRIES} attempts: other control planes "
+            "keep taking the addresses chosen; apply again"
+        )
 
     def _keep_status(self, bodies: list[dict[str, Any]]) -> None:
         """An apply of a kind whose status a controller writes (Canary) keeps that status, as

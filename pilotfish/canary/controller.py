@@ -53,7 +53,7 @@ from pilotfish.api.mesh import DEFAULT_DOMAIN_SUFFIX, service_fqdn
 from pilotfish.canary import endpoints, objects
 from pilotfish.canary.checks import Checks, MetricError, build_query
 from pilotfish.config.store.base import Key, Put, Store, StoredObject
-from pilotfish.errors import StoreError
+from pilotfish.errors import AddressTakenError, StoreError
 from pilotfish.registry.vip import VipAllocator
 
 log = logging.getLogger("pilotfish.canary")
@@ -203,20 +203,36 @@ class _Run:
                 merged = {**(old_meta.get(field) or {}), **(meta.get(field) or {})}
                 if merged:
                     meta[field] = merged
-        if body["kind"] == "Service":
-            self._cluster_ip(body, current)
+        allocated = self._cluster_ip(body, current) if body["kind"] == "Service" else None
         expected = current.revision if current is not None else None
-        self.store.commit([Put(body, expected_revision=expected, create_only=current is None)])
+        put = Put(body, expected_revision=expected, create_only=current is None)
+        for _ in range(16):
+            try:
+                self.store.commit([put])
+                return
+            except AddressTakenError as e:
+                # Another control plane gave this address to a colliding hostname meanwhile.
+                if allocated is None or self.ctl.vips is None:
+                    raise
+                holder = e.holder_host
+                if e.holder.kind == "Service":
+                    suffix = self.ctl.settings.domain_suffix
+                    holder = service_fqdn(e.holder.name, e.holder.namespace, suffix)
+                body["spec"]["clusterIP"] = self.ctl.vips.reassign(allocated, e.address, holder)
+        self.store.commit([put])
 
-    def _cluster_ip(self, body: dict[str, Any], current: StoredObject | None) -> None:
+    def _cluster_ip(self, body: dict[str, Any], current: StoredObject | None) -> str | None:
+        """Keep the Service's address, or allocate one: the hostname allocated for, if so."""
         spec = body["spec"]
         old = ((current.body.get("spec") or {}).get("clusterIP")) if current else None
         if old:
             spec["clusterIP"] = old
-            return
+            return None
         if self.ctl.vips is not None:
             fqdn = service_fqdn(body["metadata"]["name"], self.ns, self.ctl.settings.domain_suffix)
             spec["clusterIP"] = self.ctl.vips.allocate(fqdn)
+            return fqdn
+        return None
 
     def now(self) -> str:
         return now_rfc3339(self.ctl.clock)

@@ -8,6 +8,11 @@ registry and the HTTP API), keyed by hostname: the API gives an applied Service 
 ``clusterIP`` its address from it, the registry its ServiceEntry VIPs, so the two never
 collide. A Service's ``clusterIP`` is stored, so it survives restarts; ``assigned`` seeds a new
 allocator with known assignments.
+
+Several control planes on one store each keep an allocator, so two of them may hand the same
+address to two hostnames at the same moment (a hash collision): the store refuses the second
+commit (``pilotfish.config.store.addresses``) and ``reassign`` gives the loser the next free
+address.
 """
 
 from __future__ import annotations
@@ -62,6 +67,18 @@ class VipAllocator:
                     self.dirty = True
                     return addr
             raise VipExhaustedError(f"no free VIP left in {self._net} for {hostname}")
+
+    def reassign(self, hostname: str, address: str, holder: str) -> str:
+        """A new VIP for ``hostname`` after the store refused ``address`` because ``holder``
+        already holds it (another control plane allocated it at the same moment): the address
+        is recorded as ``holder``'s and ``hostname`` gets the next free one."""
+        with self._lock:
+            if self._by_host.get(hostname) == address:
+                del self._by_host[hostname]
+            self._by_host[holder] = address
+            self._taken.add(address)
+            self.dirty = True
+        return self.allocate(hostname)
 
     def copy(self) -> VipAllocator:
         """An allocator holding the same assignments that allocates on its own (previews: what

@@ -22,6 +22,7 @@ from pilotfish.config.store.access import (
     token_exists,
     token_not_found,
 )
+from pilotfish.config.store.addresses import HOLDER_KINDS
 from pilotfish.config.store.base import CommitResult, Event, Key, Operation, StoredObject
 from pilotfish.config.store.notify import Subscribers
 from pilotfish.config.store.plan import Clock, check_since, plan_commit, utc_now
@@ -67,10 +68,15 @@ class MemoryStore:
         found.sort(key=lambda o: (o.kind, o.namespace, o.name))
         return [_copy(o) for o in found]
 
+    def _holders(self, addresses: set[str]) -> builtins.list[StoredObject]:
+        return [o for o in self._objects.values() if o.kind in HOLDER_KINDS]
+
     def commit(self, ops: Sequence[Operation], audit: AuditEntry | None = None) -> CommitResult:
         with self._lock:
             self._check_open()
-            events = plan_commit(ops, self._objects.get, self._revision, clock=self._clock)
+            events = plan_commit(
+                ops, self._objects.get, self._revision, clock=self._clock, holders=self._holders
+            )
             for event in events:
                 if event.type == "DELETED":
                     del self._objects[event.object.key]

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pilotfish.api.kinds import by_kind
+from pilotfish.config.store.addresses import Holders, check_addresses
 from pilotfish.config.store.base import (
     Delete,
     Event,
@@ -143,12 +144,15 @@ def plan_commit(
     *,
     clock: Clock = utc_now,
     new_uid: Callable[[], str] = lambda: str(uuid.uuid4()),
+    holders: Holders | None = None,
 ) -> list[Event]:
     """The events of applying ``ops`` in order to a store at ``revision``.
 
     ``lookup`` reads the committed state; later operations see earlier ones of the same
     commit. Raises the StoreError of the first failing operation (nothing is applied then).
-    Bodies in the returned events are fresh copies the caller may keep.
+    Bodies in the returned events are fresh copies the caller may keep. ``holders``: the
+    stored objects that may hold some addresses, for the one-VIP-one-hostname rule
+    (``addresses.check_addresses``), read under the backend's write lock.
     """
     pending: dict[Key, StoredObject | None] = {}
     events: list[Event] = []
@@ -173,6 +177,8 @@ def plan_commit(
             continue
         events.append(event)
         pending[key] = None if event.type == "DELETED" else event.object
+    if holders is not None:
+        check_addresses(events, lookup, holders)
     return events
 
 

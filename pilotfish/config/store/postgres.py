@@ -59,6 +59,7 @@ from pilotfish.config.store.access import (
     token_exists,
     token_not_found,
 )
+from pilotfish.config.store.addresses import HOLDER_KINDS, like_patterns
 from pilotfish.config.store.base import CommitResult, Event, EventType, Key, Operation, StoredObject
 from pilotfish.config.store.notify import Subscribers
 from pilotfish.config.store.plan import Clock, check_since, plan_commit, utc_now
@@ -247,8 +248,14 @@ class PostgresStore:
                             )
                         )
                     )
+                    # Checked after the lock above: no other commit can pass the same check
+                    # with the same address before this one ends.
                     events = plan_commit(
-                        ops, lambda key: _lookup(conn, key), current, clock=self._clock
+                        ops,
+                        lambda key: _lookup(conn, key),
+                        current,
+                        clock=self._clock,
+                        holders=lambda addresses: _holders(conn, addresses),
                     )
                     if events:
                         _write(conn, events)
@@ -597,6 +604,19 @@ _TOKEN_SELECT = "SELECT name, role, digest, created, created_by FROM pilotfish_a
 def _lookup(conn: psycopg.Connection[Any], key: Key) -> StoredObject | None:
     row = _lookup_row(conn, key)
     return StoredObject(key, json.loads(row[1]), int(row[0])) if row else None
+
+
+def _holders(conn: psycopg.Connection[Any], addresses: set[str]) -> list[StoredObject]:
+    """Services and ServiceEntries whose body mentions one of ``addresses``."""
+    patterns = like_patterns(addresses)
+    if not patterns:
+        return []
+    rows = conn.execute(
+        "SELECT kind, namespace, name, revision, body FROM pilotfish_objects"
+        " WHERE kind = ANY(%s) AND body LIKE ANY(%s)",
+        (list(HOLDER_KINDS), patterns),
+    ).fetchall()
+    return [StoredObject(Key(k, ns, n), json.loads(b), int(r)) for k, ns, n, r, b in rows]
 
 
 def _write(conn: psycopg.Connection[Any], events: Sequence[Event]) -> None:

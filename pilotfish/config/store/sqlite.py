@@ -42,6 +42,7 @@ from pilotfish.config.store.access import (
     token_exists,
     token_not_found,
 )
+from pilotfish.config.store.addresses import HOLDER_KINDS, like_patterns
 from pilotfish.config.store.base import CommitResult, Event, EventType, Key, Operation, StoredObject
 from pilotfish.config.store.notify import Subscribers
 from pilotfish.config.store.plan import Clock, check_since, plan_commit, utc_now
@@ -174,7 +175,11 @@ class SqliteStore:
             try:
                 current = _meta(conn, "revision")
                 events = plan_commit(
-                    ops, lambda key: _lookup(conn, key), current, clock=self._clock
+                    ops,
+                    lambda key: _lookup(conn, key),
+                    current,
+                    clock=self._clock,
+                    holders=lambda addresses: _holders(conn, addresses),
                 )
                 if events:
                     _write(conn, events)
@@ -351,6 +356,21 @@ def _lookup(conn: sqlite3.Connection, key: Key) -> StoredObject | None:
         (key.kind, key.namespace, key.name),
     ).fetchone()
     return StoredObject(key, json.loads(row[1]), row[0]) if row else None
+
+
+def _holders(conn: sqlite3.Connection, addresses: set[str]) -> list[StoredObject]:
+    """Services and ServiceEntries whose body mentions one of ``addresses``."""
+    patterns = like_patterns(addresses)
+    if not patterns:
+        return []
+    kinds = ", ".join("?" for _ in HOLDER_KINDS)
+    likes = " OR ".join("body LIKE ?" for _ in patterns)
+    rows = conn.execute(
+        f"SELECT kind, namespace, name, revision, body FROM objects"
+        f" WHERE kind IN ({kinds}) AND ({likes})",
+        (*HOLDER_KINDS, *patterns),
+    ).fetchall()
+    return [StoredObject(Key(k, ns, n), json.loads(b), r) for k, ns, n, r, b in rows]
 
 
 def _write(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
