@@ -38,6 +38,7 @@ from google.protobuf import json_format
 
 from pilotfish import __version__
 from pilotfish.api.mesh import API_PORT, XDS_PORT
+from pilotfish.api.meshconfig import IPNetwork, blocked_cidrs_in_jwks_uris, parse_cidrs
 from pilotfish.api.node import NodeInfo
 from pilotfish.apiserver.app import ApiServer, ApiSettings, ensure_builtin_namespaces
 from pilotfish.apiserver.auth import load_or_create_admin_token
@@ -352,6 +353,8 @@ class Mesh:
         self.metrics = PilotMetrics(__version__, connections=lambda: self.xds.connections())
         #: Keys of RequestAuthentication jwksUri rules, fetched here and inlined by translate.
         self.jwks = JwksFetcher(JwksSettings(), on_change=self._jwks_changed)
+        self._jwks_blocked_task: asyncio.Task[None] | None = None
+        self._jwks_blocked_dirty = False
         #: Secrets are read by the xDS secrets generator only; translation asks it which
         #: credentials are available.
         self.source = PushContextSource(
@@ -543,6 +546,7 @@ class Mesh:
 
         def on_commit(_revision: int) -> None:
             loop.call_soon_threadsafe(changed, "config")
+            loop.call_soon_threadsafe(self._schedule_jwks_blocked)
 
         def on_endpoints() -> None:
             # Sidecars connecting or leaving: the registry's endpoints only.
@@ -556,6 +560,7 @@ class Mesh:
             loop.call_soon_threadsafe(self._schedule_sidecar_record)
 
         self._unsubscribe.append(self.registry.sidecars.subscribe(on_sidecars))
+        self.jwks.set_blocked_cidrs(await asyncio.to_thread(self._jwks_blocked_cidrs))
         await self.jwks.start()
         await self.xds.start()
 
@@ -598,6 +603,32 @@ class Mesh:
                 restored,
                 SIDECAR_RESTART_GRACE_S,
             )
+
+    def _jwks_blocked_cidrs(self) -> tuple[IPNetwork, ...]:
+        """istiod's ``BLOCKED_CIDRS_IN_JWKS_URIS`` as the stored IstioOperators set it
+        (``values.pilot.env``; validation refuses a value that is not CIDRs)."""
+        text = blocked_cidrs_in_jwks_uris(o.body for o in self.store.list("IstioOperator"))
+        try:
+            return parse_cidrs(text)
+        except ValueError as e:
+            log.warning("values.pilot.env.BLOCKED_CIDRS_IN_JWKS_URIS ignored: %s", e)
+            return ()
+
+    def _schedule_jwks_blocked(self) -> None:
+        """After a commit (once per burst): the blocked CIDRs of the JWKS fetcher."""
+        self._jwks_blocked_dirty = True
+        if self._jwks_blocked_task is None or self._jwks_blocked_task.done():
+            self._jwks_blocked_task = asyncio.get_running_loop().create_task(
+                self._update_jwks_blocked()
+            )
+
+    async def _update_jwks_blocked(self) -> None:
+        while self._jwks_blocked_dirty:  # a commit during the read is read again
+            self._jwks_blocked_dirty = False
+            try:
+                self.jwks.set_blocked_cidrs(await asyncio.to_thread(self._jwks_blocked_cidrs))
+            except Exception:  # the store may be closing; the next commit reads it again
+                log.exception("reading BLOCKED_CIDRS_IN_JWKS_URIS failed")
 
     def _schedule_sidecar_record(self) -> None:
         if not self._record_pending:

@@ -9,6 +9,7 @@ Istio's; a field Pilotfish does not act on yet is accepted and named in a warnin
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -18,19 +19,24 @@ from pilotfish.api.destinationrule import LocalityLoadBalancerSetting
 from pilotfish.api.meta import Model, Resource
 
 __all__ = [
+    "BLOCKED_CIDRS_IN_JWKS_URIS",
     "BUILTIN_PROVIDERS",
     "DEFAULT_ACCESS_LOG_FORMAT",
     "PROVIDER_KINDS",
     "VALUES_MESH_KEYS",
+    "VALUES_PILOT_ENV_KEYS",
     "EnvoyExternalAuthorizationGrpcProvider",
     "EnvoyExternalAuthorizationHttpProvider",
     "ExtensionProvider",
+    "IPNetwork",
     "IstioOperator",
     "MeshConfig",
+    "blocked_cidrs_in_jwks_uris",
     "effective_mesh_config",
     "mesh_config_from_bodies",
     "mesh_config_of_values",
     "operator_mesh_config",
+    "parse_cidrs",
 ]
 
 #: Istio's default text access log format (``accessLogFormat`` empty), as its proxies write it.
@@ -359,3 +365,46 @@ def mesh_config_from_bodies(operators: Iterable[Mapping[str, Any]]) -> MeshConfi
         key=lambda b: (str(b["metadata"].get("namespace") or ""), str(b["metadata"]["name"])),
     )
     return effective_mesh_config([operator_mesh_config(b.get("spec") or {}) for b in ordered])
+
+
+# ---------------------------------------------------------------- istiod's environment
+
+#: istiod's setting (``values.pilot.env.BLOCKED_CIDRS_IN_JWKS_URIS``): comma-separated CIDRs
+#: the control plane never fetches RequestAuthentication keys from.
+BLOCKED_CIDRS_IN_JWKS_URIS = "BLOCKED_CIDRS_IN_JWKS_URIS"
+#: The ``values.pilot.env.*`` keys Pilotfish acts on (other environment settings are warned
+#: about at apply).
+VALUES_PILOT_ENV_KEYS = (f"pilot.env.{BLOCKED_CIDRS_IN_JWKS_URIS}",)
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_cidrs(text: str) -> tuple[IPNetwork, ...]:
+    """``"10.0.0.0/8, 127.0.0.1"`` as networks (a bare address is a /32 or /128), as istiod
+    reads ``BLOCKED_CIDRS_IN_JWKS_URIS``; ValueError names the entry that is not a CIDR."""
+    nets: list[IPNetwork] = []
+    for part in str(text).split(","):
+        entry = part.strip()
+        if not entry:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f'"{entry}" is not a CIDR (e.g. 10.0.0.0/8 or fd00::/8)') from None
+    return tuple(nets)
+
+
+def blocked_cidrs_in_jwks_uris(operators: Iterable[Mapping[str, Any]]) -> str:
+    """``values.pilot.env.BLOCKED_CIDRS_IN_JWKS_URIS`` of the IstioOperator bodies (the last
+    one in (namespace, name) order that sets it wins, as for the mesh config); "" when none
+    does. Pure."""
+    ordered = sorted(
+        operators,
+        key=lambda b: (str(b["metadata"].get("namespace") or ""), str(b["metadata"]["name"])),
+    )
+    value = ""
+    for body in ordered:
+        found, raw = _lookup((body.get("spec") or {}).get("values") or {}, VALUES_PILOT_ENV_KEYS[0])
+        if found and raw is not None:
+            value = str(raw)
+    return value

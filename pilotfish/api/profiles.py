@@ -33,7 +33,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from pilotfish.api.meshconfig import VALUES_MESH_KEYS, MeshConfig
+from pilotfish.api.meshconfig import (
+    VALUES_MESH_KEYS,
+    VALUES_PILOT_ENV_KEYS,
+    MeshConfig,
+    parse_cidrs,
+)
 
 __all__ = [
     "COMPONENT_NAMES",
@@ -295,7 +300,8 @@ def apply_set(spec: dict[str, Any], key: str, value: Any) -> None:
     """Set ``key`` (istioctl's ``--set`` path, without ``spec.``) in ``spec`` in place.
 
     Known: ``profile``, ``meshConfig.*`` (fields of the mesh config model), the ``values.*`` of
-    :data:`~pilotfish.api.meshconfig.VALUES_MESH_KEYS` and :data:`VALUES_COMPONENT_KEYS`,
+    :data:`~pilotfish.api.meshconfig.VALUES_MESH_KEYS`, :data:`VALUES_COMPONENT_KEYS` and
+    ``values.pilot.env.BLOCKED_CIDRS_IN_JWKS_URIS``,
     ``components.{base,pilot}.enabled``, ``components.{ingress,egress}Gateways[0].enabled``
     and ``addonComponents.{prometheus,tracing,kiali}.enabled``. Anything else raises
     :class:`SetError` naming the key.
@@ -325,8 +331,15 @@ def apply_set(spec: dict[str, Any], key: str, value: Any) -> None:
         # meshConfig wins over values: a later --set must win over an earlier meshConfig.
         _set_path(spec, ["meshConfig", *VALUES_MESH_KEYS[rest].split(".")], value)
         return
+    if head == "values" and rest in VALUES_PILOT_ENV_KEYS:
+        try:
+            parse_cidrs(str(value))
+        except ValueError as exc:
+            raise SetError(f"--set {key}: {exc}") from None
+        _set_path(spec, key.split("."), str(value))
+        return
     if head == "values":
-        keys = sorted([*VALUES_MESH_KEYS, *VALUES_COMPONENT_KEYS])
+        keys = sorted([*VALUES_MESH_KEYS, *VALUES_COMPONENT_KEYS, *VALUES_PILOT_ENV_KEYS])
         raise SetError(
             f"--set {key}: not a values key Pilotfish acts on (known: "
             + ", ".join(f"values.{k}" for k in keys)

@@ -449,6 +449,16 @@ UNKNOWN_DESTINATION_RULE_HOST = _t(
     "The host {} defined in the DestinationRule does not match any services in the mesh.",
     "Host defined in the DestinationRule does not match any services in the mesh.",
 )
+JWKS_URI_FETCH_UNRESTRICTED = _t(
+    "IST0175",
+    "JwksUriFetchUnrestricted",
+    WARNING,
+    "BLOCKED_CIDRS_IN_JWKS_URIS is not configured on the control plane, but {} "
+    "RequestAuthentication resource(s) exist ({}): their JWKS URIs and issuers are fetched "
+    "from any address except link-local and cloud metadata ones. Set "
+    "values.pilot.env.BLOCKED_CIDRS_IN_JWKS_URIS to the networks that must not be reached.",
+    "RequestAuthentication resources exist but BLOCKED_CIDRS_IN_JWKS_URIS is not configured.",
+)
 CONFLICTING_SERVICE_ENTRY_PROTOCOL = _t(
     "IST0177",
     "ConflictingServiceEntryProtocol",
@@ -507,6 +517,7 @@ CATALOGUE: dict[str, MessageType] = {
         INEFFECTIVE_POLICY,
         DESTINATION_RULE_SUBSET_NOT_SELECT_PODS,
         UNKNOWN_DESTINATION_RULE_HOST,
+        JWKS_URI_FETCH_UNRESTRICTED,
         CONFLICTING_SERVICE_ENTRY_PROTOCOL,
     )
 }

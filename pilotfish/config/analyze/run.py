@@ -219,6 +219,12 @@ ANALYZERS: tuple[Analyzer, ...] = (
         security.analyze_jwt_service_ports,
     ),
     Analyzer(
+        "authn.BlockedCIDRsAnalyzer",
+        "Checks that BLOCKED_CIDRS_IN_JWKS_URIS is configured when RequestAuthentications exist",
+        ("IST0175",),
+        security.analyze_jwks_blocked_cidrs,
+    ),
+    Analyzer(
         "injection.Analyzer",
         "Checks that namespaces with workloads are enabled for injection",
         ("IST0102",),

@@ -15,6 +15,10 @@ disagree between client and server.
   gRPC-Web by ``appProtocol`` or name prefix): the proxy handles that port as TCP, so tokens
   are never checked on it. Namespace-wide and mesh-wide ones are not checked (Istio checked
   only the services a policy targets).
+- IST0175: RequestAuthentications exist while the control plane's IstioOperator does not set
+  ``values.pilot.env.BLOCKED_CIDRS_IN_JWKS_URIS`` (reported on each IstioOperator, as Istio
+  reports it on istiod's Deployment; without an IstioOperator among the resources, nothing is
+  reported, as istioctl reports nothing without istiod's Deployment).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Iterator
 
 from pilotfish.api.core import Service, ServicePort
 from pilotfish.api.destinationrule import DestinationRule
+from pilotfish.api.meshconfig import blocked_cidrs_in_jwks_uris
 from pilotfish.api.security import AuthorizationPolicy, PeerAuthentication, RequestAuthentication
 from pilotfish.config.analyze import messages as m
 from pilotfish.config.analyze.context import AnalysisContext, Entry
@@ -37,6 +42,7 @@ from pilotfish.config.analyze.names import (
 __all__ = [
     "analyze_authorization_namespaces",
     "analyze_authorization_workloads",
+    "analyze_jwks_blocked_cidrs",
     "analyze_jwt_service_ports",
     "analyze_mtls_conflicts",
 ]
@@ -182,3 +188,22 @@ def analyze_jwt_service_ports(ctx: AnalysisContext) -> Iterator[Message]:
                     _target_port(p),
                     path=path,
                 )
+
+
+def _names_text(names: list[str], shown: int = 5) -> str:
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown])}, and {len(names) - shown} more"
+
+
+def analyze_jwks_blocked_cidrs(ctx: AnalysisContext) -> Iterator[Message]:
+    """IST0175 when RequestAuthentications exist and no IstioOperator blocks any CIDR."""
+    authns = ctx.by_kind.get("RequestAuthentication", [])
+    names = sorted(f"{e.namespace}/{e.key.name}" for e in authns)
+    operators = ctx.by_kind.get("IstioOperator", [])
+    if not names or not operators:
+        return
+    if blocked_cidrs_in_jwks_uris(e.body for e in operators).strip(" ,"):
+        return
+    for e in operators:
+        yield e.message(m.JWKS_URI_FETCH_UNRESTRICTED, len(names), _names_text(names))

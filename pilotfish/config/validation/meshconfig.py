@@ -18,10 +18,12 @@ from pilotfish.api.meshconfig import (
     BUILTIN_PROVIDERS,
     PROVIDER_KINDS,
     VALUES_MESH_KEYS,
+    VALUES_PILOT_ENV_KEYS,
     ExtensionProvider,
     IstioOperator,
     MeshConfig,
     mesh_config_of_values,
+    parse_cidrs,
 )
 from pilotfish.api.profiles import PROFILES, VALUES_COMPONENT_KEYS
 from pilotfish.api.security import AuthorizationPolicySpec
@@ -100,6 +102,14 @@ def validate_istio_operator(op: IstioOperator, errs: Errors, namespace: str) -> 
     for leaf in _leaves(spec.values or {}):
         if leaf in VALUES_COMPONENT_KEYS:
             errs.warn(f"spec.values.{leaf}", "chooses a component only through `pilotfish install`")
+        elif leaf in VALUES_PILOT_ENV_KEYS:
+            _, _, name = leaf.rpartition(".")
+            try:
+                parse_cidrs(str((spec.values or {})["pilot"]["env"][name]))
+            except ValueError as exc:
+                errs.add(f"spec.values.{leaf}", str(exc))
+            except (KeyError, TypeError):
+                errs.add(f"spec.values.{leaf}", "expected a comma-separated list of CIDRs")
         elif leaf not in VALUES_MESH_KEYS:
             errs.warn(f"spec.values.{leaf}", "not applied by Pilotfish")
     from_values = mesh_config_of_values(spec.values)
