@@ -176,3 +176,43 @@ spec:
         authz_mesh.host, "/", headers={"x-auth": f"Token {token}", "x-jwt-sub": "root"}
     )
     assert r.json()["headers"]["x-jwt-sub"] == "alice"
+
+
+BLOCK_LOOPBACK = """
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {name: jwks-guard, namespace: istio-system}
+spec:
+  values:
+    pilot:
+      env:
+        BLOCKED_CIDRS_IN_JWKS_URIS: "10.0.0.0/8, 127.0.0.0/8"
+"""
+
+
+def test_blocked_cidrs_in_jwks_uris_keeps_keys_from_a_blocked_address_out(
+    authz_mesh: AuthzMesh, policies: Policies, issuer: Issuer, jwks_url: str
+) -> None:
+    """istiod's setting, applied as Istio users set it: the issuer on loopback is refused,
+    the keys fetched before are dropped and every token fails (fail closed); taking the
+    setting away fetches the keys again."""
+    policies.apply(seed("request-authentication-jwt.yaml", jwks_url))
+    token = bearer(issuer.token(aud="my-service", groups=["admin"]))
+
+    seen: list[object] = []
+
+    def observe() -> object:
+        status, body = authz_mesh.get("/", **token)
+        seen.append(status if status == 200 else (status, body))
+        return seen[-1]
+
+    settled(observe, 200, "keys fetched from the loopback issuer")
+    policies.apply(BLOCK_LOOPBACK)
+    try:
+        # The key set that verifies no token has no key of the token's kid.
+        no_key = (401, "Jwks doesn't have key to match kid or alg from Jwt")
+        settled(observe, no_key, "keys from 127.0.0.1 dropped")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; the token got {seen[-1]!r}") from None
+    authz_mesh.mesh.cp.cli("delete", "-f", "-", input=BLOCK_LOOPBACK, check=True)
+    settled(observe, 200, "keys fetched again once the setting is gone")
