@@ -887,7 +887,10 @@ class ApiServer:
         hostname), take the next free address and commit again. A ``clusterIP`` the user
         chose that another object holds is refused, naming the field and the holder."""
         bodies = {key_of(op.body): op.body for op in ops if isinstance(op, Put)}
-        for _ in range(_ADDRESS_RETRIES):
+        # Each refusal settles one address for good: one attempt per allocation, and some
+        # for other control planes taking the next choices meanwhile.
+        attempts = len(allocated) + _ADDRESS_RETRIES
+        for _ in range(attempts):
             try:
                 return self.store.commit(ops, audit=audit)
             except AddressTakenError as e:
@@ -919,7 +922,7 @@ class ApiServer:
                             a["value"] = new
                 allocated[(e.key, new)] = host
         raise StoreError(
-            f"no free VIP found after {_ADDRESS_RETRIES} attempts: other control planes "
+            f"no free VIP found after {attempts} attempts: other control planes "
             "keep taking the addresses chosen; apply again"
         )
 

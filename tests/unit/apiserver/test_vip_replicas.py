@@ -129,3 +129,42 @@ async def test_a_users_duplicate_cluster_ip_is_refused_naming_the_field_and_hold
     assert store.get(ResourceKey("Service", "default", "ratings")) is None
     # Updating the holder with its own address still passes.
     await a.apply(service("reviews", "10.96.9.9"))
+
+
+def colliding_pairs(count: int) -> list[tuple[str, str]]:
+    """``count`` pairs of ServiceEntry hosts, each pair with one first choice of its own."""
+    seen: dict[str, str] = {}
+    pairs: list[tuple[str, str]] = []
+    used: set[str] = set()
+    for i in range(100_000):
+        host = f"ext-{i}.example.com"
+        ip = VipAllocator().allocate(host)
+        if ip in seen and ip not in used:
+            pairs.append((seen[ip], host))
+            used.add(ip)
+            if len(pairs) == count:
+                return pairs
+        seen.setdefault(ip, host)
+    raise AssertionError("not enough colliding hostnames")
+
+
+async def test_a_batch_with_many_collisions_gets_an_address_for_each(
+    replicas: tuple[MemoryStore, Replica, Replica],
+) -> None:
+    """More collisions in one batch than the spare attempts: each refusal settles one."""
+    store, a, b = replicas
+    pairs = colliding_pairs(20)
+    for i, (host, _) in enumerate(pairs):
+        await a.apply(entry(f"a-{i}", host))
+    resp = await b.client.post(
+        APPLY_PATH,
+        headers=AUTH,
+        json={"items": [entry(f"b-{i}", host) for i, (_, host) in enumerate(pairs)]},
+    )
+    assert resp.status == 200, await resp.text()
+    held: dict[str, str] = {}
+    for obj in store.list("ServiceEntry"):
+        for addr in obj.body["status"]["addresses"]:
+            assert addr["value"] not in held, (addr, held[addr["value"]])
+            held[addr["value"]] = addr["host"]
+    assert len(held) == 40
