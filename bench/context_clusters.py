@@ -17,17 +17,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import service_items, simulated_node
+from benchlib import in_process_mesh, simulated_node
 
-from pilotfish.config.store.base import Put
-from pilotfish.config.store.memory import MemoryStore
-from pilotfish.server import Mesh, ServerSettings
 from pilotfish.translate.clusters import outbound_clusters
 
 
@@ -36,15 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--contexts", type=int, default=200)
     args = parser.parse_args(argv)
-    store = MemoryStore()
-    store.commit([Put(item) for item in service_items(args.services)])
-    settings = ServerSettings.build(
-        data_dir=Path(tempfile.mkdtemp(prefix="pilotfish-bench-clusters-")),
-        listen="127.0.0.1:1",
-        xds_listen="127.0.0.1:2",
-        store_url=None,
-    )
-    mesh = Mesh(store, settings)
+    mesh = in_process_mesh(args.services, "pilotfish-bench-clusters-")
     nodes = [simulated_node(i, args.services) for i in range(args.contexts)]
     namespace = nodes[0].namespace
     outbound_clusters(mesh.source.current(), namespace)
