@@ -4,13 +4,37 @@ answered. With ``--tls CERT KEY`` it speaks TLS (a server behind a passthrough g
 Stdlib only (it runs as the app behind a sidecar).
 
     python tcp_echo.py --host 127.0.0.5 --port 9000 --prefix one
+
+Tests import :data:`SCRIPT` (what to run) and :func:`echo` (one line through a connection).
 """
 
 from __future__ import annotations
 
 import argparse
+import socket
 import socketserver
 import ssl
+from pathlib import Path
+
+#: This file, run as the app.
+SCRIPT = Path(__file__)
+
+
+def echo(addr: tuple[str, int], line: str = "hello") -> str:
+    """One line through a connection to ``addr``: the answer ("one hello"), or "" when the
+    connection is refused or closed."""
+    try:
+        with socket.create_connection(addr, timeout=5) as s:
+            s.sendall(line.encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return ""
+    return data.decode().strip()
 
 
 def main() -> None:

@@ -5,13 +5,12 @@ listeners do; a TCP port forwards connections to the service the listener import
 
 from __future__ import annotations
 
-import socket
 import sys
-from pathlib import Path
 
 import httpx
 
 from tests.integration.harness import REVIEWS_SERVICE, Mesh, eventually
+from tests.integration.tcp_echo import SCRIPT, echo
 
 SERVICES = (
     REVIEWS_SERVICE
@@ -63,8 +62,6 @@ def test_a_bound_egress_listener_serves_the_hosts_it_imports(mesh: Mesh) -> None
     assert call("ratings:9080") == 502
 
 
-TCP_ECHO = Path(__file__).parents[1] / "tcp_echo.py"
-
 TCP_SERVICE = """
 apiVersion: v1
 kind: Service
@@ -75,22 +72,6 @@ spec:
 """
 
 
-def echo(addr: tuple[str, int], line: str = "hello") -> str:
-    """One line through a connection to ``addr``: the answer, or "" when refused/closed."""
-    try:
-        with socket.create_connection(addr, timeout=5) as s:
-            s.sendall(line.encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-    except OSError:
-        return ""
-    return data.decode().strip()
-
-
 def test_a_bound_tcp_egress_listener_forwards_to_the_service_it_imports(mesh: Mesh) -> None:
     """A TCP egress port with ``captureMode: NONE``: the sidecar listens on ``bind:port``
     and forwards each connection to the service the listener imports there, its ``tcp``
@@ -99,7 +80,7 @@ def test_a_bound_tcp_egress_listener_forwards_to_the_service_it_imports(mesh: Me
     for version, word in (("v1", "one"), ("v2", "two")):
         app = (
             sys.executable,
-            str(TCP_ECHO),
+            str(SCRIPT),
             "--host",
             "{ip}",
             "--port",

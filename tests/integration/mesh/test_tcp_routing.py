@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import collections
 import signal
-import socket
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import _free_port
 from tests.integration.harness import Mesh, Sidecar, eventually, start_control_plane
+from tests.integration.tcp_echo import SCRIPT, echo
 
 pytestmark = pytest.mark.integration
 
-TCP_ECHO = Path(__file__).parents[1] / "tcp_echo.py"
 
 # samples/tcp-echo/tcp-echo-services.yaml (the Service).
 SERVICE = """
@@ -145,22 +143,6 @@ spec:
 """
 
 
-def echo(addr: tuple[str, int], line: str = "hello") -> str:
-    """One connection: send a line, return the reply ("one hello"), "" if closed."""
-    try:
-        with socket.create_connection(addr, timeout=5) as s:
-            s.sendall(line.encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-    except OSError:
-        return ""
-    return data.decode().strip()
-
-
 def versions(addr: tuple[str, int], n: int) -> collections.Counter[str]:
     """Which word answered each of ``n`` connections (``one``, ``two``)."""
     return collections.Counter(echo(addr).split(" ")[0] for _ in range(n))
@@ -175,7 +157,7 @@ def tcp_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mesh, S
         mesh.apply(SERVICE)
         for version, word in (("v1", "one"), ("v2", "two")):
             app = (
-                sys.executable, str(TCP_ECHO), "--host", "{ip}", "--port", "{port}",
+                sys.executable, str(SCRIPT), "--host", "{ip}", "--port", "{port}",
                 "--prefix", word,
             )  # fmt: skip
             mesh.add(
