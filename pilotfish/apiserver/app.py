@@ -50,6 +50,7 @@ from pilotfish.apiserver.status import error_status, status_body
 from pilotfish.config.loader import MAX_DEPTH, too_deep
 from pilotfish.config.meshconfig import mesh_config_of
 from pilotfish.config.store.access import API_ROLES, ApiToken, AuditEntry, audit_time, digest
+from pilotfish.config.store.addresses import HOLDER_KINDS
 from pilotfish.config.store.base import (
     CommitResult,
     Delete,
@@ -61,6 +62,7 @@ from pilotfish.config.store.base import (
     key_of,
     strip_server_fields,
 )
+from pilotfish.config.store.plan import plan_commit
 from pilotfish.config.store.watch import watch
 from pilotfish.config.validation import Validated, validate
 from pilotfish.config.validation.meshconfig import (
@@ -755,6 +757,7 @@ class ApiServer:
             if last[k] == i:
                 ops.append(Put(b))
         if dry_run:
+            self._check_dry_run(ops, allocated)
             commit = CommitResult(self.store.revision(), [])
             changed = {
                 key_of(op.body) for op in ops if isinstance(op, Put) and self._differs(op.body)
@@ -896,17 +899,7 @@ class ApiServer:
             except AddressTakenError as e:
                 host = allocated.pop((e.key, e.address), None)
                 if host is None:
-                    field = "spec.clusterIP" if e.key.kind == "Service" else "status.addresses"
-                    raise ValidationError(
-                        e.key,
-                        [
-                            FieldError(
-                                field,
-                                f"Invalid value: {e.address!r}: provided IP is already "
-                                f"allocated to {e.holder}",
-                            )
-                        ],
-                    ) from None
+                    raise _address_taken(e) from None
                 holder = e.holder_host
                 if e.holder.kind == "Service":
                     holder = service_fqdn(
@@ -925,6 +918,20 @@ class ApiServer:
             f"no free VIP found after {attempts} attempts: other control planes "
             "keep taking the addresses chosen; apply again"
         )
+
+    def _check_dry_run(self, ops: list[Operation], allocated: dict[tuple[Key, str], str]) -> None:
+        """What the store's commit would refuse of ``ops``, without writing: a ``clusterIP``
+        the user chose that another object holds (an address allocated here is not refused:
+        the real apply takes the next free one)."""
+
+        def holders(addresses: set[str]) -> list[StoredObject]:
+            return [o for kind in HOLDER_KINDS for o in self.store.list(kind)]
+
+        try:
+            plan_commit(ops, self.store.get, self.store.revision(), holders=holders)
+        except AddressTakenError as e:
+            if (e.key, e.address) not in allocated:
+                raise _address_taken(e) from None
 
     def _keep_status(self, bodies: list[dict[str, Any]]) -> None:
         """An apply of a kind whose status a controller writes (Canary) keeps that status, as
@@ -1062,3 +1069,17 @@ def _batch_error_response(request: web.Request, errors: list[PilotfishError]) ->
 
 def _event_line(kind: str, body: dict[str, Any]) -> bytes:
     return (json.dumps({"type": kind, "object": body}) + "\n").encode()
+
+
+def _address_taken(e: AddressTakenError) -> ValidationError:
+    """A user's address that another object holds, refused naming the field and the holder."""
+    field = "spec.clusterIP" if e.key.kind == "Service" else "status.addresses"
+    return ValidationError(
+        e.key,
+        [
+            FieldError(
+                field,
+                f"Invalid value: {e.address!r}: provided IP is already allocated to {e.holder}",
+            )
+        ],
+    )

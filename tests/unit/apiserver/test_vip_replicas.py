@@ -168,3 +168,22 @@ async def test_a_batch_with_many_collisions_gets_an_address_for_each(
             assert addr["value"] not in held, (addr, held[addr["value"]])
             held[addr["value"]] = addr["host"]
     assert len(held) == 40
+
+
+async def test_a_dry_run_refuses_a_users_duplicate_cluster_ip_as_the_apply_would(
+    replicas: tuple[MemoryStore, Replica, Replica],
+) -> None:
+    store, a, b = replicas
+    await a.apply(service("reviews", "10.96.9.9"))
+    resp = await b.client.post(
+        APPLY_PATH + "?dryRun=All", headers=AUTH, json={"items": [service("ratings", "10.96.9.9")]}
+    )
+    refused = await resp.json()
+    assert resp.status == 422, refused
+    assert "spec.clusterIP" in refused["message"]
+    assert "Service default/reviews" in refused["message"]
+    # The holder's own address, and a free one, pass the dry run; nothing is stored.
+    for body in (service("reviews", "10.96.9.9"), service("ratings", "10.96.9.10")):
+        resp = await b.client.post(APPLY_PATH + "?dryRun=All", headers=AUTH, json={"items": [body]})
+        assert resp.status == 200, await resp.json()
+    assert store.get(ResourceKey("Service", "default", "ratings")) is None
