@@ -23,6 +23,7 @@ from functools import partial
 
 from google.protobuf.message import Message
 
+from pilotfish.api.layered import Layered
 from pilotfish.api.node import NodeInfo
 from pilotfish.api.typeurls import (
     CLUSTER_TYPE,
@@ -122,9 +123,17 @@ def _clusters_and_endpoints(
     # An outbound EDS cluster's load assignment is named after it.
     endpoints = None if clusters is None or endpoints is None else endpoints | clusters
     # Outbound clusters and load assignments are shared by a view (thousands at a thousand
-    # services): a push that names a few of them copies only those.
-    out[CLUSTER_TYPE].update(_picked(shared.clusters, clusters))
-    out[ENDPOINT_TYPE].update(_picked(shared.endpoints, endpoints))
+    # services): a push that names a few of them copies only those. A whole map starts as a
+    # layered copy of the view's (what the proxy adds or patches is recorded), so the xDS
+    # server interns the view's map once, not once per proxy.
+    for type_url, by_name, picked in (
+        (CLUSTER_TYPE, shared.clusters, clusters),
+        (ENDPOINT_TYPE, shared.endpoints, endpoints),
+    ):
+        if picked is None and not out[type_url]:
+            out[type_url] = Layered(by_name)
+        else:
+            out[type_url].update(_picked(by_name, picked))
     if shared.localities:
         localized = localized_endpoints(push, proxy, shared)
         out[ENDPOINT_TYPE].update(_picked(localized, endpoints))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TypeAlias
 
 from envoy.config.core.v3 import base_pb2
@@ -75,7 +75,7 @@ class DeltaResponse:
         system_version_info: str,
         type_url: str,
         nonce: str,
-        entries: list[Entry],
+        entries: Sequence[Entry],
         removed_resources: list[str],
         control_plane: base_pb2.ControlPlane,
     ) -> None:
@@ -398,6 +398,13 @@ class ProxyConnection:
 
     def _answer_subscription(self, state: TypeState, verdict: Verdict) -> Response | None:
         available = self.target.get(state.type_url)
+        if (
+            self.delta
+            and verdict.kind is Kind.INITIAL
+            and not state.have
+            and isinstance(available, EntryMap)
+        ):
+            return self._answer_first(state, verdict, available)
         if verdict.kind is Kind.INITIAL:
             candidates: Iterable[str] = [n for n in available if state.covers(n)]
         else:
@@ -422,6 +429,27 @@ class ProxyConnection:
         names = sorted(n for n in candidates if n not in state.have_entries)
         return self._respond(state, names, [])
 
+    def _answer_first(self, state: TypeState, verdict: Verdict, available: EntryMap) -> Response:
+        """A Delta stream's first request of a type that declares nothing (a first
+        configuration): every covered name of the shared map is sent, found by set operations
+        on the map's names instead of a check of each name (thousands per type per proxy);
+        the same names as :meth:`_answer_subscription`'s general case."""
+        keys = available.keys()
+        covered: set[str] | None = None  # None: every name
+        if not state.wildcard:
+            covered = keys & state.names
+        elif state.on_demand:
+            # On-demand names are covered once asked for by name (the proxy has none yet).
+            covered = (keys - state.on_demand) | (keys & state.names)
+        if covered is not None and len(covered) == len(available):
+            covered = None
+        names = available.sorted_names if covered is None else sorted(covered)
+        removed: list[str] = []
+        if state.type_url == CLUSTER_TYPE and state.wildcard:
+            # As below: a cluster asked for by name that does not exist is said to be gone.
+            removed = sorted(n for n in verdict.added if n not in available)
+        return self._respond(state, names, removed)
+
     @staticmethod
     def _share_declared(state: TypeState, available: Mapping[str, Entry]) -> None:
         """A proxy that resumed declared what it has (``initial_resource_versions``): once it
@@ -436,15 +464,18 @@ class ProxyConnection:
         if all(have.get(name) == entry.hash for name, entry in available.items()):
             state.have = Have(available)
 
-    def _respond(self, state: TypeState, names: list[str], removed: list[str]) -> Response:
+    def _respond(self, state: TypeState, names: Sequence[str], removed: list[str]) -> Response:
+        """Send ``names`` (sorted, each in the target) and ``removed``."""
         available = self.target.get(state.type_url)
-        sent = [available[n] for n in names]
-        # The whole of a map (a first configuration): its sorted names and digest are computed
-        # once for every proxy that shares it, and what the proxy has is that map.
+        # The whole of a map (a first configuration): its sorted names, entries and digest are
+        # computed once for every proxy that shares it, and what the proxy has is that map.
         whole = (
             available
             if isinstance(available, EntryMap) and len(names) == len(available) and not removed
             else None
+        )
+        sent: Sequence[Entry] = (
+            whole.sorted_entries if whole is not None else [available[n] for n in names]
         )
         keep_entries = not self.delta  # SotW resends the whole set; Delta needs hashes only
         if whole is not None and self.delta and not state.have:

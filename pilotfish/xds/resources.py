@@ -22,12 +22,14 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from pilotfish.api.layered import Layered
 from pilotfish.api.node import NodeInfo
 from pilotfish.api.typeurls import (
     CLUSTER_TYPE,
@@ -152,7 +154,7 @@ class EntryMap(dict[str, Entry]):
     """The entries of one type for a proxy. Proxies whose entries are the same share one map
     (built by :class:`ResourceCache`); never modified once built."""
 
-    __slots__ = ("__weakref__", "_digest", "_eds_of", "_names", "base")
+    __slots__ = ("__weakref__", "_digest", "_eds_of", "_entries", "_names", "base")
 
     def __init__(self, entries: Mapping[str, Entry]) -> None:
         super().__init__(entries)
@@ -160,6 +162,7 @@ class EntryMap(dict[str, Entry]):
         self.base: weakref.ref[Mapping[str, Entry]] | None = None
         self._eds_of: dict[str, str] | None = None
         self._names: tuple[str, ...] | None = None
+        self._entries: tuple[Entry, ...] | None = None
         self._digest: str | None = None
 
     @property
@@ -168,6 +171,13 @@ class EntryMap(dict[str, Entry]):
         if self._names is None:
             self._names = tuple(sorted(self))
         return self._names
+
+    @property
+    def sorted_entries(self) -> tuple[Entry, ...]:
+        """Every entry, in the order of :attr:`sorted_names` (shared like it)."""
+        if self._entries is None:
+            self._entries = tuple(self[n] for n in self.sorted_names)
+        return self._entries
 
     @property
     def digest(self) -> str:
@@ -185,6 +195,13 @@ class EntryMap(dict[str, Entry]):
         if self._eds_of is None:
             self._eds_of = _eds_of(self)
         return self._eds_of
+
+
+#: Bases of layered maps kept interned (a view's clusters and load assignments, of the few
+#: push contexts a storm's generations interleave).
+_BASES_MAX = 16
+#: Layered maps remembered by their base and own entries.
+_LAYERS_MAX = 1024
 
 
 class ResourceCache:
@@ -209,6 +226,14 @@ class ResourceCache:
             weakref.WeakValueDictionary()
         )
         self._name_sets: OrderedDict[frozenset[str], frozenset[str]] = OrderedDict()
+        #: id of a layered map's base -> (that base, its entries): interned once per base.
+        self._bases: OrderedDict[int, tuple[Mapping[str, Message], EntryMap]] = OrderedDict()
+        #: (type, base entries by identity, touched names and their entries) -> (the base
+        #: entries, the shared map), both weakly: the proxies of a view with the same own
+        #: resources get the same map in O(own resources).
+        self._layers: OrderedDict[Hashable, tuple[weakref.ref[Any], weakref.ref[EntryMap]]] = (
+            OrderedDict()
+        )
 
     def share(self, type_url: str, entries: Mapping[str, Entry]) -> EntryMap:
         """The one map holding exactly ``entries`` (proxies of one view share it)."""
@@ -220,6 +245,51 @@ class ResourceCache:
             if found is None:
                 found = self._maps[key] = EntryMap(entries)
             return found
+
+    def whole(self, type_url: str, by_name: Mapping[str, Message]) -> EntryMap:
+        """The shared map of every resource of ``by_name`` (``share`` of ``intern_all``). For
+        a :class:`~pilotfish.api.layered.Layered` map (a copy of a view's map plus the
+        proxy's own resources) the base is interned once, and each proxy pays for the names
+        it touched only: a first configuration of a thousand services is thousands of names
+        per type, nearly all the view's."""
+        base = by_name.base if isinstance(by_name, Layered) else None
+        if base is None:
+            return self.share(type_url, self.intern_all(type_url, by_name))
+        assert isinstance(by_name, Layered)
+        touched: set[str] = by_name.touched
+        base_entries = self._base_entries(type_url, base)
+        fresh = self.intern_all(type_url, {n: by_name[n] for n in touched if n in by_name})
+        key = (type_url, id(base_entries), frozenset((n, fresh.get(n)) for n in touched))
+        with self._lock:
+            found = self._layers.get(key)
+            if found is not None and found[0]() is base_entries:
+                shared = found[1]()
+                if shared is not None:
+                    self._layers.move_to_end(key)
+                    return shared
+        merged = dict(base_entries)
+        for n in touched:
+            merged.pop(n, None)
+        merged.update(fresh)
+        shared = self.share(type_url, merged)
+        with self._lock:
+            self._layers[key] = (weakref.ref(base_entries), weakref.ref(shared))
+            while len(self._layers) > _LAYERS_MAX:
+                self._layers.popitem(last=False)
+        return shared
+
+    def _base_entries(self, type_url: str, base: Mapping[str, Message]) -> EntryMap:
+        with self._lock:
+            found = self._bases.get(id(base))
+            if found is not None and found[0] is base:
+                self._bases.move_to_end(id(base))
+                return found[1]
+        entries = EntryMap(self.intern_all(type_url, base))
+        with self._lock:
+            self._bases[id(base)] = (base, entries)
+            while len(self._bases) > _BASES_MAX:
+                self._bases.popitem(last=False)
+        return entries
 
     def updated(
         self,
@@ -346,7 +416,7 @@ def build_snapshot(resources: Resources, cache: ResourceCache) -> Snapshot:
         # Messages the generator shares across proxies are serialized (and type-checked)
         # once; for the others this is one dictionary lookup per resource. Proxies that get
         # the same entries share one map.
-        entries[type_url] = cache.share(type_url, cache.intern_all(type_url, by_name))
+        entries[type_url] = cache.whole(type_url, by_name)
     on_demand = {t: cache.names(n) for t, n in on_demand_of(resources).items() if n}
     return _snapshot(entries, on_demand)
 
@@ -391,7 +461,7 @@ def update_snapshot(
             )
         by_name = resources.get(type_url, {})
         if names is None:
-            entries[type_url] = cache.share(type_url, cache.intern_all(type_url, by_name))
+            entries[type_url] = cache.whole(type_url, by_name)
             continue
         fresh = cache.intern_all(type_url, {n: by_name[n] for n in names if n in by_name})
         entries[type_url] = cache.updated(type_url, previous.get(type_url), names, fresh)

@@ -8,7 +8,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from pilotfish.xds.connection import DeltaResponse, ProxyConnection
 from pilotfish.xds.protocol import Have
 from pilotfish.xds.push import PushRequest
-from pilotfish.xds.resources import ResourceCache, build_snapshot
+from pilotfish.xds.resources import ResourceCache, Snapshot, build_snapshot
 from tests.unit.xds import builders as b
 from tests.unit.xds.fake import FakeEnvoy, contents, kinds, names, snapshot, sotw
 from tests.unit.xds.fake import delta as delta_req
@@ -244,3 +244,45 @@ def test_delta_response_is_the_message_envoy_reads_with_entries_encoded_once() -
     [removal] = conn.begin_push(snapshot({"c": 3}, "c", cache), PUSH)
     assert list(removal.message().removed_resources) == ["b"]
     assert removal.message().resources == []
+
+
+@pytest.mark.parametrize(
+    ("type_url", "subscribe", "on_demand"),
+    [
+        pytest.param(b.CLUSTER_TYPE, [], frozenset(), id="wildcard"),
+        pytest.param(b.CLUSTER_TYPE, [], frozenset({"b", "c"}), id="wildcard-on-demand"),
+        pytest.param(b.CLUSTER_TYPE, ["c", "zz"], frozenset({"b", "c"}), id="on-demand-asked"),
+        pytest.param(b.ENDPOINT_TYPE, ["a", "b", "c"], frozenset(), id="every-name"),
+        pytest.param(b.ENDPOINT_TYPE, ["c", "a", "zz"], frozenset(), id="some-names"),
+    ],
+)
+def test_a_first_answer_from_a_shared_map_is_the_general_one(
+    type_url: str, subscribe: list[str], on_demand: frozenset[str]
+) -> None:
+    """A first request that declares nothing is answered from the shared map by set
+    operations; the names sent and removed and what the proxy has are the general path's (a
+    target of plain maps; its system version is chained per name instead of the map's)."""
+    shared = snapshot({"a": 1, "b": 2, "c": 3}, "a")
+    shared = Snapshot(entries=shared.entries, eds_of_cluster=shared.eds_of_cluster,
+                      on_demand={b.CLUSTER_TYPE: on_demand})  # fmt: skip
+    plain = Snapshot(
+        entries={t: dict(m) for t, m in shared.entries.items()},
+        eds_of_cluster=shared.eds_of_cluster,
+        on_demand=shared.on_demand,
+    )
+    answers = []
+    for target in (shared, plain):
+        conn = ProxyConnection("1", b.node(), delta=True, monotonic=Clock())
+        conn.set_target(target)
+        (response,) = conn.handle_request(delta_req(type_url, subscribe=subscribe))
+        assert isinstance(response, DeltaResponse)
+        state = conn.types[type_url]
+        answers.append(
+            (
+                [e.name for e in response.entries],
+                response.removed_resources,
+                dict(state.have),
+            )
+        )
+    assert answers[0] == answers[1]
+    assert answers[0][0]  # something is sent in every case
