@@ -41,6 +41,8 @@ __all__ = ["analyze_cmd", "failed", "fetch_live", "message_line", "origin_text",
 
 LEVELS = ("Info", "Warning", "Error")
 DOCS = "https://istio.io/latest/docs/reference/config/analysis"
+#: istioctl's exit code when analyzers found issues (ExitAnalyzerFoundIssues), for CI scripts.
+EXIT_FOUND_ISSUES = 79
 
 #: (file, document index, field path) -> 1-based line, or None.
 LineFinder = Callable[[str, int, str], int | None]
@@ -194,7 +196,7 @@ def _level_option(name: str, default: str, help_text: str) -> Callable[[Any], An
     show_default=True,
     help="Output format.",
 )
-@_level_option("--failure-threshold", "Error", "Lowest level that makes the exit code 1.")
+@_level_option("--failure-threshold", "Error", "Lowest level that makes the exit code 79.")
 @_level_option("--output-threshold", "Info", "Lowest level printed.")
 @click.option("-L", "--list-analyzers", is_flag=True, help="List the analyzers and exit.")
 @click.option(
@@ -226,7 +228,7 @@ def analyze_cmd(
     with the live config (a file replaces the live resource of the same name); with --offline,
     the files alone. Findings are reported for the namespace asked for (-n, default
     `default`; -A for all) and for every resource read from a file; resources elsewhere still
-    count as references. Exit code 1 when a finding reaches --failure-threshold.
+    count as references. Exit code 79 (as istioctl) when a finding reaches --failure-threshold.
 
     \b
     Examples:
@@ -289,4 +291,4 @@ def analyze_cmd(
                 f"See {DOCS} for more information about causes and resolutions.",
                 err=True,
             )
-        sys.exit(1)
+        sys.exit(EXIT_FOUND_ISSUES)

@@ -107,7 +107,7 @@ def test_live_config_bookinfo_clean_then_missing_subset(control_plane: ControlPl
     cp = control_plane
     apply_bookinfo(cp)
     res = cp.cli("analyze")
-    assert res.returncode == 1
+    assert res.returncode == 79
     assert res.stdout.splitlines() == UNSERVED_SUBSETS
 
     res = cp.cli("analyze", *NO_PODS)
@@ -119,7 +119,7 @@ def test_live_config_bookinfo_clean_then_missing_subset(control_plane: ControlPl
 
     cp.cli("apply", "-f", "-", input=REVIEWS_V4, check=True)
     res = cp.cli("analyze", *NO_PODS)
-    assert res.returncode == 1
+    assert res.returncode == 79
     assert res.stdout.splitlines() == [
         "Error [IST0101] (VirtualService default/reviews) Referenced host+subset in "
         'destinationrule not found: "reviews+v4"'
@@ -127,7 +127,7 @@ def test_live_config_bookinfo_clean_then_missing_subset(control_plane: ControlPl
     assert "Analyzers found issues when analyzing namespace: default." in res.stderr
 
     res = cp.cli("analyze", "-o", "json", *NO_PODS)
-    assert res.returncode == 1
+    assert res.returncode == 79
     (item,) = json.loads(res.stdout)
     assert item["code"] == "IST0101" and item["level"] == "Error"
     assert item["origin"] == "VirtualService default/reviews" and "reference" not in item
@@ -148,7 +148,7 @@ def test_warnings_and_failure_threshold(control_plane: ControlPlane) -> None:
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("Warning [IST0127] (AuthorizationPolicy default/backend-only)")
     res = cp.cli("analyze", "--failure-threshold", "Warning", *NO_PODS)
-    assert res.returncode == 1
+    assert res.returncode == 79
     res = cp.cli("analyze", "--output-threshold", "Error", *NO_PODS)
     assert res.returncode == 0 and res.stdout == "" and CLEAN in res.stderr
 
@@ -162,7 +162,7 @@ def test_file_against_live_config_reports_file_and_line(
     path.write_text(FILE_WITH_MISTAKE)
 
     res = cp.cli("analyze", "-f", str(path), *NO_PODS)
-    assert res.returncode == 1
+    assert res.returncode == 79
     # details+v2 exists in the live DestinationRules, so only the ratings route is reported
     assert res.stdout.splitlines() == [
         f"Error [IST0101] (VirtualService default/ratings {path}:11) Referenced host+subset in "
@@ -170,7 +170,7 @@ def test_file_against_live_config_reports_file_and_line(
     ]
 
     res = cp.cli("analyze", "-f", "-", "-o", "yaml", *NO_PODS, input=FILE_WITH_MISTAKE)
-    assert res.returncode == 1
+    assert res.returncode == 79
     assert "-:11" in res.stdout and "ratings+v9" in res.stdout
 
 
@@ -188,7 +188,7 @@ def run_offline(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
 def test_offline_analyzes_only_the_files(tmp_path: Path) -> None:
     files = [str(f) for f in BOOKINFO_FILES]
     res = run_offline("--offline", *[a for f in files for a in ("-f", f)], home=tmp_path)
-    assert res.returncode == 1 and res.stdout.count("[IST0173]") == 2, res.stdout
+    assert res.returncode == 79 and res.stdout.count("[IST0173]") == 2, res.stdout
     res = run_offline("--offline", *NO_PODS, *[a for f in files for a in ("-f", f)], home=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     assert CLEAN in res.stderr
@@ -196,7 +196,7 @@ def test_offline_analyzes_only_the_files(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text(FILE_WITH_MISTAKE.replace("subset: v9", "subset: v1\n      weight: -5"))
     res = run_offline("--use-kube=false", "-f", str(broken), home=tmp_path)
-    assert res.returncode == 1
+    assert res.returncode == 79
     lines = res.stdout.splitlines()
     # without live config nothing defines the hosts; the bad weight is a schema error
     assert f"Error [IST0106] (VirtualService default/ratings {broken}:12) Schema validation " in (
