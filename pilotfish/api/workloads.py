@@ -30,6 +30,23 @@ class ContainerPort(Model):
     hostIP: str | None = None
 
 
+#: The ``fieldRef.fieldPath`` values the local runtime fills in an environment variable, with
+#: ``metadata.labels['KEY']`` (:data:`FIELD_REF_LABEL`); others are warned about at apply.
+FIELD_REF_PATHS = (
+    "metadata.name",
+    "metadata.namespace",
+    "status.podIP",
+    "spec.serviceAccountName",
+    "spec.nodeName",
+)
+FIELD_REF_LABEL = "metadata.labels['"
+
+
+def field_ref_supported(path: str) -> bool:
+    """Whether the local runtime fills ``fieldRef.fieldPath: path``. Pure."""
+    return path in FIELD_REF_PATHS or (path.startswith(FIELD_REF_LABEL) and path.endswith("']"))
+
+
 class ObjectFieldSelector(Model):
     fieldPath: str
     apiVersion: str | None = None

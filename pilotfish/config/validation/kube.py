@@ -11,7 +11,14 @@ from collections.abc import Sequence
 
 from pilotfish.api.core import Event, Namespace, Secret, Service
 from pilotfish.api.proxy_annotation import proxy_config
-from pilotfish.api.workloads import Container, Deployment, DeploymentSpec, Pod, PodSpec
+from pilotfish.api.workloads import (
+    Container,
+    Deployment,
+    DeploymentSpec,
+    Pod,
+    PodSpec,
+    field_ref_supported,
+)
 from pilotfish.config.validation.common import Errors, check_labels, is_dns1123_label
 
 _IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
@@ -90,6 +97,12 @@ def validate_service(svc: Service, errs: Errors, namespace: str) -> None:
         if port.nodePort is not None and port.nodePort != 0:
             _port_number(errs, f"{path}.nodePort", port.nodePort)
     check_labels(errs, "spec.selector", spec.selector)
+    if headless:
+        errs.warn(
+            "spec.clusterIP",
+            'accepted but not applied by Pilotfish: a headless Service ("None") is not resolved '
+            "to its pods' addresses",
+        )
 
 
 def validate_secret(secret: Secret, errs: Errors, namespace: str) -> None:
@@ -154,6 +167,13 @@ def _containers(errs: Errors, path: str, containers: Sequence[Container], requir
                 errs.add(
                     f"{epath}.valueFrom",
                     "Invalid value: may not be specified when `value` is not empty",
+                )
+            ref = env.valueFrom.fieldRef if env.valueFrom is not None else None
+            if ref is not None and not field_ref_supported(ref.fieldPath):
+                errs.warn(
+                    f"{epath}.valueFrom.fieldRef.fieldPath",
+                    f'accepted but not applied by Pilotfish: "{ref.fieldPath}" is not filled by '
+                    "the local runtime (the variable is set to an empty string)",
                 )
         for j, vm in enumerate(c.volumeMounts):
             if not vm.mountPath:

@@ -26,7 +26,7 @@ from typing import Any
 
 from pilotfish.api.mesh import export_to
 from pilotfish.api.proxy_annotation import proxy_config
-from pilotfish.api.workloads import pod_target_port
+from pilotfish.api.workloads import FIELD_REF_LABEL, FIELD_REF_PATHS, pod_target_port
 from pilotfish.platform.local.hosts import EntryName, ServiceName
 from pilotfish.platform.local.service_lb import Endpoint, ServicePort
 
@@ -607,17 +607,18 @@ def _env_value(env: Mapping[str, Any], pod: Mapping[str, Any], pod_ip: str) -> s
     if env.get("value") is not None:
         return str(env["value"])
     ref = ((env.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
-    fields = {
-        "metadata.name": _name(pod),
-        "metadata.namespace": _ns(pod),
-        "status.podIP": pod_ip,
-        "spec.serviceAccountName": str((pod.get("spec") or {}).get("serviceAccountName") or ""),
-        "spec.nodeName": "local",
-    }
+    values = (
+        _name(pod),
+        _ns(pod),
+        pod_ip,
+        str((pod.get("spec") or {}).get("serviceAccountName") or ""),
+        "local",
+    )
+    fields = dict(zip(FIELD_REF_PATHS, values, strict=True))
     if ref in fields:
         return fields[ref]
-    if ref and str(ref).startswith("metadata.labels['"):
-        return _labels(pod).get(str(ref)[len("metadata.labels['") : -2], "")
+    if ref and str(ref).startswith(FIELD_REF_LABEL):
+        return _labels(pod).get(str(ref)[len(FIELD_REF_LABEL) : -2], "")
     return "" if env.get("valueFrom") is not None else None
 
 

@@ -179,3 +179,27 @@ def test_proxy_config_annotation_warns_about_what_is_not_applied() -> None:
     bad = "proxyMetadata: {SECRET_TTL: x}"
     template["metadata"]["annotations"] = {"proxy.istio.io/config": bad}
     has(deploy(template=template), f"{where}.SECRET_TTL", "invalid duration")
+
+
+def _warned(b: dict[str, Any]) -> dict[str, str]:
+    return {w.path: w.reason for w in ok(b).warnings}
+
+
+def test_an_env_var_from_a_field_path_the_runtime_does_not_fill_is_warned_about() -> None:
+    d = deploy()
+    d["spec"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "B", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
+        {"name": "C", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+        {"name": "D", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+    ]
+    warned = _warned(d)
+    c = "spec.template.spec.containers[0]"
+    assert '"status.hostIP"' in warned[f"{c}.env[0].valueFrom.fieldRef.fieldPath"]
+    assert "empty string" in warned[f"{c}.env[0].valueFrom.fieldRef.fieldPath"]
+    assert not any(p.startswith((f"{c}.env[1]", f"{c}.env[2]")) for p in warned)
+
+
+def test_a_headless_service_is_warned_about() -> None:
+    warned = _warned(body("Service", {"clusterIP": "None", "selector": {"app": "a"}}))
+    assert "headless" in warned["spec.clusterIP"]
+    assert "spec.clusterIP" not in _warned(svc({"port": 80}, clusterIP="10.96.0.9"))
