@@ -269,7 +269,9 @@ def _typed(inp: Input) -> tuple[BaseModel | None, list[Message], ResourceKey]:
             return None, msgs, key
         return obj, msgs, key
     warn = m.SCHEMA_WARNING
-    msgs = [Message(warn, key, warn.render(str(w)), w.path, inp.origin) for w in v.warnings]
+    # Istio's validation warnings; not the fields Pilotfish's runtime does not apply.
+    istio = [w for w in v.warnings if w not in v.unapplied]
+    msgs = [Message(warn, key, warn.render(str(w)), w.path, inp.origin) for w in istio]
     return v.obj, msgs, key
 
 

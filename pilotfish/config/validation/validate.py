@@ -23,6 +23,7 @@ from pilotfish.api.objects import ResourceKey
 from pilotfish.config.loader import MAX_DEPTH, normalize, too_deep
 from pilotfish.config.validation import (
     canary,
+    coverage,
     destinationrule,
     envoyfilter,
     gateway,
@@ -86,8 +87,12 @@ class Validated:
     info: KindInfo
     obj: BaseModel
     body: dict[str, Any]
-    #: Problems Istio reports as warnings; the resource is accepted.
+    #: Problems Istio reports as warnings, and fields Pilotfish does not apply; the resource
+    #: is accepted.
     warnings: tuple[FieldError, ...] = field(default=())
+    #: The part of ``warnings`` that names fields the field table marks as warned
+    #: (:func:`coverage.unapplied`): Pilotfish's own, not Istio's (``analyze`` leaves them out).
+    unapplied: tuple[FieldError, ...] = field(default=())
 
 
 def _check_metadata(info: KindInfo, meta: Any, errs: Errors) -> None:
@@ -187,7 +192,8 @@ def validate(
     VALIDATORS[info.kind](obj, errs, namespace)
     if errs:
         raise ValidationError(ref, errs.items, source)
-    return Validated(info, obj, normalized, tuple(errs.warnings))
+    unapplied = coverage.unapplied(info.kind, obj, frozenset(w.path for w in errs.warnings))
+    return Validated(info, obj, normalized, (*errs.warnings, *unapplied), tuple(unapplied))
 
 
 def _ref(body: dict[str, Any], info: KindInfo | None, default_ns: str | None) -> ResourceKey:
