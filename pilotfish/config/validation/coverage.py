@@ -115,6 +115,7 @@ _OWN_PARTS = W("Pilotfish runs its own components")
 _VALUES = "the mesh settings and pilot.env keys of docs/operating.md; others are warned"
 _TAG_LENGTH = W("span tags keep Envoy's default length")
 _ROUTE_CACHE = W("the route is not chosen again after the check", False)
+_TRUST_DOMAIN = "not supported yet: the mesh CA's trust domain is cluster.local"
 _PROBE = "fields the agent does not run are refused"
 _READ_SECRET_TYPES = ("Opaque", "kubernetes.io/tls", "istio.io/key-and-cert")
 _REVERT = "true is not run yet: a deleted Canary leaves its objects"
@@ -633,7 +634,7 @@ FIELDS: dict[str, dict[str, Decision]] = {
         "IstioOperatorSpec.addonComponents": _INSTALL_ONLY,
         "IstioOperatorSpec.values": Decision("enforced", _VALUES),
         "MeshConfig.rootNamespace": E,
-        "MeshConfig.trustDomain": E,
+        "MeshConfig.trustDomain": W(_TRUST_DOMAIN, "cluster.local"),
         "MeshConfig.enableTracing": E,
         "MeshConfig.accessLogFile": E,
         "MeshConfig.accessLogEncoding": E,

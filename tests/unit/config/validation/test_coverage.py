@@ -562,3 +562,10 @@ def test_canary_fields_without_effect_are_warned_about() -> None:
         },
     }
     assert _warnings(b)["spec.analysis"].startswith("primaryReadyThreshold: ")
+
+
+def test_a_trust_domain_other_than_the_mesh_cas_is_warned_about() -> None:
+    assert _warnings(_operator({"trustDomain": "cluster.local"})) == {}
+    assert _warnings(_operator({"trustDomain": "example.com"}))["spec.meshConfig"].startswith(
+        "trustDomain: "
+    )
