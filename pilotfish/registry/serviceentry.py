@@ -8,7 +8,10 @@ non-wildcard hosts get an allocated VIP so that TCP ports can be captured by add
 entry's ``status.addresses`` at apply (as Istio's allocation controller does); they are read
 back here, so a host keeps its VIP across control-plane restarts. Inline ``endpoints``
 become workloads that belong to this entry only; ``workloadSelector`` selects pods and
-WorkloadEntries of the entry's namespace, like a Kubernetes selector.
+WorkloadEntries of the entry's namespace, like a Kubernetes selector. ``subjectAltNames``
+are kept on each host's ``Service``: a client doing mesh mTLS to the entry's endpoints accepts
+them besides the endpoints' service accounts (an inline endpoint without ``serviceAccount``
+adds none), as Istio merges them.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ def services_from_service_entry(body: dict[str, Any], allocate: Allocate) -> lis
     selector = (spec.get("workloadSelector") or {}).get("labels")
     exported = export_to(spec.get("exportTo"))
     assigned = status_addresses(body)
+    sans = tuple(str(s) for s in spec.get("subjectAltNames") or [])
     out = []
     for host in spec.get("hosts") or []:
         host = str(host)
@@ -81,6 +85,7 @@ def services_from_service_entry(body: dict[str, Any], allocate: Allocate) -> lis
                 source_name=name,
                 export_to=exported,
                 addresses=addresses,
+                subject_alt_names=sans,
             )
         )
     return out
@@ -104,7 +109,8 @@ def workloads_from_service_entry(body: dict[str, Any]) -> list[Workload]:
                 namespace=namespace,
                 address=str(address),
                 labels={str(k): str(v) for k, v in (ep.get("labels") or {}).items()},
-                service_account=str(ep.get("serviceAccount") or "default"),
+                # No account, no identity to verify (Istio leaves it empty too).
+                service_account=str(ep.get("serviceAccount") or ""),
                 locality=str(ep.get("locality") or ""),
                 network=str(ep.get("network") or ""),
                 weight=int(ep.get("weight") or 0),

@@ -122,6 +122,9 @@ class Service:
     export_to: tuple[str, ...] = ("*",)
     #: Extra addresses a ServiceEntry declares (CIDRs included); ``vip`` is the first usable one.
     addresses: tuple[str, ...] = ()
+    #: A ServiceEntry's ``subjectAltNames``: identities its endpoints' certificates may carry
+    #: besides their service accounts (Istio's ``Service.ServiceAccounts``).
+    subject_alt_names: tuple[str, ...] = ()
 
     @property
     def is_wildcard(self) -> bool:

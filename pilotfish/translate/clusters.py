@@ -123,14 +123,19 @@ NO_CLIENT_TLS = ClientTls()
 
 
 def mesh_sans(push: PushContext, service: Service, port: int, trust_domain: str) -> list[str]:
-    """SPIFFE IDs of the meshed endpoints of ``service:port`` (the SANs a client accepts)."""
-    return sorted(
-        {
-            spiffe_uri(trust_domain, ep.namespace, ep.service_account)
-            for ep in push.endpoints(service.hostname, port)
-            if has_workload_identity(ep.labels)
-        }
-    )
+    """The SANs a client doing mesh mTLS to ``service:port`` accepts (Istio's service
+    accounts of a service): the SPIFFE IDs of its meshed endpoints' service accounts, merged
+    with a ServiceEntry's ``subjectAltNames``."""
+    accounts = {
+        spiffe_uri(trust_domain, ep.namespace, ep.service_account)
+        for ep in push.endpoints(service.hostname, port)
+        if has_workload_identity(ep.labels) and ep.service_account
+    }
+    return sorted(accounts | set(service.subject_alt_names))
+
+
+def _has_meshed_endpoints(push: PushContext, service: Service, port: int) -> bool:
+    return any(has_workload_identity(ep.labels) for ep in push.endpoints(service.hostname, port))
 
 
 def upstream_transport_socket(
@@ -142,6 +147,10 @@ def upstream_transport_socket(
     client: ClientTls = NO_CLIENT_TLS,
 ) -> UpstreamTls:
     """The TLS of an outbound cluster: the DestinationRule's ``tls``, else auto mTLS.
+
+    Mesh mTLS (``ISTIO_MUTUAL`` or automatic) verifies the server's certificate against the
+    rule's ``subjectAltNames`` when it has some, else against ``mesh_sans`` (with none at
+    all, any certificate of the mesh roots), as Istio does.
 
     Clusters are shared by every client namespace that resolves the same DestinationRule, so
     the answer depends on the destination, the policy and the client's TLS capability only."""
@@ -157,7 +166,9 @@ def upstream_transport_socket(
     )
     if not tls.auto:
         return tls
-    if not client.identity or not sans or service.mesh_external:
+    if not client.identity or service.mesh_external:
+        return UpstreamTls()
+    if not _has_meshed_endpoints(push, service, port.port):
         return UpstreamTls()
     return UpstreamTls(socket=tls_socket(istio_mutual_context(sni, sans)), auto=True)
 

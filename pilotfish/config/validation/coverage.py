@@ -102,7 +102,6 @@ TABLE_WARNED_KINDS = COVERED_KINDS[COVERED_KINDS.index("WorkloadGroup") :]
 _SOME_APPLY_TO_REFUSED = Decision("enforced", "EXTENSION_CONFIG and BOOTSTRAP are refused")
 _GATEWAY_ONLY_WARNED = Decision("enforced", "warned when bound to gateways only")
 _N1 = W("IGNORE is warned: unmatched preflights are forwarded (FORWARD, the default, is enforced)")
-_N2 = W("not supported yet: SANs come from the endpoints' service accounts or a DestinationRule")
 _N3 = W("values other than DEFAULT/IPTABLES: inbound traffic is captured")
 _N4 = W("Pilotfish proxies report no ISTIO_VERSION, so it matches none")
 _N5 = W("ignored, as Istio does not implement it; use portNumber")
@@ -394,7 +393,7 @@ FIELDS: dict[str, dict[str, Decision]] = {
         "ServiceEntrySpec.endpoints": E,
         "ServiceEntrySpec.workloadSelector": E,
         "ServiceEntrySpec.exportTo": E,
-        "ServiceEntrySpec.subjectAltNames": _N2,
+        "ServiceEntrySpec.subjectAltNames": E,
         "ServicePort.number": E,
         "ServicePort.protocol": E,
         "ServicePort.name": E,

@@ -126,12 +126,6 @@ def validate_service_entry(se: ServiceEntry, errs: Errors, namespace: str) -> No
 
 def _unenforced(spec: ServiceEntrySpec, errs: Errors) -> None:
     """What Pilotfish accepts as Istio does but does not act on (warned, by field)."""
-    if spec.subjectAltNames:
-        errs.warn(
-            "spec.subjectAltNames",
-            "not supported yet: the SANs a client accepts come from the endpoints' service "
-            "accounts (automatic mTLS) or a DestinationRule's tls.subjectAltNames",
-        )
     for i, ep in enumerate(spec.endpoints):
         if ep.network:
             errs.warn(

@@ -218,3 +218,46 @@ def test_auto_mtls_sends_plaintext_to_a_port_level_disable(
         return r.status_code == 200 and "x-forwarded-client-cert" in r.json()["headers"]
 
     eventually(mtls_again, 20, "mTLS again")
+
+
+def internal_entry(server: Sidecar, sans: list[str]) -> str:
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db}}
+spec:
+  hosts: [db.internal]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints:
+  - address: {server.ip}
+    ports: {{http: {server.inbound_port}}}
+    labels: {{security.istio.io/tlsMode: istio}}
+  subjectAltNames: {sans}
+"""
+
+
+def test_service_entry_subject_alt_names_verify_the_endpoints_certificate(
+    meshed: tuple[Mesh, Sidecar, Sidecar],
+) -> None:
+    """Auto mTLS to a MESH_INTERNAL entry's endpoint (no serviceAccount of its own) verifies
+    the server's certificate against the entry's subjectAltNames: a name the certificate does
+    not carry fails the handshake, the right one goes through over mTLS."""
+    mesh, server, client = meshed
+    mesh.apply(internal_entry(server, ["spiffe://cluster.local/ns/default/sa/someone-else"]))
+
+    def status() -> int:
+        return client.request("db.internal", "/db").status_code
+
+    eventually(lambda: status() == 503, 30, "the wrong SAN refused")
+    stats = httpx.get(f"http://127.0.0.1:{client.admin_port}/stats", timeout=5).text
+    failed = "cluster.outbound|80||db.internal.ssl.fail_verify_san: "
+    assert int(next(s for s in stats.splitlines() if s.startswith(failed))[len(failed) :]) > 0
+    mesh.apply(internal_entry(server, ["spiffe://cluster.local/ns/default/sa/bookinfo-reviews"]))
+    eventually(lambda: status() == 200, 30, "the right SAN accepted")
+    r = client.request("db.internal", "/db")
+    assert (
+        "By=spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
+        in (r.json()["headers"]["x-forwarded-client-cert"])
+    )

@@ -322,3 +322,67 @@ def test_auto_mtls_sends_plaintext_where_peer_authentication_disables_the_port()
 
     assert tls_endpoints("STRICT") == {"10.1.0.12"}
     assert tls_endpoints("DISABLE") == set()
+
+
+def _internal_entry(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"name": "db", "namespace": "default"},
+        "spec": {
+            "hosts": ["db.internal"],
+            "location": "MESH_INTERNAL",
+            "resolution": "STATIC",
+            "ports": [{"number": 5000, "name": "http", "protocol": "HTTP"}],
+            "endpoints": [{"address": "10.2.0.1", "labels": MESH}],
+            **spec,
+        },
+    }
+
+
+DB = "outbound|5000||db.internal"
+
+
+def _mesh_sans(ctx: tls_pb2.UpstreamTlsContext) -> list[str]:
+    cvc = ctx.common_tls_context.combined_validation_context
+    return [m.matcher.exact for m in cvc.default_validation_context.match_typed_subject_alt_names]
+
+
+def test_service_entry_subject_alt_names_are_verified_by_auto_mtls() -> None:
+    # Istio: the entry's subjectAltNames are merged with the endpoints' service accounts; an
+    # endpoint without a serviceAccount adds none.
+    sans = ["spiffe://cluster.local/ns/db/sa/db-server", "db.internal"]
+    res = generate(client(), push_for([_internal_entry(subjectAltNames=sans)]))
+    istio, _ = res[CLUSTER_TYPE][DB].transport_socket_matches
+    assert _mesh_sans(upstream(istio.transport_socket)) == sorted(sans)
+    with_account = _internal_entry(
+        subjectAltNames=sans[:1],
+        endpoints=[{"address": "10.2.0.1", "labels": MESH, "serviceAccount": "legacy"}],
+    )
+    cluster = generate(client(), push_for([with_account]))[CLUSTER_TYPE][DB]
+    istio, _ = cluster.transport_socket_matches
+    assert _mesh_sans(upstream(istio.transport_socket)) == [
+        "spiffe://cluster.local/ns/db/sa/db-server",
+        "spiffe://cluster.local/ns/default/sa/legacy",
+    ]
+    # No account and no subjectAltNames: still mesh mTLS, verified against the mesh roots only.
+    cluster = generate(client(), push_for([_internal_entry()]))[CLUSTER_TYPE][DB]
+    istio, _ = cluster.transport_socket_matches
+    assert _mesh_sans(upstream(istio.transport_socket)) == []
+
+
+def test_destination_rule_subject_alt_names_take_precedence_over_the_entry() -> None:
+    entry = _internal_entry(subjectAltNames=["spiffe://cluster.local/ns/db/sa/db-server"])
+    rule = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "db", "namespace": "default"},
+        "spec": {"host": "db.internal", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}},
+    }
+    cluster = generate(client(), push_for([entry, rule]))[CLUSTER_TYPE][DB]
+    assert _mesh_sans(upstream(cluster.transport_socket)) == [
+        "spiffe://cluster.local/ns/db/sa/db-server"
+    ]
+    rule["spec"]["trafficPolicy"]["tls"]["subjectAltNames"] = ["spiffe://cluster.local/ns/x/sa/y"]
+    cluster = generate(client(), push_for([entry, rule]))[CLUSTER_TYPE][DB]
+    assert _mesh_sans(upstream(cluster.transport_socket)) == ["spiffe://cluster.local/ns/x/sa/y"]

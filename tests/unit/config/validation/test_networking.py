@@ -360,8 +360,8 @@ def _warnings(b: dict[str, Any]) -> list[str]:
 
 
 def test_service_entry_fields_not_enforced_are_warned_by_field() -> None:
-    sans = _warnings(se(resolution="DNS", subjectAltNames=["spiffe://x/ns/a/sa/b"]))
-    assert any(w.startswith("spec.subjectAltNames: not supported yet") for w in sans)
+    # subjectAltNames is enforced (mesh mTLS to the entry's endpoints verifies them).
+    assert _warnings(se(resolution="DNS", subjectAltNames=["spiffe://x/ns/a/sa/b"])) == []
     network = se(resolution="STATIC", endpoints=[{"address": "10.0.0.1", "network": "n2"}])
     assert any(w.startswith("spec.endpoints[0].network: not supported") for w in _warnings(network))
     wildcard = _warnings(se(hosts=["*.wikipedia.org"], resolution="NONE"))
