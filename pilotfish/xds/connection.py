@@ -22,6 +22,8 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import compress
+from operator import attrgetter, ne
 from typing import TypeAlias
 
 from envoy.config.core.v3 import base_pb2
@@ -49,6 +51,8 @@ from pilotfish.xds.status import GenerationError, ProxyStatus
 log = logging.getLogger("pilotfish.xds")
 
 Request: TypeAlias = discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest
+
+_HASH = attrgetter("hash")
 
 
 class DeltaResponse:
@@ -398,34 +402,20 @@ class ProxyConnection:
 
     def _answer_subscription(self, state: TypeState, verdict: Verdict) -> Response | None:
         available = self.target.get(state.type_url)
-        if (
-            self.delta
-            and verdict.kind is Kind.INITIAL
-            and not state.have
-            and isinstance(available, EntryMap)
-        ):
-            return self._answer_first(state, verdict, available)
+        if self.delta and verdict.kind is Kind.INITIAL:
+            if not state.have and isinstance(available, EntryMap):
+                return self._answer_first(state, verdict, available)
+            return self._answer_initial(state, verdict, available)
         if verdict.kind is Kind.INITIAL:
             candidates: Iterable[str] = [n for n in available if state.covers(n)]
         else:
             candidates = [n for n in verdict.added if n in available]
         if self.delta:
             names = sorted(n for n in candidates if state.have.get(n) != available[n].hash)
-            removed: list[str] = []
-            if verdict.kind is Kind.INITIAL and state.wildcard:
-                # On reconnect the proxy declares what it has; drop what no longer exists.
-                removed = sorted(n for n in state.have if n not in available)
-            if state.type_url == CLUSTER_TYPE and state.wildcard:
-                # A cluster asked for by name (on-demand CDS) that does not exist: saying so
-                # lets the waiting request go on at once instead of after Envoy's timeout.
-                missing = {n for n in verdict.added if n not in available}
-                removed = sorted(set(removed) | missing)
-            if not names and not removed and verdict.kind is not Kind.INITIAL:
+            removed = self._missing_clusters(state, verdict, available)
+            if not names and not removed:
                 return None
-            response = self._respond(state, names, removed)
-            if verdict.kind is Kind.INITIAL:
-                self._share_declared(state, available)
-            return response
+            return self._respond(state, names, removed)
         names = sorted(n for n in candidates if n not in state.have_entries)
         return self._respond(state, names, [])
 
@@ -433,7 +423,7 @@ class ProxyConnection:
         """A Delta stream's first request of a type that declares nothing (a first
         configuration): every covered name of the shared map is sent, found by set operations
         on the map's names instead of a check of each name (thousands per type per proxy);
-        the same names as :meth:`_answer_subscription`'s general case."""
+        the same names as :meth:`_answer_initial`'s general case."""
         keys = available.keys()
         covered: set[str] | None = None  # None: every name
         if not state.wildcard:
@@ -450,19 +440,58 @@ class ProxyConnection:
             removed = sorted(n for n in verdict.added if n not in available)
         return self._respond(state, names, removed)
 
-    @staticmethod
-    def _share_declared(state: TypeState, available: Mapping[str, Entry]) -> None:
-        """A proxy that resumed declared what it has (``initial_resource_versions``): once it
-        has exactly the map it is answered from, record that (shared) map instead of its own
-        copy of thousands of names and versions (a control-plane restart resumes every proxy
-        at once)."""
+    def _answer_initial(
+        self, state: TypeState, verdict: Verdict, available: Mapping[str, Entry]
+    ) -> Response:
+        """The first response of a type on a Delta stream: every covered resource the proxy
+        does not hold as it is (a proxy resuming after a control-plane restart declared
+        thousands in ``initial_resource_versions``, usually just what it is answered from),
+        and, for a wildcard, what it holds that is gone.
+
+        When the subscription covers every available name (a wildcard without on-demand
+        names, or names that include them all), the comparison runs in map and list
+        operations, not a Python step per name; what the proxy has afterwards is recorded as
+        the (shared) map it is answered from, plus what it holds beyond it."""
         have = state.have
-        if isinstance(have, Have) or not isinstance(available, EntryMap):
-            return
-        if len(have) != len(available) or not have:
-            return
-        if all(have.get(name) == entry.hash for name, entry in available.items()):
-            state.have = Have(available)
+        covers_all = type(have) is dict and (
+            (state.wildcard and not state.on_demand) or state.names.issuperset(available)
+        )
+        removed: list[str] = []
+        if not covers_all:
+            names = sorted(
+                n for n in available if state.covers(n) and state.have.get(n) != available[n].hash
+            )
+            if state.wildcard:
+                removed = sorted(n for n in state.have if n not in available)
+        elif not have:
+            names = sorted(available)
+        else:
+            held = list(map(have.get, available))
+            want = list(map(_HASH, available.values()))
+            names = [] if held == want else sorted(compress(available, map(ne, held, want)))
+            if state.wildcard:
+                removed = sorted(have.keys() - available.keys())
+        missing = self._missing_clusters(state, verdict, available)
+        if missing:
+            removed = sorted(set(removed) | set(missing))
+        response = self._respond(state, names, removed)
+        if covers_all and isinstance(available, EntryMap) and type(state.have) is dict:
+            # The proxy now holds every name of ``available`` as it is, and (no wildcard)
+            # what it declared beyond them: a view over the shared map, not a copy.
+            held_now = state.have
+            extra = {n: held_now[n] for n in held_now.keys() - available.keys()}
+            state.have = Have(available, extra)
+        return response
+
+    @staticmethod
+    def _missing_clusters(
+        state: TypeState, verdict: Verdict, available: Mapping[str, Entry]
+    ) -> list[str]:
+        """A cluster asked for by name (on-demand CDS) that does not exist: saying so lets the
+        waiting request go on at once instead of after Envoy's timeout."""
+        if state.type_url != CLUSTER_TYPE or not state.wildcard:
+            return []
+        return sorted(n for n in verdict.added if n not in available)
 
     def _respond(self, state: TypeState, names: Sequence[str], removed: list[str]) -> Response:
         """Send ``names`` (sorted, each in the target) and ``removed``."""

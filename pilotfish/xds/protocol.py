@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import sys
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -63,6 +63,9 @@ def _updated(
 ) -> tuple[frozenset[str], frozenset[str]]:
     """``(before | subscribe) - unsubscribe`` (shared), and the names it adds to ``before``."""
     # Set operations, not a check per name: a first EDS request names thousands.
+    if not before:
+        first = _shared(frozenset(subscribe.difference(unsubscribe)))
+        return first, first
     added = frozenset(subscribe).difference(before, unsubscribe)
     removed = before.intersection(unsubscribe)
     if not added and not removed:
@@ -86,11 +89,26 @@ class Have(MutableMapping[str, str]):
 
     __slots__ = ("_base", "_changed", "_len")
 
-    def __init__(self, base: Mapping[str, Entry]) -> None:
+    def __init__(self, base: Mapping[str, Entry], extra: Mapping[str, str] | None = None) -> None:
+        """``base``'s names and hashes, and ``extra`` (names ``base`` does not have)."""
         self._base = base
         #: name -> hash set since, or None: removed since.
-        self._changed: dict[str, str | None] = {}
-        self._len = len(base)
+        self._changed: dict[str, str | None] = (
+            {sys.intern(n): sys.intern(h) for n, h in extra.items()} if extra else {}
+        )
+        self._len = len(base) + len(self._changed)
+
+    @property
+    def base(self) -> Mapping[str, Entry]:
+        """The map this one was sent whole (or declared holding)."""
+        return self._base
+
+    def names_not_in(self, names: frozenset[str]) -> list[str]:
+        """The names held that are not in ``names`` (set operations on the shared map)."""
+        base, changed = self._base, self._changed
+        out = [n for n in base.keys() - names if changed.get(n, "") is not None]
+        out += [n for n, h in changed.items() if h is not None and n not in names and n not in base]
+        return out
 
     def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
         if name in self._changed:
@@ -212,7 +230,16 @@ class TypeState:
 
     def forget_uncovered(self) -> None:
         """Drop what the proxy had under names it no longer subscribes to."""
-        for name in [n for n in self.have if not self.covers(n)]:
+        have = self.have
+        uncovered: Iterable[str]
+        if self.wildcard or not have:
+            # Every name held is covered by the wildcard (an on-demand one too: it is held).
+            uncovered = ()
+        elif isinstance(have, Have):
+            uncovered = have.names_not_in(self.names)
+        else:
+            uncovered = list(have.keys() - self.names)
+        for name in uncovered:
             self.have.pop(name, None)
             self.have_entries.pop(name, None)
             self.rejected.discard(name)
@@ -305,9 +332,14 @@ def classify_delta(
     if first:
         state.requested = True
         state.wildcard = state.type_url in WILDCARD_TYPES and not subscribe
-        for name, version in request.initial_resource_versions.items():
-            # Interned: until its first response shares a map, a resumed proxy keeps its own.
-            state.have[sys.intern(name)] = sys.intern(version)
+        declared = request.initial_resource_versions
+        if declared:
+            # What a resumed proxy holds, until its first response: the connection then
+            # compares it with the map it answers from and records that (shared) map.
+            if state.have:
+                state.have.update(declared)
+            else:
+                state.have = dict(declared)
     if "*" in subscribe:
         state.wildcard = True
     if "*" in unsubscribe:

@@ -286,3 +286,20 @@ def test_a_first_answer_from_a_shared_map_is_the_general_one(
         )
     assert answers[0] == answers[1]
     assert answers[0][0]  # something is sent in every case
+
+
+def test_delta_resumed_endpoints_keep_declared_names_that_are_gone_beside_the_shared_map() -> None:
+    conn = ProxyConnection("2", b.node(), delta=True)
+    conn.set_target(snapshot({"a": 1, "b": 2}, "a"))
+    target = conn.target.hashes(b.ENDPOINT_TYPE)
+    # Subscribed to a, b and gone (no longer generated); holds an older b; declares stray,
+    # which it does not subscribe to.
+    declared = {"a": target["a"], "b": "older", "gone": "h0", "stray": "h1"}
+    [eds] = conn.handle_request(delta_req(b.ENDPOINT_TYPE, ["a", "b", "gone"], initial=declared))
+    assert names(eds) == ["b"] and list(eds.removed_resources) == []
+    have = conn.types[b.ENDPOINT_TYPE].have
+    assert isinstance(have, Have) and have.base is conn.target.get(b.ENDPOINT_TYPE)
+    assert dict(have) == {**target, "gone": "h0"}
+    # Once it unsubscribes, what it had under the name is forgotten.
+    assert conn.handle_request(delta_req(b.ENDPOINT_TYPE, [], ["gone"])) == []
+    assert dict(conn.types[b.ENDPOINT_TYPE].have) == target

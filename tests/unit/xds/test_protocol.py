@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pilotfish.xds.protocol import (
     Have,
     Kind,
@@ -172,3 +174,37 @@ def test_have_over_a_shared_map_behaves_as_a_dict() -> None:
     assert have["b"] == "again" and len(have) == 3
     assert sorted(have.keys() - {"a"}) == ["b", "c"]
     assert dict(base) == dict(snap.get(b.CLUSTER_TYPE))  # the shared map is never changed
+
+
+def test_have_with_extra_names_and_the_names_it_holds_outside_a_set() -> None:
+    snap = build_snapshot(
+        b.resources(clusters={"a": [("127.0.0.1", 1)], "b": [("127.0.0.1", 2)]}), ResourceCache()
+    )
+    base = snap.get(b.CLUSTER_TYPE)
+    have = Have(base, {"gone": "h0"})
+    plain = {**{n: e.hash for n, e in base.items()}, "gone": "h0"}
+    assert dict(have) == plain and len(have) == 3
+    for h in (have, plain):
+        h["c"] = "h3"
+        h["a"] = "h1"
+        del h["b"]
+    assert dict(have) == plain
+    for keep in (frozenset(), frozenset({"a"}), frozenset({"b", "c"}), frozenset({"gone", "a"})):
+        assert sorted(have.names_not_in(keep)) == sorted(plain.keys() - keep)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["declared", "shared"])
+def test_unsubscribing_forgets_what_was_held_under_those_names(shared: bool) -> None:
+    snap = build_snapshot(
+        b.resources(clusters={"a": [("127.0.0.1", 1)], "b": [("127.0.0.1", 2)]}), ResourceCache()
+    )
+    state = TypeState(b.ENDPOINT_TYPE)
+    declared = {"a": "x", "b": "y", "old": "z"}
+    classify_delta(state, delta(b.ENDPOINT_TYPE, ["a", "b"], initial=declared), 1.0)
+    # What was declared and not subscribed to is not held any more.
+    assert dict(state.have) == {"a": "x", "b": "y"}
+    if shared:
+        state.have = Have(snap.get(b.ENDPOINT_TYPE))
+    held = dict(state.have)
+    classify_delta(state, delta(b.ENDPOINT_TYPE, [], ["b"]), 2.0)
+    assert dict(state.have) == {"a": held["a"]} and state.names == {"a"}
