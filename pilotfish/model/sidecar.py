@@ -20,8 +20,8 @@ What a scope holds (``SidecarScope``):
 - per port, the egress listener that serves it (the one with that port, else the catch-all
   without ``port``), and the services routed on that port;
 - the ``outboundTrafficPolicy`` mode: the Sidecar's, else the mesh config's;
-- the ``ingress`` listeners (port, ``defaultEndpoint``) that replace the inbound ports of the
-  proxy's services.
+- the ``ingress`` listeners (port, ``defaultEndpoint``, ``tls``) that replace the inbound
+  ports of the proxy's services.
 
 ``sidecar_scope(push, namespace, labels)`` is pure and memoized in the PushContext per
 ``(namespace, Sidecar)``: every proxy with the same Sidecar shares one scope. ``scope.key``
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import pydantic
 
 from pilotfish.api.hosts import host_matches, split_server_host
-from pilotfish.api.networking import IstioIngressListener, SidecarSpec
+from pilotfish.api.networking import IstioIngressListener, ServerTLSSettings, SidecarSpec
 from pilotfish.config.store.base import Key, StoredObject
 from pilotfish.model.push_context import PushContext
 from pilotfish.registry.types import Service
@@ -92,6 +92,8 @@ class IngressListener:
     #: ``127.0.0.1`` (loopback), ``0.0.0.0`` (the workload's address), or None when unset.
     endpoint_host: str | None
     endpoint_port: int | None
+    #: ``tls``: the sidecar terminates TLS with these settings where mesh mTLS is off.
+    tls: ServerTLSSettings | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ def _ingress(ing: IstioIngressListener) -> IngressListener:
         name=ing.port.name,
         endpoint_host=host,
         endpoint_port=port,
+        tls=ing.tls,
     )
 
 

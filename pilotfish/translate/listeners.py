@@ -49,7 +49,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
-from pilotfish.api.networking import Server
+from pilotfish.api.networking import Server, ServerTLSSettings
 from pilotfish.model.config import GatewayConfig
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
@@ -97,6 +97,7 @@ from pilotfish.translate.tls import (
     MESH_SERVER_ALPN,
     has_workload_identity,
     mesh_server_context,
+    server_tls_context,
     tls_socket,
 )
 
@@ -478,6 +479,12 @@ def inbound_port_chains(
     base = lc.FilterChainMatch()
     if match_port:
         base.destination_port.value = target
+    mode = policy.for_port(target)
+    tls = ingress_tls(proxy, target)
+    if tls is not None and (
+        mode == DISABLE or (mode != STRICT and not has_workload_identity(proxy.labels))
+    ):
+        return [_ingress_tls_chain(push, proxy, target, protocol, stat, base, tls)]
     return _mode_chains(
         ClusterKey.inbound(target).name,
         policy.for_port(target),
@@ -488,15 +495,64 @@ def inbound_port_chains(
     )
 
 
+def ingress_tls(proxy: Proxy, target: int) -> ServerTLSSettings | None:
+    """The ``tls`` of the Sidecar ``ingress`` listener on port ``target``, if any."""
+    ingress = proxy.scope.ingress if proxy.scope is not None else ()
+    return next((i.tls for i in ingress if i.port == target), None)
+
+
+def _ingress_tls_chain(
+    push: PushContext,
+    proxy: Proxy,
+    target: int,
+    protocol: Protocol,
+    stat: str,
+    base: lc.FilterChainMatch,
+    tls: ServerTLSSettings,
+) -> lc.FilterChain:
+    """A Sidecar ``ingress[].tls`` port where mesh mTLS is off: one chain that matches TLS
+    only (plaintext finds no chain and is closed, as Istio) and terminates it with the
+    settings' certificate files; the decrypted stream is served as HTTP or TCP
+    (``protocol`` is already the one after termination). Under ``MUTUAL`` the verified
+    client certificate is the peer's, forwarded in ``x-forwarded-client-cert`` as on mesh
+    mTLS chains."""
+    ctx, _ = server_tls_context(tls)
+    if not protocol.is_http:
+        del ctx.common_tls_context.alpn_protocols[:]
+    match = lc.FilterChainMatch()
+    match.CopyFrom(base)
+    match.transport_protocol = "tls"
+    return lc.FilterChain(
+        name=ClusterKey.inbound(target).name,
+        filter_chain_match=match,
+        filters=_inbound_filters(push, proxy, target, protocol, stat, mtls=tls.mode == "MUTUAL"),
+        transport_socket=tls_socket(ctx),
+    )
+
+
+def _after_tls_termination(protocol: Protocol) -> Protocol:
+    """Istio's ``AfterTLSTermination``: what a terminated HTTPS or TLS stream carries."""
+    if protocol == Protocol.HTTPS:
+        return Protocol.HTTP
+    if protocol == Protocol.TLS:
+        return Protocol.TCP
+    return protocol
+
+
 def served_ports(proxy: Proxy) -> list[tuple[int, Protocol]]:
     """The inbound ports of ``proxy`` with their protocol: its Sidecar's ``ingress`` ports
     when it has any (as Istio, they replace the ports of its services), else the app ports of
-    the services it serves."""
+    the services it serves. An ingress port with ``tls`` carries what its TLS wraps (HTTPS:
+    HTTP, TLS: TCP), as Istio."""
     ingress = proxy.scope.ingress if proxy.scope is not None else ()
     if ingress:
-        return sorted(
-            (i.port, parse_protocol(i.protocol) or select_protocol(i.name)) for i in ingress
-        )
+        ports = []
+        for i in ingress:
+            protocol = parse_protocol(i.protocol) or select_protocol(i.name)
+            if i.tls is not None:
+                protocol = _after_tls_termination(protocol)
+            ports.append((i.port, protocol))
+        return sorted(ports)
     out: dict[int, Protocol] = {}
     for inst in proxy.instances:
         prev = out.get(inst.target_port)

@@ -23,6 +23,9 @@ HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "GRPC-WEB")
 BOUND_TCP_PROTOCOLS = ("TCP", "MONGO", "MYSQL", "REDIS")
 
 UNIX_PREFIX = "unix://"
+#: What a Sidecar ingress listener's ``tls`` may do: terminate (Istio documents SIMPLE and
+#: MUTUAL; its listener code builds OPTIONAL_MUTUAL the same way).
+INGRESS_TLS_MODES = ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL")
 
 
 def _unix_path_error(bind: str) -> str | None:
@@ -78,11 +81,32 @@ def validate_sidecar(sc: Sidecar, errs: Errors, namespace: str) -> None:
                     f"{path}.tls.credentialName",
                     "sidecar: credentialName is not currently supported",
                 )
+            if tls.credentialNames:
+                errs.add(
+                    f"{path}.tls.credentialNames",
+                    "sidecar: credentialNames is not currently supported",
+                )
+            if tls.tlsCertificates:
+                errs.add(
+                    f"{path}.tls.tlsCertificates",
+                    "sidecar: tls_certificates is not currently supported",
+                )
             if tls.mode in ("ISTIO_MUTUAL", "AUTO_PASSTHROUGH"):
                 errs.add(
                     f"{path}.tls.mode",
                     f"configuration is invalid: cannot set mode to {tls.mode} in sidecar "
                     "ingress tls",
+                )
+            elif tls.mode not in INGRESS_TLS_MODES:
+                errs.add(
+                    f"{path}.tls.mode",
+                    f"sidecar: ingress tls terminates TLS: mode must be one of "
+                    f"{', '.join(INGRESS_TLS_MODES)}, not {tls.mode or 'PASSTHROUGH (unset)'}",
+                )
+            if protocol_of(ing.port.protocol) not in ("HTTPS", "TLS"):
+                errs.add(
+                    f"{path}.port.protocol",
+                    "server cannot have TLS settings for non HTTPS/TLS ports",
                 )
             server_tls(errs, f"{path}.tls", tls)
         connection_pool(errs, f"{path}.connectionPool", ing.connectionPool)
@@ -176,12 +200,6 @@ def sidecar_support(sc: Sidecar, errs: Errors) -> None:
         errs.warn("spec.inboundConnectionPool", not_applied)
     for i, ing in enumerate(spec.ingress):
         path = f"spec.ingress[{i}]"
-        if ing.tls is not None:
-            errs.add(
-                f"{path}.tls",
-                "not supported yet: Pilotfish does not terminate TLS on Sidecar ingress "
-                "listeners (mesh mTLS follows PeerAuthentication)",
-            )
         if (ing.defaultEndpoint or "").startswith(UNIX_PREFIX):
             errs.add(f"{path}.defaultEndpoint", "not supported yet: unix domain sockets")
         if ing.bind:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
 from pilotfish.model.sidecar import select_sidecar, sidecar_scope
 from pilotfish.translate import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE, generate
 from tests.unit.translate.fixtures import (
@@ -12,6 +14,7 @@ from tests.unit.translate.fixtures import (
     route_config,
     service,
     sidecar_node,
+    unpack_hcm,
     unpack_tcp,
 )
 
@@ -247,6 +250,123 @@ def test_ingress_to_the_workload_address_binds_to_127_0_0_6() -> None:
     addr = c.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
     assert (addr.address, addr.port_value) == ("10.1.0.10", 8081)
     assert c.upstream_bind_config.source_address.address == "127.0.0.6"
+
+
+INGRESS_TLS = {
+    "ingress": [
+        {
+            "port": {"number": 9080, "protocol": "HTTPS", "name": "external"},
+            "defaultEndpoint": "0.0.0.0:8081",
+            "tls": {
+                "mode": "MUTUAL",
+                "serverCertificate": "/etc/certs/tls.crt",
+                "privateKey": "/etc/certs/tls.key",
+                "caCertificates": "/etc/certs/ca.crt",
+            },
+        },
+        {"port": {"number": 9081, "protocol": "HTTP", "name": "internal"}},
+    ]
+}
+MESHED = {"app": "reviews", "security.istio.io/tlsMode": "istio"}
+
+
+def _pa(ports: dict[str, str] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"selector": {"matchLabels": {"app": "reviews"}}}
+    spec["mtls"] = {"mode": "STRICT"}
+    if ports:
+        spec["portLevelMtls"] = {k: {"mode": v} for k, v in ports.items()}
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "PeerAuthentication",
+        "metadata": {"name": "strict", "namespace": "default"},
+        "spec": spec,
+    }
+
+
+def _chains(res: Any) -> dict[int, list[Any]]:
+    out: dict[int, list[Any]] = {}
+    for c in listener(res, "virtualInbound").filter_chains:
+        out.setdefault(c.filter_chain_match.destination_port.value, []).append(c)
+    return out
+
+
+def test_ingress_tls_terminates_where_peer_authentication_disables_mesh_mtls() -> None:
+    push = push_for([*SERVICES, sidecar(**INGRESS_TLS), _pa({"9080": "DISABLE"})])
+    res = generate(sidecar_node(app="reviews", labels=MESHED), push)
+    chains = _chains(res)
+    # 9080: one chain, TLS only, terminated with the files of the Sidecar, served as HTTP
+    # (HTTPS after termination) with the client certificate required (MUTUAL).
+    (chain,) = chains[9080]
+    assert chain.filter_chain_match.transport_protocol == "tls"
+    assert not chain.filter_chain_match.application_protocols
+    ctx = tls_pb2.DownstreamTlsContext()
+    chain.transport_socket.typed_config.Unpack(ctx)
+    cert = ctx.common_tls_context.tls_certificates[0]
+    assert cert.certificate_chain.filename == "/etc/certs/tls.crt"
+    assert cert.private_key.filename == "/etc/certs/tls.key"
+    assert ctx.common_tls_context.validation_context.trusted_ca.filename == "/etc/certs/ca.crt"
+    assert ctx.require_client_certificate.value
+    assert not ctx.common_tls_context.tls_certificate_sds_secret_configs  # no mesh cert
+    hcm = unpack_hcm(chain)
+    assert hcm.route_config.virtual_hosts[0].routes[0].route.cluster == "inbound|9080||"
+    # 9081 keeps mesh mTLS (STRICT).
+    assert [c.filter_chain_match.transport_protocol for c in chains[9081]] == ["tls"]
+    assert chains[9081][0].name == "inbound|9081||-mtls"
+    lst = listener(res, "virtualInbound")
+    assert "envoy.filters.listener.tls_inspector" in [f.name for f in lst.listener_filters]
+    # The inbound cluster carries the terminated protocol (HTTP) to the defaultEndpoint.
+    addr = res[CLUSTER_TYPE]["inbound|9080||"].load_assignment.endpoints[0].lb_endpoints[0]
+    assert addr.endpoint.address.socket_address.port_value == 8081
+
+
+def test_ingress_tls_yields_to_mesh_mtls_as_istio() -> None:
+    """Where the port keeps mesh mTLS (STRICT here), Istio ignores the ingress ``tls``: the
+    port has the mesh chains, serving the terminated protocol (HTTP)."""
+    push = push_for([*SERVICES, sidecar(**INGRESS_TLS), _pa()])
+    res = generate(sidecar_node(app="reviews", labels=MESHED), push)
+    (chain,) = _chains(res)[9080]
+    assert chain.name == "inbound|9080||-mtls"
+    ctx = tls_pb2.DownstreamTlsContext()
+    chain.transport_socket.typed_config.Unpack(ctx)
+    assert [s.name for s in ctx.common_tls_context.tls_certificate_sds_secret_configs] == [
+        "default"
+    ]
+    assert unpack_hcm(chain).stat_prefix  # HTTP, not TCP
+
+
+def test_ingress_tls_on_a_tls_port_and_without_a_mesh_identity() -> None:
+    """A ``TLS`` port is terminated into TCP (no ALPN offered); a proxy without a workload
+    identity has no mesh mTLS to keep, so its ingress ``tls`` applies under PERMISSIVE."""
+    spec = {
+        "ingress": [
+            {
+                "port": {"number": 9000, "protocol": "TLS", "name": "tls"},
+                "defaultEndpoint": "127.0.0.1:9001",
+                "tls": {"mode": "SIMPLE", "serverCertificate": "/c", "privateKey": "/k"},
+            }
+        ]
+    }
+    push = push_for([*SERVICES, sidecar(**spec)])
+    res = generate(sidecar_node(app="reviews", labels={"app": "reviews"}), push)
+    (chain,) = _chains(res)[9000]
+    assert chain.filter_chain_match.transport_protocol == "tls"
+    ctx = tls_pb2.DownstreamTlsContext()
+    chain.transport_socket.typed_config.Unpack(ctx)
+    assert not ctx.common_tls_context.alpn_protocols
+    assert not ctx.require_client_certificate.value
+    assert unpack_tcp(chain).cluster == "inbound|9000||"
+    # Explicit mode: the listener on the inbound port has the same TLS chain.
+    node = sidecar_node(
+        app="reviews",
+        labels={"app": "reviews"},
+        ip="127.0.0.2",
+        interception_mode="NONE",
+        outbound_port=15101,
+        inbound_ports={9000: 15102},
+    )
+    lst = listener(generate(node, push), "127.0.0.2_15102")
+    assert [c.filter_chain_match.transport_protocol for c in lst.filter_chains] == ["tls"]
+    assert [f.name for f in lst.listener_filters] == ["envoy.filters.listener.tls_inspector"]
 
 
 def test_capture_mode_none_egress_binds_a_listener() -> None:

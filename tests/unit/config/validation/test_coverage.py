@@ -337,26 +337,6 @@ LISTED_REFUSALS = [
     ),
     (
         body(
-            "Sidecar",
-            {
-                "ingress": [
-                    {
-                        "port": {"number": 9080, "name": "http", "protocol": "HTTP"},
-                        "defaultEndpoint": "127.0.0.1:8080",
-                        "tls": {
-                            "mode": "SIMPLE",
-                            "serverCertificate": "/c.pem",
-                            "privateKey": "/k.pem",
-                        },
-                    }
-                ]
-            },
-        ),
-        "spec.ingress[0].tls",
-        ("Sidecar", "IstioIngressListener.tls"),
-    ),
-    (
-        body(
             "EnvoyFilter",
             {"targetRefs": [{"kind": "Gateway", "name": "g"}], "configPatches": [_EF_PATCH]},
         ),

@@ -317,18 +317,22 @@ def test_sidecar_fields_pilotfish_does_not_enforce_are_refused_or_warned_by_path
         errors = [path for path, _ in problems(b)]
         return errors, ([w.path for w in validate(b).warnings] if not errors else [])
 
-    errors, _ = run(
-        {
-            "ingress": [
-                {
-                    "port": {"number": 9080, "protocol": "HTTPS", "name": "https"},
-                    "defaultEndpoint": "127.0.0.1:8080",
-                    "tls": {"mode": "SIMPLE", "serverCertificate": "/c", "privateKey": "/k"},
-                }
-            ]
-        }
-    )
-    assert errors == ["spec.ingress[0].tls"]
+    def ingress_tls(protocol: str, **tls: object) -> list[str]:
+        port = {"number": 9080, "protocol": protocol, "name": "external"}
+        ingress = {"port": port, "defaultEndpoint": "127.0.0.1:8080", "tls": tls}
+        return run({"ingress": [ingress]})[0]
+
+    simple = {"serverCertificate": "/c", "privateKey": "/k"}
+    assert ingress_tls("HTTPS", mode="SIMPLE", **simple) == []
+    assert ingress_tls("TLS", mode="MUTUAL", caCertificates="/ca", **simple) == []
+    # Istio's checks: TLS settings on an HTTPS/TLS port only; terminating modes only.
+    assert ingress_tls("HTTP", mode="SIMPLE", **simple) == ["spec.ingress[0].port.protocol"]
+    assert ingress_tls("HTTPS", mode="ISTIO_MUTUAL") == ["spec.ingress[0].tls.mode"]
+    assert ingress_tls("HTTPS", **simple) == ["spec.ingress[0].tls.mode"]  # PASSTHROUGH
+    assert ingress_tls("HTTPS", mode="SIMPLE", credentialNames=["a"]) == [
+        "spec.ingress[0].tls.credentialNames"
+    ]
+    assert ingress_tls("HTTPS", mode="MUTUAL", **simple) == ["spec.ingress[0].tls.caCertificates"]
     tcp_bound = {
         "port": {"number": 3306, "protocol": "TCP", "name": "tcp"},
         "captureMode": "NONE",
