@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import compress
 from operator import attrgetter, ne
-from typing import TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
@@ -65,6 +65,7 @@ class DeltaResponse:
     message, for readers (tests, debugging)."""
 
     __slots__ = (
+        "body",
         "control_plane",
         "entries",
         "nonce",
@@ -82,7 +83,10 @@ class DeltaResponse:
         entries: Sequence[Entry],
         removed_resources: list[str],
         control_plane: base_pb2.ControlPlane,
+        body: bytes | None = None,
     ) -> None:
+        #: ``entries`` already encoded and joined (a whole shared map), or None.
+        self.body = body
         self.system_version_info = system_version_info
         self.type_url = type_url
         self.nonce = nonce
@@ -104,9 +108,10 @@ class DeltaResponse:
         return [e.resource for e in self.entries]
 
     def SerializeToString(self) -> bytes:  # protobuf's name: gRPC calls it
-        return b"".join(
-            [self._header().SerializeToString(), *(e.delta_field for e in self.entries)]
-        )
+        header = self._header().SerializeToString()
+        if self.body is not None:
+            return header + self.body
+        return b"".join([header, *[e.delta_field for e in self.entries]])
 
     def message(self) -> discovery_pb2.DeltaDiscoveryResponse:
         return discovery_pb2.DeltaDiscoveryResponse.FromString(self.SerializeToString())
@@ -117,10 +122,9 @@ Response: TypeAlias = discovery_pb2.DiscoveryResponse | DeltaResponse
 
 def content_version(hashes: Iterable[tuple[str, str]]) -> str:
     """A short version string for a set of (name, content hash) pairs."""
-    digest = hashlib.sha256()
-    for name, h in sorted(hashes):
-        digest.update(f"{name}={h}\n".encode())
-    return digest.hexdigest()[:12]
+    # One update of the joined lines: the same digest as one update per line.
+    text = "".join([f"{name}={h}\n" for name, h in sorted(hashes)])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _with_rewarm(scope: Scope | None, snapshot: Snapshot) -> Scope | None:
@@ -135,9 +139,40 @@ def _with_rewarm(scope: Scope | None, snapshot: Snapshot) -> Scope | None:
         return out
     eds = out.get(ENDPOINT_TYPE, frozenset())
     if eds is not None:
-        of = snapshot.eds_of_cluster
-        out[ENDPOINT_TYPE] = eds | {of[c] for c in clusters if c in of}
+        out[ENDPOINT_TYPE] = eds | _memo(("rewarm", clusters), snapshot.eds_of_cluster, _eds_names)
     return out
+
+
+def _eds_names(of: Mapping[str, str], clusters: frozenset[str]) -> frozenset[str]:
+    return frozenset(of[c] for c in clusters if c in of)
+
+
+def _hashes(available: Mapping[str, Entry], names: frozenset[str]) -> dict[str, str]:
+    return {n: e.hash for n in names if (e := available.get(n)) is not None}
+
+
+#: (what, names) -> (the mapping it was computed from, the result): the proxies of one view
+#: pushed the same change compute it once (a storm's endpoint pushes reach every proxy with
+#: the same hundreds of names and the same shared maps). Bounded; cleared when full.
+_MEMO: dict[tuple[str, frozenset[str]], tuple[Any, Any]] = {}
+_MEMO_MAX = 64
+T = TypeVar("T")
+M = TypeVar("M", bound=Mapping[str, Any])
+
+
+def _memo(
+    key: tuple[str, frozenset[str]], source: M, compute: Callable[[M, frozenset[str]], T]
+) -> T:
+    """``compute(source, key[1])``, shared while ``source`` is the same object."""
+    found = _MEMO.get(key)
+    if found is not None and found[0] is source:
+        result: T = found[1]
+        return result
+    value = compute(source, key[1])
+    if len(_MEMO) >= _MEMO_MAX:
+        _MEMO.clear()
+    _MEMO[key] = (source, value)
+    return value
 
 
 class ProxyConnection:
@@ -300,9 +335,12 @@ class ProxyConnection:
                 continue
             # Only the names the change can touch are compared: O(scope), not O(config).
             # One lookup per name (a storm's endpoint pushes compare hundreds per proxy).
-            had, available = state.have.get, snapshot.get(t).get
-            have[t] = {n: h for n in names if (h := had(n)) is not None}
-            want[t] = {n: e.hash for n in names if (e := available(n)) is not None}
+            had = state.have
+            if isinstance(had, Have):
+                have[t] = had.pick(names)
+            else:
+                have[t] = {n: h for n in names if (h := had.get(n)) is not None}
+            want[t] = _memo((t, names), snapshot.get(t), _hashes)
         self._plan = plan_push(
             have=have,
             want=want,
@@ -392,8 +430,10 @@ class ProxyConnection:
         if state is None or not state.requested:
             return None
         available = self.target.get(send.type_url)
-        names = {n for n in send.names if state.covers(n) and n in available}
-        ahead = {n for n in send.unsubscribed if n in available and not state.covers(n)}
+        names = state.covered(send.names) & available.keys()
+        ahead: set[str] = set()
+        if send.unsubscribed:
+            ahead = set(send.unsubscribed & available.keys()) - state.covered(send.unsubscribed)
         removed = sorted(n for n in send.removed if n in state.have)
         if not names and not ahead and not removed:
             return None
@@ -510,6 +550,8 @@ class ProxyConnection:
         if whole is not None and self.delta and not state.have:
             # A first configuration: what the proxy has is that map (shared), not a copy.
             state.have = Have(whole)
+        elif isinstance(state.have, Have) and not keep_entries:
+            state.have.record(sent)
         else:
             for entry in sent:
                 state.have[entry.name] = entry.hash
@@ -542,6 +584,7 @@ class ProxyConnection:
                 entries=sent,
                 removed_resources=removed,
                 control_plane=self._control_plane,
+                body=whole.delta_fields() if whole is not None else None,
             )
         view = [state.have_entries[n] for n in sorted(state.have_entries)]
         state.record_sent(nonce, self._seq, version, self._clock(), tuple(e.name for e in view))

@@ -57,6 +57,14 @@ class Subscription:
     def covers(self, name: str) -> bool:
         return name in self.names or (self.wildcard and name not in self.on_demand)
 
+    def covered(self, names: set[str]) -> set[str]:
+        """Those of ``names`` it covers (set operations, not a check per name)."""
+        if not self.wildcard:
+            return names & self.names
+        if not self.on_demand:
+            return set(names)
+        return names - (self.on_demand - self.names)
+
 
 @dataclass(frozen=True)
 class Send:
@@ -84,9 +92,11 @@ class Step:
 def changed_names(have: Hashes, want: Hashes, sub: Subscription) -> frozenset[str]:
     """Names the proxy subscribes to (or has: an on-demand cluster it holds is kept up to
     date) whose wanted content differs from what it has."""
-    return frozenset(
-        n for n, h in want.items() if have.get(n) != h and (sub.covers(n) or n in have)
-    )
+    had = have.get
+    differ = {n for n, h in want.items() if had(n) != h}
+    if not differ:
+        return frozenset()
+    return frozenset(sub.covered(differ) | (differ & have.keys()))
 
 
 def plan_push(

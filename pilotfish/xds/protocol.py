@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import sys
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -116,6 +116,31 @@ class Have(MutableMapping[str, str]):
             return default if found is None else found
         entry = self._base.get(name)
         return default if entry is None else entry.hash
+
+    def pick(self, names: Collection[str]) -> dict[str, str]:
+        """name -> hash of those of ``names`` the proxy has, in one pass (a push compares
+        hundreds of names per proxy: no method call per name)."""
+        base, changed = self._base, self._changed
+        out = {n: e.hash for n in names if n not in changed and (e := base.get(n)) is not None}
+        if changed:
+            for n in names:
+                if n in changed and (h := changed[n]) is not None:
+                    out[n] = h
+        return out
+
+    def record(self, entries: Iterable[Entry]) -> None:
+        """Each entry's name -> its hash (what was just sent), without a call per entry."""
+        base, changed = self._base, self._changed
+        added = 0
+        for e in entries:
+            name = e.name
+            if name in changed:
+                if changed[name] is None:
+                    added += 1
+            elif name not in base:
+                added += 1
+            changed[name] = e.hash
+        self._len += added
 
     def __getitem__(self, name: str) -> str:
         found = self.get(name)
@@ -219,6 +244,14 @@ class TypeState:
         if name in self.names:
             return True
         return self.wildcard and (name not in self.on_demand or name in self.have)
+
+    def covered(self, names: frozenset[str] | set[str]) -> frozenset[str] | set[str]:
+        """Those of ``names`` it :meth:`covers` (set operations but for on-demand names)."""
+        if not self.wildcard:
+            return names & self.names
+        if not self.on_demand:
+            return set(names)
+        return {n for n in names if self.covers(n)}
 
     def record_sent(
         self, nonce: str, seq: int, version: str, now: float, names: tuple[str, ...] = ()

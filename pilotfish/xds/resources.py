@@ -150,6 +150,12 @@ class Entry:
         return f"Entry({short_name(self.type_url)} {self.name} {self.hash})"
 
 
+#: The joined Delta fields of the last few maps sent whole (``EntryMap.delta_fields``).
+_JOINED: OrderedDict[int, tuple[weakref.ref[EntryMap], bytes]] = OrderedDict()
+_JOINED_MAX = 8
+_JOINED_LOCK = threading.Lock()
+
+
 class EntryMap(dict[str, Entry]):
     """The entries of one type for a proxy. Proxies whose entries are the same share one map
     (built by :class:`ResourceCache`); never modified once built."""
@@ -178,6 +184,23 @@ class EntryMap(dict[str, Entry]):
         if self._entries is None:
             self._entries = tuple(self[n] for n in self.sorted_names)
         return self._entries
+
+    def delta_fields(self) -> bytes:
+        """Every entry as a Delta response's ``resources`` field, in :attr:`sorted_names`
+        order, joined: built once for the proxies sent the whole map in a short while (first
+        configurations), and kept for the last few maps only (thousands of clusters are
+        ~1.5 MB, and a proxy holds on to the map of its first configuration)."""
+        with _JOINED_LOCK:
+            found = _JOINED.get(id(self))
+            if found is not None and found[0]() is self:
+                _JOINED.move_to_end(id(self))
+                return found[1]
+        joined = b"".join([e.delta_field for e in self.sorted_entries])
+        with _JOINED_LOCK:
+            _JOINED[id(self)] = (weakref.ref(self), joined)
+            while len(_JOINED) > _JOINED_MAX:
+                _JOINED.popitem(last=False)
+        return joined
 
     @property
     def digest(self) -> str:

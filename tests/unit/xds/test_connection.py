@@ -279,7 +279,8 @@ def test_a_first_answer_from_a_shared_map_is_the_general_one(
         state = conn.types[type_url]
         answers.append(
             (
-                [e.name for e in response.entries],
+                # What is written (a whole map's joined encodings, or each entry's).
+                [(r.name, r.version) for r in response.message().resources],
                 response.removed_resources,
                 dict(state.have),
             )

@@ -137,3 +137,13 @@ def test_virtual_hosts_come_after_the_clusters_and_routes_and_before_cluster_rem
     ]
     assert steps[2].sends == (Send(vhds, frozenset({"r/x:80", "r/z:80"}), frozenset({"r/y:80"})),)
     assert steps[3].after_clean
+
+
+def test_covered_is_covers_for_every_name() -> None:
+    names = {"a", "b", "c", "d"}
+    for sub in (
+        Subscription(False, frozenset({"a", "x"})),
+        Subscription(True),
+        Subscription(True, frozenset({"b"}), frozenset({"b", "c"})),
+    ):
+        assert sub.covered(names) == {n for n in names if sub.covers(n)}

@@ -169,11 +169,19 @@ def test_have_over_a_shared_map_behaves_as_a_dict() -> None:
         del h["b"]
         h.pop("missing", None)
     assert dict(have) == plain == {"a": "h1", "c": "h3"}
+    assert have.pick(["a", "b", "c", "x"]) == plain
     assert len(have) == 2 and "b" not in have and have.get("b") is None
     have["b"] = "again"
     assert have["b"] == "again" and len(have) == 3
     assert sorted(have.keys() - {"a"}) == ["b", "c"]
     assert dict(base) == dict(snap.get(b.CLUSTER_TYPE))  # the shared map is never changed
+    del have["b"]
+    entries = build_snapshot(
+        b.resources(clusters={"b": [("127.0.0.1", 5)], "c": [("127.0.0.1", 6)]}), ResourceCache()
+    ).get(b.CLUSTER_TYPE)
+    have.record(entries.values())  # b again (it was removed), c again
+    plain.update((e.name, e.hash) for e in entries.values())
+    assert dict(have) == plain and len(have) == len(plain) == 3
 
 
 def test_have_with_extra_names_and_the_names_it_holds_outside_a_set() -> None:
@@ -208,3 +216,15 @@ def test_unsubscribing_forgets_what_was_held_under_those_names(shared: bool) -> 
     held = dict(state.have)
     classify_delta(state, delta(b.ENDPOINT_TYPE, [], ["b"]), 2.0)
     assert dict(state.have) == {"a": held["a"]} and state.names == {"a"}
+
+
+def test_covered_is_covers_for_every_name() -> None:
+    names = {"a", "b", "c", "d"}
+    for wildcard, subscribed, on_demand, have in (
+        (False, {"a", "x"}, set(), {}),
+        (True, set(), set(), {}),
+        (True, {"b"}, {"b", "c", "d"}, {"d": "h"}),
+    ):
+        state = TypeState(b.CLUSTER_TYPE, wildcard=wildcard, names=frozenset(subscribed))
+        state.on_demand, state.have = frozenset(on_demand), dict(have)
+        assert state.covered(names) == {n for n in names if state.covers(n)}
