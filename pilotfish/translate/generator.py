@@ -130,14 +130,23 @@ def _clusters_and_endpoints(
         (CLUSTER_TYPE, shared.clusters, clusters),
         (ENDPOINT_TYPE, shared.endpoints, endpoints),
     ):
-        if picked is None and not out[type_url]:
-            out[type_url] = Layered(by_name)
+        if picked is None:
+            _add_shared(out, type_url, by_name)
         else:
             out[type_url].update(_picked(by_name, picked))
     if shared.localities:
         localized = localized_endpoints(push, proxy, shared)
         out[ENDPOINT_TYPE].update(_picked(localized, endpoints))
     return set(shared.credentials)
+
+
+def _add_shared(out: Resources, type_url: str, shared: Mapping[str, Message]) -> None:
+    """Add a view's shared map: the first as a layered copy (see ``_clusters_and_endpoints``),
+    the others entry by entry."""
+    if out[type_url]:
+        out[type_url].update(shared)
+    else:
+        out[type_url] = Layered(shared)
 
 
 def outbound_view(node: NodeInfo, push: PushContext, names: Names) -> Hashable | None:
@@ -210,7 +219,7 @@ def generate_sidecar(
         if vhds:
             config, vhosts = sidecar_vhds_route_config(push, proxy, port)
             routes[config.name] = config
-            out[VIRTUAL_HOST_TYPE].update(vhosts)
+            _add_shared(out, VIRTUAL_HOST_TYPE, vhosts)
         else:
             routes[str(port)] = sidecar_route_config(push, proxy, port)
 
@@ -220,7 +229,7 @@ def generate_sidecar(
             if vhds:
                 config, vhosts = explicit_vhds_route_config(push, proxy, name)
                 routes[name] = config
-                out[VIRTUAL_HOST_TYPE].update(vhosts)
+                _add_shared(out, VIRTUAL_HOST_TYPE, vhosts)
             elif want_rds:
                 routes[name] = explicit_route_config(push, proxy, name)
             if want_lds:
