@@ -21,6 +21,7 @@ or a control plane that hangs up on a plaintext client (a TLS port). The reason 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode
@@ -203,9 +204,11 @@ class AdminClient:
     async def readiness(self, *, require_xds: bool = True, draining: bool = False) -> Readiness:
         if draining:
             return evaluate_readiness(None, {}, draining=True)
-        state = await self.server_state()
-        stats = await self.stats(_READINESS_STATS)
-        return evaluate_readiness(state, stats, require_xds=require_xds)
+        if not require_xds:
+            return evaluate_readiness(await self.server_state(), {}, require_xds=False)
+        # Both at once: a readiness probe waits for this answer.
+        state, stats = await asyncio.gather(self.server_state(), self.stats(_READINESS_STATS))
+        return evaluate_readiness(state, stats, require_xds=True)
 
     async def active_connections(self) -> int | None:
         """Open downstream connections (see :func:`active_downstream_connections`)."""

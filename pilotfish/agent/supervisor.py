@@ -165,6 +165,8 @@ class EnvoySupervisor:
         self._started = asyncio.Event()
         #: Why the last Envoy process ended (or could not start), for readiness and logs.
         self.last_exit = ""
+        #: The Envoy process that has received its first CDS and LDS.
+        self._xds_received_pid: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -227,9 +229,14 @@ class EnvoySupervisor:
                     code="EnvoyCrashLoop",
                 )
             return Readiness(False, "Envoy is not running")
-        return await self.admin.readiness(
-            require_xds=self.settings.require_xds, draining=self.draining
-        )
+        pid = self.pid
+        # CDS and LDS received once stay received for the life of an Envoy process: after
+        # that, readiness is admin /ready alone (one request per probe instead of two).
+        require_xds = self.settings.require_xds and self._xds_received_pid != pid
+        readiness = await self.admin.readiness(require_xds=require_xds, draining=self.draining)
+        if readiness.ready and require_xds and self.pid == pid:
+            self._xds_received_pid = pid
+        return readiness
 
     async def ready(self) -> bool:
         return (await self.readiness()).ready

@@ -6,9 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from pilotfish.agent.admin import Readiness, evaluate_readiness
 from pilotfish.agent.agent import supervisor_settings
 from pilotfish.agent.settings import AgentSettings
-from pilotfish.agent.supervisor import Backoff, RestartPolicy, SupervisorSettings, envoy_command
+from pilotfish.agent.supervisor import (
+    Backoff,
+    EnvoySupervisor,
+    RestartPolicy,
+    SupervisorSettings,
+    envoy_command,
+)
 from pilotfish.api.node import NodeInfo
 
 
@@ -79,3 +86,44 @@ def test_agent_derives_supervisor_settings(tmp_path: Path) -> None:
     assert (sup.admin_port, sup.concurrency, sup.require_xds) == (25000, 1, True)
     assert sup.listener_drain_s == 0
     assert supervisor_settings(AgentSettings(node=node, work_dir=tmp_path)).listener_drain_s == 1
+
+
+class _Admin:
+    """Admin answers: ``/ready``'s state and the xDS stats; counts the ``/stats`` reads."""
+
+    def __init__(self, state: str, stats: dict[str, int]) -> None:
+        self.state, self.stats_now, self.stats_reads = state, stats, 0
+
+    async def readiness(self, *, require_xds: bool = True, draining: bool = False) -> Readiness:
+        if require_xds:
+            self.stats_reads += 1
+        stats = self.stats_now if require_xds else {}
+        return evaluate_readiness(self.state, stats, require_xds=require_xds, draining=draining)
+
+
+class _Proc:
+    def __init__(self, pid: int) -> None:
+        self.pid, self.returncode = pid, None
+
+
+async def test_xds_received_is_read_once_per_envoy_process(tmp_path: Path) -> None:
+    supervisor = EnvoySupervisor(
+        SupervisorSettings(bootstrap_path=tmp_path / "b.json", admin_port=1, binary=tmp_path)
+    )
+    received = {"cluster_manager.cds.update_success": 1, "listener_manager.lds.update_success": 1}
+    admin = _Admin("LIVE", received)
+    supervisor.admin = admin  # type: ignore[assignment]
+    supervisor._proc = _Proc(100)  # type: ignore[assignment]
+    assert (await supervisor.readiness()).ready
+    # The counters never go back to 0 for this process: /ready alone decides from now on.
+    admin.stats_now = {}
+    assert (await supervisor.readiness()).ready
+    assert admin.stats_reads == 1
+    admin.state = "DRAINING"
+    assert not (await supervisor.readiness()).ready
+    # A restarted Envoy (another process) has received nothing yet.
+    admin.state = "LIVE"
+    supervisor._proc = _Proc(101)  # type: ignore[assignment]
+    readiness = await supervisor.readiness()
+    assert not readiness.ready
+    assert "config not received" in readiness.reason
