@@ -34,6 +34,7 @@ from pathlib import Path
 import grpc
 
 from pilotfish.agent.ca_client import FailoverCaClient
+from pilotfish.agent.route import wait_for_route
 from pilotfish.agent.settings import AgentSettings, HostPort, IdentitySettings
 from pilotfish.identity import (
     SdsServer,
@@ -173,6 +174,8 @@ class WorkloadIdentity:
         Envoy can start right after: it holds the listeners and clusters that use the
         workload certificate until SDS sends it, so its start overlaps the certificate's."""
         await self.sds.start()
+        # The pod's routes may still be in the making (see ``route.py``).
+        await wait_for_route(self.settings.discovery_addresses)
         await self.manager.start()
         self._watch = asyncio.create_task(self._watch_trust_bundle(), name="trust-bundle watch")
 

@@ -262,12 +262,15 @@ def pod_outer_batch(s: PodNetworkSettings, netns: str, veth: str) -> list[str]:
 
 
 def pod_inner_batch(s: PodNetworkSettings, ip: ipaddress.IPv4Address) -> list[str]:
-    """Pod-side ``ip -batch`` lines (run with ``ip -n NETNS``): lo, eth0, routes. Pure."""
+    """Pod-side ``ip -batch`` lines (run with ``ip -n NETNS``): lo, eth0, routes. Pure.
+
+    eth0 is up before it has its address, so a route to the pod's subnet exists only once the
+    pod can use it (an agent started before these lines waits for that route)."""
     return [
         "link set lo up",
         f"link set eth0 address {mac_for(ip)}",
-        f"addr add {ip}/{s.network.prefixlen} dev eth0",
         "link set eth0 up",
+        f"addr add {ip}/{s.network.prefixlen} dev eth0",
         f"route add default via {s.gateway_ip} dev eth0",
         f"route add {s.service_network} dev eth0 scope link",
     ]
@@ -416,6 +419,8 @@ class PodNetwork:
         self.tools = tools or IptablesTools.default()
         self.allocator = IpAllocator(self.settings.network, [self.settings.gateway_ip])
         self._pods: dict[str, PodNet] = {}
+        #: Pods whose namespace has no address and routes yet (see ``begin_pod_netns``).
+        self._unfinished: set[str] = set()
         self._lock = threading.Lock()
 
     # host side ---------------------------------------------------------
@@ -450,6 +455,15 @@ class PodNetwork:
 
         Calling it again for a live pod returns the same :class:`PodNet`.
         """
+        pod = self.begin_pod_netns(pod_id)
+        self.finish_pod_netns(pod_id)
+        return pod
+
+    def begin_pod_netns(self, pod_id: str) -> PodNet:
+        """Create the pod's namespace and veth (host side up, in the bridge); its address and
+        routes come with :meth:`finish_pod_netns`. Processes may enter the namespace from now
+        on (a sidecar agent starts while the rest is made). Calling it again for a live pod
+        returns the same :class:`PodNet`."""
         s = self.settings
         netns = s.netns_name(pod_id)
         with self._lock:
@@ -475,13 +489,31 @@ class PodNetwork:
                 if (SYS_NET / veth).exists():  # a stale veth of a crashed run
                     run(["ip", "link", "del", veth], check=False)
                 _ip_batch(pod_outer_batch(s, netns, veth))
-                _ip_batch(pod_inner_batch(s, ip), netns=netns)
             except BaseException:
                 self._remove(netns, veth)
                 self.allocator.release(pod_id)
                 raise
             self._pods[pod_id] = pod
+            self._unfinished.add(pod_id)
             return pod
+
+    def finish_pod_netns(self, pod_id: str) -> None:
+        """The pod's loopback, address and routes (after :meth:`begin_pod_netns`; once)."""
+        with self._lock:
+            pod = self._pods.get(pod_id)
+            if pod is None or pod_id not in self._unfinished:
+                return
+        try:
+            _ip_batch(pod_inner_batch(self.settings, ipaddress.IPv4Address(pod.ip)), netns=pod.name)
+        except BaseException:
+            with self._lock:
+                self._pods.pop(pod_id, None)
+                self._unfinished.discard(pod_id)
+                self._remove(pod.name, pod.veth_host)
+                self.allocator.release(pod_id)
+            raise
+        with self._lock:
+            self._unfinished.discard(pod_id)
 
     def delete_pod_netns(self, pod_id: str, kill_grace: float = 2.0) -> None:
         """Kill what still runs in the pod, delete its veth, namespace and etc dir. Idempotent."""
@@ -489,6 +521,7 @@ class PodNetwork:
         netns = s.netns_name(pod_id)
         with self._lock:
             pod = self._pods.pop(pod_id, None)
+            self._unfinished.discard(pod_id)
             ip = self.allocator.allocated().get(pod_id)
             veth = pod.veth_host if pod else (s.veth_name(ip) if ip else None)
             kill_netns_processes(netns, kill_grace)

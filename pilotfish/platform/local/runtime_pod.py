@@ -3,7 +3,8 @@
 A :class:`LocalPod` lives in its own thread from :meth:`LocalPod.start` to :meth:`LocalPod.stop`:
 
 1. network namespace, veth and address (:class:`~.network.PodNetwork`), the pod's hosts file
-   and resolv.conf;
+   and resolv.conf (a sidecar's agent starts once the namespace exists, while its address
+   and routes are made);
 2. injected pods: istio-init style capture (:mod:`.capture`), then the agent
    (``pilotfish proxy --type sidecar --interception-mode REDIRECT``, run as root with the
    proxy user's group inside the namespace, Envoy as the proxy user; with a workload token
@@ -378,8 +379,10 @@ class LocalPod:
         # The workload token is asked for while the network is made (a round trip to the
         # control plane, unless a pod of the same service account got one recently).
         token = _BACKGROUND.submit(self._fetch_token) if self.sidecar is not None else None
-        self.net = self.network.create_pod_netns(self.pod_id)
-        self._mark("network")
+        self.net = self.network.begin_pod_netns(self.pod_id)
+        self._mark("netns")
+        if self.sidecar is None or token is None:
+            self._finish_network()
         self.started_at = time.monotonic()
         self._apply_view(force=True)
         app = self.users.app
@@ -409,6 +412,9 @@ class LocalPod:
         self.sidecar.argv = [*self.settings.proxy_argv, *self.sidecar.options]
         self._start_sidecar()
         self._mark("agent")
+        # The pod's address and routes while the agent starts Envoy (which needs neither for
+        # its first ~0.1 s); the agent waits for the route before it calls the CA.
+        self._finish_network()
         if not self.gateway:  # a gateway is addressed directly: nothing to capture
             proxy = self.users.proxy
             apply_capture(self.netns, CaptureSettings(proxy.uid, proxy.gid), self.tools)
@@ -418,6 +424,10 @@ class LocalPod:
         # holdApplicationUntilProxyStarts); the pod is Ready when both are, either way.
         if not self.holds_apps:
             self._start_apps()
+
+    def _finish_network(self) -> None:
+        self.network.finish_pod_netns(self.pod_id)
+        self._mark("network")
 
     def _tick(self) -> None:
         self._apply_view()

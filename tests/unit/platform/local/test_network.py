@@ -113,8 +113,8 @@ def test_ip_batches() -> None:
     assert pod_inner_batch(s, IP("10.250.3.2")) == [
         "link set lo up",
         "link set eth0 address 0a:58:0a:fa:03:02",
-        "addr add 10.250.3.2/24 dev eth0",
         "link set eth0 up",
+        "addr add 10.250.3.2/24 dev eth0",
         "route add default via 10.250.3.1 dev eth0",
         "route add 10.96.0.0/16 dev eth0 scope link",
     ]
