@@ -8,10 +8,10 @@ It brings up a private mesh (own prefix, /24 and ports, in a temporary directory
 
 - creates Deployments of one replica, one at a time, in a namespace without injection and in
   one with injection (after one of each that is not counted: the first pod of a service
-  account also fetches its workload token), and measures through the API (polling every 5 ms)
-  the time from the Pod object's appearance to its ``Ready`` condition (with a sidecar: against
-  the target of 0.3 s), and from the Deployment's apply to ``Ready``; then prints where a
-  sidecar pod's start goes, step by step, from the runtime's log;
+  account also fetches its workload token), and measures through the API (a watch on the
+  namespace's pods) the time from the Pod object's commit to its ``Ready`` condition's (with a
+  sidecar: against the target of 0.3 s), and from the Deployment's apply to ``Ready``; then
+  prints where a sidecar pod's start goes, step by step, from the runtime's log;
 - times ``pilotfish up`` and then Bookinfo: apply + all six pods ready (what `make demo` waits
   for after `up`);
 
@@ -207,7 +207,7 @@ def summary(label: str, values: list[float], target: float | None = None) -> str
 
 def timelines(runtime_log: Path, namespace: str, skip: str = "") -> dict[str, list[float]]:
     """Each step of the sidecar pods' start (ms after the runtime started the pod), from the
-    runtime's "pod ... ready in" lines: network, token, agent, capture, apps, apps_ready,
+    runtime's "pod ... ready in" lines: netns, token, agent, network, capture, apps, apps_ready,
     sidecar_ready, ready."""
     steps: dict[str, list[float]] = {}
     prefix = f"pod {namespace}/"
