@@ -152,3 +152,29 @@ def test_delete_pod_netns_removes_it_and_frees_the_address(pod_network: PodNetwo
     assert mac_for(ipaddress.IPv4Address(again.ip)) in link  # ... with the same MAC
     probe = subprocess.run(["ip", "netns", "exec", again.name, "true"], check=False)
     assert probe.returncode == 0
+
+
+ROUTE = r"""
+import socket, sys
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    try:
+        s.connect((sys.argv[1], 15012))
+        print("route")
+    except OSError as exc:
+        print("no route", exc.errno)
+"""
+
+
+def test_a_begun_pod_network_has_its_route_once_finished(pod_network: PodNetwork) -> None:
+    # A sidecar's agent enters the namespace after begin_pod_netns: it exists, with eth0, but
+    # has no route to the control plane (the gateway) until finish_pod_netns.
+    pod = pod_network.begin_pod_netns("early")
+    assert Path("/run/netns", pod.name).exists()
+    early = run_in_pod(pod.name, [POD_PYTHON, "-c", ROUTE, pod.gateway])
+    assert early.stdout.startswith("no route"), early
+    assert pod_network.begin_pod_netns("early") == pod  # idempotent for a live pod
+    pod_network.finish_pod_netns("early")
+    late = run_in_pod(pod.name, [POD_PYTHON, "-c", ROUTE, pod.gateway])
+    assert late.stdout.strip() == "route", late
+    pod_network.delete_pod_netns("early")
+    assert not Path("/run/netns", pod.name).exists()
