@@ -144,6 +144,9 @@ def cors_per_route(cors: CorsPolicy) -> any_pb2.Any | None:
         policy.max_age = str(proto_duration(cors.maxAge).seconds)
     if cors.allowCredentials is not None:
         policy.allow_credentials.value = cors.allowCredentials
+    # As Istio: a preflight from an origin not allowed goes on to the service unless
+    # unmatchedPreflights is IGNORE (then Envoy answers it, without CORS headers).
+    policy.forward_not_matching_preflights.value = cors.unmatchedPreflights != "IGNORE"
     policy.filter_enabled.CopyFrom(
         base_pb2.RuntimeFractionalPercent(
             default_value=percent_pb2.FractionalPercent(numerator=100)

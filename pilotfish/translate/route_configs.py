@@ -376,10 +376,16 @@ def _gateway_default_port(svc: Service | None) -> int:
 
 
 def gateway_virtual_hosts(
-    push: PushContext, proxy: Proxy, gateway: GatewayConfig, server_port: int, hosts: list[str]
+    push: PushContext,
+    proxy: Proxy,
+    gateway: GatewayConfig,
+    server_port: int,
+    hosts: list[str],
+    is_tls: bool = False,
 ) -> list[tuple[str, list[rc.Route]]]:
     """``(host, routes)`` for each host a gateway server serves, from the VirtualServices
-    bound to the gateway whose hosts intersect the server's hosts."""
+    bound to the gateway whose hosts intersect the server's hosts (``is_tls``: the server
+    terminates TLS)."""
     ctx = RouteContext(
         push,
         proxy.namespace,
@@ -387,6 +393,7 @@ def gateway_virtual_hosts(
         server_port,
         dict(proxy.labels),
         default_port=_gateway_default_port,
+        is_tls=is_tls,
     )
     by_host: dict[str, list[rc.Route]] = {}
     order: list[str] = []
@@ -427,7 +434,8 @@ def gateway_route_config(
         port = server.port.number or 0
         hosts = list(server.hosts)
         redirect = bool(server.tls is not None and server.tls.httpsRedirect)
-        for host, routes in gateway_virtual_hosts(push, proxy, gw, port, hosts):
+        tls = (server.port.protocol or "").upper() == "HTTPS"
+        for host, routes in gateway_virtual_hosts(push, proxy, gw, port, hosts, tls):
             before = len(vhosts)
             _add_vhost(vhosts, seen, f"{host}:{port}", gateway_domains(host, port), routes)
             if redirect and len(vhosts) > before:

@@ -93,6 +93,8 @@ class RouteContext:
     labels: dict[str, str] = field(default_factory=dict)
     #: Resolves a destination without an explicit port to a service port.
     default_port: Callable[[Service | None], int] | None = None
+    #: Routes of a gateway server that terminates TLS (a redirect's default scheme is https).
+    is_tls: bool = False
 
 
 # ---- matching -------------------------------------------------------------------------------
@@ -432,16 +434,23 @@ def _route_action(
     return action
 
 
-def _redirect(r: HTTPRedirect) -> rc.RedirectAction:
+def _redirect(ctx: RouteContext, r: HTTPRedirect) -> rc.RedirectAction:
+    """Istio's ApplyRedirect: ``derivePort: FROM_REQUEST_PORT`` is the port the routes are
+    built for (Envoy cannot take it from the request); ``FROM_PROTOCOL_DEFAULT`` leaves the
+    port to the scheme; a port that is the scheme's default (80 for http, 443 for https) is
+    left out of the location."""
     out = rc.RedirectAction()
     if r.uri:
         out.path_redirect = r.uri
     if r.authority:
         out.host_redirect = r.authority
-    if r.port:
-        out.port_redirect = r.port
     if r.scheme:
         out.scheme_redirect = r.scheme
+    if r.port is not None or r.derivePort is not None:
+        port = r.port or (ctx.port if r.derivePort == "FROM_REQUEST_PORT" else 0)
+        scheme = r.scheme or ("https" if ctx.is_tls else "http")
+        if (scheme, port) not in (("http", 80), ("https", 443)):
+            out.port_redirect = port
     code = r.redirectCode or 301
     out.response_code = REDIRECT_CODES.get(code, rc.RedirectAction.MOVED_PERMANENTLY)
     return out
@@ -468,8 +477,10 @@ def http_route(
     if match is not None and match.name:
         name = f"{name}.{match.name}" if name else match.name
     route = rc.Route(name=name, match=route_match(match))
+    if match is not None and match.statPrefix:
+        route.stat_prefix = match.statPrefix
     if given(rule.redirect):
-        route.redirect.CopyFrom(_redirect(rule.redirect))
+        route.redirect.CopyFrom(_redirect(ctx, rule.redirect))
     elif given(rule.directResponse):
         route.direct_response.CopyFrom(_direct(rule.directResponse))
     else:

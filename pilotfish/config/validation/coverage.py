@@ -101,7 +101,6 @@ TABLE_WARNED_KINDS = COVERED_KINDS[COVERED_KINDS.index("WorkloadGroup") :]
 # Notes too long for one table line.
 _SOME_APPLY_TO_REFUSED = Decision("enforced", "EXTENSION_CONFIG and BOOTSTRAP are refused")
 _GATEWAY_ONLY_WARNED = Decision("enforced", "warned when bound to gateways only")
-_N1 = W("IGNORE is warned: unmatched preflights are forwarded (FORWARD, the default, is enforced)")
 _N3 = W("values other than DEFAULT/IPTABLES: inbound traffic is captured")
 _N4 = W("Pilotfish proxies report no ISTIO_VERSION, so it matches none")
 _N5 = W("ignored, as Istio does not implement it; use portNumber")
@@ -183,14 +182,14 @@ FIELDS: dict[str, dict[str, Decision]] = {
         "HTTPMatchRequest.ignoreUriCase": E,
         "HTTPMatchRequest.withoutHeaders": E,
         "HTTPMatchRequest.sourceNamespace": E,
-        "HTTPMatchRequest.statPrefix": W("no per-route stats are emitted"),
+        "HTTPMatchRequest.statPrefix": E,
         "HTTPRouteDestination.destination": E,
         "HTTPRouteDestination.weight": E,
         "HTTPRouteDestination.headers": E,
         "HTTPRedirect.uri": E,
         "HTTPRedirect.authority": E,
         "HTTPRedirect.port": E,
-        "HTTPRedirect.derivePort": W("the redirect keeps the request's port"),
+        "HTTPRedirect.derivePort": E,
         "HTTPRedirect.scheme": E,
         "HTTPRedirect.redirectCode": E,
         "HTTPDirectResponse.status": E,
@@ -221,7 +220,7 @@ FIELDS: dict[str, dict[str, Decision]] = {
         "CorsPolicy.exposeHeaders": E,
         "CorsPolicy.maxAge": E,
         "CorsPolicy.allowCredentials": E,
-        "CorsPolicy.unmatchedPreflights": _N1,
+        "CorsPolicy.unmatchedPreflights": E,
         "Headers.request": E,
         "Headers.response": E,
         "TLSMatchAttributes.sniHosts": E,

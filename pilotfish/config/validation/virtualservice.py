@@ -27,7 +27,6 @@ from pilotfish.api.virtualservice import (
     jwt_claim_path,
 )
 from pilotfish.config.validation.common import (
-    NOT_APPLIED,
     Errors,
     check_export_to,
     check_labels,
@@ -321,8 +320,6 @@ def _string_match(errs: Errors, path: str, sm: StringMatch | None, where: str) -
 
 
 def _match(errs: Errors, path: str, m: HTTPMatchRequest) -> None:
-    if m.statPrefix:
-        errs.warn(f"{path}.statPrefix", f"{NOT_APPLIED}: no per-route stats are emitted")
     for field in ("uri", "scheme", "method", "authority"):
         _string_match(errs, f"{path}.{field}", getattr(m, field), field)
     for field, headers in (("headers", m.headers), ("withoutHeaders", m.withoutHeaders)):
@@ -361,11 +358,6 @@ def _headers(errs: Errors, path: str, h: Headers | None) -> None:
 def _cors(errs: Errors, path: str, c: CorsPolicy | None) -> None:
     if c is None:
         return
-    if c.unmatchedPreflights not in (None, "UNSPECIFIED", "FORWARD"):
-        errs.warn(
-            f"{path}.unmatchedPreflights",
-            f"{NOT_APPLIED}: unmatched preflights are forwarded to the service",
-        )
     for i, origin in enumerate(c.allowOrigins):
         value = origin.exact or origin.prefix or origin.regex
         if not value:
@@ -441,8 +433,6 @@ def _redirect(errs: Errors, path: str, r: HTTPRedirect | None) -> None:
         errs.add(path, "redirect must specify URI, authority, scheme, or port")
     if r.port is not None and r.derivePort is not None:
         errs.add(path, "only one of port or derivePort may be set")
-    if r.derivePort is not None:
-        errs.warn(f"{path}.derivePort", f"{NOT_APPLIED}: the redirect keeps the request's port")
     if r.redirectCode and not 300 <= r.redirectCode <= 399:
         errs.add(
             f"{path}.redirectCode", f"{r.redirectCode} is not a valid redirect code, must be 3xx"

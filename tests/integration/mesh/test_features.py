@@ -391,3 +391,62 @@ def test_without_headers_matches_a_request_lacking_the_header(features: Features
     eventually(steadily(lambda: features.version() == "v2"), what="no header at all matches")
     assert features.version(**{"end-user": "jason"}) == "v1"
     assert features.version(**{"end-user": "mike"}) == "v2"
+
+
+_CORS = '{allowOrigins: [{exact: "https://ok.example"}], allowMethods: [GET]'
+
+
+def test_redirect_derive_port_keeps_the_request_port(features: Features) -> None:
+    """``derivePort: FROM_REQUEST_PORT``: a redirect to another host keeps the port the
+    request came in on (Istio sets the port the routes are built for)."""
+    features.apply(
+        rule(),
+        vs("""
+  - match: [{uri: {prefix: /moved}}]
+    redirect: {authority: elsewhere.example, derivePort: FROM_REQUEST_PORT}
+  - route: [{destination: {host: reviews, subset: v1}}]
+"""),
+    )
+    eventually(lambda: features.get("/moved").status_code == 301, what="the redirect")
+    assert features.get("/moved").headers["location"] == "http://elsewhere.example:9080/moved"
+
+
+def test_unmatched_preflights_ignore_answers_at_the_proxy(features: Features) -> None:
+    """A CORS preflight from an origin not allowed is answered by the proxy with
+    ``unmatchedPreflights: IGNORE`` and reaches the service otherwise (the backend answers
+    OPTIONS with 501)."""
+    features.apply(
+        rule(),
+        vs(f"""
+  - match: [{{uri: {{prefix: /cors-ignore}}}}]
+    corsPolicy: {_CORS}, unmatchedPreflights: IGNORE}}
+    route: [{{destination: {{host: reviews, subset: v1}}}}]
+  - corsPolicy: {_CORS}}}
+    route: [{{destination: {{host: reviews, subset: v1}}}}]
+"""),
+    )
+
+    def preflight(path: str) -> int:
+        headers = {"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
+        return features.client.request("reviews:9080", path, headers, method="OPTIONS").status_code
+
+    eventually(lambda: preflight("/cors-ignore") == 200, what="the proxy's answer")
+    assert preflight("/cors-forward") == 501
+
+
+def test_stat_prefix_gives_the_route_its_own_stats(features: Features) -> None:
+    features.apply(
+        rule(),
+        vs("""
+  - match: [{uri: {prefix: /}, statPrefix: reviews-all}]
+    route: [{destination: {host: reviews, subset: v1}}]
+"""),
+    )
+    admin = f"http://127.0.0.1:{features.client.admin_port}/stats"
+
+    def requests_counted() -> bool:
+        features.get("/stats-me")
+        text = httpx.get(admin, params={"filter": "route.reviews-all.upstream_rq_total"}).text
+        return any(int(line.rsplit(":", 1)[1]) >= 1 for line in text.splitlines() if line.strip())
+
+    eventually(requests_counted, what="the route's own upstream_rq_total")

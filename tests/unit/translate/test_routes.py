@@ -294,3 +294,46 @@ def test_pseudo_header_match_is_an_envoy_header_matcher() -> None:
         (":method", "POST"),
         (":path", "/api"),
     }
+
+
+def test_stat_prefix_is_the_routes_stat_prefix() -> None:
+    named, plain = _vs_routes("""
+  - match: [{headers: {x: {exact: "1"}}, statPrefix: ratings-x}]
+    route: [{destination: {host: ratings}}]
+  - route: [{destination: {host: ratings}}]
+""")
+    assert named.stat_prefix == "ratings-x" and plain.stat_prefix == ""
+
+
+def test_redirect_derive_port_as_istio() -> None:
+    request_port, protocol_default, port_80, port_8080 = _vs_routes("""
+  - match: [{uri: {prefix: /a}}]
+    redirect: {uri: /x, derivePort: FROM_REQUEST_PORT}
+  - match: [{uri: {prefix: /b}}]
+    redirect: {uri: /x, derivePort: FROM_PROTOCOL_DEFAULT}
+  - match: [{uri: {prefix: /c}}]
+    redirect: {uri: /x, port: 80}
+  - match: [{uri: {prefix: /d}}]
+    redirect: {uri: /x, scheme: https, port: 8080}
+""")
+    # The sidecar's routes are built for port 9080: that is the request's port.
+    assert request_port.redirect.port_redirect == 9080
+    assert protocol_default.redirect.port_redirect == 0
+    assert port_80.redirect.port_redirect == 0  # http's own port is left out, as Istio
+    assert port_8080.redirect.port_redirect == 8080
+
+
+def test_cors_unmatched_preflights_forward_or_ignore() -> None:
+    routes = _vs_routes("""
+  - match: [{uri: {prefix: /a}}]
+    corsPolicy: {allowOrigins: [{exact: a.com}], unmatchedPreflights: IGNORE}
+    route: [{destination: {host: ratings}}]
+  - route: [{destination: {host: ratings}}]
+    corsPolicy: {allowOrigins: [{exact: a.com}]}
+""")
+    forward = []
+    for route in routes:
+        cors = cors_pb2.CorsPolicy()
+        assert route.typed_per_filter_config["envoy.filters.http.cors"].Unpack(cors)
+        forward.append(cors.forward_not_matching_preflights.value)
+    assert forward == [False, True]
