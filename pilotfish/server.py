@@ -291,10 +291,16 @@ def proxy_resources(
 
 
 def config_as_json(resources: Resources) -> dict[str, list[dict[str, Any]]]:
-    """Generated resources as JSON lists keyed ``clusters``, ``endpoints``, ``listeners`` and
-    ``routes`` (VHDS virtual hosts inside their route configs). Secrets are left out:
-    gateway credentials carry private keys."""
-    keys = {"CDS": "clusters", "EDS": "endpoints", "LDS": "listeners", "RDS": "routes"}
+    """Generated resources as JSON lists keyed ``clusters``, ``endpoints``, ``listeners``,
+    ``routes`` (VHDS virtual hosts inside their route configs) and ``extension_configs``.
+    Secrets are left out: gateway credentials carry private keys."""
+    keys = {
+        "CDS": "clusters",
+        "EDS": "endpoints",
+        "LDS": "listeners",
+        "RDS": "routes",
+        "ECDS": "extension_configs",
+    }
     out: dict[str, list[dict[str, Any]]] = {}
     vhosts = resources.get(VIRTUAL_HOST_TYPE)
     if vhosts:

@@ -2,7 +2,8 @@
 
 Order of events:
 
-1. render the bootstrap into ``work_dir`` (``envoy-bootstrap.json``);
+1. render the bootstrap into ``work_dir`` (``envoy-bootstrap.json``), with the EnvoyFilter
+   BOOTSTRAP patches ``bootstrap_patches`` hands over merged in;
 2. serve the agent's HTTP endpoints (``agent_port``) - Envoy's readiness listener forwards to
    them, so they come up first;
 3. with a workload identity (``settings.identity``): serve SDS on the pod's socket and start
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from pilotfish.agent.admin import Readiness
 from pilotfish.agent.app import AppProcess, app_environment
-from pilotfish.agent.bootstrap import render_bootstrap, write_bootstrap
+from pilotfish.agent.bootstrap import patched, render_bootstrap, write_bootstrap
 from pilotfish.agent.health import AgentServer
 from pilotfish.agent.settings import AgentSettings
 from pilotfish.agent.supervisor import EnvoySupervisor, SupervisorSettings
@@ -126,7 +127,7 @@ class Agent:
         sds_socket = self.identity.socket_path if self.identity is not None else None
         token = registration_token(settings)
         write_bootstrap(
-            render_bootstrap(settings, sds_socket, token),
+            patched(render_bootstrap(settings, sds_socket, token), settings.bootstrap_patches),
             settings.bootstrap_path,
             private_to=_envoy_owner(settings.envoy_user) if token else None,
         )

@@ -177,6 +177,25 @@ def _system_roots(settings: AgentSettings) -> dict[str, str]:
     return {}
 
 
+def patched(bootstrap: dict[str, Any], patches_file: Path | None) -> dict[str, Any]:
+    """``bootstrap`` with the EnvoyFilter BOOTSTRAP patches in ``patches_file`` merged in (a
+    JSON list of Bootstrap values, as Istio merges them; see ``api.bootstrap_patch``). Without
+    a file, ``bootstrap`` itself: a proxy no such patch selects pays nothing for them.
+    Raises ValueError naming the file when it cannot be read or a patch is not a Bootstrap."""
+    if patches_file is None:
+        return bootstrap
+    from pilotfish.api.bootstrap_patch import apply_bootstrap_patches
+    from pilotfish.api.envoyvalue import PatchValueError
+
+    try:
+        patches = json.loads(patches_file.read_text())
+        if not isinstance(patches, list) or not all(isinstance(p, dict) for p in patches):
+            raise ValueError("not a JSON list of Bootstrap objects")
+        return apply_bootstrap_patches(bootstrap, patches)
+    except (OSError, ValueError, PatchValueError) as exc:
+        raise ValueError(f"bootstrap patches {patches_file}: {exc}") from exc
+
+
 def write_bootstrap(
     bootstrap: dict[str, Any], path: Path, private_to: tuple[int | None, int | None] | None = None
 ) -> Path:

@@ -25,7 +25,7 @@ _OPTIONS = frozenset({
     "xds_api", "initial_fetch_timeout_s", "admin_port", "readiness_port", "agent_port",
     "concurrency", "drain_seconds", "log_level", "log_path", "envoy_user", "app_command",
     "app_http_proxy_env",
-    "app_metrics", "system_ca_file",
+    "app_metrics", "system_ca_file", "bootstrap_patches",
 })  # fmt: skip
 _IDENTITY_OPTIONS = frozenset({"token_file", "cert_ttl"})
 _NODE_FIXED = ("domain_suffix", "trust_domain", "extra")
@@ -113,6 +113,8 @@ def agent_argv(s: AgentSettings) -> list[str]:
         argv += ["--envoy-user", s.envoy_user]
     if s.system_ca_file is not None:
         argv += ["--system-ca-file", str(s.system_ca_file)]
+    if s.bootstrap_patches is not None:
+        argv += ["--bootstrap-patches", str(s.bootstrap_patches)]
     if s.app_metrics is not None:
         if s.app_metrics.host != "127.0.0.1":
             raise ValueError("pilotfish proxy scrapes the app's metrics on 127.0.0.1 only")

@@ -177,6 +177,9 @@ class AgentSettings:
     #: The CA bundle that stands for the host's system roots (TLS origination without a CA
     #: verifies with it); ``None``: the first of the usual system bundles that exists.
     system_ca_file: Path | None = None
+    #: EnvoyFilter BOOTSTRAP patches that select this proxy (a JSON list of Bootstrap values,
+    #: MERGEd into the bootstrap in order; ``pilotfish.api.bootstrap_patch``); ``None``: none.
+    bootstrap_patches: Path | None = None
 
     #: Explicit mode: the workload's command, started once Envoy is ready.
     app_command: tuple[str, ...] = ()

@@ -22,3 +22,5 @@ ROUTE_TYPE = type_url("envoy.config.route.v3.RouteConfiguration")
 #: VHDS: a sidecar's outbound virtual hosts as resources of their own (Delta xDS only).
 VIRTUAL_HOST_TYPE = type_url("envoy.config.route.v3.VirtualHost")
 SECRET_TYPE = type_url("envoy.extensions.transport_sockets.tls.v3.Secret")
+#: ECDS: filter configs an HTTP filter's ``config_discovery`` names (EnvoyFilter EXTENSION_CONFIG).
+EXTENSION_CONFIG_TYPE = type_url("envoy.config.core.v3.TypedExtensionConfig")

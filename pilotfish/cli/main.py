@@ -783,7 +783,9 @@ def proxy_status(
     if fmt in ("json", "yaml"):
         click.echo(output.dump(output.as_list(items), fmt))
         return
-    types = ("CDS", "LDS", "EDS", "RDS")
+    # As istioctl's columns: ECDS carries the extension configs of EnvoyFilter
+    # EXTENSION_CONFIG patches (NOT SENT, without a note, on every proxy that uses none).
+    types = ("CDS", "LDS", "EDS", "RDS", "ECDS")
     header = ["NAME", "CLUSTER", *types, "PROTOCOL"]
     if fmt == "wide":
         header += [f"{t}-VERSION" for t in types]

@@ -36,6 +36,7 @@ from pilotfish.agent.settings import (
     LogLevel,
     XdsTls,
 )
+from pilotfish.api.bootstrap_patch import BOOTSTRAP_PATCHES_FILE
 from pilotfish.api.duration import parse_duration
 from pilotfish.api.mesh import (
     ADMIN_PORT,
@@ -102,6 +103,7 @@ def build_settings(
     http_proxy_env: bool = False,
     envoy_user: str | None = None,
     system_ca_file: Path | None = None,
+    bootstrap_patches: Path | None = None,
     token_file: Path | None = None,
     cert_ttl: str = "24h",
     app_command: Sequence[str] = (),
@@ -203,6 +205,7 @@ def build_settings(
             app_http_proxy_env=http_proxy_env,
             envoy_user=envoy_user,
             system_ca_file=system_ca_file,
+            bootstrap_patches=bootstrap_patches,
             app_metrics=(
                 AppMetrics(app_metrics_port, app_metrics_path or "/metrics")
                 if app_metrics_port is not None
@@ -469,6 +472,14 @@ _LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "critical", "off"]
     "/etc/ssl/certs/ca-certificates.crt on Debian]",
 )
 @click.option(
+    "--bootstrap-patches",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="EnvoyFilter BOOTSTRAP patches that select this proxy (a JSON list of Bootstrap "
+    "values, merged in order into Envoy's bootstrap, as Istio merges them); the local runtime "
+    "writes it for its pods, `x workload entry configure` for a VM  [default: --config-dir's "
+    "bootstrap-patches.json if there is one]",
+)
+@click.option(
     "--app-metrics-port",
     type=click.IntRange(1, 65535),
     help="The app's Prometheus port (its pod's prometheus.io/port): merged into "
@@ -615,6 +626,8 @@ def options_from_dir(directory: Path) -> tuple[dict[str, Any], tuple[int, ...]]:
         options["workload_group"] = found.workload_group
     if found.ip:
         options["ip"] = found.ip
+    if (directory / BOOTSTRAP_PATCHES_FILE).exists():
+        options["bootstrap_patches"] = directory / BOOTSTRAP_PATCHES_FILE
     probe = (mesh.get("defaultConfig") or {}).get("readinessProbe")
     if probe:
         # The WorkloadGroup's probe, as istioctl writes it into the proxy config.

@@ -33,7 +33,7 @@ from typing import Any
 
 import grpc
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import base_pb2, extension_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
@@ -51,6 +51,7 @@ from pilotfish.api.typeurls import type_url
 from pilotfish.xds.resources import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
+    EXTENSION_CONFIG_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
     SECRET_TYPE,
@@ -66,6 +67,7 @@ MESSAGE_TYPES: Mapping[str, type[Message]] = {
     ROUTE_TYPE: route_pb2.RouteConfiguration,
     SECRET_TYPE: secret_pb2.Secret,
     VIRTUAL_HOST_TYPE: route_components_pb2.VirtualHost,
+    EXTENSION_CONFIG_TYPE: extension_pb2.TypedExtensionConfig,
 }
 _HCM_TYPE = type_url(hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name)
 

@@ -57,6 +57,7 @@ from pilotfish.api.node import NodeInfo
 from pilotfish.api.typeurls import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
+    EXTENSION_CONFIG_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
     SECRET_TYPE,
@@ -81,7 +82,15 @@ Names = frozenset[str] | None
 #: Type URL -> names. Types not present are left as they are.
 Scope = Mapping[str, Names]
 
-ALL_TYPES = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE, VIRTUAL_HOST_TYPE)
+ALL_TYPES = (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    SECRET_TYPE,
+    VIRTUAL_HOST_TYPE,
+    EXTENSION_CONFIG_TYPE,
+)
 FULL: Scope = MappingProxyType(dict.fromkeys(ALL_TYPES))
 
 REGISTRY_KINDS = frozenset({"Service", "ServiceEntry", "Pod", "WorkloadEntry"})

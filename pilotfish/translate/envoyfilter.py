@@ -1,6 +1,7 @@
 """EnvoyFilter: Istio's ``configPatches`` applied to one proxy's generated config.
 
-Which filters apply (Istio's ``PushContext.EnvoyFilters``): those of the root namespace
+Which filters apply (Istio's ``PushContext.EnvoyFilters``; the rule's one home is
+``api.bootstrap_patch``, which the runtime uses for BOOTSTRAP): those of the root namespace
 (the mesh config's ``rootNamespace``; mesh-wide) and those of the proxy's namespace, each if
 its ``workloadSelector`` labels are a subset of the proxy's labels; ordered by ``priority``,
 then root namespace first, then creation time, then ``name.namespace``. Patches apply in
@@ -23,8 +24,10 @@ a chain too), LISTENER_FILTER, NETWORK_FILTER and HTTP_FILTER (ADD appends, INSE
 INSERT_BEFORE/INSERT_AFTER the matched (sub)filter, or first/last when no (sub)filter is
 named, REPLACE, REMOVE, MERGE), ROUTE_CONFIGURATION (MERGE), VIRTUAL_HOST (ADD, REMOVE,
 MERGE), HTTP_ROUTE (ADD, INSERT_FIRST, INSERT_BEFORE, INSERT_AFTER, REMOVE, MERGE), CLUSTER
-(ADD, REMOVE, MERGE); MERGE_AND_REPLACE_LIST wherever MERGE is. EXTENSION_CONFIG and
-BOOTSTRAP are refused at apply (``config.validation.envoyfilter``).
+(ADD, REMOVE, MERGE); MERGE_AND_REPLACE_LIST wherever MERGE is; EXTENSION_CONFIG (ADD, as
+in Istio: the ECDS resources, see ``extension_configs``). BOOTSTRAP patches are not the
+control plane's: the runtime hands them to the agent, which writes Envoy's bootstrap
+(``bootstrap_patches`` merges them for one workload).
 
 Generated messages may be shared between proxies (the context's memo): every resource a
 patch may touch is copied first.
@@ -50,9 +53,15 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf.message import Message
 
+from pilotfish.api.bootstrap_patch import order_key, selects
 from pilotfish.api.envoyvalue import PatchValueError, merge, parse_value
 from pilotfish.api.networking import EnvoyConfigObjectMatch, EnvoyFilter
-from pilotfish.api.typeurls import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE
+from pilotfish.api.typeurls import (
+    CLUSTER_TYPE,
+    EXTENSION_CONFIG_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+)
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.translate.common import VIRTUAL_INBOUND, VIRTUAL_OUTBOUND, ClusterKey
@@ -182,12 +191,9 @@ def proxy_patches(push: PushContext, proxy: Proxy) -> list[Patch]:
     chosen = [
         f
         for f in _all_filters(push)
-        if f.namespace in (root, proxy.namespace)
-        and (f.selector is None or all(proxy.labels.get(k) == v for k, v in f.selector.items()))
+        if selects(f.namespace, f.selector, root, proxy.namespace, proxy.labels)
     ]
-    chosen.sort(
-        key=lambda f: (f.priority, f.namespace != root, f.creation, f"{f.name}.{f.namespace}")
-    )
+    chosen.sort(key=lambda f: order_key(f.priority, f.namespace, root, f.creation, f.name))
     meta = proxy.node.metadata()
     version = str(meta.get("ISTIO_VERSION") or "")
     out = []
@@ -672,11 +678,27 @@ def _patch_clusters(proxy: Proxy, clusters: dict[str, Message], patches: list[Pa
                 clusters[name] = copy
 
 
+# ---- extension configs (ECDS) ---------------------------------------------------------------
+
+
+def extension_configs(patches: Sequence[Patch]) -> dict[str, Message]:
+    """The ECDS resources of a proxy: what its EXTENSION_CONFIG ADD patches add, by name
+    (Istio's ``InsertedExtensionConfigurations``: ``match`` and context play no part; of two
+    patches adding one name, the later in Istio's order wins). Envoy asks for them by the
+    names its HTTP filters' ``config_discovery`` give."""
+    out: dict[str, Message] = {}
+    for p in patches:
+        if p.apply_to == "EXTENSION_CONFIG" and p.operation == "ADD":
+            value = p.clone()
+            out[value.name] = value
+    return out
+
+
 def apply_patches(
     proxy: Proxy,
     push: PushContext,
     resources: dict[str, dict[str, Message]],
-    types: Collection[str] = (CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE),
+    types: Collection[str] = (CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE, EXTENSION_CONFIG_TYPE),
 ) -> None:
     """Apply the EnvoyFilters of ``proxy`` to its generated ``resources`` of ``types`` (in
     place: the maps are the proxy's own, the messages are replaced by patched copies; a type
@@ -690,3 +712,5 @@ def apply_patches(
         _patch_listeners(proxy, resources[LISTENER_TYPE], patches)
     if ROUTE_TYPE in types:
         _patch_routes(proxy, resources[ROUTE_TYPE], patches)
+    if EXTENSION_CONFIG_TYPE in types:
+        resources.setdefault(EXTENSION_CONFIG_TYPE, {}).update(extension_configs(patches))

@@ -1,11 +1,12 @@
-"""The generator: the config one proxy gets (CDS, EDS, LDS, RDS) from one PushContext.
+"""The generator: the config one proxy gets (CDS, EDS, LDS, RDS, ECDS) from one PushContext.
 
 ``generate_config(node, push)`` is pure: the same node and context give the same result, the
 resources (a type URL to ``{name: message}``) and the names of the secrets they refer to over
 ADS. Messages may be shared with other proxies through the context's memo (clusters and
 endpoints per namespace, route configs per namespace and port): callers must not modify them.
 ``generate(node, push)`` is its resources alone. The proxy's EnvoyFilters are applied last,
-to the generated resources (``envoyfilter``).
+to the generated resources (``envoyfilter``); the ECDS map holds only what their
+EXTENSION_CONFIG patches add.
 
 Every route config an HCM names through RDS is in the RDS map; every EDS cluster's
 ``service_name`` has a load assignment in the EDS map; every ``kubernetes://`` secret a
@@ -28,6 +29,7 @@ from pilotfish.api.node import NodeInfo
 from pilotfish.api.typeurls import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
+    EXTENSION_CONFIG_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
     SECRET_TYPE,
@@ -73,7 +75,15 @@ from pilotfish.translate.tls import has_workload_identity
 
 Resources = dict[str, dict[str, Message]]
 
-TYPE_URLS = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE, VIRTUAL_HOST_TYPE)
+TYPE_URLS = (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    SECRET_TYPE,
+    VIRTUAL_HOST_TYPE,
+    EXTENSION_CONFIG_TYPE,
+)
 ALL_TYPES = frozenset(TYPE_URLS)
 #: EnvoyFilter targets inside route configs: a proxy they patch keeps whole route configs.
 _ROUTE_PATCH_TARGETS = frozenset({"ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE"})

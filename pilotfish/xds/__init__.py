@@ -2,7 +2,8 @@
 
 The rest of the control plane provides a :data:`Generator`, ``(NodeInfo) -> Resources``, where
 ``Resources`` maps a type URL (:data:`CLUSTER_TYPE`, :data:`ENDPOINT_TYPE`,
-:data:`LISTENER_TYPE`, :data:`ROUTE_TYPE`, :data:`SECRET_TYPE`) to ``{name: protobuf message}``.
+:data:`LISTENER_TYPE`, :data:`ROUTE_TYPE`, :data:`SECRET_TYPE`, :data:`EXTENSION_CONFIG_TYPE`)
+to ``{name: protobuf message}``.
 It calls :meth:`DiscoveryServer.push` with a :class:`PushRequest` after every change, and reads
 :meth:`DiscoveryServer.status` for proxy-status. The server debounces pushes, regenerates per
 connected proxy, diffs by content hash and sends only what changed, in make-before-break order.
@@ -19,6 +20,7 @@ from pilotfish.xds.push import DebounceSettings, PushRequest
 from pilotfish.xds.resources import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
+    EXTENSION_CONFIG_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
     SECRET_TYPE,
@@ -33,6 +35,7 @@ from pilotfish.xds.status import GenerationError, NackInfo, ProxyStatus, TypeSta
 __all__ = [
     "CLUSTER_TYPE",
     "ENDPOINT_TYPE",
+    "EXTENSION_CONFIG_TYPE",
     "LISTENER_TYPE",
     "ROUTE_TYPE",
     "SECRET_TYPE",

@@ -16,7 +16,9 @@ type in it is ACKed (or NACKed, or a timeout passes), then sends the next one:
 3. LDS: added, changed and removed listeners.
 4. RDS: changed route configurations; then VHDS: added, changed and removed virtual hosts
    (Envoy files a virtual host under a route config it already holds); then any other type
-   the proxy subscribes to.
+   the proxy subscribes to: ECDS (extension configs; Envoy asks for one by name once a
+   listener's filter names it in ``config_discovery``, and its first request is answered
+   from the newest snapshot, so a listener that adds such a filter warms with it).
 5. CDS removals, only once listeners and routes that no longer use those clusters are ACKed;
    the step is flagged ``after_clean`` and is skipped if anything in this push was NACKed (the
    clusters then stay until a later push finds nothing refers to them any more).

@@ -2,7 +2,7 @@
 
 The rest of the control plane hands the xDS server a :data:`Generator`: a pure function from a
 proxy's :class:`~pilotfish.api.node.NodeInfo` to :data:`Resources`, a mapping
-``type URL -> {resource name -> protobuf message}`` for CDS, EDS, LDS, RDS and SDS.
+``type URL -> {resource name -> protobuf message}`` for CDS, EDS, LDS, RDS, SDS and ECDS.
 
 The server turns each generated mapping into a :class:`Snapshot` of :class:`Entry` objects. An
 entry carries the resource serialized once (``google.protobuf.Any``) and a content hash, which
@@ -34,6 +34,7 @@ from pilotfish.api.node import NodeInfo
 from pilotfish.api.typeurls import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
+    EXTENSION_CONFIG_TYPE,
     LISTENER_TYPE,
     PREFIX,
     ROUTE_TYPE,
@@ -49,6 +50,7 @@ PUSH_ORDER: tuple[str, ...] = (
     LISTENER_TYPE,
     ROUTE_TYPE,
     VIRTUAL_HOST_TYPE,
+    EXTENSION_CONFIG_TYPE,
 )
 #: Types Envoy subscribes to as a whole (no resource names): the server sends the full set.
 #: Envoy's VHDS subscribes to virtual hosts this way too (an empty first request), and takes
@@ -62,6 +64,7 @@ SHORT_NAMES: Mapping[str, str] = {
     ROUTE_TYPE: "RDS",
     VIRTUAL_HOST_TYPE: "VHDS",
     SECRET_TYPE: "SDS",
+    EXTENSION_CONFIG_TYPE: "ECDS",
 }
 
 #: type URL -> {resource name -> message}

@@ -99,7 +99,7 @@ RUNTIME_KINDS = ("Pod", "Event")
 TABLE_WARNED_KINDS = COVERED_KINDS[COVERED_KINDS.index("WorkloadGroup") :]
 
 # Notes too long for one table line.
-_SOME_APPLY_TO_REFUSED = Decision("enforced", "EXTENSION_CONFIG and BOOTSTRAP are refused")
+_SOME_APPLY_TO_REFUSED = Decision("enforced", "BOOTSTRAP is warned: applied at proxy start")
 _GATEWAY_ONLY_WARNED = Decision("enforced", "warned when bound to gateways only")
 _N3 = W("values other than DEFAULT/IPTABLES: inbound traffic is captured")
 _N4 = W("Pilotfish proxies report no ISTIO_VERSION, so it matches none")
@@ -456,7 +456,9 @@ FIELDS: dict[str, dict[str, Decision]] = {
     },
     "EnvoyFilter": {
         "EnvoyFilterSpec.workloadSelector": E,
-        "EnvoyFilterSpec.targetRefs": R("not supported yet: Gateway API gateways and waypoints"),
+        "EnvoyFilterSpec.targetRefs": W(
+            "for waypoints and Gateway API gateways: the filter applies to no proxy"
+        ),
         "EnvoyFilterSpec.configPatches": E,
         "EnvoyFilterSpec.priority": E,
         "NetworkingWorkloadSelector.labels": E,

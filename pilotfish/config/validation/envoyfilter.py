@@ -3,9 +3,12 @@
 Istio's checks (missing applyTo, operation or value, match classes per applyTo, filter and
 sub-filter names, proxyVersion regex, values that do not parse into the Envoy type ``applyTo``
 names or that name an unknown ``@type``), each on its field. Pilotfish refuses, by field,
-what it would otherwise accept and ignore: an operation ``applyTo`` does not support,
-EXTENSION_CONFIG (needs ECDS) and BOOTSTRAP (the agent writes the bootstrap),
-``targetRefs`` (Gateway API gateways and waypoints) and ``routeConfiguration.gateway``. It
+what it would otherwise accept and ignore: an operation ``applyTo`` does not support
+(EXTENSION_CONFIG takes ADD only, BOOTSTRAP MERGE only, as Istio acts on nothing else;
+BOOTSTRAP is warned to take effect on proxy restart), an extension config
+without a name or ``typed_config``, ``routeConfiguration.gateway``. ``targetRefs`` are
+checked as Istio checks them and warned about: they attach to Gateway API gateways and
+waypoints, which Pilotfish does not run, so such a filter applies to no proxy. It
 warns where a patch is accepted but will not do what it seems to: Envoy's local rate limit
 without ``filter_enforced`` only counts (shadow mode), a ``proxyVersion`` that matches only
 proxies that report ``ISTIO_VERSION``, ``portName`` that Istio itself does not implement.
@@ -19,6 +22,7 @@ from typing import Any
 from pilotfish.api.envoyvalue import PatchValueError, parse_value
 from pilotfish.api.networking import EnvoyConfigObjectPatch, EnvoyFilter
 from pilotfish.config.validation.common import Errors, check_selector, port_error
+from pilotfish.config.validation.security import check_policy_target
 
 LISTENER_CLASS = ("LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "HTTP_FILTER", "LISTENER_FILTER")
 ROUTE_CLASS = ("ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE")
@@ -37,6 +41,10 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
     "VIRTUAL_HOST": ("ADD", "REMOVE", *_MERGES),
     "HTTP_ROUTE": ("ADD", "REMOVE", "INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST", *_MERGES),
     "CLUSTER": ("ADD", "REMOVE", *_MERGES),
+    # Istio's ECDS output takes the configs its EXTENSION_CONFIG patches ADD, nothing else.
+    "EXTENSION_CONFIG": ("ADD",),
+    # Istio merges BOOTSTRAP patches into the bootstrap and does nothing else with them.
+    "BOOTSTRAP": ("MERGE",),
 }
 
 #: Filters Istio generates and Pilotfish does not (its metrics come from an access logger, the
@@ -60,10 +68,15 @@ def validate_envoy_filter(ef: EnvoyFilter, errs: Errors, namespace: str) -> None
         if spec.targetRefs:
             errs.add("spec", "only one of targetRefs or workloadSelector can be set")
     if spec.targetRefs:
-        errs.add(
+        # Istio's checks of each reference (kinds, name, no namespace), then what it means
+        # here: Istio applies such a filter to the targeted Gateway API gateways and
+        # waypoints only, and Pilotfish runs neither.
+        check_policy_target(errs, None, None, spec.targetRefs)
+        errs.warn(
             "spec.targetRefs",
             "not supported yet: targetRefs attach to Gateway API gateways and waypoints, which "
-            "Pilotfish does not run; use workloadSelector",
+            "Pilotfish does not run; this EnvoyFilter applies to no Pilotfish proxy (use "
+            "workloadSelector)",
         )
     for i, cp in enumerate(spec.configPatches):
         _validate_patch(cp, f"spec.configPatches[{i}]", errs)
@@ -86,20 +99,12 @@ def _validate_patch(cp: EnvoyConfigObjectPatch, path: str, errs: Errors) -> None
             f"{path}.patch.value", "Envoy filter: missing patch value for non-remove operation"
         )
         return
-    if apply_to == "EXTENSION_CONFIG":
-        errs.add(
-            f"{path}.applyTo",
-            "not supported yet: EXTENSION_CONFIG needs extension config discovery (ECDS), "
-            "which Pilotfish does not serve",
-        )
-        return
     if apply_to == "BOOTSTRAP":
-        errs.add(
+        errs.warn(
             f"{path}.applyTo",
-            "not supported yet: BOOTSTRAP patches; the sidecar agent writes Envoy's bootstrap "
-            "and the control plane does not patch it",
+            "BOOTSTRAP patches take effect when a selected proxy starts: restart its pods (as "
+            "in Istio); running proxies keep their bootstrap",
         )
-        return
     allowed = OPERATIONS[apply_to]
     if op not in allowed:
         errs.add(
@@ -124,6 +129,20 @@ def _validate_patch(cp: EnvoyConfigObjectPatch, path: str, errs: Errors) -> None
         return
     if apply_to == "HTTP_FILTER":
         _warn_rate_limit(cp.patch.value, value, f"{path}.patch.value", errs)
+    if apply_to == "EXTENSION_CONFIG":
+        _check_extension_config(value, f"{path}.patch.value", errs)
+
+
+def _check_extension_config(value: Any, path: str, errs: Errors) -> None:
+    """An ECDS resource is found by its name, and Envoy takes none without a config."""
+    if not value.name:
+        errs.add(
+            f"{path}.name",
+            "Envoy filter: an extension config needs the name HTTP filters refer to it by "
+            "(config_discovery)",
+        )
+    if not value.HasField("typed_config"):
+        errs.add(f"{path}.typed_config", "Envoy filter: an extension config needs typed_config")
 
 
 def _validate_match(cp: EnvoyConfigObjectPatch, path: str, errs: Errors) -> None:
@@ -141,6 +160,12 @@ def _validate_match(cp: EnvoyConfigObjectPatch, path: str, errs: Errors) -> None
             f"{path}.match",
             "Envoy filter: applyTo for http route class objects cannot have non route "
             "configuration match",
+        )
+    if apply_to == "EXTENSION_CONFIG" and (m.listener or m.routeConfiguration or m.cluster):
+        errs.warn(
+            f"{path}.match",
+            "has no effect with applyTo EXTENSION_CONFIG: the config is served by its name to "
+            "the HTTP filters whose config_discovery names it",
         )
     if apply_to == "CLUSTER" and (m.listener or m.routeConfiguration):
         errs.add(

@@ -50,6 +50,7 @@ _TARGET_KINDS = {
     ("core", "Service"),
     ("networking.istio.io", "ServiceEntry"),
     ("gateway.networking.k8s.io", "Gateway"),
+    ("gateway.networking.k8s.io", "GatewayClass"),
 }
 
 
@@ -80,7 +81,8 @@ def check_policy_target(
             errs.add(
                 path,
                 "targetRef must be to one of core/Service, networking.istio.io/ServiceEntry, "
-                f"gateway.networking.k8s.io/Gateway but was {ref.group or ''}/{ref.kind}",
+                "gateway.networking.k8s.io/Gateway, gateway.networking.k8s.io/GatewayClass but "
+                f"was {ref.group or ''}/{ref.kind}",
             )
 
 

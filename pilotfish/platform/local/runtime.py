@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from pilotfish.api.bootstrap_patch import has_bootstrap_patch
 from pilotfish.api.kinds import MESH_CONFIG_PATH, PROXY_STATUS_PATH, by_kind, token_path
 from pilotfish.api.proxy_annotation import HOLD_APPLICATION
 from pilotfish.platform.local.prometheus import PrometheusLayout, pod_targets, write_targets
@@ -50,7 +51,12 @@ from pilotfish.platform.local.runtime_model import (
     service_endpoints,
     service_names,
 )
-from pilotfish.platform.local.runtime_pod import NetworkView, PodEvent, PodReport
+from pilotfish.platform.local.runtime_pod import (
+    BootstrapFilters,
+    NetworkView,
+    PodEvent,
+    PodReport,
+)
 
 __all__ = [
     "HttpRuntimeApi",
@@ -68,6 +74,8 @@ log = logging.getLogger("pilotfish.runtime")
 PATHS = {
     k: by_kind(k).api_path() for k in ("Namespace", "Deployment", "Service", "Pod", "ServiceEntry")
 }
+#: EnvoyFilters: watched apart, their BOOTSTRAP patches go into starting sidecars' bootstraps.
+ENVOY_FILTERS_PATH = by_kind("EnvoyFilter").api_path()
 
 
 def pod_problem(report: PodReport) -> str:
@@ -146,6 +154,9 @@ class HttpRuntimeApi:
         self._http = httpx.Client(base_url=self.server, headers=self.headers, timeout=timeout)
         self._token_lock = threading.Lock()
         self._token_http: httpx.Client | None = None
+        self._bootstrap_lock = threading.Lock()
+        self._bootstrap_stale = threading.Event()
+        self._bootstrap: BootstrapFilters | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -228,6 +239,31 @@ class HttpRuntimeApi:
     def mesh_config(self) -> dict[str, Any]:
         """The mesh config in force (``pilotfish get meshconfig``)."""
         return dict(self._call("GET", MESH_CONFIG_PATH) or {})
+
+    def envoy_filters_changed(self) -> None:
+        """An EnvoyFilter changed (its watch, on the watch's thread): list them again now, so
+        the next pod to start finds them read."""
+        self._bootstrap_stale.set()
+        self.bootstrap_filters()
+
+    def bootstrap_filters(self) -> BootstrapFilters:
+        """The EnvoyFilters with BOOTSTRAP patches and the root namespace, listed again only
+        after an EnvoyFilter changed: a starting pod pays no round trip for them."""
+        with self._bootstrap_lock:
+            if self._bootstrap_stale.is_set() or self._bootstrap is None:
+                self._bootstrap_stale.clear()
+                try:
+                    items = self._call("GET", ENVOY_FILTERS_PATH).get("items") or []
+                    found = tuple(b for b in items if has_bootstrap_patch(b))
+                    root = "istio-system"
+                    if found:
+                        root = str(self.mesh_config().get("rootNamespace") or root)
+                    self._bootstrap = BootstrapFilters(root, found)
+                except (httpx.HTTPError, RuntimeError, ApiGone) as exc:
+                    self._bootstrap_stale.set()
+                    log.warning("EnvoyFilter BOOTSTRAP patches not read (%s)", exc)
+                    return self._bootstrap or BootstrapFilters()
+            return self._bootstrap
 
     def issue_token(self, namespace: str, service_account: str, ttl_seconds: int) -> str:
         """A workload token for ``namespace``/``service_account`` (Kubernetes TokenRequest)."""

@@ -31,6 +31,7 @@ from pilotfish.platform.local.exposure import stage_envoy, workdir_plan
 from pilotfish.platform.local.hostmeshes import PrefixBusy, PrefixLock
 from pilotfish.platform.local.network import PodNetwork, PodNetworkSettings, cleanup_all
 from pilotfish.platform.local.runtime import (
+    ENVOY_FILTERS_PATH,
     PATHS,
     HttpRuntimeApi,
     Runtime,
@@ -114,6 +115,7 @@ def _factory(
             on_change=on_change,
             token_source=tokens,
             on_event=on_event,
+            bootstrap_filters=api.bootstrap_filters() if injected else None,
         )
 
     return make
@@ -201,6 +203,14 @@ def run_runtime(settings: RuntimeProcessSettings, stop: threading.Event | None =
         )
         for kind, path in PATHS.items()
     ]
+    watchers.append(
+        threading.Thread(
+            target=api.watch_forever,
+            args=(ENVOY_FILTERS_PATH, api.envoy_filters_changed, stop),
+            name="watch-EnvoyFilter",
+            daemon=True,
+        )
+    )
     try:
         removed = runtime.clear_stale_pods()
         if removed:

@@ -50,6 +50,7 @@ from pilotfish.agent.settings import (
     LogLevel,
     XdsTls,
 )
+from pilotfish.api.bootstrap_patch import BOOTSTRAP_PATCHES_FILE, bootstrap_patches
 from pilotfish.api.mesh import AGENT_PORT, GATEWAY_PORTS, READINESS_PORT
 from pilotfish.api.node import NodeInfo
 from pilotfish.api.proxy_annotation import proxy_config
@@ -180,6 +181,15 @@ class NetworkView:
 
 
 @dataclass(frozen=True)
+class BootstrapFilters:
+    """The stored EnvoyFilters that have BOOTSTRAP patches, and the mesh's root namespace:
+    what a starting sidecar's bootstrap patches are chosen from."""
+
+    root_namespace: str = "istio-system"
+    envoy_filters: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
 class ContainerReport:
     name: str
     ready: bool
@@ -255,6 +265,7 @@ class LocalPod:
         on_change: Callable[[LocalPod], None] = lambda pod: None,
         token_source: TokenSource | SharedTokens | None = None,
         on_event: Callable[[LocalPod, PodEvent], None] = lambda pod, event: None,
+        bootstrap_filters: BootstrapFilters | None = None,
     ) -> None:
         meta = body.get("metadata") or {}
         self.name = str(meta["name"])
@@ -291,6 +302,9 @@ class LocalPod:
         #: When each step of the pod's start happened (``time.time()``), logged once Ready.
         self.timeline: dict[str, float] = {"start": time.time()}
         self._view = view
+        #: The EnvoyFilters with BOOTSTRAP patches when the pod was started (its sidecar's
+        #: bootstrap takes those that select it; a change needs a restart, as in Istio).
+        self.bootstrap_filters = bootstrap_filters
         self._applied_names: tuple[tuple[ServiceName, ...], tuple[EntryName, ...]] | None = None
         self._applied_endpoints: tuple[ServicePort, ...] | None = None
         self._apps_started = False
@@ -652,8 +666,30 @@ class LocalPod:
             # As Istio's injector hands the pod's prometheus.io/* annotations to pilot-agent:
             # the agent merges the app's metrics into its own /stats/prometheus.
             app_metrics=_app_metrics(meta.get("annotations") or {}),
+            bootstrap_patches=self._write_bootstrap_patches(node),
         )
         return agent_argv(agent)
+
+    def _write_bootstrap_patches(self, node: NodeInfo) -> Path | None:
+        """The file of the EnvoyFilter BOOTSTRAP patches that select this pod's proxy (see
+        ``api.bootstrap_patch``), written into its run directory; None when none does."""
+        found = self.bootstrap_filters
+        if found is None or not found.envoy_filters:
+            return None
+        patches = bootstrap_patches(
+            found.envoy_filters,
+            root_namespace=found.root_namespace,
+            namespace=node.namespace,
+            labels=node.labels,
+            router=node.proxy_type == "router",
+            metadata=node.metadata(),
+        )
+        if not patches:
+            return None
+        path = self.settings.run_dir / self.pod_id / BOOTSTRAP_PATCHES_FILE
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        path.write_text(json.dumps(patches))
+        return path
 
     def _start_sidecar(self) -> None:
         assert self.sidecar is not None

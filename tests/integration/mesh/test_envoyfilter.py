@@ -3,6 +3,11 @@ mode as written, 429 with ``filter_enforced``, per-path descriptors), a cluster 
 the config dump, virtual host and route patches, ``workloadSelector`` scoping, and a patch
 Envoy rejects: NACKed by exactly the selected proxy, which keeps serving, healed by delete.
 
+Extension configs over ECDS (Delta and SotW): an HTTP filter with ``config_discovery`` and
+the EXTENSION_CONFIG it names change traffic, and a change of the extension config alone
+reaches Envoy without a listener update. A BOOTSTRAP patch is in the bootstrap of a proxy
+started after it, and only of the proxies it selects.
+
 One mesh per module: a control plane, ``reviews`` and ``ratings`` behind sidecars and a
 ``productpage`` client. Each test applies its EnvoyFilter and deletes it at the end.
 """
@@ -492,3 +497,178 @@ def test_root_namespace_filter_reaches_gateways_and_sidecars_by_context(world: W
         world.delete_in("istio-system", "mesh-wide")
         world.mesh.cp.cli("delete", "-f", "-", input=GATEWAY)
     eventually(lambda: "x-mesh-wide" not in world.get("ratings").headers, 20, "header gone")
+
+
+HEADER_MUTATION = (
+    "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
+)
+
+
+def ecds_pair(app: str, value: str) -> dict[str, Any]:
+    """Istio's ECDS pair for ``app``'s outbound traffic: an HTTP filter that takes its config
+    from extension config discovery over ADS, and the EXTENSION_CONFIG that is that config (a
+    response header carrying ``value``)."""
+    return {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": {"name": "ecds-header"},
+        "spec": {
+            "workloadSelector": {"labels": {"app": app}},
+            "configPatches": [
+                {
+                    "applyTo": "HTTP_FILTER",
+                    "match": {
+                        "context": "SIDECAR_OUTBOUND",
+                        "listener": {
+                            "filterChain": {
+                                "filter": {"name": "envoy.filters.network.http_connection_manager"}
+                            }
+                        },
+                    },
+                    "patch": {
+                        "operation": "INSERT_FIRST",
+                        "value": {
+                            "name": "ecds-header",
+                            "config_discovery": {
+                                "config_source": {"ads": {}},
+                                "type_urls": [HEADER_MUTATION],
+                            },
+                        },
+                    },
+                },
+                {
+                    "applyTo": "EXTENSION_CONFIG",
+                    "patch": {
+                        "operation": "ADD",
+                        "value": {
+                            "name": "ecds-header",
+                            "typed_config": {
+                                "@type": HEADER_MUTATION,
+                                "mutations": {
+                                    "response_mutations": [
+                                        {"append": {"header": {"key": "x-ecds", "value": value}}}
+                                    ]
+                                },
+                            },
+                        },
+                    },
+                },
+            ],
+        },
+    }
+
+
+def listener_versions(sc: Sidecar) -> dict[str, str]:
+    data = json.loads(dump(sc, "dynamic_listeners"))
+    return {
+        c["name"]: (c.get("active_state") or {}).get("version_info", "") for c in data["configs"]
+    }
+
+
+def type_state(w: World, pod: str, short: str) -> str:
+    out = w.mesh.cp.cli("proxy-status", "-o", "json", check=True).stdout
+    for p in json.loads(out)["items"]:
+        if p["pod_name"] == pod:
+            return str(((p.get("types") or {}).get(short) or {}).get("state", ""))
+    return ""
+
+
+@pytest.mark.parametrize("xds_api", ["delta", "sotw"])
+def test_extension_config_over_ecds_changes_traffic_without_a_listener_update(
+    world: World, xds_api: str
+) -> None:
+    # The module's client runs Delta xDS; a second client runs State of the World.
+    app = "productpage" if xds_api == "delta" else "ecds-sotw"
+    client = (
+        world.client
+        if xds_api == "delta"
+        else world.mesh.add(app, {"app": app}, app_port=None, xds_api="sotw")
+    )
+
+    def header() -> str | None:
+        return client.request("reviews:9080", "/").headers.get("x-ecds")
+
+    warnings = world.apply(ecds_pair(app, "one"))
+    assert "EXTENSION_CONFIG" not in warnings
+    try:
+        eventually(lambda: header() == "one", 20, "the header of the first extension config")
+        assert type_state(world, client.name, "ECDS") == "SYNCED"
+        assert "x-ecds" in dump(client, "ecds_filters")
+        # Other proxies have neither the filter nor the config.
+        assert "ecds-header" not in dump(world.reviews, "dynamic_listeners")
+        assert "x-ecds" not in dump(world.reviews, "ecds_filters")
+        before = listener_versions(client)
+        # Only the extension config changes: Envoy takes it over ECDS, no listener update.
+        world.apply(ecds_pair(app, "two"))
+        eventually(lambda: header() == "two", 20, "the header of the changed extension config")
+        assert listener_versions(client) == before
+        assert type_state(world, client.name, "ECDS") == "SYNCED"
+    finally:
+        world.delete("ecds-header")
+    eventually(lambda: header() is None, 20, "no header once the EnvoyFilter is gone")
+
+
+BOOTSTRAP = """
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: bootstrap-stats}
+spec:
+  workloadSelector:
+    labels: {app: boot}
+  configPatches:
+  - applyTo: BOOTSTRAP
+    patch:
+      operation: MERGE
+      value:
+        stats_config:
+          stats_tags:
+          - tag_name: patched_tag
+            regex: "^patched\\\\.((.+?)\\\\.)"
+        static_resources:
+          clusters:
+          - name: bootstrap-patched
+            type: STATIC
+            connect_timeout: 1s
+            load_assignment:
+              cluster_name: bootstrap-patched
+              endpoints:
+              - lb_endpoints:
+                - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 9}}}
+"""
+
+
+def test_bootstrap_patch_is_in_the_bootstrap_of_a_selected_proxy_started_after_it(
+    world: World, tmp_path: Path
+) -> None:
+    from pilotfish.api.bootstrap_patch import bootstrap_patches
+
+    warnings = world.apply(BOOTSTRAP)
+    assert "take effect when a selected proxy starts" in warnings
+    try:
+        # What the runtime does for a starting pod: the stored EnvoyFilters that select it.
+        listed = world.mesh.cp.cli("get", "envoyfilter", "-o", "json", check=True).stdout
+        items = json.loads(listed)["items"]
+        patches = bootstrap_patches(
+            items, root_namespace="istio-system", namespace="default", labels={"app": "boot"}
+        )
+        assert len(patches) == 1
+        assert not bootstrap_patches(
+            items, root_namespace="istio-system", namespace="default", labels={"app": "x"}
+        )
+        path = tmp_path / "bootstrap-patches.json"
+        path.write_text(json.dumps(patches))
+        boot = world.mesh.add(
+            "boot", {"app": "boot"}, app_port=None, extra_args=("--bootstrap-patches", str(path))
+        )
+        static = json.loads(dump(boot, "static_clusters"))
+        names = [c["cluster"]["name"] for c in static["configs"]]
+        assert "bootstrap-patched" in names and "xds-grpc" in names
+        text = httpx.get(f"http://127.0.0.1:{boot.admin_port}/config_dump", timeout=5).text
+        assert "patched_tag" in text
+        # The proxy still gets its config over xDS and routes.
+        eventually(
+            lambda: boot.request("reviews:9080", "/").status_code == 200, 20, "boot's routes"
+        )
+        assert "bootstrap-patched" not in dump(world.client, "static_clusters")
+    finally:
+        world.delete("bootstrap-stats")

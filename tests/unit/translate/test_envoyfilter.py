@@ -651,3 +651,80 @@ def test_listener_filter_remove_and_insert_first_by_name() -> None:
         "envoy.filters.listener.http_inspector",
         "envoy.filters.listener.original_dst",
     ]
+
+
+HEADER_MUTATION = (
+    "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
+)
+
+
+def _ecds_pair(value: str) -> list[dict[str, Any]]:
+    """Istio's ECDS pair: an HTTP filter that takes its config from extension config
+    discovery over ADS, and the EXTENSION_CONFIG that config is."""
+    return [
+        {
+            "applyTo": "HTTP_FILTER",
+            "match": {
+                "context": "SIDECAR_INBOUND",
+                "listener": HCM,
+            },
+            "patch": {
+                "operation": "INSERT_FIRST",
+                "value": {
+                    "name": "add-header",
+                    "config_discovery": {
+                        "config_source": {"ads": {}},
+                        "type_urls": [HEADER_MUTATION],
+                    },
+                },
+            },
+        },
+        {
+            "applyTo": "EXTENSION_CONFIG",
+            "match": {"context": "SIDECAR_OUTBOUND"},
+            "patch": {
+                "operation": "ADD",
+                "value": {
+                    "name": "add-header",
+                    "typed_config": {
+                        "@type": HEADER_MUTATION,
+                        "mutations": {
+                            "response_mutations": [
+                                {"append": {"header": {"key": "x-ecds", "value": value}}}
+                            ]
+                        },
+                    },
+                },
+            },
+        },
+    ]
+
+
+def test_extension_config_is_served_over_ecds_to_the_selected_proxy_by_name() -> None:
+    from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
+
+    from pilotfish.api.typeurls import EXTENSION_CONFIG_TYPE
+
+    push = bookinfo_push([envoy_filter("ecds", _ecds_pair("one"), selector={"app": "reviews"})])
+    reviews = generate(sidecar_node("reviews", ip="10.1.0.12"), push)
+    # The context of an EXTENSION_CONFIG plays no part (as Istio): served by its name.
+    ecds = reviews[EXTENSION_CONFIG_TYPE]
+    assert list(ecds) == ["add-header"]
+    cfg = header_mutation_pb2.HeaderMutation()
+    assert ecds["add-header"].typed_config.Unpack(cfg)
+    assert cfg.mutations.response_mutations[0].append.header.value == "one"
+    for c in inbound_chains(reviews):
+        first = unpack_hcm(c).http_filters[0]
+        assert first.name == "add-header"
+        assert first.config_discovery.config_source.HasField("ads")
+    assert generate(sidecar_node("productpage"), push)[EXTENSION_CONFIG_TYPE] == {}
+
+
+def test_only_added_extension_configs_are_served_the_later_winning_a_name() -> None:
+    from pilotfish.api.typeurls import EXTENSION_CONFIG_TYPE
+
+    first = envoy_filter("a-first", _ecds_pair("one")[1:])
+    later = envoy_filter("b-later", _ecds_pair("two")[1:])
+    push = bookinfo_push([later, first])
+    ecds = generate(sidecar_node("reviews", ip="10.1.0.12"), push)[EXTENSION_CONFIG_TYPE]
+    assert b"two" in ecds["add-header"].typed_config.value

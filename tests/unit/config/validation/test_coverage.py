@@ -196,6 +196,19 @@ NEWLY_WARNED = [
         ("WorkloadEntry", "WorkloadEntrySpec.network"),
     ),
     (
+        body(
+            "EnvoyFilter",
+            {
+                "targetRefs": [
+                    {"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "g"}
+                ],
+                "configPatches": [{"applyTo": "HTTP_FILTER", "patch": {"operation": "REMOVE"}}],
+            },
+        ),
+        "spec.targetRefs",
+        ("EnvoyFilter", "EnvoyFilterSpec.targetRefs"),
+    ),
+    (
         body("AuthorizationPolicy", {"targetRefs": [{"kind": "Service", "name": "reviews"}]}),
         "spec.targetRefs",
         ("AuthorizationPolicy", "AuthorizationPolicySpec.targetRefs"),
@@ -300,14 +313,6 @@ LISTED_REFUSALS = [
         ),
         "spec.http[0].fault.delay.exponentialDelay",
         ("VirtualService", "FaultDelay.exponentialDelay"),
-    ),
-    (
-        body(
-            "EnvoyFilter",
-            {"targetRefs": [{"kind": "Gateway", "name": "g"}], "configPatches": [_EF_PATCH]},
-        ),
-        "spec.targetRefs",
-        ("EnvoyFilter", "EnvoyFilterSpec.targetRefs"),
     ),
     (
         body(

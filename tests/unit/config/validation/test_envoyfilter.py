@@ -103,25 +103,6 @@ def test_values_parse_into_the_envoy_type_by_field() -> None:
 
 def test_what_pilotfish_cannot_apply_is_refused_by_field() -> None:
     has(
-        ef("BOOTSTRAP", {"operation": "MERGE", "value": {"node": {"id": "x"}}}),
-        "spec.configPatches[0].applyTo",
-        "not supported yet: BOOTSTRAP",
-    )
-    has(
-        ef("EXTENSION_CONFIG", {"operation": "ADD", "value": {"name": "x"}}),
-        "spec.configPatches[0].applyTo",
-        "not supported yet: EXTENSION_CONFIG",
-    )
-    has(
-        ef(
-            "CLUSTER",
-            {"operation": "REMOVE"},
-            targetRefs=[{"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "gw"}],
-        ),
-        "spec.targetRefs",
-        "not supported yet",
-    )
-    has(
         ef("HTTP_ROUTE", {"operation": "REMOVE"}, {"routeConfiguration": {"gateway": "ns/gw"}}),
         "spec.configPatches[0].match.routeConfiguration.gateway",
         "not supported yet",
@@ -195,3 +176,91 @@ def test_a_match_on_a_filter_only_istio_generates_is_warned_about() -> None:
     found = warnings(ef("HTTP_FILTER", {"operation": "INSERT_BEFORE", "value": value}, match))
     paths = [p for p, _ in found]
     assert "spec.configPatches[0].match.listener.filterChain.filter.subFilter.name" in paths
+
+
+_HEADER = "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
+
+
+def test_extension_config_takes_add_with_a_name_and_a_typed_config() -> None:
+    value = {"name": "add-header", "typed_config": {"@type": _HEADER}}
+    assert warnings(ef("EXTENSION_CONFIG", {"operation": "ADD", "value": value})) == []
+    # Istio's ECDS output takes only what EXTENSION_CONFIG patches ADD.
+    for op in ("MERGE", "REPLACE", "REMOVE"):
+        has(
+            ef("EXTENSION_CONFIG", {"operation": op, "value": value}),
+            "spec.configPatches[0].patch.operation",
+            f"operation {op} is not supported for applyTo EXTENSION_CONFIG (supported: ADD)",
+        )
+    has(
+        ef("EXTENSION_CONFIG", {"operation": "ADD", "value": {"typed_config": {"@type": _HEADER}}}),
+        "spec.configPatches[0].patch.value.name",
+        "needs the name HTTP filters refer to it by",
+    )
+    has(
+        ef("EXTENSION_CONFIG", {"operation": "ADD", "value": {"name": "x"}}),
+        "spec.configPatches[0].patch.value.typed_config",
+        "needs typed_config",
+    )
+    matched = ef(
+        "EXTENSION_CONFIG",
+        {"operation": "ADD", "value": value},
+        {"listener": {"portNumber": 9080}},
+    )
+    assert any(
+        p == "spec.configPatches[0].match" and "has no effect with applyTo EXTENSION_CONFIG" in r
+        for p, r in warnings(matched)
+    )
+
+
+def test_target_refs_are_checked_as_istio_and_warned_to_apply_to_no_proxy() -> None:
+    gateway = {"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "gw"}
+    patch = {"operation": "REMOVE"}
+    assert (
+        "spec.targetRefs",
+        "not supported yet: targetRefs attach to Gateway API gateways and waypoints, which "
+        "Pilotfish does not run; this EnvoyFilter applies to no Pilotfish proxy (use "
+        "workloadSelector)",
+    ) in warnings(ef("CLUSTER", patch, targetRefs=[gateway]))
+    gateway_class = {**gateway, "kind": "GatewayClass", "name": "istio"}
+    assert any(
+        p == "spec.targetRefs"
+        for p, _ in warnings(ef("CLUSTER", patch, targetRefs=[gateway_class]))
+    )
+    has(
+        ef("CLUSTER", patch, targetRefs=[{"kind": "Deployment", "group": "apps", "name": "x"}]),
+        "spec.targetRefs[0]",
+        "targetRef must be to one of",
+    )
+    has(
+        ef("CLUSTER", patch, targetRefs=[{**gateway, "name": ""}]),
+        "spec.targetRefs[0].name",
+        "must be set",
+    )
+    has(
+        ef("CLUSTER", patch, targetRefs=[{**gateway, "namespace": "other"}]),
+        "spec.targetRefs[0].namespace",
+        "cross namespace referencing is not supported",
+    )
+    has(
+        ef("CLUSTER", patch, targetRefs=[gateway], workloadSelector={"labels": {"app": "x"}}),
+        "spec",
+        "only one of targetRefs or workloadSelector can be set",
+    )
+
+
+def test_bootstrap_merges_and_warns_it_takes_effect_on_proxy_restart() -> None:
+    value = {"stats_config": {"stats_tags": [{"tag_name": "t", "regex": "^x"}]}}
+    assert any(
+        p == "spec.configPatches[0].applyTo" and "take effect when a selected proxy starts" in r
+        for p, r in warnings(ef("BOOTSTRAP", {"operation": "MERGE", "value": value}))
+    )
+    has(
+        ef("BOOTSTRAP", {"operation": "ADD", "value": value}),
+        "spec.configPatches[0].patch.operation",
+        "operation ADD is not supported for applyTo BOOTSTRAP (supported: MERGE)",
+    )
+    has(
+        ef("BOOTSTRAP", {"operation": "MERGE", "value": {"stats_configz": {}}}),
+        "spec.configPatches[0].patch.value",
+        "stats_configz",
+    )
