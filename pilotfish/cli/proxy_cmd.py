@@ -476,8 +476,7 @@ _LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "critical", "off"]
     type=click.Path(dir_okay=False, path_type=Path),
     help="EnvoyFilter BOOTSTRAP patches that select this proxy (a JSON list of Bootstrap "
     "values, merged in order into Envoy's bootstrap, as Istio merges them); the local runtime "
-    "writes it for its pods, `x workload entry configure` for a VM  [default: --config-dir's "
-    "bootstrap-patches.json if there is one]",
+    "writes it for its pods  [default: --config-dir's bootstrap-patches.json if there is one]",
 )
 @click.option(
     "--app-metrics-port",
