@@ -70,6 +70,15 @@ def test_proxy_starts_from_the_directory(tmp_path: Path) -> None:
     )
     assert settings.identity is not None
     assert settings.identity.token_file == tmp_path / "vm" / "istio-token"
+    assert settings.bootstrap_patches is None
+
+
+def test_bootstrap_patches_in_the_directory_reach_the_agent(tmp_path: Path) -> None:
+    directory = write(tmp_path / "vm")
+    (directory / "bootstrap-patches.json").write_text("[]")
+    options, _ = options_from_dir(directory)
+    settings = build_settings(**options, ip="10.1.0.2", interception_mode="REDIRECT")
+    assert settings.bootstrap_patches == directory / "bootstrap-patches.json"
 
 
 def test_the_groups_probe_goes_through_mesh_yaml(tmp_path: Path) -> None:
