@@ -65,6 +65,7 @@ from pilotfish.api.typeurls import (
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.translate.common import VIRTUAL_INBOUND, VIRTUAL_OUTBOUND, ClusterKey
+from pilotfish.translate.gateway_tls import gateway_of_route_name
 
 log = logging.getLogger(__name__)
 
@@ -535,6 +536,10 @@ def _rc_match(proxy: Proxy, route_config: RouteConfiguration, p: Patch) -> bool:
     if m is None:
         return True
     if m.name and m.name != route_config.name:
+        return False
+    # As Istio: only a gateway's route configurations answer to a Gateway name (those of
+    # its HTTPS servers, named after it); sidecars ignore the field.
+    if m.gateway and proxy.is_router and gateway_of_route_name(route_config.name) != m.gateway:
         return False
     if m.portNumber:
         ports = _route_config_ports(proxy, route_config.name)

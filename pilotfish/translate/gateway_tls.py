@@ -88,6 +88,16 @@ def https_route_name(port: int, port_name: str, gateway: GatewayConfig) -> str:
     return f"https.{port}.{port_name}.{gateway.key.name}.{gateway.namespace}"
 
 
+def gateway_of_route_name(name: str) -> str:
+    """The ``namespace/name`` of the Gateway an HTTPS server's route configuration was made
+    for (:func:`https_route_name`; Istio's ``ParseGatewayRDSRouteName``), empty for any
+    other route configuration (``http.<port>`` serves every Gateway bound to the port)."""
+    parts = name.split(".")
+    if not name.startswith("https.") or len(parts) < 5:
+        return ""
+    return f"{parts[4]}/{parts[3]}"
+
+
 def server_sni_names(hosts: list[str], gateway_ns: str) -> list[str]:
     """``server_names`` for a server's hosts; empty (any SNI) when a host is ``*``."""
     names: list[str] = []
@@ -289,6 +299,7 @@ def tls_filter_chains(push: PushContext, proxy: Proxy, bind: int) -> list[lc.Fil
 __all__ = [
     "TlsServer",
     "auto_passthrough_cluster",
+    "gateway_of_route_name",
     "gateway_tls_servers",
     "has_auto_passthrough",
     "https_route_name",

@@ -482,7 +482,7 @@ FIELDS: dict[str, dict[str, Decision]] = {
         "ListenerMatch.name": E,
         "RouteConfigurationMatch.portNumber": E,
         "RouteConfigurationMatch.portName": _N5,
-        "RouteConfigurationMatch.gateway": R("not supported yet; use portNumber or name"),
+        "RouteConfigurationMatch.gateway": E,
         "RouteConfigurationMatch.vhost": E,
         "RouteConfigurationMatch.name": E,
         "ClusterMatch.portNumber": E,

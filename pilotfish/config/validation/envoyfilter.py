@@ -6,7 +6,7 @@ names or that name an unknown ``@type``), each on its field. Pilotfish refuses, 
 what it would otherwise accept and ignore: an operation ``applyTo`` does not support
 (EXTENSION_CONFIG takes ADD only, BOOTSTRAP MERGE only, as Istio acts on nothing else;
 BOOTSTRAP is warned to take effect on proxy restart), an extension config
-without a name or ``typed_config``, ``routeConfiguration.gateway``. ``targetRefs`` are
+without a name or ``typed_config``. ``targetRefs`` are
 checked as Istio checks them and warned about: they attach to Gateway API gateways and
 waypoints, which Pilotfish does not run, so such a filter applies to no proxy. It
 warns where a patch is accepted but will not do what it seems to: Envoy's local rate limit
@@ -248,11 +248,16 @@ def _validate_match(cp: EnvoyConfigObjectPatch, path: str, errs: Errors) -> None
     if rm is not None:
         if rm.portNumber:
             errs.add(f"{path}.match.routeConfiguration.portNumber", port_error(rm.portNumber))
-        if rm.gateway:
-            errs.add(
+        if rm.gateway and m.context not in ("GATEWAY", "ANY", None):
+            errs.warn(
                 f"{path}.match.routeConfiguration.gateway",
-                "not supported yet: matching a gateway route configuration by Gateway name; "
-                "use portNumber or name (http.<port>)",
+                "has no effect with context SIDECAR_*: only gateways' route configurations "
+                "are matched by Gateway name (as Istio)",
+            )
+        elif rm.gateway and "/" not in rm.gateway:
+            errs.warn(
+                f"{path}.match.routeConfiguration.gateway",
+                "matches nothing: a Gateway is named namespace/name",
             )
         if rm.portName:
             errs.warn(

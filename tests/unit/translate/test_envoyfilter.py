@@ -728,3 +728,54 @@ def test_only_added_extension_configs_are_served_the_later_winning_a_name() -> N
     push = bookinfo_push([later, first])
     ecds = generate(sidecar_node("reviews", ip="10.1.0.12"), push)[EXTENSION_CONFIG_TYPE]
     assert b"two" in ecds["add-header"].typed_config.value
+
+
+PLAIN_HTTP_GATEWAY = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: plain-gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["plain.example.com"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: plain, namespace: default}
+spec:
+  hosts: [plain.example.com]
+  gateways: [plain-gw]
+  http:
+  - route: [{destination: {host: reviews}}]
+"""
+
+
+def test_route_configuration_gateway_matches_that_gateways_https_route_config_only() -> None:
+    from pilotfish.server import proxy_resources
+    from tests.unit.translate import test_tls as tls
+    from tests.unit.translate.fixtures import push_for
+
+    patch = {
+        "applyTo": "VIRTUAL_HOST",
+        "match": {"context": "GATEWAY", "routeConfiguration": {"gateway": "default/gw"}},
+        "patch": {
+            "operation": "MERGE",
+            "value": {"response_headers_to_add": [{"header": {"key": "x-gw", "value": "1"}}]},
+        },
+    }
+    other = {**patch, "match": {"routeConfiguration": {"gateway": "default/elsewhere"}}}
+    docs = [
+        *tls.DOCS,
+        *tls.GATEWAY,
+        tls.secret("bookinfo", tls_crt=tls.SERVER.cert, tls_key=tls.SERVER.key),
+        envoy_filter("by-gateway", [patch, other], ns="istio-system"),
+        *yaml.safe_load_all(PLAIN_HTTP_GATEWAY),
+    ]
+    node = router_node(gateway_ports={443: 8443, 8443: 9443})
+    routes = proxy_resources(node, push_for(docs))[ROUTE_TYPE]
+    patched = {
+        n for n, rc in routes.items() if any(v.response_headers_to_add for v in rc.virtual_hosts)
+    }
+    assert "https.443.https.gw.default" in routes and len(routes) > 1
+    assert patched == {"https.443.https.gw.default"}

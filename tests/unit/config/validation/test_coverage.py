@@ -315,22 +315,6 @@ LISTED_REFUSALS = [
         ("VirtualService", "FaultDelay.exponentialDelay"),
     ),
     (
-        body(
-            "EnvoyFilter",
-            {
-                "configPatches": [
-                    {
-                        "applyTo": "HTTP_ROUTE",
-                        "match": {"routeConfiguration": {"gateway": "default/gw"}},
-                        "patch": {"operation": "MERGE", "value": {}},
-                    }
-                ]
-            },
-        ),
-        "spec.configPatches[0].match.routeConfiguration.gateway",
-        ("EnvoyFilter", "RouteConfigurationMatch.gateway"),
-    ),
-    (
         body("WorkloadGroup", {"template": {"address": "10.0.0.1"}}),
         "spec.template.address",
         ("WorkloadGroup", "WorkloadEntrySpec.address"),

@@ -101,14 +101,6 @@ def test_values_parse_into_the_envoy_type_by_field() -> None:
     )
 
 
-def test_what_pilotfish_cannot_apply_is_refused_by_field() -> None:
-    has(
-        ef("HTTP_ROUTE", {"operation": "REMOVE"}, {"routeConfiguration": {"gateway": "ns/gw"}}),
-        "spec.configPatches[0].match.routeConfiguration.gateway",
-        "not supported yet",
-    )
-
-
 def test_sub_filter_needs_the_http_connection_manager() -> None:
     has(
         ef(
@@ -263,4 +255,18 @@ def test_bootstrap_merges_and_warns_it_takes_effect_on_proxy_restart() -> None:
         ef("BOOTSTRAP", {"operation": "MERGE", "value": {"stats_configz": {}}}),
         "spec.configPatches[0].patch.value",
         "stats_configz",
+    )
+
+
+def test_route_configuration_gateway_is_for_gateway_contexts() -> None:
+    gw = "spec.configPatches[0].match.routeConfiguration.gateway"
+    remove = {"operation": "REMOVE"}
+    assert warnings(ef("HTTP_ROUTE", remove, {"routeConfiguration": {"gateway": "ns/gw"}})) == []
+    on_sidecar = {"context": "SIDECAR_OUTBOUND", "routeConfiguration": {"gateway": "ns/gw"}}
+    assert any(
+        p == gw and "has no effect" in r for p, r in warnings(ef("HTTP_ROUTE", remove, on_sidecar))
+    )
+    bare = {"context": "GATEWAY", "routeConfiguration": {"gateway": "gw"}}
+    assert any(
+        p == gw and "namespace/name" in r for p, r in warnings(ef("HTTP_ROUTE", remove, bare))
     )
