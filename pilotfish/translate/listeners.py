@@ -4,8 +4,10 @@ REDIRECT sidecar:
 
 - ``virtualOutbound`` on 0.0.0.0:15001 with ``original_dst``: one filter chain per HTTP port
   (``destination_port``) to the HCM of route config ``"PORT"``; one per TCP service port
-  matched by VIP/32 and port to ``tcp_proxy``; the default chain goes to PassthroughCluster
-  (ALLOW_ANY) or BlackHoleCluster (REGISTRY_ONLY). Envoy compares the destination port before
+  matched by VIP/32 and port to ``tcp_proxy``; a service without an address (a wildcard
+  ServiceEntry host) is matched on its TLS ports by SNI and on its TCP ports by port alone
+  (``_addressless_chains``); the default chain goes to PassthroughCluster (ALLOW_ANY) or
+  BlackHoleCluster (REGISTRY_ONLY). Envoy compares the destination port before
   the destination IP, so a TCP service's VIP chain wins over the HTTP chain of the same port.
 - ``virtualInbound`` on 0.0.0.0:15006 with ``original_dst``: one chain per served app port to
   ``inbound|PORT||`` (HTTP through an HCM with an inline route config, TCP through
@@ -176,7 +178,8 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
     def compute() -> Listener:
         chains: list[lc.FilterChain] = []
         tcp_logs = client_tcp_logs(push, proxy)
-        for port in sidecar_http_ports(push, scope):
+        http_ports = sidecar_http_ports(push, scope)
+        for port in http_ports:
             chains.append(
                 lc.FilterChain(
                     name=f"0.0.0.0_{port}",
@@ -194,8 +197,16 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
             )
         seen: set[tuple[str, int]] = set()
         sni_ports: set[int] = set()
+        #: Port -> SNI names an address-less chain of that port already matches.
+        sni_taken: dict[int, set[str]] = {}
         for svc in scope.services:
             first = svc.vip or (svc.addresses[0] if svc.addresses else None)
+            if not first and svc.source_kind == "ServiceEntry":
+                chains.extend(
+                    _addressless_chains(
+                        push, proxy, scope, svc, set(http_ports), seen, sni_taken, tcp_logs
+                    )
+                )
             if not first:
                 continue
             for sp in svc.ports:
@@ -232,6 +243,7 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
                 )
         fallback = BLACKHOLE_CLUSTER if scope.registry_only else PASSTHROUGH_CLUSTER
         listener_filters = [_original_dst()]
+        sni_ports.update(port for port, names in sni_taken.items() if names)
         if sni_ports:
             listener_filters.append(_sni_inspector(sni_ports))
         return Listener(
@@ -253,6 +265,59 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
         telemetry_key(push, proxy),
     )
     return push.memo(key, compute)
+
+
+def _addressless_chains(
+    push: PushContext,
+    proxy: Proxy,
+    scope: SidecarScope,
+    svc: Service,
+    http_ports: set[int],
+    seen: set[tuple[str, int]],
+    sni_taken: dict[int, set[str]],
+    tcp_logs: Sequence[Any],
+) -> list[lc.FilterChain]:
+    """Chains of a ServiceEntry host without an address (a wildcard host, or one with no
+    ``addresses`` and no VIP): nothing tells its connections apart by destination, so, as
+    Istio does, its TLS/HTTPS ports match the connection's SNI (the ``tls`` rules'
+    ``sniHosts`` first, then the host itself; Envoy's ``*.example.com`` matches any name under
+    it) and a TCP port takes every connection to that port no other chain takes (the first
+    such service of a port wins, as Istio's listener conflicts). HTTP ports route by Host."""
+    out: list[lc.FilterChain] = []
+    for sp in svc.ports:
+        if sp.protocol.is_http or sp.port in http_ports or not scope.on_port(svc, sp.port):
+            continue
+        if sp.protocol in (Protocol.TLS, Protocol.HTTPS):
+            taken = sni_taken.setdefault(sp.port, set())
+            routes = sidecar_tls_routes(push, proxy, svc, sp.port)
+            own = [(ClusterKey.outbound(sp.port, "", svc.hostname).name, 100)]
+            for k, (snis, routed) in enumerate([*routes, ([svc.hostname], own)]):
+                names = [n for n in snis if n not in taken]
+                if not names:
+                    continue
+                taken.update(names)
+                out.append(
+                    lc.FilterChain(
+                        name=f"0.0.0.0_{sp.port}_{svc.hostname}_sni{k}",
+                        filter_chain_match=lc.FilterChainMatch(
+                            destination_port=u32(sp.port), server_names=names
+                        ),
+                        filters=[tcp_proxy_filter(routed[0][0], routed, tcp_logs)],
+                    )
+                )
+            continue
+        if ("0.0.0.0", sp.port) in seen:
+            continue
+        seen.add(("0.0.0.0", sp.port))
+        clusters = sidecar_tcp_clusters(push, proxy, svc, sp.port)
+        out.append(
+            lc.FilterChain(
+                name=f"0.0.0.0_{sp.port}",
+                filter_chain_match=lc.FilterChainMatch(destination_port=u32(sp.port)),
+                filters=[tcp_proxy_filter(clusters[0][0], clusters, tcp_logs)],
+            )
+        )
+    return out
 
 
 def _sni_inspector(ports: set[int]) -> lc.ListenerFilter:

@@ -28,14 +28,20 @@ from cryptography.x509.oid import NameOID
 _rng = random.SystemRandom()
 
 #: Answers every request with who it is, the path and whether TLS was used; a
-#: ``/status/N`` path answers N.
+#: ``/status/N`` path answers N. Arguments: port, then certificate and key for HTTPS, then a
+#: CA file to require client certificates from (mutual TLS; the answer then names the
+#: client's certificate by its first DNS SAN).
 SERVER = r"""
 import http.server, ssl, sys
 port, tls = int(sys.argv[1]), len(sys.argv) > 2
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         code = int(self.path.split("/")[2]) if self.path.startswith("/status/") else 200
-        body = f"external tls={tls} host={self.headers.get('Host')} path={self.path}\n".encode()
+        body = f"external tls={tls} host={self.headers.get('Host')} path={self.path}"
+        if len(sys.argv) > 4:
+            sans = dict(self.connection.getpeercert().get("subjectAltName") or ())
+            body += f" client={sans.get('DNS')}"
+        body = (body + "\n").encode()
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -45,6 +51,9 @@ srv = http.server.ThreadingHTTPServer(("0.0.0.0", port), H)
 if tls:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+    if len(sys.argv) > 4:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(sys.argv[4])
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
 srv.serve_forever()
 """
@@ -75,7 +84,8 @@ def _free_net() -> ipaddress.IPv4Network:
 
 
 def _certs(tmp: Path, names: list[str]) -> tuple[str, Path, Path]:
-    """A CA and a server certificate for ``names`` signed by it: (CA PEM, cert, key)."""
+    """A CA and a server certificate for ``names`` signed by it: (CA PEM, cert, key), the
+    files named ``server.crt``/``server.key`` in ``tmp``."""
     now = datetime.now(UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "external test CA")])
@@ -112,6 +122,30 @@ def _certs(tmp: Path, names: list[str]) -> tuple[str, Path, Path]:
         )
     )
     return ca.public_bytes(serialization.Encoding.PEM).decode(), cert_path, key_path
+
+
+def serve(ext: External, port: int, *tls: Path) -> None:
+    """One more ``SERVER`` on the external host (``tls``: certificate, key and, for mutual
+    TLS, the client CA), stopped with the host; returns once it accepts connections."""
+    run = ["ip", "netns", "exec", ext.netns]
+    ext.procs.append(
+        subprocess.Popen([*run, sys.executable, "-c", SERVER, str(port), *map(str, tls)])
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        probe = subprocess.run(
+            [
+                *run,
+                "python3",
+                "-c",
+                f"import socket; socket.create_connection(('{ext.ip}', {port}), 1)",
+            ],
+            capture_output=True,
+        )
+        if probe.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the external server on {port} did not start")
 
 
 def _ip(*args: str) -> None:

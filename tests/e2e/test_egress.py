@@ -14,21 +14,24 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import yaml
 
 from tests.e2e.conftest import Mesh, bring_up
-from tests.e2e.external import External, external_host
+from tests.e2e.external import External, _certs, external_host, serve
 
 pytestmark = pytest.mark.e2e
 
 #: The tasks' host names; the external DNS server answers them with the external host.
 NAMES = [
     "httpbin.org", "edition.cnn.com", "www.google.com", "api.example.test", "rr.example.test",
+    "en.wikipedia.org", "de.wikipedia.org", "other.example.test", "my-nginx.example.test",
 ]  # fmt: skip
 
 #: Istio's "Accessing External Services" task, as written.
@@ -163,11 +166,16 @@ def settle(check: Any, what: str, timeout: float = 30) -> None:
     raise AssertionError(f"timed out waiting for {what}: {last}")
 
 
+def stat_filter(name: str) -> str:
+    """Envoy's ``/stats?filter=`` is a regular expression: this one matches ``name`` only."""
+    return quote(f"^{re.escape(name)}$", safe="")
+
+
 def proxy_stat(mesh: Mesh, name: str) -> int:
     pod = mesh.pod_named("sleep")
     out = mesh.local(
         "exec", pod, "-c", "istio-proxy", "--", "curl", "-s",
-        f"http://127.0.0.1:15000/stats?filter={name}", check=False,
+        f"http://127.0.0.1:15000/stats?filter={stat_filter(name)}", check=False,
     ).stdout  # fmt: skip
     for line in out.splitlines():
         key, _, value = line.partition(": ")
@@ -458,7 +466,7 @@ spec:
 def gateway_stat(mesh: Mesh, pod: str, name: str) -> int:
     out = mesh.local(
         "exec", pod, "-n", "istio-system", "-c", "istio-proxy", "--", "curl", "-s",
-        f"http://127.0.0.1:15000/stats?filter={name}", check=False,
+        f"http://127.0.0.1:15000/stats?filter={stat_filter(name)}", check=False,
     ).stdout  # fmt: skip
     for line in out.splitlines():
         key, _, value = line.partition(": ")
@@ -616,3 +624,354 @@ def test_egress_gateway_with_mutual_tls_from_the_sidecar(
     assert proxy_stat(mesh, ssl) > 0
     mesh.cli("delete", "-f", "-", input=EGRESS_GATEWAY_MTLS)
     mesh.cli("delete", "-f", "-", input=entry)
+
+
+#: Istio's "Accessing External Services" / "Egress using Wildcard Hosts": TLS to any
+#: wikipedia.org name, the app's own TLS passed through, matched by SNI.
+WILDCARD_ENTRY = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: wikipedia
+spec:
+  hosts:
+  - "*.wikipedia.org"
+  ports:
+  - number: 443
+    name: https
+    protocol: TLS
+  resolution: NONE
+"""
+
+
+def test_wildcard_entry_matches_tls_by_sni_under_registry_only(
+    world: tuple[Mesh, External], tmp_path: Path
+) -> None:
+    """A wildcard host has no address to match: the sidecar matches the TLS connection's SNI
+    (``*.wikipedia.org``), sends it on to the address the app dialled and counts it under the
+    entry's cluster; a name the entry does not cover is refused under REGISTRY_ONLY, even to
+    the same address."""
+    mesh, ext = world
+    apply(mesh, tmp_path, REGISTRY_ONLY)
+    url = "https://en.wikipedia.org/wiki/Main_Page"
+    settle(lambda: curl(mesh, url, "-k")[0] == "000" or curl(mesh, url, "-k"), "blocked")
+    apply(mesh, tmp_path, WILDCARD_ENTRY)
+    stat = "cluster.outbound|443||*.wikipedia.org.upstream_cx_total"
+
+    def through_the_entry() -> bool | tuple[str, str]:
+        got = curl(mesh, url, "-k")
+        return got == ("200", "external tls=True host=en.wikipedia.org path=/wiki/Main_Page") or got
+
+    settle(through_the_entry, "en.wikipedia.org through the wildcard entry")
+    before = proxy_stat(mesh, stat)
+    assert curl(mesh, "https://de.wikipedia.org/", "-k")[0] == "200"
+    assert proxy_stat(mesh, stat) == before + 1
+    # The same external address with an SNI no entry declares, and without SNI: refused.
+    other = ("--resolve", f"other.example.test:443:{ext.ip}")
+    assert curl(mesh, "https://other.example.test/", "-k", *other)[0] == "000"
+    assert curl(mesh, f"https://{ext.ip}/", "-k")[0] == "000"
+    assert proxy_stat(mesh, stat) == before + 1
+    # The listener as proxy-config shows it: a chain for the entry's SNI on port 443.
+    pod = mesh.pod_named("sleep")
+    listeners = mesh.cli("proxy-config", "listener", pod, "--port", "15001", "-o", "json").stdout
+    assert '"*.wikipedia.org"' in listeners
+    mesh.cli("delete", "-f", "-", input=WILDCARD_ENTRY)
+
+
+#: Istio's "Egress Gateways with TLS Origination" task: the sidecar sends plain HTTP to the
+#: egress gateway over mesh mTLS, the gateway originates TLS to the external server (SIMPLE;
+#: here with a CA from a Secret, as the external server's CA is in no system bundle).
+EGRESS_TLS_ORIGINATION = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: cnn
+spec:
+  hosts:
+  - edition.cnn.com
+  ports:
+  - number: 80
+    name: http
+    protocol: HTTP
+  - number: 443
+    name: https
+    protocol: HTTPS
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: istio-egressgateway
+spec:
+  selector:
+    istio: egressgateway
+  servers:
+  - port:
+      number: 80
+      name: https-port-for-tls-origination
+      protocol: HTTPS
+    hosts:
+    - edition.cnn.com
+    tls:
+      mode: ISTIO_MUTUAL
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: egressgateway-for-cnn
+spec:
+  host: istio-egressgateway.istio-system.svc.cluster.local
+  subsets:
+  - name: cnn
+    trafficPolicy:
+      loadBalancer:
+        simple: ROUND_ROBIN
+      portLevelSettings:
+      - port:
+          number: 80
+        tls:
+          mode: ISTIO_MUTUAL
+          sni: edition.cnn.com
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: direct-cnn-through-egress-gateway
+spec:
+  hosts:
+  - edition.cnn.com
+  gateways:
+  - istio-egressgateway
+  - mesh
+  http:
+  - match:
+    - gateways:
+      - mesh
+      port: 80
+    route:
+    - destination:
+        host: istio-egressgateway.istio-system.svc.cluster.local
+        subset: cnn
+        port:
+          number: 80
+      weight: 100
+  - match:
+    - gateways:
+      - istio-egressgateway
+      port: 80
+    route:
+    - destination:
+        host: edition.cnn.com
+        port:
+          number: 443
+      weight: 100
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: originate-tls-for-edition-cnn-com
+spec:
+  host: edition.cnn.com
+  trafficPolicy:
+    loadBalancer:
+      simple: ROUND_ROBIN
+    portLevelSettings:
+    - port:
+        number: 443
+      tls:
+        mode: SIMPLE # initiates HTTPS for connections to edition.cnn.com
+        credentialName: cnn-ca
+"""
+
+
+def secret(name: str, data: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": "istio-system"},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+def test_egress_gateway_originates_tls(world: tuple[Mesh, External], tmp_path: Path) -> None:
+    """Runs after the HTTP gateway task (the gateway's pod has its name server by then)."""
+    mesh, ext = world
+    (gw,) = mesh.wait_pods_ready("istio-system", 1)
+    pod = gw["metadata"]["name"]
+    apply(mesh, tmp_path, REGISTRY_ONLY, secret("cnn-ca", {"ca.crt": ext.ca_pem}))
+    apply(mesh, tmp_path, EGRESS_TLS_ORIGINATION)
+    handshakes = "cluster.outbound|443||edition.cnn.com.ssl.handshake"
+    before = gateway_stat(mesh, pod, handshakes)
+
+    def originated() -> bool | tuple[str, str]:
+        got = curl(mesh, "http://edition.cnn.com/politics")
+        return got == ("200", "external tls=True host=edition.cnn.com path=/politics") or got
+
+    settle(originated, "TLS originated by the egress gateway")
+    # The gateway opened the TLS connection; the sidecar reached the gateway over mesh mTLS.
+    assert gateway_stat(mesh, pod, handshakes) > before
+    to_gateway = "cluster.outbound|80|cnn|istio-egressgateway.istio-system.svc.cluster.local"
+    assert proxy_stat(mesh, f"{to_gateway}.ssl.handshake") > 0
+    # A CA that did not sign the server's certificate: the gateway refuses the server.
+    apply(mesh, tmp_path, secret("cnn-ca", {"ca.crt": _certs(tmp_path, ["x"])[0]}))
+    settle(
+        lambda: (
+            curl(mesh, "http://edition.cnn.com/")[0] == "503"
+            or curl(mesh, "http://edition.cnn.com/")
+        ),
+        "an untrusted server refused",
+    )
+    mesh.cli("delete", "-f", "-", input=EGRESS_TLS_ORIGINATION)
+
+
+#: The task's mutual TLS origination: the gateway presents a client certificate from
+#: ``credentialName`` to a server that requires one (port 443 of the entry, dialled at 8443).
+EGRESS_MTLS_ORIGINATION = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: nginx
+spec:
+  hosts:
+  - my-nginx.example.test
+  ports:
+  - number: 80
+    name: http
+    protocol: HTTP
+  - number: 443
+    name: https
+    protocol: HTTPS
+    targetPort: 8443
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: istio-egressgateway
+spec:
+  selector:
+    istio: egressgateway
+  servers:
+  - port:
+      number: 443
+      name: https
+      protocol: HTTPS
+    hosts:
+    - my-nginx.example.test
+    tls:
+      mode: ISTIO_MUTUAL
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: egressgateway-for-nginx
+spec:
+  host: istio-egressgateway.istio-system.svc.cluster.local
+  subsets:
+  - name: nginx
+    trafficPolicy:
+      loadBalancer:
+        simple: ROUND_ROBIN
+      portLevelSettings:
+      - port:
+          number: 443
+        tls:
+          mode: ISTIO_MUTUAL
+          sni: my-nginx.example.test
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: direct-nginx-through-egress-gateway
+spec:
+  hosts:
+  - my-nginx.example.test
+  gateways:
+  - istio-egressgateway
+  - mesh
+  http:
+  - match:
+    - gateways:
+      - mesh
+      port: 80
+    route:
+    - destination:
+        host: istio-egressgateway.istio-system.svc.cluster.local
+        subset: nginx
+        port:
+          number: 443
+      weight: 100
+  - match:
+    - gateways:
+      - istio-egressgateway
+      port: 443
+    route:
+    - destination:
+        host: my-nginx.example.test
+        port:
+          number: 443
+      weight: 100
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: originate-mtls-for-nginx
+spec:
+  host: my-nginx.example.test
+  trafficPolicy:
+    loadBalancer:
+      simple: ROUND_ROBIN
+    portLevelSettings:
+    - port:
+        number: 443
+      tls:
+        mode: MUTUAL
+        credentialName: client-credential # the secret that holds the client certificate
+        sni: my-nginx.example.test
+"""
+
+
+def test_egress_gateway_originates_mutual_tls(world: tuple[Mesh, External], tmp_path: Path) -> None:
+    mesh, ext = world
+    (gw,) = mesh.wait_pods_ready("istio-system", 1)
+    pod = gw["metadata"]["name"]
+    (tmp_path / "server").mkdir()
+    (tmp_path / "client").mkdir()
+    server_ca, server_crt, server_key = _certs(tmp_path / "server", ["my-nginx.example.test"])
+    client_ca, client_crt, client_key = _certs(tmp_path / "client", ["client.example.test"])
+    client_ca_file = tmp_path / "client-ca.pem"
+    client_ca_file.write_text(client_ca)
+    serve(ext, 8443, server_crt, server_key, client_ca_file)
+    credential = {
+        "tls.crt": client_crt.read_text(),
+        "tls.key": client_key.read_text(),
+        "ca.crt": server_ca,
+    }
+    apply(mesh, tmp_path, REGISTRY_ONLY, secret("client-credential", credential))
+    apply(mesh, tmp_path, EGRESS_MTLS_ORIGINATION)
+    expected = (
+        "200",
+        "external tls=True host=my-nginx.example.test path=/mtls client=client.example.test",
+    )
+
+    def originated() -> bool | tuple[str, str]:
+        got = curl(mesh, "http://my-nginx.example.test/mtls")
+        return got == expected or got
+
+    settle(originated, "mutual TLS originated by the egress gateway")
+    assert gateway_stat(mesh, pod, "cluster.outbound|443||my-nginx.example.test.ssl.handshake") > 0
+    # Without the client certificate the server refuses the handshake.
+    apply(mesh, tmp_path, secret("client-credential", {"ca.crt": server_ca}))
+    apply(
+        mesh,
+        tmp_path,
+        EGRESS_MTLS_ORIGINATION.split("---")[-1].replace("MUTUAL", "SIMPLE"),
+    )
+    settle(
+        lambda: (
+            curl(mesh, "http://my-nginx.example.test/")[0] == "503"
+            or curl(mesh, "http://my-nginx.example.test/")
+        ),
+        "the server refusing a client without a certificate",
+    )
+    mesh.cli("delete", "-f", "-", input=EGRESS_MTLS_ORIGINATION)

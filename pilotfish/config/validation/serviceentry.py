@@ -136,16 +136,6 @@ def _unenforced(spec: ServiceEntrySpec, errs: Errors) -> None:
             errs.add(
                 f"spec.endpoints[{i}].address", "not supported yet: unix domain socket endpoints"
             )
-    wildcards = [h for h in spec.hosts if h.startswith("*")]
-    for i, port in enumerate(spec.ports):
-        proto = protocol_of(port.protocol)
-        if wildcards and proto not in HTTP_PROTOCOLS and not spec.addresses:
-            errs.warn(
-                f"spec.ports[{i}]",
-                f"not supported yet: {proto or 'TCP'} traffic to wildcard hosts "
-                f"({', '.join(wildcards)}) without addresses is not matched by SNI; it "
-                "follows the mesh's outboundTrafficPolicy (blocked under REGISTRY_ONLY)",
-            )
 
 
 def _endpoint_ports(

@@ -200,9 +200,11 @@ spec:
     assert unpack_tcp(sni).cluster == "outbound|8443|v1|secure.default.svc.cluster.local"
     assert f"{vip}_8443_sni1" not in by_name  # sourceLabels do not match this caller
     assert f"{vip}_8443" in by_name and f"{vip}_9000_sni0" not in by_name
-    # The TLS inspector runs for 8443 only.
+    # The TLS inspector runs for 8443, and 443 (the features' wildcard entry, matched by
+    # SNI), only.
     (inspector,) = [f for f in lst.listener_filters if "tls_inspector" in f.name]
-    assert inspector.filter_disabled.not_match.destination_port_range.start == 8443
+    rules = inspector.filter_disabled.not_match.or_match.rules
+    assert [r.destination_port_range.start for r in rules] == [443, 8443]
 
 
 def test_server_tls_fields_reach_the_downstream_context() -> None:
@@ -279,3 +281,62 @@ spec:
     ].Unpack(opts)
     h2 = opts.explicit_http_config.http2_protocol_options
     assert h2.max_concurrent_streams.value == 7
+
+
+WILDCARD = """
+kind: ServiceEntry
+metadata: {name: wiki, namespace: default}
+spec:
+  hosts: ["*.wikipedia.org"]
+  ports: [{number: 443, name: tls, protocol: TLS}, {number: 7000, name: tcp, protocol: TCP}]
+  resolution: NONE
+---
+kind: ServiceEntry
+metadata: {name: wiki-www, namespace: default}
+spec:
+  hosts: [www.wikipedia.org]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+"""
+
+
+def test_sidecar_matches_tls_to_a_wildcard_entry_by_sni_and_its_tcp_ports_by_port() -> None:
+    push = bookinfo_push(from_yaml(WILDCARD))
+    lst = listener(generate(sidecar_node(), push), "virtualOutbound")
+    by_name = {c.name: c for c in lst.filter_chains}
+    sni = by_name["0.0.0.0_443_*.wikipedia.org_sni0"]
+    assert list(sni.filter_chain_match.server_names) == ["*.wikipedia.org"]
+    assert not sni.filter_chain_match.prefix_ranges
+    assert unpack_tcp(sni).cluster == "outbound|443||*.wikipedia.org"
+    # The non-wildcard host keeps its VIP chain (it is more specific: Envoy compares the
+    # destination address before the SNI).
+    vip = push.service("www.wikipedia.org").vip  # type: ignore[union-attr]
+    assert by_name[f"{vip}_443"].filter_chain_match.prefix_ranges[0].address_prefix == vip
+    tcp = by_name["0.0.0.0_7000"]
+    assert tcp.filter_chain_match.destination_port.value == 7000
+    assert not tcp.filter_chain_match.prefix_ranges and not tcp.filter_chain_match.server_names
+    assert unpack_tcp(tcp).cluster == "outbound|7000||*.wikipedia.org"
+    (inspector,) = [f for f in lst.listener_filters if "tls_inspector" in f.name]
+    assert inspector.filter_disabled.not_match.destination_port_range.start == 443
+
+
+def test_tls_rules_of_a_wildcard_entry_route_by_their_sni_hosts_first() -> None:
+    rule = """
+---
+kind: VirtualService
+metadata: {name: wiki, namespace: default}
+spec:
+  hosts: ["*.wikipedia.org"]
+  tls:
+  - match: [{port: 443, sniHosts: [en.wikipedia.org]}]
+    route: [{destination: {host: www.wikipedia.org, port: {number: 443}}}]
+"""
+    push = bookinfo_push(from_yaml(WILDCARD + rule))
+    lst = listener(generate(sidecar_node(), push), "virtualOutbound")
+    by_name = {c.name: c for c in lst.filter_chains}
+    routed = by_name["0.0.0.0_443_*.wikipedia.org_sni0"]
+    assert list(routed.filter_chain_match.server_names) == ["en.wikipedia.org"]
+    assert unpack_tcp(routed).cluster == "outbound|443||www.wikipedia.org"
+    rest = by_name["0.0.0.0_443_*.wikipedia.org_sni1"]
+    assert list(rest.filter_chain_match.server_names) == ["*.wikipedia.org"]
+    assert unpack_tcp(rest).cluster == "outbound|443||*.wikipedia.org"

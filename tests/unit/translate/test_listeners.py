@@ -30,7 +30,11 @@ def test_virtual_outbound() -> None:
     lst = listener(res, "virtualOutbound")
     addr = lst.address.socket_address
     assert (addr.address, addr.port_value) == ("0.0.0.0", 15001)
-    assert [f.name for f in lst.listener_filters] == ["envoy.filters.listener.original_dst"]
+    # The TLS inspector for the features' wildcard entry, whose TLS port is matched by SNI.
+    assert [f.name for f in lst.listener_filters] == [
+        "envoy.filters.listener.original_dst",
+        "envoy.filters.listener.tls_inspector",
+    ]
     by_name = {c.name: c for c in lst.filter_chains}
     http = by_name["0.0.0.0_9080"]
     assert http.filter_chain_match.destination_port.value == 9080

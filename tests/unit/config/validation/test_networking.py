@@ -368,9 +368,8 @@ def test_service_entry_fields_not_enforced_are_warned_by_field() -> None:
     assert _warnings(se(resolution="DNS", subjectAltNames=["spiffe://x/ns/a/sa/b"])) == []
     network = se(resolution="STATIC", endpoints=[{"address": "10.0.0.1", "network": "n2"}])
     assert any(w.startswith("spec.endpoints[0].network: not supported") for w in _warnings(network))
-    wildcard = _warnings(se(hosts=["*.wikipedia.org"], resolution="NONE"))
-    assert any(w.startswith("spec.ports[0]: not supported yet: TLS traffic") for w in wildcard)
-    # An HTTP port of a wildcard host is routed by Host: nothing to warn about.
+    # TLS ports of a wildcard host are matched by SNI, HTTP ports by Host: nothing to warn.
+    assert _warnings(se(hosts=["*.wikipedia.org"], resolution="NONE")) == []
     http = [{"number": 80, "name": "http", "protocol": "HTTP"}]
     assert _warnings(se(hosts=["*.wikipedia.org"], resolution="NONE", ports=http)) == []
     assert _warnings(se(resolution="DNS")) == []
