@@ -69,7 +69,7 @@ def free_cidr() -> str:
 
 def private_mesh(root: Path) -> MeshSettings:
     """A mesh of its own under ``root``: its own prefix, /24 and ports (Prometheus and the
-    trace query API included), so it runs beside any other."""
+    trace query API and the dashboard included), so it runs beside any other."""
     prefix = "b" + "".join(random.choice(string.ascii_lowercase) for _ in range(4))
     gw = free_port()
     return MeshSettings(
@@ -85,6 +85,7 @@ def private_mesh(root: Path) -> MeshSettings:
         workdir=REPO,
         env=(("PILOTFISH_CONFIG", str(root / "config")),),
         prometheus_port=free_port(),
+        dashboard_port=free_port(),
         trace_query_port=free_port(),
     )
 
