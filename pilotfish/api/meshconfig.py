@@ -228,12 +228,12 @@ class MeshConfig(Model):
     #: (Envoy's on-demand CDS), so it holds what it calls rather than the whole mesh. TCP
     #: services, gateways and SotW proxies always get every cluster (see docs/sidecar.md).
     onDemandClusters: bool = False
-    #: Pilotfish's own setting (not Istio's; off by default): a sidecar on a Delta xDS stream
-    #: gets its outbound route configurations through Envoy's VHDS, each service's virtual
-    #: host a resource of its own, so a VirtualService change sends each sidecar the virtual
-    #: hosts it changed rather than its whole route configuration (see docs/benchmarks.md).
-    #: Gateways, SotW proxies and sidecars without traffic capture keep plain RDS.
-    virtualHostDiscovery: bool = False
+    #: Pilotfish's own setting (not Istio's; on by default, ``false`` opts out): a sidecar on
+    #: a Delta xDS stream gets its outbound route configurations through Envoy's VHDS, each
+    #: service's virtual host a resource of its own, so a VirtualService change sends each
+    #: sidecar the virtual hosts it changed rather than its whole route configuration (see
+    #: docs/sidecar.md and docs/benchmarks.md). Gateways and SotW proxies keep plain RDS.
+    virtualHostDiscovery: bool = True
 
     def provider(self, name: str) -> ExtensionProvider | None:
         """The declared provider ``name``, or the built-in one of that name."""

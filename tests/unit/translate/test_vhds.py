@@ -130,9 +130,22 @@ def test_plain_rds_where_vhds_does_not_apply() -> None:
         res = generate(node, push)
         assert not res[VIRTUAL_HOST_TYPE], what
         assert not any(rc.HasField("vhds") for rc in res[ROUTE_TYPE].values()), what
-    # ``virtualHostDiscovery: false`` (the default) turns it off.
+    # ``virtualHostDiscovery: false`` opts a Delta sidecar out.
     res = generate(sidecar_node(delta_xds=True), bookinfo_push(FEATURES + VHDS_OFF))
     assert not res[VIRTUAL_HOST_TYPE] and not res[ROUTE_TYPE]["9080"].HasField("vhds")
     assert "reviews.default.svc.cluster.local:9080" in {
         v.name for v in res[ROUTE_TYPE]["9080"].virtual_hosts
     }
+
+
+def test_vhds_is_the_default_for_delta_sidecars_only() -> None:
+    push = bookinfo_push(FEATURES)  # no mesh config: the defaults
+    delta = generate(sidecar_node(delta_xds=True), push)
+    assert delta[ROUTE_TYPE]["9080"].HasField("vhds") and REVIEWS in delta[VIRTUAL_HOST_TYPE]
+    for what, node in {
+        "sotw": sidecar_node(),
+        "router": router_node(gateway_ports={80: 8080}, delta_xds=True),
+    }.items():
+        res = generate(node, push)
+        assert not res[VIRTUAL_HOST_TYPE], what
+        assert not any(rc.HasField("vhds") for rc in res[ROUTE_TYPE].values()), what
