@@ -662,7 +662,9 @@ FIELDS: dict[str, dict[str, Decision]] = {
         "MeshConfig.localityLbSetting": S("DestinationRule"),
         "MeshConfig.namePolicyInDenials": E,
         "MeshConfig.onDemandClusters": E,
-        "MeshConfig.virtualHostDiscovery": E,
+        "MeshConfig.virtualHostDiscovery": Decision(
+            "enforced", "Pilotfish's own: on for sidecars on Delta xDS unless false"
+        ),
         "ProxyConfig.tracing": E,
         "ProxyConfig.concurrency": W("Envoy runs with its own number of workers"),
         "ProxyConfig.holdApplicationUntilProxyStarts": E,
