@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
-from envoy.config.core.v3 import address_pb2, protocol_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.type.v3 import percent_pb2
 
@@ -28,6 +28,7 @@ from pilotfish.api.destinationrule import (
     OutlierDetection,
     PortTrafficPolicy,
     ProxyProtocol,
+    RetryBudget,
     TrafficPolicy,
 )
 from pilotfish.model.config import DestinationRuleConfig
@@ -45,6 +46,8 @@ class Policy(NamedTuple):
     outlier_detection: OutlierDetection | None = None
     tls: ClientTLSSettings | None = None
     proxy_protocol: ProxyProtocol | None = None
+    #: ``trafficPolicy.retryBudget`` (no port-level form, as Istio's API).
+    retry_budget: RetryBudget | None = None
 
     @classmethod
     def of(cls, policy: TrafficPolicy | None) -> Policy:
@@ -56,12 +59,14 @@ class Policy(NamedTuple):
         if over is None:
             return self
         proxy_protocol = over.proxyProtocol if isinstance(over, TrafficPolicy) else None
+        budget = over.retryBudget if isinstance(over, TrafficPolicy) else None
         return Policy(
             over.loadBalancer if over.loadBalancer is not None else self.load_balancer,
             over.connectionPool if over.connectionPool is not None else self.connection_pool,
             over.outlierDetection if over.outlierDetection is not None else self.outlier_detection,
             over.tls if over.tls is not None else self.tls,
             proxy_protocol if proxy_protocol is not None else self.proxy_protocol,
+            budget if budget is not None else self.retry_budget,
         )
 
 
@@ -118,13 +123,26 @@ def apply_load_balancer(cluster: cluster_pb2.Cluster, policy: Policy) -> None:
         cluster.lb_policy = C.CLUSTER_PROVIDED
     else:  # LEAST_CONN, LEAST_REQUEST, UNSPECIFIED
         cluster.lb_policy = C.LEAST_REQUEST
-    warmup = lb.warmupDurationSecs or (lb.warmup.duration if lb.warmup is not None else None)
-    if warmup and cluster.lb_policy in (C.ROUND_ROBIN, C.LEAST_REQUEST):
-        d = proto_duration(warmup)
-        if cluster.lb_policy == C.ROUND_ROBIN:
-            cluster.round_robin_lb_config.slow_start_config.slow_start_window.CopyFrom(d)
-        else:
-            cluster.least_request_lb_config.slow_start_config.slow_start_window.CopyFrom(d)
+    if cluster.lb_policy not in (C.ROUND_ROBIN, C.LEAST_REQUEST):
+        return
+    if cluster.lb_policy == C.ROUND_ROBIN:
+        slow_start = cluster.round_robin_lb_config.slow_start_config
+    else:
+        slow_start = cluster.least_request_lb_config.slow_start_config
+    warmup = lb.warmup
+    if warmup is not None:
+        # Istio's setWarmup: linear (aggression 1) from 10 % (Envoy's minimum) unless set; the
+        # runtime key is one no runtime layer has, so the value is fixed.
+        if warmup.duration:
+            slow_start.slow_start_window.CopyFrom(proto_duration(warmup.duration))
+        aggression = warmup.aggression if warmup.aggression is not None else 1.0
+        slow_start.aggression.CopyFrom(
+            base_pb2.RuntimeDouble(default_value=aggression, runtime_key="(")
+        )
+        minimum = warmup.minimumPercent if warmup.minimumPercent is not None else 10.0
+        slow_start.min_weight_percent.value = minimum
+    elif lb.warmupDurationSecs:
+        slow_start.slow_start_window.CopyFrom(proto_duration(lb.warmupDurationSecs))
 
 
 def uses_consistent_hash(policy: Policy) -> bool:
@@ -192,6 +210,13 @@ def apply_connection_pool(
             if ka.interval:
                 keep.keepalive_interval.value = int(proto_duration(ka.interval).seconds)
             cluster.upstream_connection_options.tcp_keepalive.CopyFrom(keep)
+    budget = policy.retry_budget
+    if budget is not None:
+        # Istio's applyRetryBudget: 20 % of active requests may be retries unless set, and at
+        # least 3 concurrent retries (or minRetryConcurrency when above 0).
+        percent = budget.percent if budget.percent is not None else 20.0
+        t.retry_budget.budget_percent.value = percent
+        t.retry_budget.min_retry_concurrency.value = budget.minRetryConcurrency or 3
     http = pool.http if pool is not None else None
     if http is not None:
         if http.http1MaxPendingRequests:

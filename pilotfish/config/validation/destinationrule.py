@@ -91,8 +91,6 @@ def traffic_policy(errs: Errors, path: str, tp: TrafficPolicy | None) -> None:
     ):
         errs.add(path, "traffic policy must have at least one field")
         return
-    if tp.retryBudget is not None:
-        errs.warn(f"{path}.retryBudget", f"{NOT_APPLIED}: no retry budget is set on the cluster")
     if tp.tunnel is not None:
         errs.warn(f"{path}.tunnel", f"{NOT_APPLIED}: upstream traffic is not tunnelled")
     if tp.tunnel is not None and tp.proxyProtocol is not None:
@@ -279,15 +277,6 @@ def load_balancer(
             errs.add(f"{path}.warmup.minimumPercent", "minimumPercent must be in range [0, 100]")
         if w.aggression is not None and w.aggression < 1:
             errs.add(f"{path}.warmup.aggression", "aggression must be at least 1.0")
-        if w.minimumPercent is not None:
-            errs.warn(
-                f"{path}.warmup.minimumPercent",
-                f"{NOT_APPLIED}: slow start uses Envoy's default minimum weight",
-            )
-        if w.aggression is not None:
-            errs.warn(
-                f"{path}.warmup.aggression", f"{NOT_APPLIED}: slow start uses Envoy's default"
-            )
 
 
 def _optional_duration(value: str | None) -> str | None:

@@ -16,6 +16,7 @@ from tests.unit.translate.fixtures import (
     FEATURES,
     GATEWAYS,
     bookinfo_push,
+    from_yaml,
     push_for,
     router_node,
     sidecar_node,
@@ -144,3 +145,48 @@ def test_telemetry_of_the_demo_profile_loads_in_envoy(tmp_path: Path) -> None:
     push = push_for([*BOOKINFO_CORE, zipkin_service_entry("10.244.0.1"), operator, telemetry])
     validate(generate(sidecar_node(), push), tmp_path, "telemetry-sidecar")
     validate(generate(router_node(), push), tmp_path, "telemetry-gateway")
+
+
+NEWER_FIELDS = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy:
+    retryBudget: {percent: 25, minRetryConcurrency: 4}
+    loadBalancer:
+      simple: ROUND_ROBIN
+      warmup: {duration: 30s, minimumPercent: 20, aggression: 2}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings]
+  http:
+  - match: [{uri: {prefix: /moved}, statPrefix: ratings-moved}]
+    redirect: {authority: elsewhere.example, derivePort: FROM_REQUEST_PORT}
+  - corsPolicy: {allowOrigins: [{exact: "https://ok.example"}], unmatchedPreflights: IGNORE}
+    route: [{destination: {host: ratings}}]
+"""
+
+
+def test_retry_budget_slow_start_and_route_fields_load_in_envoy(tmp_path: Path) -> None:
+    """DestinationRule retryBudget and warmup, VirtualService statPrefix, derivePort and
+    unmatchedPreflights as Istio translates them: the fields are in the config and Envoy
+    takes it."""
+    resources = generate(REVIEWS_V2, push_for(BOOKINFO_CORE + from_yaml(NEWER_FIELDS)))
+    cluster = resources[CLUSTER_TYPE]["outbound|9080||ratings.default.svc.cluster.local"]
+    budget = cluster.circuit_breakers.thresholds[0].retry_budget
+    assert (budget.budget_percent.value, budget.min_retry_concurrency.value) == (25.0, 4)
+    slow = cluster.round_robin_lb_config.slow_start_config
+    assert (slow.aggression.default_value, slow.min_weight_percent.value) == (2.0, 20.0)
+    vhost = next(
+        v
+        for v in resources[ROUTE_TYPE]["9080"].virtual_hosts
+        if "ratings.default.svc.cluster.local" in v.domains
+    )
+    moved = vhost.routes[0]
+    assert moved.stat_prefix == "ratings-moved" and moved.redirect.port_redirect == 9080
+    validate(resources, tmp_path, "newer-fields")

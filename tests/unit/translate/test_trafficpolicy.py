@@ -174,3 +174,42 @@ spec:
     assert not v1.HasField("outlier_detection")
     top = clusters["outbound|9080||reviews.default.svc.cluster.local"]
     assert top.lb_policy == C.ROUND_ROBIN and top.outlier_detection.consecutive_5xx.value == 3
+
+
+def test_warmup_is_envoys_slow_start_as_istio_sets_it() -> None:
+    c = C(type=C.EDS)
+    lb = {"simple": "ROUND_ROBIN", "warmup": {"duration": "30s", "minimumPercent": 25}}
+    apply_load_balancer(
+        c, policy({"loadBalancer": {**lb, "warmup": {**lb["warmup"], "aggression": 2}}})
+    )
+    slow = c.round_robin_lb_config.slow_start_config
+    assert slow.slow_start_window.seconds == 30
+    assert (slow.aggression.default_value, slow.min_weight_percent.value) == (2.0, 25.0)
+    c = C(type=C.EDS)
+    apply_load_balancer(c, policy({"loadBalancer": {"warmup": {"duration": "10s"}}}))
+    slow = c.least_request_lb_config.slow_start_config
+    # Istio's defaults: linear ramp (aggression 1) from Envoy's 10 %.
+    assert (slow.aggression.default_value, slow.min_weight_percent.value) == (1.0, 10.0)
+    assert slow.aggression.runtime_key
+
+
+def test_retry_budget_is_on_the_circuit_breaker_thresholds() -> None:
+    from envoy.config.core.v3 import protocol_pb2
+
+    from pilotfish.translate.trafficpolicy import apply_connection_pool
+
+    c = C()
+    apply_connection_pool(
+        c,
+        policy({"retryBudget": {"percent": 30, "minRetryConcurrency": 5}}),
+        protocol_pb2.HttpProtocolOptions(),
+    )
+    budget = c.circuit_breakers.thresholds[0].retry_budget
+    assert (budget.budget_percent.value, budget.min_retry_concurrency.value) == (30.0, 5)
+    c = C()
+    apply_connection_pool(c, policy({"retryBudget": {}}), protocol_pb2.HttpProtocolOptions())
+    budget = c.circuit_breakers.thresholds[0].retry_budget
+    assert (budget.budget_percent.value, budget.min_retry_concurrency.value) == (20.0, 3)
+    c = C()
+    apply_connection_pool(c, policy({}), protocol_pb2.HttpProtocolOptions())
+    assert not c.circuit_breakers.thresholds[0].HasField("retry_budget")

@@ -76,46 +76,12 @@ _ROUTE = [{"destination": {"host": "reviews"}}]
 # One body per field newly warned about at apply, and the path the warning must name.
 NEWLY_WARNED = [
     (
-        body("DestinationRule", {"host": "r", "trafficPolicy": {"retryBudget": {"percent": 20}}}),
-        "spec.trafficPolicy.retryBudget",
-        ("DestinationRule", "TrafficPolicy.retryBudget"),
-    ),
-    (
         body(
             "DestinationRule",
             {"host": "r", "trafficPolicy": {"tunnel": {"targetHost": "x.com", "targetPort": 443}}},
         ),
         "spec.trafficPolicy.tunnel",
         ("DestinationRule", "TrafficPolicy.tunnel"),
-    ),
-    (
-        body(
-            "DestinationRule",
-            {
-                "host": "r",
-                "trafficPolicy": {
-                    "loadBalancer": {
-                        "simple": "ROUND_ROBIN",
-                        "warmup": {"duration": "10s", "minimumPercent": 20, "aggression": 2},
-                    }
-                },
-            },
-        ),
-        "spec.trafficPolicy.loadBalancer.warmup.minimumPercent",
-        ("DestinationRule", "WarmupConfiguration.minimumPercent"),
-    ),
-    (
-        body(
-            "DestinationRule",
-            {
-                "host": "r",
-                "trafficPolicy": {
-                    "loadBalancer": {"simple": "ROUND_ROBIN", "warmup": {"aggression": 2}}
-                },
-            },
-        ),
-        "spec.trafficPolicy.loadBalancer.warmup.aggression",
-        ("DestinationRule", "WarmupConfiguration.aggression"),
     ),
     (
         body(
