@@ -51,6 +51,9 @@ class Decision:
     quiet: tuple[Any, ...] = ()
     #: The kind whose table decides the fields under this one (not walked here).
     see: str = ""
+    #: A field of the same object that, when set, makes this warned field quiet (a
+    #: container's ``image`` only names what its ``command`` stands for).
+    quiet_with: str = ""
 
 
 E = Decision("enforced")
@@ -122,6 +125,8 @@ _OWNERS = "a pod's Deployment, a Canary's objects; others are not deleted with t
 _HEADLESS = "None (headless) is warned: the name does not resolve to the pods"
 _SVC_IP = "the Service is reached at its cluster IP only"
 _NO_IMAGES = "images are not pulled: the local runtime runs the container's command"
+#: Quiet when the container has a command: the image then only names what it stands for.
+_IMAGE = Decision("warned", _NO_IMAGES + " (warned without a command)", quiet_with="command")
 _ONE_NODE = "the local runtime is one node: pods are not scheduled"
 _NO_SHARING = "each pod has its own processes"
 _NO_MOUNTS = "nothing is mounted: containers see the host's files"
@@ -834,8 +839,8 @@ FIELDS: dict[str, dict[str, Decision]] = {
         "PodSpec.os": W("containers are Linux processes"),
         "PodSpec.hostUsers": W("containers run as the users of the host"),
         "Container.name": E,
-        "Container.image": W(_NO_IMAGES),
-        "Container.imagePullPolicy": W(_NO_IMAGES),
+        "Container.image": _IMAGE,
+        "Container.imagePullPolicy": _IMAGE,
         "Container.command": E,
         "Container.args": E,
         "Container.workingDir": W("containers run in the runtime's working directory"),
@@ -1159,6 +1164,8 @@ def unapplied(kind: str, obj: BaseModel, skip: frozenset[str] = frozenset()) -> 
     ) -> None:
         decision = table.get(_key(type(owner), name)[1])
         if decision is None:
+            return
+        if decision.quiet_with and getattr(owner, decision.quiet_with, None):
             return
         if decision.status == "warned" and value not in decision.quiet and path not in skip:
             parent, _, leaf = path.rpartition(".")
