@@ -370,10 +370,11 @@ def explicit_outbound(push: PushContext, proxy: Proxy) -> Listener:
 def bound_egress_listeners(push: PushContext, proxy: Proxy) -> list[Listener]:
     """The Sidecar's egress listeners with ``captureMode: NONE``: a listener bound on
     ``bind:port`` (``127.0.0.1`` when no ``bind``) the app sends its requests to. An HTTP
-    port is routed with the route config of that port (``"PORT"``); a TCP port (TCP, Mongo,
-    MySQL, Redis) forwards each connection to the first service, by hostname, the listener
-    imports on that port (its ``tcp`` rules applied), as Istio resolves a bound listener's
-    conflicts; with no such service there is no listener."""
+    port is routed with the route config of that port (``"PORT"``); a TLS or HTTPS port
+    forwards the still-encrypted stream by its SNI (``_bound_tls_chains``); a TCP port (TCP,
+    Mongo, MySQL, Redis) forwards each connection to the first service, by hostname, the
+    listener imports on that port (its ``tcp`` rules applied), as Istio resolves a bound
+    listener's conflicts; with no such service there is no listener."""
     scope = proxy.sidecar_scope(push)
     out = []
     for eg in scope.bound_egress():
@@ -381,6 +382,20 @@ def bound_egress_listeners(push: PushContext, proxy: Proxy) -> list[Listener]:
         bind = eg.bind or "127.0.0.1"
         name = f"{bind}_{port}"
         protocol = parse_protocol(eg.protocol)
+        if protocol in (Protocol.TLS, Protocol.HTTPS):
+            chains = _bound_tls_chains(push, proxy, scope, name, port)
+            if not chains:
+                continue
+            out.append(
+                Listener(
+                    name=name,
+                    address=socket_address(bind, port),
+                    listener_filters=[tls_inspector()],
+                    filter_chains=chains,
+                    traffic_direction=base_pb2.OUTBOUND,
+                )
+            )
+            continue
         if protocol is not None and not protocol.is_http:
             chain = _bound_tcp_chain(push, proxy, scope, name, port, protocol)
             if chain is None:
@@ -408,6 +423,61 @@ def bound_egress_listeners(push: PushContext, proxy: Proxy) -> list[Listener]:
     return out
 
 
+def _bound_tls_chains(
+    push: PushContext, proxy: Proxy, scope: SidecarScope, name: str, port: int
+) -> list[lc.FilterChain]:
+    """The chains of a bound TLS (or HTTPS) egress port, selected by the SNI the app sends
+    (the TLS inspector reads it; the stream is forwarded still encrypted):
+
+    - the ``tls`` rules of the imported services' VirtualServices, by their ``sniHosts``;
+    - each imported service without ``tls`` rules, by its hostname (``*.example.com``
+      matches its subdomains), to its cluster with its ``tcp`` rules applied;
+    - a connection no SNI claims goes to the first of those services by hostname, as in
+      Istio, whose bound listener keeps the first service's SNI-less chain.
+    """
+    services = scope.services_on_port(port)
+    logs = client_tcp_logs(push, proxy)
+    chains: list[lc.FilterChain] = []
+    taken: set[str] = set()
+    plain: list[Service] = []
+    for svc in services:
+        routes = sidecar_tls_routes(push, proxy, svc, port)
+        if not routes:
+            plain.append(svc)
+        for k, (snis, routed) in enumerate(routes):
+            fresh = [h for h in snis if h not in taken]
+            if not fresh:
+                continue
+            taken.update(fresh)
+            chains.append(
+                lc.FilterChain(
+                    name=f"{svc.hostname}_{port}_sni{k}",
+                    filter_chain_match=lc.FilterChainMatch(server_names=fresh),
+                    filters=[tcp_proxy_filter(routed[0][0], routed, logs)],
+                )
+            )
+    for svc in plain:
+        if svc.hostname in taken or svc.hostname == "*":
+            continue
+        taken.add(svc.hostname)
+        clusters = sidecar_tcp_clusters(push, proxy, svc, port)
+        chains.append(
+            lc.FilterChain(
+                name=f"{svc.hostname}_{port}",
+                filter_chain_match=lc.FilterChainMatch(server_names=[svc.hostname]),
+                filters=[tcp_proxy_filter(clusters[0][0], clusters, logs)],
+            )
+        )
+    if plain:
+        clusters = sidecar_tcp_clusters(push, proxy, plain[0], port)
+        chains.append(
+            lc.FilterChain(
+                name=name, filters=[tcp_proxy_filter(f"outbound_{name}", clusters, logs)]
+            )
+        )
+    return chains
+
+
 def _bound_tcp_chain(
     push: PushContext,
     proxy: Proxy,
@@ -416,8 +486,8 @@ def _bound_tcp_chain(
     port: int,
     protocol: Protocol,
 ) -> lc.FilterChain | None:
-    if protocol in (Protocol.TLS, Protocol.HTTPS, Protocol.UDP):
-        return None  # refused at apply (no SNI routing on bound listeners yet)
+    if protocol == Protocol.UDP:
+        return None  # refused at apply
     services = scope.services_on_port(port)
     if not services:
         return None

@@ -21,6 +21,8 @@ from pilotfish.config.validation.gateway import server_tls
 HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "GRPC-WEB")
 #: Forwarded by a bound (captureMode NONE) egress listener to the service it imports.
 BOUND_TCP_PROTOCOLS = ("TCP", "MONGO", "MYSQL", "REDIS")
+#: Forwarded by a bound egress listener by SNI, still encrypted.
+BOUND_TLS_PROTOCOLS = ("HTTPS", "TLS")
 
 UNIX_PREFIX = "unix://"
 #: What a Sidecar ingress listener's ``tls`` may do: terminate (Istio documents SIMPLE and
@@ -216,11 +218,15 @@ def sidecar_support(sc: Sidecar, errs: Errors) -> None:
         if eg.captureMode == "NONE":
             if eg.port is None:
                 errs.add(f"{path}.captureMode", "captureMode NONE needs a port to bind")
-            elif protocol_of(eg.port.protocol) not in (*HTTP_PROTOCOLS, *BOUND_TCP_PROTOCOLS):
+            elif protocol_of(eg.port.protocol) not in (
+                *HTTP_PROTOCOLS,
+                *BOUND_TLS_PROTOCOLS,
+                *BOUND_TCP_PROTOCOLS,
+            ):
                 errs.add(
                     f"{path}.port.protocol",
-                    "not supported yet: a captureMode NONE egress listener serves HTTP and "
-                    "TCP (TCP, MONGO, MYSQL, REDIS) only, not TLS",
+                    "not supported yet: a captureMode NONE egress listener serves HTTP, TLS "
+                    "(HTTPS, TLS) and TCP (TCP, MONGO, MYSQL, REDIS) only",
                 )
         elif eg.bind:
             errs.warn(

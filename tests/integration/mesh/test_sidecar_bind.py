@@ -5,11 +5,16 @@ listeners do; a TCP port forwards connections to the service the listener import
 
 from __future__ import annotations
 
+import socket
+import ssl
+import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 
-from tests.integration.harness import REVIEWS_SERVICE, Mesh, eventually
+from pilotfish.identity import CASettings, MeshCA
+from tests.integration.harness import REVIEWS_SERVICE, Mesh, eventually, free_loopback_ip
 from tests.integration.tcp_echo import SCRIPT, echo
 
 SERVICES = (
@@ -133,3 +138,85 @@ spec:
 """
     )
     eventually(lambda: all(echo(addr) == "two hello" for _ in range(5)), 30, "the tcp rule applied")
+
+
+def _tls_line(addr: tuple[str, int], sni: str, ca: Path) -> str:
+    """One line over TLS with ``sni`` (the server's certificate verified for it): the
+    answer, or "" when the connection fails."""
+    ctx = ssl.create_default_context(cafile=str(ca))
+    try:
+        with (
+            socket.create_connection(addr, timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname=sni) as tls,
+        ):
+            tls.sendall(b"hello\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = tls.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+    except (OSError, ssl.SSLError):
+        return ""
+    return data.decode().strip()
+
+
+def external_tls(name: str, ip: str) -> str:
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}}}
+spec:
+  hosts: [{name}.example.com]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{{number: 9443, name: tls, protocol: TLS}}]
+  endpoints: [{{address: {ip}}}]
+"""
+
+
+def test_a_bound_tls_egress_listener_forwards_by_sni(mesh: Mesh, tmp_path: Path) -> None:
+    """A TLS egress port with ``captureMode: NONE``: the sidecar listens on ``bind:port``
+    and forwards the app's still-encrypted connection to the external TLS server its SNI
+    names (two servers outside the mesh, each with its own ServiceEntry)."""
+    ca = MeshCA.open(CASettings(tmp_path / "apps-ca"))
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text(ca.trust_bundle())
+    servers = []
+    try:
+        for name in ("one", "two"):
+            issued = ca.issue_serving_certificate([f"{name}.example.com"])
+            cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+            cert.write_text(issued.cert_chain_pem)
+            key.write_text(issued.private_key_pem)
+            ip = free_loopback_ip(9443)
+            cmd = (sys.executable, str(SCRIPT), "--host", ip, "--port", "9443", "--prefix", name)
+            servers.append(subprocess.Popen([*cmd, "--tls", str(cert), str(key)]))
+            mesh.apply(external_tls(name, ip))
+        client = mesh.add("sleep", {"app": "sleep"}, app_port=None)
+        addr = (client.ip, 9443)
+        assert _tls_line(addr, "two.example.com", bundle) == ""  # no listener yet
+        mesh.apply(
+            f"""
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: bound-tls, namespace: default}}
+spec:
+  workloadSelector: {{labels: {{app: sleep}}}}
+  egress:
+  - port: {{number: 9443, protocol: TLS, name: tls}}
+    bind: {client.ip}
+    captureMode: NONE
+    hosts: [./one.example.com, ./two.example.com]
+"""
+        )
+        eventually(
+            lambda: _tls_line(addr, "two.example.com", bundle) == "two hello",
+            30,
+            "the bound TLS egress listener",
+        )
+        assert _tls_line(addr, "one.example.com", bundle) == "one hello"
+    finally:
+        for proc in servers:
+            proc.terminate()
+            proc.wait(10)

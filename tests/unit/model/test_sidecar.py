@@ -400,3 +400,59 @@ def test_capture_mode_none_tcp_egress_forwards_to_the_imported_service() -> None
     # Nothing imported on the port: no listener.
     push = push_for([*SERVICES, sidecar(**bound(["./*"]))])
     assert "127.0.0.1_5432" not in generate(sidecar_node(), push)[LISTENER_TYPE]
+
+
+def _external(name: str, host: str) -> dict[str, Any]:
+    return {
+        "kind": "ServiceEntry",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "hosts": [host],
+            "location": "MESH_EXTERNAL",
+            "resolution": "DNS",
+            "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}],
+        },
+    }
+
+
+def test_capture_mode_none_tls_egress_forwards_by_sni() -> None:
+    port = {"number": 443, "protocol": "TLS", "name": "tls"}
+    spec = {
+        "egress": [{"port": port, "captureMode": "NONE", "bind": "127.0.0.2", "hosts": ["./*"]}]
+    }
+    routed = {
+        "kind": "VirtualService",
+        "metadata": {"name": "b", "namespace": "default"},
+        "spec": {
+            "hosts": ["b.example.com"],
+            "tls": [
+                {
+                    "match": [{"port": 443, "sniHosts": ["b.example.com"]}],
+                    "route": [{"destination": {"host": "a.example.com"}}],
+                }
+            ],
+        },
+    }
+    docs = [
+        *SERVICES,
+        _external("a", "a.example.com"),
+        _external("b", "b.example.com"),
+        _external("wild", "*.wild.example.com"),
+        routed,
+        sidecar(**spec),
+    ]
+    res = generate(sidecar_node(), push_for(docs))
+    lst = listener(res, "127.0.0.2_443")
+    assert [f.name for f in lst.listener_filters] == ["envoy.filters.listener.tls_inspector"]
+    by_sni = {
+        tuple(c.filter_chain_match.server_names): unpack_tcp(c).cluster for c in lst.filter_chains
+    }
+    assert by_sni == {
+        # b's tls rule sends its SNI to a.
+        ("b.example.com",): "outbound|443||a.example.com",
+        ("*.wild.example.com",): "outbound|443||*.wild.example.com",
+        ("a.example.com",): "outbound|443||a.example.com",
+        # No SNI claimed: the first service without tls rules, by hostname (Istio's first).
+        (): "outbound|443||*.wild.example.com",
+    }
+    assert "443" not in res[ROUTE_TYPE]

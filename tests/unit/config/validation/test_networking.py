@@ -340,7 +340,9 @@ def test_sidecar_fields_pilotfish_does_not_enforce_are_refused_or_warned_by_path
     }
     assert run({"egress": [tcp_bound]})[0] == []
     tls_bound = {**tcp_bound, "port": {"number": 443, "protocol": "TLS", "name": "tls"}}
-    assert run({"egress": [tls_bound]})[0] == ["spec.egress[0].port.protocol"]
+    assert run({"egress": [tls_bound]})[0] == []
+    udp_bound = {**tcp_bound, "port": {"number": 53, "protocol": "UDP", "name": "udp"}}
+    assert run({"egress": [udp_bound]})[0] == ["spec.egress[0].port.protocol"]
     errors, warnings = run(
         {
             "egress": [{"bind": "127.0.0.2", "hosts": ["./*"]}],
