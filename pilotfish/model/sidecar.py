@@ -21,7 +21,8 @@ What a scope holds (``SidecarScope``):
   without ``port``), and the services routed on that port;
 - the ``outboundTrafficPolicy`` mode: the Sidecar's, else the mesh config's;
 - the ``ingress`` listeners (port, ``defaultEndpoint``, ``tls``) that replace the inbound
-  ports of the proxy's services.
+  ports of the proxy's services, and the connection pools of the inbound clusters
+  (``ingress[].connectionPool``, else ``inboundConnectionPool``).
 
 ``sidecar_scope(push, namespace, labels)`` is pure and memoized in the PushContext per
 ``(namespace, Sidecar)``: every proxy with the same Sidecar shares one scope. ``scope.key``
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 
 import pydantic
 
+from pilotfish.api.destinationrule import ConnectionPoolSettings
 from pilotfish.api.hosts import host_matches, split_server_host
 from pilotfish.api.networking import IstioIngressListener, ServerTLSSettings, SidecarSpec
 from pilotfish.config.store.base import Key, StoredObject
@@ -94,6 +96,8 @@ class IngressListener:
     endpoint_port: int | None
     #: ``tls``: the sidecar terminates TLS with these settings where mesh mTLS is off.
     tls: ServerTLSSettings | None = field(default=None, compare=False, hash=False)
+    #: ``connectionPool``: the inbound cluster's, over the Sidecar's ``inboundConnectionPool``.
+    connection_pool: ConnectionPoolSettings | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,9 @@ class SidecarConfig:
     egress: tuple[EgressListener, ...]
     ingress: tuple[IngressListener, ...]
     outbound_traffic_policy: str | None
+    inbound_connection_pool: ConnectionPoolSettings | None = field(
+        default=None, compare=False, hash=False
+    )
 
     @property
     def namespace(self) -> str:
@@ -133,6 +140,7 @@ def _ingress(ing: IstioIngressListener) -> IngressListener:
         endpoint_host=host,
         endpoint_port=port,
         tls=ing.tls,
+        connection_pool=ing.connectionPool,
     )
 
 
@@ -160,6 +168,7 @@ def parse_sidecar(obj: StoredObject, namespace: str | None = None) -> SidecarCon
         egress=egress,
         ingress=tuple(_ingress(i) for i in spec.ingress),
         outbound_traffic_policy=otp.mode if otp is not None else None,
+        inbound_connection_pool=spec.inboundConnectionPool,
     )
 
 
@@ -243,6 +252,17 @@ class SidecarScope:
     @property
     def ingress(self) -> tuple[IngressListener, ...]:
         return self.sidecar.ingress if self.sidecar is not None else ()
+
+    def inbound_connection_pool(self, port: int) -> ConnectionPoolSettings | None:
+        """The connection pool of the inbound cluster of app port ``port``, as Istio's
+        ``InboundConnectionPoolForPort``: the ``connectionPool`` of the ``ingress`` listener
+        on that port, else the Sidecar's ``inboundConnectionPool`` (every inbound port)."""
+        if self.sidecar is None:
+            return None
+        for ing in self.sidecar.ingress:
+            if ing.port == port and ing.connection_pool is not None:
+                return ing.connection_pool
+        return self.sidecar.inbound_connection_pool
 
     def egress_for(self, port: int) -> EgressListener | None:
         """The egress listener that serves ``port``: the one with that port, else the

@@ -42,6 +42,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 
+from pilotfish.api.destinationrule import ConnectionPoolSettings
 from pilotfish.api.mesh import DEFAULT_TRUST_DOMAIN
 from pilotfish.api.node import DEFAULT_SYSTEM_ROOTS
 from pilotfish.api.peer import ENDPOINT_FIELDS, SERVICE_FIELDS, pack_fields, workload_values
@@ -480,11 +481,13 @@ def inbound_cluster(
     app_address: str = "127.0.0.1",
     app_port: int | None = None,
     bind_local: bool = False,
+    pool: ConnectionPoolSettings | None = None,
 ) -> cluster_pb2.Cluster:
     """``inbound|PORT||``: the app at ``app_address:app_port`` (localhost in a pod; the
     port defaults to ``target_port``). ``bind_local``: connect from 127.0.0.6, as the inbound
     passthrough does, so that a pod's capture rules let a connection to its own address
-    reach the app."""
+    reach the app. ``pool``: the Sidecar's connection pool for the port (circuit breakers,
+    connect timeout, keepalive, HTTP options), as on an outbound cluster."""
     name = ClusterKey.inbound(target_port).name
     cluster = C(
         name=name,
@@ -517,7 +520,11 @@ def inbound_cluster(
                 )
             )
         )
-    opts = _http_options(protocol, NO_POLICY, protocol_pb2.HttpProtocolOptions())
+    policy = NO_POLICY if pool is None else Policy(connection_pool=pool)
+    common = protocol_pb2.HttpProtocolOptions()
+    if pool is not None:
+        apply_connection_pool(cluster, policy, common)
+    opts = _http_options(protocol, policy, common)
     if opts is not None:
         cluster.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))
     return cluster

@@ -197,7 +197,8 @@ def generate_sidecar(
     if proxy.interception_mode == "NONE" and proxy.ip not in ("", "0.0.0.0"):
         app_address = proxy.ip
     if CLUSTER_TYPE in types:
-        ingress = {i.port: i for i in proxy.sidecar_scope(push).ingress}
+        scope = proxy.sidecar_scope(push)
+        ingress = {i.port: i for i in scope.ingress}
         for target, protocol in served_ports(proxy):
             address, app_port, bind_local = app_address, target, False
             if (ing := ingress.get(target)) is not None and ing.endpoint_port:
@@ -211,8 +212,13 @@ def generate_sidecar(
             # whose app is on the same address and port (127.0.0.1 in pods), carried over to
             # the next context, serialized once.
             args = (target, protocol, address, app_port, bind_local)
+            # The Sidecar's connection pool for the port, keyed by its content.
+            pool = scope.inbound_connection_pool(target)
+            pool_key = pool.model_dump_json(exclude_none=True) if pool is not None else None
             c = push.reuse(
-                ("inbound_cluster", *args), push.settings, partial(inbound_cluster, push, *args)
+                ("inbound_cluster", *args, pool_key),
+                push.settings,
+                partial(inbound_cluster, push, *args, pool=pool),
             )
             clusters[c.name] = c
     listeners = out[LISTENER_TYPE]

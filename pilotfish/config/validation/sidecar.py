@@ -112,6 +112,18 @@ def validate_sidecar(sc: Sidecar, errs: Errors, namespace: str) -> None:
                 )
             server_tls(errs, f"{path}.tls", tls)
         connection_pool(errs, f"{path}.connectionPool", ing.connectionPool)
+        pool = ing.connectionPool
+        if (
+            pool is not None
+            and pool.http is not None
+            and protocol_of(ing.port.protocol) not in (HTTP_PROTOCOLS)
+        ):
+            errs.warn(
+                f"{path}.connectionPool.http",
+                f"sidecar: HTTP connection pool settings are configured for port "
+                f'{ing.port.number} ("{ing.port.name or ""}") but its protocol is not HTTP '
+                f"({ing.port.protocol or ''}); only TCP settings will apply",
+            )
     connection_pool(errs, "spec.inboundConnectionPool", spec.inboundConnectionPool)
 
     ports = set()
@@ -198,8 +210,15 @@ def sidecar_support(sc: Sidecar, errs: Errors) -> None:
     where ignoring it would change what the workload accepts, warned about otherwise."""
     spec = sc.spec
     not_applied = "accepted but not applied by Pilotfish yet"
-    if spec.inboundConnectionPool is not None:
-        errs.warn("spec.inboundConnectionPool", not_applied)
+    pools = [("spec.inboundConnectionPool", spec.inboundConnectionPool)]
+    pools += [(f"spec.ingress[{i}].connectionPool", i.connectionPool) for i in spec.ingress]
+    for path, pool in pools:
+        if pool is not None and pool.tcp is not None and pool.tcp.idleTimeout:
+            errs.warn(
+                f"{path}.tcp.idleTimeout",
+                f"{not_applied}: inbound TCP proxies take no idle timeout from it (as Istio, "
+                "which applies it to outbound TCP proxies through a DestinationRule)",
+            )
     for i, ing in enumerate(spec.ingress):
         path = f"spec.ingress[{i}]"
         if (ing.defaultEndpoint or "").startswith(UNIX_PREFIX):
@@ -208,8 +227,6 @@ def sidecar_support(sc: Sidecar, errs: Errors) -> None:
             errs.warn(f"{path}.bind", f"{not_applied}: inbound listeners accept on every address")
         if ing.captureMode not in (None, "DEFAULT", "IPTABLES"):
             errs.warn(f"{path}.captureMode", f"{not_applied}: inbound traffic is captured")
-        if ing.connectionPool is not None:
-            errs.warn(f"{path}.connectionPool", not_applied)
     for i, eg in enumerate(spec.egress):
         path = f"spec.egress[{i}]"
         if (eg.bind or "").startswith(UNIX_PREFIX):

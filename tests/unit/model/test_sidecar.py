@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 
 from pilotfish.model.sidecar import select_sidecar, sidecar_scope
 from pilotfish.translate import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE, generate
+from pilotfish.translate.clusters import HTTP_OPTIONS_KEY
 from tests.unit.translate.fixtures import (
     listener,
     push_for,
@@ -456,3 +458,37 @@ def test_capture_mode_none_tls_egress_forwards_by_sni() -> None:
         (): "outbound|443||*.wild.example.com",
     }
     assert "443" not in res[ROUTE_TYPE]
+
+
+def test_inbound_connection_pools_apply_to_the_inbound_clusters() -> None:
+    """As Istio's ``InboundConnectionPoolForPort``: the ingress listener's ``connectionPool``
+    for its port, else the Sidecar's ``inboundConnectionPool`` for every inbound port."""
+    spec = {
+        "inboundConnectionPool": {
+            "tcp": {"maxConnections": 7, "connectTimeout": "3s"},
+            "http": {"http1MaxPendingRequests": 5, "idleTimeout": "30s"},
+        },
+        "ingress": [
+            {
+                "port": {"number": 9080, "protocol": "HTTP", "name": "http"},
+                "connectionPool": {"http": {"http2MaxRequests": 2, "maxRequestsPerConnection": 1}},
+            },
+            {"port": {"number": 9081, "protocol": "HTTP", "name": "http-b"}},
+        ],
+    }
+    push = push_for([*SERVICES, sidecar(**spec)])
+    res = generate(sidecar_node(app="reviews", labels={"app": "reviews"}), push)
+    own = res[CLUSTER_TYPE]["inbound|9080||"].circuit_breakers.thresholds[0]
+    assert own.max_requests.value == 2
+    assert own.max_connections.value == 4294967295  # the port's pool replaces the Sidecar's
+    shared = res[CLUSTER_TYPE]["inbound|9081||"]
+    t = shared.circuit_breakers.thresholds[0]
+    assert (t.max_connections.value, t.max_pending_requests.value) == (7, 5)
+    assert shared.connect_timeout.seconds == 3
+    opts = hpo.HttpProtocolOptions()
+    shared.typed_extension_protocol_options[HTTP_OPTIONS_KEY].Unpack(opts)
+    assert opts.common_http_protocol_options.idle_timeout.seconds == 30
+    # Without a Sidecar: Istio's wide-open defaults.
+    res = generate(sidecar_node(app="reviews", labels={"app": "reviews"}), push_for(SERVICES))
+    t = res[CLUSTER_TYPE]["inbound|9080||"].circuit_breakers.thresholds[0]
+    assert t.max_connections.value == t.max_pending_requests.value == 4294967295

@@ -350,15 +350,20 @@ def test_sidecar_fields_pilotfish_does_not_enforce_are_refused_or_warned_by_path
                 "mode": "ALLOW_ANY",
                 "egressProxy": {"host": "egress.example.com", "port": {"number": 80}},
             },
-            "inboundConnectionPool": {"tcp": {"maxConnections": 10}},
+            "inboundConnectionPool": {"tcp": {"maxConnections": 10, "idleTimeout": "1h"}},
         }
     )
     assert errors == []
     assert warnings == [
-        "spec.inboundConnectionPool",
+        "spec.inboundConnectionPool.tcp.idleTimeout",
         "spec.egress[0].bind",
         "spec.outboundTrafficPolicy.egressProxy",
     ]
+    # Istio's warning: HTTP settings of a pool on a port that does not speak HTTP.
+    tcp_port = {"number": 9000, "protocol": "TCP", "name": "tcp"}
+    pool = {"http": {"http1MaxPendingRequests": 1}}
+    _, warnings = run({"ingress": [{"port": tcp_port, "connectionPool": pool}]})
+    assert warnings == ["spec.ingress[0].connectionPool.http"]
 
 
 def _warnings(b: dict[str, Any]) -> list[str]:
