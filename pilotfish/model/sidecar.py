@@ -19,7 +19,8 @@ What a scope holds (``SidecarScope``):
   them, so a route never names a cluster the proxy lacks);
 - per port, the egress listener that serves it (the one with that port, else the catch-all
   without ``port``), and the services routed on that port;
-- the ``outboundTrafficPolicy`` mode: the Sidecar's, else the mesh config's;
+- the ``outboundTrafficPolicy`` mode: the Sidecar's, else the mesh config's; under
+  ALLOW_ANY, its ``egressProxy`` (what is not in scope goes there instead of out directly);
 - the ``ingress`` listeners (port, ``defaultEndpoint``, ``tls``) that replace the inbound
   ports of the proxy's services, and the connection pools of the inbound clusters
   (``ingress[].connectionPool``, else ``inboundConnectionPool``).
@@ -94,6 +95,8 @@ class IngressListener:
     #: ``127.0.0.1`` (loopback), ``0.0.0.0`` (the workload's address), or None when unset.
     endpoint_host: str | None
     endpoint_port: int | None
+    #: ``bind``: the address a proxy without capture listens on for this port.
+    bind: str | None = None
     #: ``tls``: the sidecar terminates TLS with these settings where mesh mTLS is off.
     tls: ServerTLSSettings | None = field(default=None, compare=False, hash=False)
     #: ``connectionPool``: the inbound cluster's, over the Sidecar's ``inboundConnectionPool``.
@@ -114,6 +117,8 @@ class SidecarConfig:
     inbound_connection_pool: ConnectionPoolSettings | None = field(
         default=None, compare=False, hash=False
     )
+    #: ``outboundTrafficPolicy.egressProxy`` as ``(host, port, subset)``.
+    egress_proxy: tuple[str, int, str] | None = None
 
     @property
     def namespace(self) -> str:
@@ -139,6 +144,7 @@ def _ingress(ing: IstioIngressListener) -> IngressListener:
         name=ing.port.name,
         endpoint_host=host,
         endpoint_port=port,
+        bind=ing.bind or None,
         tls=ing.tls,
         connection_pool=ing.connectionPool,
     )
@@ -169,7 +175,16 @@ def parse_sidecar(obj: StoredObject, namespace: str | None = None) -> SidecarCon
         ingress=tuple(_ingress(i) for i in spec.ingress),
         outbound_traffic_policy=otp.mode if otp is not None else None,
         inbound_connection_pool=spec.inboundConnectionPool,
+        egress_proxy=_egress_proxy(spec),
     )
+
+
+def _egress_proxy(spec: SidecarSpec) -> tuple[str, int, str] | None:
+    otp = spec.outboundTrafficPolicy
+    proxy = otp.egressProxy if otp is not None else None
+    if proxy is None or proxy.port is None or not proxy.port.number:
+        return None
+    return (proxy.host, proxy.port.number, proxy.subset or "")
 
 
 def sidecar_configs(push: PushContext) -> tuple[SidecarConfig, ...]:
@@ -248,6 +263,14 @@ class SidecarScope:
     @property
     def registry_only(self) -> bool:
         return self.outbound_traffic_policy == REGISTRY_ONLY
+
+    @property
+    def egress_proxy(self) -> tuple[str, int, str] | None:
+        """Where ALLOW_ANY sends what is not in scope instead of passing it through: the
+        Sidecar's ``egressProxy`` as ``(host, port, subset)`` (None: pass through)."""
+        if self.sidecar is None or self.registry_only:
+            return None
+        return self.sidecar.egress_proxy
 
     @property
     def ingress(self) -> tuple[IngressListener, ...]:

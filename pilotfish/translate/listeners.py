@@ -6,8 +6,9 @@ REDIRECT sidecar:
   (``destination_port``) to the HCM of route config ``"PORT"``; one per TCP service port
   matched by VIP/32 and port to ``tcp_proxy``; a service without an address (a wildcard
   ServiceEntry host) is matched on its TLS ports by SNI and on its TCP ports by port alone
-  (``_addressless_chains``); the default chain goes to PassthroughCluster (ALLOW_ANY) or
-  BlackHoleCluster (REGISTRY_ONLY). Envoy compares the destination port before
+  (``_addressless_chains``); the default chain goes to PassthroughCluster (ALLOW_ANY; the
+  Sidecar's ``egressProxy`` cluster when it names one) or BlackHoleCluster (REGISTRY_ONLY).
+  Envoy compares the destination port before
   the destination IP, so a TCP service's VIP chain wins over the HTTP chain of the same port.
 - ``virtualInbound`` on 0.0.0.0:15006 with ``original_dst``: one chain per served app port to
   ``inbound|PORT||`` (HTTP through an HCM with an inline route config, TCP through
@@ -88,7 +89,11 @@ from pilotfish.translate.observability import (
     telemetry_key,
 )
 from pilotfish.translate.peer_authn import DISABLE, PERMISSIVE, STRICT, MtlsPolicy, workload_policy
-from pilotfish.translate.route_configs import labels_key, sidecar_http_ports
+from pilotfish.translate.route_configs import (
+    egress_proxy_cluster,
+    labels_key,
+    sidecar_http_ports,
+)
 from pilotfish.translate.tcp_routes import (
     gateway_tcp_clusters,
     sidecar_tcp_clusters,
@@ -242,6 +247,7 @@ def virtual_outbound(push: PushContext, proxy: Proxy) -> Listener:
                     )
                 )
         fallback = BLACKHOLE_CLUSTER if scope.registry_only else PASSTHROUGH_CLUSTER
+        fallback = egress_proxy_cluster(scope) or fallback
         listener_filters = [_original_dst()]
         sni_ports.update(port for port, names in sni_taken.items() if names)
         if sni_ports:
@@ -748,21 +754,26 @@ def virtual_inbound(push: PushContext, proxy: Proxy) -> Listener:
 
 
 def explicit_inbound(push: PushContext, proxy: Proxy) -> list[Listener]:
-    """NONE mode: one listener per served app port that has an ``inbound_ports`` entry."""
+    """NONE mode: one listener per served app port that has an ``inbound_ports`` entry, on
+    the workload's address, or on the ``bind`` of the Sidecar ``ingress`` listener of that
+    port (Istio binds a real listener there when traffic is not captured)."""
     policy = inbound_policy(push, proxy)
+    ingress = proxy.scope.ingress if proxy.scope is not None else ()
+    binds = {i.port: i.bind for i in ingress if i.bind}
     out = []
     for target, protocol in served_ports(proxy):
         bind = proxy.node.inbound_ports.get(target)
         if bind is None:
             continue
-        name = f"{proxy.ip}_{bind}"
+        address = binds.get(target) or proxy.ip
+        name = f"{address}_{bind}"
         chains = inbound_port_chains(
             push, proxy, policy, target, protocol, f"inbound_{name}", match_port=False
         )
         out.append(
             Listener(
                 name=name,
-                address=socket_address(proxy.ip, bind),
+                address=socket_address(address, bind),
                 listener_filters=[tls_inspector()] if inspects_tls(chains) else [],
                 filter_chains=chains,
                 traffic_direction=base_pb2.INBOUND,

@@ -5,7 +5,8 @@ virtual host per service its Sidecar scope routes on that port
 (``reviews.default.svc.cluster.local:9080``)
 and the domains Istio gives it: the short name (same namespace only), ``name.ns``,
 ``name.ns.svc``, the FQDN and the VIP, each with and without ``:port``; then ``allow_any``
-(``*`` -> PassthroughCluster) under ALLOW_ANY, or ``block_all`` (502) under REGISTRY_ONLY.
+(``*`` -> PassthroughCluster, or the Sidecar's ``egressProxy``) under ALLOW_ANY, or
+``block_all`` (502) under REGISTRY_ONLY.
 
 Sidecar (NONE, explicit): one route config with every service's virtual hosts for all its
 HTTP ports; ``:port`` domains tell ports apart and the bare names go to the service's first
@@ -37,7 +38,12 @@ from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.model.sidecar import SidecarScope
 from pilotfish.registry.types import Service, ServicePort
-from pilotfish.translate.common import PASSTHROUGH_CLUSTER, duration, vhost_resource_name
+from pilotfish.translate.common import (
+    PASSTHROUGH_CLUSTER,
+    ClusterKey,
+    duration,
+    vhost_resource_name,
+)
 from pilotfish.translate.dependencies import route_rule_revisions
 from pilotfish.translate.routes import RouteContext, default_route, http_routes
 from pilotfish.translate.telemetry import peer_headers_to_add
@@ -106,7 +112,20 @@ def _add_vhost(
     out.append(vhost)
 
 
-def _fallback_vhost(registry_only: bool) -> rc.VirtualHost:
+def egress_proxy_cluster(scope: SidecarScope) -> str | None:
+    """The cluster of the Sidecar's ``egressProxy`` under ALLOW_ANY, Istio's
+    ``outbound|PORT|SUBSET|HOST`` of the destination as written (it exists when the Sidecar
+    imports that service, as in Istio); None: unknown destinations pass through."""
+    dest = scope.egress_proxy
+    if dest is None:
+        return None
+    host, port, subset = dest
+    return ClusterKey.outbound(port, subset, host).name
+
+
+def _fallback_vhost(registry_only: bool, egress: str | None = None) -> rc.VirtualHost:
+    """``block_all`` (502) under REGISTRY_ONLY, else ``allow_any`` to PassthroughCluster or
+    to the egress proxy's cluster (``egress``)."""
     if registry_only:
         return rc.VirtualHost(
             name="block_all",
@@ -126,7 +145,7 @@ def _fallback_vhost(registry_only: bool) -> rc.VirtualHost:
             rc.Route(
                 name="allow_any",
                 match=rc.RouteMatch(prefix="/"),
-                route=rc.RouteAction(cluster=PASSTHROUGH_CLUSTER, timeout=duration(0)),
+                route=rc.RouteAction(cluster=egress or PASSTHROUGH_CLUSTER, timeout=duration(0)),
             )
         ],
     )
@@ -169,7 +188,7 @@ def _sidecar_virtual_hosts(push: PushContext, proxy: Proxy, port: int) -> list[r
                 _service_routes(ctx, svc),
                 in_mesh=not svc.mesh_external,
             )
-        vhosts.append(_fallback_vhost(scope.registry_only))
+        vhosts.append(_fallback_vhost(scope.registry_only, egress_proxy_cluster(scope)))
         return vhosts
 
     # Routes depend on config and services, not on endpoints: reused while only workloads
@@ -213,7 +232,8 @@ def vhds_enabled(push: PushContext, proxy: Proxy) -> bool:
     if not (push.mesh_config.virtualHostDiscovery and proxy.node.delta_xds and not proxy.is_router):
         return False
     if proxy.interception_mode == "NONE" and push.mesh_config.onDemandClusters:
-        return proxy.sidecar_scope(push).registry_only
+        scope = proxy.sidecar_scope(push)
+        return scope.registry_only or egress_proxy_cluster(scope) is not None
     return True
 
 
@@ -269,7 +289,8 @@ def explicit_vhds_route_config(
 
     def compute() -> tuple[route_pb2.RouteConfiguration, dict[str, rc.VirtualHost]]:
         vhosts = _explicit_virtual_hosts(push, proxy)
-        split = len(vhosts) - 1 if scope.registry_only else len(vhosts)
+        fallback = scope.registry_only or egress_proxy_cluster(scope) is not None
+        split = len(vhosts) - 1 if fallback else len(vhosts)
         return _vhds_config(name, vhosts[split:]), _vhds_resources(name, vhosts[:split])
 
     key = ("explicit_vhds", scope.key, name, labels_key(push, proxy.labels))
@@ -330,8 +351,9 @@ def _explicit_virtual_hosts(push: PushContext, proxy: Proxy) -> list[rc.VirtualH
                     _service_routes(ctx, svc),
                     in_mesh=not svc.mesh_external,
                 )
-        if scope.registry_only:
-            vhosts.append(_fallback_vhost(True))
+        egress = egress_proxy_cluster(scope)
+        if scope.registry_only or egress is not None:
+            vhosts.append(_fallback_vhost(scope.registry_only, egress))
         return vhosts
 
     return push.reuse(
@@ -344,7 +366,8 @@ def explicit_route_config(
 ) -> route_pb2.RouteConfiguration:
     """The single route config of a NONE-mode sidecar's outbound listener: the services of
     its Sidecar scope, then ``block_all`` (502) under REGISTRY_ONLY. Under ALLOW_ANY an
-    unknown host has no route (404): without capture there is no original destination."""
+    unknown host has no route (404): without capture there is no original destination;
+    with the Sidecar's ``egressProxy`` it goes to the egress proxy (``allow_any``)."""
     scope = proxy.sidecar_scope(push)
 
     def config() -> route_pb2.RouteConfiguration:

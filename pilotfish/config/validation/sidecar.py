@@ -223,8 +223,6 @@ def sidecar_support(sc: Sidecar, errs: Errors) -> None:
         path = f"spec.ingress[{i}]"
         if (ing.defaultEndpoint or "").startswith(UNIX_PREFIX):
             errs.add(f"{path}.defaultEndpoint", "not supported yet: unix domain sockets")
-        if ing.bind:
-            errs.warn(f"{path}.bind", f"{not_applied}: inbound listeners accept on every address")
         if ing.captureMode not in (None, "DEFAULT", "IPTABLES"):
             errs.warn(f"{path}.captureMode", f"{not_applied}: inbound traffic is captured")
     for i, eg in enumerate(spec.egress):
@@ -251,12 +249,6 @@ def sidecar_support(sc: Sidecar, errs: Errors) -> None:
                 f"{not_applied}: with captured traffic, egress listeners match by port only; "
                 "set captureMode: NONE to bind a listener on this address",
             )
-    otp = spec.outboundTrafficPolicy
-    if otp is not None and otp.egressProxy is not None:
-        errs.warn(
-            "spec.outboundTrafficPolicy.egressProxy",
-            f"{not_applied}: unknown destinations go out directly (ALLOW_ANY)",
-        )
 
 
 def _port(errs: Errors, path: str, port: SidecarPort) -> None:

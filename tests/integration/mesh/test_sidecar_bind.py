@@ -220,3 +220,37 @@ spec:
         for proc in servers:
             proc.terminate()
             proc.wait(10)
+
+
+def test_an_ingress_bind_moves_the_inbound_listener(mesh: Mesh) -> None:
+    """``ingress[].bind`` on a proxy without capture: the sidecar's inbound listener for the
+    port is on that address instead of the workload's own, as Istio binds it."""
+    mesh.apply(REVIEWS_SERVICE)
+    reviews = mesh.add("reviews", {"app": "reviews", "version": "v1"})
+    own = f"http://{reviews.ip}:{reviews.inbound_port}/"
+    eventually(lambda: httpx.get(own, timeout=5).status_code == 200, 30, "the inbound listener")
+    other = free_loopback_ip(int(reviews.inbound_port or 0))
+    mesh.apply(
+        f"""
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: reviews, namespace: default}}
+spec:
+  workloadSelector: {{labels: {{app: reviews}}}}
+  ingress:
+  - port: {{number: 9080, protocol: HTTP, name: http}}
+    bind: {other}
+    defaultEndpoint: 0.0.0.0:9080
+"""
+    )
+    bound = f"http://{other}:{reviews.inbound_port}/"
+    eventually(lambda: httpx.get(bound, timeout=5).json()["name"] == "reviews", 30, "the bind")
+
+    def closed() -> bool:
+        try:
+            httpx.get(own, timeout=5)
+        except httpx.TransportError:
+            return True
+        return False
+
+    eventually(closed, 30, "nothing left on the workload's own address")

@@ -115,3 +115,43 @@ def test_mesh_config_registry_only_blocks_unknown_hosts_mesh_wide(mesh: Mesh) ->
     mesh.apply(sidecar("ALLOW_ANY").replace('["./*", "istio-system/*"]', '["*/*"]'))
     eventually(lambda: client.request("unknown.example.com").status_code == 404, what="404")
     mesh.cp.cli("delete", "-f", "-", input=MESH_REGISTRY_ONLY, check=True)
+
+
+EGRESS_PROXY = """
+apiVersion: v1
+kind: Service
+metadata: {name: egress-proxy}
+spec:
+  selector: {app: egress-proxy}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  outboundTrafficPolicy:
+    mode: ALLOW_ANY
+    egressProxy:
+      host: egress-proxy.default.svc.cluster.local
+      port: {number: 9080}
+"""
+
+
+def test_an_egress_proxy_receives_what_is_not_in_the_registry(mesh: Mesh) -> None:
+    """``outboundTrafficPolicy.egressProxy`` (ALLOW_ANY): a request for a host the mesh does
+    not know goes to the egress proxy's service instead of out directly."""
+    mesh.apply(REVIEWS_SERVICE)
+    mesh.add("reviews", {"app": "reviews", "version": "v1"})
+    client = mesh.add("productpage", {"app": "productpage"}, app_port=None)
+    eventually(lambda: client.request("reviews:9080").status_code == 200, what="reviews")
+    # Explicit mode under ALLOW_ANY: an unknown host has no route.
+    assert client.request("unknown.example.com").status_code == 404
+    mesh.add("egress-proxy", {"app": "egress-proxy"})
+    mesh.apply(EGRESS_PROXY)
+
+    def proxied() -> bool:
+        r = client.request("unknown.example.com")
+        return r.status_code == 200 and r.json()["name"] == "egress-proxy"
+
+    eventually(proxied, 30, "the unknown host sent to the egress proxy")
+    assert client.request("reviews:9080").json()["name"] == "reviews"

@@ -492,3 +492,53 @@ def test_inbound_connection_pools_apply_to_the_inbound_clusters() -> None:
     res = generate(sidecar_node(app="reviews", labels={"app": "reviews"}), push_for(SERVICES))
     t = res[CLUSTER_TYPE]["inbound|9080||"].circuit_breakers.thresholds[0]
     assert t.max_connections.value == t.max_pending_requests.value == 4294967295
+
+
+def test_egress_proxy_takes_what_allow_any_would_pass_through() -> None:
+    egress = "istiod.istio-system.svc.cluster.local"
+    policy = {
+        "mode": "ALLOW_ANY",
+        "egressProxy": {"host": egress, "port": {"number": 15014}},
+    }
+    push = push_for([*SERVICES, sidecar(outboundTrafficPolicy=policy)])
+    cluster = f"outbound|15014||{egress}"
+    res = generate(sidecar_node(), push)
+    assert cluster in res[CLUSTER_TYPE]
+    assert unpack_tcp(listener(res, "virtualOutbound").default_filter_chain).cluster == cluster
+    allow_any = route_config(res, "9080").virtual_hosts[-1]
+    assert (allow_any.name, allow_any.routes[0].route.cluster) == ("allow_any", cluster)
+    # Explicit mode: an unknown host now has somewhere to go.
+    node = sidecar_node(interception_mode="NONE", outbound_port=15001)
+    fallback = route_config(generate(node, push), "15001").virtual_hosts[-1]
+    assert (fallback.domains[:], fallback.routes[0].route.cluster) == (["*"], cluster)
+    # REGISTRY_ONLY has no egress proxy (refused at apply too).
+    push = push_for([*SERVICES, sidecar(outboundTrafficPolicy={"mode": "REGISTRY_ONLY"})])
+    assert route_config(generate(node, push), "15001").virtual_hosts[-1].name == "block_all"
+
+
+def test_ingress_bind_is_where_a_proxy_without_capture_listens() -> None:
+    spec = {
+        "ingress": [
+            {
+                "port": {"number": 9080, "protocol": "HTTP", "name": "http"},
+                "bind": "127.0.0.9",
+                "defaultEndpoint": "127.0.0.1:8081",
+            }
+        ]
+    }
+    push = push_for([*SERVICES, sidecar(**spec)])
+    node = sidecar_node(
+        app="reviews",
+        labels={"app": "reviews"},
+        ip="127.0.0.2",
+        interception_mode="NONE",
+        outbound_port=15101,
+        inbound_ports={9080: 15102},
+    )
+    lst = listener(generate(node, push), "127.0.0.9_15102")
+    addr = lst.address.socket_address
+    assert (addr.address, addr.port_value) == ("127.0.0.9", 15102)
+    # Captured traffic matches by port only, as Istio's virtualInbound chains do.
+    res = generate(sidecar_node(app="reviews", labels={"app": "reviews"}), push)
+    (chain,) = _chains(res)[9080]
+    assert not chain.filter_chain_match.prefix_ranges

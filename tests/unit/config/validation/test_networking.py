@@ -357,7 +357,6 @@ def test_sidecar_fields_pilotfish_does_not_enforce_are_refused_or_warned_by_path
     assert warnings == [
         "spec.inboundConnectionPool.tcp.idleTimeout",
         "spec.egress[0].bind",
-        "spec.outboundTrafficPolicy.egressProxy",
     ]
     # Istio's warning: HTTP settings of a pool on a port that does not speak HTTP.
     tcp_port = {"number": 9000, "protocol": "TCP", "name": "tcp"}
