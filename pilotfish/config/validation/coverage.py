@@ -331,7 +331,7 @@ FIELDS: dict[str, dict[str, Decision]] = {
         "TCPSettings.connectTimeout": E,
         "TCPSettings.tcpKeepalive": E,
         "TCPSettings.maxConnectionDuration": E,
-        "TCPSettings.idleTimeout": E,
+        "TCPSettings.idleTimeout": W("outbound TCP proxies keep Envoy's idle timeout (1 hour)"),
         "HTTPSettings.http1MaxPendingRequests": E,
         "HTTPSettings.http2MaxRequests": E,
         "HTTPSettings.maxRequestsPerConnection": E,

@@ -98,6 +98,7 @@ def traffic_policy(errs: Errors, path: str, tp: TrafficPolicy | None) -> None:
         return
     outlier_detection(errs, f"{path}.outlierDetection", tp.outlierDetection)
     connection_pool(errs, f"{path}.connectionPool", tp.connectionPool)
+    _tcp_idle_timeout(errs, f"{path}.connectionPool", tp.connectionPool)
     load_balancer(errs, f"{path}.loadBalancer", tp.loadBalancer, tp.outlierDetection)
     client_tls(errs, f"{path}.tls", tp.tls)
     for i, pls in enumerate(tp.portLevelSettings):
@@ -116,6 +117,7 @@ def traffic_policy(errs: Errors, path: str, tp: TrafficPolicy | None) -> None:
             continue
         outlier_detection(errs, f"{ppath}.outlierDetection", pls.outlierDetection)
         connection_pool(errs, f"{ppath}.connectionPool", pls.connectionPool)
+        _tcp_idle_timeout(errs, f"{ppath}.connectionPool", pls.connectionPool)
         load_balancer(errs, f"{ppath}.loadBalancer", pls.loadBalancer, pls.outlierDetection)
         client_tls(errs, f"{ppath}.tls", pls.tls)
     if tp.tunnel is not None:
@@ -218,6 +220,15 @@ def connection_pool(errs: Errors, path: str, cp: ConnectionPoolSettings | None) 
             errs.add(f"{tp}.tcpKeepalive.time", duration_error(ka.time))
             errs.add(f"{tp}.tcpKeepalive.interval", duration_error(ka.interval))
             _non_negative(errs, f"{tp}.tcpKeepalive.probes", ka.probes, "probes")
+
+
+def _tcp_idle_timeout(errs: Errors, path: str, cp: ConnectionPoolSettings | None) -> None:
+    """A DestinationRule's ``tcp.idleTimeout``: not applied to the outbound TCP proxies yet."""
+    if cp is not None and cp.tcp is not None and cp.tcp.idleTimeout is not None:
+        errs.warn(
+            f"{path}.tcp.idleTimeout",
+            f"{NOT_APPLIED}: outbound TCP proxies keep Envoy's idle timeout (1 hour)",
+        )
 
 
 def _is_prime(x: int) -> bool:

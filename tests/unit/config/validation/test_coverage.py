@@ -118,6 +118,14 @@ NEWLY_WARNED = [
     ),
     (
         body(
+            "DestinationRule",
+            {"host": "r", "trafficPolicy": {"connectionPool": {"tcp": {"idleTimeout": "30s"}}}},
+        ),
+        "spec.trafficPolicy.connectionPool.tcp.idleTimeout",
+        ("DestinationRule", "TCPSettings.idleTimeout"),
+    ),
+    (
+        body(
             "Gateway",
             {
                 "selector": {"istio": "ingressgateway"},
