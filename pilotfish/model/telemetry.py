@@ -2,8 +2,8 @@
 
 Istio's scopes and order (its ``telemetry.go``): Telemetry resources in the root namespace
 without a selector apply mesh-wide; in the proxy's namespace without a selector, to the
-namespace; with ``selector`` (or, for the gateway, ``targetRef(s)`` naming it), to matching
-workloads. They are applied in that order, so the more specific wins:
+namespace; with ``selector`` (or, for the gateway, a ``targetRef(s)`` of kind ``Gateway``
+naming it), to matching workloads. They are applied in that order, so the more specific wins:
 
 - **access logging**: each entry turns its providers (or the mesh's default providers) on for
   its ``match.mode`` (client, server or both), with its ``filter``, or off with ``disabled``;
@@ -114,7 +114,7 @@ def applies(
     if t.namespace != namespace:
         return None
     if refs:
-        names = {r.name for r in refs}
+        names = {r.name for r in refs if r.kind == "Gateway"}
         return 2 if names & set(gateway_names) else None
     if spec.selector is None:
         return 1

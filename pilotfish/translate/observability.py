@@ -22,6 +22,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 
 from pilotfish.api.hosts import resolve_host
 from pilotfish.api.meshconfig import ExtensionProvider
+from pilotfish.api.profiles import INGRESS_GATEWAY
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.model.telemetry import ProxyTelemetry, proxy_telemetry
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 #: Gateway names a gateway proxy answers to in ``targetRef(s)`` (Istio's ingress gateway).
-GATEWAY_REF_NAMES = ("istio-ingressgateway",)
+GATEWAY_REF_NAMES = (INGRESS_GATEWAY,)
 
 
 def _labels_key(proxy: Proxy) -> tuple[tuple[str, str], ...]:

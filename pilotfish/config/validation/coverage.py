@@ -107,6 +107,9 @@ _GATEWAY_ONLY_WARNED = Decision("enforced", "warned when bound to gateways only"
 _N3 = W("values other than DEFAULT/IPTABLES: inbound traffic is captured")
 _N4 = W("Pilotfish proxies report no ISTIO_VERSION, so it matches none")
 _N5 = W("ignored, as Istio does not implement it; use portNumber")
+_TELEMETRY_TARGET = Decision(
+    "enforced", "the Gateway istio-ingressgateway; others are warned: they name no proxy"
+)
 _N6 = W("for waypoints and Gateway API gateways: the policy applies to no proxy")
 
 # Notes of the kinds whose warnings come from this table.
@@ -610,8 +613,8 @@ FIELDS: dict[str, dict[str, Decision]] = {
     },
     "Telemetry": {
         "TelemetrySpec.selector": E,
-        "TelemetrySpec.targetRef": E,
-        "TelemetrySpec.targetRefs": E,
+        "TelemetrySpec.targetRef": _TELEMETRY_TARGET,
+        "TelemetrySpec.targetRefs": _TELEMETRY_TARGET,
         "TelemetrySpec.tracing": E,
         "TelemetrySpec.metrics": E,
         "TelemetrySpec.accessLogging": E,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pilotfish.api.meta import PolicyTargetReference
+from pilotfish.api.profiles import INGRESS_GATEWAY
 from pilotfish.api.telemetry import ProviderRef, Telemetry
 from pilotfish.config.validation.common import NOT_APPLIED, Errors, duration_error
 from pilotfish.config.validation.meshconfig import cel_error
@@ -16,9 +18,27 @@ def _providers(errs: Errors, path: str, providers: Sequence[ProviderRef]) -> Non
             errs.add(f"{path}[{i}].name", "providers.name may not be empty")
 
 
+def _targets(
+    errs: Errors, ref: PolicyTargetReference | None, refs: Sequence[PolicyTargetReference]
+) -> None:
+    """Warn about each target that names no Pilotfish proxy: only the ingress gateway answers
+    to a ``Gateway`` reference (Service, ServiceEntry and GatewayClass targets are waypoints'
+    and Gateway API gateways')."""
+    named = [("spec.targetRef", ref)] if ref is not None else []
+    named += [(f"spec.targetRefs[{i}]", r) for i, r in enumerate(refs)]
+    for path, r in named:
+        if r.kind != "Gateway" or r.name != INGRESS_GATEWAY:
+            errs.warn(
+                path,
+                f"{NOT_APPLIED}: {r.kind} {r.name!r} is no Pilotfish proxy "
+                f"(only the Gateway {INGRESS_GATEWAY!r} is)",
+            )
+
+
 def validate_telemetry(t: Telemetry, errs: Errors, namespace: str) -> None:
     spec = t.spec
     check_policy_target(errs, spec.selector, spec.targetRef, spec.targetRefs)
+    _targets(errs, spec.targetRef, spec.targetRefs)
     if len(spec.tracing) > 1:
         errs.warn("spec.tracing", "multiple tracing is not currently supported")
     for i, tr in enumerate(spec.tracing):

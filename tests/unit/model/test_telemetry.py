@@ -138,3 +138,24 @@ def test_tracing_the_most_specific_sampling_wins() -> None:
     assert t.tracing.custom_tags == (("env", "literal", "dev", ""),)
     off = effective_mesh_config([{"enableTracing": False}])
     assert proxy_telemetry([], off, "default", {}).tracing is None
+
+
+def test_a_target_ref_applies_to_the_ingress_gateway_only_by_its_gateway_kind() -> None:
+    mesh = effective_mesh_config([])
+    off = {"accessLogging": [{"disabled": True, "providers": [{"name": "envoy"}]}]}
+    gateway = {"group": "gateway.networking.k8s.io", "kind": "Gateway"}
+    by_gateway = tel(
+        "istio-system", "gw", {"targetRefs": [gateway | {"name": "istio-ingressgateway"}], **off}
+    )
+    by_service = tel(
+        "istio-system",
+        "svc",
+        {"targetRef": {"kind": "Service", "name": "istio-ingressgateway"}, **off},
+    )
+    logs = tel(
+        "istio-system", "mesh-default", {"accessLogging": [{"providers": [{"name": "envoy"}]}]}
+    )
+    gw = ("istio-ingressgateway",)
+    assert proxy_telemetry([logs, by_gateway], mesh, "istio-system", {}, gw).access_logs == ()
+    assert len(proxy_telemetry([logs, by_service], mesh, "istio-system", {}, gw).access_logs) == 2
+    assert len(proxy_telemetry([logs, by_gateway], mesh, "istio-system", {}).access_logs) == 2

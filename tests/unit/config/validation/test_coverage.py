@@ -207,6 +207,22 @@ def test_newly_warned_fields_warn_at_apply(
     assert coverage.FIELDS[kind][key].status == "warned"
 
 
+_GATEWAY_REF = {"group": "gateway.networking.k8s.io", "kind": "Gateway"}
+
+
+def test_telemetry_target_refs_naming_no_proxy_are_warned_about() -> None:
+    ingress = _GATEWAY_REF | {"name": "istio-ingressgateway"}
+    refs = [ingress, _GATEWAY_REF | {"name": "other"}, {"kind": "Service", "name": "reviews"}]
+    b = body("Telemetry", {"targetRefs": refs, "metrics": [{"providers": [{"name": "p"}]}]})
+    assert [p for p in _warned(b) if "targetRef" in p] == [
+        "spec.targetRefs[1]",
+        "spec.targetRefs[2]",
+    ]
+    assert _warned(body("Telemetry", {"targetRef": ingress})) == []
+    note = coverage.FIELDS["Telemetry"]["TelemetrySpec.targetRefs"].note
+    assert "warned" in note
+
+
 @pytest.mark.parametrize("value", ["FORWARD", "IGNORE"])
 def test_unmatched_preflights_are_not_warned_about(value: str) -> None:
     b = body(
