@@ -87,6 +87,7 @@ from pilotfish.translate.trafficpolicy import (
     apply_connection_pool,
     apply_load_balancer,
     apply_outlier_detection,
+    apply_proxy_protocol,
     default_circuit_breakers,
     effective_policy,
     uses_client_protocol,
@@ -328,6 +329,7 @@ def outbound_cluster(
         cluster.transport_socket_matches.extend(socket_matches_auto(tls.socket))
     elif tls.socket is not None:
         cluster.transport_socket.CopyFrom(tls.socket)
+    apply_proxy_protocol(cluster, policy)
     locality: tuple[LocalityLb, tuple[Endpoint, ...]] | None = None
     lb = locality_setting(
         push.mesh_config.localityLbSetting,

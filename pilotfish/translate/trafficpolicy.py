@@ -10,6 +10,9 @@
   query parameter).
 - ``apply_connection_pool``: circuit breakers, connect timeout, keepalive, HTTP options.
 - ``apply_outlier_detection``: Envoy outlier detection.
+- ``apply_proxy_protocol``: ``proxyProtocol`` wraps the cluster's transport sockets (TLS, mTLS
+  or plaintext) in Envoy's upstream PROXY protocol socket, as Istio's
+  ``applyUpstreamProxyProtocol``: each connection starts with a v1 or v2 header.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from typing import NamedTuple
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
+from envoy.config.core.v3 import proxy_protocol_pb2 as pp
 from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.transport_sockets.proxy_protocol.v3 import upstream_proxy_protocol_pb2 as upp
 from envoy.type.v3 import percent_pb2
 
 from pilotfish.api.destinationrule import (
@@ -32,7 +37,8 @@ from pilotfish.api.destinationrule import (
     TrafficPolicy,
 )
 from pilotfish.model.config import DestinationRuleConfig
-from pilotfish.translate.common import given, proto_duration, u32
+from pilotfish.translate.common import given, pack, proto_duration, u32
+from pilotfish.translate.tls import raw_socket
 
 #: Istio leaves Envoy's circuit breakers wide open unless a DestinationRule sets them.
 MAX_U32 = 4294967295
@@ -242,6 +248,40 @@ def uses_client_protocol(policy: Policy) -> bool:
     pool = policy.connection_pool
     http = pool.http if pool is not None else None
     return http is not None and bool(http.useClientProtocol)
+
+
+#: Envoy's upstream PROXY protocol transport socket.
+PROXY_PROTOCOL_SOCKET = "envoy.transport_sockets.upstream_proxy_protocol"
+
+
+def apply_proxy_protocol(cluster: cluster_pb2.Cluster, policy: Policy) -> None:
+    """``proxyProtocol``: every transport socket of the cluster (each of its
+    ``transport_socket_matches`` and its own, plaintext when unset) sends a PROXY protocol
+    header first (``version`` V1, the default, or V2)."""
+    if policy.proxy_protocol is None:
+        return
+    version = (
+        pp.ProxyProtocolConfig.V2
+        if policy.proxy_protocol.version == "V2"
+        else pp.ProxyProtocolConfig.V1
+    )
+
+    def wrap(inner: base_pb2.TransportSocket) -> base_pb2.TransportSocket:
+        config = upp.ProxyProtocolUpstreamTransport(
+            config=pp.ProxyProtocolConfig(version=version), transport_socket=inner
+        )
+        return base_pb2.TransportSocket(name=PROXY_PROTOCOL_SOCKET, typed_config=pack(config))
+
+    for match in cluster.transport_socket_matches:
+        match.transport_socket.CopyFrom(wrap(_copy(match.transport_socket)))
+    own = _copy(cluster.transport_socket) if cluster.HasField("transport_socket") else raw_socket()
+    cluster.transport_socket.CopyFrom(wrap(own))
+
+
+def _copy(socket: base_pb2.TransportSocket) -> base_pb2.TransportSocket:
+    out = base_pb2.TransportSocket()
+    out.CopyFrom(socket)
+    return out
 
 
 def apply_outlier_detection(cluster: cluster_pb2.Cluster, policy: Policy) -> None:

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2, proxy_protocol_pb2
+from envoy.extensions.transport_sockets.proxy_protocol.v3 import upstream_proxy_protocol_pb2 as upp
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from pilotfish.api.destinationrule import TrafficPolicy
+from pilotfish.translate.tls import RAW_SOCKET, TLS_SOCKET, socket_matches_auto, tls_socket
 from pilotfish.translate.trafficpolicy import (
+    PROXY_PROTOCOL_SOCKET,
     Policy,
     apply_load_balancer,
+    apply_proxy_protocol,
     effective_policy,
     route_hash_policies,
 )
@@ -213,3 +219,30 @@ def test_retry_budget_is_on_the_circuit_breaker_thresholds() -> None:
     c = C()
     apply_connection_pool(c, policy({}), protocol_pb2.HttpProtocolOptions())
     assert not c.circuit_breakers.thresholds[0].HasField("retry_budget")
+
+
+def _wrapped(socket: base_pb2.TransportSocket) -> upp.ProxyProtocolUpstreamTransport:
+    assert socket.name == PROXY_PROTOCOL_SOCKET
+    out = upp.ProxyProtocolUpstreamTransport()
+    socket.typed_config.Unpack(out)
+    return out
+
+
+def test_proxy_protocol_wraps_every_transport_socket_of_the_cluster() -> None:
+    plain = C()
+    apply_proxy_protocol(plain, policy({"proxyProtocol": {}}))
+    inner = _wrapped(plain.transport_socket)
+    assert inner.config.version == proxy_protocol_pb2.ProxyProtocolConfig.V1
+    assert inner.transport_socket.name == RAW_SOCKET
+    auto = C()
+    auto.transport_socket_matches.extend(
+        socket_matches_auto(tls_socket(tls_pb2.UpstreamTlsContext(sni="s")))
+    )
+    apply_proxy_protocol(auto, policy({"proxyProtocol": {"version": "V2"}}))
+    mesh, rest = (_wrapped(m.transport_socket) for m in auto.transport_socket_matches)
+    assert mesh.config.version == proxy_protocol_pb2.ProxyProtocolConfig.V2
+    assert mesh.transport_socket.name == TLS_SOCKET and rest.transport_socket.name == RAW_SOCKET
+    assert _wrapped(auto.transport_socket).transport_socket.name == RAW_SOCKET
+    untouched = C()
+    apply_proxy_protocol(untouched, policy({}))
+    assert not untouched.HasField("transport_socket")
