@@ -109,6 +109,16 @@ def test_make_demo_from_a_private_directory_then_down_without_flags(
         assert "<title>Simple Bookstore App</title>" in page
         assert "Error fetching product reviews" not in page
         assert "Book Reviews" in page
+        # The README tour's curl lines work as written, shell quoting and all.
+        readme = (private_checkout / "README.md").read_text()
+        curls = [line for line in readme.splitlines() if line.startswith("curl ")]
+        assert curls, "the README's tour has no curl line"
+        for line in curls:
+            res = subprocess.run(
+                ["bash", "-c", line], capture_output=True, text=True, timeout=30, check=False
+            )
+            assert res.returncode == 0, (line, res.stderr[-500:])
+            assert res.stdout.startswith("{") and '"error"' not in res.stdout, (line, res.stdout)
     finally:
         down = subprocess.run(
             [str(python), "-P", "-m", "pilotfish.cli.main", "down"],
