@@ -29,7 +29,6 @@ from pilotfish.api.node import NodeInfo
 from pilotfish.api.typeurls import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
-    EXTENSION_CONFIG_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
     SECRET_TYPE,
@@ -37,7 +36,7 @@ from pilotfish.api.typeurls import (
 )
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
-from pilotfish.translate import ondemand
+from pilotfish.translate import dependencies, ondemand
 from pilotfish.translate.clusters import (
     ClientTls,
     inbound_cluster,
@@ -75,15 +74,8 @@ from pilotfish.translate.tls import has_workload_identity
 
 Resources = dict[str, dict[str, Message]]
 
-TYPE_URLS = (
-    CLUSTER_TYPE,
-    ENDPOINT_TYPE,
-    LISTENER_TYPE,
-    ROUTE_TYPE,
-    SECRET_TYPE,
-    VIRTUAL_HOST_TYPE,
-    EXTENSION_CONFIG_TYPE,
-)
+#: Every type translation generates, in order (dependencies' one list of them).
+TYPE_URLS = dependencies.ALL_TYPES
 ALL_TYPES = frozenset(TYPE_URLS)
 #: EnvoyFilter targets inside route configs: a proxy they patch keeps whole route configs.
 _ROUTE_PATCH_TARGETS = frozenset({"ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE"})
