@@ -247,6 +247,17 @@ def free_loopback_ip(port: int = 9080) -> str:
     raise RuntimeError("no free loopback address")
 
 
+def app_listening(ip: str, port: int) -> bool:
+    """Whether a TCP connection to ``ip:port`` is accepted."""
+    import socket
+
+    try:
+        socket.create_connection((ip, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 def eventually(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -439,10 +450,15 @@ class Mesh:
         def ready() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"proxy {name} exited:\n{log.read_text()}")
-            return (
+            if (
                 httpx.get(f"http://127.0.0.1:{readiness}/healthz/ready", timeout=1).status_code
-                == 200
-            )
+                != 200
+            ):
+                return False
+            # The proxy's readiness is Envoy's; the app the agent started may still be loading
+            # (a request then gets Envoy's 503 for a refused connection), so wait for it too,
+            # as a pod's readiness probe would.
+            return not app or app_port is None or app_listening(ip, app_port)
 
         if wait:
             eventually(ready, 30, f"sidecar {name} ready")
