@@ -285,8 +285,9 @@ def proxy_resources(
     resources = dict(config.resources)
     if SECRET_TYPE in types:
         resources[SECRET_TYPE] = dict(secrets_for(push).generate(node, config.secret_names))
-    if config.on_demand:
-        return Generated(resources, {CLUSTER_TYPE: config.on_demand})
+    if config.on_demand or config.directory is not None:
+        on_demand = {CLUSTER_TYPE: config.on_demand, VIRTUAL_HOST_TYPE: config.on_demand_vhosts}
+        return Generated(resources, on_demand, directory=config.directory)
     return resources
 
 

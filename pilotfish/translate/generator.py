@@ -18,6 +18,7 @@ certificate (``default``, ``ROOTCA``) comes from its agent, never from the contr
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -34,6 +35,7 @@ from pilotfish.api.typeurls import (
     SECRET_TYPE,
     VIRTUAL_HOST_TYPE,
 )
+from pilotfish.api.vhost_directory import HostDirectory, RouteConfigHosts
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
 from pilotfish.translate import dependencies, ondemand
@@ -62,10 +64,13 @@ from pilotfish.translate.listeners import (
     virtual_outbound,
 )
 from pilotfish.translate.route_configs import (
+    OnDemandRoutes,
+    explicit_on_demand_route_config,
     explicit_route_config,
     explicit_vhds_route_config,
     gateway_route_config,
     sidecar_http_ports,
+    sidecar_on_demand_route_config,
     sidecar_route_config,
     sidecar_vhds_route_config,
     vhds_enabled,
@@ -94,6 +99,10 @@ class ProxyConfig:
     #: Clusters sent only when the proxy asks for them by name (on-demand CDS; empty unless
     #: the mesh config's ``onDemandClusters`` is on, see ``ondemand``).
     on_demand: frozenset[str] = frozenset()
+    #: Virtual hosts sent only when the proxy asks for a host of theirs (on-demand VHDS, with
+    #: ``onDemandClusters`` and ``virtualHostDiscovery``), and how hosts resolve to them.
+    on_demand_vhosts: frozenset[str] = frozenset()
+    directory: HostDirectory | None = None
 
 
 def client_tls(proxy: Proxy) -> ClientTls:
@@ -222,9 +231,21 @@ def generate_sidecar(
         and vhds_enabled(push, proxy)
         and not any(p.apply_to in _ROUTE_PATCH_TARGETS for p in proxy_patches(push, proxy))
     )
+    # On-demand virtual hosts: those of services go out only when the proxy asks for a host.
+    lazy_vhosts = vhds and ondemand.enabled(push, proxy)
+    on_demand_vhosts: set[str] = set()
+    hosts: list[tuple[str, RouteConfigHosts]] = []
+
+    def add_on_demand(found: OnDemandRoutes) -> None:
+        routes[found.config.name] = found.config
+        _add_shared(out, VIRTUAL_HOST_TYPE, found.vhosts)
+        on_demand_vhosts.update(found.on_demand)
+        hosts.append((found.config.name, found.hosts))
 
     def add_routes(port: int) -> None:
-        if vhds:
+        if lazy_vhosts:
+            add_on_demand(sidecar_on_demand_route_config(push, proxy, port))
+        elif vhds:
             config, vhosts = sidecar_vhds_route_config(push, proxy, port)
             routes[config.name] = config
             _add_shared(out, VIRTUAL_HOST_TYPE, vhosts)
@@ -234,7 +255,9 @@ def generate_sidecar(
     if proxy.interception_mode == "NONE":
         if proxy.node.outbound_port:
             name = str(proxy.node.outbound_port)
-            if vhds:
+            if lazy_vhosts:
+                add_on_demand(explicit_on_demand_route_config(push, proxy, name))
+            elif vhds:
                 config, vhosts = explicit_vhds_route_config(push, proxy, name)
                 routes[name] = config
                 _add_shared(out, VIRTUAL_HOST_TYPE, vhosts)
@@ -267,6 +290,13 @@ def generate_sidecar(
         http = lst.filter_chains[0].filters[0].name == HCM_FILTER
         if want_rds and http and port not in routes:
             add_routes(int(port))
+    if lazy_vhosts:
+        return ProxyConfig(
+            out,
+            tuple(sorted(credentials)),
+            on_demand_vhosts=frozenset(on_demand_vhosts),
+            directory=HostDirectory(tuple(sorted(hosts, key=lambda h: h[0]))),
+        )
     return ProxyConfig(out, tuple(sorted(credentials)))
 
 
@@ -324,7 +354,7 @@ def generate_config(
         on_demand = ondemand.on_demand_clusters(
             resources[CLUSTER_TYPE], resources[LISTENER_TYPE].values()
         )
-        return ProxyConfig(resources, config.secret_names, on_demand)
+        return dataclasses.replace(config, on_demand=on_demand)
     return config
 
 

@@ -23,6 +23,7 @@ are dropped, so the first service (by hostname) keeps a contested name.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from envoy.config.core.v3 import config_source_pb2 as cs
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -33,6 +34,7 @@ from google.protobuf.wrappers_pb2 import BoolValue
 from pilotfish.api.hosts import MESH_GATEWAY, host_matches, specificity, split_server_host
 from pilotfish.api.mesh import visible
 from pilotfish.api.networking import Server
+from pilotfish.api.vhost_directory import RouteConfigHosts
 from pilotfish.model.config import GatewayConfig
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
@@ -222,19 +224,11 @@ def sidecar_route_config(
 def vhds_enabled(push: PushContext, proxy: Proxy) -> bool:
     """Whether ``proxy`` gets its outbound virtual hosts over VHDS (mesh config
     ``virtualHostDiscovery``): sidecars on a Delta stream only (Envoy has VHDS on Delta
-    alone); gateways keep whole route configs (a few hosts each).
-
-    Not a sidecar without capture under ALLOW_ANY with ``onDemandClusters``: its route
-    config has no ``*`` virtual host, so the on-demand filter would make Envoy ask VHDS for
-    an unknown host by name and hold the request; answering that the name does not exist
-    (``removed_resources``) does not release it (measured on Envoy 1.40), where plain RDS
-    answers 404 at once."""
-    if not (push.mesh_config.virtualHostDiscovery and proxy.node.delta_xds and not proxy.is_router):
-        return False
-    if proxy.interception_mode == "NONE" and push.mesh_config.onDemandClusters:
-        scope = proxy.sidecar_scope(push)
-        return scope.registry_only or egress_proxy_cluster(scope) is not None
-    return True
+    alone); gateways keep whole route configs (a few hosts each). With ``onDemandClusters``
+    their virtual hosts are on demand too (:func:`sidecar_on_demand_route_config`)."""
+    return bool(
+        push.mesh_config.virtualHostDiscovery and proxy.node.delta_xds and not proxy.is_router
+    )
 
 
 def sidecar_vhds_route_config(
@@ -294,6 +288,84 @@ def explicit_vhds_route_config(
         return _vhds_config(name, vhosts[split:]), _vhds_resources(name, vhosts[:split])
 
     key = ("explicit_vhds", scope.key, name, labels_key(push, proxy.labels))
+    return push.reuse(key, route_inputs(push), compute)
+
+
+# ---- On-demand virtual hosts ------------------------------------------------------------------
+
+#: The host of the one virtual host an on-demand route configuration starts with: Envoy serves
+#: a route configuration with ``vhds`` only once a VHDS response carried something for it (an
+#: empty first response leaves the listener waiting 15 s). ``.invalid`` never resolves.
+PLACEHOLDER_HOST = "on-demand.pilotfish.invalid"
+
+
+@dataclass(frozen=True)
+class OnDemandRoutes:
+    """A VHDS route configuration whose services' virtual hosts are sent on demand (see
+    :mod:`pilotfish.api.vhost_directory`): the configuration (no inline virtual host), every
+    VHDS resource (the services' and the placeholder), the names sent only when asked for,
+    and how a host resolves to them."""
+
+    config: route_pb2.RouteConfiguration
+    vhosts: dict[str, rc.VirtualHost]
+    on_demand: frozenset[str]
+    hosts: RouteConfigHosts
+
+
+def _placeholder(route_config: str) -> rc.VirtualHost:
+    return rc.VirtualHost(
+        name=vhost_resource_name(route_config, "on-demand"),
+        domains=[PLACEHOLDER_HOST],
+        routes=[
+            rc.Route(
+                name="on-demand",
+                match=rc.RouteMatch(prefix="/"),
+                direct_response=rc.DirectResponseAction(status=404),
+            )
+        ],
+    )
+
+
+def _on_demand_routes(
+    name: str, services: list[rc.VirtualHost], fallback: rc.VirtualHost | None
+) -> OnDemandRoutes:
+    resources = _vhds_resources(name, services)
+    placeholder = _placeholder(name)
+    return OnDemandRoutes(
+        config=_vhds_config(name, []),
+        vhosts={**resources, placeholder.name: placeholder},
+        on_demand=frozenset(resources),
+        hosts=RouteConfigHosts(resources, fallback),
+    )
+
+
+def sidecar_on_demand_route_config(push: PushContext, proxy: Proxy, port: int) -> OnDemandRoutes:
+    """:func:`sidecar_vhds_route_config` with every virtual host on demand: the fallback
+    (``allow_any``, ``block_all``) is no ``*`` virtual host any more (Envoy would route every
+    host it lacks there instead of asking) but what a host no service has gets, one virtual
+    host per host asked for."""
+
+    def compute() -> OnDemandRoutes:
+        vhosts = _sidecar_virtual_hosts(push, proxy, port)
+        return _on_demand_routes(str(port), vhosts[:-1], vhosts[-1])
+
+    key = ("sidecar_vhds_on_demand", *_sidecar_view_key(push, proxy, port))
+    return push.reuse(key, route_inputs(push), compute)
+
+
+def explicit_on_demand_route_config(push: PushContext, proxy: Proxy, name: str) -> OnDemandRoutes:
+    """:func:`explicit_vhds_route_config` with every virtual host on demand (``block_all`` or
+    the egress proxy's fallback per host asked for; under ALLOW_ANY an unknown host gets 404,
+    as without on-demand virtual hosts)."""
+    scope = proxy.sidecar_scope(push)
+
+    def compute() -> OnDemandRoutes:
+        vhosts = _explicit_virtual_hosts(push, proxy)
+        fallback = scope.registry_only or egress_proxy_cluster(scope) is not None
+        split = len(vhosts) - 1 if fallback else len(vhosts)
+        return _on_demand_routes(name, vhosts[:split], vhosts[split] if fallback else None)
+
+    key = ("explicit_vhds_on_demand", scope.key, name, labels_key(push, proxy.labels))
     return push.reuse(key, route_inputs(push), compute)
 
 
@@ -473,6 +545,9 @@ def gateway_route_config(
 
 
 __all__ = [
+    "PLACEHOLDER_HOST",
+    "OnDemandRoutes",
+    "explicit_on_demand_route_config",
     "explicit_route_config",
     "explicit_vhds_route_config",
     "gateway_domains",
@@ -480,6 +555,7 @@ __all__ = [
     "merge_vhds",
     "service_domains",
     "sidecar_http_ports",
+    "sidecar_on_demand_route_config",
     "sidecar_route_config",
     "sidecar_vhds_route_config",
     "vhds_enabled",

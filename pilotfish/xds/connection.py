@@ -18,6 +18,7 @@ whole set for ``system_version_info``); nonces are unique per stream.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -41,6 +42,7 @@ from pilotfish.xds.resources import (
     LISTENER_TYPE,
     ROUTE_TYPE,
     VIRTUAL_HOST_TYPE,
+    DeltaPart,
     Entry,
     EntryMap,
     Snapshot,
@@ -80,7 +82,7 @@ class DeltaResponse:
         system_version_info: str,
         type_url: str,
         nonce: str,
-        entries: Sequence[Entry],
+        entries: Sequence[Entry | DeltaPart],
         removed_resources: list[str],
         control_plane: base_pb2.ControlPlane,
         body: bytes | None = None,
@@ -193,6 +195,13 @@ class ProxyConnection:
     ) -> None:
         self.connection_id = connection_id
         self.metrics = metrics
+        #: The snapshot as generated (what the next one is generated from); ``target`` is
+        #: it plus the fallback virtual hosts made for hosts this proxy asked VHDS for.
+        self._generated: Snapshot = EMPTY_SNAPSHOT
+        #: VHDS: the aliases (``<route config>/<host>``) the proxy asked for, and the
+        #: resource each resolves to (None: no virtual host), re-resolved at every snapshot:
+        #: Envoy asks for an alias once, so the control plane keeps what answers it current.
+        self._aliases: dict[str, str | None] = {}
         self.node = node
         self.delta = delta
         self.peer = peer
@@ -223,6 +232,11 @@ class ProxyConnection:
     @property
     def node_id(self) -> str:
         return self.node.node_id
+
+    @property
+    def generated(self) -> Snapshot:
+        """The snapshot as generated: what the server generates the next one from."""
+        return self._generated
 
     @property
     def busy(self) -> bool:
@@ -272,8 +286,40 @@ class ProxyConnection:
 
     def set_target(self, snapshot: Snapshot) -> None:
         """The snapshot first requests are answered from (at connect, before any push)."""
-        self.target = snapshot
+        self._generated = snapshot
+        self.target = self._resolved(snapshot)
         self._track_on_demand()
+
+    def _resolved(self, snapshot: Snapshot) -> Snapshot:
+        """``snapshot`` with what the aliases the proxy asked VHDS for resolve to: the
+        resources they name are pinned (kept current like subscribed names), and a host no
+        virtual host matches gets its route configuration's fallback made for it, added to
+        the snapshot's virtual hosts (see :mod:`pilotfish.api.vhost_directory`)."""
+        state = self.types.get(VIRTUAL_HOST_TYPE)
+        if not self._aliases or state is None:
+            return snapshot
+        directory = snapshot.directory
+        available = snapshot.get(VIRTUAL_HOST_TYPE)
+        made: dict[str, Entry] = {}
+        for alias in self._aliases:
+            if directory is None:
+                name = alias if alias in available else None
+            else:
+                found = directory.resolve(alias)
+                name = found.name
+                if found.vhost is not None and name is not None:
+                    made[name] = Entry(
+                        VIRTUAL_HOST_TYPE, name, found.vhost.SerializeToString(deterministic=True)
+                    )
+            self._aliases[alias] = name
+        state.pinned = frozenset(n for n in self._aliases.values() if n is not None)
+        if not made:
+            return snapshot
+        vhosts = dict(available)
+        vhosts.update(made)
+        return dataclasses.replace(
+            snapshot, entries={**snapshot.entries, VIRTUAL_HOST_TYPE: vhosts}
+        )
 
     def _track_on_demand(self) -> None:
         """On-demand names apply to Delta streams only: a SotW proxy cannot ask for them."""
@@ -300,6 +346,11 @@ class ProxyConnection:
         else:
             verdict = classify_sotw(state, request, now)
         self._log_verdict(state, verdict)
+        asked = type_url == VIRTUAL_HOST_TYPE and self.delta and bool(verdict.added)
+        if asked:
+            # Hosts Envoy asks for (on-demand virtual hosts): resolved now, answered below.
+            self._aliases.update(dict.fromkeys(verdict.added))
+            self.target = self._resolved(self._generated)
         if verdict.kind is Kind.NACK:
             self.metrics.rejected(metric_type(type_url))
             if self._push is not None:
@@ -309,7 +360,9 @@ class ProxyConnection:
                 # Load assignments sent ahead of rejected clusters were dropped by Envoy.
                 eds.forget_presented()
         out: list[Response] = []
-        if verdict.respond:
+        if asked and verdict.kind is not Kind.INITIAL:
+            out.append(self._answer_aliases(state, verdict.added))
+        elif verdict.respond:
             response = self._answer_subscription(state, verdict)
             if response is not None:
                 out.append(response)
@@ -320,7 +373,8 @@ class ProxyConnection:
         """Start delivering ``snapshot``. Call only when not :attr:`busy`."""
         if self.busy:
             raise RuntimeError("a push is already being delivered on this connection")
-        self.target = snapshot
+        self._generated = snapshot
+        snapshot = self.target = self._resolved(snapshot)
         self._track_on_demand()
         scope = _with_rewarm(request.scope, snapshot)
         requested = {
@@ -470,7 +524,7 @@ class ProxyConnection:
             covered = keys & state.names
         elif state.on_demand:
             # On-demand names are covered once asked for by name (the proxy has none yet).
-            covered = (keys - state.on_demand) | (keys & state.names)
+            covered = (keys - state.on_demand) | (keys & state.names) | (keys & state.pinned)
         if covered is not None and len(covered) == len(available):
             covered = None
         names = available.sorted_names if covered is None else sorted(covered)
@@ -523,6 +577,21 @@ class ProxyConnection:
             state.have = Have(available, extra)
         return response
 
+    def _answer_aliases(self, state: TypeState, aliases: frozenset[str]) -> Response:
+        """Answer hosts Envoy asked VHDS for: each resolved virtual host with the aliases it
+        answers (Envoy releases the requests it holds for them), and for an alias nothing
+        answers, the alias with no resource (the request then finds no route)."""
+        available = self.target.get(state.type_url)
+        by_name: dict[str, list[str]] = {}
+        missing: list[str] = []
+        for alias in sorted(aliases):
+            name = self._aliases.get(alias)
+            if name is not None and name in available:
+                by_name.setdefault(name, []).append(alias)
+            else:
+                missing.append(alias)
+        return self._respond(state, sorted(by_name), [], aliases=by_name, missing=missing)
+
     @staticmethod
     def _missing_clusters(
         state: TypeState, verdict: Verdict, available: Mapping[str, Entry]
@@ -533,14 +602,26 @@ class ProxyConnection:
             return []
         return sorted(n for n in verdict.added if n not in available)
 
-    def _respond(self, state: TypeState, names: Sequence[str], removed: list[str]) -> Response:
-        """Send ``names`` (sorted, each in the target) and ``removed``."""
+    def _respond(
+        self,
+        state: TypeState,
+        names: Sequence[str],
+        removed: list[str],
+        *,
+        aliases: Mapping[str, list[str]] | None = None,
+        missing: Sequence[str] = (),
+    ) -> Response:
+        """Send ``names`` (sorted, each in the target) and ``removed``; Delta: ``aliases``
+        gives the aliases a name is sent for, ``missing`` aliases nothing answers."""
         available = self.target.get(state.type_url)
         # The whole of a map (a first configuration): its sorted names, entries and digest are
         # computed once for every proxy that shares it, and what the proxy has is that map.
         whole = (
             available
-            if isinstance(available, EntryMap) and len(names) == len(available) and not removed
+            if isinstance(available, EntryMap)
+            and len(names) == len(available)
+            and not removed
+            and aliases is None
             else None
         )
         sent: Sequence[Entry] = (
@@ -569,6 +650,7 @@ class ProxyConnection:
             version = content_version(
                 [("", state.sent_version), *((e.name, e.hash) for e in sent)]
                 + [(n, "") for n in removed]
+                + [(n, "?") for n in missing]
             )
         else:
             version = content_version(state.have.items())
@@ -577,11 +659,16 @@ class ProxyConnection:
         if self.delta:
             recorded = whole.sorted_names if whole is not None else tuple(names)
             state.record_sent(nonce, self._seq, version, self._clock(), recorded)
+            parts: Sequence[Entry | DeltaPart] = sent
+            if aliases is not None or missing:
+                found = aliases or {}
+                parts = [DeltaPart(e, found[e.name]) if e.name in found else e for e in sent]
+                parts += [DeltaPart(None, [alias]) for alias in missing]
             return DeltaResponse(
                 system_version_info=version,
                 type_url=state.type_url,
                 nonce=nonce,
-                entries=sent,
+                entries=parts,
                 removed_resources=removed,
                 control_plane=self._control_plane,
                 body=whole.delta_fields() if whole is not None else None,

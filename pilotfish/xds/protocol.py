@@ -233,22 +233,26 @@ class TypeState:
     #: Names a wildcard subscription leaves out until asked for by name (Delta, on-demand
     #: CDS; set by the connection from its snapshot).
     on_demand: frozenset[str] = frozenset()
+    #: Names covered as if subscribed: what the hosts a proxy asked VHDS for resolve to
+    #: (on-demand virtual hosts; set by the connection).
+    pinned: frozenset[str] = frozenset()
 
     @property
     def subscription(self) -> Subscription:
-        return Subscription(self.wildcard, self.names, self.on_demand)
+        names = self.names | self.pinned if self.pinned else self.names
+        return Subscription(self.wildcard, names, self.on_demand)
 
     def covers(self, name: str) -> bool:
-        """Subscribed by name, or by the wildcard; an on-demand name the proxy already has
-        stays covered (it is kept up to date)."""
-        if name in self.names:
+        """Subscribed by name (or pinned), or by the wildcard; an on-demand name the proxy
+        already has stays covered (it is kept up to date)."""
+        if name in self.names or name in self.pinned:
             return True
         return self.wildcard and (name not in self.on_demand or name in self.have)
 
     def covered(self, names: frozenset[str] | set[str]) -> frozenset[str] | set[str]:
         """Those of ``names`` it :meth:`covers` (set operations but for on-demand names)."""
         if not self.wildcard:
-            return names & self.names
+            return names & (self.names | self.pinned)
         if not self.on_demand:
             return set(names)
         return {n for n in names if self.covers(n)}
@@ -269,9 +273,9 @@ class TypeState:
             # Every name held is covered by the wildcard (an on-demand one too: it is held).
             uncovered = ()
         elif isinstance(have, Have):
-            uncovered = have.names_not_in(self.names)
+            uncovered = have.names_not_in(self.names | self.pinned)
         else:
-            uncovered = list(have.keys() - self.names)
+            uncovered = list(have.keys() - self.names - self.pinned)
         for name in uncovered:
             self.have.pop(name, None)
             self.have_entries.pop(name, None)

@@ -20,7 +20,7 @@ import hashlib
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ from pilotfish.api.typeurls import (
     SECRET_TYPE,
     VIRTUAL_HOST_TYPE,
 )
+from pilotfish.api.vhost_directory import HostDirectory
 
 #: Every type the server serves, in the order a push sends them.
 PUSH_ORDER: tuple[str, ...] = (
@@ -73,21 +74,29 @@ Resources = Mapping[str, Mapping[str, Message]]
 
 class Generated(dict[str, dict[str, Message]]):
     """Resources, and per type the names a proxy gets only by asking for them by name
-    (on-demand CDS: left out of a Delta proxy's wildcard set until it subscribes to one).
-    A generator may return this instead of a plain mapping."""
+    (on-demand CDS: left out of a Delta proxy's wildcard set until it subscribes to one;
+    on-demand VHDS: asked for by a host, which ``directory`` resolves). A generator may
+    return this instead of a plain mapping."""
 
     def __init__(
         self,
         resources: Mapping[str, dict[str, Message]],
         on_demand: Mapping[str, frozenset[str]] | None = None,
+        directory: HostDirectory | None = None,
     ) -> None:
         super().__init__(resources)
         self.on_demand: Mapping[str, frozenset[str]] = dict(on_demand or {})
+        self.directory = directory
 
 
 def on_demand_of(resources: Resources) -> Mapping[str, frozenset[str]]:
     """The on-demand names of generated resources (none for a plain mapping)."""
     return resources.on_demand if isinstance(resources, Generated) else {}
+
+
+def directory_of(resources: Resources) -> HostDirectory | None:
+    """How hosts resolve to on-demand virtual hosts (None: none are on demand)."""
+    return resources.directory if isinstance(resources, Generated) else None
 
 
 #: Pure function from a proxy to its resources. May be slow-ish; it runs off the event loop.
@@ -151,6 +160,27 @@ class Entry:
 
     def __repr__(self) -> str:
         return f"Entry({short_name(self.type_url)} {self.name} {self.hash})"
+
+
+class DeltaPart:
+    """One Delta ``Resource`` built for one response, not shared: an entry carrying the
+    ``aliases`` an on-demand VHDS request named (the hosts it resolves), or, with no entry,
+    the VHDS protocol's "no such virtual host" (the alias as name and alias, no resource)."""
+
+    __slots__ = ("delta_field", "hash", "name", "resource")
+
+    def __init__(self, entry: Entry | None, aliases: Sequence[str]) -> None:
+        if entry is None:
+            resource = discovery_pb2.Resource(name=aliases[0], aliases=aliases)
+        else:
+            resource = discovery_pb2.Resource(
+                name=entry.name, version=entry.hash, resource=entry.any, aliases=aliases
+            )
+        self.name = resource.name
+        self.hash = resource.version
+        self.resource = resource
+        body = resource.SerializeToString(deterministic=True)
+        self.delta_field = _RESOURCES_TAG + _varint(len(body)) + body
 
 
 #: The joined Delta fields of the last few maps sent whole (``EntryMap.delta_fields``).
@@ -424,6 +454,8 @@ class Snapshot:
     eds_of_cluster: Mapping[str, str] = field(default_factory=dict)
     #: type URL -> names a Delta proxy gets only once it asks for them by name.
     on_demand: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    #: Resolves the hosts a proxy asks VHDS for to virtual hosts (on-demand virtual hosts).
+    directory: HostDirectory | None = None
 
     def get(self, type_url: str) -> Mapping[str, Entry]:
         return self.entries.get(type_url, {})
@@ -444,16 +476,19 @@ def build_snapshot(resources: Resources, cache: ResourceCache) -> Snapshot:
         # the same entries share one map.
         entries[type_url] = cache.whole(type_url, by_name)
     on_demand = {t: cache.names(n) for t, n in on_demand_of(resources).items() if n}
-    return _snapshot(entries, on_demand)
+    return _snapshot(entries, on_demand, directory_of(resources))
 
 
 def _snapshot(
     entries: Mapping[str, Mapping[str, Entry]],
     on_demand: Mapping[str, frozenset[str]] | None = None,
+    directory: HostDirectory | None = None,
 ) -> Snapshot:
     clusters = entries.get(CLUSTER_TYPE)
     eds_of = clusters.eds_of if isinstance(clusters, EntryMap) else _eds_of(clusters or {})
-    return Snapshot(entries=entries, eds_of_cluster=eds_of, on_demand=on_demand or {})
+    return Snapshot(
+        entries=entries, eds_of_cluster=eds_of, on_demand=on_demand or {}, directory=directory
+    )
 
 
 def _eds_of(entries: Mapping[str, Entry]) -> dict[str, str]:
@@ -500,7 +535,9 @@ def update_snapshot(
             on_demand[type_url] = cache.names(names_of)
         else:
             on_demand.pop(type_url, None)
-    return _snapshot(entries, on_demand)
+    # Virtual hosts and the directory that resolves hosts to them are generated together.
+    directory = directory_of(resources) if VIRTUAL_HOST_TYPE in types else previous.directory
+    return _snapshot(entries, on_demand, directory)
 
 
 def with_types_of(previous: Snapshot, updated: Snapshot, types: frozenset[str]) -> Snapshot:
@@ -517,7 +554,8 @@ def with_types_of(previous: Snapshot, updated: Snapshot, types: frozenset[str]) 
             on_demand[t] = updated.on_demand[t]
         else:
             on_demand.pop(t, None)
-    return _snapshot(entries, on_demand)
+    directory = updated.directory if VIRTUAL_HOST_TYPE in types else previous.directory
+    return _snapshot(entries, on_demand, directory)
 
 
 def _eds_service_name(cluster: cluster_pb2.Cluster) -> str | None:

@@ -450,7 +450,9 @@ class DiscoveryServer:
             t: self.cache.share(t, m) for t in types if (m := snapshot.entries.get(t)) is not None
         }
         snapshot = with_types_of(
-            snapshot, Snapshot(entries=shared, on_demand=snapshot.on_demand), types
+            snapshot,
+            Snapshot(entries=shared, on_demand=snapshot.on_demand, directory=snapshot.directory),
+            types,
         )
         # Weak references: the maps a push replaces are not kept alive by this memo.
         refs = tuple(weakref.ref(m) for m in maps if isinstance(m, EntryMap))
@@ -730,7 +732,7 @@ class DiscoveryServer:
         assert request is not None
         conn.generating = True
         try:
-            snapshot = await self._generate(conn.node, conn.target, request.scope)
+            snapshot = await self._generate(conn.node, conn.generated, request.scope)
         except Exception as e:
             self.metrics.internal_error()
             log.exception("%s: generating configuration failed; keeping what it has", conn.node_id)

@@ -1,9 +1,12 @@
-"""On-demand clusters (mesh config ``onDemandClusters``) on real traffic through real Envoys.
+"""On demand (mesh config ``onDemandClusters``) on real traffic through real Envoys.
 
-A client in a mesh of many services holds no outbound cluster until it calls one; its first
-call to a service it never called answers 200 through the mesh with the service's routing
-rules (a header match to a subset, a weighted split over subsets) applied, and afterwards it
-holds exactly the clusters its calls used (Envoy's ``/clusters``).
+A client in a mesh of many services holds no outbound cluster and no service's virtual host
+until it calls one; its first call to a service it never called answers 200 through the mesh
+with the service's routing rules (a header match to a subset, a weighted split over subsets)
+applied, and afterwards it holds exactly the clusters (Envoy's ``/clusters``) and virtual
+hosts (``/config_dump``) its calls used. A host no service has gets the fallback (under
+REGISTRY_ONLY, 502); when a service for it appears, or goes away, the host follows without
+Envoy asking again.
 """
 
 from __future__ import annotations
@@ -97,10 +100,9 @@ def test_a_sidecar_holds_only_the_clusters_it_called_and_first_calls_follow_the_
         mesh.add(f"reviews-{v}", {"app": "reviews", "version": v})
     mesh.add("ratings", {"app": "ratings"})
     client = mesh.add("productpage", {"app": "productpage"}, app_port=None)
-    # The routes of every service are there (routing rules apply from the first request);
-    # no outbound cluster is, in a mesh of FILLERS + 2 services.
-    eventually(lambda: f"{REVIEWS}:9080" in routes_of(client), what="routes")
-    assert f"filler-{FILLERS - 1}.default.svc.cluster.local:8080" in routes_of(client)
+    # No service's virtual host and no outbound cluster, in a mesh of FILLERS + 2 services:
+    # only the placeholder each route config starts with.
+    eventually(lambda: routes_of(client) == {"on-demand"}, what="the route config")
     assert outbound_clusters(client) == set()
 
     # The first call ever, with a header match to subset v2: answered by v2.
@@ -108,6 +110,7 @@ def test_a_sidecar_holds_only_the_clusters_it_called_and_first_calls_follow_the_
     assert first.status_code == 200, first.text
     assert first.json()["version"] == "v2"
     assert outbound_clusters(client) == {f"outbound|9080|v2|{REVIEWS}"}
+    assert routes_of(client) == {"on-demand", f"{REVIEWS}:9080"}
 
     # The weighted split: its first call reaches v1 or v3 (never v2), and both in time.
     seen: collections.Counter[str] = collections.Counter()
@@ -136,3 +139,52 @@ def test_a_sidecar_holds_only_the_clusters_it_called_and_first_calls_follow_the_
         f"outbound|9080|v3|{REVIEWS}",
         "outbound|9080||ratings.default.svc.cluster.local",
     }
+    assert routes_of(client) == {
+        "on-demand",
+        f"{REVIEWS}:9080",
+        "ratings.default.svc.cluster.local:9080",
+    }
+    # A host no service has: no route (a sidecar without capture under ALLOW_ANY), at once.
+    assert client.request("nowhere.example").status_code == 404
+
+
+REGISTRY_ONLY = """
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {name: on-demand, namespace: istio-system}
+spec:
+  meshConfig: {onDemandClusters: true, outboundTrafficPolicy: {mode: REGISTRY_ONLY}}
+"""
+
+LATE = """
+apiVersion: v1
+kind: Service
+metadata: {name: late}
+spec:
+  selector: {app: late}
+  ports: [{name: http, port: 9080}]
+"""
+
+
+def test_a_host_follows_its_service_appearing_and_going_away(mesh: Mesh) -> None:
+    mesh.apply(REGISTRY_ONLY + "---" + SERVICES)
+    client = mesh.add("productpage", {"app": "productpage"}, app_port=None)
+    eventually(lambda: routes_of(client) == {"on-demand"}, what="the route config")
+    # Asked for before any service has it: REGISTRY_ONLY's 502, from a virtual host made for
+    # that host (the route config has no ``*`` virtual host).
+    assert client.request("late:9080").status_code == 502
+    assert "late:9080" in routes_of(client)
+
+    # The service appears: the host's virtual host becomes the service's (Envoy does not ask
+    # again: the control plane keeps what the host resolves to current).
+    mesh.add("late", {"app": "late"})
+    mesh.apply(LATE)
+    eventually(lambda: client.request("late:9080").status_code == 200, what="the late service")
+    assert client.request("late:9080").json()["name"] == "late"
+    assert "late.default.svc.cluster.local:9080" in routes_of(client)
+    assert "late:9080" not in routes_of(client)
+
+    # And goes away: the host is blocked again.
+    mesh.live().cli("delete", "service", "late", check=True)
+    eventually(lambda: client.request("late:9080").status_code == 502, what="blocked again")
+    assert "late.default.svc.cluster.local:9080" not in routes_of(client)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pilotfish.translate import ROUTE_TYPE, generate
+from pilotfish.translate import ROUTE_TYPE, generate, generate_config
 from pilotfish.translate.generator import VIRTUAL_HOST_TYPE
-from pilotfish.translate.route_configs import merge_vhds
+from pilotfish.translate.route_configs import PLACEHOLDER_HOST, merge_vhds
 from tests.unit.translate.fixtures import (
     BOOKINFO_CORE,
     FEATURES,
@@ -149,3 +149,67 @@ def test_vhds_is_the_default_for_delta_sidecars_only() -> None:
         res = generate(node, push)
         assert not res[VIRTUAL_HOST_TYPE], what
         assert not any(rc.HasField("vhds") for rc in res[ROUTE_TYPE].values()), what
+
+
+ON_DEMAND: list[dict[str, Any]] = from_yaml(
+    """
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {name: on-demand, namespace: istio-system}
+spec: {meshConfig: {onDemandClusters: true}}
+"""
+)
+
+
+def test_on_demand_virtual_hosts_start_with_a_placeholder_and_resolve_hosts() -> None:
+    push = bookinfo_push(FEATURES + ON_DEMAND)
+    config = generate_config(sidecar_node(delta_xds=True), push)
+    route = config.resources[ROUTE_TYPE]["9080"]
+    # No inline virtual host: a ``*`` would take every host Envoy does not have yet.
+    assert route.HasField("vhds") and not route.virtual_hosts
+    vhosts = config.resources[VIRTUAL_HOST_TYPE]
+    assert PLACEHOLDER_HOST in vhosts["9080/on-demand"].domains
+    # Every service's virtual host is on demand, the placeholders (one per route config) not.
+    placeholders = {f"{name}/on-demand" for name in config.resources[ROUTE_TYPE]}
+    assert placeholders <= set(vhosts)
+    assert config.on_demand_vhosts == set(vhosts) - placeholders
+    assert REVIEWS in config.on_demand_vhosts
+    directory = config.directory
+    assert directory is not None
+    for host in ("reviews", "reviews:9080", "reviews.default.svc.cluster.local:9080"):
+        assert directory.resolve(f"9080/{host}").name == REVIEWS
+    # A host no service has gets the fallback (ALLOW_ANY: passthrough), made for it alone.
+    found = directory.resolve("9080/example.com")
+    assert found.name == "9080/example.com" and found.vhost is not None
+    assert list(found.vhost.domains) == ["example.com"]
+    assert found.vhost.routes[0].route.cluster == "PassthroughCluster"
+    # Off by default (VHDS alone keeps every virtual host eager).
+    plain = generate_config(sidecar_node(delta_xds=True), bookinfo_push(FEATURES))
+    assert plain.directory is None and not plain.on_demand_vhosts
+
+
+def test_on_demand_virtual_hosts_without_capture_under_registry_only() -> None:
+    node = sidecar_node(
+        ip="127.0.0.1",
+        interception_mode="NONE",
+        outbound_port=15001,
+        inbound_ports={9080: 15006},
+        delta_xds=True,
+    )
+    allow = generate_config(node, bookinfo_push(FEATURES + ON_DEMAND)).directory
+    assert allow is not None
+    # ALLOW_ANY without capture has no fallback: an unknown host finds no route (404).
+    assert allow.resolve("15001/example.com").name is None
+    assert allow.resolve("15001/reviews:9080").name == "15001/" + REVIEWS.partition("/")[2]
+    registry_only = from_yaml(
+        """
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {name: on-demand, namespace: istio-system}
+spec: {meshConfig: {onDemandClusters: true, outboundTrafficPolicy: {mode: REGISTRY_ONLY}}}
+"""
+    )
+    blocked = generate_config(node, bookinfo_push(FEATURES + registry_only)).directory
+    assert blocked is not None
+    found = blocked.resolve("15001/example.com")
+    assert found.vhost is not None and found.vhost.routes[0].direct_response.status == 502
