@@ -163,3 +163,74 @@ def test_sidecar_scopes_egress_and_maps_ingress_in_pods(mesh: Mesh, tmp_path: Pa
         "-w", "%{http_code}", "http://web.default/", check=False,
     )  # fmt: skip
     assert res.stdout.strip() == "200"
+
+
+def mesh_config(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "install.istio.io/v1alpha1",
+        "kind": "IstioOperator",
+        "metadata": {"name": "on-demand", "namespace": "istio-system"},
+        "spec": {"meshConfig": spec},
+    }
+
+
+def route_hosts(mesh: Mesh, pod: str, port: int = 80) -> set[str]:
+    """The virtual hosts of the pod's outbound route configuration ``port``, as Envoy holds
+    them."""
+    dump = mesh.local(
+        "exec", pod, "-c", "istio-proxy", "--", "curl", "-s",
+        "http://127.0.0.1:15000/config_dump?resource=dynamic_route_configs",
+    ).stdout  # fmt: skip
+    out: set[str] = set()
+    for item in json.loads(dump)["configs"]:
+        config = item["route_config"]
+        if config["name"] == str(port):
+            out |= {v["name"] for v in config.get("virtual_hosts", [])}
+    return out
+
+
+def test_on_demand_virtual_hosts_in_pods(mesh: Mesh, tmp_path: Path) -> None:
+    """With ``onDemandClusters``, a pod's sidecar starts with no service's virtual host on
+    port 80; a call to a service fetches its virtual host and cluster; a host no service has
+    (a pod outside the mesh, on 8080 where a Service without pods gives the client a route
+    config) gets ALLOW_ANY's passthrough, then, when the mesh turns REGISTRY_ONLY, 502
+    without Envoy asking again."""
+    # The namespace-wide Sidecar goes (web's, mapping its ingress port, stays).
+    mesh.cli("delete", "sidecar", "default", "-n", "default", check=False)
+    mesh.cli("create", "namespace", "plain")  # no injection: outside the mesh
+    apply(
+        mesh,
+        tmp_path,
+        mesh_config({"onDemandClusters": True}),
+        deployment("bare", "plain", SERVE, 8080),
+        {**service("alt", "default", 8080), "spec": {"selector": {"app": "alt"},
+         "ports": [{"name": "http", "port": 8080}]}},
+    )  # fmt: skip
+    (bare,) = mesh.wait_pods_ready("plain", 1)
+    bare_ip = bare["status"]["podIP"]
+    bare_url = f"http://{bare_ip}:8080/"
+    # A new client pod starts under the setting.
+    mesh.cli("delete", "pod", mesh.pod_named("sleep"))
+    settle(lambda: len(mesh.wait_pods_ready("default", 2)) == 2, "a new sleep pod")
+    sleep = mesh.pod_named("sleep")
+    settle(lambda: route_hosts(mesh, sleep) == {"80/on-demand"} or route_hosts(mesh, sleep),
+           "only the placeholder")  # fmt: skip
+
+    assert curl(mesh, sleep, "http://far.other/") == "200"
+    assert curl(mesh, sleep, "http://web/") == "200"
+    assert route_hosts(mesh, sleep) == {
+        "80/on-demand",
+        "80/far.other.svc.cluster.local:80",
+        "80/web.default.svc.cluster.local:80",
+    }
+    # An address no service has: the fallback made for that host, passthrough.
+    assert route_hosts(mesh, sleep, 8080) == {"8080/on-demand"}
+    assert curl(mesh, sleep, bare_url) == "200"
+    assert route_hosts(mesh, sleep, 8080) == {"8080/on-demand", f"8080/{bare_ip}:8080"}
+
+    apply(mesh, tmp_path, mesh_config({"onDemandClusters": True,
+          "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}))  # fmt: skip
+    settle(lambda: curl(mesh, sleep, bare_url) == "502" or curl(mesh, sleep, bare_url),
+           "the same host blocked")  # fmt: skip
+    assert curl(mesh, sleep, "http://web/") == "200"
+    mesh.cli("delete", "istiooperator", "on-demand", "-n", "istio-system")
