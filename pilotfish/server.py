@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from envoy.config.route.v3 import route_components_pb2
 from google.protobuf import json_format
 
 from pilotfish import __version__
@@ -83,7 +84,13 @@ from pilotfish.xds import (
     XdsSettings,
 )
 from pilotfish.xds.push import Scope
-from pilotfish.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, Generated, short_name
+from pilotfish.xds.resources import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    Generated,
+    on_demand_of,
+    short_name,
+)
 from pilotfish.xds.secrets import secrets_for
 from pilotfish.xds.server import SharedGeneration, StreamRefused
 
@@ -711,11 +718,32 @@ class Mesh:
         return out
 
     def proxy_config(self, namespace: str, name: str) -> dict[str, list[dict[str, Any]]] | None:
-        """What the control plane generates for a connected proxy, as JSON, by type."""
+        """What the control plane generates for a connected proxy, as JSON, by type; of the
+        names sent on demand (clusters, virtual hosts), those the proxy asked for, and the
+        fallback virtual hosts made for the hosts it asked for: what it should run."""
         for node in self.xds.connected_nodes():
             if node.namespace == namespace and node.pod_name == name:
-                return config_as_json(proxy_resources(node, self.source.current()))
+                resources = proxy_resources(node, self.source.current())
+                return config_as_json(self._as_held(node, resources))
         return None
+
+    def _as_held(self, node: NodeInfo, resources: Resources) -> Resources:
+        lazy = {t: n for t, n in on_demand_of(resources).items() if n}
+        if not lazy:
+            return resources
+        out = dict(resources)
+        for type_url, names in lazy.items():
+            held = self.xds.held(node.node_id, type_url)
+            if held is None:
+                continue
+            generated = resources.get(type_url, {})
+            kept = {n: m for n, m in generated.items() if n not in names or n in held}
+            if type_url == VIRTUAL_HOST_TYPE:
+                for n, entry in held.items():
+                    if n not in kept:  # a fallback made for a host the proxy asked for
+                        kept[n] = route_components_pb2.VirtualHost.FromString(entry.any.value)
+            out[type_url] = kept
+        return out
 
     def explain(
         self, namespace: str, name: str, method: str, url: str, headers: dict[str, str]

@@ -58,6 +58,7 @@ from pilotfish.xds.resources import (
     ENDPOINT_TYPE,
     ROUTE_TYPE,
     SECRET_TYPE,
+    Entry,
     EntryMap,
     Generator,
     ResourceCache,
@@ -316,6 +317,22 @@ class DiscoveryServer:
 
     def connected_nodes(self) -> list[NodeInfo]:
         return [s.conn.node for s in self._streams.values()]
+
+    def held(self, node_id: str, type_url: str) -> dict[str, Entry] | None:
+        """The resources of ``type_url`` the proxy ``node_id`` was sent and holds, as far as
+        its stream knows (their newest entries); None when it is not connected or has not
+        asked for the type. For readers comparing with what the proxy runs (on-demand names
+        are held only once asked for)."""
+        for stream in self._streams.values():
+            conn = stream.conn
+            if conn.node_id != node_id:
+                continue
+            state = conn.types.get(type_url)
+            if state is None or not state.requested:
+                return None
+            available = conn.target.get(type_url)
+            return {n: e for n in list(state.have) if (e := available.get(n)) is not None}
+        return None
 
     def synced(self) -> bool:
         """No push waits or is being delivered, and every response sent was answered."""

@@ -146,6 +146,13 @@ def test_a_sidecar_holds_only_the_clusters_it_called_and_first_calls_follow_the_
     }
     # A host no service has: no route (a sidecar without capture under ALLOW_ANY), at once.
     assert client.request("nowhere.example").status_code == 404
+    # proxy-status compares with what the proxy asked for, not with every service's.
+    assert_in_sync(mesh)
+
+
+def assert_in_sync(mesh: Mesh) -> None:
+    status = mesh.cp.cli("proxy-status", "productpage.default", check=True).stdout
+    assert "Clusters Match" in status and "Routes Match" in status, status
 
 
 REGISTRY_ONLY = """
@@ -174,6 +181,7 @@ def test_a_host_follows_its_service_appearing_and_going_away(mesh: Mesh) -> None
     # that host (the route config has no ``*`` virtual host).
     assert client.request("late:9080").status_code == 502
     assert "late:9080" in routes_of(client)
+    assert_in_sync(mesh)
 
     # The service appears: the host's virtual host becomes the service's (Envoy does not ask
     # again: the control plane keeps what the host resolves to current).
