@@ -889,7 +889,9 @@ FIELDS: dict[str, dict[str, Decision]] = {
         "Container.tty": W(_NO_TTY, False),
         "ContainerPort.name": E,
         "ContainerPort.containerPort": E,
-        "ContainerPort.protocol": W("the local runtime serves TCP ports only", "TCP"),
+        "ContainerPort.protocol": W(
+            "the local runtime serves TCP ports only (others do not count for readiness)", "TCP"
+        ),
         "ContainerPort.hostPort": W("pods are reached at their own address"),
         "ContainerPort.hostIP": W("pods are reached at their own address"),
         "EnvVar.name": E,

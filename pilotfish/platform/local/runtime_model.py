@@ -658,5 +658,11 @@ def container_process(
     gid = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
     uid = default_uid if uid is None else int(str(uid))
     gid = (default_gid if uid == default_uid else uid) if gid is None else int(str(gid))
-    ports = tuple(int(p["containerPort"]) for p in container.get("ports") or [])
+    # TCP ports only: without a probe a container is ready once they accept connections (a
+    # UDP port never would).
+    ports = tuple(
+        int(p["containerPort"])
+        for p in container.get("ports") or []
+        if str(p.get("protocol") or "TCP").upper() == "TCP"
+    )
     return ContainerProcess(name, tuple(argv), env, uid, gid, ports)

@@ -370,6 +370,10 @@ def test_container_process_command_env_and_users() -> None:
                         "POD_NAME": "reviews-v1-abc-12345", "POD_IP": "10.244.0.9",
                         "APP": "reviews"}  # fmt: skip
     assert (proc.uid, proc.gid, proc.ports) == (999, 998, (9080,))
+    # Readiness without a probe waits for TCP ports only: a UDP port never accepts.
+    c["ports"] = [*c["ports"], {"containerPort": 53, "protocol": "UDP"}]
+    udp = container_process(pod, c, pod_ip="x", default_uid=999, default_gid=998, pod_python="p")
+    assert udp.ports == (9080,)
     pod["spec"]["securityContext"] = {"runAsUser": 1500}
     as_pod_user = container_process(pod, c, pod_ip="x", default_uid=999, default_gid=998,
                                     pod_python="p")  # fmt: skip
