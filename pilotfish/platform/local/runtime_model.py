@@ -597,6 +597,8 @@ class ContainerProcess:
     uid: int
     gid: int
     ports: tuple[int, ...]
+    #: containerPort by its name, for probes that name their port.
+    named_ports: Mapping[str, int] = field(default_factory=dict)
 
 
 def _python(argv0: str, pod_python: str) -> str:
@@ -665,4 +667,6 @@ def container_process(
         for p in container.get("ports") or []
         if str(p.get("protocol") or "TCP").upper() == "TCP"
     )
-    return ContainerProcess(name, tuple(argv), env, uid, gid, ports)
+    named = {str(p["name"]): int(p["containerPort"]) for p in container.get("ports") or []
+             if p.get("name")}  # fmt: skip
+    return ContainerProcess(name, tuple(argv), env, uid, gid, ports, named)

@@ -899,7 +899,7 @@ def _app_metrics(annotations: Mapping[str, Any]) -> AppMetrics | None:
 def _resolve_port(port: Any, c: _Container) -> int | None:
     if isinstance(port, int) or (isinstance(port, str) and port.isdigit()):
         return int(port)
-    return None if not c.spec.ports else c.spec.ports[0]
+    return c.spec.named_ports.get(str(port))
 
 
 def _next_backoff(current: float, settings: PodRunnerSettings) -> float:

@@ -374,6 +374,18 @@ def test_container_process_command_env_and_users() -> None:
     c["ports"] = [*c["ports"], {"containerPort": 53, "protocol": "UDP"}]
     udp = container_process(pod, c, pod_ip="x", default_uid=999, default_gid=998, pod_python="p")
     assert udp.ports == (9080,)
+    # A probe naming its port gets the container port of that name, not the first one.
+    from types import SimpleNamespace
+
+    from pilotfish.platform.local.runtime_pod import _resolve_port
+
+    c["ports"] = [{"containerPort": 9000, "name": "admin"}, *c["ports"]]
+    named = container_process(pod, c, pod_ip="x", default_uid=1, default_gid=1, pod_python="p")
+    assert named.named_ports == {"admin": 9000, "http": 9080}
+    holder: Any = SimpleNamespace(spec=named)
+    assert [_resolve_port(p, holder) for p in ("http", "admin", 7000, "7001", "nope")] == [
+        9080, 9000, 7000, 7001, None,
+    ]  # fmt: skip
     pod["spec"]["securityContext"] = {"runAsUser": 1500}
     as_pod_user = container_process(pod, c, pod_ip="x", default_uid=999, default_gid=998,
                                     pod_python="p")  # fmt: skip
