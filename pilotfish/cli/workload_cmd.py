@@ -2,15 +2,19 @@
 
 As ``istioctl x workload entry configure``: from a WorkloadGroup file it writes ``cluster.env``,
 ``mesh.yaml``, ``root-cert.pem``, ``istio-token`` and ``hosts`` into ``-o DIR`` (see
-:mod:`pilotfish.api.workloadfiles`). The token is a workload token for the group's namespace and
-``template.serviceAccount``, bound to the group (it registers into that group and no other);
-the roots and the control plane's xDS address come from the control plane's API. On the host,
-``pilotfish proxy --config-dir DIR`` starts from that directory alone.
+:mod:`pilotfish.api.workloadfiles`), and ``bootstrap-patches.json`` when EnvoyFilter BOOTSTRAP
+patches select the group's workloads (:mod:`pilotfish.api.bootstrap_patch`; Istio applies them
+at a proxy's start, so after such a filter changes, write the files again and restart).
+The token is a workload token for the group's namespace and ``template.serviceAccount``,
+bound to the group (it registers into that group and no other); the roots and the control
+plane's xDS address come from the control plane's API. On the host, ``pilotfish proxy
+--config-dir DIR`` starts from that directory alone.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,8 @@ from typing import Any
 import click
 
 from pilotfish.api import workloadfiles as wf
-from pilotfish.api.kinds import CONTROL_PLANE_PATH, lookup, token_path
+from pilotfish.api.bootstrap_patch import BOOTSTRAP_PATCHES_FILE, bootstrap_patches
+from pilotfish.api.kinds import CONTROL_PLANE_PATH, MESH_CONFIG_PATH, lookup, token_path
 from pilotfish.config.loader import load_documents
 from pilotfish.errors import PilotfishError
 
@@ -133,6 +138,11 @@ def configure(
                 }
             }
             token = client.request("POST", token_path(namespace, account), json=body)
+            filters = client.list_objects(lookup("EnvoyFilter"), None).get("items") or []
+            root = "istio-system"
+            if filters:
+                mesh = client.request("GET", MESH_CONFIG_PATH) or {}
+                root = str(mesh.get("rootNamespace") or root)
     except PilotfishError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -166,6 +176,18 @@ def configure(
         wf.TOKEN: str(token["status"]["token"]) + "\n",
         wf.HOSTS: wf.render_hosts(files),
     }
+    patches = bootstrap_patches(
+        filters,
+        root_namespace=root,
+        namespace=namespace,
+        labels=labels,
+        metadata={"NAMESPACE": namespace, "LABELS": labels, "SERVICE_ACCOUNT": account},
+    )
+    stale = output / BOOTSTRAP_PATCHES_FILE
+    if patches:
+        contents[BOOTSTRAP_PATCHES_FILE] = json.dumps(patches, indent=2) + "\n"
+    elif stale.exists():
+        stale.unlink()  # written for an EnvoyFilter since removed
     for filename, text in contents.items():
         path = output / filename
         mode = 0o600 if filename == wf.TOKEN else 0o644
