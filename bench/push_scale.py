@@ -8,6 +8,7 @@ Run from the repository root::
     .venv/bin/python bench/push_scale.py --quick                 # 20 x 20, 2 reps
     .venv/bin/python bench/push_scale.py --reps 0                # the storms and memory only
     .venv/bin/python bench/push_scale.py --rds                   # everything with whole RDS
+    .venv/bin/python bench/push_scale.py --memory-report /tmp/mem    # where its memory is
 
 One control plane (``pilotfish server``, SQLite store, xDS over TLS) pinned to the first CPU;
 the simulated proxies (``pilotfish.testing.ads_client.AdsClient``, Delta, ACKing like Envoy,
@@ -21,7 +22,10 @@ VirtualService are applied first. Then:
   connections asked for have reached everyone), and the control plane's CPU seconds over
   both. Meanwhile this script reads the HTTP API (list VirtualServices) every 50 ms: the
   API's p99 latency during the storm;
-- **memory**: the server's RSS growth over the 0-proxy baseline, per connected proxy;
+- **memory**: the server's RSS growth over the 0-proxy baseline, per connected proxy; its
+  RSS is also printed after the changes, after the switch below and after its flips (each
+  once the server is idle: its writes completed). ``--memory-report DIR`` has the control
+  plane write what holds it at those points (``pilotfish.memreport``);
 - **restart storm** (the issue's connection storm): the control plane is killed (SIGKILL)
   and started again on the same store and ports; every simulated proxy reconnects as Envoy
   does (jittered exponential backoff from 0.5 s; over Delta it declares the resources it
@@ -96,6 +100,10 @@ PODS_PATH = "/api/v1/namespaces/default/pods"
 HOST = "{}.default.svc.cluster.local"
 #: The VHDS resource of ROUTE_HOST's virtual host (route config "9080").
 ROUTE_VHOST = f"9080/{HOST.format(ROUTE_HOST)}:9080"
+#: Read by the control plane (``pilotfish.memreport``): where SIGUSR2 writes a report.
+MEMORY_REPORT_ENV = "PILOTFISH_MEMORY_REPORT"
+#: Environment variables set for the control plane and not for the simulated proxies.
+SERVER_ONLY_ENV: set[str] = set()
 
 
 def vhds_switch(on: bool) -> dict[str, Any]:
@@ -272,8 +280,11 @@ async def _worker(target: str, roots: str | None, count: int, services: int) -> 
 
 class Worker:
     def __init__(self, args: list[str], cpus: set[int] | None, log: Path) -> None:
+        # Only the control plane gets --server-env and traces its allocations (--tracemalloc).
+        env = {k: v for k, v in os.environ.items() if k not in SERVER_ONLY_ENV}
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--worker", *args],
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log.open("wb"),
@@ -401,6 +412,19 @@ def wait_idle(pid: int, timeout: float = 120.0) -> None:
         quiet = quiet + 1 if cpu_seconds(pid) - before < 0.05 else 0
 
 
+def request_memory_report(pid: int, directory: Path, timeout: float = 300.0) -> Path:
+    """Ask the control plane for a memory report (SIGUSR2) and wait until it is written."""
+    before = set(directory.glob(f"memory-{pid}-*.txt"))
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = set(directory.glob(f"memory-{pid}-*.txt")) - before
+        if new:
+            return new.pop()
+        time.sleep(0.2)
+    raise SystemExit(f"no memory report from {pid} in {timeout:.0f} s")
+
+
 def run_change(
     api: Any, worker: Worker, items: list[dict[str, Any]], type_: str, name: str, count: int
 ) -> float:
@@ -487,6 +511,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-restart", action="store_true", help="skip the restart storm (fresh connects only)"
     )
+    parser.add_argument(
+        "--memory-report",
+        type=Path,
+        metavar="DIR",
+        help="the control plane writes a memory report (pilotfish.memreport) into DIR after "
+        "the fresh storm, each restart storm, the changes and the flips after the switch; "
+        "each report trims its heap (malloc_trim), so the RSS figures after the first are "
+        "not comparable with a run without",
+    )
+    parser.add_argument(
+        "--tracemalloc",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="with --memory-report: the control plane traces its allocations "
+        "(PYTHONTRACEMALLOC=FRAMES; slower), and its reports list the largest sites",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for the control plane only (e.g. MALLOC_ARENA_MAX=2); "
+        "repeatable",
+    )
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--worker", nargs=4, metavar=("TARGET", "ROOTS", "COUNT", "SERVICES"))
     args = parser.parse_args(argv)
@@ -507,6 +556,21 @@ def main(argv: list[str] | None = None) -> int:
         f"push scale on {machine()}: {n} proxies x {s} services, {routes}; work dir {workdir}",
         flush=True,
     )
+    for setting in args.server_env:
+        name, _, value = setting.partition("=")
+        os.environ[name] = value
+        SERVER_ONLY_ENV.add(name)
+    if args.memory_report:
+        os.environ[MEMORY_REPORT_ENV] = str(args.memory_report.resolve())
+        if args.tracemalloc:
+            os.environ["PYTHONTRACEMALLOC"] = str(args.tracemalloc)
+            SERVER_ONLY_ENV.add("PYTHONTRACEMALLOC")
+    reports: list[tuple[str, Path]] = []
+
+    def memory_report(pid: int, label: str) -> None:
+        if args.memory_report:
+            reports.append((label, request_memory_report(pid, args.memory_report)))
+
     with Processes(workdir) as procs:
         extra = ("--no-api-worker",) if args.no_api_worker else ()
         cp = start_control_plane(procs, "server", cpus=server_cpus, extra_args=extra)
@@ -537,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(2.0)
             rss = rss_mb(cp.pid)
             per_proxy = (rss - baseline) / n
+            memory_report(cp.pid, "synced")
             # The restart storm in two settings, one after the other: the simulated sidecars
             # as they connected (captured sidecars without a Pod object: their endpoints
             # exist only through their connection and are gone after a restart), then with
@@ -548,12 +613,14 @@ def main(argv: list[str] | None = None) -> int:
                 cp, api, restarts["without Pods"] = restart_storm(
                     procs, cp, worker, server_cpus, extra
                 )
+                memory_report(cp.pid, "after the restart storm without Pods")
                 # Created one by one as the runtime does (apply refuses Pods).
                 for i in range(n):
                     api.http.post(PODS_PATH, json=sim_pod(i, s)).raise_for_status()
                 wait_idle(cp.pid)
                 print("  restart storm, sidecars of Pods (as the runtime records them):")
                 cp, api, restarts["Pods"] = restart_storm(procs, cp, worker, server_cpus, extra)
+                memory_report(cp.pid, "after the restart storm with Pods")
             # Where a weight flip shows: the one virtual host (VHDS) or the route config (RDS).
             modes = {"VHDS": ("VHDS", ROUTE_VHOST), "RDS": ("RDS", "9080")}
             mode, other = ("RDS", "VHDS") if args.rds else ("VHDS", "RDS")
@@ -577,7 +644,12 @@ def main(argv: list[str] | None = None) -> int:
                     + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in results.items()),
                     flush=True,
                 )
+            wait_idle(cp.pid)  # its writes completed: what it keeps, not what is in flight
+            rss_changes = rss_mb(cp.pid)
+            if args.reps:
+                memory_report(cp.pid, f"after {args.reps * 3} changes")
             switch_s = None
+            rss_switch = 0.0
             other_flip = f"VS weight over {other}"
             if args.reps and not args.no_switch:
                 # Side by side: the same weight flips with virtualHostDiscovery switched the
@@ -586,6 +658,9 @@ def main(argv: list[str] | None = None) -> int:
                 switch = vhds_switch(other == "VHDS")
                 switch_s = run_change(api, worker, [switch], *modes[other], n)
                 print(f"  {other}: every proxy holds its routes so after {switch_s:.1f}s")
+                wait_idle(cp.pid)  # its writes completed: what it keeps, not what is in flight
+                rss_switch = rss_mb(cp.pid)
+                memory_report(cp.pid, f"after the switch to {other}")
                 results[other_flip] = []
                 for rep in range(args.reps):
                     # Weights the flips above never set: each apply is a change.
@@ -599,7 +674,10 @@ def main(argv: list[str] | None = None) -> int:
                         f"  rep {rep + 1}: {other_flip} {results[other_flip][-1] * 1000:.0f} ms",
                         flush=True,
                     )
+            wait_idle(cp.pid)  # its writes completed: what it keeps, not what is in flight
             rss_after = rss_mb(cp.pid)
+            if switch_s is not None:
+                memory_report(cp.pid, f"after the switch to {other} and its flips")
         finally:
             worker.stop()
     api_p99 = percentile(probe.latencies, 99)
@@ -734,9 +812,17 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"server RSS: {baseline:.0f} MB with no proxy, {rss:.0f} MB synced"
         + "".join(f", {r['rss']:.0f} MB after the restart storm ({k})" for k, r in restarts.items())
-        + f", {rss_after:.0f} MB "
-        f"after {args.reps * 3} changes; ratios below 1.00x meet the target."
+        + f", {rss_changes:.0f} MB after {args.reps * 3} changes"
+        + (
+            f", {rss_switch:.0f} MB after the switch to {other}, {rss_after:.0f} MB after its "
+            f"{args.reps} flips"
+            if switch_s is not None
+            else ""
+        )
+        + "; ratios below 1.00x meet the target."
     )
+    for label, path in reports:
+        print(f"memory report {label}: {path}")
     return 0
 
 

@@ -37,7 +37,7 @@ from aiohttp import web
 from envoy.config.route.v3 import route_components_pb2
 from google.protobuf import json_format
 
-from pilotfish import __version__
+from pilotfish import __version__, memreport
 from pilotfish.api.mesh import API_PORT, XDS_PORT
 from pilotfish.api.meshconfig import IPNetwork, blocked_cidrs_in_jwks_uris, parse_cidrs
 from pilotfish.api.node import NodeInfo
@@ -1119,6 +1119,9 @@ def run_server(settings: ServerSettings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        reports = memreport.directory_from_env()
+        if reports is not None:  # off by default: see pilotfish.memreport
+            loop.add_signal_handler(signal.SIGUSR2, memreport.write_report, reports)
         await serve(settings, stop)
 
     try:

@@ -17,9 +17,10 @@ Contract for generators: return fresh messages or messages that are never mutate
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 import weakref
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -395,6 +396,46 @@ class ResourceCache:
     def size(self) -> int:
         """Entries alive (referenced by some proxy's snapshot)."""
         return len(self._entries)
+
+    def describe(self) -> list[str]:
+        """What the cache holds, for a memory report (``pilotfish.memreport``)."""
+        mb = 2**20
+        with self._lock:
+            only_memo = self._kept_by_memo_alone()
+            entries = list(self._entries.values())
+            lines = [
+                f"memo {len(self._memo)} of {self._memo_size}, bases {len(self._bases)}, "
+                f"layers {len(self._layers)}, maps {len(self._maps)}, updates "
+                f"{len(self._updates)}, name sets {len(self._name_sets)}",
+            ]
+        payload = sum(len(e.any.value) for e in entries) / mb
+        fields = sum(len(e._field) for e in entries if e._field is not None) / mb
+        lines.append(f"entries {len(entries)}: {payload:.1f} MB packed, {fields:.1f} MB encoded")
+        by_type: dict[str, list[int]] = {}
+        for e in entries:
+            count = by_type.setdefault(short_name(e.type_url), [0, 0])
+            count[0] += 1
+            count[1] += len(e.any.value)
+        lines.append(
+            "  by type: "
+            + ", ".join(f"{t} {n} ({size / mb:.1f} MB)" for t, (n, size) in sorted(by_type.items()))
+        )
+        lines.append(
+            f"entries kept by the memo alone: {len(only_memo)} "
+            f"({sum(len(e.any.value) for e in only_memo) / mb:.1f} MB packed)"
+        )
+        with _JOINED_LOCK:
+            joined = [b for _, b in _JOINED.values()]
+        lines.append(f"joined maps {len(joined)}: {sum(map(len, joined)) / mb:.1f} MB")
+        return lines
+
+    def _kept_by_memo_alone(self) -> list[Entry]:
+        """The entries no snapshot, map or response refers to, only the memo (under the
+        lock)."""
+        memo = {id(pair[1]): pair[1] for pair in self._memo.values()}
+        refs = Counter(id(pair[1]) for pair in self._memo.values())
+        # Referred to by the memo's tuples, ``memo`` and getrefcount's argument only.
+        return [memo[i] for i in list(memo) if sys.getrefcount(memo[i]) == refs[i] + 2]
 
     def intern(self, type_url: str, name: str, message: Message) -> Entry:
         """The shared entry for this resource (thread-safe: generators run in threads)."""

@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives import serialization
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
+from pilotfish import memreport
 from pilotfish.api.node import NodeInfo
 from pilotfish.xds.connection import DeltaResponse, ProxyConnection, Request, Response
 from pilotfish.xds.metrics import NO_METRICS, XdsMetrics, metric_type
@@ -120,6 +121,23 @@ def _light(scope: Scope) -> bool:
 
 #: Most scoped updates kept for sharing at once (each holds the maps before and after).
 _SHARED_MAX = 256
+
+
+def _describe(ref: weakref.ref[DiscoveryServer]) -> Callable[[], list[str]]:
+    """The memory report's section on a server's caches (weakly: it does not keep it)."""
+
+    def describe() -> list[str]:
+        server = ref()
+        if server is None:
+            return ["stopped"]
+        with server._shared_lock:
+            shared = len(server._shared)
+        return [
+            f"streams {len(server._streams)}, shared updates {shared}",
+            *server.cache.describe(),
+        ]
+
+    return describe
 
 
 class _Wake:
@@ -217,6 +235,8 @@ class DiscoveryServer:
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.cache = ResourceCache()
+        if memreport.directory_from_env() is not None:  # off by default
+            memreport.register("xDS server", _describe(weakref.ref(self)))
         self._streams: dict[str, _Stream] = {}
         self._per_node: dict[str, int] = {}
         self._ids = itertools.count(1)
