@@ -267,6 +267,13 @@ class ResourceCache:
     Entries live as long as some proxy's snapshot refers to them (weak values). A bounded memo
     keyed by message identity skips re-serializing a message object the generator returns to
     many proxies.
+
+    The memo and the interned bases of layered maps hold the generator's messages (to keep
+    their identity), so they keep what they hold for one push only (:meth:`next_push`): what
+    no generation used since the push before is let go. Without it a superseded message
+    stayed until thousands of newer ones pushed it out, which a quiet mesh may never intern:
+    at a thousand services each weight flip over whole route configurations left its ~3 MB
+    route configuration (the message, its serialization and encoding) behind.
     """
 
     def __init__(self, memo_size: int = 4096) -> None:
@@ -274,6 +281,8 @@ class ResourceCache:
             weakref.WeakValueDictionary()
         )
         self._memo: OrderedDict[int, tuple[Message, Entry]] = OrderedDict()
+        #: The memo of the push before (``next_push``): a hit moves back into ``_memo``.
+        self._memo_before: dict[int, tuple[Message, Entry]] = {}
         self._memo_size = memo_size
         #: The most resources of each type one generation interned.
         self._type_sizes: dict[str, int] = {}
@@ -285,12 +294,21 @@ class ResourceCache:
         self._name_sets: OrderedDict[frozenset[str], frozenset[str]] = OrderedDict()
         #: id of a layered map's base -> (that base, its entries): interned once per base.
         self._bases: OrderedDict[int, tuple[Mapping[str, Message], EntryMap]] = OrderedDict()
+        #: The bases of the push before, like ``_memo_before``.
+        self._bases_before: dict[int, tuple[Mapping[str, Message], EntryMap]] = {}
         #: (type, base entries by identity, touched names and their entries) -> (the base
         #: entries, the shared map), both weakly: the proxies of a view with the same own
         #: resources get the same map in O(own resources).
         self._layers: OrderedDict[Hashable, tuple[weakref.ref[Any], weakref.ref[EntryMap]]] = (
             OrderedDict()
         )
+
+    def next_push(self) -> None:
+        """A push begins: the memo entries and bases no generation used since the push
+        before this one are let go (with the messages, of older push contexts, they hold)."""
+        with self._lock:
+            self._memo_before, self._memo = self._memo, OrderedDict()
+            self._bases_before, self._bases = self._bases, OrderedDict()
 
     def share(self, type_url: str, entries: Mapping[str, Entry]) -> EntryMap:
         """The one map holding exactly ``entries`` (proxies of one view share it)."""
@@ -340,6 +358,10 @@ class ResourceCache:
             found = self._bases.get(id(base))
             if found is not None and found[0] is base:
                 self._bases.move_to_end(id(base))
+                return found[1]
+            found = self._bases_before.pop(id(base), None)
+            if found is not None and found[0] is base:
+                self._bases[id(base)] = found
                 return found[1]
         entries = EntryMap(self.intern_all(type_url, base))
         with self._lock:
@@ -404,7 +426,8 @@ class ResourceCache:
             only_memo = self._kept_by_memo_alone()
             entries = list(self._entries.values())
             lines = [
-                f"memo {len(self._memo)} of {self._memo_size}, bases {len(self._bases)}, "
+                f"memo {len(self._memo)} of {self._memo_size} (and {len(self._memo_before)} "
+                f"of the push before), bases {len(self._bases)} (and {len(self._bases_before)}), "
                 f"layers {len(self._layers)}, maps {len(self._maps)}, updates "
                 f"{len(self._updates)}, name sets {len(self._name_sets)}",
             ]
@@ -432,8 +455,10 @@ class ResourceCache:
     def _kept_by_memo_alone(self) -> list[Entry]:
         """The entries no snapshot, map or response refers to, only the memo (under the
         lock)."""
-        memo = {id(pair[1]): pair[1] for pair in self._memo.values()}
-        refs = Counter(id(pair[1]) for pair in self._memo.values())
+        pairs = [*self._memo.values(), *self._memo_before.values()]
+        memo = {id(pair[1]): pair[1] for pair in pairs}
+        refs = Counter(id(pair[1]) for pair in pairs)
+        del pairs
         # Referred to by the memo's tuples, ``memo`` and getrefcount's argument only.
         return [memo[i] for i in list(memo) if sys.getrefcount(memo[i]) == refs[i] + 2]
 
@@ -466,6 +491,10 @@ class ResourceCache:
         if memo is not None and memo[0] is message and memo[1].name == name:
             self._memo.move_to_end(id(message))
             return memo[1]
+        memo = self._memo_before.pop(id(message), None)
+        if memo is not None and memo[0] is message and memo[1].name == name:
+            self._remember(message, memo[1])
+            return memo[1]
         expected = type_url.removeprefix(PREFIX)
         if message.DESCRIPTOR.full_name != expected:
             raise ValueError(
@@ -480,10 +509,13 @@ class ResourceCache:
         entry = self._entries.get(key)
         if entry is None:
             self._entries[key] = entry = fresh
+        self._remember(message, entry)
+        return entry
+
+    def _remember(self, message: Message, entry: Entry) -> None:
         self._memo[id(message)] = (message, entry)
         if len(self._memo) > self._memo_size:
             self._memo.popitem(last=False)
-        return entry
 
 
 @dataclass(frozen=True)

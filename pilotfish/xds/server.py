@@ -52,7 +52,7 @@ from pilotfish import memreport
 from pilotfish.api.node import NodeInfo
 from pilotfish.xds.connection import DeltaResponse, ProxyConnection, Request, Response
 from pilotfish.xds.metrics import NO_METRICS, XdsMetrics, metric_type
-from pilotfish.xds.protocol import resumes_listeners
+from pilotfish.xds.protocol import Have, resumes_listeners
 from pilotfish.xds.push import Debouncer, PushRequest, Scope, merge
 from pilotfish.xds.resources import (
     CLUSTER_TYPE,
@@ -132,8 +132,24 @@ def _describe(ref: weakref.ref[DiscoveryServer]) -> Callable[[], list[str]]:
             return ["stopped"]
         with server._shared_lock:
             shared = len(server._shared)
+        streams = list(server._streams.values())
+        # What the proxies are recorded holding is a view over the map of their first
+        # configuration: the entries those maps keep that no proxy's current one has.
+        bases: dict[int, Mapping[str, Any]] = {}
+        targets: dict[int, Mapping[str, Any]] = {}
+        for stream in streams:
+            for state in stream.conn.types.values():
+                if isinstance(state.have, Have):
+                    bases.setdefault(id(state.have.base), state.have.base)
+            for entries in stream.conn.target.entries.values():
+                targets.setdefault(id(entries), entries)
+        current = {id(e) for m in targets.values() for e in m.values()}
+        pinned = {id(e): e for m in bases.values() for e in m.values() if id(e) not in current}
+        size = sum(len(e.any.value) for e in pinned.values()) / 2**20
         return [
-            f"streams {len(server._streams)}, shared updates {shared}",
+            f"streams {len(streams)}, shared updates {shared}",
+            f"first-configuration maps recorded as held: {len(bases)}, keeping {len(pinned)} "
+            f"entries no current map has ({size:.1f} MB packed)",
             *server.cache.describe(),
         ]
 
@@ -372,6 +388,8 @@ class DiscoveryServer:
     # -- internals -----------------------------------------------------------------------------
 
     async def _fire(self, request: PushRequest) -> None:
+        # What the generations of the push before this one did not use is let go.
+        self.cache.next_push()
         if self.planner is None or request.scope is not None:
             log.debug("%s to %d connections", request.describe(), len(self._streams))
             self.push_now(request)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -18,6 +20,7 @@ from pilotfish.api.node import NodeInfo
 from pilotfish.testing.ads_client import AdsClient, node_proto
 from pilotfish.xds import DebounceSettings, DiscoveryServer, PushRequest, Resources, XdsSettings
 from pilotfish.xds.push import Scope
+from pilotfish.xds.resources import Entry
 from tests.unit.xds import builders as b
 
 MODES = [pytest.param(False, id="sotw"), pytest.param(True, id="delta")]
@@ -30,6 +33,9 @@ class Gen:
         self.fail = False
         self.nodes: list[NodeInfo] = []
 
+    def route(self) -> Message:
+        return b.route_config("r", self.route_to)
+
     def __call__(self, node: NodeInfo) -> Resources:
         self.nodes.append(node)
         if self.fail:
@@ -37,7 +43,7 @@ class Gen:
         return b.resources(
             clusters={n: [("127.0.0.1", p)] for n, p in self.clusters.items()},
             listeners={"http": (8000, "r")},
-            routes={"r": b.route_config("r", self.route_to)},
+            routes={"r": self.route()},
         )
 
 
@@ -104,6 +110,34 @@ async def test_client_syncs_and_gets_pushes_and_hooks_run(
             break
         await asyncio.sleep(0.01)
     assert events == ["+reviews-v1", "-reviews-v1"]
+
+
+async def test_what_a_push_replaced_is_not_kept_by_the_cache(
+    served: tuple[DiscoveryServer, Gen],
+) -> None:
+    """Each push sends a new route configuration: the ones the proxy no longer has are let
+    go within two pushes, not kept by the serialization memo (a thousand services' route
+    configuration is megabytes)."""
+    server, gen = served
+    client = AdsClient(f"127.0.0.1:{server.port}", b.node("reviews-v1"), delta=True)
+    await client.start()
+    try:
+        await client.wait_for(lambda c: "r" in c.routes)
+        routes: list[weakref.ref[Entry]] = []
+        for i in range(6):
+            routes.append(weakref.ref(server.cache.intern(b.ROUTE_TYPE, "r", gen.route())))
+            gen.clusters = {f"c{i}": 1}
+            gen.route_to = f"c{i}"
+            server.push(PushRequest.of("test"))
+            await client.wait_for(lambda c, i=i: route_cluster(c) == f"c{i}")  # type: ignore[misc]
+            assert await server.wait_synced(10)
+        gc.collect()
+        # The first one stays: what the proxy has is recorded over the map of its first
+        # configuration (``protocol.Have``), shared by the proxies that got the same one.
+        alive = [i for i, r in enumerate(routes) if r() is not None]
+        assert alive[0] == 0 and alive[1:] and alive[1] >= len(routes) - 2
+    finally:
+        await client.stop()
 
 
 @pytest.mark.parametrize("delta", MODES)
