@@ -521,6 +521,11 @@ def main(argv: list[str] | None = None) -> int:
         "not comparable with a run without",
     )
     parser.add_argument(
+        "--memory-report-last",
+        action="store_true",
+        help="with --memory-report: only the last report (no trim before any RSS figure)",
+    )
+    parser.add_argument(
         "--tracemalloc",
         type=int,
         default=0,
@@ -567,8 +572,8 @@ def main(argv: list[str] | None = None) -> int:
             SERVER_ONLY_ENV.add("PYTHONTRACEMALLOC")
     reports: list[tuple[str, Path]] = []
 
-    def memory_report(pid: int, label: str) -> None:
-        if args.memory_report:
+    def memory_report(pid: int, label: str, last: bool = False) -> None:
+        if args.memory_report and (last or not args.memory_report_last):
             reports.append((label, request_memory_report(pid, args.memory_report)))
 
     with Processes(workdir) as procs:
@@ -676,8 +681,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
             wait_idle(cp.pid)  # its writes completed: what it keeps, not what is in flight
             rss_after = rss_mb(cp.pid)
-            if switch_s is not None:
-                memory_report(cp.pid, f"after the switch to {other} and its flips")
+            memory_report(cp.pid, "at the end", last=True)
         finally:
             worker.stop()
     api_p99 = percentile(probe.latencies, 99)
