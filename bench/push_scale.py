@@ -121,9 +121,8 @@ def vhds_switch(on: bool) -> dict[str, Any]:
 
 async def _worker(target: str, roots: str | None, count: int, services: int) -> None:
     import grpc
-    from google.protobuf.message import Message
 
-    from pilotfish.testing.ads_client import AdsClient
+    from pilotfish.testing.ads_client import AdsClient, Shared
     from pilotfish.xds.resources import (
         CLUSTER_TYPE,
         ENDPOINT_TYPE,
@@ -135,7 +134,7 @@ async def _worker(target: str, roots: str | None, count: int, services: int) -> 
     credentials = (
         grpc.ssl_channel_credentials(root_certificates=Path(roots).read_bytes()) if roots else None
     )
-    shared: dict[tuple[str, str, str], Message] = {}
+    shared: Shared = {}
     clients = [
         AdsClient(
             target,
@@ -163,11 +162,14 @@ async def _worker(target: str, roots: str | None, count: int, services: int) -> 
 
     started = time.monotonic()
     await asyncio.gather(*(c.start() for c in clients))
+    pending = list(clients)
     while True:
-        done = sum(1 for c in clients if synced(c))
-        if done == count:
+        # Only those not synced yet are looked at again (this process's CPU is the
+        # simulated proxies' and must stay theirs).
+        pending = [c for c in pending if not synced(c)]
+        if not pending:
             break
-        errors = [c.error for c in clients if c.error is not None]
+        errors = [c.error for c in pending if c.error is not None]
         if errors:
             say(event="error", error=repr(errors[0]), failed=len(errors))
             return

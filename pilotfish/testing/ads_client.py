@@ -112,14 +112,17 @@ def resource_name(message: Message) -> str:
     return str(getattr(message, "name", ""))
 
 
-def eds_names(clusters: Mapping[str, Message]) -> set[str]:
-    """ClusterLoadAssignment names the EDS clusters ask for."""
-    out = set()
-    for name, c in clusters.items():
-        assert isinstance(c, cluster_pb2.Cluster)
-        if c.HasField("type") and c.type == cluster_pb2.Cluster.EDS:
-            out.add(c.eds_cluster_config.service_name or name)
-    return out
+def eds_name(name: str, cluster: Message) -> str | None:
+    """The ClusterLoadAssignment an EDS cluster asks for (None: not an EDS cluster)."""
+    assert isinstance(cluster, cluster_pb2.Cluster)
+    if cluster.HasField("type") and cluster.type == cluster_pb2.Cluster.EDS:
+        return str(cluster.eds_cluster_config.service_name or name)
+    return None
+
+
+#: Resources unpacked once for all the clients of a process that share it, by (type URL,
+#: name, version): the message and, for a cluster, the load assignment it asks for.
+Shared = dict[tuple[str, str, str], tuple[Message, str | None]]
 
 
 def route_names(listeners: Mapping[str, Message]) -> set[str]:
@@ -159,7 +162,7 @@ class AdsClient:
         credentials: grpc.ChannelCredentials | None = None,
         reject: RejectFn | None = None,
         hold_cds_ack: bool = True,
-        shared: dict[tuple[str, str, str], Message] | None = None,
+        shared: Shared | None = None,
         reconnect: bool = False,
     ) -> None:
         self.target = target
@@ -316,13 +319,17 @@ class AdsClient:
 
     # -- protocol ------------------------------------------------------------------------------
 
-    def _unpack(self, type_url: str, resource: discovery_pb2.Resource) -> Message:
-        if self.shared is None:
-            return unpack(type_url, resource.resource)
-        key = (type_url, resource.name, resource.version)
-        found = self.shared.get(key)
+    def _unpack(
+        self, type_url: str, name: str, version: str, resource: discovery_pb2.Resource
+    ) -> tuple[Message, str | None]:
+        """The resource's message and, for a cluster, the load assignment it asks for."""
+        key = (type_url, name, version)
+        found = self.shared.get(key) if self.shared is not None else None
         if found is None:
-            found = self.shared[key] = unpack(type_url, resource.resource)
+            message = unpack(type_url, resource.resource)
+            found = (message, eds_name(name, message) if type_url == CLUSTER_TYPE else None)
+            if self.shared is not None:
+                self.shared[key] = found
         return found
 
     async def _run(self) -> None:
@@ -409,9 +416,17 @@ class AdsClient:
         if type_url not in self._types:
             log.debug("ignoring response of unknown type %s", type_url)
             return
+        # Each resource's name and version are read once (every read decodes them again):
+        # a simulated proxy's first clusters are thousands of resources, and a benchmark's
+        # process holds a thousand proxies, whose decoding must not be what it measures.
+        eds_of: dict[str, str | None] = {}
+        held: dict[str, str] = {}
         if self.delta:
             version = response.system_version_info
-            incoming = {r.name: self._unpack(type_url, r) for r in response.resources}
+            incoming: dict[str, Message] = {}
+            for r in response.resources:
+                name, held[name] = r.name, r.version
+                incoming[name], eds_of[name] = self._unpack(type_url, name, held[name], r)
             removed = tuple(response.removed_resources)
         else:
             version = response.version_info
@@ -419,6 +434,8 @@ class AdsClient:
             for packed in response.resources:
                 message = unpack(type_url, packed)
                 incoming[resource_name(message) or str(len(incoming))] = message
+            if type_url == CLUSTER_TYPE:
+                eds_of = {name: eds_name(name, c) for name, c in incoming.items()}
             removed = ()
         error = self.reject(type_url, incoming) if self.reject else None
         self.received.append(
@@ -427,7 +444,7 @@ class AdsClient:
                 version,
                 response.nonce,
                 time.monotonic(),
-                tuple(sorted(incoming)),
+                tuple(incoming),
                 removed,
                 nacked=error is not None,
             )
@@ -439,8 +456,7 @@ class AdsClient:
         if self.delta:
             store.update(incoming)
             versions = self.versions[type_url]
-            for r in response.resources:
-                versions[r.name] = r.version
+            versions.update(held)
             for name in removed:
                 store.pop(name, None)
                 versions.pop(name, None)
@@ -453,8 +469,8 @@ class AdsClient:
                     self._need(name, None)
             for name in removed:
                 self._need(name, None)
-            for name, cluster in incoming.items():
-                self._need(name, next(iter(eds_names({name: cluster})), None))
+            for name, eds in eds_of.items():
+                self._need(name, eds)
         elif type_url == ENDPOINT_TYPE:
             if self.delta:
                 self._eds_missing.difference_update(incoming)

@@ -17,7 +17,7 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
 from pilotfish.api.node import NodeInfo
-from pilotfish.testing.ads_client import AdsClient, node_proto
+from pilotfish.testing.ads_client import AdsClient, Shared, node_proto
 from pilotfish.xds import DebounceSettings, DiscoveryServer, PushRequest, Resources, XdsSettings
 from pilotfish.xds.push import Scope
 from pilotfish.xds.resources import Entry
@@ -228,6 +228,33 @@ async def test_many_clients_share_serialized_resources(
         # 2 clusters + 2 assignments + 1 listener + 1 route, whatever the number of proxies.
         assert server.cache.size == 6
         assert len(server.status()) == 10
+    finally:
+        for client in clients:
+            await client.stop()
+
+
+async def test_clients_sharing_unpacked_resources_follow_their_clusters(
+    served: tuple[DiscoveryServer, Gen],
+) -> None:
+    """Delta clients of one process unpack each resource version once (``shared``), and
+    each still subscribes to the load assignments of the clusters it holds."""
+    server, gen = served
+    shared: Shared = {}
+    clients = [
+        AdsClient(f"127.0.0.1:{server.port}", b.node(f"app-{i}"), delta=True, shared=shared)
+        for i in range(2)
+    ]
+    for client in clients:
+        await client.start()
+    try:
+        for client in clients:
+            await client.wait_for(lambda c: "r" in c.routes and set(c.endpoints) == {"a", "b"})
+        assert clients[0].clusters["a"] is clients[1].clusters["a"]
+        gen.clusters = {"b": 2, "c": 3}
+        server.push(PushRequest.of("test"))
+        for client in clients:
+            await client.wait_for(lambda c: set(c.endpoints) == {"b", "c"})
+            assert set(client.versions[b.CLUSTER_TYPE]) == {"b", "c"}
     finally:
         for client in clients:
             await client.stop()
