@@ -61,6 +61,7 @@ from pilotfish.contextfile import DEFAULT_HOME, Context, save_context
 from pilotfish.dashboard.app import DEFAULT_PORT as DASHBOARD_PORT
 from pilotfish.dashboard.app import Dashboard, DashboardSettings, add_dashboard_routes
 from pilotfish.errors import PilotfishError, StoreError
+from pilotfish.heap import trim_heap
 from pilotfish.identity.errors import TokenError
 from pilotfish.model.jwks import JwksFetcher, JwksSettings
 from pilotfish.model.push_context import MeshSettings, PushContext
@@ -1026,6 +1027,8 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
             if settings.ca_dir is not None
             else None
         )
+        # What a storm or a push to every proxy freed goes back to the system afterwards.
+        trimmer = asyncio.create_task(trim_heap(stop), name="heap-trim")
         api = ApiServer(
             store,
             ApiSettings(
@@ -1084,6 +1087,7 @@ async def serve(settings: ServerSettings, stop: asyncio.Event) -> None:
             await canaries[0]
             await canaries[1].close()
         await cleanup
+        await trimmer
         if ca_follower is not None:
             await ca_follower
         if api_worker is not None:
