@@ -22,10 +22,12 @@ VirtualService are applied first. Then:
   connections asked for have reached everyone), and the control plane's CPU seconds over
   both. Meanwhile this script reads the HTTP API (list VirtualServices) every 50 ms: the
   API's p99 latency during the storm;
-- **memory**: the server's RSS growth over the 0-proxy baseline, per connected proxy; its
-  RSS is also printed after the changes, after the switch below and after its flips (each
-  once the server is idle: its writes completed). ``--memory-report DIR`` has the control
-  plane write what holds it at those points (``pilotfish.memreport``);
+- **memory**: the server's RSS growth over the 0-proxy baseline, per connected proxy, once
+  it settled (idle, and one heap trim interval later: what the storm freed goes back to the
+  system then); the RSS 2 s after the storm is printed beside it. Its RSS is also printed
+  after the changes, after the switch below and after its flips (each once the server is
+  idle: its writes completed). ``--memory-report DIR`` has the control plane write what
+  holds it at those points (``pilotfish.memreport``);
 - **restart storm** (the issue's connection storm): the control plane is killed (SIGKILL)
   and started again on the same store and ports; every simulated proxy reconnects as Envoy
   does (jittered exponential backoff from 0.5 s; over Delta it declares the resources it
@@ -90,6 +92,8 @@ from benchlib import (
     table,
     weighted_route,
 )
+
+from pilotfish.heap import TRIM_INTERVAL_S
 
 CHANGE_TARGETS = (1.0, 1.5)  # median, p99 seconds
 SYNC_TARGET_S = 30.0
@@ -427,6 +431,17 @@ def request_memory_report(pid: int, directory: Path, timeout: float = 300.0) -> 
     raise SystemExit(f"no memory report from {pid} in {timeout:.0f} s")
 
 
+def settled_rss(pid: int) -> tuple[float, float]:
+    """The control plane's RSS 2 s after a storm, and once it settled: idle, then one heap
+    trim interval later (``pilotfish.heap``: what the storm freed goes back to the system
+    within one interval of the control plane going quiet)."""
+    time.sleep(2.0)
+    early = rss_mb(pid)
+    wait_idle(pid)
+    time.sleep(TRIM_INTERVAL_S + 1.0)
+    return early, rss_mb(pid)
+
+
 def run_change(
     api: Any, worker: Worker, items: list[dict[str, Any]], type_: str, name: str, count: int
 ) -> float:
@@ -462,9 +477,10 @@ def restart_storm(
     with ApiProbe(api) as probe:
         msg = worker.read()
     cpu = cpu_seconds(cp.pid)
-    time.sleep(2.0)
+    early_rss, rss = settled_rss(cp.pid)
     figures = {
-        "rss": rss_mb(cp.pid),
+        "rss": rss,
+        "early_rss": early_rss,
         "killed": killed,
         "ready": ready,
         "synced": msg["at"],
@@ -605,8 +621,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"proxy's endpoint after {converged_s:.1f}s",
                 flush=True,
             )
-            time.sleep(2.0)
-            rss = rss_mb(cp.pid)
+            early_rss, rss = settled_rss(cp.pid)
             per_proxy = (rss - baseline) / n
             memory_report(cp.pid, "synced")
             # The restart storm in two settings, one after the other: the simulated sidecars
@@ -816,8 +831,12 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table([f"{n} proxies x {s} services", "measured", "target", "ratio"], rows))
     print(
-        f"server RSS: {baseline:.0f} MB with no proxy, {rss:.0f} MB synced"
-        + "".join(f", {r['rss']:.0f} MB after the restart storm ({k})" for k, r in restarts.items())
+        f"server RSS (2 s after the storm -> settled): {baseline:.0f} MB with no proxy, "
+        f"{early_rss:.0f} -> {rss:.0f} MB synced"
+        + "".join(
+            f", {r['early_rss']:.0f} -> {r['rss']:.0f} MB after the restart storm ({k})"
+            for k, r in restarts.items()
+        )
         + f", {rss_changes:.0f} MB after {args.reps * 3} changes"
         + (
             f", {rss_switch:.0f} MB after the switch to {other}, {rss_after:.0f} MB after its "
