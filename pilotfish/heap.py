@@ -31,8 +31,10 @@ TRIM_ABOVE_BYTES = 32 * 1024 * 1024
 TRIM_INTERVAL_S = 5.0
 
 
-class _MallInfo2(ctypes.Structure):
-    """glibc's ``struct mallinfo2`` (glibc >= 2.33)."""
+class MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (glibc >= 2.33): ``arena`` (bytes from the system for
+    the heaps), ``uordblks`` (in use), ``fordblks`` (free in the heaps), ``hblkhd`` (mmapped),
+    ..."""
 
     _fields_ = [
         (name, ctypes.c_size_t)
@@ -62,19 +64,23 @@ def _libc() -> ctypes.CDLL | None:
         mallinfo2, malloc_trim = libc.mallinfo2, libc.malloc_trim
     except (OSError, AttributeError):
         return None
-    mallinfo2.restype = _MallInfo2
+    mallinfo2.restype = MallInfo2
     mallinfo2.argtypes = []
     malloc_trim.restype = ctypes.c_int
     malloc_trim.argtypes = [ctypes.c_size_t]
     return libc
 
 
+def mallinfo() -> MallInfo2 | None:
+    """glibc's ``mallinfo2()`` (every heap, main and thread arenas); None without glibc."""
+    libc = _libc()
+    return None if libc is None else libc.mallinfo2()
+
+
 def free_bytes() -> int | None:
     """Bytes the C heaps hold free (not in use, not given back); None without glibc."""
-    libc = _libc()
-    if libc is None:
-        return None
-    return int(libc.mallinfo2().fordblks)
+    info = mallinfo()
+    return None if info is None else int(info.fordblks)
 
 
 def trim() -> bool:

@@ -20,8 +20,6 @@ heap, so it is for benchmarks and debugging, never for a serving control plane.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import itertools
 import logging
@@ -33,6 +31,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from pilotfish import heap as glibc_heap
+
 log = logging.getLogger("pilotfish.memreport")
 
 ENV = "PILOTFISH_MEMORY_REPORT"
@@ -41,34 +41,6 @@ REFERRERS_ENV = "PILOTFISH_MEMORY_REPORT_REFERRERS"
 _TOP = 40
 #: Types with fewer live objects are left out of the counts.
 _MIN_COUNT = 2
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
-
-
-def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        return ctypes.CDLL(name)
-    except OSError:
-        return None
 
 
 def rss_mb() -> float:
@@ -82,11 +54,9 @@ def rss_mb() -> float:
 def heap() -> dict[str, float] | None:
     """glibc's ``mallinfo2`` in MB: ``arena`` (heap from the system, main and thread arenas),
     ``in_use``, ``free`` (in the heap, not returned), ``mmapped``; None off glibc."""
-    libc = _libc()
-    if libc is None or not hasattr(libc, "mallinfo2"):
+    info = glibc_heap.mallinfo()
+    if info is None:
         return None
-    libc.mallinfo2.restype = _MallInfo2
-    info = libc.mallinfo2()
     mb = 1024 * 1024
     return {
         "arena": info.arena / mb,
@@ -98,10 +68,9 @@ def heap() -> dict[str, float] | None:
 
 def malloc_trim() -> bool:
     """Return the heap's free pages to the system (glibc); False where there is no such call."""
-    libc = _libc()
-    if libc is None or not hasattr(libc, "malloc_trim"):
+    if glibc_heap.mallinfo() is None:
         return False
-    libc.malloc_trim(0)
+    glibc_heap.trim()
     return True
 
 
