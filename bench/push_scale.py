@@ -25,9 +25,9 @@ VirtualService are applied first. Then:
 - **memory**: the server's RSS growth over the 0-proxy baseline, per connected proxy, once
   it settled (idle, and one heap trim interval later: what the storm freed goes back to the
   system then); the RSS 2 s after the storm is printed beside it. Its RSS is also printed
-  after the changes, after the switch below and after its flips (each once the server is
-  idle: its writes completed). ``--memory-report DIR`` has the control plane write what
-  holds it at those points (``pilotfish.memreport``);
+  after the changes, after the switch below and after its flips (each once settled too).
+  ``--memory-report DIR`` has the control plane write what holds it at those points
+  (``pilotfish.memreport``);
 - **restart storm** (the issue's connection storm): the control plane is killed (SIGKILL)
   and started again on the same store and ports; every simulated proxy reconnects as Envoy
   does (jittered exponential backoff from 0.5 s; over Delta it declares the resources it
@@ -431,6 +431,12 @@ def request_memory_report(pid: int, directory: Path, timeout: float = 300.0) -> 
     raise SystemExit(f"no memory report from {pid} in {timeout:.0f} s")
 
 
+def settle(pid: int) -> None:
+    """Until the control plane is idle (its writes completed), then one heap trim interval."""
+    wait_idle(pid)
+    time.sleep(TRIM_INTERVAL_S + 1.0)
+
+
 def settled_rss(pid: int) -> tuple[float, float]:
     """The control plane's RSS 2 s after a storm, and once it settled: idle, then one heap
     trim interval later (``pilotfish.heap``: what the storm freed goes back to the system
@@ -666,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
                     + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in results.items()),
                     flush=True,
                 )
-            wait_idle(cp.pid)  # its writes completed: what it keeps, not what is in flight
+            settle(cp.pid)  # what it keeps, not what is in flight or about to be trimmed
             rss_changes = rss_mb(cp.pid)
             if args.reps:
                 memory_report(cp.pid, f"after {args.reps * 3} changes")
@@ -680,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
                 switch = vhds_switch(other == "VHDS")
                 switch_s = run_change(api, worker, [switch], *modes[other], n)
                 print(f"  {other}: every proxy holds its routes so after {switch_s:.1f}s")
-                wait_idle(cp.pid)  # its writes completed: what it keeps, not what is in flight
+                settle(cp.pid)  # what it keeps, not what is in flight or about to be trimmed
                 rss_switch = rss_mb(cp.pid)
                 memory_report(cp.pid, f"after the switch to {other}")
                 results[other_flip] = []
@@ -696,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"  rep {rep + 1}: {other_flip} {results[other_flip][-1] * 1000:.0f} ms",
                         flush=True,
                     )
-            wait_idle(cp.pid)  # its writes completed: what it keeps, not what is in flight
+            settle(cp.pid)  # what it keeps, not what is in flight or about to be trimmed
             rss_after = rss_mb(cp.pid)
             memory_report(cp.pid, "at the end", last=True)
         finally:
