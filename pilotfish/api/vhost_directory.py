@@ -34,6 +34,14 @@ from dataclasses import dataclass
 from envoy.config.route.v3 import route_components_pb2 as rc
 
 
+def vhost_resource_name(route_config: str, vhost: str) -> str:
+    """A VHDS resource's name: ``<route config>/<virtual host>``, and the name of the virtual
+    host it carries. Envoy files a virtual host under the route config named before the
+    ``/`` and keys it by its own name, and a removal (``removed_resources``) names the
+    resource: with any other virtual host name, Envoy 1.40 keeps a removed virtual host."""
+    return f"{route_config}/{vhost}"
+
+
 @dataclass(frozen=True)
 class Resolution:
     """What answers an alias: the resource ``name`` of a virtual host the proxy can be sent,
@@ -113,7 +121,7 @@ class HostDirectory:
             return Resolution(name)
         if hosts.fallback is None:
             return NOT_FOUND
-        own = f"{route_config}/{host}"
+        own = vhost_resource_name(route_config, host)
         vhost = rc.VirtualHost()
         vhost.CopyFrom(hosts.fallback)
         vhost.name = own
@@ -122,4 +130,4 @@ class HostDirectory:
         return Resolution(own, vhost)
 
 
-__all__ = ["NOT_FOUND", "HostDirectory", "Resolution", "RouteConfigHosts"]
+__all__ = ["NOT_FOUND", "HostDirectory", "Resolution", "RouteConfigHosts", "vhost_resource_name"]

@@ -99,11 +99,3 @@ def socket_address(ip: str, port: int) -> address_pb2.Address:
     return address_pb2.Address(
         socket_address=address_pb2.SocketAddress(address=ip, port_value=port)
     )
-
-
-def vhost_resource_name(route_config: str, vhost: str) -> str:
-    """A VHDS resource's name: ``<route config>/<virtual host>``, and the name of the virtual
-    host it carries. Envoy files a virtual host under the route config named before the
-    ``/`` and keys it by its own name, and a removal (``removed_resources``) names the
-    resource: with any other virtual host name, Envoy 1.40 keeps a removed virtual host."""
-    return f"{route_config}/{vhost}"

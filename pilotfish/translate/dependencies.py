@@ -63,6 +63,7 @@ from pilotfish.api.typeurls import (
     SECRET_TYPE,
     VIRTUAL_HOST_TYPE,
 )
+from pilotfish.api.vhost_directory import vhost_resource_name
 from pilotfish.config.store.base import Key
 from pilotfish.model.config import (
     DestinationRuleConfig,
@@ -75,7 +76,7 @@ from pilotfish.model.push_context import PushContext
 from pilotfish.model.sidecar import select_sidecar
 from pilotfish.registry.types import Service
 from pilotfish.translate.clusters import proxy_locality
-from pilotfish.translate.common import ClusterKey, vhost_resource_name
+from pilotfish.translate.common import ClusterKey
 
 #: Resource names of one type to regenerate; ``None``: every resource of that type.
 Names = frozenset[str] | None

@@ -34,7 +34,7 @@ from google.protobuf.wrappers_pb2 import BoolValue
 from pilotfish.api.hosts import MESH_GATEWAY, host_matches, specificity, split_server_host
 from pilotfish.api.mesh import visible
 from pilotfish.api.networking import Server
-from pilotfish.api.vhost_directory import RouteConfigHosts
+from pilotfish.api.vhost_directory import RouteConfigHosts, vhost_resource_name
 from pilotfish.model.config import GatewayConfig
 from pilotfish.model.proxy import Proxy
 from pilotfish.model.push_context import PushContext
@@ -44,7 +44,6 @@ from pilotfish.translate.common import (
     PASSTHROUGH_CLUSTER,
     ClusterKey,
     duration,
-    vhost_resource_name,
 )
 from pilotfish.translate.dependencies import route_rule_revisions
 from pilotfish.translate.routes import RouteContext, default_route, http_routes
